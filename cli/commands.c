@@ -1,0 +1,264 @@
+/* commands.c - the damo subcommands: train, evaluate, predict, summary, export. Each one
+ * parses its options, calls the public API and reports failures with the library's
+ * message (which names the file, offset or layer). */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && !strcmp(s + n - k, suffix);
+}
+
+damo_status cli_load_data(const char *spec, const char *split, const char *label_column, damo_tensor **x,
+                          damo_tensor **y) {
+  *x = *y = NULL;
+  const char *comma = strchr(spec, ',');
+  if (comma) { /* x.npy,y.npy */
+    char xpath[4096];
+    snprintf(xpath, sizeof xpath, "%.*s", (int)(comma - spec), spec);
+    damo_status st = damo_npy_load(xpath, x);
+    if (st == DAMO_OK) st = damo_npy_load(comma + 1, y);
+    if (st != DAMO_OK) {
+      damo_tensor_free(*x);
+      *x = NULL;
+    }
+    return st;
+  }
+  if (ends_with(spec, ".csv")) {
+    damo_csv_options o = {1, label_column ? label_column : "label", ','};
+    return damo_csv_load(spec, &o, x, y);
+  }
+  return damo_dataset_load(spec, split, x, y);
+}
+
+static int make_dir(const char *dir) {
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    fprintf(stderr, "damo: cannot create %s: %s\n", dir, strerror(errno));
+    return 0;
+  }
+  return 1;
+}
+
+int cli_train(int argc, char **argv) {
+  static const char *const with_value[] = {"--config", "--data", "--epochs", "--batch-size", "--lr", "--seed", "--out",
+                                           "--validation-split", "--patience", "--verbose", "--history",
+                                           "--label-column", NULL};
+  if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
+  const char *config = cli_opt(argc, argv, "--config"), *data = cli_opt(argc, argv, "--data");
+  const char *out = cli_opt(argc, argv, "--out");
+  if (!config || !data) {
+    fprintf(stderr, "damo train: --config FILE and --data SPEC are required\n");
+    return 2;
+  }
+  if (!out) out = "damo_model";
+  printf("%s\n", damo_info_string());
+
+  damo_model *m;
+  if (damo_model_from_config_file(config, &m) != DAMO_OK) return cli_fail("train");
+  damo_compile_options copt;
+  if (damo_model_config_compile_options(m, &copt) != DAMO_OK)
+    copt = (damo_compile_options){damo_adam(1e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  damo_fit_options fo = {.epochs = 10, .batch_size = 32, .seed = 42, .verbose = -1, .shuffle = -1};
+  damo_model_config_fit_options(m, &fo);
+  const char *v;
+  long n;
+  double d;
+  int rc = 2;
+  if ((v = cli_opt(argc, argv, "--lr"))) {
+    if (!cli_parse_double(v, "--lr", &d) || !(d > 0)) goto done;
+    copt.optimizer.lr = (float)d;
+  }
+  if ((v = cli_opt(argc, argv, "--epochs"))) {
+    if (!cli_parse_long(v, "--epochs", 1, 100000, &n)) goto done;
+    fo.epochs = (int)n;
+  }
+  if ((v = cli_opt(argc, argv, "--batch-size"))) {
+    if (!cli_parse_long(v, "--batch-size", 1, 1 << 20, &n)) goto done;
+    fo.batch_size = (int)n;
+  }
+  if ((v = cli_opt(argc, argv, "--seed"))) {
+    if (!cli_parse_long(v, "--seed", 0, 0x7fffffffL, &n)) goto done;
+    fo.seed = (uint64_t)n;
+  }
+  if ((v = cli_opt(argc, argv, "--validation-split"))) {
+    if (!cli_parse_double(v, "--validation-split", &d) || d < 0 || d >= 1) goto done;
+    fo.validation_split = (float)d;
+  }
+  if ((v = cli_opt(argc, argv, "--patience"))) {
+    if (!cli_parse_long(v, "--patience", 0, 100000, &n)) goto done;
+    fo.patience = (int)n;
+    fo.restore_best_weights = 1;
+  }
+  if ((v = cli_opt(argc, argv, "--verbose"))) {
+    if (!cli_parse_long(v, "--verbose", 0, 2, &n)) goto done;
+    fo.verbose = (int)n;
+  }
+  rc = 1;
+  if (!make_dir(out)) goto done;
+  char history[4096];
+  snprintf(history, sizeof history, "%s/history.csv", out);
+  fo.history_csv = cli_opt(argc, argv, "--history") ? cli_opt(argc, argv, "--history") : history;
+
+  if (damo_model_build(m, fo.seed) != DAMO_OK || damo_model_compile(m, &copt) != DAMO_OK) {
+    rc = cli_fail("train");
+    goto done;
+  }
+  if (fo.verbose != 0) damo_model_summary(m, stdout);
+
+  damo_tensor *x = NULL, *y = NULL, *xt = NULL, *yt = NULL;
+  const char *label_col = cli_opt(argc, argv, "--label-column");
+  if (cli_load_data(data, "train", label_col, &x, &y) != DAMO_OK) {
+    rc = cli_fail("train: loading the training data");
+    goto done;
+  }
+  printf("training on %lld examples from %s, %d epochs, batch %d, lr %g, seed %llu\n", (long long)x->shape[0], data,
+         fo.epochs, fo.batch_size, (double)copt.optimizer.lr, (unsigned long long)fo.seed);
+  fflush(stdout);
+  damo_history *h = NULL;
+  if (damo_model_fit(m, x, y, &fo, &h) != DAMO_OK) {
+    rc = cli_fail("train");
+  } else if (damo_model_save(m, out) != DAMO_OK) {
+    rc = cli_fail("train: saving");
+  } else {
+    rc = 0;
+    /* A built-in data set has a held-out test split: report it (never used for training). */
+    if (!strchr(data, ',') && !ends_with(data, ".csv") && cli_load_data(data, "test", label_col, &xt, &yt) == DAMO_OK) {
+      float loss, acc;
+      if (damo_model_evaluate(m, xt, yt, 256, &loss, &acc) != DAMO_OK) rc = cli_fail("train: evaluating");
+      else printf("test_loss: %.4f - test_accuracy: %.4f (%lld test examples)\n", loss, acc, (long long)xt->shape[0]);
+    }
+    printf("saved model to %s/ (config.json, model.safetensors, history.csv)\n", out);
+  }
+  damo_history_free(h);
+  damo_tensor_free(x);
+  damo_tensor_free(y);
+  damo_tensor_free(xt);
+  damo_tensor_free(yt);
+done:
+  damo_model_free(m);
+  return rc;
+}
+
+int cli_evaluate(int argc, char **argv) {
+  static const char *const with_value[] = {"--model", "--data", "--batch-size", "--split", "--label-column", NULL};
+  if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
+  const char *dir = cli_opt(argc, argv, "--model"), *data = cli_opt(argc, argv, "--data");
+  const char *split = cli_opt(argc, argv, "--split");
+  if (!dir || !data) {
+    fprintf(stderr, "damo evaluate: --model DIR and --data SPEC are required\n");
+    return 2;
+  }
+  damo_model *m;
+  if (damo_model_load(dir, &m) != DAMO_OK) return cli_fail("evaluate");
+  damo_tensor *x, *y;
+  int rc = 0;
+  if (cli_load_data(data, split ? split : "test", cli_opt(argc, argv, "--label-column"), &x, &y) != DAMO_OK) {
+    rc = cli_fail("evaluate");
+  } else {
+    float loss, acc;
+    if (damo_model_evaluate(m, x, y, 256, &loss, &acc) != DAMO_OK) rc = cli_fail("evaluate");
+    else if (acc >= 0) printf("loss: %.4f - accuracy: %.4f (%lld examples)\n", loss, acc, (long long)x->shape[0]);
+    else printf("loss: %.4f (%lld examples)\n", loss, (long long)x->shape[0]);
+    damo_tensor_free(x);
+    damo_tensor_free(y);
+  }
+  damo_model_free(m);
+  return rc;
+}
+
+int cli_predict(int argc, char **argv) {
+  static const char *const with_value[] = {"--model", "--input", "--output", "--labels", "--batch-size", NULL};
+  if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
+  const char *dir = cli_opt(argc, argv, "--model"), *input = cli_opt(argc, argv, "--input");
+  const char *output = cli_opt(argc, argv, "--output"), *labels = cli_opt(argc, argv, "--labels");
+  if (!dir || !input) {
+    fprintf(stderr, "damo predict: --model DIR and --input x.npy are required\n");
+    return 2;
+  }
+  damo_model *m;
+  if (damo_model_load(dir, &m) != DAMO_OK) return cli_fail("predict");
+  damo_tensor *x = NULL, *y = NULL, *p = NULL;
+  int rc = 0;
+  if (damo_npy_load(input, &x) != DAMO_OK || damo_model_predict(m, x, 256, &p) != DAMO_OK) {
+    rc = cli_fail("predict");
+    goto done;
+  }
+  if (output && damo_npy_save(output, p) != DAMO_OK) {
+    rc = cli_fail("predict");
+    goto done;
+  }
+  int64_t rows = p->shape[0], C = damo_tensor_numel(p) / (rows ? rows : 1);
+  if (labels) {
+    if (damo_npy_load(labels, &y) != DAMO_OK) {
+      rc = cli_fail("predict");
+      goto done;
+    }
+    if (y->dtype != DAMO_I32 || damo_tensor_numel(y) != rows) {
+      fprintf(stderr, "damo predict: %s must hold %lld integer labels\n", labels, (long long)rows);
+      rc = 1;
+      goto done;
+    }
+    int64_t correct = 0;
+    for (int64_t r = 0; r < rows; r++) {
+      const float *row = damo_tensor_f32(p) + r * C;
+      int64_t best = 0;
+      for (int64_t c = 1; c < C; c++)
+        if (row[c] > row[best]) best = c;
+      correct += best == damo_tensor_i32(y)[r];
+    }
+    printf("accuracy: %.4f (%lld of %lld)\n", (double)correct / (double)rows, (long long)correct, (long long)rows);
+  }
+  if (output) printf("wrote %lld predictions of %lld values to %s\n", (long long)rows, (long long)C, output);
+  else
+    for (int64_t r = 0; r < rows && r < 10; r++) {
+      for (int64_t c = 0; c < C; c++) printf(c ? " %.4f" : "%.4f", damo_tensor_f32(p)[r * C + c]);
+      printf("\n");
+    }
+done:
+  damo_tensor_free(x);
+  damo_tensor_free(y);
+  damo_tensor_free(p);
+  damo_model_free(m);
+  return rc;
+}
+
+int cli_summary(int argc, char **argv) {
+  static const char *const with_value[] = {"--model", "--config", NULL};
+  if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
+  const char *dir = cli_opt(argc, argv, "--model"), *config = cli_opt(argc, argv, "--config");
+  if (!dir == !config) {
+    fprintf(stderr, "damo summary: give --model DIR or --config FILE\n");
+    return 2;
+  }
+  damo_model *m;
+  damo_status st = dir ? damo_model_load(dir, &m) : damo_model_from_config_file(config, &m);
+  if (st != DAMO_OK) return cli_fail("summary");
+  damo_model_summary(m, stdout);
+  damo_model_free(m);
+  return 0;
+}
+
+int cli_export(int argc, char **argv) {
+  static const char *const with_value[] = {"--data", "--split", "--x", "--y", "--label-column", NULL};
+  if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
+  const char *data = cli_opt(argc, argv, "--data"), *split = cli_opt(argc, argv, "--split");
+  const char *xpath = cli_opt(argc, argv, "--x"), *ypath = cli_opt(argc, argv, "--y");
+  if (!data || !xpath) {
+    fprintf(stderr, "damo export: --data SPEC and --x x.npy are required\n");
+    return 2;
+  }
+  damo_tensor *x, *y;
+  if (cli_load_data(data, split ? split : "test", cli_opt(argc, argv, "--label-column"), &x, &y) != DAMO_OK)
+    return cli_fail("export");
+  int rc = 0;
+  if (damo_npy_save(xpath, x) != DAMO_OK || (ypath && y && damo_npy_save(ypath, y) != DAMO_OK)) rc = cli_fail("export");
+  else printf("wrote %lld examples to %s%s%s\n", (long long)x->shape[0], xpath, ypath ? " and " : "", ypath ? ypath : "");
+  damo_tensor_free(x);
+  damo_tensor_free(y);
+  return rc;
+}

@@ -1,0 +1,110 @@
+/* main.c - the `damo` command line: a thin layer over the public API (damo.h only).
+ *
+ *   damo info
+ *   damo train     --config model.json --data SPEC [--epochs N --batch-size B --lr X --seed S --out DIR ...]
+ *   damo evaluate  --model DIR --data SPEC
+ *   damo predict   --model DIR --input x.npy [--output y.npy --labels y.npy]
+ *   damo summary   --model DIR | --config model.json
+ *   damo export    --data SPEC [--split test] --x x.npy [--y y.npy]
+ *
+ * SPEC is a built-in data set name (fashion-mnist), a CSV file (label column "label" unless
+ * --label-column says otherwise) or an "x.npy,y.npy" pair. */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const char *cli_opt(int argc, char **argv, const char *name) {
+  for (int i = 2; i < argc - 1; i++)
+    if (!strcmp(argv[i], name)) return argv[i + 1];
+  return NULL;
+}
+
+int cli_flag(int argc, char **argv, const char *name) {
+  for (int i = 2; i < argc; i++)
+    if (!strcmp(argv[i], name)) return 1;
+  return 0;
+}
+
+int cli_check_options(int argc, char **argv, const char *const *known_with_value, const char *const *known_flags) {
+  for (int i = 2; i < argc; i++) {
+    int ok = 0;
+    for (const char *const *k = known_with_value; k && *k && !ok; k++)
+      if (!strcmp(argv[i], *k)) {
+        if (i + 1 >= argc) {
+          fprintf(stderr, "damo %s: option %s needs a value\n", argv[1], argv[i]);
+          return 0;
+        }
+        ok = 1;
+        i++;
+      }
+    for (const char *const *k = known_flags; k && *k && !ok; k++) ok = !strcmp(argv[i], *k);
+    if (!ok) {
+      fprintf(stderr, "damo %s: unknown option '%s' (see damo help)\n", argv[1], argv[i]);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+int cli_fail(const char *what) {
+  fprintf(stderr, "damo: %s: %s\n", what, damo_last_error());
+  return 1;
+}
+
+int cli_parse_long(const char *s, const char *name, long lo, long hi, long *out) {
+  char *end;
+  long v = strtol(s, &end, 10);
+  if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
+    fprintf(stderr, "damo: %s must be an integer in [%ld, %ld], got '%s'\n", name, lo, hi, s);
+    return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+int cli_parse_double(const char *s, const char *name, double *out) {
+  char *end;
+  double v = strtod(s, &end);
+  if (*s == '\0' || *end != '\0' || v != v) {
+    fprintf(stderr, "damo: %s must be a number, got '%s'\n", name, s);
+    return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+static int usage(FILE *f) {
+  fprintf(f,
+          "usage: damo COMMAND [options]\n\n"
+          "commands:\n"
+          "  info                                   version, SIMD path, threads\n"
+          "  train    --config FILE --data SPEC      train a model; saves it to --out DIR\n"
+          "           [--epochs N] [--batch-size B] [--lr X] [--seed S] [--out DIR]\n"
+          "           [--validation-split F] [--patience P] [--verbose 0|1|2] [--history FILE]\n"
+          "  evaluate --model DIR --data SPEC        loss and accuracy on the test split\n"
+          "  predict  --model DIR --input x.npy      class probabilities (or outputs)\n"
+          "           [--output y.npy] [--labels y.npy]\n"
+          "  summary  --model DIR | --config FILE    the layer table\n"
+          "  export   --data SPEC [--split train|test] --x x.npy [--y y.npy]\n\n"
+          "SPEC: fashion-mnist | file.csv (label column 'label', or --label-column NAME) | x.npy,y.npy\n"
+          "Environment: DAMO_NUM_THREADS, DAMO_SIMD=scalar|avx2|avx512, DAMO_DATA_DIR\n");
+  return f == stderr ? 2 : 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) return usage(stderr);
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) return usage(stdout);
+  if (!strcmp(cmd, "info") || !strcmp(cmd, "--version")) {
+    printf("%s\n", damo_info_string());
+    return 0;
+  }
+  if (!strcmp(cmd, "train")) return cli_train(argc, argv);
+  if (!strcmp(cmd, "evaluate")) return cli_evaluate(argc, argv);
+  if (!strcmp(cmd, "predict")) return cli_predict(argc, argv);
+  if (!strcmp(cmd, "summary")) return cli_summary(argc, argv);
+  if (!strcmp(cmd, "export")) return cli_export(argc, argv);
+  fprintf(stderr, "damo: unknown command '%s'\n\n", cmd);
+  return usage(stderr);
+}

@@ -1,0 +1,392 @@
+/* damo.h - the one public header of damo, a deep-learning framework in C11.
+ *
+ * Conventions
+ *  - Every fallible call returns damo_status (DAMO_OK == 0) or NULL; the reason, with the
+ *    file / offset / layer and what was expected, is in damo_last_error(). The library never
+ *    prints (except progress output you ask for), never exits and never aborts on bad input.
+ *  - Objects come in _new/_free pairs; every _free accepts NULL.
+ *  - Shapes are row-major (C order). Comments give shapes as (B, T, C)-style tuples.
+ */
+#ifndef DAMO_H
+#define DAMO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DAMO_VERSION "0.1.0"
+#define DAMO_MAX_DIMS 6
+
+/* ------------------------------------------------------------------ errors */
+
+typedef enum damo_status {
+  DAMO_OK = 0,
+  DAMO_ERR_INVALID_ARG, /* a bad argument from the caller */
+  DAMO_ERR_SHAPE,       /* shapes that do not fit together */
+  DAMO_ERR_IO,          /* a file could not be opened, read or written */
+  DAMO_ERR_FORMAT,      /* a file or config is corrupt, truncated or of the wrong kind */
+  DAMO_ERR_NOMEM,       /* an allocation failed */
+  DAMO_ERR_NOT_FOUND,   /* a data set, file, key or layer name does not exist */
+  DAMO_ERR_NUMERIC,     /* NaN or Inf where a finite number was needed */
+  DAMO_ERR_UNSUPPORTED, /* a valid request this build cannot do */
+  DAMO_ERR_STATE        /* a call made in the wrong order (e.g. fit before compile) */
+} damo_status;
+
+/* The message of the last failure on this thread ("" if none). Owned by the library. */
+const char *damo_last_error(void);
+/* A fixed name for a status code ("DAMO_ERR_IO", ...). */
+const char *damo_status_name(damo_status s);
+void damo_clear_error(void);
+
+/* ------------------------------------------------------------------ runtime */
+
+/* Threads used by kernels: DAMO_NUM_THREADS if set, else all cores. n <= 0 restores that. */
+void damo_set_num_threads(int n);
+int damo_num_threads(void);
+/* The SIMD path the kernels use: "avx512", "avx2" or "scalar". DAMO_SIMD=scalar|avx2|avx512
+ * forces one (a path the CPU lacks falls back to the best it has). */
+const char *damo_simd_path(void);
+/* One line: version, SIMD path, thread count. */
+const char *damo_info_string(void);
+
+/* ------------------------------------------------------------------ random numbers */
+
+/* A small deterministic generator (xoshiro128++ seeded through splitmix64). */
+typedef struct damo_rng {
+  uint32_t s[4];
+} damo_rng;
+void damo_rng_seed(damo_rng *r, uint64_t seed);
+uint32_t damo_rng_u32(damo_rng *r);
+float damo_rng_uniform(damo_rng *r);                      /* [0, 1) */
+float damo_rng_normal(damo_rng *r);                       /* N(0, 1) */
+uint32_t damo_rng_below(damo_rng *r, uint32_t n);         /* uniform in [0, n) */
+void damo_shuffle_indices(int64_t *idx, int64_t n, damo_rng *r); /* Fisher-Yates in place */
+
+/* ------------------------------------------------------------------ tensors */
+
+typedef enum damo_dtype { DAMO_F32 = 0, DAMO_I32 = 1, DAMO_U8 = 2 } damo_dtype;
+size_t damo_dtype_size(damo_dtype t);
+const char *damo_dtype_name(damo_dtype t);
+
+/* A dense, contiguous, row-major array. Fields are public and may be read freely. */
+typedef struct damo_tensor {
+  damo_dtype dtype;
+  int ndim;
+  int64_t shape[DAMO_MAX_DIMS];
+  void *data;    /* numel * dtype size bytes, 64-byte aligned when owned */
+  int owns_data; /* 1: freed by damo_tensor_free */
+} damo_tensor;
+
+/* A zero-filled tensor; NULL (and an error) on a bad shape or no memory. */
+damo_tensor *damo_tensor_new(damo_dtype dtype, int ndim, const int64_t *shape);
+/* A tensor header over caller-owned memory (not freed by damo_tensor_free). */
+damo_tensor *damo_tensor_wrap(damo_dtype dtype, int ndim, const int64_t *shape, void *data);
+damo_tensor *damo_tensor_clone(const damo_tensor *t);
+void damo_tensor_free(damo_tensor *t);
+int64_t damo_tensor_numel(const damo_tensor *t);
+size_t damo_tensor_nbytes(const damo_tensor *t);
+static inline float *damo_tensor_f32(const damo_tensor *t) { return (float *)t->data; }
+static inline int32_t *damo_tensor_i32(const damo_tensor *t) { return (int32_t *)t->data; }
+/* A copy of rows idx[0..n) along axis 0. */
+damo_tensor *damo_tensor_gather_rows(const damo_tensor *t, const int64_t *idx, int64_t n);
+/* A copy of rows [start, start+count) along axis 0. */
+damo_tensor *damo_tensor_slice_rows(const damo_tensor *t, int64_t start, int64_t count);
+/* Same data, new shape (numel must match; one -1 entry is inferred). */
+damo_status damo_tensor_reshape(damo_tensor *t, int ndim, const int64_t *shape);
+/* "(60000, 28, 28)" into buf; returns buf. */
+char *damo_shape_string(int ndim, const int64_t *shape, char *buf, size_t cap);
+/* A new F32 tensor converted from I32/U8/F32. */
+damo_tensor *damo_tensor_to_f32(const damo_tensor *t);
+
+/* A name -> tensor list (what a safetensors file holds). Owns its tensors. */
+typedef struct damo_tensor_dict {
+  int count, cap;
+  char **names;
+  damo_tensor **tensors;
+} damo_tensor_dict;
+damo_tensor_dict *damo_tensor_dict_new(void);
+void damo_tensor_dict_free(damo_tensor_dict *d);
+/* Takes ownership of t (also on failure). */
+damo_status damo_tensor_dict_add(damo_tensor_dict *d, const char *name, damo_tensor *t);
+damo_tensor *damo_tensor_dict_get(const damo_tensor_dict *d, const char *name);
+
+/* ------------------------------------------------------------------ file formats */
+
+/* NumPy .npy (format 1.0/2.0/3.0, C order; f4, f8, i1/u1, i2/u2, i4/u4, i8/u8, b1 read;
+ * f8 becomes F32, all integers become I32 unless u1 (U8); out of range fails). */
+damo_status damo_npy_load(const char *path, damo_tensor **out);
+/* Writes F32 as <f4, I32 as <i4, U8 as |u1; atomically (temp file, fsync, rename). */
+damo_status damo_npy_save(const char *path, const damo_tensor *t);
+
+/* HuggingFace safetensors. Reads F32/F16/BF16 (to F32), I32, I64 (to I32), U8. The header
+ * is validated: offsets in range and non-overlapping, known dtypes, shape x size = bytes. */
+damo_status damo_safetensors_load(const char *path, damo_tensor_dict **out);
+/* Writes atomically; metadata may be NULL (a {"key": "value"} list of n_meta pairs). */
+damo_status damo_safetensors_save(const char *path, const damo_tensor_dict *d, const char *const *meta_kv,
+                                  int n_meta);
+
+/* Writes bytes to path atomically: path.tmp.PID, fsync, rename, fsync of the directory. */
+damo_status damo_write_file_atomic(const char *path, const void *data, size_t n);
+
+/* ------------------------------------------------------------------ data sets */
+
+/* IDX (MNIST-style) file, gzip or plain: unsigned-byte data becomes U8 of its shape. */
+damo_status damo_idx_load(const char *path, damo_tensor **out);
+
+/* CSV with numeric fields. label_column: a header name, or "#N" for column N (0-based), or
+ * NULL for none (y then stays NULL). x: (rows, features) F32; y: (rows) I32 labels. */
+typedef struct damo_csv_options {
+  int has_header;           /* 1: first line names the columns */
+  const char *label_column; /* see above */
+  char delimiter;           /* ',' when 0 */
+} damo_csv_options;
+damo_status damo_csv_load(const char *path, const damo_csv_options *opt, damo_tensor **x, damo_tensor **y);
+
+/* A built-in data set by name ("fashion-mnist") and split ("train" or "test").
+ * Searched in $DAMO_DATA_DIR/<name>, then the system install: $DAMO_SYSTEM_DATA_DIR/<name>,
+ * by default /usr/share/datasets/<name> (Debian's dataset-fashion-mnist). Files may be .gz.
+ * Fashion-MNIST: x (N, 28, 28) F32 in [0, 255] unscaled, y (N) I32 in [0, 9]. */
+damo_status damo_dataset_load(const char *name, const char *split, damo_tensor **x, damo_tensor **y);
+
+/* Preprocessing (in place). */
+void damo_scale(damo_tensor *x, float factor); /* x *= factor (F32) */
+/* Per-feature mean/std over axis 0 of x (N, ...): mean and std get x's trailing shape. */
+damo_status damo_standardize_fit(const damo_tensor *x, damo_tensor **mean, damo_tensor **std);
+damo_status damo_standardize_apply(damo_tensor *x, const damo_tensor *mean, const damo_tensor *std);
+/* Checks every label is in [0, n_classes); names the first offender. */
+damo_status damo_check_labels(const damo_tensor *y, int n_classes, const char *what);
+/* Checks every value is finite; names the first offender's index. */
+damo_status damo_check_finite(const damo_tensor *x, const char *what);
+
+/* ------------------------------------------------------------------ graphs and ops */
+
+typedef struct damo_graph damo_graph;
+typedef struct damo_node damo_node;
+
+/* Builders record an op and infer its shape. A builder given a NULL input, or whose shapes do
+ * not fit, returns NULL and the graph remembers the first error (damo_graph_status).
+ * Axis 0 of every input is the batch axis: graphs are planned for the batch size given at
+ * build time and run with any smaller one (damo_graph_set_batch). */
+damo_graph *damo_graph_new(uint64_t seed);
+void damo_graph_free(damo_graph *g);
+damo_status damo_graph_status(const damo_graph *g);
+
+damo_node *damo_input(damo_graph *g, const char *name, damo_dtype dtype, int ndim, const int64_t *shape);
+/* A trainable value whose storage (and gradient storage, may be NULL) the caller owns. */
+damo_node *damo_param(damo_graph *g, const char *name, damo_tensor *value, damo_tensor *grad);
+/* A constant (copied). */
+damo_node *damo_constant(damo_graph *g, const damo_tensor *value);
+
+/* C = op(A) op(B) over the last two axes, leading axes batched (broadcast if 2-D). */
+damo_node *damo_matmul(damo_graph *g, damo_node *a, damo_node *b, int trans_a, int trans_b);
+/* NumPy broadcasting elementwise arithmetic. */
+damo_node *damo_add(damo_graph *g, damo_node *a, damo_node *b);
+damo_node *damo_sub(damo_graph *g, damo_node *a, damo_node *b);
+damo_node *damo_mul(damo_graph *g, damo_node *a, damo_node *b);
+damo_node *damo_div(damo_graph *g, damo_node *a, damo_node *b);
+damo_node *damo_scale_by(damo_graph *g, damo_node *a, float factor); /* a * factor */
+damo_node *damo_relu(damo_graph *g, damo_node *a);
+damo_node *damo_sigmoid(damo_graph *g, damo_node *a);
+damo_node *damo_tanh(damo_graph *g, damo_node *a);
+damo_node *damo_exp(damo_graph *g, damo_node *a);
+damo_node *damo_log(damo_graph *g, damo_node *a);
+damo_node *damo_softmax(damo_graph *g, damo_node *a);     /* over the last axis */
+damo_node *damo_log_softmax(damo_graph *g, damo_node *a); /* over the last axis */
+/* Reductions over one axis (negative counts from the end) or all axes (axis = DAMO_ALL_AXES). */
+#define DAMO_ALL_AXES 127
+damo_node *damo_sum(damo_graph *g, damo_node *a, int axis, int keepdims);
+damo_node *damo_mean(damo_graph *g, damo_node *a, int axis, int keepdims);
+/* New shape with the same element count; one entry may be -1. shape[0] is the batch axis and
+ * is taken from the input when given as 0. */
+damo_node *damo_reshape(damo_graph *g, damo_node *a, int ndim, const int64_t *shape);
+/* Permutes axes; perm NULL swaps the last two. */
+damo_node *damo_transpose(damo_graph *g, damo_node *a, const int *perm);
+/* Inverted dropout: zeroes with probability rate and scales by 1/(1-rate) while training,
+ * identity otherwise. */
+damo_node *damo_dropout(damo_graph *g, damo_node *a, float rate);
+/* Mean over the batch of -log softmax(logits)[label]; logits (B, C), labels (B) I32. */
+damo_node *damo_softmax_cross_entropy(damo_graph *g, damo_node *logits, damo_node *labels);
+/* Mean of the numerically stable binary cross-entropy of sigmoid(logits) vs targets in [0,1]. */
+damo_node *damo_bce_with_logits(damo_graph *g, damo_node *logits, damo_node *targets);
+/* Mean of (a - b)^2. */
+damo_node *damo_mse(damo_graph *g, damo_node *a, damo_node *b);
+
+/* Plans buffers by liveness for the outputs and, when loss is not NULL, for reverse-mode
+ * gradients of loss with respect to every param. Allocates once; later runs allocate nothing. */
+damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, damo_node *const *outputs);
+/* Runs with `batch` rows (<= the built batch size); re-infers shapes. */
+damo_status damo_graph_set_batch(damo_graph *g, int64_t batch);
+/* Points an input node at caller memory holding batch x (shape[1:]) values of its dtype. */
+damo_status damo_graph_bind(damo_graph *g, damo_node *input, const void *data);
+damo_status damo_graph_forward(damo_graph *g, int training);
+/* Gradients of the compiled loss (seeded with 1) into every param's grad storage. */
+damo_status damo_graph_backward(damo_graph *g);
+/* Bytes of the planned activation arena, and what it would be with no reuse. */
+size_t damo_graph_arena_bytes(const damo_graph *g, size_t *unplanned_bytes);
+
+/* Node access: current shape and value (valid after forward until the next run). */
+const float *damo_node_data(const damo_node *n);
+const float *damo_node_grad(const damo_node *n); /* NULL if not kept */
+int damo_node_ndim(const damo_node *n);
+const int64_t *damo_node_shape(const damo_node *n);
+int64_t damo_node_numel(const damo_node *n);
+const char *damo_node_name(const damo_node *n);
+const char *damo_node_op_name(const damo_node *n);
+/* Names a node (copied) so errors and summaries can point at it; returns n. */
+damo_node *damo_node_set_name(damo_node *n, const char *name);
+/* Keeps a node's gradient readable after backward (tests, saliency). */
+void damo_node_keep_grad(damo_node *n);
+
+/* ------------------------------------------------------------------ layers and models */
+
+typedef enum damo_activation {
+  DAMO_ACT_NONE = 0,
+  DAMO_ACT_RELU,
+  DAMO_ACT_SIGMOID,
+  DAMO_ACT_TANH,
+  DAMO_ACT_SOFTMAX
+} damo_activation;
+typedef enum damo_init { DAMO_INIT_GLOROT_UNIFORM = 0, DAMO_INIT_HE_NORMAL, DAMO_INIT_HE_UNIFORM, DAMO_INIT_ZEROS } damo_init;
+
+typedef struct damo_layer damo_layer;
+damo_layer *damo_dense(int units, damo_activation act);
+damo_layer *damo_dense_ex(int units, damo_activation act, damo_init kernel_init, int use_bias);
+damo_layer *damo_activation_layer(damo_activation act);
+damo_layer *damo_dropout_layer(float rate);
+damo_layer *damo_flatten(void);
+/* y = x * scale + offset (Keras Rescaling), e.g. scale 1/255 to take raw pixels. */
+damo_layer *damo_rescaling(float scale, float offset);
+/* Gives a layer a name (default "<type>_<n>"); returns l. */
+damo_layer *damo_layer_set_name(damo_layer *l, const char *name);
+void damo_layer_free(damo_layer *l);
+const char *damo_activation_name(damo_activation a);
+/* "relu" -> DAMO_ACT_RELU; DAMO_ERR_NOT_FOUND otherwise. */
+damo_status damo_activation_parse(const char *name, damo_activation *out);
+
+typedef struct damo_model damo_model;
+/* A Sequential model over inputs of shape (batch, input_shape...). */
+damo_model *damo_sequential_new(int ndim, const int64_t *input_shape);
+void damo_model_free(damo_model *m);
+/* Appends a layer; the model owns it (also on failure). Fails on shapes that do not fit. */
+damo_status damo_model_add(damo_model *m, damo_layer *l);
+int damo_model_num_layers(const damo_model *m);
+int64_t damo_model_num_params(const damo_model *m);
+/* Writes a Keras-like table (layer, output shape, params, totals) to f. */
+damo_status damo_model_summary(damo_model *m, FILE *f);
+/* Creates the weights with this seed (compile does it if not done). */
+damo_status damo_model_build(damo_model *m, uint64_t seed);
+
+/* Optimizers */
+typedef enum damo_optimizer_kind { DAMO_OPT_SGD = 0, DAMO_OPT_ADAM, DAMO_OPT_ADAMW } damo_optimizer_kind;
+typedef enum damo_schedule_kind { DAMO_SCHED_CONSTANT = 0, DAMO_SCHED_STEP, DAMO_SCHED_COSINE } damo_schedule_kind;
+typedef struct damo_schedule {
+  damo_schedule_kind kind;
+  int64_t warmup_steps;  /* linear warm-up from 0 (every kind) */
+  int64_t step_size;     /* STEP: multiply by gamma every step_size steps */
+  float gamma;           /* STEP */
+  int64_t total_steps;   /* COSINE: steps to decay over (after warm-up); 0 = whole fit */
+  float min_lr;          /* COSINE floor */
+} damo_schedule;
+typedef struct damo_optimizer_config {
+  damo_optimizer_kind kind;
+  float lr;
+  float momentum;     /* SGD */
+  int nesterov;       /* SGD */
+  float beta1, beta2; /* Adam/AdamW; 0 means 0.9 / 0.999 */
+  float eps;          /* Adam/AdamW; 0 means 1e-8 (Adam) */
+  float weight_decay; /* SGD/Adam: L2 added to the gradient; AdamW: decoupled */
+  float clip_norm;    /* > 0: scale gradients to this global L2 norm at most */
+  damo_schedule schedule;
+} damo_optimizer_config;
+damo_optimizer_config damo_sgd(float lr, float momentum, int nesterov);
+damo_optimizer_config damo_adam(float lr);
+damo_optimizer_config damo_adamw(float lr, float weight_decay);
+/* Learning rate at step (0-based) of total_steps. */
+float damo_schedule_lr(const damo_schedule *s, float base_lr, int64_t step, int64_t total_steps);
+
+/* A flat-array optimizer (usable without a model: tests, custom loops). */
+typedef struct damo_optimizer damo_optimizer;
+damo_optimizer *damo_optimizer_new(const damo_optimizer_config *cfg, int64_t n_params);
+void damo_optimizer_free(damo_optimizer *o);
+/* One update of params (n) from grads (n); step counts from 0. Returns the pre-clip norm in
+ * *grad_norm if not NULL. */
+damo_status damo_optimizer_step(damo_optimizer *o, float *params, float *grads, int64_t total_steps, float *grad_norm);
+int64_t damo_optimizer_steps(const damo_optimizer *o);
+/* The state (moments, step) as tensors for checkpoints, and back (all checked first). */
+damo_status damo_optimizer_state(damo_optimizer *o, damo_tensor_dict *out);
+damo_status damo_optimizer_load_state(damo_optimizer *o, const damo_tensor_dict *d);
+
+typedef enum damo_loss {
+  DAMO_LOSS_SPARSE_CATEGORICAL_CE = 0, /* integer labels, logits (or softmax output) */
+  DAMO_LOSS_BINARY_CE,                 /* targets in [0,1], logits (or sigmoid output) */
+  DAMO_LOSS_MSE
+} damo_loss;
+const char *damo_loss_name(damo_loss l);
+damo_status damo_loss_parse(const char *name, damo_loss *out);
+
+enum { DAMO_METRIC_ACCURACY = 1 };
+
+typedef struct damo_compile_options {
+  damo_optimizer_config optimizer;
+  damo_loss loss;
+  int metrics; /* DAMO_METRIC_* bits */
+} damo_compile_options;
+damo_status damo_model_compile(damo_model *m, const damo_compile_options *opt);
+
+typedef struct damo_history damo_history;
+
+typedef struct damo_fit_options {
+  int epochs;             /* default 1 */
+  int batch_size;         /* default 32 */
+  uint64_t seed;          /* shuffling and dropout */
+  int shuffle;            /* -1 default (yes), 0 no */
+  int verbose;            /* 0 silent, 1 progress bar, 2 one line per epoch; -1 = auto (1 on a tty, else 2) */
+  FILE *out;              /* progress output; stdout if NULL */
+  const damo_tensor *x_val, *y_val; /* validation data, or: */
+  float validation_split; /* last fraction of x as validation (before shuffling) */
+  /* Early stopping: active when patience > 0. monitor: "val_loss" (default), "loss",
+   * "val_accuracy", "accuracy". */
+  int patience;
+  const char *monitor;
+  float min_delta;
+  int restore_best_weights;
+  const char *history_csv; /* appends one row per epoch (header only for a new file) */
+  int initial_epoch;       /* epochs already done (resuming) */
+} damo_fit_options;
+
+/* Trains on x (N, input_shape...) and y (N) labels or (N, outputs) targets. */
+damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tensor *y, const damo_fit_options *opt,
+                           damo_history **history);
+/* Mean loss and accuracy (accuracy -1 if not applicable) over x, y. */
+damo_status damo_model_evaluate(damo_model *m, const damo_tensor *x, const damo_tensor *y, int batch_size,
+                                float *loss, float *accuracy);
+/* Outputs (N, outputs): class probabilities for classification losses (softmax/sigmoid
+ * applied to logits), raw values for MSE. */
+damo_status damo_model_predict(damo_model *m, const damo_tensor *x, int batch_size, damo_tensor **out);
+
+/* History: per-epoch metrics by name ("loss", "accuracy", "val_loss", "val_accuracy"). */
+int damo_history_epochs(const damo_history *h);
+/* Value of metric at epoch e, NAN if absent. */
+float damo_history_get(const damo_history *h, const char *metric, int epoch);
+void damo_history_free(damo_history *h);
+
+/* Model directory: config.json (architecture + training config) and model.safetensors. */
+damo_status damo_model_save(damo_model *m, const char *dir);
+damo_status damo_model_load(const char *dir, damo_model **out);
+/* A model (not built) from a config JSON text or file; see docs/model-config.md. */
+damo_status damo_model_from_config_json(const char *json_text, const char *source_name, damo_model **out);
+damo_status damo_model_from_config_file(const char *path, damo_model **out);
+/* The compile options a config named (optimizer, loss, metrics); DAMO_ERR_NOT_FOUND if none. */
+damo_status damo_model_config_compile_options(const damo_model *m, damo_compile_options *out);
+/* Overwrites the fields the config's "fit" object names (epochs, batch_size, seed,
+ * validation_split) and leaves the others as they are. */
+damo_status damo_model_config_fit_options(const damo_model *m, damo_fit_options *inout);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Runs every test binary of a build folder and sums their "N passed, N failed" lines.
+# usage: sh scripts/run_tests.sh BUILD_DIR   (exit status 1 if any test failed)
+build=${1:-build}
+total_pass=0
+total_fail=0
+failed_suites=""
+for t in "$build"/test_*; do
+  [ -x "$t" ] || continue
+  name=$(basename "$t")
+  start=$(date +%s)
+  out=$("$t" 2>"$build/$name.log")
+  rc=$?
+  line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
+  p=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) passed.*/\1/')
+  f=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+  [ -n "$line" ] || { p=0; f=1; }
+  [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+  total_pass=$((total_pass + p))
+  total_fail=$((total_fail + f))
+  printf '%-14s %5s passed, %s failed  (%ss)\n' "$name" "$p" "$f" "$(( $(date +%s) - start ))"
+  if [ "$f" -ne 0 ]; then
+    failed_suites="$failed_suites $name"
+    grep -E 'FAIL|ERROR|runtime error|Sanitizer' "$build/$name.log" | head -n 20
+  fi
+done
+[ -n "$failed_suites" ] && echo "failing suites:$failed_suites (logs in $build/*.log)"
+echo "total: $total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]

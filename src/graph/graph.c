@@ -1,0 +1,285 @@
+/* graph.c - building, running and differentiating define-then-run graphs.
+ *
+ * Builders append nodes in topological order (a node's inputs always exist before it), so
+ * creation order is a valid execution order. Compiling marks what the outputs and the loss
+ * need, plans every intermediate buffer into one arena (see plan.c), and from then on a
+ * training step is: bind inputs, forward in order, backward in reverse order. */
+#include "graph.h"
+
+#include <math.h>
+#include <stdio.h>
+
+damo_graph *damo_graph_new(uint64_t seed) {
+  damo_graph *g = calloc(1, sizeof *g);
+  if (!g) {
+    damo_error(DAMO_ERR_NOMEM, "out of memory for a graph");
+    return NULL;
+  }
+  damo_rng_seed(&g->rng, seed);
+  return g;
+}
+
+void damo_graph_free(damo_graph *g) {
+  if (!g) return;
+  for (int i = 0; i < g->n_nodes; i++) {
+    damo_tensor_free(g->nodes[i]->constant);
+    free(g->nodes[i]);
+  }
+  free(g->nodes);
+  free(g->order);
+  damo_free(g->arena);
+  free(g);
+}
+
+damo_status damo_graph_status(const damo_graph *g) {
+  if (!g) return DAMO_ERR_INVALID_ARG;
+  return g->status;
+}
+
+/* Remembers the first builder error so a chain of builders can be checked once at the end. */
+static damo_node *builder_fail(damo_graph *g, damo_status st) {
+  if (g->status == DAMO_OK) {
+    g->status = st;
+    snprintf(g->status_msg, sizeof g->status_msg, "%s", damo_last_error());
+  } else {
+    /* Keep reporting the first error, which is the one that explains the rest. */
+    damo_error(g->status, "%s", g->status_msg);
+  }
+  return NULL;
+}
+
+static damo_node *node_alloc(damo_graph *g, damo_op op) {
+  if (g->compiled) {
+    damo_error(DAMO_ERR_STATE, "graph is already compiled: build every node before damo_graph_compile");
+    return builder_fail(g, DAMO_ERR_STATE);
+  }
+  if (g->n_nodes == g->cap_nodes) {
+    int cap = g->cap_nodes ? g->cap_nodes * 2 : 64;
+    damo_node **nodes = realloc(g->nodes, (size_t)cap * sizeof *nodes);
+    if (!nodes) {
+      damo_error(DAMO_ERR_NOMEM, "out of memory growing a graph to %d nodes", cap);
+      return builder_fail(g, DAMO_ERR_NOMEM);
+    }
+    g->nodes = nodes;
+    g->cap_nodes = cap;
+  }
+  damo_node *n = calloc(1, sizeof *n);
+  if (!n) {
+    damo_error(DAMO_ERR_NOMEM, "out of memory for a graph node");
+    return builder_fail(g, DAMO_ERR_NOMEM);
+  }
+  n->id = g->n_nodes;
+  n->op = op;
+  n->dtype = DAMO_F32;
+  g->nodes[g->n_nodes++] = n;
+  return n;
+}
+
+static void default_name(damo_node *n) {
+  snprintf(n->name, sizeof n->name, "%s_%d", damo_op_table[n->op]->name, n->id);
+}
+
+damo_node *damo_graph_add_node(damo_graph *g, damo_op op, int n_in, damo_node *const *in, const int *iparam,
+                               int n_iparam, const float *fparam, int n_fparam) {
+  if (!g) return NULL;
+  if (g->status != DAMO_OK) return builder_fail(g, g->status);
+  for (int i = 0; i < n_in; i++) {
+    if (!in[i]) {
+      damo_error(DAMO_ERR_INVALID_ARG, "%s: input %d is NULL", damo_op_table[op]->name, i);
+      return builder_fail(g, DAMO_ERR_INVALID_ARG);
+    }
+  }
+  damo_node *n = node_alloc(g, op);
+  if (!n) return NULL;
+  n->n_in = n_in;
+  for (int i = 0; i < n_in; i++) {
+    n->in[i] = in[i];
+    if (in[i]->requires_grad) n->requires_grad = 1;
+    if (in[i]->batched) n->batched = 1; /* infer may clear it (reductions over the batch) */
+  }
+  if (iparam) memcpy(n->iparam, iparam, (size_t)n_iparam * sizeof *iparam);
+  if (fparam) memcpy(n->fparam, fparam, (size_t)n_fparam * sizeof *fparam);
+  default_name(n);
+  damo_status st = damo_op_table[op]->infer(n);
+  if (st != DAMO_OK) {
+    g->nodes[--g->n_nodes] = NULL;
+    free(n);
+    return builder_fail(g, st);
+  }
+  return n;
+}
+
+damo_status damo_shape_error(const damo_node *n, const char *what, const damo_node *a, const damo_node *b) {
+  char sa[96], sb[96];
+  damo_shape_string(a->ndim, a->shape, sa, sizeof sa);
+  if (b) damo_shape_string(b->ndim, b->shape, sb, sizeof sb);
+  return damo_error(DAMO_ERR_SHAPE, "%s: %s: got %s ('%s')%s%s%s%s", damo_op_table[n->op]->name, what, sa, a->name,
+                    b ? " and " : "", b ? sb : "", b ? " ('" : "", b ? b->name : "");
+}
+
+damo_node *damo_input(damo_graph *g, const char *name, damo_dtype dtype, int ndim, const int64_t *shape) {
+  if (!g) return NULL;
+  if (g->status != DAMO_OK) return builder_fail(g, g->status);
+  if (ndim < 1 || ndim > DAMO_MAX_DIMS) {
+    damo_error(DAMO_ERR_SHAPE, "input '%s': rank %d is outside 1..%d (axis 0 is the batch)", name ? name : "?", ndim,
+               DAMO_MAX_DIMS);
+    return builder_fail(g, DAMO_ERR_SHAPE);
+  }
+  for (int i = 0; i < ndim; i++) {
+    if (shape[i] <= 0) {
+      damo_error(DAMO_ERR_SHAPE, "input '%s': dimension %d is %lld, expected > 0", name ? name : "?", i,
+                 (long long)shape[i]);
+      return builder_fail(g, DAMO_ERR_SHAPE);
+    }
+  }
+  damo_node *n = node_alloc(g, DAMO_OP_INPUT);
+  if (!n) return NULL;
+  n->dtype = dtype;
+  n->ndim = ndim;
+  memcpy(n->shape, shape, (size_t)ndim * sizeof *shape);
+  n->batched = 1;
+  if (g->built_batch == 0 || shape[0] > g->built_batch) g->built_batch = shape[0];
+  snprintf(n->name, sizeof n->name, "%s", name ? name : "input");
+  return n;
+}
+
+damo_node *damo_param(damo_graph *g, const char *name, damo_tensor *value, damo_tensor *grad) {
+  if (!g) return NULL;
+  if (g->status != DAMO_OK) return builder_fail(g, g->status);
+  if (!value || value->dtype != DAMO_F32) {
+    damo_error(DAMO_ERR_INVALID_ARG, "param '%s': value must be an f32 tensor", name ? name : "?");
+    return builder_fail(g, DAMO_ERR_INVALID_ARG);
+  }
+  if (grad && (grad->dtype != DAMO_F32 || damo_tensor_numel(grad) != damo_tensor_numel(value))) {
+    damo_error(DAMO_ERR_SHAPE, "param '%s': gradient tensor does not match the value's shape", name ? name : "?");
+    return builder_fail(g, DAMO_ERR_SHAPE);
+  }
+  damo_node *n = node_alloc(g, DAMO_OP_PARAM);
+  if (!n) return NULL;
+  n->ndim = value->ndim;
+  memcpy(n->shape, value->shape, sizeof n->shape);
+  n->param_value = value;
+  n->param_grad = grad;
+  n->value = value->data;
+  n->requires_grad = grad != NULL;
+  snprintf(n->name, sizeof n->name, "%s", name ? name : "param");
+  return n;
+}
+
+damo_node *damo_constant(damo_graph *g, const damo_tensor *value) {
+  if (!g) return NULL;
+  if (g->status != DAMO_OK) return builder_fail(g, g->status);
+  damo_tensor *copy = value ? damo_tensor_clone(value) : NULL;
+  if (!copy) {
+    if (!value) damo_error(DAMO_ERR_INVALID_ARG, "constant: NULL tensor");
+    return builder_fail(g, value ? DAMO_ERR_NOMEM : DAMO_ERR_INVALID_ARG);
+  }
+  damo_node *n = node_alloc(g, DAMO_OP_CONSTANT);
+  if (!n) {
+    damo_tensor_free(copy);
+    return NULL;
+  }
+  n->dtype = copy->dtype;
+  n->ndim = copy->ndim;
+  memcpy(n->shape, copy->shape, sizeof n->shape);
+  n->constant = copy;
+  n->value = copy->data;
+  default_name(n);
+  return n;
+}
+
+/* ------------------------------------------------------------------ running */
+
+damo_status damo_graph_set_batch(damo_graph *g, int64_t batch) {
+  if (!g || !g->compiled) return damo_error(DAMO_ERR_STATE, "set_batch: graph is not compiled");
+  if (batch < 1 || batch > g->built_batch)
+    return damo_error(DAMO_ERR_INVALID_ARG, "set_batch: batch %lld is outside 1..%lld (the size the graph was built for)",
+                      (long long)batch, (long long)g->built_batch);
+  if (batch == g->batch) return DAMO_OK;
+  g->batch = batch;
+  for (int k = 0; k < g->n_order; k++) {
+    damo_node *n = g->nodes[g->order[k]];
+    if (n->op == DAMO_OP_INPUT) {
+      n->shape[0] = batch;
+    } else if (n->op != DAMO_OP_PARAM && n->op != DAMO_OP_CONSTANT) {
+      damo_status st = damo_op_table[n->op]->infer(n);
+      if (st != DAMO_OK) return st; /* cannot happen for shapes that inferred at the built size */
+    }
+  }
+  return DAMO_OK;
+}
+
+damo_status damo_graph_bind(damo_graph *g, damo_node *input, const void *data) {
+  if (!g || !input || input->op != DAMO_OP_INPUT)
+    return damo_error(DAMO_ERR_INVALID_ARG, "bind: node is not an input of this graph");
+  input->value = (void *)data;
+  return DAMO_OK;
+}
+
+damo_status damo_graph_forward(damo_graph *g, int training) {
+  if (!g || !g->compiled) return damo_error(DAMO_ERR_STATE, "forward: graph is not compiled");
+  g->training = training;
+  for (int k = 0; k < g->n_order; k++) {
+    damo_node *n = g->nodes[g->order[k]];
+    if (n->op == DAMO_OP_INPUT) {
+      if (!n->value) return damo_error(DAMO_ERR_STATE, "forward: input '%s' is not bound to data", n->name);
+      continue;
+    }
+    if (n->op == DAMO_OP_PARAM || n->op == DAMO_OP_CONSTANT) continue;
+    damo_status st = damo_op_table[n->op]->forward(g, n);
+    if (st != DAMO_OK) return damo_error_prefix(st, "node '%s': ", n->name);
+  }
+  return DAMO_OK;
+}
+
+float *damo_node_grad_acc(damo_node *n) {
+  if (!n->grad_ready) {
+    memset(n->grad, 0, (size_t)damo_node_count(n) * sizeof(float));
+    n->grad_ready = 1;
+  }
+  return n->grad;
+}
+
+damo_status damo_graph_backward(damo_graph *g) {
+  if (!g || !g->compiled || !g->loss) return damo_error(DAMO_ERR_STATE, "backward: graph was compiled without a loss");
+  for (int k = 0; k < g->n_order; k++) g->nodes[g->order[k]]->grad_ready = 0;
+  damo_node *loss = g->loss;
+  float *seed = damo_node_grad_acc(loss);
+  for (int64_t i = 0; i < damo_node_count(loss); i++) seed[i] = 1.0f;
+  for (int k = g->n_order - 1; k >= 0; k--) {
+    damo_node *n = g->nodes[g->order[k]];
+    if (!n->in_backward) continue;
+    if (n->op == DAMO_OP_PARAM) {
+      damo_node_grad_acc(n); /* a param the loss does not reach still gets a zero gradient */
+      continue;
+    }
+    if (n->op == DAMO_OP_INPUT || n->op == DAMO_OP_CONSTANT) continue;
+    damo_node_grad_acc(n); /* a node no consumer reached contributes zeros */
+    damo_op_table[n->op]->backward(g, n);
+  }
+  return DAMO_OK;
+}
+
+size_t damo_graph_arena_bytes(const damo_graph *g, size_t *unplanned_bytes) {
+  if (unplanned_bytes) *unplanned_bytes = g ? g->unplanned_bytes : 0;
+  return g ? g->arena_bytes : 0;
+}
+
+/* ------------------------------------------------------------------ node access */
+
+const float *damo_node_data(const damo_node *n) { return n ? (const float *)n->value : NULL; }
+const float *damo_node_grad(const damo_node *n) { return n ? n->grad : NULL; }
+int damo_node_ndim(const damo_node *n) { return n ? n->ndim : 0; }
+const int64_t *damo_node_shape(const damo_node *n) { return n ? n->shape : NULL; }
+int64_t damo_node_numel(const damo_node *n) { return n ? damo_node_count(n) : 0; }
+const char *damo_node_name(const damo_node *n) { return n ? n->name : ""; }
+const char *damo_node_op_name(const damo_node *n) { return n ? damo_op_table[n->op]->name : ""; }
+
+damo_node *damo_node_set_name(damo_node *n, const char *name) {
+  if (n && name) snprintf(n->name, sizeof n->name, "%s", name);
+  return n;
+}
+
+void damo_node_keep_grad(damo_node *n) {
+  if (n) n->keep_grad = 1;
+}

@@ -1,0 +1,140 @@
+/* graph.h - the define-then-run graph's internal structures and the op table.
+ *
+ * A node records an op, its inputs, its current shape and pointers into one planned arena
+ * for its value, its gradient and an op-private buffer ("aux": softmax probabilities,
+ * dropout masks). Every op is described once, in one damo_op_def in src/ops/<family>.c:
+ * shape inference, forward kernel and backward rule side by side. */
+#ifndef DAMO_GRAPH_H
+#define DAMO_GRAPH_H
+
+#include "internal.h"
+
+#define DAMO_MAX_INPUTS 3
+#define DAMO_NAME_MAX 64
+
+typedef enum damo_op {
+  DAMO_OP_INPUT = 0,
+  DAMO_OP_PARAM,
+  DAMO_OP_CONSTANT,
+  DAMO_OP_MATMUL,
+  DAMO_OP_ADD,
+  DAMO_OP_SUB,
+  DAMO_OP_MUL,
+  DAMO_OP_DIV,
+  DAMO_OP_SCALE,
+  DAMO_OP_RELU,
+  DAMO_OP_SIGMOID,
+  DAMO_OP_TANH,
+  DAMO_OP_EXP,
+  DAMO_OP_LOG,
+  DAMO_OP_SOFTMAX,
+  DAMO_OP_LOG_SOFTMAX,
+  DAMO_OP_SUM,
+  DAMO_OP_MEAN,
+  DAMO_OP_RESHAPE,
+  DAMO_OP_TRANSPOSE,
+  DAMO_OP_DROPOUT,
+  DAMO_OP_SOFTMAX_CE,
+  DAMO_OP_BCE_LOGITS,
+  DAMO_OP_MSE,
+  DAMO_OP_COUNT
+} damo_op;
+
+/* What an op's backward reads besides the output gradient; the planner keeps those alive. */
+enum {
+  DAMO_OPF_BWD_INPUTS = 1, /* backward reads the input values */
+  DAMO_OPF_BWD_OUTPUT = 2  /* backward reads the node's own output value */
+};
+
+struct damo_node {
+  int id;
+  damo_op op;
+  int n_in;
+  damo_node *in[DAMO_MAX_INPUTS];
+  damo_dtype dtype;
+  int ndim;
+  int64_t shape[DAMO_MAX_DIMS]; /* current shape */
+  int batched;                  /* axis 0 follows the graph's batch size */
+  int iparam[DAMO_MAX_DIMS + 2];  /* op parameters: axes, flags, target shapes */
+  float fparam[2];
+  char name[DAMO_NAME_MAX];
+
+  void *value; /* current value (arena, external for inputs/params, owned for constants) */
+  float *grad; /* gradient of the loss w.r.t. value (arena, or external for params) */
+  void *aux;   /* op-private buffer, aux_bytes at the built batch size */
+  size_t aux_bytes;
+  size_t value_capacity, aux_capacity; /* bytes reserved at the built batch size */
+
+  damo_tensor *param_value, *param_grad; /* PARAM: caller-owned storage */
+  damo_tensor *constant;                 /* CONSTANT: owned copy */
+
+  unsigned char requires_grad; /* a param is upstream */
+  unsigned char needed;        /* the outputs or loss depend on it */
+  unsigned char in_backward;   /* its gradient is computed */
+  unsigned char keep_grad;     /* its gradient must survive backward */
+  unsigned char grad_ready;    /* the gradient was zeroed in this backward pass */
+};
+
+typedef struct damo_op_def {
+  const char *name;
+  int arity;
+  /* Sets dtype, ndim, shape (from inputs and params) and aux_bytes; checks shapes. */
+  damo_status (*infer)(damo_node *n);
+  /* Computes n->value from the inputs. Fails only on bad data (labels out of range). */
+  damo_status (*forward)(damo_graph *g, damo_node *n);
+  /* Adds d(loss)/d(input) into each input that is in_backward, via damo_node_grad_acc. */
+  void (*backward)(damo_graph *g, damo_node *n);
+  unsigned flags;
+} damo_op_def;
+
+struct damo_graph {
+  damo_node **nodes;
+  int n_nodes, cap_nodes;
+  damo_status status; /* first builder error (sticky) */
+  char status_msg[512];
+  damo_rng rng;       /* dropout and other random ops */
+  int training;       /* mode of the last forward */
+  int compiled;
+  int64_t built_batch, batch;
+  damo_node *loss;
+  unsigned char *arena;
+  size_t arena_bytes, unplanned_bytes;
+  int *order;         /* ids of needed nodes in execution order */
+  int n_order;
+};
+
+/* The table of every op, indexed by damo_op (src/ops/registry.c). */
+extern const damo_op_def *const damo_op_table[DAMO_OP_COUNT];
+
+/* Ops' own definitions, one per op family file. */
+extern const damo_op_def damo_op_def_matmul;
+extern const damo_op_def damo_op_def_add, damo_op_def_sub, damo_op_def_mul, damo_op_def_div, damo_op_def_scale;
+extern const damo_op_def damo_op_def_relu, damo_op_def_sigmoid, damo_op_def_tanh, damo_op_def_exp, damo_op_def_log;
+extern const damo_op_def damo_op_def_softmax, damo_op_def_log_softmax;
+extern const damo_op_def damo_op_def_sum, damo_op_def_mean;
+extern const damo_op_def damo_op_def_reshape, damo_op_def_transpose;
+extern const damo_op_def damo_op_def_dropout;
+extern const damo_op_def damo_op_def_softmax_ce, damo_op_def_bce_logits, damo_op_def_mse;
+
+/* Creates a node of op with inputs and runs shape inference; NULL (graph error set) on
+ * failure or if any input is NULL. iparam/fparam are copied when not NULL. */
+damo_node *damo_graph_add_node(damo_graph *g, damo_op op, int n_in, damo_node *const *in, const int *iparam,
+                               int n_iparam, const float *fparam, int n_fparam);
+/* Records a shape error for a builder with both shapes spelled out; returns DAMO_ERR_SHAPE. */
+damo_status damo_shape_error(const damo_node *n, const char *what, const damo_node *a, const damo_node *b);
+
+/* The gradient buffer of an input, zero-filled on first use in this backward pass, so every
+ * backward rule accumulates with +=. */
+float *damo_node_grad_acc(damo_node *n);
+
+static inline int64_t damo_node_count(const damo_node *n) {
+  int64_t c = 1;
+  for (int i = 0; i < n->ndim; i++) c *= n->shape[i];
+  return c;
+}
+static inline float *damo_f32(const damo_node *n) { return (float *)n->value; }
+
+/* Threads for an elementwise loop of n items: parallel only when it pays. */
+#define DAMO_PARALLEL_MIN 32768
+
+#endif

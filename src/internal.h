@@ -1,0 +1,48 @@
+/* internal.h - helpers shared by the library's source files (not public API). */
+#ifndef DAMO_INTERNAL_H
+#define DAMO_INTERNAL_H
+
+#include "damo.h"
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Records a failure message (printf-style) for damo_last_error() and returns code, so a
+ * failing path reads: return damo_error(DAMO_ERR_IO, "%s: cannot open: %s", path, strerror(errno)); */
+damo_status damo_error(damo_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prepends context ("loading model dir/: ") to the current error message; returns code. */
+damo_status damo_error_prefix(damo_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* 64-byte aligned allocation (NULL and an error message on failure); free with damo_free. */
+void *damo_alloc(size_t bytes);
+void *damo_calloc(size_t bytes);
+void damo_free(void *p);
+/* strdup that records DAMO_ERR_NOMEM on failure. */
+char *damo_strdup(const char *s);
+
+/* Multiply with overflow check: returns 0 and sets *out, or -1 on overflow. */
+static inline int damo_mul_overflow(size_t a, size_t b, size_t *out) {
+  if (a && b > SIZE_MAX / a) return -1;
+  *out = a * b;
+  return 0;
+}
+
+/* Whole-file read (binary); *data is malloc'd and NUL-terminated (size excludes the NUL). */
+damo_status damo_read_file(const char *path, char **data, size_t *size);
+
+/* CPU feature level the kernels dispatch on (set once, overridable by DAMO_SIMD). */
+typedef enum damo_simd_level { DAMO_SIMD_SCALAR = 0, DAMO_SIMD_AVX2 = 1, DAMO_SIMD_AVX512 = 2 } damo_simd_level;
+damo_simd_level damo_simd_level_get(void);
+/* Forces a level for tests (clamped to what the CPU has); returns the level in force. */
+damo_simd_level damo_simd_level_force(damo_simd_level level);
+
+/* Row-major single-precision GEMM: C = alpha * op(A) op(B) + beta * C, with op(A) (M, K),
+ * op(B) (K, N), C (M, N). trans_a: A is stored (K, M) with leading dimension lda; likewise B.
+ * beta == 0 never reads C (NaN in C is overwritten). Threads over blocks with OpenMP. */
+void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+               const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* The plain triple loop every fast path is tested against. */
+void damo_gemm_reference(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                         int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+#endif

@@ -1,0 +1,109 @@
+/* model_io.c - a model directory: config.json (architecture and training settings) and
+ * model.safetensors (weights named "<layer>.<param>", e.g. "dense_1.kernel"). Both files
+ * are written atomically, so an interrupted save leaves the previous model intact.
+ * Loading is strict: every weight must be present with the shape the config implies. */
+#include "train/model.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+static void join(char *buf, size_t cap, const char *dir, const char *file) { snprintf(buf, cap, "%s/%s", dir, file); }
+
+damo_status damo_model_save(damo_model *m, const char *dir) {
+  if (!m || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "model_save: NULL argument");
+  damo_status st = damo_model_build(m, m->seed);
+  if (st != DAMO_OK) return st;
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+    return damo_error(DAMO_ERR_IO, "%s: cannot create the model directory: %s", dir, strerror(errno));
+  char path[4096];
+  damo_tensor_dict *d = damo_tensor_dict_new();
+  if (!d) return DAMO_ERR_NOMEM;
+  for (int i = 0; i < m->n_layers && st == DAMO_OK; i++)
+    for (int p = 0; p < m->layers[i]->n_params && st == DAMO_OK; p++) {
+      const damo_param_slot *s = &m->layers[i]->params[p];
+      char name[DAMO_NAME_MAX + 20];
+      snprintf(name, sizeof name, "%s.%s", m->layers[i]->name, s->name);
+      damo_tensor *copy = damo_tensor_clone(s->value);
+      st = copy ? damo_tensor_dict_add(d, name, copy) : DAMO_ERR_NOMEM;
+    }
+  const char *meta[] = {"format", "damo", "damo_version", DAMO_VERSION};
+  join(path, sizeof path, dir, "model.safetensors");
+  if (st == DAMO_OK) st = damo_safetensors_save(path, d, meta, 2);
+  damo_tensor_dict_free(d);
+  if (st != DAMO_OK) return st;
+
+  cJSON *root = damo_model_to_json(m);
+  char *text = root ? cJSON_Print(root) : NULL;
+  cJSON_Delete(root);
+  if (!text) return damo_error(DAMO_ERR_NOMEM, "model_save: out of memory writing config.json");
+  join(path, sizeof path, dir, "config.json");
+  size_t len = strlen(text);
+  text[len] = '\0';
+  st = damo_write_file_atomic(path, text, len);
+  cJSON_free(text);
+  return st;
+}
+
+damo_status damo_model_load(const char *dir, damo_model **out) {
+  if (!out || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "model_load: NULL argument");
+  *out = NULL;
+  char path[4096];
+  join(path, sizeof path, dir, "config.json");
+  damo_model *m;
+  damo_status st = damo_model_from_config_file(path, &m);
+  if (st != DAMO_OK) return st;
+  if ((st = damo_model_build(m, 0)) != DAMO_OK) {
+    damo_model_free(m);
+    return st;
+  }
+  join(path, sizeof path, dir, "model.safetensors");
+  damo_tensor_dict *d;
+  if ((st = damo_safetensors_load(path, &d)) != DAMO_OK) {
+    damo_model_free(m);
+    return st;
+  }
+  int used = 0;
+  for (int i = 0; i < m->n_layers && st == DAMO_OK; i++)
+    for (int p = 0; p < m->layers[i]->n_params && st == DAMO_OK; p++) {
+      const damo_param_slot *s = &m->layers[i]->params[p];
+      char name[DAMO_NAME_MAX + 20], a[96], b[96];
+      snprintf(name, sizeof name, "%s.%s", m->layers[i]->name, s->name);
+      const damo_tensor *t = damo_tensor_dict_get(d, name);
+      if (!t) {
+        st = damo_error(DAMO_ERR_FORMAT, "%s: missing tensor '%s' for layer '%s'", path, name, m->layers[i]->name);
+        break;
+      }
+      if (t->dtype != DAMO_F32 || t->ndim != s->ndim || memcmp(t->shape, s->shape, (size_t)s->ndim * sizeof *s->shape)) {
+        st = damo_error(DAMO_ERR_SHAPE, "%s: tensor '%s' is %s %s, layer '%s' expects f32 %s", path, name,
+                        damo_dtype_name(t->dtype), damo_shape_string(t->ndim, t->shape, a, sizeof a),
+                        m->layers[i]->name, damo_shape_string(s->ndim, s->shape, b, sizeof b));
+        break;
+      }
+      memcpy(s->value->data, t->data, damo_tensor_nbytes(t));
+      used++;
+    }
+  if (st == DAMO_OK && used != d->count) {
+    for (int k = 0; k < d->count; k++) {
+      int known = 0;
+      for (int i = 0; i < m->n_layers && !known; i++)
+        for (int p = 0; p < m->layers[i]->n_params; p++) {
+          char name[DAMO_NAME_MAX + 20];
+          snprintf(name, sizeof name, "%s.%s", m->layers[i]->name, m->layers[i]->params[p].name);
+          known |= !strcmp(name, d->names[k]);
+        }
+      if (!known) {
+        st = damo_error(DAMO_ERR_FORMAT, "%s: unexpected tensor '%s' that no layer of config.json uses", path, d->names[k]);
+        break;
+      }
+    }
+  }
+  damo_tensor_dict_free(d);
+  if (st == DAMO_OK && m->has_compile_options) st = damo_model_compile(m, &m->copt);
+  if (st != DAMO_OK) {
+    damo_model_free(m);
+    return st;
+  }
+  *out = m;
+  return DAMO_OK;
+}

@@ -1,0 +1,331 @@
+/* gemm.c - single-precision matrix multiply: the blocked, packed, threaded driver behind
+ * damo_gemm, the portable scalar micro-kernel, and the reference triple loop.
+ *
+ * The driver follows the GotoBLAS/BLIS layering. For each NC-wide column block of C and each
+ * KC-deep slice of K, a KC x NC block of op(B) is packed into NR-column micro-panels (it stays
+ * in L3/L2); for each MC-row block, an MC x KC block of op(A) is packed into MR-row micro-panels
+ * (it stays in L2); then the micro-kernel sweeps every MR x NR tile of that C block, streaming
+ * one A micro-panel against one B micro-panel (which stays in L1) per tile. Packing makes both
+ * operands contiguous and aligned whatever the transposes and leading dimensions, and pads
+ * edges with zeros so the kernel always runs full-width; only its final store is masked.
+ *
+ * Threads share both packed blocks: they pack disjoint micro-panels, meet at a barrier, then
+ * split the tiles of the C block. Every element of C is written by one thread, and the sum over
+ * K is always taken in the same order (KC slices in turn, each inside one kernel call), so the
+ * result does not depend on the thread count. */
+#include "kernels/cpu/kernels.h"
+
+#include <omp.h>
+#include <threads.h>
+
+/* Everything the driver needs to know about one SIMD level. */
+typedef struct gemm_config {
+  int mr, nr;     /* micro-kernel tile */
+  int kc, mc, nc; /* block sizes: KC x NR B micro-panel ~ L1, MC x KC A block ~ L2 */
+  damo_gemm_microkernel_fn kernel;
+  damo_gemm_pack_fn pack;
+} gemm_config;
+
+/* Block sizes were tuned on a Zen 5 core (48 KiB L1D, 1 MiB L2) and suit other recent cores
+ * of similar cache sizes. mc and nc are multiples of mr and nr. */
+static const gemm_config config_avx512 = {DAMO_GEMM_AVX512_MR, DAMO_GEMM_AVX512_NR, 256, 168, 2048,
+                                          damo_gemm_microkernel_avx512, damo_gemm_pack_avx512};
+static const gemm_config config_avx2 = {DAMO_GEMM_AVX2_MR, DAMO_GEMM_AVX2_NR, 256, 144, 2048,
+                                        damo_gemm_microkernel_avx2, damo_gemm_pack_avx2};
+static const gemm_config config_scalar = {DAMO_GEMM_SCALAR_MR, DAMO_GEMM_SCALAR_NR, 256, 128, 1024,
+                                          damo_gemm_microkernel_scalar, damo_gemm_pack_portable};
+
+static const gemm_config *config_for_level(damo_simd_level level) {
+  if (level == DAMO_SIMD_AVX512) return &config_avx512;
+  if (level == DAMO_SIMD_AVX2) return &config_avx2;
+  return &config_scalar;
+}
+
+/* Below this many multiply-adds a product is done by the calling thread alone: waking the
+ * other threads and the barriers would cost more than they save. */
+#define GEMM_THREADING_MIN_FMAS (128 * 1024)
+
+static int64_t round_up(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* ------------------------------------------------------------------ reference */
+
+void damo_gemm_reference(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                         int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  for (int64_t i = 0; i < M; i++) {
+    for (int64_t j = 0; j < N; j++) {
+      /* Double accumulation makes this the more exact side of every comparison. */
+      double sum = 0.0;
+      for (int64_t p = 0; p < K; p++) {
+        float a = trans_a ? A[p * lda + i] : A[i * lda + p];
+        float b = trans_b ? B[j * ldb + p] : B[p * ldb + j];
+        sum += (double)a * (double)b;
+      }
+      float *out = &C[i * ldc + j];
+      double prior = beta == 0.0f ? 0.0 : (double)beta * (double)*out;
+      *out = (float)((double)alpha * sum + prior);
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ scalar micro-kernel */
+
+void damo_gemm_microkernel_scalar(int64_t k, const float *packed_a, const float *packed_b, float *c, int64_t ldc,
+                                  int m, int n, float alpha, float beta) {
+  enum { mr = DAMO_GEMM_SCALAR_MR, nr = DAMO_GEMM_SCALAR_NR };
+  /* Rows of nr independent sums: a compiler targeting any SIMD width vectorises the j loop. */
+  float acc[mr][nr] = {{0}};
+  for (int64_t p = 0; p < k; p++) {
+    for (int i = 0; i < mr; i++) {
+      float a = packed_a[i];
+      for (int j = 0; j < nr; j++) acc[i][j] += a * packed_b[j];
+    }
+    packed_a += mr;
+    packed_b += nr;
+  }
+  for (int i = 0; i < m; i++) {
+    float *out = c + i * ldc;
+    for (int j = 0; j < n; j++) {
+      float scaled = acc[i][j] * alpha;
+      out[j] = beta == 0.0f ? scaled : out[j] * beta + scaled;
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ packing */
+
+/* See damo_gemm_pack_fn. Plain C for the levels without a packer of their own. */
+void damo_gemm_pack_portable(int x_major, const float *src, int64_t ld, int64_t x0, int64_t k0, int64_t x_count,
+                             int64_t depth, int width, float *dst) {
+  const int64_t panels = (x_count + width - 1) / width;
+  if (!x_major) {
+    /* Each group is a run of one source row; row by row over all panels reads sequentially. */
+    for (int64_t p = 0; p < depth; p++) {
+      const float *row = src + (k0 + p) * ld + x0;
+      for (int64_t q = 0; q < panels; q++) {
+        float *group = dst + (q * depth + p) * width;
+        const int64_t valid = min64(width, x_count - q * width);
+        int64_t x = 0;
+        for (; x < valid; x++) group[x] = row[q * width + x];
+        for (; x < width; x++) group[x] = 0.0f;
+      }
+    }
+    return;
+  }
+  /* Each source row becomes one lane of every group: read it once, scatter it down. */
+  for (int64_t q = 0; q < panels; q++) {
+    float *panel = dst + q * depth * width;
+    for (int x = 0; x < width; x++) {
+      const int64_t source_x = q * width + x;
+      if (source_x < x_count) {
+        const float *row = src + (x0 + source_x) * ld + k0;
+        for (int64_t p = 0; p < depth; p++) panel[p * width + x] = row[p];
+      } else {
+        for (int64_t p = 0; p < depth; p++) panel[p * width + x] = 0.0f;
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ packing buffers */
+
+/* Each calling thread keeps one buffer for the packed blocks and grows it on demand, so
+ * repeated products (a training loop) do not allocate. A thread's buffer is freed when the
+ * thread exits; the main thread's lives until the process ends. */
+typedef struct pack_buffer {
+  float *data;
+  size_t floats;
+} pack_buffer;
+
+static tss_t pack_buffer_key;
+static int pack_buffer_key_ok;
+static once_flag pack_buffer_once = ONCE_FLAG_INIT;
+
+static void pack_buffer_destroy(void *p) {
+  pack_buffer *buffer = p;
+  if (buffer) damo_free(buffer->data);
+  free(buffer);
+}
+
+static void pack_buffer_key_create(void) {
+  pack_buffer_key_ok = tss_create(&pack_buffer_key, pack_buffer_destroy) == thrd_success;
+}
+
+/* A 64-byte aligned buffer of at least `floats` floats, or NULL when memory or a
+ * thread-specific slot is unavailable (the caller then allocates for the one call). */
+static float *pack_buffer_get(size_t floats) {
+  call_once(&pack_buffer_once, pack_buffer_key_create);
+  if (!pack_buffer_key_ok) return NULL;
+  pack_buffer *buffer = tss_get(pack_buffer_key);
+  if (!buffer) {
+    buffer = calloc(1, sizeof *buffer);
+    if (!buffer) return NULL;
+    if (tss_set(pack_buffer_key, buffer) != thrd_success) {
+      free(buffer);
+      return NULL;
+    }
+  }
+  if (buffer->floats < floats) {
+    damo_free(buffer->data);
+    buffer->data = damo_alloc(floats * sizeof(float));
+    buffer->floats = buffer->data ? floats : 0;
+  }
+  return buffer->data;
+}
+
+/* ------------------------------------------------------------------ driver */
+
+
+/* C = beta * C for the degenerate products (K == 0 or alpha == 0). */
+static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
+  for (int64_t i = 0; i < M; i++) {
+    float *row = C + i * ldc;
+    if (beta == 0.0f)
+      memset(row, 0, (size_t)N * sizeof(float));
+    else if (beta != 1.0f)
+      for (int64_t j = 0; j < N; j++) row[j] *= beta;
+  }
+}
+
+typedef struct gemm_problem {
+  int trans_a, trans_b;
+  int64_t M, N, K;
+  float alpha, beta;
+  const float *A, *B;
+  float *C;
+  int64_t lda, ldb, ldc;
+} gemm_problem;
+
+/* Floats of packing buffer a product of this size needs: an MC x KC block of op(A), then a
+ * 64-byte aligned KC x NC block of op(B). */
+static size_t packing_floats(const gemm_config *cfg, int64_t M, int64_t N, int64_t K, int64_t *b_offset) {
+  const int64_t kc = min64(cfg->kc, K);
+  const int64_t a_floats = round_up(round_up(min64(cfg->mc, M), cfg->mr) * kc, 16);
+  *b_offset = a_floats;
+  return (size_t)(a_floats + round_up(min64(cfg->nc, N), cfg->nr) * kc);
+}
+
+/* One thread's whole product, blocked and packed into buffer (see packing_floats). */
+static void gemm_blocked(const gemm_problem *pr, const gemm_config *cfg, float *buffer) {
+  const int mr = cfg->mr, nr = cfg->nr;
+  int64_t b_offset;
+  packing_floats(cfg, pr->M, pr->N, pr->K, &b_offset);
+  float *packed_a = buffer, *packed_b = buffer + b_offset;
+  for (int64_t jc = 0; jc < pr->N; jc += cfg->nc) {
+    const int64_t nc = min64(cfg->nc, pr->N - jc);
+    const int64_t b_panels = (nc + nr - 1) / nr;
+    for (int64_t pc = 0; pc < pr->K; pc += cfg->kc) {
+      const int64_t kc = min64(cfg->kc, pr->K - pc);
+      /* The first K slice applies the caller's beta; later slices accumulate onto it. */
+      const float beta = pc == 0 ? pr->beta : 1.0f;
+      cfg->pack(pr->trans_b, pr->B, pr->ldb, jc, pc, nc, kc, nr, packed_b);
+      for (int64_t ic = 0; ic < pr->M; ic += cfg->mc) {
+        const int64_t mc = min64(cfg->mc, pr->M - ic);
+        const int64_t a_panels = (mc + mr - 1) / mr;
+        cfg->pack(!pr->trans_a, pr->A, pr->lda, ic, pc, mc, kc, mr, packed_a);
+        /* B micro-panel outermost: it stays in L1 while the A block streams from L2. */
+        for (int64_t jp = 0; jp < b_panels; jp++) {
+          const int64_t col = jc + jp * nr;
+          const int n = (int)min64(nr, pr->N - col);
+          for (int64_t ip = 0; ip < a_panels; ip++) {
+            const int64_t row = ic + ip * mr;
+            cfg->kernel(kc, packed_a + ip * mr * kc, packed_b + jp * nr * kc, pr->C + row * pr->ldc + col, pr->ldc,
+                        (int)min64(mr, pr->M - row), n, pr->alpha, beta);
+          }
+        }
+      }
+    }
+  }
+}
+
+/* gemm_blocked with this thread's cached buffer, or a buffer of its own for this call, or
+ * (no memory at all) the reference loop, which needs none. */
+static void gemm_with_buffer(const gemm_problem *pr, const gemm_config *cfg) {
+  int64_t b_offset;
+  const size_t floats = packing_floats(cfg, pr->M, pr->N, pr->K, &b_offset);
+  float *buffer = pack_buffer_get(floats);
+  if (buffer) {
+    gemm_blocked(pr, cfg, buffer);
+    return;
+  }
+  float *owned = damo_alloc(floats * sizeof(float));
+  if (owned) {
+    gemm_blocked(pr, cfg, owned);
+    damo_free(owned);
+    return;
+  }
+  damo_gemm_reference(pr->trans_a, pr->trans_b, pr->M, pr->N, pr->K, pr->alpha, pr->A, pr->lda, pr->B, pr->ldb,
+                      pr->beta, pr->C, pr->ldc);
+}
+
+/* How threads split C: a row_parts x col_parts grid of blocks, each a whole number of tiles.
+ * Every thread packs what its block needs, so there are no barriers, but a row split makes
+ * each thread pack all of op(B) and a column split all of op(A); the grid that packs the
+ * fewest extra elements wins. */
+typedef struct thread_grid {
+  int row_parts, col_parts;
+} thread_grid;
+
+static thread_grid choose_thread_grid(const gemm_config *cfg, int64_t M, int64_t N, int threads) {
+  const int64_t row_tiles = (M + cfg->mr - 1) / cfg->mr, col_tiles = (N + cfg->nr - 1) / cfg->nr;
+  for (; threads > 1; threads--) {
+    thread_grid best = {0, 0};
+    double best_cost = 0;
+    for (int rows = 1; rows <= threads; rows++) {
+      if (threads % rows) continue;
+      const int cols = threads / rows;
+      if (rows > row_tiles || cols > col_tiles) continue;
+      const double cost = (double)cols * (double)M + (double)rows * (double)N;
+      if (best.row_parts == 0 || cost < best_cost) {
+        best = (thread_grid){rows, cols};
+        best_cost = cost;
+      }
+    }
+    if (best.row_parts) return best;
+  }
+  return (thread_grid){1, 1};
+}
+
+/* Part `part` of `parts` of [0, count) split at multiples of `tile` as evenly as tiles allow. */
+static void tile_share(int64_t count, int tile, int part, int parts, int64_t *begin, int64_t *end) {
+  const int64_t tiles = (count + tile - 1) / tile;
+  *begin = min64(tiles * part / parts * tile, count);
+  *end = min64(tiles * (part + 1) / parts * tile, count);
+}
+
+void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) {
+    scale_c(M, N, beta, C, ldc);
+    return;
+  }
+  const gemm_config *cfg = config_for_level(damo_simd_level_get());
+  const gemm_problem problem = {trans_a, trans_b, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc};
+
+  int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if ((double)M * (double)N * (double)K < GEMM_THREADING_MIN_FMAS) threads = 1;
+  const thread_grid grid = choose_thread_grid(cfg, M, N, threads);
+  if (grid.row_parts * grid.col_parts <= 1) {
+    gemm_with_buffer(&problem, cfg);
+    return;
+  }
+#pragma omp parallel num_threads(grid.row_parts * grid.col_parts)
+  {
+    /* A smaller team than asked for (omp_set_dynamic) still covers C: parts loop. */
+    const int team = omp_get_num_threads(), parts = grid.row_parts * grid.col_parts;
+    for (int part = omp_get_thread_num(); part < parts; part += team) {
+      int64_t row0, row1, col0, col1;
+      tile_share(M, cfg->mr, part / grid.col_parts, grid.row_parts, &row0, &row1);
+      tile_share(N, cfg->nr, part % grid.col_parts, grid.col_parts, &col0, &col1);
+      if (row0 >= row1 || col0 >= col1) continue;
+      gemm_problem block = problem;
+      block.M = row1 - row0;
+      block.N = col1 - col0;
+      block.A = trans_a ? A + row0 : A + row0 * lda;
+      block.B = trans_b ? B + col0 * ldb : B + col0;
+      block.C = C + row0 * ldc + col0;
+      gemm_with_buffer(&block, cfg);
+    }
+  }
+}

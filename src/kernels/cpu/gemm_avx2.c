@@ -1,0 +1,145 @@
+/* gemm_avx2.c - the AVX2 + FMA GEMM micro-kernel (see kernels.h for its contract).
+ *
+ * A 6 x 16 tile of C lives in 12 ymm accumulators for the whole k loop; each step loads two
+ * vectors of the packed B panel and broadcasts 6 values of the packed A panel. That leaves 3 of
+ * the 16 ymm registers for operands, so nothing spills, and 12 chains cover the FMA latency.
+ * Compiled for AVX2 regardless of the build flags; damo_gemm only calls it after run-time
+ * detection. */
+#include "kernels/cpu/kernels.h"
+
+#include <immintrin.h>
+
+#define MR DAMO_GEMM_AVX2_MR
+#define NR DAMO_GEMM_AVX2_NR
+#define VECTORS_PER_ROW (NR / 8)
+
+/* A maskload/maskstore mask (a lane is active when its sign bit is set) of the first
+ * `lanes` lanes (none when lanes <= 0, all when lanes >= 8). */
+__attribute__((target("avx2"))) static inline __m256i first_lanes(int64_t lanes) {
+  const __m256i lane_index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const int clamped = lanes < 0 ? 0 : lanes > 8 ? 8 : (int)lanes;
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(clamped), lane_index);
+}
+
+__attribute__((target("avx2,fma"))) void damo_gemm_microkernel_avx2(int64_t k, const float *packed_a,
+                                                                         const float *packed_b, float *c,
+                                                                         int64_t ldc, int m, int n, float alpha,
+                                                                         float beta) {
+  __m256 acc[MR][VECTORS_PER_ROW];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm256_setzero_ps();
+
+  /* C is only touched after the k loop; asking for it now hides its miss behind the FMAs. */
+  for (int i = 0; i < m; i++) {
+    _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+  }
+
+#pragma GCC unroll 4
+  for (int64_t p = 0; p < k; p++) {
+    __m256 b[VECTORS_PER_ROW];
+#pragma GCC unroll 4
+    for (int v = 0; v < VECTORS_PER_ROW; v++) b[v] = _mm256_load_ps(packed_b + 8 * v);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+      __m256 a = _mm256_set1_ps(packed_a[i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm256_fmadd_ps(a, b[v], acc[i][v]);
+    }
+    packed_a += MR;
+    packed_b += NR;
+  }
+
+  const __m256 alpha_v = _mm256_set1_ps(alpha), beta_v = _mm256_set1_ps(beta);
+  if (m == MR && n == NR) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+      for (int v = 0; v < VECTORS_PER_ROW; v++) {
+        float *out = c + i * ldc + 8 * v;
+        __m256 scaled = _mm256_mul_ps(acc[i][v], alpha_v);
+        if (beta != 0.0f) scaled = _mm256_fmadd_ps(_mm256_loadu_ps(out), beta_v, scaled);
+        _mm256_storeu_ps(out, scaled);
+      }
+    return;
+  }
+  /* Edge tile: the same arithmetic, with masked loads and stores so nothing outside the
+   * m x n corner is read or written. */
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++) {
+    if (i >= m) break;
+#pragma GCC unroll 4
+    for (int v = 0; v < VECTORS_PER_ROW; v++) {
+      __m256i mask = first_lanes(n - 8 * v);
+      float *out = c + i * ldc + 8 * v;
+      __m256 scaled = _mm256_mul_ps(acc[i][v], alpha_v);
+      if (beta != 0.0f) scaled = _mm256_fmadd_ps(_mm256_maskload_ps(out, mask), beta_v, scaled);
+      _mm256_maskstore_ps(out, mask, scaled);
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ packing */
+
+/* In-register transpose: afterwards rows[k] lane x holds what rows[x] lane k held. */
+__attribute__((target("avx2"))) static inline void transpose_8x8(__m256 rows[8]) {
+  __m256 pairs[8], quads[8];
+  for (int i = 0; i < 8; i += 2) {
+    pairs[i] = _mm256_unpacklo_ps(rows[i], rows[i + 1]);
+    pairs[i + 1] = _mm256_unpackhi_ps(rows[i], rows[i + 1]);
+  }
+  /* quads[4g + c], 128-bit lane L: column 4L + c of rows 4g .. 4g+3. */
+  for (int g = 0; g < 8; g += 4) {
+    quads[g] = _mm256_shuffle_ps(pairs[g], pairs[g + 2], 0x44);
+    quads[g + 1] = _mm256_shuffle_ps(pairs[g], pairs[g + 2], 0xEE);
+    quads[g + 2] = _mm256_shuffle_ps(pairs[g + 1], pairs[g + 3], 0x44);
+    quads[g + 3] = _mm256_shuffle_ps(pairs[g + 1], pairs[g + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; c++) {
+    rows[c] = _mm256_permute2f128_ps(quads[c], quads[4 + c], 0x20);
+    rows[4 + c] = _mm256_permute2f128_ps(quads[c], quads[4 + c], 0x31);
+  }
+}
+
+/* See damo_gemm_pack_fn. width <= 16. */
+__attribute__((target("avx2"))) void damo_gemm_pack_avx2(int x_major, const float *src, int64_t ld, int64_t x0,
+                                                         int64_t k0, int64_t x_count, int64_t depth, int width,
+                                                         float *dst) {
+  const int64_t panels = (x_count + width - 1) / width;
+  const int vectors = (width + 7) / 8;
+  if (!x_major) {
+    /* Element (x, k) at src[k * ld + x]: each group is a run of one source row. Going row by
+     * row over all panels reads the source sequentially. */
+    for (int64_t p = 0; p < depth; p++) {
+      const float *row = src + (k0 + p) * ld + x0;
+      for (int64_t q = 0; q < panels; q++)
+        for (int v = 0; v < vectors; v++) {
+          const int64_t offset = q * width + 8 * v;
+          __m256 values = _mm256_maskload_ps(row + offset, first_lanes(x_count - offset));
+          _mm256_maskstore_ps(dst + (q * depth + p) * width + 8 * v, first_lanes(width - 8 * v), values);
+        }
+    }
+    return;
+  }
+  /* Element (x, k) at src[x * ld + k]: read 8 k of 8 rows, transpose, write 8 groups. */
+  for (int64_t q = 0; q < panels; q++) {
+    float *panel = dst + q * depth * width;
+    for (int v = 0; v < vectors; v++) {
+      const int64_t first_x = q * width + 8 * v;
+      const int64_t rows_here = x_count - first_x;
+      const __m256i store_mask = first_lanes(width - 8 * v);
+      for (int64_t p = 0; p < depth; p += 8) {
+        const __m256i load_mask = first_lanes(depth - p);
+        __m256 block[8];
+        for (int r = 0; r < 8; r++)
+          block[r] = r < rows_here ? _mm256_maskload_ps(src + (x0 + first_x + r) * ld + k0 + p, load_mask)
+                                   : _mm256_setzero_ps();
+        transpose_8x8(block);
+        const int groups = depth - p < 8 ? (int)(depth - p) : 8;
+        for (int t = 0; t < groups; t++) _mm256_maskstore_ps(panel + (p + t) * width + 8 * v, store_mask, block[t]);
+      }
+    }
+  }
+}

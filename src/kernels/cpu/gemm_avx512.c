@@ -1,0 +1,154 @@
+/* gemm_avx512.c - the AVX-512 GEMM micro-kernel (see kernels.h for its contract).
+ *
+ * A 14 x 32 tile of C lives in 28 zmm accumulators for the whole k loop; each step loads two
+ * vectors of the packed B panel and broadcasts 14 values of the packed A panel straight into
+ * the FMAs. 28 independent chains cover the FMA latency of both pipes, and the tile's 16 loads
+ * per 28 FMAs stay within what the load ports deliver. Compiled for AVX-512 regardless of the
+ * build flags; damo_gemm only calls it after run-time detection. */
+#include "kernels/cpu/kernels.h"
+
+#include <immintrin.h>
+
+#define MR DAMO_GEMM_AVX512_MR
+#define NR DAMO_GEMM_AVX512_NR
+#define VECTORS_PER_ROW (NR / 16)
+
+/* The first `lanes` lanes (0..16). */
+static inline __mmask16 first_lanes(int64_t lanes) {
+  if (lanes <= 0) return 0;
+  if (lanes >= 16) return (__mmask16)0xFFFF;
+  return (__mmask16)((1u << lanes) - 1u);
+}
+
+__attribute__((target("avx512f,fma"))) void damo_gemm_microkernel_avx512(int64_t k, const float *packed_a,
+                                                                         const float *packed_b, float *c,
+                                                                         int64_t ldc, int m, int n, float alpha,
+                                                                         float beta) {
+  __m512 acc[MR][VECTORS_PER_ROW];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm512_setzero_ps();
+
+  /* C is only touched after the k loop; asking for it now hides its miss behind the FMAs. */
+  for (int i = 0; i < m; i++) {
+    _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+  }
+
+#pragma GCC unroll 4
+  for (int64_t p = 0; p < k; p++) {
+    __m512 b[VECTORS_PER_ROW];
+#pragma GCC unroll 4
+    for (int v = 0; v < VECTORS_PER_ROW; v++) b[v] = _mm512_load_ps(packed_b + 16 * v);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+      __m512 a = _mm512_set1_ps(packed_a[i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
+    }
+    packed_a += MR;
+    packed_b += NR;
+  }
+
+  const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
+  if (m == MR && n == NR) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+      for (int v = 0; v < VECTORS_PER_ROW; v++) {
+        float *out = c + i * ldc + 16 * v;
+        __m512 scaled = _mm512_mul_ps(acc[i][v], alpha_v);
+        if (beta != 0.0f) scaled = _mm512_fmadd_ps(_mm512_loadu_ps(out), beta_v, scaled);
+        _mm512_storeu_ps(out, scaled);
+      }
+    return;
+  }
+  /* Edge tile: the same arithmetic, with masked loads and stores so nothing outside the
+   * m x n corner is read or written. */
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++) {
+    if (i >= m) break;
+#pragma GCC unroll 4
+    for (int v = 0; v < VECTORS_PER_ROW; v++) {
+      __mmask16 mask = first_lanes(n - 16 * v);
+      float *out = c + i * ldc + 16 * v;
+      __m512 scaled = _mm512_mul_ps(acc[i][v], alpha_v);
+      if (beta != 0.0f) scaled = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, out), beta_v, scaled);
+      _mm512_mask_storeu_ps(out, mask, scaled);
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ packing */
+
+/* In-register transpose: afterwards rows[k] lane x holds what rows[x] lane k held. Three
+ * rounds of shuffles: 32-bit interleave, 64-bit interleave, then 128-bit lane moves. */
+__attribute__((target("avx512f"))) static inline void transpose_16x16(__m512 rows[16]) {
+  __m512 pairs[16], quads[16];
+  for (int i = 0; i < 16; i += 2) {
+    pairs[i] = _mm512_unpacklo_ps(rows[i], rows[i + 1]);
+    pairs[i + 1] = _mm512_unpackhi_ps(rows[i], rows[i + 1]);
+  }
+  /* quads[4g + c], 128-bit lane L: column 4L + c of rows 4g .. 4g+3. */
+  for (int g = 0; g < 16; g += 4) {
+    __m512d lo = _mm512_castps_pd(pairs[g]), hi = _mm512_castps_pd(pairs[g + 1]);
+    __m512d lo2 = _mm512_castps_pd(pairs[g + 2]), hi2 = _mm512_castps_pd(pairs[g + 3]);
+    quads[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo, lo2));
+    quads[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo, lo2));
+    quads[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi, hi2));
+    quads[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi, hi2));
+  }
+  /* A 4 x 4 transpose of 128-bit lanes for each c gives column 4L + c in full. */
+  for (int c = 0; c < 4; c++) {
+    __m512 low01 = _mm512_shuffle_f32x4(quads[c], quads[4 + c], 0x44);
+    __m512 high01 = _mm512_shuffle_f32x4(quads[c], quads[4 + c], 0xEE);
+    __m512 low23 = _mm512_shuffle_f32x4(quads[8 + c], quads[12 + c], 0x44);
+    __m512 high23 = _mm512_shuffle_f32x4(quads[8 + c], quads[12 + c], 0xEE);
+    rows[c] = _mm512_shuffle_f32x4(low01, low23, 0x88);
+    rows[4 + c] = _mm512_shuffle_f32x4(low01, low23, 0xDD);
+    rows[8 + c] = _mm512_shuffle_f32x4(high01, high23, 0x88);
+    rows[12 + c] = _mm512_shuffle_f32x4(high01, high23, 0xDD);
+  }
+}
+
+/* See damo_gemm_pack_fn. width <= 32. */
+__attribute__((target("avx512f"))) void damo_gemm_pack_avx512(int x_major, const float *src, int64_t ld, int64_t x0,
+                                                              int64_t k0, int64_t x_count, int64_t depth, int width,
+                                                              float *dst) {
+  const int64_t panels = (x_count + width - 1) / width;
+  const int vectors = (width + 15) / 16;
+  if (!x_major) {
+    /* Element (x, k) at src[k * ld + x]: each group is a run of one source row. Going row by
+     * row over all panels reads the source sequentially. */
+    for (int64_t p = 0; p < depth; p++) {
+      const float *row = src + (k0 + p) * ld + x0;
+      for (int64_t q = 0; q < panels; q++)
+        for (int v = 0; v < vectors; v++) {
+          const int64_t offset = q * width + 16 * v;
+          __m512 values = _mm512_maskz_loadu_ps(first_lanes(x_count - offset), row + offset);
+          _mm512_mask_storeu_ps(dst + (q * depth + p) * width + 16 * v, first_lanes(width - 16 * v), values);
+        }
+    }
+    return;
+  }
+  /* Element (x, k) at src[x * ld + k]: read 16 k of 16 rows, transpose, write 16 groups. */
+  for (int64_t q = 0; q < panels; q++) {
+    float *panel = dst + q * depth * width;
+    for (int v = 0; v < vectors; v++) {
+      const int64_t first_x = q * width + 16 * v;
+      const int64_t rows_here = x_count - first_x;
+      const __mmask16 store_mask = first_lanes(width - 16 * v);
+      for (int64_t p = 0; p < depth; p += 16) {
+        const __mmask16 load_mask = first_lanes(depth - p);
+        __m512 block[16];
+        for (int r = 0; r < 16; r++)
+          block[r] = r < rows_here ? _mm512_maskz_loadu_ps(load_mask, src + (x0 + first_x + r) * ld + k0 + p)
+                                   : _mm512_setzero_ps();
+        transpose_16x16(block);
+        const int groups = depth - p < 16 ? (int)(depth - p) : 16;
+        for (int t = 0; t < groups; t++) _mm512_mask_storeu_ps(panel + (p + t) * width + 16 * v, store_mask, block[t]);
+      }
+    }
+  }
+}

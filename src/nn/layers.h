@@ -1,0 +1,58 @@
+/* layers.h - layer objects: a type (a table of functions) plus the settings, shapes and
+ * parameter slots of one instance. Layers only compose graph ops; none has its own
+ * backward. Parameters live in the model's one flat block; a layer's slots point into it. */
+#ifndef DAMO_LAYERS_H
+#define DAMO_LAYERS_H
+
+#include "graph/graph.h"
+
+#define DAMO_LAYER_MAX_PARAMS 4
+
+typedef struct damo_param_slot {
+  char name[16]; /* "kernel", "bias" */
+  int ndim;
+  int64_t shape[DAMO_MAX_DIMS];
+  damo_init init;
+  damo_tensor *value, *grad; /* views into the model's flat blocks (set by the model) */
+} damo_param_slot;
+
+typedef struct damo_layer_type {
+  const char *type; /* "dense", as written in config.json */
+  /* Output shape (without batch) from the input shape; declares parameter slots. */
+  damo_status (*infer)(damo_layer *l);
+  /* Adds the layer's ops on top of x; *pre_activation gets the node before the activation
+   * (for losses that fuse it), or the output. */
+  damo_node *(*build)(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre_activation);
+} damo_layer_type;
+
+struct damo_layer {
+  const damo_layer_type *type;
+  char name[DAMO_NAME_MAX];
+  int named;                /* name given by the user (else the model assigns one) */
+  int units;                /* dense */
+  damo_activation act;      /* dense, activation */
+  damo_init kernel_init;    /* dense */
+  int use_bias;             /* dense */
+  float rate;               /* dropout */
+  float scale, offset;      /* rescaling: x * scale + offset */
+  int in_ndim, out_ndim;    /* shapes without the batch axis */
+  int64_t in_shape[DAMO_MAX_DIMS], out_shape[DAMO_MAX_DIMS];
+  int n_params;
+  damo_param_slot params[DAMO_LAYER_MAX_PARAMS];
+};
+
+extern const damo_layer_type damo_layer_dense, damo_layer_activation, damo_layer_dropout, damo_layer_flatten,
+    damo_layer_rescaling;
+
+/* The type registered under a config name, or NULL. */
+const damo_layer_type *damo_layer_type_find(const char *type);
+/* Space-separated list of known layer types, for error messages. */
+const char *damo_layer_type_names(void);
+/* Applies an activation op to x. */
+damo_node *damo_apply_activation(damo_graph *g, damo_node *x, damo_activation act);
+/* Fills a parameter according to its initializer; fan_in/fan_out from its shape. */
+void damo_param_init(damo_param_slot *p, damo_rng *rng);
+const char *damo_init_name(damo_init i);
+damo_status damo_init_parse(const char *name, damo_init *out);
+
+#endif

@@ -1,0 +1,34 @@
+/* registry.c - the op table: one entry per damo_op, each defined in its family's file. */
+#include "graph/graph.h"
+
+const damo_op_def damo_op_def_input = {"input", 0, NULL, NULL, NULL, 0};
+const damo_op_def damo_op_def_param = {"param", 0, NULL, NULL, NULL, 0};
+const damo_op_def damo_op_def_constant = {"constant", 0, NULL, NULL, NULL, 0};
+
+const damo_op_def *const damo_op_table[DAMO_OP_COUNT] = {
+    [DAMO_OP_INPUT] = &damo_op_def_input,
+    [DAMO_OP_PARAM] = &damo_op_def_param,
+    [DAMO_OP_CONSTANT] = &damo_op_def_constant,
+    [DAMO_OP_MATMUL] = &damo_op_def_matmul,
+    [DAMO_OP_ADD] = &damo_op_def_add,
+    [DAMO_OP_SUB] = &damo_op_def_sub,
+    [DAMO_OP_MUL] = &damo_op_def_mul,
+    [DAMO_OP_DIV] = &damo_op_def_div,
+    [DAMO_OP_SCALE] = &damo_op_def_scale,
+    [DAMO_OP_RELU] = &damo_op_def_relu,
+    [DAMO_OP_SIGMOID] = &damo_op_def_sigmoid,
+    [DAMO_OP_TANH] = &damo_op_def_tanh,
+    [DAMO_OP_EXP] = &damo_op_def_exp,
+    [DAMO_OP_LOG] = &damo_op_def_log,
+    [DAMO_OP_SOFTMAX] = &damo_op_def_softmax,
+    [DAMO_OP_LOG_SOFTMAX] = &damo_op_def_log_softmax,
+    [DAMO_OP_SUM] = &damo_op_def_sum,
+    [DAMO_OP_MEAN] = &damo_op_def_mean,
+    [DAMO_OP_RESHAPE] = &damo_op_def_reshape,
+    [DAMO_OP_TRANSPOSE] = &damo_op_def_transpose,
+    [DAMO_OP_DROPOUT] = &damo_op_def_dropout,
+    [DAMO_OP_SOFTMAX_CE] = &damo_op_def_softmax_ce,
+    [DAMO_OP_BCE_LOGITS] = &damo_op_def_bce_logits,
+    [DAMO_OP_MSE] = &damo_op_def_mse,
+};
+_Static_assert(DAMO_OP_COUNT == 24, "a new op needs an entry in damo_op_table");

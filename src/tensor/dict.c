@@ -1,0 +1,59 @@
+/* dict.c - an ordered name -> tensor list, the in-memory form of a safetensors file and of
+ * checkpoints. Lookups are linear: dicts hold tens to hundreds of entries. */
+#include "internal.h"
+
+damo_tensor_dict *damo_tensor_dict_new(void) {
+  damo_tensor_dict *d = calloc(1, sizeof *d);
+  if (!d) damo_error(DAMO_ERR_NOMEM, "out of memory for a tensor dict");
+  return d;
+}
+
+void damo_tensor_dict_free(damo_tensor_dict *d) {
+  if (!d) return;
+  for (int i = 0; i < d->count; i++) {
+    free(d->names[i]);
+    damo_tensor_free(d->tensors[i]);
+  }
+  free(d->names);
+  free(d->tensors);
+  free(d);
+}
+
+damo_status damo_tensor_dict_add(damo_tensor_dict *d, const char *name, damo_tensor *t) {
+  if (!d || !name || !t) {
+    damo_tensor_free(t);
+    return damo_error(DAMO_ERR_INVALID_ARG, "tensor dict add: NULL argument");
+  }
+  if (damo_tensor_dict_get(d, name)) {
+    damo_tensor_free(t);
+    return damo_error(DAMO_ERR_INVALID_ARG, "tensor dict already holds '%s'", name);
+  }
+  if (d->count == d->cap) {
+    int cap = d->cap ? d->cap * 2 : 16;
+    char **names = realloc(d->names, (size_t)cap * sizeof *names);
+    if (names) d->names = names;
+    damo_tensor **ts = names ? realloc(d->tensors, (size_t)cap * sizeof *ts) : NULL;
+    if (!ts) {
+      damo_tensor_free(t);
+      return damo_error(DAMO_ERR_NOMEM, "out of memory growing a tensor dict");
+    }
+    d->tensors = ts;
+    d->cap = cap;
+  }
+  char *copy = damo_strdup(name);
+  if (!copy) {
+    damo_tensor_free(t);
+    return DAMO_ERR_NOMEM;
+  }
+  d->names[d->count] = copy;
+  d->tensors[d->count] = t;
+  d->count++;
+  return DAMO_OK;
+}
+
+damo_tensor *damo_tensor_dict_get(const damo_tensor_dict *d, const char *name) {
+  if (!d) return NULL;
+  for (int i = 0; i < d->count; i++)
+    if (strcmp(d->names[i], name) == 0) return d->tensors[i];
+  return NULL;
+}

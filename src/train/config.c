@@ -1,0 +1,393 @@
+/* config.c - the model config (config.json): a Keras-like description of a Sequential
+ * model (input shape, layers) and of how to train it (loss, optimizer, metrics, fit
+ * defaults). Reading is strict: an unknown key, layer type or value names the layer and
+ * what was expected, so a typo never silently changes a model. Schema: docs/model-config.md. */
+#include "train/model.h"
+
+#include <math.h>
+#include <stdio.h>
+
+/* ------------------------------------------------------------------ writing */
+
+static void add_shape(cJSON *obj, const char *key, int ndim, const int64_t *shape) {
+  cJSON *arr = cJSON_AddArrayToObject(obj, key);
+  for (int i = 0; i < ndim; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber((double)shape[i]));
+}
+
+static const char *optimizer_name(damo_optimizer_kind k) {
+  return k == DAMO_OPT_SGD ? "sgd" : k == DAMO_OPT_ADAM ? "adam" : "adamw";
+}
+static const char *schedule_name(damo_schedule_kind k) {
+  return k == DAMO_SCHED_CONSTANT ? "constant" : k == DAMO_SCHED_STEP ? "step" : "cosine";
+}
+
+cJSON *damo_model_to_json(const damo_model *m) {
+  cJSON *root = cJSON_CreateObject();
+  cJSON_AddStringToObject(root, "format", "damo.sequential");
+  cJSON_AddStringToObject(root, "damo_version", DAMO_VERSION);
+  add_shape(root, "input_shape", m->in_ndim, m->in_shape);
+  cJSON *layers = cJSON_AddArrayToObject(root, "layers");
+  for (int i = 0; i < m->n_layers; i++) {
+    const damo_layer *l = m->layers[i];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", l->type->type);
+    cJSON_AddStringToObject(o, "name", l->name);
+    if (l->type == &damo_layer_dense) {
+      cJSON_AddNumberToObject(o, "units", l->units);
+      cJSON_AddStringToObject(o, "activation", damo_activation_name(l->act));
+      cJSON_AddStringToObject(o, "kernel_initializer", damo_init_name(l->kernel_init));
+      cJSON_AddBoolToObject(o, "use_bias", l->use_bias);
+    } else if (l->type == &damo_layer_activation) {
+      cJSON_AddStringToObject(o, "activation", damo_activation_name(l->act));
+    } else if (l->type == &damo_layer_dropout) {
+      cJSON_AddNumberToObject(o, "rate", l->rate);
+    } else if (l->type == &damo_layer_rescaling) {
+      cJSON_AddNumberToObject(o, "scale", l->scale);
+      cJSON_AddNumberToObject(o, "offset", l->offset);
+    }
+    cJSON_AddItemToArray(layers, o);
+  }
+  if (m->has_compile_options) {
+    const damo_optimizer_config *c = &m->copt.optimizer;
+    cJSON_AddStringToObject(root, "loss", damo_loss_name(m->copt.loss));
+    cJSON *o = cJSON_AddObjectToObject(root, "optimizer");
+    cJSON_AddStringToObject(o, "type", optimizer_name(c->kind));
+    cJSON_AddNumberToObject(o, "learning_rate", c->lr);
+    if (c->kind == DAMO_OPT_SGD) {
+      cJSON_AddNumberToObject(o, "momentum", c->momentum);
+      cJSON_AddBoolToObject(o, "nesterov", c->nesterov);
+    } else {
+      cJSON_AddNumberToObject(o, "beta_1", c->beta1);
+      cJSON_AddNumberToObject(o, "beta_2", c->beta2);
+      cJSON_AddNumberToObject(o, "epsilon", c->eps);
+    }
+    cJSON_AddNumberToObject(o, "weight_decay", c->weight_decay);
+    cJSON_AddNumberToObject(o, "clipnorm", c->clip_norm);
+    cJSON *s = cJSON_AddObjectToObject(o, "schedule");
+    cJSON_AddStringToObject(s, "type", schedule_name(c->schedule.kind));
+    cJSON_AddNumberToObject(s, "warmup_steps", (double)c->schedule.warmup_steps);
+    if (c->schedule.kind == DAMO_SCHED_STEP) {
+      cJSON_AddNumberToObject(s, "step_size", (double)c->schedule.step_size);
+      cJSON_AddNumberToObject(s, "gamma", c->schedule.gamma);
+    } else if (c->schedule.kind == DAMO_SCHED_COSINE) {
+      cJSON_AddNumberToObject(s, "total_steps", (double)c->schedule.total_steps);
+      cJSON_AddNumberToObject(s, "min_lr", c->schedule.min_lr);
+    }
+    cJSON *metrics = cJSON_AddArrayToObject(root, "metrics");
+    if (m->copt.metrics & DAMO_METRIC_ACCURACY) cJSON_AddItemToArray(metrics, cJSON_CreateString("accuracy"));
+  }
+  if (m->fit_defaults) cJSON_AddItemToObject(root, "fit", cJSON_Duplicate(m->fit_defaults, 1));
+  return root;
+}
+
+/* ------------------------------------------------------------------ reading */
+
+typedef struct reader {
+  const char *source; /* file name for messages */
+  char where[160];    /* "layer 2 ('dense_1')" */
+} reader;
+
+static damo_status fail(const reader *r, damo_status code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static damo_status fail(const reader *r, damo_status code, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return damo_error(code, "%s: %s%s%s", r->source, r->where, r->where[0] ? ": " : "", msg);
+}
+
+/* Every key of obj must be in the space-separated list `known`. */
+static damo_status check_keys(const reader *r, const cJSON *obj, const char *known) {
+  for (const cJSON *it = obj->child; it; it = it->next) {
+    size_t n = strlen(it->string);
+    const char *p = known;
+    int found = 0;
+    while ((p = strstr(p, it->string)) != NULL) {
+      if ((p == known || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0')) {
+        found = 1;
+        break;
+      }
+      p += n;
+    }
+    if (!found) return fail(r, DAMO_ERR_FORMAT, "unknown key '%s' (known keys: %s)", it->string, known);
+  }
+  return DAMO_OK;
+}
+
+static damo_status get_number(const reader *r, const cJSON *obj, const char *key, double *out, int required) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (!v) return required ? fail(r, DAMO_ERR_FORMAT, "missing '%s'", key) : DAMO_OK;
+  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return fail(r, DAMO_ERR_FORMAT, "'%s' must be a finite number", key);
+  *out = v->valuedouble;
+  return DAMO_OK;
+}
+
+static damo_status get_int(const reader *r, const cJSON *obj, const char *key, int64_t *out, int required) {
+  double d = (double)*out;
+  damo_status st = get_number(r, obj, key, &d, required);
+  if (st != DAMO_OK) return st;
+  if (d != floor(d) || fabs(d) > 9e15) return fail(r, DAMO_ERR_FORMAT, "'%s' must be an integer, got %g", key, d);
+  *out = (int64_t)d;
+  return DAMO_OK;
+}
+
+/* Leaves *out as it is (the default) when the key is absent. */
+static damo_status get_float(const reader *r, const cJSON *obj, const char *key, float *out) {
+  double d = (double)*out;
+  damo_status st = get_number(r, obj, key, &d, 0);
+  *out = (float)d;
+  return st;
+}
+
+static damo_status get_string(const reader *r, const cJSON *obj, const char *key, const char **out, int required) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (!v) return required ? fail(r, DAMO_ERR_FORMAT, "missing '%s'", key) : DAMO_OK;
+  if (!cJSON_IsString(v)) return fail(r, DAMO_ERR_FORMAT, "'%s' must be a string", key);
+  *out = v->valuestring;
+  return DAMO_OK;
+}
+
+static damo_status get_bool(const reader *r, const cJSON *obj, const char *key, int *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (!v) return DAMO_OK;
+  if (!cJSON_IsBool(v)) return fail(r, DAMO_ERR_FORMAT, "'%s' must be true or false", key);
+  *out = cJSON_IsTrue(v);
+  return DAMO_OK;
+}
+
+#define TRY(expr)                                                                                                      \
+  do {                                                                                                                 \
+    damo_status st_ = (expr);                                                                                          \
+    if (st_ != DAMO_OK) return st_;                                                                                    \
+  } while (0)
+
+static damo_status parse_layer(reader *r, const cJSON *o, damo_layer **out) {
+  *out = NULL;
+  if (!cJSON_IsObject(o)) return fail(r, DAMO_ERR_FORMAT, "a layer must be a JSON object");
+  const char *type = NULL, *name = NULL, *act = NULL;
+  TRY(get_string(r, o, "type", &type, 1));
+  TRY(get_string(r, o, "name", &name, 0));
+  const damo_layer_type *lt = damo_layer_type_find(type);
+  if (!lt) return fail(r, DAMO_ERR_NOT_FOUND, "unknown layer type '%s' (known: %s)", type, damo_layer_type_names());
+  damo_activation a = DAMO_ACT_NONE;
+  damo_layer *l = NULL;
+  if (lt == &damo_layer_dense) {
+    TRY(check_keys(r, o, "type name units activation kernel_initializer use_bias"));
+    int64_t units = 0;
+    const char *init = "glorot_uniform";
+    int use_bias = 1;
+    TRY(get_int(r, o, "units", &units, 1));
+    TRY(get_string(r, o, "activation", &act, 0));
+    TRY(get_string(r, o, "kernel_initializer", &init, 0));
+    TRY(get_bool(r, o, "use_bias", &use_bias));
+    if (units <= 0 || units > INT32_MAX) return fail(r, DAMO_ERR_FORMAT, "'units' must be a positive integer, got %lld", (long long)units);
+    damo_init ki;
+    if (damo_activation_parse(act, &a) != DAMO_OK || damo_init_parse(init, &ki) != DAMO_OK)
+      return fail(r, DAMO_ERR_FORMAT, "%s", damo_last_error());
+    l = damo_dense_ex((int)units, a, ki, use_bias);
+  } else if (lt == &damo_layer_activation) {
+    TRY(check_keys(r, o, "type name activation"));
+    TRY(get_string(r, o, "activation", &act, 1));
+    if (damo_activation_parse(act, &a) != DAMO_OK) return fail(r, DAMO_ERR_FORMAT, "%s", damo_last_error());
+    l = damo_activation_layer(a);
+  } else if (lt == &damo_layer_dropout) {
+    TRY(check_keys(r, o, "type name rate"));
+    double rate = 0;
+    TRY(get_number(r, o, "rate", &rate, 1));
+    if (!(rate >= 0 && rate < 1)) return fail(r, DAMO_ERR_FORMAT, "'rate' must be in [0, 1), got %g", rate);
+    l = damo_dropout_layer((float)rate);
+  } else if (lt == &damo_layer_flatten) {
+    TRY(check_keys(r, o, "type name"));
+    l = damo_flatten();
+  } else {
+    TRY(check_keys(r, o, "type name scale offset"));
+    double scale = 1, offset = 0;
+    TRY(get_number(r, o, "scale", &scale, 1));
+    TRY(get_number(r, o, "offset", &offset, 0));
+    l = damo_rescaling((float)scale, (float)offset);
+  }
+  if (!l) return DAMO_ERR_NOMEM;
+  if (name) damo_layer_set_name(l, name);
+  *out = l;
+  return DAMO_OK;
+}
+
+static damo_status parse_optimizer(reader *r, const cJSON *o, damo_optimizer_config *c) {
+  snprintf(r->where, sizeof r->where, "optimizer");
+  if (cJSON_IsString(o)) { /* "optimizer": "adam" takes the defaults */
+    if (!strcmp(o->valuestring, "adam")) *c = damo_adam(1e-3f);
+    else if (!strcmp(o->valuestring, "adamw")) *c = damo_adamw(1e-3f, 0.01f);
+    else if (!strcmp(o->valuestring, "sgd")) *c = damo_sgd(1e-2f, 0, 0);
+    else return fail(r, DAMO_ERR_FORMAT, "unknown optimizer '%s' (expected sgd, adam or adamw)", o->valuestring);
+    return DAMO_OK;
+  }
+  if (!cJSON_IsObject(o)) return fail(r, DAMO_ERR_FORMAT, "must be a name or an object");
+  TRY(check_keys(r, o, "type learning_rate momentum nesterov beta_1 beta_2 epsilon weight_decay clipnorm schedule"));
+  const char *type = NULL;
+  TRY(get_string(r, o, "type", &type, 1));
+  double lr = -1;
+  if (!strcmp(type, "adam")) *c = damo_adam(1e-3f);
+  else if (!strcmp(type, "adamw")) *c = damo_adamw(1e-3f, 0.01f);
+  else if (!strcmp(type, "sgd")) *c = damo_sgd(1e-2f, 0, 0);
+  else return fail(r, DAMO_ERR_FORMAT, "unknown optimizer type '%s' (expected sgd, adam or adamw)", type);
+  TRY(get_number(r, o, "learning_rate", &lr, 0));
+  if (lr != -1) {
+    if (!(lr > 0)) return fail(r, DAMO_ERR_FORMAT, "'learning_rate' must be positive, got %g", lr);
+    c->lr = (float)lr;
+  }
+  TRY(get_float(r, o, "momentum", &c->momentum));
+  TRY(get_bool(r, o, "nesterov", &c->nesterov));
+  TRY(get_float(r, o, "beta_1", &c->beta1));
+  TRY(get_float(r, o, "beta_2", &c->beta2));
+  TRY(get_float(r, o, "epsilon", &c->eps));
+  TRY(get_float(r, o, "weight_decay", &c->weight_decay));
+  TRY(get_float(r, o, "clipnorm", &c->clip_norm));
+  const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "schedule");
+  if (s) {
+    snprintf(r->where, sizeof r->where, "optimizer.schedule");
+    if (!cJSON_IsObject(s)) return fail(r, DAMO_ERR_FORMAT, "must be an object");
+    TRY(check_keys(r, s, "type warmup_steps step_size gamma total_steps min_lr"));
+    const char *st = "constant";
+    TRY(get_string(r, s, "type", &st, 0));
+    if (!strcmp(st, "constant")) c->schedule.kind = DAMO_SCHED_CONSTANT;
+    else if (!strcmp(st, "step")) c->schedule.kind = DAMO_SCHED_STEP;
+    else if (!strcmp(st, "cosine")) c->schedule.kind = DAMO_SCHED_COSINE;
+    else return fail(r, DAMO_ERR_FORMAT, "unknown schedule '%s' (expected constant, step or cosine)", st);
+    TRY(get_int(r, s, "warmup_steps", &c->schedule.warmup_steps, 0));
+    TRY(get_int(r, s, "step_size", &c->schedule.step_size, c->schedule.kind == DAMO_SCHED_STEP));
+    TRY(get_int(r, s, "total_steps", &c->schedule.total_steps, 0));
+    TRY(get_float(r, s, "gamma", &c->schedule.gamma));
+    TRY(get_float(r, s, "min_lr", &c->schedule.min_lr));
+  }
+  return DAMO_OK;
+}
+
+damo_status damo_model_from_json(const cJSON *root, const char *source, damo_model **out) {
+  *out = NULL;
+  reader r = {source ? source : "config", ""};
+  if (!cJSON_IsObject(root)) return fail(&r, DAMO_ERR_FORMAT, "the config must be a JSON object");
+  TRY(check_keys(&r, root, "format damo_version input_shape layers loss optimizer metrics fit"));
+  const char *format = NULL;
+  TRY(get_string(&r, root, "format", &format, 0));
+  if (format && strcmp(format, "damo.sequential"))
+    return fail(&r, DAMO_ERR_UNSUPPORTED, "format '%s' is not supported (expected damo.sequential)", format);
+  const cJSON *shape = cJSON_GetObjectItemCaseSensitive(root, "input_shape");
+  int ndim = cJSON_GetArraySize(shape);
+  if (!cJSON_IsArray(shape) || ndim < 1 || ndim > DAMO_MAX_DIMS - 1)
+    return fail(&r, DAMO_ERR_FORMAT, "'input_shape' must be a list of 1 to %d positive integers", DAMO_MAX_DIMS - 1);
+  int64_t in_shape[DAMO_MAX_DIMS];
+  for (int i = 0; i < ndim; i++) {
+    const cJSON *d = cJSON_GetArrayItem(shape, i);
+    if (!cJSON_IsNumber(d) || d->valuedouble < 1 || d->valuedouble != floor(d->valuedouble) || d->valuedouble > 1e12)
+      return fail(&r, DAMO_ERR_FORMAT, "'input_shape' entry %d must be a positive integer", i);
+    in_shape[i] = (int64_t)d->valuedouble;
+  }
+  const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "layers");
+  if (!cJSON_IsArray(layers) || cJSON_GetArraySize(layers) == 0)
+    return fail(&r, DAMO_ERR_FORMAT, "'layers' must be a non-empty list of layer objects");
+  damo_model *m = damo_sequential_new(ndim, in_shape);
+  if (!m) return DAMO_ERR_NOMEM;
+  damo_status st = DAMO_OK;
+  int i = 0;
+  for (const cJSON *lo = layers->child; lo && st == DAMO_OK; lo = lo->next, i++) {
+    const cJSON *nm = cJSON_IsObject(lo) ? cJSON_GetObjectItemCaseSensitive(lo, "name") : NULL;
+    snprintf(r.where, sizeof r.where, "layer %d%s%.64s%s", i, cJSON_IsString(nm) ? " ('" : "",
+             cJSON_IsString(nm) ? nm->valuestring : "", cJSON_IsString(nm) ? "')" : "");
+    damo_layer *l;
+    st = parse_layer(&r, lo, &l);
+    if (st == DAMO_OK && (st = damo_model_add(m, l)) != DAMO_OK) damo_error_prefix(st, "%s: ", r.source);
+  }
+  const cJSON *loss = cJSON_GetObjectItemCaseSensitive(root, "loss");
+  const cJSON *opt = cJSON_GetObjectItemCaseSensitive(root, "optimizer");
+  if (st == DAMO_OK && (loss || opt)) {
+    r.where[0] = '\0';
+    m->copt.optimizer = damo_adam(1e-3f);
+    m->copt.loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE;
+    if (loss && (!cJSON_IsString(loss) || damo_loss_parse(loss->valuestring, &m->copt.loss) != DAMO_OK))
+      st = fail(&r, DAMO_ERR_FORMAT, "'loss': %s", cJSON_IsString(loss) ? damo_last_error() : "must be a string");
+    if (st == DAMO_OK && opt) st = parse_optimizer(&r, opt, &m->copt.optimizer);
+    const cJSON *metrics = cJSON_GetObjectItemCaseSensitive(root, "metrics");
+    r.where[0] = '\0';
+    for (const cJSON *mt = metrics ? metrics->child : NULL; mt && st == DAMO_OK; mt = mt->next) {
+      if (cJSON_IsString(mt) && (!strcmp(mt->valuestring, "accuracy") || !strcmp(mt->valuestring, "acc")))
+        m->copt.metrics |= DAMO_METRIC_ACCURACY;
+      else st = fail(&r, DAMO_ERR_FORMAT, "unknown metric in 'metrics' (known: accuracy)");
+    }
+    m->has_compile_options = 1;
+  }
+  const cJSON *fit = cJSON_GetObjectItemCaseSensitive(root, "fit");
+  if (st == DAMO_OK && fit) {
+    snprintf(r.where, sizeof r.where, "fit");
+    if (!cJSON_IsObject(fit)) st = fail(&r, DAMO_ERR_FORMAT, "must be an object");
+    else st = check_keys(&r, fit, "epochs batch_size seed validation_split");
+    if (st == DAMO_OK && !(m->fit_defaults = cJSON_Duplicate(fit, 1))) st = DAMO_ERR_NOMEM;
+  }
+  if (st != DAMO_OK) {
+    damo_model_free(m);
+    return st;
+  }
+  *out = m;
+  return DAMO_OK;
+}
+
+damo_status damo_model_from_config_json(const char *json_text, const char *source_name, damo_model **out) {
+  if (!out) return damo_error(DAMO_ERR_INVALID_ARG, "from_config_json: NULL output");
+  *out = NULL;
+  if (!json_text) return damo_error(DAMO_ERR_INVALID_ARG, "from_config_json: NULL text");
+  cJSON *root = cJSON_Parse(json_text);
+  if (!root) {
+    const char *at = cJSON_GetErrorPtr();
+    long offset = at && at >= json_text ? (long)(at - json_text) : -1;
+    return damo_error(DAMO_ERR_FORMAT, "%s: invalid JSON near byte %ld", source_name ? source_name : "config", offset);
+  }
+  damo_status st = damo_model_from_json(root, source_name, out);
+  cJSON_Delete(root);
+  return st;
+}
+
+damo_status damo_model_from_config_file(const char *path, damo_model **out) {
+  char *text;
+  damo_status st = damo_read_file(path, &text, NULL);
+  if (st != DAMO_OK) return st;
+  st = damo_model_from_config_json(text, path, out);
+  free(text);
+  return st;
+}
+
+const char *damo_loss_name(damo_loss l) {
+  switch (l) {
+  case DAMO_LOSS_SPARSE_CATEGORICAL_CE: return "sparse_categorical_crossentropy";
+  case DAMO_LOSS_BINARY_CE: return "binary_crossentropy";
+  case DAMO_LOSS_MSE: return "mse";
+  }
+  return "?";
+}
+
+damo_status damo_loss_parse(const char *name, damo_loss *out) {
+  if (!strcmp(name, "sparse_categorical_crossentropy")) *out = DAMO_LOSS_SPARSE_CATEGORICAL_CE;
+  else if (!strcmp(name, "binary_crossentropy")) *out = DAMO_LOSS_BINARY_CE;
+  else if (!strcmp(name, "mse") || !strcmp(name, "mean_squared_error")) *out = DAMO_LOSS_MSE;
+  else
+    return damo_error(DAMO_ERR_NOT_FOUND,
+                      "unknown loss '%s' (expected sparse_categorical_crossentropy, binary_crossentropy or mse)", name);
+  return DAMO_OK;
+}
+
+damo_status damo_model_config_fit_options(const damo_model *m, damo_fit_options *inout) {
+  if (!m || !inout) return damo_error(DAMO_ERR_INVALID_ARG, "config_fit_options: NULL argument");
+  const cJSON *f = m->fit_defaults;
+  if (!f) return DAMO_OK;
+  reader r = {"config", "fit"};
+  int64_t epochs = inout->epochs, batch = inout->batch_size, seed = (int64_t)inout->seed;
+  TRY(get_int(&r, f, "epochs", &epochs, 0));
+  TRY(get_int(&r, f, "batch_size", &batch, 0));
+  TRY(get_int(&r, f, "seed", &seed, 0));
+  TRY(get_float(&r, f, "validation_split", &inout->validation_split));
+  if (epochs < 1 || epochs > INT32_MAX || batch < 1 || batch > INT32_MAX || seed < 0)
+    return fail(&r, DAMO_ERR_FORMAT, "epochs and batch_size must be positive, seed non-negative");
+  inout->epochs = (int)epochs;
+  inout->batch_size = (int)batch;
+  inout->seed = (uint64_t)seed;
+  return DAMO_OK;
+}

@@ -1,0 +1,251 @@
+/* fit.c - the training loop and its Keras-style companions, evaluate and predict.
+ *
+ * One step: stage a shuffled batch, forward, check the loss, backward, optimizer update.
+ * Nothing is allocated inside the loop: the graph's arena and the staging buffers were
+ * sized when the graph was built. Validation reuses the training graph in inference mode. */
+#include "train/history.h"
+#include "train/model.h"
+#include "train/progress.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#define DEFAULT_EVAL_BATCH 256
+
+/* Mean loss and accuracy of rows idx[0..n) through a graph that has a loss. */
+static damo_status evaluate_rows(damo_model *m, damo_model_graph *mg, const damo_tensor *x, const damo_tensor *y,
+                                 const int64_t *idx, int64_t n, double *loss, double *accuracy) {
+  double loss_sum = 0;
+  int64_t correct = 0, counted = 0;
+  for (int64_t start = 0; start < n; start += mg->batch) {
+    int64_t b = n - start < mg->batch ? n - start : mg->batch;
+    damo_status st = damo_model_stage_batch(m, mg, x, y, idx + start, b);
+    if (st == DAMO_OK) st = damo_graph_forward(mg->g, 0);
+    if (st != DAMO_OK) return st;
+    loss_sum += (double)damo_node_data(mg->loss)[0] * (double)b;
+    int64_t c;
+    correct += damo_model_batch_correct(m, mg, b, &c);
+    counted += c;
+  }
+  *loss = loss_sum / (double)n;
+  *accuracy = counted ? (double)correct / (double)counted : -1.0;
+  return DAMO_OK;
+}
+
+static int64_t *iota(int64_t n, int64_t first) {
+  int64_t *idx = malloc((size_t)(n ? n : 1) * sizeof *idx);
+  if (!idx) {
+    damo_error(DAMO_ERR_NOMEM, "out of memory for %lld row indices", (long long)n);
+    return NULL;
+  }
+  for (int64_t i = 0; i < n; i++) idx[i] = first + i;
+  return idx;
+}
+
+damo_status damo_model_evaluate(damo_model *m, const damo_tensor *x, const damo_tensor *y, int batch_size, float *loss,
+                                float *accuracy) {
+  if (!m || !m->compiled) return damo_error(DAMO_ERR_STATE, "evaluate: compile the model first");
+  damo_status st = damo_model_check_data(m, x, y, "evaluate");
+  if (st != DAMO_OK) return st;
+  if (!y) return damo_error(DAMO_ERR_INVALID_ARG, "evaluate: y is NULL");
+  int64_t n = x->shape[0], batch = batch_size > 0 ? batch_size : DEFAULT_EVAL_BATCH;
+  if (batch > n) batch = n;
+  damo_model_graph *mg;
+  if ((st = damo_model_graph_get(m, 1, batch, &mg)) != DAMO_OK) return st;
+  int64_t *idx = iota(n, 0);
+  if (!idx) return DAMO_ERR_NOMEM;
+  double l, a;
+  st = evaluate_rows(m, mg, x, y, idx, n, &l, &a);
+  free(idx);
+  if (st != DAMO_OK) return st;
+  if (loss) *loss = (float)l;
+  if (accuracy) *accuracy = (float)a;
+  return DAMO_OK;
+}
+
+damo_status damo_model_predict(damo_model *m, const damo_tensor *x, int batch_size, damo_tensor **out) {
+  if (!out) return damo_error(DAMO_ERR_INVALID_ARG, "predict: NULL output");
+  *out = NULL;
+  if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "predict: NULL model");
+  damo_status st = damo_model_check_data(m, x, NULL, "predict");
+  if (st != DAMO_OK) return st;
+  int64_t n = x->shape[0], batch = batch_size > 0 ? batch_size : DEFAULT_EVAL_BATCH;
+  if (batch > n) batch = n;
+  damo_model_graph *mg;
+  if ((st = damo_model_graph_get(m, 0, batch, &mg)) != DAMO_OK) return st;
+  const damo_layer *last = m->layers[m->n_layers - 1];
+  int64_t shape[DAMO_MAX_DIMS];
+  shape[0] = n;
+  memcpy(shape + 1, last->out_shape, (size_t)last->out_ndim * sizeof *shape);
+  damo_tensor *y = damo_tensor_new(DAMO_F32, last->out_ndim + 1, shape);
+  int64_t *idx = iota(n, 0);
+  if (!y || !idx) {
+    damo_tensor_free(y);
+    free(idx);
+    return DAMO_ERR_NOMEM;
+  }
+  int64_t row = damo_model_output_size(m);
+  for (int64_t start = 0; start < n && st == DAMO_OK; start += batch) {
+    int64_t b = n - start < batch ? n - start : batch;
+    st = damo_model_stage_batch(m, mg, x, NULL, idx + start, b);
+    if (st == DAMO_OK) st = damo_graph_forward(mg->g, 0);
+    if (st == DAMO_OK) memcpy(damo_tensor_f32(y) + start * row, damo_node_data(mg->output), (size_t)(b * row) * sizeof(float));
+  }
+  free(idx);
+  if (st != DAMO_OK) {
+    damo_tensor_free(y);
+    return st;
+  }
+  *out = y;
+  return DAMO_OK;
+}
+
+/* ------------------------------------------------------------------ early stopping */
+
+typedef struct early_stop {
+  int active, column, higher_is_better, wait, best_epoch;
+  double best, min_delta;
+  float *best_params;
+} early_stop;
+
+static damo_status early_stop_init(early_stop *es, const damo_fit_options *o, int has_val, int64_t n_params) {
+  memset(es, 0, sizeof *es);
+  if (o->patience <= 0) return DAMO_OK;
+  const char *mon = o->monitor ? o->monitor : (has_val ? "val_loss" : "loss");
+  es->column = -1;
+  for (int c = 0; c < DAMO_HISTORY_COLUMNS; c++)
+    if (!strcmp(mon, damo_history_columns[c])) es->column = c;
+  if (es->column < 0 || es->column == DAMO_H_LR)
+    return damo_error(DAMO_ERR_INVALID_ARG, "fit: cannot monitor '%s' (use loss, accuracy, val_loss or val_accuracy)", mon);
+  if ((es->column == DAMO_H_VAL_LOSS || es->column == DAMO_H_VAL_ACCURACY) && !has_val)
+    return damo_error(DAMO_ERR_INVALID_ARG, "fit: early stopping monitors '%s' but there is no validation data", mon);
+  es->active = 1;
+  es->higher_is_better = es->column == DAMO_H_ACCURACY || es->column == DAMO_H_VAL_ACCURACY;
+  es->best = es->higher_is_better ? -INFINITY : INFINITY;
+  es->min_delta = fabs((double)o->min_delta);
+  if (o->restore_best_weights) {
+    es->best_params = malloc((size_t)n_params * sizeof(float));
+    if (!es->best_params) return damo_error(DAMO_ERR_NOMEM, "fit: out of memory keeping the best weights");
+  }
+  return DAMO_OK;
+}
+
+/* Returns 1 when training should stop after this epoch (patience used up). */
+static int early_stop_update(early_stop *es, const double *row, int epoch, const damo_model *m, int patience) {
+  if (!es->active) return 0;
+  double v = row[es->column];
+  int better = es->higher_is_better ? v > es->best + es->min_delta : v < es->best - es->min_delta;
+  if (better) {
+    es->best = v;
+    es->best_epoch = epoch;
+    es->wait = 0;
+    if (es->best_params) memcpy(es->best_params, m->param_block, (size_t)m->n_params * sizeof(float));
+    return 0;
+  }
+  return ++es->wait >= patience;
+}
+
+/* ------------------------------------------------------------------ fit */
+
+damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tensor *y, const damo_fit_options *opt,
+                           damo_history **history) {
+  if (history) *history = NULL;
+  if (!m || !m->compiled) return damo_error(DAMO_ERR_STATE, "fit: compile the model before fit");
+  damo_fit_options o = opt ? *opt : (damo_fit_options){0};
+  if (o.epochs <= 0) o.epochs = 1;
+  if (o.batch_size <= 0) o.batch_size = 32;
+  if (!opt) o.verbose = -1;
+  damo_status st = damo_model_check_data(m, x, y, "fit");
+  if (st != DAMO_OK) return st;
+  if (!y) return damo_error(DAMO_ERR_INVALID_ARG, "fit: y is NULL");
+  if (!(o.validation_split >= 0 && o.validation_split < 1))
+    return damo_error(DAMO_ERR_INVALID_ARG, "fit: validation_split %g is outside [0, 1)", (double)o.validation_split);
+  if (o.x_val && (st = damo_model_check_data(m, o.x_val, o.y_val, "fit (validation data)")) != DAMO_OK) return st;
+  if (o.x_val && !o.y_val) return damo_error(DAMO_ERR_INVALID_ARG, "fit: x_val given without y_val");
+
+  /* validation_split takes the last rows before shuffling, as Keras does. */
+  int64_t N = x->shape[0], n_val = o.x_val ? 0 : (int64_t)((double)N * o.validation_split), n_train = N - n_val;
+  if (n_train < 1) return damo_error(DAMO_ERR_INVALID_ARG, "fit: no training rows left after the validation split");
+  const damo_tensor *xv = o.x_val ? o.x_val : (n_val ? x : NULL), *yv = o.x_val ? o.y_val : (n_val ? y : NULL);
+  int64_t val_first = o.x_val ? 0 : n_train, val_count = o.x_val ? o.x_val->shape[0] : n_val;
+  int64_t batch = o.batch_size < n_train ? o.batch_size : n_train;
+
+  damo_model_graph *mg;
+  if ((st = damo_model_graph_get(m, 1, batch, &mg)) != DAMO_OK) return st;
+  damo_history *h = damo_history_new();
+  int64_t *idx = iota(n_train, 0), *val_idx = xv ? iota(val_count, val_first) : NULL;
+  early_stop es;
+  st = early_stop_init(&es, &o, xv != NULL, m->n_params);
+  if (!h || !idx || (xv && !val_idx)) st = DAMO_ERR_NOMEM;
+  damo_progress pr;
+  damo_progress_init(&pr, o.out, o.verbose);
+  damo_rng rng;
+  damo_rng_seed(&rng, o.seed);
+  int64_t steps_per_epoch = (n_train + batch - 1) / batch;
+  int64_t total_steps = (int64_t)o.epochs * steps_per_epoch;
+
+  for (int epoch = o.initial_epoch; epoch < o.epochs && st == DAMO_OK; epoch++) {
+    if (o.shuffle != 0) damo_shuffle_indices(idx, n_train, &rng);
+    damo_progress_epoch_begin(&pr, epoch + 1, o.epochs, steps_per_epoch);
+    double loss_sum = 0;
+    int64_t correct = 0, counted = 0, seen = 0;
+    float lr = damo_schedule_lr(&m->copt.optimizer.schedule, m->copt.optimizer.lr, damo_optimizer_steps(m->opt), total_steps);
+    for (int64_t s = 0; s < steps_per_epoch && st == DAMO_OK; s++) {
+      int64_t b = n_train - s * batch < batch ? n_train - s * batch : batch;
+      st = damo_model_stage_batch(m, mg, x, y, idx + s * batch, b);
+      if (st == DAMO_OK) st = damo_graph_forward(mg->g, 1);
+      if (st != DAMO_OK) break;
+      float loss = damo_node_data(mg->loss)[0];
+      if (!isfinite(loss)) {
+        const char *where = damo_model_find_nonfinite(m, mg);
+        st = damo_error(DAMO_ERR_NUMERIC,
+                        "fit: the loss became %s at epoch %d, step %lld; the first non-finite value is in '%s' "
+                        "(try a lower learning rate or check the data)",
+                        isnan(loss) ? "NaN" : "Inf", epoch + 1, (long long)s + 1, where);
+        break;
+      }
+      int64_t c;
+      correct += damo_model_batch_correct(m, mg, b, &c);
+      counted += c;
+      if ((st = damo_graph_backward(mg->g)) != DAMO_OK) break;
+      lr = damo_schedule_lr(&m->copt.optimizer.schedule, m->copt.optimizer.lr, damo_optimizer_steps(m->opt), total_steps);
+      if ((st = damo_optimizer_step(m->opt, m->param_block, m->grad_block, total_steps, NULL)) != DAMO_OK) {
+        damo_error_prefix(st, "fit: epoch %d, step %lld: ", epoch + 1, (long long)s + 1);
+        break;
+      }
+      loss_sum += (double)loss * (double)b;
+      seen += b;
+      damo_progress_step(&pr, s + 1, loss_sum / (double)seen, counted ? (double)correct / (double)counted : -1);
+    }
+    if (st != DAMO_OK) break;
+    double row[DAMO_HISTORY_COLUMNS] = {loss_sum / (double)seen, counted ? (double)correct / (double)counted : NAN, NAN,
+                                        NAN, lr};
+    if (xv) {
+      double vl, va;
+      if ((st = evaluate_rows(m, mg, xv, yv, val_idx, val_count, &vl, &va)) != DAMO_OK) break;
+      row[DAMO_H_VAL_LOSS] = vl;
+      row[DAMO_H_VAL_ACCURACY] = va >= 0 ? va : NAN;
+    }
+    damo_progress_epoch_end(&pr, steps_per_epoch, row[DAMO_H_LOSS], counted ? row[DAMO_H_ACCURACY] : -1,
+                            row[DAMO_H_VAL_LOSS], row[DAMO_H_VAL_ACCURACY]);
+    m->epochs_done = epoch + 1;
+    if ((st = damo_history_append(h, epoch + 1, row)) != DAMO_OK) break;
+    if (o.history_csv && (st = damo_history_csv_append(o.history_csv, epoch + 1, row)) != DAMO_OK) break;
+    if (early_stop_update(&es, row, epoch + 1, m, o.patience)) {
+      if (pr.verbose)
+        fprintf(pr.f, "Early stopping at epoch %d: %s did not improve for %d epochs (best %.4f at epoch %d)\n", epoch + 1,
+                damo_history_columns[es.column], o.patience, es.best, es.best_epoch);
+      break;
+    }
+  }
+  if (st == DAMO_OK && es.best_params && es.best_epoch > 0) {
+    memcpy(m->param_block, es.best_params, (size_t)m->n_params * sizeof(float));
+    if (pr.verbose) fprintf(pr.f, "Restored the weights of epoch %d\n", es.best_epoch);
+  }
+  free(es.best_params);
+  free(idx);
+  free(val_idx);
+  if (history) *history = h;
+  else damo_history_free(h);
+  return st;
+}

@@ -1,0 +1,267 @@
+/* test_gemm.c - damo_gemm against damo_gemm_reference, for every SIMD level this CPU has and
+ * for 1 and 2 threads: odd shapes that are not multiples of any tile or block size, all four
+ * transpose combinations, alpha/beta variants, padded leading dimensions (the padding must
+ * stay untouched), beta == 0 over NaN-filled C, degenerate sizes, and bitwise agreement
+ * between thread counts. Also the SIMD level selection and the FMA peak probe.
+ * DAMO_TEST_QUICK=1 runs a smaller shape set (for sanitizer builds). */
+#include "harness.h"
+#include "internal.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+double damo_fma_peak_gflops(int threads); /* src/kernels/cpu/kernels.h */
+
+/* Written into the padding of every matrix; a kernel that writes outside its tile changes it. */
+#define SENTINEL 12345.0f
+
+static int quick_mode(void) {
+  const char *env = getenv("DAMO_TEST_QUICK");
+  return env && env[0] && strcmp(env, "0") != 0;
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+static uint64_t lcg_state = 0x9E3779B97F4A7C15ull;
+
+/* Uniform in [-1, 1): inputs of both signs make cancellation (and so ordering bugs) visible. */
+static float next_value(void) {
+  lcg_state = lcg_state * 6364136223846793005ull + 1442695040888963407ull;
+  return (float)((lcg_state >> 40) & 0xFFFFFF) / 8388608.0f - 1.0f;
+}
+
+/* A rows x cols matrix with leading dimension ld >= cols; the padding holds SENTINEL. */
+static float *random_matrix(int64_t rows, int64_t cols, int64_t ld) {
+  size_t count = (size_t)(rows > 0 ? rows : 1) * (size_t)ld;
+  float *m = malloc(count * sizeof(float));
+  for (int64_t i = 0; i < (rows > 0 ? rows : 1); i++)
+    for (int64_t j = 0; j < ld; j++) m[i * ld + j] = j < cols ? next_value() : SENTINEL;
+  return m;
+}
+
+static int padding_intact(const float *m, int64_t rows, int64_t cols, int64_t ld) {
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t j = cols; j < ld; j++)
+      if (m[i * ld + j] != SENTINEL) return 0;
+  return 1;
+}
+
+static int all_finite(const float *m, int64_t rows, int64_t cols, int64_t ld) {
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t j = 0; j < cols; j++)
+      if (!isfinite(m[i * ld + j])) return 0;
+  return 1;
+}
+
+/* The levels this CPU runs, lowest first; returns how many. */
+static int supported_levels(damo_simd_level levels[3]) {
+  damo_simd_level original = damo_simd_level_get();
+  int count = 0;
+  for (int l = DAMO_SIMD_SCALAR; l <= DAMO_SIMD_AVX512; l++)
+    if (damo_simd_level_force((damo_simd_level)l) == (damo_simd_level)l) levels[count++] = (damo_simd_level)l;
+  damo_simd_level_force(original);
+  return count;
+}
+
+static const char *level_name(damo_simd_level level) {
+  return level == DAMO_SIMD_AVX512 ? "avx512" : level == DAMO_SIMD_AVX2 ? "avx2" : "scalar";
+}
+
+/* ------------------------------------------------------------------ one comparison */
+
+typedef struct gemm_case {
+  int trans_a, trans_b;
+  int64_t M, N, K;
+  float alpha, beta;
+  int64_t pad_a, pad_b, pad_c; /* extra columns in each leading dimension */
+  int nan_c;                   /* fill C with NaN first (only meaningful with beta == 0) */
+} gemm_case;
+
+/* Runs one case at every supported level with 1 and 2 threads and checks each result against
+ * the reference. Float sums of K terms of size <= |alpha| differ from the double-accumulated
+ * reference by a few ulps per term at worst, hence a tolerance growing with K. */
+static void check_case(const gemm_case *c) {
+  const int64_t a_rows = c->trans_a ? c->K : c->M, a_cols = c->trans_a ? c->M : c->K;
+  const int64_t b_rows = c->trans_b ? c->N : c->K, b_cols = c->trans_b ? c->K : c->N;
+  const int64_t lda = a_cols + c->pad_a, ldb = b_cols + c->pad_b, ldc = c->N + c->pad_c;
+  float *A = random_matrix(a_rows, a_cols, lda);
+  float *B = random_matrix(b_rows, b_cols, ldb);
+  float *C0 = random_matrix(c->M, c->N, ldc);
+  if (c->nan_c)
+    for (int64_t i = 0; i < c->M; i++)
+      for (int64_t j = 0; j < c->N; j++) C0[i * ldc + j] = NAN;
+  const size_t c_count = (size_t)(c->M > 0 ? c->M : 1) * (size_t)ldc;
+  float *expected = malloc(c_count * sizeof(float));
+  float *got = malloc(c_count * sizeof(float));
+  float *single_thread = malloc(c_count * sizeof(float));
+  memcpy(expected, C0, c_count * sizeof(float));
+  damo_gemm_reference(c->trans_a, c->trans_b, c->M, c->N, c->K, c->alpha, A, lda, B, ldb, c->beta, expected, ldc);
+
+  const double atol = 1e-6 * (double)(c->K + 4) * (fabs(c->alpha) + fabs(c->beta) + 1.0);
+  damo_simd_level levels[3];
+  const int level_count = supported_levels(levels);
+  const damo_simd_level original = damo_simd_level_get();
+  const int original_threads = omp_get_max_threads();
+  for (int l = 0; l < level_count; l++) {
+    damo_simd_level_force(levels[l]);
+    for (int threads = 1; threads <= 2; threads++) {
+      omp_set_num_threads(threads);
+      memcpy(got, C0, c_count * sizeof(float));
+      damo_gemm(c->trans_a, c->trans_b, c->M, c->N, c->K, c->alpha, A, lda, B, ldb, c->beta, got, ldc);
+      double worst = 0;
+      for (int64_t i = 0; i < c->M; i++) {
+        double r = test_close_ratio(got + i * ldc, expected + i * ldc, (long)c->N, atol, 1e-5);
+        if (!(r <= worst)) worst = r;
+      }
+      CHECK_MSG(worst <= 1.0, "%s, %d thread(s), M=%lld N=%lld K=%lld ta=%d tb=%d alpha=%g beta=%g: worst error %.3g x tol",
+                level_name(levels[l]), threads, (long long)c->M, (long long)c->N, (long long)c->K, c->trans_a,
+                c->trans_b, (double)c->alpha, (double)c->beta, worst);
+      CHECK_MSG(padding_intact(got, c->M, c->N, ldc), "%s, %d thread(s), M=%lld N=%lld K=%lld: C padding written",
+                level_name(levels[l]), threads, (long long)c->M, (long long)c->N, (long long)c->K);
+      if (c->nan_c)
+        CHECK_MSG(all_finite(got, c->M, c->N, ldc), "%s: beta == 0 let NaN through (M=%lld N=%lld K=%lld)",
+                  level_name(levels[l]), (long long)c->M, (long long)c->N, (long long)c->K);
+      /* The summation order must not depend on how the work was split. */
+      if (threads == 1)
+        memcpy(single_thread, got, c_count * sizeof(float));
+      else
+        CHECK_MSG(memcmp(single_thread, got, c_count * sizeof(float)) == 0,
+                  "%s: 1 and 2 threads differ (M=%lld N=%lld K=%lld)", level_name(levels[l]), (long long)c->M,
+                  (long long)c->N, (long long)c->K);
+    }
+  }
+  damo_simd_level_force(original);
+  omp_set_num_threads(original_threads);
+  free(A);
+  free(B);
+  free(C0);
+  free(expected);
+  free(got);
+  free(single_thread);
+}
+
+/* ------------------------------------------------------------------ cases */
+
+static void test_simd_levels(void) {
+  const char *path = damo_simd_path();
+  CHECK(strcmp(path, "avx512") == 0 || strcmp(path, "avx2") == 0 || strcmp(path, "scalar") == 0);
+  damo_simd_level original = damo_simd_level_get();
+  CHECK(damo_simd_level_force(DAMO_SIMD_SCALAR) == DAMO_SIMD_SCALAR);
+  CHECK(strcmp(damo_simd_path(), "scalar") == 0);
+  /* Forcing above what the CPU has is clamped, never granted. */
+  damo_simd_level top = damo_simd_level_force(DAMO_SIMD_AVX512);
+  CHECK(top <= DAMO_SIMD_AVX512 && top >= DAMO_SIMD_SCALAR);
+  CHECK(strcmp(damo_simd_path(), level_name(top)) == 0);
+  CHECK(damo_simd_level_force(original) == original);
+  damo_simd_level levels[3];
+  CHECK(supported_levels(levels) >= 1 && levels[0] == DAMO_SIMD_SCALAR);
+  fprintf(stderr, "  simd path: %s\n", damo_simd_path());
+}
+
+/* Every combination of the odd sizes, each with one transpose pair, alpha/beta pair and
+ * padding chosen in turn, so all of those meet every size class. */
+static void test_odd_shapes(void) {
+  static const int64_t full_sizes[] = {1, 7, 17, 33, 65, 129, 255, 300};
+  static const int64_t quick_sizes[] = {1, 17, 65, 255};
+  static const float alphas[] = {1.0f, 0.5f, -2.0f};
+  static const float betas[] = {0.0f, 1.0f, 0.3f};
+  static const int64_t pads[] = {0, 3, 16};
+  const int quick = quick_mode();
+  const int64_t *sizes = quick ? quick_sizes : full_sizes;
+  const int count = quick ? 4 : 8;
+  int index = 0;
+  for (int mi = 0; mi < count; mi++)
+    for (int ni = 0; ni < count; ni++)
+      for (int ki = 0; ki < count; ki++, index++) {
+        gemm_case c = {0};
+        c.M = sizes[mi];
+        c.N = sizes[ni];
+        c.K = sizes[ki];
+        c.trans_a = index & 1;
+        c.trans_b = (index >> 1) & 1;
+        c.alpha = alphas[index % 3];
+        c.beta = betas[(index / 3) % 3];
+        c.pad_a = pads[index % 3];
+        c.pad_b = pads[(index + 1) % 3];
+        c.pad_c = pads[(index / 2) % 3];
+        check_case(&c);
+      }
+}
+
+/* All transposes x all alpha/beta values on shapes that cross the block sizes (K > KC, and
+ * M > MC, N > NC for some level) with padded leading dimensions. */
+static void test_transposes_and_scaling(void) {
+  static const int64_t shapes[][3] = {{37, 45, 300}, {170, 33, 261}, {9, 2085, 70}};
+  static const float alphas[] = {1.0f, 0.5f, -2.0f};
+  static const float betas[] = {0.0f, 1.0f, 0.3f};
+  const int shape_count = quick_mode() ? 1 : 3;
+  for (int s = 0; s < shape_count; s++)
+    for (int t = 0; t < 4; t++)
+      for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 3; b++) {
+          gemm_case c = {t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2], alphas[a], betas[b], 5, 1, 7, 0};
+          check_case(&c);
+        }
+}
+
+/* beta == 0 must overwrite C without reading it: NaN there may not leak into the result. */
+static void test_beta_zero_ignores_nan(void) {
+  static const int64_t shapes[][3] = {{1, 1, 1}, {7, 33, 17}, {65, 129, 33}, {300, 255, 7}};
+  for (int s = 0; s < 4; s++)
+    for (int t = 0; t < 4; t++) {
+      gemm_case c = {t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2], t == 3 ? -2.0f : 1.0f, 0.0f, 0, 2, 3, 1};
+      check_case(&c);
+    }
+}
+
+/* The layer shapes of the MLP training loop: forward X W, weight gradient X^T dY, input
+ * gradient dY W^T, and the small output layer. */
+static void test_mlp_shapes(void) {
+  static const gemm_case cases[] = {
+      {0, 0, 64, 256, 784, 1.0f, 0.0f, 0, 0, 0, 0},  {1, 0, 784, 256, 64, 1.0f, 0.0f, 0, 0, 0, 0},
+      {0, 1, 64, 784, 256, 1.0f, 0.0f, 0, 0, 0, 0},  {0, 0, 64, 128, 256, 1.0f, 1.0f, 0, 0, 0, 0},
+      {1, 0, 256, 128, 64, 1.0f, 1.0f, 0, 0, 0, 0},  {0, 0, 64, 10, 128, 1.0f, 0.0f, 0, 0, 0, 0},
+      {0, 1, 64, 128, 10, 1.0f, 0.0f, 0, 0, 0, 0},   {1, 0, 128, 10, 64, 1.0f, 0.0f, 0, 0, 0, 0},
+  };
+  const int count = quick_mode() ? 3 : (int)(sizeof cases / sizeof cases[0]);
+  for (int i = 0; i < count; i++) check_case(&cases[i]);
+}
+
+/* M or N of 0 is a no-op; K == 0 or alpha == 0 leaves beta * C (zeros when beta == 0). */
+static void test_degenerate_sizes(void) {
+  float A[6] = {1, 2, 3, 4, 5, 6}, B[6] = {1, 2, 3, 4, 5, 6};
+  float C[4] = {1, 2, 3, 4};
+  damo_gemm(0, 0, 0, 2, 3, 1.0f, A, 3, B, 2, 0.0f, C, 2);
+  damo_gemm(0, 0, 2, 0, 3, 1.0f, A, 3, B, 2, 0.0f, C, 2);
+  CHECK(C[0] == 1 && C[3] == 4);
+  damo_gemm(0, 0, 2, 2, 0, 1.0f, A, 3, B, 2, 0.5f, C, 2);
+  CHECK(C[0] == 0.5f && C[1] == 1.0f && C[2] == 1.5f && C[3] == 2.0f);
+  damo_gemm(0, 0, 2, 2, 3, 0.0f, A, 3, B, 2, 2.0f, C, 2);
+  CHECK(C[0] == 1.0f && C[3] == 4.0f);
+  C[0] = NAN;
+  damo_gemm(0, 0, 2, 2, 0, 1.0f, A, 3, B, 2, 0.0f, C, 2);
+  CHECK(C[0] == 0.0f && C[1] == 0.0f && C[2] == 0.0f && C[3] == 0.0f);
+  /* A 2x3 by 3x2 product worked by hand: [[1,2,3],[4,5,6]] x [[1,2],[3,4],[5,6]]. */
+  damo_gemm(0, 0, 2, 2, 3, 1.0f, A, 3, B, 2, 0.0f, C, 2);
+  CHECK(C[0] == 22.0f && C[1] == 28.0f && C[2] == 49.0f && C[3] == 64.0f);
+}
+
+static void test_fma_peak_probe(void) {
+  double peak = damo_fma_peak_gflops(1);
+  CHECK(peak > 0.1 && isfinite(peak));
+  fprintf(stderr, "  FMA peak, 1 thread (%s): %.1f GFLOP/s\n", damo_simd_path(), peak);
+}
+
+int main(void) {
+  RUN(test_simd_levels);
+  RUN(test_degenerate_sizes);
+  RUN(test_beta_zero_ignores_nan);
+  RUN(test_mlp_shapes);
+  RUN(test_transposes_and_scaling);
+  RUN(test_odd_shapes);
+  RUN(test_fma_peak_probe);
+  return test_summary("gemm");
+}

@@ -1,0 +1,335 @@
+/* test_model.c - the Keras-style API end to end: an MLP that really learns Fashion-MNIST,
+ * save/load reproducing predictions bit for bit, determinism, early stopping, history CSV,
+ * and every kind of bad input the training API must refuse with a clear message. */
+#include "harness.h"
+
+#include <damo.h>
+#include <math.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int quick(void) { return getenv("DAMO_TEST_QUICK") != NULL; }
+
+static damo_model *mlp(uint64_t seed, int hidden) {
+  const int64_t in[] = {28, 28};
+  damo_model *m = damo_sequential_new(2, in);
+  damo_model_add(m, damo_rescaling(1.0f / 255.0f, 0.0f));
+  damo_model_add(m, damo_flatten());
+  damo_model_add(m, damo_dense(hidden, DAMO_ACT_RELU));
+  damo_model_add(m, damo_dropout_layer(0.1f));
+  damo_model_add(m, damo_dense(10, DAMO_ACT_SOFTMAX));
+  damo_model_build(m, seed);
+  damo_compile_options c = {damo_adam(2e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  damo_model_compile(m, &c);
+  return m;
+}
+
+static damo_tensor *xs, *ys, *xt, *yt; /* a slice of the real data set */
+
+static int load_data(void) {
+  damo_tensor *x, *y;
+  if (damo_dataset_load("fashion-mnist", "train", &x, &y) != DAMO_OK) return 0;
+  int64_t n = quick() ? 3000 : 12000;
+  xs = damo_tensor_slice_rows(x, 0, n);
+  ys = damo_tensor_slice_rows(y, 0, n);
+  damo_tensor_free(x);
+  damo_tensor_free(y);
+  if (damo_dataset_load("fashion-mnist", "test", &x, &y) != DAMO_OK) return 0;
+  xt = damo_tensor_slice_rows(x, 0, 2000);
+  yt = damo_tensor_slice_rows(y, 0, 2000);
+  damo_tensor_free(x);
+  damo_tensor_free(y);
+  return 1;
+}
+
+static void test_mlp_learns_fashion_mnist(void) {
+  damo_model *m = mlp(7, 128);
+  damo_fit_options f = {.epochs = 3, .batch_size = 64, .seed = 7, .verbose = 0, .validation_split = 0.1f};
+  damo_history *h = NULL;
+  CHECK(damo_model_fit(m, xs, ys, &f, &h) == DAMO_OK);
+  CHECK(damo_history_epochs(h) == 3);
+  CHECK(damo_history_get(h, "loss", 2) < damo_history_get(h, "loss", 0));
+  float loss, acc;
+  CHECK(damo_model_evaluate(m, xt, yt, 500, &loss, &acc) == DAMO_OK);
+  /* 12k examples x 3 epochs: a working MLP is well above 0.8; chance is 0.1. */
+  CHECK_MSG(acc > (quick() ? 0.72f : 0.80f), "test accuracy %.4f", acc);
+  CHECK_MSG(loss < 0.8f, "test loss %.4f", loss);
+  damo_tensor *p = NULL;
+  CHECK(damo_model_predict(m, xt, 333, &p) == DAMO_OK);
+  CHECK(p && p->ndim == 2 && p->shape[0] == 2000 && p->shape[1] == 10);
+  /* softmax rows sum to one; argmax accuracy equals evaluate's */
+  int64_t correct = 0;
+  double worst = 0;
+  for (int64_t r = 0; p && r < 2000; r++) {
+    const float *row = damo_tensor_f32(p) + r * 10;
+    double s = 0;
+    int best = 0;
+    for (int c = 0; c < 10; c++) {
+      s += row[c];
+      if (row[c] > row[best]) best = c;
+    }
+    worst = fabs(s - 1) > worst ? fabs(s - 1) : worst;
+    correct += best == damo_tensor_i32(yt)[r];
+  }
+  CHECK(worst < 1e-5);
+  CHECK_NEAR((double)correct / 2000.0, acc, 1e-6);
+  damo_tensor_free(p);
+  damo_history_free(h);
+  damo_model_free(m);
+}
+
+static void test_save_load_bit_identical(void) {
+  char dir[] = "/tmp/damo_model_XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  damo_model *m = mlp(3, 32);
+  damo_fit_options f = {.epochs = 1, .batch_size = 128, .seed = 3, .verbose = 0};
+  CHECK(damo_model_fit(m, xs, ys, &f, NULL) == DAMO_OK);
+  CHECK(damo_model_save(m, dir) == DAMO_OK);
+  damo_model *l = NULL;
+  CHECK_MSG(damo_model_load(dir, &l) == DAMO_OK, "%s", damo_last_error());
+  damo_tensor *a = NULL, *b = NULL;
+  CHECK(damo_model_predict(m, xt, 256, &a) == DAMO_OK);
+  CHECK(l && damo_model_predict(l, xt, 100, &b) == DAMO_OK);
+  CHECK(a && b && memcmp(a->data, b->data, damo_tensor_nbytes(a)) == 0);
+  CHECK(l && damo_model_num_params(l) == damo_model_num_params(m));
+  /* The loaded model keeps its training config: it can go on training. */
+  CHECK(l && damo_model_fit(l, xs, ys, &f, NULL) == DAMO_OK);
+  damo_tensor_free(a);
+  damo_tensor_free(b);
+  damo_model_free(l);
+
+  /* Corrupt weights: a clear error naming the file, never a crash. */
+  char path[512];
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  FILE *fp = fopen(path, "r+b");
+  CHECK(fp != NULL);
+  if (fp) {
+    fseek(fp, 0, SEEK_END);
+    long size = ftell(fp);
+    fclose(fp);
+    CHECK(truncate(path, size / 2) == 0);
+  }
+  CHECK(damo_model_load(dir, &l) != DAMO_OK);
+  CHECK_MSG(strstr(damo_last_error(), "model.safetensors") != NULL, "%s", damo_last_error());
+  /* A weight file of another architecture: the layer and shapes are named. */
+  damo_model *other = mlp(3, 16);
+  CHECK(damo_model_save(other, dir) == DAMO_OK);
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  damo_model_free(other);
+  damo_model_save(m, "/tmp/damo_model_cfg_only");
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd, "cp /tmp/damo_model_cfg_only/config.json %s/config.json", dir);
+  CHECK(system(cmd) == 0);
+  CHECK(damo_model_load(dir, &l) == DAMO_ERR_SHAPE);
+  CHECK_MSG(strstr(damo_last_error(), "dense_1.kernel") && strstr(damo_last_error(), "(784, 32)"), "%s", damo_last_error());
+  snprintf(cmd, sizeof cmd, "rm -rf %s /tmp/damo_model_cfg_only", dir);
+  CHECK(system(cmd) == 0);
+  damo_model_free(m);
+}
+
+static void test_same_seed_same_result(void) {
+  damo_tensor *small_x = damo_tensor_slice_rows(xs, 0, 1000), *small_y = damo_tensor_slice_rows(ys, 0, 1000);
+  damo_fit_options f = {.epochs = 2, .batch_size = 50, .seed = 11, .verbose = 0};
+  damo_model *a = mlp(5, 24), *b = mlp(5, 24);
+  CHECK(damo_model_fit(a, small_x, small_y, &f, NULL) == DAMO_OK);
+  CHECK(damo_model_fit(b, small_x, small_y, &f, NULL) == DAMO_OK);
+  damo_tensor *pa, *pb;
+  damo_model_predict(a, xt, 256, &pa);
+  damo_model_predict(b, xt, 256, &pb);
+  CHECK(memcmp(pa->data, pb->data, damo_tensor_nbytes(pa)) == 0);
+  damo_tensor_free(pa);
+  damo_tensor_free(pb);
+  damo_model_free(a);
+  damo_model_free(b);
+  damo_tensor_free(small_x);
+  damo_tensor_free(small_y);
+}
+
+static void test_bad_training_input(void) {
+  damo_model *m = mlp(1, 16);
+  damo_fit_options f = {.epochs = 1, .batch_size = 32, .verbose = 0};
+  /* a label out of range, named by index and value */
+  damo_tensor *y = damo_tensor_clone(ys);
+  damo_tensor_i32(y)[17] = 12;
+  CHECK(damo_model_fit(m, xs, y, &f, NULL) != DAMO_OK);
+  CHECK_MSG(strstr(damo_last_error(), "17") && strstr(damo_last_error(), "12"), "%s", damo_last_error());
+  damo_tensor_free(y);
+  /* NaN in the data */
+  damo_tensor *x = damo_tensor_clone(xs);
+  damo_tensor_f32(x)[5 * 784 + 3] = NAN;
+  CHECK(damo_model_fit(m, x, ys, &f, NULL) == DAMO_ERR_NUMERIC);
+  CHECK_MSG(strstr(damo_last_error(), "3923") != NULL, "%s", damo_last_error());
+  damo_tensor_free(x);
+  /* wrong input shape */
+  const int64_t shape[] = {10, 784};
+  x = damo_tensor_new(DAMO_F32, 2, shape);
+  CHECK(damo_model_fit(m, x, ys, &f, NULL) == DAMO_ERR_SHAPE);
+  CHECK_MSG(strstr(damo_last_error(), "(10, 784)") && strstr(damo_last_error(), "28, 28"), "%s", damo_last_error());
+  damo_tensor_free(x);
+  /* fit before compile */
+  const int64_t in[] = {4};
+  damo_model *raw = damo_sequential_new(1, in);
+  damo_model_add(raw, damo_dense(2, DAMO_ACT_NONE));
+  CHECK(damo_model_fit(raw, xs, ys, &f, NULL) == DAMO_ERR_STATE);
+  /* a layer whose shape does not fit is refused when added, naming it */
+  CHECK(damo_model_add(raw, damo_layer_set_name(damo_dropout_layer(1.5f), "drop")) != DAMO_OK);
+  CHECK_MSG(strstr(damo_last_error(), "drop") != NULL, "%s", damo_last_error());
+  damo_model_free(raw);
+  damo_model_free(m);
+}
+
+static void test_nan_loss_names_the_layer(void) {
+  const int64_t in[] = {28, 28};
+  damo_model *m = damo_sequential_new(2, in);
+  damo_model_add(m, damo_flatten());
+  damo_model_add(m, damo_dense(32, DAMO_ACT_RELU));
+  damo_model_add(m, damo_dense(10, DAMO_ACT_NONE));
+  damo_model_build(m, 1);
+  /* Raw 0..255 pixels and a huge step size blow the weights up within a few steps. */
+  damo_compile_options c = {damo_sgd(1e6f, 0.9f, 0), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  damo_model_compile(m, &c);
+  damo_fit_options f = {.epochs = 3, .batch_size = 64, .verbose = 0};
+  damo_status st = damo_model_fit(m, xs, ys, &f, NULL);
+  CHECK(st == DAMO_ERR_NUMERIC);
+  const char *e = damo_last_error();
+  CHECK_MSG(strstr(e, "epoch 1") && strstr(e, "step") && strstr(e, "dense_"), "%s", e);
+  damo_model_free(m);
+}
+
+static void test_early_stopping_and_history_csv(void) {
+  char csv[] = "/tmp/damo_history_XXXXXX";
+  int fd = mkstemp(csv);
+  CHECK(fd >= 0);
+  close(fd);
+  damo_tensor *small_x = damo_tensor_slice_rows(xs, 0, 600), *small_y = damo_tensor_slice_rows(ys, 0, 600);
+  damo_model *m = mlp(2, 64);
+  /* min_delta so large that no epoch counts as an improvement: stops after patience. */
+  damo_fit_options f = {.epochs = 20, .batch_size = 32, .seed = 1, .verbose = 0, .validation_split = 0.2f,
+                        .patience = 2, .min_delta = 100.0f, .restore_best_weights = 1, .history_csv = csv};
+  damo_history *h = NULL;
+  CHECK(damo_model_fit(m, small_x, small_y, &f, &h) == DAMO_OK);
+  CHECK_MSG(damo_history_epochs(h) == 3, "ran %d epochs", damo_history_epochs(h));
+  damo_history_free(h);
+  f.epochs = 4;
+  f.initial_epoch = 3;
+  f.patience = 0;
+  CHECK(damo_model_fit(m, small_x, small_y, &f, &h) == DAMO_OK);
+  damo_history_free(h);
+  FILE *fp = fopen(csv, "r");
+  char line[512];
+  int lines = 0, headers = 0;
+  while (fp && fgets(line, sizeof line, fp)) {
+    lines++;
+    headers += strncmp(line, "epoch,", 6) == 0;
+  }
+  if (fp) fclose(fp);
+  CHECK_MSG(lines == 5 && headers == 1, "%d lines, %d headers", lines, headers);
+  unlink(csv);
+  damo_model_free(m);
+  damo_tensor_free(small_x);
+  damo_tensor_free(small_y);
+}
+
+static void test_binary_classifier(void) {
+  /* footwear (sandal 5, sneaker 7, ankle boot 9) vs the rest, sigmoid + binary CE */
+  int64_t n = xs->shape[0], shape[2] = {n, 1};
+  damo_tensor *t = damo_tensor_new(DAMO_F32, 2, shape);
+  for (int64_t i = 0; i < n; i++) {
+    int c = damo_tensor_i32(ys)[i];
+    damo_tensor_f32(t)[i] = c == 5 || c == 7 || c == 9;
+  }
+  const int64_t in[] = {28, 28};
+  damo_model *m = damo_sequential_new(2, in);
+  damo_model_add(m, damo_rescaling(1.0f / 255.0f, 0));
+  damo_model_add(m, damo_flatten());
+  damo_model_add(m, damo_dense(64, DAMO_ACT_RELU));
+  damo_model_add(m, damo_dense(32, DAMO_ACT_RELU));
+  damo_model_add(m, damo_dense(1, DAMO_ACT_SIGMOID));
+  damo_model_build(m, 4);
+  damo_compile_options c = {damo_adam(1e-3f), DAMO_LOSS_BINARY_CE, DAMO_METRIC_ACCURACY};
+  CHECK(damo_model_compile(m, &c) == DAMO_OK);
+  damo_fit_options f = {.epochs = 2, .batch_size = 64, .seed = 4, .verbose = 0, .validation_split = 0.2f};
+  damo_history *h;
+  CHECK(damo_model_fit(m, xs, t, &f, &h) == DAMO_OK);
+  CHECK_MSG(damo_history_get(h, "val_accuracy", 1) > 0.95f, "val accuracy %.4f", damo_history_get(h, "val_accuracy", 1));
+  damo_tensor *p;
+  CHECK(damo_model_predict(m, xt, 256, &p) == DAMO_OK);
+  int ok = 1;
+  for (int64_t i = 0; i < damo_tensor_numel(p); i++) ok &= damo_tensor_f32(p)[i] >= 0 && damo_tensor_f32(p)[i] <= 1;
+  CHECK(ok);
+  damo_tensor_free(p);
+  damo_history_free(h);
+  damo_model_free(m);
+  damo_tensor_free(t);
+}
+
+static void test_config_errors(void) {
+  damo_model *m = NULL;
+  const char *unknown_layer = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3},"
+                              "{\"type\":\"convolution9d\",\"name\":\"weird\"}]}";
+  CHECK(damo_model_from_config_json(unknown_layer, "cfg.json", &m) == DAMO_ERR_NOT_FOUND);
+  CHECK_MSG(strstr(damo_last_error(), "cfg.json") && strstr(damo_last_error(), "layer 1") &&
+                strstr(damo_last_error(), "convolution9d") && strstr(damo_last_error(), "dense"),
+            "%s", damo_last_error());
+  const char *typo = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"unit\":3}]}";
+  CHECK(damo_model_from_config_json(typo, "cfg.json", &m) == DAMO_ERR_FORMAT);
+  CHECK_MSG(strstr(damo_last_error(), "'unit'") != NULL, "%s", damo_last_error());
+  const char *bad_shape = "{\"input_shape\":[0],\"layers\":[{\"type\":\"dense\",\"units\":3}]}";
+  CHECK(damo_model_from_config_json(bad_shape, "cfg.json", &m) == DAMO_ERR_FORMAT);
+  CHECK_MSG(strstr(damo_last_error(), "input_shape") != NULL, "%s", damo_last_error());
+  const char *broken = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",";
+  CHECK(damo_model_from_config_json(broken, "cfg.json", &m) == DAMO_ERR_FORMAT);
+  CHECK_MSG(strstr(damo_last_error(), "byte") != NULL, "%s", damo_last_error());
+  const char *bad_loss = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}],\"loss\":\"hinge\"}";
+  CHECK(damo_model_from_config_json(bad_loss, "cfg.json", &m) == DAMO_ERR_FORMAT);
+  CHECK_MSG(strstr(damo_last_error(), "hinge") != NULL, "%s", damo_last_error());
+  const char *good = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":8,\"activation\":\"tanh\"},"
+                     "{\"type\":\"dense\",\"units\":3,\"activation\":\"softmax\"}],"
+                     "\"optimizer\":{\"type\":\"sgd\",\"learning_rate\":0.1,\"momentum\":0.9,\"nesterov\":true},"
+                     "\"loss\":\"sparse_categorical_crossentropy\",\"metrics\":[\"accuracy\"]}";
+  CHECK_MSG(damo_model_from_config_json(good, "cfg.json", &m) == DAMO_OK, "%s", damo_last_error());
+  damo_compile_options c;
+  CHECK(m && damo_model_config_compile_options(m, &c) == DAMO_OK);
+  CHECK(c.optimizer.kind == DAMO_OPT_SGD && c.optimizer.nesterov == 1 && fabsf(c.optimizer.momentum - 0.9f) < 1e-7f);
+  CHECK(m && damo_model_num_params(m) == 4 * 8 + 8 + 8 * 3 + 3);
+  damo_model_free(m);
+  CHECK(damo_model_load("/nonexistent/damo/model", &m) == DAMO_ERR_NOT_FOUND);
+  CHECK_MSG(strstr(damo_last_error(), "/nonexistent/damo/model/config.json") != NULL, "%s", damo_last_error());
+}
+
+static void test_summary_table(void) {
+  damo_model *m = mlp(1, 256);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  CHECK(damo_model_summary(m, f) == DAMO_OK);
+  fclose(f);
+  CHECK_MSG(strstr(buf, "dense_1 (dense)") && strstr(buf, "(None, 256)") && strstr(buf, "200960") &&
+                strstr(buf, "Total params: 203530"),
+            "%s", buf);
+  free(buf);
+  damo_model_free(m);
+}
+
+int main(void) {
+  if (!load_data()) {
+    fprintf(stderr, "Fashion-MNIST is not installed (%s); run: sh scripts/setup.sh\n", damo_last_error());
+    printf("model: 0 passed, 1 failed\n");
+    return 1;
+  }
+  RUN(test_mlp_learns_fashion_mnist);
+  RUN(test_save_load_bit_identical);
+  RUN(test_same_seed_same_result);
+  RUN(test_bad_training_input);
+  RUN(test_nan_loss_names_the_layer);
+  RUN(test_early_stopping_and_history_csv);
+  RUN(test_binary_classifier);
+  RUN(test_config_errors);
+  RUN(test_summary_table);
+  damo_tensor_free(xs);
+  damo_tensor_free(ys);
+  damo_tensor_free(xt);
+  damo_tensor_free(yt);
+  return test_summary("model");
+}
