@@ -2,7 +2,7 @@
  *
  *   model = Sequential([Input((28, 28)), Rescaling(1/255), Flatten(),
  *                       Dense(256, "relu"), Dense(128, "relu"), Dense(10)])
- *   model.compile(Adam(1e-3), SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+ *   model.compile(Adam(CosineDecay(1e-3)), SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
  *   model.fit(x_train, y_train, epochs=10, batch_size=64, validation_split=0.1)
  *   model.evaluate(x_test, y_test); model.save("mlp_model")
  *
@@ -39,6 +39,7 @@ int main(int argc, char **argv) {
   damo_model_summary(model, stdout);
 
   damo_compile_options compile = {damo_adam(1e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  compile.optimizer.schedule.kind = DAMO_SCHED_COSINE; /* decays to 0 over the whole fit */
   TRY(damo_model_compile(model, &compile));
   damo_fit_options fit = {.epochs = epochs, .batch_size = 64, .seed = 42, .verbose = -1, .validation_split = 0.1f};
   TRY(damo_model_fit(model, x_train, y_train, &fit, NULL));
