@@ -312,6 +312,40 @@ static void test_summary_table(void) {
   damo_model_free(m);
 }
 
+/* The W1 training graph at batch 64: liveness planning must reuse memory, and a step
+ * must not move the arena (nothing is allocated after compile). */
+static void test_liveness_planning_reuses_memory(void) {
+  damo_graph *g = damo_graph_new(1);
+  int64_t xs_shape[] = {64, 784}, w1s[] = {784, 256}, w2s[] = {256, 128}, w3s[] = {128, 10}, ys_shape[] = {64};
+  damo_tensor *w[3] = {damo_tensor_new(DAMO_F32, 2, w1s), damo_tensor_new(DAMO_F32, 2, w2s), damo_tensor_new(DAMO_F32, 2, w3s)};
+  damo_tensor *gw[3] = {damo_tensor_new(DAMO_F32, 2, w1s), damo_tensor_new(DAMO_F32, 2, w2s), damo_tensor_new(DAMO_F32, 2, w3s)};
+  damo_node *x = damo_input(g, "x", DAMO_F32, 2, xs_shape), *y = damo_input(g, "y", DAMO_I32, 1, ys_shape), *h = x;
+  for (int i = 0; i < 3; i++) {
+    h = damo_matmul(g, h, damo_param(g, "w", w[i], gw[i]), 0, 0);
+    if (i < 2) h = damo_relu(g, h);
+  }
+  damo_node *loss = damo_softmax_cross_entropy(g, h, y);
+  CHECK(damo_graph_compile(g, loss, 0, NULL) == DAMO_OK);
+  size_t unplanned = 0, arena = damo_graph_arena_bytes(g, &unplanned);
+  CHECK_MSG(arena > 0 && arena * 10 < unplanned * 7, "arena %zu of %zu unplanned bytes", arena, unplanned);
+  float *xd = calloc(64 * 784, sizeof(float));
+  int32_t *yd = calloc(64, sizeof(int32_t));
+  damo_graph_bind(g, x, xd);
+  damo_graph_bind(g, y, yd);
+  const float *before = damo_node_data(h);
+  CHECK(damo_graph_forward(g, 1) == DAMO_OK && damo_graph_backward(g) == DAMO_OK);
+  CHECK(damo_graph_set_batch(g, 17) == DAMO_OK && damo_graph_forward(g, 1) == DAMO_OK);
+  CHECK(damo_node_data(h) == before && damo_node_shape(h)[0] == 17);
+  CHECK_NEAR(damo_node_data(loss)[0], log(10.0), 1e-5); /* zero weights: uniform softmax */
+  free(xd);
+  free(yd);
+  for (int i = 0; i < 3; i++) {
+    damo_tensor_free(w[i]);
+    damo_tensor_free(gw[i]);
+  }
+  damo_graph_free(g);
+}
+
 int main(void) {
   if (!load_data()) {
     fprintf(stderr, "Fashion-MNIST is not installed (%s); run: sh scripts/setup.sh\n", damo_last_error());
@@ -327,6 +361,7 @@ int main(void) {
   RUN(test_binary_classifier);
   RUN(test_config_errors);
   RUN(test_summary_table);
+  RUN(test_liveness_planning_reuses_memory);
   damo_tensor_free(xs);
   damo_tensor_free(ys);
   damo_tensor_free(xt);
