@@ -28,6 +28,7 @@ test-asan:
 
 # Regenerates the PyTorch fixtures under tests/fixtures (needs Debian's python3-torch).
 ref:
+	@sh scripts/setup.sh --peer
 	@for s in tests/ref/gen_*.py tests/ref/make_*.py; do echo "$(PY) $$s"; $(PY) $$s || exit 1; done
 
 bench: build

@@ -6,6 +6,7 @@
  *   damo predict   --model DIR --input x.npy [--output y.npy --labels y.npy]
  *   damo summary   --model DIR | --config model.json
  *   damo export    --data SPEC [--split test] --x x.npy [--y y.npy]
+ *   damo bench     peak | gemm M N K ... | w1 --init DIR   (see cli/bench.c, make bench)
  *
  * SPEC is a built-in data set name (fashion-mnist), a CSV file (label column "label" unless
  * --label-column says otherwise) or an "x.npy,y.npy" pair. */
@@ -86,7 +87,8 @@ static int usage(FILE *f) {
           "  predict  --model DIR --input x.npy      class probabilities (or outputs)\n"
           "           [--output y.npy] [--labels y.npy]\n"
           "  summary  --model DIR | --config FILE    the layer table\n"
-          "  export   --data SPEC [--split train|test] --x x.npy [--y y.npy]\n\n"
+          "  export   --data SPEC [--split train|test] --x x.npy [--y y.npy]\n"
+          "  bench    peak | gemm M N K ... | w1 --init DIR   damo's side of make bench\n\n"
           "SPEC: fashion-mnist | file.csv (label column 'label', or --label-column NAME) | x.npy,y.npy\n"
           "Environment: DAMO_NUM_THREADS, DAMO_SIMD=scalar|avx2|avx512, DAMO_DATA_DIR\n");
   return f == stderr ? 2 : 0;
@@ -105,6 +107,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "predict")) return cli_predict(argc, argv);
   if (!strcmp(cmd, "summary")) return cli_summary(argc, argv);
   if (!strcmp(cmd, "export")) return cli_export(argc, argv);
+  if (!strcmp(cmd, "bench")) return cli_bench(argc, argv);
   fprintf(stderr, "damo: unknown command '%s'\n\n", cmd);
   return usage(stderr);
 }

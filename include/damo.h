@@ -53,6 +53,15 @@ const char *damo_simd_path(void);
 /* One line: version, SIMD path, thread count. */
 const char *damo_info_string(void);
 
+/* Row-major single-precision C = alpha op(A) op(B) + beta C (op(A) is (M, K), op(B) is
+ * (K, N)); trans_a means A is stored (K, M). beta = 0 never reads C. The kernel behind
+ * every matmul, threaded with OpenMP, results reproducible for a given thread count. */
+void damo_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* The machine's measured FMA peak in GFLOP/s with this many threads (register-only loop on
+ * the dispatched SIMD path); what GEMM efficiency is quoted against. */
+double damo_fma_peak_gflops(int threads);
+
 /* ------------------------------------------------------------------ random numbers */
 
 /* A small deterministic generator (xoshiro128++ seeded through splitmix64). */
@@ -149,7 +158,8 @@ damo_status damo_csv_load(const char *path, const damo_csv_options *opt, damo_te
 /* A built-in data set by name ("fashion-mnist") and split ("train" or "test").
  * Searched in $DAMO_DATA_DIR/<name>, then the system install: $DAMO_SYSTEM_DATA_DIR/<name>,
  * by default /usr/share/datasets/<name> (Debian's dataset-fashion-mnist). Files may be .gz.
- * Fashion-MNIST: x (N, 28, 28) F32 in [0, 255] unscaled, y (N) I32 in [0, 9]. */
+ * Fashion-MNIST: x (N, 28, 28) U8 pixels in [0, 255] (as Keras returns them; fit, evaluate and
+ * predict take U8 or F32), y (N) I32 in [0, 9]. */
 damo_status damo_dataset_load(const char *name, const char *split, damo_tensor **x, damo_tensor **y);
 
 /* Preprocessing (in place). */

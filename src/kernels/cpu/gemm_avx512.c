@@ -112,6 +112,9 @@ __attribute__((target("avx512f"))) static inline void transpose_16x16(__m512 row
   }
 }
 
+/* How far ahead (in floats along a source row) the transposing packer prefetches. */
+#define PACK_PREFETCH_FLOATS 64
+
 /* See damo_gemm_pack_fn. width <= 32. */
 __attribute__((target("avx512f"))) void damo_gemm_pack_avx512(int x_major, const float *src, int64_t ld, int64_t x0,
                                                               int64_t k0, int64_t x_count, int64_t depth, int width,
@@ -126,6 +129,7 @@ __attribute__((target("avx512f"))) void damo_gemm_pack_avx512(int x_major, const
       for (int64_t q = 0; q < panels; q++)
         for (int v = 0; v < vectors; v++) {
           const int64_t offset = q * width + 16 * v;
+          /* Rows are often only a few cache lines long: fetch the next one early. */
           __m512 values = _mm512_maskz_loadu_ps(first_lanes(x_count - offset), row + offset);
           _mm512_mask_storeu_ps(dst + (q * depth + p) * width + 16 * v, first_lanes(width - 16 * v), values);
         }
@@ -142,6 +146,8 @@ __attribute__((target("avx512f"))) void damo_gemm_pack_avx512(int x_major, const
       for (int64_t p = 0; p < depth; p += 16) {
         const __mmask16 load_mask = first_lanes(depth - p);
         __m512 block[16];
+        /* Sixteen short row segments defeat the hardware prefetcher: fetch a few lines ahead. */
+#pragma GCC unroll 16
         for (int r = 0; r < 16; r++)
           block[r] = r < rows_here ? _mm512_maskz_loadu_ps(load_mask, src + (x0 + first_x + r) * ld + k0 + p)
                                    : _mm512_setzero_ps();

@@ -1,0 +1,166 @@
+"""`make bench`: runs each workload of ../shared/BENCHMARKS.md in damo and in PyTorch, one
+after the other in the same run, with the same thread count, shapes and data, and writes
+bench/results.json and bench/RESULTS.md (the table, the command and the machine line).
+
+PyTorch runs at its best configuration: Debian's OpenBLAS can pick the wrong kernel on new
+CPUs and oversubscribe the cores, so each workload is probed under several environment
+settings (OPENBLAS_CORETYPE, OPENBLAS_NUM_THREADS, OMP_WAIT_POLICY) and the fastest one is
+used and named. Speed is compared only after the first-step losses agree.
+
+usage: python3 bench/run.py BUILD_DIR [--quick]
+"""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PY = "/usr/bin/python3"
+GEMM_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048),
+               # W1's products at batch 64: forward, input gradient, weight gradient
+               (64, 256, 784), (64, 128, 256), (64, 10, 128), (64, 784, 256), (784, 256, 64)]
+TORCH_CONFIGS = [{}]
+for core in (None, "SkylakeX"):
+    for extra in ({}, {"OPENBLAS_NUM_THREADS": "1"}, {"OMP_WAIT_POLICY": "PASSIVE"},
+                  {"OPENBLAS_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}):
+        cfg = dict(extra)
+        if core:
+            cfg["OPENBLAS_CORETYPE"] = core
+        if cfg:
+            TORCH_CONFIGS.append(cfg)
+LOSS_TOLERANCE = 1e-4  # relative: float32 sums in a different order
+
+
+def run_json(cmd, env_extra=None):
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise SystemExit("bench: %s failed:\n%s%s" % (" ".join(cmd), res.stdout, res.stderr))
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def describe(cfg):
+    base = "OPENBLAS_CORETYPE=%s (environment)" % os.environ.get("OPENBLAS_CORETYPE", "unset")
+    return " ".join("%s=%s" % kv for kv in sorted(cfg.items())) or base
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def blas_in_use():
+    try:
+        out = subprocess.run(["update-alternatives", "--query", "libblas.so.3-x86_64-linux-gnu"], capture_output=True,
+                             text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Value:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def main(argv):
+    build = argv[1] if len(argv) > 1 else "build"
+    quick = "--quick" in argv
+    damo = os.path.join(build, "damo")
+    threads = int(os.environ.get("DAMO_NUM_THREADS", os.cpu_count() or 1))
+    env_threads = {"DAMO_NUM_THREADS": str(threads)}
+    work = os.path.join(build, "bench")
+    os.makedirs(work, exist_ok=True)
+    results = {"threads": threads, "machine": "%s, %d cores" % (cpu_model(), os.cpu_count() or 0),
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "blas_for_torch": blas_in_use()}
+
+    # G1: FMA peak and GEMM
+    print("G1: FMA peak and GEMM (damo)", flush=True)
+    peak = run_json([damo, "bench", "peak"], env_threads)
+    sizes = [str(v) for s in GEMM_SHAPES for v in s]
+    d_gemm = run_json([damo, "bench", "gemm"] + sizes, env_threads)
+    print("G1: GEMM (PyTorch, %d configurations)" % len(TORCH_CONFIGS), flush=True)
+    t_best = None
+    for cfg in TORCH_CONFIGS if not quick else TORCH_CONFIGS[:1]:
+        r = run_json([PY, os.path.join(HERE, "torch_bench.py"), "gemm", str(threads)] + sizes, cfg)
+        score = statistics.mean(g["gflops"] for g in r["gemm"][:2])
+        if t_best is None or score > t_best[0]:
+            t_best = (score, cfg, r)
+    results["G1"] = {"fma_peak_gflops": peak["fma_peak_gflops"], "simd": peak["simd"], "damo": d_gemm["gemm"],
+                     "torch": t_best[2]["gemm"], "torch_config": describe(t_best[1])}
+
+    # W1: the MLP
+    print("W1: MLP on Fashion-MNIST (damo)", flush=True)
+    init = os.path.join(work, "w1_init")
+    acc_epochs = "1" if quick else "10"
+    d_w1 = run_json([damo, "bench", "w1", "--init", init, "--repeats", "3", "--accuracy-epochs", acc_epochs], env_threads)
+    print("W1: probing PyTorch configurations", flush=True)
+    probes = []
+    for cfg in TORCH_CONFIGS if not quick else TORCH_CONFIGS[:1]:
+        r = run_json([PY, os.path.join(HERE, "torch_bench.py"), "w1", str(threads), init, "--probe-steps", "300"], cfg)
+        probes.append((r["probe_steps_per_s"], cfg, r))
+        rel = abs(r["first_loss"] - d_w1["first_loss"]) / abs(d_w1["first_loss"])
+        if rel > LOSS_TOLERANCE:
+            raise SystemExit("bench: W1 first-step loss differs: damo %.7f, PyTorch %.7f (%s); refusing to compare"
+                             % (d_w1["first_loss"], r["first_loss"], describe(cfg)))
+    probes.sort(key=lambda p: -p[0])
+    best_cfg = probes[0][1]
+    print("W1: PyTorch with %s" % describe(best_cfg), flush=True)
+    t_w1 = run_json([PY, os.path.join(HERE, "torch_bench.py"), "w1", str(threads), init, "--repeats", "3",
+                     "--accuracy-epochs", acc_epochs], best_cfg)
+    results["W1"] = {"damo": d_w1, "torch": t_w1, "torch_config": describe(best_cfg),
+                     "torch_probes": [{"config": describe(c), "steps_per_s": round(s, 1)} for s, c, _ in probes]}
+
+    with open(os.path.join(HERE, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    table = report(results)
+    print(table)
+    with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
+        f.write("# Benchmark results\n\nThe latest `make bench` (written by bench/run.py; the raw figures are in "
+                "bench/results.json).\n\n")
+        f.write("- command: `make bench`\n- machine: %s\n- threads: %d (both sides)\n- date: %s\n"
+                % (results["machine"], threads, results["date"]))
+        f.write("- PyTorch %s with BLAS %s\n\n" % (t_w1.get("torch", "?"), results["blas_for_torch"]))
+        f.write(table + "\n")
+
+
+def report(r):
+    g1, w1 = r["G1"], r["W1"]
+    peak = g1["fma_peak_gflops"]
+    rows = ["| figure | damo | PyTorch | ratio (damo/PyTorch) | notes |", "| --- | --- | --- | --- | --- |"]
+    rows.append("| FMA peak, GFLOP/s | %.0f | | | register-only loop, %s |" % (peak, g1["simd"]))
+    for d, t in zip(g1["damo"], g1["torch"]):
+        rows.append("| GEMM %dx%dx%d, GFLOP/s | %.1f (%.0f%% of peak) | %.1f | %.2fx | spread %.0f-%.0f; PyTorch: %s |"
+                    % (d["m"], d["n"], d["k"], d["gflops"], 100 * d["gflops"] / peak, t["gflops"],
+                       d["gflops"] / t["gflops"], d["min"], d["max"], g1["torch_config"]))
+    dd, tt = w1["damo"], w1["torch"]
+    n = dd["train_examples"]
+    d_sps = [n / s for s in dd["epoch_seconds"]]
+    t_sps = [n / s for s in tt["epoch_seconds"]]
+    rows.append("| W1 training, samples/s (median of %d epochs) | %.0f | %.0f | %.2fx | damo %.0f-%.0f, PyTorch %.0f-%.0f; "
+                "PyTorch: %s |" % (len(d_sps), statistics.median(d_sps), statistics.median(t_sps),
+                                   statistics.median(d_sps) / statistics.median(t_sps), min(d_sps), max(d_sps),
+                                   min(t_sps), max(t_sps), w1["torch_config"]))
+    rows.append("| W1 first-batch loss (same initial weights) | %.6f | %.6f | | must agree before timing |"
+                % (dd["first_loss"], tt["first_loss"]))
+    if "test_accuracy" in dd:
+        rows.append("| W1 test accuracy after %d epochs | %.4f | %.4f | %+.4f | Adam 1e-3, cosine decay, batch 64; "
+                    "%.1f s vs %.1f s |" % (dd["accuracy_epochs"], dd["test_accuracy"], tt["test_accuracy"],
+                                            dd["test_accuracy"] - tt["test_accuracy"], dd["accuracy_seconds"],
+                                            tt["accuracy_seconds"]))
+    rows.append("| W1 peak RSS, MB | %.0f | %.0f | %.2fx less | whole process incl. data |"
+                % (dd["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / dd["peak_rss_kb"]))
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
