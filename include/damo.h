@@ -260,7 +260,13 @@ typedef enum damo_activation {
   DAMO_ACT_TANH,
   DAMO_ACT_SOFTMAX
 } damo_activation;
-typedef enum damo_init { DAMO_INIT_GLOROT_UNIFORM = 0, DAMO_INIT_HE_NORMAL, DAMO_INIT_HE_UNIFORM, DAMO_INIT_ZEROS } damo_init;
+typedef enum damo_init {
+  DAMO_INIT_GLOROT_UNIFORM = 0,
+  DAMO_INIT_HE_NORMAL,
+  DAMO_INIT_HE_UNIFORM,
+  DAMO_INIT_ZEROS,
+  DAMO_INIT_ONES
+} damo_init;
 
 typedef struct damo_layer damo_layer;
 damo_layer *damo_dense(int units, damo_activation act);

@@ -56,12 +56,14 @@ const char *damo_init_name(damo_init i) {
   case DAMO_INIT_HE_NORMAL: return "he_normal";
   case DAMO_INIT_HE_UNIFORM: return "he_uniform";
   case DAMO_INIT_ZEROS: return "zeros";
+  case DAMO_INIT_ONES: return "ones";
   }
   return "?";
 }
 
 damo_status damo_init_parse(const char *name, damo_init *out) {
-  static const damo_init all[] = {DAMO_INIT_GLOROT_UNIFORM, DAMO_INIT_HE_NORMAL, DAMO_INIT_HE_UNIFORM, DAMO_INIT_ZEROS};
+  static const damo_init all[] = {DAMO_INIT_GLOROT_UNIFORM, DAMO_INIT_HE_NORMAL, DAMO_INIT_HE_UNIFORM, DAMO_INIT_ZEROS,
+                                  DAMO_INIT_ONES};
   for (size_t i = 0; i < sizeof all / sizeof *all; i++)
     if (!strcmp(name, damo_init_name(all[i]))) {
       *out = all[i];
@@ -74,11 +76,20 @@ damo_status damo_init_parse(const char *name, damo_init *out) {
 void damo_param_init(damo_param_slot *p, damo_rng *rng) {
   float *w = p->value->data;
   int64_t n = damo_tensor_numel(p->value);
-  /* Dense kernels are (fan_in, fan_out). */
-  double fan_in = p->ndim >= 2 ? (double)p->shape[0] : (double)n;
-  double fan_out = p->ndim >= 2 ? (double)p->shape[1] : (double)n;
+  /* Kernels are (..., fan_in part, out): dense (in, out), conv (KH, KW, C, F), as Keras
+   * counts them: fan_in = KH*KW*C, fan_out = KH*KW*F. */
+  double fan_in = (double)n, fan_out = (double)n;
+  if (p->ndim >= 2) {
+    double receptive = 1;
+    for (int i = 0; i < p->ndim - 2; i++) receptive *= (double)p->shape[i];
+    fan_in = receptive * (double)p->shape[p->ndim - 2];
+    fan_out = receptive * (double)p->shape[p->ndim - 1];
+  }
   switch (p->init) {
   case DAMO_INIT_ZEROS: memset(w, 0, (size_t)n * sizeof *w); break;
+  case DAMO_INIT_ONES:
+    for (int64_t i = 0; i < n; i++) w[i] = 1.0f;
+    break;
   case DAMO_INIT_GLOROT_UNIFORM: {
     float limit = (float)sqrt(6.0 / (fan_in + fan_out));
     for (int64_t i = 0; i < n; i++) w[i] = (2.0f * damo_rng_uniform(rng) - 1.0f) * limit;

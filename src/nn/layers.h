@@ -13,7 +13,8 @@ typedef struct damo_param_slot {
   int ndim;
   int64_t shape[DAMO_MAX_DIMS];
   damo_init init;
-  damo_tensor *value, *grad; /* views into the model's flat blocks (set by the model) */
+  int frozen;                /* not trained (batch-norm running statistics): no gradient */
+  damo_tensor *value, *grad; /* views into the model's flat blocks (set by the model); grad NULL when frozen */
 } damo_param_slot;
 
 typedef struct damo_layer_type {

@@ -124,7 +124,7 @@ static damo_status early_stop_init(early_stop *es, const damo_fit_options *o, in
   es->best = es->higher_is_better ? -INFINITY : INFINITY;
   es->min_delta = fabs((double)o->min_delta);
   if (o->restore_best_weights) {
-    es->best_params = malloc((size_t)n_params * sizeof(float));
+    es->best_params = malloc((size_t)(n_params ? n_params : 1) * sizeof(float));
     if (!es->best_params) return damo_error(DAMO_ERR_NOMEM, "fit: out of memory keeping the best weights");
   }
   return DAMO_OK;
@@ -139,7 +139,10 @@ static int early_stop_update(early_stop *es, const double *row, int epoch, const
     es->best = v;
     es->best_epoch = epoch;
     es->wait = 0;
-    if (es->best_params) memcpy(es->best_params, m->param_block, (size_t)m->n_params * sizeof(float));
+    if (es->best_params) {
+      memcpy(es->best_params, m->param_block, (size_t)m->n_params * sizeof(float));
+      memcpy(es->best_params + m->n_params, m->state_block, (size_t)m->n_state * sizeof(float));
+    }
     return 0;
   }
   return ++es->wait >= patience;
@@ -175,7 +178,7 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
   damo_history *h = damo_history_new();
   int64_t *idx = iota(n_train, 0), *val_idx = xv ? iota(val_count, val_first) : NULL;
   early_stop es;
-  st = early_stop_init(&es, &o, xv != NULL, m->n_params);
+  st = early_stop_init(&es, &o, xv != NULL, m->n_params + m->n_state);
   if (!h || !idx || (xv && !val_idx)) st = DAMO_ERR_NOMEM;
   damo_progress pr;
   damo_progress_init(&pr, o.out, o.verbose);
@@ -240,6 +243,7 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
   }
   if (st == DAMO_OK && es.best_params && es.best_epoch > 0) {
     memcpy(m->param_block, es.best_params, (size_t)m->n_params * sizeof(float));
+    memcpy(m->state_block, es.best_params + m->n_params, (size_t)m->n_state * sizeof(float));
     if (pr.verbose) fprintf(pr.f, "Restored the weights of epoch %d\n", es.best_epoch);
   }
   free(es.best_params);

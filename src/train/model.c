@@ -49,6 +49,7 @@ void damo_model_free(damo_model *m) {
   free(m->layers);
   damo_free(m->param_block);
   damo_free(m->grad_block);
+  damo_free(m->state_block);
   damo_optimizer_free(m->opt);
   damo_model_graph_release(&m->train);
   damo_model_graph_release(&m->infer);
@@ -129,21 +130,33 @@ damo_status damo_model_build(damo_model *m, uint64_t seed) {
   if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "model_build: NULL model");
   if (m->built) return DAMO_OK;
   if (m->n_layers == 0) return damo_error(DAMO_ERR_STATE, "model_build: the model has no layers");
-  m->n_params = damo_model_num_params(m);
+  m->n_params = m->n_state = 0;
+  for (int i = 0; i < m->n_layers; i++)
+    for (int p = 0; p < m->layers[i]->n_params; p++) {
+      const damo_param_slot *s = &m->layers[i]->params[p];
+      *(s->frozen ? &m->n_state : &m->n_params) += slot_numel(s);
+    }
   m->param_block = damo_calloc((size_t)m->n_params * sizeof(float));
   m->grad_block = damo_calloc((size_t)m->n_params * sizeof(float));
-  if (!m->param_block || !m->grad_block) return DAMO_ERR_NOMEM;
+  m->state_block = damo_calloc((size_t)m->n_state * sizeof(float));
+  if (!m->param_block || !m->grad_block || !m->state_block) return DAMO_ERR_NOMEM;
   damo_rng rng;
   damo_rng_seed(&rng, seed);
-  int64_t off = 0;
+  int64_t off = 0, state_off = 0;
   for (int i = 0; i < m->n_layers; i++)
     for (int p = 0; p < m->layers[i]->n_params; p++) {
       damo_param_slot *s = &m->layers[i]->params[p];
-      s->value = damo_tensor_wrap(DAMO_F32, s->ndim, s->shape, m->param_block + off);
-      s->grad = damo_tensor_wrap(DAMO_F32, s->ndim, s->shape, m->grad_block + off);
-      if (!s->value || !s->grad) return DAMO_ERR_NOMEM;
+      if (s->frozen) {
+        s->value = damo_tensor_wrap(DAMO_F32, s->ndim, s->shape, m->state_block + state_off);
+        if (!s->value) return DAMO_ERR_NOMEM;
+        state_off += slot_numel(s);
+      } else {
+        s->value = damo_tensor_wrap(DAMO_F32, s->ndim, s->shape, m->param_block + off);
+        s->grad = damo_tensor_wrap(DAMO_F32, s->ndim, s->shape, m->grad_block + off);
+        if (!s->value || !s->grad) return DAMO_ERR_NOMEM;
+        off += slot_numel(s);
+      }
       damo_param_init(s, &rng);
-      off += slot_numel(s);
     }
   m->seed = seed;
   m->built = 1;
@@ -157,12 +170,14 @@ damo_status damo_model_summary(damo_model *m, FILE *f) {
   const char *thick = "=================================================================";
   fprintf(f, "Model: \"sequential\"\n%s\n", rule);
   fprintf(f, " %-28s %-24s %10s\n%s\n", "Layer (type)", "Output Shape", "Param #", thick);
-  int64_t trainable = 0;
+  int64_t trainable = 0, frozen = 0;
   for (int i = 0; i < m->n_layers; i++) {
     const damo_layer *l = m->layers[i];
     int64_t np = 0;
-    for (int p = 0; p < l->n_params; p++) np += slot_numel(&l->params[p]);
-    trainable += np;
+    for (int p = 0; p < l->n_params; p++) {
+      np += slot_numel(&l->params[p]);
+      *(l->params[p].frozen ? &frozen : &trainable) += slot_numel(&l->params[p]);
+    }
     damo_shape_string(l->out_ndim, l->out_shape, shape, sizeof shape);
     snprintf(full, sizeof full, "(None, %s", shape + 1); /* Keras writes the batch as None */
     if (l->out_ndim == 1) snprintf(full, sizeof full, "(None, %lld)", (long long)l->out_shape[0]);
@@ -171,8 +186,9 @@ damo_status damo_model_summary(damo_model *m, FILE *f) {
     fprintf(f, " %-28s %-24s %10lld\n", label, full, (long long)np);
     fprintf(f, "%s\n", i + 1 < m->n_layers ? "" : thick);
   }
-  fprintf(f, "Total params: %lld (%.2f KB)\nTrainable params: %lld\nNon-trainable params: 0\n%s\n", (long long)trainable,
-          (double)trainable * 4.0 / 1024.0, (long long)trainable, rule);
+  fprintf(f, "Total params: %lld (%.2f KB)\nTrainable params: %lld\nNon-trainable params: %lld\n%s\n",
+          (long long)(trainable + frozen), (double)(trainable + frozen) * 4.0 / 1024.0, (long long)trainable,
+          (long long)frozen, rule);
   return DAMO_OK;
 }
 

@@ -27,8 +27,10 @@ struct damo_model {
   int n_layers, cap_layers;
 
   int built;
-  int64_t n_params;
-  float *param_block, *grad_block; /* every parameter, then every gradient, in layer order */
+  int64_t n_params;                /* trainable parameters */
+  float *param_block, *grad_block; /* every trainable parameter, and its gradient, in layer order */
+  int64_t n_state;                 /* frozen (non-trainable) values such as running statistics */
+  float *state_block;
 
   int has_compile_options;         /* from compile() or a config file */
   int compiled;
