@@ -268,6 +268,11 @@ typedef enum damo_init {
   DAMO_INIT_ONES
 } damo_init;
 
+/* Fused act(x W + b) for x (..., K), kernel (K, N), bias (N) or NULL, act linear, relu,
+ * sigmoid or tanh: one node, the bias and activation applied as the GEMM's epilogue; its
+ * backward reads only x and the output. Equal to matmul -> add -> activation. */
+damo_node *damo_dense_op(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *bias, damo_activation act);
+
 typedef struct damo_layer damo_layer;
 damo_layer *damo_dense(int units, damo_activation act);
 damo_layer *damo_dense_ex(int units, damo_activation act, damo_init kernel_init, int use_bias);

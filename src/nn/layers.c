@@ -157,18 +157,20 @@ static damo_status dense_infer(damo_layer *l) {
   return DAMO_OK;
 }
 
+/* One fused dense node; softmax and sigmoid stay separate ops so a loss can take the
+ * logits before them. */
 static damo_node *dense_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
   char pname[DAMO_NAME_MAX + 16];
   snprintf(pname, sizeof pname, "%.40s.kernel", l->name);
-  damo_node *w = damo_param(g, pname, l->params[0].value, l->params[0].grad);
-  damo_node *h = named(l, damo_matmul(g, x, w, 0, 0), "matmul");
+  damo_node *w = damo_param(g, pname, l->params[0].value, l->params[0].grad), *b = NULL;
   if (l->use_bias) {
     snprintf(pname, sizeof pname, "%.40s.bias", l->name);
-    damo_node *b = damo_param(g, pname, l->params[1].value, l->params[1].grad);
-    h = named(l, damo_add(g, h, b), "bias_add");
+    b = damo_param(g, pname, l->params[1].value, l->params[1].grad);
   }
+  int separate = l->act == DAMO_ACT_SOFTMAX || l->act == DAMO_ACT_SIGMOID;
+  damo_node *h = named(l, damo_dense_op(g, x, w, b, separate ? DAMO_ACT_NONE : l->act), "dense");
   *pre = h;
-  if (l->act == DAMO_ACT_NONE) return h;
+  if (!separate) return h;
   return named(l, damo_apply_activation(g, h, l->act), damo_activation_name(l->act));
 }
 

@@ -1,0 +1,113 @@
+/* dense.c - the fused Dense op: y = act(x W + b), for x (..., K), W (K, N), b (N) and act in
+ * {linear, relu, sigmoid, tanh}. It is the composition matmul -> add -> activation done in
+ * one node, tested against that composition (tests/test_fused.c):
+ *   - forward runs the product per block of rows, then adds the bias and applies the
+ *     activation to that block while it is still in cache (the GEMM epilogue);
+ *   - no pre-activation buffer is kept: each activation's derivative is written in terms of
+ *     its output (relu: y > 0, sigmoid: y(1-y), tanh: 1-y^2), so backward reads only y;
+ *   - backward forms dz = dy * act'(y) once (in aux), then db = sum over rows of dz,
+ *     dW += x^T dz and dx += dz W^T with the GEMM. */
+#include "graph/graph.h"
+
+#include <math.h>
+
+enum { DENSE_ACT = 0 };
+
+/* Rows per block: the block's outputs (rows x N floats) stay in L2 for the epilogue. */
+static int64_t block_rows(int64_t N) {
+  int64_t rows = (256 * 1024 / 4) / (N > 0 ? N : 1);
+  return rows < 16 ? 16 : rows;
+}
+
+static damo_status dense_infer(damo_node *n) {
+  const damo_node *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+  if (x->dtype != DAMO_F32 || w->dtype != DAMO_F32 || x->ndim < 1 || w->ndim != 2)
+    return damo_shape_error(n, "needs f32 x (..., K) and kernel (K, N)", x, w);
+  if (x->shape[x->ndim - 1] != w->shape[0]) return damo_shape_error(n, "inner dimensions differ", x, w);
+  if (b && (b->ndim != 1 || b->shape[0] != w->shape[1] || b->dtype != DAMO_F32))
+    return damo_shape_error(n, "bias must be f32 of shape (N,)", w, b);
+  int act = n->iparam[DENSE_ACT];
+  if (act != DAMO_ACT_NONE && act != DAMO_ACT_RELU && act != DAMO_ACT_SIGMOID && act != DAMO_ACT_TANH)
+    return damo_error(DAMO_ERR_INVALID_ARG, "dense: activation %d cannot be fused (linear, relu, sigmoid or tanh)", act);
+  n->ndim = x->ndim;
+  memcpy(n->shape, x->shape, sizeof n->shape);
+  n->shape[n->ndim - 1] = w->shape[1];
+  n->dtype = DAMO_F32;
+  n->aux_bytes = act == DAMO_ACT_NONE ? 0 : (size_t)damo_node_count(n) * sizeof(float); /* dz in backward */
+  return DAMO_OK;
+}
+
+static inline float sigmoidf(float v) { return v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v)); }
+
+/* Bias and activation over rows x N outputs: the epilogue. */
+static void epilogue(float *y, const float *b, int64_t rows, int64_t N, int act) {
+  for (int64_t r = 0; r < rows; r++) {
+    float *row = y + r * N;
+    if (b)
+      for (int64_t j = 0; j < N; j++) row[j] += b[j];
+    switch (act) {
+    case DAMO_ACT_RELU:
+      for (int64_t j = 0; j < N; j++) row[j] = row[j] > 0 ? row[j] : 0.0f;
+      break;
+    case DAMO_ACT_SIGMOID:
+      for (int64_t j = 0; j < N; j++) row[j] = sigmoidf(row[j]);
+      break;
+    case DAMO_ACT_TANH:
+      for (int64_t j = 0; j < N; j++) row[j] = tanhf(row[j]);
+      break;
+    default: break;
+    }
+  }
+}
+
+static damo_status dense_forward(damo_graph *g, damo_node *n) {
+  (void)g;
+  const damo_node *xn = n->in[0], *wn = n->in[1];
+  const float *x = damo_f32(xn), *w = damo_f32(wn), *b = n->n_in > 2 ? damo_f32(n->in[2]) : NULL;
+  float *y = damo_f32(n);
+  int64_t K = wn->shape[0], N = wn->shape[1], M = damo_node_count(n) / N, step = block_rows(N);
+  for (int64_t r0 = 0; r0 < M; r0 += step) {
+    int64_t rows = M - r0 < step ? M - r0 : step;
+    damo_gemm(0, 0, rows, N, K, 1.0f, x + r0 * K, K, w, N, 0.0f, y + r0 * N, N);
+    epilogue(y + r0 * N, b, rows, N, n->iparam[DENSE_ACT]);
+  }
+  return DAMO_OK;
+}
+
+static void dense_backward(damo_graph *g, damo_node *n) {
+  (void)g;
+  damo_node *xn = n->in[0], *wn = n->in[1], *bn = n->n_in > 2 ? n->in[2] : NULL;
+  const float *x = damo_f32(xn), *w = damo_f32(wn), *y = damo_f32(n), *dy = n->grad;
+  int64_t K = wn->shape[0], N = wn->shape[1], M = damo_node_count(n) / N;
+  int act = n->iparam[DENSE_ACT];
+  const float *dz = dy;
+  if (act != DAMO_ACT_NONE) { /* dz = dy * act'(y), once, into aux */
+    float *z = n->aux;
+    int64_t count = M * N;
+#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN)
+    for (int64_t i = 0; i < count; i++) {
+      float d = act == DAMO_ACT_RELU ? (y[i] > 0 ? 1.0f : 0.0f)
+                : act == DAMO_ACT_SIGMOID ? y[i] * (1.0f - y[i])
+                                          : 1.0f - y[i] * y[i];
+      z[i] = dy[i] * d;
+    }
+    dz = z;
+  }
+  if (bn && bn->in_backward) { /* column sums, rows in order: the same result for any thread count */
+    float *db = damo_node_grad_acc(bn);
+    for (int64_t r = 0; r < M; r++)
+      for (int64_t j = 0; j < N; j++) db[j] += dz[r * N + j];
+  }
+  if (wn->in_backward) damo_gemm(1, 0, K, N, M, 1.0f, x, K, dz, N, 1.0f, damo_node_grad_acc(wn), N);
+  if (xn->in_backward) damo_gemm(0, 1, M, K, N, 1.0f, dz, N, w, N, 1.0f, damo_node_grad_acc(xn), K);
+}
+
+/* Backward reads x (for dW) and its own output y (for act'). */
+const damo_op_def damo_op_def_dense = {"dense", 3, dense_infer, dense_forward, dense_backward,
+                                       DAMO_OPF_BWD_INPUTS | DAMO_OPF_BWD_OUTPUT};
+
+damo_node *damo_dense_op(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *bias, damo_activation act) {
+  damo_node *in[3] = {x, kernel, bias};
+  int p[1] = {(int)act};
+  return damo_graph_add_node(g, DAMO_OP_DENSE, bias ? 3 : 2, in, p, 1, NULL, 0);
+}

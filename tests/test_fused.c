@@ -1,0 +1,109 @@
+/* test_fused.c - every fused op equals the composition of primitive ops it replaces, in
+ * forward and in every gradient: dense = matmul -> add(bias) -> activation. */
+#include "harness.h"
+
+#include <damo.h>
+#include <stdlib.h>
+
+static damo_tensor *random_tensor(int ndim, const int64_t *shape, damo_rng *r, float scale) {
+  damo_tensor *t = damo_tensor_new(DAMO_F32, ndim, shape);
+  for (int64_t i = 0; i < damo_tensor_numel(t); i++) damo_tensor_f32(t)[i] = (damo_rng_uniform(r) * 2 - 1) * scale;
+  return t;
+}
+
+typedef struct run_result {
+  damo_tensor *y, *dx, *dw, *db;
+} run_result;
+
+/* Builds y = act(x W + b) fused or composed, loss = sum(y * dout); returns y and grads. */
+static run_result run(int fused, damo_activation act, int use_bias, int batched, int64_t B, int64_t K, int64_t N,
+                      uint64_t seed) {
+  damo_rng r;
+  damo_rng_seed(&r, seed);
+  int64_t xs3[3] = {2, B, K}, xs2[2] = {B, K}, ws[2] = {K, N}, bs[1] = {N};
+  int xnd = batched ? 3 : 2;
+  const int64_t *xs = batched ? xs3 : xs2;
+  damo_tensor *x = random_tensor(xnd, xs, &r, 1.0f), *w = random_tensor(2, ws, &r, 0.5f), *b = random_tensor(1, bs, &r, 0.5f);
+  int64_t ys3[3] = {2, B, N}, ys2[2] = {B, N};
+  damo_tensor *dout = random_tensor(xnd, batched ? ys3 : ys2, &r, 1.0f);
+  run_result res = {NULL, damo_tensor_new(DAMO_F32, xnd, xs), damo_tensor_new(DAMO_F32, 2, ws), damo_tensor_new(DAMO_F32, 1, bs)};
+  damo_graph *g = damo_graph_new(1);
+  damo_node *xn = damo_param(g, "x", x, res.dx), *wn = damo_param(g, "w", w, res.dw);
+  damo_node *bn = use_bias ? damo_param(g, "b", b, res.db) : NULL, *y;
+  if (fused) {
+    y = damo_dense_op(g, xn, wn, bn, act);
+  } else {
+    y = damo_matmul(g, xn, wn, 0, 0);
+    if (bn) y = damo_add(g, y, bn);
+    if (act == DAMO_ACT_RELU) y = damo_relu(g, y);
+    if (act == DAMO_ACT_SIGMOID) y = damo_sigmoid(g, y);
+    if (act == DAMO_ACT_TANH) y = damo_tanh(g, y);
+  }
+  damo_node *loss = damo_sum(g, damo_mul(g, y, damo_constant(g, dout)), DAMO_ALL_AXES, 0);
+  CHECK(damo_graph_compile(g, loss, 1, &y) == DAMO_OK);
+  CHECK(damo_graph_forward(g, 1) == DAMO_OK && damo_graph_backward(g) == DAMO_OK);
+  res.y = damo_tensor_new(DAMO_F32, damo_node_ndim(y), damo_node_shape(y));
+  memcpy(res.y->data, damo_node_data(y), damo_tensor_nbytes(res.y));
+  damo_graph_free(g);
+  damo_tensor_free(x);
+  damo_tensor_free(w);
+  damo_tensor_free(b);
+  damo_tensor_free(dout);
+  return res;
+}
+
+static void free_result(run_result *r) {
+  damo_tensor_free(r->y);
+  damo_tensor_free(r->dx);
+  damo_tensor_free(r->dw);
+  damo_tensor_free(r->db);
+}
+
+static void test_dense_equals_composition(void) {
+  const damo_activation acts[] = {DAMO_ACT_NONE, DAMO_ACT_RELU, DAMO_ACT_SIGMOID, DAMO_ACT_TANH};
+  const int64_t shapes[][3] = {{1, 1, 1}, {5, 7, 3}, {64, 96, 33}, {300, 17, 129}, {3, 784, 256}};
+  for (size_t a = 0; a < 4; a++)
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+      for (int bias = 0; bias < 2; bias++)
+        for (int batched = 0; batched < 2; batched++) {
+          int64_t B = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+          run_result f = run(1, acts[a], bias, batched, B, K, N, 10 + s);
+          run_result c = run(0, acts[a], bias, batched, B, K, N, 10 + s);
+          CHECK_CLOSE(damo_tensor_f32(f.y), damo_tensor_f32(c.y), damo_tensor_numel(c.y), 1e-5, 1e-5);
+          CHECK_CLOSE(damo_tensor_f32(f.dx), damo_tensor_f32(c.dx), damo_tensor_numel(c.dx), 1e-5, 1e-4);
+          CHECK_CLOSE(damo_tensor_f32(f.dw), damo_tensor_f32(c.dw), damo_tensor_numel(c.dw), 1e-4, 1e-4);
+          if (bias) CHECK_CLOSE(damo_tensor_f32(f.db), damo_tensor_f32(c.db), damo_tensor_numel(c.db), 1e-4, 1e-4);
+          free_result(&f);
+          free_result(&c);
+        }
+}
+
+static void test_dense_rejects_bad_input(void) {
+  damo_graph *g = damo_graph_new(1);
+  int64_t xs[2] = {4, 5}, ws[2] = {6, 3}, bs[1] = {4};
+  damo_tensor *w = damo_tensor_new(DAMO_F32, 2, ws), *b = damo_tensor_new(DAMO_F32, 1, bs);
+  damo_node *x = damo_input(g, "x", DAMO_F32, 2, xs);
+  CHECK(damo_dense_op(g, x, damo_param(g, "w", w, NULL), NULL, DAMO_ACT_RELU) == NULL);
+  CHECK_MSG(strstr(damo_last_error(), "(4, 5)") && strstr(damo_last_error(), "(6, 3)"), "%s", damo_last_error());
+  damo_graph_free(g);
+  g = damo_graph_new(1);
+  ws[0] = 5;
+  damo_tensor_free(w);
+  w = damo_tensor_new(DAMO_F32, 2, ws);
+  x = damo_input(g, "x", DAMO_F32, 2, xs);
+  CHECK(damo_dense_op(g, x, damo_param(g, "w", w, NULL), damo_param(g, "b", b, NULL), DAMO_ACT_NONE) == NULL);
+  CHECK(damo_graph_status(g) == DAMO_ERR_SHAPE);
+  damo_graph_free(g);
+  g = damo_graph_new(1);
+  x = damo_input(g, "x", DAMO_F32, 2, xs);
+  CHECK(damo_dense_op(g, x, damo_param(g, "w", w, NULL), NULL, DAMO_ACT_SOFTMAX) == NULL);
+  damo_graph_free(g);
+  damo_tensor_free(w);
+  damo_tensor_free(b);
+}
+
+int main(void) {
+  RUN(test_dense_equals_composition);
+  RUN(test_dense_rejects_bad_input);
+  return test_summary("fused");
+}
