@@ -20,6 +20,14 @@ void damo_free(void *p);
 /* strdup that records DAMO_ERR_NOMEM on failure. */
 char *damo_strdup(const char *s);
 
+/* Compiles a hot loop for AVX-512, AVX2 and baseline x86-64 and picks one at load time
+ * (GCC function multi-versioning): the library itself is built without -march flags. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define DAMO_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DAMO_MULTIVERSION
+#endif
+
 /* Multiply with overflow check: returns 0 and sets *out, or -1 on overflow. */
 static inline int damo_mul_overflow(size_t a, size_t b, size_t *out) {
   if (a && b > SIZE_MAX / a) return -1;

@@ -217,6 +217,13 @@ OPT_INLINE void adam_block(float *restrict p, float *restrict g, float *restrict
   }
 }
 
+DAMO_MULTIVERSION static double block_sumsq(const float *g, int64_t lo, int64_t hi) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = lo; i < hi; i++) s += (double)g[i] * (double)g[i];
+  return s;
+}
+
 /* Sum of squared gradients, in double, summed block by block in a fixed order. */
 static double grad_sumsq(damo_optimizer *o, const float *g) {
   const int64_t n = o->n, nb = o->n_blocks;
@@ -224,10 +231,7 @@ static double grad_sumsq(damo_optimizer *o, const float *g) {
 #pragma omp parallel for schedule(static) if (n > OPT_PARALLEL_MIN)
   for (int64_t b = 0; b < nb; b++) {
     int64_t lo = b * OPT_BLOCK, hi = lo + OPT_BLOCK < n ? lo + OPT_BLOCK : n;
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = lo; i < hi; i++) s += (double)g[i] * (double)g[i];
-    part[b] = s;
+    part[b] = block_sumsq(g, lo, hi);
   }
   double total = 0.0;
   for (int64_t b = 0; b < nb; b++) total += part[b];
@@ -242,6 +246,21 @@ static damo_status non_finite_error(const damo_optimizer *o, const float *g) {
   /* Every element finite but the norm is not: cannot happen for float inputs summed in double. */
   return damo_error(DAMO_ERR_NUMERIC, "optimizer step %lld: gradient norm is not finite; parameters left unchanged",
                     (long long)o->steps);
+}
+
+/* One block of the update, compiled per SIMD level (each clone inlines the block kernels). */
+DAMO_MULTIVERSION static void update_block(int variant, float *p, float *g, float *m, float *v, int64_t lo, int64_t hi,
+                                           const step_consts *k) {
+  switch (variant) {
+  case 0: sgd_block(p, g, m, lo, hi, k, 0, 0); break;
+  case 1: sgd_block(p, g, m, lo, hi, k, 1, 0); break;
+  case 2: sgd_block(p, g, m, lo, hi, k, 0, 1); break;
+  case 3: sgd_block(p, g, m, lo, hi, k, 1, 1); break;
+  case 4: adam_block(p, g, m, v, lo, hi, k, 0, 0); break;
+  case 5: adam_block(p, g, m, v, lo, hi, k, 1, 0); break;
+  case 6: adam_block(p, g, m, v, lo, hi, k, 0, 1); break;
+  default: adam_block(p, g, m, v, lo, hi, k, 1, 1); break;
+  }
 }
 
 damo_status damo_optimizer_step(damo_optimizer *o, float *params, float *grads, int64_t total_steps, float *grad_norm) {
@@ -293,16 +312,7 @@ damo_status damo_optimizer_step(damo_optimizer *o, float *params, float *grads, 
 #pragma omp parallel for schedule(static) if (n > OPT_PARALLEL_MIN)
   for (int64_t b = 0; b < nb; b++) {
     int64_t lo = b * OPT_BLOCK, hi = lo + OPT_BLOCK < n ? lo + OPT_BLOCK : n;
-    switch (variant) {
-    case 0: sgd_block(p, g, m, lo, hi, &k, 0, 0); break;
-    case 1: sgd_block(p, g, m, lo, hi, &k, 1, 0); break;
-    case 2: sgd_block(p, g, m, lo, hi, &k, 0, 1); break;
-    case 3: sgd_block(p, g, m, lo, hi, &k, 1, 1); break;
-    case 4: adam_block(p, g, m, v, lo, hi, &k, 0, 0); break;
-    case 5: adam_block(p, g, m, v, lo, hi, &k, 1, 0); break;
-    case 6: adam_block(p, g, m, v, lo, hi, &k, 0, 1); break;
-    default: adam_block(p, g, m, v, lo, hi, &k, 1, 1); break;
-    }
+    update_block(variant, p, g, m, v, lo, hi, &k);
   }
   o->steps++;
   return DAMO_OK;

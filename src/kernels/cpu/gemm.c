@@ -44,6 +44,9 @@ static const gemm_config *config_for_level(damo_simd_level level) {
 /* Below this many multiply-adds a product is done by the calling thread alone: waking the
  * other threads and the barriers would cost more than they save. */
 #define GEMM_THREADING_MIN_FMAS (128 * 1024)
+/* Above this many floats of op(B), threads share its packed blocks instead of each packing
+ * all of it (which costs about a cycle per float). */
+#define GEMM_SHARED_B_MIN_FLOATS (256.0 * 1024.0)
 
 static int64_t round_up(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -196,53 +199,60 @@ typedef struct gemm_problem {
   int64_t lda, ldb, ldc;
 } gemm_problem;
 
-/* Floats of packing buffer a product of this size needs: an MC x KC block of op(A), then a
- * 64-byte aligned KC x NC block of op(B). */
-static size_t packing_floats(const gemm_config *cfg, int64_t M, int64_t N, int64_t K, int64_t *b_offset) {
-  const int64_t kc = min64(cfg->kc, K);
-  const int64_t a_floats = round_up(round_up(min64(cfg->mc, M), cfg->mr) * kc, 16);
-  *b_offset = a_floats;
-  return (size_t)(a_floats + round_up(min64(cfg->nc, N), cfg->nr) * kc);
+/* Floats of one packed MC x KC block of op(A), rounded so a block that follows stays 64-byte
+ * aligned; and of one packed KC x NC block of op(B). */
+static int64_t packed_a_floats(const gemm_config *cfg, int64_t M, int64_t K) {
+  return round_up(round_up(min64(cfg->mc, M), cfg->mr) * min64(cfg->kc, K), 16);
+}
+static int64_t packed_b_floats(const gemm_config *cfg, int64_t N, int64_t K) {
+  return round_up(round_up(min64(cfg->nc, N), cfg->nr) * min64(cfg->kc, K), 16);
 }
 
-/* One thread's whole product, blocked and packed into buffer (see packing_floats). */
-static void gemm_blocked(const gemm_problem *pr, const gemm_config *cfg, float *buffer) {
+/* Rows [ic, ic + mc) of C times the packed block of op(B) at columns [jc, jc + nc), K slice
+ * [pc, pc + kc): packs that row block of op(A), then runs the micro-kernel over its tiles. */
+static void multiply_row_block(const gemm_problem *pr, const gemm_config *cfg, float *packed_a,
+                               const float *packed_b, int64_t ic, int64_t mc, int64_t jc, int64_t nc, int64_t pc,
+                               int64_t kc) {
   const int mr = cfg->mr, nr = cfg->nr;
-  int64_t b_offset;
-  packing_floats(cfg, pr->M, pr->N, pr->K, &b_offset);
-  float *packed_a = buffer, *packed_b = buffer + b_offset;
-  for (int64_t jc = 0; jc < pr->N; jc += cfg->nc) {
-    const int64_t nc = min64(cfg->nc, pr->N - jc);
-    const int64_t b_panels = (nc + nr - 1) / nr;
-    for (int64_t pc = 0; pc < pr->K; pc += cfg->kc) {
-      const int64_t kc = min64(cfg->kc, pr->K - pc);
-      /* The first K slice applies the caller's beta; later slices accumulate onto it. */
-      const float beta = pc == 0 ? pr->beta : 1.0f;
-      cfg->pack(pr->trans_b, pr->B, pr->ldb, jc, pc, nc, kc, nr, packed_b);
-      for (int64_t ic = 0; ic < pr->M; ic += cfg->mc) {
-        const int64_t mc = min64(cfg->mc, pr->M - ic);
-        const int64_t a_panels = (mc + mr - 1) / mr;
-        cfg->pack(!pr->trans_a, pr->A, pr->lda, ic, pc, mc, kc, mr, packed_a);
-        /* B micro-panel outermost: it stays in L1 while the A block streams from L2. */
-        for (int64_t jp = 0; jp < b_panels; jp++) {
-          const int64_t col = jc + jp * nr;
-          const int n = (int)min64(nr, pr->N - col);
-          for (int64_t ip = 0; ip < a_panels; ip++) {
-            const int64_t row = ic + ip * mr;
-            cfg->kernel(kc, packed_a + ip * mr * kc, packed_b + jp * nr * kc, pr->C + row * pr->ldc + col, pr->ldc,
-                        (int)min64(mr, pr->M - row), n, pr->alpha, beta);
-          }
-        }
-      }
+  /* The first K slice applies the caller's beta; later slices accumulate onto it. */
+  const float beta = pc == 0 ? pr->beta : 1.0f;
+  const int64_t a_panels = (mc + mr - 1) / mr, b_panels = (nc + nr - 1) / nr;
+  cfg->pack(!pr->trans_a, pr->A, pr->lda, ic, pc, mc, kc, mr, packed_a);
+  /* B micro-panel outermost: it stays in L1 while the A block streams from L2. */
+  for (int64_t jp = 0; jp < b_panels; jp++) {
+    const int64_t col = jc + jp * nr;
+    const int n = (int)min64(nr, pr->N - col);
+    for (int64_t ip = 0; ip < a_panels; ip++) {
+      const int64_t row = ic + ip * mr;
+      cfg->kernel(kc, packed_a + ip * mr * kc, packed_b + jp * nr * kc, pr->C + row * pr->ldc + col, pr->ldc,
+                  (int)min64(mr, pr->M - row), n, pr->alpha, beta);
     }
   }
+}
+
+/* The whole product on one thread; buffer holds a packed A block then a packed B block. */
+static void gemm_blocked(const gemm_problem *pr, const gemm_config *cfg, float *buffer) {
+  float *packed_a = buffer, *packed_b = buffer + packed_a_floats(cfg, pr->M, pr->K);
+  for (int64_t jc = 0; jc < pr->N; jc += cfg->nc) {
+    const int64_t nc = min64(cfg->nc, pr->N - jc);
+    for (int64_t pc = 0; pc < pr->K; pc += cfg->kc) {
+      const int64_t kc = min64(cfg->kc, pr->K - pc);
+      cfg->pack(pr->trans_b, pr->B, pr->ldb, jc, pc, nc, kc, cfg->nr, packed_b);
+      for (int64_t ic = 0; ic < pr->M; ic += cfg->mc)
+        multiply_row_block(pr, cfg, packed_a, packed_b, ic, min64(cfg->mc, pr->M - ic), jc, nc, pc, kc);
+    }
+  }
+}
+
+static void gemm_reference_problem(const gemm_problem *pr) {
+  damo_gemm_reference(pr->trans_a, pr->trans_b, pr->M, pr->N, pr->K, pr->alpha, pr->A, pr->lda, pr->B, pr->ldb,
+                      pr->beta, pr->C, pr->ldc);
 }
 
 /* gemm_blocked with this thread's cached buffer, or a buffer of its own for this call, or
  * (no memory at all) the reference loop, which needs none. */
 static void gemm_with_buffer(const gemm_problem *pr, const gemm_config *cfg) {
-  int64_t b_offset;
-  const size_t floats = packing_floats(cfg, pr->M, pr->N, pr->K, &b_offset);
+  const size_t floats = (size_t)(packed_a_floats(cfg, pr->M, pr->K) + packed_b_floats(cfg, pr->N, pr->K));
   float *buffer = pack_buffer_get(floats);
   if (buffer) {
     gemm_blocked(pr, cfg, buffer);
@@ -254,14 +264,56 @@ static void gemm_with_buffer(const gemm_problem *pr, const gemm_config *cfg) {
     damo_free(owned);
     return;
   }
-  damo_gemm_reference(pr->trans_a, pr->trans_b, pr->M, pr->N, pr->K, pr->alpha, pr->A, pr->lda, pr->B, pr->ldb,
-                      pr->beta, pr->C, pr->ldc);
+  gemm_reference_problem(pr);
 }
 
-/* How threads split C: a row_parts x col_parts grid of blocks, each a whole number of tiles.
- * Every thread packs what its block needs, so there are no barriers, but a row split makes
- * each thread pack all of op(B) and a column split all of op(A); the grid that packs the
- * fewest extra elements wins. */
+/* Part `part` of `parts` of [0, count) split at multiples of `tile` as evenly as tiles allow. */
+static void tile_share(int64_t count, int64_t tile, int part, int parts, int64_t *begin, int64_t *end) {
+  const int64_t tiles = (count + tile - 1) / tile;
+  *begin = min64(tiles * part / parts * tile, count);
+  *end = min64(tiles * (part + 1) / parts * tile, count);
+}
+
+/* ------------------------------------------------------------------ threading */
+
+/* Large products: each thread takes a band of rows of C and packs its own op(A) blocks, while
+ * every block of op(B) is packed once, each thread packing a share of its micro-panels. Two
+ * shared B buffers are used in turn, so one barrier per block suffices: a thread passing the
+ * barrier of block i + 1 knows everyone is done reading block i - 1's buffer, which block
+ * i + 2 reuses. own_a is this thread's A buffer (NULL: no memory; the thread then still packs
+ * and meets every barrier, and computes its band with the reference loop at the end). */
+static void gemm_shared_b(const gemm_problem *pr, const gemm_config *cfg, float *own_a, float *const shared_b[2],
+                          int thread, int threads) {
+  int64_t row0, row1;
+  tile_share(pr->M, cfg->mr, thread, threads, &row0, &row1);
+  int64_t block = 0;
+  for (int64_t jc = 0; jc < pr->N; jc += cfg->nc) {
+    const int64_t nc = min64(cfg->nc, pr->N - jc);
+    for (int64_t pc = 0; pc < pr->K; pc += cfg->kc, block++) {
+      const int64_t kc = min64(cfg->kc, pr->K - pc);
+      float *packed_b = shared_b[block & 1];
+      int64_t col0, col1;
+      tile_share(nc, cfg->nr, thread, threads, &col0, &col1);
+      if (col1 > col0) cfg->pack(pr->trans_b, pr->B, pr->ldb, jc + col0, pc, col1 - col0, kc, cfg->nr, packed_b + col0 * kc);
+#pragma omp barrier
+      if (!own_a) continue;
+      for (int64_t ic = row0; ic < row1; ic += cfg->mc)
+        multiply_row_block(pr, cfg, own_a, packed_b, ic, min64(cfg->mc, row1 - ic), jc, nc, pc, kc);
+    }
+  }
+  if (!own_a && row1 > row0) {
+    gemm_problem band = *pr;
+    band.M = row1 - row0;
+    band.A = pr->trans_a ? pr->A + row0 : pr->A + row0 * pr->lda;
+    band.C = pr->C + row0 * pr->ldc;
+    gemm_reference_problem(&band);
+  }
+}
+
+/* Products too small to amortise barriers: C is cut into a row_parts x col_parts grid of
+ * blocks, whole tiles each, and every thread computes its block independently. A row split
+ * makes each thread pack all of op(B) and a column split all of op(A); the grid that packs
+ * the fewest extra elements wins. */
 typedef struct thread_grid {
   int row_parts, col_parts;
 } thread_grid;
@@ -286,11 +338,18 @@ static thread_grid choose_thread_grid(const gemm_config *cfg, int64_t M, int64_t
   return (thread_grid){1, 1};
 }
 
-/* Part `part` of `parts` of [0, count) split at multiples of `tile` as evenly as tiles allow. */
-static void tile_share(int64_t count, int tile, int part, int parts, int64_t *begin, int64_t *end) {
-  const int64_t tiles = (count + tile - 1) / tile;
-  *begin = min64(tiles * part / parts * tile, count);
-  *end = min64(tiles * (part + 1) / parts * tile, count);
+static void gemm_grid_part(const gemm_problem *pr, const gemm_config *cfg, thread_grid grid, int part) {
+  int64_t row0, row1, col0, col1;
+  tile_share(pr->M, cfg->mr, part / grid.col_parts, grid.row_parts, &row0, &row1);
+  tile_share(pr->N, cfg->nr, part % grid.col_parts, grid.col_parts, &col0, &col1);
+  if (row0 >= row1 || col0 >= col1) return;
+  gemm_problem block = *pr;
+  block.M = row1 - row0;
+  block.N = col1 - col0;
+  block.A = pr->trans_a ? pr->A + row0 : pr->A + row0 * pr->lda;
+  block.B = pr->trans_b ? pr->B + col0 * pr->ldb : pr->B + col0;
+  block.C = pr->C + row0 * pr->ldc + col0;
+  gemm_with_buffer(&block, cfg);
 }
 
 void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
@@ -305,27 +364,40 @@ void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
 
   int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   if ((double)M * (double)N * (double)K < GEMM_THREADING_MIN_FMAS) threads = 1;
-  const thread_grid grid = choose_thread_grid(cfg, M, N, threads);
-  if (grid.row_parts * grid.col_parts <= 1) {
+  if (threads <= 1) {
     gemm_with_buffer(&problem, cfg);
     return;
   }
-#pragma omp parallel num_threads(grid.row_parts * grid.col_parts)
-  {
-    /* A smaller team than asked for (omp_set_dynamic) still covers C: parts loop. */
-    const int team = omp_get_num_threads(), parts = grid.row_parts * grid.col_parts;
-    for (int part = omp_get_thread_num(); part < parts; part += team) {
-      int64_t row0, row1, col0, col1;
-      tile_share(M, cfg->mr, part / grid.col_parts, grid.row_parts, &row0, &row1);
-      tile_share(N, cfg->nr, part % grid.col_parts, grid.col_parts, &col0, &col1);
-      if (row0 >= row1 || col0 >= col1) continue;
-      gemm_problem block = problem;
-      block.M = row1 - row0;
-      block.N = col1 - col0;
-      block.A = trans_a ? A + row0 : A + row0 * lda;
-      block.B = trans_b ? B + col0 * ldb : B + col0;
-      block.C = C + row0 * ldc + col0;
-      gemm_with_buffer(&block, cfg);
+
+  /* Shared B pays off when every thread gets a few row blocks and op(B) is big enough that
+   * packing it once per thread would show. */
+  if (M >= (int64_t)threads * cfg->mc && (double)N * (double)K >= GEMM_SHARED_B_MIN_FLOATS) {
+    const int64_t a_floats = packed_a_floats(cfg, M, K), b_floats = packed_b_floats(cfg, N, K);
+    /* The calling thread is thread 0 of the team: its cached buffer holds its A block and
+     * the two shared B blocks; the other threads use their own for A. */
+    float *buffer = pack_buffer_get((size_t)(a_floats + 2 * b_floats));
+    if (buffer) {
+      float *const shared_b[2] = {buffer + a_floats, buffer + a_floats + b_floats};
+#pragma omp parallel num_threads(threads)
+      {
+        const int thread = omp_get_thread_num();
+        float *own_a = thread == 0 ? buffer : pack_buffer_get((size_t)a_floats);
+        gemm_shared_b(&problem, cfg, own_a, shared_b, thread, omp_get_num_threads());
+      }
+      return;
     }
+  }
+
+  const thread_grid grid = choose_thread_grid(cfg, M, N, threads);
+  const int parts = grid.row_parts * grid.col_parts;
+  if (parts <= 1) {
+    gemm_with_buffer(&problem, cfg);
+    return;
+  }
+#pragma omp parallel num_threads(parts)
+  {
+    /* A smaller team than asked for (omp_set_dynamic) still covers every part. */
+    const int team = omp_get_num_threads();
+    for (int part = omp_get_thread_num(); part < parts; part += team) gemm_grid_part(&problem, cfg, grid, part);
   }
 }

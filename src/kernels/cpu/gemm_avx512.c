@@ -130,6 +130,7 @@ __attribute__((target("avx512f"))) void damo_gemm_pack_avx512(int x_major, const
         for (int v = 0; v < vectors; v++) {
           const int64_t offset = q * width + 16 * v;
           /* Rows are often only a few cache lines long: fetch the next one early. */
+          if (p + 1 < depth) _mm_prefetch((const char *)(row + ld + offset), _MM_HINT_T0);
           __m512 values = _mm512_maskz_loadu_ps(first_lanes(x_count - offset), row + offset);
           _mm512_mask_storeu_ps(dst + (q * depth + p) * width + 16 * v, first_lanes(width - 16 * v), values);
         }
@@ -147,6 +148,9 @@ __attribute__((target("avx512f"))) void damo_gemm_pack_avx512(int x_major, const
         const __mmask16 load_mask = first_lanes(depth - p);
         __m512 block[16];
         /* Sixteen short row segments defeat the hardware prefetcher: fetch a few lines ahead. */
+        if (p + PACK_PREFETCH_FLOATS < depth)
+          for (int r = 0; r < 16 && r < rows_here; r++)
+            _mm_prefetch((const char *)(src + (x0 + first_x + r) * ld + k0 + p + PACK_PREFETCH_FLOATS), _MM_HINT_T0);
 #pragma GCC unroll 16
         for (int r = 0; r < 16; r++)
           block[r] = r < rows_here ? _mm512_maskz_loadu_ps(load_mask, src + (x0 + first_x + r) * ld + k0 + p)
