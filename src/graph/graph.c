@@ -240,6 +240,12 @@ float *damo_node_grad_acc(damo_node *n) {
   return n->grad;
 }
 
+float *damo_node_grad_out(damo_node *n, float *beta) {
+  *beta = n->grad_ready ? 1.0f : 0.0f;
+  n->grad_ready = 1;
+  return n->grad;
+}
+
 damo_status damo_graph_backward(damo_graph *g) {
   if (!g || !g->compiled || !g->loss) return damo_error(DAMO_ERR_STATE, "backward: graph was compiled without a loss");
   for (int k = 0; k < g->n_order; k++) g->nodes[g->order[k]]->grad_ready = 0;

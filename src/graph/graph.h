@@ -128,6 +128,9 @@ damo_status damo_shape_error(const damo_node *n, const char *what, const damo_no
 /* The gradient buffer of an input, zero-filled on first use in this backward pass, so every
  * backward rule accumulates with +=. */
 float *damo_node_grad_acc(damo_node *n);
+/* For a writer that overwrites the whole gradient when it is first (a GEMM with beta 0):
+ * returns the buffer and sets *beta to 0 the first time in a pass (no zero-fill), else 1. */
+float *damo_node_grad_out(damo_node *n, float *beta);
 
 static inline int64_t damo_node_count(const damo_node *n) {
   int64_t c = 1;

@@ -94,12 +94,20 @@ static void dense_backward(damo_graph *g, damo_node *n) {
     dz = z;
   }
   if (bn && bn->in_backward) { /* column sums, rows in order: the same result for any thread count */
-    float *db = damo_node_grad_acc(bn);
+    float beta, *db = damo_node_grad_out(bn, &beta);
+    if (beta == 0.0f) memset(db, 0, (size_t)N * sizeof *db);
     for (int64_t r = 0; r < M; r++)
       for (int64_t j = 0; j < N; j++) db[j] += dz[r * N + j];
   }
-  if (wn->in_backward) damo_gemm(1, 0, K, N, M, 1.0f, x, K, dz, N, 1.0f, damo_node_grad_acc(wn), N);
-  if (xn->in_backward) damo_gemm(0, 1, M, K, N, 1.0f, dz, N, w, N, 1.0f, damo_node_grad_acc(xn), K);
+  float beta, *grad;
+  if (wn->in_backward) {
+    grad = damo_node_grad_out(wn, &beta);
+    damo_gemm(1, 0, K, N, M, 1.0f, x, K, dz, N, beta, grad, N);
+  }
+  if (xn->in_backward) {
+    grad = damo_node_grad_out(xn, &beta);
+    damo_gemm(0, 1, M, K, N, 1.0f, dz, N, w, N, beta, grad, K);
+  }
 }
 
 /* Backward reads x (for dW) and its own output y (for act'). */
