@@ -106,12 +106,16 @@ def main(argv):
     print("W1: probing PyTorch configurations", flush=True)
     probes = []
     for cfg in TORCH_CONFIGS if not quick else TORCH_CONFIGS[:1]:
-        r = run_json([PY, os.path.join(HERE, "torch_bench.py"), "w1", str(threads), init, "--probe-steps", "300"], cfg)
-        probes.append((r["probe_steps_per_s"], cfg, r))
-        rel = abs(r["first_loss"] - d_w1["first_loss"]) / abs(d_w1["first_loss"])
-        if rel > LOSS_TOLERANCE:
-            raise SystemExit("bench: W1 first-step loss differs: damo %.7f, PyTorch %.7f (%s); refusing to compare"
-                             % (d_w1["first_loss"], r["first_loss"], describe(cfg)))
+        best = 0.0
+        for _ in range(2):  # best of two: a probe is short and the machine is shared
+            r = run_json([PY, os.path.join(HERE, "torch_bench.py"), "w1", str(threads), init, "--probe-steps", "400"],
+                         cfg)
+            best = max(best, r["probe_steps_per_s"])
+            rel = abs(r["first_loss"] - d_w1["first_loss"]) / abs(d_w1["first_loss"])
+            if rel > LOSS_TOLERANCE:
+                raise SystemExit("bench: W1 first-step loss differs: damo %.7f, PyTorch %.7f (%s); refusing to compare"
+                                 % (d_w1["first_loss"], r["first_loss"], describe(cfg)))
+        probes.append((best, cfg, r))
     probes.sort(key=lambda p: -p[0])
     best_cfg = probes[0][1]
     print("W1: PyTorch with %s" % describe(best_cfg), flush=True)

@@ -47,6 +47,9 @@ static const gemm_config *config_for_level(damo_simd_level level) {
 /* Above this many floats of op(B), threads share its packed blocks instead of each packing
  * all of it (which costs about a cycle per float). */
 #define GEMM_SHARED_B_MIN_FLOATS (256.0 * 1024.0)
+/* Columns of op(B) one thread packs at a time when threads share the packing (a multiple of
+ * every level's NR). */
+#define GEMM_PACK_CHUNK_COLUMNS 128
 
 static int64_t round_up(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -276,37 +279,34 @@ static void tile_share(int64_t count, int64_t tile, int part, int parts, int64_t
 
 /* ------------------------------------------------------------------ threading */
 
-/* Large products: each thread takes a band of rows of C and packs its own op(A) blocks, while
- * every block of op(B) is packed once, each thread packing a share of its micro-panels. Two
- * shared B buffers are used in turn, so one barrier per block suffices: a thread passing the
- * barrier of block i + 1 knows everyone is done reading block i - 1's buffer, which block
- * i + 2 reuses. own_a is this thread's A buffer (NULL: no memory; the thread then still packs
- * and meets every barrier, and computes its band with the reference loop at the end). */
-static void gemm_shared_b(const gemm_problem *pr, const gemm_config *cfg, float *own_a, float *const shared_b[2],
-                          int thread, int threads) {
-  int64_t row0, row1;
-  tile_share(pr->M, cfg->mr, thread, threads, &row0, &row1);
+/* Large products: every block of op(B) is packed once, by all threads together, into one of
+ * two shared buffers used in turn; then threads take row blocks of C dynamically, packing
+ * their own op(A) blocks. Taking blocks as they finish keeps both cores busy when one runs
+ * slower (a busy sibling, a noisy neighbour). One barrier per block of op(B) suffices: a
+ * thread that has passed the barrier of block i + 1 knows everyone finished with block i - 1,
+ * whose buffer block i + 2 reuses. own_a is this thread's A buffer. */
+static void gemm_shared_b(const gemm_problem *pr, const gemm_config *cfg, float *own_a, float *const shared_b[2]) {
+  const int64_t row_blocks = (pr->M + cfg->mc - 1) / cfg->mc;
   int64_t block = 0;
   for (int64_t jc = 0; jc < pr->N; jc += cfg->nc) {
     const int64_t nc = min64(cfg->nc, pr->N - jc);
+    const int64_t pack_chunks = (nc + GEMM_PACK_CHUNK_COLUMNS - 1) / GEMM_PACK_CHUNK_COLUMNS;
     for (int64_t pc = 0; pc < pr->K; pc += cfg->kc, block++) {
       const int64_t kc = min64(cfg->kc, pr->K - pc);
       float *packed_b = shared_b[block & 1];
-      int64_t col0, col1;
-      tile_share(nc, cfg->nr, thread, threads, &col0, &col1);
-      if (col1 > col0) cfg->pack(pr->trans_b, pr->B, pr->ldb, jc + col0, pc, col1 - col0, kc, cfg->nr, packed_b + col0 * kc);
-#pragma omp barrier
-      if (!own_a) continue;
-      for (int64_t ic = row0; ic < row1; ic += cfg->mc)
-        multiply_row_block(pr, cfg, own_a, packed_b, ic, min64(cfg->mc, row1 - ic), jc, nc, pc, kc);
+      /* The implied barrier at the end makes the whole block visible to everyone. */
+#pragma omp for schedule(dynamic)
+      for (int64_t chunk = 0; chunk < pack_chunks; chunk++) {
+        const int64_t col0 = chunk * GEMM_PACK_CHUNK_COLUMNS;
+        cfg->pack(pr->trans_b, pr->B, pr->ldb, jc + col0, pc, min64(GEMM_PACK_CHUNK_COLUMNS, nc - col0), kc, cfg->nr,
+                  packed_b + col0 * kc);
+      }
+#pragma omp for schedule(dynamic) nowait
+      for (int64_t rb = 0; rb < row_blocks; rb++) {
+        const int64_t ic = rb * cfg->mc;
+        multiply_row_block(pr, cfg, own_a, packed_b, ic, min64(cfg->mc, pr->M - ic), jc, nc, pc, kc);
+      }
     }
-  }
-  if (!own_a && row1 > row0) {
-    gemm_problem band = *pr;
-    band.M = row1 - row0;
-    band.A = pr->trans_a ? pr->A + row0 : pr->A + row0 * pr->lda;
-    band.C = pr->C + row0 * pr->ldc;
-    gemm_reference_problem(&band);
   }
 }
 
@@ -373,17 +373,13 @@ void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
    * packing it once per thread would show. */
   if (M >= (int64_t)threads * cfg->mc && (double)N * (double)K >= GEMM_SHARED_B_MIN_FLOATS) {
     const int64_t a_floats = packed_a_floats(cfg, M, K), b_floats = packed_b_floats(cfg, N, K);
-    /* The calling thread is thread 0 of the team: its cached buffer holds its A block and
-     * the two shared B blocks; the other threads use their own for A. */
-    float *buffer = pack_buffer_get((size_t)(a_floats + 2 * b_floats));
+    /* The calling thread's buffer holds the two shared B blocks and every thread's A block
+     * (each a whole number of cache lines), so nothing is allocated inside the team. */
+    float *buffer = pack_buffer_get((size_t)(2 * b_floats + threads * a_floats));
     if (buffer) {
-      float *const shared_b[2] = {buffer + a_floats, buffer + a_floats + b_floats};
+      float *const shared_b[2] = {buffer, buffer + b_floats};
 #pragma omp parallel num_threads(threads)
-      {
-        const int thread = omp_get_thread_num();
-        float *own_a = thread == 0 ? buffer : pack_buffer_get((size_t)a_floats);
-        gemm_shared_b(&problem, cfg, own_a, shared_b, thread, omp_get_num_threads());
-      }
+      gemm_shared_b(&problem, cfg, buffer + 2 * b_floats + omp_get_thread_num() * a_floats, shared_b);
       return;
     }
   }
