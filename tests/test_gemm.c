@@ -116,7 +116,8 @@ static void check_case(const gemm_case *c) {
         double r = test_close_ratio(got + i * ldc, expected + i * ldc, (long)c->N, atol, 1e-5);
         if (!(r <= worst)) worst = r;
       }
-      CHECK_MSG(worst <= 1.0, "%s, %d thread(s), M=%lld N=%lld K=%lld ta=%d tb=%d alpha=%g beta=%g: worst error %.3g x tol",
+      CHECK_MSG(worst <= 1.0,
+                "%s, %d thread(s), M=%lld N=%lld K=%lld ta=%d tb=%d alpha=%g beta=%g: worst error %.3g x tol",
                 level_name(levels[l]), threads, (long long)c->M, (long long)c->N, (long long)c->K, c->trans_a,
                 c->trans_b, (double)c->alpha, (double)c->beta, worst);
       CHECK_MSG(padding_intact(got, c->M, c->N, ldc), "%s, %d thread(s), M=%lld N=%lld K=%lld: C padding written",
@@ -191,13 +192,13 @@ static void test_odd_shapes(void) {
       }
 }
 
-/* All transposes x all alpha/beta values on shapes that cross the block sizes (K > KC, and
- * M > MC, N > NC for some level) with padded leading dimensions. */
+/* All transposes x all alpha/beta values on shapes that cross every level's block sizes
+ * (K > KC, M > MC, N > NC) with padded leading dimensions. */
 static void test_transposes_and_scaling(void) {
-  static const int64_t shapes[][3] = {{37, 45, 300}, {170, 33, 261}, {9, 2085, 70}};
+  static const int64_t shapes[][3] = {{37, 45, 300}, {170, 33, 261}, {9, 2085, 70}, {20, 40, 2100}};
   static const float alphas[] = {1.0f, 0.5f, -2.0f};
   static const float betas[] = {0.0f, 1.0f, 0.3f};
-  const int shape_count = quick_mode() ? 1 : 3;
+  const int shape_count = quick_mode() ? 1 : 4;
   for (int s = 0; s < shape_count; s++)
     for (int t = 0; t < 4; t++)
       for (int a = 0; a < 3; a++)
@@ -205,6 +206,40 @@ static void test_transposes_and_scaling(void) {
           gemm_case c = {t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2], alphas[a], betas[b], 5, 1, 7, 0};
           check_case(&c);
         }
+}
+
+/* A product big enough that each of two threads runs several row blocks, K slices and
+ * column blocks of its own. */
+static void test_large_blocks(void) {
+  if (quick_mode()) return;
+  gemm_case nn = {0, 0, 260, 1100, 1100, 0.5f, 0.3f, 3, 0, 5, 0};
+  gemm_case tt = {1, 1, 260, 1100, 1100, 1.0f, 0.0f, 0, 7, 0, 1};
+  check_case(&nn);
+  check_case(&tt);
+}
+
+/* Called from inside a parallel region each caller runs alone, on its own packing buffer:
+ * concurrent products must not disturb each other. */
+static void test_called_from_threads(void) {
+  enum { callers = 4, M = 64, N = 96, K = 130 }; /* above the threading threshold */
+  float *A = random_matrix(M, K, K), *B = random_matrix(K, N, N);
+  float *expected = malloc(sizeof(float) * M * N), *got = malloc(sizeof(float) * callers * M * N);
+  int mismatches = 0;
+  for (int c = 0; c < callers; c++) {
+    /* Caller c computes (c + 1) * A B, so a mixed-up buffer shows. */
+    damo_gemm_reference(0, 0, M, N, K, (float)(c + 1), A, K, B, N, 0.0f, expected, N);
+#pragma omp parallel for num_threads(callers)
+    for (int t = 0; t < callers; t++)
+      damo_gemm(0, 0, M, N, K, (float)(c + 1), A, K, B, N, 0.0f, got + (size_t)t * M * N, N);
+    for (int t = 0; t < callers; t++)
+      if (test_close_ratio(got + (size_t)t * M * N, expected, M * N, 1e-6 * (K + 4) * (c + 2), 1e-5) > 1.0)
+        mismatches++;
+  }
+  CHECK(mismatches == 0);
+  free(A);
+  free(B);
+  free(expected);
+  free(got);
 }
 
 /* beta == 0 must overwrite C without reading it: NaN there may not leak into the result. */
@@ -221,10 +256,10 @@ static void test_beta_zero_ignores_nan(void) {
  * gradient dY W^T, and the small output layer. */
 static void test_mlp_shapes(void) {
   static const gemm_case cases[] = {
-      {0, 0, 64, 256, 784, 1.0f, 0.0f, 0, 0, 0, 0},  {1, 0, 784, 256, 64, 1.0f, 0.0f, 0, 0, 0, 0},
-      {0, 1, 64, 784, 256, 1.0f, 0.0f, 0, 0, 0, 0},  {0, 0, 64, 128, 256, 1.0f, 1.0f, 0, 0, 0, 0},
-      {1, 0, 256, 128, 64, 1.0f, 1.0f, 0, 0, 0, 0},  {0, 0, 64, 10, 128, 1.0f, 0.0f, 0, 0, 0, 0},
-      {0, 1, 64, 128, 10, 1.0f, 0.0f, 0, 0, 0, 0},   {1, 0, 128, 10, 64, 1.0f, 0.0f, 0, 0, 0, 0},
+      {0, 0, 64, 256, 784, 1.0f, 0.0f, 0, 0, 0, 0}, {1, 0, 784, 256, 64, 1.0f, 0.0f, 0, 0, 0, 0},
+      {0, 1, 64, 784, 256, 1.0f, 0.0f, 0, 0, 0, 0}, {0, 0, 64, 128, 256, 1.0f, 1.0f, 0, 0, 0, 0},
+      {1, 0, 256, 128, 64, 1.0f, 1.0f, 0, 0, 0, 0}, {0, 0, 64, 10, 128, 1.0f, 0.0f, 0, 0, 0, 0},
+      {0, 1, 64, 128, 10, 1.0f, 0.0f, 0, 0, 0, 0},  {1, 0, 128, 10, 64, 1.0f, 0.0f, 0, 0, 0, 0},
   };
   const int count = quick_mode() ? 3 : (int)(sizeof cases / sizeof cases[0]);
   for (int i = 0; i < count; i++) check_case(&cases[i]);
@@ -262,6 +297,8 @@ int main(void) {
   RUN(test_mlp_shapes);
   RUN(test_transposes_and_scaling);
   RUN(test_odd_shapes);
+  RUN(test_large_blocks);
+  RUN(test_called_from_threads);
   RUN(test_fma_peak_probe);
   return test_summary("gemm");
 }

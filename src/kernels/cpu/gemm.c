@@ -1,18 +1,21 @@
 /* gemm.c - single-precision matrix multiply: the blocked, packed, threaded driver behind
- * damo_gemm, the portable scalar micro-kernel, and the reference triple loop.
+ * damo_gemm, the portable scalar micro-kernel and packer, and the reference triple loop.
  *
  * The driver follows the GotoBLAS/BLIS layering. For each NC-wide column block of C and each
- * KC-deep slice of K, a KC x NC block of op(B) is packed into NR-column micro-panels (it stays
- * in L3/L2); for each MC-row block, an MC x KC block of op(A) is packed into MR-row micro-panels
- * (it stays in L2); then the micro-kernel sweeps every MR x NR tile of that C block, streaming
- * one A micro-panel against one B micro-panel (which stays in L1) per tile. Packing makes both
- * operands contiguous and aligned whatever the transposes and leading dimensions, and pads
- * edges with zeros so the kernel always runs full-width; only its final store is masked.
+ * KC-deep slice of K, a KC x NC block of op(B) is packed into NR-column micro-panels; for each
+ * MC-row block, an MC x KC block of op(A) is packed into MR-row micro-panels (it stays in L2);
+ * then the micro-kernel sweeps every MR x NR tile of that C block, one A micro-panel against
+ * one B micro-panel per tile, B panel outermost so it is reused from cache across the row
+ * block. Packing makes both operands contiguous whatever the transposes and leading
+ * dimensions, and pads edges with zeros so the kernel always runs full-width; only its final
+ * load and store of C are masked.
  *
- * Threads share both packed blocks: they pack disjoint micro-panels, meet at a barrier, then
- * split the tiles of the C block. Every element of C is written by one thread, and the sum over
- * K is always taken in the same order (KC slices in turn, each inside one kernel call), so the
- * result does not depend on the thread count. */
+ * Threads split C into a grid of blocks (whole tiles) and each runs the blocked product on its
+ * block with its own packing buffer: no barriers, no shared writes. That packs some of A or B
+ * twice, which costs less than synchronising did in measurements, and keeps a thread that
+ * the OS preempts from stalling the others mid-product. Every element of C is written by one
+ * thread and its sum over K is taken in the same order (KC slices in turn, each inside one
+ * kernel call) whatever the split, so results do not depend on the thread count. */
 #include "kernels/cpu/kernels.h"
 
 #include <omp.h>
@@ -21,19 +24,38 @@
 /* Everything the driver needs to know about one SIMD level. */
 typedef struct gemm_config {
   int mr, nr;     /* micro-kernel tile */
-  int kc, mc, nc; /* block sizes: KC x NR B micro-panel ~ L1, MC x KC A block ~ L2 */
+  int kc, mc, nc; /* block sizes: MC x KC A block ~ L2, KC x NC B block ~ L3 */
   damo_gemm_microkernel_fn kernel;
   damo_gemm_pack_fn pack;
 } gemm_config;
 
 /* Block sizes were tuned on a Zen 5 core (48 KiB L1D, 1 MiB L2) and suit other recent cores
- * of similar cache sizes. mc and nc are multiples of mr and nr. */
-static const gemm_config config_avx512 = {DAMO_GEMM_AVX512_MR, DAMO_GEMM_AVX512_NR, 256, 168, 2048,
-                                          damo_gemm_microkernel_avx512, damo_gemm_pack_avx512};
-static const gemm_config config_avx2 = {DAMO_GEMM_AVX2_MR, DAMO_GEMM_AVX2_NR, 256, 144, 2048,
-                                        damo_gemm_microkernel_avx2, damo_gemm_pack_avx2};
-static const gemm_config config_scalar = {DAMO_GEMM_SCALAR_MR, DAMO_GEMM_SCALAR_NR, 256, 128, 1024,
-                                          damo_gemm_microkernel_scalar, damo_gemm_pack_portable};
+ * of similar cache sizes; mc and nc are multiples of mr and nr. A deep KC matters most: each
+ * KC slice is one more pass of C through memory, and with both cores busy memory traffic, not
+ * the FMAs, ran out first (KC 1024 beat 256 by 4-8% on two threads). The kernels stream a
+ * B micro-panel too big for L1 from L2 at full speed. Per thread the buffer holds an A block
+ * and a B block: 4.5 MiB at most for AVX-512, kept for reuse (see pack_buffer_get). */
+static const gemm_config config_avx512 = {.mr = DAMO_GEMM_AVX512_MR,
+                                          .nr = DAMO_GEMM_AVX512_NR,
+                                          .kc = 1024,
+                                          .mc = 112,
+                                          .nc = 1024,
+                                          .kernel = damo_gemm_microkernel_avx512,
+                                          .pack = damo_gemm_pack_avx512};
+static const gemm_config config_avx2 = {.mr = DAMO_GEMM_AVX2_MR,
+                                        .nr = DAMO_GEMM_AVX2_NR,
+                                        .kc = 512,
+                                        .mc = 96,
+                                        .nc = 1024,
+                                        .kernel = damo_gemm_microkernel_avx2,
+                                        .pack = damo_gemm_pack_avx2};
+static const gemm_config config_scalar = {.mr = DAMO_GEMM_SCALAR_MR,
+                                          .nr = DAMO_GEMM_SCALAR_NR,
+                                          .kc = 256,
+                                          .mc = 128,
+                                          .nc = 1024,
+                                          .kernel = damo_gemm_microkernel_scalar,
+                                          .pack = damo_gemm_pack_portable};
 
 static const gemm_config *config_for_level(damo_simd_level level) {
   if (level == DAMO_SIMD_AVX512) return &config_avx512;
@@ -42,14 +64,8 @@ static const gemm_config *config_for_level(damo_simd_level level) {
 }
 
 /* Below this many multiply-adds a product is done by the calling thread alone: waking the
- * other threads and the barriers would cost more than they save. */
-#define GEMM_THREADING_MIN_FMAS (128 * 1024)
-/* Above this many floats of op(B), threads share its packed blocks instead of each packing
- * all of it (which costs about a cycle per float). */
-#define GEMM_SHARED_B_MIN_FLOATS (256.0 * 1024.0)
-/* Columns of op(B) one thread packs at a time when threads share the packing (a multiple of
- * every level's NR). */
-#define GEMM_PACK_CHUNK_COLUMNS 128
+ * other threads would cost more than they save (measured crossover: about 64 x 64 x 128). */
+#define GEMM_THREADING_MIN_FMAS (512 * 1024)
 
 static int64_t round_up(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -76,8 +92,8 @@ void damo_gemm_reference(int trans_a, int trans_b, int64_t M, int64_t N, int64_t
 
 /* ------------------------------------------------------------------ scalar micro-kernel */
 
-void damo_gemm_microkernel_scalar(int64_t k, const float *packed_a, const float *packed_b, float *c, int64_t ldc,
-                                  int m, int n, float alpha, float beta) {
+void damo_gemm_microkernel_scalar(int64_t k, const float *packed_a, const float *packed_b, float *c, int64_t ldc, int m,
+                                  int n, float alpha, float beta) {
   enum { mr = DAMO_GEMM_SCALAR_MR, nr = DAMO_GEMM_SCALAR_NR };
   /* Rows of nr independent sums: a compiler targeting any SIMD width vectorises the j loop. */
   float acc[mr][nr] = {{0}};
@@ -181,7 +197,6 @@ static float *pack_buffer_get(size_t floats) {
 
 /* ------------------------------------------------------------------ driver */
 
-
 /* C = beta * C for the degenerate products (K == 0 or alpha == 0). */
 static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
   for (int64_t i = 0; i < M; i++) {
@@ -213,15 +228,14 @@ static int64_t packed_b_floats(const gemm_config *cfg, int64_t N, int64_t K) {
 
 /* Rows [ic, ic + mc) of C times the packed block of op(B) at columns [jc, jc + nc), K slice
  * [pc, pc + kc): packs that row block of op(A), then runs the micro-kernel over its tiles. */
-static void multiply_row_block(const gemm_problem *pr, const gemm_config *cfg, float *packed_a,
-                               const float *packed_b, int64_t ic, int64_t mc, int64_t jc, int64_t nc, int64_t pc,
-                               int64_t kc) {
+static void multiply_row_block(const gemm_problem *pr, const gemm_config *cfg, float *packed_a, const float *packed_b,
+                               int64_t ic, int64_t mc, int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
   const int mr = cfg->mr, nr = cfg->nr;
   /* The first K slice applies the caller's beta; later slices accumulate onto it. */
   const float beta = pc == 0 ? pr->beta : 1.0f;
   const int64_t a_panels = (mc + mr - 1) / mr, b_panels = (nc + nr - 1) / nr;
   cfg->pack(!pr->trans_a, pr->A, pr->lda, ic, pc, mc, kc, mr, packed_a);
-  /* B micro-panel outermost: it stays in L1 while the A block streams from L2. */
+  /* B micro-panel outermost: it stays in cache while the A block streams from L2. */
   for (int64_t jp = 0; jp < b_panels; jp++) {
     const int64_t col = jc + jp * nr;
     const int n = (int)min64(nr, pr->N - col);
@@ -271,7 +285,7 @@ static void gemm_with_buffer(const gemm_problem *pr, const gemm_config *cfg) {
 }
 
 /* Part `part` of `parts` of [0, count) split at multiples of `tile` as evenly as tiles allow. */
-static void tile_share(int64_t count, int64_t tile, int part, int parts, int64_t *begin, int64_t *end) {
+static void tile_share(int64_t count, int64_t tile, int64_t part, int64_t parts, int64_t *begin, int64_t *end) {
   const int64_t tiles = (count + tile - 1) / tile;
   *begin = min64(tiles * part / parts * tile, count);
   *end = min64(tiles * (part + 1) / parts * tile, count);
@@ -279,41 +293,9 @@ static void tile_share(int64_t count, int64_t tile, int part, int parts, int64_t
 
 /* ------------------------------------------------------------------ threading */
 
-/* Large products: every block of op(B) is packed once, by all threads together, into one of
- * two shared buffers used in turn; then threads take row blocks of C dynamically, packing
- * their own op(A) blocks. Taking blocks as they finish keeps both cores busy when one runs
- * slower (a busy sibling, a noisy neighbour). One barrier per block of op(B) suffices: a
- * thread that has passed the barrier of block i + 1 knows everyone finished with block i - 1,
- * whose buffer block i + 2 reuses. own_a is this thread's A buffer. */
-static void gemm_shared_b(const gemm_problem *pr, const gemm_config *cfg, float *own_a, float *const shared_b[2]) {
-  const int64_t row_blocks = (pr->M + cfg->mc - 1) / cfg->mc;
-  int64_t block = 0;
-  for (int64_t jc = 0; jc < pr->N; jc += cfg->nc) {
-    const int64_t nc = min64(cfg->nc, pr->N - jc);
-    const int64_t pack_chunks = (nc + GEMM_PACK_CHUNK_COLUMNS - 1) / GEMM_PACK_CHUNK_COLUMNS;
-    for (int64_t pc = 0; pc < pr->K; pc += cfg->kc, block++) {
-      const int64_t kc = min64(cfg->kc, pr->K - pc);
-      float *packed_b = shared_b[block & 1];
-      /* The implied barrier at the end makes the whole block visible to everyone. */
-#pragma omp for schedule(dynamic)
-      for (int64_t chunk = 0; chunk < pack_chunks; chunk++) {
-        const int64_t col0 = chunk * GEMM_PACK_CHUNK_COLUMNS;
-        cfg->pack(pr->trans_b, pr->B, pr->ldb, jc + col0, pc, min64(GEMM_PACK_CHUNK_COLUMNS, nc - col0), kc, cfg->nr,
-                  packed_b + col0 * kc);
-      }
-#pragma omp for schedule(dynamic) nowait
-      for (int64_t rb = 0; rb < row_blocks; rb++) {
-        const int64_t ic = rb * cfg->mc;
-        multiply_row_block(pr, cfg, own_a, packed_b, ic, min64(cfg->mc, pr->M - ic), jc, nc, pc, kc);
-      }
-    }
-  }
-}
-
-/* Products too small to amortise barriers: C is cut into a row_parts x col_parts grid of
- * blocks, whole tiles each, and every thread computes its block independently. A row split
- * makes each thread pack all of op(B) and a column split all of op(A); the grid that packs
- * the fewest extra elements wins. */
+/* C is cut into a row_parts x col_parts grid of blocks, whole tiles each, one per thread. A
+ * row split makes each thread pack all of op(B) and a column split all of op(A); the grid
+ * that packs the fewest extra elements wins. */
 typedef struct thread_grid {
   int row_parts, col_parts;
 } thread_grid;
@@ -367,21 +349,6 @@ void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
   if (threads <= 1) {
     gemm_with_buffer(&problem, cfg);
     return;
-  }
-
-  /* Shared B pays off when every thread gets a few row blocks and op(B) is big enough that
-   * packing it once per thread would show. */
-  if (M >= (int64_t)threads * cfg->mc && (double)N * (double)K >= GEMM_SHARED_B_MIN_FLOATS) {
-    const int64_t a_floats = packed_a_floats(cfg, M, K), b_floats = packed_b_floats(cfg, N, K);
-    /* The calling thread's buffer holds the two shared B blocks and every thread's A block
-     * (each a whole number of cache lines), so nothing is allocated inside the team. */
-    float *buffer = pack_buffer_get((size_t)(2 * b_floats + threads * a_floats));
-    if (buffer) {
-      float *const shared_b[2] = {buffer, buffer + b_floats};
-#pragma omp parallel num_threads(threads)
-      gemm_shared_b(&problem, cfg, buffer + 2 * b_floats + omp_get_thread_num() * a_floats, shared_b);
-      return;
-    }
   }
 
   const thread_grid grid = choose_thread_grid(cfg, M, N, threads);

@@ -1,4 +1,5 @@
-/* gemm_avx2.c - the AVX2 + FMA GEMM micro-kernel (see kernels.h for its contract).
+/* gemm_avx2.c - the AVX2 + FMA GEMM micro-kernel and panel packer (see kernels.h for their
+ * contracts).
  *
  * A 6 x 16 tile of C lives in 12 ymm accumulators for the whole k loop; each step loads two
  * vectors of the packed B panel and broadcasts 6 values of the packed A panel. That leaves 3 of
@@ -22,9 +23,8 @@ __attribute__((target("avx2"))) static inline __m256i first_lanes(int64_t lanes)
 }
 
 __attribute__((target("avx2,fma"))) void damo_gemm_microkernel_avx2(int64_t k, const float *packed_a,
-                                                                         const float *packed_b, float *c,
-                                                                         int64_t ldc, int m, int n, float alpha,
-                                                                         float beta) {
+                                                                    const float *packed_b, float *c, int64_t ldc, int m,
+                                                                    int n, float alpha, float beta) {
   __m256 acc[MR][VECTORS_PER_ROW];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; i++)

@@ -1,10 +1,14 @@
-/* gemm_avx512.c - the AVX-512 GEMM micro-kernel (see kernels.h for its contract).
+/* gemm_avx512.c - the AVX-512 GEMM micro-kernel and panel packer (see kernels.h for their
+ * contracts).
  *
  * A 14 x 32 tile of C lives in 28 zmm accumulators for the whole k loop; each step loads two
  * vectors of the packed B panel and broadcasts 14 values of the packed A panel straight into
  * the FMAs. 28 independent chains cover the FMA latency of both pipes, and the tile's 16 loads
- * per 28 FMAs stay within what the load ports deliver. Compiled for AVX-512 regardless of the
- * build flags; damo_gemm only calls it after run-time detection. */
+ * per 28 FMAs stay within what the load ports deliver; in cache it runs at ~99% of the FMA
+ * peak, as fast as 12 x 32 or 6 x 64 (8 x 48 was slower). 14 divides 784 (the MNIST width),
+ * and 32 columns waste less than 64 on narrow products. The packer transposes 16 x 16 blocks
+ * in registers, so packing an untransposed A costs about as little as copying. Compiled for
+ * AVX-512 regardless of the build flags; damo_gemm only calls these after run-time detection. */
 #include "kernels/cpu/kernels.h"
 
 #include <immintrin.h>
@@ -21,9 +25,8 @@ static inline __mmask16 first_lanes(int64_t lanes) {
 }
 
 __attribute__((target("avx512f,fma"))) void damo_gemm_microkernel_avx512(int64_t k, const float *packed_a,
-                                                                         const float *packed_b, float *c,
-                                                                         int64_t ldc, int m, int n, float alpha,
-                                                                         float beta) {
+                                                                         const float *packed_b, float *c, int64_t ldc,
+                                                                         int m, int n, float alpha, float beta) {
   __m512 acc[MR][VECTORS_PER_ROW];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; i++)

@@ -16,8 +16,8 @@ double damo_fma_peak_gflops(int threads);
  * and stores C[0..m)[0..n) = alpha * product + beta * C (m <= MR, n <= NR; C has leading
  * dimension ldc). beta == 0 never reads C. packed_b is 64-byte aligned; packed_a is read
  * one float at a time and need not be. */
-typedef void (*damo_gemm_microkernel_fn)(int64_t k, const float *packed_a, const float *packed_b, float *c,
-                                         int64_t ldc, int m, int n, float alpha, float beta);
+typedef void (*damo_gemm_microkernel_fn)(int64_t k, const float *packed_a, const float *packed_b, float *c, int64_t ldc,
+                                         int m, int n, float alpha, float beta);
 
 /* Panel packer. op(A) and op(B) are both seen as a grid of (x, k) with x the row of op(A)
  * or the column of op(B); the source holds element (x, k) at src[x * ld + k] when x_major
@@ -25,8 +25,8 @@ typedef void (*damo_gemm_microkernel_fn)(int64_t k, const float *packed_a, const
  * k in [k0, k0 + depth) into ceil(x_count / width) consecutive panels of width * depth floats:
  * panel q, group p holds the width values x = x0 + q * width + [0, width) at k = k0 + p, zero
  * past x_count. width is the kernel's MR (for A) or NR (for B). */
-typedef void (*damo_gemm_pack_fn)(int x_major, const float *src, int64_t ld, int64_t x0, int64_t k0,
-                                  int64_t x_count, int64_t depth, int width, float *dst);
+typedef void (*damo_gemm_pack_fn)(int x_major, const float *src, int64_t ld, int64_t x0, int64_t k0, int64_t x_count,
+                                  int64_t depth, int width, float *dst);
 
 /* Tile shapes (MR x NR) of each level's micro-kernel. */
 #define DAMO_GEMM_SCALAR_MR 4
@@ -36,19 +36,20 @@ typedef void (*damo_gemm_pack_fn)(int x_major, const float *src, int64_t ld, int
 #define DAMO_GEMM_AVX512_MR 14
 #define DAMO_GEMM_AVX512_NR 32
 
+/* The _avx2 and _avx512 functions below may only be called when damo_simd_level_get()
+ * reports that level. The AVX2 packer takes width <= 16, the AVX-512 one width <= 32. */
 void damo_gemm_pack_portable(int x_major, const float *src, int64_t ld, int64_t x0, int64_t k0, int64_t x_count,
-                              int64_t depth, int width, float *dst);
+                             int64_t depth, int width, float *dst);
 void damo_gemm_pack_avx2(int x_major, const float *src, int64_t ld, int64_t x0, int64_t k0, int64_t x_count,
                          int64_t depth, int width, float *dst);
 void damo_gemm_pack_avx512(int x_major, const float *src, int64_t ld, int64_t x0, int64_t k0, int64_t x_count,
                            int64_t depth, int width, float *dst);
 
-void damo_gemm_microkernel_scalar(int64_t k, const float *packed_a, const float *packed_b, float *c, int64_t ldc,
-                                  int m, int n, float alpha, float beta);
-/* Only call these when damo_simd_level_get() reports the matching level. */
-void damo_gemm_microkernel_avx2(int64_t k, const float *packed_a, const float *packed_b, float *c, int64_t ldc,
-                                int m, int n, float alpha, float beta);
-void damo_gemm_microkernel_avx512(int64_t k, const float *packed_a, const float *packed_b, float *c, int64_t ldc,
-                                  int m, int n, float alpha, float beta);
+void damo_gemm_microkernel_scalar(int64_t k, const float *packed_a, const float *packed_b, float *c, int64_t ldc, int m,
+                                  int n, float alpha, float beta);
+void damo_gemm_microkernel_avx2(int64_t k, const float *packed_a, const float *packed_b, float *c, int64_t ldc, int m,
+                                int n, float alpha, float beta);
+void damo_gemm_microkernel_avx512(int64_t k, const float *packed_a, const float *packed_b, float *c, int64_t ldc, int m,
+                                  int n, float alpha, float beta);
 
 #endif
