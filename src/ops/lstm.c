@@ -1,0 +1,197 @@
+/* lstm.c - a fused LSTM layer op over a whole sequence, Keras gate order (i, f, c, o).
+ *
+ *   z_t = x_t W + h_{t-1} R + b          (B, 4U)
+ *   i, f, o = sigmoid(z_i, z_f, z_o); g = tanh(z_c)
+ *   c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)
+ *
+ * x is (B, T, F), W (F, 4U), R (U, 4U), b (4U); the output is h for every step (B, T, U)
+ * or the last one (B, U). The input projection of all steps is one GEMM; each step then
+ * adds h_{t-1} R with a (B, U) x (U, 4U) GEMM. Internally everything is time-major
+ * (T, B, ...) so each step's rows are contiguous and backward's weight gradients are single
+ * GEMMs over all steps:
+ *   dW = X^T dZ,  dR = H_{0..T-2}^T dZ_{1..T-1},  db = column sums of dZ,  dX = dZ W^T.
+ * Saved for backward (aux): the gate activations, c and h of every step, and x time-major. */
+#include "graph/graph.h"
+
+#include <math.h>
+
+enum { LSTM_RETURN_SEQUENCES = 0 };
+
+typedef struct lstm_dims {
+  int64_t B, T, F, U;
+} lstm_dims;
+
+static lstm_dims dims_of(const damo_node *n) {
+  lstm_dims d = {n->in[0]->shape[0], n->in[0]->shape[1], n->in[0]->shape[2], n->in[2]->shape[0]};
+  return d;
+}
+
+/* aux layout, floats: gates (T,B,4U) | c (T,B,U) | h (T,B,U) | x (T,B,F) | dz (T,B,4U) |
+ * dh (B,U) | dc (B,U), the last two carried between backward steps. */
+typedef struct lstm_buffers {
+  float *gates, *c, *h, *x, *dz, *dh, *dc;
+} lstm_buffers;
+
+static lstm_buffers buffers_of(const damo_node *n, lstm_dims d) {
+  lstm_buffers s;
+  int64_t tb = d.T * d.B;
+  s.gates = n->aux;
+  s.c = s.gates + tb * 4 * d.U;
+  s.h = s.c + tb * d.U;
+  s.x = s.h + tb * d.U;
+  s.dz = s.x + tb * d.F;
+  s.dh = s.dz + tb * 4 * d.U;
+  s.dc = s.dh + d.B * d.U;
+  return s;
+}
+
+static damo_status lstm_infer(damo_node *n) {
+  const damo_node *x = n->in[0], *w = n->in[1], *r = n->in[2], *b = n->in[3];
+  if (x->dtype != DAMO_F32 || x->ndim != 3) return damo_shape_error(n, "input must be f32 (batch, timesteps, features)", x, NULL);
+  if (r->ndim != 2 || r->shape[1] != 4 * r->shape[0])
+    return damo_shape_error(n, "recurrent kernel must be (units, 4*units)", r, NULL);
+  int64_t U = r->shape[0];
+  if (w->ndim != 2 || w->shape[0] != x->shape[2] || w->shape[1] != 4 * U)
+    return damo_shape_error(n, "kernel must be (features, 4*units)", x, w);
+  if (b->ndim != 1 || b->shape[0] != 4 * U) return damo_shape_error(n, "bias must be (4*units,)", r, b);
+  int64_t B = x->shape[0], T = x->shape[1], F = x->shape[2];
+  if (n->iparam[LSTM_RETURN_SEQUENCES]) {
+    n->ndim = 3;
+    n->shape[0] = B;
+    n->shape[1] = T;
+    n->shape[2] = U;
+  } else {
+    n->ndim = 2;
+    n->shape[0] = B;
+    n->shape[1] = U;
+  }
+  n->dtype = DAMO_F32;
+  n->aux_bytes = (size_t)(T * B * (4 * U + U + U + F + 4 * U) + 2 * B * U) * sizeof(float);
+  return DAMO_OK;
+}
+
+static inline float sigm(float v) { return v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v)); }
+
+DAMO_MULTIVERSION static void lstm_cell(float *restrict z, float *restrict c, float *restrict h,
+                                        const float *restrict c_prev, int64_t B, int64_t U) {
+  for (int64_t b = 0; b < B; b++) {
+    float *zr = z + b * 4 * U;
+    const float *cp = c_prev ? c_prev + b * U : NULL;
+    for (int64_t u = 0; u < U; u++) {
+      float i = sigm(zr[u]), f = sigm(zr[U + u]), g = tanhf(zr[2 * U + u]), o = sigm(zr[3 * U + u]);
+      float cn = (cp ? f * cp[u] : 0.0f) + i * g;
+      zr[u] = i;
+      zr[U + u] = f;
+      zr[2 * U + u] = g;
+      zr[3 * U + u] = o;
+      c[b * U + u] = cn;
+      h[b * U + u] = o * tanhf(cn);
+    }
+  }
+}
+
+static damo_status lstm_forward(damo_graph *g, damo_node *n) {
+  (void)g;
+  lstm_dims d = dims_of(n);
+  lstm_buffers s = buffers_of(n, d);
+  const float *x = damo_f32(n->in[0]), *w = damo_f32(n->in[1]), *r = damo_f32(n->in[2]), *bias = damo_f32(n->in[3]);
+  int64_t B = d.B, T = d.T, F = d.F, U = d.U, G = 4 * U;
+  for (int64_t t = 0; t < T; t++) /* x to time-major */
+    for (int64_t b = 0; b < B; b++) memcpy(s.x + (t * B + b) * F, x + (b * T + t) * F, (size_t)F * sizeof(float));
+  for (int64_t row = 0; row < T * B; row++) memcpy(s.gates + row * G, bias, (size_t)G * sizeof(float));
+  damo_gemm(0, 0, T * B, G, F, 1.0f, s.x, F, w, G, 1.0f, s.gates, G);
+  for (int64_t t = 0; t < T; t++) {
+    float *z = s.gates + t * B * G;
+    if (t > 0) damo_gemm(0, 0, B, G, U, 1.0f, s.h + (t - 1) * B * U, U, r, G, 1.0f, z, G);
+    lstm_cell(z, s.c + t * B * U, s.h + t * B * U, t > 0 ? s.c + (t - 1) * B * U : NULL, B, U);
+  }
+  float *y = damo_f32(n);
+  if (n->iparam[LSTM_RETURN_SEQUENCES]) {
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t b = 0; b < B; b++) memcpy(y + (b * T + t) * U, s.h + (t * B + b) * U, (size_t)U * sizeof(float));
+  } else {
+    memcpy(y, s.h + (T - 1) * B * U, (size_t)(B * U) * sizeof(float));
+  }
+  return DAMO_OK;
+}
+
+/* One step of backpropagation through time: from dh (B, U) and the carried dc, writes the
+ * gate gradients dz (B, 4U) and updates dc to the gradient w.r.t. c_{t-1}. */
+DAMO_MULTIVERSION static void lstm_cell_backward(const float *restrict gates, const float *restrict c,
+                                                 const float *restrict c_prev, const float *restrict dh,
+                                                 float *restrict dc, float *restrict dz, int64_t B, int64_t U) {
+  for (int64_t b = 0; b < B; b++) {
+    const float *gr = gates + b * 4 * U;
+    float *dzr = dz + b * 4 * U;
+    for (int64_t u = 0; u < U; u++) {
+      float i = gr[u], f = gr[U + u], gg = gr[2 * U + u], o = gr[3 * U + u];
+      float tc = tanhf(c[b * U + u]), h_grad = dh[b * U + u];
+      float dct = dc[b * U + u] + h_grad * o * (1.0f - tc * tc);
+      float cp = c_prev ? c_prev[b * U + u] : 0.0f;
+      dzr[u] = dct * gg * i * (1.0f - i);
+      dzr[U + u] = dct * cp * f * (1.0f - f);
+      dzr[2 * U + u] = dct * i * (1.0f - gg * gg);
+      dzr[3 * U + u] = h_grad * tc * o * (1.0f - o);
+      dc[b * U + u] = dct * f;
+    }
+  }
+}
+
+static void lstm_backward(damo_graph *g, damo_node *n) {
+  (void)g;
+  lstm_dims d = dims_of(n);
+  lstm_buffers s = buffers_of(n, d);
+  damo_node *xn = n->in[0], *wn = n->in[1], *rn = n->in[2], *bn = n->in[3];
+  const float *w = damo_f32(wn), *r = damo_f32(rn), *dy = n->grad;
+  int64_t B = d.B, T = d.T, F = d.F, U = d.U, G = 4 * U;
+  float *dh = s.dh, *dc = s.dc;
+  memset(dh, 0, (size_t)(2 * B * U) * sizeof(float));
+  for (int64_t t = T - 1; t >= 0; t--) {
+    /* dh = dL/dh_t from the output (+ the recurrent part, already in dh) */
+    if (n->iparam[LSTM_RETURN_SEQUENCES]) {
+      for (int64_t b = 0; b < B; b++)
+        for (int64_t u = 0; u < U; u++) dh[b * U + u] += dy[(b * T + t) * U + u];
+    } else if (t == T - 1) {
+      for (int64_t k = 0; k < B * U; k++) dh[k] += dy[k];
+    }
+    float *dz = s.dz + t * B * G;
+    lstm_cell_backward(s.gates + t * B * G, s.c + t * B * U, t > 0 ? s.c + (t - 1) * B * U : NULL, dh, dc, dz, B, U);
+    /* dh_{t-1} = dz R^T */
+    if (t > 0) damo_gemm(0, 1, B, U, G, 1.0f, dz, G, r, G, 0.0f, dh, U);
+  }
+  float beta, *grad;
+  if (wn->in_backward) {
+    grad = damo_node_grad_out(wn, &beta);
+    damo_gemm(1, 0, F, G, T * B, 1.0f, s.x, F, s.dz, G, beta, grad, G);
+  }
+  if (rn->in_backward) {
+    grad = damo_node_grad_out(rn, &beta);
+    if (T > 1) damo_gemm(1, 0, U, G, (T - 1) * B, 1.0f, s.h, U, s.dz + B * G, G, beta, grad, G);
+    else if (beta == 0.0f) memset(grad, 0, (size_t)(U * G) * sizeof(float));
+  }
+  if (bn->in_backward) {
+    float *db = damo_node_grad_acc(bn);
+    for (int64_t row = 0; row < T * B; row++)
+      for (int64_t k = 0; k < G; k++) db[k] += s.dz[row * G + k];
+  }
+  if (xn->in_backward) { /* dX time-major into the x slot (no longer needed), then to (B, T, F) */
+    damo_gemm(0, 1, T * B, F, G, 1.0f, s.dz, G, w, G, 0.0f, s.x, F);
+    float *dx = damo_node_grad_acc(xn);
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t b = 0; b < B; b++) {
+        const float *src = s.x + (t * B + b) * F;
+        float *dst = dx + (b * T + t) * F;
+        for (int64_t f = 0; f < F; f++) dst[f] += src[f];
+      }
+  }
+}
+
+/* Backward reads only aux (gates, c, h, x) and the weights (params, always alive). */
+const damo_op_def damo_op_def_lstm = {"lstm", 4, lstm_infer, lstm_forward, lstm_backward, 0};
+
+damo_node *damo_lstm(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel, damo_node *bias,
+                     int return_sequences) {
+  damo_node *in[4] = {x, kernel, recurrent_kernel, bias};
+  int p[1] = {return_sequences != 0};
+  return damo_graph_add_node(g, DAMO_OP_LSTM, 4, in, p, 1, NULL, 0);
+}
