@@ -265,7 +265,9 @@ typedef enum damo_init {
   DAMO_INIT_HE_NORMAL,
   DAMO_INIT_HE_UNIFORM,
   DAMO_INIT_ZEROS,
-  DAMO_INIT_ONES
+  DAMO_INIT_ONES,
+  DAMO_INIT_ORTHOGONAL,       /* rows orthonormal (Keras' recurrent default) */
+  DAMO_INIT_UNIT_FORGET_BIAS  /* LSTM bias: zero except the forget gate's quarter, 1 */
 } damo_init;
 
 /* Fused act(x W + b) for x (..., K), kernel (K, N), bias (N) or NULL, act linear, relu,
@@ -284,6 +286,8 @@ damo_layer *damo_dense_ex(int units, damo_activation act, damo_init kernel_init,
 damo_layer *damo_activation_layer(damo_activation act);
 damo_layer *damo_dropout_layer(float rate);
 damo_layer *damo_flatten(void);
+/* LSTM over (timesteps, features) inputs: the last h (units,) or every h (timesteps, units). */
+damo_layer *damo_lstm_layer(int units, int return_sequences);
 /* y = x * scale + offset (Keras Rescaling), e.g. scale 1/255 to take raw pixels. */
 damo_layer *damo_rescaling(float scale, float offset);
 /* Gives a layer a name (default "<type>_<n>"); returns l. */

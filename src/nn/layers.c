@@ -57,13 +57,15 @@ const char *damo_init_name(damo_init i) {
   case DAMO_INIT_HE_UNIFORM: return "he_uniform";
   case DAMO_INIT_ZEROS: return "zeros";
   case DAMO_INIT_ONES: return "ones";
+  case DAMO_INIT_ORTHOGONAL: return "orthogonal";
+  case DAMO_INIT_UNIT_FORGET_BIAS: return "unit_forget_bias";
   }
   return "?";
 }
 
 damo_status damo_init_parse(const char *name, damo_init *out) {
   static const damo_init all[] = {DAMO_INIT_GLOROT_UNIFORM, DAMO_INIT_HE_NORMAL, DAMO_INIT_HE_UNIFORM, DAMO_INIT_ZEROS,
-                                  DAMO_INIT_ONES};
+                                  DAMO_INIT_ONES, DAMO_INIT_ORTHOGONAL, DAMO_INIT_UNIT_FORGET_BIAS};
   for (size_t i = 0; i < sizeof all / sizeof *all; i++)
     if (!strcmp(name, damo_init_name(all[i]))) {
       *out = all[i];
@@ -90,6 +92,29 @@ void damo_param_init(damo_param_slot *p, damo_rng *rng) {
   case DAMO_INIT_ONES:
     for (int64_t i = 0; i < n; i++) w[i] = 1.0f;
     break;
+  case DAMO_INIT_UNIT_FORGET_BIAS: /* gates i, f, c, o: the f quarter starts at 1 */
+    for (int64_t i = 0; i < n; i++) w[i] = (i >= n / 4 && i < n / 2) ? 1.0f : 0.0f;
+    break;
+  case DAMO_INIT_ORTHOGONAL: {
+    /* Gram-Schmidt over the rows of a Gaussian (rows <= cols here: (U, 4U)); rows beyond
+     * cols would be dependent, so those fall back to scaled Gaussians. */
+    int64_t rows = p->ndim >= 2 ? n / p->shape[p->ndim - 1] : 1, cols = n / rows;
+    for (int64_t i = 0; i < n; i++) w[i] = damo_rng_normal(rng);
+    for (int64_t r = 0; r < rows && r < cols; r++) {
+      float *row = w + r * cols;
+      for (int64_t q = 0; q < r; q++) {
+        const float *prev = w + q * cols;
+        double dot = 0;
+        for (int64_t j = 0; j < cols; j++) dot += (double)row[j] * prev[j];
+        for (int64_t j = 0; j < cols; j++) row[j] -= (float)dot * prev[j];
+      }
+      double norm = 0;
+      for (int64_t j = 0; j < cols; j++) norm += (double)row[j] * row[j];
+      float inv = norm > 0 ? (float)(1.0 / sqrt(norm)) : 0.0f;
+      for (int64_t j = 0; j < cols; j++) row[j] *= inv;
+    }
+    break;
+  }
   case DAMO_INIT_GLOROT_UNIFORM: {
     float limit = (float)sqrt(6.0 / (fan_in + fan_out));
     for (int64_t i = 0; i < n; i++) w[i] = (2.0f * damo_rng_uniform(rng) - 1.0f) * limit;
@@ -290,7 +315,7 @@ damo_layer *damo_rescaling(float scale, float offset) {
 
 /* ------------------------------------------------------------------ registry */
 
-static const damo_layer_type *const layer_types[] = {&damo_layer_dense, &damo_layer_activation, &damo_layer_dropout,
+static const damo_layer_type *const layer_types[] = {&damo_layer_lstm, &damo_layer_dense, &damo_layer_activation, &damo_layer_dropout,
                                                      &damo_layer_flatten, &damo_layer_rescaling};
 
 const damo_layer_type *damo_layer_type_find(const char *type) {
@@ -299,4 +324,4 @@ const damo_layer_type *damo_layer_type_find(const char *type) {
   return NULL;
 }
 
-const char *damo_layer_type_names(void) { return "dense activation dropout flatten rescaling"; }
+const char *damo_layer_type_names(void) { return "dense activation dropout flatten rescaling lstm"; }

@@ -9,7 +9,7 @@
 #define DAMO_LAYER_MAX_PARAMS 4
 
 typedef struct damo_param_slot {
-  char name[16]; /* "kernel", "bias" */
+  char name[24]; /* "kernel", "bias", "recurrent_kernel" */
   int ndim;
   int64_t shape[DAMO_MAX_DIMS];
   damo_init init;
@@ -36,6 +36,7 @@ struct damo_layer {
   int use_bias;             /* dense */
   float rate;               /* dropout */
   float scale, offset;      /* rescaling: x * scale + offset */
+  int return_sequences;     /* lstm */
   int in_ndim, out_ndim;    /* shapes without the batch axis */
   int64_t in_shape[DAMO_MAX_DIMS], out_shape[DAMO_MAX_DIMS];
   int n_params;
@@ -43,7 +44,7 @@ struct damo_layer {
 };
 
 extern const damo_layer_type damo_layer_dense, damo_layer_activation, damo_layer_dropout, damo_layer_flatten,
-    damo_layer_rescaling;
+    damo_layer_rescaling, damo_layer_lstm;
 
 /* The type registered under a config name, or NULL. */
 const damo_layer_type *damo_layer_type_find(const char *type);

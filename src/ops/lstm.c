@@ -12,6 +12,7 @@
  *   dW = X^T dZ,  dR = H_{0..T-2}^T dZ_{1..T-1},  db = column sums of dZ,  dX = dZ W^T.
  * Saved for backward (aux): the gate activations, c and h of every step, and x time-major. */
 #include "graph/graph.h"
+#include "kernels/cpu/vmath.h"
 
 #include <math.h>
 
@@ -27,9 +28,9 @@ static lstm_dims dims_of(const damo_node *n) {
 }
 
 /* aux layout, floats: gates (T,B,4U) | c (T,B,U) | h (T,B,U) | x (T,B,F) | dz (T,B,4U) |
- * dh (B,U) | dc (B,U), the last two carried between backward steps. */
+ * dh (B,U) | dc (B,U) carried between backward steps | zeros (B,U), the state before t = 0. */
 typedef struct lstm_buffers {
-  float *gates, *c, *h, *x, *dz, *dh, *dc;
+  float *gates, *c, *h, *x, *dz, *dh, *dc, *zeros;
 } lstm_buffers;
 
 static lstm_buffers buffers_of(const damo_node *n, lstm_dims d) {
@@ -42,6 +43,7 @@ static lstm_buffers buffers_of(const damo_node *n, lstm_dims d) {
   s.dz = s.x + tb * d.F;
   s.dh = s.dz + tb * 4 * d.U;
   s.dc = s.dh + d.B * d.U;
+  s.zeros = s.dc + d.B * d.U;
   return s;
 }
 
@@ -66,26 +68,25 @@ static damo_status lstm_infer(damo_node *n) {
     n->shape[1] = U;
   }
   n->dtype = DAMO_F32;
-  n->aux_bytes = (size_t)(T * B * (4 * U + U + U + F + 4 * U) + 2 * B * U) * sizeof(float);
+  n->aux_bytes = (size_t)(T * B * (4 * U + U + U + F + 4 * U) + 3 * B * U) * sizeof(float);
   return DAMO_OK;
 }
-
-static inline float sigm(float v) { return v >= 0 ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v)); }
 
 DAMO_MULTIVERSION static void lstm_cell(float *restrict z, float *restrict c, float *restrict h,
                                         const float *restrict c_prev, int64_t B, int64_t U) {
   for (int64_t b = 0; b < B; b++) {
     float *zr = z + b * 4 * U;
-    const float *cp = c_prev ? c_prev + b * U : NULL;
+    const float *cp = c_prev + b * U;
     for (int64_t u = 0; u < U; u++) {
-      float i = sigm(zr[u]), f = sigm(zr[U + u]), g = tanhf(zr[2 * U + u]), o = sigm(zr[3 * U + u]);
-      float cn = (cp ? f * cp[u] : 0.0f) + i * g;
+      float i = damo_sigmoidf(zr[u]), f = damo_sigmoidf(zr[U + u]), g = damo_tanhf(zr[2 * U + u]);
+      float o = damo_sigmoidf(zr[3 * U + u]);
+      float cn = f * cp[u] + i * g;
       zr[u] = i;
       zr[U + u] = f;
       zr[2 * U + u] = g;
       zr[3 * U + u] = o;
       c[b * U + u] = cn;
-      h[b * U + u] = o * tanhf(cn);
+      h[b * U + u] = o * damo_tanhf(cn);
     }
   }
 }
@@ -96,6 +97,7 @@ static damo_status lstm_forward(damo_graph *g, damo_node *n) {
   lstm_buffers s = buffers_of(n, d);
   const float *x = damo_f32(n->in[0]), *w = damo_f32(n->in[1]), *r = damo_f32(n->in[2]), *bias = damo_f32(n->in[3]);
   int64_t B = d.B, T = d.T, F = d.F, U = d.U, G = 4 * U;
+  memset(s.zeros, 0, (size_t)(B * U) * sizeof(float));
   for (int64_t t = 0; t < T; t++) /* x to time-major */
     for (int64_t b = 0; b < B; b++) memcpy(s.x + (t * B + b) * F, x + (b * T + t) * F, (size_t)F * sizeof(float));
   for (int64_t row = 0; row < T * B; row++) memcpy(s.gates + row * G, bias, (size_t)G * sizeof(float));
@@ -103,7 +105,7 @@ static damo_status lstm_forward(damo_graph *g, damo_node *n) {
   for (int64_t t = 0; t < T; t++) {
     float *z = s.gates + t * B * G;
     if (t > 0) damo_gemm(0, 0, B, G, U, 1.0f, s.h + (t - 1) * B * U, U, r, G, 1.0f, z, G);
-    lstm_cell(z, s.c + t * B * U, s.h + t * B * U, t > 0 ? s.c + (t - 1) * B * U : NULL, B, U);
+    lstm_cell(z, s.c + t * B * U, s.h + t * B * U, t > 0 ? s.c + (t - 1) * B * U : s.zeros, B, U);
   }
   float *y = damo_f32(n);
   if (n->iparam[LSTM_RETURN_SEQUENCES]) {
@@ -125,9 +127,9 @@ DAMO_MULTIVERSION static void lstm_cell_backward(const float *restrict gates, co
     float *dzr = dz + b * 4 * U;
     for (int64_t u = 0; u < U; u++) {
       float i = gr[u], f = gr[U + u], gg = gr[2 * U + u], o = gr[3 * U + u];
-      float tc = tanhf(c[b * U + u]), h_grad = dh[b * U + u];
+      float tc = damo_tanhf(c[b * U + u]), h_grad = dh[b * U + u];
       float dct = dc[b * U + u] + h_grad * o * (1.0f - tc * tc);
-      float cp = c_prev ? c_prev[b * U + u] : 0.0f;
+      float cp = c_prev[b * U + u];
       dzr[u] = dct * gg * i * (1.0f - i);
       dzr[U + u] = dct * cp * f * (1.0f - f);
       dzr[2 * U + u] = dct * i * (1.0f - gg * gg);
@@ -155,7 +157,7 @@ static void lstm_backward(damo_graph *g, damo_node *n) {
       for (int64_t k = 0; k < B * U; k++) dh[k] += dy[k];
     }
     float *dz = s.dz + t * B * G;
-    lstm_cell_backward(s.gates + t * B * G, s.c + t * B * U, t > 0 ? s.c + (t - 1) * B * U : NULL, dh, dc, dz, B, U);
+    lstm_cell_backward(s.gates + t * B * G, s.c + t * B * U, t > 0 ? s.c + (t - 1) * B * U : s.zeros, dh, dc, dz, B, U);
     /* dh_{t-1} = dz R^T */
     if (t > 0) damo_gemm(0, 1, B, U, G, 1.0f, dz, G, r, G, 0.0f, dh, U);
   }
