@@ -279,6 +279,9 @@ damo_node *damo_dense_op(damo_graph *g, damo_node *x, damo_node *kernel, damo_no
  * return_sequences, else the last step's h (B, U). Backward is full BPTT. */
 damo_node *damo_lstm(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel, damo_node *bias,
                      int return_sequences);
+/* Rows of table (V, D) picked by ids (B, ...) i32: (B, ..., D). An id outside [0, V) fails
+ * the forward naming it. */
+damo_node *damo_embedding(damo_graph *g, damo_node *ids, damo_node *table);
 
 typedef struct damo_layer damo_layer;
 damo_layer *damo_dense(int units, damo_activation act);

@@ -107,6 +107,32 @@ static void test_lstm_shape_errors(void) {
   damo_tensor_free(b);
 }
 
+static void test_embedding_against_torch(void) {
+  damo_graph *g = damo_graph_new(1);
+  damo_tensor *ids = get("embedding", "ids"), *table = damo_tensor_clone(get("embedding", "table"));
+  damo_tensor *grad = zeros_like(table);
+  damo_node *in = damo_input(g, "ids", DAMO_I32, ids->ndim, ids->shape);
+  damo_node *y = damo_embedding(g, in, damo_param(g, "table", table, grad));
+  damo_node *loss = damo_sum(g, damo_mul(g, y, damo_constant(g, get("embedding", "dout"))), DAMO_ALL_AXES, 0);
+  CHECK(damo_graph_compile(g, loss, 1, &y) == DAMO_OK);
+  damo_graph_bind(g, in, ids->data);
+  CHECK(damo_graph_forward(g, 1) == DAMO_OK && damo_graph_backward(g) == DAMO_OK);
+  const damo_tensor *out = get("embedding", "out"), *gt = get("embedding", "grad_table");
+  CHECK(damo_node_ndim(y) == 3 && damo_node_shape(y)[2] == 5);
+  CHECK_CLOSE(damo_node_data(y), damo_tensor_f32(out), damo_tensor_numel(out), 1e-7, 1e-7);
+  CHECK_CLOSE(damo_tensor_f32(grad), damo_tensor_f32(gt), damo_tensor_numel(gt), 1e-6, 1e-5);
+  /* an id outside the table is an error naming it, not a read out of bounds */
+  int32_t bad[12];
+  memcpy(bad, ids->data, sizeof bad);
+  bad[7] = 6;
+  damo_graph_bind(g, in, bad);
+  CHECK(damo_graph_forward(g, 1) == DAMO_ERR_INVALID_ARG);
+  CHECK_MSG(strstr(damo_last_error(), "id 6") && strstr(damo_last_error(), "position 7"), "%s", damo_last_error());
+  damo_graph_free(g);
+  damo_tensor_free(table);
+  damo_tensor_free(grad);
+}
+
 int main(void) {
   if (damo_safetensors_load(DAMO_SOURCE_DIR "/tests/fixtures/rnn.safetensors", &fx) != DAMO_OK) {
     fprintf(stderr, "%s\n", damo_last_error());
@@ -115,6 +141,7 @@ int main(void) {
   }
   RUN(test_lstm_against_torch);
   RUN(test_lstm_shape_errors);
+  RUN(test_embedding_against_torch);
   damo_tensor_dict_free(fx);
   return test_summary("rnn");
 }

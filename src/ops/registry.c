@@ -32,5 +32,6 @@ const damo_op_def *const damo_op_table[DAMO_OP_COUNT] = {
     [DAMO_OP_MSE] = &damo_op_def_mse,
     [DAMO_OP_DENSE] = &damo_op_def_dense,
     [DAMO_OP_LSTM] = &damo_op_def_lstm,
+    [DAMO_OP_EMBEDDING] = &damo_op_def_embedding,
 };
-_Static_assert(DAMO_OP_COUNT == 26, "a new op needs an entry in damo_op_table");
+_Static_assert(DAMO_OP_COUNT == 27, "a new op needs an entry in damo_op_table");

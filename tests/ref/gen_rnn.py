@@ -11,6 +11,7 @@ weight_hh^T, bias = b_ih + b_hh. For each case <case>:
     <case>.dout                                   upstream gradient of the output
     <case>.out                                    all h (B, T, U) or the last h (B, U)
     <case>.grad_x, .grad_kernel, .grad_recurrent_kernel, .grad_bias
+and embedding.{ids, table, dout, out, grad_table} for the table lookup.
 Computed in float64 from float32-rounded inputs; seeded, so the bytes are stable.
 """
 import os
@@ -86,11 +87,26 @@ def lstm_case(out, name, B, T, F, U, return_sequences):
     out[name + ".out"] = result.detach().float().numpy()
 
 
+def embedding_case(out):
+    """embedding: ids (3, 4) with repeats, table (6, 5); grad_table sums repeated rows."""
+    ids = torch.tensor([[0, 2, 2, 5], [1, 0, 3, 2], [5, 5, 4, 0]], dtype=torch.int64)
+    table = f32(torch.randn(6, 5, dtype=D)).requires_grad_()
+    y = torch.nn.functional.embedding(ids, table)
+    dout = f32(torch.randn(*y.shape, dtype=D))
+    (y * dout).sum().backward()
+    out["embedding.ids"] = ids.int().numpy()
+    out["embedding.table"] = table.detach().float().numpy()
+    out["embedding.dout"] = dout.float().numpy()
+    out["embedding.out"] = y.detach().float().numpy()
+    out["embedding.grad_table"] = table.grad.float().numpy()
+
+
 def main():
     torch.manual_seed(7)
     out = {}
     for case in CASES:
         lstm_case(out, *case)
+    embedding_case(out)
     safetensors_writer.write(OUT_PATH, out)
     print("wrote %s (%d tensors)" % (OUT_PATH, len(out)))
 
