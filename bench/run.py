@@ -72,6 +72,39 @@ def blas_in_use():
     return "unknown"
 
 
+# id, model config, epochs for the accuracy figure (BENCHMARKS.md)
+WORKLOADS = [("W1", "examples/configs/mlp_fashion_mnist.json", "10"),
+             ("W3", "examples/configs/lstm_fashion_mnist.json", "5")]
+
+
+def bench_workload(wid, damo, config, acc_epochs, work, threads, env_threads, quick):
+    """damo first; then PyTorch probed under each configuration (losses must agree), then
+    PyTorch's fastest configuration measured like damo."""
+    print("%s: %s (damo)" % (wid, config), flush=True)
+    init = os.path.join(work, wid.lower() + "_init")
+    d = run_json([damo, "bench", "fit", "--config", os.path.join(ROOT, config), "--init", init, "--repeats", "3",
+                  "--accuracy-epochs", acc_epochs], env_threads)
+    print("%s: probing PyTorch configurations" % wid, flush=True)
+    probes = []
+    script = os.path.join(HERE, "torch_bench.py")
+    for cfg in TORCH_CONFIGS if not quick else TORCH_CONFIGS[:1]:
+        best = 0.0
+        for _ in range(2):  # best of two: a probe is short and the machine is shared
+            r = run_json([PY, script, "fit", str(threads), init, "--probe-steps", "300"], cfg)
+            best = max(best, r["probe_steps_per_s"])
+            rel = abs(r["first_loss"] - d["first_loss"]) / abs(d["first_loss"])
+            if rel > LOSS_TOLERANCE:
+                raise SystemExit("bench: %s first-step loss differs: damo %.7f, PyTorch %.7f (%s); refusing to compare"
+                                 % (wid, d["first_loss"], r["first_loss"], describe(cfg)))
+        probes.append((best, cfg))
+    probes.sort(key=lambda p: -p[0])
+    best_cfg = probes[0][1]
+    print("%s: PyTorch with %s" % (wid, describe(best_cfg)), flush=True)
+    t = run_json([PY, script, "fit", str(threads), init, "--repeats", "3", "--accuracy-epochs", acc_epochs], best_cfg)
+    return {"damo": d, "torch": t, "torch_config": describe(best_cfg),
+            "torch_probes": [{"config": describe(c), "steps_per_s": round(s, 1)} for s, c in probes]}
+
+
 def main(argv):
     build = argv[1] if len(argv) > 1 else "build"
     quick = "--quick" in argv
@@ -98,31 +131,10 @@ def main(argv):
     results["G1"] = {"fma_peak_gflops": peak["fma_peak_gflops"], "simd": peak["simd"], "damo": d_gemm["gemm"],
                      "torch": t_best[2]["gemm"], "torch_config": describe(t_best[1])}
 
-    # W1: the MLP
-    print("W1: MLP on Fashion-MNIST (damo)", flush=True)
-    init = os.path.join(work, "w1_init")
-    acc_epochs = "1" if quick else "10"
-    d_w1 = run_json([damo, "bench", "w1", "--init", init, "--repeats", "3", "--accuracy-epochs", acc_epochs], env_threads)
-    print("W1: probing PyTorch configurations", flush=True)
-    probes = []
-    for cfg in TORCH_CONFIGS if not quick else TORCH_CONFIGS[:1]:
-        best = 0.0
-        for _ in range(2):  # best of two: a probe is short and the machine is shared
-            r = run_json([PY, os.path.join(HERE, "torch_bench.py"), "w1", str(threads), init, "--probe-steps", "400"],
-                         cfg)
-            best = max(best, r["probe_steps_per_s"])
-            rel = abs(r["first_loss"] - d_w1["first_loss"]) / abs(d_w1["first_loss"])
-            if rel > LOSS_TOLERANCE:
-                raise SystemExit("bench: W1 first-step loss differs: damo %.7f, PyTorch %.7f (%s); refusing to compare"
-                                 % (d_w1["first_loss"], r["first_loss"], describe(cfg)))
-        probes.append((best, cfg, r))
-    probes.sort(key=lambda p: -p[0])
-    best_cfg = probes[0][1]
-    print("W1: PyTorch with %s" % describe(best_cfg), flush=True)
-    t_w1 = run_json([PY, os.path.join(HERE, "torch_bench.py"), "w1", str(threads), init, "--repeats", "3",
-                     "--accuracy-epochs", acc_epochs], best_cfg)
-    results["W1"] = {"damo": d_w1, "torch": t_w1, "torch_config": describe(best_cfg),
-                     "torch_probes": [{"config": describe(c), "steps_per_s": round(s, 1)} for s, c, _ in probes]}
+    for wid, config, acc_epochs in WORKLOADS:
+        results[wid] = bench_workload(wid, damo, config, "1" if quick else acc_epochs, work, threads, env_threads,
+                                      quick)
+        results[wid]["config"] = config
 
     with open(os.path.join(HERE, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -133,12 +145,12 @@ def main(argv):
                 "bench/results.json).\n\n")
         f.write("- command: `make bench`\n- machine: %s\n- threads: %d (both sides)\n- date: %s\n"
                 % (results["machine"], threads, results["date"]))
-        f.write("- PyTorch %s with BLAS %s\n\n" % (t_w1.get("torch", "?"), results["blas_for_torch"]))
+        f.write("- PyTorch %s with BLAS %s\n\n" % (results["W1"]["torch"].get("torch", "?"), results["blas_for_torch"]))
         f.write(table + "\n")
 
 
 def report(r):
-    g1, w1 = r["G1"], r["W1"]
+    g1 = r["G1"]
     peak = g1["fma_peak_gflops"]
     rows = ["| figure | damo | PyTorch | ratio (damo/PyTorch) | notes |", "| --- | --- | --- | --- | --- |"]
     rows.append("| FMA peak, GFLOP/s | %.0f | | | register-only loop, %s |" % (peak, g1["simd"]))
@@ -146,23 +158,25 @@ def report(r):
         rows.append("| GEMM %dx%dx%d, GFLOP/s | %.1f (%.0f%% of peak) | %.1f | %.2fx | spread %.0f-%.0f; PyTorch: %s |"
                     % (d["m"], d["n"], d["k"], d["gflops"], 100 * d["gflops"] / peak, t["gflops"],
                        d["gflops"] / t["gflops"], d["min"], d["max"], g1["torch_config"]))
-    dd, tt = w1["damo"], w1["torch"]
-    n = dd["train_examples"]
-    d_sps = [n / s for s in dd["epoch_seconds"]]
-    t_sps = [n / s for s in tt["epoch_seconds"]]
-    rows.append("| W1 training, samples/s (median of %d epochs) | %.0f | %.0f | %.2fx | damo %.0f-%.0f, PyTorch %.0f-%.0f; "
-                "PyTorch: %s |" % (len(d_sps), statistics.median(d_sps), statistics.median(t_sps),
-                                   statistics.median(d_sps) / statistics.median(t_sps), min(d_sps), max(d_sps),
-                                   min(t_sps), max(t_sps), w1["torch_config"]))
-    rows.append("| W1 first-batch loss (same initial weights) | %.6f | %.6f | | must agree before timing |"
-                % (dd["first_loss"], tt["first_loss"]))
-    if "test_accuracy" in dd:
-        rows.append("| W1 test accuracy after %d epochs | %.4f | %.4f | %+.4f | Adam 1e-3, cosine decay, batch 64; "
-                    "%.1f s vs %.1f s |" % (dd["accuracy_epochs"], dd["test_accuracy"], tt["test_accuracy"],
-                                            dd["test_accuracy"] - tt["test_accuracy"], dd["accuracy_seconds"],
-                                            tt["accuracy_seconds"]))
-    rows.append("| W1 peak RSS, MB | %.0f | %.0f | %.2fx less | whole process incl. data |"
-                % (dd["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / dd["peak_rss_kb"]))
+    for wid, _, _ in WORKLOADS:
+        w = r[wid]
+        dd, tt = w["damo"], w["torch"]
+        n = dd["train_examples"]
+        d_sps = [n / s for s in dd["epoch_seconds"]]
+        t_sps = [n / s for s in tt["epoch_seconds"]]
+        rows.append("| %s training, samples/s (median of %d epochs) | %.0f | %.0f | %.2fx | damo %.0f-%.0f, PyTorch "
+                    "%.0f-%.0f; PyTorch: %s |" % (wid, len(d_sps), statistics.median(d_sps), statistics.median(t_sps),
+                                                 statistics.median(d_sps) / statistics.median(t_sps), min(d_sps),
+                                                 max(d_sps), min(t_sps), max(t_sps), w["torch_config"]))
+        rows.append("| %s first-batch loss (same initial weights) | %.6f | %.6f | | must agree before timing |"
+                    % (wid, dd["first_loss"], tt["first_loss"]))
+        if "test_accuracy" in dd:
+            rows.append("| %s test accuracy after %d epochs | %.4f | %.4f | %+.4f | %s; %.1f s vs %.1f s |"
+                        % (wid, dd["accuracy_epochs"], dd["test_accuracy"], tt["test_accuracy"],
+                           dd["test_accuracy"] - tt["test_accuracy"], w["config"], dd["accuracy_seconds"],
+                           tt["accuracy_seconds"]))
+        rows.append("| %s peak RSS, MB | %.0f | %.0f | %.2fx less | whole process incl. data |"
+                    % (wid, dd["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / dd["peak_rss_kb"]))
     return "\n".join(rows)
 
 

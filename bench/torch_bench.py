@@ -3,12 +3,14 @@
 Same workloads, shapes, data and thread count as `damo bench`; prints one JSON object.
 
   torch_bench.py gemm THREADS M N K [M N K ...]
-  torch_bench.py w1 THREADS INIT_DIR [--repeats R] [--accuracy-epochs E] [--probe-steps S]
+  torch_bench.py fit THREADS INIT_DIR [--repeats R] [--accuracy-epochs E] [--probe-steps S]
 
-w1 loads damo's initial weights from INIT_DIR/model.safetensors (dense kernels are
-(in, out); torch.nn.Linear keeps (out, in)), reports the first batch's loss (the bench
-refuses to compare speed unless it matches damo's), then whole-epoch training time and
-the test accuracy after E epochs with the same schedule (Adam 1e-3, cosine to 0 per step).
+fit rebuilds the model of INIT_DIR/config.json (written by `damo bench fit`) in torch with
+damo's initial weights from INIT_DIR/model.safetensors (dense kernels are (in, out) where
+torch.nn.Linear keeps (out, in); LSTM kernels are (F, 4U) / (U, 4U) with one bias, gate
+order i, f, c, o as torch's), reports the first batch's loss (the bench refuses to compare
+speed unless it matches damo's), then whole-epoch training times and the test accuracy
+after E epochs with the same optimizer, schedule and batch size.
 """
 import gzip
 import json
@@ -77,37 +79,92 @@ def bench_gemm(threads, sizes):
     return {"threads": threads, "gemm": out}
 
 
-class W1(torch.nn.Module):
-    def __init__(self):
+class Rescaling(torch.nn.Module):
+    def __init__(self, scale, offset):
         super().__init__()
-        self.d1 = torch.nn.Linear(784, 256)
-        self.d2 = torch.nn.Linear(256, 128)
-        self.d3 = torch.nn.Linear(128, 10)
+        self.scale, self.offset = scale, offset
 
     def forward(self, x):
-        x = x.reshape(x.shape[0], -1).float() * (1.0 / 255.0)
-        return self.d3(torch.relu(self.d2(torch.relu(self.d1(x)))))
+        return x.float() * self.scale + self.offset
 
 
-def w1_from(init_dir):
+class LastState(torch.nn.Module):
+    """torch.nn.LSTM returning what a Keras LSTM returns: the last h, or every h."""
+
+    def __init__(self, features, units, return_sequences):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(features, units, batch_first=True)
+        self.return_sequences = return_sequences
+
+    def forward(self, x):
+        y, (h, _) = self.lstm(x)
+        return y if self.return_sequences else h[-1]
+
+
+ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}
+
+
+def model_from_config(config, weights):
+    """The same architecture as damo's config.json, with damo's initial weights."""
+    shape = list(config["input_shape"])
+    mods = []
+    for layer in config["layers"]:
+        kind, name = layer["type"], layer.get("name")
+        if kind == "rescaling":
+            mods.append(Rescaling(layer["scale"], layer.get("offset", 0.0)))
+        elif kind == "flatten":
+            mods.append(torch.nn.Flatten())
+            shape = [int(np.prod(shape))]
+        elif kind == "dropout":
+            mods.append(torch.nn.Dropout(layer["rate"]))
+        elif kind == "dense":
+            lin = torch.nn.Linear(shape[-1], layer["units"])
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(weights[name + ".kernel"].T)))
+                lin.bias.copy_(torch.from_numpy(weights[name + ".bias"]))
+            mods.append(lin)
+            act = layer.get("activation", "linear")
+            if act in ACTIVATIONS:
+                mods.append(ACTIVATIONS[act]())
+            elif act not in ("linear", "softmax"):  # softmax: CrossEntropyLoss takes logits
+                raise SystemExit("torch_bench: activation %s not mapped" % act)
+            shape = shape[:-1] + [layer["units"]]
+        elif kind == "lstm":
+            units, seq = layer["units"], layer.get("return_sequences", False)
+            mod = LastState(shape[-1], units, seq)
+            with torch.no_grad():
+                mod.lstm.weight_ih_l0.copy_(torch.from_numpy(np.ascontiguousarray(weights[name + ".kernel"].T)))
+                mod.lstm.weight_hh_l0.copy_(torch.from_numpy(np.ascontiguousarray(weights[name + ".recurrent_kernel"].T)))
+                mod.lstm.bias_ih_l0.copy_(torch.from_numpy(weights[name + ".bias"]))
+                mod.lstm.bias_hh_l0.zero_()
+            mods.append(mod)
+            shape = (shape[:-1] if seq else []) + [units]
+        else:
+            raise SystemExit("torch_bench: layer type %s not mapped" % kind)
+    return torch.nn.Sequential(*mods)
+
+
+def load_workload(init_dir):
+    with open(os.path.join(init_dir, "config.json")) as f:
+        config = json.load(f)
     weights, _ = read_safetensors(os.path.join(init_dir, "model.safetensors"))
-    model = W1()
-    with torch.no_grad():
-        for i, layer in enumerate((model.d1, model.d2, model.d3)):
-            layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(weights["dense_%d.kernel" % (i + 1)].T)))
-            layer.bias.copy_(torch.from_numpy(weights["dense_%d.bias" % (i + 1)]))
-    return model
+    return config, weights
 
 
-def train(model, x, y, epochs, batch, seed, max_steps=None):
-    """Adam 1e-3 with the per-step cosine decay damo uses; returns seconds."""
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+def train(model, config, x, y, epochs, batch, seed, max_steps=None):
+    """The config's optimizer and schedule (Adam; cosine to 0 per step if asked); seconds."""
+    opt_cfg = config.get("optimizer", {})
+    lr = opt_cfg.get("learning_rate", 1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = (x.shape[0] + batch - 1) // batch
     total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    cosine = opt_cfg.get("schedule", {}).get("type") == "cosine"
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) if cosine else 1.0)
     loss_fn = torch.nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(seed)
     steps = 0
+    model.train()
     t0 = time.perf_counter()
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0], generator=g)
@@ -124,25 +181,29 @@ def train(model, x, y, epochs, batch, seed, max_steps=None):
     return time.perf_counter() - t0
 
 
-def bench_w1(threads, init_dir, repeats, accuracy_epochs, probe_steps):
+def bench_fit(threads, init_dir, repeats, accuracy_epochs, probe_steps):
     torch.set_num_threads(threads)
+    config, weights = load_workload(init_dir)
+    batch = config.get("fit", {}).get("batch_size", 64)
     x, y = load_split("train")
-    model = w1_from(init_dir)
+    model = model_from_config(config, weights)
+    model.eval()
     with torch.no_grad():
-        first_loss = torch.nn.functional.cross_entropy(model(x[:64]), y[:64]).item()
+        first_loss = torch.nn.functional.cross_entropy(model(x[:batch]), y[:batch]).item()
     result = {"threads": threads, "first_loss": first_loss}
-    train(model, x[:64 * 20], y[:64 * 20], 1, 64, 0)  # warm-up
+    train(model, config, x[:batch * 20], y[:batch * 20], 1, batch, 0)  # warm-up
     if probe_steps:  # a short run to rank configurations
-        t = train(model, x, y, 1, 64, 1, max_steps=probe_steps)
+        t = train(model, config, x, y, 1, batch, 1, max_steps=probe_steps)
         result["probe_steps_per_s"] = probe_steps / t
         result["peak_rss_kb"] = peak_rss_kb()
         return result
-    result["epoch_seconds"] = [round(train(model, x, y, 1, 64, r + 1), 4) for r in range(repeats)]
+    result["epoch_seconds"] = [round(train(model, config, x, y, 1, batch, r + 1), 4) for r in range(repeats)]
     result["train_examples"] = int(x.shape[0])
     if accuracy_epochs:
         xt, yt = load_split("test")
-        fresh = w1_from(init_dir)
-        result["accuracy_seconds"] = round(train(fresh, x, y, accuracy_epochs, 64, 42), 2)
+        fresh = model_from_config(config, weights)
+        result["accuracy_seconds"] = round(train(fresh, config, x, y, accuracy_epochs, batch, 42), 2)
+        fresh.eval()
         with torch.no_grad():
             logits = fresh(xt)
             result["test_loss"] = torch.nn.functional.cross_entropy(logits, yt).item()
@@ -161,10 +222,10 @@ def main(argv):
     if what == "gemm":
         nums = [int(v) for v in argv[3:]]
         res = bench_gemm(threads, [tuple(nums[i:i + 3]) for i in range(0, len(nums), 3)])
-    elif what == "w1":
+    elif what == "fit":
         rest = argv[4:]
-        res = bench_w1(threads, argv[3], option(rest, "--repeats", 3), option(rest, "--accuracy-epochs", 10),
-                       option(rest, "--probe-steps", 0))
+        res = bench_fit(threads, argv[3], option(rest, "--repeats", 3), option(rest, "--accuracy-epochs", 0),
+                        option(rest, "--probe-steps", 0))
     else:
         raise SystemExit(__doc__)
     res["torch"] = torch.__version__

@@ -4,9 +4,10 @@
  *
  *   damo bench peak                       FMA peak (register-only loop), GFLOP/s
  *   damo bench gemm M N K [...]           GEMM GFLOP/s for each M,N,K triple
- *   damo bench w1 --init DIR [--repeats R --accuracy-epochs E]
- *       W1 MLP: writes the initial weights to DIR (for PyTorch), the first batch's loss,
- *       training samples/s over whole epochs, test accuracy after E epochs, peak RSS. */
+ *   damo bench fit --config FILE --init DIR [--repeats R --accuracy-epochs E]
+ *       a Fashion-MNIST workload (W1, W3, ...) from its model config: writes the initial
+ *       weights to DIR (for PyTorch), the first batch's loss, whole-epoch training times,
+ *       test accuracy after E epochs, peak RSS. */
 #include "cli.h"
 
 #include <math.h>
@@ -74,56 +75,49 @@ static int bench_gemm(int argc, char **argv) {
   return 0;
 }
 
-/* The W1 model of BENCHMARKS.md; the Rescaling layer does the /255. */
-static damo_model *w1_model(uint64_t seed) {
-  const int64_t in[] = {28, 28};
-  damo_model *m = damo_sequential_new(2, in);
-  damo_model_add(m, damo_rescaling(1.0f / 255.0f, 0.0f));
-  damo_model_add(m, damo_flatten());
-  damo_model_add(m, damo_dense(256, DAMO_ACT_RELU));
-  damo_model_add(m, damo_dense(128, DAMO_ACT_RELU));
-  damo_model_add(m, damo_dense(10, DAMO_ACT_NONE));
-  damo_compile_options c = {damo_adam(1e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
-  c.optimizer.schedule.kind = DAMO_SCHED_COSINE;
-  if (damo_model_build(m, seed) != DAMO_OK || damo_model_compile(m, &c) != DAMO_OK) {
-    damo_model_free(m);
-    return NULL;
-  }
-  return m;
-}
-
-static int bench_w1(int argc, char **argv) {
-  const char *init = cli_opt(argc, argv, "--init");
-  long repeats = 3, acc_epochs = 10;
+/* A workload given as a model config (examples/configs/): its layers, optimizer and
+ * batch size. Writes the initial weights to DIR for the PyTorch side, the first batch's
+ * loss at those weights, whole-epoch training times, then the test accuracy after the
+ * accuracy budget, trained from the same initial weights. */
+static int bench_fit(int argc, char **argv) {
+  const char *init = cli_opt(argc, argv, "--init"), *config = cli_opt(argc, argv, "--config");
+  long repeats = 3, acc_epochs = 0;
   if (cli_opt(argc, argv, "--repeats") && !cli_parse_long(cli_opt(argc, argv, "--repeats"), "--repeats", 1, 100, &repeats))
     return 2;
   if (cli_opt(argc, argv, "--accuracy-epochs") &&
       !cli_parse_long(cli_opt(argc, argv, "--accuracy-epochs"), "--accuracy-epochs", 0, 1000, &acc_epochs))
     return 2;
-  if (!init) {
-    fprintf(stderr, "damo bench w1: --init DIR is required (the initial weights go there)\n");
+  if (!init || !config) {
+    fprintf(stderr, "damo bench fit: --config FILE and --init DIR are required\n");
     return 2;
   }
   damo_tensor *x, *y, *xt, *yt;
   if (damo_dataset_load("fashion-mnist", "train", &x, &y) != DAMO_OK ||
       damo_dataset_load("fashion-mnist", "test", &xt, &yt) != DAMO_OK)
-    return cli_fail("bench w1");
-  damo_model *m = w1_model(42);
-  if (!m || damo_model_save(m, init) != DAMO_OK) return cli_fail("bench w1");
-  /* Loss of the first 64 training rows at the initial weights: PyTorch must agree. */
-  damo_tensor *x0 = damo_tensor_slice_rows(x, 0, 64), *y0 = damo_tensor_slice_rows(y, 0, 64);
+    return cli_fail("bench fit");
+  damo_model *m;
+  damo_compile_options copt;
+  damo_fit_options fo = {.epochs = 1, .batch_size = 64, .seed = 42, .verbose = 0};
+  if (damo_model_from_config_file(config, &m) != DAMO_OK) return cli_fail("bench fit");
+  damo_model_config_fit_options(m, &fo);
+  if (damo_model_config_compile_options(m, &copt) != DAMO_OK || damo_model_build(m, fo.seed) != DAMO_OK ||
+      damo_model_compile(m, &copt) != DAMO_OK || damo_model_save(m, init) != DAMO_OK)
+    return cli_fail("bench fit");
+  int64_t batch = fo.batch_size;
+  /* Loss of the first batch at the initial weights: PyTorch must agree. */
+  damo_tensor *x0 = damo_tensor_slice_rows(x, 0, batch), *y0 = damo_tensor_slice_rows(y, 0, batch);
   float first_loss;
-  if (damo_model_evaluate(m, x0, y0, 64, &first_loss, NULL) != DAMO_OK) return cli_fail("bench w1");
+  if (damo_model_evaluate(m, x0, y0, (int)batch, &first_loss, NULL) != DAMO_OK) return cli_fail("bench fit");
 
-  damo_fit_options fo = {.epochs = 1, .batch_size = 64, .seed = 1, .verbose = 0};
-  damo_tensor *xw = damo_tensor_slice_rows(x, 0, 64 * 20), *yw = damo_tensor_slice_rows(y, 0, 64 * 20);
-  if (damo_model_fit(m, xw, yw, &fo, NULL) != DAMO_OK) return cli_fail("bench w1"); /* warm-up */
-  printf("{\"threads\": %d, \"simd\": \"%s\", \"first_loss\": %.7f, \"epoch_seconds\": [", damo_num_threads(),
-         damo_simd_path(), first_loss);
+  fo.epochs = 1;
+  damo_tensor *xw = damo_tensor_slice_rows(x, 0, batch * 20), *yw = damo_tensor_slice_rows(y, 0, batch * 20);
+  if (damo_model_fit(m, xw, yw, &fo, NULL) != DAMO_OK) return cli_fail("bench fit"); /* warm-up */
+  printf("{\"threads\": %d, \"simd\": \"%s\", \"batch\": %lld, \"first_loss\": %.7f, \"epoch_seconds\": [",
+         damo_num_threads(), damo_simd_path(), (long long)batch, first_loss);
   for (long r = 0; r < repeats; r++) {
     fo.seed = (uint64_t)r + 1;
     double t0 = now();
-    if (damo_model_fit(m, x, y, &fo, NULL) != DAMO_OK) return cli_fail("bench w1");
+    if (damo_model_fit(m, x, y, &fo, NULL) != DAMO_OK) return cli_fail("bench fit");
     printf("%s%.4f", r ? ", " : "", now() - t0);
     fflush(stdout);
   }
@@ -131,14 +125,14 @@ static int bench_w1(int argc, char **argv) {
   damo_model_free(m);
   if (acc_epochs > 0) { /* from the same initial weights, the whole budget */
     damo_model *fresh;
-    if (damo_model_load(init, &fresh) != DAMO_OK) return cli_fail("bench w1");
+    if (damo_model_load(init, &fresh) != DAMO_OK) return cli_fail("bench fit");
     fo.epochs = (int)acc_epochs;
     fo.seed = 42;
     double t0 = now();
-    if (damo_model_fit(fresh, x, y, &fo, NULL) != DAMO_OK) return cli_fail("bench w1");
+    if (damo_model_fit(fresh, x, y, &fo, NULL) != DAMO_OK) return cli_fail("bench fit");
     double took = now() - t0;
     float loss, acc;
-    if (damo_model_evaluate(fresh, xt, yt, 256, &loss, &acc) != DAMO_OK) return cli_fail("bench w1");
+    if (damo_model_evaluate(fresh, xt, yt, 256, &loss, &acc) != DAMO_OK) return cli_fail("bench fit");
     printf(", \"accuracy_epochs\": %ld, \"accuracy_seconds\": %.2f, \"test_loss\": %.4f, \"test_accuracy\": %.4f",
            acc_epochs, took, loss, acc);
     damo_model_free(fresh);
@@ -159,8 +153,9 @@ int cli_bench(int argc, char **argv) {
   const char *what = argc > 2 ? argv[2] : "";
   if (!strcmp(what, "peak")) return bench_peak();
   if (!strcmp(what, "gemm")) return bench_gemm(argc, argv);
-  if (!strcmp(what, "w1")) return bench_w1(argc, argv);
-  fprintf(stderr, "usage: damo bench peak | gemm M N K [M N K ...] | w1 --init DIR [--repeats R --accuracy-epochs E]\n"
+  if (!strcmp(what, "fit")) return bench_fit(argc, argv);
+  fprintf(stderr, "usage: damo bench peak | gemm M N K [M N K ...] | fit --config FILE --init DIR [--repeats R "
+                  "--accuracy-epochs E]\n"
                   "(make bench runs these next to PyTorch and writes bench/RESULTS.md)\n");
   return 2;
 }

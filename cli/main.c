@@ -6,7 +6,7 @@
  *   damo predict   --model DIR --input x.npy [--output y.npy --labels y.npy]
  *   damo summary   --model DIR | --config model.json
  *   damo export    --data SPEC [--split test] --x x.npy [--y y.npy]
- *   damo bench     peak | gemm M N K ... | w1 --init DIR   (see cli/bench.c, make bench)
+ *   damo bench     peak | gemm M N K ... | fit --config FILE --init DIR   (cli/bench.c, make bench)
  *
  * SPEC is a built-in data set name (fashion-mnist), a CSV file (label column "label" unless
  * --label-column says otherwise) or an "x.npy,y.npy" pair. */
@@ -88,7 +88,7 @@ static int usage(FILE *f) {
           "           [--output y.npy] [--labels y.npy]\n"
           "  summary  --model DIR | --config FILE    the layer table\n"
           "  export   --data SPEC [--split train|test] --x x.npy [--y y.npy]\n"
-          "  bench    peak | gemm M N K ... | w1 --init DIR   damo's side of make bench\n\n"
+          "  bench    peak | gemm M N K ... | fit --config FILE --init DIR   damo's side of make bench\n\n"
           "SPEC: fashion-mnist | file.csv (label column 'label', or --label-column NAME) | x.npy,y.npy\n"
           "Environment: DAMO_NUM_THREADS, DAMO_SIMD=scalar|avx2|avx512, DAMO_DATA_DIR\n");
   return f == stderr ? 2 : 0;
