@@ -144,6 +144,33 @@ done:
   return rc;
 }
 
+/* Per-class accuracy (and precision/recall/F1/ROC AUC for two classes) from predictions. */
+static int print_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y) {
+  damo_tensor *p = NULL;
+  if (damo_model_predict(m, x, 256, &p) != DAMO_OK) return cli_fail("evaluate");
+  int64_t C = damo_tensor_numel(p) / p->shape[0], classes = C == 1 ? 2 : C;
+  int64_t *confusion = calloc((size_t)(classes * classes), sizeof *confusion);
+  damo_metrics mt = {.confusion = confusion, .n_classes = (int)classes};
+  int rc = 0;
+  if (!confusion || damo_classification_metrics(p, y, &mt) != DAMO_OK) {
+    rc = confusion ? cli_fail("evaluate") : 1;
+  } else {
+    if (classes == 2)
+      printf("precision: %.4f - recall: %.4f - f1: %.4f - roc_auc: %.4f (class 1 positive)\n", mt.precision, mt.recall,
+             mt.f1, mt.auc);
+    printf("per-class accuracy:");
+    for (int64_t c = 0; c < classes; c++) {
+      int64_t total = 0;
+      for (int64_t k = 0; k < classes; k++) total += confusion[c * classes + k];
+      printf(" %lld: %.3f", (long long)c, total ? (double)confusion[c * classes + c] / (double)total : 0.0);
+    }
+    printf("\n");
+  }
+  free(confusion);
+  damo_tensor_free(p);
+  return rc;
+}
+
 int cli_evaluate(int argc, char **argv) {
   static const char *const with_value[] = {"--model", "--data", "--batch-size", "--split", "--label-column", NULL};
   if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
@@ -164,6 +191,7 @@ int cli_evaluate(int argc, char **argv) {
     if (damo_model_evaluate(m, x, y, 256, &loss, &acc) != DAMO_OK) rc = cli_fail("evaluate");
     else if (acc >= 0) printf("loss: %.4f - accuracy: %.4f (%lld examples)\n", loss, acc, (long long)x->shape[0]);
     else printf("loss: %.4f (%lld examples)\n", loss, (long long)x->shape[0]);
+    if (rc == 0 && acc >= 0) rc = print_classification_report(m, x, y);
     damo_tensor_free(x);
     damo_tensor_free(y);
   }

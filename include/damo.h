@@ -397,6 +397,18 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
 /* Mean loss and accuracy (accuracy -1 if not applicable) over x, y. */
 damo_status damo_model_evaluate(damo_model *m, const damo_tensor *x, const damo_tensor *y, int batch_size,
                                 float *loss, float *accuracy);
+/* Classification figures from predictions (N, C) probabilities (or (N, 1) sigmoid outputs)
+ * and labels (N) i32 (or f32 0/1). Binary tasks (C <= 2, class 1 positive) also get
+ * precision, recall, F1 and ROC AUC (NAN where undefined). To get a confusion matrix, set
+ * confusion to a zeroed n_classes x n_classes buffer (row = true class) before the call. */
+typedef struct damo_metrics {
+  double accuracy, precision, recall, f1, auc;
+  int64_t count;
+  int64_t *confusion; /* optional, caller-owned */
+  int n_classes;      /* classes of confusion (2 for a sigmoid output) */
+} damo_metrics;
+damo_status damo_classification_metrics(const damo_tensor *probs, const damo_tensor *labels, damo_metrics *out);
+
 /* Outputs (N, outputs): class probabilities for classification losses (softmax/sigmoid
  * applied to logits), raw values for MSE. */
 damo_status damo_model_predict(damo_model *m, const damo_tensor *x, int batch_size, damo_tensor **out);
