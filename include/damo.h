@@ -279,6 +279,11 @@ damo_node *damo_dense_op(damo_graph *g, damo_node *x, damo_node *kernel, damo_no
  * return_sequences, else the last step's h (B, U). Backward is full BPTT. */
 damo_node *damo_lstm(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel, damo_node *bias,
                      int return_sequences);
+/* A whole-sequence GRU as Keras' (reset_after=True, = torch.nn.GRU), gate order (z, r, h):
+ * x (B, T, F), kernel (F, 3U), recurrent_kernel (U, 3U), bias (2, 3U) = input and
+ * recurrent biases; initial h zero. Output (B, T, U) or the last h (B, U). */
+damo_node *damo_gru(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel, damo_node *bias,
+                    int return_sequences);
 /* Rows of table (V, D) picked by ids (B, ...) i32: (B, ..., D). An id outside [0, V) fails
  * the forward naming it. */
 damo_node *damo_embedding(damo_graph *g, damo_node *ids, damo_node *table);

@@ -25,7 +25,7 @@ typedef struct lstm_graph {
 
 static const char *const names[4] = {"x", "kernel", "recurrent_kernel", "bias"};
 
-static lstm_graph build(const char *cas, int return_sequences) {
+static lstm_graph build(const char *cas, int return_sequences, int gru) {
   lstm_graph L = {0};
   L.g = damo_graph_new(1);
   damo_node *in[4];
@@ -34,7 +34,8 @@ static lstm_graph build(const char *cas, int return_sequences) {
     L.grads[i] = zeros_like(L.params[i]);
     in[i] = damo_param(L.g, names[i], L.params[i], L.grads[i]);
   }
-  L.out = damo_lstm(L.g, in[0], in[1], in[2], in[3], return_sequences);
+  L.out = gru ? damo_gru(L.g, in[0], in[1], in[2], in[3], return_sequences)
+            : damo_lstm(L.g, in[0], in[1], in[2], in[3], return_sequences);
   L.loss = damo_sum(L.g, damo_mul(L.g, L.out, damo_constant(L.g, get(cas, "dout"))), DAMO_ALL_AXES, 0);
   damo_node *outs[2] = {L.out, L.loss};
   CHECK_MSG(damo_graph_compile(L.g, L.loss, 2, outs) == DAMO_OK, "%s", damo_last_error());
@@ -49,8 +50,8 @@ static void release(lstm_graph *L) {
   }
 }
 
-static void check_case(const char *cas, int return_sequences) {
-  lstm_graph L = build(cas, return_sequences);
+static void check_case(const char *cas, int return_sequences, int gru) {
+  lstm_graph L = build(cas, return_sequences, gru);
   CHECK(damo_graph_forward(L.g, 1) == DAMO_OK && damo_graph_backward(L.g) == DAMO_OK);
   const damo_tensor *out = get(cas, "out");
   CHECK(damo_node_numel(L.out) == damo_tensor_numel(out));
@@ -85,11 +86,17 @@ static void check_case(const char *cas, int return_sequences) {
 }
 
 static void test_lstm_against_torch(void) {
-  check_case("lstm_seq", 1);
-  check_case("lstm_last", 0);
-  check_case("lstm_one_step", 0);
-  check_case("lstm_long", 1);
-  check_case("lstm_wide", 0);
+  check_case("lstm_seq", 1, 0);
+  check_case("lstm_last", 0, 0);
+  check_case("lstm_one_step", 0, 0);
+  check_case("lstm_long", 1, 0);
+  check_case("lstm_wide", 0, 0);
+}
+
+static void test_gru_against_torch(void) {
+  check_case("gru_seq", 1, 1);
+  check_case("gru_last", 0, 1);
+  check_case("gru_one_step", 1, 1);
 }
 
 static void test_lstm_shape_errors(void) {
@@ -141,6 +148,7 @@ int main(void) {
   }
   RUN(test_lstm_against_torch);
   RUN(test_lstm_shape_errors);
+  RUN(test_gru_against_torch);
   RUN(test_embedding_against_torch);
   damo_tensor_dict_free(fx);
   return test_summary("rnn");

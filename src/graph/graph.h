@@ -40,6 +40,7 @@ typedef enum damo_op {
   DAMO_OP_DENSE,
   DAMO_OP_LSTM,
   DAMO_OP_EMBEDDING,
+  DAMO_OP_GRU,
   DAMO_OP_COUNT
 } damo_op;
 
@@ -118,7 +119,7 @@ extern const damo_op_def damo_op_def_sum, damo_op_def_mean;
 extern const damo_op_def damo_op_def_reshape, damo_op_def_transpose;
 extern const damo_op_def damo_op_def_dropout;
 extern const damo_op_def damo_op_def_softmax_ce, damo_op_def_bce_logits, damo_op_def_mse;
-extern const damo_op_def damo_op_def_dense, damo_op_def_lstm, damo_op_def_embedding;
+extern const damo_op_def damo_op_def_dense, damo_op_def_lstm, damo_op_def_embedding, damo_op_def_gru;
 
 /* Creates a node of op with inputs and runs shape inference; NULL (graph error set) on
  * failure or if any input is NULL. iparam/fparam are copied when not NULL. */

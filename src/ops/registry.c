@@ -33,5 +33,6 @@ const damo_op_def *const damo_op_table[DAMO_OP_COUNT] = {
     [DAMO_OP_DENSE] = &damo_op_def_dense,
     [DAMO_OP_LSTM] = &damo_op_def_lstm,
     [DAMO_OP_EMBEDDING] = &damo_op_def_embedding,
+    [DAMO_OP_GRU] = &damo_op_def_gru,
 };
-_Static_assert(DAMO_OP_COUNT == 27, "a new op needs an entry in damo_op_table");
+_Static_assert(DAMO_OP_COUNT == 28, "a new op needs an entry in damo_op_table");

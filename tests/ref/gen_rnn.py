@@ -11,7 +11,9 @@ weight_hh^T, bias = b_ih + b_hh. For each case <case>:
     <case>.dout                                   upstream gradient of the output
     <case>.out                                    all h (B, T, U) or the last h (B, U)
     <case>.grad_x, .grad_kernel, .grad_recurrent_kernel, .grad_bias
-and embedding.{ids, table, dout, out, grad_table} for the table lookup.
+the GRU cases likewise (Keras reset_after=True layout: kernel (F, 3U), recurrent (U, 3U),
+bias (2, 3U), gates z, r, h; checked against torch.nn.GRU with its r, z, n order), and
+embedding.{ids, table, dout, out, grad_table} for the table lookup.
 Computed in float64 from float32-rounded inputs; seeded, so the bytes are stable.
 """
 import os
@@ -87,6 +89,62 @@ def lstm_case(out, name, B, T, F, U, return_sequences):
     out[name + ".out"] = result.detach().float().numpy()
 
 
+GRU_CASES = [
+    ("gru_seq", 3, 5, 4, 6, True),
+    ("gru_last", 2, 7, 3, 5, False),
+    ("gru_one_step", 2, 1, 3, 2, True),
+]
+
+
+def manual_gru(x, kernel, recurrent, bias):
+    """Keras' GRU (reset_after=True) in torch ops, gates (z, r, h), bias rows (input, recurrent)."""
+    B, T, _ = x.shape
+    U = recurrent.shape[0]
+    h = torch.zeros(B, U, dtype=D)
+    ys = []
+    for t in range(T):
+        gx = x[:, t] @ kernel + bias[0]
+        gh = h @ recurrent + bias[1]
+        z = (gx[:, :U] + gh[:, :U]).sigmoid()
+        r = (gx[:, U:2 * U] + gh[:, U:2 * U]).sigmoid()
+        n = (gx[:, 2 * U:] + r * gh[:, 2 * U:]).tanh()
+        h = z * h + (1 - z) * n
+        ys.append(h)
+    return torch.stack(ys, 1), h
+
+
+def check_against_nn_gru(x, kernel, recurrent, bias, y):
+    """torch.nn.GRU orders gates (r, z, n): permute damo's (z, r, h) blocks to compare."""
+    F, G = kernel.shape
+    U = G // 3
+    perm = torch.cat([torch.arange(U, 2 * U), torch.arange(0, U), torch.arange(2 * U, 3 * U)])
+    gru = torch.nn.GRU(F, U, batch_first=True).double()
+    with torch.no_grad():
+        gru.weight_ih_l0.copy_(kernel.t()[perm])
+        gru.weight_hh_l0.copy_(recurrent.t()[perm])
+        gru.bias_ih_l0.copy_(bias[0][perm])
+        gru.bias_hh_l0.copy_(bias[1][perm])
+        ref, _ = gru(x)
+    assert torch.allclose(ref, y.detach(), atol=1e-12), "manual GRU differs from torch.nn.GRU"
+
+
+def gru_case(out, name, B, T, F, U, return_sequences):
+    x = f32(torch.randn(B, T, F, dtype=D)).requires_grad_()
+    kernel = f32(torch.randn(F, 3 * U, dtype=D) * 0.5).requires_grad_()
+    recurrent = f32(torch.randn(U, 3 * U, dtype=D) * 0.5).requires_grad_()
+    bias = f32(torch.randn(2, 3 * U, dtype=D) * 0.3).requires_grad_()
+    y, h_last = manual_gru(x, kernel, recurrent, bias)
+    check_against_nn_gru(x, kernel, recurrent, bias, y)
+    result = y if return_sequences else h_last
+    dout = f32(torch.randn(*result.shape, dtype=D))
+    (result * dout).sum().backward()
+    for key, t in (("x", x), ("kernel", kernel), ("recurrent_kernel", recurrent), ("bias", bias)):
+        out["%s.%s" % (name, key)] = t.detach().float().numpy()
+        out["%s.grad_%s" % (name, key)] = t.grad.float().numpy()
+    out[name + ".dout"] = dout.float().numpy()
+    out[name + ".out"] = result.detach().float().numpy()
+
+
 def embedding_case(out):
     """embedding: ids (3, 4) with repeats, table (6, 5); grad_table sums repeated rows."""
     ids = torch.tensor([[0, 2, 2, 5], [1, 0, 3, 2], [5, 5, 4, 0]], dtype=torch.int64)
@@ -107,6 +165,8 @@ def main():
     for case in CASES:
         lstm_case(out, *case)
     embedding_case(out)
+    for case in GRU_CASES:
+        gru_case(out, *case)
     safetensors_writer.write(OUT_PATH, out)
     print("wrote %s (%d tensors)" % (OUT_PATH, len(out)))
 
