@@ -296,6 +296,8 @@ damo_layer *damo_dropout_layer(float rate);
 damo_layer *damo_flatten(void);
 /* LSTM over (timesteps, features) inputs: the last h (units,) or every h (timesteps, units). */
 damo_layer *damo_lstm_layer(int units, int return_sequences);
+/* GRU (Keras reset_after=True) over (timesteps, features) inputs, outputs as the LSTM's. */
+damo_layer *damo_gru_layer(int units, int return_sequences);
 /* y = x * scale + offset (Keras Rescaling), e.g. scale 1/255 to take raw pixels. */
 damo_layer *damo_rescaling(float scale, float offset);
 /* Gives a layer a name (default "<type>_<n>"); returns l. */

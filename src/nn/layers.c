@@ -315,7 +315,7 @@ damo_layer *damo_rescaling(float scale, float offset) {
 
 /* ------------------------------------------------------------------ registry */
 
-static const damo_layer_type *const layer_types[] = {&damo_layer_lstm, &damo_layer_dense, &damo_layer_activation, &damo_layer_dropout,
+static const damo_layer_type *const layer_types[] = {&damo_layer_lstm, &damo_layer_gru, &damo_layer_dense, &damo_layer_activation, &damo_layer_dropout,
                                                      &damo_layer_flatten, &damo_layer_rescaling};
 
 const damo_layer_type *damo_layer_type_find(const char *type) {
@@ -324,4 +324,4 @@ const damo_layer_type *damo_layer_type_find(const char *type) {
   return NULL;
 }
 
-const char *damo_layer_type_names(void) { return "dense activation dropout flatten rescaling lstm"; }
+const char *damo_layer_type_names(void) { return "dense activation dropout flatten rescaling lstm gru"; }

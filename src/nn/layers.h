@@ -44,7 +44,7 @@ struct damo_layer {
 };
 
 extern const damo_layer_type damo_layer_dense, damo_layer_activation, damo_layer_dropout, damo_layer_flatten,
-    damo_layer_rescaling, damo_layer_lstm;
+    damo_layer_rescaling, damo_layer_lstm, damo_layer_gru;
 
 /* The type registered under a config name, or NULL. */
 const damo_layer_type *damo_layer_type_find(const char *type);

@@ -44,7 +44,7 @@ cJSON *damo_model_to_json(const damo_model *m) {
     } else if (l->type == &damo_layer_rescaling) {
       cJSON_AddNumberToObject(o, "scale", l->scale);
       cJSON_AddNumberToObject(o, "offset", l->offset);
-    } else if (l->type == &damo_layer_lstm) {
+    } else if (l->type == &damo_layer_lstm || l->type == &damo_layer_gru) {
       cJSON_AddNumberToObject(o, "units", l->units);
       cJSON_AddBoolToObject(o, "return_sequences", l->return_sequences);
     }
@@ -200,14 +200,14 @@ static damo_status parse_layer(reader *r, const cJSON *o, damo_layer **out) {
     TRY(get_number(r, o, "rate", &rate, 1));
     if (!(rate >= 0 && rate < 1)) return fail(r, DAMO_ERR_FORMAT, "'rate' must be in [0, 1), got %g", rate);
     l = damo_dropout_layer((float)rate);
-  } else if (lt == &damo_layer_lstm) {
+  } else if (lt == &damo_layer_lstm || lt == &damo_layer_gru) {
     TRY(check_keys(r, o, "type name units return_sequences"));
     int64_t units = 0;
     int seq = 0;
     TRY(get_int(r, o, "units", &units, 1));
     TRY(get_bool(r, o, "return_sequences", &seq));
     if (units <= 0 || units > INT32_MAX) return fail(r, DAMO_ERR_FORMAT, "'units' must be a positive integer, got %lld", (long long)units);
-    l = damo_lstm_layer((int)units, seq);
+    l = lt == &damo_layer_gru ? damo_gru_layer((int)units, seq) : damo_lstm_layer((int)units, seq);
   } else if (lt == &damo_layer_flatten) {
     TRY(check_keys(r, o, "type name"));
     l = damo_flatten();
