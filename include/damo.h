@@ -284,6 +284,25 @@ damo_node *damo_lstm(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *
  * recurrent biases; initial h zero. Output (B, T, U) or the last h (B, U). */
 damo_node *damo_gru(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel, damo_node *bias,
                     int return_sequences);
+/* 2-D convolution, channels-last: x (N, H, W, C), kernel (KH, KW, C, F) -> (N, OH, OW, F)
+ * with OH = (H + pad_top + pad_bottom - KH) / stride_h + 1 (likewise OW). No bias (add one). */
+damo_node *damo_conv2d(damo_graph *g, damo_node *x, damo_node *kernel, int stride_h, int stride_w, int pad_top,
+                       int pad_left, int pad_bottom, int pad_right);
+/* TensorFlow's "same" padding of one axis: output ceil(in / stride), the odd pixel after. */
+void damo_conv2d_same_padding(int in, int k, int stride, int *pad_before, int *pad_after);
+/* Max / average pooling over (N, H, W, C) windows; padding never takes part (averages
+ * divide by the real pixels, as Keras). */
+damo_node *damo_max_pool2d(damo_graph *g, damo_node *x, int pool_h, int pool_w, int stride_h, int stride_w, int pad_top,
+                           int pad_left, int pad_bottom, int pad_right);
+damo_node *damo_avg_pool2d(damo_graph *g, damo_node *x, int pool_h, int pool_w, int stride_h, int stride_w, int pad_top,
+                           int pad_left, int pad_bottom, int pad_right);
+/* (N, H, W, C) -> (N, C), the mean over H and W. */
+damo_node *damo_global_avg_pool2d(damo_graph *g, damo_node *x);
+/* Batch normalisation over every axis but the last; running_mean/var are params without
+ * gradients, updated in place by training forwards with Keras' momentum (0.99: keep 99%);
+ * inference (forward with training 0) uses them. */
+damo_node *damo_batch_norm(damo_graph *g, damo_node *x, damo_node *gamma, damo_node *beta, damo_node *running_mean,
+                           damo_node *running_var, float momentum, float eps);
 /* Rows of table (V, D) picked by ids (B, ...) i32: (B, ..., D). An id outside [0, V) fails
  * the forward naming it. */
 damo_node *damo_embedding(damo_graph *g, damo_node *ids, damo_node *table);

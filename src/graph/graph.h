@@ -9,7 +9,7 @@
 
 #include "internal.h"
 
-#define DAMO_MAX_INPUTS 4
+#define DAMO_MAX_INPUTS 5
 #define DAMO_NAME_MAX 64
 
 typedef enum damo_op {
@@ -41,6 +41,11 @@ typedef enum damo_op {
   DAMO_OP_LSTM,
   DAMO_OP_EMBEDDING,
   DAMO_OP_GRU,
+  DAMO_OP_CONV2D,
+  DAMO_OP_MAX_POOL2D,
+  DAMO_OP_AVG_POOL2D,
+  DAMO_OP_GLOBAL_AVG_POOL2D,
+  DAMO_OP_BATCH_NORM,
   DAMO_OP_COUNT
 } damo_op;
 
@@ -120,6 +125,8 @@ extern const damo_op_def damo_op_def_reshape, damo_op_def_transpose;
 extern const damo_op_def damo_op_def_dropout;
 extern const damo_op_def damo_op_def_softmax_ce, damo_op_def_bce_logits, damo_op_def_mse;
 extern const damo_op_def damo_op_def_dense, damo_op_def_lstm, damo_op_def_embedding, damo_op_def_gru;
+extern const damo_op_def damo_op_def_conv2d, damo_op_def_max_pool2d, damo_op_def_avg_pool2d,
+    damo_op_def_global_avg_pool2d, damo_op_def_batch_norm;
 
 /* Creates a node of op with inputs and runs shape inference; NULL (graph error set) on
  * failure or if any input is NULL. iparam/fparam are copied when not NULL. */

@@ -34,5 +34,10 @@ const damo_op_def *const damo_op_table[DAMO_OP_COUNT] = {
     [DAMO_OP_LSTM] = &damo_op_def_lstm,
     [DAMO_OP_EMBEDDING] = &damo_op_def_embedding,
     [DAMO_OP_GRU] = &damo_op_def_gru,
+    [DAMO_OP_CONV2D] = &damo_op_def_conv2d,
+    [DAMO_OP_MAX_POOL2D] = &damo_op_def_max_pool2d,
+    [DAMO_OP_AVG_POOL2D] = &damo_op_def_avg_pool2d,
+    [DAMO_OP_GLOBAL_AVG_POOL2D] = &damo_op_def_global_avg_pool2d,
+    [DAMO_OP_BATCH_NORM] = &damo_op_def_batch_norm,
 };
-_Static_assert(DAMO_OP_COUNT == 28, "a new op needs an entry in damo_op_table");
+_Static_assert(DAMO_OP_COUNT == 33, "a new op needs an entry in damo_op_table");

@@ -1,0 +1,163 @@
+/* conv.c - 2-D convolution, channels-last: x (N, H, W, C), kernel (KH, KW, C, F) as Keras
+ * stores it, output (N, OH, OW, F), with strides and explicit (possibly asymmetric)
+ * padding.
+ *
+ * Through the GEMM by im2col: for a block of output pixels, the patches matrix
+ * (rows, KH*KW*C) times the kernel seen as (KH*KW*C, F) is that block of the output, already
+ * in NHWC order. Blocks keep the patches under ~4 MB (the op's aux buffer). Backward
+ * recomputes each block's patches: dW += patches^T dY, then dPatches = dY W^T is scattered
+ * back (col2im) into dX. The scatter runs one image at a time in a fixed order, so results
+ * do not depend on the thread count. A 1x1 stride-1 unpadded convolution skips im2col. */
+#include "graph/graph.h"
+
+enum { CV_SH, CV_SW, CV_PT, CV_PL, CV_PB, CV_PR };
+
+typedef struct conv_geom {
+  int64_t N, H, W, C, KH, KW, F, OH, OW, K; /* K = KH * KW * C */
+  int sh, sw, pt, pl;
+} conv_geom;
+
+static conv_geom geom_of(const damo_node *n) {
+  const damo_node *x = n->in[0], *k = n->in[1];
+  conv_geom g;
+  g.N = x->shape[0], g.H = x->shape[1], g.W = x->shape[2], g.C = x->shape[3];
+  g.KH = k->shape[0], g.KW = k->shape[1], g.F = k->shape[3];
+  g.sh = n->iparam[CV_SH], g.sw = n->iparam[CV_SW], g.pt = n->iparam[CV_PT], g.pl = n->iparam[CV_PL];
+  g.OH = (g.H + g.pt + n->iparam[CV_PB] - g.KH) / g.sh + 1;
+  g.OW = (g.W + g.pl + n->iparam[CV_PR] - g.KW) / g.sw + 1;
+  g.K = g.KH * g.KW * g.C;
+  return g;
+}
+
+static int is_pointwise(const conv_geom *g) {
+  return g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0 && g->OH == g->H && g->OW == g->W;
+}
+
+/* Output pixels per block: patches of at most ~4 MB, at least one image row. */
+static int64_t block_pixels(const conv_geom *g) {
+  int64_t rows = (4 << 20) / (int64_t)sizeof(float) / (g->K > 0 ? g->K : 1);
+  if (rows < g->OW) rows = g->OW;
+  int64_t total = g->N * g->OH * g->OW;
+  return rows < total ? rows : total;
+}
+
+static damo_status conv_infer(damo_node *n) {
+  const damo_node *x = n->in[0], *k = n->in[1];
+  if (x->dtype != DAMO_F32 || x->ndim != 4) return damo_shape_error(n, "input must be f32 (batch, height, width, channels)", x, k);
+  if (k->dtype != DAMO_F32 || k->ndim != 4) return damo_shape_error(n, "kernel must be f32 (kh, kw, in_channels, filters)", x, k);
+  if (k->shape[2] != x->shape[3]) return damo_shape_error(n, "kernel in_channels differ from the input's channels", x, k);
+  for (int i = 0; i < 6; i++)
+    if (n->iparam[i] < (i < 2 ? 1 : 0)) return damo_shape_error(n, "strides must be >= 1 and paddings >= 0", x, k);
+  if (x->shape[1] + n->iparam[CV_PT] + n->iparam[CV_PB] < k->shape[0] ||
+      x->shape[2] + n->iparam[CV_PL] + n->iparam[CV_PR] < k->shape[1])
+    return damo_shape_error(n, "the kernel is larger than the padded input", x, k);
+  conv_geom g = geom_of(n);
+  n->ndim = 4;
+  n->shape[0] = g.N, n->shape[1] = g.OH, n->shape[2] = g.OW, n->shape[3] = g.F;
+  n->dtype = DAMO_F32;
+  n->aux_bytes = is_pointwise(&g) ? 0 : (size_t)(block_pixels(&g) * g.K) * sizeof(float);
+  return DAMO_OK;
+}
+
+/* Patches of output pixels [p0, p0 + count) into cols (count, K). */
+static void im2col(const conv_geom *g, const float *x, int64_t p0, int64_t count, float *cols) {
+#pragma omp parallel for schedule(static) if (count * g->K > DAMO_PARALLEL_MIN)
+  for (int64_t i = 0; i < count; i++) {
+    int64_t p = p0 + i, ow = p % g->OW, oh = (p / g->OW) % g->OH, nn = p / (g->OW * g->OH);
+    float *row = cols + i * g->K;
+    for (int64_t kh = 0; kh < g->KH; kh++) {
+      int64_t ih = oh * g->sh - g->pt + kh;
+      for (int64_t kw = 0; kw < g->KW; kw++) {
+        int64_t iw = ow * g->sw - g->pl + kw;
+        float *dst = row + (kh * g->KW + kw) * g->C;
+        if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) memset(dst, 0, (size_t)g->C * sizeof(float));
+        else memcpy(dst, x + ((nn * g->H + ih) * g->W + iw) * g->C, (size_t)g->C * sizeof(float));
+      }
+    }
+  }
+}
+
+/* Adds cols (count, K) back into dx at the positions im2col read them from. */
+static void col2im(const conv_geom *g, const float *cols, int64_t p0, int64_t count, float *dx) {
+  for (int64_t i = 0; i < count; i++) {
+    int64_t p = p0 + i, ow = p % g->OW, oh = (p / g->OW) % g->OH, nn = p / (g->OW * g->OH);
+    const float *row = cols + i * g->K;
+    for (int64_t kh = 0; kh < g->KH; kh++) {
+      int64_t ih = oh * g->sh - g->pt + kh;
+      if (ih < 0 || ih >= g->H) continue;
+      for (int64_t kw = 0; kw < g->KW; kw++) {
+        int64_t iw = ow * g->sw - g->pl + kw;
+        if (iw < 0 || iw >= g->W) continue;
+        const float *src = row + (kh * g->KW + kw) * g->C;
+        float *dst = dx + ((nn * g->H + ih) * g->W + iw) * g->C;
+        for (int64_t c = 0; c < g->C; c++) dst[c] += src[c];
+      }
+    }
+  }
+}
+
+static damo_status conv_forward(damo_graph *gr, damo_node *n) {
+  (void)gr;
+  conv_geom g = geom_of(n);
+  const float *x = damo_f32(n->in[0]), *k = damo_f32(n->in[1]);
+  float *y = damo_f32(n);
+  int64_t total = g.N * g.OH * g.OW;
+  if (is_pointwise(&g)) {
+    damo_gemm(0, 0, total, g.F, g.K, 1.0f, x, g.K, k, g.F, 0.0f, y, g.F);
+    return DAMO_OK;
+  }
+  int64_t step = block_pixels(&g);
+  for (int64_t p0 = 0; p0 < total; p0 += step) {
+    int64_t count = total - p0 < step ? total - p0 : step;
+    im2col(&g, x, p0, count, n->aux);
+    damo_gemm(0, 0, count, g.F, g.K, 1.0f, n->aux, g.K, k, g.F, 0.0f, y + p0 * g.F, g.F);
+  }
+  return DAMO_OK;
+}
+
+static void conv_backward(damo_graph *gr, damo_node *n) {
+  (void)gr;
+  conv_geom g = geom_of(n);
+  damo_node *xn = n->in[0], *kn = n->in[1];
+  const float *x = damo_f32(xn), *k = damo_f32(kn), *dy = n->grad;
+  int64_t total = g.N * g.OH * g.OW;
+  float kbeta = 1.0f, *dk = kn->in_backward ? damo_node_grad_out(kn, &kbeta) : NULL;
+  float *dx = xn->in_backward ? damo_node_grad_acc(xn) : NULL;
+  if (is_pointwise(&g)) {
+    if (dk) damo_gemm(1, 0, g.K, g.F, total, 1.0f, x, g.K, dy, g.F, kbeta, dk, g.F);
+    if (dx) damo_gemm(0, 1, total, g.K, g.F, 1.0f, dy, g.F, k, g.F, 1.0f, dx, g.K);
+    return;
+  }
+  int64_t step = block_pixels(&g);
+  for (int64_t p0 = 0; p0 < total; p0 += step) {
+    int64_t count = total - p0 < step ? total - p0 : step;
+    const float *dyb = dy + p0 * g.F;
+    if (dk) {
+      im2col(&g, x, p0, count, n->aux);
+      damo_gemm(1, 0, g.K, g.F, count, 1.0f, n->aux, g.K, dyb, g.F, kbeta, dk, g.F);
+      kbeta = 1.0f;
+    }
+    if (dx) {
+      damo_gemm(0, 1, count, g.K, g.F, 1.0f, dyb, g.F, k, g.F, 0.0f, n->aux, g.K);
+      col2im(&g, n->aux, p0, count, dx);
+    }
+  }
+}
+
+/* Backward reads x (to rebuild patches) and the kernel (a param, always alive). */
+const damo_op_def damo_op_def_conv2d = {"conv2d", 2, conv_infer, conv_forward, conv_backward, DAMO_OPF_BWD_INPUTS};
+
+damo_node *damo_conv2d(damo_graph *g, damo_node *x, damo_node *kernel, int stride_h, int stride_w, int pad_top,
+                       int pad_left, int pad_bottom, int pad_right) {
+  damo_node *in[2] = {x, kernel};
+  int p[6] = {stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right};
+  return damo_graph_add_node(g, DAMO_OP_CONV2D, 2, in, p, 6, NULL, 0);
+}
+
+void damo_conv2d_same_padding(int in, int k, int stride, int *pad_before, int *pad_after) {
+  int out = (in + stride - 1) / stride;
+  int total = (out - 1) * stride + k - in;
+  if (total < 0) total = 0;
+  *pad_before = total / 2;
+  *pad_after = total - total / 2; /* the odd pixel goes after, as TensorFlow does */
+}
