@@ -104,16 +104,67 @@ class LastState(torch.nn.Module):
 ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}
 
 
+class ToImage(torch.nn.Module):
+    """damo's Reshape to (H, W, C), then NHWC -> NCHW for torch's convolutions."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape).permute(0, 3, 1, 2)
+
+
+class FlattenNHWC(torch.nn.Module):
+    """Flatten in damo's channels-last order, so the next Dense kernel lines up."""
+
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1).flatten(1)
+
+
+def pair(v):
+    return tuple(v) if isinstance(v, list) else (v, v)
+
+
 def model_from_config(config, weights):
     """The same architecture as damo's config.json, with damo's initial weights."""
     shape = list(config["input_shape"])
     mods = []
+    image = False  # torch side runs NCHW between a reshape to (H, W, C) and the flatten
     for layer in config["layers"]:
         kind, name = layer["type"], layer.get("name")
         if kind == "rescaling":
             mods.append(Rescaling(layer["scale"], layer.get("offset", 0.0)))
+        elif kind == "reshape":
+            shape = list(layer["target_shape"])
+            image = len(shape) == 3
+            mods.append(ToImage(shape) if image else torch.nn.Unflatten(1, shape))
+        elif kind == "conv2d":
+            k, s = pair(layer["kernel_size"]), pair(layer.get("strides", 1))
+            if layer.get("padding") == "same" and (s != (1, 1) or k[0] % 2 == 0 or k[1] % 2 == 0):
+                raise SystemExit("torch_bench: only odd kernels with stride 1 map to symmetric 'same' padding")
+            pad = (k[0] // 2, k[1] // 2) if layer.get("padding") == "same" else (0, 0)
+            conv = torch.nn.Conv2d(shape[-1], layer["filters"], k, stride=s, padding=pad)
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(weights[name + ".kernel"].transpose(3, 2, 0, 1))))
+                conv.bias.copy_(torch.from_numpy(weights[name + ".bias"]))
+            mods.append(conv)
+            act = layer.get("activation", "linear")
+            if act in ACTIVATIONS:
+                mods.append(ACTIVATIONS[act]())
+            oh = (shape[0] + 2 * pad[0] - k[0]) // s[0] + 1
+            ow = (shape[1] + 2 * pad[1] - k[1]) // s[1] + 1
+            shape = [oh, ow, layer["filters"]]
+        elif kind in ("max_pooling2d", "average_pooling2d"):
+            p = pair(layer.get("pool_size", 2))
+            s = pair(layer.get("strides", p))
+            if layer.get("padding", "valid") != "valid":
+                raise SystemExit("torch_bench: only valid pooling is mapped")
+            mods.append((torch.nn.MaxPool2d if kind == "max_pooling2d" else torch.nn.AvgPool2d)(p, s))
+            shape = [(shape[0] - p[0]) // s[0] + 1, (shape[1] - p[1]) // s[1] + 1, shape[2]]
         elif kind == "flatten":
-            mods.append(torch.nn.Flatten())
+            mods.append(FlattenNHWC() if image else torch.nn.Flatten())
+            image = False
             shape = [int(np.prod(shape))]
         elif kind == "dropout":
             mods.append(torch.nn.Dropout(layer["rate"]))

@@ -315,6 +315,15 @@ damo_layer *damo_dropout_layer(float rate);
 damo_layer *damo_flatten(void);
 /* LSTM over (timesteps, features) inputs: the last h (units,) or every h (timesteps, units). */
 damo_layer *damo_lstm_layer(int units, int return_sequences);
+/* Image layers, channels-last (height, width, channels) as Keras. padding_same: 1 "same",
+ * 0 "valid". Pool strides 0 mean the pool size. Batch norm: Keras momentum/epsilon
+ * (0.99, 1e-3 are its defaults), over the last axis. */
+damo_layer *damo_reshape_layer(int ndim, const int64_t *target_shape); /* without the batch axis */
+damo_layer *damo_conv2d_layer(int filters, int kernel_h, int kernel_w, int stride, int padding_same, damo_activation act);
+damo_layer *damo_max_pool2d_layer(int pool, int stride, int padding_same);
+damo_layer *damo_avg_pool2d_layer(int pool, int stride, int padding_same);
+damo_layer *damo_global_avg_pool2d_layer(void);
+damo_layer *damo_batch_norm_layer(float momentum, float epsilon);
 /* GRU (Keras reset_after=True) over (timesteps, features) inputs, outputs as the LSTM's. */
 damo_layer *damo_gru_layer(int units, int return_sequences);
 /* y = x * scale + offset (Keras Rescaling), e.g. scale 1/255 to take raw pixels. */

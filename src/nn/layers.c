@@ -315,7 +315,9 @@ damo_layer *damo_rescaling(float scale, float offset) {
 
 /* ------------------------------------------------------------------ registry */
 
-static const damo_layer_type *const layer_types[] = {&damo_layer_lstm, &damo_layer_gru, &damo_layer_dense, &damo_layer_activation, &damo_layer_dropout,
+static const damo_layer_type *const layer_types[] = {&damo_layer_reshape, &damo_layer_conv2d, &damo_layer_max_pool2d,
+                                                     &damo_layer_avg_pool2d, &damo_layer_global_avg_pool2d,
+                                                     &damo_layer_batch_norm, &damo_layer_lstm, &damo_layer_gru, &damo_layer_dense, &damo_layer_activation, &damo_layer_dropout,
                                                      &damo_layer_flatten, &damo_layer_rescaling};
 
 const damo_layer_type *damo_layer_type_find(const char *type) {
@@ -324,4 +326,7 @@ const damo_layer_type *damo_layer_type_find(const char *type) {
   return NULL;
 }
 
-const char *damo_layer_type_names(void) { return "dense activation dropout flatten rescaling lstm gru"; }
+const char *damo_layer_type_names(void) {
+  return "dense activation dropout flatten rescaling reshape conv2d max_pooling2d average_pooling2d "
+         "global_average_pooling2d batch_normalization lstm gru";
+}

@@ -36,7 +36,11 @@ struct damo_layer {
   int use_bias;             /* dense */
   float rate;               /* dropout */
   float scale, offset;      /* rescaling: x * scale + offset */
-  int return_sequences;     /* lstm */
+  int return_sequences;     /* lstm, gru */
+  int kernel[2], stride[2]; /* conv2d, pooling: window and strides (h, w) */
+  int pad[4];               /* top, left, bottom, right, from padding_same and the input size */
+  int padding_same;         /* 1: "same", 0: "valid" */
+  float momentum, epsilon;  /* batch_normalization */
   int in_ndim, out_ndim;    /* shapes without the batch axis */
   int64_t in_shape[DAMO_MAX_DIMS], out_shape[DAMO_MAX_DIMS];
   int n_params;
@@ -44,7 +48,8 @@ struct damo_layer {
 };
 
 extern const damo_layer_type damo_layer_dense, damo_layer_activation, damo_layer_dropout, damo_layer_flatten,
-    damo_layer_rescaling, damo_layer_lstm, damo_layer_gru;
+    damo_layer_rescaling, damo_layer_lstm, damo_layer_gru, damo_layer_reshape, damo_layer_conv2d, damo_layer_max_pool2d,
+    damo_layer_avg_pool2d, damo_layer_global_avg_pool2d, damo_layer_batch_norm;
 
 /* The type registered under a config name, or NULL. */
 const damo_layer_type *damo_layer_type_find(const char *type);

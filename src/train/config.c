@@ -44,6 +44,25 @@ cJSON *damo_model_to_json(const damo_model *m) {
     } else if (l->type == &damo_layer_rescaling) {
       cJSON_AddNumberToObject(o, "scale", l->scale);
       cJSON_AddNumberToObject(o, "offset", l->offset);
+    } else if (l->type == &damo_layer_reshape) {
+      add_shape(o, "target_shape", l->out_ndim, l->out_shape);
+    } else if (l->type == &damo_layer_conv2d) {
+      cJSON_AddNumberToObject(o, "filters", l->units);
+      int64_t ks[2] = {l->kernel[0], l->kernel[1]}, ss[2] = {l->stride[0], l->stride[1]};
+      add_shape(o, "kernel_size", 2, ks);
+      add_shape(o, "strides", 2, ss);
+      cJSON_AddStringToObject(o, "padding", l->padding_same ? "same" : "valid");
+      cJSON_AddStringToObject(o, "activation", damo_activation_name(l->act));
+      cJSON_AddStringToObject(o, "kernel_initializer", damo_init_name(l->kernel_init));
+      cJSON_AddBoolToObject(o, "use_bias", l->use_bias);
+    } else if (l->type == &damo_layer_max_pool2d || l->type == &damo_layer_avg_pool2d) {
+      int64_t ks[2] = {l->kernel[0], l->kernel[1]}, ss[2] = {l->stride[0], l->stride[1]};
+      add_shape(o, "pool_size", 2, ks);
+      add_shape(o, "strides", 2, ss);
+      cJSON_AddStringToObject(o, "padding", l->padding_same ? "same" : "valid");
+    } else if (l->type == &damo_layer_batch_norm) {
+      cJSON_AddNumberToObject(o, "momentum", l->momentum);
+      cJSON_AddNumberToObject(o, "epsilon", l->epsilon);
     } else if (l->type == &damo_layer_lstm || l->type == &damo_layer_gru) {
       cJSON_AddNumberToObject(o, "units", l->units);
       cJSON_AddBoolToObject(o, "return_sequences", l->return_sequences);
@@ -159,6 +178,41 @@ static damo_status get_bool(const reader *r, const cJSON *obj, const char *key, 
   return DAMO_OK;
 }
 
+/* An integer or a list of integers (Keras accepts kernel_size 3 or [3, 3]); a single number
+ * is repeated `fill` times. Leaves out as it is when the key is absent and not required. */
+static damo_status get_pair_or_list(const reader *r, const cJSON *obj, const char *key, int64_t *out, int *n, int fill,
+                                    int max, int required) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (!v) return required ? fail(r, DAMO_ERR_FORMAT, "missing '%s'", key) : DAMO_OK;
+  if (cJSON_IsNumber(v)) {
+    if (v->valuedouble < 1 || v->valuedouble != floor(v->valuedouble) || v->valuedouble > 1e9)
+      return fail(r, DAMO_ERR_FORMAT, "'%s' must be a positive integer", key);
+    for (int i = 0; i < fill; i++) out[i] = (int64_t)v->valuedouble;
+    *n = fill;
+    return DAMO_OK;
+  }
+  int count = cJSON_GetArraySize(v);
+  if (!cJSON_IsArray(v) || count < 1 || count > max || (fill > 1 && count != fill))
+    return fail(r, DAMO_ERR_FORMAT, "'%s' must be a positive integer or a list of %d", key, fill > 1 ? fill : max);
+  for (int i = 0; i < count; i++) {
+    const cJSON *d = cJSON_GetArrayItem(v, i);
+    if (!cJSON_IsNumber(d) || d->valuedouble < 1 || d->valuedouble != floor(d->valuedouble) || d->valuedouble > 1e9)
+      return fail(r, DAMO_ERR_FORMAT, "'%s' entry %d must be a positive integer", key, i);
+    out[i] = (int64_t)d->valuedouble;
+  }
+  *n = count;
+  return DAMO_OK;
+}
+
+static damo_status get_padding(const reader *r, const cJSON *obj, int *same) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "padding");
+  if (!v) return DAMO_OK;
+  if (cJSON_IsString(v) && !strcmp(v->valuestring, "same")) *same = 1;
+  else if (cJSON_IsString(v) && !strcmp(v->valuestring, "valid")) *same = 0;
+  else return fail(r, DAMO_ERR_FORMAT, "'padding' must be \"same\" or \"valid\"");
+  return DAMO_OK;
+}
+
 #define TRY(expr)                                                                                                      \
   do {                                                                                                                 \
     damo_status st_ = (expr);                                                                                          \
@@ -200,6 +254,57 @@ static damo_status parse_layer(reader *r, const cJSON *o, damo_layer **out) {
     TRY(get_number(r, o, "rate", &rate, 1));
     if (!(rate >= 0 && rate < 1)) return fail(r, DAMO_ERR_FORMAT, "'rate' must be in [0, 1), got %g", rate);
     l = damo_dropout_layer((float)rate);
+  } else if (lt == &damo_layer_reshape) {
+    TRY(check_keys(r, o, "type name target_shape"));
+    int64_t shape[DAMO_MAX_DIMS];
+    int nd = 0;
+    TRY(get_pair_or_list(r, o, "target_shape", shape, &nd, 1, DAMO_MAX_DIMS - 1, 1));
+    l = damo_reshape_layer(nd, shape);
+  } else if (lt == &damo_layer_conv2d) {
+    TRY(check_keys(r, o, "type name filters kernel_size strides padding activation kernel_initializer use_bias"));
+    int64_t filters = 0, ks[2] = {0, 0}, ss[2] = {1, 1};
+    int nd = 0, use_bias = 1, same = 0;
+    const char *init = "glorot_uniform";
+    TRY(get_int(r, o, "filters", &filters, 1));
+    TRY(get_pair_or_list(r, o, "kernel_size", ks, &nd, 2, 2, 1));
+    TRY(get_pair_or_list(r, o, "strides", ss, &nd, 2, 2, 0));
+    TRY(get_padding(r, o, &same));
+    TRY(get_string(r, o, "activation", &act, 0));
+    TRY(get_string(r, o, "kernel_initializer", &init, 0));
+    TRY(get_bool(r, o, "use_bias", &use_bias));
+    damo_init ki;
+    if (damo_activation_parse(act, &a) != DAMO_OK || damo_init_parse(init, &ki) != DAMO_OK)
+      return fail(r, DAMO_ERR_FORMAT, "%s", damo_last_error());
+    if (filters <= 0 || filters > INT32_MAX) return fail(r, DAMO_ERR_FORMAT, "'filters' must be a positive integer");
+    l = damo_conv2d_layer((int)filters, (int)ks[0], (int)ks[1], 1, same, a);
+    if (l) {
+      l->stride[0] = (int)ss[0];
+      l->stride[1] = (int)ss[1];
+      l->kernel_init = ki;
+      l->use_bias = use_bias;
+    }
+  } else if (lt == &damo_layer_max_pool2d || lt == &damo_layer_avg_pool2d) {
+    TRY(check_keys(r, o, "type name pool_size strides padding"));
+    int64_t ks[2] = {2, 2}, ss[2] = {0, 0};
+    int nd = 0, same = 0;
+    TRY(get_pair_or_list(r, o, "pool_size", ks, &nd, 2, 2, 0));
+    TRY(get_pair_or_list(r, o, "strides", ss, &nd, 2, 2, 0));
+    TRY(get_padding(r, o, &same));
+    l = lt == &damo_layer_max_pool2d ? damo_max_pool2d_layer((int)ks[0], 0, same) : damo_avg_pool2d_layer((int)ks[0], 0, same);
+    if (l) {
+      l->kernel[1] = (int)ks[1];
+      l->stride[0] = ss[0] > 0 ? (int)ss[0] : (int)ks[0]; /* Keras: strides default to pool_size */
+      l->stride[1] = ss[1] > 0 ? (int)ss[1] : (int)ks[1];
+    }
+  } else if (lt == &damo_layer_global_avg_pool2d) {
+    TRY(check_keys(r, o, "type name"));
+    l = damo_global_avg_pool2d_layer();
+  } else if (lt == &damo_layer_batch_norm) {
+    TRY(check_keys(r, o, "type name momentum epsilon"));
+    float momentum = 0.99f, eps = 1e-3f;
+    TRY(get_float(r, o, "momentum", &momentum));
+    TRY(get_float(r, o, "epsilon", &eps));
+    l = damo_batch_norm_layer(momentum, eps);
   } else if (lt == &damo_layer_lstm || lt == &damo_layer_gru) {
     TRY(check_keys(r, o, "type name units return_sequences"));
     int64_t units = 0;

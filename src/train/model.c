@@ -166,10 +166,10 @@ damo_status damo_model_build(damo_model *m, uint64_t seed) {
 damo_status damo_model_summary(damo_model *m, FILE *f) {
   if (!m || !f) return damo_error(DAMO_ERR_INVALID_ARG, "model_summary: NULL argument");
   char shape[96], full[128];
-  const char *rule = "_________________________________________________________________";
-  const char *thick = "=================================================================";
+  const char *rule = "_______________________________________________________________________";
+  const char *thick = "=======================================================================";
   fprintf(f, "Model: \"sequential\"\n%s\n", rule);
-  fprintf(f, " %-28s %-24s %10s\n%s\n", "Layer (type)", "Output Shape", "Param #", thick);
+  fprintf(f, " %-36s %-22s %10s\n%s\n", "Layer (type)", "Output Shape", "Param #", thick);
   int64_t trainable = 0, frozen = 0;
   for (int i = 0; i < m->n_layers; i++) {
     const damo_layer *l = m->layers[i];
@@ -183,7 +183,7 @@ damo_status damo_model_summary(damo_model *m, FILE *f) {
     if (l->out_ndim == 1) snprintf(full, sizeof full, "(None, %lld)", (long long)l->out_shape[0]);
     char label[96];
     snprintf(label, sizeof label, "%.50s (%s)", l->name, l->type->type);
-    fprintf(f, " %-28s %-24s %10lld\n", label, full, (long long)np);
+    fprintf(f, " %-36s %-22s %10lld\n", label, full, (long long)np);
     fprintf(f, "%s\n", i + 1 < m->n_layers ? "" : thick);
   }
   fprintf(f, "Total params: %lld (%.2f KB)\nTrainable params: %lld\nNon-trainable params: %lld\n%s\n",

@@ -1,0 +1,247 @@
+/* conv_layers.c - the image layers of a Sequential model, channels-last (N, H, W, C) as in
+ * Keras: Reshape, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D and
+ * BatchNormalization. Like every layer they only compose graph ops. */
+#include "nn/layers.h"
+
+#include <stdio.h>
+
+static damo_layer *layer_new(const damo_layer_type *type) {
+  damo_layer *l = calloc(1, sizeof *l);
+  if (!l) damo_error(DAMO_ERR_NOMEM, "out of memory for a %s layer", type->type);
+  else l->type = type;
+  return l;
+}
+
+static damo_node *named(damo_layer *l, damo_node *n, const char *what) {
+  char buf[DAMO_NAME_MAX];
+  snprintf(buf, sizeof buf, "%.40s/%s", l->name, what);
+  return damo_node_set_name(n, buf);
+}
+
+static damo_node *slot_param(damo_layer *l, damo_graph *g, int i) {
+  char name[DAMO_NAME_MAX + 24];
+  snprintf(name, sizeof name, "%.40s.%s", l->name, l->params[i].name);
+  return damo_param(g, name, l->params[i].value, l->params[i].grad);
+}
+
+static void declare_slot(damo_layer *l, const char *name, int ndim, const int64_t *shape, damo_init init, int frozen) {
+  damo_param_slot *s = &l->params[l->n_params++];
+  snprintf(s->name, sizeof s->name, "%s", name);
+  s->ndim = ndim;
+  memcpy(s->shape, shape, (size_t)ndim * sizeof *shape);
+  s->init = init;
+  s->frozen = frozen;
+}
+
+/* Output size and padding of one spatial axis. */
+static damo_status spatial(damo_layer *l, int64_t in, int k, int stride, int *before, int *after, int64_t *out) {
+  if (l->padding_same) {
+    damo_conv2d_same_padding((int)in, k, stride, before, after);
+  } else {
+    *before = *after = 0;
+  }
+  int64_t span = in + *before + *after - k;
+  if (span < 0)
+    return damo_error(DAMO_ERR_SHAPE, "layer '%s': window %d is larger than the input size %lld with %s padding", l->name, k,
+                      (long long)in, l->padding_same ? "same" : "valid");
+  *out = span / stride + 1;
+  return DAMO_OK;
+}
+
+static damo_status need_image(damo_layer *l) {
+  if (l->in_ndim != 3) {
+    char s[96];
+    return damo_error(DAMO_ERR_SHAPE,
+                      "layer '%s': %s needs (height, width, channels) inputs, got %s (add a reshape layer, e.g. "
+                      "target_shape [28, 28, 1])",
+                      l->name, l->type->type, damo_shape_string(l->in_ndim, l->in_shape, s, sizeof s));
+  }
+  return DAMO_OK;
+}
+
+/* ------------------------------------------------------------------ Reshape */
+
+static damo_status reshape_layer_infer(damo_layer *l) {
+  int64_t have = 1, want = 1;
+  for (int i = 0; i < l->in_ndim; i++) have *= l->in_shape[i];
+  for (int i = 0; i < l->out_ndim; i++) want *= l->out_shape[i];
+  if (l->out_ndim < 1 || have != want) {
+    char a[96], b[96];
+    return damo_error(DAMO_ERR_SHAPE, "layer '%s': cannot reshape %s to %s", l->name,
+                      damo_shape_string(l->in_ndim, l->in_shape, a, sizeof a),
+                      damo_shape_string(l->out_ndim, l->out_shape, b, sizeof b));
+  }
+  return DAMO_OK;
+}
+
+static damo_node *reshape_layer_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
+  int64_t shape[DAMO_MAX_DIMS] = {0}; /* 0: keep the batch axis */
+  memcpy(shape + 1, l->out_shape, (size_t)l->out_ndim * sizeof *shape);
+  *pre = named(l, damo_reshape(g, x, l->out_ndim + 1, shape), "reshape");
+  return *pre;
+}
+
+const damo_layer_type damo_layer_reshape = {"reshape", reshape_layer_infer, reshape_layer_build};
+
+damo_layer *damo_reshape_layer(int ndim, const int64_t *target_shape) {
+  damo_layer *l = layer_new(&damo_layer_reshape);
+  if (!l) return NULL;
+  if (ndim < 1 || ndim > DAMO_MAX_DIMS - 1) ndim = 0; /* infer reports it */
+  l->out_ndim = ndim;
+  memcpy(l->out_shape, target_shape, (size_t)ndim * sizeof *target_shape);
+  return l;
+}
+
+/* ------------------------------------------------------------------ Conv2D */
+
+static damo_status conv_infer(damo_layer *l) {
+  damo_status st = need_image(l);
+  if (st != DAMO_OK) return st;
+  if (l->units <= 0 || l->kernel[0] <= 0 || l->kernel[1] <= 0 || l->stride[0] <= 0 || l->stride[1] <= 0)
+    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': filters, kernel_size and strides must be positive", l->name);
+  int64_t oh = 0, ow = 0;
+  if ((st = spatial(l, l->in_shape[0], l->kernel[0], l->stride[0], &l->pad[0], &l->pad[2], &oh)) != DAMO_OK ||
+      (st = spatial(l, l->in_shape[1], l->kernel[1], l->stride[1], &l->pad[1], &l->pad[3], &ow)) != DAMO_OK)
+    return st;
+  l->out_ndim = 3;
+  l->out_shape[0] = oh;
+  l->out_shape[1] = ow;
+  l->out_shape[2] = l->units;
+  l->n_params = 0;
+  int64_t kshape[4] = {l->kernel[0], l->kernel[1], l->in_shape[2], l->units};
+  declare_slot(l, "kernel", 4, kshape, l->kernel_init, 0);
+  if (l->use_bias) {
+    int64_t b = l->units;
+    declare_slot(l, "bias", 1, &b, DAMO_INIT_ZEROS, 0);
+  }
+  return DAMO_OK;
+}
+
+static damo_node *conv_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
+  damo_node *h = damo_conv2d(g, x, slot_param(l, g, 0), l->stride[0], l->stride[1], l->pad[0], l->pad[1], l->pad[2],
+                             l->pad[3]);
+  h = named(l, h, "conv");
+  if (l->use_bias) h = named(l, damo_add(g, h, slot_param(l, g, 1)), "bias_add");
+  *pre = h;
+  if (l->act == DAMO_ACT_NONE) return h;
+  return named(l, damo_apply_activation(g, h, l->act), damo_activation_name(l->act));
+}
+
+const damo_layer_type damo_layer_conv2d = {"conv2d", conv_infer, conv_build};
+
+damo_layer *damo_conv2d_layer(int filters, int kernel_h, int kernel_w, int stride, int padding_same, damo_activation act) {
+  damo_layer *l = layer_new(&damo_layer_conv2d);
+  if (!l) return NULL;
+  l->units = filters;
+  l->kernel[0] = kernel_h;
+  l->kernel[1] = kernel_w;
+  l->stride[0] = l->stride[1] = stride;
+  l->padding_same = padding_same;
+  l->act = act;
+  l->kernel_init = DAMO_INIT_GLOROT_UNIFORM;
+  l->use_bias = 1;
+  return l;
+}
+
+/* ------------------------------------------------------------------ pooling */
+
+static damo_status pool_infer(damo_layer *l) {
+  damo_status st = need_image(l);
+  if (st != DAMO_OK) return st;
+  if (l->kernel[0] <= 0 || l->kernel[1] <= 0 || l->stride[0] <= 0 || l->stride[1] <= 0)
+    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': pool_size and strides must be positive", l->name);
+  int64_t oh = 0, ow = 0;
+  if ((st = spatial(l, l->in_shape[0], l->kernel[0], l->stride[0], &l->pad[0], &l->pad[2], &oh)) != DAMO_OK ||
+      (st = spatial(l, l->in_shape[1], l->kernel[1], l->stride[1], &l->pad[1], &l->pad[3], &ow)) != DAMO_OK)
+    return st;
+  l->out_ndim = 3;
+  l->out_shape[0] = oh;
+  l->out_shape[1] = ow;
+  l->out_shape[2] = l->in_shape[2];
+  return DAMO_OK;
+}
+
+static damo_node *max_pool_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
+  *pre = named(l, damo_max_pool2d(g, x, l->kernel[0], l->kernel[1], l->stride[0], l->stride[1], l->pad[0], l->pad[1],
+                                  l->pad[2], l->pad[3]),
+               "max_pool");
+  return *pre;
+}
+
+static damo_node *avg_pool_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
+  *pre = named(l, damo_avg_pool2d(g, x, l->kernel[0], l->kernel[1], l->stride[0], l->stride[1], l->pad[0], l->pad[1],
+                                  l->pad[2], l->pad[3]),
+               "avg_pool");
+  return *pre;
+}
+
+const damo_layer_type damo_layer_max_pool2d = {"max_pooling2d", pool_infer, max_pool_build};
+const damo_layer_type damo_layer_avg_pool2d = {"average_pooling2d", pool_infer, avg_pool_build};
+
+static damo_layer *pool_new(const damo_layer_type *t, int pool, int stride, int padding_same) {
+  damo_layer *l = layer_new(t);
+  if (!l) return NULL;
+  l->kernel[0] = l->kernel[1] = pool;
+  l->stride[0] = l->stride[1] = stride > 0 ? stride : pool; /* Keras: strides default to pool_size */
+  l->padding_same = padding_same;
+  return l;
+}
+
+damo_layer *damo_max_pool2d_layer(int pool, int stride, int padding_same) {
+  return pool_new(&damo_layer_max_pool2d, pool, stride, padding_same);
+}
+damo_layer *damo_avg_pool2d_layer(int pool, int stride, int padding_same) {
+  return pool_new(&damo_layer_avg_pool2d, pool, stride, padding_same);
+}
+
+static damo_status gap_infer(damo_layer *l) {
+  damo_status st = need_image(l);
+  if (st != DAMO_OK) return st;
+  l->out_ndim = 1;
+  l->out_shape[0] = l->in_shape[2];
+  return DAMO_OK;
+}
+
+static damo_node *gap_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
+  *pre = named(l, damo_global_avg_pool2d(g, x), "global_avg_pool");
+  return *pre;
+}
+
+const damo_layer_type damo_layer_global_avg_pool2d = {"global_average_pooling2d", gap_infer, gap_build};
+
+damo_layer *damo_global_avg_pool2d_layer(void) { return layer_new(&damo_layer_global_avg_pool2d); }
+
+/* ------------------------------------------------------------------ BatchNormalization */
+
+static damo_status bn_infer(damo_layer *l) {
+  if (l->in_ndim < 1) return damo_error(DAMO_ERR_SHAPE, "layer '%s': batch normalization needs a feature axis", l->name);
+  if (!(l->momentum >= 0 && l->momentum < 1) || !(l->epsilon > 0))
+    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': momentum must be in [0, 1) and epsilon positive", l->name);
+  l->out_ndim = l->in_ndim;
+  memcpy(l->out_shape, l->in_shape, sizeof l->out_shape);
+  int64_t c = l->in_shape[l->in_ndim - 1];
+  l->n_params = 0;
+  declare_slot(l, "gamma", 1, &c, DAMO_INIT_ONES, 0);
+  declare_slot(l, "beta", 1, &c, DAMO_INIT_ZEROS, 0);
+  declare_slot(l, "moving_mean", 1, &c, DAMO_INIT_ZEROS, 1);
+  declare_slot(l, "moving_variance", 1, &c, DAMO_INIT_ONES, 1);
+  return DAMO_OK;
+}
+
+static damo_node *bn_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
+  damo_node *gamma = slot_param(l, g, 0), *beta = slot_param(l, g, 1);
+  damo_node *mean = slot_param(l, g, 2), *var = slot_param(l, g, 3);
+  damo_node *y = named(l, damo_batch_norm(g, x, gamma, beta, mean, var, l->momentum, l->epsilon), "batch_norm");
+  *pre = y;
+  return y;
+}
+
+const damo_layer_type damo_layer_batch_norm = {"batch_normalization", bn_infer, bn_build};
+
+damo_layer *damo_batch_norm_layer(float momentum, float epsilon) {
+  damo_layer *l = layer_new(&damo_layer_batch_norm);
+  if (!l) return NULL;
+  l->momentum = momentum;
+  l->epsilon = epsilon;
+  return l;
+}
