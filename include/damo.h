@@ -318,6 +318,10 @@ damo_layer *damo_lstm_layer(int units, int return_sequences);
 /* Image layers, channels-last (height, width, channels) as Keras. padding_same: 1 "same",
  * 0 "valid". Pool strides 0 mean the pool size. Batch norm: Keras momentum/epsilon
  * (0.99, 1e-3 are its defaults), over the last axis. */
+/* Convolution with its bias (filters,) or NULL and a fused linear/relu/sigmoid/tanh
+ * activation applied per block as the GEMM's epilogue; equal to conv2d -> add -> act. */
+damo_node *damo_conv2d_ex(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *bias, damo_activation act,
+                          int stride_h, int stride_w, int pad_top, int pad_left, int pad_bottom, int pad_right);
 damo_layer *damo_reshape_layer(int ndim, const int64_t *target_shape); /* without the batch axis */
 damo_layer *damo_conv2d_layer(int filters, int kernel_h, int kernel_w, int stride, int padding_same, damo_activation act);
 damo_layer *damo_max_pool2d_layer(int pool, int stride, int padding_same);

@@ -1,5 +1,6 @@
 /* test_fused.c - every fused op equals the composition of primitive ops it replaces, in
- * forward and in every gradient: dense = matmul -> add(bias) -> activation. */
+ * forward and in every gradient: dense = matmul -> add(bias) -> activation, and
+ * conv2d_ex = conv2d -> add(bias) -> activation. */
 #include "harness.h"
 
 #include <damo.h>
@@ -78,6 +79,62 @@ static void test_dense_equals_composition(void) {
         }
 }
 
+/* conv2d_ex(x, k, b, act) against conv2d -> add(b) -> act, forward and every gradient. */
+static void test_conv_equals_composition(void) {
+  const damo_activation acts[] = {DAMO_ACT_NONE, DAMO_ACT_RELU, DAMO_ACT_SIGMOID, DAMO_ACT_TANH};
+  for (int a = 0; a < 4; a++)
+    for (int variant = 0; variant < 2; variant++) {
+      int64_t xs[4] = {3, 7, 6, 2}, ks[4] = {3, 3, 2, 5}, bs[1] = {5};
+      int stride = variant ? 2 : 1, pad = variant ? 0 : 1;
+      if (variant) ks[0] = ks[1] = 1, ks[2] = 2; /* also the pointwise path */
+      float *results[2][4];
+      for (int fused = 0; fused < 2; fused++) {
+        damo_rng r;
+        damo_rng_seed(&r, 5);
+        damo_tensor *x = random_tensor(4, xs, &r, 1.0f), *k = random_tensor(4, ks, &r, 0.5f), *b = random_tensor(1, bs, &r, 0.5f);
+        damo_tensor *gx = damo_tensor_new(DAMO_F32, 4, xs), *gk = damo_tensor_new(DAMO_F32, 4, ks), *gb = damo_tensor_new(DAMO_F32, 1, bs);
+        damo_graph *g = damo_graph_new(1);
+        damo_node *xn = damo_param(g, "x", x, gx), *kn = damo_param(g, "k", k, gk), *bn = damo_param(g, "b", b, gb), *y;
+        int s1 = variant ? 1 : stride;
+        if (fused) {
+          y = damo_conv2d_ex(g, xn, kn, bn, acts[a], s1, s1, pad, pad, pad, pad);
+        } else {
+          y = damo_add(g, damo_conv2d(g, xn, kn, s1, s1, pad, pad, pad, pad), bn);
+          if (acts[a] == DAMO_ACT_RELU) y = damo_relu(g, y);
+          if (acts[a] == DAMO_ACT_SIGMOID) y = damo_sigmoid(g, y);
+          if (acts[a] == DAMO_ACT_TANH) y = damo_tanh(g, y);
+        }
+        damo_tensor *dout = damo_tensor_new(DAMO_F32, damo_node_ndim(y), damo_node_shape(y));
+        for (int64_t i = 0; i < damo_tensor_numel(dout); i++) damo_tensor_f32(dout)[i] = damo_rng_uniform(&r) - 0.5f;
+        damo_node *loss = damo_sum(g, damo_mul(g, y, damo_constant(g, dout)), DAMO_ALL_AXES, 0);
+        CHECK(damo_graph_compile(g, loss, 1, &y) == DAMO_OK);
+        CHECK(damo_graph_forward(g, 1) == DAMO_OK && damo_graph_backward(g) == DAMO_OK);
+        results[fused][0] = malloc(sizeof(float) * (size_t)damo_node_numel(y));
+        memcpy(results[fused][0], damo_node_data(y), sizeof(float) * (size_t)damo_node_numel(y));
+        results[fused][1] = gx->data, results[fused][2] = gk->data, results[fused][3] = gb->data;
+        gx->owns_data = gk->owns_data = gb->owns_data = 0;
+        if (fused) {
+          CHECK_CLOSE(results[1][0], results[0][0], damo_node_numel(y), 1e-5, 1e-5);
+          CHECK_CLOSE(results[1][1], results[0][1], damo_tensor_numel(x), 1e-5, 1e-4);
+          CHECK_CLOSE(results[1][2], results[0][2], damo_tensor_numel(k), 1e-4, 1e-4);
+          CHECK_CLOSE(results[1][3], results[0][3], 5, 1e-4, 1e-4);
+          for (int f = 0; f < 2; f++) {
+            free(results[f][0]);
+            for (int q = 1; q < 4; q++) free(results[f][q]);
+          }
+        }
+        damo_graph_free(g);
+        damo_tensor_free(x);
+        damo_tensor_free(k);
+        damo_tensor_free(b);
+        damo_tensor_free(gx);
+        damo_tensor_free(gk);
+        damo_tensor_free(gb);
+        damo_tensor_free(dout);
+      }
+    }
+}
+
 static void test_dense_rejects_bad_input(void) {
   damo_graph *g = damo_graph_new(1);
   int64_t xs[2] = {4, 5}, ws[2] = {6, 3}, bs[1] = {4};
@@ -105,5 +162,6 @@ static void test_dense_rejects_bad_input(void) {
 int main(void) {
   RUN(test_dense_equals_composition);
   RUN(test_dense_rejects_bad_input);
+  RUN(test_conv_equals_composition);
   return test_summary("fused");
 }

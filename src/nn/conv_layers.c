@@ -117,13 +117,15 @@ static damo_status conv_infer(damo_layer *l) {
   return DAMO_OK;
 }
 
+/* One fused node (bias and activation as the epilogue); softmax stays a separate op. */
 static damo_node *conv_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
-  damo_node *h = damo_conv2d(g, x, slot_param(l, g, 0), l->stride[0], l->stride[1], l->pad[0], l->pad[1], l->pad[2],
-                             l->pad[3]);
+  int separate = l->act == DAMO_ACT_SOFTMAX;
+  damo_node *h = damo_conv2d_ex(g, x, slot_param(l, g, 0), l->use_bias ? slot_param(l, g, 1) : NULL,
+                                separate ? DAMO_ACT_NONE : l->act, l->stride[0], l->stride[1], l->pad[0], l->pad[1],
+                                l->pad[2], l->pad[3]);
   h = named(l, h, "conv");
-  if (l->use_bias) h = named(l, damo_add(g, h, slot_param(l, g, 1)), "bias_add");
   *pre = h;
-  if (l->act == DAMO_ACT_NONE) return h;
+  if (!separate) return h;
   return named(l, damo_apply_activation(g, h, l->act), damo_activation_name(l->act));
 }
 

@@ -7,10 +7,13 @@
  * in NHWC order. Blocks keep the patches under ~4 MB (the op's aux buffer). Backward
  * recomputes each block's patches: dW += patches^T dY, then dPatches = dY W^T is scattered
  * back (col2im) into dX. The scatter runs one image at a time in a fixed order, so results
- * do not depend on the thread count. A 1x1 stride-1 unpadded convolution skips im2col. */
+ * do not depend on the thread count. A 1x1 stride-1 unpadded convolution skips im2col.
+ * An optional bias and activation are fused as the epilogue of each block (as in dense.c),
+ * tested against conv -> add -> activation. */
 #include "graph/graph.h"
+#include "kernels/cpu/vmath.h"
 
-enum { CV_SH, CV_SW, CV_PT, CV_PL, CV_PB, CV_PR };
+enum { CV_SH, CV_SW, CV_PT, CV_PL, CV_PB, CV_PR, CV_ACT };
 
 typedef struct conv_geom {
   int64_t N, H, W, C, KH, KW, F, OH, OW, K; /* K = KH * KW * C */
@@ -48,6 +51,12 @@ static damo_status conv_infer(damo_node *n) {
   if (k->shape[2] != x->shape[3]) return damo_shape_error(n, "kernel in_channels differ from the input's channels", x, k);
   for (int i = 0; i < 6; i++)
     if (n->iparam[i] < (i < 2 ? 1 : 0)) return damo_shape_error(n, "strides must be >= 1 and paddings >= 0", x, k);
+  const damo_node *b = n->n_in > 2 ? n->in[2] : NULL;
+  if (b && (b->dtype != DAMO_F32 || b->ndim != 1 || b->shape[0] != k->shape[3]))
+    return damo_shape_error(n, "bias must be f32 (filters,)", k, b);
+  int act = n->iparam[CV_ACT];
+  if (act != DAMO_ACT_NONE && act != DAMO_ACT_RELU && act != DAMO_ACT_SIGMOID && act != DAMO_ACT_TANH)
+    return damo_error(DAMO_ERR_INVALID_ARG, "conv2d: activation %d cannot be fused (linear, relu, sigmoid or tanh)", act);
   if (x->shape[1] + n->iparam[CV_PT] + n->iparam[CV_PB] < k->shape[0] ||
       x->shape[2] + n->iparam[CV_PL] + n->iparam[CV_PR] < k->shape[1])
     return damo_shape_error(n, "the kernel is larger than the padded input", x, k);
@@ -70,8 +79,13 @@ static void im2col(const conv_geom *g, const float *x, int64_t p0, int64_t count
       for (int64_t kw = 0; kw < g->KW; kw++) {
         int64_t iw = ow * g->sw - g->pl + kw;
         float *dst = row + (kh * g->KW + kw) * g->C;
-        if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) memset(dst, 0, (size_t)g->C * sizeof(float));
-        else memcpy(dst, x + ((nn * g->H + ih) * g->W + iw) * g->C, (size_t)g->C * sizeof(float));
+        /* plain loops: C is often tiny (1 for grey images), where a memcpy call dominates */
+        if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) {
+          for (int64_t c = 0; c < g->C; c++) dst[c] = 0.0f;
+        } else {
+          const float *src = x + ((nn * g->H + ih) * g->W + iw) * g->C;
+          for (int64_t c = 0; c < g->C; c++) dst[c] = src[c];
+        }
       }
     }
   }
@@ -96,14 +110,31 @@ static void col2im(const conv_geom *g, const float *cols, int64_t p0, int64_t co
   }
 }
 
+/* Bias and activation on a block of output pixels while it is in cache: the epilogue. */
+DAMO_MULTIVERSION static void epilogue(float *y, const float *bias, int64_t rows, int64_t F, int act) {
+  for (int64_t r = 0; r < rows; r++) {
+    float *row = y + r * F;
+    if (bias)
+      for (int64_t f = 0; f < F; f++) row[f] += bias[f];
+    if (act == DAMO_ACT_RELU)
+      for (int64_t f = 0; f < F; f++) row[f] = row[f] > 0 ? row[f] : 0.0f;
+    else if (act == DAMO_ACT_SIGMOID)
+      for (int64_t f = 0; f < F; f++) row[f] = damo_sigmoidf(row[f]);
+    else if (act == DAMO_ACT_TANH)
+      for (int64_t f = 0; f < F; f++) row[f] = damo_tanhf(row[f]);
+  }
+}
+
 static damo_status conv_forward(damo_graph *gr, damo_node *n) {
   (void)gr;
   conv_geom g = geom_of(n);
-  const float *x = damo_f32(n->in[0]), *k = damo_f32(n->in[1]);
+  const float *x = damo_f32(n->in[0]), *k = damo_f32(n->in[1]), *bias = n->n_in > 2 ? damo_f32(n->in[2]) : NULL;
   float *y = damo_f32(n);
   int64_t total = g.N * g.OH * g.OW;
+  int act = n->iparam[CV_ACT];
   if (is_pointwise(&g)) {
     damo_gemm(0, 0, total, g.F, g.K, 1.0f, x, g.K, k, g.F, 0.0f, y, g.F);
+    epilogue(y, bias, total, g.F, act);
     return DAMO_OK;
   }
   int64_t step = block_pixels(&g);
@@ -111,8 +142,20 @@ static damo_status conv_forward(damo_graph *gr, damo_node *n) {
     int64_t count = total - p0 < step ? total - p0 : step;
     im2col(&g, x, p0, count, n->aux);
     damo_gemm(0, 0, count, g.F, g.K, 1.0f, n->aux, g.K, k, g.F, 0.0f, y + p0 * g.F, g.F);
+    epilogue(y + p0 * g.F, bias, count, g.F, act);
   }
   return DAMO_OK;
+}
+
+/* dy * act'(y) in place: the output gradient becomes the pre-activation gradient (nothing
+ * reads this node's gradient after its own backward). */
+DAMO_MULTIVERSION static void activation_grad(float *dy, const float *y, int64_t count, int act) {
+  if (act == DAMO_ACT_RELU)
+    for (int64_t i = 0; i < count; i++) dy[i] = y[i] > 0 ? dy[i] : 0.0f;
+  else if (act == DAMO_ACT_SIGMOID)
+    for (int64_t i = 0; i < count; i++) dy[i] *= y[i] * (1.0f - y[i]);
+  else if (act == DAMO_ACT_TANH)
+    for (int64_t i = 0; i < count; i++) dy[i] *= 1.0f - y[i] * y[i];
 }
 
 static void conv_backward(damo_graph *gr, damo_node *n) {
@@ -121,6 +164,13 @@ static void conv_backward(damo_graph *gr, damo_node *n) {
   damo_node *xn = n->in[0], *kn = n->in[1];
   const float *x = damo_f32(xn), *k = damo_f32(kn), *dy = n->grad;
   int64_t total = g.N * g.OH * g.OW;
+  if (n->iparam[CV_ACT] != DAMO_ACT_NONE) activation_grad(n->grad, damo_f32(n), total * g.F, n->iparam[CV_ACT]);
+  damo_node *bn = n->n_in > 2 ? n->in[2] : NULL;
+  if (bn && bn->in_backward) { /* column sums in row order: the same for any thread count */
+    float *db = damo_node_grad_acc(bn);
+    for (int64_t r = 0; r < total; r++)
+      for (int64_t f = 0; f < g.F; f++) db[f] += dy[r * g.F + f];
+  }
   float kbeta = 1.0f, *dk = kn->in_backward ? damo_node_grad_out(kn, &kbeta) : NULL;
   float *dx = xn->in_backward ? damo_node_grad_acc(xn) : NULL;
   if (is_pointwise(&g)) {
@@ -144,14 +194,21 @@ static void conv_backward(damo_graph *gr, damo_node *n) {
   }
 }
 
-/* Backward reads x (to rebuild patches) and the kernel (a param, always alive). */
-const damo_op_def damo_op_def_conv2d = {"conv2d", 2, conv_infer, conv_forward, conv_backward, DAMO_OPF_BWD_INPUTS};
+/* Backward reads x (to rebuild patches), the kernel (a param) and, for a fused activation,
+ * its own output. */
+const damo_op_def damo_op_def_conv2d = {"conv2d", 3, conv_infer, conv_forward, conv_backward,
+                                        DAMO_OPF_BWD_INPUTS | DAMO_OPF_BWD_OUTPUT};
+
+damo_node *damo_conv2d_ex(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *bias, damo_activation act,
+                          int stride_h, int stride_w, int pad_top, int pad_left, int pad_bottom, int pad_right) {
+  damo_node *in[3] = {x, kernel, bias};
+  int p[7] = {stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, (int)act};
+  return damo_graph_add_node(g, DAMO_OP_CONV2D, bias ? 3 : 2, in, p, 7, NULL, 0);
+}
 
 damo_node *damo_conv2d(damo_graph *g, damo_node *x, damo_node *kernel, int stride_h, int stride_w, int pad_top,
                        int pad_left, int pad_bottom, int pad_right) {
-  damo_node *in[2] = {x, kernel};
-  int p[6] = {stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right};
-  return damo_graph_add_node(g, DAMO_OP_CONV2D, 2, in, p, 6, NULL, 0);
+  return damo_conv2d_ex(g, x, kernel, NULL, DAMO_ACT_NONE, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right);
 }
 
 void damo_conv2d_same_padding(int in, int k, int stride, int *pad_before, int *pad_after) {
