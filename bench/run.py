@@ -72,17 +72,18 @@ def blas_in_use():
     return "unknown"
 
 
-# id, model config, epochs for the accuracy figure (BENCHMARKS.md)
-WORKLOADS = [("W1", "examples/configs/mlp_fashion_mnist.json", "10"),
-             ("W3", "examples/configs/lstm_fashion_mnist.json", "5")]
+# id, model config, epochs for the accuracy figure (BENCHMARKS.md), timed epochs, probe steps
+WORKLOADS = [("W1", "examples/configs/mlp_fashion_mnist.json", "10", 3, 300),
+             ("W2", "examples/configs/cnn_fashion_mnist.json", "5", 1, 60),
+             ("W3", "examples/configs/lstm_fashion_mnist.json", "5", 3, 300)]
 
 
-def bench_workload(wid, damo, config, acc_epochs, work, threads, env_threads, quick):
+def bench_workload(wid, damo, config, acc_epochs, repeats, probe_steps, work, threads, env_threads, quick):
     """damo first; then PyTorch probed under each configuration (losses must agree), then
     PyTorch's fastest configuration measured like damo."""
     print("%s: %s (damo)" % (wid, config), flush=True)
     init = os.path.join(work, wid.lower() + "_init")
-    d = run_json([damo, "bench", "fit", "--config", os.path.join(ROOT, config), "--init", init, "--repeats", "3",
+    d = run_json([damo, "bench", "fit", "--config", os.path.join(ROOT, config), "--init", init, "--repeats", str(repeats),
                   "--accuracy-epochs", acc_epochs], env_threads)
     print("%s: probing PyTorch configurations" % wid, flush=True)
     probes = []
@@ -90,7 +91,7 @@ def bench_workload(wid, damo, config, acc_epochs, work, threads, env_threads, qu
     for cfg in TORCH_CONFIGS if not quick else TORCH_CONFIGS[:1]:
         best = 0.0
         for _ in range(2):  # best of two: a probe is short and the machine is shared
-            r = run_json([PY, script, "fit", str(threads), init, "--probe-steps", "300"], cfg)
+            r = run_json([PY, script, "fit", str(threads), init, "--probe-steps", str(probe_steps)], cfg)
             best = max(best, r["probe_steps_per_s"])
             rel = abs(r["first_loss"] - d["first_loss"]) / abs(d["first_loss"])
             if rel > LOSS_TOLERANCE:
@@ -100,7 +101,8 @@ def bench_workload(wid, damo, config, acc_epochs, work, threads, env_threads, qu
     probes.sort(key=lambda p: -p[0])
     best_cfg = probes[0][1]
     print("%s: PyTorch with %s" % (wid, describe(best_cfg)), flush=True)
-    t = run_json([PY, script, "fit", str(threads), init, "--repeats", "3", "--accuracy-epochs", acc_epochs], best_cfg)
+    t = run_json([PY, script, "fit", str(threads), init, "--repeats", str(repeats), "--accuracy-epochs", acc_epochs],
+                 best_cfg)
     return {"damo": d, "torch": t, "torch_config": describe(best_cfg),
             "torch_probes": [{"config": describe(c), "steps_per_s": round(s, 1)} for s, c in probes]}
 
@@ -131,9 +133,9 @@ def main(argv):
     results["G1"] = {"fma_peak_gflops": peak["fma_peak_gflops"], "simd": peak["simd"], "damo": d_gemm["gemm"],
                      "torch": t_best[2]["gemm"], "torch_config": describe(t_best[1])}
 
-    for wid, config, acc_epochs in WORKLOADS:
-        results[wid] = bench_workload(wid, damo, config, "1" if quick else acc_epochs, work, threads, env_threads,
-                                      quick)
+    for wid, config, acc_epochs, repeats, probe_steps in WORKLOADS:
+        results[wid] = bench_workload(wid, damo, config, "1" if quick else acc_epochs, repeats, probe_steps, work,
+                                      threads, env_threads, quick)
         results[wid]["config"] = config
 
     with open(os.path.join(HERE, "results.json"), "w") as f:
@@ -159,7 +161,7 @@ def report(r):
                     "spread %.0f-%.0f; PyTorch: %s |"
                     % (d["m"], d["n"], d["k"], d["gflops"], 100 * d["gflops"] / d["peak_nearby"], d["peak_nearby"],
                        t["gflops"], d["gflops"] / t["gflops"], d["min"], d["max"], g1["torch_config"]))
-    for wid, _, _ in WORKLOADS:
+    for wid, *_ in WORKLOADS:
         w = r[wid]
         dd, tt = w["damo"], w["torch"]
         n = dd["train_examples"]
