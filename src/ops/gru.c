@@ -10,7 +10,7 @@
  * all steps is one GEMM, each step one (B, U) x (U, 3U) GEMM; internals are time-major as in
  * lstm.c so every weight gradient is one GEMM over all steps:
  *   dW = X^T dGX,  dR = H_{0..T-2}^T dGH_{1..T-1},  dh_{t-1} = dGH R^T + z dh. */
-#include "graph/graph.h"
+#include "ops/recurrent.h"
 #include "kernels/cpu/vmath.h"
 
 enum { GRU_RETURN_SEQUENCES = 0 };
@@ -86,8 +86,7 @@ static damo_status gru_forward(damo_graph *g, damo_node *n) {
   const float *x = damo_f32(n->in[0]), *w = damo_f32(n->in[1]), *r = damo_f32(n->in[2]), *bias = damo_f32(n->in[3]);
   int64_t B = d.B, T = d.T, F = d.F, U = d.U, G = 3 * U;
   memset(s.zeros, 0, (size_t)(B * U) * sizeof(float));
-  for (int64_t t = 0; t < T; t++)
-    for (int64_t b = 0; b < B; b++) memcpy(s.x + (t * B + b) * F, x + (b * T + t) * F, (size_t)F * sizeof(float));
+  damo_rnn_to_time_major(x, s.x, B, T, F);
   for (int64_t row = 0; row < T * B; row++) {
     memcpy(s.gx + row * G, bias, (size_t)G * sizeof(float));
     memcpy(s.gh + row * G, bias + G, (size_t)G * sizeof(float));
@@ -98,13 +97,7 @@ static damo_status gru_forward(damo_graph *g, damo_node *n) {
     if (t > 0) damo_gemm(0, 0, B, G, U, 1.0f, h_prev, U, r, G, 1.0f, s.gh + t * B * G, G);
     gru_cell(s.gx + t * B * G, s.gh + t * B * G, h_prev, s.h + t * B * U, B, U);
   }
-  float *y = damo_f32(n);
-  if (n->iparam[GRU_RETURN_SEQUENCES]) {
-    for (int64_t t = 0; t < T; t++)
-      for (int64_t b = 0; b < B; b++) memcpy(y + (b * T + t) * U, s.h + (t * B + b) * U, (size_t)U * sizeof(float));
-  } else {
-    memcpy(y, s.h + (T - 1) * B * U, (size_t)(B * U) * sizeof(float));
-  }
+  damo_rnn_output(s.h, damo_f32(n), B, T, U, n->iparam[GRU_RETURN_SEQUENCES]);
   return DAMO_OK;
 }
 
@@ -132,57 +125,28 @@ DAMO_MULTIVERSION static void gru_cell_backward(const float *restrict act, const
   }
 }
 
-static void colsum_add(float *dst, const float *src, int64_t rows, int64_t cols) {
-  for (int64_t i = 0; i < rows; i++)
-    for (int64_t k = 0; k < cols; k++) dst[k] += src[i * cols + k];
-}
-
 static void gru_backward(damo_graph *g, damo_node *n) {
   (void)g;
   gru_dims d = dims_of(n);
   gru_buffers s = buffers_of(n, d);
   damo_node *xn = n->in[0], *wn = n->in[1], *rn = n->in[2], *bn = n->in[3];
-  const float *w = damo_f32(wn), *r = damo_f32(rn), *dy = n->grad;
+  const float *r = damo_f32(rn), *dy = n->grad;
   int64_t B = d.B, T = d.T, F = d.F, U = d.U, G = 3 * U;
   float *dh = s.dh;
   memset(dh, 0, (size_t)(B * U) * sizeof(float));
   for (int64_t t = T - 1; t >= 0; t--) {
-    if (n->iparam[GRU_RETURN_SEQUENCES]) {
-      for (int64_t b = 0; b < B; b++)
-        for (int64_t u = 0; u < U; u++) dh[b * U + u] += dy[(b * T + t) * U + u];
-    } else if (t == T - 1) {
-      for (int64_t k = 0; k < B * U; k++) dh[k] += dy[k];
-    }
+    damo_rnn_add_output_grad(dy, dh, B, T, U, t, n->iparam[GRU_RETURN_SEQUENCES]);
     const float *h_prev = t > 0 ? s.h + (t - 1) * B * U : s.zeros;
     float *dgh = s.dgh + t * B * G;
     gru_cell_backward(s.gx + t * B * G, s.gh + t * B * G, h_prev, dh, s.dgx + t * B * G, dgh, B, U);
     if (t > 0) damo_gemm(0, 1, B, U, G, 1.0f, dgh, G, r, G, 1.0f, dh, U); /* dh_{t-1} += dGH R^T */
   }
-  float beta, *grad;
-  if (wn->in_backward) {
-    grad = damo_node_grad_out(wn, &beta);
-    damo_gemm(1, 0, F, G, T * B, 1.0f, s.x, F, s.dgx, G, beta, grad, G);
-  }
-  if (rn->in_backward) {
-    grad = damo_node_grad_out(rn, &beta);
-    if (T > 1) damo_gemm(1, 0, U, G, (T - 1) * B, 1.0f, s.h, U, s.dgh + B * G, G, beta, grad, G);
-    else if (beta == 0.0f) memset(grad, 0, (size_t)(U * G) * sizeof(float));
-  }
   if (bn->in_backward) {
     float *db = damo_node_grad_acc(bn);
-    colsum_add(db, s.dgx, T * B, G);
-    colsum_add(db + G, s.dgh, T * B, G);
+    damo_rnn_column_sums(db, s.dgx, T * B, G);
+    damo_rnn_column_sums(db + G, s.dgh, T * B, G);
   }
-  if (xn->in_backward) {
-    damo_gemm(0, 1, T * B, F, G, 1.0f, s.dgx, G, w, G, 0.0f, s.x, F);
-    float *dx = damo_node_grad_acc(xn);
-    for (int64_t t = 0; t < T; t++)
-      for (int64_t b = 0; b < B; b++) {
-        const float *src = s.x + (t * B + b) * F;
-        float *dst = dx + (b * T + t) * F;
-        for (int64_t f = 0; f < F; f++) dst[f] += src[f];
-      }
-  }
+  damo_rnn_weight_and_input_grads(xn, wn, rn, s.x, s.h, s.dgx, s.dgh, B, T, F, U, G);
 }
 
 /* Backward reads only aux and the weights. */

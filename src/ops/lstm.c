@@ -11,7 +11,7 @@
  * GEMMs over all steps:
  *   dW = X^T dZ,  dR = H_{0..T-2}^T dZ_{1..T-1},  db = column sums of dZ,  dX = dZ W^T.
  * Saved for backward (aux): the gate activations, c and h of every step, and x time-major. */
-#include "graph/graph.h"
+#include "ops/recurrent.h"
 #include "kernels/cpu/vmath.h"
 
 #include <math.h>
@@ -98,8 +98,7 @@ static damo_status lstm_forward(damo_graph *g, damo_node *n) {
   const float *x = damo_f32(n->in[0]), *w = damo_f32(n->in[1]), *r = damo_f32(n->in[2]), *bias = damo_f32(n->in[3]);
   int64_t B = d.B, T = d.T, F = d.F, U = d.U, G = 4 * U;
   memset(s.zeros, 0, (size_t)(B * U) * sizeof(float));
-  for (int64_t t = 0; t < T; t++) /* x to time-major */
-    for (int64_t b = 0; b < B; b++) memcpy(s.x + (t * B + b) * F, x + (b * T + t) * F, (size_t)F * sizeof(float));
+  damo_rnn_to_time_major(x, s.x, B, T, F);
   for (int64_t row = 0; row < T * B; row++) memcpy(s.gates + row * G, bias, (size_t)G * sizeof(float));
   damo_gemm(0, 0, T * B, G, F, 1.0f, s.x, F, w, G, 1.0f, s.gates, G);
   for (int64_t t = 0; t < T; t++) {
@@ -107,13 +106,7 @@ static damo_status lstm_forward(damo_graph *g, damo_node *n) {
     if (t > 0) damo_gemm(0, 0, B, G, U, 1.0f, s.h + (t - 1) * B * U, U, r, G, 1.0f, z, G);
     lstm_cell(z, s.c + t * B * U, s.h + t * B * U, t > 0 ? s.c + (t - 1) * B * U : s.zeros, B, U);
   }
-  float *y = damo_f32(n);
-  if (n->iparam[LSTM_RETURN_SEQUENCES]) {
-    for (int64_t t = 0; t < T; t++)
-      for (int64_t b = 0; b < B; b++) memcpy(y + (b * T + t) * U, s.h + (t * B + b) * U, (size_t)U * sizeof(float));
-  } else {
-    memcpy(y, s.h + (T - 1) * B * U, (size_t)(B * U) * sizeof(float));
-  }
+  damo_rnn_output(s.h, damo_f32(n), B, T, U, n->iparam[LSTM_RETURN_SEQUENCES]);
   return DAMO_OK;
 }
 
@@ -144,48 +137,20 @@ static void lstm_backward(damo_graph *g, damo_node *n) {
   lstm_dims d = dims_of(n);
   lstm_buffers s = buffers_of(n, d);
   damo_node *xn = n->in[0], *wn = n->in[1], *rn = n->in[2], *bn = n->in[3];
-  const float *w = damo_f32(wn), *r = damo_f32(rn), *dy = n->grad;
+  const float *r = damo_f32(rn), *dy = n->grad;
   int64_t B = d.B, T = d.T, F = d.F, U = d.U, G = 4 * U;
   float *dh = s.dh, *dc = s.dc;
   memset(dh, 0, (size_t)(2 * B * U) * sizeof(float));
   for (int64_t t = T - 1; t >= 0; t--) {
     /* dh = dL/dh_t from the output (+ the recurrent part, already in dh) */
-    if (n->iparam[LSTM_RETURN_SEQUENCES]) {
-      for (int64_t b = 0; b < B; b++)
-        for (int64_t u = 0; u < U; u++) dh[b * U + u] += dy[(b * T + t) * U + u];
-    } else if (t == T - 1) {
-      for (int64_t k = 0; k < B * U; k++) dh[k] += dy[k];
-    }
+    damo_rnn_add_output_grad(dy, dh, B, T, U, t, n->iparam[LSTM_RETURN_SEQUENCES]);
     float *dz = s.dz + t * B * G;
     lstm_cell_backward(s.gates + t * B * G, s.c + t * B * U, t > 0 ? s.c + (t - 1) * B * U : s.zeros, dh, dc, dz, B, U);
     /* dh_{t-1} = dz R^T */
     if (t > 0) damo_gemm(0, 1, B, U, G, 1.0f, dz, G, r, G, 0.0f, dh, U);
   }
-  float beta, *grad;
-  if (wn->in_backward) {
-    grad = damo_node_grad_out(wn, &beta);
-    damo_gemm(1, 0, F, G, T * B, 1.0f, s.x, F, s.dz, G, beta, grad, G);
-  }
-  if (rn->in_backward) {
-    grad = damo_node_grad_out(rn, &beta);
-    if (T > 1) damo_gemm(1, 0, U, G, (T - 1) * B, 1.0f, s.h, U, s.dz + B * G, G, beta, grad, G);
-    else if (beta == 0.0f) memset(grad, 0, (size_t)(U * G) * sizeof(float));
-  }
-  if (bn->in_backward) {
-    float *db = damo_node_grad_acc(bn);
-    for (int64_t row = 0; row < T * B; row++)
-      for (int64_t k = 0; k < G; k++) db[k] += s.dz[row * G + k];
-  }
-  if (xn->in_backward) { /* dX time-major into the x slot (no longer needed), then to (B, T, F) */
-    damo_gemm(0, 1, T * B, F, G, 1.0f, s.dz, G, w, G, 0.0f, s.x, F);
-    float *dx = damo_node_grad_acc(xn);
-    for (int64_t t = 0; t < T; t++)
-      for (int64_t b = 0; b < B; b++) {
-        const float *src = s.x + (t * B + b) * F;
-        float *dst = dx + (b * T + t) * F;
-        for (int64_t f = 0; f < F; f++) dst[f] += src[f];
-      }
-  }
+  if (bn->in_backward) damo_rnn_column_sums(damo_node_grad_acc(bn), s.dz, T * B, G);
+  damo_rnn_weight_and_input_grads(xn, wn, rn, s.x, s.h, s.dz, s.dz, B, T, F, U, G);
 }
 
 /* Backward reads only aux (gates, c, h, x) and the weights (params, always alive). */

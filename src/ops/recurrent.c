@@ -1,0 +1,57 @@
+/* recurrent.c - layout moves and gradients shared by the fused recurrent ops (see
+ * recurrent.h). Everything here is sequential or a GEMM, so results do not depend on the
+ * thread count. */
+#include "ops/recurrent.h"
+
+void damo_rnn_to_time_major(const float *x, float *xt, int64_t B, int64_t T, int64_t F) {
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t b = 0; b < B; b++) memcpy(xt + (t * B + b) * F, x + (b * T + t) * F, (size_t)F * sizeof(float));
+}
+
+void damo_rnn_output(const float *ht, float *y, int64_t B, int64_t T, int64_t U, int sequences) {
+  if (!sequences) {
+    memcpy(y, ht + (T - 1) * B * U, (size_t)(B * U) * sizeof(float));
+    return;
+  }
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t b = 0; b < B; b++) memcpy(y + (b * T + t) * U, ht + (t * B + b) * U, (size_t)U * sizeof(float));
+}
+
+void damo_rnn_add_output_grad(const float *dy, float *dh, int64_t B, int64_t T, int64_t U, int64_t t, int sequences) {
+  if (sequences) {
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t u = 0; u < U; u++) dh[b * U + u] += dy[(b * T + t) * U + u];
+  } else if (t == T - 1) {
+    for (int64_t k = 0; k < B * U; k++) dh[k] += dy[k];
+  }
+}
+
+void damo_rnn_column_sums(float *dst, const float *src, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; i++)
+    for (int64_t k = 0; k < cols; k++) dst[k] += src[i * cols + k];
+}
+
+void damo_rnn_weight_and_input_grads(damo_node *xn, damo_node *wn, damo_node *rn, float *xt, const float *h,
+                                     const float *dgx, const float *dgh, int64_t B, int64_t T, int64_t F, int64_t U,
+                                     int64_t G) {
+  float beta, *grad;
+  if (wn->in_backward) {
+    grad = damo_node_grad_out(wn, &beta);
+    damo_gemm(1, 0, F, G, T * B, 1.0f, xt, F, dgx, G, beta, grad, G);
+  }
+  if (rn->in_backward) {
+    grad = damo_node_grad_out(rn, &beta);
+    if (T > 1) damo_gemm(1, 0, U, G, (T - 1) * B, 1.0f, h, U, dgh + B * G, G, beta, grad, G);
+    else if (beta == 0.0f) memset(grad, 0, (size_t)(U * G) * sizeof(float));
+  }
+  if (xn->in_backward) { /* dX time-major into xt (no longer needed), then added to (B, T, F) */
+    damo_gemm(0, 1, T * B, F, G, 1.0f, dgx, G, damo_f32(wn), G, 0.0f, xt, F);
+    float *dx = damo_node_grad_acc(xn);
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t b = 0; b < B; b++) {
+        const float *src = xt + (t * B + b) * F;
+        float *dst = dx + (b * T + t) * F;
+        for (int64_t f = 0; f < F; f++) dst[f] += src[f];
+      }
+  }
+}

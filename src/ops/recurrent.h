@@ -1,0 +1,27 @@
+/* recurrent.h - what the fused recurrent ops (lstm.c, gru.c) share: moving sequences
+ * between the batch-major layout of graph values (B, T, ...) and the time-major layout of
+ * their internals (T, B, ...), and the weight and input gradients of a recurrence
+ *   gates_t = x_t W + h_{t-1} R + ...
+ * once backpropagation through time has produced each step's gate gradients. */
+#ifndef DAMO_OPS_RECURRENT_H
+#define DAMO_OPS_RECURRENT_H
+
+#include "graph/graph.h"
+
+/* x (B, T, F) -> xt (T, B, F). */
+void damo_rnn_to_time_major(const float *x, float *xt, int64_t B, int64_t T, int64_t F);
+/* y (B, T, U) <- ht (T, B, U) (all steps), or the last step's (B, U) when !sequences. */
+void damo_rnn_output(const float *ht, float *y, int64_t B, int64_t T, int64_t U, int sequences);
+/* Adds dy's share to the carried dh (B, U) at step t. */
+void damo_rnn_add_output_grad(const float *dy, float *dh, int64_t B, int64_t T, int64_t U, int64_t t, int sequences);
+/* Gradients from the gate gradients of all steps, dgx (T, B, G) for the input side and
+ * dgh (T, B, G) for the recurrent side (the same buffer for an LSTM):
+ *   dW (F, G) = X^T dGX, dR (U, G) = H_{0..T-2}^T dGH_{1..T-1}, dX = dGX W^T.
+ * xt (T, B, F) is overwritten by dX (time-major) on the way to x's gradient. */
+void damo_rnn_weight_and_input_grads(damo_node *xn, damo_node *wn, damo_node *rn, float *xt, const float *h,
+                                     const float *dgx, const float *dgh, int64_t B, int64_t T, int64_t F, int64_t U,
+                                     int64_t G);
+/* dst[k] += sum over rows of src (rows, cols), rows in order. */
+void damo_rnn_column_sums(float *dst, const float *src, int64_t rows, int64_t cols);
+
+#endif
