@@ -346,6 +346,56 @@ static void test_liveness_planning_reuses_memory(void) {
   damo_graph_free(g);
 }
 
+/* A small CNN with batch norm: it learns, and save/load keeps the running statistics
+ * (frozen parameters) so predictions are bit-identical. */
+static void test_cnn_with_batch_norm_round_trip(void) {
+  const int64_t in[] = {28, 28}, image[] = {28, 28, 1};
+  damo_model *m = damo_sequential_new(2, in);
+  damo_model_add(m, damo_rescaling(1.0f / 255.0f, 0.0f));
+  damo_model_add(m, damo_reshape_layer(3, image));
+  damo_model_add(m, damo_conv2d_layer(8, 3, 3, 1, 1, DAMO_ACT_RELU));
+  damo_model_add(m, damo_batch_norm_layer(0.9f, 1e-3f));
+  damo_model_add(m, damo_max_pool2d_layer(2, 0, 0));
+  damo_model_add(m, damo_conv2d_layer(16, 3, 3, 2, 0, DAMO_ACT_RELU));
+  damo_model_add(m, damo_global_avg_pool2d_layer());
+  damo_model_add(m, damo_dense(10, DAMO_ACT_NONE));
+  CHECK(damo_model_num_layers(m) == 8);
+  CHECK(damo_model_build(m, 9) == DAMO_OK);
+  damo_compile_options c = {damo_adam(3e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  CHECK(damo_model_compile(m, &c) == DAMO_OK);
+  damo_tensor *small_x = damo_tensor_slice_rows(xs, 0, quick() ? 800 : 3000), *small_y = damo_tensor_slice_rows(ys, 0, quick() ? 800 : 3000);
+  damo_fit_options f = {.epochs = 2, .batch_size = 50, .seed = 9, .verbose = 0};
+  CHECK_MSG(damo_model_fit(m, small_x, small_y, &f, NULL) == DAMO_OK, "%s", damo_last_error());
+  float loss, acc;
+  CHECK(damo_model_evaluate(m, xt, yt, 500, &loss, &acc) == DAMO_OK);
+  CHECK_MSG(acc > 0.45f, "cnn test accuracy %.4f", acc); /* chance is 0.10 */
+  char dir[] = "/tmp/damo_cnn_XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  CHECK(damo_model_save(m, dir) == DAMO_OK);
+  damo_model *l = NULL;
+  CHECK_MSG(damo_model_load(dir, &l) == DAMO_OK, "%s", damo_last_error());
+  damo_tensor *a = NULL, *b = NULL;
+  CHECK(damo_model_predict(m, xt, 256, &a) == DAMO_OK);
+  CHECK(l && damo_model_predict(l, xt, 128, &b) == DAMO_OK);
+  CHECK(a && b && memcmp(a->data, b->data, damo_tensor_nbytes(a)) == 0);
+  char *summary = NULL;
+  size_t len = 0;
+  FILE *fs = open_memstream(&summary, &len);
+  damo_model_summary(m, fs);
+  fclose(fs);
+  CHECK_MSG(strstr(summary, "Non-trainable params: 16"), "%s", summary); /* moving mean + variance of 8 channels */
+  free(summary);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
+  damo_tensor_free(a);
+  damo_tensor_free(b);
+  damo_tensor_free(small_x);
+  damo_tensor_free(small_y);
+  damo_model_free(l);
+  damo_model_free(m);
+}
+
 int main(void) {
   if (!load_data()) {
     fprintf(stderr, "Fashion-MNIST is not installed (%s); run: sh scripts/setup.sh\n", damo_last_error());
@@ -362,6 +412,7 @@ int main(void) {
   RUN(test_config_errors);
   RUN(test_summary_table);
   RUN(test_liveness_planning_reuses_memory);
+  RUN(test_cnn_with_batch_norm_round_trip);
   damo_tensor_free(xs);
   damo_tensor_free(ys);
   damo_tensor_free(xt);
