@@ -363,12 +363,14 @@ static void test_cnn_with_batch_norm_round_trip(void) {
   CHECK(damo_model_build(m, 9) == DAMO_OK);
   damo_compile_options c = {damo_adam(3e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
   CHECK(damo_model_compile(m, &c) == DAMO_OK);
-  damo_tensor *small_x = damo_tensor_slice_rows(xs, 0, quick() ? 800 : 3000), *small_y = damo_tensor_slice_rows(ys, 0, quick() ? 800 : 3000);
-  damo_fit_options f = {.epochs = 2, .batch_size = 50, .seed = 9, .verbose = 0};
+  int64_t rows = quick() ? 2000 : 3000; /* the sanitizer build runs slower: fewer rows */
+  damo_tensor *small_x = damo_tensor_slice_rows(xs, 0, rows), *small_y = damo_tensor_slice_rows(ys, 0, rows);
+  damo_fit_options f = {.epochs = 3, .batch_size = 50, .seed = 9, .verbose = 0};
   CHECK_MSG(damo_model_fit(m, small_x, small_y, &f, NULL) == DAMO_OK, "%s", damo_last_error());
   float loss, acc;
   CHECK(damo_model_evaluate(m, xt, yt, 500, &loss, &acc) == DAMO_OK);
-  CHECK_MSG(acc > 0.45f, "cnn test accuracy %.4f", acc); /* chance is 0.10 */
+  CHECK_MSG(acc > 0.5f, "cnn test accuracy %.4f", acc); /* chance is 0.10 */
+  fprintf(stderr, "  cnn accuracy %.4f\n", acc);
   char dir[] = "/tmp/damo_cnn_XXXXXX";
   CHECK(mkdtemp(dir) != NULL);
   CHECK(damo_model_save(m, dir) == DAMO_OK);
