@@ -248,7 +248,8 @@ const char *damo_node_name(const damo_node *n);
 const char *damo_node_op_name(const damo_node *n);
 /* Names a node (copied) so errors and summaries can point at it; returns n. */
 damo_node *damo_node_set_name(damo_node *n, const char *name);
-/* Keeps a node's gradient readable after backward (tests, saliency). */
+/* Keeps a node's gradient readable after backward (tests, saliency). For a conv2d_ex node
+ * with a fused activation the kept gradient is the one before the activation. */
 void damo_node_keep_grad(damo_node *n);
 
 /* ------------------------------------------------------------------ layers and models */
