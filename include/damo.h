@@ -172,6 +172,37 @@ damo_status damo_check_labels(const damo_tensor *y, int n_classes, const char *w
 /* Checks every value is finite; names the first offender's index. */
 damo_status damo_check_finite(const damo_tensor *x, const char *what);
 
+/* ------------------------------------------------------------------ augmentation */
+
+/* Random transforms of training images, drawn fresh for every batch. Zeroed options change
+ * nothing; each field switches on one transform. The geometric ones (shift, flip, rotation,
+ * zoom) are folded into ONE affine bilinear resampling per image about its centre (an
+ * integer shift and/or flip alone is an exact copy); then erasing, then normalisation. */
+typedef struct damo_augment_options {
+  int max_shift;           /* pixels: translation uniform in [-max_shift, max_shift] per axis
+                              (= a random crop after padding by max_shift) */
+  int edge_fill;           /* 0: pixels brought in from outside the image are 0; 1: the nearest edge pixel */
+  float flip_prob;         /* horizontal (left-right) flip probability */
+  float max_rotation_deg;  /* rotation uniform in [-r, r] degrees, bilinear */
+  float zoom_min, zoom_max; /* scale factor uniform in [min, max], > 1 enlarges the content;
+                               both 0 (or both 1) = no scaling */
+  float erase_prob;        /* random erasing (Zhong et al.): probability per image */
+  float erase_area_min, erase_area_max;     /* fraction of the image; both 0 = 0.02 .. 0.33 */
+  float erase_aspect_min, erase_aspect_max; /* height / width, log-uniform; both 0 = 0.3 .. 3.3 */
+  float erase_fill_max;    /* 0: erase to 0; > 0: uniform noise in [0, erase_fill_max) (the data's range) */
+  const float *mean, *std; /* c values each, or both NULL: x = (x - mean[ch]) / std[ch], applied last */
+  int parallel;            /* 0: one thread (right inside a prefetch producer); 1: OpenMP over images.
+                              The result is the same either way. */
+} damo_augment_options;
+/* Augments a batch (n, h, w, c) F32 from in into out; in == out works in place (other
+ * overlaps are refused). Deterministic: rng advances by exactly two draws per call, and
+ * image i draws, from its own generator seeded by those and i, in a fixed order (flip,
+ * angle, zoom, shift x, shift y, erase...), so the same rng state gives the same batch on
+ * any thread count. scratch: NULL, or h*w*c floats used for in-place work without
+ * allocating (ignored with parallel, which allocates one image per thread). */
+damo_status damo_augment_batch(const damo_augment_options *o, const float *in, float *out, int64_t n, int h, int w,
+                               int c, damo_rng *rng, float *scratch);
+
 /* ------------------------------------------------------------------ graphs and ops */
 
 typedef struct damo_graph damo_graph;
@@ -300,8 +331,10 @@ damo_node *damo_avg_pool2d(damo_graph *g, damo_node *x, int pool_h, int pool_w, 
 /* (N, H, W, C) -> (N, C), the mean over H and W. */
 damo_node *damo_global_avg_pool2d(damo_graph *g, damo_node *x);
 /* Batch normalisation over every axis but the last; running_mean/var are params without
- * gradients, updated in place by training forwards with Keras' momentum (0.99: keep 99%);
- * inference (forward with training 0) uses them. */
+ * gradients. A training forward normalises with the batch's statistics (biased variance) and
+ * sets running = momentum * running + (1 - momentum) * batch (the unbiased variance): Keras'
+ * momentum, 0.99 keeps 99%; PyTorch's momentum m is 1 - m here. Inference (forward with
+ * training 0) normalises with the running statistics. */
 damo_node *damo_batch_norm(damo_graph *g, damo_node *x, damo_node *gamma, damo_node *beta, damo_node *running_mean,
                            damo_node *running_var, float momentum, float eps);
 /* Rows of table (V, D) picked by ids (B, ...) i32: (B, ..., D). An id outside [0, V) fails
@@ -470,6 +503,53 @@ damo_status damo_model_config_compile_options(const damo_model *m, damo_compile_
 /* Overwrites the fields the config's "fit" object names (epochs, batch_size, seed,
  * validation_split) and leaves the others as they are. */
 damo_status damo_model_config_fit_options(const damo_model *m, damo_fit_options *inout);
+
+/* ------------------------------------------------------------------ images */
+
+/* Images are channels-last F32 tensors (H, W, C) holding 0..255 (batches (N, H, W, C)).
+ * Functions taking an image also accept (H, W) as one channel, and U8 pixels. */
+
+/* Decodes PNG, JPEG (baseline and progressive), BMP, GIF (first frame), PNM/PGM/PPM, TGA,
+ * PSD, HDR or PIC (through stb_image), any size up to 65535 per side and 2^27 pixels.
+ * channels: 0 as stored (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA); 1 grey (luma 0.299 R +
+ * 0.587 G + 0.114 B from colour); 3 RGB (grey replicated). Converting drops alpha, as PIL
+ * does. Result F32 (H, W, C) with values 0..255. A missing file: DAMO_ERR_NOT_FOUND; corrupt,
+ * truncated, unsupported or absurdly large: DAMO_ERR_FORMAT naming the file and the reason. */
+damo_status damo_image_load(const char *path, int channels, damo_tensor **out);
+/* Resizes an image or a batch to out_h x out_w (F32 result): bilinear with half-pixel
+ * centres (as OpenCV/PIL/TF) while an axis shrinks by at most 2x or grows; exact area
+ * averaging when it shrinks by more (no aliasing; 2x is the mean of 2x2 blocks either way). */
+damo_status damo_image_resize(const damo_tensor *img, int out_h, int out_w, damo_tensor **out);
+/* Writes (H, W, C) with C = 1 (grey), 3 (RGB) or 4 (RGBA) as PNG, values rounded and
+ * clamped to 0..255 (NaN as 0); atomically. */
+damo_status damo_image_save_png(const char *path, const damo_tensor *img);
+/* Turns any picture into a model input (h, w, c) F32 0..255 (c = 1 or 3), the way
+ * Fashion-MNIST was made:
+ *  1. channels converted (luma for grey, replication for RGB, alpha dropped);
+ *  2. the background colour estimated as the per-channel median of the border pixels;
+ *  3. if invert_if_light_background and that background is light (luma > 127.5), the image
+ *     is inverted with a levels stretch, per channel v' = (bg - v) * 255 / bg clamped to
+ *     0..255, so the background becomes exactly 0 and black becomes 255 (Fashion-MNIST
+ *     items are light on black: a photo of a shoe on white paper needs this);
+ *  4. resized to fit inside h x w keeping the aspect ratio, centred, the rest filled with
+ *     the background colour (0 after inversion).
+ * Scale the result as the training data was (e.g. a Rescaling 1/255 layer). */
+damo_status damo_image_to_model_input(const damo_tensor *img, int h, int w, int c, int invert_if_light_background,
+                                      damo_tensor **out);
+
+/* ------------------------------------------------------------------ pictures */
+
+/* Training curves as a PNG: a loss panel and an accuracy panel (omitted when neither
+ * accuracy series has a value), train (blue) and validation (orange) lines with a legend,
+ * epochs 1..n_epochs on x. Any series may be NULL; NAN entries are skipped (a gap). */
+damo_status damo_plot_history_png(const char *path, const char *title, int n_epochs, const float *train_loss,
+                                  const float *val_loss, const float *train_acc, const float *val_acc);
+/* A confusion matrix as a PNG heat map: counts (n x n, row = true class, column =
+ * predicted) written in the cells, shaded by the fraction of their row; class names (NULL,
+ * or n strings; NULL entries print the index) on both axes; per-class accuracy (recall) as
+ * bars on the right; overall accuracy under the title. n_classes 1..200. */
+damo_status damo_plot_confusion_png(const char *path, int n_classes, const int64_t *counts,
+                                    const char *const *class_names);
 
 #ifdef __cplusplus
 }

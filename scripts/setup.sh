@@ -3,7 +3,7 @@
 #   sh scripts/setup.sh          build tools, libraries and the Fashion-MNIST data set
 #   sh scripts/setup.sh --peer   also PyTorch, NumPy and OpenBLAS (for `make ref` and `make bench`)
 set -e
-pkgs="gcc make cmake zlib1g-dev libcjson-dev dataset-fashion-mnist"
+pkgs="gcc make cmake zlib1g-dev libcjson-dev libstb-dev dataset-fashion-mnist"
 # PyTorch is the peer; OpenBLAS makes its matrix products fast (else it falls back to
 # the reference BLAS, which is ~10x slower and no fair comparison).
 [ "$1" = "--peer" ] && pkgs="$pkgs python3-torch python3-numpy libopenblas0-pthread"

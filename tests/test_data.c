@@ -12,22 +12,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-static char tmpdir[256];
-
-static const char *tmp_path(const char *name) {
-  static char buf[4][512];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-  return buf[k];
-}
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  if (!f) return;
-  if (n) fwrite(data, 1, n, f);
-  fclose(f);
-}
+#include "tmpfiles.h"
 
 static void write_gz(const char *path, const void *data, size_t n) {
   gzFile g = gzopen(path, "wb");

@@ -17,22 +17,7 @@
 #endif
 #define FIXTURES DAMO_SOURCE_DIR "/tests/fixtures/npy/"
 
-static char tmpdir[256];
-
-static const char *tmp_path(const char *name) {
-  static char buf[4][512];
-  static int k;
-  k = (k + 1) % 4;
-  snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-  return buf[k];
-}
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  if (!f) return;
-  if (n) fwrite(data, 1, n, f);
-  fclose(f);
-}
+#include "tmpfiles.h"
 
 static long file_size(const char *path) {
   struct stat st;

@@ -113,8 +113,8 @@ damo_status damo_shape_error(const damo_node *n, const char *what, const damo_no
   char sa[96], sb[96];
   damo_shape_string(a->ndim, a->shape, sa, sizeof sa);
   if (b) damo_shape_string(b->ndim, b->shape, sb, sizeof sb);
-  return damo_error(DAMO_ERR_SHAPE, "%s: %s: got %s ('%s')%s%s%s%s", damo_op_table[n->op]->name, what, sa, a->name,
-                    b ? " and " : "", b ? sb : "", b ? " ('" : "", b ? b->name : "");
+  return damo_error(DAMO_ERR_SHAPE, "%s: %s: got %s ('%s')%s%s%s%s%s", damo_op_table[n->op]->name, what, sa, a->name,
+                    b ? " and " : "", b ? sb : "", b ? " ('" : "", b ? b->name : "", b ? "')" : "");
 }
 
 damo_node *damo_input(damo_graph *g, const char *name, damo_dtype dtype, int ndim, const int64_t *shape) {

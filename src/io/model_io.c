@@ -22,7 +22,7 @@ damo_status damo_model_save(damo_model *m, const char *dir) {
   for (int i = 0; i < m->n_layers && st == DAMO_OK; i++)
     for (int p = 0; p < m->layers[i]->n_params && st == DAMO_OK; p++) {
       const damo_param_slot *s = &m->layers[i]->params[p];
-      char name[DAMO_NAME_MAX + 20];
+      char name[2 * DAMO_NAME_MAX + 2];
       snprintf(name, sizeof name, "%s.%s", m->layers[i]->name, s->name);
       damo_tensor *copy = damo_tensor_clone(s->value);
       st = copy ? damo_tensor_dict_add(d, name, copy) : DAMO_ERR_NOMEM;
@@ -67,7 +67,7 @@ damo_status damo_model_load(const char *dir, damo_model **out) {
   for (int i = 0; i < m->n_layers && st == DAMO_OK; i++)
     for (int p = 0; p < m->layers[i]->n_params && st == DAMO_OK; p++) {
       const damo_param_slot *s = &m->layers[i]->params[p];
-      char name[DAMO_NAME_MAX + 20], a[96], b[96];
+      char name[2 * DAMO_NAME_MAX + 2], a[96], b[96];
       snprintf(name, sizeof name, "%s.%s", m->layers[i]->name, s->name);
       const damo_tensor *t = damo_tensor_dict_get(d, name);
       if (!t) {
@@ -88,7 +88,7 @@ damo_status damo_model_load(const char *dir, damo_model **out) {
       int known = 0;
       for (int i = 0; i < m->n_layers && !known; i++)
         for (int p = 0; p < m->layers[i]->n_params; p++) {
-          char name[DAMO_NAME_MAX + 20];
+          char name[2 * DAMO_NAME_MAX + 2];
           snprintf(name, sizeof name, "%s.%s", m->layers[i]->name, m->layers[i]->params[p].name);
           known |= !strcmp(name, d->names[k]);
         }

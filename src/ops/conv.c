@@ -6,8 +6,9 @@
  * (rows, KH*KW*C) times the kernel seen as (KH*KW*C, F) is that block of the output, already
  * in NHWC order. Blocks keep the patches under ~4 MB (the op's aux buffer). Backward
  * recomputes each block's patches: dW += patches^T dY, then dPatches = dY W^T is scattered
- * back (col2im) into dX. The scatter runs one image at a time in a fixed order, so results
- * do not depend on the thread count. A 1x1 stride-1 unpadded convolution skips im2col.
+ * back (col2im) into dX. The scatter is threaded over input rows, each dx element summed by
+ * one thread in a fixed order, so results do not depend on the thread count (no atomics).
+ * A 1x1 stride-1 unpadded convolution skips im2col.
  * An optional bias and activation are fused as the epilogue of each block (as in dense.c),
  * tested against conv -> add -> activation. */
 #include "graph/graph.h"
@@ -68,43 +69,70 @@ static damo_status conv_infer(damo_node *n) {
   return DAMO_OK;
 }
 
-/* Patches of output pixels [p0, p0 + count) into cols (count, K). */
+/* Columns [kw0, kw1) of the kernel that land inside the image for an output column whose
+ * window starts at input column iw0 (negative inside the left padding). */
+static void kernel_cols_inside(const conv_geom *g, int64_t iw0, int64_t *kw0, int64_t *kw1) {
+  int64_t lo = iw0 < 0 ? -iw0 : 0, hi = g->W - iw0 < g->KW ? g->W - iw0 : g->KW;
+  *kw0 = lo;
+  *kw1 = hi > lo ? hi : lo;
+}
+
+/* Patches of output pixels [p0, p0 + count) into cols (count, K), K ordered (kh, kw, c).
+ * For one pixel and one kernel row the KW * C values are one contiguous run of x (an image
+ * row is (W, C)), so each is a single copy clipped at the image edges: with C = 1 (grey
+ * images) copying per kernel column cost more than the GEMM. */
 static void im2col(const conv_geom *g, const float *x, int64_t p0, int64_t count, float *cols) {
+  const int64_t run = g->KW * g->C;
 #pragma omp parallel for schedule(static) if (count * g->K > DAMO_PARALLEL_MIN)
   for (int64_t i = 0; i < count; i++) {
     int64_t p = p0 + i, ow = p % g->OW, oh = (p / g->OW) % g->OH, nn = p / (g->OW * g->OH);
-    float *row = cols + i * g->K;
+    int64_t iw0 = ow * g->sw - g->pl, kw0, kw1;
+    kernel_cols_inside(g, iw0, &kw0, &kw1);
+    const int64_t j0 = kw0 * g->C, j1 = kw1 * g->C;
+    float *row = cols + i * g->K; /* (KH, KW, C) */
     for (int64_t kh = 0; kh < g->KH; kh++) {
       int64_t ih = oh * g->sh - g->pt + kh;
-      for (int64_t kw = 0; kw < g->KW; kw++) {
-        int64_t iw = ow * g->sw - g->pl + kw;
-        float *dst = row + (kh * g->KW + kw) * g->C;
-        /* plain loops: C is often tiny (1 for grey images), where a memcpy call dominates */
-        if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) {
-          for (int64_t c = 0; c < g->C; c++) dst[c] = 0.0f;
-        } else {
-          const float *src = x + ((nn * g->H + ih) * g->W + iw) * g->C;
-          for (int64_t c = 0; c < g->C; c++) dst[c] = src[c];
-        }
+      float *dst = row + kh * run;
+      if (ih < 0 || ih >= g->H) {
+        for (int64_t j = 0; j < run; j++) dst[j] = 0.0f;
+        continue;
       }
+      for (int64_t j = 0; j < j0; j++) dst[j] = 0.0f;
+      if (j1 > j0) {
+        const float *src = x + ((nn * g->H + ih) * g->W + iw0 + kw0) * g->C; /* first pixel inside */
+        for (int64_t j = 0; j < j1 - j0; j++) dst[j0 + j] = src[j];
+      }
+      for (int64_t j = j1; j < run; j++) dst[j] = 0.0f;
     }
   }
 }
 
-/* Adds cols (count, K) back into dx at the positions im2col read them from. */
+/* Adds cols (count, K) of output pixels [p0, p0 + count) back into dx (N, H, W, C) where
+ * im2col read them. Threads take whole input rows (image, ih): every dx element is written
+ * by one thread, and its terms are added in one order (kernel row, then output column) for
+ * any thread count, so the result is deterministic without atomics. */
 static void col2im(const conv_geom *g, const float *cols, int64_t p0, int64_t count, float *dx) {
-  for (int64_t i = 0; i < count; i++) {
-    int64_t p = p0 + i, ow = p % g->OW, oh = (p / g->OW) % g->OH, nn = p / (g->OW * g->OH);
-    const float *row = cols + i * g->K;
+  const int64_t run = g->KW * g->C, per_image = g->OH * g->OW;
+  const int64_t n_first = p0 / per_image, n_last = (p0 + count - 1) / per_image;
+  const int64_t units = (n_last - n_first + 1) * g->H;
+#pragma omp parallel for schedule(static) if (count * g->K > DAMO_PARALLEL_MIN)
+  for (int64_t u = 0; u < units; u++) {
+    int64_t nn = n_first + u / g->H, ih = u % g->H;
+    float *dx_row = dx + (nn * g->H + ih) * g->W * g->C; /* (W, C) */
     for (int64_t kh = 0; kh < g->KH; kh++) {
-      int64_t ih = oh * g->sh - g->pt + kh;
-      if (ih < 0 || ih >= g->H) continue;
-      for (int64_t kw = 0; kw < g->KW; kw++) {
-        int64_t iw = ow * g->sw - g->pl + kw;
-        if (iw < 0 || iw >= g->W) continue;
-        const float *src = row + (kh * g->KW + kw) * g->C;
-        float *dst = dx + ((nn * g->H + ih) * g->W + iw) * g->C;
-        for (int64_t c = 0; c < g->C; c++) dst[c] += src[c];
+      int64_t t = ih + g->pt - kh; /* oh * sh for the output row whose kernel row kh reads ih */
+      if (t < 0 || t % g->sh) continue;
+      int64_t oh = t / g->sh;
+      if (oh >= g->OH) continue;
+      int64_t first = (nn * g->OH + oh) * g->OW; /* pixel index of (nn, oh, 0) */
+      int64_t ow0 = p0 > first ? p0 - first : 0, ow1 = p0 + count - first < g->OW ? p0 + count - first : g->OW;
+      for (int64_t ow = ow0; ow < ow1; ow++) {
+        int64_t iw0 = ow * g->sw - g->pl, kw0, kw1;
+        kernel_cols_inside(g, iw0, &kw0, &kw1);
+        if (kw1 == kw0) continue; /* a window wholly in the padding */
+        const float *src = cols + (first + ow - p0) * g->K + kh * run + kw0 * g->C;
+        float *dst = dx_row + (iw0 + kw0) * g->C;
+        for (int64_t j = 0; j < (kw1 - kw0) * g->C; j++) dst[j] += src[j];
       }
     }
   }

@@ -3,12 +3,11 @@
  *
  * Padding never takes part: a max is over the window's real pixels, an average divides by
  * their count (Keras' behaviour, torch's count_include_pad=False). Max pooling keeps the
- * winning input index per output (the first on ties, as torch) in aux, so backward is a
- * scatter. Work is split by image, which never share input pixels, so the scatter needs
- * no atomics and the result is the same for any thread count. */
+ * winning input index per output (the first on ties, as torch; a NaN in a window wins and
+ * propagates, as torch) in aux, so backward is a scatter. Work is split by image, which
+ * never share input pixels, so the scatter needs no atomics and the result is the same for
+ * any thread count. */
 #include "graph/graph.h"
-
-#include <float.h>
 
 enum { PL_KH, PL_KW, PL_SH, PL_SW, PL_PT, PL_PL, PL_PB, PL_PR };
 
@@ -55,30 +54,41 @@ static void window(const pool_geom *g, int64_t oh, int64_t ow, int64_t *h0, int6
   if (*w0 < 0) *w0 = 0;
 }
 
+/* Max over one window's real pixels, channels innermost (vectorised): yo (C) gets the
+ * maxima, ao (C) their indices in the image's (H, W, C) block. Pixels are visited in row-major
+ * order and only a strictly larger value (or a NaN, which then sticks) takes over, so ties go
+ * to the first index and NaN propagates, both as in torch. */
+DAMO_MULTIVERSION static void max_window(const float *restrict xb, int64_t W, int64_t C, int64_t h0, int64_t h1,
+                                         int64_t w0, int64_t w1, float *restrict yo, int32_t *restrict ao) {
+  const int64_t first = (h0 * W + w0) * C;
+  for (int64_t c = 0; c < C; c++) yo[c] = xb[first + c], ao[c] = (int32_t)(first + c);
+  for (int64_t h = h0; h < h1; h++)
+    for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; w++) {
+      const int32_t base = (int32_t)((h * W + w) * C);
+      const float *xi = xb + base;
+      for (int64_t c = 0; c < C; c++) {
+        float v = xi[c];
+        int take = v > yo[c] || v != v;
+        yo[c] = take ? v : yo[c];
+        ao[c] = take ? base + (int32_t)c : ao[c];
+      }
+    }
+}
+
 static damo_status max_pool_forward(damo_graph *gr, damo_node *n) {
   (void)gr;
   pool_geom g = geom_of(n);
   const float *x = damo_f32(n->in[0]);
   float *y = damo_f32(n);
-  int32_t *arg = n->aux; /* index into the image's (H, W, C) block */
+  int32_t *arg = n->aux; /* (N, OH, OW, C): index into the image's (H, W, C) block */
 #pragma omp parallel for schedule(static) if (damo_node_count(n) > DAMO_PARALLEL_MIN / 4)
   for (int64_t b = 0; b < g.N; b++) {
     const float *xb = x + b * g.H * g.W * g.C;
     for (int64_t oh = 0; oh < g.OH; oh++)
       for (int64_t ow = 0; ow < g.OW; ow++) {
         int64_t h0, h1, w0, w1, o = ((b * g.OH + oh) * g.OW + ow) * g.C;
-        window(&g, oh, ow, &h0, &h1, &w0, &w1);
-        for (int64_t c = 0; c < g.C; c++) {
-          float best = -FLT_MAX;
-          int32_t at = (int32_t)((h0 * g.W + w0) * g.C + c);
-          for (int64_t h = h0; h < h1; h++)
-            for (int64_t w = w0; w < w1; w++) {
-              int32_t i = (int32_t)((h * g.W + w) * g.C + c);
-              if (xb[i] > best) best = xb[i], at = i;
-            }
-          y[o + c] = best;
-          arg[o + c] = at;
-        }
+        window(&g, oh, ow, &h0, &h1, &w0, &w1); /* never empty: padding < window */
+        max_window(xb, g.W, g.C, h0, h1, w0, w1, y + o, arg + o);
       }
   }
   return DAMO_OK;
@@ -181,6 +191,7 @@ static damo_status gap_forward(damo_graph *gr, damo_node *n) {
   int64_t N = x->shape[0], HW = x->shape[1] * x->shape[2], C = x->shape[3];
   const float *xs = damo_f32(x);
   float *y = damo_f32(n);
+#pragma omp parallel for schedule(static) if (N * HW * C > DAMO_PARALLEL_MIN)
   for (int64_t b = 0; b < N; b++) {
     float *yb = y + b * C;
     for (int64_t c = 0; c < C; c++) yb[c] = 0;
@@ -198,6 +209,7 @@ static void gap_backward(damo_graph *gr, damo_node *n) {
   int64_t N = x->shape[0], HW = x->shape[1] * x->shape[2], C = x->shape[3];
   float *dx = damo_node_grad_acc(x), inv = 1.0f / (float)HW;
   const float *dy = n->grad;
+#pragma omp parallel for schedule(static) if (N * HW * C > DAMO_PARALLEL_MIN)
   for (int64_t b = 0; b < N; b++)
     for (int64_t p = 0; p < HW; p++)
       for (int64_t c = 0; c < C; c++) dx[(b * HW + p) * C + c] += dy[b * C + c] * inv;

@@ -1,0 +1,24 @@
+/* Temp-file helpers shared by the tests that write files: each suite makes one mkdtemp
+ * directory (tmpdir) in main() and names files inside it with tmp_path(). */
+#ifndef DAMO_TEST_TMPFILES_H
+#define DAMO_TEST_TMPFILES_H
+#include <stdio.h>
+
+static char tmpdir[256];
+
+/* tmpdir/name; four rotating buffers so one call's result survives the next three. */
+static const char *tmp_path(const char *name) {
+  static char buf[4][512];
+  static int k;
+  k = (k + 1) % 4;
+  snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
+  return buf[k];
+}
+
+static void write_bytes(const char *path, const void *data, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (!f) return;
+  if (n) fwrite(data, 1, n, f);
+  fclose(f);
+}
+#endif
