@@ -44,11 +44,32 @@ static int make_dir(const char *dir) {
   return 1;
 }
 
+/* Training curves from the history as a PNG; 1 when written. */
+static int write_history_png(const damo_history *h, const char *path, const char *title) {
+  int n = damo_history_epochs(h);
+  if (n < 1) return 0;
+  float *v = malloc((size_t)n * 4 * sizeof *v);
+  if (!v) return 0;
+  static const char *const series[] = {"loss", "val_loss", "accuracy", "val_accuracy"};
+  int any[4] = {0};
+  for (int k = 0; k < 4; k++)
+    for (int e = 0; e < n; e++) {
+      v[k * n + e] = damo_history_get(h, series[k], e);
+      any[k] |= v[k * n + e] == v[k * n + e];
+    }
+  damo_status st = damo_plot_history_png(path, title, n, v, any[1] ? v + n : NULL, any[2] ? v + 2 * n : NULL,
+                                         any[3] ? v + 3 * n : NULL);
+  free(v);
+  if (st != DAMO_OK) cli_fail("train: writing the training curves");
+  return st == DAMO_OK;
+}
+
 int cli_train(int argc, char **argv) {
   static const char *const with_value[] = {"--config", "--data", "--epochs", "--batch-size", "--lr", "--seed", "--out",
                                            "--validation-split", "--patience", "--verbose", "--history",
                                            "--label-column", NULL};
-  if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
+  static const char *const flags[] = {"--no-augment", NULL};
+  if (!cli_check_options(argc, argv, with_value, flags)) return 2;
   const char *config = cli_opt(argc, argv, "--config"), *data = cli_opt(argc, argv, "--data");
   const char *out = cli_opt(argc, argv, "--out");
   if (!config || !data) {
@@ -98,6 +119,13 @@ int cli_train(int argc, char **argv) {
     if (!cli_parse_long(v, "--verbose", 0, 2, &n)) goto done;
     fo.verbose = (int)n;
   }
+  if (cli_flag(argc, argv, "--no-augment")) fo.augment = NULL;
+  const char *const *names;
+  int n_names = damo_dataset_class_names(data, &names);
+  if (n_names > 0 && damo_model_class_names(m, NULL) == 0 && damo_model_set_class_names(m, n_names, names) != DAMO_OK) {
+    rc = cli_fail("train");
+    goto done;
+  }
   rc = 1;
   if (!make_dir(out)) goto done;
   char history[4096];
@@ -116,8 +144,9 @@ int cli_train(int argc, char **argv) {
     rc = cli_fail("train: loading the training data");
     goto done;
   }
-  printf("training on %lld examples from %s, %d epochs, batch %d, lr %g, seed %llu\n", (long long)x->shape[0], data,
-         fo.epochs, fo.batch_size, (double)copt.optimizer.lr, (unsigned long long)fo.seed);
+  printf("training on %lld examples from %s, %d epochs, batch %d, lr %g, seed %llu%s\n", (long long)x->shape[0], data,
+         fo.epochs, fo.batch_size, (double)copt.optimizer.lr, (unsigned long long)fo.seed,
+         fo.augment ? ", augmented on the fly" : "");
   fflush(stdout);
   damo_history *h = NULL;
   if (damo_model_fit(m, x, y, &fo, &h) != DAMO_OK) {
@@ -132,7 +161,10 @@ int cli_train(int argc, char **argv) {
       if (damo_model_evaluate(m, xt, yt, 256, &loss, &acc) != DAMO_OK) rc = cli_fail("train: evaluating");
       else printf("test_loss: %.4f - test_accuracy: %.4f (%lld test examples)\n", loss, acc, (long long)xt->shape[0]);
     }
-    printf("saved model to %s/ (config.json, model.safetensors, history.csv)\n", out);
+    char png[4096];
+    snprintf(png, sizeof png, "%s/history.png", out);
+    if (write_history_png(h, png, config)) printf("saved model to %s/ (config.json, model.safetensors, history.csv, history.png)\n", out);
+    else printf("saved model to %s/ (config.json, model.safetensors, history.csv)\n", out);
   }
   damo_history_free(h);
   damo_tensor_free(x);
@@ -145,7 +177,7 @@ done:
 }
 
 /* Per-class accuracy (and precision/recall/F1/ROC AUC for two classes) from predictions. */
-static int print_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y) {
+static int print_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *png) {
   damo_tensor *p = NULL;
   if (damo_model_predict(m, x, 256, &p) != DAMO_OK) return cli_fail("evaluate");
   int64_t C = damo_tensor_numel(p) / p->shape[0], classes = C == 1 ? 2 : C;
@@ -158,13 +190,20 @@ static int print_classification_report(damo_model *m, const damo_tensor *x, cons
     if (classes == 2)
       printf("precision: %.4f - recall: %.4f - f1: %.4f - roc_auc: %.4f (class 1 positive)\n", mt.precision, mt.recall,
              mt.f1, mt.auc);
-    printf("per-class accuracy:");
+    const char *const *names;
+    int n_names = damo_model_class_names(m, &names);
+    printf("per-class accuracy:\n");
     for (int64_t c = 0; c < classes; c++) {
       int64_t total = 0;
       for (int64_t k = 0; k < classes; k++) total += confusion[c * classes + k];
-      printf(" %lld: %.3f", (long long)c, total ? (double)confusion[c * classes + c] / (double)total : 0.0);
+      printf("  %2lld %-14s %.4f (%lld)\n", (long long)c, c < n_names ? names[c] : "", 
+             total ? (double)confusion[c * classes + c] / (double)total : 0.0, (long long)total);
     }
-    printf("\n");
+    if (png && classes <= 200) {
+      if (damo_plot_confusion_png(png, (int)classes, confusion, n_names == classes ? names : NULL) != DAMO_OK)
+        rc = cli_fail("evaluate: writing the confusion matrix");
+      else printf("confusion matrix written to %s\n", png);
+    }
   }
   free(confusion);
   damo_tensor_free(p);
@@ -172,9 +211,13 @@ static int print_classification_report(damo_model *m, const damo_tensor *x, cons
 }
 
 int cli_evaluate(int argc, char **argv) {
-  static const char *const with_value[] = {"--model", "--data", "--batch-size", "--split", "--label-column", NULL};
+  static const char *const with_value[] = {"--model", "--data", "--batch-size", "--split", "--label-column",
+                                           "--confusion-png", NULL};
   if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
   const char *dir = cli_opt(argc, argv, "--model"), *data = cli_opt(argc, argv, "--data");
+  char png[4096];
+  if (cli_opt(argc, argv, "--confusion-png")) snprintf(png, sizeof png, "%s", cli_opt(argc, argv, "--confusion-png"));
+  else if (dir) snprintf(png, sizeof png, "%s/confusion.png", dir);
   const char *split = cli_opt(argc, argv, "--split");
   if (!dir || !data) {
     fprintf(stderr, "damo evaluate: --model DIR and --data SPEC are required\n");
@@ -191,66 +234,10 @@ int cli_evaluate(int argc, char **argv) {
     if (damo_model_evaluate(m, x, y, 256, &loss, &acc) != DAMO_OK) rc = cli_fail("evaluate");
     else if (acc >= 0) printf("loss: %.4f - accuracy: %.4f (%lld examples)\n", loss, acc, (long long)x->shape[0]);
     else printf("loss: %.4f (%lld examples)\n", loss, (long long)x->shape[0]);
-    if (rc == 0 && acc >= 0) rc = print_classification_report(m, x, y);
+    if (rc == 0 && acc >= 0) rc = print_classification_report(m, x, y, png);
     damo_tensor_free(x);
     damo_tensor_free(y);
   }
-  damo_model_free(m);
-  return rc;
-}
-
-int cli_predict(int argc, char **argv) {
-  static const char *const with_value[] = {"--model", "--input", "--output", "--labels", "--batch-size", NULL};
-  if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
-  const char *dir = cli_opt(argc, argv, "--model"), *input = cli_opt(argc, argv, "--input");
-  const char *output = cli_opt(argc, argv, "--output"), *labels = cli_opt(argc, argv, "--labels");
-  if (!dir || !input) {
-    fprintf(stderr, "damo predict: --model DIR and --input x.npy are required\n");
-    return 2;
-  }
-  damo_model *m;
-  if (damo_model_load(dir, &m) != DAMO_OK) return cli_fail("predict");
-  damo_tensor *x = NULL, *y = NULL, *p = NULL;
-  int rc = 0;
-  if (damo_npy_load(input, &x) != DAMO_OK || damo_model_predict(m, x, 256, &p) != DAMO_OK) {
-    rc = cli_fail("predict");
-    goto done;
-  }
-  if (output && damo_npy_save(output, p) != DAMO_OK) {
-    rc = cli_fail("predict");
-    goto done;
-  }
-  int64_t rows = p->shape[0], C = damo_tensor_numel(p) / (rows ? rows : 1);
-  if (labels) {
-    if (damo_npy_load(labels, &y) != DAMO_OK) {
-      rc = cli_fail("predict");
-      goto done;
-    }
-    if (y->dtype != DAMO_I32 || damo_tensor_numel(y) != rows) {
-      fprintf(stderr, "damo predict: %s must hold %lld integer labels\n", labels, (long long)rows);
-      rc = 1;
-      goto done;
-    }
-    int64_t correct = 0;
-    for (int64_t r = 0; r < rows; r++) {
-      const float *row = damo_tensor_f32(p) + r * C;
-      int64_t best = 0;
-      for (int64_t c = 1; c < C; c++)
-        if (row[c] > row[best]) best = c;
-      correct += best == damo_tensor_i32(y)[r];
-    }
-    printf("accuracy: %.4f (%lld of %lld)\n", (double)correct / (double)rows, (long long)correct, (long long)rows);
-  }
-  if (output) printf("wrote %lld predictions of %lld values to %s\n", (long long)rows, (long long)C, output);
-  else
-    for (int64_t r = 0; r < rows && r < 10; r++) {
-      for (int64_t c = 0; c < C; c++) printf(c ? " %.4f" : "%.4f", damo_tensor_f32(p)[r * C + c]);
-      printf("\n");
-    }
-done:
-  damo_tensor_free(x);
-  damo_tensor_free(y);
-  damo_tensor_free(p);
   damo_model_free(m);
   return rc;
 }

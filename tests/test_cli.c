@@ -1,5 +1,6 @@
 /* test_cli.c - the damo command end to end on a small CSV problem it generates: train,
  * evaluate, predict, summary and export, plus the exit codes and messages of bad input. */
+#include "cli_run.h"
 #include "harness.h"
 
 #include <damo.h>
@@ -9,23 +10,7 @@
 #include <unistd.h>
 
 static char dir[] = "/tmp/damo_cli_XXXXXX";
-static char out[65536];
 
-/* Runs a shell command, captures stdout+stderr into out, returns the exit status. */
-static int run(const char *fmt, ...) {
-  char cmd[4096];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  char full[4300];
-  snprintf(full, sizeof full, "%s 2>&1", cmd);
-  FILE *p = popen(full, "r");
-  size_t n = p ? fread(out, 1, sizeof out - 1, p) : 0;
-  out[n] = '\0';
-  int st = p ? pclose(p) : -1;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static void write_file(const char *name, const char *text) {
   char path[512];
@@ -62,29 +47,29 @@ static void test_train_evaluate_predict(void) {
                            "\"optimizer\":{\"type\":\"adam\",\"learning_rate\":0.01},\"metrics\":[\"accuracy\"]}");
   int rc = run("%s train --config %s/model.json --data %s/train.csv --epochs 8 --batch-size 32 --seed 3 --out %s/m",
                DAMO_CLI_PATH, dir, dir, dir);
-  CHECK_MSG(rc == 0, "%s", out);
-  CHECK_MSG(strstr(out, "damo ") && strstr(out, "simd:") && strstr(out, "threads:"), "first line: %s", out);
-  CHECK_MSG(strstr(out, "Epoch 8/8") && !strchr(out, '\r'), "%s", out); /* a pipe gets plain lines */
+  CHECK_MSG(rc == 0, "%s", cli_out);
+  CHECK_MSG(strstr(cli_out, "damo ") && strstr(cli_out, "simd:") && strstr(cli_out, "threads:"), "first line: %s", cli_out);
+  CHECK_MSG(strstr(cli_out, "Epoch 8/8") && !strchr(cli_out, '\r'), "%s", cli_out); /* a pipe gets plain lines */
   rc = run("%s evaluate --model %s/m --data %s/test.csv", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 0, "%s", out);
-  const char *acc_at = strstr(out, "accuracy: ");
+  CHECK_MSG(rc == 0, "%s", cli_out);
+  const char *acc_at = strstr(cli_out, "accuracy: ");
   double acc = acc_at ? atof(acc_at + 10) : -1.0;
-  CHECK_MSG(acc > 0.95, "%s", out);
+  CHECK_MSG(acc > 0.95, "%s", cli_out);
   /* export the test CSV to .npy, predict, and the accuracy must match evaluate's */
   rc = run("%s export --data %s/test.csv --x %s/x.npy --y %s/y.npy", DAMO_CLI_PATH, dir, dir, dir);
-  CHECK_MSG(rc == 0, "%s", out);
+  CHECK_MSG(rc == 0, "%s", cli_out);
   char expected[32];
   snprintf(expected, sizeof expected, "accuracy: %.4f", acc);
   rc = run("%s predict --model %s/m --input %s/x.npy --labels %s/y.npy --output %s/p.npy", DAMO_CLI_PATH, dir, dir, dir,
            dir);
-  CHECK_MSG(rc == 0 && strstr(out, expected), "expected '%s' in: %s", expected, out);
+  CHECK_MSG(rc == 0 && strstr(cli_out, expected), "expected '%s' in: %s", expected, cli_out);
   char path[512];
   snprintf(path, sizeof path, "%s/p.npy", dir);
   damo_tensor *p = NULL;
   CHECK(damo_npy_load(path, &p) == DAMO_OK && p->shape[0] == 200 && p->shape[1] == 3);
   damo_tensor_free(p);
   rc = run("%s summary --model %s/m", DAMO_CLI_PATH, dir);
-  CHECK_MSG(rc == 0 && strstr(out, "Total params: 131"), "%s", out);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "Total params: 131"), "%s", cli_out);
   snprintf(path, sizeof path, "%s/m/history.csv", dir);
   FILE *f = fopen(path, "r");
   int lines = 0;
@@ -97,16 +82,16 @@ static void test_train_evaluate_predict(void) {
 static void test_bad_input_messages(void) {
   write_file("bad.json", "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3},{\"type\":\"lstmz\"}]}");
   int rc = run("%s train --config %s/bad.json --data %s/train.csv", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 1 && strstr(out, "bad.json") && strstr(out, "layer 1") && strstr(out, "lstmz"), "%s", out);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "bad.json") && strstr(cli_out, "layer 1") && strstr(cli_out, "lstmz"), "%s", cli_out);
   rc = run("%s train --config %s/model.json --data no-such-data-set", DAMO_CLI_PATH, dir);
-  CHECK_MSG(rc == 1 && strstr(out, "no-such-data-set") && strstr(out, "fashion-mnist"), "%s", out);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "no-such-data-set") && strstr(cli_out, "fashion-mnist"), "%s", cli_out);
   write_file("labels.csv", "a,b,c,d,label\n1,2,3,4,0\n1,2,3,4,7\n");
   rc = run("%s train --config %s/model.json --data %s/labels.csv --epochs 1", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 1 && strstr(out, "7") && strstr(out, "label"), "%s", out);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "7") && strstr(cli_out, "label"), "%s", cli_out);
   rc = run("%s train --config %s/model.json --data %s/train.csv --epochz 3", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 2 && strstr(out, "--epochz"), "%s", out);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--epochz"), "%s", cli_out);
   rc = run("%s predict --model %s/nothing --input x.npy", DAMO_CLI_PATH, dir);
-  CHECK_MSG(rc == 1 && strstr(out, "config.json"), "%s", out);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "config.json"), "%s", cli_out);
   rc = run("%s frobnicate", DAMO_CLI_PATH);
   CHECK(rc == 2);
 }

@@ -25,7 +25,11 @@ typedef struct dataset_info {
   int n_classes;
   const char *install_hint;
   dataset_split splits[2];
+  const char *const *class_names;
 } dataset_info;
+
+static const char *const fashion_mnist_classes[] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                    "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
 
 static const dataset_info datasets[] = {
     {"fashion-mnist",
@@ -34,10 +38,21 @@ static const dataset_info datasets[] = {
      10,
      "apt-get install dataset-fashion-mnist, or set DAMO_DATA_DIR to a directory holding fashion-mnist/",
      {{"train", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"},
-      {"test", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}}},
+      {"test", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}},
+     fashion_mnist_classes},
 };
 
 #define N_DATASETS ((int)(sizeof datasets / sizeof datasets[0]))
+
+int damo_dataset_class_names(const char *name, const char *const **names) {
+  for (int i = 0; name && i < N_DATASETS; i++)
+    if (!strcmp(datasets[i].name, name)) {
+      if (names) *names = datasets[i].class_names;
+      return datasets[i].n_classes;
+    }
+  if (names) *names = NULL;
+  return 0;
+}
 
 /* Appends to a fixed message buffer, truncating quietly. */
 static void append(char *buf, size_t cap, const char *s) {

@@ -46,6 +46,9 @@ typedef enum damo_op {
   DAMO_OP_AVG_POOL2D,
   DAMO_OP_GLOBAL_AVG_POOL2D,
   DAMO_OP_BATCH_NORM,
+  DAMO_OP_SEQUENCE_MASK,
+  DAMO_OP_CONCAT,
+  DAMO_OP_GLOBAL_POOL1D,
   DAMO_OP_COUNT
 } damo_op;
 
@@ -127,6 +130,7 @@ extern const damo_op_def damo_op_def_softmax_ce, damo_op_def_bce_logits, damo_op
 extern const damo_op_def damo_op_def_dense, damo_op_def_lstm, damo_op_def_embedding, damo_op_def_gru;
 extern const damo_op_def damo_op_def_conv2d, damo_op_def_max_pool2d, damo_op_def_avg_pool2d,
     damo_op_def_global_avg_pool2d, damo_op_def_batch_norm;
+extern const damo_op_def damo_op_def_sequence_mask, damo_op_def_concat, damo_op_def_global_pool1d;
 
 /* Creates a node of op with inputs and runs shape inference; NULL (graph error set) on
  * failure or if any input is NULL. iparam/fparam are copied when not NULL. */

@@ -15,7 +15,10 @@ static damo_layer *layer_new(const damo_layer_type *type) {
   return l;
 }
 
-void damo_layer_free(damo_layer *l) { free(l); }
+void damo_layer_free(damo_layer *l) {
+  if (l) damo_layer_free(l->inner);
+  free(l);
+}
 
 damo_layer *damo_layer_set_name(damo_layer *l, const char *name) {
   if (l && name) {
@@ -59,13 +62,15 @@ const char *damo_init_name(damo_init i) {
   case DAMO_INIT_ONES: return "ones";
   case DAMO_INIT_ORTHOGONAL: return "orthogonal";
   case DAMO_INIT_UNIT_FORGET_BIAS: return "unit_forget_bias";
+  case DAMO_INIT_RANDOM_UNIFORM: return "random_uniform";
   }
   return "?";
 }
 
 damo_status damo_init_parse(const char *name, damo_init *out) {
   static const damo_init all[] = {DAMO_INIT_GLOROT_UNIFORM, DAMO_INIT_HE_NORMAL, DAMO_INIT_HE_UNIFORM, DAMO_INIT_ZEROS,
-                                  DAMO_INIT_ONES, DAMO_INIT_ORTHOGONAL, DAMO_INIT_UNIT_FORGET_BIAS};
+                                  DAMO_INIT_ONES, DAMO_INIT_ORTHOGONAL, DAMO_INIT_UNIT_FORGET_BIAS,
+                                  DAMO_INIT_RANDOM_UNIFORM};
   for (size_t i = 0; i < sizeof all / sizeof *all; i++)
     if (!strcmp(name, damo_init_name(all[i]))) {
       *out = all[i];
@@ -115,6 +120,9 @@ void damo_param_init(damo_param_slot *p, damo_rng *rng) {
     }
     break;
   }
+  case DAMO_INIT_RANDOM_UNIFORM:
+    for (int64_t i = 0; i < n; i++) w[i] = (2.0f * damo_rng_uniform(rng) - 1.0f) * 0.05f;
+    break;
   case DAMO_INIT_GLOROT_UNIFORM: {
     float limit = (float)sqrt(6.0 / (fan_in + fan_out));
     for (int64_t i = 0; i < n; i++) w[i] = (2.0f * damo_rng_uniform(rng) - 1.0f) * limit;
@@ -224,6 +232,7 @@ static damo_status activation_infer(damo_layer *l) {
 
 static damo_node *activation_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
   *pre = x;
+  l->out_mask = l->in_mask; /* elementwise: the timesteps stay where they were */
   if (l->act == DAMO_ACT_NONE) return x;
   return named(l, damo_apply_activation(g, x, l->act), damo_activation_name(l->act));
 }
@@ -247,6 +256,7 @@ static damo_status dropout_layer_infer(damo_layer *l) {
 
 static damo_node *dropout_layer_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
   damo_node *y = named(l, damo_dropout(g, x, l->rate), "dropout");
+  l->out_mask = l->in_mask;
   *pre = y;
   return y;
 }
@@ -318,7 +328,9 @@ damo_layer *damo_rescaling(float scale, float offset) {
 static const damo_layer_type *const layer_types[] = {&damo_layer_reshape, &damo_layer_conv2d, &damo_layer_max_pool2d,
                                                      &damo_layer_avg_pool2d, &damo_layer_global_avg_pool2d,
                                                      &damo_layer_batch_norm, &damo_layer_lstm, &damo_layer_gru, &damo_layer_dense, &damo_layer_activation, &damo_layer_dropout,
-                                                     &damo_layer_flatten, &damo_layer_rescaling};
+                                                     &damo_layer_flatten, &damo_layer_rescaling, &damo_layer_embedding,
+                                                     &damo_layer_bidirectional, &damo_layer_global_avg_pool1d,
+                                                     &damo_layer_global_max_pool1d};
 
 const damo_layer_type *damo_layer_type_find(const char *type) {
   for (size_t i = 0; i < sizeof layer_types / sizeof *layer_types; i++)
@@ -328,5 +340,6 @@ const damo_layer_type *damo_layer_type_find(const char *type) {
 
 const char *damo_layer_type_names(void) {
   return "dense activation dropout flatten rescaling reshape conv2d max_pooling2d average_pooling2d "
-         "global_average_pooling2d batch_normalization lstm gru";
+         "global_average_pooling2d batch_normalization lstm gru embedding bidirectional global_average_pooling1d "
+         "global_max_pooling1d";
 }

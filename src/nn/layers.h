@@ -6,10 +6,10 @@
 
 #include "graph/graph.h"
 
-#define DAMO_LAYER_MAX_PARAMS 4
+#define DAMO_LAYER_MAX_PARAMS 6 /* a bidirectional LSTM/GRU: 3 per direction */
 
 typedef struct damo_param_slot {
-  char name[24]; /* "kernel", "bias", "recurrent_kernel" */
+  char name[40]; /* "kernel", "bias", "recurrent_kernel", "backward_lstm.recurrent_kernel" */
   int ndim;
   int64_t shape[DAMO_MAX_DIMS];
   damo_init init;
@@ -41,6 +41,12 @@ struct damo_layer {
   int pad[4];               /* top, left, bottom, right, from padding_same and the input size */
   int padding_same;         /* 1: "same", 0: "valid" */
   float momentum, epsilon;  /* batch_normalization */
+  int input_dim, mask_zero; /* embedding (output_dim is units) */
+  damo_layer *inner;        /* bidirectional: the wrapped lstm/gru (owned; a template, its slots unused) */
+  damo_merge_mode merge;    /* bidirectional */
+  /* The timestep mask (B, T) f32 around build: in_mask is set by the model before build
+   * (NULL: none), out_mask by build for the next layer (NULL: dropped). */
+  damo_node *in_mask, *out_mask;
   int in_ndim, out_ndim;    /* shapes without the batch axis */
   int64_t in_shape[DAMO_MAX_DIMS], out_shape[DAMO_MAX_DIMS];
   int n_params;
@@ -49,7 +55,8 @@ struct damo_layer {
 
 extern const damo_layer_type damo_layer_dense, damo_layer_activation, damo_layer_dropout, damo_layer_flatten,
     damo_layer_rescaling, damo_layer_lstm, damo_layer_gru, damo_layer_reshape, damo_layer_conv2d, damo_layer_max_pool2d,
-    damo_layer_avg_pool2d, damo_layer_global_avg_pool2d, damo_layer_batch_norm;
+    damo_layer_avg_pool2d, damo_layer_global_avg_pool2d, damo_layer_batch_norm, damo_layer_embedding,
+    damo_layer_bidirectional, damo_layer_global_avg_pool1d, damo_layer_global_max_pool1d;
 
 /* The type registered under a config name, or NULL. */
 const damo_layer_type *damo_layer_type_find(const char *type);
@@ -60,6 +67,7 @@ damo_node *damo_apply_activation(damo_graph *g, damo_node *x, damo_activation ac
 /* Fills a parameter according to its initializer; fan_in/fan_out from its shape. */
 void damo_param_init(damo_param_slot *p, damo_rng *rng);
 const char *damo_init_name(damo_init i);
+const char *damo_merge_mode_name(damo_merge_mode m); /* "concat", "sum", "mul", "ave" */
 damo_status damo_init_parse(const char *name, damo_init *out);
 
 #endif

@@ -1,7 +1,9 @@
-/* rnn_layers.c - recurrent layers of a Sequential model: LSTM and GRU. The
- * recurrent ones follow Keras: inputs (timesteps, features), kernel glorot-uniform,
- * recurrent kernel orthogonal; LSTM's bias is zero except the forget gate's, which starts
- * at 1 (unit_forget_bias) so early training keeps memory instead of erasing it. */
+/* rnn_layers.c - sequence layers of a Sequential model: LSTM, GRU, Bidirectional, Embedding
+ * and the 1-D global poolings. The recurrent ones follow Keras: inputs (timesteps,
+ * features), kernel glorot-uniform, recurrent kernel orthogonal; LSTM's bias is zero except
+ * the forget gate's, which starts at 1 (unit_forget_bias) so early training keeps memory
+ * instead of erasing it. Masks (l->in_mask, from an embedding with mask_zero) go into the
+ * recurrent ops; a layer returning sequences passes its mask on, as Keras does. */
 #include "nn/layers.h"
 
 #include <math.h>
@@ -35,18 +37,25 @@ static damo_status recurrent_infer(damo_layer *l, int gates, int bias_rows, damo
 static damo_status lstm_layer_infer(damo_layer *l) { return recurrent_infer(l, 4, 1, DAMO_INIT_UNIT_FORGET_BIAS); }
 static damo_status gru_layer_infer(damo_layer *l) { return recurrent_infer(l, 3, 2, DAMO_INIT_ZEROS); }
 
-static damo_node *recurrent_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre, int gru) {
+/* One direction: the op over params[first .. first+2] of l, named "<layer>/<what>". */
+static damo_node *recurrent_op(damo_layer *l, damo_graph *g, damo_node *x, int first, int gru, int reverse,
+                               const char *what) {
   damo_node *p[3];
   for (int i = 0; i < 3; i++) {
-    char name[DAMO_NAME_MAX + 24];
-    snprintf(name, sizeof name, "%.40s.%s", l->name, l->params[i].name);
-    p[i] = damo_param(g, name, l->params[i].value, l->params[i].grad);
+    char name[DAMO_NAME_MAX + 48];
+    snprintf(name, sizeof name, "%.40s.%s", l->name, l->params[first + i].name);
+    p[i] = damo_param(g, name, l->params[first + i].value, l->params[first + i].grad);
   }
   char name[DAMO_NAME_MAX];
-  snprintf(name, sizeof name, "%.40s/%s", l->name, gru ? "gru" : "lstm");
-  damo_node *y = gru ? damo_gru(g, x, p[0], p[1], p[2], l->return_sequences)
-                     : damo_lstm(g, x, p[0], p[1], p[2], l->return_sequences);
-  *pre = damo_node_set_name(y, name);
+  snprintf(name, sizeof name, "%.40s/%s", l->name, what);
+  damo_node *y = gru ? damo_gru_ex(g, x, p[0], p[1], p[2], l->in_mask, l->return_sequences, reverse)
+                     : damo_lstm_ex(g, x, p[0], p[1], p[2], l->in_mask, l->return_sequences, reverse);
+  return damo_node_set_name(y, name);
+}
+
+static damo_node *recurrent_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre, int gru) {
+  *pre = recurrent_op(l, g, x, 0, gru, 0, gru ? "gru" : "lstm");
+  l->out_mask = l->return_sequences ? l->in_mask : NULL;
   return *pre;
 }
 
@@ -75,3 +84,173 @@ static damo_layer *recurrent_new(const damo_layer_type *type, int units, int ret
 
 damo_layer *damo_lstm_layer(int units, int return_sequences) { return recurrent_new(&damo_layer_lstm, units, return_sequences); }
 damo_layer *damo_gru_layer(int units, int return_sequences) { return recurrent_new(&damo_layer_gru, units, return_sequences); }
+
+/* ------------------------------------------------------------------ Bidirectional */
+
+static const char *merge_name(damo_merge_mode m) {
+  switch (m) {
+  case DAMO_MERGE_CONCAT: return "concat";
+  case DAMO_MERGE_SUM: return "sum";
+  case DAMO_MERGE_MUL: return "mul";
+  case DAMO_MERGE_AVE: return "ave";
+  }
+  return "?";
+}
+
+/* Infers a copy of the inner layer on this input and takes its three slots twice, named
+ * "forward_lstm.kernel" ... "backward_lstm.bias" (Keras' forward_/backward_ prefixes). */
+static damo_status bidirectional_infer(damo_layer *l) {
+  const damo_layer *in = l->inner;
+  if (!in || (in->type != &damo_layer_lstm && in->type != &damo_layer_gru))
+    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': bidirectional wraps an lstm or gru layer, got %s", l->name,
+                      in ? in->type->type : "none");
+  if (strcmp(merge_name(l->merge), "?") == 0)
+    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': unknown merge mode %d (expected concat, sum, mul or ave)",
+                      l->name, (int)l->merge);
+  damo_layer half = *in;
+  half.inner = NULL;
+  snprintf(half.name, sizeof half.name, "%s", l->name); /* errors name the bidirectional layer */
+  half.in_ndim = l->in_ndim;
+  memcpy(half.in_shape, l->in_shape, sizeof half.in_shape);
+  damo_status st = in->type->infer(&half);
+  if (st != DAMO_OK) return st;
+  l->units = in->units;
+  l->return_sequences = in->return_sequences;
+  l->out_ndim = half.out_ndim;
+  memcpy(l->out_shape, half.out_shape, sizeof l->out_shape);
+  if (l->merge == DAMO_MERGE_CONCAT) l->out_shape[l->out_ndim - 1] *= 2;
+  l->n_params = 2 * half.n_params;
+  for (int d = 0; d < 2; d++)
+    for (int i = 0; i < half.n_params; i++) {
+      damo_param_slot *slot = &l->params[d * half.n_params + i];
+      *slot = half.params[i];
+      snprintf(slot->name, sizeof slot->name, "%s_%.4s.%.20s", d ? "backward" : "forward", in->type->type,
+               half.params[i].name);
+    }
+  return DAMO_OK;
+}
+
+static damo_node *bidirectional_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
+  int gru = l->inner->type == &damo_layer_gru;
+  damo_node *fwd = recurrent_op(l, g, x, 0, gru, 0, "forward");
+  damo_node *bwd = recurrent_op(l, g, x, 3, gru, 1, "backward");
+  damo_node *y;
+  switch (l->merge) {
+  case DAMO_MERGE_SUM: y = damo_add(g, fwd, bwd); break;
+  case DAMO_MERGE_MUL: y = damo_mul(g, fwd, bwd); break;
+  case DAMO_MERGE_AVE: y = damo_scale_by(g, damo_add(g, fwd, bwd), 0.5f); break;
+  default: y = damo_concat(g, fwd, bwd); break;
+  }
+  char name[DAMO_NAME_MAX];
+  snprintf(name, sizeof name, "%.40s/%s", l->name, merge_name(l->merge));
+  *pre = damo_node_set_name(y, name);
+  l->out_mask = l->return_sequences ? l->in_mask : NULL;
+  return *pre;
+}
+
+const damo_layer_type damo_layer_bidirectional = {"bidirectional", bidirectional_infer, bidirectional_build};
+
+damo_layer *damo_bidirectional_layer(damo_layer *inner, damo_merge_mode merge_mode) {
+  if (!inner) {
+    damo_error(DAMO_ERR_INVALID_ARG, "bidirectional: the inner layer is NULL");
+    return NULL;
+  }
+  damo_layer *l = calloc(1, sizeof *l);
+  if (!l) {
+    damo_layer_free(inner);
+    damo_error(DAMO_ERR_NOMEM, "out of memory for a bidirectional layer");
+    return NULL;
+  }
+  l->type = &damo_layer_bidirectional;
+  l->inner = inner;
+  l->merge = merge_mode;
+  return l;
+}
+
+const char *damo_merge_mode_name(damo_merge_mode m) { return merge_name(m); }
+
+/* ------------------------------------------------------------------ Embedding */
+
+static damo_status embedding_layer_infer(damo_layer *l) {
+  if (l->input_dim <= 0 || l->units <= 0)
+    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': embedding needs input_dim and output_dim > 0, got %d and %d",
+                      l->name, l->input_dim, l->units);
+  if (l->in_ndim < 1 || l->in_ndim > DAMO_MAX_DIMS - 2 || (l->mask_zero && l->in_ndim != 1)) {
+    char s[96];
+    return damo_error(DAMO_ERR_SHAPE, "layer '%s': embedding needs integer ids of shape (timesteps,)%s, got %s", l->name,
+                      l->mask_zero ? " with mask_zero" : "", damo_shape_string(l->in_ndim, l->in_shape, s, sizeof s));
+  }
+  l->out_ndim = l->in_ndim + 1;
+  memcpy(l->out_shape, l->in_shape, sizeof l->out_shape);
+  l->out_shape[l->in_ndim] = l->units;
+  damo_param_slot *e = &l->params[0];
+  snprintf(e->name, sizeof e->name, "embeddings");
+  e->ndim = 2, e->shape[0] = l->input_dim, e->shape[1] = l->units, e->init = DAMO_INIT_RANDOM_UNIFORM;
+  l->n_params = 1;
+  return DAMO_OK;
+}
+
+static damo_node *embedding_layer_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
+  char name[DAMO_NAME_MAX + 48];
+  snprintf(name, sizeof name, "%.40s.embeddings", l->name);
+  damo_node *table = damo_param(g, name, l->params[0].value, l->params[0].grad);
+  snprintf(name, sizeof name, "%.40s/embedding", l->name);
+  *pre = damo_node_set_name(damo_embedding(g, x, table), name);
+  if (l->mask_zero) {
+    snprintf(name, sizeof name, "%.40s/mask", l->name);
+    l->out_mask = damo_node_set_name(damo_sequence_mask(g, x), name);
+  }
+  return *pre;
+}
+
+const damo_layer_type damo_layer_embedding = {"embedding", embedding_layer_infer, embedding_layer_build};
+
+damo_layer *damo_embedding_layer(int input_dim, int output_dim, int mask_zero) {
+  damo_layer *l = calloc(1, sizeof *l);
+  if (!l) {
+    damo_error(DAMO_ERR_NOMEM, "out of memory for an embedding layer");
+    return NULL;
+  }
+  l->type = &damo_layer_embedding;
+  l->input_dim = input_dim;
+  l->units = output_dim;
+  l->mask_zero = mask_zero != 0;
+  return l;
+}
+
+/* ------------------------------------------------------------------ 1-D global pooling */
+
+static damo_status global_pool1d_layer_infer(damo_layer *l) {
+  if (l->in_ndim != 2) {
+    char s[96];
+    return damo_error(DAMO_ERR_SHAPE, "layer '%s': %s needs (timesteps, features) inputs, got %s", l->name,
+                      l->type->type, damo_shape_string(l->in_ndim, l->in_shape, s, sizeof s));
+  }
+  l->out_ndim = 1;
+  l->out_shape[0] = l->in_shape[1];
+  return DAMO_OK;
+}
+
+static damo_node *global_pool1d_layer_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
+  int max = l->type == &damo_layer_global_max_pool1d;
+  char name[DAMO_NAME_MAX];
+  snprintf(name, sizeof name, "%.40s/%s", l->name, max ? "max" : "mean");
+  damo_node *y = max ? damo_global_max_pool1d(g, x, l->in_mask) : damo_global_avg_pool1d(g, x, l->in_mask);
+  *pre = damo_node_set_name(y, name);
+  return *pre;
+}
+
+const damo_layer_type damo_layer_global_avg_pool1d = {"global_average_pooling1d", global_pool1d_layer_infer,
+                                                      global_pool1d_layer_build};
+const damo_layer_type damo_layer_global_max_pool1d = {"global_max_pooling1d", global_pool1d_layer_infer,
+                                                      global_pool1d_layer_build};
+
+static damo_layer *pool1d_new(const damo_layer_type *type) {
+  damo_layer *l = calloc(1, sizeof *l);
+  if (!l) damo_error(DAMO_ERR_NOMEM, "out of memory for a %s layer", type->type);
+  else l->type = type;
+  return l;
+}
+
+damo_layer *damo_global_avg_pool1d_layer(void) { return pool1d_new(&damo_layer_global_avg_pool1d); }
+damo_layer *damo_global_max_pool1d_layer(void) { return pool1d_new(&damo_layer_global_max_pool1d); }

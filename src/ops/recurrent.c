@@ -3,25 +3,50 @@
  * thread count. */
 #include "ops/recurrent.h"
 
-void damo_rnn_to_time_major(const float *x, float *xt, int64_t B, int64_t T, int64_t F) {
-  for (int64_t t = 0; t < T; t++)
-    for (int64_t b = 0; b < B; b++) memcpy(xt + (t * B + b) * F, x + (b * T + t) * F, (size_t)F * sizeof(float));
+void damo_rnn_to_time_major(const float *x, float *xt, int64_t B, int64_t T, int64_t F, int reverse) {
+  for (int64_t s = 0; s < T; s++) {
+    int64_t t = damo_rnn_time(s, T, reverse);
+    for (int64_t b = 0; b < B; b++) memcpy(xt + (s * B + b) * F, x + (b * T + t) * F, (size_t)F * sizeof(float));
+  }
 }
 
-void damo_rnn_output(const float *ht, float *y, int64_t B, int64_t T, int64_t U, int sequences) {
+void damo_rnn_mask_to_time_major(const float *mask, float *mt, int64_t B, int64_t T, int reverse) {
+  for (int64_t s = 0; s < T; s++) {
+    int64_t t = damo_rnn_time(s, T, reverse);
+    for (int64_t b = 0; b < B; b++) mt[s * B + b] = mask[b * T + t] != 0.0f ? 1.0f : 0.0f;
+  }
+}
+
+void damo_rnn_carry_masked(float *state, const float *prev, const float *mask_s, int64_t B, int64_t U) {
+  for (int64_t b = 0; b < B; b++)
+    if (mask_s[b] == 0.0f) memcpy(state + b * U, prev + b * U, (size_t)U * sizeof(float));
+}
+
+void damo_rnn_output(const float *ht, float *y, const float *mt, int64_t B, int64_t T, int64_t U, int sequences,
+                     int reverse) {
   if (!sequences) {
     memcpy(y, ht + (T - 1) * B * U, (size_t)(B * U) * sizeof(float));
     return;
   }
-  for (int64_t t = 0; t < T; t++)
-    for (int64_t b = 0; b < B; b++) memcpy(y + (b * T + t) * U, ht + (t * B + b) * U, (size_t)U * sizeof(float));
+  for (int64_t s = 0; s < T; s++) {
+    int64_t t = damo_rnn_time(s, T, reverse);
+    for (int64_t b = 0; b < B; b++) {
+      float *dst = y + (b * T + t) * U;
+      if (mt && mt[s * B + b] == 0.0f) memset(dst, 0, (size_t)U * sizeof(float));
+      else memcpy(dst, ht + (s * B + b) * U, (size_t)U * sizeof(float));
+    }
+  }
 }
 
-void damo_rnn_add_output_grad(const float *dy, float *dh, int64_t B, int64_t T, int64_t U, int64_t t, int sequences) {
+void damo_rnn_add_output_grad(const float *dy, float *dh, const float *mt, int64_t B, int64_t T, int64_t U, int64_t s,
+                              int sequences, int reverse) {
   if (sequences) {
-    for (int64_t b = 0; b < B; b++)
+    int64_t t = damo_rnn_time(s, T, reverse);
+    for (int64_t b = 0; b < B; b++) {
+      if (mt && mt[s * B + b] == 0.0f) continue;
       for (int64_t u = 0; u < U; u++) dh[b * U + u] += dy[(b * T + t) * U + u];
-  } else if (t == T - 1) {
+    }
+  } else if (s == T - 1) {
     for (int64_t k = 0; k < B * U; k++) dh[k] += dy[k];
   }
 }
@@ -33,7 +58,7 @@ void damo_rnn_column_sums(float *dst, const float *src, int64_t rows, int64_t co
 
 void damo_rnn_weight_and_input_grads(damo_node *xn, damo_node *wn, damo_node *rn, float *xt, const float *h,
                                      const float *dgx, const float *dgh, int64_t B, int64_t T, int64_t F, int64_t U,
-                                     int64_t G) {
+                                     int64_t G, int reverse) {
   float beta, *grad;
   if (wn->in_backward) {
     grad = damo_node_grad_out(wn, &beta);
@@ -47,10 +72,10 @@ void damo_rnn_weight_and_input_grads(damo_node *xn, damo_node *wn, damo_node *rn
   if (xn->in_backward) { /* dX time-major into xt (no longer needed), then added to (B, T, F) */
     damo_gemm(0, 1, T * B, F, G, 1.0f, dgx, G, damo_f32(wn), G, 0.0f, xt, F);
     float *dx = damo_node_grad_acc(xn);
-    for (int64_t t = 0; t < T; t++)
+    for (int64_t s = 0; s < T; s++)
       for (int64_t b = 0; b < B; b++) {
-        const float *src = xt + (t * B + b) * F;
-        float *dst = dx + (b * T + t) * F;
+        const float *src = xt + (s * B + b) * F;
+        float *dst = dx + (b * T + damo_rnn_time(s, T, reverse)) * F;
         for (int64_t f = 0; f < F; f++) dst[f] += src[f];
       }
   }

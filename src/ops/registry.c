@@ -39,5 +39,8 @@ const damo_op_def *const damo_op_table[DAMO_OP_COUNT] = {
     [DAMO_OP_AVG_POOL2D] = &damo_op_def_avg_pool2d,
     [DAMO_OP_GLOBAL_AVG_POOL2D] = &damo_op_def_global_avg_pool2d,
     [DAMO_OP_BATCH_NORM] = &damo_op_def_batch_norm,
+    [DAMO_OP_SEQUENCE_MASK] = &damo_op_def_sequence_mask,
+    [DAMO_OP_CONCAT] = &damo_op_def_concat,
+    [DAMO_OP_GLOBAL_POOL1D] = &damo_op_def_global_pool1d,
 };
-_Static_assert(DAMO_OP_COUNT == 33, "a new op needs an entry in damo_op_table");
+_Static_assert(DAMO_OP_COUNT == 36, "a new op needs an entry in damo_op_table");

@@ -66,6 +66,16 @@ cJSON *damo_model_to_json(const damo_model *m) {
     } else if (l->type == &damo_layer_lstm || l->type == &damo_layer_gru) {
       cJSON_AddNumberToObject(o, "units", l->units);
       cJSON_AddBoolToObject(o, "return_sequences", l->return_sequences);
+    } else if (l->type == &damo_layer_embedding) {
+      cJSON_AddNumberToObject(o, "input_dim", l->input_dim);
+      cJSON_AddNumberToObject(o, "output_dim", l->units);
+      cJSON_AddBoolToObject(o, "mask_zero", l->mask_zero);
+    } else if (l->type == &damo_layer_bidirectional) {
+      cJSON *inner = cJSON_AddObjectToObject(o, "layer");
+      cJSON_AddStringToObject(inner, "type", l->inner->type->type);
+      cJSON_AddNumberToObject(inner, "units", l->inner->units);
+      cJSON_AddBoolToObject(inner, "return_sequences", l->inner->return_sequences);
+      cJSON_AddStringToObject(o, "merge_mode", damo_merge_mode_name(l->merge));
     }
     cJSON_AddItemToArray(layers, o);
   }
@@ -99,6 +109,9 @@ cJSON *damo_model_to_json(const damo_model *m) {
     if (m->copt.metrics & DAMO_METRIC_ACCURACY) cJSON_AddItemToArray(metrics, cJSON_CreateString("accuracy"));
   }
   if (m->fit_defaults) cJSON_AddItemToObject(root, "fit", cJSON_Duplicate(m->fit_defaults, 1));
+  if (m->n_class_names)
+    cJSON_AddItemToObject(root, "class_names",
+                          cJSON_CreateStringArray((const char *const *)m->class_names, m->n_class_names));
   return root;
 }
 
@@ -313,6 +326,37 @@ static damo_status parse_layer(reader *r, const cJSON *o, damo_layer **out) {
     TRY(get_bool(r, o, "return_sequences", &seq));
     if (units <= 0 || units > INT32_MAX) return fail(r, DAMO_ERR_FORMAT, "'units' must be a positive integer, got %lld", (long long)units);
     l = lt == &damo_layer_gru ? damo_gru_layer((int)units, seq) : damo_lstm_layer((int)units, seq);
+  } else if (lt == &damo_layer_embedding) {
+    TRY(check_keys(r, o, "type name input_dim output_dim mask_zero"));
+    int64_t input_dim = 0, output_dim = 0;
+    int mask_zero = 0;
+    TRY(get_int(r, o, "input_dim", &input_dim, 1));
+    TRY(get_int(r, o, "output_dim", &output_dim, 1));
+    TRY(get_bool(r, o, "mask_zero", &mask_zero));
+    if (input_dim <= 0 || input_dim > INT32_MAX || output_dim <= 0 || output_dim > INT32_MAX)
+      return fail(r, DAMO_ERR_FORMAT, "'input_dim' and 'output_dim' must be positive integers");
+    l = damo_embedding_layer((int)input_dim, (int)output_dim, mask_zero);
+  } else if (lt == &damo_layer_bidirectional) {
+    TRY(check_keys(r, o, "type name layer merge_mode"));
+    const char *merge = "concat";
+    TRY(get_string(r, o, "merge_mode", &merge, 0));
+    damo_merge_mode mode = DAMO_MERGE_CONCAT;
+    while (strcmp(damo_merge_mode_name(mode), merge) && mode < DAMO_MERGE_AVE) mode++;
+    if (strcmp(damo_merge_mode_name(mode), merge))
+      return fail(r, DAMO_ERR_FORMAT, "unknown merge_mode '%s' (expected concat, sum, mul or ave)", merge);
+    const cJSON *inner_o = cJSON_GetObjectItemCaseSensitive(o, "layer");
+    if (!inner_o) return fail(r, DAMO_ERR_FORMAT, "missing 'layer' (the lstm or gru layer to run both ways)");
+    damo_layer *inner;
+    TRY(parse_layer(r, inner_o, &inner));
+    if (inner->type != &damo_layer_lstm && inner->type != &damo_layer_gru) {
+      const char *got = inner->type->type;
+      damo_layer_free(inner);
+      return fail(r, DAMO_ERR_FORMAT, "'layer' must be an lstm or gru layer, got %s", got);
+    }
+    l = damo_bidirectional_layer(inner, mode);
+  } else if (lt == &damo_layer_global_avg_pool1d || lt == &damo_layer_global_max_pool1d) {
+    TRY(check_keys(r, o, "type name"));
+    l = lt == &damo_layer_global_max_pool1d ? damo_global_max_pool1d_layer() : damo_global_avg_pool1d_layer();
   } else if (lt == &damo_layer_flatten) {
     TRY(check_keys(r, o, "type name"));
     l = damo_flatten();
@@ -379,11 +423,79 @@ static damo_status parse_optimizer(reader *r, const cJSON *o, damo_optimizer_con
   return DAMO_OK;
 }
 
+/* A [min, max] pair of numbers within [lo, hi] (min <= max); absent leaves out as it is. */
+static damo_status get_range(const reader *r, const cJSON *obj, const char *key, float lo, float hi, float *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (!v) return DAMO_OK;
+  const cJSON *a = cJSON_GetArrayItem(v, 0), *b = cJSON_GetArrayItem(v, 1);
+  if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 2 || !cJSON_IsNumber(a) || !cJSON_IsNumber(b) ||
+      !(a->valuedouble >= lo && a->valuedouble <= b->valuedouble && b->valuedouble <= hi))
+    return fail(r, DAMO_ERR_FORMAT, "'%s' must be [min, max] with %g <= min <= max <= %g", key, lo, hi);
+  out[0] = (float)a->valuedouble, out[1] = (float)b->valuedouble;
+  return DAMO_OK;
+}
+
+/* A number in [lo, hi]; absent leaves *out as it is. */
+static damo_status get_float_in(const reader *r, const cJSON *obj, const char *key, float lo, float hi, float *out) {
+  TRY(get_float(r, obj, key, out));
+  if (!(*out >= lo && *out <= hi)) return fail(r, DAMO_ERR_FORMAT, "'%s' must be in [%g, %g], got %g", key, lo, hi, *out);
+  return DAMO_OK;
+}
+
+/* "fit": {"augment": {...}}: the damo_augment_options fields by their names; see
+ * docs/model-config.md. mean/std (one number per channel) point into the model. */
+static damo_status parse_augment(reader *r, const cJSON *a, damo_model *m) {
+  snprintf(r->where, sizeof r->where, "fit.augment");
+  if (!cJSON_IsObject(a)) return fail(r, DAMO_ERR_FORMAT, "must be an object");
+  TRY(check_keys(r, a,
+                 "max_shift edge_fill flip_prob max_rotation_deg zoom erase_prob erase_area erase_aspect "
+                 "erase_fill_max mean std"));
+  damo_augment_options *o = &m->augment;
+  memset(o, 0, sizeof *o);
+  int64_t shift = 0;
+  TRY(get_int(r, a, "max_shift", &shift, 0));
+  if (shift < 0 || shift > 1024) return fail(r, DAMO_ERR_FORMAT, "'max_shift' must be in [0, 1024] pixels");
+  o->max_shift = (int)shift;
+  const char *fill = "zero";
+  TRY(get_string(r, a, "edge_fill", &fill, 0));
+  if (strcmp(fill, "zero") && strcmp(fill, "nearest"))
+    return fail(r, DAMO_ERR_FORMAT, "'edge_fill' must be \"zero\" or \"nearest\", got '%s'", fill);
+  o->edge_fill = !strcmp(fill, "nearest");
+  TRY(get_float_in(r, a, "flip_prob", 0, 1, &o->flip_prob));
+  TRY(get_float_in(r, a, "max_rotation_deg", 0, 180, &o->max_rotation_deg));
+  float zoom[2] = {0, 0}, area[2] = {0, 0}, aspect[2] = {0, 0};
+  TRY(get_range(r, a, "zoom", 0.05f, 20, zoom));
+  TRY(get_float_in(r, a, "erase_prob", 0, 1, &o->erase_prob));
+  TRY(get_range(r, a, "erase_area", 0, 1, area));
+  TRY(get_range(r, a, "erase_aspect", 0.01f, 100, aspect));
+  TRY(get_float_in(r, a, "erase_fill_max", 0, 1e9f, &o->erase_fill_max));
+  o->zoom_min = zoom[0], o->zoom_max = zoom[1];
+  o->erase_area_min = area[0], o->erase_area_max = area[1];
+  o->erase_aspect_min = aspect[0], o->erase_aspect_max = aspect[1];
+  const cJSON *mean = cJSON_GetObjectItemCaseSensitive(a, "mean"), *std = cJSON_GetObjectItemCaseSensitive(a, "std");
+  if (!mean != !std) return fail(r, DAMO_ERR_FORMAT, "'mean' and 'std' go together");
+  if (mean) {
+    int channels = m->in_ndim == 3 ? (int)m->in_shape[2] : 1;
+    if (!cJSON_IsArray(mean) || !cJSON_IsArray(std) || cJSON_GetArraySize(mean) != channels ||
+        cJSON_GetArraySize(std) != channels)
+      return fail(r, DAMO_ERR_FORMAT, "'mean' and 'std' must list one number per input channel (%d)", channels);
+    for (int c = 0; c < channels && c < 4; c++) {
+      const cJSON *mu = cJSON_GetArrayItem(mean, c), *sd = cJSON_GetArrayItem(std, c);
+      if (!cJSON_IsNumber(mu) || !cJSON_IsNumber(sd) || !isfinite(mu->valuedouble) || !(sd->valuedouble > 0))
+        return fail(r, DAMO_ERR_FORMAT, "channel %d: mean must be a number and std a positive number", c);
+      m->augment_mean[c] = (float)mu->valuedouble, m->augment_std[c] = (float)sd->valuedouble;
+    }
+    o->mean = m->augment_mean, o->std = m->augment_std;
+  }
+  m->has_augment = 1;
+  return DAMO_OK;
+}
+
 damo_status damo_model_from_json(const cJSON *root, const char *source, damo_model **out) {
   *out = NULL;
   reader r = {source ? source : "config", ""};
   if (!cJSON_IsObject(root)) return fail(&r, DAMO_ERR_FORMAT, "the config must be a JSON object");
-  TRY(check_keys(&r, root, "format damo_version input_shape layers loss optimizer metrics fit"));
+  TRY(check_keys(&r, root, "format damo_version input_shape layers loss optimizer metrics fit class_names"));
   const char *format = NULL;
   TRY(get_string(&r, root, "format", &format, 0));
   if (format && strcmp(format, "damo.sequential"))
@@ -436,8 +548,23 @@ damo_status damo_model_from_json(const cJSON *root, const char *source, damo_mod
   if (st == DAMO_OK && fit) {
     snprintf(r.where, sizeof r.where, "fit");
     if (!cJSON_IsObject(fit)) st = fail(&r, DAMO_ERR_FORMAT, "must be an object");
-    else st = check_keys(&r, fit, "epochs batch_size seed validation_split");
+    else st = check_keys(&r, fit, "epochs batch_size seed validation_split augment");
+    const cJSON *aug = cJSON_GetObjectItemCaseSensitive(fit, "augment");
+    if (st == DAMO_OK && aug) st = parse_augment(&r, aug, m);
     if (st == DAMO_OK && !(m->fit_defaults = cJSON_Duplicate(fit, 1))) st = DAMO_ERR_NOMEM;
+  }
+  const cJSON *names = cJSON_GetObjectItemCaseSensitive(root, "class_names");
+  if (st == DAMO_OK && names) {
+    snprintf(r.where, sizeof r.where, "class_names");
+    int n = cJSON_GetArraySize(names);
+    const char *list[1024];
+    if (!cJSON_IsArray(names) || n < 1 || n > 1024) st = fail(&r, DAMO_ERR_FORMAT, "must be a list of 1 to 1024 strings");
+    for (int k = 0; k < n && st == DAMO_OK; k++) {
+      const cJSON *it = cJSON_GetArrayItem(names, k);
+      if (!cJSON_IsString(it)) st = fail(&r, DAMO_ERR_FORMAT, "entry %d must be a string", k);
+      else list[k] = it->valuestring;
+    }
+    if (st == DAMO_OK) st = damo_model_set_class_names(m, n, list);
   }
   if (st != DAMO_OK) {
     damo_model_free(m);
@@ -505,5 +632,6 @@ damo_status damo_model_config_fit_options(const damo_model *m, damo_fit_options 
   inout->epochs = (int)epochs;
   inout->batch_size = (int)batch;
   inout->seed = (uint64_t)seed;
+  if (m->has_augment) inout->augment = &m->augment;
   return DAMO_OK;
 }

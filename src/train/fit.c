@@ -3,6 +3,7 @@
  * One step: stage a shuffled batch, forward, check the loss, backward, optimizer update.
  * Nothing is allocated inside the loop: the graph's arena and the staging buffers were
  * sized when the graph was built. Validation reuses the training graph in inference mode. */
+#include "data/prefetch.h"
 #include "train/history.h"
 #include "train/model.h"
 #include "train/progress.h"
@@ -148,6 +149,76 @@ static int early_stop_update(early_stop *es, const double *row, int epoch, const
   return ++es->wait >= patience;
 }
 
+/* ------------------------------------------------------------------ augmentation feed */
+
+/* With augmentation, a background thread gathers and augments batch k+1 while the step
+ * trains on batch k. Its generator is its own (seeded from the fit seed), and batches are
+ * produced in order, so a seed gives the same batches whatever the timing. */
+typedef struct augment_feed {
+  const damo_model *m;
+  const damo_tensor *x, *y;
+  const int64_t *idx;
+  int64_t n_train, batch;
+  int h, w, c;
+  damo_augment_options opt;
+  damo_rng rng;
+  float *scratch;
+  damo_prefetcher *pf;
+} augment_feed;
+
+static damo_status produce_augmented(void *ctx, int64_t b, float *xb, void *yb) {
+  augment_feed *f = ctx;
+  int64_t first = b * f->batch, n = f->n_train - first < f->batch ? f->n_train - first : f->batch;
+  damo_model_gather_rows(f->m, f->x, f->y, f->idx + first, n, xb, yb);
+  return damo_augment_batch(&f->opt, xb, xb, n, f->h, f->w, f->c, &f->rng, f->scratch);
+}
+
+static damo_status augment_feed_init(augment_feed *f, const damo_model *m, const damo_fit_options *o,
+                                     const damo_tensor *x, const damo_tensor *y, const int64_t *idx, int64_t n_train,
+                                     int64_t batch) {
+  memset(f, 0, sizeof *f);
+  if (!o->augment) return DAMO_OK;
+  if (m->in_ndim != 2 && !(m->in_ndim == 3 && m->in_shape[2] <= 4))
+    return damo_error(DAMO_ERR_INVALID_ARG,
+                      "fit: augmentation needs image inputs (height, width) or (height, width, channels), the model "
+                      "takes rank %d",
+                      m->in_ndim);
+  f->m = m, f->x = x, f->y = y, f->idx = idx, f->n_train = n_train, f->batch = batch;
+  f->h = (int)m->in_shape[0], f->w = (int)m->in_shape[1], f->c = m->in_ndim == 3 ? (int)m->in_shape[2] : 1;
+  f->opt = *o->augment;
+  f->opt.parallel = 0; /* the training step owns the cores */
+  damo_rng_seed(&f->rng, o->seed ^ 0x6175676d656e74ULL);
+  int64_t row = (int64_t)f->h * f->w * f->c;
+  size_t y_row = m->copt.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE ? 4 : (size_t)damo_model_output_size(m) * 4;
+  f->scratch = malloc((size_t)row * sizeof(float));
+  f->pf = f->scratch ? damo_prefetcher_new((size_t)(batch * row) * sizeof(float), (size_t)batch * y_row,
+                                           produce_augmented, f)
+                     : NULL;
+  if (!f->pf) {
+    free(f->scratch);
+    return damo_error(DAMO_ERR_NOMEM, "fit: out of memory for the augmentation buffers");
+  }
+  return DAMO_OK;
+}
+
+static void augment_feed_free(augment_feed *f) {
+  damo_prefetcher_free(f->pf); /* joins the thread before the scratch goes */
+  free(f->scratch);
+}
+
+/* Takes the next prepared batch of n rows into the graph's stages. */
+static damo_status augment_feed_stage(augment_feed *f, damo_model_graph *mg, int64_t n) {
+  float *xb;
+  void *yb;
+  damo_status st = damo_prefetcher_next(f->pf, &xb, &yb);
+  if (st != DAMO_OK) return st;
+  size_t row = (size_t)f->h * f->w * f->c;
+  memcpy(mg->x_stage, xb, (size_t)n * row * sizeof(float));
+  size_t y_row = f->m->copt.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE ? 4 : (size_t)damo_model_output_size(f->m) * 4;
+  memcpy(mg->y_stage, yb, (size_t)n * y_row);
+  return damo_graph_set_batch(mg->g, n);
+}
+
 /* ------------------------------------------------------------------ fit */
 
 damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tensor *y, const damo_fit_options *opt,
@@ -180,6 +251,9 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
   early_stop es;
   st = early_stop_init(&es, &o, xv != NULL, m->n_params + m->n_state);
   if (!h || !idx || (xv && !val_idx)) st = DAMO_ERR_NOMEM;
+  augment_feed feed;
+  damo_status st_feed = idx ? augment_feed_init(&feed, m, &o, x, y, idx, n_train, batch) : DAMO_ERR_NOMEM;
+  if (st == DAMO_OK) st = st_feed;
   damo_progress pr;
   damo_progress_init(&pr, o.out, o.verbose);
   damo_rng rng;
@@ -189,13 +263,14 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
 
   for (int epoch = o.initial_epoch; epoch < o.epochs && st == DAMO_OK; epoch++) {
     if (o.shuffle != 0) damo_shuffle_indices(idx, n_train, &rng);
+    if (feed.pf && (st = damo_prefetcher_start(feed.pf, 0, steps_per_epoch)) != DAMO_OK) break;
     damo_progress_epoch_begin(&pr, epoch + 1, o.epochs, steps_per_epoch);
     double loss_sum = 0;
     int64_t correct = 0, counted = 0, seen = 0;
     float lr = damo_schedule_lr(&m->copt.optimizer.schedule, m->copt.optimizer.lr, damo_optimizer_steps(m->opt), total_steps);
     for (int64_t s = 0; s < steps_per_epoch && st == DAMO_OK; s++) {
       int64_t b = n_train - s * batch < batch ? n_train - s * batch : batch;
-      st = damo_model_stage_batch(m, mg, x, y, idx + s * batch, b);
+      st = feed.pf ? augment_feed_stage(&feed, mg, b) : damo_model_stage_batch(m, mg, x, y, idx + s * batch, b);
       if (st == DAMO_OK) st = damo_graph_forward(mg->g, 1);
       if (st != DAMO_OK) break;
       float loss = damo_node_data(mg->loss)[0];
@@ -246,6 +321,7 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
     memcpy(m->state_block, es.best_params + m->n_params, (size_t)m->n_state * sizeof(float));
     if (pr.verbose) fprintf(pr.f, "Restored the weights of epoch %d\n", es.best_epoch);
   }
+  if (st_feed == DAMO_OK) augment_feed_free(&feed);
   free(es.best_params);
   free(idx);
   free(val_idx);

@@ -54,7 +54,39 @@ void damo_model_free(damo_model *m) {
   damo_model_graph_release(&m->train);
   damo_model_graph_release(&m->infer);
   cJSON_Delete(m->fit_defaults);
+  for (int i = 0; i < m->n_class_names; i++) free(m->class_names[i]);
+  free(m->class_names);
   free(m);
+}
+
+damo_status damo_model_set_class_names(damo_model *m, int n, const char *const *names) {
+  if (!m || n < 0 || (n && !names)) return damo_error(DAMO_ERR_INVALID_ARG, "set_class_names: bad arguments");
+  char **copy = n ? calloc((size_t)n, sizeof *copy) : NULL;
+  if (n && !copy) return damo_error(DAMO_ERR_NOMEM, "set_class_names: out of memory");
+  for (int i = 0; i < n; i++) {
+    if (!names[i] || !(copy[i] = strdup(names[i]))) {
+      for (int k = 0; k < i; k++) free(copy[k]);
+      free(copy);
+      return names[i] ? damo_error(DAMO_ERR_NOMEM, "set_class_names: out of memory")
+                      : damo_error(DAMO_ERR_INVALID_ARG, "set_class_names: name %d is NULL", i);
+    }
+  }
+  for (int i = 0; i < m->n_class_names; i++) free(m->class_names[i]);
+  free(m->class_names);
+  m->class_names = copy;
+  m->n_class_names = n;
+  return DAMO_OK;
+}
+
+int damo_model_input_shape(const damo_model *m, int64_t *shape) {
+  if (!m) return 0;
+  if (shape) memcpy(shape, m->in_shape, (size_t)m->in_ndim * sizeof *shape);
+  return m->in_ndim;
+}
+
+int damo_model_class_names(const damo_model *m, const char *const **names) {
+  if (names) *names = m ? (const char *const *)m->class_names : NULL;
+  return m ? m->n_class_names : 0;
 }
 
 damo_status damo_model_add(damo_model *m, damo_layer *l) {
@@ -78,6 +110,13 @@ damo_status damo_model_add(damo_model *m, damo_layer *l) {
       damo_layer_free(l);
       return st;
     }
+  if (l->type == &damo_layer_embedding && m->n_layers > 0) {
+    damo_status st = damo_error(DAMO_ERR_INVALID_ARG,
+                                "model_add: embedding layer '%s' must be the first layer (it takes the model's integer ids)",
+                                l->name);
+    damo_layer_free(l);
+    return st;
+  }
   const damo_layer *prev = m->n_layers ? m->layers[m->n_layers - 1] : NULL;
   l->in_ndim = prev ? prev->out_ndim : m->in_ndim;
   memcpy(l->in_shape, prev ? prev->out_shape : m->in_shape, sizeof l->in_shape);
@@ -102,6 +141,10 @@ damo_status damo_model_add(damo_model *m, damo_layer *l) {
 }
 
 int damo_model_num_layers(const damo_model *m) { return m ? m->n_layers : 0; }
+
+damo_dtype damo_model_input_dtype(const damo_model *m) {
+  return m->n_layers && m->layers[0]->type == &damo_layer_embedding ? DAMO_I32 : DAMO_F32;
+}
 
 static int64_t slot_numel(const damo_param_slot *p) {
   int64_t n = 1;
@@ -235,9 +278,15 @@ static damo_status build_model_graph(damo_model *m, int with_loss, int64_t batch
   shape[0] = batch;
   memcpy(shape + 1, m->in_shape, (size_t)m->in_ndim * sizeof *shape);
   damo_graph *g = mg->g;
-  damo_node *h = damo_input(g, "x", DAMO_F32, m->in_ndim + 1, shape), *pre = h;
+  damo_node *h = damo_input(g, "x", damo_model_input_dtype(m), m->in_ndim + 1, shape), *pre = h, *mask = NULL;
   mg->x = h;
-  for (int i = 0; i < m->n_layers; i++) h = m->layers[i]->type->build(m->layers[i], g, h, &pre);
+  for (int i = 0; i < m->n_layers; i++) { /* each layer sees the timestep mask its predecessor left */
+    damo_layer *l = m->layers[i];
+    l->in_mask = mask;
+    l->out_mask = NULL;
+    h = l->type->build(l, g, h, &pre);
+    mask = l->out_mask;
+  }
   damo_activation last_act = m->layers[m->n_layers - 1]->act;
   const damo_layer_type *last_type = m->layers[m->n_layers - 1]->type;
   int has_act = last_type == &damo_layer_dense || last_type == &damo_layer_activation;
@@ -294,32 +343,41 @@ damo_status damo_model_graph_get(damo_model *m, int with_loss, int64_t batch, da
   return DAMO_OK;
 }
 
-damo_status damo_model_stage_batch(damo_model *m, damo_model_graph *mg, const damo_tensor *x, const damo_tensor *y,
-                                   const int64_t *idx, int64_t n) {
+void damo_model_gather_rows(const damo_model *m, const damo_tensor *x, const damo_tensor *y, const int64_t *idx,
+                            int64_t n, float *x_dst, void *y_dst) {
   int64_t row = 1;
   for (int i = 1; i < x->ndim; i++) row *= x->shape[i];
   for (int64_t r = 0; r < n; r++) {
-    float *dst = mg->x_stage + r * row;
+    if (damo_model_input_dtype(m) == DAMO_I32) { /* token ids for an embedding, as they are */
+      memcpy((int32_t *)(void *)x_dst + r * row, (const int32_t *)x->data + idx[r] * row, (size_t)row * 4);
+      continue;
+    }
+    float *dst = x_dst + r * row;
     if (x->dtype == DAMO_F32) memcpy(dst, (const float *)x->data + idx[r] * row, (size_t)row * sizeof(float));
     else if (x->dtype == DAMO_U8)
       for (int64_t k = 0; k < row; k++) dst[k] = (float)((const uint8_t *)x->data)[idx[r] * row + k];
     else
       for (int64_t k = 0; k < row; k++) dst[k] = (float)((const int32_t *)x->data)[idx[r] * row + k];
   }
-  if (y && mg->y) {
+  if (y && y_dst) {
     int64_t yrow = 1;
     for (int i = 1; i < y->ndim; i++) yrow *= y->shape[i];
     if (m->copt.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE) {
-      int32_t *dst = mg->y_stage;
+      int32_t *dst = y_dst;
       for (int64_t r = 0; r < n; r++) dst[r] = ((const int32_t *)y->data)[idx[r]];
     } else {
-      float *dst = mg->y_stage;
+      float *dst = y_dst;
       for (int64_t r = 0; r < n; r++)
         for (int64_t k = 0; k < yrow; k++)
           dst[r * yrow + k] = y->dtype == DAMO_F32 ? ((const float *)y->data)[idx[r] * yrow + k]
                                                    : (float)((const int32_t *)y->data)[idx[r] * yrow + k];
     }
   }
+}
+
+damo_status damo_model_stage_batch(damo_model *m, damo_model_graph *mg, const damo_tensor *x, const damo_tensor *y,
+                                   const int64_t *idx, int64_t n) {
+  damo_model_gather_rows(m, x, y, idx, n, mg->x_stage, mg->y ? mg->y_stage : NULL);
   return damo_graph_set_batch(mg->g, n);
 }
 
@@ -337,6 +395,9 @@ damo_status damo_model_check_data(const damo_model *m, const damo_tensor *x, con
                       damo_shape_string(m->in_ndim, m->in_shape, b, sizeof b) + 1);
   }
   if (x->shape[0] < 1) return damo_error(DAMO_ERR_SHAPE, "%s: x has no rows", what);
+  if (damo_model_input_dtype(m) == DAMO_I32 && x->dtype != DAMO_I32)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: the model starts with embedding layer '%s', so x must hold i32 token ids, got %s",
+                      what, m->layers[0]->name, damo_dtype_name(x->dtype));
   if (x->dtype == DAMO_F32) {
     damo_status st = damo_check_finite(x, what);
     if (st != DAMO_OK) return st;

@@ -41,13 +41,25 @@ struct damo_model {
   uint64_t seed;
   int64_t epochs_done;
   cJSON *fit_defaults; /* the config's optional "fit" object (owned) */
+  int has_augment;     /* the "fit" object had an "augment" object, parsed into: */
+  damo_augment_options augment;
+  float augment_mean[4], augment_std[4];
+  char **class_names;  /* n_class_names names (owned), or NULL */
+  int n_class_names;
 };
 
+/* The dtype of the model's input: i32 token ids when the first layer is an embedding. */
+damo_dtype damo_model_input_dtype(const damo_model *m);
 /* Output features per example (product of the last layer's output shape). */
 int64_t damo_model_output_size(const damo_model *m);
 /* Builds (or reuses) the training (with_loss) or inference graph for batch rows. */
 damo_status damo_model_graph_get(damo_model *m, int with_loss, int64_t batch, damo_model_graph **out);
 void damo_model_graph_release(damo_model_graph *mg);
+/* Copies rows idx[0..n) of x (f32, u8 or i32, as f32; i32 ids as they are for a model
+ * starting with an embedding) into x_dst and of y (if y and y_dst)
+ * into y_dst as the loss wants it (i32 labels or f32 targets). Thread-safe: reads only. */
+void damo_model_gather_rows(const damo_model *m, const damo_tensor *x, const damo_tensor *y, const int64_t *idx,
+                            int64_t n, float *x_dst, void *y_dst);
 /* Copies rows idx[0..n) of x (f32 or u8) and y into the graph's stages and binds them. */
 damo_status damo_model_stage_batch(damo_model *m, damo_model_graph *mg, const damo_tensor *x, const damo_tensor *y,
                                    const int64_t *idx, int64_t n);

@@ -1,0 +1,221 @@
+/* predict.c - `damo predict`: class probabilities for a .npy array, an image file or a
+ * folder of images. Images of any size and colour are converted the way the training
+ * pictures were made (grey, light-on-dark, fitted and centred; see
+ * damo_image_to_model_input) and predicted as one batch; each prints its top classes with
+ * the class names the model's config.json stores. */
+#include "cli.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int has_image_extension(const char *path) {
+  static const char *const ext[] = {".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pnm", ".bmp", ".gif", ".tga", NULL};
+  const char *dot = strrchr(path, '.');
+  if (!dot) return 0;
+  for (int i = 0; ext[i]; i++) {
+    size_t n = strlen(ext[i]);
+    if (strlen(dot) != n) continue;
+    int same = 1;
+    for (size_t k = 0; k < n && same; k++) same = tolower((unsigned char)dot[k]) == ext[i][k];
+    if (same) return 1;
+  }
+  return 0;
+}
+
+static int compare_strings(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The image files of a folder (sorted), or the one path given. */
+static int list_images(const char *input, char ***paths, int *count) {
+  struct stat sb;
+  *paths = NULL, *count = 0;
+  if (stat(input, &sb) != 0) {
+    fprintf(stderr, "damo predict: %s: no such file or folder\n", input);
+    return 0;
+  }
+  if (!S_ISDIR(sb.st_mode)) {
+    *paths = malloc(sizeof **paths);
+    if (!*paths || !((*paths)[0] = strdup(input))) return 0;
+    *count = 1;
+    return 1;
+  }
+  DIR *d = opendir(input);
+  if (!d) {
+    fprintf(stderr, "damo predict: cannot read the folder %s\n", input);
+    return 0;
+  }
+  int cap = 0;
+  for (struct dirent *e; (e = readdir(d));) {
+    if (e->d_name[0] == '.' || !has_image_extension(e->d_name)) continue;
+    if (*count == cap) {
+      cap = cap ? 2 * cap : 64;
+      char **grown = realloc(*paths, (size_t)cap * sizeof *grown);
+      if (!grown) break;
+      *paths = grown;
+    }
+    size_t n = strlen(input) + strlen(e->d_name) + 2;
+    char *p = malloc(n);
+    if (!p) break;
+    snprintf(p, n, "%s/%s", input, e->d_name);
+    (*paths)[(*count)++] = p;
+  }
+  closedir(d);
+  if (*count == 0) {
+    fprintf(stderr, "damo predict: %s holds no image files (png, jpg, pgm, ppm, bmp, gif, tga)\n", input);
+    return 0;
+  }
+  qsort(*paths, (size_t)*count, sizeof **paths, compare_strings);
+  return 1;
+}
+
+/* Loads every image as one model-input batch (N, input shape); 0 after printing why not.
+ * invert != 0: pictures with a light background are inverted (Fashion-MNIST items are
+ * light on black); 0: never. */
+static int load_image_batch(const damo_model *m, char **paths, int count, int invert, damo_tensor **out) {
+  int64_t in_shape[DAMO_MAX_DIMS], shape[DAMO_MAX_DIMS];
+  int nd = damo_model_input_shape(m, in_shape);
+  if (!(nd == 2 || (nd == 3 && (in_shape[2] == 1 || in_shape[2] == 3)))) {
+    fprintf(stderr, "damo predict: the model takes inputs of rank %d, not images (height, width[, 1 or 3 channels])\n",
+            nd);
+    return 0;
+  }
+  int h = (int)in_shape[0], w = (int)in_shape[1], c = nd == 3 ? (int)in_shape[2] : 1;
+  shape[0] = count;
+  memcpy(shape + 1, in_shape, (size_t)nd * sizeof *shape);
+  damo_tensor *batch = damo_tensor_new(DAMO_F32, nd + 1, shape);
+  if (!batch) return cli_fail("predict");
+  for (int i = 0; i < count; i++) {
+    damo_tensor *img = NULL, *in = NULL;
+    damo_status st = damo_image_load(paths[i], 0, &img);
+    if (st == DAMO_OK) st = damo_image_to_model_input(img, h, w, c, invert != 0, &in);
+    if (st == DAMO_OK) memcpy(damo_tensor_f32(batch) + (int64_t)i * h * w * c, in->data, (size_t)h * w * c * sizeof(float));
+    damo_tensor_free(img);
+    damo_tensor_free(in);
+    if (st != DAMO_OK) {
+      damo_tensor_free(batch);
+      cli_fail("predict");
+      return 0;
+    }
+  }
+  *out = batch;
+  return 1;
+}
+
+/* "Sneaker 0.912, Sandal 0.051, Ankle boot 0.030" for one row of probabilities. */
+static void print_top_classes(const float *p, int64_t C, int top, const char *const *names, int n_names) {
+  if (C == 1) { /* a sigmoid output: class 1's probability */
+    float q = p[0];
+    int best = q >= 0.5f;
+    const char *label = n_names == 2 ? names[best] : (best ? "1" : "0");
+    printf("%s %.3f (p(class 1) = %.4f)\n", label, (double)(best ? q : 1 - q), (double)q);
+    return;
+  }
+  char used[1024] = {0};
+  for (int k = 0; k < top && k < C && k < 1024; k++) {
+    int64_t best = -1;
+    for (int64_t c = 0; c < C && c < 1024; c++)
+      if (!used[c] && (best < 0 || p[c] > p[best])) best = c;
+    used[best] = 1;
+    if (best < n_names) printf("%s%s %.3f", k ? ", " : "", names[best], (double)p[best]);
+    else printf("%sclass %lld %.3f", k ? ", " : "", (long long)best, (double)p[best]);
+  }
+  printf("\n");
+}
+
+int cli_predict(int argc, char **argv) {
+  static const char *const with_value[] = {"--model", "--input", "--output", "--labels", "--batch-size", "--top",
+                                           "--invert", NULL};
+  if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
+  const char *dir = cli_opt(argc, argv, "--model"), *input = cli_opt(argc, argv, "--input");
+  const char *output = cli_opt(argc, argv, "--output"), *labels = cli_opt(argc, argv, "--labels");
+  const char *invert_opt = cli_opt(argc, argv, "--invert");
+  if (!dir || !input) {
+    fprintf(stderr, "damo predict: --model DIR and --input x.npy|image|folder are required\n");
+    return 2;
+  }
+  long top = 3;
+  if (cli_opt(argc, argv, "--top") && !cli_parse_long(cli_opt(argc, argv, "--top"), "--top", 1, 1000, &top)) return 2;
+  int invert = -1;
+  if (invert_opt) {
+    if (!strcmp(invert_opt, "auto")) invert = -1;
+    else if (!strcmp(invert_opt, "no")) invert = 0;
+    else {
+      fprintf(stderr, "damo predict: --invert must be auto or no, got '%s'\n", invert_opt);
+      return 2;
+    }
+  }
+  size_t len = strlen(input);
+  int npy = len > 4 && !strcmp(input + len - 4, ".npy");
+  char **paths = NULL;
+  int n_paths = 0;
+  if (!npy && !list_images(input, &paths, &n_paths)) return 1;
+
+  damo_model *m;
+  damo_tensor *x = NULL, *y = NULL, *p = NULL;
+  int rc = 0;
+  if (damo_model_load(dir, &m) != DAMO_OK) {
+    rc = cli_fail("predict");
+    goto free_paths;
+  }
+  if (!npy && !load_image_batch(m, paths, n_paths, invert, &x)) {
+    rc = 1;
+    goto done;
+  }
+  if ((npy && damo_npy_load(input, &x) != DAMO_OK) || damo_model_predict(m, x, 256, &p) != DAMO_OK) {
+    rc = cli_fail("predict");
+    goto done;
+  }
+  if (output && damo_npy_save(output, p) != DAMO_OK) {
+    rc = cli_fail("predict");
+    goto done;
+  }
+  int64_t rows = p->shape[0], C = damo_tensor_numel(p) / (rows ? rows : 1);
+  if (labels) {
+    if (damo_npy_load(labels, &y) != DAMO_OK) {
+      rc = cli_fail("predict");
+      goto done;
+    }
+    if (y->dtype != DAMO_I32 || damo_tensor_numel(y) != rows) {
+      fprintf(stderr, "damo predict: %s must hold %lld integer labels\n", labels, (long long)rows);
+      rc = 1;
+      goto done;
+    }
+    int64_t correct = 0;
+    for (int64_t r = 0; r < rows; r++) {
+      const float *row = damo_tensor_f32(p) + r * C;
+      int64_t best = 0;
+      for (int64_t c = 1; c < C; c++)
+        if (row[c] > row[best]) best = c;
+      if (C == 1) best = row[0] >= 0.5f;
+      correct += best == damo_tensor_i32(y)[r];
+    }
+    printf("accuracy: %.4f (%lld of %lld)\n", (double)correct / (double)rows, (long long)correct, (long long)rows);
+  }
+  const char *const *names;
+  int n_names = damo_model_class_names(m, &names);
+  if (!npy) {
+    for (int64_t r = 0; r < rows; r++) {
+      printf("%s: ", paths[r]);
+      print_top_classes(damo_tensor_f32(p) + r * C, C, (int)top, names, n_names);
+    }
+  } else if (output) {
+    printf("wrote %lld predictions of %lld values to %s\n", (long long)rows, (long long)C, output);
+  } else {
+    for (int64_t r = 0; r < rows && r < 10; r++) {
+      for (int64_t c = 0; c < C; c++) printf(c ? " %.4f" : "%.4f", damo_tensor_f32(p)[r * C + c]);
+      printf("\n");
+    }
+  }
+done:
+  damo_tensor_free(x);
+  damo_tensor_free(y);
+  damo_tensor_free(p);
+  damo_model_free(m);
+free_paths:
+  for (int i = 0; i < n_paths; i++) free(paths[i]);
+  free(paths);
+  return rc;
+}
