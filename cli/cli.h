@@ -18,6 +18,23 @@ int cli_parse_double(const char *s, const char *name, double *out);
 damo_status cli_load_data(const char *spec, const char *split, const char *label_column, damo_tensor **x,
                           damo_tensor **y);
 
+/* Text data (cli/text.c): a built-in text data set name or a folder of class folders. */
+int cli_is_text_data(const char *spec);
+/* Loads it prepared for model m: length = its input timesteps, vocabulary size = the
+ * input_dim of the first embedding layer of config_path (if any). */
+damo_status cli_text_load(const char *spec, const damo_model *m, const char *config_path, damo_text_dataset **out);
+/* One split's rows encoded with the vocabulary saved in model directory dir. */
+damo_status cli_text_split_for_model(const char *dir, const damo_model *m, const char *spec, int split,
+                                     damo_text_dataset **data, damo_tensor **x, damo_tensor **y);
+void cli_text_describe(const char *spec, const damo_text_dataset *d);
+/* Writes vocab.txt and text.json into a model directory; 1 on success. */
+int cli_text_save(const char *dir, const damo_text_dataset *d, int max_len);
+/* Predicts raw e-mail files (a file or a folder) with a text model: 2 done, 0 dir is not a
+ * text model (nothing done), -1 failed (message printed). */
+int cli_predict_text(damo_model *m, const char *dir, const char *input, const char *output);
+/* Per-class accuracy, binary figures, and a confusion-matrix PNG (png may be NULL). */
+int cli_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *png);
+
 int cli_train(int argc, char **argv);
 int cli_evaluate(int argc, char **argv);
 int cli_predict(int argc, char **argv);

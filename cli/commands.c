@@ -140,7 +140,19 @@ int cli_train(int argc, char **argv) {
 
   damo_tensor *x = NULL, *y = NULL, *xt = NULL, *yt = NULL;
   const char *label_col = cli_opt(argc, argv, "--label-column");
-  if (cli_load_data(data, "train", label_col, &x, &y) != DAMO_OK) {
+  damo_text_dataset *text = NULL;
+  if (cli_is_text_data(data)) {
+    if (cli_text_load(data, m, config, &text) != DAMO_OK) {
+      rc = cli_fail("train: loading the training data");
+      goto done;
+    }
+    cli_text_describe(data, text);
+    x = damo_tensor_clone(text->x[DAMO_SPLIT_TRAIN]), y = damo_tensor_clone(text->y[DAMO_SPLIT_TRAIN]);
+    xt = damo_tensor_clone(text->x[DAMO_SPLIT_TEST]), yt = damo_tensor_clone(text->y[DAMO_SPLIT_TEST]);
+    if (!fo.validation_split) fo.x_val = text->x[DAMO_SPLIT_VAL], fo.y_val = text->y[DAMO_SPLIT_VAL];
+    if (damo_model_class_names(m, NULL) == 0)
+      damo_model_set_class_names(m, text->n_classes, (const char *const *)text->class_names);
+  } else if (cli_load_data(data, "train", label_col, &x, &y) != DAMO_OK) {
     rc = cli_fail("train: loading the training data");
     goto done;
   }
@@ -153,13 +165,17 @@ int cli_train(int argc, char **argv) {
     rc = cli_fail("train");
   } else if (damo_model_save(m, out) != DAMO_OK) {
     rc = cli_fail("train: saving");
+  } else if (text && !cli_text_save(out, text, (int)x->shape[1])) {
+    rc = 1;
   } else {
     rc = 0;
     /* A built-in data set has a held-out test split: report it (never used for training). */
-    if (!strchr(data, ',') && !ends_with(data, ".csv") && cli_load_data(data, "test", label_col, &xt, &yt) == DAMO_OK) {
+    if (!xt && !strchr(data, ',') && !ends_with(data, ".csv")) cli_load_data(data, "test", label_col, &xt, &yt);
+    if (xt) {
       float loss, acc;
       if (damo_model_evaluate(m, xt, yt, 256, &loss, &acc) != DAMO_OK) rc = cli_fail("train: evaluating");
       else printf("test_loss: %.4f - test_accuracy: %.4f (%lld test examples)\n", loss, acc, (long long)xt->shape[0]);
+      if (rc == 0 && text) rc = cli_classification_report(m, xt, yt, NULL);
     }
     char png[4096];
     snprintf(png, sizeof png, "%s/history.png", out);
@@ -171,13 +187,14 @@ int cli_train(int argc, char **argv) {
   damo_tensor_free(y);
   damo_tensor_free(xt);
   damo_tensor_free(yt);
+  damo_text_dataset_free(text);
 done:
   damo_model_free(m);
   return rc;
 }
 
 /* Per-class accuracy (and precision/recall/F1/ROC AUC for two classes) from predictions. */
-static int print_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *png) {
+int cli_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *png) {
   damo_tensor *p = NULL;
   if (damo_model_predict(m, x, 256, &p) != DAMO_OK) return cli_fail("evaluate");
   int64_t C = damo_tensor_numel(p) / p->shape[0], classes = C == 1 ? 2 : C;
@@ -227,14 +244,23 @@ int cli_evaluate(int argc, char **argv) {
   if (damo_model_load(dir, &m) != DAMO_OK) return cli_fail("evaluate");
   damo_tensor *x, *y;
   int rc = 0;
-  if (cli_load_data(data, split ? split : "test", cli_opt(argc, argv, "--label-column"), &x, &y) != DAMO_OK) {
+  damo_text_dataset *text = NULL;
+  damo_status loaded;
+  if (cli_is_text_data(data)) {
+    int which = !split || !strcmp(split, "test") ? DAMO_SPLIT_TEST : !strcmp(split, "train") ? DAMO_SPLIT_TRAIN : DAMO_SPLIT_VAL;
+    loaded = cli_text_split_for_model(dir, m, data, which, &text, &x, &y);
+  } else {
+    loaded = cli_load_data(data, split ? split : "test", cli_opt(argc, argv, "--label-column"), &x, &y);
+  }
+  damo_text_dataset_free(text);
+  if (loaded != DAMO_OK) {
     rc = cli_fail("evaluate");
   } else {
     float loss, acc;
     if (damo_model_evaluate(m, x, y, 256, &loss, &acc) != DAMO_OK) rc = cli_fail("evaluate");
     else if (acc >= 0) printf("loss: %.4f - accuracy: %.4f (%lld examples)\n", loss, acc, (long long)x->shape[0]);
     else printf("loss: %.4f (%lld examples)\n", loss, (long long)x->shape[0]);
-    if (rc == 0 && acc >= 0) rc = print_classification_report(m, x, y, png);
+    if (rc == 0 && acc >= 0) rc = cli_classification_report(m, x, y, png);
     damo_tensor_free(x);
     damo_tensor_free(y);
   }

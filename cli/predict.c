@@ -151,14 +151,20 @@ int cli_predict(int argc, char **argv) {
   int npy = len > 4 && !strcmp(input + len - 4, ".npy");
   char **paths = NULL;
   int n_paths = 0;
-  if (!npy && !list_images(input, &paths, &n_paths)) return 1;
-
   damo_model *m;
   damo_tensor *x = NULL, *y = NULL, *p = NULL;
   int rc = 0;
-  if (damo_model_load(dir, &m) != DAMO_OK) {
-    rc = cli_fail("predict");
-    goto free_paths;
+  if (damo_model_load(dir, &m) != DAMO_OK) return cli_fail("predict");
+  if (!npy) { /* a text model (vocab.txt + text.json) reads raw e-mails */
+    int text = cli_predict_text(m, dir, input, output);
+    if (text != 0) {
+      damo_model_free(m);
+      return text == 2 ? 0 : 1;
+    }
+  }
+  if (!npy && !list_images(input, &paths, &n_paths)) {
+    rc = 1;
+    goto done;
   }
   if (!npy && !load_image_batch(m, paths, n_paths, invert, &x)) {
     rc = 1;
@@ -214,7 +220,6 @@ done:
   damo_tensor_free(y);
   damo_tensor_free(p);
   damo_model_free(m);
-free_paths:
   for (int i = 0; i < n_paths; i++) free(paths[i]);
   free(paths);
   return rc;

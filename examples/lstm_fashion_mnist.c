@@ -2,7 +2,7 @@
  * of 28 pixels by an LSTM, its last state classified. The Keras version:
  *
  *   model = Sequential([Input((28, 28)), Rescaling(1/255), LSTM(128), Dense(10)])
- *   model.compile(Adam(1e-3), SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+ *   model.compile(Adam(CosineDecay(3e-3, steps)), SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
  *   model.fit(x_train, y_train, epochs=5, batch_size=64, validation_split=0.1)
  *
  * usage: example_lstm_fashion_mnist [epochs] */
@@ -33,7 +33,10 @@ int main(int argc, char **argv) {
   TRY(damo_model_build(model, 42));
   damo_model_summary(model, stdout);
 
-  damo_compile_options compile = {damo_adam(1e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  /* Adam 3e-3 decayed to 0 by a cosine over the run: chosen on the validation split
+   * (0.8922 against 0.8742 for a constant 1e-3, 5 epochs). */
+  damo_compile_options compile = {damo_adam(3e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  compile.optimizer.schedule.kind = DAMO_SCHED_COSINE;
   TRY(damo_model_compile(model, &compile));
   damo_fit_options fit = {.epochs = epochs, .batch_size = 64, .seed = 42, .verbose = -1, .validation_split = 0.1f};
   TRY(damo_model_fit(model, x_train, y_train, &fit, NULL));

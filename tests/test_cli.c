@@ -96,10 +96,56 @@ static void test_bad_input_messages(void) {
   CHECK(rc == 2);
 }
 
+/* A labelled folder of e-mails (ham/, spam/) drawn from two word pools: train, evaluate,
+ * and predict on raw mail files through the saved vocabulary. */
+static void test_text_folder_train_predict(void) {
+  static const char *const ham_words[] = {"meeting", "project", "lunch", "report", "schedule", "team", "review", "notes"};
+  static const char *const spam_words[] = {"winner", "free", "cash", "offer", "click", "viagra", "prize", "credit"};
+  char path[600];
+  snprintf(path, sizeof path, "mkdir -p %s/mails/ham %s/mails/spam %s/new", dir, dir, dir);
+  CHECK(system(path) == 0);
+  damo_rng r;
+  damo_rng_seed(&r, 11);
+  for (int i = 0; i < 120; i++) {
+    int spam = i % 2;
+    const char *const *pool = spam ? spam_words : ham_words;
+    snprintf(path, sizeof path, "%s/%s/%s/%03d.txt", dir, i < 116 ? "mails" : "new", i < 116 ? (spam ? "spam" : "ham") : "",
+             i);
+    FILE *f = fopen(path, "w");
+    if (!f) continue;
+    fprintf(f, "From: someone%d@example.com\nSubject: %s %s\n\n", i, pool[damo_rng_below(&r, 8)],
+            pool[damo_rng_below(&r, 8)]);
+    for (int w = 0; w < 12 + (int)damo_rng_below(&r, 20); w++) /* a few shared words blur the line */
+      fprintf(f, "%s ", damo_rng_below(&r, 4) ? pool[damo_rng_below(&r, 8)] : "the");
+    fprintf(f, "\n");
+    fclose(f);
+  }
+  write_file("text.json", "{\"input_shape\": [24], \"layers\": ["
+                          "{\"type\": \"embedding\", \"input_dim\": 40, \"output_dim\": 8, \"mask_zero\": true},"
+                          "{\"type\": \"lstm\", \"units\": 8}, {\"type\": \"dense\", \"units\": 1, \"activation\": \"sigmoid\"}],"
+                          "\"loss\": \"binary_crossentropy\", \"optimizer\": {\"type\": \"adam\", \"learning_rate\": 0.02},"
+                          "\"metrics\": [\"accuracy\"], \"fit\": {\"epochs\": 8, \"batch_size\": 16, \"seed\": 1}}");
+  int rc = run("%s train --config %s/text.json --data %s/mails --out %s/tm", DAMO_CLI_PATH, dir, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "116 documents read") && strstr(cli_out, "f1: "), "%s", cli_out);
+  char vocab[600];
+  snprintf(vocab, sizeof vocab, "%s/tm/vocab.txt", dir);
+  CHECK(access(vocab, R_OK) == 0);
+  rc = run("%s evaluate --model %s/tm --data %s/mails", DAMO_CLI_PATH, dir, dir);
+  const char *acc_at = strstr(cli_out, "accuracy: ");
+  CHECK_MSG(rc == 0 && acc_at && atof(acc_at + 10) >= 0.9 && strstr(cli_out, "spam"), "%s", cli_out);
+  rc = run("%s predict --model %s/tm --input %s/new/117.txt", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "117.txt: spam (p(spam) = "), "%s", cli_out);
+  rc = run("%s predict --model %s/tm --input %s/new", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "116.txt: ham") && strstr(cli_out, "119.txt: spam"), "%s", cli_out);
+  rc = run("%s predict --model %s/tm --input %s/new/nothing.txt", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "nothing.txt"), "%s", cli_out);
+}
+
 int main(void) {
   if (!mkdtemp(dir)) return 1;
   RUN(test_train_evaluate_predict);
   RUN(test_bad_input_messages);
+  RUN(test_text_folder_train_predict);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

@@ -1,0 +1,250 @@
+/* text.c - text data on the command line: `--data spam-assassin` (or a folder whose
+ * sub-folders are the classes) for train and evaluate, and predict on raw e-mail files.
+ *
+ * A text model's directory holds, besides config.json and model.safetensors, the
+ * vocabulary (vocab.txt) and how documents become ids (text.json: the document kind, the
+ * length, the number token), so predict turns a raw mail into exactly the ids training saw.
+ * The length comes from the model's input shape (timesteps) and the vocabulary size from
+ * its embedding layer's input_dim, so the config alone says how text is prepared. */
+#include "cli.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int cli_is_text_data(const char *spec) {
+  if (!strcmp(spec, "spam-assassin")) return 1;
+  struct stat sb;
+  return !strchr(spec, ',') && stat(spec, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* input_dim of the config's first embedding layer, or 0. */
+static int embedding_input_dim(const char *config_path) {
+  char *text = NULL;
+  FILE *f = fopen(config_path, "rb");
+  if (!f) return 0;
+  long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+  if (n > 0 && n < (1 << 24) && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1)) &&
+      fread(text, 1, (size_t)n, f) == (size_t)n)
+    text[n] = '\0';
+  else {
+    free(text);
+    text = NULL;
+  }
+  fclose(f);
+  cJSON *root = text ? cJSON_Parse(text) : NULL;
+  free(text);
+  int dim = 0;
+  const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "layers");
+  for (const cJSON *l = layers ? layers->child : NULL; l && !dim; l = l->next) {
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(l, "type"), *in = cJSON_GetObjectItemCaseSensitive(l, "input_dim");
+    if (cJSON_IsString(type) && !strcmp(type->valuestring, "embedding") && cJSON_IsNumber(in)) dim = in->valueint;
+  }
+  cJSON_Delete(root);
+  return dim;
+}
+
+damo_status cli_text_load(const char *spec, const damo_model *m, const char *config_path, damo_text_dataset **out) {
+  int64_t shape[DAMO_MAX_DIMS];
+  int nd = damo_model_input_shape(m, shape);
+  damo_text_dataset_options o = {0};
+  o.max_len = nd == 1 ? (int)shape[0] : 0;
+  int dim = config_path ? embedding_input_dim(config_path) : 0;
+  if (dim > 2) o.max_vocab = dim;
+  return !strcmp(spec, "spam-assassin") ? damo_text_dataset_load(spec, &o, out) : damo_text_folder_load(spec, &o, out);
+}
+
+int cli_text_save(const char *dir, const damo_text_dataset *d, int max_len) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/vocab.txt", dir);
+  if (damo_vocab_save(d->vocab, path) != DAMO_OK) return 0;
+  cJSON *root = cJSON_CreateObject();
+  cJSON_AddStringToObject(root, "documents", "email");
+  cJSON_AddStringToObject(root, "vocabulary", "vocab.txt");
+  cJSON_AddNumberToObject(root, "max_len", max_len);
+  cJSON_AddBoolToObject(root, "numbers_to_token", 0);
+  char *text = cJSON_Print(root);
+  cJSON_Delete(root);
+  snprintf(path, sizeof path, "%s/text.json", dir);
+  FILE *f = text ? fopen(path, "w") : NULL;
+  int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+  if (f && fclose(f) != 0) ok = 0;
+  cJSON_free(text);
+  if (!ok) fprintf(stderr, "damo: cannot write %s\n", path);
+  return ok;
+}
+
+/* The model directory's text preparation: 1 found (vocab and length set), 0 none, -1 a
+ * broken one (message printed). */
+static int load_text_settings(const char *dir, damo_vocab **vocab, int *max_len, int *numbers_to_token) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/text.json", dir);
+  FILE *f = fopen(path, "rb");
+  if (!f) return 0;
+  char buf[4096];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  cJSON *root = cJSON_Parse(buf);
+  const cJSON *len = cJSON_GetObjectItemCaseSensitive(root, "max_len");
+  const cJSON *num = cJSON_GetObjectItemCaseSensitive(root, "numbers_to_token");
+  if (!cJSON_IsNumber(len) || len->valueint < 1) {
+    fprintf(stderr, "damo: %s: expected a JSON object with a positive max_len\n", path);
+    cJSON_Delete(root);
+    return -1;
+  }
+  *max_len = len->valueint;
+  *numbers_to_token = cJSON_IsTrue(num);
+  cJSON_Delete(root);
+  snprintf(path, sizeof path, "%s/vocab.txt", dir);
+  if (damo_vocab_load(path, vocab) != DAMO_OK) {
+    cli_fail("predict");
+    return -1;
+  }
+  return 1;
+}
+
+static char *read_whole_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  size_t cap = 1 << 16, n = 0;
+  char *buf = malloc(cap);
+  while (buf) {
+    n += fread(buf + n, 1, cap - n, f);
+    if (n < cap) break;
+    char *grown = cap < ((size_t)1 << 30) ? realloc(buf, cap * 2) : NULL;
+    if (!grown) {
+      free(buf);
+      buf = NULL;
+      break;
+    }
+    buf = grown, cap *= 2;
+  }
+  fclose(f);
+  *len = n;
+  return buf;
+}
+
+static int compare_strings(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The files of a folder (sorted, hidden ones skipped) or the one file given. */
+static char **list_documents(const char *input, int *count) {
+  struct stat sb;
+  *count = 0;
+  if (stat(input, &sb) != 0) {
+    fprintf(stderr, "damo predict: %s: no such file or folder\n", input);
+    return NULL;
+  }
+  char **paths = NULL;
+  if (!S_ISDIR(sb.st_mode)) {
+    paths = malloc(sizeof *paths);
+    if (paths && (paths[0] = strdup(input))) *count = 1;
+    return paths;
+  }
+  DIR *d = opendir(input);
+  int cap = 0;
+  for (struct dirent *e; d && (e = readdir(d));) {
+    if (e->d_name[0] == '.') continue;
+    char full[4096];
+    snprintf(full, sizeof full, "%s/%s", input, e->d_name);
+    if (stat(full, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
+    if (*count == cap) {
+      char **grown = realloc(paths, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *grown);
+      if (!grown) break;
+      paths = grown;
+    }
+    if (!(paths[*count] = strdup(full))) break;
+    (*count)++;
+  }
+  if (d) closedir(d);
+  if (*count) qsort(paths, (size_t)*count, sizeof *paths, compare_strings);
+  else fprintf(stderr, "damo predict: %s holds no files\n", input);
+  return paths;
+}
+
+int cli_predict_text(damo_model *m, const char *dir, const char *input, const char *output) {
+  damo_vocab *vocab = NULL;
+  int max_len = 0, numbers = 0;
+  int found = load_text_settings(dir, &vocab, &max_len, &numbers);
+  if (found <= 0) return found; /* 0: not a text model, -1: broken */
+  int count = 0, rc = 1;
+  char **paths = list_documents(input, &count);
+  const int64_t shape[] = {count, max_len};
+  damo_tensor *x = count ? damo_tensor_new(DAMO_I32, 2, shape) : NULL, *p = NULL;
+  damo_text_clean_options co = {numbers};
+  for (int i = 0; x && i < count; i++) {
+    size_t len = 0, clean_len = 0;
+    char *raw = read_whole_file(paths[i], &len), *clean = NULL;
+    damo_status st = raw ? damo_email_clean_ex(raw, len, &co, &clean, &clean_len) : DAMO_ERR_IO;
+    if (!raw) fprintf(stderr, "damo predict: cannot read %s\n", paths[i]);
+    else if (st != DAMO_OK) cli_fail(paths[i]);
+    else st = damo_vocab_encode(vocab, clean, clean_len, max_len, damo_tensor_i32(x) + (int64_t)i * max_len, NULL);
+    free(raw);
+    free(clean);
+    if (st != DAMO_OK) goto done;
+  }
+  if (!x || damo_model_predict(m, x, 64, &p) != DAMO_OK || (output && damo_npy_save(output, p) != DAMO_OK)) {
+    if (x) cli_fail("predict");
+    goto done;
+  }
+  const char *const *names;
+  int n_names = damo_model_class_names(m, &names);
+  int64_t C = damo_tensor_numel(p) / count;
+  for (int i = 0; i < count; i++) {
+    const float *row = damo_tensor_f32(p) + (int64_t)i * C;
+    float positive = C == 1 ? row[0] : row[C - 1];
+    int best = C == 1 ? positive >= 0.5f : 0;
+    for (int64_t c = 1; C > 1 && c < C; c++)
+      if (row[c] > row[best]) best = (int)c;
+    printf("%s: %s (p(%s) = %.4f)\n", paths[i], best < n_names ? names[best] : (best ? "positive" : "negative"),
+           n_names >= 2 ? names[n_names - 1] : "class 1", (double)positive);
+  }
+  rc = 0;
+done:
+  for (int i = 0; i < count; i++) free(paths[i]);
+  free(paths);
+  damo_tensor_free(x);
+  damo_tensor_free(p);
+  damo_vocab_free(vocab);
+  return rc == 0 ? 2 : -1; /* 2: done, -1: failed */
+}
+
+damo_status cli_text_split_for_model(const char *dir, const damo_model *m, const char *spec, int split,
+                                     damo_text_dataset **data, damo_tensor **x, damo_tensor **y) {
+  char config[4096], vocab_path[4096];
+  snprintf(config, sizeof config, "%s/config.json", dir);
+  snprintf(vocab_path, sizeof vocab_path, "%s/vocab.txt", dir);
+  *x = *y = NULL;
+  damo_status st = cli_text_load(spec, m, config, data);
+  if (st != DAMO_OK) return st;
+  /* Encode with the model's own vocabulary (the data set rebuilt one from its training
+   * split; with the same settings it is the same, but the saved one is what counts). */
+  damo_vocab *vocab = NULL;
+  if ((st = damo_vocab_load(vocab_path, &vocab)) != DAMO_OK) return st;
+  const damo_tensor *src = (*data)->x[split];
+  int64_t rows = src->shape[0], len = src->shape[1];
+  damo_tensor *ids = damo_tensor_new(DAMO_I32, 2, src->shape);
+  for (int64_t r = 0; ids && r < rows && st == DAMO_OK; r++) {
+    const char *text = (*data)->texts[split][r];
+    st = damo_vocab_encode(vocab, text, strlen(text), (int)len, damo_tensor_i32(ids) + r * len, NULL);
+  }
+  damo_vocab_free(vocab);
+  if (!ids || st != DAMO_OK) {
+    damo_tensor_free(ids);
+    return ids ? st : DAMO_ERR_NOMEM;
+  }
+  *x = ids;
+  *y = damo_tensor_clone((*data)->y[split]);
+  return *y ? DAMO_OK : DAMO_ERR_NOMEM;
+}
+
+void cli_text_describe(const char *spec, const damo_text_dataset *d) {
+  printf("%s: %lld documents read, %lld exact and %lld near duplicates removed, %lld empty; "
+         "train %lld / validation %lld / test %lld; vocabulary %d words\n",
+         spec, (long long)d->n_files, (long long)d->n_exact_dups, (long long)d->n_near_dups, (long long)d->n_empty,
+         (long long)d->n[DAMO_SPLIT_TRAIN], (long long)d->n[DAMO_SPLIT_VAL], (long long)d->n[DAMO_SPLIT_TEST],
+         (int)damo_vocab_size(d->vocab));
+}
