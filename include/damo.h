@@ -474,7 +474,22 @@ typedef enum damo_loss {
 const char *damo_loss_name(damo_loss l);
 damo_status damo_loss_parse(const char *name, damo_loss *out);
 
-enum { DAMO_METRIC_ACCURACY = 1 };
+/* Metrics fit reports next to the loss (config names "accuracy", "precision", "recall",
+ * "f1", "auc"). Precision, recall, F1 and AUC are for binary tasks only, class 1 positive:
+ * binary_crossentropy with one output, or sparse_categorical_crossentropy with 2 classes
+ * (fit refuses them otherwise). On the training side precision/recall/F1 come from the
+ * true/false positives counted per batch (threshold 0.5 / argmax) and AUC is approximated
+ * as Keras does, from a 200-bin histogram of the positive-class probabilities (ties within a
+ * bin count half). On the validation data every asked metric is exact, computed at each
+ * epoch end as damo_classification_metrics would on the same predictions. History columns:
+ * "precision", "recall", "f1", "auc" and their "val_" forms (only those the run records). */
+enum {
+  DAMO_METRIC_ACCURACY = 1,
+  DAMO_METRIC_PRECISION = 2,
+  DAMO_METRIC_RECALL = 4,
+  DAMO_METRIC_F1 = 8,
+  DAMO_METRIC_AUC = 16
+};
 
 typedef struct damo_compile_options {
   damo_optimizer_config optimizer;
@@ -495,12 +510,14 @@ typedef struct damo_fit_options {
   const damo_tensor *x_val, *y_val; /* validation data, or: */
   float validation_split; /* last fraction of x as validation (before shuffling) */
   /* Early stopping: active when patience > 0. monitor: "val_loss" (default), "loss",
-   * "val_accuracy", "accuracy". */
+   * "val_accuracy", "accuracy", or a metric the model was compiled with ("val_auc",
+   * "val_f1", "precision", ...; higher is better for all but the losses). */
   int patience;
   const char *monitor;
   float min_delta;
   int restore_best_weights;
-  const char *history_csv; /* appends one row per epoch (header only for a new file) */
+  const char *history_csv; /* appends one row per epoch (header only for a new file; an
+                            * existing file must have this run's columns) */
   int initial_epoch;       /* epochs already done (resuming) */
   /* Training batches augmented on the fly (NULL: none), prepared by a background thread
    * while the previous step runs; for image inputs (H, W) or (H, W, C) with values as the
@@ -530,7 +547,8 @@ damo_status damo_classification_metrics(const damo_tensor *probs, const damo_ten
  * applied to logits), raw values for MSE. */
 damo_status damo_model_predict(damo_model *m, const damo_tensor *x, int batch_size, damo_tensor **out);
 
-/* History: per-epoch metrics by name ("loss", "accuracy", "val_loss", "val_accuracy"). */
+/* History: per-epoch metrics by name ("loss", "accuracy", "val_loss", "val_accuracy", "lr",
+ * and the compiled binary metrics: "precision", "val_precision", ..., "val_auc"). */
 int damo_history_epochs(const damo_history *h);
 /* Value of metric at epoch e, NAN if absent. */
 float damo_history_get(const damo_history *h, const char *metric, int epoch);

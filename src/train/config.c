@@ -2,10 +2,21 @@
  * model (input shape, layers) and of how to train it (loss, optimizer, metrics, fit
  * defaults). Reading is strict: an unknown key, layer type or value names the layer and
  * what was expected, so a typo never silently changes a model. Schema: docs/model-config.md. */
+#include "train/history.h"
 #include "train/model.h"
 
 #include <math.h>
 #include <stdio.h>
+
+/* The names of the DAMO_METRIC_* bits in "metrics". */
+static const struct {
+  const char *name;
+  int bit;
+} metric_names[] = {{"accuracy", DAMO_METRIC_ACCURACY},
+                    {"precision", DAMO_METRIC_PRECISION},
+                    {"recall", DAMO_METRIC_RECALL},
+                    {"f1", DAMO_METRIC_F1},
+                    {"auc", DAMO_METRIC_AUC}};
 
 /* ------------------------------------------------------------------ writing */
 
@@ -106,7 +117,8 @@ cJSON *damo_model_to_json(const damo_model *m) {
       cJSON_AddNumberToObject(s, "min_lr", c->schedule.min_lr);
     }
     cJSON *metrics = cJSON_AddArrayToObject(root, "metrics");
-    if (m->copt.metrics & DAMO_METRIC_ACCURACY) cJSON_AddItemToArray(metrics, cJSON_CreateString("accuracy"));
+    for (size_t k = 0; k < sizeof metric_names / sizeof *metric_names; k++)
+      if (m->copt.metrics & metric_names[k].bit) cJSON_AddItemToArray(metrics, cJSON_CreateString(metric_names[k].name));
   }
   if (m->fit_defaults) cJSON_AddItemToObject(root, "fit", cJSON_Duplicate(m->fit_defaults, 1));
   if (m->n_class_names)
@@ -537,10 +549,24 @@ damo_status damo_model_from_json(const cJSON *root, const char *source, damo_mod
     if (st == DAMO_OK && opt) st = parse_optimizer(&r, opt, &m->copt.optimizer);
     const cJSON *metrics = cJSON_GetObjectItemCaseSensitive(root, "metrics");
     r.where[0] = '\0';
+    if (metrics && !cJSON_IsArray(metrics)) st = fail(&r, DAMO_ERR_FORMAT, "'metrics' must be a list of names");
     for (const cJSON *mt = metrics ? metrics->child : NULL; mt && st == DAMO_OK; mt = mt->next) {
-      if (cJSON_IsString(mt) && (!strcmp(mt->valuestring, "accuracy") || !strcmp(mt->valuestring, "acc")))
-        m->copt.metrics |= DAMO_METRIC_ACCURACY;
-      else st = fail(&r, DAMO_ERR_FORMAT, "unknown metric in 'metrics' (known: accuracy)");
+      int bit = 0;
+      for (size_t k = 0; k < sizeof metric_names / sizeof *metric_names && cJSON_IsString(mt); k++)
+        if (!strcmp(mt->valuestring, metric_names[k].name)) bit = metric_names[k].bit;
+      if (cJSON_IsString(mt) && !strcmp(mt->valuestring, "acc")) bit = DAMO_METRIC_ACCURACY; /* Keras' alias */
+      if (bit) m->copt.metrics |= bit;
+      else
+        st = fail(&r, DAMO_ERR_FORMAT, "unknown metric %s%s%s in 'metrics' (known: accuracy, precision, recall, f1, auc)",
+                  cJSON_IsString(mt) ? "'" : "", cJSON_IsString(mt) ? mt->valuestring : "(not a string)",
+                  cJSON_IsString(mt) ? "'" : "");
+    }
+    if (st == DAMO_OK && m->n_layers > 0) { /* the layers' output shapes are known once added */
+      const damo_layer *last = m->layers[m->n_layers - 1];
+      int64_t outputs = 1;
+      for (int d = 0; d < last->out_ndim; d++) outputs *= last->out_shape[d];
+      if (damo_binary_metrics_check(m->copt.metrics, m->copt.loss, outputs, "'metrics'") != DAMO_OK)
+        st = fail(&r, DAMO_ERR_FORMAT, "%s", damo_last_error());
     }
     m->has_compile_options = 1;
   }

@@ -13,9 +13,12 @@
 
 #define DEFAULT_EVAL_BATCH 256
 
-/* Mean loss and accuracy of rows idx[0..n) through a graph that has a loss. */
+/* Mean loss and accuracy of rows idx[0..n) through a graph that has a loss. For a binary
+ * task probs (n x outputs) and truth (n, 0/1) may collect the predictions, or be NULL. */
 static damo_status evaluate_rows(damo_model *m, damo_model_graph *mg, const damo_tensor *x, const damo_tensor *y,
-                                 const int64_t *idx, int64_t n, double *loss, double *accuracy) {
+                                 const int64_t *idx, int64_t n, double *loss, double *accuracy, float *probs,
+                                 int32_t *truth) {
+  int64_t outputs = damo_model_output_size(m);
   double loss_sum = 0;
   int64_t correct = 0, counted = 0;
   for (int64_t start = 0; start < n; start += mg->batch) {
@@ -27,6 +30,10 @@ static damo_status evaluate_rows(damo_model *m, damo_model_graph *mg, const damo
     int64_t c;
     correct += damo_model_batch_correct(m, mg, b, &c);
     counted += c;
+    if (probs) damo_binary_probs_from_logits(damo_node_data(mg->logits), outputs, b, probs + start * outputs);
+    for (int64_t r = 0; truth && r < b; r++)
+      truth[start + r] = m->copt.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE ? ((const int32_t *)mg->y_stage)[r] == 1
+                                                                         : ((const float *)mg->y_stage)[r] > 0.5f;
   }
   *loss = loss_sum / (double)n;
   *accuracy = counted ? (double)correct / (double)counted : -1.0;
@@ -56,7 +63,7 @@ damo_status damo_model_evaluate(damo_model *m, const damo_tensor *x, const damo_
   int64_t *idx = iota(n, 0);
   if (!idx) return DAMO_ERR_NOMEM;
   double l, a;
-  st = evaluate_rows(m, mg, x, y, idx, n, &l, &a);
+  st = evaluate_rows(m, mg, x, y, idx, n, &l, &a, NULL, NULL);
   free(idx);
   if (st != DAMO_OK) return st;
   if (loss) *loss = (float)l;
@@ -109,7 +116,9 @@ typedef struct early_stop {
   float *best_params;
 } early_stop;
 
-static damo_status early_stop_init(early_stop *es, const damo_fit_options *o, int has_val, int64_t n_params) {
+/* recorded: the history columns of this run (1u << DAMO_H_*). */
+static damo_status early_stop_init(early_stop *es, const damo_fit_options *o, unsigned recorded, int has_val,
+                                   int64_t n_params) {
   memset(es, 0, sizeof *es);
   if (o->patience <= 0) return DAMO_OK;
   const char *mon = o->monitor ? o->monitor : (has_val ? "val_loss" : "loss");
@@ -117,11 +126,17 @@ static damo_status early_stop_init(early_stop *es, const damo_fit_options *o, in
   for (int c = 0; c < DAMO_HISTORY_COLUMNS; c++)
     if (!strcmp(mon, damo_history_columns[c])) es->column = c;
   if (es->column < 0 || es->column == DAMO_H_LR)
-    return damo_error(DAMO_ERR_INVALID_ARG, "fit: cannot monitor '%s' (use loss, accuracy, val_loss or val_accuracy)", mon);
-  if ((es->column == DAMO_H_VAL_LOSS || es->column == DAMO_H_VAL_ACCURACY) && !has_val)
+    return damo_error(DAMO_ERR_INVALID_ARG,
+                      "fit: cannot monitor '%s' (use loss, accuracy, val_loss, val_accuracy or a compiled metric such "
+                      "as val_auc)",
+                      mon);
+  if (es->column >= DAMO_H_VAL_LOSS && es->column <= DAMO_H_VAL_AUC && !has_val)
     return damo_error(DAMO_ERR_INVALID_ARG, "fit: early stopping monitors '%s' but there is no validation data", mon);
+  if (!(recorded >> es->column & 1))
+    return damo_error(DAMO_ERR_INVALID_ARG, "fit: early stopping monitors '%s' but the model was not compiled with that metric",
+                      mon);
   es->active = 1;
-  es->higher_is_better = es->column == DAMO_H_ACCURACY || es->column == DAMO_H_VAL_ACCURACY;
+  es->higher_is_better = es->column != DAMO_H_LOSS && es->column != DAMO_H_VAL_LOSS;
   es->best = es->higher_is_better ? -INFINITY : INFINITY;
   es->min_delta = fabs((double)o->min_delta);
   if (o->restore_best_weights) {
@@ -244,13 +259,41 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
   int64_t val_first = o.x_val ? 0 : n_train, val_count = o.x_val ? o.x_val->shape[0] : n_val;
   int64_t batch = o.batch_size < n_train ? o.batch_size : n_train;
 
+  /* Binary metrics add history columns: train-side ones always, val_ ones with validation data. */
+  const int metrics = m->copt.metrics, outputs = (int)damo_model_output_size(m);
+  if ((st = damo_binary_metrics_check(metrics, m->copt.loss, outputs, "fit")) != DAMO_OK) return st;
+  static const struct {
+    int metric, column, val_column;
+  } binary_columns[] = {{DAMO_METRIC_PRECISION, DAMO_H_PRECISION, DAMO_H_VAL_PRECISION},
+                        {DAMO_METRIC_RECALL, DAMO_H_RECALL, DAMO_H_VAL_RECALL},
+                        {DAMO_METRIC_F1, DAMO_H_F1, DAMO_H_VAL_F1},
+                        {DAMO_METRIC_AUC, DAMO_H_AUC, DAMO_H_VAL_AUC}};
+  unsigned recorded = DAMO_H_ALWAYS;
+  int binary_metrics = 0;
+  for (size_t k = 0; k < sizeof binary_columns / sizeof *binary_columns; k++)
+    if (metrics & binary_columns[k].metric) {
+      binary_metrics = 1;
+      recorded |= 1u << binary_columns[k].column | (xv ? 1u << binary_columns[k].val_column : 0u);
+    }
+
   damo_model_graph *mg;
   if ((st = damo_model_graph_get(m, 1, batch, &mg)) != DAMO_OK) return st;
-  damo_history *h = damo_history_new();
+  damo_history *h = damo_history_new(recorded);
   int64_t *idx = iota(n_train, 0), *val_idx = xv ? iota(val_count, val_first) : NULL;
+  /* The validation predictions, collected for the exact binary figures at each epoch end. */
+  int collect_val = binary_metrics && xv;
+  int64_t val_shape[2] = {val_count, outputs};
+  float *val_probs = collect_val ? malloc((size_t)(val_count * outputs) * sizeof *val_probs) : NULL;
+  int32_t *val_truth = collect_val ? malloc((size_t)val_count * sizeof *val_truth) : NULL;
+  void *val_scratch = collect_val ? malloc(damo_metrics_scratch_bytes(val_count)) : NULL;
+  damo_tensor *val_probs_t = val_probs ? damo_tensor_wrap(DAMO_F32, 2, val_shape, val_probs) : NULL;
+  damo_tensor *val_truth_t = val_truth ? damo_tensor_wrap(DAMO_I32, 1, val_shape, val_truth) : NULL;
   early_stop es;
-  st = early_stop_init(&es, &o, xv != NULL, m->n_params + m->n_state);
+  st = early_stop_init(&es, &o, recorded, xv != NULL, m->n_params + m->n_state);
   if (!h || !idx || (xv && !val_idx)) st = DAMO_ERR_NOMEM;
+  if (collect_val && (!val_probs_t || !val_truth_t || !val_scratch))
+    st = damo_error(DAMO_ERR_NOMEM, "fit: out of memory for %lld validation predictions", (long long)val_count);
+  if (st == DAMO_OK && o.history_csv) st = damo_history_csv_check(o.history_csv, recorded);
   augment_feed feed;
   damo_status st_feed = idx ? augment_feed_init(&feed, m, &o, x, y, idx, n_train, batch) : DAMO_ERR_NOMEM;
   if (st == DAMO_OK) st = st_feed;
@@ -267,6 +310,8 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
     damo_progress_epoch_begin(&pr, epoch + 1, o.epochs, steps_per_epoch);
     double loss_sum = 0;
     int64_t correct = 0, counted = 0, seen = 0;
+    damo_binary_counts counts;
+    if (binary_metrics) memset(&counts, 0, sizeof counts);
     float lr = damo_schedule_lr(&m->copt.optimizer.schedule, m->copt.optimizer.lr, damo_optimizer_steps(m->opt), total_steps);
     for (int64_t s = 0; s < steps_per_epoch && st == DAMO_OK; s++) {
       int64_t b = n_train - s * batch < batch ? n_train - s * batch : batch;
@@ -285,6 +330,9 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
       int64_t c;
       correct += damo_model_batch_correct(m, mg, b, &c);
       counted += c;
+      if (binary_metrics)
+        damo_binary_counts_add(&counts, damo_node_data(mg->logits), outputs, mg->y_stage, m->copt.loss, b,
+                               metrics & DAMO_METRIC_AUC);
       if ((st = damo_graph_backward(mg->g)) != DAMO_OK) break;
       lr = damo_schedule_lr(&m->copt.optimizer.schedule, m->copt.optimizer.lr, damo_optimizer_steps(m->opt), total_steps);
       if ((st = damo_optimizer_step(m->opt, m->param_block, m->grad_block, total_steps, NULL)) != DAMO_OK) {
@@ -293,22 +341,39 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
       }
       loss_sum += (double)loss * (double)b;
       seen += b;
-      damo_progress_step(&pr, s + 1, loss_sum / (double)seen, counted ? (double)correct / (double)counted : -1);
+      if (damo_progress_due(&pr, s + 1)) {
+        double running[DAMO_HISTORY_COLUMNS];
+        for (int k = 0; k < DAMO_HISTORY_COLUMNS; k++) running[k] = NAN;
+        running[DAMO_H_LOSS] = loss_sum / (double)seen;
+        running[DAMO_H_ACCURACY] = counted ? (double)correct / (double)counted : NAN;
+        if (binary_metrics) damo_binary_counts_to_row(&counts, metrics, running);
+        damo_progress_step(&pr, s + 1, running, recorded);
+      }
     }
     if (st != DAMO_OK) break;
-    double row[DAMO_HISTORY_COLUMNS] = {loss_sum / (double)seen, counted ? (double)correct / (double)counted : NAN, NAN,
-                                        NAN, lr};
+    double row[DAMO_HISTORY_COLUMNS];
+    for (int k = 0; k < DAMO_HISTORY_COLUMNS; k++) row[k] = NAN;
+    row[DAMO_H_LOSS] = loss_sum / (double)seen;
+    row[DAMO_H_ACCURACY] = counted ? (double)correct / (double)counted : NAN;
+    row[DAMO_H_LR] = lr;
+    if (binary_metrics) damo_binary_counts_to_row(&counts, metrics, row);
     if (xv) {
       double vl, va;
-      if ((st = evaluate_rows(m, mg, xv, yv, val_idx, val_count, &vl, &va)) != DAMO_OK) break;
+      if ((st = evaluate_rows(m, mg, xv, yv, val_idx, val_count, &vl, &va, val_probs, val_truth)) != DAMO_OK) break;
       row[DAMO_H_VAL_LOSS] = vl;
       row[DAMO_H_VAL_ACCURACY] = va >= 0 ? va : NAN;
+      if (collect_val) {
+        damo_metrics vm = {0};
+        if ((st = damo_classification_metrics_scratch(val_probs_t, val_truth_t, val_scratch, &vm)) != DAMO_OK) break;
+        const double exact[] = {vm.precision, vm.recall, vm.f1, vm.auc};
+        for (size_t k = 0; k < sizeof binary_columns / sizeof *binary_columns; k++)
+          if (metrics & binary_columns[k].metric) row[binary_columns[k].val_column] = exact[k];
+      }
     }
-    damo_progress_epoch_end(&pr, steps_per_epoch, row[DAMO_H_LOSS], counted ? row[DAMO_H_ACCURACY] : -1,
-                            row[DAMO_H_VAL_LOSS], row[DAMO_H_VAL_ACCURACY]);
+    damo_progress_epoch_end(&pr, steps_per_epoch, row, recorded);
     m->epochs_done = epoch + 1;
     if ((st = damo_history_append(h, epoch + 1, row)) != DAMO_OK) break;
-    if (o.history_csv && (st = damo_history_csv_append(o.history_csv, epoch + 1, row)) != DAMO_OK) break;
+    if (o.history_csv && (st = damo_history_csv_append(o.history_csv, recorded, epoch + 1, row)) != DAMO_OK) break;
     if (early_stop_update(&es, row, epoch + 1, m, o.patience)) {
       if (pr.verbose)
         fprintf(pr.f, "Early stopping at epoch %d: %s did not improve for %d epochs (best %.4f at epoch %d)\n", epoch + 1,
@@ -325,6 +390,11 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
   free(es.best_params);
   free(idx);
   free(val_idx);
+  damo_tensor_free(val_probs_t); /* wraps, not owning their buffers */
+  damo_tensor_free(val_truth_t);
+  free(val_probs);
+  free(val_truth);
+  free(val_scratch);
   if (history) *history = h;
   else damo_history_free(h);
   return st;

@@ -7,11 +7,14 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-const char *const damo_history_columns[DAMO_HISTORY_COLUMNS] = {"loss", "accuracy", "val_loss", "val_accuracy", "lr"};
+const char *const damo_history_columns[DAMO_HISTORY_COLUMNS] = {
+    "loss",     "accuracy",     "precision",     "recall",     "f1",     "auc", "val_loss",
+    "val_accuracy", "val_precision", "val_recall", "val_f1", "val_auc", "lr"};
 
-damo_history *damo_history_new(void) {
+damo_history *damo_history_new(unsigned recorded) {
   damo_history *h = calloc(1, sizeof *h);
   if (!h) damo_error(DAMO_ERR_NOMEM, "out of memory for a history");
+  else h->recorded = recorded;
   return h;
 }
 
@@ -42,23 +45,47 @@ int damo_history_epochs(const damo_history *h) { return h ? h->n : 0; }
 
 float damo_history_get(const damo_history *h, const char *metric, int epoch) {
   if (!h || epoch < 0 || epoch >= h->n) return NAN;
+  if (!metric) return NAN;
   for (int c = 0; c < DAMO_HISTORY_COLUMNS; c++)
-    if (!strcmp(metric, damo_history_columns[c])) return (float)h->values[(size_t)epoch * DAMO_HISTORY_COLUMNS + c];
+    if ((h->recorded >> c & 1) && !strcmp(metric, damo_history_columns[c]))
+      return (float)h->values[(size_t)epoch * DAMO_HISTORY_COLUMNS + c];
   return NAN;
 }
 
-damo_status damo_history_csv_append(const char *path, int epoch, const double *row) {
+/* "epoch,loss,..." for the recorded columns, without the newline. */
+static void csv_header(unsigned recorded, char *buf, size_t cap) {
+  size_t w = (size_t)snprintf(buf, cap, "epoch");
+  for (int c = 0; c < DAMO_HISTORY_COLUMNS && w < cap; c++)
+    if (recorded >> c & 1) w += (size_t)snprintf(buf + w, cap - w, ",%s", damo_history_columns[c]);
+}
+
+damo_status damo_history_csv_check(const char *path, unsigned recorded) {
+  FILE *f = fopen(path, "r");
+  if (!f) return DAMO_OK; /* a new file gets the header */
+  char want[512], have[512] = "";
+  csv_header(recorded, want, sizeof want);
+  int empty = !fgets(have, sizeof have, f);
+  fclose(f);
+  have[strcspn(have, "\r\n")] = '\0';
+  if (empty || !strcmp(have, want)) return DAMO_OK;
+  return damo_error(DAMO_ERR_INVALID_ARG,
+                    "%s: the history CSV has the columns '%s' but this run records '%s' (use another file)", path,
+                    have, want);
+}
+
+damo_status damo_history_csv_append(const char *path, unsigned recorded, int epoch, const double *row) {
   struct stat st;
   int fresh = stat(path, &st) != 0 || st.st_size == 0;
   FILE *f = fopen(path, "a");
   if (!f) return damo_error(DAMO_ERR_IO, "%s: cannot open the history CSV: %s", path, strerror(errno));
   if (fresh) {
-    fprintf(f, "epoch");
-    for (int c = 0; c < DAMO_HISTORY_COLUMNS; c++) fprintf(f, ",%s", damo_history_columns[c]);
-    fprintf(f, "\n");
+    char header[512];
+    csv_header(recorded, header, sizeof header);
+    fprintf(f, "%s\n", header);
   }
   fprintf(f, "%d", epoch);
   for (int c = 0; c < DAMO_HISTORY_COLUMNS; c++) {
+    if (!(recorded >> c & 1)) continue;
     if (isnan(row[c])) fprintf(f, ",");
     else fprintf(f, ",%.6g", row[c]);
   }

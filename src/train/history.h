@@ -4,18 +4,69 @@
 
 #include "internal.h"
 
-#define DAMO_HISTORY_COLUMNS 5
-enum { DAMO_H_LOSS, DAMO_H_ACCURACY, DAMO_H_VAL_LOSS, DAMO_H_VAL_ACCURACY, DAMO_H_LR };
+/* Every column fit can record, in the order of the CSV and of the progress line. A run
+ * records a subset (a bit mask of 1u << column): the first five always, so the CSV of a run
+ * without binary metrics keeps its format (epoch,loss,accuracy,val_loss,val_accuracy,lr). */
+enum {
+  DAMO_H_LOSS,
+  DAMO_H_ACCURACY,
+  DAMO_H_PRECISION,
+  DAMO_H_RECALL,
+  DAMO_H_F1,
+  DAMO_H_AUC,
+  DAMO_H_VAL_LOSS,
+  DAMO_H_VAL_ACCURACY,
+  DAMO_H_VAL_PRECISION,
+  DAMO_H_VAL_RECALL,
+  DAMO_H_VAL_F1,
+  DAMO_H_VAL_AUC,
+  DAMO_H_LR,
+  DAMO_HISTORY_COLUMNS
+};
+#define DAMO_H_ALWAYS                                                                             \
+  ((1u << DAMO_H_LOSS) | (1u << DAMO_H_ACCURACY) | (1u << DAMO_H_VAL_LOSS) | (1u << DAMO_H_VAL_ACCURACY) | \
+   (1u << DAMO_H_LR))
 extern const char *const damo_history_columns[DAMO_HISTORY_COLUMNS];
 
 struct damo_history {
   int n, cap;
-  int *epoch;     /* 1-based epoch numbers */
-  double *values; /* n x DAMO_HISTORY_COLUMNS, NAN where absent */
+  unsigned recorded; /* columns of this run (1u << DAMO_H_*) */
+  int *epoch;        /* 1-based epoch numbers */
+  double *values;    /* n x DAMO_HISTORY_COLUMNS, NAN where absent */
 };
 
-damo_history *damo_history_new(void);
+damo_history *damo_history_new(unsigned recorded);
 damo_status damo_history_append(damo_history *h, int epoch, const double *row);
-damo_status damo_history_csv_append(const char *path, int epoch, const double *row);
+/* An existing non-empty CSV must already have this run's header (resuming appends rows). */
+damo_status damo_history_csv_check(const char *path, unsigned recorded);
+damo_status damo_history_csv_append(const char *path, unsigned recorded, int epoch, const double *row);
+
+/* ------------------------------------------------------------------ binary metrics in fit
+ * (metrics.c): precision/recall/F1/AUC for a binary task, class 1 positive. */
+
+/* DAMO_ERR_INVALID_ARG unless metrics asks for no binary figure, or the task is binary
+ * (binary CE with one output, sparse CE with 2 classes). */
+damo_status damo_binary_metrics_check(int metrics, damo_loss loss, int64_t outputs, const char *what);
+
+/* Counts over the training batches of an epoch; the histogram approximates AUC (as Keras). */
+#define DAMO_AUC_BINS 200
+typedef struct damo_binary_counts {
+  int64_t tp, fp, fn, tn;
+  int64_t positives_in_bin[DAMO_AUC_BINS], negatives_in_bin[DAMO_AUC_BINS];
+} damo_binary_counts;
+/* Adds n rows of logits (outputs 1: sigmoid, 2: softmax) against the staged targets (i32
+ * labels for sparse CE, f32 0/1 for binary CE). with_auc fills the histogram too. */
+void damo_binary_counts_add(damo_binary_counts *c, const float *logits, int64_t outputs, const void *targets,
+                            damo_loss loss, int64_t n, int with_auc);
+/* Fills the train-side columns of row that metrics asks for (precision, recall, f1, auc). */
+void damo_binary_counts_to_row(const damo_binary_counts *c, int metrics, double *row);
+
+/* Probabilities (n x outputs) from logits, exactly as the model's sigmoid/softmax output. */
+void damo_binary_probs_from_logits(const float *logits, int64_t outputs, int64_t n, float *probs);
+/* damo_classification_metrics with a caller-owned scratch of damo_metrics_scratch_bytes(n)
+ * (no allocation). */
+size_t damo_metrics_scratch_bytes(int64_t n);
+damo_status damo_classification_metrics_scratch(const damo_tensor *probs, const damo_tensor *labels, void *scratch,
+                                                damo_metrics *out);
 
 #endif

@@ -1,6 +1,8 @@
 /* progress.c - the progress bar and per-epoch lines printed by fit (see progress.h). */
 #include "train/progress.h"
 
+#include "train/history.h"
+
 #include <math.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,23 +55,31 @@ static void draw_bar(damo_progress *p, int64_t step, char *buf, size_t cap) {
   buf[w] = '\0';
 }
 
-void damo_progress_step(damo_progress *p, int64_t step, double loss, double accuracy) {
-  if (p->verbose != 1) return;
+/* " - loss: 0.1234 - accuracy: ..." for the shown, defined columns of row. */
+static void print_figures(FILE *f, const double *row, unsigned shown) {
+  for (int c = 0; c < DAMO_HISTORY_COLUMNS; c++)
+    if (c != DAMO_H_LR && (shown >> c & 1) && !isnan(row[c])) fprintf(f, " - %s: %.4f", damo_history_columns[c], row[c]);
+}
+
+int damo_progress_due(const damo_progress *p, int64_t step) {
+  return p->verbose == 1 && (step >= p->total || damo_now_seconds() - p->t_last_draw >= 0.1);
+}
+
+void damo_progress_step(damo_progress *p, int64_t step, const double *row, unsigned shown) {
+  if (!damo_progress_due(p, step)) return;
   double now = damo_now_seconds();
-  if (step < p->total && now - p->t_last_draw < 0.1) return;
   p->t_last_draw = now;
   char bar[128], eta[32];
   draw_bar(p, step, bar, sizeof bar);
   double elapsed = now - p->t_start;
   format_duration(eta, sizeof eta, step ? elapsed / (double)step * (double)(p->total - step) : 0);
-  fprintf(p->f, "\r%s - ETA: %s - loss: %.4f", bar, eta, loss);
-  if (accuracy >= 0) fprintf(p->f, " - accuracy: %.4f", accuracy);
+  fprintf(p->f, "\r%s - ETA: %s", bar, eta);
+  print_figures(p->f, row, shown);
   fprintf(p->f, "\033[K"); /* clear what a longer previous line left */
   fflush(p->f);
 }
 
-void damo_progress_epoch_end(damo_progress *p, int64_t steps, double loss, double accuracy, double val_loss,
-                             double val_accuracy) {
+void damo_progress_epoch_end(damo_progress *p, int64_t steps, const double *row, unsigned shown) {
   if (p->verbose == 0) return;
   double elapsed = damo_now_seconds() - p->t_start;
   char took[32], per[32], bar[128];
@@ -77,14 +87,12 @@ void damo_progress_epoch_end(damo_progress *p, int64_t steps, double loss, doubl
   format_per_step(per, sizeof per, elapsed, steps);
   if (p->verbose == 1) {
     draw_bar(p, steps, bar, sizeof bar);
-    fprintf(p->f, "\r%s - %s %s - loss: %.4f", bar, took, per, loss);
+    fprintf(p->f, "\r%s - %s %s", bar, took, per);
   } else {
-    fprintf(p->f, "Epoch %d/%d - %lld/%lld - %s %s - loss: %.4f", p->epoch, p->epochs, (long long)steps,
-            (long long)p->total, took, per, loss);
+    fprintf(p->f, "Epoch %d/%d - %lld/%lld - %s %s", p->epoch, p->epochs, (long long)steps, (long long)p->total, took,
+            per);
   }
-  if (accuracy >= 0) fprintf(p->f, " - accuracy: %.4f", accuracy);
-  if (!isnan(val_loss)) fprintf(p->f, " - val_loss: %.4f", val_loss);
-  if (!isnan(val_accuracy) && val_accuracy >= 0) fprintf(p->f, " - val_accuracy: %.4f", val_accuracy);
+  print_figures(p->f, row, shown);
   fprintf(p->f, p->verbose == 1 ? "\033[K\n" : "\n");
   fflush(p->f);
 }

@@ -19,10 +19,13 @@ double damo_now_seconds(void);
 /* verbose -1 picks 1 on a terminal and 2 otherwise. */
 void damo_progress_init(damo_progress *p, FILE *f, int verbose);
 void damo_progress_epoch_begin(damo_progress *p, int epoch, int epochs, int64_t total_steps);
-/* Redraws at most ~10 times a second; accuracy < 0 is left out. */
-void damo_progress_step(damo_progress *p, int64_t step, double loss, double accuracy);
-/* The epoch's closing line with validation figures (NAN ones are left out). */
-void damo_progress_epoch_end(damo_progress *p, int64_t steps, double loss, double accuracy, double val_loss,
-                             double val_accuracy);
+/* Whether damo_progress_step would draw now (at most ~10 times a second, and the last
+ * step), so the caller can skip working out figures nobody sees. */
+int damo_progress_due(const damo_progress *p, int64_t step);
+/* Redraws the bar with the figures of row (a history row, DAMO_H_* columns) that shown
+ * (1u << column) selects, in column order; NAN ones are left out, and so is lr. */
+void damo_progress_step(damo_progress *p, int64_t step, const double *row, unsigned shown);
+/* The epoch's closing line, the same figures (validation ones included). */
+void damo_progress_epoch_end(damo_progress *p, int64_t steps, const double *row, unsigned shown);
 
 #endif
