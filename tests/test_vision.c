@@ -153,6 +153,22 @@ static void test_config_augment_and_class_names(void) {
                                     "names.json", &m) == DAMO_ERR_FORMAT);
   CHECK_MSG(strstr(damo_last_error(), "class_names") && strstr(damo_last_error(), "entry 1"), "%s", damo_last_error());
   damo_model_free(m);
+  /* fit.early_stopping becomes the fit options Keras' EarlyStopping would set */
+  m = NULL;
+  CHECK(damo_model_from_config_json("{\"input_shape\": [2], \"layers\": [{\"type\": \"dense\", \"units\": 2}],"
+                                    " \"fit\": {\"early_stopping\": {\"monitor\": \"val_accuracy\", \"patience\": 3}}}",
+                                    "es.json", &m) == DAMO_OK);
+  damo_fit_options fe = {0};
+  CHECK(m && damo_model_config_fit_options(m, &fe) == DAMO_OK && fe.patience == 3 && fe.restore_best_weights == 1 &&
+        fe.monitor && !strcmp(fe.monitor, "val_accuracy"));
+  damo_model_free(m);
+  m = NULL;
+  CHECK(damo_model_from_config_json("{\"input_shape\": [2], \"layers\": [{\"type\": \"dense\", \"units\": 2}],"
+                                    " \"fit\": {\"early_stopping\": {\"patience\": 0}}}",
+                                    "es.json", &m) == DAMO_ERR_FORMAT);
+  CHECK_MSG(strstr(damo_last_error(), "fit.early_stopping") && strstr(damo_last_error(), "patience"), "%s",
+            damo_last_error());
+  damo_model_free(m);
   const char *const *fm;
   CHECK(damo_dataset_class_names("fashion-mnist", &fm) == 10 && !strcmp(fm[7], "Sneaker"));
   CHECK(damo_dataset_class_names("nope", &fm) == 0 && fm == NULL);

@@ -454,6 +454,24 @@ static damo_status get_float_in(const reader *r, const cJSON *obj, const char *k
   return DAMO_OK;
 }
 
+/* "fit": {"early_stopping": {"monitor", "patience", "min_delta", "restore_best_weights"}}, as
+ * Keras' EarlyStopping callback (restore_best_weights defaults to true here). monitor points
+ * into the config, which lives as long as the model. */
+static damo_status parse_early_stopping(const reader *r, const cJSON *es, damo_fit_options *o) {
+  int64_t patience = 0;
+  int restore = 1;
+  const char *monitor = NULL;
+  TRY(get_int(r, es, "patience", &patience, 1));
+  if (patience < 1 || patience > 100000) return fail(r, DAMO_ERR_FORMAT, "'patience' must be a positive number of epochs");
+  TRY(get_string(r, es, "monitor", &monitor, 0));
+  TRY(get_float(r, es, "min_delta", &o->min_delta));
+  TRY(get_bool(r, es, "restore_best_weights", &restore));
+  o->patience = (int)patience;
+  o->monitor = monitor;
+  o->restore_best_weights = restore;
+  return DAMO_OK;
+}
+
 /* "fit": {"augment": {...}}: the damo_augment_options fields by their names; see
  * docs/model-config.md. mean/std (one number per channel) point into the model. */
 static damo_status parse_augment(reader *r, const cJSON *a, damo_model *m) {
@@ -574,7 +592,15 @@ damo_status damo_model_from_json(const cJSON *root, const char *source, damo_mod
   if (st == DAMO_OK && fit) {
     snprintf(r.where, sizeof r.where, "fit");
     if (!cJSON_IsObject(fit)) st = fail(&r, DAMO_ERR_FORMAT, "must be an object");
-    else st = check_keys(&r, fit, "epochs batch_size seed validation_split augment");
+    else st = check_keys(&r, fit, "epochs batch_size seed validation_split augment early_stopping");
+    const cJSON *es = cJSON_GetObjectItemCaseSensitive(fit, "early_stopping");
+    if (st == DAMO_OK && es) {
+      snprintf(r.where, sizeof r.where, "fit.early_stopping");
+      if (!cJSON_IsObject(es)) st = fail(&r, DAMO_ERR_FORMAT, "must be an object");
+      else st = check_keys(&r, es, "monitor patience min_delta restore_best_weights");
+      damo_fit_options probe = {0};
+      if (st == DAMO_OK) st = parse_early_stopping(&r, es, &probe);
+    }
     const cJSON *aug = cJSON_GetObjectItemCaseSensitive(fit, "augment");
     if (st == DAMO_OK && aug) st = parse_augment(&r, aug, m);
     if (st == DAMO_OK && !(m->fit_defaults = cJSON_Duplicate(fit, 1))) st = DAMO_ERR_NOMEM;
@@ -653,11 +679,18 @@ damo_status damo_model_config_fit_options(const damo_model *m, damo_fit_options 
   TRY(get_int(&r, f, "batch_size", &batch, 0));
   TRY(get_int(&r, f, "seed", &seed, 0));
   TRY(get_float(&r, f, "validation_split", &inout->validation_split));
-  if (epochs < 1 || epochs > INT32_MAX || batch < 1 || batch > INT32_MAX || seed < 0)
+  /* the caller's own values may be 0 ("the default"); the config's must be valid */
+  if ((cJSON_GetObjectItemCaseSensitive(f, "epochs") && epochs < 1) || epochs > INT32_MAX ||
+      (cJSON_GetObjectItemCaseSensitive(f, "batch_size") && batch < 1) || batch > INT32_MAX || seed < 0)
     return fail(&r, DAMO_ERR_FORMAT, "epochs and batch_size must be positive, seed non-negative");
   inout->epochs = (int)epochs;
   inout->batch_size = (int)batch;
   inout->seed = (uint64_t)seed;
   if (m->has_augment) inout->augment = &m->augment;
+  const cJSON *es = cJSON_GetObjectItemCaseSensitive(f, "early_stopping");
+  if (es) {
+    snprintf(r.where, sizeof r.where, "fit.early_stopping");
+    TRY(parse_early_stopping(&r, es, inout));
+  }
   return DAMO_OK;
 }
