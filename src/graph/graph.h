@@ -49,6 +49,9 @@ typedef enum damo_op {
   DAMO_OP_SEQUENCE_MASK,
   DAMO_OP_CONCAT,
   DAMO_OP_GLOBAL_POOL1D,
+  DAMO_OP_LAYER_NORM,
+  DAMO_OP_GELU,
+  DAMO_OP_ATTENTION,
   DAMO_OP_COUNT
 } damo_op;
 
@@ -79,6 +82,7 @@ struct damo_node {
 
   damo_tensor *param_value, *param_grad; /* PARAM: caller-owned storage */
   damo_tensor *constant;                 /* CONSTANT: owned copy */
+  float *capture; /* caller buffer an op's forward also fills, or NULL (attention probabilities) */
 
   unsigned char requires_grad; /* a param is upstream */
   unsigned char needed;        /* the outputs or loss depend on it */
@@ -131,6 +135,7 @@ extern const damo_op_def damo_op_def_dense, damo_op_def_lstm, damo_op_def_embedd
 extern const damo_op_def damo_op_def_conv2d, damo_op_def_max_pool2d, damo_op_def_avg_pool2d,
     damo_op_def_global_avg_pool2d, damo_op_def_batch_norm;
 extern const damo_op_def damo_op_def_sequence_mask, damo_op_def_concat, damo_op_def_global_pool1d;
+extern const damo_op_def damo_op_def_layer_norm, damo_op_def_gelu, damo_op_def_attention;
 
 /* Creates a node of op with inputs and runs shape inference; NULL (graph error set) on
  * failure or if any input is NULL. iparam/fparam are copied when not NULL. */

@@ -42,5 +42,8 @@ const damo_op_def *const damo_op_table[DAMO_OP_COUNT] = {
     [DAMO_OP_SEQUENCE_MASK] = &damo_op_def_sequence_mask,
     [DAMO_OP_CONCAT] = &damo_op_def_concat,
     [DAMO_OP_GLOBAL_POOL1D] = &damo_op_def_global_pool1d,
+    [DAMO_OP_LAYER_NORM] = &damo_op_def_layer_norm,
+    [DAMO_OP_GELU] = &damo_op_def_gelu,
+    [DAMO_OP_ATTENTION] = &damo_op_def_attention,
 };
-_Static_assert(DAMO_OP_COUNT == 36, "a new op needs an entry in damo_op_table");
+_Static_assert(DAMO_OP_COUNT == 39, "a new op needs an entry in damo_op_table");

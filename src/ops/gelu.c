@@ -1,0 +1,76 @@
+/* gelu.c - the Gaussian error linear unit y = x Phi(x), Phi the standard normal CDF.
+ *   exact (BERT):         Phi(x) = (1 + erf(x / sqrt 2)) / 2
+ *     dy/dx = Phi(x) + x phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+ *   tanh form (GPT-2's "gelu_new"): y = x (1 + t) / 2, t = tanh(u), u = k0 (x + k1 x^3),
+ *     k0 = sqrt(2 / pi), k1 = 0.044715
+ *     dy/dx = (1 + t) / 2 + x (1 - t^2) k0 (1 + 3 k1 x^2) / 2
+ * Backward reads the input x (the output alone does not determine x). iparam[0] = 1 selects
+ * the tanh form. */
+#include "graph/graph.h"
+#include "kernels/cpu/vmath.h"
+
+#include <math.h>
+
+#define GELU_SQRT_2_OVER_PI 0.7978845608028654f
+#define GELU_INV_SQRT_2 0.7071067811865476f
+#define GELU_INV_SQRT_2PI 0.3989422804014327f
+#define GELU_K1 0.044715f
+
+static damo_status gelu_infer(damo_node *n) {
+  const damo_node *a = n->in[0];
+  if (a->dtype != DAMO_F32) return damo_shape_error(n, "operand must be f32", a, NULL);
+  n->ndim = a->ndim;
+  memcpy(n->shape, a->shape, sizeof n->shape);
+  return DAMO_OK;
+}
+
+static damo_status gelu_forward(damo_graph *g, damo_node *n) {
+  (void)g;
+  const float *x = damo_f32(n->in[0]);
+  float *y = damo_f32(n);
+  int64_t count = damo_node_count(n);
+  if (n->iparam[0]) {
+#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN)
+    for (int64_t i = 0; i < count; i++) {
+      float xi = x[i], t = damo_tanhf(GELU_SQRT_2_OVER_PI * (xi + GELU_K1 * xi * xi * xi));
+      y[i] = 0.5f * xi * (1.0f + t);
+    }
+  } else {
+#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN)
+    for (int64_t i = 0; i < count; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * GELU_INV_SQRT_2));
+  }
+  return DAMO_OK;
+}
+
+static void gelu_backward(damo_graph *g, damo_node *n) {
+  (void)g;
+  if (!n->in[0]->in_backward) return;
+  const float *x = damo_f32(n->in[0]), *dy = n->grad;
+  float *dx = damo_node_grad_acc(n->in[0]);
+  int64_t count = damo_node_count(n);
+  if (n->iparam[0]) {
+#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN)
+    for (int64_t i = 0; i < count; i++) {
+      float xi = x[i], x2 = xi * xi;
+      float t = damo_tanhf(GELU_SQRT_2_OVER_PI * xi * (1.0f + GELU_K1 * x2));
+      float du = GELU_SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_K1 * x2);
+      dx[i] += dy[i] * (0.5f * (1.0f + t) + 0.5f * xi * (1.0f - t * t) * du);
+    }
+  } else {
+#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN)
+    for (int64_t i = 0; i < count; i++) {
+      float xi = x[i];
+      float cdf = 0.5f * (1.0f + erff(xi * GELU_INV_SQRT_2));
+      float pdf = GELU_INV_SQRT_2PI * expf(-0.5f * xi * xi);
+      dx[i] += dy[i] * (cdf + xi * pdf);
+    }
+  }
+}
+
+const damo_op_def damo_op_def_gelu = {"gelu", 1, gelu_infer, gelu_forward, gelu_backward, DAMO_OPF_BWD_INPUTS};
+
+damo_node *damo_gelu(damo_graph *g, damo_node *x, int approximate) {
+  damo_node *in[1] = {x};
+  int p[1] = {approximate != 0};
+  return damo_graph_add_node(g, DAMO_OP_GELU, 1, in, p, 1, NULL, 0);
+}

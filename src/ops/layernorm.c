@@ -1,0 +1,129 @@
+/* layernorm.c - layer normalisation over the last axis (torch.nn.LayerNorm):
+ *   y = gamma xhat + beta,  xhat = (x - mean) rstd,  rstd = 1 / sqrt(var + eps),
+ * with each row's mean and biased variance over its C values. Inputs: x (..., C), gamma and
+ * beta (C). aux keeps mean and rstd per row (R = numel / C rows) for backward, then two
+ * C-double sums for the parameter gradients, so a step allocates nothing.
+ *
+ * Backward, per row with g = dy * gamma (the gradient reaching xhat):
+ *   dx = rstd (g - mean(g) - xhat mean(g xhat))
+ * (xhat has zero mean and unit variance over the row, so the two projections remove the
+ * directions that change the row's mean and scale); over all rows
+ *   dgamma = sum(dy xhat),  dbeta = sum(dy). */
+#include "graph/graph.h"
+
+#include <math.h>
+
+static damo_status ln_infer(damo_node *n) {
+  const damo_node *x = n->in[0];
+  if (x->dtype != DAMO_F32 || x->ndim < 1) return damo_shape_error(n, "input must be f32 (..., channels)", x, NULL);
+  int64_t C = x->shape[x->ndim - 1];
+  for (int i = 1; i < 3; i++) {
+    const damo_node *p = n->in[i];
+    if (p->dtype != DAMO_F32 || p->ndim != 1 || p->shape[0] != C)
+      return damo_shape_error(n, "gamma and beta must be (channels,) f32", x, p);
+  }
+  if (!(n->fparam[0] > 0)) return damo_error(DAMO_ERR_INVALID_ARG, "layer_norm: epsilon must be > 0");
+  n->ndim = x->ndim;
+  memcpy(n->shape, x->shape, sizeof n->shape);
+  n->dtype = DAMO_F32;
+  int64_t R = damo_node_count(x) / C;
+  n->aux_bytes = (size_t)(2 * R) * sizeof(float) + (size_t)(2 * C) * sizeof(double);
+  return DAMO_OK;
+}
+
+typedef struct ln_scratch {
+  float *mean, *rstd; /* R each */
+  double *sum_dy_xhat, *sum_dy; /* C each */
+} ln_scratch;
+
+static ln_scratch scratch_of(const damo_node *n, int64_t R, int64_t C) {
+  ln_scratch s;
+  s.mean = n->aux;
+  s.rstd = s.mean + R;
+  /* the doubles start 8-byte aligned: the arena is 64-aligned and 2R floats are 8R bytes */
+  s.sum_dy_xhat = (double *)(s.rstd + R);
+  s.sum_dy = s.sum_dy_xhat + C;
+  return s;
+}
+
+static damo_status ln_forward(damo_graph *g, damo_node *n) {
+  (void)g;
+  const damo_node *xn = n->in[0];
+  int64_t C = xn->shape[xn->ndim - 1], R = damo_node_count(xn) / C;
+  const float *x = damo_f32(xn), *gamma = damo_f32(n->in[1]), *beta = damo_f32(n->in[2]);
+  float *y = damo_f32(n), eps = n->fparam[0];
+  ln_scratch s = scratch_of(n, R, C);
+#pragma omp parallel for schedule(static) if (R * C > DAMO_PARALLEL_MIN)
+  for (int64_t r = 0; r < R; r++) {
+    const float *xr = x + r * C;
+    double sum = 0, sumsq = 0;
+    for (int64_t c = 0; c < C; c++) sum += xr[c];
+    double mean = sum / (double)C;
+    for (int64_t c = 0; c < C; c++) { /* two passes: no cancellation in the variance */
+      double d = (double)xr[c] - mean;
+      sumsq += d * d;
+    }
+    float m = (float)mean, rstd = (float)(1.0 / sqrt(sumsq / (double)C + (double)eps));
+    s.mean[r] = m;
+    s.rstd[r] = rstd;
+    float *yr = y + r * C;
+    for (int64_t c = 0; c < C; c++) yr[c] = gamma[c] * ((xr[c] - m) * rstd) + beta[c];
+  }
+  return DAMO_OK;
+}
+
+static void ln_backward(damo_graph *g, damo_node *n) {
+  (void)g;
+  damo_node *xn = n->in[0], *gn = n->in[1], *bn = n->in[2];
+  int64_t C = xn->shape[xn->ndim - 1], R = damo_node_count(xn) / C;
+  const float *x = damo_f32(xn), *gamma = damo_f32(gn), *dy = n->grad;
+  ln_scratch s = scratch_of(n, R, C);
+  if (gn->in_backward || bn->in_backward) {
+    double *sdx = s.sum_dy_xhat, *sdy = s.sum_dy;
+    for (int64_t c = 0; c < C; c++) sdx[c] = sdy[c] = 0;
+    for (int64_t r = 0; r < R; r++) { /* rows in order: the same sums on any thread count */
+      const float *xr = x + r * C, *dyr = dy + r * C;
+      float m = s.mean[r], rstd = s.rstd[r];
+      for (int64_t c = 0; c < C; c++) {
+        sdx[c] += (double)(dyr[c] * ((xr[c] - m) * rstd));
+        sdy[c] += dyr[c];
+      }
+    }
+    if (gn->in_backward) {
+      float *dg = damo_node_grad_acc(gn);
+      for (int64_t c = 0; c < C; c++) dg[c] += (float)sdx[c];
+    }
+    if (bn->in_backward) {
+      float *db = damo_node_grad_acc(bn);
+      for (int64_t c = 0; c < C; c++) db[c] += (float)sdy[c];
+    }
+  }
+  if (!xn->in_backward) return;
+  float *dx = damo_node_grad_acc(xn);
+#pragma omp parallel for schedule(static) if (R * C > DAMO_PARALLEL_MIN)
+  for (int64_t r = 0; r < R; r++) {
+    const float *xr = x + r * C, *dyr = dy + r * C;
+    float m = s.mean[r], rstd = s.rstd[r];
+    double sum_g = 0, sum_g_xhat = 0;
+    for (int64_t c = 0; c < C; c++) {
+      float gc = dyr[c] * gamma[c];
+      sum_g += gc;
+      sum_g_xhat += (double)(gc * ((xr[c] - m) * rstd));
+    }
+    float mean_g = (float)(sum_g / (double)C), mean_g_xhat = (float)(sum_g_xhat / (double)C);
+    float *dxr = dx + r * C;
+    for (int64_t c = 0; c < C; c++) {
+      float xhat = (xr[c] - m) * rstd;
+      dxr[c] += rstd * (dyr[c] * gamma[c] - mean_g - xhat * mean_g_xhat);
+    }
+  }
+}
+
+/* Backward reads x and gamma (inputs) and its own aux. */
+const damo_op_def damo_op_def_layer_norm = {"layer_norm", 3, ln_infer, ln_forward, ln_backward, DAMO_OPF_BWD_INPUTS};
+
+damo_node *damo_layer_norm(damo_graph *g, damo_node *x, damo_node *gamma, damo_node *beta, float eps) {
+  damo_node *in[3] = {x, gamma, beta};
+  float f[1] = {eps};
+  return damo_graph_add_node(g, DAMO_OP_LAYER_NORM, 3, in, NULL, 0, f, 1);
+}

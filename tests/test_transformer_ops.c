@@ -1,0 +1,419 @@
+/* test_transformer_ops.c - layer norm, GELU (exact and tanh) and fused multi-head attention
+ * against PyTorch references (tests/fixtures/transformer_ops.safetensors, written by
+ * tests/ref/gen_transformer_ops.py; each case carries its own settings in <case>.cfg) and
+ * against central finite differences; attention's probabilities capture, aliasing q = k = v,
+ * a smaller batch than built, thread-count independence, memory linear in T, builder errors.
+ *
+ * For each case the differentiable inputs become params, the key mask a bound input, and
+ *     loss = sum(op(inputs) * dout)
+ * so after backward each param's grad is what the fixture's <case>.grad<i> holds.
+ * TEST_OPS_VERBOSE=1 prints each case's worst error / tolerance ratios. */
+#include "damo.h"
+#include "graph/graph.h" /* aux_bytes, for the memory check */
+#include "harness.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FIXTURE DAMO_SOURCE_DIR "/tests/fixtures/transformer_ops.safetensors"
+#define FIXTURE_CASES 21
+
+/* Against the PyTorch reference (float64, stored as float32). */
+#define REF_ATOL 1e-5
+#define REF_RTOL 1e-5
+/* Finite differences in float32: |fd - analytic| <= FD_ATOL + FD_RTOL |analytic|. */
+#define FD_ATOL 2e-3
+#define FD_RTOL 2e-2
+#define FD_H 1e-2
+/* Cases with at most this many parameter values also run finite differences. */
+#define FD_MAX_VALUES 1300
+
+enum { OP_LAYER_NORM = 0, OP_GELU = 1, OP_ATTENTION = 2 };
+enum { CFG_OP, CFG_HEADS, CFG_CAUSAL, CFG_HAS_MASK, CFG_APPROXIMATE };
+
+static damo_tensor_dict *fx;
+
+static damo_tensor *fixture(const char *cname, const char *suffix) {
+  char key[128];
+  snprintf(key, sizeof key, "%s.%s", cname, suffix);
+  return fx ? damo_tensor_dict_get(fx, key) : NULL;
+}
+
+/* Worst |a-b| / (atol + rtol |b|) with its index. */
+static double worst_ratio(const float *a, const float *b, int64_t n, double atol, double rtol, int64_t *at) {
+  double worst = 0;
+  *at = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - (double)b[i]) / (atol + rtol * fabs((double)b[i]));
+    if (!(d <= worst)) {
+      worst = d;
+      *at = i;
+      if (isnan(d)) break;
+    }
+  }
+  return worst;
+}
+
+static void fill_random(float *x, int64_t n, uint32_t seed, float scale) {
+  uint32_t s = seed * 2654435761u + 1;
+  for (int64_t i = 0; i < n; i++) {
+    s = s * 1664525u + 1013904223u;
+    x[i] = scale * ((float)(s >> 8) / 16777216.0f * 2.0f - 1.0f);
+  }
+}
+
+/* Central finite differences of the scalar loss w.r.t. every value of every param (perturbed
+ * in place), forward only, against the analytic gradients; one CHECK per param. */
+static double fd_check(const char *cname, damo_graph *g, damo_node *loss, int n, damo_tensor *const *vals,
+                       damo_tensor *const *grads) {
+  double worst_all = 0;
+  for (int p = 0; p < n; p++) {
+    float *v = damo_tensor_f32(vals[p]);
+    const float *an = damo_tensor_f32(grads[p]);
+    int64_t ne = damo_tensor_numel(vals[p]), at = -1;
+    double worst = 0, fd_at = 0, an_at = 0;
+    int failed = 0;
+    for (int64_t i = 0; i < ne; i++) {
+      float orig = v[i], vp = (float)(orig + FD_H), vm = (float)(orig - FD_H);
+      v[i] = vp;
+      damo_status s1 = damo_graph_forward(g, 1);
+      double lp = damo_node_data(loss)[0];
+      v[i] = vm;
+      damo_status s2 = damo_graph_forward(g, 1);
+      double lm = damo_node_data(loss)[0];
+      v[i] = orig;
+      if (s1 != DAMO_OK || s2 != DAMO_OK) {
+        failed = 1;
+        CHECK_MSG(0, "%s: forward failed during finite differences: %s", cname, damo_last_error());
+        break;
+      }
+      double fd = (lp - lm) / ((double)vp - (double)vm);
+      double r = fabs(fd - an[i]) / (FD_ATOL + FD_RTOL * fabs((double)an[i]));
+      if (!(r <= worst)) {
+        worst = r;
+        at = i;
+        fd_at = fd;
+        an_at = an[i];
+      }
+    }
+    damo_graph_forward(g, 1);
+    if (!failed)
+      CHECK_MSG(worst <= 1.0, "%s: grad%d vs finite differences: worst %.3g x tolerance at [%lld]: fd %.7g analytic %.7g",
+                cname, p, worst, (long long)at, fd_at, an_at);
+    if (!(worst <= worst_all)) worst_all = worst;
+  }
+  return worst_all;
+}
+
+/* ------------------------------------------------------------------ fixture cases */
+
+static damo_node *build_case_op(damo_graph *g, const int32_t *cfg, const damo_tensor *eps, damo_node *const *in) {
+  switch (cfg[CFG_OP]) {
+  case OP_LAYER_NORM: return damo_layer_norm(g, in[0], in[1], in[2], damo_tensor_f32(eps)[0]);
+  case OP_GELU: return damo_gelu(g, in[0], cfg[CFG_APPROXIMATE]);
+  case OP_ATTENTION:
+    return damo_attention(g, in[0], in[1], in[2], cfg[CFG_HEADS], cfg[CFG_CAUSAL], cfg[CFG_HAS_MASK] ? in[3] : NULL);
+  }
+  return NULL;
+}
+
+static void run_case(const char *name) {
+  damo_tensor *cfgt = fixture(name, "cfg"), *out_ref = fixture(name, "out"), *dout = fixture(name, "dout");
+  CHECK_MSG(cfgt && out_ref && dout, "%s: fixture lacks .cfg/.out/.dout", name);
+  if (!cfgt || !out_ref || !dout) return;
+  const int32_t *cfg = (const int32_t *)cfgt->data;
+  int n_in = cfg[CFG_OP] == OP_LAYER_NORM ? 3 : cfg[CFG_OP] == OP_GELU ? 1 : 3 + cfg[CFG_HAS_MASK];
+  int mask_input = cfg[CFG_OP] == OP_ATTENTION && cfg[CFG_HAS_MASK] ? 3 : -1;
+  damo_tensor *in[4] = {0}, *vals[4] = {0}, *grads[4] = {0}, *probs_ref = fixture(name, "probs");
+  damo_node *nodes[4] = {0};
+  int param_of[4] = {0}, nparam = 0;
+  int64_t param_values = 0;
+  float *probs = NULL;
+  damo_graph *g = damo_graph_new(1);
+  for (int i = 0; i < n_in; i++) {
+    char suf[16];
+    snprintf(suf, sizeof suf, "in%d", i);
+    in[i] = fixture(name, suf);
+    CHECK_MSG(in[i] != NULL, "%s: fixture lacks .%s", name, suf);
+    if (!in[i]) goto done;
+    if (i == mask_input) {
+      nodes[i] = damo_input(g, "mask", DAMO_F32, in[i]->ndim, in[i]->shape);
+    } else {
+      vals[nparam] = damo_tensor_clone(in[i]);
+      grads[nparam] = damo_tensor_new(DAMO_F32, in[i]->ndim, in[i]->shape);
+      nodes[i] = damo_param(g, suf, vals[nparam], grads[nparam]);
+      param_values += damo_tensor_numel(in[i]);
+      param_of[nparam++] = i;
+    }
+  }
+  damo_node *out = build_case_op(g, cfg, fixture(name, "eps"), nodes);
+  CHECK_MSG(out != NULL, "%s: builder failed: %s", name, damo_last_error());
+  if (!out) goto done;
+  CHECK_MSG(damo_node_numel(out) == damo_tensor_numel(out_ref), "%s: output size %lld, PyTorch %lld", name,
+            (long long)damo_node_numel(out), (long long)damo_tensor_numel(out_ref));
+  if (damo_node_numel(out) != damo_tensor_numel(out_ref)) goto done;
+  damo_node *loss = damo_sum(g, damo_mul(g, out, damo_constant(g, dout)), DAMO_ALL_AXES, 0);
+  damo_node *outs[2] = {out, loss};
+  damo_status st = damo_graph_compile(g, loss, 2, outs);
+  CHECK_MSG(st == DAMO_OK, "%s: compile: %s", name, damo_last_error());
+  if (st != DAMO_OK) goto done;
+  if (mask_input >= 0) CHECK(damo_graph_bind(g, nodes[mask_input], in[mask_input]->data) == DAMO_OK);
+  if (probs_ref) {
+    probs = malloc((size_t)damo_tensor_numel(probs_ref) * sizeof(float));
+    CHECK(damo_attention_capture_probs(out, probs) == DAMO_OK);
+  }
+  st = damo_graph_forward(g, 1);
+  CHECK_MSG(st == DAMO_OK, "%s: forward: %s", name, damo_last_error());
+  if (st != DAMO_OK) goto done;
+
+  int64_t at;
+  double r_out = worst_ratio(damo_node_data(out), damo_tensor_f32(out_ref), damo_tensor_numel(out_ref), REF_ATOL,
+                             REF_RTOL, &at), r_worst = r_out;
+  CHECK_MSG(r_out <= 1.0, "%s: forward vs PyTorch: worst %.3g x tolerance at [%lld]: damo %.8g torch %.8g", name,
+            r_out, (long long)at, damo_node_data(out)[at], damo_tensor_f32(out_ref)[at]);
+  if (probs_ref) {
+    double r = worst_ratio(probs, damo_tensor_f32(probs_ref), damo_tensor_numel(probs_ref), REF_ATOL, REF_RTOL, &at);
+    CHECK_MSG(r <= 1.0, "%s: captured probabilities vs PyTorch: worst %.3g x tolerance at [%lld]", name, r,
+              (long long)at);
+  }
+
+  st = damo_graph_backward(g);
+  CHECK_MSG(st == DAMO_OK, "%s: backward: %s", name, damo_last_error());
+  if (st != DAMO_OK) goto done;
+  for (int p = 0; p < nparam; p++) {
+    char suf[16];
+    snprintf(suf, sizeof suf, "grad%d", param_of[p]);
+    damo_tensor *gref = fixture(name, suf);
+    CHECK_MSG(gref != NULL, "%s: fixture lacks .%s", name, suf);
+    if (!gref) continue;
+    double r = worst_ratio(damo_tensor_f32(grads[p]), damo_tensor_f32(gref), damo_tensor_numel(gref), REF_ATOL,
+                           REF_RTOL, &at);
+    CHECK_MSG(r <= 1.0, "%s: %s vs PyTorch: worst %.3g x tolerance at [%lld]: damo %.8g torch %.8g", name, suf, r,
+              (long long)at, damo_tensor_f32(grads[p])[at], damo_tensor_f32(gref)[at]);
+    if (r > r_worst) r_worst = r;
+  }
+  double rfd = -1;
+  if (param_values <= FD_MAX_VALUES) {
+    damo_attention_capture_probs(out, NULL);
+    rfd = fd_check(name, g, loss, nparam, vals, grads);
+  }
+  if (getenv("TEST_OPS_VERBOSE"))
+    fprintf(stderr, "    %-22s worst/tol: forward %.3f, all %.3f, finite differences %.3f\n", name, r_out, r_worst,
+            rfd);
+done:
+  damo_graph_free(g);
+  free(probs);
+  for (int p = 0; p < 4; p++) {
+    damo_tensor_free(vals[p]);
+    damo_tensor_free(grads[p]);
+  }
+}
+
+static void test_fixture_loads(void) {
+  damo_status st = damo_safetensors_load(FIXTURE, &fx);
+  CHECK_MSG(st == DAMO_OK, "loading %s: %s (regenerate with /usr/bin/python3 tests/ref/gen_transformer_ops.py)",
+            FIXTURE, damo_last_error());
+  if (st != DAMO_OK) {
+    fx = NULL;
+    return;
+  }
+  int cases = 0;
+  for (int i = 0; i < fx->count; i++) {
+    size_t len = strlen(fx->names[i]);
+    if (len > 4 && strcmp(fx->names[i] + len - 4, ".cfg") == 0) cases++;
+  }
+  CHECK_MSG(cases == FIXTURE_CASES, "fixture has %d cases, expected %d", cases, FIXTURE_CASES);
+}
+
+/* Runs every fixture case whose name starts with prefix. */
+static void run_family(const char *prefix) {
+  int n = 0;
+  if (!fx) {
+    CHECK_MSG(0, "no fixture");
+    return;
+  }
+  for (int i = 0; i < fx->count; i++) {
+    const char *k = fx->names[i];
+    size_t len = strlen(k);
+    if (len < 4 || strcmp(k + len - 4, ".cfg") != 0 || strncmp(k, prefix, strlen(prefix)) != 0) continue;
+    char name[96];
+    snprintf(name, sizeof name, "%.*s", (int)(len - 4), k);
+    run_case(name);
+    n++;
+  }
+  CHECK_MSG(n > 0, "no fixture case starts with %s", prefix);
+}
+
+static void test_layer_norm(void) { run_family("ln_"); }
+static void test_gelu(void) { run_family("gelu_"); }
+static void test_attention(void) { run_family("attn_"); }
+
+/* ------------------------------------------------------------------ attention specifics */
+
+/* Self-attention on one param x used as q, k and v: the three gradients land in one buffer,
+ * written by several threads; finite differences check the sum. */
+static void test_attention_shared_qkv(void) {
+  int64_t shape[3] = {3, 6, 8};
+  damo_tensor *x = damo_tensor_new(DAMO_F32, 3, shape), *gx = damo_tensor_new(DAMO_F32, 3, shape);
+  damo_tensor *dout = damo_tensor_new(DAMO_F32, 3, shape);
+  fill_random(damo_tensor_f32(x), 144, 7, 1.0f);
+  fill_random(damo_tensor_f32(dout), 144, 8, 1.0f);
+  for (int causal = 0; causal < 2; causal++) {
+    damo_graph *g = damo_graph_new(1);
+    damo_node *xn = damo_param(g, "x", x, gx);
+    damo_node *att = damo_attention(g, xn, xn, xn, 2, causal, NULL);
+    damo_node *loss = damo_sum(g, damo_mul(g, att, damo_constant(g, dout)), DAMO_ALL_AXES, 0);
+    CHECK(damo_graph_compile(g, loss, 1, &loss) == DAMO_OK);
+    CHECK(damo_graph_forward(g, 1) == DAMO_OK);
+    CHECK(damo_graph_backward(g) == DAMO_OK);
+    fd_check(causal ? "shared_qkv_causal" : "shared_qkv", g, loss, 1, &x, &gx);
+    damo_graph_free(g);
+  }
+  damo_tensor_free(x);
+  damo_tensor_free(gx);
+  damo_tensor_free(dout);
+}
+
+/* An inference graph with q, k, v and the mask as inputs, built for 3 and run with 2: the
+ * output equals the reference's first two batch rows. */
+static void test_attention_smaller_batch(void) {
+  const char *name = "attn_mask_h2";
+  damo_tensor *t[4], *out_ref = fixture(name, "out");
+  for (int i = 0; i < 4; i++) {
+    char suf[8];
+    snprintf(suf, sizeof suf, "in%d", i);
+    t[i] = fixture(name, suf);
+    if (!t[i] || !out_ref) {
+      CHECK_MSG(0, "no fixture case %s", name);
+      return;
+    }
+  }
+  damo_graph *g = damo_graph_new(1);
+  damo_node *in[4];
+  for (int i = 0; i < 4; i++) in[i] = damo_input(g, "in", DAMO_F32, t[i]->ndim, t[i]->shape);
+  damo_node *att = damo_attention(g, in[0], in[1], in[2], 2, 0, in[3]);
+  CHECK(damo_graph_compile(g, NULL, 1, &att) == DAMO_OK);
+  CHECK(damo_graph_set_batch(g, 2) == DAMO_OK);
+  for (int i = 0; i < 4; i++) CHECK(damo_graph_bind(g, in[i], t[i]->data) == DAMO_OK);
+  CHECK(damo_graph_forward(g, 0) == DAMO_OK);
+  CHECK(damo_node_shape(att)[0] == 2);
+  CHECK_CLOSE(damo_node_data(att), damo_tensor_f32(out_ref), 2 * 6 * 8, REF_ATOL, REF_RTOL);
+  damo_graph_free(g);
+}
+
+/* Results do not depend on the thread count: every (batch, head) is one thread's, in a fixed
+ * order of GEMMs. Compared bit for bit, forward and gradients. */
+static void test_attention_thread_independent(void) {
+  int64_t shape[3] = {4, 70, 16}, mshape[2] = {4, 70};
+  int64_t n = 4 * 70 * 16;
+  damo_tensor *v[3], *gr[3], *mask = damo_tensor_new(DAMO_F32, 2, mshape), *dout = damo_tensor_new(DAMO_F32, 3, shape);
+  float *first = malloc((size_t)(4 * n) * sizeof(float));
+  for (int i = 0; i < 3; i++) {
+    v[i] = damo_tensor_new(DAMO_F32, 3, shape);
+    gr[i] = damo_tensor_new(DAMO_F32, 3, shape);
+    fill_random(damo_tensor_f32(v[i]), n, 20 + i, 1.5f);
+  }
+  fill_random(damo_tensor_f32(dout), n, 30, 1.0f);
+  for (int i = 0; i < 4 * 70; i++) damo_tensor_f32(mask)[i] = (i % 70) < 70 - 9 * (i / 70) ? 1.0f : 0.0f;
+  for (int run = 0; run < 2; run++) {
+    damo_set_num_threads(run == 0 ? 1 : 0);
+    damo_graph *g = damo_graph_new(1);
+    damo_node *q = damo_param(g, "q", v[0], gr[0]), *k = damo_param(g, "k", v[1], gr[1]);
+    damo_node *vv = damo_param(g, "v", v[2], gr[2]), *m = damo_input(g, "mask", DAMO_F32, 2, mshape);
+    damo_node *att = damo_attention(g, q, k, vv, 4, 0, m);
+    damo_node *loss = damo_sum(g, damo_mul(g, att, damo_constant(g, dout)), DAMO_ALL_AXES, 0);
+    damo_node *outs[2] = {att, loss};
+    CHECK(damo_graph_compile(g, loss, 2, outs) == DAMO_OK);
+    CHECK(damo_graph_bind(g, m, mask->data) == DAMO_OK);
+    CHECK(damo_graph_forward(g, 1) == DAMO_OK);
+    CHECK(damo_graph_backward(g) == DAMO_OK);
+    const float *now[4] = {damo_node_data(att), damo_tensor_f32(gr[0]), damo_tensor_f32(gr[1]), damo_tensor_f32(gr[2])};
+    for (int i = 0; i < 4; i++) {
+      if (run == 0) memcpy(first + i * n, now[i], (size_t)n * sizeof(float));
+      else CHECK_MSG(memcmp(first + i * n, now[i], (size_t)n * sizeof(float)) == 0, "tensor %d differs", i);
+    }
+    damo_graph_free(g);
+  }
+  damo_set_num_threads(0);
+  free(first);
+  for (int i = 0; i < 3; i++) {
+    damo_tensor_free(v[i]);
+    damo_tensor_free(gr[i]);
+  }
+  damo_tensor_free(mask);
+  damo_tensor_free(dout);
+}
+
+/* No (T x T) buffer per head: the op's private memory grows linearly with T and stays far
+ * below B H T^2 floats. */
+static void test_attention_memory_linear(void) {
+  size_t aux[2];
+  int64_t B = 4, H = 4, C = 64;
+  for (int i = 0; i < 2; i++) {
+    int64_t T = 1024 << i, shape[3] = {B, T, C};
+    damo_graph *g = damo_graph_new(1);
+    damo_node *x = damo_input(g, "x", DAMO_F32, 3, shape);
+    damo_node *att = damo_attention(g, x, x, x, (int)H, 1, NULL);
+    CHECK(att != NULL);
+    if (!att) {
+      damo_graph_free(g);
+      return;
+    }
+    aux[i] = att->aux_bytes;
+    size_t per_head_matrices = (size_t)(B * H * T * T) * sizeof(float);
+    CHECK_MSG(aux[i] * 8 < per_head_matrices, "T=%lld: aux %zu bytes, B H T^2 floats %zu", (long long)T, aux[i],
+              per_head_matrices);
+    damo_graph_free(g);
+  }
+  CHECK_MSG(aux[1] <= 2 * aux[0] + 64, "aux grows faster than T: %zu -> %zu bytes", aux[0], aux[1]);
+}
+
+static void test_attention_errors(void) {
+  damo_graph *g = damo_graph_new(1);
+  int64_t s1[3] = {2, 5, 12}, s2[3] = {2, 7, 12}, sm[2] = {2, 6};
+  damo_node *q = damo_input(g, "q", DAMO_F32, 3, s1), *k = damo_input(g, "k", DAMO_F32, 3, s2);
+  damo_node *m = damo_input(g, "m", DAMO_F32, 2, sm);
+  CHECK(damo_attention(g, q, q, q, 5, 0, NULL) == NULL); /* 12 channels, 5 heads */
+  damo_graph_free(g);
+  g = damo_graph_new(1);
+  q = damo_input(g, "q", DAMO_F32, 3, s1);
+  k = damo_input(g, "k", DAMO_F32, 3, s2);
+  CHECK(damo_attention(g, q, k, k, 3, 1, NULL) == NULL); /* causal needs Tq == Tk */
+  damo_graph_free(g);
+  g = damo_graph_new(1);
+  q = damo_input(g, "q", DAMO_F32, 3, s1);
+  k = damo_input(g, "k", DAMO_F32, 3, s2);
+  m = damo_input(g, "m", DAMO_F32, 2, sm);
+  CHECK(damo_attention(g, q, k, k, 3, 0, m) == NULL); /* the mask must be (B, Tk) */
+  damo_graph_free(g);
+  g = damo_graph_new(1);
+  q = damo_input(g, "q", DAMO_F32, 3, s1);
+  k = damo_input(g, "k", DAMO_F32, 3, s2);
+  damo_node *ok = damo_attention(g, q, k, k, 3, 0, NULL); /* cross attention: Tq != Tk */
+  CHECK(ok != NULL && damo_node_shape(ok)[1] == 5);
+  float buf[1];
+  CHECK(damo_attention_capture_probs(q, buf) != DAMO_OK); /* not an attention node */
+  damo_graph_free(g);
+  g = damo_graph_new(1);
+  int64_t gs[1] = {11};
+  damo_node *x = damo_input(g, "x", DAMO_F32, 3, s1), *gm = damo_input(g, "gamma", DAMO_F32, 1, gs);
+  CHECK(damo_layer_norm(g, x, gm, gm, 1e-5f) == NULL); /* gamma (11) vs 12 channels */
+  damo_graph_free(g);
+  damo_clear_error();
+}
+
+int main(void) {
+  RUN(test_fixture_loads);
+  RUN(test_layer_norm);
+  RUN(test_gelu);
+  RUN(test_attention);
+  RUN(test_attention_shared_qkv);
+  RUN(test_attention_smaller_batch);
+  RUN(test_attention_thread_independent);
+  RUN(test_attention_memory_linear);
+  RUN(test_attention_errors);
+  damo_tensor_dict_free(fx);
+  return test_summary("test_transformer_ops");
+}
