@@ -8,6 +8,8 @@ settings (OPENBLAS_CORETYPE, OPENBLAS_NUM_THREADS, OMP_WAIT_POLICY) and the fast
 used and named. Speed is compared only after the first-step losses agree.
 
 usage: python3 bench/run.py BUILD_DIR [--quick]
+BENCH_ONLY=W2 (comma-separated ids, G1 included) reruns only those figures and keeps the
+others from the previous bench/results.json; every row carries the date it was measured.
 """
 import json
 import os
@@ -115,10 +117,37 @@ def main(argv):
     env_threads = {"DAMO_NUM_THREADS": str(threads)}
     work = os.path.join(build, "bench")
     os.makedirs(work, exist_ok=True)
+    only = [w for w in os.environ.get("BENCH_ONLY", "").split(",") if w]
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = {"threads": threads, "machine": "%s, %d cores" % (cpu_model(), os.cpu_count() or 0),
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "blas_for_torch": blas_in_use()}
+               "date": now, "blas_for_torch": blas_in_use()}
+    previous = {}
+    if only and os.path.exists(os.path.join(HERE, "results.json")):
+        with open(os.path.join(HERE, "results.json")) as f:
+            previous = json.load(f)
+    if only:
+        for key, value in previous.items():
+            if key in ("G1",) or key.startswith("W"):
+                results[key] = value
+                results[key].setdefault("date", previous.get("date", "?"))
+        results["date"] = "%s (%s; other rows as dated)" % (now, ", ".join(only))
+    wanted = lambda wid: not only or wid in only
 
     # G1: FMA peak and GEMM
+    if wanted("G1"):
+        measure_g1(results, damo, threads, env_threads, quick)
+        results["G1"]["date"] = now
+    for wid, config, acc_epochs, repeats, probe_steps in WORKLOADS:
+        if not wanted(wid):
+            continue
+        results[wid] = bench_workload(wid, damo, config, "1" if quick else acc_epochs, repeats, probe_steps, work,
+                                      threads, env_threads, quick)
+        results[wid]["config"] = config
+        results[wid]["date"] = now
+    write_results(results)
+
+
+def measure_g1(results, damo, threads, env_threads, quick):
     print("G1: FMA peak and GEMM (damo)", flush=True)
     peak = run_json([damo, "bench", "peak"], env_threads)
     sizes = [str(v) for s in GEMM_SHAPES for v in s]
@@ -133,11 +162,8 @@ def main(argv):
     results["G1"] = {"fma_peak_gflops": peak["fma_peak_gflops"], "simd": peak["simd"], "damo": d_gemm["gemm"],
                      "torch": t_best[2]["gemm"], "torch_config": describe(t_best[1])}
 
-    for wid, config, acc_epochs, repeats, probe_steps in WORKLOADS:
-        results[wid] = bench_workload(wid, damo, config, "1" if quick else acc_epochs, repeats, probe_steps, work,
-                                      threads, env_threads, quick)
-        results[wid]["config"] = config
 
+def write_results(results):
     with open(os.path.join(HERE, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     table = report(results)
@@ -147,22 +173,29 @@ def main(argv):
                 "bench/results.json).\n\n")
         f.write("- command: `make bench`\n- machine: %s\n- threads: %d (both sides)\n- date: %s\n"
                 % (results["machine"], threads, results["date"]))
-        f.write("- PyTorch %s with BLAS %s\n\n" % (results["W1"]["torch"].get("torch", "?"), results["blas_for_torch"]))
+        some = next((results[w] for w in ("W1", "W2", "W3") if w in results), {"torch": {}})
+        f.write("- PyTorch %s with BLAS %s\n\n" % (some["torch"].get("torch", "?"), results["blas_for_torch"]))
         f.write(table + "\n")
 
 
 def report(r):
-    g1 = r["G1"]
-    peak = g1["fma_peak_gflops"]
     rows = ["| figure | damo | PyTorch | ratio (damo/PyTorch) | notes |", "| --- | --- | --- | --- | --- |"]
-    rows.append("| FMA peak, GFLOP/s | %.0f | | | register-only loop, %s |" % (peak, g1["simd"]))
-    for d, t in zip(g1["damo"], g1["torch"]):
+    g1 = r.get("G1")
+    if g1:
+        rows.append("| FMA peak, GFLOP/s | %.0f | | | register-only loop, %s |" % (g1["fma_peak_gflops"], g1["simd"]))
+    for d, t in zip(g1["damo"], g1["torch"]) if g1 else ():
         rows.append("| GEMM %dx%dx%d, GFLOP/s | %.1f (%.0f%% of the peak measured beside it, %.0f) | %.1f | %.2fx | "
                     "spread %.0f-%.0f; PyTorch: %s |"
                     % (d["m"], d["n"], d["k"], d["gflops"], 100 * d["gflops"] / d["peak_nearby"], d["peak_nearby"],
                        t["gflops"], d["gflops"] / t["gflops"], d["min"], d["max"], g1["torch_config"]))
+    if g1 and "date" in g1:
+        rows.append("| G1 measured | %s | | | |" % g1["date"])
     for wid, *_ in WORKLOADS:
+        if wid not in r:
+            continue
         w = r[wid]
+        if "date" in w:
+            rows.append("| %s measured | %s | | | |" % (wid, w["date"]))
         dd, tt = w["damo"], w["torch"]
         n = dd["train_examples"]
         d_sps = [n / s for s in dd["epoch_seconds"]]
