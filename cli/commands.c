@@ -179,7 +179,7 @@ int cli_train(int argc, char **argv) {
     }
     char png[4096];
     snprintf(png, sizeof png, "%s/history.png", out);
-    if (write_history_png(h, png, config)) printf("saved model to %s/ (config.json, model.safetensors, history.csv, history.png)\n", out);
+    if (write_history_png(h, png, strrchr(config, '/') ? strrchr(config, '/') + 1 : config)) printf("saved model to %s/ (config.json, model.safetensors, history.csv, history.png)\n", out);
     else printf("saved model to %s/ (config.json, model.safetensors, history.csv)\n", out);
   }
   damo_history_free(h);
