@@ -41,5 +41,6 @@ int cli_predict(int argc, char **argv);
 int cli_summary(int argc, char **argv);
 int cli_export(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_tokenize(int argc, char **argv); /* cli/tokenize.c: GPT-2 BPE */
 
 #endif

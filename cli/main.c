@@ -88,7 +88,8 @@ static int usage(FILE *f) {
           "           [--output y.npy] [--labels y.npy]\n"
           "  summary  --model DIR | --config FILE    the layer table\n"
           "  export   --data SPEC [--split train|test] --x x.npy [--y y.npy]\n"
-          "  bench    peak | gemm M N K ... | fit --config FILE --init DIR   damo's side of make bench\n\n"
+          "  bench    peak | gemm M N K ... | fit --config FILE --init DIR   damo's side of make bench\n"
+          "  tokenize --tokenizer gpt2 [--vocab DIR] [--decode] [FILE...]   text <-> GPT-2 ids (stdin)\n\n"
           "SPEC: fashion-mnist | file.csv (label column 'label', or --label-column NAME) | x.npy,y.npy\n"
           "Environment: DAMO_NUM_THREADS, DAMO_SIMD=scalar|avx2|avx512, DAMO_DATA_DIR\n");
   return f == stderr ? 2 : 0;
@@ -108,6 +109,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "summary")) return cli_summary(argc, argv);
   if (!strcmp(cmd, "export")) return cli_export(argc, argv);
   if (!strcmp(cmd, "bench")) return cli_bench(argc, argv);
+  if (!strcmp(cmd, "tokenize")) return cli_tokenize(argc, argv);
   fprintf(stderr, "damo: unknown command '%s'\n\n", cmd);
   return usage(stderr);
 }

