@@ -52,6 +52,7 @@ typedef enum damo_op {
   DAMO_OP_LAYER_NORM,
   DAMO_OP_GELU,
   DAMO_OP_ATTENTION,
+  DAMO_OP_SLICE_LAST,
   DAMO_OP_COUNT
 } damo_op;
 
@@ -136,6 +137,7 @@ extern const damo_op_def damo_op_def_conv2d, damo_op_def_max_pool2d, damo_op_def
     damo_op_def_global_avg_pool2d, damo_op_def_batch_norm;
 extern const damo_op_def damo_op_def_sequence_mask, damo_op_def_concat, damo_op_def_global_pool1d;
 extern const damo_op_def damo_op_def_layer_norm, damo_op_def_gelu, damo_op_def_attention;
+extern const damo_op_def damo_op_def_slice_last;
 
 /* Creates a node of op with inputs and runs shape inference; NULL (graph error set) on
  * failure or if any input is NULL. iparam/fparam are copied when not NULL. */

@@ -45,5 +45,6 @@ const damo_op_def *const damo_op_table[DAMO_OP_COUNT] = {
     [DAMO_OP_LAYER_NORM] = &damo_op_def_layer_norm,
     [DAMO_OP_GELU] = &damo_op_def_gelu,
     [DAMO_OP_ATTENTION] = &damo_op_def_attention,
+    [DAMO_OP_SLICE_LAST] = &damo_op_def_slice_last,
 };
-_Static_assert(DAMO_OP_COUNT == 39, "a new op needs an entry in damo_op_table");
+_Static_assert(DAMO_OP_COUNT == 40, "a new op needs an entry in damo_op_table");

@@ -1,0 +1,380 @@
+/* gpt2.c - GPT-2 (Radford et al. 2019) as HuggingFace's GPT2LMHeadModel defines it:
+ * parameters, graphs (training loss and logits), greedy generation.
+ *
+ * Parameters live in ONE flat block (and gradients in a second block of the same layout),
+ * each tensor starting on a 64-byte boundary, in HuggingFace's order and under its names
+ * and layouts: Conv1D weights are (in, out), so x @ W is damo_dense_op's kernel layout
+ * directly. The language-model head is tied to wte: logits = h wte^T.
+ *
+ * One block (pre-LN), with x (B, T, C):
+ *   a = ln_1(x); qkv = a c_attn.W + c_attn.b (B, T, 3C); q, k, v = channels [0,C), [C,2C), [2C,3C)
+ *   x = x + (causal_attention(q, k, v) c_proj.W + c_proj.b)
+ *   x = x + (gelu_tanh(ln_2(x) c_fc.W + c_fc.b) mlp.c_proj.W + mlp.c_proj.b)
+ * and around the blocks: x = wte[ids] + wpe[0..T), logits = ln_f(x) wte^T.
+ * Files (config.json, model.safetensors) are in gpt2_io.c, one-position-at-a-time inference
+ * with a key/value cache in gpt2_cache.c. */
+#include "models/gpt2.h"
+
+#include <math.h>
+#include <stdio.h>
+
+/* ------------------------------------------------------------------ parameters */
+
+/* The per-layer tensors: name suffix, rank, and shape as multiples of (C, 3C, 4C). */
+typedef struct layer_tensor {
+  const char *suffix;
+  int ndim;
+  int rows, cols; /* in units of C: 0 = 1 (for a vector: rows is the length) */
+} layer_tensor;
+
+enum { LN1_W, LN1_B, ATTN_W, ATTN_B, ATTN_PROJ_W, ATTN_PROJ_B, LN2_W, LN2_B, FC_W, FC_B, MLP_PROJ_W, MLP_PROJ_B };
+static const layer_tensor layer_tensors[GPT2_TENSORS_PER_LAYER] = {
+    {"ln_1.weight", 1, 1, 0},        {"ln_1.bias", 1, 1, 0},        {"attn.c_attn.weight", 2, 1, 3},
+    {"attn.c_attn.bias", 1, 3, 0},   {"attn.c_proj.weight", 2, 1, 1}, {"attn.c_proj.bias", 1, 1, 0},
+    {"ln_2.weight", 1, 1, 0},        {"ln_2.bias", 1, 1, 0},        {"mlp.c_fc.weight", 2, 1, 4},
+    {"mlp.c_fc.bias", 1, 4, 0},      {"mlp.c_proj.weight", 2, 4, 1}, {"mlp.c_proj.bias", 1, 1, 0},
+};
+
+damo_gpt2_config damo_gpt2_config_default(void) {
+  damo_gpt2_config c = {12, 12, 768, 1024, 50257, 1e-5f};
+  return c;
+}
+
+damo_status gpt2_check_config(const damo_gpt2_config *c, const char *where) {
+  if (c->n_layer < 1 || c->n_head < 1 || c->n_embd < 1 || c->n_positions < 1 || c->vocab_size < 1)
+    return damo_error(DAMO_ERR_INVALID_ARG,
+                      "%s: GPT-2 config needs positive n_layer (%d), n_head (%d), n_embd (%d), n_positions (%d) and "
+                      "vocab_size (%d)",
+                      where, c->n_layer, c->n_head, c->n_embd, c->n_positions, c->vocab_size);
+  if (c->n_embd % c->n_head)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: n_embd %d is not a multiple of n_head %d", where, c->n_embd, c->n_head);
+  if (!(c->layer_norm_epsilon > 0) || !isfinite(c->layer_norm_epsilon))
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: layer_norm_epsilon must be positive (got %g)", where,
+                      (double)c->layer_norm_epsilon);
+  if ((int64_t)c->n_layer * c->n_embd * c->n_embd > ((int64_t)1 << 40) || c->n_embd > (1 << 20) ||
+      c->vocab_size > (1 << 24) || c->n_positions > (1 << 20) || c->n_layer > 4096)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: GPT-2 config is implausibly large", where);
+  return DAMO_OK;
+}
+
+/* Name and shape of tensor i in HuggingFace order. */
+static void tensor_spec(const damo_gpt2_config *c, int i, char *name, size_t cap, int *ndim, int64_t *shape) {
+  int64_t C = c->n_embd;
+  int n_layer_tensors = c->n_layer * GPT2_TENSORS_PER_LAYER;
+  if (i == 0 || i == 1) {
+    snprintf(name, cap, "%s", i == 0 ? "wte.weight" : "wpe.weight");
+    *ndim = 2;
+    shape[0] = i == 0 ? c->vocab_size : c->n_positions;
+    shape[1] = C;
+  } else if (i - 2 < n_layer_tensors) {
+    const layer_tensor *lt = &layer_tensors[(i - 2) % GPT2_TENSORS_PER_LAYER];
+    snprintf(name, cap, "h.%d.%s", (i - 2) / GPT2_TENSORS_PER_LAYER, lt->suffix);
+    *ndim = lt->ndim;
+    shape[0] = lt->rows * C;
+    if (lt->ndim == 2) shape[1] = lt->cols * C;
+  } else {
+    snprintf(name, cap, "%s", i - 2 == n_layer_tensors ? "ln_f.weight" : "ln_f.bias");
+    *ndim = 1;
+    shape[0] = C;
+  }
+}
+
+void damo_gpt2_free(damo_gpt2 *m) {
+  if (!m) return;
+  for (int i = 0; i < m->n_tensors; i++) {
+    if (m->names) free(m->names[i]);
+    if (m->values) damo_tensor_free(m->values[i]);
+    if (m->grads) damo_tensor_free(m->grads[i]);
+  }
+  free(m->names);
+  free(m->values);
+  free(m->grads);
+  damo_free(m->param_block);
+  damo_free(m->grad_block);
+  free(m);
+}
+
+/* A model with its tensors laid out and zero-filled. */
+damo_status gpt2_alloc(const damo_gpt2_config *cfg, damo_gpt2 **out) {
+  *out = NULL;
+  damo_status st = gpt2_check_config(cfg, "gpt2");
+  if (st != DAMO_OK) return st;
+  damo_gpt2 *m = calloc(1, sizeof *m);
+  if (!m) return damo_error(DAMO_ERR_NOMEM, "gpt2: out of memory");
+  m->config = *cfg;
+  int n = 2 + cfg->n_layer * GPT2_TENSORS_PER_LAYER + 2;
+  m->names = calloc((size_t)n, sizeof *m->names);
+  m->values = calloc((size_t)n, sizeof *m->values);
+  m->grads = calloc((size_t)n, sizeof *m->grads);
+  if (!m->names || !m->values || !m->grads) {
+    damo_gpt2_free(m);
+    return damo_error(DAMO_ERR_NOMEM, "gpt2: out of memory for %d tensors", n);
+  }
+  m->n_tensors = n;
+  int ndim;
+  int64_t shape[2], total = 0;
+  char name[64];
+  int64_t *offsets = malloc((size_t)n * sizeof *offsets);
+  if (!offsets) {
+    damo_gpt2_free(m);
+    return damo_error(DAMO_ERR_NOMEM, "gpt2: out of memory");
+  }
+  for (int i = 0; i < n; i++) {
+    tensor_spec(cfg, i, name, sizeof name, &ndim, shape);
+    offsets[i] = total;
+    int64_t count = ndim == 2 ? shape[0] * shape[1] : shape[0];
+    total += (count + 15) / 16 * 16; /* every tensor starts 64-byte aligned */
+  }
+  m->n_params_padded = total;
+  m->param_block = damo_calloc((size_t)total * sizeof(float));
+  m->grad_block = m->param_block ? damo_calloc((size_t)total * sizeof(float)) : NULL;
+  if (!m->grad_block) {
+    free(offsets);
+    damo_gpt2_free(m);
+    return damo_error(DAMO_ERR_NOMEM, "gpt2: out of memory for %lld parameters", (long long)total);
+  }
+  for (int i = 0; i < n; i++) {
+    tensor_spec(cfg, i, name, sizeof name, &ndim, shape);
+    m->names[i] = damo_strdup(name);
+    m->values[i] = damo_tensor_wrap(DAMO_F32, ndim, shape, m->param_block + offsets[i]);
+    m->grads[i] = damo_tensor_wrap(DAMO_F32, ndim, shape, m->grad_block + offsets[i]);
+    if (!m->names[i] || !m->values[i] || !m->grads[i]) {
+      free(offsets);
+      damo_gpt2_free(m);
+      return damo_error(DAMO_ERR_NOMEM, "gpt2: out of memory");
+    }
+    m->n_params += damo_tensor_numel(m->values[i]);
+  }
+  free(offsets);
+  *out = m;
+  return DAMO_OK;
+}
+
+damo_status damo_gpt2_new(const damo_gpt2_config *cfg, uint64_t seed, damo_gpt2 **out) {
+  if (!cfg || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_new: NULL argument");
+  damo_gpt2 *m;
+  damo_status st = gpt2_alloc(cfg, &m);
+  if (st != DAMO_OK) return st;
+  damo_rng rng;
+  damo_rng_seed(&rng, seed);
+  float std = 0.02f, residual_std = (float)(0.02 / sqrt(2.0 * cfg->n_layer));
+  for (int i = 0; i < m->n_tensors; i++) {
+    const char *name = m->names[i];
+    float *v = damo_tensor_f32(m->values[i]);
+    int64_t count = damo_tensor_numel(m->values[i]);
+    size_t len = strlen(name);
+    int is_ln = strstr(name, "ln_") != NULL;
+    int is_weight = len > 7 && strcmp(name + len - 7, ".weight") == 0;
+    if (is_ln) {
+      if (is_weight)
+        for (int64_t j = 0; j < count; j++) v[j] = 1.0f;
+    } else if (is_weight) {
+      float s = strstr(name, "c_proj.weight") ? residual_std : std;
+      for (int64_t j = 0; j < count; j++) v[j] = s * damo_rng_normal(&rng);
+    } /* biases stay zero */
+  }
+  *out = m;
+  return DAMO_OK;
+}
+
+const damo_gpt2_config *damo_gpt2_get_config(const damo_gpt2 *m) { return m ? &m->config : NULL; }
+int damo_gpt2_num_tensors(const damo_gpt2 *m) { return m ? m->n_tensors : 0; }
+const char *damo_gpt2_tensor_name(const damo_gpt2 *m, int i) {
+  return m && i >= 0 && i < m->n_tensors ? m->names[i] : NULL;
+}
+
+int gpt2_tensor_index(const damo_gpt2 *m, const char *name) {
+  for (int i = 0; m && name && i < m->n_tensors; i++)
+    if (strcmp(m->names[i], name) == 0) return i;
+  return -1;
+}
+
+damo_tensor *damo_gpt2_param(const damo_gpt2 *m, const char *name) {
+  int i = gpt2_tensor_index(m, name);
+  return i >= 0 ? m->values[i] : NULL;
+}
+damo_tensor *damo_gpt2_grad(const damo_gpt2 *m, const char *name) {
+  int i = gpt2_tensor_index(m, name);
+  return i >= 0 ? m->grads[i] : NULL;
+}
+float *damo_gpt2_param_block(const damo_gpt2 *m, int64_t *n_floats) {
+  if (n_floats) *n_floats = m ? m->n_params_padded : 0;
+  return m ? m->param_block : NULL;
+}
+float *damo_gpt2_grad_block(const damo_gpt2 *m, int64_t *n_floats) {
+  if (n_floats) *n_floats = m ? m->n_params_padded : 0;
+  return m ? m->grad_block : NULL;
+}
+int64_t damo_gpt2_num_params(const damo_gpt2 *m) { return m ? m->n_params : 0; }
+
+/* ------------------------------------------------------------------ graphs */
+
+void damo_gpt2_graph_free(damo_gpt2_graph *gg) {
+  if (!gg) return;
+  damo_graph_free(gg->graph);
+  free(gg);
+}
+
+static damo_node *param_node(damo_graph *g, const damo_gpt2 *m, int i) {
+  return damo_param(g, m->names[i], m->values[i], m->grads[i]);
+}
+
+/* x = x + block_i(x), the pre-LN transformer block. */
+static damo_node *build_block(damo_graph *g, const damo_gpt2 *m, int layer, damo_node *x) {
+  damo_node *p[GPT2_TENSORS_PER_LAYER];
+  for (int j = 0; j < GPT2_TENSORS_PER_LAYER; j++) p[j] = param_node(g, m, 2 + layer * GPT2_TENSORS_PER_LAYER + j);
+  int64_t C = m->config.n_embd;
+  float eps = m->config.layer_norm_epsilon;
+  char name[DAMO_NAME_MAX];
+
+  damo_node *a = damo_layer_norm(g, x, p[LN1_W], p[LN1_B], eps);
+  damo_node *qkv = damo_dense_op(g, a, p[ATTN_W], p[ATTN_B], DAMO_ACT_NONE);
+  damo_node *q = damo_slice_last(g, qkv, 0, C);
+  damo_node *k = damo_slice_last(g, qkv, C, C);
+  damo_node *v = damo_slice_last(g, qkv, 2 * C, C);
+  damo_node *att = damo_attention(g, q, k, v, m->config.n_head, 1, NULL);
+  snprintf(name, sizeof name, "h.%d.attn", layer);
+  if (att) damo_node_set_name(att, name);
+  damo_node *proj = damo_dense_op(g, att, p[ATTN_PROJ_W], p[ATTN_PROJ_B], DAMO_ACT_NONE);
+  x = damo_add(g, x, proj);
+
+  damo_node *b = damo_layer_norm(g, x, p[LN2_W], p[LN2_B], eps);
+  damo_node *fc = damo_gelu(g, damo_dense_op(g, b, p[FC_W], p[FC_B], DAMO_ACT_NONE), 1);
+  damo_node *mlp = damo_dense_op(g, fc, p[MLP_PROJ_W], p[MLP_PROJ_B], DAMO_ACT_NONE);
+  x = damo_add(g, x, mlp);
+  snprintf(name, sizeof name, "h.%d.out", layer);
+  if (x) damo_node_set_name(x, name);
+  return x;
+}
+
+damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, int training, damo_gpt2_graph **out) {
+  if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_graph_new: NULL argument");
+  *out = NULL;
+  if (batch < 1 || seq_len < 1 || seq_len > m->config.n_positions)
+    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_graph_new: batch %lld and sequence length %lld must be >= 1, the "
+                      "length at most n_positions %d", (long long)batch, (long long)seq_len, m->config.n_positions);
+  damo_gpt2_graph *gg = calloc(1, sizeof *gg);
+  if (!gg) return damo_error(DAMO_ERR_NOMEM, "gpt2_graph_new: out of memory");
+  gg->batch = batch;
+  gg->seq_len = seq_len;
+  damo_graph *g = gg->graph = damo_graph_new(0);
+  if (!g) {
+    free(gg);
+    return DAMO_ERR_NOMEM;
+  }
+  int64_t shape[2] = {batch, seq_len}, V = m->config.vocab_size;
+  gg->ids = damo_input(g, "ids", DAMO_I32, 2, shape);
+  if (training) gg->targets = damo_input(g, "targets", DAMO_I32, 2, shape);
+
+  /* Positions 0..T-1 as a constant: their embedding (T, C) broadcasts over the batch. */
+  int64_t t_shape[1] = {seq_len};
+  damo_tensor *positions = damo_tensor_new(DAMO_I32, 1, t_shape);
+  if (!positions) {
+    damo_gpt2_graph_free(gg);
+    return DAMO_ERR_NOMEM;
+  }
+  for (int64_t t = 0; t < seq_len; t++) damo_tensor_i32(positions)[t] = (int32_t)t;
+  damo_node *pos = damo_constant(g, positions);
+  damo_tensor_free(positions);
+
+  int last = m->n_tensors - 2;
+  damo_node *wte = param_node(g, m, 0), *wpe = param_node(g, m, 1);
+  damo_node *x = damo_add(g, damo_embedding(g, gg->ids, wte), damo_embedding(g, pos, wpe));
+  for (int l = 0; l < m->config.n_layer; l++) x = build_block(g, m, l, x);
+  x = damo_layer_norm(g, x, param_node(g, m, last), param_node(g, m, last + 1), m->config.layer_norm_epsilon);
+  gg->logits = damo_matmul(g, x, wte, 0, 1);
+  if (gg->logits) damo_node_set_name(gg->logits, "logits");
+  if (training) {
+    int64_t flat_logits[2] = {-1, V}, flat_targets[1] = {-1};
+    gg->loss = damo_softmax_cross_entropy(g, damo_reshape(g, gg->logits, 2, flat_logits),
+                                          damo_reshape(g, gg->targets, 1, flat_targets));
+    if (gg->loss) damo_node_set_name(gg->loss, "loss");
+  }
+  damo_status st = damo_graph_status(g);
+  if (st == DAMO_OK) st = damo_graph_compile(g, gg->loss, 1, &gg->logits);
+  if (st != DAMO_OK) {
+    damo_error_prefix(st, "building the GPT-2 graph (batch %lld, length %lld): ", (long long)batch,
+                      (long long)seq_len);
+    damo_gpt2_graph_free(gg);
+    return st;
+  }
+  *out = gg;
+  return DAMO_OK;
+}
+
+damo_status damo_gpt2_graph_forward(damo_gpt2_graph *gg, const int32_t *ids, const int32_t *targets, float *loss) {
+  if (!gg || !ids) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_forward: NULL argument");
+  if (gg->targets && !targets) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_forward: a training graph needs targets");
+  damo_status st = damo_graph_bind(gg->graph, gg->ids, ids);
+  if (st == DAMO_OK && gg->targets) st = damo_graph_bind(gg->graph, gg->targets, targets);
+  if (st == DAMO_OK) st = damo_graph_forward(gg->graph, gg->loss != NULL);
+  if (st == DAMO_OK && loss) *loss = gg->loss ? damo_node_data(gg->loss)[0] : NAN;
+  return st;
+}
+
+damo_status damo_gpt2_graph_backward(damo_gpt2_graph *gg) {
+  if (!gg || !gg->loss) return damo_error(DAMO_ERR_STATE, "gpt2_backward: needs a training graph (training = 1)");
+  return damo_graph_backward(gg->graph);
+}
+
+const float *damo_gpt2_graph_logits(const damo_gpt2_graph *gg) { return gg ? damo_node_data(gg->logits) : NULL; }
+
+/* ------------------------------------------------------------------ generation */
+
+/* The lowest id with the largest logit. */
+static int32_t argmax(const float *row, int64_t n) {
+  int32_t best = 0;
+  for (int64_t j = 1; j < n; j++)
+    if (row[j] > row[best]) best = (int32_t)j;
+  return best;
+}
+
+/* Whole-sequence recompute through one inference graph for the whole length; positions after
+ * the current one hold id 0 and, attention being causal, cannot change the logits before them. */
+static damo_status generate_recompute(damo_gpt2 *m, const int32_t *prompt, int64_t n_prompt, int64_t n_new,
+                                      int32_t *out) {
+  int64_t total = n_prompt + n_new, V = m->config.vocab_size;
+  int32_t *ids = calloc((size_t)total, sizeof *ids);
+  if (!ids) return damo_error(DAMO_ERR_NOMEM, "gpt2_generate: out of memory");
+  memcpy(ids, prompt, (size_t)n_prompt * sizeof *ids);
+  damo_gpt2_graph *gg = NULL;
+  damo_status st = damo_gpt2_graph_new(m, 1, total, 0, &gg);
+  for (int64_t len = n_prompt; st == DAMO_OK && len < total; len++) {
+    st = damo_gpt2_graph_forward(gg, ids, NULL, NULL);
+    if (st != DAMO_OK) break;
+    ids[len] = out[len - n_prompt] = argmax(damo_gpt2_graph_logits(gg) + (len - 1) * V, V);
+  }
+  damo_gpt2_graph_free(gg);
+  free(ids);
+  return st;
+}
+
+static damo_status generate_cached(damo_gpt2 *m, const int32_t *prompt, int64_t n_prompt, int64_t n_new, int32_t *out) {
+  damo_gpt2_cache *c;
+  damo_status st = damo_gpt2_cache_new(m, n_prompt + n_new, &c);
+  const float *logits = NULL;
+  for (int64_t i = 0; st == DAMO_OK && i < n_prompt; i++) st = damo_gpt2_cache_step(c, prompt[i], &logits);
+  for (int64_t i = 0; st == DAMO_OK && i < n_new; i++) {
+    out[i] = argmax(logits, m->config.vocab_size);
+    if (i + 1 < n_new) st = damo_gpt2_cache_step(c, out[i], &logits);
+  }
+  damo_gpt2_cache_free(c);
+  return st;
+}
+
+damo_status damo_gpt2_generate_greedy(damo_gpt2 *m, const int32_t *prompt, int64_t n_prompt, int64_t n_new,
+                                      int use_kv_cache, int32_t *out) {
+  if (!m || !prompt || !out || n_prompt < 1 || n_new < 0)
+    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_generate: needs a model, a prompt of at least one id and n_new >= 0");
+  int64_t V = m->config.vocab_size;
+  if (n_prompt + n_new > m->config.n_positions)
+    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_generate: %lld prompt + %lld new ids exceed n_positions %d",
+                      (long long)n_prompt, (long long)n_new, m->config.n_positions);
+  for (int64_t i = 0; i < n_prompt; i++)
+    if (prompt[i] < 0 || prompt[i] >= V)
+      return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_generate: prompt id %d at %lld is outside [0, %lld)", prompt[i],
+                        (long long)i, (long long)V);
+  if (n_new == 0) return DAMO_OK;
+  return use_kv_cache ? generate_cached(m, prompt, n_prompt, n_new, out)
+                      : generate_recompute(m, prompt, n_prompt, n_new, out);
+}

@@ -1,0 +1,181 @@
+/* gpt2_cache.c - GPT-2 inference one position at a time with a key/value cache.
+ *
+ * The graphs of gpt2.c recompute every position; decoding needs only the new one: its
+ * query attends to the keys and values of all earlier positions, which never change, so
+ * each layer keeps them (max_len x C each) and a step costs one row through every layer
+ * plus the (V x C) logits product. The math is the graph's (pre-LN block, tanh GELU,
+ * causal softmax attention scaled by 1/sqrt(head_dim), logits = ln_f(x) wte^T); only the
+ * summation order differs, so logits agree to float rounding. */
+#include "models/gpt2.h"
+
+#include <float.h>
+#include <math.h>
+
+struct damo_gpt2_cache {
+  const damo_gpt2 *model;
+  int64_t max_len, len;
+  float *keys, *values; /* n_layer x max_len x C each */
+  float *x, *normed, *qkv, *att, *hidden, *scores, *logits;
+};
+
+void damo_gpt2_cache_free(damo_gpt2_cache *c) {
+  if (!c) return;
+  damo_free(c->keys);
+  damo_free(c->values);
+  damo_free(c->x);
+  free(c);
+}
+
+damo_status damo_gpt2_cache_new(const damo_gpt2 *m, int64_t max_len, damo_gpt2_cache **out) {
+  if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_cache_new: NULL argument");
+  *out = NULL;
+  if (max_len < 1 || max_len > m->config.n_positions)
+    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_cache_new: max_len %lld must be in [1, n_positions %d]",
+                      (long long)max_len, m->config.n_positions);
+  damo_gpt2_cache *c = calloc(1, sizeof *c);
+  if (!c) return damo_error(DAMO_ERR_NOMEM, "gpt2_cache_new: out of memory");
+  c->model = m;
+  c->max_len = max_len;
+  int64_t C = m->config.n_embd, L = m->config.n_layer, V = m->config.vocab_size;
+  size_t kv_bytes = (size_t)(L * max_len * C) * sizeof(float);
+  c->keys = damo_alloc(kv_bytes);
+  c->values = damo_alloc(kv_bytes);
+  /* One scratch allocation, each piece rounded to 16 floats. */
+  int64_t pieces[7] = {C, C, 3 * C, C, 4 * C, max_len, V}, total = 0;
+  for (int i = 0; i < 7; i++) total += (pieces[i] + 15) / 16 * 16;
+  c->x = damo_alloc((size_t)total * sizeof(float));
+  if (!c->keys || !c->values || !c->x) {
+    damo_gpt2_cache_free(c);
+    return damo_error(DAMO_ERR_NOMEM, "gpt2_cache_new: out of memory for a %lld-position cache", (long long)max_len);
+  }
+  float **slots[7] = {&c->x, &c->normed, &c->qkv, &c->att, &c->hidden, &c->scores, &c->logits};
+  float *p = c->x;
+  for (int i = 0; i < 7; i++) {
+    *slots[i] = p;
+    p += (pieces[i] + 15) / 16 * 16;
+  }
+  *out = c;
+  return DAMO_OK;
+}
+
+void damo_gpt2_cache_reset(damo_gpt2_cache *c) {
+  if (c) c->len = 0;
+}
+int64_t damo_gpt2_cache_length(const damo_gpt2_cache *c) { return c ? c->len : 0; }
+
+static const float *param(const damo_gpt2 *m, int index) { return damo_tensor_f32(m->values[index]); }
+
+/* y = layer_norm(x) over n values, biased variance (as torch.nn.LayerNorm). */
+static void layer_norm_row(const float *x, const float *gamma, const float *beta, float eps, int64_t n, float *y) {
+  double mean = 0, var = 0;
+  for (int64_t i = 0; i < n; i++) mean += x[i];
+  mean /= (double)n;
+  for (int64_t i = 0; i < n; i++) var += ((double)x[i] - mean) * ((double)x[i] - mean);
+  float inv_std = (float)(1.0 / sqrt(var / (double)n + eps));
+  for (int64_t i = 0; i < n; i++) y[i] = gamma[i] * (((float)(x[i] - mean)) * inv_std) + beta[i];
+}
+
+/* y = x W + b for a row x (K), W (K, N) row-major: a GEMV as axpys over W's rows, threads
+ * over column blocks when it is large (each thread streams its own columns of W). */
+static void linear_row(const float *x, const float *w, const float *b, int64_t K, int64_t N, float *y) {
+  const int64_t block = 256;
+  int64_t n_blocks = (N + block - 1) / block;
+#pragma omp parallel for schedule(static) if (K * N >= (1 << 18))
+  for (int64_t nb = 0; nb < n_blocks; nb++) {
+    int64_t n0 = nb * block, n1 = n0 + block < N ? n0 + block : N;
+    float *yb = y + n0;
+    for (int64_t n = n0; n < n1; n++) yb[n - n0] = b[n];
+    for (int64_t k = 0; k < K; k++) {
+      const float xk = x[k], *wk = w + k * N;
+      for (int64_t n = n0; n < n1; n++) yb[n - n0] += xk * wk[n];
+    }
+  }
+}
+
+/* logits[v] = table[v] . x for table (V, C): the tied head. */
+static void tied_logits(const float *x, const float *table, int64_t V, int64_t C, float *logits) {
+#pragma omp parallel for schedule(static) if (V * C >= (1 << 18))
+  for (int64_t v = 0; v < V; v++) {
+    const float *row = table + v * C;
+    float lanes[8] = {0}, sum = 0;
+    int64_t i = 0;
+    for (; i + 8 <= C; i += 8)
+      for (int l = 0; l < 8; l++) lanes[l] += row[i + l] * x[i + l];
+    for (; i < C; i++) sum += row[i] * x[i];
+    for (int l = 0; l < 8; l++) sum += lanes[l];
+    logits[v] = sum;
+  }
+}
+
+/* Causal attention of the query at position t over cached keys/values 0..t of one layer. */
+static void attend(const damo_gpt2_cache *c, const float *q, const float *keys, const float *values, int64_t t,
+                   float *out) {
+  int64_t C = c->model->config.n_embd, H = c->model->config.n_head, D = C / H;
+  float scale = (float)(1.0 / sqrt((double)D));
+  float *s = c->scores;
+  for (int64_t h = 0; h < H; h++) {
+    float m = -FLT_MAX;
+    for (int64_t j = 0; j <= t; j++) {
+      const float *k = keys + j * C + h * D;
+      float dot = 0;
+      for (int64_t d = 0; d < D; d++) dot += q[h * D + d] * k[d];
+      s[j] = dot * scale;
+      m = s[j] > m ? s[j] : m;
+    }
+    float sum = 0;
+    for (int64_t j = 0; j <= t; j++) {
+      s[j] = expf(s[j] - m);
+      sum += s[j];
+    }
+    float *o = out + h * D;
+    for (int64_t d = 0; d < D; d++) o[d] = 0;
+    for (int64_t j = 0; j <= t; j++) {
+      const float *v = values + j * C + h * D;
+      float p = s[j] / sum;
+      for (int64_t d = 0; d < D; d++) o[d] += p * v[d];
+    }
+  }
+}
+
+damo_status damo_gpt2_cache_step(damo_gpt2_cache *c, int32_t id, const float **logits) {
+  if (!c) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_cache_step: NULL cache");
+  const damo_gpt2 *m = c->model;
+  const damo_gpt2_config *cfg = &m->config;
+  if (c->len >= c->max_len)
+    return damo_error(DAMO_ERR_STATE, "gpt2_cache_step: the cache is full (%lld positions)", (long long)c->max_len);
+  if (id < 0 || id >= cfg->vocab_size)
+    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_cache_step: id %d is outside the vocabulary [0, %d)", id,
+                      cfg->vocab_size);
+  int64_t C = cfg->n_embd, t = c->len;
+  float eps = cfg->layer_norm_epsilon, *x = c->x;
+  const float *wte = param(m, 0), *wpe = param(m, 1);
+  for (int64_t i = 0; i < C; i++) x[i] = wte[(int64_t)id * C + i] + wpe[t * C + i];
+
+  for (int l = 0; l < cfg->n_layer; l++) {
+    int base = 2 + l * GPT2_TENSORS_PER_LAYER;
+    float *keys = c->keys + (int64_t)l * c->max_len * C, *values = c->values + (int64_t)l * c->max_len * C;
+    layer_norm_row(x, param(m, base + 0), param(m, base + 1), eps, C, c->normed);
+    linear_row(c->normed, param(m, base + 2), param(m, base + 3), C, 3 * C, c->qkv);
+    memcpy(keys + t * C, c->qkv + C, (size_t)C * sizeof(float));
+    memcpy(values + t * C, c->qkv + 2 * C, (size_t)C * sizeof(float));
+    attend(c, c->qkv, keys, values, t, c->att);
+    linear_row(c->att, param(m, base + 4), param(m, base + 5), C, C, c->normed);
+    for (int64_t i = 0; i < C; i++) x[i] += c->normed[i];
+
+    layer_norm_row(x, param(m, base + 6), param(m, base + 7), eps, C, c->normed);
+    linear_row(c->normed, param(m, base + 8), param(m, base + 9), C, 4 * C, c->hidden);
+    const float k0 = 0.7978845608028654f; /* sqrt(2 / pi) */
+    for (int64_t i = 0; i < 4 * C; i++) {
+      float h = c->hidden[i];
+      c->hidden[i] = 0.5f * h * (1.0f + tanhf(k0 * (h + 0.044715f * h * h * h)));
+    }
+    linear_row(c->hidden, param(m, base + 10), param(m, base + 11), 4 * C, C, c->normed);
+    for (int64_t i = 0; i < C; i++) x[i] += c->normed[i];
+  }
+  int last = m->n_tensors - 2;
+  layer_norm_row(x, param(m, last), param(m, last + 1), eps, C, c->normed);
+  tied_logits(c->normed, wte, cfg->vocab_size, C, c->logits);
+  c->len++;
+  if (logits) *logits = c->logits;
+  return DAMO_OK;
+}

@@ -1,0 +1,238 @@
+/* gpt2_io.c - GPT-2 in HuggingFace's directory format: config.json and model.safetensors.
+ *
+ * Loading accepts what the Hub's GPT-2 checkpoints hold: tensor names with or without the
+ * "transformer." prefix (GPT2Model vs GPT2LMHeadModel state dicts), the causal-mask buffers
+ * "h.{i}.attn.bias" / "h.{i}.attn.masked_bias" (ignored), and "lm_head.weight" when it
+ * equals wte (the tied head; a different head cannot be represented and is refused).
+ * Anything else unknown, missing or mis-shaped is an error naming the file and tensor. */
+#include "models/gpt2.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+static void join(char *buf, size_t cap, const char *dir, const char *file) { snprintf(buf, cap, "%s/%s", dir, file); }
+
+/* ------------------------------------------------------------------ config.json */
+
+/* An integer field: required (no fallback name) or taken from alt when absent. */
+static damo_status read_int(const cJSON *root, const char *path, const char *key, const char *alt, int *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+  if (!v && alt) v = cJSON_GetObjectItemCaseSensitive(root, alt);
+  if (!v) return damo_error(DAMO_ERR_FORMAT, "%s: missing \"%s\"", path, key);
+  if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 || v->valuedouble > 1e9)
+    return damo_error(DAMO_ERR_FORMAT, "%s: \"%s\" must be a positive integer", path, key);
+  *out = (int)v->valuedouble;
+  return DAMO_OK;
+}
+
+static damo_status parse_config(const char *path, damo_gpt2_config *cfg) {
+  char *text;
+  size_t size;
+  damo_status st = damo_read_file(path, &text, &size);
+  if (st != DAMO_OK) return st;
+  cJSON *root = cJSON_ParseWithLength(text, size);
+  free(text);
+  if (!cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    return damo_error(DAMO_ERR_FORMAT, "%s: not a JSON object", path);
+  }
+  const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+  const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "activation_function");
+  const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_epsilon");
+  if (type && (!cJSON_IsString(type) || strcmp(type->valuestring, "gpt2") != 0))
+    st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: model_type is %s%s%s, only \"gpt2\" is supported", path,
+                    cJSON_IsString(type) ? "\"" : "", cJSON_IsString(type) ? type->valuestring : "not a string",
+                    cJSON_IsString(type) ? "\"" : "");
+  else if (act && (!cJSON_IsString(act) ||
+                   (strcmp(act->valuestring, "gelu_new") != 0 && strcmp(act->valuestring, "gelu_pytorch_tanh") != 0)))
+    st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: activation_function %s is not supported (only gelu_new, the tanh GELU)",
+                    path, cJSON_IsString(act) ? act->valuestring : "(not a string)");
+  else if (eps && (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0)))
+    st = damo_error(DAMO_ERR_FORMAT, "%s: \"layer_norm_epsilon\" must be a positive number", path);
+  const cJSON *inverse_idx = cJSON_GetObjectItemCaseSensitive(root, "scale_attn_by_inverse_layer_idx");
+  const cJSON *scale = cJSON_GetObjectItemCaseSensitive(root, "scale_attn_weights");
+  if (st == DAMO_OK && (cJSON_IsTrue(inverse_idx) || cJSON_IsFalse(scale)))
+    st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: %s is not supported (attention scores are scaled by 1/sqrt(head_dim))",
+                    path, cJSON_IsTrue(inverse_idx) ? "scale_attn_by_inverse_layer_idx: true" : "scale_attn_weights: false");
+  if (st == DAMO_OK) st = read_int(root, path, "n_layer", NULL, &cfg->n_layer);
+  if (st == DAMO_OK) st = read_int(root, path, "n_head", NULL, &cfg->n_head);
+  if (st == DAMO_OK) st = read_int(root, path, "n_embd", NULL, &cfg->n_embd);
+  if (st == DAMO_OK) st = read_int(root, path, "n_positions", "n_ctx", &cfg->n_positions);
+  if (st == DAMO_OK) st = read_int(root, path, "vocab_size", NULL, &cfg->vocab_size);
+  cfg->layer_norm_epsilon = eps ? (float)eps->valuedouble : 1e-5f;
+  const cJSON *inner = cJSON_GetObjectItemCaseSensitive(root, "n_inner");
+  if (st == DAMO_OK && inner && !cJSON_IsNull(inner) &&
+      !(cJSON_IsNumber(inner) && inner->valuedouble == 4.0 * cfg->n_embd))
+    st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: n_inner must be null or 4 n_embd (%d)", path, 4 * cfg->n_embd);
+  cJSON_Delete(root);
+  if (st == DAMO_OK) st = gpt2_check_config(cfg, path);
+  return st;
+}
+
+/* ------------------------------------------------------------------ load */
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t a = strlen(s), b = strlen(suffix);
+  return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* The causal-mask buffers of HuggingFace's attention module: h.{i}.attn.bias / masked_bias. */
+static int is_mask_buffer(const char *name) {
+  return strncmp(name, "h.", 2) == 0 && (ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias"));
+}
+
+/* Copies tensor t (file name `stored`) into model tensor i, checking dtype and shape. */
+static damo_status take_tensor(damo_gpt2 *m, int i, const damo_tensor *t, const char *path, const char *stored) {
+  const damo_tensor *want = m->values[i];
+  char a[96], b[96];
+  if (t->dtype != DAMO_F32 || t->ndim != want->ndim || memcmp(t->shape, want->shape, (size_t)want->ndim * sizeof *t->shape))
+    return damo_error(DAMO_ERR_SHAPE, "%s: tensor '%s' is %s %s, the config (n_embd %d, vocab_size %d, n_positions %d) "
+                      "needs f32 %s", path, stored, damo_dtype_name(t->dtype), damo_shape_string(t->ndim, t->shape, a, sizeof a),
+                      m->config.n_embd, m->config.vocab_size, m->config.n_positions,
+                      damo_shape_string(want->ndim, want->shape, b, sizeof b));
+  const float *src = damo_tensor_f32(t);
+  int64_t count = damo_tensor_numel(t);
+  for (int64_t j = 0; j < count; j++)
+    if (!isfinite(src[j]))
+      return damo_error(DAMO_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value at flat index %lld", path, stored,
+                        (long long)j);
+  memcpy(want->data, src, (size_t)count * sizeof(float));
+  return DAMO_OK;
+}
+
+static damo_status fill_from_dict(damo_gpt2 *m, const damo_tensor_dict *d, const char *path) {
+  const char *prefix = "transformer.";
+  size_t plen = strlen(prefix);
+  unsigned char *seen = calloc((size_t)m->n_tensors, 1);
+  if (!seen) return damo_error(DAMO_ERR_NOMEM, "%s: out of memory", path);
+  const damo_tensor *lm_head = NULL;
+  damo_status st = DAMO_OK;
+  for (int k = 0; k < d->count && st == DAMO_OK; k++) {
+    const char *stored = d->names[k];
+    const char *name = strncmp(stored, prefix, plen) == 0 ? stored + plen : stored;
+    if (strcmp(stored, "lm_head.weight") == 0) {
+      lm_head = d->tensors[k];
+      continue;
+    }
+    if (is_mask_buffer(name)) continue;
+    int i = gpt2_tensor_index(m, name);
+    if (i < 0) {
+      st = damo_error(DAMO_ERR_FORMAT, "%s: unexpected tensor '%s' (not part of a %d-layer GPT-2)", path, stored,
+                      m->config.n_layer);
+    } else if (seen[i]) {
+      st = damo_error(DAMO_ERR_FORMAT, "%s: tensor '%s' appears twice (with and without the \"%s\" prefix)", path, name,
+                      prefix);
+    } else {
+      seen[i] = 1;
+      st = take_tensor(m, i, d->tensors[k], path, stored);
+    }
+  }
+  for (int i = 0; i < m->n_tensors && st == DAMO_OK; i++)
+    if (!seen[i]) st = damo_error(DAMO_ERR_FORMAT, "%s: missing tensor '%s'", path, m->names[i]);
+  free(seen);
+  if (st == DAMO_OK && lm_head) {
+    const damo_tensor *wte = m->values[0];
+    if (lm_head->dtype != DAMO_F32 || lm_head->ndim != 2 || lm_head->shape[0] != wte->shape[0] ||
+        lm_head->shape[1] != wte->shape[1] ||
+        memcmp(lm_head->data, wte->data, (size_t)damo_tensor_numel(wte) * sizeof(float)) != 0)
+      st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: tensor 'lm_head.weight' differs from 'wte.weight'; only a head tied to "
+                      "the token embedding is supported", path);
+  }
+  return st;
+}
+
+damo_status damo_gpt2_load(const char *dir, damo_gpt2 **out) {
+  if (!dir || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_load: NULL argument");
+  *out = NULL;
+  char path[4096];
+  damo_gpt2_config cfg;
+  join(path, sizeof path, dir, "config.json");
+  damo_status st = parse_config(path, &cfg);
+  if (st != DAMO_OK) return st;
+  damo_gpt2 *m;
+  if ((st = gpt2_alloc(&cfg, &m)) != DAMO_OK) return st;
+  join(path, sizeof path, dir, "model.safetensors");
+  damo_tensor_dict *d;
+  if ((st = damo_safetensors_load(path, &d)) != DAMO_OK) {
+    damo_gpt2_free(m);
+    return st;
+  }
+  st = fill_from_dict(m, d, path);
+  damo_tensor_dict_free(d);
+  if (st != DAMO_OK) {
+    damo_gpt2_free(m);
+    return st;
+  }
+  *out = m;
+  return DAMO_OK;
+}
+
+/* ------------------------------------------------------------------ save */
+
+static cJSON *config_json(const damo_gpt2_config *c) {
+  cJSON *root = cJSON_CreateObject();
+  cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
+  if (arch) cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
+  cJSON_AddStringToObject(root, "model_type", "gpt2");
+  cJSON_AddStringToObject(root, "activation_function", "gelu_new");
+  cJSON_AddNumberToObject(root, "n_layer", c->n_layer);
+  cJSON_AddNumberToObject(root, "n_head", c->n_head);
+  cJSON_AddNumberToObject(root, "n_embd", c->n_embd);
+  cJSON_AddNumberToObject(root, "n_positions", c->n_positions);
+  cJSON_AddNumberToObject(root, "n_ctx", c->n_positions);
+  cJSON_AddNumberToObject(root, "vocab_size", c->vocab_size);
+  /* The float's shortest decimal that reads back to the same float. */
+  char eps[32];
+  double e = c->layer_norm_epsilon;
+  for (int digits = 6; digits <= 9; digits++) {
+    snprintf(eps, sizeof eps, "%.*g", digits, e);
+    if ((float)strtod(eps, NULL) == c->layer_norm_epsilon) break;
+  }
+  cJSON_AddItemToObject(root, "layer_norm_epsilon", cJSON_CreateRaw(eps));
+  cJSON_AddNumberToObject(root, "initializer_range", 0.02);
+  /* damo's GPT-2 graphs have no dropout. */
+  cJSON_AddNumberToObject(root, "attn_pdrop", 0.0);
+  cJSON_AddNumberToObject(root, "embd_pdrop", 0.0);
+  cJSON_AddNumberToObject(root, "resid_pdrop", 0.0);
+  cJSON_AddBoolToObject(root, "scale_attn_weights", 1);
+  cJSON_AddBoolToObject(root, "tie_word_embeddings", 1);
+  if (c->vocab_size == 50257) {
+    cJSON_AddNumberToObject(root, "bos_token_id", 50256);
+    cJSON_AddNumberToObject(root, "eos_token_id", 50256);
+  }
+  cJSON_AddStringToObject(root, "torch_dtype", "float32");
+  return root;
+}
+
+damo_status damo_gpt2_save(const damo_gpt2 *m, const char *dir) {
+  if (!m || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_save: NULL argument");
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+    return damo_error(DAMO_ERR_IO, "%s: cannot create the model directory: %s", dir, strerror(errno));
+  char path[4096];
+  damo_tensor_dict *d = damo_tensor_dict_new();
+  if (!d) return DAMO_ERR_NOMEM;
+  damo_status st = DAMO_OK;
+  for (int i = 0; i < m->n_tensors && st == DAMO_OK; i++) {
+    /* A header over the model's memory: the writer only reads it. */
+    const damo_tensor *v = m->values[i];
+    damo_tensor *view = damo_tensor_wrap(DAMO_F32, v->ndim, v->shape, v->data);
+    st = view ? damo_tensor_dict_add(d, m->names[i], view) : DAMO_ERR_NOMEM;
+  }
+  const char *meta[] = {"format", "pt"};
+  join(path, sizeof path, dir, "model.safetensors");
+  if (st == DAMO_OK) st = damo_safetensors_save(path, d, meta, 1);
+  damo_tensor_dict_free(d);
+  if (st != DAMO_OK) return st;
+
+  cJSON *root = config_json(&m->config);
+  char *text = root ? cJSON_Print(root) : NULL;
+  cJSON_Delete(root);
+  if (!text) return damo_error(DAMO_ERR_NOMEM, "gpt2_save: out of memory writing config.json");
+  join(path, sizeof path, dir, "config.json");
+  st = damo_write_file_atomic(path, text, strlen(text));
+  cJSON_free(text);
+  return st;
+}
