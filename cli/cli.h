@@ -42,5 +42,9 @@ int cli_summary(int argc, char **argv);
 int cli_export(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_tokenize(int argc, char **argv); /* cli/tokenize.c: GPT-2 BPE */
+/* cli/gpt.c: GPT-2 training (cli_train hands configs with model_type "gpt2" over) and sampling. */
+int cli_is_gpt2_config(const char *path);
+int cli_train_gpt2(int argc, char **argv);
+int cli_generate(int argc, char **argv);
 
 #endif

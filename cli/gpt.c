@@ -1,0 +1,424 @@
+/* gpt.c - GPT-2 on the command line: training from an HF-style config and sampling.
+ *
+ *   damo train --config gpt.json --data moby-dick|sotu|FILE --out DIR
+ *              [--steps N --batch-size B --seq-len T --lr X --seed S --grad-accum K
+ *               --eval-every N --log-every N --checkpoint-every N --vocab DIR --resume]
+ *   damo generate --model DIR --prompt TEXT [--max-new-tokens N --temperature T --top-k K
+ *                 --top-p P --seed S --vocab DIR]    (past the context the window slides)
+ *
+ * gpt.json is a HuggingFace GPT-2 config.json (model_type "gpt2", n_layer, n_head, n_embd,
+ * n_positions, vocab_size, ...) with an optional "train" object giving defaults for the
+ * options below (steps, batch_size, seq_len, grad_accum, lr, min_lr, warmup_steps,
+ * weight_decay, beta1, beta2, eps, clip_norm, eval_every, eval_windows, log_every,
+ * checkpoint_every, seed); command-line options win. The output directory is a checkpoint
+ * (see damo_gpt2_trainer_save) and a HuggingFace model directory that generate reads. */
+#include "cli.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static cJSON *parse_json_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  size_t cap = 1 << 14, n = 0;
+  char *buf = malloc(cap);
+  while (buf) {
+    n += fread(buf + n, 1, cap - n - 1, f);
+    if (ferror(f) || feof(f)) break;
+    char *bigger = realloc(buf, cap * 2);
+    if (!bigger) {
+      free(buf);
+      buf = NULL;
+      break;
+    }
+    buf = bigger;
+    cap *= 2;
+  }
+  fclose(f);
+  if (!buf) return NULL;
+  buf[n] = '\0';
+  cJSON *root = cJSON_Parse(buf);
+  free(buf);
+  return root;
+}
+
+int cli_is_gpt2_config(const char *path) {
+  if (!path) return 0;
+  cJSON *root = parse_json_file(path);
+  const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+  int yes = cJSON_IsString(type) && !strcmp(type->valuestring, "gpt2");
+  cJSON_Delete(root);
+  return yes;
+}
+
+/* The training options and the CLI-only cadences. */
+typedef struct gpt_run {
+  damo_gpt2_train_options opt;
+  long eval_every, log_every, checkpoint_every;
+} gpt_run;
+
+/* A number from the config's "train" object into *out (unchanged when absent); 0 on a bad value. */
+static int train_number(const cJSON *train, const char *key, double lo, double hi, int integer, double *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(train, key);
+  if (!v) return 1;
+  if (!cJSON_IsNumber(v) || v->valuedouble < lo || v->valuedouble > hi ||
+      (integer && v->valuedouble != (double)(long long)v->valuedouble)) {
+    fprintf(stderr, "damo train: config \"train\".\"%s\" must be %s in [%g, %g]\n", key, integer ? "an integer" : "a number",
+            lo, hi);
+    return 0;
+  }
+  *out = v->valuedouble;
+  return 1;
+}
+
+#define TRAIN_INT(key, field, lo, hi)                                                 \
+  do {                                                                                \
+    double x_ = (double)(field);                                                      \
+    if (!train_number(train, key, lo, hi, 1, &x_)) goto bad;                          \
+    field = (int64_t)x_;                                                              \
+  } while (0)
+#define TRAIN_FLOAT(key, field, lo, hi)                                               \
+  do {                                                                                \
+    double x_ = (double)(field);                                                      \
+    if (!train_number(train, key, lo, hi, 0, &x_)) goto bad;                          \
+    field = (float)x_;                                                                \
+  } while (0)
+
+static int read_train_object(const char *path, gpt_run *r) {
+  cJSON *root = parse_json_file(path);
+  if (!root) {
+    fprintf(stderr, "damo train: %s: cannot read it as JSON\n", path);
+    return 0;
+  }
+  const cJSON *train = cJSON_GetObjectItemCaseSensitive(root, "train");
+  if (train && !cJSON_IsObject(train)) {
+    fprintf(stderr, "damo train: %s: \"train\" must be an object\n", path);
+    goto bad;
+  }
+  if (train) {
+    damo_gpt2_train_options *o = &r->opt;
+    int64_t seed = (int64_t)o->seed, eval_every = r->eval_every, log_every = r->log_every, ckpt = r->checkpoint_every;
+    TRAIN_INT("steps", o->steps, 1, 1e9);
+    TRAIN_INT("batch_size", o->batch_size, 1, 1 << 20);
+    TRAIN_INT("seq_len", o->seq_len, 1, 1 << 20);
+    TRAIN_INT("grad_accum", o->grad_accum, 1, 1 << 20);
+    TRAIN_INT("warmup_steps", o->warmup_steps, 0, 1e9);
+    TRAIN_INT("eval_windows", o->eval_windows, 1, 1 << 20);
+    TRAIN_INT("seed", seed, 0, 2147483647.0);
+    TRAIN_INT("eval_every", eval_every, 0, 1e9);
+    TRAIN_INT("log_every", log_every, 1, 1e9);
+    TRAIN_INT("checkpoint_every", ckpt, 0, 1e9);
+    TRAIN_FLOAT("lr", o->lr, 0, 10);
+    TRAIN_FLOAT("min_lr", o->min_lr, 0, 10);
+    TRAIN_FLOAT("weight_decay", o->weight_decay, 0, 10);
+    TRAIN_FLOAT("beta1", o->beta1, 0, 1);
+    TRAIN_FLOAT("beta2", o->beta2, 0, 1);
+    TRAIN_FLOAT("eps", o->eps, 0, 1);
+    TRAIN_FLOAT("clip_norm", o->clip_norm, 0, 1e9);
+    o->seed = (uint64_t)seed;
+    r->eval_every = (long)eval_every;
+    r->log_every = (long)log_every;
+    r->checkpoint_every = (long)ckpt;
+  }
+  cJSON_Delete(root);
+  return 1;
+bad:
+  cJSON_Delete(root);
+  return 0;
+}
+
+/* Command-line overrides; 0 after printing what is wrong. */
+static int read_train_flags(int argc, char **argv, gpt_run *r) {
+  const char *v;
+  long n;
+  double d;
+  struct {
+    const char *name;
+    int64_t *field;
+    long lo;
+  } ints[] = {{"--steps", &r->opt.steps, 1}, {"--batch-size", &r->opt.batch_size, 1}, {"--seq-len", &r->opt.seq_len, 1},
+              {"--grad-accum", &r->opt.grad_accum, 1}};
+  for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+    if ((v = cli_opt(argc, argv, ints[i].name))) {
+      if (!cli_parse_long(v, ints[i].name, ints[i].lo, 1L << 30, &n)) return 0;
+      *ints[i].field = n;
+    }
+  if ((v = cli_opt(argc, argv, "--seed"))) {
+    if (!cli_parse_long(v, "--seed", 0, 0x7fffffffL, &n)) return 0;
+    r->opt.seed = (uint64_t)n;
+  }
+  if ((v = cli_opt(argc, argv, "--eval-every"))) {
+    if (!cli_parse_long(v, "--eval-every", 0, 1L << 30, &r->eval_every)) return 0;
+  }
+  if ((v = cli_opt(argc, argv, "--log-every"))) {
+    if (!cli_parse_long(v, "--log-every", 1, 1L << 30, &r->log_every)) return 0;
+  }
+  if ((v = cli_opt(argc, argv, "--checkpoint-every"))) {
+    if (!cli_parse_long(v, "--checkpoint-every", 0, 1L << 30, &r->checkpoint_every)) return 0;
+  }
+  if ((v = cli_opt(argc, argv, "--lr"))) {
+    if (!cli_parse_double(v, "--lr", &d)) return 0;
+    if (!(d > 0)) {
+      fprintf(stderr, "damo train: --lr must be > 0\n");
+      return 0;
+    }
+    /* keep the floor in the same proportion to the peak */
+    r->opt.min_lr = (float)((double)r->opt.min_lr * d / (double)r->opt.lr);
+    r->opt.lr = (float)d;
+  }
+  return 1;
+}
+
+/* What is about to be trained, on what, and how. */
+static void print_header(const damo_gpt2_config *c, const damo_gpt2 *m, const damo_token_data *data, const gpt_run *r,
+                         const char *spec) {
+  const damo_gpt2_train_options *o = &r->opt;
+  printf("%s\n", damo_info_string());
+  printf("GPT-2: %d layers, %d heads, width %d, context %d, vocab %d: %lld parameters\n", c->n_layer, c->n_head,
+         c->n_embd, c->n_positions, c->vocab_size, (long long)damo_gpt2_num_params(m));
+  printf("data %s: %lld tokens, %lld train, %lld validation (the last 10%%)\n", spec, (long long)data->n_tokens,
+         (long long)data->n_train, (long long)(data->n_tokens - data->n_train));
+  printf("steps %lld, batch %lld x accum %lld x T %lld = %lld tokens/step; AdamW lr %g -> %g (warm-up %lld, cosine), "
+         "wd %g (2-D only), betas (%g, %g), clip %g, seed %llu\n",
+         (long long)o->steps, (long long)o->batch_size, (long long)o->grad_accum, (long long)o->seq_len,
+         (long long)(o->batch_size * o->grad_accum * o->seq_len), (double)o->lr, (double)o->min_lr,
+         (long long)o->warmup_steps, (double)o->weight_decay, (double)o->beta1, (double)o->beta2,
+         (double)o->clip_norm, (unsigned long long)o->seed);
+  fflush(stdout);
+}
+
+static int save_checkpoint(damo_gpt2_trainer *t, const char *out) {
+  if (damo_gpt2_trainer_save(t, out) != DAMO_OK) return cli_fail("train: saving the checkpoint");
+  printf("checkpoint: step %lld -> %s\n", (long long)damo_gpt2_trainer_steps_done(t), out);
+  fflush(stdout);
+  return 0;
+}
+
+static int run_training(damo_gpt2_trainer *t, const gpt_run *r, const char *out) {
+  double t0 = now_seconds(), window_start = t0;
+  int64_t window_tokens = 0;
+  float val;
+  if (damo_gpt2_trainer_steps_done(t) == 0 && r->eval_every > 0) {
+    if (damo_gpt2_trainer_eval(t, &val) != DAMO_OK) return cli_fail("train");
+    printf("step %6d | val loss %.4f\n", 0, (double)val);
+  }
+  while (damo_gpt2_trainer_steps_done(t) < r->opt.steps) {
+    damo_gpt2_step_report rep;
+    if (damo_gpt2_trainer_step(t, &rep) != DAMO_OK) return cli_fail("train");
+    window_tokens += rep.tokens;
+    int last = rep.step == r->opt.steps;
+    if (rep.step % r->log_every == 0 || last) {
+      double now = now_seconds();
+      printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tokens/s\n", (long long)rep.step,
+             (long long)r->opt.steps, (double)rep.loss, (double)rep.lr, (double)rep.grad_norm,
+             (double)window_tokens / (now - window_start));
+      window_start = now;
+      window_tokens = 0;
+      fflush(stdout);
+    }
+    double pause_start = now_seconds(); /* tokens/s counts training time only */
+    if ((r->eval_every > 0 && rep.step % r->eval_every == 0) || last) {
+      if (damo_gpt2_trainer_eval(t, &val) != DAMO_OK) return cli_fail("train");
+      printf("step %6lld | val loss %.4f\n", (long long)rep.step, (double)val);
+      fflush(stdout);
+    }
+    if ((r->checkpoint_every > 0 && rep.step % r->checkpoint_every == 0) || last) {
+      int rc = save_checkpoint(t, out);
+      if (rc) return rc;
+    }
+    window_start += now_seconds() - pause_start;
+  }
+  printf("done in %.1f s\n", now_seconds() - t0);
+  return 0;
+}
+
+int cli_train_gpt2(int argc, char **argv) {
+  static const char *const with_value[] = {"--config", "--data", "--out", "--steps", "--batch-size", "--seq-len", "--lr",
+                                           "--seed", "--grad-accum", "--eval-every", "--log-every",
+                                           "--checkpoint-every", "--vocab", NULL};
+  static const char *const flags[] = {"--resume", NULL};
+  if (!cli_check_options(argc, argv, with_value, flags)) return 2;
+  const char *config = cli_opt(argc, argv, "--config"), *spec = cli_opt(argc, argv, "--data");
+  const char *out = cli_opt(argc, argv, "--out");
+  if (!config || !spec || !out) {
+    fprintf(stderr, "damo train: a GPT-2 config needs --config FILE, --data moby-dick|sotu|FILE and --out DIR\n");
+    return 2;
+  }
+  gpt_run r = {damo_gpt2_train_defaults(), 100, 10, 0};
+  if (!read_train_object(config, &r) || !read_train_flags(argc, argv, &r)) return 2;
+  if (r.opt.min_lr > r.opt.lr) r.opt.min_lr = r.opt.lr;
+
+  damo_gpt2_config cfg;
+  if (damo_gpt2_config_load(config, &cfg) != DAMO_OK) return cli_fail("train");
+  damo_bpe *bpe = NULL;
+  damo_token_data *data = NULL;
+  damo_gpt2 *m = NULL;
+  damo_gpt2_trainer *t = NULL;
+  int rc = 1;
+  if (damo_bpe_load(cli_opt(argc, argv, "--vocab"), &bpe) != DAMO_OK) {
+    rc = cli_fail("train: loading the GPT-2 tokenizer");
+    goto done;
+  }
+  if (damo_bpe_vocab_size(bpe) > cfg.vocab_size) {
+    fprintf(stderr, "damo train: the config's vocab_size %d is smaller than the tokenizer's %d ids\n", cfg.vocab_size,
+            damo_bpe_vocab_size(bpe));
+    goto done;
+  }
+  if (damo_token_data_load(spec, bpe, &data) != DAMO_OK) {
+    rc = cli_fail("train");
+    goto done;
+  }
+  if (damo_gpt2_new(&cfg, r.opt.seed, &m) != DAMO_OK || damo_gpt2_trainer_new(m, data, &r.opt, &t) != DAMO_OK) {
+    rc = cli_fail("train");
+    goto done;
+  }
+  print_header(&cfg, m, data, &r, spec);
+  if (cli_flag(argc, argv, "--resume")) {
+    if (damo_gpt2_trainer_resume(t, out) != DAMO_OK) {
+      rc = cli_fail("train --resume");
+      goto done;
+    }
+    printf("resumed from %s at step %lld\n", out, (long long)damo_gpt2_trainer_steps_done(t));
+  }
+  rc = run_training(t, &r, out);
+done:
+  damo_gpt2_trainer_free(t);
+  damo_gpt2_free(m);
+  damo_token_data_free(data);
+  damo_bpe_free(bpe);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ generate */
+
+static int parse_sampling(int argc, char **argv, damo_gpt2_sampling *s, long *max_new) {
+  const char *v;
+  double d;
+  long n;
+  if ((v = cli_opt(argc, argv, "--max-new-tokens")) && !cli_parse_long(v, "--max-new-tokens", 0, 1L << 20, max_new))
+    return 0;
+  if ((v = cli_opt(argc, argv, "--temperature"))) {
+    if (!cli_parse_double(v, "--temperature", &d)) return 0;
+    if (!(d >= 0)) {
+      fprintf(stderr, "damo generate: --temperature must be >= 0 (0 = greedy)\n");
+      return 0;
+    }
+    s->temperature = (float)d;
+  }
+  if ((v = cli_opt(argc, argv, "--top-k"))) {
+    if (!cli_parse_long(v, "--top-k", 0, 1L << 30, &n)) return 0;
+    s->top_k = (int)n;
+  }
+  if ((v = cli_opt(argc, argv, "--top-p"))) {
+    if (!cli_parse_double(v, "--top-p", &d)) return 0;
+    if (!(d >= 0 && d <= 1)) {
+      fprintf(stderr, "damo generate: --top-p must lie in [0, 1] (0 or 1 = off)\n");
+      return 0;
+    }
+    s->top_p = (float)d;
+  }
+  if ((v = cli_opt(argc, argv, "--seed"))) {
+    if (!cli_parse_long(v, "--seed", 0, 0x7fffffffL, &n)) return 0;
+    s->seed = (uint64_t)n;
+  }
+  return 1;
+}
+
+/* Generates n_new ids after history[0..n_prompt) into history[n_prompt..). Once the context
+ * is full the window slides: the cache is refilled with the last half-context of ids and generation
+ * continues (chunk k seeds its sampler with seed + k, so a seed still repeats). */
+static int generate_sliding(damo_gpt2 *m, int32_t *history, int64_t n_prompt, int64_t n_new, int64_t context,
+                            const damo_gpt2_sampling *s) {
+  int64_t len = n_prompt, chunk_index = 0;
+  while (len < n_prompt + n_new) {
+    int64_t remaining = n_prompt + n_new - len;
+    int64_t keep = len < context ? len : context / 2; /* the whole history while it fits */
+    int64_t chunk = remaining < context - keep ? remaining : context - keep;
+    damo_gpt2_sampling cs = *s;
+    cs.seed = s->seed + (uint64_t)chunk_index++;
+    if (damo_gpt2_generate(m, history + len - keep, keep, chunk, &cs, history + len) != DAMO_OK) return 1;
+    len += chunk;
+  }
+  return 0;
+}
+
+int cli_generate(int argc, char **argv) {
+  static const char *const with_value[] = {"--model", "--prompt", "--max-new-tokens", "--temperature", "--top-k",
+                                           "--top-p", "--seed", "--vocab", NULL};
+  if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
+  const char *dir = cli_opt(argc, argv, "--model"), *prompt = cli_opt(argc, argv, "--prompt");
+  if (!dir || !prompt) {
+    fprintf(stderr, "damo generate: --model DIR and --prompt TEXT are required\n");
+    return 2;
+  }
+  damo_gpt2_sampling s = damo_gpt2_sampling_default();
+  long max_new = 50;
+  if (!parse_sampling(argc, argv, &s, &max_new)) return 2;
+
+  damo_bpe *bpe = NULL;
+  damo_gpt2 *m = NULL;
+  int32_t *ids = NULL;
+  char *text = NULL;
+  int64_t n_ids = 0;
+  int rc = 1;
+  if (damo_bpe_load(cli_opt(argc, argv, "--vocab"), &bpe) != DAMO_OK) {
+    rc = cli_fail("generate: loading the GPT-2 tokenizer");
+    goto done;
+  }
+  if (damo_gpt2_load(dir, &m) != DAMO_OK) {
+    rc = cli_fail("generate");
+    goto done;
+  }
+  if (damo_bpe_encode(bpe, prompt, strlen(prompt), &ids, &n_ids) != DAMO_OK) {
+    rc = cli_fail("generate: encoding the prompt");
+    goto done;
+  }
+  if (n_ids == 0) { /* an empty prompt starts from <|endoftext|>, as GPT-2 was trained */
+    int32_t eot = damo_bpe_token_id(bpe, "<|endoftext|>");
+    ids = malloc(sizeof *ids);
+    if (!ids || eot < 0) {
+      fprintf(stderr, "damo generate: an empty prompt needs <|endoftext|> in the vocabulary\n");
+      goto done;
+    }
+    ids[0] = eot;
+    n_ids = 1;
+  }
+  int64_t context = damo_gpt2_get_config(m)->n_positions;
+  if (n_ids >= context) {
+    fprintf(stderr, "damo generate: the prompt is %lld tokens; the model's context is %lld\n", (long long)n_ids,
+            (long long)context);
+    goto done;
+  }
+  /* history = prompt + generated ids; out points at the generated part */
+  int32_t *history = realloc(ids, (size_t)(n_ids + max_new + 1) * sizeof *ids);
+  if (!history) goto done;
+  ids = history;
+  if (generate_sliding(m, history, n_ids, max_new, context, &s) != 0) {
+    rc = cli_fail("generate");
+    goto done;
+  }
+  const int32_t *generated = history + n_ids;
+  size_t len = 0;
+  if (damo_bpe_decode(bpe, generated, max_new, &text, &len) != DAMO_OK) {
+    rc = cli_fail("generate: decoding");
+    goto done;
+  }
+  fputs(prompt, stdout);
+  fwrite(text, 1, len, stdout);
+  putchar('\n');
+  rc = 0;
+done:
+  free(text);
+  free(ids);
+  damo_gpt2_free(m);
+  damo_bpe_free(bpe);
+  return rc;
+}

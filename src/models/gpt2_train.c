@@ -1,0 +1,369 @@
+/* gpt2_train.c - the GPT-2 training loop: random windows, gradient accumulation, AdamW with
+ * a decay mask, cosine schedule with warm-up, clipping, validation, checkpoints and resume.
+ *
+ * Batches. Each micro-batch is batch_size windows of T + 1 tokens drawn uniformly (seeded
+ * damo_rng) from the training part: ids = window[0..T), targets = window[1..T]. A step draws
+ * its grad_accum micro-batches one after the other from the same rng, so (batch B, accum 2)
+ * sees exactly the windows of (batch 2B, accum 1), in the same order.
+ *
+ * Gradient accumulation. backward overwrites the model's grad block, so micro-batch
+ * gradients are summed into a separate buffer and multiplied by 1/accum: the mean over
+ * micro-batches of per-micro-batch mean losses, i.e. the gradient of the mean loss over all
+ * accum x B x T positions (equal to one big batch up to float rounding).
+ *
+ * Optimizer. One damo_optimizer (AdamW) over the whole flat parameter block with a decay mask
+ * (damo_optimizer_set_decay_mask): weight decay on every 2-D matrix - wte (tied to the LM
+ * head), wpe, c_attn, attn.c_proj, c_fc, mlp.c_proj - and none on biases or LayerNorm
+ * weights/biases. This is what nanoGPT (decay iff dim >= 2) and HuggingFace's Trainer (no
+ * decay for bias and LayerNorm.weight) both do for GPT-2. The padding between tensors in the
+ * block has zero gradients and no decay, so it stays zero.
+ *
+ * Schedule: linear warm-up to lr over warmup_steps, then cosine to min_lr at `steps`
+ * (damo_schedule COSINE, a pure function of the step). Clipping: the optimizer's global
+ * norm clip, on the averaged gradient.
+ *
+ * Checkpoint: see damo_gpt2_trainer_save in damo.h. Resuming restores parameters, moments,
+ * the optimizer step (which drives the schedule), the trainer step and the window rng, so
+ * the continued run draws the same windows and computes the same numbers. */
+#include "internal.h"
+#include "models/gpt2.h"
+
+#include <math.h>
+
+#define STATE_FILE "trainer_state.safetensors"
+#define STATE_PARAMS "trainer.params"
+#define STATE_STEP "trainer.step"
+#define STATE_RNG "trainer.rng"
+#define STATE_SHAPE "trainer.batch_shape"
+
+struct damo_gpt2_trainer {
+  damo_gpt2 *model;
+  const damo_token_data *data;
+  damo_gpt2_train_options opt;
+  damo_gpt2_graph *graph;
+  damo_optimizer *optimizer;
+  damo_optimizer_config optimizer_config;
+  damo_rng rng;
+  int32_t *ids, *targets;    /* (B, T) each */
+  float *grad_sum;           /* accumulation buffer (accum > 1 only) */
+  int64_t *eval_starts, n_eval;
+  int64_t steps_done;
+};
+
+damo_gpt2_train_options damo_gpt2_train_defaults(void) {
+  damo_gpt2_train_options o;
+  memset(&o, 0, sizeof o);
+  o.steps = 1000;
+  o.batch_size = 8;
+  o.seq_len = 128;
+  o.grad_accum = 1;
+  o.lr = 3e-4f;
+  o.min_lr = 3e-5f;
+  o.warmup_steps = 100;
+  o.weight_decay = 0.1f;
+  o.beta1 = 0.9f;
+  o.beta2 = 0.95f;
+  o.eps = 1e-8f;
+  o.clip_norm = 1.0f;
+  o.eval_windows = 32;
+  o.seed = 42;
+  return o;
+}
+
+static damo_status check_options(const damo_gpt2_train_options *o, const damo_gpt2 *m, const damo_token_data *d) {
+  const char *w = "gpt2_trainer";
+  if (o->steps < 1 || o->batch_size < 1 || o->seq_len < 1 || o->grad_accum < 1 || o->eval_windows < 1)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: steps %lld, batch_size %lld, seq_len %lld, grad_accum %lld and "
+                      "eval_windows %lld must all be >= 1", w, (long long)o->steps, (long long)o->batch_size,
+                      (long long)o->seq_len, (long long)o->grad_accum, (long long)o->eval_windows);
+  if (o->seq_len > m->config.n_positions)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: seq_len %lld exceeds the model's n_positions %d", w,
+                      (long long)o->seq_len, m->config.n_positions);
+  if (!(o->lr > 0.0f) || !isfinite(o->lr) || !(o->min_lr >= 0.0f) || o->min_lr > o->lr)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: lr %g must be > 0 and min_lr %g in [0, lr]", w, (double)o->lr,
+                      (double)o->min_lr);
+  if (o->warmup_steps < 0) return damo_error(DAMO_ERR_INVALID_ARG, "%s: warmup_steps %lld < 0", w, (long long)o->warmup_steps);
+  int64_t window = o->seq_len + 1, n_val = d->n_tokens - d->n_train;
+  if (d->n_train < window)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: the training part has %lld tokens, fewer than one window of seq_len + 1 "
+                      "= %lld", w, (long long)d->n_train, (long long)window);
+  if (n_val < window)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: the validation part has %lld tokens, fewer than one window of seq_len + "
+                      "1 = %lld", w, (long long)n_val, (long long)window);
+  if (d->n_train - o->seq_len > (int64_t)UINT32_MAX)
+    return damo_error(DAMO_ERR_UNSUPPORTED, "%s: %lld training tokens; at most 2^32 are supported", w, (long long)d->n_train);
+  for (int64_t i = 0; i < d->n_tokens; i++)
+    if (d->ids[i] < 0 || d->ids[i] >= m->config.vocab_size)
+      return damo_error(DAMO_ERR_INVALID_ARG, "%s: token %lld is id %d, outside the model's vocabulary [0, %d)", w,
+                        (long long)i, d->ids[i], m->config.vocab_size);
+  return DAMO_OK;
+}
+
+damo_status damo_gpt2_decay_mask(const damo_gpt2 *m, uint8_t *mask) {
+  if (!m || !mask) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_decay_mask: NULL argument");
+  memset(mask, 0, (size_t)m->n_params_padded);
+  for (int i = 0; i < m->n_tensors; i++) {
+    const damo_tensor *t = m->values[i];
+    if (t->ndim != 2) continue;
+    int64_t offset = (const float *)t->data - m->param_block;
+    memset(mask + offset, 1, (size_t)damo_tensor_numel(t));
+  }
+  return DAMO_OK;
+}
+
+/* eval_windows rounded up to whole batches, spread evenly over the validation part. */
+static damo_status place_eval_windows(damo_gpt2_trainer *t) {
+  int64_t B = t->opt.batch_size, T = t->opt.seq_len;
+  int64_t n = (t->opt.eval_windows + B - 1) / B * B;
+  t->eval_starts = malloc((size_t)n * sizeof *t->eval_starts);
+  if (!t->eval_starts) return damo_error(DAMO_ERR_NOMEM, "gpt2_trainer: out of memory for %lld eval windows", (long long)n);
+  int64_t span = t->data->n_tokens - t->data->n_train - (T + 1); /* last valid start, relative */
+  for (int64_t i = 0; i < n; i++) t->eval_starts[i] = t->data->n_train + (n > 1 ? span * i / (n - 1) : 0);
+  t->n_eval = n;
+  return DAMO_OK;
+}
+
+void damo_gpt2_trainer_free(damo_gpt2_trainer *t) {
+  if (!t) return;
+  damo_gpt2_graph_free(t->graph);
+  damo_optimizer_free(t->optimizer);
+  free(t->ids);
+  free(t->targets);
+  damo_free(t->grad_sum);
+  free(t->eval_starts);
+  free(t);
+}
+
+damo_status damo_gpt2_trainer_new(damo_gpt2 *m, const damo_token_data *data, const damo_gpt2_train_options *opt,
+                                  damo_gpt2_trainer **out) {
+  if (!m || !data || !opt || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_new: NULL argument");
+  *out = NULL;
+  damo_status st = check_options(opt, m, data);
+  if (st != DAMO_OK) return st;
+  damo_gpt2_trainer *t = calloc(1, sizeof *t);
+  if (!t) return damo_error(DAMO_ERR_NOMEM, "gpt2_trainer_new: out of memory");
+  t->model = m;
+  t->data = data;
+  t->opt = *opt;
+  damo_rng_seed(&t->rng, opt->seed);
+
+  damo_optimizer_config c = damo_adamw(opt->lr, opt->weight_decay);
+  c.beta1 = opt->beta1;
+  c.beta2 = opt->beta2;
+  c.eps = opt->eps;
+  c.clip_norm = opt->clip_norm;
+  c.schedule.kind = DAMO_SCHED_COSINE;
+  c.schedule.warmup_steps = opt->warmup_steps;
+  c.schedule.total_steps = opt->steps;
+  c.schedule.min_lr = opt->min_lr;
+  t->optimizer_config = c;
+
+  size_t n_bt = (size_t)(opt->batch_size * opt->seq_len);
+  t->ids = malloc(n_bt * sizeof *t->ids);
+  t->targets = malloc(n_bt * sizeof *t->targets);
+  if (!t->ids || !t->targets) st = damo_error(DAMO_ERR_NOMEM, "gpt2_trainer_new: out of memory for a batch");
+  if (st == DAMO_OK && !(t->optimizer = damo_optimizer_new(&c, m->n_params_padded)))
+    st = damo_error_prefix(DAMO_ERR_INVALID_ARG, "gpt2_trainer_new: ");
+  if (st == DAMO_OK) {
+    uint8_t *mask = malloc((size_t)m->n_params_padded);
+    st = mask ? damo_gpt2_decay_mask(m, mask) : damo_error(DAMO_ERR_NOMEM, "gpt2_trainer_new: out of memory for the decay mask");
+    if (st == DAMO_OK) st = damo_optimizer_set_decay_mask(t->optimizer, mask);
+    free(mask);
+  }
+  if (st == DAMO_OK && opt->grad_accum > 1 && !(t->grad_sum = damo_alloc((size_t)m->n_params_padded * sizeof(float))))
+    st = DAMO_ERR_NOMEM;
+  if (st == DAMO_OK) st = place_eval_windows(t);
+  if (st == DAMO_OK) st = damo_gpt2_graph_new(m, opt->batch_size, opt->seq_len, 1, &t->graph);
+  if (st != DAMO_OK) {
+    damo_gpt2_trainer_free(t);
+    return st;
+  }
+  *out = t;
+  return DAMO_OK;
+}
+
+int64_t damo_gpt2_trainer_steps_done(const damo_gpt2_trainer *t) { return t ? t->steps_done : 0; }
+
+/* Copies window b starting at token `start` into the batch arrays. */
+static void fill_window(damo_gpt2_trainer *t, int64_t b, int64_t start) {
+  int64_t T = t->opt.seq_len;
+  const int32_t *src = t->data->ids + start;
+  memcpy(t->ids + b * T, src, (size_t)T * sizeof *src);
+  memcpy(t->targets + b * T, src + 1, (size_t)T * sizeof *src);
+}
+
+static void draw_batch(damo_gpt2_trainer *t) {
+  uint32_t n_starts = (uint32_t)(t->data->n_train - t->opt.seq_len); /* starts 0 .. n_train - T - 1 */
+  for (int64_t b = 0; b < t->opt.batch_size; b++) fill_window(t, b, (int64_t)damo_rng_below(&t->rng, n_starts));
+}
+
+damo_status damo_gpt2_trainer_step(damo_gpt2_trainer *t, damo_gpt2_step_report *report) {
+  if (!t) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_step: NULL trainer");
+  int64_t n;
+  float *grads = damo_gpt2_grad_block(t->model, &n);
+  float *params = damo_gpt2_param_block(t->model, NULL);
+  int64_t K = t->opt.grad_accum;
+  double loss_sum = 0.0;
+  for (int64_t k = 0; k < K; k++) {
+    draw_batch(t);
+    float loss;
+    damo_status st = damo_gpt2_graph_forward(t->graph, t->ids, t->targets, &loss);
+    if (st == DAMO_OK) st = damo_gpt2_graph_backward(t->graph);
+    if (st == DAMO_OK && !isfinite(loss))
+      st = damo_error(DAMO_ERR_NUMERIC, "loss is %g", (double)loss);
+    if (st != DAMO_OK)
+      return damo_error_prefix(st, "gpt2 training step %lld, micro-batch %lld of %lld: ", (long long)t->steps_done + 1,
+                               (long long)k + 1, (long long)K);
+    loss_sum += loss;
+    if (K == 1) break;
+    float *acc = t->grad_sum;
+    if (k == 0)
+      memcpy(acc, grads, (size_t)n * sizeof *acc);
+    else
+      for (int64_t i = 0; i < n; i++) acc[i] += grads[i];
+  }
+  if (K > 1) {
+    const float scale = 1.0f / (float)K;
+    for (int64_t i = 0; i < n; i++) grads[i] = t->grad_sum[i] * scale;
+  }
+  int64_t step = damo_optimizer_steps(t->optimizer);
+  float lr = damo_schedule_lr(&t->optimizer_config.schedule, t->optimizer_config.lr, step, t->opt.steps);
+  float norm = 0.0f;
+  damo_status st = damo_optimizer_step(t->optimizer, params, grads, t->opt.steps, &norm);
+  if (st != DAMO_OK) return damo_error_prefix(st, "gpt2 training step %lld: ", (long long)t->steps_done + 1);
+  t->steps_done++;
+  if (report) {
+    report->step = t->steps_done;
+    report->loss = (float)(loss_sum / (double)K);
+    report->lr = lr;
+    report->grad_norm = norm;
+    report->tokens = K * t->opt.batch_size * t->opt.seq_len;
+  }
+  return DAMO_OK;
+}
+
+damo_status damo_gpt2_trainer_eval(damo_gpt2_trainer *t, float *val_loss) {
+  if (!t || !val_loss) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_eval: NULL argument");
+  int64_t B = t->opt.batch_size;
+  double sum = 0.0;
+  for (int64_t first = 0; first < t->n_eval; first += B) {
+    for (int64_t b = 0; b < B; b++) fill_window(t, b, t->eval_starts[first + b]);
+    float loss;
+    damo_status st = damo_gpt2_graph_forward(t->graph, t->ids, t->targets, &loss);
+    if (st != DAMO_OK)
+      return damo_error_prefix(st, "gpt2 validation after step %lld, windows %lld..%lld: ", (long long)t->steps_done,
+                               (long long)first, (long long)(first + B - 1));
+    sum += loss;
+  }
+  *val_loss = (float)(sum / (double)(t->n_eval / B));
+  return DAMO_OK;
+}
+
+/* ------------------------------------------------------------------ checkpoints */
+
+static damo_tensor *i32_tensor(int64_t count, const int32_t *values) {
+  damo_tensor *x = damo_tensor_new(DAMO_I32, 1, &count);
+  if (x) memcpy(x->data, values, (size_t)count * sizeof *values);
+  return x;
+}
+
+damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir) {
+  if (!t || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_save: NULL argument");
+  damo_status st = damo_gpt2_save(t->model, dir);
+  if (st != DAMO_OK) return damo_error_prefix(st, "checkpoint at step %lld: ", (long long)t->steps_done);
+  damo_tensor_dict *d = damo_tensor_dict_new();
+  if (!d) return damo_error(DAMO_ERR_NOMEM, "checkpoint at step %lld: out of memory", (long long)t->steps_done);
+  int64_t n = t->model->n_params_padded;
+  damo_tensor *params = damo_tensor_new(DAMO_F32, 1, &n);
+  if (params) memcpy(params->data, t->model->param_block, (size_t)n * sizeof(float));
+  int32_t step[2] = {(int32_t)(t->steps_done & 0x7fffffff), (int32_t)(t->steps_done >> 31)};
+  int32_t rng[4];
+  memcpy(rng, t->rng.s, sizeof rng);
+  int32_t shape[3] = {(int32_t)t->opt.batch_size, (int32_t)t->opt.seq_len, (int32_t)t->opt.grad_accum};
+  st = params ? damo_tensor_dict_add(d, STATE_PARAMS, params) : DAMO_ERR_NOMEM;
+  if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_STEP, i32_tensor(2, step));
+  if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_RNG, i32_tensor(4, rng));
+  if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_SHAPE, i32_tensor(3, shape));
+  if (st == DAMO_OK) st = damo_optimizer_state(t->optimizer, d);
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%s", dir, STATE_FILE);
+  static const char *const meta[] = {"format", "damo-gpt2-trainer"};
+  if (st == DAMO_OK) st = damo_safetensors_save(path, d, meta, 1);
+  damo_tensor_dict_free(d);
+  if (st != DAMO_OK) return damo_error_prefix(st, "checkpoint at step %lld: ", (long long)t->steps_done);
+  return DAMO_OK;
+}
+
+static damo_status get_i32(const damo_tensor_dict *d, const char *name, int64_t count, const char *path,
+                           const damo_tensor **out) {
+  const damo_tensor *x = damo_tensor_dict_get(d, name);
+  if (!x) return damo_error(DAMO_ERR_FORMAT, "%s: missing tensor '%s'", path, name);
+  if (x->dtype != DAMO_I32 || damo_tensor_numel(x) != count)
+    return damo_error(DAMO_ERR_FORMAT, "%s: tensor '%s' must be i32 with %lld values", path, name, (long long)count);
+  *out = x;
+  return DAMO_OK;
+}
+
+static int same_config(const damo_gpt2_config *a, const damo_gpt2_config *b) {
+  return a->n_layer == b->n_layer && a->n_head == b->n_head && a->n_embd == b->n_embd &&
+         a->n_positions == b->n_positions && a->vocab_size == b->vocab_size &&
+         a->layer_norm_epsilon == b->layer_norm_epsilon;
+}
+
+damo_status damo_gpt2_trainer_resume(damo_gpt2_trainer *t, const char *dir) {
+  if (!t || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_resume: NULL argument");
+  char path[4200];
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  damo_gpt2_config cfg;
+  damo_status st = damo_gpt2_config_load(path, &cfg);
+  if (st != DAMO_OK) return damo_error_prefix(st, "resuming from %s: ", dir);
+  const damo_gpt2_config *have = &t->model->config;
+  if (!same_config(&cfg, have))
+    return damo_error(DAMO_ERR_SHAPE, "resuming: %s describes n_layer %d, n_head %d, n_embd %d, n_positions %d, vocab %d; "
+                      "the model being trained has %d, %d, %d, %d, %d", path, cfg.n_layer, cfg.n_head, cfg.n_embd,
+                      cfg.n_positions, cfg.vocab_size, have->n_layer, have->n_head, have->n_embd, have->n_positions,
+                      have->vocab_size);
+  snprintf(path, sizeof path, "%s/%s", dir, STATE_FILE);
+  damo_tensor_dict *d;
+  if ((st = damo_safetensors_load(path, &d)) != DAMO_OK) return damo_error_prefix(st, "resuming: ");
+  const damo_tensor *step_t = NULL, *rng_t = NULL, *shape_t = NULL;
+  const damo_tensor *params = damo_tensor_dict_get(d, STATE_PARAMS);
+  int64_t n = t->model->n_params_padded;
+  if (!params || params->dtype != DAMO_F32 || damo_tensor_numel(params) != n)
+    st = damo_error(DAMO_ERR_FORMAT, "%s: tensor '%s' must be f32 with %lld values (this model's parameter block)", path,
+                    STATE_PARAMS, (long long)n);
+  if (st == DAMO_OK) st = get_i32(d, STATE_STEP, 2, path, &step_t);
+  if (st == DAMO_OK) st = get_i32(d, STATE_RNG, 4, path, &rng_t);
+  if (st == DAMO_OK) st = get_i32(d, STATE_SHAPE, 3, path, &shape_t);
+  if (st == DAMO_OK) {
+    const int32_t *s = damo_tensor_i32(shape_t);
+    if (s[0] != t->opt.batch_size || s[1] != t->opt.seq_len || s[2] != t->opt.grad_accum)
+      st = damo_error(DAMO_ERR_INVALID_ARG, "%s: the checkpoint was trained with batch %d, seq_len %d, grad_accum %d; "
+                      "this run has %lld, %lld, %lld (a resumed run must keep them to continue the same run)", path,
+                      s[0], s[1], s[2], (long long)t->opt.batch_size, (long long)t->opt.seq_len,
+                      (long long)t->opt.grad_accum);
+  }
+  if (st == DAMO_OK) {
+    const float *p = damo_tensor_f32(params);
+    for (int64_t i = 0; i < n && st == DAMO_OK; i++)
+      if (!isfinite(p[i])) st = damo_error(DAMO_ERR_NUMERIC, "%s: parameter %lld is not finite", path, (long long)i);
+  }
+  int64_t steps = 0;
+  if (st == DAMO_OK) {
+    const int32_t *s = damo_tensor_i32(step_t);
+    steps = (int64_t)s[0] + ((int64_t)s[1] << 31);
+    if (s[0] < 0 || s[1] < 0) st = damo_error(DAMO_ERR_FORMAT, "%s: negative step", path);
+  }
+  /* load_state checks everything before changing the optimizer */
+  if (st == DAMO_OK && (st = damo_optimizer_load_state(t->optimizer, d)) != DAMO_OK) damo_error_prefix(st, "%s: ", path);
+  if (st == DAMO_OK && damo_optimizer_steps(t->optimizer) != steps)
+    st = damo_error(DAMO_ERR_FORMAT, "%s: trainer step %lld and optimizer step %lld differ", path, (long long)steps,
+                    (long long)damo_optimizer_steps(t->optimizer));
+  if (st == DAMO_OK) {
+    memcpy(t->model->param_block, params->data, (size_t)n * sizeof(float));
+    memcpy(t->rng.s, rng_t->data, sizeof t->rng.s);
+    t->steps_done = steps;
+  }
+  damo_tensor_dict_free(d);
+  return st;
+}
