@@ -172,7 +172,7 @@ def write_results(results):
         f.write("# Benchmark results\n\nThe latest `make bench` (written by bench/run.py; the raw figures are in "
                 "bench/results.json).\n\n")
         f.write("- command: `make bench`\n- machine: %s\n- threads: %d (both sides)\n- date: %s\n"
-                % (results["machine"], threads, results["date"]))
+                % (results["machine"], results["threads"], results["date"]))
         some = next((results[w] for w in ("W1", "W2", "W3") if w in results), {"torch": {}})
         f.write("- PyTorch %s with BLAS %s\n\n" % (some["torch"].get("torch", "?"), results["blas_for_torch"]))
         f.write(table + "\n")
