@@ -76,7 +76,7 @@ def blas_in_use():
 
 # id, model config, epochs for the accuracy figure (BENCHMARKS.md), timed epochs, probe steps
 WORKLOADS = [("W1", "examples/configs/mlp_fashion_mnist.json", "10", 3, 300),
-             ("W2", "examples/configs/cnn_fashion_mnist.json", "5", 1, 60),
+             ("W2", "examples/configs/cnn_fashion_mnist.json", "5", 3, 60),
              ("W3", "examples/configs/lstm_fashion_mnist.json", "5", 3, 300)]
 
 
