@@ -414,7 +414,7 @@ static void remove_tree(const char *dir) {
 }
 
 int main(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/damo_test_bpe_XXXXXX");
+  tmpdir_template("bpe");
   if (!mkdtemp(tmpdir)) {
     perror("mkdtemp");
     return 1;

@@ -408,7 +408,7 @@ static void test_preprocess(void) {
 }
 
 int main(void) {
-  snprintf(tmpdir, sizeof tmpdir, "%s/damo_test_data_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  tmpdir_template("data");
   if (!mkdtemp(tmpdir)) {
     perror("mkdtemp");
     return 1;

@@ -521,7 +521,7 @@ static void test_new_and_step(void) {
 
 int main(void) {
   verbose = getenv("TEST_GPT2_VERBOSE") != NULL;
-  snprintf(tmpdir, sizeof tmpdir, "%s/damo_test_gpt2_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  tmpdir_template("gpt2");
   if (!mkdtemp(tmpdir)) {
     perror("mkdtemp");
     return 1;

@@ -430,7 +430,7 @@ static void test_cli(void) {
 }
 
 int main(void) {
-  snprintf(tmpdir, sizeof tmpdir, "%s/damo_test_gpt2_train_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  tmpdir_template("gpt2_train");
   if (!mkdtemp(tmpdir)) {
     perror("mkdtemp");
     return 1;

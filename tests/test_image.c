@@ -605,7 +605,7 @@ static void remove_tmpdir(void) {
 }
 
 int main(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/damo_test_image_XXXXXX");
+  tmpdir_template("image");
   if (!mkdtemp(tmpdir)) {
     perror("mkdtemp");
     return 1;

@@ -459,7 +459,7 @@ static void test_safetensors_bad(void) {
 }
 
 int main(void) {
-  snprintf(tmpdir, sizeof tmpdir, "%s/damo_test_io_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  tmpdir_template("io");
   if (!mkdtemp(tmpdir)) {
     perror("mkdtemp");
     return 1;

@@ -462,7 +462,7 @@ static void test_spam_assassin_real(void) {
 }
 
 int main(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/damo_text_XXXXXX");
+  tmpdir_template("text");
   if (!mkdtemp(tmpdir)) return 1;
   RUN(test_clean_real_mails);
   RUN(test_clean_mime_and_html);

@@ -237,7 +237,7 @@ static void test_cli_pictures(void) {
 }
 
 int main(void) {
-  snprintf(tmpdir, sizeof tmpdir, "%s/damo_test_vision_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  tmpdir_template("vision");
   if (!mkdtemp(tmpdir)) {
     perror("mkdtemp");
     return 1;

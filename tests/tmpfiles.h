@@ -3,8 +3,16 @@
 #ifndef DAMO_TEST_TMPFILES_H
 #define DAMO_TEST_TMPFILES_H
 #include <stdio.h>
+#include <stdlib.h>
 
 static char tmpdir[256];
+
+/* Sets tmpdir to the mkdtemp template $TMPDIR/damo_test_<suite>_XXXXXX (/tmp without TMPDIR);
+ * the suite's main() then calls mkdtemp(tmpdir). */
+static void tmpdir_template(const char *suite) {
+  const char *base = getenv("TMPDIR");
+  snprintf(tmpdir, sizeof tmpdir, "%s/damo_test_%s_XXXXXX", base && base[0] ? base : "/tmp", suite);
+}
 
 /* tmpdir/name; four rotating buffers so one call's result survives the next three. */
 static const char *tmp_path(const char *name) {

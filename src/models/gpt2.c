@@ -362,8 +362,8 @@ static damo_status generate_cached(damo_gpt2 *m, const int32_t *prompt, int64_t 
   return st;
 }
 
-damo_status damo_gpt2_generate_greedy(damo_gpt2 *m, const int32_t *prompt, int64_t n_prompt, int64_t n_new,
-                                      int use_kv_cache, int32_t *out) {
+damo_status damo_gpt2_check_prompt(const damo_gpt2 *m, const int32_t *prompt, int64_t n_prompt, int64_t n_new,
+                                   const int32_t *out) {
   if (!m || !prompt || !out || n_prompt < 1 || n_new < 0)
     return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_generate: needs a model, a prompt of at least one id and n_new >= 0");
   int64_t V = m->config.vocab_size;
@@ -374,7 +374,13 @@ damo_status damo_gpt2_generate_greedy(damo_gpt2 *m, const int32_t *prompt, int64
     if (prompt[i] < 0 || prompt[i] >= V)
       return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_generate: prompt id %d at %lld is outside [0, %lld)", prompt[i],
                         (long long)i, (long long)V);
-  if (n_new == 0) return DAMO_OK;
+  return DAMO_OK;
+}
+
+damo_status damo_gpt2_generate_greedy(damo_gpt2 *m, const int32_t *prompt, int64_t n_prompt, int64_t n_new,
+                                      int use_kv_cache, int32_t *out) {
+  damo_status st = damo_gpt2_check_prompt(m, prompt, n_prompt, n_new, out);
+  if (st != DAMO_OK || n_new == 0) return st;
   return use_kv_cache ? generate_cached(m, prompt, n_prompt, n_new, out)
                       : generate_recompute(m, prompt, n_prompt, n_new, out);
 }

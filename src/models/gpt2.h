@@ -31,4 +31,9 @@ damo_status gpt2_alloc(const damo_gpt2_config *cfg, damo_gpt2 **out);
 /* Index of a tensor by its HuggingFace name (no prefix), -1 if none. */
 int gpt2_tensor_index(const damo_gpt2 *m, const char *name);
 
+/* Checks a generation request: model, prompt ids in [0, vocab), n_prompt + n_new within
+ * n_positions, out given. Shared by greedy and sampled generation. */
+damo_status damo_gpt2_check_prompt(const damo_gpt2 *m, const int32_t *prompt, int64_t n_prompt, int64_t n_new,
+                                   const int32_t *out);
+
 #endif

@@ -131,18 +131,10 @@ damo_status damo_gpt2_sample_id(const float *logits, int64_t n, const damo_gpt2_
 
 damo_status damo_gpt2_generate(damo_gpt2 *m, const int32_t *prompt, int64_t n_prompt, int64_t n_new,
                                const damo_gpt2_sampling *s, int32_t *out) {
-  if (!m || !prompt || !out || n_prompt < 1 || n_new < 0)
-    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_generate: needs a model, a prompt of at least one id and n_new >= 0");
-  int64_t V = m->config.vocab_size;
-  damo_status st = check_sampling(s, V);
+  damo_status st = damo_gpt2_check_prompt(m, prompt, n_prompt, n_new, out);
   if (st != DAMO_OK) return st;
-  if (n_prompt + n_new > m->config.n_positions)
-    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_generate: %lld prompt + %lld new ids exceed n_positions %d",
-                      (long long)n_prompt, (long long)n_new, m->config.n_positions);
-  for (int64_t i = 0; i < n_prompt; i++)
-    if (prompt[i] < 0 || prompt[i] >= V)
-      return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_generate: prompt id %d at %lld is outside [0, %lld)", prompt[i],
-                        (long long)i, (long long)V);
+  int64_t V = m->config.vocab_size;
+  if ((st = check_sampling(s, V)) != DAMO_OK) return st;
   if (n_new == 0) return DAMO_OK;
   damo_rng rng;
   damo_rng_seed(&rng, s->seed);
