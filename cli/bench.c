@@ -39,7 +39,7 @@ static int bench_peak(void) {
   return 0;
 }
 
-/* Median GFLOP/s of repeated C = A B over at least ~1 s after a warm-up. */
+/* Median GFLOP/s of repeated C = A B: seven samples of ~0.2 s after a warm-up. */
 static int bench_gemm(int argc, char **argv) {
   printf("{\"threads\": %d, \"simd\": \"%s\", \"gemm\": [", damo_num_threads(), damo_simd_path());
   double peak_before = damo_fma_peak_gflops(damo_num_threads());
@@ -57,8 +57,18 @@ static int bench_gemm(int argc, char **argv) {
     for (long k = 0; k < M * K; k++) A[k] = damo_rng_uniform(&r) - 0.5f;
     for (long k = 0; k < K * N; k++) B[k] = damo_rng_uniform(&r) - 0.5f;
     double flop = 2.0 * (double)M * (double)N * (double)K;
-    damo_sgemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N); /* warm-up: page faults, packing buffers */
-    int reps = (int)fmax(3, fmin(1e6, 0.2e9 / flop));      /* ~0.1-1 s per sample */
+    /* Warm-up of at least half a second: page faults, packing buffers, and the host, whose
+     * cores run the first few hundred milliseconds of a busy process far slower (the first
+     * size measured used to read 40-70% of peak and the next one 85%). The warm-up's pace
+     * sizes the samples to ~0.2 s each. */
+    double warm_start = now(), warm_time;
+    long warm_reps = 0;
+    do {
+      damo_sgemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+      warm_reps++;
+      warm_time = now() - warm_start;
+    } while (warm_time < 0.5);
+    int reps = (int)fmax(3, fmin(1e6, 0.2 * warm_reps / warm_time));
     double samples[7];
     for (int s = 0; s < 7; s++) {
       double t0 = now();
