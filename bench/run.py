@@ -79,6 +79,10 @@ WORKLOADS = [("W1", "examples/configs/mlp_fashion_mnist.json", "10", 3, 300),
              ("W2", "examples/configs/cnn_fashion_mnist.json", "5", 3, 60),
              ("W3", "examples/configs/lstm_fashion_mnist.json", "5", 3, 300)]
 
+# W4: GPT-2 on Moby Dick. The budget is 200 steps of 8 x 128 tokens (the config trains 2000):
+# PyTorch takes seconds per step here, and the bench must finish in a sitting.
+W4_CONFIG, W4_STEPS, W4_PROBE_STEPS, W4_WARMUP_STEPS = "examples/configs/gpt2_w4.json", 200, 4, 3
+
 
 def bench_workload(wid, damo, config, acc_epochs, repeats, probe_steps, work, threads, env_threads, quick):
     """damo first; then PyTorch probed under each configuration (losses must agree), then
@@ -107,6 +111,38 @@ def bench_workload(wid, damo, config, acc_epochs, repeats, probe_steps, work, th
                  best_cfg)
     return {"damo": d, "torch": t, "torch_config": describe(best_cfg),
             "torch_probes": [{"config": describe(c), "steps_per_s": round(s, 1)} for s, c in probes]}
+
+
+def bench_gpt2(damo, work, threads, env_threads, quick):
+    """W4: damo trains the budget first (writing the initial weights and tokens), then PyTorch
+    is probed under each configuration (initial validation losses must agree) and its
+    fastest configuration trains the same budget from the same weights."""
+    steps = 20 if quick else W4_STEPS
+    init = os.path.join(work, "w4_init")
+    config = os.path.join(ROOT, W4_CONFIG)
+    print("W4: %s, %d steps (damo)" % (W4_CONFIG, steps), flush=True)
+    d = run_json([damo, "bench", "gpt2", "--config", config, "--init", init, "--steps", str(steps)], env_threads)
+    script = os.path.join(HERE, "torch_bench.py")
+    probes = []
+    for cfg in TORCH_CONFIGS if not quick else TORCH_CONFIGS[:1]:
+        r = run_json([PY, script, "gpt2", str(threads), config, init, "--steps", str(steps), "--probe-steps",
+                      str(W4_PROBE_STEPS)], cfg)
+        rel = abs(r["first_loss"] - d["first_loss"]) / abs(d["first_loss"])
+        if rel > LOSS_TOLERANCE:
+            raise SystemExit("bench: W4 initial validation loss differs: damo %.7f, PyTorch %.7f (%s); refusing to "
+                             "compare" % (d["first_loss"], r["first_loss"], describe(cfg)))
+        probes.append((min(r["step_seconds"][1:]), cfg))
+    probes.sort(key=lambda p: p[0])
+    best_cfg = probes[0][1]
+    print("W4: PyTorch with %s, %d steps" % (describe(best_cfg), steps), flush=True)
+    t = run_json([PY, script, "gpt2", str(threads), config, init, "--steps", str(steps)], best_cfg)
+    return {"damo": d, "torch": t, "torch_config": describe(best_cfg), "config": W4_CONFIG, "steps": steps,
+            "torch_probes": [{"config": describe(c), "best_step_seconds": round(s, 3)} for s, c in probes]}
+
+
+def tokens_per_s(side):
+    """Median over the steps after the first few (warm-up: page faults, first packing)."""
+    return side["tokens_per_step"] / statistics.median(side["step_seconds"][W4_WARMUP_STEPS:])
 
 
 def main(argv):
@@ -144,6 +180,9 @@ def main(argv):
                                       threads, env_threads, quick)
         results[wid]["config"] = config
         results[wid]["date"] = now
+    if wanted("W4"):
+        results["W4"] = bench_gpt2(damo, work, threads, env_threads, quick)
+        results["W4"]["date"] = now
     write_results(results)
 
 
@@ -213,6 +252,21 @@ def report(r):
                            tt["accuracy_seconds"]))
         rows.append("| %s peak RSS, MB | %.0f | %.0f | %.2fx less | whole process incl. data |"
                     % (wid, dd["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / dd["peak_rss_kb"]))
+    w = r.get("W4")
+    if w:
+        dd, tt = w["damo"], w["torch"]
+        if "date" in w:
+            rows.append("| W4 measured | %s | | | |" % w["date"])
+        d_tps, t_tps = tokens_per_s(dd), tokens_per_s(tt)
+        rows.append("| W4 training, tokens/s (median step of %d) | %.0f | %.0f | %.2fx | %s; PyTorch: %s |"
+                    % (w["steps"], d_tps, t_tps, d_tps / t_tps, w["config"], w["torch_config"]))
+        rows.append("| W4 validation loss at the initial weights | %.5f | %.5f | | must agree before timing |"
+                    % (dd["first_loss"], tt["first_loss"]))
+        rows.append("| W4 validation loss after %d steps (%d tokens) | %.4f | %.4f | %+.2f%% | same recipe and "
+                    "weights, own window draws |" % (w["steps"], w["steps"] * dd["tokens_per_step"], dd["val_loss"],
+                                                     tt["val_loss"], 100 * (dd["val_loss"] / tt["val_loss"] - 1)))
+        rows.append("| W4 peak RSS, MB | %.0f | %.0f | %.2fx less | whole process incl. data |"
+                    % (dd["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / dd["peak_rss_kb"]))
     return "\n".join(rows)
 
 

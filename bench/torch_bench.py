@@ -4,6 +4,7 @@ Same workloads, shapes, data and thread count as `damo bench`; prints one JSON o
 
   torch_bench.py gemm THREADS M N K [M N K ...]
   torch_bench.py fit THREADS INIT_DIR [--repeats R] [--accuracy-epochs E] [--probe-steps S]
+  torch_bench.py gpt2 THREADS CONFIG INIT_DIR [--steps N] [--probe-steps S]   (W4: torch_gpt2.py)
 
 fit rebuilds the model of INIT_DIR/config.json (written by `damo bench fit`) in torch with
 damo's initial weights from INIT_DIR/model.safetensors (dense kernels are (in, out) where
@@ -64,9 +65,13 @@ def bench_gemm(threads, sizes):
         a = torch.rand(m, k, generator=g) - 0.5
         b = torch.rand(k, n, generator=g) - 0.5
         c = torch.empty(m, n)
-        torch.mm(a, b, out=c)
         flop = 2.0 * m * n * k
-        reps = int(max(3, min(1e6, 0.2e9 / flop)))
+        # Warm-up of at least half a second, samples of ~0.2 s: as damo bench gemm does.
+        warm_reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 0.5 or warm_reps == 0:
+            torch.mm(a, b, out=c)
+            warm_reps += 1
+        reps = int(max(3, min(1e6, 0.2 * warm_reps / (time.perf_counter() - t0))))
         samples = []
         for _ in range(7):
             t0 = time.perf_counter()
@@ -277,6 +282,10 @@ def main(argv):
         rest = argv[4:]
         res = bench_fit(threads, argv[3], option(rest, "--repeats", 3), option(rest, "--accuracy-epochs", 0),
                         option(rest, "--probe-steps", 0))
+    elif what == "gpt2":
+        from torch_gpt2 import bench_gpt2
+        rest = argv[5:]
+        res = bench_gpt2(threads, argv[3], argv[4], option(rest, "--steps", 0), option(rest, "--probe-steps", 0))
     else:
         raise SystemExit(__doc__)
     res["torch"] = torch.__version__

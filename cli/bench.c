@@ -7,7 +7,10 @@
  *   damo bench fit --config FILE --init DIR [--repeats R --accuracy-epochs E]
  *       a Fashion-MNIST workload (W1, W3, ...) from its model config: writes the initial
  *       weights to DIR (for PyTorch), the first batch's loss, whole-epoch training times,
- *       test accuracy after E epochs, peak RSS. */
+ *       test accuracy after E epochs, peak RSS.
+ *   damo bench gpt2 --config FILE --init DIR [--steps N --probe-steps P]
+ *       W4, GPT-2 on Moby Dick (cli/gpt.c): initial weights and tokens to DIR, the initial
+ *       validation loss, every step's seconds, the final validation loss, peak RSS. */
 #include "cli.h"
 
 #include <math.h>
@@ -170,8 +173,9 @@ int cli_bench(int argc, char **argv) {
   if (!strcmp(what, "peak")) return bench_peak();
   if (!strcmp(what, "gemm")) return bench_gemm(argc, argv);
   if (!strcmp(what, "fit")) return bench_fit(argc, argv);
+  if (!strcmp(what, "gpt2")) return cli_bench_gpt2(argc, argv);
   fprintf(stderr, "usage: damo bench peak | gemm M N K [M N K ...] | fit --config FILE --init DIR [--repeats R "
-                  "--accuracy-epochs E]\n"
+                  "--accuracy-epochs E] | gpt2 --config FILE --init DIR [--steps N --probe-steps P]\n"
                   "(make bench runs these next to PyTorch and writes bench/RESULTS.md)\n");
   return 2;
 }

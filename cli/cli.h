@@ -46,5 +46,6 @@ int cli_tokenize(int argc, char **argv); /* cli/tokenize.c: GPT-2 BPE */
 int cli_is_gpt2_config(const char *path);
 int cli_train_gpt2(int argc, char **argv);
 int cli_generate(int argc, char **argv);
+int cli_bench_gpt2(int argc, char **argv); /* `damo bench gpt2` (W4) */
 
 #endif

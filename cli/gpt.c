@@ -15,8 +15,10 @@
 #include "cli.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static double now_seconds(void) {
@@ -290,6 +292,91 @@ int cli_train_gpt2(int argc, char **argv) {
   }
   rc = run_training(t, &r, out);
 done:
+  damo_gpt2_trainer_free(t);
+  damo_gpt2_free(m);
+  damo_token_data_free(data);
+  damo_bpe_free(bpe);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ bench (W4) */
+
+static int cmp_double_asc(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* `damo bench gpt2 --config FILE --init DIR [--steps N] [--probe-steps P]`: damo's side of
+ * W4. Writes the initial weights (a HuggingFace directory) and the Moby Dick tokens
+ * (tokens.bin, little-endian int32) to DIR for bench/torch_gpt2.py, then prints one JSON
+ * object: the validation loss at the initial weights (PyTorch must agree before speed is
+ * compared), every step's seconds, and after the whole budget the validation loss and the
+ * peak RSS. --probe-steps trains only that many steps (no final validation). */
+int cli_bench_gpt2(int argc, char **argv) {
+  const char *config = cli_opt(argc, argv, "--config"), *init = cli_opt(argc, argv, "--init");
+  long steps = 0, probe = 0;
+  if (!config || !init) {
+    fprintf(stderr, "damo bench gpt2: --config FILE and --init DIR are required\n");
+    return 2;
+  }
+  if ((cli_opt(argc, argv, "--steps") && !cli_parse_long(cli_opt(argc, argv, "--steps"), "--steps", 1, 1L << 30, &steps)) ||
+      (cli_opt(argc, argv, "--probe-steps") &&
+       !cli_parse_long(cli_opt(argc, argv, "--probe-steps"), "--probe-steps", 1, 1L << 30, &probe)))
+    return 2;
+  gpt_run r = {damo_gpt2_train_defaults(), 100, 10, 0};
+  if (!read_train_object(config, &r)) return 2;
+  if (steps) r.opt.steps = steps;
+  damo_gpt2_config cfg;
+  damo_bpe *bpe = NULL;
+  damo_token_data *data = NULL;
+  damo_gpt2 *m = NULL;
+  damo_gpt2_trainer *t = NULL;
+  double *seconds = NULL;
+  int rc = 1;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/tokens.bin", init);
+  if (damo_gpt2_config_load(config, &cfg) != DAMO_OK || damo_bpe_load(NULL, &bpe) != DAMO_OK ||
+      damo_token_data_load("moby-dick", bpe, &data) != DAMO_OK || damo_gpt2_new(&cfg, r.opt.seed, &m) != DAMO_OK ||
+      damo_gpt2_save(m, init) != DAMO_OK ||
+      damo_write_file_atomic(path, data->ids, (size_t)data->n_tokens * sizeof *data->ids) != DAMO_OK ||
+      damo_gpt2_trainer_new(m, data, &r.opt, &t) != DAMO_OK) {
+    rc = cli_fail("bench gpt2");
+    goto done;
+  }
+  float first_loss, val_loss = NAN;
+  if (damo_gpt2_trainer_eval(t, &first_loss) != DAMO_OK) {
+    rc = cli_fail("bench gpt2");
+    goto done;
+  }
+  const long n_steps = probe ? probe : (long)r.opt.steps;
+  if (!(seconds = malloc((size_t)n_steps * sizeof *seconds))) goto done;
+  damo_gpt2_step_report rep = {0};
+  for (long s = 0; s < n_steps; s++) {
+    double t0 = now_seconds();
+    if (damo_gpt2_trainer_step(t, &rep) != DAMO_OK) {
+      rc = cli_fail("bench gpt2");
+      goto done;
+    }
+    seconds[s] = now_seconds() - t0;
+  }
+  if (!probe && damo_gpt2_trainer_eval(t, &val_loss) != DAMO_OK) {
+    rc = cli_fail("bench gpt2");
+    goto done;
+  }
+  printf("{\"threads\": %d, \"simd\": \"%s\", \"first_loss\": %.7f, \"steps\": %ld, \"tokens_per_step\": %lld, "
+         "\"step_seconds\": [",
+         damo_num_threads(), damo_simd_path(), (double)first_loss, n_steps,
+         (long long)(r.opt.batch_size * r.opt.seq_len * r.opt.grad_accum));
+  for (long s = 0; s < n_steps; s++) printf("%s%.5f", s ? ", " : "", seconds[s]);
+  printf("], \"last_train_loss\": %.5f", (double)rep.loss);
+  if (!probe) printf(", \"val_loss\": %.5f", (double)val_loss);
+  qsort(seconds, (size_t)n_steps, sizeof *seconds, cmp_double_asc);
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  printf(", \"median_step_seconds\": %.5f, \"peak_rss_kb\": %ld}\n", seconds[n_steps / 2], ru.ru_maxrss);
+  rc = 0;
+done:
+  free(seconds);
   damo_gpt2_trainer_free(t);
   damo_gpt2_free(m);
   damo_token_data_free(data);

@@ -254,6 +254,11 @@ damo_node *damo_transpose(damo_graph *g, damo_node *a, const int *perm);
 damo_node *damo_dropout(damo_graph *g, damo_node *a, float rate);
 /* Mean over the batch of -log softmax(logits)[label]; logits (B, C), labels (B) I32. */
 damo_node *damo_softmax_cross_entropy(damo_graph *g, damo_node *logits, damo_node *labels);
+/* softmax_cross_entropy(x weight^T, labels) without keeping the logits: x (N, C), weight
+ * (V, C) (a tied output embedding), labels (N) I32. Logits are made a chunk of rows at a
+ * time and their gradient multiplied out at once, so memory is one chunk (64 MB at most)
+ * plus the sizes of x and weight instead of three (N, V) tensors. For large vocabularies. */
+damo_node *damo_linear_cross_entropy(damo_graph *g, damo_node *x, damo_node *weight, damo_node *labels);
 /* Mean of the numerically stable binary cross-entropy of sigmoid(logits) vs targets in [0,1]. */
 damo_node *damo_bce_with_logits(damo_graph *g, damo_node *logits, damo_node *targets);
 /* Mean of (a - b)^2. */
@@ -846,15 +851,19 @@ damo_status damo_gpt2_save(const damo_gpt2 *m, const char *dir);
 
 /* A compiled graph for (batch, seq_len) ids, seq_len <= n_positions. training = 1 adds the
  * targets input and the loss: the mean cross-entropy over all batch x seq_len positions of
- * logits vs targets; backward writes every parameter's gradient into the grad block. */
+ * logits vs targets (damo_linear_cross_entropy: such a graph keeps no logits); backward
+ * writes every parameter's gradient into the grad block. training = 0: logits only. */
 typedef struct damo_gpt2_graph damo_gpt2_graph;
 damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, int training, damo_gpt2_graph **out);
 void damo_gpt2_graph_free(damo_gpt2_graph *gg);
 /* ids and targets (batch, seq_len) i32 (targets NULL for an inference graph; loss may be
  * NULL). The arrays must stay valid until the next forward. */
 damo_status damo_gpt2_graph_forward(damo_gpt2_graph *gg, const int32_t *ids, const int32_t *targets, float *loss);
+/* The loss of a training graph without the gradient work a backward would need (validation). */
+damo_status damo_gpt2_graph_evaluate(damo_gpt2_graph *gg, const int32_t *ids, const int32_t *targets, float *loss);
 damo_status damo_gpt2_graph_backward(damo_gpt2_graph *gg);
-/* The logits of every position, (batch, seq_len, vocab_size), after a forward. */
+/* The logits of every position, (batch, seq_len, vocab_size), after a forward of an
+ * inference graph (NULL for a training graph). */
 const float *damo_gpt2_graph_logits(const damo_gpt2_graph *gg);
 /* Inference one position at a time with a key/value cache (no graph): a step feeds the id at
  * the next position (0, 1, ...) and returns that position's logits (vocab_size floats, owned

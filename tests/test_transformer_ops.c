@@ -404,6 +404,77 @@ static void test_attention_errors(void) {
   damo_clear_error();
 }
 
+/* ------------------------------------------------------------------ fused head + loss */
+
+/* Loss and gradients of linear_cross_entropy(x, w, y) from one graph, x and w params. With
+ * chunk_rows < 0 the unfused graph: softmax_cross_entropy(matmul(x, w^T), y). training 0
+ * runs the forward as a validation pass before the backward. */
+static float linear_ce_run(int chunk_rows, int training, damo_tensor *x, damo_tensor *w, const int32_t *labels,
+                           damo_tensor *gx, damo_tensor *gw) {
+  damo_graph *g = damo_graph_new(1);
+  int64_t n_rows = x->shape[0];
+  damo_node *xn = damo_param(g, "x", x, gx), *wn = damo_param(g, "w", w, gw);
+  damo_node *y = damo_input(g, "y", DAMO_I32, 1, &n_rows);
+  damo_node *loss = chunk_rows < 0 ? damo_softmax_cross_entropy(g, damo_matmul(g, xn, wn, 0, 1), y)
+                                   : damo_linear_cross_entropy_chunked(g, xn, wn, y, chunk_rows);
+  float value = NAN;
+  if (damo_graph_compile(g, loss, 0, NULL) == DAMO_OK && damo_graph_bind(g, y, labels) == DAMO_OK &&
+      damo_graph_forward(g, training) == DAMO_OK && damo_graph_backward(g) == DAMO_OK)
+    value = damo_node_data(loss)[0];
+  damo_graph_free(g);
+  return value;
+}
+
+static void test_linear_cross_entropy(void) {
+  enum { N = 10, C = 8, V = 37 };
+  int64_t xs[2] = {N, C}, ws[2] = {V, C};
+  damo_tensor *x = damo_tensor_new(DAMO_F32, 2, xs), *w = damo_tensor_new(DAMO_F32, 2, ws);
+  damo_tensor *gx_ref = damo_tensor_new(DAMO_F32, 2, xs), *gw_ref = damo_tensor_new(DAMO_F32, 2, ws);
+  damo_tensor *gx = damo_tensor_new(DAMO_F32, 2, xs), *gw = damo_tensor_new(DAMO_F32, 2, ws);
+  fill_random(damo_tensor_f32(x), N * C, 21, 1.0f);
+  fill_random(damo_tensor_f32(w), V * C, 22, 1.0f);
+  int32_t labels[N];
+  for (int i = 0; i < N; i++) labels[i] = (i * 11 + 3) % V;
+  labels[N - 1] = V - 1;
+  const float want = linear_ce_run(-1, 1, x, w, labels, gx_ref, gw_ref);
+  CHECK(isfinite(want));
+  /* One chunk, chunks that divide N, that do not, one row at a time; and a validation
+   * forward (no gradient work) followed by a backward. */
+  const int chunks[] = {0, 5, 3, 1, 4};
+  for (int c = 0; c < 5; c++) {
+    const int training = c != 4;
+    float got = linear_ce_run(chunks[c], training, x, w, labels, gx, gw);
+    CHECK_MSG(fabsf(got - want) <= 1e-6f * fabsf(want), "chunk %d: loss %.8g vs unfused %.8g", chunks[c], got, want);
+    CHECK_CLOSE(damo_tensor_f32(gx), damo_tensor_f32(gx_ref), N * C, 1e-6, 1e-5);
+    CHECK_CLOSE(damo_tensor_f32(gw), damo_tensor_f32(gw_ref), V * C, 1e-6, 1e-5);
+  }
+  /* Finite differences through the fused op itself, chunked. */
+  damo_graph *g = damo_graph_new(1);
+  int64_t n_rows = N;
+  damo_node *xn = damo_param(g, "x", x, gx), *wn = damo_param(g, "w", w, gw);
+  damo_node *y = damo_input(g, "y", DAMO_I32, 1, &n_rows);
+  damo_node *loss = damo_linear_cross_entropy_chunked(g, xn, wn, y, 3);
+  CHECK(damo_graph_compile(g, loss, 1, &loss) == DAMO_OK && damo_graph_bind(g, y, labels) == DAMO_OK);
+  CHECK(damo_graph_forward(g, 1) == DAMO_OK && damo_graph_backward(g) == DAMO_OK);
+  damo_tensor *params[2] = {x, w}, *grads[2] = {gx, gw};
+  fd_check("linear_ce", g, loss, 2, params, grads);
+  /* A label outside the vocabulary fails the forward and names the row. */
+  labels[7] = V;
+  CHECK(damo_graph_forward(g, 1) == DAMO_ERR_INVALID_ARG);
+  CHECK(strstr(damo_last_error(), "row 7") != NULL);
+  damo_clear_error();
+  damo_graph_free(g);
+  /* Shapes: the weight's channels must match x's. */
+  g = damo_graph_new(1);
+  int64_t bad[2] = {V, C + 1};
+  damo_node *xi = damo_input(g, "x", DAMO_F32, 2, xs), *wi = damo_input(g, "w", DAMO_F32, 2, bad);
+  CHECK(damo_linear_cross_entropy(g, xi, wi, damo_input(g, "y", DAMO_I32, 1, &n_rows)) == NULL);
+  damo_graph_free(g);
+  damo_clear_error();
+  damo_tensor *all[] = {x, w, gx_ref, gw_ref, gx, gw};
+  for (int i = 0; i < 6; i++) damo_tensor_free(all[i]);
+}
+
 int main(void) {
   RUN(test_fixture_loads);
   RUN(test_layer_norm);
@@ -414,6 +485,7 @@ int main(void) {
   RUN(test_attention_thread_independent);
   RUN(test_attention_memory_linear);
   RUN(test_attention_errors);
+  RUN(test_linear_cross_entropy);
   damo_tensor_dict_free(fx);
   return test_summary("test_transformer_ops");
 }

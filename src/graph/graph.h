@@ -53,6 +53,7 @@ typedef enum damo_op {
   DAMO_OP_GELU,
   DAMO_OP_ATTENTION,
   DAMO_OP_SLICE_LAST,
+  DAMO_OP_LINEAR_CE,
   DAMO_OP_COUNT
 } damo_op;
 
@@ -137,12 +138,16 @@ extern const damo_op_def damo_op_def_conv2d, damo_op_def_max_pool2d, damo_op_def
     damo_op_def_global_avg_pool2d, damo_op_def_batch_norm;
 extern const damo_op_def damo_op_def_sequence_mask, damo_op_def_concat, damo_op_def_global_pool1d;
 extern const damo_op_def damo_op_def_layer_norm, damo_op_def_gelu, damo_op_def_attention;
-extern const damo_op_def damo_op_def_slice_last;
+extern const damo_op_def damo_op_def_slice_last, damo_op_def_linear_ce;
 
 /* Creates a node of op with inputs and runs shape inference; NULL (graph error set) on
  * failure or if any input is NULL. iparam/fparam are copied when not NULL. */
 damo_node *damo_graph_add_node(damo_graph *g, damo_op op, int n_in, damo_node *const *in, const int *iparam,
                                int n_iparam, const float *fparam, int n_fparam);
+/* damo_linear_cross_entropy with chunk_rows logits rows at a time (0: the default chunk), so
+ * tests can cover the chunk boundaries with small shapes. */
+damo_node *damo_linear_cross_entropy_chunked(damo_graph *g, damo_node *x, damo_node *weight, damo_node *labels,
+                                             int chunk_rows);
 /* Records a shape error for a builder with both shapes spelled out; returns DAMO_ERR_SHAPE. */
 damo_status damo_shape_error(const damo_node *n, const char *what, const damo_node *a, const damo_node *b);
 

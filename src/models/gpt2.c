@@ -262,7 +262,7 @@ damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, in
     free(gg);
     return DAMO_ERR_NOMEM;
   }
-  int64_t shape[2] = {batch, seq_len}, V = m->config.vocab_size;
+  int64_t shape[2] = {batch, seq_len};
   gg->ids = damo_input(g, "ids", DAMO_I32, 2, shape);
   if (training) gg->targets = damo_input(g, "targets", DAMO_I32, 2, shape);
 
@@ -282,16 +282,18 @@ damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, in
   damo_node *x = damo_add(g, damo_embedding(g, gg->ids, wte), damo_embedding(g, pos, wpe));
   for (int l = 0; l < m->config.n_layer; l++) x = build_block(g, m, l, x);
   x = damo_layer_norm(g, x, param_node(g, m, last), param_node(g, m, last + 1), m->config.layer_norm_epsilon);
-  gg->logits = damo_matmul(g, x, wte, 0, 1);
-  if (gg->logits) damo_node_set_name(gg->logits, "logits");
   if (training) {
-    int64_t flat_logits[2] = {-1, V}, flat_targets[1] = {-1};
-    gg->loss = damo_softmax_cross_entropy(g, damo_reshape(g, gg->logits, 2, flat_logits),
-                                          damo_reshape(g, gg->targets, 1, flat_targets));
+    /* The head and the loss in one op that never holds all (B T, V) logits. */
+    int64_t flat_x[2] = {-1, m->config.n_embd}, flat_targets[1] = {-1};
+    gg->loss = damo_linear_cross_entropy(g, damo_reshape(g, x, 2, flat_x), wte,
+                                         damo_reshape(g, gg->targets, 1, flat_targets));
     if (gg->loss) damo_node_set_name(gg->loss, "loss");
+  } else {
+    gg->logits = damo_matmul(g, x, wte, 0, 1);
+    if (gg->logits) damo_node_set_name(gg->logits, "logits");
   }
   damo_status st = damo_graph_status(g);
-  if (st == DAMO_OK) st = damo_graph_compile(g, gg->loss, 1, &gg->logits);
+  if (st == DAMO_OK) st = training ? damo_graph_compile(g, gg->loss, 0, NULL) : damo_graph_compile(g, NULL, 1, &gg->logits);
   if (st != DAMO_OK) {
     damo_error_prefix(st, "building the GPT-2 graph (batch %lld, length %lld): ", (long long)batch,
                       (long long)seq_len);
@@ -312,12 +314,24 @@ damo_status damo_gpt2_graph_forward(damo_gpt2_graph *gg, const int32_t *ids, con
   return st;
 }
 
+damo_status damo_gpt2_graph_evaluate(damo_gpt2_graph *gg, const int32_t *ids, const int32_t *targets, float *loss) {
+  if (!gg || !ids || !targets || !loss) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_evaluate: NULL argument");
+  if (!gg->loss) return damo_error(DAMO_ERR_STATE, "gpt2_evaluate: needs a training graph (training = 1)");
+  damo_status st = damo_graph_bind(gg->graph, gg->ids, ids);
+  if (st == DAMO_OK) st = damo_graph_bind(gg->graph, gg->targets, targets);
+  if (st == DAMO_OK) st = damo_graph_forward(gg->graph, 0); /* not training: no gradient work */
+  if (st == DAMO_OK) *loss = damo_node_data(gg->loss)[0];
+  return st;
+}
+
 damo_status damo_gpt2_graph_backward(damo_gpt2_graph *gg) {
   if (!gg || !gg->loss) return damo_error(DAMO_ERR_STATE, "gpt2_backward: needs a training graph (training = 1)");
   return damo_graph_backward(gg->graph);
 }
 
-const float *damo_gpt2_graph_logits(const damo_gpt2_graph *gg) { return gg ? damo_node_data(gg->logits) : NULL; }
+const float *damo_gpt2_graph_logits(const damo_gpt2_graph *gg) {
+  return gg && gg->logits ? damo_node_data(gg->logits) : NULL;
+}
 
 /* ------------------------------------------------------------------ generation */
 

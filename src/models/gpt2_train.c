@@ -249,7 +249,7 @@ damo_status damo_gpt2_trainer_eval(damo_gpt2_trainer *t, float *val_loss) {
   for (int64_t first = 0; first < t->n_eval; first += B) {
     for (int64_t b = 0; b < B; b++) fill_window(t, b, t->eval_starts[first + b]);
     float loss;
-    damo_status st = damo_gpt2_graph_forward(t->graph, t->ids, t->targets, &loss);
+    damo_status st = damo_gpt2_graph_evaluate(t->graph, t->ids, t->targets, &loss);
     if (st != DAMO_OK)
       return damo_error_prefix(st, "gpt2 validation after step %lld, windows %lld..%lld: ", (long long)t->steps_done,
                                (long long)first, (long long)(first + B - 1));

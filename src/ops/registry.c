@@ -46,5 +46,6 @@ const damo_op_def *const damo_op_table[DAMO_OP_COUNT] = {
     [DAMO_OP_GELU] = &damo_op_def_gelu,
     [DAMO_OP_ATTENTION] = &damo_op_def_attention,
     [DAMO_OP_SLICE_LAST] = &damo_op_def_slice_last,
+    [DAMO_OP_LINEAR_CE] = &damo_op_def_linear_ce,
 };
-_Static_assert(DAMO_OP_COUNT == 40, "a new op needs an entry in damo_op_table");
+_Static_assert(DAMO_OP_COUNT == 41, "a new op needs an entry in damo_op_table");

@@ -1,0 +1,143 @@
+/* linear_ce.c - a language-model head fused with its loss: the mean over rows of
+ * -log softmax(x W^T)[label], x (N, C), W (V, C) (GPT-2's tied token embedding), labels (N).
+ *
+ * The logits (N, V) are never kept: with a 50257-word vocabulary they are the largest tensor
+ * of a small GPT by far, and the unfused graph held three of that size (logits, softmax,
+ * their gradient). Rows are taken in chunks of at most LOGIT_CHUNK_FLOATS logits; each chunk's
+ * logits are computed, turned into the loss and, when a backward will follow, into their
+ * own gradient (softmax - onehot) / N in place, which is immediately multiplied out into the
+ * gradients of x (P W) and W (P^T x). Those two "unit" gradients (for an upstream gradient
+ * of 1) live in the op's buffer until backward scales them by the real upstream gradient.
+ * That is the same three GEMMs as the unfused head, no recomputation, and memory of one
+ * chunk plus the size of x and W. A forward run without training (validation) does only the
+ * first GEMM; a backward after it computes the gradients then. */
+#include "graph/graph.h"
+#include "kernels/cpu/vmath.h"
+
+#include <math.h>
+
+/* Logits held at once: 16M floats (64 MB), 333 rows of GPT-2's vocabulary. */
+#define LOGIT_CHUNK_FLOATS (1 << 24)
+/* The buffer starts with this many floats of bookkeeping (kept a cache line). */
+#define HEADER_FLOATS 16
+
+typedef struct linear_ce_dims {
+  int64_t N, C, V, chunk_rows;
+} linear_ce_dims;
+
+static linear_ce_dims dims_of(const damo_node *n) {
+  linear_ce_dims d = {n->in[0]->shape[0], n->in[0]->shape[1], n->in[1]->shape[0], 0};
+  d.chunk_rows = n->iparam[0] > 0 ? n->iparam[0] : LOGIT_CHUNK_FLOATS / (d.V > 0 ? d.V : 1);
+  if (d.chunk_rows < 1) d.chunk_rows = 1;
+  if (d.chunk_rows > d.N) d.chunk_rows = d.N;
+  return d;
+}
+
+/* Buffer layout: header (header[0] != 0: the unit gradients match the last forward), the
+ * unit gradient of x (N, C), of W (V, C), then one chunk of logits. */
+static float *unit_dx(const damo_node *n) { return (float *)n->aux + HEADER_FLOATS; }
+static float *unit_dw(const damo_node *n, linear_ce_dims d) { return unit_dx(n) + d.N * d.C; }
+static float *chunk_logits(const damo_node *n, linear_ce_dims d) { return unit_dw(n, d) + d.V * d.C; }
+
+static damo_status linear_ce_infer(damo_node *n) {
+  const damo_node *x = n->in[0], *w = n->in[1], *y = n->in[2];
+  if (x->dtype != DAMO_F32 || x->ndim != 2) return damo_shape_error(n, "x must be f32 of shape (rows, channels)", x, w);
+  if (w->dtype != DAMO_F32 || w->ndim != 2 || w->shape[1] != x->shape[1])
+    return damo_shape_error(n, "the weight must be f32 (vocabulary, channels) with x's channels", x, w);
+  if (y->dtype != DAMO_I32 || y->ndim != 1 || y->shape[0] != x->shape[0])
+    return damo_shape_error(n, "labels must be i32 of shape (rows,) with x's rows", x, y);
+  n->ndim = 1;
+  n->shape[0] = 1;
+  n->batched = 0;
+  linear_ce_dims d = dims_of(n);
+  n->aux_bytes = (size_t)(HEADER_FLOATS + d.N * d.C + d.V * d.C + d.chunk_rows * d.V) * sizeof(float);
+  return DAMO_OK;
+}
+
+/* Loss of rows [r0, r0 + rows) from their logits; with want_grad, turns each logits row into
+ * d(mean loss)/d(logits) in place. Returns the rows' summed loss. */
+DAMO_MULTIVERSION static double chunk_loss(float *logits, const int32_t *labels, int64_t rows, int64_t V, int64_t N,
+                                           int want_grad) {
+  double total = 0.0;
+  const float inv_n = 1.0f / (float)N;
+#pragma omp parallel for schedule(static) reduction(+ : total) if (rows * V > DAMO_PARALLEL_MIN)
+  for (int64_t r = 0; r < rows; r++) {
+    float *row = logits + r * V;
+    float mx = row[0];
+    for (int64_t v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+    float sum = 0.0f;
+    for (int64_t v = 0; v < V; v++) sum += damo_expf(row[v] - mx);
+    const float lse = mx + logf(sum);
+    total += (double)(lse - row[labels[r]]);
+    if (!want_grad) continue;
+    for (int64_t v = 0; v < V; v++) row[v] = damo_expf(row[v] - lse) * inv_n;
+    row[labels[r]] -= inv_n;
+  }
+  return total;
+}
+
+/* The chunked pass: the loss, and with want_grad the unit gradients of x and W. */
+static double run_chunks(damo_node *n, int want_grad) {
+  const linear_ce_dims d = dims_of(n);
+  const float *x = damo_f32(n->in[0]), *w = damo_f32(n->in[1]);
+  const int32_t *labels = n->in[2]->value;
+  float *logits = chunk_logits(n, d);
+  double total = 0.0;
+  for (int64_t r0 = 0; r0 < d.N; r0 += d.chunk_rows) {
+    const int64_t rows = d.N - r0 < d.chunk_rows ? d.N - r0 : d.chunk_rows;
+    const float *xc = x + r0 * d.C;
+    damo_gemm(0, 1, rows, d.V, d.C, 1.0f, xc, d.C, w, d.C, 0.0f, logits, d.V);
+    total += chunk_loss(logits, labels + r0, rows, d.V, d.N, want_grad);
+    if (!want_grad) continue;
+    damo_gemm(0, 0, rows, d.C, d.V, 1.0f, logits, d.V, w, d.C, 0.0f, unit_dx(n) + r0 * d.C, d.C);
+    damo_gemm(1, 0, d.V, d.C, rows, 1.0f, logits, d.V, xc, d.C, r0 == 0 ? 0.0f : 1.0f, unit_dw(n, d), d.C);
+  }
+  return total;
+}
+
+static int wants_grad(const damo_node *n) { return n->in[0]->in_backward || n->in[1]->in_backward; }
+
+static damo_status linear_ce_forward(damo_graph *g, damo_node *n) {
+  const linear_ce_dims d = dims_of(n);
+  const int32_t *labels = n->in[2]->value;
+  for (int64_t r = 0; r < d.N; r++)
+    if (labels[r] < 0 || labels[r] >= d.V)
+      return damo_error(DAMO_ERR_INVALID_ARG, "%s: label %d at row %lld is outside the vocabulary [0, %lld)",
+                        n->name[0] ? n->name : "linear_cross_entropy", labels[r], (long long)r, (long long)d.V);
+  const int want_grad = g->training && wants_grad(n);
+  damo_f32(n)[0] = (float)(run_chunks(n, want_grad) / (double)d.N);
+  ((float *)n->aux)[0] = want_grad ? 1.0f : 0.0f;
+  return DAMO_OK;
+}
+
+static void add_scaled(float *dst, const float *src, int64_t count, float scale) {
+#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN)
+  for (int64_t i = 0; i < count; i++) dst[i] += scale * src[i];
+}
+
+static void linear_ce_backward(damo_graph *g, damo_node *n) {
+  (void)g;
+  if (!wants_grad(n)) return;
+  const linear_ce_dims d = dims_of(n);
+  if (((float *)n->aux)[0] == 0.0f) { /* forward ran without training */
+    run_chunks(n, 1);
+    ((float *)n->aux)[0] = 1.0f;
+  }
+  const float upstream = n->grad[0];
+  if (n->in[0]->in_backward) add_scaled(damo_node_grad_acc(n->in[0]), unit_dx(n), d.N * d.C, upstream);
+  if (n->in[1]->in_backward) add_scaled(damo_node_grad_acc(n->in[1]), unit_dw(n, d), d.V * d.C, upstream);
+}
+
+const damo_op_def damo_op_def_linear_ce = {"linear_cross_entropy", 3, linear_ce_infer, linear_ce_forward,
+                                           linear_ce_backward, DAMO_OPF_BWD_INPUTS};
+
+damo_node *damo_linear_cross_entropy_chunked(damo_graph *g, damo_node *x, damo_node *weight, damo_node *labels,
+                                             int chunk_rows) {
+  damo_node *in[3] = {x, weight, labels};
+  int iparam[1] = {chunk_rows};
+  return damo_graph_add_node(g, DAMO_OP_LINEAR_CE, 3, in, iparam, 1, NULL, 0);
+}
+
+damo_node *damo_linear_cross_entropy(damo_graph *g, damo_node *x, damo_node *weight, damo_node *labels) {
+  return damo_linear_cross_entropy_chunked(g, x, weight, labels, 0);
+}
