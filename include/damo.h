@@ -315,6 +315,8 @@ typedef enum damo_init {
  * sigmoid or tanh: one node, the bias and activation applied as the GEMM's epilogue; its
  * backward reads only x and the output. Equal to matmul -> add -> activation. */
 damo_node *damo_dense_op(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *bias, damo_activation act);
+/* The same with the weight in torch.nn.Linear's layout (N, K): act(x weight^T + bias). */
+damo_node *damo_linear_op(damo_graph *g, damo_node *x, damo_node *weight, damo_node *bias, damo_activation act);
 /* A whole-sequence LSTM, Keras gate order (i, f, c, o): x (B, T, F), kernel (F, 4U),
  * recurrent_kernel (U, 4U), bias (4U); initial h and c are zero. Output (B, T, U) with
  * return_sequences, else the last step's h (B, U). Backward is full BPTT. */

@@ -1,5 +1,6 @@
 /* test_fused.c - every fused op equals the composition of primitive ops it replaces, in
- * forward and in every gradient: dense = matmul -> add(bias) -> activation, and
+ * forward and in every gradient: dense = matmul -> add(bias) -> activation (also with the
+ * weight stored transposed, damo_linear_op), and
  * conv2d_ex = conv2d -> add(bias) -> activation. */
 #include "harness.h"
 
@@ -29,9 +30,17 @@ static run_result run(int fused, damo_activation act, int use_bias, int batched,
   damo_tensor *dout = random_tensor(xnd, batched ? ys3 : ys2, &r, 1.0f);
   run_result res = {NULL, damo_tensor_new(DAMO_F32, xnd, xs), damo_tensor_new(DAMO_F32, 2, ws), damo_tensor_new(DAMO_F32, 1, bs)};
   damo_graph *g = damo_graph_new(1);
-  damo_node *xn = damo_param(g, "x", x, res.dx), *wn = damo_param(g, "w", w, res.dw);
+  /* fused 2: damo_linear_op with the same weights stored (N, K), as torch.nn.Linear does. */
+  int64_t wts[2] = {N, K};
+  damo_tensor *wt = damo_tensor_new(DAMO_F32, 2, wts), *gwt = damo_tensor_new(DAMO_F32, 2, wts);
+  for (int64_t k = 0; k < K; k++)
+    for (int64_t j = 0; j < N; j++) damo_tensor_f32(wt)[j * K + k] = damo_tensor_f32(w)[k * N + j];
+  damo_node *xn = damo_param(g, "x", x, res.dx);
+  damo_node *wn = fused == 2 ? damo_param(g, "w", wt, gwt) : damo_param(g, "w", w, res.dw);
   damo_node *bn = use_bias ? damo_param(g, "b", b, res.db) : NULL, *y;
-  if (fused) {
+  if (fused == 2) {
+    y = damo_linear_op(g, xn, wn, bn, act);
+  } else if (fused) {
     y = damo_dense_op(g, xn, wn, bn, act);
   } else {
     y = damo_matmul(g, xn, wn, 0, 0);
@@ -45,6 +54,11 @@ static run_result run(int fused, damo_activation act, int use_bias, int batched,
   CHECK(damo_graph_forward(g, 1) == DAMO_OK && damo_graph_backward(g) == DAMO_OK);
   res.y = damo_tensor_new(DAMO_F32, damo_node_ndim(y), damo_node_shape(y));
   memcpy(res.y->data, damo_node_data(y), damo_tensor_nbytes(res.y));
+  if (fused == 2)
+    for (int64_t k = 0; k < K; k++)
+      for (int64_t j = 0; j < N; j++) damo_tensor_f32(res.dw)[k * N + j] = damo_tensor_f32(gwt)[j * K + k];
+  damo_tensor_free(wt);
+  damo_tensor_free(gwt);
   damo_graph_free(g);
   damo_tensor_free(x);
   damo_tensor_free(w);
@@ -68,13 +82,15 @@ static void test_dense_equals_composition(void) {
       for (int bias = 0; bias < 2; bias++)
         for (int batched = 0; batched < 2; batched++) {
           int64_t B = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
-          run_result f = run(1, acts[a], bias, batched, B, K, N, 10 + s);
           run_result c = run(0, acts[a], bias, batched, B, K, N, 10 + s);
-          CHECK_CLOSE(damo_tensor_f32(f.y), damo_tensor_f32(c.y), damo_tensor_numel(c.y), 1e-5, 1e-5);
-          CHECK_CLOSE(damo_tensor_f32(f.dx), damo_tensor_f32(c.dx), damo_tensor_numel(c.dx), 1e-5, 1e-4);
-          CHECK_CLOSE(damo_tensor_f32(f.dw), damo_tensor_f32(c.dw), damo_tensor_numel(c.dw), 1e-4, 1e-4);
-          if (bias) CHECK_CLOSE(damo_tensor_f32(f.db), damo_tensor_f32(c.db), damo_tensor_numel(c.db), 1e-4, 1e-4);
-          free_result(&f);
+          for (int fused = 1; fused <= 2; fused++) { /* dense (K, N) and linear (N, K) */
+            run_result f = run(fused, acts[a], bias, batched, B, K, N, 10 + s);
+            CHECK_CLOSE(damo_tensor_f32(f.y), damo_tensor_f32(c.y), damo_tensor_numel(c.y), 1e-5, 1e-5);
+            CHECK_CLOSE(damo_tensor_f32(f.dx), damo_tensor_f32(c.dx), damo_tensor_numel(c.dx), 1e-5, 1e-4);
+            CHECK_CLOSE(damo_tensor_f32(f.dw), damo_tensor_f32(c.dw), damo_tensor_numel(c.dw), 1e-4, 1e-4);
+            if (bias) CHECK_CLOSE(damo_tensor_f32(f.db), damo_tensor_f32(c.db), damo_tensor_numel(c.db), 1e-4, 1e-4);
+            free_result(&f);
+          }
           free_result(&c);
         }
 }

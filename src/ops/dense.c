@@ -1,5 +1,6 @@
 /* dense.c - the fused Dense op: y = act(x W + b), for x (..., K), W (K, N), b (N) and act in
- * {linear, relu, sigmoid, tanh}. It is the composition matmul -> add -> activation done in
+ * {linear, relu, sigmoid, tanh}; or with W stored (N, K) as torch.nn.Linear keeps it (BERT's
+ * HuggingFace weights), y = act(x W^T + b), the GEMMs taking the transpose. It is the composition matmul -> add -> activation done in
  * one node, tested against that composition (tests/test_fused.c):
  *   - forward runs the product per block of rows, then adds the bias and applies the
  *     activation to that block while it is still in cache (the GEMM epilogue);
@@ -11,7 +12,7 @@
 
 #include <math.h>
 
-enum { DENSE_ACT = 0 };
+enum { DENSE_ACT = 0, DENSE_TRANSPOSED = 1 }; /* iparam slots */
 
 /* Rows per block: the block's outputs (rows x N floats) stay in L2 for the epilogue. */
 static int64_t block_rows(int64_t N) {
@@ -23,15 +24,16 @@ static damo_status dense_infer(damo_node *n) {
   const damo_node *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
   if (x->dtype != DAMO_F32 || w->dtype != DAMO_F32 || x->ndim < 1 || w->ndim != 2)
     return damo_shape_error(n, "needs f32 x (..., K) and kernel (K, N)", x, w);
-  if (x->shape[x->ndim - 1] != w->shape[0]) return damo_shape_error(n, "inner dimensions differ", x, w);
-  if (b && (b->ndim != 1 || b->shape[0] != w->shape[1] || b->dtype != DAMO_F32))
+  const int t = n->iparam[DENSE_TRANSPOSED]; /* kernel stored (N, K), torch.nn.Linear's layout */
+  if (x->shape[x->ndim - 1] != w->shape[t]) return damo_shape_error(n, "inner dimensions differ", x, w);
+  if (b && (b->ndim != 1 || b->shape[0] != w->shape[1 - t] || b->dtype != DAMO_F32))
     return damo_shape_error(n, "bias must be f32 of shape (N,)", w, b);
   int act = n->iparam[DENSE_ACT];
   if (act != DAMO_ACT_NONE && act != DAMO_ACT_RELU && act != DAMO_ACT_SIGMOID && act != DAMO_ACT_TANH)
     return damo_error(DAMO_ERR_INVALID_ARG, "dense: activation %d cannot be fused (linear, relu, sigmoid or tanh)", act);
   n->ndim = x->ndim;
   memcpy(n->shape, x->shape, sizeof n->shape);
-  n->shape[n->ndim - 1] = w->shape[1];
+  n->shape[n->ndim - 1] = w->shape[1 - t];
   n->dtype = DAMO_F32;
   n->aux_bytes = act == DAMO_ACT_NONE ? 0 : (size_t)damo_node_count(n) * sizeof(float); /* dz in backward */
   return DAMO_OK;
@@ -65,10 +67,11 @@ static damo_status dense_forward(damo_graph *g, damo_node *n) {
   const damo_node *xn = n->in[0], *wn = n->in[1];
   const float *x = damo_f32(xn), *w = damo_f32(wn), *b = n->n_in > 2 ? damo_f32(n->in[2]) : NULL;
   float *y = damo_f32(n);
-  int64_t K = wn->shape[0], N = wn->shape[1], M = damo_node_count(n) / N, step = block_rows(N);
+  const int t = n->iparam[DENSE_TRANSPOSED];
+  int64_t K = wn->shape[t], N = wn->shape[1 - t], M = damo_node_count(n) / N, step = block_rows(N);
   for (int64_t r0 = 0; r0 < M; r0 += step) {
     int64_t rows = M - r0 < step ? M - r0 : step;
-    damo_gemm(0, 0, rows, N, K, 1.0f, x + r0 * K, K, w, N, 0.0f, y + r0 * N, N);
+    damo_gemm(0, t, rows, N, K, 1.0f, x + r0 * K, K, w, t ? K : N, 0.0f, y + r0 * N, N);
     epilogue(y + r0 * N, b, rows, N, n->iparam[DENSE_ACT]);
   }
   return DAMO_OK;
@@ -78,7 +81,8 @@ static void dense_backward(damo_graph *g, damo_node *n) {
   (void)g;
   damo_node *xn = n->in[0], *wn = n->in[1], *bn = n->n_in > 2 ? n->in[2] : NULL;
   const float *x = damo_f32(xn), *w = damo_f32(wn), *y = damo_f32(n), *dy = n->grad;
-  int64_t K = wn->shape[0], N = wn->shape[1], M = damo_node_count(n) / N;
+  const int t = n->iparam[DENSE_TRANSPOSED];
+  int64_t K = wn->shape[t], N = wn->shape[1 - t], M = damo_node_count(n) / N;
   int act = n->iparam[DENSE_ACT];
   const float *dz = dy;
   if (act != DAMO_ACT_NONE) { /* dz = dy * act'(y), once, into aux */
@@ -102,11 +106,14 @@ static void dense_backward(damo_graph *g, damo_node *n) {
   float beta, *grad;
   if (wn->in_backward) {
     grad = damo_node_grad_out(wn, &beta);
-    damo_gemm(1, 0, K, N, M, 1.0f, x, K, dz, N, beta, grad, N);
+    if (t) /* dW (N, K) = dz^T x */
+      damo_gemm(1, 0, N, K, M, 1.0f, dz, N, x, K, beta, grad, K);
+    else /* dW (K, N) = x^T dz */
+      damo_gemm(1, 0, K, N, M, 1.0f, x, K, dz, N, beta, grad, N);
   }
-  if (xn->in_backward) {
+  if (xn->in_backward) { /* dx = dz W^T for (K, N) W, dz W for (N, K) */
     grad = damo_node_grad_out(xn, &beta);
-    damo_gemm(0, 1, M, K, N, 1.0f, dz, N, w, N, beta, grad, K);
+    damo_gemm(0, !t, M, K, N, 1.0f, dz, N, w, t ? K : N, beta, grad, K);
   }
 }
 
@@ -116,6 +123,12 @@ const damo_op_def damo_op_def_dense = {"dense", 3, dense_infer, dense_forward, d
 
 damo_node *damo_dense_op(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *bias, damo_activation act) {
   damo_node *in[3] = {x, kernel, bias};
-  int p[1] = {(int)act};
-  return damo_graph_add_node(g, DAMO_OP_DENSE, bias ? 3 : 2, in, p, 1, NULL, 0);
+  int p[2] = {(int)act, 0};
+  return damo_graph_add_node(g, DAMO_OP_DENSE, bias ? 3 : 2, in, p, 2, NULL, 0);
+}
+
+damo_node *damo_linear_op(damo_graph *g, damo_node *x, damo_node *weight, damo_node *bias, damo_activation act) {
+  damo_node *in[3] = {x, weight, bias};
+  int p[2] = {(int)act, 1};
+  return damo_graph_add_node(g, DAMO_OP_DENSE, bias ? 3 : 2, in, p, 2, NULL, 0);
 }
