@@ -1010,6 +1010,75 @@ damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir);
  * Everything is checked before the model changes; after a failure free the trainer. */
 damo_status damo_gpt2_trainer_resume(damo_gpt2_trainer *t, const char *dir);
 
+/* ------------------------------------------------------------------ BERT */
+
+/* BERT (Devlin et al. 2018) as HuggingFace's BertModel with its heads (src/models/bert*.c):
+ * post-LN encoder layers, erf GELU, word + learned position + token-type embeddings,
+ * padding masks in attention; a classifier on the pooled [CLS] (tanh(pooler.dense(h_0)) ->
+ * dropout -> classifier) and the masked-LM head (transform dense -> GELU -> LayerNorm ->
+ * logits tied to the word embeddings + a bias). Fields are config.json's. */
+typedef struct damo_bert_config {
+  int vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size;
+  int max_position_embeddings, type_vocab_size;
+  float layer_norm_eps, hidden_dropout_prob, attention_probs_dropout_prob;
+  int num_labels; /* classifier outputs (HuggingFace: "num_labels" or len("id2label"); default 2) */
+} damo_bert_config;
+typedef struct damo_bert damo_bert;
+/* bert-base-uncased: 30522 ids, 768 wide, 12 layers, 12 heads, 3072 inner, 512 positions,
+ * 2 token types, eps 1e-12, dropout 0.1 / 0.1, 2 labels. */
+damo_bert_config damo_bert_config_default(void);
+/* Reads a HuggingFace BERT config.json (model_type "bert"; hidden_act "gelu"; absolute
+ * positions); errors name the file and field. */
+damo_status damo_bert_config_load(const char *path, damo_bert_config *out);
+/* A freshly initialised model as HuggingFace's: weights N(0, 0.02), LayerNorms 1 / 0, biases
+ * 0; deterministic for a seed. */
+damo_status damo_bert_new(const damo_bert_config *cfg, uint64_t seed, damo_bert **out);
+void damo_bert_free(damo_bert *m);
+const damo_bert_config *damo_bert_get_config(const damo_bert *m);
+/* Parameters under HuggingFace's names (no "bert." prefix) and layouts (nn.Linear weights
+ * (out, in)): embeddings.{word,position,token_type}_embeddings.weight,
+ * embeddings.LayerNorm.{weight,bias}, encoder.layer.{i}.attention.self.{query,key,value}.
+ * {weight,bias}, encoder.layer.{i}.attention.output.dense.*, .attention.output.LayerNorm.*,
+ * .intermediate.dense.*, .output.dense.*, .output.LayerNorm.*, pooler.dense.*,
+ * classifier.{weight,bias} (num_labels, H), cls.predictions.transform.dense.*,
+ * cls.predictions.transform.LayerNorm.*, cls.predictions.bias (V). */
+int damo_bert_num_tensors(const damo_bert *m);
+const char *damo_bert_tensor_name(const damo_bert *m, int i);
+int64_t damo_bert_num_params(const damo_bert *m);
+damo_tensor *damo_bert_param(const damo_bert *m, const char *name);
+damo_tensor *damo_bert_grad(const damo_bert *m, const char *name);
+/* Flat parameter and gradient blocks (as GPT-2's): what an optimizer steps. */
+float *damo_bert_param_block(const damo_bert *m, int64_t *n_floats);
+float *damo_bert_grad_block(const damo_bert *m, int64_t *n_floats);
+/* 1 if tensor i came from the loaded file, 0 if it was freshly initialised (see load). */
+int damo_bert_tensor_loaded(const damo_bert *m, int i);
+/* A HuggingFace BERT directory (config.json + model.safetensors): names with or without
+ * "bert."; the encoder and embeddings must all be there; the heads (pooler, classifier,
+ * cls.predictions.*) may be missing (a BertModel or a pre-training checkpoint) and are then
+ * initialised from seed, as transformers does; a classifier of another num_labels than
+ * num_labels (> 0 overrides the config's) is refused. cls.predictions.decoder.weight must
+ * equal the word embeddings (tied); embeddings.position_ids buffers are ignored. */
+damo_status damo_bert_load(const char *dir, int num_labels, uint64_t seed, damo_bert **out);
+/* config.json (BertForSequenceClassification) and model.safetensors with "bert."-prefixed
+ * encoder names and the heads (which transformers loads as-is), each atomically. */
+damo_status damo_bert_save(const damo_bert *m, const char *dir);
+
+/* A classifier graph for (batch, seq_len) inputs: input_ids and token_type_ids i32,
+ * attention_mask i32 (1 real, 0 padding), labels (batch) i32 when training = 1 (the loss is
+ * the mean softmax cross-entropy). Dropout acts in forwards run with training = 1. */
+typedef struct damo_bert_graph damo_bert_graph;
+damo_status damo_bert_classifier_new(damo_bert *m, int64_t batch, int64_t seq_len, int training, damo_bert_graph **out);
+void damo_bert_graph_free(damo_bert_graph *bg);
+/* Runs a forward at batch rows <= the built batch; labels may be NULL in an inference graph,
+ * loss may be NULL. dropout 1 applies the configured dropout (training), 0 not. */
+damo_status damo_bert_graph_forward(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
+                                    const int32_t *mask, const int32_t *labels, int dropout, float *loss);
+damo_status damo_bert_graph_backward(damo_bert_graph *bg);
+/* (batch, num_labels) logits of the last forward. */
+const float *damo_bert_graph_logits(const damo_bert_graph *bg);
+/* Seeds the graph's dropout masks. */
+void damo_bert_graph_seed(damo_bert_graph *bg, uint64_t seed);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,6 +7,7 @@
  * TEST_GPT2_VERBOSE=1 prints the worst errors. */
 #include "damo.h"
 #include "harness.h"
+#include "model_ref.h"
 #include "tmpfiles.h"
 
 #include <math.h>
@@ -19,41 +20,7 @@
 #define MODEL_DIR DAMO_SOURCE_DIR "/tests/fixtures/gpt2_tiny"
 #define REF_PATH DAMO_SOURCE_DIR "/tests/fixtures/gpt2_tiny_ref.safetensors"
 
-/* float32 against the float64 reference (rounded to float32). */
-#define LOGIT_ATOL 1e-5
-#define LOGIT_RTOL 1e-4
-#define GRAD_ATOL 1e-6
-#define GRAD_RTOL 1e-4
-
-static damo_tensor_dict *ref;
-static int verbose;
-
-static damo_tensor *ref_get(const char *name) {
-  damo_tensor *t = ref ? damo_tensor_dict_get(ref, name) : NULL;
-  CHECK_MSG(t != NULL, "reference tensor '%s' is missing", name);
-  return t;
-}
-
-/* Largest |a-b| / (|b| + 1e-3 max|b|): the relative error, with a floor so that entries
- * that are 0 in exact arithmetic (e.g. the key bias's gradient) do not dominate. */
-static double max_rel_error(const float *a, const float *b, int64_t n) {
-  double scale = 0, worst = 0;
-  for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs((double)b[i]));
-  for (int64_t i = 0; i < n; i++) {
-    double e = fabs((double)a[i] - (double)b[i]) / (fabs((double)b[i]) + 1e-3 * scale);
-    if (!(e <= worst)) worst = e;
-  }
-  return worst;
-}
-
 static int contains(const char *haystack, const char *needle) { return strstr(haystack, needle) != NULL; }
-
-#define EXPECT_FAIL(call, code, needle)                                                                \
-  do {                                                                                                 \
-    damo_status st_ = (call);                                                                          \
-    CHECK_MSG(st_ == (code), "%s gave %s (%s)", #call, damo_status_name(st_), damo_last_error());    \
-    CHECK_MSG(contains(damo_last_error(), (needle)), "message '%s' lacks '%s'", damo_last_error(), (needle)); \
-  } while (0)
 
 /* ------------------------------------------------------------------ slice_last */
 

@@ -81,17 +81,12 @@ static void tensor_spec(const damo_gpt2_config *c, int i, char *name, size_t cap
 
 void damo_gpt2_free(damo_gpt2 *m) {
   if (!m) return;
-  for (int i = 0; i < m->n_tensors; i++) {
-    if (m->names) free(m->names[i]);
-    if (m->values) damo_tensor_free(m->values[i]);
-    if (m->grads) damo_tensor_free(m->grads[i]);
-  }
-  free(m->names);
-  free(m->values);
-  free(m->grads);
-  damo_free(m->param_block);
-  damo_free(m->grad_block);
+  param_store_free(&m->p);
   free(m);
+}
+
+static void spec_of(const void *config, int i, char *name, size_t cap, int *ndim, int64_t *shape) {
+  tensor_spec(config, i, name, cap, ndim, shape);
 }
 
 /* A model with its tensors laid out and zero-filled. */
@@ -102,50 +97,11 @@ damo_status gpt2_alloc(const damo_gpt2_config *cfg, damo_gpt2 **out) {
   damo_gpt2 *m = calloc(1, sizeof *m);
   if (!m) return damo_error(DAMO_ERR_NOMEM, "gpt2: out of memory");
   m->config = *cfg;
-  int n = 2 + cfg->n_layer * GPT2_TENSORS_PER_LAYER + 2;
-  m->names = calloc((size_t)n, sizeof *m->names);
-  m->values = calloc((size_t)n, sizeof *m->values);
-  m->grads = calloc((size_t)n, sizeof *m->grads);
-  if (!m->names || !m->values || !m->grads) {
-    damo_gpt2_free(m);
-    return damo_error(DAMO_ERR_NOMEM, "gpt2: out of memory for %d tensors", n);
+  st = param_store_alloc(&m->p, 2 + cfg->n_layer * GPT2_TENSORS_PER_LAYER + 2, spec_of, cfg, "gpt2");
+  if (st != DAMO_OK) {
+    free(m);
+    return st;
   }
-  m->n_tensors = n;
-  int ndim;
-  int64_t shape[2], total = 0;
-  char name[64];
-  int64_t *offsets = malloc((size_t)n * sizeof *offsets);
-  if (!offsets) {
-    damo_gpt2_free(m);
-    return damo_error(DAMO_ERR_NOMEM, "gpt2: out of memory");
-  }
-  for (int i = 0; i < n; i++) {
-    tensor_spec(cfg, i, name, sizeof name, &ndim, shape);
-    offsets[i] = total;
-    int64_t count = ndim == 2 ? shape[0] * shape[1] : shape[0];
-    total += (count + 15) / 16 * 16; /* every tensor starts 64-byte aligned */
-  }
-  m->n_params_padded = total;
-  m->param_block = damo_calloc((size_t)total * sizeof(float));
-  m->grad_block = m->param_block ? damo_calloc((size_t)total * sizeof(float)) : NULL;
-  if (!m->grad_block) {
-    free(offsets);
-    damo_gpt2_free(m);
-    return damo_error(DAMO_ERR_NOMEM, "gpt2: out of memory for %lld parameters", (long long)total);
-  }
-  for (int i = 0; i < n; i++) {
-    tensor_spec(cfg, i, name, sizeof name, &ndim, shape);
-    m->names[i] = damo_strdup(name);
-    m->values[i] = damo_tensor_wrap(DAMO_F32, ndim, shape, m->param_block + offsets[i]);
-    m->grads[i] = damo_tensor_wrap(DAMO_F32, ndim, shape, m->grad_block + offsets[i]);
-    if (!m->names[i] || !m->values[i] || !m->grads[i]) {
-      free(offsets);
-      damo_gpt2_free(m);
-      return damo_error(DAMO_ERR_NOMEM, "gpt2: out of memory");
-    }
-    m->n_params += damo_tensor_numel(m->values[i]);
-  }
-  free(offsets);
   *out = m;
   return DAMO_OK;
 }
@@ -158,10 +114,10 @@ damo_status damo_gpt2_new(const damo_gpt2_config *cfg, uint64_t seed, damo_gpt2 
   damo_rng rng;
   damo_rng_seed(&rng, seed);
   float std = 0.02f, residual_std = (float)(0.02 / sqrt(2.0 * cfg->n_layer));
-  for (int i = 0; i < m->n_tensors; i++) {
-    const char *name = m->names[i];
-    float *v = damo_tensor_f32(m->values[i]);
-    int64_t count = damo_tensor_numel(m->values[i]);
+  for (int i = 0; i < m->p.n_tensors; i++) {
+    const char *name = m->p.names[i];
+    float *v = damo_tensor_f32(m->p.values[i]);
+    int64_t count = damo_tensor_numel(m->p.values[i]);
     size_t len = strlen(name);
     int is_ln = strstr(name, "ln_") != NULL;
     int is_weight = len > 7 && strcmp(name + len - 7, ".weight") == 0;
@@ -178,34 +134,28 @@ damo_status damo_gpt2_new(const damo_gpt2_config *cfg, uint64_t seed, damo_gpt2 
 }
 
 const damo_gpt2_config *damo_gpt2_get_config(const damo_gpt2 *m) { return m ? &m->config : NULL; }
-int damo_gpt2_num_tensors(const damo_gpt2 *m) { return m ? m->n_tensors : 0; }
+int damo_gpt2_num_tensors(const damo_gpt2 *m) { return m ? m->p.n_tensors : 0; }
 const char *damo_gpt2_tensor_name(const damo_gpt2 *m, int i) {
-  return m && i >= 0 && i < m->n_tensors ? m->names[i] : NULL;
-}
-
-int gpt2_tensor_index(const damo_gpt2 *m, const char *name) {
-  for (int i = 0; m && name && i < m->n_tensors; i++)
-    if (strcmp(m->names[i], name) == 0) return i;
-  return -1;
+  return m && i >= 0 && i < m->p.n_tensors ? m->p.names[i] : NULL;
 }
 
 damo_tensor *damo_gpt2_param(const damo_gpt2 *m, const char *name) {
-  int i = gpt2_tensor_index(m, name);
-  return i >= 0 ? m->values[i] : NULL;
+  int i = param_store_index(&m->p, name);
+  return i >= 0 ? m->p.values[i] : NULL;
 }
 damo_tensor *damo_gpt2_grad(const damo_gpt2 *m, const char *name) {
-  int i = gpt2_tensor_index(m, name);
-  return i >= 0 ? m->grads[i] : NULL;
+  int i = param_store_index(&m->p, name);
+  return i >= 0 ? m->p.grads[i] : NULL;
 }
 float *damo_gpt2_param_block(const damo_gpt2 *m, int64_t *n_floats) {
-  if (n_floats) *n_floats = m ? m->n_params_padded : 0;
-  return m ? m->param_block : NULL;
+  if (n_floats) *n_floats = m ? m->p.n_params_padded : 0;
+  return m ? m->p.param_block : NULL;
 }
 float *damo_gpt2_grad_block(const damo_gpt2 *m, int64_t *n_floats) {
-  if (n_floats) *n_floats = m ? m->n_params_padded : 0;
-  return m ? m->grad_block : NULL;
+  if (n_floats) *n_floats = m ? m->p.n_params_padded : 0;
+  return m ? m->p.grad_block : NULL;
 }
-int64_t damo_gpt2_num_params(const damo_gpt2 *m) { return m ? m->n_params : 0; }
+int64_t damo_gpt2_num_params(const damo_gpt2 *m) { return m ? m->p.n_params : 0; }
 
 /* ------------------------------------------------------------------ graphs */
 
@@ -216,7 +166,7 @@ void damo_gpt2_graph_free(damo_gpt2_graph *gg) {
 }
 
 static damo_node *param_node(damo_graph *g, const damo_gpt2 *m, int i) {
-  return damo_param(g, m->names[i], m->values[i], m->grads[i]);
+  return damo_param(g, m->p.names[i], m->p.values[i], m->p.grads[i]);
 }
 
 /* x = x + block_i(x), the pre-LN transformer block. */
@@ -277,7 +227,7 @@ damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, in
   damo_node *pos = damo_constant(g, positions);
   damo_tensor_free(positions);
 
-  int last = m->n_tensors - 2;
+  int last = m->p.n_tensors - 2;
   damo_node *wte = param_node(g, m, 0), *wpe = param_node(g, m, 1);
   damo_node *x = damo_add(g, damo_embedding(g, gg->ids, wte), damo_embedding(g, pos, wpe));
   for (int l = 0; l < m->config.n_layer; l++) x = build_block(g, m, l, x);

@@ -4,18 +4,14 @@
 #define DAMO_MODELS_GPT2_H
 
 #include "graph/graph.h"
+#include "models/param_store.h"
 
 #define GPT2_TENSORS_PER_LAYER 12
 
 struct damo_gpt2 {
   damo_gpt2_config config;
-  int n_tensors;          /* 2 + 12 n_layer + 2, in HuggingFace order */
-  char **names;           /* "wte.weight", "h.0.ln_1.weight", ... (no "transformer." prefix) */
-  damo_tensor **values;   /* views into param_block */
-  damo_tensor **grads;    /* views into grad_block, same layout */
-  float *param_block, *grad_block;
-  int64_t n_params;        /* parameter count */
-  int64_t n_params_padded; /* floats in each block (tensors start 64-byte aligned) */
+  param_store p; /* 2 + 12 n_layer + 2 tensors in HuggingFace order, "wte.weight", "h.0.ln_1.weight", ...
+                    (no "transformer." prefix) */
 };
 
 struct damo_gpt2_graph {
@@ -28,8 +24,6 @@ struct damo_gpt2_graph {
 damo_status gpt2_check_config(const damo_gpt2_config *c, const char *where);
 /* A model with every tensor laid out and zero-filled. */
 damo_status gpt2_alloc(const damo_gpt2_config *cfg, damo_gpt2 **out);
-/* Index of a tensor by its HuggingFace name (no prefix), -1 if none. */
-int gpt2_tensor_index(const damo_gpt2 *m, const char *name);
 
 /* Checks a generation request: model, prompt ids in [0, vocab), n_prompt + n_new within
  * n_positions, out given. Shared by greedy and sampled generation. */

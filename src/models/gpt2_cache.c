@@ -63,7 +63,7 @@ void damo_gpt2_cache_reset(damo_gpt2_cache *c) {
 }
 int64_t damo_gpt2_cache_length(const damo_gpt2_cache *c) { return c ? c->len : 0; }
 
-static const float *param(const damo_gpt2 *m, int index) { return damo_tensor_f32(m->values[index]); }
+static const float *param(const damo_gpt2 *m, int index) { return damo_tensor_f32(m->p.values[index]); }
 
 /* y = layer_norm(x) over n values, biased variance (as torch.nn.LayerNorm). */
 static void layer_norm_row(const float *x, const float *gamma, const float *beta, float eps, int64_t n, float *y) {
@@ -172,7 +172,7 @@ damo_status damo_gpt2_cache_step(damo_gpt2_cache *c, int32_t id, const float **l
     linear_row(c->hidden, param(m, base + 10), param(m, base + 11), 4 * C, C, c->normed);
     for (int64_t i = 0; i < C; i++) x[i] += c->normed[i];
   }
-  int last = m->n_tensors - 2;
+  int last = m->p.n_tensors - 2;
   layer_norm_row(x, param(m, last), param(m, last + 1), eps, C, c->normed);
   tied_logits(c->normed, wte, cfg->vocab_size, C, c->logits);
   c->len++;

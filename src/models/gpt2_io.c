@@ -91,27 +91,16 @@ static int is_mask_buffer(const char *name) {
 
 /* Copies tensor t (file name `stored`) into model tensor i, checking dtype and shape. */
 static damo_status take_tensor(damo_gpt2 *m, int i, const damo_tensor *t, const char *path, const char *stored) {
-  const damo_tensor *want = m->values[i];
-  char a[96], b[96];
-  if (t->dtype != DAMO_F32 || t->ndim != want->ndim || memcmp(t->shape, want->shape, (size_t)want->ndim * sizeof *t->shape))
-    return damo_error(DAMO_ERR_SHAPE, "%s: tensor '%s' is %s %s, the config (n_embd %d, vocab_size %d, n_positions %d) "
-                      "needs f32 %s", path, stored, damo_dtype_name(t->dtype), damo_shape_string(t->ndim, t->shape, a, sizeof a),
-                      m->config.n_embd, m->config.vocab_size, m->config.n_positions,
-                      damo_shape_string(want->ndim, want->shape, b, sizeof b));
-  const float *src = damo_tensor_f32(t);
-  int64_t count = damo_tensor_numel(t);
-  for (int64_t j = 0; j < count; j++)
-    if (!isfinite(src[j]))
-      return damo_error(DAMO_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value at flat index %lld", path, stored,
-                        (long long)j);
-  memcpy(want->data, src, (size_t)count * sizeof(float));
-  return DAMO_OK;
+  char config[128];
+  snprintf(config, sizeof config, "n_embd %d, vocab_size %d, n_positions %d", m->config.n_embd, m->config.vocab_size,
+           m->config.n_positions);
+  return param_store_take(&m->p, i, t, path, stored, config);
 }
 
 static damo_status fill_from_dict(damo_gpt2 *m, const damo_tensor_dict *d, const char *path) {
   const char *prefix = "transformer.";
   size_t plen = strlen(prefix);
-  unsigned char *seen = calloc((size_t)m->n_tensors, 1);
+  unsigned char *seen = calloc((size_t)m->p.n_tensors, 1);
   if (!seen) return damo_error(DAMO_ERR_NOMEM, "%s: out of memory", path);
   const damo_tensor *lm_head = NULL;
   damo_status st = DAMO_OK;
@@ -123,7 +112,7 @@ static damo_status fill_from_dict(damo_gpt2 *m, const damo_tensor_dict *d, const
       continue;
     }
     if (is_mask_buffer(name)) continue;
-    int i = gpt2_tensor_index(m, name);
+    int i = param_store_index(&m->p, name);
     if (i < 0) {
       st = damo_error(DAMO_ERR_FORMAT, "%s: unexpected tensor '%s' (not part of a %d-layer GPT-2)", path, stored,
                       m->config.n_layer);
@@ -135,11 +124,11 @@ static damo_status fill_from_dict(damo_gpt2 *m, const damo_tensor_dict *d, const
       st = take_tensor(m, i, d->tensors[k], path, stored);
     }
   }
-  for (int i = 0; i < m->n_tensors && st == DAMO_OK; i++)
-    if (!seen[i]) st = damo_error(DAMO_ERR_FORMAT, "%s: missing tensor '%s'", path, m->names[i]);
+  for (int i = 0; i < m->p.n_tensors && st == DAMO_OK; i++)
+    if (!seen[i]) st = damo_error(DAMO_ERR_FORMAT, "%s: missing tensor '%s'", path, m->p.names[i]);
   free(seen);
   if (st == DAMO_OK && lm_head) {
-    const damo_tensor *wte = m->values[0];
+    const damo_tensor *wte = m->p.values[0];
     if (lm_head->dtype != DAMO_F32 || lm_head->ndim != 2 || lm_head->shape[0] != wte->shape[0] ||
         lm_head->shape[1] != wte->shape[1] ||
         memcmp(lm_head->data, wte->data, (size_t)damo_tensor_numel(wte) * sizeof(float)) != 0)
@@ -189,14 +178,7 @@ static cJSON *config_json(const damo_gpt2_config *c) {
   cJSON_AddNumberToObject(root, "n_positions", c->n_positions);
   cJSON_AddNumberToObject(root, "n_ctx", c->n_positions);
   cJSON_AddNumberToObject(root, "vocab_size", c->vocab_size);
-  /* The float's shortest decimal that reads back to the same float. */
-  char eps[32];
-  double e = c->layer_norm_epsilon;
-  for (int digits = 6; digits <= 9; digits++) {
-    snprintf(eps, sizeof eps, "%.*g", digits, e);
-    if ((float)strtod(eps, NULL) == c->layer_norm_epsilon) break;
-  }
-  cJSON_AddItemToObject(root, "layer_norm_epsilon", cJSON_CreateRaw(eps));
+  param_store_json_float(root, "layer_norm_epsilon", c->layer_norm_epsilon);
   cJSON_AddNumberToObject(root, "initializer_range", 0.02);
   /* damo's GPT-2 graphs have no dropout. */
   cJSON_AddNumberToObject(root, "attn_pdrop", 0.0);
@@ -212,32 +194,12 @@ static cJSON *config_json(const damo_gpt2_config *c) {
   return root;
 }
 
+/* Files name the tensors as the model does (no "transformer." prefix). */
+static void file_name(const param_store *s, int i, char *name, size_t cap) { snprintf(name, cap, "%s", s->names[i]); }
+
 damo_status damo_gpt2_save(const damo_gpt2 *m, const char *dir) {
   if (!m || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_save: NULL argument");
-  if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-    return damo_error(DAMO_ERR_IO, "%s: cannot create the model directory: %s", dir, strerror(errno));
-  char path[4096];
-  damo_tensor_dict *d = damo_tensor_dict_new();
-  if (!d) return DAMO_ERR_NOMEM;
-  damo_status st = DAMO_OK;
-  for (int i = 0; i < m->n_tensors && st == DAMO_OK; i++) {
-    /* A header over the model's memory: the writer only reads it. */
-    const damo_tensor *v = m->values[i];
-    damo_tensor *view = damo_tensor_wrap(DAMO_F32, v->ndim, v->shape, v->data);
-    st = view ? damo_tensor_dict_add(d, m->names[i], view) : DAMO_ERR_NOMEM;
-  }
-  const char *meta[] = {"format", "pt"};
-  join(path, sizeof path, dir, "model.safetensors");
-  if (st == DAMO_OK) st = damo_safetensors_save(path, d, meta, 1);
-  damo_tensor_dict_free(d);
-  if (st != DAMO_OK) return st;
-
-  cJSON *root = config_json(&m->config);
-  char *text = root ? cJSON_Print(root) : NULL;
-  cJSON_Delete(root);
-  if (!text) return damo_error(DAMO_ERR_NOMEM, "gpt2_save: out of memory writing config.json");
-  join(path, sizeof path, dir, "config.json");
-  st = damo_write_file_atomic(path, text, strlen(text));
-  cJSON_free(text);
-  return st;
+  cJSON *config = config_json(&m->config);
+  if (!config) return damo_error(DAMO_ERR_NOMEM, "gpt2_save: out of memory");
+  return param_store_save_dir(&m->p, dir, file_name, config);
 }

@@ -101,11 +101,11 @@ static damo_status check_options(const damo_gpt2_train_options *o, const damo_gp
 
 damo_status damo_gpt2_decay_mask(const damo_gpt2 *m, uint8_t *mask) {
   if (!m || !mask) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_decay_mask: NULL argument");
-  memset(mask, 0, (size_t)m->n_params_padded);
-  for (int i = 0; i < m->n_tensors; i++) {
-    const damo_tensor *t = m->values[i];
+  memset(mask, 0, (size_t)m->p.n_params_padded);
+  for (int i = 0; i < m->p.n_tensors; i++) {
+    const damo_tensor *t = m->p.values[i];
     if (t->ndim != 2) continue;
-    int64_t offset = (const float *)t->data - m->param_block;
+    int64_t offset = (const float *)t->data - m->p.param_block;
     memset(mask + offset, 1, (size_t)damo_tensor_numel(t));
   }
   return DAMO_OK;
@@ -162,15 +162,15 @@ damo_status damo_gpt2_trainer_new(damo_gpt2 *m, const damo_token_data *data, con
   t->ids = malloc(n_bt * sizeof *t->ids);
   t->targets = malloc(n_bt * sizeof *t->targets);
   if (!t->ids || !t->targets) st = damo_error(DAMO_ERR_NOMEM, "gpt2_trainer_new: out of memory for a batch");
-  if (st == DAMO_OK && !(t->optimizer = damo_optimizer_new(&c, m->n_params_padded)))
+  if (st == DAMO_OK && !(t->optimizer = damo_optimizer_new(&c, m->p.n_params_padded)))
     st = damo_error_prefix(DAMO_ERR_INVALID_ARG, "gpt2_trainer_new: ");
   if (st == DAMO_OK) {
-    uint8_t *mask = malloc((size_t)m->n_params_padded);
+    uint8_t *mask = malloc((size_t)m->p.n_params_padded);
     st = mask ? damo_gpt2_decay_mask(m, mask) : damo_error(DAMO_ERR_NOMEM, "gpt2_trainer_new: out of memory for the decay mask");
     if (st == DAMO_OK) st = damo_optimizer_set_decay_mask(t->optimizer, mask);
     free(mask);
   }
-  if (st == DAMO_OK && opt->grad_accum > 1 && !(t->grad_sum = damo_alloc((size_t)m->n_params_padded * sizeof(float))))
+  if (st == DAMO_OK && opt->grad_accum > 1 && !(t->grad_sum = damo_alloc((size_t)m->p.n_params_padded * sizeof(float))))
     st = DAMO_ERR_NOMEM;
   if (st == DAMO_OK) st = place_eval_windows(t);
   if (st == DAMO_OK) st = damo_gpt2_graph_new(m, opt->batch_size, opt->seq_len, 1, &t->graph);
@@ -273,9 +273,9 @@ damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir) 
   if (st != DAMO_OK) return damo_error_prefix(st, "checkpoint at step %lld: ", (long long)t->steps_done);
   damo_tensor_dict *d = damo_tensor_dict_new();
   if (!d) return damo_error(DAMO_ERR_NOMEM, "checkpoint at step %lld: out of memory", (long long)t->steps_done);
-  int64_t n = t->model->n_params_padded;
+  int64_t n = t->model->p.n_params_padded;
   damo_tensor *params = damo_tensor_new(DAMO_F32, 1, &n);
-  if (params) memcpy(params->data, t->model->param_block, (size_t)n * sizeof(float));
+  if (params) memcpy(params->data, t->model->p.param_block, (size_t)n * sizeof(float));
   int32_t step[2] = {(int32_t)(t->steps_done & 0x7fffffff), (int32_t)(t->steps_done >> 31)};
   int32_t rng[4];
   memcpy(rng, t->rng.s, sizeof rng);
@@ -328,7 +328,7 @@ damo_status damo_gpt2_trainer_resume(damo_gpt2_trainer *t, const char *dir) {
   if ((st = damo_safetensors_load(path, &d)) != DAMO_OK) return damo_error_prefix(st, "resuming: ");
   const damo_tensor *step_t = NULL, *rng_t = NULL, *shape_t = NULL;
   const damo_tensor *params = damo_tensor_dict_get(d, STATE_PARAMS);
-  int64_t n = t->model->n_params_padded;
+  int64_t n = t->model->p.n_params_padded;
   if (!params || params->dtype != DAMO_F32 || damo_tensor_numel(params) != n)
     st = damo_error(DAMO_ERR_FORMAT, "%s: tensor '%s' must be f32 with %lld values (this model's parameter block)", path,
                     STATE_PARAMS, (long long)n);
@@ -360,7 +360,7 @@ damo_status damo_gpt2_trainer_resume(damo_gpt2_trainer *t, const char *dir) {
     st = damo_error(DAMO_ERR_FORMAT, "%s: trainer step %lld and optimizer step %lld differ", path, (long long)steps,
                     (long long)damo_optimizer_steps(t->optimizer));
   if (st == DAMO_OK) {
-    memcpy(t->model->param_block, params->data, (size_t)n * sizeof(float));
+    memcpy(t->model->p.param_block, params->data, (size_t)n * sizeof(float));
     memcpy(t->rng.s, rng_t->data, sizeof t->rng.s);
     t->steps_done = steps;
   }

@@ -1,0 +1,349 @@
+/* bert.c - BERT as HuggingFace's BertModel and heads define it: parameters and the
+ * classifier graph.
+ *
+ * Parameters live in one flat block (gradients in a second of the same layout), 64-byte
+ * aligned tensors in HuggingFace's order, names and layouts: nn.Linear weights are (out, in),
+ * which damo_linear_op multiplies as stored. One encoder layer (post-LN), x (B, T, H):
+ *   q, k, v = x Wq^T + bq, ...; a = attention(q, k, v, heads, key mask = attention_mask)
+ *   x = LayerNorm(x + dropout(a Wo^T + bo))
+ *   x = LayerNorm(x + dropout(gelu_erf(x Wi^T + bi) Wout^T + bout))
+ * Embeddings: LayerNorm(word[ids] + position[0..T) + token_type[types]) then dropout. The
+ * classifier reads the [CLS] position: logits = classifier(dropout(tanh(pooler(h_0)))).
+ * HuggingFace also drops attention probabilities; the fused attention never forms them, so
+ * attention_probs_dropout_prob is not applied (hidden_dropout_prob is, everywhere else). */
+#include "models/bert.h"
+
+#include <math.h>
+#include <stdio.h>
+
+/* ------------------------------------------------------------------ parameters */
+
+typedef struct tensor_shape {
+  const char *suffix;
+  char rows, cols; /* 'H' hidden, 'I' intermediate, 'V' vocabulary, 'P' positions, 'T' token
+                      types, 'L' labels; cols 0 for a vector */
+} tensor_shape;
+
+static const tensor_shape embedding_tensors[BERT_EMBEDDING_TENSORS] = {
+    {"embeddings.word_embeddings.weight", 'V', 'H'},
+    {"embeddings.position_embeddings.weight", 'P', 'H'},
+    {"embeddings.token_type_embeddings.weight", 'T', 'H'},
+    {"embeddings.LayerNorm.weight", 'H', 0},
+    {"embeddings.LayerNorm.bias", 'H', 0},
+};
+enum { Q_W, Q_B, K_W, K_B, V_W, V_B, AO_W, AO_B, ALN_W, ALN_B, I_W, I_B, O_W, O_B, OLN_W, OLN_B };
+static const tensor_shape layer_tensors[BERT_TENSORS_PER_LAYER] = {
+    {"attention.self.query.weight", 'H', 'H'},     {"attention.self.query.bias", 'H', 0},
+    {"attention.self.key.weight", 'H', 'H'},       {"attention.self.key.bias", 'H', 0},
+    {"attention.self.value.weight", 'H', 'H'},     {"attention.self.value.bias", 'H', 0},
+    {"attention.output.dense.weight", 'H', 'H'},   {"attention.output.dense.bias", 'H', 0},
+    {"attention.output.LayerNorm.weight", 'H', 0}, {"attention.output.LayerNorm.bias", 'H', 0},
+    {"intermediate.dense.weight", 'I', 'H'},       {"intermediate.dense.bias", 'I', 0},
+    {"output.dense.weight", 'H', 'I'},             {"output.dense.bias", 'H', 0},
+    {"output.LayerNorm.weight", 'H', 0},           {"output.LayerNorm.bias", 'H', 0},
+};
+enum { POOL_W, POOL_B, CLS_W, CLS_B, MLM_W, MLM_B, MLM_LN_W, MLM_LN_B, MLM_BIAS };
+static const tensor_shape head_tensors[BERT_HEAD_TENSORS] = {
+    {"pooler.dense.weight", 'H', 'H'},
+    {"pooler.dense.bias", 'H', 0},
+    {"classifier.weight", 'L', 'H'},
+    {"classifier.bias", 'L', 0},
+    {"cls.predictions.transform.dense.weight", 'H', 'H'},
+    {"cls.predictions.transform.dense.bias", 'H', 0},
+    {"cls.predictions.transform.LayerNorm.weight", 'H', 0},
+    {"cls.predictions.transform.LayerNorm.bias", 'H', 0},
+    {"cls.predictions.bias", 'V', 0},
+};
+
+damo_bert_config damo_bert_config_default(void) {
+  damo_bert_config c = {30522, 768, 12, 12, 3072, 512, 2, 1e-12f, 0.1f, 0.1f, 2};
+  return c;
+}
+
+damo_status bert_check_config(const damo_bert_config *c, const char *where) {
+  if (c->vocab_size < 1 || c->hidden_size < 1 || c->num_hidden_layers < 1 || c->num_attention_heads < 1 ||
+      c->intermediate_size < 1 || c->max_position_embeddings < 1 || c->type_vocab_size < 1 || c->num_labels < 1)
+    return damo_error(DAMO_ERR_INVALID_ARG,
+                      "%s: BERT config needs positive vocab_size (%d), hidden_size (%d), num_hidden_layers (%d), "
+                      "num_attention_heads (%d), intermediate_size (%d), max_position_embeddings (%d), "
+                      "type_vocab_size (%d) and num_labels (%d)",
+                      where, c->vocab_size, c->hidden_size, c->num_hidden_layers, c->num_attention_heads,
+                      c->intermediate_size, c->max_position_embeddings, c->type_vocab_size, c->num_labels);
+  if (c->hidden_size % c->num_attention_heads)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: hidden_size %d is not a multiple of num_attention_heads %d", where,
+                      c->hidden_size, c->num_attention_heads);
+  if (!(c->layer_norm_eps > 0) || !isfinite(c->layer_norm_eps))
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: layer_norm_eps must be positive (got %g)", where, (double)c->layer_norm_eps);
+  if (!(c->hidden_dropout_prob >= 0 && c->hidden_dropout_prob < 1) ||
+      !(c->attention_probs_dropout_prob >= 0 && c->attention_probs_dropout_prob < 1))
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: dropout probabilities must lie in [0, 1) (got %g, %g)", where,
+                      (double)c->hidden_dropout_prob, (double)c->attention_probs_dropout_prob);
+  if ((int64_t)c->num_hidden_layers * c->hidden_size * c->intermediate_size > ((int64_t)1 << 40) ||
+      c->hidden_size > (1 << 20) || c->intermediate_size > (1 << 22) || c->vocab_size > (1 << 24) ||
+      c->max_position_embeddings > (1 << 20) || c->type_vocab_size > (1 << 16) || c->num_labels > (1 << 20) ||
+      c->num_hidden_layers > 4096)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: BERT config is implausibly large", where);
+  return DAMO_OK;
+}
+
+static int64_t dim_of(const damo_bert_config *c, char d) {
+  switch (d) {
+  case 'H': return c->hidden_size;
+  case 'I': return c->intermediate_size;
+  case 'V': return c->vocab_size;
+  case 'P': return c->max_position_embeddings;
+  case 'T': return c->type_vocab_size;
+  case 'L': return c->num_labels;
+  default: return 1;
+  }
+}
+
+/* Name and shape of tensor i in HuggingFace order. */
+static void tensor_spec(const damo_bert_config *c, int i, char *name, size_t cap, int *ndim, int64_t *shape) {
+  const int layer_end = BERT_EMBEDDING_TENSORS + c->num_hidden_layers * BERT_TENSORS_PER_LAYER;
+  const tensor_shape *ts;
+  if (i < BERT_EMBEDDING_TENSORS) {
+    ts = &embedding_tensors[i];
+    snprintf(name, cap, "%s", ts->suffix);
+  } else if (i < layer_end) {
+    int j = i - BERT_EMBEDDING_TENSORS;
+    ts = &layer_tensors[j % BERT_TENSORS_PER_LAYER];
+    snprintf(name, cap, "encoder.layer.%d.%s", j / BERT_TENSORS_PER_LAYER, ts->suffix);
+  } else {
+    ts = &head_tensors[i - layer_end];
+    snprintf(name, cap, "%s", ts->suffix);
+  }
+  *ndim = ts->cols ? 2 : 1;
+  shape[0] = dim_of(c, ts->rows);
+  shape[1] = ts->cols ? dim_of(c, ts->cols) : 0;
+}
+
+void damo_bert_free(damo_bert *m) {
+  if (!m) return;
+  param_store_free(&m->p);
+  free(m->loaded);
+  free(m);
+}
+
+static void spec_of(const void *config, int i, char *name, size_t cap, int *ndim, int64_t *shape) {
+  tensor_spec(config, i, name, cap, ndim, shape);
+}
+
+damo_status bert_alloc(const damo_bert_config *cfg, damo_bert **out) {
+  *out = NULL;
+  damo_status st = bert_check_config(cfg, "bert");
+  if (st != DAMO_OK) return st;
+  damo_bert *m = calloc(1, sizeof *m);
+  if (!m) return damo_error(DAMO_ERR_NOMEM, "bert: out of memory");
+  m->config = *cfg;
+  const int n = BERT_EMBEDDING_TENSORS + cfg->num_hidden_layers * BERT_TENSORS_PER_LAYER + BERT_HEAD_TENSORS;
+  m->first_head = n - BERT_HEAD_TENSORS;
+  m->loaded = calloc((size_t)n, 1);
+  st = m->loaded ? param_store_alloc(&m->p, n, spec_of, cfg, "bert") : damo_error(DAMO_ERR_NOMEM, "bert: out of memory");
+  if (st != DAMO_OK) {
+    free(m->loaded);
+    free(m);
+    return st;
+  }
+  *out = m;
+  return DAMO_OK;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t a = strlen(s), b = strlen(suffix);
+  return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+void bert_init_tensor(damo_bert *m, int i, damo_rng *rng) {
+  const char *name = m->p.names[i];
+  float *v = damo_tensor_f32(m->p.values[i]);
+  const int64_t count = damo_tensor_numel(m->p.values[i]);
+  if (strstr(name, "LayerNorm.")) {
+    const float fill = ends_with(name, ".weight") ? 1.0f : 0.0f;
+    for (int64_t j = 0; j < count; j++) v[j] = fill;
+  } else if (m->p.values[i]->ndim == 2) {
+    for (int64_t j = 0; j < count; j++) v[j] = 0.02f * damo_rng_normal(rng);
+    /* nn.Embedding(padding_idx = pad_token_id = 0): the [PAD] row starts at zero. */
+    if (i == 0) memset(v, 0, (size_t)m->config.hidden_size * sizeof *v);
+  } else {
+    memset(v, 0, (size_t)count * sizeof *v);
+  }
+}
+
+damo_status damo_bert_new(const damo_bert_config *cfg, uint64_t seed, damo_bert **out) {
+  if (!cfg || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_new: NULL argument");
+  damo_bert *m;
+  damo_status st = bert_alloc(cfg, &m);
+  if (st != DAMO_OK) return st;
+  damo_rng rng;
+  damo_rng_seed(&rng, seed);
+  for (int i = 0; i < m->p.n_tensors; i++) bert_init_tensor(m, i, &rng);
+  *out = m;
+  return DAMO_OK;
+}
+
+const damo_bert_config *damo_bert_get_config(const damo_bert *m) { return m ? &m->config : NULL; }
+int damo_bert_num_tensors(const damo_bert *m) { return m ? m->p.n_tensors : 0; }
+const char *damo_bert_tensor_name(const damo_bert *m, int i) { return m && i >= 0 && i < m->p.n_tensors ? m->p.names[i] : NULL; }
+int64_t damo_bert_num_params(const damo_bert *m) { return m ? m->p.n_params : 0; }
+int damo_bert_tensor_loaded(const damo_bert *m, int i) { return m && i >= 0 && i < m->p.n_tensors ? m->loaded[i] : 0; }
+
+damo_tensor *damo_bert_param(const damo_bert *m, const char *name) {
+  int i = param_store_index(&m->p, name);
+  return i >= 0 ? m->p.values[i] : NULL;
+}
+damo_tensor *damo_bert_grad(const damo_bert *m, const char *name) {
+  int i = param_store_index(&m->p, name);
+  return i >= 0 ? m->p.grads[i] : NULL;
+}
+float *damo_bert_param_block(const damo_bert *m, int64_t *n_floats) {
+  if (n_floats) *n_floats = m ? m->p.n_params_padded : 0;
+  return m ? m->p.param_block : NULL;
+}
+float *damo_bert_grad_block(const damo_bert *m, int64_t *n_floats) {
+  if (n_floats) *n_floats = m ? m->p.n_params_padded : 0;
+  return m ? m->p.grad_block : NULL;
+}
+
+/* ------------------------------------------------------------------ graphs */
+
+void damo_bert_graph_free(damo_bert_graph *bg) {
+  if (!bg) return;
+  damo_graph_free(bg->graph);
+  free(bg->mask_f32);
+  free(bg);
+}
+
+static damo_node *param_node(damo_graph *g, const damo_bert *m, int i) {
+  return damo_param(g, m->p.names[i], m->p.values[i], m->p.grads[i]);
+}
+
+static damo_node *dropout(damo_graph *g, damo_node *x, float rate) { return rate > 0 ? damo_dropout(g, x, rate) : x; }
+
+/* The word + position + token-type embeddings, normalised. */
+static damo_node *build_embeddings(damo_graph *g, const damo_bert *m, damo_bert_graph *bg) {
+  const damo_bert_config *c = &m->config;
+  int64_t t_shape[1] = {bg->seq_len};
+  damo_tensor *positions = damo_tensor_new(DAMO_I32, 1, t_shape);
+  if (!positions) return NULL;
+  for (int64_t t = 0; t < bg->seq_len; t++) damo_tensor_i32(positions)[t] = (int32_t)t;
+  damo_node *pos = damo_constant(g, positions);
+  damo_tensor_free(positions);
+  damo_node *x = damo_add(g, damo_embedding(g, bg->ids, param_node(g, m, 0)), damo_embedding(g, pos, param_node(g, m, 1)));
+  x = damo_add(g, x, damo_embedding(g, bg->token_types, param_node(g, m, 2)));
+  x = damo_layer_norm(g, x, param_node(g, m, 3), param_node(g, m, 4), c->layer_norm_eps);
+  return dropout(g, x, c->hidden_dropout_prob);
+}
+
+/* One post-LN encoder layer. */
+static damo_node *build_layer(damo_graph *g, const damo_bert *m, int layer, damo_node *x, damo_node *mask) {
+  const damo_bert_config *c = &m->config;
+  damo_node *p[BERT_TENSORS_PER_LAYER];
+  for (int j = 0; j < BERT_TENSORS_PER_LAYER; j++)
+    p[j] = param_node(g, m, BERT_EMBEDDING_TENSORS + layer * BERT_TENSORS_PER_LAYER + j);
+  const float eps = c->layer_norm_eps, rate = c->hidden_dropout_prob;
+  damo_node *q = damo_linear_op(g, x, p[Q_W], p[Q_B], DAMO_ACT_NONE);
+  damo_node *k = damo_linear_op(g, x, p[K_W], p[K_B], DAMO_ACT_NONE);
+  damo_node *v = damo_linear_op(g, x, p[V_W], p[V_B], DAMO_ACT_NONE);
+  damo_node *att = damo_attention(g, q, k, v, c->num_attention_heads, 0, mask);
+  damo_node *a = dropout(g, damo_linear_op(g, att, p[AO_W], p[AO_B], DAMO_ACT_NONE), rate);
+  x = damo_layer_norm(g, damo_add(g, x, a), p[ALN_W], p[ALN_B], eps);
+  damo_node *h = damo_gelu(g, damo_linear_op(g, x, p[I_W], p[I_B], DAMO_ACT_NONE), 0);
+  h = dropout(g, damo_linear_op(g, h, p[O_W], p[O_B], DAMO_ACT_NONE), rate);
+  x = damo_layer_norm(g, damo_add(g, x, h), p[OLN_W], p[OLN_B], eps);
+  char name[DAMO_NAME_MAX];
+  snprintf(name, sizeof name, "encoder.layer.%d.out", layer);
+  if (x) damo_node_set_name(x, name);
+  return x;
+}
+
+damo_status damo_bert_classifier_new(damo_bert *m, int64_t batch, int64_t seq_len, int training, damo_bert_graph **out) {
+  if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_classifier_new: NULL argument");
+  *out = NULL;
+  const damo_bert_config *c = &m->config;
+  if (batch < 1 || seq_len < 1 || seq_len > c->max_position_embeddings)
+    return damo_error(DAMO_ERR_INVALID_ARG, "bert_classifier_new: batch %lld and sequence length %lld must be >= 1, the "
+                      "length at most max_position_embeddings %d", (long long)batch, (long long)seq_len,
+                      c->max_position_embeddings);
+  damo_bert_graph *bg = calloc(1, sizeof *bg);
+  if (!bg) return damo_error(DAMO_ERR_NOMEM, "bert_classifier_new: out of memory");
+  bg->model = m;
+  bg->batch = batch;
+  bg->seq_len = seq_len;
+  bg->mask_f32 = malloc((size_t)(batch * seq_len) * sizeof *bg->mask_f32);
+  damo_graph *g = bg->graph = damo_graph_new(0);
+  if (!g || !bg->mask_f32) {
+    damo_bert_graph_free(bg);
+    return damo_error(DAMO_ERR_NOMEM, "bert_classifier_new: out of memory");
+  }
+  int64_t shape[2] = {batch, seq_len}, H = c->hidden_size;
+  bg->ids = damo_input(g, "input_ids", DAMO_I32, 2, shape);
+  bg->token_types = damo_input(g, "token_type_ids", DAMO_I32, 2, shape);
+  bg->mask = damo_input(g, "attention_mask", DAMO_F32, 2, shape);
+  if (training) bg->labels = damo_input(g, "labels", DAMO_I32, 1, shape);
+
+  damo_node *x = build_embeddings(g, m, bg);
+  for (int l = 0; l < c->num_hidden_layers; l++) x = build_layer(g, m, l, x, bg->mask);
+  /* [CLS] is position 0: the first H channels of each row of (B, T H). */
+  int64_t flat[2] = {0, seq_len * H};
+  damo_node *cls = damo_slice_last(g, damo_reshape(g, x, 2, flat), 0, H);
+  const int head = m->first_head;
+  damo_node *pooled = damo_linear_op(g, cls, param_node(g, m, head + POOL_W), param_node(g, m, head + POOL_B), DAMO_ACT_TANH);
+  pooled = dropout(g, pooled, c->hidden_dropout_prob);
+  bg->logits = damo_linear_op(g, pooled, param_node(g, m, head + CLS_W), param_node(g, m, head + CLS_B), DAMO_ACT_NONE);
+  if (bg->logits) damo_node_set_name(bg->logits, "logits");
+  if (training) {
+    bg->loss = damo_softmax_cross_entropy(g, bg->logits, bg->labels);
+    if (bg->loss) damo_node_set_name(bg->loss, "loss");
+  }
+  damo_status st = damo_graph_status(g);
+  if (st == DAMO_OK) st = damo_graph_compile(g, bg->loss, 1, &bg->logits);
+  if (st != DAMO_OK) {
+    damo_error_prefix(st, "building the BERT classifier graph (batch %lld, length %lld): ", (long long)batch,
+                      (long long)seq_len);
+    damo_bert_graph_free(bg);
+    return st;
+  }
+  *out = bg;
+  return DAMO_OK;
+}
+
+void damo_bert_graph_seed(damo_bert_graph *bg, uint64_t seed) {
+  if (bg) damo_rng_seed(&bg->graph->rng, seed);
+}
+
+damo_status damo_bert_graph_forward(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
+                                    const int32_t *mask, const int32_t *labels, int dropout_on, float *loss) {
+  if (!bg || !ids || !token_types || !mask) return damo_error(DAMO_ERR_INVALID_ARG, "bert_forward: NULL argument");
+  if (bg->labels && !labels) return damo_error(DAMO_ERR_INVALID_ARG, "bert_forward: a training graph needs labels");
+  if (batch < 1 || batch > bg->batch)
+    return damo_error(DAMO_ERR_INVALID_ARG, "bert_forward: batch %lld outside [1, %lld] (the built batch)",
+                      (long long)batch, (long long)bg->batch);
+  const int64_t n = batch * bg->seq_len;
+  const int32_t type_vocab = bg->model->config.type_vocab_size;
+  for (int64_t i = 0; i < n; i++) {
+    if (mask[i] != 0 && mask[i] != 1)
+      return damo_error(DAMO_ERR_INVALID_ARG, "bert_forward: attention_mask[%lld][%lld] is %d, expected 0 or 1",
+                        (long long)(i / bg->seq_len), (long long)(i % bg->seq_len), mask[i]);
+    if (token_types[i] < 0 || token_types[i] >= type_vocab)
+      return damo_error(DAMO_ERR_INVALID_ARG, "bert_forward: token_type_ids[%lld][%lld] is %d, outside [0, %d)",
+                        (long long)(i / bg->seq_len), (long long)(i % bg->seq_len), token_types[i], type_vocab);
+    bg->mask_f32[i] = (float)mask[i];
+  }
+  damo_graph *g = bg->graph;
+  damo_status st = damo_graph_set_batch(g, batch);
+  if (st == DAMO_OK) st = damo_graph_bind(g, bg->ids, ids);
+  if (st == DAMO_OK) st = damo_graph_bind(g, bg->token_types, token_types);
+  if (st == DAMO_OK) st = damo_graph_bind(g, bg->mask, bg->mask_f32);
+  if (st == DAMO_OK && bg->labels) st = damo_graph_bind(g, bg->labels, labels);
+  if (st == DAMO_OK) st = damo_graph_forward(g, dropout_on);
+  if (st == DAMO_OK && loss) *loss = bg->loss ? damo_node_data(bg->loss)[0] : NAN;
+  return st;
+}
+
+damo_status damo_bert_graph_backward(damo_bert_graph *bg) {
+  if (!bg || !bg->loss) return damo_error(DAMO_ERR_STATE, "bert_backward: needs a training graph (training = 1)");
+  return damo_graph_backward(bg->graph);
+}
+
+const float *damo_bert_graph_logits(const damo_bert_graph *bg) { return bg ? damo_node_data(bg->logits) : NULL; }

@@ -1,0 +1,36 @@
+/* bert.h - BERT's internal structures, shared by bert.c (parameters, graphs) and bert_io.c
+ * (HuggingFace config.json and model.safetensors). */
+#ifndef DAMO_MODELS_BERT_H
+#define DAMO_MODELS_BERT_H
+
+#include "graph/graph.h"
+#include "models/param_store.h"
+
+#define BERT_EMBEDDING_TENSORS 5
+#define BERT_TENSORS_PER_LAYER 16
+/* After the layers: pooler (2), classifier (2), masked-LM head (5): the "heads". */
+#define BERT_HEAD_TENSORS 9
+
+struct damo_bert {
+  damo_bert_config config;
+  param_store p;          /* embeddings, layers, heads, in HuggingFace order, without "bert." */
+  int first_head;         /* index of pooler.dense.weight: tensors from here on may be absent from a file */
+  unsigned char *loaded;  /* per tensor: 1 read from a file, 0 initialised here */
+};
+
+struct damo_bert_graph {
+  damo_bert *model;
+  damo_graph *graph;
+  damo_node *ids, *token_types, *mask, *labels, *logits, *loss;
+  float *mask_f32; /* the attention mask as the attention op takes it, (built batch, T) */
+  int64_t batch, seq_len;
+};
+
+damo_status bert_check_config(const damo_bert_config *c, const char *where);
+/* A model with every tensor laid out and zero-filled. */
+damo_status bert_alloc(const damo_bert_config *cfg, damo_bert **out);
+/* Initialises tensor i as HuggingFace's _init_weights does (N(0, 0.02) weights and
+ * embeddings with the [PAD] row 0 zeroed, LayerNorm 1 / 0, biases 0). */
+void bert_init_tensor(damo_bert *m, int i, damo_rng *rng);
+
+#endif

@@ -1,0 +1,250 @@
+/* bert_io.c - BERT in HuggingFace's directory format: config.json and model.safetensors.
+ *
+ * Loading takes the state dicts transformers writes for BertModel (no prefix),
+ * BertForSequenceClassification, BertForMaskedLM and BertForPreTraining ("bert." prefix):
+ * the embeddings and every encoder layer must be present; the heads may not be (a BertModel
+ * has no classifier, BertForMaskedLM no pooler), and a missing head tensor is initialised
+ * as transformers would (damo_bert_tensor_loaded says which). Tied or derived copies are
+ * checked, not stored: cls.predictions.decoder.weight must equal the word embeddings and
+ * cls.predictions.decoder.bias cls.predictions.bias. The position_ids buffer and the
+ * next-sentence head (cls.seq_relationship.*) are ignored. Old TensorFlow-converted files
+ * name LayerNorm parameters gamma / beta; those are read as weight / bias. */
+#include "models/bert.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+static void join(char *buf, size_t cap, const char *dir, const char *file) { snprintf(buf, cap, "%s/%s", dir, file); }
+
+/* ------------------------------------------------------------------ config.json */
+
+static damo_status read_int(const cJSON *root, const char *path, const char *key, int required, int *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+  if (!v) return required ? damo_error(DAMO_ERR_FORMAT, "%s: missing \"%s\"", path, key) : DAMO_OK;
+  if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 || v->valuedouble > 1e9)
+    return damo_error(DAMO_ERR_FORMAT, "%s: \"%s\" must be a positive integer", path, key);
+  *out = (int)v->valuedouble;
+  return DAMO_OK;
+}
+
+static damo_status read_float(const cJSON *root, const char *path, const char *key, float lo, float hi, float *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+  if (!v) return DAMO_OK;
+  if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi))
+    return damo_error(DAMO_ERR_FORMAT, "%s: \"%s\" must be a number in [%g, %g]", path, key, (double)lo, (double)hi);
+  *out = (float)v->valuedouble;
+  return DAMO_OK;
+}
+
+/* A string field, if present, must be one of the allowed values. */
+static damo_status check_string(const cJSON *root, const char *path, const char *key, const char *allowed1,
+                                const char *allowed2) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+  if (!v) return DAMO_OK;
+  if (cJSON_IsString(v) && (!strcmp(v->valuestring, allowed1) || (allowed2 && !strcmp(v->valuestring, allowed2))))
+    return DAMO_OK;
+  return damo_error(DAMO_ERR_UNSUPPORTED, "%s: \"%s\" is %s; damo's BERT supports \"%s\"%s%s%s", path, key,
+                    cJSON_IsString(v) ? v->valuestring : "not a string", allowed1, allowed2 ? " or \"" : "",
+                    allowed2 ? allowed2 : "", allowed2 ? "\"" : "");
+}
+
+static damo_status parse_config(const char *path, damo_bert_config *cfg) {
+  char *text;
+  size_t size;
+  damo_status st = damo_read_file(path, &text, &size);
+  if (st != DAMO_OK) return st;
+  cJSON *root = cJSON_ParseWithLength(text, size);
+  free(text);
+  if (!cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    return damo_error(DAMO_ERR_FORMAT, "%s: not a JSON object", path);
+  }
+  *cfg = damo_bert_config_default();
+  st = check_string(root, path, "model_type", "bert", NULL);
+  if (st == DAMO_OK) st = check_string(root, path, "hidden_act", "gelu", NULL);
+  if (st == DAMO_OK) st = check_string(root, path, "position_embedding_type", "absolute", NULL);
+  if (st == DAMO_OK) st = read_int(root, path, "vocab_size", 1, &cfg->vocab_size);
+  if (st == DAMO_OK) st = read_int(root, path, "hidden_size", 1, &cfg->hidden_size);
+  if (st == DAMO_OK) st = read_int(root, path, "num_hidden_layers", 1, &cfg->num_hidden_layers);
+  if (st == DAMO_OK) st = read_int(root, path, "num_attention_heads", 1, &cfg->num_attention_heads);
+  if (st == DAMO_OK) st = read_int(root, path, "intermediate_size", 1, &cfg->intermediate_size);
+  if (st == DAMO_OK) st = read_int(root, path, "max_position_embeddings", 1, &cfg->max_position_embeddings);
+  if (st == DAMO_OK) st = read_int(root, path, "type_vocab_size", 0, &cfg->type_vocab_size);
+  if (st == DAMO_OK) st = read_float(root, path, "layer_norm_eps", 1e-30f, 1.0f, &cfg->layer_norm_eps);
+  if (st == DAMO_OK) st = read_float(root, path, "hidden_dropout_prob", 0.0f, 0.99f, &cfg->hidden_dropout_prob);
+  if (st == DAMO_OK)
+    st = read_float(root, path, "attention_probs_dropout_prob", 0.0f, 0.99f, &cfg->attention_probs_dropout_prob);
+  if (st == DAMO_OK) {
+    const cJSON *labels = cJSON_GetObjectItemCaseSensitive(root, "id2label");
+    if (cJSON_IsObject(labels) && cJSON_GetArraySize(labels) > 0) cfg->num_labels = cJSON_GetArraySize(labels);
+    st = read_int(root, path, "num_labels", 0, &cfg->num_labels);
+  }
+  const cJSON *pad = cJSON_GetObjectItemCaseSensitive(root, "pad_token_id");
+  if (st == DAMO_OK && pad && !(cJSON_IsNumber(pad) && pad->valuedouble == 0))
+    st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: pad_token_id must be 0 ([PAD] of the BERT vocabularies)", path);
+  cJSON_Delete(root);
+  if (st == DAMO_OK) st = bert_check_config(cfg, path);
+  return st;
+}
+
+damo_status damo_bert_config_load(const char *path, damo_bert_config *out) {
+  if (!path || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_config_load: NULL argument");
+  return parse_config(path, out);
+}
+
+/* ------------------------------------------------------------------ load */
+
+static int starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+
+/* The model's name for a stored one: without "bert.", gamma/beta as weight/bias. */
+static void canonical_name(const char *stored, char *name, size_t cap) {
+  const char *s = starts_with(stored, "bert.") ? stored + 5 : stored;
+  snprintf(name, cap, "%s", s);
+  size_t len = strlen(name);
+  if (len > 6 && !strcmp(name + len - 6, ".gamma")) snprintf(name + len - 6, cap - (len - 6), ".weight");
+  else if (len > 5 && !strcmp(name + len - 5, ".beta")) snprintf(name + len - 5, cap - (len - 5), ".bias");
+}
+
+static int is_ignored(const char *name) {
+  return !strcmp(name, "embeddings.position_ids") || starts_with(name, "cls.seq_relationship.");
+}
+
+static damo_status take_tensor(damo_bert *m, int i, const damo_tensor *t, const char *path, const char *stored) {
+  char config[160];
+  snprintf(config, sizeof config, "hidden_size %d, intermediate_size %d, vocab_size %d, num_labels %d",
+           m->config.hidden_size, m->config.intermediate_size, m->config.vocab_size, m->config.num_labels);
+  return param_store_take(&m->p, i, t, path, stored, config);
+}
+
+/* A tied or derived copy must equal the tensor it copies. */
+static damo_status check_copy(const damo_bert *m, const damo_tensor *t, const char *of, const char *path,
+                              const char *stored) {
+  const damo_tensor *want = damo_bert_param(m, of);
+  if (t->dtype != DAMO_F32 || t->ndim != want->ndim || memcmp(t->shape, want->shape, (size_t)t->ndim * sizeof *t->shape) ||
+      memcmp(t->data, want->data, (size_t)damo_tensor_numel(want) * sizeof(float)))
+    return damo_error(DAMO_ERR_UNSUPPORTED, "%s: tensor '%s' differs from '%s'; only a decoder tied to it is supported",
+                      path, stored, of);
+  return DAMO_OK;
+}
+
+static damo_status fill_from_dict(damo_bert *m, const damo_tensor_dict *d, const char *path) {
+  damo_status st = DAMO_OK;
+  const damo_tensor *decoder_w = NULL, *decoder_b = NULL;
+  const char *decoder_w_name = NULL, *decoder_b_name = NULL;
+  char name[160];
+  for (int k = 0; k < d->count && st == DAMO_OK; k++) {
+    const char *stored = d->names[k];
+    canonical_name(stored, name, sizeof name);
+    if (is_ignored(name)) continue;
+    if (!strcmp(name, "cls.predictions.decoder.weight")) {
+      decoder_w = d->tensors[k], decoder_w_name = stored;
+      continue;
+    }
+    if (!strcmp(name, "cls.predictions.decoder.bias")) {
+      decoder_b = d->tensors[k], decoder_b_name = stored;
+      continue;
+    }
+    int i = param_store_index(&m->p, name);
+    if (i < 0)
+      st = damo_error(DAMO_ERR_FORMAT, "%s: unexpected tensor '%s' (not part of a %d-layer BERT)", path, stored,
+                      m->config.num_hidden_layers);
+    else if (m->loaded[i])
+      st = damo_error(DAMO_ERR_FORMAT, "%s: tensor '%s' appears twice (with and without \"bert.\" or as gamma/beta)",
+                      path, name);
+    else if ((st = take_tensor(m, i, d->tensors[k], path, stored)) == DAMO_OK)
+      m->loaded[i] = 1;
+  }
+  for (int i = 0; i < m->first_head && st == DAMO_OK; i++)
+    if (!m->loaded[i]) st = damo_error(DAMO_ERR_FORMAT, "%s: missing tensor '%s'", path, m->p.names[i]);
+  if (st == DAMO_OK && decoder_w) st = check_copy(m, decoder_w, "embeddings.word_embeddings.weight", path, decoder_w_name);
+  if (st == DAMO_OK && decoder_b) {
+    if (!m->loaded[m->p.n_tensors - 1]) { /* only the decoder's copy of the bias was stored */
+      st = take_tensor(m, m->p.n_tensors - 1, decoder_b, path, decoder_b_name);
+      if (st == DAMO_OK) m->loaded[m->p.n_tensors - 1] = 1;
+    } else {
+      st = check_copy(m, decoder_b, "cls.predictions.bias", path, decoder_b_name);
+    }
+  }
+  return st;
+}
+
+damo_status damo_bert_load(const char *dir, int num_labels, uint64_t seed, damo_bert **out) {
+  if (!dir || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_load: NULL argument");
+  *out = NULL;
+  char path[4096];
+  damo_bert_config cfg;
+  join(path, sizeof path, dir, "config.json");
+  damo_status st = parse_config(path, &cfg);
+  if (st != DAMO_OK) return st;
+  if (num_labels > 0) cfg.num_labels = num_labels;
+  damo_bert *m;
+  if ((st = bert_alloc(&cfg, &m)) != DAMO_OK) return st;
+  join(path, sizeof path, dir, "model.safetensors");
+  damo_tensor_dict *d;
+  if ((st = damo_safetensors_load(path, &d)) != DAMO_OK) {
+    damo_bert_free(m);
+    return st;
+  }
+  st = fill_from_dict(m, d, path);
+  damo_tensor_dict_free(d);
+  if (st != DAMO_OK) {
+    damo_bert_free(m);
+    return st;
+  }
+  damo_rng rng;
+  damo_rng_seed(&rng, seed);
+  for (int i = m->first_head; i < m->p.n_tensors; i++)
+    if (!m->loaded[i]) bert_init_tensor(m, i, &rng);
+  *out = m;
+  return DAMO_OK;
+}
+
+/* ------------------------------------------------------------------ save */
+
+static cJSON *config_json(const damo_bert_config *c) {
+  cJSON *root = cJSON_CreateObject();
+  cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
+  if (arch) cJSON_AddItemToArray(arch, cJSON_CreateString("BertForSequenceClassification"));
+  cJSON_AddStringToObject(root, "model_type", "bert");
+  cJSON_AddNumberToObject(root, "vocab_size", c->vocab_size);
+  cJSON_AddNumberToObject(root, "hidden_size", c->hidden_size);
+  cJSON_AddNumberToObject(root, "num_hidden_layers", c->num_hidden_layers);
+  cJSON_AddNumberToObject(root, "num_attention_heads", c->num_attention_heads);
+  cJSON_AddNumberToObject(root, "intermediate_size", c->intermediate_size);
+  cJSON_AddStringToObject(root, "hidden_act", "gelu");
+  param_store_json_float(root, "hidden_dropout_prob", c->hidden_dropout_prob);
+  param_store_json_float(root, "attention_probs_dropout_prob", c->attention_probs_dropout_prob);
+  cJSON_AddNumberToObject(root, "max_position_embeddings", c->max_position_embeddings);
+  cJSON_AddNumberToObject(root, "type_vocab_size", c->type_vocab_size);
+  param_store_json_float(root, "layer_norm_eps", c->layer_norm_eps);
+  cJSON_AddNumberToObject(root, "initializer_range", 0.02);
+  cJSON_AddNumberToObject(root, "pad_token_id", 0);
+  cJSON_AddStringToObject(root, "position_embedding_type", "absolute");
+  cJSON *id2label = cJSON_AddObjectToObject(root, "id2label"), *label2id = cJSON_AddObjectToObject(root, "label2id");
+  for (int i = 0; i < c->num_labels && id2label && label2id; i++) {
+    char key[32], label[40];
+    snprintf(key, sizeof key, "%d", i);
+    snprintf(label, sizeof label, "LABEL_%d", i);
+    cJSON_AddStringToObject(id2label, key, label);
+    cJSON_AddNumberToObject(label2id, label, i);
+  }
+  cJSON_AddStringToObject(root, "torch_dtype", "float32");
+  return root;
+}
+
+/* The encoder and pooler under "bert." as the task models name them; the heads as they are. */
+static void file_name(const param_store *s, int i, char *name, size_t cap) {
+  const char *n = s->names[i];
+  int head = starts_with(n, "classifier.") || starts_with(n, "cls.");
+  snprintf(name, cap, "%s%s", head ? "" : "bert.", n);
+}
+
+damo_status damo_bert_save(const damo_bert *m, const char *dir) {
+  if (!m || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "bert_save: NULL argument");
+  cJSON *config = config_json(&m->config);
+  if (!config) return damo_error(DAMO_ERR_NOMEM, "bert_save: out of memory");
+  return param_store_save_dir(&m->p, dir, file_name, config);
+}
