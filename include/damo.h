@@ -254,11 +254,14 @@ damo_node *damo_transpose(damo_graph *g, damo_node *a, const int *perm);
 damo_node *damo_dropout(damo_graph *g, damo_node *a, float rate);
 /* Mean over the batch of -log softmax(logits)[label]; logits (B, C), labels (B) I32. */
 damo_node *damo_softmax_cross_entropy(damo_graph *g, damo_node *logits, damo_node *labels);
-/* softmax_cross_entropy(x weight^T, labels) without keeping the logits: x (N, C), weight
- * (V, C) (a tied output embedding), labels (N) I32. Logits are made a chunk of rows at a
- * time and their gradient multiplied out at once, so memory is one chunk (64 MB at most)
- * plus the sizes of x and weight instead of three (N, V) tensors. For large vocabularies. */
-damo_node *damo_linear_cross_entropy(damo_graph *g, damo_node *x, damo_node *weight, damo_node *labels);
+/* softmax_cross_entropy(x weight^T + bias, labels) without keeping the logits: x (N, C),
+ * weight (V, C) (a tied output embedding), bias (V) or NULL, labels (N) I32; a negative
+ * label (PyTorch's ignore_index -100) leaves its row out of the loss and the mean (0 if every
+ * row is left out). Logits are made a chunk of rows at a time and their gradient multiplied
+ * out at once, so memory is one chunk (64 MB at most) plus the sizes of x and weight instead
+ * of three (N, V) tensors. For large vocabularies. */
+damo_node *damo_linear_cross_entropy(damo_graph *g, damo_node *x, damo_node *weight, damo_node *bias,
+                                     damo_node *labels);
 /* Mean of the numerically stable binary cross-entropy of sigmoid(logits) vs targets in [0,1]. */
 damo_node *damo_bce_with_logits(damo_graph *g, damo_node *logits, damo_node *targets);
 /* Mean of (a - b)^2. */

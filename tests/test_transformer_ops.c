@@ -406,17 +406,21 @@ static void test_attention_errors(void) {
 
 /* ------------------------------------------------------------------ fused head + loss */
 
-/* Loss and gradients of linear_cross_entropy(x, w, y) from one graph, x and w params. With
- * chunk_rows < 0 the unfused graph: softmax_cross_entropy(matmul(x, w^T), y). training 0
- * runs the forward as a validation pass before the backward. */
-static float linear_ce_run(int chunk_rows, int training, damo_tensor *x, damo_tensor *w, const int32_t *labels,
-                           damo_tensor *gx, damo_tensor *gw) {
+/* Loss and gradients of linear_cross_entropy(x, w, b, y) from one graph, x, w and b (b may
+ * be NULL) params. With chunk_rows < 0 the unfused graph softmax_cross_entropy(matmul(x, w^T)
+ * + b, y). training 0 runs the forward as a validation pass before the backward. */
+static float linear_ce_run(int chunk_rows, int training, damo_tensor *x, damo_tensor *w, damo_tensor *b,
+                           const int32_t *labels, damo_tensor *gx, damo_tensor *gw, damo_tensor *gb) {
   damo_graph *g = damo_graph_new(1);
   int64_t n_rows = x->shape[0];
-  damo_node *xn = damo_param(g, "x", x, gx), *wn = damo_param(g, "w", w, gw);
-  damo_node *y = damo_input(g, "y", DAMO_I32, 1, &n_rows);
-  damo_node *loss = chunk_rows < 0 ? damo_softmax_cross_entropy(g, damo_matmul(g, xn, wn, 0, 1), y)
-                                   : damo_linear_cross_entropy_chunked(g, xn, wn, y, chunk_rows);
+  damo_node *xn = damo_param(g, "x", x, gx), *wn = damo_param(g, "w", w, gw), *bn = b ? damo_param(g, "b", b, gb) : NULL;
+  damo_node *y = damo_input(g, "y", DAMO_I32, 1, &n_rows), *loss;
+  if (chunk_rows < 0) {
+    damo_node *logits = damo_matmul(g, xn, wn, 0, 1);
+    loss = damo_softmax_cross_entropy(g, bn ? damo_add(g, logits, bn) : logits, y);
+  } else {
+    loss = damo_linear_cross_entropy_chunked(g, xn, wn, bn, y, chunk_rows);
+  }
   float value = NAN;
   if (damo_graph_compile(g, loss, 0, NULL) == DAMO_OK && damo_graph_bind(g, y, labels) == DAMO_OK &&
       damo_graph_forward(g, training) == DAMO_OK && damo_graph_backward(g) == DAMO_OK)
@@ -425,54 +429,103 @@ static float linear_ce_run(int chunk_rows, int training, damo_tensor *x, damo_te
   return value;
 }
 
+/* The unfused reference over only the rows whose label is not ignored; gx_ref gets zeros in
+ * the ignored rows. */
+static float linear_ce_reference(damo_tensor *x, damo_tensor *w, damo_tensor *b, const int32_t *labels,
+                                 damo_tensor *gx_ref, damo_tensor *gw_ref, damo_tensor *gb_ref) {
+  const int64_t N = x->shape[0], C = x->shape[1];
+  int64_t kept = 0;
+  for (int64_t r = 0; r < N; r++) kept += labels[r] >= 0;
+  int64_t ss[2] = {kept, C};
+  damo_tensor *xs = damo_tensor_new(DAMO_F32, 2, ss), *gxs = damo_tensor_new(DAMO_F32, 2, ss);
+  int32_t *ys = malloc((size_t)kept * sizeof *ys);
+  for (int64_t r = 0, k = 0; r < N; r++)
+    if (labels[r] >= 0) {
+      memcpy(damo_tensor_f32(xs) + k * C, damo_tensor_f32(x) + r * C, (size_t)C * sizeof(float));
+      ys[k++] = labels[r];
+    }
+  const float loss = linear_ce_run(-1, 1, xs, w, b, ys, gxs, gw_ref, gb_ref);
+  memset(gx_ref->data, 0, damo_tensor_nbytes(gx_ref));
+  for (int64_t r = 0, k = 0; r < N; r++)
+    if (labels[r] >= 0) memcpy(damo_tensor_f32(gx_ref) + r * C, damo_tensor_f32(gxs) + k++ * C, (size_t)C * sizeof(float));
+  damo_tensor_free(xs);
+  damo_tensor_free(gxs);
+  free(ys);
+  return loss;
+}
+
 static void test_linear_cross_entropy(void) {
   enum { N = 10, C = 8, V = 37 };
-  int64_t xs[2] = {N, C}, ws[2] = {V, C};
+  int64_t xs[2] = {N, C}, ws[2] = {V, C}, bs[1] = {V};
   damo_tensor *x = damo_tensor_new(DAMO_F32, 2, xs), *w = damo_tensor_new(DAMO_F32, 2, ws);
+  damo_tensor *b = damo_tensor_new(DAMO_F32, 1, bs);
   damo_tensor *gx_ref = damo_tensor_new(DAMO_F32, 2, xs), *gw_ref = damo_tensor_new(DAMO_F32, 2, ws);
+  damo_tensor *gb_ref = damo_tensor_new(DAMO_F32, 1, bs), *gb = damo_tensor_new(DAMO_F32, 1, bs);
   damo_tensor *gx = damo_tensor_new(DAMO_F32, 2, xs), *gw = damo_tensor_new(DAMO_F32, 2, ws);
   fill_random(damo_tensor_f32(x), N * C, 21, 1.0f);
   fill_random(damo_tensor_f32(w), V * C, 22, 1.0f);
+  fill_random(damo_tensor_f32(b), V, 23, 1.0f);
   int32_t labels[N];
   for (int i = 0; i < N; i++) labels[i] = (i * 11 + 3) % V;
   labels[N - 1] = V - 1;
-  const float want = linear_ce_run(-1, 1, x, w, labels, gx_ref, gw_ref);
-  CHECK(isfinite(want));
-  /* One chunk, chunks that divide N, that do not, one row at a time; and a validation
-   * forward (no gradient work) followed by a backward. */
-  const int chunks[] = {0, 5, 3, 1, 4};
-  for (int c = 0; c < 5; c++) {
-    const int training = c != 4;
-    float got = linear_ce_run(chunks[c], training, x, w, labels, gx, gw);
-    CHECK_MSG(fabsf(got - want) <= 1e-6f * fabsf(want), "chunk %d: loss %.8g vs unfused %.8g", chunks[c], got, want);
-    CHECK_CLOSE(damo_tensor_f32(gx), damo_tensor_f32(gx_ref), N * C, 1e-6, 1e-5);
-    CHECK_CLOSE(damo_tensor_f32(gw), damo_tensor_f32(gw_ref), V * C, 1e-6, 1e-5);
+  /* Without and with a bias and ignored rows (BERT's masked-LM loss). */
+  for (int variant = 0; variant < 2; variant++) {
+    damo_tensor *bias = variant ? b : NULL;
+    if (variant) labels[2] = labels[6] = -100;
+    const float want = linear_ce_reference(x, w, bias, labels, gx_ref, gw_ref, gb_ref);
+    CHECK(isfinite(want));
+    /* One chunk, chunks that divide N, that do not, one row at a time; and a validation
+     * forward (no gradient work) followed by a backward. */
+    const int chunks[] = {0, 5, 3, 1, 4};
+    for (int c = 0; c < 5; c++) {
+      const int training = c != 4;
+      float got = linear_ce_run(chunks[c], training, x, w, bias, labels, gx, gw, gb);
+      CHECK_MSG(fabsf(got - want) <= 1e-6f * fabsf(want), "variant %d chunk %d: loss %.8g vs unfused %.8g", variant,
+                chunks[c], got, want);
+      CHECK_CLOSE(damo_tensor_f32(gx), damo_tensor_f32(gx_ref), N * C, 1e-6, 1e-5);
+      CHECK_CLOSE(damo_tensor_f32(gw), damo_tensor_f32(gw_ref), V * C, 1e-6, 1e-5);
+      if (bias) CHECK_CLOSE(damo_tensor_f32(gb), damo_tensor_f32(gb_ref), V, 1e-6, 1e-5);
+    }
   }
-  /* Finite differences through the fused op itself, chunked. */
+  /* Finite differences through the fused op itself, chunked, with the bias. */
   damo_graph *g = damo_graph_new(1);
   int64_t n_rows = N;
-  damo_node *xn = damo_param(g, "x", x, gx), *wn = damo_param(g, "w", w, gw);
+  damo_node *xn = damo_param(g, "x", x, gx), *wn = damo_param(g, "w", w, gw), *bn = damo_param(g, "b", b, gb);
   damo_node *y = damo_input(g, "y", DAMO_I32, 1, &n_rows);
-  damo_node *loss = damo_linear_cross_entropy_chunked(g, xn, wn, y, 3);
+  damo_node *loss = damo_linear_cross_entropy_chunked(g, xn, wn, bn, y, 3);
   CHECK(damo_graph_compile(g, loss, 1, &loss) == DAMO_OK && damo_graph_bind(g, y, labels) == DAMO_OK);
   CHECK(damo_graph_forward(g, 1) == DAMO_OK && damo_graph_backward(g) == DAMO_OK);
-  damo_tensor *params[2] = {x, w}, *grads[2] = {gx, gw};
-  fd_check("linear_ce", g, loss, 2, params, grads);
-  /* A label outside the vocabulary fails the forward and names the row. */
+  damo_tensor *params[3] = {x, w, b}, *grads[3] = {gx, gw, gb};
+  fd_check("linear_ce", g, loss, 3, params, grads);
+  /* Every row ignored: loss 0, no gradient. */
+  int32_t none[N];
+  for (int i = 0; i < N; i++) none[i] = -100;
+  CHECK(damo_graph_bind(g, y, none) == DAMO_OK && damo_graph_forward(g, 1) == DAMO_OK);
+  CHECK(damo_node_data(loss)[0] == 0.0f);
+  CHECK(damo_graph_backward(g) == DAMO_OK);
+  for (int i = 0; i < V; i++) CHECK(damo_tensor_f32(gb)[i] == 0.0f);
+  /* A label past the vocabulary fails the forward and names the row. */
+  CHECK(damo_graph_bind(g, y, labels) == DAMO_OK);
   labels[7] = V;
   CHECK(damo_graph_forward(g, 1) == DAMO_ERR_INVALID_ARG);
   CHECK(strstr(damo_last_error(), "row 7") != NULL);
   damo_clear_error();
   damo_graph_free(g);
-  /* Shapes: the weight's channels must match x's. */
+  /* Shapes: the weight's channels must match x's; the bias must be (V,). */
   g = damo_graph_new(1);
-  int64_t bad[2] = {V, C + 1};
+  int64_t bad[2] = {V, C + 1}, bad_b[1] = {V + 1};
   damo_node *xi = damo_input(g, "x", DAMO_F32, 2, xs), *wi = damo_input(g, "w", DAMO_F32, 2, bad);
-  CHECK(damo_linear_cross_entropy(g, xi, wi, damo_input(g, "y", DAMO_I32, 1, &n_rows)) == NULL);
+  CHECK(damo_linear_cross_entropy(g, xi, wi, NULL, damo_input(g, "y", DAMO_I32, 1, &n_rows)) == NULL);
+  damo_graph_free(g);
+  g = damo_graph_new(1);
+  xi = damo_input(g, "x", DAMO_F32, 2, xs);
+  wi = damo_input(g, "w", DAMO_F32, 2, ws);
+  CHECK(damo_linear_cross_entropy(g, xi, wi, damo_input(g, "b", DAMO_F32, 1, bad_b),
+                                  damo_input(g, "y", DAMO_I32, 1, &n_rows)) == NULL);
   damo_graph_free(g);
   damo_clear_error();
-  damo_tensor *all[] = {x, w, gx_ref, gw_ref, gx, gw};
-  for (int i = 0; i < 6; i++) damo_tensor_free(all[i]);
+  damo_tensor *all[] = {x, w, b, gx_ref, gw_ref, gb_ref, gx, gw, gb};
+  for (int i = 0; i < 9; i++) damo_tensor_free(all[i]);
 }
 
 int main(void) {

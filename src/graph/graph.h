@@ -146,8 +146,8 @@ damo_node *damo_graph_add_node(damo_graph *g, damo_op op, int n_in, damo_node *c
                                int n_iparam, const float *fparam, int n_fparam);
 /* damo_linear_cross_entropy with chunk_rows logits rows at a time (0: the default chunk), so
  * tests can cover the chunk boundaries with small shapes. */
-damo_node *damo_linear_cross_entropy_chunked(damo_graph *g, damo_node *x, damo_node *weight, damo_node *labels,
-                                             int chunk_rows);
+damo_node *damo_linear_cross_entropy_chunked(damo_graph *g, damo_node *x, damo_node *weight, damo_node *bias,
+                                             damo_node *labels, int chunk_rows);
 /* Records a shape error for a builder with both shapes spelled out; returns DAMO_ERR_SHAPE. */
 damo_status damo_shape_error(const damo_node *n, const char *what, const damo_node *a, const damo_node *b);
 

@@ -235,7 +235,7 @@ damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, in
   if (training) {
     /* The head and the loss in one op that never holds all (B T, V) logits. */
     int64_t flat_x[2] = {-1, m->config.n_embd}, flat_targets[1] = {-1};
-    gg->loss = damo_linear_cross_entropy(g, damo_reshape(g, x, 2, flat_x), wte,
+    gg->loss = damo_linear_cross_entropy(g, damo_reshape(g, x, 2, flat_x), wte, NULL,
                                          damo_reshape(g, gg->targets, 1, flat_targets));
     if (gg->loss) damo_node_set_name(gg->loss, "loss");
   } else {

@@ -1,5 +1,8 @@
 /* linear_ce.c - a language-model head fused with its loss: the mean over rows of
- * -log softmax(x W^T)[label], x (N, C), W (V, C) (GPT-2's tied token embedding), labels (N).
+ * -log softmax(x W^T + b)[label], x (N, C), W (V, C) (GPT-2's and BERT's tied token
+ * embedding), optional b (V) (BERT's masked-LM bias), labels (N). A negative label (PyTorch's
+ * ignore_index, -100) leaves its row out of the loss and of the mean, as BERT's masked-LM
+ * loss needs for the positions it does not predict.
  *
  * The logits (N, V) are never kept: with a 50257-word vocabulary they are the largest tensor
  * of a small GPT by far, and the unfused graph held three of that size (logits, softmax,
@@ -34,10 +37,12 @@ static linear_ce_dims dims_of(const damo_node *n) {
 }
 
 /* Buffer layout: header (header[0] != 0: the unit gradients match the last forward), the
- * unit gradient of x (N, C), of W (V, C), then one chunk of logits. */
+ * unit gradient of x (N, C), of W (V, C), of b (V), then one chunk of logits. */
 static float *unit_dx(const damo_node *n) { return (float *)n->aux + HEADER_FLOATS; }
 static float *unit_dw(const damo_node *n, linear_ce_dims d) { return unit_dx(n) + d.N * d.C; }
-static float *chunk_logits(const damo_node *n, linear_ce_dims d) { return unit_dw(n, d) + d.V * d.C; }
+static float *unit_db(const damo_node *n, linear_ce_dims d) { return unit_dw(n, d) + d.V * d.C; }
+static float *chunk_logits(const damo_node *n, linear_ce_dims d) { return unit_db(n, d) + d.V; }
+static const damo_node *bias_of(const damo_node *n) { return n->n_in > 3 ? n->in[3] : NULL; }
 
 static damo_status linear_ce_infer(damo_node *n) {
   const damo_node *x = n->in[0], *w = n->in[1], *y = n->in[2];
@@ -46,23 +51,33 @@ static damo_status linear_ce_infer(damo_node *n) {
     return damo_shape_error(n, "the weight must be f32 (vocabulary, channels) with x's channels", x, w);
   if (y->dtype != DAMO_I32 || y->ndim != 1 || y->shape[0] != x->shape[0])
     return damo_shape_error(n, "labels must be i32 of shape (rows,) with x's rows", x, y);
+  const damo_node *b = bias_of(n);
+  if (b && (b->dtype != DAMO_F32 || b->ndim != 1 || b->shape[0] != w->shape[0]))
+    return damo_shape_error(n, "the bias must be f32 (vocabulary,)", w, b);
   n->ndim = 1;
   n->shape[0] = 1;
   n->batched = 0;
   linear_ce_dims d = dims_of(n);
-  n->aux_bytes = (size_t)(HEADER_FLOATS + d.N * d.C + d.V * d.C + d.chunk_rows * d.V) * sizeof(float);
+  n->aux_bytes = (size_t)(HEADER_FLOATS + d.N * d.C + d.V * d.C + d.V + d.chunk_rows * d.V) * sizeof(float);
   return DAMO_OK;
 }
 
-/* Loss of rows [r0, r0 + rows) from their logits; with want_grad, turns each logits row into
- * d(mean loss)/d(logits) in place. Returns the rows' summed loss. */
-DAMO_MULTIVERSION static double chunk_loss(float *logits, const int32_t *labels, int64_t rows, int64_t V, int64_t N,
-                                           int want_grad) {
+/* Loss of rows [r0, r0 + rows) from their logits (plus bias, if any); with want_grad, turns
+ * each logits row into d(mean loss)/d(logits) in place (0 for an ignored row). Returns the
+ * rows' summed loss; n_counted is the number of rows the mean is over. */
+DAMO_MULTIVERSION static double chunk_loss(float *logits, const float *bias, const int32_t *labels, int64_t rows,
+                                           int64_t V, int64_t n_counted, int want_grad) {
   double total = 0.0;
-  const float inv_n = 1.0f / (float)N;
+  const float inv_n = 1.0f / (float)(n_counted > 0 ? n_counted : 1);
 #pragma omp parallel for schedule(static) reduction(+ : total) if (rows * V > DAMO_PARALLEL_MIN)
   for (int64_t r = 0; r < rows; r++) {
     float *row = logits + r * V;
+    if (labels[r] < 0) {
+      if (want_grad) memset(row, 0, (size_t)V * sizeof *row);
+      continue;
+    }
+    if (bias)
+      for (int64_t v = 0; v < V; v++) row[v] += bias[v];
     float mx = row[0];
     for (int64_t v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
     float sum = 0.0f;
@@ -76,36 +91,54 @@ DAMO_MULTIVERSION static double chunk_loss(float *logits, const int32_t *labels,
   return total;
 }
 
-/* The chunked pass: the loss, and with want_grad the unit gradients of x and W. */
+/* Rows whose label is not ignored. */
+static int64_t counted_rows(const damo_node *n) {
+  const int32_t *labels = n->in[2]->value;
+  int64_t count = 0;
+  for (int64_t r = 0; r < n->in[0]->shape[0]; r++) count += labels[r] >= 0;
+  return count;
+}
+
+/* The chunked pass: the summed loss, and with want_grad the unit gradients of x, W and b. */
 static double run_chunks(damo_node *n, int want_grad) {
   const linear_ce_dims d = dims_of(n);
   const float *x = damo_f32(n->in[0]), *w = damo_f32(n->in[1]);
+  const float *bias = bias_of(n) ? damo_f32(bias_of(n)) : NULL;
   const int32_t *labels = n->in[2]->value;
-  float *logits = chunk_logits(n, d);
+  const int64_t counted = counted_rows(n);
+  float *logits = chunk_logits(n, d), *db = unit_db(n, d);
   double total = 0.0;
+  if (want_grad && bias) memset(db, 0, (size_t)d.V * sizeof *db);
   for (int64_t r0 = 0; r0 < d.N; r0 += d.chunk_rows) {
     const int64_t rows = d.N - r0 < d.chunk_rows ? d.N - r0 : d.chunk_rows;
     const float *xc = x + r0 * d.C;
     damo_gemm(0, 1, rows, d.V, d.C, 1.0f, xc, d.C, w, d.C, 0.0f, logits, d.V);
-    total += chunk_loss(logits, labels + r0, rows, d.V, d.N, want_grad);
+    total += chunk_loss(logits, bias, labels + r0, rows, d.V, counted, want_grad);
     if (!want_grad) continue;
     damo_gemm(0, 0, rows, d.C, d.V, 1.0f, logits, d.V, w, d.C, 0.0f, unit_dx(n) + r0 * d.C, d.C);
     damo_gemm(1, 0, d.V, d.C, rows, 1.0f, logits, d.V, xc, d.C, r0 == 0 ? 0.0f : 1.0f, unit_dw(n, d), d.C);
+    if (bias) /* rows in order: the same sums for any thread count */
+      for (int64_t r = 0; r < rows; r++)
+        for (int64_t v = 0; v < d.V; v++) db[v] += logits[r * d.V + v];
   }
   return total;
 }
 
-static int wants_grad(const damo_node *n) { return n->in[0]->in_backward || n->in[1]->in_backward; }
+static int wants_grad(const damo_node *n) {
+  return n->in[0]->in_backward || n->in[1]->in_backward || (bias_of(n) && bias_of(n)->in_backward);
+}
 
 static damo_status linear_ce_forward(damo_graph *g, damo_node *n) {
   const linear_ce_dims d = dims_of(n);
   const int32_t *labels = n->in[2]->value;
   for (int64_t r = 0; r < d.N; r++)
-    if (labels[r] < 0 || labels[r] >= d.V)
+    if (labels[r] >= d.V)
       return damo_error(DAMO_ERR_INVALID_ARG, "%s: label %d at row %lld is outside the vocabulary [0, %lld)",
                         n->name[0] ? n->name : "linear_cross_entropy", labels[r], (long long)r, (long long)d.V);
   const int want_grad = g->training && wants_grad(n);
-  damo_f32(n)[0] = (float)(run_chunks(n, want_grad) / (double)d.N);
+  const int64_t counted = counted_rows(n);
+  const double total = run_chunks(n, want_grad);
+  damo_f32(n)[0] = counted > 0 ? (float)(total / (double)counted) : 0.0f;
   ((float *)n->aux)[0] = want_grad ? 1.0f : 0.0f;
   return DAMO_OK;
 }
@@ -126,18 +159,20 @@ static void linear_ce_backward(damo_graph *g, damo_node *n) {
   const float upstream = n->grad[0];
   if (n->in[0]->in_backward) add_scaled(damo_node_grad_acc(n->in[0]), unit_dx(n), d.N * d.C, upstream);
   if (n->in[1]->in_backward) add_scaled(damo_node_grad_acc(n->in[1]), unit_dw(n, d), d.V * d.C, upstream);
+  if (bias_of(n) && bias_of(n)->in_backward) add_scaled(damo_node_grad_acc(n->in[3]), unit_db(n, d), d.V, upstream);
 }
 
 const damo_op_def damo_op_def_linear_ce = {"linear_cross_entropy", 3, linear_ce_infer, linear_ce_forward,
                                            linear_ce_backward, DAMO_OPF_BWD_INPUTS};
 
-damo_node *damo_linear_cross_entropy_chunked(damo_graph *g, damo_node *x, damo_node *weight, damo_node *labels,
-                                             int chunk_rows) {
-  damo_node *in[3] = {x, weight, labels};
+damo_node *damo_linear_cross_entropy_chunked(damo_graph *g, damo_node *x, damo_node *weight, damo_node *bias,
+                                             damo_node *labels, int chunk_rows) {
+  damo_node *in[4] = {x, weight, labels, bias};
   int iparam[1] = {chunk_rows};
-  return damo_graph_add_node(g, DAMO_OP_LINEAR_CE, 3, in, iparam, 1, NULL, 0);
+  return damo_graph_add_node(g, DAMO_OP_LINEAR_CE, bias ? 4 : 3, in, iparam, 1, NULL, 0);
 }
 
-damo_node *damo_linear_cross_entropy(damo_graph *g, damo_node *x, damo_node *weight, damo_node *labels) {
-  return damo_linear_cross_entropy_chunked(g, x, weight, labels, 0);
+damo_node *damo_linear_cross_entropy(damo_graph *g, damo_node *x, damo_node *weight, damo_node *bias,
+                                     damo_node *labels) {
+  return damo_linear_cross_entropy_chunked(g, x, weight, bias, labels, 0);
 }
