@@ -1076,9 +1076,19 @@ void damo_bert_graph_free(damo_bert_graph *bg);
  * loss may be NULL. dropout 1 applies the configured dropout (training), 0 not. */
 damo_status damo_bert_graph_forward(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
                                     const int32_t *mask, const int32_t *labels, int dropout, float *loss);
-damo_status damo_bert_graph_backward(damo_bert_graph *bg);
-/* (batch, num_labels) logits of the last forward. */
+damo_status damo_bert_graph_backward(damo_bert_graph *bg); /* either kind of training graph */
+/* (batch, num_labels) logits of the last forward (NULL for a masked-LM graph). */
 const float *damo_bert_graph_logits(const damo_bert_graph *bg);
+/* A masked-LM training graph (BertForMaskedLM's loss): `predictions` slots per sequence, each
+ * a position whose hidden state goes through cls.predictions.transform and the decoder tied
+ * to the word embeddings (plus cls.predictions.bias); the loss is the mean cross-entropy
+ * over the used slots (damo_linear_cross_entropy: no (slots, V) logits kept). */
+damo_status damo_bert_mlm_new(damo_bert *m, int64_t batch, int64_t seq_len, int64_t predictions, damo_bert_graph **out);
+/* positions and labels (batch, predictions) i32: slot j of row b predicts labels[b][j] (the
+ * original id) at positions[b][j]; a negative label (-100) marks an unused slot. */
+damo_status damo_bert_mlm_forward(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
+                                  const int32_t *mask, const int32_t *positions, const int32_t *labels, int dropout,
+                                  float *loss);
 /* Seeds the graph's dropout masks. */
 void damo_bert_graph_seed(damo_bert_graph *bg, uint64_t seed);
 

@@ -339,6 +339,65 @@ static void test_dropout_and_descent(void) {
   damo_bert_free(m);
 }
 
+/* ------------------------------------------------------------------ masked LM */
+
+/* The masked-LM loss and every gradient (the tied word embeddings get both the input and
+ * the decoder's share) against PyTorch, with unused slots; and bad positions. */
+static void test_mlm_reference(void) {
+  damo_bert *m = NULL;
+  CHECK(damo_bert_load(MODEL_DIR, 0, 1, &m) == DAMO_OK);
+  damo_tensor *loss_ref = ref_get("mlm_loss");
+  int32_t *positions = ref_i32("mlm_positions"), *labels = ref_i32("mlm_labels");
+  damo_bert_graph *bg = NULL;
+  CHECK_MSG(damo_bert_mlm_new(m, B, T, 4, &bg) == DAMO_OK, "%s", damo_last_error());
+  if (!m || !bg || !loss_ref || !positions || !labels) {
+    damo_bert_graph_free(bg);
+    damo_bert_free(m);
+    return;
+  }
+  float loss = 0;
+  CHECK_MSG(damo_bert_mlm_forward(bg, B, ref_i32("input_ids"), ref_i32("token_type_ids"), ref_i32("attention_mask"),
+                                  positions, labels, 0, &loss) == DAMO_OK, "%s", damo_last_error());
+  double loss_err = fabs(loss - damo_tensor_f32(loss_ref)[0]) / fabs(damo_tensor_f32(loss_ref)[0]);
+  CHECK_MSG(loss_err < 1e-5, "masked-LM loss %.8g vs %.8g", loss, damo_tensor_f32(loss_ref)[0]);
+  CHECK(damo_bert_graph_logits(bg) == NULL);
+  CHECK_MSG(damo_bert_graph_backward(bg) == DAMO_OK, "%s", damo_last_error());
+  double grad_err = 0;
+  const char *worst = "";
+  int compared = 0;
+  for (int i = 0; i < damo_bert_num_tensors(m); i++) {
+    const char *name = damo_bert_tensor_name(m, i);
+    char key[160];
+    snprintf(key, sizeof key, "grad_mlm.%s", name);
+    damo_tensor *want = damo_tensor_dict_get(ref, key), *got = damo_bert_grad(m, name);
+    if (!want) { /* the pooler and classifier take no part in this loss */
+      CHECK_MSG(!strncmp(name, "pooler.", 7) || !strncmp(name, "classifier.", 11), "no reference gradient for %s", name);
+      continue;
+    }
+    compared++;
+    double r = test_close_ratio(damo_tensor_f32(got), damo_tensor_f32(want), (long)damo_tensor_numel(want), GRAD_ATOL,
+                                GRAD_RTOL);
+    CHECK_MSG(r <= 1.0, "masked-LM gradient of %s: worst error %.3g x tolerance", name, r);
+    double e = max_rel_error(damo_tensor_f32(got), damo_tensor_f32(want), damo_tensor_numel(want));
+    if (e > grad_err) grad_err = e, worst = name;
+  }
+  CHECK(compared == 5 + 2 * 16 + 5);
+  if (verbose)
+    fprintf(stderr, "    masked LM vs PyTorch: loss %.3g, gradients %.3g (%s)\n", loss_err, grad_err, worst);
+  int32_t bad[B * 4];
+  memcpy(bad, positions, sizeof bad);
+  bad[5] = T;
+  EXPECT_FAIL(damo_bert_mlm_forward(bg, B, ref_i32("input_ids"), ref_i32("token_type_ids"), ref_i32("attention_mask"),
+                                    bad, labels, 0, NULL), DAMO_ERR_INVALID_ARG, "mlm position [1][1] is 12");
+  EXPECT_FAIL(damo_bert_graph_forward(bg, B, ref_i32("input_ids"), ref_i32("token_type_ids"), ref_i32("attention_mask"),
+                                      labels, 0, NULL), DAMO_ERR_STATE, "bert_mlm_forward");
+  damo_bert_graph *too_many = NULL;
+  EXPECT_FAIL(damo_bert_mlm_new(m, B, T, T + 1, &too_many), DAMO_ERR_INVALID_ARG, "predictions");
+  damo_clear_error();
+  damo_bert_graph_free(bg);
+  damo_bert_free(m);
+}
+
 int main(void) {
   verbose = getenv("TEST_BERT_VERBOSE") != NULL;
   tmpdir_template("bert");
@@ -356,6 +415,7 @@ int main(void) {
   RUN(test_bad_files);
   RUN(test_bad_inputs);
   RUN(test_dropout_and_descent);
+  RUN(test_mlm_reference);
   damo_tensor_dict_free(ref);
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

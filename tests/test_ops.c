@@ -511,6 +511,19 @@ static void test_bad_shapes(void) {
   CHECK(damo_graph_compile(g, NULL, 0, NULL) != DAMO_OK);
   damo_graph_free(g);
 
+  /* Two param nodes over one gradient buffer (a tied weight bound twice) would wipe each
+   * other's share in backward: compile refuses and names both. */
+  {
+    damo_tensor *ga = damo_tensor_new(DAMO_F32, 2, sa);
+    g = damo_graph_new(1);
+    damo_node *p1 = damo_param(g, "tied_in", ta, ga), *p2 = damo_param(g, "tied_out", ta, ga);
+    damo_node *loss = damo_sum(g, damo_add(g, p1, p2), DAMO_ALL_AXES, 0);
+    CHECK(damo_graph_compile(g, loss, 0, NULL) == DAMO_ERR_INVALID_ARG);
+    CHECK(strstr(damo_last_error(), "tied_in") && strstr(damo_last_error(), "tied_out"));
+    damo_graph_free(g);
+    damo_tensor_free(ga);
+    damo_clear_error();
+  }
   /* matmul with transposes that make the inner sizes disagree: (3,4)^T x (3,4)^T -> K 3 vs 4 */
   g = damo_graph_new(1);
   a = damo_param(g, "a", ta, NULL);

@@ -104,6 +104,14 @@ damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, da
     n->in_backward = loss && reaches_loss[i] && n->requires_grad;
     if (n->op == DAMO_OP_PARAM && n->in_backward) n->grad = n->param_grad->data;
   }
+  /* Each param node zero-fills its gradient on first use in a backward pass, so two nodes
+   * over one gradient buffer would each wipe the other's share (a tied weight added twice). */
+  for (int i = 0; i < N && st == DAMO_OK; i++)
+    for (int j = i + 1; j < N && g->nodes[i]->op == DAMO_OP_PARAM && g->nodes[i]->in_backward; j++)
+      if (g->nodes[j]->op == DAMO_OP_PARAM && g->nodes[j]->in_backward && g->nodes[j]->grad == g->nodes[i]->grad)
+        st = damo_error(DAMO_ERR_INVALID_ARG, "compile: params '%s' and '%s' share one gradient buffer; use one param "
+                        "node for a tied weight", g->nodes[i]->name, g->nodes[j]->name);
+  if (st != DAMO_OK) goto done;
 
   g->n_order = 0;
   for (int i = 0; i < N; i++) {

@@ -211,6 +211,7 @@ void damo_bert_graph_free(damo_bert_graph *bg) {
   if (!bg) return;
   damo_graph_free(bg->graph);
   free(bg->mask_f32);
+  free(bg->rows_i32);
   free(bg);
 }
 
@@ -229,7 +230,8 @@ static damo_node *build_embeddings(damo_graph *g, const damo_bert *m, damo_bert_
   for (int64_t t = 0; t < bg->seq_len; t++) damo_tensor_i32(positions)[t] = (int32_t)t;
   damo_node *pos = damo_constant(g, positions);
   damo_tensor_free(positions);
-  damo_node *x = damo_add(g, damo_embedding(g, bg->ids, param_node(g, m, 0)), damo_embedding(g, pos, param_node(g, m, 1)));
+  bg->word_embeddings = param_node(g, m, 0);
+  damo_node *x = damo_add(g, damo_embedding(g, bg->ids, bg->word_embeddings), damo_embedding(g, pos, param_node(g, m, 1)));
   x = damo_add(g, x, damo_embedding(g, bg->token_types, param_node(g, m, 2)));
   x = damo_layer_norm(g, x, param_node(g, m, 3), param_node(g, m, 4), c->layer_norm_eps);
   return dropout(g, x, c->hidden_dropout_prob);
@@ -257,16 +259,17 @@ static damo_node *build_layer(damo_graph *g, const damo_bert *m, int layer, damo
   return x;
 }
 
-damo_status damo_bert_classifier_new(damo_bert *m, int64_t batch, int64_t seq_len, int training, damo_bert_graph **out) {
-  if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_classifier_new: NULL argument");
+/* A graph's inputs and encoder: bg with its graph, and the last layer's output in *x. */
+static damo_status graph_begin(damo_bert *m, int64_t batch, int64_t seq_len, const char *what, damo_bert_graph **out,
+                               damo_node **x) {
   *out = NULL;
   const damo_bert_config *c = &m->config;
   if (batch < 1 || seq_len < 1 || seq_len > c->max_position_embeddings)
-    return damo_error(DAMO_ERR_INVALID_ARG, "bert_classifier_new: batch %lld and sequence length %lld must be >= 1, the "
-                      "length at most max_position_embeddings %d", (long long)batch, (long long)seq_len,
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: batch %lld and sequence length %lld must be >= 1, the length at most "
+                      "max_position_embeddings %d", what, (long long)batch, (long long)seq_len,
                       c->max_position_embeddings);
   damo_bert_graph *bg = calloc(1, sizeof *bg);
-  if (!bg) return damo_error(DAMO_ERR_NOMEM, "bert_classifier_new: out of memory");
+  if (!bg) return damo_error(DAMO_ERR_NOMEM, "%s: out of memory", what);
   bg->model = m;
   bg->batch = batch;
   bg->seq_len = seq_len;
@@ -274,16 +277,41 @@ damo_status damo_bert_classifier_new(damo_bert *m, int64_t batch, int64_t seq_le
   damo_graph *g = bg->graph = damo_graph_new(0);
   if (!g || !bg->mask_f32) {
     damo_bert_graph_free(bg);
-    return damo_error(DAMO_ERR_NOMEM, "bert_classifier_new: out of memory");
+    return damo_error(DAMO_ERR_NOMEM, "%s: out of memory", what);
   }
-  int64_t shape[2] = {batch, seq_len}, H = c->hidden_size;
+  int64_t shape[2] = {batch, seq_len};
   bg->ids = damo_input(g, "input_ids", DAMO_I32, 2, shape);
   bg->token_types = damo_input(g, "token_type_ids", DAMO_I32, 2, shape);
   bg->mask = damo_input(g, "attention_mask", DAMO_F32, 2, shape);
-  if (training) bg->labels = damo_input(g, "labels", DAMO_I32, 1, shape);
+  *x = build_embeddings(g, m, bg);
+  for (int l = 0; l < c->num_hidden_layers; l++) *x = build_layer(g, m, l, *x, bg->mask);
+  *out = bg;
+  return DAMO_OK;
+}
 
-  damo_node *x = build_embeddings(g, m, bg);
-  for (int l = 0; l < c->num_hidden_layers; l++) x = build_layer(g, m, l, x, bg->mask);
+/* Compiles bg's graph for its loss (if any) and outputs; frees bg on failure. */
+static damo_status graph_finish(damo_bert_graph *bg, const char *what) {
+  damo_graph *g = bg->graph;
+  damo_status st = damo_graph_status(g);
+  if (st == DAMO_OK) st = bg->logits ? damo_graph_compile(g, bg->loss, 1, &bg->logits) : damo_graph_compile(g, bg->loss, 0, NULL);
+  if (st != DAMO_OK) {
+    damo_error_prefix(st, "building the BERT %s graph (batch %lld, length %lld): ", what, (long long)bg->batch,
+                      (long long)bg->seq_len);
+    damo_bert_graph_free(bg);
+  }
+  return st;
+}
+
+damo_status damo_bert_classifier_new(damo_bert *m, int64_t batch, int64_t seq_len, int training, damo_bert_graph **out) {
+  if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_classifier_new: NULL argument");
+  damo_bert_graph *bg;
+  damo_node *x;
+  damo_status st = graph_begin(m, batch, seq_len, "bert_classifier_new", &bg, &x);
+  if (st != DAMO_OK) return st;
+  damo_graph *g = bg->graph;
+  const damo_bert_config *c = &m->config;
+  const int64_t H = c->hidden_size;
+  if (training) bg->labels = damo_input(g, "labels", DAMO_I32, 1, &batch);
   /* [CLS] is position 0: the first H channels of each row of (B, T H). */
   int64_t flat[2] = {0, seq_len * H};
   damo_node *cls = damo_slice_last(g, damo_reshape(g, x, 2, flat), 0, H);
@@ -296,26 +324,54 @@ damo_status damo_bert_classifier_new(damo_bert *m, int64_t batch, int64_t seq_le
     bg->loss = damo_softmax_cross_entropy(g, bg->logits, bg->labels);
     if (bg->loss) damo_node_set_name(bg->loss, "loss");
   }
-  damo_status st = damo_graph_status(g);
-  if (st == DAMO_OK) st = damo_graph_compile(g, bg->loss, 1, &bg->logits);
-  if (st != DAMO_OK) {
-    damo_error_prefix(st, "building the BERT classifier graph (batch %lld, length %lld): ", (long long)batch,
-                      (long long)seq_len);
+  if ((st = graph_finish(bg, "classifier")) == DAMO_OK) *out = bg;
+  return st;
+}
+
+damo_status damo_bert_mlm_new(damo_bert *m, int64_t batch, int64_t seq_len, int64_t predictions, damo_bert_graph **out) {
+  if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_mlm_new: NULL argument");
+  if (predictions < 1 || predictions > seq_len)
+    return damo_error(DAMO_ERR_INVALID_ARG, "bert_mlm_new: %lld predictions per sequence, expected 1 to the length %lld",
+                      (long long)predictions, (long long)seq_len);
+  damo_bert_graph *bg;
+  damo_node *x;
+  damo_status st = graph_begin(m, batch, seq_len, "bert_mlm_new", &bg, &x);
+  if (st != DAMO_OK) return st;
+  damo_graph *g = bg->graph;
+  const damo_bert_config *c = &m->config;
+  const int64_t H = c->hidden_size;
+  bg->predictions = predictions;
+  int64_t slots[2] = {batch, predictions};
+  bg->rows_i32 = malloc((size_t)(batch * predictions) * sizeof *bg->rows_i32);
+  if (!bg->rows_i32) {
     damo_bert_graph_free(bg);
-    return st;
+    return damo_error(DAMO_ERR_NOMEM, "bert_mlm_new: out of memory");
   }
-  *out = bg;
-  return DAMO_OK;
+  bg->mlm_rows = damo_input(g, "mlm_rows", DAMO_I32, 2, slots);
+  bg->labels = damo_input(g, "mlm_labels", DAMO_I32, 2, slots);
+  /* The predicted positions' hidden states: rows b T + position of (B T, H). */
+  int64_t flat[2] = {-1, H}, flat_labels[1] = {-1};
+  damo_node *picked = damo_embedding(g, bg->mlm_rows, damo_reshape(g, x, 2, flat));
+  const int head = m->first_head;
+  damo_node *t = damo_gelu(g, damo_linear_op(g, picked, param_node(g, m, head + MLM_W), param_node(g, m, head + MLM_B),
+                                             DAMO_ACT_NONE), 0);
+  t = damo_layer_norm(g, t, param_node(g, m, head + MLM_LN_W), param_node(g, m, head + MLM_LN_B), c->layer_norm_eps);
+  /* The same node as the input embedding's: one gradient buffer, both shares summed. */
+  bg->loss = damo_linear_cross_entropy(g, damo_reshape(g, t, 2, flat), bg->word_embeddings,
+                                       param_node(g, m, head + MLM_BIAS), damo_reshape(g, bg->labels, 1, flat_labels));
+  if (bg->loss) damo_node_set_name(bg->loss, "mlm_loss");
+  if ((st = graph_finish(bg, "masked-LM")) == DAMO_OK) *out = bg;
+  return st;
 }
 
 void damo_bert_graph_seed(damo_bert_graph *bg, uint64_t seed) {
   if (bg) damo_rng_seed(&bg->graph->rng, seed);
 }
 
-damo_status damo_bert_graph_forward(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
-                                    const int32_t *mask, const int32_t *labels, int dropout_on, float *loss) {
+/* Checks and binds the inputs every graph has, at `batch` rows. */
+static damo_status bind_inputs(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
+                               const int32_t *mask) {
   if (!bg || !ids || !token_types || !mask) return damo_error(DAMO_ERR_INVALID_ARG, "bert_forward: NULL argument");
-  if (bg->labels && !labels) return damo_error(DAMO_ERR_INVALID_ARG, "bert_forward: a training graph needs labels");
   if (batch < 1 || batch > bg->batch)
     return damo_error(DAMO_ERR_INVALID_ARG, "bert_forward: batch %lld outside [1, %lld] (the built batch)",
                       (long long)batch, (long long)bg->batch);
@@ -335,9 +391,43 @@ damo_status damo_bert_graph_forward(damo_bert_graph *bg, int64_t batch, const in
   if (st == DAMO_OK) st = damo_graph_bind(g, bg->ids, ids);
   if (st == DAMO_OK) st = damo_graph_bind(g, bg->token_types, token_types);
   if (st == DAMO_OK) st = damo_graph_bind(g, bg->mask, bg->mask_f32);
-  if (st == DAMO_OK && bg->labels) st = damo_graph_bind(g, bg->labels, labels);
-  if (st == DAMO_OK) st = damo_graph_forward(g, dropout_on);
+  return st;
+}
+
+damo_status damo_bert_graph_forward(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
+                                    const int32_t *mask, const int32_t *labels, int dropout_on, float *loss) {
+  if (bg && bg->predictions) return damo_error(DAMO_ERR_STATE, "bert_forward: a masked-LM graph runs with bert_mlm_forward");
+  if (bg && bg->labels && !labels) return damo_error(DAMO_ERR_INVALID_ARG, "bert_forward: a training graph needs labels");
+  damo_status st = bind_inputs(bg, batch, ids, token_types, mask);
+  if (st == DAMO_OK && bg->labels) st = damo_graph_bind(bg->graph, bg->labels, labels);
+  if (st == DAMO_OK) st = damo_graph_forward(bg->graph, dropout_on);
   if (st == DAMO_OK && loss) *loss = bg->loss ? damo_node_data(bg->loss)[0] : NAN;
+  return st;
+}
+
+damo_status damo_bert_mlm_forward(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
+                                  const int32_t *mask, const int32_t *positions, const int32_t *labels, int dropout_on,
+                                  float *loss) {
+  if (bg && !bg->predictions) return damo_error(DAMO_ERR_STATE, "bert_mlm_forward: needs a masked-LM graph");
+  if (!positions || !labels) return damo_error(DAMO_ERR_INVALID_ARG, "bert_mlm_forward: NULL argument");
+  damo_status st = bind_inputs(bg, batch, ids, token_types, mask);
+  if (st != DAMO_OK) return st;
+  const int64_t M = bg->predictions, T = bg->seq_len;
+  for (int64_t i = 0; i < batch * M; i++) {
+    const int64_t b = i / M;
+    if (labels[i] < 0) { /* an unused slot: any row will do, its loss is left out */
+      bg->rows_i32[i] = (int32_t)(b * T);
+      continue;
+    }
+    if (positions[i] < 0 || positions[i] >= T)
+      return damo_error(DAMO_ERR_INVALID_ARG, "bert_mlm_forward: mlm position [%lld][%lld] is %d, outside [0, %lld)",
+                        (long long)b, (long long)(i % M), positions[i], (long long)T);
+    bg->rows_i32[i] = (int32_t)(b * T + positions[i]);
+  }
+  st = damo_graph_bind(bg->graph, bg->mlm_rows, bg->rows_i32);
+  if (st == DAMO_OK) st = damo_graph_bind(bg->graph, bg->labels, labels);
+  if (st == DAMO_OK) st = damo_graph_forward(bg->graph, dropout_on);
+  if (st == DAMO_OK && loss) *loss = damo_node_data(bg->loss)[0];
   return st;
 }
 
@@ -346,4 +436,6 @@ damo_status damo_bert_graph_backward(damo_bert_graph *bg) {
   return damo_graph_backward(bg->graph);
 }
 
-const float *damo_bert_graph_logits(const damo_bert_graph *bg) { return bg ? damo_node_data(bg->logits) : NULL; }
+const float *damo_bert_graph_logits(const damo_bert_graph *bg) {
+  return bg && bg->logits ? damo_node_data(bg->logits) : NULL;
+}

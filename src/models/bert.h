@@ -22,8 +22,11 @@ struct damo_bert_graph {
   damo_bert *model;
   damo_graph *graph;
   damo_node *ids, *token_types, *mask, *labels, *logits, *loss;
-  float *mask_f32; /* the attention mask as the attention op takes it, (built batch, T) */
-  int64_t batch, seq_len;
+  damo_node *word_embeddings; /* the param node, shared by the input and the masked-LM decoder */
+  damo_node *mlm_rows; /* masked-LM: the rows of (B T, H) each slot predicts */
+  float *mask_f32;     /* the attention mask as the attention op takes it, (built batch, T) */
+  int32_t *rows_i32;   /* masked-LM: mlm_rows' values, (built batch, predictions) */
+  int64_t batch, seq_len, predictions; /* predictions: slots per sequence (0: classifier) */
 };
 
 damo_status bert_check_config(const damo_bert_config *c, const char *where);

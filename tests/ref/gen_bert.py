@@ -9,7 +9,9 @@
   tests/fixtures/bert_tiny_ref.safetensors     input_ids, token_type_ids, attention_mask
                                                (B, T) I32 with padding, labels (B) I32;
                                                logits (B, L); loss (1,); grad.<name> for
-                                               every encoder, pooler and classifier tensor
+                                               every encoder, pooler and classifier tensor;
+                                               mlm_positions, mlm_labels (B, 4) I32 (-100:
+                                               an unused slot), mlm_loss, grad_mlm.<name>
 
 No transformers library: BERT is written out below with HuggingFace's parameter names and
 layouts (nn.Linear weights (out, in): y = x W^T + b), post-LN layers, erf GELU, attention
@@ -89,7 +91,7 @@ def linear(x, p, name):
     return x @ p[name + ".weight"].t() + p[name + ".bias"]
 
 
-def forward(p, ids, types, mask):
+def encoder(p, ids, types, mask):
     Bx, Tx = ids.shape
     x = (p["embeddings.word_embeddings.weight"][ids] + p["embeddings.position_embeddings.weight"][torch.arange(Tx)]
          + p["embeddings.token_type_embeddings.weight"][types])
@@ -110,8 +112,24 @@ def forward(p, ids, types, mask):
         h = torch.nn.functional.gelu(linear(x, p, e + "intermediate.dense"))
         x = layer_norm(x + linear(h, p, e + "output.dense"), p[e + "output.LayerNorm.weight"],
                        p[e + "output.LayerNorm.bias"])
-    pooled = torch.tanh(linear(x[:, 0], p, "pooler.dense"))
+    return x
+
+
+def forward(p, ids, types, mask):
+    pooled = torch.tanh(linear(encoder(p, ids, types, mask)[:, 0], p, "pooler.dense"))
     return linear(pooled, p, "classifier")
+
+
+def mlm_loss(p, ids, types, mask, positions, labels):
+    """BertForMaskedLM's loss over the predicted slots: the hidden states at the positions,
+    transform (dense, GELU, LayerNorm), logits against the word embeddings plus the bias;
+    slots labelled -100 are left out."""
+    x = encoder(p, ids, types, mask)
+    picked = x[torch.arange(x.shape[0])[:, None], positions.clamp(min=0)]  # (B, M, H)
+    t = torch.nn.functional.gelu(linear(picked, p, "cls.predictions.transform.dense"))
+    t = layer_norm(t, p["cls.predictions.transform.LayerNorm.weight"], p["cls.predictions.transform.LayerNorm.bias"])
+    logits = t @ p["embeddings.word_embeddings.weight"].t() + p["cls.predictions.bias"]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, V), labels.reshape(-1), ignore_index=-100)
 
 
 def f32(t):
@@ -165,8 +183,22 @@ def main():
            "logits": f32(logits), "loss": np.array([loss.item()], np.float32)}
     for k, v in leaves.items():
         ref["grad." + k] = f32(v.grad)
+
+    # The masked-LM loss on the same inputs: 4 slots per row, unused ones -100 (row 2 has 2).
+    positions = torch.tensor([[1, 4, 9, 11], [2, 3, 6, 0], [1, 2, 0, 0]])
+    mlm_labels = torch.randint(0, V, (B, 4))
+    mlm_labels[2, 2:] = -100
+    all_leaves = {k: v.clone().requires_grad_(True) for k, v in {**params, **head}.items()}
+    loss_mlm = mlm_loss(all_leaves, ids, types, mask, positions, mlm_labels)
+    loss_mlm.backward()
+    ref["mlm_positions"] = positions.numpy().astype(np.int32)
+    ref["mlm_labels"] = mlm_labels.numpy().astype(np.int32)
+    ref["mlm_loss"] = np.array([loss_mlm.item()], np.float32)
+    for k, v in all_leaves.items():
+        if v.grad is not None:
+            ref["grad_mlm." + k] = f32(v.grad)
     safetensors_writer.write(REF_PATH, ref)
-    print(f"loss {loss.item():.6f}, logits {f32(logits).round(4).tolist()}")
+    print(f"loss {loss.item():.6f}, logits {f32(logits).round(4).tolist()}, masked-LM loss {loss_mlm.item():.6f}")
 
 
 if __name__ == "__main__":
