@@ -1092,6 +1092,52 @@ damo_status damo_bert_mlm_forward(damo_bert_graph *bg, int64_t batch, const int3
 /* Seeds the graph's dropout masks. */
 void damo_bert_graph_seed(damo_bert_graph *bg, uint64_t seed);
 
+/* Training BERT (src/models/bert_train.c): AdamW (decay on 2-D tensors only), linear warm-up
+ * then cosine to min_lr over `steps`, global-norm clipping. */
+typedef struct damo_bert_train_options {
+  int64_t steps, batch_size, seq_len;
+  int64_t predictions;   /* pre-training: masked-LM slots per sequence */
+  float mask_prob;       /* pre-training: share of a window's tokens predicted (0.15) */
+  float lr, min_lr;
+  int64_t warmup_steps;
+  float weight_decay, beta1, beta2, eps, clip_norm;
+  int64_t eval_windows;  /* pre-training: fixed validation windows */
+  uint64_t seed;
+  int32_t cls_id, sep_id, mask_id; /* the vocabulary's [CLS], [SEP], [MASK] (101, 102, 103) */
+} damo_bert_train_options;
+/* steps 1000, batch 16, T 128, 20 predictions, mask 0.15, lr 1e-4 -> 0, warm-up 100, wd 0.01,
+ * betas (0.9, 0.999), eps 1e-6, clip 1, 64 eval windows, seed 42, ids 101/102/103. */
+damo_bert_train_options damo_bert_train_defaults(void);
+/* 1 for every element of a 2-D tensor (embeddings and dense weights), 0 elsewhere. */
+damo_status damo_bert_decay_mask(const damo_bert *m, uint8_t *mask);
+typedef struct damo_bert_step_report {
+  int64_t step;
+  float loss, lr, grad_norm;
+} damo_bert_step_report;
+
+/* Masked-LM pre-training on a token stream (ids must outlive the trainer; the last 10% is
+ * validation): windows [CLS] T-2 tokens [SEP], mask_prob of each window's tokens predicted
+ * (80% [MASK], 10% random id, 10% kept), with dropout. */
+typedef struct damo_bert_pretrainer damo_bert_pretrainer;
+damo_status damo_bert_pretrainer_new(damo_bert *m, const int32_t *ids, int64_t n_ids, const damo_bert_train_options *opt,
+                                     damo_bert_pretrainer **out);
+void damo_bert_pretrainer_free(damo_bert_pretrainer *t);
+damo_status damo_bert_pretrainer_step(damo_bert_pretrainer *t, damo_bert_step_report *report);
+/* Masked-LM loss over fixed windows and masks of the validation part. */
+damo_status damo_bert_pretrainer_eval(damo_bert_pretrainer *t, float *val_loss);
+int64_t damo_bert_pretrainer_steps_done(const damo_bert_pretrainer *t);
+
+/* Fine-tuning the classifier on caller-made batches ((batch, seq_len) inputs as for
+ * damo_bert_graph_forward, batch <= opt.batch_size), and predicting class probabilities. */
+typedef struct damo_bert_finetuner damo_bert_finetuner;
+damo_status damo_bert_finetuner_new(damo_bert *m, const damo_bert_train_options *opt, damo_bert_finetuner **out);
+void damo_bert_finetuner_free(damo_bert_finetuner *f);
+damo_status damo_bert_finetuner_step(damo_bert_finetuner *f, int64_t batch, const int32_t *ids, const int32_t *types,
+                                     const int32_t *mask, const int32_t *labels, damo_bert_step_report *report);
+/* probs (batch, num_labels): softmax of the logits, dropout off. */
+damo_status damo_bert_finetuner_predict(damo_bert_finetuner *f, int64_t batch, const int32_t *ids, const int32_t *types,
+                                        const int32_t *mask, float *probs);
+
 #ifdef __cplusplus
 }
 #endif
