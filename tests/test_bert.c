@@ -109,6 +109,11 @@ static void test_save_reload(void) {
   CHECK(damo_bert_load(MODEL_DIR, 0, 1, &m) == DAMO_OK);
   if (!m) return;
   const char *dir = tmp_path("saved");
+  CHECK(damo_bert_label_name(m, 0) == NULL); /* the fixture has transformers' LABEL_i */
+  const char *names[3] = {"ham", "spam", "other"};
+  CHECK(damo_bert_set_label_names(m, 2, names) == DAMO_ERR_INVALID_ARG);
+  CHECK(damo_bert_set_label_names(m, 3, names) == DAMO_OK);
+  damo_clear_error();
   CHECK_MSG(damo_bert_save(m, dir) == DAMO_OK, "%s", damo_last_error());
   CHECK_MSG(damo_bert_load(dir, 0, 2, &back) == DAMO_OK, "%s", damo_last_error());
   if (back) {
@@ -116,6 +121,7 @@ static void test_save_reload(void) {
     const float *p1 = damo_bert_param_block(m, &n1), *p2 = damo_bert_param_block(back, &n2);
     CHECK(n1 == n2 && memcmp(p1, p2, (size_t)n1 * sizeof(float)) == 0);
     CHECK(memcmp(damo_bert_get_config(m), damo_bert_get_config(back), sizeof(damo_bert_config)) == 0);
+    CHECK(damo_bert_label_name(back, 1) && !strcmp(damo_bert_label_name(back, 1), "spam"));
   }
   /* HuggingFace's names: the encoder and pooler under "bert.", the heads as they are. */
   char path[600];

@@ -118,11 +118,40 @@ static void tensor_spec(const damo_bert_config *c, int i, char *name, size_t cap
   shape[1] = ts->cols ? dim_of(c, ts->cols) : 0;
 }
 
+static void free_label_names(damo_bert *m) {
+  for (int i = 0; m->label_names && i < m->config.num_labels; i++) free(m->label_names[i]);
+  free(m->label_names);
+  m->label_names = NULL;
+}
+
 void damo_bert_free(damo_bert *m) {
   if (!m) return;
   param_store_free(&m->p);
+  free_label_names(m);
   free(m->loaded);
   free(m);
+}
+
+damo_status damo_bert_set_label_names(damo_bert *m, int n, const char *const *names) {
+  if (!m || !names) return damo_error(DAMO_ERR_INVALID_ARG, "bert_set_label_names: NULL argument");
+  if (n != m->config.num_labels)
+    return damo_error(DAMO_ERR_INVALID_ARG, "bert_set_label_names: %d names for %d labels", n, m->config.num_labels);
+  char **copy = calloc((size_t)n, sizeof *copy);
+  for (int i = 0; copy && i < n; i++)
+    if (!names[i] || !(copy[i] = damo_strdup(names[i]))) {
+      for (int j = 0; j < i; j++) free(copy[j]);
+      free(copy);
+      return damo_error(DAMO_ERR_INVALID_ARG, "bert_set_label_names: name %d is NULL or out of memory", i);
+    }
+  if (!copy) return damo_error(DAMO_ERR_NOMEM, "bert_set_label_names: out of memory");
+  free_label_names(m);
+  m->label_names = copy;
+  return DAMO_OK;
+}
+
+const char *damo_bert_label_name(const damo_bert *m, int i) {
+  if (!m || i < 0 || i >= m->config.num_labels) return NULL;
+  return m->label_names ? m->label_names[i] : NULL;
 }
 
 static void spec_of(const void *config, int i, char *name, size_t cap, int *ndim, int64_t *shape) {

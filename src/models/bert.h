@@ -16,6 +16,7 @@ struct damo_bert {
   param_store p;          /* embeddings, layers, heads, in HuggingFace order, without "bert." */
   int first_head;         /* index of pooler.dense.weight: tensors from here on may be absent from a file */
   unsigned char *loaded;  /* per tensor: 1 read from a file, 0 initialised here */
+  char **label_names;     /* num_labels names (config.json's id2label), or NULL: LABEL_i */
 };
 
 struct damo_bert_graph {

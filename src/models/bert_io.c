@@ -51,7 +51,36 @@ static damo_status check_string(const cJSON *root, const char *path, const char 
                     allowed2 ? allowed2 : "", allowed2 ? "\"" : "");
 }
 
-static damo_status parse_config(const char *path, damo_bert_config *cfg) {
+/* The id2label names when they are "0" .. "n-1" and not transformers' LABEL_i defaults. */
+static char **read_label_names(const cJSON *root, int n) {
+  const cJSON *labels = cJSON_GetObjectItemCaseSensitive(root, "id2label");
+  if (!cJSON_IsObject(labels) || cJSON_GetArraySize(labels) != n) return NULL;
+  char **names = calloc((size_t)n, sizeof *names);
+  int defaults = 1;
+  for (int i = 0; names && i < n; i++) {
+    char key[32], dflt[40];
+    snprintf(key, sizeof key, "%d", i);
+    snprintf(dflt, sizeof dflt, "LABEL_%d", i);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(labels, key);
+    if (!cJSON_IsString(v) || !(names[i] = damo_strdup(v->valuestring))) {
+      for (int j = 0; j < i; j++) free(names[j]);
+      free(names);
+      return NULL;
+    }
+    defaults &= !strcmp(v->valuestring, dflt);
+  }
+  if (names && defaults) {
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    names = NULL;
+  }
+  return names;
+}
+
+static damo_status parse_config_names(const char *path, damo_bert_config *cfg, char ***label_names);
+static damo_status parse_config(const char *path, damo_bert_config *cfg) { return parse_config_names(path, cfg, NULL); }
+
+static damo_status parse_config_names(const char *path, damo_bert_config *cfg, char ***label_names) {
   char *text;
   size_t size;
   damo_status st = damo_read_file(path, &text, &size);
@@ -85,6 +114,7 @@ static damo_status parse_config(const char *path, damo_bert_config *cfg) {
   const cJSON *pad = cJSON_GetObjectItemCaseSensitive(root, "pad_token_id");
   if (st == DAMO_OK && pad && !(cJSON_IsNumber(pad) && pad->valuedouble == 0))
     st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: pad_token_id must be 0 ([PAD] of the BERT vocabularies)", path);
+  if (st == DAMO_OK && label_names) *label_names = read_label_names(root, cfg->num_labels);
   cJSON_Delete(root);
   if (st == DAMO_OK) st = bert_check_config(cfg, path);
   return st;
@@ -177,11 +207,22 @@ damo_status damo_bert_load(const char *dir, int num_labels, uint64_t seed, damo_
   char path[4096];
   damo_bert_config cfg;
   join(path, sizeof path, dir, "config.json");
-  damo_status st = parse_config(path, &cfg);
+  char **names = NULL;
+  damo_status st = parse_config_names(path, &cfg, &names);
   if (st != DAMO_OK) return st;
+  const int stored_labels = cfg.num_labels;
   if (num_labels > 0) cfg.num_labels = num_labels;
   damo_bert *m;
-  if ((st = bert_alloc(&cfg, &m)) != DAMO_OK) return st;
+  if ((st = bert_alloc(&cfg, &m)) != DAMO_OK) {
+    for (int i = 0; names && i < stored_labels; i++) free(names[i]);
+    free(names);
+    return st;
+  }
+  if (names && stored_labels == cfg.num_labels) m->label_names = names;
+  else {
+    for (int i = 0; names && i < stored_labels; i++) free(names[i]);
+    free(names);
+  }
   join(path, sizeof path, dir, "model.safetensors");
   damo_tensor_dict *d;
   if ((st = damo_safetensors_load(path, &d)) != DAMO_OK) {
@@ -204,7 +245,7 @@ damo_status damo_bert_load(const char *dir, int num_labels, uint64_t seed, damo_
 
 /* ------------------------------------------------------------------ save */
 
-static cJSON *config_json(const damo_bert_config *c) {
+static cJSON *config_json(const damo_bert_config *c, char *const *label_names) {
   cJSON *root = cJSON_CreateObject();
   cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
   if (arch) cJSON_AddItemToArray(arch, cJSON_CreateString("BertForSequenceClassification"));
@@ -225,9 +266,10 @@ static cJSON *config_json(const damo_bert_config *c) {
   cJSON_AddStringToObject(root, "position_embedding_type", "absolute");
   cJSON *id2label = cJSON_AddObjectToObject(root, "id2label"), *label2id = cJSON_AddObjectToObject(root, "label2id");
   for (int i = 0; i < c->num_labels && id2label && label2id; i++) {
-    char key[32], label[40];
+    char key[32], label[128];
     snprintf(key, sizeof key, "%d", i);
-    snprintf(label, sizeof label, "LABEL_%d", i);
+    if (label_names) snprintf(label, sizeof label, "%s", label_names[i]);
+    else snprintf(label, sizeof label, "LABEL_%d", i);
     cJSON_AddStringToObject(id2label, key, label);
     cJSON_AddNumberToObject(label2id, label, i);
   }
@@ -244,7 +286,7 @@ static void file_name(const param_store *s, int i, char *name, size_t cap) {
 
 damo_status damo_bert_save(const damo_bert *m, const char *dir) {
   if (!m || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "bert_save: NULL argument");
-  cJSON *config = config_json(&m->config);
+  cJSON *config = config_json(&m->config, m->label_names);
   if (!config) return damo_error(DAMO_ERR_NOMEM, "bert_save: out of memory");
   return param_store_save_dir(&m->p, dir, file_name, config);
 }

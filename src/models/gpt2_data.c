@@ -153,9 +153,9 @@ static damo_status load_sorted_txt(const char *dir, text_buf *b) {
   return st;
 }
 
-damo_status damo_token_data_load(const char *spec, const damo_bpe *bpe, damo_token_data **out) {
-  if (!spec || !bpe || !out) return damo_error(DAMO_ERR_INVALID_ARG, "token_data_load: NULL argument");
-  *out = NULL;
+damo_status damo_corpus_text_load(const char *spec, char **text, size_t *len) {
+  if (!spec || !text) return damo_error(DAMO_ERR_INVALID_ARG, "corpus_text_load: NULL argument");
+  *text = NULL;
   text_buf b = {NULL, 0, 0};
   damo_status st;
   char dir[4096];
@@ -165,15 +165,30 @@ damo_status damo_token_data_load(const char *spec, const damo_bpe *bpe, damo_tok
   } else {
     st = append_file(&b, spec);
     if (st == DAMO_ERR_IO || st == DAMO_ERR_NOT_FOUND)
-      damo_error_prefix(st, "token data '%s' (neither moby-dick, sotu nor a readable text file): ", spec);
+      damo_error_prefix(st, "text corpus '%s' (neither moby-dick, sotu nor a readable text file): ", spec);
   }
+  if (st == DAMO_OK && !b.data) st = append(&b, "", 0); /* an empty file: an empty string */
+  if (st != DAMO_OK) {
+    free(b.data);
+    return st;
+  }
+  *text = b.data;
+  if (len) *len = b.len;
+  return DAMO_OK;
+}
+
+damo_status damo_token_data_load(const char *spec, const damo_bpe *bpe, damo_token_data **out) {
+  if (!spec || !bpe || !out) return damo_error(DAMO_ERR_INVALID_ARG, "token_data_load: NULL argument");
+  *out = NULL;
+  char *text;
+  size_t len;
+  damo_status st = damo_corpus_text_load(spec, &text, &len);
+  if (st != DAMO_OK) return st;
   int32_t *ids = NULL;
   int64_t n = 0;
-  if (st == DAMO_OK) {
-    st = damo_bpe_encode(bpe, b.data ? b.data : "", b.len, &ids, &n);
-    if (st != DAMO_OK) damo_error_prefix(st, "token data '%s': ", spec);
-  }
-  free(b.data);
+  st = damo_bpe_encode(bpe, text, len, &ids, &n);
+  if (st != DAMO_OK) damo_error_prefix(st, "token data '%s': ", spec);
+  free(text);
   if (st == DAMO_OK && n < 2)
     st = damo_error(DAMO_ERR_FORMAT, "token data '%s': only %lld tokens, too few to train on", spec, (long long)n);
   if (st == DAMO_OK) st = damo_token_data_from_ids(ids, n, VALIDATION_FRACTION, out);
