@@ -83,6 +83,10 @@ WORKLOADS = [("W1", "examples/configs/mlp_fashion_mnist.json", "10", 3, 300),
 # PyTorch takes seconds per step here, and the bench must finish in a sitting.
 W4_CONFIG, W4_STEPS, W4_PROBE_STEPS, W4_WARMUP_STEPS = "examples/configs/gpt2_w4.json", 200, 4, 3
 
+# W5: a BERT classifier fine-tuned on SpamAssassin for one epoch from the same random
+# initial weights, on the same batches in the same order (dropout masks differ).
+W5_CONFIG, W5_EPOCHS, W5_PROBE_STEPS = "examples/configs/bert_w5.json", 1, 4
+
 
 def bench_workload(wid, damo, config, acc_epochs, repeats, probe_steps, work, threads, env_threads, quick):
     """damo first; then PyTorch probed under each configuration (losses must agree), then
@@ -140,6 +144,36 @@ def bench_gpt2(damo, work, threads, env_threads, quick):
             "torch_probes": [{"config": describe(c), "best_step_seconds": round(s, 3)} for s, c in probes]}
 
 
+def bench_bert(damo, work, threads, env_threads, quick):
+    """W5, as W4: damo first (writing the weights and encoded splits), PyTorch probed (the
+    first batch's losses must agree), then PyTorch's fastest configuration."""
+    init = os.path.join(work, "w5_init")
+    config = os.path.join(ROOT, W5_CONFIG)
+    extra = ["--probe-steps", "30"] if quick else ["--epochs", str(W5_EPOCHS)]
+    print("W5: %s, %s (damo)" % (W5_CONFIG, "30 steps" if quick else "%d epoch(s)" % W5_EPOCHS), flush=True)
+    d = run_json([damo, "bench", "bert", "--config", config, "--init", init] + extra, env_threads)
+    script = os.path.join(HERE, "torch_bench.py")
+    probes = []
+    for cfg in TORCH_CONFIGS if not quick else TORCH_CONFIGS[:1]:
+        r = run_json([PY, script, "bert", str(threads), config, init, "--probe-steps", str(W5_PROBE_STEPS)], cfg)
+        rel = abs(r["first_loss"] - d["first_loss"]) / abs(d["first_loss"])
+        if rel > LOSS_TOLERANCE:
+            raise SystemExit("bench: W5 first-batch loss differs: damo %.7f, PyTorch %.7f (%s); refusing to compare"
+                             % (d["first_loss"], r["first_loss"], describe(cfg)))
+        probes.append((min(r["step_seconds"][1:]), cfg))
+    probes.sort(key=lambda p: p[0])
+    best_cfg = probes[0][1]
+    print("W5: PyTorch with %s" % describe(best_cfg), flush=True)
+    t = run_json([PY, script, "bert", str(threads), config, init] + extra, best_cfg)
+    return {"damo": d, "torch": t, "torch_config": describe(best_cfg), "config": W5_CONFIG,
+            "torch_probes": [{"config": describe(c), "best_step_seconds": round(s, 3)} for s, c in probes]}
+
+
+def sequences_per_s(side):
+    """Median over the steps after the first few (warm-up)."""
+    return side["batch"] / statistics.median(side["step_seconds"][W4_WARMUP_STEPS:])
+
+
 def tokens_per_s(side):
     """Median over the steps after the first few (warm-up: page faults, first packing)."""
     return side["tokens_per_step"] / statistics.median(side["step_seconds"][W4_WARMUP_STEPS:])
@@ -183,6 +217,9 @@ def main(argv):
     if wanted("W4"):
         results["W4"] = bench_gpt2(damo, work, threads, env_threads, quick)
         results["W4"]["date"] = now
+    if wanted("W5"):
+        results["W5"] = bench_bert(damo, work, threads, env_threads, quick)
+        results["W5"]["date"] = now
     write_results(results)
 
 
@@ -266,6 +303,24 @@ def report(r):
                     "weights, own window draws |" % (w["steps"], w["steps"] * dd["tokens_per_step"], dd["val_loss"],
                                                      tt["val_loss"], 100 * (dd["val_loss"] / tt["val_loss"] - 1)))
         rows.append("| W4 peak RSS, MB | %.0f | %.0f | %.2fx less | whole process incl. data |"
+                    % (dd["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / dd["peak_rss_kb"]))
+    w = r.get("W5")
+    if w:
+        dd, tt = w["damo"], w["torch"]
+        if "date" in w:
+            rows.append("| W5 measured | %s | | | |" % w["date"])
+        d_sps, t_sps = sequences_per_s(dd), sequences_per_s(tt)
+        rows.append("| W5 training, sequences/s (median step of %d) | %.1f | %.1f | %.2fx | %s, batch %d x %d; "
+                    "PyTorch: %s |" % (dd["steps"], d_sps, t_sps, d_sps / t_sps, w["config"], dd["batch"],
+                                       dd["seq_len"], w["torch_config"]))
+        rows.append("| W5 first-batch loss (same initial weights, no dropout) | %.6f | %.6f | | must agree before "
+                    "timing |" % (dd["first_loss"], tt["first_loss"]))
+        if "test_f1" in dd and "test_f1" in tt:
+            rows.append("| W5 test F1 after %d epoch(s) from random initialisation | %.4f | %.4f | %+.4f | accuracy "
+                        "%.4f vs %.4f, %d test mails |" % (dd["epochs"], dd["test_f1"], tt["test_f1"],
+                                                          dd["test_f1"] - tt["test_f1"], dd["test_accuracy"],
+                                                          tt["test_accuracy"], dd["test_examples"]))
+        rows.append("| W5 peak RSS, MB | %.0f | %.0f | %.2fx less | whole process incl. data |"
                     % (dd["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / dd["peak_rss_kb"]))
     return "\n".join(rows)
 

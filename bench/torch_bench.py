@@ -5,6 +5,7 @@ Same workloads, shapes, data and thread count as `damo bench`; prints one JSON o
   torch_bench.py gemm THREADS M N K [M N K ...]
   torch_bench.py fit THREADS INIT_DIR [--repeats R] [--accuracy-epochs E] [--probe-steps S]
   torch_bench.py gpt2 THREADS CONFIG INIT_DIR [--steps N] [--probe-steps S]   (W4: torch_gpt2.py)
+  torch_bench.py bert THREADS CONFIG INIT_DIR [--epochs E] [--probe-steps S]  (W5: torch_bert.py)
 
 fit rebuilds the model of INIT_DIR/config.json (written by `damo bench fit`) in torch with
 damo's initial weights from INIT_DIR/model.safetensors (dense kernels are (in, out) where
@@ -286,6 +287,10 @@ def main(argv):
         from torch_gpt2 import bench_gpt2
         rest = argv[5:]
         res = bench_gpt2(threads, argv[3], argv[4], option(rest, "--steps", 0), option(rest, "--probe-steps", 0))
+    elif what == "bert":
+        from torch_bert import bench_bert
+        rest = argv[5:]
+        res = bench_bert(threads, argv[3], argv[4], option(rest, "--epochs", 1), option(rest, "--probe-steps", 0))
     else:
         raise SystemExit(__doc__)
     res["torch"] = torch.__version__

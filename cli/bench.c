@@ -10,7 +10,9 @@
  *       test accuracy after E epochs, peak RSS.
  *   damo bench gpt2 --config FILE --init DIR [--steps N --probe-steps P]
  *       W4, GPT-2 on Moby Dick (cli/gpt.c): initial weights and tokens to DIR, the initial
- *       validation loss, every step's seconds, the final validation loss, peak RSS. */
+ *       validation loss, every step's seconds, the final validation loss, peak RSS.
+ *   damo bench bert --config FILE --init DIR [--epochs E --probe-steps P]
+ *       W5, BERT fine-tuned on SpamAssassin (cli/bert.c): the same, with the test F1. */
 #include "cli.h"
 
 #include <math.h>
@@ -174,8 +176,10 @@ int cli_bench(int argc, char **argv) {
   if (!strcmp(what, "gemm")) return bench_gemm(argc, argv);
   if (!strcmp(what, "fit")) return bench_fit(argc, argv);
   if (!strcmp(what, "gpt2")) return cli_bench_gpt2(argc, argv);
+  if (!strcmp(what, "bert")) return cli_bench_bert(argc, argv);
   fprintf(stderr, "usage: damo bench peak | gemm M N K [M N K ...] | fit --config FILE --init DIR [--repeats R "
                   "--accuracy-epochs E] | gpt2 --config FILE --init DIR [--steps N --probe-steps P]\n"
+                  "       | bert --config FILE --init DIR [--epochs E --probe-steps P]\n"
                   "(make bench runs these next to PyTorch and writes bench/RESULTS.md)\n");
   return 2;
 }

@@ -4,6 +4,8 @@
 
 #include "damo.h"
 
+#include <cjson/cJSON.h>
+
 /* The value after option `name`, or NULL. */
 const char *cli_opt(int argc, char **argv, const char *name);
 int cli_flag(int argc, char **argv, const char *name);
@@ -35,17 +37,31 @@ int cli_predict_text(damo_model *m, const char *dir, const char *input, const ch
 /* Per-class accuracy, binary figures, and a confusion-matrix PNG (png may be NULL). */
 int cli_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *png);
 
+/* The whole of a file, NUL-terminated (malloc'd; NULL if unreadable). */
+char *cli_read_file(const char *path, size_t *len);
+/* A file, or the files of a folder (not starting with '.', sorted), as malloc'd paths. */
+char **cli_list_documents(const char *input, int *count);
+/* A JSON file parsed (cJSON_Delete it), or NULL. */
+cJSON *cli_read_json(const char *path);
+
 int cli_train(int argc, char **argv);
 int cli_evaluate(int argc, char **argv);
 int cli_predict(int argc, char **argv);
 int cli_summary(int argc, char **argv);
 int cli_export(int argc, char **argv);
 int cli_bench(int argc, char **argv);
-int cli_tokenize(int argc, char **argv); /* cli/tokenize.c: GPT-2 BPE */
+int cli_tokenize(int argc, char **argv); /* cli/tokenize.c: GPT-2 BPE, BERT WordPiece */
 /* cli/gpt.c: GPT-2 training (cli_train hands configs with model_type "gpt2" over) and sampling. */
 int cli_is_gpt2_config(const char *path);
 int cli_train_gpt2(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 int cli_bench_gpt2(int argc, char **argv); /* `damo bench gpt2` (W4) */
+/* cli/bert.c: BERT pre-training and fine-tuning (cli_train hands configs with model_type
+ * "bert" over), and predicting raw e-mails with a fine-tuned BERT directory. */
+int cli_is_bert_config(const char *path);
+int cli_train_bert(int argc, char **argv);
+/* 2 done, 0 dir is not a BERT model, -1 failed (message printed). */
+int cli_predict_bert(const char *dir, const char *input);
+int cli_bench_bert(int argc, char **argv); /* `damo bench bert` (W5) */
 
 #endif

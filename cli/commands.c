@@ -66,6 +66,7 @@ static int write_history_png(const damo_history *h, const char *path, const char
 
 int cli_train(int argc, char **argv) {
   if (cli_is_gpt2_config(cli_opt(argc, argv, "--config"))) return cli_train_gpt2(argc, argv);
+  if (cli_is_bert_config(cli_opt(argc, argv, "--config"))) return cli_train_bert(argc, argv);
   static const char *const with_value[] = {"--config", "--data", "--epochs", "--batch-size", "--lr", "--seed", "--out",
                                            "--validation-split", "--patience", "--verbose", "--history",
                                            "--label-column", NULL};

@@ -27,7 +27,7 @@ static double now_seconds(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static cJSON *parse_json_file(const char *path) {
+cJSON *cli_read_json(const char *path) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;
   size_t cap = 1 << 14, n = 0;
@@ -54,7 +54,7 @@ static cJSON *parse_json_file(const char *path) {
 
 int cli_is_gpt2_config(const char *path) {
   if (!path) return 0;
-  cJSON *root = parse_json_file(path);
+  cJSON *root = cli_read_json(path);
   const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
   int yes = cJSON_IsString(type) && !strcmp(type->valuestring, "gpt2");
   cJSON_Delete(root);
@@ -95,7 +95,7 @@ static int train_number(const cJSON *train, const char *key, double lo, double h
   } while (0)
 
 static int read_train_object(const char *path, gpt_run *r) {
-  cJSON *root = parse_json_file(path);
+  cJSON *root = cli_read_json(path);
   if (!root) {
     fprintf(stderr, "damo train: %s: cannot read it as JSON\n", path);
     return 0;

@@ -154,6 +154,10 @@ int cli_predict(int argc, char **argv) {
   damo_model *m;
   damo_tensor *x = NULL, *y = NULL, *p = NULL;
   int rc = 0;
+  if (!npy) { /* a fine-tuned BERT directory reads raw e-mails */
+    int bert = cli_predict_bert(dir, input);
+    if (bert != 0) return bert == 2 ? 0 : 1;
+  }
   if (damo_model_load(dir, &m) != DAMO_OK) return cli_fail("predict");
   if (!npy) { /* a text model (vocab.txt + text.json) reads raw e-mails */
     int text = cli_predict_text(m, dir, input, output);

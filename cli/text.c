@@ -107,7 +107,7 @@ static int load_text_settings(const char *dir, damo_vocab **vocab, int *max_len,
   return 1;
 }
 
-static char *read_whole_file(const char *path, size_t *len) {
+char *cli_read_file(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;
   size_t cap = 1 << 16, n = 0;
@@ -131,7 +131,7 @@ static char *read_whole_file(const char *path, size_t *len) {
 static int compare_strings(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* The files of a folder (sorted, hidden ones skipped) or the one file given. */
-static char **list_documents(const char *input, int *count) {
+char **cli_list_documents(const char *input, int *count) {
   struct stat sb;
   *count = 0;
   if (stat(input, &sb) != 0) {
@@ -171,13 +171,13 @@ int cli_predict_text(damo_model *m, const char *dir, const char *input, const ch
   int found = load_text_settings(dir, &vocab, &max_len, &numbers);
   if (found <= 0) return found; /* 0: not a text model, -1: broken */
   int count = 0, rc = 1;
-  char **paths = list_documents(input, &count);
+  char **paths = cli_list_documents(input, &count);
   const int64_t shape[] = {count, max_len};
   damo_tensor *x = count ? damo_tensor_new(DAMO_I32, 2, shape) : NULL, *p = NULL;
   damo_text_clean_options co = {numbers};
   for (int i = 0; x && i < count; i++) {
     size_t len = 0, clean_len = 0;
-    char *raw = read_whole_file(paths[i], &len), *clean = NULL;
+    char *raw = cli_read_file(paths[i], &len), *clean = NULL;
     damo_status st = raw ? damo_email_clean_ex(raw, len, &co, &clean, &clean_len) : DAMO_ERR_IO;
     if (!raw) fprintf(stderr, "damo predict: cannot read %s\n", paths[i]);
     else if (st != DAMO_OK) cli_fail(paths[i]);

@@ -23,23 +23,7 @@ for corpus in datasets-moby-dick datasets-sotu; do
   # shellcheck disable=SC2046
   "$damo" tokenize --tokenizer gpt2 $(cat "$tmp/files") > "$tmp/damo" 2> "$tmp/damo.log"
   # The same line count and, line by line, the same ids; the first differing id is shown.
-  result=$(awk -F'\t' '
-    NR == FNR { ref[$1] = $2; order[++n] = $1; next }
-    { got[$1] = $2 }
-    END {
-      bad = 0; tokens = 0
-      for (i = 1; i <= n; i++) {
-        f = order[i]; k = split(ref[f], r, " "); tokens += k
-        if (!(f in got)) { print "  missing in damo: " f; bad++; continue }
-        if (got[f] != ref[f]) {
-          m = split(got[f], g, " "); j = 1
-          while (j <= k && j <= m && g[j] == r[j]) j++
-          printf "  MISMATCH %s: first difference at token %d (damo %s, reference %s)\n", f, j, g[j], r[j]
-          bad++
-        }
-      }
-      printf "files %d tokens %d mismatches %d\n", n, tokens, bad
-    }' "$tmp/ref" "$tmp/damo")
+  result=$(awk -F'\t' -f "$root/scripts/compare_ids.awk" "$tmp/ref" "$tmp/damo")
   echo "$corpus: $(echo "$result" | tail -n 1)"
   echo "$result" | sed '$d'
   echo "  reference: $(cat "$tmp/ref.log")"

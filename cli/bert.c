@@ -1,0 +1,581 @@
+/* bert.c - BERT on the command line.
+ *
+ *   damo train --config bert.json --pretrain --data moby-dick,sotu,spam-assassin --out DIR
+ *              [--init DIR --steps N --batch-size B --lr X --seed S --vocab FILE]
+ *       masked-LM pre-training on the texts (spam-assassin: its training split only, never
+ *       validation or test), tokenised with WordPiece and joined with [SEP];
+ *   damo train --config bert.json --data spam-assassin|FOLDER --out DIR [--init DIR
+ *              --epochs N --batch-size B --lr X --seed S --vocab FILE]
+ *       fine-tunes the classifier on [CLS] text [SEP] (truncated to seq_len), from a
+ *       pre-trained directory (--init) or from scratch; the weights of the epoch with the
+ *       best validation F1 are kept, then the test split is scored once.
+ *   damo predict --model DIR --input MAIL|FOLDER        (a fine-tuned DIR: raw e-mails)
+ *
+ * bert.json is a HuggingFace BERT config.json with optional "pretrain" and "finetune"
+ * objects (steps/epochs, batch_size, seq_len, predictions, lr, min_lr, warmup_steps,
+ * weight_decay, log_every, eval_every, seed) giving defaults; command-line options win. The
+ * output directory is a HuggingFace BERT directory plus vocab.txt. */
+#include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static double seconds_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int cli_is_bert_config(const char *path) {
+  if (!path) return 0;
+  cJSON *root = cli_read_json(path);
+  const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+  int yes = cJSON_IsString(type) && !strcmp(type->valuestring, "bert");
+  cJSON_Delete(root);
+  return yes;
+}
+
+typedef struct bert_run {
+  damo_bert_train_options opt;
+  long epochs, log_every, eval_every;
+} bert_run;
+
+/* Numbers of the config's "pretrain" or "finetune" object; 0 after printing a bad value. */
+static int read_section(const char *path, const char *section, bert_run *r) {
+  cJSON *root = cli_read_json(path);
+  if (!root) {
+    fprintf(stderr, "damo train: %s: cannot read it as JSON\n", path);
+    return 0;
+  }
+  const cJSON *obj = cJSON_GetObjectItemCaseSensitive(root, section);
+  static const char *const keys[] = {"steps", "epochs", "batch_size", "seq_len", "predictions", "warmup_steps",
+                                     "log_every", "eval_every", "seed", "lr", "min_lr", "weight_decay", "mask_prob"};
+  int ok = 1;
+  for (size_t k = 0; obj && ok && k < sizeof keys / sizeof *keys; k++) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, keys[k]);
+    if (!v) continue;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > 1e9) {
+      fprintf(stderr, "damo train: %s: \"%s\".\"%s\" must be a number >= 0\n", path, section, keys[k]);
+      ok = 0;
+      break;
+    }
+    const double d = v->valuedouble;
+    switch (k) {
+    case 0: r->opt.steps = (int64_t)d; break;
+    case 1: r->epochs = (long)d; break;
+    case 2: r->opt.batch_size = (int64_t)d; break;
+    case 3: r->opt.seq_len = (int64_t)d; break;
+    case 4: r->opt.predictions = (int64_t)d; break;
+    case 5: r->opt.warmup_steps = (int64_t)d; break;
+    case 6: r->log_every = (long)d; break;
+    case 7: r->eval_every = (long)d; break;
+    case 8: r->opt.seed = (uint64_t)d; break;
+    case 9: r->opt.lr = (float)d; break;
+    case 10: r->opt.min_lr = (float)d; break;
+    case 11: r->opt.weight_decay = (float)d; break;
+    default: r->opt.mask_prob = (float)d; break;
+    }
+  }
+  cJSON_Delete(root);
+  return ok;
+}
+
+static int read_flags(int argc, char **argv, bert_run *r) {
+  long v;
+  double d;
+  const char *s;
+  if ((s = cli_opt(argc, argv, "--steps"))) {
+    if (!cli_parse_long(s, "--steps", 1, 1L << 30, &v)) return 0;
+    r->opt.steps = v;
+  }
+  if ((s = cli_opt(argc, argv, "--epochs"))) {
+    if (!cli_parse_long(s, "--epochs", 1, 100000, &v)) return 0;
+    r->epochs = v;
+  }
+  if ((s = cli_opt(argc, argv, "--batch-size"))) {
+    if (!cli_parse_long(s, "--batch-size", 1, 1 << 20, &v)) return 0;
+    r->opt.batch_size = v;
+  }
+  if ((s = cli_opt(argc, argv, "--seed"))) {
+    if (!cli_parse_long(s, "--seed", 0, 0x7fffffffL, &v)) return 0;
+    r->opt.seed = (uint64_t)v;
+  }
+  if ((s = cli_opt(argc, argv, "--lr"))) {
+    if (!cli_parse_double(s, "--lr", &d)) return 0;
+    r->opt.lr = (float)d;
+  }
+  if (r->log_every < 1) r->log_every = 20;
+  return 1;
+}
+
+/* The model: from --init (heads it lacks initialised from the seed) or fresh. */
+static damo_status make_model(const char *config, const char *init, int num_labels, uint64_t seed, damo_bert **m) {
+  if (init) return damo_bert_load(init, num_labels, seed, m);
+  damo_bert_config c;
+  damo_status st = damo_bert_config_load(config, &c);
+  if (st != DAMO_OK) return st;
+  if (num_labels > 0) c.num_labels = num_labels;
+  return damo_bert_new(&c, seed, m);
+}
+
+static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *out) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/vocab.txt", out);
+  if (damo_bert_save(m, out) != DAMO_OK || damo_wordpiece_save(wp, path) != DAMO_OK) return cli_fail("train: saving");
+  printf("saved %s (config.json, model.safetensors, vocab.txt)\n", out);
+  return 0;
+}
+
+/* Appends the WordPiece ids of text and a [SEP] to the stream. */
+static damo_status append_ids(const damo_wordpiece *wp, const char *text, size_t len, int32_t **ids, int64_t *n,
+                              int64_t *cap) {
+  int32_t *piece;
+  int64_t count;
+  damo_status st = damo_wordpiece_tokenize(wp, text, len, &piece, &count);
+  if (st != DAMO_OK) return st;
+  if (*n + count + 1 > *cap) {
+    int64_t c = *cap ? *cap : 1 << 20;
+    while (c < *n + count + 1) c *= 2;
+    int32_t *bigger = realloc(*ids, (size_t)c * sizeof *bigger);
+    if (!bigger) {
+      free(piece);
+      fprintf(stderr, "damo train: out of memory for %lld tokens\n", (long long)c);
+      return DAMO_ERR_NOMEM;
+    }
+    *ids = bigger, *cap = c;
+  }
+  memcpy(*ids + *n, piece, (size_t)count * sizeof *piece);
+  *n += count;
+  (*ids)[(*n)++] = damo_wordpiece_token_id(wp, "[SEP]");
+  free(piece);
+  return DAMO_OK;
+}
+
+/* The pre-training stream of a comma-separated list of corpora. */
+static damo_status pretrain_stream(const char *spec, const damo_wordpiece *wp, int32_t **ids, int64_t *n) {
+  char *list = strdup(spec), *save = NULL;
+  int64_t cap = 0;
+  *ids = NULL, *n = 0;
+  damo_status st = list ? DAMO_OK : DAMO_ERR_NOMEM;
+  for (char *name = list ? strtok_r(list, ",", &save) : NULL; name && st == DAMO_OK; name = strtok_r(NULL, ",", &save)) {
+    const int64_t before = *n;
+    if (cli_is_text_data(name)) { /* a labelled set: the training split's texts only */
+      damo_text_dataset *d = NULL;
+      damo_text_dataset_options o = {0};
+      st = !strcmp(name, "spam-assassin") ? damo_text_dataset_load(name, &o, &d) : damo_text_folder_load(name, &o, &d);
+      for (int64_t i = 0; st == DAMO_OK && i < d->n[DAMO_SPLIT_TRAIN]; i++)
+        st = append_ids(wp, d->texts[DAMO_SPLIT_TRAIN][i], strlen(d->texts[DAMO_SPLIT_TRAIN][i]), ids, n, &cap);
+      damo_text_dataset_free(d);
+    } else {
+      char *text = NULL;
+      size_t len = 0;
+      st = damo_corpus_text_load(name, &text, &len);
+      if (st == DAMO_OK) st = append_ids(wp, text, len, ids, n, &cap);
+      free(text);
+    }
+    if (st == DAMO_OK) printf("pre-training text %s: %lld WordPiece tokens\n", name, (long long)(*n - before));
+  }
+  free(list);
+  return st;
+}
+
+static int run_pretraining(int argc, char **argv, const char *config, const char *out, const damo_wordpiece *wp) {
+  bert_run r = {damo_bert_train_defaults(), 0, 20, 200};
+  if (!read_section(config, "pretrain", &r) || !read_flags(argc, argv, &r)) return 2;
+  const char *data = cli_opt(argc, argv, "--data");
+  damo_bert *m = NULL;
+  damo_bert_pretrainer *t = NULL;
+  int32_t *ids = NULL;
+  int64_t n = 0;
+  int rc = 1;
+  if (make_model(config, cli_opt(argc, argv, "--init"), 0, r.opt.seed, &m) != DAMO_OK ||
+      pretrain_stream(data, wp, &ids, &n) != DAMO_OK) {
+    rc = cli_fail("train --pretrain");
+    goto done;
+  }
+  r.opt.cls_id = damo_wordpiece_token_id(wp, "[CLS]");
+  r.opt.sep_id = damo_wordpiece_token_id(wp, "[SEP]");
+  r.opt.mask_id = damo_wordpiece_token_id(wp, "[MASK]");
+  if (damo_bert_pretrainer_new(m, ids, n, &r.opt, &t) != DAMO_OK) {
+    rc = cli_fail("train --pretrain");
+    goto done;
+  }
+  const damo_bert_config *c = damo_bert_get_config(m);
+  printf("%s\nBERT: %d layers, %d heads, width %d, inner %d, vocab %d: %lld parameters\n", damo_info_string(),
+         c->num_hidden_layers, c->num_attention_heads, c->hidden_size, c->intermediate_size, c->vocab_size,
+         (long long)damo_bert_num_params(m));
+  printf("masked LM: %lld tokens (last 10%% validation), %lld steps of %lld x %lld, %lld slots, lr %g, warm-up %lld\n",
+         (long long)n, (long long)r.opt.steps, (long long)r.opt.batch_size, (long long)r.opt.seq_len,
+         (long long)r.opt.predictions, (double)r.opt.lr, (long long)r.opt.warmup_steps);
+  float val;
+  if (damo_bert_pretrainer_eval(t, &val) != DAMO_OK) goto fail;
+  printf("step %6d | val loss %.4f\n", 0, (double)val);
+  double t0 = seconds_now(), window = t0;
+  for (int64_t s = 1; s <= r.opt.steps; s++) {
+    damo_bert_step_report rep;
+    if (damo_bert_pretrainer_step(t, &rep) != DAMO_OK) goto fail;
+    if (s % r.log_every == 0 || s == r.opt.steps) {
+      double now = seconds_now();
+      printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.1f seq/s\n", (long long)s,
+             (long long)r.opt.steps, (double)rep.loss, (double)rep.lr, (double)rep.grad_norm,
+             (double)(r.log_every * r.opt.batch_size) / (now - window));
+      window = now;
+      fflush(stdout);
+    }
+    if ((r.eval_every > 0 && s % r.eval_every == 0) || s == r.opt.steps) {
+      if (damo_bert_pretrainer_eval(t, &val) != DAMO_OK) goto fail;
+      printf("step %6lld | val loss %.4f\n", (long long)s, (double)val);
+      if (save_model(m, wp, out)) goto done;
+      window = seconds_now();
+    }
+  }
+  printf("done in %.1f s\n", seconds_now() - t0);
+  rc = 0;
+  goto done;
+fail:
+  rc = cli_fail("train --pretrain");
+done:
+  damo_bert_pretrainer_free(t);
+  damo_bert_free(m);
+  free(ids);
+  return rc;
+}
+
+/* WordPiece inputs of one split: (N, T) ids, types, mask. */
+typedef struct encoded_split {
+  int32_t *ids, *types, *mask, *labels;
+  int64_t n;
+} encoded_split;
+
+static damo_status encode_split(const damo_wordpiece *wp, const damo_text_dataset *d, int split, int64_t T,
+                                encoded_split *e) {
+  const int64_t n = d->n[split];
+  e->n = n;
+  e->ids = malloc((size_t)(n * T) * sizeof(int32_t));
+  e->types = malloc((size_t)(n * T) * sizeof(int32_t));
+  e->mask = malloc((size_t)(n * T) * sizeof(int32_t));
+  e->labels = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
+  if (!e->ids || !e->types || !e->mask || !e->labels) return DAMO_ERR_NOMEM;
+  for (int64_t i = 0; i < n; i++) {
+    damo_status st = damo_wordpiece_encode(wp, d->texts[split][i], NULL, (int)T, e->ids + i * T, e->types + i * T,
+                                           e->mask + i * T, NULL);
+    if (st != DAMO_OK) {
+      fprintf(stderr, "damo train: encoding %s\n", d->paths[split][i]);
+      return st;
+    }
+    e->labels[i] = damo_tensor_i32(d->y[split])[i];
+  }
+  return DAMO_OK;
+}
+
+static void free_split(encoded_split *e) {
+  free(e->ids);
+  free(e->types);
+  free(e->mask);
+  free(e->labels);
+}
+
+/* Classification figures of a split (batches of the fine-tuner's size). */
+static damo_status score(damo_bert_finetuner *f, const encoded_split *e, int64_t B, int64_t T, int L, damo_metrics *m) {
+  int64_t ps[2] = {e->n, L}, ls[1] = {e->n};
+  damo_tensor *probs = damo_tensor_new(DAMO_F32, 2, ps), *labels = damo_tensor_new(DAMO_I32, 1, ls);
+  damo_status st = probs && labels ? DAMO_OK : DAMO_ERR_NOMEM;
+  for (int64_t first = 0; st == DAMO_OK && first < e->n; first += B) {
+    const int64_t b = e->n - first < B ? e->n - first : B;
+    st = damo_bert_finetuner_predict(f, b, e->ids + first * T, e->types + first * T, e->mask + first * T,
+                                     damo_tensor_f32(probs) + first * L);
+  }
+  if (st == DAMO_OK) {
+    memcpy(labels->data, e->labels, (size_t)e->n * sizeof(int32_t));
+    memset(m, 0, sizeof *m);
+    st = damo_classification_metrics(probs, labels, m);
+  }
+  damo_tensor_free(probs);
+  damo_tensor_free(labels);
+  return st;
+}
+
+static int run_finetuning(int argc, char **argv, const char *config, const char *out, const damo_wordpiece *wp) {
+  bert_run r = {damo_bert_train_defaults(), 3, 20, 0};
+  r.opt.warmup_steps = 0;
+  if (!read_section(config, "finetune", &r) || !read_flags(argc, argv, &r)) return 2;
+  const char *data = cli_opt(argc, argv, "--data"), *init = cli_opt(argc, argv, "--init");
+  damo_text_dataset *d = NULL;
+  damo_text_dataset_options o = {0};
+  encoded_split sp[3] = {{0}};
+  damo_bert *m = NULL;
+  damo_bert_finetuner *f = NULL;
+  float *best = NULL;
+  int rc = 1;
+  if ((!strcmp(data, "spam-assassin") ? damo_text_dataset_load(data, &o, &d) : damo_text_folder_load(data, &o, &d)) !=
+      DAMO_OK) {
+    rc = cli_fail("train");
+    goto done;
+  }
+  cli_text_describe(data, d);
+  const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
+  for (int s = 0; s < 3; s++)
+    if (encode_split(wp, d, s, T, &sp[s]) != DAMO_OK) {
+      rc = cli_fail("train");
+      goto done;
+    }
+  const int64_t per_epoch = (sp[0].n + B - 1) / B;
+  r.opt.steps = r.epochs * per_epoch;
+  if (make_model(config, init, d->n_classes, r.opt.seed, &m) != DAMO_OK ||
+      damo_bert_set_label_names(m, d->n_classes, (const char *const *)d->class_names) != DAMO_OK ||
+      damo_bert_finetuner_new(m, &r.opt, &f) != DAMO_OK) {
+    rc = cli_fail("train");
+    goto done;
+  }
+  printf("BERT classifier %s: %lld parameters; %ld epochs x %lld steps of %lld, T %lld, lr %g\n",
+         init ? "from the pre-trained weights" : "from random initialisation", (long long)damo_bert_num_params(m),
+         r.epochs, (long long)per_epoch, (long long)B, (long long)T, (double)r.opt.lr);
+  int64_t n_floats;
+  float *params = damo_bert_param_block(m, &n_floats);
+  best = malloc((size_t)n_floats * sizeof *best);
+  double best_f1 = -1;
+  int best_epoch = 0;
+  int64_t *order = malloc((size_t)sp[0].n * sizeof *order);
+  int32_t *bi = malloc((size_t)(B * T) * sizeof(int32_t) * 3), *bl = malloc((size_t)B * sizeof(int32_t));
+  if (!best || !order || !bi || !bl) goto nomem;
+  damo_rng rng;
+  damo_rng_seed(&rng, r.opt.seed);
+  for (long epoch = 1; epoch <= r.epochs; epoch++) {
+    for (int64_t i = 0; i < sp[0].n; i++) order[i] = i;
+    for (int64_t i = sp[0].n - 1; i > 0; i--) { /* seeded shuffle */
+      int64_t j = (int64_t)damo_rng_below(&rng, (uint32_t)(i + 1)), tmp = order[i];
+      order[i] = order[j], order[j] = tmp;
+    }
+    double t0 = seconds_now(), loss_sum = 0;
+    for (int64_t s = 0; s < per_epoch; s++) {
+      const int64_t first = s * B, b = sp[0].n - first < B ? sp[0].n - first : B;
+      for (int64_t k = 0; k < b; k++) {
+        const int64_t row = order[first + k];
+        memcpy(bi + k * T, sp[0].ids + row * T, (size_t)T * sizeof(int32_t));
+        memcpy(bi + B * T + k * T, sp[0].types + row * T, (size_t)T * sizeof(int32_t));
+        memcpy(bi + 2 * B * T + k * T, sp[0].mask + row * T, (size_t)T * sizeof(int32_t));
+        bl[k] = sp[0].labels[row];
+      }
+      damo_bert_step_report rep;
+      if (damo_bert_finetuner_step(f, b, bi, bi + B * T, bi + 2 * B * T, bl, &rep) != DAMO_OK) goto fail;
+      loss_sum += rep.loss;
+      if ((s + 1) % r.log_every == 0 || s + 1 == per_epoch) {
+        printf("\repoch %ld/%ld %5lld/%lld | loss %.4f | %.1f seq/s", epoch, r.epochs, (long long)(s + 1),
+               (long long)per_epoch, loss_sum / (double)(s + 1), (double)((s + 1) * B) / (seconds_now() - t0));
+        fflush(stdout);
+      }
+    }
+    damo_metrics val;
+    if (score(f, &sp[1], B, T, d->n_classes, &val) != DAMO_OK) goto fail;
+    printf("\nepoch %ld: val accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f (%.1f s)\n", epoch, val.accuracy,
+           val.precision, val.recall, val.f1, seconds_now() - t0);
+    if (val.f1 > best_f1) {
+      best_f1 = val.f1, best_epoch = (int)epoch;
+      memcpy(best, params, (size_t)n_floats * sizeof *best);
+    }
+  }
+  memcpy(params, best, (size_t)n_floats * sizeof *best);
+  damo_metrics test;
+  if (score(f, &sp[2], B, T, d->n_classes, &test) != DAMO_OK) goto fail;
+  printf("test (weights of epoch %d, best validation F1 %.4f): accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, "
+         "AUC %.4f (%lld mails)\n", best_epoch, best_f1, test.accuracy, test.precision, test.recall, test.f1, test.auc,
+         (long long)sp[2].n);
+  rc = save_model(m, wp, out);
+  free(order), free(bi), free(bl);
+  goto done;
+nomem:
+  fprintf(stderr, "damo train: out of memory\n");
+  free(order), free(bi), free(bl);
+  goto done;
+fail:
+  rc = cli_fail("train");
+  free(order), free(bi), free(bl);
+done:
+  for (int s = 0; s < 3; s++) free_split(&sp[s]);
+  free(best);
+  damo_bert_finetuner_free(f);
+  damo_bert_free(m);
+  damo_text_dataset_free(d);
+  return rc;
+}
+
+int cli_train_bert(int argc, char **argv) {
+  static const char *const with_value[] = {"--config", "--data",   "--out", "--init", "--steps", "--epochs",
+                                           "--batch-size", "--lr", "--seed", "--vocab", NULL};
+  static const char *const flags[] = {"--pretrain", NULL};
+  if (!cli_check_options(argc, argv, with_value, flags)) return 2;
+  const char *config = cli_opt(argc, argv, "--config"), *data = cli_opt(argc, argv, "--data");
+  const char *out = cli_opt(argc, argv, "--out");
+  if (!config || !data || !out) {
+    fprintf(stderr, "damo train: a BERT config needs --config FILE, --data SPEC and --out DIR\n");
+    return 2;
+  }
+  damo_wordpiece *wp = NULL;
+  if (damo_wordpiece_load(cli_opt(argc, argv, "--vocab"), &wp) != DAMO_OK) return cli_fail("train: the vocabulary");
+  int rc = cli_flag(argc, argv, "--pretrain") ? run_pretraining(argc, argv, config, out, wp)
+                                               : run_finetuning(argc, argv, config, out, wp);
+  damo_wordpiece_free(wp);
+  return rc;
+}
+
+/* Writes n int32 values to dir/name (little-endian, raw). */
+static int write_i32(const char *dir, const char *name, const int32_t *v, int64_t n) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  return damo_write_file_atomic(path, v, (size_t)n * sizeof *v) == DAMO_OK;
+}
+
+static int cmp_seconds(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* `damo bench bert --config FILE --init DIR [--epochs E --probe-steps P]`: damo's side of
+ * W5. Fine-tunes a freshly initialised classifier on the spam-assassin training split, in
+ * the split's (seeded) order without reshuffling, so PyTorch (bench/torch_bert.py) can take
+ * the very same batches: DIR gets the initial weights and the encoded splits (train_* and
+ * test_* .i32 files: ids, types, mask (N, T), labels (N)). Prints one JSON object: the first
+ * batch's loss without dropout, every step's seconds, the test figures after E epochs, and
+ * the peak RSS. --probe-steps trains only that many steps. */
+int cli_bench_bert(int argc, char **argv) {
+  const char *config = cli_opt(argc, argv, "--config"), *init = cli_opt(argc, argv, "--init");
+  long epochs = 1, probe = 0;
+  if (!config || !init) {
+    fprintf(stderr, "damo bench bert: --config FILE and --init DIR are required\n");
+    return 2;
+  }
+  if ((cli_opt(argc, argv, "--epochs") && !cli_parse_long(cli_opt(argc, argv, "--epochs"), "--epochs", 1, 100, &epochs)) ||
+      (cli_opt(argc, argv, "--probe-steps") &&
+       !cli_parse_long(cli_opt(argc, argv, "--probe-steps"), "--probe-steps", 1, 1L << 20, &probe)))
+    return 2;
+  bert_run r = {damo_bert_train_defaults(), 1, 20, 0};
+  r.opt.warmup_steps = 0;
+  if (!read_section(config, "finetune", &r)) return 2;
+  damo_wordpiece *wp = NULL;
+  damo_text_dataset *d = NULL;
+  damo_text_dataset_options o = {0};
+  encoded_split sp[3] = {{0}};
+  damo_bert *m = NULL;
+  damo_bert_finetuner *f = NULL;
+  double *seconds = NULL;
+  int rc = 1;
+  const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
+  if (damo_wordpiece_load(NULL, &wp) != DAMO_OK || damo_text_dataset_load("spam-assassin", &o, &d) != DAMO_OK) goto fail;
+  for (int s = 0; s < 3; s++)
+    if (encode_split(wp, d, s, T, &sp[s]) != DAMO_OK) goto fail;
+  const int64_t per_epoch = sp[0].n / B; /* whole batches only: both sides see the same shapes */
+  r.opt.steps = epochs * per_epoch;
+  if (make_model(config, NULL, d->n_classes, r.opt.seed, &m) != DAMO_OK || damo_bert_save(m, init) != DAMO_OK ||
+      damo_bert_finetuner_new(m, &r.opt, &f) != DAMO_OK)
+    goto fail;
+  const int64_t nt = sp[0].n * T, ne = sp[2].n * T;
+  if (!write_i32(init, "train_ids.i32", sp[0].ids, nt) || !write_i32(init, "train_types.i32", sp[0].types, nt) ||
+      !write_i32(init, "train_mask.i32", sp[0].mask, nt) || !write_i32(init, "train_labels.i32", sp[0].labels, sp[0].n) ||
+      !write_i32(init, "test_ids.i32", sp[2].ids, ne) || !write_i32(init, "test_types.i32", sp[2].types, ne) ||
+      !write_i32(init, "test_mask.i32", sp[2].mask, ne) || !write_i32(init, "test_labels.i32", sp[2].labels, sp[2].n))
+    goto fail;
+  /* The first batch's loss at the initial weights, without dropout: PyTorch must agree. */
+  damo_bert_graph *g0 = NULL;
+  float first_loss = NAN;
+  if (damo_bert_classifier_new(m, B, T, 1, &g0) != DAMO_OK ||
+      damo_bert_graph_forward(g0, B, sp[0].ids, sp[0].types, sp[0].mask, sp[0].labels, 0, &first_loss) != DAMO_OK) {
+    damo_bert_graph_free(g0);
+    goto fail;
+  }
+  damo_bert_graph_free(g0);
+  const long n_steps = probe ? probe : (long)r.opt.steps;
+  if (!(seconds = malloc((size_t)n_steps * sizeof *seconds))) goto fail;
+  for (long s = 0; s < n_steps; s++) {
+    const int64_t first = (s % per_epoch) * B;
+    double t0 = seconds_now();
+    if (damo_bert_finetuner_step(f, B, sp[0].ids + first * T, sp[0].types + first * T, sp[0].mask + first * T,
+                                 sp[0].labels + first, NULL) != DAMO_OK)
+      goto fail;
+    seconds[s] = seconds_now() - t0;
+  }
+  printf("{\"threads\": %d, \"simd\": \"%s\", \"first_loss\": %.7f, \"steps\": %ld, \"batch\": %lld, \"seq_len\": %lld, "
+         "\"train_examples\": %lld, \"step_seconds\": [",
+         damo_num_threads(), damo_simd_path(), (double)first_loss, n_steps, (long long)B, (long long)T,
+         (long long)sp[0].n);
+  for (long s = 0; s < n_steps; s++) printf("%s%.5f", s ? ", " : "", seconds[s]);
+  printf("]");
+  if (!probe) {
+    damo_metrics test;
+    if (score(f, &sp[2], B, T, d->n_classes, &test) != DAMO_OK) goto fail;
+    printf(", \"epochs\": %ld, \"test_accuracy\": %.4f, \"test_precision\": %.4f, \"test_recall\": %.4f, "
+           "\"test_f1\": %.4f, \"test_examples\": %lld", epochs, test.accuracy, test.precision, test.recall, test.f1,
+           (long long)sp[2].n);
+  }
+  qsort(seconds, (size_t)n_steps, sizeof *seconds, cmp_seconds);
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  printf(", \"median_step_seconds\": %.5f, \"peak_rss_kb\": %ld}\n", seconds[n_steps / 2], ru.ru_maxrss);
+  rc = 0;
+  goto done;
+fail:
+  rc = cli_fail("bench bert");
+done:
+  free(seconds);
+  for (int s = 0; s < 3; s++) free_split(&sp[s]);
+  damo_bert_finetuner_free(f);
+  damo_bert_free(m);
+  damo_text_dataset_free(d);
+  damo_wordpiece_free(wp);
+  return rc;
+}
+
+int cli_predict_bert(const char *dir, const char *input) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  if (!cli_is_bert_config(path)) return 0;
+  snprintf(path, sizeof path, "%s/vocab.txt", dir);
+  damo_bert *m = NULL;
+  damo_wordpiece *wp = NULL;
+  damo_bert_graph *g = NULL;
+  int count = 0, rc = -1;
+  char **paths = cli_list_documents(input, &count);
+  if (damo_bert_load(dir, 0, 0, &m) != DAMO_OK || damo_wordpiece_load(path, &wp) != DAMO_OK) {
+    cli_fail("predict");
+    goto done;
+  }
+  const int P = damo_bert_get_config(m)->max_position_embeddings, T = P < 128 ? P : 128;
+  const int L = damo_bert_get_config(m)->num_labels;
+  if (damo_bert_classifier_new(m, 1, T, 0, &g) != DAMO_OK) {
+    cli_fail("predict");
+    goto done;
+  }
+  for (int i = 0; i < count; i++) {
+    size_t len = 0, clean_len = 0;
+    char *raw = cli_read_file(paths[i], &len), *clean = NULL;
+    int32_t ids[128], types[128], mask[128];
+    damo_status st = raw ? damo_email_clean(raw, len, &clean, &clean_len) : DAMO_ERR_IO;
+    if (st == DAMO_OK) st = damo_wordpiece_encode(wp, clean, NULL, T, ids, types, mask, NULL);
+    if (st == DAMO_OK) st = damo_bert_graph_forward(g, 1, ids, types, mask, NULL, 0, NULL);
+    free(raw);
+    free(clean);
+    if (st != DAMO_OK) {
+      cli_fail(paths[i]);
+      goto done;
+    }
+    const float *z = damo_bert_graph_logits(g);
+    int top = 0;
+    double sum = 0;
+    for (int c = 1; c < L; c++) top = z[c] > z[top] ? c : top;
+    for (int c = 0; c < L; c++) sum += exp((double)z[c] - (double)z[top]);
+    const char *name = damo_bert_label_name(m, top);
+    char fallback[32];
+    snprintf(fallback, sizeof fallback, "LABEL_%d", top);
+    printf("%s: %s (p = %.4f)\n", paths[i], name ? name : fallback, 1.0 / sum);
+  }
+  rc = 2;
+done:
+  for (int i = 0; i < count; i++) free(paths[i]);
+  free(paths);
+  damo_bert_graph_free(g);
+  damo_wordpiece_free(wp);
+  damo_bert_free(m);
+  return rc;
+}
