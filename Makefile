@@ -30,6 +30,7 @@ test-asan:
 ref:
 	@sh scripts/setup.sh --peer
 	@for s in tests/ref/gen_*.py tests/ref/make_*.py; do echo "$(PY) $$s"; $(PY) $$s || exit 1; done
+	@for s in tests/ref/gen_*.mjs; do echo "node $$s"; node $$s || exit 1; done
 
 bench: build
 	@sh bench/run.sh $(BUILD)
