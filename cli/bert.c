@@ -271,6 +271,17 @@ static damo_status encode_split(const damo_wordpiece *wp, const damo_text_datase
   return DAMO_OK;
 }
 
+/* A labelled text set (spam-assassin or a folder of class folders) with all three splits
+ * encoded at length T; 0 after printing what failed. */
+static int load_encoded(const char *spec, const damo_wordpiece *wp, int64_t T, damo_text_dataset **d,
+                        encoded_split sp[3]) {
+  damo_text_dataset_options o = {0};
+  damo_status st = !strcmp(spec, "spam-assassin") ? damo_text_dataset_load(spec, &o, d) : damo_text_folder_load(spec, &o, d);
+  for (int s = 0; s < 3 && st == DAMO_OK; s++) st = encode_split(wp, *d, s, T, &sp[s]);
+  if (st != DAMO_OK) cli_fail(spec);
+  return st == DAMO_OK;
+}
+
 static void free_split(encoded_split *e) {
   free(e->ids);
   free(e->types);
@@ -304,24 +315,14 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   if (!read_section(config, "finetune", &r) || !read_flags(argc, argv, &r)) return 2;
   const char *data = cli_opt(argc, argv, "--data"), *init = cli_opt(argc, argv, "--init");
   damo_text_dataset *d = NULL;
-  damo_text_dataset_options o = {0};
   encoded_split sp[3] = {{0}};
   damo_bert *m = NULL;
   damo_bert_finetuner *f = NULL;
   float *best = NULL;
   int rc = 1;
-  if ((!strcmp(data, "spam-assassin") ? damo_text_dataset_load(data, &o, &d) : damo_text_folder_load(data, &o, &d)) !=
-      DAMO_OK) {
-    rc = cli_fail("train");
-    goto done;
-  }
-  cli_text_describe(data, d);
   const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
-  for (int s = 0; s < 3; s++)
-    if (encode_split(wp, d, s, T, &sp[s]) != DAMO_OK) {
-      rc = cli_fail("train");
-      goto done;
-    }
+  if (!load_encoded(data, wp, T, &d, sp)) goto done;
+  cli_text_describe(data, d);
   const int64_t per_epoch = (sp[0].n + B - 1) / B;
   r.opt.steps = r.epochs * per_epoch;
   if (make_model(config, init, d->n_classes, r.opt.seed, &m) != DAMO_OK ||
@@ -456,16 +457,14 @@ int cli_bench_bert(int argc, char **argv) {
   if (!read_section(config, "finetune", &r)) return 2;
   damo_wordpiece *wp = NULL;
   damo_text_dataset *d = NULL;
-  damo_text_dataset_options o = {0};
   encoded_split sp[3] = {{0}};
   damo_bert *m = NULL;
   damo_bert_finetuner *f = NULL;
   double *seconds = NULL;
   int rc = 1;
   const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
-  if (damo_wordpiece_load(NULL, &wp) != DAMO_OK || damo_text_dataset_load("spam-assassin", &o, &d) != DAMO_OK) goto fail;
-  for (int s = 0; s < 3; s++)
-    if (encode_split(wp, d, s, T, &sp[s]) != DAMO_OK) goto fail;
+  if (damo_wordpiece_load(NULL, &wp) != DAMO_OK) goto fail;
+  if (!load_encoded("spam-assassin", wp, T, &d, sp)) goto done;
   const int64_t per_epoch = sp[0].n / B; /* whole batches only: both sides see the same shapes */
   r.opt.steps = epochs * per_epoch;
   if (make_model(config, NULL, d->n_classes, r.opt.seed, &m) != DAMO_OK || damo_bert_save(m, init) != DAMO_OK ||

@@ -32,6 +32,42 @@ static damo_status forward_ref(damo_bert_graph *bg, int64_t batch, int dropout, 
                                  ref_i32("labels"), dropout, loss);
 }
 
+/* Every parameter gradient of m against the reference's "<prefix><name>" tensors; a tensor
+ * without one must be an `absent_ok` one (it takes no part in that loss) and then have a zero
+ * gradient. Returns how many were compared; *worst_err / *worst get the largest error. */
+static int compare_grads(const damo_bert *m, const char *prefix, int (*absent_ok)(const char *name), double *worst_err,
+                         const char **worst) {
+  int compared = 0;
+  *worst_err = 0, *worst = "";
+  for (int i = 0; i < damo_bert_num_tensors(m); i++) {
+    const char *name = damo_bert_tensor_name(m, i);
+    char key[160];
+    snprintf(key, sizeof key, "%s%s", prefix, name);
+    damo_tensor *want = damo_tensor_dict_get(ref, key), *got = damo_bert_grad(m, name);
+    if (!want) {
+      CHECK_MSG(absent_ok(name), "no reference gradient for %s", name);
+      const float *g = damo_tensor_f32(got);
+      for (int64_t j = 0; j < damo_tensor_numel(got); j++) CHECK(g[j] == 0.0f);
+      continue;
+    }
+    compared++;
+    CHECK(damo_tensor_numel(want) == damo_tensor_numel(got));
+    double r = test_close_ratio(damo_tensor_f32(got), damo_tensor_f32(want), (long)damo_tensor_numel(want), GRAD_ATOL,
+                                GRAD_RTOL);
+    CHECK_MSG(r <= 1.0, "gradient %s%s: worst error %.3g x tolerance", prefix, name, r);
+    double e = max_rel_error(damo_tensor_f32(got), damo_tensor_f32(want), damo_tensor_numel(want));
+    if (e > *worst_err) *worst_err = e, *worst = name;
+  }
+  return compared;
+}
+
+/* The masked-LM head takes no part in the classifier's loss, the pooler and classifier none
+ * in the masked-LM loss. */
+static int is_mlm_head(const char *name) { return strncmp(name, "cls.", 4) == 0; }
+static int is_classifier_head(const char *name) {
+  return !strncmp(name, "pooler.", 7) || !strncmp(name, "classifier.", 11);
+}
+
 /* ------------------------------------------------------------------ reference equality */
 
 static void test_reference(void) {
@@ -62,28 +98,9 @@ static void test_reference(void) {
   CHECK_MSG(loss_err < 1e-5, "loss %.8g vs %.8g", loss, damo_tensor_f32(loss_ref)[0]);
 
   CHECK_MSG(damo_bert_graph_backward(bg) == DAMO_OK, "%s", damo_last_error());
-  double grad_err = 0;
-  const char *worst = "";
-  int compared = 0;
-  for (int i = 0; i < damo_bert_num_tensors(m); i++) {
-    const char *name = damo_bert_tensor_name(m, i);
-    char key[160];
-    snprintf(key, sizeof key, "grad.%s", name);
-    damo_tensor *want = damo_tensor_dict_get(ref, key), *got = damo_bert_grad(m, name);
-    if (!want) { /* the masked-LM head takes no part in the classifier's loss */
-      CHECK_MSG(strncmp(name, "cls.", 4) == 0, "no reference gradient for %s", name);
-      const float *g = damo_tensor_f32(got);
-      for (int64_t j = 0; j < damo_tensor_numel(got); j++) CHECK(g[j] == 0.0f);
-      continue;
-    }
-    compared++;
-    CHECK(damo_tensor_numel(want) == damo_tensor_numel(got));
-    double r = test_close_ratio(damo_tensor_f32(got), damo_tensor_f32(want), (long)damo_tensor_numel(want), GRAD_ATOL,
-                                GRAD_RTOL);
-    CHECK_MSG(r <= 1.0, "gradient of %s: worst error %.3g x tolerance", name, r);
-    double e = max_rel_error(damo_tensor_f32(got), damo_tensor_f32(want), damo_tensor_numel(want));
-    if (e > grad_err) grad_err = e, worst = name;
-  }
+  double grad_err;
+  const char *worst;
+  int compared = compare_grads(m, "grad.", is_mlm_head, &grad_err, &worst);
   CHECK(compared == 5 + 2 * 16 + 4);
   if (verbose)
     fprintf(stderr, "    max relative error vs PyTorch: logits %.3g, loss %.3g, gradients %.3g (%s)\n", logit_err,
@@ -368,25 +385,9 @@ static void test_mlm_reference(void) {
   CHECK_MSG(loss_err < 1e-5, "masked-LM loss %.8g vs %.8g", loss, damo_tensor_f32(loss_ref)[0]);
   CHECK(damo_bert_graph_logits(bg) == NULL);
   CHECK_MSG(damo_bert_graph_backward(bg) == DAMO_OK, "%s", damo_last_error());
-  double grad_err = 0;
-  const char *worst = "";
-  int compared = 0;
-  for (int i = 0; i < damo_bert_num_tensors(m); i++) {
-    const char *name = damo_bert_tensor_name(m, i);
-    char key[160];
-    snprintf(key, sizeof key, "grad_mlm.%s", name);
-    damo_tensor *want = damo_tensor_dict_get(ref, key), *got = damo_bert_grad(m, name);
-    if (!want) { /* the pooler and classifier take no part in this loss */
-      CHECK_MSG(!strncmp(name, "pooler.", 7) || !strncmp(name, "classifier.", 11), "no reference gradient for %s", name);
-      continue;
-    }
-    compared++;
-    double r = test_close_ratio(damo_tensor_f32(got), damo_tensor_f32(want), (long)damo_tensor_numel(want), GRAD_ATOL,
-                                GRAD_RTOL);
-    CHECK_MSG(r <= 1.0, "masked-LM gradient of %s: worst error %.3g x tolerance", name, r);
-    double e = max_rel_error(damo_tensor_f32(got), damo_tensor_f32(want), damo_tensor_numel(want));
-    if (e > grad_err) grad_err = e, worst = name;
-  }
+  double grad_err;
+  const char *worst;
+  int compared = compare_grads(m, "grad_mlm.", is_classifier_head, &grad_err, &worst);
   CHECK(compared == 5 + 2 * 16 + 5);
   if (verbose)
     fprintf(stderr, "    masked LM vs PyTorch: loss %.3g, gradients %.3g (%s)\n", loss_err, grad_err, worst);
