@@ -121,12 +121,49 @@ static damo_status make_model(const char *config, const char *init, int num_labe
   return damo_bert_new(&c, seed, m);
 }
 
-static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *out) {
+/* The sequence length a fine-tuned directory was trained at: tokenizer_config.json's
+ * model_max_length (HuggingFace's truncation length), else 128 or the positions' count. */
+static int saved_seq_len(const char *dir, const damo_bert *m) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+  cJSON *root = cli_read_json(path);
+  const cJSON *len = cJSON_GetObjectItemCaseSensitive(root, "model_max_length");
+  const int P = damo_bert_get_config(m)->max_position_embeddings;
+  int T = cJSON_IsNumber(len) && len->valuedouble >= 2 && len->valuedouble <= P ? len->valueint : P < 128 ? P : 128;
+  cJSON_Delete(root);
+  return T;
+}
+
+/* config.json, model.safetensors, vocab.txt and tokenizer_config.json (uncased, truncation
+ * at seq_len, the length the weights were trained at). */
+static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *out, int64_t seq_len) {
   char path[4096];
   snprintf(path, sizeof path, "%s/vocab.txt", out);
   if (damo_bert_save(m, out) != DAMO_OK || damo_wordpiece_save(wp, path) != DAMO_OK) return cli_fail("train: saving");
-  printf("saved %s (config.json, model.safetensors, vocab.txt)\n", out);
+  char text[256];
+  snprintf(text, sizeof text,
+           "{\n  \"tokenizer_class\": \"BertTokenizer\",\n  \"do_lower_case\": true,\n  \"model_max_length\": %lld\n}\n",
+           (long long)seq_len);
+  snprintf(path, sizeof path, "%s/tokenizer_config.json", out);
+  if (damo_write_file_atomic(path, text, strlen(text)) != DAMO_OK) return cli_fail("train: saving");
+  printf("saved %s (config.json, model.safetensors, vocab.txt, tokenizer_config.json)\n", out);
   return 0;
+}
+
+/* The vocabulary's special ids into the options, after checking every id fits the model's
+ * embedding table; 0 after printing why not. */
+static int match_vocabulary(const damo_wordpiece *wp, const damo_bert *m, damo_bert_train_options *opt) {
+  const int32_t n = damo_wordpiece_vocab_size(wp), V = damo_bert_get_config(m)->vocab_size;
+  if (n > V) {
+    fprintf(stderr, "damo: the vocabulary has %d tokens but the model's vocab_size is %d\n", (int)n, (int)V);
+    return 0;
+  }
+  if (opt) {
+    opt->cls_id = damo_wordpiece_token_id(wp, "[CLS]");
+    opt->sep_id = damo_wordpiece_token_id(wp, "[SEP]");
+    opt->mask_id = damo_wordpiece_token_id(wp, "[MASK]");
+  }
+  return 1;
 }
 
 /* Appends the WordPiece ids of text and a [SEP] to the stream. */
@@ -196,9 +233,7 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
     rc = cli_fail("train --pretrain");
     goto done;
   }
-  r.opt.cls_id = damo_wordpiece_token_id(wp, "[CLS]");
-  r.opt.sep_id = damo_wordpiece_token_id(wp, "[SEP]");
-  r.opt.mask_id = damo_wordpiece_token_id(wp, "[MASK]");
+  if (!match_vocabulary(wp, m, &r.opt)) goto done;
   if (damo_bert_pretrainer_new(m, ids, n, &r.opt, &t) != DAMO_OK) {
     rc = cli_fail("train --pretrain");
     goto done;
@@ -228,7 +263,7 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
     if ((r.eval_every > 0 && s % r.eval_every == 0) || s == r.opt.steps) {
       if (damo_bert_pretrainer_eval(t, &val) != DAMO_OK) goto fail;
       printf("step %6lld | val loss %.4f\n", (long long)s, (double)val);
-      if (save_model(m, wp, out)) goto done;
+      if (save_model(m, wp, out, r.opt.seq_len)) goto done;
       window = seconds_now();
     }
   }
@@ -274,10 +309,11 @@ static damo_status encode_split(const damo_wordpiece *wp, const damo_text_datase
 /* A labelled text set (spam-assassin or a folder of class folders) with all three splits
  * encoded at length T; 0 after printing what failed. */
 static int load_encoded(const char *spec, const damo_wordpiece *wp, int64_t T, damo_text_dataset **d,
-                        encoded_split sp[3]) {
+                        encoded_split sp[3], int only_split /* -1: all three */) {
   damo_text_dataset_options o = {0};
   damo_status st = !strcmp(spec, "spam-assassin") ? damo_text_dataset_load(spec, &o, d) : damo_text_folder_load(spec, &o, d);
-  for (int s = 0; s < 3 && st == DAMO_OK; s++) st = encode_split(wp, *d, s, T, &sp[s]);
+  for (int s = 0; s < 3 && st == DAMO_OK; s++)
+    if (only_split < 0 || s == only_split) st = encode_split(wp, *d, s, T, &sp[s]);
   if (st != DAMO_OK) cli_fail(spec);
   return st == DAMO_OK;
 }
@@ -289,18 +325,34 @@ static void free_split(encoded_split *e) {
   free(e->labels);
 }
 
-/* Classification figures of a split (batches of the fine-tuner's size). */
-static damo_status score(damo_bert_finetuner *f, const encoded_split *e, int64_t B, int64_t T, int L, damo_metrics *m) {
-  int64_t ps[2] = {e->n, L}, ls[1] = {e->n};
-  damo_tensor *probs = damo_tensor_new(DAMO_F32, 2, ps), *labels = damo_tensor_new(DAMO_I32, 1, ls);
-  damo_status st = probs && labels ? DAMO_OK : DAMO_ERR_NOMEM;
+/* Class probabilities (e->n, L) of a split, in batches of B, from the fine-tuner's or an
+ * inference graph (whichever is given). */
+static damo_status classify_split(damo_bert_finetuner *f, damo_bert_graph *g, const encoded_split *e, int64_t B,
+                                  int64_t T, damo_tensor *probs) {
+  const int64_t L = probs->shape[1];
+  damo_status st = DAMO_OK;
   for (int64_t first = 0; st == DAMO_OK && first < e->n; first += B) {
     const int64_t b = e->n - first < B ? e->n - first : B;
-    st = damo_bert_finetuner_predict(f, b, e->ids + first * T, e->types + first * T, e->mask + first * T,
-                                     damo_tensor_f32(probs) + first * L);
+    const int32_t *ids = e->ids + first * T, *types = e->types + first * T, *mask = e->mask + first * T;
+    float *p = damo_tensor_f32(probs) + first * L;
+    st = f ? damo_bert_finetuner_predict(f, b, ids, types, mask, p) : damo_bert_classify(g, b, ids, types, mask, p);
   }
+  return st;
+}
+
+static damo_tensor *split_labels(const encoded_split *e) {
+  int64_t ls[1] = {e->n};
+  damo_tensor *labels = damo_tensor_new(DAMO_I32, 1, ls);
+  if (labels) memcpy(labels->data, e->labels, (size_t)e->n * sizeof(int32_t));
+  return labels;
+}
+
+/* Classification figures of a split (batches of the fine-tuner's size). */
+static damo_status score(damo_bert_finetuner *f, const encoded_split *e, int64_t B, int64_t T, int L, damo_metrics *m) {
+  int64_t ps[2] = {e->n, L};
+  damo_tensor *probs = damo_tensor_new(DAMO_F32, 2, ps), *labels = split_labels(e);
+  damo_status st = probs && labels ? classify_split(f, NULL, e, B, T, probs) : DAMO_ERR_NOMEM;
   if (st == DAMO_OK) {
-    memcpy(labels->data, e->labels, (size_t)e->n * sizeof(int32_t));
     memset(m, 0, sizeof *m);
     st = damo_classification_metrics(probs, labels, m);
   }
@@ -321,13 +373,17 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   float *best = NULL;
   int rc = 1;
   const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
-  if (!load_encoded(data, wp, T, &d, sp)) goto done;
+  if (!load_encoded(data, wp, T, &d, sp, -1)) goto done;
   cli_text_describe(data, d);
   const int64_t per_epoch = (sp[0].n + B - 1) / B;
   r.opt.steps = r.epochs * per_epoch;
   if (make_model(config, init, d->n_classes, r.opt.seed, &m) != DAMO_OK ||
-      damo_bert_set_label_names(m, d->n_classes, (const char *const *)d->class_names) != DAMO_OK ||
-      damo_bert_finetuner_new(m, &r.opt, &f) != DAMO_OK) {
+      damo_bert_set_label_names(m, d->n_classes, (const char *const *)d->class_names) != DAMO_OK) {
+    rc = cli_fail("train");
+    goto done;
+  }
+  if (!match_vocabulary(wp, m, &r.opt)) goto done;
+  if (damo_bert_finetuner_new(m, &r.opt, &f) != DAMO_OK) {
     rc = cli_fail("train");
     goto done;
   }
@@ -384,7 +440,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   printf("test (weights of epoch %d, best validation F1 %.4f): accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, "
          "AUC %.4f (%lld mails)\n", best_epoch, best_f1, test.accuracy, test.precision, test.recall, test.f1, test.auc,
          (long long)sp[2].n);
-  rc = save_model(m, wp, out);
+  rc = save_model(m, wp, out, T);
   free(order), free(bi), free(bl);
   goto done;
 nomem:
@@ -464,7 +520,7 @@ int cli_bench_bert(int argc, char **argv) {
   int rc = 1;
   const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
   if (damo_wordpiece_load(NULL, &wp) != DAMO_OK) goto fail;
-  if (!load_encoded("spam-assassin", wp, T, &d, sp)) goto done;
+  if (!load_encoded("spam-assassin", wp, T, &d, sp, -1)) goto done;
   const int64_t per_epoch = sp[0].n / B; /* whole batches only: both sides see the same shapes */
   r.opt.steps = epochs * per_epoch;
   if (make_model(config, NULL, d->n_classes, r.opt.seed, &m) != DAMO_OK || damo_bert_save(m, init) != DAMO_OK ||
@@ -526,22 +582,47 @@ done:
   return rc;
 }
 
-int cli_predict_bert(const char *dir, const char *input) {
+/* A fine-tuned directory's model, vocabulary and training length; 0 if dir is not a BERT
+ * directory, -1 on failure (message printed), 1 loaded. */
+static int load_finetuned(const char *dir, const char *what, damo_bert **m, damo_wordpiece **wp, int *seq_len) {
   char path[4096];
   snprintf(path, sizeof path, "%s/config.json", dir);
   if (!cli_is_bert_config(path)) return 0;
   snprintf(path, sizeof path, "%s/vocab.txt", dir);
+  if (damo_bert_load(dir, 0, 0, m) != DAMO_OK || damo_wordpiece_load(path, wp) != DAMO_OK) {
+    cli_fail(what);
+    return -1;
+  }
+  *seq_len = saved_seq_len(dir, *m);
+  return match_vocabulary(*wp, *m, NULL) ? 1 : -1;
+}
+
+static const char *label_name(const damo_bert *m, int i, char fallback[32]) {
+  const char *name = damo_bert_label_name(m, i);
+  snprintf(fallback, 32, "LABEL_%d", i);
+  return name ? name : fallback;
+}
+
+int cli_predict_bert(const char *dir, const char *input) {
   damo_bert *m = NULL;
   damo_wordpiece *wp = NULL;
   damo_bert_graph *g = NULL;
-  int count = 0, rc = -1;
-  char **paths = cli_list_documents(input, &count);
-  if (damo_bert_load(dir, 0, 0, &m) != DAMO_OK || damo_wordpiece_load(path, &wp) != DAMO_OK) {
-    cli_fail("predict");
+  int32_t *ids = NULL;
+  float *probs = NULL;
+  int count = 0, T = 0;
+  char **paths = NULL;
+  int rc = load_finetuned(dir, "predict", &m, &wp, &T);
+  if (rc != 1) goto done;
+  rc = -1;
+  const int L = damo_bert_get_config(m)->num_labels;
+  paths = cli_list_documents(input, &count);
+  if (!paths) goto done; /* cli_list_documents said why */
+  ids = malloc((size_t)T * 3 * sizeof *ids);
+  probs = malloc((size_t)L * sizeof *probs);
+  if (!ids || !probs) {
+    fprintf(stderr, "damo predict: out of memory\n");
     goto done;
   }
-  const int P = damo_bert_get_config(m)->max_position_embeddings, T = P < 128 ? P : 128;
-  const int L = damo_bert_get_config(m)->num_labels;
   if (damo_bert_classifier_new(m, 1, T, 0, &g) != DAMO_OK) {
     cli_fail("predict");
     goto done;
@@ -549,30 +630,86 @@ int cli_predict_bert(const char *dir, const char *input) {
   for (int i = 0; i < count; i++) {
     size_t len = 0, clean_len = 0;
     char *raw = cli_read_file(paths[i], &len), *clean = NULL;
-    int32_t ids[128], types[128], mask[128];
     damo_status st = raw ? damo_email_clean(raw, len, &clean, &clean_len) : DAMO_ERR_IO;
-    if (st == DAMO_OK) st = damo_wordpiece_encode(wp, clean, NULL, T, ids, types, mask, NULL);
-    if (st == DAMO_OK) st = damo_bert_graph_forward(g, 1, ids, types, mask, NULL, 0, NULL);
+    if (st == DAMO_OK) st = damo_wordpiece_encode(wp, clean, NULL, T, ids, ids + T, ids + 2 * T, NULL);
+    if (st == DAMO_OK) st = damo_bert_classify(g, 1, ids, ids + T, ids + 2 * T, probs);
     free(raw);
     free(clean);
     if (st != DAMO_OK) {
       cli_fail(paths[i]);
       goto done;
     }
-    const float *z = damo_bert_graph_logits(g);
     int top = 0;
-    double sum = 0;
-    for (int c = 1; c < L; c++) top = z[c] > z[top] ? c : top;
-    for (int c = 0; c < L; c++) sum += exp((double)z[c] - (double)z[top]);
-    const char *name = damo_bert_label_name(m, top);
+    for (int c = 1; c < L; c++) top = probs[c] > probs[top] ? c : top;
     char fallback[32];
-    snprintf(fallback, sizeof fallback, "LABEL_%d", top);
-    printf("%s: %s (p = %.4f)\n", paths[i], name ? name : fallback, 1.0 / sum);
+    printf("%s: %s (p = %.4f)\n", paths[i], label_name(m, top, fallback), (double)probs[top]);
   }
   rc = 2;
 done:
   for (int i = 0; i < count; i++) free(paths[i]);
   free(paths);
+  free(ids);
+  free(probs);
+  damo_bert_graph_free(g);
+  damo_wordpiece_free(wp);
+  damo_bert_free(m);
+  return rc;
+}
+
+int cli_evaluate_bert(const char *dir, const char *data, const char *split, const char *png) {
+  damo_bert *m = NULL;
+  damo_wordpiece *wp = NULL;
+  damo_bert_graph *g = NULL;
+  damo_text_dataset *d = NULL;
+  damo_tensor *probs = NULL, *labels = NULL;
+  encoded_split sp[3] = {{0}};
+  int T = 0;
+  const int which = !split || !strcmp(split, "test") ? DAMO_SPLIT_TEST : !strcmp(split, "train") ? DAMO_SPLIT_TRAIN
+                                                                                                   : DAMO_SPLIT_VAL;
+  int rc = load_finetuned(dir, "evaluate", &m, &wp, &T);
+  if (rc != 1) goto done;
+  rc = -1;
+  const int L = damo_bert_get_config(m)->num_labels;
+  const int64_t B = 32;
+  if (!load_encoded(data, wp, T, &d, sp, which)) goto done;
+  if (d->n_classes != L) {
+    fprintf(stderr, "damo evaluate: %s has %d classes, the model in %s has %d\n", data, d->n_classes, dir, L);
+    goto done;
+  }
+  int64_t ps[2] = {sp[which].n, L};
+  probs = damo_tensor_new(DAMO_F32, 2, ps);
+  labels = split_labels(&sp[which]);
+  if (!probs || !labels || damo_bert_classifier_new(m, B, T, 0, &g) != DAMO_OK ||
+      classify_split(NULL, g, &sp[which], B, T, probs) != DAMO_OK) {
+    cli_fail("evaluate");
+    goto done;
+  }
+  double loss = 0;
+  int64_t right = 0;
+  for (int64_t i = 0; i < sp[which].n; i++) {
+    const float *p = damo_tensor_f32(probs) + i * L;
+    int top = 0;
+    for (int c = 1; c < L; c++) top = p[c] > p[top] ? c : top;
+    right += top == sp[which].labels[i];
+    loss -= log(fmax((double)p[sp[which].labels[i]], 1e-30));
+  }
+  printf("loss: %.4f - accuracy: %.4f (%lld mails, BERT at length %d)\n", loss / (double)sp[which].n,
+         (double)right / (double)sp[which].n, (long long)sp[which].n, T);
+  const char **names = malloc((size_t)L * sizeof *names);
+  char(*fallback)[32] = malloc((size_t)L * sizeof *fallback);
+  if (names && fallback) {
+    for (int c = 0; c < L; c++) names[c] = label_name(m, c, fallback[c]);
+    rc = cli_report_probabilities(probs, labels, names, L, png) == 0 ? 2 : -1;
+  } else {
+    fprintf(stderr, "damo evaluate: out of memory\n");
+  }
+  free(names);
+  free(fallback);
+done:
+  for (int s = 0; s < 3; s++) free_split(&sp[s]);
+  damo_tensor_free(probs);
+  damo_tensor_free(labels);
+  damo_text_dataset_free(d);
   damo_bert_graph_free(g);
   damo_wordpiece_free(wp);
   damo_bert_free(m);

@@ -36,6 +36,9 @@ int cli_text_save(const char *dir, const damo_text_dataset *d, int max_len);
 int cli_predict_text(damo_model *m, const char *dir, const char *input, const char *output);
 /* Per-class accuracy, binary figures, and a confusion-matrix PNG (png may be NULL). */
 int cli_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *png);
+/* The same from class probabilities p (rows, classes) and labels y; names may be NULL. */
+int cli_report_probabilities(const damo_tensor *p, const damo_tensor *y, const char *const *names, int n_names,
+                             const char *png);
 
 /* The whole of a file, NUL-terminated (malloc'd; NULL if unreadable). */
 char *cli_read_file(const char *path, size_t *len);
@@ -62,6 +65,9 @@ int cli_is_bert_config(const char *path);
 int cli_train_bert(int argc, char **argv);
 /* 2 done, 0 dir is not a BERT model, -1 failed (message printed). */
 int cli_predict_bert(const char *dir, const char *input);
+/* damo evaluate of a fine-tuned BERT directory on a split (NULL: test) of a labelled text
+ * set: 2 done, 0 dir is not a BERT model, -1 failed (message printed). */
+int cli_evaluate_bert(const char *dir, const char *data, const char *split, const char *png);
 int cli_bench_bert(int argc, char **argv); /* `damo bench bert` (W5) */
 
 #endif

@@ -199,6 +199,15 @@ done:
 int cli_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *png) {
   damo_tensor *p = NULL;
   if (damo_model_predict(m, x, 256, &p) != DAMO_OK) return cli_fail("evaluate");
+  const char *const *names;
+  int n_names = damo_model_class_names(m, &names);
+  int rc = cli_report_probabilities(p, y, names, n_names, png);
+  damo_tensor_free(p);
+  return rc;
+}
+
+int cli_report_probabilities(const damo_tensor *p, const damo_tensor *y, const char *const *names, int n_names,
+                             const char *png) {
   int64_t C = damo_tensor_numel(p) / p->shape[0], classes = C == 1 ? 2 : C;
   int64_t *confusion = calloc((size_t)(classes * classes), sizeof *confusion);
   damo_metrics mt = {.confusion = confusion, .n_classes = (int)classes};
@@ -209,13 +218,11 @@ int cli_classification_report(damo_model *m, const damo_tensor *x, const damo_te
     if (classes == 2)
       printf("precision: %.4f - recall: %.4f - f1: %.4f - roc_auc: %.4f (class 1 positive)\n", mt.precision, mt.recall,
              mt.f1, mt.auc);
-    const char *const *names;
-    int n_names = damo_model_class_names(m, &names);
     printf("per-class accuracy:\n");
     for (int64_t c = 0; c < classes; c++) {
       int64_t total = 0;
       for (int64_t k = 0; k < classes; k++) total += confusion[c * classes + k];
-      printf("  %2lld %-14s %.4f (%lld)\n", (long long)c, c < n_names ? names[c] : "", 
+      printf("  %2lld %-14s %.4f (%lld)\n", (long long)c, c < n_names ? names[c] : "",
              total ? (double)confusion[c * classes + c] / (double)total : 0.0, (long long)total);
     }
     if (png && classes <= 200) {
@@ -225,7 +232,6 @@ int cli_classification_report(damo_model *m, const damo_tensor *x, const damo_te
     }
   }
   free(confusion);
-  damo_tensor_free(p);
   return rc;
 }
 
@@ -241,6 +247,10 @@ int cli_evaluate(int argc, char **argv) {
   if (!dir || !data) {
     fprintf(stderr, "damo evaluate: --model DIR and --data SPEC are required\n");
     return 2;
+  }
+  if (cli_is_text_data(data)) { /* a fine-tuned BERT directory */
+    int bert = cli_evaluate_bert(dir, data, split, png);
+    if (bert != 0) return bert == 2 ? 0 : 1;
   }
   damo_model *m;
   if (damo_model_load(dir, &m) != DAMO_OK) return cli_fail("evaluate");

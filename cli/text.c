@@ -69,9 +69,7 @@ int cli_text_save(const char *dir, const damo_text_dataset *d, int max_len) {
   char *text = cJSON_Print(root);
   cJSON_Delete(root);
   snprintf(path, sizeof path, "%s/text.json", dir);
-  FILE *f = text ? fopen(path, "w") : NULL;
-  int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-  if (f && fclose(f) != 0) ok = 0;
+  int ok = text && damo_write_file_atomic(path, text, strlen(text)) == DAMO_OK;
   cJSON_free(text);
   if (!ok) fprintf(stderr, "damo: cannot write %s\n", path);
   return ok;

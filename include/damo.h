@@ -1096,6 +1096,10 @@ damo_status damo_bert_graph_forward(damo_bert_graph *bg, int64_t batch, const in
 damo_status damo_bert_graph_backward(damo_bert_graph *bg); /* either kind of training graph */
 /* (batch, num_labels) logits of the last forward (NULL for a masked-LM graph). */
 const float *damo_bert_graph_logits(const damo_bert_graph *bg);
+/* Class probabilities (batch, num_labels) from an inference classifier graph: a forward
+ * without dropout, then a softmax per row. */
+damo_status damo_bert_classify(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
+                               const int32_t *mask, float *probs);
 /* A masked-LM training graph (BertForMaskedLM's loss): `predictions` slots per sequence, each
  * a position whose hidden state goes through cls.predictions.transform and the decoder tied
  * to the word embeddings (plus cls.predictions.bias); the loss is the mean cross-entropy

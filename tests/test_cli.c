@@ -141,11 +141,54 @@ static void test_text_folder_train_predict(void) {
   CHECK_MSG(rc == 1 && strstr(cli_out, "nothing.txt"), "%s", cli_out);
 }
 
+/* BERT on the same folder of mails, with a small vocabulary: masked-LM pre-training, then
+ * fine-tuning from it; the fine-tuned directory keeps its length (tokenizer_config.json) and
+ * evaluate / predict read it. */
+static void test_bert_folder_train_predict(void) {
+  write_file("bert_vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\nfrom\nsubject\n:\n.\n@\nmeeting\nproject\n"
+                               "lunch\nreport\nschedule\nteam\nreview\nnotes\nwinner\nfree\ncash\noffer\nclick\n"
+                               "via\n##gra\nprize\ncredit\nsomeone\nexample\ncom\n");
+  write_file("bert.json", "{\"model_type\": \"bert\", \"vocab_size\": 40, \"hidden_size\": 32, \"num_hidden_layers\": 2,"
+                          "\"num_attention_heads\": 4, \"intermediate_size\": 64, \"max_position_embeddings\": 64,"
+                          "\"pretrain\": {\"steps\": 20, \"batch_size\": 8, \"seq_len\": 32, \"predictions\": 6,"
+                          "\"lr\": 0.002, \"warmup_steps\": 5, \"eval_every\": 10},"
+                          "\"finetune\": {\"epochs\": 6, \"batch_size\": 16, \"seq_len\": 24, \"lr\": 0.003,"
+                          "\"warmup_steps\": 5, \"seed\": 3}}");
+  int rc = run("%s train --config %s/bert.json --pretrain --data %s/mails --vocab %s/bert_vocab.txt --out %s/bp",
+               DAMO_CLI_PATH, dir, dir, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "step     20 | val loss"), "%s", cli_out);
+  rc = run("%s train --config %s/bert.json --data %s/mails --vocab %s/bert_vocab.txt --init %s/bp --out %s/bs",
+           DAMO_CLI_PATH, dir, dir, dir, dir, dir);
+  const char *f1_at = strstr(cli_out, "test (weights of epoch");
+  f1_at = f1_at ? strstr(f1_at, "F1 ") : NULL;
+  CHECK_MSG(rc == 0 && strstr(cli_out, "from the pre-trained weights") && f1_at && atof(f1_at + 3) >= 0.8, "%s", cli_out);
+  char path[600];
+  snprintf(path, sizeof path, "%s/bs/tokenizer_config.json", dir);
+  FILE *f = fopen(path, "r");
+  char text[512] = {0};
+  if (f) {
+    if (fread(text, 1, sizeof text - 1, f) == 0) text[0] = '\0';
+    fclose(f);
+  }
+  CHECK_MSG(strstr(text, "\"model_max_length\": 24"), "%s: %s", path, text);
+  rc = run("%s evaluate --model %s/bs --data %s/mails --confusion-png %s/bs_cm.png", DAMO_CLI_PATH, dir, dir, dir);
+  const char *acc_at = strstr(cli_out, "accuracy: ");
+  CHECK_MSG(rc == 0 && acc_at && atof(acc_at + 10) >= 0.8 && strstr(cli_out, "BERT at length 24") &&
+                strstr(cli_out, "1 spam"), "%s", cli_out);
+  rc = run("%s evaluate --model %s/bs --data %s/mails --split validation", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "accuracy: "), "%s", cli_out);
+  rc = run("%s predict --model %s/bs --input %s/new", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "116.txt: ham (p = ") && strstr(cli_out, "119.txt: spam (p = "), "%s", cli_out);
+  rc = run("%s predict --model %s/bs --input %s/new/nothing.txt", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "nothing.txt"), "%s", cli_out);
+}
+
 int main(void) {
   if (!mkdtemp(dir)) return 1;
   RUN(test_train_evaluate_predict);
   RUN(test_bad_input_messages);
   RUN(test_text_folder_train_predict);
+  RUN(test_bert_folder_train_predict); /* uses the mails made above */
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

@@ -468,3 +468,21 @@ damo_status damo_bert_graph_backward(damo_bert_graph *bg) {
 const float *damo_bert_graph_logits(const damo_bert_graph *bg) {
   return bg && bg->logits ? damo_node_data(bg->logits) : NULL;
 }
+
+damo_status damo_bert_classify(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
+                               const int32_t *mask, float *probs) {
+  if (!bg || !probs) return damo_error(DAMO_ERR_INVALID_ARG, "bert_classify: NULL argument");
+  if (bg->labels) return damo_error(DAMO_ERR_STATE, "bert_classify: needs an inference classifier graph (training 0)");
+  damo_status st = damo_bert_graph_forward(bg, batch, ids, token_types, mask, NULL, 0, NULL);
+  if (st != DAMO_OK) return st;
+  const int64_t L = bg->model->config.num_labels;
+  const float *logits = damo_bert_graph_logits(bg);
+  for (int64_t b = 0; b < batch; b++) { /* a softmax per row, from the row's largest logit */
+    const float *z = logits + b * L;
+    float mx = z[0], sum = 0;
+    for (int64_t j = 1; j < L; j++) mx = z[j] > mx ? z[j] : mx;
+    for (int64_t j = 0; j < L; j++) sum += probs[b * L + j] = expf(z[j] - mx);
+    for (int64_t j = 0; j < L; j++) probs[b * L + j] /= sum;
+  }
+  return DAMO_OK;
+}

@@ -298,17 +298,6 @@ damo_status damo_bert_finetuner_step(damo_bert_finetuner *f, int64_t batch, cons
 
 damo_status damo_bert_finetuner_predict(damo_bert_finetuner *f, int64_t batch, const int32_t *ids, const int32_t *types,
                                         const int32_t *mask, float *probs) {
-  if (!f || !probs) return damo_error(DAMO_ERR_INVALID_ARG, "bert_finetuner_predict: NULL argument");
-  damo_status st = damo_bert_graph_forward(f->infer, batch, ids, types, mask, NULL, 0, NULL);
-  if (st != DAMO_OK) return st;
-  const int64_t L = f->model->config.num_labels;
-  const float *logits = damo_bert_graph_logits(f->infer);
-  for (int64_t b = 0; b < batch; b++) { /* softmax per row */
-    const float *z = logits + b * L;
-    float mx = z[0], sum = 0;
-    for (int64_t j = 1; j < L; j++) mx = z[j] > mx ? z[j] : mx;
-    for (int64_t j = 0; j < L; j++) sum += probs[b * L + j] = expf(z[j] - mx);
-    for (int64_t j = 0; j < L; j++) probs[b * L + j] /= sum;
-  }
-  return DAMO_OK;
+  if (!f) return damo_error(DAMO_ERR_INVALID_ARG, "bert_finetuner_predict: NULL argument");
+  return damo_bert_classify(f->infer, batch, ids, types, mask, probs);
 }
