@@ -1,11 +1,11 @@
 /* bert.c - BERT on the command line.
  *
  *   damo train --config bert.json --pretrain --data moby-dick,sotu,spam-assassin --out DIR
- *              [--init DIR --steps N --batch-size B --lr X --seed S --vocab FILE]
+ *              [--init DIR --steps N --batch-size B --seq-len T --lr X --seed S --vocab FILE]
  *       masked-LM pre-training on the texts (spam-assassin: its training split only, never
  *       validation or test), tokenised with WordPiece and joined with [SEP];
  *   damo train --config bert.json --data spam-assassin|FOLDER --out DIR [--init DIR
- *              --epochs N --batch-size B --lr X --seed S --vocab FILE]
+ *              --epochs N --batch-size B --seq-len T --lr X --seed S --vocab FILE]
  *       fine-tunes the classifier on [CLS] text [SEP] (truncated to seq_len), from a
  *       pre-trained directory (--init) or from scratch; the weights of the epoch with the
  *       best validation F1 are kept, then the test split is scored once.
@@ -98,6 +98,10 @@ static int read_flags(int argc, char **argv, bert_run *r) {
   if ((s = cli_opt(argc, argv, "--batch-size"))) {
     if (!cli_parse_long(s, "--batch-size", 1, 1 << 20, &v)) return 0;
     r->opt.batch_size = v;
+  }
+  if ((s = cli_opt(argc, argv, "--seq-len"))) {
+    if (!cli_parse_long(s, "--seq-len", 2, 1 << 16, &v)) return 0;
+    r->opt.seq_len = v;
   }
   if ((s = cli_opt(argc, argv, "--seed"))) {
     if (!cli_parse_long(s, "--seed", 0, 0x7fffffffL, &v)) return 0;
@@ -461,7 +465,7 @@ done:
 
 int cli_train_bert(int argc, char **argv) {
   static const char *const with_value[] = {"--config", "--data",   "--out", "--init", "--steps", "--epochs",
-                                           "--batch-size", "--lr", "--seed", "--vocab", NULL};
+                                           "--batch-size", "--seq-len", "--lr", "--seed", "--vocab", NULL};
   static const char *const flags[] = {"--pretrain", NULL};
   if (!cli_check_options(argc, argv, with_value, flags)) return 2;
   const char *config = cli_opt(argc, argv, "--config"), *data = cli_opt(argc, argv, "--data");
