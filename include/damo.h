@@ -390,9 +390,15 @@ damo_node *damo_gelu(damo_graph *g, damo_node *x, int approximate);
  * block by block. No gradient flows into key_mask. */
 damo_node *damo_attention(damo_graph *g, damo_node *q, damo_node *k, damo_node *v, int n_heads, int causal,
                           damo_node *key_mask);
+/* Dropout on the attention probabilities (BERT's attention_probs_dropout_prob) in training
+ * forwards: each probability is zeroed with probability rate, survivors scaled by
+ * 1 / (1 - rate); the mask is regenerated in backward from a per-forward seed drawn from the
+ * graph's generator, so nothing T x T is stored. rate in [0, 1); 0 (the default) is none. */
+damo_status damo_attention_set_dropout(damo_node *attention, float rate);
 /* Makes every later forward of an attention node also write its probabilities, (B, n_heads,
  * Tq, Tk) at the running batch size, into probs (caller-owned, sized for the built batch);
- * NULL stops it. For explaining a model; costs one extra store per score. */
+ * NULL stops it. For explaining a model; costs one extra store per score. In a training
+ * forward with attention dropout they are the probabilities as used (dropped ones 0). */
 damo_status damo_attention_capture_probs(damo_node *attention, float *probs);
 
 typedef struct damo_layer damo_layer;

@@ -2,7 +2,8 @@
  * against PyTorch references (tests/fixtures/transformer_ops.safetensors, written by
  * tests/ref/gen_transformer_ops.py; each case carries its own settings in <case>.cfg) and
  * against central finite differences; attention's probabilities capture, aliasing q = k = v,
- * a smaller batch than built, thread-count independence, memory linear in T, builder errors.
+ * a smaller batch than built, thread-count independence, memory linear in T, dropout on the
+ * probabilities, builder errors.
  *
  * For each case the differentiable inputs become params, the key mask a bound input, and
  *     loss = sum(op(inputs) * dout)
@@ -66,6 +67,15 @@ static void fill_random(float *x, int64_t n, uint32_t seed, float scale) {
 
 /* Central finite differences of the scalar loss w.r.t. every value of every param (perturbed
  * in place), forward only, against the analytic gradients; one CHECK per param. */
+/* Non-zero: every finite-difference forward first reseeds the graph's generator with it, so
+ * a random op (attention dropout) draws the same mask each time. */
+static uint64_t fd_reseed;
+
+static damo_status fd_forward(damo_graph *g) {
+  if (fd_reseed) damo_rng_seed(&g->rng, fd_reseed);
+  return damo_graph_forward(g, 1);
+}
+
 static double fd_check(const char *cname, damo_graph *g, damo_node *loss, int n, damo_tensor *const *vals,
                        damo_tensor *const *grads) {
   double worst_all = 0;
@@ -78,10 +88,10 @@ static double fd_check(const char *cname, damo_graph *g, damo_node *loss, int n,
     for (int64_t i = 0; i < ne; i++) {
       float orig = v[i], vp = (float)(orig + FD_H), vm = (float)(orig - FD_H);
       v[i] = vp;
-      damo_status s1 = damo_graph_forward(g, 1);
+      damo_status s1 = fd_forward(g);
       double lp = damo_node_data(loss)[0];
       v[i] = vm;
-      damo_status s2 = damo_graph_forward(g, 1);
+      damo_status s2 = fd_forward(g);
       double lm = damo_node_data(loss)[0];
       v[i] = orig;
       if (s1 != DAMO_OK || s2 != DAMO_OK) {
@@ -346,6 +356,104 @@ static void test_attention_thread_independent(void) {
   damo_tensor_free(dout);
 }
 
+/* Dropout on the probabilities: off in evaluation (the output equals a graph without it);
+ * in training each visible probability is either dropped or scaled by 1 / (1 - rate) (seen
+ * through the capture), the dropped share is near the rate, the output is the dropped
+ * probabilities times V, the same seed gives the same mask and the next forward another,
+ * and the gradients (q, k, v) match finite differences taken under the same mask. */
+static void test_attention_dropout(void) {
+  enum { B = 2, T = 24, C = 8, H = 2 };
+  const float rate = 0.4f;
+  int64_t shape[3] = {B, T, C}, mshape[2] = {B, T}, n = B * T * C;
+  damo_tensor *v[3], *gr[3], *mask = damo_tensor_new(DAMO_F32, 2, mshape), *dout = damo_tensor_new(DAMO_F32, 3, shape);
+  for (int i = 0; i < 3; i++) {
+    v[i] = damo_tensor_new(DAMO_F32, 3, shape);
+    gr[i] = damo_tensor_new(DAMO_F32, 3, shape);
+    fill_random(damo_tensor_f32(v[i]), n, 40 + i, 1.0f);
+  }
+  fill_random(damo_tensor_f32(dout), n, 50, 1.0f);
+  for (int i = 0; i < B * T; i++) damo_tensor_f32(mask)[i] = i / T == 1 && i % T >= T - 5 ? 0.0f : 1.0f;
+  float *p_eval = malloc(sizeof(float) * B * H * T * T), *p_train = malloc(sizeof(float) * B * H * T * T);
+  float *o_eval = malloc(sizeof(float) * (size_t)n), *o_first = malloc(sizeof(float) * (size_t)n);
+  for (int causal = 0; causal < 2; causal++) {
+    damo_graph *g = damo_graph_new(3), *plain = damo_graph_new(3);
+    damo_node *att = NULL, *loss = NULL, *plain_att = NULL;
+    for (int which = 0; which < 2; which++) {
+      damo_graph *gg = which ? plain : g;
+      damo_node *q = damo_param(gg, "q", v[0], gr[0]), *k = damo_param(gg, "k", v[1], gr[1]);
+      damo_node *vv = damo_param(gg, "v", v[2], gr[2]), *m = damo_constant(gg, mask);
+      damo_node *a = damo_attention(gg, q, k, vv, H, causal, m);
+      damo_node *l = damo_sum(gg, damo_mul(gg, a, damo_constant(gg, dout)), DAMO_ALL_AXES, 0);
+      damo_node *outs[2] = {a, l};
+      CHECK(damo_graph_compile(gg, l, 2, outs) == DAMO_OK);
+      if (which) plain_att = a;
+      else att = a, loss = l;
+    }
+    CHECK(damo_attention_set_dropout(att, rate) == DAMO_OK);
+    CHECK(damo_attention_capture_probs(att, p_eval) == DAMO_OK);
+    CHECK(damo_graph_forward(g, 0) == DAMO_OK && damo_graph_forward(plain, 0) == DAMO_OK);
+    CHECK(memcmp(damo_node_data(att), damo_node_data(plain_att), sizeof(float) * (size_t)n) == 0);
+    memcpy(o_eval, damo_node_data(att), sizeof(float) * (size_t)n);
+
+    CHECK(damo_attention_capture_probs(att, p_train) == DAMO_OK);
+    damo_rng_seed(&g->rng, 5);
+    CHECK(damo_graph_forward(g, 1) == DAMO_OK);
+    int visible = 0, dropped = 0, wrong = 0;
+    for (int64_t e = 0; e < B * H * T * T; e++) {
+      if (p_eval[e] == 0.0f) {
+        wrong += p_train[e] != 0.0f;
+        continue;
+      }
+      visible++;
+      if (p_train[e] == 0.0f) dropped++;
+      else wrong += fabsf(p_train[e] - p_eval[e] / (1.0f - rate)) > 1e-6f * p_train[e];
+    }
+    CHECK_MSG(wrong == 0, "causal %d: %d probabilities neither dropped nor scaled by 1/(1-rate)", causal, wrong);
+    CHECK_MSG(fabs((double)dropped / visible - rate) < 0.06, "causal %d: %d of %d dropped at rate %.2f", causal, dropped,
+              visible, (double)rate);
+    double worst = 0; /* out = P_dropped V, per head */
+    for (int b = 0; b < B; b++)
+      for (int h = 0; h < H; h++)
+        for (int i = 0; i < T; i++)
+          for (int c = 0; c < C / H; c++) {
+            double ref = 0;
+            for (int j = 0; j < T; j++)
+              ref += (double)p_train[((b * H + h) * T + i) * T + j] * damo_tensor_f32(v[2])[(b * T + j) * C + h * (C / H) + c];
+            double got = damo_node_data(att)[(b * T + i) * C + h * (C / H) + c];
+            worst = fmax(worst, fabs(got - ref) / (1e-5 + 1e-5 * fabs(ref)));
+          }
+    CHECK_MSG(worst <= 1.0, "causal %d: output is not the dropped probabilities times V (%.3g x tol)", causal, worst);
+    memcpy(o_first, damo_node_data(att), sizeof(float) * (size_t)n);
+    CHECK(damo_graph_forward(g, 1) == DAMO_OK); /* the generator moved on: another mask */
+    CHECK(memcmp(o_first, damo_node_data(att), sizeof(float) * (size_t)n) != 0);
+    CHECK(damo_attention_capture_probs(att, NULL) == DAMO_OK);
+
+    fd_reseed = 5;
+    CHECK(fd_forward(g) == DAMO_OK);
+    CHECK(memcmp(o_first, damo_node_data(att), sizeof(float) * (size_t)n) == 0); /* same seed, same mask */
+    for (int i = 0; i < 3; i++) memset(gr[i]->data, 0, sizeof(float) * (size_t)n);
+    CHECK(damo_graph_backward(g) == DAMO_OK);
+    fd_check(causal ? "attention_dropout_causal" : "attention_dropout", g, loss, 3, v, gr);
+    fd_reseed = 0;
+    damo_graph_free(g);
+    damo_graph_free(plain);
+  }
+  damo_graph *g = damo_graph_new(1);
+  damo_node *x = damo_input(g, "x", DAMO_F32, 3, shape);
+  damo_node *a = damo_attention(g, x, x, x, H, 0, NULL);
+  CHECK(damo_attention_set_dropout(a, 1.0f) == DAMO_ERR_INVALID_ARG && strstr(damo_last_error(), "outside [0, 1)"));
+  CHECK(damo_attention_set_dropout(x, 0.1f) == DAMO_ERR_INVALID_ARG && strstr(damo_last_error(), "not an attention"));
+  damo_clear_error();
+  damo_graph_free(g);
+  free(p_eval), free(p_train), free(o_eval), free(o_first);
+  for (int i = 0; i < 3; i++) {
+    damo_tensor_free(v[i]);
+    damo_tensor_free(gr[i]);
+  }
+  damo_tensor_free(mask);
+  damo_tensor_free(dout);
+}
+
 /* No (T x T) buffer per head: the op's private memory grows linearly with T and stays far
  * below B H T^2 floats. */
 static void test_attention_memory_linear(void) {
@@ -537,6 +645,7 @@ int main(void) {
   RUN(test_attention_smaller_batch);
   RUN(test_attention_thread_independent);
   RUN(test_attention_memory_linear);
+  RUN(test_attention_dropout);
   RUN(test_attention_errors);
   RUN(test_linear_cross_entropy);
   damo_tensor_dict_free(fx);

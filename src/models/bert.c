@@ -9,8 +9,8 @@
  *   x = LayerNorm(x + dropout(gelu_erf(x Wi^T + bi) Wout^T + bout))
  * Embeddings: LayerNorm(word[ids] + position[0..T) + token_type[types]) then dropout. The
  * classifier reads the [CLS] position: logits = classifier(dropout(tanh(pooler(h_0)))).
- * HuggingFace also drops attention probabilities; the fused attention never forms them, so
- * attention_probs_dropout_prob is not applied (hidden_dropout_prob is, everywhere else). */
+ * The attention probabilities are dropped at attention_probs_dropout_prob inside the fused
+ * attention op (its mask is regenerated from a seed, never stored). */
 #include "models/bert.h"
 
 #include <math.h>
@@ -277,6 +277,7 @@ static damo_node *build_layer(damo_graph *g, const damo_bert *m, int layer, damo
   damo_node *k = damo_linear_op(g, x, p[K_W], p[K_B], DAMO_ACT_NONE);
   damo_node *v = damo_linear_op(g, x, p[V_W], p[V_B], DAMO_ACT_NONE);
   damo_node *att = damo_attention(g, q, k, v, c->num_attention_heads, 0, mask);
+  if (att && damo_attention_set_dropout(att, c->attention_probs_dropout_prob) != DAMO_OK) return NULL;
   damo_node *a = dropout(g, damo_linear_op(g, att, p[AO_W], p[AO_B], DAMO_ACT_NONE), rate);
   x = damo_layer_norm(g, damo_add(g, x, a), p[ALN_W], p[ALN_B], eps);
   damo_node *h = damo_gelu(g, damo_linear_op(g, x, p[I_W], p[I_B], DAMO_ACT_NONE), 0);

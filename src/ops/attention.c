@@ -23,7 +23,15 @@
  * dK and dV sum over every query block of a head, so backward threads over (batch, head)
  * pairs (each owns its slices of dQ, dK, dV even when q, k, v are one node); forward threads
  * over (batch, head, query block). Every product is damo_gemm, which runs on one thread
- * inside these parallel regions. */
+ * inside these parallel regions.
+ *
+ * Dropout on the probabilities (BERT's attention_probs_dropout_prob), in training forwards:
+ * O = (P * M) V with M_ij = keep_ij / (1 - rate). The keep bits are never stored: each is a
+ * hash of a per-forward seed (drawn from the graph's generator, kept in aux) and the
+ * element's (batch, head, query, key) index, so backward regenerates the same mask as
+ * flash attention does, whatever the threads. Backward then takes dV from P * M and
+ * dP = M * (dO V^T); the softmax's backward is unchanged (rowsum(P dP) is still
+ * rowsum(dO O)). */
 #include "graph/graph.h"
 #include "kernels/cpu/vmath.h"
 
@@ -32,6 +40,8 @@
 #include <omp.h>
 
 enum { ATT_HEADS = 0, ATT_CAUSAL = 1, ATT_SLOTS = 2 };
+enum { ATT_DROPOUT = 0 }; /* fparam */
+enum { ATT_HEADER_FLOATS = 16 }; /* aux starts with the forward's dropout seed (64 bytes) */
 #define ATT_QUERY_BLOCK 64
 #define ATT_MAX_SLOTS 256
 
@@ -40,6 +50,8 @@ typedef struct att_dims {
   int64_t qb, n_qblocks; /* query rows per block, blocks per head */
   int causal;
   float scale;
+  uint32_t drop_threshold; /* a key is dropped when its hash's high 32 bits fall below this */
+  float keep_scale;        /* 1 / (1 - rate); 0 when no dropout acts in this pass */
 } att_dims;
 
 static att_dims dims_of(const damo_node *n) {
@@ -55,13 +67,24 @@ static att_dims dims_of(const damo_node *n) {
   d.n_qblocks = (d.Tq + d.qb - 1) / d.qb;
   d.causal = n->iparam[ATT_CAUSAL];
   d.scale = (float)(1.0 / sqrt((double)d.D));
+  d.drop_threshold = 0;
+  d.keep_scale = 0.0f;
   return d;
+}
+
+/* Turns dropout on for this pass when training with a rate > 0. */
+static void dims_dropout(att_dims *d, const damo_graph *g, const damo_node *n) {
+  const float rate = n->fparam[ATT_DROPOUT];
+  if (!g->training || !(rate > 0.0f)) return;
+  d->drop_threshold = (uint32_t)((double)rate * 4294967296.0);
+  d->keep_scale = 1.0f / (1.0f - rate);
 }
 
 /* aux: L (B H Tq floats, rounded up to 16 so the scratch starts 64-byte aligned), then per
  * thread slot a QB x Tk block of scores/probabilities and one of their gradients. */
-static int64_t lse_floats(const att_dims *d) { return (d->B * d->H * d->Tq + 15) / 16 * 16; }
-static int64_t slot_floats(const att_dims *d) { return 2 * d->qb * d->Tk; }
+static int64_t lse_floats(const att_dims *d) { return ATT_HEADER_FLOATS + (d->B * d->H * d->Tq + 15) / 16 * 16; }
+/* scores/probabilities, their gradient, and (dropout) the dropped probabilities */
+static int64_t slot_floats(const att_dims *d) { return 3 * d->qb * d->Tk; }
 
 static damo_status attention_infer(damo_node *n) {
   const damo_node *q = n->in[0], *k = n->in[1], *v = n->in[2];
@@ -88,6 +111,9 @@ static damo_status attention_infer(damo_node *n) {
   memcpy(n->shape, q->shape, sizeof n->shape);
   att_dims d = dims_of(n);
   n->aux_bytes = (size_t)(lse_floats(&d) + n->iparam[ATT_SLOTS] * slot_floats(&d)) * sizeof(float);
+  if (!(n->fparam[ATT_DROPOUT] >= 0.0f && n->fparam[ATT_DROPOUT] < 1.0f))
+    return damo_error(DAMO_ERR_INVALID_ARG, "attention '%s': dropout rate %g is outside [0, 1)", n->name,
+                      (double)n->fparam[ATT_DROPOUT]);
   return DAMO_OK;
 }
 
@@ -95,6 +121,7 @@ static damo_status attention_infer(damo_node *n) {
 typedef struct att_io {
   const float *q, *k, *v, *mask;
   float *lse;
+  uint64_t *seed; /* the dropout seed of the last training forward */
 } att_io;
 
 static att_io io_of(const damo_node *n) {
@@ -103,7 +130,8 @@ static att_io io_of(const damo_node *n) {
   io.k = damo_f32(n->in[1]);
   io.v = damo_f32(n->in[2]);
   io.mask = n->n_in > 3 ? damo_f32(n->in[3]) : NULL;
-  io.lse = n->aux;
+  io.seed = n->aux;
+  io.lse = (float *)n->aux + ATT_HEADER_FLOATS;
   return io;
 }
 
@@ -172,6 +200,28 @@ DAMO_MULTIVERSION static void row_softmax_backward(const float *p, float *dp, in
   for (int64_t j = 0; j < width; j++) dp[j] = scale * p[j] * (dp[j] - dot);
 }
 
+/* out[j] = in[j] * M_ij for j < width, M as in the header, for the row whose first element
+ * has flat index `row_index` in (batch, head, query, key) order; in may equal out. */
+DAMO_MULTIVERSION static void row_dropout(const float *in, float *out, int64_t width, uint64_t seed, uint64_t row_index,
+                                          uint32_t threshold, float keep_scale) {
+  for (int64_t j = 0; j < width; j++) {
+    uint64_t z = seed + (row_index + (uint64_t)j) * 0x9E3779B97F4A7C15ull; /* splitmix64's mix */
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    out[j] = (uint32_t)(z >> 32) >= threshold ? in[j] * keep_scale : 0.0f;
+  }
+}
+
+/* The dropout mask applied to rows [0, nq) of a block (leading dimension nk). */
+static void block_dropout(const att_dims *d, uint64_t seed, int64_t b, int64_t h, int64_t i0, int64_t nq, int64_t nk,
+                          const float *in, float *out) {
+  for (int64_t r = 0; r < nq; r++) {
+    const uint64_t row_index = (uint64_t)(((b * d->H + h) * d->Tq + i0 + r) * d->Tk);
+    row_dropout(in + r * nk, out + r * nk, nk, seed, row_index, d->drop_threshold, d->keep_scale);
+  }
+}
+
 /* P (nq x nk, leading dimension nk) for queries [i0, i0 + nq) of head (b, h): the scores by
  * one GEMM, then each row normalised in place. With compute_lse the rows' L are computed
  * and stored (forward); otherwise the stored ones are used (backward). */
@@ -197,9 +247,10 @@ static int team_size(const damo_node *n, int64_t tasks) {
 }
 
 static damo_status attention_forward(damo_graph *g, damo_node *n) {
-  (void)g;
   att_dims d = dims_of(n);
+  dims_dropout(&d, g, n);
   att_io io = io_of(n);
+  if (d.keep_scale != 0.0f) *io.seed = (uint64_t)damo_rng_u32(&g->rng) << 32 | damo_rng_u32(&g->rng);
   float *out = damo_f32(n), *probs = n->capture;
   int64_t tasks = d.B * d.H * d.n_qblocks;
 #pragma omp parallel num_threads(team_size(n, tasks))
@@ -210,6 +261,7 @@ static damo_status attention_forward(damo_graph *g, damo_node *n) {
       int64_t bh = task / d.n_qblocks, b = bh / d.H, h = bh % d.H;
       int64_t i0 = task % d.n_qblocks * d.qb, nq = d.Tq - i0 < d.qb ? d.Tq - i0 : d.qb, nk = block_keys(&d, i0, nq);
       block_probabilities(&d, &io, b, h, i0, nq, nk, P, 1);
+      if (d.keep_scale != 0.0f) block_dropout(&d, *io.seed, b, h, i0, nq, nk, P, P);
       damo_gemm(0, 0, nq, d.D, nk, 1.0f, P, nk, io.v + b * d.Tk * d.C + h * d.D, d.C, 0.0f,
                 out + (b * d.Tq + i0) * d.C + h * d.D, d.C);
       if (probs)
@@ -224,8 +276,8 @@ static damo_status attention_forward(damo_graph *g, damo_node *n) {
 }
 
 static void attention_backward(damo_graph *g, damo_node *n) {
-  (void)g;
   att_dims d = dims_of(n);
+  dims_dropout(&d, g, n);
   att_io io = io_of(n);
   damo_node *qn = n->in[0], *kn = n->in[1], *vn = n->in[2];
   if (!qn->in_backward && !kn->in_backward && !vn->in_backward) return;
@@ -237,7 +289,7 @@ static void attention_backward(damo_graph *g, damo_node *n) {
   int64_t pairs = d.B * d.H;
 #pragma omp parallel num_threads(team_size(n, pairs))
   {
-    float *P = slot_of(n, &d, omp_get_thread_num()), *dS = P + d.qb * d.Tk;
+    float *P = slot_of(n, &d, omp_get_thread_num()), *dS = P + d.qb * d.Tk, *PM = dS + d.qb * d.Tk;
 #pragma omp for schedule(dynamic)
     for (int64_t bh = 0; bh < pairs; bh++) {
       int64_t b = bh / d.H, h = bh % d.H, q_off = b * d.Tq * d.C + h * d.D, kv_off = b * d.Tk * d.C + h * d.D;
@@ -245,9 +297,15 @@ static void attention_backward(damo_graph *g, damo_node *n) {
         int64_t nq = d.Tq - i0 < d.qb ? d.Tq - i0 : d.qb, nk = block_keys(&d, i0, nq);
         const float *dOb = dout + q_off + i0 * d.C;
         block_probabilities(&d, &io, b, h, i0, nq, nk, P, 0);
-        if (dv) damo_gemm(1, 0, nk, d.D, nq, 1.0f, P, nk, dOb, d.C, 1.0f, dv + kv_off, d.C);
+        const float *used = P; /* the probabilities O was made of */
+        if (d.keep_scale != 0.0f) {
+          block_dropout(&d, *io.seed, b, h, i0, nq, nk, P, PM);
+          used = PM;
+        }
+        if (dv) damo_gemm(1, 0, nk, d.D, nq, 1.0f, used, nk, dOb, d.C, 1.0f, dv + kv_off, d.C);
         if (!dq && !dk) continue;
         damo_gemm(0, 1, nq, nk, d.D, 1.0f, dOb, d.C, io.v + kv_off, d.C, 0.0f, dS, nk);
+        if (d.keep_scale != 0.0f) block_dropout(&d, *io.seed, b, h, i0, nq, nk, dS, dS);
         /* the scale of S folds in here, once for dQ and dK */
         for (int64_t r = 0; r < nq; r++) row_softmax_backward(P + r * nk, dS + r * nk, nk, d.scale);
         if (dq) damo_gemm(0, 0, nq, d.D, nk, 1.0f, dS, nk, io.k + kv_off, d.C, 1.0f, dq + q_off + i0 * d.C, d.C);
@@ -268,6 +326,16 @@ damo_node *damo_attention(damo_graph *g, damo_node *q, damo_node *k, damo_node *
   if (slots > ATT_MAX_SLOTS) slots = ATT_MAX_SLOTS;
   int p[3] = {n_heads, causal != 0, slots < 1 ? 1 : slots};
   return damo_graph_add_node(g, DAMO_OP_ATTENTION, key_mask ? 4 : 3, in, p, 3, NULL, 0);
+}
+
+damo_status damo_attention_set_dropout(damo_node *attention, float rate) {
+  if (!attention || attention->op != DAMO_OP_ATTENTION)
+    return damo_error(DAMO_ERR_INVALID_ARG, "attention_set_dropout: '%s' is not an attention node",
+                      attention ? attention->name : "(null)");
+  if (!(rate >= 0.0f && rate < 1.0f))
+    return damo_error(DAMO_ERR_INVALID_ARG, "attention_set_dropout: rate %g is outside [0, 1)", (double)rate);
+  attention->fparam[ATT_DROPOUT] = rate;
+  return DAMO_OK;
 }
 
 damo_status damo_attention_capture_probs(damo_node *attention, float *probs) {
