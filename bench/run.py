@@ -260,6 +260,14 @@ def report(r):
     if g1:
         rows.append("| FMA peak, GFLOP/s | %.0f | | | register-only loop, %s |" % (g1["fma_peak_gflops"], g1["simd"]))
     for d, t in zip(g1["damo"], g1["torch"]) if g1 else ():
+        if "efficiency" in d:  # each GEMM sample against a peak run of the same length just before it
+            rows.append("| GEMM %dx%dx%d, GFLOP/s | %.1f (%.1f%% of the sustained peak, median of 7 paired samples; "
+                        "%.1f-%.1f%%) | %.1f | %.2fx | GEMM spread %.0f-%.0f, sustained peak %.0f (short bursts %.0f); "
+                        "PyTorch: %s |"
+                        % (d["m"], d["n"], d["k"], d["gflops"], 100 * d["efficiency"], 100 * d["efficiency_min"],
+                           100 * d["efficiency_max"], t["gflops"], d["gflops"] / t["gflops"], d["min"], d["max"],
+                           d["peak_nearby"], d["burst_peak"], g1["torch_config"]))
+            continue
         rows.append("| GEMM %dx%dx%d, GFLOP/s | %.1f (%.0f%% of the peak measured beside it, %.0f) | %.1f | %.2fx | "
                     "spread %.0f-%.0f; PyTorch: %s |"
                     % (d["m"], d["n"], d["k"], d["gflops"], 100 * d["gflops"] / d["peak_nearby"], d["peak_nearby"],

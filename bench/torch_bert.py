@@ -5,8 +5,8 @@
 INIT_DIR is what `damo bench bert` wrote: config.json + model.safetensors (the initial
 weights, HuggingFace names and layouts) and the WordPiece-encoded splits as raw int32 files
 (train_/test_ ids, types, mask (N, T) and labels (N)). The model is BERT written plainly in
-torch (post-LN layers, erf GELU, padded keys masked out, pooled [CLS], dropout as configured,
-attention-probability dropout left out as damo does), trained on the very same batches in
+torch (post-LN layers, erf GELU, padded keys masked out, pooled [CLS], hidden and
+attention-probability dropout as configured), trained on the very same batches in
 the same order with the same recipe: AdamW with decay on 2-D tensors only, linear warm-up
 then cosine to min_lr, global-norm clipping.
 """
@@ -29,6 +29,7 @@ class Bert(torch.nn.Module):
         self.L, self.NH = config["num_hidden_layers"], config["num_attention_heads"]
         self.eps = config["layer_norm_eps"]
         self.drop = config.get("hidden_dropout_prob", 0.1)
+        self.attn_drop = config.get("attention_probs_dropout_prob", 0.1)
         for k, v in weights.items():
             self.register_parameter(k.replace(".", "__"), torch.nn.Parameter(torch.from_numpy(v.copy())))
 
@@ -54,7 +55,8 @@ class Bert(torch.nn.Module):
             split = lambda t: t.view(B, T, self.NH, d).transpose(1, 2)  # noqa: E731
             q, k, v = (split(self.linear(x, e + "attention.self." + n)) for n in ("query", "key", "value"))
             s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(d))
-            a = (torch.softmax(s.masked_fill(masked, float("-inf")), dim=-1) @ v).transpose(1, 2).reshape(B, T, H)
+            p = F.dropout(torch.softmax(s.masked_fill(masked, float("-inf")), dim=-1), self.attn_drop, self.training)
+            a = (p @ v).transpose(1, 2).reshape(B, T, H)
             a = F.dropout(self.linear(a, e + "attention.output.dense"), self.drop, self.training)
             x = self.ln(x + a, e + "attention.output.LayerNorm")
             h = F.gelu(self.linear(x, e + "intermediate.dense"))

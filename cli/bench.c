@@ -44,10 +44,12 @@ static int bench_peak(void) {
   return 0;
 }
 
-/* Median GFLOP/s of repeated C = A B: seven samples of ~0.2 s after a warm-up. */
+/* Median GFLOP/s of repeated C = A B: seven samples of ~0.2 s after a warm-up, each right
+ * after a ~0.2 s run of the FMA peak loop, so that every GEMM sample has a peak reading of the
+ * same length taken in the same moment (this host's speed drifts by +-5% from one second to
+ * the next); the efficiency quoted is the median of the seven per-sample ratios. */
 static int bench_gemm(int argc, char **argv) {
   printf("{\"threads\": %d, \"simd\": \"%s\", \"gemm\": [", damo_num_threads(), damo_simd_path());
-  double peak_before = damo_fma_peak_gflops(damo_num_threads());
   for (int i = 3; i + 2 < argc; i += 3) {
     long M = atol(argv[i]), N = atol(argv[i + 1]), K = atol(argv[i + 2]);
     if (M <= 0 || N <= 0 || K <= 0) {
@@ -74,20 +76,23 @@ static int bench_gemm(int argc, char **argv) {
       warm_time = now() - warm_start;
     } while (warm_time < 0.5);
     int reps = (int)fmax(3, fmin(1e6, 0.2 * warm_reps / warm_time));
-    double samples[7];
+    double samples[7], peaks[7], ratios[7];
     for (int s = 0; s < 7; s++) {
+      peaks[s] = damo_fma_sustained_gflops(damo_num_threads(), 0.2);
       double t0 = now();
       for (int k = 0; k < reps; k++) damo_sgemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
       samples[s] = flop * reps / (now() - t0) / 1e9;
+      ratios[s] = peaks[s] > 0 ? samples[s] / peaks[s] : 0;
     }
     qsort(samples, 7, sizeof *samples, cmp_double);
-    /* The machine's speed drifts (shared hosts): the peak is taken again right after this
-     * size, and efficiency quoted against the higher of the two readings. */
-    double peak_after = damo_fma_peak_gflops(damo_num_threads());
-    double peak_near = peak_before > peak_after ? peak_before : peak_after;
-    printf("%s{\"m\": %ld, \"n\": %ld, \"k\": %ld, \"gflops\": %.2f, \"min\": %.2f, \"max\": %.2f, \"peak_nearby\": %.2f}",
-           i > 3 ? ", " : "", M, N, K, samples[3], samples[0], samples[6], peak_near);
-    peak_before = peak_after;
+    qsort(peaks, 7, sizeof *peaks, cmp_double);
+    qsort(ratios, 7, sizeof *ratios, cmp_double);
+    double burst_peak = damo_fma_peak_gflops(damo_num_threads());
+    printf("%s{\"m\": %ld, \"n\": %ld, \"k\": %ld, \"gflops\": %.2f, \"min\": %.2f, \"max\": %.2f, "
+           "\"peak_nearby\": %.2f, \"efficiency\": %.4f, \"efficiency_min\": %.4f, \"efficiency_max\": %.4f, "
+           "\"burst_peak\": %.2f}",
+           i > 3 ? ", " : "", M, N, K, samples[3], samples[0], samples[6], peaks[3], ratios[3], ratios[0], ratios[6],
+           burst_peak);
     free(A);
     free(B);
     free(C);

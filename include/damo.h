@@ -61,6 +61,10 @@ void damo_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float
 /* The machine's measured FMA peak in GFLOP/s with this many threads (register-only loop on
  * the dispatched SIMD path); what GEMM efficiency is quoted against. */
 double damo_fma_peak_gflops(int threads);
+/* The same loop run for about `seconds` on every thread at once: the rate the machine
+ * sustains over a stretch as long as a timed GEMM sample (a shared host's short bursts run
+ * faster than its long stretches). */
+double damo_fma_sustained_gflops(int threads, double seconds);
 
 /* ------------------------------------------------------------------ random numbers */
 

@@ -1,5 +1,5 @@
 /* test_gemm.c - damo_gemm against damo_gemm_reference, for every SIMD level this CPU has and
- * for 1 and 2 threads: odd shapes that are not multiples of any tile or block size, all four
+ * for 1, 2 and 3 threads: odd shapes that are not multiples of any tile or block size, all four
  * transpose combinations, alpha/beta variants, padded leading dimensions (the padding must
  * stay untouched), beta == 0 over NaN-filled C, degenerate sizes, and bitwise agreement
  * between thread counts. Also the SIMD level selection and the FMA peak probe.
@@ -14,6 +14,7 @@
 #include <string.h>
 
 double damo_fma_peak_gflops(int threads); /* src/kernels/cpu/kernels.h */
+double damo_fma_sustained_gflops(int threads, double seconds);
 
 /* Written into the padding of every matrix; a kernel that writes outside its tile changes it. */
 #define SENTINEL 12345.0f
@@ -107,7 +108,7 @@ static void check_case(const gemm_case *c) {
   const int original_threads = omp_get_max_threads();
   for (int l = 0; l < level_count; l++) {
     damo_simd_level_force(levels[l]);
-    for (int threads = 1; threads <= 2; threads++) {
+    for (int threads = 1; threads <= 3; threads++) { /* 3: shares that do not divide evenly */
       omp_set_num_threads(threads);
       memcpy(got, C0, c_count * sizeof(float));
       damo_gemm(c->trans_a, c->trans_b, c->M, c->N, c->K, c->alpha, A, lda, B, ldb, c->beta, got, ldc);
@@ -130,7 +131,7 @@ static void check_case(const gemm_case *c) {
         memcpy(single_thread, got, c_count * sizeof(float));
       else
         CHECK_MSG(memcmp(single_thread, got, c_count * sizeof(float)) == 0,
-                  "%s: 1 and 2 threads differ (M=%lld N=%lld K=%lld)", level_name(levels[l]), (long long)c->M,
+                  "%s: 1 and %d threads differ (M=%lld N=%lld K=%lld)", level_name(levels[l]), threads, (long long)c->M,
                   (long long)c->N, (long long)c->K);
     }
   }
@@ -288,6 +289,11 @@ static void test_fma_peak_probe(void) {
   double peak = damo_fma_peak_gflops(1);
   CHECK(peak > 0.1 && isfinite(peak));
   fprintf(stderr, "  FMA peak, 1 thread (%s): %.1f GFLOP/s\n", damo_simd_path(), peak);
+  /* The sustained run times the same loop for ~0.1 s: the same order of speed (a busy shared
+   * host may slow a long stretch, hence the wide lower bound), and about as long as asked. */
+  double t0 = omp_get_wtime(), sustained = damo_fma_sustained_gflops(1, 0.1), took = omp_get_wtime() - t0;
+  CHECK_MSG(sustained > 0.2 * peak && sustained < 1.3 * peak, "sustained %.1f vs burst %.1f GFLOP/s", sustained, peak);
+  CHECK_MSG(took > 0.05 && took < 2.0, "a 0.1 s sustained run took %.3f s", took);
 }
 
 int main(void) {

@@ -95,3 +95,26 @@ double damo_fma_peak_gflops(int threads) {
   /* sink is finite by construction; the test keeps the compiler from dropping the loops. */
   return sink == sink ? best * 1e-9 : 0.0;
 }
+
+double damo_fma_sustained_gflops(int threads, double seconds) {
+  if (threads <= 0) threads = omp_get_max_threads();
+  damo_simd_level level = damo_simd_level_get();
+  float sink = 0;
+  /* Size the run from one short burst, then time the whole of it. */
+  double start = omp_get_wtime(), flops = fma_loop(level, PEAK_ITERATIONS / 16, &sink);
+  double burst = omp_get_wtime() - start;
+  long iterations = PEAK_ITERATIONS / 16;
+  if (burst > 0) iterations = (long)((double)iterations * seconds / burst);
+  if (iterations < PEAK_ITERATIONS / 16) iterations = PEAK_ITERATIONS / 16;
+  flops = 0;
+  start = omp_get_wtime();
+#pragma omp parallel num_threads(threads) reduction(+ : flops)
+  {
+    float local_sink;
+    flops += fma_loop(level, iterations, &local_sink);
+#pragma omp critical(damo_fma_peak_sink)
+    sink += local_sink;
+  }
+  double elapsed = omp_get_wtime() - start;
+  return sink == sink && elapsed > 0 ? flops / elapsed * 1e-9 : 0.0;
+}

@@ -8,6 +8,7 @@
 /* Achievable FMA throughput (GFLOP/s, an FMA counted as two) with threads threads (<= 0: all),
  * measured with a register-only loop at the dispatched SIMD level. Takes about 0.1 s. */
 double damo_fma_peak_gflops(int threads);
+double damo_fma_sustained_gflops(int threads, double seconds);
 
 /* GEMM micro-kernel. It multiplies an MR-row panel of op(A) by an NR-column panel of op(B),
  * both packed by damo_gemm:
