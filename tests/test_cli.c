@@ -96,6 +96,15 @@ static void test_bad_input_messages(void) {
   CHECK(rc == 2);
 }
 
+/* predict of the folder new/ (mails 116-119) with the model in dir/model: the lines for a ham
+ * and a spam mail as expected; a missing file is an error naming it. */
+static void check_predict_folder(const char *model, const char *ham_line, const char *spam_line) {
+  int rc = run("%s predict --model %s/%s --input %s/new", DAMO_CLI_PATH, dir, model, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, ham_line) && strstr(cli_out, spam_line), "%s", cli_out);
+  rc = run("%s predict --model %s/%s --input %s/new/nothing.txt", DAMO_CLI_PATH, dir, model, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "nothing.txt"), "%s", cli_out);
+}
+
 /* A labelled folder of e-mails (ham/, spam/) drawn from two word pools: train, evaluate,
  * and predict on raw mail files through the saved vocabulary. */
 static void test_text_folder_train_predict(void) {
@@ -135,10 +144,7 @@ static void test_text_folder_train_predict(void) {
   CHECK_MSG(rc == 0 && acc_at && atof(acc_at + 10) >= 0.9 && strstr(cli_out, "spam"), "%s", cli_out);
   rc = run("%s predict --model %s/tm --input %s/new/117.txt", DAMO_CLI_PATH, dir, dir);
   CHECK_MSG(rc == 0 && strstr(cli_out, "117.txt: spam (p(spam) = "), "%s", cli_out);
-  rc = run("%s predict --model %s/tm --input %s/new", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 0 && strstr(cli_out, "116.txt: ham") && strstr(cli_out, "119.txt: spam"), "%s", cli_out);
-  rc = run("%s predict --model %s/tm --input %s/new/nothing.txt", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 1 && strstr(cli_out, "nothing.txt"), "%s", cli_out);
+  check_predict_folder("tm", "116.txt: ham", "119.txt: spam");
 }
 
 /* BERT on the same folder of mails, with a small vocabulary: masked-LM pre-training, then
@@ -177,10 +183,7 @@ static void test_bert_folder_train_predict(void) {
                 strstr(cli_out, "1 spam"), "%s", cli_out);
   rc = run("%s evaluate --model %s/bs --data %s/mails --split validation", DAMO_CLI_PATH, dir, dir);
   CHECK_MSG(rc == 0 && strstr(cli_out, "accuracy: "), "%s", cli_out);
-  rc = run("%s predict --model %s/bs --input %s/new", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 0 && strstr(cli_out, "116.txt: ham (p = ") && strstr(cli_out, "119.txt: spam (p = "), "%s", cli_out);
-  rc = run("%s predict --model %s/bs --input %s/new/nothing.txt", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 1 && strstr(cli_out, "nothing.txt"), "%s", cli_out);
+  check_predict_folder("bs", "116.txt: ham (p = ", "119.txt: spam (p = ");
 }
 
 int main(void) {

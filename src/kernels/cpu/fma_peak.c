@@ -72,6 +72,21 @@ static double fma_loop(damo_simd_level level, long iterations, float *sink) {
   return fma_loop_scalar(iterations / 4, sink);
 }
 
+/* Every thread runs the loop `iterations` times at once; returns the seconds taken and adds
+ * the operations done to *flops. */
+static double timed_run(damo_simd_level level, int threads, long iterations, double *flops, float *sink) {
+  double done = 0, start = omp_get_wtime();
+#pragma omp parallel num_threads(threads) reduction(+ : done)
+  {
+    float local_sink;
+    done += fma_loop(level, iterations, &local_sink);
+#pragma omp critical(damo_fma_peak_sink)
+    *sink += local_sink;
+  }
+  *flops = done;
+  return omp_get_wtime() - start;
+}
+
 double damo_fma_peak_gflops(int threads) {
   if (threads <= 0) threads = omp_get_max_threads();
   damo_simd_level level = damo_simd_level_get();
@@ -79,17 +94,8 @@ double damo_fma_peak_gflops(int threads) {
   float sink = 0;
   double best = 0;
   for (int attempt = 0; attempt < 4; attempt++) {
-    long iterations = attempt == 0 ? PEAK_ITERATIONS / 8 : PEAK_ITERATIONS;
-    double flops = 0;
-    double start = omp_get_wtime();
-#pragma omp parallel num_threads(threads) reduction(+ : flops)
-    {
-      float local_sink;
-      flops += fma_loop(level, iterations, &local_sink);
-#pragma omp critical(damo_fma_peak_sink)
-      sink += local_sink;
-    }
-    double seconds = omp_get_wtime() - start;
+    double flops;
+    double seconds = timed_run(level, threads, attempt == 0 ? PEAK_ITERATIONS / 8 : PEAK_ITERATIONS, &flops, &sink);
     if (attempt > 0 && seconds > 0 && flops / seconds > best) best = flops / seconds;
   }
   /* sink is finite by construction; the test keeps the compiler from dropping the loops. */
@@ -100,21 +106,13 @@ double damo_fma_sustained_gflops(int threads, double seconds) {
   if (threads <= 0) threads = omp_get_max_threads();
   damo_simd_level level = damo_simd_level_get();
   float sink = 0;
-  /* Size the run from one short burst, then time the whole of it. */
-  double start = omp_get_wtime(), flops = fma_loop(level, PEAK_ITERATIONS / 16, &sink);
-  double burst = omp_get_wtime() - start;
+  /* Size the run from one short burst on this thread, then time the whole of it. */
   long iterations = PEAK_ITERATIONS / 16;
-  if (burst > 0) iterations = (long)((double)iterations * seconds / burst);
-  if (iterations < PEAK_ITERATIONS / 16) iterations = PEAK_ITERATIONS / 16;
-  flops = 0;
-  start = omp_get_wtime();
-#pragma omp parallel num_threads(threads) reduction(+ : flops)
-  {
-    float local_sink;
-    flops += fma_loop(level, iterations, &local_sink);
-#pragma omp critical(damo_fma_peak_sink)
-    sink += local_sink;
-  }
-  double elapsed = omp_get_wtime() - start;
+  double start = omp_get_wtime();
+  fma_loop(level, iterations, &sink);
+  double burst = omp_get_wtime() - start;
+  if (burst > 0 && seconds * (double)iterations / burst > (double)iterations)
+    iterations = (long)((double)iterations * seconds / burst);
+  double flops, elapsed = timed_run(level, threads, iterations, &flops, &sink);
   return sink == sink && elapsed > 0 ? flops / elapsed * 1e-9 : 0.0;
 }
