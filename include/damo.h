@@ -508,6 +508,9 @@ int64_t damo_optimizer_steps(const damo_optimizer *o);
 damo_status damo_optimizer_set_decay_mask(damo_optimizer *o, const uint8_t *mask);
 /* The state (moments, step) as tensors for checkpoints, and back (all checked first). */
 damo_status damo_optimizer_state(damo_optimizer *o, damo_tensor_dict *out);
+/* The same with the moments as views of the optimizer's own buffers (no copy: for writing a
+ * checkpoint at once; they change with the next step and die with the optimizer). */
+damo_status damo_optimizer_state_views(damo_optimizer *o, damo_tensor_dict *out);
 damo_status damo_optimizer_load_state(damo_optimizer *o, const damo_tensor_dict *d);
 
 typedef enum damo_loss {

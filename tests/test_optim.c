@@ -311,6 +311,20 @@ static void check_round_trip(damo_optimizer_config c, const char *m_name, const 
   /* a second save into the same dict is refused and leaves it as it was */
   CHECK(damo_optimizer_state(a, d) == DAMO_ERR_INVALID_ARG);
   CHECK(d->count == 1 + (m_name != NULL) + (v_name != NULL));
+  /* the views hold the same values without copying: the moments' own memory */
+  damo_tensor_dict *views = damo_tensor_dict_new();
+  CHECK(damo_optimizer_state_views(a, views) == DAMO_OK && views->count == d->count);
+  for (int i = 0; i < 2; i++) {
+    if (!names[i]) continue;
+    const damo_tensor *copy = damo_tensor_dict_get(d, names[i]), *view = damo_tensor_dict_get(views, names[i]);
+    CHECK_MSG(copy && view && view->data != copy->data && memcmp(view->data, copy->data, n * sizeof(float)) == 0, "%s",
+              names[i]);
+    damo_tensor_dict *again = damo_tensor_dict_new();
+    CHECK(damo_optimizer_state_views(a, again) == DAMO_OK);
+    CHECK(view && damo_tensor_dict_get(again, names[i])->data == view->data);
+    damo_tensor_dict_free(again);
+  }
+  damo_tensor_dict_free(views);
 
   damo_optimizer *b = damo_optimizer_new(&c, n);
   CHECK_MSG(damo_optimizer_load_state(b, d) == DAMO_OK, "%s", damo_last_error());

@@ -273,9 +273,10 @@ damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir) 
   if (st != DAMO_OK) return damo_error_prefix(st, "checkpoint at step %lld: ", (long long)t->steps_done);
   damo_tensor_dict *d = damo_tensor_dict_new();
   if (!d) return damo_error(DAMO_ERR_NOMEM, "checkpoint at step %lld: out of memory", (long long)t->steps_done);
+  /* Views of the parameters and moments, not copies: the file is written before the dict
+   * is freed, and copies would double the trainer's memory at every checkpoint. */
   int64_t n = t->model->p.n_params_padded;
-  damo_tensor *params = damo_tensor_new(DAMO_F32, 1, &n);
-  if (params) memcpy(params->data, t->model->p.param_block, (size_t)n * sizeof(float));
+  damo_tensor *params = damo_tensor_wrap(DAMO_F32, 1, &n, t->model->p.param_block);
   int32_t step[2] = {(int32_t)(t->steps_done & 0x7fffffff), (int32_t)(t->steps_done >> 31)};
   int32_t rng[4];
   memcpy(rng, t->rng.s, sizeof rng);
@@ -284,7 +285,7 @@ damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir) 
   if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_STEP, i32_tensor(2, step));
   if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_RNG, i32_tensor(4, rng));
   if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_SHAPE, i32_tensor(3, shape));
-  if (st == DAMO_OK) st = damo_optimizer_state(t->optimizer, d);
+  if (st == DAMO_OK) st = damo_optimizer_state_views(t->optimizer, d);
   char path[4200];
   snprintf(path, sizeof path, "%s/%s", dir, STATE_FILE);
   static const char *const meta[] = {"format", "damo-gpt2-trainer"};

@@ -375,7 +375,8 @@ static int state_moments(damo_optimizer *o, const char **names, float **bufs) {
   return 0;
 }
 
-damo_status damo_optimizer_state(damo_optimizer *o, damo_tensor_dict *out) {
+/* The state as copies, or as views of the live moment buffers (views: no copy). */
+static damo_status state_into(damo_optimizer *o, damo_tensor_dict *out, int views) {
   if (!o || !out) return damo_error(DAMO_ERR_INVALID_ARG, "optimizer state: NULL argument");
   const char *names[2];
   float *bufs[2];
@@ -396,13 +397,13 @@ damo_status damo_optimizer_state(damo_optimizer *o, damo_tensor_dict *out) {
   damo_tensor *ts[2] = {NULL, NULL};
   int64_t shape = o->n;
   for (int i = 0; i < nm; i++) {
-    ts[i] = damo_tensor_new(DAMO_F32, 1, &shape);
+    ts[i] = views ? damo_tensor_wrap(DAMO_F32, 1, &shape, bufs[i]) : damo_tensor_new(DAMO_F32, 1, &shape);
     if (!ts[i]) {
       damo_tensor_free(st);
       damo_tensor_free(ts[0]);
       return damo_error_prefix(DAMO_ERR_NOMEM, "optimizer state: ");
     }
-    memcpy(ts[i]->data, bufs[i], (size_t)o->n * sizeof(float));
+    if (!views) memcpy(ts[i]->data, bufs[i], (size_t)o->n * sizeof(float));
   }
   damo_status s = damo_tensor_dict_add(out, STATE_STEP, st);
   for (int i = 0; i < nm; i++) {
@@ -413,6 +414,10 @@ damo_status damo_optimizer_state(damo_optimizer *o, damo_tensor_dict *out) {
   }
   return s;
 }
+
+damo_status damo_optimizer_state(damo_optimizer *o, damo_tensor_dict *out) { return state_into(o, out, 0); }
+
+damo_status damo_optimizer_state_views(damo_optimizer *o, damo_tensor_dict *out) { return state_into(o, out, 1); }
 
 /* Checks one saved moment: F32 with n elements, finite, and >= 0 when it is a second moment. */
 static damo_status check_moment(const damo_optimizer *o, const damo_tensor *t, const char *name, int nonneg) {
