@@ -254,6 +254,15 @@ def write_results(results):
         f.write(table + "\n")
 
 
+def measured_row(wid, date):
+    return "| %s measured | %s | | | |" % (wid, date)
+
+
+def rss_row(wid, dd, tt):
+    return ("| %s peak RSS, MB | %.0f | %.0f | %.2fx less | whole process incl. data |"
+            % (wid, dd["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / dd["peak_rss_kb"]))
+
+
 def report(r):
     rows = ["| figure | damo | PyTorch | ratio (damo/PyTorch) | notes |", "| --- | --- | --- | --- | --- |"]
     g1 = r.get("G1")
@@ -273,13 +282,13 @@ def report(r):
                     % (d["m"], d["n"], d["k"], d["gflops"], 100 * d["gflops"] / d["peak_nearby"], d["peak_nearby"],
                        t["gflops"], d["gflops"] / t["gflops"], d["min"], d["max"], g1["torch_config"]))
     if g1 and "date" in g1:
-        rows.append("| G1 measured | %s | | | |" % g1["date"])
+        rows.append(measured_row("G1", g1["date"]))
     for wid, *_ in WORKLOADS:
         if wid not in r:
             continue
         w = r[wid]
         if "date" in w:
-            rows.append("| %s measured | %s | | | |" % (wid, w["date"]))
+            rows.append(measured_row(wid, w["date"]))
         dd, tt = w["damo"], w["torch"]
         n = dd["train_examples"]
         d_sps = [n / s for s in dd["epoch_seconds"]]
@@ -295,13 +304,12 @@ def report(r):
                         % (wid, dd["accuracy_epochs"], dd["test_accuracy"], tt["test_accuracy"],
                            dd["test_accuracy"] - tt["test_accuracy"], w["config"], dd["accuracy_seconds"],
                            tt["accuracy_seconds"]))
-        rows.append("| %s peak RSS, MB | %.0f | %.0f | %.2fx less | whole process incl. data |"
-                    % (wid, dd["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / dd["peak_rss_kb"]))
+        rows.append(rss_row(wid, dd, tt))
     w = r.get("W4")
     if w:
         dd, tt = w["damo"], w["torch"]
         if "date" in w:
-            rows.append("| W4 measured | %s | | | |" % w["date"])
+            rows.append(measured_row("W4", w["date"]))
         d_tps, t_tps = tokens_per_s(dd), tokens_per_s(tt)
         rows.append("| W4 training, tokens/s (median step of %d) | %.0f | %.0f | %.2fx | %s; PyTorch: %s |"
                     % (w["steps"], d_tps, t_tps, d_tps / t_tps, w["config"], w["torch_config"]))
@@ -310,13 +318,12 @@ def report(r):
         rows.append("| W4 validation loss after %d steps (%d tokens) | %.4f | %.4f | %+.2f%% | same recipe and "
                     "weights, own window draws |" % (w["steps"], w["steps"] * dd["tokens_per_step"], dd["val_loss"],
                                                      tt["val_loss"], 100 * (dd["val_loss"] / tt["val_loss"] - 1)))
-        rows.append("| W4 peak RSS, MB | %.0f | %.0f | %.2fx less | whole process incl. data |"
-                    % (dd["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / dd["peak_rss_kb"]))
+        rows.append(rss_row("W4", dd, tt))
     w = r.get("W5")
     if w:
         dd, tt = w["damo"], w["torch"]
         if "date" in w:
-            rows.append("| W5 measured | %s | | | |" % w["date"])
+            rows.append(measured_row("W5", w["date"]))
         d_sps, t_sps = sequences_per_s(dd), sequences_per_s(tt)
         rows.append("| W5 training, sequences/s (median step of %d) | %.1f | %.1f | %.2fx | %s, batch %d x %d; "
                     "PyTorch: %s |" % (dd["steps"], d_sps, t_sps, d_sps / t_sps, w["config"], dd["batch"],
@@ -328,8 +335,7 @@ def report(r):
                         "%.4f vs %.4f, %d test mails |" % (dd["epochs"], dd["test_f1"], tt["test_f1"],
                                                           dd["test_f1"] - tt["test_f1"], dd["test_accuracy"],
                                                           tt["test_accuracy"], dd["test_examples"]))
-        rows.append("| W5 peak RSS, MB | %.0f | %.0f | %.2fx less | whole process incl. data |"
-                    % (dd["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / 1024, tt["peak_rss_kb"] / dd["peak_rss_kb"]))
+        rows.append(rss_row("W5", dd, tt))
     return "\n".join(rows)
 
 

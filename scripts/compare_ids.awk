@@ -1,7 +1,7 @@
 # compare_ids.awk - compares two "FILE<TAB>ids" listings (the reference's first, damo's
 # second): every reference file must be in damo's and have the same ids; the first differing
 # token of each mismatch is shown. The last line: "files N tokens N mismatches N".
-# Used by check_bpe.sh and check_wordpiece.sh: awk -F'\t' -f compare_ids.awk REF DAMO
+# Used through compare_ids.sh (report_ids) by check_bpe.sh and check_wordpiece.sh.
 NR == FNR { ref[$1] = $2; order[++n] = $1; next }
 { got[$1] = $2 }
 END {

@@ -147,19 +147,6 @@ static int is_latin1_charset(const char *cs) {
   return 0;
 }
 
-static int is_valid_utf8(const unsigned char *s, size_t n) {
-  for (size_t i = 0; i < n;) {
-    if (s[i] < 0x80) {
-      i++;
-      continue;
-    }
-    size_t L = utf8_seq_len(s + i, n - i);
-    if (!L) return 0;
-    i += L;
-  }
-  return 1;
-}
-
 /* Appends s as UTF-8: bytes of a Latin-1 family charset are converted (0x80..0x9F as
  * Windows-1252, its smart quotes and dashes) unless the text is valid UTF-8 already (a
  * mislabelled mail); us-ascii text gets only its stray high bytes read as Windows-1252 when
@@ -168,7 +155,7 @@ static void put_charset_text(const char *s, size_t n, const char *charset, tbuf 
   const unsigned char *u = (const unsigned char *)s;
   int ascii_label = strlen(charset) <= 8 && (t_prefix_ci(charset, strlen(charset), "us-ascii") ||
                                              t_prefix_ci(charset, strlen(charset), "ascii"));
-  if (!charset[0] || ascii_label || !is_latin1_charset(charset) || is_valid_utf8(u, n)) {
+  if (!charset[0] || ascii_label || !is_latin1_charset(charset) || utf8_valid(u, n)) {
     tbuf_put(out, s, n);
     return;
   }

@@ -61,6 +61,19 @@ size_t utf8_seq_len(const unsigned char *s, size_t avail) {
   return len;
 }
 
+int utf8_valid(const unsigned char *s, size_t n) {
+  for (size_t i = 0; i < n;) {
+    if (s[i] < 0x80) {
+      i++;
+      continue;
+    }
+    size_t L = utf8_seq_len(s + i, n - i);
+    if (!L) return 0;
+    i += L;
+  }
+  return 1;
+}
+
 void tbuf_put_codepoint(tbuf *b, uint32_t cp) {
   char u[4];
   if (cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {

@@ -23,6 +23,8 @@ void tbuf_free(tbuf *b);
 /* The length (2..4) of the valid UTF-8 multibyte sequence at s[0..avail), or 0 if the bytes
  * there are not one (overlong forms, surrogates and code points above U+10FFFF are invalid). */
 size_t utf8_seq_len(const unsigned char *s, size_t avail);
+/* 1 if s[0..n) is all valid UTF-8 (ASCII or whole multibyte sequences). */
+int utf8_valid(const unsigned char *s, size_t n);
 /* Appends code point cp as UTF-8; invalid ones (surrogates, > U+10FFFF, 0) become a space. */
 void tbuf_put_codepoint(tbuf *b, uint32_t cp);
 

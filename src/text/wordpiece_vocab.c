@@ -90,17 +90,9 @@ static void place(char *out, size_t cap, int json, int32_t id) {
 
 /* 1 if s[0..n) is valid UTF-8 without NUL, CR or LF (a token must fit on one line). */
 static int token_text_ok(const unsigned char *s, size_t n) {
-  for (size_t i = 0; i < n;) {
+  for (size_t i = 0; i < n; i++)
     if (s[i] == 0 || s[i] == '\n' || s[i] == '\r') return 0;
-    if (s[i] < 0x80) {
-      i++;
-      continue;
-    }
-    size_t L = utf8_seq_len(s + i, n - i);
-    if (!L) return 0;
-    i += L;
-  }
-  return 1;
+  return utf8_valid(s, n);
 }
 
 /* Moves the spellings into wp and builds the table; refuses duplicates and a vocabulary
