@@ -244,7 +244,9 @@ def write_results(results):
         json.dump(results, f, indent=1)
     table = report(results)
     print(table)
-    with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
+    path = os.path.join(HERE, "RESULTS.md")
+    notes = kept_notes(path)
+    with open(path, "w") as f:
         f.write("# Benchmark results\n\nThe latest `make bench` (written by bench/run.py; the raw figures are in "
                 "bench/results.json).\n\n")
         f.write("- command: `make bench`\n- machine: %s\n- threads: %d (both sides)\n- date: %s\n"
@@ -252,6 +254,22 @@ def write_results(results):
         some = next((results[w] for w in ("W1", "W2", "W3") if w in results), {"torch": {}})
         f.write("- PyTorch %s with BLAS %s\n\n" % (some["torch"].get("torch", "?"), results["blas_for_torch"]))
         f.write(table + "\n")
+        if notes:
+            f.write("\n" + notes)
+
+
+NOTES_HEADING = "## Notes"
+
+
+def kept_notes(path):
+    """The hand-written notes under NOTES_HEADING in RESULTS.md: the table is regenerated, they are not."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return ""
+    at = text.find("\n" + NOTES_HEADING + "\n")
+    return text[at + 1:] if at >= 0 else ""
 
 
 def measured_row(wid, date):
