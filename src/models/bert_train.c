@@ -76,14 +76,18 @@ static damo_status make_optimizer(damo_bert *m, const damo_bert_train_options *o
   return st;
 }
 
-static damo_status check_options(const damo_bert_train_options *o, const damo_bert *m) {
+/* masked_lm: the pre-trainer, which also needs mask_prob and predictions (the fine-tuner
+ * ignores them, so a short fine-tuning seq_len is not held to the pre-training slots). */
+static damo_status check_options(const damo_bert_train_options *o, const damo_bert *m, int masked_lm) {
   if (o->steps < 1 || o->batch_size < 1 || o->seq_len < 3 || o->seq_len > m->config.max_position_embeddings)
     return damo_error(DAMO_ERR_INVALID_ARG, "bert trainer: steps %lld and batch %lld must be >= 1, seq_len %lld in [3, %d]",
                       (long long)o->steps, (long long)o->batch_size, (long long)o->seq_len,
                       m->config.max_position_embeddings);
-  if (!(o->lr > 0) || !(o->mask_prob > 0 && o->mask_prob < 1) || o->predictions < 1 || o->predictions > o->seq_len - 2)
-    return damo_error(DAMO_ERR_INVALID_ARG, "bert trainer: lr %g must be > 0, mask_prob %g in (0, 1), predictions %lld "
-                      "in [1, seq_len - 2]", (double)o->lr, (double)o->mask_prob, (long long)o->predictions);
+  if (!(o->lr > 0)) return damo_error(DAMO_ERR_INVALID_ARG, "bert trainer: lr %g must be > 0", (double)o->lr);
+  if (masked_lm && (!(o->mask_prob > 0 && o->mask_prob < 1) || o->predictions < 1 || o->predictions > o->seq_len - 2))
+    return damo_error(DAMO_ERR_INVALID_ARG, "bert pre-trainer: mask_prob %g must be in (0, 1), predictions %lld in "
+                      "[1, seq_len - 2 = %lld]", (double)o->mask_prob, (long long)o->predictions,
+                      (long long)(o->seq_len - 2));
   const int32_t V = m->config.vocab_size;
   if (o->cls_id < 0 || o->cls_id >= V || o->sep_id < 0 || o->sep_id >= V || o->mask_id < 0 || o->mask_id >= V)
     return damo_error(DAMO_ERR_INVALID_ARG, "bert trainer: [CLS] %d, [SEP] %d, [MASK] %d must be ids below %d", o->cls_id,
@@ -121,7 +125,7 @@ damo_status damo_bert_pretrainer_new(damo_bert *m, const int32_t *ids, int64_t n
                                      damo_bert_pretrainer **out) {
   if (!m || !ids || !opt || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_pretrainer_new: NULL argument");
   *out = NULL;
-  damo_status st = check_options(opt, m);
+  damo_status st = check_options(opt, m, 1);
   if (st != DAMO_OK) return st;
   const int64_t n_train = n_ids - (int64_t)((double)n_ids * VALIDATION_FRACTION), W = opt->seq_len - 2;
   if (n_train <= W || n_ids - n_train <= W)
@@ -257,7 +261,7 @@ void damo_bert_finetuner_free(damo_bert_finetuner *f) {
 damo_status damo_bert_finetuner_new(damo_bert *m, const damo_bert_train_options *opt, damo_bert_finetuner **out) {
   if (!m || !opt || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_finetuner_new: NULL argument");
   *out = NULL;
-  damo_status st = check_options(opt, m);
+  damo_status st = check_options(opt, m, 0);
   if (st != DAMO_OK) return st;
   damo_bert_finetuner *f = calloc(1, sizeof *f);
   if (!f) return damo_error(DAMO_ERR_NOMEM, "bert_finetuner_new: out of memory");

@@ -384,6 +384,27 @@ static void truncate_longest_first(size_t *na, size_t *nb, size_t budget) {
   *nb -= remove - remove / 2;
 }
 
+/* Writes [CLS] a [SEP] (b [SEP]) then [PAD] up to max_len: types 0 up to the first [SEP], 1
+ * for b's part; mask 1 on real positions. ka + kb + specials <= max_len. */
+static void assemble_inputs(const damo_wordpiece *wp, const int32_t *a, size_t ka, const int32_t *b, size_t kb,
+                            int has_b, int max_len, int32_t *ids, int32_t *token_types, int32_t *mask, int *used) {
+  size_t k = 0;
+  ids[k++] = wp->cls;
+  for (size_t i = 0; i < ka; i++) ids[k++] = a[i];
+  ids[k++] = wp->sep;
+  size_t end_a = k;
+  if (has_b) {
+    for (size_t i = 0; i < kb; i++) ids[k++] = b[i];
+    ids[k++] = wp->sep;
+  }
+  for (size_t i = 0; i < (size_t)max_len; i++) {
+    if (i >= k) ids[i] = wp->pad;
+    if (token_types) token_types[i] = i >= end_a && i < k;
+    if (mask) mask[i] = i < k;
+  }
+  if (used) *used = (int)k;
+}
+
 damo_status damo_wordpiece_encode(const damo_wordpiece *wp, const char *a, const char *b, int max_len, int32_t *ids,
                                   int32_t *token_types, int32_t *mask, int *used) {
   if (used) *used = 0;
@@ -403,24 +424,34 @@ damo_status damo_wordpiece_encode(const damo_wordpiece *wp, const char *a, const
   size_t ka = (size_t)na, kb = (size_t)nb, budget = (size_t)max_len - (size_t)specials;
   if (b) truncate_longest_first(&ka, &kb, budget);
   else if (ka > budget) ka = budget;
-  /* [CLS] a [SEP] (b [SEP]) then [PAD]: types 0 up to the first [SEP], 1 for b's part. */
-  size_t k = 0;
-  ids[k++] = wp->cls;
-  for (size_t i = 0; i < ka; i++) ids[k++] = ia[i];
-  ids[k++] = wp->sep;
-  size_t end_a = k;
-  if (b) {
-    for (size_t i = 0; i < kb; i++) ids[k++] = ib[i];
-    ids[k++] = wp->sep;
-  }
-  for (size_t i = 0; i < (size_t)max_len; i++) {
-    if (i >= k) ids[i] = wp->pad;
-    if (token_types) token_types[i] = i >= end_a && i < k;
-    if (mask) mask[i] = i < k;
-  }
-  if (used) *used = (int)k;
+  assemble_inputs(wp, ia, ka, ib, kb, b != NULL, max_len, ids, token_types, mask, used);
   free(ia);
   free(ib);
+  return DAMO_OK;
+}
+
+damo_status damo_wordpiece_encode_head_tail(const damo_wordpiece *wp, const char *text, int max_len, int head,
+                                            int32_t *ids, int32_t *token_types, int32_t *mask, int *used) {
+  if (used) *used = 0;
+  if (!wp || !text || !ids)
+    return damo_error(DAMO_ERR_INVALID_ARG, "damo_wordpiece_encode_head_tail: NULL vocabulary, text or ids");
+  if (max_len < 3 || head < 0)
+    return damo_error(DAMO_ERR_INVALID_ARG, "damo_wordpiece_encode_head_tail: max_len %d (at least 3) or head %d "
+                      "(at least 0) out of range", max_len, head);
+  int32_t *tokens = NULL;
+  int64_t n = 0;
+  damo_status st = damo_wordpiece_tokenize(wp, text, strlen(text), &tokens, &n);
+  if (st != DAMO_OK) return st;
+  const size_t budget = (size_t)max_len - 2;
+  size_t kept = (size_t)n;
+  if (kept > budget) {
+    /* Slide the last budget - head tokens down to follow the first head. */
+    const size_t first = (size_t)head < budget ? (size_t)head : budget, tail = budget - first;
+    memmove(tokens + first, tokens + (size_t)n - tail, tail * sizeof *tokens);
+    kept = budget;
+  }
+  assemble_inputs(wp, tokens, kept, NULL, 0, 0, max_len, ids, token_types, mask, used);
+  free(tokens);
   return DAMO_OK;
 }
 
