@@ -519,7 +519,8 @@ static int cmp_seconds(const void *a, const void *b) {
  * W5. Fine-tunes a freshly initialised classifier on the spam-assassin training split, in
  * the split's (seeded) order without reshuffling, so PyTorch (bench/torch_bert.py) can take
  * the very same batches: DIR gets the initial weights and the encoded splits (train_* and
- * test_* .i32 files: ids, types, mask (N, T), labels (N)). Prints one JSON object: the first
+ * test_* .i32 files: ids, types, mask (N, T), labels (N); texts cut as the config's
+ * finetune section says, head_tokens included). Prints one JSON object: the first
  * batch's loss without dropout, every step's seconds, the test figures after E epochs, and
  * the peak RSS. --probe-steps trains only that many steps. */
 int cli_bench_bert(int argc, char **argv) {
@@ -545,7 +546,7 @@ int cli_bench_bert(int argc, char **argv) {
   int rc = 1;
   const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
   if (damo_wordpiece_load(NULL, &wp) != DAMO_OK) goto fail;
-  if (!load_encoded("spam-assassin", wp, T, -1, &d, sp, -1)) goto done;
+  if (!load_encoded("spam-assassin", wp, T, (int)r.head_tokens, &d, sp, -1)) goto done;
   const int64_t per_epoch = sp[0].n / B; /* whole batches only: both sides see the same shapes */
   r.opt.steps = epochs * per_epoch;
   if (make_model(config, NULL, d->n_classes, r.opt.seed, &m) != DAMO_OK || damo_bert_save(m, init) != DAMO_OK ||
