@@ -298,6 +298,13 @@ done:
   return rc;
 }
 
+/* [CLS] text [SEP] at length T, cut head+tail when head >= 0; a head of T or more (head < 0)
+ * is plain truncation, the same inputs as damo_wordpiece_encode gives. */
+static damo_status encode_text(const damo_wordpiece *wp, const char *text, int T, int head, int32_t *ids,
+                               int32_t *types, int32_t *mask) {
+  return damo_wordpiece_encode_head_tail(wp, text, T, head >= 0 ? head : T, ids, types, mask, NULL);
+}
+
 /* WordPiece inputs of one split: (N, T) ids, types, mask; head >= 0: head+tail truncation. */
 typedef struct encoded_split {
   int32_t *ids, *types, *mask, *labels;
@@ -314,10 +321,8 @@ static damo_status encode_split(const damo_wordpiece *wp, const damo_text_datase
   e->labels = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
   if (!e->ids || !e->types || !e->mask || !e->labels) return DAMO_ERR_NOMEM;
   for (int64_t i = 0; i < n; i++) {
-    const char *text = d->texts[split][i];
-    int32_t *ids = e->ids + i * T, *types = e->types + i * T, *mask = e->mask + i * T;
-    damo_status st = head >= 0 ? damo_wordpiece_encode_head_tail(wp, text, (int)T, head, ids, types, mask, NULL)
-                               : damo_wordpiece_encode(wp, text, NULL, (int)T, ids, types, mask, NULL);
+    damo_status st = encode_text(wp, d->texts[split][i], (int)T, head, e->ids + i * T, e->types + i * T,
+                                 e->mask + i * T);
     if (st != DAMO_OK) {
       fprintf(stderr, "damo train: encoding %s\n", d->paths[split][i]);
       return st;
@@ -658,9 +663,7 @@ int cli_predict_bert(const char *dir, const char *input) {
     size_t len = 0, clean_len = 0;
     char *raw = cli_read_file(paths[i], &len), *clean = NULL;
     damo_status st = raw ? damo_email_clean(raw, len, &clean, &clean_len) : DAMO_ERR_IO;
-    if (st == DAMO_OK)
-      st = head >= 0 ? damo_wordpiece_encode_head_tail(wp, clean, T, head, ids, ids + T, ids + 2 * T, NULL)
-                     : damo_wordpiece_encode(wp, clean, NULL, T, ids, ids + T, ids + 2 * T, NULL);
+    if (st == DAMO_OK) st = encode_text(wp, clean, T, head, ids, ids + T, ids + 2 * T);
     if (st == DAMO_OK) st = damo_bert_classify(g, 1, ids, ids + T, ids + 2 * T, probs);
     free(raw);
     free(clean);

@@ -232,24 +232,33 @@ static void test_small_vocabulary(void) {
   damo_wordpiece_free(NULL);
 }
 
-/* encode's ids against want (n entries, then padding), with types and mask. */
+/* Encoded inputs against want (n_want entries, then padding): mask 1 on them, type 1 from
+ * first_b on (first_b < 0: all 0). Prints what differs under the label. */
+static int inputs_match(const int32_t *ids, const int32_t *types, const int32_t *mask, int used, int max_len,
+                        const int32_t *want, int n_want, int first_b, const char *label) {
+  int ok = used == n_want;
+  for (int i = 0; i < max_len; i++) {
+    ok &= ids[i] == (i < n_want ? want[i] : 0);
+    ok &= mask[i] == (i < n_want);
+    ok &= types[i] == (first_b >= 0 && i >= first_b && i < n_want);
+  }
+  if (!ok) {
+    fprintf(stderr, "  %s: used %d, ids", label, used);
+    for (int i = 0; i < max_len; i++) fprintf(stderr, " %d/%d/%d", ids[i], types[i], mask[i]);
+    fprintf(stderr, "\n");
+  }
+  return ok;
+}
+
+/* encode's ids against want, with types and mask. */
 static int inputs_equal(const damo_wordpiece *wp, const char *a, const char *b, int max_len, const int32_t *want,
                         int n_want, int first_b) {
   int32_t ids[64], types[64], mask[64];
   int used = -1;
   if (damo_wordpiece_encode(wp, a, b, max_len, ids, types, mask, &used) != DAMO_OK) return 0;
-  int ok = used == n_want;
-  for (int i = 0; i < max_len; i++) {
-    ok &= ids[i] == (i < n_want ? want[i] : 0);
-    ok &= mask[i] == (i < n_want);
-    ok &= types[i] == (b && i >= first_b && i < n_want);
-  }
-  if (!ok) {
-    fprintf(stderr, "  encode(\"%s\", \"%s\", %d): used %d, ids", a, b ? b : "(null)", max_len, used);
-    for (int i = 0; i < max_len; i++) fprintf(stderr, " %d/%d/%d", ids[i], types[i], mask[i]);
-    fprintf(stderr, "\n");
-  }
-  return ok;
+  char label[160];
+  snprintf(label, sizeof label, "encode(\"%.40s\", \"%.40s\", %d)", a, b ? b : "(null)", max_len);
+  return inputs_match(ids, types, mask, used, max_len, want, n_want, b ? first_b : -1, label);
 }
 
 #define INPUTS(a, b, max_len, first_b, ...)                                                        \
@@ -307,20 +316,15 @@ static void test_model_inputs(void) {
   damo_wordpiece_free(wp);
 }
 
-/* encode_head_tail's ids against want (n entries, then padding), with types and mask. */
+/* encode_head_tail's ids against want, with types (all 0) and mask. */
 static int head_tail_equal(const damo_wordpiece *wp, const char *text, int max_len, int head, const int32_t *want,
                            int n_want) {
   int32_t ids[64], types[64], mask[64];
   int used = -1;
   if (damo_wordpiece_encode_head_tail(wp, text, max_len, head, ids, types, mask, &used) != DAMO_OK) return 0;
-  int ok = used == n_want;
-  for (int i = 0; i < max_len; i++) ok &= ids[i] == (i < n_want ? want[i] : 0) && mask[i] == (i < n_want) && !types[i];
-  if (!ok) {
-    fprintf(stderr, "  encode_head_tail(\"%s\", %d, head %d): used %d, ids", text, max_len, head, used);
-    for (int i = 0; i < max_len; i++) fprintf(stderr, " %d", ids[i]);
-    fprintf(stderr, "\n");
-  }
-  return ok;
+  char label[120];
+  snprintf(label, sizeof label, "encode_head_tail(\"%.40s\", %d, head %d)", text, max_len, head);
+  return inputs_match(ids, types, mask, used, max_len, want, n_want, -1, label);
 }
 
 #define HEAD_TAIL(text, max_len, head, ...)                                                        \
