@@ -7,6 +7,9 @@
  *   damo tokenize --tokenizer bert --max-len N [--pair FILE2] [FILE...]
  *       BERT model inputs: [CLS] text [SEP] (FILE2's text [SEP]), truncated longest-first
  *       and padded to N, printed as ids<TAB>token types<TAB>attention mask (after FILE<TAB>)
+ *   damo tokenize --tokenizer bert --max-len N --head-tokens H [FILE...]
+ *       the same for one text cut head+tail as BERT fine-tuning does: a text longer than N - 2
+ *       tokens keeps its first H and last N - 2 - H
  * V is GPT-2's folder (encoder.json, vocab.bpe) or BERT's vocab.txt / npm vocab.json.
  * --pair alone pads to 512, bert-base-uncased's positions. With files, a summary (files,
  * tokens, seconds) goes to stderr; scripts/check_bpe.sh and scripts/check_wordpiece.sh
@@ -103,12 +106,22 @@ static int parse_ids(const char *text, const char *source, int32_t **ids, int64_
   return 1;
 }
 
+/* A whole number in [lo, hi] from an option's text. */
+static int parse_whole(const char *text, long lo, long hi, long *v) {
+  char *end;
+  errno = 0;
+  *v = strtol(text, &end, 10);
+  return end != text && !*end && !errno && *v >= lo && *v <= hi;
+}
+
 /* The loaded tokenizer and the options that shape its output. */
 typedef struct tokenizer {
   damo_bpe *bpe;          /* --tokenizer gpt2 */
   damo_wordpiece *wp;     /* --tokenizer bert */
   int max_len;            /* bert: > 0 prints model inputs of this length */
   const char *pair;       /* bert: the second text of each pair (NUL-terminated), or NULL */
+  int head;               /* bert with max_len: head+tail truncation keeping this many first
+                             tokens; -1 keeps only the first (longest-first for pairs) */
 } tokenizer;
 
 static void print_row(const int32_t *v, int n) {
@@ -125,7 +138,10 @@ static int encode_inputs(const tokenizer *t, const char *text, const char *sourc
     return 0;
   }
   int used = 0;
-  if (damo_wordpiece_encode(t->wp, text, t->pair, t->max_len, buf, buf + n, buf + 2 * n, &used) != DAMO_OK) {
+  damo_status st = t->head >= 0
+                       ? damo_wordpiece_encode_head_tail(t->wp, text, t->max_len, t->head, buf, buf + n, buf + 2 * n, &used)
+                       : damo_wordpiece_encode(t->wp, text, t->pair, t->max_len, buf, buf + n, buf + 2 * n, &used);
+  if (st != DAMO_OK) {
     free(buf);
     return !cli_fail(source);
   }
@@ -173,7 +189,7 @@ static int process(const tokenizer *t, const char *text, size_t len, int decode,
 }
 
 int cli_tokenize(int argc, char **argv) {
-  const char *name = NULL, *vocab = NULL, *max_len_arg = NULL, *pair_path = NULL;
+  const char *name = NULL, *vocab = NULL, *max_len_arg = NULL, *pair_path = NULL, *head_arg = NULL;
   int decode = 0, n_files = 0;
   char **files = calloc((size_t)argc, sizeof *files);
   if (!files) return 1;
@@ -184,6 +200,8 @@ int cli_tokenize(int argc, char **argv) {
       vocab = argv[++i];
     } else if (!strcmp(argv[i], "--max-len") && i + 1 < argc) {
       max_len_arg = argv[++i];
+    } else if (!strcmp(argv[i], "--head-tokens") && i + 1 < argc) {
+      head_arg = argv[++i];
     } else if (!strcmp(argv[i], "--pair") && i + 1 < argc) {
       pair_path = argv[++i];
     } else if (!strcmp(argv[i], "--decode")) {
@@ -201,15 +219,16 @@ int cli_tokenize(int argc, char **argv) {
   if (!name || (strcmp(name, "gpt2") != 0 && !bert)) problem = "--tokenizer gpt2 or --tokenizer bert is required";
   else if (!bert && (max_len_arg || pair_path)) problem = "--max-len and --pair are for --tokenizer bert";
   else if (decode && (max_len_arg || pair_path)) problem = "--decode takes no --max-len or --pair";
-  tokenizer t = {0};
+  else if (head_arg && (!max_len_arg || pair_path)) problem = "--head-tokens needs --max-len and no --pair";
+  tokenizer t = {.head = -1};
+  long v;
   if (!problem && max_len_arg) {
-    char *end;
-    errno = 0;
-    long v = strtol(max_len_arg, &end, 10);
-    if (end == max_len_arg || *end || errno || v < 3 || v > 1000000)
-      problem = "--max-len needs a whole number in [3, 1000000]";
-    else
-      t.max_len = (int)v;
+    if (!parse_whole(max_len_arg, 3, 1000000, &v)) problem = "--max-len needs a whole number in [3, 1000000]";
+    else t.max_len = (int)v;
+  }
+  if (!problem && head_arg) {
+    if (!parse_whole(head_arg, 0, t.max_len - 2, &v)) problem = "--head-tokens needs a whole number in [0, max-len - 2]";
+    else t.head = (int)v;
   }
   if (problem) {
     fprintf(stderr, "damo tokenize: %s\n", problem);

@@ -458,6 +458,17 @@ static void test_command_line(void) {
   CHECK(run("%s tokenize --tokenizer bert --vocab %s --max-len 9 --pair %s '%s'", DAMO_CLI_PATH, vocab, b, a) == 0);
   CHECK_MSG(strstr(cli_out, "a text.txt\t2 5 8 3 16 17 3 0 0\t0 0 0 0 1 1 1 0 0\t1 1 1 1 1 1 1 0 0\n"), "%s",
             cli_out);
+  /* Head+tail: "the quick brown fox" (5 6 7 8) in 5 slots keeps the first token and the last. */
+  CHECK(run("printf 'the quick brown fox' | %s tokenize --tokenizer bert --vocab %s --max-len 5 --head-tokens 1",
+            DAMO_CLI_PATH, vocab) == 0);
+  CHECK_MSG(!strcmp(cli_out, "2 5 7 8 3\t0 0 0 0 0\t1 1 1 1 1\n"), "%s", cli_out);
+  CHECK(run("printf 'the quick brown fox' | %s tokenize --tokenizer bert --vocab %s --max-len 5", DAMO_CLI_PATH,
+            vocab) == 0);
+  CHECK_MSG(!strcmp(cli_out, "2 5 6 7 3\t0 0 0 0 0\t1 1 1 1 1\n"), "%s", cli_out);
+  CHECK(run("%s tokenize --tokenizer bert --vocab %s --max-len 5 --head-tokens 4 < /dev/null", DAMO_CLI_PATH, vocab) ==
+        2);
+  CHECK(run("%s tokenize --tokenizer bert --vocab %s --head-tokens 1 < /dev/null", DAMO_CLI_PATH, vocab) == 2);
+  CHECK_MSG(strstr(cli_out, "--head-tokens needs --max-len"), "%s", cli_out);
   CHECK(run("%s tokenize --tokenizer bert --vocab %s --max-len 2 < /dev/null", DAMO_CLI_PATH, vocab) == 2);
   CHECK(run("%s tokenize --tokenizer bert --vocab %s --max-len 4 --pair %s < /dev/null", DAMO_CLI_PATH, vocab, b) == 1);
   CHECK_MSG(strstr(cli_out, "max_len 4"), "%s", cli_out);
