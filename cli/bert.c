@@ -1,11 +1,13 @@
 /* bert.c - BERT on the command line.
  *
  *   damo train --config bert.json --pretrain --data moby-dick,sotu,spam-assassin --out DIR
- *              [--init DIR --steps N --batch-size B --seq-len T --lr X --seed S --vocab FILE]
+ *              [--init DIR --steps N --batch-size B --seq-len T --predictions P --warmup-steps W
+ *               --lr X --seed S --vocab FILE]
  *       masked-LM pre-training on the texts (spam-assassin: its training split only, never
  *       validation or test), tokenised with WordPiece and joined with [SEP];
  *   damo train --config bert.json --data spam-assassin|FOLDER --out DIR [--init DIR
- *              --epochs N --batch-size B --seq-len T --head-tokens H --lr X --seed S --vocab FILE]
+ *              --epochs N --batch-size B --seq-len T --head-tokens H --warmup-steps W --lr X --seed S
+ *              --vocab FILE]
  *       fine-tunes the classifier on [CLS] text [SEP] (truncated to seq_len; with H, a long
  *       text keeps its first H and last seq_len - 2 - H tokens), from a
  *       pre-trained directory (--init) or from scratch; the weights of the epoch with the
@@ -23,6 +25,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 static double seconds_now(void) {
   struct timespec ts;
@@ -106,6 +109,14 @@ static int read_flags(int argc, char **argv, bert_run *r) {
   if ((s = cli_opt(argc, argv, "--seq-len"))) {
     if (!cli_parse_long(s, "--seq-len", 2, 1 << 16, &v)) return 0;
     r->opt.seq_len = v;
+  }
+  if ((s = cli_opt(argc, argv, "--predictions"))) {
+    if (!cli_parse_long(s, "--predictions", 1, 1 << 16, &v)) return 0;
+    r->opt.predictions = v;
+  }
+  if ((s = cli_opt(argc, argv, "--warmup-steps"))) {
+    if (!cli_parse_long(s, "--warmup-steps", 0, 1L << 30, &v)) return 0;
+    r->opt.warmup_steps = v;
   }
   if ((s = cli_opt(argc, argv, "--head-tokens"))) {
     if (!cli_parse_long(s, "--head-tokens", 0, 1 << 16, &v)) return 0;
@@ -391,6 +402,10 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   bert_run r = {damo_bert_train_defaults(), 3, 20, 0, -1};
   r.opt.warmup_steps = 0;
   if (!read_section(config, "finetune", &r) || !read_flags(argc, argv, &r)) return 2;
+  if (cli_opt(argc, argv, "--predictions")) {
+    fprintf(stderr, "damo train: --predictions is for --pretrain (masked-LM slots per window)\n");
+    return 2;
+  }
   const char *data = cli_opt(argc, argv, "--data"), *init = cli_opt(argc, argv, "--init");
   damo_text_dataset *d = NULL;
   encoded_split sp[3] = {{0}};
@@ -429,6 +444,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   if (!best || !order || !bi || !bl) goto nomem;
   damo_rng rng;
   damo_rng_seed(&rng, r.opt.seed);
+  const int tty = isatty(fileno(stdout));
   for (long epoch = 1; epoch <= r.epochs; epoch++) {
     for (int64_t i = 0; i < sp[0].n; i++) order[i] = i;
     for (int64_t i = sp[0].n - 1; i > 0; i--) { /* seeded shuffle */
@@ -448,15 +464,17 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
       damo_bert_step_report rep;
       if (damo_bert_finetuner_step(f, b, bi, bi + B * T, bi + 2 * B * T, bl, &rep) != DAMO_OK) goto fail;
       loss_sum += rep.loss;
-      if ((s + 1) % r.log_every == 0 || s + 1 == per_epoch) {
-        printf("\repoch %ld/%ld %5lld/%lld | loss %.4f | %.1f seq/s", epoch, r.epochs, (long long)(s + 1),
-               (long long)per_epoch, loss_sum / (double)(s + 1), (double)((s + 1) * B) / (seconds_now() - t0));
+      /* A terminal sees the line redrawn every log_every steps; a log gets it once per epoch. */
+      if (s + 1 == per_epoch || (tty && (s + 1) % r.log_every == 0)) {
+        printf("%sepoch %ld/%ld %5lld/%lld | loss %.4f | %.1f seq/s%s", tty ? "\r" : "", epoch, r.epochs,
+               (long long)(s + 1), (long long)per_epoch, loss_sum / (double)(s + 1),
+               (double)((s + 1) * B) / (seconds_now() - t0), s + 1 == per_epoch ? "\n" : "");
         fflush(stdout);
       }
     }
     damo_metrics val;
     if (score(f, &sp[1], B, T, d->n_classes, &val) != DAMO_OK) goto fail;
-    printf("\nepoch %ld: val accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f (%.1f s)\n", epoch, val.accuracy,
+    printf("epoch %ld: val accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f (%.1f s)\n", epoch, val.accuracy,
            val.precision, val.recall, val.f1, seconds_now() - t0);
     if (val.f1 > best_f1) {
       best_f1 = val.f1, best_epoch = (int)epoch;
@@ -489,9 +507,10 @@ done:
 }
 
 int cli_train_bert(int argc, char **argv) {
-  static const char *const with_value[] = {"--config", "--data",   "--out", "--init", "--steps", "--epochs",
-                                           "--batch-size", "--seq-len", "--head-tokens", "--lr", "--seed", "--vocab",
-                                           NULL};
+  static const char *const with_value[] = {"--config",      "--data",         "--out",         "--init",
+                                           "--steps",       "--epochs",       "--batch-size",  "--seq-len",
+                                           "--predictions", "--warmup-steps", "--head-tokens", "--lr",
+                                           "--seed",        "--vocab",        NULL};
   static const char *const flags[] = {"--pretrain", NULL};
   if (!cli_check_options(argc, argv, with_value, flags)) return 2;
   const char *config = cli_opt(argc, argv, "--config"), *data = cli_opt(argc, argv, "--data");

@@ -170,14 +170,25 @@ static void test_bert_folder_train_predict(void) {
                           "\"lr\": 0.002, \"warmup_steps\": 5, \"eval_every\": 10},"
                           "\"finetune\": {\"epochs\": 6, \"batch_size\": 16, \"seq_len\": 20, \"lr\": 0.003,"
                           "\"warmup_steps\": 5, \"seed\": 3}}");
-  int rc = run("%s train --config %s/bert.json --pretrain --data %s/mails --vocab %s/bert_vocab.txt --out %s/bp",
+  int rc = run("%s train --config %s/bert.json --pretrain --data %s/mails --vocab %s/bert_vocab.txt --out %s/bp"
+               " --predictions 5 --warmup-steps 4",
                DAMO_CLI_PATH, dir, dir, dir, dir);
-  CHECK_MSG(rc == 0 && strstr(cli_out, "step     20 | val loss"), "%s", cli_out);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "step     20 | val loss") && strstr(cli_out, "5 slots") &&
+                strstr(cli_out, "warm-up 4"), "%s", cli_out);
+  /* Options of the other stage are refused, not ignored. */
+  rc = run("%s train --config %s/bert.json --pretrain --data %s/mails --vocab %s/bert_vocab.txt --out %s/bx"
+           " --head-tokens 3", DAMO_CLI_PATH, dir, dir, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--head-tokens is for fine-tuning"), "%s", cli_out);
+  rc = run("%s train --config %s/bert.json --data %s/mails --vocab %s/bert_vocab.txt --out %s/bx --predictions 3",
+           DAMO_CLI_PATH, dir, dir, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--predictions is for --pretrain"), "%s", cli_out);
   rc = run("%s train --config %s/bert.json --data %s/mails --vocab %s/bert_vocab.txt --init %s/bp --out %s/bs --seq-len 24",
            DAMO_CLI_PATH, dir, dir, dir, dir, dir);
   const char *f1_at = strstr(cli_out, "test (weights of epoch");
   f1_at = f1_at ? strstr(f1_at, "F1 ") : NULL;
   CHECK_MSG(rc == 0 && strstr(cli_out, "from the pre-trained weights") && f1_at && atof(f1_at + 3) >= 0.8, "%s", cli_out);
+  /* Output to a pipe: one progress line per epoch, no carriage returns. */
+  CHECK_MSG(!strchr(cli_out, '\r') && strstr(cli_out, "epoch 6/6 "), "%s", cli_out);
   char path[600];
   snprintf(path, sizeof path, "%s/bs/tokenizer_config.json", dir);
   FILE *f = fopen(path, "r");
