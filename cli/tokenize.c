@@ -106,14 +106,6 @@ static int parse_ids(const char *text, const char *source, int32_t **ids, int64_
   return 1;
 }
 
-/* A whole number in [lo, hi] from an option's text. */
-static int parse_whole(const char *text, long lo, long hi, long *v) {
-  char *end;
-  errno = 0;
-  *v = strtol(text, &end, 10);
-  return end != text && !*end && !errno && *v >= lo && *v <= hi;
-}
-
 /* The loaded tokenizer and the options that shape its output. */
 typedef struct tokenizer {
   damo_bpe *bpe;          /* --tokenizer gpt2 */
@@ -220,21 +212,16 @@ int cli_tokenize(int argc, char **argv) {
   else if (!bert && (max_len_arg || pair_path)) problem = "--max-len and --pair are for --tokenizer bert";
   else if (decode && (max_len_arg || pair_path)) problem = "--decode takes no --max-len or --pair";
   else if (head_arg && (!max_len_arg || pair_path)) problem = "--head-tokens needs --max-len and no --pair";
-  tokenizer t = {.head = -1};
-  long v;
-  if (!problem && max_len_arg) {
-    if (!parse_whole(max_len_arg, 3, 1000000, &v)) problem = "--max-len needs a whole number in [3, 1000000]";
-    else t.max_len = (int)v;
-  }
-  if (!problem && head_arg) {
-    if (!parse_whole(head_arg, 0, t.max_len - 2, &v)) problem = "--head-tokens needs a whole number in [0, max-len - 2]";
-    else t.head = (int)v;
-  }
-  if (problem) {
-    fprintf(stderr, "damo tokenize: %s\n", problem);
+  tokenizer t = {0};
+  long max_len = 0, head = -1;
+  if (problem) fprintf(stderr, "damo tokenize: %s\n", problem);
+  if (problem || (max_len_arg && !cli_parse_long(max_len_arg, "--max-len", 3, 1000000, &max_len)) ||
+      (head_arg && !cli_parse_long(head_arg, "--head-tokens", 0, max_len - 2, &head))) {
     free(files);
     return 2;
   }
+  t.max_len = (int)max_len;
+  t.head = (int)head;
   if (pair_path && !t.max_len) t.max_len = 512;
   char *pair_text = NULL;
   if (pair_path) {
