@@ -8,10 +8,11 @@
 # The stages are the ones measured in bench/RESULTS.md (Notes): each continues the previous
 # directory with a fresh warm-up (--init); a stage that finished is not run again, so the chain
 # can be restarted after an interruption. Needs `sh scripts/setup.sh --text`.
-# Runs are deterministic for a given build; the measured p3000 came from a build just before
-# attention-probability dropout (7ae9d2a), so a rerun's first stage differs slightly (loss
-# at step 50: 9.5445 against 9.5434) and its figures will not match to the last digit. The
-# domain stage, rerun from the measured p11000, matched it exactly (step 50: 4.4181).
+# Runs are deterministic for a given build, but not across the builds that made the measured
+# chain: p3000 was trained just before attention-probability dropout (7ae9d2a), and every stage
+# before the dropout op drew its masks counter-based, in parallel (the commit after deecb35),
+# so a rerun draws other masks and its figures will not match to the last digit (on the
+# deecb35 build the domain stage, rerun from the measured p11000, matched step for step).
 set -e
 build=${1:-build}
 out=${2:-bert_spam_run}

@@ -28,6 +28,24 @@ char *damo_strdup(const char *s);
 #define DAMO_MULTIVERSION
 #endif
 
+/* A counter-based random word: the high half of splitmix64's finaliser applied to
+ * seed + index * golden ratio. Dropout masks use it so that each element's draw depends only
+ * on (seed, index): it runs in parallel, vectorises, and backward can recompute it. */
+static inline uint32_t damo_counter_random(uint64_t seed, uint64_t index) {
+  uint64_t z = seed + index * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (uint32_t)(z >> 32);
+}
+
+/* A 64-bit seed from two draws, high word first (one statement with two calls would leave
+ * their order to the compiler). */
+static inline uint64_t damo_rng_draw_seed(damo_rng *r) {
+  uint64_t high = damo_rng_u32(r);
+  return high << 32 | damo_rng_u32(r);
+}
+
 /* Multiply with overflow check: returns 0 and sets *out, or -1 on overflow. */
 static inline int damo_mul_overflow(size_t a, size_t b, size_t *out) {
   if (a && b > SIZE_MAX / a) return -1;

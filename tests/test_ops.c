@@ -11,6 +11,7 @@
  * TEST_OPS_VERBOSE=1 prints each case's worst error / tolerance ratios. */
 #include "damo.h"
 #include "harness.h"
+#include "kernels/cpu/vmath.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -748,6 +749,72 @@ static void test_set_batch(void) { set_batch_kind(MLP_RELU_MEAN); }
 static void test_set_batch_bias(void) { set_batch_kind(MLP_BIAS_RELU_MEAN); }
 static void test_set_batch_cross_entropy(void) { set_batch_kind(MLP_BIAS_SCE); }
 
+/* A dropout big enough to run in parallel: the mask depends on the seed alone, not on the
+ * thread count; each training forward draws a new one; the rate holds over 131,072 draws. */
+static unsigned char *dropout_mask(int threads, int forwards) {
+  enum { ROWS = 256, COLS = 512 };
+  const int64_t shape[2] = {ROWS, COLS};
+  damo_set_num_threads(threads);
+  damo_tensor *x = damo_tensor_new(DAMO_F32, 2, shape);
+  unsigned char *mask = malloc(ROWS * COLS);
+  if (x)
+    for (int64_t i = 0; i < ROWS * COLS; i++) damo_tensor_f32(x)[i] = 1.0f;
+  damo_graph *g = damo_graph_new(5);
+  damo_node *d = g && x ? damo_dropout(g, damo_constant(g, x), 0.1f) : NULL;
+  int ok = mask && d && damo_graph_compile(g, d, 1, &d) == DAMO_OK;
+  if (ok) {
+    for (int f = 0; f < forwards && ok; f++) ok = damo_graph_forward(g, 1) == DAMO_OK;
+    for (int64_t i = 0; ok && i < ROWS * COLS; i++) mask[i] = damo_node_data(d)[i] != 0.0f;
+  }
+  CHECK_MSG(ok, "dropout graph: %s", damo_last_error());
+  damo_graph_free(g);
+  damo_tensor_free(x);
+  damo_set_num_threads(0);
+  if (!ok) free(mask);
+  return ok ? mask : NULL;
+}
+
+static void test_dropout_parallel(void) {
+  unsigned char *one = dropout_mask(1, 1), *two = dropout_mask(2, 1), *second = dropout_mask(2, 2);
+  if (one && two && second) {
+    int64_t differ_threads = 0, differ_forward = 0, kept = 0;
+    for (int64_t i = 0; i < 256 * 512; i++) {
+      differ_threads += one[i] != two[i];
+      differ_forward += one[i] != second[i];
+      kept += one[i];
+    }
+    CHECK_MSG(differ_threads == 0, "dropout masks on 1 and 2 threads differ in %lld places", (long long)differ_threads);
+    CHECK_MSG(differ_forward > 10000, "a second forward redrew only %lld places", (long long)differ_forward);
+    double dropped = 1.0 - (double)kept / (256 * 512);
+    CHECK_MSG(fabs(dropped - 0.1) < 0.005, "dropped fraction %.4f for rate 0.1", dropped);
+  }
+  free(one), free(two), free(second);
+}
+
+/* vmath.h's vectorisable exp, tanh and erf against libm in double, in units in the last
+ * place of the float result, over a dense grid (and erf's odd symmetry and limits). */
+static double ulps(float got, double want) {
+  float w = (float)want;
+  double spacing = fabs((double)nextafterf(fabsf(w), INFINITY) - fabs((double)w));
+  if (spacing == 0 || !isfinite(spacing)) spacing = 1e-45;
+  return fabs((double)got - want) / spacing;
+}
+
+static void test_vector_math(void) {
+  double worst_exp = 0, worst_tanh = 0, worst_erf = 0;
+  for (int i = 0; i <= 400000; i++) {
+    float x = -10.0f + 20.0f * (float)i / 400000.0f;
+    worst_exp = fmax(worst_exp, ulps(damo_expf(x), exp((double)x)));
+    worst_tanh = fmax(worst_tanh, ulps(damo_tanhf(x), tanh((double)x)));
+    worst_erf = fmax(worst_erf, ulps(damo_erff(x), erf((double)x)));
+    if (damo_erff(-x) != -damo_erff(x)) worst_erf = 1e9;
+  }
+  CHECK_MSG(worst_exp <= 3, "damo_expf: %.2f ulp", worst_exp);
+  CHECK_MSG(worst_tanh <= 4, "damo_tanhf: %.2f ulp", worst_tanh);
+  CHECK_MSG(worst_erf <= 3, "damo_erff: %.2f ulp (or not odd)", worst_erf);
+  CHECK(damo_erff(0.0f) == 0.0f && damo_erff(50.0f) == 1.0f && damo_erff(-50.0f) == -1.0f);
+}
+
 int main(void) {
   RUN(test_fixture_loads);
   RUN(test_matmul);
@@ -771,6 +838,8 @@ int main(void) {
   RUN(test_bce_with_logits);
   RUN(test_mse);
   RUN(test_dropout);
+  RUN(test_dropout_parallel);
+  RUN(test_vector_math);
   RUN(test_bad_shapes);
   RUN(test_set_batch);
   RUN(test_set_batch_bias);

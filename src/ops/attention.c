@@ -204,13 +204,8 @@ DAMO_MULTIVERSION static void row_softmax_backward(const float *p, float *dp, in
  * has flat index `row_index` in (batch, head, query, key) order; in may equal out. */
 DAMO_MULTIVERSION static void row_dropout(const float *in, float *out, int64_t width, uint64_t seed, uint64_t row_index,
                                           uint32_t threshold, float keep_scale) {
-  for (int64_t j = 0; j < width; j++) {
-    uint64_t z = seed + (row_index + (uint64_t)j) * 0x9E3779B97F4A7C15ull; /* splitmix64's mix */
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    out[j] = (uint32_t)(z >> 32) >= threshold ? in[j] * keep_scale : 0.0f;
-  }
+  for (int64_t j = 0; j < width; j++)
+    out[j] = damo_counter_random(seed, row_index + (uint64_t)j) >= threshold ? in[j] * keep_scale : 0.0f;
 }
 
 /* The dropout mask applied to rows [0, nq) of a block (leading dimension nk). */
@@ -250,7 +245,7 @@ static damo_status attention_forward(damo_graph *g, damo_node *n) {
   att_dims d = dims_of(n);
   dims_dropout(&d, g, n);
   att_io io = io_of(n);
-  if (d.keep_scale != 0.0f) *io.seed = (uint64_t)damo_rng_u32(&g->rng) << 32 | damo_rng_u32(&g->rng);
+  if (d.keep_scale != 0.0f) *io.seed = damo_rng_draw_seed(&g->rng);
   float *out = damo_f32(n), *probs = n->capture;
   int64_t tasks = d.B * d.H * d.n_qblocks;
 #pragma omp parallel num_threads(team_size(n, tasks))

@@ -1,7 +1,9 @@
 /* dropout.c - inverted dropout: while training each element is zeroed with probability
- * `rate` and survivors are scaled by 1/(1-rate), so evaluation is the identity. The keep
- * mask (one byte per element, in aux) is drawn from the graph's seeded generator, so a
- * given seed gives the same masks run after run. */
+ * `rate` and survivors are scaled by 1/(1-rate), so evaluation is the identity. Each forward
+ * draws one seed from the graph's seeded generator and element i is kept when
+ * damo_counter_random(seed, i) clears the rate's threshold: the same seed gives the same masks
+ * run after run, whatever the thread count, and the draws run in parallel. The keep mask is
+ * stored (one byte per element, in aux) for backward. */
 #include "graph/graph.h"
 
 static damo_status dropout_infer(damo_node *n) {
@@ -16,6 +18,18 @@ static damo_status dropout_infer(damo_node *n) {
   return DAMO_OK;
 }
 
+/* Elements [first, first + count) of one forward: draws, stores and applies their mask. */
+DAMO_MULTIVERSION static void dropout_chunk(const float *x, float *y, unsigned char *keep, int64_t count, uint64_t seed,
+                                           uint64_t first, uint32_t threshold, float scale) {
+  for (int64_t i = 0; i < count; i++) {
+    const unsigned char k = damo_counter_random(seed, first + (uint64_t)i) >= threshold;
+    keep[i] = k;
+    y[i] = k ? x[i] * scale : 0.0f;
+  }
+}
+
+#define DROPOUT_CHUNK 4096
+
 static damo_status dropout_forward(damo_graph *g, damo_node *n) {
   const float *x = damo_f32(n->in[0]);
   float *y = damo_f32(n);
@@ -26,11 +40,15 @@ static damo_status dropout_forward(damo_graph *g, damo_node *n) {
     memcpy(y, x, (size_t)count * sizeof *y);
     return DAMO_OK;
   }
-  float scale = 1.0f / (1.0f - rate);
-  uint32_t threshold = (uint32_t)((double)rate * 4294967296.0);
-  for (int64_t i = 0; i < count; i++) keep[i] = damo_rng_u32(&g->rng) >= threshold;
+  const float scale = 1.0f / (1.0f - rate);
+  const uint32_t threshold = (uint32_t)((double)rate * 4294967296.0);
+  const uint64_t seed = damo_rng_draw_seed(&g->rng);
+  const int64_t chunks = (count + DROPOUT_CHUNK - 1) / DROPOUT_CHUNK;
 #pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN)
-  for (int64_t i = 0; i < count; i++) y[i] = keep[i] ? x[i] * scale : 0.0f;
+  for (int64_t c = 0; c < chunks; c++) {
+    const int64_t first = c * DROPOUT_CHUNK, len = count - first < DROPOUT_CHUNK ? count - first : DROPOUT_CHUNK;
+    dropout_chunk(x + first, y + first, keep + first, len, seed, (uint64_t)first, threshold, scale);
+  }
   return DAMO_OK;
 }
 
