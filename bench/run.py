@@ -52,14 +52,38 @@ def describe(cfg):
 
 
 def cpu_model():
+    """The model name and, since a VM may show only "AMD EPYC", the family/model numbers and
+    the per-core cache sizes, which tell the micro-architectures apart (the ratios differ
+    between them)."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    details = []
+    if "cpu family" in fields and "model" in fields:
+        details.append("family %s model %s" % (fields["cpu family"], fields["model"]))
+    caches = []
+    for index in range(4):
+        base = "/sys/devices/system/cpu/cpu0/cache/index%d/" % index
+        try:
+            with open(base + "level") as f:
+                level = f.read().strip()
+            with open(base + "type") as f:
+                kind = f.read().strip()
+            with open(base + "size") as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        if kind != "Instruction":
+            caches.append("L%s%s %s" % (level, "d" if kind == "Data" else "", size))
+    if caches:
+        details.append(", ".join(caches))
+    return "%s (%s)" % (name, "; ".join(details)) if details else name
 
 
 def blas_in_use():
