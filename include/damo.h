@@ -53,6 +53,17 @@ const char *damo_simd_path(void);
 /* One line: version, SIMD path, thread count. */
 const char *damo_info_string(void);
 
+/* Per-op profile: wall seconds and calls of every op's forward and backward, summed over all
+ * graphs the process runs (one graph at a time). DAMO_PROFILE=1 in the environment turns it
+ * on at load and prints the report to stderr at exit; otherwise enable it here. The report
+ * lists op, direction, calls, seconds and share of the graph time, largest first. */
+void damo_profile_enable(int on);
+void damo_profile_reset(void);
+void damo_profile_report(FILE *out);
+/* Seconds recorded for an op by name ("dense", "gelu", ...; "optimizer" for optimizer steps,
+ * direction 1) and direction (0 forward, 1 backward). */
+double damo_profile_seconds(const char *op_name, int backward);
+
 /* Row-major single-precision C = alpha op(A) op(B) + beta C (op(A) is (M, K), op(B) is
  * (K, N)); trans_a means A is stored (K, M). beta = 0 never reads C. The kernel behind
  * every matmul, threaded with OpenMP, results reproducible for a given thread count. */

@@ -749,6 +749,45 @@ static void test_set_batch(void) { set_batch_kind(MLP_RELU_MEAN); }
 static void test_set_batch_bias(void) { set_batch_kind(MLP_BIAS_RELU_MEAN); }
 static void test_set_batch_cross_entropy(void) { set_batch_kind(MLP_BIAS_SCE); }
 
+/* The per-op profile counts every forward and backward of each op while on, nothing while
+ * off, and starts again from zero after a reset. */
+static void test_profile(void) {
+  drop_graph dg;
+  if (!drop_build(&dg, 42, 0.5f)) {
+    drop_free(&dg);
+    return;
+  }
+  damo_profile_reset();
+  damo_profile_enable(1);
+  for (int i = 0; i < 3; i++) CHECK(damo_graph_forward(dg.g, 1) == DAMO_OK && damo_graph_backward(dg.g) == DAMO_OK);
+  damo_profile_enable(0);
+  CHECK(damo_graph_forward(dg.g, 1) == DAMO_OK); /* not counted */
+  const double forward = damo_profile_seconds("dropout", 0), backward = damo_profile_seconds("dropout", 1);
+  CHECK_MSG(forward > 0 && backward > 0, "dropout: forward %g s, backward %g s", forward, backward);
+  CHECK(damo_profile_seconds("conv2d", 0) == 0.0 && damo_profile_seconds("no such op", 0) == 0.0);
+  FILE *f = tmpfile();
+  if (f) {
+    damo_profile_report(f);
+    rewind(f);
+    char line[256];
+    int dropout_rows = 0, sum_rows = 0, header = 0;
+    while (fgets(line, sizeof line, f)) {
+      char op[64], dir[16];
+      long long calls;
+      if (strstr(line, "damo profile:")) header = 1;
+      if (sscanf(line, "%63s %15s %lld", op, dir, &calls) != 3) continue;
+      if (!strcmp(op, "dropout")) dropout_rows += calls == 3;
+      if (!strcmp(op, "sum")) sum_rows += calls == 3;
+    }
+    fclose(f);
+    CHECK_MSG(header && dropout_rows == 2 && sum_rows == 2, "report: header %d, dropout rows with 3 calls %d, sum %d",
+              header, dropout_rows, sum_rows);
+  }
+  damo_profile_reset();
+  CHECK(damo_profile_seconds("dropout", 0) == 0.0);
+  drop_free(&dg);
+}
+
 /* A dropout big enough to run in parallel: the mask depends on the seed alone, not on the
  * thread count; each training forward draws a new one; the rate holds over 131,072 draws. */
 static unsigned char *dropout_mask(int threads, int forwards) {
@@ -839,6 +878,7 @@ int main(void) {
   RUN(test_mse);
   RUN(test_dropout);
   RUN(test_dropout_parallel);
+  RUN(test_profile);
   RUN(test_vector_math);
   RUN(test_bad_shapes);
   RUN(test_set_batch);

@@ -295,7 +295,7 @@ DAMO_MULTIVERSION static void update_block(int variant, float *p, float *g, floa
   }
 }
 
-damo_status damo_optimizer_step(damo_optimizer *o, float *params, float *grads, int64_t total_steps, float *grad_norm) {
+static damo_status optimizer_step(damo_optimizer *o, float *params, float *grads, int64_t total_steps, float *grad_norm) {
   if (!o) return damo_error(DAMO_ERR_INVALID_ARG, "optimizer step: NULL optimizer");
   if (o->n > 0 && (!params || !grads)) return damo_error(DAMO_ERR_INVALID_ARG, "optimizer step: NULL params or grads");
 
@@ -464,4 +464,11 @@ damo_status damo_optimizer_load_state(damo_optimizer *o, const damo_tensor_dict 
   for (int i = 0; i < nm; i++) memcpy(bufs[i], ts[i]->data, (size_t)o->n * sizeof(float));
   o->steps = steps;
   return DAMO_OK;
+}
+
+damo_status damo_optimizer_step(damo_optimizer *o, float *params, float *grads, int64_t total_steps, float *grad_norm) {
+  const double t0 = damo_profile_on ? damo_profile_clock() : 0.0;
+  damo_status st = optimizer_step(o, params, grads, total_steps, grad_norm);
+  if (damo_profile_on) damo_profile_record(DAMO_PROFILE_OPTIMIZER, 1, damo_profile_clock() - t0);
+  return st;
 }
