@@ -749,6 +749,52 @@ static void test_set_batch(void) { set_batch_kind(MLP_RELU_MEAN); }
 static void test_set_batch_bias(void) { set_batch_kind(MLP_BIAS_RELU_MEAN); }
 static void test_set_batch_cross_entropy(void) { set_batch_kind(MLP_BIAS_SCE); }
 
+/* Max pooling's gradient when its input feeds another op too: the pool's scatter must add to
+ * what the other consumer wrote, or be zeroed first when it runs first (both orders), over
+ * enough images to run in parallel. loss = sum(pool(x)) + sum(x): dx = 1 + [x wins its window]. */
+static void test_max_pool_shared_input(void) {
+  const int64_t shape[4] = {64, 16, 16, 8};
+  const int64_t count = 64 * 16 * 16 * 8;
+  for (int order = 0; order < 2; order++) {
+    damo_tensor *x = damo_tensor_new(DAMO_F32, 4, shape), *gx = damo_tensor_new(DAMO_F32, 4, shape);
+    damo_graph *g = damo_graph_new(1);
+    if (!x || !gx || !g) {
+      CHECK(0);
+      damo_tensor_free(x), damo_tensor_free(gx), damo_graph_free(g);
+      return;
+    }
+    damo_rng r;
+    damo_rng_seed(&r, 3);
+    for (int64_t i = 0; i < count; i++) damo_tensor_f32(x)[i] = damo_rng_uniform(&r);
+    for (int64_t i = 0; i < count; i++) damo_tensor_f32(gx)[i] = 123.0f; /* stale: must not leak */
+    damo_node *xn = damo_param(g, "x", x, gx);
+    damo_node *pooled = damo_sum(g, damo_max_pool2d(g, xn, 2, 2, 2, 2, 0, 0, 0, 0), DAMO_ALL_AXES, 0);
+    damo_node *direct = damo_sum(g, xn, DAMO_ALL_AXES, 0);
+    damo_node *loss = order ? damo_add(g, direct, pooled) : damo_add(g, pooled, direct);
+    int ok = loss && damo_graph_compile(g, loss, 1, &loss) == DAMO_OK && damo_graph_forward(g, 1) == DAMO_OK &&
+             damo_graph_backward(g) == DAMO_OK;
+    CHECK_MSG(ok, "pool graph: %s", damo_last_error());
+    int64_t bad = 0;
+    const float *xv = damo_tensor_f32(x), *gv = damo_tensor_f32(gx);
+    for (int64_t b = 0; ok && b < 64; b++)
+      for (int64_t h = 0; h < 16; h++)
+        for (int64_t w = 0; w < 16; w++)
+          for (int64_t c = 0; c < 8; c++) {
+            const int64_t i = ((b * 16 + h) * 16 + w) * 8 + c;
+            float best = -1.0f;
+            for (int64_t dh = 0; dh < 2; dh++)
+              for (int64_t dw = 0; dw < 2; dw++) {
+                float v = xv[((b * 16 + (h / 2 * 2 + dh)) * 16 + (w / 2 * 2 + dw)) * 8 + c];
+                best = v > best ? v : best;
+              }
+            bad += gv[i] != (xv[i] == best ? 2.0f : 1.0f);
+          }
+    CHECK_MSG(bad == 0, "order %d: %lld input gradients are not 1 + [wins its window]", order, (long long)bad);
+    damo_graph_free(g);
+    damo_tensor_free(x), damo_tensor_free(gx);
+  }
+}
+
 /* The per-op profile counts every forward and backward of each op while on, nothing while
  * off, and starts again from zero after a reset. */
 static void test_profile(void) {
@@ -879,6 +925,7 @@ int main(void) {
   RUN(test_dropout);
   RUN(test_dropout_parallel);
   RUN(test_profile);
+  RUN(test_max_pool_shared_input);
   RUN(test_vector_math);
   RUN(test_bad_shapes);
   RUN(test_set_batch);

@@ -98,13 +98,18 @@ static void max_pool_backward(damo_graph *gr, damo_node *n) {
   (void)gr;
   if (!n->in[0]->in_backward) return;
   pool_geom g = geom_of(n);
-  float *dx = damo_node_grad_acc(n->in[0]);
+  /* A first writer zeroes each image's block of dx in the thread that scatters into it (in
+   * parallel and while it is in cache) instead of the whole gradient up front. */
+  float beta;
+  float *dx = damo_node_grad_out(n->in[0], &beta);
   const float *dy = n->grad;
   const int32_t *arg = n->aux;
   int64_t per_out = g.OH * g.OW * g.C, per_in = g.H * g.W * g.C;
 #pragma omp parallel for schedule(static) if (damo_node_count(n) > DAMO_PARALLEL_MIN / 4)
-  for (int64_t b = 0; b < g.N; b++)
+  for (int64_t b = 0; b < g.N; b++) {
+    if (beta == 0.0f) memset(dx + b * per_in, 0, (size_t)per_in * sizeof *dx);
     for (int64_t o = 0; o < per_out; o++) dx[b * per_in + arg[b * per_out + o]] += dy[b * per_out + o];
+  }
 }
 
 static damo_status avg_pool_forward(damo_graph *gr, damo_node *n) {
