@@ -46,12 +46,14 @@ static inline uint64_t damo_rng_draw_seed(damo_rng *r) {
   return high << 32 | damo_rng_u32(r);
 }
 
+/* Seconds on a monotonic clock (core/runtime.c): for intervals only. */
+double damo_now_seconds(void);
+
 /* Per-op timing (graph/profile.c): the graph executor checks damo_profile_on and records
  * each node's forward (backward 0) or backward (1); the optimizer records its step under
  * DAMO_PROFILE_OPTIMIZER, a row after the ops. */
 extern int damo_profile_on;
 #define DAMO_PROFILE_OPTIMIZER (-1)
-double damo_profile_clock(void);
 void damo_profile_record(int op, int backward, double seconds);
 
 /* Multiply with overflow check: returns 0 and sets *out, or -1 on overflow. */

@@ -4,6 +4,7 @@
 
 #include <omp.h>
 #include <stdio.h>
+#include <time.h>
 #include <unistd.h>
 
 static int threads_from_env(void) {
@@ -23,6 +24,12 @@ __attribute__((constructor)) static void runtime_init(void) { omp_set_num_thread
 void damo_set_num_threads(int n) { omp_set_num_threads(n > 0 ? n : threads_from_env()); }
 
 int damo_num_threads(void) { return omp_get_max_threads(); }
+
+double damo_now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 const char *damo_info_string(void) {
   static _Thread_local char buf[160];

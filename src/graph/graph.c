@@ -226,9 +226,9 @@ damo_status damo_graph_forward(damo_graph *g, int training) {
       continue;
     }
     if (n->op == DAMO_OP_PARAM || n->op == DAMO_OP_CONSTANT) continue;
-    const double t0 = damo_profile_on ? damo_profile_clock() : 0.0;
+    const double t0 = damo_profile_on ? damo_now_seconds() : 0.0;
     damo_status st = damo_op_table[n->op]->forward(g, n);
-    if (damo_profile_on) damo_profile_record(n->op, 0, damo_profile_clock() - t0);
+    if (damo_profile_on) damo_profile_record(n->op, 0, damo_now_seconds() - t0);
     if (st != DAMO_OK) return damo_error_prefix(st, "node '%s': ", n->name);
   }
   return DAMO_OK;
@@ -263,9 +263,9 @@ damo_status damo_graph_backward(damo_graph *g) {
     }
     if (n->op == DAMO_OP_INPUT || n->op == DAMO_OP_CONSTANT) continue;
     damo_node_grad_acc(n); /* a node no consumer reached contributes zeros */
-    const double t0 = damo_profile_on ? damo_profile_clock() : 0.0;
+    const double t0 = damo_profile_on ? damo_now_seconds() : 0.0;
     damo_op_table[n->op]->backward(g, n);
-    if (damo_profile_on) damo_profile_record(n->op, 1, damo_profile_clock() - t0);
+    if (damo_profile_on) damo_profile_record(n->op, 1, damo_now_seconds() - t0);
   }
   return DAMO_OK;
 }

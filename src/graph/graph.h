@@ -167,5 +167,14 @@ static inline float *damo_f32(const damo_node *n) { return (float *)n->value; }
 
 /* Threads for an elementwise loop of n items: parallel only when it pays. */
 #define DAMO_PARALLEL_MIN 32768
+/* Elementwise loops that call a multiversioned kernel split [0, count) into chunks of this
+ * many elements (whole cache lines; enough work per chunk to amortise the call). */
+#define DAMO_CHUNK 4096
+/* Chunk c of [0, count): returns its first index and sets *len to its length. */
+static inline int64_t damo_chunk(int64_t count, int64_t c, int64_t *len) {
+  const int64_t first = c * DAMO_CHUNK;
+  *len = count - first < DAMO_CHUNK ? count - first : DAMO_CHUNK;
+  return first;
+}
 
 #endif

@@ -7,7 +7,6 @@
 #include "graph/graph.h"
 
 #include <stdio.h>
-#include <time.h>
 
 int damo_profile_on;
 /* One row per op, then the optimizer's step. */
@@ -16,12 +15,6 @@ static double op_seconds[ROWS][2];
 static int64_t op_calls[ROWS][2];
 
 static const char *row_name(int row) { return row == OPTIMIZER_ROW ? "optimizer" : damo_op_table[row]->name; }
-
-double damo_profile_clock(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void damo_profile_record(int op, int backward, double seconds) {
   if (op == DAMO_PROFILE_OPTIMIZER) op = OPTIMIZER_ROW;

@@ -28,8 +28,6 @@ DAMO_MULTIVERSION static void dropout_chunk(const float *x, float *y, unsigned c
   }
 }
 
-#define DROPOUT_CHUNK 4096
-
 static damo_status dropout_forward(damo_graph *g, damo_node *n) {
   const float *x = damo_f32(n->in[0]);
   float *y = damo_f32(n);
@@ -43,10 +41,11 @@ static damo_status dropout_forward(damo_graph *g, damo_node *n) {
   const float scale = 1.0f / (1.0f - rate);
   const uint32_t threshold = (uint32_t)((double)rate * 4294967296.0);
   const uint64_t seed = damo_rng_draw_seed(&g->rng);
-  const int64_t chunks = (count + DROPOUT_CHUNK - 1) / DROPOUT_CHUNK;
+  const int64_t chunks = (count + DAMO_CHUNK - 1) / DAMO_CHUNK;
 #pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN)
   for (int64_t c = 0; c < chunks; c++) {
-    const int64_t first = c * DROPOUT_CHUNK, len = count - first < DROPOUT_CHUNK ? count - first : DROPOUT_CHUNK;
+    int64_t len;
+    const int64_t first = damo_chunk(count, c, &len);
     dropout_chunk(x + first, y + first, keep + first, len, seed, (uint64_t)first, threshold, scale);
   }
   return DAMO_OK;

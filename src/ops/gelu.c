@@ -55,18 +55,16 @@ DAMO_MULTIVERSION static void gelu_tanh_backward(const float *x, const float *dy
   }
 }
 
-/* Elements per parallel chunk: whole cache lines, enough work per thread to beat the wake-up. */
-#define GELU_CHUNK 4096
-
 static damo_status gelu_forward(damo_graph *g, damo_node *n) {
   (void)g;
   const float *x = damo_f32(n->in[0]);
   float *y = damo_f32(n);
-  const int64_t count = damo_node_count(n), chunks = (count + GELU_CHUNK - 1) / GELU_CHUNK;
+  const int64_t count = damo_node_count(n), chunks = (count + DAMO_CHUNK - 1) / DAMO_CHUNK;
   const int tanh_form = n->iparam[0];
 #pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN)
   for (int64_t c = 0; c < chunks; c++) {
-    const int64_t first = c * GELU_CHUNK, len = count - first < GELU_CHUNK ? count - first : GELU_CHUNK;
+    int64_t len;
+    const int64_t first = damo_chunk(count, c, &len);
     if (tanh_form) gelu_tanh_forward(x + first, y + first, len);
     else gelu_erf_forward(x + first, y + first, len);
   }
@@ -78,11 +76,12 @@ static void gelu_backward(damo_graph *g, damo_node *n) {
   if (!n->in[0]->in_backward) return;
   const float *x = damo_f32(n->in[0]), *dy = n->grad;
   float *dx = damo_node_grad_acc(n->in[0]);
-  const int64_t count = damo_node_count(n), chunks = (count + GELU_CHUNK - 1) / GELU_CHUNK;
+  const int64_t count = damo_node_count(n), chunks = (count + DAMO_CHUNK - 1) / DAMO_CHUNK;
   const int tanh_form = n->iparam[0];
 #pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN)
   for (int64_t c = 0; c < chunks; c++) {
-    const int64_t first = c * GELU_CHUNK, len = count - first < GELU_CHUNK ? count - first : GELU_CHUNK;
+    int64_t len;
+    const int64_t first = damo_chunk(count, c, &len);
     if (tanh_form) gelu_tanh_backward(x + first, dy + first, dx + first, len);
     else gelu_erf_backward(x + first, dy + first, dx + first, len);
   }

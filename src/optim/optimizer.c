@@ -467,8 +467,8 @@ damo_status damo_optimizer_load_state(damo_optimizer *o, const damo_tensor_dict 
 }
 
 damo_status damo_optimizer_step(damo_optimizer *o, float *params, float *grads, int64_t total_steps, float *grad_norm) {
-  const double t0 = damo_profile_on ? damo_profile_clock() : 0.0;
+  const double t0 = damo_profile_on ? damo_now_seconds() : 0.0;
   damo_status st = optimizer_step(o, params, grads, total_steps, grad_norm);
-  if (damo_profile_on) damo_profile_record(DAMO_PROFILE_OPTIMIZER, 1, damo_profile_clock() - t0);
+  if (damo_profile_on) damo_profile_record(DAMO_PROFILE_OPTIMIZER, 1, damo_now_seconds() - t0);
   return st;
 }

@@ -1,17 +1,11 @@
 /* progress.c - the progress bar and per-epoch lines printed by fit (see progress.h). */
 #include "train/progress.h"
 
+#include "internal.h"
 #include "train/history.h"
 
 #include <math.h>
-#include <time.h>
 #include <unistd.h>
-
-double damo_now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void damo_progress_init(damo_progress *p, FILE *f, int verbose) {
   p->f = f ? f : stdout;

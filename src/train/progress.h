@@ -15,7 +15,6 @@ typedef struct damo_progress {
   double t_start, t_last_draw;
 } damo_progress;
 
-double damo_now_seconds(void);
 /* verbose -1 picks 1 on a terminal and 2 otherwise. */
 void damo_progress_init(damo_progress *p, FILE *f, int verbose);
 void damo_progress_epoch_begin(damo_progress *p, int epoch, int epochs, int64_t total_steps);
