@@ -21,12 +21,6 @@
 #include <sys/resource.h>
 #include <time.h>
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static long peak_rss_kb(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -68,20 +62,20 @@ static int bench_gemm(int argc, char **argv) {
      * cores run the first few hundred milliseconds of a busy process far slower (the first
      * size measured used to read 40-70% of peak and the next one 85%). The warm-up's pace
      * sizes the samples to ~0.2 s each. */
-    double warm_start = now(), warm_time;
+    double warm_start = cli_seconds(), warm_time;
     long warm_reps = 0;
     do {
       damo_sgemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
       warm_reps++;
-      warm_time = now() - warm_start;
+      warm_time = cli_seconds() - warm_start;
     } while (warm_time < 0.5);
     int reps = (int)fmax(3, fmin(1e6, 0.2 * warm_reps / warm_time));
     double samples[7], peaks[7], ratios[7];
     for (int s = 0; s < 7; s++) {
       peaks[s] = damo_fma_sustained_gflops(damo_num_threads(), 0.2);
-      double t0 = now();
+      double t0 = cli_seconds();
       for (int k = 0; k < reps; k++) damo_sgemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
-      samples[s] = flop * reps / (now() - t0) / 1e9;
+      samples[s] = flop * reps / (cli_seconds() - t0) / 1e9;
       ratios[s] = peaks[s] > 0 ? samples[s] / peaks[s] : 0;
     }
     qsort(samples, 7, sizeof *samples, cmp_double);
@@ -142,9 +136,9 @@ static int bench_fit(int argc, char **argv) {
          damo_num_threads(), damo_simd_path(), (long long)batch, first_loss);
   for (long r = 0; r < repeats; r++) {
     fo.seed = (uint64_t)r + 1;
-    double t0 = now();
+    double t0 = cli_seconds();
     if (damo_model_fit(m, x, y, &fo, NULL) != DAMO_OK) return cli_fail("bench fit");
-    printf("%s%.4f", r ? ", " : "", now() - t0);
+    printf("%s%.4f", r ? ", " : "", cli_seconds() - t0);
     fflush(stdout);
   }
   printf("], \"train_examples\": %lld", (long long)x->shape[0]);
@@ -154,9 +148,9 @@ static int bench_fit(int argc, char **argv) {
     if (damo_model_load(init, &fresh) != DAMO_OK) return cli_fail("bench fit");
     fo.epochs = (int)acc_epochs;
     fo.seed = 42;
-    double t0 = now();
+    double t0 = cli_seconds();
     if (damo_model_fit(fresh, x, y, &fo, NULL) != DAMO_OK) return cli_fail("bench fit");
-    double took = now() - t0;
+    double took = cli_seconds() - t0;
     float loss, acc;
     if (damo_model_evaluate(fresh, xt, yt, 256, &loss, &acc) != DAMO_OK) return cli_fail("bench fit");
     printf(", \"accuracy_epochs\": %ld, \"accuracy_seconds\": %.2f, \"test_loss\": %.4f, \"test_accuracy\": %.4f",

@@ -27,12 +27,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static double seconds_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int cli_is_bert_config(const char *path) {
   if (!path) return 0;
   cJSON *root = cli_read_json(path);
@@ -278,12 +272,12 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
   float val;
   if (damo_bert_pretrainer_eval(t, &val) != DAMO_OK) goto fail;
   printf("step %6d | val loss %.4f\n", 0, (double)val);
-  double t0 = seconds_now(), window = t0;
+  double t0 = cli_seconds(), window = t0;
   for (int64_t s = 1; s <= r.opt.steps; s++) {
     damo_bert_step_report rep;
     if (damo_bert_pretrainer_step(t, &rep) != DAMO_OK) goto fail;
     if (s % r.log_every == 0 || s == r.opt.steps) {
-      double now = seconds_now();
+      double now = cli_seconds();
       printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.1f seq/s\n", (long long)s,
              (long long)r.opt.steps, (double)rep.loss, (double)rep.lr, (double)rep.grad_norm,
              (double)(r.log_every * r.opt.batch_size) / (now - window));
@@ -294,10 +288,10 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
       if (damo_bert_pretrainer_eval(t, &val) != DAMO_OK) goto fail;
       printf("step %6lld | val loss %.4f\n", (long long)s, (double)val);
       if (save_model(m, wp, out, r.opt.seq_len, -1)) goto done;
-      window = seconds_now();
+      window = cli_seconds();
     }
   }
-  printf("done in %.1f s\n", seconds_now() - t0);
+  printf("done in %.1f s\n", cli_seconds() - t0);
   rc = 0;
   goto done;
 fail:
@@ -451,7 +445,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
       int64_t j = (int64_t)damo_rng_below(&rng, (uint32_t)(i + 1)), tmp = order[i];
       order[i] = order[j], order[j] = tmp;
     }
-    double t0 = seconds_now(), loss_sum = 0;
+    double t0 = cli_seconds(), loss_sum = 0;
     for (int64_t s = 0; s < per_epoch; s++) {
       const int64_t first = s * B, b = sp[0].n - first < B ? sp[0].n - first : B;
       for (int64_t k = 0; k < b; k++) {
@@ -468,14 +462,14 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
       if (s + 1 == per_epoch || (tty && (s + 1) % r.log_every == 0)) {
         printf("%sepoch %ld/%ld %5lld/%lld | loss %.4f | %.1f seq/s%s", tty ? "\r" : "", epoch, r.epochs,
                (long long)(s + 1), (long long)per_epoch, loss_sum / (double)(s + 1),
-               (double)((s + 1) * B) / (seconds_now() - t0), s + 1 == per_epoch ? "\n" : "");
+               (double)((s + 1) * B) / (cli_seconds() - t0), s + 1 == per_epoch ? "\n" : "");
         fflush(stdout);
       }
     }
     damo_metrics val;
     if (score(f, &sp[1], B, T, d->n_classes, &val) != DAMO_OK) goto fail;
     printf("epoch %ld: val accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f (%.1f s)\n", epoch, val.accuracy,
-           val.precision, val.recall, val.f1, seconds_now() - t0);
+           val.precision, val.recall, val.f1, cli_seconds() - t0);
     if (val.f1 > best_f1) {
       best_f1 = val.f1, best_epoch = (int)epoch;
       memcpy(best, params, (size_t)n_floats * sizeof *best);
@@ -595,11 +589,11 @@ int cli_bench_bert(int argc, char **argv) {
   if (!(seconds = malloc((size_t)n_steps * sizeof *seconds))) goto fail;
   for (long s = 0; s < n_steps; s++) {
     const int64_t first = (s % per_epoch) * B;
-    double t0 = seconds_now();
+    double t0 = cli_seconds();
     if (damo_bert_finetuner_step(f, B, sp[0].ids + first * T, sp[0].types + first * T, sp[0].mask + first * T,
                                  sp[0].labels + first, NULL) != DAMO_OK)
       goto fail;
-    seconds[s] = seconds_now() - t0;
+    seconds[s] = cli_seconds() - t0;
   }
   printf("{\"threads\": %d, \"simd\": \"%s\", \"first_loss\": %.7f, \"steps\": %ld, \"batch\": %lld, \"seq_len\": %lld, "
          "\"train_examples\": %lld, \"step_seconds\": [",

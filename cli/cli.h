@@ -8,6 +8,8 @@
 
 /* The value after option `name`, or NULL. */
 const char *cli_opt(int argc, char **argv, const char *name);
+/* Seconds on a monotonic clock, for timing intervals (steps, epochs, benchmarks). */
+double cli_seconds(void);
 int cli_flag(int argc, char **argv, const char *name);
 /* 1 if every argument is a known option; else prints what is wrong and returns 0. */
 int cli_check_options(int argc, char **argv, const char *const *known_with_value, const char *const *known_flags);

@@ -21,12 +21,6 @@
 #include <sys/resource.h>
 #include <time.h>
 
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 cJSON *cli_read_json(const char *path) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;
@@ -205,7 +199,7 @@ static int save_checkpoint(damo_gpt2_trainer *t, const char *out) {
 }
 
 static int run_training(damo_gpt2_trainer *t, const gpt_run *r, const char *out) {
-  double t0 = now_seconds(), window_start = t0;
+  double t0 = cli_seconds(), window_start = t0;
   int64_t window_tokens = 0;
   float val;
   if (damo_gpt2_trainer_steps_done(t) == 0 && r->eval_every > 0) {
@@ -218,7 +212,7 @@ static int run_training(damo_gpt2_trainer *t, const gpt_run *r, const char *out)
     window_tokens += rep.tokens;
     int last = rep.step == r->opt.steps;
     if (rep.step % r->log_every == 0 || last) {
-      double now = now_seconds();
+      double now = cli_seconds();
       printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tokens/s\n", (long long)rep.step,
              (long long)r->opt.steps, (double)rep.loss, (double)rep.lr, (double)rep.grad_norm,
              (double)window_tokens / (now - window_start));
@@ -226,7 +220,7 @@ static int run_training(damo_gpt2_trainer *t, const gpt_run *r, const char *out)
       window_tokens = 0;
       fflush(stdout);
     }
-    double pause_start = now_seconds(); /* tokens/s counts training time only */
+    double pause_start = cli_seconds(); /* tokens/s counts training time only */
     if ((r->eval_every > 0 && rep.step % r->eval_every == 0) || last) {
       if (damo_gpt2_trainer_eval(t, &val) != DAMO_OK) return cli_fail("train");
       printf("step %6lld | val loss %.4f\n", (long long)rep.step, (double)val);
@@ -236,9 +230,9 @@ static int run_training(damo_gpt2_trainer *t, const gpt_run *r, const char *out)
       int rc = save_checkpoint(t, out);
       if (rc) return rc;
     }
-    window_start += now_seconds() - pause_start;
+    window_start += cli_seconds() - pause_start;
   }
-  printf("done in %.1f s\n", now_seconds() - t0);
+  printf("done in %.1f s\n", cli_seconds() - t0);
   return 0;
 }
 
@@ -352,12 +346,12 @@ int cli_bench_gpt2(int argc, char **argv) {
   if (!(seconds = malloc((size_t)n_steps * sizeof *seconds))) goto done;
   damo_gpt2_step_report rep = {0};
   for (long s = 0; s < n_steps; s++) {
-    double t0 = now_seconds();
+    double t0 = cli_seconds();
     if (damo_gpt2_trainer_step(t, &rep) != DAMO_OK) {
       rc = cli_fail("bench gpt2");
       goto done;
     }
-    seconds[s] = now_seconds() - t0;
+    seconds[s] = cli_seconds() - t0;
   }
   if (!probe && damo_gpt2_trainer_eval(t, &val_loss) != DAMO_OK) {
     rc = cli_fail("bench gpt2");

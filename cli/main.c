@@ -14,6 +14,13 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+double cli_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 const char *cli_opt(int argc, char **argv, const char *name) {
   for (int i = 2; i < argc - 1; i++)
