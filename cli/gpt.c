@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 cJSON *cli_read_json(const char *path) {
   FILE *f = fopen(path, "rb");
