@@ -153,18 +153,25 @@ static void saved_inputs(const char *dir, const damo_bert *m, int *seq_len, int 
 }
 
 /* config.json, model.safetensors, vocab.txt and tokenizer_config.json (uncased, truncation
- * at seq_len, the length the weights were trained at, and head_tokens when head >= 0). */
+ * at seq_len, the length the weights were trained at, and head_tokens when head >= 0), as one
+ * directory save: out holds the previous model or this one, never a mix. */
 static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *out, int64_t seq_len, long head) {
-  char path[4096];
-  snprintf(path, sizeof path, "%s/vocab.txt", out);
-  if (damo_bert_save(m, out) != DAMO_OK || damo_wordpiece_save(wp, path) != DAMO_OK) return cli_fail("train: saving");
-  char text[256], head_line[64] = "";
+  damo_dir_save *tx;
+  if (damo_dir_save_begin(out, &tx) != DAMO_OK) return cli_fail("train: saving");
+  const char *folder = damo_dir_save_folder(tx);
+  char path[4096], text[256], head_line[64] = "";
+  snprintf(path, sizeof path, "%s/vocab.txt", folder);
+  damo_status st = damo_bert_save(m, folder);
+  if (st == DAMO_OK) st = damo_wordpiece_save(wp, path);
   if (head >= 0) snprintf(head_line, sizeof head_line, ",\n  \"head_tokens\": %ld", head);
   snprintf(text, sizeof text,
            "{\n  \"tokenizer_class\": \"BertTokenizer\",\n  \"do_lower_case\": true,\n  \"model_max_length\": %lld%s\n}\n",
            (long long)seq_len, head_line);
-  snprintf(path, sizeof path, "%s/tokenizer_config.json", out);
-  if (damo_write_file_atomic(path, text, strlen(text)) != DAMO_OK) return cli_fail("train: saving");
+  snprintf(path, sizeof path, "%s/tokenizer_config.json", folder);
+  if (st == DAMO_OK) st = damo_write_file_atomic(path, text, strlen(text));
+  if (st == DAMO_OK) st = damo_dir_save_commit(tx);
+  else damo_dir_save_abort(tx);
+  if (st != DAMO_OK) return cli_fail("train: saving");
   printf("saved %s (config.json, model.safetensors, vocab.txt, tokenizer_config.json)\n", out);
   return 0;
 }
@@ -514,8 +521,15 @@ int cli_train_bert(int argc, char **argv) {
   }
   damo_wordpiece *wp = NULL;
   if (damo_wordpiece_load(cli_opt(argc, argv, "--vocab"), &wp) != DAMO_OK) return cli_fail("train: the vocabulary");
+  /* Held for the whole run: a second run into out is refused, and an unwritable out fails now. */
+  damo_dir_lock *lock = NULL;
+  if (damo_dir_lock_acquire(out, &lock) != DAMO_OK) {
+    damo_wordpiece_free(wp);
+    return cli_fail("train: the output directory");
+  }
   int rc = cli_flag(argc, argv, "--pretrain") ? run_pretraining(argc, argv, config, out, wp)
                                                : run_finetuning(argc, argv, config, out, wp);
+  damo_dir_lock_release(lock);
   damo_wordpiece_free(wp);
   return rc;
 }

@@ -36,14 +36,6 @@ damo_status cli_load_data(const char *spec, const char *split, const char *label
   return damo_dataset_load(spec, split, x, y);
 }
 
-static int make_dir(const char *dir) {
-  if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-    fprintf(stderr, "damo: cannot create %s: %s\n", dir, strerror(errno));
-    return 0;
-  }
-  return 1;
-}
-
 /* Training curves from the history as a PNG; 1 when written. */
 static int write_history_png(const damo_history *h, const char *path, const char *title) {
   int n = damo_history_epochs(h);
@@ -64,6 +56,30 @@ static int write_history_png(const damo_history *h, const char *path, const char
   return st == DAMO_OK;
 }
 
+/* The trained model, its text preparation and its training curves as one directory save:
+ * out changes from the previous model to this one, whole. 1 when saved. */
+static int save_trained(damo_model *m, const damo_history *h, const damo_text_dataset *text, int max_len,
+                        const char *out, const char *config) {
+  damo_dir_save *tx;
+  if (damo_dir_save_begin(out, &tx) != DAMO_OK) return !cli_fail("train: saving");
+  const char *folder = damo_dir_save_folder(tx);
+  if (damo_model_save(m, folder) != DAMO_OK) {
+    damo_dir_save_abort(tx);
+    return !cli_fail("train: saving");
+  }
+  if (text && !cli_text_save(folder, text, max_len)) {
+    damo_dir_save_abort(tx);
+    return 0;
+  }
+  char png[4096];
+  snprintf(png, sizeof png, "%s/history.png", folder);
+  int curves = write_history_png(h, png, strrchr(config, '/') ? strrchr(config, '/') + 1 : config);
+  if (damo_dir_save_commit(tx) != DAMO_OK) return !cli_fail("train: saving");
+  printf("saved model to %s/ (config.json, model.safetensors, history.csv%s%s)\n", out, text ? ", vocab.txt, text.json" : "",
+         curves ? ", history.png" : "");
+  return 1;
+}
+
 int cli_train(int argc, char **argv) {
   if (cli_is_gpt2_config(cli_opt(argc, argv, "--config"))) return cli_train_gpt2(argc, argv);
   if (cli_is_bert_config(cli_opt(argc, argv, "--config"))) return cli_train_bert(argc, argv);
@@ -82,6 +98,7 @@ int cli_train(int argc, char **argv) {
   printf("%s\n", damo_info_string());
 
   damo_model *m;
+  damo_dir_lock *lock = NULL;
   if (damo_model_from_config_file(config, &m) != DAMO_OK) return cli_fail("train");
   damo_compile_options copt;
   if (damo_model_config_compile_options(m, &copt) != DAMO_OK)
@@ -129,7 +146,12 @@ int cli_train(int argc, char **argv) {
     goto done;
   }
   rc = 1;
-  if (!make_dir(out)) goto done;
+  /* Held until the end: a second run into the same directory is refused, and a directory
+   * that cannot be written fails now rather than after training. */
+  if (damo_dir_lock_acquire(out, &lock) != DAMO_OK) {
+    rc = cli_fail("train: the output directory");
+    goto done;
+  }
   char history[4096];
   snprintf(history, sizeof history, "%s/history.csv", out);
   fo.history_csv = cli_opt(argc, argv, "--history") ? cli_opt(argc, argv, "--history") : history;
@@ -165,9 +187,7 @@ int cli_train(int argc, char **argv) {
   damo_history *h = NULL;
   if (damo_model_fit(m, x, y, &fo, &h) != DAMO_OK) {
     rc = cli_fail("train");
-  } else if (damo_model_save(m, out) != DAMO_OK) {
-    rc = cli_fail("train: saving");
-  } else if (text && !cli_text_save(out, text, (int)x->shape[1])) {
+  } else if (!save_trained(m, h, text, (int)x->shape[1], out, config)) {
     rc = 1;
   } else {
     rc = 0;
@@ -179,10 +199,6 @@ int cli_train(int argc, char **argv) {
       else printf("test_loss: %.4f - test_accuracy: %.4f (%lld test examples)\n", loss, acc, (long long)xt->shape[0]);
       if (rc == 0 && text) rc = cli_classification_report(m, xt, yt, NULL);
     }
-    char png[4096];
-    snprintf(png, sizeof png, "%s/history.png", out);
-    if (write_history_png(h, png, strrchr(config, '/') ? strrchr(config, '/') + 1 : config)) printf("saved model to %s/ (config.json, model.safetensors, history.csv, history.png)\n", out);
-    else printf("saved model to %s/ (config.json, model.safetensors, history.csv)\n", out);
   }
   damo_history_free(h);
   damo_tensor_free(x);
@@ -191,6 +207,7 @@ int cli_train(int argc, char **argv) {
   damo_tensor_free(yt);
   damo_text_dataset_free(text);
 done:
+  damo_dir_lock_release(lock);
   damo_model_free(m);
   return rc;
 }

@@ -257,7 +257,14 @@ int cli_train_gpt2(int argc, char **argv) {
   damo_token_data *data = NULL;
   damo_gpt2 *m = NULL;
   damo_gpt2_trainer *t = NULL;
+  damo_dir_lock *lock = NULL;
   int rc = 1;
+  /* Held for the whole run: a second run into out is refused, and an unwritable out fails
+   * before training rather than at the first checkpoint. */
+  if (damo_dir_lock_acquire(out, &lock) != DAMO_OK) {
+    rc = cli_fail("train: the output directory");
+    goto done;
+  }
   if (damo_bpe_load(cli_opt(argc, argv, "--vocab"), &bpe) != DAMO_OK) {
     rc = cli_fail("train: loading the GPT-2 tokenizer");
     goto done;
@@ -285,6 +292,7 @@ int cli_train_gpt2(int argc, char **argv) {
   }
   rc = run_training(t, &r, out);
 done:
+  damo_dir_lock_release(lock);
   damo_gpt2_trainer_free(t);
   damo_gpt2_free(m);
   damo_token_data_free(data);

@@ -153,8 +153,36 @@ damo_status damo_safetensors_load(const char *path, damo_tensor_dict **out);
 damo_status damo_safetensors_save(const char *path, const damo_tensor_dict *d, const char *const *meta_kv,
                                   int n_meta);
 
-/* Writes bytes to path atomically: path.tmp.PID, fsync, rename, fsync of the directory. */
+/* Writes bytes to path atomically: path.tmp.PID, fsync, rename, fsync of the directory. A
+ * symlink is followed (its target is replaced, the link kept); an existing character device
+ * or FIFO (/dev/null, a named pipe) is written in place; a directory, block device or socket
+ * is refused. A replaced file keeps its permissions. */
 damo_status damo_write_file_atomic(const char *path, const void *data, size_t n);
+
+/* A directory that changes from one complete state to the next (model directories,
+ * checkpoints). begin makes a staging folder beside dir (".NAME.saving.PID.HOST") holding
+ * hard links to everything dir holds; write the new files into damo_dir_save_folder(s)
+ * (each written file replaces its link; the old files are never modified); commit swaps the
+ * two folders with one rename (renameat2 RENAME_EXCHANGE) and removes the old tree; abort
+ * removes the staging folder. A crash or I/O error at any step leaves dir either as it was
+ * or as the new state; staging folders of dead processes are removed by the next save.
+ * begin on a folder that is itself an open staging folder joins that save (its commit and
+ * abort do nothing), so damo_model_save(m, damo_dir_save_folder(s)) composes. dir is
+ * created if missing; symlinks to it are resolved. A dir locked by another process is
+ * refused (DAMO_ERR_STATE, naming its pid). */
+typedef struct damo_dir_save damo_dir_save;
+damo_status damo_dir_save_begin(const char *dir, damo_dir_save **out);
+const char *damo_dir_save_folder(const damo_dir_save *s);
+damo_status damo_dir_save_commit(damo_dir_save *s);
+void damo_dir_save_abort(damo_dir_save *s);
+
+/* Locks a directory for this process (creating it if missing): flock on DIR/.damo.lock,
+ * which holds the pid; released by release or by the process's death. Held by another
+ * process: DAMO_ERR_STATE with a message naming that pid. Also checks that the directory and
+ * its parent are writable (a save needs both), so a run fails before it trains, not after. */
+typedef struct damo_dir_lock damo_dir_lock;
+damo_status damo_dir_lock_acquire(const char *dir, damo_dir_lock **out);
+void damo_dir_lock_release(damo_dir_lock *l);
 
 /* ------------------------------------------------------------------ data sets */
 
@@ -619,7 +647,9 @@ int damo_model_input_shape(const damo_model *m, int64_t *shape);
 damo_status damo_model_set_class_names(damo_model *m, int n, const char *const *names);
 int damo_model_class_names(const damo_model *m, const char *const **names);
 
-/* Model directory: config.json (architecture + training config) and model.safetensors. */
+/* Model directory: config.json (architecture + training config) and model.safetensors,
+ * saved as one directory save (damo_dir_save_begin; other files in dir are kept). Save and
+ * load refuse weights that hold NaN or Inf (DAMO_ERR_NUMERIC naming the tensor). */
 damo_status damo_model_save(damo_model *m, const char *dir);
 damo_status damo_model_load(const char *dir, damo_model **out);
 /* A model (not built) from a config JSON text or file; see docs/model-config.md. */
@@ -926,7 +956,9 @@ float *damo_gpt2_grad_block(const damo_gpt2 *m, int64_t *n_floats);
  * missing, unexpected or mis-shaped tensor is an error naming the file and the tensor. */
 damo_status damo_gpt2_load(const char *dir, damo_gpt2 **out);
 /* Writes dir/config.json (GPT2LMHeadModel, gelu_new) and dir/model.safetensors (names
- * without prefix, metadata format "pt"), each atomically; creates dir if needed. */
+ * without prefix, metadata format "pt") as one directory save (damo_dir_save_begin: the
+ * old directory or the new one, never a mix); creates dir if needed; non-finite weights are
+ * refused. */
 damo_status damo_gpt2_save(const damo_gpt2 *m, const char *dir);
 
 /* A compiled graph for (batch, seq_len) ids, seq_len <= n_positions. training = 1 adds the
@@ -1048,9 +1080,9 @@ damo_status damo_gpt2_trainer_step(damo_gpt2_trainer *t, damo_gpt2_step_report *
 damo_status damo_gpt2_trainer_eval(damo_gpt2_trainer *t, float *val_loss);
 int64_t damo_gpt2_trainer_steps_done(const damo_gpt2_trainer *t);
 /* A checkpoint in dir: config.json + model.safetensors (a HuggingFace GPT-2 directory) and
- * trainer_state.safetensors (parameters, AdamW moments, step, window rng, batch shape), each
- * file written atomically; the state file alone is what resume reads, so a crash between the
- * two writes cannot pair weights with the wrong step. */
+ * trainer_state.safetensors (parameters, AdamW moments, step, window rng, batch shape), all
+ * three in one directory save (damo_dir_save_begin), so a crash at any point leaves the
+ * previous checkpoint or this one. The state file alone is what resume reads. */
 damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir);
 /* Restores a checkpoint written with the same architecture, batch, T and accum: the run
  * then continues exactly as the uninterrupted one (bit for bit on the same thread count).
@@ -1111,7 +1143,7 @@ const char *damo_bert_label_name(const damo_bert *m, int i);
  * equal the word embeddings (tied); embeddings.position_ids buffers are ignored. */
 damo_status damo_bert_load(const char *dir, int num_labels, uint64_t seed, damo_bert **out);
 /* config.json (BertForSequenceClassification) and model.safetensors with "bert."-prefixed
- * encoder names and the heads (which transformers loads as-is), each atomically. */
+ * encoder names and the heads (which transformers loads as-is), as one directory save. */
 damo_status damo_bert_save(const damo_bert *m, const char *dir);
 
 /* A classifier graph for (batch, seq_len) inputs: input_ids and token_type_ids i32,

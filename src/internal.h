@@ -66,6 +66,15 @@ static inline int damo_mul_overflow(size_t a, size_t b, size_t *out) {
 /* Whole-file read (binary); *data is malloc'd and NUL-terminated (size excludes the NUL). */
 damo_status damo_read_file(const char *path, char **data, size_t *size);
 
+/* Fault injection for the save tests (io/atomic.c): the k-th file-system step of saves
+ * from now on (open, write, fsync, link, rename, ... counted from 1) fails with EIO or kills
+ * the process; k = 0 disarms. The environment variable DAMO_IO_FAULT=fail:K or kill:K arms
+ * it for a whole process (read at the first step). damo_io_fault_steps: steps counted since
+ * arming, so a test learns how many steps a save has. */
+typedef enum damo_io_fault_mode { DAMO_IO_FAULT_FAIL = 1, DAMO_IO_FAULT_KILL = 2 } damo_io_fault_mode;
+void damo_io_fault_arm(long k, damo_io_fault_mode mode);
+long damo_io_fault_steps(void);
+
 /* CPU feature level the kernels dispatch on (set once, overridable by DAMO_SIMD). */
 typedef enum damo_simd_level { DAMO_SIMD_SCALAR = 0, DAMO_SIMD_AVX2 = 1, DAMO_SIMD_AVX512 = 2 } damo_simd_level;
 damo_simd_level damo_simd_level_get(void);

@@ -1,34 +1,45 @@
 /* model_io.c - a model directory: config.json (architecture and training settings) and
- * model.safetensors (weights named "<layer>.<param>", e.g. "dense_1.kernel"). Both files
- * are written atomically, so an interrupted save leaves the previous model intact.
- * Loading is strict: every weight must be present with the shape the config implies. */
+ * model.safetensors (weights named "<layer>.<param>", e.g. "dense_1.kernel"). A save moves
+ * the directory from one complete state to the next (damo_dir_save: both files are written
+ * into a staging folder that replaces the directory with one rename), so an interrupted save
+ * leaves the previous model intact. Weights that are not finite are refused on save and on
+ * load: such a model would only ever predict NaN. Loading is strict: every weight must be
+ * present with the shape the config implies. */
 #include "train/model.h"
 
-#include <errno.h>
+#include <math.h>
 #include <stdio.h>
-#include <sys/stat.h>
 
 static void join(char *buf, size_t cap, const char *dir, const char *file) { snprintf(buf, cap, "%s/%s", dir, file); }
 
-damo_status damo_model_save(damo_model *m, const char *dir) {
-  if (!m || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "model_save: NULL argument");
-  damo_status st = damo_model_build(m, m->seed);
-  if (st != DAMO_OK) return st;
-  if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-    return damo_error(DAMO_ERR_IO, "%s: cannot create the model directory: %s", dir, strerror(errno));
-  char path[4096];
+/* DAMO_ERR_NUMERIC naming the tensor and the first non-finite element, if there is one. */
+static damo_status check_finite(const damo_tensor *t, const char *what, const char *name) {
+  const float *v = damo_tensor_f32(t);
+  const int64_t n = damo_tensor_numel(t);
+  for (int64_t j = 0; j < n; j++)
+    if (!isfinite(v[j]))
+      return damo_error(DAMO_ERR_NUMERIC, "%s: tensor '%s' holds %s at flat index %lld; a model with non-finite "
+                        "weights only predicts NaN", what, name, isnan(v[j]) ? "NaN" : "Inf", (long long)j);
+  return DAMO_OK;
+}
+
+static damo_status write_model_files(damo_model *m, const char *folder, const char *dir) {
   damo_tensor_dict *d = damo_tensor_dict_new();
   if (!d) return DAMO_ERR_NOMEM;
+  damo_status st = DAMO_OK;
   for (int i = 0; i < m->n_layers && st == DAMO_OK; i++)
     for (int p = 0; p < m->layers[i]->n_params && st == DAMO_OK; p++) {
       const damo_param_slot *s = &m->layers[i]->params[p];
       char name[2 * DAMO_NAME_MAX + 2];
       snprintf(name, sizeof name, "%s.%s", m->layers[i]->name, s->name);
-      damo_tensor *copy = damo_tensor_clone(s->value);
-      st = copy ? damo_tensor_dict_add(d, name, copy) : DAMO_ERR_NOMEM;
+      st = check_finite(s->value, dir, name);
+      /* A header over the model's memory: the writer only reads it. */
+      damo_tensor *view = st == DAMO_OK ? damo_tensor_wrap(DAMO_F32, s->value->ndim, s->value->shape, s->value->data) : NULL;
+      if (st == DAMO_OK) st = view ? damo_tensor_dict_add(d, name, view) : DAMO_ERR_NOMEM;
     }
+  char path[4096];
   const char *meta[] = {"format", "damo", "damo_version", DAMO_VERSION};
-  join(path, sizeof path, dir, "model.safetensors");
+  join(path, sizeof path, folder, "model.safetensors");
   if (st == DAMO_OK) st = damo_safetensors_save(path, d, meta, 2);
   damo_tensor_dict_free(d);
   if (st != DAMO_OK) return st;
@@ -37,12 +48,24 @@ damo_status damo_model_save(damo_model *m, const char *dir) {
   char *text = root ? cJSON_Print(root) : NULL;
   cJSON_Delete(root);
   if (!text) return damo_error(DAMO_ERR_NOMEM, "model_save: out of memory writing config.json");
-  join(path, sizeof path, dir, "config.json");
-  size_t len = strlen(text);
-  text[len] = '\0';
-  st = damo_write_file_atomic(path, text, len);
+  join(path, sizeof path, folder, "config.json");
+  st = damo_write_file_atomic(path, text, strlen(text));
   cJSON_free(text);
   return st;
+}
+
+damo_status damo_model_save(damo_model *m, const char *dir) {
+  if (!m || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "model_save: NULL argument");
+  damo_status st = damo_model_build(m, m->seed);
+  if (st != DAMO_OK) return st;
+  damo_dir_save *tx;
+  if ((st = damo_dir_save_begin(dir, &tx)) != DAMO_OK) return st;
+  st = write_model_files(m, damo_dir_save_folder(tx), dir);
+  if (st != DAMO_OK) {
+    damo_dir_save_abort(tx);
+    return st;
+  }
+  return damo_dir_save_commit(tx);
 }
 
 damo_status damo_model_load(const char *dir, damo_model **out) {
@@ -80,6 +103,7 @@ damo_status damo_model_load(const char *dir, damo_model **out) {
                         m->layers[i]->name, damo_shape_string(s->ndim, s->shape, b, sizeof b));
         break;
       }
+      if ((st = check_finite(t, path, name)) != DAMO_OK) break;
       memcpy(s->value->data, t->data, damo_tensor_nbytes(t));
       used++;
     }

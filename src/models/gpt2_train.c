@@ -269,10 +269,17 @@ static damo_tensor *i32_tensor(int64_t count, const int32_t *values) {
 
 damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir) {
   if (!t || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_save: NULL argument");
-  damo_status st = damo_gpt2_save(t->model, dir);
-  if (st != DAMO_OK) return damo_error_prefix(st, "checkpoint at step %lld: ", (long long)t->steps_done);
-  damo_tensor_dict *d = damo_tensor_dict_new();
-  if (!d) return damo_error(DAMO_ERR_NOMEM, "checkpoint at step %lld: out of memory", (long long)t->steps_done);
+  /* One directory save for the model files and the state (damo_dir_save): the checkpoint
+   * directory switches from the previous step to this one in one rename. */
+  damo_dir_save *tx;
+  damo_status st = damo_dir_save_begin(dir, &tx);
+  if (st == DAMO_OK) st = damo_gpt2_save(t->model, damo_dir_save_folder(tx));
+  damo_tensor_dict *d = st == DAMO_OK ? damo_tensor_dict_new() : NULL;
+  if (st == DAMO_OK && !d) st = damo_error(DAMO_ERR_NOMEM, "out of memory");
+  if (st != DAMO_OK) {
+    damo_dir_save_abort(tx);
+    return damo_error_prefix(st, "checkpoint at step %lld: ", (long long)t->steps_done);
+  }
   /* Views of the parameters and moments, not copies: the file is written before the dict
    * is freed, and copies would double the trainer's memory at every checkpoint. */
   int64_t n = t->model->p.n_params_padded;
@@ -287,10 +294,12 @@ damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir) 
   if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_SHAPE, i32_tensor(3, shape));
   if (st == DAMO_OK) st = damo_optimizer_state_views(t->optimizer, d);
   char path[4200];
-  snprintf(path, sizeof path, "%s/%s", dir, STATE_FILE);
+  snprintf(path, sizeof path, "%s/%s", damo_dir_save_folder(tx), STATE_FILE);
   static const char *const meta[] = {"format", "damo-gpt2-trainer"};
   if (st == DAMO_OK) st = damo_safetensors_save(path, d, meta, 1);
   damo_tensor_dict_free(d);
+  if (st == DAMO_OK) st = damo_dir_save_commit(tx);
+  else damo_dir_save_abort(tx);
   if (st != DAMO_OK) return damo_error_prefix(st, "checkpoint at step %lld: ", (long long)t->steps_done);
   return DAMO_OK;
 }

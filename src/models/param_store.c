@@ -93,27 +93,33 @@ damo_status param_store_save_dir(const param_store *s, const char *dir,
   char *text = config_json ? cJSON_Print(config_json) : NULL;
   cJSON_Delete(config_json);
   if (!text) return damo_error(DAMO_ERR_NOMEM, "%s: out of memory writing config.json", dir);
-  if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-    cJSON_free(text);
-    return damo_error(DAMO_ERR_IO, "%s: cannot create the model directory: %s", dir, strerror(errno));
-  }
   char path[4096], name[192];
   damo_tensor_dict *d = damo_tensor_dict_new();
   damo_status st = d ? DAMO_OK : DAMO_ERR_NOMEM;
   for (int i = 0; i < s->n_tensors && st == DAMO_OK; i++) {
-    /* A header over the model's memory: the writer only reads it. */
     const damo_tensor *v = s->values[i];
-    damo_tensor *view = damo_tensor_wrap(DAMO_F32, v->ndim, v->shape, v->data);
     file_name(s, i, name, sizeof name);
-    st = view ? damo_tensor_dict_add(d, name, view) : DAMO_ERR_NOMEM;
+    const float *x = damo_tensor_f32(v);
+    for (int64_t j = 0, n = damo_tensor_numel(v); j < n && st == DAMO_OK; j++)
+      if (!isfinite(x[j]))
+        st = damo_error(DAMO_ERR_NUMERIC, "%s: tensor '%s' holds %s at flat index %lld; a model with non-finite "
+                        "weights is not saved", dir, name, isnan(x[j]) ? "NaN" : "Inf", (long long)j);
+    /* A header over the model's memory: the writer only reads it. */
+    damo_tensor *view = st == DAMO_OK ? damo_tensor_wrap(DAMO_F32, v->ndim, v->shape, v->data) : NULL;
+    if (st == DAMO_OK) st = view ? damo_tensor_dict_add(d, name, view) : DAMO_ERR_NOMEM;
   }
+  /* Both files go into one staging folder that replaces dir with one rename (damo_dir_save). */
+  damo_dir_save *tx = NULL;
+  if (st == DAMO_OK) st = damo_dir_save_begin(dir, &tx);
   const char *meta[] = {"format", "pt"};
-  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  snprintf(path, sizeof path, "%s/model.safetensors", tx ? damo_dir_save_folder(tx) : dir);
   if (st == DAMO_OK) st = damo_safetensors_save(path, d, meta, 1);
   damo_tensor_dict_free(d);
-  snprintf(path, sizeof path, "%s/config.json", dir);
+  snprintf(path, sizeof path, "%s/config.json", tx ? damo_dir_save_folder(tx) : dir);
   if (st == DAMO_OK) st = damo_write_file_atomic(path, text, strlen(text));
   cJSON_free(text);
+  if (st == DAMO_OK) return damo_dir_save_commit(tx);
+  damo_dir_save_abort(tx);
   return st;
 }
 

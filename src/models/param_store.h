@@ -33,7 +33,8 @@ int param_store_index(const param_store *s, const char *name);
 damo_status param_store_take(const param_store *s, int i, const damo_tensor *t, const char *path, const char *stored,
                              const char *config);
 /* Writes dir/model.safetensors (tensor i under file_name(i), metadata format "pt") and
- * dir/config.json (config_json, consumed), each atomically; creates dir if needed. */
+ * dir/config.json (config_json, consumed) as one directory save (damo_dir_save: the old
+ * directory or the new one, never a mix); creates dir if needed; refuses non-finite weights. */
 damo_status param_store_save_dir(const param_store *s, const char *dir, void (*file_name)(const param_store *s, int i,
                                                                                           char *name, size_t cap),
                                  cJSON *config_json);
