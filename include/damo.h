@@ -611,6 +611,21 @@ typedef struct damo_fit_options {
   const struct damo_augment_options *augment;
 } damo_fit_options;
 
+/* Divergence without a NaN: the lowest loss of the first 5 steps is the reference; 20 of the
+ * last 50 steps with a loss over max(100 x reference, reference + 100) is divergence. fit and
+ * the GPT-2/BERT trainers stop such a run with DAMO_ERR_NUMERIC, as they do on a NaN loss. */
+typedef struct damo_divergence {
+  double reference; /* lowest loss of the first 5 steps */
+  int64_t seen;     /* steps seen */
+  uint64_t recent;  /* bit i: step (now - i) was above the threshold (50 steps) */
+  int over;         /* steps above the threshold among the last 50 */
+} damo_divergence;
+void damo_divergence_init(damo_divergence *d);
+/* 1 when the run has diverged with this step's (finite) loss. */
+int damo_divergence_update(damo_divergence *d, float loss);
+/* The loss above which a step counts (INFINITY while the reference is being measured). */
+double damo_divergence_threshold(const damo_divergence *d);
+
 /* Trains on x (N, input_shape...) and y (N) labels or (N, outputs) targets. */
 damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tensor *y, const damo_fit_options *opt,
                            damo_history **history);

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define LOCK_NAME ".damo.lock"
@@ -40,10 +41,13 @@
 
 struct damo_dir_lock {
   int fd;
+  int created; /* the lock made the directory: release removes it if nothing was saved */
+  long pid;  /* the holder: a forked child inherits the registry, not the lock */
   char *dir; /* resolved */
 };
 
 struct damo_dir_save {
+  char *name;    /* as the caller named it, for messages */
   char *dir;     /* the directory being saved, symlinks resolved */
   char *staging; /* where the new state is assembled */
   int joined;    /* begun on an open staging folder: commit and abort leave it to the outer save */
@@ -85,7 +89,8 @@ int io_is_staging_dir(const char *dir) {
 static int lock_held_here(const char *resolved) {
   pthread_mutex_lock(&reg_mu);
   int found = 0;
-  for (int i = 0; i < REG_MAX && !found; i++) found = lock_reg[i] && !strcmp(lock_reg[i]->dir, resolved);
+  for (int i = 0; i < REG_MAX && !found; i++)
+    found = lock_reg[i] && lock_reg[i]->pid == (long)getpid() && !strcmp(lock_reg[i]->dir, resolved);
   pthread_mutex_unlock(&reg_mu);
   return found;
 }
@@ -261,9 +266,14 @@ static damo_status lock_dir(const char *resolved, damo_dir_lock **out) {
       break;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      char text[32] = {0};
-      ssize_t n = pread(fd, text, sizeof text - 1, 0);
-      long pid = n > 0 ? strtol(text, NULL, 10) : 0;
+      /* The holder writes its pid just after locking: give it a moment to. */
+      long pid = 0;
+      for (int wait = 0; wait < 50 && pid <= 0; wait++) {
+        char text[32] = {0};
+        ssize_t n = pread(fd, text, sizeof text - 1, 0);
+        pid = n > 0 ? strtol(text, NULL, 10) : 0;
+        if (pid <= 0) nanosleep(&(struct timespec){0, 2000000}, NULL);
+      }
       close(fd);
       fd = -1;
       if (pid > 0)
@@ -300,6 +310,7 @@ static damo_status lock_dir(const char *resolved, damo_dir_lock **out) {
     return damo_error(DAMO_ERR_NOMEM, "%s: cannot record the lock (out of memory or too many locks)", resolved);
   }
   l->fd = fd;
+  l->pid = (long)getpid();
   *out = l;
   return DAMO_OK;
 }
@@ -308,9 +319,13 @@ damo_status damo_dir_lock_acquire(const char *dir, damo_dir_lock **out) {
   if (!dir || !*dir || !out) return damo_error(DAMO_ERR_INVALID_ARG, "dir_lock_acquire: NULL argument");
   *out = NULL;
   char *resolved = NULL;
+  struct stat before;
+  int existed = stat(dir, &before) == 0;
   damo_status st = make_dir(dir);
   if (st == DAMO_OK) st = resolve_dir(dir, &resolved);
   if (st == DAMO_OK) st = lock_dir(resolved, out);
+  if (st == DAMO_OK) (*out)->created = !existed;
+  else if (!existed) rmdir(dir);
   /* A save assembles the new state next to the directory: check now that it can, rather
    * than after hours of training. */
   char *probe = st == DAMO_OK ? sibling_name(resolved, "saving", (long)getpid()) : NULL;
@@ -337,6 +352,7 @@ void damo_dir_lock_release(damo_dir_lock *l) {
   char *path = join(l->dir, LOCK_NAME);
   if (path) unlink(path);
   free(path);
+  if (l->created) rmdir(l->dir); /* only if empty: a run that failed before saving leaves nothing */
   close(l->fd);
   free(l->dir);
   free(l);
@@ -358,7 +374,8 @@ damo_status damo_dir_save_begin(const char *dir, damo_dir_save **out) {
     *out = s;
     return DAMO_OK;
   }
-  damo_status st = make_dir(dir);
+  s->name = damo_strdup(dir);
+  damo_status st = s->name ? make_dir(dir) : DAMO_ERR_NOMEM;
   if (st == DAMO_OK) st = resolve_dir(dir, &s->dir);
   if (st == DAMO_OK && !lock_held_here(s->dir)) st = lock_dir(s->dir, &s->own_lock);
   if (st == DAMO_OK) {
@@ -378,7 +395,8 @@ damo_status damo_dir_save_begin(const char *dir, damo_dir_save **out) {
   }
   if (st == DAMO_OK && !reg_add((const void **)staging_reg, s->staging))
     st = damo_error(DAMO_ERR_STATE, "%s: too many directory saves open at once", dir);
-  if (st == DAMO_OK) st = link_tree(s->dir, s->staging, 0);
+  if (st == DAMO_OK && (st = link_tree(s->dir, s->staging, 0)) != DAMO_OK)
+    damo_error_prefix(st, "saving %s: preparing the new state: ", dir);
   if (st != DAMO_OK) {
     damo_dir_save_abort(s);
     return st;
@@ -391,6 +409,7 @@ const char *damo_dir_save_folder(const damo_dir_save *s) { return s ? s->staging
 
 static void save_free(damo_dir_save *s) {
   damo_dir_lock_release(s->own_lock);
+  free(s->name);
   free(s->dir);
   free(s->staging);
   free(s);
@@ -412,7 +431,7 @@ damo_status damo_dir_save_commit(damo_dir_save *s) {
     return DAMO_OK;
   }
   if (io_sync_dir(s->staging) != 0) {
-    damo_status st = damo_error(DAMO_ERR_IO, "%s: cannot sync the new state in %s: %s", s->dir, s->staging,
+    damo_status st = damo_error(DAMO_ERR_IO, "%s: cannot sync the new state in %s: %s", s->name, s->staging,
                                 strerror(errno));
     damo_dir_save_abort(s);
     return st;
@@ -434,7 +453,7 @@ damo_status damo_dir_save_commit(damo_dir_save *s) {
     old_tree = fallback_old;
   }
   if (rc != 0) {
-    damo_status st = damo_error(DAMO_ERR_IO, "%s: cannot switch to the new state in %s: %s", s->dir, s->staging,
+    damo_status st = damo_error(DAMO_ERR_IO, "%s: cannot switch to the new state in %s: %s", s->name, s->staging,
                                 strerror(errno));
     free(fallback_old);
     damo_dir_save_abort(s);
@@ -444,7 +463,7 @@ damo_status damo_dir_save_commit(damo_dir_save *s) {
   damo_status st = DAMO_OK;
   char *parent = io_parent_dir(s->dir);
   if (parent && io_sync_dir(parent) != 0)
-    st = damo_error(DAMO_ERR_IO, "%s: the new state is in place but the parent folder could not be synced: %s", s->dir,
+    st = damo_error(DAMO_ERR_IO, "%s: the new state is in place but the parent folder could not be synced: %s", s->name,
                     strerror(errno));
   free(parent);
   remove_tree(old_tree, 0);

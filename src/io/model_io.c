@@ -63,7 +63,7 @@ damo_status damo_model_save(damo_model *m, const char *dir) {
   st = write_model_files(m, damo_dir_save_folder(tx), dir);
   if (st != DAMO_OK) {
     damo_dir_save_abort(tx);
-    return st;
+    return damo_error_prefix(st, "saving %s: ", dir);
   }
   return damo_dir_save_commit(tx);
 }

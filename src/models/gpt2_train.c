@@ -48,6 +48,7 @@ struct damo_gpt2_trainer {
   float *grad_sum;           /* accumulation buffer (accum > 1 only) */
   int64_t *eval_starts, n_eval;
   int64_t steps_done;
+  damo_divergence diverge;
 };
 
 damo_gpt2_train_options damo_gpt2_train_defaults(void) {
@@ -226,6 +227,11 @@ damo_status damo_gpt2_trainer_step(damo_gpt2_trainer *t, damo_gpt2_step_report *
     const float scale = 1.0f / (float)K;
     for (int64_t i = 0; i < n; i++) grads[i] = t->grad_sum[i] * scale;
   }
+  if (damo_divergence_update(&t->diverge, (float)(loss_sum / (double)K)))
+    return damo_error(DAMO_ERR_NUMERIC, "gpt2 training step %lld: training diverged: the loss (now %g) has been over "
+                      "%g, 100 times its starting value %g, on 20 of the last 50 steps (try a lower learning rate)",
+                      (long long)t->steps_done + 1, loss_sum / (double)K, damo_divergence_threshold(&t->diverge),
+                      t->diverge.reference);
   int64_t step = damo_optimizer_steps(t->optimizer);
   float lr = damo_schedule_lr(&t->optimizer_config.schedule, t->optimizer_config.lr, step, t->opt.steps);
   float norm = 0.0f;

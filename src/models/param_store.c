@@ -120,7 +120,7 @@ damo_status param_store_save_dir(const param_store *s, const char *dir,
   cJSON_free(text);
   if (st == DAMO_OK) return damo_dir_save_commit(tx);
   damo_dir_save_abort(tx);
-  return st;
+  return tx ? damo_error_prefix(st, "saving %s: ", dir) : st;
 }
 
 void param_store_json_float(cJSON *root, const char *key, float value) {

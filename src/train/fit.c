@@ -301,6 +301,8 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
   damo_progress_init(&pr, o.out, o.verbose);
   damo_rng rng;
   damo_rng_seed(&rng, o.seed);
+  damo_divergence diverge;
+  damo_divergence_init(&diverge);
   int64_t steps_per_epoch = (n_train + batch - 1) / batch;
   int64_t total_steps = (int64_t)o.epochs * steps_per_epoch;
 
@@ -325,6 +327,13 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
                         "fit: the loss became %s at epoch %d, step %lld; the first non-finite value is in '%s' "
                         "(try a lower learning rate or check the data)",
                         isnan(loss) ? "NaN" : "Inf", epoch + 1, (long long)s + 1, where);
+        break;
+      }
+      if (damo_divergence_update(&diverge, loss)) {
+        st = damo_error(DAMO_ERR_NUMERIC,
+                        "fit: training diverged at epoch %d, step %lld: the loss (now %g) has been over %g, 100 times "
+                        "its starting value %g, on 20 of the last 50 steps (try a lower learning rate or check the data)",
+                        epoch + 1, (long long)s + 1, (double)loss, damo_divergence_threshold(&diverge), diverge.reference);
         break;
       }
       int64_t c;
