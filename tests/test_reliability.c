@@ -121,16 +121,18 @@ static void test_symlinks_followed(void) {
 
 /* ------------------------------------------------------------------ Sequential fault matrix */
 
-static damo_model *tiny_mlp(uint64_t seed) {
+static damo_model *tiny_mlp_width(uint64_t seed, int width) {
   const int64_t in[] = {6};
   damo_model *m = damo_sequential_new(1, in);
-  damo_model_add(m, damo_dense(5, DAMO_ACT_RELU));
+  damo_model_add(m, damo_dense(width, DAMO_ACT_RELU));
   damo_model_add(m, damo_dense(3, DAMO_ACT_SOFTMAX));
   damo_model_build(m, seed);
   damo_compile_options c = {damo_adam(1e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
   damo_model_compile(m, &c);
   return m;
 }
+
+static damo_model *tiny_mlp(uint64_t seed) { return tiny_mlp_width(seed, 5); }
 
 /* 1 when dir loads and holds exactly model m's weights. */
 static int dir_holds(const char *dir, const damo_model *m) {
@@ -148,7 +150,9 @@ typedef struct outcome {
 static void test_sequential_save_faults(void) {
   char dir[512];
   snprintf(dir, sizeof dir, "%s/seq", tmpdir);
-  damo_model *a = tiny_mlp(1), *b = tiny_mlp(2);
+  /* Another architecture, as in the report: new weights beside the old config.json would
+   * not load at all ("dense_1.kernel is f32 (6, 7), layer expects (6, 5)"). */
+  damo_model *a = tiny_mlp(1), *b = tiny_mlp_width(2, 7);
   CHECK(damo_model_save(a, dir) == DAMO_OK);
   char notes[600];
   snprintf(notes, sizeof notes, "%s/notes.txt", dir);
@@ -599,6 +603,44 @@ static void test_concurrent_runs(void) {
   run("rm -rf '%s' %s/a.* %s/b.*", dir, tmpdir, tmpdir);
 }
 
+/* The command line killed at every step of its final save (DAMO_IO_FAULT=kill:K): model
+ * files, text files and history.png go in one switch, so the directory always loads as the
+ * previous run's model or the new one, and history.csv (appended during training) survives. */
+static void test_cli_killed_while_saving(void) {
+  char dir[512], cmd[2048];
+  snprintf(dir, sizeof dir, "%s/killed", tmpdir);
+  snprintf(cmd, sizeof cmd, "cd %s && %s train --config mlp.json --data x.npy,y.npy --epochs 1 --verbose 0 --out killed",
+           tmpdir, DAMO_CLI_PATH);
+  CHECK(run("%s --seed 1", cmd) == 0);
+  damo_model *first = NULL;
+  CHECK(damo_model_load(dir, &first) == DAMO_OK);
+  CHECK(run("cp -a '%s' '%s.keep'", dir, dir) == 0); /* the state every kill starts from */
+  int kills = 0, old = 0, new = 0, broken = 0, tried = 0;
+  for (int k = 1; k <= 60; k += quick() ? 4 : 1) {
+    run("rm -rf '%s' && cp -a '%s.keep' '%s'", dir, dir, dir);
+    int rc = run("export DAMO_IO_FAULT=kill:%d; %s --seed 2", k, cmd);
+    if (rc == 0) break; /* k is past the last step */
+    tried++;
+    kills += rc == 128 + SIGKILL; /* the shell reports its child's death so */
+    damo_model *m = NULL;
+    if (damo_model_load(dir, &m) != DAMO_OK) {
+      broken++;
+      fprintf(stderr, "  kill at step %d: %s\n", k, damo_last_error());
+    } else if (!memcmp(m->param_block, first->param_block, (size_t)first->n_params * sizeof(float))) {
+      old++;
+    } else {
+      new++;
+    }
+    damo_model_free(m);
+  }
+  CHECK_MSG(broken == 0 && kills == tried && old > 0 && new > 0, "%d kills: %d old, %d new, %d broken", tried, old, new,
+            broken);
+  printf("  damo train killed at %d save steps: %d left the old model, %d the new one, %d broken\n", tried, old, new,
+         broken);
+  damo_model_free(first);
+  run("rm -rf '%s' '%s.keep'", dir, dir);
+}
+
 static void test_unwritable_out_fails_before_training(void) {
   const char *file = tmp_path("plainfile");
   write_bytes(file, "x", 1);
@@ -637,6 +679,7 @@ int main(void) {
   RUN(test_fit_stops_diverging_run);
   RUN(test_lock_refuses_second_writer);
   RUN(test_concurrent_runs);
+  RUN(test_cli_killed_while_saving);
   RUN(test_unwritable_out_fails_before_training);
   run("rm -rf '%s'", tmpdir);
   return test_summary("reliability");

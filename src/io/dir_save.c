@@ -439,7 +439,11 @@ damo_status damo_dir_save_commit(damo_dir_save *s) {
   /* The switch: from here on the directory is the new state. */
   const char *old_tree = s->staging;
   char *fallback_old = NULL;
+#ifdef RENAME_EXCHANGE
   int rc = io_step() == 0 ? renameat2(AT_FDCWD, s->staging, AT_FDCWD, s->dir, RENAME_EXCHANGE) : -1;
+#else
+  int rc = (errno = ENOSYS, -1); /* not Linux: the two-rename path below */
+#endif
   if (rc != 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
     /* No exchange on this file system: move the old state aside, then the new one in. */
     fallback_old = sibling_name(s->dir, "old", (long)getpid());
