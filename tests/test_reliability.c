@@ -409,6 +409,16 @@ static void test_stale_files_removed(void) {
   CHECK_MSG(access(path, F_OK) != 0, "a dead process's temp file survived the save");
   CHECK(access(live, F_OK) == 0);
   CHECK_MSG(access(staging, F_OK) != 0, "a dead process's staging folder survived the save");
+  /* A single output file: a killed writer's temp file goes at the next write of that file. */
+  char out[700], temp[720];
+  snprintf(out, sizeof out, "%s/probs.npy", tmpdir);
+  snprintf(temp, sizeof temp, "%s.tmp.%ld", out, dead);
+  write_bytes(temp, "partial", 7);
+  damo_tensor *t = small_tensor(3);
+  CHECK(damo_npy_save(out, t) == DAMO_OK);
+  CHECK_MSG(access(temp, F_OK) != 0, "a dead writer's temp file survived the next write");
+  damo_tensor_free(t);
+  unlink(out);
   damo_model_free(a);
   run("rm -rf '%s'", dir);
 }

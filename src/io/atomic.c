@@ -9,10 +9,12 @@
  * file it points at is replaced, the link stays), and an existing character device or FIFO
  * (/dev/null, /dev/stdout, a named pipe) is written in place - renaming over it would
  * replace the device with a regular file. Directories, block devices and sockets are
- * refused. Inside the staging folder of a directory save (dir_save.c) entries are replaced,
+ * refused. Temp files of the same target left by a killed writer (dead pid) are removed.
+ * Inside the staging folder of a directory save (dir_save.c) entries are replaced,
  * never followed: a carried-over symlink must not lead the new state to write outside. */
 #include "io/fs_steps.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -169,6 +171,29 @@ static damo_status write_in_place(const char *path, const void *data, size_t n) 
 
 /* ------------------------------------------------------------------ the atomic write */
 
+/* Removes "<target>.tmp.<pid>" files that a killed writer of the same file left (their pid
+ * is dead): an interrupted save must not leave its temp file forever. */
+static void remove_stale_temps(const char *target) {
+  const char *slash = strrchr(target, '/');
+  const char *base = slash ? slash + 1 : target;
+  char *dir = io_parent_dir(target);
+  DIR *d = dir ? opendir(dir) : NULL;
+  size_t blen = strlen(base);
+  for (struct dirent *e = d ? readdir(d) : NULL; e; e = readdir(d)) {
+    if (strncmp(e->d_name, base, blen) != 0 || strncmp(e->d_name + blen, ".tmp.", 5) != 0) continue;
+    if (!io_stale_temp_name(e->d_name)) continue;
+    size_t n = strlen(dir) + strlen(e->d_name) + 2;
+    char *path = malloc(n);
+    if (path) {
+      snprintf(path, n, "%s/%s", dir, e->d_name);
+      unlink(path);
+    }
+    free(path);
+  }
+  if (d) closedir(d);
+  free(dir);
+}
+
 static damo_status replace_file(const char *path, const char *target, const void *data, size_t n, int keep_mode,
                                 mode_t mode) {
   size_t tlen = strlen(target) + 32;
@@ -237,6 +262,7 @@ damo_status damo_write_file_atomic(const char *path, const void *data, size_t n)
   }
   char *target = follow_links(path);
   if (!target) return DAMO_ERR_NOMEM;
+  remove_stale_temps(target);
   int existed = stat(target, &st) == 0 && S_ISREG(st.st_mode);
   damo_status s = replace_file(path, target, data, n, existed, existed ? (st.st_mode & 07777) : 0);
   free(target);
