@@ -119,6 +119,35 @@ static void test_symlinks_followed(void) {
   damo_tensor_free(b);
 }
 
+/* A save of `what` to dir, for the kill matrix. */
+typedef struct save_job {
+  int kind; /* 0 Sequential, 1 GPT-2 checkpoint, 2 BERT */
+  const void *what;
+  const char *dir;
+} save_job;
+
+static damo_status run_save(const save_job *j) {
+  switch (j->kind) {
+  case 0: return damo_model_save((damo_model *)j->what, j->dir);
+  case 1: return damo_gpt2_trainer_save(j->what, j->dir);
+  default: return damo_bert_save(j->what, j->dir);
+  }
+}
+
+/* Runs the save in a child process that is SIGKILLed at its k-th file-system step; 1 when
+ * the child died there. */
+static int killed_at_step(int k, const save_job *j) {
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    damo_io_fault_arm(k, DAMO_IO_FAULT_KILL);
+    _exit(run_save(j) == DAMO_OK ? 0 : 3);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+}
+
 /* ------------------------------------------------------------------ Sequential fault matrix */
 
 static damo_model *tiny_mlp_width(uint64_t seed, int width) {
@@ -191,15 +220,8 @@ static void test_sequential_save_faults(void) {
   int kills = 0, bad = 0;
   for (int k = 1; k <= o.steps; k++) {
     CHECK(damo_model_save(a, dir) == DAMO_OK);
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-      damo_io_fault_arm(k, DAMO_IO_FAULT_KILL);
-      _exit(damo_model_save(b, dir) == DAMO_OK ? 0 : 3);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    int killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    save_job job = {0, b, dir};
+    int killed = killed_at_step(k, &job);
     kills += killed;
     int old = dir_holds(dir, a), new = dir_holds(dir, b);
     if (!(old || new) || (!killed && !new)) bad++, fprintf(stderr, "  kill at step %d: old %d new %d\n", k, old, new);
@@ -295,15 +317,8 @@ static void test_gpt2_checkpoint_faults(void) {
   }
   for (int k = 1; k <= steps; k++) {
     CHECK(damo_gpt2_trainer_save(t1, dir) == DAMO_OK);
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-      damo_io_fault_arm(k, DAMO_IO_FAULT_KILL);
-      _exit(damo_gpt2_trainer_save(t2, dir) == DAMO_OK ? 0 : 3);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    kills += WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    save_job job = {1, t2, dir};
+    kills += killed_at_step(k, &job);
     int64_t s = checkpoint_step(dir, data);
     if (s != 1 && s != 2) bad++, fprintf(stderr, "  gpt2 kill at step %d: checkpoint step %lld\n", k, (long long)s);
   }
@@ -359,15 +374,8 @@ static void test_bert_save_faults(void) {
     damo_io_fault_arm(0, DAMO_IO_FAULT_FAIL);
     if (!(st != DAMO_OK ? bert_dir_holds(dir, a) || bert_dir_holds(dir, b) : bert_dir_holds(dir, b))) bad++;
     CHECK(damo_bert_save(a, dir) == DAMO_OK);
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-      damo_io_fault_arm(k, DAMO_IO_FAULT_KILL);
-      _exit(damo_bert_save(b, dir) == DAMO_OK ? 0 : 3);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    kills += WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    save_job job = {2, b, dir};
+    kills += killed_at_step(k, &job);
     if (!bert_dir_holds(dir, a) && !bert_dir_holds(dir, b)) bad++;
   }
   CHECK(damo_bert_save(a, dir) == DAMO_OK);
