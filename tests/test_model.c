@@ -5,6 +5,7 @@
 
 #include <damo.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -298,6 +299,39 @@ static void test_config_errors(void) {
   CHECK_MSG(strstr(damo_last_error(), "/nonexistent/damo/model/config.json") != NULL, "%s", damo_last_error());
 }
 
+/* A watchdog for code that used to hang: the test fails (exit 1) instead of spinning. */
+static void hang_alarm(int sig) {
+  (void)sig;
+  static const char msg[] = "  FAIL: still running after 10 s (an endless loop)\nmodel: 0 passed, 1 failed\n";
+  if (write(2, msg, sizeof msg - 1) < 0) _exit(1);
+  _exit(1);
+}
+
+/* Issue 18: a key "" made check_keys loop forever (strstr(p, "") and an advance of 0). Every
+ * object that lists its known keys must refuse it with a message naming the empty key. */
+static void test_config_empty_key(void) {
+  struct sigaction sa = {0};
+  sa.sa_handler = hang_alarm;
+  sigaction(SIGALRM, &sa, NULL);
+  alarm(10);
+  const char *cases[][2] = {
+      {"{\"input_shape\":[4],\"\":1,\"layers\":[{\"type\":\"dense\",\"units\":3}]}", ""},
+      {"{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3,\"\":0}]}", "layer 0"},
+      {"{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}],"
+       "\"optimizer\":{\"type\":\"sgd\",\"\":1}}",
+       "optimizer"},
+      {"{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}],\"fit\":{\"epochs\":2,\"\":1}}", "fit"},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+    damo_model *m = NULL;
+    CHECK(damo_model_from_config_json(cases[k][0], "cfg.json", &m) == DAMO_ERR_FORMAT && m == NULL);
+    const char *e = damo_last_error();
+    CHECK_MSG(strstr(e, "cfg.json") && strstr(e, "empty key") && strstr(e, cases[k][1]), "case %zu: %s", k, e);
+    damo_model_free(m);
+  }
+  alarm(0);
+}
+
 static void test_summary_table(void) {
   damo_model *m = mlp(1, 256);
   char *buf = NULL;
@@ -412,6 +446,7 @@ int main(void) {
   RUN(test_early_stopping_and_history_csv);
   RUN(test_binary_classifier);
   RUN(test_config_errors);
+  RUN(test_config_empty_key);
   RUN(test_summary_table);
   RUN(test_liveness_planning_reuses_memory);
   RUN(test_cnn_with_batch_norm_round_trip);

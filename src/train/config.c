@@ -144,19 +144,19 @@ static damo_status fail(const reader *r, damo_status code, const char *fmt, ...)
   return damo_error(code, "%s: %s%s%s", r->source, r->where, r->where[0] ? ": " : "", msg);
 }
 
-/* Every key of obj must be in the space-separated list `known`. */
+/* Every key of obj must be in the space-separated list `known`. The list is walked word by
+ * word (a substring search would match "" everywhere and never advance). */
 static damo_status check_keys(const reader *r, const cJSON *obj, const char *known) {
   for (const cJSON *it = obj->child; it; it = it->next) {
     size_t n = strlen(it->string);
-    const char *p = known;
     int found = 0;
-    while ((p = strstr(p, it->string)) != NULL) {
-      if ((p == known || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0')) {
-        found = 1;
-        break;
-      }
-      p += n;
+    for (const char *p = known; *p && !found;) {
+      size_t w = strcspn(p, " ");
+      found = w == n && n > 0 && memcmp(p, it->string, n) == 0;
+      p += w;
+      while (*p == ' ') p++;
     }
+    if (!found && n == 0) return fail(r, DAMO_ERR_FORMAT, "empty key \"\" (known keys: %s)", known);
     if (!found) return fail(r, DAMO_ERR_FORMAT, "unknown key '%s' (known keys: %s)", it->string, known);
   }
   return DAMO_OK;
