@@ -399,6 +399,29 @@ static void test_corrupt_vocabulary_files(void) {
   CHECK(damo_bpe_load(dir, NULL) == DAMO_ERR_INVALID_ARG);
 }
 
+/* Issue 18.7: looking a long spelling up compared n bytes of every stored token it probed
+ * past, even a shorter one, reading beyond the spelling pool (ASan: heap-buffer-overflow in
+ * bpe_spelling_id from load_encoder_tables). Here a 300-byte token lands on the slot of "a",
+ * the only token of a 256-byte pool; the load must fail on the missing byte tokens, cleanly. */
+static void test_probe_past_shorter_token(void) {
+  const char *dir = tmp_path("bad");
+  write_small_vocab(dir, NULL);
+  char long_tok[301];
+  memset(long_tok, 'b', 300);
+  long_tok[300] = '\0';
+  /* 2 tokens -> 16 slots */
+  for (int tries = 0; tries < 8000; tries++) {
+    long_tok[0] = (char)('c' + tries % 20), long_tok[1] = (char)('c' + tries / 20 % 20);
+    long_tok[2] = (char)('c' + tries / 400 % 20);
+    if ((bpe_hash_bytes(long_tok, 300) & 15) == (bpe_hash_bytes("a", 1) & 15)) break;
+  }
+  char json[400], path[600];
+  snprintf(json, sizeof json, "{\"a\": 0, \"%s\": 1}", long_tok);
+  snprintf(path, sizeof path, "%s/encoder.json", dir);
+  write_bytes(path, json, strlen(json));
+  expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json", "no token for byte 0x00");
+}
+
 static void remove_tree(const char *dir) {
   const char *subdirs[] = {"small", "gpt2", "bad", NULL};
   char path[700];
@@ -430,6 +453,7 @@ int main(void) {
   RUN(test_command_line);
   RUN(test_small_vocabulary);
   RUN(test_corrupt_vocabulary_files);
+  RUN(test_probe_past_shorter_token);
   damo_bpe_free(gpt2);
   remove_tree(tmpdir);
   return test_summary("test_bpe");

@@ -41,8 +41,12 @@ int32_t bpe_spelling_id(const damo_bpe *bpe, const char *s, size_t n) {
   for (size_t i = bpe_hash_bytes(s, n) & bpe->spelling_mask;; i = (i + 1) & bpe->spelling_mask) {
     int32_t id = bpe->spelling_slots[i];
     if (id < 0) return -1;
+    /* The stored token may be shorter than n: compare up to its NUL, never past it (a
+     * memcmp of n bytes read beyond the pool when a short token sat at its end). */
     const char *t = bpe->spelling_pool + bpe->spelling_off[id];
-    if (!memcmp(t, s, n) && t[n] == '\0') return id;
+    size_t k = 0;
+    while (k < n && t[k] && t[k] == s[k]) k++;
+    if (k == n && t[n] == '\0') return id;
   }
 }
 
