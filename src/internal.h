@@ -66,6 +66,11 @@ static inline int damo_mul_overflow(size_t a, size_t b, size_t *out) {
 /* Whole-file read (binary); *data is malloc'd and NUL-terminated (size excludes the NUL). */
 damo_status damo_read_file(const char *path, char **data, size_t *size);
 
+/* damo_json_parse (core/json.c) for a text found at byte `base` of a larger file (the
+ * safetensors header): offsets in messages are the file's. */
+damo_status damo_json_parse_at(const char *text, size_t len, size_t base, const char *source, unsigned flags,
+                               struct cJSON **out);
+
 /* CPU feature level the kernels dispatch on (set once, overridable by DAMO_SIMD). */
 typedef enum damo_simd_level { DAMO_SIMD_SCALAR = 0, DAMO_SIMD_AVX2 = 1, DAMO_SIMD_AVX512 = 2 } damo_simd_level;
 damo_simd_level damo_simd_level_get(void);
