@@ -273,7 +273,13 @@ static void test_bad_files(void) {
   write_bytes(path, odd, strlen(odd));
   EXPECT_FAIL(damo_bert_load(dir, 0, 1, &m), DAMO_ERR_INVALID_ARG, "not a multiple");
   write_bytes(path, "{\"vocab", 7);
-  EXPECT_FAIL(damo_bert_load(dir, 0, 1, &m), DAMO_ERR_FORMAT, "config.json");
+  EXPECT_FAIL(damo_bert_load(dir, 0, 1, &m), DAMO_ERR_FORMAT, "config.json: not valid JSON at byte offset");
+  /* Issue 18.5: strict JSON; a repeated key was "first wins", trailing data ignored */
+  const char *twice = "{\"model_type\": \"bert\", \"hidden_act\": \"gelu\", \"hidden_act\": \"relu\"}";
+  write_bytes(path, twice, strlen(twice));
+  EXPECT_FAIL(damo_bert_load(dir, 0, 1, &m), DAMO_ERR_FORMAT, "config.json: duplicate key \"hidden_act\" at byte offset 45");
+  write_bytes(path, "{\"model_type\": \"bert\"} {}", 26);
+  EXPECT_FAIL(damo_bert_load(dir, 0, 1, &m), DAMO_ERR_FORMAT, "config.json: unexpected data after the JSON value at byte offset 23");
   CHECK(m == NULL);
   damo_clear_error();
 }

@@ -364,6 +364,13 @@ static void test_corrupt_vocabulary_files(void) {
   write_bytes(path, truncated, strlen(truncated));
   expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json: not valid JSON at byte offset", "line 2");
 
+  /* Issue 18.5: strict JSON (a repeated key was "first wins" in cJSON; trailing data ignored) */
+  const char *dup = "{\"a\": 0,\n \"b\": 1, \"a\": 2}";
+  write_bytes(path, dup, strlen(dup));
+  expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json: duplicate key \"a\" at byte offset 18", "line 2");
+  const char *trailing = "{\"a\": 0} {\"b\": 1}";
+  write_bytes(path, trailing, strlen(trailing));
+  expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json: unexpected data after the JSON value at byte offset 9", NULL);
   const char *fractional = "{\"a\": 1.5}";
   write_bytes(path, fractional, strlen(fractional));
   expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json", "token \"a\"");

@@ -396,7 +396,14 @@ static void test_errors(void) {
   EXPECT_FAIL(damo_gpt2_load(dir, &m), DAMO_ERR_FORMAT, "config.json: missing \"n_head\"");
   remove_model_dir(dir);
   dir = make_variant("badjson", NULL, "{\"n_layer\": 2,");
-  EXPECT_FAIL(damo_gpt2_load(dir, &m), DAMO_ERR_FORMAT, "config.json: not a JSON object");
+  EXPECT_FAIL(damo_gpt2_load(dir, &m), DAMO_ERR_FORMAT, "config.json: not valid JSON at byte offset 13 (line 1)");
+  remove_model_dir(dir);
+  /* Issue 18.5: strict JSON. A repeated key used to be "first wins", data after the object ignored. */
+  dir = make_variant("dupkey", NULL, "{\"n_layer\": 2, \"n_head\": 4, \"n_layer\": 3}");
+  EXPECT_FAIL(damo_gpt2_load(dir, &m), DAMO_ERR_FORMAT, "config.json: duplicate key \"n_layer\" at byte offset 28");
+  remove_model_dir(dir);
+  dir = make_variant("trailing", NULL, "{\"n_layer\": 2}\n}");
+  EXPECT_FAIL(damo_gpt2_load(dir, &m), DAMO_ERR_FORMAT, "config.json: unexpected data after the JSON value at byte offset 15 (line 2)");
   remove_model_dir(dir);
   /* Three layers in the config, two in the file. */
   dir = make_variant("deeper", NULL,

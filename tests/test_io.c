@@ -426,7 +426,8 @@ static void test_safetensors_bad(void) {
       {"{\"w\":[1,2]}", 0, DAMO_ERR_FORMAT, "expected an object"},
       {"{\"__metadata__\":{\"k\":1}}", 0, DAMO_ERR_FORMAT, "__metadata__"},
       {"{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
-       "\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2, DAMO_ERR_FORMAT, "twice"},
+       "\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2, DAMO_ERR_FORMAT,
+       "JSON header: duplicate key \"w\" at byte offset 61"},
       {"{this is not json}      ", 0, DAMO_ERR_FORMAT, "not valid JSON"},
       {"[1, 2, 3]", 0, DAMO_ERR_FORMAT, "not a JSON object"},
       {"{} garbage", 0, DAMO_ERR_FORMAT, "after the JSON"},

@@ -282,6 +282,14 @@ static void test_config_errors(void) {
   const char *broken = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",";
   CHECK(damo_model_from_config_json(broken, "cfg.json", &m) == DAMO_ERR_FORMAT);
   CHECK_MSG(strstr(damo_last_error(), "byte") != NULL, "%s", damo_last_error());
+  /* Issue 18.5: strict JSON. A repeated key was "first wins"; data after the object ignored. */
+  const char *dup = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3,\"units\":30}]}";
+  CHECK(damo_model_from_config_json(dup, "cfg.json", &m) == DAMO_ERR_FORMAT && m == NULL);
+  CHECK_MSG(strstr(damo_last_error(), "cfg.json: duplicate key \"units\" at byte offset 55"), "%s", damo_last_error());
+  const char *trailing = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}]}\n,";
+  CHECK(damo_model_from_config_json(trailing, "cfg.json", &m) == DAMO_ERR_FORMAT && m == NULL);
+  CHECK_MSG(strstr(damo_last_error(), "cfg.json: unexpected data after the JSON value at byte offset 58 (line 2)"), "%s",
+            damo_last_error());
   const char *bad_loss = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}],\"loss\":\"hinge\"}";
   CHECK(damo_model_from_config_json(bad_loss, "cfg.json", &m) == DAMO_ERR_FORMAT);
   CHECK_MSG(strstr(damo_last_error(), "hinge") != NULL, "%s", damo_last_error());

@@ -81,12 +81,9 @@ static damo_status parse_config_names(const char *path, damo_bert_config *cfg, c
 static damo_status parse_config(const char *path, damo_bert_config *cfg) { return parse_config_names(path, cfg, NULL); }
 
 static damo_status parse_config_names(const char *path, damo_bert_config *cfg, char ***label_names) {
-  char *text;
-  size_t size;
-  damo_status st = damo_read_file(path, &text, &size);
+  cJSON *root = NULL;
+  damo_status st = damo_json_read_file(path, 0, &root); /* strict: trailing data, repeated keys */
   if (st != DAMO_OK) return st;
-  cJSON *root = cJSON_ParseWithLength(text, size);
-  free(text);
   if (!cJSON_IsObject(root)) {
     cJSON_Delete(root);
     return damo_error(DAMO_ERR_FORMAT, "%s: not a JSON object", path);

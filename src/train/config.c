@@ -626,26 +626,31 @@ damo_status damo_model_from_json(const cJSON *root, const char *source, damo_mod
   return DAMO_OK;
 }
 
-damo_status damo_model_from_config_json(const char *json_text, const char *source_name, damo_model **out) {
-  if (!out) return damo_error(DAMO_ERR_INVALID_ARG, "from_config_json: NULL output");
-  *out = NULL;
-  if (!json_text) return damo_error(DAMO_ERR_INVALID_ARG, "from_config_json: NULL text");
-  cJSON *root = cJSON_Parse(json_text);
-  if (!root) {
-    const char *at = cJSON_GetErrorPtr();
-    long offset = at && at >= json_text ? (long)(at - json_text) : -1;
-    return damo_error(DAMO_ERR_FORMAT, "%s: invalid JSON near byte %ld", source_name ? source_name : "config", offset);
-  }
-  damo_status st = damo_model_from_json(root, source_name, out);
+/* Strict JSON (damo_json_parse): trailing data and repeated keys are errors, not ignored. */
+static damo_status from_config_text(const char *text, size_t len, const char *source, damo_model **out) {
+  cJSON *root = NULL;
+  damo_status st = damo_json_parse(text, len, source ? source : "config", 0, &root);
+  if (st != DAMO_OK) return st;
+  st = damo_model_from_json(root, source, out);
   cJSON_Delete(root);
   return st;
 }
 
+damo_status damo_model_from_config_json(const char *json_text, const char *source_name, damo_model **out) {
+  if (!out) return damo_error(DAMO_ERR_INVALID_ARG, "from_config_json: NULL output");
+  *out = NULL;
+  if (!json_text) return damo_error(DAMO_ERR_INVALID_ARG, "from_config_json: NULL text");
+  return from_config_text(json_text, strlen(json_text), source_name, out);
+}
+
 damo_status damo_model_from_config_file(const char *path, damo_model **out) {
+  if (!out) return damo_error(DAMO_ERR_INVALID_ARG, "from_config_file: NULL output");
+  *out = NULL;
   char *text;
-  damo_status st = damo_read_file(path, &text, NULL);
+  size_t len;
+  damo_status st = damo_read_file(path, &text, &len);
   if (st != DAMO_OK) return st;
-  st = damo_model_from_config_json(text, path, out);
+  st = from_config_text(text, len, path, out);
   free(text);
   return st;
 }
