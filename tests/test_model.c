@@ -340,6 +340,52 @@ static void test_config_empty_key(void) {
   alarm(0);
 }
 
+/* Issue 18.5: a bad value in "fit" or "optimizer" is an error naming the file and key. Before,
+ * "learning_rate": -1 was the "absent" marker (the default rate was used) and "fit" was only
+ * checked by damo_model_config_fit_options, whose status the CLI ignored. */
+static void test_config_invalid_settings(void) {
+  static const char *const cases[][2] = {
+      {"\"fit\": {\"epochs\": -3, \"batch_size\": 16}", "cfg.json: fit: 'epochs' must be an integer in [1, 1000000], got -3"},
+      {"\"fit\": {\"epochs\": 2.5}", "cfg.json: fit: 'epochs' must be an integer, got 2.5"},
+      {"\"fit\": {\"batch_size\": 0}", "cfg.json: fit: 'batch_size' must be an integer in [1, "},
+      {"\"fit\": {\"seed\": -1}", "cfg.json: fit: 'seed' must be an integer >= 0, got -1"},
+      {"\"fit\": {\"validation_split\": 1}", "cfg.json: fit: 'validation_split' must be in [0, 1), got 1"},
+      {"\"fit\": {\"early_stopping\": {\"patience\": 2, \"min_delta\": -0.1}}", "fit.early_stopping: 'min_delta' must be in [0, "},
+      {"\"optimizer\": {\"type\": \"adam\", \"learning_rate\": -1}", "cfg.json: optimizer: 'learning_rate' must be in (0, 1e+06], got -1"},
+      {"\"optimizer\": {\"type\": \"adam\", \"learning_rate\": 0}", "'learning_rate' must be in (0, 1e+06], got 0"},
+      {"\"optimizer\": {\"type\": \"adam\", \"beta_1\": 0}", "optimizer: 'beta_1' must be in (0, 1), got 0"},
+      {"\"optimizer\": {\"type\": \"adam\", \"epsilon\": -1e-7}", "optimizer: 'epsilon' must be in (0, 1]"},
+      {"\"optimizer\": {\"type\": \"sgd\", \"momentum\": -0.9}", "optimizer: 'momentum' must be in [0, 1]"},
+      {"\"optimizer\": {\"type\": \"sgd\", \"nesterov\": true}", "optimizer: 'nesterov' needs a 'momentum' above 0"},
+      {"\"optimizer\": {\"type\": \"adamw\", \"weight_decay\": -0.01}", "optimizer: 'weight_decay' must be in [0, "},
+      {"\"optimizer\": {\"type\": \"adam\", \"schedule\": {\"type\": \"cosine\", \"warmup_steps\": -1}}",
+       "optimizer.schedule: 'warmup_steps' and 'total_steps' must be >= 0"},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+    char text[512];
+    snprintf(text, sizeof text, "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}],\"loss\":\"mse\",%s}",
+             cases[k][0]);
+    damo_model *m = NULL;
+    damo_status st = damo_model_from_config_json(text, "cfg.json", &m);
+    CHECK_MSG(st == DAMO_ERR_FORMAT && m == NULL && strstr(damo_last_error(), cases[k][1]), "%s: %s (%s)", cases[k][0],
+              damo_status_name(st), damo_last_error());
+    damo_model_free(m);
+  }
+  /* Present values are taken exactly; absent ones keep the defaults (caller's for fit). */
+  const char *good = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}],\"loss\":\"mse\","
+                     "\"optimizer\": {\"type\": \"adam\", \"learning_rate\": 0.25},"
+                     "\"fit\": {\"epochs\": 7, \"validation_split\": 0}}";
+  damo_model *m = NULL;
+  CHECK_MSG(damo_model_from_config_json(good, "cfg.json", &m) == DAMO_OK, "%s", damo_last_error());
+  damo_compile_options c;
+  damo_fit_options fo = {.epochs = 10, .batch_size = 32, .seed = 42, .validation_split = 0.5f};
+  CHECK(m && damo_model_config_compile_options(m, &c) == DAMO_OK && c.optimizer.lr == 0.25f &&
+        c.optimizer.beta1 == damo_adam(1e-3f).beta1);
+  CHECK(m && damo_model_config_fit_options(m, &fo) == DAMO_OK && fo.epochs == 7 && fo.batch_size == 32 && fo.seed == 42 &&
+        fo.validation_split == 0.0f);
+  damo_model_free(m);
+}
+
 static void test_summary_table(void) {
   damo_model *m = mlp(1, 256);
   char *buf = NULL;
@@ -455,6 +501,7 @@ int main(void) {
   RUN(test_binary_classifier);
   RUN(test_config_errors);
   RUN(test_config_empty_key);
+  RUN(test_config_invalid_settings);
   RUN(test_summary_table);
   RUN(test_liveness_planning_reuses_memory);
   RUN(test_cnn_with_batch_norm_round_trip);

@@ -187,6 +187,23 @@ static damo_status get_float(const reader *r, const cJSON *obj, const char *key,
   return st;
 }
 
+/* A number within lo..hi (each end excluded when its *_open flag is set); absent leaves *out
+ * as it is. The message names the key, the range and the value. */
+static damo_status get_float_limits(const reader *r, const cJSON *obj, const char *key, double lo, int lo_open,
+                                    double hi, int hi_open, float *out) {
+  if (!cJSON_GetObjectItemCaseSensitive(obj, key)) return DAMO_OK;
+  double d = (double)*out;
+  damo_status st = get_number(r, obj, key, &d, 0);
+  if (st != DAMO_OK) return st;
+  if (lo_open ? !(d > lo) : !(d >= lo)) goto bad;
+  if (hi_open ? !(d < hi) : !(d <= hi)) goto bad;
+  *out = (float)d;
+  return DAMO_OK;
+bad:
+  return fail(r, DAMO_ERR_FORMAT, "'%s' must be in %c%g, %g%c, got %g", key, lo_open ? '(' : '[', lo, hi,
+              hi_open ? ')' : ']', d);
+}
+
 static damo_status get_string(const reader *r, const cJSON *obj, const char *key, const char **out, int required) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
   if (!v) return required ? fail(r, DAMO_ERR_FORMAT, "missing '%s'", key) : DAMO_OK;
@@ -327,8 +344,8 @@ static damo_status parse_layer(reader *r, const cJSON *o, damo_layer **out) {
   } else if (lt == &damo_layer_batch_norm) {
     TRY(check_keys(r, o, "type name momentum epsilon"));
     float momentum = 0.99f, eps = 1e-3f;
-    TRY(get_float(r, o, "momentum", &momentum));
-    TRY(get_float(r, o, "epsilon", &eps));
+    TRY(get_float_limits(r, o, "momentum", 0, 0, 1, 0, &momentum));
+    TRY(get_float_limits(r, o, "epsilon", 0, 1, 1, 0, &eps));
     l = damo_batch_norm_layer(momentum, eps);
   } else if (lt == &damo_layer_lstm || lt == &damo_layer_gru) {
     TRY(check_keys(r, o, "type name units return_sequences"));
@@ -398,23 +415,21 @@ static damo_status parse_optimizer(reader *r, const cJSON *o, damo_optimizer_con
   TRY(check_keys(r, o, "type learning_rate momentum nesterov beta_1 beta_2 epsilon weight_decay clipnorm schedule"));
   const char *type = NULL;
   TRY(get_string(r, o, "type", &type, 1));
-  double lr = -1;
   if (!strcmp(type, "adam")) *c = damo_adam(1e-3f);
   else if (!strcmp(type, "adamw")) *c = damo_adamw(1e-3f, 0.01f);
   else if (!strcmp(type, "sgd")) *c = damo_sgd(1e-2f, 0, 0);
   else return fail(r, DAMO_ERR_FORMAT, "unknown optimizer type '%s' (expected sgd, adam or adamw)", type);
-  TRY(get_number(r, o, "learning_rate", &lr, 0));
-  if (lr != -1) {
-    if (!(lr > 0)) return fail(r, DAMO_ERR_FORMAT, "'learning_rate' must be positive, got %g", lr);
-    c->lr = (float)lr;
-  }
-  TRY(get_float(r, o, "momentum", &c->momentum));
+  /* Absent keys keep the type's defaults; a value given must be valid (the optimizer reads
+   * 0 as "the default" for some fields, so a written 0 would otherwise be replaced). */
+  TRY(get_float_limits(r, o, "learning_rate", 0, 1, 1e6, 0, &c->lr));
+  TRY(get_float_limits(r, o, "momentum", 0, 0, 1, 0, &c->momentum));
   TRY(get_bool(r, o, "nesterov", &c->nesterov));
-  TRY(get_float(r, o, "beta_1", &c->beta1));
-  TRY(get_float(r, o, "beta_2", &c->beta2));
-  TRY(get_float(r, o, "epsilon", &c->eps));
-  TRY(get_float(r, o, "weight_decay", &c->weight_decay));
-  TRY(get_float(r, o, "clipnorm", &c->clip_norm));
+  TRY(get_float_limits(r, o, "beta_1", 0, 1, 1, 1, &c->beta1));
+  TRY(get_float_limits(r, o, "beta_2", 0, 1, 1, 1, &c->beta2));
+  TRY(get_float_limits(r, o, "epsilon", 0, 1, 1, 0, &c->eps));
+  TRY(get_float_limits(r, o, "weight_decay", 0, 0, 1e6, 0, &c->weight_decay));
+  TRY(get_float_limits(r, o, "clipnorm", 0, 0, 1e30, 0, &c->clip_norm));
+  if (c->nesterov && c->momentum == 0.0f) return fail(r, DAMO_ERR_FORMAT, "'nesterov' needs a 'momentum' above 0");
   const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "schedule");
   if (s) {
     snprintf(r->where, sizeof r->where, "optimizer.schedule");
@@ -429,8 +444,13 @@ static damo_status parse_optimizer(reader *r, const cJSON *o, damo_optimizer_con
     TRY(get_int(r, s, "warmup_steps", &c->schedule.warmup_steps, 0));
     TRY(get_int(r, s, "step_size", &c->schedule.step_size, c->schedule.kind == DAMO_SCHED_STEP));
     TRY(get_int(r, s, "total_steps", &c->schedule.total_steps, 0));
-    TRY(get_float(r, s, "gamma", &c->schedule.gamma));
-    TRY(get_float(r, s, "min_lr", &c->schedule.min_lr));
+    if (c->schedule.warmup_steps < 0 || c->schedule.total_steps < 0 ||
+        (c->schedule.kind == DAMO_SCHED_STEP && c->schedule.step_size < 1))
+      return fail(r, DAMO_ERR_FORMAT, "'warmup_steps' and 'total_steps' must be >= 0 and 'step_size' >= 1, got %lld, "
+                  "%lld and %lld", (long long)c->schedule.warmup_steps, (long long)c->schedule.total_steps,
+                  (long long)c->schedule.step_size);
+    TRY(get_float_limits(r, s, "gamma", 0, 1, 1e6, 0, &c->schedule.gamma));
+    TRY(get_float_limits(r, s, "min_lr", 0, 0, 1e6, 0, &c->schedule.min_lr));
   }
   return DAMO_OK;
 }
@@ -454,6 +474,27 @@ static damo_status get_float_in(const reader *r, const cJSON *obj, const char *k
   return DAMO_OK;
 }
 
+/* "fit": epochs, batch_size, seed and validation_split into o; an absent key leaves o's
+ * value (the caller's default), a present one must be valid: a bad value is an error naming
+ * the key, never replaced by the default. */
+static damo_status parse_fit_numbers(const reader *r, const cJSON *f, damo_fit_options *o) {
+  int64_t epochs = o->epochs, batch = o->batch_size, seed = o->seed > (uint64_t)INT64_MAX ? 0 : (int64_t)o->seed;
+  TRY(get_int(r, f, "epochs", &epochs, 0));
+  if (cJSON_GetObjectItemCaseSensitive(f, "epochs") && (epochs < 1 || epochs > 1000000))
+    return fail(r, DAMO_ERR_FORMAT, "'epochs' must be an integer in [1, 1000000], got %lld", (long long)epochs);
+  TRY(get_int(r, f, "batch_size", &batch, 0));
+  if (cJSON_GetObjectItemCaseSensitive(f, "batch_size") && (batch < 1 || batch > INT32_MAX))
+    return fail(r, DAMO_ERR_FORMAT, "'batch_size' must be an integer in [1, %d], got %lld", INT32_MAX, (long long)batch);
+  TRY(get_int(r, f, "seed", &seed, 0));
+  if (cJSON_GetObjectItemCaseSensitive(f, "seed") && seed < 0)
+    return fail(r, DAMO_ERR_FORMAT, "'seed' must be an integer >= 0, got %lld", (long long)seed);
+  TRY(get_float_limits(r, f, "validation_split", 0, 0, 1, 1, &o->validation_split));
+  if (cJSON_GetObjectItemCaseSensitive(f, "epochs")) o->epochs = (int)epochs;
+  if (cJSON_GetObjectItemCaseSensitive(f, "batch_size")) o->batch_size = (int)batch;
+  if (cJSON_GetObjectItemCaseSensitive(f, "seed")) o->seed = (uint64_t)seed;
+  return DAMO_OK;
+}
+
 /* "fit": {"early_stopping": {"monitor", "patience", "min_delta", "restore_best_weights"}}, as
  * Keras' EarlyStopping callback (restore_best_weights defaults to true here). monitor points
  * into the config, which lives as long as the model. */
@@ -464,7 +505,7 @@ static damo_status parse_early_stopping(const reader *r, const cJSON *es, damo_f
   TRY(get_int(r, es, "patience", &patience, 1));
   if (patience < 1 || patience > 100000) return fail(r, DAMO_ERR_FORMAT, "'patience' must be a positive number of epochs");
   TRY(get_string(r, es, "monitor", &monitor, 0));
-  TRY(get_float(r, es, "min_delta", &o->min_delta));
+  TRY(get_float_limits(r, es, "min_delta", 0, 0, 1e30, 0, &o->min_delta));
   TRY(get_bool(r, es, "restore_best_weights", &restore));
   o->patience = (int)patience;
   o->monitor = monitor;
@@ -546,6 +587,10 @@ damo_status damo_model_from_json(const cJSON *root, const char *source, damo_mod
     return fail(&r, DAMO_ERR_FORMAT, "'layers' must be a non-empty list of layer objects");
   damo_model *m = damo_sequential_new(ndim, in_shape);
   if (!m) return DAMO_ERR_NOMEM;
+  if (source && !(m->config_source = damo_strdup(source))) {
+    damo_model_free(m);
+    return DAMO_ERR_NOMEM;
+  }
   damo_status st = DAMO_OK;
   int i = 0;
   for (const cJSON *lo = layers->child; lo && st == DAMO_OK; lo = lo->next, i++) {
@@ -593,6 +638,8 @@ damo_status damo_model_from_json(const cJSON *root, const char *source, damo_mod
     snprintf(r.where, sizeof r.where, "fit");
     if (!cJSON_IsObject(fit)) st = fail(&r, DAMO_ERR_FORMAT, "must be an object");
     else st = check_keys(&r, fit, "epochs batch_size seed validation_split augment early_stopping");
+    damo_fit_options numbers = {0};
+    if (st == DAMO_OK) st = parse_fit_numbers(&r, fit, &numbers);
     const cJSON *es = cJSON_GetObjectItemCaseSensitive(fit, "early_stopping");
     if (st == DAMO_OK && es) {
       snprintf(r.where, sizeof r.where, "fit.early_stopping");
@@ -678,19 +725,8 @@ damo_status damo_model_config_fit_options(const damo_model *m, damo_fit_options 
   if (!m || !inout) return damo_error(DAMO_ERR_INVALID_ARG, "config_fit_options: NULL argument");
   const cJSON *f = m->fit_defaults;
   if (!f) return DAMO_OK;
-  reader r = {"config", "fit"};
-  int64_t epochs = inout->epochs, batch = inout->batch_size, seed = (int64_t)inout->seed;
-  TRY(get_int(&r, f, "epochs", &epochs, 0));
-  TRY(get_int(&r, f, "batch_size", &batch, 0));
-  TRY(get_int(&r, f, "seed", &seed, 0));
-  TRY(get_float(&r, f, "validation_split", &inout->validation_split));
-  /* the caller's own values may be 0 ("the default"); the config's must be valid */
-  if ((cJSON_GetObjectItemCaseSensitive(f, "epochs") && epochs < 1) || epochs > INT32_MAX ||
-      (cJSON_GetObjectItemCaseSensitive(f, "batch_size") && batch < 1) || batch > INT32_MAX || seed < 0)
-    return fail(&r, DAMO_ERR_FORMAT, "epochs and batch_size must be positive, seed non-negative");
-  inout->epochs = (int)epochs;
-  inout->batch_size = (int)batch;
-  inout->seed = (uint64_t)seed;
+  reader r = {m->config_source ? m->config_source : "config", "fit"};
+  TRY(parse_fit_numbers(&r, f, inout));
   if (m->has_augment) inout->augment = &m->augment;
   const cJSON *es = cJSON_GetObjectItemCaseSensitive(f, "early_stopping");
   if (es) {
