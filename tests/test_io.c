@@ -215,6 +215,18 @@ static void test_npy_rejects(void) {
   CHECK(truncate(p, file_size(p) - 8) == 0);
   expect_npy_fail(p, DAMO_ERR_FORMAT, "truncated");
   CHECK_MSG(err_has("40") && err_has("32"), "%s", damo_last_error());
+  /* Issue 18.6: a header claiming 2^40 floats in a 128-byte file fails on the size, before
+   * any allocation (not out of memory). */
+  char hostile[128];
+  memcpy(hostile, "\x93NUMPY\x01\x00\x76\x00", 10);
+  int hn = snprintf(hostile + 10, sizeof hostile - 10, "{'descr': '<f4', 'fortran_order': False, 'shape': (1048576, 1048576), }");
+  memset(hostile + 10 + hn, ' ', (size_t)(117 - hn));
+  hostile[127] = '\n';
+  const char *hp = tmp_path("hostile.npy");
+  write_bytes(hp, hostile, sizeof hostile);
+  expect_npy_fail(hp, DAMO_ERR_FORMAT, "truncated");
+  CHECK_MSG(err_has("needs 4398046511104 bytes of data but the file holds 0"), "%s", damo_last_error());
+  unlink(hp);
   /* Cut inside the header. */
   CHECK(truncate(p, 40) == 0);
   expect_npy_fail(p, DAMO_ERR_FORMAT, "truncated");
