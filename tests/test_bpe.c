@@ -371,6 +371,10 @@ static void test_corrupt_vocabulary_files(void) {
   const char *trailing = "{\"a\": 0} {\"b\": 1}";
   write_bytes(path, trailing, strlen(trailing));
   expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json: unexpected data after the JSON value at byte offset 9", NULL);
+  /* Issue 18.6: the id tables are sized by the largest id; one token cannot claim 2^24 - 1 */
+  const char *sparse = "{\"a\": 0, \"b\": 16777215}";
+  write_bytes(path, sparse, strlen(sparse));
+  expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json: token \"b\" has id 16777215", "only 2 tokens (expected ids below 1028)");
   const char *fractional = "{\"a\": 1.5}";
   write_bytes(path, fractional, strlen(fractional));
   expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json", "token \"a\"");

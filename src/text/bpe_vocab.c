@@ -96,14 +96,20 @@ static damo_status load_encoder_tables(damo_bpe *bpe, const cJSON *root, const c
   if (!cJSON_IsObject(root)) return damo_error(DAMO_ERR_FORMAT, "%s: expected a JSON object of token -> id", path);
   int32_t max_id = -1;
   size_t n_tokens = 0;
+  const char *max_tok = "";
   for (const cJSON *it = root->child; it; it = it->next, n_tokens++) {
     double v = cJSON_IsNumber(it) ? it->valuedouble : -1;
     if (!(v >= 0 && v < BPE_MAX_IDS && v == (double)(int32_t)v))
       return damo_error(DAMO_ERR_FORMAT, "%s: token \"%s\": the id must be an integer in [0, %d)", path,
                         it->string ? it->string : "", BPE_MAX_IDS);
-    if ((int32_t)v > max_id) max_id = (int32_t)v;
+    if ((int32_t)v > max_id) max_id = (int32_t)v, max_tok = it->string ? it->string : "";
   }
   if (n_tokens == 0) return damo_error(DAMO_ERR_FORMAT, "%s: the vocabulary is empty", path);
+  /* The id tables are sized by the largest id: it must be backed by the tokens the file
+   * has (holes allowed, but not a lone id 16,000,000 making 320 MB of tables). */
+  if ((size_t)max_id >= 2 * n_tokens + 1024)
+    return damo_error(DAMO_ERR_FORMAT, "%s: token \"%.64s\" has id %d but the file has only %zu tokens (expected ids "
+                      "below %zu)", path, max_tok, (int)max_id, n_tokens, 2 * n_tokens + 1024);
   bpe->n_ids = max_id + 1;
   size_t n_ids = (size_t)bpe->n_ids;
   bpe->spelling_off = malloc(n_ids * sizeof *bpe->spelling_off);
