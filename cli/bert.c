@@ -180,16 +180,13 @@ static int saved_inputs(const char *dir, const damo_bert *m, int *seq_len, int *
   }
   const cJSON *len = cJSON_GetObjectItemCaseSensitive(root, "model_max_length");
   const cJSON *first = cJSON_GetObjectItemCaseSensitive(root, "head_tokens");
-  int ok = 1;
-  if (len && !(cJSON_IsNumber(len) && len->valuedouble >= 2 && len->valuedouble <= P &&
-               len->valuedouble == floor(len->valuedouble))) {
-    fprintf(stderr, "damo: %s: \"model_max_length\" must be an integer in [2, %d] (the model's positions)\n", path, P);
-    ok = 0;
-  } else if (first && !(cJSON_IsNumber(first) && first->valuedouble >= 0 && first->valuedouble <= P &&
-                        first->valuedouble == floor(first->valuedouble))) {
-    fprintf(stderr, "damo: %s: \"head_tokens\" must be an integer in [0, %d]\n", path, P);
-    ok = 0;
-  }
+  const int ok = (!len || (cJSON_IsNumber(len) && len->valuedouble >= 2 && len->valuedouble <= P &&
+                           len->valuedouble == floor(len->valuedouble))) &&
+                 (!first || (cJSON_IsNumber(first) && first->valuedouble >= 0 && first->valuedouble <= P &&
+                             first->valuedouble == floor(first->valuedouble)));
+  if (!ok)
+    fprintf(stderr, "damo: %s: \"model_max_length\" must be an integer in [2, %d] and \"head_tokens\" in [0, %d]\n",
+            path, P, P);
   if (ok && len) *seq_len = len->valueint;
   if (ok && first) *head = first->valueint;
   cJSON_Delete(root);

@@ -87,7 +87,7 @@ static void expect_idx_fail(const char *path, damo_status want, const char *need
 static void test_idx_huge_header(void) {
   uint32_t dims[] = {8192, 65536};
   unsigned char head[12];
-  size_t hn = make_idx(head, 2, dims, NULL, 0);
+  size_t hn = make_idx(head, 2, dims, (const unsigned char *)"", 0);
   const char *plain = tmp_path("huge.idx"), *gz = tmp_path("huge.idx.gz"), *gz_part = tmp_path("huge_part.idx.gz");
   write_bytes(plain, head, hn);
   write_gz(gz, head, hn);
@@ -112,7 +112,7 @@ static void test_idx_huge_header(void) {
 
   /* The chunked path still gives the exact data: 3 MiB in a gzip file loads whole. */
   uint32_t dims3[] = {3, 1u << 20};
-  make_idx(big, 2, dims3, NULL, 0);
+  make_idx(big, 2, dims3, (const unsigned char *)"", 0);
   write_gz(gz_part, big, hn + part);
   damo_tensor *t = NULL;
   CHECK_MSG(damo_idx_load(gz_part, &t) == DAMO_OK && t, "%s", damo_last_error());
