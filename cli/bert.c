@@ -54,12 +54,12 @@ static int read_section(const char *path, const char *section, bert_run *r) {
   static const struct {
     const char *key;
     double lo, hi;
-    int lo_open, integer;
+    int lo_open, integer; /* lo_open 2: both ends open */
   } keys[] = {{"steps", 1, 1e9, 0, 1},        {"epochs", 1, 100000, 0, 1},   {"batch_size", 1, 1 << 20, 0, 1},
               {"seq_len", 2, 1 << 16, 0, 1},   {"predictions", 1, 1 << 16, 0, 1}, {"warmup_steps", 0, 1e9, 0, 1},
               {"log_every", 1, 1e9, 0, 1},     {"eval_every", 0, 1e9, 0, 1},  {"seed", 0, 2147483647.0, 0, 1},
               {"lr", 0, 10, 1, 0},             {"min_lr", 0, 10, 0, 0},       {"weight_decay", 0, 10, 0, 0},
-              {"mask_prob", 0, 1, 1, 0},       {"head_tokens", 0, 1 << 16, 0, 1}};
+              {"mask_prob", 0, 1, 2, 0},       {"head_tokens", 0, 1 << 16, 0, 1}};
   enum { N_KEYS = sizeof keys / sizeof *keys };
   int ok = 1;
   if (obj && !cJSON_IsObject(obj)) {
@@ -77,10 +77,12 @@ static int read_section(const char *path, const char *section, bert_run *r) {
       break;
     }
     const double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
-    if (!(keys[k].lo_open ? d > keys[k].lo : d >= keys[k].lo) || !(d <= keys[k].hi) ||
-        (keys[k].integer && d != floor(d))) {
-      fprintf(stderr, "damo train: %s: \"%s\".\"%s\" must be %s in %c%g, %g]\n", path, section, keys[k].key,
-              keys[k].integer ? "an integer" : "a number", keys[k].lo_open ? '(' : '[', keys[k].lo, keys[k].hi);
+    const int below = keys[k].lo_open ? !(d > keys[k].lo) : !(d >= keys[k].lo);
+    const int above = keys[k].lo_open == 2 ? !(d < keys[k].hi) : !(d <= keys[k].hi);
+    if (below || above || (keys[k].integer && d != floor(d))) {
+      fprintf(stderr, "damo train: %s: \"%s\".\"%s\" must be %s in %c%g, %g%c\n", path, section, keys[k].key,
+              keys[k].integer ? "an integer" : "a number", keys[k].lo_open ? '(' : '[', keys[k].lo, keys[k].hi,
+              keys[k].lo_open == 2 ? ')' : ']');
       ok = 0;
       break;
     }
