@@ -110,6 +110,12 @@ static int read_train_object(const char *path, gpt_run *r) {
     TRAIN_FLOAT("beta2", o->beta2, 0, 0, 1);
     TRAIN_FLOAT("eps", o->eps, 0, 1, 1);
     TRAIN_FLOAT("clip_norm", o->clip_norm, 0, 0, 1e9);
+    if (cJSON_GetObjectItemCaseSensitive(train, "min_lr") && cJSON_GetObjectItemCaseSensitive(train, "lr") &&
+        o->min_lr > o->lr) { /* only a default floor above a given peak is lowered to it */
+      fprintf(stderr, "damo train: %s: \"train\".\"min_lr\" %g is above \"lr\" %g\n", path, (double)o->min_lr,
+              (double)o->lr);
+      goto bad;
+    }
     o->seed = (uint64_t)seed;
     r->eval_every = (long)eval_every;
     r->log_every = (long)log_every;

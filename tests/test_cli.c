@@ -282,6 +282,7 @@ static void test_invalid_settings_are_errors(void) {
       {"gpt_lr.json", "\"lr\": 0", "\"train\".\"lr\" must be a number in (0, 10]"},
       {"gpt_key.json", "\"learning_rate\": 0.001", "unknown key \"train\".\"learning_rate\""},
       {"gpt_steps.json", "\"steps\": -5", "\"train\".\"steps\" must be an integer in [1, "},
+      {"gpt_floor.json", "\"lr\": 0.001, \"min_lr\": 0.01", "\"train\".\"min_lr\" 0.01 is above \"lr\" 0.001"},
   };
   for (size_t k = 0; k < sizeof gpt / sizeof *gpt; k++) {
     char text[400];
