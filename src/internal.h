@@ -46,6 +46,13 @@ static inline uint64_t damo_rng_draw_seed(damo_rng *r) {
   return high << 32 | damo_rng_u32(r);
 }
 
+/* What the optimizer and schedule read for a config field left 0 (the C API's "default").
+ * A config file has no such marker: it is written with these values filled in. */
+#define DAMO_ADAM_DEFAULT_BETA1 0.9f
+#define DAMO_ADAM_DEFAULT_BETA2 0.999f
+#define DAMO_ADAM_DEFAULT_EPS 1e-8f
+#define DAMO_DEFAULT_GAMMA 0.1
+
 /* Seconds on a monotonic clock (core/runtime.c): for intervals only. */
 double damo_now_seconds(void);
 

@@ -386,6 +386,33 @@ static void test_config_invalid_settings(void) {
   damo_model_free(m);
 }
 
+/* A model compiled in C with the optimizer's "0 = default" fields saves the values in force
+ * (a config file has no "absent" marker and would refuse the 0s), so it loads back. */
+static void test_saved_defaults_reload(void) {
+  char dir[] = "/tmp/damo_model_XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  const int64_t in[] = {4};
+  damo_model *m = damo_sequential_new(1, in);
+  damo_model_add(m, damo_dense(3, DAMO_ACT_NONE));
+  CHECK(damo_model_build(m, 1) == DAMO_OK);
+  damo_compile_options c = {{.kind = DAMO_OPT_ADAM, .lr = 0.01f}, DAMO_LOSS_MSE, 0};
+  c.optimizer.schedule.kind = DAMO_SCHED_STEP;
+  c.optimizer.schedule.step_size = 5;
+  CHECK_MSG(damo_model_compile(m, &c) == DAMO_OK, "%s", damo_last_error());
+  CHECK_MSG(damo_model_save(m, dir) == DAMO_OK, "%s", damo_last_error());
+  damo_model *l = NULL;
+  CHECK_MSG(damo_model_load(dir, &l) == DAMO_OK, "%s", damo_last_error());
+  damo_compile_options r;
+  CHECK(l && damo_model_config_compile_options(l, &r) == DAMO_OK && r.optimizer.lr == 0.01f &&
+        r.optimizer.beta1 == 0.9f && r.optimizer.beta2 == 0.999f && r.optimizer.eps == 1e-8f &&
+        r.optimizer.schedule.step_size == 5 && r.optimizer.schedule.gamma == 0.1f);
+  damo_model_free(l);
+  damo_model_free(m);
+  char cmd[64];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
+}
+
 static void test_summary_table(void) {
   damo_model *m = mlp(1, 256);
   char *buf = NULL;
@@ -502,6 +529,7 @@ int main(void) {
   RUN(test_config_errors);
   RUN(test_config_empty_key);
   RUN(test_config_invalid_settings);
+  RUN(test_saved_defaults_reload);
   RUN(test_summary_table);
   RUN(test_liveness_planning_reuses_memory);
   RUN(test_cnn_with_batch_norm_round_trip);

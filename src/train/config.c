@@ -100,9 +100,10 @@ cJSON *damo_model_to_json(const damo_model *m) {
       cJSON_AddNumberToObject(o, "momentum", c->momentum);
       cJSON_AddBoolToObject(o, "nesterov", c->nesterov);
     } else {
-      cJSON_AddNumberToObject(o, "beta_1", c->beta1);
-      cJSON_AddNumberToObject(o, "beta_2", c->beta2);
-      cJSON_AddNumberToObject(o, "epsilon", c->eps);
+      /* the values in force: a 0 ("default" in C) would not be read back */
+      cJSON_AddNumberToObject(o, "beta_1", c->beta1 != 0.0f ? c->beta1 : DAMO_ADAM_DEFAULT_BETA1);
+      cJSON_AddNumberToObject(o, "beta_2", c->beta2 != 0.0f ? c->beta2 : DAMO_ADAM_DEFAULT_BETA2);
+      cJSON_AddNumberToObject(o, "epsilon", c->eps != 0.0f ? c->eps : DAMO_ADAM_DEFAULT_EPS);
     }
     cJSON_AddNumberToObject(o, "weight_decay", c->weight_decay);
     cJSON_AddNumberToObject(o, "clipnorm", c->clip_norm);
@@ -111,7 +112,7 @@ cJSON *damo_model_to_json(const damo_model *m) {
     cJSON_AddNumberToObject(s, "warmup_steps", (double)c->schedule.warmup_steps);
     if (c->schedule.kind == DAMO_SCHED_STEP) {
       cJSON_AddNumberToObject(s, "step_size", (double)c->schedule.step_size);
-      cJSON_AddNumberToObject(s, "gamma", c->schedule.gamma);
+      cJSON_AddNumberToObject(s, "gamma", c->schedule.gamma != 0.0f ? c->schedule.gamma : DAMO_DEFAULT_GAMMA);
     } else if (c->schedule.kind == DAMO_SCHED_COSINE) {
       cJSON_AddNumberToObject(s, "total_steps", (double)c->schedule.total_steps);
       cJSON_AddNumberToObject(s, "min_lr", c->schedule.min_lr);
