@@ -118,9 +118,9 @@ static int bench_fit(int argc, char **argv) {
   damo_compile_options copt;
   damo_fit_options fo = {.epochs = 1, .batch_size = 64, .seed = 42, .verbose = 0};
   if (damo_model_from_config_file(config, &m) != DAMO_OK) return cli_fail("bench fit");
-  damo_model_config_fit_options(m, &fo);
-  if (damo_model_config_compile_options(m, &copt) != DAMO_OK || damo_model_build(m, fo.seed) != DAMO_OK ||
-      damo_model_compile(m, &copt) != DAMO_OK || damo_model_save(m, init) != DAMO_OK)
+  if (damo_model_config_fit_options(m, &fo) != DAMO_OK || damo_model_config_compile_options(m, &copt) != DAMO_OK ||
+      damo_model_build(m, fo.seed) != DAMO_OK || damo_model_compile(m, &copt) != DAMO_OK ||
+      damo_model_save(m, init) != DAMO_OK)
     return cli_fail("bench fit");
   int64_t batch = fo.batch_size;
   /* Loss of the first batch at the initial weights: PyTorch must agree. */

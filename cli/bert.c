@@ -41,27 +41,51 @@ typedef struct bert_run {
   long head_tokens; /* fine-tuning: head+tail truncation keeping this many first tokens; -1 off */
 } bert_run;
 
-/* Numbers of the config's "pretrain" or "finetune" object; 0 after printing a bad value. */
+/* Numbers of the config's "pretrain" or "finetune" object; 0 after printing a bad value.
+ * Each key has its range (a rate must be above 0, counts are integers); an unknown key is
+ * an error, as a typo would otherwise leave the default in force unnoticed. */
 static int read_section(const char *path, const char *section, bert_run *r) {
   cJSON *root = cli_read_json(path);
   if (!root) {
-    fprintf(stderr, "damo train: %s: cannot read it as JSON\n", path);
+    fprintf(stderr, "damo train: %s\n", damo_last_error());
     return 0;
   }
   const cJSON *obj = cJSON_GetObjectItemCaseSensitive(root, section);
-  static const char *const keys[] = {"steps", "epochs", "batch_size", "seq_len", "predictions", "warmup_steps",
-                                     "log_every", "eval_every", "seed", "lr", "min_lr", "weight_decay", "mask_prob",
-                                     "head_tokens"};
+  static const struct {
+    const char *key;
+    double lo, hi;
+    int lo_open, integer; /* lo_open 2: both ends open */
+  } keys[] = {{"steps", 1, 1e9, 0, 1},        {"epochs", 1, 100000, 0, 1},   {"batch_size", 1, 1 << 20, 0, 1},
+              {"seq_len", 2, 1 << 16, 0, 1},   {"predictions", 1, 1 << 16, 0, 1}, {"warmup_steps", 0, 1e9, 0, 1},
+              {"log_every", 1, 1e9, 0, 1},     {"eval_every", 0, 1e9, 0, 1},  {"seed", 0, 2147483647.0, 0, 1},
+              {"lr", 0, 10, 1, 0},             {"min_lr", 0, 10, 0, 0},       {"weight_decay", 0, 10, 0, 0},
+              {"mask_prob", 0, 1, 2, 0},       {"head_tokens", 0, 1 << 16, 0, 1}};
+  enum { N_KEYS = sizeof keys / sizeof *keys };
   int ok = 1;
-  for (size_t k = 0; obj && ok && k < sizeof keys / sizeof *keys; k++) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, keys[k]);
-    if (!v) continue;
-    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > 1e9) {
-      fprintf(stderr, "damo train: %s: \"%s\".\"%s\" must be a number >= 0\n", path, section, keys[k]);
+  if (obj && !cJSON_IsObject(obj)) {
+    fprintf(stderr, "damo train: %s: \"%s\" must be an object\n", path, section);
+    ok = 0;
+  }
+  for (const cJSON *v = ok && obj ? obj->child : NULL; v && ok; v = v->next) {
+    size_t k = 0;
+    while (k < N_KEYS && strcmp(keys[k].key, v->string)) k++;
+    if (k == N_KEYS) {
+      fprintf(stderr, "damo train: %s: unknown key \"%s\".\"%.64s\" (known: steps epochs batch_size seq_len "
+              "predictions warmup_steps log_every eval_every seed lr min_lr weight_decay mask_prob head_tokens)\n",
+              path, section, v->string);
       ok = 0;
       break;
     }
-    const double d = v->valuedouble;
+    const double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    const int below = keys[k].lo_open ? !(d > keys[k].lo) : !(d >= keys[k].lo);
+    const int above = keys[k].lo_open == 2 ? !(d < keys[k].hi) : !(d <= keys[k].hi);
+    if (below || above || (keys[k].integer && d != floor(d))) {
+      fprintf(stderr, "damo train: %s: \"%s\".\"%s\" must be %s in %c%g, %g%c\n", path, section, keys[k].key,
+              keys[k].integer ? "an integer" : "a number", keys[k].lo_open ? '(' : '[', keys[k].lo, keys[k].hi,
+              keys[k].lo_open == 2 ? ')' : ']');
+      ok = 0;
+      break;
+    }
     switch (k) {
     case 0: r->opt.steps = (int64_t)d; break;
     case 1: r->epochs = (long)d; break;
@@ -121,6 +145,10 @@ static int read_flags(int argc, char **argv, bert_run *r) {
   }
   if ((s = cli_opt(argc, argv, "--lr"))) {
     if (!cli_parse_double(s, "--lr", &d)) return 0;
+    if (!(d > 0 && d <= 10)) {
+      fprintf(stderr, "damo train: --lr must be in (0, 10], got %s\n", s);
+      return 0;
+    }
     r->opt.lr = (float)d;
   }
   if (r->log_every < 1) r->log_every = 20;
@@ -140,16 +168,31 @@ static damo_status make_model(const char *config, const char *init, int num_labe
 /* How a fine-tuned directory's texts were cut, from tokenizer_config.json: the length
  * (model_max_length, HuggingFace's truncation length; else 128 or the positions' count) and
  * damo's head_tokens for head+tail truncation (-1 when absent: plain truncation). */
-static void saved_inputs(const char *dir, const damo_bert *m, int *seq_len, int *head) {
+static int saved_inputs(const char *dir, const damo_bert *m, int *seq_len, int *head) {
   char path[4096];
   snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+  const int P = damo_bert_get_config(m)->max_position_embeddings;
+  *seq_len = P < 128 ? P : 128;
+  *head = -1;
+  if (access(path, F_OK) != 0) return 1; /* a directory without one: the defaults */
   cJSON *root = cli_read_json(path);
+  if (!root) {
+    fprintf(stderr, "damo: %s\n", damo_last_error());
+    return 0;
+  }
   const cJSON *len = cJSON_GetObjectItemCaseSensitive(root, "model_max_length");
   const cJSON *first = cJSON_GetObjectItemCaseSensitive(root, "head_tokens");
-  const int P = damo_bert_get_config(m)->max_position_embeddings;
-  *seq_len = cJSON_IsNumber(len) && len->valuedouble >= 2 && len->valuedouble <= P ? len->valueint : P < 128 ? P : 128;
-  *head = cJSON_IsNumber(first) && first->valuedouble >= 0 && first->valuedouble <= P ? first->valueint : -1;
+  const int ok = (!len || (cJSON_IsNumber(len) && len->valuedouble >= 2 && len->valuedouble <= P &&
+                           len->valuedouble == floor(len->valuedouble))) &&
+                 (!first || (cJSON_IsNumber(first) && first->valuedouble >= 0 && first->valuedouble <= P &&
+                             first->valuedouble == floor(first->valuedouble)));
+  if (!ok)
+    fprintf(stderr, "damo: %s: \"model_max_length\" must be an integer in [2, %d] and \"head_tokens\" in [0, %d]\n",
+            path, P, P);
+  if (ok && len) *seq_len = len->valueint;
+  if (ok && first) *head = first->valueint;
   cJSON_Delete(root);
+  return ok;
 }
 
 /* config.json, model.safetensors, vocab.txt and tokenizer_config.json (uncased, truncation
@@ -651,7 +694,7 @@ static int load_finetuned(const char *dir, const char *what, damo_bert **m, damo
     cli_fail(what);
     return -1;
   }
-  saved_inputs(dir, *m, seq_len, head);
+  if (!saved_inputs(dir, *m, seq_len, head)) return -1;
   return match_vocabulary(*wp, *m, NULL) ? 1 : -1;
 }
 

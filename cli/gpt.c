@@ -21,28 +21,8 @@
 #include <sys/resource.h>
 
 cJSON *cli_read_json(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t cap = 1 << 14, n = 0;
-  char *buf = malloc(cap);
-  while (buf) {
-    n += fread(buf + n, 1, cap - n - 1, f);
-    if (ferror(f) || feof(f)) break;
-    char *bigger = realloc(buf, cap * 2);
-    if (!bigger) {
-      free(buf);
-      buf = NULL;
-      break;
-    }
-    buf = bigger;
-    cap *= 2;
-  }
-  fclose(f);
-  if (!buf) return NULL;
-  buf[n] = '\0';
-  cJSON *root = cJSON_Parse(buf);
-  free(buf);
-  return root;
+  cJSON *root = NULL;
+  return damo_json_read_file(path, 0, &root) == DAMO_OK ? root : NULL; /* strict; damo_last_error says why */
 }
 
 int cli_is_gpt2_config(const char *path) {
@@ -60,14 +40,16 @@ typedef struct gpt_run {
   long eval_every, log_every, checkpoint_every;
 } gpt_run;
 
-/* A number from the config's "train" object into *out (unchanged when absent); 0 on a bad value. */
-static int train_number(const cJSON *train, const char *key, double lo, double hi, int integer, double *out) {
+/* A number from the config's "train" object into *out (unchanged when absent); 0 after
+ * printing a bad value. lo_open: the value must be above lo (a rate of 0 is no rate). */
+static int train_number(const char *path, const cJSON *train, const char *key, double lo, int lo_open, double hi,
+                        int integer, double *out) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(train, key);
   if (!v) return 1;
-  if (!cJSON_IsNumber(v) || v->valuedouble < lo || v->valuedouble > hi ||
+  if (!cJSON_IsNumber(v) || (lo_open ? !(v->valuedouble > lo) : !(v->valuedouble >= lo)) || !(v->valuedouble <= hi) ||
       (integer && v->valuedouble != (double)(long long)v->valuedouble)) {
-    fprintf(stderr, "damo train: config \"train\".\"%s\" must be %s in [%g, %g]\n", key, integer ? "an integer" : "a number",
-            lo, hi);
+    fprintf(stderr, "damo train: %s: \"train\".\"%s\" must be %s in %c%g, %g]\n", path, key,
+            integer ? "an integer" : "a number", lo_open ? '(' : '[', lo, hi);
     return 0;
   }
   *out = v->valuedouble;
@@ -77,26 +59,36 @@ static int train_number(const cJSON *train, const char *key, double lo, double h
 #define TRAIN_INT(key, field, lo, hi)                                                 \
   do {                                                                                \
     double x_ = (double)(field);                                                      \
-    if (!train_number(train, key, lo, hi, 1, &x_)) goto bad;                          \
+    if (!train_number(path, train, key, lo, 0, hi, 1, &x_)) goto bad;                 \
     field = (int64_t)x_;                                                              \
   } while (0)
-#define TRAIN_FLOAT(key, field, lo, hi)                                               \
+#define TRAIN_FLOAT(key, field, lo, lo_open, hi)                                      \
   do {                                                                                \
     double x_ = (double)(field);                                                      \
-    if (!train_number(train, key, lo, hi, 0, &x_)) goto bad;                          \
+    if (!train_number(path, train, key, lo, lo_open, hi, 0, &x_)) goto bad;           \
     field = (float)x_;                                                                \
   } while (0)
 
 static int read_train_object(const char *path, gpt_run *r) {
   cJSON *root = cli_read_json(path);
   if (!root) {
-    fprintf(stderr, "damo train: %s: cannot read it as JSON\n", path);
+    fprintf(stderr, "damo train: %s\n", damo_last_error());
     return 0;
   }
   const cJSON *train = cJSON_GetObjectItemCaseSensitive(root, "train");
   if (train && !cJSON_IsObject(train)) {
     fprintf(stderr, "damo train: %s: \"train\" must be an object\n", path);
     goto bad;
+  }
+  static const char known[] = " steps batch_size seq_len grad_accum warmup_steps eval_windows seed eval_every log_every "
+                              "checkpoint_every lr min_lr weight_decay beta1 beta2 eps clip_norm ";
+  for (const cJSON *k = train ? train->child : NULL; k; k = k->next) {
+    char word[80];
+    snprintf(word, sizeof word, " %.64s ", k->string);
+    if (!k->string[0] || strlen(k->string) > 64 || !strstr(known, word)) {
+      fprintf(stderr, "damo train: %s: unknown key \"train\".\"%.64s\" (known:%s)\n", path, k->string, known);
+      goto bad;
+    }
   }
   if (train) {
     damo_gpt2_train_options *o = &r->opt;
@@ -111,13 +103,19 @@ static int read_train_object(const char *path, gpt_run *r) {
     TRAIN_INT("eval_every", eval_every, 0, 1e9);
     TRAIN_INT("log_every", log_every, 1, 1e9);
     TRAIN_INT("checkpoint_every", ckpt, 0, 1e9);
-    TRAIN_FLOAT("lr", o->lr, 0, 10);
-    TRAIN_FLOAT("min_lr", o->min_lr, 0, 10);
-    TRAIN_FLOAT("weight_decay", o->weight_decay, 0, 10);
-    TRAIN_FLOAT("beta1", o->beta1, 0, 1);
-    TRAIN_FLOAT("beta2", o->beta2, 0, 1);
-    TRAIN_FLOAT("eps", o->eps, 0, 1);
-    TRAIN_FLOAT("clip_norm", o->clip_norm, 0, 1e9);
+    TRAIN_FLOAT("lr", o->lr, 0, 1, 10);
+    TRAIN_FLOAT("min_lr", o->min_lr, 0, 0, 10);
+    TRAIN_FLOAT("weight_decay", o->weight_decay, 0, 0, 10);
+    TRAIN_FLOAT("beta1", o->beta1, 0, 0, 1);
+    TRAIN_FLOAT("beta2", o->beta2, 0, 0, 1);
+    TRAIN_FLOAT("eps", o->eps, 0, 1, 1);
+    TRAIN_FLOAT("clip_norm", o->clip_norm, 0, 0, 1e9);
+    if (cJSON_GetObjectItemCaseSensitive(train, "min_lr") && cJSON_GetObjectItemCaseSensitive(train, "lr") &&
+        o->min_lr > o->lr) { /* only a default floor above a given peak is lowered to it */
+      fprintf(stderr, "damo train: %s: \"train\".\"min_lr\" %g is above \"lr\" %g\n", path, (double)o->min_lr,
+              (double)o->lr);
+      goto bad;
+    }
     o->seed = (uint64_t)seed;
     r->eval_every = (long)eval_every;
     r->log_every = (long)log_every;

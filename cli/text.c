@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int cli_is_text_data(const char *spec) {
   if (!strcmp(spec, "spam-assassin")) return 1;
@@ -21,22 +22,10 @@ int cli_is_text_data(const char *spec) {
   return !strchr(spec, ',') && stat(spec, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-/* input_dim of the config's first embedding layer, or 0. */
+/* input_dim of the config's first embedding layer, or 0. The config was already loaded
+ * (strictly) as a model, so a file that does not parse here has no embedding to offer. */
 static int embedding_input_dim(const char *config_path) {
-  char *text = NULL;
-  FILE *f = fopen(config_path, "rb");
-  if (!f) return 0;
-  long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-  if (n > 0 && n < (1 << 24) && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1)) &&
-      fread(text, 1, (size_t)n, f) == (size_t)n)
-    text[n] = '\0';
-  else {
-    free(text);
-    text = NULL;
-  }
-  fclose(f);
-  cJSON *root = text ? cJSON_Parse(text) : NULL;
-  free(text);
+  cJSON *root = cli_read_json(config_path);
   int dim = 0;
   const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "layers");
   for (const cJSON *l = layers ? layers->child : NULL; l && !dim; l = l->next) {
@@ -80,17 +69,18 @@ int cli_text_save(const char *dir, const damo_text_dataset *d, int max_len) {
 static int load_text_settings(const char *dir, damo_vocab **vocab, int *max_len, int *numbers_to_token) {
   char path[4096];
   snprintf(path, sizeof path, "%s/text.json", dir);
-  FILE *f = fopen(path, "rb");
-  if (!f) return 0;
-  char buf[4096];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  cJSON *root = cJSON_Parse(buf);
+  if (access(path, F_OK) != 0) return 0;
+  cJSON *root = cli_read_json(path); /* strict: trailing data and repeated keys are errors */
+  if (!root) {
+    fprintf(stderr, "damo: %s\n", damo_last_error());
+    return -1;
+  }
   const cJSON *len = cJSON_GetObjectItemCaseSensitive(root, "max_len");
   const cJSON *num = cJSON_GetObjectItemCaseSensitive(root, "numbers_to_token");
-  if (!cJSON_IsNumber(len) || len->valueint < 1) {
-    fprintf(stderr, "damo: %s: expected a JSON object with a positive max_len\n", path);
+  if (!cJSON_IsNumber(len) || !(len->valuedouble >= 1 && len->valuedouble <= 1 << 24) ||
+      len->valuedouble != (double)(int)len->valuedouble || (num && !cJSON_IsBool(num))) {
+    fprintf(stderr, "damo: %s: expected a JSON object with an integer max_len in [1, %d] and numbers_to_token true or "
+            "false\n", path, 1 << 24);
     cJSON_Delete(root);
     return -1;
   }

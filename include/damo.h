@@ -42,6 +42,19 @@ const char *damo_last_error(void);
 const char *damo_status_name(damo_status s);
 void damo_clear_error(void);
 
+/* ------------------------------------------------------------------ strict JSON */
+
+/* Every JSON file damo reads goes through here (cJSON underneath; cJSON_Delete the result).
+ * Stricter than cJSON_Parse: anything but white space after the value, and a key given twice
+ * in one object (at any depth), are DAMO_ERR_FORMAT. Messages start with `source` (a file
+ * name) and give the byte offset and line: of a syntax error, of the trailing data, or of
+ * the repeated key (with the offset of its first occurrence). */
+struct cJSON;
+#define DAMO_JSON_ALLOW_DUPLICATE_KEYS 1u /* flags: keep cJSON's "first wins" for duplicates */
+damo_status damo_json_parse(const char *text, size_t len, const char *source, unsigned flags, struct cJSON **out);
+/* The same for a whole file; messages name path. */
+damo_status damo_json_read_file(const char *path, unsigned flags, struct cJSON **out);
+
 /* ------------------------------------------------------------------ runtime */
 
 /* Threads used by kernels: DAMO_NUM_THREADS if set, else all cores. n <= 0 restores that. */

@@ -46,6 +46,13 @@ static inline uint64_t damo_rng_draw_seed(damo_rng *r) {
   return high << 32 | damo_rng_u32(r);
 }
 
+/* What the optimizer and schedule read for a config field left 0 (the C API's "default").
+ * A config file has no such marker: it is written with these values filled in. */
+#define DAMO_ADAM_DEFAULT_BETA1 0.9f
+#define DAMO_ADAM_DEFAULT_BETA2 0.999f
+#define DAMO_ADAM_DEFAULT_EPS 1e-8f
+#define DAMO_DEFAULT_GAMMA 0.1
+
 /* Seconds on a monotonic clock (core/runtime.c): for intervals only. */
 double damo_now_seconds(void);
 
@@ -74,6 +81,11 @@ damo_status damo_read_file(const char *path, char **data, size_t *size);
 typedef enum damo_io_fault_mode { DAMO_IO_FAULT_FAIL = 1, DAMO_IO_FAULT_KILL = 2 } damo_io_fault_mode;
 void damo_io_fault_arm(long k, damo_io_fault_mode mode);
 long damo_io_fault_steps(void);
+
+/* damo_json_parse (core/json.c) for a text found at byte `base` of a larger file (the
+ * safetensors header): offsets in messages are the file's. */
+damo_status damo_json_parse_at(const char *text, size_t len, size_t base, const char *source, unsigned flags,
+                               struct cJSON **out);
 
 /* CPU feature level the kernels dispatch on (set once, overridable by DAMO_SIMD). */
 typedef enum damo_simd_level { DAMO_SIMD_SCALAR = 0, DAMO_SIMD_AVX2 = 1, DAMO_SIMD_AVX512 = 2 } damo_simd_level;

@@ -272,8 +272,21 @@ static void test_bad_files(void) {
                     "\"intermediate_size\": 8, \"max_position_embeddings\": 8}";
   write_bytes(path, odd, strlen(odd));
   EXPECT_FAIL(damo_bert_load(dir, 0, 1, &m), DAMO_ERR_INVALID_ARG, "not a multiple");
+  /* Issue 18.6: sizes far beyond the weights file are refused before allocating them */
+  const char *huge = "{\"vocab_size\": 30522, \"hidden_size\": 1024, \"num_hidden_layers\": 4, \"num_attention_heads\": 4, "
+                     "\"intermediate_size\": 4096, \"max_position_embeddings\": 512}";
+  write_bytes(path, huge, strlen(huge));
+  EXPECT_FAIL(damo_bert_load(dir, 0, 1, &m), DAMO_ERR_FORMAT, "config.json: the sizes (num_hidden_layers 4, hidden_size 1024");
+  CHECK_MSG(strstr(damo_last_error(), "need at least 82112512 weights but") && strstr(damo_last_error(), "model.safetensors holds"),
+            "%s", damo_last_error());
   write_bytes(path, "{\"vocab", 7);
-  EXPECT_FAIL(damo_bert_load(dir, 0, 1, &m), DAMO_ERR_FORMAT, "config.json");
+  EXPECT_FAIL(damo_bert_load(dir, 0, 1, &m), DAMO_ERR_FORMAT, "config.json: not valid JSON at byte offset");
+  /* Issue 18.5: strict JSON; a repeated key was "first wins", trailing data ignored */
+  const char *twice = "{\"model_type\": \"bert\", \"hidden_act\": \"gelu\", \"hidden_act\": \"relu\"}";
+  write_bytes(path, twice, strlen(twice));
+  EXPECT_FAIL(damo_bert_load(dir, 0, 1, &m), DAMO_ERR_FORMAT, "config.json: duplicate key \"hidden_act\" at byte offset 45");
+  write_bytes(path, "{\"model_type\": \"bert\"} {}", 26);
+  EXPECT_FAIL(damo_bert_load(dir, 0, 1, &m), DAMO_ERR_FORMAT, "config.json: unexpected data after the JSON value at byte offset 23");
   CHECK(m == NULL);
   damo_clear_error();
 }

@@ -364,6 +364,17 @@ static void test_corrupt_vocabulary_files(void) {
   write_bytes(path, truncated, strlen(truncated));
   expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json: not valid JSON at byte offset", "line 2");
 
+  /* Issue 18.5: strict JSON (a repeated key was "first wins" in cJSON; trailing data ignored) */
+  const char *dup = "{\"a\": 0,\n \"b\": 1, \"a\": 2}";
+  write_bytes(path, dup, strlen(dup));
+  expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json: duplicate key \"a\" at byte offset 18", "line 2");
+  const char *trailing = "{\"a\": 0} {\"b\": 1}";
+  write_bytes(path, trailing, strlen(trailing));
+  expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json: unexpected data after the JSON value at byte offset 9", NULL);
+  /* Issue 18.6: the id tables are sized by the largest id; one token cannot claim 2^24 - 1 */
+  const char *sparse = "{\"a\": 0, \"b\": 16777215}";
+  write_bytes(path, sparse, strlen(sparse));
+  expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json: token \"b\" has id 16777215", "only 2 tokens (expected ids below 1028)");
   const char *fractional = "{\"a\": 1.5}";
   write_bytes(path, fractional, strlen(fractional));
   expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json", "token \"a\"");
@@ -399,6 +410,29 @@ static void test_corrupt_vocabulary_files(void) {
   CHECK(damo_bpe_load(dir, NULL) == DAMO_ERR_INVALID_ARG);
 }
 
+/* Issue 18.7: looking a long spelling up compared n bytes of every stored token it probed
+ * past, even a shorter one, reading beyond the spelling pool (ASan: heap-buffer-overflow in
+ * bpe_spelling_id from load_encoder_tables). Here a 300-byte token lands on the slot of "a",
+ * the only token of a 256-byte pool; the load must fail on the missing byte tokens, cleanly. */
+static void test_probe_past_shorter_token(void) {
+  const char *dir = tmp_path("bad");
+  write_small_vocab(dir, NULL);
+  char long_tok[301];
+  memset(long_tok, 'b', 300);
+  long_tok[300] = '\0';
+  /* 2 tokens -> 16 slots */
+  for (int tries = 0; tries < 8000; tries++) {
+    long_tok[0] = (char)('c' + tries % 20), long_tok[1] = (char)('c' + tries / 20 % 20);
+    long_tok[2] = (char)('c' + tries / 400 % 20);
+    if ((bpe_hash_bytes(long_tok, 300) & 15) == (bpe_hash_bytes("a", 1) & 15)) break;
+  }
+  char json[400], path[600];
+  snprintf(json, sizeof json, "{\"a\": 0, \"%s\": 1}", long_tok);
+  snprintf(path, sizeof path, "%s/encoder.json", dir);
+  write_bytes(path, json, strlen(json));
+  expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json", "no token for byte 0x00");
+}
+
 static void remove_tree(const char *dir) {
   const char *subdirs[] = {"small", "gpt2", "bad", NULL};
   char path[700];
@@ -430,6 +464,7 @@ int main(void) {
   RUN(test_command_line);
   RUN(test_small_vocabulary);
   RUN(test_corrupt_vocabulary_files);
+  RUN(test_probe_past_shorter_token);
   damo_bpe_free(gpt2);
   remove_tree(tmpdir);
   return test_summary("test_bpe");

@@ -245,6 +245,83 @@ static void test_bert_head_tail_truncation(void) {
   CHECK_MSG(rc == 0 && strstr(cli_out, "160.txt: ham (p = ") && strstr(cli_out, "161.txt: spam (p = "), "%s", cli_out);
 }
 
+/* Issue 18.5: invalid settings are errors naming the file and key, never replaced by the
+ * defaults with exit 0. Runs after the tests that made train.csv, tm/, bs/ and bert.json. */
+static int stderr_lines(void) {
+  int n = 0;
+  for (const char *c = cli_out; *c; c++) n += *c == '\n';
+  return n;
+}
+
+static void test_invalid_settings_are_errors(void) {
+  /* Sequential config: a bad "fit" value (the run used to go on with the defaults) */
+  static const char *const bad[][3] = {
+      {"fit_epochs.json", "\"fit\": {\"epochs\": -3, \"batch_size\": 16}", "fit: 'epochs' must be an integer in [1, "},
+      {"fit_split.json", "\"fit\": {\"epochs\": 2, \"validation_split\": 1.5}", "fit: 'validation_split' must be in [0, 1)"},
+      {"lr_minus1.json", "\"optimizer\": {\"type\": \"adam\", \"learning_rate\": -1}",
+       "optimizer: 'learning_rate' must be in (0, "},
+      {"lr_zero.json", "\"optimizer\": {\"type\": \"sgd\", \"learning_rate\": 0}", "optimizer: 'learning_rate' must be in (0, "},
+      {"dup.json", "\"fit\": {\"epochs\": 2, \"epochs\": 3}", "duplicate key \"epochs\" at byte offset "},
+  };
+  for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+    char text[600];
+    snprintf(text, sizeof text, "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3,\"activation\":\"softmax\"}],%s}",
+             bad[k][1]);
+    write_file(bad[k][0], text);
+    int rc = run("{ %s train --config %s/%s --data %s/train.csv --out %s/never 2>&1 >/dev/null; }", DAMO_CLI_PATH, dir,
+                 bad[k][0], dir, dir);
+    CHECK_MSG(rc == 1 && strstr(cli_out, bad[k][0]) && strstr(cli_out, bad[k][2]) && stderr_lines() == 1, "%s: rc %d: %s",
+              bad[k][0], rc, cli_out);
+  }
+  write_file("trailing.json", "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}]}\n}\n");
+  int rc = run("%s summary --config %s/trailing.json", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "trailing.json: unexpected data after the JSON value at byte offset 58 (line 2)"),
+            "rc %d: %s", rc, cli_out);
+  /* GPT-2 "train": a rate of 0, an unknown key (read before any data is loaded) */
+  static const char *const gpt[][3] = {
+      {"gpt_lr.json", "\"lr\": 0", "\"train\".\"lr\" must be a number in (0, 10]"},
+      {"gpt_key.json", "\"learning_rate\": 0.001", "unknown key \"train\".\"learning_rate\""},
+      {"gpt_steps.json", "\"steps\": -5", "\"train\".\"steps\" must be an integer in [1, "},
+      {"gpt_floor.json", "\"lr\": 0.001, \"min_lr\": 0.01", "\"train\".\"min_lr\" 0.01 is above \"lr\" 0.001"},
+  };
+  for (size_t k = 0; k < sizeof gpt / sizeof *gpt; k++) {
+    char text[400];
+    snprintf(text, sizeof text, "{\"model_type\": \"gpt2\", \"n_layer\": 1, \"n_head\": 2, \"n_embd\": 8, \"n_positions\": 16,"
+             " \"vocab_size\": 300, \"train\": {%s}}", gpt[k][1]);
+    write_file(gpt[k][0], text);
+    rc = run("{ %s train --config %s/%s --data %s/train.csv --out %s/never 2>&1 >/dev/null; }", DAMO_CLI_PATH, dir, gpt[k][0],
+             dir, dir);
+    CHECK_MSG(rc == 2 && strstr(cli_out, gpt[k][0]) && strstr(cli_out, gpt[k][2]) && stderr_lines() == 1, "%s: rc %d: %s",
+              gpt[k][0], rc, cli_out);
+  }
+  /* BERT "finetune" / "pretrain": 0 and negative values used to pass (0 meaning the default) */
+  static const char *const bert[][3] = {
+      {"bert_lr.json", "\"finetune\": {\"lr\": -1}", "\"finetune\".\"lr\" must be a number in (0, 10]"},
+      {"bert_epochs.json", "\"finetune\": {\"epochs\": 0}", "\"finetune\".\"epochs\" must be an integer in [1, 100000]"},
+      {"bert_frac.json", "\"finetune\": {\"batch_size\": 2.5}", "\"finetune\".\"batch_size\" must be an integer"},
+      {"bert_key.json", "\"finetune\": {\"learning_rate\": 0.1}", "unknown key \"finetune\".\"learning_rate\""},
+  };
+  for (size_t k = 0; k < sizeof bert / sizeof *bert; k++) {
+    char text[400];
+    snprintf(text, sizeof text, "{\"model_type\": \"bert\", \"vocab_size\": 40, \"hidden_size\": 32, \"num_hidden_layers\": 1,"
+             " \"num_attention_heads\": 4, \"intermediate_size\": 64, \"max_position_embeddings\": 64, %s}", bert[k][1]);
+    write_file(bert[k][0], text);
+    rc = run("{ %s train --config %s/%s --data %s/mails --vocab %s/bert_vocab.txt --out %s/never 2>&1 >/dev/null; }",
+             DAMO_CLI_PATH, dir, bert[k][0], dir, dir, dir);
+    CHECK_MSG(rc == 2 && strstr(cli_out, bert[k][0]) && strstr(cli_out, bert[k][2]) && stderr_lines() == 1, "%s: rc %d: %s",
+              bert[k][0], rc, cli_out);
+  }
+  /* A model directory's text.json and tokenizer_config.json are read strictly too. */
+  write_file("tm/text.json", "{\"max_len\": 24, \"numbers_to_token\": false} {\"max_len\": 8}");
+  rc = run("%s predict --model %s/tm --input %s/new/117.txt", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "tm/text.json: unexpected data after the JSON value at byte offset 43"), "rc %d: %s",
+            rc, cli_out);
+  write_file("bs/tokenizer_config.json", "{\"model_max_length\": 24, \"model_max_length\": 12}");
+  rc = run("%s predict --model %s/bs --input %s/new/117.txt", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "bs/tokenizer_config.json: duplicate key \"model_max_length\" at byte offset 25"),
+            "rc %d: %s", rc, cli_out);
+}
+
 int main(void) {
   if (!mkdtemp(dir)) return 1;
   RUN(test_train_evaluate_predict);
@@ -252,6 +329,7 @@ int main(void) {
   RUN(test_text_folder_train_predict);
   RUN(test_bert_folder_train_predict); /* uses the mails made above */
   RUN(test_bert_head_tail_truncation); /* and the BERT config and vocabulary */
+  RUN(test_invalid_settings_are_errors);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

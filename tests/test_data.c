@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -64,6 +65,12 @@ static size_t make_idx(unsigned char *buf, int ndim, const uint32_t *dims, const
 
 /* ------------------------------------------------------------------ IDX */
 
+/* Peak resident memory so far, in KiB. */
+static long peak_rss_kib(void) {
+  struct rusage ru;
+  return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : -1;
+}
+
 static void expect_idx_fail(const char *path, damo_status want, const char *needle) {
   damo_tensor *t = (damo_tensor *)1;
   damo_status s = damo_idx_load(path, &t);
@@ -71,6 +78,52 @@ static void expect_idx_fail(const char *path, damo_status want, const char *need
   CHECK(t == NULL);
   CHECK_MSG(err_has(path), "message does not name the file: %s", damo_last_error());
   if (needle) CHECK_MSG(err_has(needle), "'%s' not in: %s", needle, damo_last_error());
+}
+
+/* Issue 18.6: the loader zero-filled a tensor of the header's shape before reading any data,
+ * so a 12-byte file claiming gigabytes allocated (and touched) them all. The header here
+ * claims 8192 x 65536 = 512 MiB; each load must fail with the truncation named (file, byte
+ * offset, size expected) and the process's peak memory must not grow by the claim. */
+static void test_idx_huge_header(void) {
+  uint32_t dims[] = {8192, 65536};
+  unsigned char head[12];
+  size_t hn = make_idx(head, 2, dims, (const unsigned char *)"", 0);
+  const char *plain = tmp_path("huge.idx"), *gz = tmp_path("huge.idx.gz"), *gz_part = tmp_path("huge_part.idx.gz");
+  write_bytes(plain, head, hn);
+  write_gz(gz, head, hn);
+  /* 3 MiB of real data under the same claim: read across growing chunks, then short */
+  size_t part = (size_t)3 << 20;
+  unsigned char *big = calloc(1, hn + part);
+  if (!big) return;
+  memcpy(big, head, hn);
+  for (size_t i = 0; i < part; i++) big[hn + i] = (unsigned char)(i * 7);
+  write_gz(gz_part, big, hn + part);
+  long before = peak_rss_kib();
+  expect_idx_fail(plain, DAMO_ERR_FORMAT, "truncated");
+  CHECK_MSG(err_has("needs 536870912 bytes from byte offset 12") && err_has("file ends at byte offset 12"), "%s",
+            damo_last_error());
+  expect_idx_fail(gz, DAMO_ERR_FORMAT, "truncated");
+  CHECK_MSG(err_has("needs 536870912 bytes from byte offset 12") && err_has("ran out at byte offset 12"), "%s",
+            damo_last_error());
+  expect_idx_fail(gz_part, DAMO_ERR_FORMAT, "truncated");
+  CHECK_MSG(err_has("needs 536870912 bytes") && err_has("ran out at byte offset 3145740"), "%s", damo_last_error());
+  long grew = peak_rss_kib() - before;
+  CHECK_MSG(grew < 64 * 1024, "peak memory grew by %ld KiB for a 512 MiB claim", grew);
+
+  /* The chunked path still gives the exact data: 3 MiB in a gzip file loads whole. */
+  uint32_t dims3[] = {3, 1u << 20};
+  make_idx(big, 2, dims3, (const unsigned char *)"", 0);
+  write_gz(gz_part, big, hn + part);
+  damo_tensor *t = NULL;
+  CHECK_MSG(damo_idx_load(gz_part, &t) == DAMO_OK && t, "%s", damo_last_error());
+  int same = t && damo_tensor_numel(t) == (int64_t)part;
+  for (size_t i = 0; same && i < part; i++) same = ((const unsigned char *)t->data)[i] == (unsigned char)(i * 7);
+  CHECK(same);
+  damo_tensor_free(t);
+  free(big);
+  unlink(plain);
+  unlink(gz);
+  unlink(gz_part);
 }
 
 static void test_idx_load(void) {
@@ -417,6 +470,7 @@ int main(void) {
   char *saved = orig ? strdup(orig) : NULL;
   RUN(test_idx_load);
   RUN(test_idx_errors);
+  RUN(test_idx_huge_header);
   RUN(test_csv_good);
   RUN(test_csv_errors);
   RUN(test_dataset_fake);

@@ -396,12 +396,26 @@ static void test_errors(void) {
   EXPECT_FAIL(damo_gpt2_load(dir, &m), DAMO_ERR_FORMAT, "config.json: missing \"n_head\"");
   remove_model_dir(dir);
   dir = make_variant("badjson", NULL, "{\"n_layer\": 2,");
-  EXPECT_FAIL(damo_gpt2_load(dir, &m), DAMO_ERR_FORMAT, "config.json: not a JSON object");
+  EXPECT_FAIL(damo_gpt2_load(dir, &m), DAMO_ERR_FORMAT, "config.json: not valid JSON at byte offset 13 (line 1)");
+  remove_model_dir(dir);
+  /* Issue 18.5: strict JSON. A repeated key used to be "first wins", data after the object ignored. */
+  dir = make_variant("dupkey", NULL, "{\"n_layer\": 2, \"n_head\": 4, \"n_layer\": 3}");
+  EXPECT_FAIL(damo_gpt2_load(dir, &m), DAMO_ERR_FORMAT, "config.json: duplicate key \"n_layer\" at byte offset 28");
+  remove_model_dir(dir);
+  dir = make_variant("trailing", NULL, "{\"n_layer\": 2}\n}");
+  EXPECT_FAIL(damo_gpt2_load(dir, &m), DAMO_ERR_FORMAT, "config.json: unexpected data after the JSON value at byte offset 15 (line 2)");
   remove_model_dir(dir);
   /* Three layers in the config, two in the file. */
   dir = make_variant("deeper", NULL,
                      "{\"n_layer\": 3, \"n_head\": 4, \"n_embd\": 32, \"n_ctx\": 32, \"vocab_size\": 97, \"foo\": [1]}");
   EXPECT_FAIL(damo_gpt2_load(dir, &m), DAMO_ERR_FORMAT, "missing tensor 'h.2.ln_1.weight'");
+  remove_model_dir(dir);
+  /* Issue 18.6: a config declaring ~100M weights next to a 35k-value file is refused before
+   * the 400 MB parameter block is allocated, naming both files and the sizes. */
+  dir = make_variant("huge", NULL, "{\"n_layer\": 4, \"n_head\": 4, \"n_embd\": 1024, \"n_ctx\": 32, \"vocab_size\": 50257}");
+  EXPECT_FAIL(damo_gpt2_load(dir, &m), DAMO_ERR_FORMAT, "config.json: the sizes (n_layer 4, n_embd 1024, vocab_size 50257");
+  CHECK_MSG(strstr(damo_last_error(), "need at least 101827584 weights but") &&
+                strstr(damo_last_error(), "model.safetensors holds 34754"), "%s", damo_last_error());
   remove_model_dir(dir);
   /* Names without the prefix load too (and give the same model). */
   dir = make_variant("plain", strip_prefix, NULL);

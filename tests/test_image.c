@@ -186,6 +186,16 @@ static void test_bad_files(void) {
   c[19] = 0;
   write_bytes(tmp_path("huge.png"), c, n);
   expect_fail(tmp_path("huge.png"), DAMO_ERR_FORMAT);
+  /* Issue 18.6: 60000 x 2000 is within the pixel cap, but not in a file of a few hundred
+   * bytes: refused from the header, before stb allocates the claim. */
+  memcpy(c, b, n);
+  c[16] = 0, c[17] = 0, c[18] = 0xEA, c[19] = 0x60; /* width 60000 */
+  c[20] = 0, c[21] = 0, c[22] = 0x07, c[23] = 0xD0; /* height 2000 */
+  write_bytes(tmp_path("claims.png"), c, n);
+  expect_fail(tmp_path("claims.png"), DAMO_ERR_FORMAT);
+  char want[96];
+  snprintf(want, sizeof want, "declares 60000 x 2000 pixels but a %zu-byte file cannot hold", n);
+  CHECK_MSG(strstr(damo_last_error(), want) && strstr(damo_last_error(), "claims.png"), "%s", damo_last_error());
   free(c);
   free(b);
 }

@@ -215,6 +215,18 @@ static void test_npy_rejects(void) {
   CHECK(truncate(p, file_size(p) - 8) == 0);
   expect_npy_fail(p, DAMO_ERR_FORMAT, "truncated");
   CHECK_MSG(err_has("40") && err_has("32"), "%s", damo_last_error());
+  /* Issue 18.6: a header claiming 2^40 floats in a 128-byte file fails on the size, before
+   * any allocation (not out of memory). */
+  char hostile[128];
+  memcpy(hostile, "\x93NUMPY\x01\x00\x76\x00", 10);
+  int hn = snprintf(hostile + 10, sizeof hostile - 10, "{'descr': '<f4', 'fortran_order': False, 'shape': (1048576, 1048576), }");
+  memset(hostile + 10 + hn, ' ', (size_t)(117 - hn));
+  hostile[127] = '\n';
+  const char *hp = tmp_path("hostile.npy");
+  write_bytes(hp, hostile, sizeof hostile);
+  expect_npy_fail(hp, DAMO_ERR_FORMAT, "truncated");
+  CHECK_MSG(err_has("needs 4398046511104 bytes of data but the file holds 0"), "%s", damo_last_error());
+  unlink(hp);
   /* Cut inside the header. */
   CHECK(truncate(p, 40) == 0);
   expect_npy_fail(p, DAMO_ERR_FORMAT, "truncated");
@@ -426,7 +438,8 @@ static void test_safetensors_bad(void) {
       {"{\"w\":[1,2]}", 0, DAMO_ERR_FORMAT, "expected an object"},
       {"{\"__metadata__\":{\"k\":1}}", 0, DAMO_ERR_FORMAT, "__metadata__"},
       {"{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
-       "\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2, DAMO_ERR_FORMAT, "twice"},
+       "\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2, DAMO_ERR_FORMAT,
+       "JSON header: duplicate key \"w\" at byte offset 61"},
       {"{this is not json}      ", 0, DAMO_ERR_FORMAT, "not valid JSON"},
       {"[1, 2, 3]", 0, DAMO_ERR_FORMAT, "not a JSON object"},
       {"{} garbage", 0, DAMO_ERR_FORMAT, "after the JSON"},
@@ -458,6 +471,53 @@ static void test_safetensors_bad(void) {
   expect_st_fail(tmp_path("nope.safetensors"), DAMO_ERR_NOT_FOUND, NULL);
 }
 
+/* Issue 18.5: the one strict JSON reader (damo_json_parse) behind every JSON file. */
+static void expect_json_error(const char *text, const char *needle1, const char *needle2) {
+  struct cJSON *root = (struct cJSON *)1;
+  damo_status st = damo_json_parse(text, strlen(text), "x.json", 0, &root);
+  const char *e = damo_last_error();
+  CHECK_MSG(st == DAMO_ERR_FORMAT && root == NULL, "%s: %s (%s)", text, damo_status_name(st), e);
+  CHECK_MSG(strstr(e, "x.json: ") == e && strstr(e, needle1) && (!needle2 || strstr(e, needle2)),
+            "%s: message \"%s\" lacks \"%s\" / \"%s\"", text, e, needle1, needle2 ? needle2 : "");
+}
+
+static void test_json_strict(void) {
+  const char *good = "\xEF\xBB\xBF {\"a\": {\"b\": 1, \"c\": [1, {\"d\": \"}\\\"{\", \"e\": null}]},\n"
+                     " \"q\\\"k\": {\"a\": true, \"b\": -1.5e3}, \"\": 0} \n\t";
+  struct cJSON *root = NULL;
+  CHECK_MSG(damo_json_parse(good, strlen(good), "x.json", 0, &root) == DAMO_OK && root, "%s", damo_last_error());
+  CHECK(cJSON_GetObjectItemCaseSensitive(root, "q\"k") != NULL);
+  cJSON_Delete(root);
+  /* the second "a" starts at byte 7; the first at byte 1 */
+  expect_json_error("{\"a\":1,\"a\":2}", "duplicate key \"a\" at byte offset 7 (line 1)", "first given at byte offset 1");
+  /* at any depth, and spelt differently ("\u0061" is "a"); a repeat in another object is fine */
+  expect_json_error("{\"a\":{\"k\":1},\n \"x\": [ {\"k\": 1, \"\\u006b\": 2} ]}", "duplicate key \"k\" at byte offset 31",
+                    "line 2");
+  expect_json_error("{\"\":1, \"\":2}", "duplicate key \"\" at byte offset 7", NULL);
+  /* the earliest repeat in the text is the one named */
+  expect_json_error("{\"z\":1,\"y\":{\"b\":1,\"b\":2},\"z\":3}", "duplicate key \"b\" at byte offset 18", NULL);
+  expect_json_error("{\"a\":1} x", "unexpected data after the JSON value at byte offset 8", "expected the end");
+  expect_json_error("{\"a\":1}\n{\"a\":1}", "after the JSON value at byte offset 8 (line 2)", NULL);
+  expect_json_error("{\"a\": tru}", "not valid JSON at byte offset", "line 1");
+  expect_json_error("{\"a\": 1,\n\"b\" 2}", "not valid JSON at byte offset", "line 2");
+  expect_json_error(" \n ", "empty, expected a JSON value", NULL);
+  /* a NUL inside the given length is not white space */
+  root = NULL;
+  CHECK(damo_json_parse("{}\0{}", 5, "x.json", 0, &root) == DAMO_ERR_FORMAT && !root);
+  /* leniency on duplicates only when asked for: cJSON's first-wins */
+  CHECK(damo_json_parse("{\"a\":1,\"a\":2}", 13, "x.json", DAMO_JSON_ALLOW_DUPLICATE_KEYS, &root) == DAMO_OK);
+  CHECK(root && cJSON_GetObjectItemCaseSensitive(root, "a")->valueint == 1);
+  cJSON_Delete(root);
+  /* files: the message names the path */
+  const char *path = tmp_path("dup.json");
+  write_bytes(path, "{\"lr\": 1, \"lr\": 2}", 18);
+  root = (struct cJSON *)1;
+  CHECK(damo_json_read_file(path, 0, &root) == DAMO_ERR_FORMAT && !root);
+  CHECK_MSG(strstr(damo_last_error(), path) && strstr(damo_last_error(), "\"lr\""), "%s", damo_last_error());
+  unlink(path);
+  CHECK(damo_json_read_file(tmp_path("absent.json"), 0, &root) == DAMO_ERR_NOT_FOUND);
+}
+
 int main(void) {
   tmpdir_template("io");
   if (!mkdtemp(tmpdir)) {
@@ -471,6 +531,7 @@ int main(void) {
   RUN(test_safetensors_roundtrip);
   RUN(test_safetensors_conversions);
   RUN(test_safetensors_bad);
+  RUN(test_json_strict);
   clean_tmpdir(1);
   return test_summary("io");
 }

@@ -5,6 +5,7 @@
 
 #include <damo.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -281,6 +282,14 @@ static void test_config_errors(void) {
   const char *broken = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",";
   CHECK(damo_model_from_config_json(broken, "cfg.json", &m) == DAMO_ERR_FORMAT);
   CHECK_MSG(strstr(damo_last_error(), "byte") != NULL, "%s", damo_last_error());
+  /* Issue 18.5: strict JSON. A repeated key was "first wins"; data after the object ignored. */
+  const char *dup = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3,\"units\":30}]}";
+  CHECK(damo_model_from_config_json(dup, "cfg.json", &m) == DAMO_ERR_FORMAT && m == NULL);
+  CHECK_MSG(strstr(damo_last_error(), "cfg.json: duplicate key \"units\" at byte offset 55"), "%s", damo_last_error());
+  const char *trailing = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}]}\n,";
+  CHECK(damo_model_from_config_json(trailing, "cfg.json", &m) == DAMO_ERR_FORMAT && m == NULL);
+  CHECK_MSG(strstr(damo_last_error(), "cfg.json: unexpected data after the JSON value at byte offset 58 (line 2)"), "%s",
+            damo_last_error());
   const char *bad_loss = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}],\"loss\":\"hinge\"}";
   CHECK(damo_model_from_config_json(bad_loss, "cfg.json", &m) == DAMO_ERR_FORMAT);
   CHECK_MSG(strstr(damo_last_error(), "hinge") != NULL, "%s", damo_last_error());
@@ -296,6 +305,112 @@ static void test_config_errors(void) {
   damo_model_free(m);
   CHECK(damo_model_load("/nonexistent/damo/model", &m) == DAMO_ERR_NOT_FOUND);
   CHECK_MSG(strstr(damo_last_error(), "/nonexistent/damo/model/config.json") != NULL, "%s", damo_last_error());
+}
+
+/* A watchdog for code that used to hang: the test fails (exit 1) instead of spinning. */
+static void hang_alarm(int sig) {
+  (void)sig;
+  static const char msg[] = "  FAIL: still running after 10 s (an endless loop)\nmodel: 0 passed, 1 failed\n";
+  if (write(2, msg, sizeof msg - 1) < 0) _exit(1);
+  _exit(1);
+}
+
+/* Issue 18: a key "" made check_keys loop forever (strstr(p, "") and an advance of 0). Every
+ * object that lists its known keys must refuse it with a message naming the empty key. */
+static void test_config_empty_key(void) {
+  struct sigaction sa = {0};
+  sa.sa_handler = hang_alarm;
+  sigaction(SIGALRM, &sa, NULL);
+  alarm(10);
+  const char *cases[][2] = {
+      {"{\"input_shape\":[4],\"\":1,\"layers\":[{\"type\":\"dense\",\"units\":3}]}", ""},
+      {"{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3,\"\":0}]}", "layer 0"},
+      {"{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}],"
+       "\"optimizer\":{\"type\":\"sgd\",\"\":1}}",
+       "optimizer"},
+      {"{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}],\"fit\":{\"epochs\":2,\"\":1}}", "fit"},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+    damo_model *m = NULL;
+    CHECK(damo_model_from_config_json(cases[k][0], "cfg.json", &m) == DAMO_ERR_FORMAT && m == NULL);
+    const char *e = damo_last_error();
+    CHECK_MSG(strstr(e, "cfg.json") && strstr(e, "empty key") && strstr(e, cases[k][1]), "case %zu: %s", k, e);
+    damo_model_free(m);
+  }
+  alarm(0);
+}
+
+/* Issue 18.5: a bad value in "fit" or "optimizer" is an error naming the file and key. Before,
+ * "learning_rate": -1 was the "absent" marker (the default rate was used) and "fit" was only
+ * checked by damo_model_config_fit_options, whose status the CLI ignored. */
+static void test_config_invalid_settings(void) {
+  static const char *const cases[][2] = {
+      {"\"fit\": {\"epochs\": -3, \"batch_size\": 16}", "cfg.json: fit: 'epochs' must be an integer in [1, 1000000], got -3"},
+      {"\"fit\": {\"epochs\": 2.5}", "cfg.json: fit: 'epochs' must be an integer, got 2.5"},
+      {"\"fit\": {\"batch_size\": 0}", "cfg.json: fit: 'batch_size' must be an integer in [1, "},
+      {"\"fit\": {\"seed\": -1}", "cfg.json: fit: 'seed' must be an integer >= 0, got -1"},
+      {"\"fit\": {\"validation_split\": 1}", "cfg.json: fit: 'validation_split' must be in [0, 1), got 1"},
+      {"\"fit\": {\"early_stopping\": {\"patience\": 2, \"min_delta\": -0.1}}", "fit.early_stopping: 'min_delta' must be in [0, "},
+      {"\"optimizer\": {\"type\": \"adam\", \"learning_rate\": -1}", "cfg.json: optimizer: 'learning_rate' must be in (0, 1e+06], got -1"},
+      {"\"optimizer\": {\"type\": \"adam\", \"learning_rate\": 0}", "'learning_rate' must be in (0, 1e+06], got 0"},
+      {"\"optimizer\": {\"type\": \"adam\", \"beta_1\": 0}", "optimizer: 'beta_1' must be in (0, 1), got 0"},
+      {"\"optimizer\": {\"type\": \"adam\", \"epsilon\": -1e-7}", "optimizer: 'epsilon' must be in (0, 1]"},
+      {"\"optimizer\": {\"type\": \"sgd\", \"momentum\": -0.9}", "optimizer: 'momentum' must be in [0, 1]"},
+      {"\"optimizer\": {\"type\": \"sgd\", \"nesterov\": true}", "optimizer: 'nesterov' needs a 'momentum' above 0"},
+      {"\"optimizer\": {\"type\": \"adamw\", \"weight_decay\": -0.01}", "optimizer: 'weight_decay' must be in [0, "},
+      {"\"optimizer\": {\"type\": \"adam\", \"schedule\": {\"type\": \"cosine\", \"warmup_steps\": -1}}",
+       "optimizer.schedule: 'warmup_steps' and 'total_steps' must be >= 0"},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+    char text[512];
+    snprintf(text, sizeof text, "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}],\"loss\":\"mse\",%s}",
+             cases[k][0]);
+    damo_model *m = NULL;
+    damo_status st = damo_model_from_config_json(text, "cfg.json", &m);
+    CHECK_MSG(st == DAMO_ERR_FORMAT && m == NULL && strstr(damo_last_error(), cases[k][1]), "%s: %s (%s)", cases[k][0],
+              damo_status_name(st), damo_last_error());
+    damo_model_free(m);
+  }
+  /* Present values are taken exactly; absent ones keep the defaults (caller's for fit). */
+  const char *good = "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}],\"loss\":\"mse\","
+                     "\"optimizer\": {\"type\": \"adam\", \"learning_rate\": 0.25},"
+                     "\"fit\": {\"epochs\": 7, \"validation_split\": 0}}";
+  damo_model *m = NULL;
+  CHECK_MSG(damo_model_from_config_json(good, "cfg.json", &m) == DAMO_OK, "%s", damo_last_error());
+  damo_compile_options c;
+  damo_fit_options fo = {.epochs = 10, .batch_size = 32, .seed = 42, .validation_split = 0.5f};
+  CHECK(m && damo_model_config_compile_options(m, &c) == DAMO_OK && c.optimizer.lr == 0.25f &&
+        c.optimizer.beta1 == damo_adam(1e-3f).beta1);
+  CHECK(m && damo_model_config_fit_options(m, &fo) == DAMO_OK && fo.epochs == 7 && fo.batch_size == 32 && fo.seed == 42 &&
+        fo.validation_split == 0.0f);
+  damo_model_free(m);
+}
+
+/* A model compiled in C with the optimizer's "0 = default" fields saves the values in force
+ * (a config file has no "absent" marker and would refuse the 0s), so it loads back. */
+static void test_saved_defaults_reload(void) {
+  char dir[] = "/tmp/damo_model_XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  const int64_t in[] = {4};
+  damo_model *m = damo_sequential_new(1, in);
+  damo_model_add(m, damo_dense(3, DAMO_ACT_NONE));
+  CHECK(damo_model_build(m, 1) == DAMO_OK);
+  damo_compile_options c = {{.kind = DAMO_OPT_ADAM, .lr = 0.01f}, DAMO_LOSS_MSE, 0};
+  c.optimizer.schedule.kind = DAMO_SCHED_STEP;
+  c.optimizer.schedule.step_size = 5;
+  CHECK_MSG(damo_model_compile(m, &c) == DAMO_OK, "%s", damo_last_error());
+  CHECK_MSG(damo_model_save(m, dir) == DAMO_OK, "%s", damo_last_error());
+  damo_model *l = NULL;
+  CHECK_MSG(damo_model_load(dir, &l) == DAMO_OK, "%s", damo_last_error());
+  damo_compile_options r;
+  CHECK(l && damo_model_config_compile_options(l, &r) == DAMO_OK && r.optimizer.lr == 0.01f &&
+        r.optimizer.beta1 == 0.9f && r.optimizer.beta2 == 0.999f && r.optimizer.eps == 1e-8f &&
+        r.optimizer.schedule.step_size == 5 && r.optimizer.schedule.gamma == 0.1f);
+  damo_model_free(l);
+  damo_model_free(m);
+  char cmd[64];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
 }
 
 static void test_summary_table(void) {
@@ -412,6 +527,9 @@ int main(void) {
   RUN(test_early_stopping_and_history_csv);
   RUN(test_binary_classifier);
   RUN(test_config_errors);
+  RUN(test_config_empty_key);
+  RUN(test_config_invalid_settings);
+  RUN(test_saved_defaults_reload);
   RUN(test_summary_table);
   RUN(test_liveness_planning_reuses_memory);
   RUN(test_cnn_with_batch_norm_round_trip);

@@ -429,6 +429,9 @@ static void test_corrupt_vocabulary_files(void) {
   expect_load_error("bytes.txt", "[PAD]\nab\xFF\n", DAMO_ERR_FORMAT, "line 2", "invalid UTF-8");
   expect_load_error("cut.json", "[\"[PAD]\", \"[UNK]\",\n \"\\u2581the", DAMO_ERR_FORMAT,
                     "not valid JSON at byte offset", "line 2");
+  /* Issue 18.5: strict JSON; cJSON alone stopped at the first value and ignored the rest */
+  expect_load_error("trailing.json", "[\"[PAD]\", \"[UNK]\"]\n[\"x\"]", DAMO_ERR_FORMAT,
+                    "trailing.json: unexpected data after the JSON value at byte offset 19", "line 2");
   expect_load_error("object.json", "{\"the\": 0}", DAMO_ERR_FORMAT, "expected a JSON array", NULL);
   expect_load_error("number.json", "[\"[PAD]\", 5]", DAMO_ERR_FORMAT, "entry 1", "string");
   expect_load_error("emptystr.json", "[\"[PAD]\", \"\"]", DAMO_ERR_FORMAT, "entry 1", NULL);

@@ -5,12 +5,21 @@
  * both kinds load the same way. Everything is checked: the magic, the sizes, that the data
  * is all there (a short file names the byte offset where it ran out), that the gzip stream
  * is intact (including its CRC, which zlib checks at the end of the stream) and that
- * nothing follows the data. */
+ * nothing follows the data.
+ *
+ * Nothing is allocated from the header's shape alone: a plain file's length is checked
+ * against it first, and a gzip stream (whose length is unknown until it ends) is read in
+ * chunks into a buffer that grows with the data that actually arrives, so a 20-byte file
+ * claiming gigabytes fails at its first missing byte having allocated at most one chunk. */
 #include "internal.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <zlib.h>
+
+/* The first buffer for gzip data; it doubles as data arrives, up to the declared size. */
+#define IDX_FIRST_CHUNK ((size_t)1 << 20)
 
 /* More elements than any IDX data set has by far; guards against a corrupt size field
  * asking for an absurd allocation. */
@@ -72,6 +81,51 @@ static damo_status short_read(gzFile gz, const char *path, const char *what, siz
                     "out at byte offset %zu", path, why ? " gzip stream" : "", what, need, offset, offset + got);
 }
 
+/* The numel data bytes after the header (at byte data_off) into *out (damo_alloc'd, exactly
+ * numel bytes), checking that they exist before allocating them all: a plain file must be
+ * long enough; a gzip stream is read a chunk at a time, the buffer growing only with data
+ * that arrived, and a short stream fails at its first missing byte. */
+static damo_status read_data(gzFile gz, const char *path, int ndim, const int64_t *shape, size_t data_off, size_t numel,
+                             unsigned char **out) {
+  char sh[128], what[192];
+  damo_shape_string(ndim, shape, sh, sizeof sh);
+  snprintf(what, sizeof what, "data of shape %s", sh);
+  size_t cap = numel;
+  struct stat sb;
+  if (gzdirect(gz) && stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+    if ((uint64_t)sb.st_size < (uint64_t)data_off + numel)
+      return damo_error(DAMO_ERR_FORMAT, "%s: truncated: the %s needs %zu bytes from byte offset %zu but the file ends "
+                        "at byte offset %lld", path, what, numel, data_off, (long long)sb.st_size);
+  } else if (cap > IDX_FIRST_CHUNK) {
+    cap = IDX_FIRST_CHUNK; /* gzip (or not a regular file): the length is known only at the end */
+  }
+  unsigned char *buf = damo_alloc(cap);
+  if (!buf) return damo_error_prefix(DAMO_ERR_NOMEM, "%s: ", path);
+  size_t have = 0;
+  while (have < numel) {
+    if (have == cap) {
+      size_t grown = cap > numel / 2 ? numel : 2 * cap;
+      unsigned char *bigger = damo_alloc(grown);
+      if (!bigger) {
+        damo_free(buf);
+        return damo_error_prefix(DAMO_ERR_NOMEM, "%s: ", path);
+      }
+      memcpy(bigger, buf, have);
+      damo_free(buf);
+      buf = bigger, cap = grown;
+    }
+    size_t got;
+    int r = gz_read_all(gz, buf + have, cap - have, &got);
+    have += got;
+    if (r != 1) {
+      damo_free(buf);
+      return short_read(gz, path, what, data_off, numel, have);
+    }
+  }
+  *out = buf;
+  return DAMO_OK;
+}
+
 static damo_status idx_read(gzFile gz, const char *path, damo_tensor **out) {
   unsigned char head[4];
   size_t got;
@@ -110,18 +164,16 @@ static damo_status idx_read(gzFile gz, const char *path, damo_tensor **out) {
     return damo_error(DAMO_ERR_FORMAT, "%s: IDX shape %s is implausibly large (corrupt header?)", path,
                       damo_shape_string(ndim, shape, sh, sizeof sh));
   }
-  damo_tensor *t = damo_tensor_new(DAMO_U8, ndim, shape);
-  if (!t) return damo_error_prefix(DAMO_ERR_NOMEM, "%s: ", path);
   size_t data_off = 4 + dlen;
-  if (gz_read_all(gz, t->data, (size_t)numel, &got) != 1) {
-    char sh[128];
-    damo_shape_string(ndim, shape, sh, sizeof sh);
-    char what[192];
-    snprintf(what, sizeof what, "data of shape %s", sh);
-    damo_status s = short_read(gz, path, what, data_off, (size_t)numel, got);
-    damo_tensor_free(t);
-    return s;
+  unsigned char *data = NULL;
+  damo_status s = read_data(gz, path, ndim, shape, data_off, (size_t)numel, &data);
+  if (s != DAMO_OK) return s;
+  damo_tensor *t = damo_tensor_wrap(DAMO_U8, ndim, shape, data);
+  if (!t) {
+    damo_free(data);
+    return damo_error_prefix(DAMO_ERR_NOMEM, "%s: ", path);
   }
+  t->owns_data = 1;
   /* Reading past the data makes zlib finish the stream and check its CRC and length. */
   unsigned char extra[16];
   int r = gzread(gz, extra, sizeof extra);

@@ -23,6 +23,13 @@
  * or a corrupt header (65535 is the JPEG limit; 2^27 pixels is 1.5 GiB as RGB floats). */
 #define IMAGE_MAX_SIDE 65535
 #define IMAGE_MAX_PIXELS ((int64_t)1 << 27)
+/* Pixels a file can declare per byte it has (plus a small allowance). No format stb reads
+ * packs more: deflate's limit of about 1032:1 on 1-bit PNG rows is ~8256 pixels a byte, a
+ * GIF code ~2730, a JPEG at least one bit per 8x8 block's DC term, RLE formats a 128- to
+ * 65535-pixel run per packet. A header claiming more is corrupt or hostile, and stb would
+ * allocate (and, for a truncated JPEG, decode as zeros) the whole claim. */
+#define IMAGE_PIXELS_PER_BYTE 16384
+#define IMAGE_PIXELS_ALLOWANCE 65536
 
 /* ITU-R BT.601 luma, as PIL's convert("L") and Keras' load_img use. */
 #define LUMA_R 0.299f
@@ -134,6 +141,12 @@ damo_status damo_image_load(const char *path, int channels, damo_tensor **out) {
     free(buf);
     return damo_error(DAMO_ERR_FORMAT, "%s: image size %d x %d is outside what damo accepts (sides 1..%d, at most "
                       "%lld pixels)", path, w, h, IMAGE_MAX_SIDE, (long long)IMAGE_MAX_PIXELS);
+  }
+  if ((int64_t)w * h > (int64_t)IMAGE_PIXELS_PER_BYTE * (int64_t)size + IMAGE_PIXELS_ALLOWANCE) {
+    free(buf);
+    return damo_error(DAMO_ERR_FORMAT, "%s: the header declares %d x %d pixels but a %zu-byte file cannot hold that "
+                      "many (at most %lld; truncated or corrupt)", path, w, h, size,
+                      (long long)IMAGE_PIXELS_PER_BYTE * (long long)size + IMAGE_PIXELS_ALLOWANCE);
   }
   unsigned char *px = stbi_load_from_memory(bytes, (int)size, &w, &h, &have, 0);
   if (!px) {

@@ -81,12 +81,9 @@ static damo_status parse_config_names(const char *path, damo_bert_config *cfg, c
 static damo_status parse_config(const char *path, damo_bert_config *cfg) { return parse_config_names(path, cfg, NULL); }
 
 static damo_status parse_config_names(const char *path, damo_bert_config *cfg, char ***label_names) {
-  char *text;
-  size_t size;
-  damo_status st = damo_read_file(path, &text, &size);
+  cJSON *root = NULL;
+  damo_status st = damo_json_read_file(path, 0, &root); /* strict: trailing data, repeated keys */
   if (st != DAMO_OK) return st;
-  cJSON *root = cJSON_ParseWithLength(text, size);
-  free(text);
   if (!cJSON_IsObject(root)) {
     cJSON_Delete(root);
     return damo_error(DAMO_ERR_FORMAT, "%s: not a JSON object", path);
@@ -212,10 +209,30 @@ damo_status damo_bert_load(const char *dir, int num_labels, uint64_t seed, damo_
   if (st != DAMO_OK) return st;
   const int stored_labels = cfg.num_labels;
   if (num_labels > 0) cfg.num_labels = num_labels;
-  damo_bert *m;
-  if ((st = bert_alloc(&cfg, &m)) != DAMO_OK) {
+  /* The weights first (their size is the file's), and the config's sizes checked against
+   * them before the parameter block they declare is allocated: the embeddings and each
+   * layer's 4 H^2 + 2 H I matrices are a lower bound of what any accepted file holds. Far
+   * more than the file holds (twice, plus 1M) is refused here; a near miss gets
+   * fill_from_dict's message naming the missing or mis-shaped tensor. */
+  char weights[4096];
+  join(weights, sizeof weights, dir, "model.safetensors");
+  damo_tensor_dict *d = NULL;
+  st = damo_safetensors_load(weights, &d);
+  const double H = cfg.hidden_size;
+  const double declared = ((double)cfg.vocab_size + cfg.max_position_embeddings + cfg.type_vocab_size) * H +
+                          (double)cfg.num_hidden_layers * (4.0 * H * H + 2.0 * H * cfg.intermediate_size);
+  double held = 0;
+  for (int i = 0; st == DAMO_OK && i < d->count; i++) held += (double)damo_tensor_numel(d->tensors[i]);
+  if (st == DAMO_OK && declared > 2 * held + (1 << 20))
+    st = damo_error(DAMO_ERR_FORMAT, "%s: the sizes (num_hidden_layers %d, hidden_size %d, intermediate_size %d, "
+                    "vocab_size %d, max_position_embeddings %d) need at least %.0f weights but %s holds %.0f", path,
+                    cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size,
+                    cfg.max_position_embeddings, declared, weights, held);
+  damo_bert *m = NULL;
+  if (st != DAMO_OK || (st = bert_alloc(&cfg, &m)) != DAMO_OK) {
     for (int i = 0; names && i < stored_labels; i++) free(names[i]);
     free(names);
+    damo_tensor_dict_free(d);
     return st;
   }
   if (names && stored_labels == cfg.num_labels) m->label_names = names;
@@ -223,13 +240,7 @@ damo_status damo_bert_load(const char *dir, int num_labels, uint64_t seed, damo_
     for (int i = 0; names && i < stored_labels; i++) free(names[i]);
     free(names);
   }
-  join(path, sizeof path, dir, "model.safetensors");
-  damo_tensor_dict *d;
-  if ((st = damo_safetensors_load(path, &d)) != DAMO_OK) {
-    damo_bert_free(m);
-    return st;
-  }
-  st = fill_from_dict(m, d, path);
+  st = fill_from_dict(m, d, weights);
   damo_tensor_dict_free(d);
   if (st != DAMO_OK) {
     damo_bert_free(m);

@@ -29,12 +29,9 @@ static damo_status read_int(const cJSON *root, const char *path, const char *key
 }
 
 static damo_status parse_config(const char *path, damo_gpt2_config *cfg) {
-  char *text;
-  size_t size;
-  damo_status st = damo_read_file(path, &text, &size);
+  cJSON *root = NULL;
+  damo_status st = damo_json_read_file(path, 0, &root); /* strict: trailing data, repeated keys */
   if (st != DAMO_OK) return st;
-  cJSON *root = cJSON_ParseWithLength(text, size);
-  free(text);
   if (!cJSON_IsObject(root)) {
     cJSON_Delete(root);
     return damo_error(DAMO_ERR_FORMAT, "%s: not a JSON object", path);
@@ -138,23 +135,43 @@ static damo_status fill_from_dict(damo_gpt2 *m, const damo_tensor_dict *d, const
   return st;
 }
 
+/* Values in all tensors of d. */
+static double dict_values(const damo_tensor_dict *d) {
+  double n = 0;
+  for (int i = 0; i < d->count; i++) n += (double)damo_tensor_numel(d->tensors[i]);
+  return n;
+}
+
 damo_status damo_gpt2_load(const char *dir, damo_gpt2 **out) {
   if (!dir || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_load: NULL argument");
   *out = NULL;
-  char path[4096];
+  char path[4096], weights[4096];
   damo_gpt2_config cfg;
   join(path, sizeof path, dir, "config.json");
   damo_status st = parse_config(path, &cfg);
   if (st != DAMO_OK) return st;
-  damo_gpt2 *m;
-  if ((st = gpt2_alloc(&cfg, &m)) != DAMO_OK) return st;
-  join(path, sizeof path, dir, "model.safetensors");
+  /* The weights first (their size is the file's), and the config's sizes checked against
+   * them before the parameter block they declare is allocated: embeddings and the 12 E^2
+   * of each layer's matrices are a lower bound of what a complete file holds. Far more than
+   * the file holds (twice, plus 1M) is refused here; a near miss, such as one layer too
+   * many, gets fill_from_dict's message naming the missing tensor. */
+  join(weights, sizeof weights, dir, "model.safetensors");
   damo_tensor_dict *d;
-  if ((st = damo_safetensors_load(path, &d)) != DAMO_OK) {
-    damo_gpt2_free(m);
+  if ((st = damo_safetensors_load(weights, &d)) != DAMO_OK) return st;
+  const double E = cfg.n_embd, declared = ((double)cfg.vocab_size + cfg.n_positions) * E + 12.0 * cfg.n_layer * E * E;
+  if (declared > 2 * dict_values(d) + (1 << 20)) {
+    st = damo_error(DAMO_ERR_FORMAT, "%s: the sizes (n_layer %d, n_embd %d, vocab_size %d, n_positions %d) need at least "
+                    "%.0f weights but %s holds %.0f", path, cfg.n_layer, cfg.n_embd, cfg.vocab_size, cfg.n_positions,
+                    declared, weights, dict_values(d));
+    damo_tensor_dict_free(d);
     return st;
   }
-  st = fill_from_dict(m, d, path);
+  damo_gpt2 *m;
+  if ((st = gpt2_alloc(&cfg, &m)) != DAMO_OK) {
+    damo_tensor_dict_free(d);
+    return st;
+  }
+  st = fill_from_dict(m, d, weights);
   damo_tensor_dict_free(d);
   if (st != DAMO_OK) {
     damo_gpt2_free(m);

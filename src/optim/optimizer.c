@@ -87,9 +87,9 @@ static damo_status resolve_config(const damo_optimizer_config *in, damo_optimize
     if (c->nesterov && c->momentum == 0.0f)
       return damo_error(DAMO_ERR_INVALID_ARG, "optimizer: Nesterov SGD needs a momentum > 0");
   } else {
-    if (c->beta1 == 0.0f) c->beta1 = 0.9f;
-    if (c->beta2 == 0.0f) c->beta2 = 0.999f;
-    if (c->eps == 0.0f) c->eps = 1e-8f;
+    if (c->beta1 == 0.0f) c->beta1 = DAMO_ADAM_DEFAULT_BETA1;
+    if (c->beta2 == 0.0f) c->beta2 = DAMO_ADAM_DEFAULT_BETA2;
+    if (c->eps == 0.0f) c->eps = DAMO_ADAM_DEFAULT_EPS;
     if (!(c->beta1 > 0.0f && c->beta1 < 1.0f) || !(c->beta2 > 0.0f && c->beta2 < 1.0f))
       return damo_error(DAMO_ERR_INVALID_ARG, "optimizer: Adam betas (%g, %g) must lie in (0, 1)", (double)c->beta1,
                         (double)c->beta2);

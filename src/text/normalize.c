@@ -158,7 +158,7 @@ static size_t url_length(const unsigned char *s, size_t n) {
   size_t j = start;
   while (j < n && !ends_url(s[j])) j++;
   /* Sentence punctuation after a URL is not part of it. */
-  while (j > start && strchr(".,;:!?)]", s[j - 1])) j--;
+  while (j > start && s[j - 1] && strchr(".,;:!?)]", s[j - 1])) j--; /* strchr finds the NUL too */
   return j;
 }
 

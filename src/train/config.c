@@ -100,9 +100,10 @@ cJSON *damo_model_to_json(const damo_model *m) {
       cJSON_AddNumberToObject(o, "momentum", c->momentum);
       cJSON_AddBoolToObject(o, "nesterov", c->nesterov);
     } else {
-      cJSON_AddNumberToObject(o, "beta_1", c->beta1);
-      cJSON_AddNumberToObject(o, "beta_2", c->beta2);
-      cJSON_AddNumberToObject(o, "epsilon", c->eps);
+      /* the values in force: a 0 ("default" in C) would not be read back */
+      cJSON_AddNumberToObject(o, "beta_1", c->beta1 != 0.0f ? c->beta1 : DAMO_ADAM_DEFAULT_BETA1);
+      cJSON_AddNumberToObject(o, "beta_2", c->beta2 != 0.0f ? c->beta2 : DAMO_ADAM_DEFAULT_BETA2);
+      cJSON_AddNumberToObject(o, "epsilon", c->eps != 0.0f ? c->eps : DAMO_ADAM_DEFAULT_EPS);
     }
     cJSON_AddNumberToObject(o, "weight_decay", c->weight_decay);
     cJSON_AddNumberToObject(o, "clipnorm", c->clip_norm);
@@ -111,7 +112,7 @@ cJSON *damo_model_to_json(const damo_model *m) {
     cJSON_AddNumberToObject(s, "warmup_steps", (double)c->schedule.warmup_steps);
     if (c->schedule.kind == DAMO_SCHED_STEP) {
       cJSON_AddNumberToObject(s, "step_size", (double)c->schedule.step_size);
-      cJSON_AddNumberToObject(s, "gamma", c->schedule.gamma);
+      cJSON_AddNumberToObject(s, "gamma", c->schedule.gamma != 0.0f ? c->schedule.gamma : DAMO_DEFAULT_GAMMA);
     } else if (c->schedule.kind == DAMO_SCHED_COSINE) {
       cJSON_AddNumberToObject(s, "total_steps", (double)c->schedule.total_steps);
       cJSON_AddNumberToObject(s, "min_lr", c->schedule.min_lr);
@@ -144,19 +145,19 @@ static damo_status fail(const reader *r, damo_status code, const char *fmt, ...)
   return damo_error(code, "%s: %s%s%s", r->source, r->where, r->where[0] ? ": " : "", msg);
 }
 
-/* Every key of obj must be in the space-separated list `known`. */
+/* Every key of obj must be in the space-separated list `known`. The list is walked word by
+ * word (a substring search would match "" everywhere and never advance). */
 static damo_status check_keys(const reader *r, const cJSON *obj, const char *known) {
   for (const cJSON *it = obj->child; it; it = it->next) {
     size_t n = strlen(it->string);
-    const char *p = known;
     int found = 0;
-    while ((p = strstr(p, it->string)) != NULL) {
-      if ((p == known || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0')) {
-        found = 1;
-        break;
-      }
-      p += n;
+    for (const char *p = known; *p && !found;) {
+      size_t w = strcspn(p, " ");
+      found = w == n && n > 0 && memcmp(p, it->string, n) == 0;
+      p += w;
+      while (*p == ' ') p++;
     }
+    if (!found && n == 0) return fail(r, DAMO_ERR_FORMAT, "empty key \"\" (known keys: %s)", known);
     if (!found) return fail(r, DAMO_ERR_FORMAT, "unknown key '%s' (known keys: %s)", it->string, known);
   }
   return DAMO_OK;
@@ -185,6 +186,23 @@ static damo_status get_float(const reader *r, const cJSON *obj, const char *key,
   damo_status st = get_number(r, obj, key, &d, 0);
   *out = (float)d;
   return st;
+}
+
+/* A number within lo..hi (each end excluded when its *_open flag is set); absent leaves *out
+ * as it is. The message names the key, the range and the value. */
+static damo_status get_float_limits(const reader *r, const cJSON *obj, const char *key, double lo, int lo_open,
+                                    double hi, int hi_open, float *out) {
+  if (!cJSON_GetObjectItemCaseSensitive(obj, key)) return DAMO_OK;
+  double d = (double)*out;
+  damo_status st = get_number(r, obj, key, &d, 0);
+  if (st != DAMO_OK) return st;
+  if (lo_open ? !(d > lo) : !(d >= lo)) goto bad;
+  if (hi_open ? !(d < hi) : !(d <= hi)) goto bad;
+  *out = (float)d;
+  return DAMO_OK;
+bad:
+  return fail(r, DAMO_ERR_FORMAT, "'%s' must be in %c%g, %g%c, got %g", key, lo_open ? '(' : '[', lo, hi,
+              hi_open ? ')' : ']', d);
 }
 
 static damo_status get_string(const reader *r, const cJSON *obj, const char *key, const char **out, int required) {
@@ -327,8 +345,8 @@ static damo_status parse_layer(reader *r, const cJSON *o, damo_layer **out) {
   } else if (lt == &damo_layer_batch_norm) {
     TRY(check_keys(r, o, "type name momentum epsilon"));
     float momentum = 0.99f, eps = 1e-3f;
-    TRY(get_float(r, o, "momentum", &momentum));
-    TRY(get_float(r, o, "epsilon", &eps));
+    TRY(get_float_limits(r, o, "momentum", 0, 0, 1, 0, &momentum));
+    TRY(get_float_limits(r, o, "epsilon", 0, 1, 1, 0, &eps));
     l = damo_batch_norm_layer(momentum, eps);
   } else if (lt == &damo_layer_lstm || lt == &damo_layer_gru) {
     TRY(check_keys(r, o, "type name units return_sequences"));
@@ -398,23 +416,21 @@ static damo_status parse_optimizer(reader *r, const cJSON *o, damo_optimizer_con
   TRY(check_keys(r, o, "type learning_rate momentum nesterov beta_1 beta_2 epsilon weight_decay clipnorm schedule"));
   const char *type = NULL;
   TRY(get_string(r, o, "type", &type, 1));
-  double lr = -1;
   if (!strcmp(type, "adam")) *c = damo_adam(1e-3f);
   else if (!strcmp(type, "adamw")) *c = damo_adamw(1e-3f, 0.01f);
   else if (!strcmp(type, "sgd")) *c = damo_sgd(1e-2f, 0, 0);
   else return fail(r, DAMO_ERR_FORMAT, "unknown optimizer type '%s' (expected sgd, adam or adamw)", type);
-  TRY(get_number(r, o, "learning_rate", &lr, 0));
-  if (lr != -1) {
-    if (!(lr > 0)) return fail(r, DAMO_ERR_FORMAT, "'learning_rate' must be positive, got %g", lr);
-    c->lr = (float)lr;
-  }
-  TRY(get_float(r, o, "momentum", &c->momentum));
+  /* Absent keys keep the type's defaults; a value given must be valid (the optimizer reads
+   * 0 as "the default" for some fields, so a written 0 would otherwise be replaced). */
+  TRY(get_float_limits(r, o, "learning_rate", 0, 1, 1e6, 0, &c->lr));
+  TRY(get_float_limits(r, o, "momentum", 0, 0, 1, 0, &c->momentum));
   TRY(get_bool(r, o, "nesterov", &c->nesterov));
-  TRY(get_float(r, o, "beta_1", &c->beta1));
-  TRY(get_float(r, o, "beta_2", &c->beta2));
-  TRY(get_float(r, o, "epsilon", &c->eps));
-  TRY(get_float(r, o, "weight_decay", &c->weight_decay));
-  TRY(get_float(r, o, "clipnorm", &c->clip_norm));
+  TRY(get_float_limits(r, o, "beta_1", 0, 1, 1, 1, &c->beta1));
+  TRY(get_float_limits(r, o, "beta_2", 0, 1, 1, 1, &c->beta2));
+  TRY(get_float_limits(r, o, "epsilon", 0, 1, 1, 0, &c->eps));
+  TRY(get_float_limits(r, o, "weight_decay", 0, 0, 1e6, 0, &c->weight_decay));
+  TRY(get_float_limits(r, o, "clipnorm", 0, 0, 1e30, 0, &c->clip_norm));
+  if (c->nesterov && c->momentum == 0.0f) return fail(r, DAMO_ERR_FORMAT, "'nesterov' needs a 'momentum' above 0");
   const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "schedule");
   if (s) {
     snprintf(r->where, sizeof r->where, "optimizer.schedule");
@@ -429,8 +445,13 @@ static damo_status parse_optimizer(reader *r, const cJSON *o, damo_optimizer_con
     TRY(get_int(r, s, "warmup_steps", &c->schedule.warmup_steps, 0));
     TRY(get_int(r, s, "step_size", &c->schedule.step_size, c->schedule.kind == DAMO_SCHED_STEP));
     TRY(get_int(r, s, "total_steps", &c->schedule.total_steps, 0));
-    TRY(get_float(r, s, "gamma", &c->schedule.gamma));
-    TRY(get_float(r, s, "min_lr", &c->schedule.min_lr));
+    if (c->schedule.warmup_steps < 0 || c->schedule.total_steps < 0 ||
+        (c->schedule.kind == DAMO_SCHED_STEP && c->schedule.step_size < 1))
+      return fail(r, DAMO_ERR_FORMAT, "'warmup_steps' and 'total_steps' must be >= 0 and 'step_size' >= 1, got %lld, "
+                  "%lld and %lld", (long long)c->schedule.warmup_steps, (long long)c->schedule.total_steps,
+                  (long long)c->schedule.step_size);
+    TRY(get_float_limits(r, s, "gamma", 0, 1, 1e6, 0, &c->schedule.gamma));
+    TRY(get_float_limits(r, s, "min_lr", 0, 0, 1e6, 0, &c->schedule.min_lr));
   }
   return DAMO_OK;
 }
@@ -454,6 +475,27 @@ static damo_status get_float_in(const reader *r, const cJSON *obj, const char *k
   return DAMO_OK;
 }
 
+/* "fit": epochs, batch_size, seed and validation_split into o; an absent key leaves o's
+ * value (the caller's default), a present one must be valid: a bad value is an error naming
+ * the key, never replaced by the default. */
+static damo_status parse_fit_numbers(const reader *r, const cJSON *f, damo_fit_options *o) {
+  int64_t epochs = o->epochs, batch = o->batch_size, seed = o->seed > (uint64_t)INT64_MAX ? 0 : (int64_t)o->seed;
+  TRY(get_int(r, f, "epochs", &epochs, 0));
+  if (cJSON_GetObjectItemCaseSensitive(f, "epochs") && (epochs < 1 || epochs > 1000000))
+    return fail(r, DAMO_ERR_FORMAT, "'epochs' must be an integer in [1, 1000000], got %lld", (long long)epochs);
+  TRY(get_int(r, f, "batch_size", &batch, 0));
+  if (cJSON_GetObjectItemCaseSensitive(f, "batch_size") && (batch < 1 || batch > INT32_MAX))
+    return fail(r, DAMO_ERR_FORMAT, "'batch_size' must be an integer in [1, %d], got %lld", INT32_MAX, (long long)batch);
+  TRY(get_int(r, f, "seed", &seed, 0));
+  if (cJSON_GetObjectItemCaseSensitive(f, "seed") && seed < 0)
+    return fail(r, DAMO_ERR_FORMAT, "'seed' must be an integer >= 0, got %lld", (long long)seed);
+  TRY(get_float_limits(r, f, "validation_split", 0, 0, 1, 1, &o->validation_split));
+  if (cJSON_GetObjectItemCaseSensitive(f, "epochs")) o->epochs = (int)epochs;
+  if (cJSON_GetObjectItemCaseSensitive(f, "batch_size")) o->batch_size = (int)batch;
+  if (cJSON_GetObjectItemCaseSensitive(f, "seed")) o->seed = (uint64_t)seed;
+  return DAMO_OK;
+}
+
 /* "fit": {"early_stopping": {"monitor", "patience", "min_delta", "restore_best_weights"}}, as
  * Keras' EarlyStopping callback (restore_best_weights defaults to true here). monitor points
  * into the config, which lives as long as the model. */
@@ -464,7 +506,7 @@ static damo_status parse_early_stopping(const reader *r, const cJSON *es, damo_f
   TRY(get_int(r, es, "patience", &patience, 1));
   if (patience < 1 || patience > 100000) return fail(r, DAMO_ERR_FORMAT, "'patience' must be a positive number of epochs");
   TRY(get_string(r, es, "monitor", &monitor, 0));
-  TRY(get_float(r, es, "min_delta", &o->min_delta));
+  TRY(get_float_limits(r, es, "min_delta", 0, 0, 1e30, 0, &o->min_delta));
   TRY(get_bool(r, es, "restore_best_weights", &restore));
   o->patience = (int)patience;
   o->monitor = monitor;
@@ -546,6 +588,10 @@ damo_status damo_model_from_json(const cJSON *root, const char *source, damo_mod
     return fail(&r, DAMO_ERR_FORMAT, "'layers' must be a non-empty list of layer objects");
   damo_model *m = damo_sequential_new(ndim, in_shape);
   if (!m) return DAMO_ERR_NOMEM;
+  if (source && !(m->config_source = damo_strdup(source))) {
+    damo_model_free(m);
+    return DAMO_ERR_NOMEM;
+  }
   damo_status st = DAMO_OK;
   int i = 0;
   for (const cJSON *lo = layers->child; lo && st == DAMO_OK; lo = lo->next, i++) {
@@ -593,6 +639,8 @@ damo_status damo_model_from_json(const cJSON *root, const char *source, damo_mod
     snprintf(r.where, sizeof r.where, "fit");
     if (!cJSON_IsObject(fit)) st = fail(&r, DAMO_ERR_FORMAT, "must be an object");
     else st = check_keys(&r, fit, "epochs batch_size seed validation_split augment early_stopping");
+    damo_fit_options numbers = {0};
+    if (st == DAMO_OK) st = parse_fit_numbers(&r, fit, &numbers);
     const cJSON *es = cJSON_GetObjectItemCaseSensitive(fit, "early_stopping");
     if (st == DAMO_OK && es) {
       snprintf(r.where, sizeof r.where, "fit.early_stopping");
@@ -626,26 +674,31 @@ damo_status damo_model_from_json(const cJSON *root, const char *source, damo_mod
   return DAMO_OK;
 }
 
-damo_status damo_model_from_config_json(const char *json_text, const char *source_name, damo_model **out) {
-  if (!out) return damo_error(DAMO_ERR_INVALID_ARG, "from_config_json: NULL output");
-  *out = NULL;
-  if (!json_text) return damo_error(DAMO_ERR_INVALID_ARG, "from_config_json: NULL text");
-  cJSON *root = cJSON_Parse(json_text);
-  if (!root) {
-    const char *at = cJSON_GetErrorPtr();
-    long offset = at && at >= json_text ? (long)(at - json_text) : -1;
-    return damo_error(DAMO_ERR_FORMAT, "%s: invalid JSON near byte %ld", source_name ? source_name : "config", offset);
-  }
-  damo_status st = damo_model_from_json(root, source_name, out);
+/* Strict JSON (damo_json_parse): trailing data and repeated keys are errors, not ignored. */
+static damo_status from_config_text(const char *text, size_t len, const char *source, damo_model **out) {
+  cJSON *root = NULL;
+  damo_status st = damo_json_parse(text, len, source ? source : "config", 0, &root);
+  if (st != DAMO_OK) return st;
+  st = damo_model_from_json(root, source, out);
   cJSON_Delete(root);
   return st;
 }
 
+damo_status damo_model_from_config_json(const char *json_text, const char *source_name, damo_model **out) {
+  if (!out) return damo_error(DAMO_ERR_INVALID_ARG, "from_config_json: NULL output");
+  *out = NULL;
+  if (!json_text) return damo_error(DAMO_ERR_INVALID_ARG, "from_config_json: NULL text");
+  return from_config_text(json_text, strlen(json_text), source_name, out);
+}
+
 damo_status damo_model_from_config_file(const char *path, damo_model **out) {
+  if (!out) return damo_error(DAMO_ERR_INVALID_ARG, "from_config_file: NULL output");
+  *out = NULL;
   char *text;
-  damo_status st = damo_read_file(path, &text, NULL);
+  size_t len;
+  damo_status st = damo_read_file(path, &text, &len);
   if (st != DAMO_OK) return st;
-  st = damo_model_from_config_json(text, path, out);
+  st = from_config_text(text, len, path, out);
   free(text);
   return st;
 }
@@ -673,19 +726,8 @@ damo_status damo_model_config_fit_options(const damo_model *m, damo_fit_options 
   if (!m || !inout) return damo_error(DAMO_ERR_INVALID_ARG, "config_fit_options: NULL argument");
   const cJSON *f = m->fit_defaults;
   if (!f) return DAMO_OK;
-  reader r = {"config", "fit"};
-  int64_t epochs = inout->epochs, batch = inout->batch_size, seed = (int64_t)inout->seed;
-  TRY(get_int(&r, f, "epochs", &epochs, 0));
-  TRY(get_int(&r, f, "batch_size", &batch, 0));
-  TRY(get_int(&r, f, "seed", &seed, 0));
-  TRY(get_float(&r, f, "validation_split", &inout->validation_split));
-  /* the caller's own values may be 0 ("the default"); the config's must be valid */
-  if ((cJSON_GetObjectItemCaseSensitive(f, "epochs") && epochs < 1) || epochs > INT32_MAX ||
-      (cJSON_GetObjectItemCaseSensitive(f, "batch_size") && batch < 1) || batch > INT32_MAX || seed < 0)
-    return fail(&r, DAMO_ERR_FORMAT, "epochs and batch_size must be positive, seed non-negative");
-  inout->epochs = (int)epochs;
-  inout->batch_size = (int)batch;
-  inout->seed = (uint64_t)seed;
+  reader r = {m->config_source ? m->config_source : "config", "fit"};
+  TRY(parse_fit_numbers(&r, f, inout));
   if (m->has_augment) inout->augment = &m->augment;
   const cJSON *es = cJSON_GetObjectItemCaseSensitive(f, "early_stopping");
   if (es) {

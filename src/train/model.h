@@ -41,6 +41,7 @@ struct damo_model {
   uint64_t seed;
   int64_t epochs_done;
   cJSON *fit_defaults; /* the config's optional "fit" object (owned) */
+  char *config_source; /* the config's file name, for messages (owned), or NULL */
   int has_augment;     /* the "fit" object had an "augment" object, parsed into: */
   damo_augment_options augment;
   float augment_mean[4], augment_std[4];
