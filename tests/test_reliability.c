@@ -18,6 +18,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -463,6 +464,28 @@ static void test_nan_weights_refused(void) {
   run("rm -rf '%s' '%s'", dir, tmp_path("nan_bert"));
 }
 
+/* A config.json declaring a huge layer beside a small model.safetensors is refused before
+ * the weights are allocated (not after a multi-gigabyte calloc and initialisation). */
+static void test_hostile_units_refused_before_allocating(void) {
+  char dir[512], path[600];
+  snprintf(dir, sizeof dir, "%s/huge", tmpdir);
+  damo_model *a = tiny_mlp(1);
+  CHECK(damo_model_save(a, dir) == DAMO_OK);
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  const char *cfg = "{\"format\": \"damo.sequential\", \"input_shape\": [6], \"layers\": ["
+                    "{\"type\": \"dense\", \"name\": \"dense\", \"units\": 100000000}]}";
+  write_bytes(path, cfg, strlen(cfg));
+  struct rusage before, after;
+  getrusage(RUSAGE_SELF, &before);
+  damo_model *m = NULL;
+  CHECK(damo_model_load(dir, &m) == DAMO_ERR_FORMAT && !m);
+  getrusage(RUSAGE_SELF, &after);
+  CHECK_MSG(strstr(damo_last_error(), "declares 700000000 weights"), "%s", damo_last_error());
+  CHECK_MSG(after.ru_maxrss - before.ru_maxrss < 65536, "peak RSS grew by %ld KiB", after.ru_maxrss - before.ru_maxrss);
+  damo_model_free(a);
+  run("rm -rf '%s'", dir);
+}
+
 /* ------------------------------------------------------------------ divergence */
 
 static void test_divergence_watch(void) {
@@ -693,6 +716,7 @@ int main(void) {
   RUN(test_bert_save_faults);
   RUN(test_stale_files_removed);
   RUN(test_nan_weights_refused);
+  RUN(test_hostile_units_refused_before_allocating);
   RUN(test_divergence_watch);
   RUN(test_fit_stops_diverging_run);
   RUN(test_lock_refuses_second_writer);

@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 static void join(char *buf, size_t cap, const char *dir, const char *file) { snprintf(buf, cap, "%s/%s", dir, file); }
 
@@ -76,6 +77,23 @@ damo_status damo_model_load(const char *dir, damo_model **out) {
   damo_model *m;
   damo_status st = damo_model_from_config_file(path, &m);
   if (st != DAMO_OK) return st;
+  /* The weights the config declares must fit in the file before they are allocated: a
+   * hostile "units" must not cost gigabytes (2 bytes a value: F16/BF16 files are accepted). */
+  double declared = 0;
+  for (int i = 0; i < m->n_layers; i++)
+    for (int p = 0; p < m->layers[i]->n_params; p++) {
+      double count = 1;
+      for (int d = 0; d < m->layers[i]->params[p].ndim; d++) count *= (double)m->layers[i]->params[p].shape[d];
+      declared += count;
+    }
+  join(path, sizeof path, dir, "model.safetensors");
+  struct stat fst;
+  if (stat(path, &fst) == 0 && (double)fst.st_size < 2.0 * declared) {
+    st = damo_error(DAMO_ERR_FORMAT, "%s: config.json declares %.0f weights (at least %.0f bytes) but the file has %lld "
+                    "bytes", path, declared, 2.0 * declared, (long long)fst.st_size);
+    damo_model_free(m);
+    return st;
+  }
   if ((st = damo_model_build(m, 0)) != DAMO_OK) {
     damo_model_free(m);
     return st;
