@@ -144,11 +144,7 @@ static int read_flags(int argc, char **argv, bert_run *r) {
     r->opt.seed = (uint64_t)v;
   }
   if ((s = cli_opt(argc, argv, "--lr"))) {
-    if (!cli_parse_double(s, "--lr", &d)) return 0;
-    if (!(d > 0 && d <= 10)) {
-      fprintf(stderr, "damo train: --lr must be in (0, 10], got %s\n", s);
-      return 0;
-    }
+    if (!cli_parse_double(s, "--lr", 0, 1, 10, &d)) return 0;
     r->opt.lr = (float)d;
   }
   if (r->log_every < 1) r->log_every = 20;

@@ -5,6 +5,7 @@
 #include "damo.h"
 
 #include <cjson/cJSON.h>
+#include <math.h> /* HUGE_VAL for cli_parse_double */
 
 /* The value after option `name`, or NULL. */
 const char *cli_opt(int argc, char **argv, const char *name);
@@ -16,7 +17,9 @@ int cli_check_options(int argc, char **argv, const char *const *known_with_value
 /* Prints "damo: what: <last error>" and returns 1. */
 int cli_fail(const char *what);
 int cli_parse_long(const char *s, const char *name, long lo, long hi, long *out);
-int cli_parse_double(const char *s, const char *name, double *out);
+/* A number in [lo, hi] ((lo, hi] when lo_open; hi HUGE_VAL for none), else a message naming
+ * the option, the range and the value, and 0. */
+int cli_parse_double(const char *s, const char *name, double lo, int lo_open, double hi, double *out);
 /* Loads a data SPEC's split ("train" or "test"). For a CSV or npy pair the whole file is
  * returned for either split. */
 damo_status cli_load_data(const char *spec, const char *split, const char *label_column, damo_tensor **x,

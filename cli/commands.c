@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,7 +115,7 @@ int cli_train(int argc, char **argv) {
   double d;
   int rc = 2;
   if ((v = cli_opt(argc, argv, "--lr"))) {
-    if (!cli_parse_double(v, "--lr", &d) || !(d > 0)) goto done;
+    if (!cli_parse_double(v, "--lr", 0, 1, HUGE_VAL, &d)) goto done;
     copt.optimizer.lr = (float)d;
   }
   if ((v = cli_opt(argc, argv, "--epochs"))) {
@@ -130,7 +131,7 @@ int cli_train(int argc, char **argv) {
     fo.seed = (uint64_t)n;
   }
   if ((v = cli_opt(argc, argv, "--validation-split"))) {
-    if (!cli_parse_double(v, "--validation-split", &d) || d < 0 || d >= 1) goto done;
+    if (!cli_parse_double(v, "--validation-split", 0, 0, 0.99, &d)) goto done;
     fo.validation_split = (float)d;
   }
   if ((v = cli_opt(argc, argv, "--patience"))) {

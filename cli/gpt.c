@@ -158,11 +158,7 @@ static int read_train_flags(int argc, char **argv, gpt_run *r) {
     if (!cli_parse_long(v, "--checkpoint-every", 0, 1L << 30, &r->checkpoint_every)) return 0;
   }
   if ((v = cli_opt(argc, argv, "--lr"))) {
-    if (!cli_parse_double(v, "--lr", &d)) return 0;
-    if (!(d > 0)) {
-      fprintf(stderr, "damo train: --lr must be > 0\n");
-      return 0;
-    }
+    if (!cli_parse_double(v, "--lr", 0, 1, HUGE_VAL, &d)) return 0;
     /* keep the floor in the same proportion to the peak */
     r->opt.min_lr = (float)((double)r->opt.min_lr * d / (double)r->opt.lr);
     r->opt.lr = (float)d;
@@ -392,11 +388,7 @@ static int parse_sampling(int argc, char **argv, damo_gpt2_sampling *s, long *ma
   if ((v = cli_opt(argc, argv, "--max-new-tokens")) && !cli_parse_long(v, "--max-new-tokens", 0, 1L << 20, max_new))
     return 0;
   if ((v = cli_opt(argc, argv, "--temperature"))) {
-    if (!cli_parse_double(v, "--temperature", &d)) return 0;
-    if (!(d >= 0)) {
-      fprintf(stderr, "damo generate: --temperature must be >= 0 (0 = greedy)\n");
-      return 0;
-    }
+    if (!cli_parse_double(v, "--temperature (0 = greedy)", 0, 0, HUGE_VAL, &d)) return 0;
     s->temperature = (float)d;
   }
   if ((v = cli_opt(argc, argv, "--top-k"))) {
@@ -404,11 +396,7 @@ static int parse_sampling(int argc, char **argv, damo_gpt2_sampling *s, long *ma
     s->top_k = (int)n;
   }
   if ((v = cli_opt(argc, argv, "--top-p"))) {
-    if (!cli_parse_double(v, "--top-p", &d)) return 0;
-    if (!(d >= 0 && d <= 1)) {
-      fprintf(stderr, "damo generate: --top-p must lie in [0, 1] (0 or 1 = off)\n");
-      return 0;
-    }
+    if (!cli_parse_double(v, "--top-p (0 or 1 = off)", 0, 0, 1, &d)) return 0;
     s->top_p = (float)d;
   }
   if ((v = cli_opt(argc, argv, "--seed"))) {

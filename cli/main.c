@@ -71,11 +71,15 @@ int cli_parse_long(const char *s, const char *name, long lo, long hi, long *out)
   return 1;
 }
 
-int cli_parse_double(const char *s, const char *name, double *out) {
+int cli_parse_double(const char *s, const char *name, double lo, int lo_open, double hi, double *out) {
   char *end;
   double v = strtod(s, &end);
-  if (*s == '\0' || *end != '\0' || v != v) {
-    fprintf(stderr, "damo: %s must be a number, got '%s'\n", name, s);
+  int in_range = (lo_open ? v > lo : v >= lo) && v <= hi;
+  if (*s == '\0' || *end != '\0' || v != v || !in_range) {
+    char high[32];
+    if (hi == HUGE_VAL) snprintf(high, sizeof high, "inf)");
+    else snprintf(high, sizeof high, "%g]", hi);
+    fprintf(stderr, "damo: %s must be a number in %c%g, %s, got '%s'\n", name, lo_open ? '(' : '[', lo, high, s);
     return 0;
   }
   *out = v;

@@ -94,6 +94,14 @@ static void test_bad_input_messages(void) {
   CHECK_MSG(rc == 1 && strstr(cli_out, "config.json"), "%s", cli_out);
   rc = run("%s frobnicate", DAMO_CLI_PATH);
   CHECK(rc == 2);
+  /* An out-of-range number says which option, its range and the value (it printed nothing). */
+  static const char *const bad_lr[] = {"0", "-1", "abc"};
+  for (int i = 0; i < 3; i++) {
+    rc = run("%s train --config %s/model.json --data %s/train.csv --lr %s", DAMO_CLI_PATH, dir, dir, bad_lr[i]);
+    CHECK_MSG(rc == 2 && strstr(cli_out, "--lr must be a number in (0, inf)") && strstr(cli_out, bad_lr[i]), "%s", cli_out);
+  }
+  rc = run("%s train --config %s/model.json --data %s/train.csv --validation-split 1", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--validation-split must be a number in [0, 0.99]"), "%s", cli_out);
 }
 
 /* predict of the folder new/ (mails 116-119) with the model in dir/model: the lines for a ham
