@@ -87,6 +87,10 @@ long damo_io_fault_steps(void);
 damo_status damo_json_parse_at(const char *text, size_t len, size_t base, const char *source, unsigned flags,
                                struct cJSON **out);
 
+/* The epoch axis of a history plot (io/plot.c): whole-number ticks for epochs 1..n_epochs,
+ * a 1-2-5 step, at most 10 and at most cap; returns how many. */
+int damo_plot_epoch_ticks(int n_epochs, double *out, int cap);
+
 /* CPU feature level the kernels dispatch on (set once, overridable by DAMO_SIMD). */
 typedef enum damo_simd_level { DAMO_SIMD_SCALAR = 0, DAMO_SIMD_AVX2 = 1, DAMO_SIMD_AVX512 = 2 } damo_simd_level;
 damo_simd_level damo_simd_level_get(void);

@@ -3,6 +3,7 @@
  * in a fresh temporary directory (kept when DAMO_TEST_KEEP is set, to look at the plots). */
 #include "damo.h"
 #include "data/prefetch.h"
+#include "internal.h"
 #include "harness.h"
 
 #include <dirent.h>
@@ -557,6 +558,21 @@ static void check_picture(const char *path, int64_t min_w, int64_t min_h) {
   damo_tensor_free(t);
 }
 
+/* The epoch axis: whole epochs only (a 2.5 step used to print "2" under the tick at 2.5),
+ * evenly spaced, inside 1..n, at most 10. */
+static void test_epoch_ticks(void) {
+  for (int n = 1; n <= 300; n++) {
+    double t[16];
+    int k = damo_plot_epoch_ticks(n, t, 16);
+    int ok = k >= 1 && k <= 10;
+    for (int i = 0; i < k && ok; i++) ok = t[i] == floor(t[i]) && t[i] >= 1 && t[i] <= n;
+    for (int i = 2; i < k && ok; i++) ok = t[i] - t[i - 1] == t[1] - t[0];
+    CHECK_MSG(ok, "%d epochs: %d ticks, first %g, second %g", n, k, k > 0 ? t[0] : -1, k > 1 ? t[1] : -1);
+  }
+  double t[16];
+  CHECK(damo_plot_epoch_ticks(20, t, 16) == 10 && t[0] == 2 && t[9] == 20); /* step 2, not 2.5 */
+}
+
 static void test_plots(void) {
   enum { E = 15 };
   float tl[E], vl[E], ta[E], va[E];
@@ -629,6 +645,7 @@ int main(void) {
   RUN(test_augment_flip_shift);
   RUN(test_augment_erase_normalise);
   RUN(test_prefetch);
+  RUN(test_epoch_ticks);
   RUN(test_plots);
   if (getenv("DAMO_TEST_KEEP"))
     fprintf(stderr, "files kept in %s\n", tmpdir);

@@ -265,6 +265,19 @@ static ticks nice_ticks(double lo, double hi, int max_ticks) {
   return t;
 }
 
+int damo_plot_epoch_ticks(int n_epochs, double *out, int cap) {
+  double lo = 1, hi = n_epochs > 1 ? n_epochs : 1;
+  ticks t = nice_ticks(lo, hi, 10);
+  /* Epochs are whole: a step under 1 becomes 1, and 2.5 (the 1-2-2.5-5 ladder's only
+   * fraction, which "%.0f" printed as "2" under a tick at 2.5) becomes 2, or 5. */
+  double step = t.step < 1 ? 1 : floor(t.step);
+  if ((hi - lo) / step + 1 > 10.5) step = 2 * t.step; /* 2.5 -> 5 when 2 gives too many */
+  int count = 0;
+  for (double v = ceil(lo / step) * step; v <= hi + 1e-9 && count < cap; v += step)
+    if (v >= 1) out[count++] = v; /* epochs count from 1 */
+  return count;
+}
+
 static void tick_label(char *buf, size_t cap, double v, int decimals) {
   if (fabs(v) < 1e-12) v = 0; /* no "-0.0" */
   snprintf(buf, cap, "%.*f", decimals, v);
@@ -333,11 +346,10 @@ static damo_status draw_history_panel(canvas *cv, int left, int top, int right, 
     tick_label(buf, sizeof buf, v, yt.decimals);
     text_at(cv, p.x0 - 9, y - 8, buf, 2, SUBTLE, 2);
   }
-  ticks xt = nice_ticks(p.xlo, p.xhi, 10);
-  if (xt.step < 1) xt = (ticks){ceil(p.xlo), 1, (int)(floor(p.xhi) - ceil(p.xlo)) + 1, 0};
-  for (int i = 0; i < xt.count; i++) {
-    double v = xt.first + i * xt.step;
-    if (v < 1) continue; /* epochs count from 1 */
+  double xticks[16];
+  int n_xticks = damo_plot_epoch_ticks(n, xticks, 16);
+  for (int i = 0; i < n_xticks; i++) {
+    double v = xticks[i];
     int x = (int)lroundf(panel_x(&p, v));
     fill_rect(cv, x, p.y0, x + 1, p.y1, GRID);
     fill_rect(cv, x, p.y1, x + 1, p.y1 + 5, FRAME);
