@@ -695,7 +695,8 @@ damo_status damo_model_config_fit_options(const damo_model *m, damo_fit_options 
  * Functions taking an image also accept (H, W) as one channel, and U8 pixels. */
 
 /* Decodes PNG, JPEG (baseline and progressive), BMP, GIF (first frame), PNM/PGM/PPM, TGA,
- * PSD, HDR or PIC (through stb_image), any size up to 65535 per side and 2^27 pixels.
+ * PSD, HDR or PIC (through stb_image; plain ASCII P1-P3 by damo itself), any size up to
+ * 65535 per side and 2^27 pixels.
  * channels: 0 as stored (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA); 1 grey (luma 0.299 R +
  * 0.587 G + 0.114 B from colour); 3 RGB (grey replicated). Converting drops alpha, as PIL
  * does. Result F32 (H, W, C) with values 0..255. A missing file: DAMO_ERR_NOT_FOUND; corrupt,

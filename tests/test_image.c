@@ -558,6 +558,41 @@ static void check_picture(const char *path, int64_t min_w, int64_t min_h) {
   damo_tensor_free(t);
 }
 
+/* Plain (ASCII) Netpbm files, which stb_image refuses: P2 with a comment and maxval 15, P3,
+ * P1 with unseparated bits; hostile and truncated headers fail before allocating. */
+static void test_plain_pnm(void) {
+  const char *p2 = "P2\n# made by hand\n3 2\n15\n0 15 5\n10 3 15\n";
+  write_bytes(tmp_path("a.pgm"), p2, strlen(p2));
+  damo_tensor *t = NULL;
+  CHECK_MSG(damo_image_load(tmp_path("a.pgm"), 0, &t) == DAMO_OK, "%s", damo_last_error());
+  CHECK(t && t->ndim == 3 && t->shape[0] == 2 && t->shape[1] == 3 && t->shape[2] == 1);
+  const float want[6] = {0, 255, 85, 170, 51, 255};
+  if (t) CHECK_CLOSE(damo_tensor_f32(t), want, 6, 1e-6, 0);
+  damo_tensor_free(t);
+  const char *p3 = "P3 2 1 255  255 0 0   0 0 255";
+  write_bytes(tmp_path("b.ppm"), p3, strlen(p3));
+  CHECK(damo_image_load(tmp_path("b.ppm"), 0, &t) == DAMO_OK && t->shape[2] == 3);
+  if (t) CHECK(damo_tensor_f32(t)[0] == 255 && damo_tensor_f32(t)[5] == 255 && damo_tensor_f32(t)[1] == 0);
+  damo_tensor_free(t);
+  const char *p1 = "P1\n4 1\n0101";
+  write_bytes(tmp_path("c.pbm"), p1, strlen(p1));
+  CHECK(damo_image_load(tmp_path("c.pbm"), 0, &t) == DAMO_OK);
+  const float bits[4] = {255, 0, 255, 0}; /* 1 is black */
+  if (t) CHECK_CLOSE(damo_tensor_f32(t), bits, 4, 1e-6, 0);
+  damo_tensor_free(t);
+  const char *huge = "P2 60000 60000 255 1 2 3";
+  write_bytes(tmp_path("d.pgm"), huge, strlen(huge));
+  CHECK(damo_image_load(tmp_path("d.pgm"), 0, &t) == DAMO_ERR_FORMAT && !t);
+  CHECK_MSG(strstr(damo_last_error(), "d.pgm") && strstr(damo_last_error(), "at most"), "%s", damo_last_error());
+  const char *cut = "P2 4 4 255 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15";
+  write_bytes(tmp_path("e.pgm"), cut, strlen(cut));
+  CHECK(damo_image_load(tmp_path("e.pgm"), 0, &t) == DAMO_ERR_FORMAT && !t);
+  CHECK_MSG(strstr(damo_last_error(), "sample 16 of 16"), "%s", damo_last_error());
+  const char *over = "P2 2 1 10 3 11";
+  write_bytes(tmp_path("f.pgm"), over, strlen(over));
+  CHECK(damo_image_load(tmp_path("f.pgm"), 0, &t) == DAMO_ERR_FORMAT && strstr(damo_last_error(), "maxval 10"));
+}
+
 /* The epoch axis: whole epochs only (a 2.5 step used to print "2" under the tick at 2.5),
  * evenly spaced, inside 1..n, at most 10. */
 static void test_epoch_ticks(void) {
@@ -645,6 +680,7 @@ int main(void) {
   RUN(test_augment_flip_shift);
   RUN(test_augment_erase_normalise);
   RUN(test_prefetch);
+  RUN(test_plain_pnm);
   RUN(test_epoch_ticks);
   RUN(test_plots);
   if (getenv("DAMO_TEST_KEEP"))

@@ -4,6 +4,7 @@
  * are channels-last F32 tensors (H, W, C) holding 0..255; resizing is our own separable
  * resampler (bilinear, or exact area averaging when an axis shrinks by more than 2x). */
 #include "internal.h"
+#include "io/pnm_ascii.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -106,6 +107,16 @@ static void convert_u8(const unsigned char *src, int64_t npix, int have, int wan
   }
 }
 
+/* An (h, w, channels or have) F32 image from 8-bit pixels with `have` channels. */
+static damo_status image_from_u8(const unsigned char *px, int w, int h, int have, int channels, const char *path,
+                                 damo_tensor **out) {
+  damo_tensor *t = image_new(h, w, channels ? channels : have);
+  if (!t) return damo_error_prefix(DAMO_ERR_NOMEM, "%s: ", path);
+  convert_u8(px, (int64_t)w * h, have, channels, damo_tensor_f32(t));
+  *out = t;
+  return DAMO_OK;
+}
+
 damo_status damo_image_load(const char *path, int channels, damo_tensor **out) {
   if (!out) return damo_error(DAMO_ERR_INVALID_ARG, "image_load: NULL output");
   *out = NULL;
@@ -130,6 +141,15 @@ damo_status damo_image_load(const char *path, int channels, damo_tensor **out) {
   }
   const stbi_uc *bytes = (const stbi_uc *)buf;
   int w = 0, h = 0, have = 0;
+  if (damo_pnm_is_ascii(bytes, size)) { /* plain P1-P3, which stb_image does not read */
+    unsigned char *px = NULL;
+    s = damo_pnm_ascii_decode(bytes, size, path, IMAGE_MAX_PIXELS, &px, &w, &h, &have);
+    free(buf);
+    if (s) return s;
+    s = image_from_u8(px, w, h, have, channels, path, out);
+    free(px);
+    return s;
+  }
   /* Header first: reject absurd sizes before anything is decoded. */
   if (!stbi_info_from_memory(bytes, (int)size, &w, &h, &have)) {
     const char *why = stbi_failure_reason();
@@ -159,16 +179,9 @@ damo_status damo_image_load(const char *path, int channels, damo_tensor **out) {
     stbi_image_free(px);
     return damo_error(DAMO_ERR_FORMAT, "%s: image has %d channels, expected 1 to 4", path, have);
   }
-  int c = channels ? channels : have;
-  damo_tensor *t = image_new(h, w, c);
-  if (!t) {
-    stbi_image_free(px);
-    return damo_error_prefix(DAMO_ERR_NOMEM, "%s: ", path);
-  }
-  convert_u8(px, (int64_t)w * h, have, channels, damo_tensor_f32(t));
+  s = image_from_u8(px, w, h, have, channels, path, out);
   stbi_image_free(px);
-  *out = t;
-  return DAMO_OK;
+  return s;
 }
 
 /* ------------------------------------------------------------------ resizing */
