@@ -384,6 +384,19 @@ static void test_config_invalid_settings(void) {
   CHECK(m && damo_model_config_fit_options(m, &fo) == DAMO_OK && fo.epochs == 7 && fo.batch_size == 32 && fo.seed == 42 &&
         fo.validation_split == 0.0f);
   damo_model_free(m);
+  /* Settings that contradict the model (they were accepted: "metrics" without a loss or
+   * optimizer was dropped, class names were not counted). */
+  static const char *const clash[][2] = {
+      {"\"metrics\": [\"f1\"]", "cfg.json: 'metrics': metric 'f1' needs a binary task"},
+      {"\"class_names\": [\"a\", \"b\"]", "cfg.json: class_names: 2 class names for a model with 3 classes"},
+  };
+  for (int k = 0; k < 2; k++) {
+    char text[512];
+    snprintf(text, sizeof text, "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3}],%s}", clash[k][0]);
+    m = NULL;
+    damo_status st = damo_model_from_config_json(text, "cfg.json", &m);
+    CHECK_MSG(st == DAMO_ERR_FORMAT && !m && strstr(damo_last_error(), clash[k][1]), "%s", damo_last_error());
+  }
 }
 
 /* A model compiled in C with the optimizer's "0 = default" fields saves the values in force

@@ -604,7 +604,9 @@ damo_status damo_model_from_json(const cJSON *root, const char *source, damo_mod
   }
   const cJSON *loss = cJSON_GetObjectItemCaseSensitive(root, "loss");
   const cJSON *opt = cJSON_GetObjectItemCaseSensitive(root, "optimizer");
-  if (st == DAMO_OK && (loss || opt)) {
+  /* "metrics" alone also makes compile options (with the default loss and optimizer): it
+   * used to be dropped silently, and with it the check that binary metrics fit the model. */
+  if (st == DAMO_OK && (loss || opt || cJSON_GetObjectItemCaseSensitive(root, "metrics"))) {
     r.where[0] = '\0';
     m->copt.optimizer = damo_adam(1e-3f);
     m->copt.loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE;
@@ -664,7 +666,8 @@ damo_status damo_model_from_json(const cJSON *root, const char *source, damo_mod
       if (!cJSON_IsString(it)) st = fail(&r, DAMO_ERR_FORMAT, "entry %d must be a string", k);
       else list[k] = it->valuestring;
     }
-    if (st == DAMO_OK) st = damo_model_set_class_names(m, n, list);
+    if (st == DAMO_OK && damo_model_set_class_names(m, n, list) != DAMO_OK)
+      st = fail(&r, DAMO_ERR_FORMAT, "%s", damo_last_error());
   }
   if (st != DAMO_OK) {
     damo_model_free(m);

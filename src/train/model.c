@@ -62,6 +62,15 @@ void damo_model_free(damo_model *m) {
 
 damo_status damo_model_set_class_names(damo_model *m, int n, const char *const *names) {
   if (!m || n < 0 || (n && !names)) return damo_error(DAMO_ERR_INVALID_ARG, "set_class_names: bad arguments");
+  if (n && m->n_layers > 0) { /* one name per class: a single (sigmoid) output has two */
+    const damo_layer *last = m->layers[m->n_layers - 1];
+    int64_t outputs = 1;
+    for (int d = 0; d < last->out_ndim; d++) outputs *= last->out_shape[d];
+    int64_t classes = outputs == 1 ? 2 : outputs;
+    if (n != classes)
+      return damo_error(DAMO_ERR_INVALID_ARG, "%d class names for a model with %lld classes (last layer '%s' has %lld "
+                        "outputs)", n, (long long)classes, last->name, (long long)outputs);
+  }
   char **copy = n ? calloc((size_t)n, sizeof *copy) : NULL;
   if (n && !copy) return damo_error(DAMO_ERR_NOMEM, "set_class_names: out of memory");
   for (int i = 0; i < n; i++) {
