@@ -453,6 +453,11 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   float *best = NULL;
   int rc = 1;
   const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
+  if (r.head_tokens > T - 2) { /* [CLS] and [SEP] take two of the T places */
+    fprintf(stderr, "damo train: head_tokens %ld must be at most seq_len - 2 = %lld (it keeps that many first tokens of "
+            "a long text, the rest of the places hold its last tokens)\n", r.head_tokens, (long long)(T - 2));
+    return 2;
+  }
   if (!load_encoded(data, wp, T, (int)r.head_tokens, &d, sp, -1)) goto done;
   cli_text_describe(data, d);
   const int64_t per_epoch = (sp[0].n + B - 1) / B;

@@ -185,9 +185,17 @@ int cli_train(int argc, char **argv) {
     rc = cli_fail("train: loading the training data");
     goto done;
   }
-  printf("training on %lld examples from %s, %d epochs, batch %d, lr %g, seed %llu%s\n", (long long)x->shape[0], data,
+  /* fit takes a validation split's rows off the end, as Keras does: say what trains. */
+  long long n_val = fo.x_val ? (long long)fo.x_val->shape[0] : (long long)((double)x->shape[0] * fo.validation_split);
+  long long n_train = fo.x_val ? (long long)x->shape[0] : (long long)x->shape[0] - n_val;
+  char val_note[64] = "";
+  if (n_val > 0) snprintf(val_note, sizeof val_note, " (%lld more for validation)", n_val);
+  printf("training on %lld examples%s from %s, %d epochs, batch %d, lr %g, seed %llu%s\n", n_train, val_note, data,
          fo.epochs, fo.batch_size, (double)copt.optimizer.lr, (unsigned long long)fo.seed,
          fo.augment ? ", augmented on the fly" : "");
+  if (fo.patience > 0 && n_val == 0)
+    fprintf(stderr, "damo train: warning: --patience %d watches the validation loss, but there is no validation data "
+            "(give --validation-split); early stopping will watch the training loss\n", fo.patience);
   fflush(stdout);
   damo_history *h = NULL;
   if (damo_model_fit(m, x, y, &fo, &h) != DAMO_OK) {

@@ -102,6 +102,17 @@ static void test_bad_input_messages(void) {
   }
   rc = run("%s train --config %s/model.json --data %s/train.csv --validation-split 1", DAMO_CLI_PATH, dir, dir);
   CHECK_MSG(rc == 2 && strstr(cli_out, "--validation-split must be a number in [0, 0.99]"), "%s", cli_out);
+  /* Every source --data takes is listed; the header counts what trains; --patience without
+   * validation data warns. */
+  rc = run("%s train --config %s/model.json --data no-such-data-set", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "spam-assassin") && strstr(cli_out, "moby-dick") && strstr(cli_out, "CSV"), "%s",
+            cli_out);
+  rc = run("%s train --config %s/model.json --data %s/train.csv --epochs 1 --validation-split 0.25 --out %s/vs",
+           DAMO_CLI_PATH, dir, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "training on 450 examples (150 more for validation)"), "%s", cli_out);
+  rc = run("%s train --config %s/model.json --data %s/train.csv --epochs 1 --patience 1 --out %s/vs2", DAMO_CLI_PATH,
+           dir, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "warning: --patience 1 watches the validation loss"), "%s", cli_out);
 }
 
 /* predict of the folder new/ (mails 116-119) with the model in dir/model: the lines for a ham
@@ -251,6 +262,9 @@ static void test_bert_head_tail_truncation(void) {
             accuracy[0], accuracy[1]);
   int rc = run("%s predict --model %s/tail_ht --input %s/tails_new", DAMO_CLI_PATH, dir, dir);
   CHECK_MSG(rc == 0 && strstr(cli_out, "160.txt: ham (p = ") && strstr(cli_out, "161.txt: spam (p = "), "%s", cli_out);
+  /* More head tokens than the window holds was accepted (and cut nothing as asked). */
+  rc = run(train, DAMO_CLI_PATH, dir, dir, dir, dir, "tail_bad", " --head-tokens 15");
+  CHECK_MSG(rc == 2 && strstr(cli_out, "head_tokens 15 must be at most seq_len - 2 = 14"), "%s", cli_out);
 }
 
 /* Issue 18.5: invalid settings are errors naming the file and key, never replaced by the

@@ -136,7 +136,11 @@ damo_status damo_dataset_load(const char *name, const char *split, damo_tensor *
       append(known, sizeof known, i ? ", " : "");
       append(known, sizeof known, datasets[i].name);
     }
-    return damo_error(DAMO_ERR_NOT_FOUND, "unknown data set '%s' (known: %s)", name, known);
+    /* The text and token data sets are loaded by their own functions but named the same way
+     * on the command line, so the list says all of them. */
+    return damo_error(DAMO_ERR_NOT_FOUND, "unknown data set '%s' (known: %s; text: spam-assassin; language "
+                      "modelling: moby-dick, sotu; or a file: a CSV, an x.npy,y.npy pair, a text file, a folder of "
+                      "labelled text files)", name, known);
   }
   const dataset_split *sp = NULL;
   for (size_t i = 0; i < sizeof ds->splits / sizeof ds->splits[0]; i++)
