@@ -287,6 +287,7 @@ static damo_status pretrain_stream(const char *spec, const damo_wordpiece *wp, i
 static int run_pretraining(int argc, char **argv, const char *config, const char *out, const damo_wordpiece *wp) {
   bert_run r = {damo_bert_train_defaults(), 0, 20, 200, -1};
   if (!read_section(config, "pretrain", &r) || !read_flags(argc, argv, &r)) return 2;
+  cli_warn_warmup(r.opt.steps, r.opt.warmup_steps);
   if (r.head_tokens >= 0) {
     fprintf(stderr, "damo train: --head-tokens is for fine-tuning; pre-training reads windows of the text stream\n");
     return 2;
@@ -462,6 +463,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   cli_text_describe(data, d);
   const int64_t per_epoch = (sp[0].n + B - 1) / B;
   r.opt.steps = r.epochs * per_epoch;
+  cli_warn_warmup(r.opt.steps, r.opt.warmup_steps);
   if (make_model(config, init, d->n_classes, r.opt.seed, &m) != DAMO_OK ||
       damo_bert_set_label_names(m, d->n_classes, (const char *const *)d->class_names) != DAMO_OK) {
     rc = cli_fail("train");

@@ -243,6 +243,7 @@ int cli_train_gpt2(int argc, char **argv) {
   }
   gpt_run r = {damo_gpt2_train_defaults(), 100, 10, 0};
   if (!read_train_object(config, &r) || !read_train_flags(argc, argv, &r)) return 2;
+  cli_warn_warmup(r.opt.steps, r.opt.warmup_steps);
   if (r.opt.min_lr > r.opt.lr) r.opt.min_lr = r.opt.lr;
 
   damo_gpt2_config cfg;

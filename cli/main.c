@@ -86,6 +86,12 @@ int cli_parse_double(const char *s, const char *name, double lo, int lo_open, do
   return 1;
 }
 
+void cli_warn_warmup(int64_t steps, int64_t warmup_steps) {
+  if (warmup_steps > steps)
+    fprintf(stderr, "damo train: warning: the warm-up (%lld steps) is longer than the run (%lld steps): the learning "
+            "rate never reaches its peak\n", (long long)warmup_steps, (long long)steps);
+}
+
 static int usage(FILE *f) {
   fprintf(f,
           "usage: damo COMMAND [options]\n\n"

@@ -411,6 +411,16 @@ static void test_cli(void) {
   CHECK(contains("the last 10%") && contains("checkpoint: step 4"));
   CHECK(run("%s train --config %s --data %s --out %s --resume --steps 5 --log-every 1", cli, cfg, txt, out) == 0);
   CHECK(contains("resumed from") && contains("at step 4") && contains("step      5/5"));
+  /* A warm-up longer than the run is a contradiction worth a warning (it trains anyway). */
+  const char *cfg_w = tmp_path("gpt_warm.json");
+  const char *json_w = "{\"model_type\": \"gpt2\", \"vocab_size\": 50257, \"n_layer\": 1, \"n_head\": 2, \"n_embd\": 16, "
+                       "\"n_positions\": 32, \"train\": {\"steps\": 2, \"batch_size\": 2, \"seq_len\": 16, "
+                       "\"eval_every\": 0, \"eval_windows\": 2, \"warmup_steps\": 5}}";
+  write_bytes(cfg_w, json_w, strlen(json_w));
+  CHECK(run("%s train --config %s --data %s --out %s_w", cli, cfg_w, txt, out) == 0);
+  CHECK_MSG(contains("warning: the warm-up (5 steps) is longer than the run (2 steps)"), "%s", cli_out);
+  run("rm -rf '%s_w'", out);
+  unlink(cfg_w);
   CHECK(run("%s train --config %s --data %s --out %s --bogus 1", cli, cfg, txt, out) == 2);
   CHECK(run("%s train --config %s --data %s", cli, cfg, txt) == 2);
   CHECK(run("%s train --config %s --data %s --out %s --seq-len 64", cli, cfg, txt, out) == 1);
