@@ -56,7 +56,11 @@ int cli_check_options(int argc, char **argv, const char *const *known_with_value
 }
 
 int cli_fail(const char *what) {
-  fprintf(stderr, "damo: %s: %s\n", what, damo_last_error());
+  /* The library names its function ("predict: x has shape ..."): no "predict: predict:". */
+  const char *msg = damo_last_error();
+  size_t n = strlen(what);
+  if (!strncmp(msg, what, n) && msg[n] == ':') fprintf(stderr, "damo: %s\n", msg);
+  else fprintf(stderr, "damo: %s: %s\n", what, msg);
   return 1;
 }
 

@@ -94,6 +94,13 @@ static void test_bad_input_messages(void) {
   CHECK_MSG(rc == 1 && strstr(cli_out, "config.json"), "%s", cli_out);
   rc = run("%s frobnicate", DAMO_CLI_PATH);
   CHECK(rc == 2);
+  /* Messages say each context once: not "damo: predict: predict: ..." nor "layer 0 (...): layer 'x': ...". */
+  rc = run("%s predict --model %s/m --input %s/f4_2x3.npy", DAMO_CLI_PATH, dir, DAMO_SOURCE_DIR "/tests/fixtures/npy");
+  CHECK_MSG(rc == 1 && strstr(cli_out, "damo: predict: x has shape (2, 3), the model expects (N, 4)\n"), "%s", cli_out);
+  write_file("lstm.json", "{\"input_shape\": [6], \"layers\": [{\"type\": \"lstm\", \"name\": \"lstm_1\", \"units\": 4}]}");
+  rc = run("%s summary --config %s/lstm.json", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "layer 0 ('lstm_1', lstm): lstm needs (timesteps, features) inputs, got (6,)"),
+            "%s", cli_out);
   /* An out-of-range number says which option, its range and the value (it printed nothing). */
   static const char *const bad_lr[] = {"0", "-1", "abc"};
   for (int i = 0; i < 3; i++) {

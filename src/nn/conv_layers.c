@@ -42,7 +42,7 @@ static damo_status spatial(damo_layer *l, int64_t in, int k, int stride, int *be
   }
   int64_t span = in + *before + *after - k;
   if (span < 0)
-    return damo_error(DAMO_ERR_SHAPE, "layer '%s': window %d is larger than the input size %lld with %s padding", l->name, k,
+    return damo_error(DAMO_ERR_SHAPE, "window %d is larger than the input size %lld with %s padding", k,
                       (long long)in, l->padding_same ? "same" : "valid");
   *out = span / stride + 1;
   return DAMO_OK;
@@ -52,9 +52,9 @@ static damo_status need_image(damo_layer *l) {
   if (l->in_ndim != 3) {
     char s[96];
     return damo_error(DAMO_ERR_SHAPE,
-                      "layer '%s': %s needs (height, width, channels) inputs, got %s (add a reshape layer, e.g. "
+                      "%s needs (height, width, channels) inputs, got %s (add a reshape layer, e.g. "
                       "target_shape [28, 28, 1])",
-                      l->name, l->type->type, damo_shape_string(l->in_ndim, l->in_shape, s, sizeof s));
+                      l->type->type, damo_shape_string(l->in_ndim, l->in_shape, s, sizeof s));
   }
   return DAMO_OK;
 }
@@ -67,7 +67,7 @@ static damo_status reshape_layer_infer(damo_layer *l) {
   for (int i = 0; i < l->out_ndim; i++) want *= l->out_shape[i];
   if (l->out_ndim < 1 || have != want) {
     char a[96], b[96];
-    return damo_error(DAMO_ERR_SHAPE, "layer '%s': cannot reshape %s to %s", l->name,
+    return damo_error(DAMO_ERR_SHAPE, "cannot reshape %s to %s",
                       damo_shape_string(l->in_ndim, l->in_shape, a, sizeof a),
                       damo_shape_string(l->out_ndim, l->out_shape, b, sizeof b));
   }
@@ -98,7 +98,7 @@ static damo_status conv_infer(damo_layer *l) {
   damo_status st = need_image(l);
   if (st != DAMO_OK) return st;
   if (l->units <= 0 || l->kernel[0] <= 0 || l->kernel[1] <= 0 || l->stride[0] <= 0 || l->stride[1] <= 0)
-    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': filters, kernel_size and strides must be positive", l->name);
+    return damo_error(DAMO_ERR_INVALID_ARG, "filters, kernel_size and strides must be positive");
   int64_t oh = 0, ow = 0;
   if ((st = spatial(l, l->in_shape[0], l->kernel[0], l->stride[0], &l->pad[0], &l->pad[2], &oh)) != DAMO_OK ||
       (st = spatial(l, l->in_shape[1], l->kernel[1], l->stride[1], &l->pad[1], &l->pad[3], &ow)) != DAMO_OK)
@@ -151,7 +151,7 @@ static damo_status pool_infer(damo_layer *l) {
   damo_status st = need_image(l);
   if (st != DAMO_OK) return st;
   if (l->kernel[0] <= 0 || l->kernel[1] <= 0 || l->stride[0] <= 0 || l->stride[1] <= 0)
-    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': pool_size and strides must be positive", l->name);
+    return damo_error(DAMO_ERR_INVALID_ARG, "pool_size and strides must be positive");
   int64_t oh = 0, ow = 0;
   if ((st = spatial(l, l->in_shape[0], l->kernel[0], l->stride[0], &l->pad[0], &l->pad[2], &oh)) != DAMO_OK ||
       (st = spatial(l, l->in_shape[1], l->kernel[1], l->stride[1], &l->pad[1], &l->pad[3], &ow)) != DAMO_OK)
@@ -216,9 +216,9 @@ damo_layer *damo_global_avg_pool2d_layer(void) { return layer_new(&damo_layer_gl
 /* ------------------------------------------------------------------ BatchNormalization */
 
 static damo_status bn_infer(damo_layer *l) {
-  if (l->in_ndim < 1) return damo_error(DAMO_ERR_SHAPE, "layer '%s': batch normalization needs a feature axis", l->name);
+  if (l->in_ndim < 1) return damo_error(DAMO_ERR_SHAPE, "batch normalization needs a feature axis");
   if (!(l->momentum >= 0 && l->momentum < 1) || !(l->epsilon > 0))
-    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': momentum must be in [0, 1) and epsilon positive", l->name);
+    return damo_error(DAMO_ERR_INVALID_ARG, "momentum must be in [0, 1) and epsilon positive");
   l->out_ndim = l->in_ndim;
   memcpy(l->out_shape, l->in_shape, sizeof l->out_shape);
   int64_t c = l->in_shape[l->in_ndim - 1];

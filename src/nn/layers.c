@@ -167,8 +167,8 @@ static damo_node *named(damo_layer *l, damo_node *n, const char *what) {
 /* ------------------------------------------------------------------ Dense */
 
 static damo_status dense_infer(damo_layer *l) {
-  if (l->units <= 0) return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': units must be positive, got %d", l->name, l->units);
-  if (l->in_ndim < 1) return damo_error(DAMO_ERR_SHAPE, "layer '%s': dense needs an input with a feature axis", l->name);
+  if (l->units <= 0) return damo_error(DAMO_ERR_INVALID_ARG, "units must be positive, got %d", l->units);
+  if (l->in_ndim < 1) return damo_error(DAMO_ERR_SHAPE, "dense needs an input with a feature axis");
   l->out_ndim = l->in_ndim;
   memcpy(l->out_shape, l->in_shape, sizeof l->out_shape);
   l->out_shape[l->out_ndim - 1] = l->units;
@@ -249,7 +249,7 @@ damo_layer *damo_activation_layer(damo_activation act) {
 
 static damo_status dropout_layer_infer(damo_layer *l) {
   if (!(l->rate >= 0.0f && l->rate < 1.0f))
-    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': dropout rate %g is outside [0, 1)", l->name, (double)l->rate);
+    return damo_error(DAMO_ERR_INVALID_ARG, "dropout rate %g is outside [0, 1)", (double)l->rate);
   copy_shape(l);
   return DAMO_OK;
 }
@@ -294,7 +294,7 @@ damo_layer *damo_flatten(void) { return layer_new(&damo_layer_flatten); }
 
 static damo_status rescaling_infer(damo_layer *l) {
   if (!isfinite(l->scale) || !isfinite(l->offset))
-    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': rescaling scale and offset must be finite", l->name);
+    return damo_error(DAMO_ERR_INVALID_ARG, "rescaling scale and offset must be finite");
   copy_shape(l);
   return DAMO_OK;
 }

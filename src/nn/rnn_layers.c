@@ -11,11 +11,11 @@
 
 /* Shared by LSTM (4 gates) and GRU (3 gates, two bias rows). */
 static damo_status recurrent_infer(damo_layer *l, int gates, int bias_rows, damo_init bias_init) {
-  if (l->units <= 0) return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': units must be positive, got %d", l->name, l->units);
+  if (l->units <= 0) return damo_error(DAMO_ERR_INVALID_ARG, "units must be positive, got %d", l->units);
   if (l->in_ndim != 2) {
     char s[96];
-    return damo_error(DAMO_ERR_SHAPE, "layer '%s': %s needs (timesteps, features) inputs, got %s", l->name,
-                      l->type->type, damo_shape_string(l->in_ndim, l->in_shape, s, sizeof s));
+    return damo_error(DAMO_ERR_SHAPE, "%s needs (timesteps, features) inputs, got %s", l->type->type,
+                      damo_shape_string(l->in_ndim, l->in_shape, s, sizeof s));
   }
   int64_t U = l->units, F = l->in_shape[1];
   l->out_ndim = l->return_sequences ? 2 : 1;
@@ -102,11 +102,11 @@ static const char *merge_name(damo_merge_mode m) {
 static damo_status bidirectional_infer(damo_layer *l) {
   const damo_layer *in = l->inner;
   if (!in || (in->type != &damo_layer_lstm && in->type != &damo_layer_gru))
-    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': bidirectional wraps an lstm or gru layer, got %s", l->name,
+    return damo_error(DAMO_ERR_INVALID_ARG, "bidirectional wraps an lstm or gru layer, got %s",
                       in ? in->type->type : "none");
   if (strcmp(merge_name(l->merge), "?") == 0)
-    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': unknown merge mode %d (expected concat, sum, mul or ave)",
-                      l->name, (int)l->merge);
+    return damo_error(DAMO_ERR_INVALID_ARG, "unknown merge mode %d (expected concat, sum, mul or ave)",
+                      (int)l->merge);
   damo_layer half = *in;
   half.inner = NULL;
   snprintf(half.name, sizeof half.name, "%s", l->name); /* errors name the bidirectional layer */
@@ -173,11 +173,11 @@ const char *damo_merge_mode_name(damo_merge_mode m) { return merge_name(m); }
 
 static damo_status embedding_layer_infer(damo_layer *l) {
   if (l->input_dim <= 0 || l->units <= 0)
-    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s': embedding needs input_dim and output_dim > 0, got %d and %d",
-                      l->name, l->input_dim, l->units);
+    return damo_error(DAMO_ERR_INVALID_ARG, "embedding needs input_dim and output_dim > 0, got %d and %d",
+                      l->input_dim, l->units);
   if (l->in_ndim < 1 || l->in_ndim > DAMO_MAX_DIMS - 2 || (l->mask_zero && l->in_ndim != 1)) {
     char s[96];
-    return damo_error(DAMO_ERR_SHAPE, "layer '%s': embedding needs integer ids of shape (timesteps,)%s, got %s", l->name,
+    return damo_error(DAMO_ERR_SHAPE, "embedding needs integer ids of shape (timesteps,)%s, got %s",
                       l->mask_zero ? " with mask_zero" : "", damo_shape_string(l->in_ndim, l->in_shape, s, sizeof s));
   }
   l->out_ndim = l->in_ndim + 1;
@@ -223,8 +223,8 @@ damo_layer *damo_embedding_layer(int input_dim, int output_dim, int mask_zero) {
 static damo_status global_pool1d_layer_infer(damo_layer *l) {
   if (l->in_ndim != 2) {
     char s[96];
-    return damo_error(DAMO_ERR_SHAPE, "layer '%s': %s needs (timesteps, features) inputs, got %s", l->name,
-                      l->type->type, damo_shape_string(l->in_ndim, l->in_shape, s, sizeof s));
+    return damo_error(DAMO_ERR_SHAPE, "%s needs (timesteps, features) inputs, got %s", l->type->type,
+                      damo_shape_string(l->in_ndim, l->in_shape, s, sizeof s));
   }
   l->out_ndim = 1;
   l->out_shape[0] = l->in_shape[1];

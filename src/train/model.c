@@ -397,12 +397,13 @@ damo_status damo_model_check_data(const damo_model *m, const damo_tensor *x, con
   int ok = x->ndim == m->in_ndim + 1;
   for (int i = 0; ok && i < m->in_ndim; i++) ok = x->shape[i + 1] == m->in_shape[i];
   if (!ok) {
-    int64_t expect[DAMO_MAX_DIMS];
-    expect[0] = -1;
-    memcpy(expect + 1, m->in_shape, (size_t)m->in_ndim * sizeof *expect);
-    return damo_error(DAMO_ERR_SHAPE, "%s: x has shape %s, the model expects (N, %s", what,
-                      damo_shape_string(x->ndim, x->shape, a, sizeof a),
-                      damo_shape_string(m->in_ndim, m->in_shape, b, sizeof b) + 1);
+    /* "(N, 28, 28)": the model's input shape after a batch axis */
+    int len = snprintf(b, sizeof b, "(N");
+    for (int i = 0; i < m->in_ndim && len < (int)sizeof b; i++)
+      len += snprintf(b + len, sizeof b - (size_t)len, ", %lld", (long long)m->in_shape[i]);
+    if (len < (int)sizeof b - 1) snprintf(b + len, sizeof b - (size_t)len, ")");
+    return damo_error(DAMO_ERR_SHAPE, "%s: x has shape %s, the model expects %s", what,
+                      damo_shape_string(x->ndim, x->shape, a, sizeof a), b);
   }
   if (x->shape[0] < 1) return damo_error(DAMO_ERR_SHAPE, "%s: x has no rows", what);
   if (damo_model_input_dtype(m) == DAMO_I32 && x->dtype != DAMO_I32)
