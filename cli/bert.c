@@ -510,11 +510,12 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
       damo_bert_step_report rep;
       if (damo_bert_finetuner_step(f, b, bi, bi + B * T, bi + 2 * B * T, bl, &rep) != DAMO_OK) goto fail;
       loss_sum += rep.loss;
-      /* A terminal sees the line redrawn every log_every steps; a log gets it once per epoch. */
-      if (s + 1 == per_epoch || (tty && (s + 1) % r.log_every == 0)) {
+      /* Every log_every steps: a terminal sees the line redrawn, a log gets a line of its own
+       * (it heard nothing until the epoch ended, minutes on 2 cores). */
+      if (s + 1 == per_epoch || (s + 1) % r.log_every == 0) {
         printf("%sepoch %ld/%ld %5lld/%lld | loss %.4f | %.1f seq/s%s", tty ? "\r" : "", epoch, r.epochs,
                (long long)(s + 1), (long long)per_epoch, loss_sum / (double)(s + 1),
-               (double)((s + 1) * B) / (cli_seconds() - t0), s + 1 == per_epoch ? "\n" : "");
+               (double)((s + 1) * B) / (cli_seconds() - t0), s + 1 == per_epoch || !tty ? "\n" : "");
         fflush(stdout);
       }
     }

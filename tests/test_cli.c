@@ -195,7 +195,7 @@ static void test_bert_folder_train_predict(void) {
                           "\"pretrain\": {\"steps\": 20, \"batch_size\": 8, \"seq_len\": 32, \"predictions\": 6,"
                           "\"lr\": 0.002, \"warmup_steps\": 5, \"eval_every\": 10},"
                           "\"finetune\": {\"epochs\": 6, \"batch_size\": 16, \"seq_len\": 20, \"lr\": 0.003,"
-                          "\"warmup_steps\": 5, \"seed\": 3}}");
+                          "\"warmup_steps\": 5, \"seed\": 3, \"log_every\": 2}}");
   int rc = run("%s train --config %s/bert.json --pretrain --data %s/mails --vocab %s/bert_vocab.txt --out %s/bp"
                " --predictions 5 --warmup-steps 4",
                DAMO_CLI_PATH, dir, dir, dir, dir);
@@ -213,6 +213,9 @@ static void test_bert_folder_train_predict(void) {
   const char *f1_at = strstr(cli_out, "test (weights of epoch");
   f1_at = f1_at ? strstr(f1_at, "F1 ") : NULL;
   CHECK_MSG(rc == 0 && strstr(cli_out, "from the pre-trained weights") && f1_at && atof(f1_at + 3) >= 0.8, "%s", cli_out);
+  /* Off a terminal, progress comes every log_every steps as lines of their own. */
+  CHECK_MSG(strstr(cli_out, "epoch 1/6     2/") && strstr(cli_out, "epoch 1/6     4/") && !strchr(cli_out, '\r'), "%s",
+            cli_out);
   /* Output to a pipe: one progress line per epoch, no carriage returns. */
   CHECK_MSG(!strchr(cli_out, '\r') && strstr(cli_out, "epoch 6/6 "), "%s", cli_out);
   char path[600];
