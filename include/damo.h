@@ -1109,7 +1109,8 @@ damo_status damo_gpt2_trainer_step(damo_gpt2_trainer *t, damo_gpt2_step_report *
 damo_status damo_gpt2_trainer_eval(damo_gpt2_trainer *t, float *val_loss);
 int64_t damo_gpt2_trainer_steps_done(const damo_gpt2_trainer *t);
 /* A checkpoint in dir: config.json + model.safetensors (a HuggingFace GPT-2 directory) and
- * trainer_state.safetensors (parameters, AdamW moments, step, window rng, batch shape), all
+ * trainer_state.safetensors (parameters, AdamW moments, step, window rng, batch shape, the
+ * token stream's length and hash, so resuming on other --data is refused), all
  * three in one directory save (damo_dir_save_begin), so a crash at any point leaves the
  * previous checkpoint or this one. The state file alone is what resume reads. */
 damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir);

@@ -199,6 +199,23 @@ static void test_resume(void) {
     CHECK(damo_gpt2_trainer_resume(t, dir) == DAMO_ERR_INVALID_ARG);
     CHECK(strstr(damo_last_error(), "grad_accum") != NULL);
   }
+  /* another token stream (the same length, one id changed) is refused too: it was resumed
+   * without a word */
+  damo_gpt2_trainer_free(t);
+  t = NULL;
+  o.grad_accum = 2;
+  damo_token_data *other = NULL;
+  d->ids[100] = (d->ids[100] + 1) % VOCAB;
+  CHECK(damo_token_data_from_ids(d->ids, d->n_tokens, 0.1, &other) == DAMO_OK);
+  d->ids[100] = (d->ids[100] + VOCAB - 1) % VOCAB;
+  CHECK(other && damo_gpt2_trainer_new(m2, other, &o, &t) == DAMO_OK);
+  if (t) {
+    CHECK(damo_gpt2_trainer_resume(t, dir) == DAMO_ERR_INVALID_ARG);
+    CHECK_MSG(strstr(damo_last_error(), "trained on a token stream of 3000 tokens"), "%s", damo_last_error());
+  }
+  damo_gpt2_trainer_free(t);
+  t = NULL;
+  damo_token_data_free(other);
   char path[600];
   snprintf(path, sizeof path, "%s/config.json", dir);
   unlink(path);

@@ -35,6 +35,7 @@
 #define STATE_STEP "trainer.step"
 #define STATE_RNG "trainer.rng"
 #define STATE_SHAPE "trainer.batch_shape"
+#define STATE_DATA "trainer.data" /* token count and hash of the stream trained on */
 
 struct damo_gpt2_trainer {
   damo_gpt2 *model;
@@ -267,6 +268,19 @@ damo_status damo_gpt2_trainer_eval(damo_gpt2_trainer *t, float *val_loss) {
 
 /* ------------------------------------------------------------------ checkpoints */
 
+/* What identifies the token stream a checkpoint was trained on: its length and an FNV-1a
+ * hash of its ids, as four 16-bit halves (non-negative i32s). A resume on another stream
+ * would silently train a different run. */
+static void data_fingerprint(const damo_token_data *data, int32_t out[4]) {
+  uint32_t h = 2166136261u;
+  for (int64_t i = 0; i < data->n_tokens; i++) {
+    h ^= (uint32_t)data->ids[i];
+    h *= 16777619u;
+  }
+  uint32_t n = (uint32_t)data->n_tokens;
+  out[0] = (int32_t)(n & 0xffff), out[1] = (int32_t)(n >> 16), out[2] = (int32_t)(h & 0xffff), out[3] = (int32_t)(h >> 16);
+}
+
 static damo_tensor *i32_tensor(int64_t count, const int32_t *values) {
   damo_tensor *x = damo_tensor_new(DAMO_I32, 1, &count);
   if (x) memcpy(x->data, values, (size_t)count * sizeof *values);
@@ -298,6 +312,9 @@ damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir) 
   if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_STEP, i32_tensor(2, step));
   if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_RNG, i32_tensor(4, rng));
   if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_SHAPE, i32_tensor(3, shape));
+  int32_t fingerprint[4];
+  data_fingerprint(t->data, fingerprint);
+  if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_DATA, i32_tensor(4, fingerprint));
   if (st == DAMO_OK) st = damo_optimizer_state_views(t->optimizer, d);
   char path[4200];
   snprintf(path, sizeof path, "%s/%s", damo_dir_save_folder(tx), STATE_FILE);
@@ -358,6 +375,18 @@ damo_status damo_gpt2_trainer_resume(damo_gpt2_trainer *t, const char *dir) {
                       "this run has %lld, %lld, %lld (a resumed run must keep them to continue the same run)", path,
                       s[0], s[1], s[2], (long long)t->opt.batch_size, (long long)t->opt.seq_len,
                       (long long)t->opt.grad_accum);
+  }
+  const damo_tensor *data_t = damo_tensor_dict_get(d, STATE_DATA); /* absent in older checkpoints */
+  if (st == DAMO_OK && data_t && (st = get_i32(d, STATE_DATA, 4, path, &data_t)) == DAMO_OK) {
+    int32_t have_fp[4];
+    data_fingerprint(t->data, have_fp);
+    const int32_t *was = damo_tensor_i32(data_t);
+    if (memcmp(was, have_fp, sizeof have_fp) != 0)
+      st = damo_error(DAMO_ERR_INVALID_ARG, "%s: the checkpoint was trained on a token stream of %lld tokens (hash "
+                      "%08x); this run's --data gives %lld tokens (hash %08x): resume with the same data, or train anew "
+                      "into another directory", path, (long long)((int64_t)was[0] | (int64_t)was[1] << 16),
+                      (unsigned)((uint32_t)was[2] | (uint32_t)was[3] << 16), (long long)t->data->n_tokens,
+                      (unsigned)((uint32_t)have_fp[2] | (uint32_t)have_fp[3] << 16));
   }
   if (st == DAMO_OK) {
     const float *p = damo_tensor_f32(params);
