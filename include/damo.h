@@ -57,7 +57,10 @@ damo_status damo_json_read_file(const char *path, unsigned flags, struct cJSON *
 
 /* ------------------------------------------------------------------ runtime */
 
-/* Threads used by kernels: DAMO_NUM_THREADS if set, else all cores. n <= 0 restores that. */
+/* Threads used by kernels: the n set here, else DAMO_NUM_THREADS, else OpenMP's own setting
+ * (OMP_NUM_THREADS or the program's omp_set_num_threads; all cores by default). n <= 0
+ * forgets n. Loading the library changes no OpenMP setting of the program's; an invalid
+ * DAMO_NUM_THREADS or DAMO_SIMD is warned about on stderr (once) and ignored. */
 void damo_set_num_threads(int n);
 int damo_num_threads(void);
 /* The SIMD path the kernels use: "avx512", "avx2" or "scalar". DAMO_SIMD=scalar|avx2|avx512

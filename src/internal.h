@@ -53,6 +53,10 @@ static inline uint64_t damo_rng_draw_seed(damo_rng *r) {
 #define DAMO_ADAM_DEFAULT_EPS 1e-8f
 #define DAMO_DEFAULT_GAMMA 0.1
 
+/* Threads for a parallel region (core/runtime.c): damo_set_num_threads, else
+ * DAMO_NUM_THREADS, else omp_get_max_threads(); every "omp parallel" names it. */
+int damo_threads(void);
+
 /* Seconds on a monotonic clock (core/runtime.c): for intervals only. */
 double damo_now_seconds(void);
 

@@ -14,6 +14,7 @@
 #include "kernels/cpu/vmath.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -834,6 +835,23 @@ static void test_profile(void) {
   drop_free(&dg);
 }
 
+/* The library follows the program's OpenMP setting and changes none of its own accord (a
+ * load-time constructor used to set all cores, overriding OMP_NUM_THREADS and the program). */
+static void test_thread_settings(void) {
+  int before = omp_get_max_threads();
+  omp_set_num_threads(1);
+  CHECK(damo_num_threads() == 1 || getenv("DAMO_NUM_THREADS"));
+  damo_set_num_threads(3);
+  CHECK(damo_num_threads() == 3 && omp_get_max_threads() == 1); /* damo's choice stays damo's */
+  damo_set_num_threads(0);
+  CHECK(damo_num_threads() == 1 || getenv("DAMO_NUM_THREADS"));
+  omp_set_num_threads(before);
+  int rc = system("OMP_NUM_THREADS=1 DAMO_NUM_THREADS= " DAMO_CLI_PATH " info | grep -q 'threads: 1$'");
+  CHECK_MSG(rc == 0, "damo info does not honour OMP_NUM_THREADS=1");
+  rc = system("DAMO_NUM_THREADS=lots DAMO_SIMD=avx3 " DAMO_CLI_PATH " info 2>&1 | grep -c warning | grep -q '^2$'");
+  CHECK_MSG(rc == 0, "invalid DAMO_NUM_THREADS / DAMO_SIMD are not warned about");
+}
+
 /* A dropout big enough to run in parallel: the mask depends on the seed alone, not on the
  * thread count; each training forward draws a new one; the rate holds over 131,072 draws. */
 static unsigned char *dropout_mask(int threads, int forwards) {
@@ -928,6 +946,7 @@ int main(void) {
   RUN(test_max_pool_shared_input);
   RUN(test_vector_math);
   RUN(test_bad_shapes);
+  RUN(test_thread_settings);
   RUN(test_set_batch);
   RUN(test_set_batch_bias);
   RUN(test_set_batch_cross_entropy);

@@ -235,7 +235,7 @@ damo_status damo_augment_batch(const damo_augment_options *o, const float *in, f
   int in_place = in == out;
   if (o->parallel && n > 1) {
     int failed = 0;
-#pragma omp parallel
+#pragma omp parallel num_threads(damo_threads())
     {
       float *tmp = in_place ? malloc(npx * sizeof *tmp) : NULL;
       if (in_place && !tmp) {

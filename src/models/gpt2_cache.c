@@ -80,7 +80,7 @@ static void layer_norm_row(const float *x, const float *gamma, const float *beta
 static void linear_row(const float *x, const float *w, const float *b, int64_t K, int64_t N, float *y) {
   const int64_t block = 256;
   int64_t n_blocks = (N + block - 1) / block;
-#pragma omp parallel for schedule(static) if (K * N >= (1 << 18))
+#pragma omp parallel for schedule(static) if (K * N >= (1 << 18)) num_threads(damo_threads())
   for (int64_t nb = 0; nb < n_blocks; nb++) {
     int64_t n0 = nb * block, n1 = n0 + block < N ? n0 + block : N;
     float *yb = y + n0;
@@ -94,7 +94,7 @@ static void linear_row(const float *x, const float *w, const float *b, int64_t K
 
 /* logits[v] = table[v] . x for table (V, C): the tied head. */
 static void tied_logits(const float *x, const float *table, int64_t V, int64_t C, float *logits) {
-#pragma omp parallel for schedule(static) if (V * C >= (1 << 18))
+#pragma omp parallel for schedule(static) if (V * C >= (1 << 18)) num_threads(damo_threads())
   for (int64_t v = 0; v < V; v++) {
     const float *row = table + v * C;
     float lanes[8] = {0}, sum = 0;

@@ -235,7 +235,7 @@ static void block_probabilities(const att_dims *d, const att_io *io, int64_t b, 
 
 /* Threads for tasks independent pieces of work: no more than the scratch slots built. */
 static int team_size(const damo_node *n, int64_t tasks) {
-  int64_t t = omp_get_max_threads();
+  int64_t t = damo_threads();
   if (t > n->iparam[ATT_SLOTS]) t = n->iparam[ATT_SLOTS];
   if (t > tasks) t = tasks;
   return t < 1 ? 1 : (int)t;

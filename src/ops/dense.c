@@ -88,7 +88,7 @@ static void dense_backward(damo_graph *g, damo_node *n) {
   if (act != DAMO_ACT_NONE) { /* dz = dy * act'(y), once, into aux */
     float *z = n->aux;
     int64_t count = M * N;
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
     for (int64_t i = 0; i < count; i++) {
       float d = act == DAMO_ACT_RELU ? (y[i] > 0 ? 1.0f : 0.0f)
                 : act == DAMO_ACT_SIGMOID ? y[i] * (1.0f - y[i])

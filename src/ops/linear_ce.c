@@ -69,7 +69,7 @@ DAMO_MULTIVERSION static double chunk_loss(float *logits, const float *bias, con
                                            int64_t V, int64_t n_counted, int want_grad) {
   double total = 0.0;
   const float inv_n = 1.0f / (float)(n_counted > 0 ? n_counted : 1);
-#pragma omp parallel for schedule(static) reduction(+ : total) if (rows * V > DAMO_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) reduction(+ : total) if (rows * V > DAMO_PARALLEL_MIN) num_threads(damo_threads())
   for (int64_t r = 0; r < rows; r++) {
     float *row = logits + r * V;
     if (labels[r] < 0) {
@@ -144,7 +144,7 @@ static damo_status linear_ce_forward(damo_graph *g, damo_node *n) {
 }
 
 static void add_scaled(float *dst, const float *src, int64_t count, float scale) {
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
   for (int64_t i = 0; i < count; i++) dst[i] += scale * src[i];
 }
 

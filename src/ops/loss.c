@@ -32,7 +32,7 @@ static damo_status softmax_ce_forward(damo_graph *g, damo_node *n) {
       return damo_error(DAMO_ERR_INVALID_ARG, "label %d at batch row %lld is outside [0, %lld)", labels[b], (long long)b,
                         (long long)C);
   double total = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (B * C > DAMO_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) reduction(+ : total) if (B * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
   for (int64_t b = 0; b < B; b++) {
     const float *xr = x + b * C;
     float *pr = prob + b * C;
@@ -59,7 +59,7 @@ static void softmax_ce_backward(damo_graph *g, damo_node *n) {
   float *dx = damo_node_grad_acc(n->in[0]);
   int64_t B = n->in[0]->shape[0], C = n->in[0]->shape[1];
   float scale = n->grad[0] / (float)B;
-#pragma omp parallel for schedule(static) if (B * C > DAMO_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (B * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
   for (int64_t b = 0; b < B; b++) {
     for (int64_t c = 0; c < C; c++) dx[b * C + c] += prob[b * C + c] * scale;
     dx[b * C + labels[b]] -= scale;
@@ -93,7 +93,7 @@ static damo_status bce_forward(damo_graph *g, damo_node *n) {
   const float *x = damo_f32(n->in[0]), *t = damo_f32(n->in[1]);
   int64_t count = damo_node_count(n->in[0]);
   double total = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (count > DAMO_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) reduction(+ : total) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
   for (int64_t i = 0; i < count; i++) total += (double)((x[i] > 0 ? x[i] : 0) - x[i] * t[i] + log1pf(expf(-fabsf(x[i]))));
   damo_f32(n)[0] = count ? (float)(total / (double)count) : 0.0f;
   return DAMO_OK;
@@ -130,7 +130,7 @@ static damo_status mse_forward(damo_graph *g, damo_node *n) {
   const float *a = damo_f32(n->in[0]), *b = damo_f32(n->in[1]);
   int64_t count = damo_node_count(n->in[0]);
   double total = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (count > DAMO_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) reduction(+ : total) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
   for (int64_t i = 0; i < count; i++) {
     double d = (double)a[i] - (double)b[i];
     total += d * d;

@@ -246,7 +246,7 @@ DAMO_MULTIVERSION static double block_sumsq(const float *g, int64_t lo, int64_t 
 static double grad_sumsq(damo_optimizer *o, const float *g) {
   const int64_t n = o->n, nb = o->n_blocks;
   double *part = o->partial;
-#pragma omp parallel for schedule(static) if (n > OPT_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (n > OPT_PARALLEL_MIN) num_threads(damo_threads())
   for (int64_t b = 0; b < nb; b++) {
     int64_t lo = b * OPT_BLOCK, hi = lo + OPT_BLOCK < n ? lo + OPT_BLOCK : n;
     part[b] = block_sumsq(g, lo, hi);
@@ -342,7 +342,7 @@ static damo_status optimizer_step(damo_optimizer *o, float *params, float *grads
   const int64_t n = o->n, nb = o->n_blocks;
   float *p = params, *g = grads, *m = o->m, *v = o->v;
   const uint8_t *mask = o->decay_mask;
-#pragma omp parallel for schedule(static) if (n > OPT_PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (n > OPT_PARALLEL_MIN) num_threads(damo_threads())
   for (int64_t b = 0; b < nb; b++) {
     int64_t lo = b * OPT_BLOCK, hi = lo + OPT_BLOCK < n ? lo + OPT_BLOCK : n;
     update_block(variant, p, g, m, v, mask, lo, hi, &k);

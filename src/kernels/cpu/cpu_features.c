@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 
 /* -1 until the first query; then a damo_simd_level. Detection is deterministic, so two
  * threads racing through the first query store the same value and no lock is needed. */
@@ -27,13 +28,14 @@ static damo_simd_level clamp_to_cpu(damo_simd_level wanted) {
   return wanted > best ? best : wanted;
 }
 
-/* The level named by DAMO_SIMD, or the CPU's best when unset or unrecognised. */
+/* The level named by DAMO_SIMD, or the CPU's best when unset or unrecognised (warned about). */
 static damo_simd_level initial_level(void) {
   const char *env = getenv("DAMO_SIMD");
   if (env) {
     if (strcmp(env, "scalar") == 0) return DAMO_SIMD_SCALAR;
     if (strcmp(env, "avx2") == 0) return clamp_to_cpu(DAMO_SIMD_AVX2);
     if (strcmp(env, "avx512") == 0) return clamp_to_cpu(DAMO_SIMD_AVX512);
+    if (*env) fprintf(stderr, "damo: warning: ignoring DAMO_SIMD='%s' (expected scalar, avx2 or avx512)\n", env);
   }
   return detect_cpu_level();
 }

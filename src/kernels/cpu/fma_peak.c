@@ -88,7 +88,7 @@ static double timed_run(damo_simd_level level, int threads, long iterations, dou
 }
 
 double damo_fma_peak_gflops(int threads) {
-  if (threads <= 0) threads = omp_get_max_threads();
+  if (threads <= 0) threads = damo_threads();
   damo_simd_level level = damo_simd_level_get();
   /* Short warm-up so the first timed run does not pay for clock ramp-up or thread start. */
   float sink = 0;
@@ -103,7 +103,7 @@ double damo_fma_peak_gflops(int threads) {
 }
 
 double damo_fma_sustained_gflops(int threads, double seconds) {
-  if (threads <= 0) threads = omp_get_max_threads();
+  if (threads <= 0) threads = damo_threads();
   damo_simd_level level = damo_simd_level_get();
   float sink = 0;
   /* Size the run from one short burst on this thread, then time the whole of it. */

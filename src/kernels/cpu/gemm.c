@@ -344,7 +344,7 @@ void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
   const gemm_config *cfg = config_for_level(damo_simd_level_get());
   const gemm_problem problem = {trans_a, trans_b, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc};
 
-  int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  int threads = omp_in_parallel() ? 1 : damo_threads();
   if ((double)M * (double)N * (double)K < GEMM_THREADING_MIN_FMAS) threads = 1;
   if (threads <= 1) {
     gemm_with_buffer(&problem, cfg);
