@@ -20,6 +20,8 @@ int cli_parse_long(const char *s, const char *name, long lo, long hi, long *out)
 /* A number in [lo, hi] ((lo, hi] when lo_open; hi HUGE_VAL for none), else a message naming
  * the option, the range and the value, and 0. */
 int cli_parse_double(const char *s, const char *name, double lo, int lo_open, double hi, double *out);
+/* 1 when path ends in a picture extension (.png, .jpg, .pgm, ...; any case). */
+int cli_is_image_path(const char *path);
 /* Warns on stderr when a warm-up is longer than the whole run (the settings contradict). */
 void cli_warn_warmup(int64_t steps, int64_t warmup_steps);
 /* Loads a data SPEC's split ("train" or "test"). For a CSV or npy pair the whole file is

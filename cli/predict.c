@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int has_image_extension(const char *path) {
+int cli_is_image_path(const char *path) {
   static const char *const ext[] = {".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pnm", ".bmp", ".gif", ".tga", NULL};
   const char *dot = strrchr(path, '.');
   if (!dot) return 0;
@@ -49,7 +49,7 @@ static int list_images(const char *input, char ***paths, int *count) {
   }
   int cap = 0;
   for (struct dirent *e; (e = readdir(d));) {
-    if (e->d_name[0] == '.' || !has_image_extension(e->d_name)) continue;
+    if (e->d_name[0] == '.' || !cli_is_image_path(e->d_name)) continue;
     if (*count == cap) {
       cap = cap ? 2 * cap : 64;
       char **grown = realloc(*paths, (size_t)cap * sizeof *grown);
@@ -125,9 +125,22 @@ static void print_top_classes(const float *p, int64_t C, int top, const char *co
   printf("\n");
 }
 
+/* A CSV's numeric features; its labels too when it has the label column (--label-column
+ * NAME, or a column named "label"), so an unlabelled CSV is scored and a labelled one is
+ * also measured. 0 after a message. */
+static int load_csv_features(const char *path, const char *label_column, damo_tensor **x, damo_tensor **y) {
+  damo_csv_options o = {1, label_column ? label_column : "label", ','};
+  damo_status st = damo_csv_load(path, &o, x, y);
+  if (st == DAMO_ERR_NOT_FOUND && !label_column) { /* no "label" column: features only */
+    o.label_column = NULL;
+    st = damo_csv_load(path, &o, x, y);
+  }
+  return st == DAMO_OK || !cli_fail("predict");
+}
+
 int cli_predict(int argc, char **argv) {
   static const char *const with_value[] = {"--model", "--input", "--output", "--labels", "--batch-size", "--top",
-                                           "--invert", NULL};
+                                           "--invert", "--label-column", NULL};
   if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
   const char *dir = cli_opt(argc, argv, "--model"), *input = cli_opt(argc, argv, "--input");
   const char *output = cli_opt(argc, argv, "--output"), *labels = cli_opt(argc, argv, "--labels");
@@ -148,7 +161,8 @@ int cli_predict(int argc, char **argv) {
     }
   }
   size_t len = strlen(input);
-  int npy = len > 4 && !strcmp(input + len - 4, ".npy");
+  int csv = len > 4 && !strcmp(input + len - 4, ".csv");
+  int npy = csv || (len > 4 && !strcmp(input + len - 4, ".npy")); /* arrays: printed as rows */
   char **paths = NULL;
   int n_paths = 0;
   damo_model *m;
@@ -174,7 +188,11 @@ int cli_predict(int argc, char **argv) {
     rc = 1;
     goto done;
   }
-  if ((npy && damo_npy_load(input, &x) != DAMO_OK) || damo_model_predict(m, x, 256, &p) != DAMO_OK) {
+  if (csv && !load_csv_features(input, cli_opt(argc, argv, "--label-column"), &x, &y)) {
+    rc = 1;
+    goto done;
+  }
+  if ((npy && !csv && damo_npy_load(input, &x) != DAMO_OK) || damo_model_predict(m, x, 256, &p) != DAMO_OK) {
     rc = cli_fail("predict");
     goto done;
   }
@@ -183,11 +201,12 @@ int cli_predict(int argc, char **argv) {
     goto done;
   }
   int64_t rows = p->shape[0], C = damo_tensor_numel(p) / (rows ? rows : 1);
-  if (labels) {
-    if (damo_npy_load(labels, &y) != DAMO_OK) {
+  if (labels || y) { /* a CSV's label column, or --labels */
+    if (!y && damo_npy_load(labels, &y) != DAMO_OK) {
       rc = cli_fail("predict");
       goto done;
     }
+    if (!labels) labels = input;
     if (y->dtype != DAMO_I32 || damo_tensor_numel(y) != rows) {
       fprintf(stderr, "damo predict: %s must hold %lld integer labels\n", labels, (long long)rows);
       rc = 1;

@@ -128,6 +128,11 @@ char **cli_list_documents(const char *input, int *count) {
   }
   char **paths = NULL;
   if (!S_ISDIR(sb.st_mode)) {
+    if (cli_is_image_path(input)) { /* it used to be cleaned as an e-mail and scored */
+      fprintf(stderr, "damo predict: %s is a picture, and this model reads text (e-mails); give a text file or a "
+              "folder of them\n", input);
+      return NULL;
+    }
     paths = malloc(sizeof *paths);
     if (paths && (paths[0] = strdup(input))) *count = 1;
     return paths;

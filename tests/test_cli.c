@@ -68,6 +68,14 @@ static void test_train_evaluate_predict(void) {
   damo_tensor *p = NULL;
   CHECK(damo_npy_load(path, &p) == DAMO_OK && p->shape[0] == 200 && p->shape[1] == 3);
   damo_tensor_free(p);
+  /* A CSV scores directly: with its label column it is also measured, without one it is
+   * just scored (it was refused). */
+  rc = run("%s predict --model %s/m --input %s/test.csv", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, expected), "expected '%s' in: %s", expected, cli_out);
+  write_file("unlabelled.csv", "f0,f1,f2,f3\n3.1,0.2,-0.1,0.3\n0.1,0.2,2.9,0.1\n");
+  rc = run("%s predict --model %s/m --input %s/unlabelled.csv", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 0 && !strstr(cli_out, "accuracy") && strchr(cli_out, '\n') && strchr(strchr(cli_out, '\n') + 1, '\n'),
+            "%s", cli_out);
   rc = run("%s summary --model %s/m", DAMO_CLI_PATH, dir);
   CHECK_MSG(rc == 0 && strstr(cli_out, "Total params: 131"), "%s", cli_out);
   snprintf(path, sizeof path, "%s/m/history.csv", dir);
@@ -181,6 +189,10 @@ static void test_text_folder_train_predict(void) {
   rc = run("%s predict --model %s/tm --input %s/new/117.txt", DAMO_CLI_PATH, dir, dir);
   CHECK_MSG(rc == 0 && strstr(cli_out, "117.txt: spam (p(spam) = "), "%s", cli_out);
   check_predict_folder("tm", "116.txt: ham", "119.txt: spam");
+  /* A picture given to a text model is refused, not cleaned as an e-mail and scored. */
+  write_file("pic.png", "\x89PNG\r\n\x1a\n");
+  rc = run("%s predict --model %s/tm --input %s/pic.png", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "pic.png is a picture, and this model reads text"), "%s", cli_out);
 }
 
 /* BERT on the same folder of mails, with a small vocabulary: masked-LM pre-training, then
