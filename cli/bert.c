@@ -714,6 +714,8 @@ int cli_predict_bert(const char *dir, const char *input) {
   damo_bert_graph *g = NULL;
   int32_t *ids = NULL;
   float *probs = NULL;
+  const char **names = NULL;
+  char (*fallback)[32] = NULL;
   int count = 0, T = 0, head = -1;
   char **paths = NULL;
   int rc = load_finetuned(dir, "predict", &m, &wp, &T, &head);
@@ -724,10 +726,13 @@ int cli_predict_bert(const char *dir, const char *input) {
   if (!paths) goto done; /* cli_list_documents said why */
   ids = malloc((size_t)T * 3 * sizeof *ids);
   probs = malloc((size_t)L * sizeof *probs);
-  if (!ids || !probs) {
+  names = malloc((size_t)L * sizeof *names);
+  fallback = malloc((size_t)L * sizeof *fallback);
+  if (!ids || !probs || !names || !fallback) {
     fprintf(stderr, "damo predict: out of memory\n");
     goto done;
   }
+  for (int c = 0; c < L; c++) names[c] = label_name(m, c, fallback[c]);
   if (damo_bert_classifier_new(m, 1, T, 0, &g) != DAMO_OK) {
     cli_fail("predict");
     goto done;
@@ -744,14 +749,14 @@ int cli_predict_bert(const char *dir, const char *input) {
       cli_fail(paths[i]);
       goto done;
     }
-    int top = 0;
-    for (int c = 1; c < L; c++) top = probs[c] > probs[top] ? c : top;
-    char fallback[32];
-    printf("%s: %s (p = %.4f)\n", paths[i], label_name(m, top, fallback), (double)probs[top]);
+    printf("%s: ", paths[i]);
+    cli_print_top_classes(probs, L, 3, names, L);
   }
   rc = 2;
 done:
   for (int i = 0; i < count; i++) free(paths[i]);
+  free(names);
+  free(fallback);
   free(paths);
   free(ids);
   free(probs);

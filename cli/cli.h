@@ -20,6 +20,9 @@ int cli_parse_long(const char *s, const char *name, long lo, long hi, long *out)
 /* A number in [lo, hi] ((lo, hi] when lo_open; hi HUGE_VAL for none), else a message naming
  * the option, the range and the value, and 0. */
 int cli_parse_double(const char *s, const char *name, double lo, int lo_open, double hi, double *out);
+/* The one line every classifier prints per input (after "NAME: "): its top classes by
+ * probability, "spam 0.982, ham 0.018"; a single sigmoid output counts as two classes. */
+void cli_print_top_classes(const float *p, int64_t C, int top, const char *const *names, int n_names);
 /* 1 when path ends in a picture extension (.png, .jpg, .pgm, ...; any case). */
 int cli_is_image_path(const char *path);
 /* Warns on stderr when a warm-up is longer than the whole run (the settings contradict). */

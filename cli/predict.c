@@ -105,13 +105,11 @@ static int load_image_batch(const damo_model *m, char **paths, int count, int in
 }
 
 /* "Sneaker 0.912, Sandal 0.051, Ankle boot 0.030" for one row of probabilities. */
-static void print_top_classes(const float *p, int64_t C, int top, const char *const *names, int n_names) {
-  if (C == 1) { /* a sigmoid output: class 1's probability */
-    float q = p[0];
-    int best = q >= 0.5f;
-    const char *label = n_names == 2 ? names[best] : (best ? "1" : "0");
-    printf("%s %.3f (p(class 1) = %.4f)\n", label, (double)(best ? q : 1 - q), (double)q);
-    return;
+void cli_print_top_classes(const float *p, int64_t C, int top, const char *const *names, int n_names) {
+  float two[2];
+  if (C == 1) { /* a sigmoid output is class 1's probability: print both classes */
+    two[0] = 1.0f - p[0], two[1] = p[0];
+    p = two, C = 2;
   }
   char used[1024] = {0};
   for (int k = 0; k < top && k < C && k < 1024; k++) {
@@ -228,7 +226,7 @@ int cli_predict(int argc, char **argv) {
   if (!npy) {
     for (int64_t r = 0; r < rows; r++) {
       printf("%s: ", paths[r]);
-      print_top_classes(damo_tensor_f32(p) + r * C, C, (int)top, names, n_names);
+      cli_print_top_classes(damo_tensor_f32(p) + r * C, C, (int)top, names, n_names);
     }
   } else if (output) {
     printf("wrote %lld predictions of %lld values to %s\n", (long long)rows, (long long)C, output);

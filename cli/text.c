@@ -187,13 +187,8 @@ int cli_predict_text(damo_model *m, const char *dir, const char *input, const ch
   int n_names = damo_model_class_names(m, &names);
   int64_t C = damo_tensor_numel(p) / count;
   for (int i = 0; i < count; i++) {
-    const float *row = damo_tensor_f32(p) + (int64_t)i * C;
-    float positive = C == 1 ? row[0] : row[C - 1];
-    int best = C == 1 ? positive >= 0.5f : 0;
-    for (int64_t c = 1; C > 1 && c < C; c++)
-      if (row[c] > row[best]) best = (int)c;
-    printf("%s: %s (p(%s) = %.4f)\n", paths[i], best < n_names ? names[best] : (best ? "positive" : "negative"),
-           n_names >= 2 ? names[n_names - 1] : "class 1", (double)positive);
+    printf("%s: ", paths[i]);
+    cli_print_top_classes(damo_tensor_f32(p) + (int64_t)i * C, C, 3, names, n_names);
   }
   rc = 0;
 done:
