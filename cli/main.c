@@ -127,8 +127,31 @@ static int usage(FILE *f) {
   return f == stderr ? 2 : 0;
 }
 
+/* "--opt=value" becomes "--opt" "value", so every command takes both spellings. The
+ * strings point into the original argv (cut at the '=' in place); the array lives as long
+ * as the process (held by a static, so leak checkers see it reachable). */
+static char **split_argv;
+
+static char **split_equals(int *argc, char **argv) {
+  char **out = split_argv = malloc((size_t)(2 * *argc + 1) * sizeof *out);
+  if (!out) return argv;
+  int n = 0;
+  for (int i = 0; i < *argc; i++) {
+    char *eq = i >= 2 && !strncmp(argv[i], "--", 2) ? strchr(argv[i], '=') : NULL;
+    out[n++] = argv[i];
+    if (eq) {
+      *eq = '\0';
+      out[n++] = eq + 1;
+    }
+  }
+  out[n] = NULL;
+  *argc = n;
+  return out;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return usage(stderr);
+  argv = split_equals(&argc, argv);
   const char *cmd = argv[1];
   if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) return usage(stdout);
   if (!strcmp(cmd, "info") || !strcmp(cmd, "--version")) {

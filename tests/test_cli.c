@@ -115,6 +115,8 @@ static void test_bad_input_messages(void) {
     rc = run("%s train --config %s/model.json --data %s/train.csv --lr %s", DAMO_CLI_PATH, dir, dir, bad_lr[i]);
     CHECK_MSG(rc == 2 && strstr(cli_out, "--lr must be a number in (0, inf)") && strstr(cli_out, bad_lr[i]), "%s", cli_out);
   }
+  rc = run("%s train --config=%s/model.json --data=%s/train.csv --lr=-1", DAMO_CLI_PATH, dir, dir); /* --opt=value */
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--lr must be a number in (0, inf), got '-1'"), "%s", cli_out);
   rc = run("%s train --config %s/model.json --data %s/train.csv --validation-split 1", DAMO_CLI_PATH, dir, dir);
   CHECK_MSG(rc == 2 && strstr(cli_out, "--validation-split must be a number in [0, 0.99]"), "%s", cli_out);
   /* Every source --data takes is listed; the header counts what trains; --patience without
