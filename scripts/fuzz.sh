@@ -14,6 +14,10 @@ only=$(printf '%s' "${2:-}" | tr ',' ' ')
 seconds=${FUZZ_SECONDS:-20}
 work=${FUZZ_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/damo-fuzz.XXXXXX")}
 mkdir -p "$work"
+# The harnesses' scratch files: libFuzzer ends a run with _Exit, so their atexit cleanup
+# does not run; a folder of this run, removed at the end, keeps /dev/shm clean.
+export FUZZ_TMPDIR="$work/scratch"
+mkdir -p "$FUZZ_TMPDIR"
 # One thread: the kernels' OpenMP would compete with the fuzzer for the cores.
 export OMP_NUM_THREADS=1 DAMO_NUM_THREADS=1
 
@@ -50,8 +54,12 @@ for bin in "$build"/fuzz_*; do
   # shellcheck disable=SC2086
   ASAN_OPTIONS="$asan" nice -n 10 "$bin" "$work/corpus/$name" "tests/fuzz/corpus/$name" -max_total_time="$seconds" \
     -print_final_stats=1 -rss_limit_mb=2048 -timeout=10 -max_len="$(max_len "$name")" \
-    -artifact_prefix="$work/artifacts/$name/" $dict ${FUZZ_ARGS:-} >"$log" 2>&1
+    -artifact_prefix="$work/artifacts/$name/" $dict ${FUZZ_ARGS:-} >"$log" 2>&1 &
+  pid=$!
+  wait "$pid"
   rc=$?
+  # libomp's registration file, which _Exit leaves behind (nice execs, so the pid is the fuzzer's)
+  rm -f "/dev/shm/__KMP_REGISTERED_LIB_${pid}_0"
   secs=$(($(date +%s) - start))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   [ -n "$execs" ] || execs=$(grep -Eo '^#[0-9]+' "$log" | tail -n 1 | tr -d '#')
@@ -69,6 +77,7 @@ for bin in "$build"/fuzz_*; do
   total_secs=$((total_secs + secs))
   n=$((n + 1))
 done
+rm -rf "$FUZZ_TMPDIR"
 [ "$n" -gt 0 ] || { echo "fuzz: no harness found in $build (run make fuzz-build)"; exit 1; }
 echo "fuzz: $n harnesses, $total_execs executions in ${total_secs}s, $(echo "$failed" | wc -w) failed${failed:+:$failed} (logs, corpora and artifacts in $work)"
 [ -z "$failed" ]
