@@ -1,10 +1,12 @@
 # Thin wrapper over CMake. The README's two commands: `make demo` and `make test`.
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 20
 JOBS ?= 2
 PY ?= /usr/bin/python3
 
-.PHONY: all build demo test test-asan ref bench setup clean
+.PHONY: all build demo test test-asan fuzz fuzz-build ref bench setup clean
 
 all: build
 
@@ -26,6 +28,16 @@ test-asan:
 	@cmake --build $(ASAN_BUILD) -j$(JOBS)
 	@DAMO_TEST_QUICK=1 sh scripts/run_tests.sh $(ASAN_BUILD)
 
+# libFuzzer harnesses (clang, ASan + UBSan) of every reader, in their own build folder;
+# `make fuzz` runs each for FUZZ_SECONDS on a scratch copy of its seed corpus
+# (FUZZ=name[,name...] picks harnesses) and fails on any crash, leak, hang or OOM.
+fuzz-build:
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DDAMO_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j$(JOBS)
+
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ)
+
 # Regenerates the PyTorch fixtures under tests/fixtures (needs Debian's python3-torch).
 ref:
 	@sh scripts/setup.sh --peer
@@ -36,4 +48,4 @@ bench: build
 	@sh bench/run.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

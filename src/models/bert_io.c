@@ -111,9 +111,10 @@ static damo_status parse_config_names(const char *path, damo_bert_config *cfg, c
   const cJSON *pad = cJSON_GetObjectItemCaseSensitive(root, "pad_token_id");
   if (st == DAMO_OK && pad && !(cJSON_IsNumber(pad) && pad->valuedouble == 0))
     st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: pad_token_id must be 0 ([PAD] of the BERT vocabularies)", path);
+  if (st == DAMO_OK) st = bert_check_config(cfg, path);
+  /* Names only for a config that passed: a caller frees them on success only. */
   if (st == DAMO_OK && label_names) *label_names = read_label_names(root, cfg->num_labels);
   cJSON_Delete(root);
-  if (st == DAMO_OK) st = bert_check_config(cfg, path);
   return st;
 }
 
