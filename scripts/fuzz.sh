@@ -44,15 +44,10 @@ for bin in "$build"/fuzz_*; do
   dict=""
   [ -f "tests/fuzz/$name.dict" ] && dict="-dict=tests/fuzz/$name.dict"
   log="$work/$name.log"
-  # K3 (known, being fixed in src/text/bpe_vocab.c): bpe_spelling_id memcmp()s n bytes of a
-  # shorter stored spelling; checking only the bytes memcmp needs lets the campaign go on.
-  # Remove when that fix lands (tests/fuzz/regressions/bpe_vocab/known-K3-* then runs).
-  asan="${ASAN_OPTIONS:-}"
-  [ "$name" = bpe_vocab ] && asan="${asan:+$asan:}strict_memcmp=0"
   start=$(date +%s)
   # The first folder receives new inputs; the committed seeds are only read.
   # shellcheck disable=SC2086
-  ASAN_OPTIONS="$asan" nice -n 10 "$bin" "$work/corpus/$name" "tests/fuzz/corpus/$name" -max_total_time="$seconds" \
+  nice -n 10 "$bin" "$work/corpus/$name" "tests/fuzz/corpus/$name" -max_total_time="$seconds" \
     -print_final_stats=1 -rss_limit_mb=2048 -timeout=10 -max_len="$(max_len "$name")" \
     -artifact_prefix="$work/artifacts/$name/" $dict ${FUZZ_ARGS:-} >"$log" 2>&1 &
   pid=$!

@@ -7,8 +7,7 @@
  * file when the reader takes a path) and returns the reader's status; on success it uses
  * and frees what was read. A target aborts (a finding) only when a documented property of
  * the result is broken, e.g. cleaned e-mail text holding an upper-case ASCII letter. A
- * target returns FUZZ_SKIPPED for inputs that would only re-find a known, already reported
- * defect (see fuzz_guard_known_defects in fuzz_targets.c). */
+ * target returns FUZZ_SKIPPED for inputs it does not run (see the guard in fuzz_targets.c). */
 #ifndef DAMO_FUZZ_TARGETS_H
 #define DAMO_FUZZ_TARGETS_H
 #include <stddef.h>
@@ -52,7 +51,6 @@ const char *fuzz_builtin_dir(const char *which);
 #define FUZZ_SPLIT "\n#damo-fuzz-next-file#\n"
 
 /* 1 (the default): targets skip inputs that hit the known defects named in fuzz_targets.c. */
-extern int fuzz_guard_known_defects;
 
 /* Each fuzz_<name>.c harness is this one line. */
 #define FUZZ_HARNESS(fn)                                                  \
