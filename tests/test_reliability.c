@@ -388,6 +388,24 @@ static void test_bert_save_faults(void) {
   run("rm -rf '%s'", dir);
 }
 
+/* Two saves of one directory open at once in one process (two threads of a server) would
+ * share the staging name: the second is refused instead of wiping the first's folder. */
+static void test_second_save_in_process_refused(void) {
+  char dir[512];
+  snprintf(dir, sizeof dir, "%s/twice", tmpdir);
+  damo_model *a = tiny_mlp(1), *b = tiny_mlp(2);
+  CHECK(damo_model_save(a, dir) == DAMO_OK);
+  damo_dir_save *tx = NULL;
+  CHECK(damo_dir_save_begin(dir, &tx) == DAMO_OK);
+  CHECK(damo_model_save(b, dir) == DAMO_ERR_STATE && strstr(damo_last_error(), "another thread"));
+  CHECK(damo_model_save(b, damo_dir_save_folder(tx)) == DAMO_OK); /* joining it is the way */
+  CHECK(dir_holds(dir, a));
+  CHECK(damo_dir_save_commit(tx) == DAMO_OK && dir_holds(dir, b));
+  damo_model_free(a);
+  damo_model_free(b);
+  run("rm -rf '%s'", dir);
+}
+
 /* ------------------------------------------------------------------ stale files */
 
 static long dead_pid(void) {
@@ -714,6 +732,7 @@ int main(void) {
   RUN(test_sequential_save_faults);
   RUN(test_gpt2_checkpoint_faults);
   RUN(test_bert_save_faults);
+  RUN(test_second_save_in_process_refused);
   RUN(test_stale_files_removed);
   RUN(test_nan_weights_refused);
   RUN(test_hostile_units_refused_before_allocating);

@@ -69,6 +69,20 @@ static int reg_add(const void **table, const void *item) {
   return ok;
 }
 
+/* Registers a staging path unless an equal one is open: two threads of one process saving
+ * the same directory would share the staging name, and the second would wipe the first's. */
+static int reg_add_staging(const char *path) {
+  pthread_mutex_lock(&reg_mu);
+  int free_slot = -1, taken = 0;
+  for (int i = 0; i < REG_MAX; i++) {
+    if (staging_reg[i] && !strcmp(staging_reg[i], path)) taken = 1;
+    if (!staging_reg[i] && free_slot < 0) free_slot = i;
+  }
+  if (!taken && free_slot >= 0) staging_reg[free_slot] = path;
+  pthread_mutex_unlock(&reg_mu);
+  return taken ? -1 : free_slot >= 0 ? 1 : 0;
+}
+
 static void reg_remove(const void **table, const void *item) {
   pthread_mutex_lock(&reg_mu);
   for (int i = 0; i < REG_MAX; i++)
@@ -383,18 +397,20 @@ damo_status damo_dir_save_begin(const char *dir, damo_dir_save **out) {
     s->staging = sibling_name(s->dir, "saving", (long)getpid());
     if (!s->staging) st = damo_error(DAMO_ERR_NOMEM, "%s: out of memory", dir);
   }
+  int registered = st == DAMO_OK ? reg_add_staging(s->staging) : 0;
+  if (st == DAMO_OK && registered <= 0) {
+    st = damo_error(DAMO_ERR_STATE, registered < 0 ? "%s: another thread of this process is saving it" :
+                                                     "%s: too many directory saves open at once", dir);
+    free(s->staging);
+    s->staging = NULL;
+  }
   if (st == DAMO_OK) {
     remove_tree(s->staging, 0); /* an earlier save of this process that could not clean up */
     struct stat ds;
     mode_t mode = stat(s->dir, &ds) == 0 ? (ds.st_mode & 07777) : 0755;
-    if (io_step() != 0 || mkdir(s->staging, mode) != 0) {
+    if (io_step() != 0 || mkdir(s->staging, mode) != 0)
       st = damo_error(DAMO_ERR_IO, "%s: cannot create the staging folder %s: %s", dir, s->staging, strerror(errno));
-      free(s->staging);
-      s->staging = NULL;
-    }
   }
-  if (st == DAMO_OK && !reg_add((const void **)staging_reg, s->staging))
-    st = damo_error(DAMO_ERR_STATE, "%s: too many directory saves open at once", dir);
   if (st == DAMO_OK && (st = link_tree(s->dir, s->staging, 0)) != DAMO_OK)
     damo_error_prefix(st, "saving %s: preparing the new state: ", dir);
   if (st != DAMO_OK) {
