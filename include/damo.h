@@ -639,6 +639,9 @@ typedef struct damo_divergence {
 void damo_divergence_init(damo_divergence *d);
 /* 1 when the run has diverged with this step's (finite) loss. */
 int damo_divergence_update(damo_divergence *d, float loss);
+/* damo_divergence_update as a status: DAMO_ERR_NUMERIC with the one "training diverged"
+ * message every trainer gives (callers prefix where it happened). */
+damo_status damo_divergence_check(damo_divergence *d, float loss);
 /* The loss above which a step counts (INFINITY while the reference is being measured). */
 double damo_divergence_threshold(const damo_divergence *d);
 

@@ -78,7 +78,8 @@ damo_status damo_model_load(const char *dir, damo_model **out) {
   damo_status st = damo_model_from_config_file(path, &m);
   if (st != DAMO_OK) return st;
   /* The weights the config declares must fit in the file before they are allocated: a
-   * hostile "units" must not cost gigabytes (2 bytes a value: F16/BF16 files are accepted). */
+   * hostile "units" must not cost gigabytes (2 bytes a value: F16/BF16 files are accepted).
+   * Counted in double, not damo_model_num_params' int64: hostile shapes can overflow that. */
   double declared = 0;
   for (int i = 0; i < m->n_layers; i++)
     for (int p = 0; p < m->layers[i]->n_params; p++) {

@@ -95,14 +95,6 @@ static damo_status check_options(const damo_bert_train_options *o, const damo_be
   return DAMO_OK;
 }
 
-/* DAMO_ERR_NUMERIC once the loss has stayed far above its start (damo_divergence). */
-static damo_status check_divergence(damo_divergence *d, float loss) {
-  if (!damo_divergence_update(d, loss)) return DAMO_OK;
-  return damo_error(DAMO_ERR_NUMERIC, "training diverged: the loss (now %g) has been over %g, 100 times its starting "
-                    "value %g, on 20 of the last 50 steps (try a lower learning rate)", (double)loss, damo_divergence_threshold(d),
-                    d->reference);
-}
-
 /* ------------------------------------------------------------------ masked-LM pre-training */
 
 struct damo_bert_pretrainer {
@@ -211,7 +203,7 @@ damo_status damo_bert_pretrainer_step(damo_bert_pretrainer *t, damo_bert_step_re
   damo_status st = damo_bert_mlm_forward(t->graph, B, t->batch_ids, t->types, t->mask, t->positions, t->labels, 1, &loss);
   if (st == DAMO_OK) st = damo_bert_graph_backward(t->graph);
   if (st == DAMO_OK && !isfinite(loss)) st = damo_error(DAMO_ERR_NUMERIC, "masked-LM loss is %g", (double)loss);
-  if (st == DAMO_OK) st = check_divergence(&t->diverge, loss);
+  if (st == DAMO_OK) st = damo_divergence_check(&t->diverge, loss);
   const int64_t step = damo_optimizer_steps(t->optimizer);
   float norm = 0;
   if (st == DAMO_OK)
@@ -298,7 +290,7 @@ damo_status damo_bert_finetuner_step(damo_bert_finetuner *f, int64_t batch, cons
   damo_status st = damo_bert_graph_forward(f->train, batch, ids, types, mask, labels, 1, &loss);
   if (st == DAMO_OK) st = damo_bert_graph_backward(f->train);
   if (st == DAMO_OK && !isfinite(loss)) st = damo_error(DAMO_ERR_NUMERIC, "classifier loss is %g", (double)loss);
-  if (st == DAMO_OK) st = check_divergence(&f->diverge, loss);
+  if (st == DAMO_OK) st = damo_divergence_check(&f->diverge, loss);
   if (st == DAMO_OK)
     st = damo_optimizer_step(f->optimizer, f->model->p.param_block, f->model->p.grad_block, f->opt.steps, &norm);
   if (st != DAMO_OK) return damo_error_prefix(st, "bert fine-tuning step %lld: ", (long long)step + 1);

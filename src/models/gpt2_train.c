@@ -228,11 +228,8 @@ damo_status damo_gpt2_trainer_step(damo_gpt2_trainer *t, damo_gpt2_step_report *
     const float scale = 1.0f / (float)K;
     for (int64_t i = 0; i < n; i++) grads[i] = t->grad_sum[i] * scale;
   }
-  if (damo_divergence_update(&t->diverge, (float)(loss_sum / (double)K)))
-    return damo_error(DAMO_ERR_NUMERIC, "gpt2 training step %lld: training diverged: the loss (now %g) has been over "
-                      "%g, 100 times its starting value %g, on 20 of the last 50 steps (try a lower learning rate)",
-                      (long long)t->steps_done + 1, loss_sum / (double)K, damo_divergence_threshold(&t->diverge),
-                      t->diverge.reference);
+  damo_status dv = damo_divergence_check(&t->diverge, (float)(loss_sum / (double)K));
+  if (dv != DAMO_OK) return damo_error_prefix(dv, "gpt2 training step %lld: ", (long long)t->steps_done + 1);
   int64_t step = damo_optimizer_steps(t->optimizer);
   float lr = damo_schedule_lr(&t->optimizer_config.schedule, t->optimizer_config.lr, step, t->opt.steps);
   float norm = 0.0f;

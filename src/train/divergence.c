@@ -23,6 +23,13 @@ double damo_divergence_threshold(const damo_divergence *d) {
   return t > ref + FACTOR ? t : ref + FACTOR;
 }
 
+damo_status damo_divergence_check(damo_divergence *d, float loss) {
+  if (!damo_divergence_update(d, loss)) return DAMO_OK;
+  return damo_error(DAMO_ERR_NUMERIC, "training diverged: the loss (now %g) has been over %g, 100 times its starting "
+                    "value %g, on 20 of the last 50 steps (try a lower learning rate or check the data)", (double)loss,
+                    damo_divergence_threshold(d), d->reference);
+}
+
 int damo_divergence_update(damo_divergence *d, float loss) {
   if (d->seen < REFERENCE_STEPS) {
     /* The lowest, not the mean: a run can blow up at its second step (Adam at lr 1e6 reads

@@ -329,11 +329,8 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
                         isnan(loss) ? "NaN" : "Inf", epoch + 1, (long long)s + 1, where);
         break;
       }
-      if (damo_divergence_update(&diverge, loss)) {
-        st = damo_error(DAMO_ERR_NUMERIC,
-                        "fit: training diverged at epoch %d, step %lld: the loss (now %g) has been over %g, 100 times "
-                        "its starting value %g, on 20 of the last 50 steps (try a lower learning rate or check the data)",
-                        epoch + 1, (long long)s + 1, (double)loss, damo_divergence_threshold(&diverge), diverge.reference);
+      if ((st = damo_divergence_check(&diverge, loss)) != DAMO_OK) {
+        damo_error_prefix(st, "fit: epoch %d, step %lld: ", epoch + 1, (long long)s + 1);
         break;
       }
       int64_t c;
