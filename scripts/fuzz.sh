@@ -74,5 +74,12 @@ for bin in "$build"/fuzz_*; do
 done
 rm -rf "$FUZZ_TMPDIR"
 [ "$n" -gt 0 ] || { echo "fuzz: no harness found in $build (run make fuzz-build)"; exit 1; }
-echo "fuzz: $n harnesses, $total_execs executions in ${total_secs}s, $(echo "$failed" | wc -w) failed${failed:+:$failed} (logs, corpora and artifacts in $work)"
+summary="fuzz: $n harnesses, $total_execs executions in ${total_secs}s, $(echo "$failed" | wc -w) failed${failed:+:$failed}"
+# A scratch work folder (no FUZZ_WORK) is kept only when there is something to look at.
+if [ -z "$failed" ] && [ -z "${FUZZ_WORK:-}" ]; then
+  rm -rf "$work"
+  echo "$summary"
+else
+  echo "$summary (logs, corpora and artifacts in $work)"
+fi
 [ -z "$failed" ]
