@@ -41,6 +41,13 @@ const char *damo_last_error(void);
 /* A fixed name for a status code ("DAMO_ERR_IO", ...). */
 const char *damo_status_name(damo_status s);
 void damo_clear_error(void);
+/* Sets this thread's message and returns code: what a callback given to the library (a
+ * training adapter, a gradient hook) reports a failure with. */
+damo_status damo_error(damo_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 
 /* ------------------------------------------------------------------ strict JSON */
 
@@ -558,6 +565,8 @@ void damo_optimizer_free(damo_optimizer *o);
  * *grad_norm if not NULL. */
 damo_status damo_optimizer_step(damo_optimizer *o, float *params, float *grads, int64_t total_steps, float *grad_norm);
 int64_t damo_optimizer_steps(const damo_optimizer *o);
+/* The rate the next step will use (its schedule at the current step). */
+float damo_optimizer_lr(const damo_optimizer *o, int64_t total_steps);
 /* Restricts weight decay (L2 for SGD/Adam, decoupled for AdamW) to the elements whose
  * mask[i] != 0 (n_params flags, copied); NULL decays every element again (the default). */
 damo_status damo_optimizer_set_decay_mask(damo_optimizer *o, const uint8_t *mask);
@@ -625,6 +634,9 @@ typedef struct damo_fit_options {
    * while the previous step runs; for image inputs (H, W) or (H, W, C) with values as the
    * data holds them (0..255 for Fashion-MNIST). Validation data is never augmented. */
   const struct damo_augment_options *augment;
+  /* Called with every step's gradient before clipping (damo_trainer_set_grad_hook). */
+  damo_status (*grad_hook)(void *ctx, float *grads, int64_t n, int64_t step);
+  void *grad_hook_ctx;
 } damo_fit_options;
 
 /* Divergence without a NaN: the lowest loss of the first 5 steps is the reference; 20 of the
@@ -644,6 +656,51 @@ int damo_divergence_update(damo_divergence *d, float loss);
 damo_status damo_divergence_check(damo_divergence *d, float loss);
 /* The loss above which a step counts (INFINITY while the reference is being measured). */
 double damo_divergence_threshold(const damo_divergence *d);
+
+/* ---- the one trainer (src/train/trainer.c)
+ * Every model kind trains through damo_trainer_step: for each of grad_accum micro-batches
+ * stage -> forward -> non-finite check -> observe -> backward; then the micro-batch gradients
+ * are averaged, divergence is watched, the gradient hook runs, and the optimizer steps
+ * (clipping inside). A kind is an adapter over its flat parameter store. */
+typedef struct damo_train_adapter {
+  const char *name;      /* what messages call a step: "fit", "gpt2 training", ... */
+  void *ctx;             /* passed to every callback */
+  float *params, *grads; /* the flat parameter store the optimizer steps, and its gradient */
+  int64_t n_params;      /* floats in each */
+  /* Stages micro-batch `micro` (0-based) of the next step. */
+  damo_status (*stage)(void *ctx, int64_t micro);
+  /* Training forward of the staged micro-batch: its mean loss. */
+  damo_status (*forward)(void *ctx, float *loss);
+  /* Backward of the last forward; writes (overwrites) grads. */
+  damo_status (*backward)(void *ctx);
+  /* Optional: the name of the first non-finite value of the last forward, for the message. */
+  const char *(*locate_nonfinite)(void *ctx);
+  /* Optional: called after each finite forward (training metrics from the logits). */
+  void (*observe)(void *ctx);
+} damo_train_adapter;
+/* Called once a step with the step's final (averaged) gradient, before clipping and the
+ * optimizer: where data-parallel training all-reduces. step counts from 0. */
+typedef damo_status (*damo_grad_hook)(void *ctx, float *grads, int64_t n, int64_t step);
+typedef struct damo_train_report {
+  int64_t step;    /* steps done, this one included */
+  float loss;      /* mean loss of the step's micro-batches */
+  float lr;        /* the rate this step used */
+  float grad_norm; /* global gradient norm before clipping */
+} damo_train_report;
+typedef struct damo_trainer damo_trainer;
+/* The adapter is copied; opt is borrowed (it must outlive the trainer); total_steps is the
+ * schedule's horizon. */
+damo_status damo_trainer_new(const damo_train_adapter *a, damo_optimizer *opt, int64_t grad_accum, int64_t total_steps,
+                             damo_trainer **out);
+void damo_trainer_free(damo_trainer *t);
+/* One optimizer step; report may be NULL. Errors name the adapter, the step and the
+ * micro-batch. */
+damo_status damo_trainer_step(damo_trainer *t, damo_train_report *report);
+void damo_trainer_set_grad_hook(damo_trainer *t, damo_grad_hook hook, void *ctx);
+int64_t damo_trainer_steps_done(const damo_trainer *t);
+/* For resuming: the steps a checkpoint had done. */
+void damo_trainer_set_steps_done(damo_trainer *t, int64_t steps);
+damo_optimizer *damo_trainer_optimizer(const damo_trainer *t);
 
 /* Trains on x (N, input_shape...) and y (N) labels or (N, outputs) targets. */
 damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tensor *y, const damo_fit_options *opt,
@@ -1114,6 +1171,8 @@ damo_status damo_gpt2_trainer_step(damo_gpt2_trainer *t, damo_gpt2_step_report *
 /* Mean loss over the fixed validation windows (the same windows every call). */
 damo_status damo_gpt2_trainer_eval(damo_gpt2_trainer *t, float *val_loss);
 int64_t damo_gpt2_trainer_steps_done(const damo_gpt2_trainer *t);
+/* Its training step (damo_trainer: set a gradient hook there). */
+struct damo_trainer *damo_gpt2_trainer_core(damo_gpt2_trainer *t);
 /* A checkpoint in dir: config.json + model.safetensors (a HuggingFace GPT-2 directory) and
  * trainer_state.safetensors (parameters, AdamW moments, step, window rng, batch shape, the
  * token stream's length and hash, so resuming on other --data is refused), all
@@ -1246,12 +1305,14 @@ damo_status damo_bert_pretrainer_step(damo_bert_pretrainer *t, damo_bert_step_re
 /* Masked-LM loss over fixed windows and masks of the validation part. */
 damo_status damo_bert_pretrainer_eval(damo_bert_pretrainer *t, float *val_loss);
 int64_t damo_bert_pretrainer_steps_done(const damo_bert_pretrainer *t);
+struct damo_trainer *damo_bert_pretrainer_core(damo_bert_pretrainer *t);
 
 /* Fine-tuning the classifier on caller-made batches ((batch, seq_len) inputs as for
  * damo_bert_graph_forward, batch <= opt.batch_size), and predicting class probabilities. */
 typedef struct damo_bert_finetuner damo_bert_finetuner;
 damo_status damo_bert_finetuner_new(damo_bert *m, const damo_bert_train_options *opt, damo_bert_finetuner **out);
 void damo_bert_finetuner_free(damo_bert_finetuner *f);
+struct damo_trainer *damo_bert_finetuner_core(damo_bert_finetuner *f);
 damo_status damo_bert_finetuner_step(damo_bert_finetuner *f, int64_t batch, const int32_t *ids, const int32_t *types,
                                      const int32_t *mask, const int32_t *labels, damo_bert_step_report *report);
 /* probs (batch, num_labels): softmax of the logits, dropout off. */

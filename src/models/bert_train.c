@@ -41,12 +41,7 @@ damo_bert_train_options damo_bert_train_defaults(void) {
 
 damo_status damo_bert_decay_mask(const damo_bert *m, uint8_t *mask) {
   if (!m || !mask) return damo_error(DAMO_ERR_INVALID_ARG, "bert_decay_mask: NULL argument");
-  memset(mask, 0, (size_t)m->p.n_params_padded);
-  for (int i = 0; i < m->p.n_tensors; i++) {
-    const damo_tensor *t = m->p.values[i];
-    if (t->ndim != 2) continue;
-    memset(mask + ((const float *)t->data - m->p.param_block), 1, (size_t)damo_tensor_numel(t));
-  }
+  param_store_decay_mask(&m->p, mask);
   return DAMO_OK;
 }
 
@@ -55,25 +50,20 @@ static damo_schedule schedule_of(const damo_bert_train_options *o) {
                          .min_lr = o->min_lr};
 }
 
-/* The optimizer every BERT trainer uses. */
-static damo_status make_optimizer(damo_bert *m, const damo_bert_train_options *o, damo_optimizer **out) {
+/* The optimizer and the one training step every BERT trainer uses; a = the adapter with its
+ * callbacks, completed here with the parameter store. */
+static damo_status make_trainer(damo_bert *m, const damo_bert_train_options *o, damo_train_adapter a,
+                                damo_optimizer **opt, damo_trainer **core) {
   damo_optimizer_config c = damo_adamw(o->lr, o->weight_decay);
   c.beta1 = o->beta1;
   c.beta2 = o->beta2;
   c.eps = o->eps;
   c.clip_norm = o->clip_norm;
   c.schedule = schedule_of(o);
-  *out = damo_optimizer_new(&c, m->p.n_params_padded);
-  if (!*out) return damo_error_prefix(DAMO_ERR_INVALID_ARG, "bert trainer: ");
-  uint8_t *mask = malloc((size_t)m->p.n_params_padded);
-  damo_status st = mask ? damo_bert_decay_mask(m, mask) : damo_error(DAMO_ERR_NOMEM, "bert trainer: out of memory");
-  if (st == DAMO_OK) st = damo_optimizer_set_decay_mask(*out, mask);
-  free(mask);
-  if (st != DAMO_OK) {
-    damo_optimizer_free(*out);
-    *out = NULL;
-  }
-  return st;
+  damo_status st = param_store_optimizer(&m->p, &c, opt);
+  if (st != DAMO_OK) return damo_error_prefix(st, "bert trainer: ");
+  a.params = m->p.param_block, a.grads = m->p.grad_block, a.n_params = m->p.n_params_padded;
+  return damo_trainer_new(&a, *opt, 1, o->steps, core);
 }
 
 /* masked_lm: the pre-trainer, which also needs mask_prob and predictions (the fine-tuner
@@ -106,12 +96,16 @@ struct damo_bert_pretrainer {
   damo_optimizer *optimizer;
   damo_rng rng;
   int32_t *batch_ids, *types, *mask, *positions, *labels; /* one batch */
-  int64_t steps_done;
-  damo_divergence diverge;
+  damo_trainer *core;
 };
+
+static damo_status stage_masked(void *ctx, int64_t micro);
+static damo_status forward_masked(void *ctx, float *loss);
+static damo_status backward_masked(void *ctx) { return damo_bert_graph_backward(((damo_bert_pretrainer *)ctx)->graph); }
 
 void damo_bert_pretrainer_free(damo_bert_pretrainer *t) {
   if (!t) return;
+  damo_trainer_free(t->core);
   damo_bert_graph_free(t->graph);
   damo_optimizer_free(t->optimizer);
   free(t->batch_ids);
@@ -152,7 +146,11 @@ damo_status damo_bert_pretrainer_new(damo_bert *m, const int32_t *ids, int64_t n
   t->labels = malloc(bm * sizeof(int32_t));
   if (!t->batch_ids || !t->types || !t->mask || !t->positions || !t->labels)
     st = damo_error(DAMO_ERR_NOMEM, "bert_pretrainer_new: out of memory for a batch");
-  if (st == DAMO_OK) st = make_optimizer(m, opt, &t->optimizer);
+  if (st == DAMO_OK) {
+    damo_train_adapter a = {.name = "bert pre-training", .ctx = t, .stage = stage_masked, .forward = forward_masked,
+                            .backward = backward_masked};
+    st = make_trainer(m, opt, a, &t->optimizer, &t->core);
+  }
   if (st == DAMO_OK) st = damo_bert_mlm_new(m, opt->batch_size, opt->seq_len, opt->predictions, &t->graph);
   if (st == DAMO_OK) damo_bert_graph_seed(t->graph, opt->seed + 1);
   if (st != DAMO_OK) {
@@ -194,30 +192,35 @@ static void fill_masked(damo_bert_pretrainer *t, int64_t b, int64_t start, damo_
   for (int64_t j = chosen; j < M; j++) pos[j] = 0, lab[j] = -100;
 }
 
+static damo_status stage_masked(void *ctx, int64_t micro) {
+  damo_bert_pretrainer *t = ctx;
+  (void)micro;
+  const int64_t W = t->opt.seq_len - 2;
+  for (int64_t b = 0; b < t->opt.batch_size; b++)
+    fill_masked(t, b, (int64_t)damo_rng_below(&t->rng, (uint32_t)(t->n_train - W)), &t->rng);
+  return DAMO_OK;
+}
+
+static damo_status forward_masked(void *ctx, float *loss) {
+  damo_bert_pretrainer *t = ctx;
+  return damo_bert_mlm_forward(t->graph, t->opt.batch_size, t->batch_ids, t->types, t->mask, t->positions, t->labels, 1,
+                               loss);
+}
+
+static void copy_report(const damo_train_report *r, damo_bert_step_report *report) {
+  if (!report) return;
+  report->step = r->step;
+  report->loss = r->loss;
+  report->lr = r->lr;
+  report->grad_norm = r->grad_norm;
+}
+
 damo_status damo_bert_pretrainer_step(damo_bert_pretrainer *t, damo_bert_step_report *report) {
   if (!t) return damo_error(DAMO_ERR_INVALID_ARG, "bert_pretrainer_step: NULL trainer");
-  const int64_t B = t->opt.batch_size, W = t->opt.seq_len - 2;
-  for (int64_t b = 0; b < B; b++)
-    fill_masked(t, b, (int64_t)damo_rng_below(&t->rng, (uint32_t)(t->n_train - W)), &t->rng);
-  float loss = 0;
-  damo_status st = damo_bert_mlm_forward(t->graph, B, t->batch_ids, t->types, t->mask, t->positions, t->labels, 1, &loss);
-  if (st == DAMO_OK) st = damo_bert_graph_backward(t->graph);
-  if (st == DAMO_OK && !isfinite(loss)) st = damo_error(DAMO_ERR_NUMERIC, "masked-LM loss is %g", (double)loss);
-  if (st == DAMO_OK) st = damo_divergence_check(&t->diverge, loss);
-  const int64_t step = damo_optimizer_steps(t->optimizer);
-  float norm = 0;
-  if (st == DAMO_OK)
-    st = damo_optimizer_step(t->optimizer, t->model->p.param_block, t->model->p.grad_block, t->opt.steps, &norm);
-  if (st != DAMO_OK) return damo_error_prefix(st, "bert pre-training step %lld: ", (long long)t->steps_done + 1);
-  t->steps_done++;
-  if (report) {
-    report->step = t->steps_done;
-    report->loss = loss;
-    const damo_schedule sched = schedule_of(&t->opt);
-    report->lr = damo_schedule_lr(&sched, t->opt.lr, step, t->opt.steps);
-    report->grad_norm = norm;
-  }
-  return DAMO_OK;
+  damo_train_report r;
+  damo_status st = damo_trainer_step(t->core, &r);
+  if (st == DAMO_OK) copy_report(&r, report);
+  return st;
 }
 
 damo_status damo_bert_pretrainer_eval(damo_bert_pretrainer *t, float *val_loss) {
@@ -241,7 +244,7 @@ damo_status damo_bert_pretrainer_eval(damo_bert_pretrainer *t, float *val_loss) 
   return DAMO_OK;
 }
 
-int64_t damo_bert_pretrainer_steps_done(const damo_bert_pretrainer *t) { return t ? t->steps_done : 0; }
+int64_t damo_bert_pretrainer_steps_done(const damo_bert_pretrainer *t) { return t ? damo_trainer_steps_done(t->core) : 0; }
 
 /* ------------------------------------------------------------------ classifier fine-tuning */
 
@@ -250,11 +253,27 @@ struct damo_bert_finetuner {
   damo_bert_train_options opt;
   damo_bert_graph *train, *infer;
   damo_optimizer *optimizer;
-  damo_divergence diverge;
+  damo_trainer *core;
+  /* the caller's batch of the step being taken */
+  int64_t batch;
+  const int32_t *ids, *types, *mask, *labels;
 };
+
+static damo_status stage_given(void *ctx, int64_t micro) {
+  (void)ctx, (void)micro; /* damo_bert_finetuner_step was handed the batch */
+  return DAMO_OK;
+}
+
+static damo_status forward_classifier(void *ctx, float *loss) {
+  damo_bert_finetuner *f = ctx;
+  return damo_bert_graph_forward(f->train, f->batch, f->ids, f->types, f->mask, f->labels, 1, loss);
+}
+
+static damo_status backward_classifier(void *ctx) { return damo_bert_graph_backward(((damo_bert_finetuner *)ctx)->train); }
 
 void damo_bert_finetuner_free(damo_bert_finetuner *f) {
   if (!f) return;
+  damo_trainer_free(f->core);
   damo_bert_graph_free(f->train);
   damo_bert_graph_free(f->infer);
   damo_optimizer_free(f->optimizer);
@@ -270,7 +289,9 @@ damo_status damo_bert_finetuner_new(damo_bert *m, const damo_bert_train_options 
   if (!f) return damo_error(DAMO_ERR_NOMEM, "bert_finetuner_new: out of memory");
   f->model = m;
   f->opt = *opt;
-  st = make_optimizer(m, opt, &f->optimizer);
+  damo_train_adapter a = {.name = "bert fine-tuning", .ctx = f, .stage = stage_given, .forward = forward_classifier,
+                          .backward = backward_classifier};
+  st = make_trainer(m, opt, a, &f->optimizer, &f->core);
   if (st == DAMO_OK) st = damo_bert_classifier_new(m, opt->batch_size, opt->seq_len, 1, &f->train);
   if (st == DAMO_OK) st = damo_bert_classifier_new(m, opt->batch_size, opt->seq_len, 0, &f->infer);
   if (st == DAMO_OK) damo_bert_graph_seed(f->train, opt->seed);
@@ -285,23 +306,11 @@ damo_status damo_bert_finetuner_new(damo_bert *m, const damo_bert_train_options 
 damo_status damo_bert_finetuner_step(damo_bert_finetuner *f, int64_t batch, const int32_t *ids, const int32_t *types,
                                      const int32_t *mask, const int32_t *labels, damo_bert_step_report *report) {
   if (!f) return damo_error(DAMO_ERR_INVALID_ARG, "bert_finetuner_step: NULL argument");
-  float loss = 0, norm = 0;
-  const int64_t step = damo_optimizer_steps(f->optimizer);
-  damo_status st = damo_bert_graph_forward(f->train, batch, ids, types, mask, labels, 1, &loss);
-  if (st == DAMO_OK) st = damo_bert_graph_backward(f->train);
-  if (st == DAMO_OK && !isfinite(loss)) st = damo_error(DAMO_ERR_NUMERIC, "classifier loss is %g", (double)loss);
-  if (st == DAMO_OK) st = damo_divergence_check(&f->diverge, loss);
-  if (st == DAMO_OK)
-    st = damo_optimizer_step(f->optimizer, f->model->p.param_block, f->model->p.grad_block, f->opt.steps, &norm);
-  if (st != DAMO_OK) return damo_error_prefix(st, "bert fine-tuning step %lld: ", (long long)step + 1);
-  if (report) {
-    report->step = step + 1;
-    report->loss = loss;
-    const damo_schedule sched = schedule_of(&f->opt);
-    report->lr = damo_schedule_lr(&sched, f->opt.lr, step, f->opt.steps);
-    report->grad_norm = norm;
-  }
-  return DAMO_OK;
+  f->batch = batch, f->ids = ids, f->types = types, f->mask = mask, f->labels = labels;
+  damo_train_report r;
+  damo_status st = damo_trainer_step(f->core, &r);
+  if (st == DAMO_OK) copy_report(&r, report);
+  return st;
 }
 
 damo_status damo_bert_finetuner_predict(damo_bert_finetuner *f, int64_t batch, const int32_t *ids, const int32_t *types,
@@ -309,3 +318,7 @@ damo_status damo_bert_finetuner_predict(damo_bert_finetuner *f, int64_t batch, c
   if (!f) return damo_error(DAMO_ERR_INVALID_ARG, "bert_finetuner_predict: NULL argument");
   return damo_bert_classify(f->infer, batch, ids, types, mask, probs);
 }
+
+damo_trainer *damo_bert_pretrainer_core(damo_bert_pretrainer *t) { return t ? t->core : NULL; }
+
+damo_trainer *damo_bert_finetuner_core(damo_bert_finetuner *t) { return t ? t->core : NULL; }

@@ -46,10 +46,8 @@ struct damo_gpt2_trainer {
   damo_optimizer_config optimizer_config;
   damo_rng rng;
   int32_t *ids, *targets;    /* (B, T) each */
-  float *grad_sum;           /* accumulation buffer (accum > 1 only) */
   int64_t *eval_starts, n_eval;
-  int64_t steps_done;
-  damo_divergence diverge;
+  damo_trainer *core;        /* the one training step (train/trainer.c) */
 };
 
 damo_gpt2_train_options damo_gpt2_train_defaults(void) {
@@ -103,15 +101,13 @@ static damo_status check_options(const damo_gpt2_train_options *o, const damo_gp
 
 damo_status damo_gpt2_decay_mask(const damo_gpt2 *m, uint8_t *mask) {
   if (!m || !mask) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_decay_mask: NULL argument");
-  memset(mask, 0, (size_t)m->p.n_params_padded);
-  for (int i = 0; i < m->p.n_tensors; i++) {
-    const damo_tensor *t = m->p.values[i];
-    if (t->ndim != 2) continue;
-    int64_t offset = (const float *)t->data - m->p.param_block;
-    memset(mask + offset, 1, (size_t)damo_tensor_numel(t));
-  }
+  param_store_decay_mask(&m->p, mask);
   return DAMO_OK;
 }
+
+static damo_status stage_windows(void *ctx, int64_t micro);
+static damo_status forward_windows(void *ctx, float *loss);
+static damo_status backward_windows(void *ctx);
 
 /* eval_windows rounded up to whole batches, spread evenly over the validation part. */
 static damo_status place_eval_windows(damo_gpt2_trainer *t) {
@@ -128,10 +124,10 @@ static damo_status place_eval_windows(damo_gpt2_trainer *t) {
 void damo_gpt2_trainer_free(damo_gpt2_trainer *t) {
   if (!t) return;
   damo_gpt2_graph_free(t->graph);
+  damo_trainer_free(t->core);
   damo_optimizer_free(t->optimizer);
   free(t->ids);
   free(t->targets);
-  damo_free(t->grad_sum);
   free(t->eval_starts);
   free(t);
 }
@@ -154,26 +150,21 @@ damo_status damo_gpt2_trainer_new(damo_gpt2 *m, const damo_token_data *data, con
   c.beta2 = opt->beta2;
   c.eps = opt->eps;
   c.clip_norm = opt->clip_norm;
-  c.schedule.kind = DAMO_SCHED_COSINE;
-  c.schedule.warmup_steps = opt->warmup_steps;
-  c.schedule.total_steps = opt->steps;
-  c.schedule.min_lr = opt->min_lr;
+  c.schedule = (damo_schedule){.kind = DAMO_SCHED_COSINE, .warmup_steps = opt->warmup_steps, .total_steps = opt->steps,
+                               .min_lr = opt->min_lr};
   t->optimizer_config = c;
 
   size_t n_bt = (size_t)(opt->batch_size * opt->seq_len);
   t->ids = malloc(n_bt * sizeof *t->ids);
   t->targets = malloc(n_bt * sizeof *t->targets);
   if (!t->ids || !t->targets) st = damo_error(DAMO_ERR_NOMEM, "gpt2_trainer_new: out of memory for a batch");
-  if (st == DAMO_OK && !(t->optimizer = damo_optimizer_new(&c, m->p.n_params_padded)))
-    st = damo_error_prefix(DAMO_ERR_INVALID_ARG, "gpt2_trainer_new: ");
+  if (st == DAMO_OK) st = param_store_optimizer(&m->p, &c, &t->optimizer);
   if (st == DAMO_OK) {
-    uint8_t *mask = malloc((size_t)m->p.n_params_padded);
-    st = mask ? damo_gpt2_decay_mask(m, mask) : damo_error(DAMO_ERR_NOMEM, "gpt2_trainer_new: out of memory for the decay mask");
-    if (st == DAMO_OK) st = damo_optimizer_set_decay_mask(t->optimizer, mask);
-    free(mask);
+    damo_train_adapter a = {.name = "gpt2 training", .ctx = t, .params = m->p.param_block, .grads = m->p.grad_block,
+                            .n_params = m->p.n_params_padded, .stage = stage_windows, .forward = forward_windows,
+                            .backward = backward_windows};
+    st = damo_trainer_new(&a, t->optimizer, opt->grad_accum, opt->steps, &t->core);
   }
-  if (st == DAMO_OK && opt->grad_accum > 1 && !(t->grad_sum = damo_alloc((size_t)m->p.n_params_padded * sizeof(float))))
-    st = DAMO_ERR_NOMEM;
   if (st == DAMO_OK) st = place_eval_windows(t);
   if (st == DAMO_OK) st = damo_gpt2_graph_new(m, opt->batch_size, opt->seq_len, 1, &t->graph);
   if (st != DAMO_OK) {
@@ -184,7 +175,7 @@ damo_status damo_gpt2_trainer_new(damo_gpt2 *m, const damo_token_data *data, con
   return DAMO_OK;
 }
 
-int64_t damo_gpt2_trainer_steps_done(const damo_gpt2_trainer *t) { return t ? t->steps_done : 0; }
+int64_t damo_gpt2_trainer_steps_done(const damo_gpt2_trainer *t) { return t ? damo_trainer_steps_done(t->core) : 0; }
 
 /* Copies window b starting at token `start` into the batch arrays. */
 static void fill_window(damo_gpt2_trainer *t, int64_t b, int64_t start) {
@@ -199,51 +190,32 @@ static void draw_batch(damo_gpt2_trainer *t) {
   for (int64_t b = 0; b < t->opt.batch_size; b++) fill_window(t, b, (int64_t)damo_rng_below(&t->rng, n_starts));
 }
 
+/* The trainer's adapter: a micro-batch is batch_size random windows. */
+static damo_status stage_windows(void *ctx, int64_t micro) {
+  (void)micro;
+  draw_batch(ctx);
+  return DAMO_OK;
+}
+
+static damo_status forward_windows(void *ctx, float *loss) {
+  damo_gpt2_trainer *t = ctx;
+  return damo_gpt2_graph_forward(t->graph, t->ids, t->targets, loss);
+}
+
+static damo_status backward_windows(void *ctx) { return damo_gpt2_graph_backward(((damo_gpt2_trainer *)ctx)->graph); }
+
 damo_status damo_gpt2_trainer_step(damo_gpt2_trainer *t, damo_gpt2_step_report *report) {
   if (!t) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_step: NULL trainer");
-  int64_t n;
-  float *grads = damo_gpt2_grad_block(t->model, &n);
-  float *params = damo_gpt2_param_block(t->model, NULL);
-  int64_t K = t->opt.grad_accum;
-  double loss_sum = 0.0;
-  for (int64_t k = 0; k < K; k++) {
-    draw_batch(t);
-    float loss;
-    damo_status st = damo_gpt2_graph_forward(t->graph, t->ids, t->targets, &loss);
-    if (st == DAMO_OK) st = damo_gpt2_graph_backward(t->graph);
-    if (st == DAMO_OK && !isfinite(loss))
-      st = damo_error(DAMO_ERR_NUMERIC, "loss is %g", (double)loss);
-    if (st != DAMO_OK)
-      return damo_error_prefix(st, "gpt2 training step %lld, micro-batch %lld of %lld: ", (long long)t->steps_done + 1,
-                               (long long)k + 1, (long long)K);
-    loss_sum += loss;
-    if (K == 1) break;
-    float *acc = t->grad_sum;
-    if (k == 0)
-      memcpy(acc, grads, (size_t)n * sizeof *acc);
-    else
-      for (int64_t i = 0; i < n; i++) acc[i] += grads[i];
+  damo_train_report r;
+  damo_status st = damo_trainer_step(t->core, &r);
+  if (st == DAMO_OK && report) {
+    report->step = r.step;
+    report->loss = r.loss;
+    report->lr = r.lr;
+    report->grad_norm = r.grad_norm;
+    report->tokens = t->opt.grad_accum * t->opt.batch_size * t->opt.seq_len;
   }
-  if (K > 1) {
-    const float scale = 1.0f / (float)K;
-    for (int64_t i = 0; i < n; i++) grads[i] = t->grad_sum[i] * scale;
-  }
-  damo_status dv = damo_divergence_check(&t->diverge, (float)(loss_sum / (double)K));
-  if (dv != DAMO_OK) return damo_error_prefix(dv, "gpt2 training step %lld: ", (long long)t->steps_done + 1);
-  int64_t step = damo_optimizer_steps(t->optimizer);
-  float lr = damo_schedule_lr(&t->optimizer_config.schedule, t->optimizer_config.lr, step, t->opt.steps);
-  float norm = 0.0f;
-  damo_status st = damo_optimizer_step(t->optimizer, params, grads, t->opt.steps, &norm);
-  if (st != DAMO_OK) return damo_error_prefix(st, "gpt2 training step %lld: ", (long long)t->steps_done + 1);
-  t->steps_done++;
-  if (report) {
-    report->step = t->steps_done;
-    report->loss = (float)(loss_sum / (double)K);
-    report->lr = lr;
-    report->grad_norm = norm;
-    report->tokens = K * t->opt.batch_size * t->opt.seq_len;
-  }
-  return DAMO_OK;
+  return st;
 }
 
 damo_status damo_gpt2_trainer_eval(damo_gpt2_trainer *t, float *val_loss) {
@@ -255,7 +227,7 @@ damo_status damo_gpt2_trainer_eval(damo_gpt2_trainer *t, float *val_loss) {
     float loss;
     damo_status st = damo_gpt2_graph_evaluate(t->graph, t->ids, t->targets, &loss);
     if (st != DAMO_OK)
-      return damo_error_prefix(st, "gpt2 validation after step %lld, windows %lld..%lld: ", (long long)t->steps_done,
+      return damo_error_prefix(st, "gpt2 validation after step %lld, windows %lld..%lld: ", (long long)damo_gpt2_trainer_steps_done(t),
                                (long long)first, (long long)(first + B - 1));
     sum += loss;
   }
@@ -295,13 +267,14 @@ damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir) 
   if (st == DAMO_OK && !d) st = damo_error(DAMO_ERR_NOMEM, "out of memory");
   if (st != DAMO_OK) {
     damo_dir_save_abort(tx);
-    return damo_error_prefix(st, "checkpoint at step %lld: ", (long long)t->steps_done);
+    return damo_error_prefix(st, "checkpoint at step %lld: ", (long long)damo_gpt2_trainer_steps_done(t));
   }
   /* Views of the parameters and moments, not copies: the file is written before the dict
    * is freed, and copies would double the trainer's memory at every checkpoint. */
   int64_t n = t->model->p.n_params_padded;
   damo_tensor *params = damo_tensor_wrap(DAMO_F32, 1, &n, t->model->p.param_block);
-  int32_t step[2] = {(int32_t)(t->steps_done & 0x7fffffff), (int32_t)(t->steps_done >> 31)};
+  const int64_t done = damo_gpt2_trainer_steps_done(t);
+  int32_t step[2] = {(int32_t)(done & 0x7fffffff), (int32_t)(done >> 31)};
   int32_t rng[4];
   memcpy(rng, t->rng.s, sizeof rng);
   int32_t shape[3] = {(int32_t)t->opt.batch_size, (int32_t)t->opt.seq_len, (int32_t)t->opt.grad_accum};
@@ -320,7 +293,7 @@ damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir) 
   damo_tensor_dict_free(d);
   if (st == DAMO_OK) st = damo_dir_save_commit(tx);
   else damo_dir_save_abort(tx);
-  if (st != DAMO_OK) return damo_error_prefix(st, "checkpoint at step %lld: ", (long long)t->steps_done);
+  if (st != DAMO_OK) return damo_error_prefix(st, "checkpoint at step %lld: ", (long long)damo_gpt2_trainer_steps_done(t));
   return DAMO_OK;
 }
 
@@ -404,8 +377,10 @@ damo_status damo_gpt2_trainer_resume(damo_gpt2_trainer *t, const char *dir) {
   if (st == DAMO_OK) {
     memcpy(t->model->p.param_block, params->data, (size_t)n * sizeof(float));
     memcpy(t->rng.s, rng_t->data, sizeof t->rng.s);
-    t->steps_done = steps;
+    damo_trainer_set_steps_done(t->core, steps);
   }
   damo_tensor_dict_free(d);
   return st;
 }
+
+damo_trainer *damo_gpt2_trainer_core(damo_gpt2_trainer *t) { return t ? t->core : NULL; }

@@ -131,3 +131,28 @@ void param_store_json_float(cJSON *root, const char *key, float value) {
   }
   cJSON_AddItemToObject(root, key, cJSON_CreateRaw(text));
 }
+
+void param_store_decay_mask(const param_store *s, uint8_t *mask) {
+  memset(mask, 0, (size_t)s->n_params_padded);
+  for (int i = 0; i < s->n_tensors; i++) {
+    const damo_tensor *t = s->values[i];
+    if (t->ndim == 2) memset(mask + ((const float *)t->data - s->param_block), 1, (size_t)damo_tensor_numel(t));
+  }
+}
+
+damo_status param_store_optimizer(const param_store *s, const damo_optimizer_config *c, damo_optimizer **out) {
+  *out = damo_optimizer_new(c, s->n_params_padded);
+  if (!*out) return damo_error_prefix(DAMO_ERR_INVALID_ARG, "optimizer: ");
+  uint8_t *mask = malloc((size_t)s->n_params_padded);
+  damo_status st = mask ? DAMO_OK : damo_error(DAMO_ERR_NOMEM, "optimizer: out of memory for the decay mask");
+  if (st == DAMO_OK) {
+    param_store_decay_mask(s, mask);
+    st = damo_optimizer_set_decay_mask(*out, mask);
+  }
+  free(mask);
+  if (st != DAMO_OK) {
+    damo_optimizer_free(*out);
+    *out = NULL;
+  }
+  return st;
+}

@@ -38,6 +38,12 @@ damo_status param_store_take(const param_store *s, int i, const damo_tensor *t, 
 damo_status param_store_save_dir(const param_store *s, const char *dir, void (*file_name)(const param_store *s, int i,
                                                                                           char *name, size_t cap),
                                  cJSON *config_json);
+/* The weight-decay mask of a transformer's AdamW: 1 for every element of a 2-D tensor
+ * (embeddings and matrices), 0 for biases, LayerNorm and the padding between tensors, as
+ * nanoGPT (decay iff dim >= 2) and HuggingFace's Trainer do. mask holds n_params_padded. */
+void param_store_decay_mask(const param_store *s, uint8_t *mask);
+/* An optimizer over the whole padded block with that decay mask. */
+damo_status param_store_optimizer(const param_store *s, const damo_optimizer_config *c, damo_optimizer **out);
 /* Adds key: value to a cJSON object as the float's shortest decimal that reads back the same. */
 void param_store_json_float(cJSON *root, const char *key, float value);
 

@@ -466,6 +466,10 @@ damo_status damo_optimizer_load_state(damo_optimizer *o, const damo_tensor_dict 
   return DAMO_OK;
 }
 
+float damo_optimizer_lr(const damo_optimizer *o, int64_t total_steps) {
+  return o ? damo_schedule_lr(&o->cfg.schedule, o->cfg.lr, o->steps, total_steps) : 0.0f;
+}
+
 damo_status damo_optimizer_step(damo_optimizer *o, float *params, float *grads, int64_t total_steps, float *grad_norm) {
   const double t0 = damo_profile_on ? damo_now_seconds() : 0.0;
   damo_status st = optimizer_step(o, params, grads, total_steps, grad_norm);

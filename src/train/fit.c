@@ -234,6 +234,54 @@ static damo_status augment_feed_stage(augment_feed *f, damo_model_graph *mg, int
   return damo_graph_set_batch(mg->g, n);
 }
 
+/* ------------------------------------------------------------------ the trainer's adapter */
+
+/* A Sequential model's side of damo_trainer_step: the loop sets the batch (rows of idx, or
+ * the augmentation feed's next slot) and the step stages, runs and observes it. */
+typedef struct fit_adapter {
+  damo_model *m;
+  damo_model_graph *mg;
+  const damo_tensor *x, *y;
+  augment_feed *feed;
+  const int64_t *rows; /* the batch's row indices (no feed) */
+  int64_t b;           /* its size */
+  int metrics, outputs;
+  int binary_metrics;
+  int64_t correct, counted;
+  damo_binary_counts counts;
+} fit_adapter;
+
+static damo_status fit_stage(void *ctx, int64_t micro) {
+  fit_adapter *f = ctx;
+  (void)micro;
+  return f->feed->pf ? augment_feed_stage(f->feed, f->mg, f->b) : damo_model_stage_batch(f->m, f->mg, f->x, f->y, f->rows, f->b);
+}
+
+static damo_status fit_forward(void *ctx, float *loss) {
+  fit_adapter *f = ctx;
+  damo_status st = damo_graph_forward(f->mg->g, 1);
+  if (st == DAMO_OK) *loss = damo_node_data(f->mg->loss)[0];
+  return st;
+}
+
+static damo_status fit_backward(void *ctx) { return damo_graph_backward(((fit_adapter *)ctx)->mg->g); }
+
+static const char *fit_locate_nonfinite(void *ctx) {
+  fit_adapter *f = ctx;
+  return damo_model_find_nonfinite(f->m, f->mg);
+}
+
+/* Training metrics from the logits the forward left in memory. */
+static void fit_observe(void *ctx) {
+  fit_adapter *f = ctx;
+  int64_t c;
+  f->correct += damo_model_batch_correct(f->m, f->mg, f->b, &c);
+  f->counted += c;
+  if (f->binary_metrics)
+    damo_binary_counts_add(&f->counts, damo_node_data(f->mg->logits), f->outputs, f->mg->y_stage, f->m->copt.loss, f->b,
+                           f->metrics & DAMO_METRIC_AUC);
+}
+
 /* ------------------------------------------------------------------ fit */
 
 damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tensor *y, const damo_fit_options *opt,
@@ -301,58 +349,46 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
   damo_progress_init(&pr, o.out, o.verbose);
   damo_rng rng;
   damo_rng_seed(&rng, o.seed);
-  damo_divergence diverge;
-  damo_divergence_init(&diverge);
   int64_t steps_per_epoch = (n_train + batch - 1) / batch;
   int64_t total_steps = (int64_t)o.epochs * steps_per_epoch;
+  fit_adapter fa = {.m = m, .mg = mg, .x = x, .y = y, .feed = &feed, .metrics = metrics, .outputs = outputs,
+                    .binary_metrics = binary_metrics};
+  damo_train_adapter adapter = {.name = "training", .ctx = &fa, .params = m->param_block, .grads = m->grad_block,
+                                .n_params = m->n_params, .stage = fit_stage, .forward = fit_forward,
+                                .backward = fit_backward, .locate_nonfinite = fit_locate_nonfinite,
+                                .observe = fit_observe};
+  damo_trainer *trainer = NULL;
+  if (st == DAMO_OK && (st = damo_trainer_new(&adapter, m->opt, 1, total_steps, &trainer)) == DAMO_OK) {
+    damo_trainer_set_steps_done(trainer, damo_optimizer_steps(m->opt));
+    damo_trainer_set_grad_hook(trainer, o.grad_hook, o.grad_hook_ctx);
+  }
 
   for (int epoch = o.initial_epoch; epoch < o.epochs && st == DAMO_OK; epoch++) {
     if (o.shuffle != 0) damo_shuffle_indices(idx, n_train, &rng);
     if (feed.pf && (st = damo_prefetcher_start(feed.pf, 0, steps_per_epoch)) != DAMO_OK) break;
     damo_progress_epoch_begin(&pr, epoch + 1, o.epochs, steps_per_epoch);
     double loss_sum = 0;
-    int64_t correct = 0, counted = 0, seen = 0;
-    damo_binary_counts counts;
-    if (binary_metrics) memset(&counts, 0, sizeof counts);
-    float lr = damo_schedule_lr(&m->copt.optimizer.schedule, m->copt.optimizer.lr, damo_optimizer_steps(m->opt), total_steps);
+    int64_t seen = 0;
+    fa.correct = fa.counted = 0;
+    if (binary_metrics) memset(&fa.counts, 0, sizeof fa.counts);
+    float lr = damo_optimizer_lr(m->opt, total_steps);
     for (int64_t s = 0; s < steps_per_epoch && st == DAMO_OK; s++) {
-      int64_t b = n_train - s * batch < batch ? n_train - s * batch : batch;
-      st = feed.pf ? augment_feed_stage(&feed, mg, b) : damo_model_stage_batch(m, mg, x, y, idx + s * batch, b);
-      if (st == DAMO_OK) st = damo_graph_forward(mg->g, 1);
-      if (st != DAMO_OK) break;
-      float loss = damo_node_data(mg->loss)[0];
-      if (!isfinite(loss)) {
-        const char *where = damo_model_find_nonfinite(m, mg);
-        st = damo_error(DAMO_ERR_NUMERIC,
-                        "fit: the loss became %s at epoch %d, step %lld; the first non-finite value is in '%s' "
-                        "(try a lower learning rate or check the data)",
-                        isnan(loss) ? "NaN" : "Inf", epoch + 1, (long long)s + 1, where);
+      fa.rows = idx + s * batch;
+      fa.b = n_train - s * batch < batch ? n_train - s * batch : batch;
+      damo_train_report rep;
+      if ((st = damo_trainer_step(trainer, &rep)) != DAMO_OK) {
+        damo_error_prefix(st, "fit: epoch %d, ", epoch + 1);
         break;
       }
-      if ((st = damo_divergence_check(&diverge, loss)) != DAMO_OK) {
-        damo_error_prefix(st, "fit: epoch %d, step %lld: ", epoch + 1, (long long)s + 1);
-        break;
-      }
-      int64_t c;
-      correct += damo_model_batch_correct(m, mg, b, &c);
-      counted += c;
-      if (binary_metrics)
-        damo_binary_counts_add(&counts, damo_node_data(mg->logits), outputs, mg->y_stage, m->copt.loss, b,
-                               metrics & DAMO_METRIC_AUC);
-      if ((st = damo_graph_backward(mg->g)) != DAMO_OK) break;
-      lr = damo_schedule_lr(&m->copt.optimizer.schedule, m->copt.optimizer.lr, damo_optimizer_steps(m->opt), total_steps);
-      if ((st = damo_optimizer_step(m->opt, m->param_block, m->grad_block, total_steps, NULL)) != DAMO_OK) {
-        damo_error_prefix(st, "fit: epoch %d, step %lld: ", epoch + 1, (long long)s + 1);
-        break;
-      }
-      loss_sum += (double)loss * (double)b;
-      seen += b;
+      lr = rep.lr;
+      loss_sum += (double)rep.loss * (double)fa.b;
+      seen += fa.b;
       if (damo_progress_due(&pr, s + 1)) {
         double running[DAMO_HISTORY_COLUMNS];
         for (int k = 0; k < DAMO_HISTORY_COLUMNS; k++) running[k] = NAN;
         running[DAMO_H_LOSS] = loss_sum / (double)seen;
-        running[DAMO_H_ACCURACY] = counted ? (double)correct / (double)counted : NAN;
-        if (binary_metrics) damo_binary_counts_to_row(&counts, metrics, running);
+        running[DAMO_H_ACCURACY] = fa.counted ? (double)fa.correct / (double)fa.counted : NAN;
+        if (binary_metrics) damo_binary_counts_to_row(&fa.counts, metrics, running);
         damo_progress_step(&pr, s + 1, running, recorded);
       }
     }
@@ -360,9 +396,9 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
     double row[DAMO_HISTORY_COLUMNS];
     for (int k = 0; k < DAMO_HISTORY_COLUMNS; k++) row[k] = NAN;
     row[DAMO_H_LOSS] = loss_sum / (double)seen;
-    row[DAMO_H_ACCURACY] = counted ? (double)correct / (double)counted : NAN;
+    row[DAMO_H_ACCURACY] = fa.counted ? (double)fa.correct / (double)fa.counted : NAN;
     row[DAMO_H_LR] = lr;
-    if (binary_metrics) damo_binary_counts_to_row(&counts, metrics, row);
+    if (binary_metrics) damo_binary_counts_to_row(&fa.counts, metrics, row);
     if (xv) {
       double vl, va;
       if ((st = evaluate_rows(m, mg, xv, yv, val_idx, val_count, &vl, &va, val_probs, val_truth)) != DAMO_OK) break;
@@ -392,6 +428,7 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
     memcpy(m->state_block, es.best_params + m->n_params, (size_t)m->n_state * sizeof(float));
     if (pr.verbose) fprintf(pr.f, "Restored the weights of epoch %d\n", es.best_epoch);
   }
+  damo_trainer_free(trainer);
   if (st_feed == DAMO_OK) augment_feed_free(&feed);
   free(es.best_params);
   free(idx);

@@ -1,0 +1,131 @@
+/* trainer.c - the one training step every model kind takes.
+ *
+ * A step: for each of grad_accum micro-batches, stage it, run the training forward, refuse
+ * a non-finite loss (naming the first non-finite node when the kind can), let the kind
+ * observe the forward (metrics from the logits in memory), run backward; then average the
+ * micro-batch gradients, watch for divergence, call the gradient hook, and take the
+ * optimizer step (which clips). The gradient hook is the seam for data-parallel training:
+ * it sees the step's final gradient before clipping, so an all-reduce placed there makes
+ * every rank clip and step on the same numbers.
+ *
+ * Model kinds plug in through damo_train_adapter (Sequential in fit.c, GPT-2 in
+ * models/gpt2_train.c, BERT's masked LM and classifier in models/bert_train.c); the loops
+ * around the step (epochs or steps, validation, checkpoints) call damo_trainer_step. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+
+struct damo_trainer {
+  damo_train_adapter a;
+  damo_optimizer *opt; /* borrowed */
+  int64_t grad_accum, total_steps, steps_done;
+  float *grad_sum; /* the micro-batch sum (grad_accum > 1): backward overwrites the grads */
+  damo_grad_hook hook;
+  void *hook_ctx;
+  damo_divergence diverge;
+};
+
+damo_status damo_trainer_new(const damo_train_adapter *a, damo_optimizer *opt, int64_t grad_accum, int64_t total_steps,
+                             damo_trainer **out) {
+  if (!out) return damo_error(DAMO_ERR_INVALID_ARG, "trainer_new: NULL output");
+  *out = NULL;
+  if (!a || !opt || !a->params || !a->grads || !a->stage || !a->forward || !a->backward)
+    return damo_error(DAMO_ERR_INVALID_ARG, "trainer_new: the adapter needs params, grads, stage, forward and backward");
+  if (grad_accum < 1 || total_steps < 1)
+    return damo_error(DAMO_ERR_INVALID_ARG, "trainer_new: grad_accum %lld and total_steps %lld must be >= 1",
+                      (long long)grad_accum, (long long)total_steps);
+  damo_trainer *t = calloc(1, sizeof *t);
+  if (!t) return damo_error(DAMO_ERR_NOMEM, "trainer_new: out of memory");
+  t->a = *a;
+  if (!t->a.name) t->a.name = "training";
+  t->opt = opt;
+  t->grad_accum = grad_accum;
+  t->total_steps = total_steps;
+  damo_divergence_init(&t->diverge);
+  if (grad_accum > 1 && !(t->grad_sum = damo_alloc((size_t)(a->n_params ? a->n_params : 1) * sizeof(float)))) {
+    free(t);
+    return damo_error(DAMO_ERR_NOMEM, "trainer_new: out of memory for the accumulated gradients (%lld floats)",
+                      (long long)a->n_params);
+  }
+  *out = t;
+  return DAMO_OK;
+}
+
+void damo_trainer_free(damo_trainer *t) {
+  if (!t) return;
+  damo_free(t->grad_sum);
+  free(t);
+}
+
+void damo_trainer_set_grad_hook(damo_trainer *t, damo_grad_hook hook, void *ctx) {
+  if (!t) return;
+  t->hook = hook;
+  t->hook_ctx = ctx;
+}
+
+int64_t damo_trainer_steps_done(const damo_trainer *t) { return t ? t->steps_done : 0; }
+void damo_trainer_set_steps_done(damo_trainer *t, int64_t steps) {
+  if (t) t->steps_done = steps;
+}
+damo_optimizer *damo_trainer_optimizer(const damo_trainer *t) { return t ? t->opt : NULL; }
+
+/* Where a failure happened, as the start of its message. */
+static damo_status step_error(const damo_trainer *t, damo_status st, int64_t k) {
+  if (t->grad_accum > 1 && k >= 0)
+    return damo_error_prefix(st, "%s step %lld, micro-batch %lld of %lld: ", t->a.name, (long long)t->steps_done + 1,
+                             (long long)k + 1, (long long)t->grad_accum);
+  return damo_error_prefix(st, "%s step %lld: ", t->a.name, (long long)t->steps_done + 1);
+}
+
+damo_status damo_trainer_step(damo_trainer *t, damo_train_report *report) {
+  if (!t) return damo_error(DAMO_ERR_INVALID_ARG, "trainer_step: NULL trainer");
+  const damo_train_adapter *a = &t->a;
+  const int64_t K = t->grad_accum, n = a->n_params;
+  double loss_sum = 0.0;
+  damo_status st = DAMO_OK;
+  for (int64_t k = 0; k < K; k++) {
+    float loss = 0.0f;
+    st = a->stage(a->ctx, k);
+    if (st == DAMO_OK) st = a->forward(a->ctx, &loss);
+    if (st != DAMO_OK) return step_error(t, st, k);
+    if (!isfinite(loss)) {
+      const char *where = a->locate_nonfinite ? a->locate_nonfinite(a->ctx) : NULL;
+      if (where)
+        st = damo_error(DAMO_ERR_NUMERIC, "the loss became %s; the first non-finite value is in '%s' (try a lower "
+                        "learning rate or check the data)", isnan(loss) ? "NaN" : "Inf", where);
+      else
+        st = damo_error(DAMO_ERR_NUMERIC, "the loss became %s (try a lower learning rate or check the data)",
+                        isnan(loss) ? "NaN" : "Inf");
+      return step_error(t, st, k);
+    }
+    if (a->observe) a->observe(a->ctx);
+    if ((st = a->backward(a->ctx)) != DAMO_OK) return step_error(t, st, k);
+    loss_sum += loss;
+    if (K == 1) break;
+    if (k == 0)
+      memcpy(t->grad_sum, a->grads, (size_t)n * sizeof(float));
+    else
+      for (int64_t i = 0; i < n; i++) t->grad_sum[i] += a->grads[i];
+  }
+  if (K > 1) { /* the gradient of the mean loss over the micro-batches */
+    const float scale = 1.0f / (float)K;
+    for (int64_t i = 0; i < n; i++) a->grads[i] = t->grad_sum[i] * scale;
+  }
+  const float mean_loss = (float)(loss_sum / (double)K);
+  if ((st = damo_divergence_check(&t->diverge, mean_loss)) != DAMO_OK) return step_error(t, st, -1);
+  if (t->hook && (st = t->hook(t->hook_ctx, a->grads, n, t->steps_done)) != DAMO_OK)
+    return damo_error_prefix(st, "%s step %lld, gradient hook: ", a->name, (long long)t->steps_done + 1);
+  const float lr = damo_optimizer_lr(t->opt, t->total_steps);
+  float norm = 0.0f;
+  if ((st = damo_optimizer_step(t->opt, a->params, a->grads, t->total_steps, &norm)) != DAMO_OK)
+    return step_error(t, st, -1);
+  t->steps_done++;
+  if (report) {
+    report->step = t->steps_done;
+    report->loss = mean_loss;
+    report->lr = lr;
+    report->grad_norm = norm;
+  }
+  return DAMO_OK;
+}
