@@ -284,6 +284,55 @@ static damo_status pretrain_stream(const char *spec, const damo_wordpiece *wp, i
   return st;
 }
 
+/* Pre-training's output and saves, from the training loop's events (seq/s over training
+ * time only). */
+typedef struct pretrain_output {
+  damo_bert_pretrainer *t;
+  const damo_bert *m;
+  const damo_wordpiece *wp;
+  const char *out;
+  int64_t seq_len, batch, window_steps;
+  double window_start, paused;
+  int save_failed; /* save_model printed why */
+} pretrain_output;
+
+static damo_status pretrain_validate(void *ctx, double *row) {
+  pretrain_output *o = ctx;
+  const double start = cli_seconds();
+  float val;
+  damo_status st = damo_bert_pretrainer_eval(o->t, &val);
+  row[DAMO_H_VAL_LOSS] = val;
+  o->paused += cli_seconds() - start;
+  return st;
+}
+
+static damo_status pretrain_save(void *ctx, const damo_train_event *e) {
+  pretrain_output *o = ctx;
+  (void)e;
+  const double start = cli_seconds();
+  if (save_model(o->m, o->wp, o->out, o->seq_len, -1)) {
+    o->save_failed = 1;
+    return damo_error(DAMO_ERR_IO, "saving the model");
+  }
+  o->paused += cli_seconds() - start;
+  return DAMO_OK;
+}
+
+static damo_status pretrain_event(void *ctx, const damo_train_event *e) {
+  pretrain_output *o = ctx;
+  if (e->kind == DAMO_EVENT_STEP) {
+    const double now = cli_seconds();
+    printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.1f seq/s\n", (long long)e->step,
+           (long long)e->steps, (double)e->report->loss, (double)e->report->lr, (double)e->report->grad_norm,
+           (double)((e->step - o->window_steps) * o->batch) / (now - o->window_start - o->paused));
+    o->window_start = now, o->paused = 0, o->window_steps = e->step;
+  } else if (e->kind == DAMO_EVENT_VALIDATION) {
+    printf("step %6lld | val loss %.4f\n", (long long)e->step, e->figures[DAMO_H_VAL_LOSS]);
+  }
+  fflush(stdout);
+  return DAMO_OK;
+}
+
 static int run_pretraining(int argc, char **argv, const char *config, const char *out, const damo_wordpiece *wp) {
   bert_run r = {damo_bert_train_defaults(), 0, 20, 200, -1};
   if (!read_section(config, "pretrain", &r) || !read_flags(argc, argv, &r)) return 2;
@@ -315,33 +364,20 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
   printf("masked LM: %lld tokens (last 10%% validation), %lld steps of %lld x %lld, %lld slots, lr %g, warm-up %lld\n",
          (long long)n, (long long)r.opt.steps, (long long)r.opt.batch_size, (long long)r.opt.seq_len,
          (long long)r.opt.predictions, (double)r.opt.lr, (long long)r.opt.warmup_steps);
-  float val;
-  if (damo_bert_pretrainer_eval(t, &val) != DAMO_OK) goto fail;
-  printf("step %6d | val loss %.4f\n", 0, (double)val);
-  double t0 = cli_seconds(), window = t0;
-  for (int64_t s = 1; s <= r.opt.steps; s++) {
-    damo_bert_step_report rep;
-    if (damo_bert_pretrainer_step(t, &rep) != DAMO_OK) goto fail;
-    if (s % r.log_every == 0 || s == r.opt.steps) {
-      double now = cli_seconds();
-      printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.1f seq/s\n", (long long)s,
-             (long long)r.opt.steps, (double)rep.loss, (double)rep.lr, (double)rep.grad_norm,
-             (double)(r.log_every * r.opt.batch_size) / (now - window));
-      window = now;
-      fflush(stdout);
-    }
-    if ((r.eval_every > 0 && s % r.eval_every == 0) || s == r.opt.steps) {
-      if (damo_bert_pretrainer_eval(t, &val) != DAMO_OK) goto fail;
-      printf("step %6lld | val loss %.4f\n", (long long)s, (double)val);
-      if (save_model(m, wp, out, r.opt.seq_len, -1)) goto done;
-      window = cli_seconds();
-    }
+  pretrain_output o = {.t = t, .m = m, .wp = wp, .out = out, .seq_len = r.opt.seq_len, .batch = r.opt.batch_size,
+                       .window_start = cli_seconds()};
+  const double t0 = o.window_start;
+  /* validated first, then every eval_every steps and at the end, each time saved */
+  damo_train_loop loop = {.steps = r.opt.steps, .log_every = r.log_every, .validate_every = r.eval_every,
+                          .validate_first = 1, .checkpoint_every = r.eval_every};
+  damo_train_hooks hooks = {.ctx = &o, .validate = pretrain_validate, .checkpoint = pretrain_save,
+                            .on_event = pretrain_event};
+  if (damo_trainer_run(damo_bert_pretrainer_core(t), &loop, &hooks, NULL) != DAMO_OK) {
+    if (!o.save_failed) rc = cli_fail("train --pretrain");
+    goto done;
   }
   printf("done in %.1f s\n", cli_seconds() - t0);
   rc = 0;
-  goto done;
-fail:
-  rc = cli_fail("train --pretrain");
 done:
   damo_bert_pretrainer_free(t);
   damo_bert_free(m);
@@ -402,17 +438,14 @@ static void free_split(encoded_split *e) {
   free(e->labels);
 }
 
-/* Class probabilities (e->n, L) of a split, in batches of B, from the fine-tuner's or an
- * inference graph (whichever is given). */
-static damo_status classify_split(damo_bert_finetuner *f, damo_bert_graph *g, const encoded_split *e, int64_t B,
-                                  int64_t T, damo_tensor *probs) {
+/* Class probabilities (e->n, L) of a split from an inference graph, in batches of B. */
+static damo_status classify_split(damo_bert_graph *g, const encoded_split *e, int64_t B, int64_t T, damo_tensor *probs) {
   const int64_t L = probs->shape[1];
   damo_status st = DAMO_OK;
   for (int64_t first = 0; st == DAMO_OK && first < e->n; first += B) {
     const int64_t b = e->n - first < B ? e->n - first : B;
-    const int32_t *ids = e->ids + first * T, *types = e->types + first * T, *mask = e->mask + first * T;
-    float *p = damo_tensor_f32(probs) + first * L;
-    st = f ? damo_bert_finetuner_predict(f, b, ids, types, mask, p) : damo_bert_classify(g, b, ids, types, mask, p);
+    st = damo_bert_classify(g, b, e->ids + first * T, e->types + first * T, e->mask + first * T,
+                            damo_tensor_f32(probs) + first * L);
   }
   return st;
 }
@@ -424,18 +457,39 @@ static damo_tensor *split_labels(const encoded_split *e) {
   return labels;
 }
 
-/* Classification figures of a split (batches of the fine-tuner's size). */
-static damo_status score(damo_bert_finetuner *f, const encoded_split *e, int64_t B, int64_t T, int L, damo_metrics *m) {
-  int64_t ps[2] = {e->n, L};
-  damo_tensor *probs = damo_tensor_new(DAMO_F32, 2, ps), *labels = split_labels(e);
-  damo_status st = probs && labels ? classify_split(f, NULL, e, B, T, probs) : DAMO_ERR_NOMEM;
-  if (st == DAMO_OK) {
-    memset(m, 0, sizeof *m);
-    st = damo_classification_metrics(probs, labels, m);
+static damo_bert_examples examples_of(const encoded_split *e) {
+  return (damo_bert_examples){e->n, e->ids, e->types, e->mask, e->labels};
+}
+
+/* Fine-tuning's output, from the training loop's events: a progress line every log_every
+ * steps (redrawn on a terminal; a line of its own in a log, which would otherwise hear
+ * nothing until the epoch ended, minutes on 2 cores), the validation figures per epoch. */
+typedef struct finetune_output {
+  long epochs;
+  int64_t per_epoch, batch;
+  int tty, best_epoch;
+  double t0, best_f1;
+} finetune_output;
+
+static damo_status print_finetune_event(void *ctx, const damo_train_event *e) {
+  finetune_output *o = ctx;
+  const double *v = e->figures;
+  switch (e->kind) {
+  case DAMO_EVENT_STEP:
+    if (e->step == 1) o->t0 = cli_seconds();
+    printf("%sepoch %lld/%ld %5lld/%lld | loss %.4f | %.1f seq/s%s", o->tty ? "\r" : "", (long long)e->epoch, o->epochs,
+           (long long)e->step, (long long)o->per_epoch, v[DAMO_H_LOSS],
+           (double)(e->step * o->batch) / (cli_seconds() - o->t0), e->step == o->per_epoch || !o->tty ? "\n" : "");
+    break;
+  case DAMO_EVENT_EPOCH:
+    printf("epoch %lld: val accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f (%.1f s)\n", (long long)e->epoch,
+           v[DAMO_H_VAL_ACCURACY], v[DAMO_H_VAL_PRECISION], v[DAMO_H_VAL_RECALL], v[DAMO_H_VAL_F1], cli_seconds() - o->t0);
+    break;
+  case DAMO_EVENT_RESTORED: o->best_epoch = (int)e->best_at, o->best_f1 = e->best; break;
+  default: break;
   }
-  damo_tensor_free(probs);
-  damo_tensor_free(labels);
-  return st;
+  fflush(stdout);
+  return DAMO_OK;
 }
 
 static int run_finetuning(int argc, char **argv, const char *config, const char *out, const damo_wordpiece *wp) {
@@ -451,7 +505,6 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   encoded_split sp[3] = {{0}};
   damo_bert *m = NULL;
   damo_bert_finetuner *f = NULL;
-  float *best = NULL;
   int rc = 1;
   const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
   if (r.head_tokens > T - 2) { /* [CLS] and [SEP] take two of the T places */
@@ -480,73 +533,21 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   printf("BERT classifier %s: %lld parameters; %ld epochs x %lld steps of %lld, T %lld%s, lr %g\n",
          init ? "from the pre-trained weights" : "from random initialisation", (long long)damo_bert_num_params(m),
          r.epochs, (long long)per_epoch, (long long)B, (long long)T, cut, (double)r.opt.lr);
-  int64_t n_floats;
-  float *params = damo_bert_param_block(m, &n_floats);
-  best = malloc((size_t)n_floats * sizeof *best);
-  double best_f1 = -1;
-  int best_epoch = 0;
-  int64_t *order = malloc((size_t)sp[0].n * sizeof *order);
-  int32_t *bi = malloc((size_t)(B * T) * sizeof(int32_t) * 3), *bl = malloc((size_t)B * sizeof(int32_t));
-  if (!best || !order || !bi || !bl) goto nomem;
-  damo_rng rng;
-  damo_rng_seed(&rng, r.opt.seed);
-  const int tty = isatty(fileno(stdout));
-  for (long epoch = 1; epoch <= r.epochs; epoch++) {
-    for (int64_t i = 0; i < sp[0].n; i++) order[i] = i;
-    for (int64_t i = sp[0].n - 1; i > 0; i--) { /* seeded shuffle */
-      int64_t j = (int64_t)damo_rng_below(&rng, (uint32_t)(i + 1)), tmp = order[i];
-      order[i] = order[j], order[j] = tmp;
-    }
-    double t0 = cli_seconds(), loss_sum = 0;
-    for (int64_t s = 0; s < per_epoch; s++) {
-      const int64_t first = s * B, b = sp[0].n - first < B ? sp[0].n - first : B;
-      for (int64_t k = 0; k < b; k++) {
-        const int64_t row = order[first + k];
-        memcpy(bi + k * T, sp[0].ids + row * T, (size_t)T * sizeof(int32_t));
-        memcpy(bi + B * T + k * T, sp[0].types + row * T, (size_t)T * sizeof(int32_t));
-        memcpy(bi + 2 * B * T + k * T, sp[0].mask + row * T, (size_t)T * sizeof(int32_t));
-        bl[k] = sp[0].labels[row];
-      }
-      damo_bert_step_report rep;
-      if (damo_bert_finetuner_step(f, b, bi, bi + B * T, bi + 2 * B * T, bl, &rep) != DAMO_OK) goto fail;
-      loss_sum += rep.loss;
-      /* Every log_every steps: a terminal sees the line redrawn, a log gets a line of its own
-       * (it heard nothing until the epoch ended, minutes on 2 cores). */
-      if (s + 1 == per_epoch || (s + 1) % r.log_every == 0) {
-        printf("%sepoch %ld/%ld %5lld/%lld | loss %.4f | %.1f seq/s%s", tty ? "\r" : "", epoch, r.epochs,
-               (long long)(s + 1), (long long)per_epoch, loss_sum / (double)(s + 1),
-               (double)((s + 1) * B) / (cli_seconds() - t0), s + 1 == per_epoch || !tty ? "\n" : "");
-        fflush(stdout);
-      }
-    }
-    damo_metrics val;
-    if (score(f, &sp[1], B, T, d->n_classes, &val) != DAMO_OK) goto fail;
-    printf("epoch %ld: val accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f (%.1f s)\n", epoch, val.accuracy,
-           val.precision, val.recall, val.f1, cli_seconds() - t0);
-    if (val.f1 > best_f1) {
-      best_f1 = val.f1, best_epoch = (int)epoch;
-      memcpy(best, params, (size_t)n_floats * sizeof *best);
-    }
-  }
-  memcpy(params, best, (size_t)n_floats * sizeof *best);
+  finetune_output fo = {.epochs = r.epochs, .per_epoch = per_epoch, .batch = B, .tty = isatty(fileno(stdout)),
+                        .t0 = cli_seconds(), .best_epoch = (int)r.epochs, .best_f1 = NAN};
+  const damo_bert_examples train = examples_of(&sp[0]), val = examples_of(&sp[1]), test_set = examples_of(&sp[2]);
+  if (damo_bert_finetuner_fit(f, &train, &val, r.epochs, r.log_every, print_finetune_event, &fo) != DAMO_OK) goto fail;
   damo_metrics test;
-  if (score(f, &sp[2], B, T, d->n_classes, &test) != DAMO_OK) goto fail;
+  if (damo_bert_finetuner_score(f, &test_set, &test) != DAMO_OK) goto fail;
   printf("test (weights of epoch %d, best validation F1 %.4f): accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, "
-         "AUC %.4f (%lld mails)\n", best_epoch, best_f1, test.accuracy, test.precision, test.recall, test.f1, test.auc,
-         (long long)sp[2].n);
+         "AUC %.4f (%lld mails)\n", fo.best_epoch, fo.best_f1, test.accuracy, test.precision, test.recall, test.f1,
+         test.auc, (long long)sp[2].n);
   rc = save_model(m, wp, out, T, r.head_tokens);
-  free(order), free(bi), free(bl);
-  goto done;
-nomem:
-  fprintf(stderr, "damo train: out of memory\n");
-  free(order), free(bi), free(bl);
   goto done;
 fail:
   rc = cli_fail("train");
-  free(order), free(bi), free(bl);
 done:
   for (int s = 0; s < 3; s++) free_split(&sp[s]);
-  free(best);
   damo_bert_finetuner_free(f);
   damo_bert_free(m);
   damo_text_dataset_free(d);
@@ -663,7 +664,8 @@ int cli_bench_bert(int argc, char **argv) {
   printf("]");
   if (!probe) {
     damo_metrics test;
-    if (score(f, &sp[2], B, T, d->n_classes, &test) != DAMO_OK) goto fail;
+    const damo_bert_examples test_set = examples_of(&sp[2]);
+    if (damo_bert_finetuner_score(f, &test_set, &test) != DAMO_OK) goto fail;
     printf(", \"epochs\": %ld, \"test_accuracy\": %.4f, \"test_precision\": %.4f, \"test_recall\": %.4f, "
            "\"test_f1\": %.4f, \"test_examples\": %lld", epochs, test.accuracy, test.precision, test.recall, test.f1,
            (long long)sp[2].n);
@@ -790,7 +792,7 @@ int cli_evaluate_bert(const char *dir, const char *data, const char *split, cons
   probs = damo_tensor_new(DAMO_F32, 2, ps);
   labels = split_labels(&sp[which]);
   if (!probs || !labels || damo_bert_classifier_new(m, B, T, 0, &g) != DAMO_OK ||
-      classify_split(NULL, g, &sp[which], B, T, probs) != DAMO_OK) {
+      classify_split(g, &sp[which], B, T, probs) != DAMO_OK) {
     cli_fail("evaluate");
     goto done;
   }

@@ -184,47 +184,60 @@ static void print_header(const damo_gpt2_config *c, const damo_gpt2 *m, const da
   fflush(stdout);
 }
 
-static int save_checkpoint(damo_gpt2_trainer *t, const char *out) {
-  if (damo_gpt2_trainer_save(t, out) != DAMO_OK) return cli_fail("train: saving the checkpoint");
-  printf("checkpoint: step %lld -> %s\n", (long long)damo_gpt2_trainer_steps_done(t), out);
+/* The run's output and checkpoints, from the training loop's events. tokens/s counts
+ * training time only: validation and checkpoint time is taken out of the window. */
+typedef struct gpt_output {
+  damo_gpt2_trainer *t;
+  const char *out;
+  int64_t tokens_per_step, window_steps;
+  double window_start, paused;
+} gpt_output;
+
+static damo_status gpt_validate(void *ctx, double *row) {
+  gpt_output *o = ctx;
+  double start = cli_seconds();
+  float val;
+  damo_status st = damo_gpt2_trainer_eval(o->t, &val);
+  row[DAMO_H_VAL_LOSS] = val;
+  o->paused += cli_seconds() - start;
+  return st;
+}
+
+static damo_status gpt_checkpoint(void *ctx, const damo_train_event *e) {
+  gpt_output *o = ctx;
+  double start = cli_seconds();
+  damo_status st = damo_gpt2_trainer_save(o->t, o->out);
+  if (st != DAMO_OK) return st; /* "checkpoint at step N: ..." */
+  printf("checkpoint: step %lld -> %s\n", (long long)e->step, o->out);
   fflush(stdout);
-  return 0;
+  o->paused += cli_seconds() - start;
+  return DAMO_OK;
+}
+
+static damo_status gpt_event(void *ctx, const damo_train_event *e) {
+  gpt_output *o = ctx;
+  if (e->kind == DAMO_EVENT_STEP) {
+    const double now = cli_seconds(), seconds = now - o->window_start - o->paused;
+    const int64_t steps = e->step - o->window_steps;
+    printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tokens/s\n", (long long)e->step,
+           (long long)e->steps, (double)e->report->loss, (double)e->report->lr, (double)e->report->grad_norm,
+           (double)(steps * o->tokens_per_step) / seconds);
+    o->window_start = now, o->paused = 0, o->window_steps = e->step;
+  } else if (e->kind == DAMO_EVENT_VALIDATION) {
+    printf("step %6lld | val loss %.4f\n", (long long)e->step, e->figures[DAMO_H_VAL_LOSS]);
+  }
+  fflush(stdout);
+  return DAMO_OK;
 }
 
 static int run_training(damo_gpt2_trainer *t, const gpt_run *r, const char *out) {
-  double t0 = cli_seconds(), window_start = t0;
-  int64_t window_tokens = 0;
-  float val;
-  if (damo_gpt2_trainer_steps_done(t) == 0 && r->eval_every > 0) {
-    if (damo_gpt2_trainer_eval(t, &val) != DAMO_OK) return cli_fail("train");
-    printf("step %6d | val loss %.4f\n", 0, (double)val);
-  }
-  while (damo_gpt2_trainer_steps_done(t) < r->opt.steps) {
-    damo_gpt2_step_report rep;
-    if (damo_gpt2_trainer_step(t, &rep) != DAMO_OK) return cli_fail("train");
-    window_tokens += rep.tokens;
-    int last = rep.step == r->opt.steps;
-    if (rep.step % r->log_every == 0 || last) {
-      double now = cli_seconds();
-      printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tokens/s\n", (long long)rep.step,
-             (long long)r->opt.steps, (double)rep.loss, (double)rep.lr, (double)rep.grad_norm,
-             (double)window_tokens / (now - window_start));
-      window_start = now;
-      window_tokens = 0;
-      fflush(stdout);
-    }
-    double pause_start = cli_seconds(); /* tokens/s counts training time only */
-    if ((r->eval_every > 0 && rep.step % r->eval_every == 0) || last) {
-      if (damo_gpt2_trainer_eval(t, &val) != DAMO_OK) return cli_fail("train");
-      printf("step %6lld | val loss %.4f\n", (long long)rep.step, (double)val);
-      fflush(stdout);
-    }
-    if ((r->checkpoint_every > 0 && rep.step % r->checkpoint_every == 0) || last) {
-      int rc = save_checkpoint(t, out);
-      if (rc) return rc;
-    }
-    window_start += cli_seconds() - pause_start;
-  }
+  const double t0 = cli_seconds();
+  gpt_output o = {.t = t, .out = out, .tokens_per_step = r->opt.batch_size * r->opt.grad_accum * r->opt.seq_len,
+                  .window_steps = damo_gpt2_trainer_steps_done(t), .window_start = t0};
+  damo_train_loop loop = {.steps = r->opt.steps, .log_every = r->log_every, .validate_every = r->eval_every,
+                          .validate_first = r->eval_every > 0, .checkpoint_every = r->checkpoint_every};
+  damo_train_hooks hooks = {.ctx = &o, .validate = gpt_validate, .checkpoint = gpt_checkpoint, .on_event = gpt_event};
+  if (damo_trainer_run(damo_gpt2_trainer_core(t), &loop, &hooks, NULL) != DAMO_OK) return cli_fail("train");
   printf("done in %.1f s\n", cli_seconds() - t0);
   return 0;
 }

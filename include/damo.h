@@ -657,6 +657,27 @@ damo_status damo_divergence_check(damo_divergence *d, float loss);
 /* The loss above which a step counts (INFINITY while the reference is being measured). */
 double damo_divergence_threshold(const damo_divergence *d);
 
+/* The figures a training run records, by column: history rows, CSV columns (in this order)
+ * and progress lines. NAN where a run has no such figure. */
+enum {
+  DAMO_H_LOSS,
+  DAMO_H_ACCURACY,
+  DAMO_H_PRECISION,
+  DAMO_H_RECALL,
+  DAMO_H_F1,
+  DAMO_H_AUC,
+  DAMO_H_VAL_LOSS,
+  DAMO_H_VAL_ACCURACY,
+  DAMO_H_VAL_PRECISION,
+  DAMO_H_VAL_RECALL,
+  DAMO_H_VAL_F1,
+  DAMO_H_VAL_AUC,
+  DAMO_H_LR,
+  DAMO_HISTORY_COLUMNS
+};
+/* Their names ("loss", "accuracy", ..., "val_auc", "lr"). */
+extern const char *const damo_history_columns[DAMO_HISTORY_COLUMNS];
+
 /* ---- the one trainer (src/train/trainer.c)
  * Every model kind trains through damo_trainer_step: for each of grad_accum micro-batches
  * stage -> forward -> non-finite check -> observe -> backward; then the micro-batch gradients
@@ -677,6 +698,10 @@ typedef struct damo_train_adapter {
   const char *(*locate_nonfinite)(void *ctx);
   /* Optional: called after each finite forward (training metrics from the logits). */
   void (*observe)(void *ctx);
+  /* Optional: values that are not trained but belong to the weights (BatchNorm's running
+   * statistics): kept with the best weights and in checkpoints. */
+  float *state;
+  int64_t n_state;
 } damo_train_adapter;
 /* Called once a step with the step's final (averaged) gradient, before clipping and the
  * optimizer: where data-parallel training all-reduces. step counts from 0. */
@@ -701,6 +726,62 @@ int64_t damo_trainer_steps_done(const damo_trainer *t);
 /* For resuming: the steps a checkpoint had done. */
 void damo_trainer_set_steps_done(damo_trainer *t, int64_t steps);
 damo_optimizer *damo_trainer_optimizer(const damo_trainer *t);
+
+/* ---- the one training loop (src/train/loop.c): epochs or steps around damo_trainer_step,
+ * validation cadence, early stopping with the best weights, history rows and CSV,
+ * checkpoints; what it does is reported as events, and output is the caller's. */
+typedef enum damo_train_event_kind {
+  DAMO_EVENT_STEP,       /* a step was taken: every log_every steps, and each epoch's last */
+  DAMO_EVENT_VALIDATION, /* a run counted in steps was validated (step 0 with validate_first) */
+  DAMO_EVENT_EPOCH,      /* an epoch ended: its training and validation figures */
+  DAMO_EVENT_CHECKPOINT, /* the checkpoint hook has saved */
+  DAMO_EVENT_EARLY_STOP, /* the monitored figure stopped improving for `patience` validations */
+  DAMO_EVENT_RESTORED    /* the best weights were put back at the end */
+} damo_train_event_kind;
+typedef struct damo_train_event {
+  damo_train_event_kind kind;
+  int64_t epoch, epochs;           /* 1-based epoch and epochs planned; 0 in a run counted in steps */
+  int64_t step, steps;             /* STEP: steps done in the epoch (epoch runs) or in all; planned */
+  const damo_train_report *report; /* the last step's (NULL before the first) */
+  const double *figures;           /* DAMO_HISTORY_COLUMNS values: running means at STEP */
+  unsigned recorded;               /* the columns the run records (1u << DAMO_H_*) */
+  int monitor;                     /* EARLY_STOP, RESTORED: the column watched, its best value and when */
+  double best;
+  int64_t best_at;                 /* epoch (epoch runs) or step */
+} damo_train_event;
+typedef struct damo_train_loop {
+  int64_t epochs, steps_per_epoch; /* epochs > 0: a run of epochs */
+  int64_t steps;                   /* else a run of this many steps (done ones included) */
+  int64_t initial_epoch;           /* epochs already done (resuming) */
+  int64_t log_every;               /* STEP events every N steps (0: only each epoch's last) */
+  int64_t validate_every;          /* step runs: every N steps and at the end (0: at the end) */
+  int validate_first;              /* step runs: also before the first step of a new run */
+  int64_t checkpoint_every;        /* checkpoint hook every N steps, and at each epoch end / the end */
+  unsigned recorded;               /* history columns; 0: loss, val_loss and lr */
+  /* Early stopping, active when patience > 0: monitor is a DAMO_H_* column. */
+  int patience, monitor, higher_is_better, restore_best;
+  double min_delta;
+  const char *history_csv; /* one row per epoch / validation appended (header if new) */
+} damo_train_loop;
+typedef struct damo_train_hooks {
+  void *ctx;
+  damo_status (*epoch_begin)(void *ctx, int64_t epoch); /* epoch runs: shuffle, start a feed */
+  /* Before each step: choose its batch. step: in the epoch (epoch runs) or overall. *examples
+   * = its rows (the loss mean's weight); left 1 if not set. */
+  damo_status (*step_begin)(void *ctx, int64_t step, int64_t *examples);
+  /* Running training figures other than the loss (accuracy, ...) into figures. */
+  void (*train_figures)(void *ctx, double *figures);
+  /* Validation: fills the val_ columns of figures. */
+  damo_status (*validate)(void *ctx, double *figures);
+  damo_status (*checkpoint)(void *ctx, const damo_train_event *e);
+  /* Output and anything else; a non-OK status stops the run with it. */
+  damo_status (*on_event)(void *ctx, const damo_train_event *e);
+} damo_train_hooks;
+/* Runs the loop; history (may be NULL) gets a row per epoch or validation. */
+damo_status damo_trainer_run(damo_trainer *t, const damo_train_loop *loop, const damo_train_hooks *hooks,
+                             damo_history *history);
+/* An empty history recording these columns (1u << DAMO_H_*), for damo_trainer_run. */
+damo_history *damo_history_create(unsigned recorded);
 
 /* Trains on x (N, input_shape...) and y (N) labels or (N, outputs) targets. */
 damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tensor *y, const damo_fit_options *opt,
@@ -1315,6 +1396,20 @@ void damo_bert_finetuner_free(damo_bert_finetuner *f);
 struct damo_trainer *damo_bert_finetuner_core(damo_bert_finetuner *f);
 damo_status damo_bert_finetuner_step(damo_bert_finetuner *f, int64_t batch, const int32_t *ids, const int32_t *types,
                                      const int32_t *mask, const int32_t *labels, damo_bert_step_report *report);
+/* Labelled examples: (n, seq_len) ids, types and mask, and n labels. */
+typedef struct damo_bert_examples {
+  int64_t n;
+  const int32_t *ids, *types, *mask, *labels;
+} damo_bert_examples;
+/* Classification figures of the classifier over examples (batches of opt.batch_size). */
+damo_status damo_bert_finetuner_score(damo_bert_finetuner *f, const damo_bert_examples *e, damo_metrics *out);
+/* Fine-tunes for `epochs` passes over train (a fresh seeded permutation each epoch),
+ * validating on val at each epoch end (the val_ figures of the EPOCH events), and ends with
+ * the weights of the epoch with the best validation F1 (a RESTORED event says which). Events
+ * (steps every log_every) go to on_event (may be NULL); it runs on damo_trainer_run. */
+damo_status damo_bert_finetuner_fit(damo_bert_finetuner *f, const damo_bert_examples *train,
+                                    const damo_bert_examples *val, int64_t epochs, int64_t log_every,
+                                    damo_status (*on_event)(void *ctx, const damo_train_event *e), void *ctx);
 /* probs (batch, num_labels): softmax of the logits, dropout off. */
 damo_status damo_bert_finetuner_predict(damo_bert_finetuner *f, int64_t batch, const int32_t *ids, const int32_t *types,
                                         const int32_t *mask, float *probs);

@@ -322,3 +322,108 @@ damo_status damo_bert_finetuner_predict(damo_bert_finetuner *f, int64_t batch, c
 damo_trainer *damo_bert_pretrainer_core(damo_bert_pretrainer *t) { return t ? t->core : NULL; }
 
 damo_trainer *damo_bert_finetuner_core(damo_bert_finetuner *t) { return t ? t->core : NULL; }
+
+/* ------------------------------------------------------------------ fine-tuning epochs */
+
+damo_status damo_bert_finetuner_score(damo_bert_finetuner *f, const damo_bert_examples *e, damo_metrics *out) {
+  if (!f || !e || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_finetuner_score: NULL argument");
+  const int64_t B = f->opt.batch_size, T = f->opt.seq_len, L = f->model->config.num_labels, n = e->n;
+  int64_t ps[2] = {n, L}, ls[1] = {n};
+  damo_tensor *probs = damo_tensor_new(DAMO_F32, 2, ps), *labels = damo_tensor_new(DAMO_I32, 1, ls);
+  damo_status st = probs && labels ? DAMO_OK : damo_error(DAMO_ERR_NOMEM, "bert_finetuner_score: out of memory");
+  for (int64_t first = 0; st == DAMO_OK && first < n; first += B) {
+    const int64_t b = n - first < B ? n - first : B;
+    st = damo_bert_classify(f->infer, b, e->ids + first * T, e->types + first * T, e->mask + first * T,
+                            damo_tensor_f32(probs) + first * L);
+  }
+  if (st == DAMO_OK) {
+    memcpy(labels->data, e->labels, (size_t)n * sizeof(int32_t));
+    memset(out, 0, sizeof *out);
+    st = damo_classification_metrics(probs, labels, out);
+  }
+  damo_tensor_free(probs);
+  damo_tensor_free(labels);
+  return st;
+}
+
+typedef struct finetune_run {
+  damo_bert_finetuner *f;
+  const damo_bert_examples *train, *val;
+  int64_t *order;
+  int32_t *staged; /* ids, types, mask (B x T each), then B labels */
+  damo_rng rng;
+  damo_status (*on_event)(void *, const damo_train_event *);
+  void *ctx;
+} finetune_run;
+
+static damo_status finetune_epoch_begin(void *ctx, int64_t epoch) {
+  finetune_run *r = ctx;
+  (void)epoch;
+  for (int64_t i = 0; i < r->train->n; i++) r->order[i] = i; /* each epoch a fresh permutation */
+  damo_shuffle_indices(r->order, r->train->n, &r->rng);
+  return DAMO_OK;
+}
+
+/* Gathers step s's rows of the shuffled order into the staging block. */
+static damo_status finetune_step_begin(void *ctx, int64_t s, int64_t *examples) {
+  finetune_run *r = ctx;
+  damo_bert_finetuner *f = r->f;
+  const damo_bert_examples *e = r->train;
+  const int64_t B = f->opt.batch_size, T = f->opt.seq_len, first = s * B, b = e->n - first < B ? e->n - first : B;
+  int32_t *ids = r->staged, *types = ids + B * T, *mask = types + B * T, *labels = mask + B * T;
+  for (int64_t k = 0; k < b; k++) {
+    const int64_t row = r->order[first + k];
+    memcpy(ids + k * T, e->ids + row * T, (size_t)T * sizeof(int32_t));
+    memcpy(types + k * T, e->types + row * T, (size_t)T * sizeof(int32_t));
+    memcpy(mask + k * T, e->mask + row * T, (size_t)T * sizeof(int32_t));
+    labels[k] = e->labels[row];
+  }
+  f->batch = b, f->ids = ids, f->types = types, f->mask = mask, f->labels = labels;
+  *examples = b;
+  return DAMO_OK;
+}
+
+static damo_status finetune_validate(void *ctx, double *row) {
+  finetune_run *r = ctx;
+  damo_metrics m;
+  damo_status st = damo_bert_finetuner_score(r->f, r->val, &m);
+  if (st != DAMO_OK) return damo_error_prefix(st, "validation: ");
+  row[DAMO_H_VAL_ACCURACY] = m.accuracy;
+  row[DAMO_H_VAL_PRECISION] = m.precision;
+  row[DAMO_H_VAL_RECALL] = m.recall;
+  row[DAMO_H_VAL_F1] = m.f1;
+  row[DAMO_H_VAL_AUC] = m.auc;
+  return DAMO_OK;
+}
+
+static damo_status finetune_event(void *ctx, const damo_train_event *e) {
+  finetune_run *r = ctx;
+  return r->on_event ? r->on_event(r->ctx, e) : DAMO_OK;
+}
+
+damo_status damo_bert_finetuner_fit(damo_bert_finetuner *f, const damo_bert_examples *train,
+                                    const damo_bert_examples *val, int64_t epochs, int64_t log_every,
+                                    damo_status (*on_event)(void *ctx, const damo_train_event *e), void *ctx) {
+  if (!f || !train || !val || epochs < 1 || train->n < 1 || val->n < 1)
+    return damo_error(DAMO_ERR_INVALID_ARG, "bert_finetuner_fit: needs training and validation examples and epochs >= 1");
+  const int64_t B = f->opt.batch_size, T = f->opt.seq_len;
+  finetune_run r = {.f = f, .train = train, .val = val, .on_event = on_event, .ctx = ctx};
+  r.order = malloc((size_t)train->n * sizeof *r.order);
+  r.staged = malloc((size_t)(3 * B * T + B) * sizeof(int32_t));
+  damo_rng_seed(&r.rng, f->opt.seed);
+  damo_status st = r.order && r.staged ? DAMO_OK : damo_error(DAMO_ERR_NOMEM, "bert_finetuner_fit: out of memory");
+  /* The weights of the epoch with the best validation F1 are what the run ends with; it
+   * never stops early (patience past the last epoch). */
+  damo_train_loop loop = {.epochs = epochs, .steps_per_epoch = (train->n + B - 1) / B, .log_every = log_every,
+                          .recorded = (1u << DAMO_H_LOSS) | (1u << DAMO_H_VAL_ACCURACY) | (1u << DAMO_H_VAL_PRECISION) |
+                                      (1u << DAMO_H_VAL_RECALL) | (1u << DAMO_H_VAL_F1) | (1u << DAMO_H_VAL_AUC) |
+                                      (1u << DAMO_H_LR),
+                          .patience = (int)(epochs + 1), .monitor = DAMO_H_VAL_F1, .higher_is_better = 1,
+                          .restore_best = 1};
+  damo_train_hooks hooks = {.ctx = &r, .epoch_begin = finetune_epoch_begin, .step_begin = finetune_step_begin,
+                            .validate = finetune_validate, .on_event = finetune_event};
+  if (st == DAMO_OK) st = damo_trainer_run(f->core, &loop, &hooks, NULL);
+  free(r.order);
+  free(r.staged);
+  return st;
+}

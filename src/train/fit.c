@@ -110,58 +110,25 @@ damo_status damo_model_predict(damo_model *m, const damo_tensor *x, int batch_si
 
 /* ------------------------------------------------------------------ early stopping */
 
-typedef struct early_stop {
-  int active, column, higher_is_better, wait, best_epoch;
-  double best, min_delta;
-  float *best_params;
-} early_stop;
-
-/* recorded: the history columns of this run (1u << DAMO_H_*). */
-static damo_status early_stop_init(early_stop *es, const damo_fit_options *o, unsigned recorded, int has_val,
-                                   int64_t n_params) {
-  memset(es, 0, sizeof *es);
+/* The column fit's early stopping watches (the loop does the watching); -1: none asked.
+ * recorded: the history columns of this run (1u << DAMO_H_*). */
+static damo_status monitor_column(const damo_fit_options *o, unsigned recorded, int has_val, int *column) {
+  *column = -1;
   if (o->patience <= 0) return DAMO_OK;
   const char *mon = o->monitor ? o->monitor : (has_val ? "val_loss" : "loss");
-  es->column = -1;
   for (int c = 0; c < DAMO_HISTORY_COLUMNS; c++)
-    if (!strcmp(mon, damo_history_columns[c])) es->column = c;
-  if (es->column < 0 || es->column == DAMO_H_LR)
+    if (!strcmp(mon, damo_history_columns[c])) *column = c;
+  if (*column < 0 || *column == DAMO_H_LR)
     return damo_error(DAMO_ERR_INVALID_ARG,
                       "fit: cannot monitor '%s' (use loss, accuracy, val_loss, val_accuracy or a compiled metric such "
                       "as val_auc)",
                       mon);
-  if (es->column >= DAMO_H_VAL_LOSS && es->column <= DAMO_H_VAL_AUC && !has_val)
+  if (*column >= DAMO_H_VAL_LOSS && *column <= DAMO_H_VAL_AUC && !has_val)
     return damo_error(DAMO_ERR_INVALID_ARG, "fit: early stopping monitors '%s' but there is no validation data", mon);
-  if (!(recorded >> es->column & 1))
+  if (!(recorded >> *column & 1))
     return damo_error(DAMO_ERR_INVALID_ARG, "fit: early stopping monitors '%s' but the model was not compiled with that metric",
                       mon);
-  es->active = 1;
-  es->higher_is_better = es->column != DAMO_H_LOSS && es->column != DAMO_H_VAL_LOSS;
-  es->best = es->higher_is_better ? -INFINITY : INFINITY;
-  es->min_delta = fabs((double)o->min_delta);
-  if (o->restore_best_weights) {
-    es->best_params = malloc((size_t)(n_params ? n_params : 1) * sizeof(float));
-    if (!es->best_params) return damo_error(DAMO_ERR_NOMEM, "fit: out of memory keeping the best weights");
-  }
   return DAMO_OK;
-}
-
-/* Returns 1 when training should stop after this epoch (patience used up). */
-static int early_stop_update(early_stop *es, const double *row, int epoch, const damo_model *m, int patience) {
-  if (!es->active) return 0;
-  double v = row[es->column];
-  int better = es->higher_is_better ? v > es->best + es->min_delta : v < es->best - es->min_delta;
-  if (better) {
-    es->best = v;
-    es->best_epoch = epoch;
-    es->wait = 0;
-    if (es->best_params) {
-      memcpy(es->best_params, m->param_block, (size_t)m->n_params * sizeof(float));
-      memcpy(es->best_params + m->n_params, m->state_block, (size_t)m->n_state * sizeof(float));
-    }
-    return 0;
-  }
-  return ++es->wait >= patience;
 }
 
 /* ------------------------------------------------------------------ augmentation feed */
@@ -249,6 +216,19 @@ typedef struct fit_adapter {
   int binary_metrics;
   int64_t correct, counted;
   damo_binary_counts counts;
+  /* the loop's side */
+  int64_t *idx, n_train, batch, steps_per_epoch;
+  int shuffle;
+  damo_rng rng;
+  damo_progress pr;
+  int patience;
+  /* validation rows, and the predictions kept for the exact binary figures */
+  const damo_tensor *xv, *yv;
+  int64_t *val_idx, val_count;
+  float *val_probs;
+  int32_t *val_truth;
+  damo_tensor *val_probs_t, *val_truth_t;
+  void *val_scratch;
 } fit_adapter;
 
 static damo_status fit_stage(void *ctx, int64_t micro) {
@@ -280,6 +260,81 @@ static void fit_observe(void *ctx) {
   if (f->binary_metrics)
     damo_binary_counts_add(&f->counts, damo_node_data(f->mg->logits), f->outputs, f->mg->y_stage, f->m->copt.loss, f->b,
                            f->metrics & DAMO_METRIC_AUC);
+}
+
+/* The loop's hooks. */
+static damo_status fit_epoch_begin(void *ctx, int64_t epoch) {
+  fit_adapter *f = ctx;
+  if (f->shuffle) damo_shuffle_indices(f->idx, f->n_train, &f->rng);
+  damo_status st = f->feed->pf ? damo_prefetcher_start(f->feed->pf, 0, f->steps_per_epoch) : DAMO_OK;
+  damo_progress_epoch_begin(&f->pr, (int)epoch + 1, f->pr.epochs, f->steps_per_epoch);
+  f->correct = f->counted = 0;
+  if (f->binary_metrics) memset(&f->counts, 0, sizeof f->counts);
+  return st;
+}
+
+static damo_status fit_step_begin(void *ctx, int64_t s, int64_t *examples) {
+  fit_adapter *f = ctx;
+  f->rows = f->idx + s * f->batch;
+  f->b = f->n_train - s * f->batch < f->batch ? f->n_train - s * f->batch : f->batch;
+  *examples = f->b;
+  return DAMO_OK;
+}
+
+static void fit_train_figures(void *ctx, double *row) {
+  fit_adapter *f = ctx;
+  row[DAMO_H_ACCURACY] = f->counted ? (double)f->correct / (double)f->counted : NAN;
+  if (f->binary_metrics) damo_binary_counts_to_row(&f->counts, f->metrics, row);
+}
+
+static const struct {
+  int metric, val_column;
+} binary_val_columns[] = {{DAMO_METRIC_PRECISION, DAMO_H_VAL_PRECISION},
+                          {DAMO_METRIC_RECALL, DAMO_H_VAL_RECALL},
+                          {DAMO_METRIC_F1, DAMO_H_VAL_F1},
+                          {DAMO_METRIC_AUC, DAMO_H_VAL_AUC}};
+
+static damo_status fit_validate(void *ctx, double *row) {
+  fit_adapter *f = ctx;
+  double vl, va;
+  damo_status st = evaluate_rows(f->m, f->mg, f->xv, f->yv, f->val_idx, f->val_count, &vl, &va, f->val_probs, f->val_truth);
+  if (st != DAMO_OK) return st;
+  row[DAMO_H_VAL_LOSS] = vl;
+  row[DAMO_H_VAL_ACCURACY] = va >= 0 ? va : NAN;
+  if (f->val_probs) {
+    damo_metrics vm = {0};
+    if ((st = damo_classification_metrics_scratch(f->val_probs_t, f->val_truth_t, f->val_scratch, &vm)) != DAMO_OK)
+      return st;
+    const double exact[] = {vm.precision, vm.recall, vm.f1, vm.auc};
+    for (size_t k = 0; k < sizeof binary_val_columns / sizeof *binary_val_columns; k++)
+      if (f->metrics & binary_val_columns[k].metric) row[binary_val_columns[k].val_column] = exact[k];
+  }
+  return DAMO_OK;
+}
+
+/* Keras-style output: the bar (or a line per epoch) from the loop's events. */
+static damo_status fit_on_event(void *ctx, const damo_train_event *e) {
+  fit_adapter *f = ctx;
+  damo_progress *pr = &f->pr;
+  switch (e->kind) {
+  case DAMO_EVENT_STEP:
+    if (damo_progress_due(pr, e->step)) damo_progress_step(pr, e->step, e->figures, e->recorded);
+    break;
+  case DAMO_EVENT_EPOCH:
+    damo_progress_epoch_end(pr, e->steps, e->figures, e->recorded);
+    f->m->epochs_done = e->epoch;
+    break;
+  case DAMO_EVENT_EARLY_STOP:
+    if (pr->verbose)
+      fprintf(pr->f, "Early stopping at epoch %lld: %s did not improve for %d epochs (best %.4f at epoch %lld)\n",
+              (long long)e->epoch, damo_history_columns[e->monitor], f->patience, e->best, (long long)e->best_at);
+    break;
+  case DAMO_EVENT_RESTORED:
+    if (pr->verbose) fprintf(pr->f, "Restored the weights of epoch %lld\n", (long long)e->best_at);
+    break;
+  default: break;
+  }
+  return DAMO_OK;
 }
 
 /* ------------------------------------------------------------------ fit */
@@ -336,101 +391,46 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
   void *val_scratch = collect_val ? malloc(damo_metrics_scratch_bytes(val_count)) : NULL;
   damo_tensor *val_probs_t = val_probs ? damo_tensor_wrap(DAMO_F32, 2, val_shape, val_probs) : NULL;
   damo_tensor *val_truth_t = val_truth ? damo_tensor_wrap(DAMO_I32, 1, val_shape, val_truth) : NULL;
-  early_stop es;
-  st = early_stop_init(&es, &o, recorded, xv != NULL, m->n_params + m->n_state);
+  int monitor;
+  st = monitor_column(&o, recorded, xv != NULL, &monitor);
   if (!h || !idx || (xv && !val_idx)) st = DAMO_ERR_NOMEM;
   if (collect_val && (!val_probs_t || !val_truth_t || !val_scratch))
     st = damo_error(DAMO_ERR_NOMEM, "fit: out of memory for %lld validation predictions", (long long)val_count);
-  if (st == DAMO_OK && o.history_csv) st = damo_history_csv_check(o.history_csv, recorded);
   augment_feed feed;
   damo_status st_feed = idx ? augment_feed_init(&feed, m, &o, x, y, idx, n_train, batch) : DAMO_ERR_NOMEM;
   if (st == DAMO_OK) st = st_feed;
-  damo_progress pr;
-  damo_progress_init(&pr, o.out, o.verbose);
-  damo_rng rng;
-  damo_rng_seed(&rng, o.seed);
   int64_t steps_per_epoch = (n_train + batch - 1) / batch;
   int64_t total_steps = (int64_t)o.epochs * steps_per_epoch;
   fit_adapter fa = {.m = m, .mg = mg, .x = x, .y = y, .feed = &feed, .metrics = metrics, .outputs = outputs,
-                    .binary_metrics = binary_metrics};
+                    .binary_metrics = binary_metrics, .idx = idx, .n_train = n_train, .batch = batch,
+                    .steps_per_epoch = steps_per_epoch, .shuffle = o.shuffle != 0, .patience = o.patience,
+                    .xv = xv, .yv = yv, .val_idx = val_idx, .val_count = val_count, .val_probs = val_probs,
+                    .val_truth = val_truth, .val_probs_t = val_probs_t, .val_truth_t = val_truth_t,
+                    .val_scratch = val_scratch};
+  damo_progress_init(&fa.pr, o.out, o.verbose);
+  fa.pr.epochs = o.epochs;
+  damo_rng_seed(&fa.rng, o.seed);
   damo_train_adapter adapter = {.name = "training", .ctx = &fa, .params = m->param_block, .grads = m->grad_block,
                                 .n_params = m->n_params, .stage = fit_stage, .forward = fit_forward,
                                 .backward = fit_backward, .locate_nonfinite = fit_locate_nonfinite,
-                                .observe = fit_observe};
+                                .observe = fit_observe, .state = m->state_block, .n_state = m->n_state};
   damo_trainer *trainer = NULL;
   if (st == DAMO_OK && (st = damo_trainer_new(&adapter, m->opt, 1, total_steps, &trainer)) == DAMO_OK) {
     damo_trainer_set_steps_done(trainer, damo_optimizer_steps(m->opt));
     damo_trainer_set_grad_hook(trainer, o.grad_hook, o.grad_hook_ctx);
   }
-
-  for (int epoch = o.initial_epoch; epoch < o.epochs && st == DAMO_OK; epoch++) {
-    if (o.shuffle != 0) damo_shuffle_indices(idx, n_train, &rng);
-    if (feed.pf && (st = damo_prefetcher_start(feed.pf, 0, steps_per_epoch)) != DAMO_OK) break;
-    damo_progress_epoch_begin(&pr, epoch + 1, o.epochs, steps_per_epoch);
-    double loss_sum = 0;
-    int64_t seen = 0;
-    fa.correct = fa.counted = 0;
-    if (binary_metrics) memset(&fa.counts, 0, sizeof fa.counts);
-    float lr = damo_optimizer_lr(m->opt, total_steps);
-    for (int64_t s = 0; s < steps_per_epoch && st == DAMO_OK; s++) {
-      fa.rows = idx + s * batch;
-      fa.b = n_train - s * batch < batch ? n_train - s * batch : batch;
-      damo_train_report rep;
-      if ((st = damo_trainer_step(trainer, &rep)) != DAMO_OK) {
-        damo_error_prefix(st, "fit: epoch %d, ", epoch + 1);
-        break;
-      }
-      lr = rep.lr;
-      loss_sum += (double)rep.loss * (double)fa.b;
-      seen += fa.b;
-      if (damo_progress_due(&pr, s + 1)) {
-        double running[DAMO_HISTORY_COLUMNS];
-        for (int k = 0; k < DAMO_HISTORY_COLUMNS; k++) running[k] = NAN;
-        running[DAMO_H_LOSS] = loss_sum / (double)seen;
-        running[DAMO_H_ACCURACY] = fa.counted ? (double)fa.correct / (double)fa.counted : NAN;
-        if (binary_metrics) damo_binary_counts_to_row(&fa.counts, metrics, running);
-        damo_progress_step(&pr, s + 1, running, recorded);
-      }
-    }
-    if (st != DAMO_OK) break;
-    double row[DAMO_HISTORY_COLUMNS];
-    for (int k = 0; k < DAMO_HISTORY_COLUMNS; k++) row[k] = NAN;
-    row[DAMO_H_LOSS] = loss_sum / (double)seen;
-    row[DAMO_H_ACCURACY] = fa.counted ? (double)fa.correct / (double)fa.counted : NAN;
-    row[DAMO_H_LR] = lr;
-    if (binary_metrics) damo_binary_counts_to_row(&fa.counts, metrics, row);
-    if (xv) {
-      double vl, va;
-      if ((st = evaluate_rows(m, mg, xv, yv, val_idx, val_count, &vl, &va, val_probs, val_truth)) != DAMO_OK) break;
-      row[DAMO_H_VAL_LOSS] = vl;
-      row[DAMO_H_VAL_ACCURACY] = va >= 0 ? va : NAN;
-      if (collect_val) {
-        damo_metrics vm = {0};
-        if ((st = damo_classification_metrics_scratch(val_probs_t, val_truth_t, val_scratch, &vm)) != DAMO_OK) break;
-        const double exact[] = {vm.precision, vm.recall, vm.f1, vm.auc};
-        for (size_t k = 0; k < sizeof binary_columns / sizeof *binary_columns; k++)
-          if (metrics & binary_columns[k].metric) row[binary_columns[k].val_column] = exact[k];
-      }
-    }
-    damo_progress_epoch_end(&pr, steps_per_epoch, row, recorded);
-    m->epochs_done = epoch + 1;
-    if ((st = damo_history_append(h, epoch + 1, row)) != DAMO_OK) break;
-    if (o.history_csv && (st = damo_history_csv_append(o.history_csv, recorded, epoch + 1, row)) != DAMO_OK) break;
-    if (early_stop_update(&es, row, epoch + 1, m, o.patience)) {
-      if (pr.verbose)
-        fprintf(pr.f, "Early stopping at epoch %d: %s did not improve for %d epochs (best %.4f at epoch %d)\n", epoch + 1,
-                damo_history_columns[es.column], o.patience, es.best, es.best_epoch);
-      break;
-    }
-  }
-  if (st == DAMO_OK && es.best_params && es.best_epoch > 0) {
-    memcpy(m->param_block, es.best_params, (size_t)m->n_params * sizeof(float));
-    memcpy(m->state_block, es.best_params + m->n_params, (size_t)m->n_state * sizeof(float));
-    if (pr.verbose) fprintf(pr.f, "Restored the weights of epoch %d\n", es.best_epoch);
-  }
+  damo_train_loop loop = {.epochs = o.epochs, .steps_per_epoch = steps_per_epoch, .initial_epoch = o.initial_epoch,
+                          .log_every = 1, .recorded = recorded, .patience = o.patience, .monitor = monitor,
+                          .higher_is_better = monitor != DAMO_H_LOSS && monitor != DAMO_H_VAL_LOSS,
+                          .restore_best = o.restore_best_weights, .min_delta = o.min_delta,
+                          .history_csv = o.history_csv};
+  damo_train_hooks hooks = {.ctx = &fa, .epoch_begin = fit_epoch_begin, .step_begin = fit_step_begin,
+                            .train_figures = fit_train_figures, .validate = xv ? fit_validate : NULL,
+                            .on_event = fit_on_event};
+  if (st == DAMO_OK) st = damo_trainer_run(trainer, &loop, &hooks, h);
+  if (st != DAMO_OK && !strstr(damo_last_error(), "fit: ")) damo_error_prefix(st, "fit: ");
   damo_trainer_free(trainer);
   if (st_feed == DAMO_OK) augment_feed_free(&feed);
-  free(es.best_params);
   free(idx);
   free(val_idx);
   damo_tensor_free(val_probs_t); /* wraps, not owning their buffers */

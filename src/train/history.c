@@ -11,6 +11,8 @@ const char *const damo_history_columns[DAMO_HISTORY_COLUMNS] = {
     "loss",     "accuracy",     "precision",     "recall",     "f1",     "auc", "val_loss",
     "val_accuracy", "val_precision", "val_recall", "val_f1", "val_auc", "lr"};
 
+damo_history *damo_history_create(unsigned recorded) { return damo_history_new(recorded); }
+
 damo_history *damo_history_new(unsigned recorded) {
   damo_history *h = calloc(1, sizeof *h);
   if (!h) damo_error(DAMO_ERR_NOMEM, "out of memory for a history");
@@ -54,7 +56,7 @@ float damo_history_get(const damo_history *h, const char *metric, int epoch) {
 
 /* "epoch,loss,..." for the recorded columns, without the newline. */
 static void csv_header(unsigned recorded, char *buf, size_t cap) {
-  size_t w = (size_t)snprintf(buf, cap, "epoch");
+  size_t w = (size_t)snprintf(buf, cap, "%s", recorded & DAMO_H_BY_STEP ? "step" : "epoch");
   for (int c = 0; c < DAMO_HISTORY_COLUMNS && w < cap; c++)
     if (recorded >> c & 1) w += (size_t)snprintf(buf + w, cap - w, ",%s", damo_history_columns[c]);
 }

@@ -4,29 +4,15 @@
 
 #include "internal.h"
 
-/* Every column fit can record, in the order of the CSV and of the progress line. A run
- * records a subset (a bit mask of 1u << column): the first five always, so the CSV of a run
- * without binary metrics keeps its format (epoch,loss,accuracy,val_loss,val_accuracy,lr). */
-enum {
-  DAMO_H_LOSS,
-  DAMO_H_ACCURACY,
-  DAMO_H_PRECISION,
-  DAMO_H_RECALL,
-  DAMO_H_F1,
-  DAMO_H_AUC,
-  DAMO_H_VAL_LOSS,
-  DAMO_H_VAL_ACCURACY,
-  DAMO_H_VAL_PRECISION,
-  DAMO_H_VAL_RECALL,
-  DAMO_H_VAL_F1,
-  DAMO_H_VAL_AUC,
-  DAMO_H_LR,
-  DAMO_HISTORY_COLUMNS
-};
+/* The columns (DAMO_H_* in damo.h): a run records a subset (a bit mask of 1u << column):
+ * the first five always, so the CSV of a run without binary metrics keeps its format
+ * (epoch,loss,accuracy,val_loss,val_accuracy,lr). */
 #define DAMO_H_ALWAYS                                                                             \
   ((1u << DAMO_H_LOSS) | (1u << DAMO_H_ACCURACY) | (1u << DAMO_H_VAL_LOSS) | (1u << DAMO_H_VAL_ACCURACY) | \
    (1u << DAMO_H_LR))
-extern const char *const damo_history_columns[DAMO_HISTORY_COLUMNS];
+
+/* Set in recorded: rows are numbered by step, not epoch (the CSV's first column "step"). */
+#define DAMO_H_BY_STEP (1u << 31)
 
 struct damo_history {
   int n, cap;

@@ -11,20 +11,10 @@
  * Model kinds plug in through damo_train_adapter (Sequential in fit.c, GPT-2 in
  * models/gpt2_train.c, BERT's masked LM and classifier in models/bert_train.c); the loops
  * around the step (epochs or steps, validation, checkpoints) call damo_trainer_step. */
-#include "internal.h"
+#include "train/trainer.h"
 
 #include <math.h>
 #include <stdio.h>
-
-struct damo_trainer {
-  damo_train_adapter a;
-  damo_optimizer *opt; /* borrowed */
-  int64_t grad_accum, total_steps, steps_done;
-  float *grad_sum; /* the micro-batch sum (grad_accum > 1): backward overwrites the grads */
-  damo_grad_hook hook;
-  void *hook_ctx;
-  damo_divergence diverge;
-};
 
 damo_status damo_trainer_new(const damo_train_adapter *a, damo_optimizer *opt, int64_t grad_accum, int64_t total_steps,
                              damo_trainer **out) {
