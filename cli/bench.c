@@ -9,10 +9,14 @@
  *       weights to DIR (for PyTorch), the first batch's loss, whole-epoch training times,
  *       test accuracy after E epochs, peak RSS.
  *   damo bench gpt2 --config FILE --init DIR [--steps N --probe-steps P]
- *       W4, GPT-2 on Moby Dick (cli/gpt.c): initial weights and tokens to DIR, the initial
- *       validation loss, every step's seconds, the final validation loss, peak RSS.
+ *       W4, GPT-2 on Moby Dick (cli_bench_gpt2 in cli/gpt.c): initial weights and tokens to
+ *       DIR, the initial validation loss, every step's seconds, the final validation loss,
+ *       peak RSS.
  *   damo bench bert --config FILE --init DIR [--epochs E --probe-steps P]
- *       W5, BERT fine-tuned on SpamAssassin (cli/bert.c): the same, with the test F1. */
+ *       W5, BERT fine-tuned on SpamAssassin (cli_bench_bert in cli/bert.c): the same, with
+ *       the test F1.
+ * main.c dispatches fit, gpt2 and bert by the kind of --config; all end with
+ * cli_bench_finish. */
 #include "cli.h"
 
 #include <math.h>
@@ -98,7 +102,7 @@ static int bench_gemm(int argc, char **argv) {
  * batch size. Writes the initial weights to DIR for the PyTorch side, the first batch's
  * loss at those weights, whole-epoch training times, then the test accuracy after the
  * accuracy budget, trained from the same initial weights. */
-static int bench_fit(int argc, char **argv) {
+int cli_bench_fit(int argc, char **argv) {
   const char *init = cli_opt(argc, argv, "--init"), *config = cli_opt(argc, argv, "--config");
   long repeats = 3, acc_epochs = 0;
   if (cli_opt(argc, argv, "--repeats") && !cli_parse_long(cli_opt(argc, argv, "--repeats"), "--repeats", 1, 100, &repeats))
@@ -168,16 +172,18 @@ static int bench_fit(int argc, char **argv) {
   return 0;
 }
 
+/* peak and gemm; main.c hands fit, gpt2 and bert to the handler of the --config's kind. */
 int cli_bench(int argc, char **argv) {
-  const char *what = argc > 2 ? argv[2] : "";
-  if (!strcmp(what, "peak")) return bench_peak();
-  if (!strcmp(what, "gemm")) return bench_gemm(argc, argv);
-  if (!strcmp(what, "fit")) return bench_fit(argc, argv);
-  if (!strcmp(what, "gpt2")) return cli_bench_gpt2(argc, argv);
-  if (!strcmp(what, "bert")) return cli_bench_bert(argc, argv);
-  fprintf(stderr, "usage: damo bench peak | gemm M N K [M N K ...] | fit --config FILE --init DIR [--repeats R "
-                  "--accuracy-epochs E] | gpt2 --config FILE --init DIR [--steps N --probe-steps P]\n"
-                  "       | bert --config FILE --init DIR [--epochs E --probe-steps P]\n"
-                  "(make bench runs these next to PyTorch and writes bench/RESULTS.md)\n");
-  return 2;
+  return !strcmp(argv[2], "peak") ? bench_peak() : bench_gemm(argc, argv);
+}
+
+void cli_bench_finish(double *seconds, long n) {
+  qsort(seconds, (size_t)n, sizeof *seconds, cmp_double);
+  printf(", \"median_step_seconds\": %.5f, \"peak_rss_kb\": %ld}\n", n > 0 ? seconds[n / 2] : 0.0, peak_rss_kb());
+}
+
+int cli_write_i32(const char *dir, const char *name, const int32_t *v, int64_t n) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  return damo_write_file_atomic(path, v, (size_t)n * sizeof *v) == DAMO_OK;
 }

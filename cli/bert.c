@@ -1,18 +1,9 @@
-/* bert.c - BERT on the command line.
- *
- *   damo train --config bert.json --pretrain --data moby-dick,sotu,spam-assassin --out DIR
- *              [--init DIR --steps N --batch-size B --seq-len T --predictions P --warmup-steps W
- *               --lr X --seed S --vocab FILE]
- *       masked-LM pre-training on the texts (spam-assassin: its training split only, never
- *       validation or test), tokenised with WordPiece and joined with [SEP];
- *   damo train --config bert.json --data spam-assassin|FOLDER --out DIR [--init DIR
- *              --epochs N --batch-size B --seq-len T --head-tokens H --warmup-steps W --lr X --seed S
- *              --vocab FILE]
- *       fine-tunes the classifier on [CLS] text [SEP] (truncated to seq_len; with H, a long
- *       text keeps its first H and last seq_len - 2 - H tokens), from a
- *       pre-trained directory (--init) or from scratch; the weights of the epoch with the
- *       best validation F1 are kept, then the test split is scored once.
- *   damo predict --model DIR --input MAIL|FOLDER        (a fine-tuned DIR: raw e-mails)
+/* bert.c - BERT on the command line (options: damo train --help). damo train --pretrain:
+ * masked-LM pre-training on texts (spam-assassin: its training split only) tokenised with
+ * WordPiece and joined with [SEP]. damo train: fine-tunes the classifier on [CLS] text [SEP]
+ * (head+tail cut with --head-tokens) from --init or from scratch, keeping the epoch with the
+ * best validation F1, then scores the test split once. Predict and evaluate of a fine-tuned
+ * directory read raw e-mails.
  *
  * bert.json is a HuggingFace BERT config.json with optional "pretrain" and "finetune"
  * objects (steps/epochs, batch_size, seq_len, head_tokens, predictions, lr, min_lr,
@@ -555,12 +546,6 @@ done:
 }
 
 int cli_train_bert(int argc, char **argv) {
-  static const char *const with_value[] = {"--config",      "--data",         "--out",         "--init",
-                                           "--steps",       "--epochs",       "--batch-size",  "--seq-len",
-                                           "--predictions", "--warmup-steps", "--head-tokens", "--lr",
-                                           "--seed",        "--vocab",        NULL};
-  static const char *const flags[] = {"--pretrain", NULL};
-  if (!cli_check_options(argc, argv, with_value, flags)) return 2;
   const char *config = cli_opt(argc, argv, "--config"), *data = cli_opt(argc, argv, "--data");
   const char *out = cli_opt(argc, argv, "--out");
   if (!config || !data || !out) {
@@ -580,18 +565,6 @@ int cli_train_bert(int argc, char **argv) {
   damo_dir_lock_release(lock);
   damo_wordpiece_free(wp);
   return rc;
-}
-
-/* Writes n int32 values to dir/name (little-endian, raw). */
-static int write_i32(const char *dir, const char *name, const int32_t *v, int64_t n) {
-  char path[4096];
-  snprintf(path, sizeof path, "%s/%s", dir, name);
-  return damo_write_file_atomic(path, v, (size_t)n * sizeof *v) == DAMO_OK;
-}
-
-static int cmp_seconds(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
 }
 
 /* `damo bench bert --config FILE --init DIR [--epochs E --probe-steps P]`: damo's side of
@@ -632,10 +605,10 @@ int cli_bench_bert(int argc, char **argv) {
       damo_bert_finetuner_new(m, &r.opt, &f) != DAMO_OK)
     goto fail;
   const int64_t nt = sp[0].n * T, ne = sp[2].n * T;
-  if (!write_i32(init, "train_ids.i32", sp[0].ids, nt) || !write_i32(init, "train_types.i32", sp[0].types, nt) ||
-      !write_i32(init, "train_mask.i32", sp[0].mask, nt) || !write_i32(init, "train_labels.i32", sp[0].labels, sp[0].n) ||
-      !write_i32(init, "test_ids.i32", sp[2].ids, ne) || !write_i32(init, "test_types.i32", sp[2].types, ne) ||
-      !write_i32(init, "test_mask.i32", sp[2].mask, ne) || !write_i32(init, "test_labels.i32", sp[2].labels, sp[2].n))
+  if (!cli_write_i32(init, "train_ids.i32", sp[0].ids, nt) || !cli_write_i32(init, "train_types.i32", sp[0].types, nt) ||
+      !cli_write_i32(init, "train_mask.i32", sp[0].mask, nt) || !cli_write_i32(init, "train_labels.i32", sp[0].labels, sp[0].n) ||
+      !cli_write_i32(init, "test_ids.i32", sp[2].ids, ne) || !cli_write_i32(init, "test_types.i32", sp[2].types, ne) ||
+      !cli_write_i32(init, "test_mask.i32", sp[2].mask, ne) || !cli_write_i32(init, "test_labels.i32", sp[2].labels, sp[2].n))
     goto fail;
   /* The first batch's loss at the initial weights, without dropout: PyTorch must agree. */
   damo_bert_graph *g0 = NULL;
@@ -670,10 +643,7 @@ int cli_bench_bert(int argc, char **argv) {
            "\"test_f1\": %.4f, \"test_examples\": %lld", epochs, test.accuracy, test.precision, test.recall, test.f1,
            (long long)sp[2].n);
   }
-  qsort(seconds, (size_t)n_steps, sizeof *seconds, cmp_seconds);
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  printf(", \"median_step_seconds\": %.5f, \"peak_rss_kb\": %ld}\n", seconds[n_steps / 2], ru.ru_maxrss);
+  cli_bench_finish(seconds, n_steps);
   rc = 0;
   goto done;
 fail:
@@ -710,7 +680,7 @@ static const char *label_name(const damo_bert *m, int i, char fallback[32]) {
   return name ? name : fallback;
 }
 
-int cli_predict_bert(const char *dir, const char *input) {
+int cli_bert_predict_files(const char *dir, const char *input) {
   damo_bert *m = NULL;
   damo_wordpiece *wp = NULL;
   damo_bert_graph *g = NULL;
@@ -768,7 +738,7 @@ done:
   return rc;
 }
 
-int cli_evaluate_bert(const char *dir, const char *data, const char *split, const char *png) {
+int cli_bert_evaluate_split(const char *dir, const char *data, const char *split, const char *png) {
   damo_bert *m = NULL;
   damo_wordpiece *wp = NULL;
   damo_bert_graph *g = NULL;

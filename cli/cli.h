@@ -1,38 +1,34 @@
-/* cli.h - shared helpers of the damo command (argument parsing, data specs). */
+/* cli.h - what the files of cli/ share: data specs, text data, reports, and each command's
+ * handlers (one per model kind; main.c's table dispatches them). args.h is the layer below. */
 #ifndef DAMO_CLI_H
 #define DAMO_CLI_H
 
+#include "args.h"
 #include "damo.h"
 
 #include <cjson/cJSON.h>
-#include <math.h> /* HUGE_VAL for cli_parse_double */
 
-/* The value after option `name`, or NULL. */
-const char *cli_opt(int argc, char **argv, const char *name);
-/* Seconds on a monotonic clock, for timing intervals (steps, epochs, benchmarks). */
-double cli_seconds(void);
-int cli_flag(int argc, char **argv, const char *name);
-/* 1 if every argument is a known option; else prints what is wrong and returns 0. */
-int cli_check_options(int argc, char **argv, const char *const *known_with_value, const char *const *known_flags);
-/* Prints "damo: what: <last error>" and returns 1. */
-int cli_fail(const char *what);
-int cli_parse_long(const char *s, const char *name, long lo, long hi, long *out);
-/* A number in [lo, hi] ((lo, hi] when lo_open; hi HUGE_VAL for none), else a message naming
- * the option, the range and the value, and 0. */
-int cli_parse_double(const char *s, const char *name, double lo, int lo_open, double hi, double *out);
+/* ---- cli/report.c (below the command files) */
+
 /* The one line every classifier prints per input (after "NAME: "): its top classes by
  * probability, "spam 0.982, ham 0.018"; a single sigmoid output counts as two classes. */
 void cli_print_top_classes(const float *p, int64_t C, int top, const char *const *names, int n_names);
 /* 1 when path ends in a picture extension (.png, .jpg, .pgm, ...; any case). */
 int cli_is_image_path(const char *path);
-/* Warns on stderr when a warm-up is longer than the whole run (the settings contradict). */
-void cli_warn_warmup(int64_t steps, int64_t warmup_steps);
 /* Loads a data SPEC's split ("train" or "test"). For a CSV or npy pair the whole file is
  * returned for either split. */
 damo_status cli_load_data(const char *spec, const char *split, const char *label_column, damo_tensor **x,
                           damo_tensor **y);
 
-/* Text data (cli/text.c): a built-in text data set name or a folder of class folders. */
+/* Per-class accuracy, binary figures, and a confusion-matrix PNG (png may be NULL). */
+int cli_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *png);
+/* The same from class probabilities p (rows, classes) and labels y; names may be NULL. */
+int cli_report_probabilities(const damo_tensor *p, const damo_tensor *y, const char *const *names, int n_names,
+                             const char *png);
+
+/* ---- cli/text.c (below the command files) */
+
+/* Text data: a built-in text data set name or a folder of class folders. */
 int cli_is_text_data(const char *spec);
 /* Loads it prepared for model m: length = its input timesteps, vocabulary size = the
  * input_dim of the first embedding layer of config_path (if any). */
@@ -46,40 +42,53 @@ int cli_text_save(const char *dir, const damo_text_dataset *d, int max_len);
 /* Predicts raw e-mail files (a file or a folder) with a text model: 2 done, 0 dir is not a
  * text model (nothing done), -1 failed (message printed). */
 int cli_predict_text(damo_model *m, const char *dir, const char *input, const char *output);
-/* Per-class accuracy, binary figures, and a confusion-matrix PNG (png may be NULL). */
-int cli_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *png);
-/* The same from class probabilities p (rows, classes) and labels y; names may be NULL. */
-int cli_report_probabilities(const damo_tensor *p, const damo_tensor *y, const char *const *names, int n_names,
-                             const char *png);
 
 /* The whole of a file, NUL-terminated (malloc'd; NULL if unreadable). */
 char *cli_read_file(const char *path, size_t *len);
 /* A file, or the files of a folder (not starting with '.', sorted), as malloc'd paths. */
 char **cli_list_documents(const char *input, int *count);
-/* A JSON file parsed (cJSON_Delete it), or NULL. */
+/* A JSON file parsed (cJSON_Delete it), or NULL (cli/gpt.c). */
 cJSON *cli_read_json(const char *path);
 
-int cli_train(int argc, char **argv);
-int cli_evaluate(int argc, char **argv);
-int cli_predict(int argc, char **argv);
-int cli_summary(int argc, char **argv);
+/* ---- cli/main.c: the command table, and the kind of model a directory (its config.json) or
+ * a config file holds: GPT-2 or BERT by model_type, else Sequential; CLI_KIND_UNKNOWN when
+ * there is no readable JSON at path. */
+cli_kind cli_kind_of(const char *path);
+
+/* ---- the command files: handlers (argc, argv as main got them; options already checked
+ * against the command's table for the model's kind). */
+int cli_train_sequential(int argc, char **argv); /* cli/commands.c */
+int cli_evaluate_sequential(int argc, char **argv);
+int cli_summary_sequential(int argc, char **argv);
 int cli_export(int argc, char **argv);
-int cli_bench(int argc, char **argv);
+int cli_predict_sequential(int argc, char **argv); /* cli/predict.c */
+int cli_predict_bert(int argc, char **argv);
+int cli_evaluate_bert(int argc, char **argv);
+int cli_bench(int argc, char **argv); /* cli/bench.c: peak, gemm */
+int cli_bench_fit(int argc, char **argv);
+/* Ends a benchmark's JSON object: the median of the n step times (sorted in place) and
+ * the peak RSS. */
+void cli_bench_finish(double *seconds, long n);
+/* Writes n int32 values to dir/name (little-endian, raw); 1 on success. */
+int cli_write_i32(const char *dir, const char *name, const int32_t *v, int64_t n);
 int cli_tokenize(int argc, char **argv); /* cli/tokenize.c: GPT-2 BPE, BERT WordPiece */
-/* cli/gpt.c: GPT-2 training (cli_train hands configs with model_type "gpt2" over) and sampling. */
+int cli_evaluate_gpt2(int argc, char **argv); /* cli/gpt_eval.c: loss, perplexity */
+int cli_summary_gpt2(int argc, char **argv);  /* cli/summary.c */
+int cli_summary_bert(int argc, char **argv);
+/* cli/gpt.c: GPT-2 training and sampling. */
 int cli_is_gpt2_config(const char *path);
 int cli_train_gpt2(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 int cli_bench_gpt2(int argc, char **argv); /* `damo bench gpt2` (W4) */
-/* cli/bert.c: BERT pre-training and fine-tuning (cli_train hands configs with model_type
- * "bert" over), and predicting raw e-mails with a fine-tuned BERT directory. */
+/* cli/bert.c: BERT pre-training and fine-tuning, and using a fine-tuned directory. */
 int cli_is_bert_config(const char *path);
 int cli_train_bert(int argc, char **argv);
-/* 2 done, 0 dir is not a BERT model, -1 failed (message printed). */
-int cli_predict_bert(const char *dir, const char *input);
-/* damo evaluate of a fine-tuned BERT directory on a split (NULL: test) of a labelled text
- * set: 2 done, 0 dir is not a BERT model, -1 failed (message printed). */
-int cli_evaluate_bert(const char *dir, const char *data, const char *split, const char *png);
+/* Predicts raw e-mails (a file or a folder) with a fine-tuned BERT directory: 2 done, 0 dir
+ * is not a BERT model, -1 failed (message printed). */
+int cli_bert_predict_files(const char *dir, const char *input);
+/* A fine-tuned BERT directory on a split (NULL: test) of a labelled text set: 2 done, 0 dir
+ * is not a BERT model, -1 failed (message printed). */
+int cli_bert_evaluate_split(const char *dir, const char *data, const char *split, const char *png);
 int cli_bench_bert(int argc, char **argv); /* `damo bench bert` (W5) */
 
 #endif

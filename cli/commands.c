@@ -1,6 +1,7 @@
-/* commands.c - the damo subcommands: train, evaluate, predict, summary, export. Each one
- * parses its options, calls the public API and reports failures with the library's
- * message (which names the file, offset or layer). */
+/* commands.c - damo train, evaluate and summary of Sequential models (evaluate of a BERT
+ * classifier too), and export. Each reads its options (main.c checked them against the
+ * command's table), calls the public API and reports failures with the library's message
+ * (which names the file, offset or layer). */
 #include "cli.h"
 
 #include <errno.h>
@@ -13,28 +14,6 @@
 static int ends_with(const char *s, const char *suffix) {
   size_t n = strlen(s), k = strlen(suffix);
   return n >= k && !strcmp(s + n - k, suffix);
-}
-
-damo_status cli_load_data(const char *spec, const char *split, const char *label_column, damo_tensor **x,
-                          damo_tensor **y) {
-  *x = *y = NULL;
-  const char *comma = strchr(spec, ',');
-  if (comma) { /* x.npy,y.npy */
-    char xpath[4096];
-    snprintf(xpath, sizeof xpath, "%.*s", (int)(comma - spec), spec);
-    damo_status st = damo_npy_load(xpath, x);
-    if (st == DAMO_OK) st = damo_npy_load(comma + 1, y);
-    if (st != DAMO_OK) {
-      damo_tensor_free(*x);
-      *x = NULL;
-    }
-    return st;
-  }
-  if (ends_with(spec, ".csv")) {
-    damo_csv_options o = {1, label_column ? label_column : "label", ','};
-    return damo_csv_load(spec, &o, x, y);
-  }
-  return damo_dataset_load(spec, split, x, y);
 }
 
 /* Training curves from the history as a PNG; 1 when written. */
@@ -81,14 +60,7 @@ static int save_trained(damo_model *m, const damo_history *h, const damo_text_da
   return 1;
 }
 
-int cli_train(int argc, char **argv) {
-  if (cli_is_gpt2_config(cli_opt(argc, argv, "--config"))) return cli_train_gpt2(argc, argv);
-  if (cli_is_bert_config(cli_opt(argc, argv, "--config"))) return cli_train_bert(argc, argv);
-  static const char *const with_value[] = {"--config", "--data", "--epochs", "--batch-size", "--lr", "--seed", "--out",
-                                           "--validation-split", "--patience", "--verbose", "--history",
-                                           "--label-column", NULL};
-  static const char *const flags[] = {"--no-augment", NULL};
-  if (!cli_check_options(argc, argv, with_value, flags)) return 2;
+int cli_train_sequential(int argc, char **argv) {
   const char *config = cli_opt(argc, argv, "--config"), *data = cli_opt(argc, argv, "--data");
   const char *out = cli_opt(argc, argv, "--out");
   if (!config || !data) {
@@ -225,50 +197,7 @@ done:
   return rc;
 }
 
-/* Per-class accuracy (and precision/recall/F1/ROC AUC for two classes) from predictions. */
-int cli_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *png) {
-  damo_tensor *p = NULL;
-  if (damo_model_predict(m, x, 256, &p) != DAMO_OK) return cli_fail("evaluate");
-  const char *const *names;
-  int n_names = damo_model_class_names(m, &names);
-  int rc = cli_report_probabilities(p, y, names, n_names, png);
-  damo_tensor_free(p);
-  return rc;
-}
-
-int cli_report_probabilities(const damo_tensor *p, const damo_tensor *y, const char *const *names, int n_names,
-                             const char *png) {
-  int64_t C = damo_tensor_numel(p) / p->shape[0], classes = C == 1 ? 2 : C;
-  int64_t *confusion = calloc((size_t)(classes * classes), sizeof *confusion);
-  damo_metrics mt = {.confusion = confusion, .n_classes = (int)classes};
-  int rc = 0;
-  if (!confusion || damo_classification_metrics(p, y, &mt) != DAMO_OK) {
-    rc = confusion ? cli_fail("evaluate") : 1;
-  } else {
-    if (classes == 2)
-      printf("precision: %.4f - recall: %.4f - f1: %.4f - roc_auc: %.4f (class 1 positive)\n", mt.precision, mt.recall,
-             mt.f1, mt.auc);
-    printf("per-class accuracy:\n");
-    for (int64_t c = 0; c < classes; c++) {
-      int64_t total = 0;
-      for (int64_t k = 0; k < classes; k++) total += confusion[c * classes + k];
-      printf("  %2lld %-14s %.4f (%lld)\n", (long long)c, c < n_names ? names[c] : "",
-             total ? (double)confusion[c * classes + c] / (double)total : 0.0, (long long)total);
-    }
-    if (png && classes <= 200) {
-      if (damo_plot_confusion_png(png, (int)classes, confusion, n_names == classes ? names : NULL) != DAMO_OK)
-        rc = cli_fail("evaluate: writing the confusion matrix");
-      else printf("confusion matrix written to %s\n", png);
-    }
-  }
-  free(confusion);
-  return rc;
-}
-
-int cli_evaluate(int argc, char **argv) {
-  static const char *const with_value[] = {"--model", "--data", "--batch-size", "--split", "--label-column",
-                                           "--confusion-png", NULL};
-  if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
+int cli_evaluate_sequential(int argc, char **argv) {
   const char *dir = cli_opt(argc, argv, "--model"), *data = cli_opt(argc, argv, "--data");
   char png[4096];
   if (cli_opt(argc, argv, "--confusion-png")) snprintf(png, sizeof png, "%s", cli_opt(argc, argv, "--confusion-png"));
@@ -278,10 +207,10 @@ int cli_evaluate(int argc, char **argv) {
     fprintf(stderr, "damo evaluate: --model DIR and --data SPEC are required\n");
     return 2;
   }
-  if (cli_is_text_data(data)) { /* a fine-tuned BERT directory */
-    int bert = cli_evaluate_bert(dir, data, split, png);
-    if (bert != 0) return bert == 2 ? 0 : 1;
-  }
+  long batch = 256;
+  if (cli_opt(argc, argv, "--batch-size") &&
+      !cli_parse_long(cli_opt(argc, argv, "--batch-size"), "--batch-size", 1, 1 << 20, &batch))
+    return 2;
   damo_model *m;
   if (damo_model_load(dir, &m) != DAMO_OK) return cli_fail("evaluate");
   damo_tensor *x, *y;
@@ -299,7 +228,7 @@ int cli_evaluate(int argc, char **argv) {
     rc = cli_fail("evaluate");
   } else {
     float loss, acc;
-    if (damo_model_evaluate(m, x, y, 256, &loss, &acc) != DAMO_OK) rc = cli_fail("evaluate");
+    if (damo_model_evaluate(m, x, y, (int)batch, &loss, &acc) != DAMO_OK) rc = cli_fail("evaluate");
     else if (acc >= 0) printf("loss: %.4f - accuracy: %.4f (%lld examples)\n", loss, acc, (long long)x->shape[0]);
     else printf("loss: %.4f (%lld examples)\n", loss, (long long)x->shape[0]);
     if (rc == 0 && acc >= 0) rc = cli_classification_report(m, x, y, png);
@@ -310,9 +239,26 @@ int cli_evaluate(int argc, char **argv) {
   return rc;
 }
 
-int cli_summary(int argc, char **argv) {
-  static const char *const with_value[] = {"--model", "--config", NULL};
-  if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
+/* A fine-tuned BERT directory on a split of a labelled text set. */
+int cli_evaluate_bert(int argc, char **argv) {
+  const char *dir = cli_opt(argc, argv, "--model"), *data = cli_opt(argc, argv, "--data");
+  if (!dir || !data) {
+    fprintf(stderr, "damo evaluate: --model DIR and --data spam-assassin|FOLDER are required\n");
+    return 2;
+  }
+  if (!cli_is_text_data(data)) {
+    fprintf(stderr, "damo evaluate: %s is a BERT classifier: it is scored on labelled texts (spam-assassin or a folder "
+            "of class folders), not %s\n", dir, data);
+    return 2;
+  }
+  char png[4096];
+  const char *given = cli_opt(argc, argv, "--confusion-png");
+  if (given) snprintf(png, sizeof png, "%s", given);
+  else snprintf(png, sizeof png, "%s/confusion.png", dir);
+  return cli_bert_evaluate_split(dir, data, cli_opt(argc, argv, "--split"), png) == 2 ? 0 : 1;
+}
+
+int cli_summary_sequential(int argc, char **argv) {
   const char *dir = cli_opt(argc, argv, "--model"), *config = cli_opt(argc, argv, "--config");
   if (!dir == !config) {
     fprintf(stderr, "damo summary: give --model DIR or --config FILE\n");
@@ -327,8 +273,6 @@ int cli_summary(int argc, char **argv) {
 }
 
 int cli_export(int argc, char **argv) {
-  static const char *const with_value[] = {"--data", "--split", "--x", "--y", "--label-column", NULL};
-  if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
   const char *data = cli_opt(argc, argv, "--data"), *split = cli_opt(argc, argv, "--split");
   const char *xpath = cli_opt(argc, argv, "--x"), *ypath = cli_opt(argc, argv, "--y");
   if (!data || !xpath) {

@@ -1,10 +1,5 @@
-/* gpt.c - GPT-2 on the command line: training from an HF-style config and sampling.
- *
- *   damo train --config gpt.json --data moby-dick|sotu|FILE --out DIR
- *              [--steps N --batch-size B --seq-len T --lr X --seed S --grad-accum K
- *               --eval-every N --log-every N --checkpoint-every N --vocab DIR --resume]
- *   damo generate --model DIR --prompt TEXT [--max-new-tokens N --temperature T --top-k K
- *                 --top-p P --seed S --vocab DIR]    (past the context the window slides)
+/* gpt.c - GPT-2 on the command line: training from an HF-style config and sampling
+ * (options: damo train --help, damo generate --help; past the context the window slides).
  *
  * gpt.json is a HuggingFace GPT-2 config.json (model_type "gpt2", n_layer, n_head, n_embd,
  * n_positions, vocab_size, ...) with an optional "train" object giving defaults for the
@@ -243,11 +238,6 @@ static int run_training(damo_gpt2_trainer *t, const gpt_run *r, const char *out)
 }
 
 int cli_train_gpt2(int argc, char **argv) {
-  static const char *const with_value[] = {"--config", "--data", "--out", "--steps", "--batch-size", "--seq-len", "--lr",
-                                           "--seed", "--grad-accum", "--eval-every", "--log-every",
-                                           "--checkpoint-every", "--vocab", NULL};
-  static const char *const flags[] = {"--resume", NULL};
-  if (!cli_check_options(argc, argv, with_value, flags)) return 2;
   const char *config = cli_opt(argc, argv, "--config"), *spec = cli_opt(argc, argv, "--data");
   const char *out = cli_opt(argc, argv, "--out");
   if (!config || !spec || !out) {
@@ -309,11 +299,6 @@ done:
 }
 
 /* ------------------------------------------------------------------ bench (W4) */
-
-static int cmp_double_asc(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
 
 /* `damo bench gpt2 --config FILE --init DIR [--steps N] [--probe-steps P]`: damo's side of
  * W4. Writes the initial weights (a HuggingFace directory) and the Moby Dick tokens
@@ -379,10 +364,7 @@ int cli_bench_gpt2(int argc, char **argv) {
   for (long s = 0; s < n_steps; s++) printf("%s%.5f", s ? ", " : "", seconds[s]);
   printf("], \"last_train_loss\": %.5f", (double)rep.loss);
   if (!probe) printf(", \"val_loss\": %.5f", (double)val_loss);
-  qsort(seconds, (size_t)n_steps, sizeof *seconds, cmp_double_asc);
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  printf(", \"median_step_seconds\": %.5f, \"peak_rss_kb\": %ld}\n", seconds[n_steps / 2], ru.ru_maxrss);
+  cli_bench_finish(seconds, n_steps);
   rc = 0;
 done:
   free(seconds);
@@ -439,9 +421,6 @@ static int generate_sliding(damo_gpt2 *m, int32_t *history, int64_t n_prompt, in
 }
 
 int cli_generate(int argc, char **argv) {
-  static const char *const with_value[] = {"--model", "--prompt", "--max-new-tokens", "--temperature", "--top-k",
-                                           "--top-p", "--seed", "--vocab", NULL};
-  if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
   const char *dir = cli_opt(argc, argv, "--model"), *prompt = cli_opt(argc, argv, "--prompt");
   if (!dir || !prompt) {
     fprintf(stderr, "damo generate: --model DIR and --prompt TEXT are required\n");

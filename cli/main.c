@@ -1,130 +1,301 @@
-/* main.c - the `damo` command line: a thin layer over the public API (damo.h only).
- *
- *   damo info
- *   damo train     --config model.json --data SPEC [--epochs N --batch-size B --lr X --seed S --out DIR ...]
- *   damo evaluate  --model DIR --data SPEC
- *   damo predict   --model DIR --input x.npy [--output y.npy --labels y.npy]
- *   damo summary   --model DIR | --config model.json
- *   damo export    --data SPEC [--split test] --x x.npy [--y y.npy]
- *   damo bench     peak | gemm M N K ... | fit --config FILE --init DIR   (cli/bench.c, make bench)
- *
- * SPEC is a built-in data set name (fashion-mnist), a CSV file (label column "label" unless
- * --label-column says otherwise) or an "x.npy,y.npy" pair. */
+/* main.c - the `damo` command line: a thin layer over the public API (damo.h only), and the
+ * top of cli/. It holds the command table: every command's options (checked and printed
+ * from the same tables, so `damo CMD --help` lists exactly what CMD accepts) and, for the
+ * commands that take a model, one handler per model kind. The kind of --model DIR or
+ * --config FILE is read once here (cli_kind_of); a kind a command does not apply to gets a
+ * plain message naming the command that does. Files below: the handlers (commands.c,
+ * predict.c, gpt.c, gpt_eval.c, bert.c, summary.c, bench.c, tokenize.c), their shared
+ * helpers (text.c), and args.c at the bottom. */
 #include "cli.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/stat.h>
 
-double cli_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+cli_kind cli_kind_of(const char *path) {
+  if (!path) return CLI_KIND_UNKNOWN;
+  char config[4096];
+  struct stat sb;
+  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) snprintf(config, sizeof config, "%s/config.json", path);
+  else snprintf(config, sizeof config, "%s", path);
+  cJSON *root = cli_read_json(config); /* NULL: missing or not JSON; the handler says which */
+  if (!root) return CLI_KIND_UNKNOWN;
+  cJSON_Delete(root);
+  if (cli_is_gpt2_config(config)) return CLI_GPT2;
+  if (cli_is_bert_config(config)) return CLI_BERT;
+  return CLI_SEQUENTIAL;
 }
 
-const char *cli_opt(int argc, char **argv, const char *name) {
-  for (int i = 2; i < argc - 1; i++)
-    if (!strcmp(argv[i], name)) return argv[i + 1];
-  return NULL;
-}
+#define SEQ CLI_KIND_BIT(CLI_SEQUENTIAL)
+#define GPT CLI_KIND_BIT(CLI_GPT2)
+#define BRT CLI_KIND_BIT(CLI_BERT)
+#define END {NULL, 0, NULL, NULL}
 
-int cli_flag(int argc, char **argv, const char *name) {
-  for (int i = 2; i < argc; i++)
-    if (!strcmp(argv[i], name)) return 1;
+static const char spec_note[] =
+    "SPEC: fashion-mnist | spam-assassin | FOLDER (sub-folders are the classes, files their texts) | file.csv\n"
+    "      (label column 'label', or --label-column NAME) | x.npy,y.npy\n"
+    "TEXT (GPT-2, BERT pre-training): moby-dick | sotu | a UTF-8 text file; BERT pre-training takes a comma\n"
+    "      list of these and labelled text sets (their training split only)";
+
+/* ---- train */
+static const cli_option train_common[] = {
+    {"--config", 1, "FILE", "the model: a Sequential config (\"layers\"), or a HuggingFace config.json with\n"
+                            "model_type gpt2 or bert; its kind decides which options below apply"},
+    {"--data", 1, "SPEC", "what to train on (SPEC, or TEXT for GPT-2 and BERT pre-training; below)"},
+    {"--out", 1, "DIR", "where the model is saved (Sequential: default damo_model; others: required)"},
+    END};
+static const cli_option train_sequential[] = {
+    {"--epochs", 1, "N", "passes over the training data (default: the config's \"fit\", else 10)"},
+    {"--batch-size", 1, "B", "examples per step (default 32)"},
+    {"--lr", 1, "X", "learning rate of the config's optimizer"},
+    {"--seed", 1, "S", "initialisation and shuffling seed (default 42)"},
+    {"--validation-split", 1, "F", "the last fraction F in [0, 0.99] of the training rows validates"},
+    {"--patience", 1, "P", "stop after P epochs without a better validation loss; keep the best weights"},
+    {"--verbose", 1, "0|1|2", "0 silent, 1 a progress bar, 2 a line per epoch (default: 1 on a terminal, else 2)"},
+    {"--history", 1, "FILE", "the per-epoch CSV (default DIR/history.csv)"},
+    {"--label-column", 1, "NAME", "a CSV's label column (default label)"},
+    {"--no-augment", 0, NULL, "turn off the config's on-the-fly augmentation"},
+    END};
+static const cli_option train_gpt2[] = {
+    {"--steps", 1, "N", "optimizer steps (the cosine schedule's length)"},
+    {"--batch-size", 1, "B", "windows per micro-batch"},
+    {"--seq-len", 1, "T", "tokens per window (at most n_positions)"},
+    {"--grad-accum", 1, "K", "micro-batches per step"},
+    {"--lr", 1, "X", "peak learning rate (the cosine floor keeps its ratio to it)"},
+    {"--seed", 1, "S", "initialisation and window seed"},
+    {"--eval-every", 1, "N", "validation loss every N steps (0: at the end only)"},
+    {"--log-every", 1, "N", "a progress line every N steps"},
+    {"--checkpoint-every", 1, "N", "a checkpoint in --out every N steps (0: at the end only)"},
+    {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
+    {"--resume", 0, NULL, "continue from the checkpoint in --out"},
+    END};
+static const cli_option train_bert[] = {
+    {"--pretrain", 0, NULL, "masked-LM pre-training on TEXT (a comma list); without it, fine-tuning the\n"
+                            "classifier on a labelled text set (spam-assassin or FOLDER)"},
+    {"--init", 1, "DIR", "start from a pre-trained BERT directory (default: random initialisation)"},
+    {"--steps", 1, "N", "pre-training steps"},
+    {"--epochs", 1, "N", "fine-tuning epochs (the weights of the best validation F1 are kept)"},
+    {"--batch-size", 1, "B", "sequences per step"},
+    {"--seq-len", 1, "T", "tokens per sequence, [CLS] and [SEP] included"},
+    {"--predictions", 1, "P", "pre-training: masked-LM slots per window"},
+    {"--warmup-steps", 1, "W", "linear warm-up steps"},
+    {"--head-tokens", 1, "H", "fine-tuning: a long text keeps its first H and last T - 2 - H tokens"},
+    {"--lr", 1, "X", "peak learning rate"},
+    {"--seed", 1, "S", "initialisation and shuffling seed"},
+    {"--vocab", 1, "FILE", "WordPiece vocab.txt (default: bert-base-uncased's)"},
+    END};
+static const cli_group train_groups[] = {
+    {NULL, CLI_ALL_KINDS, train_common},
+    {"a Sequential config (a \"layers\" list; defaults from its \"fit\")", SEQ, train_sequential},
+    {"a GPT-2 config (model_type gpt2; defaults from its \"train\")", GPT, train_gpt2},
+    {"a BERT config (model_type bert; defaults from its \"pretrain\" and \"finetune\")", BRT, train_bert},
+    {NULL, 0, NULL}};
+
+/* ---- evaluate */
+static const cli_option evaluate_common[] = {
+    {"--model", 1, "DIR", "a saved model directory"},
+    {"--data", 1, "SPEC", "what to score on (SPEC, or TEXT for GPT-2; below)"},
+    END};
+static const cli_option evaluate_sequential[] = {
+    {"--batch-size", 1, "B", "examples per forward pass (default 256)"},
+    {"--split", 1, "test|validation|train", "which split of a built-in or text set (default test)"},
+    {"--label-column", 1, "NAME", "a CSV's label column (default label)"},
+    {"--confusion-png", 1, "FILE", "where a classifier's confusion matrix goes (default DIR/confusion.png)"},
+    END};
+static const cli_option evaluate_gpt2[] = {
+    {"--seq-len", 1, "T", "tokens per window (default: the model's context, n_positions)"},
+    {"--windows", 1, "N", "score N evenly spaced windows (default: every window of the validation part)"},
+    {"--batch-size", 1, "B", "windows per forward pass (default 4)"},
+    {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
+    END};
+static const cli_option evaluate_bert[] = {
+    {"--split", 1, "test|validation|train", "which split of the labelled text set (default test)"},
+    {"--confusion-png", 1, "FILE", "where the confusion matrix goes (default DIR/confusion.png)"},
+    END};
+static const cli_group evaluate_groups[] = {
+    {NULL, CLI_ALL_KINDS, evaluate_common},
+    {"a Sequential model: loss, accuracy, per-class figures", SEQ, evaluate_sequential},
+    {"a GPT-2 model: loss and perplexity on the validation part (the last 10% of the tokens)", GPT, evaluate_gpt2},
+    {"a fine-tuned BERT model: loss, accuracy, per-class figures on a labelled text set", BRT, evaluate_bert},
+    {NULL, 0, NULL}};
+
+/* ---- predict */
+static const cli_option predict_common[] = {
+    {"--model", 1, "DIR", "a saved model directory"},
+    {"--input", 1, "PATH", "x.npy, a CSV, an image or a folder of images; a text model or BERT:\n"
+                           "an e-mail file or a folder of them"},
+    END};
+static const cli_option predict_sequential[] = {
+    {"--output", 1, "FILE.npy", "also write the probabilities (or outputs) there"},
+    {"--labels", 1, "y.npy", "integer labels of an x.npy input: prints the accuracy"},
+    {"--batch-size", 1, "B", "examples per forward pass (default 256)"},
+    {"--top", 1, "K", "classes printed per image (default 3)"},
+    {"--invert", 1, "auto|no", "auto: a picture on a light background is inverted (default); no: never"},
+    {"--label-column", 1, "NAME", "a CSV's label column (default label; a CSV without it is scored only)"},
+    END};
+static const cli_group predict_groups[] = {
+    {NULL, SEQ | BRT, predict_common},
+    {"a Sequential model", SEQ, predict_sequential},
+    {NULL, 0, NULL}};
+
+/* ---- summary, generate, export, tokenize, bench */
+static const cli_option summary_options[] = {
+    {"--model", 1, "DIR", "a saved model directory (any kind)"},
+    {"--config", 1, "FILE", "a config (any kind): the model it describes, freshly initialised"},
+    END};
+static const cli_group summary_groups[] = {{NULL, CLI_ALL_KINDS, summary_options}, {NULL, 0, NULL}};
+
+static const cli_option generate_options[] = {
+    {"--model", 1, "DIR", "a GPT-2 directory (damo train's, or HuggingFace's)"},
+    {"--prompt", 1, "TEXT", "the text to continue (empty: from <|endoftext|>)"},
+    {"--max-new-tokens", 1, "N", "tokens to add (default 50; past the context the window slides)"},
+    {"--temperature", 1, "T", "sampling temperature (default 1; 0: greedy)"},
+    {"--top-k", 1, "K", "sample among the K most probable tokens (0: all)"},
+    {"--top-p", 1, "P", "sample among the most probable tokens holding P of the mass (0 or 1: off)"},
+    {"--seed", 1, "S", "sampling seed (default 0)"},
+    {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
+    END};
+static const cli_group generate_groups[] = {{NULL, GPT, generate_options}, {NULL, 0, NULL}};
+
+static const cli_option export_options[] = {
+    {"--data", 1, "SPEC", "fashion-mnist, a CSV or an x.npy,y.npy pair"},
+    {"--split", 1, "train|test", "which split of a built-in set (default test)"},
+    {"--x", 1, "FILE.npy", "where the inputs go"},
+    {"--y", 1, "FILE.npy", "where the labels go"},
+    {"--label-column", 1, "NAME", "a CSV's label column (default label)"},
+    END};
+static const cli_group export_groups[] = {{NULL, CLI_ALL_KINDS, export_options}, {NULL, 0, NULL}};
+
+static const cli_option tokenize_options[] = {
+    {"--tokenizer", 1, "gpt2|bert", "GPT-2's byte-level BPE or BERT's WordPiece"},
+    {"--vocab", 1, "V", "GPT-2's folder (encoder.json, vocab.bpe) or BERT's vocab.txt / vocab.json"},
+    {"--decode", 0, NULL, "read ids, print the text"},
+    {"--max-len", 1, "N", "BERT model inputs: [CLS] text [SEP] padded to N, as ids, types and mask"},
+    {"--pair", 1, "FILE2", "BERT: a second text after the first (truncated longest-first)"},
+    {"--head-tokens", 1, "H", "BERT: a long text keeps its first H and last N - 2 - H tokens"},
+    END};
+static const cli_group tokenize_groups[] = {{NULL, CLI_ALL_KINDS, tokenize_options}, {NULL, 0, NULL}};
+
+static const cli_option bench_common[] = {
+    {"--config", 1, "FILE", "the workload's model config; its kind must match fit, gpt2 or bert"},
+    {"--init", 1, "DIR", "where the initial weights (and data) for the PyTorch side go"},
+    END};
+static const cli_option bench_fit[] = {
+    {"--repeats", 1, "R", "timed epochs (default 3)"},
+    {"--accuracy-epochs", 1, "E", "then train E epochs from the initial weights and report test accuracy"},
+    END};
+static const cli_option bench_gpt2[] = {
+    {"--steps", 1, "N", "training steps (default: the config's)"},
+    {"--probe-steps", 1, "P", "time P steps only (no final validation)"},
+    END};
+static const cli_option bench_bert[] = {
+    {"--epochs", 1, "E", "fine-tuning epochs (default 1)"},
+    {"--probe-steps", 1, "P", "time P steps only (no test figures)"},
+    END};
+static const cli_group bench_groups[] = {
+    {"fit, gpt2, bert", CLI_ALL_KINDS, bench_common},
+    {"bench fit (a Sequential config, Fashion-MNIST)", SEQ, bench_fit},
+    {"bench gpt2 (W4: GPT-2 on Moby Dick)", GPT, bench_gpt2},
+    {"bench bert (W5: BERT fine-tuned on SpamAssassin)", BRT, bench_bert},
+    {NULL, 0, NULL}};
+
+static const cli_group no_groups[] = {{NULL, 0, NULL}};
+
+static int info(int argc, char **argv) {
+  (void)argc, (void)argv;
+  printf("%s\n", damo_info_string());
   return 0;
 }
 
-int cli_check_options(int argc, char **argv, const char *const *known_with_value, const char *const *known_flags) {
-  for (int i = 2; i < argc; i++) {
-    int ok = 0;
-    for (const char *const *k = known_with_value; k && *k && !ok; k++)
-      if (!strcmp(argv[i], *k)) {
-        if (i + 1 >= argc) {
-          fprintf(stderr, "damo %s: option %s needs a value\n", argv[1], argv[i]);
-          return 0;
-        }
-        ok = 1;
-        i++;
-      }
-    for (const char *const *k = known_flags; k && *k && !ok; k++) ok = !strcmp(argv[i], *k);
-    if (!ok) {
-      fprintf(stderr, "damo %s: unknown option '%s' (see damo help)\n", argv[1], argv[i]);
-      return 0;
-    }
-  }
-  return 1;
-}
+static int bench(int argc, char **argv);
 
-int cli_fail(const char *what) {
-  /* The library names its function ("predict: x has shape ..."): no "predict: predict:". */
-  const char *msg = damo_last_error();
-  size_t n = strlen(what);
-  if (!strncmp(msg, what, n) && msg[n] == ':') fprintf(stderr, "damo: %s\n", msg);
-  else fprintf(stderr, "damo: %s: %s\n", what, msg);
-  return 1;
-}
+static const cli_command commands[] = {
+    {.name = "info", .synopsis = "", .summary = "version, SIMD path, threads", .usage = "damo info",
+     .groups = no_groups, .run = info},
+    {.name = "train", .synopsis = "--config FILE --data SPEC [--out DIR]", .summary = "train a model and save it",
+     .usage = "damo train --config FILE --data SPEC|TEXT [--out DIR] [options]", .groups = train_groups,
+     .notes = spec_note, .by_kind = {cli_train_sequential, cli_train_gpt2, cli_train_bert}},
+    {.name = "evaluate", .synopsis = "--model DIR --data SPEC", .summary = "score a saved model on held-out data",
+     .usage = "damo evaluate --model DIR --data SPEC|TEXT [options]", .groups = evaluate_groups, .notes = spec_note,
+     .by_kind = {cli_evaluate_sequential, cli_evaluate_gpt2, cli_evaluate_bert}},
+    {.name = "predict", .synopsis = "--model DIR --input PATH", .summary = "class probabilities (or outputs)",
+     .usage = "damo predict --model DIR --input x.npy|FILE.csv|IMAGE|FOLDER|MAIL [options]", .groups = predict_groups,
+     .by_kind = {cli_predict_sequential, NULL, cli_predict_bert}, .not_applicable = {NULL, "use damo generate", NULL}},
+    {.name = "generate", .synopsis = "--model DIR --prompt TEXT", .summary = "sample text from a GPT-2 model",
+     .usage = "damo generate --model DIR --prompt TEXT [options]", .groups = generate_groups,
+     .by_kind = {NULL, cli_generate, NULL},
+     .not_applicable = {"use damo predict", NULL, "use damo predict (or damo evaluate)"}},
+    {.name = "summary", .synopsis = "--model DIR | --config FILE",
+     .summary = "the model's layers, output shapes and parameter counts", .usage = "damo summary --model DIR | --config FILE",
+     .groups = summary_groups, .by_kind = {cli_summary_sequential, cli_summary_gpt2, cli_summary_bert}},
+    {.name = "export", .synopsis = "--data SPEC --x x.npy", .summary = "write a data set's split as .npy arrays",
+     .usage = "damo export --data SPEC [--split train|test] --x x.npy [--y y.npy]", .groups = export_groups,
+     .run = cli_export},
+    {.name = "tokenize", .synopsis = "--tokenizer gpt2|bert [FILE...]",
+     .summary = "text <-> GPT-2 or BERT ids (standard input, or one line per FILE: FILE<TAB>ids)",
+     .usage = "damo tokenize --tokenizer gpt2|bert [--vocab V] [--decode] [FILE...]\n"
+              "damo tokenize --tokenizer bert --max-len N [--pair FILE2 | --head-tokens H] [FILE...]",
+     .positional = "FILE...", .groups = tokenize_groups, .run = cli_tokenize},
+    {.name = "bench", .synopsis = "peak | gemm M N K ... | fit|gpt2|bert --config FILE --init DIR",
+     .summary = "damo's side of make bench: one JSON object per run",
+     .usage = "damo bench peak                      FMA peak, GFLOP/s\n"
+              "damo bench gemm M N K [M N K ...]    GEMM GFLOP/s per size\n"
+              "damo bench fit|gpt2|bert --config FILE --init DIR [options]",
+     .groups = bench_groups, .run = bench, .by_kind = {cli_bench_fit, cli_bench_gpt2, cli_bench_bert},
+     .first_option = 3},
+};
+enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 
-int cli_parse_long(const char *s, const char *name, long lo, long hi, long *out) {
-  char *end;
-  long v = strtol(s, &end, 10);
-  if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
-    fprintf(stderr, "damo: %s must be an integer in [%ld, %ld], got '%s'\n", name, lo, hi, s);
-    return 0;
-  }
-  *out = v;
-  return 1;
-}
-
-int cli_parse_double(const char *s, const char *name, double lo, int lo_open, double hi, double *out) {
-  char *end;
-  double v = strtod(s, &end);
-  int in_range = (lo_open ? v > lo : v >= lo) && v <= hi;
-  if (*s == '\0' || *end != '\0' || v != v || !in_range) {
-    char high[32];
-    if (hi == HUGE_VAL) snprintf(high, sizeof high, "inf)");
-    else snprintf(high, sizeof high, "%g]", hi);
-    fprintf(stderr, "damo: %s must be a number in %c%g, %s, got '%s'\n", name, lo_open ? '(' : '[', lo, high, s);
-    return 0;
-  }
-  *out = v;
-  return 1;
-}
-
-void cli_warn_warmup(int64_t steps, int64_t warmup_steps) {
-  if (warmup_steps > steps)
-    fprintf(stderr, "damo train: warning: the warm-up (%lld steps) is longer than the run (%lld steps): the learning "
-            "rate never reaches its peak\n", (long long)warmup_steps, (long long)steps);
+static const cli_command *find_command(const char *name) {
+  for (int i = 0; i < N_COMMANDS; i++)
+    if (!strcmp(commands[i].name, name)) return &commands[i];
+  return NULL;
 }
 
 static int usage(FILE *f) {
-  fprintf(f,
-          "usage: damo COMMAND [options]\n\n"
-          "commands:\n"
-          "  info                                   version, SIMD path, threads\n"
-          "  train    --config FILE --data SPEC      train a model; saves it to --out DIR\n"
-          "           [--epochs N] [--batch-size B] [--lr X] [--seed S] [--out DIR]\n"
-          "           [--validation-split F] [--patience P] [--verbose 0|1|2] [--history FILE]\n"
-          "  evaluate --model DIR --data SPEC        loss and accuracy on the test split\n"
-          "  predict  --model DIR --input x.npy      class probabilities (or outputs)\n"
-          "           [--output y.npy] [--labels y.npy]\n"
-          "  summary  --model DIR | --config FILE    the layer table\n"
-          "  export   --data SPEC [--split train|test] --x x.npy [--y y.npy]\n"
-          "  bench    peak | gemm M N K ... | fit|gpt2|bert --config FILE --init DIR   damo's side of make bench\n"
-          "  tokenize --tokenizer gpt2 [--vocab DIR] [--decode] [FILE...]   text <-> GPT-2 ids (stdin)\n"
-          "  tokenize --tokenizer bert [--vocab FILE] [--decode | --max-len N [--pair FILE2 | --head-tokens H]]\n"
-          "           [FILE...]                     text <-> BERT WordPiece ids, or model inputs\n"
-          "  train    --config bert.json [--pretrain] --data SPEC[,SPEC] --out DIR [--init DIR]   BERT\n"
-          "           (model_type bert): masked-LM pre-training, or fine-tuning the classifier\n"
-          "           [--steps N | --epochs N, --batch-size B --seq-len T --lr X --warmup-steps W --seed S\n"
-          "            --predictions P (pre-training) | --head-tokens H (fine-tuning) --vocab FILE]\n"
-          "  train    --config gpt.json --data moby-dick|sotu|FILE --out DIR   GPT-2 (model_type gpt2)\n"
-          "           [--steps N --batch-size B --seq-len T --lr X --seed S --grad-accum K\n"
-          "            --eval-every N --log-every N --checkpoint-every N --vocab DIR --resume]\n"
-          "  generate --model DIR --prompt TEXT [--max-new-tokens N --temperature T (0 = greedy)\n"
-          "           --top-k K --top-p P --seed S --vocab DIR]   sample from a GPT-2 directory\n\n"
-          "SPEC: fashion-mnist | file.csv (label column 'label', or --label-column NAME) | x.npy,y.npy\n"
-          "Environment: DAMO_NUM_THREADS, DAMO_SIMD=scalar|avx2|avx512, DAMO_DATA_DIR\n");
+  fprintf(f, "usage: damo COMMAND [options]     (damo COMMAND --help: its options)\n\ncommands:\n");
+  for (int i = 0; i < N_COMMANDS; i++)
+    fprintf(f, "  %-9s %s\n  %-9s   %s\n", commands[i].name, commands[i].synopsis, "", commands[i].summary);
+  fprintf(f, "\nA model directory or config is Sequential, GPT-2 (model_type gpt2) or BERT (model_type bert);\n"
+             "train, evaluate, predict, summary and bench do what fits its kind.\n\n%s\n"
+             "Options take --opt VALUE or --opt=VALUE.\n"
+             "Environment: DAMO_NUM_THREADS, DAMO_SIMD=scalar|avx2|avx512, DAMO_DATA_DIR\n", spec_note);
   return f == stderr ? 2 : 0;
+}
+
+/* The handler for the kind of --model DIR (or --config FILE): options checked for that kind.
+ * A model that cannot be read goes to fallback's handler, which says why. */
+static int run_by_kind(const cli_command *c, int argc, char **argv, cli_kind fallback) {
+  const char *path = cli_opt(argc, argv, "--model");
+  if (!path) path = cli_opt(argc, argv, "--config");
+  cli_kind kind = cli_kind_of(path);
+  if (kind == CLI_KIND_UNKNOWN) kind = fallback;
+  if (!c->by_kind[kind]) {
+    fprintf(stderr, "damo %s: %s is a %s model: %s\n", c->name, path, cli_kind_name(kind), c->not_applicable[kind]);
+    return 2;
+  }
+  if (!cli_check_options(c, argc, argv, CLI_KIND_BIT(kind))) return 2;
+  return c->by_kind[kind](argc, argv);
+}
+
+/* peak and gemm take no model; fit, gpt2 and bert run the handler of the --config's kind. */
+static int bench(int argc, char **argv) {
+  const cli_command *c = find_command("bench");
+  const char *what = argc > 2 ? argv[2] : "";
+  if (!strcmp(what, "peak") || !strcmp(what, "gemm")) return cli_bench(argc, argv);
+  static const char *const words[CLI_N_KINDS] = {"fit", "gpt2", "bert"};
+  for (int k = 0; k < CLI_N_KINDS; k++) {
+    if (strcmp(what, words[k])) continue;
+    cli_kind kind = cli_kind_of(cli_opt(argc, argv, "--config"));
+    if (kind != CLI_KIND_UNKNOWN && kind != (cli_kind)k) {
+      fprintf(stderr, "damo bench %s: %s is a %s config: use damo bench %s\n", what, cli_opt(argc, argv, "--config"),
+              cli_kind_name(kind), words[kind]);
+      return 2;
+    }
+    return run_by_kind(c, argc, argv, (cli_kind)k);
+  }
+  cli_print_help(stderr, c);
+  return 2;
 }
 
 /* "--opt=value" becomes "--opt" "value", so every command takes both spellings. The
@@ -152,20 +323,31 @@ static char **split_equals(int *argc, char **argv) {
 int main(int argc, char **argv) {
   if (argc < 2) return usage(stderr);
   argv = split_equals(&argc, argv);
-  const char *cmd = argv[1];
-  if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) return usage(stdout);
-  if (!strcmp(cmd, "info") || !strcmp(cmd, "--version")) {
-    printf("%s\n", damo_info_string());
+  const char *name = argv[1];
+  if (!strcmp(name, "help") || !strcmp(name, "--help") || !strcmp(name, "-h")) {
+    if (argc < 3) return usage(stdout);
+    const cli_command *c = find_command(argv[2]);
+    if (!c) {
+      fprintf(stderr, "damo help: unknown command '%s'\n\n", argv[2]);
+      return usage(stderr);
+    }
+    cli_print_help(stdout, c);
     return 0;
   }
-  if (!strcmp(cmd, "train")) return cli_train(argc, argv);
-  if (!strcmp(cmd, "evaluate")) return cli_evaluate(argc, argv);
-  if (!strcmp(cmd, "predict")) return cli_predict(argc, argv);
-  if (!strcmp(cmd, "summary")) return cli_summary(argc, argv);
-  if (!strcmp(cmd, "export")) return cli_export(argc, argv);
-  if (!strcmp(cmd, "bench")) return cli_bench(argc, argv);
-  if (!strcmp(cmd, "tokenize")) return cli_tokenize(argc, argv);
-  if (!strcmp(cmd, "generate")) return cli_generate(argc, argv);
-  fprintf(stderr, "damo: unknown command '%s'\n\n", cmd);
-  return usage(stderr);
+  if (!strcmp(name, "--version")) name = "info";
+  const cli_command *c = find_command(name);
+  if (!c) {
+    fprintf(stderr, "damo: unknown command '%s'\n\n", name);
+    return usage(stderr);
+  }
+  if (cli_wants_help(c, argc, argv)) {
+    cli_print_help(stdout, c);
+    return 0;
+  }
+  if (c->run == bench) return bench(argc, argv);
+  if (c->run) return cli_check_options(c, argc, argv, CLI_ALL_KINDS) ? c->run(argc, argv) : 2;
+  /* A model that cannot be read goes to the first kind the command has, which says why. */
+  cli_kind fallback = CLI_SEQUENTIAL;
+  while (!c->by_kind[fallback]) fallback++;
+  return run_by_kind(c, argc, argv, fallback);
 }

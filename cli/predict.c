@@ -12,20 +12,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-int cli_is_image_path(const char *path) {
-  static const char *const ext[] = {".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pnm", ".bmp", ".gif", ".tga", NULL};
-  const char *dot = strrchr(path, '.');
-  if (!dot) return 0;
-  for (int i = 0; ext[i]; i++) {
-    size_t n = strlen(ext[i]);
-    if (strlen(dot) != n) continue;
-    int same = 1;
-    for (size_t k = 0; k < n && same; k++) same = tolower((unsigned char)dot[k]) == ext[i][k];
-    if (same) return 1;
-  }
-  return 0;
-}
-
 static int compare_strings(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* The image files of a folder (sorted), or the one path given. */
@@ -104,25 +90,6 @@ static int load_image_batch(const damo_model *m, char **paths, int count, int in
   return 1;
 }
 
-/* "Sneaker 0.912, Sandal 0.051, Ankle boot 0.030" for one row of probabilities. */
-void cli_print_top_classes(const float *p, int64_t C, int top, const char *const *names, int n_names) {
-  float two[2];
-  if (C == 1) { /* a sigmoid output is class 1's probability: print both classes */
-    two[0] = 1.0f - p[0], two[1] = p[0];
-    p = two, C = 2;
-  }
-  char used[1024] = {0};
-  for (int k = 0; k < top && k < C && k < 1024; k++) {
-    int64_t best = -1;
-    for (int64_t c = 0; c < C && c < 1024; c++)
-      if (!used[c] && (best < 0 || p[c] > p[best])) best = c;
-    used[best] = 1;
-    if (best < n_names) printf("%s%s %.3f", k ? ", " : "", names[best], (double)p[best]);
-    else printf("%sclass %lld %.3f", k ? ", " : "", (long long)best, (double)p[best]);
-  }
-  printf("\n");
-}
-
 /* A CSV's numeric features; its labels too when it has the label column (--label-column
  * NAME, or a column named "label"), so an unlabelled CSV is scored and a labelled one is
  * also measured. 0 after a message. */
@@ -136,10 +103,7 @@ static int load_csv_features(const char *path, const char *label_column, damo_te
   return st == DAMO_OK || !cli_fail("predict");
 }
 
-int cli_predict(int argc, char **argv) {
-  static const char *const with_value[] = {"--model", "--input", "--output", "--labels", "--batch-size", "--top",
-                                           "--invert", "--label-column", NULL};
-  if (!cli_check_options(argc, argv, with_value, NULL)) return 2;
+int cli_predict_sequential(int argc, char **argv) {
   const char *dir = cli_opt(argc, argv, "--model"), *input = cli_opt(argc, argv, "--input");
   const char *output = cli_opt(argc, argv, "--output"), *labels = cli_opt(argc, argv, "--labels");
   const char *invert_opt = cli_opt(argc, argv, "--invert");
@@ -147,8 +111,11 @@ int cli_predict(int argc, char **argv) {
     fprintf(stderr, "damo predict: --model DIR and --input x.npy|image|folder are required\n");
     return 2;
   }
-  long top = 3;
+  long top = 3, batch = 256;
   if (cli_opt(argc, argv, "--top") && !cli_parse_long(cli_opt(argc, argv, "--top"), "--top", 1, 1000, &top)) return 2;
+  if (cli_opt(argc, argv, "--batch-size") &&
+      !cli_parse_long(cli_opt(argc, argv, "--batch-size"), "--batch-size", 1, 1 << 20, &batch))
+    return 2;
   int invert = -1;
   if (invert_opt) {
     if (!strcmp(invert_opt, "auto")) invert = -1;
@@ -166,10 +133,6 @@ int cli_predict(int argc, char **argv) {
   damo_model *m;
   damo_tensor *x = NULL, *y = NULL, *p = NULL;
   int rc = 0;
-  if (!npy) { /* a fine-tuned BERT directory reads raw e-mails */
-    int bert = cli_predict_bert(dir, input);
-    if (bert != 0) return bert == 2 ? 0 : 1;
-  }
   if (damo_model_load(dir, &m) != DAMO_OK) return cli_fail("predict");
   if (!npy) { /* a text model (vocab.txt + text.json) reads raw e-mails */
     int text = cli_predict_text(m, dir, input, output);
@@ -190,7 +153,7 @@ int cli_predict(int argc, char **argv) {
     rc = 1;
     goto done;
   }
-  if ((npy && !csv && damo_npy_load(input, &x) != DAMO_OK) || damo_model_predict(m, x, 256, &p) != DAMO_OK) {
+  if ((npy && !csv && damo_npy_load(input, &x) != DAMO_OK) || damo_model_predict(m, x, (int)batch, &p) != DAMO_OK) {
     rc = cli_fail("predict");
     goto done;
   }
@@ -244,4 +207,20 @@ done:
   for (int i = 0; i < n_paths; i++) free(paths[i]);
   free(paths);
   return rc;
+}
+
+/* A fine-tuned BERT directory reads raw e-mails (a file or a folder of them). */
+int cli_predict_bert(int argc, char **argv) {
+  const char *dir = cli_opt(argc, argv, "--model"), *input = cli_opt(argc, argv, "--input");
+  if (!dir || !input) {
+    fprintf(stderr, "damo predict: --model DIR and --input MAIL|FOLDER are required\n");
+    return 2;
+  }
+  size_t len = strlen(input);
+  if (len > 4 && (!strcmp(input + len - 4, ".npy") || !strcmp(input + len - 4, ".csv"))) {
+    fprintf(stderr, "damo predict: %s is a BERT model: it reads e-mails (a file or a folder of them), not %s\n", dir,
+            input);
+    return 2;
+  }
+  return cli_bert_predict_files(dir, input) == 2 ? 0 : 1;
 }

@@ -4,6 +4,7 @@
 #include "harness.h"
 
 #include <damo.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -368,6 +369,194 @@ static void test_invalid_settings_are_errors(void) {
             "rc %d: %s", rc, cli_out);
 }
 
+/* ---- issue 19.4: one command dispatch, help from the option tables */
+
+static const char *const commands[] = {"info", "train", "evaluate", "predict", "generate", "summary", "export",
+                                       "tokenize", "bench"};
+
+/* `damo CMD --help` and `damo help CMD`: exit 0, the same text, the usage line; `damo --help`
+ * names every command; the options issue 19 found missing are listed. */
+static void test_help_of_every_command(void) {
+  int rc = run("%s --help", DAMO_CLI_PATH);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "damo COMMAND --help"), "%s", cli_out);
+  for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+    char line[64];
+    snprintf(line, sizeof line, "\n  %s ", commands[i]);
+    CHECK_MSG(strstr(cli_out, line), "damo --help lacks %s: %s", commands[i], cli_out);
+  }
+  static char first[sizeof cli_out];
+  for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+    rc = run("%s %s --help", DAMO_CLI_PATH, commands[i]);
+    snprintf(first, sizeof first, "%s", cli_out);
+    char usage[64];
+    snprintf(usage, sizeof usage, "usage: damo %s", commands[i]);
+    CHECK_MSG(rc == 0 && strstr(first, usage), "%s --help: rc %d: %s", commands[i], rc, first);
+    rc = run("%s help %s", DAMO_CLI_PATH, commands[i]);
+    CHECK_MSG(rc == 0 && !strcmp(first, cli_out), "damo help %s differs from damo %s --help", commands[i], commands[i]);
+  }
+  static const char *const listed[][2] = {
+      {"train", "--no-augment"},   {"train", "--resume"},        {"train", "--head-tokens"}, {"train", "spam-assassin"},
+      {"train", "moby-dick"},      {"train", "sotu"},            {"predict", "--top"},       {"predict", "--invert"},
+      {"evaluate", "--confusion-png"}, {"evaluate", "--split"}, {"evaluate", "--windows"}, {"evaluate", "moby-dick"},
+      {"evaluate", "perplexity"},  {"bench", "--probe-steps"},   {"tokenize", "--pair"},     {"generate", "--top-p"}};
+  for (size_t i = 0; i < sizeof listed / sizeof *listed; i++) {
+    run("%s %s --help", DAMO_CLI_PATH, listed[i][0]);
+    CHECK_MSG(strstr(cli_out, listed[i][1]), "damo %s --help lacks %s", listed[i][0], listed[i][1]);
+  }
+  /* --help is found among options, not as one's value; an unknown command is an error. */
+  rc = run("%s train --config x.json --help", DAMO_CLI_PATH);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "usage: damo train"), "%s", cli_out);
+  rc = run("%s help frobnicate", DAMO_CLI_PATH);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "unknown command 'frobnicate'"), "%s", cli_out);
+}
+
+/* The arguments that pick the kind of a help section's options ("" for the common ones). */
+static const char *kind_args(const char *command, const char *section, char *buf, size_t cap) {
+  const char *kind = strstr(section, "GPT-2") ? "g" : strstr(section, "BERT") ? "b" : strstr(section, "Sequential") ? "s" : "";
+  const int model = !strcmp(command, "evaluate") || !strcmp(command, "predict") || !strcmp(command, "generate") ||
+                    !strcmp(command, "summary");
+  static const char *const bench_word[] = {"fit", "gpt2", "bert"};
+  const int k = *kind == 'g' ? 1 : *kind == 'b' ? 2 : 0;
+  const char *config = k == 1 ? "gpt_ok.json" : k == 2 ? "bert.json" : "model.json";
+  const char *model_dir = k == 1 ? "g" : k == 2 ? "bs" : "m";
+  if (!strcmp(command, "bench")) snprintf(buf, cap, "%s%s%s/%s", bench_word[k], *kind ? " --config " : "", *kind ? dir : "",
+                                          *kind ? config : "");
+  else if (!*kind) snprintf(buf, cap, "%s", "");
+  else if (model) snprintf(buf, cap, "--model %s/%s", dir, model_dir);
+  else snprintf(buf, cap, "--config %s/%s", dir, config);
+  if (!strcmp(command, "bench") && !*kind) snprintf(buf, cap, "fit");
+  return buf;
+}
+
+/* Every option a command's help lists is accepted by it (for the kind its section names):
+ * never "unknown option" nor "an option for" another kind. The values are dummies, so the
+ * commands stop at a missing required option or a file that is not there. */
+static void test_help_lists_accepted_options(void) {
+  static char help[sizeof cli_out];
+  for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+    run("%s %s --help", DAMO_CLI_PATH, commands[i]);
+    snprintf(help, sizeof help, "%s", cli_out);
+    char section[160] = "";
+    int n_options = 0;
+    for (char *line = help; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+      if (!strncmp(line, "options", 7)) {
+        snprintf(section, sizeof section, "%.*s", (int)strcspn(line, "\n"), line);
+        continue;
+      }
+      if (strncmp(line, "  --", 4)) continue;
+      char name[64];
+      size_t len = strcspn(line + 2, " \n");
+      snprintf(name, sizeof name, "%.*s", (int)len, line + 2);
+      const int takes_value = line[2 + len] == ' ' && line[3 + len] != ' ';
+      char args[600];
+      kind_args(commands[i], section, args, sizeof args);
+      int rc = run("%s %s %s %s%s < /dev/null", DAMO_CLI_PATH, commands[i], args, name, takes_value ? " 1" : "");
+      CHECK_MSG(rc != 0 || !strcmp(name, "--decode"), "damo %s %s %s ran: %s", commands[i], args, name, cli_out);
+      CHECK_MSG(!strstr(cli_out, "unknown option") && !strstr(cli_out, "is an option for"), "damo %s %s %s: %s",
+                commands[i], args, name, cli_out);
+      n_options++;
+    }
+    CHECK_MSG(n_options > 0 || !strcmp(commands[i], "info"), "no options listed by damo %s --help", commands[i]);
+  }
+  /* and what is not listed is refused */
+  int rc = run("%s evaluate --model %s/m --data x --windows 3", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--windows is an option for a GPT-2 model, and this one is Sequential"), "%s",
+            cli_out);
+  rc = run("%s info --bogus", DAMO_CLI_PATH);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "unknown option '--bogus'"), "%s", cli_out);
+}
+
+/* A command that does not apply to a model's kind says so and what to use. */
+static void test_not_applicable_messages(void) {
+  int rc = run("%s generate --model %s/m --prompt hello", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "is a Sequential model: use damo predict"), "%s", cli_out);
+  rc = run("%s generate --model %s/bs --prompt hello", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "is a BERT model: use damo predict"), "%s", cli_out);
+  rc = run("%s predict --model %s/g --input %s/x.npy", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "is a GPT-2 model: use damo generate") && !strstr(cli_out, "architectures"), "%s",
+            cli_out);
+  rc = run("%s predict --model %s/bs --input %s/x.npy", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "is a BERT model: it reads e-mails"), "%s", cli_out);
+  rc = run("%s bench fit --config %s/gpt_ok.json --init %s/never", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "is a GPT-2 config: use damo bench gpt2"), "%s", cli_out);
+  rc = run("%s train --config %s/gpt_ok.json --data x --out %s/never --epochs 2", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--epochs is an option for a Sequential or BERT model, and this one is GPT-2"),
+            "%s", cli_out);
+}
+
+/* The "Total params: N" line's N, or -1. */
+static long long total_params(void) {
+  const char *at = strstr(cli_out, "Total params: ");
+  return at ? atoll(at + 14) : -1;
+}
+
+/* summary of GPT-2 and BERT: layers, shapes, and the library's parameter count. */
+static void test_transformer_summaries(void) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/g", dir);
+  damo_gpt2 *g = NULL;
+  CHECK(damo_gpt2_load(path, &g) == DAMO_OK);
+  int rc = run("%s summary --model %s/g", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 0 && total_params() == damo_gpt2_num_params(g) && strstr(cli_out, "h.0.attn.c_attn") &&
+                strstr(cli_out, "(T, 48)") && strstr(cli_out, "lm_head"), "%lld vs %lld: %s", total_params(),
+            (long long)damo_gpt2_num_params(g), cli_out);
+  rc = run("%s summary --config %s/gpt_ok.json", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 0 && total_params() == damo_gpt2_num_params(g), "%s", cli_out);
+  damo_gpt2_free(g);
+  snprintf(path, sizeof path, "%s/bs", dir);
+  damo_bert *b = NULL;
+  CHECK(damo_bert_load(path, 0, 0, &b) == DAMO_OK);
+  rc = run("%s summary --model %s/bs", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 0 && total_params() == damo_bert_num_params(b) && strstr(cli_out, "encoder.layer.1.intermediate.dense") &&
+                strstr(cli_out, "(T, 64)") && strstr(cli_out, "classifier"), "%lld vs %lld: %s", total_params(),
+            (long long)damo_bert_num_params(b), cli_out);
+  damo_bert_free(b);
+  damo_bert_config c;
+  snprintf(path, sizeof path, "%s/bert.json", dir);
+  CHECK(damo_bert_config_load(path, &c) == DAMO_OK && damo_bert_new(&c, 0, &b) == DAMO_OK);
+  rc = run("%s summary --config %s/bert.json", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 0 && total_params() == damo_bert_num_params(b), "%s", cli_out);
+  damo_bert_free(b);
+}
+
+/* evaluate of a GPT-2 directory: the validation part's loss and perplexity = exp(loss); an
+ * untrained model scores about ln(vocab_size). Skipped without the GPT-2 vocabulary. */
+static void test_gpt2_evaluate(void) {
+  damo_bpe *bpe = NULL;
+  if (damo_bpe_load(NULL, &bpe) != DAMO_OK) {
+    fprintf(stderr, "  (skipped: GPT-2 vocabulary not installed)\n");
+    return;
+  }
+  damo_bpe_free(bpe);
+  char text[6000] = "";
+  for (int i = 0; i < 40; i++) strcat(text, "Call me Ishmael. Some years ago, never mind how long precisely, I went to sea. ");
+  write_file("corpus.txt", text);
+  int rc = run("%s evaluate --model %s/g --data %s/corpus.txt", DAMO_CLI_PATH, dir, dir);
+  const char *l = strstr(cli_out, "val loss: "), *p = strstr(cli_out, "perplexity: ");
+  const double loss = l ? atof(l + 10) : NAN, ppl = p ? atof(p + 12) : NAN;
+  CHECK_MSG(rc == 0 && isfinite(loss) && fabs(ppl - exp(loss)) <= 1e-3 * ppl && fabs(loss - log(50257.0)) < 0.5 &&
+                strstr(cli_out, "the last 10% of its") && strstr(cli_out, "windows of 32 tokens"), "%s", cli_out);
+  rc = run("%s evaluate --model %s/g --data %s/corpus.txt --seq-len=8 --windows 2", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "2 windows of 8 tokens (16 predictions), evenly spaced") && strstr(cli_out, "val loss"),
+            "%s", cli_out);
+  rc = run("%s evaluate --model %s/g --data %s/corpus.txt --seq-len 64", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "longer than the model's context (n_positions 32)"), "%s", cli_out);
+}
+
+/* The tiny GPT-2 the tests above use: a config (gpt_ok.json) and a saved directory (g/). */
+static void make_gpt2(void) {
+  write_file("gpt_ok.json", "{\"model_type\": \"gpt2\", \"vocab_size\": 50257, \"n_layer\": 1, \"n_head\": 2, \"n_embd\": 16,"
+                            " \"n_positions\": 32}");
+  char path[600];
+  snprintf(path, sizeof path, "%s/gpt_ok.json", dir);
+  damo_gpt2_config c;
+  damo_gpt2 *g = NULL;
+  CHECK(damo_gpt2_config_load(path, &c) == DAMO_OK && damo_gpt2_new(&c, 1, &g) == DAMO_OK);
+  snprintf(path, sizeof path, "%s/g", dir);
+  CHECK(damo_gpt2_save(g, path) == DAMO_OK);
+  damo_gpt2_free(g);
+}
+
 int main(void) {
   if (!mkdtemp(dir)) return 1;
   RUN(test_train_evaluate_predict);
@@ -376,6 +565,12 @@ int main(void) {
   RUN(test_bert_folder_train_predict); /* uses the mails made above */
   RUN(test_bert_head_tail_truncation); /* and the BERT config and vocabulary */
   RUN(test_invalid_settings_are_errors);
+  make_gpt2();
+  RUN(test_help_of_every_command);
+  RUN(test_help_lists_accepted_options); /* uses m/, bs/, g/ and their configs */
+  RUN(test_not_applicable_messages);
+  RUN(test_transformer_summaries);
+  RUN(test_gpt2_evaluate);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

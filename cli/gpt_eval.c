@@ -1,0 +1,114 @@
+/* gpt_eval.c - damo evaluate of a GPT-2 directory: the mean next-token loss and the
+ * perplexity exp(loss) over the validation part of a text, the last 10% of its tokens, which
+ * damo train holds out. The part is cut into non-overlapping windows of T + 1 tokens (T
+ * predictions each), so every validation token but the first of each window is predicted
+ * once; --windows N scores N of them, evenly spaced. */
+#include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Mean loss of the windows starting at starts[0..n) of ids, in batches of at most B (a
+ * second graph for a shorter last batch). */
+static damo_status score_windows(damo_gpt2 *m, const int32_t *ids, const int64_t *starts, int64_t n, int64_t T,
+                                 int64_t B, double *mean) {
+  damo_gpt2_graph *g = NULL;
+  int64_t graph_batch = 0;
+  int32_t *x = malloc((size_t)(B * T) * sizeof *x), *y = malloc((size_t)(B * T) * sizeof *y);
+  damo_status st = x && y ? DAMO_OK : DAMO_ERR_NOMEM;
+  double sum = 0;
+  for (int64_t first = 0; st == DAMO_OK && first < n; first += B) {
+    const int64_t b = n - first < B ? n - first : B;
+    if (b != graph_batch) {
+      damo_gpt2_graph_free(g);
+      g = NULL;
+      graph_batch = b;
+      if ((st = damo_gpt2_graph_new(m, b, T, 1, &g)) != DAMO_OK) break;
+    }
+    for (int64_t k = 0; k < b; k++) {
+      memcpy(x + k * T, ids + starts[first + k], (size_t)T * sizeof *x);
+      memcpy(y + k * T, ids + starts[first + k] + 1, (size_t)T * sizeof *y);
+    }
+    float loss;
+    st = damo_gpt2_graph_evaluate(g, x, y, &loss);
+    sum += (double)loss * (double)b; /* the graph's loss is the mean over its b x T predictions */
+  }
+  damo_gpt2_graph_free(g);
+  free(x);
+  free(y);
+  *mean = n ? sum / (double)n : NAN;
+  return st;
+}
+
+int cli_evaluate_gpt2(int argc, char **argv) {
+  const char *dir = cli_opt(argc, argv, "--model"), *spec = cli_opt(argc, argv, "--data"), *v;
+  if (!dir || !spec) {
+    fprintf(stderr, "damo evaluate: --model DIR and --data moby-dick|sotu|FILE are required\n");
+    return 2;
+  }
+  long T = 0, windows = 0, B = 4;
+  if (((v = cli_opt(argc, argv, "--seq-len")) && !cli_parse_long(v, "--seq-len", 1, 1L << 20, &T)) ||
+      ((v = cli_opt(argc, argv, "--windows")) && !cli_parse_long(v, "--windows", 1, 1L << 30, &windows)) ||
+      ((v = cli_opt(argc, argv, "--batch-size")) && !cli_parse_long(v, "--batch-size", 1, 4096, &B)))
+    return 2;
+  damo_bpe *bpe = NULL;
+  damo_gpt2 *m = NULL;
+  damo_token_data *data = NULL;
+  int64_t *starts = NULL;
+  int rc = 1;
+  if (damo_gpt2_load(dir, &m) != DAMO_OK) {
+    rc = cli_fail("evaluate");
+    goto done;
+  }
+  const damo_gpt2_config *c = damo_gpt2_get_config(m);
+  if (T == 0) T = c->n_positions;
+  if (T > c->n_positions) {
+    fprintf(stderr, "damo evaluate: --seq-len %ld is longer than the model's context (n_positions %d)\n", T,
+            c->n_positions);
+    rc = 2;
+    goto done;
+  }
+  if (damo_bpe_load(cli_opt(argc, argv, "--vocab"), &bpe) != DAMO_OK) {
+    rc = cli_fail("evaluate: loading the GPT-2 tokenizer");
+    goto done;
+  }
+  if (damo_bpe_vocab_size(bpe) > c->vocab_size) {
+    fprintf(stderr, "damo evaluate: the model's vocab_size %d is smaller than the tokenizer's %d ids\n", c->vocab_size,
+            damo_bpe_vocab_size(bpe));
+    goto done;
+  }
+  if (damo_token_data_load(spec, bpe, &data) != DAMO_OK) {
+    rc = cli_fail("evaluate");
+    goto done;
+  }
+  const int64_t n_val = data->n_tokens - data->n_train, total = (n_val - 1) / T;
+  if (total < 1) {
+    fprintf(stderr, "damo evaluate: the validation part of %s holds %lld tokens, fewer than a window of %ld + 1; give "
+            "a smaller --seq-len\n", spec, (long long)n_val, T);
+    goto done;
+  }
+  const int64_t n = windows > 0 && windows < total ? windows : total;
+  if (!(starts = malloc((size_t)n * sizeof *starts))) goto done;
+  for (int64_t k = 0; k < n; k++) starts[k] = data->n_train + k * total / n * T;
+  double loss;
+  if (score_windows(m, data->ids, starts, n, T, B, &loss) != DAMO_OK) {
+    rc = cli_fail("evaluate");
+    goto done;
+  }
+  printf("GPT-2 %s: %d layers, %d heads, width %d, context %d: %lld parameters\n", dir, c->n_layer, c->n_head, c->n_embd,
+         c->n_positions, (long long)damo_gpt2_num_params(m));
+  printf("scored: the validation part of %s, the last 10%% of its %lld tokens (%lld tokens from id %lld on), as damo "
+         "train holds it out\n", spec, (long long)data->n_tokens, (long long)n_val, (long long)data->n_train);
+  char of[64] = "";
+  if (n < total) snprintf(of, sizeof of, ", evenly spaced among its %lld", (long long)total);
+  printf("%lld windows of %ld tokens (%lld predictions)%s\n", (long long)n, T, (long long)(n * T), of);
+  printf("val loss: %.4f - perplexity: %.3f\n", loss, exp(loss));
+  rc = 0;
+done:
+  free(starts);
+  damo_token_data_free(data);
+  damo_gpt2_free(m);
+  damo_bpe_free(bpe);
+  return rc;
+}

@@ -1,0 +1,108 @@
+/* report.c - what several commands load and print: a data SPEC's arrays, a classifier's
+ * top classes per input and its classification report, and whether a path is a picture.
+ * Below the command files (with text.c); above args.c only. */
+#include "cli.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && !strcmp(s + n - k, suffix);
+}
+
+damo_status cli_load_data(const char *spec, const char *split, const char *label_column, damo_tensor **x,
+                          damo_tensor **y) {
+  *x = *y = NULL;
+  const char *comma = strchr(spec, ',');
+  if (comma) { /* x.npy,y.npy */
+    char xpath[4096];
+    snprintf(xpath, sizeof xpath, "%.*s", (int)(comma - spec), spec);
+    damo_status st = damo_npy_load(xpath, x);
+    if (st == DAMO_OK) st = damo_npy_load(comma + 1, y);
+    if (st != DAMO_OK) {
+      damo_tensor_free(*x);
+      *x = NULL;
+    }
+    return st;
+  }
+  if (ends_with(spec, ".csv")) {
+    damo_csv_options o = {1, label_column ? label_column : "label", ','};
+    return damo_csv_load(spec, &o, x, y);
+  }
+  return damo_dataset_load(spec, split, x, y);
+}
+
+int cli_is_image_path(const char *path) {
+  static const char *const ext[] = {".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pnm", ".bmp", ".gif", ".tga", NULL};
+  const char *dot = strrchr(path, '.');
+  if (!dot) return 0;
+  for (int i = 0; ext[i]; i++) {
+    size_t n = strlen(ext[i]);
+    if (strlen(dot) != n) continue;
+    int same = 1;
+    for (size_t k = 0; k < n && same; k++) same = tolower((unsigned char)dot[k]) == ext[i][k];
+    if (same) return 1;
+  }
+  return 0;
+}
+
+/* "Sneaker 0.912, Sandal 0.051, Ankle boot 0.030" for one row of probabilities. */
+void cli_print_top_classes(const float *p, int64_t C, int top, const char *const *names, int n_names) {
+  float two[2];
+  if (C == 1) { /* a sigmoid output is class 1's probability: print both classes */
+    two[0] = 1.0f - p[0], two[1] = p[0];
+    p = two, C = 2;
+  }
+  char used[1024] = {0};
+  for (int k = 0; k < top && k < C && k < 1024; k++) {
+    int64_t best = -1;
+    for (int64_t c = 0; c < C && c < 1024; c++)
+      if (!used[c] && (best < 0 || p[c] > p[best])) best = c;
+    used[best] = 1;
+    if (best < n_names) printf("%s%s %.3f", k ? ", " : "", names[best], (double)p[best]);
+    else printf("%sclass %lld %.3f", k ? ", " : "", (long long)best, (double)p[best]);
+  }
+  printf("\n");
+}
+
+/* Per-class accuracy (and precision/recall/F1/ROC AUC for two classes) from predictions. */
+int cli_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *png) {
+  damo_tensor *p = NULL;
+  if (damo_model_predict(m, x, 256, &p) != DAMO_OK) return cli_fail("evaluate");
+  const char *const *names;
+  int n_names = damo_model_class_names(m, &names);
+  int rc = cli_report_probabilities(p, y, names, n_names, png);
+  damo_tensor_free(p);
+  return rc;
+}
+
+int cli_report_probabilities(const damo_tensor *p, const damo_tensor *y, const char *const *names, int n_names,
+                             const char *png) {
+  int64_t C = damo_tensor_numel(p) / p->shape[0], classes = C == 1 ? 2 : C;
+  int64_t *confusion = calloc((size_t)(classes * classes), sizeof *confusion);
+  damo_metrics mt = {.confusion = confusion, .n_classes = (int)classes};
+  int rc = 0;
+  if (!confusion || damo_classification_metrics(p, y, &mt) != DAMO_OK) {
+    rc = confusion ? cli_fail("evaluate") : 1;
+  } else {
+    if (classes == 2)
+      printf("precision: %.4f - recall: %.4f - f1: %.4f - roc_auc: %.4f (class 1 positive)\n", mt.precision, mt.recall,
+             mt.f1, mt.auc);
+    printf("per-class accuracy:\n");
+    for (int64_t c = 0; c < classes; c++) {
+      int64_t total = 0;
+      for (int64_t k = 0; k < classes; k++) total += confusion[c * classes + k];
+      printf("  %2lld %-14s %.4f (%lld)\n", (long long)c, c < n_names ? names[c] : "",
+             total ? (double)confusion[c * classes + c] / (double)total : 0.0, (long long)total);
+    }
+    if (png && classes <= 200) {
+      if (damo_plot_confusion_png(png, (int)classes, confusion, n_names == classes ? names : NULL) != DAMO_OK)
+        rc = cli_fail("evaluate: writing the confusion matrix");
+      else printf("confusion matrix written to %s\n", png);
+    }
+  }
+  free(confusion);
+  return rc;
+}
