@@ -560,8 +560,10 @@ int cli_train_bert(int argc, char **argv) {
     damo_wordpiece_free(wp);
     return cli_fail("train: the output directory");
   }
-  int rc = cli_flag(argc, argv, "--pretrain") ? run_pretraining(argc, argv, config, out, wp)
-                                               : run_finetuning(argc, argv, config, out, wp);
+  int rc = cli_check_out(out, 0, cli_flag(argc, argv, "--overwrite"));
+  if (rc == 0)
+    rc = cli_flag(argc, argv, "--pretrain") ? run_pretraining(argc, argv, config, out, wp)
+                                            : run_finetuning(argc, argv, config, out, wp);
   damo_dir_lock_release(lock);
   damo_wordpiece_free(wp);
   return rc;

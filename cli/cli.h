@@ -20,6 +20,11 @@ int cli_is_image_path(const char *path);
 damo_status cli_load_data(const char *spec, const char *split, const char *label_column, damo_tensor **x,
                           damo_tensor **y);
 
+/* Before a training run writes into out (locked by the caller): out holding a model or a run
+ * is refused unless resume (which needs its trainer_state.safetensors) or overwrite (which
+ * removes that state so the new run cannot be resumed as the old one); both at once is a
+ * contradiction. 0 when the run may go on, else 2 after printing why. */
+int cli_check_out(const char *out, int resume, int overwrite);
 /* Per-class accuracy, binary figures, and a confusion-matrix PNG (png may be NULL). */
 int cli_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *png);
 /* The same from class probabilities p (rows, classes) and labels y; names may be NULL. */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static int ends_with(const char *s, const char *suffix) {
   size_t n = strlen(s), k = strlen(suffix);
@@ -36,27 +37,41 @@ static int write_history_png(const damo_history *h, const char *path, const char
   return st == DAMO_OK;
 }
 
+/* What a Sequential model directory holds besides the model: vocab.txt and text.json for
+ * a text model, history.csv and history.png. Written into a directory save's folder. */
+typedef struct checkpoint_extras {
+  const damo_text_dataset *text;
+  int max_len;
+  const char *config;
+} checkpoint_extras;
+
+static damo_status add_checkpoint_files(void *ctx, const char *folder, const damo_history *h) {
+  const checkpoint_extras *e = ctx;
+  if (e->text && !cli_text_save(folder, e->text, e->max_len)) return damo_error(DAMO_ERR_IO, "%s: the text files", folder);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/history.csv", folder);
+  damo_status st = damo_history_csv_write(h, path);
+  snprintf(path, sizeof path, "%s/history.png", folder);
+  if (st == DAMO_OK) write_history_png(h, path, strrchr(e->config, '/') ? strrchr(e->config, '/') + 1 : e->config);
+  return st;
+}
+
 /* The trained model, its text preparation and its training curves as one directory save:
- * out changes from the previous model to this one, whole. 1 when saved. */
-static int save_trained(damo_model *m, const damo_history *h, const damo_text_dataset *text, int max_len,
-                        const char *out, const char *config) {
+ * out changes from the previous model (or checkpoint) to this one, whole. 1 when saved. */
+static int save_trained(damo_model *m, const damo_history *h, const checkpoint_extras *extras, const char *out) {
   damo_dir_save *tx;
   if (damo_dir_save_begin(out, &tx) != DAMO_OK) return !cli_fail("train: saving");
   const char *folder = damo_dir_save_folder(tx);
-  if (damo_model_save(m, folder) != DAMO_OK) {
+  if (damo_model_save(m, folder) != DAMO_OK || add_checkpoint_files((void *)extras, folder, h) != DAMO_OK) {
     damo_dir_save_abort(tx);
     return !cli_fail("train: saving");
   }
-  if (text && !cli_text_save(folder, text, max_len)) {
-    damo_dir_save_abort(tx);
-    return 0;
-  }
   char png[4096];
   snprintf(png, sizeof png, "%s/history.png", folder);
-  int curves = write_history_png(h, png, strrchr(config, '/') ? strrchr(config, '/') + 1 : config);
+  const int curves = access(png, F_OK) == 0;
   if (damo_dir_save_commit(tx) != DAMO_OK) return !cli_fail("train: saving");
-  printf("saved model to %s/ (config.json, model.safetensors, history.csv%s%s)\n", out, text ? ", vocab.txt, text.json" : "",
-         curves ? ", history.png" : "");
+  printf("saved model to %s/ (config.json, model.safetensors, history.csv%s%s)\n", out,
+         extras->text ? ", vocab.txt, text.json" : "", curves ? ", history.png" : "");
   return 1;
 }
 
@@ -116,6 +131,11 @@ int cli_train_sequential(int argc, char **argv) {
     fo.verbose = (int)n;
   }
   if (cli_flag(argc, argv, "--no-augment")) fo.augment = NULL;
+  if ((v = cli_opt(argc, argv, "--checkpoint-every"))) {
+    if (!cli_parse_long(v, "--checkpoint-every", 0, 0x7fffffffL, &n)) goto done;
+    fo.checkpoint_every = n;
+  }
+  fo.resume = cli_flag(argc, argv, "--resume");
   const char *const *names;
   int n_names = damo_dataset_class_names(data, &names);
   if (n_names > 0 && damo_model_class_names(m, NULL) == 0 && damo_model_set_class_names(m, n_names, names) != DAMO_OK) {
@@ -129,9 +149,12 @@ int cli_train_sequential(int argc, char **argv) {
     rc = cli_fail("train: the output directory");
     goto done;
   }
-  char history[4096];
-  snprintf(history, sizeof history, "%s/history.csv", out);
-  fo.history_csv = cli_opt(argc, argv, "--history") ? cli_opt(argc, argv, "--history") : history;
+  if ((rc = cli_check_out(out, fo.resume, cli_flag(argc, argv, "--overwrite"))) != 0) goto done;
+  rc = 1;
+  /* Checkpoints switch out whole (model, trainer_state.safetensors, history.csv, ...) at each
+   * epoch end and every --checkpoint-every steps; --history appends a CSV of its own too. */
+  fo.checkpoint_dir = out;
+  fo.history_csv = cli_opt(argc, argv, "--history");
 
   if (damo_model_build(m, fo.seed) != DAMO_OK || damo_model_compile(m, &copt) != DAMO_OK) {
     rc = cli_fail("train");
@@ -169,10 +192,14 @@ int cli_train_sequential(int argc, char **argv) {
     fprintf(stderr, "damo train: warning: --patience %d watches the validation loss, but there is no validation data "
             "(give --validation-split); early stopping will watch the training loss\n", fo.patience);
   fflush(stdout);
+  checkpoint_extras extras = {text, (int)x->shape[1], config};
+  fo.checkpoint_files = add_checkpoint_files;
+  fo.checkpoint_ctx = &extras;
+  if (fo.resume) printf("resuming the run checkpointed in %s\n", out);
   damo_history *h = NULL;
   if (damo_model_fit(m, x, y, &fo, &h) != DAMO_OK) {
     rc = cli_fail("train");
-  } else if (!save_trained(m, h, text, (int)x->shape[1], out, config)) {
+  } else if (!save_trained(m, h, &extras, out)) {
     rc = 1;
   } else {
     rc = 0;

@@ -263,6 +263,8 @@ int cli_train_gpt2(int argc, char **argv) {
     rc = cli_fail("train: the output directory");
     goto done;
   }
+  if ((rc = cli_check_out(out, cli_flag(argc, argv, "--resume"), cli_flag(argc, argv, "--overwrite"))) != 0) goto done;
+  rc = 1;
   if (damo_bpe_load(cli_opt(argc, argv, "--vocab"), &bpe) != DAMO_OK) {
     rc = cli_fail("train: loading the GPT-2 tokenizer");
     goto done;

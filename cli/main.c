@@ -43,6 +43,7 @@ static const cli_option train_common[] = {
                             "model_type gpt2 or bert; its kind decides which options below apply"},
     {"--data", 1, "SPEC", "what to train on (SPEC, or TEXT for GPT-2 and BERT pre-training; below)"},
     {"--out", 1, "DIR", "where the model is saved (Sequential: default damo_model; others: required)"},
+    {"--overwrite", 0, NULL, "replace a model or run already in --out (without it, or --resume, that is refused)"},
     END};
 static const cli_option train_sequential[] = {
     {"--epochs", 1, "N", "passes over the training data (default: the config's \"fit\", else 10)"},
@@ -55,6 +56,8 @@ static const cli_option train_sequential[] = {
     {"--history", 1, "FILE", "the per-epoch CSV (default DIR/history.csv)"},
     {"--label-column", 1, "NAME", "a CSV's label column (default label)"},
     {"--no-augment", 0, NULL, "turn off the config's on-the-fly augmentation"},
+    {"--checkpoint-every", 1, "N", "a checkpoint in --out every N steps as well as at each epoch end"},
+    {"--resume", 0, NULL, "continue the run checkpointed in --out (same config, data and options)"},
     END};
 static const cli_option train_gpt2[] = {
     {"--steps", 1, "N", "optimizer steps (the cosine schedule's length)"},

@@ -4,8 +4,10 @@
 #include "cli.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int ends_with(const char *s, const char *suffix) {
   size_t n = strlen(s), k = strlen(suffix);
@@ -105,4 +107,35 @@ int cli_report_probabilities(const damo_tensor *p, const damo_tensor *y, const c
   }
   free(confusion);
   return rc;
+}
+
+int cli_check_out(const char *out, int resume, int overwrite) {
+  static const char *const run_files[] = {"trainer_state.safetensors", "model.safetensors", "config.json", "history.csv"};
+  char path[4096], found[256] = "";
+  for (size_t i = 0; i < sizeof run_files / sizeof *run_files; i++) {
+    snprintf(path, sizeof path, "%s/%s", out, run_files[i]);
+    if (access(path, F_OK) == 0)
+      snprintf(found + strlen(found), sizeof found - strlen(found), "%s%s", *found ? ", " : "", run_files[i]);
+  }
+  snprintf(path, sizeof path, "%s/trainer_state.safetensors", out);
+  const int has_state = access(path, F_OK) == 0;
+  if (resume && overwrite) {
+    fprintf(stderr, "damo train: --resume continues the run in %s and --overwrite replaces it; give one of them\n", out);
+    return 2;
+  }
+  if (resume && !has_state) {
+    fprintf(stderr, "damo train: --resume: %s holds no checkpoint (no trainer_state.safetensors)%s\n", out,
+            *found ? "; it holds a model only: give --overwrite to train a new one there" : "");
+    return 2;
+  }
+  if (!resume && !overwrite && *found) {
+    fprintf(stderr, "damo train: %s already holds a model or a run (%s); give --resume to continue it or --overwrite "
+            "to replace it\n", out, found);
+    return 2;
+  }
+  if (overwrite && has_state && unlink(path) != 0) {
+    fprintf(stderr, "damo train: --overwrite: cannot remove %s: %s\n", path, strerror(errno));
+    return 1;
+  }
+  return 0;
 }

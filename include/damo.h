@@ -634,6 +634,18 @@ typedef struct damo_fit_options {
    * while the previous step runs; for image inputs (H, W) or (H, W, C) with values as the
    * data holds them (0..255 for Fashion-MNIST). Validation data is never augmented. */
   const struct damo_augment_options *augment;
+  /* Checkpoints: at every epoch end and every checkpoint_every steps (0: epoch ends only),
+   * one directory save of checkpoint_dir switches it to config.json, model.safetensors,
+   * trainer_state.safetensors (what resuming needs: optimizer moments, position, generators,
+   * data order, early stopping, history) and history.csv (the whole history so far), plus
+   * what checkpoint_files adds to the staging folder. resume: continue the checkpoint in
+   * checkpoint_dir (same data, batch size, seed and model); the weights at the end equal an
+   * uninterrupted run's bit for bit on the same thread count. */
+  const char *checkpoint_dir;
+  int64_t checkpoint_every;
+  int resume;
+  damo_status (*checkpoint_files)(void *ctx, const char *folder, const damo_history *h);
+  void *checkpoint_ctx;
   /* Called with every step's gradient before clipping (damo_trainer_set_grad_hook). */
   damo_status (*grad_hook)(void *ctx, float *grads, int64_t n, int64_t step);
   void *grad_hook_ctx;
@@ -738,6 +750,15 @@ typedef enum damo_train_event_kind {
   DAMO_EVENT_EARLY_STOP, /* the monitored figure stopped improving for `patience` validations */
   DAMO_EVENT_RESTORED    /* the best weights were put back at the end */
 } damo_train_event_kind;
+/* Where a run stands: the epoch in progress (0-based; 0 in a run of steps), the steps done in
+ * it (or in all, for a run of steps), and the epoch's running loss (sum of loss x examples,
+ * examples). A checkpoint stores it and a resumed run starts from it. */
+typedef struct damo_train_position {
+  int64_t epoch, step;
+  double loss_sum;
+  int64_t seen;
+} damo_train_position;
+struct damo_train_run;
 typedef struct damo_train_event {
   damo_train_event_kind kind;
   int64_t epoch, epochs;           /* 1-based epoch and epochs planned; 0 in a run counted in steps */
@@ -748,6 +769,8 @@ typedef struct damo_train_event {
   int monitor;                     /* EARLY_STOP, RESTORED: the column watched, its best value and when */
   double best;
   int64_t best_at;                 /* epoch (epoch runs) or step */
+  damo_train_position position;    /* CHECKPOINT: where the checkpoint resumes */
+  const struct damo_train_run *run; /* the run (for damo_trainer_checkpoint_add) */
 } damo_train_event;
 typedef struct damo_train_loop {
   int64_t epochs, steps_per_epoch; /* epochs > 0: a run of epochs */
@@ -765,7 +788,9 @@ typedef struct damo_train_loop {
 } damo_train_loop;
 typedef struct damo_train_hooks {
   void *ctx;
-  damo_status (*epoch_begin)(void *ctx, int64_t epoch); /* epoch runs: shuffle, start a feed */
+  /* Epoch runs: shuffle, start a feed. first_step > 0: the epoch resumes from a checkpoint
+   * after that many steps (its order was restored, not drawn again). */
+  damo_status (*epoch_begin)(void *ctx, int64_t epoch, int64_t first_step);
   /* Before each step: choose its batch. step: in the epoch (epoch runs) or overall. *examples
    * = its rows (the loss mean's weight); left 1 if not set. */
   damo_status (*step_begin)(void *ctx, int64_t step, int64_t *examples);
@@ -780,6 +805,17 @@ typedef struct damo_train_hooks {
 /* Runs the loop; history (may be NULL) gets a row per epoch or validation. */
 damo_status damo_trainer_run(damo_trainer *t, const damo_train_loop *loop, const damo_train_hooks *hooks,
                              damo_history *history);
+/* At a CHECKPOINT event: adds what resuming needs to d - "trainer.params" and
+ * "trainer.state" (views of the adapter's blocks), "trainer.step", the optimizer's moments
+ * and step (views), "loop.position", early stopping's best figure and weights, and the
+ * history so far ("loop.history", exact doubles in host byte order). Views: write d before
+ * the next step. The kind adds its generators and the like under its own names. */
+damo_status damo_trainer_checkpoint_add(const damo_train_event *e, damo_tensor_dict *d);
+/* Restores what damo_trainer_checkpoint_add saved into t's adapter blocks and optimizer
+ * (everything checked before anything changes; path names the file in messages); the next
+ * damo_trainer_run continues from the saved position with the saved history and early
+ * stopping state, so the run ends with the weights an uninterrupted one would have. */
+damo_status damo_trainer_resume(damo_trainer *t, const damo_tensor_dict *d, const char *path);
 /* An empty history recording these columns (1u << DAMO_H_*), for damo_trainer_run. */
 damo_history *damo_history_create(unsigned recorded);
 
@@ -805,6 +841,8 @@ damo_status damo_classification_metrics(const damo_tensor *probs, const damo_ten
  * applied to logits), raw values for MSE. */
 damo_status damo_model_predict(damo_model *m, const damo_tensor *x, int batch_size, damo_tensor **out);
 
+/* Writes the whole history as CSV (the columns fit records; header "epoch,loss,..."). */
+damo_status damo_history_csv_write(const damo_history *h, const char *path);
 /* History: per-epoch metrics by name ("loss", "accuracy", "val_loss", "val_accuracy", "lr",
  * and the compiled binary metrics: "precision", "val_precision", ..., "val_auc"). */
 int damo_history_epochs(const damo_history *h);

@@ -356,9 +356,10 @@ typedef struct finetune_run {
   void *ctx;
 } finetune_run;
 
-static damo_status finetune_epoch_begin(void *ctx, int64_t epoch) {
+static damo_status finetune_epoch_begin(void *ctx, int64_t epoch, int64_t first_step) {
   finetune_run *r = ctx;
   (void)epoch;
+  if (first_step > 0) return DAMO_OK; /* resumed: the order was restored */
   for (int64_t i = 0; i < r->train->n; i++) r->order[i] = i; /* each epoch a fresh permutation */
   damo_shuffle_indices(r->order, r->train->n, &r->rng);
   return DAMO_OK;

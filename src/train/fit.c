@@ -134,8 +134,9 @@ static damo_status monitor_column(const damo_fit_options *o, unsigned recorded, 
 /* ------------------------------------------------------------------ augmentation feed */
 
 /* With augmentation, a background thread gathers and augments batch k+1 while the step
- * trains on batch k. Its generator is its own (seeded from the fit seed), and batches are
- * produced in order, so a seed gives the same batches whatever the timing. */
+ * trains on batch k. Batch b of epoch e draws from a generator seeded by (fit seed, e, b)
+ * alone, so a seed gives the same batches whatever the timing, and a run resumed in the
+ * middle of an epoch needs no generator state to carry on. */
 typedef struct augment_feed {
   const damo_model *m;
   const damo_tensor *x, *y;
@@ -143,7 +144,8 @@ typedef struct augment_feed {
   int64_t n_train, batch;
   int h, w, c;
   damo_augment_options opt;
-  damo_rng rng;
+  uint64_t seed;
+  int64_t epoch; /* set before each epoch's producer starts */
   float *scratch;
   damo_prefetcher *pf;
 } augment_feed;
@@ -152,7 +154,9 @@ static damo_status produce_augmented(void *ctx, int64_t b, float *xb, void *yb) 
   augment_feed *f = ctx;
   int64_t first = b * f->batch, n = f->n_train - first < f->batch ? f->n_train - first : f->batch;
   damo_model_gather_rows(f->m, f->x, f->y, f->idx + first, n, xb, yb);
-  return damo_augment_batch(&f->opt, xb, xb, n, f->h, f->w, f->c, &f->rng, f->scratch);
+  damo_rng rng;
+  damo_rng_seed(&rng, f->seed ^ ((uint64_t)f->epoch * 0x9e3779b97f4a7c15ULL + (uint64_t)b * 0xbf58476d1ce4e5b9ULL));
+  return damo_augment_batch(&f->opt, xb, xb, n, f->h, f->w, f->c, &rng, f->scratch);
 }
 
 static damo_status augment_feed_init(augment_feed *f, const damo_model *m, const damo_fit_options *o,
@@ -169,7 +173,7 @@ static damo_status augment_feed_init(augment_feed *f, const damo_model *m, const
   f->h = (int)m->in_shape[0], f->w = (int)m->in_shape[1], f->c = m->in_ndim == 3 ? (int)m->in_shape[2] : 1;
   f->opt = *o->augment;
   f->opt.parallel = 0; /* the training step owns the cores */
-  damo_rng_seed(&f->rng, o->seed ^ 0x6175676d656e74ULL);
+  f->seed = o->seed ^ 0x6175676d656e74ULL;
   int64_t row = (int64_t)f->h * f->w * f->c;
   size_t y_row = m->copt.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE ? 4 : (size_t)damo_model_output_size(m) * 4;
   f->scratch = malloc((size_t)row * sizeof(float));
@@ -222,6 +226,9 @@ typedef struct fit_adapter {
   damo_rng rng;
   damo_progress pr;
   int patience;
+  damo_history *history;
+  const damo_fit_options *o;
+  uint64_t seed;
   /* validation rows, and the predictions kept for the exact binary figures */
   const damo_tensor *xv, *yv;
   int64_t *val_idx, val_count;
@@ -263,13 +270,16 @@ static void fit_observe(void *ctx) {
 }
 
 /* The loop's hooks. */
-static damo_status fit_epoch_begin(void *ctx, int64_t epoch) {
+static damo_status fit_epoch_begin(void *ctx, int64_t epoch, int64_t first_step) {
   fit_adapter *f = ctx;
-  if (f->shuffle) damo_shuffle_indices(f->idx, f->n_train, &f->rng);
-  damo_status st = f->feed->pf ? damo_prefetcher_start(f->feed->pf, 0, f->steps_per_epoch) : DAMO_OK;
+  if (first_step == 0) { /* a resumed epoch keeps its restored order and running figures */
+    if (f->shuffle) damo_shuffle_indices(f->idx, f->n_train, &f->rng);
+    f->correct = f->counted = 0;
+    if (f->binary_metrics) memset(&f->counts, 0, sizeof f->counts);
+  }
+  f->feed->epoch = epoch;
+  damo_status st = f->feed->pf ? damo_prefetcher_start(f->feed->pf, first_step, f->steps_per_epoch - first_step) : DAMO_OK;
   damo_progress_epoch_begin(&f->pr, (int)epoch + 1, f->pr.epochs, f->steps_per_epoch);
-  f->correct = f->counted = 0;
-  if (f->binary_metrics) memset(&f->counts, 0, sizeof f->counts);
   return st;
 }
 
@@ -335,6 +345,118 @@ static damo_status fit_on_event(void *ctx, const damo_train_event *e) {
   default: break;
   }
   return DAMO_OK;
+}
+
+/* ------------------------------------------------------------------ checkpoints */
+
+#define STATE_FILE "trainer_state.safetensors"
+
+/* What identifies the run a checkpoint belongs to: resuming with other data, batch size or
+ * seed would silently train something else. */
+typedef struct fit_run_id {
+  int64_t n_train, batch, steps_per_epoch;
+  uint64_t seed;
+} fit_run_id;
+
+/* The fit side of a checkpoint: the data order and the generators (shuffle, dropout), the
+ * epoch's running figures; the trainer adds weights, moments, position and history. */
+typedef struct fit_counters {
+  int64_t correct, counted;
+  damo_binary_counts counts;
+} fit_counters;
+
+static damo_tensor *raw_bytes(const void *p, size_t n) {
+  int64_t count = (int64_t)n;
+  damo_tensor *t = damo_tensor_new(DAMO_U8, 1, &count);
+  if (t) memcpy(t->data, p, n);
+  return t;
+}
+
+static damo_status add_bytes(damo_tensor_dict *d, const char *name, const void *p, size_t n) {
+  damo_tensor *t = raw_bytes(p, n);
+  return t ? damo_tensor_dict_add(d, name, t) : damo_error(DAMO_ERR_NOMEM, "checkpoint: out of memory for '%s'", name);
+}
+
+static damo_status fit_checkpoint(void *ctx, const damo_train_event *e) {
+  fit_adapter *f = ctx;
+  const char *dir = f->o->checkpoint_dir;
+  damo_dir_save *tx;
+  damo_status st = damo_dir_save_begin(dir, &tx);
+  if (st != DAMO_OK) return damo_error_prefix(st, "checkpoint: ");
+  const char *folder = damo_dir_save_folder(tx);
+  char path[4096];
+  st = damo_model_save(f->m, folder);
+  damo_tensor_dict *d = st == DAMO_OK ? damo_tensor_dict_new() : NULL;
+  if (st == DAMO_OK && !d) st = damo_error(DAMO_ERR_NOMEM, "out of memory");
+  if (st == DAMO_OK) st = damo_trainer_checkpoint_add(e, d);
+  fit_run_id id = {f->n_train, f->batch, f->steps_per_epoch, f->seed};
+  fit_counters c = {f->correct, f->counted, f->counts};
+  if (st == DAMO_OK) st = add_bytes(d, "fit.run", &id, sizeof id);
+  if (st == DAMO_OK) st = add_bytes(d, "fit.order", f->idx, (size_t)f->n_train * sizeof *f->idx);
+  if (st == DAMO_OK) st = add_bytes(d, "fit.shuffle_rng", &f->rng, sizeof f->rng);
+  if (st == DAMO_OK) st = add_bytes(d, "fit.dropout_rng", &f->mg->g->rng, sizeof f->mg->g->rng);
+  if (st == DAMO_OK) st = add_bytes(d, "fit.counters", &c, sizeof c);
+  if (st == DAMO_OK) {
+    snprintf(path, sizeof path, "%s/%s", folder, STATE_FILE);
+    st = damo_safetensors_save(path, d, NULL, 0);
+  }
+  damo_tensor_dict_free(d);
+  if (st == DAMO_OK) {
+    snprintf(path, sizeof path, "%s/history.csv", folder);
+    st = damo_history_csv_write(f->history, path);
+  }
+  if (st == DAMO_OK && f->o->checkpoint_files) st = f->o->checkpoint_files(f->o->checkpoint_ctx, folder, f->history);
+  if (st != DAMO_OK) {
+    damo_dir_save_abort(tx);
+    return damo_error_prefix(st, "checkpoint after %lld steps: ", (long long)damo_optimizer_steps(f->m->opt));
+  }
+  return damo_dir_save_commit(tx);
+}
+
+/* A U8 tensor of exactly n bytes, or an error naming it. */
+static damo_status take_bytes(const damo_tensor_dict *d, const char *path, const char *name, void *out, size_t n) {
+  const damo_tensor *t = damo_tensor_dict_get(d, name);
+  if (!t || t->dtype != DAMO_U8 || damo_tensor_numel(t) != (int64_t)n)
+    return damo_error(DAMO_ERR_FORMAT, "%s: '%s' is missing or not %zu bytes", path, name, n);
+  memcpy(out, t->data, n);
+  return DAMO_OK;
+}
+
+static damo_status fit_resume(fit_adapter *f, damo_trainer *trainer) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", f->o->checkpoint_dir, STATE_FILE);
+  damo_tensor_dict *d = NULL;
+  damo_status st = damo_safetensors_load(path, &d);
+  if (st == DAMO_ERR_IO || st == DAMO_ERR_NOT_FOUND)
+    return damo_error(DAMO_ERR_NOT_FOUND, "resume: %s holds no checkpoint (%s)", f->o->checkpoint_dir, damo_last_error());
+  if (st != DAMO_OK) return st;
+  fit_run_id id, want = {f->n_train, f->batch, f->steps_per_epoch, f->seed};
+  fit_counters c;
+  damo_rng shuffle, dropout;
+  int64_t *order = malloc((size_t)f->n_train * sizeof *order);
+  if (!order) st = damo_error(DAMO_ERR_NOMEM, "resume: out of memory");
+  if (st == DAMO_OK) st = take_bytes(d, path, "fit.run", &id, sizeof id);
+  if (st == DAMO_OK && memcmp(&id, &want, sizeof id))
+    st = damo_error(DAMO_ERR_INVALID_ARG, "%s: the checkpoint's run trained on %lld rows in batches of %lld with seed "
+                    "%llu; this one has %lld rows, batch %lld, seed %llu (resume with the same data and settings)",
+                    path, (long long)id.n_train, (long long)id.batch, (unsigned long long)id.seed, (long long)want.n_train,
+                    (long long)want.batch, (unsigned long long)want.seed);
+  if (st == DAMO_OK) st = take_bytes(d, path, "fit.order", order, (size_t)f->n_train * sizeof *order);
+  for (int64_t i = 0; st == DAMO_OK && i < f->n_train; i++)
+    if (order[i] < 0 || order[i] >= f->n_train) st = damo_error(DAMO_ERR_FORMAT, "%s: 'fit.order' is not a permutation", path);
+  if (st == DAMO_OK) st = take_bytes(d, path, "fit.shuffle_rng", &shuffle, sizeof shuffle);
+  if (st == DAMO_OK) st = take_bytes(d, path, "fit.dropout_rng", &dropout, sizeof dropout);
+  if (st == DAMO_OK) st = take_bytes(d, path, "fit.counters", &c, sizeof c);
+  if (st == DAMO_OK) st = damo_trainer_resume(trainer, d, path);
+  if (st == DAMO_OK) {
+    memcpy(f->idx, order, (size_t)f->n_train * sizeof *order);
+    f->rng = shuffle;
+    f->mg->g->rng = dropout;
+    f->correct = c.correct, f->counted = c.counted, f->counts = c.counts;
+  }
+  free(order);
+  damo_tensor_dict_free(d);
+  return st;
 }
 
 /* ------------------------------------------------------------------ fit */
@@ -406,7 +528,7 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
                     .steps_per_epoch = steps_per_epoch, .shuffle = o.shuffle != 0, .patience = o.patience,
                     .xv = xv, .yv = yv, .val_idx = val_idx, .val_count = val_count, .val_probs = val_probs,
                     .val_truth = val_truth, .val_probs_t = val_probs_t, .val_truth_t = val_truth_t,
-                    .val_scratch = val_scratch};
+                    .val_scratch = val_scratch, .history = h, .o = &o, .seed = o.seed};
   damo_progress_init(&fa.pr, o.out, o.verbose);
   fa.pr.epochs = o.epochs;
   damo_rng_seed(&fa.rng, o.seed);
@@ -419,14 +541,17 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
     damo_trainer_set_steps_done(trainer, damo_optimizer_steps(m->opt));
     damo_trainer_set_grad_hook(trainer, o.grad_hook, o.grad_hook_ctx);
   }
+  if (st == DAMO_OK && (o.resume || o.checkpoint_every) && !o.checkpoint_dir)
+    st = damo_error(DAMO_ERR_INVALID_ARG, "fit: resume and checkpoint_every need a checkpoint_dir");
+  if (st == DAMO_OK && o.resume) st = fit_resume(&fa, trainer);
   damo_train_loop loop = {.epochs = o.epochs, .steps_per_epoch = steps_per_epoch, .initial_epoch = o.initial_epoch,
-                          .log_every = 1, .recorded = recorded, .patience = o.patience, .monitor = monitor,
+                          .log_every = 1, .checkpoint_every = o.checkpoint_every, .recorded = recorded, .patience = o.patience, .monitor = monitor,
                           .higher_is_better = monitor != DAMO_H_LOSS && monitor != DAMO_H_VAL_LOSS,
                           .restore_best = o.restore_best_weights, .min_delta = o.min_delta,
                           .history_csv = o.history_csv};
   damo_train_hooks hooks = {.ctx = &fa, .epoch_begin = fit_epoch_begin, .step_begin = fit_step_begin,
                             .train_figures = fit_train_figures, .validate = xv ? fit_validate : NULL,
-                            .on_event = fit_on_event};
+                            .checkpoint = o.checkpoint_dir ? fit_checkpoint : NULL, .on_event = fit_on_event};
   if (st == DAMO_OK) st = damo_trainer_run(trainer, &loop, &hooks, h);
   if (st != DAMO_OK && !strstr(damo_last_error(), "fit: ")) damo_error_prefix(st, "fit: ");
   damo_trainer_free(trainer);

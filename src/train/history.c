@@ -96,3 +96,25 @@ damo_status damo_history_csv_append(const char *path, unsigned recorded, int epo
   if (fclose(f) != 0 || bad) return damo_error(DAMO_ERR_IO, "%s: cannot write the history CSV", path);
   return DAMO_OK;
 }
+
+damo_status damo_history_csv_write(const damo_history *h, const char *path) {
+  if (!h || !path) return damo_error(DAMO_ERR_INVALID_ARG, "history_csv_write: NULL argument");
+  FILE *f = fopen(path, "w");
+  if (!f) return damo_error(DAMO_ERR_IO, "%s: cannot create the history CSV: %s", path, strerror(errno));
+  char header[512];
+  csv_header(h->recorded, header, sizeof header);
+  fprintf(f, "%s\n", header);
+  for (int i = 0; i < h->n; i++) {
+    fprintf(f, "%d", h->epoch[i]);
+    const double *row = h->values + (size_t)i * DAMO_HISTORY_COLUMNS;
+    for (int c = 0; c < DAMO_HISTORY_COLUMNS; c++) {
+      if (!(h->recorded >> c & 1)) continue;
+      if (isnan(row[c])) fprintf(f, ",");
+      else fprintf(f, ",%.6g", row[c]);
+    }
+    fprintf(f, "\n");
+  }
+  int bad = ferror(f);
+  if (fclose(f) != 0 || bad) return damo_error(DAMO_ERR_IO, "%s: cannot write the history CSV", path);
+  return DAMO_OK;
+}

@@ -9,13 +9,6 @@
 
 #include <math.h>
 
-typedef struct early_stop {
-  int active, column, higher_is_better, wait;
-  int64_t best_at;
-  double best, min_delta;
-  float *best_weights; /* params then state, with restore_best */
-} early_stop;
-
 static damo_status early_stop_init(early_stop *es, const damo_train_loop *o, const damo_train_adapter *a) {
   memset(es, 0, sizeof *es);
   if (o->patience <= 0) return DAMO_OK;
@@ -51,16 +44,7 @@ static int early_stop_update(early_stop *es, const double *row, int64_t at, cons
   return ++es->wait >= patience;
 }
 
-typedef struct run {
-  damo_trainer *t;
-  const damo_train_loop *o;
-  const damo_train_hooks *h;
-  damo_history *history;
-  unsigned recorded;
-  damo_train_report last;
-  int have_last;
-  early_stop es;
-} run;
+typedef struct damo_train_run run;
 
 static void blank(double *row) {
   for (int k = 0; k < DAMO_HISTORY_COLUMNS; k++) row[k] = NAN;
@@ -68,6 +52,8 @@ static void blank(double *row) {
 
 static damo_status emit(run *r, damo_train_event *e) {
   e->recorded = r->recorded;
+  e->run = r;
+  e->position = r->position;
   e->report = r->have_last ? &r->last : NULL;
   if (e->kind == DAMO_EVENT_CHECKPOINT) {
     damo_status st = r->h->checkpoint ? r->h->checkpoint(r->h->ctx, e) : DAMO_OK;
@@ -101,15 +87,19 @@ static damo_status run_epochs(run *r) {
   const damo_train_loop *o = r->o;
   const damo_train_hooks *h = r->h;
   damo_status st = DAMO_OK;
-  for (int64_t epoch = o->initial_epoch; epoch < o->epochs; epoch++) {
-    if (h->epoch_begin && (st = h->epoch_begin(h->ctx, epoch)) != DAMO_OK) return st;
-    double loss_sum = 0, row[DAMO_HISTORY_COLUMNS];
-    int64_t seen = 0;
-    for (int64_t s = 0; s < o->steps_per_epoch; s++) {
+  const damo_train_position from = r->position; /* a resumed run's start */
+  for (int64_t epoch = from.epoch > o->initial_epoch ? from.epoch : o->initial_epoch; epoch < o->epochs; epoch++) {
+    const int64_t first = epoch == from.epoch ? from.step : 0;
+    double loss_sum = first ? from.loss_sum : 0, row[DAMO_HISTORY_COLUMNS];
+    int64_t seen = first ? from.seen : 0;
+    r->position = (damo_train_position){epoch, first, loss_sum, seen};
+    if (h->epoch_begin && (st = h->epoch_begin(h->ctx, epoch, first)) != DAMO_OK) return st;
+    for (int64_t s = first; s < o->steps_per_epoch; s++) {
       int64_t examples;
       if ((st = one_step(r, s, &examples)) != DAMO_OK) return damo_error_prefix(st, "epoch %lld: ", (long long)epoch + 1);
       loss_sum += (double)r->last.loss * (double)examples;
       seen += examples;
+      r->position = (damo_train_position){epoch, s + 1, loss_sum, seen};
       int last = s + 1 == o->steps_per_epoch;
       if (last || (o->log_every > 0 && (s + 1) % o->log_every == 0)) {
         blank(row);
@@ -119,7 +109,7 @@ static damo_status run_epochs(run *r) {
                               .steps = o->steps_per_epoch, .figures = row};
         if ((st = emit(r, &e)) != DAMO_OK) return st;
       }
-      if (!last && o->checkpoint_every > 0 && r->t->steps_done % o->checkpoint_every == 0) {
+      if (!last && h->checkpoint && o->checkpoint_every > 0 && r->t->steps_done % o->checkpoint_every == 0) {
         damo_train_event e = {.kind = DAMO_EVENT_CHECKPOINT, .epoch = epoch + 1, .epochs = o->epochs, .step = s + 1,
                               .steps = o->steps_per_epoch};
         if ((st = emit(r, &e)) != DAMO_OK) return st;
@@ -134,6 +124,8 @@ static damo_status run_epochs(run *r) {
                           .step = o->steps_per_epoch, .steps = o->steps_per_epoch};
     int stop = 0;
     if ((st = record_row(r, &e, row, epoch + 1, &stop)) != DAMO_OK) return st;
+    /* the epoch is whole: a checkpoint now resumes at the next one */
+    r->position = (damo_train_position){epoch + 1, 0, 0.0, 0};
     damo_train_event c = {.kind = DAMO_EVENT_CHECKPOINT, .epoch = epoch + 1, .epochs = o->epochs,
                           .step = o->steps_per_epoch, .steps = o->steps_per_epoch};
     if (h->checkpoint && (st = emit(r, &c)) != DAMO_OK) return st;
@@ -166,6 +158,7 @@ static damo_status run_steps(run *r) {
     int64_t examples;
     if ((st = one_step(r, t->steps_done, &examples)) != DAMO_OK) return st;
     const int64_t s = t->steps_done;
+    r->position = (damo_train_position){0, s, 0.0, 0};
     int last = s == o->steps;
     if (last || (o->log_every > 0 && s % o->log_every == 0)) {
       double row[DAMO_HISTORY_COLUMNS];
@@ -191,6 +184,29 @@ static damo_status run_steps(run *r) {
   return DAMO_OK;
 }
 
+/* Puts a checkpoint's loop state (damo_trainer_resume) into the run. */
+static damo_status take_resume(run *r) {
+  loop_resume *res = &r->t->resume;
+  if (!res->pending) {
+    r->position = (damo_train_position){0, r->o->epochs > 0 ? 0 : r->t->steps_done, 0.0, 0};
+    return DAMO_OK;
+  }
+  r->position = res->position;
+  if (res->es_saved && r->es.active) {
+    r->es.best = res->best, r->es.wait = (int)res->wait, r->es.best_at = res->best_at;
+    const damo_train_adapter *a = &r->t->a;
+    if (r->es.best_weights && res->best_weights)
+      memcpy(r->es.best_weights, res->best_weights, (size_t)(a->n_params + a->n_state) * sizeof(float));
+  }
+  damo_status st = DAMO_OK;
+  for (int64_t i = 0; i < res->history_rows && st == DAMO_OK; i++) {
+    const double *row = res->history + i * (DAMO_HISTORY_COLUMNS + 1);
+    st = damo_history_append(r->history, (int)row[0], row + 1);
+  }
+  loop_resume_clear(res);
+  return st;
+}
+
 damo_status damo_trainer_run(damo_trainer *t, const damo_train_loop *loop, const damo_train_hooks *hooks,
                              damo_history *history) {
   if (!t || !loop) return damo_error(DAMO_ERR_INVALID_ARG, "trainer_run: NULL argument");
@@ -202,13 +218,18 @@ damo_status damo_trainer_run(damo_trainer *t, const damo_train_loop *loop, const
                                                                          : "give epochs and steps_per_epoch, or steps");
   r.recorded = loop->recorded ? loop->recorded : (1u << DAMO_H_LOSS) | (1u << DAMO_H_VAL_LOSS) | (1u << DAMO_H_LR);
   if (!by_epoch) r.recorded |= DAMO_H_BY_STEP;
-  if (history) history->recorded = r.recorded;
+  /* The loop keeps a history even when the caller does not want one: checkpoints carry it. */
+  damo_history *own = history ? NULL : damo_history_new(r.recorded);
+  if (!history && !own) return DAMO_ERR_NOMEM;
+  if (!history) r.history = own;
+  r.history->recorded = r.recorded;
   damo_status st = early_stop_init(&r.es, loop, &t->a);
   if (st == DAMO_OK && loop->patience > 0 && !r.h->validate && loop->monitor >= DAMO_H_VAL_LOSS &&
       loop->monitor <= DAMO_H_VAL_AUC)
     st = damo_error(DAMO_ERR_INVALID_ARG, "early stopping monitors '%s' but there is no validation",
                     damo_history_columns[loop->monitor]);
   if (st == DAMO_OK && loop->history_csv) st = damo_history_csv_check(loop->history_csv, r.recorded);
+  if (st == DAMO_OK) st = take_resume(&r);
   if (st == DAMO_OK) st = by_epoch ? run_epochs(&r) : run_steps(&r);
   if (st == DAMO_OK && r.es.best_weights && r.es.best_at > 0) {
     const damo_train_adapter *a = &t->a;
@@ -219,5 +240,6 @@ damo_status damo_trainer_run(damo_trainer *t, const damo_train_loop *loop, const
     st = emit(&r, &e);
   }
   free(r.es.best_weights);
+  damo_history_free(own);
   return st;
 }

@@ -44,6 +44,7 @@ damo_status damo_trainer_new(const damo_train_adapter *a, damo_optimizer *opt, i
 
 void damo_trainer_free(damo_trainer *t) {
   if (!t) return;
+  loop_resume_clear(&t->resume);
   damo_free(t->grad_sum);
   free(t);
 }
