@@ -5,7 +5,7 @@
  * between thread counts. Also the SIMD level selection and the FMA peak probe.
  * DAMO_TEST_QUICK=1 runs a smaller shape set (for sanitizer builds). */
 #include "harness.h"
-#include "internal.h"
+#include "core/core.h"
 
 #include <math.h>
 #include <omp.h>

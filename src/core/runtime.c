@@ -1,7 +1,7 @@
 /* runtime.c - process-wide settings: the kernel thread count (damo_set_num_threads,
  * DAMO_NUM_THREADS, else OpenMP's setting) and the one-line build/runtime description
  * printed by `damo info`. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <omp.h>
 #include <stdatomic.h>

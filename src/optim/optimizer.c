@@ -7,7 +7,7 @@
  * fixed blocks shared out by OpenMP; every element is updated independently, so results do
  * not depend on the thread count. The gradient norm sums per-block partials in block order
  * for the same reason. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <math.h>
 

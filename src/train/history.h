@@ -2,7 +2,7 @@
 #ifndef DAMO_HISTORY_H
 #define DAMO_HISTORY_H
 
-#include "internal.h"
+#include "core/core.h"
 
 /* Every column fit can record, in the order of the CSV and of the progress line. A run
  * records a subset (a bit mask of 1u << column): the first five always, so the CSV of a run

@@ -3,7 +3,7 @@
 #ifndef DAMO_KERNELS_CPU_KERNELS_H
 #define DAMO_KERNELS_CPU_KERNELS_H
 
-#include "internal.h"
+#include "core/core.h"
 
 /* Achievable FMA throughput (GFLOP/s, an FMA counted as two) with threads threads (<= 0: all),
  * measured with a register-only loop at the dispatched SIMD level. Takes about 0.1 s. */

@@ -1,6 +1,6 @@
-/* internal.h - helpers shared by the library's source files (not public API). */
-#ifndef DAMO_INTERNAL_H
-#define DAMO_INTERNAL_H
+/* core.h - helpers shared by the library's source files (not public API). */
+#ifndef DAMO_CORE_H
+#define DAMO_CORE_H
 
 #include "damo.h"
 #include <stdarg.h>
