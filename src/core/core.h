@@ -1,4 +1,7 @@
-/* core.h - helpers shared by the library's source files (not public API). */
+/* core.h - the core layer's helpers for every source file of the library (not public API):
+ * the error slot, aligned allocation, file reads, JSON, random words, threads, the clock and
+ * where data sets are looked for. Headers of the layers above declare their own helpers
+ * (kernels/kernels.h: GEMM and SIMD level; see ARCHITECTURE.md's layer table). */
 #ifndef DAMO_CORE_H
 #define DAMO_CORE_H
 
@@ -20,14 +23,6 @@ void damo_free(void *p);
 /* strdup that records DAMO_ERR_NOMEM on failure. */
 char *damo_strdup(const char *s);
 
-/* Compiles a hot loop for AVX-512, AVX2 and baseline x86-64 and picks one at load time
- * (GCC function multi-versioning): the library itself is built without -march flags. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define DAMO_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define DAMO_MULTIVERSION
-#endif
-
 /* A counter-based random word: the high half of splitmix64's finaliser applied to
  * seed + index * golden ratio. Dropout masks use it so that each element's draw depends only
  * on (seed, index): it runs in parallel, vectorises, and backward can recompute it. */
@@ -46,26 +41,12 @@ static inline uint64_t damo_rng_draw_seed(damo_rng *r) {
   return high << 32 | damo_rng_u32(r);
 }
 
-/* What the optimizer and schedule read for a config field left 0 (the C API's "default").
- * A config file has no such marker: it is written with these values filled in. */
-#define DAMO_ADAM_DEFAULT_BETA1 0.9f
-#define DAMO_ADAM_DEFAULT_BETA2 0.999f
-#define DAMO_ADAM_DEFAULT_EPS 1e-8f
-#define DAMO_DEFAULT_GAMMA 0.1
-
 /* Threads for a parallel region (core/runtime.c): damo_set_num_threads, else
  * DAMO_NUM_THREADS, else omp_get_max_threads(); every "omp parallel" names it. */
 int damo_threads(void);
 
 /* Seconds on a monotonic clock (core/runtime.c): for intervals only. */
 double damo_now_seconds(void);
-
-/* Per-op timing (graph/profile.c): the graph executor checks damo_profile_on and records
- * each node's forward (backward 0) or backward (1); the optimizer records its step under
- * DAMO_PROFILE_OPTIMIZER, a row after the ops. */
-extern int damo_profile_on;
-#define DAMO_PROFILE_OPTIMIZER (-1)
-void damo_profile_record(int op, int backward, double seconds);
 
 /* Multiply with overflow check: returns 0 and sets *out, or -1 on overflow. */
 static inline int damo_mul_overflow(size_t a, size_t b, size_t *out) {
@@ -77,37 +58,19 @@ static inline int damo_mul_overflow(size_t a, size_t b, size_t *out) {
 /* Whole-file read (binary); *data is malloc'd and NUL-terminated (size excludes the NUL). */
 damo_status damo_read_file(const char *path, char **data, size_t *size);
 
-/* Fault injection for the save tests (io/atomic.c): the k-th file-system step of saves
- * from now on (open, write, fsync, link, rename, ... counted from 1) fails with EIO or kills
- * the process; k = 0 disarms. The environment variable DAMO_IO_FAULT=fail:K or kill:K arms
- * it for a whole process (read at the first step). damo_io_fault_steps: steps counted since
- * arming, so a test learns how many steps a save has. */
-typedef enum damo_io_fault_mode { DAMO_IO_FAULT_FAIL = 1, DAMO_IO_FAULT_KILL = 2 } damo_io_fault_mode;
-void damo_io_fault_arm(long k, damo_io_fault_mode mode);
-long damo_io_fault_steps(void);
-
 /* damo_json_parse (core/json.c) for a text found at byte `base` of a larger file (the
  * safetensors header): offsets in messages are the file's. */
 damo_status damo_json_parse_at(const char *text, size_t len, size_t base, const char *source, unsigned flags,
                                struct cJSON **out);
 
-/* The epoch axis of a history plot (io/plot.c): whole-number ticks for epochs 1..n_epochs,
- * a 1-2-5 step, at most 10 and at most cap; returns how many. */
-int damo_plot_epoch_ticks(int n_epochs, double *out, int cap);
-
-/* CPU feature level the kernels dispatch on (set once, overridable by DAMO_SIMD). */
-typedef enum damo_simd_level { DAMO_SIMD_SCALAR = 0, DAMO_SIMD_AVX2 = 1, DAMO_SIMD_AVX512 = 2 } damo_simd_level;
-damo_simd_level damo_simd_level_get(void);
-/* Forces a level for tests (clamped to what the CPU has); returns the level in force. */
-damo_simd_level damo_simd_level_force(damo_simd_level level);
-
-/* Row-major single-precision GEMM: C = alpha * op(A) op(B) + beta * C, with op(A) (M, K),
- * op(B) (K, N), C (M, N). trans_a: A is stored (K, M) with leading dimension lda; likewise B.
- * beta == 0 never reads C (NaN in C is overwritten). Threads over blocks with OpenMP. */
-void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-               const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-/* The plain triple loop every fast path is tested against. */
-void damo_gemm_reference(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                         int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* Where data sets, corpora and vocabularies are looked for (core/data_dir.c, the one place
+ * that reads DAMO_DATA_DIR). Each reader tries some of these roots, in this order:
+ *   DAMO_DATA_ROOT_USER    $DAMO_DATA_DIR, the user's folder
+ *   DAMO_DATA_ROOT_NPM     $HOME/.cache/damo/npm/node_modules (scripts/setup.sh --text)
+ *   DAMO_DATA_ROOT_SYSTEM  $DAMO_SYSTEM_DATA_DIR, else /usr/share/datasets (Debian's packages)
+ * damo_data_path writes root/rel into out (the root alone when rel is NULL) and returns 1,
+ * or returns 0 when the root is not set (its variable unset or empty). */
+typedef enum damo_data_root { DAMO_DATA_ROOT_USER, DAMO_DATA_ROOT_NPM, DAMO_DATA_ROOT_SYSTEM } damo_data_root;
+int damo_data_path(damo_data_root root, const char *rel, char *out, size_t cap);
 
 #endif

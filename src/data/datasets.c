@@ -11,8 +11,6 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#define SYSTEM_DATA_DIR "/usr/share/datasets"
-
 typedef struct dataset_split {
   const char *split;
   const char *images; /* IDX file names without .gz */
@@ -155,12 +153,10 @@ damo_status damo_dataset_load(const char *name, const char *split, damo_tensor *
     return damo_error(DAMO_ERR_INVALID_ARG, "%s has no split '%s' (known: %s)", name, split, known);
   }
 
-  const char *dirs[2];
+  char dirs[2][4096];
   int ndirs = 0;
-  const char *env = getenv("DAMO_DATA_DIR");
-  if (env && *env) dirs[ndirs++] = env;
-  const char *sys = getenv("DAMO_SYSTEM_DATA_DIR");
-  dirs[ndirs++] = sys && *sys ? sys : SYSTEM_DATA_DIR;
+  if (damo_data_path(DAMO_DATA_ROOT_USER, NULL, dirs[ndirs], sizeof dirs[0])) ndirs++;
+  if (damo_data_path(DAMO_DATA_ROOT_SYSTEM, NULL, dirs[ndirs], sizeof dirs[0])) ndirs++;
 
   char tried[1024] = "";
   for (int d = 0; d < ndirs; d++) {
