@@ -1,10 +1,23 @@
 #!/bin/sh
-# Runs every test binary of a build folder and sums their "N passed, N failed" lines.
+# Runs the layering check and every test binary of a build folder, and sums their
+# "N passed, N failed" lines.
 # usage: sh scripts/run_tests.sh BUILD_DIR   (exit status 1 if any test failed)
 build=${1:-build}
 total_pass=0
 total_fail=0
 failed_suites=""
+# The layering check first: a source file that includes a header of a higher layer (the
+# order is ARCHITECTURE.md's layer table) turns the run red.
+start=$(date +%s)
+if python3 "$(dirname "$0")/check_layers.py" >"$build/check_layers.log" 2>&1; then
+  total_pass=$((total_pass + 1))
+  printf '%-14s %5s passed, %s failed  (%ss)\n' "check_layers" 1 0 "$(( $(date +%s) - start ))"
+else
+  total_fail=$((total_fail + 1))
+  printf '%-14s %5s passed, %s failed  (%ss)\n' "check_layers" 0 1 "$(( $(date +%s) - start ))"
+  failed_suites="$failed_suites check_layers"
+  head -n 20 "$build/check_layers.log"
+fi
 for t in "$build"/test_*; do
   [ -x "$t" ] || continue
   name=$(basename "$t")

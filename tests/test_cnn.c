@@ -9,7 +9,7 @@
 #include <damo.h>
 #include <stdlib.h>
 
-#include "internal.h" /* damo_simd_level_force */
+#include "kernels/kernels.h" /* damo_simd_level_force */
 
 static damo_tensor_dict *fx;
 

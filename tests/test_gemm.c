@@ -5,7 +5,7 @@
  * between thread counts. Also the SIMD level selection and the FMA peak probe.
  * DAMO_TEST_QUICK=1 runs a smaller shape set (for sanitizer builds). */
 #include "harness.h"
-#include "internal.h"
+#include "kernels/kernels.h"
 
 #include <math.h>
 #include <omp.h>
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-double damo_fma_peak_gflops(int threads); /* src/kernels/cpu/kernels.h */
+double damo_fma_peak_gflops(int threads); /* src/kernels/cpu/cpu_kernels.h */
 double damo_fma_sustained_gflops(int threads, double seconds);
 
 /* Written into the padding of every matrix; a kernel that writes outside its tile changes it. */

@@ -3,7 +3,7 @@
  * in a fresh temporary directory (kept when DAMO_TEST_KEEP is set, to look at the plots). */
 #include "damo.h"
 #include "data/prefetch.h"
-#include "internal.h"
+#include "io/io.h"
 #include "harness.h"
 
 #include <dirent.h>

@@ -8,6 +8,7 @@
 #include "harness.h"
 #include "cli_run.h"
 #include "tmpfiles.h"
+#include "io/io.h"
 #include "train/model.h"
 
 #include <damo.h>

@@ -10,7 +10,7 @@
  * so after backward each param's grad is what the fixture's <case>.grad<i> holds.
  * TEST_OPS_VERBOSE=1 prints each case's worst error / tolerance ratios. */
 #include "damo.h"
-#include "graph/graph.h" /* aux_bytes, for the memory check */
+#include "ops/ops.h" /* aux_bytes for the memory check, damo_linear_cross_entropy_chunked */
 #include "harness.h"
 
 #include <math.h>

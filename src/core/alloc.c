@@ -1,6 +1,6 @@
 /* alloc.c - checked, aligned allocation and whole-file reads. Buffers are 64-byte aligned
  * so SIMD kernels can use aligned loads on tensor storage. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <errno.h>
 #include <stdio.h>

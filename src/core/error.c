@@ -1,6 +1,6 @@
 /* error.c - the per-thread "last error" slot behind damo_last_error(). Library calls never
  * print or exit; they record a message here and return a status code. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <stdio.h>
 

@@ -5,7 +5,7 @@
  *   - the same key twice in one object, at any depth (cJSON keeps both and its lookups
  *     return the first, so the second would be silently ignored);
  * and gives every error the byte offset and line it was found at. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

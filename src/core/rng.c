@@ -1,7 +1,7 @@
 /* rng.c - the deterministic generator every seeded part of damo draws from: xoshiro128++
  * (fast, 32-bit output, good statistics) seeded through splitmix64 so nearby seeds give
  * unrelated streams. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <math.h>
 

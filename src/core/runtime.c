@@ -1,7 +1,6 @@
 /* runtime.c - process-wide settings: the kernel thread count (damo_set_num_threads,
- * DAMO_NUM_THREADS, else OpenMP's setting) and the one-line build/runtime description
- * printed by `damo info`. */
-#include "internal.h"
+ * DAMO_NUM_THREADS, else OpenMP's setting) and the monotonic clock. */
+#include "core/core.h"
 
 #include <omp.h>
 #include <stdatomic.h>
@@ -48,15 +47,4 @@ double damo_now_seconds(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-const char *damo_info_string(void) {
-  static _Thread_local char buf[160];
-  snprintf(buf, sizeof buf, "damo %s | simd: %s | threads: %d", DAMO_VERSION, damo_simd_path(), damo_num_threads());
-  return buf;
-}
-
-void damo_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-  damo_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

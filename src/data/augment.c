@@ -4,7 +4,7 @@
  * then random erasing and per-channel normalisation. Reproducible: the batch rng gives one
  * 64-bit seed per call, each image draws from its own generator seeded from that and its
  * index, in a fixed order, so the same seed gives the same batch with any thread count. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <math.h>
 

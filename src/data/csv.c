@@ -6,7 +6,7 @@
  * Every field must be a finite number, labels whole numbers in the int32 range; any problem
  * names the file, the 1-based line and 1-based column (and the header name when there is
  * one). */
-#include "internal.h"
+#include "core/core.h"
 
 #include <errno.h>
 #include <float.h>

@@ -6,12 +6,10 @@
  * $DAMO_SYSTEM_DATA_DIR replaces that second directory (tests use it to simulate a machine
  * without the package). Each file may be gzipped (name.gz, tried first) or plain. Adding a
  * data set of the same kind is one more table row. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <stdio.h>
 #include <unistd.h>
-
-#define SYSTEM_DATA_DIR "/usr/share/datasets"
 
 typedef struct dataset_split {
   const char *split;
@@ -155,12 +153,10 @@ damo_status damo_dataset_load(const char *name, const char *split, damo_tensor *
     return damo_error(DAMO_ERR_INVALID_ARG, "%s has no split '%s' (known: %s)", name, split, known);
   }
 
-  const char *dirs[2];
+  char dirs[2][4096];
   int ndirs = 0;
-  const char *env = getenv("DAMO_DATA_DIR");
-  if (env && *env) dirs[ndirs++] = env;
-  const char *sys = getenv("DAMO_SYSTEM_DATA_DIR");
-  dirs[ndirs++] = sys && *sys ? sys : SYSTEM_DATA_DIR;
+  if (damo_data_path(DAMO_DATA_ROOT_USER, NULL, dirs[ndirs], sizeof dirs[0])) ndirs++;
+  if (damo_data_path(DAMO_DATA_ROOT_SYSTEM, NULL, dirs[ndirs], sizeof dirs[0])) ndirs++;
 
   char tried[1024] = "";
   for (int d = 0; d < ndirs; d++) {

@@ -11,7 +11,7 @@
  * against it first, and a gzip stream (whose length is unknown until it ends) is read in
  * chunks into a buffer that grows with the data that actually arrives, so a 20-byte file
  * claiming gigabytes fails at its first missing byte having allocated at most one chunk. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -16,7 +16,7 @@
 #ifndef DAMO_PREFETCH_H
 #define DAMO_PREFETCH_H
 
-#include "internal.h"
+#include "core/core.h"
 
 typedef struct damo_prefetcher damo_prefetcher;
 typedef damo_status (*damo_produce_fn)(void *ctx, int64_t batch_index, float *x, void *y);

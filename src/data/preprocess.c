@@ -3,7 +3,7 @@
  * sanity checks that turn bad labels or NaNs into a clear error before they become a
  * mysterious loss curve. Statistics accumulate in double and use two passes (mean, then
  * squared deviations) so large or offset data does not lose precision. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <math.h>
 #include <stdio.h>

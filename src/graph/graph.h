@@ -3,11 +3,11 @@
  * A node records an op, its inputs, its current shape and pointers into one planned arena
  * for its value, its gradient and an op-private buffer ("aux": softmax probabilities,
  * dropout masks). Every op is described once, in one damo_op_def in src/ops/<family>.c:
- * shape inference, forward kernel and backward rule side by side. */
+ * shape inference, forward kernel and backward rule side by side (declared in ops/ops.h). */
 #ifndef DAMO_GRAPH_H
 #define DAMO_GRAPH_H
 
-#include "internal.h"
+#include "core/core.h"
 
 #define DAMO_MAX_INPUTS 5
 #define DAMO_NAME_MAX 64
@@ -121,33 +121,14 @@ struct damo_graph {
   int n_order;
 };
 
-/* The table of every op, indexed by damo_op (src/ops/registry.c). */
+/* The table of every op, indexed by damo_op. The graph owns its type and reads it; the ops
+ * layer above fills it (src/ops/registry.c), so nothing here includes an ops header. */
 extern const damo_op_def *const damo_op_table[DAMO_OP_COUNT];
-
-/* Ops' own definitions, one per op family file. */
-extern const damo_op_def damo_op_def_matmul;
-extern const damo_op_def damo_op_def_add, damo_op_def_sub, damo_op_def_mul, damo_op_def_div, damo_op_def_scale;
-extern const damo_op_def damo_op_def_relu, damo_op_def_sigmoid, damo_op_def_tanh, damo_op_def_exp, damo_op_def_log;
-extern const damo_op_def damo_op_def_softmax, damo_op_def_log_softmax;
-extern const damo_op_def damo_op_def_sum, damo_op_def_mean;
-extern const damo_op_def damo_op_def_reshape, damo_op_def_transpose;
-extern const damo_op_def damo_op_def_dropout;
-extern const damo_op_def damo_op_def_softmax_ce, damo_op_def_bce_logits, damo_op_def_mse;
-extern const damo_op_def damo_op_def_dense, damo_op_def_lstm, damo_op_def_embedding, damo_op_def_gru;
-extern const damo_op_def damo_op_def_conv2d, damo_op_def_max_pool2d, damo_op_def_avg_pool2d,
-    damo_op_def_global_avg_pool2d, damo_op_def_batch_norm;
-extern const damo_op_def damo_op_def_sequence_mask, damo_op_def_concat, damo_op_def_global_pool1d;
-extern const damo_op_def damo_op_def_layer_norm, damo_op_def_gelu, damo_op_def_attention;
-extern const damo_op_def damo_op_def_slice_last, damo_op_def_linear_ce;
 
 /* Creates a node of op with inputs and runs shape inference; NULL (graph error set) on
  * failure or if any input is NULL. iparam/fparam are copied when not NULL. */
 damo_node *damo_graph_add_node(damo_graph *g, damo_op op, int n_in, damo_node *const *in, const int *iparam,
                                int n_iparam, const float *fparam, int n_fparam);
-/* damo_linear_cross_entropy with chunk_rows logits rows at a time (0: the default chunk), so
- * tests can cover the chunk boundaries with small shapes. */
-damo_node *damo_linear_cross_entropy_chunked(damo_graph *g, damo_node *x, damo_node *weight, damo_node *bias,
-                                             damo_node *labels, int chunk_rows);
 /* Records a shape error for a builder with both shapes spelled out; returns DAMO_ERR_SHAPE. */
 damo_status damo_shape_error(const damo_node *n, const char *what, const damo_node *a, const damo_node *b);
 
@@ -164,17 +145,5 @@ static inline int64_t damo_node_count(const damo_node *n) {
   return c;
 }
 static inline float *damo_f32(const damo_node *n) { return (float *)n->value; }
-
-/* Threads for an elementwise loop of n items: parallel only when it pays. */
-#define DAMO_PARALLEL_MIN 32768
-/* Elementwise loops that call a multiversioned kernel split [0, count) into chunks of this
- * many elements (whole cache lines; enough work per chunk to amortise the call). */
-#define DAMO_CHUNK 4096
-/* Chunk c of [0, count): returns its first index and sets *len to its length. */
-static inline int64_t damo_chunk(int64_t count, int64_t c, int64_t *len) {
-  const int64_t first = c * DAMO_CHUNK;
-  *len = count - first < DAMO_CHUNK ? count - first : DAMO_CHUNK;
-  return first;
-}
 
 #endif

@@ -7,7 +7,7 @@
  * ops read what (DAMO_OPF_* flags). Buffers whose intervals do not overlap share memory:
  * they are placed largest first at the lowest offset that conflicts with no live buffer.
  * The arena is sized for the batch the graph was built with and allocated once. */
-#include "graph.h"
+#include "graph/graph.h"
 
 #include <limits.h>
 

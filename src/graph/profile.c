@@ -5,6 +5,7 @@
  * monotonic clock; ops parallelise inside themselves, so wall time per op is the honest
  * figure. Counters are process-wide and meant for one graph running at a time. */
 #include "graph/graph.h"
+#include "graph/profile.h"
 
 #include <stdio.h>
 

@@ -5,7 +5,7 @@
 #ifndef DAMO_IO_FS_STEPS_H
 #define DAMO_IO_FS_STEPS_H
 
-#include "internal.h"
+#include "io/io.h"
 
 #include <sys/types.h>
 

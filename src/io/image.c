@@ -3,7 +3,7 @@
  * stb_image_write, compiled once in libstb.so: this file includes the headers only). Images
  * are channels-last F32 tensors (H, W, C) holding 0..255; resizing is our own separable
  * resampler (bilinear, or exact area averaging when an axis shrinks by more than 2x). */
-#include "internal.h"
+#include "core/core.h"
 #include "io/pnm_ascii.h"
 
 #include <errno.h>

@@ -5,7 +5,7 @@
  * that do not fit. The header dict is parsed as the small Python literal it is, and the file
  * must hold exactly shape x itemsize bytes after it. Saving writes version 1.0 with <f4, <i4
  * or |u1 through damo_write_file_atomic. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <errno.h>
 #include <float.h>

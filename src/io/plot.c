@@ -2,7 +2,7 @@
  * history (two panels, train vs validation) and a confusion-matrix heat map. Everything is
  * drawn here into an RGB float canvas (anti-aliased lines and dots, crisp bitmap text from
  * the 5x9 font below) and written with damo_image_save_png; no plotting library needed. */
-#include "internal.h"
+#include "io/io.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
 #ifndef DAMO_IO_PNM_ASCII_H
 #define DAMO_IO_PNM_ASCII_H
 
-#include "internal.h"
+#include "core/core.h"
 
 /* 1 when data starts with the magic of P1, P2 or P3. */
 int damo_pnm_is_ascii(const unsigned char *data, size_t size);

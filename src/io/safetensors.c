@@ -7,7 +7,7 @@
  * (range-checked). Saving writes F32/I32/U8 with the JSON keys sorted by name, the header
  * padded with spaces to a multiple of 8, and the tensors packed with no gaps (4-byte dtypes
  * first so they stay aligned), which the reference implementation requires. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <cjson/cJSON.h>
 #include <float.h>

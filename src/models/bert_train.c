@@ -10,7 +10,7 @@
  * probability 0.8, by a random id with 0.1, and kept with 0.1. Windows start uniformly at
  * random (seeded); validation uses fixed windows evenly spread over the held-out last 10%,
  * masked with a fixed seed, so its loss is comparable across steps and runs. */
-#include "internal.h"
+#include "core/core.h"
 #include "models/bert.h"
 
 #include <math.h>

@@ -5,7 +5,7 @@
  * probabilities of what top-k kept. Candidates are ranked by probability, ties broken by the
  * lower id, so top_k = 1 is exactly the greedy argmax. top-p keeps the smallest prefix of that
  * ranking whose summed probability reaches p (at least one id). */
-#include "internal.h"
+#include "core/core.h"
 #include "models/gpt2.h"
 
 #include <math.h>

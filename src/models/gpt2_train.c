@@ -25,7 +25,7 @@
  * Checkpoint: see damo_gpt2_trainer_save in damo.h. Resuming restores parameters, moments,
  * the optimizer step (which drives the schedule), the trainer step and the window rng, so
  * the continued run draws the same windows and computes the same numbers. */
-#include "internal.h"
+#include "core/core.h"
 #include "models/gpt2.h"
 
 #include <math.h>

@@ -6,7 +6,7 @@
 #ifndef DAMO_MODELS_PARAM_STORE_H
 #define DAMO_MODELS_PARAM_STORE_H
 
-#include "internal.h"
+#include "core/core.h"
 
 #include <cjson/cJSON.h>
 

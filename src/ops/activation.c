@@ -2,7 +2,7 @@
  *
  * Each backward is written in terms of what is cheapest to keep: relu, sigmoid, tanh and
  * exp read their own output (y), log reads its input (x). */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 #include <math.h>
 

@@ -32,7 +32,7 @@
  * flash attention does, whatever the threads. Backward then takes dV from P * M and
  * dP = M * (dO V^T); the softmax's backward is unchanged (rowsum(P dP) is still
  * rowsum(dO O)). */
-#include "graph/graph.h"
+#include "ops/ops.h"
 #include "kernels/cpu/vmath.h"
 
 #include <float.h>

@@ -10,7 +10,7 @@
  * and 1/std per channel for backward:
  *   dx = gamma rstd / R (R dy - sum(dy) - xhat sum(dy xhat)),  dgamma = sum(dy xhat),
  *   dbeta = sum(dy)   (sums over the R = numel / C rows). */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 #include <math.h>
 

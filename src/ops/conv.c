@@ -11,7 +11,7 @@
  * A 1x1 stride-1 unpadded convolution skips im2col.
  * An optional bias and activation are fused as the epilogue of each block (as in dense.c),
  * tested against conv -> add -> activation. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 #include "kernels/cpu/vmath.h"
 
 enum { CV_SH, CV_SW, CV_PT, CV_PL, CV_PB, CV_PR, CV_ACT };

@@ -8,7 +8,7 @@
  *     its output (relu: y > 0, sigmoid: y(1-y), tanh: 1-y^2), so backward reads only y;
  *   - backward forms dz = dy * act'(y) once (in aux), then db = sum over rows of dz,
  *     dW += x^T dz and dx += dz W^T with the GEMM. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 #include <math.h>
 

@@ -4,7 +4,7 @@
  * damo_counter_random(seed, i) clears the rate's threshold: the same seed gives the same masks
  * run after run, whatever the thread count, and the draws run in parallel. The keep mask is
  * stored (one byte per element, in aux) for backward. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 static damo_status dropout_infer(damo_node *n) {
   const damo_node *a = n->in[0];

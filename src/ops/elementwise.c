@@ -5,7 +5,7 @@
  * broadcast axes, so the bias-add of a Dense layer runs as a plain vector loop. Backward
  * accumulates into a broadcast operand across the repeated positions (a reduction), kept
  * sequential in that case so results do not depend on the thread count. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 typedef enum { EW_ADD, EW_SUB, EW_MUL, EW_DIV } ew_kind;
 

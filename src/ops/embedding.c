@@ -2,7 +2,7 @@
  * of the table. Backward adds each output row's gradient into its table row (rows in order,
  * one thread, so repeated ids sum the same way every run). An id outside [0, V) fails the
  * forward with its value and position. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 static damo_status embedding_infer(damo_node *n) {
   const damo_node *ids = n->in[0], *table = n->in[1];

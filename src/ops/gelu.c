@@ -6,7 +6,7 @@
  *     dy/dx = (1 + t) / 2 + x (1 - t^2) k0 (1 + 3 k1 x^2) / 2
  * Backward reads the input x (the output alone does not determine x). iparam[0] = 1 selects
  * the tanh form. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 #include "kernels/cpu/vmath.h"
 
 #include <math.h>

@@ -9,7 +9,7 @@
  * (xhat has zero mean and unit variance over the row, so the two projections remove the
  * directions that change the row's mean and scale); over all rows
  *   dgamma = sum(dy xhat),  dbeta = sum(dy). */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 #include <math.h>
 

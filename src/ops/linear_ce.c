@@ -14,7 +14,7 @@
  * That is the same three GEMMs as the unfused head, no recomputation, and memory of one
  * chunk plus the size of x and W. A forward run without training (validation) does only the
  * first GEMM; a backward after it computes the gradients then. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 #include "kernels/cpu/vmath.h"
 
 #include <math.h>

@@ -3,7 +3,7 @@
  *   binary cross-entropy on logits, and mean squared error.
  * Fusing keeps them stable (log-sum-exp, softplus) and makes the gradient one pass:
  * d/dlogits of softmax CE is (softmax - onehot) / B. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 #include <math.h>
 

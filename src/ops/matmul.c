@@ -5,7 +5,7 @@
  *   dA = dC op(B)^T  (stored back transposed when trans_a)
  *   dB = op(A)^T dC  (stored back transposed when trans_b)
  * Every product goes through damo_gemm, accumulating (beta = 1) into zeroed gradients. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 enum { MM_TRANS_A = 0, MM_TRANS_B = 1 };
 

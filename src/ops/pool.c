@@ -7,7 +7,7 @@
  * propagates, as torch) in aux, so backward is a scatter. Work is split by image, which
  * never share input pixels, so the scatter needs no atomics and the result is the same for
  * any thread count. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 enum { PL_KH, PL_KW, PL_SH, PL_SW, PL_PT, PL_PL, PL_PB, PL_PR };
 

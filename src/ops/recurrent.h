@@ -6,7 +6,7 @@
 #ifndef DAMO_OPS_RECURRENT_H
 #define DAMO_OPS_RECURRENT_H
 
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 /* Internals are in processing order: step s holds time t = s, or t = T-1-s with reverse,
  * so the recurrence and its weight gradients never look at the direction. */

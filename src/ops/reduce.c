@@ -5,7 +5,7 @@
  * mean). A full reduction (or a reduction of a rank-1 input without keepdims) yields shape
  * (1,): damo keeps scalars as rank-1 tensors of one element. Sums accumulate in double so
  * long reductions stay accurate. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 enum { RED_AXIS = 0, RED_KEEPDIMS = 1 };
 

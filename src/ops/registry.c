@@ -1,5 +1,5 @@
 /* registry.c - the op table: one entry per damo_op, each defined in its family's file. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 const damo_op_def damo_op_def_input = {"input", 0, NULL, NULL, NULL, 0};
 const damo_op_def damo_op_def_param = {"param", 0, NULL, NULL, NULL, 0};

@@ -4,7 +4,7 @@
  *   global_pool1d   (B, T, C) -> (B, C), the mean or the max over the steps whose mask is
  *                   not 0 (all steps without a mask); a row with no step left gives 0
  * All loops run in a fixed order on one thread, so results do not depend on threads. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 /* ------------------------------------------------------------------ sequence_mask */
 

@@ -3,7 +3,7 @@
  * Reshape keeps the element order; a target dimension of 0 copies the input's batch axis
  * (so a Flatten built for batch 64 still works at batch 16) and one -1 is inferred.
  * Transpose permutes axes with a strided copy; its backward is the inverse permutation. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 /* iparam layout for both ops: [0] = ndim, [1..ndim] = target shape or permutation. */
 

@@ -3,7 +3,7 @@
  * Forward copies each row's window; backward adds the output gradient back into that
  * window of the input's gradient (the rest of the row gets nothing). Used to split a fused
  * projection, e.g. GPT-2's c_attn output (B, T, 3C) into q, k and v. */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 enum { SLICE_START = 0, SLICE_LEN = 1 };
 

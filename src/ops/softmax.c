@@ -2,7 +2,7 @@
  * logits do not overflow. Both backward rules read only the output:
  *   softmax:     dx = y * (dy - sum(dy * y))
  *   log-softmax: dx = dy - exp(y) * sum(dy) */
-#include "graph/graph.h"
+#include "ops/ops.h"
 
 #include <math.h>
 

@@ -7,7 +7,9 @@
  * fixed blocks shared out by OpenMP; every element is updated independently, so results do
  * not depend on the thread count. The gradient norm sums per-block partials in block order
  * for the same reason. */
-#include "internal.h"
+#include "graph/profile.h"
+#include "kernels/kernels.h"
+#include "optim/optim.h"
 
 #include <math.h>
 

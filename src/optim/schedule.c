@@ -1,7 +1,7 @@
 /* schedule.c - learning-rate schedules: constant, step decay and cosine decay, each with an
  * optional linear warm-up. damo_schedule_lr is a pure function of the step, so resuming a run
  * from a checkpoint only needs the step count. */
-#include "internal.h"
+#include "optim/optim.h"
 
 #include <math.h>
 
@@ -10,7 +10,7 @@
 #endif
 
 /* gamma 0 would zero the rate for good, so, like the other 0 fields of a config, it means the
- * default, DAMO_DEFAULT_GAMMA in internal.h (PyTorch's StepLR uses 0.1). */
+ * default, DAMO_DEFAULT_GAMMA in optim/optim.h (PyTorch's StepLR uses 0.1). */
 float damo_schedule_lr(const damo_schedule *s, float base_lr, int64_t step, int64_t total_steps) {
   if (!s) return base_lr;
   if (step < 0) step = 0;

@@ -1,6 +1,6 @@
 /* dict.c - an ordered name -> tensor list, the in-memory form of a safetensors file and of
  * checkpoints. Lookups are linear: dicts hold tens to hundreds of entries. */
-#include "internal.h"
+#include "core/core.h"
 
 damo_tensor_dict *damo_tensor_dict_new(void) {
   damo_tensor_dict *d = calloc(1, sizeof *d);

@@ -1,6 +1,6 @@
 /* tensor.c - dense row-major tensors: creation, copies, reshapes and row gathers (the
  * batching primitive). Storage is one aligned block per tensor. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <stdio.h>
 

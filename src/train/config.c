@@ -2,6 +2,7 @@
  * model (input shape, layers) and of how to train it (loss, optimizer, metrics, fit
  * defaults). Reading is strict: an unknown key, layer type or value names the layer and
  * what was expected, so a typo never silently changes a model. Schema: docs/model-config.md. */
+#include "optim/optim.h"
 #include "train/history.h"
 #include "train/model.h"
 

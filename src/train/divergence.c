@@ -5,7 +5,7 @@
  * run never comes near: a classifier at chance sits at its starting loss, and its noise
  * spikes are single steps. A blown-up run is spiky too (Adam at lr 1e6 on Fashion-MNIST
  * swings between 1e1 and 1e20), which is why steps are counted in a window, not in a row. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <math.h>
 

@@ -2,7 +2,7 @@
 #ifndef DAMO_HISTORY_H
 #define DAMO_HISTORY_H
 
-#include "internal.h"
+#include "core/core.h"
 
 /* The columns (DAMO_H_* in damo.h): a run records a subset (a bit mask of 1u << column):
  * the first five always, so the CSV of a run without binary metrics keeps its format

@@ -1,7 +1,7 @@
 /* progress.c - the progress bar and per-epoch lines printed by fit (see progress.h). */
 #include "train/progress.h"
 
-#include "internal.h"
+#include "core/core.h"
 #include "train/history.h"
 
 #include <math.h>

@@ -2,7 +2,7 @@
 #ifndef DAMO_TRAIN_TRAINER_H
 #define DAMO_TRAIN_TRAINER_H
 
-#include "internal.h"
+#include "core/core.h"
 
 /* Early stopping's state: the best figure so far, since when, and (restore_best) the weights
  * then: the adapter's params followed by its state. */

@@ -4,7 +4,7 @@
  * for a target ISA and are chosen here at run time. The level is detected once (lazily, on
  * first use), may be lowered by the DAMO_SIMD environment variable, and may be forced by
  * tests; a request above what the CPU has is clamped to the best it has. */
-#include "internal.h"
+#include "kernels/kernels.h"
 
 #include <stdatomic.h>
 #include <stdio.h>

@@ -3,7 +3,7 @@
  * The loops below keep everything in registers and run many independent accumulator chains,
  * so neither memory nor FMA latency limits them: what they reach is the ceiling a GEMM can be
  * judged against. The vector width follows the dispatched SIMD level. */
-#include "kernels/cpu/kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 #include <immintrin.h>
 #include <omp.h>

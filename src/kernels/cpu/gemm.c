@@ -16,7 +16,7 @@
  * the OS preempts from stalling the others mid-product. Every element of C is written by one
  * thread and its sum over K is taken in the same order (KC slices in turn, each inside one
  * kernel call) whatever the split, so results do not depend on the thread count. */
-#include "kernels/cpu/kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 #include <omp.h>
 #include <threads.h>

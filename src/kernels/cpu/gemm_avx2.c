@@ -6,7 +6,7 @@
  * the 16 ymm registers for operands, so nothing spills, and 12 chains cover the FMA latency.
  * Compiled for AVX2 regardless of the build flags; damo_gemm only calls it after run-time
  * detection. */
-#include "kernels/cpu/kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 #include <immintrin.h>
 

@@ -9,7 +9,7 @@
  * and 32 columns waste less than 64 on narrow products. The packer transposes 16 x 16 blocks
  * in registers, so packing an untransposed A costs about as little as copying. Compiled for
  * AVX-512 regardless of the build flags; damo_gemm only calls these after run-time detection. */
-#include "kernels/cpu/kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 #include <immintrin.h>
 

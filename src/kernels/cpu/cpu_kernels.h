@@ -1,9 +1,10 @@
-/* kernels.h - declarations shared by the CPU kernel files (not public API): the GEMM
- * micro-kernels of each SIMD level, the packed-panel layout they read, and the FMA peak probe. */
+/* cpu_kernels.h - declarations shared by the CPU kernel files (not public API): the GEMM
+ * micro-kernels of each SIMD level, the packed-panel layout they read, and the FMA peak probe.
+ * What the layers above use is in kernels/kernels.h. */
 #ifndef DAMO_KERNELS_CPU_KERNELS_H
 #define DAMO_KERNELS_CPU_KERNELS_H
 
-#include "internal.h"
+#include "kernels/kernels.h"
 
 /* Achievable FMA throughput (GFLOP/s, an FMA counted as two) with threads threads (<= 0: all),
  * measured with a register-only loop at the dispatched SIMD level. Takes about 0.1 s. */

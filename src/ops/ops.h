@@ -1,0 +1,43 @@
+/* ops.h - declarations shared by the op files (src/ops, the layer above graph): each
+ * family's damo_op_def (registry.c puts them in graph's damo_op_table), test hooks and the
+ * chunking of elementwise loops. */
+#ifndef DAMO_OPS_H
+#define DAMO_OPS_H
+
+#include "graph/graph.h"
+#include "kernels/kernels.h"
+
+/* Ops' own definitions, one per op family file. */
+extern const damo_op_def damo_op_def_matmul;
+extern const damo_op_def damo_op_def_add, damo_op_def_sub, damo_op_def_mul, damo_op_def_div, damo_op_def_scale;
+extern const damo_op_def damo_op_def_relu, damo_op_def_sigmoid, damo_op_def_tanh, damo_op_def_exp, damo_op_def_log;
+extern const damo_op_def damo_op_def_softmax, damo_op_def_log_softmax;
+extern const damo_op_def damo_op_def_sum, damo_op_def_mean;
+extern const damo_op_def damo_op_def_reshape, damo_op_def_transpose;
+extern const damo_op_def damo_op_def_dropout;
+extern const damo_op_def damo_op_def_softmax_ce, damo_op_def_bce_logits, damo_op_def_mse;
+extern const damo_op_def damo_op_def_dense, damo_op_def_lstm, damo_op_def_embedding, damo_op_def_gru;
+extern const damo_op_def damo_op_def_conv2d, damo_op_def_max_pool2d, damo_op_def_avg_pool2d,
+    damo_op_def_global_avg_pool2d, damo_op_def_batch_norm;
+extern const damo_op_def damo_op_def_sequence_mask, damo_op_def_concat, damo_op_def_global_pool1d;
+extern const damo_op_def damo_op_def_layer_norm, damo_op_def_gelu, damo_op_def_attention;
+extern const damo_op_def damo_op_def_slice_last, damo_op_def_linear_ce;
+
+/* damo_linear_cross_entropy with chunk_rows logits rows at a time (0: the default chunk), so
+ * tests can cover the chunk boundaries with small shapes. */
+damo_node *damo_linear_cross_entropy_chunked(damo_graph *g, damo_node *x, damo_node *weight, damo_node *bias,
+                                             damo_node *labels, int chunk_rows);
+
+/* Threads for an elementwise loop of n items: parallel only when it pays. */
+#define DAMO_PARALLEL_MIN 32768
+/* Elementwise loops that call a multiversioned kernel split [0, count) into chunks of this
+ * many elements (whole cache lines; enough work per chunk to amortise the call). */
+#define DAMO_CHUNK 4096
+/* Chunk c of [0, count): returns its first index and sets *len to its length. */
+static inline int64_t damo_chunk(int64_t count, int64_t c, int64_t *len) {
+  const int64_t first = c * DAMO_CHUNK;
+  *len = count - first < DAMO_CHUNK ? count - first : DAMO_CHUNK;
+  return first;
+}
+
+#endif
