@@ -263,8 +263,6 @@ int cli_train_gpt2(int argc, char **argv) {
     rc = cli_fail("train: the output directory");
     goto done;
   }
-  if ((rc = cli_check_out(out, cli_flag(argc, argv, "--resume"), cli_flag(argc, argv, "--overwrite"))) != 0) goto done;
-  rc = 1;
   if (damo_bpe_load(cli_opt(argc, argv, "--vocab"), &bpe) != DAMO_OK) {
     rc = cli_fail("train: loading the GPT-2 tokenizer");
     goto done;
@@ -282,6 +280,9 @@ int cli_train_gpt2(int argc, char **argv) {
     rc = cli_fail("train");
     goto done;
   }
+  /* after the settings were checked against the model and data: those errors come first */
+  if ((rc = cli_check_out(out, cli_flag(argc, argv, "--resume"), cli_flag(argc, argv, "--overwrite"))) != 0) goto done;
+  rc = 1;
   print_header(&cfg, m, data, &r, spec);
   if (cli_flag(argc, argv, "--resume")) {
     if (damo_gpt2_trainer_resume(t, out) != DAMO_OK) {

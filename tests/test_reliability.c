@@ -665,7 +665,7 @@ static void test_concurrent_runs(void) {
 
 /* The command line killed at every step of its final save (DAMO_IO_FAULT=kill:K): model
  * files, text files and history.png go in one switch, so the directory always loads as the
- * previous run's model or the new one, and history.csv (appended during training) survives. */
+ * previous run's model or the new one, and history.csv goes with them (written whole at each checkpoint); --overwrite replaces the first run. */
 static void test_cli_killed_while_saving(void) {
   char dir[512], cmd[2048];
   snprintf(dir, sizeof dir, "%s/killed", tmpdir);
@@ -678,7 +678,7 @@ static void test_cli_killed_while_saving(void) {
   int kills = 0, old = 0, new = 0, broken = 0, tried = 0;
   for (int k = 1; k <= 60; k += quick() ? 4 : 1) {
     run("rm -rf '%s' && cp -a '%s.keep' '%s'", dir, dir, dir);
-    int rc = run("export DAMO_IO_FAULT=kill:%d; %s --seed 2", k, cmd);
+    int rc = run("export DAMO_IO_FAULT=kill:%d; %s --seed 2 --overwrite", k, cmd);
     if (rc == 0) break; /* k is past the last step */
     tried++;
     kills += rc == 128 + SIGKILL; /* the shell reports its child's death so */
