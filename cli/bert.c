@@ -30,6 +30,7 @@ typedef struct bert_run {
   damo_bert_train_options opt;
   long epochs, log_every, eval_every;
   long head_tokens; /* fine-tuning: head+tail truncation keeping this many first tokens; -1 off */
+  long checkpoint_every; /* -1: pre-training checkpoints at each validation, fine-tuning at epoch ends */
 } bert_run;
 
 /* Numbers of the config's "pretrain" or "finetune" object; 0 after printing a bad value.
@@ -138,6 +139,11 @@ static int read_flags(int argc, char **argv, bert_run *r) {
     if (!cli_parse_double(s, "--lr", 0, 1, 10, &d)) return 0;
     r->opt.lr = (float)d;
   }
+  r->checkpoint_every = -1;
+  if ((s = cli_opt(argc, argv, "--checkpoint-every"))) {
+    if (!cli_parse_long(s, "--checkpoint-every", 1, 1L << 30, &v)) return 0;
+    r->checkpoint_every = v;
+  }
   if (r->log_every < 1) r->log_every = 20;
   return 1;
 }
@@ -185,7 +191,10 @@ static int saved_inputs(const char *dir, const damo_bert *m, int *seq_len, int *
 /* config.json, model.safetensors, vocab.txt and tokenizer_config.json (uncased, truncation
  * at seq_len, the length the weights were trained at, and head_tokens when head >= 0), as one
  * directory save: out holds the previous model or this one, never a mix. */
-static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *out, int64_t seq_len, long head) {
+/* The model directory (HF files, vocab.txt, tokenizer_config.json) and, with state, a
+ * checkpoint's trainer_state.safetensors, in one directory save. */
+static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *out, int64_t seq_len, long head,
+                      const damo_tensor_dict *state) {
   damo_dir_save *tx;
   if (damo_dir_save_begin(out, &tx) != DAMO_OK) return cli_fail("train: saving");
   const char *folder = damo_dir_save_folder(tx);
@@ -199,10 +208,12 @@ static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *
            (long long)seq_len, head_line);
   snprintf(path, sizeof path, "%s/tokenizer_config.json", folder);
   if (st == DAMO_OK) st = damo_write_file_atomic(path, text, strlen(text));
+  snprintf(path, sizeof path, "%s/trainer_state.safetensors", folder);
+  if (st == DAMO_OK && state) st = damo_safetensors_save(path, state, NULL, 0);
   if (st == DAMO_OK) st = damo_dir_save_commit(tx);
   else damo_dir_save_abort(tx);
   if (st != DAMO_OK) return cli_fail("train: saving");
-  printf("saved %s (config.json, model.safetensors, vocab.txt, tokenizer_config.json)\n", out);
+  if (!state) printf("saved %s (config.json, model.safetensors, vocab.txt, tokenizer_config.json)\n", out);
   return 0;
 }
 
@@ -275,6 +286,16 @@ static damo_status pretrain_stream(const char *spec, const damo_wordpiece *wp, i
   return st;
 }
 
+/* The checkpoint state in out (--resume); 0 after printing why there is none. */
+static int resume_state(const char *out, damo_tensor_dict **state) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/trainer_state.safetensors", out);
+  if (damo_safetensors_load(path, state) == DAMO_OK) return 1;
+  *state = NULL;
+  cli_fail("train --resume");
+  return 0;
+}
+
 /* Pre-training's output and saves, from the training loop's events (seq/s over training
  * time only). */
 typedef struct pretrain_output {
@@ -299,12 +320,20 @@ static damo_status pretrain_validate(void *ctx, double *row) {
 
 static damo_status pretrain_save(void *ctx, const damo_train_event *e) {
   pretrain_output *o = ctx;
-  (void)e;
   const double start = cli_seconds();
-  if (save_model(o->m, o->wp, o->out, o->seq_len, -1)) {
+  damo_tensor_dict *state = damo_tensor_dict_new();
+  damo_status st = state ? damo_bert_pretrainer_checkpoint_add(o->t, e, state) : DAMO_ERR_NOMEM;
+  if (st != DAMO_OK) {
+    damo_tensor_dict_free(state);
+    return st;
+  }
+  int failed = save_model(o->m, o->wp, o->out, o->seq_len, -1, state);
+  damo_tensor_dict_free(state);
+  if (failed) {
     o->save_failed = 1;
     return damo_error(DAMO_ERR_IO, "saving the model");
   }
+  printf("checkpoint: step %lld -> %s\n", (long long)e->step, o->out);
   o->paused += cli_seconds() - start;
   return DAMO_OK;
 }
@@ -325,7 +354,7 @@ static damo_status pretrain_event(void *ctx, const damo_train_event *e) {
 }
 
 static int run_pretraining(int argc, char **argv, const char *config, const char *out, const damo_wordpiece *wp) {
-  bert_run r = {damo_bert_train_defaults(), 0, 20, 200, -1};
+  bert_run r = {damo_bert_train_defaults(), 0, 20, 200, -1, -1};
   if (!read_section(config, "pretrain", &r) || !read_flags(argc, argv, &r)) return 2;
   cli_warn_warmup(r.opt.steps, r.opt.warmup_steps);
   if (r.head_tokens >= 0) {
@@ -335,6 +364,7 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
   const char *data = cli_opt(argc, argv, "--data");
   damo_bert *m = NULL;
   damo_bert_pretrainer *t = NULL;
+  damo_tensor_dict *resumed = NULL;
   int32_t *ids = NULL;
   int64_t n = 0;
   int rc = 1;
@@ -360,7 +390,15 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
   const double t0 = o.window_start;
   /* validated first, then every eval_every steps and at the end, each time saved */
   damo_train_loop loop = {.steps = r.opt.steps, .log_every = r.log_every, .validate_every = r.eval_every,
-                          .validate_first = 1, .checkpoint_every = r.eval_every};
+                          .validate_first = 1,
+                          .checkpoint_every = r.checkpoint_every > 0 ? r.checkpoint_every : r.eval_every};
+  if (cli_flag(argc, argv, "--resume")) {
+    if (!resume_state(out, &resumed) || damo_bert_pretrainer_resume(t, resumed, "trainer_state.safetensors") != DAMO_OK) {
+      rc = resumed ? cli_fail("train --resume") : 1;
+      goto done;
+    }
+    printf("resumed from %s at step %lld\n", out, (long long)damo_bert_pretrainer_steps_done(t));
+  }
   damo_train_hooks hooks = {.ctx = &o, .validate = pretrain_validate, .checkpoint = pretrain_save,
                             .on_event = pretrain_event};
   if (damo_trainer_run(damo_bert_pretrainer_core(t), &loop, &hooks, NULL) != DAMO_OK) {
@@ -370,6 +408,7 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
   printf("done in %.1f s\n", cli_seconds() - t0);
   rc = 0;
 done:
+  damo_tensor_dict_free(resumed);
   damo_bert_pretrainer_free(t);
   damo_bert_free(m);
   free(ids);
@@ -455,12 +494,28 @@ static damo_bert_examples examples_of(const encoded_split *e) {
 /* Fine-tuning's output, from the training loop's events: a progress line every log_every
  * steps (redrawn on a terminal; a line of its own in a log, which would otherwise hear
  * nothing until the epoch ended, minutes on 2 cores), the validation figures per epoch. */
+typedef struct finetune_saver {
+  const damo_bert *m;
+  const damo_wordpiece *wp;
+  const char *out;
+  int64_t seq_len;
+  long head;
+} finetune_saver;
+
 typedef struct finetune_output {
+  const finetune_saver *saver;
   long epochs;
   int64_t per_epoch, batch;
   int tty, best_epoch;
   double t0, best_f1;
 } finetune_output;
+
+/* A fine-tuning checkpoint: the model as it is now, and the run's state to resume from. */
+static damo_status save_finetune_checkpoint(void *ctx, const damo_tensor_dict *state) {
+  const finetune_saver *s = ((finetune_output *)ctx)->saver;
+  if (save_model(s->m, s->wp, s->out, s->seq_len, s->head, state)) return damo_error(DAMO_ERR_IO, "saving a checkpoint");
+  return DAMO_OK;
+}
 
 static damo_status print_finetune_event(void *ctx, const damo_train_event *e) {
   finetune_output *o = ctx;
@@ -484,7 +539,7 @@ static damo_status print_finetune_event(void *ctx, const damo_train_event *e) {
 }
 
 static int run_finetuning(int argc, char **argv, const char *config, const char *out, const damo_wordpiece *wp) {
-  bert_run r = {damo_bert_train_defaults(), 3, 20, 0, -1};
+  bert_run r = {damo_bert_train_defaults(), 3, 20, 0, -1, -1};
   r.opt.warmup_steps = 0;
   if (!read_section(config, "finetune", &r) || !read_flags(argc, argv, &r)) return 2;
   if (cli_opt(argc, argv, "--predictions")) {
@@ -496,6 +551,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   encoded_split sp[3] = {{0}};
   damo_bert *m = NULL;
   damo_bert_finetuner *f = NULL;
+  damo_tensor_dict *resumed = NULL;
   int rc = 1;
   const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
   if (r.head_tokens > T - 2) { /* [CLS] and [SEP] take two of the T places */
@@ -527,17 +583,28 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   finetune_output fo = {.epochs = r.epochs, .per_epoch = per_epoch, .batch = B, .tty = isatty(fileno(stdout)),
                         .t0 = cli_seconds(), .best_epoch = (int)r.epochs, .best_f1 = NAN};
   const damo_bert_examples train = examples_of(&sp[0]), val = examples_of(&sp[1]), test_set = examples_of(&sp[2]);
-  if (damo_bert_finetuner_fit(f, &train, &val, r.epochs, r.log_every, print_finetune_event, &fo) != DAMO_OK) goto fail;
+  finetune_saver saver = {m, wp, out, T, r.head_tokens};
+  damo_bert_fit_options fit = {.epochs = r.epochs, .log_every = r.log_every, .on_event = print_finetune_event,
+                               .checkpoint = save_finetune_checkpoint, .ctx = &fo,
+                               .checkpoint_every = r.checkpoint_every > 0 ? r.checkpoint_every : 0};
+  fo.saver = &saver;
+  if (cli_flag(argc, argv, "--resume")) {
+    if (!resume_state(out, &resumed)) goto done;
+    fit.resume = resumed, fit.resume_path = "trainer_state.safetensors";
+    printf("resuming the run checkpointed in %s\n", out);
+  }
+  if (damo_bert_finetuner_fit(f, &train, &val, &fit) != DAMO_OK) goto fail;
   damo_metrics test;
   if (damo_bert_finetuner_score(f, &test_set, &test) != DAMO_OK) goto fail;
   printf("test (weights of epoch %d, best validation F1 %.4f): accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, "
          "AUC %.4f (%lld mails)\n", fo.best_epoch, fo.best_f1, test.accuracy, test.precision, test.recall, test.f1,
          test.auc, (long long)sp[2].n);
-  rc = save_model(m, wp, out, T, r.head_tokens);
+  rc = save_model(m, wp, out, T, r.head_tokens, NULL);
   goto done;
 fail:
   rc = cli_fail("train");
 done:
+  damo_tensor_dict_free(resumed);
   for (int s = 0; s < 3; s++) free_split(&sp[s]);
   damo_bert_finetuner_free(f);
   damo_bert_free(m);
@@ -560,7 +627,7 @@ int cli_train_bert(int argc, char **argv) {
     damo_wordpiece_free(wp);
     return cli_fail("train: the output directory");
   }
-  int rc = cli_check_out(out, 0, cli_flag(argc, argv, "--overwrite"));
+  int rc = cli_check_out(out, cli_flag(argc, argv, "--resume"), cli_flag(argc, argv, "--overwrite"));
   if (rc == 0)
     rc = cli_flag(argc, argv, "--pretrain") ? run_pretraining(argc, argv, config, out, wp)
                                             : run_finetuning(argc, argv, config, out, wp);
@@ -588,7 +655,7 @@ int cli_bench_bert(int argc, char **argv) {
       (cli_opt(argc, argv, "--probe-steps") &&
        !cli_parse_long(cli_opt(argc, argv, "--probe-steps"), "--probe-steps", 1, 1L << 20, &probe)))
     return 2;
-  bert_run r = {damo_bert_train_defaults(), 1, 20, 0, -1};
+  bert_run r = {damo_bert_train_defaults(), 1, 20, 0, -1, -1};
   r.opt.warmup_steps = 0;
   if (!read_section(config, "finetune", &r)) return 2;
   damo_wordpiece *wp = NULL;

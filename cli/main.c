@@ -86,6 +86,9 @@ static const cli_option train_bert[] = {
     {"--lr", 1, "X", "peak learning rate"},
     {"--seed", 1, "S", "initialisation and shuffling seed"},
     {"--vocab", 1, "FILE", "WordPiece vocab.txt (default: bert-base-uncased's)"},
+    {"--checkpoint-every", 1, "N", "a checkpoint in --out every N steps (default: pre-training at each validation,\n"
+                                   "fine-tuning at each epoch end)"},
+    {"--resume", 0, NULL, "continue the run checkpointed in --out (same config, data and options)"},
     END};
 static const cli_group train_groups[] = {
     {NULL, CLI_ALL_KINDS, train_common},

@@ -1425,6 +1425,11 @@ damo_status damo_bert_pretrainer_step(damo_bert_pretrainer *t, damo_bert_step_re
 damo_status damo_bert_pretrainer_eval(damo_bert_pretrainer *t, float *val_loss);
 int64_t damo_bert_pretrainer_steps_done(const damo_bert_pretrainer *t);
 struct damo_trainer *damo_bert_pretrainer_core(damo_bert_pretrainer *t);
+/* At a CHECKPOINT event of its loop: damo_trainer_checkpoint_add plus the window and dropout
+ * generators and the token stream's length and hash; resume refuses another stream. */
+damo_status damo_bert_pretrainer_checkpoint_add(const damo_bert_pretrainer *t, const damo_train_event *e,
+                                                damo_tensor_dict *d);
+damo_status damo_bert_pretrainer_resume(damo_bert_pretrainer *t, const damo_tensor_dict *d, const char *path);
 
 /* Fine-tuning the classifier on caller-made batches ((batch, seq_len) inputs as for
  * damo_bert_graph_forward, batch <= opt.batch_size), and predicting class probabilities. */
@@ -1441,13 +1446,24 @@ typedef struct damo_bert_examples {
 } damo_bert_examples;
 /* Classification figures of the classifier over examples (batches of opt.batch_size). */
 damo_status damo_bert_finetuner_score(damo_bert_finetuner *f, const damo_bert_examples *e, damo_metrics *out);
-/* Fine-tunes for `epochs` passes over train (a fresh seeded permutation each epoch),
+typedef struct damo_bert_fit_options {
+  int64_t epochs, log_every;
+  int64_t checkpoint_every; /* steps; checkpoints also come at every epoch end (with checkpoint) */
+  damo_status (*on_event)(void *ctx, const damo_train_event *e); /* may be NULL */
+  /* Called at each checkpoint with the run's state (the trainer's, the epoch's order, the
+   * shuffle and dropout generators, the examples' hash): write it beside the model, e.g. as
+   * trainer_state.safetensors. NULL: no checkpoints. */
+  damo_status (*checkpoint)(void *ctx, const damo_tensor_dict *state);
+  const damo_tensor_dict *resume; /* such a state to continue from, or NULL */
+  const char *resume_path;        /* its file, for messages */
+  void *ctx;
+} damo_bert_fit_options;
+/* Fine-tunes for o->epochs passes over train (a fresh seeded permutation each epoch),
  * validating on val at each epoch end (the val_ figures of the EPOCH events), and ends with
- * the weights of the epoch with the best validation F1 (a RESTORED event says which). Events
- * (steps every log_every) go to on_event (may be NULL); it runs on damo_trainer_run. */
+ * the weights of the epoch with the best validation F1 (a RESTORED event says which). It
+ * runs on damo_trainer_run; a resumed run ends with the uninterrupted run's weights. */
 damo_status damo_bert_finetuner_fit(damo_bert_finetuner *f, const damo_bert_examples *train,
-                                    const damo_bert_examples *val, int64_t epochs, int64_t log_every,
-                                    damo_status (*on_event)(void *ctx, const damo_train_event *e), void *ctx);
+                                    const damo_bert_examples *val, const damo_bert_fit_options *o);
 /* probs (batch, num_labels): softmax of the logits, dropout off. */
 damo_status damo_bert_finetuner_predict(damo_bert_finetuner *f, int64_t batch, const int32_t *ids, const int32_t *types,
                                         const int32_t *mask, float *probs);

@@ -246,6 +246,63 @@ damo_status damo_bert_pretrainer_eval(damo_bert_pretrainer *t, float *val_loss) 
 
 int64_t damo_bert_pretrainer_steps_done(const damo_bert_pretrainer *t) { return t ? damo_trainer_steps_done(t->core) : 0; }
 
+/* ------------------------------------------------------------------ checkpoints of both trainers */
+
+/* The token stream a checkpoint was trained on: its length and FNV-1a hash. */
+typedef struct stream_id {
+  int64_t n;
+  uint32_t hash;
+} stream_id;
+
+static stream_id stream_of(const int32_t *ids, int64_t n) {
+  stream_id s = {n, 2166136261u};
+  for (int64_t i = 0; i < n; i++) s.hash = (s.hash ^ (uint32_t)ids[i]) * 16777619u;
+  return s;
+}
+
+static damo_status put_bytes(damo_tensor_dict *d, const char *name, const void *p, size_t n) {
+  int64_t count = (int64_t)n;
+  damo_tensor *t = damo_tensor_new(DAMO_U8, 1, &count);
+  if (!t) return damo_error(DAMO_ERR_NOMEM, "checkpoint: out of memory for '%s'", name);
+  memcpy(t->data, p, n);
+  return damo_tensor_dict_add(d, name, t);
+}
+
+static damo_status get_bytes(const damo_tensor_dict *d, const char *path, const char *name, void *out, size_t n) {
+  const damo_tensor *t = damo_tensor_dict_get(d, name);
+  if (!t || t->dtype != DAMO_U8 || damo_tensor_numel(t) != (int64_t)n)
+    return damo_error(DAMO_ERR_FORMAT, "%s: '%s' is missing or not %zu bytes", path, name, n);
+  memcpy(out, t->data, n);
+  return DAMO_OK;
+}
+
+damo_status damo_bert_pretrainer_checkpoint_add(const damo_bert_pretrainer *t, const damo_train_event *e,
+                                                damo_tensor_dict *d) {
+  if (!t || !e || !d) return damo_error(DAMO_ERR_INVALID_ARG, "bert_pretrainer_checkpoint_add: NULL argument");
+  const stream_id id = stream_of(t->ids, t->n_ids);
+  damo_status st = damo_trainer_checkpoint_add(e, d);
+  if (st == DAMO_OK) st = put_bytes(d, "bert.windows_rng", &t->rng, sizeof t->rng);
+  if (st == DAMO_OK) st = put_bytes(d, "bert.dropout_rng", &t->graph->graph->rng, sizeof t->graph->graph->rng);
+  if (st == DAMO_OK) st = put_bytes(d, "bert.stream", &id, sizeof id);
+  return st;
+}
+
+damo_status damo_bert_pretrainer_resume(damo_bert_pretrainer *t, const damo_tensor_dict *d, const char *path) {
+  if (!t || !d) return damo_error(DAMO_ERR_INVALID_ARG, "bert_pretrainer_resume: NULL argument");
+  damo_rng windows = {{0}}, dropout = {{0}};
+  stream_id id, want = stream_of(t->ids, t->n_ids);
+  damo_status st = get_bytes(d, path, "bert.stream", &id, sizeof id);
+  if (st == DAMO_OK && (id.n != want.n || id.hash != want.hash))
+    st = damo_error(DAMO_ERR_INVALID_ARG, "%s: the checkpoint was pre-trained on another text (%lld tokens, hash %08x; "
+                    "this --data gives %lld tokens, hash %08x): resume with the same --data", path, (long long)id.n,
+                    id.hash, (long long)want.n, want.hash);
+  if (st == DAMO_OK) st = get_bytes(d, path, "bert.windows_rng", &windows, sizeof windows);
+  if (st == DAMO_OK) st = get_bytes(d, path, "bert.dropout_rng", &dropout, sizeof dropout);
+  if (st == DAMO_OK) st = damo_trainer_resume(t->core, d, path);
+  if (st == DAMO_OK) t->rng = windows, t->graph->graph->rng = dropout;
+  return st;
+}
+
 /* ------------------------------------------------------------------ classifier fine-tuning */
 
 struct damo_bert_finetuner {
@@ -352,8 +409,7 @@ typedef struct finetune_run {
   int64_t *order;
   int32_t *staged; /* ids, types, mask (B x T each), then B labels */
   damo_rng rng;
-  damo_status (*on_event)(void *, const damo_train_event *);
-  void *ctx;
+  const damo_bert_fit_options *o;
 } finetune_run;
 
 static damo_status finetune_epoch_begin(void *ctx, int64_t epoch, int64_t first_step) {
@@ -399,30 +455,67 @@ static damo_status finetune_validate(void *ctx, double *row) {
 
 static damo_status finetune_event(void *ctx, const damo_train_event *e) {
   finetune_run *r = ctx;
-  return r->on_event ? r->on_event(r->ctx, e) : DAMO_OK;
+  return r->o->on_event ? r->o->on_event(r->o->ctx, e) : DAMO_OK;
+}
+
+/* The run's state for the caller's checkpoint: the trainer's, the epoch's order, the
+ * shuffle and dropout generators, and what identifies the training examples. */
+static damo_status finetune_checkpoint(void *ctx, const damo_train_event *e) {
+  finetune_run *r = ctx;
+  damo_tensor_dict *d = damo_tensor_dict_new();
+  if (!d) return damo_error(DAMO_ERR_NOMEM, "checkpoint: out of memory");
+  const stream_id id = stream_of(r->train->labels, r->train->n);
+  damo_status st = damo_trainer_checkpoint_add(e, d);
+  if (st == DAMO_OK) st = put_bytes(d, "bert.order", r->order, (size_t)r->train->n * sizeof *r->order);
+  if (st == DAMO_OK) st = put_bytes(d, "bert.shuffle_rng", &r->rng, sizeof r->rng);
+  if (st == DAMO_OK) st = put_bytes(d, "bert.dropout_rng", &r->f->train->graph->rng, sizeof r->f->train->graph->rng);
+  if (st == DAMO_OK) st = put_bytes(d, "bert.examples", &id, sizeof id);
+  if (st == DAMO_OK) st = r->o->checkpoint(r->o->ctx, d);
+  damo_tensor_dict_free(d);
+  return st;
+}
+
+static damo_status finetune_resume(finetune_run *r, const damo_tensor_dict *d, const char *path) {
+  stream_id id, want = stream_of(r->train->labels, r->train->n);
+  damo_rng shuffle = {{0}}, dropout = {{0}};
+  damo_status st = get_bytes(d, path, "bert.examples", &id, sizeof id);
+  if (st == DAMO_OK && (id.n != want.n || id.hash != want.hash))
+    st = damo_error(DAMO_ERR_INVALID_ARG, "%s: the checkpoint was fine-tuned on %lld other examples; this --data has %lld "
+                    "(resume with the same data)", path, (long long)id.n, (long long)want.n);
+  if (st == DAMO_OK) st = get_bytes(d, path, "bert.order", r->order, (size_t)r->train->n * sizeof *r->order);
+  for (int64_t i = 0; st == DAMO_OK && i < r->train->n; i++)
+    if (r->order[i] < 0 || r->order[i] >= r->train->n)
+      st = damo_error(DAMO_ERR_FORMAT, "%s: 'bert.order' is not a permutation", path);
+  if (st == DAMO_OK) st = get_bytes(d, path, "bert.shuffle_rng", &shuffle, sizeof shuffle);
+  if (st == DAMO_OK) st = get_bytes(d, path, "bert.dropout_rng", &dropout, sizeof dropout);
+  if (st == DAMO_OK) st = damo_trainer_resume(r->f->core, d, path);
+  if (st == DAMO_OK) r->rng = shuffle, r->f->train->graph->rng = dropout;
+  return st;
 }
 
 damo_status damo_bert_finetuner_fit(damo_bert_finetuner *f, const damo_bert_examples *train,
-                                    const damo_bert_examples *val, int64_t epochs, int64_t log_every,
-                                    damo_status (*on_event)(void *ctx, const damo_train_event *e), void *ctx) {
-  if (!f || !train || !val || epochs < 1 || train->n < 1 || val->n < 1)
+                                    const damo_bert_examples *val, const damo_bert_fit_options *o) {
+  if (!f || !train || !val || !o || o->epochs < 1 || train->n < 1 || val->n < 1)
     return damo_error(DAMO_ERR_INVALID_ARG, "bert_finetuner_fit: needs training and validation examples and epochs >= 1");
   const int64_t B = f->opt.batch_size, T = f->opt.seq_len;
-  finetune_run r = {.f = f, .train = train, .val = val, .on_event = on_event, .ctx = ctx};
+  finetune_run r = {.f = f, .train = train, .val = val, .o = o};
   r.order = malloc((size_t)train->n * sizeof *r.order);
   r.staged = malloc((size_t)(3 * B * T + B) * sizeof(int32_t));
   damo_rng_seed(&r.rng, f->opt.seed);
   damo_status st = r.order && r.staged ? DAMO_OK : damo_error(DAMO_ERR_NOMEM, "bert_finetuner_fit: out of memory");
+  if (st == DAMO_OK && o->resume) st = finetune_resume(&r, o->resume, o->resume_path ? o->resume_path : "checkpoint");
   /* The weights of the epoch with the best validation F1 are what the run ends with; it
    * never stops early (patience past the last epoch). */
-  damo_train_loop loop = {.epochs = epochs, .steps_per_epoch = (train->n + B - 1) / B, .log_every = log_every,
+  damo_train_loop loop = {.epochs = o->epochs, .steps_per_epoch = (train->n + B - 1) / B, .log_every = o->log_every,
+                          .checkpoint_every = o->checkpoint_every,
                           .recorded = (1u << DAMO_H_LOSS) | (1u << DAMO_H_VAL_ACCURACY) | (1u << DAMO_H_VAL_PRECISION) |
                                       (1u << DAMO_H_VAL_RECALL) | (1u << DAMO_H_VAL_F1) | (1u << DAMO_H_VAL_AUC) |
                                       (1u << DAMO_H_LR),
-                          .patience = (int)(epochs + 1), .monitor = DAMO_H_VAL_F1, .higher_is_better = 1,
+                          .patience = (int)(o->epochs + 1), .monitor = DAMO_H_VAL_F1, .higher_is_better = 1,
                           .restore_best = 1};
   damo_train_hooks hooks = {.ctx = &r, .epoch_begin = finetune_epoch_begin, .step_begin = finetune_step_begin,
-                            .validate = finetune_validate, .on_event = finetune_event};
+                            .validate = finetune_validate, .checkpoint = o->checkpoint ? finetune_checkpoint : NULL,
+                            .on_event = finetune_event};
   if (st == DAMO_OK) st = damo_trainer_run(f->core, &loop, &hooks, NULL);
   free(r.order);
   free(r.staged);

@@ -432,7 +432,7 @@ static damo_status fit_resume(fit_adapter *f, damo_trainer *trainer) {
   if (st != DAMO_OK) return st;
   fit_run_id id, want = {f->n_train, f->batch, f->steps_per_epoch, f->seed};
   fit_counters c;
-  damo_rng shuffle, dropout;
+  damo_rng shuffle = {{0}}, dropout = {{0}};
   int64_t *order = malloc((size_t)f->n_train * sizeof *order);
   if (!order) st = damo_error(DAMO_ERR_NOMEM, "resume: out of memory");
   if (st == DAMO_OK) st = take_bytes(d, path, "fit.run", &id, sizeof id);
