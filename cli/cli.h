@@ -4,7 +4,6 @@
 
 #include "damo.h"
 
-#include <cjson/cJSON.h>
 #include <math.h> /* HUGE_VAL for cli_parse_double */
 
 /* The value after option `name`, or NULL. */
@@ -56,8 +55,6 @@ int cli_report_probabilities(const damo_tensor *p, const damo_tensor *y, const c
 char *cli_read_file(const char *path, size_t *len);
 /* A file, or the files of a folder (not starting with '.', sorted), as malloc'd paths. */
 char **cli_list_documents(const char *input, int *count);
-/* A JSON file parsed (cJSON_Delete it), or NULL. */
-cJSON *cli_read_json(const char *path);
 
 int cli_train(int argc, char **argv);
 int cli_evaluate(int argc, char **argv);
@@ -67,13 +64,11 @@ int cli_export(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_tokenize(int argc, char **argv); /* cli/tokenize.c: GPT-2 BPE, BERT WordPiece */
 /* cli/gpt.c: GPT-2 training (cli_train hands configs with model_type "gpt2" over) and sampling. */
-int cli_is_gpt2_config(const char *path);
 int cli_train_gpt2(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 int cli_bench_gpt2(int argc, char **argv); /* `damo bench gpt2` (W4) */
 /* cli/bert.c: BERT pre-training and fine-tuning (cli_train hands configs with model_type
  * "bert" over), and predicting raw e-mails with a fine-tuned BERT directory. */
-int cli_is_bert_config(const char *path);
 int cli_train_bert(int argc, char **argv);
 /* 2 done, 0 dir is not a BERT model, -1 failed (message printed). */
 int cli_predict_bert(const char *dir, const char *input);

@@ -82,8 +82,11 @@ static int save_trained(damo_model *m, const damo_history *h, const damo_text_da
 }
 
 int cli_train(int argc, char **argv) {
-  if (cli_is_gpt2_config(cli_opt(argc, argv, "--config"))) return cli_train_gpt2(argc, argv);
-  if (cli_is_bert_config(cli_opt(argc, argv, "--config"))) return cli_train_bert(argc, argv);
+  char kind[16] = "sequential"; /* the config's model_type, read once here */
+  const char *config_path = cli_opt(argc, argv, "--config");
+  if (config_path && damo_config_model_type_file(config_path, kind, sizeof kind) != DAMO_OK) return cli_fail("train");
+  if (!strcmp(kind, "gpt2")) return cli_train_gpt2(argc, argv);
+  if (!strcmp(kind, "bert")) return cli_train_bert(argc, argv);
   static const char *const with_value[] = {"--config", "--data", "--epochs", "--batch-size", "--lr", "--seed", "--out",
                                            "--validation-split", "--patience", "--verbose", "--history",
                                            "--label-column", NULL};

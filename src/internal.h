@@ -91,6 +91,10 @@ long damo_io_fault_steps(void);
 damo_status damo_json_parse_at(const char *text, size_t len, size_t base, const char *source, unsigned flags,
                                struct cJSON **out);
 
+/* A config reader over a tree parsed elsewhere (core/config_reader.c): root is not copied
+ * and not freed, so it must outlive the damo_config (the model's saved "fit" object). */
+damo_status damo_config_borrow(const struct cJSON *root, const char *source, damo_config **out);
+
 /* The epoch axis of a history plot (io/plot.c): whole-number ticks for epochs 1..n_epochs,
  * a 1-2-5 step, at most 10 and at most cap; returns how many. */
 int damo_plot_epoch_ticks(int n_epochs, double *out, int cap);
