@@ -9,7 +9,8 @@
 #include <stdio.h>
 
 /* The kinds of model a directory or config can hold; a command has one handler per kind. */
-typedef enum { CLI_SEQUENTIAL, CLI_GPT2, CLI_BERT, CLI_N_KINDS, CLI_KIND_UNKNOWN = -1 } cli_kind;
+/* UNKNOWN: no readable config (the handler says why); UNSUPPORTED: a model_type damo lacks. */
+typedef enum { CLI_SEQUENTIAL, CLI_GPT2, CLI_BERT, CLI_N_KINDS, CLI_KIND_UNKNOWN = -1, CLI_KIND_UNSUPPORTED = -2 } cli_kind;
 #define CLI_KIND_BIT(k) (1u << (k))
 #define CLI_ALL_KINDS (CLI_KIND_BIT(CLI_SEQUENTIAL) | CLI_KIND_BIT(CLI_GPT2) | CLI_KIND_BIT(CLI_BERT))
 /* "Sequential", "GPT-2", "BERT". */

@@ -17,15 +17,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-int cli_is_bert_config(const char *path) {
-  if (!path) return 0;
-  cJSON *root = cli_read_json(path);
-  const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-  int yes = cJSON_IsString(type) && !strcmp(type->valuestring, "bert");
-  cJSON_Delete(root);
-  return yes;
-}
-
 typedef struct bert_run {
   damo_bert_train_options opt;
   long epochs, log_every, eval_every;
@@ -33,70 +24,47 @@ typedef struct bert_run {
   long checkpoint_every; /* -1: pre-training checkpoints at each validation, fine-tuning at epoch ends */
 } bert_run;
 
-/* Numbers of the config's "pretrain" or "finetune" object; 0 after printing a bad value.
- * Each key has its range (a rate must be above 0, counts are integers); an unknown key is
- * an error, as a typo would otherwise leave the default in force unnoticed. */
-static int read_section(const char *path, const char *section, bert_run *r) {
-  cJSON *root = cli_read_json(path);
-  if (!root) {
+/* Numbers of the config's "pretrain" or "finetune" object and, unless the model comes from
+ * --init, the model config itself into *model: one read of the file, through the library's config
+ * reader. Each key has its range (a rate must be above 0, counts are integers); an unknown
+ * key is an error, as a typo would otherwise leave the default in force unnoticed. The
+ * rest of the file is HuggingFace's config.json, whose extra keys are fine. 0 after
+ * printing what is wrong. */
+static int read_section(const char *path, const char *section, const char *init, bert_run *r,
+                        damo_bert_config *model) {
+  damo_config *c = NULL;
+  damo_config_obj *root, *obj = NULL;
+  damo_status st = damo_config_read_file(path, &c);
+  if (st == DAMO_OK) st = damo_config_root(c, &root);
+  if (st == DAMO_OK) st = damo_config_get_object(root, section, 0, &obj);
+  int64_t v[9] = {r->opt.steps, r->epochs,    r->opt.batch_size,    r->opt.seq_len,    r->opt.predictions,
+                  r->opt.warmup_steps, r->log_every, r->eval_every, (int64_t)r->opt.seed};
+  static const struct {
+    const char *key;
+    int64_t lo, hi;
+  } ints[9] = {{"steps", 1, 1000000000},       {"epochs", 1, 100000},        {"batch_size", 1, 1 << 20},
+               {"seq_len", 2, 1 << 16},        {"predictions", 1, 1 << 16},  {"warmup_steps", 0, 1000000000},
+               {"log_every", 1, 1000000000},   {"eval_every", 0, 1000000000}, {"seed", 0, 2147483647}};
+  for (int k = 0; k < 9 && obj && st == DAMO_OK; k++)
+    st = damo_config_get_int(obj, ints[k].key, ints[k].lo, ints[k].hi, 0, &v[k]);
+  const unsigned open = DAMO_CFG_LO_OPEN | DAMO_CFG_HI_OPEN;
+  if (obj && st == DAMO_OK) st = damo_config_get_float(obj, "lr", 0, 10, DAMO_CFG_LO_OPEN, &r->opt.lr);
+  if (obj && st == DAMO_OK) st = damo_config_get_float(obj, "min_lr", 0, 10, 0, &r->opt.min_lr);
+  if (obj && st == DAMO_OK) st = damo_config_get_float(obj, "weight_decay", 0, 10, 0, &r->opt.weight_decay);
+  if (obj && st == DAMO_OK) st = damo_config_get_float(obj, "mask_prob", 0, 1, open, &r->opt.mask_prob);
+  int64_t head = r->head_tokens;
+  if (obj && st == DAMO_OK) st = damo_config_get_int(obj, "head_tokens", 0, 1 << 16, 0, &head);
+  if (st == DAMO_OK) st = damo_config_close(obj);
+  if (st == DAMO_OK && !init) st = damo_bert_config_read(c, model);
+  damo_config_free(c);
+  if (st != DAMO_OK) {
     fprintf(stderr, "damo train: %s\n", damo_last_error());
     return 0;
   }
-  const cJSON *obj = cJSON_GetObjectItemCaseSensitive(root, section);
-  static const struct {
-    const char *key;
-    double lo, hi;
-    int lo_open, integer; /* lo_open 2: both ends open */
-  } keys[] = {{"steps", 1, 1e9, 0, 1},        {"epochs", 1, 100000, 0, 1},   {"batch_size", 1, 1 << 20, 0, 1},
-              {"seq_len", 2, 1 << 16, 0, 1},   {"predictions", 1, 1 << 16, 0, 1}, {"warmup_steps", 0, 1e9, 0, 1},
-              {"log_every", 1, 1e9, 0, 1},     {"eval_every", 0, 1e9, 0, 1},  {"seed", 0, 2147483647.0, 0, 1},
-              {"lr", 0, 10, 1, 0},             {"min_lr", 0, 10, 0, 0},       {"weight_decay", 0, 10, 0, 0},
-              {"mask_prob", 0, 1, 2, 0},       {"head_tokens", 0, 1 << 16, 0, 1}};
-  enum { N_KEYS = sizeof keys / sizeof *keys };
-  int ok = 1;
-  if (obj && !cJSON_IsObject(obj)) {
-    fprintf(stderr, "damo train: %s: \"%s\" must be an object\n", path, section);
-    ok = 0;
-  }
-  for (const cJSON *v = ok && obj ? obj->child : NULL; v && ok; v = v->next) {
-    size_t k = 0;
-    while (k < N_KEYS && strcmp(keys[k].key, v->string)) k++;
-    if (k == N_KEYS) {
-      fprintf(stderr, "damo train: %s: unknown key \"%s\".\"%.64s\" (known: steps epochs batch_size seq_len "
-              "predictions warmup_steps log_every eval_every seed lr min_lr weight_decay mask_prob head_tokens)\n",
-              path, section, v->string);
-      ok = 0;
-      break;
-    }
-    const double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
-    const int below = keys[k].lo_open ? !(d > keys[k].lo) : !(d >= keys[k].lo);
-    const int above = keys[k].lo_open == 2 ? !(d < keys[k].hi) : !(d <= keys[k].hi);
-    if (below || above || (keys[k].integer && d != floor(d))) {
-      fprintf(stderr, "damo train: %s: \"%s\".\"%s\" must be %s in %c%g, %g%c\n", path, section, keys[k].key,
-              keys[k].integer ? "an integer" : "a number", keys[k].lo_open ? '(' : '[', keys[k].lo, keys[k].hi,
-              keys[k].lo_open == 2 ? ')' : ']');
-      ok = 0;
-      break;
-    }
-    switch (k) {
-    case 0: r->opt.steps = (int64_t)d; break;
-    case 1: r->epochs = (long)d; break;
-    case 2: r->opt.batch_size = (int64_t)d; break;
-    case 3: r->opt.seq_len = (int64_t)d; break;
-    case 4: r->opt.predictions = (int64_t)d; break;
-    case 5: r->opt.warmup_steps = (int64_t)d; break;
-    case 6: r->log_every = (long)d; break;
-    case 7: r->eval_every = (long)d; break;
-    case 8: r->opt.seed = (uint64_t)d; break;
-    case 9: r->opt.lr = (float)d; break;
-    case 10: r->opt.min_lr = (float)d; break;
-    case 11: r->opt.weight_decay = (float)d; break;
-    case 12: r->opt.mask_prob = (float)d; break;
-    default: r->head_tokens = (long)d; break;
-    }
-  }
-  cJSON_Delete(root);
-  return ok;
+  r->opt.steps = v[0], r->epochs = (long)v[1], r->opt.batch_size = v[2], r->opt.seq_len = v[3];
+  r->opt.predictions = v[4], r->opt.warmup_steps = v[5], r->log_every = (long)v[6], r->eval_every = (long)v[7];
+  r->opt.seed = (uint64_t)v[8], r->head_tokens = (long)head;
+  return 1;
 }
 
 static int read_flags(int argc, char **argv, bert_run *r) {
@@ -148,12 +116,12 @@ static int read_flags(int argc, char **argv, bert_run *r) {
   return 1;
 }
 
-/* The model: from --init (heads it lacks initialised from the seed) or fresh. */
-static damo_status make_model(const char *config, const char *init, int num_labels, uint64_t seed, damo_bert **m) {
+/* The model: from --init (heads it lacks initialised from the seed) or fresh from the
+ * config read_section read. */
+static damo_status make_model(const damo_bert_config *config, const char *init, int num_labels, uint64_t seed,
+                              damo_bert **m) {
   if (init) return damo_bert_load(init, num_labels, seed, m);
-  damo_bert_config c;
-  damo_status st = damo_bert_config_load(config, &c);
-  if (st != DAMO_OK) return st;
+  damo_bert_config c = *config;
   if (num_labels > 0) c.num_labels = num_labels;
   return damo_bert_new(&c, seed, m);
 }
@@ -168,24 +136,16 @@ static int saved_inputs(const char *dir, const damo_bert *m, int *seq_len, int *
   *seq_len = P < 128 ? P : 128;
   *head = -1;
   if (access(path, F_OK) != 0) return 1; /* a directory without one: the defaults */
-  cJSON *root = cli_read_json(path);
-  if (!root) {
-    fprintf(stderr, "damo: %s\n", damo_last_error());
-    return 0;
-  }
-  const cJSON *len = cJSON_GetObjectItemCaseSensitive(root, "model_max_length");
-  const cJSON *first = cJSON_GetObjectItemCaseSensitive(root, "head_tokens");
-  const int ok = (!len || (cJSON_IsNumber(len) && len->valuedouble >= 2 && len->valuedouble <= P &&
-                           len->valuedouble == floor(len->valuedouble))) &&
-                 (!first || (cJSON_IsNumber(first) && first->valuedouble >= 0 && first->valuedouble <= P &&
-                             first->valuedouble == floor(first->valuedouble)));
-  if (!ok)
-    fprintf(stderr, "damo: %s: \"model_max_length\" must be an integer in [2, %d] and \"head_tokens\" in [0, %d]\n",
-            path, P, P);
-  if (ok && len) *seq_len = len->valueint;
-  if (ok && first) *head = first->valueint;
-  cJSON_Delete(root);
-  return ok;
+  /* HuggingFace's file: other keys are fine */
+  damo_config *c = NULL;
+  damo_config_obj *root;
+  damo_status st = damo_config_read_file(path, &c);
+  if (st == DAMO_OK) st = damo_config_root(c, &root);
+  if (st == DAMO_OK) st = damo_config_get_int32(root, "model_max_length", 2, P, 0, seq_len);
+  if (st == DAMO_OK) st = damo_config_get_int32(root, "head_tokens", 0, P, 0, head);
+  damo_config_free(c);
+  if (st != DAMO_OK) fprintf(stderr, "damo: %s\n", damo_last_error());
+  return st == DAMO_OK;
 }
 
 /* config.json, model.safetensors, vocab.txt and tokenizer_config.json (uncased, truncation
@@ -355,7 +315,9 @@ static damo_status pretrain_event(void *ctx, const damo_train_event *e) {
 
 static int run_pretraining(int argc, char **argv, const char *config, const char *out, const damo_wordpiece *wp) {
   bert_run r = {damo_bert_train_defaults(), 0, 20, 200, -1, -1};
-  if (!read_section(config, "pretrain", &r) || !read_flags(argc, argv, &r)) return 2;
+  damo_bert_config model;
+  if (!read_section(config, "pretrain", cli_opt(argc, argv, "--init"), &r, &model) || !read_flags(argc, argv, &r))
+    return 2;
   cli_warn_warmup(r.opt.steps, r.opt.warmup_steps);
   if (r.head_tokens >= 0) {
     fprintf(stderr, "damo train: --head-tokens is for fine-tuning; pre-training reads windows of the text stream\n");
@@ -368,7 +330,7 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
   int32_t *ids = NULL;
   int64_t n = 0;
   int rc = 1;
-  if (make_model(config, cli_opt(argc, argv, "--init"), 0, r.opt.seed, &m) != DAMO_OK ||
+  if (make_model(&model, cli_opt(argc, argv, "--init"), 0, r.opt.seed, &m) != DAMO_OK ||
       pretrain_stream(data, wp, &ids, &n) != DAMO_OK) {
     rc = cli_fail("train --pretrain");
     goto done;
@@ -541,7 +503,9 @@ static damo_status print_finetune_event(void *ctx, const damo_train_event *e) {
 static int run_finetuning(int argc, char **argv, const char *config, const char *out, const damo_wordpiece *wp) {
   bert_run r = {damo_bert_train_defaults(), 3, 20, 0, -1, -1};
   r.opt.warmup_steps = 0;
-  if (!read_section(config, "finetune", &r) || !read_flags(argc, argv, &r)) return 2;
+  damo_bert_config model;
+  if (!read_section(config, "finetune", cli_opt(argc, argv, "--init"), &r, &model) || !read_flags(argc, argv, &r))
+    return 2;
   if (cli_opt(argc, argv, "--predictions")) {
     fprintf(stderr, "damo train: --predictions is for --pretrain (masked-LM slots per window)\n");
     return 2;
@@ -564,7 +528,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   const int64_t per_epoch = (sp[0].n + B - 1) / B;
   r.opt.steps = r.epochs * per_epoch;
   cli_warn_warmup(r.opt.steps, r.opt.warmup_steps);
-  if (make_model(config, init, d->n_classes, r.opt.seed, &m) != DAMO_OK ||
+  if (make_model(&model, init, d->n_classes, r.opt.seed, &m) != DAMO_OK ||
       damo_bert_set_label_names(m, d->n_classes, (const char *const *)d->class_names) != DAMO_OK) {
     rc = cli_fail("train");
     goto done;
@@ -657,7 +621,8 @@ int cli_bench_bert(int argc, char **argv) {
     return 2;
   bert_run r = {damo_bert_train_defaults(), 1, 20, 0, -1, -1};
   r.opt.warmup_steps = 0;
-  if (!read_section(config, "finetune", &r)) return 2;
+  damo_bert_config model;
+  if (!read_section(config, "finetune", NULL, &r, &model)) return 2;
   damo_wordpiece *wp = NULL;
   damo_text_dataset *d = NULL;
   encoded_split sp[3] = {{0}};
@@ -670,7 +635,7 @@ int cli_bench_bert(int argc, char **argv) {
   if (!load_encoded("spam-assassin", wp, T, (int)r.head_tokens, &d, sp, -1)) goto done;
   const int64_t per_epoch = sp[0].n / B; /* whole batches only: both sides see the same shapes */
   r.opt.steps = epochs * per_epoch;
-  if (make_model(config, NULL, d->n_classes, r.opt.seed, &m) != DAMO_OK || damo_bert_save(m, init) != DAMO_OK ||
+  if (make_model(&model, NULL, d->n_classes, r.opt.seed, &m) != DAMO_OK || damo_bert_save(m, init) != DAMO_OK ||
       damo_bert_finetuner_new(m, &r.opt, &f) != DAMO_OK)
     goto fail;
   const int64_t nt = sp[0].n * T, ne = sp[2].n * T;
@@ -733,7 +698,8 @@ static int load_finetuned(const char *dir, const char *what, damo_bert **m, damo
                           int *head) {
   char path[4096];
   snprintf(path, sizeof path, "%s/config.json", dir);
-  if (!cli_is_bert_config(path)) return 0;
+  char kind[16];
+  if (damo_config_model_type_file(path, kind, sizeof kind) != DAMO_OK || strcmp(kind, "bert")) return 0;
   snprintf(path, sizeof path, "%s/vocab.txt", dir);
   if (damo_bert_load(dir, 0, 0, m) != DAMO_OK || damo_wordpiece_load(path, wp) != DAMO_OK) {
     cli_fail(what);

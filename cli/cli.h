@@ -6,7 +6,7 @@
 #include "args.h"
 #include "damo.h"
 
-#include <cjson/cJSON.h>
+#include <math.h> /* HUGE_VAL for cli_parse_double */
 
 /* ---- cli/report.c (below the command files) */
 
@@ -52,8 +52,6 @@ int cli_predict_text(damo_model *m, const char *dir, const char *input, const ch
 char *cli_read_file(const char *path, size_t *len);
 /* A file, or the files of a folder (not starting with '.', sorted), as malloc'd paths. */
 char **cli_list_documents(const char *input, int *count);
-/* A JSON file parsed (cJSON_Delete it), or NULL (cli/gpt.c). */
-cJSON *cli_read_json(const char *path);
 
 /* ---- cli/main.c: the command table, and the kind of model a directory (its config.json) or
  * a config file holds: GPT-2 or BERT by model_type, else Sequential; CLI_KIND_UNKNOWN when
@@ -81,12 +79,10 @@ int cli_evaluate_gpt2(int argc, char **argv); /* cli/gpt_eval.c: loss, perplexit
 int cli_summary_gpt2(int argc, char **argv);  /* cli/summary.c */
 int cli_summary_bert(int argc, char **argv);
 /* cli/gpt.c: GPT-2 training and sampling. */
-int cli_is_gpt2_config(const char *path);
 int cli_train_gpt2(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 int cli_bench_gpt2(int argc, char **argv); /* `damo bench gpt2` (W4) */
 /* cli/bert.c: BERT pre-training and fine-tuning, and using a fine-tuned directory. */
-int cli_is_bert_config(const char *path);
 int cli_train_bert(int argc, char **argv);
 /* Predicts raw e-mails (a file or a folder) with a fine-tuned BERT directory: 2 done, 0 dir
  * is not a BERT model, -1 failed (message printed). */

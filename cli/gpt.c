@@ -9,25 +9,10 @@
  * (see damo_gpt2_trainer_save) and a HuggingFace model directory that generate reads. */
 #include "cli.h"
 
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-
-cJSON *cli_read_json(const char *path) {
-  cJSON *root = NULL;
-  return damo_json_read_file(path, 0, &root) == DAMO_OK ? root : NULL; /* strict; damo_last_error says why */
-}
-
-int cli_is_gpt2_config(const char *path) {
-  if (!path) return 0;
-  cJSON *root = cli_read_json(path);
-  const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-  int yes = cJSON_IsString(type) && !strcmp(type->valuestring, "gpt2");
-  cJSON_Delete(root);
-  return yes;
-}
 
 /* The training options and the CLI-only cadences. */
 typedef struct gpt_run {
@@ -35,92 +20,55 @@ typedef struct gpt_run {
   long eval_every, log_every, checkpoint_every;
 } gpt_run;
 
-/* A number from the config's "train" object into *out (unchanged when absent); 0 after
- * printing a bad value. lo_open: the value must be above lo (a rate of 0 is no rate). */
-static int train_number(const char *path, const cJSON *train, const char *key, double lo, int lo_open, double hi,
-                        int integer, double *out) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(train, key);
-  if (!v) return 1;
-  if (!cJSON_IsNumber(v) || (lo_open ? !(v->valuedouble > lo) : !(v->valuedouble >= lo)) || !(v->valuedouble <= hi) ||
-      (integer && v->valuedouble != (double)(long long)v->valuedouble)) {
-    fprintf(stderr, "damo train: %s: \"train\".\"%s\" must be %s in %c%g, %g]\n", path, key,
-            integer ? "an integer" : "a number", lo_open ? '(' : '[', lo, hi);
-    return 0;
-  }
-  *out = v->valuedouble;
-  return 1;
-}
-
-#define TRAIN_INT(key, field, lo, hi)                                                 \
-  do {                                                                                \
-    double x_ = (double)(field);                                                      \
-    if (!train_number(path, train, key, lo, 0, hi, 1, &x_)) goto bad;                 \
-    field = (int64_t)x_;                                                              \
-  } while (0)
-#define TRAIN_FLOAT(key, field, lo, lo_open, hi)                                      \
-  do {                                                                                \
-    double x_ = (double)(field);                                                      \
-    if (!train_number(path, train, key, lo, lo_open, hi, 0, &x_)) goto bad;           \
-    field = (float)x_;                                                                \
-  } while (0)
-
-static int read_train_object(const char *path, gpt_run *r) {
-  cJSON *root = cli_read_json(path);
-  if (!root) {
+/* The config's "train" object (defaults for the options, command-line options win) and,
+ * when model is not NULL, the model's sizes: one read of the file, through the library's
+ * config reader. An unknown key in "train" is an error (a typo would leave a default in
+ * force); the rest of the file is HuggingFace's config.json, whose extra keys are fine.
+ * 0 after printing what is wrong. */
+static int read_train_object(const char *path, gpt_run *r, damo_gpt2_config *model) {
+  damo_config *c = NULL;
+  damo_config_obj *root, *train = NULL;
+  damo_status st = damo_config_read_file(path, &c);
+  if (st == DAMO_OK) st = damo_config_root(c, &root);
+  if (st == DAMO_OK) st = damo_config_get_object(root, "train", 0, &train);
+  damo_gpt2_train_options *o = &r->opt;
+  int64_t v[10] = {o->steps, o->batch_size, o->seq_len, o->grad_accum, o->warmup_steps, o->eval_windows,
+                   (int64_t)o->seed, r->eval_every, r->log_every, r->checkpoint_every};
+  static const struct {
+    const char *key;
+    int64_t lo, hi;
+  } ints[10] = {{"steps", 1, 1000000000},      {"batch_size", 1, 1 << 20},       {"seq_len", 1, 1 << 20},
+                {"grad_accum", 1, 1 << 20},    {"warmup_steps", 0, 1000000000},  {"eval_windows", 1, 1 << 20},
+                {"seed", 0, 2147483647},       {"eval_every", 0, 1000000000},    {"log_every", 1, 1000000000},
+                {"checkpoint_every", 0, 1000000000}};
+  for (int k = 0; k < 10 && train && st == DAMO_OK; k++)
+    st = damo_config_get_int(train, ints[k].key, ints[k].lo, ints[k].hi, 0, &v[k]);
+  struct {
+    const char *key;
+    double lo, hi;
+    unsigned flags;
+    float *field;
+  } floats[7] = {{"lr", 0, 10, DAMO_CFG_LO_OPEN, &o->lr},        {"min_lr", 0, 10, 0, &o->min_lr},
+                 {"weight_decay", 0, 10, 0, &o->weight_decay},    {"beta1", 0, 1, 0, &o->beta1},
+                 {"beta2", 0, 1, 0, &o->beta2},                   {"eps", 0, 1, DAMO_CFG_LO_OPEN, &o->eps},
+                 {"clip_norm", 0, 1e9, 0, &o->clip_norm}};
+  for (int k = 0; k < 7 && train && st == DAMO_OK; k++)
+    st = damo_config_get_float(train, floats[k].key, floats[k].lo, floats[k].hi, floats[k].flags, floats[k].field);
+  if (st == DAMO_OK) st = damo_config_close(train);
+  /* only a default floor above a given peak is lowered to it */
+  if (st == DAMO_OK && train && damo_config_type_of(train, "min_lr") && damo_config_type_of(train, "lr") &&
+      o->min_lr > o->lr)
+    st = damo_config_fail(train, "min_lr", DAMO_ERR_FORMAT, "%g is above \"lr\" %g", (double)o->min_lr, (double)o->lr);
+  if (st == DAMO_OK && model) st = damo_gpt2_config_read(c, model);
+  damo_config_free(c);
+  if (st != DAMO_OK) {
     fprintf(stderr, "damo train: %s\n", damo_last_error());
     return 0;
   }
-  const cJSON *train = cJSON_GetObjectItemCaseSensitive(root, "train");
-  if (train && !cJSON_IsObject(train)) {
-    fprintf(stderr, "damo train: %s: \"train\" must be an object\n", path);
-    goto bad;
-  }
-  static const char known[] = " steps batch_size seq_len grad_accum warmup_steps eval_windows seed eval_every log_every "
-                              "checkpoint_every lr min_lr weight_decay beta1 beta2 eps clip_norm ";
-  for (const cJSON *k = train ? train->child : NULL; k; k = k->next) {
-    char word[80];
-    snprintf(word, sizeof word, " %.64s ", k->string);
-    if (!k->string[0] || strlen(k->string) > 64 || !strstr(known, word)) {
-      fprintf(stderr, "damo train: %s: unknown key \"train\".\"%.64s\" (known:%s)\n", path, k->string, known);
-      goto bad;
-    }
-  }
-  if (train) {
-    damo_gpt2_train_options *o = &r->opt;
-    int64_t seed = (int64_t)o->seed, eval_every = r->eval_every, log_every = r->log_every, ckpt = r->checkpoint_every;
-    TRAIN_INT("steps", o->steps, 1, 1e9);
-    TRAIN_INT("batch_size", o->batch_size, 1, 1 << 20);
-    TRAIN_INT("seq_len", o->seq_len, 1, 1 << 20);
-    TRAIN_INT("grad_accum", o->grad_accum, 1, 1 << 20);
-    TRAIN_INT("warmup_steps", o->warmup_steps, 0, 1e9);
-    TRAIN_INT("eval_windows", o->eval_windows, 1, 1 << 20);
-    TRAIN_INT("seed", seed, 0, 2147483647.0);
-    TRAIN_INT("eval_every", eval_every, 0, 1e9);
-    TRAIN_INT("log_every", log_every, 1, 1e9);
-    TRAIN_INT("checkpoint_every", ckpt, 0, 1e9);
-    TRAIN_FLOAT("lr", o->lr, 0, 1, 10);
-    TRAIN_FLOAT("min_lr", o->min_lr, 0, 0, 10);
-    TRAIN_FLOAT("weight_decay", o->weight_decay, 0, 0, 10);
-    TRAIN_FLOAT("beta1", o->beta1, 0, 0, 1);
-    TRAIN_FLOAT("beta2", o->beta2, 0, 0, 1);
-    TRAIN_FLOAT("eps", o->eps, 0, 1, 1);
-    TRAIN_FLOAT("clip_norm", o->clip_norm, 0, 0, 1e9);
-    if (cJSON_GetObjectItemCaseSensitive(train, "min_lr") && cJSON_GetObjectItemCaseSensitive(train, "lr") &&
-        o->min_lr > o->lr) { /* only a default floor above a given peak is lowered to it */
-      fprintf(stderr, "damo train: %s: \"train\".\"min_lr\" %g is above \"lr\" %g\n", path, (double)o->min_lr,
-              (double)o->lr);
-      goto bad;
-    }
-    o->seed = (uint64_t)seed;
-    r->eval_every = (long)eval_every;
-    r->log_every = (long)log_every;
-    r->checkpoint_every = (long)ckpt;
-  }
-  cJSON_Delete(root);
+  o->steps = v[0], o->batch_size = v[1], o->seq_len = v[2], o->grad_accum = v[3], o->warmup_steps = v[4];
+  o->eval_windows = v[5], o->seed = (uint64_t)v[6];
+  r->eval_every = (long)v[7], r->log_every = (long)v[8], r->checkpoint_every = (long)v[9];
   return 1;
-bad:
-  cJSON_Delete(root);
-  return 0;
 }
 
 /* Command-line overrides; 0 after printing what is wrong. */
@@ -245,12 +193,11 @@ int cli_train_gpt2(int argc, char **argv) {
     return 2;
   }
   gpt_run r = {damo_gpt2_train_defaults(), 100, 10, 0};
-  if (!read_train_object(config, &r) || !read_train_flags(argc, argv, &r)) return 2;
+  damo_gpt2_config cfg;
+  if (!read_train_object(config, &r, &cfg) || !read_train_flags(argc, argv, &r)) return 2;
   cli_warn_warmup(r.opt.steps, r.opt.warmup_steps);
   if (r.opt.min_lr > r.opt.lr) r.opt.min_lr = r.opt.lr;
 
-  damo_gpt2_config cfg;
-  if (damo_gpt2_config_load(config, &cfg) != DAMO_OK) return cli_fail("train");
   damo_bpe *bpe = NULL;
   damo_token_data *data = NULL;
   damo_gpt2 *m = NULL;
@@ -321,9 +268,9 @@ int cli_bench_gpt2(int argc, char **argv) {
        !cli_parse_long(cli_opt(argc, argv, "--probe-steps"), "--probe-steps", 1, 1L << 30, &probe)))
     return 2;
   gpt_run r = {damo_gpt2_train_defaults(), 100, 10, 0};
-  if (!read_train_object(config, &r)) return 2;
-  if (steps) r.opt.steps = steps;
   damo_gpt2_config cfg;
+  if (!read_train_object(config, &r, &cfg)) return 2;
+  if (steps) r.opt.steps = steps;
   damo_bpe *bpe = NULL;
   damo_token_data *data = NULL;
   damo_gpt2 *m = NULL;
@@ -332,7 +279,7 @@ int cli_bench_gpt2(int argc, char **argv) {
   int rc = 1;
   char path[4096];
   snprintf(path, sizeof path, "%s/tokens.bin", init);
-  if (damo_gpt2_config_load(config, &cfg) != DAMO_OK || damo_bpe_load(NULL, &bpe) != DAMO_OK ||
+  if (damo_bpe_load(NULL, &bpe) != DAMO_OK ||
       damo_token_data_load("moby-dick", bpe, &data) != DAMO_OK || damo_gpt2_new(&cfg, r.opt.seed, &m) != DAMO_OK ||
       damo_gpt2_save(m, init) != DAMO_OK ||
       damo_write_file_atomic(path, data->ids, (size_t)data->n_tokens * sizeof *data->ids) != DAMO_OK ||

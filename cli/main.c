@@ -14,16 +14,14 @@
 
 cli_kind cli_kind_of(const char *path) {
   if (!path) return CLI_KIND_UNKNOWN;
-  char config[4096];
+  char config[4096], type[16];
   struct stat sb;
   if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) snprintf(config, sizeof config, "%s/config.json", path);
   else snprintf(config, sizeof config, "%s", path);
-  cJSON *root = cli_read_json(config); /* NULL: missing or not JSON; the handler says which */
-  if (!root) return CLI_KIND_UNKNOWN;
-  cJSON_Delete(root);
-  if (cli_is_gpt2_config(config)) return CLI_GPT2;
-  if (cli_is_bert_config(config)) return CLI_BERT;
-  return CLI_SEQUENTIAL;
+  damo_status st = damo_config_model_type_file(config, type, sizeof type);
+  if (st == DAMO_ERR_UNSUPPORTED) return CLI_KIND_UNSUPPORTED; /* a model_type damo has no kind for */
+  if (st != DAMO_OK) return CLI_KIND_UNKNOWN; /* missing or not JSON: the handler says which */
+  return !strcmp(type, "gpt2") ? CLI_GPT2 : !strcmp(type, "bert") ? CLI_BERT : CLI_SEQUENTIAL;
 }
 
 #define SEQ CLI_KIND_BIT(CLI_SEQUENTIAL)
@@ -275,6 +273,7 @@ static int run_by_kind(const cli_command *c, int argc, char **argv, cli_kind fal
   const char *path = cli_opt(argc, argv, "--model");
   if (!path) path = cli_opt(argc, argv, "--config");
   cli_kind kind = cli_kind_of(path);
+  if (kind == CLI_KIND_UNSUPPORTED) return cli_fail(c->name);
   if (kind == CLI_KIND_UNKNOWN) kind = fallback;
   if (!c->by_kind[kind]) {
     fprintf(stderr, "damo %s: %s is a %s model: %s\n", c->name, path, cli_kind_name(kind), c->not_applicable[kind]);
@@ -293,6 +292,7 @@ static int bench(int argc, char **argv) {
   for (int k = 0; k < CLI_N_KINDS; k++) {
     if (strcmp(what, words[k])) continue;
     cli_kind kind = cli_kind_of(cli_opt(argc, argv, "--config"));
+    if (kind == CLI_KIND_UNSUPPORTED) return cli_fail("bench");
     if (kind != CLI_KIND_UNKNOWN && kind != (cli_kind)k) {
       fprintf(stderr, "damo bench %s: %s is a %s config: use damo bench %s\n", what, cli_opt(argc, argv, "--config"),
               cli_kind_name(kind), words[kind]);

@@ -8,7 +8,6 @@
  * its embedding layer's input_dim, so the config alone says how text is prepared. */
 #include "cli.h"
 
-#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,26 +21,12 @@ int cli_is_text_data(const char *spec) {
   return !strchr(spec, ',') && stat(spec, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-/* input_dim of the config's first embedding layer, or 0. The config was already loaded
- * (strictly) as a model, so a file that does not parse here has no embedding to offer. */
-static int embedding_input_dim(const char *config_path) {
-  cJSON *root = cli_read_json(config_path);
-  int dim = 0;
-  const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "layers");
-  for (const cJSON *l = layers ? layers->child : NULL; l && !dim; l = l->next) {
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(l, "type"), *in = cJSON_GetObjectItemCaseSensitive(l, "input_dim");
-    if (cJSON_IsString(type) && !strcmp(type->valuestring, "embedding") && cJSON_IsNumber(in)) dim = in->valueint;
-  }
-  cJSON_Delete(root);
-  return dim;
-}
-
 damo_status cli_text_load(const char *spec, const damo_model *m, const char *config_path, damo_text_dataset **out) {
   int64_t shape[DAMO_MAX_DIMS];
   int nd = damo_model_input_shape(m, shape);
   damo_text_dataset_options o = {0};
   o.max_len = nd == 1 ? (int)shape[0] : 0;
-  int dim = config_path ? embedding_input_dim(config_path) : 0;
+  int dim = config_path ? damo_model_embedding_input_dim(m) : 0;
   if (dim > 2) o.max_vocab = dim;
   return !strcmp(spec, "spam-assassin") ? damo_text_dataset_load(spec, &o, out) : damo_text_folder_load(spec, &o, out);
 }
@@ -50,16 +35,13 @@ int cli_text_save(const char *dir, const damo_text_dataset *d, int max_len) {
   char path[4096];
   snprintf(path, sizeof path, "%s/vocab.txt", dir);
   if (damo_vocab_save(d->vocab, path) != DAMO_OK) return 0;
-  cJSON *root = cJSON_CreateObject();
-  cJSON_AddStringToObject(root, "documents", "email");
-  cJSON_AddStringToObject(root, "vocabulary", "vocab.txt");
-  cJSON_AddNumberToObject(root, "max_len", max_len);
-  cJSON_AddBoolToObject(root, "numbers_to_token", 0);
-  char *text = cJSON_Print(root);
-  cJSON_Delete(root);
+  char text[256];
+  snprintf(text, sizeof text,
+           "{\n  \"documents\": \"email\",\n  \"vocabulary\": \"vocab.txt\",\n  \"max_len\": %d,\n"
+           "  \"numbers_to_token\": false\n}\n",
+           max_len);
   snprintf(path, sizeof path, "%s/text.json", dir);
-  int ok = text && damo_write_file_atomic(path, text, strlen(text)) == DAMO_OK;
-  cJSON_free(text);
+  int ok = damo_write_file_atomic(path, text, strlen(text)) == DAMO_OK;
   if (!ok) fprintf(stderr, "damo: cannot write %s\n", path);
   return ok;
 }
@@ -70,23 +52,23 @@ static int load_text_settings(const char *dir, damo_vocab **vocab, int *max_len,
   char path[4096];
   snprintf(path, sizeof path, "%s/text.json", dir);
   if (access(path, F_OK) != 0) return 0;
-  cJSON *root = cli_read_json(path); /* strict: trailing data and repeated keys are errors */
-  if (!root) {
+  /* damo's own file: an unknown key is an error (strict JSON: trailing data, repeated keys) */
+  damo_config *c = NULL;
+  damo_config_obj *root;
+  const char *documents = "email", *vocabulary = "vocab.txt";
+  *numbers_to_token = 0;
+  damo_status st = damo_config_read_file(path, &c);
+  if (st == DAMO_OK) st = damo_config_root(c, &root);
+  if (st == DAMO_OK) st = damo_config_get_int32(root, "max_len", 1, 1 << 24, DAMO_CFG_REQUIRED, max_len);
+  if (st == DAMO_OK) st = damo_config_get_bool(root, "numbers_to_token", 0, numbers_to_token);
+  if (st == DAMO_OK) st = damo_config_get_string(root, "documents", 0, &documents);
+  if (st == DAMO_OK) st = damo_config_get_string(root, "vocabulary", 0, &vocabulary);
+  if (st == DAMO_OK) st = damo_config_close(root);
+  damo_config_free(c);
+  if (st != DAMO_OK) {
     fprintf(stderr, "damo: %s\n", damo_last_error());
     return -1;
   }
-  const cJSON *len = cJSON_GetObjectItemCaseSensitive(root, "max_len");
-  const cJSON *num = cJSON_GetObjectItemCaseSensitive(root, "numbers_to_token");
-  if (!cJSON_IsNumber(len) || !(len->valuedouble >= 1 && len->valuedouble <= 1 << 24) ||
-      len->valuedouble != (double)(int)len->valuedouble || (num && !cJSON_IsBool(num))) {
-    fprintf(stderr, "damo: %s: expected a JSON object with an integer max_len in [1, %d] and numbers_to_token true or "
-            "false\n", path, 1 << 24);
-    cJSON_Delete(root);
-    return -1;
-  }
-  *max_len = len->valueint;
-  *numbers_to_token = cJSON_IsTrue(num);
-  cJSON_Delete(root);
   snprintf(path, sizeof path, "%s/vocab.txt", dir);
   if (damo_vocab_load(path, vocab) != DAMO_OK) {
     cli_fail("predict");

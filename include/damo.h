@@ -54,13 +54,97 @@ damo_status damo_error(damo_status code, const char *fmt, ...)
 /* Every JSON file damo reads goes through here (cJSON underneath; cJSON_Delete the result).
  * Stricter than cJSON_Parse: anything but white space after the value, and a key given twice
  * in one object (at any depth), are DAMO_ERR_FORMAT. Messages start with `source` (a file
- * name) and give the byte offset and line: of a syntax error, of the trailing data, or of
- * the repeated key (with the offset of its first occurrence). */
+ * name) and give the byte offset, line and column: of a syntax error, of the trailing data,
+ * or of the repeated key (with the offset of its first occurrence). */
 struct cJSON;
 #define DAMO_JSON_ALLOW_DUPLICATE_KEYS 1u /* flags: keep cJSON's "first wins" for duplicates */
 damo_status damo_json_parse(const char *text, size_t len, const char *source, unsigned flags, struct cJSON **out);
 /* The same for a whole file; messages name path. */
 damo_status damo_json_read_file(const char *path, unsigned flags, struct cJSON **out);
+
+/* ------------------------------------------------------------------ config reader */
+
+/* The one reader of damo's JSON configs (src/core/config_reader.c): a file is parsed once
+ * (damo_json_parse: syntax errors give the byte offset, line and column), then read
+ * through typed getters on its objects. A getter takes the key, the range or choices and
+ * flags; an absent key leaves *inout as it is (the caller's default) unless
+ * DAMO_CFG_REQUIRED. A present value must be valid: never replaced by the default.
+ * Errors name the file and the key's path:
+ *   config.json: "train"."log_every" must be an integer in [1, 1000000000], got 0
+ * Each object remembers the keys asked for (by a getter or damo_config_type_of);
+ * damo_config_close refuses any other key, listing the known ones and the closest:
+ *   config.json: unknown key "train"."log_evry" (known: steps, ..., log_every); did you mean "log_every"?
+ * Objects that others extend (a HuggingFace config.json) are simply not closed.
+ * Objects and strings belong to their damo_config and live until damo_config_free. */
+typedef struct damo_config damo_config;
+typedef struct damo_config_obj damo_config_obj;
+#define DAMO_CFG_REQUIRED 1u /* absent is an error */
+#define DAMO_CFG_LO_OPEN 2u  /* a range excludes lo: (lo, hi] */
+#define DAMO_CFG_HI_OPEN 4u  /* a range excludes hi: [lo, hi) */
+typedef enum damo_config_type {
+  DAMO_CFG_ABSENT = 0,
+  DAMO_CFG_NULL,
+  DAMO_CFG_BOOL,
+  DAMO_CFG_NUMBER,
+  DAMO_CFG_STRING,
+  DAMO_CFG_ARRAY,
+  DAMO_CFG_OBJECT
+} damo_config_type;
+
+damo_status damo_config_parse(const char *text, size_t len, const char *source, damo_config **out);
+damo_status damo_config_read_file(const char *path, damo_config **out);
+void damo_config_free(damo_config *c);
+const char *damo_config_source(const damo_config *c);
+/* The top-level object (an error if the file holds another kind of value). */
+damo_status damo_config_root(damo_config *c, damo_config_obj **out);
+/* "sequential" (no model_type), "gpt2" or "bert" into buf: what `damo train` runs. Any other
+ * model_type is DAMO_ERR_UNSUPPORTED. The _file form parses path once for this. */
+damo_status damo_config_model_type(damo_config *c, char *buf, size_t cap);
+damo_status damo_config_model_type_file(const char *path, char *buf, size_t cap);
+
+/* What key holds (DAMO_CFG_ABSENT if nothing); counts as asking for it. */
+damo_config_type damo_config_type_of(damo_config_obj *o, const char *key);
+/* The number of keys of o. */
+int damo_config_count(const damo_config_obj *o);
+/* Integers in [lo, hi] (hi INT64_MAX: no upper end); 2.5 or "3" are errors. */
+damo_status damo_config_get_int(damo_config_obj *o, const char *key, int64_t lo, int64_t hi, unsigned flags,
+                                int64_t *inout);
+damo_status damo_config_get_int32(damo_config_obj *o, const char *key, int lo, int hi, unsigned flags, int *inout);
+/* Finite numbers within lo..hi, each end open with DAMO_CFG_LO_OPEN / DAMO_CFG_HI_OPEN. */
+damo_status damo_config_get_double(damo_config_obj *o, const char *key, double lo, double hi, unsigned flags,
+                                   double *inout);
+damo_status damo_config_get_float(damo_config_obj *o, const char *key, double lo, double hi, unsigned flags,
+                                  float *inout);
+damo_status damo_config_get_bool(damo_config_obj *o, const char *key, unsigned flags, int *inout);
+damo_status damo_config_get_string(damo_config_obj *o, const char *key, unsigned flags, const char **inout);
+/* One of names (NULL-terminated); *inout is its index. */
+damo_status damo_config_get_enum(damo_config_obj *o, const char *key, const char *const *names, unsigned flags,
+                                 int *inout);
+/* A list of min_n to max_n strings; *out (owned by the config) and *n unchanged when absent. */
+damo_status damo_config_get_strings(damo_config_obj *o, const char *key, int min_n, int max_n, unsigned flags,
+                                    const char *const **out, int *n);
+/* A list of min_n to max_n integers in [lo, hi] (a shape) into out[max_n]; with
+ * scalar_fill > 0 a single integer is also taken, repeated scalar_fill times (Keras'
+ * kernel_size 3 for [3, 3]). *n unchanged when absent. */
+damo_status damo_config_get_ints(damo_config_obj *o, const char *key, int min_n, int max_n, int64_t lo, int64_t hi,
+                                 int scalar_fill, unsigned flags, int64_t *out, int *n);
+/* A list of min_n to max_n numbers in lo..hi into out[max_n]. */
+damo_status damo_config_get_doubles(damo_config_obj *o, const char *key, int min_n, int max_n, double lo, double hi,
+                                    unsigned flags, double *out, int *n);
+/* A nested object (*out NULL when absent and not required). Asking twice gives the same. */
+damo_status damo_config_get_object(damo_config_obj *o, const char *key, unsigned flags, damo_config_obj **out);
+/* A list of min_n to max_n entries (*n unchanged when absent); entry i as an object. */
+damo_status damo_config_get_list(damo_config_obj *o, const char *key, int min_n, int max_n, unsigned flags, int *n);
+damo_status damo_config_list_object(damo_config_obj *o, const char *key, int i, damo_config_obj **out);
+/* Refuses the keys of o nobody asked for (DAMO_ERR_FORMAT, listing the known ones). */
+damo_status damo_config_close(damo_config_obj *o);
+/* An error in o's terms for checks the getters cannot make (two keys that contradict):
+ *   config.json: "train"."min_lr" 0.01 is above "lr" 0.001      (key NULL: about o itself). */
+damo_status damo_config_fail(const damo_config_obj *o, const char *key, damo_status code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Names o and its children in messages as "LABEL: 'key' must be in [0, 1), got 2" (the
+ * Sequential config's form, whose `where` is a layer, not a path) instead of the JSON path. */
+damo_status damo_config_set_label(damo_config_obj *o, const char *label);
 
 /* ------------------------------------------------------------------ runtime */
 
@@ -852,6 +936,8 @@ void damo_history_free(damo_history *h);
 
 /* The input shape without the batch axis (up to DAMO_MAX_DIMS - 1 values); returns its rank. */
 int damo_model_input_shape(const damo_model *m, int64_t *shape);
+/* input_dim of the model's first embedding layer (its vocabulary size), or 0 without one. */
+int damo_model_embedding_input_dim(const damo_model *m);
 /* Names of the output classes (saved in config.json as "class_names"; predict prints them).
  * set copies them; class_names returns how many (0: none) and points *names at them. */
 damo_status damo_model_set_class_names(damo_model *m, int n, const char *const *names);
@@ -1206,6 +1292,8 @@ damo_status damo_gpt2_generate_greedy(damo_gpt2 *m, const int32_t *prompt, int64
 
 /* An HF-style GPT-2 config.json file (the fields damo_gpt2_load reads) into *out. */
 damo_status damo_gpt2_config_load(const char *path, damo_gpt2_config *out);
+/* The same from a config already parsed (damo train reads its --config once). */
+damo_status damo_gpt2_config_read(damo_config *c, damo_gpt2_config *out);
 
 /* ---- sampling (src/models/gpt2_sample.c) */
 typedef struct damo_gpt2_sampling {
@@ -1323,6 +1411,8 @@ damo_bert_config damo_bert_config_default(void);
 /* Reads a HuggingFace BERT config.json (model_type "bert"; hidden_act "gelu"; absolute
  * positions); errors name the file and field. */
 damo_status damo_bert_config_load(const char *path, damo_bert_config *out);
+/* The same from a config already parsed (damo train reads its --config once). */
+damo_status damo_bert_config_read(damo_config *c, damo_bert_config *out);
 /* A freshly initialised model as HuggingFace's: weights N(0, 0.02), LayerNorms 1 / 0, biases
  * 0; deterministic for a seed. */
 damo_status damo_bert_new(const damo_bert_config *cfg, uint64_t seed, damo_bert **out);

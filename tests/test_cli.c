@@ -557,6 +557,45 @@ static void make_gpt2(void) {
   damo_gpt2_free(g);
 }
 
+/* Issue 19.3: one config reader. A typo in damo's own objects of an HF config is refused
+ * with the known keys and the closest one; a syntax error names line and column; HF's own
+ * extra keys are accepted. Runs after the tests that made train.csv, mails and the vocabulary. */
+static void test_config_typos(void) {
+  static const char *const gpt_head = "{\"model_type\": \"gpt2\", \"n_layer\": 1, \"n_head\": 2, \"n_embd\": 8,"
+                                      " \"n_positions\": 16, \"vocab_size\": 300, \"architectures\": [\"GPT2LMHeadModel\"],"
+                                      " \"task_specific_params\": {\"text-generation\": {\"max_length\": 50}},";
+  char text[800];
+  snprintf(text, sizeof text, "%s \"train\": {\"steps\": 2, \"log_evry\": 1}}", gpt_head);
+  write_file("gpt2_config_with_typo.json", text);
+  int rc = run("{ %s train --config %s/gpt2_config_with_typo.json --data %s/train.csv --out %s/never 2>&1 >/dev/null; }",
+               DAMO_CLI_PATH, dir, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "gpt2_config_with_typo.json: unknown key \"train\".\"log_evry\" (known: steps,") &&
+                strstr(cli_out, "log_every") && strstr(cli_out, "did you mean \"log_every\"?") && stderr_lines() == 1,
+            "rc %d: %s", rc, cli_out);
+  snprintf(text, sizeof text, "%s \"train\": {\"log_every\": 0.5}}", gpt_head);
+  write_file("gpt2_half.json", text);
+  rc = run("{ %s train --config %s/gpt2_half.json --data %s/train.csv --out %s/never 2>&1 >/dev/null; }", DAMO_CLI_PATH,
+           dir, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "gpt2_half.json: \"train\".\"log_every\" must be an integer, got 0.5"), "rc %d: %s",
+            rc, cli_out);
+  /* BERT's "pretrain" section (HF's extra keys beside it are fine) */
+  write_file("bert_typo.json", "{\"model_type\": \"bert\", \"vocab_size\": 40, \"hidden_size\": 32, \"num_hidden_layers\": 1,"
+             " \"num_attention_heads\": 4, \"intermediate_size\": 64, \"max_position_embeddings\": 64,"
+             " \"transformers_version\": \"4.6.0\", \"pretrain\": {\"step\": 3}}");
+  rc = run("{ %s train --config %s/bert_typo.json --pretrain --data %s/mails --vocab %s/bert_vocab.txt --out %s/never "
+           "2>&1 >/dev/null; }", DAMO_CLI_PATH, dir, dir, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "unknown key \"pretrain\".\"step\"") && strstr(cli_out, "did you mean \"steps\"?"),
+            "rc %d: %s", rc, cli_out);
+  /* a syntax error: line and column; an unknown model_type: said so */
+  write_file("broken.json", "{\"input_shape\": [4],\n \"layers\": [{\"type\": \"dense\" \"units\": 3}]}");
+  rc = run("{ %s train --config %s/broken.json --data %s/train.csv 2>&1 >/dev/null; }", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "broken.json: not valid JSON at byte offset 50 (line 2), column 30"), "rc %d: %s", rc,
+            cli_out);
+  write_file("llama.json", "{\"model_type\": \"llama\"}");
+  rc = run("{ %s train --config %s/llama.json --data %s/train.csv 2>&1 >/dev/null; }", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "llama.json: model_type \"llama\" is not supported"), "rc %d: %s", rc, cli_out);
+}
+
 int main(void) {
   if (!mkdtemp(dir)) return 1;
   RUN(test_train_evaluate_predict);
@@ -571,6 +610,7 @@ int main(void) {
   RUN(test_not_applicable_messages);
   RUN(test_transformer_summaries);
   RUN(test_gpt2_evaluate);
+  RUN(test_config_typos);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

@@ -61,7 +61,7 @@ static int run_killed_after(const char *cmd, double delay, int *status) {
       waitpid(pid, &st, 0);
       break;
     }
-    usleep(2000);
+    nanosleep(&(struct timespec){0, 2000000}, NULL);
   }
   if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) return 1;
   *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
@@ -93,8 +93,9 @@ static void kill_and_resume(const char *kind, const char *train, int kills_wante
   for (int attempt = 0; attempt < 40; attempt++) {
     const int resume = exists(cut, "trainer_state.safetensors");
     snprintf(cmd, sizeof cmd, "%s --out %s%s", train, cut, resume ? " --resume" : "");
-    /* a kill somewhere in the first 15%..75% of an uninterrupted run's time, then one run to the end */
-    const double delay = kills < kills_wanted ? full * (0.15 + 0.6 * damo_rng_uniform(&r)) : -1;
+    /* a kill somewhere in the first 10%..40% of an uninterrupted run's time (a resumed run has
+     * less left to do), then one run to the end */
+    const double delay = kills < kills_wanted ? full * (0.1 + 0.3 * damo_rng_uniform(&r)) : -1;
     runs++;
     resumed += resume;
     if (run_killed_after(cmd, delay, &status)) {
@@ -177,15 +178,15 @@ static void test_gpt2(void) {
   }
   damo_bpe_free(bpe);
   write_file("gpt.json", "{\"model_type\": \"gpt2\", \"vocab_size\": 50257, \"n_layer\": 2, \"n_head\": 2, \"n_embd\": 32,"
-                         " \"n_positions\": 32, \"train\": {\"steps\": 60, \"batch_size\": 4, \"seq_len\": 32, \"grad_accum\": 2,"
-                         " \"log_every\": 10, \"eval_every\": 20, \"eval_windows\": 4, \"warmup_steps\": 5}}");
+                         " \"n_positions\": 32, \"train\": {\"steps\": 30, \"batch_size\": 4, \"seq_len\": 32, \"grad_accum\": 2,"
+                         " \"log_every\": 10, \"eval_every\": 10, \"eval_windows\": 4, \"warmup_steps\": 5}}");
   char text[20000] = "";
   for (int i = 0; i < 60; i++)
     strcat(text, i % 2 ? "Call me Ishmael. Some years ago, never mind how long precisely, I went to sea. "
                        : "It is a way I have of driving off the spleen and regulating the circulation. ");
   write_file("corpus.txt", text);
   char train[2000];
-  snprintf(train, sizeof train, "%s train --config %s --data %s --checkpoint-every 4", DAMO_CLI_PATH,
+  snprintf(train, sizeof train, "%s train --config %s --data %s --checkpoint-every 3", DAMO_CLI_PATH,
            tmp_path("gpt.json"), tmp_path("corpus.txt"));
   kill_and_resume("gpt2", train, quick() ? 2 : 4, NULL);
 }

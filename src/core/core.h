@@ -63,6 +63,10 @@ damo_status damo_read_file(const char *path, char **data, size_t *size);
 damo_status damo_json_parse_at(const char *text, size_t len, size_t base, const char *source, unsigned flags,
                                struct cJSON **out);
 
+/* A config reader over a tree parsed elsewhere (core/config_reader.c): root is not copied
+ * and not freed, so it must outlive the damo_config (the model's saved "fit" object). */
+damo_status damo_config_borrow(const struct cJSON *root, const char *source, damo_config **out);
+
 /* Where data sets, corpora and vocabularies are looked for (core/data_dir.c, the one place
  * that reads DAMO_DATA_DIR). Each reader tries some of these roots, in this order:
  *   DAMO_DATA_ROOT_USER    $DAMO_DATA_DIR, the user's folder

@@ -4,18 +4,23 @@
  *   - bytes after the value other than white space ("{} garbage", a second value);
  *   - the same key twice in one object, at any depth (cJSON keeps both and its lookups
  *     return the first, so the second would be silently ignored);
- * and gives every error the byte offset and line it was found at. */
+ * and gives every error the byte offset, line and column it was found at. */
 #include "core/core.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 
-/* 1-based line of byte offset off in text. */
+/* 1-based line and column (in bytes) of byte offset off in text. */
 static long line_at(const char *text, size_t off) {
   long line = 1;
   for (size_t i = 0; i < off; i++) line += text[i] == '\n';
   return line;
+}
+static long column_at(const char *text, size_t off) {
+  size_t start = off;
+  while (start > 0 && text[start - 1] != '\n') start--;
+  return (long)(off - start) + 1;
 }
 
 static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -124,17 +129,17 @@ damo_status damo_json_parse_at(const char *text, size_t len, size_t base, const 
   cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
   if (!root) {
     size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-    return damo_error(DAMO_ERR_FORMAT, "%s: not valid JSON at byte offset %zu (line %ld)", source, base + off,
-                      line_at(text, off));
+    return damo_error(DAMO_ERR_FORMAT, "%s: not valid JSON at byte offset %zu (line %ld), column %ld", source, base + off,
+                      line_at(text, off), column_at(text, off));
   }
   size_t after = end && end >= text && end <= text + len ? (size_t)(end - text) : len;
   while (after < len && is_ws(text[after])) after++;
   if (after < len) {
     cJSON_Delete(root);
     return damo_error(DAMO_ERR_FORMAT,
-                      "%s: unexpected data after the JSON value at byte offset %zu (line %ld); expected the end of "
-                      "the file",
-                      source, base + after, line_at(text, after));
+                      "%s: unexpected data after the JSON value at byte offset %zu (line %ld), column %ld; expected "
+                      "the end of the file",
+                      source, base + after, line_at(text, after), column_at(text, after));
   }
   if (!(flags & DAMO_JSON_ALLOW_DUPLICATE_KEYS)) {
     scan sc = {text, len, start, NULL, 0, 0, 0};
@@ -145,10 +150,10 @@ damo_status damo_json_parse_at(const char *text, size_t len, size_t base, const 
     }
     if (sc.dup_key) {
       damo_status st = damo_error(DAMO_ERR_FORMAT,
-                                  "%s: duplicate key \"%.200s\" at byte offset %zu (line %ld); it was first given at "
-                                  "byte offset %zu (a key may appear once per object)",
+                                  "%s: duplicate key \"%.200s\" at byte offset %zu (line %ld), column %ld; it was first "
+                                  "given at byte offset %zu (a key may appear once per object)",
                                   source, sc.dup_key, base + sc.dup_off, line_at(text, sc.dup_off),
-                                  base + sc.first_off);
+                                  column_at(text, sc.dup_off), base + sc.first_off);
       cJSON_Delete(root);
       return st;
     }

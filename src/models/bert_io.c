@@ -21,53 +21,33 @@ static void join(char *buf, size_t cap, const char *dir, const char *file) { snp
 
 /* ------------------------------------------------------------------ config.json */
 
-static damo_status read_int(const cJSON *root, const char *path, const char *key, int required, int *out) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-  if (!v) return required ? damo_error(DAMO_ERR_FORMAT, "%s: missing \"%s\"", path, key) : DAMO_OK;
-  if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 || v->valuedouble > 1e9)
-    return damo_error(DAMO_ERR_FORMAT, "%s: \"%s\" must be a positive integer", path, key);
-  *out = (int)v->valuedouble;
-  return DAMO_OK;
-}
-
-static damo_status read_float(const cJSON *root, const char *path, const char *key, float lo, float hi, float *out) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-  if (!v) return DAMO_OK;
-  if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi))
-    return damo_error(DAMO_ERR_FORMAT, "%s: \"%s\" must be a number in [%g, %g]", path, key, (double)lo, (double)hi);
-  *out = (float)v->valuedouble;
-  return DAMO_OK;
-}
-
 /* A string field, if present, must be one of the allowed values. */
-static damo_status check_string(const cJSON *root, const char *path, const char *key, const char *allowed1,
-                                const char *allowed2) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-  if (!v) return DAMO_OK;
-  if (cJSON_IsString(v) && (!strcmp(v->valuestring, allowed1) || (allowed2 && !strcmp(v->valuestring, allowed2))))
-    return DAMO_OK;
-  return damo_error(DAMO_ERR_UNSUPPORTED, "%s: \"%s\" is %s; damo's BERT supports \"%s\"%s%s%s", path, key,
-                    cJSON_IsString(v) ? v->valuestring : "not a string", allowed1, allowed2 ? " or \"" : "",
-                    allowed2 ? allowed2 : "", allowed2 ? "\"" : "");
+static damo_status check_string(damo_config_obj *root, const char *path, const char *key, const char *allowed) {
+  const char *v = NULL;
+  damo_status st = damo_config_get_string(root, key, 0, &v);
+  if (st != DAMO_OK || !v || !strcmp(v, allowed)) return st;
+  return damo_error(DAMO_ERR_UNSUPPORTED, "%s: \"%s\" is %s; damo's BERT supports \"%s\"", path, key, v, allowed);
 }
 
 /* The id2label names when they are "0" .. "n-1" and not transformers' LABEL_i defaults. */
-static char **read_label_names(const cJSON *root, int n) {
-  const cJSON *labels = cJSON_GetObjectItemCaseSensitive(root, "id2label");
-  if (!cJSON_IsObject(labels) || cJSON_GetArraySize(labels) != n) return NULL;
+static char **read_label_names(damo_config_obj *root, int n) {
+  damo_config_obj *labels = NULL;
+  if (damo_config_get_object(root, "id2label", 0, &labels) != DAMO_OK || !labels || damo_config_count(labels) != n)
+    return NULL;
   char **names = calloc((size_t)n, sizeof *names);
   int defaults = 1;
   for (int i = 0; names && i < n; i++) {
     char key[32], dflt[40];
     snprintf(key, sizeof key, "%d", i);
     snprintf(dflt, sizeof dflt, "LABEL_%d", i);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(labels, key);
-    if (!cJSON_IsString(v) || !(names[i] = damo_strdup(v->valuestring))) {
+    const char *v = NULL;
+    if (damo_config_get_string(labels, key, DAMO_CFG_REQUIRED, &v) != DAMO_OK || !(names[i] = damo_strdup(v))) {
       for (int j = 0; j < i; j++) free(names[j]);
       free(names);
+      damo_clear_error(); /* names that are not "0".."n-1" are not used, not an error */
       return NULL;
     }
-    defaults &= !strcmp(v->valuestring, dflt);
+    defaults &= !strcmp(v, dflt);
   }
   if (names && defaults) {
     for (int i = 0; i < n; i++) free(names[i]);
@@ -77,50 +57,65 @@ static char **read_label_names(const cJSON *root, int n) {
   return names;
 }
 
-static damo_status parse_config_names(const char *path, damo_bert_config *cfg, char ***label_names);
-static damo_status parse_config(const char *path, damo_bert_config *cfg) { return parse_config_names(path, cfg, NULL); }
-
-static damo_status parse_config_names(const char *path, damo_bert_config *cfg, char ***label_names) {
-  cJSON *root = NULL;
-  damo_status st = damo_json_read_file(path, 0, &root); /* strict: trailing data, repeated keys */
+/* HuggingFace writes many keys damo has no use for (architectures, label2id, ...), so the
+ * object is not closed: only the keys below are read and checked. */
+static damo_status read_config(damo_config *c, damo_bert_config *cfg, char ***label_names) {
+  const char *path = damo_config_source(c);
+  damo_config_obj *root;
+  damo_status st = damo_config_root(c, &root);
   if (st != DAMO_OK) return st;
-  if (!cJSON_IsObject(root)) {
-    cJSON_Delete(root);
-    return damo_error(DAMO_ERR_FORMAT, "%s: not a JSON object", path);
-  }
   *cfg = damo_bert_config_default();
-  st = check_string(root, path, "model_type", "bert", NULL);
-  if (st == DAMO_OK) st = check_string(root, path, "hidden_act", "gelu", NULL);
-  if (st == DAMO_OK) st = check_string(root, path, "position_embedding_type", "absolute", NULL);
-  if (st == DAMO_OK) st = read_int(root, path, "vocab_size", 1, &cfg->vocab_size);
-  if (st == DAMO_OK) st = read_int(root, path, "hidden_size", 1, &cfg->hidden_size);
-  if (st == DAMO_OK) st = read_int(root, path, "num_hidden_layers", 1, &cfg->num_hidden_layers);
-  if (st == DAMO_OK) st = read_int(root, path, "num_attention_heads", 1, &cfg->num_attention_heads);
-  if (st == DAMO_OK) st = read_int(root, path, "intermediate_size", 1, &cfg->intermediate_size);
-  if (st == DAMO_OK) st = read_int(root, path, "max_position_embeddings", 1, &cfg->max_position_embeddings);
-  if (st == DAMO_OK) st = read_int(root, path, "type_vocab_size", 0, &cfg->type_vocab_size);
-  if (st == DAMO_OK) st = read_float(root, path, "layer_norm_eps", 1e-30f, 1.0f, &cfg->layer_norm_eps);
-  if (st == DAMO_OK) st = read_float(root, path, "hidden_dropout_prob", 0.0f, 0.99f, &cfg->hidden_dropout_prob);
+  const unsigned req = DAMO_CFG_REQUIRED;
+  const int big = 1000000000;
+  st = check_string(root, path, "model_type", "bert");
+  if (st == DAMO_OK) st = check_string(root, path, "hidden_act", "gelu");
+  if (st == DAMO_OK) st = check_string(root, path, "position_embedding_type", "absolute");
+  if (st == DAMO_OK) st = damo_config_get_int32(root, "vocab_size", 1, big, req, &cfg->vocab_size);
+  if (st == DAMO_OK) st = damo_config_get_int32(root, "hidden_size", 1, big, req, &cfg->hidden_size);
+  if (st == DAMO_OK) st = damo_config_get_int32(root, "num_hidden_layers", 1, big, req, &cfg->num_hidden_layers);
+  if (st == DAMO_OK) st = damo_config_get_int32(root, "num_attention_heads", 1, big, req, &cfg->num_attention_heads);
+  if (st == DAMO_OK) st = damo_config_get_int32(root, "intermediate_size", 1, big, req, &cfg->intermediate_size);
   if (st == DAMO_OK)
-    st = read_float(root, path, "attention_probs_dropout_prob", 0.0f, 0.99f, &cfg->attention_probs_dropout_prob);
-  if (st == DAMO_OK) {
-    const cJSON *labels = cJSON_GetObjectItemCaseSensitive(root, "id2label");
-    if (cJSON_IsObject(labels) && cJSON_GetArraySize(labels) > 0) cfg->num_labels = cJSON_GetArraySize(labels);
-    st = read_int(root, path, "num_labels", 0, &cfg->num_labels);
+    st = damo_config_get_int32(root, "max_position_embeddings", 1, big, req, &cfg->max_position_embeddings);
+  if (st == DAMO_OK) st = damo_config_get_int32(root, "type_vocab_size", 1, big, 0, &cfg->type_vocab_size);
+  if (st == DAMO_OK) st = damo_config_get_float(root, "layer_norm_eps", 1e-30, 1.0, 0, &cfg->layer_norm_eps);
+  if (st == DAMO_OK) st = damo_config_get_float(root, "hidden_dropout_prob", 0, 0.99, 0, &cfg->hidden_dropout_prob);
+  if (st == DAMO_OK)
+    st = damo_config_get_float(root, "attention_probs_dropout_prob", 0, 0.99, 0, &cfg->attention_probs_dropout_prob);
+  if (st == DAMO_OK) { /* num_labels: given, else id2label's size, else the default */
+    damo_config_obj *labels = NULL;
+    if (damo_config_type_of(root, "id2label") == DAMO_CFG_OBJECT &&
+        damo_config_get_object(root, "id2label", 0, &labels) == DAMO_OK && damo_config_count(labels) > 0)
+      cfg->num_labels = damo_config_count(labels);
+    st = damo_config_get_int32(root, "num_labels", 1, big, 0, &cfg->num_labels);
   }
-  const cJSON *pad = cJSON_GetObjectItemCaseSensitive(root, "pad_token_id");
-  if (st == DAMO_OK && pad && !(cJSON_IsNumber(pad) && pad->valuedouble == 0))
+  double pad = 0;
+  if (st == DAMO_OK) st = damo_config_get_double(root, "pad_token_id", -HUGE_VAL, HUGE_VAL, 0, &pad);
+  if (st == DAMO_OK && pad != 0)
     st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: pad_token_id must be 0 ([PAD] of the BERT vocabularies)", path);
   if (st == DAMO_OK) st = bert_check_config(cfg, path);
   /* Names only for a config that passed: a caller frees them on success only. */
   if (st == DAMO_OK && label_names) *label_names = read_label_names(root, cfg->num_labels);
-  cJSON_Delete(root);
+  return st;
+}
+
+static damo_status parse_config_names(const char *path, damo_bert_config *cfg, char ***label_names) {
+  damo_config *c;
+  damo_status st = damo_config_read_file(path, &c); /* strict: trailing data, repeated keys */
+  if (st != DAMO_OK) return st;
+  st = read_config(c, cfg, label_names);
+  damo_config_free(c);
   return st;
 }
 
 damo_status damo_bert_config_load(const char *path, damo_bert_config *out) {
   if (!path || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_config_load: NULL argument");
-  return parse_config(path, out);
+  return parse_config_names(path, out, NULL);
+}
+
+damo_status damo_bert_config_read(damo_config *c, damo_bert_config *out) {
+  if (!c || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_config_read: NULL argument");
+  return read_config(c, out, NULL);
 }
 
 /* ------------------------------------------------------------------ load */

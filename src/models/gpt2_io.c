@@ -17,61 +17,66 @@ static void join(char *buf, size_t cap, const char *dir, const char *file) { snp
 
 /* ------------------------------------------------------------------ config.json */
 
-/* An integer field: required (no fallback name) or taken from alt when absent. */
-static damo_status read_int(const cJSON *root, const char *path, const char *key, const char *alt, int *out) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-  if (!v && alt) v = cJSON_GetObjectItemCaseSensitive(root, alt);
-  if (!v) return damo_error(DAMO_ERR_FORMAT, "%s: missing \"%s\"", path, key);
-  if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 || v->valuedouble > 1e9)
-    return damo_error(DAMO_ERR_FORMAT, "%s: \"%s\" must be a positive integer", path, key);
-  *out = (int)v->valuedouble;
-  return DAMO_OK;
+/* HuggingFace writes many keys damo has no use for (architectures, task_specific_params,
+ * ...), so the object is not closed: only the keys below are read and checked. */
+static damo_status read_config(damo_config *c, damo_gpt2_config *cfg) {
+  const char *path = damo_config_source(c);
+  damo_config_obj *root;
+  const char *type = NULL, *act = NULL;
+  damo_status st = damo_config_root(c, &root);
+  if (st == DAMO_OK) st = damo_config_get_string(root, "model_type", 0, &type);
+  if (st == DAMO_OK && type && strcmp(type, "gpt2") != 0)
+    return damo_error(DAMO_ERR_UNSUPPORTED, "%s: model_type is \"%s\", only \"gpt2\" is supported", path, type);
+  if (st == DAMO_OK) st = damo_config_get_string(root, "activation_function", 0, &act);
+  if (st == DAMO_OK && act && strcmp(act, "gelu_new") != 0 && strcmp(act, "gelu_pytorch_tanh") != 0)
+    return damo_error(DAMO_ERR_UNSUPPORTED, "%s: activation_function %s is not supported (only gelu_new, the tanh GELU)",
+                      path, act);
+  cfg->layer_norm_epsilon = 1e-5f;
+  if (st == DAMO_OK)
+    st = damo_config_get_float(root, "layer_norm_epsilon", 0, HUGE_VAL, DAMO_CFG_LO_OPEN, &cfg->layer_norm_epsilon);
+  int inverse_idx = 0, scale = 1;
+  if (st == DAMO_OK) st = damo_config_get_bool(root, "scale_attn_by_inverse_layer_idx", 0, &inverse_idx);
+  if (st == DAMO_OK) st = damo_config_get_bool(root, "scale_attn_weights", 0, &scale);
+  if (st == DAMO_OK && (inverse_idx || !scale))
+    return damo_error(DAMO_ERR_UNSUPPORTED, "%s: %s is not supported (attention scores are scaled by 1/sqrt(head_dim))",
+                      path, inverse_idx ? "scale_attn_by_inverse_layer_idx: true" : "scale_attn_weights: false");
+  const unsigned req = DAMO_CFG_REQUIRED;
+  if (st == DAMO_OK) st = damo_config_get_int32(root, "n_layer", 1, 1000000000, req, &cfg->n_layer);
+  if (st == DAMO_OK) st = damo_config_get_int32(root, "n_head", 1, 1000000000, req, &cfg->n_head);
+  if (st == DAMO_OK) st = damo_config_get_int32(root, "n_embd", 1, 1000000000, req, &cfg->n_embd);
+  /* n_ctx is the older name of n_positions */
+  const char *positions = damo_config_type_of(root, "n_positions") == DAMO_CFG_ABSENT &&
+                                  damo_config_type_of(root, "n_ctx") != DAMO_CFG_ABSENT
+                              ? "n_ctx"
+                              : "n_positions";
+  if (st == DAMO_OK) st = damo_config_get_int32(root, positions, 1, 1000000000, req, &cfg->n_positions);
+  if (st == DAMO_OK) st = damo_config_get_int32(root, "vocab_size", 1, 1000000000, req, &cfg->vocab_size);
+  double inner = 4.0 * cfg->n_embd;
+  if (st == DAMO_OK && damo_config_type_of(root, "n_inner") != DAMO_CFG_NULL)
+    st = damo_config_get_double(root, "n_inner", 0, HUGE_VAL, 0, &inner);
+  if (st == DAMO_OK && inner != 4.0 * cfg->n_embd)
+    st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: n_inner must be null or 4 n_embd (%d)", path, 4 * cfg->n_embd);
+  if (st == DAMO_OK) st = gpt2_check_config(cfg, path);
+  return st;
 }
 
 static damo_status parse_config(const char *path, damo_gpt2_config *cfg) {
-  cJSON *root = NULL;
-  damo_status st = damo_json_read_file(path, 0, &root); /* strict: trailing data, repeated keys */
+  damo_config *c;
+  damo_status st = damo_config_read_file(path, &c); /* strict: trailing data, repeated keys */
   if (st != DAMO_OK) return st;
-  if (!cJSON_IsObject(root)) {
-    cJSON_Delete(root);
-    return damo_error(DAMO_ERR_FORMAT, "%s: not a JSON object", path);
-  }
-  const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-  const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "activation_function");
-  const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_epsilon");
-  if (type && (!cJSON_IsString(type) || strcmp(type->valuestring, "gpt2") != 0))
-    st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: model_type is %s%s%s, only \"gpt2\" is supported", path,
-                    cJSON_IsString(type) ? "\"" : "", cJSON_IsString(type) ? type->valuestring : "not a string",
-                    cJSON_IsString(type) ? "\"" : "");
-  else if (act && (!cJSON_IsString(act) ||
-                   (strcmp(act->valuestring, "gelu_new") != 0 && strcmp(act->valuestring, "gelu_pytorch_tanh") != 0)))
-    st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: activation_function %s is not supported (only gelu_new, the tanh GELU)",
-                    path, cJSON_IsString(act) ? act->valuestring : "(not a string)");
-  else if (eps && (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0)))
-    st = damo_error(DAMO_ERR_FORMAT, "%s: \"layer_norm_epsilon\" must be a positive number", path);
-  const cJSON *inverse_idx = cJSON_GetObjectItemCaseSensitive(root, "scale_attn_by_inverse_layer_idx");
-  const cJSON *scale = cJSON_GetObjectItemCaseSensitive(root, "scale_attn_weights");
-  if (st == DAMO_OK && (cJSON_IsTrue(inverse_idx) || cJSON_IsFalse(scale)))
-    st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: %s is not supported (attention scores are scaled by 1/sqrt(head_dim))",
-                    path, cJSON_IsTrue(inverse_idx) ? "scale_attn_by_inverse_layer_idx: true" : "scale_attn_weights: false");
-  if (st == DAMO_OK) st = read_int(root, path, "n_layer", NULL, &cfg->n_layer);
-  if (st == DAMO_OK) st = read_int(root, path, "n_head", NULL, &cfg->n_head);
-  if (st == DAMO_OK) st = read_int(root, path, "n_embd", NULL, &cfg->n_embd);
-  if (st == DAMO_OK) st = read_int(root, path, "n_positions", "n_ctx", &cfg->n_positions);
-  if (st == DAMO_OK) st = read_int(root, path, "vocab_size", NULL, &cfg->vocab_size);
-  cfg->layer_norm_epsilon = eps ? (float)eps->valuedouble : 1e-5f;
-  const cJSON *inner = cJSON_GetObjectItemCaseSensitive(root, "n_inner");
-  if (st == DAMO_OK && inner && !cJSON_IsNull(inner) &&
-      !(cJSON_IsNumber(inner) && inner->valuedouble == 4.0 * cfg->n_embd))
-    st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: n_inner must be null or 4 n_embd (%d)", path, 4 * cfg->n_embd);
-  cJSON_Delete(root);
-  if (st == DAMO_OK) st = gpt2_check_config(cfg, path);
+  st = read_config(c, cfg);
+  damo_config_free(c);
   return st;
 }
 
 damo_status damo_gpt2_config_load(const char *path, damo_gpt2_config *out) {
   if (!path || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_config_load: NULL argument");
   return parse_config(path, out);
+}
+
+damo_status damo_gpt2_config_read(damo_config *c, damo_gpt2_config *out) {
+  if (!c || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_config_read: NULL argument");
+  return read_config(c, out);
 }
 
 /* ------------------------------------------------------------------ load */
