@@ -40,9 +40,19 @@ static int exists(const char *dir, const char *file) {
   return access(path, F_OK) == 0;
 }
 
-/* Runs cmd (its output to log) and kills it with SIGKILL after `delay` seconds if it is still
- * running (delay < 0: never). Returns 1 if it was killed, else 0 with its exit status. */
-static int run_killed_after(const char *cmd, double delay, int *status) {
+/* The inode of dir's checkpoint state (0: none): a new checkpoint is a new file. */
+static ino_t state_inode(const char *dir) {
+  char path[1024];
+  struct stat sb;
+  snprintf(path, sizeof path, "%s/trainer_state.safetensors", dir);
+  return stat(path, &sb) == 0 ? sb.st_ino : 0;
+}
+
+/* Runs cmd (its output to log) and, once it has written a new checkpoint into dir (dir NULL:
+ * at once), kills it with SIGKILL `delay` seconds later if it is still running (delay < 0:
+ * never): a kill lands at a random moment of a run that has made progress. Returns 1 if it
+ * was killed, else 0 with its exit status. */
+static int run_killed_after(const char *cmd, const char *dir, double delay, int *status) {
   char full[4096];
   snprintf(full, sizeof full, "exec %s > %s 2>&1", cmd, tmp_path("run.log"));
   pid_t pid = fork();
@@ -51,12 +61,14 @@ static int run_killed_after(const char *cmd, double delay, int *status) {
     _exit(127);
   }
   if (pid < 0) return *status = -1, 0;
-  const double start = now();
+  const ino_t first = dir ? state_inode(dir) : 0;
+  double start = dir ? -1 : now();
   int st = 0;
   for (;;) {
     pid_t done = waitpid(pid, &st, WNOHANG);
     if (done == pid) break;
-    if (delay >= 0 && now() - start >= delay) {
+    if (start < 0 && state_inode(dir) != first) start = now();
+    if (delay >= 0 && start >= 0 && now() - start >= delay) {
       kill(pid, SIGKILL);
       waitpid(pid, &st, 0);
       break;
@@ -79,7 +91,7 @@ static void kill_and_resume(const char *kind, const char *train, int kills_wante
   snprintf(cmd, sizeof cmd, "%s --out %s", train, ref);
   int status = -1;
   const double t0 = now();
-  CHECK(run_killed_after(cmd, -1, &status) == 0 && status == 0);
+  CHECK(run_killed_after(cmd, NULL, -1, &status) == 0 && status == 0);
   const double full = now() - t0;
   if (status != 0) {
     run("cat %s", tmp_path("run.log"));
@@ -93,12 +105,12 @@ static void kill_and_resume(const char *kind, const char *train, int kills_wante
   for (int attempt = 0; attempt < 40; attempt++) {
     const int resume = exists(cut, "trainer_state.safetensors");
     snprintf(cmd, sizeof cmd, "%s --out %s%s", train, cut, resume ? " --resume" : "");
-    /* a kill somewhere in the first 10%..40% of an uninterrupted run's time (a resumed run has
-     * less left to do), then one run to the end */
-    const double delay = kills < kills_wanted ? full * (0.1 + 0.3 * damo_rng_uniform(&r)) : -1;
+    /* a kill at a random moment within 10% of an uninterrupted run's time after the run's first
+     * new checkpoint (mid-step, mid-save or mid-validation), then one run to the end */
+    const double delay = kills < kills_wanted ? full * 0.1 * damo_rng_uniform(&r) : -1;
     runs++;
     resumed += resume;
-    if (run_killed_after(cmd, delay, &status)) {
+    if (run_killed_after(cmd, cut, delay, &status)) {
       kills++;
       continue;
     }
