@@ -244,6 +244,11 @@ void damo_tensor_dict_free(damo_tensor_dict *d);
 /* Takes ownership of t (also on failure). */
 damo_status damo_tensor_dict_add(damo_tensor_dict *d, const char *name, damo_tensor *t);
 damo_tensor *damo_tensor_dict_get(const damo_tensor_dict *d, const char *name);
+/* Raw bytes under a name (a U8 tensor): checkpoints keep generator states and counters so.
+ * get copies exactly n bytes into out, else DAMO_ERR_FORMAT naming path and the tensor. */
+damo_status damo_tensor_dict_add_bytes(damo_tensor_dict *d, const char *name, const void *p, size_t n);
+damo_status damo_tensor_dict_get_bytes(const damo_tensor_dict *d, const char *path, const char *name, void *out,
+                                       size_t n);
 
 /* ------------------------------------------------------------------ file formats */
 

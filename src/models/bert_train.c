@@ -260,30 +260,14 @@ static stream_id stream_of(const int32_t *ids, int64_t n) {
   return s;
 }
 
-static damo_status put_bytes(damo_tensor_dict *d, const char *name, const void *p, size_t n) {
-  int64_t count = (int64_t)n;
-  damo_tensor *t = damo_tensor_new(DAMO_U8, 1, &count);
-  if (!t) return damo_error(DAMO_ERR_NOMEM, "checkpoint: out of memory for '%s'", name);
-  memcpy(t->data, p, n);
-  return damo_tensor_dict_add(d, name, t);
-}
-
-static damo_status get_bytes(const damo_tensor_dict *d, const char *path, const char *name, void *out, size_t n) {
-  const damo_tensor *t = damo_tensor_dict_get(d, name);
-  if (!t || t->dtype != DAMO_U8 || damo_tensor_numel(t) != (int64_t)n)
-    return damo_error(DAMO_ERR_FORMAT, "%s: '%s' is missing or not %zu bytes", path, name, n);
-  memcpy(out, t->data, n);
-  return DAMO_OK;
-}
-
 damo_status damo_bert_pretrainer_checkpoint_add(const damo_bert_pretrainer *t, const damo_train_event *e,
                                                 damo_tensor_dict *d) {
   if (!t || !e || !d) return damo_error(DAMO_ERR_INVALID_ARG, "bert_pretrainer_checkpoint_add: NULL argument");
   const stream_id id = stream_of(t->ids, t->n_ids);
   damo_status st = damo_trainer_checkpoint_add(e, d);
-  if (st == DAMO_OK) st = put_bytes(d, "bert.windows_rng", &t->rng, sizeof t->rng);
-  if (st == DAMO_OK) st = put_bytes(d, "bert.dropout_rng", &t->graph->graph->rng, sizeof t->graph->graph->rng);
-  if (st == DAMO_OK) st = put_bytes(d, "bert.stream", &id, sizeof id);
+  if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "bert.windows_rng", &t->rng, sizeof t->rng);
+  if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "bert.dropout_rng", &t->graph->graph->rng, sizeof t->graph->graph->rng);
+  if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "bert.stream", &id, sizeof id);
   return st;
 }
 
@@ -291,13 +275,13 @@ damo_status damo_bert_pretrainer_resume(damo_bert_pretrainer *t, const damo_tens
   if (!t || !d) return damo_error(DAMO_ERR_INVALID_ARG, "bert_pretrainer_resume: NULL argument");
   damo_rng windows = {{0}}, dropout = {{0}};
   stream_id id, want = stream_of(t->ids, t->n_ids);
-  damo_status st = get_bytes(d, path, "bert.stream", &id, sizeof id);
+  damo_status st = damo_tensor_dict_get_bytes(d, path, "bert.stream", &id, sizeof id);
   if (st == DAMO_OK && (id.n != want.n || id.hash != want.hash))
     st = damo_error(DAMO_ERR_INVALID_ARG, "%s: the checkpoint was pre-trained on another text (%lld tokens, hash %08x; "
                     "this --data gives %lld tokens, hash %08x): resume with the same --data", path, (long long)id.n,
                     id.hash, (long long)want.n, want.hash);
-  if (st == DAMO_OK) st = get_bytes(d, path, "bert.windows_rng", &windows, sizeof windows);
-  if (st == DAMO_OK) st = get_bytes(d, path, "bert.dropout_rng", &dropout, sizeof dropout);
+  if (st == DAMO_OK) st = damo_tensor_dict_get_bytes(d, path, "bert.windows_rng", &windows, sizeof windows);
+  if (st == DAMO_OK) st = damo_tensor_dict_get_bytes(d, path, "bert.dropout_rng", &dropout, sizeof dropout);
   if (st == DAMO_OK) st = damo_trainer_resume(t->core, d, path);
   if (st == DAMO_OK) t->rng = windows, t->graph->graph->rng = dropout;
   return st;
@@ -466,10 +450,10 @@ static damo_status finetune_checkpoint(void *ctx, const damo_train_event *e) {
   if (!d) return damo_error(DAMO_ERR_NOMEM, "checkpoint: out of memory");
   const stream_id id = stream_of(r->train->labels, r->train->n);
   damo_status st = damo_trainer_checkpoint_add(e, d);
-  if (st == DAMO_OK) st = put_bytes(d, "bert.order", r->order, (size_t)r->train->n * sizeof *r->order);
-  if (st == DAMO_OK) st = put_bytes(d, "bert.shuffle_rng", &r->rng, sizeof r->rng);
-  if (st == DAMO_OK) st = put_bytes(d, "bert.dropout_rng", &r->f->train->graph->rng, sizeof r->f->train->graph->rng);
-  if (st == DAMO_OK) st = put_bytes(d, "bert.examples", &id, sizeof id);
+  if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "bert.order", r->order, (size_t)r->train->n * sizeof *r->order);
+  if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "bert.shuffle_rng", &r->rng, sizeof r->rng);
+  if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "bert.dropout_rng", &r->f->train->graph->rng, sizeof r->f->train->graph->rng);
+  if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "bert.examples", &id, sizeof id);
   if (st == DAMO_OK) st = r->o->checkpoint(r->o->ctx, d);
   damo_tensor_dict_free(d);
   return st;
@@ -478,16 +462,16 @@ static damo_status finetune_checkpoint(void *ctx, const damo_train_event *e) {
 static damo_status finetune_resume(finetune_run *r, const damo_tensor_dict *d, const char *path) {
   stream_id id, want = stream_of(r->train->labels, r->train->n);
   damo_rng shuffle = {{0}}, dropout = {{0}};
-  damo_status st = get_bytes(d, path, "bert.examples", &id, sizeof id);
+  damo_status st = damo_tensor_dict_get_bytes(d, path, "bert.examples", &id, sizeof id);
   if (st == DAMO_OK && (id.n != want.n || id.hash != want.hash))
     st = damo_error(DAMO_ERR_INVALID_ARG, "%s: the checkpoint was fine-tuned on %lld other examples; this --data has %lld "
                     "(resume with the same data)", path, (long long)id.n, (long long)want.n);
-  if (st == DAMO_OK) st = get_bytes(d, path, "bert.order", r->order, (size_t)r->train->n * sizeof *r->order);
+  if (st == DAMO_OK) st = damo_tensor_dict_get_bytes(d, path, "bert.order", r->order, (size_t)r->train->n * sizeof *r->order);
   for (int64_t i = 0; st == DAMO_OK && i < r->train->n; i++)
     if (r->order[i] < 0 || r->order[i] >= r->train->n)
       st = damo_error(DAMO_ERR_FORMAT, "%s: 'bert.order' is not a permutation", path);
-  if (st == DAMO_OK) st = get_bytes(d, path, "bert.shuffle_rng", &shuffle, sizeof shuffle);
-  if (st == DAMO_OK) st = get_bytes(d, path, "bert.dropout_rng", &dropout, sizeof dropout);
+  if (st == DAMO_OK) st = damo_tensor_dict_get_bytes(d, path, "bert.shuffle_rng", &shuffle, sizeof shuffle);
+  if (st == DAMO_OK) st = damo_tensor_dict_get_bytes(d, path, "bert.dropout_rng", &dropout, sizeof dropout);
   if (st == DAMO_OK) st = damo_trainer_resume(r->f->core, d, path);
   if (st == DAMO_OK) r->rng = shuffle, r->f->train->graph->rng = dropout;
   return st;

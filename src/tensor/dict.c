@@ -57,3 +57,20 @@ damo_tensor *damo_tensor_dict_get(const damo_tensor_dict *d, const char *name) {
     if (strcmp(d->names[i], name) == 0) return d->tensors[i];
   return NULL;
 }
+
+damo_status damo_tensor_dict_add_bytes(damo_tensor_dict *d, const char *name, const void *p, size_t n) {
+  int64_t count = (int64_t)n;
+  damo_tensor *t = damo_tensor_new(DAMO_U8, 1, &count);
+  if (!t) return damo_error(DAMO_ERR_NOMEM, "out of memory for '%s' (%zu bytes)", name, n);
+  if (n) memcpy(t->data, p, n);
+  return damo_tensor_dict_add(d, name, t);
+}
+
+damo_status damo_tensor_dict_get_bytes(const damo_tensor_dict *d, const char *path, const char *name, void *out,
+                                       size_t n) {
+  const damo_tensor *t = damo_tensor_dict_get(d, name);
+  if (!t || t->dtype != DAMO_U8 || t->ndim != 1 || damo_tensor_numel(t) != (int64_t)n)
+    return damo_error(DAMO_ERR_FORMAT, "%s: '%s' is missing or not %zu bytes", path ? path : "tensors", name, n);
+  if (n) memcpy(out, t->data, n);
+  return DAMO_OK;
+}

@@ -26,13 +26,6 @@ void loop_resume_clear(loop_resume *r) {
   memset(r, 0, sizeof *r);
 }
 
-static damo_tensor *bytes_of(const void *p, size_t n) {
-  int64_t count = (int64_t)n;
-  damo_tensor *t = damo_tensor_new(DAMO_U8, 1, &count);
-  if (t && n) memcpy(t->data, p, n);
-  return t;
-}
-
 static damo_status add(damo_tensor_dict *d, const char *name, damo_tensor *t) {
   if (!t) return damo_error(DAMO_ERR_NOMEM, "checkpoint: out of memory for '%s'", name);
   return damo_tensor_dict_add(d, name, t);
@@ -58,10 +51,10 @@ damo_status damo_trainer_checkpoint_add(const damo_train_event *e, damo_tensor_d
   if (st == DAMO_OK) st = add(d, K_STEP, step);
   else damo_tensor_free(step);
   if (st == DAMO_OK) st = damo_optimizer_state_views(t->opt, d);
-  if (st == DAMO_OK) st = add(d, K_POSITION, bytes_of(&e->position, sizeof e->position));
+  if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, K_POSITION, &e->position, sizeof e->position);
   if (st == DAMO_OK && r->es.active) {
     const double early[3] = {r->es.best, (double)r->es.wait, (double)r->es.best_at};
-    st = add(d, K_EARLY, bytes_of(early, sizeof early));
+    st = damo_tensor_dict_add_bytes(d, K_EARLY, early, sizeof early);
     if (st == DAMO_OK && r->es.best_weights && r->es.best_at > 0) {
       int64_t nb = a->n_params + a->n_state;
       st = add(d, K_BEST, damo_tensor_wrap(DAMO_F32, 1, &nb, r->es.best_weights));
@@ -75,7 +68,7 @@ damo_status damo_trainer_checkpoint_add(const damo_train_event *e, damo_tensor_d
       flat[i * cols] = r->history->epoch[i];
       memcpy(flat + i * cols + 1, r->history->values + i * DAMO_HISTORY_COLUMNS, DAMO_HISTORY_COLUMNS * sizeof *flat);
     }
-    st = add(d, K_HISTORY, bytes_of(flat, rows * cols * sizeof *flat));
+    st = damo_tensor_dict_add_bytes(d, K_HISTORY, flat, rows * cols * sizeof *flat);
     free(flat);
   }
   return st;

@@ -365,18 +365,6 @@ typedef struct fit_counters {
   damo_binary_counts counts;
 } fit_counters;
 
-static damo_tensor *raw_bytes(const void *p, size_t n) {
-  int64_t count = (int64_t)n;
-  damo_tensor *t = damo_tensor_new(DAMO_U8, 1, &count);
-  if (t) memcpy(t->data, p, n);
-  return t;
-}
-
-static damo_status add_bytes(damo_tensor_dict *d, const char *name, const void *p, size_t n) {
-  damo_tensor *t = raw_bytes(p, n);
-  return t ? damo_tensor_dict_add(d, name, t) : damo_error(DAMO_ERR_NOMEM, "checkpoint: out of memory for '%s'", name);
-}
-
 static damo_status fit_checkpoint(void *ctx, const damo_train_event *e) {
   fit_adapter *f = ctx;
   const char *dir = f->o->checkpoint_dir;
@@ -391,11 +379,11 @@ static damo_status fit_checkpoint(void *ctx, const damo_train_event *e) {
   if (st == DAMO_OK) st = damo_trainer_checkpoint_add(e, d);
   fit_run_id id = {f->n_train, f->batch, f->steps_per_epoch, f->seed};
   fit_counters c = {f->correct, f->counted, f->counts};
-  if (st == DAMO_OK) st = add_bytes(d, "fit.run", &id, sizeof id);
-  if (st == DAMO_OK) st = add_bytes(d, "fit.order", f->idx, (size_t)f->n_train * sizeof *f->idx);
-  if (st == DAMO_OK) st = add_bytes(d, "fit.shuffle_rng", &f->rng, sizeof f->rng);
-  if (st == DAMO_OK) st = add_bytes(d, "fit.dropout_rng", &f->mg->g->rng, sizeof f->mg->g->rng);
-  if (st == DAMO_OK) st = add_bytes(d, "fit.counters", &c, sizeof c);
+  if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "fit.run", &id, sizeof id);
+  if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "fit.order", f->idx, (size_t)f->n_train * sizeof *f->idx);
+  if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "fit.shuffle_rng", &f->rng, sizeof f->rng);
+  if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "fit.dropout_rng", &f->mg->g->rng, sizeof f->mg->g->rng);
+  if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "fit.counters", &c, sizeof c);
   if (st == DAMO_OK) {
     snprintf(path, sizeof path, "%s/%s", folder, STATE_FILE);
     st = damo_safetensors_save(path, d, NULL, 0);
@@ -413,15 +401,6 @@ static damo_status fit_checkpoint(void *ctx, const damo_train_event *e) {
   return damo_dir_save_commit(tx);
 }
 
-/* A U8 tensor of exactly n bytes, or an error naming it. */
-static damo_status take_bytes(const damo_tensor_dict *d, const char *path, const char *name, void *out, size_t n) {
-  const damo_tensor *t = damo_tensor_dict_get(d, name);
-  if (!t || t->dtype != DAMO_U8 || damo_tensor_numel(t) != (int64_t)n)
-    return damo_error(DAMO_ERR_FORMAT, "%s: '%s' is missing or not %zu bytes", path, name, n);
-  memcpy(out, t->data, n);
-  return DAMO_OK;
-}
-
 static damo_status fit_resume(fit_adapter *f, damo_trainer *trainer) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", f->o->checkpoint_dir, STATE_FILE);
@@ -435,18 +414,18 @@ static damo_status fit_resume(fit_adapter *f, damo_trainer *trainer) {
   damo_rng shuffle = {{0}}, dropout = {{0}};
   int64_t *order = malloc((size_t)f->n_train * sizeof *order);
   if (!order) st = damo_error(DAMO_ERR_NOMEM, "resume: out of memory");
-  if (st == DAMO_OK) st = take_bytes(d, path, "fit.run", &id, sizeof id);
+  if (st == DAMO_OK) st = damo_tensor_dict_get_bytes(d, path, "fit.run", &id, sizeof id);
   if (st == DAMO_OK && memcmp(&id, &want, sizeof id))
     st = damo_error(DAMO_ERR_INVALID_ARG, "%s: the checkpoint's run trained on %lld rows in batches of %lld with seed "
                     "%llu; this one has %lld rows, batch %lld, seed %llu (resume with the same data and settings)",
                     path, (long long)id.n_train, (long long)id.batch, (unsigned long long)id.seed, (long long)want.n_train,
                     (long long)want.batch, (unsigned long long)want.seed);
-  if (st == DAMO_OK) st = take_bytes(d, path, "fit.order", order, (size_t)f->n_train * sizeof *order);
+  if (st == DAMO_OK) st = damo_tensor_dict_get_bytes(d, path, "fit.order", order, (size_t)f->n_train * sizeof *order);
   for (int64_t i = 0; st == DAMO_OK && i < f->n_train; i++)
     if (order[i] < 0 || order[i] >= f->n_train) st = damo_error(DAMO_ERR_FORMAT, "%s: 'fit.order' is not a permutation", path);
-  if (st == DAMO_OK) st = take_bytes(d, path, "fit.shuffle_rng", &shuffle, sizeof shuffle);
-  if (st == DAMO_OK) st = take_bytes(d, path, "fit.dropout_rng", &dropout, sizeof dropout);
-  if (st == DAMO_OK) st = take_bytes(d, path, "fit.counters", &c, sizeof c);
+  if (st == DAMO_OK) st = damo_tensor_dict_get_bytes(d, path, "fit.shuffle_rng", &shuffle, sizeof shuffle);
+  if (st == DAMO_OK) st = damo_tensor_dict_get_bytes(d, path, "fit.dropout_rng", &dropout, sizeof dropout);
+  if (st == DAMO_OK) st = damo_tensor_dict_get_bytes(d, path, "fit.counters", &c, sizeof c);
   if (st == DAMO_OK) st = damo_trainer_resume(trainer, d, path);
   if (st == DAMO_OK) {
     memcpy(f->idx, order, (size_t)f->n_train * sizeof *order);

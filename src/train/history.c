@@ -61,6 +61,17 @@ static void csv_header(unsigned recorded, char *buf, size_t cap) {
     if (recorded >> c & 1) w += (size_t)snprintf(buf + w, cap - w, ",%s", damo_history_columns[c]);
 }
 
+/* One CSV line: the epoch (or step), then the recorded columns (empty where NAN). */
+static void write_row(FILE *f, unsigned recorded, int at, const double *row) {
+  fprintf(f, "%d", at);
+  for (int c = 0; c < DAMO_HISTORY_COLUMNS; c++) {
+    if (!(recorded >> c & 1)) continue;
+    if (isnan(row[c])) fprintf(f, ",");
+    else fprintf(f, ",%.6g", row[c]);
+  }
+  fprintf(f, "\n");
+}
+
 damo_status damo_history_csv_check(const char *path, unsigned recorded) {
   FILE *f = fopen(path, "r");
   if (!f) return DAMO_OK; /* a new file gets the header */
@@ -85,13 +96,7 @@ damo_status damo_history_csv_append(const char *path, unsigned recorded, int epo
     csv_header(recorded, header, sizeof header);
     fprintf(f, "%s\n", header);
   }
-  fprintf(f, "%d", epoch);
-  for (int c = 0; c < DAMO_HISTORY_COLUMNS; c++) {
-    if (!(recorded >> c & 1)) continue;
-    if (isnan(row[c])) fprintf(f, ",");
-    else fprintf(f, ",%.6g", row[c]);
-  }
-  fprintf(f, "\n");
+  write_row(f, recorded, epoch, row);
   int bad = ferror(f);
   if (fclose(f) != 0 || bad) return damo_error(DAMO_ERR_IO, "%s: cannot write the history CSV", path);
   return DAMO_OK;
@@ -105,14 +110,7 @@ damo_status damo_history_csv_write(const damo_history *h, const char *path) {
   csv_header(h->recorded, header, sizeof header);
   fprintf(f, "%s\n", header);
   for (int i = 0; i < h->n; i++) {
-    fprintf(f, "%d", h->epoch[i]);
-    const double *row = h->values + (size_t)i * DAMO_HISTORY_COLUMNS;
-    for (int c = 0; c < DAMO_HISTORY_COLUMNS; c++) {
-      if (!(h->recorded >> c & 1)) continue;
-      if (isnan(row[c])) fprintf(f, ",");
-      else fprintf(f, ",%.6g", row[c]);
-    }
-    fprintf(f, "\n");
+    write_row(f, h->recorded, h->epoch[i], h->values + (size_t)i * DAMO_HISTORY_COLUMNS);
   }
   int bad = ferror(f);
   if (fclose(f) != 0 || bad) return damo_error(DAMO_ERR_IO, "%s: cannot write the history CSV", path);
