@@ -366,8 +366,8 @@ damo_status damo_gpt2_trainer_resume(damo_gpt2_trainer *t, const char *dir) {
   int64_t steps = 0;
   if (st == DAMO_OK) {
     const int32_t *s = damo_tensor_i32(step_t);
-    steps = (int64_t)s[0] + ((int64_t)s[1] << 31);
     if (s[0] < 0 || s[1] < 0) st = damo_error(DAMO_ERR_FORMAT, "%s: negative step", path);
+    else steps = (int64_t)s[0] + ((int64_t)s[1] << 31); /* after the check: a negative one may not be shifted */
   }
   /* load_state checks everything before changing the optimizer */
   if (st == DAMO_OK && (st = damo_optimizer_load_state(t->optimizer, d)) != DAMO_OK) damo_error_prefix(st, "%s: ", path);

@@ -94,6 +94,8 @@ static damo_status finite(const float *v, int64_t n, const char *path, const cha
   return DAMO_OK;
 }
 
+static int is_count(double v) { return v >= 0 && v <= 9007199254740992.0 && v == floor(v); }
+
 damo_status damo_trainer_resume(damo_trainer *t, const damo_tensor_dict *d, const char *path) {
   if (!t || !d) return damo_error(DAMO_ERR_INVALID_ARG, "trainer_resume: NULL argument");
   if (!path) path = "checkpoint";
@@ -113,15 +115,32 @@ damo_status damo_trainer_resume(damo_trainer *t, const damo_tensor_dict *d, cons
   if (st == DAMO_OK) st = finite(params->data, a->n_params, path, K_PARAMS);
   if (st == DAMO_OK && state) st = finite(state->data, a->n_state, path, K_STATE);
   if (st == DAMO_OK && best) st = finite(best->data, a->n_params + a->n_state, path, K_BEST);
+  /* counts stored as doubles must be whole numbers a run can reach */
+  double e[3] = {0, 0, 0};
+  if (st == DAMO_OK && early) {
+    memcpy(e, early->data, sizeof e);
+    if (!is_count(e[1]) || !is_count(e[2]))
+      st = damo_error(DAMO_ERR_FORMAT, "%s: '%s' holds patience used %g and best at %g; expected whole counts", path,
+                      K_EARLY, e[1], e[2]);
+  }
+  const int64_t rows = history ? history->shape[0] / (int64_t)row_bytes : 0;
+  for (int64_t i = 0; st == DAMO_OK && i < rows; i++) {
+    double at;
+    memcpy(&at, (const char *)history->data + (size_t)i * row_bytes, sizeof at);
+    if (!is_count(at) || at > 2147483647.0)
+      st = damo_error(DAMO_ERR_FORMAT, "%s: '%s' row %lld is numbered %g; expected an epoch or step", path, K_HISTORY,
+                      (long long)i, at);
+  }
   damo_train_position pos;
   int64_t steps = 0;
   if (st == DAMO_OK) {
     memcpy(&pos, position->data, sizeof pos);
     const int32_t *v = damo_tensor_i32(step);
-    steps = (int64_t)v[0] | (int64_t)v[1] << 31;
     if (v[0] < 0 || v[1] < 0 || pos.epoch < 0 || pos.step < 0 || pos.seen < 0 || !isfinite(pos.loss_sum))
       st = damo_error(DAMO_ERR_FORMAT, "%s: a negative step or a broken position (epoch %lld, step %lld)", path,
                       (long long)pos.epoch, (long long)pos.step);
+    else
+      steps = (int64_t)v[0] | (int64_t)v[1] << 31;
   }
   loop_resume res = {0};
   if (st == DAMO_OK && best && !(res.best_weights = malloc((size_t)(a->n_params + a->n_state) * sizeof(float))))
@@ -142,15 +161,11 @@ damo_status damo_trainer_resume(damo_trainer *t, const damo_tensor_dict *d, cons
   t->steps_done = steps;
   res.pending = 1;
   res.position = pos;
-  if (early) {
-    double e[3];
-    memcpy(e, early->data, sizeof e);
-    res.es_saved = 1, res.best = e[0], res.wait = (int64_t)e[1], res.best_at = (int64_t)e[2];
-  }
+  if (early) res.es_saved = 1, res.best = e[0], res.wait = (int64_t)e[1], res.best_at = (int64_t)e[2];
   if (best) memcpy(res.best_weights, best->data, (size_t)(a->n_params + a->n_state) * sizeof(float));
   if (res.history) {
     memcpy(res.history, history->data, (size_t)history->shape[0]);
-    res.history_rows = history->shape[0] / (int64_t)row_bytes;
+    res.history_rows = rows;
   }
   loop_resume_clear(&t->resume);
   t->resume = res;

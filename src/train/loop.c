@@ -192,8 +192,14 @@ static damo_status take_resume(run *r) {
     return DAMO_OK;
   }
   r->position = res->position;
+  if (r->o->epochs > 0 && r->position.step > r->o->steps_per_epoch) {
+    loop_resume_clear(res);
+    return damo_error(DAMO_ERR_INVALID_ARG, "resume: the checkpoint is %lld steps into an epoch of %lld steps (another "
+                      "batch size or data?)", (long long)r->position.step, (long long)r->o->steps_per_epoch);
+  }
   if (res->es_saved && r->es.active) {
-    r->es.best = res->best, r->es.wait = (int)res->wait, r->es.best_at = res->best_at;
+    r->es.best = res->best, r->es.best_at = res->best_at;
+    r->es.wait = res->wait < r->o->patience ? (int)res->wait : r->o->patience;
     const damo_train_adapter *a = &r->t->a;
     if (r->es.best_weights && res->best_weights)
       memcpy(r->es.best_weights, res->best_weights, (size_t)(a->n_params + a->n_state) * sizeof(float));

@@ -506,6 +506,113 @@ const char *fuzz_builtin_dir(const char *which) {
   return scratch_path("wp_fixed");
 }
 
+/* ------------------------------------------------------------------ training checkpoints */
+
+/* A fixed tiny run for the checkpoint target: 8 parameters and 2 values of state, a
+ * quadratic loss, AdamW, 2 epochs of 3 steps with validation and early stopping that keeps
+ * the best weights, so a resumed checkpoint exercises position, history and best weights. */
+typedef struct ckpt_model {
+  float w[8], g[8], state[2];
+  int64_t steps;
+} ckpt_model;
+
+static damo_status ckpt_stage(void *ctx, int64_t micro) {
+  (void)ctx, (void)micro;
+  return DAMO_OK;
+}
+
+static damo_status ckpt_forward(void *ctx, float *loss) {
+  ckpt_model *m = ctx;
+  double l = 0;
+  for (int i = 0; i < 8; i++) {
+    const double d = m->w[i] - 0.1 * (double)i;
+    l += d * d, m->g[i] = (float)(2 * d);
+  }
+  *loss = (float)l;
+  return DAMO_OK;
+}
+
+static damo_status ckpt_backward(void *ctx) {
+  ckpt_model *m = ctx;
+  m->state[0] += 1.0f, m->state[1] = m->g[0];
+  return DAMO_OK;
+}
+
+
+typedef struct ckpt_run {
+  ckpt_model m;
+  damo_optimizer *opt;
+  damo_trainer *t;
+  const char *save_to; /* seed making: the checkpoint of the first CHECKPOINT event */
+} ckpt_run;
+
+static damo_status ckpt_validate(void *ctx, double *row) {
+  const ckpt_model *m = &((ckpt_run *)ctx)->m;
+  row[DAMO_H_VAL_LOSS] = (double)m->w[0] * m->w[0];
+  return DAMO_OK;
+}
+
+static damo_status ckpt_save(void *ctx, const damo_train_event *e) {
+  ckpt_run *r = ctx;
+  if (!r->save_to) return DAMO_OK;
+  damo_tensor_dict *d = damo_tensor_dict_new();
+  damo_status st = d ? damo_trainer_checkpoint_add(e, d) : DAMO_ERR_NOMEM;
+  if (st == DAMO_OK) st = damo_safetensors_save(r->save_to, d, NULL, 0);
+  damo_tensor_dict_free(d);
+  r->save_to = NULL;
+  return st;
+}
+
+static damo_status ckpt_open(ckpt_run *r) {
+  memset(r, 0, sizeof *r);
+  damo_optimizer_config c = damo_adamw(0.05f, 0.01f);
+  c.clip_norm = 1.0f;
+  r->opt = damo_optimizer_new(&c, 8);
+  damo_train_adapter a = {.name = "fuzz", .ctx = &r->m, .params = r->m.w, .grads = r->m.g, .n_params = 8,
+                          .stage = ckpt_stage, .forward = ckpt_forward, .backward = ckpt_backward,
+                          .state = r->m.state, .n_state = 2};
+  return r->opt ? damo_trainer_new(&a, r->opt, 1, 6, &r->t) : DAMO_ERR_NOMEM;
+}
+
+static damo_status ckpt_train(ckpt_run *r) {
+  damo_train_loop loop = {.epochs = 2, .steps_per_epoch = 3, .checkpoint_every = 2, .patience = 1,
+                          .monitor = DAMO_H_VAL_LOSS, .restore_best = 1};
+  damo_train_hooks hooks = {.ctx = r, .validate = ckpt_validate, .checkpoint = ckpt_save};
+  return damo_trainer_run(r->t, &loop, &hooks, NULL);
+}
+
+static void ckpt_close(ckpt_run *r) {
+  damo_trainer_free(r->t);
+  damo_optimizer_free(r->opt);
+}
+
+int fuzz_checkpoint_seed(const char *path) {
+  ckpt_run r;
+  damo_status st = ckpt_open(&r);
+  r.save_to = path;
+  if (st == DAMO_OK) st = ckpt_train(&r);
+  ckpt_close(&r);
+  return st;
+}
+
+int fuzz_checkpoint(const uint8_t *data, size_t size) {
+  damo_tensor_dict *d = NULL;
+  damo_status st = damo_safetensors_load(to_file("trainer_state.safetensors", data, size), &d);
+  if (st != DAMO_OK) return st;
+  ckpt_run r;
+  st = ckpt_open(&r);
+  if (st == DAMO_OK) st = damo_trainer_resume(r.t, d, "trainer_state.safetensors");
+  if (st == DAMO_OK) {
+    st = ckpt_train(&r); /* a resumed run must end with a status, never a crash */
+    for (int i = 0; st == DAMO_OK && i < 8; i++) FUZZ_ASSERT(r.m.w[i] == r.m.w[i]);
+  } else {
+    FUZZ_ASSERT(damo_last_error()[0]);
+  }
+  ckpt_close(&r);
+  damo_tensor_dict_free(d);
+  return st;
+}
+
 /* ------------------------------------------------------------------ table */
 
 const fuzz_target fuzz_targets[] = {
@@ -524,6 +631,7 @@ const fuzz_target fuzz_targets[] = {
     {"bpe_encode", fuzz_bpe_encode},
     {"wordpiece_vocab", fuzz_wordpiece_vocab},
     {"wordpiece_encode", fuzz_wordpiece_encode},
+    {"checkpoint", fuzz_checkpoint},
     {NULL, NULL},
 };
 

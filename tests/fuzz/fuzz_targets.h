@@ -37,6 +37,10 @@ int fuzz_bpe_vocab(const uint8_t *data, size_t size);
 int fuzz_bpe_encode(const uint8_t *data, size_t size);
 int fuzz_wordpiece_vocab(const uint8_t *data, size_t size);
 int fuzz_wordpiece_encode(const uint8_t *data, size_t size);
+/* trainer_state.safetensors resumed into a fixed tiny run (damo_trainer_resume), which then
+ * runs to its end; fuzz_checkpoint_seed writes a valid one (its first checkpoint) to path. */
+int fuzz_checkpoint(const uint8_t *data, size_t size);
+int fuzz_checkpoint_seed(const char *path);
 
 /* All targets by name, ended by {NULL, NULL}. */
 extern const fuzz_target fuzz_targets[];

@@ -111,6 +111,18 @@ static void model_dirs(const char *tmp) {
   put_dir2("bertdir", "bert_l1_h8", tmp, "config.json", "model.safetensors");
 }
 
+/* A training checkpoint of the checkpoint target's tiny run, and a cut copy. */
+static void checkpoint_seeds(const char *tmp) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/trainer_state.safetensors", tmp);
+  if (fuzz_checkpoint_seed(path) != 0) die(path);
+  size_t n;
+  char *bytes = slurp(path, &n);
+  put("checkpoint", "tiny_run", bytes, n);
+  put("checkpoint", "truncated", bytes, n - 7);
+  free(bytes);
+}
+
 static void safetensors_seeds(const char *tmp) {
   damo_tensor_dict *d = damo_tensor_dict_new();
   int64_t s2[2] = {2, 3}, s1[1] = {4}, s0[1] = {0};
@@ -218,6 +230,7 @@ int main(int argc, char **argv) {
   if (!mkdtemp(tmp)) die("mkdtemp");
   model_dirs(tmp);
   safetensors_seeds(tmp);
+  checkpoint_seeds(tmp);
   idx_seeds();
   image_seeds();
   /* the built-in vocabularies of the two encoding targets, as vocabulary seeds */
