@@ -202,6 +202,10 @@ void damo_shuffle_indices(int64_t *idx, int64_t n, damo_rng *r); /* Fisher-Yates
 typedef enum damo_dtype { DAMO_F32 = 0, DAMO_I32 = 1, DAMO_U8 = 2 } damo_dtype;
 size_t damo_dtype_size(damo_dtype t);
 const char *damo_dtype_name(damo_dtype t);
+/* Where a tensor's data (or a graph's buffers) live. Everything is CPU today; a backend for
+ * another device is added as new files (ARCHITECTURE.md, "Backends"). */
+typedef enum damo_device { DAMO_DEVICE_CPU = 0, DAMO_DEVICE_CUDA = 1 } damo_device;
+const char *damo_device_name(damo_device d); /* "cpu", "cuda" */
 
 /* A dense, contiguous, row-major array. Fields are public and may be read freely. */
 typedef struct damo_tensor {
@@ -210,6 +214,8 @@ typedef struct damo_tensor {
   int64_t shape[DAMO_MAX_DIMS];
   void *data;    /* numel * dtype size bytes, 64-byte aligned when owned */
   int owns_data; /* 1: freed by damo_tensor_free */
+  damo_device device; /* where data is (CPU unless a backend made it; such data is never owned
+                       * here): the functions below refuse other devices */
 } damo_tensor;
 
 /* A zero-filled tensor; NULL (and an error) on a bad shape or no memory. */
@@ -366,6 +372,18 @@ damo_status damo_augment_batch(const damo_augment_options *o, const float *in, f
 typedef struct damo_graph damo_graph;
 typedef struct damo_node damo_node;
 
+/* A backend runs a graph's kernels and owns its memory on one device (src/graph/backend.h
+ * defines it; ARCHITECTURE.md, "Backends"). The CPU backend is always there and is every
+ * graph's and optimizer's default; others register themselves and are found by name. */
+typedef struct damo_backend damo_backend;
+const damo_backend *damo_backend_cpu(void);
+/* Adds a backend (borrowed: it must outlive its use) after checking that it is complete;
+ * names are unique. */
+damo_status damo_backend_register(const damo_backend *b);
+const damo_backend *damo_backend_find(const char *name); /* NULL (and an error) if none */
+const char *damo_backend_name(const damo_backend *b);
+damo_device damo_backend_device(const damo_backend *b);
+
 /* Builders record an op and infer its shape. A builder given a NULL input, or whose shapes do
  * not fit, returns NULL and the graph remembers the first error (damo_graph_status).
  * Axis 0 of every input is the batch axis: graphs are planned for the batch size given at
@@ -427,15 +445,26 @@ damo_node *damo_mse(damo_graph *g, damo_node *a, damo_node *b);
 damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, damo_node *const *outputs);
 /* Runs with `batch` rows (<= the built batch size); re-infers shapes. */
 damo_status damo_graph_set_batch(damo_graph *g, int64_t batch);
-/* Points an input node at caller memory holding batch x (shape[1:]) values of its dtype. */
+/* Points an input node at caller memory holding batch x (shape[1:]) values of its dtype, in
+ * the memory of the graph's device. */
 damo_status damo_graph_bind(damo_graph *g, damo_node *input, const void *data);
+/* Runs the graph on backend b (before compile; the default is damo_backend_cpu()). Refused
+ * when a param's value or gradient tensor is on another device; params added later are
+ * checked as they come. */
+damo_status damo_graph_set_backend(damo_graph *g, const damo_backend *b);
+const damo_backend *damo_graph_backend(const damo_graph *g);
+/* Copies count values (of the node's dtype) from element `first` of n's value into host
+ * memory dst, through the graph's backend: how results (the loss) are read whatever the
+ * device. */
+damo_status damo_graph_read(const damo_graph *g, const damo_node *n, int64_t first, int64_t count, void *dst);
 damo_status damo_graph_forward(damo_graph *g, int training);
 /* Gradients of the compiled loss (seeded with 1) into every param's grad storage. */
 damo_status damo_graph_backward(damo_graph *g);
 /* Bytes of the planned activation arena, and what it would be with no reuse. */
 size_t damo_graph_arena_bytes(const damo_graph *g, size_t *unplanned_bytes);
 
-/* Node access: current shape and value (valid after forward until the next run). */
+/* Node access: current shape and value (valid after forward until the next run). The
+ * pointers are in the graph's device memory: host memory on the CPU backend. */
 const float *damo_node_data(const damo_node *n);
 const float *damo_node_grad(const damo_node *n); /* NULL if not kept */
 int damo_node_ndim(const damo_node *n);
@@ -665,6 +694,10 @@ damo_status damo_optimizer_state(damo_optimizer *o, damo_tensor_dict *out);
  * checkpoint at once; they change with the next step and die with the optimizer). */
 damo_status damo_optimizer_state_views(damo_optimizer *o, damo_tensor_dict *out);
 damo_status damo_optimizer_load_state(damo_optimizer *o, const damo_tensor_dict *d);
+/* Steps (and keeps its moments) on backend b instead of the CPU: before the first step and
+ * before a decay mask is set. params and grads given to a step are then b's memory. */
+damo_status damo_optimizer_set_backend(damo_optimizer *o, const damo_backend *b);
+const damo_backend *damo_optimizer_backend(const damo_optimizer *o);
 
 typedef enum damo_loss {
   DAMO_LOSS_SPARSE_CATEGORICAL_CE = 0, /* integer labels, logits (or softmax output) */
@@ -803,6 +836,9 @@ typedef struct damo_train_adapter {
    * statistics): kept with the best weights and in checkpoints. */
   float *state;
   int64_t n_state;
+  /* Where params and grads live (NULL: the CPU); the optimizer must step on the same
+   * device. Gradient averaging over micro-batches runs through it. */
+  const damo_backend *backend;
 } damo_train_adapter;
 /* Called once a step with the step's final (averaged) gradient, before clipping and the
  * optimizer: where data-parallel training all-reduces. step counts from 0. */

@@ -3,7 +3,9 @@
  * Builders append nodes in topological order (a node's inputs always exist before it), so
  * creation order is a valid execution order. Compiling marks what the outputs and the loss
  * need, plans every intermediate buffer into one arena (see plan.c), and from then on a
- * training step is: bind inputs, forward in order, backward in reverse order. */
+ * training step is: bind inputs, forward in order, backward in reverse order, each node's
+ * kernel taken from the graph's backend (backend.h). */
+#include "graph/backend.h"
 #include "graph/graph.h"
 #include "graph/profile.h"
 
@@ -17,18 +19,22 @@ damo_graph *damo_graph_new(uint64_t seed) {
     return NULL;
   }
   damo_rng_seed(&g->rng, seed);
+  g->backend = damo_backend_cpu();
   return g;
 }
 
 void damo_graph_free(damo_graph *g) {
   if (!g) return;
+  const damo_backend *b = g->backend;
   for (int i = 0; i < g->n_nodes; i++) {
-    damo_tensor_free(g->nodes[i]->constant);
-    free(g->nodes[i]);
+    damo_node *n = g->nodes[i];
+    if (n->constant && n->value != n->constant->data) b->free(b, n->value); /* its copy on the device */
+    damo_tensor_free(n->constant);
+    free(n);
   }
   free(g->nodes);
   free(g->order);
-  damo_free(g->arena);
+  if (g->arena) b->free(b, g->arena);
   free(g);
 }
 
@@ -155,6 +161,12 @@ damo_node *damo_param(damo_graph *g, const char *name, damo_tensor *value, damo_
     damo_error(DAMO_ERR_SHAPE, "param '%s': gradient tensor does not match the value's shape", name ? name : "?");
     return builder_fail(g, DAMO_ERR_SHAPE);
   }
+  char what[DAMO_NAME_MAX + 32];
+  snprintf(what, sizeof what, "param '%s' value", name ? name : "?");
+  damo_status st = damo_backend_check_tensor(g->backend, value, what);
+  snprintf(what, sizeof what, "param '%s' gradient", name ? name : "?");
+  if (st == DAMO_OK) st = damo_backend_check_tensor(g->backend, grad, what);
+  if (st != DAMO_OK) return builder_fail(g, st);
   damo_node *n = node_alloc(g, DAMO_OP_PARAM);
   if (!n) return NULL;
   n->ndim = value->ndim;
@@ -217,9 +229,46 @@ damo_status damo_graph_bind(damo_graph *g, damo_node *input, const void *data) {
   return DAMO_OK;
 }
 
+damo_status damo_graph_set_backend(damo_graph *g, const damo_backend *b) {
+  if (!g || !b) return damo_error(DAMO_ERR_INVALID_ARG, "set_backend: NULL graph or backend");
+  if (g->compiled)
+    return damo_error(DAMO_ERR_STATE, "set_backend: the graph is compiled on backend '%s'; choose the backend before "
+                      "damo_graph_compile", g->backend->name);
+  for (int i = 0; i < g->n_nodes; i++) {
+    const damo_node *n = g->nodes[i];
+    if (n->op != DAMO_OP_PARAM) continue;
+    char what[DAMO_NAME_MAX + 32];
+    snprintf(what, sizeof what, "param '%s' value", n->name);
+    damo_status st = damo_backend_check_tensor(b, n->param_value, what);
+    snprintf(what, sizeof what, "param '%s' gradient", n->name);
+    if (st == DAMO_OK) st = damo_backend_check_tensor(b, n->param_grad, what);
+    if (st != DAMO_OK) return damo_error_prefix(st, "set_backend '%s': ", b->name);
+  }
+  g->backend = b;
+  return DAMO_OK;
+}
+
+const damo_backend *damo_graph_backend(const damo_graph *g) { return g ? g->backend : NULL; }
+
+damo_status damo_graph_read(const damo_graph *g, const damo_node *n, int64_t first, int64_t count, void *dst) {
+  if (!g || !n || (!dst && count)) return damo_error(DAMO_ERR_INVALID_ARG, "graph read: NULL argument");
+  if (first < 0 || count < 0 || first + count > damo_node_count(n))
+    return damo_error(DAMO_ERR_INVALID_ARG, "graph read: values [%lld, %lld) are outside node '%s' (%lld values)",
+                      (long long)first, (long long)(first + count), n->name, (long long)damo_node_count(n));
+  if (!n->value) return damo_error(DAMO_ERR_STATE, "graph read: node '%s' has no value (not compiled or not bound)", n->name);
+  const size_t es = damo_dtype_size(n->dtype);
+  return g->backend->to_host(g->backend, dst, (const char *)n->value + (size_t)first * es, (size_t)count * es);
+}
+
+damo_status damo_graph_forward_node(damo_graph *g, damo_node *n) {
+  if (n->op == DAMO_OP_INPUT || n->op == DAMO_OP_PARAM || n->op == DAMO_OP_CONSTANT) return DAMO_OK;
+  return g->backend->kernels[n->op].forward(g, n);
+}
+
 damo_status damo_graph_forward(damo_graph *g, int training) {
   if (!g || !g->compiled) return damo_error(DAMO_ERR_STATE, "forward: graph is not compiled");
   g->training = training;
+  const damo_kernel *kernels = g->backend->kernels;
   for (int k = 0; k < g->n_order; k++) {
     damo_node *n = g->nodes[g->order[k]];
     if (n->op == DAMO_OP_INPUT) {
@@ -228,7 +277,7 @@ damo_status damo_graph_forward(damo_graph *g, int training) {
     }
     if (n->op == DAMO_OP_PARAM || n->op == DAMO_OP_CONSTANT) continue;
     const double t0 = damo_profile_on ? damo_now_seconds() : 0.0;
-    damo_status st = damo_op_table[n->op]->forward(g, n);
+    damo_status st = kernels[n->op].forward(g, n);
     if (damo_profile_on) damo_profile_record(n->op, 0, damo_now_seconds() - t0);
     if (st != DAMO_OK) return damo_error_prefix(st, "node '%s': ", n->name);
   }
@@ -249,23 +298,33 @@ float *damo_node_grad_out(damo_node *n, float *beta) {
   return n->grad;
 }
 
+/* The executor's own gradient writes go through the backend (kernels use their backend's
+ * helpers, on the CPU damo_node_grad_acc): zero-fill a gradient on its first use in a pass. */
+static void grad_start(const damo_backend *b, damo_node *n) {
+  if (n->grad_ready) return;
+  b->fill(b, n->grad, 0.0f, damo_node_count(n));
+  n->grad_ready = 1;
+}
+
 damo_status damo_graph_backward(damo_graph *g) {
   if (!g || !g->compiled || !g->loss) return damo_error(DAMO_ERR_STATE, "backward: graph was compiled without a loss");
+  const damo_backend *b = g->backend;
+  const damo_kernel *kernels = b->kernels;
   for (int k = 0; k < g->n_order; k++) g->nodes[g->order[k]]->grad_ready = 0;
   damo_node *loss = g->loss;
-  float *seed = damo_node_grad_acc(loss);
-  for (int64_t i = 0; i < damo_node_count(loss); i++) seed[i] = 1.0f;
+  b->fill(b, loss->grad, 1.0f, damo_node_count(loss)); /* the seed d(loss)/d(loss) */
+  loss->grad_ready = 1;
   for (int k = g->n_order - 1; k >= 0; k--) {
     damo_node *n = g->nodes[g->order[k]];
     if (!n->in_backward) continue;
     if (n->op == DAMO_OP_PARAM) {
-      damo_node_grad_acc(n); /* a param the loss does not reach still gets a zero gradient */
+      grad_start(b, n); /* a param the loss does not reach still gets a zero gradient */
       continue;
     }
     if (n->op == DAMO_OP_INPUT || n->op == DAMO_OP_CONSTANT) continue;
-    damo_node_grad_acc(n); /* a node no consumer reached contributes zeros */
+    grad_start(b, n); /* a node no consumer reached contributes zeros */
     const double t0 = damo_profile_on ? damo_now_seconds() : 0.0;
-    damo_op_table[n->op]->backward(g, n);
+    kernels[n->op].backward(g, n);
     if (damo_profile_on) damo_profile_record(n->op, 1, damo_now_seconds() - t0);
   }
   return DAMO_OK;

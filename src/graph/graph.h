@@ -3,7 +3,8 @@
  * A node records an op, its inputs, its current shape and pointers into one planned arena
  * for its value, its gradient and an op-private buffer ("aux": softmax probabilities,
  * dropout masks). Every op is described once, in one damo_op_def in src/ops/<family>.c:
- * shape inference, forward kernel and backward rule side by side (declared in ops/ops.h). */
+ * shape inference, CPU forward kernel and backward rule side by side (declared in ops/ops.h).
+ * The executor reaches the kernels through the graph's backend (graph/backend.h). */
 #ifndef DAMO_GRAPH_H
 #define DAMO_GRAPH_H
 
@@ -93,15 +94,23 @@ struct damo_node {
   unsigned char grad_ready;    /* the gradient was zeroed in this backward pass */
 };
 
+/* One op's kernels on one backend. forward computes n->value from the inputs and fails only
+ * on bad data (labels out of range); backward adds d(loss)/d(input) into each input that is
+ * in_backward (on the CPU via damo_node_grad_acc). */
+typedef struct damo_kernel {
+  damo_status (*forward)(damo_graph *g, damo_node *n);
+  void (*backward)(damo_graph *g, damo_node *n);
+} damo_kernel;
+
 typedef struct damo_op_def {
   const char *name;
   int arity;
   /* Sets dtype, ndim, shape (from inputs and params) and aux_bytes; checks shapes. */
   damo_status (*infer)(damo_node *n);
-  /* Computes n->value from the inputs. Fails only on bad data (labels out of range). */
-  damo_status (*forward)(damo_graph *g, damo_node *n);
-  /* Adds d(loss)/d(input) into each input that is in_backward, via damo_node_grad_acc. */
-  void (*backward)(damo_graph *g, damo_node *n);
+  /* The CPU backend's kernels for this op (graph/backend.c copies them into its table);
+   * other backends bring their own. */
+  damo_status (*cpu_forward)(damo_graph *g, damo_node *n);
+  void (*cpu_backward)(damo_graph *g, damo_node *n);
   unsigned flags;
 } damo_op_def;
 
@@ -119,6 +128,7 @@ struct damo_graph {
   size_t arena_bytes, unplanned_bytes;
   int *order;         /* ids of needed nodes in execution order */
   int n_order;
+  const damo_backend *backend; /* runs the kernels and owns the arena (CPU unless set) */
 };
 
 /* The table of every op, indexed by damo_op. The graph owns its type and reads it; the ops
@@ -131,6 +141,10 @@ damo_node *damo_graph_add_node(damo_graph *g, damo_op op, int n_in, damo_node *c
                                int n_iparam, const float *fparam, int n_fparam);
 /* Records a shape error for a builder with both shapes spelled out; returns DAMO_ERR_SHAPE. */
 damo_status damo_shape_error(const damo_node *n, const char *what, const damo_node *a, const damo_node *b);
+
+/* Runs one node's forward through the graph's backend (re-running a forward node by node to
+ * find the first non-finite value). */
+damo_status damo_graph_forward_node(damo_graph *g, damo_node *n);
 
 /* The gradient buffer of an input, zero-filled on first use in this backward pass, so every
  * backward rule accumulates with +=. */

@@ -6,7 +6,9 @@
  * op's aux) is alive over an interval of that schedule, known at compile time from which
  * ops read what (DAMO_OPF_* flags). Buffers whose intervals do not overlap share memory:
  * they are placed largest first at the lowest offset that conflicts with no live buffer.
- * The arena is sized for the batch the graph was built with and allocated once. */
+ * The arena is sized for the batch the graph was built with and allocated once, by the
+ * graph's backend (so it is on the backend's device, as its kernels expect). */
+#include "graph/backend.h"
 #include "graph/graph.h"
 
 #include <limits.h>
@@ -59,6 +61,41 @@ static int is_leaf(const damo_node *n) {
   return n->op == DAMO_OP_INPUT || n->op == DAMO_OP_PARAM || n->op == DAMO_OP_CONSTANT;
 }
 
+/* Every op the graph runs has a kernel on its backend: refused here rather than mid-run. */
+static damo_status check_kernels(const damo_graph *g) {
+  const damo_backend *b = g->backend;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const damo_node *n = g->nodes[i];
+    if (!n->needed || is_leaf(n)) continue;
+    const char *dir = !b->kernels[n->op].forward ? "forward" : n->in_backward && !b->kernels[n->op].backward ? "backward" : NULL;
+    if (dir)
+      return damo_error(DAMO_ERR_INVALID_ARG, "compile: backend '%s' has no %s kernel for op '%s' (node '%s')", b->name,
+                        dir, damo_op_table[n->op]->name, n->name);
+  }
+  return DAMO_OK;
+}
+
+/* Constants are copied at build time into host memory; a backend on another device gets its
+ * own copy, which damo_graph_free releases. */
+static damo_status upload_constants(damo_graph *g) {
+  const damo_backend *b = g->backend;
+  if (damo_backend_is_host(b)) return DAMO_OK;
+  for (int i = 0; i < g->n_nodes; i++) {
+    damo_node *n = g->nodes[i];
+    if (n->op != DAMO_OP_CONSTANT || !n->needed) continue;
+    size_t bytes = damo_tensor_nbytes(n->constant);
+    void *dev = b->alloc(b, bytes);
+    if (!dev) return damo_error_prefix(DAMO_ERR_NOMEM, "compile: constant '%s' on backend '%s': ", n->name, b->name);
+    damo_status st = b->from_host(b, dev, n->constant->data, bytes);
+    if (st != DAMO_OK) {
+      b->free(b, dev);
+      return damo_error_prefix(st, "compile: constant '%s' on backend '%s': ", n->name, b->name);
+    }
+    n->value = dev;
+  }
+  return DAMO_OK;
+}
+
 damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, damo_node *const *outputs) {
   if (!g) return damo_error(DAMO_ERR_INVALID_ARG, "compile: NULL graph");
   if (g->status != DAMO_OK) return damo_error(g->status, "compile: graph has a builder error: %s", g->status_msg);
@@ -72,6 +109,7 @@ damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, da
   unsigned char *is_output = calloc((size_t)N, 1), *reaches_loss = calloc((size_t)N, 1);
   int *pos = malloc((size_t)N * sizeof *pos);
   int *last_consumer = malloc((size_t)N * sizeof *last_consumer);
+  free(g->order); /* a compile refused before (no kernel on the backend) may be retried */
   g->order = malloc((size_t)N * sizeof *g->order);
   /* At most three buffers per node. */
   planned_buffer *bufs = calloc((size_t)N * 3 + 1, sizeof *bufs);
@@ -112,6 +150,7 @@ damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, da
         st = damo_error(DAMO_ERR_INVALID_ARG, "compile: params '%s' and '%s' share one gradient buffer; use one param "
                         "node for a tied weight", g->nodes[i]->name, g->nodes[j]->name);
   if (st != DAMO_OK) goto done;
+  if ((st = check_kernels(g)) != DAMO_OK) goto done;
 
   g->n_order = 0;
   for (int i = 0; i < N; i++) {
@@ -169,11 +208,13 @@ damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, da
     st = damo_error(DAMO_ERR_NOMEM, "compile: out of memory planning buffers");
     goto done;
   }
-  g->arena = damo_alloc(g->arena_bytes ? g->arena_bytes : 64);
+  g->arena = g->backend->alloc(g->backend, g->arena_bytes ? g->arena_bytes : 64);
   if (!g->arena) {
-    st = damo_error(DAMO_ERR_NOMEM, "compile: cannot allocate the %zu-byte activation arena", g->arena_bytes);
+    st = damo_error(DAMO_ERR_NOMEM, "compile: cannot allocate the %zu-byte activation arena on backend '%s'",
+                    g->arena_bytes, g->backend->name);
     goto done;
   }
+  if ((st = upload_constants(g)) != DAMO_OK) goto done;
   for (int i = 0; i < nb; i++) *bufs[i].slot = g->arena + bufs[i].offset;
   g->loss = loss;
   g->batch = g->built_batch;

@@ -1,6 +1,7 @@
 /* kernels.h - what the kernels layer offers the layers above it (not public API): the SIMD
- * level the CPU kernels dispatch on, GEMM, and multiversioned hot loops. The CPU files' own
- * declarations (micro-kernels, packers, the FMA probe) are in kernels/cpu/cpu_kernels.h. */
+ * level the CPU kernels dispatch on, GEMM, multiversioned hot loops and the optimizer's
+ * update loops. The CPU files' own declarations (micro-kernels, packers, the FMA probe) are
+ * in kernels/cpu/cpu_kernels.h. */
 #ifndef DAMO_KERNELS_H
 #define DAMO_KERNELS_H
 
@@ -28,5 +29,32 @@ void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
 /* The plain triple loop every fast path is tested against. */
 void damo_gemm_reference(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* ---- optimizer updates: the CPU backend's flat-block kernels (kernels/cpu/optim_update.c).
+ * The optimizer computes the step's scalars on the host (schedule, bias corrections, the
+ * clip factor) and hands one of these to its backend. */
+
+/* Elements per block: the unit of threading and of the norm's partial sums. */
+#define DAMO_OPT_BLOCK ((int64_t)1 << 12)
+
+typedef enum damo_opt_rule { DAMO_RULE_SGD = 0, DAMO_RULE_SGD_MOMENTUM, DAMO_RULE_ADAM, DAMO_RULE_ADAMW } damo_opt_rule;
+
+typedef struct damo_opt_update {
+  damo_opt_rule rule;
+  int clip;                      /* scale the gradient by coef first (and store it back) */
+  float *params, *grads, *m, *v; /* m: momentum or Adam's first moment; v: second moment */
+  const uint8_t *mask;           /* NULL: weight decay everywhere, else where mask[i] != 0 */
+  int64_t n;
+  /* Per-step scalars, computed once in double (as PyTorch does in Python) and used as float. */
+  float lr, wd, mu, coef;
+  int first, nesterov;
+  float b1, one_m_b1, b2, one_m_b2, bc2_sqrt, eps, neg_step_size, decay;
+} damo_opt_update;
+
+/* One fused pass of the update over [0, n), threads over DAMO_OPT_BLOCK blocks. */
+void damo_cpu_opt_update(const damo_opt_update *u);
+/* Sum of squares of x[0, n) in double, summed per block into partial (one double per block)
+ * and then in block order, so the result does not depend on the thread count. */
+double damo_cpu_sum_squares(const float *x, int64_t n, double *partial);
 
 #endif

@@ -431,7 +431,8 @@ damo_status damo_bert_graph_forward(damo_bert_graph *bg, int64_t batch, const in
   damo_status st = bind_inputs(bg, batch, ids, token_types, mask);
   if (st == DAMO_OK && bg->labels) st = damo_graph_bind(bg->graph, bg->labels, labels);
   if (st == DAMO_OK) st = damo_graph_forward(bg->graph, dropout_on);
-  if (st == DAMO_OK && loss) *loss = bg->loss ? damo_node_data(bg->loss)[0] : NAN;
+  if (st == DAMO_OK && loss) *loss = NAN;
+  if (st == DAMO_OK && loss && bg->loss) st = damo_graph_read(bg->graph, bg->loss, 0, 1, loss);
   return st;
 }
 
@@ -457,7 +458,7 @@ damo_status damo_bert_mlm_forward(damo_bert_graph *bg, int64_t batch, const int3
   st = damo_graph_bind(bg->graph, bg->mlm_rows, bg->rows_i32);
   if (st == DAMO_OK) st = damo_graph_bind(bg->graph, bg->labels, labels);
   if (st == DAMO_OK) st = damo_graph_forward(bg->graph, dropout_on);
-  if (st == DAMO_OK && loss) *loss = damo_node_data(bg->loss)[0];
+  if (st == DAMO_OK && loss) st = damo_graph_read(bg->graph, bg->loss, 0, 1, loss);
   return st;
 }
 

@@ -260,7 +260,8 @@ damo_status damo_gpt2_graph_forward(damo_gpt2_graph *gg, const int32_t *ids, con
   damo_status st = damo_graph_bind(gg->graph, gg->ids, ids);
   if (st == DAMO_OK && gg->targets) st = damo_graph_bind(gg->graph, gg->targets, targets);
   if (st == DAMO_OK) st = damo_graph_forward(gg->graph, gg->loss != NULL);
-  if (st == DAMO_OK && loss) *loss = gg->loss ? damo_node_data(gg->loss)[0] : NAN;
+  if (st == DAMO_OK && loss) *loss = NAN;
+  if (st == DAMO_OK && loss && gg->loss) st = damo_graph_read(gg->graph, gg->loss, 0, 1, loss);
   return st;
 }
 
@@ -270,7 +271,7 @@ damo_status damo_gpt2_graph_evaluate(damo_gpt2_graph *gg, const int32_t *ids, co
   damo_status st = damo_graph_bind(gg->graph, gg->ids, ids);
   if (st == DAMO_OK) st = damo_graph_bind(gg->graph, gg->targets, targets);
   if (st == DAMO_OK) st = damo_graph_forward(gg->graph, 0); /* not training: no gradient work */
-  if (st == DAMO_OK) *loss = damo_node_data(gg->loss)[0];
+  if (st == DAMO_OK) st = damo_graph_read(gg->graph, gg->loss, 0, 1, loss);
   return st;
 }
 

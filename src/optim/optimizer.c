@@ -3,32 +3,17 @@
  * (torch.optim.SGD / Adam / AdamW, torch.nn.utils.clip_grad_norm_) operation for operation,
  * in float32, so a run can be checked against torch step by step.
  *
- * Each update is one fused pass over params, grads and moments. Large arrays are split into
- * fixed blocks shared out by OpenMP; every element is updated independently, so results do
- * not depend on the thread count. The gradient norm sums per-block partials in block order
- * for the same reason. */
+ * Here: configs, the step's scalars (schedule, bias corrections, the clip factor, computed on
+ * the host in double as PyTorch does) and checkpoint state. The update itself is one fused
+ * pass over params, grads and moments run by the optimizer's backend (the CPU's loops are
+ * kernels/cpu/optim_update.c), as is the gradient norm; moments live in the backend's
+ * memory. */
+#include "graph/backend.h"
 #include "graph/profile.h"
 #include "kernels/kernels.h"
 #include "optim/optim.h"
 
 #include <math.h>
-
-/* The Adam loop vectorises only under -fno-math-errno (see adam_block); without it clang
- * would warn that the requested `omp simd` was not honoured. */
-#if defined(__clang__)
-#pragma clang diagnostic ignored "-Wpass-failed"
-#endif
-
-/* Elements per block: the unit of threading and of the norm's partial sums. */
-#define OPT_BLOCK ((int64_t)1 << 12)
-/* Below this many parameters a thread team costs more than it saves. */
-#define OPT_PARALLEL_MIN ((int64_t)1 << 15)
-
-#if defined(__GNUC__)
-#define OPT_INLINE static inline __attribute__((always_inline))
-#else
-#define OPT_INLINE static inline
-#endif
 
 struct damo_optimizer {
   damo_optimizer_config cfg; /* defaults resolved */
@@ -37,8 +22,9 @@ struct damo_optimizer {
   int64_t n_blocks;
   float *m;        /* SGD momentum buffer, or Adam's first moment; NULL if unused */
   float *v;        /* Adam's second moment; NULL if unused */
-  double *partial; /* per-block sums of squared gradients */
+  double *partial; /* per-block sums of squared gradients (host scratch for the backend) */
   uint8_t *decay_mask; /* NULL: weight decay on every element; else only where mask[i] != 0 */
+  const damo_backend *b; /* runs the update and owns m, v and decay_mask */
 };
 
 /* ------------------------------------------------------------------ configs */
@@ -115,6 +101,25 @@ static damo_status resolve_config(const damo_optimizer_config *in, damo_optimize
 static int uses_momentum(const damo_optimizer *o) { return o->cfg.kind == DAMO_OPT_SGD && o->cfg.momentum != 0.0f; }
 static int is_adam(const damo_optimizer *o) { return o->cfg.kind != DAMO_OPT_SGD; }
 
+/* The moments this configuration keeps, zeroed, in b's memory (unused ones stay NULL). */
+static damo_status alloc_moments(const damo_optimizer *o, const damo_backend *b, float **m, float **v) {
+  const size_t bytes = (size_t)o->n * sizeof(float);
+  *m = *v = NULL;
+  if (uses_momentum(o) || is_adam(o)) {
+    if (!(*m = b->alloc(b, bytes))) return DAMO_ERR_NOMEM;
+    b->fill(b, *m, 0.0f, o->n);
+  }
+  if (is_adam(o)) {
+    if (!(*v = b->alloc(b, bytes))) {
+      b->free(b, *m);
+      *m = NULL;
+      return DAMO_ERR_NOMEM;
+    }
+    b->fill(b, *v, 0.0f, o->n);
+  }
+  return DAMO_OK;
+}
+
 damo_optimizer *damo_optimizer_new(const damo_optimizer_config *cfg, int64_t n_params) {
   if (!cfg) {
     damo_error(DAMO_ERR_INVALID_ARG, "optimizer: NULL config");
@@ -138,12 +143,10 @@ damo_optimizer *damo_optimizer_new(const damo_optimizer_config *cfg, int64_t n_p
   }
   o->cfg = c;
   o->n = n_params;
-  o->n_blocks = (n_params + OPT_BLOCK - 1) / OPT_BLOCK;
+  o->n_blocks = (n_params + DAMO_OPT_BLOCK - 1) / DAMO_OPT_BLOCK;
+  o->b = damo_backend_cpu();
   o->partial = damo_calloc((size_t)o->n_blocks * sizeof(double));
-  int ok = o->partial != NULL;
-  if (ok && (uses_momentum(o) || is_adam(o))) ok = (o->m = damo_calloc(bytes)) != NULL;
-  if (ok && is_adam(o)) ok = (o->v = damo_calloc(bytes)) != NULL;
-  if (!ok) {
+  if (!o->partial || alloc_moments(o, o->b, &o->m, &o->v) != DAMO_OK) {
     damo_optimizer_free(o);
     return NULL;
   }
@@ -152,181 +155,114 @@ damo_optimizer *damo_optimizer_new(const damo_optimizer_config *cfg, int64_t n_p
 
 void damo_optimizer_free(damo_optimizer *o) {
   if (!o) return;
-  damo_free(o->m);
-  damo_free(o->v);
+  o->b->free(o->b, o->m);
+  o->b->free(o->b, o->v);
+  o->b->free(o->b, o->decay_mask);
   damo_free(o->partial);
-  free(o->decay_mask);
   free(o);
 }
+
+damo_status damo_optimizer_set_backend(damo_optimizer *o, const damo_backend *b) {
+  if (!o || !b) return damo_error(DAMO_ERR_INVALID_ARG, "optimizer set_backend: NULL optimizer or backend");
+  if (b == o->b) return DAMO_OK;
+  if (o->steps > 0 || o->decay_mask)
+    return damo_error(DAMO_ERR_STATE, "optimizer set_backend: choose the backend before the first step and before "
+                      "the decay mask");
+  float *m = NULL, *v = NULL;
+  damo_status st = alloc_moments(o, b, &m, &v);
+  if (st != DAMO_OK) return damo_error_prefix(st, "optimizer set_backend '%s': ", b->name);
+  o->b->free(o->b, o->m);
+  o->b->free(o->b, o->v);
+  o->m = m;
+  o->v = v;
+  o->b = b;
+  return DAMO_OK;
+}
+
+const damo_backend *damo_optimizer_backend(const damo_optimizer *o) { return o ? o->b : NULL; }
 
 int64_t damo_optimizer_steps(const damo_optimizer *o) { return o ? o->steps : 0; }
 
 damo_status damo_optimizer_set_decay_mask(damo_optimizer *o, const uint8_t *mask) {
   if (!o) return damo_error(DAMO_ERR_INVALID_ARG, "optimizer decay mask: NULL optimizer");
   if (!mask) {
-    free(o->decay_mask);
+    o->b->free(o->b, o->decay_mask);
     o->decay_mask = NULL;
     return DAMO_OK;
   }
-  uint8_t *copy = malloc(o->n > 0 ? (size_t)o->n : 1);
-  if (!copy) return damo_error(DAMO_ERR_NOMEM, "optimizer decay mask: out of memory for %lld flags", (long long)o->n);
+  const size_t bytes = o->n > 0 ? (size_t)o->n : 1;
+  const int host = damo_backend_is_host(o->b);
+  uint8_t *dev = o->b->alloc(o->b, bytes), *copy = host ? dev : malloc(bytes); /* the CPU writes in place */
+  if (!dev || !copy) {
+    if (!host) free(copy);
+    o->b->free(o->b, dev);
+    return damo_error(DAMO_ERR_NOMEM, "optimizer decay mask: out of memory for %lld flags", (long long)o->n);
+  }
   for (int64_t i = 0; i < o->n; i++) copy[i] = mask[i] ? 1 : 0;
-  free(o->decay_mask);
-  o->decay_mask = copy;
+  damo_status st = host ? DAMO_OK : o->b->from_host(o->b, dev, copy, bytes);
+  if (!host) free(copy);
+  if (st != DAMO_OK) {
+    o->b->free(o->b, dev);
+    return st;
+  }
+  o->b->free(o->b, o->decay_mask);
+  o->decay_mask = dev;
   return DAMO_OK;
 }
 
-/* ------------------------------------------------------------------ update kernels */
+/* ------------------------------------------------------------------ the step */
 
-/* Per-step scalars, computed once in double (as PyTorch does in Python) and used as float. */
-typedef struct step_consts {
-  float lr, wd, mu, coef;
-  int first, nesterov;
-  float b1, one_m_b1, b2, one_m_b2, bc2_sqrt, eps, neg_step_size, decay;
-} step_consts;
-
-/* SGD on [lo, hi). clip and mom are literal constants at every call, so inlining removes the
- * branches and leaves a straight vector loop. */
-OPT_INLINE void sgd_block(float *restrict p, float *restrict g, float *restrict buf, const uint8_t *restrict mask,
-                          int64_t lo, int64_t hi, const step_consts *k, const int clip, const int mom) {
-  const float lr = k->lr, wd = k->wd, mu = k->mu, coef = k->coef;
-  const int first = k->first, nesterov = k->nesterov;
-#pragma omp simd
-  for (int64_t i = lo; i < hi; i++) {
-    float gi = g[i];
-    if (clip) {
-      gi *= coef; /* clip_grad_norm_ scales the gradient in place */
-      g[i] = gi;
-    }
-    gi += (mask && !mask[i] ? 0.0f : wd) * p[i]; /* L2: weight_decay 0 adds an exact 0 */
-    if (mom) {
-      /* torch creates the buffer as a copy of the first gradient */
-      float b = first ? gi : mu * buf[i] + gi;
-      buf[i] = b;
-      gi = nesterov ? gi + mu * b : b;
-    }
-    p[i] -= lr * gi;
-  }
-}
-
-/* Adam (decoupled = 0) or AdamW (decoupled = 1) on [lo, hi). GCC vectorises this loop only
- * under -fno-math-errno: otherwise sqrtf keeps a scalar errno path (never taken here). */
-OPT_INLINE void adam_block(float *restrict p, float *restrict g, float *restrict m, float *restrict v,
-                           const uint8_t *restrict mask, int64_t lo, int64_t hi, const step_consts *k, const int clip,
-                           const int decoupled) {
-  const float wd = k->wd, coef = k->coef, b1 = k->b1, omb1 = k->one_m_b1, b2 = k->b2, omb2 = k->one_m_b2;
-  const float bc2s = k->bc2_sqrt, eps = k->eps, nss = k->neg_step_size, decay = k->decay;
-#pragma omp simd
-  for (int64_t i = lo; i < hi; i++) {
-    float gi = g[i];
-    if (clip) {
-      gi *= coef;
-      g[i] = gi;
-    }
-    float pi = p[i];
-    if (decoupled)
-      pi *= mask && !mask[i] ? 1.0f : decay; /* AdamW decays the weight before the update */
-    else
-      gi += (mask && !mask[i] ? 0.0f : wd) * pi; /* Adam adds L2 to the gradient */
-    float mi = b1 * m[i] + omb1 * gi;
-    float vi = b2 * v[i] + omb2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    float denom = sqrtf(vi) / bc2s + eps;
-    p[i] = pi + nss * mi / denom;
-  }
-}
-
-DAMO_MULTIVERSION static double block_sumsq(const float *g, int64_t lo, int64_t hi) {
-  double s = 0.0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = lo; i < hi; i++) s += (double)g[i] * (double)g[i];
-  return s;
-}
-
-/* Sum of squared gradients, in double, summed block by block in a fixed order. */
-static double grad_sumsq(damo_optimizer *o, const float *g) {
-  const int64_t n = o->n, nb = o->n_blocks;
-  double *part = o->partial;
-#pragma omp parallel for schedule(static) if (n > OPT_PARALLEL_MIN) num_threads(damo_threads())
-  for (int64_t b = 0; b < nb; b++) {
-    int64_t lo = b * OPT_BLOCK, hi = lo + OPT_BLOCK < n ? lo + OPT_BLOCK : n;
-    part[b] = block_sumsq(g, lo, hi);
-  }
-  double total = 0.0;
-  for (int64_t b = 0; b < nb; b++) total += part[b];
-  return total;
-}
-
+/* The first non-finite gradient, for the message (an error path: a device copies to host). */
 static damo_status non_finite_error(const damo_optimizer *o, const float *g) {
-  for (int64_t i = 0; i < o->n; i++)
-    if (!isfinite(g[i]))
-      return damo_error(DAMO_ERR_NUMERIC, "optimizer step %lld: gradient %lld of %lld is %g; parameters left unchanged",
+  float *host = NULL;
+  if (!damo_backend_is_host(o->b) && (host = malloc((size_t)(o->n ? o->n : 1) * sizeof(float))) &&
+      o->b->to_host(o->b, host, g, (size_t)o->n * sizeof(float)) == DAMO_OK)
+    g = host;
+  damo_status st = DAMO_OK;
+  if (damo_backend_is_host(o->b) || g == host)
+    for (int64_t i = 0; i < o->n && st == DAMO_OK; i++)
+      if (!isfinite(g[i]))
+        st = damo_error(DAMO_ERR_NUMERIC, "optimizer step %lld: gradient %lld of %lld is %g; parameters left unchanged",
                         (long long)o->steps, (long long)i, (long long)o->n, (double)g[i]);
+  free(host);
+  if (st != DAMO_OK) return st;
   /* Every element finite but the norm is not: cannot happen for float inputs summed in double. */
   return damo_error(DAMO_ERR_NUMERIC, "optimizer step %lld: gradient norm is not finite; parameters left unchanged",
                     (long long)o->steps);
 }
 
-/* One block of the update, compiled per SIMD level (each clone inlines the block kernels). */
-/* mask is NULL (decay everywhere: the compiler drops the test) or the decay mask. */
-DAMO_MULTIVERSION static void update_block(int variant, float *p, float *g, float *m, float *v, const uint8_t *mask,
-                                           int64_t lo, int64_t hi, const step_consts *k) {
-  if (!mask) {
-    switch (variant) {
-    case 0: sgd_block(p, g, m, NULL, lo, hi, k, 0, 0); break;
-    case 1: sgd_block(p, g, m, NULL, lo, hi, k, 1, 0); break;
-    case 2: sgd_block(p, g, m, NULL, lo, hi, k, 0, 1); break;
-    case 3: sgd_block(p, g, m, NULL, lo, hi, k, 1, 1); break;
-    case 4: adam_block(p, g, m, v, NULL, lo, hi, k, 0, 0); break;
-    case 5: adam_block(p, g, m, v, NULL, lo, hi, k, 1, 0); break;
-    case 6: adam_block(p, g, m, v, NULL, lo, hi, k, 0, 1); break;
-    default: adam_block(p, g, m, v, NULL, lo, hi, k, 1, 1); break;
-    }
-    return;
-  }
-  switch (variant) {
-  case 0: sgd_block(p, g, m, mask, lo, hi, k, 0, 0); break;
-  case 1: sgd_block(p, g, m, mask, lo, hi, k, 1, 0); break;
-  case 2: sgd_block(p, g, m, mask, lo, hi, k, 0, 1); break;
-  case 3: sgd_block(p, g, m, mask, lo, hi, k, 1, 1); break;
-  case 4: adam_block(p, g, m, v, mask, lo, hi, k, 0, 0); break;
-  case 5: adam_block(p, g, m, v, mask, lo, hi, k, 1, 0); break;
-  case 6: adam_block(p, g, m, v, mask, lo, hi, k, 0, 1); break;
-  default: adam_block(p, g, m, v, mask, lo, hi, k, 1, 1); break;
-  }
-}
-
 static damo_status optimizer_step(damo_optimizer *o, float *params, float *grads, int64_t total_steps, float *grad_norm) {
   if (!o) return damo_error(DAMO_ERR_INVALID_ARG, "optimizer step: NULL optimizer");
   if (o->n > 0 && (!params || !grads)) return damo_error(DAMO_ERR_INVALID_ARG, "optimizer step: NULL params or grads");
+  const damo_backend *b = o->b;
 
   /* The norm is always taken: it is reported, drives clipping, and keeps NaN/Inf gradients
    * from reaching the weights. */
-  double norm = sqrt(grad_sumsq(o, grads));
+  double norm = sqrt(b->sum_squares(b, grads, o->n, o->partial));
   if (grad_norm) *grad_norm = (float)norm;
   if (!isfinite(norm)) return non_finite_error(o, grads);
 
   const damo_optimizer_config *c = &o->cfg;
-  step_consts k;
+  damo_opt_update k;
   memset(&k, 0, sizeof k);
   k.lr = damo_schedule_lr(&c->schedule, c->lr, o->steps, total_steps);
   k.wd = c->weight_decay;
   k.coef = 1.0f;
-  int clip = 0;
   if (c->clip_norm > 0.0f) {
     /* torch: coef = max_norm / (norm + 1e-6), clamped to 1 */
     double coef = (double)c->clip_norm / (norm + 1e-6);
     if (coef < 1.0) {
       k.coef = (float)coef;
-      clip = 1;
+      k.clip = 1;
     }
   }
   if (c->kind == DAMO_OPT_SGD) {
+    k.rule = uses_momentum(o) ? DAMO_RULE_SGD_MOMENTUM : DAMO_RULE_SGD;
     k.mu = c->momentum;
     k.first = o->steps == 0;
     k.nesterov = c->nesterov;
   } else {
+    k.rule = c->kind == DAMO_OPT_ADAMW ? DAMO_RULE_ADAMW : DAMO_RULE_ADAM;
     double t = (double)(o->steps + 1), b1 = c->beta1, b2 = c->beta2;
     double bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
     k.b1 = c->beta1;
@@ -338,17 +274,13 @@ static damo_status optimizer_step(damo_optimizer *o, float *params, float *grads
     k.neg_step_size = (float)(-(double)k.lr / bc1);
     k.decay = (float)(1.0 - (double)k.lr * (double)c->weight_decay);
   }
-
-  /* 0..3: SGD plain/momentum x clip; 4..7: Adam/AdamW x clip. */
-  const int variant = (c->kind == DAMO_OPT_SGD ? (uses_momentum(o) ? 2 : 0) : (c->kind == DAMO_OPT_ADAMW ? 6 : 4)) + clip;
-  const int64_t n = o->n, nb = o->n_blocks;
-  float *p = params, *g = grads, *m = o->m, *v = o->v;
-  const uint8_t *mask = o->decay_mask;
-#pragma omp parallel for schedule(static) if (n > OPT_PARALLEL_MIN) num_threads(damo_threads())
-  for (int64_t b = 0; b < nb; b++) {
-    int64_t lo = b * OPT_BLOCK, hi = lo + OPT_BLOCK < n ? lo + OPT_BLOCK : n;
-    update_block(variant, p, g, m, v, mask, lo, hi, &k);
-  }
+  k.params = params;
+  k.grads = grads;
+  k.m = o->m;
+  k.v = o->v;
+  k.mask = o->decay_mask;
+  k.n = o->n;
+  b->opt_update(b, &k);
   o->steps++;
   return DAMO_OK;
 }
@@ -383,6 +315,9 @@ static damo_status state_into(damo_optimizer *o, damo_tensor_dict *out, int view
   const char *names[2];
   float *bufs[2];
   int nm = state_moments(o, names, bufs);
+  if (views && nm && !damo_backend_is_host(o->b))
+    return damo_error(DAMO_ERR_INVALID_ARG, "optimizer state views: the moments are on %s (backend '%s'), not in host "
+                      "memory; take copies (damo_optimizer_state)", damo_device_name(o->b->device), o->b->name);
   /* Check the names first so a failure leaves the dict as it was. */
   if (damo_tensor_dict_get(out, STATE_STEP)) return damo_error(DAMO_ERR_INVALID_ARG, "optimizer state: the dict already holds '%s'", STATE_STEP);
   for (int i = 0; i < nm; i++)
@@ -405,9 +340,16 @@ static damo_status state_into(damo_optimizer *o, damo_tensor_dict *out, int view
       damo_tensor_free(ts[0]);
       return damo_error_prefix(DAMO_ERR_NOMEM, "optimizer state: ");
     }
-    if (!views) memcpy(ts[i]->data, bufs[i], (size_t)o->n * sizeof(float));
   }
-  damo_status s = damo_tensor_dict_add(out, STATE_STEP, st);
+  damo_status s = DAMO_OK;
+  for (int i = 0; i < nm && !views && s == DAMO_OK; i++)
+    s = o->b->to_host(o->b, ts[i]->data, bufs[i], (size_t)o->n * sizeof(float));
+  if (s != DAMO_OK) {
+    damo_tensor_free(st);
+    for (int i = 0; i < nm; i++) damo_tensor_free(ts[i]);
+    return damo_error_prefix(s, "optimizer state: ");
+  }
+  s = damo_tensor_dict_add(out, STATE_STEP, st);
   for (int i = 0; i < nm; i++) {
     if (s == DAMO_OK)
       s = damo_tensor_dict_add(out, names[i], ts[i]);
@@ -463,7 +405,10 @@ damo_status damo_optimizer_load_state(damo_optimizer *o, const damo_tensor_dict 
     damo_status s = check_moment(o, ts[i], names[i], bufs[i] == o->v);
     if (s != DAMO_OK) return s;
   }
-  for (int i = 0; i < nm; i++) memcpy(bufs[i], ts[i]->data, (size_t)o->n * sizeof(float));
+  for (int i = 0; i < nm; i++) {
+    damo_status s = o->b->from_host(o->b, bufs[i], ts[i]->data, (size_t)o->n * sizeof(float));
+    if (s != DAMO_OK) return damo_error_prefix(s, "optimizer load state: ");
+  }
   o->steps = steps;
   return DAMO_OK;
 }

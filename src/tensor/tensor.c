@@ -22,6 +22,14 @@ const char *damo_dtype_name(damo_dtype t) {
   return "?";
 }
 
+const char *damo_device_name(damo_device d) {
+  switch (d) {
+  case DAMO_DEVICE_CPU: return "cpu";
+  case DAMO_DEVICE_CUDA: return "cuda";
+  }
+  return "unknown device";
+}
+
 static damo_status check_shape(damo_dtype dtype, int ndim, const int64_t *shape, size_t *bytes) {
   if (damo_dtype_size(dtype) == 0) return damo_error(DAMO_ERR_INVALID_ARG, "unknown dtype %d", (int)dtype);
   if (ndim < 0 || ndim > DAMO_MAX_DIMS)
@@ -84,7 +92,16 @@ int64_t damo_tensor_numel(const damo_tensor *t) {
 
 size_t damo_tensor_nbytes(const damo_tensor *t) { return (size_t)damo_tensor_numel(t) * damo_dtype_size(t->dtype); }
 
+/* The functions here read data with the CPU; a tensor on another device is refused. */
+static int host_only(const damo_tensor *t, const char *what) {
+  if (t->device == DAMO_DEVICE_CPU) return 1;
+  damo_error(DAMO_ERR_INVALID_ARG, "%s: the tensor is on %s; copy it to the host through its backend first", what,
+             damo_device_name(t->device));
+  return 0;
+}
+
 damo_tensor *damo_tensor_clone(const damo_tensor *t) {
+  if (!host_only(t, "tensor clone")) return NULL;
   damo_tensor *c = damo_tensor_new(t->dtype, t->ndim, t->shape);
   if (c) memcpy(c->data, t->data, damo_tensor_nbytes(t));
   return c;
@@ -97,6 +114,7 @@ static size_t row_bytes(const damo_tensor *t) {
 }
 
 damo_tensor *damo_tensor_gather_rows(const damo_tensor *t, const int64_t *idx, int64_t n) {
+  if (!host_only(t, "gather rows")) return NULL;
   if (t->ndim < 1) {
     damo_error(DAMO_ERR_SHAPE, "cannot gather rows of a scalar");
     return NULL;
@@ -119,6 +137,7 @@ damo_tensor *damo_tensor_gather_rows(const damo_tensor *t, const int64_t *idx, i
 }
 
 damo_tensor *damo_tensor_slice_rows(const damo_tensor *t, int64_t start, int64_t count) {
+  if (!host_only(t, "slice rows")) return NULL;
   if (t->ndim < 1 || start < 0 || count < 0 || start + count > t->shape[0]) {
     damo_error(DAMO_ERR_INVALID_ARG, "row slice [%lld, %lld) out of range of %lld rows", (long long)start,
                (long long)(start + count), t->ndim ? (long long)t->shape[0] : 0LL);
@@ -177,6 +196,7 @@ char *damo_shape_string(int ndim, const int64_t *shape, char *buf, size_t cap) {
 }
 
 damo_tensor *damo_tensor_to_f32(const damo_tensor *t) {
+  if (!host_only(t, "tensor to f32")) return NULL;
   damo_tensor *o = damo_tensor_new(DAMO_F32, t->ndim, t->shape);
   if (!o) return NULL;
   int64_t n = damo_tensor_numel(t);

@@ -247,7 +247,7 @@ static damo_status fit_stage(void *ctx, int64_t micro) {
 static damo_status fit_forward(void *ctx, float *loss) {
   fit_adapter *f = ctx;
   damo_status st = damo_graph_forward(f->mg->g, 1);
-  if (st == DAMO_OK) *loss = damo_node_data(f->mg->loss)[0];
+  if (st == DAMO_OK) st = damo_graph_read(f->mg->g, f->mg->loss, 0, 1, loss); /* through the backend */
   return st;
 }
 

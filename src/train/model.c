@@ -472,7 +472,7 @@ const char *damo_model_find_nonfinite(damo_model *m, damo_model_graph *mg) {
   for (int k = 0; k < g->n_order; k++) {
     damo_node *n = g->nodes[g->order[k]];
     if (n->op == DAMO_OP_PARAM || n->op == DAMO_OP_CONSTANT || n->dtype != DAMO_F32) continue;
-    if (n->op != DAMO_OP_INPUT && damo_op_table[n->op]->forward(g, n) != DAMO_OK) return n->name;
+    if (damo_graph_forward_node(g, n) != DAMO_OK) return n->name;
     const float *v = n->value;
     for (int64_t i = 0; i < damo_node_count(n); i++)
       if (!isfinite(v[i])) return n->name;

@@ -11,6 +11,7 @@
  * Model kinds plug in through damo_train_adapter (Sequential in fit.c, GPT-2 in
  * models/gpt2_train.c, BERT's masked LM and classifier in models/bert_train.c); the loops
  * around the step (epochs or steps, validation, checkpoints) call damo_trainer_step. */
+#include "graph/backend.h"
 #include "train/trainer.h"
 
 #include <math.h>
@@ -25,15 +26,22 @@ damo_status damo_trainer_new(const damo_train_adapter *a, damo_optimizer *opt, i
   if (grad_accum < 1 || total_steps < 1)
     return damo_error(DAMO_ERR_INVALID_ARG, "trainer_new: grad_accum %lld and total_steps %lld must be >= 1",
                       (long long)grad_accum, (long long)total_steps);
+  const damo_backend *b = a->backend ? a->backend : damo_backend_cpu();
+  if (damo_optimizer_backend(opt)->device != b->device)
+    return damo_error(DAMO_ERR_INVALID_ARG, "trainer_new: the parameters are on %s (backend '%s') but the optimizer "
+                      "steps on %s (backend '%s'); damo_optimizer_set_backend puts them on one device",
+                      damo_device_name(b->device), b->name, damo_device_name(damo_optimizer_backend(opt)->device),
+                      damo_optimizer_backend(opt)->name);
   damo_trainer *t = calloc(1, sizeof *t);
   if (!t) return damo_error(DAMO_ERR_NOMEM, "trainer_new: out of memory");
   t->a = *a;
+  t->a.backend = b;
   if (!t->a.name) t->a.name = "training";
   t->opt = opt;
   t->grad_accum = grad_accum;
   t->total_steps = total_steps;
   damo_divergence_init(&t->diverge);
-  if (grad_accum > 1 && !(t->grad_sum = damo_alloc((size_t)(a->n_params ? a->n_params : 1) * sizeof(float)))) {
+  if (grad_accum > 1 && !(t->grad_sum = b->alloc(b, (size_t)(a->n_params ? a->n_params : 1) * sizeof(float)))) {
     free(t);
     return damo_error(DAMO_ERR_NOMEM, "trainer_new: out of memory for the accumulated gradients (%lld floats)",
                       (long long)a->n_params);
@@ -45,7 +53,7 @@ damo_status damo_trainer_new(const damo_train_adapter *a, damo_optimizer *opt, i
 void damo_trainer_free(damo_trainer *t) {
   if (!t) return;
   loop_resume_clear(&t->resume);
-  damo_free(t->grad_sum);
+  if (t->grad_sum) t->a.backend->free(t->a.backend, t->grad_sum);
   free(t);
 }
 
@@ -72,6 +80,7 @@ static damo_status step_error(const damo_trainer *t, damo_status st, int64_t k) 
 damo_status damo_trainer_step(damo_trainer *t, damo_train_report *report) {
   if (!t) return damo_error(DAMO_ERR_INVALID_ARG, "trainer_step: NULL trainer");
   const damo_train_adapter *a = &t->a;
+  const damo_backend *b = a->backend; /* micro-batch gradients are summed where they are */
   const int64_t K = t->grad_accum, n = a->n_params;
   double loss_sum = 0.0;
   damo_status st = DAMO_OK;
@@ -94,15 +103,10 @@ damo_status damo_trainer_step(damo_trainer *t, damo_train_report *report) {
     if ((st = a->backward(a->ctx)) != DAMO_OK) return step_error(t, st, k);
     loss_sum += loss;
     if (K == 1) break;
-    if (k == 0)
-      memcpy(t->grad_sum, a->grads, (size_t)n * sizeof(float));
-    else
-      for (int64_t i = 0; i < n; i++) t->grad_sum[i] += a->grads[i];
+    b->axpby(b, n, 1.0f, a->grads, k == 0 ? 0.0f : 1.0f, t->grad_sum);
   }
-  if (K > 1) { /* the gradient of the mean loss over the micro-batches */
-    const float scale = 1.0f / (float)K;
-    for (int64_t i = 0; i < n; i++) a->grads[i] = t->grad_sum[i] * scale;
-  }
+  if (K > 1) /* the gradient of the mean loss over the micro-batches */
+    b->axpby(b, n, 1.0f / (float)K, t->grad_sum, 0.0f, a->grads);
   const float mean_loss = (float)(loss_sum / (double)K);
   if ((st = damo_divergence_check(&t->diverge, mean_loss)) != DAMO_OK) return step_error(t, st, -1);
   if (t->hook && (st = t->hook(t->hook_ctx, a->grads, n, t->steps_done)) != DAMO_OK)
