@@ -154,7 +154,7 @@ static int saved_inputs(const char *dir, const damo_bert *m, int *seq_len, int *
 /* The model directory (HF files, vocab.txt, tokenizer_config.json) and, with state, a
  * checkpoint's trainer_state.safetensors, in one directory save. */
 static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *out, int64_t seq_len, long head,
-                      const damo_tensor_dict *state) {
+                      const damo_tensor_dict *state, const damo_history *history) {
   damo_dir_save *tx;
   if (damo_dir_save_begin(out, &tx) != DAMO_OK) return cli_fail("train: saving");
   const char *folder = damo_dir_save_folder(tx);
@@ -170,6 +170,8 @@ static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *
   if (st == DAMO_OK) st = damo_write_file_atomic(path, text, strlen(text));
   snprintf(path, sizeof path, "%s/trainer_state.safetensors", folder);
   if (st == DAMO_OK && state) st = damo_safetensors_save(path, state, NULL, 0);
+  snprintf(path, sizeof path, "%s/history.csv", folder);
+  if (st == DAMO_OK && history) st = damo_history_csv_write(history, path);
   if (st == DAMO_OK) st = damo_dir_save_commit(tx);
   else damo_dir_save_abort(tx);
   if (st != DAMO_OK) return cli_fail("train: saving");
@@ -266,6 +268,7 @@ typedef struct pretrain_output {
   int64_t seq_len, batch, window_steps;
   double window_start, paused;
   int save_failed; /* save_model printed why */
+  damo_history *history;
 } pretrain_output;
 
 static damo_status pretrain_validate(void *ctx, double *row) {
@@ -287,7 +290,7 @@ static damo_status pretrain_save(void *ctx, const damo_train_event *e) {
     damo_tensor_dict_free(state);
     return st;
   }
-  int failed = save_model(o->m, o->wp, o->out, o->seq_len, -1, state);
+  int failed = save_model(o->m, o->wp, o->out, o->seq_len, -1, state, o->history);
   damo_tensor_dict_free(state);
   if (failed) {
     o->save_failed = 1;
@@ -363,7 +366,10 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
   }
   damo_train_hooks hooks = {.ctx = &o, .validate = pretrain_validate, .checkpoint = pretrain_save,
                             .on_event = pretrain_event};
-  if (damo_trainer_run(damo_bert_pretrainer_core(t), &loop, &hooks, NULL) != DAMO_OK) {
+  o.history = damo_history_create(0);
+  damo_status run_st = o.history ? damo_trainer_run(damo_bert_pretrainer_core(t), &loop, &hooks, o.history) : DAMO_ERR_NOMEM;
+  damo_history_free(o.history);
+  if (run_st != DAMO_OK) {
     if (!o.save_failed) rc = cli_fail("train --pretrain");
     goto done;
   }
@@ -457,6 +463,7 @@ static damo_bert_examples examples_of(const encoded_split *e) {
  * steps (redrawn on a terminal; a line of its own in a log, which would otherwise hear
  * nothing until the epoch ended, minutes on 2 cores), the validation figures per epoch. */
 typedef struct finetune_saver {
+  const damo_history *history;
   const damo_bert *m;
   const damo_wordpiece *wp;
   const char *out;
@@ -475,7 +482,8 @@ typedef struct finetune_output {
 /* A fine-tuning checkpoint: the model as it is now, and the run's state to resume from. */
 static damo_status save_finetune_checkpoint(void *ctx, const damo_tensor_dict *state) {
   const finetune_saver *s = ((finetune_output *)ctx)->saver;
-  if (save_model(s->m, s->wp, s->out, s->seq_len, s->head, state)) return damo_error(DAMO_ERR_IO, "saving a checkpoint");
+  if (save_model(s->m, s->wp, s->out, s->seq_len, s->head, state, s->history))
+    return damo_error(DAMO_ERR_IO, "saving a checkpoint");
   return DAMO_OK;
 }
 
@@ -516,6 +524,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   damo_bert *m = NULL;
   damo_bert_finetuner *f = NULL;
   damo_tensor_dict *resumed = NULL;
+  damo_history *history = NULL;
   int rc = 1;
   const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
   if (r.head_tokens > T - 2) { /* [CLS] and [SEP] take two of the T places */
@@ -547,10 +556,12 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   finetune_output fo = {.epochs = r.epochs, .per_epoch = per_epoch, .batch = B, .tty = isatty(fileno(stdout)),
                         .t0 = cli_seconds(), .best_epoch = (int)r.epochs, .best_f1 = NAN};
   const damo_bert_examples train = examples_of(&sp[0]), val = examples_of(&sp[1]), test_set = examples_of(&sp[2]);
-  finetune_saver saver = {m, wp, out, T, r.head_tokens};
+  if (!(history = damo_history_create(0))) goto fail;
+  finetune_saver saver = {history, m, wp, out, T, r.head_tokens};
   damo_bert_fit_options fit = {.epochs = r.epochs, .log_every = r.log_every, .on_event = print_finetune_event,
                                .checkpoint = save_finetune_checkpoint, .ctx = &fo,
-                               .checkpoint_every = r.checkpoint_every > 0 ? r.checkpoint_every : 0};
+                               .checkpoint_every = r.checkpoint_every > 0 ? r.checkpoint_every : 0,
+                               .history = history};
   fo.saver = &saver;
   if (cli_flag(argc, argv, "--resume")) {
     if (!resume_state(out, &resumed)) goto done;
@@ -563,12 +574,13 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   printf("test (weights of epoch %d, best validation F1 %.4f): accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, "
          "AUC %.4f (%lld mails)\n", fo.best_epoch, fo.best_f1, test.accuracy, test.precision, test.recall, test.f1,
          test.auc, (long long)sp[2].n);
-  rc = save_model(m, wp, out, T, r.head_tokens, NULL);
+  rc = save_model(m, wp, out, T, r.head_tokens, NULL, history);
   goto done;
 fail:
   rc = cli_fail("train");
 done:
   damo_tensor_dict_free(resumed);
+  damo_history_free(history);
   for (int s = 0; s < 3; s++) free_split(&sp[s]);
   damo_bert_finetuner_free(f);
   damo_bert_free(m);

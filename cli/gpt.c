@@ -131,6 +131,7 @@ static void print_header(const damo_gpt2_config *c, const damo_gpt2 *m, const da
  * training time only: validation and checkpoint time is taken out of the window. */
 typedef struct gpt_output {
   damo_gpt2_trainer *t;
+  damo_history *history;
   const char *out;
   int64_t tokens_per_step, window_steps;
   double window_start, paused;
@@ -146,10 +147,17 @@ static damo_status gpt_validate(void *ctx, double *row) {
   return st;
 }
 
+/* history.csv (step, loss, val_loss, lr of every validation so far) in the checkpoint. */
+static damo_status gpt_files(void *ctx, const char *folder) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/history.csv", folder);
+  return damo_history_csv_write(((gpt_output *)ctx)->history, path);
+}
+
 static damo_status gpt_checkpoint(void *ctx, const damo_train_event *e) {
   gpt_output *o = ctx;
   double start = cli_seconds();
-  damo_status st = damo_gpt2_trainer_save(o->t, o->out);
+  damo_status st = damo_gpt2_trainer_checkpoint(o->t, o->out, e, gpt_files, o);
   if (st != DAMO_OK) return st; /* "checkpoint at step N: ..." */
   printf("checkpoint: step %lld -> %s\n", (long long)e->step, o->out);
   fflush(stdout);
@@ -180,7 +188,11 @@ static int run_training(damo_gpt2_trainer *t, const gpt_run *r, const char *out)
   damo_train_loop loop = {.steps = r->opt.steps, .log_every = r->log_every, .validate_every = r->eval_every,
                           .validate_first = r->eval_every > 0, .checkpoint_every = r->checkpoint_every};
   damo_train_hooks hooks = {.ctx = &o, .validate = gpt_validate, .checkpoint = gpt_checkpoint, .on_event = gpt_event};
-  if (damo_trainer_run(damo_gpt2_trainer_core(t), &loop, &hooks, NULL) != DAMO_OK) return cli_fail("train");
+  o.history = damo_history_create(0);
+  if (!o.history) return cli_fail("train");
+  damo_status st = damo_trainer_run(damo_gpt2_trainer_core(t), &loop, &hooks, o.history);
+  damo_history_free(o.history);
+  if (st != DAMO_OK) return cli_fail("train");
   printf("done in %.1f s\n", cli_seconds() - t0);
   return 0;
 }

@@ -1427,6 +1427,11 @@ struct damo_trainer *damo_gpt2_trainer_core(damo_gpt2_trainer *t);
  * three in one directory save (damo_dir_save_begin), so a crash at any point leaves the
  * previous checkpoint or this one. The state file alone is what resume reads. */
 damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir);
+/* The same at a CHECKPOINT event of damo_trainer_run over damo_gpt2_trainer_core(t): the
+ * trainer's part from damo_trainer_checkpoint_add (so the loop's history comes back with
+ * resume), and what files(ctx, folder) writes into the same directory save (NULL: none). */
+damo_status damo_gpt2_trainer_checkpoint(const damo_gpt2_trainer *t, const char *dir, const damo_train_event *e,
+                                         damo_status (*files)(void *ctx, const char *folder), void *ctx);
 /* Restores a checkpoint written with the same architecture, batch, T and accum: the run
  * then continues exactly as the uninterrupted one (bit for bit on the same thread count).
  * Everything is checked before the model changes; after a failure free the trainer. */
@@ -1587,6 +1592,7 @@ typedef struct damo_bert_fit_options {
   damo_status (*checkpoint)(void *ctx, const damo_tensor_dict *state);
   const damo_tensor_dict *resume; /* such a state to continue from, or NULL */
   const char *resume_path;        /* its file, for messages */
+  damo_history *history;          /* gets a row per epoch (damo_history_create), or NULL */
   void *ctx;
 } damo_bert_fit_options;
 /* Fine-tunes for o->epochs passes over train (a fresh seeded permutation each epoch),

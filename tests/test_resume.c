@@ -200,7 +200,7 @@ static void test_gpt2(void) {
   char train[2000];
   snprintf(train, sizeof train, "%s train --config %s --data %s --checkpoint-every 3", DAMO_CLI_PATH,
            tmp_path("gpt.json"), tmp_path("corpus.txt"));
-  kill_and_resume("gpt2", train, quick() ? 2 : 4, NULL);
+  kill_and_resume("gpt2", train, quick() ? 2 : 4, "history.csv");
 }
 
 /* The labelled mails and the vocabulary the BERT runs share. */
@@ -240,10 +240,10 @@ static void test_bert(void) {
   char train[2000];
   snprintf(train, sizeof train, "%s train --config %s --data %s --vocab %s --pretrain --checkpoint-every 4",
            DAMO_CLI_PATH, tmp_path("bert.json"), tmp_path("mails"), tmp_path("vocab.txt"));
-  kill_and_resume("bert-pretraining", train, quick() ? 2 : 4, NULL);
+  kill_and_resume("bert-pretraining", train, quick() ? 2 : 4, "history.csv");
   snprintf(train, sizeof train, "%s train --config %s --data %s --vocab %s --checkpoint-every 3", DAMO_CLI_PATH,
            tmp_path("bert.json"), tmp_path("mails"), tmp_path("vocab.txt"));
-  kill_and_resume("bert-finetuning", train, quick() ? 2 : 4, NULL);
+  kill_and_resume("bert-finetuning", train, quick() ? 2 : 4, "history.csv");
 }
 
 int main(void) {

@@ -500,7 +500,7 @@ damo_status damo_bert_finetuner_fit(damo_bert_finetuner *f, const damo_bert_exam
   damo_train_hooks hooks = {.ctx = &r, .epoch_begin = finetune_epoch_begin, .step_begin = finetune_step_begin,
                             .validate = finetune_validate, .checkpoint = o->checkpoint ? finetune_checkpoint : NULL,
                             .on_event = finetune_event};
-  if (st == DAMO_OK) st = damo_trainer_run(f->core, &loop, &hooks, NULL);
+  if (st == DAMO_OK) st = damo_trainer_run(f->core, &loop, &hooks, o->history);
   free(r.order);
   free(r.staged);
   return st;

@@ -256,8 +256,11 @@ static damo_tensor *i32_tensor(int64_t count, const int32_t *values) {
   return x;
 }
 
-damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir) {
-  if (!t || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_save: NULL argument");
+/* A checkpoint; with e (a CHECKPOINT event of the trainer's loop) the trainer's part comes
+ * from damo_trainer_checkpoint_add (the same params, step and moments under the same names,
+ * plus the loop's position and history), and files may add to the same directory save. */
+static damo_status save_checkpoint(const damo_gpt2_trainer *t, const char *dir, const damo_train_event *e,
+                                   damo_status (*files)(void *ctx, const char *folder), void *ctx) {
   /* One directory save for the model files and the state (damo_dir_save): the checkpoint
    * directory switches from the previous step to this one in one rename. */
   damo_dir_save *tx;
@@ -271,30 +274,46 @@ damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir) 
   }
   /* Views of the parameters and moments, not copies: the file is written before the dict
    * is freed, and copies would double the trainer's memory at every checkpoint. */
-  int64_t n = t->model->p.n_params_padded;
-  damo_tensor *params = damo_tensor_wrap(DAMO_F32, 1, &n, t->model->p.param_block);
-  const int64_t done = damo_gpt2_trainer_steps_done(t);
-  int32_t step[2] = {(int32_t)(done & 0x7fffffff), (int32_t)(done >> 31)};
   int32_t rng[4];
   memcpy(rng, t->rng.s, sizeof rng);
   int32_t shape[3] = {(int32_t)t->opt.batch_size, (int32_t)t->opt.seq_len, (int32_t)t->opt.grad_accum};
-  st = params ? damo_tensor_dict_add(d, STATE_PARAMS, params) : DAMO_ERR_NOMEM;
-  if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_STEP, i32_tensor(2, step));
+  if (e) {
+    st = damo_trainer_checkpoint_add(e, d);
+  } else {
+    int64_t n = t->model->p.n_params_padded;
+    damo_tensor *params = damo_tensor_wrap(DAMO_F32, 1, &n, t->model->p.param_block);
+    const int64_t done = damo_gpt2_trainer_steps_done(t);
+    int32_t step[2] = {(int32_t)(done & 0x7fffffff), (int32_t)(done >> 31)};
+    st = params ? damo_tensor_dict_add(d, STATE_PARAMS, params) : DAMO_ERR_NOMEM;
+    if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_STEP, i32_tensor(2, step));
+    if (st == DAMO_OK) st = damo_optimizer_state_views(t->optimizer, d);
+  }
   if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_RNG, i32_tensor(4, rng));
   if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_SHAPE, i32_tensor(3, shape));
   int32_t fingerprint[4];
   data_fingerprint(t->data, fingerprint);
   if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_DATA, i32_tensor(4, fingerprint));
-  if (st == DAMO_OK) st = damo_optimizer_state_views(t->optimizer, d);
   char path[4200];
   snprintf(path, sizeof path, "%s/%s", damo_dir_save_folder(tx), STATE_FILE);
   static const char *const meta[] = {"format", "damo-gpt2-trainer"};
   if (st == DAMO_OK) st = damo_safetensors_save(path, d, meta, 1);
   damo_tensor_dict_free(d);
+  if (st == DAMO_OK && files) st = files(ctx, damo_dir_save_folder(tx));
   if (st == DAMO_OK) st = damo_dir_save_commit(tx);
   else damo_dir_save_abort(tx);
   if (st != DAMO_OK) return damo_error_prefix(st, "checkpoint at step %lld: ", (long long)damo_gpt2_trainer_steps_done(t));
   return DAMO_OK;
+}
+
+damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir) {
+  if (!t || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_save: NULL argument");
+  return save_checkpoint(t, dir, NULL, NULL, NULL);
+}
+
+damo_status damo_gpt2_trainer_checkpoint(const damo_gpt2_trainer *t, const char *dir, const damo_train_event *e,
+                                         damo_status (*files)(void *ctx, const char *folder), void *ctx) {
+  if (!t || !dir || !e) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_checkpoint: NULL argument");
+  return save_checkpoint(t, dir, e, files, ctx);
 }
 
 static damo_status get_i32(const damo_tensor_dict *d, const char *name, int64_t count, const char *path,
@@ -379,6 +398,9 @@ damo_status damo_gpt2_trainer_resume(damo_gpt2_trainer *t, const char *dir) {
     memcpy(t->rng.s, rng_t->data, sizeof t->rng.s);
     damo_trainer_set_steps_done(t->core, steps);
   }
+  /* A checkpoint of the training loop also carries its position and history: the trainer
+   * takes them (and checks the parts above once more) for the next damo_trainer_run. */
+  if (st == DAMO_OK && damo_tensor_dict_get(d, "loop.position")) st = damo_trainer_resume(t->core, d, path);
   damo_tensor_dict_free(d);
   return st;
 }
