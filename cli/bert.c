@@ -154,7 +154,7 @@ static int saved_inputs(const char *dir, const damo_bert *m, int *seq_len, int *
 /* The model directory (HF files, vocab.txt, tokenizer_config.json) and, with state, a
  * checkpoint's trainer_state.safetensors, in one directory save. */
 static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *out, int64_t seq_len, long head,
-                      const damo_tensor_dict *state, const damo_history *history) {
+                      const damo_tensor_dict *state, const damo_history *history, int by_step) {
   damo_dir_save *tx;
   if (damo_dir_save_begin(out, &tx) != DAMO_OK) return cli_fail("train: saving");
   const char *folder = damo_dir_save_folder(tx);
@@ -172,6 +172,9 @@ static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *
   if (st == DAMO_OK && state) st = damo_safetensors_save(path, state, NULL, 0);
   snprintf(path, sizeof path, "%s/history.csv", folder);
   if (st == DAMO_OK && history) st = damo_history_csv_write(history, path);
+  snprintf(path, sizeof path, "%s/history.png", folder);
+  if (st == DAMO_OK && history) cli_write_history_png(history, path, by_step ? "BERT pre-training" : "BERT fine-tuning",
+                                                      by_step);
   if (st == DAMO_OK) st = damo_dir_save_commit(tx);
   else damo_dir_save_abort(tx);
   if (st != DAMO_OK) return cli_fail("train: saving");
@@ -290,7 +293,7 @@ static damo_status pretrain_save(void *ctx, const damo_train_event *e) {
     damo_tensor_dict_free(state);
     return st;
   }
-  int failed = save_model(o->m, o->wp, o->out, o->seq_len, -1, state, o->history);
+  int failed = save_model(o->m, o->wp, o->out, o->seq_len, -1, state, o->history, 1);
   damo_tensor_dict_free(state);
   if (failed) {
     o->save_failed = 1;
@@ -482,7 +485,7 @@ typedef struct finetune_output {
 /* A fine-tuning checkpoint: the model as it is now, and the run's state to resume from. */
 static damo_status save_finetune_checkpoint(void *ctx, const damo_tensor_dict *state) {
   const finetune_saver *s = ((finetune_output *)ctx)->saver;
-  if (save_model(s->m, s->wp, s->out, s->seq_len, s->head, state, s->history))
+  if (save_model(s->m, s->wp, s->out, s->seq_len, s->head, state, s->history, 0))
     return damo_error(DAMO_ERR_IO, "saving a checkpoint");
   return DAMO_OK;
 }
@@ -574,7 +577,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   printf("test (weights of epoch %d, best validation F1 %.4f): accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, "
          "AUC %.4f (%lld mails)\n", fo.best_epoch, fo.best_f1, test.accuracy, test.precision, test.recall, test.f1,
          test.auc, (long long)sp[2].n);
-  rc = save_model(m, wp, out, T, r.head_tokens, NULL, history);
+  rc = save_model(m, wp, out, T, r.head_tokens, NULL, history, 0);
   goto done;
 fail:
   rc = cli_fail("train");

@@ -25,6 +25,9 @@ damo_status cli_load_data(const char *spec, const char *split, const char *label
  * removes that state so the new run cannot be resumed as the old one); both at once is a
  * contradiction. 0 when the run may go on, else 2 after printing why. */
 int cli_check_out(const char *out, int resume, int overwrite);
+/* history.png: loss and accuracy curves (train, validation) per epoch, or per validation
+ * step (by_step: GPT-2, BERT pre-training); 1 when written, else 0 after printing why. */
+int cli_write_history_png(const damo_history *h, const char *path, const char *title, int by_step);
 /* Per-class accuracy, binary figures, and a confusion-matrix PNG (png may be NULL). */
 int cli_classification_report(damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *png);
 /* The same from class probabilities p (rows, classes) and labels y; names may be NULL. */

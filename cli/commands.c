@@ -18,24 +18,6 @@ static int ends_with(const char *s, const char *suffix) {
 }
 
 /* Training curves from the history as a PNG; 1 when written. */
-static int write_history_png(const damo_history *h, const char *path, const char *title) {
-  int n = damo_history_epochs(h);
-  if (n < 1) return 0;
-  float *v = malloc((size_t)n * 4 * sizeof *v);
-  if (!v) return 0;
-  static const char *const series[] = {"loss", "val_loss", "accuracy", "val_accuracy"};
-  int any[4] = {0};
-  for (int k = 0; k < 4; k++)
-    for (int e = 0; e < n; e++) {
-      v[k * n + e] = damo_history_get(h, series[k], e);
-      any[k] |= v[k * n + e] == v[k * n + e];
-    }
-  damo_status st = damo_plot_history_png(path, title, n, v, any[1] ? v + n : NULL, any[2] ? v + 2 * n : NULL,
-                                         any[3] ? v + 3 * n : NULL);
-  free(v);
-  if (st != DAMO_OK) cli_fail("train: writing the training curves");
-  return st == DAMO_OK;
-}
 
 /* What a Sequential model directory holds besides the model: vocab.txt and text.json for
  * a text model, history.csv and history.png. Written into a directory save's folder. */
@@ -52,7 +34,7 @@ static damo_status add_checkpoint_files(void *ctx, const char *folder, const dam
   snprintf(path, sizeof path, "%s/history.csv", folder);
   damo_status st = damo_history_csv_write(h, path);
   snprintf(path, sizeof path, "%s/history.png", folder);
-  if (st == DAMO_OK) write_history_png(h, path, strrchr(e->config, '/') ? strrchr(e->config, '/') + 1 : e->config);
+  if (st == DAMO_OK) cli_write_history_png(h, path, strrchr(e->config, '/') ? strrchr(e->config, '/') + 1 : e->config, 0);
   return st;
 }
 

@@ -147,11 +147,15 @@ static damo_status gpt_validate(void *ctx, double *row) {
   return st;
 }
 
-/* history.csv (step, loss, val_loss, lr of every validation so far) in the checkpoint. */
+/* history.csv (step, loss, val_loss, lr of every validation so far) and history.png in the checkpoint. */
 static damo_status gpt_files(void *ctx, const char *folder) {
   char path[4096];
+  const damo_history *h = ((gpt_output *)ctx)->history;
   snprintf(path, sizeof path, "%s/history.csv", folder);
-  return damo_history_csv_write(((gpt_output *)ctx)->history, path);
+  damo_status st = damo_history_csv_write(h, path);
+  snprintf(path, sizeof path, "%s/history.png", folder);
+  if (st == DAMO_OK) cli_write_history_png(h, path, "GPT-2", 1); /* curves are a courtesy: a failure is printed */
+  return st;
 }
 
 static damo_status gpt_checkpoint(void *ctx, const damo_train_event *e) {

@@ -139,3 +139,25 @@ int cli_check_out(const char *out, int resume, int overwrite) {
   }
   return 0;
 }
+
+/* The training curves of a history as a PNG; 1 when written (a failure is printed). */
+int cli_write_history_png(const damo_history *h, const char *path, const char *title, int by_step) {
+  int n = damo_history_epochs(h);
+  if (n < 1) return 0;
+  float *v = malloc((size_t)n * 5 * sizeof *v), *at = v ? v + 4 * n : NULL;
+  if (!v) return 0;
+  for (int e = 0; e < n; e++) at[e] = (float)damo_history_at(h, e);
+  static const char *const series[] = {"loss", "val_loss", "accuracy", "val_accuracy"};
+  int any[4] = {0};
+  for (int k = 0; k < 4; k++)
+    for (int e = 0; e < n; e++) {
+      v[k * n + e] = damo_history_get(h, series[k], e);
+      any[k] |= v[k * n + e] == v[k * n + e];
+    }
+  damo_status st = damo_plot_history_png_at(path, title, n, by_step ? at : NULL, by_step ? "step" : "epoch",
+                                            any[0] ? v : NULL, any[1] ? v + n : NULL, any[2] ? v + 2 * n : NULL,
+                                            any[3] ? v + 3 * n : NULL);
+  free(v);
+  if (st != DAMO_OK) cli_fail("train: writing the training curves");
+  return st == DAMO_OK;
+}

@@ -1039,6 +1039,13 @@ damo_status damo_image_to_model_input(const damo_tensor *img, int h, int w, int 
  * epochs 1..n_epochs on x. Any series may be NULL; NAN entries are skipped (a gap). */
 damo_status damo_plot_history_png(const char *path, const char *title, int n_epochs, const float *train_loss,
                                   const float *val_loss, const float *train_acc, const float *val_acc);
+/* The same with each point at x at[i] (increasing; e.g. the step of each validation of a
+ * GPT-2 run) and the x axis named x_label ("step"). */
+damo_status damo_plot_history_png_at(const char *path, const char *title, int n_points, const float *at,
+                                     const char *x_label, const float *train_loss, const float *val_loss,
+                                     const float *train_acc, const float *val_acc);
+/* The step (or epoch) number row i of a history was recorded at. */
+int damo_history_at(const damo_history *h, int i);
 /* A confusion matrix as a PNG heat map: counts (n x n, row = true class, column =
  * predicted) written in the cells, shaded by the fraction of their row; class names (NULL,
  * or n strings; NULL entries print the index) on both axes; per-class accuracy (recall) as

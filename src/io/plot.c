@@ -307,8 +307,10 @@ static int series_range(const float *a, const float *b, int n, double *lo, doubl
 }
 
 /* Draws one history panel at [left, right) x [top, bottom) (including its labels). */
+/* at: the x of each point (NULL: epochs 1..n), x_label the axis's name. */
 static damo_status draw_history_panel(canvas *cv, int left, int top, int right, int bottom, const char *name,
-                                      int n, const float *train, const float *val, int is_accuracy) {
+                                      int n, const float *at, const char *x_label, const float *train,
+                                      const float *val, int is_accuracy) {
   double lo = 0, hi = 1;
   series_range(train, val, n, &lo, &hi);
   double pad = (hi - lo) * 0.08;
@@ -331,9 +333,10 @@ static damo_status draw_history_panel(canvas *cv, int left, int top, int right, 
     if (tw > lab_w) lab_w = tw;
   }
   panel p = {left + lab_w + 14, top + 30, right - 12, bottom - 52, 1, n > 1 ? n : 2, lo, hi};
-  if (n == 1) {
-    p.xlo = 0.5;
-    p.xhi = 1.5;
+  if (at) p.xlo = at[0], p.xhi = at[n - 1];
+  if (p.xhi <= p.xlo) { /* one point (or one x): centred */
+    p.xhi = p.xlo + 0.5;
+    p.xlo -= 0.5;
   }
   text_at(cv, (p.x0 + p.x1) / 2, top, name, 2, INK, 1);
   fill_rect(cv, p.x0, p.y0, p.x1, p.y1, WHITE);
@@ -347,7 +350,14 @@ static damo_status draw_history_panel(canvas *cv, int left, int top, int right, 
     text_at(cv, p.x0 - 9, y - 8, buf, 2, SUBTLE, 2);
   }
   double xticks[16];
-  int n_xticks = damo_plot_epoch_ticks(n, xticks, 16);
+  int n_xticks = 0;
+  if (!at) {
+    n_xticks = damo_plot_epoch_ticks(n, xticks, 16);
+  } else { /* steps: whole numbers on a 1-2-5 ladder over the range */
+    ticks xt = nice_ticks(p.xlo, p.xhi, 8);
+    const double step = xt.step < 1 ? 1 : xt.step;
+    for (double v = ceil(p.xlo / step) * step; v <= p.xhi + 1e-9 && n_xticks < 16; v += step) xticks[n_xticks++] = v;
+  }
   for (int i = 0; i < n_xticks; i++) {
     double v = xticks[i];
     int x = (int)lroundf(panel_x(&p, v));
@@ -356,7 +366,7 @@ static damo_status draw_history_panel(canvas *cv, int left, int top, int right, 
     tick_label(buf, sizeof buf, v, 0);
     text_at(cv, x, p.y1 + 10, buf, 2, SUBTLE, 1);
   }
-  text_at(cv, (p.x0 + p.x1) / 2, p.y1 + 32, "epoch", 2, SUBTLE, 1);
+  text_at(cv, (p.x0 + p.x1) / 2, p.y1 + 32, x_label, 2, SUBTLE, 1);
   rect_outline(cv, p.x0 - 1, p.y0 - 1, p.x1 + 1, p.y1 + 1, FRAME);
   /* Lines, then dots on each epoch when there are few enough to tell apart. */
   float *xs = malloc((size_t)n * 2 * sizeof *xs);
@@ -368,7 +378,7 @@ static damo_status draw_history_panel(canvas *cv, int left, int top, int right, 
   for (int k = 0; k < 2 && !s; k++) {
     if (!series[k]) continue;
     for (int i = 0; i < n; i++) {
-      xs[i] = panel_x(&p, i + 1);
+      xs[i] = panel_x(&p, at ? at[i] : i + 1);
       ys[i] = isfinite(series[k][i]) ? panel_y(&p, series[k][i]) : NAN;
     }
     s = polyline(cv, xs, ys, n, 2.6f, SERIES[k], p.x0, p.y0, p.x1, p.y1);
@@ -389,7 +399,18 @@ static int has_finite(const float *a, int n) {
 
 damo_status damo_plot_history_png(const char *path, const char *title, int n_epochs, const float *train_loss,
                                   const float *val_loss, const float *train_acc, const float *val_acc) {
+  return damo_plot_history_png_at(path, title, n_epochs, NULL, "epoch", train_loss, val_loss, train_acc, val_acc);
+}
+
+damo_status damo_plot_history_png_at(const char *path, const char *title, int n_epochs, const float *at,
+                                     const char *x_label, const float *train_loss, const float *val_loss,
+                                     const float *train_acc, const float *val_acc) {
   if (!path) return damo_error(DAMO_ERR_INVALID_ARG, "plot_history_png: NULL path");
+  for (int i = 1; at && i < n_epochs; i++)
+    if (!(at[i] > at[i - 1]))
+      return damo_error(DAMO_ERR_INVALID_ARG, "plot_history_png: %s: x values must increase (%g after %g)", path,
+                        (double)at[i], (double)at[i - 1]);
+  if (!x_label) x_label = at ? "step" : "epoch";
   if (n_epochs < 1 || n_epochs > 1000000)
     return damo_error(DAMO_ERR_INVALID_ARG, "plot_history_png: %s: n_epochs is %d, expected at least 1", path, n_epochs);
   int have_loss = has_finite(train_loss, n_epochs) || has_finite(val_loss, n_epochs);
@@ -421,11 +442,12 @@ damo_status damo_plot_history_png(const char *path, const char *title, int n_epo
   }
   int col = 0, pw = cv.w / panels;
   if (!s && have_loss) {
-    s = draw_history_panel(&cv, 10, 84, pw - 10, cv.h, "loss", n_epochs, train_loss, val_loss, 0);
+    s = draw_history_panel(&cv, 10, 84, pw - 10, cv.h, "loss", n_epochs, at, x_label, train_loss, val_loss, 0);
     col++;
   }
   if (!s && have_acc)
-    s = draw_history_panel(&cv, col * pw + 10, 84, (col + 1) * pw - 10, cv.h, "accuracy", n_epochs, train_acc, val_acc, 1);
+    s = draw_history_panel(&cv, col * pw + 10, 84, (col + 1) * pw - 10, cv.h, "accuracy", n_epochs, at, x_label,
+                           train_acc, val_acc, 1);
   if (!s) s = damo_image_save_png(path, cv.img);
   damo_tensor_free(cv.img);
   return s;

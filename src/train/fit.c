@@ -512,9 +512,9 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
   fa.pr.epochs = o.epochs;
   damo_rng_seed(&fa.rng, o.seed);
   damo_train_adapter adapter = {.name = "training", .ctx = &fa, .params = m->param_block, .grads = m->grad_block,
-                                .n_params = m->n_params, .stage = fit_stage, .forward = fit_forward,
+                                .n_params = m->params.n_params_padded, .stage = fit_stage, .forward = fit_forward,
                                 .backward = fit_backward, .locate_nonfinite = fit_locate_nonfinite,
-                                .observe = fit_observe, .state = m->state_block, .n_state = m->n_state};
+                                .observe = fit_observe, .state = m->state_block, .n_state = m->state.n_params_padded};
   damo_trainer *trainer = NULL;
   if (st == DAMO_OK && (st = damo_trainer_new(&adapter, m->opt, 1, total_steps, &trainer)) == DAMO_OK) {
     damo_trainer_set_steps_done(trainer, damo_optimizer_steps(m->opt));

@@ -45,6 +45,8 @@ damo_status damo_history_append(damo_history *h, int epoch, const double *row) {
 
 int damo_history_epochs(const damo_history *h) { return h ? h->n : 0; }
 
+int damo_history_at(const damo_history *h, int i) { return h && i >= 0 && i < h->n ? h->epoch[i] : 0; }
+
 float damo_history_get(const damo_history *h, const char *metric, int epoch) {
   if (!h || epoch < 0 || epoch >= h->n) return NAN;
   if (!metric) return NAN;

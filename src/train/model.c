@@ -47,9 +47,8 @@ void damo_model_free(damo_model *m) {
     damo_layer_free(m->layers[i]);
   }
   free(m->layers);
-  damo_free(m->param_block);
-  damo_free(m->grad_block);
-  damo_free(m->state_block);
+  param_store_free(&m->params);
+  param_store_free(&m->state);
   damo_optimizer_free(m->opt);
   damo_model_graph_release(&m->train);
   damo_model_graph_release(&m->infer);
@@ -179,36 +178,53 @@ int64_t damo_model_output_size(const damo_model *m) {
   return n;
 }
 
+/* The model's slots of one kind (trained or frozen) as a parameter store's tensors. */
+typedef struct slot_list {
+  const damo_model *m;
+  int frozen;
+} slot_list;
+
+static void slot_spec(const void *ctx, int k, char *name, size_t cap, int *ndim, int64_t *shape) {
+  const slot_list *list = ctx;
+  for (int i = 0; i < list->m->n_layers; i++) {
+    const damo_layer *l = list->m->layers[i];
+    for (int p = 0; p < l->n_params; p++) {
+      const damo_param_slot *s = &l->params[p];
+      if ((s->frozen != 0) != list->frozen || k--) continue;
+      snprintf(name, cap, "%s/%s", l->name, s->name);
+      *ndim = s->ndim;
+      memcpy(shape, s->shape, (size_t)s->ndim * sizeof *shape);
+      return;
+    }
+  }
+}
+
 damo_status damo_model_build(damo_model *m, uint64_t seed) {
   if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "model_build: NULL model");
   if (m->built) return DAMO_OK;
   if (m->n_layers == 0) return damo_error(DAMO_ERR_STATE, "model_build: the model has no layers");
-  m->n_params = m->n_state = 0;
+  int counts[2] = {0, 0}; /* trained, frozen slots */
   for (int i = 0; i < m->n_layers; i++)
-    for (int p = 0; p < m->layers[i]->n_params; p++) {
-      const damo_param_slot *s = &m->layers[i]->params[p];
-      *(s->frozen ? &m->n_state : &m->n_params) += slot_numel(s);
-    }
-  m->param_block = damo_calloc((size_t)m->n_params * sizeof(float));
-  m->grad_block = damo_calloc((size_t)m->n_params * sizeof(float));
-  m->state_block = damo_calloc((size_t)m->n_state * sizeof(float));
-  if (!m->param_block || !m->grad_block || !m->state_block) return DAMO_ERR_NOMEM;
+    for (int p = 0; p < m->layers[i]->n_params; p++) counts[m->layers[i]->params[p].frozen != 0]++;
+  slot_list trained = {m, 0}, frozen = {m, 1};
+  damo_status st = param_store_alloc(&m->params, counts[0], slot_spec, &trained, "model");
+  if (st == DAMO_OK) st = param_store_alloc(&m->state, counts[1], slot_spec, &frozen, "model");
+  if (st != DAMO_OK) return st;
+  m->n_params = m->params.n_params, m->n_state = m->state.n_params;
+  m->param_block = m->params.param_block, m->grad_block = m->params.grad_block;
+  m->state_block = m->state.param_block;
   damo_rng rng;
   damo_rng_seed(&rng, seed);
-  int64_t off = 0, state_off = 0;
+  int k[2] = {0, 0};
   for (int i = 0; i < m->n_layers; i++)
     for (int p = 0; p < m->layers[i]->n_params; p++) {
       damo_param_slot *s = &m->layers[i]->params[p];
-      if (s->frozen) {
-        s->value = damo_tensor_wrap(DAMO_F32, s->ndim, s->shape, m->state_block + state_off);
-        if (!s->value) return DAMO_ERR_NOMEM;
-        state_off += slot_numel(s);
-      } else {
-        s->value = damo_tensor_wrap(DAMO_F32, s->ndim, s->shape, m->param_block + off);
-        s->grad = damo_tensor_wrap(DAMO_F32, s->ndim, s->shape, m->grad_block + off);
-        if (!s->value || !s->grad) return DAMO_ERR_NOMEM;
-        off += slot_numel(s);
-      }
+      /* the slot's views are its own (the layer frees them), over the store's memory */
+      const param_store *store = s->frozen ? &m->state : &m->params;
+      const int j = k[s->frozen != 0]++;
+      s->value = damo_tensor_wrap(DAMO_F32, s->ndim, s->shape, store->values[j]->data);
+      s->grad = s->frozen ? NULL : damo_tensor_wrap(DAMO_F32, s->ndim, s->shape, store->grads[j]->data);
+      if (!s->value || (!s->frozen && !s->grad)) return DAMO_ERR_NOMEM;
       damo_param_init(s, &rng);
     }
   m->seed = seed;
@@ -258,7 +274,7 @@ damo_status damo_model_compile(damo_model *m, const damo_compile_options *opt) {
                       last->name, last->out_ndim, (long long)last->out_shape[last->out_ndim - 1]);
   damo_status st = damo_model_build(m, m->built ? m->seed : 0);
   if (st != DAMO_OK) return st;
-  damo_optimizer *o = damo_optimizer_new(&opt->optimizer, m->n_params);
+  damo_optimizer *o = damo_optimizer_new(&opt->optimizer, m->params.n_params_padded);
   if (!o) return damo_error_prefix(DAMO_ERR_INVALID_ARG, "model_compile: ");
   damo_optimizer_free(m->opt);
   m->opt = o;

@@ -5,6 +5,7 @@
 #define DAMO_MODEL_H
 
 #include "nn/layers.h"
+#include "train/param_store.h"
 
 #include <cjson/cJSON.h>
 
@@ -27,9 +28,13 @@ struct damo_model {
   int n_layers, cap_layers;
 
   int built;
-  int64_t n_params;                /* trainable parameters */
-  float *param_block, *grad_block; /* every trainable parameter, and its gradient, in layer order */
-  int64_t n_state;                 /* frozen (non-trainable) values such as running statistics */
+  /* The trained weights (named "layer/slot", in layer order) and the frozen values such as
+   * running statistics, each in the one parameter store every kind uses; the blocks below
+   * are theirs (params.n_params_padded and state.n_params_padded floats). */
+  param_store params, state;
+  int64_t n_params;                /* trainable parameters (a count, without the padding) */
+  float *param_block, *grad_block;
+  int64_t n_state;                 /* frozen values (a count) */
   float *state_block;
 
   int has_compile_options;         /* from compile() or a config file */

@@ -1,0 +1,39 @@
+/* param_store.h - the one parameter store of every model kind: every trained tensor in one
+ * flat block and its gradient at the same offset of a second block, each tensor 64-byte
+ * aligned (zero padding between tensors: zero gradients, no decay, so it stays zero), in
+ * the order and under the names the model's files use. The flat blocks are what the
+ * optimizer steps, the trainer averages and hooks, and checkpoints copy; the per-tensor
+ * views are what graphs bind and files name. Sequential models keep their trained weights
+ * in one and BatchNorm's running statistics in another; GPT-2 and BERT theirs under
+ * HuggingFace's names (models/param_store.h adds their directory reading and writing). */
+#ifndef DAMO_TRAIN_PARAM_STORE_H
+#define DAMO_TRAIN_PARAM_STORE_H
+
+#include "core/core.h"
+
+typedef struct param_store {
+  int n_tensors;
+  char **names;          /* the model's names (no task prefix such as "transformer." or "bert.") */
+  damo_tensor **values;  /* views into param_block */
+  damo_tensor **grads;   /* views into grad_block, same layout */
+  float *param_block, *grad_block;
+  int64_t n_params;        /* parameter count */
+  int64_t n_params_padded; /* floats in each block */
+} param_store;
+
+/* Name and shape (ndim 1 to DAMO_MAX_DIMS) of tensor i of a model with this config. */
+typedef void (*param_spec_fn)(const void *config, int i, char *name, size_t cap, int *ndim, int64_t *shape);
+
+/* Lays out n zero-filled tensors; what names the model in messages. */
+damo_status param_store_alloc(param_store *s, int n, param_spec_fn spec, const void *config, const char *what);
+void param_store_free(param_store *s);
+/* Index of a tensor by name, -1 if none. */
+int param_store_index(const param_store *s, const char *name);
+/* The weight-decay mask of a transformer's AdamW: 1 for every element of a 2-D tensor
+ * (embeddings and matrices), 0 for biases, LayerNorm and the padding between tensors, as
+ * nanoGPT (decay iff dim >= 2) and HuggingFace's Trainer do. mask holds n_params_padded. */
+void param_store_decay_mask(const param_store *s, uint8_t *mask);
+/* An optimizer over the whole padded block with that decay mask. */
+damo_status param_store_optimizer(const param_store *s, const damo_optimizer_config *c, damo_optimizer **out);
+
+#endif
