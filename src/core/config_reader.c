@@ -143,6 +143,7 @@ static void key_ref(const damo_config_obj *o, const char *key, char *buf, size_t
 static damo_status vfail(const damo_config_obj *o, const char *key, damo_status code, const char *fmt, va_list ap) {
   char pre[400], ref[400], msg[600];
   vsnprintf(msg, sizeof msg, fmt, ap);
+  if (!o) return damo_error(code, "config: %s%s%s", key ? key : "", key ? " " : "", msg);
   prefix(o, pre, sizeof pre);
   if (key) key_ref(o, key, ref, sizeof ref);
   else if (!o->label && o->path[0]) snprintf(ref, sizeof ref, "%s:", o->path);
@@ -185,6 +186,7 @@ static int is_known(const damo_config_obj *o, const char *key) {
 /* Records key as asked for; the value (NULL when absent). Out of memory only shortens the
  * known list, which can make close refuse a key: never accept a wrong one. */
 static const cJSON *ask(damo_config_obj *o, const char *key) {
+  if (!o || !key) return NULL; /* no object (a root that was not one): every key is absent */
   if (!is_known(o, key)) {
     if (o->n_known == o->cap_known) {
       int cap = o->cap_known ? 2 * o->cap_known : 16;
@@ -512,6 +514,7 @@ damo_status damo_config_get_list(damo_config_obj *o, const char *key, int min_n,
 
 damo_status damo_config_list_object(damo_config_obj *o, const char *key, int i, damo_config_obj **out) {
   *out = NULL;
+  if (!o || !key) return damo_error(DAMO_ERR_INVALID_ARG, "damo_config: NULL object or key");
   const cJSON *v = ask(o, key), *item = cJSON_IsArray(v) ? cJSON_GetArrayItem(v, i) : NULL;
   if (!item) return damo_config_fail(o, key, DAMO_ERR_FORMAT, "has no entry %d", i);
   if (!cJSON_IsObject(item)) {
