@@ -7,6 +7,7 @@
  * best weights, and the history rows so far. The kind adds its own generators and orders.
  * Doubles (running loss, history) are stored as their bytes (U8 tensors, host byte order,
  * little-endian on every CPU damo builds for) so nothing is rounded on the way. */
+#include "graph/backend.h"
 #include "train/history.h"
 #include "train/trainer.h"
 
@@ -26,6 +27,17 @@ void loop_resume_clear(loop_resume *r) {
   memset(r, 0, sizeof *r);
 }
 
+/* n floats of a block on backend b as a tensor: a view on the host, a copy from a device. */
+static damo_tensor *block_tensor(const damo_backend *b, float *block, int64_t n) {
+  if (damo_backend_is_host(b)) return damo_tensor_wrap(DAMO_F32, 1, &n, block);
+  damo_tensor *t = damo_tensor_new(DAMO_F32, 1, &n);
+  if (t && b->to_host(b, t->data, block, (size_t)n * sizeof(float)) != DAMO_OK) {
+    damo_tensor_free(t);
+    return NULL;
+  }
+  return t;
+}
+
 static damo_status add(damo_tensor_dict *d, const char *name, damo_tensor *t) {
   if (!t) return damo_error(DAMO_ERR_NOMEM, "checkpoint: out of memory for '%s'", name);
   return damo_tensor_dict_add(d, name, t);
@@ -37,11 +49,8 @@ damo_status damo_trainer_checkpoint_add(const damo_train_event *e, damo_tensor_d
   const damo_trainer *t = r->t;
   const damo_train_adapter *a = &t->a;
   int64_t n = a->n_params;
-  damo_status st = add(d, K_PARAMS, damo_tensor_wrap(DAMO_F32, 1, &n, a->params));
-  if (st == DAMO_OK && a->n_state) {
-    int64_t ns = a->n_state;
-    st = add(d, K_STATE, damo_tensor_wrap(DAMO_F32, 1, &ns, a->state));
-  }
+  damo_status st = add(d, K_PARAMS, block_tensor(a->backend, a->params, n));
+  if (st == DAMO_OK && a->n_state) st = add(d, K_STATE, block_tensor(a->backend, a->state, a->n_state));
   int64_t two = 2;
   damo_tensor *step = damo_tensor_new(DAMO_I32, 1, &two);
   if (step) {
@@ -156,8 +165,13 @@ damo_status damo_trainer_resume(damo_trainer *t, const damo_tensor_dict *d, cons
     loop_resume_clear(&res);
     return st;
   }
-  memcpy(a->params, params->data, (size_t)a->n_params * sizeof(float));
-  if (state) memcpy(a->state, state->data, (size_t)a->n_state * sizeof(float));
+  const damo_backend *b = a->backend;
+  st = b->from_host(b, a->params, params->data, (size_t)a->n_params * sizeof(float));
+  if (st == DAMO_OK && state) st = b->from_host(b, a->state, state->data, (size_t)a->n_state * sizeof(float));
+  if (st != DAMO_OK) {
+    loop_resume_clear(&res);
+    return st;
+  }
   t->steps_done = steps;
   res.pending = 1;
   res.position = pos;

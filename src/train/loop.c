@@ -4,6 +4,7 @@
  * parameters and state), history rows and CSV, and checkpoints. It prints nothing: callers
  * turn its events into progress bars or log lines, so a data-parallel run can let one rank
  * speak. */
+#include "graph/backend.h"
 #include "train/history.h"
 #include "train/trainer.h"
 
@@ -26,7 +27,8 @@ static damo_status early_stop_init(early_stop *es, const damo_train_loop *o, con
   return DAMO_OK;
 }
 
-/* 1 when patience is used up. A NaN figure never counts as better. */
+/* 1 when patience is used up, -1 when the best weights could not be copied. A NaN figure
+ * never counts as better. */
 static int early_stop_update(early_stop *es, const double *row, int64_t at, const damo_train_adapter *a, int patience) {
   if (!es->active) return 0;
   double v = row[es->column];
@@ -35,9 +37,11 @@ static int early_stop_update(early_stop *es, const double *row, int64_t at, cons
     es->best = v;
     es->best_at = at;
     es->wait = 0;
-    if (es->best_weights) {
-      memcpy(es->best_weights, a->params, (size_t)a->n_params * sizeof(float));
-      if (a->n_state) memcpy(es->best_weights + a->n_params, a->state, (size_t)a->n_state * sizeof(float));
+    if (es->best_weights) { /* a host copy, read through the adapter's backend */
+      const damo_backend *b = a->backend;
+      if (b->to_host(b, es->best_weights, a->params, (size_t)a->n_params * sizeof(float)) != DAMO_OK ||
+          (a->n_state && b->to_host(b, es->best_weights + a->n_params, a->state, (size_t)a->n_state * sizeof(float)) != DAMO_OK))
+        return -1;
     }
     return 0;
   }
@@ -80,6 +84,7 @@ static damo_status record_row(run *r, damo_train_event *e, const double *row, in
   e->figures = row;
   if ((st = emit(r, e)) != DAMO_OK) return st;
   *stop = early_stop_update(&r->es, row, at, &r->t->a, r->o->patience);
+  if (*stop < 0) return damo_error_prefix(DAMO_ERR_IO, "keeping the best weights: ");
   return DAMO_OK;
 }
 
@@ -239,8 +244,12 @@ damo_status damo_trainer_run(damo_trainer *t, const damo_train_loop *loop, const
   if (st == DAMO_OK) st = by_epoch ? run_epochs(&r) : run_steps(&r);
   if (st == DAMO_OK && r.es.best_weights && r.es.best_at > 0) {
     const damo_train_adapter *a = &t->a;
-    memcpy(a->params, r.es.best_weights, (size_t)a->n_params * sizeof(float));
-    if (a->n_state) memcpy(a->state, r.es.best_weights + a->n_params, (size_t)a->n_state * sizeof(float));
+    const damo_backend *b = a->backend;
+    st = b->from_host(b, a->params, r.es.best_weights, (size_t)a->n_params * sizeof(float));
+    if (st == DAMO_OK && a->n_state)
+      st = b->from_host(b, a->state, r.es.best_weights + a->n_params, (size_t)a->n_state * sizeof(float));
+  }
+  if (st == DAMO_OK && r.es.best_weights && r.es.best_at > 0) {
     damo_train_event e = {.kind = DAMO_EVENT_RESTORED, .epochs = loop->epochs, .steps = loop->steps,
                           .monitor = r.es.column, .best = r.es.best, .best_at = r.es.best_at};
     st = emit(&r, &e);
