@@ -95,8 +95,10 @@ def validation_loss(model, tokens, starts, B, T):
     return sum(losses) / len(losses)
 
 
-def bench_gpt2(threads, config_path, init_dir, steps, probe_steps):
-    torch.set_num_threads(threads)
+def load(config_path, init_dir, steps):
+    """The W4 recipe (CONFIG's "train", steps overridden if given), the model's config,
+    the initial weights (HuggingFace names less "transformer."), the tokens and the size
+    of the training part."""
     with open(config_path) as f:
         o = json.load(f)["train"]
     if steps:
@@ -107,16 +109,33 @@ def bench_gpt2(threads, config_path, init_dir, steps, probe_steps):
     weights = {k.replace("transformer.", ""): v for k, v in tensors.items()}
     tokens = np.fromfile(os.path.join(init_dir, "tokens.bin"), dtype="<i4")
     n_train = len(tokens) - int(len(tokens) * VALIDATION_FRACTION)
+    return o, config, weights, tokens, n_train
+
+
+def optimizer(model, o):
+    """AdamW with decay on 2-D tensors only."""
+    decay = [p for n, p in model.named_parameters() if p.dim() == 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() != 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": o["weight_decay"]},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"])
+
+
+def draw_starts(rng, n_train, T, B):
+    """One step's B window starts, uniform over the training part."""
+    return rng.integers(0, n_train - T, size=B)
+
+
+def bench_gpt2(threads, config_path, init_dir, steps, probe_steps, train_losses=None):
+    """train_losses, if a list, receives each step's training loss (for bench/torch_gpt2_ddp.py's check)."""
+    torch.set_num_threads(threads)
+    o, config, weights, tokens, n_train = load(config_path, init_dir, steps)
     B, T = o["batch_size"], o["seq_len"]
     model = GPT2(config, weights)
     starts = eval_starts(len(tokens), n_train, T, B, o["eval_windows"])
     first_loss = validation_loss(model, tokens, starts, B, T)
 
-    decay = [p for n, p in model.named_parameters() if p.dim() == 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() != 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": o["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"])
+    opt = optimizer(model, o)
     rng = np.random.default_rng(o["seed"])
     n_steps = probe_steps or o["steps"]
     step_seconds = []
@@ -124,13 +143,15 @@ def bench_gpt2(threads, config_path, init_dir, steps, probe_steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, o)
         t0 = time.perf_counter()
-        x, y = windows(tokens, rng.integers(0, n_train - T, size=B), T)
+        x, y = windows(tokens, draw_starts(rng, n_train, T, B), T)
         loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), o["clip_norm"])
         opt.step()
         step_seconds.append(time.perf_counter() - t0)
+        if train_losses is not None:
+            train_losses.append(loss.item())
     res = {"threads": threads, "first_loss": first_loss, "steps": n_steps, "tokens_per_step": B * T,
            "step_seconds": [round(s, 5) for s in step_seconds], "last_train_loss": loss.item()}
     if not probe_steps:
