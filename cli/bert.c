@@ -342,7 +342,13 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
     goto done;
   }
   if (!match_vocabulary(wp, m, &r.opt)) goto done;
-  if (damo_bert_pretrainer_new(m, ids, n, &r.opt, &t) != DAMO_OK) {
+  damo_data_parallel_options dp;
+  if (!cli_data_parallel_options(argc, argv, &dp)) {
+    rc = 2;
+    goto done;
+  }
+  if (damo_bert_pretrainer_new(m, ids, n, &r.opt, &t) != DAMO_OK ||
+      damo_bert_pretrainer_set_data_parallel(t, cli_world(), &dp) != DAMO_OK) {
     rc = cli_fail("train --pretrain");
     goto done;
   }
@@ -546,7 +552,13 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
     goto done;
   }
   if (!match_vocabulary(wp, m, &r.opt)) goto done;
-  if (damo_bert_finetuner_new(m, &r.opt, &f) != DAMO_OK) {
+  damo_data_parallel_options dp;
+  if (!cli_data_parallel_options(argc, argv, &dp)) {
+    rc = 2;
+    goto done;
+  }
+  if (damo_bert_finetuner_new(m, &r.opt, &f) != DAMO_OK ||
+      damo_bert_finetuner_set_data_parallel(f, cli_world(), &dp) != DAMO_OK) {
     rc = cli_fail("train");
     goto done;
   }
@@ -577,7 +589,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   printf("test (weights of epoch %d, best validation F1 %.4f): accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, "
          "AUC %.4f (%lld mails)\n", fo.best_epoch, fo.best_f1, test.accuracy, test.precision, test.recall, test.f1,
          test.auc, (long long)sp[2].n);
-  rc = save_model(m, wp, out, T, r.head_tokens, NULL, history, 0);
+  rc = cli_rank() == 0 ? save_model(m, wp, out, T, r.head_tokens, NULL, history, 0) : 0;
   goto done;
 fail:
   rc = cli_fail("train");
@@ -602,11 +614,11 @@ int cli_train_bert(int argc, char **argv) {
   if (damo_wordpiece_load(cli_opt(argc, argv, "--vocab"), &wp) != DAMO_OK) return cli_fail("train: the vocabulary");
   /* Held for the whole run: a second run into out is refused, and an unwritable out fails now. */
   damo_dir_lock *lock = NULL;
-  if (damo_dir_lock_acquire(out, &lock) != DAMO_OK) {
+  if (cli_rank() == 0 && damo_dir_lock_acquire(out, &lock) != DAMO_OK) { /* rank 0 writes */
     damo_wordpiece_free(wp);
     return cli_fail("train: the output directory");
   }
-  int rc = cli_check_out(out, cli_flag(argc, argv, "--resume"), cli_flag(argc, argv, "--overwrite"));
+  int rc = cli_rank() == 0 ? cli_check_out(out, cli_flag(argc, argv, "--resume"), cli_flag(argc, argv, "--overwrite")) : 0;
   if (rc == 0)
     rc = cli_flag(argc, argv, "--pretrain") ? run_pretraining(argc, argv, config, out, wp)
                                             : run_finetuning(argc, argv, config, out, wp);

@@ -56,6 +56,19 @@ char *cli_read_file(const char *path, size_t *len);
 /* A file, or the files of a folder (not starting with '.', sorted), as malloc'd paths. */
 char **cli_list_documents(const char *input, int *count);
 
+/* ---- cli/parallel.c (below the command files): the process group of data-parallel runs */
+damo_dist *cli_world(void); /* the world every command runs in (one process unless mpirun) */
+int cli_rank(void);
+int cli_world_begin(void);     /* joins it; ranks other than 0 print nothing on stdout; 0 on failure */
+int cli_world_end(int rc);     /* a failed rank ends every rank; returns rc */
+/* --bucket-mb and --zero; 0 after printing why they are wrong. */
+int cli_data_parallel_options(int argc, char **argv, damo_data_parallel_options *o);
+/* --np N: replaces this process by mpirun running the same command on N ranks (returns only
+ * on failure). */
+int cli_launch(int argc, char **argv, const char *np);
+/* Appends the trainer's data-parallel figures to a benchmark's JSON object. */
+void cli_print_parallel_json(damo_trainer *t);
+
 /* ---- cli/main.c: the command table, and the kind of model a directory (its config.json) or
  * a config file holds: GPT-2 or BERT by model_type, else Sequential; CLI_KIND_UNKNOWN when
  * there is no readable JSON at path. */

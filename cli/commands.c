@@ -127,11 +127,17 @@ int cli_train_sequential(int argc, char **argv) {
   rc = 1;
   /* Held until the end: a second run into the same directory is refused, and a directory
    * that cannot be written fails now rather than after training. */
-  if (damo_dir_lock_acquire(out, &lock) != DAMO_OK) {
+  if (!cli_data_parallel_options(argc, argv, &fo.parallel)) {
+    rc = 2;
+    goto done;
+  }
+  fo.dist = cli_world();
+  const int writer = cli_rank() == 0; /* in a data-parallel run rank 0 alone writes */
+  if (writer && damo_dir_lock_acquire(out, &lock) != DAMO_OK) {
     rc = cli_fail("train: the output directory");
     goto done;
   }
-  if ((rc = cli_check_out(out, fo.resume, cli_flag(argc, argv, "--overwrite"))) != 0) goto done;
+  if (writer && (rc = cli_check_out(out, fo.resume, cli_flag(argc, argv, "--overwrite"))) != 0) goto done;
   rc = 1;
   /* Checkpoints switch out whole (model, trainer_state.safetensors, history.csv, ...) at each
    * epoch end and every --checkpoint-every steps; --history appends a CSV of its own too. */
@@ -181,6 +187,8 @@ int cli_train_sequential(int argc, char **argv) {
   damo_history *h = NULL;
   if (damo_model_fit(m, x, y, &fo, &h) != DAMO_OK) {
     rc = cli_fail("train");
+  } else if (!writer) {
+    rc = 0;
   } else if (!save_trained(m, h, &extras, out)) {
     rc = 1;
   } else {

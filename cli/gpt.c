@@ -222,7 +222,9 @@ int cli_train_gpt2(int argc, char **argv) {
   int rc = 1;
   /* Held for the whole run: a second run into out is refused, and an unwritable out fails
    * before training rather than at the first checkpoint. */
-  if (damo_dir_lock_acquire(out, &lock) != DAMO_OK) {
+  damo_data_parallel_options dp;
+  if (!cli_data_parallel_options(argc, argv, &dp)) return 2;
+  if (cli_rank() == 0 && damo_dir_lock_acquire(out, &lock) != DAMO_OK) { /* rank 0 writes */
     rc = cli_fail("train: the output directory");
     goto done;
   }
@@ -239,12 +241,15 @@ int cli_train_gpt2(int argc, char **argv) {
     rc = cli_fail("train");
     goto done;
   }
-  if (damo_gpt2_new(&cfg, r.opt.seed, &m) != DAMO_OK || damo_gpt2_trainer_new(m, data, &r.opt, &t) != DAMO_OK) {
+  if (damo_gpt2_new(&cfg, r.opt.seed, &m) != DAMO_OK || damo_gpt2_trainer_new(m, data, &r.opt, &t) != DAMO_OK ||
+      damo_gpt2_trainer_set_data_parallel(t, cli_world(), &dp) != DAMO_OK) {
     rc = cli_fail("train");
     goto done;
   }
   /* after the settings were checked against the model and data: those errors come first */
-  if ((rc = cli_check_out(out, cli_flag(argc, argv, "--resume"), cli_flag(argc, argv, "--overwrite"))) != 0) goto done;
+  if (cli_rank() == 0 &&
+      (rc = cli_check_out(out, cli_flag(argc, argv, "--resume"), cli_flag(argc, argv, "--overwrite"))) != 0)
+    goto done;
   rc = 1;
   print_header(&cfg, m, data, &r, spec);
   if (cli_flag(argc, argv, "--resume")) {
@@ -295,11 +300,15 @@ int cli_bench_gpt2(int argc, char **argv) {
   int rc = 1;
   char path[4096];
   snprintf(path, sizeof path, "%s/tokens.bin", init);
+  damo_data_parallel_options dp;
+  if (!cli_data_parallel_options(argc, argv, &dp)) return 2;
+  const int writer = cli_rank() == 0;
   if (damo_bpe_load(NULL, &bpe) != DAMO_OK ||
       damo_token_data_load("moby-dick", bpe, &data) != DAMO_OK || damo_gpt2_new(&cfg, r.opt.seed, &m) != DAMO_OK ||
-      damo_gpt2_save(m, init) != DAMO_OK ||
-      damo_write_file_atomic(path, data->ids, (size_t)data->n_tokens * sizeof *data->ids) != DAMO_OK ||
-      damo_gpt2_trainer_new(m, data, &r.opt, &t) != DAMO_OK) {
+      (writer && damo_gpt2_save(m, init) != DAMO_OK) ||
+      (writer && damo_write_file_atomic(path, data->ids, (size_t)data->n_tokens * sizeof *data->ids) != DAMO_OK) ||
+      damo_gpt2_trainer_new(m, data, &r.opt, &t) != DAMO_OK ||
+      damo_gpt2_trainer_set_data_parallel(t, cli_world(), &dp) != DAMO_OK) {
     rc = cli_fail("bench gpt2");
     goto done;
   }
@@ -330,6 +339,7 @@ int cli_bench_gpt2(int argc, char **argv) {
   for (long s = 0; s < n_steps; s++) printf("%s%.5f", s ? ", " : "", seconds[s]);
   printf("], \"last_train_loss\": %.5f", (double)rep.loss);
   if (!probe) printf(", \"val_loss\": %.5f", (double)val_loss);
+  cli_print_parallel_json(damo_gpt2_trainer_core(t));
   cli_bench_finish(seconds, n_steps);
   rc = 0;
 done:

@@ -42,6 +42,10 @@ static const cli_option train_common[] = {
     {"--data", 1, "SPEC", "what to train on (SPEC, or TEXT for GPT-2 and BERT pre-training; below)"},
     {"--out", 1, "DIR", "where the model is saved (Sequential: default damo_model; others: required)"},
     {"--overwrite", 0, NULL, "replace a model or run already in --out (without it, or --resume, that is refused)"},
+    {"--np", 1, "N", "data-parallel on N processes: starts `mpirun -np N` on this command (or run the\n"
+                     "command under mpirun yourself; every rank takes its share of each batch)"},
+    {"--bucket-mb", 1, "MB", "data-parallel gradient buckets of MB megabytes (default 25)"},
+    {"--zero", 1, "0|1", "1: ZeRO stage 1, each rank keeps 1/N of the optimizer moments (default 0)"},
     END};
 static const cli_option train_sequential[] = {
     {"--epochs", 1, "N", "passes over the training data (default: the config's \"fit\", else 10)"},
@@ -350,10 +354,12 @@ int main(int argc, char **argv) {
     cli_print_help(stdout, c);
     return 0;
   }
-  if (c->run == bench) return bench(argc, argv);
+  if (c->run == bench) return cli_world_begin() ? cli_world_end(bench(argc, argv)) : 1;
   if (c->run) return cli_check_options(c, argc, argv, CLI_ALL_KINDS) ? c->run(argc, argv) : 2;
+  if (!cli_world_begin()) return 1;
+  if (!strcmp(name, "train") && cli_opt(argc, argv, "--np")) return cli_launch(argc, argv, cli_opt(argc, argv, "--np"));
   /* A model that cannot be read goes to the first kind the command has, which says why. */
   cli_kind fallback = CLI_SEQUENTIAL;
   while (!c->by_kind[fallback]) fallback++;
-  return run_by_kind(c, argc, argv, fallback);
+  return cli_world_end(run_by_kind(c, argc, argv, fallback));
 }

@@ -197,6 +197,43 @@ float damo_rng_normal(damo_rng *r);                       /* N(0, 1) */
 uint32_t damo_rng_below(damo_rng *r, uint32_t n);         /* uniform in [0, n) */
 void damo_shuffle_indices(int64_t *idx, int64_t n, damo_rng *r); /* Fisher-Yates in place */
 
+/* ------------------------------------------------------------------ processes */
+
+/* The group of processes a data-parallel run trains in (src/dist/, the only code that calls
+ * MPI). Started by mpirun/mpiexec, a build with MPI joins the MPI world (MPI is initialised
+ * on the first call); otherwise the group is a world of one whose collectives change
+ * nothing. Rank 0 is the one that prints and writes. */
+typedef struct damo_dist damo_dist;
+damo_status damo_dist_world(damo_dist **out);
+int damo_dist_rank(const damo_dist *d); /* NULL: 0 */
+int damo_dist_size(const damo_dist *d); /* NULL: 1 */
+/* The MPI library ("Open MPI v4.1.4", "MPICH Version: 4.0.2"), or "none (one process)". */
+const char *damo_dist_engine(const damo_dist *d);
+/* Ends MPI (call once at exit, after every collective). */
+void damo_dist_finalize(void);
+/* Ends every process of the job at once (MPI_Abort): for a program whose rank failed alone,
+ * so the others do not wait for it forever. Does nothing in a world of one. */
+void damo_dist_abort(const damo_dist *d, int code);
+/* Rank r's share of n items: count = n / size, one more for the first n % size ranks; first
+ * is where it starts. */
+void damo_dist_share(int64_t n, int rank, int size, int64_t *first, int64_t *count);
+/* Blocking collectives over every rank, in place: sums, the maximum, rank root's bytes. */
+damo_status damo_dist_allreduce_f64(damo_dist *d, double *x, int64_t n);
+damo_status damo_dist_allreduce_f32(damo_dist *d, float *x, int64_t n);
+damo_status damo_dist_max_i64(damo_dist *d, int64_t *x);
+damo_status damo_dist_broadcast(damo_dist *d, void *buf, size_t bytes, int root);
+damo_status damo_dist_barrier(damo_dist *d);
+/* Refuses (on every rank, naming `what`) when any rank's hash differs from rank 0's. */
+damo_status damo_dist_check_same(damo_dist *d, uint64_t hash, const char *what);
+/* x holds counts[0] + ... floats, rank r's part at its place; afterwards every rank has all. */
+damo_status damo_dist_allgather_f32(damo_dist *d, float *x, const int64_t *counts);
+/* Non-blocking: *request is -1 when nothing is in flight (a world of one). */
+damo_status damo_dist_iallreduce_f32(damo_dist *d, float *x, int64_t n, int *request);
+damo_status damo_dist_ireduce_scatter_f32(damo_dist *d, const float *send, float *recv, const int64_t *counts,
+                                          int *request);
+damo_status damo_dist_wait(damo_dist *d, int request);
+void damo_dist_progress(damo_dist *d);
+
 /* ------------------------------------------------------------------ tensors */
 
 typedef enum damo_dtype { DAMO_F32 = 0, DAMO_I32 = 1, DAMO_U8 = 2 } damo_dtype;
@@ -460,6 +497,12 @@ damo_status damo_graph_read(const damo_graph *g, const damo_node *n, int64_t fir
 damo_status damo_graph_forward(damo_graph *g, int training);
 /* Gradients of the compiled loss (seeded with 1) into every param's grad storage. */
 damo_status damo_graph_backward(damo_graph *g);
+/* Called during backward as soon as a param's gradient is final (after the backward of its
+ * first consumer; params the loss does not reach, with their zeros), in the order backward
+ * finishes them: data-parallel training starts a bucket's all-reduce from here while
+ * backward goes on. grad is the param's gradient storage (count floats). fn NULL: none. */
+typedef void (*damo_grad_ready_fn)(void *ctx, float *grad, int64_t count);
+void damo_graph_set_grad_ready(damo_graph *g, damo_grad_ready_fn fn, void *ctx);
 /* Bytes of the planned activation arena, and what it would be with no reuse. */
 size_t damo_graph_arena_bytes(const damo_graph *g, size_t *unplanned_bytes);
 
@@ -696,6 +739,16 @@ damo_status damo_optimizer_state_views(damo_optimizer *o, damo_tensor_dict *out)
 damo_status damo_optimizer_load_state(damo_optimizer *o, const damo_tensor_dict *d);
 /* Steps (and keeps its moments) on backend b instead of the CPU: before the first step and
  * before a decay mask is set. params and grads given to a step are then b's memory. */
+/* ZeRO stage 1: this optimizer keeps moments for parameters [lo, hi) only; a step then takes
+ * that range's params and grads (hi - lo floats each) and clips by the whole gradient's norm,
+ * whose sum of squares reduce (an all-reduce over the ranks) turns from this shard's into
+ * everyone's. Before the first step; a decay mask stays full-length (the slice is kept).
+ * damo_optimizer_state gives the shard's moments; load_state takes full-length moments and
+ * keeps the shard. */
+damo_status damo_optimizer_set_shard(damo_optimizer *o, int64_t lo, int64_t hi,
+                                     damo_status (*reduce)(void *ctx, double *sum_squares), void *ctx);
+/* The shard's length (the parameter count when not sharded) and its start. */
+int64_t damo_optimizer_shard(const damo_optimizer *o, int64_t *lo);
 damo_status damo_optimizer_set_backend(damo_optimizer *o, const damo_backend *b);
 const damo_backend *damo_optimizer_backend(const damo_optimizer *o);
 
@@ -733,6 +786,11 @@ damo_status damo_model_compile(damo_model *m, const damo_compile_options *opt);
 
 typedef struct damo_history damo_history;
 
+/* Data-parallel settings (damo_trainer_set_data_parallel below). */
+typedef struct damo_data_parallel_options {
+  double bucket_mb; /* gradient bucket size in MB (0: 25) */
+  int zero;         /* 0 or 1 */
+} damo_data_parallel_options;
 typedef struct damo_fit_options {
   int epochs;             /* default 1 */
   int batch_size;         /* default 32 */
@@ -771,6 +829,15 @@ typedef struct damo_fit_options {
   /* Called with every step's gradient before clipping (damo_trainer_set_grad_hook). */
   damo_status (*grad_hook)(void *ctx, float *grads, int64_t n, int64_t step);
   void *grad_hook_ctx;
+  /* Data-parallel training on dist's ranks (NULL: this process alone). Every rank calls fit
+   * with the same model config, data and options; each trains on its share of every batch
+   * (damo_dist_share of the batch's rows, in the order one process would see them) and of
+   * the validation rows, figures are reduced over the ranks, and only rank 0 prints, writes
+   * the history CSV and checkpoints. Augmentation and dropout draw per rank (rank 0 as one
+   * process would). BatchNorm normalises with each rank's own batch statistics; the running
+   * statistics are rank 0's. */
+  damo_dist *dist;
+  damo_data_parallel_options parallel;
 } damo_fit_options;
 
 /* Divergence without a NaN: the lowest loss of the first 5 steps is the reference; 20 of the
@@ -839,6 +906,13 @@ typedef struct damo_train_adapter {
   /* Where params and grads live (NULL: the CPU); the optimizer must step on the same
    * device. Gradient averaging over micro-batches runs through it. */
   const damo_backend *backend;
+  /* Data-parallel training (damo_trainer_set_data_parallel). Optional: how many items (rows,
+   * tokens, masked tokens) the staged micro-batch's mean loss averages over on this rank
+   * (NULL: 1 on every rank); the step's loss is the mean over every rank's items and a rank
+   * with 0 runs no forward. Optional: installs fn to be told when a gradient is final during
+   * backward (damo_graph_set_grad_ready on the kind's graphs), so buckets overlap backward. */
+  double (*loss_weight)(void *ctx);
+  void (*set_grad_ready)(void *ctx, damo_grad_ready_fn fn, void *fn_ctx);
 } damo_train_adapter;
 /* Called once a step with the step's final (averaged) gradient, before clipping and the
  * optimizer: where data-parallel training all-reduces. step counts from 0. */
@@ -860,6 +934,31 @@ void damo_trainer_free(damo_trainer *t);
 damo_status damo_trainer_step(damo_trainer *t, damo_train_report *report);
 void damo_trainer_set_grad_hook(damo_trainer *t, damo_grad_hook hook, void *ctx);
 int64_t damo_trainer_steps_done(const damo_trainer *t);
+
+/* ---- data-parallel training (src/train/data_parallel.c over src/dist/)
+ * Every rank runs the same trainer on its share of each global batch (the adapter takes the
+ * share; damo_dist_share). At setup rank 0's parameters and state are broadcast. In a step
+ * each rank's loss is weighted by its items (loss_weight), so the step's loss and gradient are
+ * those of one process on the whole batch; gradients go in buckets of bucket_mb, in the
+ * order backward finishes them (learnt in the first step, which all-reduces at its end), a
+ * bucket's non-blocking all-reduce starting while backward goes on; with grad_accum only the
+ * last micro-batch communicates. zero = 1 (ZeRO stage 1): buckets are reduce-scattered, each
+ * rank keeps and steps the moments of its 1/N of the parameters, then the parameters are
+ * all-gathered; checkpoints gather the moments, so they load in one process. The state
+ * (BatchNorm's running statistics) is rank 0's, broadcast after every step. With grad hook
+ * and ZeRO the hook sees this rank's shard. In a world of one every collective is a no-op. */
+damo_status damo_trainer_set_data_parallel(damo_trainer *t, damo_dist *d, const damo_data_parallel_options *o);
+damo_dist *damo_trainer_dist(const damo_trainer *t); /* NULL: not data-parallel */
+/* What the communication cost so far (steps after the first, which learns the buckets). */
+typedef struct damo_data_parallel_stats {
+  int ranks, buckets, zero;
+  int64_t steps;           /* steps measured */
+  double bytes_per_step;   /* gradient bytes each rank sends into the reduction per step */
+  double exposed_seconds;  /* mean per step: waiting for collectives after backward */
+  double blocking_seconds; /* the first step's blocking reduction of the whole gradient */
+  double hidden_share;     /* 1 - exposed / blocking, clamped to [0, 1] */
+} damo_data_parallel_stats;
+damo_status damo_trainer_data_parallel_stats(const damo_trainer *t, damo_data_parallel_stats *out);
 /* For resuming: the steps a checkpoint had done. */
 void damo_trainer_set_steps_done(damo_trainer *t, int64_t steps);
 damo_optimizer *damo_trainer_optimizer(const damo_trainer *t);
@@ -1443,6 +1542,12 @@ damo_status damo_gpt2_trainer_checkpoint(const damo_gpt2_trainer *t, const char 
  * then continues exactly as the uninterrupted one (bit for bit on the same thread count).
  * Everything is checked before the model changes; after a failure free the trainer. */
 damo_status damo_gpt2_trainer_resume(damo_gpt2_trainer *t, const char *dir);
+/* Trains on d's ranks (damo_trainer_set_data_parallel): each rank draws the whole batch of
+ * windows and trains on its share (damo_dist_share of batch_size; at least one window each),
+ * validation is shared the same way. Refuses unless every rank has the same options and
+ * token stream. Before resume and the first step. */
+damo_status damo_gpt2_trainer_set_data_parallel(damo_gpt2_trainer *t, damo_dist *d,
+                                                const damo_data_parallel_options *o);
 
 /* ------------------------------------------------------------------ BERT */
 
@@ -1567,6 +1672,13 @@ damo_status damo_bert_pretrainer_step(damo_bert_pretrainer *t, damo_bert_step_re
 /* Masked-LM loss over fixed windows and masks of the validation part. */
 damo_status damo_bert_pretrainer_eval(damo_bert_pretrainer *t, float *val_loss);
 int64_t damo_bert_pretrainer_steps_done(const damo_bert_pretrainer *t);
+/* Data-parallel BERT (damo_trainer_set_data_parallel): every rank builds each whole batch
+ * (the same windows and masks) and trains on its share of the rows (at least one each);
+ * the pre-trainer weights a rank's loss by its masked positions, validation and scoring are
+ * shared the same way. Each rank draws its own dropout masks (rank 0 as one process).
+ * Refuses unless every rank has the same options (and token stream). Before the first step. */
+damo_status damo_bert_pretrainer_set_data_parallel(damo_bert_pretrainer *t, damo_dist *d,
+                                                   const damo_data_parallel_options *o);
 struct damo_trainer *damo_bert_pretrainer_core(damo_bert_pretrainer *t);
 /* At a CHECKPOINT event of its loop: damo_trainer_checkpoint_add plus the window and dropout
  * generators and the token stream's length and hash; resume refuses another stream. */
@@ -1580,6 +1692,8 @@ typedef struct damo_bert_finetuner damo_bert_finetuner;
 damo_status damo_bert_finetuner_new(damo_bert *m, const damo_bert_train_options *opt, damo_bert_finetuner **out);
 void damo_bert_finetuner_free(damo_bert_finetuner *f);
 struct damo_trainer *damo_bert_finetuner_core(damo_bert_finetuner *f);
+damo_status damo_bert_finetuner_set_data_parallel(damo_bert_finetuner *f, damo_dist *d,
+                                                  const damo_data_parallel_options *o);
 damo_status damo_bert_finetuner_step(damo_bert_finetuner *f, int64_t batch, const int32_t *ids, const int32_t *types,
                                      const int32_t *mask, const int32_t *labels, damo_bert_step_report *report);
 /* Labelled examples: (n, seq_len) ids, types and mask, and n labels. */

@@ -27,7 +27,8 @@ if [ "$1" = "--text" ]; then
     fi
   done
 fi
-pkgs="gcc make cmake zlib1g-dev libcjson-dev libstb-dev libpcre2-dev libutf8proc-dev dataset-fashion-mnist"
+# Open MPI: data-parallel training (mpirun) and its tests; a build without it trains alone.
+pkgs="gcc make cmake zlib1g-dev libcjson-dev libstb-dev libpcre2-dev libutf8proc-dev openmpi-bin libopenmpi-dev dataset-fashion-mnist"
 # PyTorch is the peer; OpenBLAS makes its matrix products fast (else it falls back to
 # the reference BLAS, which is ~10x slower and no fair comparison).
 [ "$1" = "--peer" ] && pkgs="$pkgs python3-torch python3-numpy libopenblas0-pthread"

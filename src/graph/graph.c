@@ -34,6 +34,8 @@ void damo_graph_free(damo_graph *g) {
   }
   free(g->nodes);
   free(g->order);
+  free(g->release_at);
+  free(g->release);
   if (g->arena) b->free(b, g->arena);
   free(g);
 }
@@ -306,10 +308,72 @@ static void grad_start(const damo_backend *b, damo_node *n) {
   n->grad_ready = 1;
 }
 
+void damo_graph_set_grad_ready(damo_graph *g, damo_grad_ready_fn fn, void *ctx) {
+  if (!g) return;
+  g->grad_ready = fn;
+  g->grad_ready_ctx = ctx;
+}
+
+/* The release lists of damo_graph_set_grad_ready: each param under the order position of its
+ * first consumer in backward's reach (a param with none is released at its own position). */
+static damo_status plan_release(damo_graph *g) {
+  free(g->release_at);
+  free(g->release);
+  g->release = NULL;
+  const int K = g->n_order;
+  int *first = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *first);
+  g->release_at = calloc((size_t)K + 2, sizeof *g->release_at);
+  if (!first || !g->release_at) {
+    free(first);
+    free(g->release_at);
+    g->release_at = NULL;
+    return damo_error(DAMO_ERR_NOMEM, "backward: out of memory planning gradient release");
+  }
+  for (int i = 0; i < g->n_nodes; i++) first[i] = -1;
+  for (int k = 0; k < K; k++) {
+    damo_node *n = g->nodes[g->order[k]];
+    if (!n->in_backward || n->op == DAMO_OP_PARAM || n->op == DAMO_OP_INPUT || n->op == DAMO_OP_CONSTANT) continue;
+    for (int j = 0; j < n->n_in; j++) {
+      damo_node *p = n->in[j];
+      if (p->op == DAMO_OP_PARAM && p->in_backward && first[p->id] < 0) first[p->id] = k;
+    }
+  }
+  int count = 0;
+  for (int k = 0; k < K; k++) {
+    damo_node *n = g->nodes[g->order[k]];
+    if (n->op != DAMO_OP_PARAM || !n->in_backward) continue;
+    if (first[n->id] < 0) first[n->id] = k;
+    g->release_at[first[n->id] + 1]++;
+    count++;
+  }
+  for (int k = 0; k < K; k++) g->release_at[k + 1] += g->release_at[k];
+  g->release = malloc((size_t)(count ? count : 1) * sizeof *g->release);
+  int *fill = malloc((size_t)(K ? K : 1) * sizeof *fill);
+  if (!g->release || !fill) {
+    free(first);
+    free(fill);
+    free(g->release_at);
+    g->release_at = NULL;
+    return damo_error(DAMO_ERR_NOMEM, "backward: out of memory planning gradient release");
+  }
+  memcpy(fill, g->release_at, (size_t)K * sizeof *fill);
+  for (int k = 0; k < K; k++) {
+    damo_node *n = g->nodes[g->order[k]];
+    if (n->op == DAMO_OP_PARAM && n->in_backward) g->release[fill[first[n->id]]++] = n->id;
+  }
+  free(first);
+  free(fill);
+  return DAMO_OK;
+}
+
 damo_status damo_graph_backward(damo_graph *g) {
   if (!g || !g->compiled || !g->loss) return damo_error(DAMO_ERR_STATE, "backward: graph was compiled without a loss");
   const damo_backend *b = g->backend;
   const damo_kernel *kernels = b->kernels;
+  if (g->grad_ready && !g->release_at) {
+    damo_status st = plan_release(g);
+    if (st != DAMO_OK) return st;
+  }
   for (int k = 0; k < g->n_order; k++) g->nodes[g->order[k]]->grad_ready = 0;
   damo_node *loss = g->loss;
   b->fill(b, loss->grad, 1.0f, damo_node_count(loss)); /* the seed d(loss)/d(loss) */
@@ -317,15 +381,19 @@ damo_status damo_graph_backward(damo_graph *g) {
   for (int k = g->n_order - 1; k >= 0; k--) {
     damo_node *n = g->nodes[g->order[k]];
     if (!n->in_backward) continue;
-    if (n->op == DAMO_OP_PARAM) {
-      grad_start(b, n); /* a param the loss does not reach still gets a zero gradient */
-      continue;
-    }
     if (n->op == DAMO_OP_INPUT || n->op == DAMO_OP_CONSTANT) continue;
-    grad_start(b, n); /* a node no consumer reached contributes zeros */
-    const double t0 = damo_profile_on ? damo_now_seconds() : 0.0;
-    kernels[n->op].backward(g, n);
-    if (damo_profile_on) damo_profile_record(n->op, 1, damo_now_seconds() - t0);
+    grad_start(b, n); /* a node no consumer reached contributes zeros (a param: a zero gradient) */
+    if (n->op != DAMO_OP_PARAM) {
+      const double t0 = damo_profile_on ? damo_now_seconds() : 0.0;
+      kernels[n->op].backward(g, n);
+      if (damo_profile_on) damo_profile_record(n->op, 1, damo_now_seconds() - t0);
+    }
+    if (!g->grad_ready) continue;
+    for (int r = g->release_at[k]; r < g->release_at[k + 1]; r++) { /* params now final */
+      damo_node *p = g->nodes[g->release[r]];
+      grad_start(b, p);
+      g->grad_ready(g->grad_ready_ctx, p->grad, damo_node_count(p));
+    }
   }
   return DAMO_OK;
 }

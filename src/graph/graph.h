@@ -129,6 +129,12 @@ struct damo_graph {
   int *order;         /* ids of needed nodes in execution order */
   int n_order;
   const damo_backend *backend; /* runs the kernels and owns the arena (CPU unless set) */
+  /* Told when a param's gradient is final in a backward pass (data-parallel overlap). */
+  damo_grad_ready_fn grad_ready;
+  void *grad_ready_ctx;
+  /* For each position k of order: the params whose first consumer runs there, so backward
+   * knows them final right after k's backward (CSR: release[release_at[k] .. release_at[k+1])). */
+  int *release_at, *release;
 };
 
 /* The table of every op, indexed by damo_op. The graph owns its type and reads it; the ops

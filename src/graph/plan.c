@@ -109,6 +109,9 @@ damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, da
   unsigned char *is_output = calloc((size_t)N, 1), *reaches_loss = calloc((size_t)N, 1);
   int *pos = malloc((size_t)N * sizeof *pos);
   int *last_consumer = malloc((size_t)N * sizeof *last_consumer);
+  free(g->release_at); /* the gradient release lists follow the order: planned again */
+  free(g->release);
+  g->release_at = g->release = NULL;
   free(g->order); /* a compile refused before (no kernel on the backend) may be retried */
   g->order = malloc((size_t)N * sizeof *g->order);
   /* At most three buffers per node. */

@@ -97,10 +97,34 @@ struct damo_bert_pretrainer {
   damo_rng rng;
   int32_t *batch_ids, *types, *mask, *positions, *labels; /* one batch */
   damo_trainer *core;
+  damo_dist *dist; /* data parallel: this rank's rows [share_first, + share) of each batch */
+  int64_t share_first, share;
 };
+
+/* What a data-parallel BERT trainer shares: the rank's rows of a batch of B and its own
+ * dropout draws (rank 0 as one process); the settings must agree on every rank. */
+static damo_status bert_parallel(damo_dist *d, const damo_bert_train_options *o, damo_bert_graph *g, uint64_t data_hash,
+                                 int64_t *first, int64_t *count) {
+  const int rank = damo_dist_rank(d), size = damo_dist_size(d);
+  if (o->batch_size < size)
+    return damo_error(DAMO_ERR_INVALID_ARG, "bert training on %d ranks: batch_size %lld gives some rank no rows (use "
+                      "a batch of at least %d)", size, (long long)o->batch_size, size);
+  uint64_t h = data_hash;
+  const unsigned char *p = (const unsigned char *)o;
+  for (size_t i = 0; i < sizeof *o; i++) h = (h ^ p[i]) * 1099511628211ull;
+  damo_status st = damo_dist_check_same(d, h, "BERT training options and data");
+  if (st != DAMO_OK) return st;
+  damo_dist_share(o->batch_size, rank, size, first, count);
+  if (rank != 0) damo_rng_seed(&g->graph->rng, o->seed ^ 0x64726f706f7574ULL ^ (uint64_t)rank * 0xd1b54a32d192ed03ULL);
+  return DAMO_OK;
+}
 
 static damo_status stage_masked(void *ctx, int64_t micro);
 static damo_status forward_masked(void *ctx, float *loss);
+static double masked_count(void *ctx);
+static void masked_grad_ready(void *ctx, damo_grad_ready_fn fn, void *fn_ctx) {
+  damo_graph_set_grad_ready(((damo_bert_pretrainer *)ctx)->graph->graph, fn, fn_ctx);
+}
 static damo_status backward_masked(void *ctx) { return damo_bert_graph_backward(((damo_bert_pretrainer *)ctx)->graph); }
 
 void damo_bert_pretrainer_free(damo_bert_pretrainer *t) {
@@ -137,6 +161,7 @@ damo_status damo_bert_pretrainer_new(damo_bert *m, const int32_t *ids, int64_t n
   t->ids = ids;
   t->n_ids = n_ids;
   t->n_train = n_train;
+  t->share = opt->batch_size;
   damo_rng_seed(&t->rng, opt->seed);
   const size_t bt = (size_t)(opt->batch_size * opt->seq_len), bm = (size_t)(opt->batch_size * opt->predictions);
   t->batch_ids = malloc(bt * sizeof(int32_t));
@@ -148,7 +173,8 @@ damo_status damo_bert_pretrainer_new(damo_bert *m, const int32_t *ids, int64_t n
     st = damo_error(DAMO_ERR_NOMEM, "bert_pretrainer_new: out of memory for a batch");
   if (st == DAMO_OK) {
     damo_train_adapter a = {.name = "bert pre-training", .ctx = t, .stage = stage_masked, .forward = forward_masked,
-                            .backward = backward_masked};
+                            .backward = backward_masked, .loss_weight = masked_count,
+                            .set_grad_ready = masked_grad_ready};
     st = make_trainer(m, opt, a, &t->optimizer, &t->core);
   }
   if (st == DAMO_OK) st = damo_bert_mlm_new(m, opt->batch_size, opt->seq_len, opt->predictions, &t->graph);
@@ -201,10 +227,32 @@ static damo_status stage_masked(void *ctx, int64_t micro) {
   return DAMO_OK;
 }
 
+/* Every rank fills the whole batch (the windows and masks come from one generator) and
+ * runs its rows. */
 static damo_status forward_masked(void *ctx, float *loss) {
   damo_bert_pretrainer *t = ctx;
-  return damo_bert_mlm_forward(t->graph, t->opt.batch_size, t->batch_ids, t->types, t->mask, t->positions, t->labels, 1,
-                               loss);
+  const int64_t T = t->opt.seq_len, M = t->opt.predictions, f = t->share_first;
+  return damo_bert_mlm_forward(t->graph, t->share, t->batch_ids + f * T, t->types + f * T, t->mask + f * T,
+                               t->positions + f * M, t->labels + f * M, 1, loss);
+}
+
+/* The masked positions this rank predicts: what its mean loss averages over. */
+static double masked_count(void *ctx) {
+  const damo_bert_pretrainer *t = ctx;
+  const int64_t M = t->opt.predictions;
+  int64_t n = 0;
+  for (int64_t i = t->share_first * M; i < (t->share_first + t->share) * M; i++) n += t->labels[i] != -100;
+  return (double)n;
+}
+
+damo_status damo_bert_pretrainer_set_data_parallel(damo_bert_pretrainer *t, damo_dist *d,
+                                                   const damo_data_parallel_options *o) {
+  if (!t) return damo_error(DAMO_ERR_INVALID_ARG, "bert_pretrainer_set_data_parallel: NULL trainer");
+  uint64_t h = 1469598103934665603ull ^ (uint64_t)t->n_ids;
+  for (int64_t i = 0; i < t->n_ids; i++) h = (h ^ (uint32_t)t->ids[i]) * 1099511628211ull;
+  damo_status st = bert_parallel(d, &t->opt, t->graph, h, &t->share_first, &t->share);
+  if (st == DAMO_OK) t->dist = d, st = damo_trainer_set_data_parallel(t->core, d, o);
+  return st;
 }
 
 static void copy_report(const damo_train_report *r, damo_bert_step_report *report) {
@@ -230,15 +278,24 @@ damo_status damo_bert_pretrainer_eval(damo_bert_pretrainer *t, float *val_loss) 
   damo_rng rng; /* the same masks every time */
   damo_rng_seed(&rng, 0x5eed);
   double sum = 0;
+  const int64_t T = t->opt.seq_len, M = t->opt.predictions, f = t->share_first;
   for (int64_t first = 0; first < n; first += B) {
     for (int64_t b = 0; b < B; b++) {
       const int64_t i = first + b;
       fill_masked(t, b, t->n_train + (n > 1 ? span * i / (n - 1) : 0), &rng);
     }
     float loss = 0;
-    damo_status st = damo_bert_mlm_forward(t->graph, B, t->batch_ids, t->types, t->mask, t->positions, t->labels, 0, &loss);
+    damo_status st = damo_bert_mlm_forward(t->graph, t->share, t->batch_ids + f * T, t->types + f * T, t->mask + f * T,
+                                           t->positions + f * M, t->labels + f * M, 0, &loss);
     if (st != DAMO_OK) return damo_error_prefix(st, "bert pre-training validation: ");
-    sum += loss;
+    if (damo_dist_size(t->dist) > 1) { /* the batch's mean over every rank's masked positions */
+      const double w = masked_count(t);
+      double v[2] = {(double)loss * w, w};
+      if ((st = damo_dist_allreduce_f64(t->dist, v, 2)) != DAMO_OK) return st;
+      sum += v[0] / v[1];
+    } else {
+      sum += loss;
+    }
   }
   *val_loss = (float)(sum / (double)(n / B));
   return DAMO_OK;
@@ -295,10 +352,17 @@ struct damo_bert_finetuner {
   damo_bert_graph *train, *infer;
   damo_optimizer *optimizer;
   damo_trainer *core;
-  /* the caller's batch of the step being taken */
+  /* the caller's batch of the step being taken (a data-parallel fit: this rank's rows) */
   int64_t batch;
   const int32_t *ids, *types, *mask, *labels;
+  damo_dist *dist;
+  int64_t share_first, share; /* of a full batch */
 };
+
+static double classifier_rows(void *ctx) { return (double)((damo_bert_finetuner *)ctx)->batch; }
+static void classifier_grad_ready(void *ctx, damo_grad_ready_fn fn, void *fn_ctx) {
+  damo_graph_set_grad_ready(((damo_bert_finetuner *)ctx)->train->graph, fn, fn_ctx);
+}
 
 static damo_status stage_given(void *ctx, int64_t micro) {
   (void)ctx, (void)micro; /* damo_bert_finetuner_step was handed the batch */
@@ -330,8 +394,10 @@ damo_status damo_bert_finetuner_new(damo_bert *m, const damo_bert_train_options 
   if (!f) return damo_error(DAMO_ERR_NOMEM, "bert_finetuner_new: out of memory");
   f->model = m;
   f->opt = *opt;
+  f->share = opt->batch_size;
   damo_train_adapter a = {.name = "bert fine-tuning", .ctx = f, .stage = stage_given, .forward = forward_classifier,
-                          .backward = backward_classifier};
+                          .backward = backward_classifier, .loss_weight = classifier_rows,
+                          .set_grad_ready = classifier_grad_ready};
   st = make_trainer(m, opt, a, &f->optimizer, &f->core);
   if (st == DAMO_OK) st = damo_bert_classifier_new(m, opt->batch_size, opt->seq_len, 1, &f->train);
   if (st == DAMO_OK) st = damo_bert_classifier_new(m, opt->batch_size, opt->seq_len, 0, &f->infer);
@@ -360,6 +426,14 @@ damo_status damo_bert_finetuner_predict(damo_bert_finetuner *f, int64_t batch, c
   return damo_bert_classify(f->infer, batch, ids, types, mask, probs);
 }
 
+damo_status damo_bert_finetuner_set_data_parallel(damo_bert_finetuner *f, damo_dist *d,
+                                                  const damo_data_parallel_options *o) {
+  if (!f) return damo_error(DAMO_ERR_INVALID_ARG, "bert_finetuner_set_data_parallel: NULL fine-tuner");
+  damo_status st = bert_parallel(d, &f->opt, f->train, 1469598103934665603ull, &f->share_first, &f->share);
+  if (st == DAMO_OK) f->dist = d, st = damo_trainer_set_data_parallel(f->core, d, o);
+  return st;
+}
+
 damo_trainer *damo_bert_pretrainer_core(damo_bert_pretrainer *t) { return t ? t->core : NULL; }
 
 damo_trainer *damo_bert_finetuner_core(damo_bert_finetuner *t) { return t ? t->core : NULL; }
@@ -372,11 +446,25 @@ damo_status damo_bert_finetuner_score(damo_bert_finetuner *f, const damo_bert_ex
   int64_t ps[2] = {n, L}, ls[1] = {n};
   damo_tensor *probs = damo_tensor_new(DAMO_F32, 2, ps), *labels = damo_tensor_new(DAMO_I32, 1, ls);
   damo_status st = probs && labels ? DAMO_OK : damo_error(DAMO_ERR_NOMEM, "bert_finetuner_score: out of memory");
-  for (int64_t first = 0; st == DAMO_OK && first < n; first += B) {
-    const int64_t b = n - first < B ? n - first : B;
+  /* a data-parallel run scores its share of the rows, then every rank gathers all */
+  const int size = damo_dist_size(f->dist);
+  int64_t lo = 0, count = n, *counts = size > 1 ? malloc((size_t)size * sizeof *counts) : NULL;
+  if (size > 1 && !counts) st = damo_error(DAMO_ERR_NOMEM, "bert_finetuner_score: out of memory");
+  if (size > 1) damo_dist_share(n, damo_dist_rank(f->dist), size, &lo, &count);
+  for (int64_t first = lo; st == DAMO_OK && first < lo + count; first += B) {
+    const int64_t b = lo + count - first < B ? lo + count - first : B;
     st = damo_bert_classify(f->infer, b, e->ids + first * T, e->types + first * T, e->mask + first * T,
                             damo_tensor_f32(probs) + first * L);
   }
+  if (st == DAMO_OK && size > 1) {
+    for (int r = 0; r < size; r++) {
+      int64_t a;
+      damo_dist_share(n, r, size, &a, &counts[r]);
+      counts[r] *= L;
+    }
+    st = damo_dist_allgather_f32(f->dist, damo_tensor_f32(probs), counts);
+  }
+  free(counts);
   if (st == DAMO_OK) {
     memcpy(labels->data, e->labels, (size_t)n * sizeof(int32_t));
     memset(out, 0, sizeof *out);
@@ -412,15 +500,17 @@ static damo_status finetune_step_begin(void *ctx, int64_t s, int64_t *examples) 
   const damo_bert_examples *e = r->train;
   const int64_t B = f->opt.batch_size, T = f->opt.seq_len, first = s * B, b = e->n - first < B ? e->n - first : B;
   int32_t *ids = r->staged, *types = ids + B * T, *mask = types + B * T, *labels = mask + B * T;
-  for (int64_t k = 0; k < b; k++) {
-    const int64_t row = r->order[first + k];
+  *examples = b;
+  int64_t lo = 0, count = b; /* a data-parallel run stages its share of the batch */
+  damo_dist_share(b, damo_dist_rank(f->dist), damo_dist_size(f->dist), &lo, &count);
+  for (int64_t k = 0; k < count; k++) {
+    const int64_t row = r->order[first + lo + k];
     memcpy(ids + k * T, e->ids + row * T, (size_t)T * sizeof(int32_t));
     memcpy(types + k * T, e->types + row * T, (size_t)T * sizeof(int32_t));
     memcpy(mask + k * T, e->mask + row * T, (size_t)T * sizeof(int32_t));
     labels[k] = e->labels[row];
   }
-  f->batch = b, f->ids = ids, f->types = types, f->mask = mask, f->labels = labels;
-  *examples = b;
+  f->batch = count, f->ids = ids, f->types = types, f->mask = mask, f->labels = labels;
   return DAMO_OK;
 }
 

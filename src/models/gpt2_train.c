@@ -48,6 +48,9 @@ struct damo_gpt2_trainer {
   int32_t *ids, *targets;    /* (B, T) each */
   int64_t *eval_starts, n_eval;
   damo_trainer *core;        /* the one training step (train/trainer.c) */
+  /* data parallel: this rank's windows of each global batch, [share_first, + share) */
+  damo_dist *dist;
+  int64_t share_first, share;
 };
 
 damo_gpt2_train_options damo_gpt2_train_defaults(void) {
@@ -108,6 +111,9 @@ damo_status damo_gpt2_decay_mask(const damo_gpt2 *m, uint8_t *mask) {
 static damo_status stage_windows(void *ctx, int64_t micro);
 static damo_status forward_windows(void *ctx, float *loss);
 static damo_status backward_windows(void *ctx);
+static double window_tokens(void *ctx);
+static void data_fingerprint(const damo_token_data *data, int32_t out[4]);
+static void set_grad_ready(void *ctx, damo_grad_ready_fn fn, void *fn_ctx);
 
 /* eval_windows rounded up to whole batches, spread evenly over the validation part. */
 static damo_status place_eval_windows(damo_gpt2_trainer *t) {
@@ -143,6 +149,7 @@ damo_status damo_gpt2_trainer_new(damo_gpt2 *m, const damo_token_data *data, con
   t->model = m;
   t->data = data;
   t->opt = *opt;
+  t->share = opt->batch_size;
   damo_rng_seed(&t->rng, opt->seed);
 
   damo_optimizer_config c = damo_adamw(opt->lr, opt->weight_decay);
@@ -162,7 +169,8 @@ damo_status damo_gpt2_trainer_new(damo_gpt2 *m, const damo_token_data *data, con
   if (st == DAMO_OK) {
     damo_train_adapter a = {.name = "gpt2 training", .ctx = t, .params = m->p.param_block, .grads = m->p.grad_block,
                             .n_params = m->p.n_params_padded, .stage = stage_windows, .forward = forward_windows,
-                            .backward = backward_windows};
+                            .backward = backward_windows, .loss_weight = window_tokens,
+                            .set_grad_ready = set_grad_ready};
     st = damo_trainer_new(&a, t->optimizer, opt->grad_accum, opt->steps, &t->core);
   }
   if (st == DAMO_OK) st = place_eval_windows(t);
@@ -185,9 +193,54 @@ static void fill_window(damo_gpt2_trainer *t, int64_t b, int64_t start) {
   memcpy(t->targets + b * T, src + 1, (size_t)T * sizeof *src);
 }
 
+/* Draws the global batch (every rank draws all of it, so the windows do not depend on the
+ * number of ranks) and keeps this rank's share. */
 static void draw_batch(damo_gpt2_trainer *t) {
   uint32_t n_starts = (uint32_t)(t->data->n_train - t->opt.seq_len); /* starts 0 .. n_train - T - 1 */
-  for (int64_t b = 0; b < t->opt.batch_size; b++) fill_window(t, b, (int64_t)damo_rng_below(&t->rng, n_starts));
+  for (int64_t b = 0; b < t->opt.batch_size; b++) {
+    int64_t start = (int64_t)damo_rng_below(&t->rng, n_starts);
+    if (b >= t->share_first && b < t->share_first + t->share) fill_window(t, b - t->share_first, start);
+  }
+}
+
+static double window_tokens(void *ctx) {
+  const damo_gpt2_trainer *t = ctx;
+  return (double)(t->share * t->opt.seq_len);
+}
+
+static void set_grad_ready(void *ctx, damo_grad_ready_fn fn, void *fn_ctx) {
+  damo_graph_set_grad_ready(((damo_gpt2_trainer *)ctx)->graph->graph, fn, fn_ctx);
+}
+
+damo_status damo_gpt2_trainer_set_data_parallel(damo_gpt2_trainer *t, damo_dist *d,
+                                                const damo_data_parallel_options *o) {
+  if (!t) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_set_data_parallel: NULL trainer");
+  const int rank = damo_dist_rank(d), size = damo_dist_size(d);
+  if (t->opt.batch_size < size)
+    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2 training on %d ranks: batch_size %lld gives some rank no window "
+                      "(use a batch of at least %d windows)", size, (long long)t->opt.batch_size, size);
+  /* the same options and token stream everywhere */
+  int32_t fp[4];
+  data_fingerprint(t->data, fp);
+  uint64_t h = 1469598103934665603ull;
+  const unsigned char *bytes[2] = {(const unsigned char *)&t->opt, (const unsigned char *)fp};
+  const size_t lens[2] = {sizeof t->opt, sizeof fp};
+  for (int k = 0; k < 2; k++)
+    for (size_t i = 0; i < lens[k]; i++) h = (h ^ bytes[k][i]) * 1099511628211ull;
+  damo_status st = damo_dist_check_same(d, h, "GPT-2 training options and token stream");
+  int64_t first, count;
+  damo_dist_share(t->opt.batch_size, rank, size, &first, &count);
+  damo_gpt2_graph *g = NULL;
+  if (st == DAMO_OK && count != t->share) st = damo_gpt2_graph_new(t->model, count, t->opt.seq_len, 1, &g);
+  if (st == DAMO_OK && g) {
+    damo_gpt2_graph_free(t->graph);
+    t->graph = g;
+  }
+  if (st == DAMO_OK) {
+    t->share_first = first, t->share = count, t->dist = d;
+    st = damo_trainer_set_data_parallel(t->core, d, o);
+  }
+  return st;
 }
 
 /* The trainer's adapter: a micro-batch is batch_size random windows. */
@@ -218,8 +271,30 @@ damo_status damo_gpt2_trainer_step(damo_gpt2_trainer *t, damo_gpt2_step_report *
   return st;
 }
 
+/* Validation shared by the ranks: each evaluates its share of every batch of windows; the
+ * per-batch means are rebuilt from the shares' sums. */
+static damo_status eval_sharded(damo_gpt2_trainer *t, float *val_loss) {
+  const int64_t B = t->opt.batch_size;
+  double sum = 0.0;
+  damo_status st = DAMO_OK;
+  for (int64_t first = 0; first < t->n_eval && st == DAMO_OK; first += B) {
+    for (int64_t b = 0; b < t->share; b++) fill_window(t, b, t->eval_starts[first + t->share_first + b]);
+    float loss;
+    st = damo_gpt2_graph_evaluate(t->graph, t->ids, t->targets, &loss);
+    if (st != DAMO_OK)
+      return damo_error_prefix(st, "gpt2 validation after step %lld, windows %lld..%lld: ",
+                               (long long)damo_gpt2_trainer_steps_done(t), (long long)(first + t->share_first),
+                               (long long)(first + t->share_first + t->share - 1));
+    sum += (double)loss * (double)t->share;
+  }
+  if ((st = damo_dist_allreduce_f64(t->dist, &sum, 1)) != DAMO_OK) return st;
+  *val_loss = (float)(sum / (double)B / (double)(t->n_eval / B));
+  return DAMO_OK;
+}
+
 damo_status damo_gpt2_trainer_eval(damo_gpt2_trainer *t, float *val_loss) {
   if (!t || !val_loss) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_eval: NULL argument");
+  if (damo_dist_size(t->dist) > 1) return eval_sharded(t, val_loss);
   int64_t B = t->opt.batch_size;
   double sum = 0.0;
   for (int64_t first = 0; first < t->n_eval; first += B) {

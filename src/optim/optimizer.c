@@ -25,6 +25,11 @@ struct damo_optimizer {
   double *partial; /* per-block sums of squared gradients (host scratch for the backend) */
   uint8_t *decay_mask; /* NULL: weight decay on every element; else only where mask[i] != 0 */
   const damo_backend *b; /* runs the update and owns m, v and decay_mask */
+  /* ZeRO-1 (damo_optimizer_set_shard): n above is the shard's length, starting at shard_lo of
+   * n_full parameters; the norm's sum of squares goes through reduce. Else n_full == n. */
+  int64_t n_full, shard_lo;
+  damo_status (*reduce)(void *ctx, double *sum_squares);
+  void *reduce_ctx;
 };
 
 /* ------------------------------------------------------------------ configs */
@@ -142,7 +147,7 @@ damo_optimizer *damo_optimizer_new(const damo_optimizer_config *cfg, int64_t n_p
     return NULL;
   }
   o->cfg = c;
-  o->n = n_params;
+  o->n = o->n_full = n_params;
   o->n_blocks = (n_params + DAMO_OPT_BLOCK - 1) / DAMO_OPT_BLOCK;
   o->b = damo_backend_cpu();
   o->partial = damo_calloc((size_t)o->n_blocks * sizeof(double));
@@ -198,7 +203,7 @@ damo_status damo_optimizer_set_decay_mask(damo_optimizer *o, const uint8_t *mask
     o->b->free(o->b, dev);
     return damo_error(DAMO_ERR_NOMEM, "optimizer decay mask: out of memory for %lld flags", (long long)o->n);
   }
-  for (int64_t i = 0; i < o->n; i++) copy[i] = mask[i] ? 1 : 0;
+  for (int64_t i = 0; i < o->n; i++) copy[i] = mask[o->shard_lo + i] ? 1 : 0; /* the shard's slice */
   damo_status st = host ? DAMO_OK : o->b->from_host(o->b, dev, copy, bytes);
   if (!host) free(copy);
   if (st != DAMO_OK) {
@@ -238,7 +243,12 @@ static damo_status optimizer_step(damo_optimizer *o, float *params, float *grads
 
   /* The norm is always taken: it is reported, drives clipping, and keeps NaN/Inf gradients
    * from reaching the weights. */
-  double norm = sqrt(b->sum_squares(b, grads, o->n, o->partial));
+  double sum_squares = b->sum_squares(b, grads, o->n, o->partial);
+  if (o->reduce) { /* a shard: the norm is the whole gradient's */
+    damo_status st = o->reduce(o->reduce_ctx, &sum_squares);
+    if (st != DAMO_OK) return damo_error_prefix(st, "optimizer step %lld, gradient norm: ", (long long)o->steps);
+  }
+  double norm = sqrt(sum_squares);
   if (grad_norm) *grad_norm = (float)norm;
   if (!isfinite(norm)) return non_finite_error(o, grads);
 
@@ -367,11 +377,11 @@ damo_status damo_optimizer_state_views(damo_optimizer *o, damo_tensor_dict *out)
 static damo_status check_moment(const damo_optimizer *o, const damo_tensor *t, const char *name, int nonneg) {
   if (!t) return damo_error(DAMO_ERR_NOT_FOUND, "optimizer state: no tensor '%s'", name);
   if (t->dtype != DAMO_F32) return damo_error(DAMO_ERR_FORMAT, "optimizer state: '%s' is %s, expected f32", name, damo_dtype_name(t->dtype));
-  if (damo_tensor_numel(t) != o->n)
+  if (damo_tensor_numel(t) != o->n_full)
     return damo_error(DAMO_ERR_SHAPE, "optimizer state: '%s' has %lld values, the optimizer has %lld parameters", name,
-                      (long long)damo_tensor_numel(t), (long long)o->n);
+                      (long long)damo_tensor_numel(t), (long long)o->n_full);
   const float *x = damo_tensor_f32(t);
-  for (int64_t i = 0; i < o->n; i++)
+  for (int64_t i = 0; i < o->n_full; i++)
     if (!isfinite(x[i]) || (nonneg && x[i] < 0.0f))
       return damo_error(DAMO_ERR_FORMAT, "optimizer state: '%s'[%lld] = %g is not a valid %s", name, (long long)i,
                         (double)x[i], nonneg ? "second moment (finite, >= 0)" : "finite value");
@@ -406,11 +416,61 @@ damo_status damo_optimizer_load_state(damo_optimizer *o, const damo_tensor_dict 
     if (s != DAMO_OK) return s;
   }
   for (int i = 0; i < nm; i++) {
-    damo_status s = o->b->from_host(o->b, bufs[i], ts[i]->data, (size_t)o->n * sizeof(float));
+    damo_status s = o->b->from_host(o->b, bufs[i], (const float *)ts[i]->data + o->shard_lo, (size_t)o->n * sizeof(float));
     if (s != DAMO_OK) return damo_error_prefix(s, "optimizer load state: ");
   }
   o->steps = steps;
   return DAMO_OK;
+}
+
+damo_status damo_optimizer_set_shard(damo_optimizer *o, int64_t lo, int64_t hi,
+                                     damo_status (*reduce)(void *ctx, double *sum_squares), void *ctx) {
+  if (!o) return damo_error(DAMO_ERR_INVALID_ARG, "optimizer set_shard: NULL optimizer");
+  if (o->steps > 0) return damo_error(DAMO_ERR_STATE, "optimizer set_shard: shard before the first step");
+  if (o->n != o->n_full) return damo_error(DAMO_ERR_STATE, "optimizer set_shard: the optimizer is sharded already");
+  if (lo < 0 || hi < lo || hi > o->n_full)
+    return damo_error(DAMO_ERR_INVALID_ARG, "optimizer set_shard: [%lld, %lld) is not a range of the %lld parameters",
+                      (long long)lo, (long long)hi, (long long)o->n_full);
+  const damo_backend *b = o->b;
+  const int64_t n_full = o->n;
+  uint8_t *full_mask = NULL;
+  if (o->decay_mask) { /* keep the shard's slice of the mask (host copy of the device's) */
+    if (!(full_mask = malloc((size_t)(n_full ? n_full : 1)))) return damo_error(DAMO_ERR_NOMEM, "optimizer set_shard: out of memory");
+    damo_status st = b->to_host(b, full_mask, o->decay_mask, (size_t)n_full);
+    if (st != DAMO_OK) {
+      free(full_mask);
+      return st;
+    }
+  }
+  float *m = NULL, *v = NULL;
+  o->n = hi - lo; /* alloc_moments sizes by n */
+  if (alloc_moments(o, b, &m, &v) != DAMO_OK) {
+    o->n = n_full;
+    free(full_mask);
+    return damo_error(DAMO_ERR_NOMEM, "optimizer set_shard: out of memory for the moments of %lld parameters",
+                      (long long)(hi - lo));
+  }
+  b->free(b, o->m);
+  b->free(b, o->v);
+  o->m = m, o->v = v;
+  o->shard_lo = lo;
+  o->reduce = reduce, o->reduce_ctx = ctx;
+  damo_free(o->partial);
+  o->n_blocks = (o->n + DAMO_OPT_BLOCK - 1) / DAMO_OPT_BLOCK;
+  o->partial = damo_calloc((size_t)(o->n_blocks ? o->n_blocks : 1) * sizeof(double));
+  damo_status st = o->partial ? DAMO_OK : damo_error(DAMO_ERR_NOMEM, "optimizer set_shard: out of memory");
+  if (st == DAMO_OK && full_mask) { /* set_decay_mask keeps the slice at shard_lo */
+    b->free(b, o->decay_mask);
+    o->decay_mask = NULL;
+    st = damo_optimizer_set_decay_mask(o, full_mask);
+  }
+  free(full_mask);
+  return st;
+}
+
+int64_t damo_optimizer_shard(const damo_optimizer *o, int64_t *lo) {
+  if (lo) *lo = o ? o->shard_lo : 0;
+  return o ? o->n : 0;
 }
 
 float damo_optimizer_lr(const damo_optimizer *o, int64_t total_steps) {

@@ -8,6 +8,7 @@
  * Doubles (running loss, history) are stored as their bytes (U8 tensors, host byte order,
  * little-endian on every CPU damo builds for) so nothing is rounded on the way. */
 #include "graph/backend.h"
+#include "train/data_parallel.h"
 #include "train/history.h"
 #include "train/trainer.h"
 
@@ -59,7 +60,7 @@ damo_status damo_trainer_checkpoint_add(const damo_train_event *e, damo_tensor_d
   }
   if (st == DAMO_OK) st = add(d, K_STEP, step);
   else damo_tensor_free(step);
-  if (st == DAMO_OK) st = damo_optimizer_state_views(t->opt, d);
+  if (st == DAMO_OK) st = dp_optimizer_state(t->dp, t->opt, d); /* ZeRO: the gathered moments */
   if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, K_POSITION, &e->position, sizeof e->position);
   if (st == DAMO_OK && r->es.active) {
     const double early[3] = {r->es.best, (double)r->es.wait, (double)r->es.best_at};

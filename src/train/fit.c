@@ -145,6 +145,7 @@ typedef struct augment_feed {
   int h, w, c;
   damo_augment_options opt;
   uint64_t seed;
+  int rank, size; /* data parallel: this rank's share of each batch, its own draws */
   int64_t epoch; /* set before each epoch's producer starts */
   float *scratch;
   damo_prefetcher *pf;
@@ -152,10 +153,13 @@ typedef struct augment_feed {
 
 static damo_status produce_augmented(void *ctx, int64_t b, float *xb, void *yb) {
   augment_feed *f = ctx;
-  int64_t first = b * f->batch, n = f->n_train - first < f->batch ? f->n_train - first : f->batch;
-  damo_model_gather_rows(f->m, f->x, f->y, f->idx + first, n, xb, yb);
+  int64_t first = b * f->batch, n = f->n_train - first < f->batch ? f->n_train - first : f->batch, share_first;
+  damo_dist_share(n, f->rank, f->size, &share_first, &n);
+  if (n == 0) return DAMO_OK;
+  damo_model_gather_rows(f->m, f->x, f->y, f->idx + first + share_first, n, xb, yb);
   damo_rng rng;
-  damo_rng_seed(&rng, f->seed ^ ((uint64_t)f->epoch * 0x9e3779b97f4a7c15ULL + (uint64_t)b * 0xbf58476d1ce4e5b9ULL));
+  damo_rng_seed(&rng, f->seed ^ ((uint64_t)f->epoch * 0x9e3779b97f4a7c15ULL + (uint64_t)b * 0xbf58476d1ce4e5b9ULL) ^
+                          (uint64_t)f->rank * 0x94d049bb133111ebULL); /* rank 0: as one process */
   return damo_augment_batch(&f->opt, xb, xb, n, f->h, f->w, f->c, &rng, f->scratch);
 }
 
@@ -174,6 +178,7 @@ static damo_status augment_feed_init(augment_feed *f, const damo_model *m, const
   f->opt = *o->augment;
   f->opt.parallel = 0; /* the training step owns the cores */
   f->seed = o->seed ^ 0x6175676d656e74ULL;
+  f->rank = damo_dist_rank(o->dist), f->size = damo_dist_size(o->dist);
   int64_t row = (int64_t)f->h * f->w * f->c;
   size_t y_row = m->copt.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE ? 4 : (size_t)damo_model_output_size(m) * 4;
   f->scratch = malloc((size_t)row * sizeof(float));
@@ -197,7 +202,7 @@ static damo_status augment_feed_stage(augment_feed *f, damo_model_graph *mg, int
   float *xb;
   void *yb;
   damo_status st = damo_prefetcher_next(f->pf, &xb, &yb);
-  if (st != DAMO_OK) return st;
+  if (st != DAMO_OK || n == 0) return st; /* a data-parallel rank without rows takes its (empty) slot */
   size_t row = (size_t)f->h * f->w * f->c;
   memcpy(mg->x_stage, xb, (size_t)n * row * sizeof(float));
   size_t y_row = f->m->copt.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE ? 4 : (size_t)damo_model_output_size(f->m) * 4;
@@ -214,8 +219,10 @@ typedef struct fit_adapter {
   damo_model_graph *mg;
   const damo_tensor *x, *y;
   augment_feed *feed;
-  const int64_t *rows; /* the batch's row indices (no feed) */
-  int64_t b;           /* its size */
+  const int64_t *rows; /* this rank's rows of the batch (no feed) */
+  int64_t b;           /* how many */
+  damo_dist *dist;     /* data parallel (NULL: alone) */
+  int rank, size;
   int metrics, outputs;
   int binary_metrics;
   int64_t correct, counted;
@@ -241,7 +248,14 @@ typedef struct fit_adapter {
 static damo_status fit_stage(void *ctx, int64_t micro) {
   fit_adapter *f = ctx;
   (void)micro;
+  if (f->b == 0) return f->feed->pf ? augment_feed_stage(f->feed, f->mg, 0) : DAMO_OK; /* a rank without rows */
   return f->feed->pf ? augment_feed_stage(f->feed, f->mg, f->b) : damo_model_stage_batch(f->m, f->mg, f->x, f->y, f->rows, f->b);
+}
+
+static double fit_rows(void *ctx) { return (double)((fit_adapter *)ctx)->b; }
+
+static void fit_set_grad_ready(void *ctx, damo_grad_ready_fn fn, void *fn_ctx) {
+  damo_graph_set_grad_ready(((fit_adapter *)ctx)->mg->g, fn, fn_ctx);
 }
 
 static damo_status fit_forward(void *ctx, float *loss) {
@@ -285,16 +299,30 @@ static damo_status fit_epoch_begin(void *ctx, int64_t epoch, int64_t first_step)
 
 static damo_status fit_step_begin(void *ctx, int64_t s, int64_t *examples) {
   fit_adapter *f = ctx;
-  f->rows = f->idx + s * f->batch;
-  f->b = f->n_train - s * f->batch < f->batch ? f->n_train - s * f->batch : f->batch;
-  *examples = f->b;
+  const int64_t b = f->n_train - s * f->batch < f->batch ? f->n_train - s * f->batch : f->batch;
+  int64_t first;
+  damo_dist_share(b, f->rank, f->size, &first, &f->b);
+  f->rows = f->idx + s * f->batch + first;
+  *examples = b; /* the loss is the whole batch's */
   return DAMO_OK;
 }
 
+/* The epoch's running figures over every rank (each counted its own rows). */
 static void fit_train_figures(void *ctx, double *row) {
   fit_adapter *f = ctx;
-  row[DAMO_H_ACCURACY] = f->counted ? (double)f->correct / (double)f->counted : NAN;
-  if (f->binary_metrics) damo_binary_counts_to_row(&f->counts, f->metrics, row);
+  double c[2 + 4 + 2 * DAMO_AUC_BINS];
+  damo_binary_counts all = f->counts;
+  c[0] = (double)f->correct, c[1] = (double)f->counted;
+  const int n = f->binary_metrics ? (int)(sizeof c / sizeof *c) : 2;
+  if (f->size > 1) {
+    const int64_t *counts = &all.tp; /* tp, fp, fn, tn, then the two histograms: int64 throughout */
+    for (int k = 2; k < n; k++) c[k] = (double)counts[k - 2];
+    if (damo_dist_allreduce_f64(f->dist, c, n) != DAMO_OK) c[1] = 0; /* the next collective fails the step */
+    int64_t *out = &all.tp;
+    for (int k = 2; k < n; k++) out[k - 2] = (int64_t)c[k];
+  }
+  row[DAMO_H_ACCURACY] = c[1] > 0 ? c[0] / c[1] : NAN;
+  if (f->binary_metrics) damo_binary_counts_to_row(&all, f->metrics, row);
 }
 
 static const struct {
@@ -304,10 +332,41 @@ static const struct {
                           {DAMO_METRIC_F1, DAMO_H_VAL_F1},
                           {DAMO_METRIC_AUC, DAMO_H_VAL_AUC}};
 
+/* Validation shared by the ranks: each its share of the rows; sums reduced, predictions
+ * gathered for the exact binary figures. */
+static damo_status validate_shared(fit_adapter *f, double *vl, double *va) {
+  int64_t first, n;
+  damo_dist_share(f->val_count, f->rank, f->size, &first, &n);
+  const int64_t outputs = f->outputs;
+  double l = 0, a = -1, sums[3] = {0, 0, 0};
+  damo_status st = n ? evaluate_rows(f->m, f->mg, f->xv, f->yv, f->val_idx + first, n, &l, &a,
+                                     f->val_probs ? f->val_probs + first * outputs : NULL,
+                                     f->val_truth ? f->val_truth + first : NULL)
+                     : DAMO_OK;
+  if (st != DAMO_OK) return st;
+  int64_t counted = n; /* evaluate_rows counts every row it scores */
+  sums[0] = l * (double)n, sums[1] = a >= 0 ? a * (double)counted : 0, sums[2] = a >= 0 ? (double)counted : 0;
+  if ((st = damo_dist_allreduce_f64(f->dist, sums, 3)) != DAMO_OK) return st;
+  *vl = sums[0] / (double)f->val_count;
+  *va = sums[2] > 0 ? sums[1] / sums[2] : -1;
+  if (f->val_probs) {
+    int64_t *counts = malloc((size_t)f->size * sizeof *counts);
+    if (!counts) return damo_error(DAMO_ERR_NOMEM, "validation: out of memory");
+    for (int r = 0; r < f->size; r++) damo_dist_share(f->val_count, r, f->size, &first, &counts[r]);
+    st = damo_dist_allgather_f32(f->dist, (float *)f->val_truth, counts); /* i32 labels travel as their bits */
+    for (int r = 0; r < f->size; r++) counts[r] *= outputs;
+    if (st == DAMO_OK) st = damo_dist_allgather_f32(f->dist, f->val_probs, counts);
+    free(counts);
+  }
+  return st;
+}
+
 static damo_status fit_validate(void *ctx, double *row) {
   fit_adapter *f = ctx;
   double vl, va;
-  damo_status st = evaluate_rows(f->m, f->mg, f->xv, f->yv, f->val_idx, f->val_count, &vl, &va, f->val_probs, f->val_truth);
+  damo_status st = f->size > 1 ? validate_shared(f, &vl, &va)
+                               : evaluate_rows(f->m, f->mg, f->xv, f->yv, f->val_idx, f->val_count, &vl, &va,
+                                               f->val_probs, f->val_truth);
   if (st != DAMO_OK) return st;
   row[DAMO_H_VAL_LOSS] = vl;
   row[DAMO_H_VAL_ACCURACY] = va >= 0 ? va : NAN;
@@ -448,6 +507,8 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
   if (o.epochs <= 0) o.epochs = 1;
   if (o.batch_size <= 0) o.batch_size = 32;
   if (!opt) o.verbose = -1;
+  const int rank = damo_dist_rank(o.dist), size = damo_dist_size(o.dist);
+  if (rank != 0) o.verbose = 0; /* rank 0 speaks for all */
   damo_status st = damo_model_check_data(m, x, y, "fit");
   if (st != DAMO_OK) return st;
   if (!y) return damo_error(DAMO_ERR_INVALID_ARG, "fit: y is NULL");
@@ -480,8 +541,29 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
       recorded |= 1u << binary_columns[k].column | (xv ? 1u << binary_columns[k].val_column : 0u);
     }
 
-  damo_model_graph *mg;
-  if ((st = damo_model_graph_get(m, 1, batch, &mg)) != DAMO_OK) return st;
+  if (o.dist && size > 1) { /* every rank on the same rows and settings */
+    uint64_t hash = 1469598103934665603ull;
+    const damo_tensor *parts[4] = {x, y, o.x_val, o.y_val};
+    for (int k = 0; k < 4; k++) {
+      if (!parts[k]) continue;
+      const size_t bytes = (size_t)damo_tensor_numel(parts[k]) * damo_dtype_size(parts[k]->dtype);
+      const unsigned char *p = parts[k]->data;
+      for (size_t i = 0; i < bytes; i += 8) { /* 8 bytes a round: a data set hashes in a blink */
+        uint64_t w = 0;
+        memcpy(&w, p + i, bytes - i < 8 ? bytes - i : 8);
+        hash = (hash ^ w) * 1099511628211ull;
+      }
+    }
+    const int64_t settings[] = {o.epochs, o.batch_size, (int64_t)o.seed, o.shuffle, (int64_t)(o.validation_split * 1e9),
+                                m->params.n_params_padded};
+    for (size_t k = 0; k < sizeof settings / sizeof *settings; k++) hash = (hash ^ (uint64_t)settings[k]) * 1099511628211ull;
+    if ((st = damo_dist_check_same(o.dist, hash, "training data and fit options")) != DAMO_OK)
+      return damo_error_prefix(st, "fit: ");
+  }
+  damo_model_graph *mg; /* sized for this rank's largest share of a batch */
+  if ((st = damo_model_graph_get(m, 1, (batch + size - 1) / size, &mg)) != DAMO_OK) return st;
+  if (rank != 0) /* dropout draws its own masks on each rank; rank 0 as one process would */
+    damo_rng_seed(&mg->g->rng, o.seed ^ 0x64726f706f7574ULL ^ (uint64_t)rank * 0xd1b54a32d192ed03ULL);
   damo_history *h = damo_history_new(recorded);
   int64_t *idx = iota(n_train, 0), *val_idx = xv ? iota(val_count, val_first) : NULL;
   /* The validation predictions, collected for the exact binary figures at each epoch end. */
@@ -507,18 +589,21 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
                     .steps_per_epoch = steps_per_epoch, .shuffle = o.shuffle != 0, .patience = o.patience,
                     .xv = xv, .yv = yv, .val_idx = val_idx, .val_count = val_count, .val_probs = val_probs,
                     .val_truth = val_truth, .val_probs_t = val_probs_t, .val_truth_t = val_truth_t,
-                    .val_scratch = val_scratch, .history = h, .o = &o, .seed = o.seed};
+                    .val_scratch = val_scratch, .history = h, .o = &o, .seed = o.seed, .dist = o.dist,
+                    .rank = rank, .size = size};
   damo_progress_init(&fa.pr, o.out, o.verbose);
   fa.pr.epochs = o.epochs;
   damo_rng_seed(&fa.rng, o.seed);
   damo_train_adapter adapter = {.name = "training", .ctx = &fa, .params = m->param_block, .grads = m->grad_block,
                                 .n_params = m->params.n_params_padded, .stage = fit_stage, .forward = fit_forward,
                                 .backward = fit_backward, .locate_nonfinite = fit_locate_nonfinite,
-                                .observe = fit_observe, .state = m->state_block, .n_state = m->state.n_params_padded};
+                                .observe = fit_observe, .state = m->state_block, .n_state = m->state.n_params_padded,
+                                .loss_weight = fit_rows, .set_grad_ready = fit_set_grad_ready};
   damo_trainer *trainer = NULL;
   if (st == DAMO_OK && (st = damo_trainer_new(&adapter, m->opt, 1, total_steps, &trainer)) == DAMO_OK) {
     damo_trainer_set_steps_done(trainer, damo_optimizer_steps(m->opt));
     damo_trainer_set_grad_hook(trainer, o.grad_hook, o.grad_hook_ctx);
+    if (o.dist) st = damo_trainer_set_data_parallel(trainer, o.dist, &o.parallel);
   }
   if (st == DAMO_OK && (o.resume || o.checkpoint_every) && !o.checkpoint_dir)
     st = damo_error(DAMO_ERR_INVALID_ARG, "fit: resume and checkpoint_every need a checkpoint_dir");

@@ -5,6 +5,7 @@
  * turn its events into progress bars or log lines, so a data-parallel run can let one rank
  * speak. */
 #include "graph/backend.h"
+#include "train/data_parallel.h"
 #include "train/history.h"
 #include "train/trainer.h"
 
@@ -54,16 +55,21 @@ static void blank(double *row) {
   for (int k = 0; k < DAMO_HISTORY_COLUMNS; k++) row[k] = NAN;
 }
 
+/* Events reach the caller on rank 0 only (a data-parallel run speaks and writes once); a
+ * checkpoint first gathers a ZeRO run's moments on every rank. */
 static damo_status emit(run *r, damo_train_event *e) {
   e->recorded = r->recorded;
   e->run = r;
   e->position = r->position;
   e->report = r->have_last ? &r->last : NULL;
-  if (e->kind == DAMO_EVENT_CHECKPOINT) {
-    damo_status st = r->h->checkpoint ? r->h->checkpoint(r->h->ctx, e) : DAMO_OK;
+  const int speaker = damo_dist_rank(damo_trainer_dist(r->t)) == 0;
+  if (e->kind == DAMO_EVENT_CHECKPOINT && r->h->checkpoint) {
+    damo_status st = r->t->dp ? dp_gather_moments(r->t->dp, r->t->opt) : DAMO_OK;
+    if (st == DAMO_OK && speaker) st = r->h->checkpoint(r->h->ctx, e);
+    dp_release_moments(r->t->dp);
     if (st != DAMO_OK) return st;
   }
-  return r->h->on_event ? r->h->on_event(r->h->ctx, e) : DAMO_OK;
+  return r->h->on_event && speaker ? r->h->on_event(r->h->ctx, e) : DAMO_OK;
 }
 
 static damo_status one_step(run *r, int64_t step, int64_t *examples) {
@@ -79,7 +85,8 @@ static damo_status one_step(run *r, int64_t step, int64_t *examples) {
 static damo_status record_row(run *r, damo_train_event *e, const double *row, int64_t at, int *stop) {
   damo_status st = DAMO_OK;
   if (r->history && (st = damo_history_append(r->history, (int)at, row)) != DAMO_OK) return st;
-  if (r->o->history_csv && (st = damo_history_csv_append(r->o->history_csv, r->recorded, (int)at, row)) != DAMO_OK)
+  if (r->o->history_csv && damo_dist_rank(damo_trainer_dist(r->t)) == 0 &&
+      (st = damo_history_csv_append(r->o->history_csv, r->recorded, (int)at, row)) != DAMO_OK)
     return st;
   e->figures = row;
   if ((st = emit(r, e)) != DAMO_OK) return st;
@@ -239,7 +246,8 @@ damo_status damo_trainer_run(damo_trainer *t, const damo_train_loop *loop, const
       loop->monitor <= DAMO_H_VAL_AUC)
     st = damo_error(DAMO_ERR_INVALID_ARG, "early stopping monitors '%s' but there is no validation",
                     damo_history_columns[loop->monitor]);
-  if (st == DAMO_OK && loop->history_csv) st = damo_history_csv_check(loop->history_csv, r.recorded);
+  if (st == DAMO_OK && loop->history_csv && damo_dist_rank(damo_trainer_dist(t)) == 0)
+    st = damo_history_csv_check(loop->history_csv, r.recorded);
   if (st == DAMO_OK) st = take_resume(&r);
   if (st == DAMO_OK) st = by_epoch ? run_epochs(&r) : run_steps(&r);
   if (st == DAMO_OK && r.es.best_weights && r.es.best_at > 0) {

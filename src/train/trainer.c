@@ -12,6 +12,7 @@
  * models/gpt2_train.c, BERT's masked LM and classifier in models/bert_train.c); the loops
  * around the step (epochs or steps, validation, checkpoints) call damo_trainer_step. */
 #include "graph/backend.h"
+#include "train/data_parallel.h"
 #include "train/trainer.h"
 
 #include <math.h>
@@ -53,6 +54,7 @@ damo_status damo_trainer_new(const damo_train_adapter *a, damo_optimizer *opt, i
 void damo_trainer_free(damo_trainer *t) {
   if (!t) return;
   loop_resume_clear(&t->resume);
+  dp_free(t->dp);
   if (t->grad_sum) t->a.backend->free(t->a.backend, t->grad_sum);
   free(t);
 }
@@ -77,8 +79,64 @@ static damo_status step_error(const damo_trainer *t, damo_status st, int64_t k) 
   return damo_error_prefix(st, "%s step %lld: ", t->a.name, (long long)t->steps_done + 1);
 }
 
+/* The non-finite loss message (locating the value when this rank's own loss is the one). */
+static damo_status nonfinite_loss(const damo_trainer *t, double loss, int local) {
+  const damo_train_adapter *a = &t->a;
+  const char *where = local && a->locate_nonfinite ? a->locate_nonfinite(a->ctx) : NULL;
+  const char *what = isnan(loss) ? "NaN" : "Inf";
+  if (where)
+    return damo_error(DAMO_ERR_NUMERIC, "the loss became %s; the first non-finite value is in '%s' (try a lower "
+                      "learning rate or check the data)", what, where);
+  if (!local)
+    return damo_error(DAMO_ERR_NUMERIC, "the loss became %s on another rank (try a lower learning rate or check the "
+                      "data)", what);
+  return damo_error(DAMO_ERR_NUMERIC, "the loss became %s (try a lower learning rate or check the data)", what);
+}
+
+/* A step in a data-parallel run (damo_trainer_set_data_parallel; a world of one included):
+ * the loss is reduced before backward, the gradient during it (data_parallel.c). */
+static damo_status parallel_step(damo_trainer *t, damo_train_report *report) {
+  const damo_train_adapter *a = &t->a;
+  const damo_backend *b = a->backend;
+  const int64_t K = t->grad_accum, n = a->n_params;
+  double loss_sum = 0.0;
+  damo_status st = DAMO_OK;
+  for (int64_t k = 0; k < K; k++) {
+    float loss = 0.0f, scale = 1.0f;
+    double global;
+    st = a->stage(a->ctx, k);
+    const double weight = st != DAMO_OK ? 0.0 : a->loss_weight ? a->loss_weight(a->ctx) : 1.0;
+    if (st == DAMO_OK && weight > 0) st = a->forward(a->ctx, &loss);
+    if (st != DAMO_OK) return step_error(t, st, k); /* the other ranks end with the job (damo_dist_abort) */
+    if ((st = dp_reduce_loss(t->dp, loss, weight, &global, &scale)) != DAMO_OK) return step_error(t, st, k);
+    if (!isfinite(global)) return step_error(t, nonfinite_loss(t, global, weight > 0 && !isfinite(loss)), k);
+    if (weight > 0 && a->observe) a->observe(a->ctx);
+    const int last = k + 1 == K;
+    if (last) dp_arm(t->dp, scale);
+    if (weight > 0) st = a->backward(a->ctx);
+    else b->fill(b, a->grads, 0.0f, n); /* no items here: this rank adds nothing */
+    if (st != DAMO_OK) return step_error(t, st, k);
+    loss_sum += global;
+    if (!last) b->axpby(b, n, scale, a->grads, k == 0 ? 0.0f : 1.0f, t->grad_sum);
+  }
+  float *grads;
+  int64_t len;
+  if ((st = dp_finish(t->dp, &grads, &len)) != DAMO_OK) return step_error(t, st, -1);
+  const float mean_loss = (float)(loss_sum / (double)K);
+  if ((st = damo_divergence_check(&t->diverge, mean_loss)) != DAMO_OK) return step_error(t, st, -1);
+  if (t->hook && (st = t->hook(t->hook_ctx, grads, len, t->steps_done)) != DAMO_OK)
+    return damo_error_prefix(st, "%s step %lld, gradient hook: ", a->name, (long long)t->steps_done + 1);
+  const float lr = damo_optimizer_lr(t->opt, t->total_steps);
+  float norm = 0.0f;
+  if ((st = dp_optimizer_step(t->dp, t->opt, t->total_steps, &norm)) != DAMO_OK) return step_error(t, st, -1);
+  t->steps_done++;
+  if (report) *report = (damo_train_report){t->steps_done, mean_loss, lr, norm};
+  return DAMO_OK;
+}
+
 damo_status damo_trainer_step(damo_trainer *t, damo_train_report *report) {
   if (!t) return damo_error(DAMO_ERR_INVALID_ARG, "trainer_step: NULL trainer");
+  if (t->dp) return parallel_step(t, report);
   const damo_train_adapter *a = &t->a;
   const damo_backend *b = a->backend; /* micro-batch gradients are summed where they are */
   const int64_t K = t->grad_accum, n = a->n_params;
@@ -89,16 +147,7 @@ damo_status damo_trainer_step(damo_trainer *t, damo_train_report *report) {
     st = a->stage(a->ctx, k);
     if (st == DAMO_OK) st = a->forward(a->ctx, &loss);
     if (st != DAMO_OK) return step_error(t, st, k);
-    if (!isfinite(loss)) {
-      const char *where = a->locate_nonfinite ? a->locate_nonfinite(a->ctx) : NULL;
-      if (where)
-        st = damo_error(DAMO_ERR_NUMERIC, "the loss became %s; the first non-finite value is in '%s' (try a lower "
-                        "learning rate or check the data)", isnan(loss) ? "NaN" : "Inf", where);
-      else
-        st = damo_error(DAMO_ERR_NUMERIC, "the loss became %s (try a lower learning rate or check the data)",
-                        isnan(loss) ? "NaN" : "Inf");
-      return step_error(t, st, k);
-    }
+    if (!isfinite(loss)) return step_error(t, nonfinite_loss(t, loss, 1), k);
     if (a->observe) a->observe(a->ctx);
     if ((st = a->backward(a->ctx)) != DAMO_OK) return step_error(t, st, k);
     loss_sum += loss;
@@ -122,5 +171,19 @@ damo_status damo_trainer_step(damo_trainer *t, damo_train_report *report) {
     report->lr = lr;
     report->grad_norm = norm;
   }
+  return DAMO_OK;
+}
+
+damo_status damo_trainer_set_data_parallel(damo_trainer *t, damo_dist *d, const damo_data_parallel_options *o) {
+  if (!t) return damo_error(DAMO_ERR_INVALID_ARG, "trainer_set_data_parallel: NULL trainer");
+  if (t->dp) return damo_error(DAMO_ERR_STATE, "trainer_set_data_parallel: the trainer is data-parallel already");
+  return dp_new(d, o, &t->a, t->opt, t->grad_sum, t->grad_accum, &t->dp);
+}
+
+damo_dist *damo_trainer_dist(const damo_trainer *t) { return t ? dp_dist(t->dp) : NULL; }
+
+damo_status damo_trainer_data_parallel_stats(const damo_trainer *t, damo_data_parallel_stats *out) {
+  if (!t || !out) return damo_error(DAMO_ERR_INVALID_ARG, "trainer_data_parallel_stats: NULL argument");
+  dp_stats(t->dp, out);
   return DAMO_OK;
 }

@@ -47,6 +47,7 @@ struct damo_trainer {
   void *hook_ctx;
   damo_divergence diverge;
   loop_resume resume;
+  struct dp_state *dp; /* data-parallel (data_parallel.c), or NULL */
 };
 
 void loop_resume_clear(loop_resume *r);
