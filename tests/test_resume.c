@@ -10,6 +10,7 @@
 #include "harness.h"
 #include "cli_run.h"
 #include "tmpfiles.h"
+#include "mail_fixtures.h"
 
 #include <signal.h>
 #include <stdint.h>
@@ -205,28 +206,7 @@ static void test_gpt2(void) {
 
 /* The labelled mails and the vocabulary the BERT runs share. */
 static void write_mails(void) {
-  write_file("vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\nfrom\nsubject\n:\n.\n@\nmeeting\nproject\nlunch\n"
-                          "report\nschedule\nteam\nreview\nnotes\nwinner\nfree\ncash\noffer\nclick\nvia\n##gra\nprize\n"
-                          "credit\nsomeone\nexample\ncom\n");
-  static const char *const ham[] = {"meeting", "project", "lunch", "report", "schedule", "team", "review", "notes"};
-  static const char *const spam[] = {"winner", "free", "cash", "offer", "click", "via", "prize", "credit"};
-  mkdir(tmp_path("mails"), 0755);
-  mkdir(tmp_path("mails/ham"), 0755);
-  mkdir(tmp_path("mails/spam"), 0755);
-  damo_rng r;
-  damo_rng_seed(&r, 5);
-  for (int i = 0; i < 120; i++) {
-    char name[64];
-    snprintf(name, sizeof name, "mails/%s/%03d.txt", i % 2 ? "spam" : "ham", i);
-    FILE *f = fopen(tmp_path(name), "w");
-    if (!f) return;
-    const char *const *pool = i % 2 ? spam : ham;
-    fprintf(f, "From: someone%d@example.com\nSubject: %s\n\n", i, pool[damo_rng_below(&r, 8)]);
-    for (int w = 0; w < 10 + (int)damo_rng_below(&r, 12); w++)
-      fprintf(f, "%s ", damo_rng_below(&r, 4) ? pool[damo_rng_below(&r, 8)] : "the");
-    fprintf(f, "\n");
-    fclose(f);
-  }
+  write_labelled_mails(120);
   write_file("bert.json", "{\"model_type\": \"bert\", \"vocab_size\": 40, \"hidden_size\": 32, \"num_hidden_layers\": 2,"
                           "\"num_attention_heads\": 4, \"intermediate_size\": 64, \"max_position_embeddings\": 64,"
                           "\"pretrain\": {\"steps\": 60, \"batch_size\": 8, \"seq_len\": 32, \"predictions\": 6,"
