@@ -124,8 +124,11 @@ int cli_bench_fit(int argc, char **argv) {
   if (damo_model_from_config_file(config, &m) != DAMO_OK) return cli_fail("bench fit");
   if (damo_model_config_fit_options(m, &fo) != DAMO_OK || damo_model_config_compile_options(m, &copt) != DAMO_OK ||
       damo_model_build(m, fo.seed) != DAMO_OK || damo_model_compile(m, &copt) != DAMO_OK ||
-      damo_model_save(m, init) != DAMO_OK)
+      (cli_rank() == 0 && damo_model_save(m, init) != DAMO_OK))
     return cli_fail("bench fit");
+  if (!cli_data_parallel_options(argc, argv, &fo.parallel)) return 2;
+  fo.verbose = 0;
+  fo.dist = cli_world(); /* under mpirun: data-parallel epochs (rank 0 reports) */
   int64_t batch = fo.batch_size;
   /* Loss of the first batch at the initial weights: PyTorch must agree. */
   damo_tensor *x0 = damo_tensor_slice_rows(x, 0, batch), *y0 = damo_tensor_slice_rows(y, 0, batch);
@@ -148,7 +151,7 @@ int cli_bench_fit(int argc, char **argv) {
   damo_model_free(m);
   if (acc_epochs > 0) { /* from the same initial weights, the whole budget */
     damo_model *fresh;
-    if (damo_model_load(init, &fresh) != DAMO_OK) return cli_fail("bench fit");
+    if (damo_dist_barrier(cli_world()) != DAMO_OK || damo_model_load(init, &fresh) != DAMO_OK) return cli_fail("bench fit");
     fo.epochs = (int)acc_epochs;
     fo.seed = 42;
     double t0 = cli_seconds();

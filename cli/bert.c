@@ -662,14 +662,17 @@ int cli_bench_bert(int argc, char **argv) {
   if (!load_encoded("spam-assassin", wp, T, (int)r.head_tokens, &d, sp, -1)) goto done;
   const int64_t per_epoch = sp[0].n / B; /* whole batches only: both sides see the same shapes */
   r.opt.steps = epochs * per_epoch;
-  if (make_model(&model, NULL, d->n_classes, r.opt.seed, &m) != DAMO_OK || damo_bert_save(m, init) != DAMO_OK ||
-      damo_bert_finetuner_new(m, &r.opt, &f) != DAMO_OK)
+  damo_data_parallel_options dp;
+  if (!cli_data_parallel_options(argc, argv, &dp)) goto done;
+  const int writer = cli_rank() == 0; /* under mpirun: data-parallel steps, rank 0 writes and reports */
+  if (make_model(&model, NULL, d->n_classes, r.opt.seed, &m) != DAMO_OK || (writer && damo_bert_save(m, init) != DAMO_OK) ||
+      damo_bert_finetuner_new(m, &r.opt, &f) != DAMO_OK || damo_bert_finetuner_set_data_parallel(f, cli_world(), &dp) != DAMO_OK)
     goto fail;
   const int64_t nt = sp[0].n * T, ne = sp[2].n * T;
-  if (!cli_write_i32(init, "train_ids.i32", sp[0].ids, nt) || !cli_write_i32(init, "train_types.i32", sp[0].types, nt) ||
+  if (writer && (!cli_write_i32(init, "train_ids.i32", sp[0].ids, nt) || !cli_write_i32(init, "train_types.i32", sp[0].types, nt) ||
       !cli_write_i32(init, "train_mask.i32", sp[0].mask, nt) || !cli_write_i32(init, "train_labels.i32", sp[0].labels, sp[0].n) ||
       !cli_write_i32(init, "test_ids.i32", sp[2].ids, ne) || !cli_write_i32(init, "test_types.i32", sp[2].types, ne) ||
-      !cli_write_i32(init, "test_mask.i32", sp[2].mask, ne) || !cli_write_i32(init, "test_labels.i32", sp[2].labels, sp[2].n))
+      !cli_write_i32(init, "test_mask.i32", sp[2].mask, ne) || !cli_write_i32(init, "test_labels.i32", sp[2].labels, sp[2].n)))
     goto fail;
   /* The first batch's loss at the initial weights, without dropout: PyTorch must agree. */
   damo_bert_graph *g0 = NULL;
@@ -696,6 +699,7 @@ int cli_bench_bert(int argc, char **argv) {
          (long long)sp[0].n);
   for (long s = 0; s < n_steps; s++) printf("%s%.5f", s ? ", " : "", seconds[s]);
   printf("]");
+  cli_print_parallel_json(damo_bert_finetuner_core(f));
   if (!probe) {
     damo_metrics test;
     const damo_bert_examples test_set = examples_of(&sp[2]);

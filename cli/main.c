@@ -187,6 +187,8 @@ static const cli_group tokenize_groups[] = {{NULL, CLI_ALL_KINDS, tokenize_optio
 static const cli_option bench_common[] = {
     {"--config", 1, "FILE", "the workload's model config; its kind must match fit, gpt2 or bert"},
     {"--init", 1, "DIR", "where the initial weights (and data) for the PyTorch side go"},
+        {"--bucket-mb", 1, "MB", "under mpirun: data-parallel gradient buckets of MB megabytes (default 25)"},
+    {"--zero", 1, "0|1", "under mpirun: 1 shards the optimizer moments (ZeRO stage 1)"},
     END};
 static const cli_option bench_fit[] = {
     {"--repeats", 1, "R", "timed epochs (default 3)"},

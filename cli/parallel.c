@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static damo_dist *world;
@@ -111,6 +112,10 @@ int cli_launch(int argc, char **argv, const char *np) {
 void cli_print_parallel_json(damo_trainer *t) {
   damo_data_parallel_stats s;
   if (damo_trainer_data_parallel_stats(t, &s) != DAMO_OK) return;
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  int64_t rss = ru.ru_maxrss; /* a collective: every rank calls this */
+  if (damo_dist_max_i64(cli_world(), &rss) == DAMO_OK) printf(", \"peak_rss_kb_max_rank\": %lld", (long long)rss);
   printf(", \"ranks\": %d, \"zero\": %d, \"buckets\": %d, \"bytes_per_step\": %.0f, \"exposed_comm_seconds\": %.6f, "
          "\"blocking_comm_seconds\": %.6f, \"hidden_share\": %.4f",
          s.ranks, s.zero, s.buckets, s.bytes_per_step, s.exposed_seconds, s.blocking_seconds, s.hidden_share);

@@ -1694,6 +1694,8 @@ void damo_bert_finetuner_free(damo_bert_finetuner *f);
 struct damo_trainer *damo_bert_finetuner_core(damo_bert_finetuner *f);
 damo_status damo_bert_finetuner_set_data_parallel(damo_bert_finetuner *f, damo_dist *d,
                                                   const damo_data_parallel_options *o);
+/* Data parallel (damo_bert_finetuner_set_data_parallel): the batch given is the global one, each
+ * rank trains on its share. */
 damo_status damo_bert_finetuner_step(damo_bert_finetuner *f, int64_t batch, const int32_t *ids, const int32_t *types,
                                      const int32_t *mask, const int32_t *labels, damo_bert_step_report *report);
 /* Labelled examples: (n, seq_len) ids, types and mask, and n labels. */

@@ -30,7 +30,7 @@ static int check_with(const char *rel, const char *text) {
 static void test_repository_passes(void) {
   int rc = run("%s", CHECKER);
   CHECK_MSG(rc == 0, "%s", cli_out);
-  CHECK_MSG(has("all downward (core < tensor < kernels"), "%s", cli_out);
+  CHECK_MSG(has("all downward (core < dist < tensor < kernels"), "%s", cli_out);
 }
 
 static void test_copy_passes(void) {
@@ -95,7 +95,7 @@ static void test_order_comes_from_the_table(void) {
   CHECK_MSG(rc == 0, "%s", cli_out);
   rc = run("%s --root %s", CHECKER, copy);
   CHECK(rc == 1);
-  CHECK_MSG(has("of higher layer core from layer tensor (order: tensor < kernels"), "%s", cli_out);
+  CHECK_MSG(has("of higher layer core from layer tensor (order: dist < tensor < kernels"), "%s", cli_out);
   run("cp %s/ARCHITECTURE.md %s/ARCHITECTURE.md", DAMO_SOURCE_DIR, copy);
   rc = run("%s --root %s", CHECKER, copy);
   CHECK_MSG(rc == 0, "%s", cli_out);

@@ -413,6 +413,12 @@ damo_status damo_bert_finetuner_new(damo_bert *m, const damo_bert_train_options 
 damo_status damo_bert_finetuner_step(damo_bert_finetuner *f, int64_t batch, const int32_t *ids, const int32_t *types,
                                      const int32_t *mask, const int32_t *labels, damo_bert_step_report *report) {
   if (!f) return damo_error(DAMO_ERR_INVALID_ARG, "bert_finetuner_step: NULL argument");
+  if (damo_dist_size(f->dist) > 1) { /* data parallel: the caller's batch is global, this rank takes its share */
+    int64_t first, count;
+    const int64_t T = f->opt.seq_len;
+    damo_dist_share(batch, damo_dist_rank(f->dist), damo_dist_size(f->dist), &first, &count);
+    ids += first * T, types += first * T, mask += first * T, labels += first, batch = count;
+  }
   f->batch = batch, f->ids = ids, f->types = types, f->mask = mask, f->labels = labels;
   damo_train_report r;
   damo_status st = damo_trainer_step(f->core, &r);
