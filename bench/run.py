@@ -193,6 +193,60 @@ def bench_bert(damo, work, threads, env_threads, quick):
             "torch_probes": [{"config": describe(c), "best_step_seconds": round(s, 3)} for s, c in probes]}
 
 
+# D1-D3: data parallel on this host. D1: W4 as 2 ranks x 1 thread against 1 process x 2
+# threads (plain, ZeRO-1, and 4 MB buckets for the overlap figures); D2: PyTorch DDP (gloo,
+# 2 x 1 thread) on the same model, weights, data and recipe; D3: W1 and W5 as D1.
+D_STEPS, D_RANKS = 40, 2
+
+
+def mpirun(ranks, threads):
+    """mpirun as this bench needs it: as root, in a container, one core per rank."""
+    cmd = ["mpirun"] + (["--allow-run-as-root"] if os.geteuid() == 0 else []) + [
+        "--oversubscribe", "--bind-to", "core" if threads == 1 else "none", "-x", "DAMO_NUM_THREADS=%d" % threads,
+        "-np", str(ranks)]
+    return cmd
+
+
+D_ENV = {"OMPI_MCA_btl_vader_single_copy_mechanism": "none"}
+
+
+def bench_distributed(damo, work, threads, quick):
+    steps = 8 if quick else D_STEPS
+    per_rank = max(1, threads // D_RANKS)
+    one = {"DAMO_NUM_THREADS": str(threads)}
+    out = {"ranks": D_RANKS, "threads_per_rank": per_rank, "threads": threads, "steps": steps}
+    config = os.path.join(ROOT, W4_CONFIG)
+    init = os.path.join(work, "d1_init")
+    gpt = [damo, "bench", "gpt2", "--config", config, "--init", init, "--steps", str(steps)]
+    print("D1: W4 as 1 process x %d threads, %d steps" % (threads, steps), flush=True)
+    out["d1_one"] = run_json(gpt, one)
+    print("D1: W4 as %d ranks x %d thread(s)" % (D_RANKS, per_rank), flush=True)
+    out["d1_ranks"] = run_json(mpirun(D_RANKS, per_rank) + gpt, D_ENV)
+    print("D1: the same with --zero 1", flush=True)
+    out["d1_zero"] = run_json(mpirun(D_RANKS, per_rank) + gpt + ["--zero", "1"], D_ENV)
+    print("D1: the same with 4 MB buckets", flush=True)
+    out["d1_buckets"] = run_json(mpirun(D_RANKS, per_rank) + gpt + ["--bucket-mb", "4"], D_ENV)
+    print("D2: PyTorch DDP (gloo), %d ranks x %d thread(s)" % (D_RANKS, per_rank), flush=True)
+    out["d2_ddp"] = run_json([PY, os.path.join(HERE, "torch_gpt2_ddp.py"), str(D_RANKS), config, init, "--steps",
+                              str(steps), "--threads-per-rank", str(per_rank)])
+    rel = abs(out["d2_ddp"]["first_loss"] - out["d1_ranks"]["first_loss"]) / abs(out["d1_ranks"]["first_loss"])
+    if rel > LOSS_TOLERANCE:
+        raise SystemExit("bench: D2 initial validation loss differs: damo %.7f, DDP %.7f; refusing to compare"
+                         % (out["d1_ranks"]["first_loss"], out["d2_ddp"]["first_loss"]))
+    w1 = os.path.join(ROOT, WORKLOADS[0][1])
+    fit = [damo, "bench", "fit", "--config", w1, "--init", os.path.join(work, "d3_w1_init"), "--repeats",
+           "1" if quick else "3"]
+    print("D3: W1, 1 process then %d ranks" % D_RANKS, flush=True)
+    out["d3_w1_one"] = run_json(fit, one)
+    out["d3_w1_ranks"] = run_json(mpirun(D_RANKS, per_rank) + fit, D_ENV)
+    bert = [damo, "bench", "bert", "--config", os.path.join(ROOT, W5_CONFIG), "--init", os.path.join(work, "d3_w5_init"),
+            "--probe-steps", "10" if quick else "30"]
+    print("D3: W5, 1 process then %d ranks" % D_RANKS, flush=True)
+    out["d3_w5_one"] = run_json(bert, one)
+    out["d3_w5_ranks"] = run_json(mpirun(D_RANKS, per_rank) + bert, D_ENV)
+    return out
+
+
 def sequences_per_s(side):
     """Median over the steps after the first few (warm-up)."""
     return side["batch"] / statistics.median(side["step_seconds"][W4_WARMUP_STEPS:])
@@ -221,7 +275,7 @@ def main(argv):
             previous = json.load(f)
     if only:
         for key, value in previous.items():
-            if key in ("G1",) or key.startswith("W"):
+            if key in ("G1", "D") or key.startswith("W"):
                 results[key] = value
                 results[key].setdefault("date", previous.get("date", "?"))
         results["date"] = "%s (%s; other rows as dated)" % (now, ", ".join(only))
@@ -244,6 +298,9 @@ def main(argv):
     if wanted("W5"):
         results["W5"] = bench_bert(damo, work, threads, env_threads, quick)
         results["W5"]["date"] = now
+    if wanted("D"):
+        results["D"] = bench_distributed(damo, work, threads, quick)
+        results["D"]["date"] = now
     write_results(results)
 
 
@@ -378,7 +435,44 @@ def report(r):
                                                           dd["test_f1"] - tt["test_f1"], dd["test_accuracy"],
                                                           tt["test_accuracy"], dd["test_examples"]))
         rows.append(rss_row("W5", dd, tt))
+    d = r.get("D")
+    if d:
+        rows += distributed_rows(d)
     return "\n".join(rows)
+
+
+def distributed_rows(d):
+    """D1-D3: damo's ranks against damo's one process (the 'PyTorch' column holds the one-process figure), then
+    damo's ranks against PyTorch DDP."""
+    rows = [measured_row("D", d["date"])]
+    n, t, k = d["ranks"], d["threads"], d["threads_per_rank"]
+    one = tokens_per_s(d["d1_one"])
+    for key, what in (("d1_ranks", ""), ("d1_zero", ", ZeRO-1"), ("d1_buckets", ", 4 MB buckets")):
+        side = d[key]
+        tps = tokens_per_s(side)
+        rows.append("| D1 W4 %d ranks x %d thread%s against 1 process x %d threads, tokens/s (damo ranks / damo one "
+                    "process) | %.0f | %.0f | %.2fx | goal >= 0.95; %d buckets, %.1f MB reduced per step, exposed "
+                    "communication %.1f ms per step of %.0f ms, first step's blocking reduction %.1f ms (%.0f%% hidden)"
+                    " |" % (n, k, what, t, tps, one, tps / one, side["buckets"], side["bytes_per_step"] / 1e6,
+                            1e3 * side["exposed_comm_seconds"], 1e3 * statistics.median(side["step_seconds"][3:]),
+                            1e3 * side["blocking_comm_seconds"], 100 * side["hidden_share"]))
+    ddp, dd = d["d2_ddp"], d["d1_ranks"]
+    rows.append("| D2 W4 %d ranks x %d thread, tokens/s: damo against PyTorch DDP (gloo) | %.0f | %.0f | %.2fx | goal "
+                ">= 1.3; same weights, data and recipe, first validation loss %.5f vs %.5f |"
+                % (n, k, tokens_per_s(dd), tokens_per_s(ddp), tokens_per_s(dd) / tokens_per_s(ddp), dd["first_loss"],
+                   ddp["first_loss"]))
+    ddp_rss = max(ddp["peak_rss_mb_per_rank"])
+    rows.append("| D2 peak RSS of the largest rank, MB | %.0f | %.0f | %.2fx less | goal: below DDP's |"
+                % (dd["peak_rss_kb_max_rank"] / 1024, ddp_rss, ddp_rss / (dd["peak_rss_kb_max_rank"] / 1024)))
+    w1o, w1r = d["d3_w1_one"], d["d3_w1_ranks"]
+    so, sr = statistics.median(w1o["epoch_seconds"]), statistics.median(w1r["epoch_seconds"])
+    rows.append("| D3 W1 %d ranks x %d thread against 1 process x %d threads, samples/s | %.0f | %.0f | %.2fx | goal "
+                ">= 0.95; median epoch |" % (n, k, t, w1r["train_examples"] / sr, w1o["train_examples"] / so, so / sr))
+    w5o, w5r = d["d3_w5_one"], d["d3_w5_ranks"]
+    rows.append("| D3 W5 %d ranks x %d thread against 1 process x %d threads, sequences/s | %.1f | %.1f | %.2fx | goal "
+                ">= 0.95; %d probe steps |" % (n, k, t, sequences_per_s(w5r), sequences_per_s(w5o),
+                                              sequences_per_s(w5r) / sequences_per_s(w5o), w5r["steps"]))
+    return rows
 
 
 if __name__ == "__main__":

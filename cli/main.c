@@ -48,6 +48,7 @@ static const cli_option train_common[] = {
     {"--zero", 1, "0|1", "1: ZeRO stage 1, each rank keeps 1/N of the optimizer moments (default 0)"},
     END};
 static const cli_option train_sequential[] = {
+    {"--sync-batchnorm", 0, NULL, "data parallel: BatchNorm statistics of the whole batch, not each rank's"},
     {"--epochs", 1, "N", "passes over the training data (default: the config's \"fit\", else 10)"},
     {"--batch-size", 1, "B", "examples per step (default 32)"},
     {"--lr", 1, "X", "learning rate of the config's optimizer"},

@@ -58,12 +58,14 @@ int cli_data_parallel_options(int argc, char **argv, damo_data_parallel_options 
   if (mb && !cli_parse_double(mb, "--bucket-mb", 0, 1, 65536, &o->bucket_mb)) return 0;
   if (zero && !cli_parse_long(zero, "--zero", 0, 1, &z)) return 0;
   o->zero = (int)z;
+  o->sync_batchnorm = cli_flag(argc, argv, "--sync-batchnorm");
   return 1;
 }
 
 /* `damo train --np N ...`: runs `mpirun -np N <this damo> train ...` (the same arguments
- * without --np), with what mpirun needs as root and in a container. DAMO_MPIRUN names another
- * launcher; DAMO_MPIRUN_ARGS adds arguments before -np (a hostfile, --mca settings). */
+ * without --np), with what Open MPI's mpirun needs as root and in a container. DAMO_MPIRUN
+ * names another launcher (given no options of Open MPI's: mpiexec.mpich); DAMO_MPIRUN_ARGS
+ * adds arguments before -np (a hostfile, --mca settings). */
 int cli_launch(int argc, char **argv, const char *np) {
   long n;
   if (!cli_parse_long(np, "--np", 1, 4096, &n)) return 2;
@@ -72,15 +74,19 @@ int cli_launch(int argc, char **argv, const char *np) {
             damo_dist_size(world));
     return 2;
   }
+  /* Open MPI's mpirun with its settings, or another launcher (MPICH's mpiexec) as it is */
   const char *launcher = getenv("DAMO_MPIRUN") ? getenv("DAMO_MPIRUN") : "mpirun";
+  const int open_mpi = !getenv("DAMO_MPIRUN");
   char *extra = getenv("DAMO_MPIRUN_ARGS") ? strdup(getenv("DAMO_MPIRUN_ARGS")) : NULL;
   char **args = calloc((size_t)argc + 64, sizeof *args);
   if (!args) return 1;
   int k = 0;
   args[k++] = (char *)launcher;
-  if (geteuid() == 0) args[k++] = "--allow-run-as-root";
-  args[k++] = "--oversubscribe"; /* more ranks than cores is slow but allowed */
-  args[k++] = "--bind-to", args[k++] = "none"; /* each rank's OpenMP threads may use any core */
+  if (open_mpi && geteuid() == 0) args[k++] = "--allow-run-as-root";
+  if (open_mpi) {
+    args[k++] = "--oversubscribe"; /* more ranks than cores is slow but allowed */
+    args[k++] = "--bind-to", args[k++] = "none"; /* each rank's OpenMP threads may use any core */
+  }
   for (char *tok = extra ? strtok(extra, " ") : NULL; tok && k < 40; tok = strtok(NULL, " ")) args[k++] = tok;
   char count[32];
   snprintf(count, sizeof count, "%ld", n);

@@ -503,6 +503,10 @@ damo_status damo_graph_backward(damo_graph *g);
  * backward goes on. grad is the param's gradient storage (count floats). fn NULL: none. */
 typedef void (*damo_grad_ready_fn)(void *ctx, float *grad, int64_t count);
 void damo_graph_set_grad_ready(damo_graph *g, damo_grad_ready_fn fn, void *ctx);
+/* Batch norm in training mode normalises with the statistics of the whole batch over d's
+ * ranks (all-reduced sums in forward and backward) instead of each rank's: PyTorch's
+ * SyncBatchNorm. Every rank must run the graph with at least one row. d NULL: per rank. */
+void damo_graph_set_sync_batchnorm(damo_graph *g, damo_dist *d);
 /* Bytes of the planned activation arena, and what it would be with no reuse. */
 size_t damo_graph_arena_bytes(const damo_graph *g, size_t *unplanned_bytes);
 
@@ -788,8 +792,9 @@ typedef struct damo_history damo_history;
 
 /* Data-parallel settings (damo_trainer_set_data_parallel below). */
 typedef struct damo_data_parallel_options {
-  double bucket_mb; /* gradient bucket size in MB (0: 25) */
-  int zero;         /* 0 or 1 */
+  double bucket_mb;   /* gradient bucket size in MB (0: 25) */
+  int zero;           /* 0 or 1 */
+  int sync_batchnorm; /* fit: BatchNorm statistics over the whole batch (every batch >= ranks rows) */
 } damo_data_parallel_options;
 typedef struct damo_fit_options {
   int epochs;             /* default 1 */
@@ -834,8 +839,8 @@ typedef struct damo_fit_options {
    * (damo_dist_share of the batch's rows, in the order one process would see them) and of
    * the validation rows, figures are reduced over the ranks, and only rank 0 prints, writes
    * the history CSV and checkpoints. Augmentation and dropout draw per rank (rank 0 as one
-   * process would). BatchNorm normalises with each rank's own batch statistics; the running
-   * statistics are rank 0's. */
+   * process would). BatchNorm normalises with each rank's own batch statistics (the running
+   * statistics are rank 0's), or with the whole batch's (parallel.sync_batchnorm). */
   damo_dist *dist;
   damo_data_parallel_options parallel;
 } damo_fit_options;
@@ -949,6 +954,11 @@ int64_t damo_trainer_steps_done(const damo_trainer *t);
  * and ZeRO the hook sees this rank's shard. In a world of one every collective is a no-op. */
 damo_status damo_trainer_set_data_parallel(damo_trainer *t, damo_dist *d, const damo_data_parallel_options *o);
 damo_dist *damo_trainer_dist(const damo_trainer *t); /* NULL: not data-parallel */
+/* The optimizer's state for a checkpoint, whole: views of the moments, or under ZeRO the
+ * moments gathered from every rank (a collective: every rank calls it) into buffers kept
+ * until damo_trainer_release_optimizer_state. */
+damo_status damo_trainer_optimizer_state(damo_trainer *t, damo_tensor_dict *d);
+void damo_trainer_release_optimizer_state(damo_trainer *t);
 /* What the communication cost so far (steps after the first, which learns the buckets). */
 typedef struct damo_data_parallel_stats {
   int ranks, buckets, zero;
@@ -1532,6 +1542,7 @@ struct damo_trainer *damo_gpt2_trainer_core(damo_gpt2_trainer *t);
  * token stream's length and hash, so resuming on other --data is refused), all
  * three in one directory save (damo_dir_save_begin), so a crash at any point leaves the
  * previous checkpoint or this one. The state file alone is what resume reads. */
+/* Under data parallelism every rank calls it (ZeRO gathers the moments) and rank 0 writes. */
 damo_status damo_gpt2_trainer_save(const damo_gpt2_trainer *t, const char *dir);
 /* The same at a CHECKPOINT event of damo_trainer_run over damo_gpt2_trainer_core(t): the
  * trainer's part from damo_trainer_checkpoint_add (so the loop's history comes back with

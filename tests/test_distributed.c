@@ -11,8 +11,9 @@
  * to start; `damo train --np 2` starts mpirun itself.
  *
  * The runs use no dropout (each rank draws its own masks, so a run with dropout is a
- * different, equally valid run) and no BatchNorm (per-rank batch statistics). A build without
- * MPI checks the world of one only. */
+ * different, equally valid run); BatchNorm is compared with --sync-batchnorm (the default,
+ * per-rank batch statistics, is a different run too). A build without MPI checks the world
+ * of one only. */
 #include "damo.h"
 #include "harness.h"
 #include "cli_run.h"
@@ -33,7 +34,13 @@
 #define DAMO_CLI_PATH "build/damo"
 #endif
 
-#define MPIRUN "mpirun --allow-run-as-root --oversubscribe --bind-to none -x DAMO_NUM_THREADS=1 "
+/* Open MPI's mpirun; DAMO_TEST_MPICH=1 runs the same tests with MPICH's launcher (a build
+ * against MPICH: cmake -DMPI_C_COMPILER=mpicc.mpich). */
+static const char *mpirun_prefix(void) {
+  return getenv("DAMO_TEST_MPICH") ? "mpiexec.mpich -genv DAMO_NUM_THREADS 1 "
+                                   : "mpirun --allow-run-as-root --oversubscribe --bind-to none -x DAMO_NUM_THREADS=1 ";
+}
+static int mpich(void) { return getenv("DAMO_TEST_MPICH") != NULL; }
 #define WEIGHT_TOL 1e-5
 #define FIGURE_TOL 1e-5
 
@@ -103,11 +110,19 @@ static double history_diff(const char *a, const char *b) {
   return worst;
 }
 
-/* Trains `train --out DIR` under `launcher` (NULL: one process); 1 on success. */
-static int train(const char *launcher, const char *train_cmd, const char *dir) {
-  int rc = run("rm -rf %s; %s%s --out %s", dir, launcher ? launcher : "", train_cmd, dir);
-  if (rc != 0) fprintf(stderr, "    failed (%d): %s%s --out %s\n%s\n", rc, launcher ? launcher : "", train_cmd, dir, cli_out);
+/* Trains `train --out DIR` with `prefix` before it (one process: an environment setting); 1
+ * on success. */
+static int train(const char *prefix, const char *train_cmd, const char *dir) {
+  int rc = run("rm -rf %s; %s%s --out %s", dir, prefix, train_cmd, dir);
+  if (rc != 0) fprintf(stderr, "    failed (%d): %s%s --out %s\n%s\n", rc, prefix, train_cmd, dir, cli_out);
   return rc == 0;
+}
+
+/* The same under the MPI launcher with mpi_args ("-np 2 "). */
+static int train_ranks(const char *mpi_args, const char *train_cmd, const char *dir) {
+  char prefix[512];
+  snprintf(prefix, sizeof prefix, "%s%s", mpirun_prefix(), mpi_args);
+  return train(prefix, train_cmd, dir);
 }
 
 /* The single-process run of train_cmd, then each variant; weights and history must agree. */
@@ -116,22 +131,23 @@ static void compare_variants(const char *kind, const char *train_cmd) {
   snprintf(ref, sizeof ref, "%s", tmp_path("ref"));
   CHECK_MSG(train("DAMO_NUM_THREADS=1 ", train_cmd, ref), "%s: the single-process run", kind);
   static const struct {
-    const char *launcher, *extra, *what;
+    const char *mpi_args, *extra, *what;
   } variants[] = {
-      {MPIRUN "-np 2 ", "", "2 ranks"},
-      {MPIRUN "-np 3 ", "", "3 ranks"},
-      {MPIRUN "-np 2 ", " --zero 1", "2 ranks, ZeRO-1"},
-      {MPIRUN "-np 3 ", " --zero 1 --bucket-mb 0.002", "3 ranks, ZeRO-1, 2 kB buckets"},
-      {MPIRUN "-np 2 ", " --bucket-mb 0.002", "2 ranks, 2 kB buckets"},
-      {MPIRUN "--mca btl tcp,self -np 2 ", "", "2 ranks over TCP"},
+      {"-np 2 ", "", "2 ranks"},
+      {"-np 3 ", "", "3 ranks"},
+      {"-np 2 ", " --zero 1", "2 ranks, ZeRO-1"},
+      {"-np 3 ", " --zero 1 --bucket-mb 0.002", "3 ranks, ZeRO-1, 2 kB buckets"},
+      {"-np 2 ", " --bucket-mb 0.002", "2 ranks, 2 kB buckets"},
+      {"--mca btl tcp,self -np 2 ", "", "2 ranks over TCP"}, /* Open MPI's option */
   };
   for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
-    if (getenv("DAMO_TEST_QUICK") && v >= 3 && v != 3) continue; /* ASan: the harshest variant of each */
+    if (getenv("DAMO_TEST_QUICK") && v > 3) continue; /* ASan: up to the harshest variant */
+    if (mpich() && v == 5) continue;
     char cmd[3000], dir[1024];
     snprintf(cmd, sizeof cmd, "%s%s", train_cmd, variants[v].extra);
     snprintf(dir, sizeof dir, "%s", tmp_path("dp"));
     const double t0 = now();
-    if (!train(variants[v].launcher, cmd, dir)) {
+    if (!train_ranks(variants[v].mpi_args, cmd, dir)) {
       CHECK_MSG(0, "%s, %s: the run failed", kind, variants[v].what);
       continue;
     }
@@ -153,7 +169,7 @@ static void write_rows(void) {
   damo_rng r;
   damo_rng_seed(&r, 11);
   fprintf(f, "label,a,b,c,d,e,f\n");
-  for (int i = 0; i < 203; i++) { /* 162 training rows: batches of 10 end with 2 rows (ranks with none) */
+  for (int i = 0; i < 202; i++) { /* 162 training rows: batches of 10 end with 2 rows (3 ranks: one has none) */
     float v[6];
     for (int k = 0; k < 6; k++) v[k] = damo_rng_normal(&r);
     fprintf(f, "%d", v[0] + v[1] - v[2] > 0);
@@ -172,9 +188,50 @@ static void test_sequential(void) {
                          "\"optimizer\": {\"type\": \"adam\", \"learning_rate\": 0.01, \"clipnorm\": 1.0},"
                          "\"loss\": \"sparse_categorical_crossentropy\", \"metrics\": [\"accuracy\"]}");
   char cmd[2000];
+  snprintf(cmd, sizeof cmd, "%s train --config %s --data %s --epochs 4 --batch-size 10 --validation-split 0.2 "
+           "--verbose 2 --patience 2", DAMO_CLI_PATH, tmp_path("mlp.json"), tmp_path("rows.csv"));
+  compare_variants("sequential", cmd); /* early stopping on (rank 0 decides, best weights kept) */
+}
+
+/* BatchNorm with --sync-batchnorm: the whole batch's statistics, so 2 and 3 ranks equal one
+ * process (160 training rows in batches of 10: no short batch); a short last batch is
+ * refused by name. */
+static void test_sync_batchnorm(void) {
+  write_rows();
+  run("head -n 201 %s > %s", tmp_path("rows.csv"), tmp_path("rows200.csv")); /* 200 rows: 160 train, 40 val */
+  write_file("bn.json", "{\"format\": \"damo.sequential\", \"input_shape\": [6], \"layers\": ["
+                        "{\"type\": \"dense\", \"units\": 16},"
+                        "{\"type\": \"batch_normalization\", \"momentum\": 0.9},"
+                        "{\"type\": \"activation\", \"activation\": \"relu\"},"
+                        "{\"type\": \"dense\", \"units\": 2, \"activation\": \"softmax\"}],"
+                        "\"optimizer\": {\"type\": \"sgd\", \"learning_rate\": 0.05, \"momentum\": 0.9},"
+                        "\"loss\": \"sparse_categorical_crossentropy\", \"metrics\": [\"accuracy\"]}");
+  char cmd[2000], ref[1024], dir[1024], a[1100], b[1100];
+  snprintf(ref, sizeof ref, "%s", tmp_path("bn_ref"));
+  snprintf(dir, sizeof dir, "%s", tmp_path("bn_dp"));
   snprintf(cmd, sizeof cmd, "%s train --config %s --data %s --epochs 3 --batch-size 10 --validation-split 0.2 "
-           "--verbose 2", DAMO_CLI_PATH, tmp_path("mlp.json"), tmp_path("rows.csv"));
-  compare_variants("sequential", cmd);
+           "--verbose 2 --sync-batchnorm", DAMO_CLI_PATH, tmp_path("bn.json"), tmp_path("rows200.csv"));
+  CHECK(train("DAMO_NUM_THREADS=1 ", cmd, ref));
+  for (int ranks = 2; ranks <= 3; ranks++) {
+    char np[64];
+    snprintf(np, sizeof np, "-np %d ", ranks);
+    if (!train_ranks(np, cmd, dir)) {
+      CHECK_MSG(0, "sync batchnorm on %d ranks failed", ranks);
+      continue;
+    }
+    snprintf(a, sizeof a, "%s/model.safetensors", ref); /* weights and the running statistics */
+    snprintf(b, sizeof b, "%s/model.safetensors", dir);
+    const double w = weights_diff(a, b);
+    snprintf(a, sizeof a, "%s/history.csv", ref);
+    snprintf(b, sizeof b, "%s/history.csv", dir);
+    const double h = history_diff(a, b);
+    printf("    batchnorm, synchronised, %d ranks: weights %.2e, history %.2e\n", ranks, w, h);
+    CHECK_MSG(w <= WEIGHT_TOL && h <= FIGURE_TOL, "sync batchnorm on %d ranks: weights %.3g, history %.3g", ranks, w, h);
+  }
+  /* 162 training rows: the last batch of 2 rows cannot give 3 ranks one each */
+  snprintf(cmd, sizeof cmd, "%s train --config %s --data %s --epochs 1 --batch-size 10 --validation-split 0.2 "
+           "--sync-batchnorm", DAMO_CLI_PATH, tmp_path("bn.json"), tmp_path("rows.csv"));
+  CHECK(!train_ranks("-np 3 ", cmd, dir) && strstr(cli_out, "synchronised BatchNorm on 3 ranks needs at least 3 rows"));
 }
 
 static int have_gpt2_vocab(void) {
@@ -237,12 +294,12 @@ static void test_killed_rank_and_resume(void) {
   char cmd[2000], ref[1024], dir[1024], a[1100], b[1100];
   snprintf(ref, sizeof ref, "%s", tmp_path("ref"));
   snprintf(dir, sizeof dir, "%s", tmp_path("killed"));
-  snprintf(cmd, sizeof cmd, "%s train --config %s --data %s --steps 60 --checkpoint-every 4", DAMO_CLI_PATH,
-           tmp_path("gpt.json"), tmp_path("corpus.txt"));
+  snprintf(cmd, sizeof cmd, "%s train --config %s --data %s --steps %d --checkpoint-every 4", DAMO_CLI_PATH,
+           tmp_path("gpt.json"), tmp_path("corpus.txt"), getenv("DAMO_TEST_QUICK") ? 24 : 60); /* ASan is slow */
   CHECK(train("DAMO_NUM_THREADS=1 ", cmd, ref));
   run("rm -rf %s", dir);
   char full[6000];
-  snprintf(full, sizeof full, "exec " MPIRUN "-np 2 %s --out %s > %s 2>&1", cmd, dir, tmp_path("killed.log"));
+  snprintf(full, sizeof full, "exec %s-np 2 %s --out %s > %s 2>&1", mpirun_prefix(), cmd, dir, tmp_path("killed.log"));
   pid_t pid = fork();
   if (pid == 0) {
     execl("/bin/sh", "sh", "-c", full, (char *)NULL);
@@ -256,7 +313,7 @@ static void test_killed_rank_and_resume(void) {
     if (waitpid(pid, &status, WNOHANG) == pid) break;
     if (!killed && access(state, F_OK) == 0) { /* rank 1: the process with OMPI_COMM_WORLD_RANK=1 */
       killed = run("for p in $(pgrep -f 'damo train --config %s'); do "
-                   "grep -qz '^OMPI_COMM_WORLD_RANK=1$' /proc/$p/environ 2>/dev/null && kill -9 $p && echo $p; done; true",
+                   "grep -qzE '^(OMPI_COMM_WORLD_RANK|PMI_RANK)=1$' /proc/$p/environ 2>/dev/null && kill -9 $p && echo $p; done; true",
                    tmp_path("gpt.json")) == 0 && strlen(cli_out) > 0;
       killed_at = now();
     }
@@ -279,7 +336,7 @@ static void test_killed_rank_and_resume(void) {
   }
   /* the last checkpoint resumes on 3 ranks */
   const double t1 = now();
-  int rc = run(MPIRUN "-np 3 %s --out %s --resume", cmd, dir);
+  int rc = run("%s-np 3 %s --out %s --resume", mpirun_prefix(), cmd, dir);
   CHECK_MSG(rc == 0, "resume on 3 ranks: %s", cli_out);
   snprintf(a, sizeof a, "%s/model.safetensors", ref);
   snprintf(b, sizeof b, "%s/model.safetensors", dir);
@@ -298,9 +355,9 @@ static void test_same_run_check(void) {
   snprintf(rows, sizeof rows, "%s", tmp_path("rows.csv"));
   snprintf(rows_short, sizeof rows_short, "%s", tmp_path("rows_short.csv"));
   snprintf(out, sizeof out, "%s", tmp_path("mixed"));
-  int rc = run(MPIRUN "-np 1 %s train --config %s --data %s --epochs 1 --out %s : "
+  int rc = run("%s-np 1 %s train --config %s --data %s --epochs 1 --out %s : "
                "-np 1 %s train --config %s --data %s --epochs 1 --out %s > %s 2>&1",
-               DAMO_CLI_PATH, config, rows, out, DAMO_CLI_PATH, config, rows_short, out, log);
+               mpirun_prefix(), DAMO_CLI_PATH, config, rows, out, DAMO_CLI_PATH, config, rows_short, out, log);
   CHECK_MSG(rc != 0, "ranks on different data trained");
   CHECK_MSG(run("grep -q \"rank 1 of 2: its training data and fit options (hash [0-9a-f]*) differs from rank 0's\" %s",
                 log) == 0, "no clear refusal in %s", log);
@@ -309,8 +366,8 @@ static void test_same_run_check(void) {
 /* `damo train --np 2` runs mpirun itself, with the same result as mpirun -np 2. */
 static void test_np_option(void) {
   char cmd[2000];
-  snprintf(cmd, sizeof cmd, "DAMO_NUM_THREADS=1 %s train --config %s --data %s --epochs 2 --batch-size 10 --np 2",
-           DAMO_CLI_PATH, tmp_path("mlp.json"), tmp_path("rows.csv"));
+  snprintf(cmd, sizeof cmd, "%sDAMO_NUM_THREADS=1 %s train --config %s --data %s --epochs 2 --batch-size 10 --np 2",
+           mpich() ? "DAMO_MPIRUN=mpiexec.mpich " : "", DAMO_CLI_PATH, tmp_path("mlp.json"), tmp_path("rows.csv"));
   CHECK(train("", cmd, tmp_path("np")));
   snprintf(cmd, sizeof cmd, "%s train --config %s --data %s --epochs 2 --batch-size 10", DAMO_CLI_PATH,
            tmp_path("mlp.json"), tmp_path("rows.csv"));
@@ -350,10 +407,11 @@ int main(void) {
    * side of data parallelism is leak-checked in one process (test_world_of_one, the trainer). */
   setenv("ASAN_OPTIONS", "detect_leaks=0", 0);
   setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
-  if (run("mpirun --version") != 0) {
+  if (run("%s", mpich() ? "mpiexec.mpich --version" : "mpirun --version") != 0) {
     CHECK_MSG(0, "this build has MPI but mpirun is missing: sh scripts/setup.sh installs Open MPI");
   } else {
     RUN(test_sequential);
+    RUN(test_sync_batchnorm);
     RUN(test_gpt2);
     RUN(test_bert);
     RUN(test_killed_rank_and_resume);

@@ -308,6 +308,10 @@ static void grad_start(const damo_backend *b, damo_node *n) {
   n->grad_ready = 1;
 }
 
+void damo_graph_set_sync_batchnorm(damo_graph *g, damo_dist *d) {
+  if (g) g->sync_dist = damo_dist_size(d) > 1 ? d : NULL;
+}
+
 void damo_graph_set_grad_ready(damo_graph *g, damo_grad_ready_fn fn, void *ctx) {
   if (!g) return;
   g->grad_ready = fn;

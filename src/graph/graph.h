@@ -135,6 +135,7 @@ struct damo_graph {
   /* For each position k of order: the params whose first consumer runs there, so backward
    * knows them final right after k's backward (CSR: release[release_at[k] .. release_at[k+1])). */
   int *release_at, *release;
+  damo_dist *sync_dist; /* synchronised batch norm's process group (NULL: per-rank statistics) */
 };
 
 /* The table of every op, indexed by damo_op. The graph owns its type and reads it; the ops

@@ -336,6 +336,17 @@ static damo_tensor *i32_tensor(int64_t count, const int32_t *values) {
  * plus the loop's position and history), and files may add to the same directory save. */
 static damo_status save_checkpoint(const damo_gpt2_trainer *t, const char *dir, const damo_train_event *e,
                                    damo_status (*files)(void *ctx, const char *folder), void *ctx) {
+  /* Outside the loop every rank comes here: the moments are gathered (ZeRO), rank 0 writes. */
+  damo_tensor_dict *moments = NULL;
+  if (!e) {
+    moments = damo_tensor_dict_new();
+    damo_status st = moments ? damo_trainer_optimizer_state(t->core, moments) : DAMO_ERR_NOMEM;
+    if (st != DAMO_OK || damo_dist_rank(t->dist) != 0) {
+      damo_tensor_dict_free(moments);
+      damo_trainer_release_optimizer_state(t->core);
+      return st;
+    }
+  }
   /* One directory save for the model files and the state (damo_dir_save): the checkpoint
    * directory switches from the previous step to this one in one rename. */
   damo_dir_save *tx;
@@ -345,6 +356,8 @@ static damo_status save_checkpoint(const damo_gpt2_trainer *t, const char *dir, 
   if (st == DAMO_OK && !d) st = damo_error(DAMO_ERR_NOMEM, "out of memory");
   if (st != DAMO_OK) {
     damo_dir_save_abort(tx);
+    damo_tensor_dict_free(moments);
+    damo_trainer_release_optimizer_state(t->core);
     return damo_error_prefix(st, "checkpoint at step %lld: ", (long long)damo_gpt2_trainer_steps_done(t));
   }
   /* Views of the parameters and moments, not copies: the file is written before the dict
@@ -361,7 +374,10 @@ static damo_status save_checkpoint(const damo_gpt2_trainer *t, const char *dir, 
     int32_t step[2] = {(int32_t)(done & 0x7fffffff), (int32_t)(done >> 31)};
     st = params ? damo_tensor_dict_add(d, STATE_PARAMS, params) : DAMO_ERR_NOMEM;
     if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_STEP, i32_tensor(2, step));
-    if (st == DAMO_OK) st = damo_optimizer_state_views(t->optimizer, d);
+    for (int i = 0; st == DAMO_OK && i < moments->count; i++) { /* moved into d */
+      st = damo_tensor_dict_add(d, moments->names[i], moments->tensors[i]);
+      moments->tensors[i] = NULL;
+    }
   }
   if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_RNG, i32_tensor(4, rng));
   if (st == DAMO_OK) st = damo_tensor_dict_add(d, STATE_SHAPE, i32_tensor(3, shape));
@@ -373,6 +389,8 @@ static damo_status save_checkpoint(const damo_gpt2_trainer *t, const char *dir, 
   static const char *const meta[] = {"format", "damo-gpt2-trainer"};
   if (st == DAMO_OK) st = damo_safetensors_save(path, d, meta, 1);
   damo_tensor_dict_free(d);
+  damo_tensor_dict_free(moments);
+  damo_trainer_release_optimizer_state(t->core); /* after the file is written: d viewed them */
   if (st == DAMO_OK && files) st = files(ctx, damo_dir_save_folder(tx));
   if (st == DAMO_OK) st = damo_dir_save_commit(tx);
   else damo_dir_save_abort(tx);

@@ -9,7 +9,12 @@
  * without gradients, updated in place once per training forward. aux keeps the batch mean
  * and 1/std per channel for backward:
  *   dx = gamma rstd / R (R dy - sum(dy) - xhat sum(dy xhat)),  dgamma = sum(dy xhat),
- *   dbeta = sum(dy)   (sums over the R = numel / C rows). */
+ *   dbeta = sum(dy)   (sums over the R = numel / C rows).
+ * Synchronised (damo_graph_set_sync_batchnorm, data-parallel training): the training
+ * statistics are the whole global batch's (the sums all-reduced over the ranks), and so are
+ * backward's sums. A rank's gradients are in the units of its own mean loss (the trainer
+ * scales them by its share R / R_all afterwards), so its sums enter the reduction times that
+ * share and leave it divided by it; dgamma and dbeta stay the rank's own sums. */
 #include "ops/ops.h"
 
 #include <math.h>
@@ -28,14 +33,15 @@ static damo_status bn_infer(damo_node *n) {
   n->ndim = x->ndim;
   memcpy(n->shape, x->shape, sizeof n->shape);
   n->dtype = DAMO_F32;
-  n->aux_bytes = (size_t)(4 * C) * sizeof(float) + (size_t)(2 * C) * sizeof(double); /* see bn_scratch */
+  n->aux_bytes = (size_t)(4 * C) * sizeof(float) + (size_t)(2 * C + 1) * sizeof(double); /* see bn_scratch */
   return DAMO_OK;
 }
 
-/* aux: mean, rstd, a, b (C floats each), then two C-double sums: nothing is allocated per step. */
+/* aux: mean, rstd, a, b (C floats each), then two C-double sums and the global batch's row
+ * count (synchronised): nothing is allocated per step. */
 typedef struct bn_scratch {
   float *mean, *rstd, *a, *b;
-  double *s1, *s2;
+  double *s1, *s2, *rows_all;
 } bn_scratch;
 
 static bn_scratch scratch_of(const damo_node *n, int64_t C) {
@@ -46,6 +52,7 @@ static bn_scratch scratch_of(const damo_node *n, int64_t C) {
   s.b = s.a + C;
   s.s1 = (double *)(s.b + C);
   s.s2 = s.s1 + C;
+  s.rows_all = s.s2 + C;
   return s;
 }
 
@@ -70,14 +77,26 @@ static damo_status bn_forward(damo_graph *g, damo_node *n) {
   bn_scratch s = scratch_of(n, C);
   float *mean = s.mean, *rstd = s.rstd, momentum = n->fparam[0], eps = n->fparam[1];
   if (g->training) {
-    double *sum = s.s1, *sumsq = s.s2;
+    double *sum = s.s1, *sumsq = s.s2, rows = (double)R;
     channel_stats(x, R, C, sum, sumsq, NULL);
-    for (int64_t c = 0; c < C; c++) mean[c] = (float)(sum[c] / (double)R);
+    if (g->sync_dist) { /* the global batch: its row count with the sums (sumsq is the scratch) */
+      sumsq[0] = rows;
+      damo_status st = damo_dist_allreduce_f64(g->sync_dist, sumsq, 1);
+      if (st == DAMO_OK) st = damo_dist_allreduce_f64(g->sync_dist, sum, C);
+      if (st != DAMO_OK) return damo_error_prefix(st, "synchronised batch_norm '%s': ", n->name);
+      rows = sumsq[0];
+    }
+    *s.rows_all = rows;
+    for (int64_t c = 0; c < C; c++) mean[c] = (float)(sum[c] / rows);
     channel_stats(x, R, C, sum, sumsq, mean); /* two passes: no cancellation in the variance */
+    if (g->sync_dist) {
+      damo_status st = damo_dist_allreduce_f64(g->sync_dist, sumsq, C);
+      if (st != DAMO_OK) return damo_error_prefix(st, "synchronised batch_norm '%s': ", n->name);
+    }
     for (int64_t c = 0; c < C; c++) {
-      double var = sumsq[c] / (double)R;
+      double var = sumsq[c] / rows;
       rstd[c] = (float)(1.0 / sqrt(var + (double)eps));
-      double unbiased = R > 1 ? sumsq[c] / (double)(R - 1) : var;
+      double unbiased = rows > 1 ? sumsq[c] / (rows - 1) : var;
       rmean[c] = momentum * rmean[c] + (1.0f - momentum) * mean[c];
       rvar[c] = momentum * rvar[c] + (1.0f - momentum) * (float)unbiased;
     }
@@ -118,9 +137,17 @@ static void bn_backward(damo_graph *g, damo_node *n) {
     float *dx = damo_node_grad_acc(xn);
     if (g->training) {
       float *a = s.a, *b = s.b;
+      double rows = (double)R, share = 1.0;
+      if (g->sync_dist) { /* the global sums, in this rank's units (see the top); a failed peer fails the step */
+        rows = *s.rows_all, share = (double)R / rows;
+        double *both = s.s1; /* sdy then sdyx: contiguous C + C doubles */
+        for (int64_t c = 0; c < 2 * C; c++) both[c] *= share;
+        damo_dist_allreduce_f64(g->sync_dist, both, 2 * C);
+        for (int64_t c = 0; c < 2 * C; c++) both[c] /= share;
+      }
       for (int64_t c = 0; c < C; c++) {
-        a[c] = (float)(sdy[c] / (double)R);
-        b[c] = (float)(sdyx[c] / (double)R);
+        a[c] = (float)(sdy[c] / rows);
+        b[c] = (float)(sdyx[c] / rows);
       }
 #pragma omp parallel for schedule(static) if (R * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
       for (int64_t r = 0; r < R; r++)

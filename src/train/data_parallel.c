@@ -9,10 +9,10 @@
  * Buckets. Gradients are reduced in contiguous ranges of the flat store. The first step
  * records the order in which backward finishes the parameters (damo_graph_set_grad_ready)
  * and reduces everything at its end, blocking (the time it takes is the "blocking" figure);
- * then the parameters are grouped in that order into buckets of about bucket_mb, each
- * bucket's range being its tensors' span (ranges that overlap are merged; the gaps between
- * them, such as alignment padding or parameters backward never reaches, are buckets that
- * are sent last). From the second step on, when a bucket's last tensor is final its range is
+ * then the parameters are grouped in that order into buckets of at most bucket_mb (a larger
+ * tensor alone), each bucket's range being its tensors' span (ranges that overlap are
+ * merged; the gaps between them, such as alignment padding or parameters backward never
+ * reaches, are buckets that are sent last). From the second step on, when a bucket's last tensor is final its range is
  * scaled (with grad_accum, averaged with the accumulated micro-batches) and its non-blocking
  * all-reduce starts while backward goes on. Buckets start strictly in their number order,
  * the same on every rank, as MPI requires of collectives: a bucket finished early waits for
@@ -168,14 +168,15 @@ static damo_status learn_buckets(dp_state *p) {
   if (!g) return damo_error(DAMO_ERR_NOMEM, "data parallel: out of memory for buckets");
   int ng = 0;
   int64_t floats = 0;
-  for (int i = 0; i < p->n_rec; i++) { /* groups in finishing order */
+  for (int i = 0; i < p->n_rec; i++) { /* groups in finishing order, none over the size unless one tensor is */
     const record *r = &p->rec[i];
+    if (floats > 0 && floats + r->count > p->bucket_floats) ng++, floats = 0;
     if (floats == 0) g[ng] = (bucket){r->off, r->off + r->count, 0, 0, -1, 0};
     if (r->off < g[ng].lo) g[ng].lo = r->off;
     if (r->off + r->count > g[ng].hi) g[ng].hi = r->off + r->count;
     floats += r->count;
-    if (floats >= p->bucket_floats || i + 1 == p->n_rec) ng++, floats = 0;
   }
+  if (floats > 0) ng++;
   /* merge groups whose spans overlap (a tensor finished out of place), keeping the earlier number */
   for (int changed = 1; changed;) {
     changed = 0;

@@ -562,6 +562,16 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
   }
   damo_model_graph *mg; /* sized for this rank's largest share of a batch */
   if ((st = damo_model_graph_get(m, 1, (batch + size - 1) / size, &mg)) != DAMO_OK) return st;
+  if (o.parallel.sync_batchnorm && size > 1) {
+    const int64_t last = n_train % batch;
+    if (batch < size || (last > 0 && last < size))
+      return damo_error(DAMO_ERR_INVALID_ARG, "fit: synchronised BatchNorm on %d ranks needs at least %d rows in every "
+                        "batch, but %s has %lld (choose a batch size, or a number of training rows, that leaves "
+                        "no short batch)", size, size, batch < size ? "a batch" : "the last batch of an epoch",
+                        (long long)(batch < size ? batch : last));
+  }
+  /* the graph is the model's, kept between calls: set (or clear) every time */
+  damo_graph_set_sync_batchnorm(mg->g, o.parallel.sync_batchnorm ? o.dist : NULL);
   if (rank != 0) /* dropout draws its own masks on each rank; rank 0 as one process would */
     damo_rng_seed(&mg->g->rng, o.seed ^ 0x64726f706f7574ULL ^ (uint64_t)rank * 0xd1b54a32d192ed03ULL);
   damo_history *h = damo_history_new(recorded);

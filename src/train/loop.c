@@ -92,6 +92,10 @@ static damo_status record_row(run *r, damo_train_event *e, const double *row, in
   if ((st = emit(r, e)) != DAMO_OK) return st;
   *stop = early_stop_update(&r->es, row, at, &r->t->a, r->o->patience);
   if (*stop < 0) return damo_error_prefix(DAMO_ERR_IO, "keeping the best weights: ");
+  /* rank 0 decides for all: reduced figures may differ in their last bit between ranks, and
+   * a rank that stopped alone would leave the others waiting in a collective */
+  damo_dist *d = damo_trainer_dist(r->t);
+  if (damo_dist_size(d) > 1 && r->es.active && (st = damo_dist_broadcast(d, stop, sizeof *stop, 0)) != DAMO_OK) return st;
   return DAMO_OK;
 }
 

@@ -187,3 +187,15 @@ damo_status damo_trainer_data_parallel_stats(const damo_trainer *t, damo_data_pa
   dp_stats(t->dp, out);
   return DAMO_OK;
 }
+
+damo_status damo_trainer_optimizer_state(damo_trainer *t, damo_tensor_dict *d) {
+  if (!t || !d) return damo_error(DAMO_ERR_INVALID_ARG, "trainer_optimizer_state: NULL argument");
+  if (!t->dp) return damo_optimizer_state_views(t->opt, d);
+  damo_status st = dp_gather_moments(t->dp, t->opt); /* ZeRO: a collective; else nothing */
+  if (st == DAMO_OK) st = dp_optimizer_state(t->dp, t->opt, d);
+  return st;
+}
+
+void damo_trainer_release_optimizer_state(damo_trainer *t) {
+  if (t) dp_release_moments(t->dp);
+}
