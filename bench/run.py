@@ -37,10 +37,13 @@ for core in (None, "SkylakeX"):
 LOSS_TOLERANCE = 1e-4  # relative: float32 sums in a different order
 
 
-def run_json(cmd, env_extra=None):
+def run_json(cmd, env_extra=None, timeout=None):
     env = dict(os.environ)
     env.update(env_extra or {})
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    try:
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SystemExit("bench: %s did not finish in %d s" % (" ".join(cmd), timeout))
     if res.returncode != 0:
         raise SystemExit("bench: %s failed:\n%s%s" % (" ".join(cmd), res.stdout, res.stderr))
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -195,8 +198,9 @@ def bench_bert(damo, work, threads, env_threads, quick):
 
 # D1-D3: data parallel on this host. D1: W4 as 2 ranks x 1 thread against 1 process x 2
 # threads (plain, ZeRO-1, and 4 MB buckets for the overlap figures); D2: PyTorch DDP (gloo,
-# 2 x 1 thread) on the same model, weights, data and recipe; D3: W1 and W5 as D1.
-D_STEPS, D_RANKS = 40, 2
+# 2 x 1 thread) on the same model, weights, data and recipe; D3: W1 and W5 as D1. Each run
+# twice, in turn with the others; the faster of the two is kept (the host's speed drifts).
+D_STEPS, D_RANKS = 24, 2
 
 
 def mpirun(ranks, threads):
@@ -218,17 +222,26 @@ def bench_distributed(damo, work, threads, quick):
     config = os.path.join(ROOT, W4_CONFIG)
     init = os.path.join(work, "d1_init")
     gpt = [damo, "bench", "gpt2", "--config", config, "--init", init, "--steps", str(steps)]
-    print("D1: W4 as 1 process x %d threads, %d steps" % (threads, steps), flush=True)
-    out["d1_one"] = run_json(gpt, one)
-    print("D1: W4 as %d ranks x %d thread(s)" % (D_RANKS, per_rank), flush=True)
-    out["d1_ranks"] = run_json(mpirun(D_RANKS, per_rank) + gpt, D_ENV)
-    print("D1: the same with --zero 1", flush=True)
-    out["d1_zero"] = run_json(mpirun(D_RANKS, per_rank) + gpt + ["--zero", "1"], D_ENV)
-    print("D1: the same with 4 MB buckets", flush=True)
-    out["d1_buckets"] = run_json(mpirun(D_RANKS, per_rank) + gpt + ["--bucket-mb", "4"], D_ENV)
-    print("D2: PyTorch DDP (gloo), %d ranks x %d thread(s)" % (D_RANKS, per_rank), flush=True)
-    out["d2_ddp"] = run_json([PY, os.path.join(HERE, "torch_gpt2_ddp.py"), str(D_RANKS), config, init, "--steps",
-                              str(steps), "--threads-per-rank", str(per_rank)])
+    ddp = [PY, os.path.join(HERE, "torch_gpt2_ddp.py"), str(D_RANKS), config, init, "--steps", str(steps),
+           "--threads-per-rank", str(per_rank)]
+    runs = [("d1_one", "W4 as 1 process x %d threads" % threads, gpt, one),
+            ("d1_ranks", "W4 as %d ranks x %d thread(s)" % (D_RANKS, per_rank), mpirun(D_RANKS, per_rank) + gpt, D_ENV),
+            ("d1_zero", "the same with --zero 1", mpirun(D_RANKS, per_rank) + gpt + ["--zero", "1"], D_ENV),
+            ("d1_buckets", "the same with 4 MB buckets", mpirun(D_RANKS, per_rank) + gpt + ["--bucket-mb", "4"], D_ENV),
+            ("d2_ddp", "PyTorch DDP (gloo), %d ranks x %d thread(s)" % (D_RANKS, per_rank), ddp, {})]
+    # A shared host's speed drifts over minutes: two rounds in turn, each side's faster round kept.
+    for rnd in range(1 if quick else 2):
+        for key, what, cmd, env in runs:
+            print("D1/D2 round %d: %s, %d steps" % (rnd + 1, what, steps), flush=True)
+            try:
+                r = run_json(cmd, env, timeout=1800)
+            except SystemExit as e:  # a second round that fails keeps the first round's figure
+                if key not in out:
+                    raise
+                print("D: round %d of %s failed (%s); keeping round 1" % (rnd + 1, key, e), flush=True)
+                continue
+            if key not in out or tokens_per_s(r) > tokens_per_s(out[key]):
+                out[key] = r
     rel = abs(out["d2_ddp"]["first_loss"] - out["d1_ranks"]["first_loss"]) / abs(out["d1_ranks"]["first_loss"])
     if rel > LOSS_TOLERANCE:
         raise SystemExit("bench: D2 initial validation loss differs: damo %.7f, DDP %.7f; refusing to compare"
@@ -236,14 +249,20 @@ def bench_distributed(damo, work, threads, quick):
     w1 = os.path.join(ROOT, WORKLOADS[0][1])
     fit = [damo, "bench", "fit", "--config", w1, "--init", os.path.join(work, "d3_w1_init"), "--repeats",
            "1" if quick else "3"]
-    print("D3: W1, 1 process then %d ranks" % D_RANKS, flush=True)
-    out["d3_w1_one"] = run_json(fit, one)
-    out["d3_w1_ranks"] = run_json(mpirun(D_RANKS, per_rank) + fit, D_ENV)
+    for rnd in range(1 if quick else 2):
+        print("D3 round %d: W1, 1 process then %d ranks" % (rnd + 1, D_RANKS), flush=True)
+        for key, cmd, env in (("d3_w1_one", fit, one), ("d3_w1_ranks", mpirun(D_RANKS, per_rank) + fit, D_ENV)):
+            r = run_json(cmd, env)
+            if key not in out or min(r["epoch_seconds"]) < min(out[key]["epoch_seconds"]):
+                out[key] = r
     bert = [damo, "bench", "bert", "--config", os.path.join(ROOT, W5_CONFIG), "--init", os.path.join(work, "d3_w5_init"),
             "--probe-steps", "10" if quick else "30"]
-    print("D3: W5, 1 process then %d ranks" % D_RANKS, flush=True)
-    out["d3_w5_one"] = run_json(bert, one)
-    out["d3_w5_ranks"] = run_json(mpirun(D_RANKS, per_rank) + bert, D_ENV)
+    for rnd in range(1 if quick else 2):
+        print("D3 round %d: W5, 1 process then %d ranks" % (rnd + 1, D_RANKS), flush=True)
+        for key, cmd, env in (("d3_w5_one", bert, one), ("d3_w5_ranks", mpirun(D_RANKS, per_rank) + bert, D_ENV)):
+            r = run_json(cmd, env)
+            if key not in out or sequences_per_s(r) > sequences_per_s(out[key]):
+                out[key] = r
     return out
 
 
@@ -467,7 +486,8 @@ def distributed_rows(d):
     w1o, w1r = d["d3_w1_one"], d["d3_w1_ranks"]
     so, sr = statistics.median(w1o["epoch_seconds"]), statistics.median(w1r["epoch_seconds"])
     rows.append("| D3 W1 %d ranks x %d thread against 1 process x %d threads, samples/s | %.0f | %.0f | %.2fx | goal "
-                ">= 0.95; median epoch |" % (n, k, t, w1r["train_examples"] / sr, w1o["train_examples"] / so, so / sr))
+                ">= 0.95; median epoch of the faster round |"
+                % (n, k, t, w1r["train_examples"] / sr, w1o["train_examples"] / so, so / sr))
     w5o, w5r = d["d3_w5_one"], d["d3_w5_ranks"]
     rows.append("| D3 W5 %d ranks x %d thread against 1 process x %d threads, sequences/s | %.1f | %.1f | %.2fx | goal "
                 ">= 0.95; %d probe steps |" % (n, k, t, sequences_per_s(w5r), sequences_per_s(w5o),

@@ -107,9 +107,10 @@ def worker(rank, ranks, threads, config_path, init_dir, steps, probe_steps, stor
             res["val_loss"] = val_loss
         res.update({"peak_rss_kb": sum(rss), "ranks": ranks, "threads_per_rank": threads,
                     "peak_rss_mb_per_rank": [round(kb / 1024.0, 1) for kb in rss]})
-        with open(out_path, "w") as f:
+        with open(out_path + ".part", "w") as f:
             json.dump(res, f)
-    dist.destroy_process_group()
+        os.replace(out_path + ".part", out_path)  # whole, before any teardown (gloo's can hang)
+    dist.barrier()
 
 
 def bench_gpt2_ddp(ranks, threads, config_path, init_dir, steps, probe_steps):
@@ -118,8 +119,19 @@ def bench_gpt2_ddp(ranks, threads, config_path, init_dir, steps, probe_steps):
         os.environ.setdefault(var, str(threads))
     with tempfile.TemporaryDirectory() as tmp:
         store, out_path = os.path.join(tmp, "store"), os.path.join(tmp, "result.json")
-        mp.spawn(worker, args=(ranks, threads, config_path, init_dir, steps, probe_steps, store, out_path),
-                 nprocs=ranks, join=True)
+        ctx = mp.spawn(worker, args=(ranks, threads, config_path, init_dir, steps, probe_steps, store, out_path),
+                       nprocs=ranks, join=False)
+        # Wait for the result, not for the ranks' exit: a gloo teardown that never returns (seen
+        # on this host) must not hang the bench; ranks still running after it are stopped.
+        while not os.path.exists(out_path):
+            if ctx.join(timeout=1):  # every rank ended (raises if one failed) without a result
+                break
+        deadline = time.time() + 30
+        while time.time() < deadline and not ctx.join(timeout=1):
+            pass
+        for p in ctx.processes:
+            if p.is_alive():
+                p.terminate()
         with open(out_path) as f:
             return json.load(f)
 

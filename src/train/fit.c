@@ -618,8 +618,11 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
   if (st == DAMO_OK && (o.resume || o.checkpoint_every) && !o.checkpoint_dir)
     st = damo_error(DAMO_ERR_INVALID_ARG, "fit: resume and checkpoint_every need a checkpoint_dir");
   if (st == DAMO_OK && o.resume) st = fit_resume(&fa, trainer);
+  /* The running figures behind the progress bar: every step alone; across ranks they are a
+   * collective, so 20 times an epoch with a bar and only at epoch ends without one. */
+  const int64_t log_every = size == 1 ? 1 : o.verbose == 1 ? (steps_per_epoch + 19) / 20 : steps_per_epoch;
   damo_train_loop loop = {.epochs = o.epochs, .steps_per_epoch = steps_per_epoch, .initial_epoch = o.initial_epoch,
-                          .log_every = 1, .checkpoint_every = o.checkpoint_every, .recorded = recorded, .patience = o.patience, .monitor = monitor,
+                          .log_every = log_every, .checkpoint_every = o.checkpoint_every, .recorded = recorded, .patience = o.patience, .monitor = monitor,
                           .higher_is_better = monitor != DAMO_H_LOSS && monitor != DAMO_H_VAL_LOSS,
                           .restore_best = o.restore_best_weights, .min_delta = o.min_delta,
                           .history_csv = o.history_csv};
