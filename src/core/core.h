@@ -41,6 +41,15 @@ static inline uint64_t damo_rng_draw_seed(damo_rng *r) {
   return high << 32 | damo_rng_u32(r);
 }
 
+/* FNV-1a (64-bit) over n bytes, continuing from h (start: DAMO_HASH_START): what a
+ * data-parallel run compares between ranks to know they train on the same data and options. */
+#define DAMO_HASH_START 1469598103934665603ull
+static inline uint64_t damo_hash_bytes(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
 /* Threads for a parallel region (core/runtime.c): damo_set_num_threads, else
  * DAMO_NUM_THREADS, else omp_get_max_threads(); every "omp parallel" names it. */
 int damo_threads(void);

@@ -30,6 +30,7 @@ struct damo_dist {
 #ifdef DAMO_HAVE_MPI
   MPI_Request req[MAX_REQUESTS];
   unsigned char used[MAX_REQUESTS];
+  int newest; /* the last request started (damo_dist_progress), or -1 */
 #endif
 };
 
@@ -61,6 +62,9 @@ damo_status damo_dist_world(damo_dist **out) {
   *out = &world;
   if (world_ready) return DAMO_OK;
   world.rank = 0, world.size = 1;
+#ifdef DAMO_HAVE_MPI
+  world.newest = -1;
+#endif
   snprintf(world.engine, sizeof world.engine, "none (one process)");
 #ifdef DAMO_HAVE_MPI
   if (launched_by_mpi()) {
@@ -118,28 +122,34 @@ void damo_dist_share(int64_t n, int rank, int size, int64_t *first, int64_t *cou
 
 /* ------------------------------------------------------------------ collectives */
 
+#ifdef DAMO_HAVE_MPI
+/* Sums n values of `size` bytes (MPI type t) in place, in pieces MPI's int counts can hold. */
+static damo_status allreduce_sum(void *x, int64_t n, size_t size, MPI_Datatype t) {
+  for (int64_t at = 0; at < n; at += PIECE) {
+    int c = (int)(n - at < PIECE ? n - at : PIECE), rc;
+    if ((rc = MPI_Allreduce(MPI_IN_PLACE, (char *)x + (size_t)at * size, c, t, MPI_SUM, MPI_COMM_WORLD)) != MPI_SUCCESS)
+      return mpi_fail(rc, "all-reduce");
+  }
+  return DAMO_OK;
+}
+#endif
+
 damo_status damo_dist_allreduce_f64(damo_dist *d, double *x, int64_t n) {
   if (!d || d->size == 1 || n == 0) return DAMO_OK;
 #ifdef DAMO_HAVE_MPI
-  for (int64_t at = 0; at < n; at += PIECE) {
-    int c = (int)(n - at < PIECE ? n - at : PIECE), rc;
-    if ((rc = MPI_Allreduce(MPI_IN_PLACE, x + at, c, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD)) != MPI_SUCCESS)
-      return mpi_fail(rc, "all-reduce");
-  }
-#endif
+  return allreduce_sum(x, n, sizeof *x, MPI_DOUBLE);
+#else
   return DAMO_OK;
+#endif
 }
 
 damo_status damo_dist_allreduce_f32(damo_dist *d, float *x, int64_t n) {
   if (!d || d->size == 1 || n == 0) return DAMO_OK;
 #ifdef DAMO_HAVE_MPI
-  for (int64_t at = 0; at < n; at += PIECE) {
-    int c = (int)(n - at < PIECE ? n - at : PIECE), rc;
-    if ((rc = MPI_Allreduce(MPI_IN_PLACE, x + at, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD)) != MPI_SUCCESS)
-      return mpi_fail(rc, "all-reduce");
-  }
-#endif
+  return allreduce_sum(x, n, sizeof *x, MPI_FLOAT);
+#else
   return DAMO_OK;
+#endif
 }
 
 damo_status damo_dist_max_i64(damo_dist *d, int64_t *x) {
@@ -223,7 +233,7 @@ static int take_slot(damo_dist *d) {
   for (int i = 0; i < MAX_REQUESTS; i++)
     if (!d->used[i]) {
       d->used[i] = 1;
-      return i;
+      return d->newest = i;
     }
   return -1;
 }
@@ -290,16 +300,14 @@ damo_status damo_dist_wait(damo_dist *d, int request) {
   return DAMO_OK;
 }
 
-/* Lets MPI move the requests in flight along (it progresses inside MPI calls only). */
+/* Lets MPI move the requests in flight along (it progresses inside MPI calls only): one test
+ * of the newest request pumps the whole progress engine. Called for every finished gradient,
+ * so it looks at one slot, not the table. */
 void damo_dist_progress(damo_dist *d) {
 #ifdef DAMO_HAVE_MPI
-  if (!d || d->size == 1) return;
+  if (!d || d->size == 1 || d->newest < 0 || !d->used[d->newest]) return;
   int flag;
-  for (int i = 0; i < MAX_REQUESTS; i++)
-    if (d->used[i] && d->req[i] != MPI_REQUEST_NULL) {
-      MPI_Test(&d->req[i], &flag, MPI_STATUS_IGNORE); /* a finished one becomes MPI_REQUEST_NULL */
-      break;                                         /* one test pumps the progress engine */
-    }
+  MPI_Test(&d->req[d->newest], &flag, MPI_STATUS_IGNORE); /* a finished one becomes MPI_REQUEST_NULL */
 #else
   (void)d;
 #endif

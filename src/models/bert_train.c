@@ -109,10 +109,7 @@ static damo_status bert_parallel(damo_dist *d, const damo_bert_train_options *o,
   if (o->batch_size < size)
     return damo_error(DAMO_ERR_INVALID_ARG, "bert training on %d ranks: batch_size %lld gives some rank no rows (use "
                       "a batch of at least %d)", size, (long long)o->batch_size, size);
-  uint64_t h = data_hash;
-  const unsigned char *p = (const unsigned char *)o;
-  for (size_t i = 0; i < sizeof *o; i++) h = (h ^ p[i]) * 1099511628211ull;
-  damo_status st = damo_dist_check_same(d, h, "BERT training options and data");
+  damo_status st = damo_dist_check_same(d, damo_hash_bytes(data_hash, o, sizeof *o), "BERT training options and data");
   if (st != DAMO_OK) return st;
   damo_dist_share(o->batch_size, rank, size, first, count);
   if (rank != 0) damo_rng_seed(&g->graph->rng, o->seed ^ 0x64726f706f7574ULL ^ (uint64_t)rank * 0xd1b54a32d192ed03ULL);
@@ -248,8 +245,7 @@ static double masked_count(void *ctx) {
 damo_status damo_bert_pretrainer_set_data_parallel(damo_bert_pretrainer *t, damo_dist *d,
                                                    const damo_data_parallel_options *o) {
   if (!t) return damo_error(DAMO_ERR_INVALID_ARG, "bert_pretrainer_set_data_parallel: NULL trainer");
-  uint64_t h = 1469598103934665603ull ^ (uint64_t)t->n_ids;
-  for (int64_t i = 0; i < t->n_ids; i++) h = (h ^ (uint32_t)t->ids[i]) * 1099511628211ull;
+  const uint64_t h = damo_hash_bytes(DAMO_HASH_START, t->ids, (size_t)t->n_ids * sizeof *t->ids);
   damo_status st = bert_parallel(d, &t->opt, t->graph, h, &t->share_first, &t->share);
   if (st == DAMO_OK) t->dist = d, st = damo_trainer_set_data_parallel(t->core, d, o);
   return st;
@@ -435,7 +431,7 @@ damo_status damo_bert_finetuner_predict(damo_bert_finetuner *f, int64_t batch, c
 damo_status damo_bert_finetuner_set_data_parallel(damo_bert_finetuner *f, damo_dist *d,
                                                   const damo_data_parallel_options *o) {
   if (!f) return damo_error(DAMO_ERR_INVALID_ARG, "bert_finetuner_set_data_parallel: NULL fine-tuner");
-  damo_status st = bert_parallel(d, &f->opt, f->train, 1469598103934665603ull, &f->share_first, &f->share);
+  damo_status st = bert_parallel(d, &f->opt, f->train, DAMO_HASH_START, &f->share_first, &f->share);
   if (st == DAMO_OK) f->dist = d, st = damo_trainer_set_data_parallel(f->core, d, o);
   return st;
 }

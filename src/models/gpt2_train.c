@@ -222,11 +222,7 @@ damo_status damo_gpt2_trainer_set_data_parallel(damo_gpt2_trainer *t, damo_dist 
   /* the same options and token stream everywhere */
   int32_t fp[4];
   data_fingerprint(t->data, fp);
-  uint64_t h = 1469598103934665603ull;
-  const unsigned char *bytes[2] = {(const unsigned char *)&t->opt, (const unsigned char *)fp};
-  const size_t lens[2] = {sizeof t->opt, sizeof fp};
-  for (int k = 0; k < 2; k++)
-    for (size_t i = 0; i < lens[k]; i++) h = (h ^ bytes[k][i]) * 1099511628211ull;
+  const uint64_t h = damo_hash_bytes(damo_hash_bytes(DAMO_HASH_START, &t->opt, sizeof t->opt), fp, sizeof fp);
   damo_status st = damo_dist_check_same(d, h, "GPT-2 training options and token stream");
   int64_t first, count;
   damo_dist_share(t->opt.batch_size, rank, size, &first, &count);

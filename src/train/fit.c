@@ -542,21 +542,14 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
     }
 
   if (o.dist && size > 1) { /* every rank on the same rows and settings */
-    uint64_t hash = 1469598103934665603ull;
+    uint64_t hash = DAMO_HASH_START;
     const damo_tensor *parts[4] = {x, y, o.x_val, o.y_val};
-    for (int k = 0; k < 4; k++) {
-      if (!parts[k]) continue;
-      const size_t bytes = (size_t)damo_tensor_numel(parts[k]) * damo_dtype_size(parts[k]->dtype);
-      const unsigned char *p = parts[k]->data;
-      for (size_t i = 0; i < bytes; i += 8) { /* 8 bytes a round: a data set hashes in a blink */
-        uint64_t w = 0;
-        memcpy(&w, p + i, bytes - i < 8 ? bytes - i : 8);
-        hash = (hash ^ w) * 1099511628211ull;
-      }
-    }
+    for (int k = 0; k < 4; k++)
+      if (parts[k])
+        hash = damo_hash_bytes(hash, parts[k]->data, (size_t)damo_tensor_numel(parts[k]) * damo_dtype_size(parts[k]->dtype));
     const int64_t settings[] = {o.epochs, o.batch_size, (int64_t)o.seed, o.shuffle, (int64_t)(o.validation_split * 1e9),
                                 m->params.n_params_padded};
-    for (size_t k = 0; k < sizeof settings / sizeof *settings; k++) hash = (hash ^ (uint64_t)settings[k]) * 1099511628211ull;
+    hash = damo_hash_bytes(hash, settings, sizeof settings);
     if ((st = damo_dist_check_same(o.dist, hash, "training data and fit options")) != DAMO_OK)
       return damo_error_prefix(st, "fit: ");
   }
