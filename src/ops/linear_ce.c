@@ -64,11 +64,19 @@ static damo_status linear_ce_infer(damo_node *n) {
 
 /* Loss of rows [r0, r0 + rows) from their logits (plus bias, if any); with want_grad, turns
  * each logits row into d(mean loss)/d(logits) in place (0 for an ignored row). Returns the
- * rows' summed loss; n_counted is the number of rows the mean is over. */
+ * rows' summed loss; n_counted is the number of rows the mean is over.
+ *
+ * The max and the sum of exponentials are kept in LANES running partials so both loops
+ * vectorise (a single running float sum is a chain of dependent scalar adds, and was most of
+ * this function's time); the partials are combined in a fixed order, so a row's loss does not
+ * depend on the thread count. With want_grad the exponentials are kept in the row and scaled,
+ * instead of being computed a second time. */
+#define LANES 16
 DAMO_MULTIVERSION static double chunk_loss(float *logits, const float *bias, const int32_t *labels, int64_t rows,
                                            int64_t V, int64_t n_counted, int want_grad) {
   double total = 0.0;
   const float inv_n = 1.0f / (float)(n_counted > 0 ? n_counted : 1);
+  const int64_t whole = V / LANES * LANES;
 #pragma omp parallel for schedule(static) reduction(+ : total) if (rows * V > DAMO_PARALLEL_MIN) num_threads(damo_threads())
   for (int64_t r = 0; r < rows; r++) {
     float *row = logits + r * V;
@@ -78,18 +86,41 @@ DAMO_MULTIVERSION static double chunk_loss(float *logits, const float *bias, con
     }
     if (bias)
       for (int64_t v = 0; v < V; v++) row[v] += bias[v];
-    float mx = row[0];
-    for (int64_t v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+    float part[LANES];
+    for (int l = 0; l < LANES; l++) part[l] = row[0];
+    for (int64_t v = 0; v < whole; v += LANES)
+      for (int l = 0; l < LANES; l++) part[l] = row[v + l] > part[l] ? row[v + l] : part[l];
+    float mx = part[0];
+    for (int l = 1; l < LANES; l++) mx = part[l] > mx ? part[l] : mx;
+    for (int64_t v = whole; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+    const float label_logit = row[labels[r]];
+    for (int l = 0; l < LANES; l++) part[l] = 0.0f;
+    if (want_grad) {
+      for (int64_t v = 0; v < whole; v += LANES)
+        for (int l = 0; l < LANES; l++) {
+          row[v + l] = damo_expf(row[v + l] - mx);
+          part[l] += row[v + l];
+        }
+    } else {
+      for (int64_t v = 0; v < whole; v += LANES)
+        for (int l = 0; l < LANES; l++) part[l] += damo_expf(row[v + l] - mx);
+    }
     float sum = 0.0f;
-    for (int64_t v = 0; v < V; v++) sum += damo_expf(row[v] - mx);
-    const float lse = mx + logf(sum);
-    total += (double)(lse - row[labels[r]]);
+    for (int l = 0; l < LANES; l++) sum += part[l];
+    for (int64_t v = whole; v < V; v++) {
+      const float e = damo_expf(row[v] - mx);
+      if (want_grad) row[v] = e;
+      sum += e;
+    }
+    total += (double)(mx + logf(sum) - label_logit);
     if (!want_grad) continue;
-    for (int64_t v = 0; v < V; v++) row[v] = damo_expf(row[v] - lse) * inv_n;
+    const float scale = inv_n / sum;
+    for (int64_t v = 0; v < V; v++) row[v] *= scale;
     row[labels[r]] -= inv_n;
   }
   return total;
 }
+#undef LANES
 
 /* Rows whose label is not ignored. */
 static int64_t counted_rows(const damo_node *n) {
