@@ -131,8 +131,8 @@ static const cli_group evaluate_groups[] = {
 /* ---- predict */
 static const cli_option predict_common[] = {
     {"--model", 1, "DIR", "a saved model directory"},
-    {"--input", 1, "PATH", "x.npy, a CSV, an image or a folder of images; a text model or BERT:\n"
-                           "an e-mail file or a folder of them"},
+    {"--input", 1, "PATH", "x.npy, a CSV, an image or a folder of images; a.npy,b.npy for a model\n"
+                           "of several inputs (in its order); a text model or BERT: an e-mail file or a folder of them"},
     END};
 static const cli_option predict_sequential[] = {
     {"--output", 1, "FILE.npy", "also write the probabilities (or outputs) there"},

@@ -103,6 +103,29 @@ static int load_csv_features(const char *path, const char *label_column, damo_te
   return st == DAMO_OK || !cli_fail("predict");
 }
 
+/* --input a.npy,b.npy: one array per model input, in the order of its inputs. */
+static int predict_inputs(damo_model *m, const char *list, int batch, damo_tensor **p) {
+  damo_tensor *xs[8] = {NULL};
+  int n = 0, ok = 1;
+  char *copy = strdup(list), *save = NULL;
+  for (char *part = copy ? strtok_r(copy, ",", &save) : NULL; part && ok; part = strtok_r(NULL, ",", &save)) {
+    if (n == 8) {
+      fprintf(stderr, "damo predict: --input lists more than 8 arrays\n");
+      ok = 0;
+    } else if (damo_npy_load(part, &xs[n++]) != DAMO_OK) {
+      ok = !cli_fail("predict");
+    }
+  }
+  if (ok && n != damo_model_num_inputs(m)) {
+    fprintf(stderr, "damo predict: --input lists %d arrays, the model takes %d inputs\n", n, damo_model_num_inputs(m));
+    ok = 0;
+  }
+  if (ok && damo_model_predict_inputs(m, n, (const damo_tensor *const *)xs, batch, p) != DAMO_OK) ok = !cli_fail("predict");
+  for (int k = 0; k < n; k++) damo_tensor_free(xs[k]);
+  free(copy);
+  return ok;
+}
+
 int cli_predict_sequential(int argc, char **argv) {
   const char *dir = cli_opt(argc, argv, "--model"), *input = cli_opt(argc, argv, "--input");
   const char *output = cli_opt(argc, argv, "--output"), *labels = cli_opt(argc, argv, "--labels");
@@ -153,7 +176,16 @@ int cli_predict_sequential(int argc, char **argv) {
     rc = 1;
     goto done;
   }
-  if ((npy && !csv && damo_npy_load(input, &x) != DAMO_OK) || damo_model_predict(m, x, (int)batch, &p) != DAMO_OK) {
+  if (npy && !csv && !strchr(input, ',') && damo_npy_load(input, &x) != DAMO_OK) {
+    rc = cli_fail("predict");
+    goto done;
+  }
+  if (npy && !csv && strchr(input, ',')) { /* a model of several inputs: a.npy,b.npy in the order of its inputs */
+    if (!predict_inputs(m, input, (int)batch, &p)) {
+      rc = 1;
+      goto done;
+    }
+  } else if (damo_model_predict(m, x, (int)batch, &p) != DAMO_OK) {
     rc = cli_fail("predict");
     goto done;
   }

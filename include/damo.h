@@ -576,6 +576,9 @@ damo_node *damo_gru_ex(damo_graph *g, damo_node *x, damo_node *kernel, damo_node
 damo_node *damo_sequence_mask(damo_graph *g, damo_node *ids);
 /* (..., A) and (..., C) with equal leading axes -> (..., A + C). */
 damo_node *damo_concat(damo_graph *g, damo_node *a, damo_node *b);
+/* The same along any axis (negative counts from the end; 0 is the batch): the shapes agree
+ * on every other axis. */
+damo_node *damo_concat_axis(damo_graph *g, damo_node *a, damo_node *b, int axis);
 /* (B, T, C) -> (B, C): mean / max over the steps present in mask (B, T) f32, or all steps
  * when mask is NULL; a row with no step present gives 0. */
 damo_node *damo_global_avg_pool1d(damo_graph *g, damo_node *x, damo_node *mask);
@@ -694,6 +697,46 @@ damo_status damo_model_summary(damo_model *m, FILE *f);
 /* Creates the weights with this seed (compile does it if not done). */
 damo_status damo_model_build(damo_model *m, uint64_t seed);
 
+/* The functional API (Keras' Model(inputs, outputs)): inputs and layer calls are the nodes
+ * of a model, numbered as they are made; a call names the nodes it takes. Several inputs,
+ * branches, merges, and shared layers (a layer called again uses the same weights; its
+ * gradient is the sum over its calls) all work. Builder calls return a node number, or -1
+ * after a failure, which is kept: later calls return -1 too and damo_model_set_output
+ * reports the first error. A layer passed to a call is the model's from then on (also on
+ * failure). Then compile/fit/evaluate/predict/save as for Sequential; data for a model of
+ * several inputs goes through the _inputs variants, one tensor per input in order.
+ *
+ *   damo_model *m = damo_functional_new();
+ *   int x = damo_model_input(m, "image", 3, (int64_t[]){28, 28, 1});
+ *   int h = damo_model_call1(m, damo_conv2d_layer(32, 3, 3, 1, 1, DAMO_ACT_RELU), x);
+ *   int r = damo_model_call1(m, damo_conv2d_layer(32, 3, 3, 1, 1, DAMO_ACT_NONE), h);
+ *   int s = damo_model_call2(m, damo_add_layer(), h, r);          residual connection
+ *   ...
+ *   damo_model_set_output(m, logits); */
+damo_model *damo_functional_new(void);
+/* A model input of shape (batch, shape...); name NULL: "input_<k>". An input that embeddings
+ * read holds i32 token ids. */
+int damo_model_input(damo_model *m, const char *name, int ndim, const int64_t *shape);
+int damo_model_call(damo_model *m, damo_layer *l, int n_in, const int *in);
+int damo_model_call1(damo_model *m, damo_layer *l, int x);
+int damo_model_call2(damo_model *m, damo_layer *l, int a, int b);
+/* The node the model outputs (a layer call); every input and call must lead to it. */
+damo_status damo_model_set_output(damo_model *m, int node);
+int damo_model_num_inputs(const damo_model *m);
+/* Input k's rank, and its name, shape (without the batch) and dtype where not NULL; 0 when
+ * there is no input k. */
+int damo_model_input_info(const damo_model *m, int k, const char **name, int64_t *shape, damo_dtype *dtype);
+/* The layer named name, or NULL. */
+damo_layer *damo_model_find_layer(const damo_model *m, const char *name);
+/* Merge layers (no weights): Add, Subtract (2 inputs), Multiply and Average of inputs whose
+ * shapes are equal or broadcast; Concatenate along axis (with the batch: -1 the last, 1 the
+ * first after the batch), the other axes equal. */
+damo_layer *damo_add_layer(void);
+damo_layer *damo_subtract_layer(void);
+damo_layer *damo_multiply_layer(void);
+damo_layer *damo_average_layer(void);
+damo_layer *damo_concatenate_layer(int axis);
+
 /* Optimizers */
 typedef enum damo_optimizer_kind { DAMO_OPT_SGD = 0, DAMO_OPT_ADAM, DAMO_OPT_ADAMW } damo_optimizer_kind;
 typedef enum damo_schedule_kind { DAMO_SCHED_CONSTANT = 0, DAMO_SCHED_STEP, DAMO_SCHED_COSINE } damo_schedule_kind;
@@ -804,6 +847,7 @@ typedef struct damo_fit_options {
   int verbose;            /* 0 silent, 1 progress bar, 2 one line per epoch; -1 = auto (1 on a tty, else 2) */
   FILE *out;              /* progress output; stdout if NULL */
   const damo_tensor *x_val, *y_val; /* validation data, or: */
+  const damo_tensor *const *x_val_inputs; /* a model of several inputs: one tensor per input (with y_val) */
   float validation_split; /* last fraction of x as validation (before shuffling) */
   /* Early stopping: active when patience > 0. monitor: "val_loss" (default), "loss",
    * "val_accuracy", "accuracy", or a metric the model was compiled with ("val_auc",
@@ -1056,6 +1100,14 @@ damo_history *damo_history_create(unsigned recorded);
 /* Trains on x (N, input_shape...) and y (N) labels or (N, outputs) targets. */
 damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tensor *y, const damo_fit_options *opt,
                            damo_history **history);
+/* fit, evaluate and predict for a model of several inputs: x[k] is input k's data (n_x as
+ * the model has inputs, equal rows); the one-tensor forms are these with n_x 1. */
+damo_status damo_model_fit_inputs(damo_model *m, int n_x, const damo_tensor *const *x, const damo_tensor *y,
+                                  const damo_fit_options *opt, damo_history **history);
+damo_status damo_model_evaluate_inputs(damo_model *m, int n_x, const damo_tensor *const *x, const damo_tensor *y,
+                                       int batch_size, float *loss, float *accuracy);
+damo_status damo_model_predict_inputs(damo_model *m, int n_x, const damo_tensor *const *x, int batch_size,
+                                      damo_tensor **out);
 /* Mean loss and accuracy (accuracy -1 if not applicable) over x, y. */
 damo_status damo_model_evaluate(damo_model *m, const damo_tensor *x, const damo_tensor *y, int batch_size,
                                 float *loss, float *accuracy);

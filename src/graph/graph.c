@@ -169,6 +169,17 @@ damo_node *damo_param(damo_graph *g, const char *name, damo_tensor *value, damo_
   snprintf(what, sizeof what, "param '%s' gradient", name ? name : "?");
   if (st == DAMO_OK) st = damo_backend_check_tensor(g->backend, grad, what);
   if (st != DAMO_OK) return builder_fail(g, st);
+  /* A layer called twice (shared weights) asks again for the same storage: it is one node,
+   * so both uses' gradients sum into it (two nodes over one gradient would each zero it). */
+  for (int i = 0; i < g->n_nodes; i++) {
+    damo_node *seen = g->nodes[i];
+    if (seen->op == DAMO_OP_PARAM && seen->param_value && seen->param_value->data == value->data) {
+      if (damo_tensor_numel(seen->param_value) == damo_tensor_numel(value) && seen->param_grad == grad) return seen;
+      damo_error(DAMO_ERR_INVALID_ARG, "param '%s': its storage is already param '%s' of another shape or gradient",
+                 name ? name : "?", seen->name);
+      return builder_fail(g, DAMO_ERR_INVALID_ARG);
+    }
+  }
   damo_node *n = node_alloc(g, DAMO_OP_PARAM);
   if (!n) return NULL;
   n->ndim = value->ndim;

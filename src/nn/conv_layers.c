@@ -5,13 +5,6 @@
 
 #include <stdio.h>
 
-static damo_layer *layer_new(const damo_layer_type *type) {
-  damo_layer *l = calloc(1, sizeof *l);
-  if (!l) damo_error(DAMO_ERR_NOMEM, "out of memory for a %s layer", type->type);
-  else l->type = type;
-  return l;
-}
-
 static damo_node *named(damo_layer *l, damo_node *n, const char *what) {
   char buf[DAMO_NAME_MAX];
   snprintf(buf, sizeof buf, "%.40s/%s", l->name, what);
@@ -81,10 +74,11 @@ static damo_node *reshape_layer_build(damo_layer *l, damo_graph *g, damo_node *x
   return *pre;
 }
 
-const damo_layer_type damo_layer_reshape = {"reshape", reshape_layer_infer, reshape_layer_build};
+const damo_layer_type damo_layer_reshape = {.type = "reshape", .infer = reshape_layer_infer,
+                                            .build = reshape_layer_build};
 
 damo_layer *damo_reshape_layer(int ndim, const int64_t *target_shape) {
-  damo_layer *l = layer_new(&damo_layer_reshape);
+  damo_layer *l = damo_layer_alloc(&damo_layer_reshape);
   if (!l) return NULL;
   if (ndim < 1 || ndim > DAMO_MAX_DIMS - 1) ndim = 0; /* infer reports it */
   l->out_ndim = ndim;
@@ -129,10 +123,10 @@ static damo_node *conv_build(damo_layer *l, damo_graph *g, damo_node *x, damo_no
   return named(l, damo_apply_activation(g, h, l->act), damo_activation_name(l->act));
 }
 
-const damo_layer_type damo_layer_conv2d = {"conv2d", conv_infer, conv_build};
+const damo_layer_type damo_layer_conv2d = {.type = "conv2d", .infer = conv_infer, .build = conv_build};
 
 damo_layer *damo_conv2d_layer(int filters, int kernel_h, int kernel_w, int stride, int padding_same, damo_activation act) {
-  damo_layer *l = layer_new(&damo_layer_conv2d);
+  damo_layer *l = damo_layer_alloc(&damo_layer_conv2d);
   if (!l) return NULL;
   l->units = filters;
   l->kernel[0] = kernel_h;
@@ -177,11 +171,12 @@ static damo_node *avg_pool_build(damo_layer *l, damo_graph *g, damo_node *x, dam
   return *pre;
 }
 
-const damo_layer_type damo_layer_max_pool2d = {"max_pooling2d", pool_infer, max_pool_build};
-const damo_layer_type damo_layer_avg_pool2d = {"average_pooling2d", pool_infer, avg_pool_build};
+const damo_layer_type damo_layer_max_pool2d = {.type = "max_pooling2d", .infer = pool_infer, .build = max_pool_build};
+const damo_layer_type damo_layer_avg_pool2d = {.type = "average_pooling2d", .infer = pool_infer,
+                                               .build = avg_pool_build};
 
 static damo_layer *pool_new(const damo_layer_type *t, int pool, int stride, int padding_same) {
-  damo_layer *l = layer_new(t);
+  damo_layer *l = damo_layer_alloc(t);
   if (!l) return NULL;
   l->kernel[0] = l->kernel[1] = pool;
   l->stride[0] = l->stride[1] = stride > 0 ? stride : pool; /* Keras: strides default to pool_size */
@@ -209,9 +204,10 @@ static damo_node *gap_build(damo_layer *l, damo_graph *g, damo_node *x, damo_nod
   return *pre;
 }
 
-const damo_layer_type damo_layer_global_avg_pool2d = {"global_average_pooling2d", gap_infer, gap_build};
+const damo_layer_type damo_layer_global_avg_pool2d = {.type = "global_average_pooling2d", .infer = gap_infer,
+                                                      .build = gap_build};
 
-damo_layer *damo_global_avg_pool2d_layer(void) { return layer_new(&damo_layer_global_avg_pool2d); }
+damo_layer *damo_global_avg_pool2d_layer(void) { return damo_layer_alloc(&damo_layer_global_avg_pool2d); }
 
 /* ------------------------------------------------------------------ BatchNormalization */
 
@@ -238,10 +234,10 @@ static damo_node *bn_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node
   return y;
 }
 
-const damo_layer_type damo_layer_batch_norm = {"batch_normalization", bn_infer, bn_build};
+const damo_layer_type damo_layer_batch_norm = {.type = "batch_normalization", .infer = bn_infer, .build = bn_build};
 
 damo_layer *damo_batch_norm_layer(float momentum, float epsilon) {
-  damo_layer *l = layer_new(&damo_layer_batch_norm);
+  damo_layer *l = damo_layer_alloc(&damo_layer_batch_norm);
   if (!l) return NULL;
   l->momentum = momentum;
   l->epsilon = epsilon;

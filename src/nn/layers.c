@@ -5,13 +5,15 @@
 #include <math.h>
 #include <stdio.h>
 
-static damo_layer *layer_new(const damo_layer_type *type) {
+damo_layer *damo_layer_alloc(const damo_layer_type *type) {
   damo_layer *l = calloc(1, sizeof *l);
   if (!l) {
     damo_error(DAMO_ERR_NOMEM, "out of memory for a %s layer", type->type);
     return NULL;
   }
   l->type = type;
+  l->n_in = 1;
+  l->axis = -1;
   return l;
 }
 
@@ -207,10 +209,10 @@ static damo_node *dense_build(damo_layer *l, damo_graph *g, damo_node *x, damo_n
   return named(l, damo_apply_activation(g, h, l->act), damo_activation_name(l->act));
 }
 
-const damo_layer_type damo_layer_dense = {"dense", dense_infer, dense_build};
+const damo_layer_type damo_layer_dense = {.type = "dense", .infer = dense_infer, .build = dense_build};
 
 damo_layer *damo_dense_ex(int units, damo_activation act, damo_init kernel_init, int use_bias) {
-  damo_layer *l = layer_new(&damo_layer_dense);
+  damo_layer *l = damo_layer_alloc(&damo_layer_dense);
   if (!l) return NULL;
   l->units = units;
   l->act = act;
@@ -237,10 +239,11 @@ static damo_node *activation_build(damo_layer *l, damo_graph *g, damo_node *x, d
   return named(l, damo_apply_activation(g, x, l->act), damo_activation_name(l->act));
 }
 
-const damo_layer_type damo_layer_activation = {"activation", activation_infer, activation_build};
+const damo_layer_type damo_layer_activation = {.type = "activation", .infer = activation_infer,
+                                               .build = activation_build};
 
 damo_layer *damo_activation_layer(damo_activation act) {
-  damo_layer *l = layer_new(&damo_layer_activation);
+  damo_layer *l = damo_layer_alloc(&damo_layer_activation);
   if (l) l->act = act;
   return l;
 }
@@ -261,10 +264,11 @@ static damo_node *dropout_layer_build(damo_layer *l, damo_graph *g, damo_node *x
   return y;
 }
 
-const damo_layer_type damo_layer_dropout = {"dropout", dropout_layer_infer, dropout_layer_build};
+const damo_layer_type damo_layer_dropout = {.type = "dropout", .infer = dropout_layer_infer,
+                                            .build = dropout_layer_build};
 
 damo_layer *damo_dropout_layer(float rate) {
-  damo_layer *l = layer_new(&damo_layer_dropout);
+  damo_layer *l = damo_layer_alloc(&damo_layer_dropout);
   if (l) l->rate = rate;
   return l;
 }
@@ -286,9 +290,9 @@ static damo_node *flatten_build(damo_layer *l, damo_graph *g, damo_node *x, damo
   return y;
 }
 
-const damo_layer_type damo_layer_flatten = {"flatten", flatten_infer, flatten_build};
+const damo_layer_type damo_layer_flatten = {.type = "flatten", .infer = flatten_infer, .build = flatten_build};
 
-damo_layer *damo_flatten(void) { return layer_new(&damo_layer_flatten); }
+damo_layer *damo_flatten(void) { return damo_layer_alloc(&damo_layer_flatten); }
 
 /* ------------------------------------------------------------------ Rescaling */
 
@@ -312,10 +316,10 @@ static damo_node *rescaling_build(damo_layer *l, damo_graph *g, damo_node *x, da
   return y;
 }
 
-const damo_layer_type damo_layer_rescaling = {"rescaling", rescaling_infer, rescaling_build};
+const damo_layer_type damo_layer_rescaling = {.type = "rescaling", .infer = rescaling_infer, .build = rescaling_build};
 
 damo_layer *damo_rescaling(float scale, float offset) {
-  damo_layer *l = layer_new(&damo_layer_rescaling);
+  damo_layer *l = damo_layer_alloc(&damo_layer_rescaling);
   if (l) {
     l->scale = scale;
     l->offset = offset;
@@ -330,7 +334,9 @@ static const damo_layer_type *const layer_types[] = {&damo_layer_reshape, &damo_
                                                      &damo_layer_batch_norm, &damo_layer_lstm, &damo_layer_gru, &damo_layer_dense, &damo_layer_activation, &damo_layer_dropout,
                                                      &damo_layer_flatten, &damo_layer_rescaling, &damo_layer_embedding,
                                                      &damo_layer_bidirectional, &damo_layer_global_avg_pool1d,
-                                                     &damo_layer_global_max_pool1d};
+                                                     &damo_layer_global_max_pool1d, &damo_layer_add,
+                                                     &damo_layer_subtract, &damo_layer_multiply, &damo_layer_average,
+                                                     &damo_layer_concatenate};
 
 const damo_layer_type *damo_layer_type_find(const char *type) {
   for (size_t i = 0; i < sizeof layer_types / sizeof *layer_types; i++)
@@ -341,5 +347,5 @@ const damo_layer_type *damo_layer_type_find(const char *type) {
 const char *damo_layer_type_names(void) {
   return "dense activation dropout flatten rescaling reshape conv2d max_pooling2d average_pooling2d "
          "global_average_pooling2d batch_normalization lstm gru embedding bidirectional global_average_pooling1d "
-         "global_max_pooling1d";
+         "global_max_pooling1d add subtract multiply average concatenate";
 }

@@ -7,6 +7,13 @@
 #include "graph/graph.h"
 
 #define DAMO_LAYER_MAX_PARAMS 6 /* a bidirectional LSTM/GRU: 3 per direction */
+#define DAMO_LAYER_MAX_INPUTS 8 /* a merge layer's inputs */
+
+/* A shape without the batch axis. */
+typedef struct damo_layer_shape {
+  int ndim;
+  int64_t dim[DAMO_MAX_DIMS];
+} damo_layer_shape;
 
 typedef struct damo_param_slot {
   char name[40]; /* "kernel", "bias", "recurrent_kernel", "backward_lstm.recurrent_kernel" */
@@ -24,6 +31,11 @@ typedef struct damo_layer_type {
   /* Adds the layer's ops on top of x; *pre_activation gets the node before the activation
    * (for losses that fuse it), or the output. */
   damo_node *(*build)(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre_activation);
+  /* Layers of several inputs (the merge layers) say how many they take, 2.. max_inputs (0:
+   * exactly one, through infer/build above); infer reads every input's shape from l->ins,
+   * and build_multi gets every input node. */
+  int max_inputs;
+  damo_node *(*build_multi)(damo_layer *l, damo_graph *g, int n, damo_node *const *xs);
 } damo_layer_type;
 
 struct damo_layer {
@@ -47,6 +59,10 @@ struct damo_layer {
   /* The timestep mask (B, T) f32 around build: in_mask is set by the model before build
    * (NULL: none), out_mask by build for the next layer (NULL: dropped). */
   damo_node *in_mask, *out_mask;
+  int axis;                 /* concatenate: the axis, counting the batch (negative: from the end) */
+  int n_in;                 /* inputs per call: 1, or a merge layer's count */
+  damo_layer_shape ins[DAMO_LAYER_MAX_INPUTS]; /* every input's shape; in_ndim/in_shape is the first */
+  int calls;                /* times its model calls it (a shared layer: more than once) */
   int in_ndim, out_ndim;    /* shapes without the batch axis */
   int64_t in_shape[DAMO_MAX_DIMS], out_shape[DAMO_MAX_DIMS];
   int n_params;
@@ -56,8 +72,11 @@ struct damo_layer {
 extern const damo_layer_type damo_layer_dense, damo_layer_activation, damo_layer_dropout, damo_layer_flatten,
     damo_layer_rescaling, damo_layer_lstm, damo_layer_gru, damo_layer_reshape, damo_layer_conv2d, damo_layer_max_pool2d,
     damo_layer_avg_pool2d, damo_layer_global_avg_pool2d, damo_layer_batch_norm, damo_layer_embedding,
-    damo_layer_bidirectional, damo_layer_global_avg_pool1d, damo_layer_global_max_pool1d;
+    damo_layer_bidirectional, damo_layer_global_avg_pool1d, damo_layer_global_max_pool1d, damo_layer_add,
+    damo_layer_subtract, damo_layer_multiply, damo_layer_average, damo_layer_concatenate;
 
+/* A new layer of this type with its defaults (the constructors' common start). */
+damo_layer *damo_layer_alloc(const damo_layer_type *type);
 /* The type registered under a config name, or NULL. */
 const damo_layer_type *damo_layer_type_find(const char *type);
 /* Space-separated list of known layer types, for error messages. */

@@ -66,16 +66,12 @@ static damo_node *gru_layer_build(damo_layer *l, damo_graph *g, damo_node *x, da
   return recurrent_build(l, g, x, pre, 1);
 }
 
-const damo_layer_type damo_layer_lstm = {"lstm", lstm_layer_infer, lstm_layer_build};
-const damo_layer_type damo_layer_gru = {"gru", gru_layer_infer, gru_layer_build};
+const damo_layer_type damo_layer_lstm = {.type = "lstm", .infer = lstm_layer_infer, .build = lstm_layer_build};
+const damo_layer_type damo_layer_gru = {.type = "gru", .infer = gru_layer_infer, .build = gru_layer_build};
 
 static damo_layer *recurrent_new(const damo_layer_type *type, int units, int return_sequences) {
-  damo_layer *l = calloc(1, sizeof *l);
-  if (!l) {
-    damo_error(DAMO_ERR_NOMEM, "out of memory for a %s layer", type->type);
-    return NULL;
-  }
-  l->type = type;
+  damo_layer *l = damo_layer_alloc(type);
+  if (!l) return NULL;
   l->units = units;
   l->return_sequences = return_sequences != 0;
   l->kernel_init = DAMO_INIT_GLOROT_UNIFORM;
@@ -148,20 +144,19 @@ static damo_node *bidirectional_build(damo_layer *l, damo_graph *g, damo_node *x
   return *pre;
 }
 
-const damo_layer_type damo_layer_bidirectional = {"bidirectional", bidirectional_infer, bidirectional_build};
+const damo_layer_type damo_layer_bidirectional = {.type = "bidirectional", .infer = bidirectional_infer,
+                                                  .build = bidirectional_build};
 
 damo_layer *damo_bidirectional_layer(damo_layer *inner, damo_merge_mode merge_mode) {
   if (!inner) {
     damo_error(DAMO_ERR_INVALID_ARG, "bidirectional: the inner layer is NULL");
     return NULL;
   }
-  damo_layer *l = calloc(1, sizeof *l);
+  damo_layer *l = damo_layer_alloc(&damo_layer_bidirectional);
   if (!l) {
     damo_layer_free(inner);
-    damo_error(DAMO_ERR_NOMEM, "out of memory for a bidirectional layer");
     return NULL;
   }
-  l->type = &damo_layer_bidirectional;
   l->inner = inner;
   l->merge = merge_mode;
   return l;
@@ -203,15 +198,12 @@ static damo_node *embedding_layer_build(damo_layer *l, damo_graph *g, damo_node 
   return *pre;
 }
 
-const damo_layer_type damo_layer_embedding = {"embedding", embedding_layer_infer, embedding_layer_build};
+const damo_layer_type damo_layer_embedding = {.type = "embedding", .infer = embedding_layer_infer,
+                                              .build = embedding_layer_build};
 
 damo_layer *damo_embedding_layer(int input_dim, int output_dim, int mask_zero) {
-  damo_layer *l = calloc(1, sizeof *l);
-  if (!l) {
-    damo_error(DAMO_ERR_NOMEM, "out of memory for an embedding layer");
-    return NULL;
-  }
-  l->type = &damo_layer_embedding;
+  damo_layer *l = damo_layer_alloc(&damo_layer_embedding);
+  if (!l) return NULL;
   l->input_dim = input_dim;
   l->units = output_dim;
   l->mask_zero = mask_zero != 0;
@@ -240,17 +232,12 @@ static damo_node *global_pool1d_layer_build(damo_layer *l, damo_graph *g, damo_n
   return *pre;
 }
 
-const damo_layer_type damo_layer_global_avg_pool1d = {"global_average_pooling1d", global_pool1d_layer_infer,
-                                                      global_pool1d_layer_build};
-const damo_layer_type damo_layer_global_max_pool1d = {"global_max_pooling1d", global_pool1d_layer_infer,
-                                                      global_pool1d_layer_build};
+const damo_layer_type damo_layer_global_avg_pool1d = {.type = "global_average_pooling1d",
+                                                      .infer = global_pool1d_layer_infer,
+                                                      .build = global_pool1d_layer_build};
+const damo_layer_type damo_layer_global_max_pool1d = {.type = "global_max_pooling1d",
+                                                      .infer = global_pool1d_layer_infer,
+                                                      .build = global_pool1d_layer_build};
 
-static damo_layer *pool1d_new(const damo_layer_type *type) {
-  damo_layer *l = calloc(1, sizeof *l);
-  if (!l) damo_error(DAMO_ERR_NOMEM, "out of memory for a %s layer", type->type);
-  else l->type = type;
-  return l;
-}
-
-damo_layer *damo_global_avg_pool1d_layer(void) { return pool1d_new(&damo_layer_global_avg_pool1d); }
-damo_layer *damo_global_max_pool1d_layer(void) { return pool1d_new(&damo_layer_global_max_pool1d); }
+damo_layer *damo_global_avg_pool1d_layer(void) { return damo_layer_alloc(&damo_layer_global_avg_pool1d); }
+damo_layer *damo_global_max_pool1d_layer(void) { return damo_layer_alloc(&damo_layer_global_max_pool1d); }

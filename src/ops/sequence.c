@@ -41,52 +41,74 @@ damo_node *damo_sequence_mask(damo_graph *g, damo_node *ids) {
 
 /* ------------------------------------------------------------------ concat */
 
+/* iparam[0]: the axis (>= 0, counting the batch axis). Both inputs are `outer` blocks (the
+ * product of the axes before it) of A and C floats (their extent along it times the axes
+ * after it), so one loop of two copies serves every axis. */
 static damo_status concat_infer(damo_node *n) {
   const damo_node *a = n->in[0], *b = n->in[1];
-  int ok = a->dtype == DAMO_F32 && b->dtype == DAMO_F32 && a->ndim == b->ndim && a->ndim >= 1;
-  for (int i = 0; ok && i < a->ndim - 1; i++) ok = a->shape[i] == b->shape[i];
-  if (!ok) return damo_shape_error(n, "inputs must be f32 with the same shape except the last axis", a, b);
+  const int axis = n->iparam[0];
+  int ok = a->dtype == DAMO_F32 && b->dtype == DAMO_F32 && a->ndim == b->ndim && axis >= 0 && axis < a->ndim;
+  for (int i = 0; ok && i < a->ndim; i++) ok = i == axis || a->shape[i] == b->shape[i];
+  if (!ok) {
+    char what[96];
+    snprintf(what, sizeof what, "inputs must be f32 of the same rank and shape except along axis %d", axis);
+    return damo_shape_error(n, what, a, b);
+  }
   n->ndim = a->ndim;
   memcpy(n->shape, a->shape, sizeof n->shape);
-  n->shape[n->ndim - 1] = a->shape[a->ndim - 1] + b->shape[b->ndim - 1];
+  n->shape[axis] = a->shape[axis] + b->shape[axis];
   n->dtype = DAMO_F32;
   return DAMO_OK;
 }
 
+typedef struct concat_blocks {
+  int64_t outer, A, C;
+} concat_blocks;
+
+static concat_blocks concat_blocks_of(const damo_node *n) {
+  const damo_node *a = n->in[0], *b = n->in[1];
+  const int axis = n->iparam[0];
+  int64_t outer = 1, inner = 1;
+  for (int i = 0; i < axis; i++) outer *= a->shape[i];
+  for (int i = axis + 1; i < a->ndim; i++) inner *= a->shape[i];
+  return (concat_blocks){outer, a->shape[axis] * inner, b->shape[axis] * inner};
+}
+
 static damo_status concat_forward(damo_graph *g, damo_node *n) {
   (void)g;
-  const damo_node *a = n->in[0], *b = n->in[1];
-  int64_t A = a->shape[a->ndim - 1], C = b->shape[b->ndim - 1], rows = damo_node_count(a) / A;
-  const float *pa = damo_f32(a), *pb = damo_f32(b);
+  const concat_blocks k = concat_blocks_of(n);
+  const float *pa = damo_f32(n->in[0]), *pb = damo_f32(n->in[1]);
   float *y = damo_f32(n);
-  for (int64_t r = 0; r < rows; r++) {
-    memcpy(y + r * (A + C), pa + r * A, (size_t)A * sizeof(float));
-    memcpy(y + r * (A + C) + A, pb + r * C, (size_t)C * sizeof(float));
+  for (int64_t r = 0; r < k.outer; r++) {
+    memcpy(y + r * (k.A + k.C), pa + r * k.A, (size_t)k.A * sizeof(float));
+    memcpy(y + r * (k.A + k.C) + k.A, pb + r * k.C, (size_t)k.C * sizeof(float));
   }
   return DAMO_OK;
 }
 
 static void concat_backward(damo_graph *g, damo_node *n) {
   (void)g;
-  damo_node *a = n->in[0], *b = n->in[1];
-  int64_t A = a->shape[a->ndim - 1], C = b->shape[b->ndim - 1], rows = damo_node_count(a) / A;
+  const concat_blocks k = concat_blocks_of(n);
   const float *dy = n->grad;
   for (int part = 0; part < 2; part++) {
-    damo_node *in = part ? b : a;
+    damo_node *in = n->in[part];
     if (!in->in_backward) continue;
-    int64_t width = part ? C : A, offset = part ? A : 0;
+    int64_t width = part ? k.C : k.A, offset = part ? k.A : 0;
     float *dx = damo_node_grad_acc(in);
-    for (int64_t r = 0; r < rows; r++)
-      for (int64_t k = 0; k < width; k++) dx[r * width + k] += dy[r * (A + C) + offset + k];
+    for (int64_t r = 0; r < k.outer; r++)
+      for (int64_t j = 0; j < width; j++) dx[r * width + j] += dy[r * (k.A + k.C) + offset + j];
   }
 }
 
 const damo_op_def damo_op_def_concat = {"concat", 2, concat_infer, concat_forward, concat_backward, 0};
 
-damo_node *damo_concat(damo_graph *g, damo_node *a, damo_node *b) {
+damo_node *damo_concat_axis(damo_graph *g, damo_node *a, damo_node *b, int axis) {
   damo_node *in[2] = {a, b};
-  return damo_graph_add_node(g, DAMO_OP_CONCAT, 2, in, NULL, 0, NULL, 0);
+  if (a && axis < 0) axis += a->ndim;
+  return damo_graph_add_node(g, DAMO_OP_CONCAT, 2, in, &axis, 1, NULL, 0);
 }
+
+damo_node *damo_concat(damo_graph *g, damo_node *a, damo_node *b) { return damo_concat_axis(g, a, b, -1); }
 
 /* ------------------------------------------------------------------ global_pool1d */
 

@@ -33,14 +33,8 @@ static const char *schedule_name(damo_schedule_kind k) {
   return k == DAMO_SCHED_CONSTANT ? "constant" : k == DAMO_SCHED_STEP ? "step" : "cosine";
 }
 
-cJSON *damo_model_to_json(const damo_model *m) {
-  cJSON *root = cJSON_CreateObject();
-  cJSON_AddStringToObject(root, "format", "damo.sequential");
-  cJSON_AddStringToObject(root, "damo_version", DAMO_VERSION);
-  add_shape(root, "input_shape", m->in_ndim, m->in_shape);
-  cJSON *layers = cJSON_AddArrayToObject(root, "layers");
-  for (int i = 0; i < m->n_layers; i++) {
-    const damo_layer *l = m->layers[i];
+cJSON *damo_layer_to_json(const damo_layer *l) {
+  {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", l->type->type);
     cJSON_AddStringToObject(o, "name", l->name);
@@ -88,8 +82,23 @@ cJSON *damo_model_to_json(const damo_model *m) {
       cJSON_AddNumberToObject(inner, "units", l->inner->units);
       cJSON_AddBoolToObject(inner, "return_sequences", l->inner->return_sequences);
       cJSON_AddStringToObject(o, "merge_mode", damo_merge_mode_name(l->merge));
+    } else if (l->type == &damo_layer_concatenate) {
+      cJSON_AddNumberToObject(o, "axis", l->axis);
     }
-    cJSON_AddItemToArray(layers, o);
+    return o;
+  }
+}
+
+cJSON *damo_model_to_json(const damo_model *m) {
+  cJSON *root = cJSON_CreateObject();
+  cJSON_AddStringToObject(root, "format", m->functional ? "damo.functional" : "damo.sequential");
+  cJSON_AddStringToObject(root, "damo_version", DAMO_VERSION);
+  if (m->functional) {
+    damo_model_functional_to_json(m, root);
+  } else {
+    add_shape(root, "input_shape", m->in_ndim, m->in_shape);
+    cJSON *layers = cJSON_AddArrayToObject(root, "layers");
+    for (int i = 0; i < m->n_layers; i++) cJSON_AddItemToArray(layers, damo_layer_to_json(m->layers[i]));
   }
   if (m->has_compile_options) {
     const damo_optimizer_config *c = &m->copt.optimizer;
@@ -159,7 +168,7 @@ static damo_status check_keys(damo_config_obj *o, const char *known) {
 
 static const char *const padding_names[] = {"valid", "same", NULL};
 
-static damo_status parse_layer(damo_config_obj *o, damo_layer **out) {
+damo_status damo_config_parse_layer(damo_config_obj *o, damo_layer **out) {
   *out = NULL;
   const char *type = NULL, *name = NULL, *act = NULL;
   TRY(damo_config_get_string(o, "type", REQ, &type));
@@ -265,7 +274,7 @@ static damo_status parse_layer(damo_config_obj *o, damo_layer **out) {
     damo_config_obj *inner_o;
     TRY(damo_config_get_object(o, "layer", REQ, &inner_o));
     damo_layer *inner;
-    TRY(parse_layer(inner_o, &inner));
+    TRY(damo_config_parse_layer(inner_o, &inner));
     if (inner->type != &damo_layer_lstm && inner->type != &damo_layer_gru) {
       const char *got = inner->type->type;
       damo_layer_free(inner);
@@ -278,6 +287,15 @@ static damo_status parse_layer(damo_config_obj *o, damo_layer **out) {
   } else if (lt == &damo_layer_flatten) {
     TRY(check_keys(o, "type name"));
     l = damo_flatten();
+  } else if (lt == &damo_layer_add || lt == &damo_layer_subtract || lt == &damo_layer_multiply ||
+             lt == &damo_layer_average) {
+    TRY(check_keys(o, "type name"));
+    l = damo_layer_alloc(lt);
+  } else if (lt == &damo_layer_concatenate) {
+    TRY(check_keys(o, "type name axis"));
+    int axis = -1;
+    TRY(damo_config_get_int32(o, "axis", -DAMO_MAX_DIMS, DAMO_MAX_DIMS - 1, 0, &axis));
+    l = damo_concatenate_layer(axis);
   } else {
     TRY(check_keys(o, "type name scale offset"));
     double scale = 1, offset = 0;
@@ -456,8 +474,8 @@ static damo_status parse_compile(damo_config_obj *root, damo_model *m) {
                               "unknown metric '%s' in 'metrics' (known: accuracy, precision, recall, f1, auc)", metrics[k]);
     m->copt.metrics |= bit;
   }
-  if (m->n_layers > 0) { /* the layers' output shapes are known once added */
-    const damo_layer *last = m->layers[m->n_layers - 1];
+  if (damo_model_output_layer(m)) { /* the layers' output shapes are known once added */
+    const damo_layer *last = damo_model_output_layer(m);
     int64_t outputs = 1;
     for (int d = 0; d < last->out_ndim; d++) outputs *= last->out_shape[d];
     if (damo_binary_metrics_check(m->copt.metrics, m->copt.loss, outputs, "'metrics'") != DAMO_OK)
@@ -495,20 +513,25 @@ static damo_status parse_model(damo_config *c, const cJSON *json, damo_model **o
   if (damo_config_root(c, &root) != DAMO_OK)
     return damo_error(DAMO_ERR_FORMAT, "%s: the config must be a JSON object", source);
   TRY(damo_config_set_label(root, ""));
-  TRY(check_keys(root, "format damo_version input_shape layers loss optimizer metrics fit class_names"));
   const char *format = NULL;
+  damo_config_type_of(root, "format");
   TRY(damo_config_get_string(root, "format", 0, &format));
-  if (format && strcmp(format, "damo.sequential"))
-    return damo_config_fail(root, NULL, DAMO_ERR_UNSUPPORTED, "format '%s' is not supported (expected damo.sequential)",
-                            format);
+  const int functional = format ? !strcmp(format, "damo.functional") : damo_config_type_of(root, "inputs") != DAMO_CFG_ABSENT;
+  if (format && strcmp(format, "damo.sequential") && !functional)
+    return damo_config_fail(root, NULL, DAMO_ERR_UNSUPPORTED,
+                            "format '%s' is not supported (expected damo.sequential or damo.functional)", format);
+  TRY(check_keys(root, functional ? "format damo_version inputs layers outputs loss optimizer metrics fit class_names"
+                                  : "format damo_version input_shape layers loss optimizer metrics fit class_names"));
   int64_t in_shape[DAMO_MAX_DIMS];
   int ndim = 0, n_layers = 0;
-  TRY(damo_config_get_ints(root, "input_shape", 1, DAMO_MAX_DIMS - 1, 1, 1000000000000, 0, REQ, in_shape, &ndim));
+  if (!functional)
+    TRY(damo_config_get_ints(root, "input_shape", 1, DAMO_MAX_DIMS - 1, 1, 1000000000000, 0, REQ, in_shape, &ndim));
   TRY(damo_config_get_list(root, "layers", 1, INT32_MAX, REQ, &n_layers));
-  damo_model *m = *out = damo_sequential_new(ndim, in_shape);
+  damo_model *m = *out = functional ? damo_functional_new() : damo_sequential_new(ndim, in_shape);
   if (!m) return DAMO_ERR_NOMEM;
   if (!(m->config_source = damo_strdup(source))) return DAMO_ERR_NOMEM;
-  for (int i = 0; i < n_layers; i++) {
+  if (functional) TRY(damo_model_functional_parse(root, m, source));
+  for (int i = 0; !functional && i < n_layers; i++) {
     damo_config_obj *lo;
     TRY(damo_config_list_object(root, "layers", i, &lo));
     const char *nm = NULL;
@@ -517,7 +540,7 @@ static damo_status parse_model(damo_config *c, const cJSON *json, damo_model **o
     snprintf(where, sizeof where, "layer %d%s%.64s%s", i, nm ? " ('" : "", nm ? nm : "", nm ? "')" : "");
     TRY(damo_config_set_label(lo, where));
     damo_layer *l;
-    TRY(parse_layer(lo, &l));
+    TRY(damo_config_parse_layer(lo, &l));
     damo_status st = damo_model_add(m, l);
     if (st != DAMO_OK) return damo_error_prefix(st, "%s: ", source);
   }

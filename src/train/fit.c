@@ -15,7 +15,7 @@
 
 /* Mean loss and accuracy of rows idx[0..n) through a graph that has a loss. For a binary
  * task probs (n x outputs) and truth (n, 0/1) may collect the predictions, or be NULL. */
-static damo_status evaluate_rows(damo_model *m, damo_model_graph *mg, const damo_tensor *x, const damo_tensor *y,
+static damo_status evaluate_rows(damo_model *m, damo_model_graph *mg, const damo_tensor *const *x, const damo_tensor *y,
                                  const int64_t *idx, int64_t n, double *loss, double *accuracy, float *probs,
                                  int32_t *truth) {
   int64_t outputs = damo_model_output_size(m);
@@ -50,13 +50,22 @@ static int64_t *iota(int64_t n, int64_t first) {
   return idx;
 }
 
-damo_status damo_model_evaluate(damo_model *m, const damo_tensor *x, const damo_tensor *y, int batch_size, float *loss,
-                                float *accuracy) {
+/* The model's inputs: n of them, as the model has. */
+static damo_status check_input_count(const damo_model *m, int n, const damo_tensor *const *xs, const char *what) {
+  if (n != m->n_inputs)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: the model takes %d input%s, got %d", what, m->n_inputs,
+                      m->n_inputs == 1 ? "" : "s", n);
+  return xs ? DAMO_OK : damo_error(DAMO_ERR_INVALID_ARG, "%s: x is NULL", what);
+}
+
+damo_status damo_model_evaluate_inputs(damo_model *m, int n_x, const damo_tensor *const *x, const damo_tensor *y,
+                                       int batch_size, float *loss, float *accuracy) {
   if (!m || !m->compiled) return damo_error(DAMO_ERR_STATE, "evaluate: compile the model first");
-  damo_status st = damo_model_check_data(m, x, y, "evaluate");
+  damo_status st = check_input_count(m, n_x, x, "evaluate");
+  if (st == DAMO_OK) st = damo_model_check_data(m, x, y, "evaluate");
   if (st != DAMO_OK) return st;
   if (!y) return damo_error(DAMO_ERR_INVALID_ARG, "evaluate: y is NULL");
-  int64_t n = x->shape[0], batch = batch_size > 0 ? batch_size : DEFAULT_EVAL_BATCH;
+  int64_t n = x[0]->shape[0], batch = batch_size > 0 ? batch_size : DEFAULT_EVAL_BATCH;
   if (batch > n) batch = n;
   damo_model_graph *mg;
   if ((st = damo_model_graph_get(m, 1, batch, &mg)) != DAMO_OK) return st;
@@ -71,21 +80,28 @@ damo_status damo_model_evaluate(damo_model *m, const damo_tensor *x, const damo_
   return DAMO_OK;
 }
 
-damo_status damo_model_predict(damo_model *m, const damo_tensor *x, int batch_size, damo_tensor **out) {
+damo_status damo_model_evaluate(damo_model *m, const damo_tensor *x, const damo_tensor *y, int batch_size, float *loss,
+                                float *accuracy) {
+  return damo_model_evaluate_inputs(m, 1, &x, y, batch_size, loss, accuracy);
+}
+
+damo_status damo_model_predict_inputs(damo_model *m, int n_x, const damo_tensor *const *x, int batch_size,
+                                      damo_tensor **out) {
   if (!out) return damo_error(DAMO_ERR_INVALID_ARG, "predict: NULL output");
   *out = NULL;
   if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "predict: NULL model");
-  damo_status st = damo_model_check_data(m, x, NULL, "predict");
+  damo_status st = check_input_count(m, n_x, x, "predict");
+  if (st == DAMO_OK) st = damo_model_check_data(m, x, NULL, "predict");
   if (st != DAMO_OK) return st;
-  int64_t n = x->shape[0], batch = batch_size > 0 ? batch_size : DEFAULT_EVAL_BATCH;
+  int64_t n = x[0]->shape[0], batch = batch_size > 0 ? batch_size : DEFAULT_EVAL_BATCH;
   if (batch > n) batch = n;
   damo_model_graph *mg;
   if ((st = damo_model_graph_get(m, 0, batch, &mg)) != DAMO_OK) return st;
-  const damo_layer *last = m->layers[m->n_layers - 1];
+  const damo_model_node *o = damo_model_output_node(m);
   int64_t shape[DAMO_MAX_DIMS];
   shape[0] = n;
-  memcpy(shape + 1, last->out_shape, (size_t)last->out_ndim * sizeof *shape);
-  damo_tensor *y = damo_tensor_new(DAMO_F32, last->out_ndim + 1, shape);
+  memcpy(shape + 1, o->shape.dim, (size_t)o->shape.ndim * sizeof *shape);
+  damo_tensor *y = damo_tensor_new(DAMO_F32, o->shape.ndim + 1, shape);
   int64_t *idx = iota(n, 0);
   if (!y || !idx) {
     damo_tensor_free(y);
@@ -106,6 +122,10 @@ damo_status damo_model_predict(damo_model *m, const damo_tensor *x, int batch_si
   }
   *out = y;
   return DAMO_OK;
+}
+
+damo_status damo_model_predict(damo_model *m, const damo_tensor *x, int batch_size, damo_tensor **out) {
+  return damo_model_predict_inputs(m, 1, &x, batch_size, out);
 }
 
 /* ------------------------------------------------------------------ early stopping */
@@ -139,7 +159,7 @@ static damo_status monitor_column(const damo_fit_options *o, unsigned recorded, 
  * middle of an epoch needs no generator state to carry on. */
 typedef struct augment_feed {
   const damo_model *m;
-  const damo_tensor *x, *y;
+  const damo_tensor *x, *y; /* augmentation: a model of one image input */
   const int64_t *idx;
   int64_t n_train, batch;
   int h, w, c;
@@ -168,6 +188,9 @@ static damo_status augment_feed_init(augment_feed *f, const damo_model *m, const
                                      int64_t batch) {
   memset(f, 0, sizeof *f);
   if (!o->augment) return DAMO_OK;
+  if (m->n_inputs != 1)
+    return damo_error(DAMO_ERR_INVALID_ARG, "fit: augmentation needs a model of one image input, this one takes %d",
+                      m->n_inputs);
   if (m->in_ndim != 2 && !(m->in_ndim == 3 && m->in_shape[2] <= 4))
     return damo_error(DAMO_ERR_INVALID_ARG,
                       "fit: augmentation needs image inputs (height, width) or (height, width, channels), the model "
@@ -217,7 +240,8 @@ static damo_status augment_feed_stage(augment_feed *f, damo_model_graph *mg, int
 typedef struct fit_adapter {
   damo_model *m;
   damo_model_graph *mg;
-  const damo_tensor *x, *y;
+  const damo_tensor *const *x; /* every input's data */
+  const damo_tensor *y;
   augment_feed *feed;
   const int64_t *rows; /* this rank's rows of the batch (no feed) */
   int64_t b;           /* how many */
@@ -237,7 +261,8 @@ typedef struct fit_adapter {
   const damo_fit_options *o;
   uint64_t seed;
   /* validation rows, and the predictions kept for the exact binary figures */
-  const damo_tensor *xv, *yv;
+  const damo_tensor *const *xv;
+  const damo_tensor *yv;
   int64_t *val_idx, val_count;
   float *val_probs;
   int32_t *val_truth;
@@ -501,27 +526,39 @@ static damo_status fit_resume(fit_adapter *f, damo_trainer *trainer) {
 
 damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tensor *y, const damo_fit_options *opt,
                            damo_history **history) {
+  return damo_model_fit_inputs(m, 1, &x, y, opt, history);
+}
+
+damo_status damo_model_fit_inputs(damo_model *m, int n_x, const damo_tensor *const *x, const damo_tensor *y,
+                                  const damo_fit_options *opt, damo_history **history) {
   if (history) *history = NULL;
   if (!m || !m->compiled) return damo_error(DAMO_ERR_STATE, "fit: compile the model before fit");
+  damo_status st = check_input_count(m, n_x, x, "fit");
+  if (st != DAMO_OK) return st;
   damo_fit_options o = opt ? *opt : (damo_fit_options){0};
   if (o.epochs <= 0) o.epochs = 1;
   if (o.batch_size <= 0) o.batch_size = 32;
   if (!opt) o.verbose = -1;
   const int rank = damo_dist_rank(o.dist), size = damo_dist_size(o.dist);
   if (rank != 0) o.verbose = 0; /* rank 0 speaks for all */
-  damo_status st = damo_model_check_data(m, x, y, "fit");
-  if (st != DAMO_OK) return st;
+  if ((st = damo_model_check_data(m, x, y, "fit")) != DAMO_OK) return st;
   if (!y) return damo_error(DAMO_ERR_INVALID_ARG, "fit: y is NULL");
   if (!(o.validation_split >= 0 && o.validation_split < 1))
     return damo_error(DAMO_ERR_INVALID_ARG, "fit: validation_split %g is outside [0, 1)", (double)o.validation_split);
-  if (o.x_val && (st = damo_model_check_data(m, o.x_val, o.y_val, "fit (validation data)")) != DAMO_OK) return st;
-  if (o.x_val && !o.y_val) return damo_error(DAMO_ERR_INVALID_ARG, "fit: x_val given without y_val");
+  if (o.x_val && o.x_val_inputs) return damo_error(DAMO_ERR_INVALID_ARG, "fit: give x_val or x_val_inputs, not both");
+  if (o.x_val && m->n_inputs != 1)
+    return damo_error(DAMO_ERR_INVALID_ARG, "fit: the model takes %d inputs; give validation data as x_val_inputs",
+                      m->n_inputs);
+  const damo_tensor *const *given_val = o.x_val_inputs ? o.x_val_inputs : o.x_val ? &o.x_val : NULL;
+  if (given_val && (st = damo_model_check_data(m, given_val, o.y_val, "fit (validation data)")) != DAMO_OK) return st;
+  if (given_val && !o.y_val) return damo_error(DAMO_ERR_INVALID_ARG, "fit: validation inputs given without y_val");
 
   /* validation_split takes the last rows before shuffling, as Keras does. */
-  int64_t N = x->shape[0], n_val = o.x_val ? 0 : (int64_t)((double)N * o.validation_split), n_train = N - n_val;
+  int64_t N = x[0]->shape[0], n_val = given_val ? 0 : (int64_t)((double)N * o.validation_split), n_train = N - n_val;
   if (n_train < 1) return damo_error(DAMO_ERR_INVALID_ARG, "fit: no training rows left after the validation split");
-  const damo_tensor *xv = o.x_val ? o.x_val : (n_val ? x : NULL), *yv = o.x_val ? o.y_val : (n_val ? y : NULL);
-  int64_t val_first = o.x_val ? 0 : n_train, val_count = o.x_val ? o.x_val->shape[0] : n_val;
+  const damo_tensor *const *xv = given_val ? given_val : (n_val ? x : NULL);
+  const damo_tensor *yv = given_val ? o.y_val : (n_val ? y : NULL);
+  int64_t val_first = given_val ? 0 : n_train, val_count = given_val ? given_val[0]->shape[0] : n_val;
   int64_t batch = o.batch_size < n_train ? o.batch_size : n_train;
 
   /* Binary metrics add history columns: train-side ones always, val_ ones with validation data. */
@@ -543,8 +580,9 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
 
   if (o.dist && size > 1) { /* every rank on the same rows and settings */
     uint64_t hash = DAMO_HASH_START;
-    const damo_tensor *parts[4] = {x, y, o.x_val, o.y_val};
-    for (int k = 0; k < 4; k++)
+    const damo_tensor *parts[2 * DAMO_MODEL_MAX_INPUTS + 2] = {y, o.y_val};
+    for (int k = 0; k < m->n_inputs; k++) parts[2 + k] = x[k], parts[2 + m->n_inputs + k] = given_val ? given_val[k] : NULL;
+    for (int k = 0; k < 2 + 2 * m->n_inputs; k++)
       if (parts[k])
         hash = damo_hash_bytes(hash, parts[k]->data, (size_t)damo_tensor_numel(parts[k]) * damo_dtype_size(parts[k]->dtype));
     const int64_t settings[] = {o.epochs, o.batch_size, (int64_t)o.seed, o.shuffle, (int64_t)(o.validation_split * 1e9),
@@ -583,7 +621,7 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
   if (collect_val && (!val_probs_t || !val_truth_t || !val_scratch))
     st = damo_error(DAMO_ERR_NOMEM, "fit: out of memory for %lld validation predictions", (long long)val_count);
   augment_feed feed;
-  damo_status st_feed = idx ? augment_feed_init(&feed, m, &o, x, y, idx, n_train, batch) : DAMO_ERR_NOMEM;
+  damo_status st_feed = idx ? augment_feed_init(&feed, m, &o, x[0], y, idx, n_train, batch) : DAMO_ERR_NOMEM;
   if (st == DAMO_OK) st = st_feed;
   int64_t steps_per_epoch = (n_train + batch - 1) / batch;
   int64_t total_steps = (int64_t)o.epochs * steps_per_epoch;

@@ -1,5 +1,6 @@
-/* model.c - the Sequential model: adding layers with shape checks, creating the weights in
- * one flat block, the summary table, compile, and the graphs behind fit/evaluate/predict.
+/* model.c - the model: the Sequential shorthand (each layer called on the one before,
+ * through functional.c's node list), creating the weights in one flat block, compile, and
+ * the graphs behind fit/evaluate/predict.
  *
  * Classification losses read logits: when the last layer ends in softmax (sparse CE) or
  * sigmoid (binary CE) the loss takes the node before that activation, which is both
@@ -25,14 +26,18 @@ damo_model *damo_sequential_new(int ndim, const int64_t *input_shape) {
     damo_error(DAMO_ERR_NOMEM, "out of memory for a model");
     return NULL;
   }
-  m->in_ndim = ndim;
-  memcpy(m->in_shape, input_shape, (size_t)ndim * sizeof *input_shape);
+  m->output = -1;
+  int node;
+  if (damo_model_add_input(m, "input", ndim, input_shape, &node) != DAMO_OK) {
+    damo_model_free(m);
+    return NULL;
+  }
   return m;
 }
 
 void damo_model_graph_release(damo_model_graph *mg) {
   damo_graph_free(mg->g);
-  damo_free(mg->x_stage);
+  for (int k = 0; k < DAMO_MODEL_MAX_INPUTS; k++) damo_free(mg->x_stages[k]);
   damo_free(mg->y_stage);
   memset(mg, 0, sizeof *mg);
 }
@@ -47,6 +52,7 @@ void damo_model_free(damo_model *m) {
     damo_layer_free(m->layers[i]);
   }
   free(m->layers);
+  free(m->nodes);
   param_store_free(&m->params);
   param_store_free(&m->state);
   damo_optimizer_free(m->opt);
@@ -61,8 +67,8 @@ void damo_model_free(damo_model *m) {
 
 damo_status damo_model_set_class_names(damo_model *m, int n, const char *const *names) {
   if (!m || n < 0 || (n && !names)) return damo_error(DAMO_ERR_INVALID_ARG, "set_class_names: bad arguments");
-  if (n && m->n_layers > 0) { /* one name per class: a single (sigmoid) output has two */
-    const damo_layer *last = m->layers[m->n_layers - 1];
+  if (n && damo_model_output_layer(m)) { /* one name per class: a single (sigmoid) output has two */
+    const damo_layer *last = damo_model_output_layer(m);
     int64_t outputs = 1;
     for (int d = 0; d < last->out_ndim; d++) outputs *= last->out_shape[d];
     int64_t classes = outputs == 1 ? 2 : outputs;
@@ -103,22 +109,12 @@ damo_status damo_model_add(damo_model *m, damo_layer *l) {
     damo_layer_free(l);
     return damo_error(DAMO_ERR_INVALID_ARG, "model_add: NULL %s", m ? "layer" : "model");
   }
-  if (m->built) {
+  if (m->functional) {
     damo_layer_free(l);
-    return damo_error(DAMO_ERR_STATE, "model_add: the model is already built; add layers before build/compile");
-  }
-  /* Keras-style default names: dense_1, dense_2, ... counted per type. */
-  if (!l->named) {
-    int same = 0;
-    for (int i = 0; i < m->n_layers; i++) same += m->layers[i]->type == l->type;
-    snprintf(l->name, sizeof l->name, "%s_%d", l->type->type, same + 1);
+    return damo_error(DAMO_ERR_STATE, "model_add: a functional model calls its layers on nodes (damo_model_call)");
   }
   for (int i = 0; i < m->n_layers; i++)
-    if (!strcmp(m->layers[i]->name, l->name)) {
-      damo_status st = damo_error(DAMO_ERR_INVALID_ARG, "model_add: a layer named '%s' already exists", l->name);
-      damo_layer_free(l);
-      return st;
-    }
+    if (m->layers[i] == l) return damo_error(DAMO_ERR_INVALID_ARG, "model_add: layer '%s' is already in the model", l->name);
   if (l->type == &damo_layer_embedding && m->n_layers > 0) {
     damo_status st = damo_error(DAMO_ERR_INVALID_ARG,
                                 "model_add: embedding layer '%s' must be the first layer (it takes the model's integer ids)",
@@ -126,33 +122,15 @@ damo_status damo_model_add(damo_model *m, damo_layer *l) {
     damo_layer_free(l);
     return st;
   }
-  const damo_layer *prev = m->n_layers ? m->layers[m->n_layers - 1] : NULL;
-  l->in_ndim = prev ? prev->out_ndim : m->in_ndim;
-  memcpy(l->in_shape, prev ? prev->out_shape : m->in_shape, sizeof l->in_shape);
-  damo_status st = l->type->infer(l);
-  if (st != DAMO_OK) {
-    damo_error_prefix(st, "layer %d ('%s', %s): ", m->n_layers, l->name, l->type->type);
-    damo_layer_free(l);
-    return st;
-  }
-  if (m->n_layers == m->cap_layers) {
-    int cap = m->cap_layers ? m->cap_layers * 2 : 8;
-    damo_layer **ls = realloc(m->layers, (size_t)cap * sizeof *ls);
-    if (!ls) {
-      damo_layer_free(l);
-      return damo_error(DAMO_ERR_NOMEM, "out of memory adding a layer");
-    }
-    m->layers = ls;
-    m->cap_layers = cap;
-  }
-  m->layers[m->n_layers++] = l;
-  return DAMO_OK;
+  const int index = m->n_layers, prev = m->n_nodes - 1;
+  int node;
+  return damo_model_append_call(m, l, 1, &prev, index, &node);
 }
 
 int damo_model_num_layers(const damo_model *m) { return m ? m->n_layers : 0; }
 
 damo_dtype damo_model_input_dtype(const damo_model *m) {
-  return m->n_layers && m->layers[0]->type == &damo_layer_embedding ? DAMO_I32 : DAMO_F32;
+  return m->n_inputs ? m->nodes[m->inputs[0]].dtype : DAMO_F32;
 }
 
 static int64_t slot_numel(const damo_param_slot *p) {
@@ -170,11 +148,9 @@ int64_t damo_model_num_params(const damo_model *m) {
 }
 
 int64_t damo_model_output_size(const damo_model *m) {
-  const damo_layer *last = m->n_layers ? m->layers[m->n_layers - 1] : NULL;
-  int nd = last ? last->out_ndim : m->in_ndim;
-  const int64_t *s = last ? last->out_shape : m->in_shape;
+  const damo_model_node *o = damo_model_output_node(m);
   int64_t n = 1;
-  for (int i = 0; i < nd; i++) n *= s[i];
+  for (int i = 0; o && i < o->shape.ndim; i++) n *= o->shape.dim[i];
   return n;
 }
 
@@ -232,41 +208,14 @@ damo_status damo_model_build(damo_model *m, uint64_t seed) {
   return DAMO_OK;
 }
 
-damo_status damo_model_summary(damo_model *m, FILE *f) {
-  if (!m || !f) return damo_error(DAMO_ERR_INVALID_ARG, "model_summary: NULL argument");
-  char shape[96], full[128];
-  const char *rule = "_______________________________________________________________________";
-  const char *thick = "=======================================================================";
-  fprintf(f, "Model: \"sequential\"\n%s\n", rule);
-  fprintf(f, " %-36s %-22s %10s\n%s\n", "Layer (type)", "Output Shape", "Param #", thick);
-  int64_t trainable = 0, frozen = 0;
-  for (int i = 0; i < m->n_layers; i++) {
-    const damo_layer *l = m->layers[i];
-    int64_t np = 0;
-    for (int p = 0; p < l->n_params; p++) {
-      np += slot_numel(&l->params[p]);
-      *(l->params[p].frozen ? &frozen : &trainable) += slot_numel(&l->params[p]);
-    }
-    damo_shape_string(l->out_ndim, l->out_shape, shape, sizeof shape);
-    snprintf(full, sizeof full, "(None, %s", shape + 1); /* Keras writes the batch as None */
-    if (l->out_ndim == 1) snprintf(full, sizeof full, "(None, %lld)", (long long)l->out_shape[0]);
-    char label[96];
-    snprintf(label, sizeof label, "%.50s (%s)", l->name, l->type->type);
-    fprintf(f, " %-36s %-22s %10lld\n", label, full, (long long)np);
-    fprintf(f, "%s\n", i + 1 < m->n_layers ? "" : thick);
-  }
-  fprintf(f, "Total params: %lld (%.2f KB)\nTrainable params: %lld\nNon-trainable params: %lld\n%s\n",
-          (long long)(trainable + frozen), (double)(trainable + frozen) * 4.0 / 1024.0, (long long)trainable,
-          (long long)frozen, rule);
-  return DAMO_OK;
-}
-
 damo_status damo_model_compile(damo_model *m, const damo_compile_options *opt) {
   if (!m || !opt) return damo_error(DAMO_ERR_INVALID_ARG, "model_compile: NULL argument");
   if (m->n_layers == 0) return damo_error(DAMO_ERR_STATE, "model_compile: the model has no layers");
   if (!(opt->optimizer.lr > 0) || !isfinite(opt->optimizer.lr))
     return damo_error(DAMO_ERR_INVALID_ARG, "model_compile: learning rate %g must be positive", (double)opt->optimizer.lr);
-  const damo_layer *last = m->layers[m->n_layers - 1];
+  if (m->functional && m->output < 0)
+    return damo_error(DAMO_ERR_STATE, "model_compile: set the functional model's output first (damo_model_set_output)");
+  const damo_layer *last = damo_model_output_layer(m);
   if (opt->loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE && (last->out_ndim != 1 || last->out_shape[0] < 2))
     return damo_error(DAMO_ERR_SHAPE,
                       "model_compile: sparse categorical cross-entropy needs a last layer of shape (classes,) with at "
@@ -300,21 +249,16 @@ static damo_status build_model_graph(damo_model *m, int with_loss, int64_t batch
   mg->g = damo_graph_new(m->seed ^ 0x5eedULL ^ (uint64_t)m->epochs_done * 0x9e3779b97f4a7c15ULL);
   if (!mg->g) return DAMO_ERR_NOMEM;
   mg->batch = batch;
-  int64_t shape[DAMO_MAX_DIMS];
-  shape[0] = batch;
-  memcpy(shape + 1, m->in_shape, (size_t)m->in_ndim * sizeof *shape);
   damo_graph *g = mg->g;
-  damo_node *h = damo_input(g, "x", damo_model_input_dtype(m), m->in_ndim + 1, shape), *pre = h, *mask = NULL;
-  mg->x = h;
-  for (int i = 0; i < m->n_layers; i++) { /* each layer sees the timestep mask its predecessor left */
-    damo_layer *l = m->layers[i];
-    l->in_mask = mask;
-    l->out_mask = NULL;
-    h = l->type->build(l, g, h, &pre);
-    mask = l->out_mask;
+  damo_node *h = NULL, *pre = NULL;
+  damo_status st = damo_model_build_nodes(m, g, batch, mg->xs, &h, &pre);
+  if (st != DAMO_OK) {
+    damo_model_graph_release(mg);
+    return damo_error_prefix(st, "building the model graph: ");
   }
-  damo_activation last_act = m->layers[m->n_layers - 1]->act;
-  const damo_layer_type *last_type = m->layers[m->n_layers - 1]->type;
+  mg->x = mg->xs[0];
+  damo_activation last_act = damo_model_output_layer(m)->act;
+  const damo_layer_type *last_type = damo_model_output_layer(m)->type;
   int has_act = last_type == &damo_layer_dense || last_type == &damo_layer_activation;
   damo_loss loss = m->copt.loss;
   int fused = has_act && ((loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE && last_act == DAMO_ACT_SOFTMAX) ||
@@ -338,21 +282,27 @@ static damo_status build_model_graph(damo_model *m, int with_loss, int64_t batch
     damo_node_set_name(mg->loss, "loss");
   }
   damo_node *outs[2] = {mg->logits, mg->output}; /* training reads only the logits */
-  damo_status st = damo_graph_status(g);
+  st = damo_graph_status(g);
   if (st == DAMO_OK) st = damo_graph_compile(g, mg->loss, with_loss ? 1 : 2, outs);
   if (st != DAMO_OK) {
     damo_model_graph_release(mg);
     return damo_error_prefix(st, "building the model graph: ");
   }
-  int64_t in_elems = 1;
-  for (int i = 0; i < m->in_ndim; i++) in_elems *= m->in_shape[i];
-  mg->x_stage = damo_alloc((size_t)(batch * in_elems) * sizeof(float));
+  int ok = 1;
+  for (int k = 0; k < m->n_inputs; k++) {
+    const damo_model_node *in = &m->nodes[m->inputs[k]];
+    int64_t in_elems = 1;
+    for (int i = 0; i < in->shape.ndim; i++) in_elems *= in->shape.dim[i];
+    mg->x_stages[k] = damo_alloc((size_t)(batch * in_elems) * sizeof(float));
+    ok = ok && mg->x_stages[k];
+  }
+  mg->x_stage = mg->x_stages[0];
   mg->y_stage = damo_alloc((size_t)(batch * (with_loss && loss != DAMO_LOSS_SPARSE_CATEGORICAL_CE ? out_size : 1)) * 4);
-  if (!mg->x_stage || !mg->y_stage) {
+  if (!ok || !mg->y_stage) {
     damo_model_graph_release(mg);
     return DAMO_ERR_NOMEM;
   }
-  damo_graph_bind(g, mg->x, mg->x_stage);
+  for (int k = 0; k < m->n_inputs; k++) damo_graph_bind(g, mg->xs[k], mg->x_stages[k]);
   if (mg->y) damo_graph_bind(g, mg->y, mg->y_stage);
   return DAMO_OK;
 }
@@ -369,66 +319,97 @@ damo_status damo_model_graph_get(damo_model *m, int with_loss, int64_t batch, da
   return DAMO_OK;
 }
 
-void damo_model_gather_rows(const damo_model *m, const damo_tensor *x, const damo_tensor *y, const int64_t *idx,
-                            int64_t n, float *x_dst, void *y_dst) {
+void damo_model_gather_input(const damo_model *m, int k, const damo_tensor *x, const int64_t *idx, int64_t n,
+                             float *x_dst) {
   int64_t row = 1;
   for (int i = 1; i < x->ndim; i++) row *= x->shape[i];
+  const int ids = m->nodes[m->inputs[k]].dtype == DAMO_I32;
   for (int64_t r = 0; r < n; r++) {
-    if (damo_model_input_dtype(m) == DAMO_I32) { /* token ids for an embedding, as they are */
+    if (ids) { /* token ids for an embedding, as they are */
       memcpy((int32_t *)(void *)x_dst + r * row, (const int32_t *)x->data + idx[r] * row, (size_t)row * 4);
       continue;
     }
     float *dst = x_dst + r * row;
     if (x->dtype == DAMO_F32) memcpy(dst, (const float *)x->data + idx[r] * row, (size_t)row * sizeof(float));
     else if (x->dtype == DAMO_U8)
-      for (int64_t k = 0; k < row; k++) dst[k] = (float)((const uint8_t *)x->data)[idx[r] * row + k];
+      for (int64_t j = 0; j < row; j++) dst[j] = (float)((const uint8_t *)x->data)[idx[r] * row + j];
     else
-      for (int64_t k = 0; k < row; k++) dst[k] = (float)((const int32_t *)x->data)[idx[r] * row + k];
-  }
-  if (y && y_dst) {
-    int64_t yrow = 1;
-    for (int i = 1; i < y->ndim; i++) yrow *= y->shape[i];
-    if (m->copt.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE) {
-      int32_t *dst = y_dst;
-      for (int64_t r = 0; r < n; r++) dst[r] = ((const int32_t *)y->data)[idx[r]];
-    } else {
-      float *dst = y_dst;
-      for (int64_t r = 0; r < n; r++)
-        for (int64_t k = 0; k < yrow; k++)
-          dst[r * yrow + k] = y->dtype == DAMO_F32 ? ((const float *)y->data)[idx[r] * yrow + k]
-                                                   : (float)((const int32_t *)y->data)[idx[r] * yrow + k];
-    }
+      for (int64_t j = 0; j < row; j++) dst[j] = (float)((const int32_t *)x->data)[idx[r] * row + j];
   }
 }
 
-damo_status damo_model_stage_batch(damo_model *m, damo_model_graph *mg, const damo_tensor *x, const damo_tensor *y,
-                                   const int64_t *idx, int64_t n) {
-  damo_model_gather_rows(m, x, y, idx, n, mg->x_stage, mg->y ? mg->y_stage : NULL);
+static void gather_targets(const damo_model *m, const damo_tensor *y, const int64_t *idx, int64_t n, void *y_dst) {
+  int64_t yrow = 1;
+  for (int i = 1; i < y->ndim; i++) yrow *= y->shape[i];
+  if (m->copt.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE) {
+    int32_t *dst = y_dst;
+    for (int64_t r = 0; r < n; r++) dst[r] = ((const int32_t *)y->data)[idx[r]];
+  } else {
+    float *dst = y_dst;
+    for (int64_t r = 0; r < n; r++)
+      for (int64_t k = 0; k < yrow; k++)
+        dst[r * yrow + k] = y->dtype == DAMO_F32 ? ((const float *)y->data)[idx[r] * yrow + k]
+                                                 : (float)((const int32_t *)y->data)[idx[r] * yrow + k];
+  }
+}
+
+void damo_model_gather_rows(const damo_model *m, const damo_tensor *x, const damo_tensor *y, const int64_t *idx,
+                            int64_t n, float *x_dst, void *y_dst) {
+  damo_model_gather_input(m, 0, x, idx, n, x_dst);
+  if (y && y_dst) gather_targets(m, y, idx, n, y_dst);
+}
+
+damo_status damo_model_stage_batch(damo_model *m, damo_model_graph *mg, const damo_tensor *const *xs,
+                                   const damo_tensor *y, const int64_t *idx, int64_t n) {
+  for (int k = 0; k < m->n_inputs; k++) damo_model_gather_input(m, k, xs[k], idx, n, mg->x_stages[k]);
+  if (y && mg->y) gather_targets(m, y, idx, n, mg->y_stage);
   return damo_graph_set_batch(mg->g, n);
 }
 
-damo_status damo_model_check_data(const damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *what) {
-  char a[96], b[96];
-  if (!x) return damo_error(DAMO_ERR_INVALID_ARG, "%s: x is NULL", what);
-  int ok = x->ndim == m->in_ndim + 1;
-  for (int i = 0; ok && i < m->in_ndim; i++) ok = x->shape[i + 1] == m->in_shape[i];
+/* Input k's data against the model: shape after the rows, dtype, finite values. */
+static damo_status check_input(const damo_model *m, int k, const damo_tensor *x, const char *what) {
+  char a[96], b[96], label[DAMO_NAME_MAX + 16] = "x";
+  const damo_model_node *in = &m->nodes[m->inputs[k]];
+  if (m->n_inputs > 1) snprintf(label, sizeof label, "input '%s'", in->name);
+  if (!x) return damo_error(DAMO_ERR_INVALID_ARG, "%s: %s is NULL", what, label);
+  int ok = x->ndim == in->shape.ndim + 1;
+  for (int i = 0; ok && i < in->shape.ndim; i++) ok = x->shape[i + 1] == in->shape.dim[i];
   if (!ok) {
     /* "(N, 28, 28)": the model's input shape after a batch axis */
     int len = snprintf(b, sizeof b, "(N");
-    for (int i = 0; i < m->in_ndim && len < (int)sizeof b; i++)
-      len += snprintf(b + len, sizeof b - (size_t)len, ", %lld", (long long)m->in_shape[i]);
+    for (int i = 0; i < in->shape.ndim && len < (int)sizeof b; i++)
+      len += snprintf(b + len, sizeof b - (size_t)len, ", %lld", (long long)in->shape.dim[i]);
     if (len < (int)sizeof b - 1) snprintf(b + len, sizeof b - (size_t)len, ")");
-    return damo_error(DAMO_ERR_SHAPE, "%s: x has shape %s, the model expects %s", what,
+    return damo_error(DAMO_ERR_SHAPE, "%s: %s has shape %s, the model expects %s", what, label,
                       damo_shape_string(x->ndim, x->shape, a, sizeof a), b);
   }
-  if (x->shape[0] < 1) return damo_error(DAMO_ERR_SHAPE, "%s: x has no rows", what);
-  if (damo_model_input_dtype(m) == DAMO_I32 && x->dtype != DAMO_I32)
-    return damo_error(DAMO_ERR_INVALID_ARG, "%s: the model starts with embedding layer '%s', so x must hold i32 token ids, got %s",
-                      what, m->layers[0]->name, damo_dtype_name(x->dtype));
-  if (x->dtype == DAMO_F32) {
-    damo_status st = damo_check_finite(x, what);
-    if (st != DAMO_OK) return st;
+  if (x->shape[0] < 1) return damo_error(DAMO_ERR_SHAPE, "%s: %s has no rows", what, label);
+  if (in->dtype == DAMO_I32 && x->dtype != DAMO_I32) {
+    const char *reader = "an embedding";
+    for (int i = 0; i < m->n_nodes; i++)
+      if (m->nodes[i].n_in && m->nodes[i].in[0] == m->inputs[k]) {
+        reader = m->nodes[i].name;
+        break;
+      }
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: the model starts with embedding layer '%s', so %s must hold i32 token "
+                      "ids, got %s", what, reader, label, damo_dtype_name(x->dtype));
   }
+  return x->dtype == DAMO_F32 ? damo_check_finite(x, what) : DAMO_OK;
+}
+
+damo_status damo_model_check_data(const damo_model *m, const damo_tensor *const *xs, const damo_tensor *y,
+                                  const char *what) {
+  char a[96];
+  if (!xs) return damo_error(DAMO_ERR_INVALID_ARG, "%s: x is NULL", what);
+  for (int k = 0; k < m->n_inputs; k++) {
+    damo_status st = check_input(m, k, xs[k], what);
+    if (st != DAMO_OK) return st;
+    if (k && xs[k]->shape[0] != xs[0]->shape[0])
+      return damo_error(DAMO_ERR_SHAPE, "%s: input '%s' has %lld rows but input '%s' has %lld", what,
+                        m->nodes[m->inputs[k]].name, (long long)xs[k]->shape[0], m->nodes[m->inputs[0]].name,
+                        (long long)xs[0]->shape[0]);
+  }
+  const damo_tensor *x = xs[0];
   if (!y) return DAMO_OK;
   if (y->shape[0] != x->shape[0] || y->ndim < 1)
     return damo_error(DAMO_ERR_SHAPE, "%s: x has %lld rows but y has shape %s", what, (long long)x->shape[0],

@@ -9,23 +9,46 @@
 
 #include <cjson/cJSON.h>
 
+#define DAMO_MODEL_MAX_INPUTS 8
+
+/* One symbolic tensor of a model: a model input, or the output of one call of a layer. The
+ * nodes are kept in an order where each comes after the nodes it takes. A Sequential model is
+ * the chain input -> layer 1 -> layer 2 ...; a functional model any such graph. */
+typedef struct damo_model_node {
+  damo_layer *layer;         /* NULL: a model input */
+  char name[DAMO_NAME_MAX];  /* an input's name, a layer's (its first call), "<layer>_<k>" (its k-th call) */
+  int n_in;
+  int in[DAMO_LAYER_MAX_INPUTS]; /* the nodes this call takes */
+  damo_dtype dtype;          /* f32, or i32 for an input that embeddings read */
+  damo_layer_shape shape;    /* without the batch axis */
+} damo_model_node;
+
 /* A graph built from the model for one purpose and batch size. */
 typedef struct damo_model_graph {
   damo_graph *g;
   int64_t batch;
-  damo_node *x, *y;    /* inputs (y only with a loss) */
+  damo_node *xs[DAMO_MODEL_MAX_INPUTS]; /* the model's inputs, in order */
+  float *x_stages[DAMO_MODEL_MAX_INPUTS];
+  damo_node *x, *y;    /* the first input (xs[0]) and the targets (only with a loss) */
   damo_node *logits;   /* what the loss reads (pre-activation when fused) */
   damo_node *output;   /* probabilities for classification, raw values for MSE */
   damo_node *loss;     /* NULL for inference graphs */
-  float *x_stage;      /* (batch, input...) staged rows */
+  float *x_stage;      /* x_stages[0]: (batch, input...) staged rows (i32 ids as their bits) */
   void *y_stage;       /* (batch, targets...) i32 labels or f32 targets */
 } damo_model_graph;
 
 struct damo_model {
-  int in_ndim;
+  int in_ndim; /* the first input's shape */
   int64_t in_shape[DAMO_MAX_DIMS];
-  damo_layer **layers;
+  damo_layer **layers; /* every layer once, in the order of its first call (owned) */
   int n_layers, cap_layers;
+  int functional;      /* made by damo_functional_new: inputs and output named by the user */
+  damo_model_node *nodes;
+  int n_nodes, cap_nodes;
+  int inputs[DAMO_MODEL_MAX_INPUTS], n_inputs; /* the input nodes, in the order data is given */
+  int output;          /* the output node; -1 (Sequential): the last */
+  damo_status builder_status; /* a functional builder's first failure, returned again by later calls */
+  char builder_error[256];    /* and its message */
 
   int built;
   /* The trained weights (named "layer/slot", in layer order) and the frozen values such as
@@ -54,23 +77,40 @@ struct damo_model {
   int n_class_names;
 };
 
-/* The dtype of the model's input: i32 token ids when the first layer is an embedding. */
+/* The dtype of the model's first input: i32 token ids when embeddings read it. */
 damo_dtype damo_model_input_dtype(const damo_model *m);
+/* The node the model outputs, and the layer whose call made it (NULL: the output is an input). */
+const damo_model_node *damo_model_output_node(const damo_model *m);
+damo_layer *damo_model_output_layer(const damo_model *m);
+/* Appends a call of l on nodes in[0..n_in) to the model's list (the layer is the model's from
+ * here, also on failure); seq_index >= 0 labels errors as Sequential layer seq_index. */
+damo_status damo_model_append_call(damo_model *m, damo_layer *l, int n_in, const int *in, int seq_index, int *out);
+/* Adds a model input node named name (NULL: "input_<k>"). */
+damo_status damo_model_add_input(damo_model *m, const char *name, int ndim, const int64_t *shape, int *out);
+/* The model's nodes as graph nodes: the inputs into xs (in order), the output's value and
+ * the node before its activation into out and pre. */
+damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, damo_node **xs, damo_node **out,
+                                   damo_node **pre);
 /* Output features per example (product of the last layer's output shape). */
 int64_t damo_model_output_size(const damo_model *m);
 /* Builds (or reuses) the training (with_loss) or inference graph for batch rows. */
 damo_status damo_model_graph_get(damo_model *m, int with_loss, int64_t batch, damo_model_graph **out);
 void damo_model_graph_release(damo_model_graph *mg);
-/* Copies rows idx[0..n) of x (f32, u8 or i32, as f32; i32 ids as they are for a model
- * starting with an embedding) into x_dst and of y (if y and y_dst)
- * into y_dst as the loss wants it (i32 labels or f32 targets). Thread-safe: reads only. */
+/* Copies rows idx[0..n) of input k's data x (f32, u8 or i32, as f32; i32 ids as they are for
+ * an input that embeddings read) into x_dst. Thread-safe: reads only. */
+void damo_model_gather_input(const damo_model *m, int k, const damo_tensor *x, const int64_t *idx, int64_t n,
+                             float *x_dst);
+/* The same for the first input, and rows of y (if y and y_dst) into y_dst as the loss wants
+ * them (i32 labels or f32 targets). */
 void damo_model_gather_rows(const damo_model *m, const damo_tensor *x, const damo_tensor *y, const int64_t *idx,
                             int64_t n, float *x_dst, void *y_dst);
-/* Copies rows idx[0..n) of x (f32 or u8) and y into the graph's stages and binds them. */
-damo_status damo_model_stage_batch(damo_model *m, damo_model_graph *mg, const damo_tensor *x, const damo_tensor *y,
-                                   const int64_t *idx, int64_t n);
-/* Checks x and y against the model's input and loss (shapes, dtypes, label range, NaN). */
-damo_status damo_model_check_data(const damo_model *m, const damo_tensor *x, const damo_tensor *y, const char *what);
+/* Copies rows idx[0..n) of every input's data xs[k] (and y) into the graph's stages. */
+damo_status damo_model_stage_batch(damo_model *m, damo_model_graph *mg, const damo_tensor *const *xs,
+                                   const damo_tensor *y, const int64_t *idx, int64_t n);
+/* Checks the data of every input, and y, against the model (shapes, dtypes, rows, label
+ * range, NaN). */
+damo_status damo_model_check_data(const damo_model *m, const damo_tensor *const *xs, const damo_tensor *y,
+                                  const char *what);
 /* Correct predictions in the current batch of mg (argmax for sparse CE, threshold for BCE). */
 int64_t damo_model_batch_correct(const damo_model *m, const damo_model_graph *mg, int64_t n, int64_t *counted);
 /* The name of the first node (param or op) with a non-finite value; forward is re-run. */
@@ -79,5 +119,11 @@ const char *damo_model_find_nonfinite(damo_model *m, damo_model_graph *mg);
 /* config.json <-> model */
 cJSON *damo_model_to_json(const damo_model *m);
 damo_status damo_model_from_json(const cJSON *root, const char *source, damo_model **out);
+/* One layer's settings as config JSON, and back (config.c; the object's keys are checked). */
+cJSON *damo_layer_to_json(const damo_layer *l);
+damo_status damo_config_parse_layer(damo_config_obj *o, damo_layer **out);
+/* The functional form's "inputs", "layers" and "outputs" (config_functional.c). */
+void damo_model_functional_to_json(const damo_model *m, cJSON *root);
+damo_status damo_model_functional_parse(damo_config_obj *root, damo_model *m, const char *source);
 
 #endif
