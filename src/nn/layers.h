@@ -31,10 +31,11 @@ typedef struct damo_layer_type {
   /* Adds the layer's ops on top of x; *pre_activation gets the node before the activation
    * (for losses that fuse it), or the output. */
   damo_node *(*build)(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre_activation);
-  /* Layers of several inputs (the merge layers) say how many they take, 2.. max_inputs (0:
-   * exactly one, through infer/build above); infer reads every input's shape from l->ins,
-   * and build_multi gets every input node. */
-  int max_inputs;
+  /* Layers of several inputs (merge layers, attention) say how many they take, min_inputs
+   * (0: 2) to max_inputs (0: exactly one, through infer/build above); infer reads every
+   * input's shape from l->ins, and build_multi gets every input node, their timestep masks
+   * in l->in_masks (NULL: none) and may leave one for its output in l->out_mask. */
+  int max_inputs, min_inputs;
   damo_node *(*build_multi)(damo_layer *l, damo_graph *g, int n, damo_node *const *xs);
 } damo_layer_type;
 
@@ -59,6 +60,7 @@ struct damo_layer {
   /* The timestep mask (B, T) f32 around build: in_mask is set by the model before build
    * (NULL: none), out_mask by build for the next layer (NULL: dropped). */
   damo_node *in_mask, *out_mask;
+  damo_node *in_masks[DAMO_LAYER_MAX_INPUTS]; /* build_multi: each input's mask (NULL: none) */
   int axis;                 /* concatenate: the axis, counting the batch (negative: from the end) */
   int n_in;                 /* inputs per call: 1, or a merge layer's count */
   damo_layer_shape ins[DAMO_LAYER_MAX_INPUTS]; /* every input's shape; in_ndim/in_shape is the first */

@@ -136,9 +136,13 @@ static damo_status check_ids_input(damo_model *m, const damo_layer *l, int n_in,
  * the shapes the first one did (the weights were made for them). */
 static damo_status infer_call(damo_model *m, damo_layer *l, int n_in, const int *in, int first_call) {
   const int max_in = l->type->max_inputs ? l->type->max_inputs : 1;
-  if (n_in < 1 || n_in > max_in || (l->type->max_inputs && n_in < 2))
-    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s' (%s) takes %s input%s, got %d", l->name, l->type->type,
-                      l->type->max_inputs ? (max_in == 2 ? "2" : "2 or more") : "1", max_in == 1 ? "" : "s", n_in);
+  const int min_in = !l->type->max_inputs ? 1 : l->type->min_inputs ? l->type->min_inputs : 2;
+  if (n_in < min_in || n_in > max_in) {
+    char count[32];
+    if (min_in == max_in) snprintf(count, sizeof count, "%d input%s", min_in, min_in == 1 ? "" : "s");
+    else snprintf(count, sizeof count, "%d to %d inputs", min_in, max_in);
+    return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s' (%s) takes %s, got %d", l->name, l->type->type, count, n_in);
+  }
   if (!first_call) {
     int same = n_in == l->n_in;
     for (int k = 0; same && k < n_in; k++) {
@@ -309,9 +313,12 @@ damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, 
     damo_layer *l = n->layer;
     if (l->type->max_inputs) {
       damo_node *ins[DAMO_LAYER_MAX_INPUTS];
-      for (int k = 0; k < n->n_in; k++) ins[k] = value[n->in[k]];
+      for (int k = 0; k < n->n_in; k++) ins[k] = value[n->in[k]], l->in_masks[k] = mask[n->in[k]];
+      l->in_mask = mask[n->in[0]];
+      l->out_mask = NULL; /* merges drop timestep masks */
       value[i] = pre[i] = l->type->build_multi(l, g, n->n_in, ins);
-      continue; /* merges drop timestep masks */
+      mask[i] = l->out_mask;
+      continue;
     }
     l->in_mask = mask[n->in[0]]; /* the timestep mask its input carries */
     l->out_mask = NULL;
