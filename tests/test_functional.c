@@ -4,6 +4,7 @@
  * model from config JSON, saved and loaded; Sequential as the chain it is; and the errors a
  * functional description can hold (unknown names, cycles, shapes that do not merge, a shared
  * layer on other shapes, a dangling input). */
+#include "cli_run.h"
 #include "harness.h"
 #include "nn/layers.h"
 #include "tmpfiles.h"
@@ -150,6 +151,21 @@ static void test_config_matches_torch_and_round_trips(void) {
   CHECK(back && damo_model_predict_inputs(back, 2, xs, 0, &p2) == DAMO_OK);
   CHECK(p1 && p2 && !memcmp(p1->data, p2->data, 18 * sizeof(float)));
   CHECK(back && damo_model_find_layer(back, "shared") && damo_model_find_layer(back, "shared")->calls == 2);
+  /* the command line: one .npy per input, in the model's order; a missing one is refused */
+  char a_npy[600], b_npy[600], p_npy[600];
+  snprintf(a_npy, sizeof a_npy, "%s", tmp_path("a.npy"));
+  snprintf(b_npy, sizeof b_npy, "%s", tmp_path("b.npy"));
+  snprintf(p_npy, sizeof p_npy, "%s", tmp_path("p.npy"));
+  CHECK(damo_npy_save(a_npy, xs[0]) == DAMO_OK && damo_npy_save(b_npy, xs[1]) == DAMO_OK);
+  int rc = run("%s predict --model %s --input %s,%s --output %s", DAMO_CLI_PATH, dir, a_npy, b_npy, p_npy);
+  damo_tensor *p_cli = NULL;
+  CHECK_MSG(rc == 0 && damo_npy_load(p_npy, &p_cli) == DAMO_OK, "%s", cli_out);
+  CHECK(p_cli && p1 && damo_tensor_numel(p_cli) == 18 && !memcmp(p_cli->data, p1->data, 18 * sizeof(float)));
+  damo_tensor_free(p_cli);
+  rc = run("%s predict --model %s --input %s", DAMO_CLI_PATH, dir, a_npy);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "the model takes 2 inputs, got 1"), "%s", cli_out);
+  rc = run("%s summary --model %s", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "Connected to") && strstr(cli_out, "shared_b (dense)"), "%s", cli_out);
   /* the summary shows the graph's wiring */
   char *text = NULL;
   size_t len = 0;

@@ -369,7 +369,7 @@ damo_status damo_model_summary(damo_model *m, FILE *f) {
     snprintf(full, sizeof full, "(None, %s", shape + 1); /* Keras writes the batch as None */
     if (n->shape.ndim == 1) snprintf(full, sizeof full, "(None, %lld)", (long long)n->shape.dim[0]);
     char label[96];
-    snprintf(label, sizeof label, "%.50s (%s)", n->name, n->layer ? n->layer->type->type : "input");
+    snprintf(label, sizeof label, "%.50s (%s)", n->name, n->layer ? n->layer->type->type : "InputLayer");
     if (printed++) fprintf(f, "\n");
     fprintf(f, " %-36s %-22s %10lld", label, full, (long long)np);
     for (int k = 0; wide && k < n->n_in; k++)

@@ -91,6 +91,15 @@ static void model_dirs(const char *tmp) {
                        "\"learning_rate\": 0.1, \"momentum\": 0.9, \"nesterov\": true, \"clipnorm\": 1.0}, "
                        "\"metrics\": [\"accuracy\", \"precision\", \"recall\", \"f1\", \"auc\"], \"fit\": {\"early_stopping\": "
                        "{\"monitor\": \"val_loss\", \"patience\": 2, \"restore_best_weights\": true}}}");
+  seq_seed(tmp, "functional", "{\"format\": \"damo.functional\", \"inputs\": [{\"name\": \"a\", \"shape\": [4]}, "
+                              "{\"name\": \"b\", \"shape\": [4]}], \"layers\": [{\"type\": \"add\", \"name\": \"s\", "
+                              "\"inputs\": [\"d\", \"d_b\"]}, {\"type\": \"dense\", \"name\": \"d\", \"units\": 3, "
+                              "\"inputs\": [\"a\"]}, {\"shared\": \"d\", \"name\": \"d_b\", \"inputs\": [\"b\"]}, "
+                              "{\"type\": \"concatenate\", \"name\": \"c\", \"axis\": -1, \"inputs\": [\"s\", \"d\"]}, "
+                              "{\"type\": \"multiply\", \"name\": \"m\", \"inputs\": [\"c\", \"c\"]}, "
+                              "{\"type\": \"average\", \"name\": \"v\", \"inputs\": [\"m\", \"c\"]}, "
+                              "{\"type\": \"subtract\", \"name\": \"out\", \"inputs\": [\"v\", \"m\"]}], "
+                              "\"outputs\": [\"out\"], \"loss\": \"mse\"}");
   seq_seed(tmp, "pool1d", "{\"input_shape\": [4, 3], \"layers\": [{\"type\": \"reshape\", \"target_shape\": [2, 6]}, "
                           "{\"type\": \"global_max_pooling1d\"}, {\"type\": \"activation\", \"activation\": \"tanh\"}, "
                           "{\"type\": \"dense\", \"units\": 1, \"kernel_initializer\": \"he_normal\", \"use_bias\": false}], "
