@@ -115,10 +115,10 @@ damo_status damo_model_add(damo_model *m, damo_layer *l) {
   }
   for (int i = 0; i < m->n_layers; i++)
     if (m->layers[i] == l) return damo_error(DAMO_ERR_INVALID_ARG, "model_add: layer '%s' is already in the model", l->name);
-  if (l->type == &damo_layer_embedding && m->n_layers > 0) {
+  if (l->type->takes_ids && m->n_layers > 0) {
     damo_status st = damo_error(DAMO_ERR_INVALID_ARG,
-                                "model_add: embedding layer '%s' must be the first layer (it takes the model's integer ids)",
-                                l->name);
+                                "model_add: %s layer%s%s%s must be the first layer (it takes the model's integer ids)",
+                                l->type->type, l->named ? " '" : "", l->named ? l->name : "", l->named ? "'" : "");
     damo_layer_free(l);
     return st;
   }
