@@ -146,6 +146,13 @@ static const char *const conv_causal_s2_json =
     "              \"padding\": \"causal\", \"inputs\": [\"x\"]}],\n"
     " \"outputs\": [\"conv\"]}";
 
+static const char *const mha_nobias_json =
+    "{\"format\": \"damo.functional\",\n"
+    " \"inputs\": [{\"name\": \"q\", \"shape\": [3, 6]}, {\"name\": \"v\", \"shape\": [5, 4]}],\n"
+    " \"layers\": [{\"type\": \"multi_head_attention\", \"name\": \"mha\", \"num_heads\": 2, \"key_dim\": 2,\n"
+    "              \"value_dim\": 2, \"use_bias\": false, \"inputs\": [\"q\", \"v\"]}],\n"
+    " \"outputs\": [\"mha\"]}";
+
 typedef struct seq_case {
   const char *name;
   damo_model *(*build)(void);
@@ -174,6 +181,7 @@ static const seq_case cases[] = {
     {"maxpool_valid", build_maxpool_valid, NULL},
     {"maxpool_same_s2", build_maxpool_same_s2, NULL},
     {"avgpool_same", build_avgpool_same, NULL},
+    {"mha_nobias", NULL, mha_nobias_json},
 };
 
 static damo_model *make_case_model(const seq_case *c) {
@@ -349,6 +357,29 @@ static void test_weight_names(void) {
     CHECK(!strcmp(dec->params[22].name, "feedforward_intermediate_dense/kernel") && dec->params[22].shape[1] == 8);
     CHECK(!strcmp(dec->params[25].name, "feedforward_output_dense/bias"));
   }
+  damo_model_free(m);
+}
+
+/* Attention dropout acts in training forwards only: inference gives the fixture's numbers. */
+static void test_attention_dropout(void) {
+  damo_model *m = one_layer(SEQ_4x6, "q", damo_multi_head_attention_layer(2, 3, 0, 0, 0.5f, 1, 0), "mha");
+  CHECK(m && damo_model_build(m, 1) == DAMO_OK && copy_weights("mha_self", m));
+  if (!m) return;
+  const damo_tensor *q = fixture("mha_self", "in", "q"), *want = fixture("mha_self", "out", "");
+  damo_graph *g = damo_graph_new(3);
+  damo_node *in[DAMO_MODEL_MAX_INPUTS] = {0}, *out = NULL, *pre = NULL;
+  damo_status st = damo_model_build_nodes(m, g, BATCH, in, &out, &pre);
+  if (st == DAMO_OK) st = damo_graph_compile(g, NULL, 1, &out);
+  if (st == DAMO_OK && q) st = damo_graph_bind(g, in[0], q->data);
+  if (st == DAMO_OK) st = damo_graph_forward(g, 0);
+  CHECK_MSG(st == DAMO_OK && q && want, "%s", damo_last_error());
+  if (st == DAMO_OK && want) {
+    check_close("mha dropout", "inference output", damo_node_data(out), want, damo_node_numel(out));
+    st = damo_graph_forward(g, 1);
+    const double r = test_close_ratio(damo_node_data(out), damo_tensor_f32(want), (long)damo_tensor_numel(want), 1e-5, 1e-4);
+    CHECK_MSG(st == DAMO_OK && r > 10, "a training forward with dropout 0.5 is %.3g x tolerance from inference", r);
+  }
+  damo_graph_free(g);
   damo_model_free(m);
 }
 
@@ -568,6 +599,7 @@ int main(void) {
   RUN(test_cases_match_torch);
   RUN(test_weight_names);
   RUN(test_masks_pass_through);
+  RUN(test_attention_dropout);
   RUN(test_errors);
   RUN(test_config_errors);
   RUN(test_transformer_classifier_learns);

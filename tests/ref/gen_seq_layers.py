@@ -215,7 +215,7 @@ def case_layer_norm(store, name, center_scale):
     c.finish(layer_norm(x, g, b, 1e-3), store)
 
 
-def case_mha(store, name, heads, key_dim, causal=False, masked=False, n_inputs=1, output=None):
+def case_mha(store, name, heads, key_dim, causal=False, masked=False, n_inputs=1, output=None, use_bias=True):
     c = Case(name)
     probs = []
     key_mask = None
@@ -230,7 +230,7 @@ def case_mha(store, name, heads, key_dim, causal=False, masked=False, n_inputs=1
         v = c.input("v", randn(B, 5, 4)) if n_inputs >= 2 else q
         k = c.input("k", randn(B, 5, 3)) if n_inputs == 3 else v
     out = output or q.shape[-1]
-    w = attention_weights(c, "mha/", q.shape[-1], k.shape[-1], v.shape[-1], heads, key_dim, out)
+    w = attention_weights(c, "mha/", q.shape[-1], k.shape[-1], v.shape[-1], heads, key_dim, out, use_bias)
     y = attention(q, v, k, w, heads, key_dim, causal, key_mask, probs)
     if masked:
         c.extra["probs"] = probs[0]
@@ -323,6 +323,7 @@ def main():
     case_pool1d(store, "maxpool_valid", "max", 7, 3, 2, 2, "valid")
     case_pool1d(store, "maxpool_same_s2", "max", 7, 3, 3, 2, "same")
     case_pool1d(store, "avgpool_same", "avg", 7, 2, 2, 2, "same")
+    case_mha(store, "mha_nobias", 2, 2, n_inputs=2, use_bias=False)
     safetensors_writer.write(OUT_PATH, store, {"generator": "tests/ref/gen_seq_layers.py"})
     print("wrote %s (%d tensors)" % (OUT_PATH, len(store)))
 
