@@ -675,6 +675,63 @@ damo_layer *damo_bidirectional_layer(damo_layer *inner, damo_merge_mode merge_mo
 /* (timesteps, features) -> (features): mean / max over the present (unmasked) timesteps. */
 damo_layer *damo_global_avg_pool1d_layer(void);
 damo_layer *damo_global_max_pool1d_layer(void);
+/* Sequence and transformer layers (Keras / keras_hub names and semantics; sequences are
+ * (timesteps, features) without the batch; weights are named "<slot>" under the layer).
+ *
+ * LayerNormalization over the last axis (Keras' epsilon default is 1e-3): weights "gamma"
+ * (with scale) and "beta" (with center). Passes the timestep mask on. */
+damo_layer *damo_layer_norm_layer(float epsilon, int center, int scale);
+/* MultiHeadAttention, called on 1 input (self-attention: query = value = key), 2 (query,
+ * value; key = value) or 3 (query, value, key), each (timesteps, features). key_dim is per
+ * head; value_dim 0 means key_dim and must equal it (the fused attention op); output_shape
+ * 0 means the query's features. Weights as 2-D dense kernels (Keras' (C, heads, key_dim)
+ * EinsumDense kernels reshaped, head h in columns [h key_dim, (h+1) key_dim)):
+ * "query/kernel" (Cq, heads*key_dim), "query/bias", "key/...", "value/...",
+ * "attention_output/kernel" (heads*key_dim, out), "attention_output/bias". dropout acts on
+ * the attention probabilities while training. The key mask is the value input's timestep
+ * mask (an embedding with mask_zero); the output carries the query's. To see the attention
+ * scores, call damo_attention_capture_probs on the layer's attention node (the struct's
+ * `attention` field, in nn/layers.h, is set each time a graph is built). */
+damo_layer *damo_multi_head_attention_layer(int num_heads, int key_dim, int value_dim, int output_shape, float dropout,
+                                            int use_bias, int use_causal_mask);
+/* keras_hub's TransformerEncoder on (timesteps, hidden): self-attention (num_heads heads of
+ * hidden / num_heads channels) and a feed-forward network (intermediate_dim, relu or, gelu
+ * set, exact GELU), each with a residual add and a layer norm: after it (normalize_first 0,
+ * the original Transformer and BERT) or before the sub-block (1, GPT-2). dropout on the
+ * attention probabilities and on both sub-blocks' outputs while training; keras_hub's
+ * layer_norm_epsilon default is 1e-5. Weights "self_attention/query/kernel" ...,
+ * "self_attention_layer_norm/gamma", "feedforward_layer_norm/beta",
+ * "feedforward_intermediate_dense/kernel", "feedforward_output_dense/bias". The padding
+ * mask of its input masks the keys and is passed on. */
+damo_layer *damo_transformer_encoder_layer(int intermediate_dim, int num_heads, float dropout, int gelu,
+                                           float layer_norm_epsilon, int normalize_first);
+/* keras_hub's TransformerDecoder: the encoder's block with causal self-attention; called on
+ * 2 inputs (decoder sequence, encoder sequence) it adds cross-attention to the encoder
+ * sequence after the self-attention (weights "cross_attention/..." and
+ * "cross_attention_layer_norm/...", its key mask the encoder sequence's mask). */
+damo_layer *damo_transformer_decoder_layer(int intermediate_dim, int num_heads, float dropout, int gelu,
+                                           float layer_norm_epsilon, int normalize_first);
+/* Adds a learned position table "embeddings" (sequence_length, features), glorot-uniform,
+ * rows 0..T-1, to a (T, features) input, T <= sequence_length. (keras_hub's layer returns
+ * only the table, for the caller to add; this one adds it, so it fits in a Sequential
+ * chain.) Passes the mask on. */
+damo_layer *damo_position_embedding_layer(int sequence_length);
+/* keras_hub's TokenAndPositionEmbedding: i32 ids (T,), T <= sequence_length, to
+ * token_embedding[ids] + position_embedding[0..T) (T, embedding_dim); weights
+ * "token_embedding/embeddings" (vocabulary_size, embedding_dim) and
+ * "position_embedding/embeddings" (sequence_length, embedding_dim), both uniform in
+ * [-0.05, 0.05]. Like an embedding it reads a model input; mask_zero: id 0 is padding. */
+damo_layer *damo_token_and_position_embedding_layer(int vocabulary_size, int sequence_length, int embedding_dim,
+                                                    int mask_zero);
+/* Conv1D on (timesteps, channels): kernel (kernel_size, channels, filters) as Keras, bias
+ * (filters), activation fused. "causal" padding pads kernel_size - 1 steps before, so
+ * output t sees inputs <= t (at stride 1). */
+typedef enum damo_padding { DAMO_PADDING_VALID = 0, DAMO_PADDING_SAME, DAMO_PADDING_CAUSAL } damo_padding;
+damo_layer *damo_conv1d_layer(int filters, int kernel_size, int strides, damo_padding padding, damo_activation act);
+/* MaxPooling1D / AveragePooling1D over windows of pool_size timesteps; strides 0 means
+ * pool_size; padding_same: 1 "same" (padding never counts), 0 "valid". */
+damo_layer *damo_max_pool1d_layer(int pool_size, int strides, int padding_same);
+damo_layer *damo_avg_pool1d_layer(int pool_size, int strides, int padding_same);
 /* y = x * scale + offset (Keras Rescaling), e.g. scale 1/255 to take raw pixels. */
 damo_layer *damo_rescaling(float scale, float offset);
 /* Gives a layer a name (default "<type>_<n>"); returns l. */

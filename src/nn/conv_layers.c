@@ -11,11 +11,7 @@ static damo_node *named(damo_layer *l, damo_node *n, const char *what) {
   return damo_node_set_name(n, buf);
 }
 
-static damo_node *slot_param(damo_layer *l, damo_graph *g, int i) {
-  char name[DAMO_NAME_MAX + 24];
-  snprintf(name, sizeof name, "%.40s.%s", l->name, l->params[i].name);
-  return damo_param(g, name, l->params[i].value, l->params[i].grad);
-}
+static damo_node *slot_param(damo_layer *l, damo_graph *g, int i) { return damo_layer_param_node(l, g, i); }
 
 static void declare_slot(damo_layer *l, const char *name, int ndim, const int64_t *shape, damo_init init, int frozen) {
   damo_param_slot *s = &l->params[l->n_params++];

@@ -166,6 +166,27 @@ static damo_node *named(damo_layer *l, damo_node *n, const char *what) {
   return damo_node_set_name(n, buf);
 }
 
+void damo_layer_declare_param(damo_layer *l, const char *name, int ndim, const int64_t *shape, damo_init init) {
+  damo_param_slot *s = &l->params[l->n_params++];
+  memset(s, 0, sizeof *s);
+  snprintf(s->name, sizeof s->name, "%s", name);
+  s->ndim = ndim;
+  memcpy(s->shape, shape, (size_t)ndim * sizeof *shape);
+  s->init = init;
+}
+
+damo_node *damo_layer_param_node(damo_layer *l, damo_graph *g, int i) {
+  char name[DAMO_NAME_MAX + 64];
+  snprintf(name, sizeof name, "%.40s.%s", l->name, l->params[i].name);
+  return damo_param(g, name, l->params[i].value, l->params[i].grad);
+}
+
+damo_node *damo_layer_name_node(const damo_layer *l, damo_node *n, const char *what) {
+  char buf[DAMO_NAME_MAX];
+  snprintf(buf, sizeof buf, "%.40s/%s", l->name, what);
+  return damo_node_set_name(n, buf);
+}
+
 /* ------------------------------------------------------------------ Dense */
 
 static damo_status dense_infer(damo_layer *l) {
@@ -329,14 +350,15 @@ damo_layer *damo_rescaling(float scale, float offset) {
 
 /* ------------------------------------------------------------------ registry */
 
-static const damo_layer_type *const layer_types[] = {&damo_layer_reshape, &damo_layer_conv2d, &damo_layer_max_pool2d,
-                                                     &damo_layer_avg_pool2d, &damo_layer_global_avg_pool2d,
-                                                     &damo_layer_batch_norm, &damo_layer_lstm, &damo_layer_gru, &damo_layer_dense, &damo_layer_activation, &damo_layer_dropout,
-                                                     &damo_layer_flatten, &damo_layer_rescaling, &damo_layer_embedding,
-                                                     &damo_layer_bidirectional, &damo_layer_global_avg_pool1d,
-                                                     &damo_layer_global_max_pool1d, &damo_layer_add,
-                                                     &damo_layer_subtract, &damo_layer_multiply, &damo_layer_average,
-                                                     &damo_layer_concatenate};
+static const damo_layer_type *const layer_types[] = {
+    &damo_layer_reshape, &damo_layer_conv2d, &damo_layer_max_pool2d, &damo_layer_avg_pool2d,
+    &damo_layer_global_avg_pool2d, &damo_layer_batch_norm, &damo_layer_lstm, &damo_layer_gru, &damo_layer_dense,
+    &damo_layer_activation, &damo_layer_dropout, &damo_layer_flatten, &damo_layer_rescaling, &damo_layer_embedding,
+    &damo_layer_bidirectional, &damo_layer_global_avg_pool1d, &damo_layer_global_max_pool1d, &damo_layer_add,
+    &damo_layer_subtract, &damo_layer_multiply, &damo_layer_average, &damo_layer_concatenate, &damo_layer_layer_norm,
+    &damo_layer_multi_head_attention, &damo_layer_transformer_encoder, &damo_layer_transformer_decoder,
+    &damo_layer_position_embedding, &damo_layer_token_and_position_embedding, &damo_layer_conv1d,
+    &damo_layer_max_pool1d, &damo_layer_avg_pool1d};
 
 const damo_layer_type *damo_layer_type_find(const char *type) {
   for (size_t i = 0; i < sizeof layer_types / sizeof *layer_types; i++)
@@ -347,5 +369,7 @@ const damo_layer_type *damo_layer_type_find(const char *type) {
 const char *damo_layer_type_names(void) {
   return "dense activation dropout flatten rescaling reshape conv2d max_pooling2d average_pooling2d "
          "global_average_pooling2d batch_normalization lstm gru embedding bidirectional global_average_pooling1d "
-         "global_max_pooling1d add subtract multiply average concatenate";
+         "global_max_pooling1d add subtract multiply average concatenate layer_normalization multi_head_attention "
+         "transformer_encoder transformer_decoder position_embedding token_and_position_embedding conv1d "
+         "max_pooling1d average_pooling1d";
 }

@@ -6,7 +6,7 @@
 
 #include "graph/graph.h"
 
-#define DAMO_LAYER_MAX_PARAMS 6 /* a bidirectional LSTM/GRU: 3 per direction */
+#define DAMO_LAYER_MAX_PARAMS 32 /* a transformer decoder with cross-attention: 26 */
 #define DAMO_LAYER_MAX_INPUTS 8 /* a merge layer's inputs */
 
 /* A shape without the batch axis. */
@@ -16,7 +16,7 @@ typedef struct damo_layer_shape {
 } damo_layer_shape;
 
 typedef struct damo_param_slot {
-  char name[40]; /* "kernel", "bias", "recurrent_kernel", "backward_lstm.recurrent_kernel" */
+  char name[48]; /* "kernel", "bias", "backward_lstm.recurrent_kernel", "cross_attention/attention_output/kernel" */
   int ndim;
   int64_t shape[DAMO_MAX_DIMS];
   damo_init init;
@@ -37,24 +37,27 @@ typedef struct damo_layer_type {
    * in l->in_masks (NULL: none) and may leave one for its output in l->out_mask. */
   int max_inputs, min_inputs;
   damo_node *(*build_multi)(damo_layer *l, damo_graph *g, int n, damo_node *const *xs);
+  /* Reads i32 token ids (embedding, token_and_position_embedding): it must take a model
+   * input, which then holds ids and feeds only such layers. */
+  int takes_ids;
 } damo_layer_type;
 
 struct damo_layer {
   const damo_layer_type *type;
   char name[DAMO_NAME_MAX];
   int named;                /* name given by the user (else the model assigns one) */
-  int units;                /* dense */
+  int units;                /* dense, conv filters, embedding output_dim; multi_head_attention output_shape (0: the query's) */
   damo_activation act;      /* dense, activation */
   damo_init kernel_init;    /* dense */
   int use_bias;             /* dense */
-  float rate;               /* dropout */
+  float rate;               /* dropout; attention and transformer blocks: their dropout */
   float scale, offset;      /* rescaling: x * scale + offset */
   int return_sequences;     /* lstm, gru */
-  int kernel[2], stride[2]; /* conv2d, pooling: window and strides (h, w) */
+  int kernel[2], stride[2]; /* conv2d, pooling: window and strides (h, w); 1-D layers use [0] */
   int pad[4];               /* top, left, bottom, right, from padding_same and the input size */
-  int padding_same;         /* 1: "same", 0: "valid" */
-  float momentum, epsilon;  /* batch_normalization */
-  int input_dim, mask_zero; /* embedding (output_dim is units) */
+  int padding_same;         /* 1: "same", 0: "valid" (conv1d "causal": causal set, padding_same 0) */
+  float momentum, epsilon;  /* batch_normalization; epsilon also layer_normalization, transformer blocks */
+  int input_dim, mask_zero; /* embedding (output_dim is units); token_and_position_embedding vocabulary_size */
   damo_layer *inner;        /* bidirectional: the wrapped lstm/gru (owned; a template, its slots unused) */
   damo_merge_mode merge;    /* bidirectional */
   /* The timestep mask (B, T) f32 around build: in_mask is set by the model before build
@@ -62,6 +65,16 @@ struct damo_layer {
   damo_node *in_mask, *out_mask;
   damo_node *in_masks[DAMO_LAYER_MAX_INPUTS]; /* build_multi: each input's mask (NULL: none) */
   int axis;                 /* concatenate: the axis, counting the batch (negative: from the end) */
+  int num_heads, key_dim, value_dim; /* multi_head_attention (per-head sizes); transformer blocks: num_heads */
+  int intermediate_dim;     /* transformer blocks: the feed-forward width */
+  int causal;               /* multi_head_attention: use_causal_mask; conv1d: "causal" padding */
+  int normalize_first;      /* transformer blocks: 1 pre-LN (GPT-2), 0 post-LN (BERT) */
+  int ff_gelu;              /* transformer blocks: feed-forward activation gelu (exact erf form), else relu */
+  int ln_center, ln_scale;  /* layer_normalization: beta and gamma are used */
+  int sequence_length;      /* position_embedding, token_and_position_embedding */
+  /* The last attention node build made (self-attention for transformer blocks; their
+   * cross-attention in cross_attention), for damo_attention_capture_probs. */
+  damo_node *attention, *cross_attention;
   int n_in;                 /* inputs per call: 1, or a merge layer's count */
   damo_layer_shape ins[DAMO_LAYER_MAX_INPUTS]; /* every input's shape; in_ndim/in_shape is the first */
   int calls;                /* times its model calls it (a shared layer: more than once) */
@@ -75,7 +88,10 @@ extern const damo_layer_type damo_layer_dense, damo_layer_activation, damo_layer
     damo_layer_rescaling, damo_layer_lstm, damo_layer_gru, damo_layer_reshape, damo_layer_conv2d, damo_layer_max_pool2d,
     damo_layer_avg_pool2d, damo_layer_global_avg_pool2d, damo_layer_batch_norm, damo_layer_embedding,
     damo_layer_bidirectional, damo_layer_global_avg_pool1d, damo_layer_global_max_pool1d, damo_layer_add,
-    damo_layer_subtract, damo_layer_multiply, damo_layer_average, damo_layer_concatenate;
+    damo_layer_subtract, damo_layer_multiply, damo_layer_average, damo_layer_concatenate, damo_layer_layer_norm,
+    damo_layer_multi_head_attention, damo_layer_transformer_encoder, damo_layer_transformer_decoder,
+    damo_layer_position_embedding, damo_layer_token_and_position_embedding, damo_layer_conv1d,
+    damo_layer_max_pool1d, damo_layer_avg_pool1d;
 
 /* A new layer of this type with its defaults (the constructors' common start). */
 damo_layer *damo_layer_alloc(const damo_layer_type *type);
@@ -83,6 +99,11 @@ damo_layer *damo_layer_alloc(const damo_layer_type *type);
 const damo_layer_type *damo_layer_type_find(const char *type);
 /* Space-separated list of known layer types, for error messages. */
 const char *damo_layer_type_names(void);
+/* Helpers of the layer files: declares parameter slot l->params[l->n_params++]; the graph
+ * param of slot i, named "<layer>.<slot>"; names node n "<layer>/<what>" (returns n). */
+void damo_layer_declare_param(damo_layer *l, const char *name, int ndim, const int64_t *shape, damo_init init);
+damo_node *damo_layer_param_node(damo_layer *l, damo_graph *g, int i);
+damo_node *damo_layer_name_node(const damo_layer *l, damo_node *n, const char *what);
 /* Applies an activation op to x. */
 damo_node *damo_apply_activation(damo_graph *g, damo_node *x, damo_activation act);
 /* Fills a parameter according to its initializer; fan_in/fan_out from its shape. */

@@ -199,7 +199,7 @@ static damo_node *embedding_layer_build(damo_layer *l, damo_graph *g, damo_node 
 }
 
 const damo_layer_type damo_layer_embedding = {.type = "embedding", .infer = embedding_layer_infer,
-                                              .build = embedding_layer_build};
+                                              .build = embedding_layer_build, .takes_ids = 1};
 
 damo_layer *damo_embedding_layer(int input_dim, int output_dim, int mask_zero) {
   damo_layer *l = damo_layer_alloc(&damo_layer_embedding);

@@ -84,6 +84,8 @@ cJSON *damo_layer_to_json(const damo_layer *l) {
       cJSON_AddStringToObject(o, "merge_mode", damo_merge_mode_name(l->merge));
     } else if (l->type == &damo_layer_concatenate) {
       cJSON_AddNumberToObject(o, "axis", l->axis);
+    } else {
+      damo_seq_layer_to_json(l, o);
     }
     return o;
   }
@@ -153,8 +155,7 @@ cJSON *damo_model_to_json(const damo_model *m) {
 
 #define REQ DAMO_CFG_REQUIRED
 
-/* Every key of o must be in the space-separated list `known`. */
-static damo_status check_keys(damo_config_obj *o, const char *known) {
+damo_status damo_config_check_keys(damo_config_obj *o, const char *known) {
   char word[64];
   for (const char *p = known; *p;) {
     size_t w = strcspn(p, " ");
@@ -180,7 +181,7 @@ damo_status damo_config_parse_layer(damo_config_obj *o, damo_layer **out) {
   damo_activation a = DAMO_ACT_NONE;
   damo_layer *l = NULL;
   if (lt == &damo_layer_dense) {
-    TRY(check_keys(o, "type name units activation kernel_initializer use_bias"));
+    TRY(damo_config_check_keys(o, "type name units activation kernel_initializer use_bias"));
     int units = 0, use_bias = 1;
     const char *init = "glorot_uniform";
     TRY(damo_config_get_int32(o, "units", 1, INT32_MAX, REQ, &units));
@@ -192,23 +193,23 @@ damo_status damo_config_parse_layer(damo_config_obj *o, damo_layer **out) {
       return damo_config_fail(o, NULL, DAMO_ERR_FORMAT, "%s", damo_last_error());
     l = damo_dense_ex(units, a, ki, use_bias);
   } else if (lt == &damo_layer_activation) {
-    TRY(check_keys(o, "type name activation"));
+    TRY(damo_config_check_keys(o, "type name activation"));
     TRY(damo_config_get_string(o, "activation", REQ, &act));
     if (damo_activation_parse(act, &a) != DAMO_OK) return damo_config_fail(o, NULL, DAMO_ERR_FORMAT, "%s", damo_last_error());
     l = damo_activation_layer(a);
   } else if (lt == &damo_layer_dropout) {
-    TRY(check_keys(o, "type name rate"));
+    TRY(damo_config_check_keys(o, "type name rate"));
     float rate = 0;
     TRY(damo_config_get_float(o, "rate", 0, 1, REQ | DAMO_CFG_HI_OPEN, &rate));
     l = damo_dropout_layer(rate);
   } else if (lt == &damo_layer_reshape) {
-    TRY(check_keys(o, "type name target_shape"));
+    TRY(damo_config_check_keys(o, "type name target_shape"));
     int64_t shape[DAMO_MAX_DIMS];
     int nd = 0;
     TRY(damo_config_get_ints(o, "target_shape", 1, DAMO_MAX_DIMS - 1, 1, 1000000000, 1, REQ, shape, &nd));
     l = damo_reshape_layer(nd, shape);
   } else if (lt == &damo_layer_conv2d) {
-    TRY(check_keys(o, "type name filters kernel_size strides padding activation kernel_initializer use_bias"));
+    TRY(damo_config_check_keys(o, "type name filters kernel_size strides padding activation kernel_initializer use_bias"));
     int64_t ks[2] = {0, 0}, ss[2] = {1, 1};
     int filters = 0, nd = 0, use_bias = 1, same = 0;
     const char *init = "glorot_uniform";
@@ -230,7 +231,7 @@ damo_status damo_config_parse_layer(damo_config_obj *o, damo_layer **out) {
       l->use_bias = use_bias;
     }
   } else if (lt == &damo_layer_max_pool2d || lt == &damo_layer_avg_pool2d) {
-    TRY(check_keys(o, "type name pool_size strides padding"));
+    TRY(damo_config_check_keys(o, "type name pool_size strides padding"));
     int64_t ks[2] = {2, 2}, ss[2] = {0, 0};
     int nd = 0, same = 0;
     TRY(damo_config_get_ints(o, "pool_size", 2, 2, 1, 1000000000, 2, 0, ks, &nd));
@@ -243,29 +244,29 @@ damo_status damo_config_parse_layer(damo_config_obj *o, damo_layer **out) {
       l->stride[1] = ss[1] > 0 ? (int)ss[1] : (int)ks[1];
     }
   } else if (lt == &damo_layer_global_avg_pool2d) {
-    TRY(check_keys(o, "type name"));
+    TRY(damo_config_check_keys(o, "type name"));
     l = damo_global_avg_pool2d_layer();
   } else if (lt == &damo_layer_batch_norm) {
-    TRY(check_keys(o, "type name momentum epsilon"));
+    TRY(damo_config_check_keys(o, "type name momentum epsilon"));
     float momentum = 0.99f, eps = 1e-3f;
     TRY(damo_config_get_float(o, "momentum", 0, 1, 0, &momentum));
     TRY(damo_config_get_float(o, "epsilon", 0, 1, DAMO_CFG_LO_OPEN, &eps));
     l = damo_batch_norm_layer(momentum, eps);
   } else if (lt == &damo_layer_lstm || lt == &damo_layer_gru) {
-    TRY(check_keys(o, "type name units return_sequences"));
+    TRY(damo_config_check_keys(o, "type name units return_sequences"));
     int units = 0, seq = 0;
     TRY(damo_config_get_int32(o, "units", 1, INT32_MAX, REQ, &units));
     TRY(damo_config_get_bool(o, "return_sequences", 0, &seq));
     l = lt == &damo_layer_gru ? damo_gru_layer(units, seq) : damo_lstm_layer(units, seq);
   } else if (lt == &damo_layer_embedding) {
-    TRY(check_keys(o, "type name input_dim output_dim mask_zero"));
+    TRY(damo_config_check_keys(o, "type name input_dim output_dim mask_zero"));
     int input_dim = 0, output_dim = 0, mask_zero = 0;
     TRY(damo_config_get_int32(o, "input_dim", 1, INT32_MAX, REQ, &input_dim));
     TRY(damo_config_get_int32(o, "output_dim", 1, INT32_MAX, REQ, &output_dim));
     TRY(damo_config_get_bool(o, "mask_zero", 0, &mask_zero));
     l = damo_embedding_layer(input_dim, output_dim, mask_zero);
   } else if (lt == &damo_layer_bidirectional) {
-    TRY(check_keys(o, "type name layer merge_mode"));
+    TRY(damo_config_check_keys(o, "type name layer merge_mode"));
     const char *merge_names[DAMO_MERGE_AVE + 2];
     for (int k = 0; k <= DAMO_MERGE_AVE; k++) merge_names[k] = damo_merge_mode_name((damo_merge_mode)k);
     merge_names[DAMO_MERGE_AVE + 1] = NULL;
@@ -282,22 +283,24 @@ damo_status damo_config_parse_layer(damo_config_obj *o, damo_layer **out) {
     }
     l = damo_bidirectional_layer(inner, (damo_merge_mode)mode);
   } else if (lt == &damo_layer_global_avg_pool1d || lt == &damo_layer_global_max_pool1d) {
-    TRY(check_keys(o, "type name"));
+    TRY(damo_config_check_keys(o, "type name"));
     l = lt == &damo_layer_global_max_pool1d ? damo_global_max_pool1d_layer() : damo_global_avg_pool1d_layer();
   } else if (lt == &damo_layer_flatten) {
-    TRY(check_keys(o, "type name"));
+    TRY(damo_config_check_keys(o, "type name"));
     l = damo_flatten();
   } else if (lt == &damo_layer_add || lt == &damo_layer_subtract || lt == &damo_layer_multiply ||
              lt == &damo_layer_average) {
-    TRY(check_keys(o, "type name"));
+    TRY(damo_config_check_keys(o, "type name"));
     l = damo_layer_alloc(lt);
   } else if (lt == &damo_layer_concatenate) {
-    TRY(check_keys(o, "type name axis"));
+    TRY(damo_config_check_keys(o, "type name axis"));
     int axis = -1;
     TRY(damo_config_get_int32(o, "axis", -DAMO_MAX_DIMS, DAMO_MAX_DIMS - 1, 0, &axis));
     l = damo_concatenate_layer(axis);
+  } else if (damo_is_seq_layer(lt)) {
+    TRY(damo_config_parse_seq_layer(o, lt, &l));
   } else {
-    TRY(check_keys(o, "type name scale offset"));
+    TRY(damo_config_check_keys(o, "type name scale offset"));
     double scale = 1, offset = 0;
     TRY(damo_config_get_double(o, "scale", -HUGE_VAL, HUGE_VAL, REQ, &scale));
     TRY(damo_config_get_double(o, "offset", -HUGE_VAL, HUGE_VAL, 0, &offset));
@@ -325,7 +328,7 @@ static damo_status parse_optimizer(damo_config_obj *root, damo_optimizer_config 
   }
   damo_config_obj *o;
   TRY(damo_config_get_object(root, "optimizer", 0, &o));
-  TRY(check_keys(o, "type learning_rate momentum nesterov beta_1 beta_2 epsilon weight_decay clipnorm schedule"));
+  TRY(damo_config_check_keys(o, "type learning_rate momentum nesterov beta_1 beta_2 epsilon weight_decay clipnorm schedule"));
   TRY(damo_config_get_enum(o, "type", optimizer_names, REQ, &kind));
   *c = optimizer_default(kind);
   /* Absent keys keep the type's defaults; a value given must be valid (the optimizer reads
@@ -345,7 +348,7 @@ static damo_status parse_optimizer(damo_config_obj *root, damo_optimizer_config 
   TRY(damo_config_get_object(o, "schedule", 0, &s));
   if (s) {
     static const char *const schedules[] = {"constant", "step", "cosine", NULL};
-    TRY(check_keys(s, "type warmup_steps step_size gamma total_steps min_lr"));
+    TRY(damo_config_check_keys(s, "type warmup_steps step_size gamma total_steps min_lr"));
     int sk = 0;
     TRY(damo_config_get_enum(s, "type", schedules, 0, &sk));
     c->schedule.kind = sk == 0 ? DAMO_SCHED_CONSTANT : sk == 1 ? DAMO_SCHED_STEP : DAMO_SCHED_COSINE;
@@ -415,7 +418,7 @@ static damo_status parse_augment(damo_config_obj *fit, damo_model *m) {
     return damo_error(DAMO_ERR_FORMAT, "%s: fit.augment: must be an object", m->config_source ? m->config_source : "config");
   damo_config_obj *a;
   TRY(damo_config_get_object(fit, "augment", 0, &a));
-  TRY(check_keys(a, "max_shift edge_fill flip_prob max_rotation_deg zoom erase_prob erase_area erase_aspect "
+  TRY(damo_config_check_keys(a, "max_shift edge_fill flip_prob max_rotation_deg zoom erase_prob erase_area erase_aspect "
                     "erase_fill_max mean std"));
   damo_augment_options *o = &m->augment;
   memset(o, 0, sizeof *o);
@@ -491,13 +494,13 @@ static damo_status parse_fit(damo_config_obj *root, const cJSON *json, damo_mode
   if (damo_config_type_of(root, "fit") != DAMO_CFG_OBJECT)
     return damo_config_fail(root, NULL, DAMO_ERR_FORMAT, "fit: must be an object");
   TRY(damo_config_get_object(root, "fit", 0, &fit));
-  TRY(check_keys(fit, "epochs batch_size seed validation_split augment early_stopping"));
+  TRY(damo_config_check_keys(fit, "epochs batch_size seed validation_split augment early_stopping"));
   damo_fit_options numbers = {0};
   TRY(parse_fit_numbers(fit, &numbers));
   damo_config_obj *es;
   TRY(damo_config_get_object(fit, "early_stopping", 0, &es));
   if (es) {
-    TRY(check_keys(es, "monitor patience min_delta restore_best_weights"));
+    TRY(damo_config_check_keys(es, "monitor patience min_delta restore_best_weights"));
     damo_fit_options probe = {0};
     TRY(parse_early_stopping(es, &probe));
   }
@@ -520,7 +523,7 @@ static damo_status parse_model(damo_config *c, const cJSON *json, damo_model **o
   if (format && strcmp(format, "damo.sequential") && !functional)
     return damo_config_fail(root, NULL, DAMO_ERR_UNSUPPORTED,
                             "format '%s' is not supported (expected damo.sequential or damo.functional)", format);
-  TRY(check_keys(root, functional ? "format damo_version inputs layers outputs loss optimizer metrics fit class_names"
+  TRY(damo_config_check_keys(root, functional ? "format damo_version inputs layers outputs loss optimizer metrics fit class_names"
                                   : "format damo_version input_shape layers loss optimizer metrics fit class_names"));
   int64_t in_shape[DAMO_MAX_DIMS];
   int ndim = 0, n_layers = 0;
@@ -623,7 +626,7 @@ damo_status damo_loss_parse(const char *name, damo_loss *out) {
 
 int damo_model_embedding_input_dim(const damo_model *m) {
   for (int i = 0; m && i < m->n_layers; i++)
-    if (m->layers[i]->type == &damo_layer_embedding) return m->layers[i]->input_dim;
+    if (m->layers[i]->type->takes_ids) return m->layers[i]->input_dim; /* the vocabulary size */
   return 0;
 }
 

@@ -107,25 +107,26 @@ damo_layer *damo_model_find_layer(const damo_model *m, const char *name) {
   return NULL;
 }
 
-/* The embedding rule: an embedding reads token ids, so it takes a model input, which then
- * holds i32 ids and feeds nothing else. */
+/* The token-id rule: a layer that reads ids (embedding, token_and_position_embedding: its
+ * type's takes_ids) takes a model input, which then holds i32 ids and feeds nothing else. */
 static damo_status check_ids_input(damo_model *m, const damo_layer *l, int n_in, const int *in) {
-  const int is_embedding = l->type == &damo_layer_embedding;
+  const int reads_ids = l->type->takes_ids;
   for (int k = 0; k < n_in; k++) {
     damo_model_node *src = &m->nodes[in[k]];
-    if (is_embedding && src->layer)
-      return damo_error(DAMO_ERR_INVALID_ARG, "embedding layer '%s' must take a model input (token ids), not the "
-                        "output of '%s'", l->name, src->name);
-    if (!is_embedding && src->dtype == DAMO_I32)
-      return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s' takes input '%s', which holds the token ids of an embedding "
-                        "(only embeddings may read it)", l->name, src->name);
-    if (is_embedding && !src->layer) {
+    if (reads_ids && src->layer)
+      return damo_error(DAMO_ERR_INVALID_ARG, "%s layer '%s' must take a model input (token ids), not the output of "
+                        "'%s'", l->type->type, l->name, src->name);
+    if (!reads_ids && src->dtype == DAMO_I32)
+      return damo_error(DAMO_ERR_INVALID_ARG, "layer '%s' (%s) takes input '%s', which holds token ids (only "
+                        "embedding and token_and_position_embedding layers may read it)", l->name, l->type->type,
+                        src->name);
+    if (reads_ids && !src->layer) {
       for (int i = 0; i < m->n_nodes; i++)
         for (int j = 0; j < m->nodes[i].n_in; j++)
-          if (m->nodes[i].in[j] == in[k] && m->nodes[i].layer->type != &damo_layer_embedding)
-            return damo_error(DAMO_ERR_INVALID_ARG, "embedding layer '%s' takes input '%s', which layer '%s' already "
-                              "reads as numbers (an embedding's input holds token ids and feeds embeddings only)",
-                              l->name, src->name, m->nodes[i].name);
+          if (m->nodes[i].in[j] == in[k] && !m->nodes[i].layer->type->takes_ids)
+            return damo_error(DAMO_ERR_INVALID_ARG, "%s layer '%s' takes input '%s', which layer '%s' already reads as "
+                              "numbers (an input of token ids feeds only embedding layers)", l->type->type, l->name,
+                              src->name, m->nodes[i].name);
       src->dtype = DAMO_I32;
     }
   }

@@ -115,10 +115,10 @@ damo_status damo_model_add(damo_model *m, damo_layer *l) {
   }
   for (int i = 0; i < m->n_layers; i++)
     if (m->layers[i] == l) return damo_error(DAMO_ERR_INVALID_ARG, "model_add: layer '%s' is already in the model", l->name);
-  if (l->type == &damo_layer_embedding && m->n_layers > 0) {
+  if (l->type->takes_ids && m->n_layers > 0) {
     damo_status st = damo_error(DAMO_ERR_INVALID_ARG,
-                                "model_add: embedding layer '%s' must be the first layer (it takes the model's integer ids)",
-                                l->name);
+                                "model_add: %s layer%s%s%s must be the first layer (it takes the model's integer ids)",
+                                l->type->type, l->named ? " '" : "", l->named ? l->name : "", l->named ? "'" : "");
     damo_layer_free(l);
     return st;
   }
@@ -385,14 +385,15 @@ static damo_status check_input(const damo_model *m, int k, const damo_tensor *x,
   }
   if (x->shape[0] < 1) return damo_error(DAMO_ERR_SHAPE, "%s: %s has no rows", what, label);
   if (in->dtype == DAMO_I32 && x->dtype != DAMO_I32) {
-    const char *reader = "an embedding";
+    const char *reader = "?", *type = "embedding";
     for (int i = 0; i < m->n_nodes; i++)
       if (m->nodes[i].n_in && m->nodes[i].in[0] == m->inputs[k]) {
         reader = m->nodes[i].name;
+        type = m->nodes[i].layer->type->type;
         break;
       }
-    return damo_error(DAMO_ERR_INVALID_ARG, "%s: the model starts with embedding layer '%s', so %s must hold i32 token "
-                      "ids, got %s", what, reader, label, damo_dtype_name(x->dtype));
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: the model starts with %s layer '%s', so %s must hold i32 token "
+                      "ids, got %s", what, type, reader, label, damo_dtype_name(x->dtype));
   }
   return x->dtype == DAMO_F32 ? damo_check_finite(x, what) : DAMO_OK;
 }

@@ -122,6 +122,12 @@ damo_status damo_model_from_json(const cJSON *root, const char *source, damo_mod
 /* One layer's settings as config JSON, and back (config.c; the object's keys are checked). */
 cJSON *damo_layer_to_json(const damo_layer *l);
 damo_status damo_config_parse_layer(damo_config_obj *o, damo_layer **out);
+/* Every key of o must be in the space-separated list `known` (then o is closed). */
+damo_status damo_config_check_keys(damo_config_obj *o, const char *known);
+/* The sequence and transformer layers' part of those two (config_seq.c). */
+int damo_is_seq_layer(const damo_layer_type *t);
+void damo_seq_layer_to_json(const damo_layer *l, cJSON *o);
+damo_status damo_config_parse_seq_layer(damo_config_obj *o, const damo_layer_type *lt, damo_layer **out);
 /* The functional form's "inputs", "layers" and "outputs" (config_functional.c). */
 void damo_model_functional_to_json(const damo_model *m, cJSON *root);
 damo_status damo_model_functional_parse(damo_config_obj *root, damo_model *m, const char *source);
