@@ -335,18 +335,30 @@ damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, 
 
 /* ------------------------------------------------------------------ summary */
 
+/* "name (type)", the summary's first column. */
+static void summary_label(const damo_model_node *n, char *label, size_t cap) {
+  snprintf(label, cap, "%.50s (%s)", n->name, n->layer ? n->layer->type->type : "InputLayer");
+}
+
+static void put_chars(FILE *f, char c, int n) {
+  for (int i = 0; i < n; i++) fputc(c, f);
+}
+
 damo_status damo_model_summary(damo_model *m, FILE *f) {
   if (!m || !f) return damo_error(DAMO_ERR_INVALID_ARG, "model_summary: NULL argument");
-  char shape[96], full[128];
+  char shape[96], full[128], label[96];
   const int wide = m->functional; /* Keras adds "Connected to" for functional models */
-  const char *rule = wide ? "__________________________________________________________________________________________"
-                            "_________"
-                          : "_______________________________________________________________________";
-  const char *thick = wide ? "=========================================================================================="
-                             "========="
-                           : "=======================================================================";
-  fprintf(f, "Model: \"%s\"\n%s\n", wide ? "functional" : "sequential", rule);
-  fprintf(f, " %-36s %-22s %10s%s\n%s\n", "Layer (type)", "Output Shape", "Param #", wide ? "  Connected to" : "", thick);
+  int width = 36; /* the first column grows for long names and types (token_and_position_embedding) */
+  for (int i = 0; i < m->n_nodes; i++) {
+    summary_label(&m->nodes[i], label, sizeof label);
+    if ((int)strlen(label) > width) width = (int)strlen(label);
+  }
+  const int line = width + 35 + (wide ? 28 : 0);
+  fprintf(f, "Model: \"%s\"\n", wide ? "functional" : "sequential");
+  put_chars(f, '_', line);
+  fprintf(f, "\n %-*s %-22s %10s%s\n", width, "Layer (type)", "Output Shape", "Param #", wide ? "  Connected to" : "");
+  put_chars(f, '=', line);
+  fprintf(f, "\n");
   int64_t trainable = 0, frozen = 0;
   for (int i = 0; i < m->n_layers; i++)
     for (int p = 0; p < m->layers[i]->n_params; p++) {
@@ -369,18 +381,25 @@ damo_status damo_model_summary(damo_model *m, FILE *f) {
     damo_shape_string(n->shape.ndim, n->shape.dim, shape, sizeof shape);
     snprintf(full, sizeof full, "(None, %s", shape + 1); /* Keras writes the batch as None */
     if (n->shape.ndim == 1) snprintf(full, sizeof full, "(None, %lld)", (long long)n->shape.dim[0]);
-    char label[96];
-    snprintf(label, sizeof label, "%.50s (%s)", n->name, n->layer ? n->layer->type->type : "InputLayer");
+    summary_label(n, label, sizeof label);
     if (printed++) fprintf(f, "\n");
-    fprintf(f, " %-36s %-22s %10lld", label, full, (long long)np);
-    for (int k = 0; wide && k < n->n_in; k++)
-      fprintf(f, "%s%s", k ? ",\n                                                                           " : "  ",
-              m->nodes[n->in[k]].name);
+    fprintf(f, " %-*s %-22s %10lld", width, label, full, (long long)np);
+    for (int k = 0; wide && k < n->n_in; k++) {
+      if (k) {
+        fprintf(f, ",\n");
+        put_chars(f, ' ', width + 37); /* under the first input's name */
+      } else {
+        fprintf(f, "  ");
+      }
+      fprintf(f, "%s", m->nodes[n->in[k]].name);
+    }
     fprintf(f, "\n");
   }
-  fprintf(f, "%s\n", thick);
-  fprintf(f, "Total params: %lld (%.2f KB)\nTrainable params: %lld\nNon-trainable params: %lld\n%s\n",
+  put_chars(f, '=', line);
+  fprintf(f, "\nTotal params: %lld (%.2f KB)\nTrainable params: %lld\nNon-trainable params: %lld\n",
           (long long)(trainable + frozen), (double)(trainable + frozen) * 4.0 / 1024.0, (long long)trainable,
-          (long long)frozen, rule);
+          (long long)frozen);
+  put_chars(f, '_', line);
+  fprintf(f, "\n");
   return DAMO_OK;
 }
