@@ -147,14 +147,6 @@ cJSON *damo_model_to_json(const damo_model *m) {
  * ('dense_1')", "fit.early_stopping"), and checks its keys before any value, so a typo is
  * reported as the typo rather than as a missing key. */
 
-#define TRY(expr)                                                                                                      \
-  do {                                                                                                                 \
-    damo_status st_ = (expr);                                                                                          \
-    if (st_ != DAMO_OK) return st_;                                                                                    \
-  } while (0)
-
-#define REQ DAMO_CFG_REQUIRED
-
 damo_status damo_config_check_keys(damo_config_obj *o, const char *known) {
   char word[64];
   for (const char *p = known; *p;) {

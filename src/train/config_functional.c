@@ -15,12 +15,6 @@
 
 #include <stdio.h>
 
-#define TRY(expr)                                                                                                      \
-  do {                                                                                                                 \
-    damo_status st_ = (expr);                                                                                          \
-    if (st_ != DAMO_OK) return st_;                                                                                    \
-  } while (0)
-
 static void add_names(cJSON *o, const char *key, const damo_model *m, int n, const int *nodes) {
   cJSON *arr = cJSON_AddArrayToObject(o, key);
   for (int k = 0; k < n; k++) cJSON_AddItemToArray(arr, cJSON_CreateString(m->nodes[nodes[k]].name));

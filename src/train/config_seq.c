@@ -5,14 +5,6 @@
 
 #include <stdio.h>
 
-#define TRY(expr)                                                                                                      \
-  do {                                                                                                                 \
-    damo_status st_ = (expr);                                                                                          \
-    if (st_ != DAMO_OK) return st_;                                                                                    \
-  } while (0)
-
-#define REQ DAMO_CFG_REQUIRED
-
 static const char *const padding_1d_names[] = {"valid", "same", "causal", NULL};
 static const char *const ff_activation_names[] = {"relu", "gelu", NULL};
 

@@ -116,6 +116,14 @@ int64_t damo_model_batch_correct(const damo_model *m, const damo_model_graph *mg
 /* The name of the first node (param or op) with a non-finite value; forward is re-run. */
 const char *damo_model_find_nonfinite(damo_model *m, damo_model_graph *mg);
 
+/* The config readers' early return (config.c, config_functional.c, config_seq.c). */
+#define TRY(expr)                                                                                                      \
+  do {                                                                                                                 \
+    damo_status st_ = (expr);                                                                                          \
+    if (st_ != DAMO_OK) return st_;                                                                                    \
+  } while (0)
+#define REQ DAMO_CFG_REQUIRED
+
 /* config.json <-> model */
 cJSON *damo_model_to_json(const damo_model *m);
 damo_status damo_model_from_json(const cJSON *root, const char *source, damo_model **out);
