@@ -695,14 +695,16 @@ damo_layer *damo_layer_norm_layer(float epsilon, int center, int scale);
 damo_layer *damo_multi_head_attention_layer(int num_heads, int key_dim, int value_dim, int output_shape, float dropout,
                                             int use_bias, int use_causal_mask);
 /* keras_hub's TransformerEncoder on (timesteps, hidden): self-attention (num_heads heads of
- * hidden / num_heads channels) and a feed-forward network (intermediate_dim, relu or, gelu
- * set, exact GELU), each with a residual add and a layer norm: after it (normalize_first 0,
- * the original Transformer and BERT) or before the sub-block (1, GPT-2). dropout on the
- * attention probabilities and on both sub-blocks' outputs while training; keras_hub's
- * layer_norm_epsilon default is 1e-5. Weights "self_attention/query/kernel" ...,
- * "self_attention_layer_norm/gamma", "feedforward_layer_norm/beta",
- * "feedforward_intermediate_dense/kernel", "feedforward_output_dense/bias". The padding
- * mask of its input masks the keys and is passed on. */
+ * hidden / num_heads channels) and a feed-forward network (intermediate_dim; gelu 0 relu,
+ * 1 exact GELU, 2 GELU's tanh approximation), each with a residual add and a layer norm:
+ * after it (normalize_first 0, the original Transformer and BERT) or before the sub-block
+ * (1, GPT-2). dropout on the attention probabilities and on both sub-blocks' outputs while
+ * training; keras_hub's layer_norm_epsilon default is 1e-5. Weights
+ * "self_attention/query/kernel" ..., "self_attention_layer_norm/gamma",
+ * "feedforward_layer_norm/beta", "feedforward_intermediate_dense/kernel",
+ * "feedforward_output_dense/bias". The padding mask of its input masks the keys and is
+ * passed on; called on two inputs, the second is a padding mask (timesteps,) of 0/1 floats
+ * (keras_hub's padding_mask argument, HuggingFace's attention_mask) that masks the keys too. */
 damo_layer *damo_transformer_encoder_layer(int intermediate_dim, int num_heads, float dropout, int gelu,
                                            float layer_norm_epsilon, int normalize_first);
 /* keras_hub's TransformerDecoder: the encoder's block with causal self-attention; called on
@@ -711,6 +713,12 @@ damo_layer *damo_transformer_encoder_layer(int intermediate_dim, int num_heads, 
  * "cross_attention_layer_norm/...", its key mask the encoder sequence's mask). */
 damo_layer *damo_transformer_decoder_layer(int intermediate_dim, int num_heads, float dropout, int gelu,
                                            float layer_norm_epsilon, int normalize_first);
+/* How a transformer block keeps its weights, for models whose files fix the layout; before
+ * its first call. fused_qkv: one "self_attention/query_key_value" kernel (hidden, 3 hidden)
+ * and bias, the query's columns first, then the key's and the value's (GPT-2's c_attn);
+ * kernels_out_in: every kernel (out, in), PyTorch's nn.Linear layout (BERT's files);
+ * attention_dropout: the attention probabilities' own rate (< 0: the block's dropout). */
+damo_status damo_transformer_set_layout(damo_layer *l, int fused_qkv, int kernels_out_in, float attention_dropout);
 /* Adds a learned position table "embeddings" (sequence_length, features), glorot-uniform,
  * rows 0..T-1, to a (T, features) input, T <= sequence_length. (keras_hub's layer returns
  * only the table, for the caller to add; this one adds it, so it fits in a Sequential

@@ -410,6 +410,113 @@ static damo_layer *make_enc(void) { return damo_transformer_encoder_layer(8, 2, 
 static damo_layer *make_dec(void) { return damo_transformer_decoder_layer(8, 2, 0, 0, 1e-5f, 0); }
 static damo_layer *make_pos(void) { return damo_position_embedding_layer(5); }
 
+/* The largest |a - b| over n floats. */
+static double max_diff(const damo_tensor *a, const damo_tensor *b) {
+  double d = a && b && damo_tensor_numel(a) == damo_tensor_numel(b) ? 0 : INFINITY;
+  for (int64_t i = 0; d < INFINITY && i < damo_tensor_numel(a); i++)
+    d = fmax(d, fabs(damo_tensor_f32(a)[i] - damo_tensor_f32(b)[i]));
+  return d;
+}
+
+/* The layouts models' files fix (damo_transformer_set_layout) change where the numbers are,
+ * not the math: a block with GPT-2's fused query_key_value kernel and PyTorch's (out, in)
+ * kernels, given the plain block's weights rearranged, gives the same output; and the tanh
+ * GELU is not the exact one. */
+static void test_layouts(void) {
+  damo_layer *plain_l = damo_transformer_encoder_layer(8, 2, 0, 2, 1e-5f, 1);
+  damo_layer *hf_l = damo_transformer_encoder_layer(8, 2, 0, 2, 1e-5f, 1);
+  damo_layer *erf_l = damo_transformer_encoder_layer(8, 2, 0, 1, 1e-5f, 1);
+  CHECK(damo_transformer_set_layout(hf_l, 1, 1, -1) == DAMO_OK);
+  damo_layer *dense = damo_dense(4, DAMO_ACT_NONE);
+  CHECK(damo_transformer_set_layout(dense, 1, 0, 0) == DAMO_ERR_INVALID_ARG);
+  damo_layer_free(dense);
+  damo_model *plain = one_layer(SEQ_4x6, "x", plain_l, "enc"), *hf = one_layer(SEQ_4x6, "x", hf_l, "enc");
+  damo_model *erf = one_layer(SEQ_4x6, "x", erf_l, "enc");
+  CHECK(plain && hf && erf && damo_model_build(plain, 3) == DAMO_OK && damo_model_build(hf, 4) == DAMO_OK &&
+        damo_model_build(erf, 3) == DAMO_OK);
+  if (!plain || !hf || !erf || !plain->built || !hf->built || !erf->built) goto done;
+  CHECK(damo_transformer_set_layout(plain_l, 1, 0, 0) == DAMO_ERR_STATE); /* already called */
+  CHECK(hf_l->n_params == 12 && plain_l->n_params == 16 && !strcmp(hf_l->params[0].name, "self_attention/query_key_value/kernel") &&
+        hf_l->params[0].shape[0] == 18 && hf_l->params[0].shape[1] == 6 && hf_l->params[1].shape[0] == 18);
+  /* plain: q k v (kernel (6, 6), bias) at slots 0-5, output 6-7, then norms and the
+   * feed-forward; hf: qkv kernel (18, 6) = [q|k|v]^T, bias [q|k|v], output 2-3, ... */
+  for (int p = 0; p < hf_l->n_params; p++) {
+    float *dst = damo_tensor_f32(hf_l->params[p].value);
+    const damo_param_slot *h = &hf_l->params[p];
+    if (p < 2) {
+      for (int part = 0; part < 3; part++) {
+        const float *src = damo_tensor_f32(plain_l->params[2 * part + p].value);
+        for (int i = 0; i < (p ? 1 : 6); i++)
+          for (int j = 0; j < 6; j++) {
+            if (p) dst[part * 6 + j] = src[j];
+            else dst[(part * 6 + j) * 6 + i] = src[i * 6 + j]; /* (out, in) */
+          }
+      }
+      continue;
+    }
+    const damo_param_slot *s = &plain_l->params[p + 4];
+    CHECK(!strcmp(s->name, h->name));
+    const float *src = damo_tensor_f32(s->value);
+    if (s->ndim == 2)
+      for (int64_t i = 0; i < s->shape[0]; i++)
+        for (int64_t j = 0; j < s->shape[1]; j++) dst[j * s->shape[0] + i] = src[i * s->shape[1] + j];
+    else memcpy(dst, src, (size_t)damo_tensor_numel(s->value) * sizeof *dst);
+  }
+  const int64_t shape[3] = {BATCH, 4, 6};
+  damo_tensor *x = damo_tensor_new(DAMO_F32, 3, shape), *a = NULL, *b = NULL, *c = NULL;
+  damo_rng rng;
+  damo_rng_seed(&rng, 9);
+  for (int64_t i = 0; x && i < damo_tensor_numel(x); i++) damo_tensor_f32(x)[i] = damo_rng_normal(&rng);
+  const damo_tensor *xs[1] = {x};
+  CHECK(damo_model_predict_inputs(plain, 1, xs, BATCH, &a) == DAMO_OK &&
+        damo_model_predict_inputs(hf, 1, xs, BATCH, &b) == DAMO_OK &&
+        damo_model_predict_inputs(erf, 1, xs, BATCH, &c) == DAMO_OK);
+  CHECK_MSG(max_diff(a, b) < 1e-5, "fused/(out, in) block differs from the plain one by %g", max_diff(a, b));
+  CHECK_MSG(max_diff(a, c) > 1e-6, "tanh GELU equals the exact one (%g)", max_diff(a, c));
+  damo_tensor_free(x), damo_tensor_free(a), damo_tensor_free(b), damo_tensor_free(c);
+  /* the layout is part of the config: written and read back */
+  cJSON *json = damo_model_to_json(hf);
+  damo_model *back = NULL;
+  CHECK(json && damo_model_from_json(json, "layouts", &back) == DAMO_OK);
+  const damo_layer *bl = back ? damo_model_find_layer(back, "enc") : NULL;
+  CHECK(bl && bl->fused_qkv && bl->kernels_out_in && bl->ff_gelu == 2 && bl->attention_rate == 0);
+  cJSON_Delete(json);
+  damo_model_free(back);
+done:
+  damo_model_free(plain), damo_model_free(hf), damo_model_free(erf);
+}
+
+/* An encoder's second input is a padding mask: the same numbers as the mask mask_zero makes
+ * from the ids (HuggingFace's attention_mask, as BERT passes it). */
+static void test_padding_mask_input(void) {
+  const damo_tensor *ids = damo_tensor_dict_get(fx, "tokpos.in.ids");
+  damo_model *from_ids = masked_chain(make_enc, 0);
+  damo_model *m = damo_functional_new();
+  int x = damo_model_input(m, "ids", 1, IDS_5), mask = damo_model_input(m, "mask", 1, IDS_5);
+  int e = damo_model_call1(m, damo_token_and_position_embedding_layer(9, 7, 6, 0), x);
+  CHECK(set_output(m, damo_model_call2(m, make_enc(), e, mask)) && damo_model_build(m, 1) == DAMO_OK);
+  if (!ids || !from_ids || !m->built) goto done;
+  for (int i = 0; i < 2; i++)
+    for (int p = 0; p < m->layers[i]->n_params; p++)
+      memcpy(m->layers[i]->params[p].value->data, from_ids->layers[i]->params[p].value->data,
+             damo_tensor_nbytes(m->layers[i]->params[p].value));
+  damo_tensor *mask_t = damo_tensor_new(DAMO_F32, 2, ids->shape), *a = NULL, *b = NULL, *unmasked = NULL;
+  for (int64_t i = 0; mask_t && i < damo_tensor_numel(ids); i++)
+    damo_tensor_f32(mask_t)[i] = damo_tensor_i32(ids)[i] != 0;
+  damo_tensor *ones = damo_tensor_clone(mask_t);
+  for (int64_t i = 0; ones && i < damo_tensor_numel(ones); i++) damo_tensor_f32(ones)[i] = 1;
+  const damo_tensor *one[1] = {ids}, *two[2] = {ids, mask_t}, *none[2] = {ids, ones};
+  CHECK(damo_model_predict_inputs(from_ids, 1, one, BATCH, &a) == DAMO_OK &&
+        damo_model_predict_inputs(m, 2, two, BATCH, &b) == DAMO_OK &&
+        damo_model_predict_inputs(m, 2, none, BATCH, &unmasked) == DAMO_OK);
+  CHECK_MSG(max_diff(a, b) < 1e-5, "padding mask input differs from mask_zero's by %g", max_diff(a, b));
+  CHECK_MSG(max_diff(a, unmasked) > 1e-4, "the mask changes nothing (%g)", max_diff(a, unmasked));
+  damo_tensor_free(mask_t), damo_tensor_free(ones), damo_tensor_free(a), damo_tensor_free(b);
+  damo_tensor_free(unmasked);
+done:
+  damo_model_free(from_ids), damo_model_free(m);
+}
+
 /* Each layer passes the padding mask on: pooled after it, the mean is over the real
  * timesteps (3 in the first row of ids), not all 5. */
 static void test_masks_pass_through(void) {
@@ -463,8 +570,10 @@ static void test_errors(void) {
                     "(multi_head_attention) takes 1 to 3 inputs, got 4");
   expect_call_error(2, seq, damo_transformer_decoder_layer(8, 2, 0, 0, 1e-5f, 0), 3,
                     "(transformer_decoder) takes 1 to 2 inputs, got 3");
+  expect_call_error(2, seq, damo_transformer_encoder_layer(8, 2, 0, 0, 1e-5f, 0), 3,
+                    "(transformer_encoder) takes 1 to 2 inputs, got 3");
   expect_call_error(2, seq, damo_transformer_encoder_layer(8, 2, 0, 0, 1e-5f, 0), 2,
-                    "(transformer_encoder) takes 1 input, got 2");
+                    "its second input is the padding mask, (timesteps,) = (4,), got (4, 6)");
   /* head sizes */
   expect_call_error(2, seq, damo_multi_head_attention_layer(2, 3, 4, 0, 0, 1, 0), 1,
                     "value_dim 4 must equal key_dim 3 (the fused attention op");
@@ -599,6 +708,8 @@ int main(void) {
   RUN(test_cases_match_torch);
   RUN(test_weight_names);
   RUN(test_masks_pass_through);
+  RUN(test_layouts);
+  RUN(test_padding_mask_input);
   RUN(test_attention_dropout);
   RUN(test_errors);
   RUN(test_config_errors);

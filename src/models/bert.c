@@ -31,7 +31,6 @@ static const tensor_shape embedding_tensors[BERT_EMBEDDING_TENSORS] = {
     {"embeddings.LayerNorm.weight", 'H', 0},
     {"embeddings.LayerNorm.bias", 'H', 0},
 };
-enum { Q_W, Q_B, K_W, K_B, V_W, V_B, AO_W, AO_B, ALN_W, ALN_B, I_W, I_B, O_W, O_B, OLN_W, OLN_B };
 static const tensor_shape layer_tensors[BERT_TENSORS_PER_LAYER] = {
     {"attention.self.query.weight", 'H', 'H'},     {"attention.self.query.bias", 'H', 0},
     {"attention.self.key.weight", 'H', 'H'},       {"attention.self.key.bias", 'H', 0},
@@ -239,6 +238,7 @@ float *damo_bert_grad_block(const damo_bert *m, int64_t *n_floats) {
 void damo_bert_graph_free(damo_bert_graph *bg) {
   if (!bg) return;
   damo_graph_free(bg->graph);
+  damo_model_free(bg->layers); /* after the graph: its param nodes hold the layers' views */
   free(bg->mask_f32);
   free(bg->rows_i32);
   free(bg);
@@ -250,43 +250,67 @@ static damo_node *param_node(damo_graph *g, const damo_bert *m, int i) {
 
 static damo_node *dropout(damo_graph *g, damo_node *x, float rate) { return rate > 0 ? damo_dropout(g, x, rate) : x; }
 
-/* The word + position + token-type embeddings, normalised. */
-static damo_node *build_embeddings(damo_graph *g, const damo_bert *m, damo_bert_graph *bg) {
-  const damo_bert_config *c = &m->config;
-  int64_t t_shape[1] = {bg->seq_len};
-  damo_tensor *positions = damo_tensor_new(DAMO_I32, 1, t_shape);
-  if (!positions) return NULL;
-  for (int64_t t = 0; t < bg->seq_len; t++) damo_tensor_i32(positions)[t] = (int32_t)t;
-  damo_node *pos = damo_constant(g, positions);
-  damo_tensor_free(positions);
-  bg->word_embeddings = param_node(g, m, 0);
-  damo_node *x = damo_add(g, damo_embedding(g, bg->ids, bg->word_embeddings), damo_embedding(g, pos, param_node(g, m, 1)));
-  x = damo_add(g, x, damo_embedding(g, bg->token_types, param_node(g, m, 2)));
-  x = damo_layer_norm(g, x, param_node(g, m, 3), param_node(g, m, 4), c->layer_norm_eps);
-  return dropout(g, x, c->hidden_dropout_prob);
-}
+/* The layers' weights under HuggingFace's names (see hf_slot_name). */
+static const hf_slot_name bert_names[] = {
+    {"token_embedding/embeddings", "embeddings.word_embeddings.weight"},
+    {"position_embedding/embeddings", "embeddings.position_embeddings.weight"},
+    {"embeddings", ".weight"}, /* embeddings.token_type_embeddings */
+    {"gamma", ".weight"},      /* embeddings.LayerNorm */
+    {"beta", ".bias"},
+    {"self_attention/query/kernel", ".attention.self.query.weight"},
+    {"self_attention/query/bias", ".attention.self.query.bias"},
+    {"self_attention/key/kernel", ".attention.self.key.weight"},
+    {"self_attention/key/bias", ".attention.self.key.bias"},
+    {"self_attention/value/kernel", ".attention.self.value.weight"},
+    {"self_attention/value/bias", ".attention.self.value.bias"},
+    {"self_attention/attention_output/kernel", ".attention.output.dense.weight"},
+    {"self_attention/attention_output/bias", ".attention.output.dense.bias"},
+    {"self_attention_layer_norm/gamma", ".attention.output.LayerNorm.weight"},
+    {"self_attention_layer_norm/beta", ".attention.output.LayerNorm.bias"},
+    {"feedforward_intermediate_dense/kernel", ".intermediate.dense.weight"},
+    {"feedforward_intermediate_dense/bias", ".intermediate.dense.bias"},
+    {"feedforward_output_dense/kernel", ".output.dense.weight"},
+    {"feedforward_output_dense/bias", ".output.dense.bias"},
+    {"feedforward_layer_norm/gamma", ".output.LayerNorm.weight"},
+    {"feedforward_layer_norm/beta", ".output.LayerNorm.bias"},
+};
 
-/* One post-LN encoder layer. */
-static damo_node *build_layer(damo_graph *g, const damo_bert *m, int layer, damo_node *x, damo_node *mask) {
+/* BERT's encoder for sequences of seq_len as a functional model of the library's layers:
+ * inputs input_ids, token_type_ids (T,) and attention_mask (T,) 0/1 floats;
+ * token_and_position_embedding "embeddings" (word, position) + embedding
+ * "embeddings.token_type_embeddings", add, layer_normalization "embeddings.LayerNorm",
+ * dropout, then num_hidden_layers post-LN transformer_encoder blocks "encoder.layer.0" ...
+ * (exact GELU, kernels in nn.Linear's (out, in) layout, the attention mask as their second
+ * input), every weight a view of the model's store. */
+static damo_status bert_layers(const damo_bert *m, int64_t seq_len, damo_model **out) {
   const damo_bert_config *c = &m->config;
-  damo_node *p[BERT_TENSORS_PER_LAYER];
-  for (int j = 0; j < BERT_TENSORS_PER_LAYER; j++)
-    p[j] = param_node(g, m, BERT_EMBEDDING_TENSORS + layer * BERT_TENSORS_PER_LAYER + j);
-  const float eps = c->layer_norm_eps, rate = c->hidden_dropout_prob;
-  damo_node *q = damo_linear_op(g, x, p[Q_W], p[Q_B], DAMO_ACT_NONE);
-  damo_node *k = damo_linear_op(g, x, p[K_W], p[K_B], DAMO_ACT_NONE);
-  damo_node *v = damo_linear_op(g, x, p[V_W], p[V_B], DAMO_ACT_NONE);
-  damo_node *att = damo_attention(g, q, k, v, c->num_attention_heads, 0, mask);
-  if (att && damo_attention_set_dropout(att, c->attention_probs_dropout_prob) != DAMO_OK) return NULL;
-  damo_node *a = dropout(g, damo_linear_op(g, att, p[AO_W], p[AO_B], DAMO_ACT_NONE), rate);
-  x = damo_layer_norm(g, damo_add(g, x, a), p[ALN_W], p[ALN_B], eps);
-  damo_node *h = damo_gelu(g, damo_linear_op(g, x, p[I_W], p[I_B], DAMO_ACT_NONE), 0);
-  h = dropout(g, damo_linear_op(g, h, p[O_W], p[O_B], DAMO_ACT_NONE), rate);
-  x = damo_layer_norm(g, damo_add(g, x, h), p[OLN_W], p[OLN_B], eps);
-  char name[DAMO_NAME_MAX];
-  snprintf(name, sizeof name, "encoder.layer.%d.out", layer);
-  if (x) damo_node_set_name(x, name);
-  return x;
+  damo_model *fm = *out = damo_functional_new();
+  if (!fm) return damo_error(DAMO_ERR_NOMEM, "bert: out of memory");
+  const int ids = damo_model_input(fm, "input_ids", 1, &seq_len);
+  const int types = damo_model_input(fm, "token_type_ids", 1, &seq_len);
+  const int mask = damo_model_input(fm, "attention_mask", 1, &seq_len);
+  damo_layer *words = damo_token_and_position_embedding_layer(c->vocab_size, c->max_position_embeddings,
+                                                              c->hidden_size, 0);
+  const int e = damo_model_call1(fm, damo_layer_set_name(words, "embeddings"), ids);
+  damo_layer *type_table = damo_embedding_layer(c->type_vocab_size, c->hidden_size, 0);
+  const int t = damo_model_call1(fm, damo_layer_set_name(type_table, "embeddings.token_type_embeddings"), types);
+  int x = damo_model_call2(fm, damo_layer_set_name(damo_add_layer(), "embeddings.sum"), e, t);
+  x = damo_model_call1(fm, damo_layer_set_name(damo_layer_norm_layer(c->layer_norm_eps, 1, 1), "embeddings.LayerNorm"), x);
+  if (c->hidden_dropout_prob > 0)
+    x = damo_model_call1(fm, damo_layer_set_name(damo_dropout_layer(c->hidden_dropout_prob), "embeddings.dropout"), x);
+  for (int i = 0; i < c->num_hidden_layers; i++) {
+    char name[40];
+    snprintf(name, sizeof name, "encoder.layer.%d", i);
+    damo_layer *block = damo_transformer_encoder_layer(c->intermediate_size, c->num_attention_heads,
+                                                       c->hidden_dropout_prob, 1, c->layer_norm_eps, 0);
+    if (block && damo_transformer_set_layout(block, 0, 1, c->attention_probs_dropout_prob) != DAMO_OK)
+      damo_layer_free(block), block = NULL;
+    x = damo_model_call2(fm, damo_layer_set_name(block, name), x, mask);
+  }
+  damo_status st = damo_model_set_output(fm, x);
+  return st == DAMO_OK ? param_store_bind_layers(&m->p, fm, bert_names, (int)(sizeof bert_names / sizeof *bert_names),
+                                                 "bert")
+                       : st;
 }
 
 /* A graph's inputs and encoder: bg with its graph, and the last layer's output in *x. */
@@ -305,16 +329,15 @@ static damo_status graph_begin(damo_bert *m, int64_t batch, int64_t seq_len, con
   bg->seq_len = seq_len;
   bg->mask_f32 = malloc((size_t)(batch * seq_len) * sizeof *bg->mask_f32);
   damo_graph *g = bg->graph = damo_graph_new(0);
-  if (!g || !bg->mask_f32) {
+  damo_status st = g && bg->mask_f32 ? bert_layers(m, seq_len, &bg->layers) : DAMO_ERR_NOMEM;
+  damo_node *inputs[3] = {NULL, NULL, NULL}, *pre;
+  if (st == DAMO_OK) st = damo_model_build_nodes(bg->layers, g, batch, inputs, x, &pre);
+  if (st != DAMO_OK) {
     damo_bert_graph_free(bg);
-    return damo_error(DAMO_ERR_NOMEM, "%s: out of memory", what);
+    return st == DAMO_ERR_NOMEM ? damo_error(DAMO_ERR_NOMEM, "%s: out of memory", what) : st;
   }
-  int64_t shape[2] = {batch, seq_len};
-  bg->ids = damo_input(g, "input_ids", DAMO_I32, 2, shape);
-  bg->token_types = damo_input(g, "token_type_ids", DAMO_I32, 2, shape);
-  bg->mask = damo_input(g, "attention_mask", DAMO_F32, 2, shape);
-  *x = build_embeddings(g, m, bg);
-  for (int l = 0; l < c->num_hidden_layers; l++) *x = build_layer(g, m, l, *x, bg->mask);
+  bg->ids = inputs[0], bg->token_types = inputs[1], bg->mask = inputs[2];
+  bg->word_embeddings = damo_layer_param_node(bg->layers->layers[0], g, 0);
   *out = bg;
   return DAMO_OK;
 }

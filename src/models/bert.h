@@ -22,6 +22,7 @@ struct damo_bert {
 struct damo_bert_graph {
   damo_bert *model;
   damo_graph *graph;
+  damo_model *layers; /* the model of layers the encoder is built from (weights: views of the store) */
   damo_node *ids, *token_types, *mask, *labels, *logits, *loss;
   damo_node *word_embeddings; /* the param node, shared by the input and the masked-LM decoder */
   damo_node *mlm_rows; /* masked-LM: the rows of (B T, H) each slot predicts */

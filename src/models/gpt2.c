@@ -6,7 +6,9 @@
  * and layouts: Conv1D weights are (in, out), so x @ W is damo_dense_op's kernel layout
  * directly. The language-model head is tied to wte: logits = h wte^T.
  *
- * One block (pre-LN), with x (B, T, C):
+ * The graphs are the library's layers, composed as a user composes them (gpt2_layers): a
+ * token_and_position_embedding (wte, wpe), n_layer pre-LN transformer_decoder blocks and a
+ * layer_normalization, their weights views of this store. One block, with x (B, T, C):
  *   a = ln_1(x); qkv = a c_attn.W + c_attn.b (B, T, 3C); q, k, v = channels [0,C), [C,2C), [2C,3C)
  *   x = x + (causal_attention(q, k, v) c_proj.W + c_proj.b)
  *   x = x + (gelu_tanh(ln_2(x) c_fc.W + c_fc.b) mlp.c_proj.W + mlp.c_proj.b)
@@ -27,7 +29,6 @@ typedef struct layer_tensor {
   int rows, cols; /* in units of C: 0 = 1 (for a vector: rows is the length) */
 } layer_tensor;
 
-enum { LN1_W, LN1_B, ATTN_W, ATTN_B, ATTN_PROJ_W, ATTN_PROJ_B, LN2_W, LN2_B, FC_W, FC_B, MLP_PROJ_W, MLP_PROJ_B };
 static const layer_tensor layer_tensors[GPT2_TENSORS_PER_LAYER] = {
     {"ln_1.weight", 1, 1, 0},        {"ln_1.bias", 1, 1, 0},        {"attn.c_attn.weight", 2, 1, 3},
     {"attn.c_attn.bias", 1, 3, 0},   {"attn.c_proj.weight", 2, 1, 1}, {"attn.c_proj.bias", 1, 1, 0},
@@ -162,39 +163,54 @@ int64_t damo_gpt2_num_params(const damo_gpt2 *m) { return m ? m->p.n_params : 0;
 void damo_gpt2_graph_free(damo_gpt2_graph *gg) {
   if (!gg) return;
   damo_graph_free(gg->graph);
+  damo_model_free(gg->layers); /* after the graph: its param nodes hold the layers' views */
   free(gg);
 }
 
-static damo_node *param_node(damo_graph *g, const damo_gpt2 *m, int i) {
-  return damo_param(g, m->p.names[i], m->p.values[i], m->p.grads[i]);
-}
+/* The layers' weights under HuggingFace's names (see hf_slot_name). */
+static const hf_slot_name gpt2_names[] = {
+    {"token_embedding/embeddings", "wte.weight"},
+    {"position_embedding/embeddings", "wpe.weight"},
+    {"self_attention_layer_norm/gamma", ".ln_1.weight"},
+    {"self_attention_layer_norm/beta", ".ln_1.bias"},
+    {"self_attention/query_key_value/kernel", ".attn.c_attn.weight"},
+    {"self_attention/query_key_value/bias", ".attn.c_attn.bias"},
+    {"self_attention/attention_output/kernel", ".attn.c_proj.weight"},
+    {"self_attention/attention_output/bias", ".attn.c_proj.bias"},
+    {"feedforward_layer_norm/gamma", ".ln_2.weight"},
+    {"feedforward_layer_norm/beta", ".ln_2.bias"},
+    {"feedforward_intermediate_dense/kernel", ".mlp.c_fc.weight"},
+    {"feedforward_intermediate_dense/bias", ".mlp.c_fc.bias"},
+    {"feedforward_output_dense/kernel", ".mlp.c_proj.weight"},
+    {"feedforward_output_dense/bias", ".mlp.c_proj.bias"},
+    {"gamma", ".weight"}, /* ln_f */
+    {"beta", ".bias"},
+};
 
-/* x = x + block_i(x), the pre-LN transformer block. */
-static damo_node *build_block(damo_graph *g, const damo_gpt2 *m, int layer, damo_node *x) {
-  damo_node *p[GPT2_TENSORS_PER_LAYER];
-  for (int j = 0; j < GPT2_TENSORS_PER_LAYER; j++) p[j] = param_node(g, m, 2 + layer * GPT2_TENSORS_PER_LAYER + j);
-  int64_t C = m->config.n_embd;
-  float eps = m->config.layer_norm_epsilon;
-  char name[DAMO_NAME_MAX];
-
-  damo_node *a = damo_layer_norm(g, x, p[LN1_W], p[LN1_B], eps);
-  damo_node *qkv = damo_dense_op(g, a, p[ATTN_W], p[ATTN_B], DAMO_ACT_NONE);
-  damo_node *q = damo_slice_last(g, qkv, 0, C);
-  damo_node *k = damo_slice_last(g, qkv, C, C);
-  damo_node *v = damo_slice_last(g, qkv, 2 * C, C);
-  damo_node *att = damo_attention(g, q, k, v, m->config.n_head, 1, NULL);
-  snprintf(name, sizeof name, "h.%d.attn", layer);
-  if (att) damo_node_set_name(att, name);
-  damo_node *proj = damo_dense_op(g, att, p[ATTN_PROJ_W], p[ATTN_PROJ_B], DAMO_ACT_NONE);
-  x = damo_add(g, x, proj);
-
-  damo_node *b = damo_layer_norm(g, x, p[LN2_W], p[LN2_B], eps);
-  damo_node *fc = damo_gelu(g, damo_dense_op(g, b, p[FC_W], p[FC_B], DAMO_ACT_NONE), 1);
-  damo_node *mlp = damo_dense_op(g, fc, p[MLP_PROJ_W], p[MLP_PROJ_B], DAMO_ACT_NONE);
-  x = damo_add(g, x, mlp);
-  snprintf(name, sizeof name, "h.%d.out", layer);
-  if (x) damo_node_set_name(x, name);
-  return x;
+/* GPT-2 for sequences of seq_len as a functional model of the library's layers, the same a
+ * user would write: ids (T,) -> token_and_position_embedding "embeddings" (wte, wpe) ->
+ * n_layer pre-LN transformer_decoder blocks "h.0" ... (causal, tanh GELU, GPT-2's fused
+ * c_attn, kernels in its Conv1D (in, out) layout, no dropout) -> layer_normalization "ln_f",
+ * every weight a view of the model's store. */
+static damo_status gpt2_layers(const damo_gpt2 *m, int64_t seq_len, damo_model **out) {
+  const damo_gpt2_config *c = &m->config;
+  damo_model *fm = *out = damo_functional_new();
+  if (!fm) return damo_error(DAMO_ERR_NOMEM, "gpt2: out of memory");
+  int x = damo_model_input(fm, "ids", 1, &seq_len);
+  damo_layer *embed = damo_token_and_position_embedding_layer(c->vocab_size, c->n_positions, c->n_embd, 0);
+  x = damo_model_call1(fm, damo_layer_set_name(embed, "embeddings"), x);
+  for (int i = 0; i < c->n_layer; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "h.%d", i);
+    damo_layer *block = damo_transformer_decoder_layer(4 * c->n_embd, c->n_head, 0, 2, c->layer_norm_epsilon, 1);
+    if (block && damo_transformer_set_layout(block, 1, 0, 0) != DAMO_OK) damo_layer_free(block), block = NULL;
+    x = damo_model_call1(fm, damo_layer_set_name(block, name), x);
+  }
+  x = damo_model_call1(fm, damo_layer_set_name(damo_layer_norm_layer(c->layer_norm_epsilon, 1, 1), "ln_f"), x);
+  damo_status st = damo_model_set_output(fm, x);
+  return st == DAMO_OK ? param_store_bind_layers(&m->p, fm, gpt2_names, (int)(sizeof gpt2_names / sizeof *gpt2_names),
+                                                 "gpt2")
+                       : st;
 }
 
 damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, int training, damo_gpt2_graph **out) {
@@ -208,41 +224,23 @@ damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, in
   gg->batch = batch;
   gg->seq_len = seq_len;
   damo_graph *g = gg->graph = damo_graph_new(0);
-  if (!g) {
-    free(gg);
-    return DAMO_ERR_NOMEM;
-  }
-  int64_t shape[2] = {batch, seq_len};
-  gg->ids = damo_input(g, "ids", DAMO_I32, 2, shape);
-  if (training) gg->targets = damo_input(g, "targets", DAMO_I32, 2, shape);
-
-  /* Positions 0..T-1 as a constant: their embedding (T, C) broadcasts over the batch. */
-  int64_t t_shape[1] = {seq_len};
-  damo_tensor *positions = damo_tensor_new(DAMO_I32, 1, t_shape);
-  if (!positions) {
-    damo_gpt2_graph_free(gg);
-    return DAMO_ERR_NOMEM;
-  }
-  for (int64_t t = 0; t < seq_len; t++) damo_tensor_i32(positions)[t] = (int32_t)t;
-  damo_node *pos = damo_constant(g, positions);
-  damo_tensor_free(positions);
-
-  int last = m->p.n_tensors - 2;
-  damo_node *wte = param_node(g, m, 0), *wpe = param_node(g, m, 1);
-  damo_node *x = damo_add(g, damo_embedding(g, gg->ids, wte), damo_embedding(g, pos, wpe));
-  for (int l = 0; l < m->config.n_layer; l++) x = build_block(g, m, l, x);
-  x = damo_layer_norm(g, x, param_node(g, m, last), param_node(g, m, last + 1), m->config.layer_norm_epsilon);
-  if (training) {
-    /* The head and the loss in one op that never holds all (B T, V) logits. */
-    int64_t flat_x[2] = {-1, m->config.n_embd}, flat_targets[1] = {-1};
+  damo_status st = g ? gpt2_layers(m, seq_len, &gg->layers) : DAMO_ERR_NOMEM;
+  damo_node *x = NULL, *pre;
+  if (st == DAMO_OK) st = damo_model_build_nodes(gg->layers, g, batch, &gg->ids, &x, &pre);
+  if (st == DAMO_OK && training) {
+    /* The head, tied to the token table, and the loss in one op that never holds all
+     * (B T, V) logits. */
+    int64_t shape[2] = {batch, seq_len}, flat_x[2] = {-1, m->config.n_embd}, flat_targets[1] = {-1};
+    gg->targets = damo_input(g, "targets", DAMO_I32, 2, shape);
+    damo_node *wte = damo_layer_param_node(gg->layers->layers[0], g, 0);
     gg->loss = damo_linear_cross_entropy(g, damo_reshape(g, x, 2, flat_x), wte, NULL,
                                          damo_reshape(g, gg->targets, 1, flat_targets));
     if (gg->loss) damo_node_set_name(gg->loss, "loss");
-  } else {
-    gg->logits = damo_matmul(g, x, wte, 0, 1);
+  } else if (st == DAMO_OK) {
+    gg->logits = damo_matmul(g, x, damo_layer_param_node(gg->layers->layers[0], g, 0), 0, 1);
     if (gg->logits) damo_node_set_name(gg->logits, "logits");
   }
-  damo_status st = damo_graph_status(g);
+  if (st == DAMO_OK) st = damo_graph_status(g);
   if (st == DAMO_OK) st = training ? damo_graph_compile(g, gg->loss, 0, NULL) : damo_graph_compile(g, NULL, 1, &gg->logits);
   if (st != DAMO_OK) {
     damo_error_prefix(st, "building the GPT-2 graph (batch %lld, length %lld): ", (long long)batch,

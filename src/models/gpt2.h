@@ -16,6 +16,7 @@ struct damo_gpt2 {
 
 struct damo_gpt2_graph {
   damo_graph *graph;
+  damo_model *layers; /* the model of layers the graph is built from (weights: views of the store) */
   damo_node *ids, *targets, *logits, *loss;
   int64_t batch, seq_len;
 };

@@ -69,7 +69,10 @@ struct damo_layer {
   int intermediate_dim;     /* transformer blocks: the feed-forward width */
   int causal;               /* multi_head_attention: use_causal_mask; conv1d: "causal" padding */
   int normalize_first;      /* transformer blocks: 1 pre-LN (GPT-2), 0 post-LN (BERT) */
-  int ff_gelu;              /* transformer blocks: feed-forward activation gelu (exact erf form), else relu */
+  int ff_gelu;              /* transformer blocks: feed-forward activation 0 relu, 1 gelu (exact erf form), 2 gelu (tanh) */
+  int fused_qkv;            /* transformer blocks: one (hidden, 3 hidden) query_key_value projection (GPT-2's c_attn) */
+  int kernels_out_in;       /* transformer blocks: kernels (out, in) as PyTorch's nn.Linear keeps them (BERT) */
+  float attention_rate;     /* transformer blocks: dropout of the attention probabilities (rate: the residuals') */
   int ln_center, ln_scale;  /* layer_normalization: beta and gamma are used */
   int sequence_length;      /* position_embedding, token_and_position_embedding */
   /* The last attention node build made (self-attention for transformer blocks; their

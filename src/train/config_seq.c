@@ -6,7 +6,8 @@
 #include <stdio.h>
 
 static const char *const padding_1d_names[] = {"valid", "same", "causal", NULL};
-static const char *const ff_activation_names[] = {"relu", "gelu", NULL};
+static const char *const ff_activation_names[] = {"relu", "gelu", "gelu_approximate", NULL};
+static const char *const kernel_layout_names[] = {"in_out", "out_in", NULL};
 
 int damo_is_seq_layer(const damo_layer_type *t) {
   return t == &damo_layer_layer_norm || t == &damo_layer_multi_head_attention || t == &damo_layer_transformer_encoder ||
@@ -37,9 +38,12 @@ void damo_seq_layer_to_json(const damo_layer *l, cJSON *o) {
     cJSON_AddNumberToObject(o, "intermediate_dim", l->intermediate_dim);
     cJSON_AddNumberToObject(o, "num_heads", l->num_heads);
     cJSON_AddNumberToObject(o, "dropout", l->rate);
-    cJSON_AddStringToObject(o, "activation", ff_activation_names[l->ff_gelu ? 1 : 0]);
+    if (l->attention_rate != l->rate) cJSON_AddNumberToObject(o, "attention_dropout", l->attention_rate);
+    cJSON_AddStringToObject(o, "activation", ff_activation_names[l->ff_gelu]);
     cJSON_AddNumberToObject(o, "layer_norm_epsilon", l->epsilon);
     cJSON_AddBoolToObject(o, "normalize_first", l->normalize_first);
+    if (l->fused_qkv) cJSON_AddBoolToObject(o, "fused_qkv", 1);
+    if (l->kernels_out_in) cJSON_AddStringToObject(o, "kernel_layout", kernel_layout_names[1]);
   } else if (t == &damo_layer_position_embedding) {
     cJSON_AddNumberToObject(o, "sequence_length", l->sequence_length);
   } else if (t == &damo_layer_token_and_position_embedding) {
@@ -72,19 +76,27 @@ static damo_status get_size(damo_config_obj *o, const char *key, unsigned flags,
 }
 
 static damo_status parse_block(damo_config_obj *o, const damo_layer_type *lt, damo_layer **out) {
-  TRY(damo_config_check_keys(o, "type name intermediate_dim num_heads dropout activation layer_norm_epsilon "
-                                "normalize_first"));
-  int intermediate = 0, heads = 0, gelu = 0, normalize_first = 0;
-  float rate = 0, eps = 1e-5f;
+  TRY(damo_config_check_keys(o, "type name intermediate_dim num_heads dropout attention_dropout activation "
+                                "layer_norm_epsilon normalize_first fused_qkv kernel_layout"));
+  int intermediate = 0, heads = 0, gelu = 0, normalize_first = 0, fused = 0, out_in = 0;
+  float rate = 0, attention_rate = -1, eps = 1e-5f;
   TRY(damo_config_get_int32(o, "intermediate_dim", 1, INT32_MAX, REQ, &intermediate));
   TRY(damo_config_get_int32(o, "num_heads", 1, INT32_MAX, REQ, &heads));
   TRY(damo_config_get_float(o, "dropout", 0, 1, DAMO_CFG_HI_OPEN, &rate));
+  TRY(damo_config_get_float(o, "attention_dropout", 0, 1, DAMO_CFG_HI_OPEN, &attention_rate));
   TRY(damo_config_get_enum(o, "activation", ff_activation_names, 0, &gelu));
   TRY(damo_config_get_float(o, "layer_norm_epsilon", 0, 1, DAMO_CFG_LO_OPEN, &eps));
   TRY(damo_config_get_bool(o, "normalize_first", 0, &normalize_first));
+  TRY(damo_config_get_bool(o, "fused_qkv", 0, &fused));
+  TRY(damo_config_get_enum(o, "kernel_layout", kernel_layout_names, 0, &out_in));
   *out = lt == &damo_layer_transformer_encoder
              ? damo_transformer_encoder_layer(intermediate, heads, rate, gelu, eps, normalize_first)
              : damo_transformer_decoder_layer(intermediate, heads, rate, gelu, eps, normalize_first);
+  if (*out && damo_transformer_set_layout(*out, fused, out_in, attention_rate) != DAMO_OK) {
+    damo_layer_free(*out);
+    *out = NULL;
+    return damo_config_fail(o, NULL, DAMO_ERR_FORMAT, "%s", damo_last_error());
+  }
   return DAMO_OK;
 }
 
