@@ -20,27 +20,9 @@
 
 typedef struct tensor_shape {
   const char *suffix;
-  char rows, cols; /* 'H' hidden, 'I' intermediate, 'V' vocabulary, 'P' positions, 'T' token
-                      types, 'L' labels; cols 0 for a vector */
+  char rows, cols; /* 'H' hidden, 'V' vocabulary, 'L' labels; cols 0 for a vector */
 } tensor_shape;
 
-static const tensor_shape embedding_tensors[BERT_EMBEDDING_TENSORS] = {
-    {"embeddings.word_embeddings.weight", 'V', 'H'},
-    {"embeddings.position_embeddings.weight", 'P', 'H'},
-    {"embeddings.token_type_embeddings.weight", 'T', 'H'},
-    {"embeddings.LayerNorm.weight", 'H', 0},
-    {"embeddings.LayerNorm.bias", 'H', 0},
-};
-static const tensor_shape layer_tensors[BERT_TENSORS_PER_LAYER] = {
-    {"attention.self.query.weight", 'H', 'H'},     {"attention.self.query.bias", 'H', 0},
-    {"attention.self.key.weight", 'H', 'H'},       {"attention.self.key.bias", 'H', 0},
-    {"attention.self.value.weight", 'H', 'H'},     {"attention.self.value.bias", 'H', 0},
-    {"attention.output.dense.weight", 'H', 'H'},   {"attention.output.dense.bias", 'H', 0},
-    {"attention.output.LayerNorm.weight", 'H', 0}, {"attention.output.LayerNorm.bias", 'H', 0},
-    {"intermediate.dense.weight", 'I', 'H'},       {"intermediate.dense.bias", 'I', 0},
-    {"output.dense.weight", 'H', 'I'},             {"output.dense.bias", 'H', 0},
-    {"output.LayerNorm.weight", 'H', 0},           {"output.LayerNorm.bias", 'H', 0},
-};
 enum { POOL_W, POOL_B, CLS_W, CLS_B, MLM_W, MLM_B, MLM_LN_W, MLM_LN_B, MLM_BIAS };
 static const tensor_shape head_tensors[BERT_HEAD_TENSORS] = {
     {"pooler.dense.weight", 'H', 'H'},
@@ -88,33 +70,19 @@ damo_status bert_check_config(const damo_bert_config *c, const char *where) {
 static int64_t dim_of(const damo_bert_config *c, char d) {
   switch (d) {
   case 'H': return c->hidden_size;
-  case 'I': return c->intermediate_size;
   case 'V': return c->vocab_size;
-  case 'P': return c->max_position_embeddings;
-  case 'T': return c->type_vocab_size;
   case 'L': return c->num_labels;
   default: return 1;
   }
 }
 
-/* Name and shape of tensor i in HuggingFace order. */
-static void tensor_spec(const damo_bert_config *c, int i, char *name, size_t cap, int *ndim, int64_t *shape) {
-  const int layer_end = BERT_EMBEDDING_TENSORS + c->num_hidden_layers * BERT_TENSORS_PER_LAYER;
-  const tensor_shape *ts;
-  if (i < BERT_EMBEDDING_TENSORS) {
-    ts = &embedding_tensors[i];
-    snprintf(name, cap, "%s", ts->suffix);
-  } else if (i < layer_end) {
-    int j = i - BERT_EMBEDDING_TENSORS;
-    ts = &layer_tensors[j % BERT_TENSORS_PER_LAYER];
-    snprintf(name, cap, "encoder.layer.%d.%s", j / BERT_TENSORS_PER_LAYER, ts->suffix);
-  } else {
-    ts = &head_tensors[i - layer_end];
-    snprintf(name, cap, "%s", ts->suffix);
-  }
+/* Name and shape of head tensor i (the weights that are no layer's, after the layers'). */
+static void head_spec(const void *config, int i, char *name, size_t cap, int *ndim, int64_t *shape) {
+  const tensor_shape *ts = &head_tensors[i];
+  snprintf(name, cap, "%s", ts->suffix);
   *ndim = ts->cols ? 2 : 1;
-  shape[0] = dim_of(c, ts->rows);
-  shape[1] = ts->cols ? dim_of(c, ts->cols) : 0;
+  shape[0] = dim_of(config, ts->rows);
+  shape[1] = ts->cols ? dim_of(config, ts->cols) : 0;
 }
 
 static void free_label_names(damo_bert *m) {
@@ -153,9 +121,68 @@ const char *damo_bert_label_name(const damo_bert *m, int i) {
   return m->label_names ? m->label_names[i] : NULL;
 }
 
-static void spec_of(const void *config, int i, char *name, size_t cap, int *ndim, int64_t *shape) {
-  tensor_spec(config, i, name, cap, ndim, shape);
+/* The layers' weights under HuggingFace's names (see hf_slot_name). */
+static const hf_slot_name bert_names[] = {
+    {"token_embedding/embeddings", "embeddings.word_embeddings.weight"},
+    {"position_embedding/embeddings", "embeddings.position_embeddings.weight"},
+    {"embeddings", ".weight"}, /* embeddings.token_type_embeddings */
+    {"gamma", ".weight"},      /* embeddings.LayerNorm */
+    {"beta", ".bias"},
+    {"self_attention/query/kernel", ".attention.self.query.weight"},
+    {"self_attention/query/bias", ".attention.self.query.bias"},
+    {"self_attention/key/kernel", ".attention.self.key.weight"},
+    {"self_attention/key/bias", ".attention.self.key.bias"},
+    {"self_attention/value/kernel", ".attention.self.value.weight"},
+    {"self_attention/value/bias", ".attention.self.value.bias"},
+    {"self_attention/attention_output/kernel", ".attention.output.dense.weight"},
+    {"self_attention/attention_output/bias", ".attention.output.dense.bias"},
+    {"self_attention_layer_norm/gamma", ".attention.output.LayerNorm.weight"},
+    {"self_attention_layer_norm/beta", ".attention.output.LayerNorm.bias"},
+    {"feedforward_intermediate_dense/kernel", ".intermediate.dense.weight"},
+    {"feedforward_intermediate_dense/bias", ".intermediate.dense.bias"},
+    {"feedforward_output_dense/kernel", ".output.dense.weight"},
+    {"feedforward_output_dense/bias", ".output.dense.bias"},
+    {"feedforward_layer_norm/gamma", ".output.LayerNorm.weight"},
+    {"feedforward_layer_norm/beta", ".output.LayerNorm.bias"},
+};
+
+/* BERT's encoder for sequences of seq_len as a functional model of the library's layers:
+ * inputs input_ids, token_type_ids (T,) and attention_mask (T,) 0/1 floats;
+ * token_and_position_embedding "embeddings" (word, position) + embedding
+ * "embeddings.token_type_embeddings", add, layer_normalization "embeddings.LayerNorm",
+ * dropout, then num_hidden_layers post-LN transformer_encoder blocks "encoder.layer.0" ...
+ * (exact GELU, kernels in nn.Linear's (out, in) layout, the attention mask as their second
+ * input). The store is laid out from these layers (bert_alloc); a graph's layers are views
+ * of it. */
+static damo_status bert_layers(const damo_bert_config *c, int64_t seq_len, damo_model **out) {
+  damo_model *fm = *out = damo_functional_new();
+  if (!fm) return damo_error(DAMO_ERR_NOMEM, "bert: out of memory");
+  const int ids = damo_model_input(fm, "input_ids", 1, &seq_len);
+  const int types = damo_model_input(fm, "token_type_ids", 1, &seq_len);
+  const int mask = damo_model_input(fm, "attention_mask", 1, &seq_len);
+  damo_layer *words = damo_token_and_position_embedding_layer(c->vocab_size, c->max_position_embeddings,
+                                                              c->hidden_size, 0);
+  const int e = damo_model_call1(fm, damo_layer_set_name(words, "embeddings"), ids);
+  damo_layer *type_table = damo_embedding_layer(c->type_vocab_size, c->hidden_size, 0);
+  const int t = damo_model_call1(fm, damo_layer_set_name(type_table, "embeddings.token_type_embeddings"), types);
+  int x = damo_model_call2(fm, damo_layer_set_name(damo_add_layer(), "embeddings.sum"), e, t);
+  x = damo_model_call1(fm, damo_layer_set_name(damo_layer_norm_layer(c->layer_norm_eps, 1, 1), "embeddings.LayerNorm"), x);
+  if (c->hidden_dropout_prob > 0)
+    x = damo_model_call1(fm, damo_layer_set_name(damo_dropout_layer(c->hidden_dropout_prob), "embeddings.dropout"), x);
+  for (int i = 0; i < c->num_hidden_layers; i++) {
+    char name[40];
+    snprintf(name, sizeof name, "encoder.layer.%d", i);
+    damo_layer *block = damo_transformer_encoder_layer(c->intermediate_size, c->num_attention_heads,
+                                                       c->hidden_dropout_prob, 1, c->layer_norm_eps, 0);
+    if (block && damo_transformer_set_layout(block, 0, 1, c->attention_probs_dropout_prob) != DAMO_OK)
+      damo_layer_free(block), block = NULL;
+    x = damo_model_call2(fm, damo_layer_set_name(block, name), x, mask);
+  }
+  return damo_model_set_output(fm, x);
 }
+
+#define N_NAMES ((int)(sizeof bert_names / sizeof *bert_names))
+
 
 damo_status bert_alloc(const damo_bert_config *cfg, damo_bert **out) {
   *out = NULL;
@@ -164,11 +191,15 @@ damo_status bert_alloc(const damo_bert_config *cfg, damo_bert **out) {
   damo_bert *m = calloc(1, sizeof *m);
   if (!m) return damo_error(DAMO_ERR_NOMEM, "bert: out of memory");
   m->config = *cfg;
-  const int n = BERT_EMBEDDING_TENSORS + cfg->num_hidden_layers * BERT_TENSORS_PER_LAYER + BERT_HEAD_TENSORS;
-  m->first_head = n - BERT_HEAD_TENSORS;
-  m->loaded = calloc((size_t)n, 1);
-  st = m->loaded ? param_store_alloc(&m->p, n, spec_of, cfg, "bert") : damo_error(DAMO_ERR_NOMEM, "bert: out of memory");
+  damo_model *fm;
+  st = bert_layers(cfg, 1, &fm);
+  if (st == DAMO_OK) st = param_store_alloc_layers(&m->p, fm, bert_names, N_NAMES, BERT_HEAD_TENSORS, head_spec, cfg, "bert");
+  damo_model_free(fm);
+  m->first_head = m->p.n_tensors - BERT_HEAD_TENSORS;
+  m->loaded = st == DAMO_OK ? calloc((size_t)m->p.n_tensors, 1) : NULL;
+  if (st == DAMO_OK && !m->loaded) st = damo_error(DAMO_ERR_NOMEM, "bert: out of memory");
   if (st != DAMO_OK) {
+    param_store_free(&m->p);
     free(m->loaded);
     free(m);
     return st;
@@ -250,69 +281,6 @@ static damo_node *param_node(damo_graph *g, const damo_bert *m, int i) {
 
 static damo_node *dropout(damo_graph *g, damo_node *x, float rate) { return rate > 0 ? damo_dropout(g, x, rate) : x; }
 
-/* The layers' weights under HuggingFace's names (see hf_slot_name). */
-static const hf_slot_name bert_names[] = {
-    {"token_embedding/embeddings", "embeddings.word_embeddings.weight"},
-    {"position_embedding/embeddings", "embeddings.position_embeddings.weight"},
-    {"embeddings", ".weight"}, /* embeddings.token_type_embeddings */
-    {"gamma", ".weight"},      /* embeddings.LayerNorm */
-    {"beta", ".bias"},
-    {"self_attention/query/kernel", ".attention.self.query.weight"},
-    {"self_attention/query/bias", ".attention.self.query.bias"},
-    {"self_attention/key/kernel", ".attention.self.key.weight"},
-    {"self_attention/key/bias", ".attention.self.key.bias"},
-    {"self_attention/value/kernel", ".attention.self.value.weight"},
-    {"self_attention/value/bias", ".attention.self.value.bias"},
-    {"self_attention/attention_output/kernel", ".attention.output.dense.weight"},
-    {"self_attention/attention_output/bias", ".attention.output.dense.bias"},
-    {"self_attention_layer_norm/gamma", ".attention.output.LayerNorm.weight"},
-    {"self_attention_layer_norm/beta", ".attention.output.LayerNorm.bias"},
-    {"feedforward_intermediate_dense/kernel", ".intermediate.dense.weight"},
-    {"feedforward_intermediate_dense/bias", ".intermediate.dense.bias"},
-    {"feedforward_output_dense/kernel", ".output.dense.weight"},
-    {"feedforward_output_dense/bias", ".output.dense.bias"},
-    {"feedforward_layer_norm/gamma", ".output.LayerNorm.weight"},
-    {"feedforward_layer_norm/beta", ".output.LayerNorm.bias"},
-};
-
-/* BERT's encoder for sequences of seq_len as a functional model of the library's layers:
- * inputs input_ids, token_type_ids (T,) and attention_mask (T,) 0/1 floats;
- * token_and_position_embedding "embeddings" (word, position) + embedding
- * "embeddings.token_type_embeddings", add, layer_normalization "embeddings.LayerNorm",
- * dropout, then num_hidden_layers post-LN transformer_encoder blocks "encoder.layer.0" ...
- * (exact GELU, kernels in nn.Linear's (out, in) layout, the attention mask as their second
- * input), every weight a view of the model's store. */
-static damo_status bert_layers(const damo_bert *m, int64_t seq_len, damo_model **out) {
-  const damo_bert_config *c = &m->config;
-  damo_model *fm = *out = damo_functional_new();
-  if (!fm) return damo_error(DAMO_ERR_NOMEM, "bert: out of memory");
-  const int ids = damo_model_input(fm, "input_ids", 1, &seq_len);
-  const int types = damo_model_input(fm, "token_type_ids", 1, &seq_len);
-  const int mask = damo_model_input(fm, "attention_mask", 1, &seq_len);
-  damo_layer *words = damo_token_and_position_embedding_layer(c->vocab_size, c->max_position_embeddings,
-                                                              c->hidden_size, 0);
-  const int e = damo_model_call1(fm, damo_layer_set_name(words, "embeddings"), ids);
-  damo_layer *type_table = damo_embedding_layer(c->type_vocab_size, c->hidden_size, 0);
-  const int t = damo_model_call1(fm, damo_layer_set_name(type_table, "embeddings.token_type_embeddings"), types);
-  int x = damo_model_call2(fm, damo_layer_set_name(damo_add_layer(), "embeddings.sum"), e, t);
-  x = damo_model_call1(fm, damo_layer_set_name(damo_layer_norm_layer(c->layer_norm_eps, 1, 1), "embeddings.LayerNorm"), x);
-  if (c->hidden_dropout_prob > 0)
-    x = damo_model_call1(fm, damo_layer_set_name(damo_dropout_layer(c->hidden_dropout_prob), "embeddings.dropout"), x);
-  for (int i = 0; i < c->num_hidden_layers; i++) {
-    char name[40];
-    snprintf(name, sizeof name, "encoder.layer.%d", i);
-    damo_layer *block = damo_transformer_encoder_layer(c->intermediate_size, c->num_attention_heads,
-                                                       c->hidden_dropout_prob, 1, c->layer_norm_eps, 0);
-    if (block && damo_transformer_set_layout(block, 0, 1, c->attention_probs_dropout_prob) != DAMO_OK)
-      damo_layer_free(block), block = NULL;
-    x = damo_model_call2(fm, damo_layer_set_name(block, name), x, mask);
-  }
-  damo_status st = damo_model_set_output(fm, x);
-  return st == DAMO_OK ? param_store_bind_layers(&m->p, fm, bert_names, (int)(sizeof bert_names / sizeof *bert_names),
-                                                 "bert")
-                       : st;
-}
-
 /* A graph's inputs and encoder: bg with its graph, and the last layer's output in *x. */
 static damo_status graph_begin(damo_bert *m, int64_t batch, int64_t seq_len, const char *what, damo_bert_graph **out,
                                damo_node **x) {
@@ -329,7 +297,8 @@ static damo_status graph_begin(damo_bert *m, int64_t batch, int64_t seq_len, con
   bg->seq_len = seq_len;
   bg->mask_f32 = malloc((size_t)(batch * seq_len) * sizeof *bg->mask_f32);
   damo_graph *g = bg->graph = damo_graph_new(0);
-  damo_status st = g && bg->mask_f32 ? bert_layers(m, seq_len, &bg->layers) : DAMO_ERR_NOMEM;
+  damo_status st = g && bg->mask_f32 ? bert_layers(c, seq_len, &bg->layers) : DAMO_ERR_NOMEM;
+  if (st == DAMO_OK) st = param_store_bind_layers(&m->p, bg->layers, bert_names, N_NAMES, "bert");
   damo_node *inputs[3] = {NULL, NULL, NULL}, *pre;
   if (st == DAMO_OK) st = damo_model_build_nodes(bg->layers, g, batch, inputs, x, &pre);
   if (st != DAMO_OK) {

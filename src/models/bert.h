@@ -6,8 +6,6 @@
 #include "graph/graph.h"
 #include "models/param_store.h"
 
-#define BERT_EMBEDDING_TENSORS 5
-#define BERT_TENSORS_PER_LAYER 16
 /* After the layers: pooler (2), classifier (2), masked-LM head (5): the "heads". */
 #define BERT_HEAD_TENSORS 9
 

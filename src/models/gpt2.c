@@ -22,20 +22,6 @@
 
 /* ------------------------------------------------------------------ parameters */
 
-/* The per-layer tensors: name suffix, rank, and shape as multiples of (C, 3C, 4C). */
-typedef struct layer_tensor {
-  const char *suffix;
-  int ndim;
-  int rows, cols; /* in units of C: 0 = 1 (for a vector: rows is the length) */
-} layer_tensor;
-
-static const layer_tensor layer_tensors[GPT2_TENSORS_PER_LAYER] = {
-    {"ln_1.weight", 1, 1, 0},        {"ln_1.bias", 1, 1, 0},        {"attn.c_attn.weight", 2, 1, 3},
-    {"attn.c_attn.bias", 1, 3, 0},   {"attn.c_proj.weight", 2, 1, 1}, {"attn.c_proj.bias", 1, 1, 0},
-    {"ln_2.weight", 1, 1, 0},        {"ln_2.bias", 1, 1, 0},        {"mlp.c_fc.weight", 2, 1, 4},
-    {"mlp.c_fc.bias", 1, 4, 0},      {"mlp.c_proj.weight", 2, 4, 1}, {"mlp.c_proj.bias", 1, 1, 0},
-};
-
 damo_gpt2_config damo_gpt2_config_default(void) {
   damo_gpt2_config c = {12, 12, 768, 1024, 50257, 1e-5f};
   return c;
@@ -58,39 +44,57 @@ damo_status gpt2_check_config(const damo_gpt2_config *c, const char *where) {
   return DAMO_OK;
 }
 
-/* Name and shape of tensor i in HuggingFace order. */
-static void tensor_spec(const damo_gpt2_config *c, int i, char *name, size_t cap, int *ndim, int64_t *shape) {
-  int64_t C = c->n_embd;
-  int n_layer_tensors = c->n_layer * GPT2_TENSORS_PER_LAYER;
-  if (i == 0 || i == 1) {
-    snprintf(name, cap, "%s", i == 0 ? "wte.weight" : "wpe.weight");
-    *ndim = 2;
-    shape[0] = i == 0 ? c->vocab_size : c->n_positions;
-    shape[1] = C;
-  } else if (i - 2 < n_layer_tensors) {
-    const layer_tensor *lt = &layer_tensors[(i - 2) % GPT2_TENSORS_PER_LAYER];
-    snprintf(name, cap, "h.%d.%s", (i - 2) / GPT2_TENSORS_PER_LAYER, lt->suffix);
-    *ndim = lt->ndim;
-    shape[0] = lt->rows * C;
-    if (lt->ndim == 2) shape[1] = lt->cols * C;
-  } else {
-    snprintf(name, cap, "%s", i - 2 == n_layer_tensors ? "ln_f.weight" : "ln_f.bias");
-    *ndim = 1;
-    shape[0] = C;
-  }
-}
-
 void damo_gpt2_free(damo_gpt2 *m) {
   if (!m) return;
   param_store_free(&m->p);
   free(m);
 }
 
-static void spec_of(const void *config, int i, char *name, size_t cap, int *ndim, int64_t *shape) {
-  tensor_spec(config, i, name, cap, ndim, shape);
+/* The layers' weights under HuggingFace's names (see hf_slot_name). */
+static const hf_slot_name gpt2_names[] = {
+    {"token_embedding/embeddings", "wte.weight"},
+    {"position_embedding/embeddings", "wpe.weight"},
+    {"self_attention_layer_norm/gamma", ".ln_1.weight"},
+    {"self_attention_layer_norm/beta", ".ln_1.bias"},
+    {"self_attention/query_key_value/kernel", ".attn.c_attn.weight"},
+    {"self_attention/query_key_value/bias", ".attn.c_attn.bias"},
+    {"self_attention/attention_output/kernel", ".attn.c_proj.weight"},
+    {"self_attention/attention_output/bias", ".attn.c_proj.bias"},
+    {"feedforward_layer_norm/gamma", ".ln_2.weight"},
+    {"feedforward_layer_norm/beta", ".ln_2.bias"},
+    {"feedforward_intermediate_dense/kernel", ".mlp.c_fc.weight"},
+    {"feedforward_intermediate_dense/bias", ".mlp.c_fc.bias"},
+    {"feedforward_output_dense/kernel", ".mlp.c_proj.weight"},
+    {"feedforward_output_dense/bias", ".mlp.c_proj.bias"},
+    {"gamma", ".weight"}, /* ln_f */
+    {"beta", ".bias"},
+};
+
+/* GPT-2 for sequences of seq_len as a functional model of the library's layers, the same a
+ * user would write: ids (T,) -> token_and_position_embedding "embeddings" (wte, wpe) ->
+ * n_layer pre-LN transformer_decoder blocks "h.0" ... (causal, tanh GELU, GPT-2's fused
+ * c_attn, kernels in its Conv1D (in, out) layout, no dropout) -> layer_normalization "ln_f".
+ * The store is laid out from these layers (gpt2_alloc); a graph's layers are views of it. */
+static damo_status gpt2_layers(const damo_gpt2_config *c, int64_t seq_len, damo_model **out) {
+  damo_model *fm = *out = damo_functional_new();
+  if (!fm) return damo_error(DAMO_ERR_NOMEM, "gpt2: out of memory");
+  int x = damo_model_input(fm, "ids", 1, &seq_len);
+  damo_layer *embed = damo_token_and_position_embedding_layer(c->vocab_size, c->n_positions, c->n_embd, 0);
+  x = damo_model_call1(fm, damo_layer_set_name(embed, "embeddings"), x);
+  for (int i = 0; i < c->n_layer; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "h.%d", i);
+    damo_layer *block = damo_transformer_decoder_layer(4 * c->n_embd, c->n_head, 0, 2, c->layer_norm_epsilon, 1);
+    if (block && damo_transformer_set_layout(block, 1, 0, 0) != DAMO_OK) damo_layer_free(block), block = NULL;
+    x = damo_model_call1(fm, damo_layer_set_name(block, name), x);
+  }
+  x = damo_model_call1(fm, damo_layer_set_name(damo_layer_norm_layer(c->layer_norm_epsilon, 1, 1), "ln_f"), x);
+  return damo_model_set_output(fm, x);
 }
 
-/* A model with its tensors laid out and zero-filled. */
+#define N_NAMES ((int)(sizeof gpt2_names / sizeof *gpt2_names))
+
+/* A model with its tensors laid out (in HuggingFace's order, from the layers) and zero-filled. */
 damo_status gpt2_alloc(const damo_gpt2_config *cfg, damo_gpt2 **out) {
   *out = NULL;
   damo_status st = gpt2_check_config(cfg, "gpt2");
@@ -98,7 +102,10 @@ damo_status gpt2_alloc(const damo_gpt2_config *cfg, damo_gpt2 **out) {
   damo_gpt2 *m = calloc(1, sizeof *m);
   if (!m) return damo_error(DAMO_ERR_NOMEM, "gpt2: out of memory");
   m->config = *cfg;
-  st = param_store_alloc(&m->p, 2 + cfg->n_layer * GPT2_TENSORS_PER_LAYER + 2, spec_of, cfg, "gpt2");
+  damo_model *fm;
+  st = gpt2_layers(cfg, 1, &fm);
+  if (st == DAMO_OK) st = param_store_alloc_layers(&m->p, fm, gpt2_names, N_NAMES, 0, NULL, NULL, "gpt2");
+  damo_model_free(fm);
   if (st != DAMO_OK) {
     free(m);
     return st;
@@ -167,52 +174,6 @@ void damo_gpt2_graph_free(damo_gpt2_graph *gg) {
   free(gg);
 }
 
-/* The layers' weights under HuggingFace's names (see hf_slot_name). */
-static const hf_slot_name gpt2_names[] = {
-    {"token_embedding/embeddings", "wte.weight"},
-    {"position_embedding/embeddings", "wpe.weight"},
-    {"self_attention_layer_norm/gamma", ".ln_1.weight"},
-    {"self_attention_layer_norm/beta", ".ln_1.bias"},
-    {"self_attention/query_key_value/kernel", ".attn.c_attn.weight"},
-    {"self_attention/query_key_value/bias", ".attn.c_attn.bias"},
-    {"self_attention/attention_output/kernel", ".attn.c_proj.weight"},
-    {"self_attention/attention_output/bias", ".attn.c_proj.bias"},
-    {"feedforward_layer_norm/gamma", ".ln_2.weight"},
-    {"feedforward_layer_norm/beta", ".ln_2.bias"},
-    {"feedforward_intermediate_dense/kernel", ".mlp.c_fc.weight"},
-    {"feedforward_intermediate_dense/bias", ".mlp.c_fc.bias"},
-    {"feedforward_output_dense/kernel", ".mlp.c_proj.weight"},
-    {"feedforward_output_dense/bias", ".mlp.c_proj.bias"},
-    {"gamma", ".weight"}, /* ln_f */
-    {"beta", ".bias"},
-};
-
-/* GPT-2 for sequences of seq_len as a functional model of the library's layers, the same a
- * user would write: ids (T,) -> token_and_position_embedding "embeddings" (wte, wpe) ->
- * n_layer pre-LN transformer_decoder blocks "h.0" ... (causal, tanh GELU, GPT-2's fused
- * c_attn, kernels in its Conv1D (in, out) layout, no dropout) -> layer_normalization "ln_f",
- * every weight a view of the model's store. */
-static damo_status gpt2_layers(const damo_gpt2 *m, int64_t seq_len, damo_model **out) {
-  const damo_gpt2_config *c = &m->config;
-  damo_model *fm = *out = damo_functional_new();
-  if (!fm) return damo_error(DAMO_ERR_NOMEM, "gpt2: out of memory");
-  int x = damo_model_input(fm, "ids", 1, &seq_len);
-  damo_layer *embed = damo_token_and_position_embedding_layer(c->vocab_size, c->n_positions, c->n_embd, 0);
-  x = damo_model_call1(fm, damo_layer_set_name(embed, "embeddings"), x);
-  for (int i = 0; i < c->n_layer; i++) {
-    char name[32];
-    snprintf(name, sizeof name, "h.%d", i);
-    damo_layer *block = damo_transformer_decoder_layer(4 * c->n_embd, c->n_head, 0, 2, c->layer_norm_epsilon, 1);
-    if (block && damo_transformer_set_layout(block, 1, 0, 0) != DAMO_OK) damo_layer_free(block), block = NULL;
-    x = damo_model_call1(fm, damo_layer_set_name(block, name), x);
-  }
-  x = damo_model_call1(fm, damo_layer_set_name(damo_layer_norm_layer(c->layer_norm_epsilon, 1, 1), "ln_f"), x);
-  damo_status st = damo_model_set_output(fm, x);
-  return st == DAMO_OK ? param_store_bind_layers(&m->p, fm, gpt2_names, (int)(sizeof gpt2_names / sizeof *gpt2_names),
-                                                 "gpt2")
-                       : st;
-}
-
 damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, int training, damo_gpt2_graph **out) {
   if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_graph_new: NULL argument");
   *out = NULL;
@@ -224,7 +185,8 @@ damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, in
   gg->batch = batch;
   gg->seq_len = seq_len;
   damo_graph *g = gg->graph = damo_graph_new(0);
-  damo_status st = g ? gpt2_layers(m, seq_len, &gg->layers) : DAMO_ERR_NOMEM;
+  damo_status st = g ? gpt2_layers(&m->config, seq_len, &gg->layers) : DAMO_ERR_NOMEM;
+  if (st == DAMO_OK) st = param_store_bind_layers(&m->p, gg->layers, gpt2_names, N_NAMES, "gpt2");
   damo_node *x = NULL, *pre;
   if (st == DAMO_OK) st = damo_model_build_nodes(gg->layers, g, batch, &gg->ids, &x, &pre);
   if (st == DAMO_OK && training) {

@@ -70,30 +70,3 @@ void param_store_json_float(cJSON *root, const char *key, float value) {
   cJSON_AddItemToObject(root, key, cJSON_CreateRaw(text));
 }
 
-
-damo_status param_store_bind_layers(const param_store *s, damo_model *fm, const hf_slot_name *map, int n_map,
-                                    const char *what) {
-  for (int i = 0; i < fm->n_layers; i++) {
-    damo_layer *l = fm->layers[i];
-    for (int p = 0; p < l->n_params; p++) {
-      damo_param_slot *slot = &l->params[p];
-      const hf_slot_name *e = NULL;
-      for (int k = 0; k < n_map && !e; k++)
-        if (!strcmp(map[k].slot, slot->name)) e = &map[k];
-      char name[192];
-      if (e && e->hf[0] == '.') snprintf(name, sizeof name, "%s%s", l->name, e->hf);
-      else if (e) snprintf(name, sizeof name, "%s", e->hf);
-      const int j = e ? param_store_index(s, name) : -1;
-      const damo_tensor *v = j >= 0 ? s->values[j] : NULL;
-      if (!v || v->ndim != slot->ndim || memcmp(v->shape, slot->shape, (size_t)slot->ndim * sizeof *slot->shape))
-        return damo_error(DAMO_ERR_STATE, "%s: layer '%s' weight '%s' has no tensor of its shape in the model (%s)",
-                          what, l->name, slot->name, e ? name : "unmapped");
-      damo_tensor_free(slot->value);
-      damo_tensor_free(slot->grad);
-      slot->value = damo_tensor_wrap(DAMO_F32, slot->ndim, slot->shape, v->data);
-      slot->grad = damo_tensor_wrap(DAMO_F32, slot->ndim, slot->shape, s->grads[j]->data);
-      if (!slot->value || !slot->grad) return damo_error(DAMO_ERR_NOMEM, "%s: out of memory", what);
-    }
-  }
-  return DAMO_OK;
-}

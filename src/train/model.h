@@ -116,6 +116,29 @@ int64_t damo_model_batch_correct(const damo_model *m, const damo_model_graph *mg
 /* The name of the first node (param or op) with a non-finite value; forward is re-run. */
 const char *damo_model_find_nonfinite(damo_model *m, damo_model_graph *mg);
 
+/* Models of layers over another parameter store (train/param_store.c): GPT-2 and BERT keep
+ * their weights under HuggingFace's names and build their graphs from layers.
+ *
+ * A layer weight's file name: slot (keras_hub's name, "self_attention/query/kernel")
+ * to hf; an hf starting with '.' follows the layer's name ("encoder.layer.3" +
+ * ".attention.self.query.weight"), any other is the whole name ("wte.weight"). */
+typedef struct hf_slot_name {
+  const char *slot, *hf;
+} hf_slot_name;
+
+/* Lays out s from fm's layers: layer by layer, each layer's slots in the order of map (so a
+ * map listing a layer's names in HuggingFace's order gives its file order), named by map;
+ * then n_extra tensors from extra (weights that are no layer's, such as BERT's heads). */
+damo_status param_store_alloc_layers(param_store *s, const damo_model *fm, const hf_slot_name *map, int n_map,
+                                     int n_extra, param_spec_fn extra, const void *extra_config, const char *what);
+
+/* Points every weight slot of fm's layers at the tensor of s that map names (value and
+ * gradient views over the store's blocks, freed with fm): the model of layers then trains
+ * the store's weights in place. An unmapped slot or a shape that differs is an error (a
+ * table out of step with the layers). */
+damo_status param_store_bind_layers(const param_store *s, damo_model *fm, const hf_slot_name *map, int n_map,
+                                    const char *what);
+
 /* The config readers' early return (config.c, config_functional.c, config_seq.c). */
 #define TRY(expr)                                                                                                      \
   do {                                                                                                                 \

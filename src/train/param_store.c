@@ -1,6 +1,9 @@
 /* param_store.c - the one parameter store of every model kind (see param_store.h): layout,
- * per-tensor views, the decay mask and the optimizer over the whole block. */
-#include "train/param_store.h"
+ * per-tensor views, the decay mask and the optimizer over the whole block; and a model of
+ * layers laid out in, or pointed at, a store under other names (model.h). */
+#include "train/model.h"
+
+#include <stdio.h>
 
 void param_store_free(param_store *s) {
   if (!s) return;
@@ -89,4 +92,73 @@ damo_status param_store_optimizer(const param_store *s, const damo_optimizer_con
     *out = NULL;
   }
   return st;
+}
+
+damo_status param_store_bind_layers(const param_store *s, damo_model *fm, const hf_slot_name *map, int n_map,
+                                    const char *what) {
+  for (int i = 0; i < fm->n_layers; i++) {
+    damo_layer *l = fm->layers[i];
+    for (int p = 0; p < l->n_params; p++) {
+      damo_param_slot *slot = &l->params[p];
+      const hf_slot_name *e = NULL;
+      for (int k = 0; k < n_map && !e; k++)
+        if (!strcmp(map[k].slot, slot->name)) e = &map[k];
+      char name[192];
+      if (e && e->hf[0] == '.') snprintf(name, sizeof name, "%s%s", l->name, e->hf);
+      else if (e) snprintf(name, sizeof name, "%s", e->hf);
+      const int j = e ? param_store_index(s, name) : -1;
+      const damo_tensor *v = j >= 0 ? s->values[j] : NULL;
+      if (!v || v->ndim != slot->ndim || memcmp(v->shape, slot->shape, (size_t)slot->ndim * sizeof *slot->shape))
+        return damo_error(DAMO_ERR_STATE, "%s: layer '%s' weight '%s' has no tensor of its shape in the model (%s)",
+                          what, l->name, slot->name, e ? name : "unmapped");
+      damo_tensor_free(slot->value);
+      damo_tensor_free(slot->grad);
+      slot->value = damo_tensor_wrap(DAMO_F32, slot->ndim, slot->shape, v->data);
+      slot->grad = damo_tensor_wrap(DAMO_F32, slot->ndim, slot->shape, s->grads[j]->data);
+      if (!slot->value || !slot->grad) return damo_error(DAMO_ERR_NOMEM, "%s: out of memory", what);
+    }
+  }
+  return DAMO_OK;
+}
+
+/* The context of param_store_alloc_layers' spec. */
+typedef struct layer_tensors {
+  const damo_model *fm;
+  const hf_slot_name *map;
+  int n_map, n_layer_tensors;
+  param_spec_fn extra;
+  const void *extra_config;
+} layer_tensors;
+
+static const damo_param_slot *find_slot(const damo_layer *l, const char *name) {
+  for (int p = 0; p < l->n_params; p++)
+    if (!strcmp(l->params[p].name, name)) return &l->params[p];
+  return NULL;
+}
+
+static void layer_tensor_spec(const void *config, int i, char *name, size_t cap, int *ndim, int64_t *shape) {
+  const layer_tensors *lt = config;
+  if (i >= lt->n_layer_tensors) {
+    lt->extra(lt->extra_config, i - lt->n_layer_tensors, name, cap, ndim, shape);
+    return;
+  }
+  for (int j = 0; j < lt->fm->n_layers; j++) {
+    const damo_layer *l = lt->fm->layers[j];
+    for (int k = 0; k < lt->n_map; k++) {
+      const damo_param_slot *slot = find_slot(l, lt->map[k].slot);
+      if (!slot || i--) continue;
+      snprintf(name, cap, "%s%s", lt->map[k].hf[0] == '.' ? l->name : "", lt->map[k].hf);
+      *ndim = slot->ndim;
+      memcpy(shape, slot->shape, (size_t)slot->ndim * sizeof *shape);
+      return;
+    }
+  }
+}
+
+damo_status param_store_alloc_layers(param_store *s, const damo_model *fm, const hf_slot_name *map, int n_map,
+                                     int n_extra, param_spec_fn extra, const void *extra_config, const char *what) {
+  layer_tensors lt = {fm, map, n_map, 0, extra, extra_config};
+  for (int j = 0; j < fm->n_layers; j++)
+    for (int k = 0; k < n_map; k++) lt.n_layer_tensors += find_slot(fm->layers[j], map[k].slot) != NULL;
+  return param_store_alloc(s, lt.n_layer_tensors + n_extra, layer_tensor_spec, &lt, what);
 }
