@@ -615,9 +615,10 @@ damo_node *damo_layer_norm(damo_graph *g, damo_node *x, damo_node *gamma, damo_n
  * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (GPT-2's "gelu_new"). */
 damo_node *damo_gelu(damo_graph *g, damo_node *x, int approximate);
 /* Fused multi-head scaled dot-product attention, softmax(q k^T / sqrt(head_dim) + mask) v per
- * head: q (B, Tq, C), k and v (B, Tk, C), C = n_heads * head_dim, head h taking channels
- * [h head_dim, (h+1) head_dim) of the last axis (HuggingFace's split) and the output
- * (B, Tq, C) merging them back. causal (needs Tq == Tk): query i sees keys <= i.
+ * head: q (B, Tq, C), k (B, Tk, C), v (B, Tk, Cv), C = n_heads * head_dim, head h taking
+ * channels [h head_dim, (h+1) head_dim) of q and k (HuggingFace's split) and its share
+ * Cv / n_heads of v (Keras' value_dim; usually Cv = C), the output (B, Tq, Cv) merging them
+ * back. causal (needs Tq == Tk): query i sees keys <= i.
  * key_mask: NULL or (B, Tk) f32, a key kept where it is not 0 (BERT's attention_mask). A
  * query that sees no key outputs 0 and passes no gradient. Memory is linear in T: per
  * (batch, head, query) only the log-sum-exp is kept, and backward recomputes the scores
@@ -683,11 +684,11 @@ damo_layer *damo_global_max_pool1d_layer(void);
 damo_layer *damo_layer_norm_layer(float epsilon, int center, int scale);
 /* MultiHeadAttention, called on 1 input (self-attention: query = value = key), 2 (query,
  * value; key = value) or 3 (query, value, key), each (timesteps, features). key_dim is per
- * head; value_dim 0 means key_dim and must equal it (the fused attention op); output_shape
- * 0 means the query's features. Weights as 2-D dense kernels (Keras' (C, heads, key_dim)
+ * head, value_dim each head's value width (0: key_dim); output_shape 0 means the query's
+ * features. Weights as 2-D dense kernels (Keras' (C, heads, key_dim)
  * EinsumDense kernels reshaped, head h in columns [h key_dim, (h+1) key_dim)):
- * "query/kernel" (Cq, heads*key_dim), "query/bias", "key/...", "value/...",
- * "attention_output/kernel" (heads*key_dim, out), "attention_output/bias". dropout acts on
+ * "query/kernel" (Cq, heads*key_dim), "query/bias", "key/...", "value/..." (heads*value_dim
+ * columns), "attention_output/kernel" (heads*value_dim, out), "attention_output/bias". dropout acts on
  * the attention probabilities while training. The key mask is the value input's timestep
  * mask (an embedding with mask_zero); the output carries the query's. To see the attention
  * scores, call damo_attention_capture_probs on the layer's attention node (the struct's

@@ -43,19 +43,19 @@ static damo_node *project(damo_layer *l, damo_graph *g, damo_node *x, int k, int
   return l->kernels_out_in ? damo_linear_op(g, x, w, b, act) : damo_dense_op(g, x, w, b, act);
 }
 
-/* Declares an attention's projections, prefix "" or "self_attention/": query, key, value
- * (kernel, bias) from widths cq, ck, cv to heads * head_dim, and attention_output back to
- * out; 8 slots (4 without biases) from l->params[l->n_params]. fused (self-attention, cq ==
+/* Declares an attention's projections, prefix "" or "self_attention/": query and key
+ * (kernel, bias) from widths cq, ck to heads * head_dim, value from cv to heads * value_dim,
+ * and attention_output back to out; 8 slots (4 without biases) from l->params[l->n_params]. fused (self-attention, cq ==
  * ck == cv) declares one "query_key_value" projection to 3 heads * head_dim instead, the
  * query's columns first (GPT-2's c_attn): 4 slots. */
 static void declare_attention(damo_layer *l, const char *prefix, int64_t cq, int64_t ck, int64_t cv, int64_t heads,
-                              int64_t head_dim, int64_t out, int use_bias, int fused) {
+                              int64_t head_dim, int64_t value_dim, int64_t out, int use_bias, int fused) {
   static const char *const parts[] = {"query", "key", "value", "attention_output", "query_key_value"};
-  const int64_t in_width[4] = {cq, ck, cv, heads * head_dim};
+  const int64_t in_width[4] = {cq, ck, cv, heads * value_dim};
   for (int p = fused ? 2 : 0; p < 4; p++) {
     char name[48];
     const int part = fused && p == 2 ? 4 : p;
-    const int64_t cols = p == 3 ? out : heads * head_dim * (part == 4 ? 3 : 1);
+    const int64_t cols = p == 3 ? out : part == 4 ? 3 * heads * head_dim : heads * (p == 2 ? value_dim : head_dim);
     int64_t kshape[2];
     kernel_shape(l, in_width[p], cols, kshape);
     snprintf(name, sizeof name, "%s%s/kernel", prefix, parts[part]);
@@ -159,13 +159,9 @@ static int value_input(const damo_layer *l) { return l->n_in >= 2 ? 1 : 0; }
 static int key_input(const damo_layer *l) { return l->n_in == 3 ? 2 : value_input(l); }
 
 static damo_status mha_infer(damo_layer *l) {
-  if (l->num_heads < 1 || l->key_dim < 1)
-    return damo_error(DAMO_ERR_INVALID_ARG, "multi_head_attention layer '%s': num_heads and key_dim must be >= 1, got "
-                      "%d and %d", l->name, l->num_heads, l->key_dim);
-  const int value_dim = l->value_dim ? l->value_dim : l->key_dim;
-  if (value_dim != l->key_dim)
-    return damo_error(DAMO_ERR_INVALID_ARG, "multi_head_attention layer '%s': value_dim %d must equal key_dim %d (the "
-                      "fused attention op gives each head's values the keys' width)", l->name, value_dim, l->key_dim);
+  if (l->num_heads < 1 || l->key_dim < 1 || l->value_dim < 0)
+    return damo_error(DAMO_ERR_INVALID_ARG, "multi_head_attention layer '%s': num_heads and key_dim must be >= 1 and "
+                      "value_dim >= 0 (0: key_dim), got %d, %d and %d", l->name, l->num_heads, l->key_dim, l->value_dim);
   if (l->units < 0 || !(l->rate >= 0 && l->rate < 1))
     return damo_error(DAMO_ERR_INVALID_ARG, "multi_head_attention layer '%s': output_shape must be >= 1 and dropout in "
                       "[0, 1)", l->name);
@@ -186,7 +182,8 @@ static damo_status mha_infer(damo_layer *l) {
   l->out_shape[0] = q->dim[0];
   l->out_shape[1] = out;
   l->n_params = 0;
-  declare_attention(l, "", q->dim[1], k->dim[1], v->dim[1], l->num_heads, l->key_dim, out, l->use_bias, 0);
+  declare_attention(l, "", q->dim[1], k->dim[1], v->dim[1], l->num_heads, l->key_dim,
+                    l->value_dim ? l->value_dim : l->key_dim, out, l->use_bias, 0);
   return DAMO_OK;
 }
 
@@ -272,11 +269,12 @@ static damo_status block_infer(damo_layer *l) {
   l->out_ndim = 2;
   memcpy(l->out_shape, l->ins[0].dim, sizeof l->out_shape);
   l->n_params = 0;
-  declare_attention(l, "self_attention/", hidden, hidden, hidden, l->num_heads, l->key_dim, hidden, 1, l->fused_qkv);
+  declare_attention(l, "self_attention/", hidden, hidden, hidden, l->num_heads, l->key_dim, l->key_dim, hidden, 1,
+                    l->fused_qkv);
   declare_norm(l, "self_attention", hidden);
   if (cross) {
     const int64_t enc = l->ins[1].dim[1];
-    declare_attention(l, "cross_attention/", hidden, enc, enc, l->num_heads, l->key_dim, hidden, 1, 0);
+    declare_attention(l, "cross_attention/", hidden, enc, enc, l->num_heads, l->key_dim, l->key_dim, hidden, 1, 0);
     declare_norm(l, "cross_attention", hidden);
   }
   declare_norm(l, "feedforward", hidden);

@@ -1,9 +1,10 @@
 /* attention.c - fused multi-head scaled dot-product attention with a flash-attention style
  * backward: memory linear in the sequence length, no (T x T) matrix kept per head.
  *
- * Inputs q (B, Tq, C), k and v (B, Tk, C), optional key mask (B, Tk); head h owns channels
- * [h D, (h+1) D) of the last axis (D = C / H), read in place with leading dimension C, so
- * no split/merge copies are made. Per head, with s = 1 / sqrt(D):
+ * Inputs q and k (B, Tq, C) and (B, Tk, C), v (B, Tk, Cv), optional key mask (B, Tk); the
+ * output is (B, Tq, Cv). Head h owns channels [h D, (h+1) D) of q and k (D = C / H) and
+ * [h Dv, (h+1) Dv) of v and the output (Dv = Cv / H: Keras' value_dim), read in place with
+ * leading dimensions C and Cv, so no split/merge copies are made. Per head, with s = 1 / sqrt(D):
  *   S = s Q K^T,   P = softmax_row(S over the keys the row may see),   O = P V
  * A row sees key j when the mask keeps j (mask != 0) and, if causal, j <= i. A row that sees
  * no key has P = 0: output 0 and no gradient (no NaN from an empty softmax).
@@ -46,7 +47,7 @@ enum { ATT_HEADER_FLOATS = 16 }; /* aux starts with the forward's dropout seed (
 #define ATT_MAX_SLOTS 256
 
 typedef struct att_dims {
-  int64_t B, Tq, Tk, C, H, D;
+  int64_t B, Tq, Tk, C, H, D, Cv, Dv;
   int64_t qb, n_qblocks; /* query rows per block, blocks per head */
   int causal;
   float scale;
@@ -55,7 +56,7 @@ typedef struct att_dims {
 } att_dims;
 
 static att_dims dims_of(const damo_node *n) {
-  const damo_node *q = n->in[0], *k = n->in[1];
+  const damo_node *q = n->in[0], *k = n->in[1], *v = n->in[2];
   att_dims d;
   d.B = q->shape[0];
   d.Tq = q->shape[1];
@@ -63,6 +64,8 @@ static att_dims dims_of(const damo_node *n) {
   d.C = q->shape[2];
   d.H = n->iparam[ATT_HEADS];
   d.D = d.C / d.H;
+  d.Cv = v->shape[2];
+  d.Dv = d.Cv / d.H;
   d.qb = d.Tq < ATT_QUERY_BLOCK ? d.Tq : ATT_QUERY_BLOCK;
   d.n_qblocks = (d.Tq + d.qb - 1) / d.qb;
   d.causal = n->iparam[ATT_CAUSAL];
@@ -93,12 +96,12 @@ static damo_status attention_infer(damo_node *n) {
       return damo_shape_error(n, "q, k and v must be f32 (batch, time, channels)", n->in[i], NULL);
   if (k->shape[0] != q->shape[0] || k->shape[2] != q->shape[2])
     return damo_shape_error(n, "k must be (batch, keys, channels) with q's batch and channels", q, k);
-  if (v->shape[0] != k->shape[0] || v->shape[1] != k->shape[1] || v->shape[2] != k->shape[2])
-    return damo_shape_error(n, "v must have k's shape", k, v);
+  if (v->shape[0] != k->shape[0] || v->shape[1] != k->shape[1])
+    return damo_shape_error(n, "v must be (batch, keys, value channels) with k's batch and keys", k, v);
   int64_t H = n->iparam[ATT_HEADS];
-  if (H < 1 || q->shape[2] % H != 0)
-    return damo_error(DAMO_ERR_SHAPE, "attention: %lld channels do not split into %lld heads",
-                      (long long)q->shape[2], (long long)H);
+  if (H < 1 || q->shape[2] % H != 0 || v->shape[2] % H != 0)
+    return damo_error(DAMO_ERR_SHAPE, "attention: %lld query and %lld value channels do not split into %lld heads",
+                      (long long)q->shape[2], (long long)v->shape[2], (long long)H);
   if (n->iparam[ATT_CAUSAL] && q->shape[1] != k->shape[1])
     return damo_shape_error(n, "a causal mask needs as many queries as keys", q, k);
   if (n->n_in > 3) {
@@ -109,6 +112,7 @@ static damo_status attention_infer(damo_node *n) {
   n->dtype = DAMO_F32;
   n->ndim = 3;
   memcpy(n->shape, q->shape, sizeof n->shape);
+  n->shape[2] = v->shape[2];
   att_dims d = dims_of(n);
   n->aux_bytes = (size_t)(lse_floats(&d) + n->iparam[ATT_SLOTS] * slot_floats(&d)) * sizeof(float);
   if (!(n->fparam[ATT_DROPOUT] >= 0.0f && n->fparam[ATT_DROPOUT] < 1.0f))
@@ -257,8 +261,8 @@ static damo_status attention_forward(damo_graph *g, damo_node *n) {
       int64_t i0 = task % d.n_qblocks * d.qb, nq = d.Tq - i0 < d.qb ? d.Tq - i0 : d.qb, nk = block_keys(&d, i0, nq);
       block_probabilities(&d, &io, b, h, i0, nq, nk, P, 1);
       if (d.keep_scale != 0.0f) block_dropout(&d, *io.seed, b, h, i0, nq, nk, P, P);
-      damo_gemm(0, 0, nq, d.D, nk, 1.0f, P, nk, io.v + b * d.Tk * d.C + h * d.D, d.C, 0.0f,
-                out + (b * d.Tq + i0) * d.C + h * d.D, d.C);
+      damo_gemm(0, 0, nq, d.Dv, nk, 1.0f, P, nk, io.v + b * d.Tk * d.Cv + h * d.Dv, d.Cv, 0.0f,
+                out + (b * d.Tq + i0) * d.Cv + h * d.Dv, d.Cv);
       if (probs)
         for (int64_t r = 0; r < nq; r++) {
           float *dst = probs + (bh * d.Tq + i0 + r) * d.Tk;
@@ -288,18 +292,19 @@ static void attention_backward(damo_graph *g, damo_node *n) {
 #pragma omp for schedule(dynamic)
     for (int64_t bh = 0; bh < pairs; bh++) {
       int64_t b = bh / d.H, h = bh % d.H, q_off = b * d.Tq * d.C + h * d.D, kv_off = b * d.Tk * d.C + h * d.D;
+      int64_t v_off = b * d.Tk * d.Cv + h * d.Dv, o_off = b * d.Tq * d.Cv + h * d.Dv;
       for (int64_t i0 = 0; i0 < d.Tq; i0 += d.qb) {
         int64_t nq = d.Tq - i0 < d.qb ? d.Tq - i0 : d.qb, nk = block_keys(&d, i0, nq);
-        const float *dOb = dout + q_off + i0 * d.C;
+        const float *dOb = dout + o_off + i0 * d.Cv;
         block_probabilities(&d, &io, b, h, i0, nq, nk, P, 0);
         const float *used = P; /* the probabilities O was made of */
         if (d.keep_scale != 0.0f) {
           block_dropout(&d, *io.seed, b, h, i0, nq, nk, P, PM);
           used = PM;
         }
-        if (dv) damo_gemm(1, 0, nk, d.D, nq, 1.0f, used, nk, dOb, d.C, 1.0f, dv + kv_off, d.C);
+        if (dv) damo_gemm(1, 0, nk, d.Dv, nq, 1.0f, used, nk, dOb, d.Cv, 1.0f, dv + v_off, d.Cv);
         if (!dq && !dk) continue;
-        damo_gemm(0, 1, nq, nk, d.D, 1.0f, dOb, d.C, io.v + kv_off, d.C, 0.0f, dS, nk);
+        damo_gemm(0, 1, nq, nk, d.Dv, 1.0f, dOb, d.Cv, io.v + v_off, d.Cv, 0.0f, dS, nk);
         if (d.keep_scale != 0.0f) block_dropout(&d, *io.seed, b, h, i0, nq, nk, dS, dS);
         /* the scale of S folds in here, once for dQ and dK */
         for (int64_t r = 0; r < nq; r++) row_softmax_backward(P + r * nk, dS + r * nk, nk, d.scale);

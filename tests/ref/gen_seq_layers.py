@@ -110,11 +110,11 @@ def ln_weights(c, prefix, dim):
     return g, b
 
 
-def attention_weights(c, prefix, cq, ck, cv, heads, key_dim, out, use_bias=True):
+def attention_weights(c, prefix, cq, ck, cv, heads, key_dim, out, use_bias=True, value_dim=None):
     w = {}
-    width = heads * key_dim
-    for part, cin, cols in (("query", cq, width), ("key", ck, width), ("value", cv, width),
-                            ("attention_output", width, out)):
+    width, v_width = heads * key_dim, heads * (value_dim or key_dim)
+    for part, cin, cols in (("query", cq, width), ("key", ck, width), ("value", cv, v_width),
+                            ("attention_output", v_width, out)):
         w[part + "/kernel"] = c.weight(prefix + part + "/kernel", randn(cin, cols, scale=1 / math.sqrt(cin)))
         if use_bias:
             w[part + "/bias"] = c.weight(prefix + part + "/bias", randn(cols, scale=0.1))
@@ -126,17 +126,18 @@ def dense(x, kernel, bias):
     return y + bias if bias is not None else y
 
 
-def attention(q_in, v_in, k_in, w, heads, key_dim, causal=False, key_mask=None, probs_out=None):
+def attention(q_in, v_in, k_in, w, heads, key_dim, causal=False, key_mask=None, probs_out=None, value_dim=None):
     """Keras MultiHeadAttention: only the keys are masked (padded queries still attend)."""
     Bq, Tq, _ = q_in.shape
     Tk = k_in.shape[1]
+    value_dim = value_dim or key_dim
 
-    def split(t):  # (B, T, H*kd) -> (B, H, T, kd)
-        return t.reshape(t.shape[0], t.shape[1], heads, key_dim).transpose(1, 2)
+    def split(t, d):  # (B, T, H*d) -> (B, H, T, d)
+        return t.reshape(t.shape[0], t.shape[1], heads, d).transpose(1, 2)
 
-    q = split(dense(q_in, w["query/kernel"], w.get("query/bias")))
-    k = split(dense(k_in, w["key/kernel"], w.get("key/bias")))
-    v = split(dense(v_in, w["value/kernel"], w.get("value/bias")))
+    q = split(dense(q_in, w["query/kernel"], w.get("query/bias")), key_dim)
+    k = split(dense(k_in, w["key/kernel"], w.get("key/bias")), key_dim)
+    v = split(dense(v_in, w["value/kernel"], w.get("value/bias")), value_dim)
     scores = q @ k.transpose(-1, -2) / math.sqrt(key_dim)
     allowed = torch.ones(Bq, 1, Tq, Tk, dtype=torch.bool)
     if key_mask is not None:
@@ -147,7 +148,7 @@ def attention(q_in, v_in, k_in, w, heads, key_dim, causal=False, key_mask=None, 
     p = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
     if probs_out is not None:
         probs_out.append(p)
-    o = (p @ v).transpose(1, 2).reshape(Bq, Tq, heads * key_dim)
+    o = (p @ v).transpose(1, 2).reshape(Bq, Tq, heads * value_dim)
     return dense(o, w["attention_output/kernel"], w.get("attention_output/bias"))
 
 
@@ -215,7 +216,8 @@ def case_layer_norm(store, name, center_scale):
     c.finish(layer_norm(x, g, b, 1e-3), store)
 
 
-def case_mha(store, name, heads, key_dim, causal=False, masked=False, n_inputs=1, output=None, use_bias=True):
+def case_mha(store, name, heads, key_dim, causal=False, masked=False, n_inputs=1, output=None, use_bias=True,
+             value_dim=None):
     c = Case(name)
     probs = []
     key_mask = None
@@ -230,8 +232,8 @@ def case_mha(store, name, heads, key_dim, causal=False, masked=False, n_inputs=1
         v = c.input("v", randn(B, 5, 4)) if n_inputs >= 2 else q
         k = c.input("k", randn(B, 5, 3)) if n_inputs == 3 else v
     out = output or q.shape[-1]
-    w = attention_weights(c, "mha/", q.shape[-1], k.shape[-1], v.shape[-1], heads, key_dim, out, use_bias)
-    y = attention(q, v, k, w, heads, key_dim, causal, key_mask, probs)
+    w = attention_weights(c, "mha/", q.shape[-1], k.shape[-1], v.shape[-1], heads, key_dim, out, use_bias, value_dim)
+    y = attention(q, v, k, w, heads, key_dim, causal, key_mask, probs, value_dim)
     if masked:
         c.extra["probs"] = probs[0]
     c.finish(y, store)
@@ -324,6 +326,7 @@ def main():
     case_pool1d(store, "maxpool_same_s2", "max", 7, 3, 3, 2, "same")
     case_pool1d(store, "avgpool_same", "avg", 7, 2, 2, 2, "same")
     case_mha(store, "mha_nobias", 2, 2, n_inputs=2, use_bias=False)
+    case_mha(store, "mha_vdim", 2, 3, n_inputs=2, value_dim=4)  # each head's values wider than its keys
     safetensors_writer.write(OUT_PATH, store, {"generator": "tests/ref/gen_seq_layers.py"})
     print("wrote %s (%d tensors)" % (OUT_PATH, len(store)))
 
