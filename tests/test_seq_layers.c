@@ -89,13 +89,17 @@ static damo_model *build_mha_masked(void) {
   return m;
 }
 
-static damo_model *build_mha_cross(void) {
+/* query (3, 6) and value (5, 4) through 2 heads of key_dim 3 */
+static damo_model *mha_on_query_value(int value_dim, int output_shape) {
   damo_model *m = damo_functional_new();
   int q = damo_model_input(m, "q", 2, SEQ_3x6), v = damo_model_input(m, "v", 2, SEQ_5x4);
-  int y = damo_model_call2(m, damo_layer_set_name(damo_multi_head_attention_layer(2, 3, 0, 5, 0, 1, 0), "mha"), q, v);
+  damo_layer *mha = damo_multi_head_attention_layer(2, 3, value_dim, output_shape, 0, 1, 0);
+  int y = damo_model_call2(m, damo_layer_set_name(mha, "mha"), q, v);
   if (!set_output(m, y)) damo_model_free(m), m = NULL;
   return m;
 }
+static damo_model *build_mha_cross(void) { return mha_on_query_value(0, 5); }
+static damo_model *build_mha_vdim(void) { return mha_on_query_value(4, 0); }
 
 static damo_model *build_mha_cross3(void) {
   damo_model *m = damo_functional_new();
@@ -152,14 +156,6 @@ static const char *const mha_nobias_json =
     " \"layers\": [{\"type\": \"multi_head_attention\", \"name\": \"mha\", \"num_heads\": 2, \"key_dim\": 2,\n"
     "              \"value_dim\": 2, \"use_bias\": false, \"inputs\": [\"q\", \"v\"]}],\n"
     " \"outputs\": [\"mha\"]}";
-
-static damo_model *build_mha_vdim(void) {
-  damo_model *m = damo_functional_new();
-  int q = damo_model_input(m, "q", 2, SEQ_3x6), v = damo_model_input(m, "v", 2, SEQ_5x4);
-  int y = damo_model_call2(m, damo_layer_set_name(damo_multi_head_attention_layer(2, 3, 4, 0, 0, 1, 0), "mha"), q, v);
-  if (!set_output(m, y)) damo_model_free(m), m = NULL;
-  return m;
-}
 
 typedef struct seq_case {
   const char *name;
