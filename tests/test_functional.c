@@ -60,7 +60,7 @@ static void copy_fixture_weights(damo_model *m) {
 /* One SGD step with learning rate 1 moves every weight by exactly its gradient. */
 static void check_against_torch(damo_model *m, const char *how) {
   test_current = how;
-  damo_compile_options c = {damo_sgd(1.0f, 0, 0), DAMO_LOSS_SPARSE_CATEGORICAL_CE, 0};
+  damo_compile_options c = {.optimizer = damo_sgd(1.0f, 0, 0), .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = 0};
   CHECK(damo_model_compile(m, &c) == DAMO_OK);
   copy_fixture_weights(m); /* compile builds; weights as the fixture's */
   const damo_tensor *a = damo_tensor_dict_get(fx, "a"), *b = damo_tensor_dict_get(fx, "b");
@@ -244,7 +244,7 @@ static void test_config_errors(void) {
                       "{\"type\": \"embedding\", \"name\": \"e\", \"input_dim\": 9, \"output_dim\": 2, \"inputs\": [\"d\"]}",
                       "\"e\"", "embedding layer 'e' must take a model input (token ids), not the output of 'd'");
   expect_config_error("{\"type\": \"dense\", \"name\": \"d\", \"units\": 2, \"inputs\": [\"a\"]}", "\"d\", \"d\"",
-                      "a model has one output for now");
+                      "names 'd' twice");
 }
 
 /* The C builder keeps its first failure: later calls return -1, set_output reports it. */
@@ -259,7 +259,7 @@ static void test_builder_errors_are_sticky(void) {
   CHECK_MSG(damo_model_set_output(m, d) != DAMO_OK && strstr(damo_last_error(), "shapes must be equal or broadcast"),
             "%s", damo_last_error());
   const damo_tensor *xs[] = {NULL, NULL};
-  damo_compile_options c = {damo_adam(1e-3f), DAMO_LOSS_MSE, 0};
+  damo_compile_options c = {.optimizer = damo_adam(1e-3f), .loss = DAMO_LOSS_MSE, .metrics = 0};
   CHECK(damo_model_compile(m, &c) != DAMO_OK);
   CHECK(damo_model_fit_inputs(m, 2, xs, NULL, NULL, NULL) != DAMO_OK);
   damo_model_free(m);

@@ -76,7 +76,7 @@ damo_status damo_trainer_checkpoint_add(const damo_train_event *e, damo_tensor_d
     if (!flat) return damo_error(DAMO_ERR_NOMEM, "checkpoint: out of memory for the history");
     for (size_t i = 0; i < rows; i++) {
       flat[i * cols] = r->history->epoch[i];
-      memcpy(flat + i * cols + 1, r->history->values + i * DAMO_HISTORY_COLUMNS, DAMO_HISTORY_COLUMNS * sizeof *flat);
+      memcpy(flat + i * cols + 1, r->history->values + i * DAMO_HISTORY_ROW, DAMO_HISTORY_COLUMNS * sizeof *flat);
     }
     st = damo_tensor_dict_add_bytes(d, K_HISTORY, flat, rows * cols * sizeof *flat);
     free(flat);
