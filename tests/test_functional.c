@@ -278,6 +278,297 @@ static void test_builder_errors_are_sticky(void) {
   damo_model_free(m);
 }
 
+/* ------------------------------------------------------------------ several outputs */
+
+/* x (4) -> trunk (8, relu) -> "cls" (3, softmax) and "reg" (1): Keras' Model(x, [cls, reg]).
+ * only: "cls" or "reg" for the one-output model of that head (same layer names). */
+static damo_model *two_head_model(const char *only) {
+  damo_model *m = damo_functional_new();
+  const int64_t four[] = {4};
+  int x = damo_model_input(m, "x", 1, four);
+  int t = damo_model_call1(m, damo_layer_set_name(damo_dense(8, DAMO_ACT_TANH), "trunk"), x);
+  int outs[2], n = 0;
+  if (!only || !strcmp(only, "cls"))
+    outs[n++] = damo_model_call1(m, damo_layer_set_name(damo_dense(3, DAMO_ACT_SOFTMAX), "cls"), t);
+  if (!only || !strcmp(only, "reg"))
+    outs[n++] = damo_model_call1(m, damo_layer_set_name(damo_dense(1, DAMO_ACT_NONE), "reg"), t);
+  CHECK_MSG(damo_model_set_outputs(m, n, outs) == DAMO_OK, "%s", damo_last_error());
+  return m;
+}
+
+/* Rows of x in [-1, 1]; the class is the sign pattern of x0 + x1 and x2 (3 classes); the
+ * regression target 0.5 x0 - x3 + 0.2. */
+static void two_head_data(int64_t n, uint64_t seed, damo_tensor **x, damo_tensor **cls, damo_tensor **reg) {
+  const int64_t xs[] = {n, 4}, ys[] = {n}, rs[] = {n, 1};
+  *x = damo_tensor_new(DAMO_F32, 2, xs), *cls = damo_tensor_new(DAMO_I32, 1, ys), *reg = damo_tensor_new(DAMO_F32, 2, rs);
+  damo_rng rng;
+  damo_rng_seed(&rng, seed);
+  float *xd = damo_tensor_f32(*x);
+  for (int64_t i = 0; i < n; i++) {
+    for (int k = 0; k < 4; k++) xd[i * 4 + k] = 2.0f * damo_rng_uniform(&rng) - 1.0f;
+    damo_tensor_i32(*cls)[i] = xd[i * 4] + xd[i * 4 + 1] < 0 ? 0 : xd[i * 4 + 2] < 0 ? 1 : 2;
+    damo_tensor_f32(*reg)[i] = 0.5f * xd[i * 4] - xd[i * 4 + 3] + 0.2f;
+  }
+}
+
+static damo_compile_options two_head_compile(float lr, float w_cls, float w_reg) {
+  damo_compile_options c = {.optimizer = damo_sgd(lr, 0, 0), .n_outputs = 2};
+  c.outputs[0] = (damo_output_compile){DAMO_LOSS_SPARSE_CATEGORICAL_CE, w_cls, DAMO_METRIC_ACCURACY};
+  c.outputs[1] = (damo_output_compile){DAMO_LOSS_MSE, w_reg, 0};
+  return c;
+}
+
+static void copy_weights(damo_model *to, const damo_model *from) {
+  const char *names[] = {"trunk", "cls", "reg"};
+  for (int i = 0; i < 3; i++) {
+    damo_layer *l = damo_model_find_layer(to, names[i]), *src = damo_model_find_layer(from, names[i]);
+    for (int p = 0; l && src && p < l->n_params; p++)
+      memcpy(l->params[p].value->data, src->params[p].value->data, (size_t)damo_tensor_numel(l->params[p].value) * 4);
+  }
+}
+
+/* The loss is w1 * loss1 + w2 * loss2, each output's loss as computed from its predictions;
+ * predict gives one tensor per output. */
+static void test_outputs_weighted_loss_and_predict(void) {
+  damo_model *m = two_head_model(NULL);
+  damo_compile_options c = two_head_compile(0.1f, 1.0f, 0.5f);
+  CHECK_MSG(damo_model_compile(m, &c) == DAMO_OK, "%s", damo_last_error());
+  const char *name = NULL;
+  int64_t shape[4];
+  CHECK(damo_model_num_outputs(m) == 2 && damo_model_output_info(m, 1, &name, shape) == 1 && !strcmp(name, "reg") &&
+        shape[0] == 1);
+  damo_tensor *x, *cls, *reg;
+  two_head_data(40, 1, &x, &cls, &reg);
+  const damo_tensor *ys[] = {cls, reg};
+  float loss = 0, losses[2] = {0}, accs[2] = {0};
+  CHECK_MSG(damo_model_evaluate_outputs(m, 1, (const damo_tensor *const *)&x, 2, ys, 16, &loss, losses, accs) == DAMO_OK,
+            "%s", damo_last_error());
+  damo_tensor *pred[2] = {NULL, NULL};
+  CHECK_MSG(damo_model_predict_outputs(m, 1, (const damo_tensor *const *)&x, 7, 2, pred) == DAMO_OK, "%s",
+            damo_last_error());
+  CHECK(pred[0] && pred[0]->ndim == 2 && pred[0]->shape[0] == 40 && pred[0]->shape[1] == 3);
+  CHECK(pred[1] && pred[1]->ndim == 2 && pred[1]->shape[0] == 40 && pred[1]->shape[1] == 1);
+  double ce = 0, se = 0, right = 0;
+  for (int i = 0; pred[0] && pred[1] && i < 40; i++) {
+    const float *p = damo_tensor_f32(pred[0]) + i * 3;
+    const int label = damo_tensor_i32(cls)[i];
+    ce -= log(p[label]);
+    right += p[label] >= p[0] && p[label] >= p[1] && p[label] >= p[2];
+    const double d = damo_tensor_f32(pred[1])[i] - damo_tensor_f32(reg)[i];
+    se += d * d;
+  }
+  CHECK_NEAR(losses[0], ce / 40, 1e-5);
+  CHECK_NEAR(losses[1], se / 40, 1e-5);
+  CHECK_NEAR(loss, 1.0 * losses[0] + 0.5 * losses[1], 1e-5);
+  CHECK_NEAR(accs[0], right / 40, 1e-6);
+  CHECK(accs[1] < 0); /* MSE: no accuracy */
+  /* the one-tensor forms refuse a model of two outputs, and counts are checked */
+  damo_tensor *one = NULL;
+  CHECK(damo_model_predict(m, x, 0, &one) != DAMO_OK && strstr(damo_last_error(), "use damo_model_predict_outputs"));
+  CHECK(damo_model_evaluate(m, x, cls, 0, &loss, NULL) != DAMO_OK && strstr(damo_last_error(), "2 outputs, got 1"));
+  const damo_tensor *wrong[] = {reg, cls};
+  CHECK(damo_model_evaluate_outputs(m, 1, (const damo_tensor *const *)&x, 2, wrong, 0, &loss, NULL, NULL) != DAMO_OK &&
+        strstr(damo_last_error(), "output 'cls'"));
+  damo_tensor_free(pred[0]);
+  damo_tensor_free(pred[1]);
+  damo_tensor_free(x), damo_tensor_free(cls), damo_tensor_free(reg);
+  damo_model_free(m);
+}
+
+/* One SGD step of learning rate 1 on the whole batch moves each weight by its gradient: the
+ * two-output model's step is w1 * (the "cls" model's) + w2 * (the "reg" model's), with the
+ * same starting weights. */
+static void test_outputs_gradient_is_weighted_sum(void) {
+  const float w1 = 0.7f, w2 = 2.5f;
+  damo_model *both = two_head_model(NULL), *a = two_head_model("cls"), *b = two_head_model("reg");
+  damo_compile_options c = two_head_compile(1.0f, w1, w2);
+  damo_compile_options ca = {.optimizer = damo_sgd(1.0f, 0, 0), .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE};
+  damo_compile_options cb = {.optimizer = damo_sgd(1.0f, 0, 0), .loss = DAMO_LOSS_MSE};
+  CHECK(damo_model_compile(both, &c) == DAMO_OK && damo_model_compile(a, &ca) == DAMO_OK &&
+        damo_model_compile(b, &cb) == DAMO_OK);
+  copy_weights(a, both);
+  copy_weights(b, both);
+  float before[3][2][64];
+  const char *layers[] = {"trunk", "cls", "reg"};
+  for (int i = 0; i < 3; i++)
+    for (int p = 0; p < 2; p++) {
+      const damo_tensor *v = damo_model_find_layer(both, layers[i])->params[p].value;
+      memcpy(before[i][p], v->data, (size_t)damo_tensor_numel(v) * 4);
+    }
+  damo_tensor *x, *cls, *reg;
+  two_head_data(24, 2, &x, &cls, &reg);
+  const damo_tensor *ys[] = {cls, reg};
+  damo_fit_options o = {.epochs = 1, .batch_size = 24, .shuffle = 0, .verbose = 0};
+  CHECK_MSG(damo_model_fit_outputs(both, 1, (const damo_tensor *const *)&x, 2, ys, &o, NULL) == DAMO_OK, "%s",
+            damo_last_error());
+  CHECK(damo_model_fit(a, x, cls, &o, NULL) == DAMO_OK && damo_model_fit(b, x, reg, &o, NULL) == DAMO_OK);
+  double worst = 0, largest = 0;
+  for (int i = 0; i < 3; i++)
+    for (int p = 0; p < 2; p++) {
+      const damo_tensor *v = damo_model_find_layer(both, layers[i])->params[p].value;
+      const damo_layer *la = damo_model_find_layer(a, layers[i]), *lb = damo_model_find_layer(b, layers[i]);
+      for (int64_t k = 0; k < damo_tensor_numel(v); k++) {
+        const double g = before[i][p][k] - damo_tensor_f32(v)[k];
+        const double ga = la ? before[i][p][k] - damo_tensor_f32(la->params[p].value)[k] : 0;
+        const double gb = lb ? before[i][p][k] - damo_tensor_f32(lb->params[p].value)[k] : 0;
+        worst = fmax(worst, fabs(g - (w1 * ga + w2 * gb)));
+        largest = fmax(largest, fabs(g));
+      }
+    }
+  CHECK_MSG(worst < 1e-5 && largest > 1e-3, "gradients differ by %g (largest %g)", worst, largest);
+  damo_tensor_free(x), damo_tensor_free(cls), damo_tensor_free(reg);
+  damo_model_free(both), damo_model_free(a), damo_model_free(b);
+}
+
+static char *read_text(const char *path) {
+  FILE *f = fopen(path, "rb");
+  char *text = f ? calloc(1, 1 << 16) : NULL;
+  if (text && fread(text, 1, (1 << 16) - 1, f) == 0) text[0] = '\0';
+  if (f) fclose(f);
+  return text;
+}
+
+/* Training lowers both losses; the history and its CSV have Keras' per-output columns, and
+ * early stopping can watch one of them. */
+static void test_outputs_training_and_history(void) {
+  damo_model *m = two_head_model(NULL);
+  damo_compile_options c = two_head_compile(0.01f, 1.0f, 0.5f);
+  c.optimizer = damo_adam(0.02f);
+  CHECK(damo_model_compile(m, &c) == DAMO_OK);
+  damo_tensor *x, *cls, *reg, *xv, *clsv, *regv;
+  two_head_data(256, 3, &x, &cls, &reg);
+  two_head_data(64, 4, &xv, &clsv, &regv);
+  const damo_tensor *ys[] = {cls, reg}, *yv[] = {clsv, regv}, *xvs[] = {xv};
+  char csv[600];
+  snprintf(csv, sizeof csv, "%s", tmp_path("outputs_history.csv"));
+  damo_fit_options o = {.epochs = 25, .batch_size = 32, .seed = 5, .verbose = 0, .x_val_inputs = xvs,
+                        .y_val_outputs = yv, .history_csv = csv, .patience = 100, .monitor = "val_cls_accuracy"};
+  damo_history *h = NULL;
+  CHECK_MSG(damo_model_fit_outputs(m, 1, (const damo_tensor *const *)&x, 2, ys, &o, &h) == DAMO_OK, "%s",
+            damo_last_error());
+  const int last = damo_history_epochs(h) - 1;
+  CHECK(last == 24);
+  const float cls0 = damo_history_get(h, "cls_loss", 0), cls1 = damo_history_get(h, "cls_loss", last);
+  const float reg0 = damo_history_get(h, "reg_loss", 0), reg1 = damo_history_get(h, "reg_loss", last);
+  CHECK_MSG(cls1 < 0.6f * cls0 && reg1 < 0.3f * reg0, "cls_loss %g -> %g, reg_loss %g -> %g", cls0, cls1, reg0, reg1);
+  CHECK(damo_history_get(h, "val_cls_accuracy", last) > 0.8f);
+  CHECK_NEAR(damo_history_get(h, "val_loss", last),
+             damo_history_get(h, "val_cls_loss", last) + 0.5 * damo_history_get(h, "val_reg_loss", last), 1e-4);
+  CHECK(isnan(damo_history_get(h, "accuracy", last)) && isnan(damo_history_get(h, "reg_accuracy", last)));
+  char *text = read_text(csv);
+  const char *header = "epoch,loss,cls_loss,reg_loss,cls_accuracy,val_loss,val_cls_loss,val_reg_loss,val_cls_accuracy,lr\n";
+  CHECK_MSG(text && !strncmp(text, header, strlen(header)), "%.200s", text ? text : "(no file)");
+  free(text);
+  /* evaluate after training agrees with the history's last validation figures */
+  float loss, losses[2];
+  CHECK(damo_model_evaluate_outputs(m, 1, xvs, 2, yv, 0, &loss, losses, NULL) == DAMO_OK);
+  CHECK_NEAR(losses[1], damo_history_get(h, "val_reg_loss", last), 1e-5);
+  damo_history_free(h);
+  /* a figure no output has, or validation figures without validation data */
+  o = (damo_fit_options){.epochs = 1, .verbose = 0, .patience = 2, .monitor = "val_box_loss", .x_val_inputs = xvs,
+                         .y_val_outputs = yv};
+  CHECK(damo_model_fit_outputs(m, 1, (const damo_tensor *const *)&x, 2, ys, &o, NULL) != DAMO_OK &&
+        strstr(damo_last_error(), "cannot monitor 'val_box_loss'"));
+  o = (damo_fit_options){.epochs = 1, .verbose = 0, .patience = 2, .monitor = "val_reg_loss"};
+  CHECK(damo_model_fit_outputs(m, 1, (const damo_tensor *const *)&x, 2, ys, &o, NULL) != DAMO_OK &&
+        strstr(damo_last_error(), "no validation data"));
+  o = (damo_fit_options){.epochs = 1, .verbose = 0, .x_val = xv, .y_val = clsv};
+  CHECK(damo_model_fit_outputs(m, 1, (const damo_tensor *const *)&x, 2, ys, &o, NULL) != DAMO_OK &&
+        strstr(damo_last_error(), "give validation targets as y_val_outputs"));
+  damo_tensor_free(x), damo_tensor_free(cls), damo_tensor_free(reg);
+  damo_tensor_free(xv), damo_tensor_free(clsv), damo_tensor_free(regv);
+  damo_model_free(m);
+}
+
+#define TWO_HEAD_LAYERS                                                                                         \
+  "\"inputs\": [{\"name\": \"x\", \"shape\": [4]}], \"layers\": ["                                              \
+  "{\"type\": \"dense\", \"name\": \"trunk\", \"units\": 8, \"activation\": \"tanh\", \"inputs\": [\"x\"]},"     \
+  "{\"type\": \"dense\", \"name\": \"cls\", \"units\": 3, \"activation\": \"softmax\", \"inputs\": [\"trunk\"]}," \
+  "{\"type\": \"dense\", \"name\": \"reg\", \"units\": 1, \"inputs\": [\"trunk\"]}]"
+
+static void expect_outputs_error(const char *compile, const char *want) {
+  char text[2048];
+  snprintf(text, sizeof text, "{" TWO_HEAD_LAYERS ", \"outputs\": [\"cls\", \"reg\"], %s}", compile);
+  damo_model *m = NULL;
+  damo_status st = damo_model_from_config_json(text, "outputs.json", &m);
+  CHECK_MSG(st != DAMO_OK && m == NULL && strstr(damo_last_error(), want), "want '%s', got: %s", want,
+            st == DAMO_OK ? "success" : damo_last_error());
+  damo_model_free(m);
+}
+
+/* Keras' per-output compile keys in config.json: read, written back the same, saved and
+ * loaded, trained from the command line; and the errors naming the output or key. */
+static void test_outputs_config(void) {
+  const char *text = "{\"format\": \"damo.functional\", " TWO_HEAD_LAYERS ", \"outputs\": [\"cls\", \"reg\"],"
+                     " \"loss\": {\"reg\": \"mse\", \"cls\": \"sparse_categorical_crossentropy\"},"
+                     " \"loss_weights\": {\"reg\": 0.5}, \"metrics\": {\"cls\": [\"accuracy\"]},"
+                     " \"optimizer\": {\"type\": \"adam\", \"learning_rate\": 0.02}}";
+  damo_model *m = NULL;
+  CHECK_MSG(damo_model_from_config_json(text, "outputs.json", &m) == DAMO_OK, "%s", damo_last_error());
+  if (!m) return;
+  damo_compile_options c;
+  CHECK(damo_model_config_compile_options(m, &c) == DAMO_OK && c.n_outputs == 2 &&
+        c.outputs[0].loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE && c.outputs[1].loss == DAMO_LOSS_MSE &&
+        c.outputs[0].loss_weight == 1.0f && c.outputs[1].loss_weight == 0.5f &&
+        c.outputs[0].metrics == DAMO_METRIC_ACCURACY && c.outputs[1].metrics == 0);
+  CHECK(damo_model_compile(m, &c) == DAMO_OK);
+  char dir[600], dir2[600], path[700];
+  snprintf(dir, sizeof dir, "%s", tmp_path("outputs_model"));
+  snprintf(dir2, sizeof dir2, "%s", tmp_path("outputs_model2"));
+  CHECK_MSG(damo_model_save(m, dir) == DAMO_OK, "%s", damo_last_error());
+  damo_model *back = NULL;
+  CHECK_MSG(damo_model_load(dir, &back) == DAMO_OK, "%s", damo_last_error());
+  CHECK(back && damo_model_save(back, dir2) == DAMO_OK);
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  char *t1 = read_text(path);
+  snprintf(path, sizeof path, "%s/config.json", dir2);
+  char *t2 = read_text(path);
+  CHECK_MSG(t1 && t2 && !strcmp(t1, t2) && strstr(t1, "\"loss_weights\"") && strstr(t1, "\"outputs\""), "%s\n%s",
+            t1 ? t1 : "", t2 ? t2 : "");
+  free(t1), free(t2);
+  damo_tensor *x, *cls, *reg;
+  two_head_data(30, 6, &x, &cls, &reg);
+  damo_tensor *p1[2] = {0}, *p2[2] = {0};
+  CHECK(damo_model_predict_outputs(m, 1, (const damo_tensor *const *)&x, 0, 2, p1) == DAMO_OK);
+  CHECK(back && damo_model_predict_outputs(back, 1, (const damo_tensor *const *)&x, 0, 2, p2) == DAMO_OK);
+  CHECK(p1[0] && p2[0] && p1[1] && p2[1] && !memcmp(p1[0]->data, p2[0]->data, 90 * 4) &&
+        !memcmp(p1[1]->data, p2[1]->data, 30 * 4));
+  /* the command line: one .npy per output, named after it */
+  char x_npy[600], p_npy[600], pc[700], pr[700];
+  snprintf(x_npy, sizeof x_npy, "%s", tmp_path("ox.npy"));
+  snprintf(p_npy, sizeof p_npy, "%s", tmp_path("op.npy"));
+  snprintf(pc, sizeof pc, "%s", tmp_path("op_cls.npy"));
+  snprintf(pr, sizeof pr, "%s", tmp_path("op_reg.npy"));
+  CHECK(damo_npy_save(x_npy, x) == DAMO_OK);
+  int rc = run("%s predict --model %s --input %s --output %s", DAMO_CLI_PATH, dir, x_npy, p_npy);
+  damo_tensor *q[2] = {NULL, NULL};
+  CHECK_MSG(rc == 0 && damo_npy_load(pc, &q[0]) == DAMO_OK && damo_npy_load(pr, &q[1]) == DAMO_OK, "%s", cli_out);
+  CHECK(q[0] && q[1] && p1[0] && p1[1] && !memcmp(q[0]->data, p1[0]->data, 90 * 4) && !memcmp(q[1]->data, p1[1]->data, 30 * 4));
+  rc = run("%s summary --model %s", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "Outputs: cls, reg"), "%s", cli_out);
+  for (int k = 0; k < 2; k++) damo_tensor_free(p1[k]), damo_tensor_free(p2[k]), damo_tensor_free(q[k]);
+  damo_tensor_free(x), damo_tensor_free(cls), damo_tensor_free(reg);
+  damo_model_free(back);
+  damo_model_free(m);
+
+  expect_outputs_error("\"loss\": {\"cls\": \"sparse_categorical_crossentropy\"}", "has no loss for output 'reg'");
+  expect_outputs_error("\"loss\": {\"cls\": \"mse\", \"reg\": \"mse\", \"box\": \"mse\"}", "loss: unknown key 'box' (known: cls, reg)");
+  expect_outputs_error("\"loss\": [\"mse\"]", "lists 1 losses for 2 outputs (cls, reg)");
+  expect_outputs_error("\"loss\": {\"cls\": \"hinge\", \"reg\": \"mse\"}", "'loss' of output 'cls'");
+  expect_outputs_error("\"loss\": \"mse\", \"loss_weights\": {\"regg\": 2}", "loss_weights: unknown key 'regg'");
+  expect_outputs_error("\"loss\": \"mse\", \"loss_weights\": [1, 2, 3]", "lists 3 weights for 2 outputs");
+  expect_outputs_error("\"loss\": \"mse\", \"loss_weights\": {\"reg\": -1}", "loss_weights: 'reg' must be > 0");
+  expect_outputs_error("\"loss\": \"mse\", \"metrics\": {\"cls\": [\"acuracy\"]}", "unknown metric 'acuracy' in 'metrics' of output 'cls'");
+  expect_outputs_error("\"loss\": [\"sparse_categorical_crossentropy\", \"sparse_categorical_crossentropy\"]",
+                       "output 'reg': sparse categorical cross-entropy needs");
+  expect_outputs_error("\"metrics\": {\"cls\": [\"auc\"]}", "precision, recall, f1 and auc are for a model of one output");
+  expect_config_error("{\"type\": \"dense\", \"name\": \"d\", \"units\": 2, \"inputs\": [\"a\"]},"
+                      "{\"type\": \"dense\", \"name\": \"e\", \"units\": 2, \"inputs\": [\"b\"]}",
+                      "\"d\", \"f\"", "no input or layer is named 'f'");
+  expect_config_error("{\"type\": \"dense\", \"name\": \"d\", \"units\": 2, \"inputs\": [\"a\"]}", "\"d\", \"a\"",
+                      "'a' is a model input");
+}
+
 int main(void) {
   (void)write_bytes;
   tmpdir_template("functional");
@@ -295,6 +586,10 @@ int main(void) {
   RUN(test_sequential_is_a_chain);
   RUN(test_config_errors);
   RUN(test_builder_errors_are_sticky);
+  RUN(test_outputs_weighted_loss_and_predict);
+  RUN(test_outputs_gradient_is_weighted_sum);
+  RUN(test_outputs_training_and_history);
+  RUN(test_outputs_config);
   damo_tensor_dict_free(fx);
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);

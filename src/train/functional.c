@@ -433,6 +433,8 @@ damo_status damo_model_summary(damo_model *m, FILE *f) {
     fprintf(f, "\n");
   }
   put_chars(f, '=', line);
+  for (int k = 0; damo_model_num_outputs(m) > 1 && k < damo_model_num_outputs(m); k++)
+    fprintf(f, "%s%s", k ? ", " : "\nOutputs: ", damo_model_output_node_at(m, k)->name);
   fprintf(f, "\nTotal params: %lld (%.2f KB)\nTrainable params: %lld\nNon-trainable params: %lld\n",
           (long long)(trainable + frozen), (double)(trainable + frozen) * 4.0 / 1024.0, (long long)trainable,
           (long long)frozen);
