@@ -546,6 +546,27 @@ static void test_outputs_config(void) {
   CHECK(q[0] && q[1] && p1[0] && p1[1] && !memcmp(q[0]->data, p1[0]->data, 90 * 4) && !memcmp(q[1]->data, p1[1]->data, 30 * 4));
   rc = run("%s summary --model %s", DAMO_CLI_PATH, dir);
   CHECK_MSG(rc == 0 && strstr(cli_out, "Outputs: cls, reg"), "%s", cli_out);
+  /* train and evaluate from the command line: x.npy then one targets array per output */
+  char yc[600], yr[600], cfg[600], out[600];
+  snprintf(yc, sizeof yc, "%s", tmp_path("oyc.npy"));
+  snprintf(yr, sizeof yr, "%s", tmp_path("oyr.npy"));
+  snprintf(cfg, sizeof cfg, "%s", tmp_path("outputs.json"));
+  snprintf(out, sizeof out, "%s", tmp_path("outputs_trained"));
+  write_bytes(cfg, text, strlen(text));
+  CHECK(damo_npy_save(yc, cls) == DAMO_OK && damo_npy_save(yr, reg) == DAMO_OK);
+  rc = run("%s train --config %s --data %s,%s,%s --out %s --epochs 2 --batch-size 8 --verbose 2", DAMO_CLI_PATH, cfg,
+           x_npy, yc, yr, out);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "cls_loss: ") && strstr(cli_out, "cls_accuracy: ") && strstr(cli_out, "reg_loss: "),
+            "%s", cli_out);
+  snprintf(path, sizeof path, "%s/history.csv", out);
+  char *hist = read_text(path);
+  CHECK_MSG(hist && !strncmp(hist, "epoch,loss,cls_loss,reg_loss,cls_accuracy,val_loss", 50), "%s", hist ? hist : "");
+  free(hist);
+  rc = run("%s evaluate --model %s --data %s,%s,%s", DAMO_CLI_PATH, out, x_npy, yc, yr);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "cls_accuracy: ") && strstr(cli_out, "reg_loss: ") && strstr(cli_out, "(30 examples)"),
+            "%s", cli_out);
+  rc = run("%s evaluate --model %s --data %s,%s", DAMO_CLI_PATH, out, x_npy, yc);
+  CHECK_MSG(rc != 0 && strstr(cli_out, "one targets .npy per output"), "%s", cli_out);
   for (int k = 0; k < 2; k++) damo_tensor_free(p1[k]), damo_tensor_free(p2[k]), damo_tensor_free(q[k]);
   damo_tensor_free(x), damo_tensor_free(cls), damo_tensor_free(reg);
   damo_model_free(back);

@@ -568,8 +568,8 @@ damo_status damo_model_fit_outputs(damo_model *m, int n_x, const damo_tensor *co
                     .val_truth = val_truth, .val_probs_t = val_probs_t, .val_truth_t = val_truth_t,
                     .val_scratch = val_scratch, .history = h, .o = &o, .seed = o.seed, .dist = o.dist,
                     .rank = rank, .size = size, .outs = outs};
-  fa.pr.h = n_out > 1 ? h : NULL;
   damo_progress_init(&fa.pr, o.out, o.verbose);
+  fa.pr.h = n_out > 1 ? h : NULL; /* the outputs' columns too */
   fa.pr.epochs = o.epochs;
   damo_rng_seed(&fa.rng, o.seed);
   damo_train_adapter adapter = {.name = "training", .ctx = &fa, .params = m->param_block, .grads = m->grad_block,
