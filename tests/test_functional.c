@@ -480,6 +480,49 @@ static void test_outputs_training_and_history(void) {
   damo_model_free(m);
 }
 
+/* A run checkpointed after 2 of 4 epochs and resumed ends as the uninterrupted one, with
+ * every output's history columns of the epochs before the break. */
+static void test_outputs_resume(void) {
+  damo_tensor *x, *cls, *reg;
+  two_head_data(64, 8, &x, &cls, &reg);
+  const damo_tensor *ys[] = {cls, reg};
+  damo_history *h[2] = {NULL, NULL};
+  damo_tensor *p[2][2] = {{NULL}};
+  for (int run_i = 0; run_i < 2; run_i++) {
+    damo_model *m = two_head_model(NULL);
+    damo_compile_options c = two_head_compile(0.01f, 1.0f, 0.5f);
+    c.optimizer = damo_adam(0.01f);
+    CHECK(damo_model_compile(m, &c) == DAMO_OK);
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s", tmp_path(run_i ? "outputs_ckpt_b" : "outputs_ckpt_a"));
+    damo_fit_options o = {.epochs = run_i ? 2 : 4, .batch_size = 16, .seed = 9, .verbose = 0, .validation_split = 0.25f,
+                          .checkpoint_dir = dir};
+    CHECK_MSG(damo_model_fit_outputs(m, 1, (const damo_tensor *const *)&x, 2, ys, &o, &h[run_i]) == DAMO_OK, "%s",
+              damo_last_error());
+    if (run_i) { /* a new process: a fresh model resumes the checkpoint */
+      damo_history_free(h[run_i]);
+      damo_model_free(m);
+      m = two_head_model(NULL);
+      CHECK(damo_model_compile(m, &c) == DAMO_OK);
+      o.epochs = 4, o.resume = 1;
+      CHECK_MSG(damo_model_fit_outputs(m, 1, (const damo_tensor *const *)&x, 2, ys, &o, &h[run_i]) == DAMO_OK, "%s",
+                damo_last_error());
+    }
+    CHECK(damo_model_predict_outputs(m, 1, (const damo_tensor *const *)&x, 0, 2, p[run_i]) == DAMO_OK);
+    damo_model_free(m);
+  }
+  CHECK(damo_history_epochs(h[0]) == 4 && damo_history_epochs(h[1]) == 4);
+  for (int e = 0; e < 4; e++) {
+    CHECK(!isnan(damo_history_get(h[1], "val_reg_loss", e)) && !isnan(damo_history_get(h[1], "cls_accuracy", e)));
+    CHECK(damo_history_get(h[0], "cls_loss", e) == damo_history_get(h[1], "cls_loss", e));
+    CHECK(damo_history_get(h[0], "val_reg_loss", e) == damo_history_get(h[1], "val_reg_loss", e));
+  }
+  CHECK(p[0][0] && p[1][0] && !memcmp(p[0][0]->data, p[1][0]->data, 64 * 3 * 4));
+  CHECK(p[0][1] && p[1][1] && !memcmp(p[0][1]->data, p[1][1]->data, 64 * 4));
+  for (int k = 0; k < 2; k++) damo_history_free(h[k]), damo_tensor_free(p[k][0]), damo_tensor_free(p[k][1]);
+  damo_tensor_free(x), damo_tensor_free(cls), damo_tensor_free(reg);
+}
+
 #define TWO_HEAD_LAYERS                                                                                         \
   "\"inputs\": [{\"name\": \"x\", \"shape\": [4]}], \"layers\": ["                                              \
   "{\"type\": \"dense\", \"name\": \"trunk\", \"units\": 8, \"activation\": \"tanh\", \"inputs\": [\"x\"]},"     \
@@ -610,6 +653,7 @@ int main(void) {
   RUN(test_outputs_weighted_loss_and_predict);
   RUN(test_outputs_gradient_is_weighted_sum);
   RUN(test_outputs_training_and_history);
+  RUN(test_outputs_resume);
   RUN(test_outputs_config);
   damo_tensor_dict_free(fx);
   char cmd[600];

@@ -223,9 +223,12 @@ static damo_status take_resume(run *r) {
   damo_status st = DAMO_OK;
   for (int64_t i = 0; i < res->history_rows && st == DAMO_OK; i++) {
     const double *saved = res->history + i * (DAMO_HISTORY_COLUMNS + 1);
-    double row[DAMO_HISTORY_ROW]; /* the extra columns are not in checkpoints */
+    double row[DAMO_HISTORY_ROW]; /* the named columns come apart (loop.history_extra) */
     blank(row);
     memcpy(row, saved + 1, DAMO_HISTORY_COLUMNS * sizeof *row);
+    const int64_t extra = res->history_extra_cols < r->history->n_extra ? res->history_extra_cols : r->history->n_extra;
+    if (res->history_extra)
+      memcpy(row + DAMO_HISTORY_COLUMNS, res->history_extra + i * res->history_extra_cols, (size_t)extra * sizeof *row);
     st = damo_history_append(r->history, (int)saved[0], row);
   }
   loop_resume_clear(res);
