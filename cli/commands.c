@@ -72,7 +72,8 @@ int cli_train_sequential(int argc, char **argv) {
   if (damo_model_from_config_file(config, &m) != DAMO_OK) return cli_fail("train");
   damo_compile_options copt;
   if (damo_model_config_compile_options(m, &copt) != DAMO_OK)
-    copt = (damo_compile_options){.optimizer = damo_adam(1e-3f), .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = DAMO_METRIC_ACCURACY};
+    copt = (damo_compile_options){.optimizer = damo_adam(1e-3f),
+                                  .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = DAMO_METRIC_ACCURACY};
   damo_fit_options fo = {.epochs = 10, .batch_size = 32, .seed = 42, .verbose = -1, .shuffle = -1};
   /* a bad "fit" value is an error naming the file and key, never replaced by the defaults */
   if (damo_model_config_fit_options(m, &fo) != DAMO_OK) {

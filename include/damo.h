@@ -1229,7 +1229,8 @@ damo_status damo_model_predict(damo_model *m, const damo_tensor *x, int batch_si
 /* Writes the whole history as CSV (the columns fit records; header "epoch,loss,..."). */
 damo_status damo_history_csv_write(const damo_history *h, const char *path);
 /* History: per-epoch metrics by name ("loss", "accuracy", "val_loss", "val_accuracy", "lr",
- * and the compiled binary metrics: "precision", "val_precision", ..., "val_auc"). */
+ * and the compiled binary metrics: "precision", "val_precision", ..., "val_auc"; a model of
+ * several outputs: "loss", "<output>_loss", "<output>_accuracy", "val_loss", "val_<output>_loss", ...). */
 int damo_history_epochs(const damo_history *h);
 /* Value of metric at epoch e, NAN if absent. */
 float damo_history_get(const damo_history *h, const char *metric, int epoch);

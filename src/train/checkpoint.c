@@ -147,7 +147,8 @@ damo_status damo_trainer_resume(damo_trainer *t, const damo_tensor_dict *d, cons
                       K_EARLY, e[1], e[2]);
   }
   const int64_t rows = history ? history->shape[0] / (int64_t)row_bytes : 0;
-  if (st == DAMO_OK && rows && damo_tensor_dict_get(d, K_HISTORY_EXTRA)) st = need(d, path, K_HISTORY_EXTRA, DAMO_U8, -1, &extra);
+  if (st == DAMO_OK && rows && damo_tensor_dict_get(d, K_HISTORY_EXTRA))
+    st = need(d, path, K_HISTORY_EXTRA, DAMO_U8, -1, &extra);
   const int64_t extra_cols = extra ? extra->shape[0] / (rows * (int64_t)sizeof(double)) : 0;
   if (st == DAMO_OK && extra && (extra->shape[0] != extra_cols * rows * (int64_t)sizeof(double) ||
                                  extra_cols > DAMO_HISTORY_MAX_EXTRA))

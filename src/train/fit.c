@@ -380,7 +380,8 @@ static damo_status fit_checkpoint(void *ctx, const damo_train_event *e) {
   if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "fit.shuffle_rng", &f->rng, sizeof f->rng);
   if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "fit.dropout_rng", &f->mg->g->rng, sizeof f->mg->g->rng);
   if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "fit.counters", &c, sizeof c);
-  if (st == DAMO_OK && f->outs->n > 1) st = damo_tensor_dict_add_bytes(d, "fit.outputs", &f->outs->sums, sizeof f->outs->sums);
+  if (st == DAMO_OK && f->outs->n > 1)
+    st = damo_tensor_dict_add_bytes(d, "fit.outputs", &f->outs->sums, sizeof f->outs->sums);
   if (st == DAMO_OK) {
     snprintf(path, sizeof path, "%s/%s", folder, STATE_FILE);
     st = damo_safetensors_save(path, d, NULL, 0);
@@ -589,10 +590,10 @@ damo_status damo_model_fit_outputs(damo_model *m, int n_x, const damo_tensor *co
   /* The running figures behind the progress bar: every step alone; across ranks they are a
    * collective, so 20 times an epoch with a bar and only at epoch ends without one. */
   const int64_t log_every = size == 1 ? 1 : o.verbose == 1 ? (steps_per_epoch + 19) / 20 : steps_per_epoch;
+  const int extra_loss = monitor >= DAMO_HISTORY_COLUMNS && strstr(outs->names[monitor - DAMO_HISTORY_COLUMNS], "_loss");
   damo_train_loop loop = {.epochs = o.epochs, .steps_per_epoch = steps_per_epoch, .initial_epoch = o.initial_epoch,
                           .log_every = log_every, .checkpoint_every = o.checkpoint_every, .recorded = recorded, .patience = o.patience, .monitor = monitor,
-                          .higher_is_better = monitor != DAMO_H_LOSS && monitor != DAMO_H_VAL_LOSS &&
-                                              !(monitor >= DAMO_HISTORY_COLUMNS && strstr(outs->names[monitor - DAMO_HISTORY_COLUMNS], "_loss")),
+                          .higher_is_better = monitor != DAMO_H_LOSS && monitor != DAMO_H_VAL_LOSS && !extra_loss,
                           .n_extra = outs->n_names, .extra_columns = outs->name_list,
                           .restore_best = o.restore_best_weights, .min_delta = o.min_delta,
                           .history_csv = o.history_csv};
