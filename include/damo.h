@@ -904,7 +904,8 @@ typedef struct damo_compile_options {
   int metrics; /* DAMO_METRIC_* bits */
   /* A model of several outputs: n_outputs 0 gives every output loss and metrics (weight 1);
    * else n_outputs is the model's outputs and outputs[k] is output k's. The loss trained is
-   * sum_k loss_weight_k * loss_k (Keras). Precision/recall/F1/AUC are for one output only. */
+   * sum_k loss_weight_k * loss_k (Keras); each output's metrics are its own history
+   * columns ("<output>_accuracy", "<output>_auc", ...; binary metrics for a binary output). */
   int n_outputs;
   damo_output_compile outputs[DAMO_MODEL_MAX_OUTPUTS];
 } damo_compile_options;

@@ -193,8 +193,9 @@ static void test_sequential(void) {
   compare_variants("sequential", cmd); /* early stopping on (rank 0 decides, best weights kept) */
 }
 
-/* A model of two outputs: each output's loss and accuracy, trained and validated on shares
- * of the rows, reduce to one process's figures (the history's per-output columns). */
+/* A model of two outputs: each output's loss, accuracy, precision and AUC, trained and
+ * validated on shares of the rows, reduce to one process's figures (the history's
+ * per-output columns). */
 static void test_two_outputs(void) {
   const int64_t n = 202, xs[] = {n, 6}, ys[] = {n}, rs[] = {n, 1};
   damo_tensor *x = damo_tensor_new(DAMO_F32, 2, xs), *c = damo_tensor_new(DAMO_I32, 1, ys);
@@ -218,7 +219,7 @@ static void test_two_outputs(void) {
                          "{\"type\": \"dense\", \"name\": \"cls\", \"units\": 2, \"activation\": \"softmax\", \"inputs\": [\"trunk\"]},"
                          "{\"type\": \"dense\", \"name\": \"reg\", \"units\": 1, \"inputs\": [\"trunk\"]}],"
                          "\"outputs\": [\"cls\", \"reg\"], \"loss\": [\"sparse_categorical_crossentropy\", \"mse\"],"
-                         "\"loss_weights\": [1, 0.5], \"metrics\": {\"cls\": [\"accuracy\"]},"
+                         "\"loss_weights\": [1, 0.5], \"metrics\": {\"cls\": [\"accuracy\", \"precision\", \"auc\"]},"
                          "\"optimizer\": {\"type\": \"adam\", \"learning_rate\": 0.01}}");
   char cmd[3000];
   snprintf(cmd, sizeof cmd, "%s train --config %s --data %s,%s,%s --epochs 3 --batch-size 10 --validation-split 0.2 "

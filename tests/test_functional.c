@@ -523,6 +523,58 @@ static void test_outputs_resume(void) {
   damo_tensor_free(x), damo_tensor_free(cls), damo_tensor_free(reg);
 }
 
+/* Binary metrics per output: "<output>_precision", "<output>_auc", ... from the training
+ * batches, and exact on the validation data (as damo_classification_metrics on predict's
+ * probabilities of that output). */
+static void test_outputs_binary_metrics(void) {
+  damo_model *m = damo_functional_new();
+  const int64_t four[] = {4};
+  int x = damo_model_input(m, "x", 1, four);
+  int t = damo_model_call1(m, damo_layer_set_name(damo_dense(8, DAMO_ACT_TANH), "trunk"), x);
+  const int outs[] = {damo_model_call1(m, damo_layer_set_name(damo_dense(1, DAMO_ACT_SIGMOID), "pos"), t),
+                      damo_model_call1(m, damo_layer_set_name(damo_dense(1, DAMO_ACT_NONE), "reg"), t)};
+  CHECK(damo_model_set_outputs(m, 2, outs) == DAMO_OK);
+  damo_compile_options c = {.optimizer = damo_adam(0.02f), .n_outputs = 2};
+  c.outputs[0] = (damo_output_compile){DAMO_LOSS_BINARY_CE, 1.0f, DAMO_METRIC_PRECISION | DAMO_METRIC_RECALL | DAMO_METRIC_AUC};
+  c.outputs[1] = (damo_output_compile){DAMO_LOSS_MSE, 1.0f, DAMO_METRIC_ACCURACY}; /* none for MSE */
+  CHECK_MSG(damo_model_compile(m, &c) == DAMO_OK, "%s", damo_last_error());
+  damo_tensor *xt, *cls, *reg, *xv, *clsv, *regv;
+  two_head_data(128, 10, &xt, &cls, &reg);
+  two_head_data(48, 11, &xv, &clsv, &regv);
+  const int64_t n1[] = {128, 1}, n2[] = {48, 1};
+  damo_tensor *pos = damo_tensor_new(DAMO_F32, 2, n1), *posv = damo_tensor_new(DAMO_F32, 2, n2);
+  for (int i = 0; i < 128; i++) damo_tensor_f32(pos)[i] = damo_tensor_i32(cls)[i] == 2;
+  for (int i = 0; i < 48; i++) damo_tensor_f32(posv)[i] = damo_tensor_i32(clsv)[i] == 2;
+  const damo_tensor *ys[] = {pos, reg}, *yv[] = {posv, regv}, *xvs[] = {xv};
+  damo_fit_options o = {.epochs = 3, .batch_size = 16, .verbose = 0, .x_val_inputs = xvs, .y_val_outputs = yv};
+  damo_history *h = NULL;
+  CHECK_MSG(damo_model_fit_outputs(m, 1, (const damo_tensor *const *)&xt, 2, ys, &o, &h) == DAMO_OK, "%s",
+            damo_last_error());
+  const float p = damo_history_get(h, "pos_precision", 2), auc = damo_history_get(h, "pos_auc", 2);
+  CHECK(p >= 0 && p <= 1 && auc >= 0 && auc <= 1 && !isnan(damo_history_get(h, "pos_recall", 2)));
+  CHECK(isnan(damo_history_get(h, "pos_f1", 2)) && isnan(damo_history_get(h, "reg_accuracy", 2)));
+  damo_tensor *pred[2] = {NULL, NULL};
+  CHECK(damo_model_predict_outputs(m, 1, xvs, 0, 2, pred) == DAMO_OK);
+  damo_metrics vm = {0};
+  CHECK(pred[0] && damo_classification_metrics(pred[0], posv, &vm) == DAMO_OK);
+  CHECK_NEAR(damo_history_get(h, "val_pos_auc", 2), vm.auc, 1e-6);
+  CHECK_NEAR(damo_history_get(h, "val_pos_precision", 2), vm.precision, 1e-6);
+  CHECK_NEAR(damo_history_get(h, "val_pos_recall", 2), vm.recall, 1e-6);
+  char csv[600];
+  snprintf(csv, sizeof csv, "%s", tmp_path("binary_outputs.csv"));
+  CHECK(damo_history_csv_write(h, csv) == DAMO_OK);
+  char *text = read_text(csv);
+  const char *header = "epoch,loss,pos_loss,reg_loss,pos_precision,pos_recall,pos_auc,val_loss,val_pos_loss,"
+                       "val_reg_loss,val_pos_precision,val_pos_recall,val_pos_auc,lr\n";
+  CHECK_MSG(text && !strncmp(text, header, strlen(header)), "%.300s", text ? text : "");
+  free(text);
+  damo_tensor_free(pred[0]), damo_tensor_free(pred[1]);
+  damo_history_free(h);
+  damo_tensor_free(xt), damo_tensor_free(cls), damo_tensor_free(reg), damo_tensor_free(pos);
+  damo_tensor_free(xv), damo_tensor_free(clsv), damo_tensor_free(regv), damo_tensor_free(posv);
+  damo_model_free(m);
+}
+
 #define TWO_HEAD_LAYERS                                                                                         \
   "\"inputs\": [{\"name\": \"x\", \"shape\": [4]}], \"layers\": ["                                              \
   "{\"type\": \"dense\", \"name\": \"trunk\", \"units\": 8, \"activation\": \"tanh\", \"inputs\": [\"x\"]},"     \
@@ -625,7 +677,7 @@ static void test_outputs_config(void) {
   expect_outputs_error("\"loss\": \"mse\", \"metrics\": {\"cls\": [\"acuracy\"]}", "unknown metric 'acuracy' in 'metrics' of output 'cls'");
   expect_outputs_error("\"loss\": [\"sparse_categorical_crossentropy\", \"sparse_categorical_crossentropy\"]",
                        "output 'reg': sparse categorical cross-entropy needs");
-  expect_outputs_error("\"metrics\": {\"cls\": [\"auc\"]}", "precision, recall, f1 and auc are for a model of one output");
+  expect_outputs_error("\"metrics\": {\"cls\": [\"auc\"]}", "output 'cls': metric 'auc' needs a binary task");
   expect_config_error("{\"type\": \"dense\", \"name\": \"d\", \"units\": 2, \"inputs\": [\"a\"]},"
                       "{\"type\": \"dense\", \"name\": \"e\", \"units\": 2, \"inputs\": [\"b\"]}",
                       "\"d\", \"f\"", "no input or layer is named 'f'");
@@ -654,6 +706,7 @@ int main(void) {
   RUN(test_outputs_gradient_is_weighted_sum);
   RUN(test_outputs_training_and_history);
   RUN(test_outputs_resume);
+  RUN(test_outputs_binary_metrics);
   RUN(test_outputs_config);
   damo_tensor_dict_free(fx);
   char cmd[600];

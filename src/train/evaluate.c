@@ -9,8 +9,8 @@
 
 damo_status damo_model_evaluate_rows(damo_model *m, damo_model_graph *mg, const damo_tensor *const *x,
                                      const damo_tensor *const *y, const int64_t *idx, int64_t n, double *loss,
-                                     double *accuracy, double *losses, double *accs, float *probs, int32_t *truth) {
-  const int64_t outputs = damo_model_output_size(m);
+                                     double *accuracy, double *losses, double *accs, float *const *probs,
+                                     int32_t *const *truth) {
   const int heads = mg->n_heads;
   double loss_sum = 0, head_loss[DAMO_MODEL_MAX_OUTPUTS] = {0};
   int64_t correct[DAMO_MODEL_MAX_OUTPUTS] = {0}, counted[DAMO_MODEL_MAX_OUTPUTS] = {0};
@@ -26,11 +26,14 @@ damo_status damo_model_evaluate_rows(damo_model *m, damo_model_graph *mg, const 
       int64_t c;
       correct[k] += damo_model_batch_correct(m, mg, k, b, &c);
       counted[k] += c;
+      const int64_t size = damo_model_output_size_at(m, k);
+      if (probs && probs[k])
+        damo_binary_probs_from_logits(damo_node_data(mg->heads[k].logits), size, b, probs[k] + start * size);
+      const int labels = damo_model_output_compile(m, k).loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE;
+      for (int64_t r = 0; truth && truth[k] && r < b; r++)
+        truth[k][start + r] = labels ? ((const int32_t *)mg->heads[k].y_stage)[r] == 1
+                                     : ((const float *)mg->heads[k].y_stage)[r] > 0.5f;
     }
-    if (probs) damo_binary_probs_from_logits(damo_node_data(mg->logits), outputs, b, probs + start * outputs);
-    for (int64_t r = 0; truth && r < b; r++)
-      truth[start + r] = m->copt.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE ? ((const int32_t *)mg->y_stage)[r] == 1
-                                                                         : ((const float *)mg->y_stage)[r] > 0.5f;
   }
   *loss = loss_sum / (double)n;
   *accuracy = counted[0] ? (double)correct[0] / (double)counted[0] : -1.0;

@@ -162,10 +162,7 @@ typedef struct fit_adapter {
   const damo_tensor *const *yv;
   fit_outputs *outs; /* figures per output (a model of several) */
   int64_t *val_idx, val_count;
-  float *val_probs;
-  int32_t *val_truth;
-  damo_tensor *val_probs_t, *val_truth_t;
-  void *val_scratch;
+  fit_val_preds *val; /* the predictions of the outputs with binary metrics */
 } fit_adapter;
 
 static damo_status fit_stage(void *ctx, int64_t micro) {
@@ -263,13 +260,15 @@ static const struct {
 static damo_status validate_shared(fit_adapter *f, double *vl, double *va, double *ls, double *as) {
   int64_t first, n;
   damo_dist_share(f->val_count, f->rank, f->size, &first, &n);
-  const int64_t outputs = f->outputs;
   const int heads = f->outs->n;
+  float *probs[DAMO_MODEL_MAX_OUTPUTS] = {0};
+  int32_t *truth[DAMO_MODEL_MAX_OUTPUTS] = {0};
+  for (int k = 0; k < heads; k++)
+    if (f->val->probs[k]) probs[k] = f->val->probs[k] + first * f->val->size[k], truth[k] = f->val->truth[k] + first;
   double l = 0, a = -1, sums[3 * (DAMO_MODEL_MAX_OUTPUTS + 1)] = {0};
   for (int k = 0; k < heads; k++) ls[k] = 0, as[k] = -1;
   damo_status st = n ? damo_model_evaluate_rows(f->m, f->mg, f->xv, f->yv, f->val_idx + first, n, &l, &a, ls, as,
-                                                f->val_probs ? f->val_probs + first * outputs : NULL,
-                                                f->val_truth ? f->val_truth + first : NULL)
+                                                probs, truth)
                      : DAMO_OK;
   if (st != DAMO_OK) return st;
   /* evaluate_rows counts every row it scores: the total, then each output's */
@@ -285,13 +284,16 @@ static damo_status validate_shared(fit_adapter *f, double *vl, double *va, doubl
     const double *s = sums + 3 * (k + 1);
     ls[k] = s[0] / (double)f->val_count, as[k] = s[2] > 0 ? s[1] / s[2] : -1;
   }
-  if (f->val_probs) {
+  if (f->val->any) {
     int64_t *counts = malloc((size_t)f->size * sizeof *counts);
     if (!counts) return damo_error(DAMO_ERR_NOMEM, "validation: out of memory");
-    for (int r = 0; r < f->size; r++) damo_dist_share(f->val_count, r, f->size, &first, &counts[r]);
-    st = damo_dist_allgather_f32(f->dist, (float *)f->val_truth, counts); /* i32 labels travel as their bits */
-    for (int r = 0; r < f->size; r++) counts[r] *= outputs;
-    if (st == DAMO_OK) st = damo_dist_allgather_f32(f->dist, f->val_probs, counts);
+    for (int k = 0; k < heads && st == DAMO_OK; k++) {
+      if (!f->val->probs[k]) continue;
+      for (int r = 0; r < f->size; r++) damo_dist_share(f->val_count, r, f->size, &first, &counts[r]);
+      st = damo_dist_allgather_f32(f->dist, (float *)f->val->truth[k], counts); /* i32 labels travel as their bits */
+      for (int r = 0; r < f->size; r++) counts[r] *= f->val->size[k];
+      if (st == DAMO_OK) st = damo_dist_allgather_f32(f->dist, f->val->probs[k], counts);
+    }
     free(counts);
   }
   return st;
@@ -302,18 +304,24 @@ static damo_status fit_validate(void *ctx, double *row) {
   double vl, va, ls[DAMO_MODEL_MAX_OUTPUTS], as[DAMO_MODEL_MAX_OUTPUTS];
   damo_status st = f->size > 1 ? validate_shared(f, &vl, &va, ls, as)
                                : damo_model_evaluate_rows(f->m, f->mg, f->xv, f->yv, f->val_idx, f->val_count, &vl,
-                                                          &va, ls, as, f->val_probs, f->val_truth);
+                                                          &va, ls, as, f->val->probs, f->val->truth);
   if (st != DAMO_OK) return st;
   row[DAMO_H_VAL_LOSS] = vl;
   row[DAMO_H_VAL_ACCURACY] = va >= 0 ? va : NAN;
   fit_outputs_val_figures(f->outs, ls, as, row);
-  if (f->val_probs) {
+  for (int k = 0; k < f->outs->n; k++) { /* exact figures from the validation predictions */
+    if (!f->val->probs[k]) continue;
     damo_metrics vm = {0};
-    if ((st = damo_classification_metrics_scratch(f->val_probs_t, f->val_truth_t, f->val_scratch, &vm)) != DAMO_OK)
+    if ((st = damo_classification_metrics_scratch(f->val->probs_t[k], f->val->truth_t[k], f->val->scratch, &vm)) !=
+        DAMO_OK)
       return st;
+    if (f->outs->n > 1) {
+      fit_outputs_val_binary(f->outs, k, &vm, row);
+      continue;
+    }
     const double exact[] = {vm.precision, vm.recall, vm.f1, vm.auc};
-    for (size_t k = 0; k < sizeof binary_val_columns / sizeof *binary_val_columns; k++)
-      if (f->metrics & binary_val_columns[k].metric) row[binary_val_columns[k].val_column] = exact[k];
+    for (size_t j = 0; j < sizeof binary_val_columns / sizeof *binary_val_columns; j++)
+      if (f->metrics & binary_val_columns[j].metric) row[binary_val_columns[j].val_column] = exact[j];
   }
   return DAMO_OK;
 }
@@ -492,7 +500,8 @@ damo_status damo_model_fit_outputs(damo_model *m, int n_x, const damo_tensor *co
   int64_t batch = o.batch_size < n_train ? o.batch_size : n_train;
 
   /* Binary metrics add history columns: train-side ones always, val_ ones with validation data. */
-  const int metrics = m->copt.metrics, outputs = (int)damo_model_output_size(m);
+  /* (a model of several outputs: per output, in fit_outputs' columns) */
+  const int metrics = n_out > 1 ? 0 : m->copt.metrics, outputs = (int)damo_model_output_size(m);
   if ((st = damo_binary_metrics_check(metrics, m->copt.loss, outputs, "fit")) != DAMO_OK) return st;
   static const struct {
     int metric, column, val_column;
@@ -545,18 +554,14 @@ damo_status damo_model_fit_outputs(damo_model *m, int n_x, const damo_tensor *co
   if (h && damo_history_set_extra(h, outs->n_names, outs->name_list) != DAMO_OK) st = DAMO_ERR_INVALID_ARG;
   int64_t *idx = damo_model_iota(n_train, 0), *val_idx = xv ? damo_model_iota(val_count, val_first) : NULL;
   /* The validation predictions, collected for the exact binary figures at each epoch end. */
-  int collect_val = binary_metrics && xv;
-  int64_t val_shape[2] = {val_count, outputs};
-  float *val_probs = collect_val ? malloc((size_t)(val_count * outputs) * sizeof *val_probs) : NULL;
-  int32_t *val_truth = collect_val ? malloc((size_t)val_count * sizeof *val_truth) : NULL;
-  void *val_scratch = collect_val ? malloc(damo_metrics_scratch_bytes(val_count)) : NULL;
-  damo_tensor *val_probs_t = val_probs ? damo_tensor_wrap(DAMO_F32, 2, val_shape, val_probs) : NULL;
-  damo_tensor *val_truth_t = val_truth ? damo_tensor_wrap(DAMO_I32, 1, val_shape, val_truth) : NULL;
+  int want_val[DAMO_MODEL_MAX_OUTPUTS] = {binary_metrics && xv};
+  for (int k = 0; n_out > 1 && k < n_out; k++) want_val[k] = outs->binary[k] && xv;
+  fit_val_preds val;
+  damo_status st_val = fit_val_preds_init(&val, m, want_val, val_count);
+  if (st == DAMO_OK) st = st_val;
   int monitor = -1;
   if (st == DAMO_OK) st = monitor_column(&o, recorded, outs, xv != NULL, &monitor);
   if (!h || !idx || (xv && !val_idx)) st = DAMO_ERR_NOMEM;
-  if (collect_val && (!val_probs_t || !val_truth_t || !val_scratch))
-    st = damo_error(DAMO_ERR_NOMEM, "fit: out of memory for %lld validation predictions", (long long)val_count);
   augment_feed feed;
   damo_status st_feed = idx ? augment_feed_init(&feed, m, &o, x[0], y[0], idx, n_train, batch) : DAMO_ERR_NOMEM;
   if (st == DAMO_OK) st = st_feed;
@@ -565,9 +570,7 @@ damo_status damo_model_fit_outputs(damo_model *m, int n_x, const damo_tensor *co
   fit_adapter fa = {.m = m, .mg = mg, .x = x, .y = y, .feed = &feed, .metrics = metrics, .outputs = outputs,
                     .binary_metrics = binary_metrics, .idx = idx, .n_train = n_train, .batch = batch,
                     .steps_per_epoch = steps_per_epoch, .shuffle = o.shuffle != 0, .patience = o.patience,
-                    .xv = xv, .yv = yv, .val_idx = val_idx, .val_count = val_count, .val_probs = val_probs,
-                    .val_truth = val_truth, .val_probs_t = val_probs_t, .val_truth_t = val_truth_t,
-                    .val_scratch = val_scratch, .history = h, .o = &o, .seed = o.seed, .dist = o.dist,
+                    .xv = xv, .yv = yv, .val_idx = val_idx, .val_count = val_count, .val = &val, .history = h, .o = &o, .seed = o.seed, .dist = o.dist,
                     .rank = rank, .size = size, .outs = outs};
   damo_progress_init(&fa.pr, o.out, o.verbose);
   fa.pr.h = n_out > 1 ? h : NULL; /* the outputs' columns too */
@@ -606,11 +609,7 @@ damo_status damo_model_fit_outputs(damo_model *m, int n_x, const damo_tensor *co
   if (st_feed == DAMO_OK) augment_feed_free(&feed);
   free(idx);
   free(val_idx);
-  damo_tensor_free(val_probs_t); /* wraps, not owning their buffers */
-  damo_tensor_free(val_truth_t);
-  free(val_probs);
-  free(val_truth);
-  free(val_scratch);
+  fit_val_preds_free(&val);
   free(outs);
   if (history) *history = h;
   else damo_history_free(h);

@@ -5,6 +5,7 @@
  * Classification losses read logits: when the last layer ends in softmax (sparse CE) or
  * sigmoid (binary CE) the loss takes the node before that activation, which is both
  * stabler and cheaper, and the activation is applied for predict. */
+#include "train/history.h"
 #include "train/model.h"
 
 #include <math.h>
@@ -183,9 +184,11 @@ damo_status damo_model_check_output_compile(const damo_model *m, const damo_comp
                         "least 2 classes; layer '%s' gives %d axes of which the last is %lld",
                         what, label, node->layer->name, node->shape.ndim,
                         (long long)node->shape.dim[node->shape.ndim - 1]);
-    if (n > 1 && (c.metrics & ~DAMO_METRIC_ACCURACY))
-      return damo_error(DAMO_ERR_UNSUPPORTED, "%s: %sprecision, recall, f1 and auc are for a model of one output; "
-                        "a model of several outputs reports loss and accuracy per output", what, label);
+    if (n > 1 && damo_binary_metrics_check(c.metrics, c.loss, damo_model_output_size_at(m, k), "") != DAMO_OK) {
+      char why[512];
+      snprintf(why, sizeof why, "%s", damo_last_error() + 2); /* past ": " */
+      return damo_error(DAMO_ERR_INVALID_ARG, "%s: %s%s", what, label, why);
+    }
   }
   return DAMO_OK;
 }

@@ -137,12 +137,13 @@ damo_status damo_model_check_data(const damo_model *m, const damo_tensor *const 
  * threshold for BCE). */
 int64_t damo_model_batch_correct(const damo_model *m, const damo_model_graph *mg, int k, int64_t n, int64_t *counted);
 /* Mean loss and accuracy of rows idx[0..n) of x, y through a graph with a loss (evaluate.c):
- * the total, and each output's loss and accuracy (-1: none) where losses/accs are not NULL.
- * For a binary task probs (n x outputs) and truth (n, 0/1) may collect output 0's
- * predictions, or be NULL. */
+ * the total (accuracy: output 0's), and each output's loss and accuracy (-1: none) where
+ * losses/accs are not NULL. For a binary output k, probs[k] (n x its values) and truth[k]
+ * (n, 0/1) may collect its predictions (probs, truth or an entry NULL: not collected). */
 damo_status damo_model_evaluate_rows(damo_model *m, damo_model_graph *mg, const damo_tensor *const *x,
                                      const damo_tensor *const *y, const int64_t *idx, int64_t n, double *loss,
-                                     double *accuracy, double *losses, double *accs, float *probs, int32_t *truth);
+                                     double *accuracy, double *losses, double *accs, float *const *probs,
+                                     int32_t *const *truth);
 /* n_x as the model has inputs, xs not NULL, and n_y (unless < 0) as it has outputs. */
 damo_status damo_model_check_counts(const damo_model *m, int n_x, const damo_tensor *const *xs, int n_y,
                                     const char *what);
