@@ -174,7 +174,8 @@ damo_status damo_model_check_output_compile(const damo_model *m, const damo_comp
     const damo_output_compile c = o->n_outputs ? o->outputs[k] : (damo_output_compile){o->loss, 1.0f, o->metrics};
     char label[DAMO_NAME_MAX + 16] = "";
     if (n > 1) snprintf(label, sizeof label, "output '%s': ", node->name);
-    if ((unsigned)c.loss > DAMO_LOSS_MSE) return damo_error(DAMO_ERR_INVALID_ARG, "%s: %sunknown loss %d", what, label, c.loss);
+    if ((unsigned)c.loss > DAMO_LOSS_MSE)
+      return damo_error(DAMO_ERR_INVALID_ARG, "%s: %sunknown loss %d", what, label, (int)c.loss);
     if (!(c.loss_weight >= 0) || !isfinite(c.loss_weight))
       return damo_error(DAMO_ERR_INVALID_ARG, "%s: %sloss weight %g must be finite and >= 0", what, label,
                         (double)c.loss_weight);
