@@ -19,6 +19,9 @@ int cli_is_image_path(const char *path);
  * returned for either split. */
 damo_status cli_load_data(const char *spec, const char *split, const char *label_column, damo_tensor **x,
                           damo_tensor **y);
+/* A model of n_out outputs: SPEC "x.npy,y1.npy,...", the inputs and one targets array per
+ * output in the model's order (ys[n_out]). */
+damo_status cli_load_outputs(const char *spec, int n_out, damo_tensor **x, damo_tensor **ys);
 
 /* Before a training run writes into out (locked by the caller): out holding a model or a run
  * is refused unless resume (which needs its trainer_state.safetensors) or overwrite (which

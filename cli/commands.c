@@ -72,7 +72,8 @@ int cli_train_sequential(int argc, char **argv) {
   if (damo_model_from_config_file(config, &m) != DAMO_OK) return cli_fail("train");
   damo_compile_options copt;
   if (damo_model_config_compile_options(m, &copt) != DAMO_OK)
-    copt = (damo_compile_options){damo_adam(1e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+    copt = (damo_compile_options){.optimizer = damo_adam(1e-3f),
+                                  .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = DAMO_METRIC_ACCURACY};
   damo_fit_options fo = {.epochs = 10, .batch_size = 32, .seed = 42, .verbose = -1, .shuffle = -1};
   /* a bad "fit" value is an error naming the file and key, never replaced by the defaults */
   if (damo_model_config_fit_options(m, &fo) != DAMO_OK) {
@@ -150,10 +151,16 @@ int cli_train_sequential(int argc, char **argv) {
   }
   if (fo.verbose != 0) damo_model_summary(m, stdout);
 
-  damo_tensor *x = NULL, *y = NULL, *xt = NULL, *yt = NULL;
+  damo_tensor *x = NULL, *y = NULL, *xt = NULL, *yt = NULL, *ys[DAMO_MODEL_MAX_OUTPUTS] = {NULL};
   const char *label_col = cli_opt(argc, argv, "--label-column");
   damo_text_dataset *text = NULL;
-  if (cli_is_text_data(data)) {
+  const int n_out = damo_model_num_outputs(m);
+  if (n_out > 1) { /* x.npy,y1.npy,y2.npy: a target array per output */
+    if (cli_load_outputs(data, n_out, &x, ys) != DAMO_OK) {
+      rc = cli_fail("train: loading the training data");
+      goto done;
+    }
+  } else if (cli_is_text_data(data)) {
     if (cli_text_load(data, m, config, &text) != DAMO_OK) {
       rc = cli_fail("train: loading the training data");
       goto done;
@@ -185,7 +192,9 @@ int cli_train_sequential(int argc, char **argv) {
   fo.checkpoint_ctx = &extras;
   if (fo.resume) printf("resuming the run checkpointed in %s\n", out);
   damo_history *h = NULL;
-  if (damo_model_fit(m, x, y, &fo, &h) != DAMO_OK) {
+  if ((n_out > 1 ? damo_model_fit_outputs(m, 1, (const damo_tensor *const *)&x, n_out, (const damo_tensor *const *)ys,
+                                           &fo, &h)
+                 : damo_model_fit(m, x, y, &fo, &h)) != DAMO_OK) {
     rc = cli_fail("train");
   } else if (!writer) {
     rc = 0;
@@ -205,12 +214,38 @@ int cli_train_sequential(int argc, char **argv) {
   damo_history_free(h);
   damo_tensor_free(x);
   damo_tensor_free(y);
+  for (int k = 0; k < n_out; k++) damo_tensor_free(ys[k]);
   damo_tensor_free(xt);
   damo_tensor_free(yt);
   damo_text_dataset_free(text);
 done:
   damo_dir_lock_release(lock);
   damo_model_free(m);
+  return rc;
+}
+
+/* A model of several outputs on x.npy,y1.npy,...: the total loss and each output's figures. */
+static int evaluate_outputs(damo_model *m, const char *data, int batch) {
+  const int n_out = damo_model_num_outputs(m);
+  damo_tensor *x, *ys[DAMO_MODEL_MAX_OUTPUTS];
+  if (cli_load_outputs(data, n_out, &x, ys) != DAMO_OK) return cli_fail("evaluate");
+  float loss, losses[DAMO_MODEL_MAX_OUTPUTS], accs[DAMO_MODEL_MAX_OUTPUTS];
+  int rc = 0;
+  if (damo_model_evaluate_outputs(m, 1, (const damo_tensor *const *)&x, n_out, (const damo_tensor *const *)ys, batch,
+                                  &loss, losses, accs) != DAMO_OK) {
+    rc = cli_fail("evaluate");
+  } else {
+    printf("loss: %.4f", loss);
+    for (int k = 0; k < n_out; k++) {
+      const char *name;
+      damo_model_output_info(m, k, &name, NULL);
+      printf(" - %s_loss: %.4f", name, losses[k]);
+      if (accs[k] >= 0) printf(" - %s_accuracy: %.4f", name, accs[k]);
+    }
+    printf(" (%lld examples)\n", (long long)x->shape[0]);
+  }
+  damo_tensor_free(x);
+  for (int k = 0; k < n_out; k++) damo_tensor_free(ys[k]);
   return rc;
 }
 
@@ -230,6 +265,11 @@ int cli_evaluate_sequential(int argc, char **argv) {
     return 2;
   damo_model *m;
   if (damo_model_load(dir, &m) != DAMO_OK) return cli_fail("evaluate");
+  if (damo_model_num_outputs(m) > 1) {
+    int rc = evaluate_outputs(m, data, (int)batch);
+    damo_model_free(m);
+    return rc;
+  }
   damo_tensor *x, *y;
   int rc = 0;
   damo_text_dataset *text = NULL;

@@ -31,7 +31,8 @@ cli_kind cli_kind_of(const char *path) {
 
 static const char spec_note[] =
     "SPEC: fashion-mnist | spam-assassin | FOLDER (sub-folders are the classes, files their texts) | file.csv\n"
-    "      (label column 'label', or --label-column NAME) | x.npy,y.npy\n"
+    "      (label column 'label', or --label-column NAME) | x.npy,y.npy | x.npy,y1.npy,y2.npy (a model of\n"
+    "      several outputs: one targets array per output, in the order of its \"outputs\")\n"
     "TEXT (GPT-2, BERT pre-training): moby-dick | sotu | a UTF-8 text file; BERT pre-training takes a comma\n"
     "      list of these and labelled text sets (their training split only)";
 
@@ -135,7 +136,8 @@ static const cli_option predict_common[] = {
                            "of several inputs (in its order); a text model or BERT: an e-mail file or a folder of them"},
     END};
 static const cli_option predict_sequential[] = {
-    {"--output", 1, "FILE.npy", "also write the probabilities (or outputs) there"},
+    {"--output", 1, "FILE.npy", "also write the probabilities (or outputs) there; a model of several\n"
+                                "outputs writes FILE_<output>.npy for each"},
     {"--labels", 1, "y.npy", "integer labels of an x.npy input: prints the accuracy"},
     {"--batch-size", 1, "B", "examples per forward pass (default 256)"},
     {"--top", 1, "K", "classes printed per image (default 3)"},

@@ -103,7 +103,8 @@ static int load_csv_features(const char *path, const char *label_column, damo_te
   return st == DAMO_OK || !cli_fail("predict");
 }
 
-/* --input a.npy,b.npy: one array per model input, in the order of its inputs. */
+/* --input a.npy,b.npy: one array per model input, in the order of its inputs; p gets one
+ * tensor per model output. */
 static int predict_inputs(damo_model *m, const char *list, int batch, damo_tensor **p) {
   damo_tensor *xs[8] = {NULL};
   int n = 0, ok = 1;
@@ -120,10 +121,54 @@ static int predict_inputs(damo_model *m, const char *list, int batch, damo_tenso
     fprintf(stderr, "damo predict: --input lists %d arrays, the model takes %d inputs\n", n, damo_model_num_inputs(m));
     ok = 0;
   }
-  if (ok && damo_model_predict_inputs(m, n, (const damo_tensor *const *)xs, batch, p) != DAMO_OK) ok = !cli_fail("predict");
+  if (ok && damo_model_predict_outputs(m, n, (const damo_tensor *const *)xs, batch, damo_model_num_outputs(m), p) !=
+                DAMO_OK)
+    ok = !cli_fail("predict");
   for (int k = 0; k < n; k++) damo_tensor_free(xs[k]);
   free(copy);
   return ok;
+}
+
+/* "p.npy" and output "box" -> "p_box.npy" (a model of several outputs writes one file each). */
+static void output_path(const char *output, const char *name, char *buf, size_t cap) {
+  size_t len = strlen(output);
+  int npy = len > 4 && !strcmp(output + len - 4, ".npy");
+  snprintf(buf, cap, "%.*s_%s.npy", (int)(npy ? len - 4 : len), output, name);
+}
+
+/* A model of several outputs: arrays in (--input a.npy[,b.npy]), one array per output out
+ * (--output p.npy: p_<output>.npy each), or each output's first rows printed. */
+static int predict_several(damo_model *m, const char *input, const char *output, int batch) {
+  damo_tensor *p[DAMO_MODEL_MAX_OUTPUTS] = {NULL};
+  const int n_out = damo_model_num_outputs(m);
+  size_t len = strlen(input);
+  if (len < 4 || strcmp(input + len - 4, ".npy")) {
+    fprintf(stderr, "damo predict: a model of %d outputs reads .npy arrays (--input a.npy[,b.npy])\n", n_out);
+    return 1;
+  }
+  int rc = predict_inputs(m, input, batch, p) ? 0 : 1;
+  for (int k = 0; rc == 0 && k < n_out; k++) {
+    const char *name;
+    damo_model_output_info(m, k, &name, NULL);
+    const int64_t rows = p[k]->shape[0], C = damo_tensor_numel(p[k]) / (rows ? rows : 1);
+    if (output) {
+      char path[4096];
+      output_path(output, name, path, sizeof path);
+      if (damo_npy_save(path, p[k]) != DAMO_OK) {
+        rc = cli_fail("predict");
+        break;
+      }
+      printf("wrote %lld predictions of %lld values (output '%s') to %s\n", (long long)rows, (long long)C, name, path);
+      continue;
+    }
+    printf("%s:\n", name);
+    for (int64_t r = 0; r < rows && r < 10; r++) {
+      for (int64_t c = 0; c < C; c++) printf(c ? " %.4f" : "%.4f", damo_tensor_f32(p[k])[r * C + c]);
+      printf("\n");
+    }
+  }
+  for (int k = 0; k < n_out; k++) damo_tensor_free(p[k]);
+  return rc;
 }
 
 int cli_predict_sequential(int argc, char **argv) {
@@ -157,6 +202,11 @@ int cli_predict_sequential(int argc, char **argv) {
   damo_tensor *x = NULL, *y = NULL, *p = NULL;
   int rc = 0;
   if (damo_model_load(dir, &m) != DAMO_OK) return cli_fail("predict");
+  if (damo_model_num_outputs(m) > 1) {
+    rc = predict_several(m, input, output, (int)batch);
+    damo_model_free(m);
+    return rc;
+  }
   if (!npy) { /* a text model (vocab.txt + text.json) reads raw e-mails */
     int text = cli_predict_text(m, dir, input, output);
     if (text != 0) {

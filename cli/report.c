@@ -36,6 +36,30 @@ damo_status cli_load_data(const char *spec, const char *split, const char *label
   return damo_dataset_load(spec, split, x, y);
 }
 
+damo_status cli_load_outputs(const char *spec, int n_out, damo_tensor **x, damo_tensor **ys) {
+  *x = NULL;
+  for (int k = 0; k < n_out; k++) ys[k] = NULL;
+  char *copy = strdup(spec), *save = NULL;
+  int n = 0;
+  damo_status st = copy ? DAMO_OK : damo_error(DAMO_ERR_NOMEM, "out of memory");
+  for (char *part = copy ? strtok_r(copy, ",", &save) : NULL; part && st == DAMO_OK; part = strtok_r(NULL, ",", &save)) {
+    if (n > n_out) st = damo_error(DAMO_ERR_INVALID_ARG, "%s: more arrays than x and one target per output (%d)", spec, n_out);
+    else st = damo_npy_load(part, n ? &ys[n - 1] : x);
+    n++;
+  }
+  if (st == DAMO_OK && n != n_out + 1)
+    st = damo_error(DAMO_ERR_INVALID_ARG, "%s: a model of %d outputs trains on x.npy and one targets .npy per output "
+                    "(x.npy,%s), got %d array%s", spec, n_out, n_out == 2 ? "y1.npy,y2.npy" : "y1.npy,...", n,
+                    n == 1 ? "" : "s");
+  free(copy);
+  if (st != DAMO_OK) {
+    damo_tensor_free(*x);
+    *x = NULL;
+    for (int k = 0; k < n_out; k++) damo_tensor_free(ys[k]), ys[k] = NULL;
+  }
+  return st;
+}
+
 int cli_is_image_path(const char *path) {
   static const char *const ext[] = {".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pnm", ".bmp", ".gif", ".tga", NULL};
   const char *dot = strrchr(path, '.');

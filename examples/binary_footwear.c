@@ -47,7 +47,8 @@ int main(int argc, char **argv) {
   TRY(damo_model_build(model, 1));
   damo_model_summary(model, stdout);
 
-  damo_compile_options compile = {damo_adam(1e-3f), DAMO_LOSS_BINARY_CE, DAMO_METRIC_ACCURACY};
+  damo_compile_options compile = {.optimizer = damo_adam(1e-3f),
+                                  .loss = DAMO_LOSS_BINARY_CE, .metrics = DAMO_METRIC_ACCURACY};
   TRY(damo_model_compile(model, &compile));
   damo_fit_options fit = {.epochs = epochs, .batch_size = 64, .seed = 1, .verbose = -1, .validation_split = 0.1f};
   TRY(damo_model_fit(model, x_train, y_train, &fit, NULL));

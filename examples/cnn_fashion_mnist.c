@@ -44,7 +44,8 @@ int main(int argc, char **argv) {
   TRY(damo_model_build(model, 42));
   damo_model_summary(model, stdout);
 
-  damo_compile_options compile = {damo_adam(1e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  damo_compile_options compile = {.optimizer = damo_adam(1e-3f),
+                                  .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = DAMO_METRIC_ACCURACY};
   /* Cosine decay over the fit: validation accuracy 0.9232 vs 0.9120 for a constant rate
    * (54k/6k split, seed 42); chosen there, never on the test split. */
   compile.optimizer.schedule.kind = DAMO_SCHED_COSINE;

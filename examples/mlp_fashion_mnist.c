@@ -38,7 +38,8 @@ int main(int argc, char **argv) {
   TRY(damo_model_build(model, 42));
   damo_model_summary(model, stdout);
 
-  damo_compile_options compile = {damo_adam(1e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  damo_compile_options compile = {.optimizer = damo_adam(1e-3f),
+                                  .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = DAMO_METRIC_ACCURACY};
   compile.optimizer.schedule.kind = DAMO_SCHED_COSINE; /* decays to 0 over the whole fit */
   TRY(damo_model_compile(model, &compile));
   damo_fit_options fit = {.epochs = epochs, .batch_size = 64, .seed = 42, .verbose = -1, .validation_split = 0.1f};

@@ -788,6 +788,16 @@ int damo_model_call1(damo_model *m, damo_layer *l, int x);
 int damo_model_call2(damo_model *m, damo_layer *l, int a, int b);
 /* The node the model outputs (a layer call); every input and call must lead to it. */
 damo_status damo_model_set_output(damo_model *m, int node);
+/* Several outputs (Keras' Model(inputs, outputs=[a, b])): nodes[0..n) in order, each a layer
+ * call, no node twice; every input and call must lead to one of them. An output is named by
+ * its node (the layer's name; "<layer>_<k>" for its k-th call): history columns
+ * "<name>_loss", config keys of "loss", "loss_weights" and "metrics". n = 1 is set_output. */
+#define DAMO_MODEL_MAX_OUTPUTS 8
+damo_status damo_model_set_outputs(damo_model *m, int n, const int *nodes);
+/* Outputs of the model (1 for a Sequential one), and output k's rank, name and shape
+ * (without the batch) where not NULL; 0 when there is no output k. */
+int damo_model_num_outputs(const damo_model *m);
+int damo_model_output_info(const damo_model *m, int k, const char **name, int64_t *shape);
 int damo_model_num_inputs(const damo_model *m);
 /* Input k's rank, and its name, shape (without the batch) and dtype where not NULL; 0 when
  * there is no input k. */
@@ -890,10 +900,23 @@ enum {
   DAMO_METRIC_AUC = 16
 };
 
+/* One output's loss, its weight in the total and its metrics (a model of several outputs). */
+typedef struct damo_output_compile {
+  damo_loss loss;
+  float loss_weight; /* 0: the default 1 */
+  int metrics;       /* DAMO_METRIC_* bits */
+} damo_output_compile;
+
 typedef struct damo_compile_options {
   damo_optimizer_config optimizer;
   damo_loss loss;
   int metrics; /* DAMO_METRIC_* bits */
+  /* A model of several outputs: n_outputs 0 gives every output loss and metrics (weight 1);
+   * else n_outputs is the model's outputs and outputs[k] is output k's. The loss trained is
+   * sum_k loss_weight_k * loss_k (Keras); each output's metrics are its own history
+   * columns ("<output>_accuracy", "<output>_auc", ...; binary metrics for a binary output). */
+  int n_outputs;
+  damo_output_compile outputs[DAMO_MODEL_MAX_OUTPUTS];
 } damo_compile_options;
 damo_status damo_model_compile(damo_model *m, const damo_compile_options *opt);
 
@@ -914,6 +937,7 @@ typedef struct damo_fit_options {
   FILE *out;              /* progress output; stdout if NULL */
   const damo_tensor *x_val, *y_val; /* validation data, or: */
   const damo_tensor *const *x_val_inputs; /* a model of several inputs: one tensor per input (with y_val) */
+  const damo_tensor *const *y_val_outputs; /* a model of several outputs: one target tensor per output */
   float validation_split; /* last fraction of x as validation (before shuffling) */
   /* Early stopping: active when patience > 0. monitor: "val_loss" (default), "loss",
    * "val_accuracy", "accuracy", or a metric the model was compiled with ("val_auc",
@@ -993,6 +1017,10 @@ enum {
 };
 /* Their names ("loss", "accuracy", ..., "val_auc", "lr"). */
 extern const char *const damo_history_columns[DAMO_HISTORY_COLUMNS];
+/* A row of figures: the DAMO_H_* columns, then up to DAMO_HISTORY_MAX_EXTRA named ones (a
+ * model of several outputs records "<output>_loss", "<output>_accuracy" and "val_" forms). */
+#define DAMO_HISTORY_MAX_EXTRA 64
+#define DAMO_HISTORY_ROW (DAMO_HISTORY_COLUMNS + DAMO_HISTORY_MAX_EXTRA)
 
 /* ---- the one trainer (src/train/trainer.c)
  * Every model kind trains through damo_trainer_step: for each of grad_accum micro-batches
@@ -1108,7 +1136,7 @@ typedef struct damo_train_event {
   int64_t epoch, epochs;           /* 1-based epoch and epochs planned; 0 in a run counted in steps */
   int64_t step, steps;             /* STEP: steps done in the epoch (epoch runs) or in all; planned */
   const damo_train_report *report; /* the last step's (NULL before the first) */
-  const double *figures;           /* DAMO_HISTORY_COLUMNS values: running means at STEP */
+  const double *figures;           /* DAMO_HISTORY_ROW values: running means at STEP */
   unsigned recorded;               /* the columns the run records (1u << DAMO_H_*) */
   int monitor;                     /* EARLY_STOP, RESTORED: the column watched, its best value and when */
   double best;
@@ -1125,7 +1153,11 @@ typedef struct damo_train_loop {
   int validate_first;              /* step runs: also before the first step of a new run */
   int64_t checkpoint_every;        /* checkpoint hook every N steps, and at each epoch end / the end */
   unsigned recorded;               /* history columns; 0: loss, val_loss and lr */
-  /* Early stopping, active when patience > 0: monitor is a DAMO_H_* column. */
+  /* Named columns after the DAMO_H_* ones (a model of several outputs: "<name>_loss", ...;
+   * "val_" ones are validation's): figures index DAMO_HISTORY_COLUMNS + j. */
+  int n_extra;
+  const char *const *extra_columns;
+  /* Early stopping, active when patience > 0: monitor is a DAMO_H_* column (or an extra one). */
   int patience, monitor, higher_is_better, restore_best;
   double min_delta;
   const char *history_csv; /* one row per epoch / validation appended (header if new) */
@@ -1174,6 +1206,17 @@ damo_status damo_model_evaluate_inputs(damo_model *m, int n_x, const damo_tensor
                                        int batch_size, float *loss, float *accuracy);
 damo_status damo_model_predict_inputs(damo_model *m, int n_x, const damo_tensor *const *x, int batch_size,
                                       damo_tensor **out);
+/* The same for a model of several outputs: y[k] are output k's targets (n_y as the model has
+ * outputs; the _inputs forms take n_y 1). evaluate: loss is the weighted total, losses[k]
+ * and accuracies[k] (-1 if not applicable) each output's, where not NULL. predict: out[k]
+ * gets output k's predictions (n_out as the model has outputs; the caller frees them). */
+damo_status damo_model_fit_outputs(damo_model *m, int n_x, const damo_tensor *const *x, int n_y,
+                                   const damo_tensor *const *y, const damo_fit_options *opt, damo_history **history);
+damo_status damo_model_evaluate_outputs(damo_model *m, int n_x, const damo_tensor *const *x, int n_y,
+                                        const damo_tensor *const *y, int batch_size, float *loss, float *losses,
+                                        float *accuracies);
+damo_status damo_model_predict_outputs(damo_model *m, int n_x, const damo_tensor *const *x, int batch_size, int n_out,
+                                       damo_tensor **out);
 /* Mean loss and accuracy (accuracy -1 if not applicable) over x, y. */
 damo_status damo_model_evaluate(damo_model *m, const damo_tensor *x, const damo_tensor *y, int batch_size,
                                 float *loss, float *accuracy);
@@ -1196,7 +1239,8 @@ damo_status damo_model_predict(damo_model *m, const damo_tensor *x, int batch_si
 /* Writes the whole history as CSV (the columns fit records; header "epoch,loss,..."). */
 damo_status damo_history_csv_write(const damo_history *h, const char *path);
 /* History: per-epoch metrics by name ("loss", "accuracy", "val_loss", "val_accuracy", "lr",
- * and the compiled binary metrics: "precision", "val_precision", ..., "val_auc"). */
+ * and the compiled binary metrics: "precision", "val_precision", ..., "val_auc"; a model of
+ * several outputs: "loss", "<output>_loss", "<output>_accuracy", "val_loss", "val_<output>_loss", ...). */
 int damo_history_epochs(const damo_history *h);
 /* Value of metric at epoch e, NAN if absent. */
 float damo_history_get(const damo_history *h, const char *metric, int epoch);

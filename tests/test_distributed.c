@@ -193,6 +193,40 @@ static void test_sequential(void) {
   compare_variants("sequential", cmd); /* early stopping on (rank 0 decides, best weights kept) */
 }
 
+/* A model of two outputs: each output's loss, accuracy, precision and AUC, trained and
+ * validated on shares of the rows, reduce to one process's figures (the history's
+ * per-output columns). */
+static void test_two_outputs(void) {
+  const int64_t n = 202, xs[] = {n, 6}, ys[] = {n}, rs[] = {n, 1};
+  damo_tensor *x = damo_tensor_new(DAMO_F32, 2, xs), *c = damo_tensor_new(DAMO_I32, 1, ys);
+  damo_tensor *t = damo_tensor_new(DAMO_F32, 2, rs);
+  damo_rng r;
+  damo_rng_seed(&r, 12);
+  for (int64_t i = 0; x && c && t && i < n; i++) {
+    float *v = damo_tensor_f32(x) + i * 6;
+    for (int k = 0; k < 6; k++) v[k] = damo_rng_normal(&r);
+    damo_tensor_i32(c)[i] = v[0] + v[1] - v[2] > 0;
+    damo_tensor_f32(t)[i] = 0.5f * v[3] - v[4];
+  }
+  char xp[600], cp[600], tp[600];
+  snprintf(xp, sizeof xp, "%s", tmp_path("two_x.npy"));
+  snprintf(cp, sizeof cp, "%s", tmp_path("two_c.npy"));
+  snprintf(tp, sizeof tp, "%s", tmp_path("two_t.npy"));
+  CHECK(damo_npy_save(xp, x) == DAMO_OK && damo_npy_save(cp, c) == DAMO_OK && damo_npy_save(tp, t) == DAMO_OK);
+  damo_tensor_free(x), damo_tensor_free(c), damo_tensor_free(t);
+  write_file("two.json", "{\"format\": \"damo.functional\", \"inputs\": [{\"name\": \"x\", \"shape\": [6]}], \"layers\": ["
+                         "{\"type\": \"dense\", \"name\": \"trunk\", \"units\": 16, \"activation\": \"relu\", \"inputs\": [\"x\"]},"
+                         "{\"type\": \"dense\", \"name\": \"cls\", \"units\": 2, \"activation\": \"softmax\", \"inputs\": [\"trunk\"]},"
+                         "{\"type\": \"dense\", \"name\": \"reg\", \"units\": 1, \"inputs\": [\"trunk\"]}],"
+                         "\"outputs\": [\"cls\", \"reg\"], \"loss\": [\"sparse_categorical_crossentropy\", \"mse\"],"
+                         "\"loss_weights\": [1, 0.5], \"metrics\": {\"cls\": [\"accuracy\", \"precision\", \"auc\"]},"
+                         "\"optimizer\": {\"type\": \"adam\", \"learning_rate\": 0.01}}");
+  char cmd[3000];
+  snprintf(cmd, sizeof cmd, "%s train --config %s --data %s,%s,%s --epochs 3 --batch-size 10 --validation-split 0.2 "
+           "--verbose 2", DAMO_CLI_PATH, tmp_path("two.json"), xp, cp, tp);
+  compare_variants("two outputs", cmd);
+}
+
 /* BatchNorm with --sync-batchnorm: the whole batch's statistics, so 2 and 3 ranks equal one
  * process (160 training rows in batches of 10: no short batch); a short last batch is
  * refused by name. */
@@ -413,6 +447,7 @@ int main(void) {
   } else {
     RUN(test_sequential);
     RUN(test_sync_batchnorm);
+    RUN(test_two_outputs);
     RUN(test_gpt2);
     RUN(test_bert);
     RUN(test_killed_rank_and_resume);

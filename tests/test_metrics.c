@@ -91,8 +91,9 @@ static damo_model *binary_model(int outputs, int metrics) {
   damo_model_add(m, damo_dense(8, DAMO_ACT_RELU));
   damo_model_add(m, damo_dense(outputs, outputs == 1 ? DAMO_ACT_SIGMOID : DAMO_ACT_NONE));
   damo_model_build(m, 3);
-  damo_compile_options c = {damo_adam(1e-2f), outputs == 1 ? DAMO_LOSS_BINARY_CE : DAMO_LOSS_SPARSE_CATEGORICAL_CE,
-                            metrics};
+  damo_compile_options c = {.optimizer = damo_adam(1e-2f),
+                            .loss = outputs == 1 ? DAMO_LOSS_BINARY_CE : DAMO_LOSS_SPARSE_CATEGORICAL_CE,
+                            .metrics = metrics};
   CHECK_MSG(damo_model_compile(m, &c) == DAMO_OK, "%s", damo_last_error());
   return m;
 }
@@ -189,7 +190,8 @@ static void test_fit_metrics_hand_counts(void) {
   const int64_t in[] = {1};
   damo_model *m = damo_sequential_new(1, in);
   damo_model_add(m, damo_dense_ex(1, DAMO_ACT_SIGMOID, DAMO_INIT_ONES, 0));
-  damo_compile_options c = {damo_sgd(1e-6f, 0, 0), DAMO_LOSS_BINARY_CE, ALL_BINARY_METRICS};
+  damo_compile_options c = {.optimizer = damo_sgd(1e-6f, 0, 0),
+                            .loss = DAMO_LOSS_BINARY_CE, .metrics = ALL_BINARY_METRICS};
   CHECK(damo_model_compile(m, &c) == DAMO_OK);
   damo_fit_options f = {.epochs = 1, .batch_size = 8, .verbose = 0, .x_val = x, .y_val = y};
   damo_history *h = NULL;
@@ -282,7 +284,8 @@ static void test_refused_for_non_binary_tasks(void) {
   const int64_t in[] = {4};
   m = damo_sequential_new(1, in);
   damo_model_add(m, damo_dense(10, DAMO_ACT_NONE));
-  damo_compile_options c = {damo_adam(1e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY | DAMO_METRIC_F1};
+  damo_compile_options c = {.optimizer = damo_adam(1e-3f),
+                            .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = DAMO_METRIC_ACCURACY | DAMO_METRIC_F1};
   CHECK(damo_model_compile(m, &c) == DAMO_OK);
   damo_tensor *x, *y;
   synthetic_binary(64, 1, 0, &x, &y);

@@ -21,7 +21,8 @@ static damo_model *mlp(uint64_t seed, int hidden) {
   damo_model_add(m, damo_dropout_layer(0.1f));
   damo_model_add(m, damo_dense(10, DAMO_ACT_SOFTMAX));
   damo_model_build(m, seed);
-  damo_compile_options c = {damo_adam(2e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  damo_compile_options c = {.optimizer = damo_adam(2e-3f),
+                            .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = DAMO_METRIC_ACCURACY};
   damo_model_compile(m, &c);
   return m;
 }
@@ -188,7 +189,8 @@ static void test_nan_loss_names_the_layer(void) {
   damo_model_add(m, damo_dense(10, DAMO_ACT_NONE));
   damo_model_build(m, 1);
   /* Raw 0..255 pixels and a huge step size blow the weights up within a few steps. */
-  damo_compile_options c = {damo_sgd(1e6f, 0.9f, 0), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  damo_compile_options c = {.optimizer = damo_sgd(1e6f, 0.9f, 0),
+                            .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = DAMO_METRIC_ACCURACY};
   damo_model_compile(m, &c);
   damo_fit_options f = {.epochs = 3, .batch_size = 64, .verbose = 0};
   damo_status st = damo_model_fit(m, xs, ys, &f, NULL);
@@ -248,7 +250,8 @@ static void test_binary_classifier(void) {
   damo_model_add(m, damo_dense(32, DAMO_ACT_RELU));
   damo_model_add(m, damo_dense(1, DAMO_ACT_SIGMOID));
   damo_model_build(m, 4);
-  damo_compile_options c = {damo_adam(1e-3f), DAMO_LOSS_BINARY_CE, DAMO_METRIC_ACCURACY};
+  damo_compile_options c = {.optimizer = damo_adam(1e-3f),
+                            .loss = DAMO_LOSS_BINARY_CE, .metrics = DAMO_METRIC_ACCURACY};
   CHECK(damo_model_compile(m, &c) == DAMO_OK);
   damo_fit_options f = {.epochs = 2, .batch_size = 64, .seed = 4, .verbose = 0, .validation_split = 0.2f};
   damo_history *h;
@@ -408,7 +411,7 @@ static void test_saved_defaults_reload(void) {
   damo_model *m = damo_sequential_new(1, in);
   damo_model_add(m, damo_dense(3, DAMO_ACT_NONE));
   CHECK(damo_model_build(m, 1) == DAMO_OK);
-  damo_compile_options c = {{.kind = DAMO_OPT_ADAM, .lr = 0.01f}, DAMO_LOSS_MSE, 0};
+  damo_compile_options c = {.optimizer = {.kind = DAMO_OPT_ADAM, .lr = 0.01f}, .loss = DAMO_LOSS_MSE, .metrics = 0};
   c.optimizer.schedule.kind = DAMO_SCHED_STEP;
   c.optimizer.schedule.step_size = 5;
   CHECK_MSG(damo_model_compile(m, &c) == DAMO_OK, "%s", damo_last_error());
@@ -489,7 +492,8 @@ static void test_cnn_with_batch_norm_round_trip(void) {
   damo_model_add(m, damo_dense(10, DAMO_ACT_NONE));
   CHECK(damo_model_num_layers(m) == 8);
   CHECK(damo_model_build(m, 9) == DAMO_OK);
-  damo_compile_options c = {damo_adam(3e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  damo_compile_options c = {.optimizer = damo_adam(3e-3f),
+                            .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = DAMO_METRIC_ACCURACY};
   CHECK(damo_model_compile(m, &c) == DAMO_OK);
   int64_t rows = quick() ? 2000 : 3000; /* the sanitizer build runs slower: fewer rows */
   damo_tensor *small_x = damo_tensor_slice_rows(xs, 0, rows), *small_y = damo_tensor_slice_rows(ys, 0, rows);

@@ -158,7 +158,8 @@ static damo_model *tiny_mlp_width(uint64_t seed, int width) {
   damo_model_add(m, damo_dense(width, DAMO_ACT_RELU));
   damo_model_add(m, damo_dense(3, DAMO_ACT_SOFTMAX));
   damo_model_build(m, seed);
-  damo_compile_options c = {damo_adam(1e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  damo_compile_options c = {.optimizer = damo_adam(1e-3f),
+                            .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = DAMO_METRIC_ACCURACY};
   damo_model_compile(m, &c);
   return m;
 }
@@ -536,7 +537,8 @@ static damo_model *fashion_mlp(float lr) {
   damo_model_add(m, damo_dense(128, DAMO_ACT_RELU));
   damo_model_add(m, damo_dense(10, DAMO_ACT_SOFTMAX));
   damo_model_build(m, 42);
-  damo_compile_options c = {damo_adam(lr), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  damo_compile_options c = {.optimizer = damo_adam(lr),
+                            .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = DAMO_METRIC_ACCURACY};
   damo_model_compile(m, &c);
   return m;
 }

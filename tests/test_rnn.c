@@ -414,7 +414,8 @@ static void test_text_model_learns_and_reloads(void) {
   CHECK(damo_model_add(m, damo_embedding_layer(V, 8, 1)) == DAMO_OK);
   CHECK(damo_model_add(m, damo_bidirectional_layer(damo_lstm_layer(8, 0), DAMO_MERGE_CONCAT)) == DAMO_OK);
   CHECK(damo_model_add(m, damo_dense(1, DAMO_ACT_SIGMOID)) == DAMO_OK);
-  damo_compile_options c = {damo_adam(0.01f), DAMO_LOSS_BINARY_CE, DAMO_METRIC_ACCURACY};
+  damo_compile_options c = {.optimizer = damo_adam(0.01f),
+                            .loss = DAMO_LOSS_BINARY_CE, .metrics = DAMO_METRIC_ACCURACY};
   CHECK_MSG(damo_model_compile(m, &c) == DAMO_OK, "%s", damo_last_error());
   CHECK(damo_model_num_params(m) == V * 8 + 2 * (8 * 32 + 8 * 32 + 32) + 16 + 1);
   damo_fit_options fo = {.epochs = 8, .batch_size = 32, .seed = 3, .verbose = 0};

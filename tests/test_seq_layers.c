@@ -683,7 +683,7 @@ static void test_transformer_classifier_learns(void) {
   damo_model_add(m, damo_transformer_encoder_layer(32, 2, 0.0f, 0, 1e-5f, 0));
   damo_model_add(m, damo_global_avg_pool1d_layer());
   damo_model_add(m, damo_dense(2, DAMO_ACT_SOFTMAX));
-  damo_compile_options c = {damo_adam(3e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, 0};
+  damo_compile_options c = {.optimizer = damo_adam(3e-3f), .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = 0};
   CHECK_MSG(damo_model_compile(m, &c) == DAMO_OK, "%s", damo_last_error());
   float before = 0, after = 0, acc = 0;
   CHECK(damo_model_evaluate(m, x, y, 0, &before, NULL) == DAMO_OK);

@@ -235,7 +235,8 @@ static damo_model *small_mlp(float lr) {
   damo_model_add(m, damo_dense(8, DAMO_ACT_TANH));
   damo_model_add(m, damo_dense(3, DAMO_ACT_NONE));
   damo_model_build(m, 5);
-  damo_compile_options c = {damo_sgd(lr, 0.0f, 0), DAMO_LOSS_SPARSE_CATEGORICAL_CE, DAMO_METRIC_ACCURACY};
+  damo_compile_options c = {.optimizer = damo_sgd(lr, 0.0f, 0),
+                            .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = DAMO_METRIC_ACCURACY};
   damo_model_compile(m, &c);
   return m;
 }

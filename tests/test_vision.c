@@ -96,7 +96,7 @@ static void test_augmented_fit(void) {
   const int64_t flat[] = {256};
   damo_model *m = damo_sequential_new(1, flat);
   damo_model_add(m, damo_dense(2, DAMO_ACT_NONE));
-  damo_compile_options co = {damo_adam(1e-3f), DAMO_LOSS_SPARSE_CATEGORICAL_CE, 0};
+  damo_compile_options co = {.optimizer = damo_adam(1e-3f), .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE, .metrics = 0};
   CHECK(damo_model_build(m, 1) == DAMO_OK && damo_model_compile(m, &co) == DAMO_OK);
   damo_augment_options aug = {.max_shift = 1};
   damo_fit_options f = {.epochs = 1, .verbose = 0, .augment = &aug};

@@ -21,10 +21,12 @@
 #define K_EARLY "loop.early_stop"
 #define K_BEST "loop.best_weights"
 #define K_HISTORY "loop.history"
+#define K_HISTORY_EXTRA "loop.history_extra" /* the named columns (a model of several outputs) */
 
 void loop_resume_clear(loop_resume *r) {
   free(r->best_weights);
   free(r->history);
+  free(r->history_extra);
   memset(r, 0, sizeof *r);
 }
 
@@ -76,9 +78,19 @@ damo_status damo_trainer_checkpoint_add(const damo_train_event *e, damo_tensor_d
     if (!flat) return damo_error(DAMO_ERR_NOMEM, "checkpoint: out of memory for the history");
     for (size_t i = 0; i < rows; i++) {
       flat[i * cols] = r->history->epoch[i];
-      memcpy(flat + i * cols + 1, r->history->values + i * DAMO_HISTORY_COLUMNS, DAMO_HISTORY_COLUMNS * sizeof *flat);
+      memcpy(flat + i * cols + 1, r->history->values + i * DAMO_HISTORY_ROW, DAMO_HISTORY_COLUMNS * sizeof *flat);
     }
     st = damo_tensor_dict_add_bytes(d, K_HISTORY, flat, rows * cols * sizeof *flat);
+    free(flat);
+  }
+  const size_t extra = (size_t)r->history->n_extra;
+  if (st == DAMO_OK && r->history->n > 0 && extra > 0) {
+    const size_t rows = (size_t)r->history->n;
+    double *flat = malloc(rows * extra * sizeof *flat);
+    if (!flat) return damo_error(DAMO_ERR_NOMEM, "checkpoint: out of memory for the history");
+    for (size_t i = 0; i < rows; i++)
+      memcpy(flat + i * extra, r->history->values + i * DAMO_HISTORY_ROW + DAMO_HISTORY_COLUMNS, extra * sizeof *flat);
+    st = damo_tensor_dict_add_bytes(d, K_HISTORY_EXTRA, flat, rows * extra * sizeof *flat);
     free(flat);
   }
   return st;
@@ -111,6 +123,7 @@ damo_status damo_trainer_resume(damo_trainer *t, const damo_tensor_dict *d, cons
   if (!path) path = "checkpoint";
   const damo_train_adapter *a = &t->a;
   const damo_tensor *params, *state = NULL, *step, *position, *early = NULL, *best = NULL, *history = NULL;
+  const damo_tensor *extra = NULL;
   damo_status st = need(d, path, K_PARAMS, DAMO_F32, a->n_params, &params);
   if (st == DAMO_OK && a->n_state) st = need(d, path, K_STATE, DAMO_F32, a->n_state, &state);
   if (st == DAMO_OK) st = need(d, path, K_STEP, DAMO_I32, 2, &step);
@@ -134,6 +147,13 @@ damo_status damo_trainer_resume(damo_trainer *t, const damo_tensor_dict *d, cons
                       K_EARLY, e[1], e[2]);
   }
   const int64_t rows = history ? history->shape[0] / (int64_t)row_bytes : 0;
+  if (st == DAMO_OK && rows && damo_tensor_dict_get(d, K_HISTORY_EXTRA))
+    st = need(d, path, K_HISTORY_EXTRA, DAMO_U8, -1, &extra);
+  const int64_t extra_cols = extra ? extra->shape[0] / (rows * (int64_t)sizeof(double)) : 0;
+  if (st == DAMO_OK && extra && (extra->shape[0] != extra_cols * rows * (int64_t)sizeof(double) ||
+                                 extra_cols > DAMO_HISTORY_MAX_EXTRA))
+    st = damo_error(DAMO_ERR_FORMAT, "%s: '%s' holds %lld bytes, not whole rows of at most %d columns for %lld rows",
+                    path, K_HISTORY_EXTRA, (long long)extra->shape[0], DAMO_HISTORY_MAX_EXTRA, (long long)rows);
   for (int64_t i = 0; st == DAMO_OK && i < rows; i++) {
     double at;
     memcpy(&at, (const char *)history->data + (size_t)i * row_bytes, sizeof at);
@@ -156,6 +176,8 @@ damo_status damo_trainer_resume(damo_trainer *t, const damo_tensor_dict *d, cons
   if (st == DAMO_OK && best && !(res.best_weights = malloc((size_t)(a->n_params + a->n_state) * sizeof(float))))
     st = damo_error(DAMO_ERR_NOMEM, "%s: out of memory for the best weights", path);
   if (st == DAMO_OK && history && history->shape[0] && !(res.history = malloc((size_t)history->shape[0])))
+    st = damo_error(DAMO_ERR_NOMEM, "%s: out of memory for the history", path);
+  if (st == DAMO_OK && extra_cols && !(res.history_extra = malloc((size_t)extra->shape[0])))
     st = damo_error(DAMO_ERR_NOMEM, "%s: out of memory for the history", path);
   /* the optimizer checks its tensors before it changes anything; it goes last of the checks */
   if (st == DAMO_OK && (st = damo_optimizer_load_state(t->opt, d)) != DAMO_OK) damo_error_prefix(st, "%s: ", path);
@@ -181,6 +203,10 @@ damo_status damo_trainer_resume(damo_trainer *t, const damo_tensor_dict *d, cons
   if (res.history) {
     memcpy(res.history, history->data, (size_t)history->shape[0]);
     res.history_rows = rows;
+  }
+  if (res.history_extra) {
+    memcpy(res.history_extra, extra->data, (size_t)extra->shape[0]);
+    res.history_extra_cols = extra_cols;
   }
   loop_resume_clear(&t->resume);
   t->resume = res;

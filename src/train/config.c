@@ -19,6 +19,26 @@ static const struct {
                     {"f1", DAMO_METRIC_F1},
                     {"auc", DAMO_METRIC_AUC}};
 
+cJSON *damo_metrics_to_json(int metrics) {
+  cJSON *list = cJSON_CreateArray();
+  for (size_t k = 0; list && k < sizeof metric_names / sizeof *metric_names; k++)
+    if (metrics & metric_names[k].bit) cJSON_AddItemToArray(list, cJSON_CreateString(metric_names[k].name));
+  return list;
+}
+
+damo_status damo_config_metrics(damo_config_obj *o, const char *where, const char *const *names, int n, int *bits) {
+  for (int k = 0; k < n; k++) {
+    int bit = !strcmp(names[k], "acc") ? DAMO_METRIC_ACCURACY : 0; /* Keras' alias */
+    for (size_t j = 0; j < sizeof metric_names / sizeof *metric_names; j++)
+      if (!strcmp(names[k], metric_names[j].name)) bit = metric_names[j].bit;
+    if (!bit)
+      return damo_config_fail(o, NULL, DAMO_ERR_FORMAT,
+                              "unknown metric '%s' in %s (known: accuracy, precision, recall, f1, auc)", names[k], where);
+    *bits |= bit;
+  }
+  return DAMO_OK;
+}
+
 /* ------------------------------------------------------------------ writing */
 
 static void add_shape(cJSON *obj, const char *key, int ndim, const int64_t *shape) {
@@ -104,7 +124,8 @@ cJSON *damo_model_to_json(const damo_model *m) {
   }
   if (m->has_compile_options) {
     const damo_optimizer_config *c = &m->copt.optimizer;
-    cJSON_AddStringToObject(root, "loss", damo_loss_name(m->copt.loss));
+    if (damo_model_num_outputs(m) > 1) damo_output_compile_to_json(m, root); /* loss, loss_weights, metrics */
+    else cJSON_AddStringToObject(root, "loss", damo_loss_name(m->copt.loss));
     cJSON *o = cJSON_AddObjectToObject(root, "optimizer");
     cJSON_AddStringToObject(o, "type", optimizer_name(c->kind));
     cJSON_AddNumberToObject(o, "learning_rate", c->lr);
@@ -129,9 +150,7 @@ cJSON *damo_model_to_json(const damo_model *m) {
       cJSON_AddNumberToObject(s, "total_steps", (double)c->schedule.total_steps);
       cJSON_AddNumberToObject(s, "min_lr", c->schedule.min_lr);
     }
-    cJSON *metrics = cJSON_AddArrayToObject(root, "metrics");
-    for (size_t k = 0; k < sizeof metric_names / sizeof *metric_names; k++)
-      if (m->copt.metrics & metric_names[k].bit) cJSON_AddItemToArray(metrics, cJSON_CreateString(metric_names[k].name));
+    if (damo_model_num_outputs(m) == 1) cJSON_AddItemToObject(root, "metrics", damo_metrics_to_json(m->copt.metrics));
   }
   if (m->fit_defaults) cJSON_AddItemToObject(root, "fit", cJSON_Duplicate(m->fit_defaults, 1));
   if (m->n_class_names)
@@ -452,6 +471,12 @@ static damo_status parse_compile(damo_config_obj *root, damo_model *m) {
   m->copt.optimizer = damo_adam(1e-3f);
   m->copt.loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE;
   m->has_compile_options = 1;
+  if (damo_model_num_outputs(m) > 1) { /* each output's loss, weight and metrics */
+    if (damo_config_type_of(root, "optimizer") != DAMO_CFG_ABSENT) TRY(parse_optimizer(root, &m->copt.optimizer));
+    return damo_config_parse_output_compile(root, m);
+  }
+  if (damo_config_type_of(root, "loss_weights") != DAMO_CFG_ABSENT)
+    return damo_config_fail(root, "loss_weights", DAMO_ERR_FORMAT, "is for a model of several outputs; this one has one");
   const char *loss = NULL;
   TRY(damo_config_get_string(root, "loss", 0, &loss));
   if (loss && damo_loss_parse(loss, &m->copt.loss) != DAMO_OK)
@@ -460,15 +485,7 @@ static damo_status parse_compile(damo_config_obj *root, damo_model *m) {
   const char *const *metrics = NULL;
   int n = 0;
   TRY(damo_config_get_strings(root, "metrics", 0, 64, 0, &metrics, &n));
-  for (int k = 0; k < n; k++) {
-    int bit = !strcmp(metrics[k], "acc") ? DAMO_METRIC_ACCURACY : 0; /* Keras' alias */
-    for (size_t j = 0; j < sizeof metric_names / sizeof *metric_names; j++)
-      if (!strcmp(metrics[k], metric_names[j].name)) bit = metric_names[j].bit;
-    if (!bit)
-      return damo_config_fail(root, NULL, DAMO_ERR_FORMAT,
-                              "unknown metric '%s' in 'metrics' (known: accuracy, precision, recall, f1, auc)", metrics[k]);
-    m->copt.metrics |= bit;
-  }
+  TRY(damo_config_metrics(root, "'metrics'", metrics, n, &m->copt.metrics));
   if (damo_model_output_layer(m)) { /* the layers' output shapes are known once added */
     const damo_layer *last = damo_model_output_layer(m);
     int64_t outputs = 1;
@@ -515,7 +532,7 @@ static damo_status parse_model(damo_config *c, const cJSON *json, damo_model **o
   if (format && strcmp(format, "damo.sequential") && !functional)
     return damo_config_fail(root, NULL, DAMO_ERR_UNSUPPORTED,
                             "format '%s' is not supported (expected damo.sequential or damo.functional)", format);
-  TRY(damo_config_check_keys(root, functional ? "format damo_version inputs layers outputs loss optimizer metrics fit class_names"
+  TRY(damo_config_check_keys(root, functional ? "format damo_version inputs layers outputs loss loss_weights optimizer metrics fit class_names"
                                   : "format damo_version input_shape layers loss optimizer metrics fit class_names"));
   int64_t in_shape[DAMO_MAX_DIMS];
   int ndim = 0, n_layers = 0;
@@ -541,7 +558,8 @@ static damo_status parse_model(damo_config *c, const cJSON *json, damo_model **o
   }
   /* "metrics" alone also makes compile options (with the default loss and optimizer): it
    * used to be dropped silently, and with it the check that binary metrics fit the model. */
-  if (damo_config_type_of(root, "loss") || damo_config_type_of(root, "optimizer") || damo_config_type_of(root, "metrics"))
+  if (damo_config_type_of(root, "loss") || damo_config_type_of(root, "optimizer") || damo_config_type_of(root, "metrics") ||
+      damo_config_type_of(root, "loss_weights"))
     TRY(parse_compile(root, m));
   if (damo_config_type_of(root, "fit") != DAMO_CFG_ABSENT) TRY(parse_fit(root, json, m));
   const char *const *names = NULL;

@@ -5,7 +5,7 @@
  *   "layers":  [{"type": "conv2d", "name": "conv_1", "inputs": ["image"], ...},
  *               {"type": "add", "name": "skip_1", "inputs": ["conv_2", "conv_1"]},
  *               {"shared": "dense_1", "name": "dense_1_b", "inputs": ["side"]}, ...],
- *   "outputs": ["logits"]
+ *   "outputs": ["logits"]            (or several: ["class", "box"]; see config.c for their losses)
  *
  * Every entry of "layers" makes one named node: a new layer called on the nodes it names, or
  * ("shared") one more call of a layer defined elsewhere in the list, with its weights. Entries
@@ -13,6 +13,7 @@
  * cycle is reported as such, naming the entries involved. */
 #include "train/model.h"
 
+#include <math.h>
 #include <stdio.h>
 
 static void add_names(cJSON *o, const char *key, const damo_model *m, int n, const int *nodes) {
@@ -45,8 +46,9 @@ void damo_model_functional_to_json(const damo_model *m, cJSON *root) {
     add_names(o, "inputs", m, n->n_in, n->in);
     cJSON_AddItemToArray(layers, o);
   }
-  const int out = m->output >= 0 ? m->output : m->n_nodes - 1;
-  add_names(root, "outputs", m, 1, &out);
+  int outs[DAMO_MODEL_MAX_OUTPUTS];
+  for (int k = 0; k < damo_model_num_outputs(m); k++) outs[k] = damo_model_output_index(m, k);
+  add_names(root, "outputs", m, damo_model_num_outputs(m), outs);
 }
 
 /* ------------------------------------------------------------------ reading */
@@ -189,12 +191,171 @@ damo_status damo_model_functional_parse(damo_config_obj *root, damo_model *m, co
   const char *const *outs = NULL;
   int n_out = 0;
   if (st == DAMO_OK) st = damo_config_get_strings(root, "outputs", 1, 16, DAMO_CFG_REQUIRED, &outs, &n_out);
-  if (st == DAMO_OK && n_out != 1)
-    st = damo_config_fail(root, "outputs", DAMO_ERR_UNSUPPORTED, "names %d outputs; a model has one output for now", n_out);
-  if (st == DAMO_OK && find_node(m, outs[0]) < 0)
-    st = damo_config_fail(root, "outputs", DAMO_ERR_FORMAT, "no input or layer is named '%s'", outs[0]);
-  if (st == DAMO_OK && (st = damo_model_set_output(m, find_node(m, outs[0]))) != DAMO_OK)
+  if (st == DAMO_OK && n_out > DAMO_MODEL_MAX_OUTPUTS)
+    st = damo_config_fail(root, "outputs", DAMO_ERR_FORMAT, "names %d outputs; a model has at most %d", n_out,
+                          DAMO_MODEL_MAX_OUTPUTS);
+  int nodes[DAMO_MODEL_MAX_OUTPUTS];
+  for (int k = 0; st == DAMO_OK && k < n_out; k++) {
+    nodes[k] = find_node(m, outs[k]);
+    if (nodes[k] < 0) st = damo_config_fail(root, "outputs", DAMO_ERR_FORMAT, "no input or layer is named '%s'", outs[k]);
+    for (int j = 0; st == DAMO_OK && j < k; j++)
+      if (nodes[j] == nodes[k]) st = damo_config_fail(root, "outputs", DAMO_ERR_FORMAT, "names '%s' twice", outs[k]);
+  }
+  if (st == DAMO_OK && (st = damo_model_set_outputs(m, n_out, nodes)) != DAMO_OK)
     damo_error_prefix(st, "%s: ", source);
   free(e);
   return st;
+}
+
+/* ------------------------------------------------------------------ several outputs' compile
+ *
+ * Keras' compile arguments for a model of several outputs, each output named as in "outputs":
+ *   "loss":         "mse" (every output) | ["sparse_categorical_crossentropy", "mse"] (in the
+ *                   outputs' order) | {"class": "sparse_categorical_crossentropy", "box": "mse"}
+ *                   (every output named)
+ *   "loss_weights": [1.0, 0.5] | {"box": 0.5} (an output left out weighs 1); each > 0
+ *   "metrics":      ["accuracy"] (every output) | {"class": ["accuracy"]} (left out: none)
+ * The loss trained is the weighted sum of the outputs' losses. */
+
+static damo_status one_loss(damo_config_obj *root, const char *name, const char *output, damo_loss *out) {
+  if (damo_loss_parse(name, out) == DAMO_OK) return DAMO_OK;
+  return damo_config_fail(root, NULL, DAMO_ERR_FORMAT, "'loss'%s%s%s: %s", output ? " of output '" : "",
+                          output ? output : "", output ? "'" : "", damo_last_error());
+}
+
+/* "a, b" for messages. */
+static const char *output_list(const damo_model *m) {
+  static _Thread_local char buf[DAMO_MODEL_MAX_OUTPUTS * (DAMO_NAME_MAX + 2)];
+  size_t w = 0;
+  buf[0] = '\0';
+  for (int k = 0; k < damo_model_num_outputs(m) && w < sizeof buf; k++)
+    w += (size_t)snprintf(buf + w, sizeof buf - w, "%s%s", k ? ", " : "", damo_model_output_node_at(m, k)->name);
+  return buf;
+}
+
+static damo_status parse_output_losses(damo_config_obj *root, damo_model *m, const char *const *names) {
+  const int n = damo_model_num_outputs(m);
+  damo_output_compile *oc = m->copt.outputs;
+  const char *one = NULL, *const *list = NULL;
+  int count = 0;
+  damo_config_obj *o;
+  switch (damo_config_type_of(root, "loss")) {
+  case DAMO_CFG_ABSENT: return DAMO_OK;
+  case DAMO_CFG_STRING:
+    TRY(damo_config_get_string(root, "loss", 0, &one));
+    TRY(one_loss(root, one, NULL, &oc[0].loss));
+    for (int k = 1; k < n; k++) oc[k].loss = oc[0].loss;
+    return DAMO_OK;
+  case DAMO_CFG_ARRAY:
+    TRY(damo_config_get_strings(root, "loss", 1, 64, 0, &list, &count));
+    if (count != n)
+      return damo_config_fail(root, "loss", DAMO_ERR_FORMAT, "lists %d losses for %d outputs (%s)", count, n,
+                              output_list(m));
+    for (int k = 0; k < n; k++) TRY(one_loss(root, list[k], names[k], &oc[k].loss));
+    return DAMO_OK;
+  case DAMO_CFG_OBJECT:
+    TRY(damo_config_get_object(root, "loss", 0, &o));
+    for (int k = 0; k < n; k++) {
+      if (damo_config_type_of(o, names[k]) == DAMO_CFG_ABSENT)
+        return damo_config_fail(root, "loss", DAMO_ERR_FORMAT, "has no loss for output '%s' (outputs: %s)", names[k],
+                                output_list(m));
+      TRY(damo_config_get_string(o, names[k], 0, &one));
+      TRY(one_loss(root, one, names[k], &oc[k].loss));
+    }
+    return damo_config_close(o); /* a key that names no output */
+  default:
+    return damo_config_fail(root, "loss", DAMO_ERR_FORMAT,
+                            "must be a loss name, a list of one per output, or an object by output name (%s)",
+                            output_list(m));
+  }
+}
+
+static damo_status parse_output_weights(damo_config_obj *root, damo_model *m, const char *const *names) {
+  const int n = damo_model_num_outputs(m);
+  damo_output_compile *oc = m->copt.outputs;
+  damo_config_obj *o;
+  double w[64];
+  int count = 0;
+  switch (damo_config_type_of(root, "loss_weights")) {
+  case DAMO_CFG_ABSENT: return DAMO_OK;
+  case DAMO_CFG_ARRAY:
+    TRY(damo_config_get_doubles(root, "loss_weights", 1, 64, 0, HUGE_VAL, DAMO_CFG_LO_OPEN, w, &count));
+    if (count != n)
+      return damo_config_fail(root, "loss_weights", DAMO_ERR_FORMAT, "lists %d weights for %d outputs (%s)", count, n,
+                              output_list(m));
+    for (int k = 0; k < n; k++) oc[k].loss_weight = (float)w[k];
+    return DAMO_OK;
+  case DAMO_CFG_OBJECT:
+    TRY(damo_config_get_object(root, "loss_weights", 0, &o));
+    for (int k = 0; k < n; k++) TRY(damo_config_get_float(o, names[k], 0, HUGE_VAL, DAMO_CFG_LO_OPEN, &oc[k].loss_weight));
+    return damo_config_close(o);
+  default:
+    return damo_config_fail(root, "loss_weights", DAMO_ERR_FORMAT,
+                            "must be a list of one weight per output, or an object by output name (%s)", output_list(m));
+  }
+}
+
+static damo_status parse_output_metrics(damo_config_obj *root, damo_model *m, const char *const *names) {
+  const int n = damo_model_num_outputs(m);
+  damo_output_compile *oc = m->copt.outputs;
+  const char *const *list = NULL;
+  int count = 0;
+  damo_config_obj *o;
+  char where[DAMO_NAME_MAX + 32];
+  switch (damo_config_type_of(root, "metrics")) {
+  case DAMO_CFG_ABSENT: return DAMO_OK;
+  case DAMO_CFG_ARRAY:
+    TRY(damo_config_get_strings(root, "metrics", 0, 64, 0, &list, &count));
+    TRY(damo_config_metrics(root, "'metrics'", list, count, &oc[0].metrics));
+    for (int k = 1; k < n; k++) oc[k].metrics = oc[0].metrics;
+    return DAMO_OK;
+  case DAMO_CFG_OBJECT:
+    TRY(damo_config_get_object(root, "metrics", 0, &o));
+    for (int k = 0; k < n; k++) {
+      snprintf(where, sizeof where, "'metrics' of output '%s'", names[k]);
+      if (damo_config_type_of(o, names[k]) == DAMO_CFG_STRING) {
+        const char *one = NULL;
+        TRY(damo_config_get_string(o, names[k], 0, &one));
+        TRY(damo_config_metrics(root, where, &one, 1, &oc[k].metrics));
+        continue;
+      }
+      list = NULL, count = 0;
+      TRY(damo_config_get_strings(o, names[k], 0, 64, 0, &list, &count));
+      TRY(damo_config_metrics(root, where, list, count, &oc[k].metrics));
+    }
+    return damo_config_close(o);
+  default:
+    return damo_config_fail(root, "metrics", DAMO_ERR_FORMAT,
+                            "must be a list of metric names, or an object by output name (%s)", output_list(m));
+  }
+}
+
+damo_status damo_config_parse_output_compile(damo_config_obj *root, damo_model *m) {
+  const int n = damo_model_num_outputs(m);
+  const char *names[DAMO_MODEL_MAX_OUTPUTS];
+  damo_compile_options *c = &m->copt;
+  c->n_outputs = n;
+  for (int k = 0; k < n; k++) {
+    names[k] = damo_model_output_node_at(m, k)->name;
+    c->outputs[k] = (damo_output_compile){DAMO_LOSS_SPARSE_CATEGORICAL_CE, 1.0f, 0};
+  }
+  TRY(parse_output_losses(root, m, names));
+  TRY(parse_output_weights(root, m, names));
+  TRY(parse_output_metrics(root, m, names));
+  c->loss = c->outputs[0].loss, c->metrics = c->outputs[0].metrics;
+  if (damo_model_check_output_compile(m, c, "compile") != DAMO_OK)
+    return damo_config_fail(root, NULL, DAMO_ERR_FORMAT, "%s", damo_last_error());
+  return DAMO_OK;
+}
+
+void damo_output_compile_to_json(const damo_model *m, cJSON *root) {
+  cJSON *loss = cJSON_AddObjectToObject(root, "loss"), *weights = cJSON_AddObjectToObject(root, "loss_weights");
+  cJSON *metrics = cJSON_AddObjectToObject(root, "metrics");
+  for (int k = 0; k < damo_model_num_outputs(m); k++) {
+    const char *name = damo_model_output_node_at(m, k)->name;
+    const damo_output_compile oc = damo_model_output_compile(m, k);
+    cJSON_AddStringToObject(loss, name, damo_loss_name(oc.loss));
+    cJSON_AddNumberToObject(weights, name, oc.loss_weight);
+    cJSON_AddItemToObject(metrics, name, damo_metrics_to_json(oc.metrics));
+  }
 }

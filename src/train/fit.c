@@ -1,143 +1,37 @@
-/* fit.c - the training loop and its Keras-style companions, evaluate and predict.
+/* fit.c - the training loop.
  *
  * One step: stage a shuffled batch, forward, check the loss, backward, optimizer update.
+ * (evaluate and predict are in evaluate.c.)
  * Nothing is allocated inside the loop: the graph's arena and the staging buffers were
  * sized when the graph was built. Validation reuses the training graph in inference mode. */
 #include "data/prefetch.h"
-#include "train/history.h"
-#include "train/model.h"
+#include "train/fit_outputs.h"
 #include "train/progress.h"
 
 #include <math.h>
 #include <stdio.h>
 
-#define DEFAULT_EVAL_BATCH 256
-
-/* Mean loss and accuracy of rows idx[0..n) through a graph that has a loss. For a binary
- * task probs (n x outputs) and truth (n, 0/1) may collect the predictions, or be NULL. */
-static damo_status evaluate_rows(damo_model *m, damo_model_graph *mg, const damo_tensor *const *x, const damo_tensor *y,
-                                 const int64_t *idx, int64_t n, double *loss, double *accuracy, float *probs,
-                                 int32_t *truth) {
-  int64_t outputs = damo_model_output_size(m);
-  double loss_sum = 0;
-  int64_t correct = 0, counted = 0;
-  for (int64_t start = 0; start < n; start += mg->batch) {
-    int64_t b = n - start < mg->batch ? n - start : mg->batch;
-    damo_status st = damo_model_stage_batch(m, mg, x, y, idx + start, b);
-    if (st == DAMO_OK) st = damo_graph_forward(mg->g, 0);
-    if (st != DAMO_OK) return st;
-    loss_sum += (double)damo_node_data(mg->loss)[0] * (double)b;
-    int64_t c;
-    correct += damo_model_batch_correct(m, mg, b, &c);
-    counted += c;
-    if (probs) damo_binary_probs_from_logits(damo_node_data(mg->logits), outputs, b, probs + start * outputs);
-    for (int64_t r = 0; truth && r < b; r++)
-      truth[start + r] = m->copt.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE ? ((const int32_t *)mg->y_stage)[r] == 1
-                                                                         : ((const float *)mg->y_stage)[r] > 0.5f;
-  }
-  *loss = loss_sum / (double)n;
-  *accuracy = counted ? (double)correct / (double)counted : -1.0;
-  return DAMO_OK;
-}
-
-static int64_t *iota(int64_t n, int64_t first) {
-  int64_t *idx = malloc((size_t)(n ? n : 1) * sizeof *idx);
-  if (!idx) {
-    damo_error(DAMO_ERR_NOMEM, "out of memory for %lld row indices", (long long)n);
-    return NULL;
-  }
-  for (int64_t i = 0; i < n; i++) idx[i] = first + i;
-  return idx;
-}
-
-/* The model's inputs: n of them, as the model has. */
-static damo_status check_input_count(const damo_model *m, int n, const damo_tensor *const *xs, const char *what) {
-  if (n != m->n_inputs)
-    return damo_error(DAMO_ERR_INVALID_ARG, "%s: the model takes %d input%s, got %d", what, m->n_inputs,
-                      m->n_inputs == 1 ? "" : "s", n);
-  return xs ? DAMO_OK : damo_error(DAMO_ERR_INVALID_ARG, "%s: x is NULL", what);
-}
-
-damo_status damo_model_evaluate_inputs(damo_model *m, int n_x, const damo_tensor *const *x, const damo_tensor *y,
-                                       int batch_size, float *loss, float *accuracy) {
-  if (!m || !m->compiled) return damo_error(DAMO_ERR_STATE, "evaluate: compile the model first");
-  damo_status st = check_input_count(m, n_x, x, "evaluate");
-  if (st == DAMO_OK) st = damo_model_check_data(m, x, y, "evaluate");
-  if (st != DAMO_OK) return st;
-  if (!y) return damo_error(DAMO_ERR_INVALID_ARG, "evaluate: y is NULL");
-  int64_t n = x[0]->shape[0], batch = batch_size > 0 ? batch_size : DEFAULT_EVAL_BATCH;
-  if (batch > n) batch = n;
-  damo_model_graph *mg;
-  if ((st = damo_model_graph_get(m, 1, batch, &mg)) != DAMO_OK) return st;
-  int64_t *idx = iota(n, 0);
-  if (!idx) return DAMO_ERR_NOMEM;
-  double l, a;
-  st = evaluate_rows(m, mg, x, y, idx, n, &l, &a, NULL, NULL);
-  free(idx);
-  if (st != DAMO_OK) return st;
-  if (loss) *loss = (float)l;
-  if (accuracy) *accuracy = (float)a;
-  return DAMO_OK;
-}
-
-damo_status damo_model_evaluate(damo_model *m, const damo_tensor *x, const damo_tensor *y, int batch_size, float *loss,
-                                float *accuracy) {
-  return damo_model_evaluate_inputs(m, 1, &x, y, batch_size, loss, accuracy);
-}
-
-damo_status damo_model_predict_inputs(damo_model *m, int n_x, const damo_tensor *const *x, int batch_size,
-                                      damo_tensor **out) {
-  if (!out) return damo_error(DAMO_ERR_INVALID_ARG, "predict: NULL output");
-  *out = NULL;
-  if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "predict: NULL model");
-  damo_status st = check_input_count(m, n_x, x, "predict");
-  if (st == DAMO_OK) st = damo_model_check_data(m, x, NULL, "predict");
-  if (st != DAMO_OK) return st;
-  int64_t n = x[0]->shape[0], batch = batch_size > 0 ? batch_size : DEFAULT_EVAL_BATCH;
-  if (batch > n) batch = n;
-  damo_model_graph *mg;
-  if ((st = damo_model_graph_get(m, 0, batch, &mg)) != DAMO_OK) return st;
-  const damo_model_node *o = damo_model_output_node(m);
-  int64_t shape[DAMO_MAX_DIMS];
-  shape[0] = n;
-  memcpy(shape + 1, o->shape.dim, (size_t)o->shape.ndim * sizeof *shape);
-  damo_tensor *y = damo_tensor_new(DAMO_F32, o->shape.ndim + 1, shape);
-  int64_t *idx = iota(n, 0);
-  if (!y || !idx) {
-    damo_tensor_free(y);
-    free(idx);
-    return DAMO_ERR_NOMEM;
-  }
-  int64_t row = damo_model_output_size(m);
-  for (int64_t start = 0; start < n && st == DAMO_OK; start += batch) {
-    int64_t b = n - start < batch ? n - start : batch;
-    st = damo_model_stage_batch(m, mg, x, NULL, idx + start, b);
-    if (st == DAMO_OK) st = damo_graph_forward(mg->g, 0);
-    if (st == DAMO_OK) memcpy(damo_tensor_f32(y) + start * row, damo_node_data(mg->output), (size_t)(b * row) * sizeof(float));
-  }
-  free(idx);
-  if (st != DAMO_OK) {
-    damo_tensor_free(y);
-    return st;
-  }
-  *out = y;
-  return DAMO_OK;
-}
-
-damo_status damo_model_predict(damo_model *m, const damo_tensor *x, int batch_size, damo_tensor **out) {
-  return damo_model_predict_inputs(m, 1, &x, batch_size, out);
-}
-
 /* ------------------------------------------------------------------ early stopping */
 
 /* The column fit's early stopping watches (the loop does the watching); -1: none asked.
  * recorded: the history columns of this run (1u << DAMO_H_*). */
-static damo_status monitor_column(const damo_fit_options *o, unsigned recorded, int has_val, int *column) {
+static damo_status monitor_column(const damo_fit_options *o, unsigned recorded, const fit_outputs *outs, int has_val,
+                                  int *column) {
   *column = -1;
   if (o->patience <= 0) return DAMO_OK;
   const char *mon = o->monitor ? o->monitor : (has_val ? "val_loss" : "loss");
   for (int c = 0; c < DAMO_HISTORY_COLUMNS; c++)
     if (!strcmp(mon, damo_history_columns[c])) *column = c;
+  if (*column < 0 && (*column = fit_outputs_column(outs, mon)) >= 0) {
+    if (!strncmp(mon, "val_", 4) && !has_val)
+      return damo_error(DAMO_ERR_INVALID_ARG, "fit: early stopping monitors '%s' but there is no validation data", mon);
+    return DAMO_OK;
+  }
+  if (*column < 0 && outs->n > 1 && !strncmp(mon, "val_", 4) && !has_val && fit_outputs_column(outs, mon + 4) >= 0)
+    return damo_error(DAMO_ERR_INVALID_ARG, "fit: early stopping monitors '%s' but there is no validation data", mon);
+  if (*column < 0 && outs->n > 1)
+    return damo_error(DAMO_ERR_INVALID_ARG, "fit: cannot monitor '%s' (use loss, val_loss or an output's figure such as "
+                      "'%s')", mon, outs->names[0]);
   if (*column < 0 || *column == DAMO_H_LR)
     return damo_error(DAMO_ERR_INVALID_ARG,
                       "fit: cannot monitor '%s' (use loss, accuracy, val_loss, val_accuracy or a compiled metric such "
@@ -191,6 +85,9 @@ static damo_status augment_feed_init(augment_feed *f, const damo_model *m, const
   if (m->n_inputs != 1)
     return damo_error(DAMO_ERR_INVALID_ARG, "fit: augmentation needs a model of one image input, this one takes %d",
                       m->n_inputs);
+  if (damo_model_num_outputs(m) != 1)
+    return damo_error(DAMO_ERR_UNSUPPORTED, "fit: augmentation is for a model of one output, this one has %d",
+                      damo_model_num_outputs(m));
   if (m->in_ndim != 2 && !(m->in_ndim == 3 && m->in_shape[2] <= 4))
     return damo_error(DAMO_ERR_INVALID_ARG,
                       "fit: augmentation needs image inputs (height, width) or (height, width, channels), the model "
@@ -241,7 +138,7 @@ typedef struct fit_adapter {
   damo_model *m;
   damo_model_graph *mg;
   const damo_tensor *const *x; /* every input's data */
-  const damo_tensor *y;
+  const damo_tensor *const *y; /* every output's targets */
   augment_feed *feed;
   const int64_t *rows; /* this rank's rows of the batch (no feed) */
   int64_t b;           /* how many */
@@ -262,12 +159,10 @@ typedef struct fit_adapter {
   uint64_t seed;
   /* validation rows, and the predictions kept for the exact binary figures */
   const damo_tensor *const *xv;
-  const damo_tensor *yv;
+  const damo_tensor *const *yv;
+  fit_outputs *outs; /* figures per output (a model of several) */
   int64_t *val_idx, val_count;
-  float *val_probs;
-  int32_t *val_truth;
-  damo_tensor *val_probs_t, *val_truth_t;
-  void *val_scratch;
+  fit_val_preds *val; /* the predictions of the outputs with binary metrics */
 } fit_adapter;
 
 static damo_status fit_stage(void *ctx, int64_t micro) {
@@ -301,8 +196,9 @@ static const char *fit_locate_nonfinite(void *ctx) {
 static void fit_observe(void *ctx) {
   fit_adapter *f = ctx;
   int64_t c;
-  f->correct += damo_model_batch_correct(f->m, f->mg, f->b, &c);
+  f->correct += damo_model_batch_correct(f->m, f->mg, 0, f->b, &c);
   f->counted += c;
+  if (f->b) fit_outputs_observe(f->outs, f->m, f->mg, f->b);
   if (f->binary_metrics)
     damo_binary_counts_add(&f->counts, damo_node_data(f->mg->logits), f->outputs, f->mg->y_stage, f->m->copt.loss, f->b,
                            f->metrics & DAMO_METRIC_AUC);
@@ -314,6 +210,7 @@ static damo_status fit_epoch_begin(void *ctx, int64_t epoch, int64_t first_step)
   if (first_step == 0) { /* a resumed epoch keeps its restored order and running figures */
     if (f->shuffle) damo_shuffle_indices(f->idx, f->n_train, &f->rng);
     f->correct = f->counted = 0;
+    memset(&f->outs->sums, 0, sizeof f->outs->sums);
     if (f->binary_metrics) memset(&f->counts, 0, sizeof f->counts);
   }
   f->feed->epoch = epoch;
@@ -347,6 +244,7 @@ static void fit_train_figures(void *ctx, double *row) {
     for (int k = 2; k < n; k++) out[k - 2] = (int64_t)c[k];
   }
   row[DAMO_H_ACCURACY] = c[1] > 0 ? c[0] / c[1] : NAN;
+  fit_outputs_train_figures(f->outs, f->dist, row);
   if (f->binary_metrics) damo_binary_counts_to_row(&all, f->metrics, row);
 }
 
@@ -359,28 +257,43 @@ static const struct {
 
 /* Validation shared by the ranks: each its share of the rows; sums reduced, predictions
  * gathered for the exact binary figures. */
-static damo_status validate_shared(fit_adapter *f, double *vl, double *va) {
+static damo_status validate_shared(fit_adapter *f, double *vl, double *va, double *ls, double *as) {
   int64_t first, n;
   damo_dist_share(f->val_count, f->rank, f->size, &first, &n);
-  const int64_t outputs = f->outputs;
-  double l = 0, a = -1, sums[3] = {0, 0, 0};
-  damo_status st = n ? evaluate_rows(f->m, f->mg, f->xv, f->yv, f->val_idx + first, n, &l, &a,
-                                     f->val_probs ? f->val_probs + first * outputs : NULL,
-                                     f->val_truth ? f->val_truth + first : NULL)
+  const int heads = f->outs->n;
+  float *probs[DAMO_MODEL_MAX_OUTPUTS] = {0};
+  int32_t *truth[DAMO_MODEL_MAX_OUTPUTS] = {0};
+  for (int k = 0; k < heads; k++)
+    if (f->val->probs[k]) probs[k] = f->val->probs[k] + first * f->val->size[k], truth[k] = f->val->truth[k] + first;
+  double l = 0, a = -1, sums[3 * (DAMO_MODEL_MAX_OUTPUTS + 1)] = {0};
+  for (int k = 0; k < heads; k++) ls[k] = 0, as[k] = -1;
+  damo_status st = n ? damo_model_evaluate_rows(f->m, f->mg, f->xv, f->yv, f->val_idx + first, n, &l, &a, ls, as,
+                                                probs, truth)
                      : DAMO_OK;
   if (st != DAMO_OK) return st;
-  int64_t counted = n; /* evaluate_rows counts every row it scores */
-  sums[0] = l * (double)n, sums[1] = a >= 0 ? a * (double)counted : 0, sums[2] = a >= 0 ? (double)counted : 0;
-  if ((st = damo_dist_allreduce_f64(f->dist, sums, 3)) != DAMO_OK) return st;
+  /* evaluate_rows counts every row it scores: the total, then each output's */
+  for (int k = -1; k < heads; k++) {
+    const double lk = k < 0 ? l : ls[k], ak = k < 0 ? a : as[k];
+    double *s = sums + 3 * (k + 1);
+    s[0] = lk * (double)n, s[1] = ak >= 0 ? ak * (double)n : 0, s[2] = ak >= 0 ? (double)n : 0;
+  }
+  if ((st = damo_dist_allreduce_f64(f->dist, sums, 3 * (heads + 1))) != DAMO_OK) return st;
   *vl = sums[0] / (double)f->val_count;
   *va = sums[2] > 0 ? sums[1] / sums[2] : -1;
-  if (f->val_probs) {
+  for (int k = 0; k < heads; k++) {
+    const double *s = sums + 3 * (k + 1);
+    ls[k] = s[0] / (double)f->val_count, as[k] = s[2] > 0 ? s[1] / s[2] : -1;
+  }
+  if (f->val->any) {
     int64_t *counts = malloc((size_t)f->size * sizeof *counts);
     if (!counts) return damo_error(DAMO_ERR_NOMEM, "validation: out of memory");
-    for (int r = 0; r < f->size; r++) damo_dist_share(f->val_count, r, f->size, &first, &counts[r]);
-    st = damo_dist_allgather_f32(f->dist, (float *)f->val_truth, counts); /* i32 labels travel as their bits */
-    for (int r = 0; r < f->size; r++) counts[r] *= outputs;
-    if (st == DAMO_OK) st = damo_dist_allgather_f32(f->dist, f->val_probs, counts);
+    for (int k = 0; k < heads && st == DAMO_OK; k++) {
+      if (!f->val->probs[k]) continue;
+      for (int r = 0; r < f->size; r++) damo_dist_share(f->val_count, r, f->size, &first, &counts[r]);
+      st = damo_dist_allgather_f32(f->dist, (float *)f->val->truth[k], counts); /* i32 labels travel as their bits */
+      for (int r = 0; r < f->size; r++) counts[r] *= f->val->size[k];
+      if (st == DAMO_OK) st = damo_dist_allgather_f32(f->dist, f->val->probs[k], counts);
+    }
     free(counts);
   }
   return st;
@@ -388,20 +301,27 @@ static damo_status validate_shared(fit_adapter *f, double *vl, double *va) {
 
 static damo_status fit_validate(void *ctx, double *row) {
   fit_adapter *f = ctx;
-  double vl, va;
-  damo_status st = f->size > 1 ? validate_shared(f, &vl, &va)
-                               : evaluate_rows(f->m, f->mg, f->xv, f->yv, f->val_idx, f->val_count, &vl, &va,
-                                               f->val_probs, f->val_truth);
+  double vl, va, ls[DAMO_MODEL_MAX_OUTPUTS], as[DAMO_MODEL_MAX_OUTPUTS];
+  damo_status st = f->size > 1 ? validate_shared(f, &vl, &va, ls, as)
+                               : damo_model_evaluate_rows(f->m, f->mg, f->xv, f->yv, f->val_idx, f->val_count, &vl,
+                                                          &va, ls, as, f->val->probs, f->val->truth);
   if (st != DAMO_OK) return st;
   row[DAMO_H_VAL_LOSS] = vl;
   row[DAMO_H_VAL_ACCURACY] = va >= 0 ? va : NAN;
-  if (f->val_probs) {
+  fit_outputs_val_figures(f->outs, ls, as, row);
+  for (int k = 0; k < f->outs->n; k++) { /* exact figures from the validation predictions */
+    if (!f->val->probs[k]) continue;
     damo_metrics vm = {0};
-    if ((st = damo_classification_metrics_scratch(f->val_probs_t, f->val_truth_t, f->val_scratch, &vm)) != DAMO_OK)
+    if ((st = damo_classification_metrics_scratch(f->val->probs_t[k], f->val->truth_t[k], f->val->scratch, &vm)) !=
+        DAMO_OK)
       return st;
+    if (f->outs->n > 1) {
+      fit_outputs_val_binary(f->outs, k, &vm, row);
+      continue;
+    }
     const double exact[] = {vm.precision, vm.recall, vm.f1, vm.auc};
-    for (size_t k = 0; k < sizeof binary_val_columns / sizeof *binary_val_columns; k++)
-      if (f->metrics & binary_val_columns[k].metric) row[binary_val_columns[k].val_column] = exact[k];
+    for (size_t j = 0; j < sizeof binary_val_columns / sizeof *binary_val_columns; j++)
+      if (f->metrics & binary_val_columns[j].metric) row[binary_val_columns[j].val_column] = exact[j];
   }
   return DAMO_OK;
 }
@@ -421,7 +341,7 @@ static damo_status fit_on_event(void *ctx, const damo_train_event *e) {
   case DAMO_EVENT_EARLY_STOP:
     if (pr->verbose)
       fprintf(pr->f, "Early stopping at epoch %lld: %s did not improve for %d epochs (best %.4f at epoch %lld)\n",
-              (long long)e->epoch, damo_history_columns[e->monitor], f->patience, e->best, (long long)e->best_at);
+              (long long)e->epoch, damo_history_column_name(f->history, e->monitor), f->patience, e->best, (long long)e->best_at);
     break;
   case DAMO_EVENT_RESTORED:
     if (pr->verbose) fprintf(pr->f, "Restored the weights of epoch %lld\n", (long long)e->best_at);
@@ -468,6 +388,8 @@ static damo_status fit_checkpoint(void *ctx, const damo_train_event *e) {
   if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "fit.shuffle_rng", &f->rng, sizeof f->rng);
   if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "fit.dropout_rng", &f->mg->g->rng, sizeof f->mg->g->rng);
   if (st == DAMO_OK) st = damo_tensor_dict_add_bytes(d, "fit.counters", &c, sizeof c);
+  if (st == DAMO_OK && f->outs->n > 1)
+    st = damo_tensor_dict_add_bytes(d, "fit.outputs", &f->outs->sums, sizeof f->outs->sums);
   if (st == DAMO_OK) {
     snprintf(path, sizeof path, "%s/%s", folder, STATE_FILE);
     st = damo_safetensors_save(path, d, NULL, 0);
@@ -510,12 +432,16 @@ static damo_status fit_resume(fit_adapter *f, damo_trainer *trainer) {
   if (st == DAMO_OK) st = damo_tensor_dict_get_bytes(d, path, "fit.shuffle_rng", &shuffle, sizeof shuffle);
   if (st == DAMO_OK) st = damo_tensor_dict_get_bytes(d, path, "fit.dropout_rng", &dropout, sizeof dropout);
   if (st == DAMO_OK) st = damo_tensor_dict_get_bytes(d, path, "fit.counters", &c, sizeof c);
+  fit_output_sums sums;
+  memset(&sums, 0, sizeof sums);
+  if (st == DAMO_OK && f->outs->n > 1) st = damo_tensor_dict_get_bytes(d, path, "fit.outputs", &sums, sizeof sums);
   if (st == DAMO_OK) st = damo_trainer_resume(trainer, d, path);
   if (st == DAMO_OK) {
     memcpy(f->idx, order, (size_t)f->n_train * sizeof *order);
     f->rng = shuffle;
     f->mg->g->rng = dropout;
     f->correct = c.correct, f->counted = c.counted, f->counts = c.counts;
+    f->outs->sums = sums;
   }
   free(order);
   damo_tensor_dict_free(d);
@@ -531,10 +457,17 @@ damo_status damo_model_fit(damo_model *m, const damo_tensor *x, const damo_tenso
 
 damo_status damo_model_fit_inputs(damo_model *m, int n_x, const damo_tensor *const *x, const damo_tensor *y,
                                   const damo_fit_options *opt, damo_history **history) {
+  return damo_model_fit_outputs(m, n_x, x, 1, &y, opt, history);
+}
+
+damo_status damo_model_fit_outputs(damo_model *m, int n_x, const damo_tensor *const *x, int n_y,
+                                   const damo_tensor *const *y, const damo_fit_options *opt, damo_history **history) {
   if (history) *history = NULL;
   if (!m || !m->compiled) return damo_error(DAMO_ERR_STATE, "fit: compile the model before fit");
-  damo_status st = check_input_count(m, n_x, x, "fit");
+  damo_status st = damo_model_check_counts(m, n_x, x, n_y, "fit");
+  if (st == DAMO_OK && !y) st = damo_error(DAMO_ERR_INVALID_ARG, "fit: y is NULL");
   if (st != DAMO_OK) return st;
+  const int n_out = damo_model_num_outputs(m);
   damo_fit_options o = opt ? *opt : (damo_fit_options){0};
   if (o.epochs <= 0) o.epochs = 1;
   if (o.batch_size <= 0) o.batch_size = 32;
@@ -542,27 +475,33 @@ damo_status damo_model_fit_inputs(damo_model *m, int n_x, const damo_tensor *con
   const int rank = damo_dist_rank(o.dist), size = damo_dist_size(o.dist);
   if (rank != 0) o.verbose = 0; /* rank 0 speaks for all */
   if ((st = damo_model_check_data(m, x, y, "fit")) != DAMO_OK) return st;
-  if (!y) return damo_error(DAMO_ERR_INVALID_ARG, "fit: y is NULL");
   if (!(o.validation_split >= 0 && o.validation_split < 1))
     return damo_error(DAMO_ERR_INVALID_ARG, "fit: validation_split %g is outside [0, 1)", (double)o.validation_split);
   if (o.x_val && o.x_val_inputs) return damo_error(DAMO_ERR_INVALID_ARG, "fit: give x_val or x_val_inputs, not both");
   if (o.x_val && m->n_inputs != 1)
     return damo_error(DAMO_ERR_INVALID_ARG, "fit: the model takes %d inputs; give validation data as x_val_inputs",
                       m->n_inputs);
+  if (o.y_val && o.y_val_outputs) return damo_error(DAMO_ERR_INVALID_ARG, "fit: give y_val or y_val_outputs, not both");
+  if (o.y_val && n_out != 1)
+    return damo_error(DAMO_ERR_INVALID_ARG, "fit: the model has %d outputs; give validation targets as y_val_outputs",
+                      n_out);
   const damo_tensor *const *given_val = o.x_val_inputs ? o.x_val_inputs : o.x_val ? &o.x_val : NULL;
-  if (given_val && (st = damo_model_check_data(m, given_val, o.y_val, "fit (validation data)")) != DAMO_OK) return st;
-  if (given_val && !o.y_val) return damo_error(DAMO_ERR_INVALID_ARG, "fit: validation inputs given without y_val");
+  const damo_tensor *const *given_yv = o.y_val_outputs ? o.y_val_outputs : o.y_val ? &o.y_val : NULL;
+  if (given_val && !given_yv)
+    return damo_error(DAMO_ERR_INVALID_ARG, "fit: validation inputs given without %s", n_out > 1 ? "y_val_outputs" : "y_val");
+  if (given_val && (st = damo_model_check_data(m, given_val, given_yv, "fit (validation data)")) != DAMO_OK) return st;
 
   /* validation_split takes the last rows before shuffling, as Keras does. */
   int64_t N = x[0]->shape[0], n_val = given_val ? 0 : (int64_t)((double)N * o.validation_split), n_train = N - n_val;
   if (n_train < 1) return damo_error(DAMO_ERR_INVALID_ARG, "fit: no training rows left after the validation split");
   const damo_tensor *const *xv = given_val ? given_val : (n_val ? x : NULL);
-  const damo_tensor *yv = given_val ? o.y_val : (n_val ? y : NULL);
+  const damo_tensor *const *yv = given_val ? given_yv : (n_val ? y : NULL);
   int64_t val_first = given_val ? 0 : n_train, val_count = given_val ? given_val[0]->shape[0] : n_val;
   int64_t batch = o.batch_size < n_train ? o.batch_size : n_train;
 
   /* Binary metrics add history columns: train-side ones always, val_ ones with validation data. */
-  const int metrics = m->copt.metrics, outputs = (int)damo_model_output_size(m);
+  /* (a model of several outputs: per output, in fit_outputs' columns) */
+  const int metrics = n_out > 1 ? 0 : m->copt.metrics, outputs = (int)damo_model_output_size(m);
   if ((st = damo_binary_metrics_check(metrics, m->copt.loss, outputs, "fit")) != DAMO_OK) return st;
   static const struct {
     int metric, column, val_column;
@@ -580,9 +519,11 @@ damo_status damo_model_fit_inputs(damo_model *m, int n_x, const damo_tensor *con
 
   if (o.dist && size > 1) { /* every rank on the same rows and settings */
     uint64_t hash = DAMO_HASH_START;
-    const damo_tensor *parts[2 * DAMO_MODEL_MAX_INPUTS + 2] = {y, o.y_val};
-    for (int k = 0; k < m->n_inputs; k++) parts[2 + k] = x[k], parts[2 + m->n_inputs + k] = given_val ? given_val[k] : NULL;
-    for (int k = 0; k < 2 + 2 * m->n_inputs; k++)
+    const damo_tensor *parts[2 * DAMO_MODEL_MAX_INPUTS + 2 * DAMO_MODEL_MAX_OUTPUTS] = {0};
+    int n_parts = 0;
+    for (int k = 0; k < n_out; k++) parts[n_parts++] = y[k], parts[n_parts++] = given_val ? given_yv[k] : NULL;
+    for (int k = 0; k < m->n_inputs; k++) parts[n_parts++] = x[k], parts[n_parts++] = given_val ? given_val[k] : NULL;
+    for (int k = 0; k < n_parts; k++)
       if (parts[k])
         hash = damo_hash_bytes(hash, parts[k]->data, (size_t)damo_tensor_numel(parts[k]) * damo_dtype_size(parts[k]->dtype));
     const int64_t settings[] = {o.epochs, o.batch_size, (int64_t)o.seed, o.shuffle, (int64_t)(o.validation_split * 1e9),
@@ -605,34 +546,34 @@ damo_status damo_model_fit_inputs(damo_model *m, int n_x, const damo_tensor *con
   damo_graph_set_sync_batchnorm(mg->g, o.parallel.sync_batchnorm ? o.dist : NULL);
   if (rank != 0) /* dropout draws its own masks on each rank; rank 0 as one process would */
     damo_rng_seed(&mg->g->rng, o.seed ^ 0x64726f706f7574ULL ^ (uint64_t)rank * 0xd1b54a32d192ed03ULL);
+  fit_outputs *outs = malloc(sizeof *outs);
+  if (!outs) return damo_error(DAMO_ERR_NOMEM, "fit: out of memory");
+  fit_outputs_init(outs, m, xv != NULL);
+  if (n_out > 1) recorded = 1u << DAMO_H_LOSS | 1u << DAMO_H_VAL_LOSS | 1u << DAMO_H_LR; /* and the outputs' columns */
   damo_history *h = damo_history_new(recorded);
-  int64_t *idx = iota(n_train, 0), *val_idx = xv ? iota(val_count, val_first) : NULL;
+  if (h && damo_history_set_extra(h, outs->n_names, outs->name_list) != DAMO_OK) st = DAMO_ERR_INVALID_ARG;
+  int64_t *idx = damo_model_iota(n_train, 0), *val_idx = xv ? damo_model_iota(val_count, val_first) : NULL;
   /* The validation predictions, collected for the exact binary figures at each epoch end. */
-  int collect_val = binary_metrics && xv;
-  int64_t val_shape[2] = {val_count, outputs};
-  float *val_probs = collect_val ? malloc((size_t)(val_count * outputs) * sizeof *val_probs) : NULL;
-  int32_t *val_truth = collect_val ? malloc((size_t)val_count * sizeof *val_truth) : NULL;
-  void *val_scratch = collect_val ? malloc(damo_metrics_scratch_bytes(val_count)) : NULL;
-  damo_tensor *val_probs_t = val_probs ? damo_tensor_wrap(DAMO_F32, 2, val_shape, val_probs) : NULL;
-  damo_tensor *val_truth_t = val_truth ? damo_tensor_wrap(DAMO_I32, 1, val_shape, val_truth) : NULL;
-  int monitor;
-  st = monitor_column(&o, recorded, xv != NULL, &monitor);
+  int want_val[DAMO_MODEL_MAX_OUTPUTS] = {binary_metrics && xv};
+  for (int k = 0; n_out > 1 && k < n_out; k++) want_val[k] = outs->binary[k] && xv;
+  fit_val_preds val;
+  damo_status st_val = fit_val_preds_init(&val, m, want_val, val_count);
+  if (st == DAMO_OK) st = st_val;
+  int monitor = -1;
+  if (st == DAMO_OK) st = monitor_column(&o, recorded, outs, xv != NULL, &monitor);
   if (!h || !idx || (xv && !val_idx)) st = DAMO_ERR_NOMEM;
-  if (collect_val && (!val_probs_t || !val_truth_t || !val_scratch))
-    st = damo_error(DAMO_ERR_NOMEM, "fit: out of memory for %lld validation predictions", (long long)val_count);
   augment_feed feed;
-  damo_status st_feed = idx ? augment_feed_init(&feed, m, &o, x[0], y, idx, n_train, batch) : DAMO_ERR_NOMEM;
+  damo_status st_feed = idx ? augment_feed_init(&feed, m, &o, x[0], y[0], idx, n_train, batch) : DAMO_ERR_NOMEM;
   if (st == DAMO_OK) st = st_feed;
   int64_t steps_per_epoch = (n_train + batch - 1) / batch;
   int64_t total_steps = (int64_t)o.epochs * steps_per_epoch;
   fit_adapter fa = {.m = m, .mg = mg, .x = x, .y = y, .feed = &feed, .metrics = metrics, .outputs = outputs,
                     .binary_metrics = binary_metrics, .idx = idx, .n_train = n_train, .batch = batch,
                     .steps_per_epoch = steps_per_epoch, .shuffle = o.shuffle != 0, .patience = o.patience,
-                    .xv = xv, .yv = yv, .val_idx = val_idx, .val_count = val_count, .val_probs = val_probs,
-                    .val_truth = val_truth, .val_probs_t = val_probs_t, .val_truth_t = val_truth_t,
-                    .val_scratch = val_scratch, .history = h, .o = &o, .seed = o.seed, .dist = o.dist,
-                    .rank = rank, .size = size};
+                    .xv = xv, .yv = yv, .val_idx = val_idx, .val_count = val_count, .val = &val, .history = h, .o = &o, .seed = o.seed, .dist = o.dist,
+                    .rank = rank, .size = size, .outs = outs};
   damo_progress_init(&fa.pr, o.out, o.verbose);
+  fa.pr.h = n_out > 1 ? h : NULL; /* the outputs' columns too */
   fa.pr.epochs = o.epochs;
   damo_rng_seed(&fa.rng, o.seed);
   damo_train_adapter adapter = {.name = "training", .ctx = &fa, .params = m->param_block, .grads = m->grad_block,
@@ -652,9 +593,11 @@ damo_status damo_model_fit_inputs(damo_model *m, int n_x, const damo_tensor *con
   /* The running figures behind the progress bar: every step alone; across ranks they are a
    * collective, so 20 times an epoch with a bar and only at epoch ends without one. */
   const int64_t log_every = size == 1 ? 1 : o.verbose == 1 ? (steps_per_epoch + 19) / 20 : steps_per_epoch;
+  const int extra_loss = monitor >= DAMO_HISTORY_COLUMNS && strstr(outs->names[monitor - DAMO_HISTORY_COLUMNS], "_loss");
   damo_train_loop loop = {.epochs = o.epochs, .steps_per_epoch = steps_per_epoch, .initial_epoch = o.initial_epoch,
                           .log_every = log_every, .checkpoint_every = o.checkpoint_every, .recorded = recorded, .patience = o.patience, .monitor = monitor,
-                          .higher_is_better = monitor != DAMO_H_LOSS && monitor != DAMO_H_VAL_LOSS,
+                          .higher_is_better = monitor != DAMO_H_LOSS && monitor != DAMO_H_VAL_LOSS && !extra_loss,
+                          .n_extra = outs->n_names, .extra_columns = outs->name_list,
                           .restore_best = o.restore_best_weights, .min_delta = o.min_delta,
                           .history_csv = o.history_csv};
   damo_train_hooks hooks = {.ctx = &fa, .epoch_begin = fit_epoch_begin, .step_begin = fit_step_begin,
@@ -666,11 +609,8 @@ damo_status damo_model_fit_inputs(damo_model *m, int n_x, const damo_tensor *con
   if (st_feed == DAMO_OK) augment_feed_free(&feed);
   free(idx);
   free(val_idx);
-  damo_tensor_free(val_probs_t); /* wraps, not owning their buffers */
-  damo_tensor_free(val_truth_t);
-  free(val_probs);
-  free(val_truth);
-  free(val_scratch);
+  fit_val_preds_free(&val);
+  free(outs);
   if (history) *history = h;
   else damo_history_free(h);
   return st;

@@ -252,35 +252,70 @@ static void mark_reach(const damo_model *m, int node, char *reach) {
   for (int k = 0; k < m->nodes[node].n_in; k++) mark_reach(m, m->nodes[node].in[k], reach);
 }
 
-damo_status damo_model_set_output(damo_model *m, int node) {
+damo_status damo_model_set_outputs(damo_model *m, int n, const int *nodes) {
   if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "set_output: NULL model");
   if (m->builder_status != DAMO_OK)
     return damo_error(m->builder_status, "set_output: an earlier layer call failed: %s", m->builder_error);
-  if (node < 0 || node >= m->n_nodes) return damo_error(DAMO_ERR_INVALID_ARG, "set_output: %d is not a node of this model", node);
-  if (!m->nodes[node].layer)
-    return damo_error(DAMO_ERR_INVALID_ARG, "set_output: '%s' is a model input; the output must be a layer's", m->nodes[node].name);
+  if (n > 1 && !m->functional)
+    return damo_error(DAMO_ERR_INVALID_ARG, "set_outputs: a Sequential model has one output");
+  if (n > 1 && m->built) return damo_error(DAMO_ERR_STATE, "set_outputs: the model is already built");
+  if (n < 1 || n > DAMO_MODEL_MAX_OUTPUTS || !nodes)
+    return damo_error(DAMO_ERR_INVALID_ARG, "set_outputs: %d outputs (1..%d)", n, DAMO_MODEL_MAX_OUTPUTS);
+  for (int k = 0; k < n; k++) {
+    const int node = nodes[k];
+    if (node < 0 || node >= m->n_nodes)
+      return damo_error(DAMO_ERR_INVALID_ARG, "set_output: %d is not a node of this model", node);
+    if (!m->nodes[node].layer)
+      return damo_error(DAMO_ERR_INVALID_ARG, "set_output: '%s' is a model input; the output must be a layer's",
+                        m->nodes[node].name);
+    for (int j = 0; j < k; j++)
+      if (nodes[j] == node)
+        return damo_error(DAMO_ERR_INVALID_ARG, "set_outputs: '%s' is given twice", m->nodes[node].name);
+  }
   char *reach = calloc((size_t)m->n_nodes, 1);
   if (!reach) return damo_error(DAMO_ERR_NOMEM, "set_output: out of memory");
-  mark_reach(m, node, reach);
+  for (int k = 0; k < n; k++) mark_reach(m, nodes[k], reach);
   damo_status st = DAMO_OK;
   for (int i = 0; i < m->n_nodes && st == DAMO_OK; i++)
     if (!reach[i])
-      st = damo_error(DAMO_ERR_INVALID_ARG, "%s '%s' does not lead to the output '%s' (a model uses every input and "
-                      "layer call it has)", m->nodes[i].layer ? "layer call" : "input", m->nodes[i].name,
-                      m->nodes[node].name);
+      st = damo_error(DAMO_ERR_INVALID_ARG, "%s '%s' does not lead to the output%s '%s'%s (a model uses every input "
+                      "and layer call it has)", m->nodes[i].layer ? "layer call" : "input", m->nodes[i].name,
+                      n > 1 ? "s" : "", m->nodes[nodes[0]].name, n > 1 ? ", ..." : "");
   free(reach);
-  if (st == DAMO_OK) m->output = node;
-  return st;
+  if (st != DAMO_OK) return st;
+  m->output = nodes[0];
+  m->n_outputs = n;
+  memcpy(m->outputs, nodes, (size_t)n * sizeof *nodes);
+  return DAMO_OK;
 }
 
-const damo_model_node *damo_model_output_node(const damo_model *m) {
-  if (!m || m->n_nodes == 0) return NULL;
-  return &m->nodes[m->output >= 0 ? m->output : m->n_nodes - 1];
+damo_status damo_model_set_output(damo_model *m, int node) { return damo_model_set_outputs(m, 1, &node); }
+
+int damo_model_num_outputs(const damo_model *m) { return !m ? 0 : m->n_outputs > 1 ? m->n_outputs : 1; }
+
+int damo_model_output_index(const damo_model *m, int k) {
+  if (k > 0) return m->outputs[k];
+  return m->output >= 0 ? m->output : m->n_nodes - 1;
 }
+
+const damo_model_node *damo_model_output_node_at(const damo_model *m, int k) {
+  if (!m || m->n_nodes == 0 || k < 0 || k >= damo_model_num_outputs(m)) return NULL;
+  return &m->nodes[damo_model_output_index(m, k)];
+}
+
+const damo_model_node *damo_model_output_node(const damo_model *m) { return damo_model_output_node_at(m, 0); }
 
 damo_layer *damo_model_output_layer(const damo_model *m) {
   const damo_model_node *n = damo_model_output_node(m);
   return n ? n->layer : NULL;
+}
+
+int damo_model_output_info(const damo_model *m, int k, const char **name, int64_t *shape) {
+  const damo_model_node *n = damo_model_output_node_at(m, k);
+  if (!n) return 0;
+  if (name) *name = n->name;
+  if (shape) memcpy(shape, n->shape.dim, (size_t)n->shape.ndim * sizeof *shape);
+  return n->shape.ndim;
 }
 
 int damo_model_num_inputs(const damo_model *m) { return m ? m->n_inputs : 0; }
@@ -326,9 +361,11 @@ damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, 
     value[i] = l->type->build(l, g, value[n->in[0]], &pre[i]);
     mask[i] = l->out_mask;
   }
-  const int o = m->output >= 0 ? m->output : m->n_nodes - 1;
-  *out = value[o];
-  *pre_out = pre[o];
+  for (int k = 0; k < damo_model_num_outputs(m); k++) {
+    const int o = damo_model_output_index(m, k);
+    out[k] = value[o];
+    pre_out[k] = pre[o];
+  }
   free(value);
   return damo_graph_status(g);
 }
@@ -396,6 +433,8 @@ damo_status damo_model_summary(damo_model *m, FILE *f) {
     fprintf(f, "\n");
   }
   put_chars(f, '=', line);
+  for (int k = 0; damo_model_num_outputs(m) > 1 && k < damo_model_num_outputs(m); k++)
+    fprintf(f, "%s%s", k ? ", " : "\nOutputs: ", damo_model_output_node_at(m, k)->name);
   fprintf(f, "\nTotal params: %lld (%.2f KB)\nTrainable params: %lld\nNon-trainable params: %lld\n",
           (long long)(trainable + frozen), (double)(trainable + frozen) * 4.0 / 1024.0, (long long)trainable,
           (long long)frozen);

@@ -14,18 +14,30 @@
 /* Set in recorded: rows are numbered by step, not epoch (the CSV's first column "step"). */
 #define DAMO_H_BY_STEP (1u << 31)
 
+#define DAMO_HISTORY_NAME_MAX 80 /* "val_" + an output name (DAMO_NAME_MAX 64) + "_accuracy" fits */
+
 struct damo_history {
   int n, cap;
   unsigned recorded; /* columns of this run (1u << DAMO_H_*) */
+  int n_extra;       /* named columns after those (DAMO_HISTORY_COLUMNS + j), all recorded */
+  char extra[DAMO_HISTORY_MAX_EXTRA][DAMO_HISTORY_NAME_MAX];
   int *epoch;        /* 1-based epoch numbers */
-  double *values;    /* n x DAMO_HISTORY_COLUMNS, NAN where absent */
+  double *values;    /* n x DAMO_HISTORY_ROW, NAN where absent */
 };
 
 damo_history *damo_history_new(unsigned recorded);
+/* The extra columns' names (a run of a model of several outputs). */
+damo_status damo_history_set_extra(damo_history *h, int n, const char *const *names);
+/* Column c's name (a DAMO_H_* one or an extra), or NULL. */
+const char *damo_history_column_name(const damo_history *h, int c);
+/* The recorded columns in the order CSV and progress lines show them: the training ones
+ * (extras after the DAMO_H_* ones), then the validation ones likewise, then lr. Returns how
+ * many went into cols (at most DAMO_HISTORY_ROW). */
+int damo_history_order(const damo_history *h, int *cols);
 damo_status damo_history_append(damo_history *h, int epoch, const double *row);
 /* An existing non-empty CSV must already have this run's header (resuming appends rows). */
-damo_status damo_history_csv_check(const char *path, unsigned recorded);
-damo_status damo_history_csv_append(const char *path, unsigned recorded, int epoch, const double *row);
+damo_status damo_history_csv_check(const char *path, const damo_history *h);
+damo_status damo_history_csv_append(const char *path, const damo_history *h, int epoch, const double *row);
 
 /* ------------------------------------------------------------------ binary metrics in fit
  * (metrics.c): precision/recall/F1/AUC for a binary task, class 1 positive. */

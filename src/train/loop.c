@@ -14,7 +14,7 @@
 static damo_status early_stop_init(early_stop *es, const damo_train_loop *o, const damo_train_adapter *a) {
   memset(es, 0, sizeof *es);
   if (o->patience <= 0) return DAMO_OK;
-  if (o->monitor < 0 || o->monitor >= DAMO_HISTORY_COLUMNS || o->monitor == DAMO_H_LR)
+  if (o->monitor < 0 || o->monitor >= DAMO_HISTORY_COLUMNS + o->n_extra || o->monitor == DAMO_H_LR)
     return damo_error(DAMO_ERR_INVALID_ARG, "training loop: cannot monitor column %d", o->monitor);
   es->active = 1;
   es->column = o->monitor;
@@ -52,7 +52,7 @@ static int early_stop_update(early_stop *es, const double *row, int64_t at, cons
 typedef struct damo_train_run run;
 
 static void blank(double *row) {
-  for (int k = 0; k < DAMO_HISTORY_COLUMNS; k++) row[k] = NAN;
+  for (int k = 0; k < DAMO_HISTORY_ROW; k++) row[k] = NAN;
 }
 
 /* Events reach the caller on rank 0 only (a data-parallel run speaks and writes once); a
@@ -86,7 +86,7 @@ static damo_status record_row(run *r, damo_train_event *e, const double *row, in
   damo_status st = DAMO_OK;
   if (r->history && (st = damo_history_append(r->history, (int)at, row)) != DAMO_OK) return st;
   if (r->o->history_csv && damo_dist_rank(damo_trainer_dist(r->t)) == 0 &&
-      (st = damo_history_csv_append(r->o->history_csv, r->recorded, (int)at, row)) != DAMO_OK)
+      (st = damo_history_csv_append(r->o->history_csv, r->history, (int)at, row)) != DAMO_OK)
     return st;
   e->figures = row;
   if ((st = emit(r, e)) != DAMO_OK) return st;
@@ -106,7 +106,7 @@ static damo_status run_epochs(run *r) {
   const damo_train_position from = r->position; /* a resumed run's start */
   for (int64_t epoch = from.epoch > o->initial_epoch ? from.epoch : o->initial_epoch; epoch < o->epochs; epoch++) {
     const int64_t first = epoch == from.epoch ? from.step : 0;
-    double loss_sum = first ? from.loss_sum : 0, row[DAMO_HISTORY_COLUMNS];
+    double loss_sum = first ? from.loss_sum : 0, row[DAMO_HISTORY_ROW];
     int64_t seen = first ? from.seen : 0;
     r->position = (damo_train_position){epoch, first, loss_sum, seen};
     if (h->epoch_begin && (st = h->epoch_begin(h->ctx, epoch, first)) != DAMO_OK) return st;
@@ -155,7 +155,7 @@ static damo_status run_epochs(run *r) {
 }
 
 static damo_status validate_at(run *r, int64_t step, int *stop) {
-  double row[DAMO_HISTORY_COLUMNS];
+  double row[DAMO_HISTORY_ROW];
   blank(row);
   if (r->have_last) row[DAMO_H_LOSS] = r->last.loss, row[DAMO_H_LR] = r->last.lr;
   damo_status st = r->h->validate(r->h->ctx, row);
@@ -177,7 +177,7 @@ static damo_status run_steps(run *r) {
     r->position = (damo_train_position){0, s, 0.0, 0};
     int last = s == o->steps;
     if (last || (o->log_every > 0 && s % o->log_every == 0)) {
-      double row[DAMO_HISTORY_COLUMNS];
+      double row[DAMO_HISTORY_ROW];
       blank(row);
       row[DAMO_H_LOSS] = r->last.loss;
       row[DAMO_H_LR] = r->last.lr;
@@ -222,8 +222,14 @@ static damo_status take_resume(run *r) {
   }
   damo_status st = DAMO_OK;
   for (int64_t i = 0; i < res->history_rows && st == DAMO_OK; i++) {
-    const double *row = res->history + i * (DAMO_HISTORY_COLUMNS + 1);
-    st = damo_history_append(r->history, (int)row[0], row + 1);
+    const double *saved = res->history + i * (DAMO_HISTORY_COLUMNS + 1);
+    double row[DAMO_HISTORY_ROW]; /* the named columns come apart (loop.history_extra) */
+    blank(row);
+    memcpy(row, saved + 1, DAMO_HISTORY_COLUMNS * sizeof *row);
+    const int64_t extra = res->history_extra_cols < r->history->n_extra ? res->history_extra_cols : r->history->n_extra;
+    if (res->history_extra)
+      memcpy(row + DAMO_HISTORY_COLUMNS, res->history_extra + i * res->history_extra_cols, (size_t)extra * sizeof *row);
+    st = damo_history_append(r->history, (int)saved[0], row);
   }
   loop_resume_clear(res);
   return st;
@@ -245,13 +251,13 @@ damo_status damo_trainer_run(damo_trainer *t, const damo_train_loop *loop, const
   if (!history && !own) return DAMO_ERR_NOMEM;
   if (!history) r.history = own;
   r.history->recorded = r.recorded;
-  damo_status st = early_stop_init(&r.es, loop, &t->a);
-  if (st == DAMO_OK && loop->patience > 0 && !r.h->validate && loop->monitor >= DAMO_H_VAL_LOSS &&
-      loop->monitor <= DAMO_H_VAL_AUC)
-    st = damo_error(DAMO_ERR_INVALID_ARG, "early stopping monitors '%s' but there is no validation",
-                    damo_history_columns[loop->monitor]);
+  damo_status st = damo_history_set_extra(r.history, loop->n_extra, loop->extra_columns);
+  if (st == DAMO_OK) st = early_stop_init(&r.es, loop, &t->a);
+  const char *watched = st == DAMO_OK && loop->patience > 0 ? damo_history_column_name(r.history, loop->monitor) : NULL;
+  if (watched && !r.h->validate && !strncmp(watched, "val_", 4))
+    st = damo_error(DAMO_ERR_INVALID_ARG, "early stopping monitors '%s' but there is no validation", watched);
   if (st == DAMO_OK && loop->history_csv && damo_dist_rank(damo_trainer_dist(t)) == 0)
-    st = damo_history_csv_check(loop->history_csv, r.recorded);
+    st = damo_history_csv_check(loop->history_csv, r.history);
   if (st == DAMO_OK) st = take_resume(&r);
   if (st == DAMO_OK) st = by_epoch ? run_epochs(&r) : run_steps(&r);
   if (st == DAMO_OK && r.es.best_weights && r.es.best_at > 0) {

@@ -5,6 +5,7 @@
  * Classification losses read logits: when the last layer ends in softmax (sparse CE) or
  * sigmoid (binary CE) the loss takes the node before that activation, which is both
  * stabler and cheaper, and the activation is applied for predict. */
+#include "train/history.h"
 #include "train/model.h"
 
 #include <math.h>
@@ -38,7 +39,7 @@ damo_model *damo_sequential_new(int ndim, const int64_t *input_shape) {
 void damo_model_graph_release(damo_model_graph *mg) {
   damo_graph_free(mg->g);
   for (int k = 0; k < DAMO_MODEL_MAX_INPUTS; k++) damo_free(mg->x_stages[k]);
-  damo_free(mg->y_stage);
+  for (int k = 0; k < DAMO_MODEL_MAX_OUTPUTS; k++) damo_free(mg->heads[k].y_stage);
   memset(mg, 0, sizeof *mg);
 }
 
@@ -147,11 +148,50 @@ int64_t damo_model_num_params(const damo_model *m) {
   return n;
 }
 
-int64_t damo_model_output_size(const damo_model *m) {
-  const damo_model_node *o = damo_model_output_node(m);
+int64_t damo_model_output_size_at(const damo_model *m, int k) {
+  const damo_model_node *o = damo_model_output_node_at(m, k);
   int64_t n = 1;
   for (int i = 0; o && i < o->shape.ndim; i++) n *= o->shape.dim[i];
   return n;
+}
+
+int64_t damo_model_output_size(const damo_model *m) { return damo_model_output_size_at(m, 0); }
+
+damo_output_compile damo_model_output_compile(const damo_model *m, int k) {
+  damo_output_compile c = {m->copt.loss, 1.0f, m->copt.metrics};
+  if (m->copt.n_outputs > 0 && k < m->copt.n_outputs) c = m->copt.outputs[k];
+  if (c.loss_weight == 0.0f) c.loss_weight = 1.0f;
+  return c;
+}
+
+damo_status damo_model_check_output_compile(const damo_model *m, const damo_compile_options *o, const char *what) {
+  const int n = damo_model_num_outputs(m);
+  if (o->n_outputs != 0 && o->n_outputs != n)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: %d per-output settings for a model of %d output%s", what,
+                      o->n_outputs, n, n == 1 ? "" : "s");
+  for (int k = 0; k < n; k++) {
+    const damo_model_node *node = damo_model_output_node_at(m, k);
+    const damo_output_compile c = o->n_outputs ? o->outputs[k] : (damo_output_compile){o->loss, 1.0f, o->metrics};
+    char label[DAMO_NAME_MAX + 16] = "";
+    if (n > 1) snprintf(label, sizeof label, "output '%s': ", node->name);
+    if ((unsigned)c.loss > DAMO_LOSS_MSE)
+      return damo_error(DAMO_ERR_INVALID_ARG, "%s: %sunknown loss %d", what, label, (int)c.loss);
+    if (!(c.loss_weight >= 0) || !isfinite(c.loss_weight))
+      return damo_error(DAMO_ERR_INVALID_ARG, "%s: %sloss weight %g must be finite and >= 0", what, label,
+                        (double)c.loss_weight);
+    if (c.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE && (node->shape.ndim != 1 || node->shape.dim[0] < 2))
+      return damo_error(DAMO_ERR_SHAPE,
+                        "%s: %ssparse categorical cross-entropy needs a last layer of shape (classes,) with at "
+                        "least 2 classes; layer '%s' gives %d axes of which the last is %lld",
+                        what, label, node->layer->name, node->shape.ndim,
+                        (long long)node->shape.dim[node->shape.ndim - 1]);
+    if (n > 1 && damo_binary_metrics_check(c.metrics, c.loss, damo_model_output_size_at(m, k), "") != DAMO_OK) {
+      char why[512];
+      snprintf(why, sizeof why, "%s", damo_last_error() + 2); /* past ": " */
+      return damo_error(DAMO_ERR_INVALID_ARG, "%s: %s%s", what, label, why);
+    }
+  }
+  return DAMO_OK;
 }
 
 /* The model's slots of one kind (trained or frozen) as a parameter store's tensors. */
@@ -215,19 +255,16 @@ damo_status damo_model_compile(damo_model *m, const damo_compile_options *opt) {
     return damo_error(DAMO_ERR_INVALID_ARG, "model_compile: learning rate %g must be positive", (double)opt->optimizer.lr);
   if (m->functional && m->output < 0)
     return damo_error(DAMO_ERR_STATE, "model_compile: set the functional model's output first (damo_model_set_output)");
-  const damo_layer *last = damo_model_output_layer(m);
-  if (opt->loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE && (last->out_ndim != 1 || last->out_shape[0] < 2))
-    return damo_error(DAMO_ERR_SHAPE,
-                      "model_compile: sparse categorical cross-entropy needs a last layer of shape (classes,) with at "
-                      "least 2 classes; layer '%s' gives %d axes of which the last is %lld",
-                      last->name, last->out_ndim, (long long)last->out_shape[last->out_ndim - 1]);
-  damo_status st = damo_model_build(m, m->built ? m->seed : 0);
+  damo_status st = damo_model_check_output_compile(m, opt, "model_compile");
+  if (st != DAMO_OK) return st;
+  st = damo_model_build(m, m->built ? m->seed : 0);
   if (st != DAMO_OK) return st;
   damo_optimizer *o = damo_optimizer_new(&opt->optimizer, m->params.n_params_padded);
   if (!o) return damo_error_prefix(DAMO_ERR_INVALID_ARG, "model_compile: ");
   damo_optimizer_free(m->opt);
   m->opt = o;
   m->copt = *opt;
+  if (opt->n_outputs) m->copt.loss = opt->outputs[0].loss, m->copt.metrics = opt->outputs[0].metrics; /* output 0's */
   m->has_compile_options = 1;
   m->compiled = 1;
   damo_model_graph_release(&m->train); /* the loss may have changed */
@@ -244,46 +281,69 @@ damo_status damo_model_config_compile_options(const damo_model *m, damo_compile_
 
 /* ------------------------------------------------------------------ graphs */
 
+/* Output k's head: the logits its loss reads, its output, and (with_loss) targets and loss. */
+static void build_head(damo_model *m, damo_graph *g, int k, int with_loss, int64_t batch, damo_node *h, damo_node *pre,
+                       damo_model_head *hd) {
+  const damo_layer *layer = damo_model_output_node_at(m, k)->layer;
+  damo_activation last_act = layer->act;
+  int has_act = layer->type == &damo_layer_dense || layer->type == &damo_layer_activation;
+  damo_loss loss = damo_model_output_compile(m, k).loss;
+  int fused = has_act && ((loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE && last_act == DAMO_ACT_SOFTMAX) ||
+                          (loss == DAMO_LOSS_BINARY_CE && last_act == DAMO_ACT_SIGMOID));
+  hd->logits = fused ? pre : h;
+  if (!m->has_compile_options || loss == DAMO_LOSS_MSE || fused) hd->output = h;
+  else if (loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE) hd->output = damo_softmax(g, hd->logits);
+  else hd->output = damo_sigmoid(g, hd->logits);
+  if (!with_loss) return;
+  char name[DAMO_NAME_MAX + 16];
+  const int several = damo_model_num_outputs(m) > 1;
+  if (several) snprintf(name, sizeof name, "y_%s", damo_model_output_node_at(m, k)->name);
+  if (loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE) {
+    hd->y = damo_input(g, several ? name : "y", DAMO_I32, 1, &batch);
+    hd->loss = damo_softmax_cross_entropy(g, hd->logits, hd->y);
+  } else {
+    int64_t yshape[DAMO_MAX_DIMS];
+    int nd = damo_node_ndim(hd->logits);
+    if (hd->logits) memcpy(yshape, damo_node_shape(hd->logits), (size_t)nd * sizeof *yshape);
+    hd->y = hd->logits ? damo_input(g, several ? name : "y", DAMO_F32, nd, yshape) : NULL;
+    hd->loss = loss == DAMO_LOSS_BINARY_CE ? damo_bce_with_logits(g, hd->logits, hd->y) : damo_mse(g, hd->logits, hd->y);
+  }
+  if (several) snprintf(name, sizeof name, "%s_loss", damo_model_output_node_at(m, k)->name);
+  damo_node_set_name(hd->loss, several ? name : "loss");
+}
+
 static damo_status build_model_graph(damo_model *m, int with_loss, int64_t batch, damo_model_graph *mg) {
   damo_model_graph_release(mg);
   mg->g = damo_graph_new(m->seed ^ 0x5eedULL ^ (uint64_t)m->epochs_done * 0x9e3779b97f4a7c15ULL);
   if (!mg->g) return DAMO_ERR_NOMEM;
   mg->batch = batch;
   damo_graph *g = mg->g;
-  damo_node *h = NULL, *pre = NULL;
-  damo_status st = damo_model_build_nodes(m, g, batch, mg->xs, &h, &pre);
+  damo_node *h[DAMO_MODEL_MAX_OUTPUTS] = {0}, *pre[DAMO_MODEL_MAX_OUTPUTS] = {0};
+  damo_status st = damo_model_build_nodes(m, g, batch, mg->xs, h, pre);
   if (st != DAMO_OK) {
     damo_model_graph_release(mg);
     return damo_error_prefix(st, "building the model graph: ");
   }
   mg->x = mg->xs[0];
-  damo_activation last_act = damo_model_output_layer(m)->act;
-  const damo_layer_type *last_type = damo_model_output_layer(m)->type;
-  int has_act = last_type == &damo_layer_dense || last_type == &damo_layer_activation;
-  damo_loss loss = m->copt.loss;
-  int fused = has_act && ((loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE && last_act == DAMO_ACT_SOFTMAX) ||
-                          (loss == DAMO_LOSS_BINARY_CE && last_act == DAMO_ACT_SIGMOID));
-  mg->logits = fused ? pre : h;
-  if (!m->has_compile_options || loss == DAMO_LOSS_MSE || fused) mg->output = h;
-  else if (loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE) mg->output = damo_softmax(g, mg->logits);
-  else mg->output = damo_sigmoid(g, mg->logits);
-  int64_t out_size = damo_model_output_size(m);
-  if (with_loss) {
-    if (loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE) {
-      mg->y = damo_input(g, "y", DAMO_I32, 1, &batch);
-      mg->loss = damo_softmax_cross_entropy(g, mg->logits, mg->y);
-    } else {
-      int64_t yshape[DAMO_MAX_DIMS];
-      int nd = damo_node_ndim(mg->logits);
-      if (mg->logits) memcpy(yshape, damo_node_shape(mg->logits), (size_t)nd * sizeof *yshape);
-      mg->y = mg->logits ? damo_input(g, "y", DAMO_F32, nd, yshape) : NULL;
-      mg->loss = loss == DAMO_LOSS_BINARY_CE ? damo_bce_with_logits(g, mg->logits, mg->y) : damo_mse(g, mg->logits, mg->y);
-    }
-    damo_node_set_name(mg->loss, "loss");
+  mg->n_heads = damo_model_num_outputs(m);
+  /* The loss trained: one output's, or sum_k weight_k * loss_k as one scalar node. */
+  damo_node *keep[3 * DAMO_MODEL_MAX_OUTPUTS];
+  int n_keep = 0;
+  for (int k = 0; k < mg->n_heads; k++) {
+    damo_model_head *hd = &mg->heads[k];
+    build_head(m, g, k, with_loss, batch, h[k], pre[k], hd);
+    keep[n_keep++] = hd->logits; /* training reads only the logits (and the losses) */
+    if (!with_loss) keep[n_keep++] = hd->output;
+    if (!with_loss) continue;
+    const float w = damo_model_output_compile(m, k).loss_weight;
+    if (mg->n_heads > 1 || w != 1.0f) keep[n_keep++] = hd->loss; /* read after forward */
+    damo_node *term = w == 1.0f ? hd->loss : damo_scale_by(g, hd->loss, w);
+    mg->loss = k == 0 ? term : damo_add(g, mg->loss, term);
   }
-  damo_node *outs[2] = {mg->logits, mg->output}; /* training reads only the logits */
+  if (with_loss && mg->loss != mg->heads[0].loss) damo_node_set_name(mg->loss, "loss");
+  mg->y = mg->heads[0].y, mg->logits = mg->heads[0].logits, mg->output = mg->heads[0].output;
   st = damo_graph_status(g);
-  if (st == DAMO_OK) st = damo_graph_compile(g, mg->loss, with_loss ? 1 : 2, outs);
+  if (st == DAMO_OK) st = damo_graph_compile(g, mg->loss, n_keep, keep);
   if (st != DAMO_OK) {
     damo_model_graph_release(mg);
     return damo_error_prefix(st, "building the model graph: ");
@@ -297,13 +357,19 @@ static damo_status build_model_graph(damo_model *m, int with_loss, int64_t batch
     ok = ok && mg->x_stages[k];
   }
   mg->x_stage = mg->x_stages[0];
-  mg->y_stage = damo_alloc((size_t)(batch * (with_loss && loss != DAMO_LOSS_SPARSE_CATEGORICAL_CE ? out_size : 1)) * 4);
-  if (!ok || !mg->y_stage) {
+  for (int k = 0; k < mg->n_heads; k++) {
+    const int labels = damo_model_output_compile(m, k).loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE;
+    mg->heads[k].y_stage = damo_alloc((size_t)(batch * (with_loss && !labels ? damo_model_output_size_at(m, k) : 1)) * 4);
+    ok = ok && mg->heads[k].y_stage;
+  }
+  mg->y_stage = mg->heads[0].y_stage;
+  if (!ok) {
     damo_model_graph_release(mg);
     return DAMO_ERR_NOMEM;
   }
   for (int k = 0; k < m->n_inputs; k++) damo_graph_bind(g, mg->xs[k], mg->x_stages[k]);
-  if (mg->y) damo_graph_bind(g, mg->y, mg->y_stage);
+  for (int k = 0; k < mg->n_heads; k++)
+    if (mg->heads[k].y) damo_graph_bind(g, mg->heads[k].y, mg->heads[k].y_stage);
   return DAMO_OK;
 }
 
@@ -338,31 +404,33 @@ void damo_model_gather_input(const damo_model *m, int k, const damo_tensor *x, c
   }
 }
 
-static void gather_targets(const damo_model *m, const damo_tensor *y, const int64_t *idx, int64_t n, void *y_dst) {
+static void gather_targets(const damo_model *m, int k, const damo_tensor *y, const int64_t *idx, int64_t n,
+                           void *y_dst) {
   int64_t yrow = 1;
   for (int i = 1; i < y->ndim; i++) yrow *= y->shape[i];
-  if (m->copt.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE) {
+  if (damo_model_output_compile(m, k).loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE) {
     int32_t *dst = y_dst;
     for (int64_t r = 0; r < n; r++) dst[r] = ((const int32_t *)y->data)[idx[r]];
   } else {
     float *dst = y_dst;
     for (int64_t r = 0; r < n; r++)
-      for (int64_t k = 0; k < yrow; k++)
-        dst[r * yrow + k] = y->dtype == DAMO_F32 ? ((const float *)y->data)[idx[r] * yrow + k]
-                                                 : (float)((const int32_t *)y->data)[idx[r] * yrow + k];
+      for (int64_t j = 0; j < yrow; j++)
+        dst[r * yrow + j] = y->dtype == DAMO_F32 ? ((const float *)y->data)[idx[r] * yrow + j]
+                                                 : (float)((const int32_t *)y->data)[idx[r] * yrow + j];
   }
 }
 
 void damo_model_gather_rows(const damo_model *m, const damo_tensor *x, const damo_tensor *y, const int64_t *idx,
                             int64_t n, float *x_dst, void *y_dst) {
   damo_model_gather_input(m, 0, x, idx, n, x_dst);
-  if (y && y_dst) gather_targets(m, y, idx, n, y_dst);
+  if (y && y_dst) gather_targets(m, 0, y, idx, n, y_dst);
 }
 
 damo_status damo_model_stage_batch(damo_model *m, damo_model_graph *mg, const damo_tensor *const *xs,
-                                   const damo_tensor *y, const int64_t *idx, int64_t n) {
+                                   const damo_tensor *const *ys, const int64_t *idx, int64_t n) {
   for (int k = 0; k < m->n_inputs; k++) damo_model_gather_input(m, k, xs[k], idx, n, mg->x_stages[k]);
-  if (y && mg->y) gather_targets(m, y, idx, n, mg->y_stage);
+  for (int k = 0; ys && k < mg->n_heads; k++)
+    if (ys[k] && mg->heads[k].y) gather_targets(m, k, ys[k], idx, n, mg->heads[k].y_stage);
   return damo_graph_set_batch(mg->g, n);
 }
 
@@ -398,9 +466,35 @@ static damo_status check_input(const damo_model *m, int k, const damo_tensor *x,
   return x->dtype == DAMO_F32 ? damo_check_finite(x, what) : DAMO_OK;
 }
 
-damo_status damo_model_check_data(const damo_model *m, const damo_tensor *const *xs, const damo_tensor *y,
+/* Output k's targets y against the model and the rows of x. */
+static damo_status check_targets(const damo_model *m, int k, const damo_tensor *x, const damo_tensor *y,
+                                 const char *what) {
+  char a[96], label[DAMO_NAME_MAX + 24] = "y";
+  if (damo_model_num_outputs(m) > 1) snprintf(label, sizeof label, "y of output '%s'", damo_model_output_node_at(m, k)->name);
+  if (!y) return damo_error(DAMO_ERR_INVALID_ARG, "%s: %s is NULL", what, label);
+  if (y->shape[0] != x->shape[0] || y->ndim < 1)
+    return damo_error(DAMO_ERR_SHAPE, "%s: x has %lld rows but %s has shape %s", what, (long long)x->shape[0], label,
+                      damo_shape_string(y->ndim, y->shape, a, sizeof a));
+  int64_t out = damo_model_output_size_at(m, k);
+  if (damo_model_output_compile(m, k).loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE) {
+    if (y->dtype != DAMO_I32 || y->ndim != 1)
+      return damo_error(DAMO_ERR_SHAPE, "%s: sparse categorical labels%s%s must be i32 of shape (N,), got %s %s", what,
+                        k || damo_model_num_outputs(m) > 1 ? " of " : "", damo_model_num_outputs(m) > 1 ? label + 5 : "",
+                        damo_dtype_name(y->dtype), damo_shape_string(y->ndim, y->shape, a, sizeof a));
+    return damo_check_labels(y, (int)out, what);
+  }
+  int64_t yrow = 1;
+  for (int i = 1; i < y->ndim; i++) yrow *= y->shape[i];
+  if (yrow != out)
+    return damo_error(DAMO_ERR_SHAPE, "%s: %s%s %lld values per row, the model%s outputs %lld", what,
+                      damo_model_num_outputs(m) > 1 ? label : "targets", damo_model_num_outputs(m) > 1 ? " has" : " have",
+                      (long long)yrow, damo_model_num_outputs(m) > 1 ? "'s output" : "", (long long)out);
+  if (y->dtype == DAMO_F32) return damo_check_finite(y, what);
+  return DAMO_OK;
+}
+
+damo_status damo_model_check_data(const damo_model *m, const damo_tensor *const *xs, const damo_tensor *const *ys,
                                   const char *what) {
-  char a[96];
   if (!xs) return damo_error(DAMO_ERR_INVALID_ARG, "%s: x is NULL", what);
   for (int k = 0; k < m->n_inputs; k++) {
     damo_status st = check_input(m, k, xs[k], what);
@@ -410,33 +504,20 @@ damo_status damo_model_check_data(const damo_model *m, const damo_tensor *const 
                         m->nodes[m->inputs[k]].name, (long long)xs[k]->shape[0], m->nodes[m->inputs[0]].name,
                         (long long)xs[0]->shape[0]);
   }
-  const damo_tensor *x = xs[0];
-  if (!y) return DAMO_OK;
-  if (y->shape[0] != x->shape[0] || y->ndim < 1)
-    return damo_error(DAMO_ERR_SHAPE, "%s: x has %lld rows but y has shape %s", what, (long long)x->shape[0],
-                      damo_shape_string(y->ndim, y->shape, a, sizeof a));
-  int64_t out = damo_model_output_size(m);
-  if (m->copt.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE) {
-    if (y->dtype != DAMO_I32 || y->ndim != 1)
-      return damo_error(DAMO_ERR_SHAPE, "%s: sparse categorical labels must be i32 of shape (N,), got %s %s", what,
-                        damo_dtype_name(y->dtype), damo_shape_string(y->ndim, y->shape, a, sizeof a));
-    return damo_check_labels(y, (int)out, what);
+  for (int k = 0; ys && k < damo_model_num_outputs(m); k++) {
+    damo_status st = check_targets(m, k, xs[0], ys[k], what);
+    if (st != DAMO_OK) return st;
   }
-  int64_t yrow = 1;
-  for (int i = 1; i < y->ndim; i++) yrow *= y->shape[i];
-  if (yrow != out)
-    return damo_error(DAMO_ERR_SHAPE, "%s: targets have %lld values per row, the model outputs %lld", what,
-                      (long long)yrow, (long long)out);
-  if (y->dtype == DAMO_F32) return damo_check_finite(y, what);
   return DAMO_OK;
 }
 
-int64_t damo_model_batch_correct(const damo_model *m, const damo_model_graph *mg, int64_t n, int64_t *counted) {
-  const float *logits = damo_node_data(mg->logits);
-  int64_t C = damo_model_output_size(m), correct = 0;
+int64_t damo_model_batch_correct(const damo_model *m, const damo_model_graph *mg, int k, int64_t n, int64_t *counted) {
+  const float *logits = damo_node_data(mg->heads[k].logits);
+  const damo_loss loss = damo_model_output_compile(m, k).loss;
+  int64_t C = damo_model_output_size_at(m, k), correct = 0;
   *counted = 0;
-  if (m->copt.loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE) {
-    const int32_t *labels = mg->y_stage;
+  if (loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE) {
+    const int32_t *labels = mg->heads[k].y_stage;
     for (int64_t r = 0; r < n; r++) {
       const float *row = logits + r * C;
       int64_t best = 0;
@@ -445,8 +526,8 @@ int64_t damo_model_batch_correct(const damo_model *m, const damo_model_graph *mg
       correct += best == labels[r];
     }
     *counted = n;
-  } else if (m->copt.loss == DAMO_LOSS_BINARY_CE) {
-    const float *t = mg->y_stage;
+  } else if (loss == DAMO_LOSS_BINARY_CE) {
+    const float *t = mg->heads[k].y_stage;
     for (int64_t i = 0; i < n * C; i++) correct += (logits[i] > 0) == (t[i] > 0.5f);
     *counted = n * C;
   }

@@ -23,18 +23,29 @@ typedef struct damo_model_node {
   damo_layer_shape shape;    /* without the batch axis */
 } damo_model_node;
 
+/* One output of a graph: its targets, what its loss reads, what predict returns, its loss. */
+typedef struct damo_model_head {
+  damo_node *y;      /* the targets (only with a loss) */
+  damo_node *logits; /* what the loss reads (pre-activation when fused) */
+  damo_node *output; /* probabilities for classification, raw values for MSE */
+  damo_node *loss;   /* this output's mean loss (NULL for inference graphs) */
+  void *y_stage;     /* (batch, targets...) i32 labels or f32 targets */
+} damo_model_head;
+
 /* A graph built from the model for one purpose and batch size. */
 typedef struct damo_model_graph {
   damo_graph *g;
   int64_t batch;
   damo_node *xs[DAMO_MODEL_MAX_INPUTS]; /* the model's inputs, in order */
   float *x_stages[DAMO_MODEL_MAX_INPUTS];
-  damo_node *x, *y;    /* the first input (xs[0]) and the targets (only with a loss) */
-  damo_node *logits;   /* what the loss reads (pre-activation when fused) */
-  damo_node *output;   /* probabilities for classification, raw values for MSE */
-  damo_node *loss;     /* NULL for inference graphs */
+  damo_model_head heads[DAMO_MODEL_MAX_OUTPUTS]; /* one per output, in order */
+  int n_heads;
+  damo_node *x, *y;    /* the first input (xs[0]) and heads[0]'s targets */
+  damo_node *logits;   /* heads[0]'s */
+  damo_node *output;   /* heads[0]'s */
+  damo_node *loss;     /* the loss trained: heads[0]'s, or the weighted sum of several; NULL for inference */
   float *x_stage;      /* x_stages[0]: (batch, input...) staged rows (i32 ids as their bits) */
-  void *y_stage;       /* (batch, targets...) i32 labels or f32 targets */
+  void *y_stage;       /* heads[0]'s */
 } damo_model_graph;
 
 struct damo_model {
@@ -46,7 +57,8 @@ struct damo_model {
   damo_model_node *nodes;
   int n_nodes, cap_nodes;
   int inputs[DAMO_MODEL_MAX_INPUTS], n_inputs; /* the input nodes, in the order data is given */
-  int output;          /* the output node; -1 (Sequential): the last */
+  int output;          /* the (first) output node; -1 (Sequential): the last */
+  int outputs[DAMO_MODEL_MAX_OUTPUTS], n_outputs; /* set_outputs: every output node (outputs[0] == output) */
   damo_status builder_status; /* a functional builder's first failure, returned again by later calls */
   char builder_error[256];    /* and its message */
 
@@ -82,6 +94,14 @@ damo_dtype damo_model_input_dtype(const damo_model *m);
 /* The node the model outputs, and the layer whose call made it (NULL: the output is an input). */
 const damo_model_node *damo_model_output_node(const damo_model *m);
 damo_layer *damo_model_output_layer(const damo_model *m);
+/* Output k's node index (k < damo_model_num_outputs), its node and its values per example. */
+int damo_model_output_index(const damo_model *m, int k);
+const damo_model_node *damo_model_output_node_at(const damo_model *m, int k);
+int64_t damo_model_output_size_at(const damo_model *m, int k);
+/* Output k's loss, weight (0 taken as 1) and metrics from the compile options. */
+damo_output_compile damo_model_output_compile(const damo_model *m, int k);
+/* Checks a compile's per-output settings against the model (what: the message's prefix). */
+damo_status damo_model_check_output_compile(const damo_model *m, const damo_compile_options *o, const char *what);
 /* Appends a call of l on nodes in[0..n_in) to the model's list (the layer is the model's from
  * here, also on failure); seq_index >= 0 labels errors as Sequential layer seq_index. */
 damo_status damo_model_append_call(damo_model *m, damo_layer *l, int n_in, const int *in, int seq_index, int *out);
@@ -91,6 +111,7 @@ damo_status damo_model_add_input(damo_model *m, const char *name, int ndim, cons
  * the node before its activation into out and pre. */
 damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, damo_node **xs, damo_node **out,
                                    damo_node **pre);
+/* (out and pre: one node per output, in order.) */
 /* Output features per example (product of the last layer's output shape). */
 int64_t damo_model_output_size(const damo_model *m);
 /* Builds (or reuses) the training (with_loss) or inference graph for batch rows. */
@@ -104,15 +125,30 @@ void damo_model_gather_input(const damo_model *m, int k, const damo_tensor *x, c
  * them (i32 labels or f32 targets). */
 void damo_model_gather_rows(const damo_model *m, const damo_tensor *x, const damo_tensor *y, const int64_t *idx,
                             int64_t n, float *x_dst, void *y_dst);
-/* Copies rows idx[0..n) of every input's data xs[k] (and y) into the graph's stages. */
+/* Copies rows idx[0..n) of every input's data xs[k] (and every output's targets ys[k], if ys)
+ * into the graph's stages. */
 damo_status damo_model_stage_batch(damo_model *m, damo_model_graph *mg, const damo_tensor *const *xs,
-                                   const damo_tensor *y, const int64_t *idx, int64_t n);
-/* Checks the data of every input, and y, against the model (shapes, dtypes, rows, label
- * range, NaN). */
-damo_status damo_model_check_data(const damo_model *m, const damo_tensor *const *xs, const damo_tensor *y,
+                                   const damo_tensor *const *ys, const int64_t *idx, int64_t n);
+/* Checks the data of every input, and every output's targets ys[k] (if ys), against the model
+ * (shapes, dtypes, rows, label range, NaN). */
+damo_status damo_model_check_data(const damo_model *m, const damo_tensor *const *xs, const damo_tensor *const *ys,
                                   const char *what);
-/* Correct predictions in the current batch of mg (argmax for sparse CE, threshold for BCE). */
-int64_t damo_model_batch_correct(const damo_model *m, const damo_model_graph *mg, int64_t n, int64_t *counted);
+/* Correct predictions of output k in the current batch of mg (argmax for sparse CE,
+ * threshold for BCE). */
+int64_t damo_model_batch_correct(const damo_model *m, const damo_model_graph *mg, int k, int64_t n, int64_t *counted);
+/* Mean loss and accuracy of rows idx[0..n) of x, y through a graph with a loss (evaluate.c):
+ * the total (accuracy: output 0's), and each output's loss and accuracy (-1: none) where
+ * losses/accs are not NULL. For a binary output k, probs[k] (n x its values) and truth[k]
+ * (n, 0/1) may collect its predictions (probs, truth or an entry NULL: not collected). */
+damo_status damo_model_evaluate_rows(damo_model *m, damo_model_graph *mg, const damo_tensor *const *x,
+                                     const damo_tensor *const *y, const int64_t *idx, int64_t n, double *loss,
+                                     double *accuracy, double *losses, double *accs, float *const *probs,
+                                     int32_t *const *truth);
+/* n_x as the model has inputs, xs not NULL, and n_y (unless < 0) as it has outputs. */
+damo_status damo_model_check_counts(const damo_model *m, int n_x, const damo_tensor *const *xs, int n_y,
+                                    const char *what);
+/* 0..n-1 shifted by first (malloc'ed; NULL with the error set). */
+int64_t *damo_model_iota(int64_t n, int64_t first);
 /* The name of the first node (param or op) with a non-finite value; forward is re-run. */
 const char *damo_model_find_nonfinite(damo_model *m, damo_model_graph *mg);
 
@@ -159,6 +195,13 @@ damo_status damo_config_check_keys(damo_config_obj *o, const char *known);
 int damo_is_seq_layer(const damo_layer_type *t);
 void damo_seq_layer_to_json(const damo_layer *l, cJSON *o);
 damo_status damo_config_parse_seq_layer(damo_config_obj *o, const damo_layer_type *lt, damo_layer **out);
+/* "metrics" as a JSON list, and names[0..n) into DAMO_METRIC_* bits (where: "'metrics'" or the
+ * like, for messages about o). */
+cJSON *damo_metrics_to_json(int metrics);
+damo_status damo_config_metrics(damo_config_obj *o, const char *where, const char *const *names, int n, int *bits);
+/* A model of several outputs: "loss", "loss_weights" and "metrics" per output (config_functional.c). */
+damo_status damo_config_parse_output_compile(damo_config_obj *root, damo_model *m);
+void damo_output_compile_to_json(const damo_model *m, cJSON *root);
 /* The functional form's "inputs", "layers" and "outputs" (config_functional.c). */
 void damo_model_functional_to_json(const damo_model *m, cJSON *root);
 damo_status damo_model_functional_parse(damo_config_obj *root, damo_model *m, const char *source);

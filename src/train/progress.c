@@ -9,6 +9,7 @@
 
 void damo_progress_init(damo_progress *p, FILE *f, int verbose) {
   p->f = f ? f : stdout;
+  p->h = NULL;
   p->tty = isatty(fileno(p->f));
   p->verbose = verbose < 0 ? (p->tty ? 1 : 2) : verbose;
   if (p->verbose == 1 && !p->tty) p->verbose = 2; /* never write \r into a log */
@@ -50,7 +51,15 @@ static void draw_bar(damo_progress *p, int64_t step, char *buf, size_t cap) {
 }
 
 /* " - loss: 0.1234 - accuracy: ..." for the shown, defined columns of row. */
-static void print_figures(FILE *f, const double *row, unsigned shown) {
+static void print_figures(const damo_progress *p, const double *row, unsigned shown) {
+  FILE *f = p->f;
+  if (p->h) {
+    int cols[DAMO_HISTORY_ROW], n = damo_history_order(p->h, cols);
+    for (int k = 0; k < n; k++)
+      if (cols[k] != DAMO_H_LR && !isnan(row[cols[k]]))
+        fprintf(f, " - %s: %.4f", damo_history_column_name(p->h, cols[k]), row[cols[k]]);
+    return;
+  }
   for (int c = 0; c < DAMO_HISTORY_COLUMNS; c++)
     if (c != DAMO_H_LR && (shown >> c & 1) && !isnan(row[c])) fprintf(f, " - %s: %.4f", damo_history_columns[c], row[c]);
 }
@@ -68,7 +77,7 @@ void damo_progress_step(damo_progress *p, int64_t step, const double *row, unsig
   double elapsed = now - p->t_start;
   format_duration(eta, sizeof eta, step ? elapsed / (double)step * (double)(p->total - step) : 0);
   fprintf(p->f, "\r%s - ETA: %s", bar, eta);
-  print_figures(p->f, row, shown);
+  print_figures(p, row, shown);
   fprintf(p->f, "\033[K"); /* clear what a longer previous line left */
   fflush(p->f);
 }
@@ -86,7 +95,7 @@ void damo_progress_epoch_end(damo_progress *p, int64_t steps, const double *row,
     fprintf(p->f, "Epoch %d/%d - %lld/%lld - %s %s", p->epoch, p->epochs, (long long)steps, (long long)p->total, took,
             per);
   }
-  print_figures(p->f, row, shown);
+  print_figures(p, row, shown);
   fprintf(p->f, p->verbose == 1 ? "\033[K\n" : "\n");
   fflush(p->f);
 }

@@ -13,6 +13,7 @@ typedef struct damo_progress {
   int epoch, epochs;
   int64_t total;
   double t_start, t_last_draw;
+  const struct damo_history *h; /* when set: its columns (extras too) in its order */
 } damo_progress;
 
 /* verbose -1 picks 1 on a terminal and 2 otherwise. */

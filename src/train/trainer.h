@@ -23,6 +23,8 @@ typedef struct loop_resume {
   float *best_weights; /* NULL: none saved */
   int64_t history_rows;
   double *history; /* rows of (at, DAMO_HISTORY_COLUMNS values) */
+  double *history_extra;      /* rows of history_extra_cols named columns' values, or NULL */
+  int64_t history_extra_cols;
 } loop_resume;
 
 /* One damo_trainer_run in progress (events point at it for checkpoints). */
