@@ -67,6 +67,13 @@ damo_status damo_model_check_counts(const damo_model *m, int n_x, const damo_ten
   return xs ? DAMO_OK : damo_error(DAMO_ERR_INVALID_ARG, "%s: x is NULL", what);
 }
 
+/* The graph evaluate (with_loss) or predict runs n rows through, batch_size at a time (0:
+ * the default), never more than n. */
+static damo_status eval_graph(damo_model *m, int with_loss, int64_t n, int batch_size, damo_model_graph **mg) {
+  int64_t batch = batch_size > 0 ? batch_size : DEFAULT_EVAL_BATCH;
+  return damo_model_graph_get(m, with_loss, batch < n ? batch : n, mg);
+}
+
 damo_status damo_model_evaluate_outputs(damo_model *m, int n_x, const damo_tensor *const *x, int n_y,
                                         const damo_tensor *const *y, int batch_size, float *loss, float *losses,
                                         float *accuracies) {
@@ -75,10 +82,9 @@ damo_status damo_model_evaluate_outputs(damo_model *m, int n_x, const damo_tenso
   if (st == DAMO_OK && !y) st = damo_error(DAMO_ERR_INVALID_ARG, "evaluate: y is NULL");
   if (st == DAMO_OK) st = damo_model_check_data(m, x, y, "evaluate");
   if (st != DAMO_OK) return st;
-  int64_t n = x[0]->shape[0], batch = batch_size > 0 ? batch_size : DEFAULT_EVAL_BATCH;
-  if (batch > n) batch = n;
+  const int64_t n = x[0]->shape[0];
   damo_model_graph *mg;
-  if ((st = damo_model_graph_get(m, 1, batch, &mg)) != DAMO_OK) return st;
+  if ((st = eval_graph(m, 1, n, batch_size, &mg)) != DAMO_OK) return st;
   int64_t *idx = damo_model_iota(n, 0);
   if (!idx) return DAMO_ERR_NOMEM;
   double l, a, ls[DAMO_MODEL_MAX_OUTPUTS], as[DAMO_MODEL_MAX_OUTPUTS];
@@ -114,10 +120,9 @@ damo_status damo_model_predict_outputs(damo_model *m, int n_x, const damo_tensor
                     damo_model_num_outputs(m), n_out);
   if (st == DAMO_OK) st = damo_model_check_data(m, x, NULL, "predict");
   if (st != DAMO_OK) return st;
-  int64_t n = x[0]->shape[0], batch = batch_size > 0 ? batch_size : DEFAULT_EVAL_BATCH;
-  if (batch > n) batch = n;
+  const int64_t n = x[0]->shape[0];
   damo_model_graph *mg;
-  if ((st = damo_model_graph_get(m, 0, batch, &mg)) != DAMO_OK) return st;
+  if ((st = eval_graph(m, 0, n, batch_size, &mg)) != DAMO_OK) return st;
   damo_tensor *y[DAMO_MODEL_MAX_OUTPUTS] = {0};
   int64_t row[DAMO_MODEL_MAX_OUTPUTS];
   for (int k = 0; k < n_out && st == DAMO_OK; k++) {
@@ -130,8 +135,8 @@ damo_status damo_model_predict_outputs(damo_model *m, int n_x, const damo_tensor
   }
   int64_t *idx = st == DAMO_OK ? damo_model_iota(n, 0) : NULL;
   if (!idx) st = DAMO_ERR_NOMEM;
-  for (int64_t start = 0; start < n && st == DAMO_OK; start += batch) {
-    int64_t b = n - start < batch ? n - start : batch;
+  for (int64_t start = 0; start < n && st == DAMO_OK; start += mg->batch) {
+    int64_t b = n - start < mg->batch ? n - start : mg->batch;
     st = damo_model_stage_batch(m, mg, x, NULL, idx + start, b);
     if (st == DAMO_OK) st = damo_graph_forward(mg->g, 0);
     for (int k = 0; k < n_out && st == DAMO_OK; k++)

@@ -94,23 +94,38 @@ damo_status param_store_optimizer(const param_store *s, const damo_optimizer_con
   return st;
 }
 
+static const damo_param_slot *find_slot(const damo_layer *l, const char *name) {
+  for (int p = 0; p < l->n_params; p++)
+    if (!strcmp(l->params[p].name, name)) return &l->params[p];
+  return NULL;
+}
+
+/* Slot `slot`'s entry of the map, or NULL. */
+static const hf_slot_name *map_entry(const hf_slot_name *map, int n_map, const char *slot) {
+  for (int k = 0; k < n_map; k++)
+    if (!strcmp(map[k].slot, slot)) return &map[k];
+  return NULL;
+}
+
+/* The file name an entry gives a weight of layer l (see hf_slot_name). */
+static void hf_name(const damo_layer *l, const hf_slot_name *e, char *name, size_t cap) {
+  snprintf(name, cap, "%s%s", e->hf[0] == '.' ? l->name : "", e->hf);
+}
+
 damo_status param_store_bind_layers(const param_store *s, damo_model *fm, const hf_slot_name *map, int n_map,
                                     const char *what) {
   for (int i = 0; i < fm->n_layers; i++) {
     damo_layer *l = fm->layers[i];
     for (int p = 0; p < l->n_params; p++) {
       damo_param_slot *slot = &l->params[p];
-      const hf_slot_name *e = NULL;
-      for (int k = 0; k < n_map && !e; k++)
-        if (!strcmp(map[k].slot, slot->name)) e = &map[k];
-      char name[192];
-      if (e && e->hf[0] == '.') snprintf(name, sizeof name, "%s%s", l->name, e->hf);
-      else if (e) snprintf(name, sizeof name, "%s", e->hf);
+      const hf_slot_name *e = map_entry(map, n_map, slot->name);
+      char name[192] = "unmapped";
+      if (e) hf_name(l, e, name, sizeof name);
       const int j = e ? param_store_index(s, name) : -1;
       const damo_tensor *v = j >= 0 ? s->values[j] : NULL;
       if (!v || v->ndim != slot->ndim || memcmp(v->shape, slot->shape, (size_t)slot->ndim * sizeof *slot->shape))
         return damo_error(DAMO_ERR_STATE, "%s: layer '%s' weight '%s' has no tensor of its shape in the model (%s)",
-                          what, l->name, slot->name, e ? name : "unmapped");
+                          what, l->name, slot->name, name);
       damo_tensor_free(slot->value);
       damo_tensor_free(slot->grad);
       slot->value = damo_tensor_wrap(DAMO_F32, slot->ndim, slot->shape, v->data);
@@ -130,12 +145,6 @@ typedef struct layer_tensors {
   const void *extra_config;
 } layer_tensors;
 
-static const damo_param_slot *find_slot(const damo_layer *l, const char *name) {
-  for (int p = 0; p < l->n_params; p++)
-    if (!strcmp(l->params[p].name, name)) return &l->params[p];
-  return NULL;
-}
-
 static void layer_tensor_spec(const void *config, int i, char *name, size_t cap, int *ndim, int64_t *shape) {
   const layer_tensors *lt = config;
   if (i >= lt->n_layer_tensors) {
@@ -147,7 +156,7 @@ static void layer_tensor_spec(const void *config, int i, char *name, size_t cap,
     for (int k = 0; k < lt->n_map; k++) {
       const damo_param_slot *slot = find_slot(l, lt->map[k].slot);
       if (!slot || i--) continue;
-      snprintf(name, cap, "%s%s", lt->map[k].hf[0] == '.' ? l->name : "", lt->map[k].hf);
+      hf_name(l, &lt->map[k], name, cap);
       *ndim = slot->ndim;
       memcpy(shape, slot->shape, (size_t)slot->ndim * sizeof *shape);
       return;
