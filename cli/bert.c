@@ -119,11 +119,12 @@ static int read_flags(int argc, char **argv, bert_run *r) {
 /* The model: from --init (heads it lacks initialised from the seed) or fresh from the
  * config read_section read. */
 static damo_status make_model(const damo_bert_config *config, const char *init, int num_labels, uint64_t seed,
-                              damo_bert **m) {
-  if (init) return damo_bert_load(init, num_labels, seed, m);
+                              int recompute, damo_bert **m) {
   damo_bert_config c = *config;
   if (num_labels > 0) c.num_labels = num_labels;
-  return damo_bert_new(&c, seed, m);
+  damo_status st = init ? damo_bert_load(init, num_labels, seed, m) : damo_bert_new(&c, seed, m);
+  if (st == DAMO_OK) damo_bert_set_recompute(*m, recompute); /* --recompute */
+  return st;
 }
 
 /* How a fine-tuned directory's texts were cut, from tokenizer_config.json: the length
@@ -336,7 +337,7 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
   int32_t *ids = NULL;
   int64_t n = 0;
   int rc = 1;
-  if (make_model(&model, cli_opt(argc, argv, "--init"), 0, r.opt.seed, &m) != DAMO_OK ||
+  if (make_model(&model, cli_opt(argc, argv, "--init"), 0, r.opt.seed, cli_flag(argc, argv, "--recompute"), &m) != DAMO_OK ||
       pretrain_stream(data, wp, &ids, &n) != DAMO_OK) {
     rc = cli_fail("train --pretrain");
     goto done;
@@ -546,7 +547,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   const int64_t per_epoch = (sp[0].n + B - 1) / B;
   r.opt.steps = r.epochs * per_epoch;
   cli_warn_warmup(r.opt.steps, r.opt.warmup_steps);
-  if (make_model(&model, init, d->n_classes, r.opt.seed, &m) != DAMO_OK ||
+  if (make_model(&model, init, d->n_classes, r.opt.seed, cli_flag(argc, argv, "--recompute"), &m) != DAMO_OK ||
       damo_bert_set_label_names(m, d->n_classes, (const char *const *)d->class_names) != DAMO_OK) {
     rc = cli_fail("train");
     goto done;
@@ -665,7 +666,7 @@ int cli_bench_bert(int argc, char **argv) {
   damo_data_parallel_options dp;
   if (!cli_data_parallel_options(argc, argv, &dp)) goto done;
   const int writer = cli_rank() == 0; /* under mpirun: data-parallel steps, rank 0 writes and reports */
-  if (make_model(&model, NULL, d->n_classes, r.opt.seed, &m) != DAMO_OK || (writer && damo_bert_save(m, init) != DAMO_OK) ||
+  if (make_model(&model, NULL, d->n_classes, r.opt.seed, 0, &m) != DAMO_OK || (writer && damo_bert_save(m, init) != DAMO_OK) ||
       damo_bert_finetuner_new(m, &r.opt, &f) != DAMO_OK || damo_bert_finetuner_set_data_parallel(f, cli_world(), &dp) != DAMO_OK)
     goto fail;
   const int64_t nt = sp[0].n * T, ne = sp[2].n * T;

@@ -145,7 +145,8 @@ int cli_train_sequential(int argc, char **argv) {
   fo.checkpoint_dir = out;
   fo.history_csv = cli_opt(argc, argv, "--history");
 
-  if (damo_model_build(m, fo.seed) != DAMO_OK || damo_model_compile(m, &copt) != DAMO_OK) {
+  if (damo_model_build(m, fo.seed) != DAMO_OK || damo_model_compile(m, &copt) != DAMO_OK ||
+      damo_model_set_recompute(m, cli_flag(argc, argv, "--recompute")) != DAMO_OK) {
     rc = cli_fail("train");
     goto done;
   }

@@ -241,7 +241,8 @@ int cli_train_gpt2(int argc, char **argv) {
     rc = cli_fail("train");
     goto done;
   }
-  if (damo_gpt2_new(&cfg, r.opt.seed, &m) != DAMO_OK || damo_gpt2_trainer_new(m, data, &r.opt, &t) != DAMO_OK ||
+  if (damo_gpt2_new(&cfg, r.opt.seed, &m) == DAMO_OK) damo_gpt2_set_recompute(m, cli_flag(argc, argv, "--recompute"));
+  if (!m || damo_gpt2_trainer_new(m, data, &r.opt, &t) != DAMO_OK ||
       damo_gpt2_trainer_set_data_parallel(t, cli_world(), &dp) != DAMO_OK) {
     rc = cli_fail("train");
     goto done;

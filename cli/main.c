@@ -47,6 +47,8 @@ static const cli_option train_common[] = {
                      "command under mpirun yourself; every rank takes its share of each batch)"},
     {"--bucket-mb", 1, "MB", "data-parallel gradient buckets of MB megabytes (default 25)"},
     {"--zero", 1, "0|1", "1: ZeRO stage 1, each rank keeps 1/N of the optimizer moments (default 0)"},
+    {"--recompute", 0, NULL, "keep only each transformer block's input and output and run the block again in\n"
+                             "backward: activation memory of one block, for about a third more step time"},
     END};
 static const cli_option train_sequential[] = {
     {"--sync-batchnorm", 0, NULL, "data parallel: BatchNorm statistics of the whole batch, not each rank's"},

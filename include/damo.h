@@ -477,6 +477,15 @@ damo_node *damo_bce_with_logits(damo_graph *g, damo_node *logits, damo_node *tar
 /* Mean of (a - b)^2. */
 damo_node *damo_mse(damo_graph *g, damo_node *a, damo_node *b);
 
+/* Activation recomputation (gradient checkpointing). The nodes built between begin and end
+ * form one segment: when the graph is compiled with a loss, the values and op buffers that
+ * only the segment reads are not kept for backward; just before the backward of the segment's
+ * last node its forward runs again (same dropout masks), so the stored activations are the
+ * segment's inputs and outputs. Gradients equal the stored graph's; the cost is one more
+ * forward of the segment. Segments do not nest (begin inside one is a builder error). */
+void damo_graph_recompute_begin(damo_graph *g);
+void damo_graph_recompute_end(damo_graph *g);
+
 /* Plans buffers by liveness for the outputs and, when loss is not NULL, for reverse-mode
  * gradients of loss with respect to every param. Allocates once; later runs allocate nothing. */
 damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, damo_node *const *outputs);
@@ -802,6 +811,11 @@ int damo_model_num_inputs(const damo_model *m);
 /* Input k's rank, and its name, shape (without the batch) and dtype where not NULL; 0 when
  * there is no input k. */
 int damo_model_input_info(const damo_model *m, int k, const char **name, int64_t *shape, damo_dtype *dtype);
+/* Activation recomputation (Keras/HF "gradient checkpointing"): on, the training graphs made
+ * from here on keep only the input and output of each transformer block and run the block's
+ * forward again in backward (damo_graph_recompute_begin): activation memory of one block
+ * instead of all, for about one more forward of the blocks; gradients are unchanged. */
+damo_status damo_model_set_recompute(damo_model *m, int on);
 /* The layer named name, or NULL. */
 damo_layer *damo_model_find_layer(const damo_model *m, const char *name);
 /* Merge layers (no weights): Add, Subtract (2 inputs), Multiply and Average of inputs whose
@@ -1582,6 +1596,9 @@ damo_status damo_gpt2_save(const damo_gpt2 *m, const char *dir);
  * logits vs targets (damo_linear_cross_entropy: such a graph keeps no logits); backward
  * writes every parameter's gradient into the grad block. training = 0: logits only. */
 typedef struct damo_gpt2_graph damo_gpt2_graph;
+/* Training graphs made after this (and so trainers made after it) keep only each block's
+ * input and output and recompute the block in backward (damo_model_set_recompute). */
+void damo_gpt2_set_recompute(damo_gpt2 *m, int on);
 damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, int training, damo_gpt2_graph **out);
 void damo_gpt2_graph_free(damo_gpt2_graph *gg);
 /* ids and targets (batch, seq_len) i32 (targets NULL for an inference graph; loss may be
@@ -1749,6 +1766,9 @@ damo_status damo_bert_config_read(damo_config *c, damo_bert_config *out);
 damo_status damo_bert_new(const damo_bert_config *cfg, uint64_t seed, damo_bert **out);
 void damo_bert_free(damo_bert *m);
 const damo_bert_config *damo_bert_get_config(const damo_bert *m);
+/* Training graphs (and trainers) made after this recompute each encoder layer in backward,
+ * as damo_gpt2_set_recompute. */
+void damo_bert_set_recompute(damo_bert *m, int on);
 /* Parameters under HuggingFace's names (no "bert." prefix) and layouts (nn.Linear weights
  * (out, in)): embeddings.{word,position,token_type}_embeddings.weight,
  * embeddings.LayerNorm.{weight,bias}, encoder.layer.{i}.attention.self.{query,key,value}.

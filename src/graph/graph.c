@@ -36,6 +36,7 @@ void damo_graph_free(damo_graph *g) {
   free(g->order);
   free(g->release_at);
   free(g->release);
+  free(g->recompute_from);
   if (g->arena) b->free(b, g->arena);
   free(g);
 }
@@ -80,8 +81,23 @@ static damo_node *node_alloc(damo_graph *g, damo_op op) {
   n->id = g->n_nodes;
   n->op = op;
   n->dtype = DAMO_F32;
+  n->segment = g->open_segment;
   g->nodes[g->n_nodes++] = n;
   return n;
+}
+
+void damo_graph_recompute_begin(damo_graph *g) {
+  if (!g || g->status != DAMO_OK) return;
+  if (g->open_segment) {
+    damo_error(DAMO_ERR_STATE, "recompute_begin: segment %d is still open (segments do not nest)", g->open_segment);
+    builder_fail(g, DAMO_ERR_STATE);
+    return;
+  }
+  g->open_segment = ++g->n_segments;
+}
+
+void damo_graph_recompute_end(damo_graph *g) {
+  if (g) g->open_segment = 0;
 }
 
 static void default_name(damo_node *n) {
@@ -381,6 +397,24 @@ static damo_status plan_release(damo_graph *g) {
   return DAMO_OK;
 }
 
+/* The forward of a segment's dropped nodes (order positions from..to) again, into the
+ * buffers the plan gave them for backward. */
+static damo_status recompute_segment(damo_graph *g, int from, int to) {
+  const damo_kernel *kernels = g->backend->kernels;
+  g->recomputing = 1;
+  damo_status st = DAMO_OK;
+  for (int k = from; k <= to && st == DAMO_OK; k++) {
+    damo_node *n = g->nodes[g->order[k]];
+    if (!n->recomputed) continue;
+    const double t0 = damo_profile_on ? damo_now_seconds() : 0.0;
+    st = kernels[n->op].forward(g, n);
+    if (damo_profile_on) damo_profile_record(n->op, 0, damo_now_seconds() - t0);
+    if (st != DAMO_OK) st = damo_error_prefix(st, "recomputing node '%s': ", n->name);
+  }
+  g->recomputing = 0;
+  return st;
+}
+
 damo_status damo_graph_backward(damo_graph *g) {
   if (!g || !g->compiled || !g->loss) return damo_error(DAMO_ERR_STATE, "backward: graph was compiled without a loss");
   const damo_backend *b = g->backend;
@@ -395,6 +429,10 @@ damo_status damo_graph_backward(damo_graph *g) {
   loss->grad_ready = 1;
   for (int k = g->n_order - 1; k >= 0; k--) {
     damo_node *n = g->nodes[g->order[k]];
+    if (g->recompute_from && g->recompute_from[k] >= 0) {
+      damo_status st = recompute_segment(g, g->recompute_from[k], k);
+      if (st != DAMO_OK) return st;
+    }
     if (!n->in_backward) continue;
     if (n->op == DAMO_OP_INPUT || n->op == DAMO_OP_CONSTANT) continue;
     grad_start(b, n); /* a node no consumer reached contributes zeros (a param: a zero gradient) */

@@ -86,12 +86,16 @@ struct damo_node {
   damo_tensor *param_value, *param_grad; /* PARAM: caller-owned storage */
   damo_tensor *constant;                 /* CONSTANT: owned copy */
   float *capture; /* caller buffer an op's forward also fills, or NULL (attention probabilities) */
+  uint64_t seed;  /* the random seed of the last training forward (dropout), reused when recomputed */
+  int segment;    /* recomputed segment (damo_graph_recompute_begin), 0: none */
 
   unsigned char requires_grad; /* a param is upstream */
   unsigned char needed;        /* the outputs or loss depend on it */
   unsigned char in_backward;   /* its gradient is computed */
   unsigned char keep_grad;     /* its gradient must survive backward */
   unsigned char grad_ready;    /* the gradient was zeroed in this backward pass */
+  unsigned char recomputed;    /* inside a segment and read only there: dropped after forward,
+                                  computed again in backward (planned at compile) */
 };
 
 /* One op's kernels on one backend. forward computes n->value from the inputs and fails only
@@ -136,7 +140,21 @@ struct damo_graph {
    * knows them final right after k's backward (CSR: release[release_at[k] .. release_at[k+1])). */
   int *release_at, *release;
   damo_dist *sync_dist; /* synchronised batch norm's process group (NULL: per-rank statistics) */
+  /* Activation recomputation: the segment nodes are being built in (0: none), the last id
+   * given, and per order position k the first position of the segment whose forward is run
+   * again just before k's backward (-1: none). recomputing is set while that runs: random ops
+   * reuse their node's seed and running statistics are left alone. */
+  int open_segment, n_segments;
+  int *recompute_from;
+  int recomputing;
 };
+
+/* A random op's seed for this forward: drawn from the graph's generator, or the one drawn by
+ * the first forward when a recomputed segment runs again (same masks, same gradients). */
+static inline uint64_t damo_node_forward_seed(damo_graph *g, damo_node *n) {
+  if (!g->recomputing) n->seed = damo_rng_draw_seed(&g->rng);
+  return n->seed;
+}
 
 /* The table of every op, indexed by damo_op. The graph owns its type and reads it; the ops
  * layer above fills it (src/ops/registry.c), so nothing here includes an ops header. */

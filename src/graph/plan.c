@@ -15,9 +15,19 @@
 
 typedef struct planned_buffer {
   size_t bytes, offset;
-  int start, end; /* inclusive schedule steps */
-  void **slot;    /* where the address goes once the arena exists */
+  int start, end;   /* inclusive schedule steps */
+  int start2, end2; /* a second interval (a recomputed value: forward, then again in backward); start2 < 0: none */
+  void **slot;      /* where the address goes once the arena exists */
 } planned_buffer;
+
+static int intervals_meet(int s1, int e1, int s2, int e2) { return s1 <= e2 && s2 <= e1; }
+
+static int buffers_meet(const planned_buffer *a, const planned_buffer *b) {
+  if (intervals_meet(a->start, a->end, b->start, b->end)) return 1;
+  if (a->start2 >= 0 && intervals_meet(a->start2, a->end2, b->start, b->end)) return 1;
+  if (b->start2 >= 0 && intervals_meet(a->start, a->end, b->start2, b->end2)) return 1;
+  return a->start2 >= 0 && b->start2 >= 0 && intervals_meet(a->start2, a->end2, b->start2, b->end2);
+}
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
@@ -37,7 +47,7 @@ static size_t place_buffers(planned_buffer *bufs, int n) {
     /* Placed buffers alive at the same time as buffer i, in offset order. */
     int n_live = 0;
     for (int j = 0; j < i; j++)
-      if (bufs[j].start <= bufs[i].end && bufs[i].start <= bufs[j].end) live[n_live++] = j;
+      if (buffers_meet(&bufs[j], &bufs[i])) live[n_live++] = j;
     for (int a = 1; a < n_live; a++) /* insertion sort by offset: lists are short */
       for (int b = a; b > 0 && bufs[live[b - 1]].offset > bufs[live[b]].offset; b--) {
         int t = live[b];
@@ -96,6 +106,52 @@ static damo_status upload_constants(damo_graph *g) {
   return DAMO_OK;
 }
 
+/* Marks the nodes of recomputed segments whose value and aux are dropped after forward (read
+ * only inside their segment, not an output) and fills g->recompute_from; *hi_out gets each
+ * segment's last order position. Only a graph with a backward recomputes; a segment without
+ * a gradient in it is stored as usual. */
+static damo_status plan_segments(damo_graph *g, int has_loss, const unsigned char *is_output, int **hi_out) {
+  free(g->recompute_from);
+  g->recompute_from = NULL;
+  for (int i = 0; i < g->n_nodes; i++) g->nodes[i]->recomputed = 0;
+  if (!has_loss || g->n_segments == 0) return DAMO_OK;
+  const int S = g->n_segments + 1, K = g->n_order;
+  int *lo = malloc((size_t)S * sizeof *lo), *hi = malloc((size_t)S * sizeof *hi);
+  unsigned char *has_grad = calloc((size_t)S, 1);
+  g->recompute_from = malloc((size_t)(K ? K : 1) * sizeof *g->recompute_from);
+  if (!lo || !hi || !has_grad || !g->recompute_from) {
+    free(lo), free(hi), free(has_grad), free(g->recompute_from);
+    g->recompute_from = NULL;
+    return damo_error(DAMO_ERR_NOMEM, "compile: out of memory planning recomputed segments");
+  }
+  for (int s = 0; s < S; s++) lo[s] = hi[s] = -1;
+  for (int k = 0; k < K; k++) {
+    damo_node *n = g->nodes[g->order[k]];
+    g->recompute_from[k] = -1;
+    if (is_leaf(n) || !n->segment) continue;
+    if (lo[n->segment] < 0) lo[n->segment] = k;
+    hi[n->segment] = k;
+    if (n->in_backward) has_grad[n->segment] = 1;
+  }
+  for (int k = 0; k < K; k++) {
+    damo_node *n = g->nodes[g->order[k]];
+    n->recomputed = !is_leaf(n) && n->segment && has_grad[n->segment] && !is_output[n->id];
+  }
+  for (int k = 0; k < K; k++) { /* a value read outside its segment is kept */
+    damo_node *m = g->nodes[g->order[k]];
+    for (int j = 0; j < m->n_in; j++)
+      if (m->in[j]->segment != m->segment) m->in[j]->recomputed = 0;
+  }
+  for (int k = 0; k < K; k++) {
+    damo_node *n = g->nodes[g->order[k]];
+    if (n->recomputed) g->recompute_from[hi[n->segment]] = lo[n->segment];
+  }
+  free(lo);
+  free(has_grad);
+  *hi_out = hi;
+  return DAMO_OK;
+}
+
 damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, damo_node *const *outputs) {
   if (!g) return damo_error(DAMO_ERR_INVALID_ARG, "compile: NULL graph");
   if (g->status != DAMO_OK) return damo_error(g->status, "compile: graph has a builder error: %s", g->status_msg);
@@ -116,6 +172,7 @@ damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, da
   g->order = malloc((size_t)N * sizeof *g->order);
   /* At most three buffers per node. */
   planned_buffer *bufs = calloc((size_t)N * 3 + 1, sizeof *bufs);
+  int *seg_hi = NULL;
   damo_status st = DAMO_OK;
   if (!is_output || !reaches_loss || !pos || !last_consumer || !g->order || !bufs) {
     st = damo_error(DAMO_ERR_NOMEM, "compile: out of memory planning %d nodes", N);
@@ -173,6 +230,8 @@ damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, da
       if (n->in_backward && n->in[j]->in_backward) last_consumer[n->in[j]->id] = k; /* ends as the last one */
   }
 
+  if ((st = plan_segments(g, loss != NULL, is_output, &seg_hi)) != DAMO_OK) goto done;
+
   int nb = 0;
   g->unplanned_bytes = 0;
   for (int k = 0; k < n_steps; k++) {
@@ -180,7 +239,24 @@ damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, da
     const damo_op_def *def = damo_op_table[n->op];
     n->value_capacity = (size_t)damo_node_count(n) * damo_dtype_size(n->dtype);
     n->aux_capacity = n->aux_bytes;
-    if (!is_leaf(n)) {
+    if (!is_leaf(n) && n->recomputed) {
+      /* Alive in the segment's forward, then from its recompute to its last backward use. */
+      const int again = BWD(seg_hi[n->segment]);
+      int end = FWD(k), end2 = again;
+      if (n->in_backward && (def->flags & DAMO_OPF_BWD_OUTPUT) && BWD(k) > end2) end2 = BWD(k);
+      for (int c = k + 1; c < n_steps; c++) {
+        damo_node *m = g->nodes[g->order[c]];
+        for (int j = 0; j < m->n_in; j++) {
+          if (m->in[j] != n) continue;
+          if (FWD(c) > end) end = FWD(c);
+          if (m->in_backward && (damo_op_table[m->op]->flags & DAMO_OPF_BWD_INPUTS) && BWD(c) > end2) end2 = BWD(c);
+        }
+      }
+      bufs[nb++] = (planned_buffer){align64(n->value_capacity), 0, FWD(k), end, again, end2, &n->value};
+      if (n->aux_capacity)
+        bufs[nb++] = (planned_buffer){align64(n->aux_capacity), 0,       FWD(k), FWD(k),
+                                      again, n->in_backward ? BWD(k) : again, &n->aux};
+    } else if (!is_leaf(n)) {
       int end = FWD(k);
       if (is_output[n->id]) end = INT_MAX;
       if (n->in_backward && (def->flags & DAMO_OPF_BWD_OUTPUT)) end = end > BWD(k) ? end : BWD(k);
@@ -190,17 +266,20 @@ damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, da
           if (m->in[j] != n) continue;
           if (FWD(c) > end) end = FWD(c);
           if (m->in_backward && (damo_op_table[m->op]->flags & DAMO_OPF_BWD_INPUTS) && BWD(c) > end) end = BWD(c);
+          /* a recomputed consumer reads it again when its segment runs again */
+          if (m->recomputed && BWD(seg_hi[m->segment]) > end) end = BWD(seg_hi[m->segment]);
         }
       }
-      bufs[nb++] = (planned_buffer){align64(n->value_capacity), 0, FWD(k), end, &n->value};
+      bufs[nb++] = (planned_buffer){align64(n->value_capacity), 0, FWD(k), end, -1, -1, &n->value};
       if (n->aux_capacity)
-        bufs[nb++] = (planned_buffer){align64(n->aux_capacity), 0, FWD(k), n->in_backward ? BWD(k) : FWD(k), &n->aux};
+        bufs[nb++] = (planned_buffer){align64(n->aux_capacity), 0, FWD(k), n->in_backward ? BWD(k) : FWD(k), -1, -1, &n->aux};
     }
     if (n->in_backward && n->op != DAMO_OP_PARAM) {
       int start = n == loss ? n_steps : (last_consumer[n->id] >= 0 ? BWD(last_consumer[n->id]) : BWD(k));
       int end = n->keep_grad ? INT_MAX : BWD(k);
       if (start > BWD(k)) start = BWD(k);
-      bufs[nb++] = (planned_buffer){align64((size_t)damo_node_count(n) * sizeof(float)), 0, start, end, (void **)&n->grad};
+      bufs[nb++] = (planned_buffer){align64((size_t)damo_node_count(n) * sizeof(float)), 0, start, end, -1, -1,
+                                    (void **)&n->grad};
     }
   }
 #undef FWD
@@ -229,5 +308,6 @@ done:
   free(pos);
   free(last_consumer);
   free(bufs);
+  free(seg_hi);
   return st;
 }

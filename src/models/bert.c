@@ -279,6 +279,10 @@ static damo_node *param_node(damo_graph *g, const damo_bert *m, int i) {
   return damo_param(g, m->p.names[i], m->p.values[i], m->p.grads[i]);
 }
 
+void damo_bert_set_recompute(damo_bert *m, int on) {
+  if (m) m->recompute = on != 0;
+}
+
 static damo_node *dropout(damo_graph *g, damo_node *x, float rate) { return rate > 0 ? damo_dropout(g, x, rate) : x; }
 
 /* A graph's inputs and encoder: bg with its graph, and the last layer's output in *x. */
@@ -299,6 +303,7 @@ static damo_status graph_begin(damo_bert *m, int64_t batch, int64_t seq_len, con
   damo_graph *g = bg->graph = damo_graph_new(0);
   damo_status st = g && bg->mask_f32 ? bert_layers(c, seq_len, &bg->layers) : DAMO_ERR_NOMEM;
   if (st == DAMO_OK) st = param_store_bind_layers(&m->p, bg->layers, bert_names, N_NAMES, "bert");
+  if (st == DAMO_OK) st = damo_model_set_recompute(bg->layers, m->recompute);
   damo_node *inputs[3] = {NULL, NULL, NULL}, *pre;
   if (st == DAMO_OK) st = damo_model_build_nodes(bg->layers, g, batch, inputs, x, &pre);
   if (st != DAMO_OK) {

@@ -11,6 +11,7 @@
 
 struct damo_bert {
   damo_bert_config config;
+  int recompute;          /* damo_bert_set_recompute: graphs made after it recompute each layer */
   param_store p;          /* embeddings, layers, heads, in HuggingFace order, without "bert." */
   int first_head;         /* index of pooler.dense.weight: tensors from here on may be absent from a file */
   unsigned char *loaded;  /* per tensor: 1 read from a file, 0 initialised here */

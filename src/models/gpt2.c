@@ -167,6 +167,10 @@ int64_t damo_gpt2_num_params(const damo_gpt2 *m) { return m ? m->p.n_params : 0;
 
 /* ------------------------------------------------------------------ graphs */
 
+void damo_gpt2_set_recompute(damo_gpt2 *m, int on) {
+  if (m) m->recompute = on != 0;
+}
+
 void damo_gpt2_graph_free(damo_gpt2_graph *gg) {
   if (!gg) return;
   damo_graph_free(gg->graph);
@@ -187,6 +191,7 @@ damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, in
   damo_graph *g = gg->graph = damo_graph_new(0);
   damo_status st = g ? gpt2_layers(&m->config, seq_len, &gg->layers) : DAMO_ERR_NOMEM;
   if (st == DAMO_OK) st = param_store_bind_layers(&m->p, gg->layers, gpt2_names, N_NAMES, "gpt2");
+  if (st == DAMO_OK) st = damo_model_set_recompute(gg->layers, m->recompute);
   damo_node *x = NULL, *pre;
   if (st == DAMO_OK) st = damo_model_build_nodes(gg->layers, g, batch, &gg->ids, &x, &pre);
   if (st == DAMO_OK && training) {

@@ -354,10 +354,10 @@ static damo_node *decoder_build(damo_layer *l, damo_graph *g, int n, damo_node *
 
 const damo_layer_type damo_layer_transformer_encoder = {.type = "transformer_encoder", .infer = block_infer,
                                                         .min_inputs = 1, .max_inputs = 2,
-                                                        .build_multi = encoder_build};
+                                                        .build_multi = encoder_build, .recompute_unit = 1};
 const damo_layer_type damo_layer_transformer_decoder = {.type = "transformer_decoder", .infer = block_infer,
                                                         .min_inputs = 1, .max_inputs = 2,
-                                                        .build_multi = decoder_build};
+                                                        .build_multi = decoder_build, .recompute_unit = 1};
 
 static damo_layer *block_new(const damo_layer_type *t, int intermediate_dim, int num_heads, float dropout, int gelu,
                              float layer_norm_epsilon, int normalize_first) {

@@ -40,6 +40,9 @@ typedef struct damo_layer_type {
   /* Reads i32 token ids (embedding, token_and_position_embedding): it must take a model
    * input, which then holds ids and feeds only such layers. */
   int takes_ids;
+  /* A block a model recomputing activations runs again in backward as a whole (transformer
+   * blocks: damo_model_set_recompute); its input and output are kept, nothing inside. */
+  int recompute_unit;
 } damo_layer_type;
 
 struct damo_layer {

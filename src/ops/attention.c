@@ -249,7 +249,7 @@ static damo_status attention_forward(damo_graph *g, damo_node *n) {
   att_dims d = dims_of(n);
   dims_dropout(&d, g, n);
   att_io io = io_of(n);
-  if (d.keep_scale != 0.0f) *io.seed = damo_rng_draw_seed(&g->rng);
+  if (d.keep_scale != 0.0f) *io.seed = damo_node_forward_seed(g, n);
   float *out = damo_f32(n), *probs = n->capture;
   int64_t tasks = d.B * d.H * d.n_qblocks;
 #pragma omp parallel num_threads(team_size(n, tasks))

@@ -97,6 +97,7 @@ static damo_status bn_forward(damo_graph *g, damo_node *n) {
       double var = sumsq[c] / rows;
       rstd[c] = (float)(1.0 / sqrt(var + (double)eps));
       double unbiased = rows > 1 ? sumsq[c] / (rows - 1) : var;
+      if (g->recomputing) continue; /* the first forward moved them already */
       rmean[c] = momentum * rmean[c] + (1.0f - momentum) * mean[c];
       rvar[c] = momentum * rvar[c] + (1.0f - momentum) * (float)unbiased;
     }

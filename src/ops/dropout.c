@@ -40,7 +40,7 @@ static damo_status dropout_forward(damo_graph *g, damo_node *n) {
   }
   const float scale = 1.0f / (1.0f - rate);
   const uint32_t threshold = (uint32_t)((double)rate * 4294967296.0);
-  const uint64_t seed = damo_rng_draw_seed(&g->rng);
+  const uint64_t seed = damo_node_forward_seed(g, n);
   const int64_t chunks = (count + DAMO_CHUNK - 1) / DAMO_CHUNK;
 #pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
   for (int64_t c = 0; c < chunks; c++) {

@@ -331,6 +331,14 @@ int damo_model_input_info(const damo_model *m, int k, const char **name, int64_t
 
 /* ------------------------------------------------------------------ into a graph */
 
+damo_status damo_model_set_recompute(damo_model *m, int on) {
+  if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "model_set_recompute: NULL model");
+  if (m->recompute == (on != 0)) return DAMO_OK;
+  m->recompute = on != 0;
+  damo_model_graph_release(&m->train); /* planned again on the next step */
+  return DAMO_OK;
+}
+
 damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, damo_node **xs, damo_node **out,
                                    damo_node **pre_out) {
   damo_node **value = calloc((size_t)m->n_nodes * 3, sizeof *value);
@@ -347,6 +355,8 @@ damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, 
       continue;
     }
     damo_layer *l = n->layer;
+    const int segment = m->recompute && l->type->recompute_unit;
+    if (segment) damo_graph_recompute_begin(g);
     if (l->type->max_inputs) {
       damo_node *ins[DAMO_LAYER_MAX_INPUTS];
       for (int k = 0; k < n->n_in; k++) ins[k] = value[n->in[k]], l->in_masks[k] = mask[n->in[k]];
@@ -354,12 +364,14 @@ damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, 
       l->out_mask = NULL; /* merges drop timestep masks */
       value[i] = pre[i] = l->type->build_multi(l, g, n->n_in, ins);
       mask[i] = l->out_mask;
+      if (segment) damo_graph_recompute_end(g);
       continue;
     }
     l->in_mask = mask[n->in[0]]; /* the timestep mask its input carries */
     l->out_mask = NULL;
     value[i] = l->type->build(l, g, value[n->in[0]], &pre[i]);
     mask[i] = l->out_mask;
+    if (segment) damo_graph_recompute_end(g);
   }
   for (int k = 0; k < damo_model_num_outputs(m); k++) {
     const int o = damo_model_output_index(m, k);

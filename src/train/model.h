@@ -62,6 +62,7 @@ struct damo_model {
   damo_status builder_status; /* a functional builder's first failure, returned again by later calls */
   char builder_error[256];    /* and its message */
 
+  int recompute; /* damo_model_set_recompute: transformer blocks run again in backward */
   int built;
   /* The trained weights (named "layer/slot", in layer order) and the frozen values such as
    * running statistics, each in the one parameter store every kind uses; the blocks below
