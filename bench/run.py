@@ -171,6 +171,81 @@ def bench_gpt2(damo, work, threads, env_threads, quick):
             "torch_probes": [{"config": describe(c), "best_step_seconds": round(s, 3)} for s, c in probes]}
 
 
+# W6: GPT-2 124M (HuggingFace gpt2's shape), T 1024, batch 4, from the same random weights:
+# damo with and without --recompute against PyTorch fp32 with and without
+# torch.utils.checkpoint and under bf16 autocast with it (only where the CPU has AVX512_BF16:
+# without it PyTorch 1.13's CPU autocast took 63 s for a W4 step that takes 1 s in fp32). A
+# step takes about a minute, so each side times W6_PROBE_STEPS steps and the first (page
+# faults, packing) is left out.
+W6_CONFIG, W6_PROBE_STEPS = "examples/configs/gpt2_124m.json", 2
+W6_TORCH = [("fp32", 0, 0), ("fp32_checkpoint", 1, 0), ("bf16_autocast_checkpoint", 1, 1)]
+
+
+def bench_gpt2_124m(damo, work, threads, env_threads, quick):
+    """W6: each side in a process of its own (peak RSS is the process's)."""
+    init = os.path.join(work, "w6_init")
+    config = os.path.join(ROOT, W6_CONFIG)
+    probe = str(2 if quick else W6_PROBE_STEPS)
+    base = [damo, "bench", "gpt2", "--config", config, "--init", init, "--probe-steps", probe]
+    out = {"config": W6_CONFIG, "damo": {}, "torch": {}}
+    for name, extra in (("fp32", []), ("fp32_recompute", ["--recompute"])):
+        print("W6: damo %s" % name, flush=True)
+        out["damo"][name] = run_json(base + extra, env_threads)
+    script = os.path.join(HERE, "torch_bench.py")
+    for name, ckpt, bf16 in W6_TORCH:
+        if bf16 and not cpu_has("avx512_bf16"):
+            continue
+        print("W6: PyTorch %s" % name, flush=True)
+        r = run_json([PY, script, "gpt2", str(threads), config, init, "--probe-steps", probe, "--checkpoint",
+                      str(ckpt), "--bf16", str(bf16)], TORCH_CONFIGS[0])
+        first = out["damo"]["fp32"]["first_loss"]
+        if abs(r["first_loss"] - first) / abs(first) > LOSS_TOLERANCE:
+            raise SystemExit("bench: W6 initial validation loss differs: damo %.7f, PyTorch %.7f" % (first,
+                                                                                                 r["first_loss"]))
+        out["torch"][name] = r
+    out["torch_config"] = describe(TORCH_CONFIGS[0])
+    return out
+
+
+def cpu_has(flag):
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and flag in line.split() for line in f)
+    except OSError:
+        return False
+
+
+def w6_tokens_per_s(side):
+    return side["tokens_per_step"] / statistics.median(side["step_seconds"][1:])
+
+
+def w6_rows(w):
+    rows = []
+    if "date" in w:
+        rows.append(measured_row("W6", w["date"]))
+    d, t = w["damo"], w["torch"]
+    for dn, tn, what in (("fp32_recompute", "fp32_checkpoint", "recomputation vs torch.utils.checkpoint, fp32"),
+                         ("fp32", "fp32", "everything stored, fp32"),
+                         ("fp32_recompute", "bf16_autocast_checkpoint", "damo fp32 + recompute vs PyTorch bf16 "
+                                                                          "autocast + checkpoint")):
+        if dn not in d or tn not in t:
+            continue
+        dt, tt = w6_tokens_per_s(d[dn]), w6_tokens_per_s(t[tn])
+        rows.append("| W6 GPT-2 124M, T 1024, batch 4: tokens/s, %s (median of steps 2-%d) | %.1f | %.1f | %.2fx | %s; "
+                    "PyTorch: %s |" % (what, len(d[dn]["step_seconds"]), dt, tt, dt / tt, w["config"],
+                                       w["torch_config"]))
+        rows.append("| W6 peak RSS, MB, %s | %.0f | %.0f | %.2fx less | whole process incl. data |"
+                    % (what, d[dn]["peak_rss_kb"] / 1024, t[tn]["peak_rss_kb"] / 1024,
+                       t[tn]["peak_rss_kb"] / d[dn]["peak_rss_kb"]))
+    if "fp32" in d and "fp32_recompute" in d:
+        a, b = d["fp32"], d["fp32_recompute"]
+        rows.append("| W6 damo --recompute against damo storing everything: step time, peak RSS | %.2fx time | "
+                    "%.0f vs %.0f MB | | last training loss %.5f vs %.5f (same windows) |"
+                    % (w6_tokens_per_s(a) / w6_tokens_per_s(b), b["peak_rss_kb"] / 1024, a["peak_rss_kb"] / 1024,
+                       b["last_train_loss"], a["last_train_loss"]))
+    return rows
+
+
 def bench_bert(damo, work, threads, env_threads, quick):
     """W5, as W4: damo first (writing the weights and encoded splits), PyTorch probed (the
     first batch's losses must agree), then PyTorch's fastest configuration."""
@@ -317,6 +392,9 @@ def main(argv):
     if wanted("W5"):
         results["W5"] = bench_bert(damo, work, threads, env_threads, quick)
         results["W5"]["date"] = now
+    if wanted("W6"):
+        results["W6"] = bench_gpt2_124m(damo, work, threads, env_threads, quick)
+        results["W6"]["date"] = now
     if wanted("D"):
         results["D"] = bench_distributed(damo, work, threads, quick)
         results["D"]["date"] = now
@@ -454,6 +532,8 @@ def report(r):
                                                           dd["test_f1"] - tt["test_f1"], dd["test_accuracy"],
                                                           tt["test_accuracy"], dd["test_examples"]))
         rows.append(rss_row("W5", dd, tt))
+    if r.get("W6"):
+        rows += w6_rows(r["W6"])
     d = r.get("D")
     if d:
         rows += distributed_rows(d)

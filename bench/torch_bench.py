@@ -286,7 +286,8 @@ def main(argv):
     elif what == "gpt2":
         from torch_gpt2 import bench_gpt2
         rest = argv[5:]
-        res = bench_gpt2(threads, argv[3], argv[4], option(rest, "--steps", 0), option(rest, "--probe-steps", 0))
+        res = bench_gpt2(threads, argv[3], argv[4], option(rest, "--steps", 0), option(rest, "--probe-steps", 0),
+                         checkpoint=option(rest, "--checkpoint", 0), bf16=option(rest, "--bf16", 0))
     elif what == "bert":
         from torch_bert import bench_bert
         rest = argv[5:]

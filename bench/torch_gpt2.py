@@ -1,6 +1,6 @@
 """PyTorch's side of W4 (GPT-2 on Moby Dick), run by bench/torch_bench.py.
 
-  torch_bench.py gpt2 THREADS CONFIG INIT_DIR [--steps N] [--probe-steps P]
+  torch_bench.py gpt2 THREADS CONFIG INIT_DIR [--steps N] [--probe-steps P] [--checkpoint 1] [--bf16 1]
 
 INIT_DIR is what `damo bench gpt2` wrote: config.json + model.safetensors (the initial
 weights, HuggingFace names and layouts) and tokens.bin (the corpus as little-endian int32
@@ -9,6 +9,9 @@ plainly in torch (pre-LN blocks, tanh GELU, causal softmax attention, tied head)
 with the same recipe as damo's trainer: windows of T + 1 tokens drawn uniformly from the
 first 90% of the tokens, AdamW with decay on 2-D tensors only, linear warm-up then cosine to
 min_lr, global-norm clipping; validation on the same evenly spaced windows of the last 10%.
+
+W6 (GPT-2 124M) adds --checkpoint 1 (torch.utils.checkpoint around every block, the peer of
+damo's --recompute) and --bf16 1 (the step under torch.autocast("cpu", dtype=torch.bfloat16)).
 """
 import json
 import math
@@ -19,6 +22,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from safetensors_writer import read as read_safetensors
 
@@ -49,6 +53,15 @@ class GPT2(torch.nn.Module):
         o = (torch.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(B * T, C)
         return torch.addmm(self.p(h + "attn.c_proj.bias"), o, self.p(h + "attn.c_proj.weight")).view(B, T, C)
 
+    def block(self, x, i):
+        B, T, C = x.shape
+        h = "h.%d." % i
+        a = F.layer_norm(x, (C,), self.p(h + "ln_1.weight"), self.p(h + "ln_1.bias"), self.eps)
+        x = x + self.attention(a, h)
+        a = F.layer_norm(x, (C,), self.p(h + "ln_2.weight"), self.p(h + "ln_2.bias"), self.eps).view(B * T, C)
+        a = F.gelu(torch.addmm(self.p(h + "mlp.c_fc.bias"), a, self.p(h + "mlp.c_fc.weight")), approximate="tanh")
+        return x + torch.addmm(self.p(h + "mlp.c_proj.bias"), a, self.p(h + "mlp.c_proj.weight")).view(B, T, C)
+
     def forward(self, ids, targets):
         B, T = ids.shape
         if not hasattr(self, "causal") or self.causal.shape[0] < T:
@@ -57,12 +70,10 @@ class GPT2(torch.nn.Module):
         x = wte[ids] + self.p("wpe.weight")[:T]
         C = x.shape[-1]
         for i in range(self.n_layer):
-            h = "h.%d." % i
-            a = F.layer_norm(x, (C,), self.p(h + "ln_1.weight"), self.p(h + "ln_1.bias"), self.eps)
-            x = x + self.attention(a, h)
-            a = F.layer_norm(x, (C,), self.p(h + "ln_2.weight"), self.p(h + "ln_2.bias"), self.eps).view(B * T, C)
-            a = F.gelu(torch.addmm(self.p(h + "mlp.c_fc.bias"), a, self.p(h + "mlp.c_fc.weight")), approximate="tanh")
-            x = x + torch.addmm(self.p(h + "mlp.c_proj.bias"), a, self.p(h + "mlp.c_proj.weight")).view(B, T, C)
+            if getattr(self, "checkpoint", False) and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(self.block, x, i, use_reentrant=False)
+            else:
+                x = self.block(x, i)
         x = F.layer_norm(x, (C,), self.p("ln_f.weight"), self.p("ln_f.bias"), self.eps)
         logits = x.view(B * T, C) @ wte.t()
         return F.cross_entropy(logits, targets.reshape(-1))
@@ -126,12 +137,13 @@ def draw_starts(rng, n_train, T, B):
     return rng.integers(0, n_train - T, size=B)
 
 
-def bench_gpt2(threads, config_path, init_dir, steps, probe_steps, train_losses=None):
+def bench_gpt2(threads, config_path, init_dir, steps, probe_steps, train_losses=None, checkpoint=0, bf16=0):
     """train_losses, if a list, receives each step's training loss (for bench/torch_gpt2_ddp.py's check)."""
     torch.set_num_threads(threads)
     o, config, weights, tokens, n_train = load(config_path, init_dir, steps)
     B, T = o["batch_size"], o["seq_len"]
     model = GPT2(config, weights)
+    model.checkpoint = bool(checkpoint)
     starts = eval_starts(len(tokens), n_train, T, B, o["eval_windows"])
     first_loss = validation_loss(model, tokens, starts, B, T)
 
@@ -144,7 +156,8 @@ def bench_gpt2(threads, config_path, init_dir, steps, probe_steps, train_losses=
             g["lr"] = lr_at(step, o)
         t0 = time.perf_counter()
         x, y = windows(tokens, draw_starts(rng, n_train, T, B), T)
-        loss = model(x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(bf16)):
+            loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), o["clip_norm"])

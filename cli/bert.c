@@ -123,8 +123,7 @@ static damo_status make_model(const damo_bert_config *config, const char *init, 
   damo_bert_config c = *config;
   if (num_labels > 0) c.num_labels = num_labels;
   damo_status st = init ? damo_bert_load(init, num_labels, seed, m) : damo_bert_new(&c, seed, m);
-  if (st == DAMO_OK) damo_bert_set_recompute(*m, recompute); /* --recompute */
-  return st;
+  return st == DAMO_OK ? damo_bert_set_recompute(*m, recompute) : st; /* --recompute */
 }
 
 /* How a fine-tuned directory's texts were cut, from tokenizer_config.json: the length

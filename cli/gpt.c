@@ -241,8 +241,9 @@ int cli_train_gpt2(int argc, char **argv) {
     rc = cli_fail("train");
     goto done;
   }
-  if (damo_gpt2_new(&cfg, r.opt.seed, &m) == DAMO_OK) damo_gpt2_set_recompute(m, cli_flag(argc, argv, "--recompute"));
-  if (!m || damo_gpt2_trainer_new(m, data, &r.opt, &t) != DAMO_OK ||
+  if (damo_gpt2_new(&cfg, r.opt.seed, &m) != DAMO_OK ||
+      damo_gpt2_set_recompute(m, cli_flag(argc, argv, "--recompute")) != DAMO_OK ||
+      damo_gpt2_trainer_new(m, data, &r.opt, &t) != DAMO_OK ||
       damo_gpt2_trainer_set_data_parallel(t, cli_world(), &dp) != DAMO_OK) {
     rc = cli_fail("train");
     goto done;
@@ -272,8 +273,8 @@ done:
 
 /* ------------------------------------------------------------------ bench (W4) */
 
-/* `damo bench gpt2 --config FILE --init DIR [--steps N] [--probe-steps P]`: damo's side of
- * W4. Writes the initial weights (a HuggingFace directory) and the Moby Dick tokens
+/* `damo bench gpt2 --config FILE --init DIR [--steps N] [--probe-steps P] [--recompute]`: damo's
+ * side of W4 and W6. Writes the initial weights (a HuggingFace directory) and the Moby Dick tokens
  * (tokens.bin, little-endian int32) to DIR for bench/torch_gpt2.py, then prints one JSON
  * object: the validation loss at the initial weights (PyTorch must agree before speed is
  * compared), every step's seconds, and after the whole budget the validation loss and the
@@ -306,6 +307,7 @@ int cli_bench_gpt2(int argc, char **argv) {
   const int writer = cli_rank() == 0;
   if (damo_bpe_load(NULL, &bpe) != DAMO_OK ||
       damo_token_data_load("moby-dick", bpe, &data) != DAMO_OK || damo_gpt2_new(&cfg, r.opt.seed, &m) != DAMO_OK ||
+      damo_gpt2_set_recompute(m, cli_flag(argc, argv, "--recompute")) != DAMO_OK ||
       (writer && damo_gpt2_save(m, init) != DAMO_OK) ||
       (writer && damo_write_file_atomic(path, data->ids, (size_t)data->n_tokens * sizeof *data->ids) != DAMO_OK) ||
       damo_gpt2_trainer_new(m, data, &r.opt, &t) != DAMO_OK ||
@@ -417,7 +419,14 @@ int cli_generate(int argc, char **argv) {
     rc = cli_fail("generate: loading the GPT-2 tokenizer");
     goto done;
   }
-  if (damo_gpt2_load(dir, &m) != DAMO_OK) {
+  const char *precision = cli_opt(argc, argv, "--precision");
+  if (precision && strcmp(precision, "f32") && strcmp(precision, "bf16")) {
+    fprintf(stderr, "damo generate: --precision is f32 or bf16, not '%s'\n", precision);
+    rc = 2;
+    goto done;
+  }
+  const int bf16 = precision && !strcmp(precision, "bf16");
+  if (damo_gpt2_load(dir, &m) != DAMO_OK || damo_gpt2_set_inference_precision(m, bf16 ? DAMO_BF16 : DAMO_F32) != DAMO_OK) {
     rc = cli_fail("generate");
     goto done;
   }
@@ -445,10 +454,12 @@ int cli_generate(int argc, char **argv) {
   int32_t *history = realloc(ids, (size_t)(n_ids + max_new + 1) * sizeof *ids);
   if (!history) goto done;
   ids = history;
+  const double t0 = cli_seconds();
   if (generate_sliding(m, history, n_ids, max_new, context, &s) != 0) {
     rc = cli_fail("generate");
     goto done;
   }
+  const double seconds = cli_seconds() - t0;
   const int32_t *generated = history + n_ids;
   size_t len = 0;
   if (damo_bpe_decode(bpe, generated, max_new, &text, &len) != DAMO_OK) {
@@ -458,6 +469,9 @@ int cli_generate(int argc, char **argv) {
   fputs(prompt, stdout);
   fwrite(text, 1, len, stdout);
   putchar('\n');
+  /* on stderr, so the text alone can be piped */
+  fprintf(stderr, "%ld tokens in %.2f s (%.1f tokens/s, prompt %lld tokens, %s weights, KV cache)\n", max_new, seconds,
+          seconds > 0 ? (double)max_new / seconds : 0.0, (long long)n_ids, bf16 ? "bf16" : "f32");
   rc = 0;
 done:
   free(text);

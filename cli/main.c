@@ -166,6 +166,7 @@ static const cli_option generate_options[] = {
     {"--top-k", 1, "K", "sample among the K most probable tokens (0: all)"},
     {"--top-p", 1, "P", "sample among the most probable tokens holding P of the mass (0 or 1: off)"},
     {"--seed", 1, "S", "sampling seed (default 0)"},
+    {"--precision", 1, "f32|bf16", "weights the decoder reads: bf16 halves the memory each token streams (default f32)"},
     {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
     END};
 static const cli_group generate_groups[] = {{NULL, GPT, generate_options}, {NULL, 0, NULL}};
@@ -202,6 +203,7 @@ static const cli_option bench_fit[] = {
 static const cli_option bench_gpt2[] = {
     {"--steps", 1, "N", "training steps (default: the config's)"},
     {"--probe-steps", 1, "P", "time P steps only (no final validation)"},
+    {"--recompute", 0, NULL, "recompute each block in backward (W6)"},
     END};
 static const cli_option bench_bert[] = {
     {"--epochs", 1, "E", "fine-tuning epochs (default 1)"},

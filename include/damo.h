@@ -236,8 +236,22 @@ void damo_dist_progress(damo_dist *d);
 
 /* ------------------------------------------------------------------ tensors */
 
-typedef enum damo_dtype { DAMO_F32 = 0, DAMO_I32 = 1, DAMO_U8 = 2 } damo_dtype;
+/* DAMO_BF16 is a storage type (weights saved or served in bfloat16: the top 16 bits of an f32);
+ * graphs compute in f32. */
+typedef enum damo_dtype { DAMO_F32 = 0, DAMO_I32 = 1, DAMO_U8 = 2, DAMO_BF16 = 3 } damo_dtype;
 size_t damo_dtype_size(damo_dtype t);
+/* bfloat16 <-> float: rounding to the nearest even value (as torch's .to(torch.bfloat16));
+ * NaN stays a (quiet) NaN, infinities stay infinite, a finite value too large rounds to inf. */
+static inline uint16_t damo_bf16_from_f32(float f) {
+  union { float f; uint32_t u; } v = {.f = f}; /* C11 reads the other member as the same bits */
+  const uint32_t u = v.u;
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u); /* NaN: keep it quiet */
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+static inline float damo_f32_from_bf16(uint16_t h) {
+  union { uint32_t u; float f; } v = {.u = (uint32_t)h << 16};
+  return v.f;
+}
 const char *damo_dtype_name(damo_dtype t);
 /* Where a tensor's data (or a graph's buffers) live. Everything is CPU today; a backend for
  * another device is added as new files (ARCHITECTURE.md, "Backends"). */
@@ -273,8 +287,10 @@ damo_tensor *damo_tensor_slice_rows(const damo_tensor *t, int64_t start, int64_t
 damo_status damo_tensor_reshape(damo_tensor *t, int ndim, const int64_t *shape);
 /* "(60000, 28, 28)" into buf; returns buf. */
 char *damo_shape_string(int ndim, const int64_t *shape, char *buf, size_t cap);
-/* A new F32 tensor converted from I32/U8/F32. */
+/* A new F32 tensor converted from I32/U8/BF16/F32. */
 damo_tensor *damo_tensor_to_f32(const damo_tensor *t);
+/* A new BF16 tensor from an F32 (rounded, damo_bf16_from_f32) or BF16 one. */
+damo_tensor *damo_tensor_to_bf16(const damo_tensor *t);
 
 /* A name -> tensor list (what a safetensors file holds). Owns its tensors. */
 typedef struct damo_tensor_dict {
@@ -304,7 +320,8 @@ damo_status damo_npy_save(const char *path, const damo_tensor *t);
 /* HuggingFace safetensors. Reads F32/F16/BF16 (to F32), I32, I64 (to I32), U8. The header
  * is validated: offsets in range and non-overlapping, known dtypes, shape x size = bytes. */
 damo_status damo_safetensors_load(const char *path, damo_tensor_dict **out);
-/* Writes atomically; metadata may be NULL (a {"key": "value"} list of n_meta pairs). */
+/* Writes F32, BF16, I32 and U8 tensors atomically; metadata may be NULL (a {"key": "value"}
+ * list of n_meta pairs). */
 damo_status damo_safetensors_save(const char *path, const damo_tensor_dict *d, const char *const *meta_kv,
                                   int n_meta);
 
@@ -1590,6 +1607,9 @@ damo_status damo_gpt2_load(const char *dir, damo_gpt2 **out);
  * old directory or the new one, never a mix); creates dir if needed; non-finite weights are
  * refused. */
 damo_status damo_gpt2_save(const damo_gpt2 *m, const char *dir);
+/* The same with the weights rounded to dtype DAMO_BF16 (half the file; torch_dtype "bfloat16")
+ * or DAMO_F32 (damo_gpt2_save). Loading converts either back to f32. */
+damo_status damo_gpt2_save_as(const damo_gpt2 *m, const char *dir, damo_dtype dtype);
 
 /* A compiled graph for (batch, seq_len) ids, seq_len <= n_positions. training = 1 adds the
  * targets input and the loss: the mean cross-entropy over all batch x seq_len positions of
@@ -1598,7 +1618,7 @@ damo_status damo_gpt2_save(const damo_gpt2 *m, const char *dir);
 typedef struct damo_gpt2_graph damo_gpt2_graph;
 /* Training graphs made after this (and so trainers made after it) keep only each block's
  * input and output and recompute the block in backward (damo_model_set_recompute). */
-void damo_gpt2_set_recompute(damo_gpt2 *m, int on);
+damo_status damo_gpt2_set_recompute(damo_gpt2 *m, int on);
 damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, int training, damo_gpt2_graph **out);
 void damo_gpt2_graph_free(damo_gpt2_graph *gg);
 /* ids and targets (batch, seq_len) i32 (targets NULL for an inference graph; loss may be
@@ -1614,6 +1634,10 @@ const float *damo_gpt2_graph_logits(const damo_gpt2_graph *gg);
  * the next position (0, 1, ...) and returns that position's logits (vocab_size floats, owned
  * by the cache, valid until the next step). Equal to the graph's logits to float rounding. */
 typedef struct damo_gpt2_cache damo_gpt2_cache;
+/* What caches made after this read: DAMO_F32 (the default) or DAMO_BF16, a bfloat16 copy of
+ * the weight matrices per cache (half the memory traffic of each decoding step; activations,
+ * layer norms, softmax and sums stay f32). The model's own weights are unchanged. */
+damo_status damo_gpt2_set_inference_precision(damo_gpt2 *m, damo_dtype dtype);
 damo_status damo_gpt2_cache_new(const damo_gpt2 *m, int64_t max_len, damo_gpt2_cache **out);
 void damo_gpt2_cache_free(damo_gpt2_cache *c);
 damo_status damo_gpt2_cache_step(damo_gpt2_cache *c, int32_t id, const float **logits);
@@ -1768,7 +1792,7 @@ void damo_bert_free(damo_bert *m);
 const damo_bert_config *damo_bert_get_config(const damo_bert *m);
 /* Training graphs (and trainers) made after this recompute each encoder layer in backward,
  * as damo_gpt2_set_recompute. */
-void damo_bert_set_recompute(damo_bert *m, int on);
+damo_status damo_bert_set_recompute(damo_bert *m, int on);
 /* Parameters under HuggingFace's names (no "bert." prefix) and layouts (nn.Linear weights
  * (out, in)): embeddings.{word,position,token_type}_embeddings.weight,
  * embeddings.LayerNorm.{weight,bias}, encoder.layer.{i}.attention.self.{query,key,value}.

@@ -372,7 +372,7 @@ static void sort_indices(int *idx, int n, const damo_tensor_dict *d, int (*cmp)(
 }
 
 static const char *st_name(damo_dtype t) {
-  return t == DAMO_F32 ? "F32" : t == DAMO_I32 ? "I32" : t == DAMO_U8 ? "U8" : NULL;
+  return t == DAMO_F32 ? "F32" : t == DAMO_I32 ? "I32" : t == DAMO_U8 ? "U8" : t == DAMO_BF16 ? "BF16" : NULL;
 }
 
 damo_status damo_safetensors_save(const char *path, const damo_tensor_dict *d, const char *const *meta_kv,
@@ -387,7 +387,7 @@ damo_status damo_safetensors_save(const char *path, const damo_tensor_dict *d, c
     if (!d->names[i][0] || strcmp(d->names[i], "__metadata__") == 0)
       return damo_error(DAMO_ERR_INVALID_ARG, "%s: '%s' cannot be used as a tensor name", path, d->names[i]);
     if (!t || !st_name(t->dtype) || t->ndim < 0 || t->ndim > DAMO_MAX_DIMS || (damo_tensor_numel(t) && !t->data))
-      return damo_error(DAMO_ERR_INVALID_ARG, "%s: tensor '%s' is not a valid F32/I32/U8 tensor", path, d->names[i]);
+      return damo_error(DAMO_ERR_INVALID_ARG, "%s: tensor '%s' is not a valid F32/BF16/I32/U8 tensor", path, d->names[i]);
   }
 
   int *by_name = malloc(((size_t)d->count + 1) * sizeof *by_name);

@@ -279,8 +279,10 @@ static damo_node *param_node(damo_graph *g, const damo_bert *m, int i) {
   return damo_param(g, m->p.names[i], m->p.values[i], m->p.grads[i]);
 }
 
-void damo_bert_set_recompute(damo_bert *m, int on) {
-  if (m) m->recompute = on != 0;
+damo_status damo_bert_set_recompute(damo_bert *m, int on) {
+  if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "bert_set_recompute: NULL model");
+  m->recompute = on != 0;
+  return DAMO_OK;
 }
 
 static damo_node *dropout(damo_graph *g, damo_node *x, float rate) { return rate > 0 ? damo_dropout(g, x, rate) : x; }

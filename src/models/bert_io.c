@@ -295,5 +295,5 @@ damo_status damo_bert_save(const damo_bert *m, const char *dir) {
   if (!m || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "bert_save: NULL argument");
   cJSON *config = config_json(&m->config, m->label_names);
   if (!config) return damo_error(DAMO_ERR_NOMEM, "bert_save: out of memory");
-  return param_store_save_dir(&m->p, dir, file_name, config);
+  return param_store_save_dir(&m->p, dir, file_name, config, DAMO_F32);
 }

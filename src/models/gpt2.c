@@ -167,8 +167,18 @@ int64_t damo_gpt2_num_params(const damo_gpt2 *m) { return m ? m->p.n_params : 0;
 
 /* ------------------------------------------------------------------ graphs */
 
-void damo_gpt2_set_recompute(damo_gpt2 *m, int on) {
-  if (m) m->recompute = on != 0;
+damo_status damo_gpt2_set_inference_precision(damo_gpt2 *m, damo_dtype dtype) {
+  if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_set_inference_precision: NULL model");
+  if (dtype != DAMO_F32 && dtype != DAMO_BF16)
+    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2 inference precision is f32 or bf16, not %s", damo_dtype_name(dtype));
+  m->inference_dtype = dtype;
+  return DAMO_OK;
+}
+
+damo_status damo_gpt2_set_recompute(damo_gpt2 *m, int on) {
+  if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_set_recompute: NULL model");
+  m->recompute = on != 0;
+  return DAMO_OK;
 }
 
 void damo_gpt2_graph_free(damo_gpt2_graph *gg) {

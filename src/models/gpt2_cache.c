@@ -5,7 +5,13 @@
  * each layer keeps them (max_len x C each) and a step costs one row through every layer
  * plus the (V x C) logits product. The math is the graph's (pre-LN block, tanh GELU,
  * causal softmax attention scaled by 1/sqrt(head_dim), logits = ln_f(x) wte^T); only the
- * summation order differs, so logits agree to float rounding. */
+ * summation order differs, so logits agree to float rounding.
+ *
+ * Decoding one row is a matrix-vector product per weight: memory-bound, each weight read
+ * once per token. With the model's inference precision set to bf16 the cache keeps its own
+ * bfloat16 copy of the matrices (wte and each block's four) and reads half the bytes,
+ * widening each value to f32 (a shift) before the f32 multiply-add. */
+#include "kernels/kernels.h"
 #include "models/gpt2.h"
 
 #include <float.h>
@@ -16,13 +22,40 @@ struct damo_gpt2_cache {
   int64_t max_len, len;
   float *keys, *values; /* n_layer x max_len x C each */
   float *x, *normed, *qkv, *att, *hidden, *scores, *logits;
+  uint16_t *w16; /* bf16 inference: wte (V x C), then per layer c_attn, attn.c_proj, c_fc, mlp.c_proj; or NULL */
 };
+
+/* Where matrix `which` (0 c_attn, 1 attn.c_proj, 2 c_fc, 3 mlp.c_proj) of layer l starts in w16. */
+static int64_t w16_offset(const damo_gpt2_config *c, int l, int which) {
+  const int64_t C = c->n_embd, per_layer = 12 * C * C, before[4] = {0, 3 * C * C, 4 * C * C, 8 * C * C};
+  return (int64_t)c->vocab_size * C + l * per_layer + before[which];
+}
+
+/* The bf16 copy of the matrices the decoder reads (tensor indices as in gpt2.c's order). */
+static uint16_t *bf16_weights(const damo_gpt2 *m) {
+  const damo_gpt2_config *c = &m->config;
+  uint16_t *w = damo_alloc((size_t)w16_offset(c, c->n_layer, 0) * sizeof *w);
+  if (!w) return NULL;
+  const int64_t C = c->n_embd, V = c->vocab_size;
+  const float *wte = damo_tensor_f32(m->p.values[0]);
+  for (int64_t i = 0; i < V * C; i++) w[i] = damo_bf16_from_f32(wte[i]);
+  const int slot[4] = {2, 4, 8, 10}; /* weight tensors within a layer's 12 */
+  for (int l = 0; l < c->n_layer; l++)
+    for (int k = 0; k < 4; k++) {
+      const damo_tensor *t = m->p.values[2 + l * GPT2_TENSORS_PER_LAYER + slot[k]];
+      const float *src = damo_tensor_f32(t);
+      uint16_t *dst = w + w16_offset(c, l, k);
+      for (int64_t i = 0, n = damo_tensor_numel(t); i < n; i++) dst[i] = damo_bf16_from_f32(src[i]);
+    }
+  return w;
+}
 
 void damo_gpt2_cache_free(damo_gpt2_cache *c) {
   if (!c) return;
   damo_free(c->keys);
   damo_free(c->values);
   damo_free(c->x);
+  damo_free(c->w16);
   free(c);
 }
 
@@ -44,7 +77,8 @@ damo_status damo_gpt2_cache_new(const damo_gpt2 *m, int64_t max_len, damo_gpt2_c
   int64_t pieces[7] = {C, C, 3 * C, C, 4 * C, max_len, V}, total = 0;
   for (int i = 0; i < 7; i++) total += (pieces[i] + 15) / 16 * 16;
   c->x = damo_alloc((size_t)total * sizeof(float));
-  if (!c->keys || !c->values || !c->x) {
+  if (m->inference_dtype == DAMO_BF16) c->w16 = bf16_weights(m);
+  if (!c->keys || !c->values || !c->x || (m->inference_dtype == DAMO_BF16 && !c->w16)) {
     damo_gpt2_cache_free(c);
     return damo_error(DAMO_ERR_NOMEM, "gpt2_cache_new: out of memory for a %lld-position cache", (long long)max_len);
   }
@@ -75,27 +109,42 @@ static void layer_norm_row(const float *x, const float *gamma, const float *beta
   for (int64_t i = 0; i < n; i++) y[i] = gamma[i] * (((float)(x[i] - mean)) * inv_std) + beta[i];
 }
 
-/* y = x W + b for a row x (K), W (K, N) row-major: a GEMV as axpys over W's rows, threads
- * over column blocks when it is large (each thread streams its own columns of W). */
-static void linear_row(const float *x, const float *w, const float *b, int64_t K, int64_t N, float *y) {
+/* y[0..n) += sum_k x[k] w[k][0..n) over K rows of stride ld: one column block of a GEMV as
+ * axpys over W's rows (compiled per SIMD level; the OpenMP loops below call them). */
+DAMO_MULTIVERSION static void axpy_rows_f32(const float *x, const float *w, int64_t ld, int64_t K, int64_t n, float *y) {
+  for (int64_t k = 0; k < K; k++) {
+    const float xk = x[k], *wk = w + k * ld;
+    for (int64_t j = 0; j < n; j++) y[j] += xk * wk[j];
+  }
+}
+DAMO_MULTIVERSION static void axpy_rows_bf16(const float *x, const uint16_t *w, int64_t ld, int64_t K, int64_t n,
+                                             float *y) {
+  for (int64_t k = 0; k < K; k++) {
+    const float xk = x[k];
+    const uint16_t *wk = w + k * ld;
+    for (int64_t j = 0; j < n; j++) y[j] += xk * damo_f32_from_bf16(wk[j]);
+  }
+}
+
+/* y = x W + b for a row x (K), W (K, N) row-major (f32, or bf16 when w16): threads over
+ * column blocks when it is large (each thread streams its own columns of W). */
+static void linear_row(const float *x, const float *w, const uint16_t *w16, const float *b, int64_t K, int64_t N,
+                       float *y) {
   const int64_t block = 256;
   int64_t n_blocks = (N + block - 1) / block;
 #pragma omp parallel for schedule(static) if (K * N >= (1 << 18)) num_threads(damo_threads())
   for (int64_t nb = 0; nb < n_blocks; nb++) {
-    int64_t n0 = nb * block, n1 = n0 + block < N ? n0 + block : N;
-    float *yb = y + n0;
-    for (int64_t n = n0; n < n1; n++) yb[n - n0] = b[n];
-    for (int64_t k = 0; k < K; k++) {
-      const float xk = x[k], *wk = w + k * N;
-      for (int64_t n = n0; n < n1; n++) yb[n - n0] += xk * wk[n];
-    }
+    int64_t n0 = nb * block, n = n0 + block < N ? block : N - n0;
+    memcpy(y + n0, b + n0, (size_t)n * sizeof *y);
+    if (w16) axpy_rows_bf16(x, w16 + n0, N, K, n, y + n0);
+    else axpy_rows_f32(x, w + n0, N, K, n, y + n0);
   }
 }
 
-/* logits[v] = table[v] . x for table (V, C): the tied head. */
-static void tied_logits(const float *x, const float *table, int64_t V, int64_t C, float *logits) {
-#pragma omp parallel for schedule(static) if (V * C >= (1 << 18)) num_threads(damo_threads())
-  for (int64_t v = 0; v < V; v++) {
+/* logits[v] = table[v] . x over rows [v0, v1) of table (V, C), f32 or bf16 (eight lanes). */
+DAMO_MULTIVERSION static void row_dots_f32(const float *x, const float *table, int64_t v0, int64_t v1, int64_t C,
+                                           float *logits) {
+  for (int64_t v = v0; v < v1; v++) {
     const float *row = table + v * C;
     float lanes[8] = {0}, sum = 0;
     int64_t i = 0;
@@ -104,6 +153,31 @@ static void tied_logits(const float *x, const float *table, int64_t V, int64_t C
     for (; i < C; i++) sum += row[i] * x[i];
     for (int l = 0; l < 8; l++) sum += lanes[l];
     logits[v] = sum;
+  }
+}
+DAMO_MULTIVERSION static void row_dots_bf16(const float *x, const uint16_t *table, int64_t v0, int64_t v1, int64_t C,
+                                            float *logits) {
+  for (int64_t v = v0; v < v1; v++) {
+    const uint16_t *row = table + v * C;
+    float lanes[8] = {0}, sum = 0;
+    int64_t i = 0;
+    for (; i + 8 <= C; i += 8)
+      for (int l = 0; l < 8; l++) lanes[l] += damo_f32_from_bf16(row[i + l]) * x[i + l];
+    for (; i < C; i++) sum += damo_f32_from_bf16(row[i]) * x[i];
+    for (int l = 0; l < 8; l++) sum += lanes[l];
+    logits[v] = sum;
+  }
+}
+
+/* The tied head: logits = table x for table (V, C). */
+static void tied_logits(const float *x, const float *table, const uint16_t *table16, int64_t V, int64_t C,
+                        float *logits) {
+  const int64_t block = 512, n_blocks = (V + block - 1) / block;
+#pragma omp parallel for schedule(static) if (V * C >= (1 << 18)) num_threads(damo_threads())
+  for (int64_t vb = 0; vb < n_blocks; vb++) {
+    const int64_t v0 = vb * block, v1 = v0 + block < V ? v0 + block : V;
+    if (table16) row_dots_bf16(x, table16, v0, v1, C, logits);
+    else row_dots_f32(x, table, v0, v1, C, logits);
   }
 }
 
@@ -154,27 +228,29 @@ damo_status damo_gpt2_cache_step(damo_gpt2_cache *c, int32_t id, const float **l
   for (int l = 0; l < cfg->n_layer; l++) {
     int base = 2 + l * GPT2_TENSORS_PER_LAYER;
     float *keys = c->keys + (int64_t)l * c->max_len * C, *values = c->values + (int64_t)l * c->max_len * C;
+    const uint16_t *w16[4] = {NULL, NULL, NULL, NULL};
+    for (int k = 0; k < 4 && c->w16; k++) w16[k] = c->w16 + w16_offset(cfg, l, k);
     layer_norm_row(x, param(m, base + 0), param(m, base + 1), eps, C, c->normed);
-    linear_row(c->normed, param(m, base + 2), param(m, base + 3), C, 3 * C, c->qkv);
+    linear_row(c->normed, param(m, base + 2), w16[0], param(m, base + 3), C, 3 * C, c->qkv);
     memcpy(keys + t * C, c->qkv + C, (size_t)C * sizeof(float));
     memcpy(values + t * C, c->qkv + 2 * C, (size_t)C * sizeof(float));
     attend(c, c->qkv, keys, values, t, c->att);
-    linear_row(c->att, param(m, base + 4), param(m, base + 5), C, C, c->normed);
+    linear_row(c->att, param(m, base + 4), w16[1], param(m, base + 5), C, C, c->normed);
     for (int64_t i = 0; i < C; i++) x[i] += c->normed[i];
 
     layer_norm_row(x, param(m, base + 6), param(m, base + 7), eps, C, c->normed);
-    linear_row(c->normed, param(m, base + 8), param(m, base + 9), C, 4 * C, c->hidden);
+    linear_row(c->normed, param(m, base + 8), w16[2], param(m, base + 9), C, 4 * C, c->hidden);
     const float k0 = 0.7978845608028654f; /* sqrt(2 / pi) */
     for (int64_t i = 0; i < 4 * C; i++) {
       float h = c->hidden[i];
       c->hidden[i] = 0.5f * h * (1.0f + tanhf(k0 * (h + 0.044715f * h * h * h)));
     }
-    linear_row(c->hidden, param(m, base + 10), param(m, base + 11), 4 * C, C, c->normed);
+    linear_row(c->hidden, param(m, base + 10), w16[3], param(m, base + 11), 4 * C, C, c->normed);
     for (int64_t i = 0; i < C; i++) x[i] += c->normed[i];
   }
   int last = m->p.n_tensors - 2;
   layer_norm_row(x, param(m, last), param(m, last + 1), eps, C, c->normed);
-  tied_logits(c->normed, wte, cfg->vocab_size, C, c->logits);
+  tied_logits(c->normed, wte, c->w16, cfg->vocab_size, C, c->logits);
   c->len++;
   if (logits) *logits = c->logits;
   return DAMO_OK;

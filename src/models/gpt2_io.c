@@ -219,9 +219,14 @@ static cJSON *config_json(const damo_gpt2_config *c) {
 /* Files name the tensors as the model does (no "transformer." prefix). */
 static void file_name(const param_store *s, int i, char *name, size_t cap) { snprintf(name, cap, "%s", s->names[i]); }
 
-damo_status damo_gpt2_save(const damo_gpt2 *m, const char *dir) {
+damo_status damo_gpt2_save_as(const damo_gpt2 *m, const char *dir, damo_dtype dtype) {
   if (!m || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_save: NULL argument");
+  if (dtype != DAMO_F32 && dtype != DAMO_BF16)
+    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_save: weights are saved as f32 or bf16, not %s", damo_dtype_name(dtype));
   cJSON *config = config_json(&m->config);
   if (!config) return damo_error(DAMO_ERR_NOMEM, "gpt2_save: out of memory");
-  return param_store_save_dir(&m->p, dir, file_name, config);
+  if (dtype == DAMO_BF16) cJSON_ReplaceItemInObject(config, "torch_dtype", cJSON_CreateString("bfloat16"));
+  return param_store_save_dir(&m->p, dir, file_name, config, dtype);
 }
+
+damo_status damo_gpt2_save(const damo_gpt2 *m, const char *dir) { return damo_gpt2_save_as(m, dir, DAMO_F32); }

@@ -27,7 +27,7 @@ damo_status param_store_take(const param_store *s, int i, const damo_tensor *t, 
 
 damo_status param_store_save_dir(const param_store *s, const char *dir,
                                  void (*file_name)(const param_store *s, int i, char *name, size_t cap),
-                                 cJSON *config_json) {
+                                 cJSON *config_json, damo_dtype dtype) {
   char *text = config_json ? cJSON_Print(config_json) : NULL;
   cJSON_Delete(config_json);
   if (!text) return damo_error(DAMO_ERR_NOMEM, "%s: out of memory writing config.json", dir);
@@ -42,8 +42,13 @@ damo_status param_store_save_dir(const param_store *s, const char *dir,
       if (!isfinite(x[j]))
         st = damo_error(DAMO_ERR_NUMERIC, "%s: tensor '%s' holds %s at flat index %lld; a model with non-finite "
                         "weights is not saved", dir, name, isnan(x[j]) ? "NaN" : "Inf", (long long)j);
-    /* A header over the model's memory: the writer only reads it. */
+    /* A header over the model's memory (the writer only reads it), or its bf16 rounding. */
     damo_tensor *view = st == DAMO_OK ? damo_tensor_wrap(DAMO_F32, v->ndim, v->shape, v->data) : NULL;
+    if (view && dtype == DAMO_BF16) {
+      damo_tensor *rounded = damo_tensor_to_bf16(view);
+      damo_tensor_free(view);
+      view = rounded;
+    }
     if (st == DAMO_OK) st = view ? damo_tensor_dict_add(d, name, view) : DAMO_ERR_NOMEM;
   }
   /* Both files go into one staging folder that replaces dir with one rename (damo_dir_save). */

@@ -13,10 +13,11 @@ damo_status param_store_take(const param_store *s, int i, const damo_tensor *t, 
                              const char *config);
 /* Writes dir/model.safetensors (tensor i under file_name(i), metadata format "pt") and
  * dir/config.json (config_json, consumed) as one directory save (damo_dir_save: the old
- * directory or the new one, never a mix); creates dir if needed; refuses non-finite weights. */
+ * directory or the new one, never a mix); creates dir if needed; refuses non-finite weights.
+ * dtype DAMO_BF16 writes the tensors rounded to BF16 (else F32). */
 damo_status param_store_save_dir(const param_store *s, const char *dir, void (*file_name)(const param_store *s, int i,
                                                                                           char *name, size_t cap),
-                                 cJSON *config_json);
+                                 cJSON *config_json, damo_dtype dtype);
 /* Adds key: value to a cJSON object as the float's shortest decimal that reads back the same. */
 void param_store_json_float(cJSON *root, const char *key, float value);
 

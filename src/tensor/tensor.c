@@ -9,6 +9,7 @@ size_t damo_dtype_size(damo_dtype t) {
   case DAMO_F32: return 4;
   case DAMO_I32: return 4;
   case DAMO_U8: return 1;
+  case DAMO_BF16: return 2;
   }
   return 0;
 }
@@ -18,6 +19,7 @@ const char *damo_dtype_name(damo_dtype t) {
   case DAMO_F32: return "f32";
   case DAMO_I32: return "i32";
   case DAMO_U8: return "u8";
+  case DAMO_BF16: return "bf16";
   }
   return "?";
 }
@@ -209,6 +211,28 @@ damo_tensor *damo_tensor_to_f32(const damo_tensor *t) {
   case DAMO_U8:
     for (int64_t i = 0; i < n; i++) d[i] = (float)((const uint8_t *)t->data)[i];
     break;
+  case DAMO_BF16:
+    for (int64_t i = 0; i < n; i++) d[i] = damo_f32_from_bf16(((const uint16_t *)t->data)[i]);
+    break;
   }
+  return o;
+}
+
+damo_tensor *damo_tensor_to_bf16(const damo_tensor *t) {
+  if (!host_only(t, "tensor to bf16")) return NULL;
+  if (t->dtype != DAMO_F32 && t->dtype != DAMO_BF16) {
+    damo_error(DAMO_ERR_INVALID_ARG, "tensor to bf16: a %s tensor (only f32 rounds to bf16)", damo_dtype_name(t->dtype));
+    return NULL;
+  }
+  damo_tensor *o = damo_tensor_new(DAMO_BF16, t->ndim, t->shape);
+  if (!o) return NULL;
+  int64_t n = damo_tensor_numel(t);
+  if (t->dtype == DAMO_BF16) {
+    memcpy(o->data, t->data, (size_t)n * 2);
+    return o;
+  }
+  const float *s = t->data;
+  uint16_t *d = o->data;
+  for (int64_t i = 0; i < n; i++) d[i] = damo_bf16_from_f32(s[i]);
   return o;
 }
