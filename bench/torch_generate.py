@@ -16,7 +16,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from safetensors_writer import read as read_safetensors
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "ref"))
+from safetensors_writer import read as read_safetensors  # noqa: E402
 
 
 def main(argv):

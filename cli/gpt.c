@@ -469,7 +469,8 @@ int cli_generate(int argc, char **argv) {
   fputs(prompt, stdout);
   fwrite(text, 1, len, stdout);
   putchar('\n');
-  /* on stderr, so the text alone can be piped */
+  /* on stderr, so the text alone can be piped; after the text when both go to one place */
+  fflush(stdout);
   fprintf(stderr, "%ld tokens in %.2f s (%.1f tokens/s, prompt %lld tokens, %s weights, KV cache)\n", max_new, seconds,
           seconds > 0 ? (double)max_new / seconds : 0.0, (long long)n_ids, bf16 ? "bf16" : "f32");
   rc = 0;

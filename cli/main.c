@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 cli_kind cli_kind_of(const char *path) {
   if (!path) return CLI_KIND_UNKNOWN;
@@ -339,7 +340,20 @@ static char **split_equals(int *argc, char **argv) {
   return out;
 }
 
+/* OpenMP threads waiting at a barrier spin (libgomp: some 300,000 rounds) before they sleep.
+ * Beside other busy processes a spinning thread holds the core that the thread it waits for
+ * needs: W1 kept 26-32% of its quiet speed beside one or two busy processes with spinning
+ * and 63-68% with passive waiting (bench/contention.py, 2 cores), which costs it 13% when
+ * the machine is quiet (W2: nothing). libgomp reads the policy once, when it loads, so damo
+ * sets it and runs itself again, once, unless the user chose a policy or a spin count. */
+static void prefer_passive_waiting(char **argv) {
+  if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+  if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+  execv("/proc/self/exe", argv); /* returns only on failure: then run as we are */
+}
+
 int main(int argc, char **argv) {
+  prefer_passive_waiting(argv);
   if (argc < 2) return usage(stderr);
   argv = split_equals(&argc, argv);
   const char *name = argv[1];

@@ -404,6 +404,13 @@ static void test_text_file(void) {
 
 static int contains(const char *s) { return strstr(cli_out, s) != NULL; }
 
+/* Drops generate's timing line (stderr, "N tokens in ... s") from captured output. */
+static void cut_timing(char *s) {
+  char *t = strstr(s, " tokens in ");
+  while (t && t > s && t[-1] != '\n') t--;
+  if (t) *t = '\0';
+}
+
 /* damo train / generate end to end on a text file with a tiny full-vocabulary model; skipped
  * without the GPT-2 vocabulary. */
 static void test_cli(void) {
@@ -446,8 +453,25 @@ static void test_cli(void) {
   char first[sizeof cli_out];
   snprintf(first, sizeof first, "%s", cli_out);
   CHECK(strncmp(first, "Call me", 7) == 0);
+  CHECK_MSG(strstr(first, "40 tokens in") && strstr(first, "f32 weights, KV cache"), "%s", first);
+  cut_timing(first);
   CHECK(run("%s generate --model %s --prompt 'Call me' --max-new-tokens 40 --temperature 0", cli, out) == 0);
+  cut_timing(cli_out);
   CHECK(strcmp(first, cli_out) == 0);
+  /* bf16 weights: the same kind of text, timed as bf16 */
+  CHECK(run("%s generate --model %s --prompt 'Call me' --max-new-tokens 10 --temperature 0 --precision bf16", cli, out) == 0);
+  CHECK_MSG(strncmp(cli_out, "Call me", 7) == 0 && contains("bf16 weights"), "%s", cli_out);
+  CHECK(run("%s generate --model %s --prompt x --precision f16", cli, out) == 2 && contains("f32 or bf16"));
+  /* --recompute trains the same run: the same losses as the stored graph */
+  CHECK(run("%s train --config %s --data %s --out %s_r --steps 2 --log-every 1 --eval-every 0", cli, cfg, txt, out) == 0);
+  char stored[sizeof cli_out];
+  snprintf(stored, sizeof stored, "%s", strstr(cli_out, "step      2/2 | loss") ? strstr(cli_out, "step      2/2") : "");
+  CHECK(run("%s train --config %s --data %s --out %s_r --overwrite --steps 2 --log-every 1 --eval-every 0 --recompute",
+            cli, cfg, txt, out) == 0);
+  const char *again = strstr(cli_out, "step      2/2");
+  CHECK_MSG(stored[0] && again && !strncmp(stored, again, strlen("step      2/2 | loss 0.0000")),
+            "with --recompute: %s", cli_out);
+  run("rm -rf '%s_r'", out);
   CHECK(run("%s generate --model %s --prompt 'Call me' --max-new-tokens 5 --top-k 5 --top-p 0.9 --seed 2", cli, out) == 0);
   CHECK(run("%s generate --model %s --prompt x --top-p 2", cli, out) == 2);
   CHECK(run("%s generate --model %s/nothing --prompt x", cli, out) == 1 && contains("config.json"));
