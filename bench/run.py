@@ -8,8 +8,9 @@ settings (OPENBLAS_CORETYPE, OPENBLAS_NUM_THREADS, OMP_WAIT_POLICY) and the fast
 used and named. Speed is compared only after the first-step losses agree.
 
 usage: python3 bench/run.py BUILD_DIR [--quick]
-BENCH_ONLY=W2 (comma-separated ids, G1 included) reruns only those figures and keeps the
-others from the previous bench/results.json; every row carries the date it was measured.
+BENCH_ONLY=W2 (comma-separated ids: G1, W1-W6, D data parallel, B bf16, C contention) reruns
+only those figures and keeps the others from the previous bench/results.json; every row carries
+the date it was measured.
 """
 import json
 import os
@@ -271,6 +272,56 @@ def bench_bert(damo, work, threads, env_threads, quick):
             "torch_probes": [{"config": describe(c), "best_step_seconds": round(s, 3)} for s, c in probes]}
 
 
+# B: bf16 mixed precision (--precision bf16: matmul operands rounded to bfloat16, f32
+# accumulation). G2: damo's bf16 GEMM against its f32 GEMM and PyTorch's bf16 matmul; W4 and
+# W5 trained for their whole budget at f32 and bf16 from the same weights on the same
+# batches (loss curves compared step by step). PyTorch's autocast runs only where the CPU has
+# a bf16 unit (AVX512_BF16 or AMX): without one, PyTorch 1.13 took 63 s for a 1 s W4 step.
+G2_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048)]
+
+
+def bench_bf16(damo, work, threads, env_threads, quick):
+    sizes = [str(v) for s in G2_SHAPES[:1 if quick else 2] for v in s]
+    print("B: G2 bf16 GEMM (damo f32, damo bf16, PyTorch bf16)", flush=True)
+    out = {"g2_f32": run_json([damo, "bench", "gemm"] + sizes, env_threads)["gemm"],
+           "g2_bf16": run_json([damo, "bench", "gemm-bf16"] + sizes, env_threads),
+           "g2_torch": run_json([PY, os.path.join(HERE, "torch_bench.py"), "gemm", str(threads)] + sizes + ["--bf16"],
+                                TORCH_CONFIGS[0])["gemm"],
+           "torch_config": describe(TORCH_CONFIGS[0]), "cpu_bf16": cpu_has("avx512_bf16") or cpu_has("amx_bf16")}
+    steps = str(20 if quick else W4_STEPS)
+    for wid, cmd in (("w4", [damo, "bench", "gpt2", "--config", os.path.join(ROOT, W4_CONFIG), "--init",
+                             os.path.join(work, "b_w4_init"), "--steps", steps]),
+                     ("w5", [damo, "bench", "bert", "--config", os.path.join(ROOT, W5_CONFIG), "--init",
+                             os.path.join(work, "b_w5_init")] + (["--probe-steps", "30"] if quick else
+                                                                  ["--epochs", str(W5_EPOCHS)]))):
+        for precision in ("f32", "bf16"):
+            print("B: %s %s (damo)" % (wid.upper(), precision), flush=True)
+            out["%s_%s" % (wid, precision)] = run_json(cmd + ["--precision", precision], env_threads)
+    return out
+
+
+def bf16_rows(b):
+    rows = [measured_row("B (bf16)", b["date"])]
+    path = b["g2_bf16"]["bf16_path"]
+    unit = "this CPU has a bf16 unit" if b["cpu_bf16"] else "this CPU has no bf16 unit (no AVX512_BF16, no AMX)"
+    for f, h, t in zip(b["g2_f32"], b["g2_bf16"]["gemm"], b["g2_torch"]):
+        rows.append("| G2 GEMM %dx%dx%d bf16 operands, GFLOP/s | %.1f (%.1f%% of the f32 FMA peak beside it; damo f32 "
+                    "%.1f) | %.1f | %.2fx | damo's bf16 path: %s (%s); PyTorch: bf16 torch.mm, %s |"
+                    % (h["m"], h["n"], h["k"], h["gflops"], 100 * h["efficiency"], f["gflops"], t["gflops"],
+                       h["gflops"] / t["gflops"], path, unit, b["torch_config"]))
+    for wid, unit_name, rate in (("w4", "tokens/s", tokens_per_s), ("w5", "sequences/s", sequences_per_s)):
+        f, h = b[wid + "_f32"], b[wid + "_bf16"]
+        lf, lh = f["step_losses"], h["step_losses"]
+        worst = max(abs(a - c) / abs(c) for a, c in zip(lh, lf))
+        final = ("validation loss %.4f vs %.4f" % (h["val_loss"], f["val_loss"]) if "val_loss" in f else
+                 "test F1 %.4f vs %.4f" % (h["test_f1"], f["test_f1"]) if "test_f1" in f else "probe")
+        rows.append("| %s-bf16 training, %s: damo bf16 against damo f32 (%d steps, same weights and batches) | %.1f | "
+                    "%.1f | %.2fx | goal 1.6x with a bf16 unit (%s); training loss within %.2f%% of f32 at every "
+                    "step (goal 1%%); %s |"
+                    % (wid.upper(), unit_name, len(lf), rate(h), rate(f), rate(h) / rate(f), path, 100 * worst, final))
+    return rows
+
+
 # D1-D3: data parallel on this host. D1: W4 as 2 ranks x 1 thread against 1 process x 2
 # threads (plain, ZeRO-1, and 4 MB buckets for the overlap figures); D2: PyTorch DDP (gloo,
 # 2 x 1 thread) on the same model, weights, data and recipe; D3: W1 and W5 as D1. Each run
@@ -369,7 +420,7 @@ def main(argv):
             previous = json.load(f)
     if only:
         for key, value in previous.items():
-            if key in ("G1", "D") or key.startswith("W"):
+            if key in ("G1", "D", "B", "C") or key.startswith("W"):
                 results[key] = value
                 results[key].setdefault("date", previous.get("date", "?"))
         results["date"] = "%s (%s; other rows as dated)" % (now, ", ".join(only))
@@ -398,6 +449,13 @@ def main(argv):
     if wanted("D"):
         results["D"] = bench_distributed(damo, work, threads, quick)
         results["D"]["date"] = now
+    if wanted("B"):
+        results["B"] = bench_bf16(damo, work, threads, env_threads, quick)
+        results["B"]["date"] = now
+    if wanted("C"):  # sharing the machine: W1-W5 beside one and two busy processes
+        import contention
+        results["C"] = contention.measure(build, contention.DEFAULT)
+        results["C"]["date"] = now
     write_results(results)
 
 
@@ -537,6 +595,11 @@ def report(r):
     d = r.get("D")
     if d:
         rows += distributed_rows(d)
+    if r.get("B"):
+        rows += bf16_rows(r["B"])
+    if r.get("C"):
+        import contention
+        rows += [measured_row("C (contention)", r["C"]["date"])] + contention.rows(r["C"])
     return "\n".join(rows)
 
 

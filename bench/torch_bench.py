@@ -2,7 +2,7 @@
 
 Same workloads, shapes, data and thread count as `damo bench`; prints one JSON object.
 
-  torch_bench.py gemm THREADS M N K [M N K ...]
+  torch_bench.py gemm THREADS M N K [M N K ...] [--bf16]
   torch_bench.py fit THREADS INIT_DIR [--repeats R] [--accuracy-epochs E] [--probe-steps S]
   torch_bench.py gpt2 THREADS CONFIG INIT_DIR [--steps N] [--probe-steps S]   (W4: torch_gpt2.py)
   torch_bench.py bert THREADS CONFIG INIT_DIR [--epochs E] [--probe-steps S]  (W5: torch_bert.py)
@@ -58,29 +58,32 @@ def peak_rss_kb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def bench_gemm(threads, sizes):
+def bench_gemm(threads, sizes, bf16=False):
+    """bf16: bfloat16 operands and result (G2); 3 samples, as a CPU without a bf16 unit takes
+    seconds per product."""
     torch.set_num_threads(threads)
     out = []
+    dtype = torch.bfloat16 if bf16 else torch.float32
     for m, n, k in sizes:
         g = torch.Generator().manual_seed(1)
-        a = torch.rand(m, k, generator=g) - 0.5
-        b = torch.rand(k, n, generator=g) - 0.5
-        c = torch.empty(m, n)
+        a = (torch.rand(m, k, generator=g) - 0.5).to(dtype)
+        b = (torch.rand(k, n, generator=g) - 0.5).to(dtype)
+        c = torch.empty(m, n, dtype=dtype)
         flop = 2.0 * m * n * k
         # Warm-up of at least half a second, samples of ~0.2 s: as damo bench gemm does.
         warm_reps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < 0.5 or warm_reps == 0:
             torch.mm(a, b, out=c)
             warm_reps += 1
-        reps = int(max(3, min(1e6, 0.2 * warm_reps / (time.perf_counter() - t0))))
+        reps = int(max(1 if bf16 else 3, min(1e6, 0.2 * warm_reps / (time.perf_counter() - t0))))
         samples = []
-        for _ in range(7):
+        for _ in range(3 if bf16 else 7):
             t0 = time.perf_counter()
             for _ in range(reps):
                 torch.mm(a, b, out=c)
             samples.append(flop * reps / (time.perf_counter() - t0) / 1e9)
         samples.sort()
-        out.append({"m": m, "n": n, "k": k, "gflops": round(samples[3], 2), "min": round(samples[0], 2),
+        out.append({"m": m, "n": n, "k": k, "gflops": round(samples[len(samples) // 2], 2), "min": round(samples[0], 2),
                     "max": round(samples[-1], 2)})
     return {"threads": threads, "gemm": out}
 
@@ -277,8 +280,8 @@ def option(args, name, default):
 def main(argv):
     what, threads = argv[1], int(argv[2])
     if what == "gemm":
-        nums = [int(v) for v in argv[3:]]
-        res = bench_gemm(threads, [tuple(nums[i:i + 3]) for i in range(0, len(nums), 3)])
+        nums = [int(v) for v in argv[3:] if v != "--bf16"]
+        res = bench_gemm(threads, [tuple(nums[i:i + 3]) for i in range(0, len(nums), 3)], "--bf16" in argv)
     elif what == "fit":
         rest = argv[4:]
         res = bench_fit(threads, argv[3], option(rest, "--repeats", 3), option(rest, "--accuracy-epochs", 0),

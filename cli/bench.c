@@ -4,6 +4,7 @@
  *
  *   damo bench peak                       FMA peak (register-only loop), GFLOP/s
  *   damo bench gemm M N K [...]           GEMM GFLOP/s for each M,N,K triple
+ *   damo bench gemm-bf16 M N K [...]      the same with bf16 operands (G2)
  *   damo bench fit --config FILE --init DIR [--repeats R --accuracy-epochs E]
  *       a Fashion-MNIST workload (W1, W3, ...) from its model config: writes the initial
  *       weights to DIR (for PyTorch), the first batch's loss, whole-epoch training times,
@@ -46,7 +47,9 @@ static int bench_peak(void) {
  * same length taken in the same moment (this host's speed drifts by +-5% from one second to
  * the next); the efficiency quoted is the median of the seven per-sample ratios. */
 static int bench_gemm(int argc, char **argv) {
-  printf("{\"threads\": %d, \"simd\": \"%s\", \"gemm\": [", damo_num_threads(), damo_simd_path());
+  printf("{\"threads\": %d, \"simd\": \"%s\", \"matmul_precision\": \"%s\", \"bf16_path\": \"%s\", \"gemm\": [",
+         damo_num_threads(), damo_simd_path(), damo_get_matmul_precision() == DAMO_MATMUL_BF16 ? "bf16" : "f32",
+         damo_bf16_matmul_path());
   for (int i = 3; i + 2 < argc; i += 3) {
     long M = atol(argv[i]), N = atol(argv[i + 1]), K = atol(argv[i + 2]);
     if (M <= 0 || N <= 0 || K <= 0) {
@@ -177,10 +180,14 @@ int cli_bench_fit(int argc, char **argv) {
 
 /* peak and gemm; main.c hands fit, gpt2 and bert to the handler of the --config's kind. */
 int cli_bench(int argc, char **argv) {
+  if (!strcmp(argv[2], "gemm-bf16")) damo_set_matmul_precision(DAMO_MATMUL_BF16); /* G2 */
   return !strcmp(argv[2], "peak") ? bench_peak() : bench_gemm(argc, argv);
 }
 
-void cli_bench_finish(double *seconds, long n) {
+void cli_bench_finish(double *seconds, const float *losses, long n) {
+  printf(", \"matmul_precision\": \"%s\", \"step_losses\": [", damo_get_matmul_precision() == DAMO_MATMUL_BF16 ? "bf16" : "f32");
+  for (long s = 0; s < n; s++) printf("%s%.5f", s ? ", " : "", (double)losses[s]);
+  printf("]");
   qsort(seconds, (size_t)n, sizeof *seconds, cmp_double);
   printf(", \"median_step_seconds\": %.5f, \"peak_rss_kb\": %ld}\n", n > 0 ? seconds[n / 2] : 0.0, peak_rss_kb());
 }

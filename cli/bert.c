@@ -656,6 +656,7 @@ int cli_bench_bert(int argc, char **argv) {
   damo_bert *m = NULL;
   damo_bert_finetuner *f = NULL;
   double *seconds = NULL;
+  float *losses = NULL;
   int rc = 1;
   const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
   if (damo_wordpiece_load(NULL, &wp) != DAMO_OK) goto fail;
@@ -684,14 +685,17 @@ int cli_bench_bert(int argc, char **argv) {
   }
   damo_bert_graph_free(g0);
   const long n_steps = probe ? probe : (long)r.opt.steps;
-  if (!(seconds = malloc((size_t)n_steps * sizeof *seconds))) goto fail;
+  if (!(seconds = malloc((size_t)n_steps * sizeof *seconds)) || !(losses = malloc((size_t)n_steps * sizeof *losses)))
+    goto fail;
   for (long s = 0; s < n_steps; s++) {
     const int64_t first = (s % per_epoch) * B;
     double t0 = cli_seconds();
+    damo_bert_step_report rep;
     if (damo_bert_finetuner_step(f, B, sp[0].ids + first * T, sp[0].types + first * T, sp[0].mask + first * T,
-                                 sp[0].labels + first, NULL) != DAMO_OK)
+                                 sp[0].labels + first, &rep) != DAMO_OK)
       goto fail;
     seconds[s] = cli_seconds() - t0;
+    losses[s] = rep.loss;
   }
   printf("{\"threads\": %d, \"simd\": \"%s\", \"first_loss\": %.7f, \"steps\": %ld, \"batch\": %lld, \"seq_len\": %lld, "
          "\"train_examples\": %lld, \"step_seconds\": [",
@@ -708,13 +712,14 @@ int cli_bench_bert(int argc, char **argv) {
            "\"test_f1\": %.4f, \"test_examples\": %lld", epochs, test.accuracy, test.precision, test.recall, test.f1,
            (long long)sp[2].n);
   }
-  cli_bench_finish(seconds, n_steps);
+  cli_bench_finish(seconds, losses, n_steps);
   rc = 0;
   goto done;
 fail:
   rc = cli_fail("bench bert");
 done:
   free(seconds);
+  free(losses);
   for (int s = 0; s < 3; s++) free_split(&sp[s]);
   damo_bert_finetuner_free(f);
   damo_bert_free(m);

@@ -90,7 +90,7 @@ int cli_bench(int argc, char **argv); /* cli/bench.c: peak, gemm */
 int cli_bench_fit(int argc, char **argv);
 /* Ends a benchmark's JSON object: the median of the n step times (sorted in place) and
  * the peak RSS. */
-void cli_bench_finish(double *seconds, long n);
+void cli_bench_finish(double *seconds, const float *losses, long n);
 /* Writes n int32 values to dir/name (little-endian, raw); 1 on success. */
 int cli_write_i32(const char *dir, const char *name, const int32_t *v, int64_t n);
 int cli_tokenize(int argc, char **argv); /* cli/tokenize.c: GPT-2 BPE, BERT WordPiece */

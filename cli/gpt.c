@@ -299,6 +299,7 @@ int cli_bench_gpt2(int argc, char **argv) {
   damo_gpt2 *m = NULL;
   damo_gpt2_trainer *t = NULL;
   double *seconds = NULL;
+  float *losses = NULL;
   int rc = 1;
   char path[4096];
   snprintf(path, sizeof path, "%s/tokens.bin", init);
@@ -321,7 +322,8 @@ int cli_bench_gpt2(int argc, char **argv) {
     goto done;
   }
   const long n_steps = probe ? probe : (long)r.opt.steps;
-  if (!(seconds = malloc((size_t)n_steps * sizeof *seconds))) goto done;
+  if (!(seconds = malloc((size_t)n_steps * sizeof *seconds)) || !(losses = malloc((size_t)n_steps * sizeof *losses)))
+    goto done;
   damo_gpt2_step_report rep = {0};
   for (long s = 0; s < n_steps; s++) {
     double t0 = cli_seconds();
@@ -330,6 +332,7 @@ int cli_bench_gpt2(int argc, char **argv) {
       goto done;
     }
     seconds[s] = cli_seconds() - t0;
+    losses[s] = rep.loss;
   }
   if (!probe && damo_gpt2_trainer_eval(t, &val_loss) != DAMO_OK) {
     rc = cli_fail("bench gpt2");
@@ -343,10 +346,11 @@ int cli_bench_gpt2(int argc, char **argv) {
   printf("], \"last_train_loss\": %.5f", (double)rep.loss);
   if (!probe) printf(", \"val_loss\": %.5f", (double)val_loss);
   cli_print_parallel_json(damo_gpt2_trainer_core(t));
-  cli_bench_finish(seconds, n_steps);
+  cli_bench_finish(seconds, losses, n_steps);
   rc = 0;
 done:
   free(seconds);
+  free(losses);
   damo_gpt2_trainer_free(t);
   damo_gpt2_free(m);
   damo_token_data_free(data);
@@ -419,13 +423,8 @@ int cli_generate(int argc, char **argv) {
     rc = cli_fail("generate: loading the GPT-2 tokenizer");
     goto done;
   }
-  const char *precision = cli_opt(argc, argv, "--precision");
-  if (precision && strcmp(precision, "f32") && strcmp(precision, "bf16")) {
-    fprintf(stderr, "damo generate: --precision is f32 or bf16, not '%s'\n", precision);
-    rc = 2;
-    goto done;
-  }
-  const int bf16 = precision && !strcmp(precision, "bf16");
+  /* main.c checked --precision and set the matmuls' precision; the decoder's weights follow. */
+  const int bf16 = damo_get_matmul_precision() == DAMO_MATMUL_BF16;
   if (damo_gpt2_load(dir, &m) != DAMO_OK || damo_gpt2_set_inference_precision(m, bf16 ? DAMO_BF16 : DAMO_F32) != DAMO_OK) {
     rc = cli_fail("generate");
     goto done;

@@ -50,6 +50,9 @@ static const cli_option train_common[] = {
     {"--zero", 1, "0|1", "1: ZeRO stage 1, each rank keeps 1/N of the optimizer moments (default 0)"},
     {"--recompute", 0, NULL, "keep only each transformer block's input and output and run the block again in\n"
                              "backward: activation memory of one block, for about a third more step time"},
+    {"--precision", 1, "f32|bf16", "bf16: mixed precision, every matmul (forward and backward) on bfloat16 operands\n"
+                                   "with f32 accumulation; weights, optimizer state, norms, softmax and loss stay f32\n"
+                                   "(damo info says whether this CPU runs bf16 natively or emulates it; default f32)"},
     END};
 static const cli_option train_sequential[] = {
     {"--sync-batchnorm", 0, NULL, "data parallel: BatchNorm statistics of the whole batch, not each rank's"},
@@ -108,6 +111,7 @@ static const cli_group train_groups[] = {
 static const cli_option evaluate_common[] = {
     {"--model", 1, "DIR", "a saved model directory"},
     {"--data", 1, "SPEC", "what to score on (SPEC, or TEXT for GPT-2; below)"},
+    {"--precision", 1, "f32|bf16", "matmul operands in bfloat16 (as train --precision; default f32)"},
     END};
 static const cli_option evaluate_sequential[] = {
     {"--batch-size", 1, "B", "examples per forward pass (default 256)"},
@@ -137,6 +141,7 @@ static const cli_option predict_common[] = {
     {"--model", 1, "DIR", "a saved model directory"},
     {"--input", 1, "PATH", "x.npy, a CSV, an image or a folder of images; a.npy,b.npy for a model\n"
                            "of several inputs (in its order); a text model or BERT: an e-mail file or a folder of them"},
+    {"--precision", 1, "f32|bf16", "matmul operands in bfloat16 (as train --precision; default f32)"},
     END};
 static const cli_option predict_sequential[] = {
     {"--output", 1, "FILE.npy", "also write the probabilities (or outputs) there; a model of several\n"
@@ -167,7 +172,8 @@ static const cli_option generate_options[] = {
     {"--top-k", 1, "K", "sample among the K most probable tokens (0: all)"},
     {"--top-p", 1, "P", "sample among the most probable tokens holding P of the mass (0 or 1: off)"},
     {"--seed", 1, "S", "sampling seed (default 0)"},
-    {"--precision", 1, "f32|bf16", "weights the decoder reads: bf16 halves the memory each token streams (default f32)"},
+    {"--precision", 1, "f32|bf16", "bf16: the decoder reads a bfloat16 copy of the weights (half the memory each token\n"
+                                   "streams) and the prompt's matmuls take bf16 operands (default f32)"},
     {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
     END};
 static const cli_group generate_groups[] = {{NULL, GPT, generate_options}, {NULL, 0, NULL}};
@@ -196,6 +202,7 @@ static const cli_option bench_common[] = {
     {"--init", 1, "DIR", "where the initial weights (and data) for the PyTorch side go"},
         {"--bucket-mb", 1, "MB", "under mpirun: data-parallel gradient buckets of MB megabytes (default 25)"},
     {"--zero", 1, "0|1", "under mpirun: 1 shards the optimizer moments (ZeRO stage 1)"},
+    {"--precision", 1, "f32|bf16", "matmul operands in bfloat16 (as train --precision; default f32)"},
     END};
 static const cli_option bench_fit[] = {
     {"--repeats", 1, "R", "timed epochs (default 3)"},
@@ -258,6 +265,7 @@ static const cli_command commands[] = {
      .summary = "damo's side of make bench: one JSON object per run",
      .usage = "damo bench peak                      FMA peak, GFLOP/s\n"
               "damo bench gemm M N K [M N K ...]    GEMM GFLOP/s per size\n"
+              "damo bench gemm-bf16 M N K [...]     the same with bf16 operands (f32 accumulation)\n"
               "damo bench fit|gpt2|bert --config FILE --init DIR [options]",
      .groups = bench_groups, .run = bench, .by_kind = {cli_bench_fit, cli_bench_gpt2, cli_bench_bert},
      .first_option = 3},
@@ -294,6 +302,13 @@ static int run_by_kind(const cli_command *c, int argc, char **argv, cli_kind fal
     return 2;
   }
   if (!cli_check_options(c, argc, argv, CLI_KIND_BIT(kind))) return 2;
+  /* --precision: one process-wide setting every product reads (damo_set_matmul_precision). */
+  const char *precision = cli_opt(argc, argv, "--precision");
+  if (precision && strcmp(precision, "f32") && strcmp(precision, "bf16")) {
+    fprintf(stderr, "damo %s: --precision is f32 or bf16, not '%s'\n", c->name, precision);
+    return 2;
+  }
+  if (precision) damo_set_matmul_precision(!strcmp(precision, "bf16") ? DAMO_MATMUL_BF16 : DAMO_MATMUL_F32);
   return c->by_kind[kind](argc, argv);
 }
 
@@ -301,7 +316,7 @@ static int run_by_kind(const cli_command *c, int argc, char **argv, cli_kind fal
 static int bench(int argc, char **argv) {
   const cli_command *c = find_command("bench");
   const char *what = argc > 2 ? argv[2] : "";
-  if (!strcmp(what, "peak") || !strcmp(what, "gemm")) return cli_bench(argc, argv);
+  if (!strcmp(what, "peak") || !strcmp(what, "gemm") || !strcmp(what, "gemm-bf16")) return cli_bench(argc, argv);
   static const char *const words[CLI_N_KINDS] = {"fit", "gpt2", "bert"};
   for (int k = 0; k < CLI_N_KINDS; k++) {
     if (strcmp(what, words[k])) continue;

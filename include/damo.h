@@ -176,6 +176,21 @@ double damo_profile_seconds(const char *op_name, int backward);
  * every matmul, threaded with OpenMP, results reproducible for a given thread count. */
 void damo_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* Operand precision of every product: damo_sgemm and so every layer's matmuls (dense,
+ * convolution, attention's QK^T and PV, recurrent cells, the LM head), forward and backward.
+ * DAMO_MATMUL_BF16 rounds both operands to bfloat16 (nearest even) and accumulates and
+ * writes f32, as torch.autocast(dtype=torch.bfloat16) does for its matmuls; weights, the
+ * optimizer's state, reductions, softmax, norms and losses stay f32, and no activation is
+ * stored in bf16. Process-wide (like torch.set_float32_matmul_precision), read at the start
+ * of each product; `damo train/evaluate/predict/generate --precision bf16` set it. */
+typedef enum damo_matmul_precision { DAMO_MATMUL_F32 = 0, DAMO_MATMUL_BF16 = 1 } damo_matmul_precision;
+damo_status damo_set_matmul_precision(damo_matmul_precision precision);
+damo_matmul_precision damo_get_matmul_precision(void);
+/* How bf16 products run on this CPU: "emulated" (f32 FMAs on bf16-rounded operands: the
+ * numbers of a bf16 unit, not its speed). No native kernel (AVX512_BF16, AMX) is built yet;
+ * damo_cpu_has_bf16() says whether the CPU has such an instruction (1 AVX512_BF16, 2 AMX). */
+const char *damo_bf16_matmul_path(void);
+int damo_cpu_has_bf16(void);
 /* The machine's measured FMA peak in GFLOP/s with this many threads (register-only loop on
  * the dispatched SIMD path); what GEMM efficiency is quoted against. */
 double damo_fma_peak_gflops(int threads);

@@ -68,6 +68,19 @@ static void test_train_evaluate_predict(void) {
   snprintf(path, sizeof path, "%s/p.npy", dir);
   damo_tensor *p = NULL;
   CHECK(damo_npy_load(path, &p) == DAMO_OK && p->shape[0] == 200 && p->shape[1] == 3);
+  /* bf16 matmul operands: the same probabilities to bf16's precision, not bit for bit */
+  rc = run("%s predict --model %s/m --input %s/x.npy --output %s/p16.npy --precision bf16", DAMO_CLI_PATH, dir, dir, dir);
+  CHECK_MSG(rc == 0, "%s", cli_out);
+  snprintf(path, sizeof path, "%s/p16.npy", dir);
+  damo_tensor *p16 = NULL;
+  CHECK(damo_npy_load(path, &p16) == DAMO_OK);
+  if (p && p16 && damo_tensor_numel(p16) == damo_tensor_numel(p)) {
+    double worst = 0;
+    for (int64_t i = 0; i < damo_tensor_numel(p); i++)
+      worst = fmax(worst, fabs(damo_tensor_f32(p16)[i] - damo_tensor_f32(p)[i]));
+    CHECK_MSG(worst > 0 && worst < 0.02, "bf16 probabilities up to %g from f32's", worst);
+  }
+  damo_tensor_free(p16);
   damo_tensor_free(p);
   /* A CSV scores directly: with its label column it is also measured, without one it is
    * just scored (it was refused). */

@@ -471,6 +471,15 @@ static void test_cli(void) {
   const char *again = strstr(cli_out, "step      2/2");
   CHECK_MSG(stored[0] && again && !strncmp(stored, again, strlen("step      2/2 | loss 0.0000")),
             "with --recompute: %s", cli_out);
+  /* --precision bf16: the same run with bf16 matmul operands, within 1% of f32's loss */
+  CHECK(run("%s train --config %s --data %s --out %s_r --overwrite --steps 2 --log-every 1 --eval-every 0 "
+            "--precision bf16", cli, cfg, txt, out) == 0);
+  const char *mixed = strstr(cli_out, "step      2/2 | loss");
+  const double loss32 = stored[0] ? atof(stored + strlen("step      2/2 | loss")) : 0;
+  const double loss16 = mixed ? atof(mixed + strlen("step      2/2 | loss")) : 0;
+  CHECK_MSG(loss32 > 1 && fabs(loss16 - loss32) < 0.01 * loss32, "f32 loss %g, bf16 %g", loss32, loss16);
+  CHECK(run("%s train --config %s --data %s --out %s_r --overwrite --precision f16", cli, cfg, txt, out) == 2);
+  CHECK_MSG(contains("--precision is f32 or bf16, not 'f16'"), "%s", cli_out);
   run("rm -rf '%s_r'", out);
   CHECK(run("%s generate --model %s --prompt 'Call me' --max-new-tokens 5 --top-k 5 --top-p 0.9 --seed 2", cli, out) == 0);
   CHECK(run("%s generate --model %s --prompt x --top-p 2", cli, out) == 2);

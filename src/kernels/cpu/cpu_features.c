@@ -68,3 +68,13 @@ const char *damo_simd_path(void) {
     return "scalar";
   }
 }
+
+int damo_cpu_has_bf16(void) {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("amx-bf16")) return 2;
+  return __builtin_cpu_supports("avx512bf16") ? 1 : 0;
+}
+
+/* Written for what this project's machines have (AVX2 and AVX-512F, no bf16 unit): a native
+ * kernel is added here as a path name and a micro-kernel when a machine to test it exists. */
+const char *damo_bf16_matmul_path(void) { return "emulated"; }

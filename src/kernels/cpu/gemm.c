@@ -19,6 +19,7 @@
 #include "kernels/cpu/cpu_kernels.h"
 
 #include <omp.h>
+#include <stdatomic.h>
 #include <threads.h>
 
 /* Everything the driver needs to know about one SIMD level. */
@@ -210,6 +211,7 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
 
 typedef struct gemm_problem {
   int trans_a, trans_b;
+  int bf16; /* round both packed operands to bfloat16 (damo_set_matmul_precision) */
   int64_t M, N, K;
   float alpha, beta;
   const float *A, *B;
@@ -226,6 +228,39 @@ static int64_t packed_b_floats(const gemm_config *cfg, int64_t N, int64_t K) {
   return round_up(round_up(min64(cfg->nc, N), cfg->nr) * min64(cfg->kc, K), 16);
 }
 
+/* ------------------------------------------------------------------ bf16 operands */
+
+/* DAMO_MATMUL_F32 or DAMO_MATMUL_BF16, read once per product. */
+static atomic_int matmul_precision = DAMO_MATMUL_F32;
+
+damo_status damo_set_matmul_precision(damo_matmul_precision precision) {
+  if (precision != DAMO_MATMUL_F32 && precision != DAMO_MATMUL_BF16)
+    return damo_error(DAMO_ERR_INVALID_ARG, "set_matmul_precision: %d is neither DAMO_MATMUL_F32 nor DAMO_MATMUL_BF16",
+                      (int)precision);
+  atomic_store(&matmul_precision, (int)precision);
+  return DAMO_OK;
+}
+
+damo_matmul_precision damo_get_matmul_precision(void) {
+  return (damo_matmul_precision)atomic_load(&matmul_precision);
+}
+
+/* Rounds a packed block in place to the nearest bfloat16 (ties to even, NaN kept quiet: the
+ * bits of damo_bf16_from_f32 widened back). The micro-kernels then multiply bf16 values and
+ * accumulate in f32, which is what VDPBF16PS and AMX compute; a packed block is rounded once
+ * and read by every tile of its row or column block, so this costs about one more pass of
+ * packing. */
+DAMO_MULTIVERSION static void round_to_bf16(float *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t bits;
+    memcpy(&bits, &x[i], sizeof bits);
+    const uint32_t nan = (bits & 0x7fffffffu) > 0x7f800000u;
+    bits = nan ? bits | 0x00400000u : bits + 0x7fffu + ((bits >> 16) & 1u);
+    bits &= 0xffff0000u;
+    memcpy(&x[i], &bits, sizeof bits);
+  }
+}
+
 /* Rows [ic, ic + mc) of C times the packed block of op(B) at columns [jc, jc + nc), K slice
  * [pc, pc + kc): packs that row block of op(A), then runs the micro-kernel over its tiles. */
 static void multiply_row_block(const gemm_problem *pr, const gemm_config *cfg, float *packed_a, const float *packed_b,
@@ -235,6 +270,7 @@ static void multiply_row_block(const gemm_problem *pr, const gemm_config *cfg, f
   const float beta = pc == 0 ? pr->beta : 1.0f;
   const int64_t a_panels = (mc + mr - 1) / mr, b_panels = (nc + nr - 1) / nr;
   cfg->pack(!pr->trans_a, pr->A, pr->lda, ic, pc, mc, kc, mr, packed_a);
+  if (pr->bf16) round_to_bf16(packed_a, round_up(mc, mr) * kc);
   /* B micro-panel outermost: it stays in cache while the A block streams from L2. */
   for (int64_t jp = 0; jp < b_panels; jp++) {
     const int64_t col = jc + jp * nr;
@@ -255,6 +291,7 @@ static void gemm_blocked(const gemm_problem *pr, const gemm_config *cfg, float *
     for (int64_t pc = 0; pc < pr->K; pc += cfg->kc) {
       const int64_t kc = min64(cfg->kc, pr->K - pc);
       cfg->pack(pr->trans_b, pr->B, pr->ldb, jc, pc, nc, kc, cfg->nr, packed_b);
+      if (pr->bf16) round_to_bf16(packed_b, round_up(nc, cfg->nr) * kc);
       for (int64_t ic = 0; ic < pr->M; ic += cfg->mc)
         multiply_row_block(pr, cfg, packed_a, packed_b, ic, min64(cfg->mc, pr->M - ic), jc, nc, pc, kc);
     }
@@ -282,6 +319,45 @@ static void gemm_with_buffer(const gemm_problem *pr, const gemm_config *cfg) {
     return;
   }
   gemm_reference_problem(pr);
+}
+
+/* Narrow products on AVX2 (op(B) at most NARROW_MAX_N columns: a convolution's filters, a
+ * classifier's classes, a small MLP layer). Packing A is a pass over it as long as the
+ * multiply's when there are few columns to reuse it for, so here A is read where it lies:
+ * each thread packs the KC x N slice of op(B) (it stays in L2), then runs every tile of its
+ * rows against every B panel, the A tile staying in L1 across them. K is sliced in order, as
+ * in the packed path, so results do not depend on the thread count. */
+#define NARROW_MAX_N 128
+
+static int narrow_applies(const gemm_problem *pr, const gemm_config *cfg) {
+  return cfg == &config_avx2 && !pr->bf16 && pr->N <= NARROW_MAX_N;
+}
+
+static void gemm_narrow_rows(const gemm_problem *pr, const gemm_config *cfg, int64_t row0, int64_t row1,
+                             float *packed_b) {
+  const int mr = cfg->mr, nr = cfg->nr;
+  const int64_t row_stride = pr->trans_a ? 1 : pr->lda, k_stride = pr->trans_a ? pr->lda : 1;
+  for (int64_t pc = 0; pc < pr->K; pc += cfg->kc) {
+    const int64_t kc = min64(cfg->kc, pr->K - pc);
+    const float beta = pc == 0 ? pr->beta : 1.0f;
+    cfg->pack(pr->trans_b, pr->B, pr->ldb, 0, pc, pr->N, kc, nr, packed_b);
+    for (int64_t row = row0; row < row1; row += mr) {
+      const float *a = pr->A + row * row_stride + pc * k_stride;
+      const int m = (int)min64(mr, row1 - row);
+      for (int64_t col = 0; col < pr->N; col += nr)
+        damo_gemm_microkernel_avx2_direct(kc, a, row_stride, k_stride, packed_b + col * kc,
+                                          pr->C + row * pr->ldc + col, pr->ldc, m, (int)min64(nr, pr->N - col),
+                                          pr->alpha, beta);
+    }
+  }
+}
+
+/* Rows [row0, row1) of a narrow product with this thread's buffer; 0 when none is had. */
+static int gemm_narrow(const gemm_problem *pr, const gemm_config *cfg, int64_t row0, int64_t row1) {
+  float *packed_b = pack_buffer_get((size_t)packed_b_floats(cfg, pr->N, pr->K));
+  if (!packed_b) return 0;
+  gemm_narrow_rows(pr, cfg, row0, row1, packed_b);
+  return 1;
 }
 
 /* Part `part` of `parts` of [0, count) split at multiples of `tile` as evenly as tiles allow. */
@@ -342,12 +418,34 @@ void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
     return;
   }
   const gemm_config *cfg = config_for_level(damo_simd_level_get());
-  const gemm_problem problem = {trans_a, trans_b, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc};
+  const int bf16 = atomic_load(&matmul_precision) == DAMO_MATMUL_BF16;
+  const gemm_problem problem = {trans_a, trans_b, bf16, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc};
 
   int threads = omp_in_parallel() ? 1 : damo_threads();
   if ((double)M * (double)N * (double)K < GEMM_THREADING_MIN_FMAS) threads = 1;
+  const int narrow = narrow_applies(&problem, cfg);
   if (threads <= 1) {
-    gemm_with_buffer(&problem, cfg);
+    if (!narrow || !gemm_narrow(&problem, cfg, 0, M)) gemm_with_buffer(&problem, cfg);
+    return;
+  }
+  if (narrow) {
+    /* Rows split in whole tiles; a thread without a buffer does its rows the packed way. */
+    const int64_t row_tiles = (M + cfg->mr - 1) / cfg->mr;
+    const int parts = row_tiles < threads ? (int)row_tiles : threads;
+#pragma omp parallel num_threads(parts)
+    {
+      const int team = omp_get_num_threads();
+      for (int part = omp_get_thread_num(); part < parts; part += team) {
+        int64_t row0, row1;
+        tile_share(M, cfg->mr, part, parts, &row0, &row1);
+        if (row0 >= row1 || gemm_narrow(&problem, cfg, row0, row1)) continue;
+        gemm_problem block = problem;
+        block.M = row1 - row0;
+        block.A = problem.trans_a ? problem.A + row0 : problem.A + row0 * problem.lda;
+        block.C = problem.C + row0 * problem.ldc;
+        gemm_with_buffer(&block, cfg);
+      }
+    }
     return;
   }
 

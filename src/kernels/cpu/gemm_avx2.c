@@ -22,6 +22,37 @@ __attribute__((target("avx2"))) static inline __m256i first_lanes(int64_t lanes)
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(clamped), lane_index);
 }
 
+/* C[0..m)[0..n) = alpha * acc + beta * C (beta == 0: C not read). A full tile takes plain
+ * loads and stores; an edge tile masked ones, so nothing outside the m x n corner is touched. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void store_tile(__m256 acc[MR][VECTORS_PER_ROW], float *c,
+                                                                  int64_t ldc, int m, int n, float alpha, float beta) {
+  const __m256 alpha_v = _mm256_set1_ps(alpha), beta_v = _mm256_set1_ps(beta);
+  if (m == MR && n == NR) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+      for (int v = 0; v < VECTORS_PER_ROW; v++) {
+        float *out = c + i * ldc + 8 * v;
+        __m256 scaled = _mm256_mul_ps(acc[i][v], alpha_v);
+        if (beta != 0.0f) scaled = _mm256_fmadd_ps(_mm256_loadu_ps(out), beta_v, scaled);
+        _mm256_storeu_ps(out, scaled);
+      }
+    return;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++) {
+    if (i >= m) break;
+#pragma GCC unroll 4
+    for (int v = 0; v < VECTORS_PER_ROW; v++) {
+      __m256i mask = first_lanes(n - 8 * v);
+      float *out = c + i * ldc + 8 * v;
+      __m256 scaled = _mm256_mul_ps(acc[i][v], alpha_v);
+      if (beta != 0.0f) scaled = _mm256_fmadd_ps(_mm256_maskload_ps(out, mask), beta_v, scaled);
+      _mm256_maskstore_ps(out, mask, scaled);
+    }
+  }
+}
+
 __attribute__((target("avx2,fma"))) void damo_gemm_microkernel_avx2(int64_t k, const float *packed_a,
                                                                     const float *packed_b, float *c, int64_t ldc, int m,
                                                                     int n, float alpha, float beta) {
@@ -52,33 +83,39 @@ __attribute__((target("avx2,fma"))) void damo_gemm_microkernel_avx2(int64_t k, c
     packed_b += NR;
   }
 
-  const __m256 alpha_v = _mm256_set1_ps(alpha), beta_v = _mm256_set1_ps(beta);
-  if (m == MR && n == NR) {
+  store_tile(acc, c, ldc, m, n, alpha, beta);
+}
+
+/* The same tile with op(A) read where it lies: row i of the tile, step p at
+ * a[i * row_stride + p * k_stride] (A untransposed: row_stride lda, k_stride 1; transposed:
+ * 1 and lda). Rows past m read row m - 1 again (never outside A) and are not stored. For
+ * small products, where packing A cost about as much as multiplying it. */
+__attribute__((target("avx2,fma"))) void damo_gemm_microkernel_avx2_direct(int64_t k, const float *a,
+                                                                           int64_t row_stride, int64_t k_stride,
+                                                                           const float *packed_b, float *c,
+                                                                           int64_t ldc, int m, int n, float alpha,
+                                                                           float beta) {
+  const float *rows[MR];
+  for (int i = 0; i < MR; i++) rows[i] = a + (i < m ? i : m - 1) * row_stride;
+  __m256 acc[MR][VECTORS_PER_ROW];
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; i++)
+  for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4
-      for (int v = 0; v < VECTORS_PER_ROW; v++) {
-        float *out = c + i * ldc + 8 * v;
-        __m256 scaled = _mm256_mul_ps(acc[i][v], alpha_v);
-        if (beta != 0.0f) scaled = _mm256_fmadd_ps(_mm256_loadu_ps(out), beta_v, scaled);
-        _mm256_storeu_ps(out, scaled);
-      }
-    return;
-  }
-  /* Edge tile: the same arithmetic, with masked loads and stores so nothing outside the
-   * m x n corner is read or written. */
+    for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm256_setzero_ps();
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < k; p++) {
+    __m256 b[VECTORS_PER_ROW];
+#pragma GCC unroll 4
+    for (int v = 0; v < VECTORS_PER_ROW; v++) b[v] = _mm256_load_ps(packed_b + 8 * v);
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; i++) {
-    if (i >= m) break;
+    for (int i = 0; i < MR; i++) {
+      __m256 av = _mm256_broadcast_ss(rows[i] + p * k_stride);
 #pragma GCC unroll 4
-    for (int v = 0; v < VECTORS_PER_ROW; v++) {
-      __m256i mask = first_lanes(n - 8 * v);
-      float *out = c + i * ldc + 8 * v;
-      __m256 scaled = _mm256_mul_ps(acc[i][v], alpha_v);
-      if (beta != 0.0f) scaled = _mm256_fmadd_ps(_mm256_maskload_ps(out, mask), beta_v, scaled);
-      _mm256_maskstore_ps(out, mask, scaled);
+      for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm256_fmadd_ps(av, b[v], acc[i][v]);
     }
+    packed_b += NR;
   }
+  store_tile(acc, c, ldc, m, n, alpha, beta);
 }
 
 /* ------------------------------------------------------------------ packing */

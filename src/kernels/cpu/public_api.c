@@ -6,8 +6,10 @@
 #include <stdio.h>
 
 const char *damo_info_string(void) {
-  static _Thread_local char buf[160];
-  snprintf(buf, sizeof buf, "damo %s | simd: %s | threads: %d", DAMO_VERSION, damo_simd_path(), damo_num_threads());
+  static _Thread_local char buf[200];
+  static const char *const units[] = {"none", "avx512_bf16", "amx_bf16"};
+  snprintf(buf, sizeof buf, "damo %s | simd: %s | threads: %d | bf16 matmul: %s (cpu bf16 unit: %s)", DAMO_VERSION,
+           damo_simd_path(), damo_num_threads(), damo_bf16_matmul_path(), units[damo_cpu_has_bf16()]);
   return buf;
 }
 
