@@ -26,6 +26,22 @@ damo_simd_level damo_simd_level_force(damo_simd_level level);
  * beta == 0 never reads C (NaN in C is overwritten). Threads over blocks with OpenMP. */
 void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* An op(A) read where it lies, never packed: element (i, p) at base[row_off[i] + k_off[p]]
+ * (row_off NULL: i * row_stride). k_off has K entries. */
+typedef struct damo_gemm_gather_a {
+  const float *base;
+  const int64_t *row_off;
+  int64_t row_stride;
+  const int64_t *k_off;
+} damo_gemm_gather_a;
+/* C = alpha op(A) op(B) + beta C with such an op(A): convolution patches straight from a
+ * padded image (no im2col buffer), or their transpose. Same threading and K order as
+ * damo_gemm. Returns 1 when done; 0 (C untouched) where no kernel exists for it (only AVX2
+ * has one; bf16 operands; degenerate sizes): the caller then builds A and calls damo_gemm. */
+/* Whether damo_gemm_gather has a kernel for this moment's SIMD path and precision. */
+int damo_gemm_gather_available(void);
+int damo_gemm_gather(const damo_gemm_gather_a *a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 /* The plain triple loop every fast path is tested against. */
 void damo_gemm_reference(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);

@@ -2,11 +2,14 @@
  * stores it, output (N, OH, OW, F), with strides and explicit (possibly asymmetric)
  * padding.
  *
- * Through the GEMM by im2col: for a block of output pixels, the patches matrix
- * (rows, KH*KW*C) times the kernel seen as (KH*KW*C, F) is that block of the output, already
- * in NHWC order. Blocks keep the patches under ~4 MB (the op's aux buffer). Backward
- * recomputes each block's patches: dW += patches^T dY, then dPatches = dY W^T is scattered
- * back (col2im) into dX. The scatter is threaded over input rows, each dx element summed by
+ * The output is the patches matrix (pixels, KH*KW*C) times the kernel seen as (KH*KW*C, F),
+ * already in NHWC order. Where the CPU path has the kernel (damo_gemm_gather: AVX2) the
+ * patches are never written: the GEMM reads them from a zero-padded copy of the image (no
+ * copy without padding) through two offset tables, pixel -> window corner and kernel
+ * position -> offset in the window; the kernel's gradient patches^T dY reads them the same
+ * way with the tables swapped. Otherwise (and always for dX) they are built per block of
+ * output pixels by im2col, blocks of at most ~4 MB: dPatches = dY W^T is scattered back
+ * (col2im) into dX. The scatter is threaded over input rows, each dx element summed by
  * one thread in a fixed order, so results do not depend on the thread count (no atomics).
  * A 1x1 stride-1 unpadded convolution skips im2col.
  * An optional bias and activation are fused as the epilogue of each block (as in dense.c),
@@ -31,6 +34,48 @@ static conv_geom geom_of(const damo_node *n) {
   g.OW = (g.W + g.pl + n->iparam[CV_PR] - g.KW) / g.sw + 1;
   g.K = g.KH * g.KW * g.C;
   return g;
+}
+
+/* The padded image and the offset tables of the gather path sit at the start of aux, the
+ * im2col block after them. A padded copy larger than this is not made (im2col instead). */
+#define GATHER_MAX_PAD_BYTES ((int64_t)256 << 20)
+
+typedef struct conv_layout {
+  int64_t HP, WP;             /* padded height and width */
+  int64_t pad_floats;         /* 0 when the image is read as it is (no padding) */
+  size_t gather_bytes;        /* padded copy + both tables; 0: no gather path */
+} conv_layout;
+
+static conv_layout layout_of(const damo_node *n, const conv_geom *g) {
+  conv_layout l;
+  l.HP = g->H + g->pt + n->iparam[CV_PB], l.WP = g->W + g->pl + n->iparam[CV_PR];
+  const int padded = l.HP != g->H || l.WP != g->W;
+  l.pad_floats = padded ? g->N * l.HP * l.WP * g->C : 0;
+  l.gather_bytes = (size_t)(l.pad_floats * (int64_t)sizeof(float)) + (size_t)(g->N * g->OH * g->OW + g->K) * sizeof(int64_t);
+  if (l.pad_floats * (int64_t)sizeof(float) > GATHER_MAX_PAD_BYTES) l.gather_bytes = 0, l.pad_floats = 0;
+  l.gather_bytes = (l.gather_bytes + 63) / 64 * 64;
+  return l;
+}
+
+/* Stride 1 with each padding at most the kernel's extent - 1: dX is itself a convolution, of
+ * dY padded by (KH-1-pt, KW-1-pl, KH-1-pb, KW-1-pr) with the kernel turned half a turn and
+ * its channels swapped, and goes through the gather path too (no dPatches, no col2im). Its
+ * buffers (padded dY, tables, turned kernel) share aux's im2col region. */
+typedef struct dx_layout {
+  int64_t HP, WP, pad_floats;
+  size_t bytes; /* 0: not this way */
+} dx_layout;
+
+static dx_layout dx_layout_of(const damo_node *n, const conv_geom *g) {
+  dx_layout l = {g->H + g->KH - 1, g->W + g->KW - 1, 0, 0};
+  if (g->sh != 1 || g->sw != 1 || g->pt > g->KH - 1 || n->iparam[CV_PB] > g->KH - 1 || g->pl > g->KW - 1 ||
+      n->iparam[CV_PR] > g->KW - 1)
+    return l;
+  l.pad_floats = g->N * l.HP * l.WP * g->F;
+  if (l.pad_floats * (int64_t)sizeof(float) > GATHER_MAX_PAD_BYTES) return l;
+  const int64_t taps = g->KH * g->KW * g->F;
+  l.bytes = (size_t)(l.pad_floats + taps * g->C) * sizeof(float) + (size_t)(g->N * g->H * g->W + taps) * sizeof(int64_t);
+  return l;
 }
 
 static int is_pointwise(const conv_geom *g) {
@@ -65,7 +110,8 @@ static damo_status conv_infer(damo_node *n) {
   n->ndim = 4;
   n->shape[0] = g.N, n->shape[1] = g.OH, n->shape[2] = g.OW, n->shape[3] = g.F;
   n->dtype = DAMO_F32;
-  n->aux_bytes = is_pointwise(&g) ? 0 : (size_t)(block_pixels(&g) * g.K) * sizeof(float);
+  const size_t block_bytes = (size_t)(block_pixels(&g) * g.K) * sizeof(float), dx_bytes = dx_layout_of(n, &g).bytes;
+  n->aux_bytes = is_pointwise(&g) ? 0 : layout_of(n, &g).gather_bytes + (block_bytes > dx_bytes ? block_bytes : dx_bytes);
   return DAMO_OK;
 }
 
@@ -153,6 +199,57 @@ DAMO_MULTIVERSION static void epilogue(float *y, const float *bias, int64_t rows
   }
 }
 
+/* dst (n, hp, wp, c): src (n, h, w, c) placed at row top, column left, zeros around it. */
+static void pad_images(const float *src, int64_t n, int64_t h, int64_t w, int64_t c, int64_t top, int64_t left,
+                       int64_t hp, int64_t wp, float *dst) {
+  const int64_t row = wp * c, width = w * c, before = left * c;
+#pragma omp parallel for schedule(static) if (n * hp * row > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+  for (int64_t r = 0; r < n * hp; r++) {
+    const int64_t nn = r / hp, ih = r % hp - top;
+    float *out = dst + r * row;
+    if (ih < 0 || ih >= h) {
+      memset(out, 0, (size_t)row * sizeof(float));
+      continue;
+    }
+    memset(out, 0, (size_t)before * sizeof(float));
+    memcpy(out + before, src + (nn * h + ih) * width, (size_t)width * sizeof(float));
+    memset(out + before + width, 0, (size_t)(row - before - width) * sizeof(float));
+  }
+}
+
+/* The gather path's view of the patches: the image (a zero-padded copy when the convolution
+ * pads), rows = output pixels (offset of each window's corner), k = kernel positions (offset
+ * inside a window). Fills aux's tables; NULL base when this convolution has no gather path. */
+typedef struct patches_view {
+  const float *base;
+  int64_t *pixel_off, *kernel_off;
+} patches_view;
+
+static patches_view patches_view_build(const damo_node *n, const conv_geom *g, const float *x) {
+  const conv_layout l = layout_of(n, g);
+  patches_view v = {NULL, NULL, NULL};
+  if (!l.gather_bytes || !damo_gemm_gather_available()) return v;
+  float *pad = n->aux;
+  v.pixel_off = (int64_t *)((char *)n->aux + l.pad_floats * (int64_t)sizeof(float));
+  v.kernel_off = v.pixel_off + g->N * g->OH * g->OW;
+  v.base = l.pad_floats ? pad : x;
+  if (l.pad_floats) pad_images(x, g->N, g->H, g->W, g->C, g->pt, g->pl, l.HP, l.WP, pad);
+  for (int64_t q = 0; q < g->N * g->OH * g->OW; q++) {
+    const int64_t ow = q % g->OW, oh = (q / g->OW) % g->OH, nn = q / (g->OW * g->OH);
+    v.pixel_off[q] = ((nn * l.HP + oh * g->sh) * l.WP + ow * g->sw) * g->C;
+  }
+  for (int64_t p = 0; p < g->K; p++) {
+    const int64_t c = p % g->C, kw = (p / g->C) % g->KW, kh = p / (g->C * g->KW);
+    v.kernel_off[p] = (kh * l.WP + kw) * g->C + c;
+  }
+  return v;
+}
+
+/* Where the im2col blocks go in aux: after the gather path's part. */
+static float *block_buffer(const damo_node *n, const conv_geom *g) {
+  return (float *)((char *)n->aux + layout_of(n, g).gather_bytes);
+}
+
 static damo_status conv_forward(damo_graph *gr, damo_node *n) {
   (void)gr;
   conv_geom g = geom_of(n);
@@ -165,14 +262,44 @@ static damo_status conv_forward(damo_graph *gr, damo_node *n) {
     epilogue(y, bias, total, g.F, act);
     return DAMO_OK;
   }
+  const patches_view v = patches_view_build(n, &g, x);
+  const damo_gemm_gather_a patches = {v.base, v.pixel_off, 0, v.kernel_off};
+  if (v.base && damo_gemm_gather(&patches, 0, total, g.F, g.K, 1.0f, k, g.F, 0.0f, y, g.F)) {
+    epilogue(y, bias, total, g.F, act);
+    return DAMO_OK;
+  }
+  float *cols = block_buffer(n, &g);
   int64_t step = block_pixels(&g);
   for (int64_t p0 = 0; p0 < total; p0 += step) {
     int64_t count = total - p0 < step ? total - p0 : step;
-    im2col(&g, x, p0, count, n->aux);
-    damo_gemm(0, 0, count, g.F, g.K, 1.0f, n->aux, g.K, k, g.F, 0.0f, y + p0 * g.F, g.F);
+    im2col(&g, x, p0, count, cols);
+    damo_gemm(0, 0, count, g.F, g.K, 1.0f, cols, g.K, k, g.F, 0.0f, y + p0 * g.F, g.F);
     epilogue(y + p0 * g.F, bias, count, g.F, act);
   }
   return DAMO_OK;
+}
+
+/* dx += the convolution of padded dY with the turned kernel (see dx_layout); 0 when this
+ * convolution or CPU path cannot. */
+static int dx_by_gather(const damo_node *n, const conv_geom *g, const float *dy, const float *k, float *dx) {
+  const dx_layout l = dx_layout_of(n, g);
+  if (!l.bytes || !damo_gemm_gather_available()) return 0;
+  const int64_t taps = g->KH * g->KW * g->F, pixels = g->N * g->H * g->W;
+  float *dy_pad = block_buffer(n, g), *turned = dy_pad + l.pad_floats;
+  int64_t *pixel_off = (int64_t *)(turned + taps * g->C), *tap_off = pixel_off + pixels;
+  pad_images(dy, g->N, g->OH, g->OW, g->F, g->KH - 1 - g->pt, g->KW - 1 - g->pl, l.HP, l.WP, dy_pad);
+  for (int64_t q = 0; q < pixels; q++) {
+    const int64_t iw = q % g->W, ih = (q / g->W) % g->H, nn = q / (g->W * g->H);
+    pixel_off[q] = ((nn * l.HP + ih) * l.WP + iw) * g->F;
+  }
+  for (int64_t p = 0; p < taps; p++) { /* tap (kh', kw', f) reads kernel (KH-1-kh', KW-1-kw', c, f) */
+    const int64_t f = p % g->F, kw = (p / g->F) % g->KW, kh = p / (g->F * g->KW);
+    tap_off[p] = (kh * l.WP + kw) * g->F + f;
+    const float *src = k + ((g->KH - 1 - kh) * g->KW + (g->KW - 1 - kw)) * g->C * g->F + f;
+    for (int64_t c = 0; c < g->C; c++) turned[p * g->C + c] = src[c * g->F];
+  }
+  const damo_gemm_gather_a a = {dy_pad, pixel_off, 0, tap_off};
+  return damo_gemm_gather(&a, 0, pixels, g->C, taps, 1.0f, turned, g->C, 1.0f, dx, g->C);
 }
 
 /* dy * act'(y) in place: the output gradient becomes the pre-activation gradient (nothing
@@ -206,18 +333,29 @@ static void conv_backward(damo_graph *gr, damo_node *n) {
     if (dx) damo_gemm(0, 1, total, g.K, g.F, 1.0f, dy, g.F, k, g.F, 1.0f, dx, g.K);
     return;
   }
+  /* The kernel's gradient: patches^T dY, through the tables forward left in aux (the
+   * padded image included), kernel positions as rows and pixels as the sum. */
+  if (dk && damo_gemm_gather_available()) {
+    const conv_layout l = layout_of(n, &g);
+    const int64_t *pixel_off = (const int64_t *)((const char *)n->aux + l.pad_floats * (int64_t)sizeof(float));
+    const damo_gemm_gather_a patches_t = {l.pad_floats ? (const float *)n->aux : x, pixel_off + total, 0, pixel_off};
+    if (l.gather_bytes && damo_gemm_gather(&patches_t, 0, g.K, g.F, total, 1.0f, dy, g.F, kbeta, dk, g.F)) dk = NULL;
+  }
+  if (dx && dx_by_gather(n, &g, dy, k, dx)) dx = NULL;
+  if (!dk && !dx) return;
+  float *cols = block_buffer(n, &g);
   int64_t step = block_pixels(&g);
   for (int64_t p0 = 0; p0 < total; p0 += step) {
     int64_t count = total - p0 < step ? total - p0 : step;
     const float *dyb = dy + p0 * g.F;
     if (dk) {
-      im2col(&g, x, p0, count, n->aux);
-      damo_gemm(1, 0, g.K, g.F, count, 1.0f, n->aux, g.K, dyb, g.F, kbeta, dk, g.F);
+      im2col(&g, x, p0, count, cols);
+      damo_gemm(1, 0, g.K, g.F, count, 1.0f, cols, g.K, dyb, g.F, kbeta, dk, g.F);
       kbeta = 1.0f;
     }
     if (dx) {
-      damo_gemm(0, 1, count, g.K, g.F, 1.0f, dyb, g.F, k, g.F, 0.0f, n->aux, g.K);
-      col2im(&g, n->aux, p0, count, dx);
+      damo_gemm(0, 1, count, g.K, g.F, 1.0f, dyb, g.F, k, g.F, 0.0f, cols, g.K);
+      col2im(&g, cols, p0, count, dx);
     }
   }
 }

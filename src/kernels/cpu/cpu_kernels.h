@@ -51,10 +51,13 @@ void damo_gemm_microkernel_scalar(int64_t k, const float *packed_a, const float 
                                   int n, float alpha, float beta);
 void damo_gemm_microkernel_avx2(int64_t k, const float *packed_a, const float *packed_b, float *c, int64_t ldc, int m,
                                 int n, float alpha, float beta);
-/* The AVX2 tile reading op(A) in place (see gemm_avx2.c): for products too small to pack A. */
-void damo_gemm_microkernel_avx2_direct(int64_t k, const float *a, int64_t row_stride, int64_t k_stride,
+/* The AVX2 tile reading op(A) in place, step p of row i at rows[i][k_off[p]] (gemm_avx2.c). */
+void damo_gemm_microkernel_avx2_gather(int64_t k, const float *const *rows, const int64_t *k_off,
                                        const float *packed_b, float *c, int64_t ldc, int m, int n, float alpha,
                                        float beta);
+/* This thread's 64-byte aligned packing buffer of at least `floats` floats, kept for reuse
+ * (gemm.c); NULL without memory. */
+float *damo_gemm_pack_buffer(size_t floats);
 void damo_gemm_microkernel_avx512(int64_t k, const float *packed_a, const float *packed_b, float *c, int64_t ldc, int m,
                                   int n, float alpha, float beta);
 

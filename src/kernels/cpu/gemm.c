@@ -35,7 +35,7 @@ typedef struct gemm_config {
  * KC slice is one more pass of C through memory, and with both cores busy memory traffic, not
  * the FMAs, ran out first (KC 1024 beat 256 by 4-8% on two threads). The kernels stream a
  * B micro-panel too big for L1 from L2 at full speed. Per thread the buffer holds an A block
- * and a B block: 4.5 MiB at most for AVX-512, kept for reuse (see pack_buffer_get). */
+ * and a B block: 4.5 MiB at most for AVX-512, kept for reuse (see damo_gemm_pack_buffer). */
 static const gemm_config config_avx512 = {.mr = DAMO_GEMM_AVX512_MR,
                                           .nr = DAMO_GEMM_AVX512_NR,
                                           .kc = 1024,
@@ -176,7 +176,7 @@ static void pack_buffer_key_create(void) {
 
 /* A 64-byte aligned buffer of at least `floats` floats, or NULL when memory or a
  * thread-specific slot is unavailable (the caller then allocates for the one call). */
-static float *pack_buffer_get(size_t floats) {
+float *damo_gemm_pack_buffer(size_t floats) {
   call_once(&pack_buffer_once, pack_buffer_key_create);
   if (!pack_buffer_key_ok) return NULL;
   pack_buffer *buffer = tss_get(pack_buffer_key);
@@ -307,7 +307,7 @@ static void gemm_reference_problem(const gemm_problem *pr) {
  * (no memory at all) the reference loop, which needs none. */
 static void gemm_with_buffer(const gemm_problem *pr, const gemm_config *cfg) {
   const size_t floats = (size_t)(packed_a_floats(cfg, pr->M, pr->K) + packed_b_floats(cfg, pr->N, pr->K));
-  float *buffer = pack_buffer_get(floats);
+  float *buffer = damo_gemm_pack_buffer(floats);
   if (buffer) {
     gemm_blocked(pr, cfg, buffer);
     return;
@@ -322,42 +322,22 @@ static void gemm_with_buffer(const gemm_problem *pr, const gemm_config *cfg) {
 }
 
 /* Narrow products on AVX2 (op(B) at most NARROW_MAX_N columns: a convolution's filters, a
- * classifier's classes, a small MLP layer). Packing A is a pass over it as long as the
- * multiply's when there are few columns to reuse it for, so here A is read where it lies:
- * each thread packs the KC x N slice of op(B) (it stays in L2), then runs every tile of its
- * rows against every B panel, the A tile staying in L1 across them. K is sliced in order, as
- * in the packed path, so results do not depend on the thread count. */
+ * classifier's classes, a small MLP layer) read op(A) in place (gemm_gather.c): packing it
+ * was a pass as long as the multiply when there are so few columns to reuse it for.
+ * Returns 0 when that path does not apply. */
 #define NARROW_MAX_N 128
 
-static int narrow_applies(const gemm_problem *pr, const gemm_config *cfg) {
-  return cfg == &config_avx2 && !pr->bf16 && pr->N <= NARROW_MAX_N;
-}
-
-static void gemm_narrow_rows(const gemm_problem *pr, const gemm_config *cfg, int64_t row0, int64_t row1,
-                             float *packed_b) {
-  const int mr = cfg->mr, nr = cfg->nr;
-  const int64_t row_stride = pr->trans_a ? 1 : pr->lda, k_stride = pr->trans_a ? pr->lda : 1;
-  for (int64_t pc = 0; pc < pr->K; pc += cfg->kc) {
-    const int64_t kc = min64(cfg->kc, pr->K - pc);
-    const float beta = pc == 0 ? pr->beta : 1.0f;
-    cfg->pack(pr->trans_b, pr->B, pr->ldb, 0, pc, pr->N, kc, nr, packed_b);
-    for (int64_t row = row0; row < row1; row += mr) {
-      const float *a = pr->A + row * row_stride + pc * k_stride;
-      const int m = (int)min64(mr, row1 - row);
-      for (int64_t col = 0; col < pr->N; col += nr)
-        damo_gemm_microkernel_avx2_direct(kc, a, row_stride, k_stride, packed_b + col * kc,
-                                          pr->C + row * pr->ldc + col, pr->ldc, m, (int)min64(nr, pr->N - col),
-                                          pr->alpha, beta);
-    }
-  }
-}
-
-/* Rows [row0, row1) of a narrow product with this thread's buffer; 0 when none is had. */
-static int gemm_narrow(const gemm_problem *pr, const gemm_config *cfg, int64_t row0, int64_t row1) {
-  float *packed_b = pack_buffer_get((size_t)packed_b_floats(cfg, pr->N, pr->K));
-  if (!packed_b) return 0;
-  gemm_narrow_rows(pr, cfg, row0, row1, packed_b);
-  return 1;
+static int gemm_narrow(const gemm_problem *pr, const gemm_config *cfg) {
+  if (cfg != &config_avx2 || pr->bf16 || pr->N > NARROW_MAX_N) return 0;
+  int64_t *k_off = malloc((size_t)pr->K * sizeof *k_off);
+  if (!k_off) return 0;
+  const int64_t k_stride = pr->trans_a ? pr->lda : 1;
+  for (int64_t p = 0; p < pr->K; p++) k_off[p] = p * k_stride;
+  const damo_gemm_gather_a a = {pr->A, NULL, pr->trans_a ? 1 : pr->lda, k_off};
+  const int done = damo_gemm_gather(&a, pr->trans_b, pr->M, pr->N, pr->K, pr->alpha, pr->B, pr->ldb, pr->beta, pr->C,
+                                    pr->ldc);
+  free(k_off);
+  return done;
 }
 
 /* Part `part` of `parts` of [0, count) split at multiples of `tile` as evenly as tiles allow. */
@@ -421,31 +401,11 @@ void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
   const int bf16 = atomic_load(&matmul_precision) == DAMO_MATMUL_BF16;
   const gemm_problem problem = {trans_a, trans_b, bf16, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc};
 
+  if (gemm_narrow(&problem, cfg)) return;
   int threads = omp_in_parallel() ? 1 : damo_threads();
   if ((double)M * (double)N * (double)K < GEMM_THREADING_MIN_FMAS) threads = 1;
-  const int narrow = narrow_applies(&problem, cfg);
   if (threads <= 1) {
-    if (!narrow || !gemm_narrow(&problem, cfg, 0, M)) gemm_with_buffer(&problem, cfg);
-    return;
-  }
-  if (narrow) {
-    /* Rows split in whole tiles; a thread without a buffer does its rows the packed way. */
-    const int64_t row_tiles = (M + cfg->mr - 1) / cfg->mr;
-    const int parts = row_tiles < threads ? (int)row_tiles : threads;
-#pragma omp parallel num_threads(parts)
-    {
-      const int team = omp_get_num_threads();
-      for (int part = omp_get_thread_num(); part < parts; part += team) {
-        int64_t row0, row1;
-        tile_share(M, cfg->mr, part, parts, &row0, &row1);
-        if (row0 >= row1 || gemm_narrow(&problem, cfg, row0, row1)) continue;
-        gemm_problem block = problem;
-        block.M = row1 - row0;
-        block.A = problem.trans_a ? problem.A + row0 : problem.A + row0 * problem.lda;
-        block.C = problem.C + row0 * problem.ldc;
-        gemm_with_buffer(&block, cfg);
-      }
-    }
+    gemm_with_buffer(&problem, cfg);
     return;
   }
 

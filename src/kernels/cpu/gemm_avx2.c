@@ -86,17 +86,16 @@ __attribute__((target("avx2,fma"))) void damo_gemm_microkernel_avx2(int64_t k, c
   store_tile(acc, c, ldc, m, n, alpha, beta);
 }
 
-/* The same tile with op(A) read where it lies: row i of the tile, step p at
- * a[i * row_stride + p * k_stride] (A untransposed: row_stride lda, k_stride 1; transposed:
- * 1 and lda). Rows past m read row m - 1 again (never outside A) and are not stored. For
- * small products, where packing A cost about as much as multiplying it. */
-__attribute__((target("avx2,fma"))) void damo_gemm_microkernel_avx2_direct(int64_t k, const float *a,
-                                                                           int64_t row_stride, int64_t k_stride,
+/* The same tile with op(A) read where it lies: step p of row i is rows[i][k_off[p]] (a
+ * strided matrix, or convolution patches gathered from the image: damo_gemm_gather). The
+ * caller points rows past m at a real row; they are not stored. */
+__attribute__((target("avx2,fma"))) void damo_gemm_microkernel_avx2_gather(int64_t k, const float *const *rows,
+                                                                           const int64_t *k_off,
                                                                            const float *packed_b, float *c,
                                                                            int64_t ldc, int m, int n, float alpha,
                                                                            float beta) {
-  const float *rows[MR];
-  for (int i = 0; i < MR; i++) rows[i] = a + (i < m ? i : m - 1) * row_stride;
+  const float *r[MR];
+  for (int i = 0; i < MR; i++) r[i] = rows[i];
   __m256 acc[MR][VECTORS_PER_ROW];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; i++)
@@ -104,14 +103,13 @@ __attribute__((target("avx2,fma"))) void damo_gemm_microkernel_avx2_direct(int64
     for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm256_setzero_ps();
 #pragma GCC unroll 2
   for (int64_t p = 0; p < k; p++) {
-    __m256 b[VECTORS_PER_ROW];
-#pragma GCC unroll 4
-    for (int v = 0; v < VECTORS_PER_ROW; v++) b[v] = _mm256_load_ps(packed_b + 8 * v);
+    const int64_t at = k_off[p];
+    const __m256 b0 = _mm256_load_ps(packed_b), b1 = _mm256_load_ps(packed_b + 8);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; i++) {
-      __m256 av = _mm256_broadcast_ss(rows[i] + p * k_stride);
-#pragma GCC unroll 4
-      for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm256_fmadd_ps(av, b[v], acc[i][v]);
+      const __m256 av = _mm256_broadcast_ss(r[i] + at);
+      acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
     }
     packed_b += NR;
   }
