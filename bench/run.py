@@ -26,8 +26,17 @@ PY = "/usr/bin/python3"
 GEMM_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048),
                # W1's products at batch 64: forward, input gradient, weight gradient
                (64, 256, 784), (64, 128, 256), (64, 10, 128), (64, 784, 256), (784, 256, 64)]
+def cpu_has(flag):
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and flag in line.split() for line in f)
+    except OSError:
+        return False
+
+
 TORCH_CONFIGS = [{}]
-for core in (None, "SkylakeX"):
+# OpenBLAS's SkylakeX kernels need AVX-512: on other CPUs they stop with SIGILL.
+for core in (None, "SkylakeX") if cpu_has("avx512f") else (None,):
     for extra in ({}, {"OPENBLAS_NUM_THREADS": "1"}, {"OMP_WAIT_POLICY": "PASSIVE"},
                   {"OPENBLAS_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}):
         cfg = dict(extra)
@@ -206,14 +215,6 @@ def bench_gpt2_124m(damo, work, threads, env_threads, quick):
         out["torch"][name] = r
     out["torch_config"] = describe(TORCH_CONFIGS[0])
     return out
-
-
-def cpu_has(flag):
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and flag in line.split() for line in f)
-    except OSError:
-        return False
 
 
 def w6_tokens_per_s(side):

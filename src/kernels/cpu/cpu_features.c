@@ -6,7 +6,9 @@
  * tests; a request above what the CPU has is clamped to the best it has. */
 #include "kernels/kernels.h"
 
+#include <cpuid.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* -1 until the first query; then a damo_simd_level. Detection is deterministic, so two
@@ -69,10 +71,28 @@ const char *damo_simd_path(void) {
   }
 }
 
+/* Read from CPUID rather than __builtin_cpu_supports: the builtin's feature names for bf16
+ * and AMX differ between GCC and clang versions (clang 14 rejects "amx-bf16" at compile
+ * time), and a unit only counts when the OS also saves its registers (XCR0). */
+static uint64_t os_saved_state(void) {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27))) return 0; /* no OSXSAVE */
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return ((uint64_t)hi << 32) | lo;
+}
+
 int damo_cpu_has_bf16(void) {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("amx-bf16")) return 2;
-  return __builtin_cpu_supports("avx512bf16") ? 1 : 0;
+  unsigned eax, ebx, ecx, edx;
+  if (__get_cpuid_max(0, NULL) < 7) return 0;
+  uint64_t xcr0 = os_saved_state();
+  const uint64_t avx512_state = 0xE6; /* SSE, AVX, opmask, ZMM upper halves, ZMM16-31 */
+  const uint64_t amx_state = 3ull << 17; /* XTILECFG, XTILEDATA */
+  __cpuid_count(7, 0, eax, ebx, ecx, edx);
+  if ((edx & (1u << 22)) && (xcr0 & amx_state) == amx_state) return 2; /* AMX-BF16 */
+  __cpuid_count(7, 1, eax, ebx, ecx, edx);
+  if ((eax & (1u << 5)) && (xcr0 & avx512_state) == avx512_state) return 1; /* AVX512_BF16 */
+  return 0;
 }
 
 /* Written for what this project's machines have (AVX2 and AVX-512F, no bf16 unit): a native
