@@ -224,6 +224,20 @@ static const cli_group bench_groups[] = {
     {"bench bert (W5: BERT fine-tuned on SpamAssassin)", BRT, bench_bert},
     {NULL, 0, NULL}};
 
+/* ---- quantize */
+static const cli_option quantize_options[] = {
+    {"--model", 1, "DIR", "a saved f32 model directory"},
+    {"--out", 1, "DIR", "where the int8 model goes (not --model itself)"},
+    {"--data", 1, "SPEC", "calibration examples come from its training split (never the test split)"},
+    {"--calibration", 1, "N", "calibration examples, spread over the split (default 2048)"},
+    {"--method", 1, "minmax|percentile|histogram", "how each input range is chosen (default histogram: least squared error)"},
+    {"--percentile", 1, "P", "with --method percentile: keep the P-th percentile range (default 99.99)"},
+    {"--dynamic", 0, NULL, "quantise each batch's inputs from their own range (no calibration)"},
+    {"--evaluate", 0, NULL, "score the f32 and the int8 model on the test split of --data"},
+    {"--label-column", 1, "NAME", "a CSV's label column (default label)"},
+    END};
+static const cli_group quantize_groups[] = {{NULL, SEQ, quantize_options}, {NULL, 0, NULL}};
+
 static const cli_group no_groups[] = {{NULL, 0, NULL}};
 
 static int info(int argc, char **argv) {
@@ -253,6 +267,12 @@ static const cli_command commands[] = {
     {.name = "summary", .synopsis = "--model DIR | --config FILE",
      .summary = "the model's layers, output shapes and parameter counts", .usage = "damo summary --model DIR | --config FILE",
      .groups = summary_groups, .by_kind = {cli_summary_sequential, cli_summary_gpt2, cli_summary_bert}},
+    {.name = "quantize", .synopsis = "--model DIR --out DIR --data SPEC",
+     .summary = "int8 post-training quantisation of dense and conv2d layers",
+     .usage = "damo quantize --model DIR --out DIR (--data SPEC [--method M] [--calibration N] | --dynamic) "
+              "[--evaluate]",
+     .groups = quantize_groups, .by_kind = {cli_quantize_sequential, NULL, NULL},
+     .not_applicable = {NULL, "int8 GPT-2 is not built yet (issue 23)", "int8 BERT is not built yet (issue 23)"}},
     {.name = "export", .synopsis = "--data SPEC --x x.npy", .summary = "write a data set's split as .npy arrays",
      .usage = "damo export --data SPEC [--split train|test] --x x.npy [--y y.npy]", .groups = export_groups,
      .run = cli_export},

@@ -251,9 +251,10 @@ void damo_dist_progress(damo_dist *d);
 
 /* ------------------------------------------------------------------ tensors */
 
-/* DAMO_BF16 is a storage type (weights saved or served in bfloat16: the top 16 bits of an f32);
+/* DAMO_BF16 is a storage type (weights saved or served in bfloat16: the top 16 bits of an f32),
+ * as is DAMO_I8 (int8-quantised weights, with their scales beside them);
  * graphs compute in f32. */
-typedef enum damo_dtype { DAMO_F32 = 0, DAMO_I32 = 1, DAMO_U8 = 2, DAMO_BF16 = 3 } damo_dtype;
+typedef enum damo_dtype { DAMO_F32 = 0, DAMO_I32 = 1, DAMO_U8 = 2, DAMO_BF16 = 3, DAMO_I8 = 4 } damo_dtype;
 size_t damo_dtype_size(damo_dtype t);
 /* bfloat16 <-> float: rounding to the nearest even value (as torch's .to(torch.bfloat16));
  * NaN stays a (quiet) NaN, infinities stay infinite, a finite value too large rounds to inf. */
@@ -332,10 +333,10 @@ damo_status damo_npy_load(const char *path, damo_tensor **out);
 /* Writes F32 as <f4, I32 as <i4, U8 as |u1; atomically (temp file, fsync, rename). */
 damo_status damo_npy_save(const char *path, const damo_tensor *t);
 
-/* HuggingFace safetensors. Reads F32/F16/BF16 (to F32), I32, I64 (to I32), U8. The header
+/* HuggingFace safetensors. Reads F32/F16/BF16 (to F32), I32, I64 (to I32), U8, I8. The header
  * is validated: offsets in range and non-overlapping, known dtypes, shape x size = bytes. */
 damo_status damo_safetensors_load(const char *path, damo_tensor_dict **out);
-/* Writes F32, BF16, I32 and U8 tensors atomically; metadata may be NULL (a {"key": "value"}
+/* Writes F32, BF16, I32, U8 and I8 tensors atomically; metadata may be NULL (a {"key": "value"}
  * list of n_meta pairs). */
 damo_status damo_safetensors_save(const char *path, const damo_tensor_dict *d, const char *const *meta_kv,
                                   int n_meta);
@@ -1960,7 +1961,33 @@ damo_status damo_bert_finetuner_fit(damo_bert_finetuner *f, const damo_bert_exam
 damo_status damo_bert_finetuner_predict(damo_bert_finetuner *f, int64_t batch, const int32_t *ids, const int32_t *types,
                                         const int32_t *mask, float *probs);
 
+/* ------------------------------------------------------------------ compression */
+
+/* How the input range of each int8 layer is chosen from the calibration data (see
+ * docs/compression.md): the whole range seen, the range between the (100 - p)th and pth
+ * percentiles, or the range minimising the expected squared quantisation error. */
+typedef enum damo_calibration { DAMO_CALIB_MINMAX = 0, DAMO_CALIB_PERCENTILE, DAMO_CALIB_HISTOGRAM } damo_calibration;
+typedef struct damo_quantize_options {
+  damo_calibration method;
+  int64_t calibration_examples; /* spread over x; 0: 2048 (fewer if x has fewer) */
+  int batch_size;               /* 0: 64 */
+  double percentile;            /* DAMO_CALIB_PERCENTILE: 0 means 99.99 */
+  int dynamic;                  /* 1: inputs quantised per batch from their own range (no x needed) */
+} damo_quantize_options;
+/* Post-training int8: every dense and conv2d layer gets a symmetric int8 kernel (one scale
+ * per output channel) and an affine uint8 input (one scale and zero point, calibrated on x:
+ * training examples, never the test split); the layers then run the int8 ops. Other layers
+ * stay f32 and are named, with the reason, in config.json's "quantization". A quantised
+ * model saves as I8 kernels plus their scales (damo_model_save), loads, evaluates and
+ * predicts as any other; fit refuses it. Quantising twice is refused. */
+damo_status damo_model_quantize(damo_model *m, const damo_tensor *x, const damo_quantize_options *o);
+int damo_model_is_quantized(const damo_model *m);
+/* Layer i's name and precision: 1 int8, 0 f32 (why: the reason it stayed f32 in a quantised
+ * model, else NULL), -1 no such layer. */
+int damo_model_layer_precision(const damo_model *m, int i, const char **name, const char **why);
+
 #ifdef __cplusplus
 }
 #endif
+
 #endif

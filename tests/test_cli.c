@@ -4,6 +4,7 @@
 #include "harness.h"
 
 #include <damo.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -99,6 +100,46 @@ static void test_train_evaluate_predict(void) {
   while (f && fgets(line, sizeof line, f)) lines++;
   if (f) fclose(f);
   CHECK(lines == 9);
+}
+
+/* issue 23: damo quantize on the model above; the int8 directory evaluates, predicts and
+ * summarises as any other; what it refuses. */
+static void test_quantize(void) {
+  int rc = run("%s quantize --model %s/m --out %s/mq --data %s/train.csv --method percentile --evaluate", DAMO_CLI_PATH,
+               dir, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "dense_1                  int8") && strstr(cli_out, "test accuracy: f32 ") &&
+                strstr(cli_out, "percentile calibration on 600 training examples"),
+            "%s", cli_out);
+  rc = run("%s evaluate --model %s/m --data %s/test.csv", DAMO_CLI_PATH, dir, dir);
+  const char *at = strstr(cli_out, "accuracy: ");
+  const double acc32 = at ? atof(at + 10) : -1;
+  rc = run("%s evaluate --model %s/mq --data %s/test.csv", DAMO_CLI_PATH, dir, dir);
+  at = strstr(cli_out, "accuracy: ");
+  const double acc8 = at ? atof(at + 10) : -1;
+  CHECK_MSG(rc == 0 && acc32 > 0.9 && fabs(acc8 - acc32) <= 0.02, "f32 %.4f int8 %.4f: %s", acc32, acc8, cli_out);
+  rc = run("%s predict --model %s/mq --input %s/x.npy --labels %s/y.npy", DAMO_CLI_PATH, dir, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "accuracy: "), "%s", cli_out);
+  rc = run("%s summary --model %s/mq", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "Int8 layers: dense_1, dense_2"), "%s", cli_out);
+  /* Refused, with the reason, and nothing written. */
+  rc = run("%s quantize --model %s/mq --out %s/mq2 --data %s/train.csv", DAMO_CLI_PATH, dir, dir, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "already int8-quantised"), "%s", cli_out);
+  rc = run("%s quantize --model %s/m --out %s/m --data %s/train.csv", DAMO_CLI_PATH, dir, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "own directory"), "%s", cli_out);
+  rc = run("%s quantize --model %s/m --out %s/mq3 --data %s/train.csv --method fancy", DAMO_CLI_PATH, dir, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "minmax, percentile or histogram"), "%s", cli_out);
+  rc = run("%s quantize --model %s/m --out %s/mq3 --dynamic --method minmax", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "do not apply"), "%s", cli_out);
+  rc = run("%s quantize --model %s/m --out %s/mq3", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--dynamic"), "%s", cli_out);
+  rc = run("%s quantize --model %s/m --out %s/mq3 --data %s/test.csv --calibration 0", DAMO_CLI_PATH, dir, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--calibration"), "%s", cli_out);
+  char path[512];
+  snprintf(path, sizeof path, "%s/mq3", dir);
+  struct stat st;
+  CHECK(stat(path, &st) != 0);
+  rc = run("%s quantize --model %s/m --out %s/mq4 --dynamic", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "dynamic activations"), "%s", cli_out);
 }
 
 static void test_bad_input_messages(void) {
@@ -385,7 +426,7 @@ static void test_invalid_settings_are_errors(void) {
 /* ---- issue 19.4: one command dispatch, help from the option tables */
 
 static const char *const commands[] = {"info", "train", "evaluate", "predict", "generate", "summary", "export",
-                                       "tokenize", "bench"};
+                                       "tokenize", "bench", "quantize"};
 
 /* `damo CMD --help` and `damo help CMD`: exit 0, the same text, the usage line; `damo --help`
  * names every command; the options issue 19 found missing are listed. */
@@ -612,6 +653,7 @@ static void test_config_typos(void) {
 int main(void) {
   if (!mkdtemp(dir)) return 1;
   RUN(test_train_evaluate_predict);
+  RUN(test_quantize);
   RUN(test_bad_input_messages);
   RUN(test_text_folder_train_predict);
   RUN(test_bert_folder_train_predict); /* uses the mails made above */

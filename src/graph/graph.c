@@ -106,6 +106,11 @@ static void default_name(damo_node *n) {
 
 damo_node *damo_graph_add_node(damo_graph *g, damo_op op, int n_in, damo_node *const *in, const int *iparam,
                                int n_iparam, const float *fparam, int n_fparam) {
+  return damo_graph_add_node_data(g, op, n_in, in, iparam, n_iparam, fparam, n_fparam, NULL);
+}
+
+damo_node *damo_graph_add_node_data(damo_graph *g, damo_op op, int n_in, damo_node *const *in, const int *iparam,
+                                    int n_iparam, const float *fparam, int n_fparam, const void *op_data) {
   if (!g) return NULL;
   if (g->status != DAMO_OK) return builder_fail(g, g->status);
   for (int i = 0; i < n_in; i++) {
@@ -124,6 +129,7 @@ damo_node *damo_graph_add_node(damo_graph *g, damo_op op, int n_in, damo_node *c
   }
   if (iparam) memcpy(n->iparam, iparam, (size_t)n_iparam * sizeof *iparam);
   if (fparam) memcpy(n->fparam, fparam, (size_t)n_fparam * sizeof *fparam);
+  n->op_data = op_data;
   default_name(n);
   damo_status st = damo_op_table[op]->infer(n);
   if (st != DAMO_OK) {

@@ -55,6 +55,8 @@ typedef enum damo_op {
   DAMO_OP_ATTENTION,
   DAMO_OP_SLICE_LAST,
   DAMO_OP_LINEAR_CE,
+  DAMO_OP_QDENSE,
+  DAMO_OP_QCONV2D,
   DAMO_OP_COUNT
 } damo_op;
 
@@ -85,6 +87,8 @@ struct damo_node {
 
   damo_tensor *param_value, *param_grad; /* PARAM: caller-owned storage */
   damo_tensor *constant;                 /* CONSTANT: owned copy */
+  const void *op_data; /* constant data an op reads, owned by its builder's caller (int8 ops:
+                        * the layer's packed weights), or NULL */
   float *capture; /* caller buffer an op's forward also fills, or NULL (attention probabilities) */
   uint64_t seed;  /* the random seed of the last training forward (dropout), reused when recomputed */
   int segment;    /* recomputed segment (damo_graph_recompute_begin), 0: none */
@@ -164,6 +168,9 @@ extern const damo_op_def *const damo_op_table[DAMO_OP_COUNT];
  * failure or if any input is NULL. iparam/fparam are copied when not NULL. */
 damo_node *damo_graph_add_node(damo_graph *g, damo_op op, int n_in, damo_node *const *in, const int *iparam,
                                int n_iparam, const float *fparam, int n_fparam);
+/* The same with op_data set before shape inference. */
+damo_node *damo_graph_add_node_data(damo_graph *g, damo_op op, int n_in, damo_node *const *in, const int *iparam,
+                                    int n_iparam, const float *fparam, int n_fparam, const void *op_data);
 /* Records a shape error for a builder with both shapes spelled out; returns DAMO_ERR_SHAPE. */
 damo_status damo_shape_error(const damo_node *n, const char *what, const damo_node *a, const damo_node *b);
 

@@ -16,14 +16,14 @@
 
 #define MAX_HEADER_BYTES (100u * 1024u * 1024u)
 
-typedef enum st_dtype { ST_F32, ST_F16, ST_BF16, ST_F64, ST_I32, ST_I64, ST_U8 } st_dtype;
+typedef enum st_dtype { ST_F32, ST_F16, ST_BF16, ST_F64, ST_I32, ST_I64, ST_U8, ST_I8 } st_dtype;
 
 static const struct {
   const char *name;
   st_dtype code;
   int size;
 } st_dtypes[] = {{"F32", ST_F32, 4}, {"F16", ST_F16, 2}, {"BF16", ST_BF16, 2}, {"F64", ST_F64, 8},
-                 {"I32", ST_I32, 4}, {"I64", ST_I64, 8}, {"U8", ST_U8, 1}};
+                 {"I32", ST_I32, 4}, {"I64", ST_I64, 8}, {"U8", ST_U8, 1}, {"I8", ST_I8, 1}};
 
 /* Valid safetensors dtypes this build does not read: UNSUPPORTED rather than FORMAT. */
 static const char *const st_other_dtypes[] = {"BOOL", "I8", "I16", "U16", "U32", "U64", "F8_E4M3", "F8_E5M2"};
@@ -157,12 +157,12 @@ static int cmp_begin(const void *a, const void *b) {
 
 /* Decodes one validated entry from the data section into a new tensor. */
 static damo_status decode_entry(const st_entry *e, const unsigned char *src, const char *path, damo_tensor **out) {
-  damo_dtype dt = (e->code == ST_I32 || e->code == ST_I64) ? DAMO_I32 : e->code == ST_U8 ? DAMO_U8 : DAMO_F32;
+  damo_dtype dt = (e->code == ST_I32 || e->code == ST_I64) ? DAMO_I32 : e->code == ST_U8 ? DAMO_U8 : e->code == ST_I8 ? DAMO_I8 : DAMO_F32;
   damo_tensor *t = damo_tensor_new(dt, e->ndim, e->shape);
   if (!t) return damo_error_prefix(DAMO_ERR_NOMEM, "%s: tensor '%s': ", path, e->name);
   size_t n = (size_t)((e->end - e->begin) / (uint64_t)e->size);
   int native = host_is_little_endian();
-  if (e->code == ST_U8 || ((e->code == ST_F32 || e->code == ST_I32) && native)) {
+  if (e->code == ST_U8 || e->code == ST_I8 || ((e->code == ST_F32 || e->code == ST_I32) && native)) {
     if (n) memcpy(t->data, src, n * (size_t)e->size);
     *out = t;
     return DAMO_OK;
@@ -205,7 +205,8 @@ static damo_status decode_entry(const st_entry *e, const unsigned char *src, con
       iv[i] = (int32_t)v;
       break;
     }
-    case ST_U8: break; /* handled above */
+    case ST_U8:
+    case ST_I8: break; /* handled above */
     }
   }
   *out = t;
@@ -372,7 +373,7 @@ static void sort_indices(int *idx, int n, const damo_tensor_dict *d, int (*cmp)(
 }
 
 static const char *st_name(damo_dtype t) {
-  return t == DAMO_F32 ? "F32" : t == DAMO_I32 ? "I32" : t == DAMO_U8 ? "U8" : t == DAMO_BF16 ? "BF16" : NULL;
+  return t == DAMO_F32 ? "F32" : t == DAMO_I32 ? "I32" : t == DAMO_U8 ? "U8" : t == DAMO_I8 ? "I8" : t == DAMO_BF16 ? "BF16" : NULL;
 }
 
 damo_status damo_safetensors_save(const char *path, const damo_tensor_dict *d, const char *const *meta_kv,

@@ -46,6 +46,43 @@ int damo_gemm_gather(const damo_gemm_gather_a *a, int trans_b, int64_t M, int64_
 void damo_gemm_reference(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
+/* ---- int8 products of quantised layers (kernels/cpu/gemm_int8.c): symmetric int8 weights
+ * per output column, affine uint8 activations per tensor, int32 sums, f32 out. */
+#define DAMO_QMR 6 /* rows per micro-tile: activation buffers hold whole tiles (damo_qrows_padded) */
+/* How the packed weights are laid out, which decides the activations' form:
+ *   S16:  int16 (q - z) activations, VPMADDWD on AVX2 (any x86-64 with AVX2; exact);
+ *   VNNI: uint8 q activations, VPDPBUSD on AVX512-VNNI, the zero point taken off afterwards
+ *         with the weights' column sums (four products per 32-bit lane: twice S16's rate). */
+typedef enum damo_qlayout { DAMO_QLAYOUT_AUTO = 0, DAMO_QLAYOUT_S16, DAMO_QLAYOUT_VNNI } damo_qlayout;
+typedef struct damo_qweight {
+  damo_qlayout layout;
+  int64_t K, N, Kp; /* Kp: K rounded up to the layout's group (2 or 4) */
+  int64_t panels;   /* 16-column panels of VNNI, 8-column panels of S16 (an even count) */
+  void *packed;     /* see gemm_int8.c */
+  float *scale;     /* N: w = scale[n] * q */
+  int32_t *colsum;  /* VNNI: N column sums of q */
+} damo_qweight;
+/* Packs W (K x N int8, row-major) with its column scales; AUTO picks VNNI where the CPU has
+ * it. NULL (error set) on failure. */
+damo_qweight *damo_qweight_pack(const int8_t *w, int64_t K, int64_t N, const float *scale, damo_qlayout layout);
+void damo_qweight_free(damo_qweight *q);
+int damo_cpu_has_vnni(void);
+int64_t damo_qrows_padded(int64_t M);
+/* Bytes of one activation row in w's form (Kp values of 2 or 1 bytes). */
+size_t damo_qrow_bytes(const damo_qweight *w);
+/* The scale and zero point of affine uint8 over [lo, hi] widened to hold 0. */
+void damo_quant_params(float lo, float hi, float *scale, int *zero_point);
+/* Rows of x (ldx apart) quantised to uint8 q = clamp(round(x / scale) + z, 0, 255) in w's
+ * form, one damo_qrow_bytes(w) row each (S16 keeps q - z as int16; VNNI keeps q); the
+ * columns past K are zero (S16) or z (VNNI), which contribute nothing to the product. */
+void damo_quantize_rows(const float *x, int64_t rows, int64_t K, int64_t ldx, float scale, int zero_point,
+                        const damo_qweight *w, void *out);
+/* c[m][n] = x_scale * w->scale[n] * sum_k (q[m][k] - z) w[k][n] + bias[n] (bias may be NULL),
+ * then max(0, .) if relu; a: damo_qrows_padded(M) rows from damo_quantize_rows (those past M
+ * quantised zeros). Exact in int32; threads over tiles. */
+void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale, int zero_point, const float *bias,
+                  int relu, float *c, int64_t ldc);
+
 /* ---- optimizer updates: the CPU backend's flat-block kernels (kernels/cpu/optim_update.c).
  * The optimizer computes the step's scalars on the host (schedule, bias corrections, the
  * clip factor) and hands one of these to its backend. */

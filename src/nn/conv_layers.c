@@ -2,6 +2,7 @@
  * Keras: Reshape, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D and
  * BatchNormalization. Like every layer they only compose graph ops. */
 #include "nn/layers.h"
+#include "ops/ops.h"
 
 #include <stdio.h>
 
@@ -110,6 +111,18 @@ static damo_status conv_infer(damo_layer *l) {
 /* One fused node (bias and activation as the epilogue); softmax stays a separate op. */
 static damo_node *conv_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
   int separate = l->act == DAMO_ACT_SOFTMAX;
+  if (l->quant) {
+    const int fused = l->act == DAMO_ACT_RELU;
+    damo_node *h = damo_qconv2d_op(g, x, l->quant->packed, l->kernel[0], l->kernel[1],
+                                   l->use_bias ? slot_param(l, g, 1) : NULL, fused ? l->act : DAMO_ACT_NONE,
+                                   l->stride[0], l->stride[1], l->pad[0], l->pad[1], l->pad[2], l->pad[3],
+                                   l->quant->x_scale, l->quant->x_zero_point);
+    h = named(l, h, "qconv");
+    if (fused || l->act == DAMO_ACT_NONE) return *pre = h;
+    damo_node *out = named(l, damo_apply_activation(g, h, l->act), damo_activation_name(l->act));
+    *pre = separate ? h : out;
+    return out;
+  }
   damo_node *h = damo_conv2d_ex(g, x, slot_param(l, g, 0), l->use_bias ? slot_param(l, g, 1) : NULL,
                                 separate ? DAMO_ACT_NONE : l->act, l->stride[0], l->stride[1], l->pad[0], l->pad[1],
                                 l->pad[2], l->pad[3]);

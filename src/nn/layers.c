@@ -1,6 +1,7 @@
 /* layers.c - the Keras-style layers of a Sequential model: Dense, Activation, Dropout,
  * Flatten and Rescaling, each a composition of graph ops. */
 #include "nn/layers.h"
+#include "ops/ops.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@ damo_layer *damo_layer_alloc(const damo_layer_type *type) {
 
 void damo_layer_free(damo_layer *l) {
   if (l) damo_layer_free(l->inner);
+  if (l) damo_layer_quant_free(l->quant);
   free(l);
 }
 
@@ -224,6 +226,16 @@ static damo_node *dense_build(damo_layer *l, damo_graph *g, damo_node *x, damo_n
     b = damo_param(g, pname, l->params[1].value, l->params[1].grad);
   }
   int separate = l->act == DAMO_ACT_SOFTMAX || l->act == DAMO_ACT_SIGMOID;
+  if (l->quant) {
+    /* int8: ReLU is fused, any other activation follows as its own op. */
+    const int fused = l->act == DAMO_ACT_RELU;
+    damo_node *h = named(l, damo_qdense_op(g, x, l->quant->packed, b, fused ? l->act : DAMO_ACT_NONE, l->quant->x_scale,
+                                           l->quant->x_zero_point), "qdense");
+    if (fused || l->act == DAMO_ACT_NONE) return *pre = h;
+    damo_node *out = named(l, damo_apply_activation(g, h, l->act), damo_activation_name(l->act));
+    *pre = separate ? h : out;
+    return out;
+  }
   damo_node *h = named(l, damo_dense_op(g, x, w, b, separate ? DAMO_ACT_NONE : l->act), "dense");
   *pre = h;
   if (!separate) return h;

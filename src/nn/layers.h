@@ -24,6 +24,16 @@ typedef struct damo_param_slot {
   damo_tensor *value, *grad; /* views into the model's flat blocks (set by the model); grad NULL when frozen */
 } damo_param_slot;
 
+/* An int8-quantised Dense or Conv2D (compress/quantize.c makes it; the model directory
+ * saves and loads it). Its f32 kernel slot holds the dequantised values, scale[n] * q. */
+typedef struct damo_layer_quant {
+  int8_t *q;             /* the kernel as int8, in the f32 slot's layout (..., K part, N) */
+  float *scale;          /* N: per output channel */
+  float x_scale;         /* the input's affine uint8 scale; 0: per batch (dynamic) */
+  int32_t x_zero_point;  /* 0..255 */
+  struct damo_qweight *packed; /* the kernel packed for the int8 product */
+} damo_layer_quant;
+
 typedef struct damo_layer_type {
   const char *type; /* "dense", as written in config.json */
   /* Output shape (without batch) from the input shape; declares parameter slots. */
@@ -88,6 +98,7 @@ struct damo_layer {
   int64_t in_shape[DAMO_MAX_DIMS], out_shape[DAMO_MAX_DIMS];
   int n_params;
   damo_param_slot params[DAMO_LAYER_MAX_PARAMS];
+  damo_layer_quant *quant;  /* int8-quantised (dense, conv2d), or NULL: f32 */
 };
 
 extern const damo_layer_type damo_layer_dense, damo_layer_activation, damo_layer_dropout, damo_layer_flatten,
@@ -98,6 +109,15 @@ extern const damo_layer_type damo_layer_dense, damo_layer_activation, damo_layer
     damo_layer_multi_head_attention, damo_layer_transformer_encoder, damo_layer_transformer_decoder,
     damo_layer_position_embedding, damo_layer_token_and_position_embedding, damo_layer_conv1d,
     damo_layer_max_pool1d, damo_layer_avg_pool1d;
+
+/* Whether l can run int8 (dense, conv2d); else why not, in why (a static string). */
+int damo_layer_quantizable(const damo_layer *l, const char **why);
+/* Makes l int8 from its kernel q (the slot's shape, int8) and column scales: packs it and
+ * writes scale[n] * q into the f32 kernel slot (which must be bound). x_scale <= 0: the input
+ * is quantised per batch. Checks every value (scales positive and finite, zero point
+ * 0..255); on failure l is unchanged. */
+damo_status damo_layer_quantize(damo_layer *l, const int8_t *q, const float *scale, float x_scale, int x_zero_point);
+void damo_layer_quant_free(damo_layer_quant *quant);
 
 /* A new layer of this type with its defaults (the constructors' common start). */
 damo_layer *damo_layer_alloc(const damo_layer_type *type);

@@ -22,6 +22,18 @@ extern const damo_op_def damo_op_def_conv2d, damo_op_def_max_pool2d, damo_op_def
 extern const damo_op_def damo_op_def_sequence_mask, damo_op_def_concat, damo_op_def_global_pool1d;
 extern const damo_op_def damo_op_def_layer_norm, damo_op_def_gelu, damo_op_def_attention;
 extern const damo_op_def damo_op_def_slice_last, damo_op_def_linear_ce;
+extern const damo_op_def damo_op_def_qdense, damo_op_def_qconv2d;
+
+/* int8 inference ops (qlinear.c) over a layer's packed weights w (kept alive by the layer):
+ * the input quantised to affine uint8 with x_scale and zero_point, or per batch from its
+ * range when x_scale <= 0 (dynamic); bias (a param node) may be NULL; act linear or relu
+ * fused, others refused. They have no backward: a quantised model does not train. */
+damo_node *damo_qdense_op(damo_graph *g, damo_node *x, const damo_qweight *w, damo_node *bias, damo_activation act,
+                          float x_scale, int zero_point);
+/* x (N, H, W, C) channels-last; w packs the (KH, KW, C, F) kernel as (KH*KW*C, F). */
+damo_node *damo_qconv2d_op(damo_graph *g, damo_node *x, const damo_qweight *w, int kh, int kw, damo_node *bias,
+                           damo_activation act, int stride_h, int stride_w, int pad_top, int pad_left, int pad_bottom,
+                           int pad_right, float x_scale, int zero_point);
 
 /* damo_linear_cross_entropy with chunk_rows logits rows at a time (0: the default chunk), so
  * tests can cover the chunk boundaries with small shapes. */

@@ -9,6 +9,7 @@ size_t damo_dtype_size(damo_dtype t) {
   case DAMO_F32: return 4;
   case DAMO_I32: return 4;
   case DAMO_U8: return 1;
+  case DAMO_I8: return 1;
   case DAMO_BF16: return 2;
   }
   return 0;
@@ -19,6 +20,7 @@ const char *damo_dtype_name(damo_dtype t) {
   case DAMO_F32: return "f32";
   case DAMO_I32: return "i32";
   case DAMO_U8: return "u8";
+  case DAMO_I8: return "i8";
   case DAMO_BF16: return "bf16";
   }
   return "?";
@@ -213,6 +215,9 @@ damo_tensor *damo_tensor_to_f32(const damo_tensor *t) {
     break;
   case DAMO_BF16:
     for (int64_t i = 0; i < n; i++) d[i] = damo_f32_from_bf16(((const uint16_t *)t->data)[i]);
+    break;
+  case DAMO_I8:
+    for (int64_t i = 0; i < n; i++) d[i] = (float)((const int8_t *)t->data)[i];
     break;
   }
   return o;

@@ -153,6 +153,7 @@ cJSON *damo_model_to_json(const damo_model *m) {
     if (damo_model_num_outputs(m) == 1) cJSON_AddItemToObject(root, "metrics", damo_metrics_to_json(m->copt.metrics));
   }
   if (m->fit_defaults) cJSON_AddItemToObject(root, "fit", cJSON_Duplicate(m->fit_defaults, 1));
+  if (m->quantization) cJSON_AddItemToObject(root, "quantization", cJSON_Duplicate(m->quantization, 1));
   if (m->n_class_names)
     cJSON_AddItemToObject(root, "class_names",
                           cJSON_CreateStringArray((const char *const *)m->class_names, m->n_class_names));
@@ -498,6 +499,36 @@ static damo_status parse_compile(damo_config_obj *root, damo_model *m) {
 
 /* "fit": checked here, kept as JSON in the model and read again by
  * damo_model_config_fit_options into the caller's defaults. */
+/* "quantization": {"format": "int8", "activations": "static"|"dynamic", "method",
+ * "calibration_examples", "layers": [int8 layer names], "float_layers": [{"name", "reason"}]}
+ * (docs/compression.md). The layer names are checked against the model when its weights load. */
+static damo_status parse_quantization(damo_config_obj *root, const cJSON *json, damo_model *m) {
+  static const char *const formats[] = {"int8", NULL}, *const activations[] = {"static", "dynamic", NULL},
+                           *const methods[] = {"minmax", "percentile", "histogram", "none", NULL};
+  damo_config_obj *q;
+  TRY(damo_config_get_object(root, "quantization", REQ, &q));
+  TRY(damo_config_check_keys(q, "format activations method calibration_examples layers float_layers"));
+  int format = 0, acts = 0, method = 0, n = 0, n_float = 0;
+  int64_t examples = 0;
+  const char *const *names = NULL;
+  TRY(damo_config_get_enum(q, "format", formats, REQ, &format));
+  TRY(damo_config_get_enum(q, "activations", activations, REQ, &acts));
+  TRY(damo_config_get_enum(q, "method", methods, 0, &method));
+  TRY(damo_config_get_int(q, "calibration_examples", 0, INT64_MAX, 0, &examples));
+  TRY(damo_config_get_strings(q, "layers", 1, 1 << 20, REQ, &names, &n));
+  TRY(damo_config_get_list(q, "float_layers", 0, 1 << 20, 0, &n_float));
+  for (int i = 0; i < n_float; i++) {
+    damo_config_obj *f;
+    const char *name = NULL, *reason = NULL;
+    TRY(damo_config_list_object(q, "float_layers", i, &f));
+    TRY(damo_config_check_keys(f, "name reason"));
+    TRY(damo_config_get_string(f, "name", REQ, &name));
+    TRY(damo_config_get_string(f, "reason", REQ, &reason));
+  }
+  m->quantization = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(json, "quantization"), 1);
+  return m->quantization ? DAMO_OK : DAMO_ERR_NOMEM;
+}
+
 static damo_status parse_fit(damo_config_obj *root, const cJSON *json, damo_model *m) {
   damo_config_obj *fit;
   if (damo_config_type_of(root, "fit") != DAMO_CFG_OBJECT)
@@ -532,8 +563,9 @@ static damo_status parse_model(damo_config *c, const cJSON *json, damo_model **o
   if (format && strcmp(format, "damo.sequential") && !functional)
     return damo_config_fail(root, NULL, DAMO_ERR_UNSUPPORTED,
                             "format '%s' is not supported (expected damo.sequential or damo.functional)", format);
-  TRY(damo_config_check_keys(root, functional ? "format damo_version inputs layers outputs loss loss_weights optimizer metrics fit class_names"
-                                  : "format damo_version input_shape layers loss optimizer metrics fit class_names"));
+  TRY(damo_config_check_keys(root, functional ? "format damo_version inputs layers outputs loss loss_weights optimizer metrics fit class_names quantization"
+                                  : "format damo_version input_shape layers loss optimizer metrics fit class_names "
+                                               "quantization"));
   int64_t in_shape[DAMO_MAX_DIMS];
   int ndim = 0, n_layers = 0;
   if (!functional)
@@ -562,6 +594,7 @@ static damo_status parse_model(damo_config *c, const cJSON *json, damo_model **o
       damo_config_type_of(root, "loss_weights"))
     TRY(parse_compile(root, m));
   if (damo_config_type_of(root, "fit") != DAMO_CFG_ABSENT) TRY(parse_fit(root, json, m));
+  if (damo_config_type_of(root, "quantization") != DAMO_CFG_ABSENT) TRY(parse_quantization(root, json, m));
   const char *const *names = NULL;
   int n = 0;
   TRY(damo_config_get_strings(root, "class_names", 1, 1024, 0, &names, &n));

@@ -464,6 +464,9 @@ damo_status damo_model_fit_outputs(damo_model *m, int n_x, const damo_tensor *co
                                    const damo_tensor *const *y, const damo_fit_options *opt, damo_history **history) {
   if (history) *history = NULL;
   if (!m || !m->compiled) return damo_error(DAMO_ERR_STATE, "fit: compile the model before fit");
+  if (m->quantization)
+    return damo_error(DAMO_ERR_STATE, "fit: the model is int8-quantised (inference only): train the f32 model, then "
+                      "quantise it again");
   damo_status st = damo_model_check_counts(m, n_x, x, n_y, "fit");
   if (st == DAMO_OK && !y) st = damo_error(DAMO_ERR_INVALID_ARG, "fit: y is NULL");
   if (st != DAMO_OK) return st;

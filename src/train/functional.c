@@ -450,6 +450,12 @@ damo_status damo_model_summary(damo_model *m, FILE *f) {
   fprintf(f, "\nTotal params: %lld (%.2f KB)\nTrainable params: %lld\nNon-trainable params: %lld\n",
           (long long)(trainable + frozen), (double)(trainable + frozen) * 4.0 / 1024.0, (long long)trainable,
           (long long)frozen);
+  for (int i = 0, k = 0; m->quantization && i < m->n_layers; i++)
+    if (m->layers[i]->quant) fprintf(f, "%s%s", k++ ? ", " : "Int8 layers: ", m->layers[i]->name);
+  if (m->quantization) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(m->quantization, "activations");
+    fprintf(f, " (kernels int8 per output channel, %s uint8 inputs)\n", cJSON_IsString(a) ? a->valuestring : "?");
+  }
   put_chars(f, '_', line);
   fprintf(f, "\n");
   return DAMO_OK;

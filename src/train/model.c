@@ -60,6 +60,7 @@ void damo_model_free(damo_model *m) {
   damo_model_graph_release(&m->train);
   damo_model_graph_release(&m->infer);
   cJSON_Delete(m->fit_defaults);
+  cJSON_Delete(m->quantization);
   free(m->config_source);
   for (int i = 0; i < m->n_class_names; i++) free(m->class_names[i]);
   free(m->class_names);

@@ -82,6 +82,8 @@ struct damo_model {
   uint64_t seed;
   int64_t epochs_done;
   cJSON *fit_defaults; /* the config's optional "fit" object (owned) */
+  cJSON *quantization; /* config.json's "quantization" object (owned): which layers are int8
+                        * (compress/quantize.c writes it), or NULL for an f32 model */
   char *config_source; /* the config's file name, for messages (owned), or NULL */
   int has_augment;     /* the "fit" object had an "augment" object, parsed into: */
   damo_augment_options augment;

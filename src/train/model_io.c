@@ -24,6 +24,27 @@ static damo_status check_finite(const damo_tensor *t, const char *what, const ch
   return DAMO_OK;
 }
 
+/* A header over memory the writer only reads, added under "<layer>.<what>". */
+static damo_status add_view(damo_tensor_dict *d, const damo_layer *l, const char *what, damo_dtype dtype, int ndim,
+                            const int64_t *shape, const void *data) {
+  char name[2 * DAMO_NAME_MAX + 2];
+  snprintf(name, sizeof name, "%s.%s", l->name, what);
+  damo_tensor *view = damo_tensor_wrap(dtype, ndim, shape, (void *)data);
+  return view ? damo_tensor_dict_add(d, name, view) : DAMO_ERR_NOMEM;
+}
+
+/* An int8 layer's tensors beside its kernel (I8, in the kernel's shape): kernel_scale (N) and,
+ * with static activations, input_scale (1) and input_zero_point (1, I32). */
+static damo_status add_quant_tensors(damo_tensor_dict *d, const damo_layer *l) {
+  const damo_param_slot *k = &l->params[0];
+  const int64_t one = 1, n = k->shape[k->ndim - 1];
+  damo_status st = add_view(d, l, "kernel_scale", DAMO_F32, 1, &n, l->quant->scale);
+  if (st == DAMO_OK && l->quant->x_scale > 0.0f) st = add_view(d, l, "input_scale", DAMO_F32, 1, &one, &l->quant->x_scale);
+  if (st == DAMO_OK && l->quant->x_scale > 0.0f)
+    st = add_view(d, l, "input_zero_point", DAMO_I32, 1, &one, &l->quant->x_zero_point);
+  return st;
+}
+
 static damo_status write_model_files(damo_model *m, const char *folder, const char *dir) {
   damo_tensor_dict *d = damo_tensor_dict_new();
   if (!d) return DAMO_ERR_NOMEM;
@@ -34,9 +55,13 @@ static damo_status write_model_files(damo_model *m, const char *folder, const ch
       char name[2 * DAMO_NAME_MAX + 2];
       snprintf(name, sizeof name, "%s.%s", m->layers[i]->name, s->name);
       st = check_finite(s->value, dir, name);
-      /* A header over the model's memory: the writer only reads it. */
-      damo_tensor *view = st == DAMO_OK ? damo_tensor_wrap(DAMO_F32, s->value->ndim, s->value->shape, s->value->data) : NULL;
-      if (st == DAMO_OK) st = view ? damo_tensor_dict_add(d, name, view) : DAMO_ERR_NOMEM;
+      const damo_layer *l = m->layers[i];
+      if (st == DAMO_OK && l->quant && p == 0) {
+        st = add_view(d, l, s->name, DAMO_I8, s->ndim, s->shape, l->quant->q);
+        if (st == DAMO_OK) st = add_quant_tensors(d, l);
+      } else if (st == DAMO_OK) {
+        st = add_view(d, l, s->name, DAMO_F32, s->value->ndim, s->value->shape, s->value->data);
+      }
     }
   char path[4096];
   const char *meta[] = {"format", "damo", "damo_version", DAMO_VERSION};
@@ -69,6 +94,91 @@ damo_status damo_model_save(damo_model *m, const char *dir) {
   return damo_dir_save_commit(tx);
 }
 
+/* Whether config.json's "quantization" lists layer name as int8. */
+static int quantized_layer(const damo_model *m, const char *name) {
+  const cJSON *layers = m->quantization ? cJSON_GetObjectItemCaseSensitive(m->quantization, "layers") : NULL, *e;
+  cJSON_ArrayForEach(e, layers) if (cJSON_IsString(e) && !strcmp(e->valuestring, name)) return 1;
+  return 0;
+}
+
+static int quantized_static(const damo_model *m) {
+  const cJSON *a = cJSON_GetObjectItemCaseSensitive(m->quantization, "activations");
+  return cJSON_IsString(a) && !strcmp(a->valuestring, "static");
+}
+
+/* Every name in "layers" is a layer that can be int8, listed once. */
+static damo_status check_quantized_names(const damo_model *m, const char *path) {
+  const cJSON *layers = m->quantization ? cJSON_GetObjectItemCaseSensitive(m->quantization, "layers") : NULL, *e, *f;
+  cJSON_ArrayForEach(e, layers) {
+    int found = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+      const char *why = NULL;
+      if (strcmp(m->layers[i]->name, e->valuestring)) continue;
+      found = 1;
+      if (!damo_layer_quantizable(m->layers[i], &why))
+        return damo_error(DAMO_ERR_FORMAT, "%s: quantization.layers names '%s', which cannot be int8: %s", path,
+                          e->valuestring, why);
+    }
+    if (!found) return damo_error(DAMO_ERR_FORMAT, "%s: quantization.layers names '%s', which is no layer of the model",
+                                  path, e->valuestring);
+    cJSON_ArrayForEach(f, layers) if (f != e && !strcmp(f->valuestring, e->valuestring))
+      return damo_error(DAMO_ERR_FORMAT, "%s: quantization.layers names '%s' twice", path, e->valuestring);
+  }
+  return DAMO_OK;
+}
+
+/* The tensor "<layer>.<what>" of dtype and shape, or an error naming the file and the layer. */
+static damo_status need_tensor(const damo_tensor_dict *d, const char *path, const damo_layer *l, const char *what,
+                               damo_dtype dtype, int ndim, const int64_t *shape, const damo_tensor **out) {
+  char name[2 * DAMO_NAME_MAX + 2], a[96], b[96];
+  snprintf(name, sizeof name, "%s.%s", l->name, what);
+  const damo_tensor *t = *out = damo_tensor_dict_get(d, name);
+  if (!t) return damo_error(DAMO_ERR_FORMAT, "%s: missing tensor '%s' for layer '%s'", path, name, l->name);
+  if (t->dtype != dtype || t->ndim != ndim || memcmp(t->shape, shape, (size_t)ndim * sizeof *shape))
+    return damo_error(DAMO_ERR_SHAPE, "%s: tensor '%s' is %s %s, layer '%s' expects %s %s", path, name,
+                      damo_dtype_name(t->dtype), damo_shape_string(t->ndim, t->shape, a, sizeof a), l->name,
+                      damo_dtype_name(dtype), damo_shape_string(ndim, shape, b, sizeof b));
+  return DAMO_OK;
+}
+
+/* An int8 layer: its I8 kernel t, the scales beside it; the f32 slot gets scale * q. */
+static damo_status load_quantized(damo_layer *l, const damo_tensor_dict *d, const char *path, int is_static,
+                                  const damo_tensor *kernel, int *used) {
+  const damo_param_slot *k = &l->params[0];
+  const int64_t one = 1, n = k->shape[k->ndim - 1];
+  const damo_tensor *scale, *x_scale = NULL, *x_zero = NULL;
+  damo_status st = need_tensor(d, path, l, "kernel_scale", DAMO_F32, 1, &n, &scale);
+  if (st == DAMO_OK && is_static) st = need_tensor(d, path, l, "input_scale", DAMO_F32, 1, &one, &x_scale);
+  if (st == DAMO_OK && is_static) st = need_tensor(d, path, l, "input_zero_point", DAMO_I32, 1, &one, &x_zero);
+  if (st == DAMO_OK && is_static && !(damo_tensor_f32(x_scale)[0] > 0.0f))
+    st = damo_error(DAMO_ERR_FORMAT, "%s: '%s.input_scale' is %g (static activations need a positive scale)", path,
+                    l->name, (double)damo_tensor_f32(x_scale)[0]);
+  if (st == DAMO_OK)
+    st = damo_layer_quantize(l, kernel->data, damo_tensor_f32(scale), is_static ? damo_tensor_f32(x_scale)[0] : 0.0f,
+                             is_static ? damo_tensor_i32(x_zero)[0] : 0);
+  if (st != DAMO_OK) return damo_error_prefix(st, "%s: ", path);
+  *used += 2 + 2 * is_static;
+  return DAMO_OK;
+}
+
+/* A tensor name some layer's slot (or an int8 layer's scales) is saved under. */
+static int known_tensor(const damo_model *m, const char *tensor) {
+  static const char *const extras[] = {"kernel_scale", "input_scale", "input_zero_point"};
+  char name[2 * DAMO_NAME_MAX + 2];
+  for (int i = 0; i < m->n_layers; i++) {
+    const damo_layer *l = m->layers[i];
+    for (int p = 0; p < l->n_params; p++) {
+      snprintf(name, sizeof name, "%s.%s", l->name, l->params[p].name);
+      if (!strcmp(name, tensor)) return 1;
+    }
+    for (int e = 0; l->quant && e < 3; e++) {
+      snprintf(name, sizeof name, "%s.%s", l->name, extras[e]);
+      if (!strcmp(name, tensor)) return 1;
+    }
+  }
+  return 0;
+}
+
 damo_status damo_model_load(const char *dir, damo_model **out) {
   if (!out || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "model_load: NULL argument");
   *out = NULL;
@@ -89,9 +199,10 @@ damo_status damo_model_load(const char *dir, damo_model **out) {
     }
   join(path, sizeof path, dir, "model.safetensors");
   struct stat fst;
-  if (stat(path, &fst) == 0 && (double)fst.st_size < 2.0 * declared) {
+  const double per_value = m->quantization ? 1.0 : 2.0; /* int8 kernels: a byte a value */
+  if (stat(path, &fst) == 0 && (double)fst.st_size < per_value * declared) {
     st = damo_error(DAMO_ERR_FORMAT, "%s: config.json declares %.0f weights (at least %.0f bytes) but the file has %lld "
-                    "bytes", path, declared, 2.0 * declared, (long long)fst.st_size);
+                    "bytes", path, declared, per_value * declared, (long long)fst.st_size);
     damo_model_free(m);
     return st;
   }
@@ -106,40 +217,31 @@ damo_status damo_model_load(const char *dir, damo_model **out) {
     return st;
   }
   int used = 0;
+  st = check_quantized_names(m, path);
   for (int i = 0; i < m->n_layers && st == DAMO_OK; i++)
     for (int p = 0; p < m->layers[i]->n_params && st == DAMO_OK; p++) {
       const damo_param_slot *s = &m->layers[i]->params[p];
-      char name[2 * DAMO_NAME_MAX + 2], a[96], b[96];
+      const int int8 = p == 0 && quantized_layer(m, m->layers[i]->name);
+      const damo_tensor *t;
+      if ((st = need_tensor(d, path, m->layers[i], s->name, int8 ? DAMO_I8 : DAMO_F32, s->ndim, s->shape, &t)) != DAMO_OK)
+        break;
+      if (int8) {
+        st = load_quantized(m->layers[i], d, path, quantized_static(m), t, &used);
+        continue;
+      }
+      char name[2 * DAMO_NAME_MAX + 2];
       snprintf(name, sizeof name, "%s.%s", m->layers[i]->name, s->name);
-      const damo_tensor *t = damo_tensor_dict_get(d, name);
-      if (!t) {
-        st = damo_error(DAMO_ERR_FORMAT, "%s: missing tensor '%s' for layer '%s'", path, name, m->layers[i]->name);
-        break;
+      if ((st = check_finite(t, path, name)) == DAMO_OK) {
+        memcpy(s->value->data, t->data, damo_tensor_nbytes(t));
+        used++;
       }
-      if (t->dtype != DAMO_F32 || t->ndim != s->ndim || memcmp(t->shape, s->shape, (size_t)s->ndim * sizeof *s->shape)) {
-        st = damo_error(DAMO_ERR_SHAPE, "%s: tensor '%s' is %s %s, layer '%s' expects f32 %s", path, name,
-                        damo_dtype_name(t->dtype), damo_shape_string(t->ndim, t->shape, a, sizeof a),
-                        m->layers[i]->name, damo_shape_string(s->ndim, s->shape, b, sizeof b));
-        break;
-      }
-      if ((st = check_finite(t, path, name)) != DAMO_OK) break;
-      memcpy(s->value->data, t->data, damo_tensor_nbytes(t));
-      used++;
     }
   if (st == DAMO_OK && used != d->count) {
-    for (int k = 0; k < d->count; k++) {
-      int known = 0;
-      for (int i = 0; i < m->n_layers && !known; i++)
-        for (int p = 0; p < m->layers[i]->n_params; p++) {
-          char name[2 * DAMO_NAME_MAX + 2];
-          snprintf(name, sizeof name, "%s.%s", m->layers[i]->name, m->layers[i]->params[p].name);
-          known |= !strcmp(name, d->names[k]);
-        }
-      if (!known) {
+    for (int k = 0; k < d->count; k++)
+      if (!known_tensor(m, d->names[k])) {
         st = damo_error(DAMO_ERR_FORMAT, "%s: unexpected tensor '%s' that no layer of config.json uses", path, d->names[k]);
         break;
       }
-    }
   }
   damo_tensor_dict_free(d);
   if (st == DAMO_OK && m->has_compile_options) st = damo_model_compile(m, &m->copt);

@@ -73,7 +73,25 @@ static void seq_seed(const char *tmp, const char *name, const char *config) {
   put("config", name, config, strlen(config));
 }
 
+/* An int8 model (damo quantize's directory): I8 kernels with their scales and zero points. */
+static void quantized_seed(const char *tmp) {
+  const char *config = "{\"input_shape\": [6, 6, 1], \"layers\": [{\"type\": \"conv2d\", \"filters\": 2, \"kernel_size\": 3, "
+                       "\"activation\": \"relu\"}, {\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 3}]}";
+  damo_model *m = NULL;
+  const int64_t shape[4] = {8, 6, 6, 1};
+  damo_tensor *x = damo_tensor_new(DAMO_F32, 4, shape);
+  for (int64_t i = 0; x && i < damo_tensor_numel(x); i++) damo_tensor_f32(x)[i] = (float)(i % 13) - 4.0f;
+  damo_quantize_options o = {.method = DAMO_CALIB_HISTOGRAM};
+  if (!x || damo_model_from_config_json(config, "int8", &m) != DAMO_OK || damo_model_build(m, 1) != DAMO_OK ||
+      damo_model_quantize(m, x, &o) != DAMO_OK || damo_model_save(m, tmp) != DAMO_OK)
+    die("int8");
+  damo_model_free(m);
+  damo_tensor_free(x);
+  put_dir2("seqdir", "cnn-int8", tmp, "config.json", "model.safetensors");
+}
+
 static void model_dirs(const char *tmp) {
+  quantized_seed(tmp);
   seq_seed(tmp, "mlp", "{\"format\": \"damo.sequential\", \"input_shape\": [2, 3], \"layers\": [{\"type\": \"flatten\"}, "
                        "{\"type\": \"dense\", \"units\": 3, \"activation\": \"relu\"}, {\"type\": \"dropout\", \"rate\": 0.2}, "
                        "{\"type\": \"dense\", \"units\": 2}], \"loss\": \"sparse_categorical_crossentropy\", "

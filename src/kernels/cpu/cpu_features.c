@@ -95,6 +95,15 @@ int damo_cpu_has_bf16(void) {
   return 0;
 }
 
+int damo_cpu_has_vnni(void) {
+  unsigned eax, ebx, ecx, edx;
+  if (__get_cpuid_max(0, NULL) < 7) return 0;
+  const uint64_t avx512_state = 0xE6;
+  __cpuid_count(7, 0, eax, ebx, ecx, edx);
+  const int f = (ebx >> 16) & 1, bw = (ebx >> 30) & 1, vnni = (ecx >> 11) & 1;
+  return f && bw && vnni && (os_saved_state() & avx512_state) == avx512_state;
+}
+
 /* Written for what this project's machines have (AVX2 and AVX-512F, no bf16 unit): a native
  * kernel is added here as a path name and a micro-kernel when a machine to test it exists. */
 const char *damo_bf16_matmul_path(void) { return "emulated"; }

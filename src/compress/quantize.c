@@ -1,0 +1,265 @@
+/* quantize.c - post-training int8 quantisation of a model's dense and conv2d layers.
+ *
+ * Kernels: symmetric int8, one scale per output channel (max |w| / 127). Inputs: affine
+ * uint8 per tensor, calibrated on training examples run through the f32 model: each target
+ * layer's input is observed right before its op runs (the graph is run node by node, since
+ * planned buffers are reused later in the pass). Observers:
+ *   minmax      the range seen (PyTorch's MinMaxObserver);
+ *   percentile  the range between the (100 - p)th and pth percentiles of a 2048-bin
+ *               histogram over that range, so a few outliers do not stretch the scale;
+ *   histogram   the range of the same histogram that minimises the expected squared error
+ *               (clipping outside, rounding noise delta^2/12 inside), searched by moving
+ *               either end inwards one bin at a time, as PyTorch's HistogramObserver does.
+ * With dynamic activations nothing is calibrated: the ops take each batch's own range.
+ * Layers of other kinds keep f32 and are named, with the reason, in the config. */
+#include "compress/compress.h"
+
+#include <math.h>
+#include <stdio.h>
+
+enum { BINS = 2048 };
+
+typedef struct observer {
+  damo_layer *layer;
+  float lo, hi;     /* pass 1 */
+  double *hist;     /* pass 2: BINS counts over [lo, hi] */
+} observer;
+
+static const char *method_name(damo_calibration c) {
+  return c == DAMO_CALIB_PERCENTILE ? "percentile" : c == DAMO_CALIB_HISTOGRAM ? "histogram" : "minmax";
+}
+
+/* The position in the graph's order of each target's op, as obs index (-1: none). */
+static damo_status map_targets(const damo_graph *g, observer *obs, int n_obs, int *target_at) {
+  for (int k = 0; k < g->n_order; k++) {
+    const damo_node *n = g->nodes[g->order[k]];
+    target_at[k] = -1;
+    if (n->op != DAMO_OP_DENSE && n->op != DAMO_OP_CONV2D) continue;
+    for (int t = 0; t < n_obs; t++) {
+      const size_t len = strlen(obs[t].layer->name);
+      if (!strncmp(n->name, obs[t].layer->name, len) && n->name[len] == '/') target_at[k] = t;
+    }
+  }
+  for (int t = 0; t < n_obs; t++) {
+    int found = 0;
+    for (int k = 0; k < g->n_order; k++) found |= target_at[k] == t;
+    if (!found) return damo_error(DAMO_ERR_STATE, "quantize: layer '%s' has no op in the inference graph", obs[t].layer->name);
+  }
+  return DAMO_OK;
+}
+
+static void observe(observer *o, const float *x, int64_t count, int pass) {
+  if (pass == 0) {
+    for (int64_t i = 0; i < count; i++) {
+      o->lo = x[i] < o->lo ? x[i] : o->lo;
+      o->hi = x[i] > o->hi ? x[i] : o->hi;
+    }
+    return;
+  }
+  const double width = (double)o->hi - (double)o->lo;
+  if (!(width > 0)) return;
+  for (int64_t i = 0; i < count; i++) {
+    int b = (int)(((double)x[i] - o->lo) / width * BINS);
+    o->hist[b < 0 ? 0 : b >= BINS ? BINS - 1 : b] += 1.0;
+  }
+}
+
+/* Runs the calibration rows through the inference graph, observing the targets' inputs. */
+static damo_status calibrate_pass(damo_model *m, const damo_tensor *x, int64_t rows, int64_t batch, observer *obs,
+                                  int n_obs, int pass) {
+  damo_model_graph *mg;
+  damo_status st = damo_model_graph_get(m, 0, batch, &mg);
+  if (st != DAMO_OK) return st;
+  damo_graph *g = mg->g;
+  int *target_at = malloc((size_t)g->n_order * sizeof *target_at);
+  int64_t *idx = malloc((size_t)batch * sizeof *idx);
+  if (!target_at || !idx) st = damo_error(DAMO_ERR_NOMEM, "quantize: out of memory");
+  if (st == DAMO_OK) st = map_targets(g, obs, n_obs, target_at);
+  const int64_t step = x->shape[0] / rows; /* examples spread over the whole set */
+  for (int64_t r0 = 0; r0 < rows && st == DAMO_OK; r0 += batch) {
+    const int64_t n = rows - r0 < batch ? rows - r0 : batch;
+    for (int64_t i = 0; i < n; i++) idx[i] = (r0 + i) * step;
+    const damo_tensor *xs[1] = {x};
+    st = damo_model_stage_batch(m, mg, xs, NULL, idx, n);
+    g->training = 0;
+    for (int k = 0; k < g->n_order && st == DAMO_OK; k++) {
+      damo_node *n = g->nodes[g->order[k]];
+      if (target_at[k] >= 0) observe(&obs[target_at[k]], damo_f32(n->in[0]), damo_node_count(n->in[0]), pass);
+      st = damo_graph_forward_node(g, n);
+    }
+  }
+  free(target_at);
+  free(idx);
+  return st;
+}
+
+/* Expected squared error of quantising the histogram to 255 steps over bins [s, e]. */
+static double range_error(const double *hist, int s, int e) {
+  const double delta = (double)(e - s + 1) / 255.0, noise = delta * delta / 12.0;
+  double err = 0;
+  for (int b = 0; b < BINS; b++) {
+    if (!hist[b]) continue;
+    const double c = b + 0.5, d = c < s ? s - c : c > e + 1 ? c - (e + 1) : 0;
+    err += hist[b] * (d > 0 ? d * d : noise);
+  }
+  return err;
+}
+
+/* The range the observer settles on, in values. */
+static void observed_range(const observer *o, const damo_quantize_options *opt, float *lo, float *hi) {
+  *lo = o->lo, *hi = o->hi;
+  if (opt->method == DAMO_CALIB_MINMAX || !(o->hi > o->lo)) return;
+  const double bin = ((double)o->hi - o->lo) / BINS;
+  int s = 0, e = BINS - 1;
+  if (opt->method == DAMO_CALIB_PERCENTILE) {
+    double total = 0, below = 0, above = 0;
+    for (int b = 0; b < BINS; b++) total += o->hist[b];
+    const double tail = total * (100.0 - opt->percentile) / 100.0;
+    while (s < e && below + o->hist[s] <= tail) below += o->hist[s++];
+    while (e > s && above + o->hist[e] <= tail) above += o->hist[e--];
+  } else {
+    double best = range_error(o->hist, 0, BINS - 1);
+    int best_s = 0, best_e = BINS - 1;
+    while (e - s > BINS / 8) {
+      const double left = range_error(o->hist, s + 1, e), right = range_error(o->hist, s, e - 1);
+      if (left <= right) s++;
+      else e--;
+      const double err = left <= right ? left : right;
+      if (err < best) best = err, best_s = s, best_e = e;
+    }
+    s = best_s, e = best_e;
+  }
+  *lo = (float)(o->lo + s * bin);
+  *hi = (float)(o->lo + (e + 1) * bin);
+}
+
+/* Symmetric per-column int8 of the layer's f32 kernel (K part x N). */
+static damo_status quantize_kernel(damo_layer *l, float x_scale, int x_zero_point) {
+  const damo_param_slot *k = &l->params[0];
+  const int64_t N = k->shape[k->ndim - 1], count = damo_tensor_numel(k->value), K = count / N;
+  const float *w = damo_tensor_f32(k->value);
+  int8_t *q = malloc((size_t)count);
+  float *scale = malloc((size_t)N * sizeof *scale);
+  damo_status st = q && scale ? DAMO_OK : damo_error(DAMO_ERR_NOMEM, "quantize: out of memory");
+  for (int64_t n = 0; n < N && st == DAMO_OK; n++) {
+    float amax = 0;
+    for (int64_t r = 0; r < K; r++) amax = fabsf(w[r * N + n]) > amax ? fabsf(w[r * N + n]) : amax;
+    scale[n] = amax > 0 ? amax / 127.0f : 1.0f;
+    for (int64_t r = 0; r < K; r++) {
+      float v = nearbyintf(w[r * N + n] / scale[n]);
+      q[r * N + n] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+  }
+  if (st == DAMO_OK) st = damo_layer_quantize(l, q, scale, x_scale, x_zero_point);
+  free(q);
+  free(scale);
+  return st;
+}
+
+static damo_status check_options(const damo_model *m, const damo_tensor *x, damo_quantize_options *o) {
+  if (!m || !o) return damo_error(DAMO_ERR_INVALID_ARG, "quantize: NULL argument");
+  if (m->quantization) return damo_error(DAMO_ERR_STATE, "quantize: the model is already int8-quantised; quantise the f32 model");
+  if (m->n_inputs != 1) return damo_error(DAMO_ERR_INVALID_ARG, "quantize: models of one input only (this one has %d)", m->n_inputs);
+  if ((int)o->method < 0 || o->method > DAMO_CALIB_HISTOGRAM)
+    return damo_error(DAMO_ERR_INVALID_ARG, "quantize: unknown calibration method %d", (int)o->method);
+  if (o->percentile == 0) o->percentile = 99.99;
+  if (!(o->percentile > 50 && o->percentile <= 100))
+    return damo_error(DAMO_ERR_INVALID_ARG, "quantize: percentile %g is outside (50, 100]", o->percentile);
+  if (o->calibration_examples == 0) o->calibration_examples = 2048;
+  if (o->batch_size == 0) o->batch_size = 64;
+  if (o->calibration_examples < 1 || o->batch_size < 1)
+    return damo_error(DAMO_ERR_INVALID_ARG, "quantize: calibration examples %lld and batch size %d must be positive",
+                      (long long)o->calibration_examples, o->batch_size);
+  if (o->dynamic) return DAMO_OK;
+  if (!x) return damo_error(DAMO_ERR_INVALID_ARG, "quantize: static activations need calibration examples (or dynamic)");
+  if (damo_model_input_dtype(m) != DAMO_F32)
+    return damo_error(DAMO_ERR_INVALID_ARG, "quantize: the model reads token ids; use dynamic activations");
+  const damo_tensor *xs[1] = {x};
+  return damo_model_check_data(m, xs, NULL, "quantize: calibration data"); /* shapes, NaN */
+}
+
+/* config.json's "quantization" object: what is int8 and what stays f32, with why. */
+static damo_status record(damo_model *m, const damo_quantize_options *o, int64_t examples) {
+  cJSON *q = cJSON_CreateObject(), *layers = cJSON_AddArrayToObject(q, "layers");
+  cJSON *floats = cJSON_AddArrayToObject(q, "float_layers");
+  cJSON_AddStringToObject(q, "format", "int8");
+  cJSON_AddStringToObject(q, "activations", o->dynamic ? "dynamic" : "static");
+  cJSON_AddStringToObject(q, "method", o->dynamic ? "none" : method_name(o->method));
+  cJSON_AddNumberToObject(q, "calibration_examples", (double)examples);
+  for (int i = 0; i < m->n_layers; i++) {
+    const damo_layer *l = m->layers[i];
+    const char *why = NULL;
+    if (l->quant) {
+      cJSON_AddItemToArray(layers, cJSON_CreateString(l->name));
+    } else if (l->n_params > 0) {
+      damo_layer_quantizable(l, &why);
+      cJSON *f = cJSON_CreateObject();
+      cJSON_AddStringToObject(f, "name", l->name);
+      cJSON_AddStringToObject(f, "reason", why ? why : "kept in f32");
+      cJSON_AddItemToArray(floats, f);
+    }
+  }
+  if (!cJSON_GetArraySize(layers)) {
+    cJSON_Delete(q);
+    return damo_error(DAMO_ERR_INVALID_ARG, "quantize: the model has no dense or conv2d layer to make int8");
+  }
+  m->quantization = q;
+  return DAMO_OK;
+}
+
+damo_status damo_model_quantize(damo_model *m, const damo_tensor *x, const damo_quantize_options *opt) {
+  damo_quantize_options o = opt ? *opt : (damo_quantize_options){0};
+  damo_status st = check_options(m, x, &o);
+  if (st != DAMO_OK || (st = damo_model_build(m, m->seed)) != DAMO_OK) return st;
+  observer *obs = calloc((size_t)m->n_layers, sizeof *obs);
+  if (!obs) return damo_error(DAMO_ERR_NOMEM, "quantize: out of memory");
+  int n_obs = 0;
+  for (int i = 0; i < m->n_layers; i++)
+    if (damo_layer_quantizable(m->layers[i], NULL)) obs[n_obs++].layer = m->layers[i];
+  int64_t examples = 0;
+  if (!o.dynamic && n_obs) {
+    const int64_t available = x->shape[0];
+    int64_t batch = o.batch_size < available ? o.batch_size : available;
+    const int64_t rows = o.calibration_examples < available ? o.calibration_examples : available;
+    examples = rows;
+    for (int pass = 0; pass < (o.method == DAMO_CALIB_MINMAX ? 1 : 2) && st == DAMO_OK; pass++) {
+      for (int t = 0; pass == 1 && t < n_obs && st == DAMO_OK; t++)
+        if (!(obs[t].hist = calloc(BINS, sizeof *obs[t].hist))) st = damo_error(DAMO_ERR_NOMEM, "quantize: out of memory");
+      if (st == DAMO_OK) st = calibrate_pass(m, x, rows, batch, obs, n_obs, pass);
+    }
+  }
+  /* Every input range is settled before the first layer changes. */
+  float *x_scale = calloc((size_t)n_obs + 1, sizeof *x_scale);
+  int *x_zero = calloc((size_t)n_obs + 1, sizeof *x_zero);
+  if (st == DAMO_OK && (!x_scale || !x_zero)) st = damo_error(DAMO_ERR_NOMEM, "quantize: out of memory");
+  for (int t = 0; t < n_obs && st == DAMO_OK && !o.dynamic; t++) {
+    float lo, hi;
+    observed_range(&obs[t], &o, &lo, &hi);
+    if (!isfinite(lo) || !isfinite(hi))
+      st = damo_error(DAMO_ERR_NUMERIC, "quantize: the input of layer '%s' is not finite on the calibration data",
+                      obs[t].layer->name);
+    else
+      damo_quant_params(lo, hi, &x_scale[t], &x_zero[t]);
+  }
+  for (int t = 0; t < n_obs && st == DAMO_OK; t++) st = quantize_kernel(obs[t].layer, x_scale[t], x_zero[t]);
+  if (st == DAMO_OK) st = record(m, &o, examples);
+  for (int t = 0; t < n_obs; t++) free(obs[t].hist);
+  free(obs);
+  free(x_scale);
+  free(x_zero);
+  damo_model_graph_release(&m->train); /* rebuilt with the int8 ops */
+  damo_model_graph_release(&m->infer);
+  return st;
+}
+
+int damo_model_is_quantized(const damo_model *m) { return m && m->quantization != NULL; }
+
+int damo_model_layer_precision(const damo_model *m, int i, const char **name, const char **why) {
+  if (!m || i < 0 || i >= m->n_layers) return -1;
+  const damo_layer *l = m->layers[i];
+  if (name) *name = l->name;
+  if (why) *why = NULL;
+  if (l->quant) return 1;
+  if (why && m->quantization && l->n_params > 0) damo_layer_quantizable(l, why);
+  return 0;
+}

@@ -1,0 +1,283 @@
+/* gemm_int8.c - the int8 product of quantised layers: C = s_x * s_w[n] * (Xq - z) Wq + b.
+ *
+ * Weights are symmetric int8 per output column (scale s_w[n], zero point 0); activations
+ * are affine uint8 per tensor (scale s_x, zero point z). The kernel multiplies (q - z),
+ * which lies in [-255, 255], by the weight in 16-bit lanes with VPMADDWD: two products per
+ * 32-bit lane summed exactly into int32. Subtracting z before the product removes the
+ * zero-point correction (no column sums), and nothing saturates: VPMADDUBSW (u8 x s8 into
+ * int16) would need 7-bit activations to stay exact, and on AVX2 it computes no more
+ * products per cycle than VPMADDWD once its int16 pairs are widened to int32.
+ *
+ * Where the CPU has AVX512-VNNI, VPDPBUSD multiplies uint8 q by int8 w four at a time into
+ * int32 with no saturation, twice the products of VPMADDWD per instruction; there the
+ * activations stay uint8 and the zero point comes off in the epilogue as z * sum_k w[k][n]
+ * (the column sums, computed when the weights are packed).
+ *
+ * Layouts (damo_qweight_pack): S16 panels of 8 columns hold, per pair of rows k, k+1 of W,
+ * the 16 int16 values c0k c0k+1 c1k c1k+1 ..., so one 256-bit load feeds VPMADDWD against a
+ * broadcast pair (x_k, x_k+1) of one row; VNNI panels of 16 columns hold, per group of four
+ * rows, 64 int8 values c0k..c0k+3 c1k..., fed against a broadcast group of four uint8. K is
+ * padded to the group and N to whole pairs of panels with zero weights; the activation
+ * rows come in tiles of QMR (damo_qrows_padded), so the micro-kernels have no edges. */
+#include "kernels/kernels.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+
+#define QNR 16 /* columns per micro-tile: two panels */
+
+#define VNR 32 /* VNNI: columns per micro-tile, two 16-column panels */
+
+int64_t damo_qrows_padded(int64_t M) { return (M + DAMO_QMR - 1) / DAMO_QMR * DAMO_QMR; }
+
+size_t damo_qrow_bytes(const damo_qweight *w) {
+  return (size_t)w->Kp * (w->layout == DAMO_QLAYOUT_VNNI ? 1 : sizeof(int16_t));
+}
+
+damo_qweight *damo_qweight_pack(const int8_t *w, int64_t K, int64_t N, const float *scale, damo_qlayout layout) {
+  if (K <= 0 || N <= 0 || !w || !scale) {
+    damo_error(DAMO_ERR_INVALID_ARG, "int8 weights: bad shape (%lld, %lld) or NULL data", (long long)K, (long long)N);
+    return NULL;
+  }
+  damo_qweight *q = calloc(1, sizeof *q);
+  if (!q) return NULL;
+  if (layout == DAMO_QLAYOUT_AUTO) layout = damo_cpu_has_vnni() ? DAMO_QLAYOUT_VNNI : DAMO_QLAYOUT_S16;
+  const int vnni = layout == DAMO_QLAYOUT_VNNI, group = vnni ? 4 : 2, width = vnni ? 16 : 8;
+  q->layout = layout;
+  q->K = K, q->N = N, q->Kp = (K + group - 1) / group * group;
+  q->panels = (N + 2 * width - 1) / (2 * width) * 2;
+  const size_t bytes = (size_t)q->panels * (size_t)q->Kp * (size_t)width * (vnni ? 1 : sizeof(int16_t));
+  q->packed = damo_alloc(bytes);
+  q->scale = damo_alloc((size_t)N * sizeof *q->scale);
+  q->colsum = damo_alloc((size_t)N * sizeof *q->colsum);
+  if (!q->packed || !q->scale || !q->colsum) {
+    damo_qweight_free(q);
+    damo_error(DAMO_ERR_NOMEM, "int8 weights: no memory for a (%lld, %lld) kernel", (long long)K, (long long)N);
+    return NULL;
+  }
+  memcpy(q->scale, scale, (size_t)N * sizeof *scale);
+  for (int64_t n = 0; n < N; n++) {
+    int32_t sum = 0;
+    for (int64_t k = 0; k < K; k++) sum += w[k * N + n];
+    q->colsum[n] = sum;
+  }
+  for (int64_t p = 0; p < q->panels; p++)
+    for (int64_t g = 0; g < q->Kp / group; g++)
+      for (int c = 0; c < width; c++)
+        for (int h = 0; h < group; h++) {
+          const int64_t col = p * width + c, k = g * group + h, at = (p * (q->Kp / group) + g) * width * group + c * group + h;
+          const int8_t v = col < N && k < K ? w[k * N + col] : 0;
+          if (vnni) ((int8_t *)q->packed)[at] = v;
+          else ((int16_t *)q->packed)[at] = v;
+        }
+  return q;
+}
+
+void damo_qweight_free(damo_qweight *q) {
+  if (!q) return;
+  damo_free(q->packed);
+  damo_free(q->scale);
+  damo_free(q->colsum);
+  free(q);
+}
+
+/* Affine quantisation of one value to uint8, returned as q - z. nearbyintf rounds half to
+ * even, as PyTorch's quantize_per_tensor does. */
+static inline int16_t quantize_one(float v, float inv_scale, int zero_point) {
+  float r = nearbyintf(v * inv_scale) + (float)zero_point;
+  r = r < 0.0f ? 0.0f : r > 255.0f ? 255.0f : r;
+  if (v != v) r = (float)zero_point; /* NaN: the caller has refused it; keep the kernel defined */
+  return (int16_t)((int)r - zero_point);
+}
+
+/* Eight values to q - z as int32 lanes: the AVX2 form of quantize_one (a NaN clamps to 0). */
+__attribute__((target("avx2"), always_inline)) static inline __m256i quantize8(const float *src, __m256 inv, __m256 zf,
+                                                                               __m256 top) {
+  __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(src), inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  r = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, zf), _mm256_setzero_ps()), top);
+  return _mm256_sub_epi32(_mm256_cvttps_epi32(r), _mm256_cvttps_epi32(zf));
+}
+
+__attribute__((target("avx2"))) static void quantize_avx2(const float *x, int64_t rows, int64_t K, int64_t ldx,
+                                                          float scale, int zero_point, void *out, int64_t ldo, int u8) {
+  const float inv_scale = 1.0f / scale;
+  const __m256 inv = _mm256_set1_ps(inv_scale), zf = _mm256_set1_ps((float)zero_point), top = _mm256_set1_ps(255.0f);
+  const __m256i zi = _mm256_set1_epi32(zero_point);
+  for (int64_t r = 0; r < rows; r++) {
+    const float *src = x + r * ldx;
+    int64_t k = 0;
+    if (u8) {
+      uint8_t *dst = (uint8_t *)out + r * ldo;
+      for (; k + 16 <= K; k += 16) {
+        const __m256i a = _mm256_add_epi32(quantize8(src + k, inv, zf, top), zi);
+        const __m256i b = _mm256_add_epi32(quantize8(src + k + 8, inv, zf, top), zi);
+        const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8);
+        const __m128i w8 = _mm_packus_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
+        _mm_storeu_si128((__m128i *)(dst + k), w8);
+      }
+      for (; k < K; k++) dst[k] = (uint8_t)(quantize_one(src[k], inv_scale, zero_point) + zero_point);
+      for (; k < ldo; k++) dst[k] = 0;
+    } else {
+      int16_t *dst = (int16_t *)out + r * ldo;
+      for (; k + 16 <= K; k += 16) {
+        const __m256i w16 = _mm256_permute4x64_epi64(
+            _mm256_packs_epi32(quantize8(src + k, inv, zf, top), quantize8(src + k + 8, inv, zf, top)), 0xD8);
+        _mm256_storeu_si256((__m256i *)(dst + k), w16);
+      }
+      for (; k < K; k++) dst[k] = quantize_one(src[k], inv_scale, zero_point);
+      for (; k < ldo; k++) dst[k] = 0;
+    }
+  }
+}
+
+static void quantize_scalar(const float *x, int64_t rows, int64_t K, int64_t ldx, float scale, int zero_point,
+                            void *out, int64_t ldo, int u8) {
+  const float inv = 1.0f / scale;
+  for (int64_t r = 0; r < rows; r++) {
+    const float *src = x + r * ldx;
+    for (int64_t k = 0; k < ldo; k++) {
+      const int16_t v = k < K ? quantize_one(src[k], inv, zero_point) : 0;
+      if (u8) ((uint8_t *)out)[r * ldo + k] = (uint8_t)(k < K ? v + zero_point : 0);
+      else ((int16_t *)out)[r * ldo + k] = v;
+    }
+  }
+}
+
+void damo_quantize_rows(const float *x, int64_t rows, int64_t K, int64_t ldx, float scale, int zero_point,
+                        const damo_qweight *w, void *out) {
+  const int u8 = w->layout == DAMO_QLAYOUT_VNNI;
+  if (damo_simd_level_get() >= DAMO_SIMD_AVX2) quantize_avx2(x, rows, K, ldx, scale, zero_point, out, w->Kp, u8);
+  else quantize_scalar(x, rows, K, ldx, scale, zero_point, out, w->Kp, u8);
+}
+
+void damo_quant_params(float lo, float hi, float *scale, int *zero_point) {
+  /* The range must hold 0 exactly (zero padding and ReLU zeros stay exact). */
+  if (lo > 0.0f) lo = 0.0f;
+  if (hi < 0.0f) hi = 0.0f;
+  float s = (hi - lo) / 255.0f;
+  if (!(s > 1e-12f)) s = 1.0f; /* an all-zero input: any scale represents it */
+  int z = (int)nearbyintf(-lo / s);
+  *scale = s;
+  *zero_point = z < 0 ? 0 : z > 255 ? 255 : z;
+}
+
+/* The epilogue of one micro-tile row of `width` columns from n0: the zero point's column
+ * sums (VNNI), the scales, the bias, ReLU; only the columns < N are written. */
+static inline void store_row(const int32_t *acc, int width, const damo_qweight *w, int64_t n0, float x_scale,
+                             int zero_point, const float *bias, int relu, float *c) {
+  for (int j = 0; j < width && n0 + j < w->N; j++) {
+    const int32_t sum = acc[j] - zero_point * w->colsum[n0 + j];
+    float v = (float)sum * (x_scale * w->scale[n0 + j]) + (bias ? bias[n0 + j] : 0.0f);
+    c[j] = relu && v < 0.0f ? 0.0f : v;
+  }
+}
+
+/* Any layout, plain loops: the reference of the SIMD tiles and the path without them. */
+static void tile_scalar(const void *a, const damo_qweight *w, int64_t tile, float x_scale, int zero_point,
+                        const float *bias, int relu, float *c, int64_t ldc, int rows) {
+  const int vnni = w->layout == DAMO_QLAYOUT_VNNI, group = vnni ? 4 : 2, width = vnni ? 16 : 8;
+  const int64_t groups = w->Kp / group, panel = groups * width * group;
+  for (int r = 0; r < rows; r++) {
+    int32_t acc[2 * 16] = {0};
+    for (int half = 0; half < 2; half++)
+      for (int64_t g = 0; g < groups; g++)
+        for (int j = 0; j < width; j++)
+          for (int h = 0; h < group; h++) {
+            const int64_t k = g * group + h, at = (2 * tile + half) * panel + (g * width + j) * group + h;
+            const int32_t x = vnni ? ((const uint8_t *)a)[r * w->Kp + k] : ((const int16_t *)a)[r * w->Kp + k];
+            acc[half * width + j] += x * (vnni ? ((const int8_t *)w->packed)[at] : ((const int16_t *)w->packed)[at]);
+          }
+    store_row(acc, 2 * width, w, tile * 2 * width, x_scale, vnni ? zero_point : 0, bias, relu, c + r * ldc);
+  }
+}
+
+/* S16, QMR rows x 16 columns: 2 x QMR int32 accumulators, two weight vectors, one broadcast. */
+__attribute__((target("avx2"))) static void tile_avx2(const int16_t *a, const damo_qweight *w, int64_t tile,
+                                                      float x_scale, const float *bias, int relu, float *c,
+                                                      int64_t ldc, int rows) {
+  const int64_t pairs = w->Kp / 2, lda = w->Kp;
+  const int16_t *b0 = (const int16_t *)w->packed + (2 * tile) * pairs * 16, *b1 = b0 + pairs * 16;
+  __m256i acc[DAMO_QMR][2];
+  for (int r = 0; r < DAMO_QMR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (int64_t q = 0; q < pairs; q++) {
+    const __m256i w0 = _mm256_load_si256((const __m256i *)(b0 + q * 16));
+    const __m256i w1 = _mm256_load_si256((const __m256i *)(b1 + q * 16));
+    for (int r = 0; r < DAMO_QMR; r++) {
+      int32_t pair;
+      memcpy(&pair, a + r * lda + 2 * q, sizeof pair);
+      const __m256i x = _mm256_set1_epi32(pair);
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x, w0));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x, w1));
+    }
+  }
+  for (int r = 0; r < rows; r++) {
+    int32_t lanes[QNR];
+    _mm256_storeu_si256((__m256i *)lanes, acc[r][0]);
+    _mm256_storeu_si256((__m256i *)(lanes + 8), acc[r][1]);
+    store_row(lanes, QNR, w, tile * QNR, x_scale, 0, bias, relu, c + r * ldc);
+  }
+}
+
+/* VNNI, QMR rows x 32 columns: VPDPBUSD of a broadcast group of four uint8 against 16 columns
+ * of four int8 each; the epilogue in 512-bit lanes, masked at the last columns. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(const uint8_t *a, const damo_qweight *w,
+                                                                             int64_t tile, float x_scale,
+                                                                             int zero_point, const float *bias,
+                                                                             int relu, float *c, int64_t ldc,
+                                                                             int rows) {
+  const int64_t quads = w->Kp / 4, lda = w->Kp;
+  const int8_t *b0 = (const int8_t *)w->packed + (2 * tile) * quads * 64, *b1 = b0 + quads * 64;
+  __m512i acc[DAMO_QMR][2];
+  for (int r = 0; r < DAMO_QMR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  for (int64_t q = 0; q < quads; q++) {
+    const __m512i w0 = _mm512_load_si512((const void *)(b0 + q * 64));
+    const __m512i w1 = _mm512_load_si512((const void *)(b1 + q * 64));
+    for (int r = 0; r < DAMO_QMR; r++) {
+      int32_t quad;
+      memcpy(&quad, a + r * lda + 4 * q, sizeof quad);
+      const __m512i x = _mm512_set1_epi32(quad);
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], x, w0);
+      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], x, w1);
+    }
+  }
+  const int64_t n0 = tile * VNR;
+  for (int h = 0; h < 2; h++) {
+    const int64_t col = n0 + 16 * h, left = w->N - col;
+    if (left <= 0) break;
+    const __mmask16 mask = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+    const __m512 s = _mm512_mul_ps(_mm512_set1_ps(x_scale), _mm512_maskz_loadu_ps(mask, w->scale + col));
+    const __m512i zsum = _mm512_mullo_epi32(_mm512_set1_epi32(zero_point), _mm512_maskz_loadu_epi32(mask, w->colsum + col));
+    const __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + col) : _mm512_setzero_ps();
+    for (int r = 0; r < rows; r++) {
+      __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][h], zsum)), s, b);
+      if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+      _mm512_mask_storeu_ps(c + r * ldc + col, mask, v);
+    }
+  }
+}
+
+void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale, int zero_point, const float *bias,
+                  int relu, float *c, int64_t ldc) {
+  const int vnni = w->layout == DAMO_QLAYOUT_VNNI;
+  const int64_t row_tiles = (M + DAMO_QMR - 1) / DAMO_QMR, col_tiles = w->panels / 2, tiles = row_tiles * col_tiles;
+  const int64_t tile_cols = vnni ? VNR : QNR;
+  const damo_simd_level level = damo_simd_level_get();
+  const int fast = vnni ? level >= DAMO_SIMD_AVX512 && damo_cpu_has_vnni() : level >= DAMO_SIMD_AVX2;
+  const int threads = omp_in_parallel() || tiles < 8 ? 1 : damo_threads();
+  const size_t row_bytes = damo_qrow_bytes(w);
+  /* Column tiles outermost: a thread keeps its weight panels in cache across row tiles. */
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t t = 0; t < tiles; t++) {
+    const int64_t ct = t / row_tiles, rt = t % row_tiles;
+    const int rows = (int)(M - rt * DAMO_QMR < DAMO_QMR ? M - rt * DAMO_QMR : DAMO_QMR);
+    const void *ap = (const char *)a + (size_t)(rt * DAMO_QMR) * row_bytes;
+    float *cp = c + rt * DAMO_QMR * ldc + ct * tile_cols;
+    if (fast && vnni)
+      tile_vnni(ap, w, ct, x_scale, zero_point, bias, relu, c + rt * DAMO_QMR * ldc, ldc, rows);
+    else if (fast)
+      tile_avx2(ap, w, ct, x_scale, bias, relu, cp, ldc, rows);
+    else
+      tile_scalar(ap, w, ct, x_scale, zero_point, bias, relu, cp, ldc, rows);
+  }
+}

@@ -1,0 +1,207 @@
+/* qlinear.c - the int8 inference ops of quantised layers: qdense (y = act(x W + b)) and
+ * qconv2d (channels-last, as conv.c), on the packed int8 weights of kernels/cpu/gemm_int8.c.
+ *
+ * The input arrives in f32 and is quantised here to affine uint8, held as int16 (q - z) in
+ * aux: with the scale and zero point calibrated when the model was quantised (static), or
+ * from the batch's own range (dynamic). qconv2d quantises the image once and builds its
+ * patches from the quantised copy, a block of output pixels at a time (the padding is a
+ * real 0, which (q - z) represents exactly as 0). The int8 product's epilogue applies the
+ * scales, the bias and a ReLU; other activations follow as their own op (the layer's
+ * build). The output is f32, so the next layer, quantised or not, reads what it always did.
+ * There is no backward: fit refuses a quantised model before any graph is built. */
+#include "ops/ops.h"
+
+#include <math.h>
+
+enum { Q_ACT = 0, Q_ZERO_POINT = 1 };                                   /* qdense iparam */
+enum { QC_SH, QC_SW, QC_PT, QC_PL, QC_PB, QC_PR, QC_ACT, QC_ZERO_POINT }; /* qconv2d iparam */
+enum { QC_PATCH_ROWS = 1536 }; /* output pixels per patches block (a multiple of DAMO_QMR) */
+
+static const damo_qweight *qweight_of(const damo_node *n) { return (const damo_qweight *)n->op_data; }
+
+static int fusable(damo_activation act) { return act == DAMO_ACT_NONE || act == DAMO_ACT_RELU; }
+
+static damo_status check_common(damo_node *n, int64_t K, const char *what) {
+  const damo_qweight *w = qweight_of(n);
+  const damo_node *x = n->in[0], *b = n->n_in > 1 ? n->in[1] : NULL;
+  if (!w) return damo_error(DAMO_ERR_INVALID_ARG, "%s: no int8 weights", what);
+  if (x->dtype != DAMO_F32) return damo_shape_error(n, "needs an f32 input", x, NULL);
+  if (K != w->K) {
+    char s[96];
+    return damo_error(DAMO_ERR_SHAPE, "%s: the input %s ('%s') gives %lld values per product, the int8 kernel has %lld",
+                      what, damo_shape_string(x->ndim, x->shape, s, sizeof s), x->name, (long long)K, (long long)w->K);
+  }
+  if (b && (b->dtype != DAMO_F32 || b->ndim != 1 || b->shape[0] != w->N))
+    return damo_error(DAMO_ERR_SHAPE, "%s: bias '%s' must be f32 of shape (%lld,)", what, b->name, (long long)w->N);
+  return DAMO_OK;
+}
+
+/* The activation's quantisation: the calibrated one, or the batch's own (dynamic). */
+static void input_params(const damo_node *n, const float *x, int64_t count, int zp_slot, float *scale, int *zp) {
+  if (n->fparam[0] > 0.0f) {
+    *scale = n->fparam[0];
+    *zp = n->iparam[zp_slot];
+    return;
+  }
+  float lo = 0.0f, hi = 0.0f;
+  for (int64_t i = 0; i < count; i++) {
+    lo = x[i] < lo ? x[i] : lo;
+    hi = x[i] > hi ? x[i] : hi;
+  }
+  damo_quant_params(lo, hi, scale, zp);
+}
+
+/* ------------------------------------------------------------------ qdense */
+
+static damo_status qdense_infer(damo_node *n) {
+  const damo_node *x = n->in[0];
+  if (x->ndim < 1) return damo_shape_error(n, "needs an input (..., K)", x, NULL);
+  if (!fusable((damo_activation)n->iparam[Q_ACT]))
+    return damo_error(DAMO_ERR_INVALID_ARG, "qdense: only linear or relu is fused (got activation %d)", n->iparam[Q_ACT]);
+  damo_status st = check_common(n, x->shape[x->ndim - 1], "qdense");
+  if (st != DAMO_OK) return st;
+  const damo_qweight *w = qweight_of(n);
+  n->ndim = x->ndim;
+  memcpy(n->shape, x->shape, sizeof n->shape);
+  n->shape[n->ndim - 1] = w->N;
+  n->dtype = DAMO_F32;
+  const int64_t M = damo_node_count(x) / (w->K ? w->K : 1);
+  n->aux_bytes = (size_t)damo_qrows_padded(M) * damo_qrow_bytes(w);
+  return DAMO_OK;
+}
+
+static damo_status qdense_forward(damo_graph *g, damo_node *n) {
+  (void)g;
+  const damo_qweight *w = qweight_of(n);
+  const damo_node *xn = n->in[0];
+  const float *x = damo_f32(xn), *b = n->n_in > 1 ? damo_f32(n->in[1]) : NULL;
+  const int64_t M = damo_node_count(xn) / w->K, Mp = damo_qrows_padded(M);
+  float scale;
+  int zp;
+  input_params(n, x, M * w->K, Q_ZERO_POINT, &scale, &zp);
+  const size_t row = damo_qrow_bytes(w);
+  damo_quantize_rows(x, M, w->K, w->K, scale, zp, w, n->aux);
+  memset((char *)n->aux + (size_t)M * row, 0, (size_t)(Mp - M) * row);
+  damo_gemm_q8(M, n->aux, w, scale, zp, b, n->iparam[Q_ACT] == DAMO_ACT_RELU, damo_f32(n), w->N);
+  return DAMO_OK;
+}
+
+static void no_backward(damo_graph *g, damo_node *n) {
+  (void)g;
+  damo_error(DAMO_ERR_STATE, "%s: int8-quantised layers run inference only", n->name);
+}
+
+const damo_op_def damo_op_def_qdense = {"qdense", 2, qdense_infer, qdense_forward, no_backward, 0};
+
+damo_node *damo_qdense_op(damo_graph *g, damo_node *x, const damo_qweight *w, damo_node *bias, damo_activation act,
+                          float x_scale, int zero_point) {
+  damo_node *in[2] = {x, bias};
+  int p[2] = {(int)act, zero_point};
+  float f[1] = {x_scale};
+  return damo_graph_add_node_data(g, DAMO_OP_QDENSE, bias ? 2 : 1, in, p, 2, f, 1, w);
+}
+
+/* ------------------------------------------------------------------ qconv2d */
+
+typedef struct qconv_geom {
+  int64_t N, H, W, C, KH, KW, F, OH, OW, K;
+  int sh, sw, pt, pl;
+} qconv_geom;
+
+static qconv_geom qgeom_of(const damo_node *n) {
+  const damo_node *x = n->in[0];
+  const damo_qweight *w = qweight_of(n);
+  qconv_geom q;
+  q.N = x->shape[0], q.H = x->shape[1], q.W = x->shape[2], q.C = x->shape[3];
+  q.K = q.C ? w->K : 0;
+  /* The window is recorded with the weights' shape: K = KH * KW * C. */
+  q.KH = n->iparam[QC_ACT] >> 16, q.KW = (n->iparam[QC_ACT] >> 8) & 0xff;
+  q.F = w->N;
+  q.sh = n->iparam[QC_SH], q.sw = n->iparam[QC_SW], q.pt = n->iparam[QC_PT], q.pl = n->iparam[QC_PL];
+  q.OH = q.sh > 0 ? (q.H + q.pt + n->iparam[QC_PB] - q.KH) / q.sh + 1 : 0;
+  q.OW = q.sw > 0 ? (q.W + q.pl + n->iparam[QC_PR] - q.KW) / q.sw + 1 : 0;
+  return q;
+}
+
+static int64_t patch_rows(const qconv_geom *q) {
+  const int64_t pixels = q->N * q->OH * q->OW;
+  return pixels < QC_PATCH_ROWS ? damo_qrows_padded(pixels) : QC_PATCH_ROWS;
+}
+
+static damo_status qconv_infer(damo_node *n) {
+  const damo_node *x = n->in[0];
+  if (x->ndim != 4) return damo_shape_error(n, "needs an input (N, H, W, C)", x, NULL);
+  qconv_geom q = qgeom_of(n);
+  if (q.KH < 1 || q.KW < 1 || q.sh < 1 || q.sw < 1)
+    return damo_error(DAMO_ERR_INVALID_ARG, "qconv2d: bad window %lldx%lld, strides or activation (linear or relu "
+                      "fused)", (long long)q.KH, (long long)q.KW);
+  damo_status st = check_common(n, q.KH * q.KW * q.C, "qconv2d");
+  if (st != DAMO_OK) return st;
+  if (q.OH < 1 || q.OW < 1) return damo_shape_error(n, "the window does not fit the padded input", x, NULL);
+  n->ndim = 4;
+  n->shape[0] = q.N, n->shape[1] = q.OH, n->shape[2] = q.OW, n->shape[3] = q.F;
+  n->dtype = DAMO_F32;
+  const damo_qweight *w = qweight_of(n);
+  const size_t elem = w->layout == DAMO_QLAYOUT_VNNI ? 1 : sizeof(int16_t);
+  n->aux_bytes = (size_t)(q.N * q.H * q.W * q.C) * elem + (size_t)patch_rows(&q) * damo_qrow_bytes(w);
+  return DAMO_OK;
+}
+
+static damo_status qconv_forward(damo_graph *g, damo_node *n) {
+  (void)g;
+  const damo_qweight *w = qweight_of(n);
+  const qconv_geom q = qgeom_of(n);
+  const float *x = damo_f32(n->in[0]), *b = n->n_in > 1 ? damo_f32(n->in[1]) : NULL;
+  const int64_t image = q.N * q.H * q.W * q.C, pixels = q.N * q.OH * q.OW, block = patch_rows(&q);
+  float scale;
+  int zp;
+  input_params(n, x, image, QC_ZERO_POINT, &scale, &zp);
+  /* The image quantised once, in the weights' form (elem bytes a value); a tap outside it
+   * is the quantised 0: (q - z) = 0 as int16, or q = z as uint8. */
+  const int vnni = w->layout == DAMO_QLAYOUT_VNNI;
+  const size_t elem = vnni ? 1 : sizeof(int16_t), row = damo_qrow_bytes(w);
+  char *img = n->aux, *patches = img + (size_t)image * elem;
+  damo_quantize_rows(x, 1, image, image, scale, zp, &(damo_qweight){.layout = w->layout, .Kp = image}, img);
+  const int relu = (n->iparam[QC_ACT] & 0xff) == DAMO_ACT_RELU;
+  for (int64_t p0 = 0; p0 < pixels; p0 += block) {
+    const int64_t rows = pixels - p0 < block ? pixels - p0 : block;
+    /* Patches of output pixels p0 .. p0 + rows: (kh, kw, c) order, as the kernel's rows. */
+#pragma omp parallel for num_threads(rows >= 64 ? damo_threads() : 1) schedule(static)
+    for (int64_t r = 0; r < damo_qrows_padded(rows); r++) {
+      char *dst = patches + (size_t)r * row;
+      if (vnni) {
+        memset(dst, zp, (size_t)q.K);
+        memset(dst + q.K, 0, row - (size_t)q.K);
+      } else {
+        memset(dst, 0, row);
+      }
+      if (r >= rows) continue;
+      const int64_t p = p0 + r, bi = p / (q.OH * q.OW), oy = (p / q.OW) % q.OH, ox = p % q.OW;
+      for (int64_t ky = 0; ky < q.KH; ky++) {
+        const int64_t iy = oy * q.sh - q.pt + ky;
+        if (iy < 0 || iy >= q.H) continue;
+        for (int64_t kx = 0; kx < q.KW; kx++) {
+          const int64_t ix = ox * q.sw - q.pl + kx;
+          if (ix < 0 || ix >= q.W) continue;
+          memcpy(dst + (size_t)((ky * q.KW + kx) * q.C) * elem, img + (size_t)(((bi * q.H + iy) * q.W + ix) * q.C) * elem,
+                 (size_t)q.C * elem);
+        }
+      }
+    }
+    damo_gemm_q8(rows, patches, w, scale, zp, b, relu, damo_f32(n) + p0 * q.F, q.F);
+  }
+  return DAMO_OK;
+}
+
+const damo_op_def damo_op_def_qconv2d = {"qconv2d", 2, qconv_infer, qconv_forward, no_backward, 0};
+
+damo_node *damo_qconv2d_op(damo_graph *g, damo_node *x, const damo_qweight *w, int kh, int kw, damo_node *bias,
+                           damo_activation act, int stride_h, int stride_w, int pad_top, int pad_left, int pad_bottom,
+                           int pad_right, float x_scale, int zero_point) {
+  if (kh < 1 || kh > 32767 || kw < 1 || kw > 255 || !fusable(act)) kh = kw = 0, act = DAMO_ACT_NONE; /* refused by infer */
+  damo_node *in[2] = {x, bias};
+  /* The activation and the window share one slot: iparam has room for eight values. */
+  int p[8] = {stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, (int)act | kw << 8 | kh << 16, zero_point};
+  float f[1] = {x_scale};
+  return damo_graph_add_node_data(g, DAMO_OP_QCONV2D, bias ? 2 : 1, in, p, 8, f, 1, w);
+}
