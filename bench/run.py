@@ -298,6 +298,18 @@ def bench_bf16(damo, work, threads, env_threads, quick):
         for precision in ("f32", "bf16"):
             print("B: %s %s (damo)" % (wid.upper(), precision), flush=True)
             out["%s_%s" % (wid, precision)] = run_json(cmd + ["--precision", precision], env_threads)
+    if out["cpu_bf16"]:
+        # PyTorch under bf16 autocast from the same initial weights on the same batches.
+        script = os.path.join(HERE, "torch_bench.py")
+        print("B: W4 bf16 autocast (PyTorch)", flush=True)
+        out["w4_torch_bf16"] = run_json([PY, script, "gpt2", str(threads), os.path.join(ROOT, W4_CONFIG),
+                                         os.path.join(work, "b_w4_init"), "--steps", steps, "--bf16", "1"],
+                                        TORCH_CONFIGS[0])
+        print("B: W5 bf16 autocast (PyTorch)", flush=True)
+        out["w5_torch_bf16"] = run_json([PY, script, "bert", str(threads), os.path.join(ROOT, W5_CONFIG),
+                                         os.path.join(work, "b_w5_init")] + (["--probe-steps", "30"] if quick else
+                                                                             ["--epochs", str(W5_EPOCHS)]) +
+                                        ["--bf16", "1"], TORCH_CONFIGS[0])
     return out
 
 
@@ -306,10 +318,12 @@ def bf16_rows(b):
     path = b["g2_bf16"]["bf16_path"]
     unit = "this CPU has a bf16 unit" if b["cpu_bf16"] else "this CPU has no bf16 unit (no AVX512_BF16, no AMX)"
     for f, h, t in zip(b["g2_f32"], b["g2_bf16"]["gemm"], b["g2_torch"]):
-        rows.append("| G2 GEMM %dx%dx%d bf16 operands, GFLOP/s | %.1f (%.1f%% of the f32 FMA peak beside it; damo f32 "
-                    "%.1f) | %.1f | %.2fx | damo's bf16 path: %s (%s); PyTorch: bf16 torch.mm, %s |"
-                    % (h["m"], h["n"], h["k"], h["gflops"], 100 * h["efficiency"], f["gflops"], t["gflops"],
-                       h["gflops"] / t["gflops"], path, unit, b["torch_config"]))
+        peak_of = h.get("peak_of", "f32 FMA")
+        peak_of = "bf16 (%s)" % peak_of if peak_of != "f32 FMA" else peak_of
+        rows.append("| G2 GEMM %dx%dx%d bf16 operands, GFLOP/s | %.1f (%.1f%% of the %s peak measured beside it, %.0f; "
+                    "damo f32 %.1f) | %.1f | %.2fx | damo's bf16 path: %s (%s); PyTorch: bf16 torch.mm, %s |"
+                    % (h["m"], h["n"], h["k"], h["gflops"], 100 * h["efficiency"], peak_of, h["peak_nearby"],
+                       f["gflops"], t["gflops"], h["gflops"] / t["gflops"], path, unit, b["torch_config"]))
     for wid, unit_name, rate in (("w4", "tokens/s", tokens_per_s), ("w5", "sequences/s", sequences_per_s)):
         f, h = b[wid + "_f32"], b[wid + "_bf16"]
         lf, lh = f["step_losses"], h["step_losses"]
@@ -320,6 +334,13 @@ def bf16_rows(b):
                     "%.1f | %.2fx | goal 1.6x with a bf16 unit (%s); training loss within %.2f%% of f32 at every "
                     "step (goal 1%%); %s |"
                     % (wid.upper(), unit_name, len(lf), rate(h), rate(f), rate(h) / rate(f), path, 100 * worst, final))
+        t = b.get(wid + "_torch_bf16")
+        if t:
+            tfinal = ("validation loss %.4f vs %.4f" % (h["val_loss"], t["val_loss"]) if "val_loss" in t else
+                      "test F1 %.4f vs %.4f" % (h["test_f1"], t["test_f1"]) if "test_f1" in t else "probe")
+            rows.append("| %s-bf16 training, %s: damo bf16 against PyTorch bf16 autocast (same weights and batches) | "
+                        "%.1f | %.1f | %.2fx | goal 1.3x; %s; PyTorch: %s |"
+                        % (wid.upper(), unit_name, rate(h), rate(t), rate(h) / rate(t), tfinal, b["torch_config"]))
     return rows
 
 

@@ -294,7 +294,8 @@ def main(argv):
     elif what == "bert":
         from torch_bert import bench_bert
         rest = argv[5:]
-        res = bench_bert(threads, argv[3], argv[4], option(rest, "--epochs", 1), option(rest, "--probe-steps", 0))
+        res = bench_bert(threads, argv[3], argv[4], option(rest, "--epochs", 1), option(rest, "--probe-steps", 0),
+                         bf16=option(rest, "--bf16", 0))
     else:
         raise SystemExit(__doc__)
     res["torch"] = torch.__version__

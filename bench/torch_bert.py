@@ -1,6 +1,6 @@
 """PyTorch's side of W5 (a BERT classifier fine-tuned on SpamAssassin), run by torch_bench.py.
 
-  torch_bench.py bert THREADS CONFIG INIT_DIR [--epochs E] [--probe-steps P]
+  torch_bench.py bert THREADS CONFIG INIT_DIR [--epochs E] [--probe-steps P] [--bf16 1]
 
 INIT_DIR is what `damo bench bert` wrote: config.json + model.safetensors (the initial
 weights, HuggingFace names and layouts) and the WordPiece-encoded splits as raw int32 files
@@ -8,7 +8,8 @@ weights, HuggingFace names and layouts) and the WordPiece-encoded splits as raw 
 torch (post-LN layers, erf GELU, padded keys masked out, pooled [CLS], hidden and
 attention-probability dropout as configured), trained on the very same batches in
 the same order with the same recipe: AdamW with decay on 2-D tensors only, linear warm-up
-then cosine to min_lr, global-norm clipping.
+then cosine to min_lr, global-norm clipping. --bf16 1 runs each step's forward and loss
+under torch.autocast("cpu", dtype=torch.bfloat16) (W5-bf16).
 """
 import json
 import math
@@ -90,7 +91,7 @@ def f1_score(pred, labels):
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
-def bench_bert(threads, config_path, init_dir, epochs, probe_steps):
+def bench_bert(threads, config_path, init_dir, epochs, probe_steps, bf16=0):
     torch.set_num_threads(threads)
     with open(config_path) as f:
         o = json.load(f)["finetune"]
@@ -118,14 +119,15 @@ def bench_bert(threads, config_path, init_dir, epochs, probe_steps):
             g["lr"] = lr_at(step, o, total)
         first = (step % per_epoch) * B
         t0 = time.perf_counter()
-        loss = F.cross_entropy(model(ids[first:first + B], types[first:first + B], mask[first:first + B]),
-                               labels[first:first + B])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(bf16)):
+            loss = F.cross_entropy(model(ids[first:first + B], types[first:first + B], mask[first:first + B]),
+                                   labels[first:first + B])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step_seconds.append(time.perf_counter() - t0)
-    res = {"threads": threads, "first_loss": first_loss, "steps": n_steps, "batch": B, "seq_len": T,
+    res = {"threads": threads, "first_loss": first_loss, "steps": n_steps, "batch": B, "seq_len": T, "bf16": bf16,
            "train_examples": len(labels), "step_seconds": [round(s, 5) for s in step_seconds]}
     if not probe_steps:
         model.eval()

@@ -186,11 +186,14 @@ void damo_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float
 typedef enum damo_matmul_precision { DAMO_MATMUL_F32 = 0, DAMO_MATMUL_BF16 = 1 } damo_matmul_precision;
 damo_status damo_set_matmul_precision(damo_matmul_precision precision);
 damo_matmul_precision damo_get_matmul_precision(void);
-/* How bf16 products run on this CPU: "emulated" (f32 FMAs on bf16-rounded operands: the
- * numbers of a bf16 unit, not its speed). No native kernel (AVX512_BF16, AMX) is built yet;
- * damo_cpu_has_bf16() says whether the CPU has such an instruction (1 AVX512_BF16, 2 AMX). */
+/* How bf16 products run on this CPU: "amx_bf16" (AMX tiles), "avx512_bf16" (VDPBF16PS), or
+ * "emulated" (f32 FMAs on bf16-rounded operands: the numbers of a bf16 unit, not its speed);
+ * the native paths only on the AVX-512 SIMD path. damo_cpu_has_bf16() says which unit the
+ * CPU has (0 none, 1 AVX512_BF16, 2 AMX). damo_bf16_peak_gflops: that path's measured
+ * multiply-add ceiling (register-only loop; "emulated": the f32 FMA peak). */
 const char *damo_bf16_matmul_path(void);
 int damo_cpu_has_bf16(void);
+double damo_bf16_peak_gflops(int threads);
 /* The machine's measured FMA peak in GFLOP/s with this many threads (register-only loop on
  * the dispatched SIMD path); what GEMM efficiency is quoted against. */
 double damo_fma_peak_gflops(int threads);

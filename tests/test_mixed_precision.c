@@ -5,7 +5,7 @@
  * gradients). */
 #include "damo.h"
 #include "harness.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "models/bert.h"
 
 #include <float.h>
@@ -67,8 +67,15 @@ static void test_gemm_every_path(void) {
   const damo_simd_level original = damo_simd_level_get();
   for (int l = 0; l < 3; l++) {
     if (damo_simd_level_force(levels[l]) != levels[l]) continue; /* a path this CPU lacks */
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-      for (int t = 0; t < 4; t++) check_product(t >> 1, t & 1, shapes[s][0], shapes[s][1], shapes[s][2], &r);
+    /* On AVX-512: AMX where there is one, then without it (VDPBF16PS or emulated). */
+    for (int amx = 1; amx >= 0; amx--) {
+      if (levels[l] != DAMO_SIMD_AVX512 && !amx) break;
+      damo_amx_allow(amx);
+      printf("  %s: bf16 path %s\n", damo_simd_path(), damo_bf16_matmul_path());
+      for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 4; t++) check_product(t >> 1, t & 1, shapes[s][0], shapes[s][1], shapes[s][2], &r);
+    }
+    damo_amx_allow(1);
   }
   damo_simd_level_force(original);
 }
@@ -97,7 +104,18 @@ static void test_setting(void) {
   CHECK(strstr(damo_last_error(), "DAMO_MATMUL_BF16") != NULL);
   CHECK(damo_get_matmul_precision() == DAMO_MATMUL_BF16); /* a refused value changes nothing */
   damo_set_matmul_precision(DAMO_MATMUL_F32);
-  CHECK(strstr(damo_info_string(), "bf16 matmul: emulated") != NULL);
+  char want[64];
+  snprintf(want, sizeof want, "bf16 matmul: %s", damo_bf16_matmul_path());
+  CHECK(strstr(damo_info_string(), want) != NULL);
+  /* The native kernels only on the AVX-512 path, and only where the CPU has them. */
+  const char *path = damo_bf16_matmul_path();
+  CHECK(!strcmp(path, "emulated") || !strcmp(path, "avx512_bf16") || !strcmp(path, "amx_bf16"));
+  if (damo_simd_level_get() != DAMO_SIMD_AVX512 || !damo_cpu_has_bf16()) CHECK(!strcmp(path, "emulated"));
+  /* The bf16 peak probe of that path: AMX tiles far above the f32 FMA loop. */
+  const double bf16_peak = damo_bf16_peak_gflops(1), fma_peak = damo_fma_peak_gflops(1);
+  printf("  bf16 peak (%s) %.0f GFLOP/s, f32 FMA peak %.0f, one thread\n", path, bf16_peak, fma_peak);
+  CHECK(bf16_peak > 0 && fma_peak > 0);
+  if (!strcmp(path, "amx_bf16")) CHECK_MSG(bf16_peak > 4 * fma_peak, "AMX %.0f vs FMA %.0f", bf16_peak, fma_peak);
 }
 
 /* ||a - b|| / ||b||. */

@@ -4,7 +4,7 @@
  * for a target ISA and are chosen here at run time. The level is detected once (lazily, on
  * first use), may be lowered by the DAMO_SIMD environment variable, and may be forced by
  * tests; a request above what the CPU has is clamped to the best it has. */
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 #include <cpuid.h>
 #include <stdatomic.h>
@@ -95,6 +95,14 @@ int damo_cpu_has_bf16(void) {
   return 0;
 }
 
+int damo_cpu_has_avx512_bf16(void) {
+  unsigned eax, ebx, ecx, edx;
+  if (__get_cpuid_max(0, NULL) < 7) return 0;
+  const uint64_t avx512_state = 0xE6;
+  __cpuid_count(7, 1, eax, ebx, ecx, edx);
+  return (eax & (1u << 5)) && (os_saved_state() & avx512_state) == avx512_state;
+}
+
 int damo_cpu_has_vnni(void) {
   unsigned eax, ebx, ecx, edx;
   if (__get_cpuid_max(0, NULL) < 7) return 0;
@@ -104,6 +112,11 @@ int damo_cpu_has_vnni(void) {
   return f && bw && vnni && (os_saved_state() & avx512_state) == avx512_state;
 }
 
-/* Written for what this project's machines have (AVX2 and AVX-512F, no bf16 unit): a native
- * kernel is added here as a path name and a micro-kernel when a machine to test it exists. */
-const char *damo_bf16_matmul_path(void) { return "emulated"; }
+/* On the AVX-512 path: AMX tiles where the CPU and the OS allow them (gemm_amx.c), else
+ * VDPBF16PS where the CPU has AVX512_BF16 (gemm_bf16.c); otherwise the operands are rounded
+ * and multiplied by the f32 kernels. */
+const char *damo_bf16_matmul_path(void) {
+  if (damo_simd_level_get() != DAMO_SIMD_AVX512) return "emulated";
+  if (damo_amx_ready()) return "amx_bf16";
+  return damo_cpu_has_avx512_bf16() ? "avx512_bf16" : "emulated";
+}

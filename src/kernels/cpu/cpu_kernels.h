@@ -55,6 +55,21 @@ void damo_gemm_microkernel_avx2(int64_t k, const float *packed_a, const float *p
 void damo_gemm_microkernel_avx2_gather(int64_t k, const float *const *rows, const int64_t *k_off,
                                        const float *packed_b, float *c, int64_t ldc, int m, int n, float alpha,
                                        float beta);
+/* The native bf16 path (gemm_bf16.c, AVX512_BF16): depth values of each of `panels` packed
+ * panels of width rows/columns (damo_gemm_pack_fn's layout) as bf16 pairs along k, width x 2
+ * x ceil(depth / 2) values a panel; and the 14 x 32 tile over such panels (pairs = ceil(k / 2)). */
+void damo_gemm_bf16_pairs(const float *src, int64_t panels, int width, int64_t depth, uint16_t *dst);
+void damo_gemm_microkernel_avx512_bf16(int64_t pairs, const uint16_t *packed_a, const uint16_t *packed_b, float *c,
+                                       int64_t ldc, int m, int n, float alpha, float beta);
+int damo_cpu_has_avx512_bf16(void);
+/* AMX (gemm_amx.c): whether this process may use the tiles (asks the OS once), and the
+ * whole bf16 product on them; 0 (C untouched) when it cannot run. */
+int damo_amx_ready(void);
+/* Tests: 0 keeps damo_gemm off AMX (the AVX512_BF16 kernel then runs where the CPU has it);
+ * returns the previous setting. */
+int damo_amx_allow(int allowed);
+int damo_gemm_amx(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 /* This thread's 64-byte aligned packing buffer of at least `floats` floats, kept for reuse
  * (gemm.c); NULL without memory. */
 float *damo_gemm_pack_buffer(size_t floats);

@@ -211,7 +211,8 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
 
 typedef struct gemm_problem {
   int trans_a, trans_b;
-  int bf16; /* round both packed operands to bfloat16 (damo_set_matmul_precision) */
+  int bf16;        /* round both packed operands to bfloat16 (damo_set_matmul_precision) */
+  int native_bf16; /* and multiply them with VDPBF16PS (gemm_bf16.c) */
   int64_t M, N, K;
   float alpha, beta;
   const float *A, *B;
@@ -261,15 +262,43 @@ DAMO_MULTIVERSION static void round_to_bf16(float *x, int64_t n) {
   }
 }
 
+/* The native bf16 path's side buffers: a packed A block and a packed B block as bf16 pairs
+ * (gemm_bf16.c), after the f32 blocks in the same buffer. */
+typedef struct bf16_blocks {
+  uint16_t *a, *b;
+} bf16_blocks;
+
+static int64_t bf16_block_floats(const gemm_config *cfg, const gemm_problem *pr) {
+  if (!pr->native_bf16) return 0;
+  const int64_t pairs = (min64(cfg->kc, pr->K) + 1) / 2;
+  const int64_t a = round_up(min64(cfg->mc, pr->M), cfg->mr) * pairs, b = round_up(min64(cfg->nc, pr->N), cfg->nr) * pairs;
+  return round_up(a, 16) + round_up(b, 16); /* two bf16 a pair: one float's bytes */
+}
+
 /* Rows [ic, ic + mc) of C times the packed block of op(B) at columns [jc, jc + nc), K slice
  * [pc, pc + kc): packs that row block of op(A), then runs the micro-kernel over its tiles. */
 static void multiply_row_block(const gemm_problem *pr, const gemm_config *cfg, float *packed_a, const float *packed_b,
-                               int64_t ic, int64_t mc, int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
+                               const bf16_blocks *bf, int64_t ic, int64_t mc, int64_t jc, int64_t nc, int64_t pc,
+                               int64_t kc) {
   const int mr = cfg->mr, nr = cfg->nr;
   /* The first K slice applies the caller's beta; later slices accumulate onto it. */
   const float beta = pc == 0 ? pr->beta : 1.0f;
   const int64_t a_panels = (mc + mr - 1) / mr, b_panels = (nc + nr - 1) / nr;
   cfg->pack(!pr->trans_a, pr->A, pr->lda, ic, pc, mc, kc, mr, packed_a);
+  if (pr->native_bf16) {
+    const int64_t pairs = (kc + 1) / 2;
+    damo_gemm_bf16_pairs(packed_a, a_panels, mr, kc, bf->a);
+    for (int64_t jp = 0; jp < b_panels; jp++) {
+      const int64_t col = jc + jp * nr;
+      for (int64_t ip = 0; ip < a_panels; ip++) {
+        const int64_t row = ic + ip * mr;
+        damo_gemm_microkernel_avx512_bf16(pairs, bf->a + ip * mr * 2 * pairs, bf->b + jp * nr * 2 * pairs,
+                                          pr->C + row * pr->ldc + col, pr->ldc, (int)min64(mr, pr->M - row),
+                                          (int)min64(nr, pr->N - col), pr->alpha, beta);
+      }
+    }
+    return;
+  }
   if (pr->bf16) round_to_bf16(packed_a, round_up(mc, mr) * kc);
   /* B micro-panel outermost: it stays in cache while the A block streams from L2. */
   for (int64_t jp = 0; jp < b_panels; jp++) {
@@ -286,14 +315,21 @@ static void multiply_row_block(const gemm_problem *pr, const gemm_config *cfg, f
 /* The whole product on one thread; buffer holds a packed A block then a packed B block. */
 static void gemm_blocked(const gemm_problem *pr, const gemm_config *cfg, float *buffer) {
   float *packed_a = buffer, *packed_b = buffer + packed_a_floats(cfg, pr->M, pr->K);
+  bf16_blocks bf = {NULL, NULL};
+  if (pr->native_bf16) {
+    const int64_t pairs = (min64(cfg->kc, pr->K) + 1) / 2;
+    bf.a = (uint16_t *)(packed_b + packed_b_floats(cfg, pr->N, pr->K));
+    bf.b = bf.a + 2 * round_up(round_up(min64(cfg->mc, pr->M), cfg->mr) * pairs, 16);
+  }
   for (int64_t jc = 0; jc < pr->N; jc += cfg->nc) {
     const int64_t nc = min64(cfg->nc, pr->N - jc);
     for (int64_t pc = 0; pc < pr->K; pc += cfg->kc) {
       const int64_t kc = min64(cfg->kc, pr->K - pc);
       cfg->pack(pr->trans_b, pr->B, pr->ldb, jc, pc, nc, kc, cfg->nr, packed_b);
-      if (pr->bf16) round_to_bf16(packed_b, round_up(nc, cfg->nr) * kc);
+      if (pr->native_bf16) damo_gemm_bf16_pairs(packed_b, (nc + cfg->nr - 1) / cfg->nr, cfg->nr, kc, bf.b);
+      else if (pr->bf16) round_to_bf16(packed_b, round_up(nc, cfg->nr) * kc);
       for (int64_t ic = 0; ic < pr->M; ic += cfg->mc)
-        multiply_row_block(pr, cfg, packed_a, packed_b, ic, min64(cfg->mc, pr->M - ic), jc, nc, pc, kc);
+        multiply_row_block(pr, cfg, packed_a, packed_b, &bf, ic, min64(cfg->mc, pr->M - ic), jc, nc, pc, kc);
     }
   }
 }
@@ -306,7 +342,8 @@ static void gemm_reference_problem(const gemm_problem *pr) {
 /* gemm_blocked with this thread's cached buffer, or a buffer of its own for this call, or
  * (no memory at all) the reference loop, which needs none. */
 static void gemm_with_buffer(const gemm_problem *pr, const gemm_config *cfg) {
-  const size_t floats = (size_t)(packed_a_floats(cfg, pr->M, pr->K) + packed_b_floats(cfg, pr->N, pr->K));
+  const size_t floats =
+      (size_t)(packed_a_floats(cfg, pr->M, pr->K) + packed_b_floats(cfg, pr->N, pr->K) + bf16_block_floats(cfg, pr));
   float *buffer = damo_gemm_pack_buffer(floats);
   if (buffer) {
     gemm_blocked(pr, cfg, buffer);
@@ -399,7 +436,11 @@ void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
   }
   const gemm_config *cfg = config_for_level(damo_simd_level_get());
   const int bf16 = atomic_load(&matmul_precision) == DAMO_MATMUL_BF16;
-  const gemm_problem problem = {trans_a, trans_b, bf16, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc};
+  if (bf16 && cfg == &config_avx512 && damo_amx_ready() &&
+      damo_gemm_amx(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+    return;
+  const int native = bf16 && cfg == &config_avx512 && damo_cpu_has_avx512_bf16();
+  const gemm_problem problem = {trans_a, trans_b, bf16, native, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc};
 
   if (gemm_narrow(&problem, cfg)) return;
   int threads = omp_in_parallel() ? 1 : damo_threads();

@@ -1,0 +1,85 @@
+/* bf16_peak.c - the bf16 multiply-add ceiling of the path damo_bf16_matmul_path() names,
+ * measured as fma_peak.c measures the f32 one: operands held in registers (AMX: two source
+ * tiles and four accumulator tiles; AVX512_BF16: zmm chains), nothing read from memory in
+ * the loop, every thread at once. "emulated" has the f32 FMA peak. */
+#include "kernels/cpu/cpu_kernels.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#define AMX_ITERATIONS 400000L
+#define DOT_ITERATIONS 4000000L
+
+typedef struct tile_config {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+} tile_config;
+
+static const tile_config full_tiles __attribute__((aligned(64))) = {
+    .palette = 1, .colsb = {64, 64, 64, 64, 64, 64, 64, 64}, .rows = {16, 16, 16, 16, 16, 16, 16, 16}};
+
+/* 16 x 16 x 32 multiply-adds per TDPBF16PS, four a step. Values: ones times a small number,
+ * accumulating slowly (never infinite in this many steps). */
+__attribute__((target("amx-tile,amx-bf16"))) static double amx_loop(long iterations, float *sink) {
+  /* Static storage: filled before the tile loads read it (GCC does not see those reads). */
+  static _Thread_local uint16_t one[16 * 32] __attribute__((aligned(64))), tiny[16 * 32] __attribute__((aligned(64)));
+  for (int i = 0; i < 16 * 32; i++) one[i] = 0x3f80, tiny[i] = 0x3380; /* 1.0 and 2^-24 */
+  float out[16 * 16] __attribute__((aligned(64)));
+  _tile_loadconfig(&full_tiles);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, one, 64);
+  _tile_loadd(5, one, 64);
+  _tile_loadd(6, tiny, 64);
+  _tile_loadd(7, tiny, 64);
+  for (long i = 0; i < iterations; i++) {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, out, 64);
+  _tile_release();
+  *sink = out[0];
+  return 4.0 * 2.0 * 16 * 16 * 32 * (double)iterations;
+}
+
+__attribute__((target("avx512f,avx512bf16"))) static double dot_loop(long iterations, float *sink) {
+  __m512 acc[12];
+  for (int c = 0; c < 12; c++) acc[c] = _mm512_setzero_ps();
+  const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = (__m512bh)_mm512_set1_epi32(0x33803380);
+  for (long i = 0; i < iterations; i++) {
+#pragma GCC unroll 12
+    for (int c = 0; c < 12; c++) acc[c] = _mm512_dpbf16_ps(acc[c], a, b);
+  }
+  __m512 total = acc[0];
+  for (int c = 1; c < 12; c++) total = _mm512_add_ps(total, acc[c]);
+  *sink = _mm512_reduce_add_ps(total);
+  return 2.0 * 32.0 * 12 * (double)iterations;
+}
+
+double damo_bf16_peak_gflops(int threads) {
+  if (threads <= 0) threads = damo_threads();
+  const char *path = damo_bf16_matmul_path();
+  const int amx = !strcmp(path, "amx_bf16");
+  if (!amx && strcmp(path, "avx512_bf16")) return damo_fma_peak_gflops(threads);
+  double best = 0;
+  float sink = 0;
+  for (int attempt = 0; attempt < 4; attempt++) {
+    double done = 0, start = omp_get_wtime();
+    const long iterations = (amx ? AMX_ITERATIONS : DOT_ITERATIONS) / (attempt == 0 ? 8 : 1);
+#pragma omp parallel num_threads(threads) reduction(+ : done)
+    {
+      float local = 0;
+      done += amx ? amx_loop(iterations, &local) : dot_loop(iterations, &local);
+#pragma omp critical(damo_bf16_peak_sink)
+      sink += local;
+    }
+    const double seconds = omp_get_wtime() - start;
+    if (attempt > 0 && seconds > 0 && done / seconds > best) best = done / seconds;
+  }
+  return sink == sink ? best * 1e-9 : 0.0;
+}

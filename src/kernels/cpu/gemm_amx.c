@@ -1,0 +1,209 @@
+/* gemm_amx.c - damo_gemm with bf16 operands on AMX (Intel's tile unit: TDPBF16PS multiplies
+ * a 16 x 32 bf16 tile by a 32 x 16 one into 16 x 16 f32 sums, 16 k a row per instruction).
+ *
+ * The whole of op(A) and op(B) is packed once per product into the tiles' layouts, in bf16
+ * rounded as damo_bf16_from_f32 rounds (nearest even, NaN kept):
+ *   A: panels of 32 rows; per chunk of 32 k, the 32 rows of 32 values, 64 bytes each (tiles
+ *      A0 = rows 0..15 and A1 = rows 16..31, stride 64);
+ *   B: panels of 32 columns; per chunk of 32 k, 16 rows of k-pairs, each the 32 columns'
+ *      pairs (k, k + 1) side by side, 128 bytes (tiles B0 = columns 0..15, B1 = 16..31,
+ *      stride 128);
+ * with K padded to whole chunks and M, N to whole panels by zeros. Each 32 x 32 tile of C
+ * lives in four accumulator tiles (A0B0, A0B1, A1B0, A1B1) over all of K, then goes through
+ * alpha and beta into C. Threads take tiles in row-panel order, so a thread reuses its A
+ * panel from cache across the columns. The tile unit is configured per thread; Linux hands
+ * a process the AMX registers only after it asks (arch_prctl), once. */
+#define _GNU_SOURCE /* syscall */
+#include "kernels/cpu/cpu_kernels.h"
+
+#include <immintrin.h>
+#include <omp.h>
+#include <stdatomic.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+enum { TILE = 32, CHUNK = 32 };
+
+typedef struct tile_config {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+} tile_config;
+
+/* 0 unknown, 1 usable, 2 not: the CPU has AMX-BF16 and the kernel gave this process the
+ * tile data state. */
+static atomic_int amx_state, amx_refused;
+
+int damo_amx_allow(int allowed) { return !atomic_exchange(&amx_refused, !allowed); }
+
+int damo_amx_ready(void) {
+  if (atomic_load(&amx_refused)) return 0;
+  int s = atomic_load(&amx_state);
+  if (s) return s == 1;
+  int ok = damo_cpu_has_bf16() == 2 && damo_cpu_has_avx512_bf16();
+#if defined(__linux__)
+  /* ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA (18). */
+  if (ok) ok = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+  ok = 0;
+#endif
+  atomic_store(&amx_state, ok ? 1 : 2);
+  return ok;
+}
+
+static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+static inline __mmask16 lanes_mask(int64_t n) {
+  return n >= 16 ? (__mmask16)0xFFFF : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
+}
+
+/* Rows k and k + 1 (16 values each from `at`, rows `ld` apart; a row past K reads as 0) as 16
+ * bf16 pairs, one per 32-bit lane. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline __m512i
+pairs_of_rows(const float *at, int64_t ld, int64_t k, int64_t K, __mmask16 lanes) {
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                              21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512 r0 = k < K ? _mm512_maskz_loadu_ps(lanes, at) : _mm512_setzero_ps();
+  const __m512 r1 = k + 1 < K ? _mm512_maskz_loadu_ps(lanes, at + ld) : _mm512_setzero_ps();
+  return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(r1, r0));
+}
+
+/* 32 consecutive values (n of them, the rest 0) as 32 bf16 in order: 16 pairs. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline __m512i run_of_32(const float *at,
+                                                                                                     int64_t n) {
+  return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(lanes_mask(n - 16), at + 16),
+                                      _mm512_maskz_loadu_ps(lanes_mask(n), at));
+}
+
+/* Rows [q * 32, q * 32 + 32) of op(A) into panel q: per chunk, 32 rows of 32 k. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void pack_a_panel(const float *A, int64_t lda, int trans,
+                                                                               int64_t M, int64_t K, int64_t q,
+                                                                               uint16_t *dst) {
+  const int64_t chunks = round_up(K, CHUNK) / CHUNK, i0 = q * TILE, rows = M - i0 < TILE ? M - i0 : TILE;
+  for (int64_t c = 0; c < chunks; c++) {
+    const int64_t k0 = c * CHUNK;
+    uint16_t *out = dst + c * TILE * CHUNK;
+    if (!trans) {
+      for (int64_t r = 0; r < TILE; r++)
+        _mm512_storeu_si512((void *)(out + r * CHUNK), r < rows ? run_of_32(A + (i0 + r) * lda + k0, K - k0)
+                                                                : _mm512_setzero_si512());
+      continue;
+    }
+    /* A is stored K x M: rows k, k + 1 give 16 rows' pairs at a time, scattered to their rows. */
+    const __m512i row_step = _mm512_mullo_epi32(_mm512_set1_epi32(CHUNK / 2),
+                                                _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0));
+    for (int64_t r0 = 0; r0 < TILE; r0 += 16)
+      for (int64_t p = 0; p < CHUNK / 2; p++) {
+        const int64_t k = k0 + 2 * p;
+        const __m512i v = pairs_of_rows(A + k * lda + i0 + r0, lda, k, K, lanes_mask(rows - r0));
+        _mm512_i32scatter_epi32((int32_t *)(void *)(out + r0 * CHUNK) + p, row_step, v, 4);
+      }
+  }
+}
+
+/* Columns [q * 32, q * 32 + 32) of op(B) into panel q: per chunk, 16 rows of 32 pairs. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void pack_b_panel(const float *B, int64_t ldb, int trans,
+                                                                               int64_t N, int64_t K, int64_t q,
+                                                                               uint16_t *dst) {
+  const int64_t chunks = round_up(K, CHUNK) / CHUNK, j0 = q * TILE, cols = N - j0 < TILE ? N - j0 : TILE;
+  const __m512i pair_step = _mm512_mullo_epi32(_mm512_set1_epi32(TILE),
+                                               _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0));
+  for (int64_t c = 0; c < chunks; c++) {
+    const int64_t k0 = c * CHUNK;
+    uint16_t *out = dst + c * CHUNK * TILE;
+    if (!trans) {
+      /* Rows k and k + 1 of B, 16 columns at a time. */
+      for (int64_t p = 0; p < CHUNK / 2; p++)
+        for (int h = 0; h < 2; h++)
+          _mm512_storeu_si512((void *)(out + p * 2 * TILE + 32 * h),
+                              pairs_of_rows(B + (k0 + 2 * p) * ldb + j0 + 16 * h, ldb, k0 + 2 * p, K,
+                                            lanes_mask(cols - 16 * h)));
+      continue;
+    }
+    /* B is stored N x K: a column's 32 k are contiguous, 16 pairs scattered down the rows. */
+    for (int64_t j = 0; j < TILE; j++) {
+      const __m512i v = j < cols ? run_of_32(B + (j0 + j) * ldb + k0, K - k0) : _mm512_setzero_si512();
+      _mm512_i32scatter_epi32((int32_t *)(void *)out + j, pair_step, v, 4);
+    }
+  }
+}
+
+/* One 32 x 32 tile of C over all chunks: rows m, columns n of it are stored. */
+__attribute__((target("amx-tile,amx-bf16,avx512f"))) static void tile_product(const uint16_t *a, const uint16_t *b,
+                                                                             int64_t chunks, float *c, int64_t ldc,
+                                                                             int m, int n, float alpha, float beta) {
+  float sums[TILE * TILE] __attribute__((aligned(64)));
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int64_t ch = 0; ch < chunks; ch++) {
+    const uint16_t *ap = a + ch * TILE * CHUNK, *bp = b + ch * (CHUNK / 2) * 2 * TILE;
+    _tile_loadd(4, ap, CHUNK * 2);
+    _tile_loadd(5, ap + 16 * CHUNK, CHUNK * 2);
+    _tile_loadd(6, bp, 4 * TILE);
+    _tile_loadd(7, bp + 32, 4 * TILE);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, sums, TILE * 4);
+  _tile_stored(1, sums + 16, TILE * 4);
+  _tile_stored(2, sums + 16 * TILE, TILE * 4);
+  _tile_stored(3, sums + 16 * TILE + 16, TILE * 4);
+  const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
+  for (int i = 0; i < m; i++)
+    for (int v = 0; v < 2; v++) {
+      const int left = n - 16 * v;
+      if (left <= 0) break;
+      const __mmask16 mask = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+      float *out = c + i * ldc + 16 * v;
+      __m512 s = _mm512_mul_ps(_mm512_load_ps(sums + i * TILE + 16 * v), alpha_v);
+      if (beta != 0.0f) s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, out), beta_v, s);
+      _mm512_mask_storeu_ps(out, mask, s);
+    }
+}
+
+/* Eight tiles of 16 rows x 64 bytes. A constant object: GCC does not count LDTILECFG as a
+ * read of its operand and dropped the stores that filled a local one. */
+static const tile_config eight_full_tiles __attribute__((aligned(64))) = {
+    .palette = 1, .colsb = {64, 64, 64, 64, 64, 64, 64, 64}, .rows = {16, 16, 16, 16, 16, 16, 16, 16}};
+
+__attribute__((target("amx-tile"))) static void configure_tiles(void) { _tile_loadconfig(&eight_full_tiles); }
+
+__attribute__((target("amx-tile"))) static void release_tiles(void) { _tile_release(); }
+
+int damo_gemm_amx(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (!damo_amx_ready()) return 0;
+  const int64_t row_panels = round_up(M, TILE) / TILE, col_panels = round_up(N, TILE) / TILE;
+  const int64_t chunks = round_up(K, CHUNK) / CHUNK, panel_values = TILE * chunks * CHUNK;
+  /* The calling thread's packing buffer, kept between products (no page faults per call). */
+  uint16_t *pa = (uint16_t *)damo_gemm_pack_buffer((size_t)((row_panels + col_panels) * panel_values + 32) / 2);
+  if (!pa) return 0; /* the caller's path needs less memory */
+  uint16_t *pb = pa + row_panels * panel_values;
+  const int64_t tiles = row_panels * col_panels;
+  /* Small products on the calling thread alone, as damo_gemm does. */
+  const int threads = omp_in_parallel() || (double)M * (double)N * (double)K < 512.0 * 1024 ? 1 : damo_threads();
+#pragma omp parallel num_threads(threads)
+  {
+#pragma omp for schedule(static)
+    for (int64_t q = 0; q < row_panels + col_panels; q++) {
+      if (q < row_panels) pack_a_panel(A, lda, trans_a, M, K, q, pa + q * panel_values);
+      else pack_b_panel(B, ldb, trans_b, N, K, q - row_panels, pb + (q - row_panels) * panel_values);
+    }
+    configure_tiles();
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; t++) {
+      const int64_t rp = t / col_panels, cp = t % col_panels;
+      const int m = (int)(M - rp * TILE < TILE ? M - rp * TILE : TILE), n = (int)(N - cp * TILE < TILE ? N - cp * TILE : TILE);
+      tile_product(pa + rp * panel_values, pb + cp * panel_values, chunks, C + rp * TILE * ldc + cp * TILE, ldc, m, n,
+                   alpha, beta);
+    }
+    release_tiles();
+  }
+  return 1;
+}
