@@ -198,7 +198,10 @@ def bench_gpt2_124m(damo, work, threads, env_threads, quick):
     probe = str(2 if quick else W6_PROBE_STEPS)
     base = [damo, "bench", "gpt2", "--config", config, "--init", init, "--probe-steps", probe]
     out = {"config": W6_CONFIG, "damo": {}, "torch": {}}
-    for name, extra in (("fp32", []), ("fp32_recompute", ["--recompute"])):
+    sides = [("fp32", []), ("fp32_recompute", ["--recompute"])]
+    if cpu_has("avx512_bf16") or cpu_has("amx_bf16"):
+        sides.append(("bf16_recompute", ["--recompute", "--precision", "bf16"]))
+    for name, extra in sides:
         print("W6: damo %s" % name, flush=True)
         out["damo"][name] = run_json(base + extra, env_threads)
     script = os.path.join(HERE, "torch_bench.py")
@@ -229,7 +232,9 @@ def w6_rows(w):
     for dn, tn, what in (("fp32_recompute", "fp32_checkpoint", "recomputation vs torch.utils.checkpoint, fp32"),
                          ("fp32", "fp32", "everything stored, fp32"),
                          ("fp32_recompute", "bf16_autocast_checkpoint", "damo fp32 + recompute vs PyTorch bf16 "
-                                                                          "autocast + checkpoint")):
+                                                                          "autocast + checkpoint"),
+                         ("bf16_recompute", "bf16_autocast_checkpoint", "bf16 + recompute vs bf16 autocast + "
+                                                                          "checkpoint")):
         if dn not in d or tn not in t:
             continue
         dt, tt = w6_tokens_per_s(d[dn]), w6_tokens_per_s(t[tn])

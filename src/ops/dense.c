@@ -14,10 +14,12 @@
 
 enum { DENSE_ACT = 0, DENSE_TRANSPOSED = 1 }; /* iparam slots */
 
-/* Rows per block: the block's outputs (rows x N floats) stay in L2 for the epilogue. */
+/* Rows per block: the block's outputs (rows x N floats) stay in L2 for the epilogue, but at
+ * least 512 rows: every block's GEMM packs the whole kernel again, and 28-row blocks of a
+ * (768, 2304) kernel spent more time packing than multiplying (the GPT-2 124M forward). */
 static int64_t block_rows(int64_t N) {
   int64_t rows = (256 * 1024 / 4) / (N > 0 ? N : 1);
-  return rows < 16 ? 16 : rows;
+  return rows < 512 ? 512 : rows;
 }
 
 static damo_status dense_infer(damo_node *n) {
