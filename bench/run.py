@@ -227,7 +227,7 @@ def w6_tokens_per_s(side):
 def w6_rows(w):
     rows = []
     if "date" in w:
-        rows.append(measured_row("W6", w["date"]))
+        rows.append(measured_row("W6", w["date"], w.get("machine")))
     d, t = w["damo"], w["torch"]
     for dn, tn, what in (("fp32_recompute", "fp32_checkpoint", "recomputation vs torch.utils.checkpoint, fp32"),
                          ("fp32", "fp32", "everything stored, fp32"),
@@ -319,7 +319,7 @@ def bench_bf16(damo, work, threads, env_threads, quick):
 
 
 def bf16_rows(b):
-    rows = [measured_row("B (bf16)", b["date"])]
+    rows = [measured_row("B (bf16)", b["date"], b.get("machine"))]
     path = b["g2_bf16"]["bf16_path"]
     unit = "this CPU has a bf16 unit" if b["cpu_bf16"] else "this CPU has no bf16 unit (no AVX512_BF16, no AMX)"
     for f, h, t in zip(b["g2_f32"], b["g2_bf16"]["gemm"], b["g2_torch"]):
@@ -457,6 +457,7 @@ def main(argv):
     if wanted("G1"):
         measure_g1(results, damo, threads, env_threads, quick)
         results["G1"]["date"] = now
+        results["G1"]["machine"] = results["machine"]
     for wid, config, acc_epochs, repeats, probe_steps in WORKLOADS:
         if not wanted(wid):
             continue
@@ -464,25 +465,32 @@ def main(argv):
                                       threads, env_threads, quick)
         results[wid]["config"] = config
         results[wid]["date"] = now
+        results[wid]["machine"] = results["machine"]
     if wanted("W4"):
         results["W4"] = bench_gpt2(damo, work, threads, env_threads, quick)
         results["W4"]["date"] = now
+        results["W4"]["machine"] = results["machine"]
     if wanted("W5"):
         results["W5"] = bench_bert(damo, work, threads, env_threads, quick)
         results["W5"]["date"] = now
+        results["W5"]["machine"] = results["machine"]
     if wanted("W6"):
         results["W6"] = bench_gpt2_124m(damo, work, threads, env_threads, quick)
         results["W6"]["date"] = now
+        results["W6"]["machine"] = results["machine"]
     if wanted("D"):
         results["D"] = bench_distributed(damo, work, threads, quick)
         results["D"]["date"] = now
+        results["D"]["machine"] = results["machine"]
     if wanted("B"):
         results["B"] = bench_bf16(damo, work, threads, env_threads, quick)
         results["B"]["date"] = now
+        results["B"]["machine"] = results["machine"]
     if wanted("C"):  # sharing the machine: W1-W5 beside one and two busy processes
         import contention
         results["C"] = contention.measure(build, contention.DEFAULT)
         results["C"]["date"] = now
+        results["C"]["machine"] = results["machine"]
     write_results(results)
 
 
@@ -512,7 +520,8 @@ def write_results(results):
     with open(path, "w") as f:
         f.write("# Benchmark results\n\nThe latest `make bench` (written by bench/run.py; the raw figures are in "
                 "bench/results.json).\n\n")
-        f.write("- command: `make bench`\n- machine: %s\n- threads: %d (both sides)\n- date: %s\n"
+        f.write("- command: `make bench`\n- machine of the latest section: %s (each section's \"measured\" row names "
+                "its own)\n- threads: %d (both sides)\n- date: %s\n"
                 % (results["machine"], results["threads"], results["date"]))
         some = next((results[w] for w in ("W1", "W2", "W3") if w in results), {"torch": {}})
         f.write("- PyTorch %s with BLAS %s\n\n" % (some["torch"].get("torch", "?"), results["blas_for_torch"]))
@@ -535,8 +544,9 @@ def kept_notes(path):
     return text[at + 1:] if at >= 0 else ""
 
 
-def measured_row(wid, date):
-    return "| %s measured | %s | | | |" % (wid, date)
+def measured_row(wid, date, machine=None):
+    """Sections are rerun one at a time (BENCH_ONLY), so each names its own date and machine."""
+    return "| %s measured | %s | | | %s |" % (wid, date, machine or "machine not recorded")
 
 
 def rss_row(wid, dd, tt):
@@ -563,13 +573,13 @@ def report(r):
                     % (d["m"], d["n"], d["k"], d["gflops"], 100 * d["gflops"] / d["peak_nearby"], d["peak_nearby"],
                        t["gflops"], d["gflops"] / t["gflops"], d["min"], d["max"], g1["torch_config"]))
     if g1 and "date" in g1:
-        rows.append(measured_row("G1", g1["date"]))
+        rows.append(measured_row("G1", g1["date"], g1.get("machine")))
     for wid, *_ in WORKLOADS:
         if wid not in r:
             continue
         w = r[wid]
         if "date" in w:
-            rows.append(measured_row(wid, w["date"]))
+            rows.append(measured_row(wid, w["date"], w.get("machine")))
         dd, tt = w["damo"], w["torch"]
         n = dd["train_examples"]
         d_sps = [n / s for s in dd["epoch_seconds"]]
@@ -590,7 +600,7 @@ def report(r):
     if w:
         dd, tt = w["damo"], w["torch"]
         if "date" in w:
-            rows.append(measured_row("W4", w["date"]))
+            rows.append(measured_row("W4", w["date"], w.get("machine")))
         d_tps, t_tps = tokens_per_s(dd), tokens_per_s(tt)
         rows.append("| W4 training, tokens/s (median step of %d) | %.0f | %.0f | %.2fx | %s; PyTorch: %s |"
                     % (w["steps"], d_tps, t_tps, d_tps / t_tps, w["config"], w["torch_config"]))
@@ -604,7 +614,7 @@ def report(r):
     if w:
         dd, tt = w["damo"], w["torch"]
         if "date" in w:
-            rows.append(measured_row("W5", w["date"]))
+            rows.append(measured_row("W5", w["date"], w.get("machine")))
         d_sps, t_sps = sequences_per_s(dd), sequences_per_s(tt)
         rows.append("| W5 training, sequences/s (median step of %d) | %.1f | %.1f | %.2fx | %s, batch %d x %d; "
                     "PyTorch: %s |" % (dd["steps"], d_sps, t_sps, d_sps / t_sps, w["config"], dd["batch"],
@@ -626,14 +636,14 @@ def report(r):
         rows += bf16_rows(r["B"])
     if r.get("C"):
         import contention
-        rows += [measured_row("C (contention)", r["C"]["date"])] + contention.rows(r["C"])
+        rows += [measured_row("C (contention)", r["C"]["date"], r["C"].get("machine"))] + contention.rows(r["C"])
     return "\n".join(rows)
 
 
 def distributed_rows(d):
     """D1-D3: damo's ranks against damo's one process (the 'PyTorch' column holds the one-process figure), then
     damo's ranks against PyTorch DDP."""
-    rows = [measured_row("D", d["date"])]
+    rows = [measured_row("D", d["date"], d.get("machine"))]
     n, t, k = d["ranks"], d["threads"], d["threads_per_rank"]
     one = tokens_per_s(d["d1_one"])
     for key, what in (("d1_ranks", ""), ("d1_zero", ", ZeRO-1"), ("d1_buckets", ", 4 MB buckets")):
