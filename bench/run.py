@@ -8,7 +8,7 @@ settings (OPENBLAS_CORETYPE, OPENBLAS_NUM_THREADS, OMP_WAIT_POLICY) and the fast
 used and named. Speed is compared only after the first-step losses agree.
 
 usage: python3 bench/run.py BUILD_DIR [--quick]
-BENCH_ONLY=W2 (comma-separated ids: G1, W1-W6, D data parallel, B bf16, C contention) reruns
+BENCH_ONLY=W2 (comma-separated ids: G1, W1-W6, D data parallel, B bf16, C contention, Q int8) reruns
 only those figures and keeps the others from the previous bench/results.json; every row carries
 the date it was measured.
 """
@@ -318,6 +318,49 @@ def bench_bf16(damo, work, threads, env_threads, quick):
     return out
 
 
+# Q1: int8 inference. W1 trained for its budget, quantised by `damo quantize` (histogram
+# calibration on 2048 training examples), then the whole test split predicted at batch 64 by
+# damo f32, damo int8 and PyTorch's eager-mode static int8 of the same f32 weights (each
+# quantised engine this build has, calibrated on the same examples).
+def bench_int8(damo, work, threads, env_threads):
+    f32, int8 = os.path.join(work, "q_w1"), os.path.join(work, "q_w1_int8")
+    print("Q: W1 trained, then quantised (damo)", flush=True)
+    subprocess.run([damo, "train", "--config", os.path.join(ROOT, "examples/configs/mlp_fashion_mnist.json"), "--data",
+                    "fashion-mnist", "--out", f32, "--overwrite"], check=True, capture_output=True, env=dict(os.environ,
+                                                                                                          **env_threads))
+    q = subprocess.run([damo, "quantize", "--model", f32, "--out", int8, "--data", "fashion-mnist"], check=True,
+                       capture_output=True, text=True, env=dict(os.environ, **env_threads))
+    out = {"quantize": q.stdout.strip().splitlines()}
+    for side, d in (("damo_f32", f32), ("damo_int8", int8)):
+        print("Q: predict %s" % side, flush=True)
+        out[side] = run_json([damo, "bench", "predict", "--model", d, "--data", "fashion-mnist", "--repeats", "5"],
+                             env_threads)
+    print("Q: PyTorch int8", flush=True)
+    out["torch"] = run_json([PY, os.path.join(HERE, "torch_bench.py"), "quant", str(threads), f32, "--repeats", "5"],
+                            TORCH_CONFIGS[0])
+    out["sizes"] = [os.path.getsize(os.path.join(d, "model.safetensors")) for d in (f32, int8)]
+    return out
+
+
+def int8_rows(q):
+    rows = [measured_row("Q (int8)", q["date"], q.get("machine"))]
+    f, i, t = q["damo_f32"], q["damo_int8"], q["torch"]
+    best = t.get("best_engine")
+    rows.append("| Q1 W1 int8 inference, examples/s at batch 64: damo int8 against damo f32 | %.0f | %.0f | %.2fx | goal "
+                "2.5x; accuracy %.4f vs %.4f (%+.2f points); model.safetensors %.1f%% of f32 (goal <= 27%%) |"
+                % (i["examples_per_s"], f["examples_per_s"], i["examples_per_s"] / f["examples_per_s"], i["accuracy"],
+                   f["accuracy"], 100 * (i["accuracy"] - f["accuracy"]), 100.0 * q["sizes"][1] / q["sizes"][0]))
+    if best:
+        e = t["engines"][best]
+        others = ", ".join("%s %s" % (k, "%.0f/s" % v["examples_per_s"] if "examples_per_s" in v else "failed")
+                           for k, v in sorted(t["engines"].items()) if k != best)
+        rows.append("| Q1 W1 int8 inference, examples/s at batch 64: damo int8 against PyTorch int8 (%s) | %.0f | %.0f | "
+                    "%.2fx | goal 1.5x; PyTorch accuracy %.4f (its f32 %.4f at %.0f/s); other engines: %s |"
+                    % (best, i["examples_per_s"], e["examples_per_s"], i["examples_per_s"] / e["examples_per_s"],
+                       e["accuracy"], t["f32"]["accuracy"], t["f32"]["examples_per_s"], others or "none"))
+    return rows
+
+
 def bf16_rows(b):
     rows = [measured_row("B (bf16)", b["date"], b.get("machine"))]
     path = b["g2_bf16"]["bf16_path"]
@@ -447,7 +490,7 @@ def main(argv):
             previous = json.load(f)
     if only:
         for key, value in previous.items():
-            if key in ("G1", "D", "B", "C") or key.startswith("W"):
+            if key in ("G1", "D", "B", "C", "Q") or key.startswith("W"):
                 results[key] = value
                 results[key].setdefault("date", previous.get("date", "?"))
         results["date"] = "%s (%s; other rows as dated)" % (now, ", ".join(only))
@@ -486,6 +529,10 @@ def main(argv):
         results["B"] = bench_bf16(damo, work, threads, env_threads, quick)
         results["B"]["date"] = now
         results["B"]["machine"] = results["machine"]
+    if wanted("Q"):
+        results["Q"] = bench_int8(damo, work, threads, env_threads)
+        results["Q"]["date"] = now
+        results["Q"]["machine"] = results["machine"]
     if wanted("C"):  # sharing the machine: W1-W5 beside one and two busy processes
         import contention
         results["C"] = contention.measure(build, contention.DEFAULT)
@@ -634,6 +681,8 @@ def report(r):
         rows += distributed_rows(d)
     if r.get("B"):
         rows += bf16_rows(r["B"])
+    if r.get("Q"):
+        rows += int8_rows(r["Q"])
     if r.get("C"):
         import contention
         rows += [measured_row("C (contention)", r["C"]["date"], r["C"].get("machine"))] + contention.rows(r["C"])

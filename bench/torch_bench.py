@@ -3,6 +3,7 @@
 Same workloads, shapes, data and thread count as `damo bench`; prints one JSON object.
 
   torch_bench.py gemm THREADS M N K [M N K ...] [--bf16]
+  torch_bench.py quant THREADS MODEL_DIR [--calibration N] [--repeats R]   (bench/torch_quant.py)
   torch_bench.py fit THREADS INIT_DIR [--repeats R] [--accuracy-epochs E] [--probe-steps S]
   torch_bench.py gpt2 THREADS CONFIG INIT_DIR [--steps N] [--probe-steps S]   (W4: torch_gpt2.py)
   torch_bench.py bert THREADS CONFIG INIT_DIR [--epochs E] [--probe-steps S]  (W5: torch_bert.py)
@@ -291,6 +292,10 @@ def main(argv):
         rest = argv[5:]
         res = bench_gpt2(threads, argv[3], argv[4], option(rest, "--steps", 0), option(rest, "--probe-steps", 0),
                          checkpoint=option(rest, "--checkpoint", 0), bf16=option(rest, "--bf16", 0))
+    elif what == "quant":
+        from torch_quant import bench_quant
+        rest = argv[4:]
+        res = bench_quant(threads, argv[3], option(rest, "--calibration", 2048), option(rest, "--repeats", 3))
     elif what == "bert":
         from torch_bert import bench_bert
         rest = argv[5:]

@@ -82,7 +82,8 @@ cli_kind cli_kind_of(const char *path);
 int cli_train_sequential(int argc, char **argv); /* cli/commands.c */
 int cli_evaluate_sequential(int argc, char **argv);
 int cli_summary_sequential(int argc, char **argv);
-/* cli/compress.c */
+/* cli/compress.c; and damo bench predict (cli/bench.c): JSON of a classifier's inference speed */
+int cli_bench_predict(int argc, char **argv);
 int cli_quantize_sequential(int argc, char **argv);
 int cli_export(int argc, char **argv);
 int cli_predict_sequential(int argc, char **argv); /* cli/predict.c */

@@ -217,8 +217,14 @@ static const cli_option bench_bert[] = {
     {"--epochs", 1, "E", "fine-tuning epochs (default 1)"},
     {"--probe-steps", 1, "P", "time P steps only (no test figures)"},
     END};
+static const cli_option bench_predict[] = {
+    {"--model", 1, "DIR", "a saved classifier (f32 or int8)"},
+    {"--data", 1, "SPEC", "its test split is predicted whole, --repeats times (default 3)"},
+    {"--batch-size", 1, "B", "examples per forward pass (default 64)"},
+    END};
 static const cli_group bench_groups[] = {
     {"fit, gpt2, bert", CLI_ALL_KINDS, bench_common},
+    {"bench predict (Q1: a saved classifier's inference speed; takes --repeats)", SEQ, bench_predict},
     {"bench fit (a Sequential config, Fashion-MNIST)", SEQ, bench_fit},
     {"bench gpt2 (W4: GPT-2 on Moby Dick)", GPT, bench_gpt2},
     {"bench bert (W5: BERT fine-tuned on SpamAssassin)", BRT, bench_bert},
@@ -286,7 +292,8 @@ static const cli_command commands[] = {
      .usage = "damo bench peak                      FMA peak, GFLOP/s\n"
               "damo bench gemm M N K [M N K ...]    GEMM GFLOP/s per size\n"
               "damo bench gemm-bf16 M N K [...]     the same with bf16 operands (f32 accumulation)\n"
-              "damo bench fit|gpt2|bert --config FILE --init DIR [options]",
+              "damo bench fit|gpt2|bert --config FILE --init DIR [options]\n"
+              "damo bench predict --model DIR --data SPEC [--batch-size B] [--repeats R]",
      .groups = bench_groups, .run = bench, .by_kind = {cli_bench_fit, cli_bench_gpt2, cli_bench_bert},
      .first_option = 3},
 };
@@ -337,6 +344,7 @@ static int bench(int argc, char **argv) {
   const cli_command *c = find_command("bench");
   const char *what = argc > 2 ? argv[2] : "";
   if (!strcmp(what, "peak") || !strcmp(what, "gemm") || !strcmp(what, "gemm-bf16")) return cli_bench(argc, argv);
+  if (!strcmp(what, "predict")) return cli_check_options(c, argc, argv, SEQ) ? cli_bench_predict(argc, argv) : 2;
   static const char *const words[CLI_N_KINDS] = {"fit", "gpt2", "bert"};
   for (int k = 0; k < CLI_N_KINDS; k++) {
     if (strcmp(what, words[k])) continue;

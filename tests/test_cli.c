@@ -121,6 +121,12 @@ static void test_quantize(void) {
   CHECK_MSG(rc == 0 && strstr(cli_out, "accuracy: "), "%s", cli_out);
   rc = run("%s summary --model %s/mq", DAMO_CLI_PATH, dir);
   CHECK_MSG(rc == 0 && strstr(cli_out, "Int8 layers: dense_1, dense_2"), "%s", cli_out);
+  /* Q1's damo side: the test split predicted whole; its accuracy is evaluate's. */
+  rc = run("%s bench predict --model %s/mq --data %s/test.csv --repeats 2", DAMO_CLI_PATH, dir, dir);
+  at = strstr(cli_out, "\"accuracy\": ");
+  CHECK_MSG(rc == 0 && strstr(cli_out, "\"int8\": true") && strstr(cli_out, "\"examples\": 200") && at &&
+                fabs(atof(at + 12) - acc8) < 1e-4,
+            "%s", cli_out);
   /* Refused, with the reason, and nothing written. */
   rc = run("%s quantize --model %s/mq --out %s/mq2 --data %s/train.csv", DAMO_CLI_PATH, dir, dir, dir);
   CHECK_MSG(rc == 1 && strstr(cli_out, "already int8-quantised"), "%s", cli_out);
