@@ -19,7 +19,9 @@ from torch_bench import load_split, load_workload, model_from_config
 
 
 def quantised(f32_seq, engine, calib):
-    """The float prefix (rescaling, flatten) stays f32; the rest runs int8 between stubs."""
+    """f32_seq quantised as eager-mode PTQ wants it: the layers before the first Linear
+    (rescaling, flatten) stay f32, a QuantStub quantises their output, the Linear/ReLU body
+    runs int8, and a DeQuantStub gives f32 logits back."""
     mods = list(f32_seq)
     first = next(i for i, m in enumerate(mods) if isinstance(m, torch.nn.Linear))
     prefix, body = torch.nn.Sequential(*mods[:first]), torch.nn.Sequential(*mods[first:])

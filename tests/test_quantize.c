@@ -39,7 +39,7 @@ static void check_product(int64_t M, int64_t K, int64_t N, int relu, int with_bi
   damo_qweight *qw = damo_qweight_pack(w, K, N, scale, layout);
   const int64_t Mp = damo_qrows_padded(M);
   void *a = calloc((size_t)Mp, damo_qrow_bytes(qw));
-  damo_quantize_rows(x, M, K, K, xs, zp, qw, a);
+  damo_quantize_rows(x, M, K, K, xs, zp, qw->layout, a, qw->Kp);
   float *c = malloc((size_t)(M * N) * sizeof *c);
   int ok = 1, range_ok = 1;
   for (int path = 0; path < 2; path++) {
@@ -94,8 +94,8 @@ static void test_int8_product(void) {
   const float x[] = {0.0f, -1.0f, 3.0f, 100.0f, -100.0f, s * 0.5f};
   int16_t q[6];
   uint8_t u[8];
-  damo_quantize_rows(x, 1, 6, 6, s, z, &(damo_qweight){.layout = DAMO_QLAYOUT_S16, .Kp = 6}, q);
-  damo_quantize_rows(x, 1, 6, 6, s, z, &(damo_qweight){.layout = DAMO_QLAYOUT_VNNI, .Kp = 8}, u);
+  damo_quantize_rows(x, 1, 6, 6, s, z, DAMO_QLAYOUT_S16, q, 6);
+  damo_quantize_rows(x, 1, 6, 6, s, z, DAMO_QLAYOUT_VNNI, u, 8);
   CHECK(q[0] == 0 && u[0] == z);
   CHECK(q[1] == -z && q[2] == 255 - z && u[1] == 0 && u[2] == 255);
   CHECK(q[3] == 255 - z && q[4] == -z && u[3] == 255 && u[4] == 0);
@@ -134,7 +134,7 @@ static void check_qconv(int N, int H, int W, int C, int KH, int KW, int F, int s
   int z;
   damo_quant_params(-1, 2, &s, &z);
   int16_t *xq = malloc((size_t)xn * sizeof *xq);
-  damo_quantize_rows(x, 1, xn, xn, s, z, &(damo_qweight){.layout = DAMO_QLAYOUT_S16, .Kp = xn}, xq);
+  damo_quantize_rows(x, 1, xn, xn, s, z, DAMO_QLAYOUT_S16, xq, xn);
   for (int64_t i = 0; i < xn; i++) xd[i] = s * xq[i];
   damo_qweight *qw = damo_qweight_pack(q, K, F, scale, layout);
 

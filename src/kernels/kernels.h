@@ -72,11 +72,11 @@ int64_t damo_qrows_padded(int64_t M);
 size_t damo_qrow_bytes(const damo_qweight *w);
 /* The scale and zero point of affine uint8 over [lo, hi] widened to hold 0. */
 void damo_quant_params(float lo, float hi, float *scale, int *zero_point);
-/* Rows of x (ldx apart) quantised to uint8 q = clamp(round(x / scale) + z, 0, 255) in w's
- * form, one damo_qrow_bytes(w) row each (S16 keeps q - z as int16; VNNI keeps q); the
- * columns past K are zero (S16) or z (VNNI), which contribute nothing to the product. */
+/* Rows of x (ldx apart) quantised to uint8 q = clamp(round(x / scale) + z, 0, 255) in the
+ * layout's form, rows of ldo values (S16: q - z as int16; VNNI: q as uint8); the columns from
+ * K to ldo are 0, whose weights are 0. For a product: layout and ldo of w (damo_qrow_bytes). */
 void damo_quantize_rows(const float *x, int64_t rows, int64_t K, int64_t ldx, float scale, int zero_point,
-                        const damo_qweight *w, void *out);
+                        damo_qlayout layout, void *out, int64_t ldo);
 /* c[m][n] = x_scale * w->scale[n] * sum_k (q[m][k] - z) w[k][n] + bias[n] (bias may be NULL),
  * then max(0, .) if relu; a: damo_qrows_padded(M) rows from damo_quantize_rows (those past M
  * quantised zeros). Exact in int32; threads over tiles. */

@@ -80,7 +80,7 @@ static damo_status qdense_forward(damo_graph *g, damo_node *n) {
   int zp;
   input_params(n, x, M * w->K, Q_ZERO_POINT, &scale, &zp);
   const size_t row = damo_qrow_bytes(w);
-  damo_quantize_rows(x, M, w->K, w->K, scale, zp, w, n->aux);
+  damo_quantize_rows(x, M, w->K, w->K, scale, zp, w->layout, n->aux, w->Kp);
   memset((char *)n->aux + (size_t)M * row, 0, (size_t)(Mp - M) * row);
   damo_gemm_q8(M, n->aux, w, scale, zp, b, n->iparam[Q_ACT] == DAMO_ACT_RELU, damo_f32(n), w->N);
   return DAMO_OK;
@@ -161,7 +161,7 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
   const int vnni = w->layout == DAMO_QLAYOUT_VNNI;
   const size_t elem = vnni ? 1 : sizeof(int16_t), row = damo_qrow_bytes(w);
   char *img = n->aux, *patches = img + (size_t)image * elem;
-  damo_quantize_rows(x, 1, image, image, scale, zp, &(damo_qweight){.layout = w->layout, .Kp = image}, img);
+  damo_quantize_rows(x, 1, image, image, scale, zp, w->layout, img, image);
   const int relu = (n->iparam[QC_ACT] & 0xff) == DAMO_ACT_RELU;
   for (int64_t p0 = 0; p0 < pixels; p0 += block) {
     const int64_t rows = pixels - p0 < block ? pixels - p0 : block;

@@ -10,15 +10,6 @@
 #define AMX_ITERATIONS 400000L
 #define DOT_ITERATIONS 4000000L
 
-typedef struct tile_config {
-  uint8_t palette, start_row, reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-} tile_config;
-
-static const tile_config full_tiles __attribute__((aligned(64))) = {
-    .palette = 1, .colsb = {64, 64, 64, 64, 64, 64, 64, 64}, .rows = {16, 16, 16, 16, 16, 16, 16, 16}};
-
 /* 16 x 16 x 32 multiply-adds per TDPBF16PS, four a step. Values: ones times a small number,
  * accumulating slowly (never infinite in this many steps). */
 __attribute__((target("amx-tile,amx-bf16"))) static double amx_loop(long iterations, float *sink) {
@@ -26,7 +17,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static double amx_loop(long iterati
   static _Thread_local uint16_t one[16 * 32] __attribute__((aligned(64))), tiny[16 * 32] __attribute__((aligned(64)));
   for (int i = 0; i < 16 * 32; i++) one[i] = 0x3f80, tiny[i] = 0x3380; /* 1.0 and 2^-24 */
   float out[16 * 16] __attribute__((aligned(64)));
-  _tile_loadconfig(&full_tiles);
+  damo_amx_configure();
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
@@ -42,7 +33,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static double amx_loop(long iterati
     _tile_dpbf16ps(3, 5, 7);
   }
   _tile_stored(0, out, 64);
-  _tile_release();
+  damo_amx_release();
   *sink = out[0];
   return 4.0 * 2.0 * 16 * 16 * 32 * (double)iterations;
 }

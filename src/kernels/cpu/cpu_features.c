@@ -82,35 +82,41 @@ static uint64_t os_saved_state(void) {
   return ((uint64_t)hi << 32) | lo;
 }
 
+enum { UNIT_AVX512_BF16 = 1, UNIT_AMX_BF16 = 2, UNIT_VNNI = 4, UNITS_KNOWN = 8 };
+
+/* The bf16 and int8 units, read once: the int8 and bf16 products ask on every call, and
+ * CPUID traps to the hypervisor in a virtual machine (microseconds each). */
+static int detect_units(void) {
+  unsigned eax, ebx, ecx, edx;
+  int units = UNITS_KNOWN;
+  if (__get_cpuid_max(0, NULL) < 7) return units;
+  const uint64_t xcr0 = os_saved_state();
+  const int zmm = (xcr0 & 0xE6) == 0xE6;                /* SSE, AVX, opmask, ZMM upper halves, ZMM16-31 */
+  const int tiles = (xcr0 & (3ull << 17)) == 3ull << 17; /* XTILECFG, XTILEDATA */
+  __cpuid_count(7, 0, eax, ebx, ecx, edx);
+  const int avx512bw = ((ebx >> 16) & 1) && ((ebx >> 30) & 1); /* AVX512F and BW */
+  if (avx512bw && ((ecx >> 11) & 1) && zmm) units |= UNIT_VNNI;
+  if (((edx >> 22) & 1) && tiles) units |= UNIT_AMX_BF16;
+  __cpuid_count(7, 1, eax, ebx, ecx, edx);
+  if (((eax >> 5) & 1) && zmm) units |= UNIT_AVX512_BF16;
+  return units;
+}
+
+static int units_of_cpu(void) {
+  static atomic_int units; /* 0 until detected; detection is deterministic, so racing is harmless */
+  int u = atomic_load_explicit(&units, memory_order_relaxed);
+  if (!u) atomic_store_explicit(&units, u = detect_units(), memory_order_relaxed);
+  return u;
+}
+
 int damo_cpu_has_bf16(void) {
-  unsigned eax, ebx, ecx, edx;
-  if (__get_cpuid_max(0, NULL) < 7) return 0;
-  uint64_t xcr0 = os_saved_state();
-  const uint64_t avx512_state = 0xE6; /* SSE, AVX, opmask, ZMM upper halves, ZMM16-31 */
-  const uint64_t amx_state = 3ull << 17; /* XTILECFG, XTILEDATA */
-  __cpuid_count(7, 0, eax, ebx, ecx, edx);
-  if ((edx & (1u << 22)) && (xcr0 & amx_state) == amx_state) return 2; /* AMX-BF16 */
-  __cpuid_count(7, 1, eax, ebx, ecx, edx);
-  if ((eax & (1u << 5)) && (xcr0 & avx512_state) == avx512_state) return 1; /* AVX512_BF16 */
-  return 0;
+  const int u = units_of_cpu();
+  return u & UNIT_AMX_BF16 ? 2 : u & UNIT_AVX512_BF16 ? 1 : 0;
 }
 
-int damo_cpu_has_avx512_bf16(void) {
-  unsigned eax, ebx, ecx, edx;
-  if (__get_cpuid_max(0, NULL) < 7) return 0;
-  const uint64_t avx512_state = 0xE6;
-  __cpuid_count(7, 1, eax, ebx, ecx, edx);
-  return (eax & (1u << 5)) && (os_saved_state() & avx512_state) == avx512_state;
-}
+int damo_cpu_has_avx512_bf16(void) { return (units_of_cpu() & UNIT_AVX512_BF16) != 0; }
 
-int damo_cpu_has_vnni(void) {
-  unsigned eax, ebx, ecx, edx;
-  if (__get_cpuid_max(0, NULL) < 7) return 0;
-  const uint64_t avx512_state = 0xE6;
-  __cpuid_count(7, 0, eax, ebx, ecx, edx);
-  const int f = (ebx >> 16) & 1, bw = (ebx >> 30) & 1, vnni = (ecx >> 11) & 1;
-  return f && bw && vnni && (os_saved_state() & avx512_state) == avx512_state;
-}
+int damo_cpu_has_vnni(void) { return (units_of_cpu() & UNIT_VNNI) != 0; }
 
 /* On the AVX-512 path: AMX tiles where the CPU and the OS allow them (gemm_amx.c), else
  * VDPBF16PS where the CPU has AVX512_BF16 (gemm_bf16.c); otherwise the operands are rounded

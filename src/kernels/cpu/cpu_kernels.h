@@ -68,6 +68,9 @@ int damo_amx_ready(void);
 /* Tests: 0 keeps damo_gemm off AMX (the AVX512_BF16 kernel then runs where the CPU has it);
  * returns the previous setting. */
 int damo_amx_allow(int allowed);
+/* This thread's tile unit as eight 16-row x 64-byte tiles (damo_amx_ready() first), and back. */
+void damo_amx_configure(void);
+void damo_amx_release(void);
 int damo_gemm_amx(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 /* This thread's 64-byte aligned packing buffer of at least `floats` floats, kept for reuse

@@ -14,6 +14,7 @@
  * panel from cache across the columns. The tile unit is configured per thread; Linux hands
  * a process the AMX registers only after it asks (arch_prctl), once. */
 #define _GNU_SOURCE /* syscall */
+#include "kernels/cpu/bf16_pairs.h"
 #include "kernels/cpu/cpu_kernels.h"
 
 #include <immintrin.h>
@@ -55,26 +56,17 @@ int damo_amx_ready(void) {
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-static inline __mmask16 lanes_mask(int64_t n) {
-  return n >= 16 ? (__mmask16)0xFFFF : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
-}
-
-/* Rows k and k + 1 (16 values each from `at`, rows `ld` apart; a row past K reads as 0) as 16
- * bf16 pairs, one per 32-bit lane. */
+/* Rows k and k + 1 (16 values each from `at`, rows `ld` apart; a row past K reads as 0). */
 __attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline __m512i
 pairs_of_rows(const float *at, int64_t ld, int64_t k, int64_t K, __mmask16 lanes) {
-  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
-                                              21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-  const __m512 r0 = k < K ? _mm512_maskz_loadu_ps(lanes, at) : _mm512_setzero_ps();
-  const __m512 r1 = k + 1 < K ? _mm512_maskz_loadu_ps(lanes, at + ld) : _mm512_setzero_ps();
-  return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(r1, r0));
+  return damo_bf16_pair_rows(k < K ? at : NULL, k + 1 < K ? at + ld : NULL, lanes);
 }
 
 /* 32 consecutive values (n of them, the rest 0) as 32 bf16 in order: 16 pairs. */
 __attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline __m512i run_of_32(const float *at,
                                                                                                      int64_t n) {
-  return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(lanes_mask(n - 16), at + 16),
-                                      _mm512_maskz_loadu_ps(lanes_mask(n), at));
+  return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(damo_lanes16(n - 16), at + 16),
+                                      _mm512_maskz_loadu_ps(damo_lanes16(n), at));
 }
 
 /* Rows [q * 32, q * 32 + 32) of op(A) into panel q: per chunk, 32 rows of 32 k. */
@@ -97,7 +89,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void pack_a_panel(
     for (int64_t r0 = 0; r0 < TILE; r0 += 16)
       for (int64_t p = 0; p < CHUNK / 2; p++) {
         const int64_t k = k0 + 2 * p;
-        const __m512i v = pairs_of_rows(A + k * lda + i0 + r0, lda, k, K, lanes_mask(rows - r0));
+        const __m512i v = pairs_of_rows(A + k * lda + i0 + r0, lda, k, K, damo_lanes16(rows - r0));
         _mm512_i32scatter_epi32((int32_t *)(void *)(out + r0 * CHUNK) + p, row_step, v, 4);
       }
   }
@@ -119,7 +111,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void pack_b_panel(
         for (int h = 0; h < 2; h++)
           _mm512_storeu_si512((void *)(out + p * 2 * TILE + 32 * h),
                               pairs_of_rows(B + (k0 + 2 * p) * ldb + j0 + 16 * h, ldb, k0 + 2 * p, K,
-                                            lanes_mask(cols - 16 * h)));
+                                            damo_lanes16(cols - 16 * h)));
       continue;
     }
     /* B is stored N x K: a column's 32 k are contiguous, 16 pairs scattered down the rows. */
@@ -172,9 +164,9 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) static void tile_product(co
 static const tile_config eight_full_tiles __attribute__((aligned(64))) = {
     .palette = 1, .colsb = {64, 64, 64, 64, 64, 64, 64, 64}, .rows = {16, 16, 16, 16, 16, 16, 16, 16}};
 
-__attribute__((target("amx-tile"))) static void configure_tiles(void) { _tile_loadconfig(&eight_full_tiles); }
+__attribute__((target("amx-tile"))) void damo_amx_configure(void) { _tile_loadconfig(&eight_full_tiles); }
 
-__attribute__((target("amx-tile"))) static void release_tiles(void) { _tile_release(); }
+__attribute__((target("amx-tile"))) void damo_amx_release(void) { _tile_release(); }
 
 int damo_gemm_amx(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
@@ -195,7 +187,7 @@ int damo_gemm_amx(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
       if (q < row_panels) pack_a_panel(A, lda, trans_a, M, K, q, pa + q * panel_values);
       else pack_b_panel(B, ldb, trans_b, N, K, q - row_panels, pb + (q - row_panels) * panel_values);
     }
-    configure_tiles();
+    damo_amx_configure();
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; t++) {
       const int64_t rp = t / col_panels, cp = t % col_panels;
@@ -203,7 +195,7 @@ int damo_gemm_amx(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
       tile_product(pa + rp * panel_values, pb + cp * panel_values, chunks, C + rp * TILE * ldc + cp * TILE, ldc, m, n,
                    alpha, beta);
     }
-    release_tiles();
+    damo_amx_release();
   }
   return 1;
 }

@@ -10,6 +10,7 @@
  * FMA. The rounding is damo_bf16_from_f32's (nearest even, NaN kept), the emulated path's;
  * the products are exact in f32 and accumulate in f32, two per step, so results match the
  * emulated path to f32 rounding (VDPBF16PS treats denormal inputs and outputs as zero). */
+#include "kernels/cpu/bf16_pairs.h"
 #include "kernels/cpu/cpu_kernels.h"
 
 #include <immintrin.h>
@@ -17,19 +18,6 @@
 #define MR DAMO_GEMM_AVX512_MR
 #define NR DAMO_GEMM_AVX512_NR
 
-static inline __mmask16 first_lanes(int64_t lanes);
-
-/* 16 values of row k and of row k + 1 (lanes past `lanes` zero) as 16 interleaved pairs. */
-__attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline __m512i
-pair16(const float *k0, const float *k1, __mmask16 lanes) {
-  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
-                                              21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-  const __m512 a = _mm512_maskz_loadu_ps(lanes, k0), b = k1 ? _mm512_maskz_loadu_ps(lanes, k1) : _mm512_setzero_ps();
-  return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(b, a));
-}
-
-/* VCVTNE2PS2BF16 rounds to nearest even and keeps NaN, as damo_bf16_from_f32 does (it also
- * reads denormal inputs as zero, as VDPBF16PS would). */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void damo_gemm_bf16_pairs(const float *src, int64_t panels,
                                                                                  int width, int64_t depth,
                                                                                  uint16_t *dst) {
@@ -41,18 +29,12 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void damo_gemm_bf16_pairs
       const float *k0 = in + 2 * p * width, *k1 = 2 * p + 1 < depth ? k0 + width : NULL;
       for (int x = 0; x < width; x += 16) {
         const int lanes = width - x < 16 ? width - x : 16;
-        const __m512i v = pair16(k0 + x, k1 ? k1 + x : NULL, first_lanes(lanes));
+        const __m512i v = damo_bf16_pair_rows(k0 + x, k1 ? k1 + x : NULL, damo_lanes16(lanes));
         _mm512_mask_storeu_epi16(out + (p * width + x) * 2, lanes == 16 ? (__mmask32)0xFFFFFFFFu
                                                                         : (__mmask32)((1ull << (2 * lanes)) - 1), v);
       }
     }
   }
-}
-
-static inline __mmask16 first_lanes(int64_t lanes) {
-  if (lanes <= 0) return 0;
-  if (lanes >= 16) return (__mmask16)0xFFFF;
-  return (__mmask16)((1u << lanes) - 1u);
 }
 
 __attribute__((target("avx512f,avx512bf16"))) void damo_gemm_microkernel_avx512_bf16(
@@ -85,7 +67,7 @@ __attribute__((target("avx512f,avx512bf16"))) void damo_gemm_microkernel_avx512_
   for (int i = 0; i < MR; i++) {
     if (i >= m) break;
     for (int v = 0; v < 2; v++) {
-      const __mmask16 mask = first_lanes(n - 16 * v);
+      const __mmask16 mask = damo_lanes16(n - 16 * v);
       float *out = c + i * ldc + 16 * v;
       __m512 scaled = _mm512_mul_ps(acc[i][v], alpha_v);
       if (beta != 0.0f) scaled = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, out), beta_v, scaled);

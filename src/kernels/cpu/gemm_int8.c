@@ -145,10 +145,10 @@ static void quantize_scalar(const float *x, int64_t rows, int64_t K, int64_t ldx
 }
 
 void damo_quantize_rows(const float *x, int64_t rows, int64_t K, int64_t ldx, float scale, int zero_point,
-                        const damo_qweight *w, void *out) {
-  const int u8 = w->layout == DAMO_QLAYOUT_VNNI;
-  if (damo_simd_level_get() >= DAMO_SIMD_AVX2) quantize_avx2(x, rows, K, ldx, scale, zero_point, out, w->Kp, u8);
-  else quantize_scalar(x, rows, K, ldx, scale, zero_point, out, w->Kp, u8);
+                        damo_qlayout layout, void *out, int64_t ldo) {
+  const int u8 = layout == DAMO_QLAYOUT_VNNI;
+  if (damo_simd_level_get() >= DAMO_SIMD_AVX2) quantize_avx2(x, rows, K, ldx, scale, zero_point, out, ldo, u8);
+  else quantize_scalar(x, rows, K, ldx, scale, zero_point, out, ldo, u8);
 }
 
 void damo_quant_params(float lo, float hi, float *scale, int *zero_point) {
