@@ -8,7 +8,8 @@ settings (OPENBLAS_CORETYPE, OPENBLAS_NUM_THREADS, OMP_WAIT_POLICY) and the fast
 used and named. Speed is compared only after the first-step losses agree.
 
 usage: python3 bench/run.py BUILD_DIR [--quick]
-BENCH_ONLY=W2 (comma-separated ids: G1, W1-W6, D data parallel, B bf16, C contention, Q int8) reruns
+BENCH_ONLY=W2 (comma-separated ids: G1, W1-W6, D data parallel, B bf16, G2 the GEMM rows of B alone,
+C contention, Q int8) reruns
 only those figures and keeps the others from the previous bench/results.json; every row carries
 the date it was measured.
 """
@@ -286,14 +287,18 @@ def bench_bert(damo, work, threads, env_threads, quick):
 G2_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048)]
 
 
-def bench_bf16(damo, work, threads, env_threads, quick):
+def bench_g2(damo, threads, env_threads, quick):
     sizes = [str(v) for s in G2_SHAPES[:1 if quick else 2] for v in s]
     print("B: G2 bf16 GEMM (damo f32, damo bf16, PyTorch bf16)", flush=True)
-    out = {"g2_f32": run_json([damo, "bench", "gemm"] + sizes, env_threads)["gemm"],
-           "g2_bf16": run_json([damo, "bench", "gemm-bf16"] + sizes, env_threads),
-           "g2_torch": run_json([PY, os.path.join(HERE, "torch_bench.py"), "gemm", str(threads)] + sizes + ["--bf16"],
-                                TORCH_CONFIGS[0])["gemm"],
-           "torch_config": describe(TORCH_CONFIGS[0]), "cpu_bf16": cpu_has("avx512_bf16") or cpu_has("amx_bf16")}
+    return {"g2_f32": run_json([damo, "bench", "gemm"] + sizes, env_threads)["gemm"],
+            "g2_bf16": run_json([damo, "bench", "gemm-bf16"] + sizes, env_threads),
+            "g2_torch": run_json([PY, os.path.join(HERE, "torch_bench.py"), "gemm", str(threads)] + sizes + ["--bf16"],
+                                 TORCH_CONFIGS[0])["gemm"],
+            "torch_config": describe(TORCH_CONFIGS[0]), "cpu_bf16": cpu_has("avx512_bf16") or cpu_has("amx_bf16")}
+
+
+def bench_bf16(damo, work, threads, env_threads, quick):
+    out = bench_g2(damo, threads, env_threads, quick)
     steps = str(20 if quick else W4_STEPS)
     for wid, cmd in (("w4", [damo, "bench", "gpt2", "--config", os.path.join(ROOT, W4_CONFIG), "--init",
                              os.path.join(work, "b_w4_init"), "--steps", steps]),
@@ -365,6 +370,8 @@ def bf16_rows(b):
     rows = [measured_row("B (bf16)", b["date"], b.get("machine"))]
     path = b["g2_bf16"]["bf16_path"]
     unit = "this CPU has a bf16 unit" if b["cpu_bf16"] else "this CPU has no bf16 unit (no AVX512_BF16, no AMX)"
+    if "g2_date" in b:
+        rows.append(measured_row("G2 (the two GEMM rows next, rerun alone; the W4/W5 bf16 rows are from B above)", b["g2_date"], b.get("g2_machine")))
     for f, h, t in zip(b["g2_f32"], b["g2_bf16"]["gemm"], b["g2_torch"]):
         peak_of = h.get("peak_of", "f32 FMA")
         peak_of = "bf16 (%s)" % peak_of if peak_of != "f32 FMA" else peak_of
@@ -529,6 +536,8 @@ def main(argv):
         results["B"] = bench_bf16(damo, work, threads, env_threads, quick)
         results["B"]["date"] = now
         results["B"]["machine"] = results["machine"]
+    elif wanted("G2") and "B" in results:  # the GEMM rows of B alone, the training rows kept
+        results["B"].update(bench_g2(damo, threads, env_threads, quick), g2_date=now, g2_machine=results["machine"])
     if wanted("Q"):
         results["Q"] = bench_int8(damo, work, threads, env_threads)
         results["Q"]["date"] = now

@@ -25,7 +25,9 @@
 #include <unistd.h>
 #endif
 
-enum { TILE = 32, CHUNK = 32 };
+/* KC_CHUNKS: chunks of K per block (A block 16 KB, for L1); B_BLOCK_BYTES: the column panels
+ * one row panel meets before the next (kept in L2, 2 MB a core on Sapphire Rapids). */
+enum { TILE = 32, CHUNK = 32, KC_CHUNKS = 8, B_BLOCK_BYTES = 1 << 20, STRIP_PANELS = 32 };
 
 typedef struct tile_config {
   uint8_t palette, start_row, reserved[14];
@@ -74,15 +76,16 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void pack_a_panel(
                                                                                int64_t M, int64_t K, int64_t q,
                                                                                uint16_t *dst) {
   const int64_t chunks = round_up(K, CHUNK) / CHUNK, i0 = q * TILE, rows = M - i0 < TILE ? M - i0 : TILE;
+  if (!trans) { /* along each row, so the reads stream */
+    for (int64_t r = 0; r < TILE; r++)
+      for (int64_t c = 0; c < chunks; c++)
+        _mm512_storeu_si512((void *)(dst + c * TILE * CHUNK + r * CHUNK),
+                            r < rows ? run_of_32(A + (i0 + r) * lda + c * CHUNK, K - c * CHUNK) : _mm512_setzero_si512());
+    return;
+  }
   for (int64_t c = 0; c < chunks; c++) {
     const int64_t k0 = c * CHUNK;
     uint16_t *out = dst + c * TILE * CHUNK;
-    if (!trans) {
-      for (int64_t r = 0; r < TILE; r++)
-        _mm512_storeu_si512((void *)(out + r * CHUNK), r < rows ? run_of_32(A + (i0 + r) * lda + k0, K - k0)
-                                                                : _mm512_setzero_si512());
-      continue;
-    }
     /* A is stored K x M: rows k, k + 1 give 16 rows' pairs at a time, scattered to their rows. */
     const __m512i row_step = _mm512_mullo_epi32(_mm512_set1_epi32(CHUNK / 2),
                                                 _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0));
@@ -95,8 +98,23 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void pack_a_panel(
   }
 }
 
-/* Columns [q * 32, q * 32 + 32) of op(B) into panel q: per chunk, 16 rows of 32 pairs. */
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void pack_b_panel(const float *B, int64_t ldb, int trans,
+/* Chunk c of every column panel of B (K x N, not transposed): per pair of rows k, k + 1,
+ * 16 columns at a time along the rows (a panel at a time would touch a new page per row). */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void pack_b_chunk(const float *B, int64_t ldb, int64_t N,
+                                                                               int64_t K, int64_t c, int64_t panel_values,
+                                                                               uint16_t *pb) {
+  const int64_t padded = round_up(N, TILE);
+  for (int64_t p = 0; p < CHUNK / 2; p++) {
+    const int64_t k = c * CHUNK + 2 * p;
+    for (int64_t j = 0; j < padded; j += 16)
+      _mm512_storeu_si512((void *)(pb + (j / TILE) * panel_values + c * CHUNK * TILE + p * 2 * TILE + j % TILE * 2),
+                          pairs_of_rows(B + k * ldb + j, ldb, k, K, damo_lanes16(N - j)));
+  }
+}
+
+/* Columns [q * 32, q * 32 + 32) of op(B) = B^T (B stored N x K) into panel q: per chunk, 16
+ * rows of 32 pairs. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void pack_bt_panel(const float *B, int64_t ldb,
                                                                                int64_t N, int64_t K, int64_t q,
                                                                                uint16_t *dst) {
   const int64_t chunks = round_up(K, CHUNK) / CHUNK, j0 = q * TILE, cols = N - j0 < TILE ? N - j0 : TILE;
@@ -105,15 +123,6 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void pack_b_panel(
   for (int64_t c = 0; c < chunks; c++) {
     const int64_t k0 = c * CHUNK;
     uint16_t *out = dst + c * CHUNK * TILE;
-    if (!trans) {
-      /* Rows k and k + 1 of B, 16 columns at a time. */
-      for (int64_t p = 0; p < CHUNK / 2; p++)
-        for (int h = 0; h < 2; h++)
-          _mm512_storeu_si512((void *)(out + p * 2 * TILE + 32 * h),
-                              pairs_of_rows(B + (k0 + 2 * p) * ldb + j0 + 16 * h, ldb, k0 + 2 * p, K,
-                                            damo_lanes16(cols - 16 * h)));
-      continue;
-    }
     /* B is stored N x K: a column's 32 k are contiguous, 16 pairs scattered down the rows. */
     for (int64_t j = 0; j < TILE; j++) {
       const __m512i v = j < cols ? run_of_32(B + (j0 + j) * ldb + k0, K - k0) : _mm512_setzero_si512();
@@ -122,30 +131,41 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void pack_b_panel(
   }
 }
 
-/* One 32 x 32 tile of C over all chunks: rows m, columns n of it are stored. */
-__attribute__((target("amx-tile,amx-bf16,avx512f"))) static void tile_product(const uint16_t *a, const uint16_t *b,
-                                                                             int64_t chunks, float *c, int64_t ldc,
-                                                                             int m, int n, float alpha, float beta) {
-  float sums[TILE * TILE] __attribute__((aligned(64)));
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  for (int64_t ch = 0; ch < chunks; ch++) {
+/* Chunks [c0, c0 + n) of one 32 x 32 tile of C into its four accumulator tiles, which start
+ * from `acc` (32 x 32 f32, 128-byte rows) unless `first`, and are stored back there. */
+__attribute__((target("amx-tile,amx-bf16"))) static void tile_chunks(const uint16_t *a, const uint16_t *b, int64_t n,
+                                                                   float *acc, int first) {
+  if (first) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  } else {
+    _tile_loadd(0, acc, TILE * 4);
+    _tile_loadd(1, acc + 16, TILE * 4);
+    _tile_loadd(2, acc + 16 * TILE, TILE * 4);
+    _tile_loadd(3, acc + 16 * TILE + 16, TILE * 4);
+  }
+  for (int64_t ch = 0; ch < n; ch++) {
     const uint16_t *ap = a + ch * TILE * CHUNK, *bp = b + ch * (CHUNK / 2) * 2 * TILE;
     _tile_loadd(4, ap, CHUNK * 2);
-    _tile_loadd(5, ap + 16 * CHUNK, CHUNK * 2);
     _tile_loadd(6, bp, 4 * TILE);
-    _tile_loadd(7, bp + 32, 4 * TILE);
+    _tile_loadd(5, ap + 16 * CHUNK, CHUNK * 2);
     _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
+    _tile_loadd(7, bp + 32, 4 * TILE);
     _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(1, 4, 7);
     _tile_dpbf16ps(3, 5, 7);
   }
-  _tile_stored(0, sums, TILE * 4);
-  _tile_stored(1, sums + 16, TILE * 4);
-  _tile_stored(2, sums + 16 * TILE, TILE * 4);
-  _tile_stored(3, sums + 16 * TILE + 16, TILE * 4);
+  _tile_stored(0, acc, TILE * 4);
+  _tile_stored(1, acc + 16, TILE * 4);
+  _tile_stored(2, acc + 16 * TILE, TILE * 4);
+  _tile_stored(3, acc + 16 * TILE + 16, TILE * 4);
+}
+
+/* C = alpha * sums + beta * C for the m x n corner of one 32 x 32 tile of sums. */
+__attribute__((target("avx512f"))) static void tile_out(const float *sums, float *c, int64_t ldc, int m, int n,
+                                                       float alpha, float beta) {
   const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
   for (int i = 0; i < m; i++)
     for (int v = 0; v < 2; v++) {
@@ -157,6 +177,22 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) static void tile_product(co
       if (beta != 0.0f) s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, out), beta_v, s);
       _mm512_mask_storeu_ps(out, mask, s);
     }
+}
+
+/* One row panel of C against `ncp` column panels: K in blocks of KC_CHUNKS, so a block of
+ * the A panel (16 KB) stays in L1 while it meets every column panel, whose blocks come from
+ * L2; the 32 x 32 sums wait in `strip` between K blocks. */
+static void strip_product(const uint16_t *a, const uint16_t *b, int64_t panel_values, int64_t ncp, int64_t chunks,
+                          float *strip, float *c, int64_t ldc, int m, int64_t n_left, float alpha, float beta) {
+  for (int64_t k0 = 0; k0 < chunks; k0 += KC_CHUNKS) {
+    const int64_t n = chunks - k0 < KC_CHUNKS ? chunks - k0 : KC_CHUNKS;
+    for (int64_t j = 0; j < ncp; j++)
+      tile_chunks(a + k0 * TILE * CHUNK, b + j * panel_values + k0 * CHUNK * TILE, n, strip + j * TILE * TILE, k0 == 0);
+  }
+  for (int64_t j = 0; j < ncp; j++) {
+    const int64_t left = n_left - j * TILE;
+    tile_out(strip + j * TILE * TILE, c + j * TILE, ldc, m, (int)(left < TILE ? left : TILE), alpha, beta);
+  }
 }
 
 /* Eight tiles of 16 rows x 64 bytes. A constant object: GCC does not count LDTILECFG as a
@@ -173,27 +209,37 @@ int damo_gemm_amx(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
   if (!damo_amx_ready()) return 0;
   const int64_t row_panels = round_up(M, TILE) / TILE, col_panels = round_up(N, TILE) / TILE;
   const int64_t chunks = round_up(K, CHUNK) / CHUNK, panel_values = TILE * chunks * CHUNK;
-  /* The calling thread's packing buffer, kept between products (no page faults per call). */
-  uint16_t *pa = (uint16_t *)damo_gemm_pack_buffer((size_t)((row_panels + col_panels) * panel_values + 32) / 2);
-  if (!pa) return 0; /* the caller's path needs less memory */
-  uint16_t *pb = pa + row_panels * panel_values;
-  const int64_t tiles = row_panels * col_panels;
+  int64_t block = B_BLOCK_BYTES / (panel_values * 2);
+  block = block < 1 ? 1 : block > STRIP_PANELS ? STRIP_PANELS : block;
+  if (block > col_panels) block = col_panels;
+  const int64_t blocks = (col_panels + block - 1) / block, b_units = trans_b ? col_panels : chunks;
   /* Small products on the calling thread alone, as damo_gemm does. */
   const int threads = omp_in_parallel() || (double)M * (double)N * (double)K < 512.0 * 1024 ? 1 : damo_threads();
+  /* The calling thread's buffer, kept between products (no page faults per call): packed A,
+   * packed B, then each thread's strip of sums. */
+  const size_t packed = (size_t)((row_panels + col_panels) * panel_values + 32) / 2;
+  float *buffer = damo_gemm_pack_buffer(packed + (size_t)threads * STRIP_PANELS * TILE * TILE + 16);
+  if (!buffer) return 0; /* the caller's path needs less memory */
+  uint16_t *pa = (uint16_t *)buffer, *pb = pa + row_panels * panel_values;
+  float *strips = (float *)(((uintptr_t)(buffer + packed) + 63) & ~(uintptr_t)63);
 #pragma omp parallel num_threads(threads)
   {
 #pragma omp for schedule(static)
-    for (int64_t q = 0; q < row_panels + col_panels; q++) {
+    for (int64_t q = 0; q < row_panels + b_units; q++) {
       if (q < row_panels) pack_a_panel(A, lda, trans_a, M, K, q, pa + q * panel_values);
-      else pack_b_panel(B, ldb, trans_b, N, K, q - row_panels, pb + (q - row_panels) * panel_values);
+      else if (trans_b) pack_bt_panel(B, ldb, N, K, q - row_panels, pb + (q - row_panels) * panel_values);
+      else pack_b_chunk(B, ldb, N, K, q - row_panels, panel_values, pb);
     }
     damo_amx_configure();
+    float *strip = strips + (size_t)omp_get_thread_num() * STRIP_PANELS * TILE * TILE;
+    /* Column blocks outermost, so every thread's row panels meet a block while it is in L2. */
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < tiles; t++) {
-      const int64_t rp = t / col_panels, cp = t % col_panels;
-      const int m = (int)(M - rp * TILE < TILE ? M - rp * TILE : TILE), n = (int)(N - cp * TILE < TILE ? N - cp * TILE : TILE);
-      tile_product(pa + rp * panel_values, pb + cp * panel_values, chunks, C + rp * TILE * ldc + cp * TILE, ldc, m, n,
-                   alpha, beta);
+    for (int64_t t = 0; t < blocks * row_panels; t++) {
+      const int64_t bq = t / row_panels, rp = t % row_panels, cp = bq * block;
+      const int64_t ncp = col_panels - cp < block ? col_panels - cp : block;
+      const int m = (int)(M - rp * TILE < TILE ? M - rp * TILE : TILE);
+      strip_product(pa + rp * panel_values, pb + cp * panel_values, panel_values, ncp, chunks, strip,
+                    C + rp * TILE * ldc + cp * TILE, ldc, m, N - cp * TILE, alpha, beta);
     }
     damo_amx_release();
   }
