@@ -299,37 +299,58 @@ static void test_fma_peak_probe(void) {
 /* damo_gemm_gather: op(A) read through offset tables (a shuffled, overlapping view of one
  * buffer, as convolution patches are), on 1 and 2 threads, against the plain loops on the
  * same view; bit for bit between thread counts; 0 and C untouched where no kernel exists. */
-static void test_gather(void) {
-  enum { M = 131, N = 40, K = 700, BASE = 5000 };
+/* One gathered product on every path that has a kernel (AVX2; AVX-512, whose tile is the
+ * AVX2 one at most 16 columns), 1 and 2 threads, against the reference on the copied A. */
+static void check_gather(int N, int trans_b) {
+  enum { M = 131, K = 700, BASE = 5000 };
   float *base = malloc(BASE * sizeof(float)), *B = random_matrix(K, N, N);
   for (int i = 0; i < BASE; i++) base[i] = next_value();
   int64_t *row_off = malloc(M * sizeof(int64_t)), *k_off = malloc(K * sizeof(int64_t));
   for (int i = 0; i < M; i++) row_off[i] = (i * 37) % 2000;
   for (int p = 0; p < K; p++) k_off[p] = (p * 11) % 2999;
   float *A = malloc((size_t)M * K * sizeof(float)), *want = malloc(M * N * sizeof(float));
-  float *c1 = malloc(M * N * sizeof(float)), *c2 = malloc(M * N * sizeof(float));
+  float *c0 = malloc(M * N * sizeof(float)), *c1 = malloc(M * N * sizeof(float)), *c2 = malloc(M * N * sizeof(float));
   for (int i = 0; i < M; i++)
     for (int p = 0; p < K; p++) A[i * K + p] = base[row_off[i] + k_off[p]];
-  for (int i = 0; i < M * N; i++) want[i] = c1[i] = c2[i] = next_value();
+  for (int i = 0; i < M * N; i++) want[i] = c0[i] = next_value();
+  /* B as given is K x N; transposed, the same numbers stored N x K. */
+  float *Bt = malloc((size_t)K * N * sizeof(float));
+  for (int p = 0; p < K; p++)
+    for (int j = 0; j < N; j++) Bt[j * K + p] = B[p * N + j];
+  const float *b = trans_b ? Bt : B;
+  const int64_t ldb = trans_b ? K : N;
   damo_gemm_reference(0, 0, M, N, K, 0.5f, A, K, B, N, 0.3f, want, N);
   const damo_gemm_gather_a view = {base, row_off, 0, k_off};
   const damo_simd_level original = damo_simd_level_get();
-  if (damo_simd_level_force(DAMO_SIMD_AVX2) == DAMO_SIMD_AVX2) {
+  const damo_simd_level levels[] = {DAMO_SIMD_AVX2, DAMO_SIMD_AVX512};
+  for (int l = 0; l < 2; l++) {
+    if (damo_simd_level_force(levels[l]) != levels[l]) continue;
+    memcpy(c1, c0, M * N * sizeof(float));
+    memcpy(c2, c0, M * N * sizeof(float));
     damo_set_num_threads(1);
-    CHECK(damo_gemm_gather(&view, 0, M, N, K, 0.5f, B, N, 0.3f, c1, N) == 1);
+    CHECK(damo_gemm_gather(&view, trans_b, M, N, K, 0.5f, b, ldb, 0.3f, c1, N) == 1);
     damo_set_num_threads(2);
-    CHECK(damo_gemm_gather(&view, 0, M, N, K, 0.5f, B, N, 0.3f, c2, N) == 1);
+    CHECK(damo_gemm_gather(&view, trans_b, M, N, K, 0.5f, b, ldb, 0.3f, c2, N) == 1);
     damo_set_num_threads(0);
     double worst = 0;
     for (int i = 0; i < M * N; i++) worst = fmax(worst, fabs(c1[i] - want[i]));
-    CHECK_MSG(worst < 1e-4, "gather product %g from the reference", worst);
+    CHECK_MSG(worst < 1e-4, "%s gather product N %d trans_b %d: %g from the reference", damo_simd_path(), N, trans_b,
+              worst);
     CHECK(memcmp(c1, c2, M * N * sizeof(float)) == 0);
   }
   damo_simd_level_force(DAMO_SIMD_SCALAR);
   memcpy(c2, c1, M * N * sizeof(float));
-  CHECK(damo_gemm_gather(&view, 0, M, N, K, 0.5f, B, N, 0.3f, c2, N) == 0 && !memcmp(c1, c2, M * N * sizeof(float)));
+  CHECK(damo_gemm_gather(&view, trans_b, M, N, K, 0.5f, b, ldb, 0.3f, c2, N) == 0 &&
+        !memcmp(c1, c2, M * N * sizeof(float)));
   damo_simd_level_force(original);
-  free(base), free(B), free(row_off), free(k_off), free(A), free(want), free(c1), free(c2);
+  free(base), free(B), free(Bt), free(row_off), free(k_off), free(A), free(want), free(c0), free(c1), free(c2);
+}
+
+static void test_gather(void) {
+  for (int trans_b = 0; trans_b < 2; trans_b++) {
+    check_gather(40, trans_b); /* AVX-512: its own tile, a full and a partial panel */
+    check_gather(12, trans_b); /* AVX-512: the AVX2 tile */
+  }
 }
 
 int main(void) {

@@ -36,8 +36,8 @@ typedef struct damo_gemm_gather_a {
 } damo_gemm_gather_a;
 /* C = alpha op(A) op(B) + beta C with such an op(A): convolution patches straight from a
  * padded image (no im2col buffer), or their transpose. Same threading and K order as
- * damo_gemm. Returns 1 when done; 0 (C untouched) where no kernel exists for it (only AVX2
- * has one; bf16 operands; degenerate sizes): the caller then builds A and calls damo_gemm. */
+ * damo_gemm. Returns 1 when done; 0 (C untouched) where no kernel exists for it (the scalar
+ * path; bf16 operands; degenerate sizes): the caller then builds A and calls damo_gemm. */
 /* Whether damo_gemm_gather has a kernel for this moment's SIMD path and precision. */
 int damo_gemm_gather_available(void);
 int damo_gemm_gather(const damo_gemm_gather_a *a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,

@@ -55,6 +55,10 @@ void damo_gemm_microkernel_avx2(int64_t k, const float *packed_a, const float *p
 void damo_gemm_microkernel_avx2_gather(int64_t k, const float *const *rows, const int64_t *k_off,
                                        const float *packed_b, float *c, int64_t ldc, int m, int n, float alpha,
                                        float beta);
+/* The AVX-512 tile reading op(A) the same way (gemm_avx512.c). */
+void damo_gemm_microkernel_avx512_gather(int64_t k, const float *const *rows, const int64_t *k_off,
+                                         const float *packed_b, float *c, int64_t ldc, int m, int n, float alpha,
+                                         float beta);
 /* The native bf16 path (gemm_bf16.c, AVX512_BF16): depth values of each of `panels` packed
  * panels of width rows/columns (damo_gemm_pack_fn's layout) as bf16 pairs along k, width x 2
  * x ceil(depth / 2) values a panel; and the 14 x 32 tile over such panels (pairs = ceil(k / 2)). */

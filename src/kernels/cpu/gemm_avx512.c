@@ -24,36 +24,10 @@ static inline __mmask16 first_lanes(int64_t lanes) {
   return (__mmask16)((1u << lanes) - 1u);
 }
 
-__attribute__((target("avx512f,fma"))) void damo_gemm_microkernel_avx512(int64_t k, const float *packed_a,
-                                                                         const float *packed_b, float *c, int64_t ldc,
-                                                                         int m, int n, float alpha, float beta) {
-  __m512 acc[MR][VECTORS_PER_ROW];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; i++)
-#pragma GCC unroll 4
-    for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm512_setzero_ps();
-
-  /* C is only touched after the k loop; asking for it now hides its miss behind the FMAs. */
-  for (int i = 0; i < m; i++) {
-    _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
-  }
-
-#pragma GCC unroll 4
-  for (int64_t p = 0; p < k; p++) {
-    __m512 b[VECTORS_PER_ROW];
-#pragma GCC unroll 4
-    for (int v = 0; v < VECTORS_PER_ROW; v++) b[v] = _mm512_load_ps(packed_b + 16 * v);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++) {
-      __m512 a = _mm512_set1_ps(packed_a[i]);
-#pragma GCC unroll 4
-      for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
-    }
-    packed_a += MR;
-    packed_b += NR;
-  }
-
+/* C[0..m)[0..n) = alpha * acc + beta * C (beta 0: C not read). */
+__attribute__((target("avx512f,fma"), always_inline)) static inline void store_tile(__m512 acc[MR][VECTORS_PER_ROW],
+                                                                                    float *c, int64_t ldc, int m, int n,
+                                                                                    float alpha, float beta) {
   const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
   if (m == MR && n == NR) {
 #pragma GCC unroll 16
@@ -81,6 +55,72 @@ __attribute__((target("avx512f,fma"))) void damo_gemm_microkernel_avx512(int64_t
       _mm512_mask_storeu_ps(out, mask, scaled);
     }
   }
+}
+
+/* C is only touched after the k loop; asking for it now hides its miss behind the FMAs. */
+__attribute__((target("avx512f"), always_inline)) static inline void prefetch_c(const float *c, int64_t ldc, int m) {
+  for (int i = 0; i < m; i++) {
+    _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+  }
+}
+
+__attribute__((target("avx512f,fma"))) void damo_gemm_microkernel_avx512(int64_t k, const float *packed_a,
+                                                                         const float *packed_b, float *c, int64_t ldc,
+                                                                         int m, int n, float alpha, float beta) {
+  __m512 acc[MR][VECTORS_PER_ROW];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm512_setzero_ps();
+  prefetch_c(c, ldc, m);
+#pragma GCC unroll 4
+  for (int64_t p = 0; p < k; p++) {
+    __m512 b[VECTORS_PER_ROW];
+#pragma GCC unroll 4
+    for (int v = 0; v < VECTORS_PER_ROW; v++) b[v] = _mm512_load_ps(packed_b + 16 * v);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+      __m512 a = _mm512_set1_ps(packed_a[i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
+    }
+    packed_a += MR;
+    packed_b += NR;
+  }
+  store_tile(acc, c, ldc, m, n, alpha, beta);
+}
+
+/* The same tile with op(A) read in place: step p of row i at rows[i][k_off[p]] (a strided
+ * matrix, or convolution patches seen in the padded image: damo_gemm_gather). */
+__attribute__((target("avx512f,fma"))) void damo_gemm_microkernel_avx512_gather(int64_t k, const float *const *rows,
+                                                                                const int64_t *k_off,
+                                                                                const float *packed_b, float *c,
+                                                                                int64_t ldc, int m, int n, float alpha,
+                                                                                float beta) {
+  const float *r[MR];
+  for (int i = 0; i < MR; i++) r[i] = rows[i];
+  __m512 acc[MR][VECTORS_PER_ROW];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm512_setzero_ps();
+  prefetch_c(c, ldc, m);
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < k; p++) {
+    const int64_t at = k_off[p];
+    __m512 b[VECTORS_PER_ROW];
+#pragma GCC unroll 4
+    for (int v = 0; v < VECTORS_PER_ROW; v++) b[v] = _mm512_load_ps(packed_b + 16 * v);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+      const __m512 a = _mm512_set1_ps(r[i][at]);
+#pragma GCC unroll 4
+      for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
+    }
+    packed_b += NR;
+  }
+  store_tile(acc, c, ldc, m, n, alpha, beta);
 }
 
 /* ------------------------------------------------------------------ packing */

@@ -8,13 +8,28 @@
  * Threads split the rows in whole tiles; each packs the KC x N slices of op(B) itself (they
  * stay in L2) and runs every tile of its rows against every B panel, the A tile staying in
  * L1 across them. K is cut in the same KC slices, in order, whatever the thread count, so
- * results do not depend on it. AVX2 only for now: the other paths answer 0 and the caller
- * does it the packed way. */
+ * results do not depend on it. AVX2 and AVX-512 (its 14 x 32 tile, or the AVX2 one when op(B)
+ * has at most 16 columns); the scalar path answers 0 and the caller does it the packed way. */
 #include "kernels/cpu/cpu_kernels.h"
 
 #include <omp.h>
 
-enum { MR = DAMO_GEMM_AVX2_MR, NR = DAMO_GEMM_AVX2_NR, KC = 512 };
+enum { KC = 512, MAX_MR = 16 };
+
+typedef void (*gather_kernel_fn)(int64_t k, const float *const *rows, const int64_t *k_off, const float *packed_b,
+                                 float *c, int64_t ldc, int m, int n, float alpha, float beta);
+
+/* A tile shape, its B packer and its kernel. */
+typedef struct gather_kernel {
+  int mr, nr;
+  damo_gemm_pack_fn pack_b;
+  gather_kernel_fn multiply;
+} gather_kernel;
+
+static const gather_kernel avx2_kernel = {DAMO_GEMM_AVX2_MR, DAMO_GEMM_AVX2_NR, damo_gemm_pack_avx2,
+                                          damo_gemm_microkernel_avx2_gather};
+static const gather_kernel avx512_kernel = {DAMO_GEMM_AVX512_MR, DAMO_GEMM_AVX512_NR, damo_gemm_pack_avx512,
+                                            damo_gemm_microkernel_avx512_gather};
 
 /* Below this many multiply-adds one thread does it (as damo_gemm). */
 #define GATHER_THREADING_MIN_FMAS (512 * 1024)
@@ -22,6 +37,7 @@ enum { MR = DAMO_GEMM_AVX2_MR, NR = DAMO_GEMM_AVX2_NR, KC = 512 };
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 typedef struct gather_problem {
+  const gather_kernel *kern;
   const damo_gemm_gather_a *a;
   int trans_b;
   int64_t M, N, K;
@@ -52,6 +68,7 @@ static void gather_rows_unpacked(const gather_problem *pr, int64_t row0, int64_t
 
 /* Rows [row0, row1) of C. */
 static void gather_rows(const gather_problem *pr, int64_t row0, int64_t row1) {
+  const int MR = pr->kern->mr, NR = pr->kern->nr;
   const int64_t n_panels = (pr->N + NR - 1) / NR;
   float *packed_b = damo_gemm_pack_buffer((size_t)(n_panels * NR * min64(KC, pr->K)));
   if (!packed_b) {
@@ -62,14 +79,14 @@ static void gather_rows(const gather_problem *pr, int64_t row0, int64_t row1) {
   for (int64_t pc = 0; pc < pr->K; pc += KC) {
     const int64_t kc = min64(KC, pr->K - pc);
     const float beta = pc == 0 ? pr->beta : 1.0f;
-    damo_gemm_pack_avx2(pr->trans_b, pr->B, pr->ldb, 0, pc, pr->N, kc, NR, packed_b);
+    pr->kern->pack_b(pr->trans_b, pr->B, pr->ldb, 0, pc, pr->N, kc, NR, packed_b);
     for (int64_t row = row0; row < row1; row += MR) {
       const int m = (int)min64(MR, row1 - row);
-      const float *rows[MR];
+      const float *rows[MAX_MR];
       for (int i = 0; i < MR; i++) rows[i] = row_of(a, row + (i < m ? i : m - 1)); /* past m: a real row, not stored */
       for (int64_t col = 0; col < pr->N; col += NR)
-        damo_gemm_microkernel_avx2_gather(kc, rows, a->k_off + pc, packed_b + col * kc, pr->C + row * pr->ldc + col,
-                                          pr->ldc, m, (int)min64(NR, pr->N - col), pr->alpha, beta);
+        pr->kern->multiply(kc, rows, a->k_off + pc, packed_b + col * kc, pr->C + row * pr->ldc + col, pr->ldc, m,
+                           (int)min64(NR, pr->N - col), pr->alpha, beta);
     }
   }
 }
@@ -82,17 +99,21 @@ static void tile_share(int64_t count, int64_t tile, int64_t part, int64_t parts,
 }
 
 int damo_gemm_gather_available(void) {
-  return damo_simd_level_get() == DAMO_SIMD_AVX2 && damo_get_matmul_precision() == DAMO_MATMUL_F32;
+  const damo_simd_level level = damo_simd_level_get();
+  return (level == DAMO_SIMD_AVX2 || level == DAMO_SIMD_AVX512) && damo_get_matmul_precision() == DAMO_MATMUL_F32;
 }
 
 int damo_gemm_gather(const damo_gemm_gather_a *a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (!damo_gemm_gather_available()) return 0;
   if (M <= 0 || N <= 0 || K <= 0 || alpha == 0.0f) return 0; /* damo_gemm's degenerate cases */
-  const gather_problem pr = {a, trans_b, M, N, K, alpha, beta, B, ldb, C, ldc};
+  /* At most 16 columns the 32-wide AVX-512 tile would be half padding: the AVX2 one is faster. */
+  const gather_kernel *kern = damo_simd_level_get() == DAMO_SIMD_AVX512 && N > DAMO_GEMM_AVX2_NR ? &avx512_kernel
+                                                                                                 : &avx2_kernel;
+  const gather_problem pr = {kern, a, trans_b, M, N, K, alpha, beta, B, ldb, C, ldc};
   int threads = omp_in_parallel() ? 1 : damo_threads();
   if ((double)M * (double)N * (double)K < GATHER_THREADING_MIN_FMAS) threads = 1;
-  const int64_t row_tiles = (M + MR - 1) / MR;
+  const int64_t row_tiles = (M + kern->mr - 1) / kern->mr;
   const int parts = row_tiles < threads ? (int)row_tiles : threads;
   if (parts <= 1) {
     gather_rows(&pr, 0, M);
@@ -104,7 +125,7 @@ int damo_gemm_gather(const damo_gemm_gather_a *a, int trans_b, int64_t M, int64_
     const int team = omp_get_num_threads();
     for (int part = omp_get_thread_num(); part < parts; part += team) {
       int64_t row0, row1;
-      tile_share(M, MR, part, parts, &row0, &row1);
+      tile_share(M, kern->mr, part, parts, &row0, &row1);
       if (row0 < row1) gather_rows(&pr, row0, row1);
     }
   }
