@@ -80,6 +80,7 @@ cli_kind cli_kind_of(const char *path);
 /* ---- the command files: handlers (argc, argv as main got them; options already checked
  * against the command's table for the model's kind). */
 int cli_train_sequential(int argc, char **argv); /* cli/commands.c */
+int cli_distill(int argc, char **argv);          /* cli/commands.c */
 int cli_evaluate_sequential(int argc, char **argv);
 int cli_summary_sequential(int argc, char **argv);
 /* cli/compress.c; and damo bench predict (cli/bench.c): JSON of a classifier's inference speed */

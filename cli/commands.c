@@ -1,4 +1,4 @@
-/* commands.c - damo train, evaluate and summary of Sequential models (evaluate of a BERT
+/* commands.c - damo train (and distill), evaluate and summary of Sequential models (evaluate of a BERT
  * classifier too), and export. Each reads its options (main.c checked them against the
  * command's table), calls the public API and reports failures with the library's message
  * (which names the file, offset or layer). */
@@ -57,13 +57,11 @@ static int save_trained(damo_model *m, const damo_history *h, const checkpoint_e
   return 1;
 }
 
-int cli_train_sequential(int argc, char **argv) {
-  const char *config = cli_opt(argc, argv, "--config"), *data = cli_opt(argc, argv, "--data");
+/* damo train of a Sequential (or functional) config, and damo distill: the same run with a
+ * teacher's soft targets mixed into the loss (distill non-NULL). */
+static int train_sequential(int argc, char **argv, const char *config, const damo_distill_options *distill) {
+  const char *data = cli_opt(argc, argv, "--data");
   const char *out = cli_opt(argc, argv, "--out");
-  if (!config || !data) {
-    fprintf(stderr, "damo train: --config FILE and --data SPEC are required\n");
-    return 2;
-  }
   if (!out) out = "damo_model";
   printf("%s\n", damo_info_string());
 
@@ -144,6 +142,11 @@ int cli_train_sequential(int argc, char **argv) {
    * epoch end and every --checkpoint-every steps; --history appends a CSV of its own too. */
   fo.checkpoint_dir = out;
   fo.history_csv = cli_opt(argc, argv, "--history");
+  fo.distill = distill;
+  if (distill && fo.augment) {
+    printf("augmentation off: the teacher's soft targets belong to the rows as stored\n");
+    fo.augment = NULL;
+  }
 
   if (damo_model_build(m, fo.seed) != DAMO_OK || damo_model_compile(m, &copt) != DAMO_OK ||
       damo_model_set_recompute(m, cli_flag(argc, argv, "--recompute")) != DAMO_OK) {
@@ -222,6 +225,40 @@ int cli_train_sequential(int argc, char **argv) {
 done:
   damo_dir_lock_release(lock);
   damo_model_free(m);
+  return rc;
+}
+
+int cli_train_sequential(int argc, char **argv) {
+  const char *config = cli_opt(argc, argv, "--config");
+  if (!config || !cli_opt(argc, argv, "--data")) {
+    fprintf(stderr, "damo train: --config FILE and --data SPEC are required\n");
+    return 2;
+  }
+  return train_sequential(argc, argv, config, NULL);
+}
+
+int cli_distill(int argc, char **argv) {
+  const char *teacher_dir = cli_opt(argc, argv, "--teacher"), *student = cli_opt(argc, argv, "--student");
+  if (!teacher_dir || !student || !cli_opt(argc, argv, "--data")) {
+    fprintf(stderr, "damo distill: --teacher DIR, --student CONFIG and --data SPEC are required\n");
+    return 2;
+  }
+  damo_distill_options d = {.temperature = 4.0f, .alpha = 0.9f};
+  const char *v;
+  double value;
+  if ((v = cli_opt(argc, argv, "--temperature"))) {
+    if (!cli_parse_double(v, "--temperature", 0, 1, 1000, &value)) return 2;
+    d.temperature = (float)value;
+  }
+  if ((v = cli_opt(argc, argv, "--alpha"))) {
+    if (!cli_parse_double(v, "--alpha", 0, 0, 1, &value)) return 2;
+    d.alpha = (float)value;
+  }
+  if (damo_model_load(teacher_dir, &d.teacher) != DAMO_OK) return cli_fail("distill: the teacher");
+  printf("distilling %s into %s: temperature %g, alpha %g (the soft targets' weight; %g for the labels)\n", teacher_dir,
+         student, (double)d.temperature, (double)d.alpha, 1.0 - (double)d.alpha);
+  const int rc = train_sequential(argc, argv, student, &d);
+  damo_model_free(d.teacher);
   return rc;
 }
 

@@ -230,6 +230,21 @@ static const cli_group bench_groups[] = {
     {"bench bert (W5: BERT fine-tuned on SpamAssassin)", BRT, bench_bert},
     {NULL, 0, NULL}};
 
+/* ---- distill */
+static const cli_option distill_options[] = {
+    {"--teacher", 1, "DIR", "a trained classifier over the same inputs and classes (read only)"},
+    {"--student", 1, "CONFIG", "the student's Sequential or functional config (its loss: sparse_categorical_crossentropy)"},
+    {"--data", 1, "SPEC", "what the student trains on (the teacher predicts its training rows once)"},
+    {"--out", 1, "DIR", "where the student is saved (default damo_model)"},
+    {"--overwrite", 0, NULL, "replace a model already in --out"},
+    {"--temperature", 1, "T", "softmax temperature of both sides' soft targets, > 0 (default 4)"},
+    {"--alpha", 1, "A", "weight of the soft-target loss in [0, 1]; 1 - A weights the labels' (default 0.9)"},
+    END};
+static const cli_group distill_groups[] = {
+    {NULL, SEQ, distill_options},
+    {"training (as damo train of a Sequential config)", SEQ, train_sequential},
+    {NULL, 0, NULL}};
+
 /* ---- quantize */
 static const cli_option quantize_options[] = {
     {"--model", 1, "DIR", "a saved f32 model directory"},
@@ -279,6 +294,13 @@ static const cli_command commands[] = {
               "[--evaluate]",
      .groups = quantize_groups, .by_kind = {cli_quantize_sequential, NULL, NULL},
      .not_applicable = {NULL, "int8 GPT-2 is not built yet (issue 23)", "int8 BERT is not built yet (issue 23)"}},
+    {.name = "distill", .synopsis = "--teacher DIR --student CONFIG --data SPEC",
+     .summary = "train a small classifier on a trained one's soft targets (knowledge distillation)",
+     .usage = "damo distill --teacher DIR --student CONFIG --data SPEC [--temperature T] [--alpha A] [--out DIR] "
+              "[options]",
+     .groups = distill_groups, .notes = spec_note, .by_kind = {cli_distill, NULL, NULL},
+     .not_applicable = {NULL, "distilling into GPT-2 is not built yet (issue 23)",
+                        "distilling into BERT is not built yet (issue 23)"}},
     {.name = "export", .synopsis = "--data SPEC --x x.npy", .summary = "write a data set's split as .npy arrays",
      .usage = "damo export --data SPEC [--split train|test] --x x.npy [--y y.npy]", .groups = export_groups,
      .run = cli_export},
@@ -321,6 +343,7 @@ static int usage(FILE *f) {
 static int run_by_kind(const cli_command *c, int argc, char **argv, cli_kind fallback) {
   const char *path = cli_opt(argc, argv, "--model");
   if (!path) path = cli_opt(argc, argv, "--config");
+  if (!path) path = cli_opt(argc, argv, "--student"); /* distill */
   cli_kind kind = cli_kind_of(path);
   if (kind == CLI_KIND_UNSUPPORTED) return cli_fail(c->name);
   if (kind == CLI_KIND_UNKNOWN) kind = fallback;

@@ -500,6 +500,14 @@ damo_node *damo_transpose(damo_graph *g, damo_node *a, const int *perm);
 damo_node *damo_dropout(damo_graph *g, damo_node *a, float rate);
 /* Mean over the batch of -log softmax(logits)[label]; logits (B, C), labels (B) I32. */
 damo_node *damo_softmax_cross_entropy(damo_graph *g, damo_node *logits, damo_node *labels);
+/* Mean over the batch of -sum_c targets[c] log softmax(logits)[c]: cross-entropy against a
+ * distribution (soft targets: a teacher's probabilities, smoothed labels); logits and
+ * targets (B, C) f32. torch's F.cross_entropy with probability targets. */
+damo_node *damo_soft_cross_entropy(damo_graph *g, damo_node *logits, damo_node *targets);
+/* Mean over the batch of KL(targets || softmax(logits)) = sum_c t_c (log t_c - log softmax_c):
+ * the cross-entropy less the targets' entropy, so 0 when they agree (knowledge distillation's
+ * soft term). torch's F.kl_div(F.log_softmax(logits, 1), targets, reduction="batchmean"). */
+damo_node *damo_kl_divergence(damo_graph *g, damo_node *logits, damo_node *targets);
 /* softmax_cross_entropy(x weight^T + bias, labels) without keeping the logits: x (N, C),
  * weight (V, C) (a tied output embedding), bias (V) or NULL, labels (N) I32; a negative
  * label (PyTorch's ignore_index -100) leaves its row out of the loss and the mean (0 if every
@@ -1027,7 +1035,23 @@ typedef struct damo_fit_options {
    * statistics are rank 0's), or with the whole batch's (parallel.sync_batchnorm). */
   damo_dist *dist;
   damo_data_parallel_options parallel;
+  /* Knowledge distillation (NULL: none): the model learns from a teacher's soft targets as
+   * well as the labels (damo_distill_options). */
+  const struct damo_distill_options *distill;
 } damo_fit_options;
+/* Hinton, Vinyals and Dean (2015): the loss is (1 - alpha) CE(student, labels) + alpha T^2
+ * KL(softmax(teacher logits / T) || softmax(student logits / T)). The teacher (any trained
+ * classifier over the same inputs and classes: a CNN for an MLP, BERT for a BiLSTM) predicts
+ * every training row once before the first step; its probabilities p give its soft targets
+ * as p^(1/T), renormalised (the same as its logits over T). The student must have one
+ * output trained with sparse categorical cross-entropy; training data is not augmented
+ * (the soft targets belong to the rows as stored). History's "loss" is the mixed loss;
+ * validation figures are the student's own (labels only). */
+typedef struct damo_distill_options {
+  damo_model *teacher; /* read only: predicts, never trains */
+  float temperature;   /* T > 0 (1: the teacher's probabilities as they are; Hinton et al. used 2-20) */
+  float alpha;         /* the soft term's weight in [0, 1] (1: the teacher alone, 0: labels alone) */
+} damo_distill_options;
 
 /* Divergence without a NaN: the lowest loss of the first 5 steps is the reference; 20 of the
  * last 50 steps with a loss over max(100 x reference, reference + 100) is divergence. fit and

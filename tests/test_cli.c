@@ -148,6 +148,39 @@ static void test_quantize(void) {
   CHECK_MSG(rc == 0 && strstr(cli_out, "dynamic activations"), "%s", cli_out);
 }
 
+/* issue 23: damo distill from the model above into a smaller student; what it refuses. */
+static void test_distill(void) {
+  write_file("student.json", "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":4,\"activation\":\"relu\"},"
+                             "{\"type\":\"dense\",\"units\":3}],\"loss\":\"sparse_categorical_crossentropy\","
+                             "\"optimizer\":{\"type\":\"adam\",\"learning_rate\":0.02},\"metrics\":[\"accuracy\"]}");
+  int rc = run("%s distill --teacher %s/m --student %s/student.json --data %s/train.csv --temperature 2 --alpha 0.7 "
+               "--epochs 8 --batch-size 32 --out %s/s",
+               DAMO_CLI_PATH, dir, dir, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "temperature 2, alpha 0.7") && strstr(cli_out, "Epoch 8/8"), "%s", cli_out);
+  rc = run("%s evaluate --model %s/s --data %s/test.csv", DAMO_CLI_PATH, dir, dir);
+  const char *acc_at = strstr(cli_out, "accuracy: ");
+  CHECK_MSG(rc == 0 && acc_at && atof(acc_at + 10) > 0.9, "%s", cli_out);
+  /* Refused, with the reason, and no student written. */
+  rc = run("%s distill --teacher %s/m --student %s/student.json --data %s/train.csv --alpha 1.5 --out %s/s2",
+           DAMO_CLI_PATH, dir, dir, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--alpha"), "%s", cli_out);
+  rc = run("%s distill --teacher %s/m --student %s/student.json --data %s/train.csv --temperature 0 --out %s/s2",
+           DAMO_CLI_PATH, dir, dir, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--temperature"), "%s", cli_out);
+  rc = run("%s distill --teacher %s/no-such-model --student %s/student.json --data %s/train.csv --out %s/s2",
+           DAMO_CLI_PATH, dir, dir, dir, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "no-such-model"), "%s", cli_out);
+  write_file("student4.json", "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":4}],"
+                              "\"loss\":\"sparse_categorical_crossentropy\",\"optimizer\":{\"type\":\"adam\"}}");
+  rc = run("%s distill --teacher %s/m --student %s/student4.json --data %s/train.csv --out %s/s2", DAMO_CLI_PATH, dir,
+           dir, dir, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "teacher predicts 3 classes, the student 4"), "%s", cli_out);
+  char path[512];
+  snprintf(path, sizeof path, "%s/s2/model.safetensors", dir);
+  struct stat st;
+  CHECK(stat(path, &st) != 0);
+}
+
 static void test_bad_input_messages(void) {
   write_file("bad.json", "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3},{\"type\":\"lstmz\"}]}");
   int rc = run("%s train --config %s/bad.json --data %s/train.csv", DAMO_CLI_PATH, dir, dir);
@@ -660,6 +693,7 @@ int main(void) {
   if (!mkdtemp(dir)) return 1;
   RUN(test_train_evaluate_predict);
   RUN(test_quantize);
+  RUN(test_distill);
   RUN(test_bad_input_messages);
   RUN(test_text_folder_train_predict);
   RUN(test_bert_folder_train_predict); /* uses the mails made above */

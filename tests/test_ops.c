@@ -53,7 +53,9 @@ typedef enum {
   OP_TRANSPOSE,
   OP_SCE,
   OP_BCE,
-  OP_MSE
+  OP_MSE,
+  OP_SOFT_CE,
+  OP_KL
 } op_kind;
 
 typedef struct {
@@ -122,6 +124,10 @@ static const op_case CASES[] = {
     BIN("bce", OP_BCE),
     BIN("bce_big", OP_BCE),
     BIN("mse", OP_MSE),
+    BIN("soft_ce", OP_SOFT_CE),
+    BIN("soft_ce_big", OP_SOFT_CE),
+    BIN("kl_div", OP_KL),
+    BIN("kl_div_big", OP_KL),
 };
 #define N_CASES ((int)(sizeof CASES / sizeof CASES[0]))
 
@@ -147,6 +153,8 @@ static damo_node *build_op(damo_graph *g, const op_case *c, damo_node **in) {
   case OP_SCE: return damo_softmax_cross_entropy(g, in[0], in[1]);
   case OP_BCE: return damo_bce_with_logits(g, in[0], in[1]);
   case OP_MSE: return damo_mse(g, in[0], in[1]);
+  case OP_SOFT_CE: return damo_soft_cross_entropy(g, in[0], in[1]);
+  case OP_KL: return damo_kl_divergence(g, in[0], in[1]);
   }
   return NULL;
 }
@@ -390,6 +398,8 @@ static void test_transpose(void) { run_family("transpose_"); }
 static void test_softmax_cross_entropy(void) { run_family("sce"); }
 static void test_bce_with_logits(void) { run_family("bce"); }
 static void test_mse(void) { run_family("mse"); }
+static void test_soft_cross_entropy(void) { run_family("soft_ce"); }
+static void test_kl_divergence(void) { run_family("kl_div"); }
 
 /* ------------------------------------------------------------------ dropout */
 
@@ -949,6 +959,8 @@ int main(void) {
   RUN(test_softmax_cross_entropy);
   RUN(test_bce_with_logits);
   RUN(test_mse);
+  RUN(test_soft_cross_entropy);
+  RUN(test_kl_divergence);
   RUN(test_dropout);
   RUN(test_dropout_parallel);
   RUN(test_profile);

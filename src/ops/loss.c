@@ -1,5 +1,6 @@
 /* loss.c - fused losses, each the mean over its elements and a (1,)-shaped result:
- *   softmax cross-entropy with integer labels (logits (B, C), labels (B)),
+ *   softmax cross-entropy with integer labels (logits (B, C), labels (B)), and against a
+ *   distribution (targets (B, C); or its KL divergence, the same less the targets' entropy),
  *   binary cross-entropy on logits, and mean squared error.
  * Fusing keeps them stable (log-sum-exp, softplus) and makes the gradient one pass:
  * d/dlogits of softmax CE is (softmax - onehot) / B. */
@@ -72,6 +73,85 @@ const damo_op_def damo_op_def_softmax_ce = {"softmax_cross_entropy", 2, softmax_
 damo_node *damo_softmax_cross_entropy(damo_graph *g, damo_node *logits, damo_node *labels) {
   damo_node *in[2] = {logits, labels};
   return damo_graph_add_node(g, DAMO_OP_SOFTMAX_CE, 2, in, NULL, 0, NULL, 0);
+}
+
+/* ------------------------------------------------------------------ soft-target cross-entropy */
+
+static damo_status soft_ce_infer(damo_node *n) {
+  const damo_node *x = n->in[0], *t = n->in[1];
+  if (x->dtype != DAMO_F32 || x->ndim != 2) return damo_shape_error(n, "logits must be f32 of shape (batch, classes)", x, t);
+  if (t->dtype != DAMO_F32 || t->ndim != 2 || t->shape[0] != x->shape[0] || t->shape[1] != x->shape[1])
+    return damo_shape_error(n, "targets must be f32 of the logits' shape (batch, classes)", x, t);
+  n->ndim = 1;
+  n->shape[0] = 1;
+  n->batched = 0;
+  n->aux_bytes = (size_t)damo_node_count(x) * sizeof(float); /* log softmax */
+  return DAMO_OK;
+}
+
+static damo_status soft_ce_forward(damo_graph *g, damo_node *n) {
+  (void)g;
+  const float *x = damo_f32(n->in[0]), *t = damo_f32(n->in[1]);
+  float *logp = n->aux;
+  const int64_t B = n->in[0]->shape[0], C = n->in[0]->shape[1];
+  const int relative = n->iparam[0];
+  double total = 0;
+#pragma omp parallel for schedule(static) reduction(+ : total) if (B * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+  for (int64_t b = 0; b < B; b++) {
+    const float *xr = x + b * C, *tr = t + b * C;
+    float *lr = logp + b * C;
+    float mx = xr[0];
+    for (int64_t c = 1; c < C; c++) mx = xr[c] > mx ? xr[c] : mx;
+    float sum = 0;
+    for (int64_t c = 0; c < C; c++) sum += expf(xr[c] - mx);
+    const float lse = mx + logf(sum);
+    double row = 0;
+    for (int64_t c = 0; c < C; c++) {
+      lr[c] = xr[c] - lse;
+      row -= (double)tr[c] * lr[c];
+      if (relative && tr[c] > 0) row += (double)tr[c] * log((double)tr[c]); /* KL: minus the targets' entropy */
+    }
+    total += row;
+  }
+  damo_f32(n)[0] = (float)(total / (double)B);
+  return DAMO_OK;
+}
+
+/* d/dx = (softmax(x) sum_c t - t) / B (targets need not sum to 1); d/dt = -log softmax(x) / B,
+ * plus (log t + 1) / B for KL where t > 0. */
+static void soft_ce_backward(damo_graph *g, damo_node *n) {
+  (void)g;
+  const float *t = damo_f32(n->in[1]), *logp = n->aux;
+  const int64_t B = n->in[0]->shape[0], C = n->in[0]->shape[1];
+  const float scale = n->grad[0] / (float)B;
+  float *dx = n->in[0]->in_backward ? damo_node_grad_acc(n->in[0]) : NULL;
+  float *dt = n->in[1]->in_backward ? damo_node_grad_acc(n->in[1]) : NULL;
+  const int relative = n->iparam[0];
+#pragma omp parallel for schedule(static) if (B * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+  for (int64_t b = 0; b < B; b++) {
+    const float *tr = t + b * C, *lr = logp + b * C;
+    float mass = 0;
+    for (int64_t c = 0; c < C; c++) mass += tr[c];
+    for (int64_t c = 0; c < C; c++) {
+      if (dx) dx[b * C + c] += (expf(lr[c]) * mass - tr[c]) * scale;
+      if (dt) dt[b * C + c] += (relative && tr[c] > 0 ? logf(tr[c]) + 1.0f - lr[c] : -lr[c]) * scale;
+    }
+  }
+}
+
+const damo_op_def damo_op_def_soft_ce = {"soft_cross_entropy", 2, soft_ce_infer, soft_ce_forward, soft_ce_backward,
+                                         DAMO_OPF_BWD_INPUTS};
+
+damo_node *damo_soft_cross_entropy(damo_graph *g, damo_node *logits, damo_node *targets) {
+  damo_node *in[2] = {logits, targets};
+  const int relative = 0;
+  return damo_graph_add_node(g, DAMO_OP_SOFT_CE, 2, in, &relative, 1, NULL, 0);
+}
+
+damo_node *damo_kl_divergence(damo_graph *g, damo_node *logits, damo_node *targets) {
+  damo_node *in[2] = {logits, targets};
+  const int relative = 1;
+  return damo_graph_add_node(g, DAMO_OP_SOFT_CE, 2, in, &relative, 1, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ pairwise mean losses */

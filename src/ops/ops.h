@@ -15,6 +15,7 @@ extern const damo_op_def damo_op_def_softmax, damo_op_def_log_softmax;
 extern const damo_op_def damo_op_def_sum, damo_op_def_mean;
 extern const damo_op_def damo_op_def_reshape, damo_op_def_transpose;
 extern const damo_op_def damo_op_def_dropout;
+extern const damo_op_def damo_op_def_soft_ce;
 extern const damo_op_def damo_op_def_softmax_ce, damo_op_def_bce_logits, damo_op_def_mse;
 extern const damo_op_def damo_op_def_dense, damo_op_def_lstm, damo_op_def_embedding, damo_op_def_gru;
 extern const damo_op_def damo_op_def_conv2d, damo_op_def_max_pool2d, damo_op_def_avg_pool2d,

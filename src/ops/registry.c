@@ -28,6 +28,7 @@ const damo_op_def *const damo_op_table[DAMO_OP_COUNT] = {
     [DAMO_OP_TRANSPOSE] = &damo_op_def_transpose,
     [DAMO_OP_DROPOUT] = &damo_op_def_dropout,
     [DAMO_OP_SOFTMAX_CE] = &damo_op_def_softmax_ce,
+    [DAMO_OP_SOFT_CE] = &damo_op_def_soft_ce,
     [DAMO_OP_BCE_LOGITS] = &damo_op_def_bce_logits,
     [DAMO_OP_MSE] = &damo_op_def_mse,
     [DAMO_OP_DENSE] = &damo_op_def_dense,
@@ -50,4 +51,4 @@ const damo_op_def *const damo_op_table[DAMO_OP_COUNT] = {
     [DAMO_OP_SLICE_LAST] = &damo_op_def_slice_last,
     [DAMO_OP_LINEAR_CE] = &damo_op_def_linear_ce,
 };
-_Static_assert(DAMO_OP_COUNT == 43, "a new op needs an entry in damo_op_table");
+_Static_assert(DAMO_OP_COUNT == 44, "a new op needs an entry in damo_op_table");

@@ -5,6 +5,7 @@
  * Nothing is allocated inside the loop: the graph's arena and the staging buffers were
  * sized when the graph was built. Validation reuses the training graph in inference mode. */
 #include "data/prefetch.h"
+#include "train/distill.h"
 #include "train/fit_outputs.h"
 #include "train/progress.h"
 
@@ -137,6 +138,7 @@ static damo_status augment_feed_stage(augment_feed *f, damo_model_graph *mg, int
 typedef struct fit_adapter {
   damo_model *m;
   damo_model_graph *mg;
+  damo_model_graph *val_mg;    /* validation's: mg, or under distillation the plain loss's */
   const damo_tensor *const *x; /* every input's data */
   const damo_tensor *const *y; /* every output's targets */
   augment_feed *feed;
@@ -267,7 +269,7 @@ static damo_status validate_shared(fit_adapter *f, double *vl, double *va, doubl
     if (f->val->probs[k]) probs[k] = f->val->probs[k] + first * f->val->size[k], truth[k] = f->val->truth[k] + first;
   double l = 0, a = -1, sums[3 * (DAMO_MODEL_MAX_OUTPUTS + 1)] = {0};
   for (int k = 0; k < heads; k++) ls[k] = 0, as[k] = -1;
-  damo_status st = n ? damo_model_evaluate_rows(f->m, f->mg, f->xv, f->yv, f->val_idx + first, n, &l, &a, ls, as,
+  damo_status st = n ? damo_model_evaluate_rows(f->m, f->val_mg, f->xv, f->yv, f->val_idx + first, n, &l, &a, ls, as,
                                                 probs, truth)
                      : DAMO_OK;
   if (st != DAMO_OK) return st;
@@ -303,7 +305,7 @@ static damo_status fit_validate(void *ctx, double *row) {
   fit_adapter *f = ctx;
   double vl, va, ls[DAMO_MODEL_MAX_OUTPUTS], as[DAMO_MODEL_MAX_OUTPUTS];
   damo_status st = f->size > 1 ? validate_shared(f, &vl, &va, ls, as)
-                               : damo_model_evaluate_rows(f->m, f->mg, f->xv, f->yv, f->val_idx, f->val_count, &vl,
+                               : damo_model_evaluate_rows(f->m, f->val_mg, f->xv, f->yv, f->val_idx, f->val_count, &vl,
                                                           &va, ls, as, f->val->probs, f->val->truth);
   if (st != DAMO_OK) return st;
   row[DAMO_H_VAL_LOSS] = vl;
@@ -460,8 +462,27 @@ damo_status damo_model_fit_inputs(damo_model *m, int n_x, const damo_tensor *con
   return damo_model_fit_outputs(m, n_x, x, 1, &y, opt, history);
 }
 
+static damo_status fit_run(damo_model *m, int n_x, const damo_tensor *const *x, int n_y, const damo_tensor *const *y,
+                           const damo_fit_options *opt, damo_history **history, int purpose);
+
 damo_status damo_model_fit_outputs(damo_model *m, int n_x, const damo_tensor *const *x, int n_y,
                                    const damo_tensor *const *y, const damo_fit_options *opt, damo_history **history) {
+  if (!opt || !opt->distill) return fit_run(m, n_x, x, n_y, y, opt, history, DAMO_GRAPH_TRAIN);
+  if (history) *history = NULL;
+  if (!m || !m->compiled) return damo_error(DAMO_ERR_STATE, "fit: compile the model before fit");
+  damo_status st = damo_model_check_counts(m, n_x, x, n_y, "fit");
+  if (st == DAMO_OK && y && (st = damo_model_check_data(m, x, y, "fit")) != DAMO_OK) return st;
+  damo_tensor *soft = NULL;
+  if (st == DAMO_OK) st = damo_distill_begin(m, opt, n_x, x, &soft);
+  if (st == DAMO_OK) st = fit_run(m, n_x, x, n_y, y, opt, history, DAMO_GRAPH_DISTILL);
+  if (soft) damo_distill_end(m, soft);
+  return st;
+}
+
+/* fit through the graph of that purpose: DAMO_GRAPH_TRAIN, or DAMO_GRAPH_DISTILL once
+ * damo_distill_begin has set the model up. */
+static damo_status fit_run(damo_model *m, int n_x, const damo_tensor *const *x, int n_y, const damo_tensor *const *y,
+                           const damo_fit_options *opt, damo_history **history, int purpose) {
   if (history) *history = NULL;
   if (!m || !m->compiled) return damo_error(DAMO_ERR_STATE, "fit: compile the model before fit");
   if (m->quantization)
@@ -536,7 +557,11 @@ damo_status damo_model_fit_outputs(damo_model *m, int n_x, const damo_tensor *co
       return damo_error_prefix(st, "fit: ");
   }
   damo_model_graph *mg; /* sized for this rank's largest share of a batch */
-  if ((st = damo_model_graph_get(m, 1, (batch + size - 1) / size, &mg)) != DAMO_OK) return st;
+  if ((st = damo_model_graph_get(m, purpose, (batch + size - 1) / size, &mg)) != DAMO_OK) return st;
+  damo_model_graph *val_mg = mg; /* a distillation validates the student on the labels alone */
+  if (purpose != DAMO_GRAPH_TRAIN && xv && (st = damo_model_graph_get(m, DAMO_GRAPH_TRAIN, (batch + size - 1) / size,
+                                                                      &val_mg)) != DAMO_OK)
+    return st;
   if (o.parallel.sync_batchnorm && size > 1) {
     const int64_t last = n_train % batch;
     if (batch < size || (last > 0 && last < size))
@@ -570,7 +595,7 @@ damo_status damo_model_fit_outputs(damo_model *m, int n_x, const damo_tensor *co
   if (st == DAMO_OK) st = st_feed;
   int64_t steps_per_epoch = (n_train + batch - 1) / batch;
   int64_t total_steps = (int64_t)o.epochs * steps_per_epoch;
-  fit_adapter fa = {.m = m, .mg = mg, .x = x, .y = y, .feed = &feed, .metrics = metrics, .outputs = outputs,
+  fit_adapter fa = {.m = m, .mg = mg, .val_mg = val_mg, .x = x, .y = y, .feed = &feed, .metrics = metrics, .outputs = outputs,
                     .binary_metrics = binary_metrics, .idx = idx, .n_train = n_train, .batch = batch,
                     .steps_per_epoch = steps_per_epoch, .shuffle = o.shuffle != 0, .patience = o.patience,
                     .xv = xv, .yv = yv, .val_idx = val_idx, .val_count = val_count, .val = &val, .history = h, .o = &o, .seed = o.seed, .dist = o.dist,

@@ -40,6 +40,7 @@ void damo_model_graph_release(damo_model_graph *mg) {
   damo_graph_free(mg->g);
   for (int k = 0; k < DAMO_MODEL_MAX_INPUTS; k++) damo_free(mg->x_stages[k]);
   for (int k = 0; k < DAMO_MODEL_MAX_OUTPUTS; k++) damo_free(mg->heads[k].y_stage);
+  damo_free(mg->soft_stage);
   memset(mg, 0, sizeof *mg);
 }
 
@@ -59,6 +60,7 @@ void damo_model_free(damo_model *m) {
   damo_optimizer_free(m->opt);
   damo_model_graph_release(&m->train);
   damo_model_graph_release(&m->infer);
+  damo_model_graph_release(&m->distill_graph);
   cJSON_Delete(m->fit_defaults);
   cJSON_Delete(m->quantization);
   free(m->config_source);
@@ -270,6 +272,7 @@ damo_status damo_model_compile(damo_model *m, const damo_compile_options *opt) {
   m->compiled = 1;
   damo_model_graph_release(&m->train); /* the loss may have changed */
   damo_model_graph_release(&m->infer);
+  damo_model_graph_release(&m->distill_graph);
   return DAMO_OK;
 }
 
@@ -313,7 +316,8 @@ static void build_head(damo_model *m, damo_graph *g, int k, int with_loss, int64
   damo_node_set_name(hd->loss, several ? name : "loss");
 }
 
-static damo_status build_model_graph(damo_model *m, int with_loss, int64_t batch, damo_model_graph *mg) {
+static damo_status build_model_graph(damo_model *m, int purpose, int64_t batch, damo_model_graph *mg) {
+  const int with_loss = purpose != DAMO_GRAPH_INFER;
   damo_model_graph_release(mg);
   mg->g = damo_graph_new(m->seed ^ 0x5eedULL ^ (uint64_t)m->epochs_done * 0x9e3779b97f4a7c15ULL);
   if (!mg->g) return DAMO_ERR_NOMEM;
@@ -341,6 +345,18 @@ static damo_status build_model_graph(damo_model *m, int with_loss, int64_t batch
     damo_node *term = w == 1.0f ? hd->loss : damo_scale_by(g, hd->loss, w);
     mg->loss = k == 0 ? term : damo_add(g, mg->loss, term);
   }
+  if (purpose == DAMO_GRAPH_DISTILL) { /* fit checked: one output, sparse categorical CE */
+    /* Hinton et al.: (1 - alpha) CE(student, labels) + alpha T^2 KL(soft || softmax(student / T));
+     * T^2 keeps the soft term's gradient on the scale of the hard one's as T grows. */
+    const float T = m->distill_temperature, alpha = m->distill_alpha;
+    const int64_t shape[2] = {batch, damo_model_output_size(m)};
+    mg->soft = damo_input(g, "soft_targets", DAMO_F32, 2, shape);
+    damo_node *soft_loss = damo_kl_divergence(g, damo_scale_by(g, mg->heads[0].logits, 1.0f / T), mg->soft);
+    damo_node_set_name(soft_loss, "distillation_loss");
+    keep[n_keep++] = mg->heads[0].loss;
+    mg->loss = damo_add(g, damo_scale_by(g, mg->heads[0].loss, 1.0f - alpha), damo_scale_by(g, soft_loss, alpha * T * T));
+    damo_node_set_name(mg->heads[0].loss, "student_loss");
+  }
   if (with_loss && mg->loss != mg->heads[0].loss) damo_node_set_name(mg->loss, "loss");
   mg->y = mg->heads[0].y, mg->logits = mg->heads[0].logits, mg->output = mg->heads[0].output;
   st = damo_graph_status(g);
@@ -364,6 +380,7 @@ static damo_status build_model_graph(damo_model *m, int with_loss, int64_t batch
     ok = ok && mg->heads[k].y_stage;
   }
   mg->y_stage = mg->heads[0].y_stage;
+  if (mg->soft) ok = ok && (mg->soft_stage = damo_alloc((size_t)(batch * damo_model_output_size(m)) * sizeof(float)));
   if (!ok) {
     damo_model_graph_release(mg);
     return DAMO_ERR_NOMEM;
@@ -371,13 +388,14 @@ static damo_status build_model_graph(damo_model *m, int with_loss, int64_t batch
   for (int k = 0; k < m->n_inputs; k++) damo_graph_bind(g, mg->xs[k], mg->x_stages[k]);
   for (int k = 0; k < mg->n_heads; k++)
     if (mg->heads[k].y) damo_graph_bind(g, mg->heads[k].y, mg->heads[k].y_stage);
+  if (mg->soft) damo_graph_bind(g, mg->soft, mg->soft_stage);
   return DAMO_OK;
 }
 
 damo_status damo_model_graph_get(damo_model *m, int with_loss, int64_t batch, damo_model_graph **out) {
   damo_status st = damo_model_build(m, m->seed);
   if (st != DAMO_OK) return st;
-  damo_model_graph *mg = with_loss ? &m->train : &m->infer;
+  damo_model_graph *mg = with_loss == DAMO_GRAPH_DISTILL ? &m->distill_graph : with_loss ? &m->train : &m->infer;
   if (!mg->g || mg->batch < batch) {
     st = build_model_graph(m, with_loss, batch, mg);
     if (st != DAMO_OK) return st;
@@ -432,6 +450,11 @@ damo_status damo_model_stage_batch(damo_model *m, damo_model_graph *mg, const da
   for (int k = 0; k < m->n_inputs; k++) damo_model_gather_input(m, k, xs[k], idx, n, mg->x_stages[k]);
   for (int k = 0; ys && k < mg->n_heads; k++)
     if (ys[k] && mg->heads[k].y) gather_targets(m, k, ys[k], idx, n, mg->heads[k].y_stage);
+  if (mg->soft) { /* the teacher's soft targets of the same rows */
+    const int64_t C = m->distill_soft->shape[1];
+    for (int64_t r = 0; r < n; r++)
+      memcpy(mg->soft_stage + r * C, (const float *)m->distill_soft->data + idx[r] * C, (size_t)C * sizeof(float));
+  }
   return damo_graph_set_batch(mg->g, n);
 }
 

@@ -46,7 +46,13 @@ typedef struct damo_model_graph {
   damo_node *loss;     /* the loss trained: heads[0]'s, or the weighted sum of several; NULL for inference */
   float *x_stage;      /* x_stages[0]: (batch, input...) staged rows (i32 ids as their bits) */
   void *y_stage;       /* heads[0]'s */
+  damo_node *soft;     /* a distillation graph's soft targets (batch, classes), else NULL */
+  float *soft_stage;
 } damo_model_graph;
+
+/* What damo_model_graph_get builds: the inference graph, the training graph (its loss), or
+ * the training graph of a distillation (the loss mixes the teacher's soft targets in). */
+enum { DAMO_GRAPH_INFER = 0, DAMO_GRAPH_TRAIN = 1, DAMO_GRAPH_DISTILL = 2 };
 
 struct damo_model {
   int in_ndim; /* the first input's shape */
@@ -79,6 +85,11 @@ struct damo_model {
   damo_optimizer *opt;
 
   damo_model_graph train, infer; /* cached graphs */
+  /* During a fit with distillation: its graph, temperature, mixing weight, and the teacher's
+   * soft targets for every row of the training data (n rows x classes, at the temperature). */
+  damo_model_graph distill_graph;
+  float distill_temperature, distill_alpha;
+  const damo_tensor *distill_soft;
   uint64_t seed;
   int64_t epochs_done;
   cJSON *fit_defaults; /* the config's optional "fit" object (owned) */
@@ -117,7 +128,8 @@ damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, 
 /* (out and pre: one node per output, in order.) */
 /* Output features per example (product of the last layer's output shape). */
 int64_t damo_model_output_size(const damo_model *m);
-/* Builds (or reuses) the training (with_loss) or inference graph for batch rows. */
+/* Builds (or reuses) the graph of that purpose (DAMO_GRAPH_*: with_loss 0 or 1 as before)
+ * for batch rows. */
 damo_status damo_model_graph_get(damo_model *m, int with_loss, int64_t batch, damo_model_graph **out);
 void damo_model_graph_release(damo_model_graph *mg);
 /* Copies rows idx[0..n) of input k's data x (f32, u8 or i32, as f32; i32 ids as they are for

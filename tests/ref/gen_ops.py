@@ -167,6 +167,16 @@ def build_cases():
     case("bce_big", [randn(6, 3, scale=60.0), uniform(6, 3)],
          lambda x, t: as_scalar(F.binary_cross_entropy_with_logits(x, t)))
     case("mse", [randn(4, 3), randn(4, 3)], lambda a, b: as_scalar(F.mse_loss(a, b)))
+    # cross-entropy against distributions (distillation's soft targets); last, so the cases
+    # above keep their random numbers
+    case("soft_ce", [randn(6, 5, scale=1.5), f32(torch.softmax(randn(6, 5, scale=2.0), dim=1))],
+         lambda x, t: as_scalar(F.cross_entropy(x, t)))
+    kl = lambda x, t: as_scalar(F.kl_div(F.log_softmax(x, dim=1), t, reduction="batchmean"))
+    # targets away from 0, where t log t bends too sharply for finite differences
+    case("kl_div", [randn(6, 5, scale=1.5), f32(torch.softmax(randn(6, 5, scale=0.5), dim=1))], kl)
+    case("soft_ce_big", [f32(randn(6, 5, scale=3.0) + 100.0), f32(torch.softmax(randn(6, 5), dim=1))],
+         lambda x, t: as_scalar(F.cross_entropy(x, t)))
+    case("kl_div_big", [f32(randn(6, 5, scale=3.0) + 100.0), f32(torch.softmax(randn(6, 5), dim=1))], kl)
 
 
 def to_np(t):

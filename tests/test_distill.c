@@ -1,0 +1,182 @@
+/* test_distill.c - knowledge distillation through fit (damo_fit_options.distill): the soft
+ * targets carry the teacher's function even when the labels are noise, alpha 0 is plain
+ * training bit for bit, validation reports the student's own loss, and bad settings are
+ * refused with the model untouched. */
+#include "harness.h"
+
+#include <damo.h>
+#include <stdlib.h>
+
+enum { N = 1500, CLASSES = 3 };
+
+/* Points in the square [-2, 2]^2; class = which third of the circle the angle falls in. */
+static damo_tensor *points, *clean, *noise;
+
+static void make_data(void) {
+  const int64_t xs[] = {N, 2}, ys[] = {N};
+  points = damo_tensor_new(DAMO_F32, 2, xs);
+  clean = damo_tensor_new(DAMO_I32, 1, ys);
+  noise = damo_tensor_new(DAMO_I32, 1, ys);
+  damo_rng r;
+  damo_rng_seed(&r, 5);
+  float *x = damo_tensor_f32(points);
+  int32_t *c = clean->data, *z = noise->data;
+  for (int i = 0; i < N; i++) {
+    x[2 * i] = 4.0f * damo_rng_uniform(&r) - 2.0f;
+    x[2 * i + 1] = 4.0f * damo_rng_uniform(&r) - 2.0f;
+    const double pi = 3.14159265358979, turn = (atan2(x[2 * i + 1], x[2 * i]) + pi) / (2 * pi); /* [0, 1] */
+    c[i] = turn < 1.0 / 3 ? 0 : turn < 2.0 / 3 ? 1 : 2;
+    z[i] = (int32_t)damo_rng_below(&r, CLASSES); /* labels that say nothing */
+  }
+}
+
+static damo_model *mlp(int hidden, int classes, uint64_t seed, damo_loss loss) {
+  const int64_t in[] = {2};
+  damo_model *m = damo_sequential_new(1, in);
+  damo_model_add(m, damo_dense(hidden, DAMO_ACT_RELU));
+  damo_model_add(m, damo_dense(classes, DAMO_ACT_SOFTMAX));
+  damo_model_build(m, seed);
+  damo_compile_options c = {.optimizer = damo_adam(1e-2f), .loss = loss, .metrics = DAMO_METRIC_ACCURACY};
+  damo_model_compile(m, &c);
+  return m;
+}
+
+static damo_status fit(damo_model *m, const damo_tensor *y, const damo_distill_options *d, int epochs,
+                       float validation_split, damo_history **h) {
+  damo_fit_options o = {.epochs = epochs, .batch_size = 50, .seed = 9, .verbose = 0, .distill = d,
+                        .validation_split = validation_split};
+  return damo_model_fit(m, points, y, &o, h);
+}
+
+/* The share of rows where a's and b's most probable classes agree. */
+static double agreement(damo_model *a, damo_model *b) {
+  damo_tensor *pa = NULL, *pb = NULL;
+  double same = 0;
+  if (damo_model_predict(a, points, 256, &pa) == DAMO_OK && damo_model_predict(b, points, 256, &pb) == DAMO_OK)
+    for (int i = 0; i < N; i++) {
+      const float *ra = damo_tensor_f32(pa) + i * CLASSES, *rb = damo_tensor_f32(pb) + i * CLASSES;
+      int ia = 0, ib = 0;
+      for (int c = 1; c < CLASSES; c++) ia = ra[c] > ra[ia] ? c : ia, ib = rb[c] > rb[ib] ? c : ib;
+      same += ia == ib;
+    }
+  damo_tensor_free(pa);
+  damo_tensor_free(pb);
+  return same / N;
+}
+
+static damo_tensor *predictions(damo_model *m) {
+  damo_tensor *p = NULL;
+  damo_model_predict(m, points, 256, &p);
+  return p;
+}
+
+static int same_predictions(damo_model *a, damo_model *b) {
+  damo_tensor *pa = predictions(a), *pb = predictions(b);
+  const int same = pa && pb && !memcmp(pa->data, pb->data, (size_t)damo_tensor_numel(pa) * sizeof(float));
+  damo_tensor_free(pa);
+  damo_tensor_free(pb);
+  return same;
+}
+
+static damo_model *teacher;
+
+static void test_soft_targets_teach(void) {
+  teacher = mlp(32, CLASSES, 1, DAMO_LOSS_SPARSE_CATEGORICAL_CE);
+  CHECK(fit(teacher, clean, NULL, 30, 0, NULL) == DAMO_OK);
+  float loss, acc;
+  CHECK(damo_model_evaluate(teacher, points, clean, 256, &loss, &acc) == DAMO_OK);
+  CHECK_MSG(acc > 0.95, "teacher accuracy %.3f", (double)acc);
+  /* On labels that are noise the student learns only what the soft targets say. */
+  damo_model *taught = mlp(16, CLASSES, 2, DAMO_LOSS_SPARSE_CATEGORICAL_CE);
+  damo_distill_options d = {teacher, 2.0f, 1.0f};
+  CHECK_MSG(fit(taught, noise, &d, 20, 0, NULL) == DAMO_OK, "%s", damo_last_error());
+  const double with_teacher = agreement(taught, teacher);
+  CHECK_MSG(with_teacher > 0.9, "a student of the teacher alone agrees with it on %.3f", with_teacher);
+  damo_model *alone = mlp(16, CLASSES, 2, DAMO_LOSS_SPARSE_CATEGORICAL_CE);
+  CHECK(fit(alone, noise, NULL, 20, 0, NULL) == DAMO_OK);
+  const double without = agreement(alone, teacher);
+  CHECK_MSG(without < 0.75, "a student of the noise alone agrees with the teacher on %.3f", without);
+  printf("  agreement with the teacher: %.3f distilled, %.3f from the noisy labels alone\n", with_teacher, without);
+  damo_model_free(taught);
+  damo_model_free(alone);
+}
+
+/* alpha 0: the soft term weighs nothing, so the run is plain training (the same trainer,
+ * the same batches and dropout draws) bit for bit. */
+static void test_alpha_zero_is_plain_training(void) {
+  damo_model *a = mlp(8, CLASSES, 3, DAMO_LOSS_SPARSE_CATEGORICAL_CE), *b = mlp(8, CLASSES, 3, DAMO_LOSS_SPARSE_CATEGORICAL_CE);
+  damo_distill_options d = {teacher, 3.0f, 0.0f};
+  CHECK(fit(a, clean, &d, 3, 0, NULL) == DAMO_OK);
+  CHECK(fit(b, clean, NULL, 3, 0, NULL) == DAMO_OK);
+  CHECK(same_predictions(a, b));
+  damo_model_free(a);
+  damo_model_free(b);
+}
+
+/* The history's loss is the mixed one; validation is the student's own (labels only). */
+static void test_validation_is_the_students(void) {
+  damo_model *s = mlp(8, CLASSES, 4, DAMO_LOSS_SPARSE_CATEGORICAL_CE);
+  damo_distill_options d = {teacher, 4.0f, 0.5f};
+  damo_history *h = NULL;
+  CHECK(fit(s, clean, &d, 2, 0.2f, &h) == DAMO_OK);
+  CHECK(h && damo_history_epochs(h) == 2);
+  const int64_t first_val = N - N / 5;
+  const int64_t vs[] = {N / 5, 2}, vy[] = {N / 5};
+  damo_tensor *xv = damo_tensor_new(DAMO_F32, 2, vs), *yv = damo_tensor_new(DAMO_I32, 1, vy);
+  memcpy(xv->data, damo_tensor_f32(points) + first_val * 2, (size_t)(N / 5) * 2 * sizeof(float));
+  memcpy(yv->data, (int32_t *)clean->data + first_val, (size_t)(N / 5) * sizeof(int32_t));
+  float loss, acc;
+  CHECK(damo_model_evaluate(s, xv, yv, 256, &loss, &acc) == DAMO_OK);
+  if (h) CHECK_NEAR(damo_history_get(h, "val_loss", 1), loss, 1e-4);
+  damo_history_free(h);
+  damo_tensor_free(xv);
+  damo_tensor_free(yv);
+  damo_model_free(s);
+}
+
+static void test_refused(void) {
+  damo_model *s = mlp(8, CLASSES, 5, DAMO_LOSS_SPARSE_CATEGORICAL_CE);
+  damo_tensor *before = predictions(s);
+  const damo_distill_options bad[] = {{teacher, 2.0f, 1.5f}, {teacher, 2.0f, -0.1f}, {teacher, 0.0f, 0.5f},
+                                      {teacher, NAN, 0.5f},  {NULL, 2.0f, 0.5f},     {s, 2.0f, 0.5f}};
+  const char *why[] = {"alpha", "alpha", "temperature", "temperature", "without a teacher", "student itself"};
+  for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+    CHECK(fit(s, clean, &bad[k], 1, 0, NULL) == DAMO_ERR_INVALID_ARG);
+    CHECK_MSG(strstr(damo_last_error(), why[k]), "case %zu: %s", k, damo_last_error());
+  }
+  damo_model *four = mlp(8, 4, 6, DAMO_LOSS_SPARSE_CATEGORICAL_CE);
+  damo_distill_options d = {four, 2.0f, 0.5f};
+  CHECK(fit(s, clean, &d, 1, 0, NULL) == DAMO_ERR_SHAPE);
+  CHECK_MSG(strstr(damo_last_error(), "teacher predicts 4 classes, the student 3"), "%s", damo_last_error());
+  damo_model *regression = mlp(8, CLASSES, 7, DAMO_LOSS_MSE);
+  d.teacher = regression;
+  CHECK(fit(s, clean, &d, 1, 0, NULL) == DAMO_ERR_INVALID_ARG);
+  CHECK_MSG(strstr(damo_last_error(), "teacher with one output"), "%s", damo_last_error());
+  d.teacher = teacher;
+  damo_augment_options aug = {.max_shift = 1};
+  damo_fit_options o = {.epochs = 1, .batch_size = 50, .verbose = 0, .distill = &d, .augment = &aug};
+  CHECK(damo_model_fit(s, points, clean, &o, NULL) == DAMO_ERR_INVALID_ARG);
+  CHECK_MSG(strstr(damo_last_error(), "augmentation"), "%s", damo_last_error());
+  damo_tensor *after = predictions(s);
+  CHECK(before && after && !memcmp(before->data, after->data, (size_t)damo_tensor_numel(before) * sizeof(float)));
+  /* and plain training afterwards is as if nothing had happened */
+  CHECK(fit(s, clean, NULL, 1, 0, NULL) == DAMO_OK);
+  damo_tensor_free(before);
+  damo_tensor_free(after);
+  damo_model_free(four);
+  damo_model_free(regression);
+  damo_model_free(s);
+}
+
+int main(void) {
+  make_data();
+  RUN(test_soft_targets_teach);
+  RUN(test_alpha_zero_is_plain_training);
+  RUN(test_validation_is_the_students);
+  RUN(test_refused);
+  damo_model_free(teacher);
+  damo_tensor_free(points);
+  damo_tensor_free(clean);
+  damo_tensor_free(noise);
+  return test_summary("distill");
+}
