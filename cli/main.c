@@ -259,6 +259,28 @@ static const cli_option quantize_options[] = {
     END};
 static const cli_group quantize_groups[] = {{NULL, SEQ, quantize_options}, {NULL, 0, NULL}};
 
+/* ---- prune */
+static const cli_option prune_options[] = {
+    {"--model", 1, "DIR", "a saved model whose config names its optimizer and loss (it fine-tunes)"},
+    {"--out", 1, "DIR", "where the pruned model goes (not --model itself)"},
+    {"--data", 1, "SPEC", "fine-tuning on its training split; its test split (if any) is scored before and after"},
+    {"--sparsity", 1, "S", "the fraction of dense and conv2d kernel weights that end at 0, in (0, 1)"},
+    {"--schedule", 1, "gradual|oneshot", "gradual (default): 0 -> S along Zhu & Gupta's cubic over the first 70% of\n"
+                                         "the steps, masks chosen again every --frequency steps; oneshot: all at once"},
+    {"--scope", 1, "global|layer", "global (default): one magnitude threshold over every kernel; layer: each kernel to S"},
+    {"--frequency", 1, "N", "gradual: steps between mask updates (default 100)"},
+    {"--epochs", 1, "E", "fine-tuning epochs (default 2)"},
+    {"--batch-size", 1, "B", "examples per step (default 64)"},
+    {"--lr", 1, "X", "fine-tuning learning rate (default: the config's optimizer's)"},
+    {"--seed", 1, "S", "shuffling and dropout seed (default 42)"},
+    {"--verbose", 1, "0|1|2", "0 silent, 1 a progress bar, 2 a line per epoch"},
+    {"--label-column", 1, "NAME", "a CSV's label column (default label)"},
+    {"--sweep", 1, "S1,S2,...", "instead of --sparsity and --out: each sparsity from the saved model, scored on the\n"
+                                "test split of --data (nothing saved)"},
+    {"--curve", 1, "FILE.png", "with --sweep: test accuracy and loss against sparsity"},
+    END};
+static const cli_group prune_groups[] = {{NULL, SEQ, prune_options}, {NULL, 0, NULL}};
+
 static const cli_group no_groups[] = {{NULL, 0, NULL}};
 
 static int info(int argc, char **argv) {
@@ -294,6 +316,12 @@ static const cli_command commands[] = {
               "[--evaluate]",
      .groups = quantize_groups, .by_kind = {cli_quantize_sequential, NULL, NULL},
      .not_applicable = {NULL, "int8 GPT-2 is not built yet (issue 23)", "int8 BERT is not built yet (issue 23)"}},
+    {.name = "prune", .synopsis = "--model DIR --out DIR --data SPEC --sparsity S",
+     .summary = "magnitude pruning of dense and conv2d kernels while fine-tuning",
+     .usage = "damo prune --model DIR --out DIR --data SPEC --sparsity S [--schedule gradual|oneshot] "
+              "[--scope global|layer] [--epochs E]",
+     .groups = prune_groups, .by_kind = {cli_prune_sequential, NULL, NULL},
+     .not_applicable = {NULL, "pruning GPT-2 is not built yet (issue 23)", "pruning BERT is not built yet (issue 23)"}},
     {.name = "distill", .synopsis = "--teacher DIR --student CONFIG --data SPEC",
      .summary = "train a small classifier on a trained one's soft targets (knowledge distillation)",
      .usage = "damo distill --teacher DIR --student CONFIG --data SPEC [--temperature T] [--alpha A] [--out DIR] "

@@ -1026,6 +1026,9 @@ typedef struct damo_fit_options {
   /* Called with every step's gradient before clipping (damo_trainer_set_grad_hook). */
   damo_status (*grad_hook)(void *ctx, float *grads, int64_t n, int64_t step);
   void *grad_hook_ctx;
+  /* Called with the parameters after every optimizer step (damo_trainer_set_param_hook). */
+  damo_status (*param_hook)(void *ctx, float *params, int64_t n, int64_t step);
+  void *param_hook_ctx;
   /* Data-parallel training on dist's ranks (NULL: this process alone). Every rank calls fit
    * with the same model config, data and options; each trains on its share of every batch
    * (damo_dist_share of the batch's rows, in the order one process would see them) and of
@@ -1150,6 +1153,11 @@ void damo_trainer_free(damo_trainer *t);
  * micro-batch. */
 damo_status damo_trainer_step(damo_trainer *t, damo_train_report *report);
 void damo_trainer_set_grad_hook(damo_trainer *t, damo_grad_hook hook, void *ctx);
+/* Called after every optimizer step with the parameters as they now are (step: steps done,
+ * this one included); what it leaves in them is what the next step starts from (pruning
+ * masks, projections). Data parallel: every rank calls it on the same values. */
+typedef damo_status (*damo_param_hook)(void *ctx, float *params, int64_t n, int64_t step);
+void damo_trainer_set_param_hook(damo_trainer *t, damo_param_hook hook, void *ctx);
 int64_t damo_trainer_steps_done(const damo_trainer *t);
 
 /* ---- data-parallel training (src/train/data_parallel.c over src/dist/)
@@ -1389,6 +1397,11 @@ damo_status damo_plot_history_png(const char *path, const char *title, int n_epo
 damo_status damo_plot_history_png_at(const char *path, const char *title, int n_points, const float *at,
                                      const char *x_label, const float *train_loss, const float *val_loss,
                                      const float *train_acc, const float *val_acc);
+/* The same two panels for any two series named names[0] (blue) and names[1] (orange): e.g.
+ * accuracy against sparsity (damo prune --sweep). */
+damo_status damo_plot_series_png(const char *path, const char *title, int n_points, const float *at,
+                                 const char *x_label, const char *const names[2], const float *loss_a,
+                                 const float *loss_b, const float *acc_a, const float *acc_b);
 /* The step (or epoch) number row i of a history was recorded at. */
 int damo_history_at(const damo_history *h, int i);
 /* A confusion matrix as a PNG heat map: counts (n x n, row = true class, column =
@@ -2008,6 +2021,30 @@ typedef struct damo_quantize_options {
  * model saves as I8 kernels plus their scales (damo_model_save), loads, evaluates and
  * predicts as any other; fit refuses it. Quantising twice is refused. */
 damo_status damo_model_quantize(damo_model *m, const damo_tensor *x, const damo_quantize_options *o);
+
+/* ---- magnitude pruning (src/compress/prune.c): the dense and conv2d kernels pruned to a
+ * sparsity while the model fine-tunes (damo_model_fit with `fit`'s options on x, y), after
+ * Zhu and Gupta (2017). After every optimizer step the masks put pruned weights back to 0. */
+typedef enum damo_prune_schedule {
+  DAMO_PRUNE_GRADUAL = 0, /* 0 -> sparsity along s_f (1 - (1 - progress)^3) over the ramp, then held */
+  DAMO_PRUNE_ONESHOT      /* the whole sparsity before the first step */
+} damo_prune_schedule;
+typedef enum damo_prune_scope {
+  DAMO_PRUNE_GLOBAL = 0, /* one magnitude threshold over every kernel weight of the model */
+  DAMO_PRUNE_LAYER       /* each kernel to the sparsity */
+} damo_prune_scope;
+typedef struct damo_prune_options {
+  float sparsity; /* the fraction of kernel weights that end at 0, in (0, 1) */
+  damo_prune_schedule schedule;
+  damo_prune_scope scope;
+  float ramp_begin, ramp_end; /* gradual: the ramp over these fractions of the run's steps (both 0: 0 and 0.7) */
+  int64_t frequency;          /* gradual: masks chosen again every this many steps (0: 100) */
+} damo_prune_options;
+damo_status damo_model_prune(damo_model *m, const damo_tensor *x, const damo_tensor *y, const damo_prune_options *o,
+                             const damo_fit_options *fit, damo_history **history);
+/* Zeros among the weights of prunable kernel `layer` (0-based among the model's dense and
+ * conv2d kernels; -1: all of them), and that kernel's layer name ("all" for -1). */
+damo_status damo_model_kernel_sparsity(damo_model *m, int layer, const char **name, int64_t *zeros, int64_t *weights);
 int damo_model_is_quantized(const damo_model *m);
 /* Layer i's name and precision: 1 int8, 0 f32 (why: the reason it stayed f32 in a quantised
  * model, else NULL), -1 no such layer. */

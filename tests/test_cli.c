@@ -181,6 +181,29 @@ static void test_distill(void) {
   CHECK(stat(path, &st) != 0);
 }
 
+/* issue 23: damo prune of the model above; what it refuses. */
+static void test_prune(void) {
+  int rc = run("%s prune --model %s/m --out %s/p --data %s/train.csv --sparsity 0.5 --epochs 2 --verbose 0", DAMO_CLI_PATH,
+               dir, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "all kernels") && strstr(cli_out, "(50.0%)"), "%s", cli_out);
+  rc = run("%s evaluate --model %s/p --data %s/test.csv", DAMO_CLI_PATH, dir, dir);
+  const char *acc_at = strstr(cli_out, "accuracy: ");
+  CHECK_MSG(rc == 0 && acc_at && atof(acc_at + 10) > 0.9, "%s", cli_out);
+  rc = run("%s prune --model %s/m --out %s/p2 --data %s/train.csv --sparsity 1.2", DAMO_CLI_PATH, dir, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--sparsity"), "%s", cli_out);
+  rc = run("%s prune --model %s/m --out %s/m --data %s/train.csv --sparsity 0.5", DAMO_CLI_PATH, dir, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "own directory"), "%s", cli_out);
+  rc = run("%s prune --model %s/m --out %s/p2 --data %s/train.csv --sparsity 0.5 --schedule sometimes", DAMO_CLI_PATH,
+           dir, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "gradual or oneshot"), "%s", cli_out);
+  rc = run("%s prune --model %s/m --data %s/train.csv --sweep 0.9,0.5", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "increasing"), "%s", cli_out);
+  char path[512];
+  snprintf(path, sizeof path, "%s/p2", dir);
+  struct stat st;
+  CHECK(stat(path, &st) != 0);
+}
+
 static void test_bad_input_messages(void) {
   write_file("bad.json", "{\"input_shape\":[4],\"layers\":[{\"type\":\"dense\",\"units\":3},{\"type\":\"lstmz\"}]}");
   int rc = run("%s train --config %s/bad.json --data %s/train.csv", DAMO_CLI_PATH, dir, dir);
@@ -694,6 +717,7 @@ int main(void) {
   RUN(test_train_evaluate_predict);
   RUN(test_quantize);
   RUN(test_distill);
+  RUN(test_prune);
   RUN(test_bad_input_messages);
   RUN(test_text_folder_train_predict);
   RUN(test_bert_folder_train_predict); /* uses the mails made above */

@@ -405,6 +405,13 @@ damo_status damo_plot_history_png(const char *path, const char *title, int n_epo
 damo_status damo_plot_history_png_at(const char *path, const char *title, int n_epochs, const float *at,
                                      const char *x_label, const float *train_loss, const float *val_loss,
                                      const float *train_acc, const float *val_acc) {
+  static const char *const names[2] = {"train", "validation"};
+  return damo_plot_series_png(path, title, n_epochs, at, x_label, names, train_loss, val_loss, train_acc, val_acc);
+}
+
+damo_status damo_plot_series_png(const char *path, const char *title, int n_epochs, const float *at,
+                                 const char *x_label, const char *const names[2], const float *train_loss,
+                                 const float *val_loss, const float *train_acc, const float *val_acc) {
   if (!path) return damo_error(DAMO_ERR_INVALID_ARG, "plot_history_png: NULL path");
   for (int i = 1; at && i < n_epochs; i++)
     if (!(at[i] > at[i - 1]))
@@ -426,7 +433,6 @@ damo_status damo_plot_history_png_at(const char *path, const char *title, int n_
   fill_rect(&cv, 0, 0, cv.w, cv.h, (rgb){250, 250, 252});
   text_at(&cv, cv.w / 2, 14, title && title[0] ? title : "training history", 3, INK, 1);
   /* Legend: one row under the title. */
-  const char *names[2] = {"train", "validation"};
   int show[2] = {have_train, have_val}, total = 0;
   for (int k = 0; k < 2; k++)
     if (show[k]) total += 34 + text_width(names[k], 2) + 28;

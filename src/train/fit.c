@@ -613,6 +613,7 @@ static damo_status fit_run(damo_model *m, int n_x, const damo_tensor *const *x, 
   if (st == DAMO_OK && (st = damo_trainer_new(&adapter, m->opt, 1, total_steps, &trainer)) == DAMO_OK) {
     damo_trainer_set_steps_done(trainer, damo_optimizer_steps(m->opt));
     damo_trainer_set_grad_hook(trainer, o.grad_hook, o.grad_hook_ctx);
+    damo_trainer_set_param_hook(trainer, o.param_hook, o.param_hook_ctx);
     if (o.dist) st = damo_trainer_set_data_parallel(trainer, o.dist, &o.parallel);
   }
   if (st == DAMO_OK && (o.resume || o.checkpoint_every) && !o.checkpoint_dir)

@@ -65,6 +65,19 @@ void damo_trainer_set_grad_hook(damo_trainer *t, damo_grad_hook hook, void *ctx)
   t->hook_ctx = ctx;
 }
 
+void damo_trainer_set_param_hook(damo_trainer *t, damo_param_hook hook, void *ctx) {
+  if (!t) return;
+  t->param_hook = hook;
+  t->param_hook_ctx = ctx;
+}
+
+/* The parameter hook once the step's update is in (every rank holds the same parameters). */
+static damo_status after_step(damo_trainer *t) {
+  if (!t->param_hook) return DAMO_OK;
+  const damo_status st = t->param_hook(t->param_hook_ctx, t->a.params, t->a.n_params, t->steps_done);
+  return st == DAMO_OK ? st : damo_error_prefix(st, "%s step %lld, parameter hook: ", t->a.name, (long long)t->steps_done);
+}
+
 int64_t damo_trainer_steps_done(const damo_trainer *t) { return t ? t->steps_done : 0; }
 void damo_trainer_set_steps_done(damo_trainer *t, int64_t steps) {
   if (t) t->steps_done = steps;
@@ -131,7 +144,7 @@ static damo_status parallel_step(damo_trainer *t, damo_train_report *report) {
   if ((st = dp_optimizer_step(t->dp, t->opt, t->total_steps, &norm)) != DAMO_OK) return step_error(t, st, -1);
   t->steps_done++;
   if (report) *report = (damo_train_report){t->steps_done, mean_loss, lr, norm};
-  return DAMO_OK;
+  return after_step(t);
 }
 
 damo_status damo_trainer_step(damo_trainer *t, damo_train_report *report) {
@@ -171,7 +184,7 @@ damo_status damo_trainer_step(damo_trainer *t, damo_train_report *report) {
     report->lr = lr;
     report->grad_norm = norm;
   }
-  return DAMO_OK;
+  return after_step(t);
 }
 
 damo_status damo_trainer_set_data_parallel(damo_trainer *t, damo_dist *d, const damo_data_parallel_options *o) {

@@ -47,6 +47,8 @@ struct damo_trainer {
   float *grad_sum; /* the micro-batch sum (grad_accum > 1): backward overwrites the grads */
   damo_grad_hook hook;
   void *hook_ctx;
+  damo_param_hook param_hook; /* after each optimizer step */
+  void *param_hook_ctx;
   damo_divergence diverge;
   loop_resume resume;
   struct dp_state *dp; /* data-parallel (data_parallel.c), or NULL */
