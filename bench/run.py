@@ -9,7 +9,7 @@ used and named. Speed is compared only after the first-step losses agree.
 
 usage: python3 bench/run.py BUILD_DIR [--quick]
 BENCH_ONLY=W2 (comma-separated ids: G1, W1-W6, D data parallel, B bf16, G2 the GEMM rows of B alone,
-C contention, Q int8, KD distillation) reruns
+C contention, Q int8, P pruning, KD distillation) reruns
 only those figures and keeps the others from the previous bench/results.json; every row carries
 the date it was measured.
 """
@@ -497,7 +497,7 @@ def main(argv):
             previous = json.load(f)
     if only:
         for key, value in previous.items():
-            if key in ("G1", "D", "B", "C", "Q", "KD") or key.startswith("W"):
+            if key in ("G1", "D", "B", "C", "Q", "KD", "P") or key.startswith("W"):
                 results[key] = value
                 results[key].setdefault("date", previous.get("date", "?"))
         results["date"] = "%s (%s; other rows as dated)" % (now, ", ".join(only))
@@ -538,6 +538,11 @@ def main(argv):
         results["B"]["machine"] = results["machine"]
     elif wanted("G2") and "B" in results:  # the GEMM rows of B alone, the training rows kept
         results["B"].update(bench_g2(damo, threads, env_threads, quick), g2_date=now, g2_machine=results["machine"])
+    if wanted("P"):
+        import prune
+        results["P"] = prune.run(damo, work, env_threads)
+        results["P"]["date"] = now
+        results["P"]["machine"] = results["machine"]
     if wanted("KD"):
         import distill
         results["KD"] = distill.run(damo, work, env_threads)
@@ -697,6 +702,9 @@ def report(r):
         rows += bf16_rows(r["B"])
     if r.get("Q"):
         rows += int8_rows(r["Q"])
+    if r.get("P"):
+        import prune
+        rows += prune.rows(r["P"])
     if r.get("KD"):
         import distill
         rows += distill.rows(r["KD"])

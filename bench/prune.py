@@ -1,0 +1,62 @@
+"""P: magnitude pruning (issue 23) of W1 and W2 at 90% sparsity, and W1's accuracy-vs-sparsity
+curve, every figure measured in the same run.
+
+ 1. W1 (MLP) and W2 (CNN) trained for their budgets from their configs;
+ 2. each pruned to 90% (gradual, global scope) while fine-tuning on the training split, W1 for
+    10 epochs and W2 for 3; test accuracy of the dense and the pruned model;
+ 3. `damo prune --sweep 0.5,0.7,0.8,0.9,0.95 --curve bench/prune_curve_w1.png` on W1 (each
+    sparsity from the dense model, 10 epochs).
+
+usage (from bench/run.py, BENCH_ONLY=P): run(damo, work, env) -> dict; rows(result) -> table rows
+"""
+import os
+import re
+import subprocess
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+MODELS = (("W1", "examples/configs/mlp_fashion_mnist.json", 10), ("W2", "examples/configs/cnn_fashion_mnist.json", 3))
+SWEEP = "0.5,0.7,0.8,0.9,0.95"
+CURVE = "prune_curve_w1.png"
+
+
+def _damo(damo, args, env):
+    p = subprocess.run([damo] + args, capture_output=True, text=True, env=dict(os.environ, **env))
+    if p.returncode != 0:
+        raise RuntimeError("damo %s failed:\n%s%s" % (" ".join(args), p.stdout, p.stderr))
+    return p.stdout
+
+
+def run(damo, work, env):
+    out = {}
+    for wid, config, epochs in MODELS:
+        dense, pruned = os.path.join(work, "p_%s" % wid.lower()), os.path.join(work, "p_%s_90" % wid.lower())
+        print("P: %s trained, then pruned to 90%% (%d epochs)" % (wid, epochs), flush=True)
+        _damo(damo, ["train", "--config", os.path.join(ROOT, config), "--data", "fashion-mnist", "--out", dense,
+                     "--overwrite", "--verbose", "0"], env)
+        text = _damo(damo, ["prune", "--model", dense, "--out", pruned, "--data", "fashion-mnist", "--sparsity", "0.9",
+                            "--epochs", str(epochs), "--verbose", "0"], env)
+        m = re.search(r"test accuracy: dense ([0-9.]+), pruned ([0-9.]+)", text)
+        z = re.search(r"all kernels +(\d+) of +(\d+)", text)
+        out[wid] = {"epochs": epochs, "dense": float(m.group(1)), "pruned": float(m.group(2)),
+                    "sparsity": int(z.group(1)) / int(z.group(2)), "output": text.strip().splitlines()}
+        if wid == "W1":
+            print("P: W1 sparsity sweep", flush=True)
+            text = _damo(damo, ["prune", "--model", dense, "--data", "fashion-mnist", "--sweep", SWEEP, "--epochs",
+                                str(epochs), "--curve", os.path.join(HERE, CURVE)], env)
+            out["sweep"] = [(float(s), float(a)) for s, a in re.findall(r"sparsity +([0-9.]+)%: test accuracy ([0-9.]+)",
+                                                                        text)]
+    return out
+
+
+def rows(r):
+    table = ["| P measured | %s | | | %s |" % (r["date"], r.get("machine", "machine not recorded"))]
+    for wid in ("W1", "W2"):
+        p = r[wid]
+        table.append("| P %s pruned to 90%% (gradual, global), test accuracy | %.4f | %.4f (dense) | %+.2f points | "
+                     "%.1f%% of the kernel weights zero after %d epochs of fine-tuning; goal: within 1 point |"
+                     % (wid, p["pruned"], p["dense"], 100 * (p["pruned"] - p["dense"]), 100 * p["sparsity"], p["epochs"]))
+    curve = ", ".join("%g%% %.4f" % s for s in r["sweep"])
+    table.append("| P W1 test accuracy against sparsity | %s | | | bench/%s; each sparsity from the dense model, %d "
+                 "epochs |" % (curve, CURVE, r["W1"]["epochs"]))
+    return table
