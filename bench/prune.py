@@ -56,7 +56,7 @@ def rows(r):
         table.append("| P %s pruned to 90%% (gradual, global), test accuracy | %.4f | %.4f (dense) | %+.2f points | "
                      "%.1f%% of the kernel weights zero after %d epochs of fine-tuning; goal: within 1 point |"
                      % (wid, p["pruned"], p["dense"], 100 * (p["pruned"] - p["dense"]), 100 * p["sparsity"], p["epochs"]))
-    curve = ", ".join("%g%% %.4f" % s for s in r["sweep"])
+    curve = ", ".join("%g%% %.4f" % tuple(s) for s in r["sweep"])
     table.append("| P W1 test accuracy against sparsity | %s | | | bench/%s; each sparsity from the dense model, %d "
                  "epochs |" % (curve, CURVE, r["W1"]["epochs"]))
     return table
