@@ -5,10 +5,13 @@ curve, every figure measured in the same run.
  2. each pruned to 90% (gradual, global scope) while fine-tuning on the training split, W1 for
     10 epochs and W2 for 3; test accuracy of the dense and the pruned model;
  3. `damo prune --sweep 0.5,0.7,0.8,0.9,0.95 --curve bench/prune_curve_w1.png` on W1 (each
-    sparsity from the dense model, 10 epochs).
+    sparsity from the dense model, 10 epochs);
+ 4. `damo bench sparse 64 3136 1024`: W2's dense layer at batch 64 by the dense GEMM and by the
+    CSR product, 50-99% zeros: where the sparse kernel starts to win.
 
 usage (from bench/run.py, BENCH_ONLY=P): run(damo, work, env) -> dict; rows(result) -> table rows
 """
+import json
 import os
 import re
 import subprocess
@@ -46,6 +49,8 @@ def run(damo, work, env):
                                 str(epochs), "--curve", os.path.join(HERE, CURVE)], env)
             out["sweep"] = [(float(s), float(a)) for s, a in re.findall(r"sparsity +([0-9.]+)%: test accuracy ([0-9.]+)",
                                                                         text)]
+    print("P: sparse against dense product", flush=True)
+    out["sparse"] = json.loads(_damo(damo, ["bench", "sparse", "64", "3136", "1024"], env))
     return out
 
 
@@ -59,4 +64,13 @@ def rows(r):
     curve = ", ".join("%g%% %.4f" % tuple(s) for s in r["sweep"])
     table.append("| P W1 test accuracy against sparsity | %s | | | bench/%s; each sparsity from the dense model, %d "
                  "epochs |" % (curve, CURVE, r["W1"]["epochs"]))
+    sp = r.get("sparse")
+    if sp:
+        levels = ", ".join("%.0f%% %.2fx" % (100 * v["sparsity"], v["speedup"]) for v in sp["levels"])
+        faster = [v["sparsity"] for v in sp["levels"] if v["speedup"] > 1]
+        table.append("| P sparse (CSR) against dense product, x (%d x %d) W (%d x %d), speedup by sparsity | %s | | | "
+                     "first faster at %s; `damo bench sparse %d %d %d` (W2's dense layer at batch 64); inference does "
+                     "not use it yet |" % (sp["b"], sp["k"], sp["k"], sp["n"], levels,
+                                          "%.0f%% zeros" % (100 * faster[0]) if faster else "none measured",
+                                          sp["b"], sp["k"], sp["n"]))
     return table

@@ -236,9 +236,85 @@ int cli_bench_predict(int argc, char **argv) {
   return rc;
 }
 
-/* peak and gemm; main.c hands fit, gpt2 and bert to the handler of the --config's kind. */
+/* Median seconds of a call: repeated for ~0.2 s after a warm-up, 5 samples. */
+static double median_seconds(void (*call)(void *), void *ctx) {
+  double t0 = cli_seconds();
+  long reps = 0;
+  do call(ctx), reps++;
+  while (cli_seconds() - t0 < 0.2);
+  double samples[5];
+  for (int s = 0; s < 5; s++) {
+    const double t = cli_seconds();
+    for (long k = 0; k < reps; k++) call(ctx);
+    samples[s] = (cli_seconds() - t) / (double)reps;
+  }
+  qsort(samples, 5, sizeof *samples, cmp_double);
+  return samples[2];
+}
+
+typedef struct sparse_case {
+  long B, K, N;
+  const float *x, *w;
+  const damo_csr *wt;
+  float *y;
+} sparse_case;
+
+static void run_dense(void *p) {
+  const sparse_case *c = p;
+  damo_sgemm(0, 0, c->B, c->N, c->K, 1.0f, c->x, c->K, c->w, c->N, 0.0f, c->y, c->N);
+}
+
+static void run_sparse(void *p) {
+  const sparse_case *c = p;
+  damo_sparse_dense_product(c->x, c->B, c->K, c->wt, c->y, c->N);
+}
+
+/* damo bench sparse B K N: y = x W (x B x K) by the dense GEMM and by the CSR product at
+ * sparsities 50-99% of W (zeros at random places): where the sparse one starts to win. */
+static int bench_sparse(int argc, char **argv) {
+  const long B = argc > 3 ? atol(argv[3]) : 0, K = argc > 4 ? atol(argv[4]) : 0, N = argc > 5 ? atol(argv[5]) : 0;
+  if (B <= 0 || K <= 0 || N <= 0) {
+    fprintf(stderr, "damo bench sparse B K N: three positive sizes\n");
+    return 2;
+  }
+  float *x = malloc(sizeof(float) * (size_t)(B * K)), *w = malloc(sizeof(float) * (size_t)(K * N));
+  float *y = malloc(sizeof(float) * (size_t)(B * N)), *want = malloc(sizeof(float) * (size_t)(B * N));
+  if (!x || !w || !y || !want) return 1;
+  damo_rng r;
+  damo_rng_seed(&r, 1);
+  for (long k = 0; k < B * K; k++) x[k] = damo_rng_uniform(&r) - 0.5f;
+  static const double levels[] = {0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99};
+  printf("{\"threads\": %d, \"simd\": \"%s\", \"b\": %ld, \"k\": %ld, \"n\": %ld, \"levels\": [", damo_num_threads(),
+         damo_simd_path(), B, K, N);
+  double crossover = -1;
+  int rc = 0;
+  for (size_t l = 0; l < sizeof levels / sizeof *levels && rc == 0; l++) {
+    for (long k = 0; k < K * N; k++) w[k] = damo_rng_uniform(&r) < levels[l] ? 0.0f : damo_rng_uniform(&r) - 0.5f;
+    damo_csr *wt = NULL;
+    if (damo_csr_from_dense_transposed(w, K, N, &wt) != DAMO_OK) {
+      rc = cli_fail("bench sparse");
+      break;
+    }
+    sparse_case c = {B, K, N, x, w, wt, want};
+    const double dense = median_seconds(run_dense, &c);
+    c.y = y;
+    const double sparse = median_seconds(run_sparse, &c);
+    double worst = 0;
+    for (long i = 0; i < B * N; i++) worst = fmax(worst, fabs((double)y[i] - (double)want[i]));
+    if (crossover < 0 && sparse < dense) crossover = 100.0 * (double)wt->nnz / (double)(K * N);
+    printf("%s{\"sparsity\": %.4f, \"dense_ms\": %.4f, \"sparse_ms\": %.4f, \"speedup\": %.2f, \"max_abs_diff\": %.2e}",
+           l ? ", " : "", 1.0 - (double)wt->nnz / (double)(K * N), 1e3 * dense, 1e3 * sparse, dense / sparse, worst);
+    damo_csr_free(wt);
+  }
+  printf("], \"first_faster_at_density_percent\": %.2f}\n", crossover);
+  free(x), free(w), free(y), free(want);
+  return rc;
+}
+
+/* peak, gemm and sparse; main.c hands fit, gpt2 and bert to the handler of the --config's kind. */
 int cli_bench(int argc, char **argv) {
   if (!strcmp(argv[2], "gemm-bf16")) damo_set_matmul_precision(DAMO_MATMUL_BF16); /* G2 */
+  if (!strcmp(argv[2], "sparse")) return bench_sparse(argc, argv);
   return !strcmp(argv[2], "peak") ? bench_peak() : bench_gemm(argc, argv);
 }
 

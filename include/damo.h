@@ -176,6 +176,22 @@ double damo_profile_seconds(const char *op_name, int backward);
  * every matmul, threaded with OpenMP, results reproducible for a given thread count. */
 void damo_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* A mostly-zero matrix compressed by rows (CSR): row r's nonzeros are col[e], val[e] for e in
+ * [row_start[r], row_start[r + 1]). */
+typedef struct damo_csr {
+  int64_t rows, cols, nnz;
+  int64_t *row_start;
+  int32_t *col;
+  float *val;
+} damo_csr;
+/* The CSR of W^T for W (K x N, row-major): one row per column of W, e.g. a pruned dense
+ * kernel (src/kernels/cpu/spmm.c). */
+damo_status damo_csr_from_dense_transposed(const float *w, int64_t K, int64_t N, damo_csr **out);
+void damo_csr_free(damo_csr *c);
+/* y (B x N, rows ldy apart) = x (B x K) W, W given as damo_csr_from_dense_transposed made it;
+ * threaded over the columns. Faster than damo_sgemm only at high sparsity (damo bench sparse
+ * finds the crossover). */
+damo_status damo_sparse_dense_product(const float *x, int64_t B, int64_t K, const damo_csr *wt, float *y, int64_t ldy);
 /* Operand precision of every product: damo_sgemm and so every layer's matmuls (dense,
  * convolution, attention's QK^T and PV, recurrent cells, the LM head), forward and backward.
  * DAMO_MATMUL_BF16 rounds both operands to bfloat16 (nearest even) and accumulates and

@@ -353,8 +353,51 @@ static void test_gather(void) {
   }
 }
 
+/* y = x W through the CSR of W^T against the reference, on every SIMD path, at sparsities
+ * from none to all, with a batch that is not a whole block and a wider y. */
+static void test_sparse_product(void) {
+  enum { B = 70, K = 130, N = 45, LDY = 50 };
+  float *x = random_matrix(B, K, K), *w = random_matrix(K, N, N), *want = malloc(B * N * sizeof(float));
+  float *y = malloc(B * LDY * sizeof(float));
+  damo_rng r;
+  damo_rng_seed(&r, 8);
+  const double levels[] = {0.0, 0.5, 0.9, 1.0};
+  const damo_simd_level original = damo_simd_level_get();
+  for (int l = 0; l < 4; l++) {
+    for (int i = 0; i < K * N; i++)
+      if (damo_rng_uniform(&r) < levels[l]) w[i] = 0.0f;
+    damo_gemm_reference(0, 0, B, N, K, 1.0f, x, K, w, N, 0.0f, want, N);
+    damo_csr *wt = NULL;
+    CHECK(damo_csr_from_dense_transposed(w, K, N, &wt) == DAMO_OK);
+    if (!wt) continue;
+    int64_t nonzero = 0;
+    for (int i = 0; i < K * N; i++) nonzero += w[i] != 0.0f;
+    CHECK(wt->nnz == nonzero && wt->rows == N && wt->cols == K && wt->row_start[N] == nonzero);
+    const damo_simd_level paths[] = {DAMO_SIMD_SCALAR, DAMO_SIMD_AVX2, DAMO_SIMD_AVX512};
+    for (int p = 0; p < 3; p++) {
+      if (damo_simd_level_force(paths[p]) != paths[p]) continue;
+      for (int i = 0; i < B * LDY; i++) y[i] = NAN; /* every value written, the gap left alone */
+      CHECK(damo_sparse_dense_product(x, B, K, wt, y, LDY) == DAMO_OK);
+      double worst = 0;
+      int gap_kept = 1;
+      for (int i = 0; i < B; i++) {
+        for (int j = 0; j < N; j++) worst = fmax(worst, fabs(y[i * LDY + j] - want[i * N + j]));
+        for (int j = N; j < LDY; j++) gap_kept &= isnan(y[i * LDY + j]);
+      }
+      CHECK_MSG(worst < 1e-4 && gap_kept, "%s sparsity %.1f: %g from the reference", damo_simd_path(), levels[l], worst);
+    }
+    damo_simd_level_force(original);
+    CHECK(damo_sparse_dense_product(x, B, K + 1, wt, y, LDY) == DAMO_ERR_INVALID_ARG); /* K must match */
+    damo_csr_free(wt);
+  }
+  damo_csr *none = NULL;
+  CHECK(damo_csr_from_dense_transposed(w, 0, N, &none) == DAMO_ERR_INVALID_ARG && none == NULL);
+  free(x), free(w), free(want), free(y);
+}
+
 int main(void) {
   RUN(test_simd_levels);
+  RUN(test_sparse_product);
   RUN(test_gather);
   RUN(test_degenerate_sizes);
   RUN(test_beta_zero_ignores_nan);
