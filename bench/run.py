@@ -503,60 +503,41 @@ def main(argv):
         results["date"] = "%s (%s; other rows as dated)" % (now, ", ".join(only))
     wanted = lambda wid: not only or wid in only
 
+    def record(key, value):  # every section says when and on what it was measured
+        results[key] = dict(value, date=now, machine=results["machine"])
+
     # G1: FMA peak and GEMM
     if wanted("G1"):
         measure_g1(results, damo, threads, env_threads, quick)
-        results["G1"]["date"] = now
-        results["G1"]["machine"] = results["machine"]
+        record("G1", results["G1"])
     for wid, config, acc_epochs, repeats, probe_steps in WORKLOADS:
         if not wanted(wid):
             continue
-        results[wid] = bench_workload(wid, damo, config, "1" if quick else acc_epochs, repeats, probe_steps, work,
-                                      threads, env_threads, quick)
-        results[wid]["config"] = config
-        results[wid]["date"] = now
-        results[wid]["machine"] = results["machine"]
+        record(wid, dict(bench_workload(wid, damo, config, "1" if quick else acc_epochs, repeats, probe_steps, work,
+                                        threads, env_threads, quick), config=config))
     if wanted("W4"):
-        results["W4"] = bench_gpt2(damo, work, threads, env_threads, quick)
-        results["W4"]["date"] = now
-        results["W4"]["machine"] = results["machine"]
+        record("W4", bench_gpt2(damo, work, threads, env_threads, quick))
     if wanted("W5"):
-        results["W5"] = bench_bert(damo, work, threads, env_threads, quick)
-        results["W5"]["date"] = now
-        results["W5"]["machine"] = results["machine"]
+        record("W5", bench_bert(damo, work, threads, env_threads, quick))
     if wanted("W6"):
-        results["W6"] = bench_gpt2_124m(damo, work, threads, env_threads, quick)
-        results["W6"]["date"] = now
-        results["W6"]["machine"] = results["machine"]
+        record("W6", bench_gpt2_124m(damo, work, threads, env_threads, quick))
     if wanted("D"):
-        results["D"] = bench_distributed(damo, work, threads, quick)
-        results["D"]["date"] = now
-        results["D"]["machine"] = results["machine"]
+        record("D", bench_distributed(damo, work, threads, quick))
     if wanted("B"):
-        results["B"] = bench_bf16(damo, work, threads, env_threads, quick)
-        results["B"]["date"] = now
-        results["B"]["machine"] = results["machine"]
+        record("B", bench_bf16(damo, work, threads, env_threads, quick))
     elif wanted("G2") and "B" in results:  # the GEMM rows of B alone, the training rows kept
         results["B"].update(bench_g2(damo, threads, env_threads, quick), g2_date=now, g2_machine=results["machine"])
     if wanted("P"):
         import prune
-        results["P"] = prune.run(damo, work, env_threads)
-        results["P"]["date"] = now
-        results["P"]["machine"] = results["machine"]
+        record("P", prune.run(damo, work, env_threads))
     if wanted("KD"):
         import distill
-        results["KD"] = distill.run(damo, work, env_threads)
-        results["KD"]["date"] = now
-        results["KD"]["machine"] = results["machine"]
+        record("KD", distill.run(damo, work, env_threads))
     if wanted("Q"):
-        results["Q"] = bench_int8(damo, work, threads, env_threads)
-        results["Q"]["date"] = now
-        results["Q"]["machine"] = results["machine"]
+        record("Q", bench_int8(damo, work, threads, env_threads))
     if wanted("C"):  # sharing the machine: W1-W5 beside one and two busy processes
         import contention
-        results["C"] = contention.measure(build, contention.DEFAULT)
-        results["C"]["date"] = now
-        results["C"]["machine"] = results["machine"]
+        record("C", contention.measure(build, contention.DEFAULT))
     write_results(results)
 
 

@@ -82,51 +82,45 @@ static float kth_smallest(float *v, int64_t n, int64_t k) {
   return v[k];
 }
 
-/* Masks of `count` weights (keep[0..count) of w's) pruning exactly `zeros` of them: every
- * magnitude below the threshold, then ties at it in index order. */
-static void choose(const float *w, int64_t count, int64_t zeros, uint8_t *keep, float *scratch) {
+/* Masks for targets [k0, k1) (their keep flags from keep_at) that zero exactly floor(s n) of
+ * their n weights: every magnitude below the threshold, then ties at it in order. The
+ * magnitudes are gathered into scratch, so the kernels need not sit side by side. */
+static void choose_range(prune_state *p, const float *params, int k0, int k1, int64_t keep_at, double s) {
+  int64_t n = 0;
+  for (int k = k0; k < k1; k++)
+    for (int64_t i = 0; i < p->t[k].n; i++) p->scratch[n++] = fabsf(params[p->t[k].offset + i]);
+  const int64_t zeros = (int64_t)floor(s * (double)n);
+  uint8_t *keep = p->keep + keep_at;
   if (zeros <= 0) {
-    memset(keep, 1, (size_t)count);
+    memset(keep, 1, (size_t)n);
     return;
   }
-  for (int64_t i = 0; i < count; i++) scratch[i] = fabsf(w[i]);
-  const float threshold = kth_smallest(scratch, count, zeros - 1);
-  int64_t pruned = 0;
-  for (int64_t i = 0; i < count; i++) {
-    const int below = fabsf(w[i]) < threshold; /* NaN: neither below nor equal, kept */
-    keep[i] = (uint8_t)!below;
-    pruned += below;
-  }
-  for (int64_t i = 0; i < count && pruned < zeros; i++)
-    if (fabsf(w[i]) == threshold) keep[i] = 0, pruned++;
+  const float threshold = kth_smallest(p->scratch, n, zeros - 1);
+  int64_t pruned = 0, at = 0;
+  for (int k = k0; k < k1; k++)
+    for (int64_t i = 0; i < p->t[k].n; i++, at++) {
+      const int below = fabsf(params[p->t[k].offset + i]) < threshold; /* NaN: neither below nor equal, kept */
+      keep[at] = (uint8_t)!below;
+      pruned += below;
+    }
+  at = 0;
+  for (int k = k0; k < k1 && pruned < zeros; k++)
+    for (int64_t i = 0; i < p->t[k].n && pruned < zeros; i++, at++)
+      if (fabsf(params[p->t[k].offset + i]) == threshold) keep[at] = 0, pruned++;
 }
 
-/* The masks for sparsity s from the weights as they are. */
+/* The masks for sparsity s from the weights as they are: one threshold over every kernel
+ * (global) or one per kernel. */
 static void choose_masks(prune_state *p, const float *params, double s) {
-  if (p->o.scope == DAMO_PRUNE_LAYER) {
-    int64_t at = 0;
-    for (int k = 0; k < p->n_targets; k++) {
-      choose(params + p->t[k].offset, p->t[k].n, (int64_t)floor(s * (double)p->t[k].n), p->keep + at, p->scratch);
-      at += p->t[k].n;
-    }
-    return;
-  }
-  /* global: the kernels side by side (each is contiguous, the targets are not) */
-  float *all = malloc((size_t)p->weights * sizeof(float));
-  if (!all) { /* fall back to per layer rather than fail a long run */
-    damo_prune_scope scope = p->o.scope;
-    p->o.scope = DAMO_PRUNE_LAYER;
-    choose_masks(p, params, s);
-    p->o.scope = scope;
+  if (p->o.scope == DAMO_PRUNE_GLOBAL) {
+    choose_range(p, params, 0, p->n_targets, 0, s);
     return;
   }
   int64_t at = 0;
   for (int k = 0; k < p->n_targets; k++) {
-    memcpy(all + at, params + p->t[k].offset, (size_t)p->t[k].n * sizeof(float));
+    choose_range(p, params, k, k + 1, at, s);
     at += p->t[k].n;
   }
-  choose(all, p->weights, (int64_t)floor(s * (double)p->weights), p->keep, p->scratch);
-  free(all);
 }
 
 static void apply_masks(const prune_state *p, float *params) {
