@@ -86,6 +86,7 @@ int cli_summary_sequential(int argc, char **argv);
 /* cli/compress.c; and damo bench predict (cli/bench.c): JSON of a classifier's inference speed */
 int cli_bench_predict(int argc, char **argv);
 int cli_quantize_sequential(int argc, char **argv);
+int cli_quantize_gpt2(int argc, char **argv); /* weight-only Q8_0/Q4_0 blocks */
 int cli_prune_sequential(int argc, char **argv); /* cli/prune.c */
 int cli_export(int argc, char **argv);
 int cli_predict_sequential(int argc, char **argv); /* cli/predict.c */
@@ -100,6 +101,10 @@ void cli_bench_finish(double *seconds, const float *losses, long n);
 int cli_write_i32(const char *dir, const char *name, const int32_t *v, int64_t n);
 int cli_tokenize(int argc, char **argv); /* cli/tokenize.c: GPT-2 BPE, BERT WordPiece */
 int cli_evaluate_gpt2(int argc, char **argv); /* cli/gpt_eval.c: loss, perplexity */
+/* The validation loss of m over --data's validation part, as damo evaluate scores it (its
+ * --seq-len, --windows, --batch-size, --vocab); desc gets what was scored. 0, or an exit code. */
+int cli_gpt2_validation_loss(damo_gpt2 *m, int argc, char **argv, const char *command, double *loss, char *desc,
+                             size_t desc_cap);
 int cli_summary_gpt2(int argc, char **argv);  /* cli/summary.c */
 int cli_summary_bert(int argc, char **argv);
 /* cli/gpt.c: GPT-2 training and sampling. */

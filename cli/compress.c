@@ -145,3 +145,63 @@ int cli_quantize_sequential(int argc, char **argv) {
   damo_model_free(m);
   return rc;
 }
+
+/* damo quantize of a GPT-2 directory: weight-only blocks (--format q8_0|q4_0) for damo
+ * generate, with the validation perplexity of both (--evaluate --data TEXT). */
+int cli_quantize_gpt2(int argc, char **argv) {
+  const char *dir = cli_opt(argc, argv, "--model"), *out = cli_opt(argc, argv, "--out");
+  const char *format = cli_opt(argc, argv, "--format"), *data = cli_opt(argc, argv, "--data");
+  const int evaluate = cli_flag(argc, argv, "--evaluate");
+  if (!dir || !out) {
+    fprintf(stderr, "damo quantize: --model DIR and --out DIR are required\n");
+    return 2;
+  }
+  damo_block_format f = DAMO_BLOCKS_Q8_0;
+  if (format && !strcmp(format, "q4_0")) f = DAMO_BLOCKS_Q4_0;
+  else if (format && strcmp(format, "q8_0")) {
+    fprintf(stderr, "damo quantize: --format is q8_0 or q4_0 for GPT-2 (weight-only blocks of 32), not '%s'\n", format);
+    return 2;
+  }
+  static const char *const seq_only[] = {"--method", "--calibration", "--percentile", "--dynamic"};
+  for (int k = 0; k < 4; k++)
+    if (cli_opt(argc, argv, seq_only[k]) || cli_flag(argc, argv, seq_only[k])) {
+      fprintf(stderr, "damo quantize: %s calibrates activations; GPT-2's blocks are weight-only (--format)\n",
+              seq_only[k]);
+      return 2;
+    }
+  if (evaluate != (data != NULL)) {
+    fprintf(stderr, "damo quantize: --evaluate and --data TEXT go together for GPT-2 (perplexity on the validation "
+                    "part of TEXT before and after)\n");
+    return 2;
+  }
+  struct stat a, b;
+  if (stat(dir, &a) == 0 && stat(out, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+    fprintf(stderr, "damo quantize: --out is the model's own directory; write the quantised model beside it\n");
+    return 2;
+  }
+  damo_gpt2 *m;
+  if (damo_gpt2_load(dir, &m) != DAMO_OK) return cli_fail("quantize");
+  double before = 0, after = 0;
+  char desc[512];
+  int rc = evaluate ? cli_gpt2_validation_loss(m, argc, argv, "quantize", &before, desc, sizeof desc) : 0;
+  const double t0 = cli_seconds();
+  if (rc == 0 && damo_gpt2_quantize(m, f) != DAMO_OK) rc = cli_fail("quantize");
+  const double seconds = cli_seconds() - t0;
+  if (rc == 0 && evaluate) rc = cli_gpt2_validation_loss(m, argc, argv, "quantize", &after, NULL, 0);
+  if (rc == 0 && damo_gpt2_save(m, out) != DAMO_OK) rc = cli_fail("quantize");
+  if (rc == 0) {
+    printf("quantised %s -> %s in %.2f s: every weight matrix (wte, wpe, each layer's c_attn, attn.c_proj, c_fc, "
+           "mlp.c_proj) in %s blocks of %d with a bf16 scale each; biases and layer norms f32\n", dir, out, seconds,
+           damo_block_format_name(f), DAMO_BLOCK_SIZE);
+    long long was = file_bytes(dir), now = file_bytes(out);
+    if (was > 0 && now > 0)
+      printf("model.safetensors: %lld -> %lld bytes (%.1f%%)\n", was, now, 100.0 * (double)now / (double)was);
+    if (evaluate) {
+      printf("scored: %s\n", desc);
+      printf("validation loss: f32 %.4f, %s %.4f; perplexity %.3f -> %.3f (%+.2f%%)\n", before,
+             damo_block_format_name(f), after, exp(before), exp(after), 100.0 * (exp(after - before) - 1.0));
+    }
+  }
+  damo_gpt2_free(m);
+  return rc;
+}

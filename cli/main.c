@@ -257,7 +257,21 @@ static const cli_option quantize_options[] = {
     {"--evaluate", 0, NULL, "score the f32 and the int8 model on the test split of --data"},
     {"--label-column", 1, "NAME", "a CSV's label column (default label)"},
     END};
-static const cli_group quantize_groups[] = {{NULL, SEQ, quantize_options}, {NULL, 0, NULL}};
+static const cli_option quantize_gpt2[] = {
+    {"--model", 1, "DIR", "a GPT-2 directory (f32 or bf16 weights)"},
+    {"--out", 1, "DIR", "where the quantised model goes (not --model itself)"},
+    {"--format", 1, "q8_0|q4_0", "weight-only blocks of 32 values with one scale each: 8-bit (default) or 4-bit"},
+    {"--data", 1, "TEXT", "with --evaluate: moby-dick | sotu | a UTF-8 text file"},
+    {"--evaluate", 0, NULL, "validation loss and perplexity of the f32 and the quantised weights (as damo evaluate)"},
+    {"--seq-len", 1, "T", "tokens per window (default: the model's context)"},
+    {"--windows", 1, "N", "score N evenly spaced windows (default: all)"},
+    {"--batch-size", 1, "B", "windows per forward pass (default 4)"},
+    {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
+    END};
+static const cli_group quantize_groups[] = {
+    {"a Sequential model: int8 weights and activations", SEQ, quantize_options},
+    {"a GPT-2 model: weight-only blocks for damo generate", GPT, quantize_gpt2},
+    {NULL, 0, NULL}};
 
 /* ---- prune */
 static const cli_option prune_options[] = {
@@ -311,11 +325,11 @@ static const cli_command commands[] = {
      .summary = "the model's layers, output shapes and parameter counts", .usage = "damo summary --model DIR | --config FILE",
      .groups = summary_groups, .by_kind = {cli_summary_sequential, cli_summary_gpt2, cli_summary_bert}},
     {.name = "quantize", .synopsis = "--model DIR --out DIR --data SPEC",
-     .summary = "int8 post-training quantisation of dense and conv2d layers",
+     .summary = "int8 post-training quantisation (dense and conv2d layers; GPT-2 weight blocks)",
      .usage = "damo quantize --model DIR --out DIR (--data SPEC [--method M] [--calibration N] | --dynamic) "
-              "[--evaluate]",
-     .groups = quantize_groups, .by_kind = {cli_quantize_sequential, NULL, NULL},
-     .not_applicable = {NULL, "int8 GPT-2 is not built yet (issue 23)", "int8 BERT is not built yet (issue 23)"}},
+              "[--evaluate]\n       damo quantize --model GPT2DIR --out DIR [--format q8_0|q4_0] [--evaluate --data TEXT]",
+     .groups = quantize_groups, .by_kind = {cli_quantize_sequential, cli_quantize_gpt2, NULL},
+     .not_applicable = {NULL, NULL, "int8 BERT is not built yet (issue 23)"}},
     {.name = "prune", .synopsis = "--model DIR --out DIR --data SPEC --sparsity S",
      .summary = "magnitude pruning of dense and conv2d kernels while fine-tuning",
      .usage = "damo prune --model DIR --out DIR --data SPEC --sparsity S [--schedule gradual|oneshot] "

@@ -137,6 +137,9 @@ int cli_summary_gpt2(int argc, char **argv) {
   snprintf(logits, sizeof logits, "(T, %d)", c->vocab_size);
   printf("%-44s %-54s %-12s %11d\n", "lm_head", "next-token logits (the token embedding's weights)", logits, 0);
   printf("Total params: %lld\n", (long long)total);
+  if (damo_gpt2_block_format(m))
+    printf("Weights: every matrix in %s blocks of %d (bf16 scales); biases and layer norms f32\n",
+           damo_block_format_name(damo_gpt2_block_format(m)), DAMO_BLOCK_SIZE);
   free(names);
   free(counts);
   damo_gpt2_free(m);

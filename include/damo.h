@@ -192,6 +192,28 @@ void damo_csr_free(damo_csr *c);
  * threaded over the columns. Faster than damo_sgemm only at high sparsity (damo bench sparse
  * finds the crossover). */
 damo_status damo_sparse_dense_product(const float *x, int64_t B, int64_t K, const damo_csr *wt, float *y, int64_t ldy);
+/* Weight-only block formats for decoding (src/kernels/cpu/qblocks.c; the idea of ggml's
+ * Q8_0/Q4_0): each row of a (rows x cols) matrix in blocks of DAMO_BLOCK_SIZE values with
+ * one scale each, block b of row r at q + r * damo_block_row_bytes + b * damo_block_format_bytes,
+ * its scale at scales[r * cols / 32 + b].
+ *   DAMO_BLOCKS_Q8_0: int8 in [-127, 127] (32 bytes a block), value = scale * q, scale >= 0.
+ *   DAMO_BLOCKS_Q4_0: q + 8 in a nibble (16 bytes a block: byte j holds value j in its low
+ *     nibble and value j + 16 in its high one), q in [-8, 7], value = scale * q, the scale
+ *     signed (the block's largest magnitude lands on -8).
+ * Scales are bfloat16 values (rounded before the values are rounded against them). */
+typedef enum damo_block_format { DAMO_BLOCKS_NONE = 0, DAMO_BLOCKS_Q8_0 = 1, DAMO_BLOCKS_Q4_0 = 2 } damo_block_format;
+#define DAMO_BLOCK_SIZE 32
+const char *damo_block_format_name(damo_block_format f); /* "q8_0", "q4_0", "f32" for NONE */
+int64_t damo_block_format_bytes(damo_block_format f);     /* bytes of one block: 32 or 16 */
+int64_t damo_block_row_bytes(damo_block_format f, int64_t cols);
+/* Rounds w (rows x cols; cols a positive multiple of 32, every value finite) into q and scales. */
+damo_status damo_blocks_quantize(damo_block_format f, const float *w, int64_t rows, int64_t cols, uint8_t *q,
+                                 float *scales);
+void damo_blocks_dequantize(damo_block_format f, const uint8_t *q, const float *scales, int64_t rows, int64_t cols,
+                            float *w);
+/* out[r] = W[r] . x (cols values) for rows r in [r0, r1). */
+void damo_blocks_row_dots(damo_block_format f, const float *x, const uint8_t *q, const float *scales, int64_t cols,
+                          int64_t r0, int64_t r1, float *out);
 /* Operand precision of every product: damo_sgemm and so every layer's matmuls (dense,
  * convolution, attention's QK^T and PV, recurrent cells, the LM head), forward and backward.
  * DAMO_MATMUL_BF16 rounds both operands to bfloat16 (nearest even) and accumulates and
@@ -1710,6 +1732,15 @@ typedef struct damo_gpt2_cache damo_gpt2_cache;
  * the weight matrices per cache (half the memory traffic of each decoding step; activations,
  * layer norms, softmax and sums stay f32). The model's own weights are unchanged. */
 damo_status damo_gpt2_set_inference_precision(damo_gpt2 *m, damo_dtype dtype);
+/* Weight-only block quantisation (src/models/gpt2_blocks.c): rounds every weight matrix (wte,
+ * wpe, each layer's c_attn, attn.c_proj, c_fc, mlp.c_proj; n_embd a multiple of 32) to
+ * DAMO_BLOCKS_Q8_0 or DAMO_BLOCKS_Q4_0. Caches then decode from the blocks (a quarter or an
+ * eighth of the f32 bytes each token; activations stay f32, and the inference precision is
+ * not read), and the f32 weights become the blocks' values, so graphs (perplexity) score
+ * what decoding uses. A quantised model saves as blocks (config.json "quantization"; loading
+ * reads it back), does not train, and is not quantised twice. Nothing changes on failure. */
+damo_status damo_gpt2_quantize(damo_gpt2 *m, damo_block_format f);
+damo_block_format damo_gpt2_block_format(const damo_gpt2 *m); /* DAMO_BLOCKS_NONE for an f32 model */
 damo_status damo_gpt2_cache_new(const damo_gpt2 *m, int64_t max_len, damo_gpt2_cache **out);
 void damo_gpt2_cache_free(damo_gpt2_cache *c);
 damo_status damo_gpt2_cache_step(damo_gpt2_cache *c, int32_t id, const float **logits);

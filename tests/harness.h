@@ -56,6 +56,15 @@ static inline double test_close_ratio(const float *a, const float *b, long n, do
     CHECK_MSG(r_ <= 1.0, "%s vs %s: worst error is %.3g x tolerance", #a, #b, r_);      \
   } while (0)
 
+/* call fails with code, and damo_last_error() holds needle (the caller includes damo.h) */
+#define EXPECT_FAIL(call, code, needle)                                                                     \
+  do {                                                                                                      \
+    damo_status st_ = (call);                                                                               \
+    CHECK_MSG(st_ == (code), "%s gave %s (%s)", #call, damo_status_name(st_), damo_last_error());         \
+    CHECK_MSG(strstr(damo_last_error(), (needle)) != NULL, "message '%s' lacks '%s'", damo_last_error(), \
+              (needle));                                                                                    \
+  } while (0)
+
 #define RUN(fn)                                                                         \
   do {                                                                                  \
     test_current = #fn;                                                                 \

@@ -34,12 +34,4 @@ static double max_rel_error(const float *a, const float *b, int64_t n) {
   return worst;
 }
 
-#define EXPECT_FAIL(call, code, needle)                                                                     \
-  do {                                                                                                      \
-    damo_status st_ = (call);                                                                               \
-    CHECK_MSG(st_ == (code), "%s gave %s (%s)", #call, damo_status_name(st_), damo_last_error());         \
-    CHECK_MSG(strstr(damo_last_error(), (needle)) != NULL, "message '%s' lacks '%s'", damo_last_error(), \
-              (needle));                                                                                    \
-  } while (0)
-
 #endif

@@ -244,15 +244,6 @@ static char *read_text(const char *path) {
   return s;
 }
 
-static void remove_model_dir(const char *dir) {
-  char p[600];
-  snprintf(p, sizeof p, "%s/config.json", dir);
-  unlink(p);
-  snprintf(p, sizeof p, "%s/model.safetensors", dir);
-  unlink(p);
-  rmdir(dir);
-}
-
 static void test_save_reload(void) {
   damo_gpt2 *m = NULL, *back = NULL;
   CHECK(damo_gpt2_load(MODEL_DIR, &m) == DAMO_OK);

@@ -4,6 +4,7 @@
 #define DAMO_TEST_TMPFILES_H
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static char tmpdir[256];
 
@@ -28,5 +29,15 @@ static void write_bytes(const char *path, const void *data, size_t n) {
   if (!f) return;
   if (n) fwrite(data, 1, n, f);
   fclose(f);
+}
+
+/* Removes a saved model directory: its config.json and model.safetensors, then the folder. */
+static inline void remove_model_dir(const char *dir) {
+  char p[600];
+  snprintf(p, sizeof p, "%s/config.json", dir);
+  unlink(p);
+  snprintf(p, sizeof p, "%s/model.safetensors", dir);
+  unlink(p);
+  rmdir(dir);
 }
 #endif

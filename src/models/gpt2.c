@@ -46,6 +46,7 @@ damo_status gpt2_check_config(const damo_gpt2_config *c, const char *where) {
 
 void damo_gpt2_free(damo_gpt2 *m) {
   if (!m) return;
+  gpt2_blocks_free(m);
   param_store_free(&m->p);
   free(m);
 }

@@ -14,6 +14,11 @@ struct damo_gpt2 {
   damo_dtype inference_dtype; /* damo_gpt2_set_inference_precision: what KV caches made after it read */
   param_store p; /* 2 + 12 n_layer + 2 tensors in HuggingFace order, "wte.weight", "h.0.ln_1.weight", ...
                     (no "transformer." prefix) */
+  /* Block-quantised weights (gpt2_blocks.c): the format, and per tensor its blocks and scales
+   * (NULL for a tensor kept f32; the arrays NULL for an f32 model). p holds their values. */
+  damo_block_format blocks;
+  uint8_t **q;
+  float **q_scales;
 };
 
 struct damo_gpt2_graph {
@@ -32,5 +37,15 @@ damo_status gpt2_alloc(const damo_gpt2_config *cfg, damo_gpt2 **out);
  * n_positions, out given. Shared by greedy and sampled generation. */
 damo_status damo_gpt2_check_prompt(const damo_gpt2 *m, const int32_t *prompt, int64_t n_prompt, int64_t n_new,
                                    const int32_t *out);
+
+/* gpt2_blocks.c: the block tables of format f (nothing for DAMO_BLOCKS_NONE), before the
+ * tensors are read; tensor i from a file's blocks and scales (checked; its f32 values set);
+ * the directory's tensors and config.json's "quantization" object; freeing the tables. */
+damo_status gpt2_blocks_begin(damo_gpt2 *m, damo_block_format f);
+damo_status gpt2_take_blocks(damo_gpt2 *m, int i, const damo_tensor *t, const damo_tensor *scale, const char *path,
+                             const char *stored);
+damo_status gpt2_blocks_dict(const damo_gpt2 *m, const char *dir, damo_tensor_dict *d);
+void gpt2_blocks_json(const damo_gpt2 *m, cJSON *config);
+void gpt2_blocks_free(damo_gpt2 *m);
 
 #endif

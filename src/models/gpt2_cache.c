@@ -10,7 +10,9 @@
  * Decoding one row is a matrix-vector product per weight: memory-bound, each weight read
  * once per token. With the model's inference precision set to bf16 the cache keeps its own
  * bfloat16 copy of the matrices (wte and each block's four) and reads half the bytes,
- * widening each value to f32 (a shift) before the f32 multiply-add. */
+ * widening each value to f32 (a shift) before the f32 multiply-add. A block-quantised model
+ * (gpt2_blocks.c) is decoded from its Q8_0/Q4_0 blocks instead, widened in registers by the
+ * qblocks kernels: a quarter or an eighth of the f32 bytes. */
 #include "kernels/kernels.h"
 #include "models/gpt2.h"
 
@@ -77,8 +79,9 @@ damo_status damo_gpt2_cache_new(const damo_gpt2 *m, int64_t max_len, damo_gpt2_c
   int64_t pieces[7] = {C, C, 3 * C, C, 4 * C, max_len, V}, total = 0;
   for (int i = 0; i < 7; i++) total += (pieces[i] + 15) / 16 * 16;
   c->x = damo_alloc((size_t)total * sizeof(float));
-  if (m->inference_dtype == DAMO_BF16) c->w16 = bf16_weights(m);
-  if (!c->keys || !c->values || !c->x || (m->inference_dtype == DAMO_BF16 && !c->w16)) {
+  const int bf16 = m->inference_dtype == DAMO_BF16 && m->blocks == DAMO_BLOCKS_NONE;
+  if (bf16) c->w16 = bf16_weights(m);
+  if (!c->keys || !c->values || !c->x || (bf16 && !c->w16)) {
     damo_gpt2_cache_free(c);
     return damo_error(DAMO_ERR_NOMEM, "gpt2_cache_new: out of memory for a %lld-position cache", (long long)max_len);
   }
@@ -141,18 +144,44 @@ DAMO_MULTIVERSION static void axpy_rows_bf16(const float *x, const uint16_t *w, 
   }
 }
 
-/* y = x W + b for a row x (K), W (K, N) row-major (f32, or bf16 when w16): threads over
- * column blocks when it is large (each thread streams its own columns of W). */
-static void linear_row(const float *x, const float *w, const uint16_t *w16, const float *b, int64_t K, int64_t N,
-                       float *y) {
+/* One weight matrix as the decoder reads it: f32, its bf16 copy, or its blocks. */
+typedef struct weights {
+  const float *f32;
+  const uint16_t *bf16;
+  const uint8_t *q;
+  const float *scales;
+  damo_block_format format;
+} weights;
+
+static weights weights_of(const damo_gpt2_cache *c, int index, const uint16_t *w16) {
+  const damo_gpt2 *m = c->model;
+  weights w = {.f32 = damo_tensor_f32(m->p.values[index]), .bf16 = w16};
+  if (m->q && m->q[index]) w.q = m->q[index], w.scales = m->q_scales[index], w.format = m->blocks, w.bf16 = NULL;
+  return w;
+}
+
+/* y = x W + b for a row x (K), W (K, N) row-major: threads over column blocks when it is
+ * large (each thread streams its own columns of W). Blocks are stored transposed, (N, K):
+ * then each thread takes a range of outputs, each a dot product along one contiguous row. */
+static void linear_row(const float *x, weights w, const float *b, int64_t K, int64_t N, float *y) {
+  if (w.q) {
+    const int64_t rows = 128, n_chunks = (N + rows - 1) / rows;
+#pragma omp parallel for schedule(static) if (K * N >= (1 << 18)) num_threads(damo_threads())
+    for (int64_t i = 0; i < n_chunks; i++) {
+      const int64_t n0 = i * rows, n1 = n0 + rows < N ? n0 + rows : N;
+      damo_blocks_row_dots(w.format, x, w.q, w.scales, K, n0, n1, y);
+      for (int64_t n = n0; n < n1; n++) y[n] += b[n];
+    }
+    return;
+  }
   const int64_t block = 256;
   int64_t n_blocks = (N + block - 1) / block;
 #pragma omp parallel for schedule(static) if (K * N >= (1 << 18)) num_threads(damo_threads())
   for (int64_t nb = 0; nb < n_blocks; nb++) {
     int64_t n0 = nb * block, n = n0 + block < N ? block : N - n0;
     memcpy(y + n0, b + n0, (size_t)n * sizeof *y);
-    if (w16) axpy_rows_bf16(x, w16 + n0, N, K, n, y + n0);
-    else axpy_rows_f32(x, w + n0, N, K, n, y + n0);
+    if (w.bf16) axpy_rows_bf16(x, w.bf16 + n0, N, K, n, y + n0);
+    else axpy_rows_f32(x, w.f32 + n0, N, K, n, y + n0);
   }
 }
 
@@ -185,14 +214,14 @@ DAMO_MULTIVERSION static void row_dots_bf16(const float *x, const uint16_t *tabl
 }
 
 /* The tied head: logits = table x for table (V, C). */
-static void tied_logits(const float *x, const float *table, const uint16_t *table16, int64_t V, int64_t C,
-                        float *logits) {
+static void tied_logits(const float *x, weights table, int64_t V, int64_t C, float *logits) {
   const int64_t block = 512, n_blocks = (V + block - 1) / block;
 #pragma omp parallel for schedule(static) if (V * C >= (1 << 18)) num_threads(damo_threads())
   for (int64_t vb = 0; vb < n_blocks; vb++) {
     const int64_t v0 = vb * block, v1 = v0 + block < V ? v0 + block : V;
-    if (table16) row_dots_bf16(x, table16, v0, v1, C, logits);
-    else row_dots_f32(x, table, v0, v1, C, logits);
+    if (table.q) damo_blocks_row_dots(table.format, x, table.q, table.scales, C, v0, v1, logits);
+    else if (table.bf16) row_dots_bf16(x, table.bf16, v0, v1, C, logits);
+    else row_dots_f32(x, table.f32, v0, v1, C, logits);
   }
 }
 
@@ -246,26 +275,26 @@ damo_status damo_gpt2_cache_step(damo_gpt2_cache *c, int32_t id, const float **l
     const uint16_t *w16[4] = {NULL, NULL, NULL, NULL};
     for (int k = 0; k < 4 && c->w16; k++) w16[k] = c->w16 + w16_offset(cfg, l, k);
     layer_norm_row(x, param(m, base + 0), param(m, base + 1), eps, C, c->normed);
-    linear_row(c->normed, param(m, base + 2), w16[0], param(m, base + 3), C, 3 * C, c->qkv);
+    linear_row(c->normed, weights_of(c, base + 2, w16[0]), param(m, base + 3), C, 3 * C, c->qkv);
     memcpy(keys + t * C, c->qkv + C, (size_t)C * sizeof(float));
     memcpy(values + t * C, c->qkv + 2 * C, (size_t)C * sizeof(float));
     attend(c, c->qkv, keys, values, t, c->att);
-    linear_row(c->att, param(m, base + 4), w16[1], param(m, base + 5), C, C, c->normed);
+    linear_row(c->att, weights_of(c, base + 4, w16[1]), param(m, base + 5), C, C, c->normed);
     for (int64_t i = 0; i < C; i++) x[i] += c->normed[i];
 
     layer_norm_row(x, param(m, base + 6), param(m, base + 7), eps, C, c->normed);
-    linear_row(c->normed, param(m, base + 8), w16[2], param(m, base + 9), C, 4 * C, c->hidden);
+    linear_row(c->normed, weights_of(c, base + 8, w16[2]), param(m, base + 9), C, 4 * C, c->hidden);
     const float k0 = 0.7978845608028654f; /* sqrt(2 / pi) */
     for (int64_t i = 0; i < 4 * C; i++) {
       float h = c->hidden[i];
       c->hidden[i] = 0.5f * h * (1.0f + tanhf(k0 * (h + 0.044715f * h * h * h)));
     }
-    linear_row(c->hidden, param(m, base + 10), w16[3], param(m, base + 11), 4 * C, C, c->normed);
+    linear_row(c->hidden, weights_of(c, base + 10, w16[3]), param(m, base + 11), 4 * C, C, c->normed);
     for (int64_t i = 0; i < C; i++) x[i] += c->normed[i];
   }
   int last = m->p.n_tensors - 2;
   layer_norm_row(x, param(m, last), param(m, last + 1), eps, C, c->normed);
-  tied_logits(c->normed, wte, c->w16, cfg->vocab_size, C, c->logits);
+  tied_logits(c->normed, weights_of(c, 0, c->w16), cfg->vocab_size, C, c->logits);
   c->len++;
   if (logits) *logits = c->logits;
   return DAMO_OK;

@@ -19,7 +19,28 @@ static void join(char *buf, size_t cap, const char *dir, const char *file) { snp
 
 /* HuggingFace writes many keys damo has no use for (architectures, task_specific_params,
  * ...), so the object is not closed: only the keys below are read and checked. */
-static damo_status read_config(damo_config *c, damo_gpt2_config *cfg) {
+/* config.json's "quantization" object (gpt2_blocks.c writes it): the block format of the
+ * weights, DAMO_BLOCKS_NONE when absent. */
+static damo_status read_quantization(damo_config_obj *root, damo_block_format *out) {
+  damo_config_obj *q;
+  *out = DAMO_BLOCKS_NONE;
+  damo_status st = damo_config_get_object(root, "quantization", 0, &q);
+  if (st != DAMO_OK || !q) return st;
+  static const char *const formats[] = {"q8_0", "q4_0", NULL}, *const scale_types[] = {"bf16", NULL};
+  int format = 0, block = DAMO_BLOCK_SIZE, scale_type = 0;
+  const char *const *names;
+  int n_names;
+  if ((st = damo_config_get_enum(q, "format", formats, DAMO_CFG_REQUIRED, &format)) != DAMO_OK ||
+      (st = damo_config_get_int32(q, "block_size", DAMO_BLOCK_SIZE, DAMO_BLOCK_SIZE, 0, &block)) != DAMO_OK ||
+      (st = damo_config_get_enum(q, "scale_dtype", scale_types, 0, &scale_type)) != DAMO_OK ||
+      (st = damo_config_get_strings(q, "float_tensors", 0, 1 << 20, 0, &names, &n_names)) != DAMO_OK ||
+      (st = damo_config_close(q)) != DAMO_OK)
+    return st;
+  *out = format == 0 ? DAMO_BLOCKS_Q8_0 : DAMO_BLOCKS_Q4_0;
+  return DAMO_OK;
+}
+
+static damo_status read_config(damo_config *c, damo_gpt2_config *cfg, damo_block_format *blocks) {
   const char *path = damo_config_source(c);
   damo_config_obj *root;
   const char *type = NULL, *act = NULL;
@@ -57,26 +78,27 @@ static damo_status read_config(damo_config *c, damo_gpt2_config *cfg) {
   if (st == DAMO_OK && inner != 4.0 * cfg->n_embd)
     st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: n_inner must be null or 4 n_embd (%d)", path, 4 * cfg->n_embd);
   if (st == DAMO_OK) st = gpt2_check_config(cfg, path);
+  if (st == DAMO_OK && blocks) st = read_quantization(root, blocks);
   return st;
 }
 
-static damo_status parse_config(const char *path, damo_gpt2_config *cfg) {
+static damo_status parse_config(const char *path, damo_gpt2_config *cfg, damo_block_format *blocks) {
   damo_config *c;
   damo_status st = damo_config_read_file(path, &c); /* strict: trailing data, repeated keys */
   if (st != DAMO_OK) return st;
-  st = read_config(c, cfg);
+  st = read_config(c, cfg, blocks);
   damo_config_free(c);
   return st;
 }
 
 damo_status damo_gpt2_config_load(const char *path, damo_gpt2_config *out) {
   if (!path || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_config_load: NULL argument");
-  return parse_config(path, out);
+  return parse_config(path, out, NULL);
 }
 
 damo_status damo_gpt2_config_read(damo_config *c, damo_gpt2_config *out) {
   if (!c || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_config_read: NULL argument");
-  return read_config(c, out);
+  return read_config(c, out, NULL);
 }
 
 /* ------------------------------------------------------------------ load */
@@ -114,6 +136,20 @@ static damo_status fill_from_dict(damo_gpt2 *m, const damo_tensor_dict *d, const
       continue;
     }
     if (is_mask_buffer(name)) continue;
+    const damo_tensor *scale = NULL;
+    char scale_name[256];
+    if (m->blocks != DAMO_BLOCKS_NONE) { /* NAME.scale goes with NAME; NAME without one is f32 */
+      if (ends_with(stored, ".scale")) {
+        const size_t base = strlen(stored) - strlen(".scale");
+        snprintf(scale_name, sizeof scale_name, "%.*s", (int)base, stored);
+        if (!damo_tensor_dict_get(d, scale_name))
+          st = damo_error(DAMO_ERR_FORMAT, "%s: tensor '%s' scales a tensor '%s' the file does not hold", path, stored,
+                          scale_name);
+        continue;
+      }
+      snprintf(scale_name, sizeof scale_name, "%s.scale", stored);
+      scale = damo_tensor_dict_get(d, scale_name);
+    }
     int i = param_store_index(&m->p, name);
     if (i < 0) {
       st = damo_error(DAMO_ERR_FORMAT, "%s: unexpected tensor '%s' (not part of a %d-layer GPT-2)", path, stored,
@@ -123,7 +159,8 @@ static damo_status fill_from_dict(damo_gpt2 *m, const damo_tensor_dict *d, const
                       prefix);
     } else {
       seen[i] = 1;
-      st = take_tensor(m, i, d->tensors[k], path, stored);
+      st = scale ? gpt2_take_blocks(m, i, d->tensors[k], scale, path, stored)
+                 : take_tensor(m, i, d->tensors[k], path, stored);
     }
   }
   for (int i = 0; i < m->p.n_tensors && st == DAMO_OK; i++)
@@ -153,7 +190,8 @@ damo_status damo_gpt2_load(const char *dir, damo_gpt2 **out) {
   char path[4096], weights[4096];
   damo_gpt2_config cfg;
   join(path, sizeof path, dir, "config.json");
-  damo_status st = parse_config(path, &cfg);
+  damo_block_format blocks;
+  damo_status st = parse_config(path, &cfg, &blocks);
   if (st != DAMO_OK) return st;
   /* The weights first (their size is the file's), and the config's sizes checked against
    * them before the parameter block they declare is allocated: embeddings and the 12 E^2
@@ -176,7 +214,7 @@ damo_status damo_gpt2_load(const char *dir, damo_gpt2 **out) {
     damo_tensor_dict_free(d);
     return st;
   }
-  st = fill_from_dict(m, d, weights);
+  if ((st = gpt2_blocks_begin(m, blocks)) == DAMO_OK) st = fill_from_dict(m, d, weights);
   damo_tensor_dict_free(d);
   if (st != DAMO_OK) {
     damo_gpt2_free(m);
@@ -221,12 +259,22 @@ static void file_name(const param_store *s, int i, char *name, size_t cap) { snp
 
 damo_status damo_gpt2_save_as(const damo_gpt2 *m, const char *dir, damo_dtype dtype) {
   if (!m || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_save: NULL argument");
+  if (m->blocks != DAMO_BLOCKS_NONE && dtype != DAMO_F32)
+    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_save: a %s model is saved as its blocks (dtype f32 for the rest), "
+                      "not %s", damo_block_format_name(m->blocks), damo_dtype_name(dtype));
   if (dtype != DAMO_F32 && dtype != DAMO_BF16)
     return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_save: weights are saved as f32 or bf16, not %s", damo_dtype_name(dtype));
   cJSON *config = config_json(&m->config);
   if (!config) return damo_error(DAMO_ERR_NOMEM, "gpt2_save: out of memory");
   if (dtype == DAMO_BF16) cJSON_ReplaceItemInObject(config, "torch_dtype", cJSON_CreateString("bfloat16"));
-  return param_store_save_dir(&m->p, dir, file_name, config, dtype);
+  if (m->blocks == DAMO_BLOCKS_NONE) return param_store_save_dir(&m->p, dir, file_name, config, dtype);
+  gpt2_blocks_json(m, config);
+  damo_tensor_dict *d = damo_tensor_dict_new();
+  damo_status st = d ? gpt2_blocks_dict(m, dir, d) : damo_error(DAMO_ERR_NOMEM, "gpt2_save: out of memory");
+  if (st == DAMO_OK) return param_store_save_dict(dir, d, config);
+  damo_tensor_dict_free(d);
+  cJSON_Delete(config);
+  return st;
 }
 
 damo_status damo_gpt2_save(const damo_gpt2 *m, const char *dir) { return damo_gpt2_save_as(m, dir, DAMO_F32); }

@@ -25,13 +25,39 @@ damo_status param_store_take(const param_store *s, int i, const damo_tensor *t, 
   return DAMO_OK;
 }
 
+/* Both files into one staging folder that replaces dir with one rename (damo_dir_save);
+ * consumes d and text. */
+static damo_status save_files(const char *dir, damo_tensor_dict *d, char *text) {
+  char path[4096];
+  damo_dir_save *tx = NULL;
+  damo_status st = damo_dir_save_begin(dir, &tx);
+  const char *meta[] = {"format", "pt"};
+  snprintf(path, sizeof path, "%s/model.safetensors", tx ? damo_dir_save_folder(tx) : dir);
+  if (st == DAMO_OK) st = damo_safetensors_save(path, d, meta, 1);
+  damo_tensor_dict_free(d);
+  snprintf(path, sizeof path, "%s/config.json", tx ? damo_dir_save_folder(tx) : dir);
+  if (st == DAMO_OK) st = damo_write_file_atomic(path, text, strlen(text));
+  cJSON_free(text);
+  if (st == DAMO_OK) return damo_dir_save_commit(tx);
+  damo_dir_save_abort(tx);
+  return tx ? damo_error_prefix(st, "saving %s: ", dir) : st;
+}
+
+damo_status param_store_save_dict(const char *dir, damo_tensor_dict *d, cJSON *config_json) {
+  char *text = config_json ? cJSON_Print(config_json) : NULL;
+  cJSON_Delete(config_json);
+  if (!text || !d) {
+    cJSON_free(text);
+    damo_tensor_dict_free(d);
+    return damo_error(DAMO_ERR_NOMEM, "%s: out of memory writing the model", dir);
+  }
+  return save_files(dir, d, text);
+}
+
 damo_status param_store_save_dir(const param_store *s, const char *dir,
                                  void (*file_name)(const param_store *s, int i, char *name, size_t cap),
                                  cJSON *config_json, damo_dtype dtype) {
-  char *text = config_json ? cJSON_Print(config_json) : NULL;
-  cJSON_Delete(config_json);
-  if (!text) return damo_error(DAMO_ERR_NOMEM, "%s: out of memory writing config.json", dir);
-  char path[4096], name[192];
+  char name[192];
   damo_tensor_dict *d = damo_tensor_dict_new();
   damo_status st = d ? DAMO_OK : DAMO_ERR_NOMEM;
   for (int i = 0; i < s->n_tensors && st == DAMO_OK; i++) {
@@ -51,19 +77,12 @@ damo_status param_store_save_dir(const param_store *s, const char *dir,
     }
     if (st == DAMO_OK) st = view ? damo_tensor_dict_add(d, name, view) : DAMO_ERR_NOMEM;
   }
-  /* Both files go into one staging folder that replaces dir with one rename (damo_dir_save). */
-  damo_dir_save *tx = NULL;
-  if (st == DAMO_OK) st = damo_dir_save_begin(dir, &tx);
-  const char *meta[] = {"format", "pt"};
-  snprintf(path, sizeof path, "%s/model.safetensors", tx ? damo_dir_save_folder(tx) : dir);
-  if (st == DAMO_OK) st = damo_safetensors_save(path, d, meta, 1);
-  damo_tensor_dict_free(d);
-  snprintf(path, sizeof path, "%s/config.json", tx ? damo_dir_save_folder(tx) : dir);
-  if (st == DAMO_OK) st = damo_write_file_atomic(path, text, strlen(text));
-  cJSON_free(text);
-  if (st == DAMO_OK) return damo_dir_save_commit(tx);
-  damo_dir_save_abort(tx);
-  return tx ? damo_error_prefix(st, "saving %s: ", dir) : st;
+  if (st != DAMO_OK) {
+    damo_tensor_dict_free(d);
+    cJSON_Delete(config_json);
+    return st;
+  }
+  return param_store_save_dict(dir, d, config_json);
 }
 
 void param_store_json_float(cJSON *root, const char *key, float value) {

@@ -18,6 +18,8 @@ damo_status param_store_take(const param_store *s, int i, const damo_tensor *t, 
 damo_status param_store_save_dir(const param_store *s, const char *dir, void (*file_name)(const param_store *s, int i,
                                                                                           char *name, size_t cap),
                                  cJSON *config_json, damo_dtype dtype);
+/* The same for tensors already gathered in d (consumed, as is config_json). */
+damo_status param_store_save_dict(const char *dir, damo_tensor_dict *d, cJSON *config_json);
 /* Adds key: value to a cJSON object as the float's shortest decimal that reads back the same. */
 void param_store_json_float(cJSON *root, const char *key, float value);
 

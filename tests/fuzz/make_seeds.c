@@ -128,6 +128,12 @@ static void model_dirs(const char *tmp) {
   if (damo_gpt2_new(&gc, 1, &g) != DAMO_OK || damo_gpt2_save(g, tmp) != DAMO_OK) die("gpt2");
   damo_gpt2_free(g);
   put_dir2("gpt2dir", "gpt2_l1_c8", tmp, "config.json", "model.safetensors");
+  damo_gpt2_config qc = {1, 2, 32, 4, 8, 1e-5f}; /* n_embd 32: one block a row */
+  if (damo_gpt2_new(&qc, 1, &g) != DAMO_OK || damo_gpt2_quantize(g, DAMO_BLOCKS_Q4_0) != DAMO_OK ||
+      damo_gpt2_save(g, tmp) != DAMO_OK)
+    die("gpt2 q4_0");
+  damo_gpt2_free(g);
+  put_dir2("gpt2dir", "gpt2_l1_c32_q4_0", tmp, "config.json", "model.safetensors");
 
   damo_bert_config bc = damo_bert_config_default();
   bc.vocab_size = 12, bc.hidden_size = 8, bc.num_hidden_layers = 1, bc.num_attention_heads = 2;
