@@ -99,9 +99,12 @@ __attribute__((target("avx512f"))) static inline void widen512(damo_block_format
     *w0 = Q8_HALF512(qb);
     *w1 = Q8_HALF512(qb + 16);
   } else {
-    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)qb)), eight = _mm512_set1_epi32(8);
-    *w0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(v, _mm512_set1_epi32(15)), eight));
-    *w1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(v, 4), eight));
+    /* a nibble indexes a table of the 16 values -8..7: vpermps reads only an index's low four
+     * bits, so the high nibble needs a shift and neither needs a mask, an offset or a convert */
+    const __m512 table = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)qb));
+    *w0 = _mm512_permutexvar_ps(v, table);
+    *w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table);
   }
 }
 
