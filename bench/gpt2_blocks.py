@@ -7,13 +7,15 @@ and decoding speed at 124M against f32, bf16 and PyTorch, every figure measured 
  2. the 124M config's initial weights (build/bench/w6_init, written by `damo bench gpt2` if
     missing) quantised both ways; `damo generate` decodes NEW greedy tokens from
     <|endoftext|> with f32, bf16, q8_0 and q4_0 weights, and bench/torch_generate.py (PyTorch's
-    key/value-cache loop) with the same f32 weights, one after the other.
+    key/value-cache loop) with the same f32 weights, one after the other, in ROUNDS rounds;
+    each figure is the median of its rounds, with the peak RSS of a damo generate process.
 
 usage (from bench/run.py, BENCH_ONLY=QG): run(damo, work, env, threads) -> dict; rows(result)
 """
 import json
 import os
 import re
+import statistics
 import subprocess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -21,6 +23,7 @@ ROOT = os.path.dirname(HERE)
 PY = "/usr/bin/python3"
 STEPS = 400
 NEW = 100
+ROUNDS = 3
 FORMATS = ("q8_0", "q4_0")
 
 
@@ -36,9 +39,16 @@ def _size(d):
 
 
 def _generate(damo, model, env, extra=()):
-    text = _run([damo, "generate", "--model", model, "--prompt", "", "--temperature", "0", "--max-new-tokens",
-                 str(NEW)] + list(extra), env)
-    return float(re.search(r"\(([0-9.]+) tokens/s", text).group(1))
+    """Tokens/s and the process's peak RSS in MB (os.wait4: this child's own rusage)."""
+    cmd = [damo, "generate", "--model", model, "--prompt", "", "--temperature", "0", "--max-new-tokens", str(NEW)]
+    p = subprocess.Popen(cmd + list(extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, **env))
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise RuntimeError("%s failed:\n%s" % (" ".join(cmd), err))
+    return float(re.search(r"\(([0-9.]+) tokens/s", err).group(1)), usage.ru_maxrss / 1024
 
 
 def run(damo, work, env, threads):
@@ -67,12 +77,19 @@ def run(damo, work, env, threads):
         out["w6"]["size_" + f] = _size(q)
         sides.append((f, q, []))
     out["w6"]["size_f32"] = _size(w6)
-    for name, model, extra in sides:
-        print("QG: 124M decoding, damo %s" % name, flush=True)
-        out["w6"][name] = _generate(damo, model, env, extra)
-    print("QG: 124M decoding, PyTorch f32", flush=True)
-    r = json.loads(_run([PY, os.path.join(HERE, "torch_generate.py"), str(threads), w6, str(NEW)], {}).splitlines()[-1])
-    out["w6"]["torch_f32"] = r["tokens_per_s"]
+    # ROUNDS rounds of every side in turn (this VM's speed drifts by 20% over minutes); medians
+    runs = {name: [] for name, _, _ in sides + [("torch_f32", None, None)]}
+    for k in range(ROUNDS):
+        for name, model, extra in sides:
+            print("QG: 124M decoding, damo %s (round %d)" % (name, k + 1), flush=True)
+            speed, out["w6"]["rss_" + name] = _generate(damo, model, env, extra)
+            runs[name].append(speed)
+        print("QG: 124M decoding, PyTorch f32 (round %d)" % (k + 1), flush=True)
+        r = json.loads(_run([PY, os.path.join(HERE, "torch_generate.py"), str(threads), w6, str(NEW)], {}).splitlines()[-1])
+        runs["torch_f32"].append(r["tokens_per_s"])
+    for name, speeds in runs.items():
+        out["w6"][name] = statistics.median(speeds)
+    out["w6"]["runs"] = runs
     return out
 
 
@@ -87,9 +104,10 @@ def rows(r):
     w = r["w6"]
     for f in FORMATS:
         table.append("| QG GPT-2 124M decoding, tokens/s: %s weights against f32 (damo) | %.1f | %.1f | %.2fx | %d "
-                     "greedy tokens from <\\|endoftext\\|>, KV cache; bf16 weights %.1f tokens/s; model.safetensors "
-                     "%.1f%% of f32 |" % (f, w[f], w["f32"], w[f] / w["f32"], r["new_tokens"], w["bf16"],
-                                          100.0 * w["size_" + f] / w["size_f32"]))
+                     "greedy tokens from <\\|endoftext\\|>, KV cache, median of %d rounds; bf16 weights %.1f tokens/s; model.safetensors "
+                     "%.1f%% of f32; peak RSS of damo generate %.0f MB (f32 %.0f) |"
+                     % (f, w[f], w["f32"], w[f] / w["f32"], r["new_tokens"], len(w["runs"]["f32"]), w["bf16"],
+                        100.0 * w["size_" + f] / w["size_f32"], w["rss_" + f], w["rss_f32"]))
     table.append("| QG GPT-2 124M decoding, tokens/s: damo q8_0 / f32 against PyTorch f32 (bench/torch_generate.py) | "
                  "%.1f / %.1f | %.1f | %.2fx / %.2fx | same f32 weights, PyTorch's key/value-cache loop |"
                  % (w["q8_0"], w["f32"], w["torch_f32"], w["q8_0"] / w["torch_f32"], w["f32"] / w["torch_f32"]))

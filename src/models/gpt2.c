@@ -149,6 +149,7 @@ const char *damo_gpt2_tensor_name(const damo_gpt2 *m, int i) {
 }
 
 damo_tensor *damo_gpt2_param(const damo_gpt2 *m, const char *name) {
+  gpt2_blocks_materialize(m);
   int i = param_store_index(&m->p, name);
   return i >= 0 ? m->p.values[i] : NULL;
 }
@@ -157,6 +158,7 @@ damo_tensor *damo_gpt2_grad(const damo_gpt2 *m, const char *name) {
   return i >= 0 ? m->p.grads[i] : NULL;
 }
 float *damo_gpt2_param_block(const damo_gpt2 *m, int64_t *n_floats) {
+  gpt2_blocks_materialize(m);
   if (n_floats) *n_floats = m ? m->p.n_params_padded : 0;
   return m ? m->p.param_block : NULL;
 }
@@ -192,6 +194,7 @@ void damo_gpt2_graph_free(damo_gpt2_graph *gg) {
 damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, int training, damo_gpt2_graph **out) {
   if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_graph_new: NULL argument");
   *out = NULL;
+  gpt2_blocks_materialize(m);
   if (batch < 1 || seq_len < 1 || seq_len > m->config.n_positions)
     return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_graph_new: batch %lld and sequence length %lld must be >= 1, the "
                       "length at most n_positions %d", (long long)batch, (long long)seq_len, m->config.n_positions);

@@ -19,6 +19,7 @@ struct damo_gpt2 {
   damo_block_format blocks;
   uint8_t **q;
   float **q_scales;
+  int blocks_pending; /* the f32 values of the quantised matrices not written yet (after a load) */
 };
 
 struct damo_gpt2_graph {
@@ -47,5 +48,8 @@ damo_status gpt2_take_blocks(damo_gpt2 *m, int i, const damo_tensor *t, const da
 damo_status gpt2_blocks_dict(const damo_gpt2 *m, const char *dir, damo_tensor_dict *d);
 void gpt2_blocks_json(const damo_gpt2 *m, cJSON *config);
 void gpt2_blocks_free(damo_gpt2 *m);
+/* Writes the f32 values of the quantised matrices if a load left them pending (before
+ * anything reads the f32 weights; cannot fail). */
+void gpt2_blocks_materialize(const damo_gpt2 *m);
 
 #endif

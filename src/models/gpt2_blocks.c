@@ -7,7 +7,8 @@
  * (in, out)) are kept transposed, (out, in), so each output is one contiguous row of blocks.
  * Biases and layer norms stay f32. The model keeps the blocks, which the
  * key/value-cache decoder reads, and its f32 store holds their values exactly, so graphs
- * (evaluate's perplexity) score the very weights the decoder uses.
+ * (evaluate's perplexity) score the very weights the decoder uses; after a load those f32
+ * values are written only when something reads them (gpt2_blocks_materialize).
  *
  * On disk (model.safetensors beside config.json's "quantization" object):
  *   NAME         I8 (rows, cols) for q8_0; U8 (rows, cols / 2) for q4_0, nibbles as qblocks.c;
@@ -32,18 +33,32 @@ static int block_geometry(const damo_gpt2 *m, int i, int64_t *rows, int64_t *col
   return *cols % DAMO_BLOCK_SIZE == 0;
 }
 
-static void transpose(const float *a, int64_t rows, int64_t cols, float *t) {
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t c = 0; c < cols; c++) t[c * rows + r] = a[r * cols + c];
-}
-
-/* Tensor i's f32 values from its blocks (through scratch of numel floats when transposed). */
-static void dequantize_into(damo_gpt2 *m, int i, float *scratch) {
+/* Tensor i's f32 values from its blocks, a block at a time (no scratch: it cannot fail). */
+static void dequantize_into(damo_gpt2 *m, int i) {
   int64_t rows, cols;
   block_geometry(m, i, &rows, &cols);
-  float *w = damo_tensor_f32(m->p.values[i]);
-  damo_blocks_dequantize(m->blocks, m->q[i], m->q_scales[i], rows, cols, i >= 2 ? scratch : w);
-  if (i >= 2) transpose(scratch, rows, cols, w);
+  float *w = damo_tensor_f32(m->p.values[i]), v[DAMO_BLOCK_SIZE];
+  const int64_t bytes = damo_block_format_bytes(m->blocks), per_row = cols / DAMO_BLOCK_SIZE;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t b = 0; b < per_row; b++) {
+      const int64_t at = r * per_row + b;
+      damo_blocks_dequantize(m->blocks, m->q[i] + at * bytes, m->q_scales[i] + at, 1, DAMO_BLOCK_SIZE, v);
+      for (int j = 0; j < DAMO_BLOCK_SIZE; j++) {
+        const int64_t c = b * DAMO_BLOCK_SIZE + j; /* (r, c) of the blocks; (c, r) of a transposed tensor */
+        w[i >= 2 ? c * rows + r : r * cols + c] = v[j];
+      }
+    }
+}
+
+/* Loading leaves the f32 copies of the quantised matrices unwritten (their pages untouched,
+ * so a model that only decodes never holds them); whatever reads f32 weights (graphs, the
+ * parameter accessors) writes them first. A fill of a cache, so m is taken as const. */
+void gpt2_blocks_materialize(const damo_gpt2 *m) {
+  damo_gpt2 *w = (damo_gpt2 *)m;
+  if (!m || !m->blocks_pending) return;
+  for (int i = 0; i < m->p.n_tensors; i++)
+    if (m->q[i]) dequantize_into(w, i);
+  w->blocks_pending = 0;
 }
 
 void gpt2_blocks_free(damo_gpt2 *m) {
@@ -94,21 +109,21 @@ damo_status damo_gpt2_quantize(damo_gpt2 *m, damo_block_format f) {
     return damo_error(DAMO_ERR_UNSUPPORTED, "gpt2_quantize: n_embd %d is not a multiple of the block size %d",
                       m->config.n_embd, DAMO_BLOCK_SIZE);
   const int64_t C = m->config.n_embd;
-  float *scratch = damo_alloc((size_t)(4 * C * C) * sizeof(float)); /* the largest layer matrix */
+  float *scratch = damo_alloc((size_t)(4 * C * C) * sizeof(float)); /* the largest layer matrix, transposed */
   damo_status st = scratch ? blocks_alloc(m, f) : damo_error(DAMO_ERR_NOMEM, "gpt2_quantize: out of memory");
   /* Every matrix is rounded before any f32 weight changes: a failure leaves the model as it was. */
   for (int i = 0; i < m->p.n_tensors && st == DAMO_OK; i++) {
     int64_t rows, cols;
     if (!block_geometry(m, i, &rows, &cols)) continue;
     const float *w = damo_tensor_f32(m->p.values[i]);
-    if (i >= 2) transpose(w, cols, rows, scratch);
+    for (int64_t r = 0; i >= 2 && r < cols; r++) /* (in, out) -> (out, in) */
+      for (int64_t c = 0; c < rows; c++) scratch[c * cols + r] = w[r * rows + c];
     if ((st = blocks_room(m, i)) == DAMO_OK)
       st = damo_blocks_quantize(f, i >= 2 ? scratch : w, rows, cols, m->q[i], m->q_scales[i]);
     if (st != DAMO_OK) st = damo_error_prefix(st, "gpt2_quantize: '%s': ", m->p.names[i]);
   }
-  if (st == DAMO_OK)
-    for (int i = 0; i < m->p.n_tensors; i++)
-      if (m->q[i]) dequantize_into(m, i, scratch);
+  m->blocks_pending = st == DAMO_OK;
+  gpt2_blocks_materialize(m);
   if (st != DAMO_OK) gpt2_blocks_free(m);
   damo_free(scratch);
   return st;
@@ -147,14 +162,12 @@ damo_status gpt2_take_blocks(damo_gpt2 *m, int i, const damo_tensor *t, const da
         return damo_error(DAMO_ERR_FORMAT, "%s: tensor '%s' holds -128 at flat index %lld (q8_0 values are in "
                           "[-127, 127])", path, stored, (long long)j);
   }
-  float *scratch = i >= 2 ? damo_alloc((size_t)(rows * cols) * sizeof(float)) : NULL;
-  damo_status st = i < 2 || scratch ? blocks_room(m, i) : damo_error(DAMO_ERR_NOMEM, "%s: out of memory", path);
+  damo_status st = blocks_room(m, i);
   if (st == DAMO_OK) {
     memcpy(m->q[i], t->data, (size_t)(rows * q_shape[1]));
     memcpy(m->q_scales[i], s, (size_t)(rows * s_shape[1]) * sizeof(float));
-    dequantize_into(m, i, scratch);
+    m->blocks_pending = 1; /* the f32 values when something reads them */
   }
-  damo_free(scratch);
   return st;
 }
 

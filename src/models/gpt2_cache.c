@@ -266,8 +266,15 @@ damo_status damo_gpt2_cache_step(damo_gpt2_cache *c, int32_t id, const float **l
                       cfg->vocab_size);
   int64_t C = cfg->n_embd, t = c->len;
   float eps = cfg->layer_norm_epsilon, *x = c->x;
-  const float *wte = param(m, 0), *wpe = param(m, 1);
-  for (int64_t i = 0; i < C; i++) x[i] = wte[(int64_t)id * C + i] + wpe[t * C + i];
+  if (m->q) { /* the embedding rows from their blocks (the f32 copies may not be written) */
+    const int64_t row = damo_block_row_bytes(m->blocks, C), nb = C / DAMO_BLOCK_SIZE;
+    damo_blocks_dequantize(m->blocks, m->q[0] + id * row, m->q_scales[0] + id * nb, 1, C, x);
+    damo_blocks_dequantize(m->blocks, m->q[1] + t * row, m->q_scales[1] + t * nb, 1, C, c->normed);
+    for (int64_t i = 0; i < C; i++) x[i] += c->normed[i];
+  } else {
+    const float *wte = param(m, 0), *wpe = param(m, 1);
+    for (int64_t i = 0; i < C; i++) x[i] = wte[(int64_t)id * C + i] + wpe[t * C + i];
+  }
 
   for (int l = 0; l < cfg->n_layer; l++) {
     int base = 2 + l * GPT2_TENSORS_PER_LAYER;

@@ -1,9 +1,23 @@
 /* param_store.c - the one parameter store of every model kind (see param_store.h): layout,
  * per-tensor views, the decay mask and the optimizer over the whole block; and a model of
  * layers laid out in, or pointed at, a store under other names (model.h). */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "train/model.h"
 
 #include <stdio.h>
+#include <sys/mman.h>
+
+/* n zero floats, page-aligned, as fresh pages from the kernel: a page costs memory only once
+ * written, so a model that never trains never pays for its gradients, nor a block-quantised
+ * GPT-2 that only decodes for f32 copies of its matrices. */
+static size_t block_bytes(int64_t n) { return (size_t)(n > 0 ? n : 16) * sizeof(float); }
+static float *zero_block(int64_t n) {
+  void *p = mmap(NULL, block_bytes(n), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+static void release_block(float *p, int64_t n) {
+  if (p) munmap(p, block_bytes(n));
+}
 
 void param_store_free(param_store *s) {
   if (!s) return;
@@ -15,8 +29,8 @@ void param_store_free(param_store *s) {
   free(s->names);
   free(s->values);
   free(s->grads);
-  damo_free(s->param_block);
-  damo_free(s->grad_block);
+  release_block(s->param_block, s->n_params_padded);
+  release_block(s->grad_block, s->n_params_padded);
   memset(s, 0, sizeof *s);
 }
 
@@ -44,8 +58,8 @@ damo_status param_store_alloc(param_store *s, int n, param_spec_fn spec, const v
     total += (count + 15) / 16 * 16; /* every tensor starts 64-byte aligned */
   }
   s->n_params_padded = total;
-  s->param_block = damo_calloc((size_t)total * sizeof(float));
-  s->grad_block = s->param_block ? damo_calloc((size_t)total * sizeof(float)) : NULL;
+  s->param_block = zero_block(total);
+  s->grad_block = s->param_block ? zero_block(total) : NULL;
   int ok = s->grad_block != NULL;
   for (int i = 0; i < n && ok; i++) {
     spec(config, i, name, sizeof name, &ndim, shape);
