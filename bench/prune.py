@@ -3,7 +3,8 @@ curve, every figure measured in the same run.
 
  1. W1 (MLP) and W2 (CNN) trained for their budgets from their configs;
  2. each pruned to 90% (gradual, global scope) while fine-tuning on the training split, W1 for
-    10 epochs and W2 for 3; test accuracy of the dense and the pruned model;
+    10 epochs and W2 for 3; test accuracy of the dense and the pruned model, and the sizes of
+    their model.safetensors (a pruned kernel is stored as a bit mask and its nonzeros);
  3. `damo prune --sweep 0.5,0.7,0.8,0.9,0.95 --curve bench/prune_curve_w1.png` on W1 (each
     sparsity from the dense model, 10 epochs);
  4. `damo bench sparse 64 3136 1024`: W2's dense layer at batch 64 by the dense GEMM and by the
@@ -41,8 +42,9 @@ def run(damo, work, env):
                             "--epochs", str(epochs), "--verbose", "0"], env)
         m = re.search(r"test accuracy: dense ([0-9.]+), pruned ([0-9.]+)", text)
         z = re.search(r"all kernels +(\d+) of +(\d+)", text)
+        sizes = [os.path.getsize(os.path.join(d, "model.safetensors")) for d in (dense, pruned)]
         out[wid] = {"epochs": epochs, "dense": float(m.group(1)), "pruned": float(m.group(2)),
-                    "sparsity": int(z.group(1)) / int(z.group(2)), "output": text.strip().splitlines()}
+                    "sparsity": int(z.group(1)) / int(z.group(2)), "sizes": sizes, "output": text.strip().splitlines()}
         if wid == "W1":
             print("P: W1 sparsity sweep", flush=True)
             text = _damo(damo, ["prune", "--model", dense, "--data", "fashion-mnist", "--sweep", SWEEP, "--epochs",
@@ -58,9 +60,12 @@ def rows(r):
     table = ["| P measured | %s | | | %s |" % (r["date"], r.get("machine", "machine not recorded"))]
     for wid in ("W1", "W2"):
         p = r[wid]
+        size = ("; model.safetensors %d -> %d bytes (%.1f%%: kernels stored as bit masks and their nonzeros)"
+                % (p["sizes"][0], p["sizes"][1], 100.0 * p["sizes"][1] / p["sizes"][0])) if "sizes" in p else ""
         table.append("| P %s pruned to 90%% (gradual, global), test accuracy | %.4f | %.4f (dense) | %+.2f points | "
-                     "%.1f%% of the kernel weights zero after %d epochs of fine-tuning; goal: within 1 point |"
-                     % (wid, p["pruned"], p["dense"], 100 * (p["pruned"] - p["dense"]), 100 * p["sparsity"], p["epochs"]))
+                     "%.1f%% of the kernel weights zero after %d epochs of fine-tuning; goal: within 1 point%s |"
+                     % (wid, p["pruned"], p["dense"], 100 * (p["pruned"] - p["dense"]), 100 * p["sparsity"], p["epochs"],
+                        size))
     curve = ", ".join("%g%% %.4f" % tuple(s) for s in r["sweep"])
     table.append("| P W1 test accuracy against sparsity | %s | | | bench/%s; each sparsity from the dense model, %d "
                  "epochs |" % (curve, CURVE, r["W1"]["epochs"]))

@@ -1,7 +1,8 @@
 /* test_prune.c - magnitude pruning while fine-tuning (damo_model_prune): the sparsity asked
  * for is what the kernels end with (over all of them, or each), one-shot masks are the
- * smallest magnitudes of the start, biases are never touched, zeros survive a save, a pruned
- * model still classifies, and bad options are refused with the model untouched. */
+ * smallest magnitudes of the start, biases are never touched, zeros survive a save (a kernel
+ * at least half zeros stored as a bit mask and its nonzeros), a pruned model still
+ * classifies, and bad options and corrupted sparse tensors are refused. */
 #include "harness.h"
 
 #include <damo.h>
@@ -40,6 +41,29 @@ static damo_model *mlp(uint64_t seed) {
 }
 
 static const damo_fit_options fit2 = {.epochs = 2, .batch_size = 40, .seed = 3, .verbose = 0};
+
+/* A kernel of n values as the file holds it: dense under its name, or sparse as the
+ * documented "<name>.mask" (bit j of byte i: value 8 i + j is nonzero) and "<name>.values". */
+static damo_tensor *file_kernel(const damo_tensor_dict *d, const char *name, int64_t n) {
+  const damo_tensor *t = damo_tensor_dict_get(d, name);
+  damo_tensor *out = damo_tensor_new(DAMO_F32, 1, &n);
+  if (t) {
+    memcpy(out->data, t->data, (size_t)n * sizeof(float));
+    return out;
+  }
+  char key[128];
+  snprintf(key, sizeof key, "%s.mask", name);
+  const damo_tensor *mask = damo_tensor_dict_get(d, key);
+  snprintf(key, sizeof key, "%s.values", name);
+  const damo_tensor *values = damo_tensor_dict_get(d, key);
+  if (!mask || !values) {
+    damo_tensor_free(out);
+    return NULL;
+  }
+  const uint8_t *bits = mask->data;
+  for (int64_t j = 0, k = 0; j < n; j++) damo_tensor_f32(out)[j] = bits[j / 8] >> (j % 8) & 1 ? damo_tensor_f32(values)[k++] : 0;
+  return out;
+}
 
 static double sparsity(damo_model *m, int layer) {
   int64_t zeros = 0, weights = 1;
@@ -91,7 +115,8 @@ static void test_oneshot_masks_the_smallest(void) {
   CHECK(damo_safetensors_load(path, &end) == DAMO_OK);
   const char *kernels[] = {"dense_1.kernel", "dense_2.kernel", "dense_3.kernel"};
   for (int k = 0; start && end && k < 3; k++) {
-    const damo_tensor *a = damo_tensor_dict_get(start, kernels[k]), *b = damo_tensor_dict_get(end, kernels[k]);
+    const damo_tensor *a = damo_tensor_dict_get(start, kernels[k]);
+    damo_tensor *b = a ? file_kernel(end, kernels[k], damo_tensor_numel(a)) : NULL;
     CHECK_MSG(a && b, "%s", kernels[k]);
     if (!a || !b) continue;
     const int64_t n = damo_tensor_numel(a);
@@ -108,6 +133,7 @@ static void test_oneshot_masks_the_smallest(void) {
     CHECK_MSG(wrong == 0 && zeros == n / 2, "%s: %lld of %lld zeros, %lld not the smallest", kernels[k],
               (long long)zeros, (long long)n, (long long)wrong);
     free(mag);
+    damo_tensor_free(b);
   }
   /* biases are not pruned */
   const damo_tensor *bias = end ? damo_tensor_dict_get(end, "dense_1.bias") : NULL;
@@ -131,6 +157,89 @@ static damo_tensor *predictions(damo_model *m) {
   damo_tensor *p = NULL;
   damo_model_predict(m, x, 256, &p);
   return p;
+}
+
+/* Rewrites dir/model.safetensors with edit applied; the load then fails naming needle. */
+static void expect_corrupt(const char *dir, void (*edit)(damo_tensor_dict *), const char *needle) {
+  char path[300];
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  damo_tensor_dict *d = NULL;
+  CHECK(damo_safetensors_load(path, &d) == DAMO_OK);
+  if (!d) return;
+  char copy[320];
+  snprintf(copy, sizeof copy, "%s.good", path);
+  CHECK(rename(path, copy) == 0);
+  edit(d);
+  CHECK(damo_safetensors_save(path, d, NULL, 0) == DAMO_OK);
+  damo_tensor_dict_free(d);
+  damo_model *m = NULL;
+  CHECK(damo_model_load(dir, &m) != DAMO_OK && m == NULL);
+  CHECK_MSG(strstr(damo_last_error(), needle) != NULL, "'%s' lacks '%s'", damo_last_error(), needle);
+  CHECK(rename(copy, path) == 0);
+}
+static void swap_in(damo_tensor_dict *d, const char *name, damo_tensor *t) {
+  for (int i = 0; i < d->count; i++)
+    if (!strcmp(d->names[i], name)) damo_tensor_free(d->tensors[i]), d->tensors[i] = t;
+}
+static void short_mask(damo_tensor_dict *d) {
+  const int64_t n = 3;
+  swap_in(d, "dense_2.kernel.mask", damo_tensor_new(DAMO_U8, 1, &n));
+}
+static void extra_value(damo_tensor_dict *d) {
+  const damo_tensor *v = damo_tensor_dict_get(d, "dense_2.kernel.values");
+  const int64_t n = v->shape[0] + 1;
+  damo_tensor *w = damo_tensor_new(DAMO_F32, 1, &n);
+  memset(w->data, 0, (size_t)n * sizeof(float));
+  swap_in(d, "dense_2.kernel.values", w);
+}
+static void nan_value(damo_tensor_dict *d) { damo_tensor_f32(damo_tensor_dict_get(d, "dense_2.kernel.values"))[1] = NAN; }
+static void no_values(damo_tensor_dict *d) { /* renamed away */
+  for (int i = 0; i < d->count; i++)
+    if (!strcmp(d->names[i], "dense_2.kernel.values")) strcpy(d->names[i], "dense_2.kernel.valuez");
+}
+
+/* A 90%-sparse model saves its kernels as masks and nonzeros, a fraction of the dense file,
+ * and loads back to the same predictions; corrupted sparse tensors are refused. */
+static void test_sparse_storage(void) {
+  damo_model *m = mlp(4);
+  CHECK(damo_model_fit(m, x, y, &fit2, NULL) == DAMO_OK);
+  char dir[] = "/tmp/damo_prune_XXXXXX", path[256];
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  CHECK(damo_model_save(m, dir) == DAMO_OK);
+  damo_tensor_dict *d = NULL;
+  CHECK(damo_safetensors_load(path, &d) == DAMO_OK);
+  CHECK(d && damo_tensor_dict_get(d, "dense_2.kernel") && !damo_tensor_dict_get(d, "dense_2.kernel.mask"));
+  damo_tensor_dict_free(d);
+  FILE *f = fopen(path, "rb");
+  long dense_bytes = f && !fseek(f, 0, SEEK_END) ? ftell(f) : -1;
+  if (f) fclose(f);
+  const damo_prune_options o = {.sparsity = 0.9f, .schedule = DAMO_PRUNE_ONESHOT};
+  CHECK(damo_model_prune(m, x, y, &o, &fit2, NULL) == DAMO_OK);
+  CHECK(damo_model_save(m, dir) == DAMO_OK);
+  CHECK(damo_safetensors_load(path, &d) == DAMO_OK);
+  CHECK(d && !damo_tensor_dict_get(d, "dense_2.kernel") && damo_tensor_dict_get(d, "dense_2.kernel.mask") &&
+        damo_tensor_dict_get(d, "dense_2.kernel.values") && damo_tensor_dict_get(d, "dense_2.bias"));
+  damo_tensor_dict_free(d);
+  f = fopen(path, "rb");
+  long sparse_bytes = f && !fseek(f, 0, SEEK_END) ? ftell(f) : -1;
+  if (f) fclose(f);
+  /* 0.9 of the kernel values gone, a bit a value added; biases and the header stay */
+  CHECK_MSG(sparse_bytes > 0 && sparse_bytes < 0.3 * (double)dense_bytes, "%ld vs %ld bytes", sparse_bytes, dense_bytes);
+  damo_model *back = NULL;
+  CHECK_MSG(damo_model_load(dir, &back) == DAMO_OK, "%s", damo_last_error());
+  damo_tensor *p1 = predictions(m), *p2 = back ? predictions(back) : NULL;
+  CHECK(p1 && p2 && !memcmp(p1->data, p2->data, (size_t)damo_tensor_numel(p1) * sizeof(float)));
+  damo_tensor_free(p1), damo_tensor_free(p2);
+  damo_model_free(back);
+  expect_corrupt(dir, short_mask, "'dense_2.kernel.mask' must be u8 (256)");
+  expect_corrupt(dir, extra_value, "'dense_2.kernel.values' must be f32");
+  expect_corrupt(dir, nan_value, "'dense_2.kernel.values' holds NaN");
+  expect_corrupt(dir, no_values, "missing tensor 'dense_2.kernel.values'");
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
+  damo_model_free(m);
 }
 
 static void test_refused(void) {
@@ -168,6 +277,7 @@ int main(void) {
   RUN(test_global_and_layer_scope);
   RUN(test_oneshot_masks_the_smallest);
   RUN(test_refused);
+  RUN(test_sparse_storage);
   damo_tensor_free(x);
   damo_tensor_free(y);
   return test_summary("prune");

@@ -73,6 +73,13 @@ static void seq_seed(const char *tmp, const char *name, const char *config) {
   put("config", name, config, strlen(config));
 }
 
+/* Sparse kernels (a pruned model's form): a dense layer whose kernel is all zeros (a mask of
+ * 30 bits, no values) beside a dense one. */
+static void sparse_seed(const char *tmp) {
+  seq_seed(tmp, "mlp-sparse", "{\"input_shape\": [6], \"layers\": [{\"type\": \"dense\", \"units\": 5, "
+                              "\"kernel_initializer\": \"zeros\"}, {\"type\": \"dense\", \"units\": 3}]}");
+}
+
 /* An int8 model (damo quantize's directory): I8 kernels with their scales and zero points. */
 static void quantized_seed(const char *tmp) {
   const char *config = "{\"input_shape\": [6, 6, 1], \"layers\": [{\"type\": \"conv2d\", \"filters\": 2, \"kernel_size\": 3, "
@@ -123,6 +130,7 @@ static void model_dirs(const char *tmp) {
                           "{\"type\": \"dense\", \"units\": 1, \"kernel_initializer\": \"he_normal\", \"use_bias\": false}], "
                           "\"loss\": \"mse\", \"optimizer\": {\"type\": \"adamw\", \"weight_decay\": 0.01}}");
 
+  sparse_seed(tmp);
   damo_gpt2_config gc = {1, 2, 8, 8, 16, 1e-5f};
   damo_gpt2 *g = NULL;
   if (damo_gpt2_new(&gc, 1, &g) != DAMO_OK || damo_gpt2_save(g, tmp) != DAMO_OK) die("gpt2");
