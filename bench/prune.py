@@ -7,7 +7,9 @@ curve, every figure measured in the same run.
     their model.safetensors (a pruned kernel is stored as a bit mask and its nonzeros);
  3. `damo prune --sweep 0.5,0.7,0.8,0.9,0.95 --curve bench/prune_curve_w1.png` on W1 (each
     sparsity from the dense model, 10 epochs);
- 4. `damo bench sparse 64 3136 1024`: W2's dense layer at batch 64 by the dense GEMM and by the
+ 4. `damo bench predict` of the dense and the 90% models (the pruned W2 multiplies its
+    3136 x 1024 kernel through the CSR product);
+ 5. `damo bench sparse 64 3136 1024`: W2's dense layer at batch 64 by the dense GEMM and by the
     CSR product, 50-99% zeros: where the sparse kernel starts to win.
 
 usage (from bench/run.py, BENCH_ONLY=P): run(damo, work, env) -> dict; rows(result) -> table rows
@@ -51,6 +53,11 @@ def run(damo, work, env):
                                 str(epochs), "--curve", os.path.join(HERE, CURVE)], env)
             out["sweep"] = [(float(s), float(a)) for s, a in re.findall(r"sparsity +([0-9.]+)%: test accuracy ([0-9.]+)",
                                                                         text)]
+    print("P: inference of the dense and the 90% models (damo bench predict, batch 64)", flush=True)
+    for wid in ("W1", "W2"):
+        dense, pruned = os.path.join(work, "p_%s" % wid.lower()), os.path.join(work, "p_%s_90" % wid.lower())
+        out[wid]["predict"] = [json.loads(_damo(damo, ["bench", "predict", "--model", d, "--data", "fashion-mnist",
+                                                       "--repeats", "5"], env))["examples_per_s"] for d in (dense, pruned)]
     print("P: sparse against dense product", flush=True)
     out["sparse"] = json.loads(_damo(damo, ["bench", "sparse", "64", "3136", "1024"], env))
     return out
@@ -66,6 +73,13 @@ def rows(r):
                      "%.1f%% of the kernel weights zero after %d epochs of fine-tuning; goal: within 1 point%s |"
                      % (wid, p["pruned"], p["dense"], 100 * (p["pruned"] - p["dense"]), 100 * p["sparsity"], p["epochs"],
                         size))
+    for wid in ("W1", "W2"):
+        p = r[wid]
+        if "predict" in p:
+            table.append("| P %s inference, examples/s at batch 64: 90%% pruned against dense | %.0f | %.0f | %.2fx | "
+                         "`damo bench predict`; dense kernels of a million weights or more past 70%% zeros multiply "
+                         "through the sparse (CSR) product, smaller ones stay dense |"
+                         % (wid, p["predict"][1], p["predict"][0], p["predict"][1] / p["predict"][0]))
     curve = ", ".join("%g%% %.4f" % tuple(s) for s in r["sweep"])
     table.append("| P W1 test accuracy against sparsity | %s | | | bench/%s; each sparsity from the dense model, %d "
                  "epochs |" % (curve, CURVE, r["W1"]["epochs"]))
@@ -74,8 +88,7 @@ def rows(r):
         levels = ", ".join("%.0f%% %.2fx" % (100 * v["sparsity"], v["speedup"]) for v in sp["levels"])
         faster = [v["sparsity"] for v in sp["levels"] if v["speedup"] > 1]
         table.append("| P sparse (CSR) against dense product, x (%d x %d) W (%d x %d), speedup by sparsity | %s | | | "
-                     "first faster at %s; `damo bench sparse %d %d %d` (W2's dense layer at batch 64); inference does "
-                     "not use it yet |" % (sp["b"], sp["k"], sp["k"], sp["n"], levels,
+                     "first faster at %s; `damo bench sparse %d %d %d` (W2's dense layer at batch 64) |" % (sp["b"], sp["k"], sp["k"], sp["n"], levels,
                                           "%.0f%% zeros" % (100 * faster[0]) if faster else "none measured",
                                           sp["b"], sp["k"], sp["n"]))
     return table

@@ -58,6 +58,7 @@ typedef enum damo_op {
   DAMO_OP_QDENSE,
   DAMO_OP_QCONV2D,
   DAMO_OP_SOFT_CE,
+  DAMO_OP_SPDENSE,
   DAMO_OP_COUNT
 } damo_op;
 

@@ -21,6 +21,7 @@ damo_layer *damo_layer_alloc(const damo_layer_type *type) {
 void damo_layer_free(damo_layer *l) {
   if (l) damo_layer_free(l->inner);
   if (l) damo_layer_quant_free(l->quant);
+  if (l) damo_csr_free(l->sparse);
   free(l);
 }
 
@@ -226,11 +227,13 @@ static damo_node *dense_build(damo_layer *l, damo_graph *g, damo_node *x, damo_n
     b = damo_param(g, pname, l->params[1].value, l->params[1].grad);
   }
   int separate = l->act == DAMO_ACT_SOFTMAX || l->act == DAMO_ACT_SIGMOID;
-  if (l->quant) {
-    /* int8: ReLU is fused, any other activation follows as its own op. */
+  if (l->quant || l->sparse) {
+    /* int8 or sparse: ReLU is fused, any other activation follows as its own op. */
     const int fused = l->act == DAMO_ACT_RELU;
-    damo_node *h = named(l, damo_qdense_op(g, x, l->quant->packed, b, fused ? l->act : DAMO_ACT_NONE, l->quant->x_scale,
-                                           l->quant->x_zero_point), "qdense");
+    const damo_activation a = fused ? l->act : DAMO_ACT_NONE;
+    damo_node *h = l->quant ? named(l, damo_qdense_op(g, x, l->quant->packed, b, a, l->quant->x_scale,
+                                                      l->quant->x_zero_point), "qdense")
+                            : named(l, damo_spdense_op(g, x, l->sparse, b, a), "spdense");
     if (fused || l->act == DAMO_ACT_NONE) return *pre = h;
     damo_node *out = named(l, damo_apply_activation(g, h, l->act), damo_activation_name(l->act));
     *pre = separate ? h : out;

@@ -99,6 +99,8 @@ struct damo_layer {
   int n_params;
   damo_param_slot params[DAMO_LAYER_MAX_PARAMS];
   damo_layer_quant *quant;  /* int8-quantised (dense, conv2d), or NULL: f32 */
+  damo_csr *sparse;         /* dense: W^T in CSR while the kernel is mostly zeros (damo_model_load sets it,
+                               fit drops it), which inference graphs multiply by; NULL: the dense op */
 };
 
 extern const damo_layer_type damo_layer_dense, damo_layer_activation, damo_layer_dropout, damo_layer_flatten,

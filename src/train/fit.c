@@ -488,6 +488,7 @@ static damo_status fit_run(damo_model *m, int n_x, const damo_tensor *const *x, 
   if (m->quantization)
     return damo_error(DAMO_ERR_STATE, "fit: the model is int8-quantised (inference only): train the f32 model, then "
                       "quantise it again");
+  damo_model_drop_sparse(m); /* the steps change the kernels the sparse products were built from */
   damo_status st = damo_model_check_counts(m, n_x, x, n_y, "fit");
   if (st == DAMO_OK && !y) st = damo_error(DAMO_ERR_INVALID_ARG, "fit: y is NULL");
   if (st != DAMO_OK) return st;

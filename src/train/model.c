@@ -392,6 +392,20 @@ static damo_status build_model_graph(damo_model *m, int purpose, int64_t batch, 
   return DAMO_OK;
 }
 
+void damo_model_drop_sparse(damo_model *m) {
+  int any = 0;
+  for (int i = 0; i < m->n_layers; i++)
+    if (m->layers[i]->sparse) {
+      damo_csr_free(m->layers[i]->sparse);
+      m->layers[i]->sparse = NULL;
+      any = 1;
+    }
+  if (!any) return;
+  damo_model_graph_release(&m->train);
+  damo_model_graph_release(&m->infer);
+  damo_model_graph_release(&m->distill_graph);
+}
+
 damo_status damo_model_graph_get(damo_model *m, int with_loss, int64_t batch, damo_model_graph **out) {
   damo_status st = damo_model_build(m, m->seed);
   if (st != DAMO_OK) return st;

@@ -132,6 +132,9 @@ int64_t damo_model_output_size(const damo_model *m);
  * for batch rows. */
 damo_status damo_model_graph_get(damo_model *m, int with_loss, int64_t batch, damo_model_graph **out);
 void damo_model_graph_release(damo_model_graph *mg);
+/* Frees every layer's sparse kernel (layers.h) and the graphs built over them: before
+ * anything changes the kernels (fit). */
+void damo_model_drop_sparse(damo_model *m);
 /* Copies rows idx[0..n) of input k's data x (f32, u8 or i32, as f32; i32 ids as they are for
  * an input that embeddings read) into x_dst. Thread-safe: reads only. */
 void damo_model_gather_input(const damo_model *m, int k, const damo_tensor *x, const int64_t *idx, int64_t n,
