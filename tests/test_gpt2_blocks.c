@@ -290,6 +290,53 @@ static void short_blocks(damo_tensor_dict *d) { /* half the rows */
     if (d->tensors[i] == t) damo_tensor_free(t), d->tensors[i] = c;
 }
 
+static damo_tensor *copy_of(const damo_tensor *t) {
+  damo_tensor *c = damo_tensor_new(t->dtype, t->ndim, t->shape);
+  if (c) memcpy(c->data, t->data, damo_tensor_nbytes(t));
+  return c;
+}
+
+/* A quantised directory may keep some matrices f32 (a file not written by damo): here wte
+ * and wpe as f32 (their blocks' values) beside the layers' blocks. The decoder reads each
+ * matrix in the form it has, to the same logits. */
+static void test_mixed_file(void) {
+  damo_gpt2 *q = NULL, *m = NULL;
+  CHECK(damo_gpt2_load(tmp_path("q8"), &q) == DAMO_OK);
+  if (!q) return;
+  char path[600], dir[512];
+  snprintf(dir, sizeof dir, "%s", tmp_path("mixed"));
+  mkdir(dir, 0755);
+  damo_tensor_dict *d = NULL, *mixed = damo_tensor_dict_new();
+  snprintf(path, sizeof path, "%s/model.safetensors", tmp_path("q8"));
+  CHECK(damo_safetensors_load(path, &d) == DAMO_OK);
+  for (int i = 0; d && i < d->count; i++) {
+    const char *name = d->names[i];
+    const int embedding = !strncmp(name, "wte.", 4) || !strncmp(name, "wpe.", 4);
+    if (embedding && strstr(name, ".scale")) continue;
+    damo_tensor_dict_add(mixed, name, copy_of(embedding ? damo_gpt2_param(q, name) : d->tensors[i]));
+  }
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  CHECK(damo_safetensors_save(path, mixed, NULL, 0) == DAMO_OK);
+  const char *cfg = "{\"model_type\": \"gpt2\", \"n_layer\": 2, \"n_head\": 2, \"n_embd\": 64, \"n_positions\": 16, "
+                    "\"vocab_size\": 101, \"quantization\": {\"format\": \"q8_0\", \"float_tensors\": [\"wte.weight\", "
+                    "\"wpe.weight\"]}}";
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  write_bytes(path, cfg, strlen(cfg));
+  CHECK_MSG(damo_gpt2_load(dir, &m) == DAMO_OK, "%s", damo_last_error());
+  if (m) {
+    enum { T = 5 };
+    int32_t ids[T] = {4, 99, 0, 17, 17};
+    float a[T * 101], b[T * 101];
+    cache_logits(q, ids, T, a);
+    cache_logits(m, ids, T, b);
+    CHECK_MSG(max_abs_diff(a, b, T * 101) < 1e-5f, "%g", max_abs_diff(a, b, T * 101));
+  }
+  damo_tensor_dict_free(d);
+  damo_tensor_dict_free(mixed);
+  damo_gpt2_free(m);
+  damo_gpt2_free(q);
+}
+
 static void test_bad_files(void) {
   damo_gpt2 *m = NULL;
   EXPECT_FAIL(damo_gpt2_load(variant("q8", "nan_scale", nan_scale, NULL), &m), DAMO_ERR_FORMAT,
@@ -327,8 +374,9 @@ int main(void) {
   RUN(test_gpt2_decode);
   RUN(test_gpt2_files);
   RUN(test_bad_files);
+  RUN(test_mixed_file);
   static const char *const dirs[] = {"f32", "q8", "q4", "bf16", "nan_scale", "neg_scale", "minus128", "stray", "bias_scale", "short",
-                                     "q4_as_q8", "q5", "block64", "extra", "noformat", "plain"};
+                                     "q4_as_q8", "q5", "block64", "extra", "noformat", "plain", "mixed"};
   for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) remove_model_dir(tmp_path(dirs[i]));
   rmdir(tmpdir);
   return test_summary("gpt2_blocks");

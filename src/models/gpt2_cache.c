@@ -255,6 +255,18 @@ static void attend(const damo_gpt2_cache *c, const float *q, const float *keys, 
   }
 }
 
+/* Row r of embedding table `index` (0 wte, 1 wpe): from its blocks when it has them (the f32
+ * copy may not be written), else the f32 row. */
+static void embedding_row(const damo_gpt2 *m, int index, int64_t r, float *out) {
+  const int64_t C = m->config.n_embd;
+  if (m->q && m->q[index]) {
+    const int64_t row = damo_block_row_bytes(m->blocks, C), nb = C / DAMO_BLOCK_SIZE;
+    damo_blocks_dequantize(m->blocks, m->q[index] + r * row, m->q_scales[index] + r * nb, 1, C, out);
+  } else {
+    memcpy(out, param(m, index) + r * C, (size_t)C * sizeof *out);
+  }
+}
+
 damo_status damo_gpt2_cache_step(damo_gpt2_cache *c, int32_t id, const float **logits) {
   if (!c) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_cache_step: NULL cache");
   const damo_gpt2 *m = c->model;
@@ -266,15 +278,9 @@ damo_status damo_gpt2_cache_step(damo_gpt2_cache *c, int32_t id, const float **l
                       cfg->vocab_size);
   int64_t C = cfg->n_embd, t = c->len;
   float eps = cfg->layer_norm_epsilon, *x = c->x;
-  if (m->q) { /* the embedding rows from their blocks (the f32 copies may not be written) */
-    const int64_t row = damo_block_row_bytes(m->blocks, C), nb = C / DAMO_BLOCK_SIZE;
-    damo_blocks_dequantize(m->blocks, m->q[0] + id * row, m->q_scales[0] + id * nb, 1, C, x);
-    damo_blocks_dequantize(m->blocks, m->q[1] + t * row, m->q_scales[1] + t * nb, 1, C, c->normed);
-    for (int64_t i = 0; i < C; i++) x[i] += c->normed[i];
-  } else {
-    const float *wte = param(m, 0), *wpe = param(m, 1);
-    for (int64_t i = 0; i < C; i++) x[i] = wte[(int64_t)id * C + i] + wpe[t * C + i];
-  }
+  embedding_row(m, 0, id, x);
+  embedding_row(m, 1, t, c->normed);
+  for (int64_t i = 0; i < C; i++) x[i] += c->normed[i];
 
   for (int l = 0; l < cfg->n_layer; l++) {
     int base = 2 + l * GPT2_TENSORS_PER_LAYER;
