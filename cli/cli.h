@@ -101,10 +101,18 @@ void cli_bench_finish(double *seconds, const float *losses, long n);
 int cli_write_i32(const char *dir, const char *name, const int32_t *v, int64_t n);
 int cli_tokenize(int argc, char **argv); /* cli/tokenize.c: GPT-2 BPE, BERT WordPiece */
 int cli_evaluate_gpt2(int argc, char **argv); /* cli/gpt_eval.c: loss, perplexity */
-/* The validation loss of m over --data's validation part, as damo evaluate scores it (its
- * --seq-len, --windows, --batch-size, --vocab); desc gets what was scored. 0, or an exit code. */
-int cli_gpt2_validation_loss(damo_gpt2 *m, int argc, char **argv, const char *command, double *loss, char *desc,
-                             size_t desc_cap);
+/* GPT-2's validation part of --data as damo evaluate scores it (--seq-len, --windows,
+ * --batch-size, --vocab): tokenised once, scored for as many models as need it. open
+ * returns 0, or an exit code with the message printed (nothing left to close). */
+typedef struct cli_gpt2_validation {
+  damo_token_data *data;
+  int64_t *starts, n; /* the windows' first tokens */
+  long T, B;
+  char desc[512];     /* what is scored, in a line */
+} cli_gpt2_validation;
+int cli_gpt2_validation_open(const damo_gpt2 *m, int argc, char **argv, const char *command, cli_gpt2_validation *v);
+int cli_gpt2_validation_score(damo_gpt2 *m, const cli_gpt2_validation *v, const char *command, double *loss);
+void cli_gpt2_validation_close(cli_gpt2_validation *v);
 int cli_summary_gpt2(int argc, char **argv);  /* cli/summary.c */
 int cli_summary_bert(int argc, char **argv);
 /* cli/gpt.c: GPT-2 training and sampling. */

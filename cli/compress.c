@@ -182,12 +182,13 @@ int cli_quantize_gpt2(int argc, char **argv) {
   damo_gpt2 *m;
   if (damo_gpt2_load(dir, &m) != DAMO_OK) return cli_fail("quantize");
   double before = 0, after = 0;
-  char desc[512];
-  int rc = evaluate ? cli_gpt2_validation_loss(m, argc, argv, "quantize", &before, desc, sizeof desc) : 0;
+  cli_gpt2_validation v = {0};
+  int rc = evaluate ? cli_gpt2_validation_open(m, argc, argv, "quantize", &v) : 0;
+  if (rc == 0 && evaluate) rc = cli_gpt2_validation_score(m, &v, "quantize", &before);
   const double t0 = cli_seconds();
   if (rc == 0 && damo_gpt2_quantize(m, f) != DAMO_OK) rc = cli_fail("quantize");
   const double seconds = cli_seconds() - t0;
-  if (rc == 0 && evaluate) rc = cli_gpt2_validation_loss(m, argc, argv, "quantize", &after, NULL, 0);
+  if (rc == 0 && evaluate) rc = cli_gpt2_validation_score(m, &v, "quantize", &after);
   if (rc == 0 && damo_gpt2_save(m, out) != DAMO_OK) rc = cli_fail("quantize");
   if (rc == 0) {
     printf("quantised %s -> %s in %.2f s: every weight matrix (wte, wpe, each layer's c_attn, attn.c_proj, c_fc, "
@@ -197,11 +198,12 @@ int cli_quantize_gpt2(int argc, char **argv) {
     if (was > 0 && now > 0)
       printf("model.safetensors: %lld -> %lld bytes (%.1f%%)\n", was, now, 100.0 * (double)now / (double)was);
     if (evaluate) {
-      printf("scored: %s\n", desc);
+      printf("scored: %s\n", v.desc);
       printf("validation loss: f32 %.4f, %s %.4f; perplexity %.3f -> %.3f (%+.2f%%)\n", before,
              damo_block_format_name(f), after, exp(before), exp(after), 100.0 * (exp(after - before) - 1.0));
     }
   }
+  cli_gpt2_validation_close(&v);
   damo_gpt2_free(m);
   return rc;
 }

@@ -41,27 +41,29 @@ static damo_status score_windows(damo_gpt2 *m, const int32_t *ids, const int64_t
   return st;
 }
 
-/* The mean validation loss of m over --data's validation part (--seq-len, --windows,
- * --batch-size, --vocab as damo evaluate reads them); *desc (if given) receives what was
- * scored, in a line. 0 on success; 2 for a usage error; 1 else, the message printed. */
-int cli_gpt2_validation_loss(damo_gpt2 *m, int argc, char **argv, const char *command, double *loss, char *desc,
-                             size_t desc_cap) {
-  const char *spec = cli_opt(argc, argv, "--data"), *v;
-  long T = 0, windows = 0, B = 4;
-  if (((v = cli_opt(argc, argv, "--seq-len")) && !cli_parse_long(v, "--seq-len", 1, 1L << 20, &T)) ||
-      ((v = cli_opt(argc, argv, "--windows")) && !cli_parse_long(v, "--windows", 1, 1L << 30, &windows)) ||
-      ((v = cli_opt(argc, argv, "--batch-size")) && !cli_parse_long(v, "--batch-size", 1, 4096, &B)))
+void cli_gpt2_validation_close(cli_gpt2_validation *v) {
+  damo_token_data_free(v->data);
+  free(v->starts);
+  memset(v, 0, sizeof *v);
+}
+
+int cli_gpt2_validation_open(const damo_gpt2 *m, int argc, char **argv, const char *command, cli_gpt2_validation *v) {
+  memset(v, 0, sizeof *v);
+  const char *spec = cli_opt(argc, argv, "--data"), *o;
+  long windows = 0;
+  v->B = 4;
+  if (((o = cli_opt(argc, argv, "--seq-len")) && !cli_parse_long(o, "--seq-len", 1, 1L << 20, &v->T)) ||
+      ((o = cli_opt(argc, argv, "--windows")) && !cli_parse_long(o, "--windows", 1, 1L << 30, &windows)) ||
+      ((o = cli_opt(argc, argv, "--batch-size")) && !cli_parse_long(o, "--batch-size", 1, 4096, &v->B)))
     return 2;
   const damo_gpt2_config *c = damo_gpt2_get_config(m);
-  if (T == 0) T = c->n_positions;
-  if (T > c->n_positions) {
-    fprintf(stderr, "damo %s: --seq-len %ld is longer than the model's context (n_positions %d)\n", command, T,
+  if (v->T == 0) v->T = c->n_positions;
+  if (v->T > c->n_positions) {
+    fprintf(stderr, "damo %s: --seq-len %ld is longer than the model's context (n_positions %d)\n", command, v->T,
             c->n_positions);
     return 2;
   }
   damo_bpe *bpe = NULL;
-  damo_token_data *data = NULL;
-  int64_t *starts = NULL;
   int rc = 1;
   if (damo_bpe_load(cli_opt(argc, argv, "--vocab"), &bpe) != DAMO_OK) {
     fprintf(stderr, "damo %s: loading the GPT-2 tokenizer: %s\n", command, damo_last_error());
@@ -72,37 +74,34 @@ int cli_gpt2_validation_loss(damo_gpt2 *m, int argc, char **argv, const char *co
             c->vocab_size, damo_bpe_vocab_size(bpe));
     goto done;
   }
-  if (damo_token_data_load(spec, bpe, &data) != DAMO_OK) {
+  if (damo_token_data_load(spec, bpe, &v->data) != DAMO_OK) {
     rc = cli_fail(command);
     goto done;
   }
-  const int64_t n_val = data->n_tokens - data->n_train, total = (n_val - 1) / T;
+  const int64_t n_val = v->data->n_tokens - v->data->n_train, total = (n_val - 1) / v->T;
   if (total < 1) {
     fprintf(stderr, "damo %s: the validation part of %s holds %lld tokens, fewer than a window of %ld + 1; give "
-            "a smaller --seq-len\n", command, spec, (long long)n_val, T);
+            "a smaller --seq-len\n", command, spec, (long long)n_val, v->T);
     goto done;
   }
-  const int64_t n = windows > 0 && windows < total ? windows : total;
-  if (!(starts = malloc((size_t)n * sizeof *starts))) goto done;
-  for (int64_t k = 0; k < n; k++) starts[k] = data->n_train + k * total / n * T;
-  if (score_windows(m, data->ids, starts, n, T, B, loss) != DAMO_OK) {
-    rc = cli_fail(command);
-    goto done;
-  }
-  if (desc) {
-    char of[64] = "";
-    if (n < total) snprintf(of, sizeof of, ", evenly spaced among its %lld", (long long)total);
-    snprintf(desc, desc_cap, "the validation part of %s, the last 10%% of its %lld tokens (%lld tokens from id %lld "
-             "on), as damo train holds it out: %lld windows of %ld tokens (%lld predictions)%s", spec,
-             (long long)data->n_tokens, (long long)n_val, (long long)data->n_train, (long long)n, T,
-             (long long)(n * T), of);
-  }
+  v->n = windows > 0 && windows < total ? windows : total;
+  if (!(v->starts = malloc((size_t)v->n * sizeof *v->starts))) goto done;
+  for (int64_t k = 0; k < v->n; k++) v->starts[k] = v->data->n_train + k * total / v->n * v->T;
+  char of[64] = "";
+  if (v->n < total) snprintf(of, sizeof of, ", evenly spaced among its %lld", (long long)total);
+  snprintf(v->desc, sizeof v->desc, "the validation part of %s, the last 10%% of its %lld tokens (%lld tokens from id "
+           "%lld on), as damo train holds it out: %lld windows of %ld tokens (%lld predictions)%s", spec,
+           (long long)v->data->n_tokens, (long long)n_val, (long long)v->data->n_train, (long long)v->n, v->T,
+           (long long)(v->n * v->T), of);
   rc = 0;
 done:
-  free(starts);
-  damo_token_data_free(data);
   damo_bpe_free(bpe);
+  if (rc) cli_gpt2_validation_close(v);
   return rc;
+}
+
+int cli_gpt2_validation_score(damo_gpt2 *m, const cli_gpt2_validation *v, const char *command, double *loss) {
+  return score_windows(m, v->data->ids, v->starts, v->n, v->T, v->B, loss) == DAMO_OK ? 0 : cli_fail(command);
 }
 
 int cli_evaluate_gpt2(int argc, char **argv) {
@@ -115,16 +114,17 @@ int cli_evaluate_gpt2(int argc, char **argv) {
   if (damo_gpt2_load(dir, &m) != DAMO_OK) return cli_fail("evaluate");
   const damo_gpt2_config *c = damo_gpt2_get_config(m);
   double loss;
-  char desc[512];
-  int rc = cli_gpt2_validation_loss(m, argc, argv, "evaluate", &loss, desc, sizeof desc);
-  if (rc == 0) {
+  cli_gpt2_validation v;
+  int rc = cli_gpt2_validation_open(m, argc, argv, "evaluate", &v);
+  if (rc == 0 && (rc = cli_gpt2_validation_score(m, &v, "evaluate", &loss)) == 0) {
     printf("GPT-2 %s: %d layers, %d heads, width %d, context %d: %lld parameters%s%s\n", dir, c->n_layer, c->n_head,
            c->n_embd, c->n_positions, (long long)damo_gpt2_num_params(m),
            damo_gpt2_block_format(m) ? ", weights in blocks " : "",
            damo_gpt2_block_format(m) ? damo_block_format_name(damo_gpt2_block_format(m)) : "");
-    printf("scored: %s\n", desc);
+    printf("scored: %s\n", v.desc);
     printf("val loss: %.4f - perplexity: %.3f\n", loss, exp(loss));
   }
+  cli_gpt2_validation_close(&v);
   damo_gpt2_free(m);
   return rc;
 }
