@@ -1688,6 +1688,13 @@ damo_tensor *damo_gpt2_grad(const damo_gpt2 *m, const char *name);
  * tensor 64-byte aligned, zero padding between), n_floats long: what an optimizer steps. */
 float *damo_gpt2_param_block(const damo_gpt2 *m, int64_t *n_floats);
 float *damo_gpt2_grad_block(const damo_gpt2 *m, int64_t *n_floats);
+/* Moves the weights to a device backend b (damo_backend_find) or back to the CPU: graphs made after it
+ * run there (ids and targets are still given in host memory), the blocks above are then the
+ * device's (an optimizer on b steps them: damo_optimizer_set_backend). Saving, generation,
+ * quantisation and the trainer read host memory: they refuse a model on a device until it
+ * is moved back. A block-quantised model stays on the CPU. */
+damo_status damo_gpt2_to_backend(damo_gpt2 *m, const damo_backend *b);
+const damo_backend *damo_gpt2_backend(const damo_gpt2 *m); /* the CPU unless moved */
 
 /* A HuggingFace GPT-2 directory: config.json (model_type "gpt2"; n_layer, n_head, n_embd,
  * n_positions (or n_ctx), vocab_size, layer_norm_epsilon; other fields ignored; an

@@ -11,6 +11,8 @@
  *     to a graph, a graph moved to a device its params are not on, an optimizer on another
  *     device than the trainer's parameters, host-only tensor functions on device data;
  *   - a backend missing a kernel is refused at compile, naming the op and the node;
+ *   - a GPT-2 moved to a device backend trains there exactly as on the CPU, and what still
+ *     reads host memory (saving, decoding, quantising) refuses it until it is moved back;
  *   - registration checks completeness and unique names, and backends are found by name. */
 #include "damo.h"
 #include "graph/backend.h"
@@ -406,6 +408,90 @@ static void test_missing_kernel_is_refused_at_compile(void) {
   damo_tensor_free(grad);
 }
 
+/* ------------------------------------------------------------------ GPT-2 on a device */
+
+/* Three AdamW steps (clipped) of a small GPT-2 on backend b; the losses and, for a model on
+ * a device, the twin's counts say where it ran. */
+static damo_status gpt2_steps(damo_gpt2 *m, const damo_backend *b, const int32_t *ids, const int32_t *targets,
+                              float *losses) {
+  damo_optimizer_config oc = damo_adamw(1e-2f, 0.1f);
+  oc.clip_norm = 0.5f;
+  int64_t n = 0;
+  float *params = damo_gpt2_param_block(m, &n), *grads = damo_gpt2_grad_block(m, NULL);
+  damo_optimizer *opt = damo_optimizer_new(&oc, n);
+  uint8_t *mask = malloc((size_t)n);
+  damo_gpt2_graph *gg = NULL;
+  damo_status st = damo_optimizer_set_backend(opt, b);
+  if (st == DAMO_OK) st = damo_gpt2_decay_mask(m, mask);
+  if (st == DAMO_OK) st = damo_optimizer_set_decay_mask(opt, mask);
+  if (st == DAMO_OK) st = damo_gpt2_graph_new(m, 2, 8, 1, &gg);
+  for (int s = 0; s < 3 && st == DAMO_OK; s++) {
+    st = damo_gpt2_graph_forward(gg, ids, targets, &losses[s]);
+    if (st == DAMO_OK) st = damo_gpt2_graph_backward(gg);
+    if (st == DAMO_OK) st = damo_optimizer_step(opt, params, grads, 3, NULL);
+  }
+  if (st == DAMO_OK) st = damo_gpt2_graph_evaluate(gg, ids, targets, &losses[3]);
+  damo_gpt2_graph_free(gg);
+  damo_optimizer_free(opt);
+  free(mask);
+  return st;
+}
+
+/* A GPT-2 moved to a device backend trains there (its weights, gradients, optimizer state,
+ * ids and targets in the device's memory, every kernel the device's) exactly as on the CPU;
+ * what still reads host memory refuses it; moved back, its weights are the trained ones. */
+static void test_gpt2_on_a_device(void) {
+  damo_gpt2_config cfg = {.n_layer = 2, .n_head = 2, .n_embd = 32, .n_positions = 16, .vocab_size = 40,
+                          .layer_norm_epsilon = 1e-5f};
+  int32_t ids[16], targets[16];
+  for (int i = 0; i < 16; i++) ids[i] = (i * 7 + 3) % 40, targets[i] = (i * 5 + 1) % 40;
+  damo_gpt2 *host = NULL, *dev = NULL;
+  CHECK(damo_gpt2_new(&cfg, 9, &host) == DAMO_OK && damo_gpt2_new(&cfg, 9, &dev) == DAMO_OK);
+  if (!host || !dev) return;
+  float *host_block = damo_gpt2_param_block(dev, NULL);
+  reset_counts();
+  CHECK(damo_gpt2_to_backend(dev, &fake_cuda) == DAMO_OK);
+  CHECK(damo_gpt2_backend(dev) == &fake_cuda && damo_gpt2_backend(host) == cpu);
+  CHECK(n_alloc == 2 && damo_gpt2_param_block(dev, NULL) != host_block); /* the device's blocks */
+  CHECK(damo_gpt2_param(dev, "h.1.mlp.c_fc.weight")->device == DAMO_DEVICE_CUDA);
+  CHECK(damo_gpt2_grad(dev, "wte.weight")->device == DAMO_DEVICE_CUDA);
+  CHECK(damo_gpt2_to_backend(dev, &fake_cuda) == DAMO_OK && n_alloc == 2); /* already there */
+
+  float lh[4], ld[4];
+  CHECK(gpt2_steps(host, cpu, ids, targets, lh) == DAMO_OK);
+  reset_counts();
+  CHECK_MSG(gpt2_steps(dev, &fake_cuda, ids, targets, ld) == DAMO_OK, "%s", damo_last_error());
+  CHECK(fwd_calls[DAMO_OP_ATTENTION] == 4 * 2 && bwd_calls[DAMO_OP_LINEAR_CE] == 3); /* 4 forwards, 2 layers */
+  CHECK(n_update == 3 && n_sumsq == 3);
+  CHECK_MSG(memcmp(lh, ld, sizeof lh) == 0, "losses cpu %.7f %.7f, device %.7f %.7f", lh[0], lh[3], ld[0], ld[3]);
+  CHECK(ld[3] < ld[0]);
+
+  /* what reads host memory refuses the model, naming the backend and the way back */
+  damo_gpt2_cache *cache = NULL;
+  CHECK(damo_gpt2_save(dev, "unused-dir") == DAMO_ERR_STATE);
+  CHECK_MSG(contains(damo_last_error(), "gpt2_save", "backend 'fake-cuda'") &&
+                strstr(damo_last_error(), "damo_gpt2_to_backend(m, damo_backend_cpu())"),
+            "%s", damo_last_error());
+  CHECK(damo_gpt2_cache_new(dev, 8, &cache) == DAMO_ERR_STATE && cache == NULL);
+  CHECK(damo_gpt2_quantize(dev, DAMO_BLOCKS_Q8_0) == DAMO_ERR_STATE);
+
+  /* back on the host: the trained weights, bit for bit the CPU model's */
+  int64_t n = 0;
+  CHECK(damo_gpt2_to_backend(dev, cpu) == DAMO_OK && damo_gpt2_backend(dev) == cpu);
+  CHECK(damo_gpt2_param_block(dev, &n) == host_block);
+  CHECK(damo_gpt2_param(dev, "wte.weight")->device == DAMO_DEVICE_CPU);
+  CHECK(memcmp(host_block, damo_gpt2_param_block(host, NULL), (size_t)n * sizeof(float)) == 0);
+  CHECK(damo_gpt2_cache_new(dev, 8, &cache) == DAMO_OK);
+  damo_gpt2_cache_free(cache);
+
+  /* a block-quantised model decodes on the CPU only */
+  CHECK(damo_gpt2_quantize(dev, DAMO_BLOCKS_Q8_0) == DAMO_OK);
+  CHECK(damo_gpt2_to_backend(dev, &fake_cuda) == DAMO_ERR_UNSUPPORTED);
+  CHECK(damo_gpt2_to_backend(NULL, &fake_cuda) == DAMO_ERR_INVALID_ARG);
+  damo_gpt2_free(host);
+  damo_gpt2_free(dev);
+}
+
 /* ------------------------------------------------------------------ registry */
 
 static void test_registry(void) {
@@ -433,6 +519,7 @@ int main(void) {
   RUN(test_trainer_and_optimizer_go_through_the_backend);
   RUN(test_mixing_devices_is_refused);
   RUN(test_missing_kernel_is_refused_at_compile);
+  RUN(test_gpt2_on_a_device);
   RUN(test_registry);
   return test_summary("backend");
 }

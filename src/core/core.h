@@ -45,7 +45,7 @@ static inline uint64_t damo_rng_draw_seed(damo_rng *r) {
  * data-parallel run compares between ranks to know they train on the same data and options. */
 #define DAMO_HASH_START 1469598103934665603ull
 static inline uint64_t damo_hash_bytes(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
+  const unsigned char *b = (const unsigned char *)p; /* a cast: C++ (the CUDA files) needs it */
   for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
   return h;
 }

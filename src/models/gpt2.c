@@ -160,11 +160,11 @@ damo_tensor *damo_gpt2_grad(const damo_gpt2 *m, const char *name) {
 float *damo_gpt2_param_block(const damo_gpt2 *m, int64_t *n_floats) {
   gpt2_blocks_materialize(m);
   if (n_floats) *n_floats = m ? m->p.n_params_padded : 0;
-  return m ? m->p.param_block : NULL;
+  return m ? param_store_params(&m->p) : NULL;
 }
 float *damo_gpt2_grad_block(const damo_gpt2 *m, int64_t *n_floats) {
   if (n_floats) *n_floats = m ? m->p.n_params_padded : 0;
-  return m ? m->p.grad_block : NULL;
+  return m ? param_store_grads(&m->p) : NULL;
 }
 int64_t damo_gpt2_num_params(const damo_gpt2 *m) { return m ? m->p.n_params : 0; }
 
@@ -184,8 +184,29 @@ damo_status damo_gpt2_set_recompute(damo_gpt2 *m, int on) {
   return DAMO_OK;
 }
 
+damo_status gpt2_on_host(const damo_gpt2 *m, const char *what) {
+  if (!m->p.backend) return DAMO_OK;
+  return damo_error(DAMO_ERR_STATE, "%s: the model's weights are on backend '%s'; this runs on the host only (move "
+                    "them back first: damo_gpt2_to_backend(m, damo_backend_cpu()))", what, m->p.backend->name);
+}
+
+damo_status damo_gpt2_to_backend(damo_gpt2 *m, const damo_backend *b) {
+  if (!m || !b) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_to_backend: NULL argument");
+  if (m->q && !damo_backend_is_host(b))
+    return damo_error(DAMO_ERR_UNSUPPORTED, "gpt2_to_backend: a block-quantised model decodes on the CPU only");
+  return param_store_to_backend(&m->p, b, "gpt2_to_backend");
+}
+
+const damo_backend *damo_gpt2_backend(const damo_gpt2 *m) {
+  return m && m->p.backend ? m->p.backend : damo_backend_cpu();
+}
+
 void damo_gpt2_graph_free(damo_gpt2_graph *gg) {
   if (!gg) return;
+  if (gg->backend) {
+    gg->backend->free(gg->backend, gg->device_ids);
+    gg->backend->free(gg->backend, gg->device_targets);
+  }
   damo_graph_free(gg->graph);
   damo_model_free(gg->layers); /* after the graph: its param nodes hold the layers' views */
   free(gg);
@@ -203,7 +224,16 @@ damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, in
   gg->batch = batch;
   gg->seq_len = seq_len;
   damo_graph *g = gg->graph = damo_graph_new(0);
-  damo_status st = g ? gpt2_layers(&m->config, seq_len, &gg->layers) : DAMO_ERR_NOMEM;
+  damo_status st = g ? DAMO_OK : DAMO_ERR_NOMEM;
+  if (st == DAMO_OK && m->p.backend) { /* before the params join: each is checked against it */
+    const damo_backend *b = gg->backend = m->p.backend;
+    const size_t bytes = (size_t)(batch * seq_len) * sizeof(int32_t);
+    st = damo_graph_set_backend(g, b);
+    if (st == DAMO_OK) gg->device_ids = b->alloc(b, bytes);
+    if (st == DAMO_OK && training) gg->device_targets = b->alloc(b, bytes);
+    if (st == DAMO_OK && (!gg->device_ids || (training && !gg->device_targets))) st = DAMO_ERR_NOMEM;
+  }
+  if (st == DAMO_OK) st = gpt2_layers(&m->config, seq_len, &gg->layers);
   if (st == DAMO_OK) st = param_store_bind_layers(&m->p, gg->layers, gpt2_names, N_NAMES, "gpt2");
   if (st == DAMO_OK) st = damo_model_set_recompute(gg->layers, m->recompute);
   damo_node *x = NULL, *pre;
@@ -233,11 +263,26 @@ damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, in
   return DAMO_OK;
 }
 
+/* Binds host ids (and targets) to the graph's inputs, through the device copies on a device
+ * backend; rows: the batch being run. */
+static damo_status bind_tokens(damo_gpt2_graph *gg, const int32_t *ids, const int32_t *targets) {
+  if (gg->backend) {
+    const size_t bytes = (size_t)(gg->graph->batch * gg->seq_len) * sizeof(int32_t);
+    damo_status st = gg->backend->from_host(gg->backend, gg->device_ids, ids, bytes);
+    if (st == DAMO_OK && gg->targets) st = gg->backend->from_host(gg->backend, gg->device_targets, targets, bytes);
+    if (st != DAMO_OK) return st;
+    ids = gg->device_ids;
+    targets = gg->device_targets;
+  }
+  damo_status st = damo_graph_bind(gg->graph, gg->ids, ids);
+  if (st == DAMO_OK && gg->targets) st = damo_graph_bind(gg->graph, gg->targets, targets);
+  return st;
+}
+
 damo_status damo_gpt2_graph_forward(damo_gpt2_graph *gg, const int32_t *ids, const int32_t *targets, float *loss) {
   if (!gg || !ids) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_forward: NULL argument");
   if (gg->targets && !targets) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_forward: a training graph needs targets");
-  damo_status st = damo_graph_bind(gg->graph, gg->ids, ids);
-  if (st == DAMO_OK && gg->targets) st = damo_graph_bind(gg->graph, gg->targets, targets);
+  damo_status st = bind_tokens(gg, ids, targets);
   if (st == DAMO_OK) st = damo_graph_forward(gg->graph, gg->loss != NULL);
   if (st == DAMO_OK && loss) *loss = NAN;
   if (st == DAMO_OK && loss && gg->loss) st = damo_graph_read(gg->graph, gg->loss, 0, 1, loss);
@@ -247,8 +292,7 @@ damo_status damo_gpt2_graph_forward(damo_gpt2_graph *gg, const int32_t *ids, con
 damo_status damo_gpt2_graph_evaluate(damo_gpt2_graph *gg, const int32_t *ids, const int32_t *targets, float *loss) {
   if (!gg || !ids || !targets || !loss) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_evaluate: NULL argument");
   if (!gg->loss) return damo_error(DAMO_ERR_STATE, "gpt2_evaluate: needs a training graph (training = 1)");
-  damo_status st = damo_graph_bind(gg->graph, gg->ids, ids);
-  if (st == DAMO_OK) st = damo_graph_bind(gg->graph, gg->targets, targets);
+  damo_status st = bind_tokens(gg, ids, targets);
   if (st == DAMO_OK) st = damo_graph_forward(gg->graph, 0); /* not training: no gradient work */
   if (st == DAMO_OK) st = damo_graph_read(gg->graph, gg->loss, 0, 1, loss);
   return st;

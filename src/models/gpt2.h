@@ -3,7 +3,7 @@
 #ifndef DAMO_MODELS_GPT2_H
 #define DAMO_MODELS_GPT2_H
 
-#include "graph/graph.h"
+#include "graph/backend.h"
 #include "models/param_store.h"
 
 #define GPT2_TENSORS_PER_LAYER 12
@@ -27,7 +27,14 @@ struct damo_gpt2_graph {
   damo_model *layers; /* the model of layers the graph is built from (weights: views of the store) */
   damo_node *ids, *targets, *logits, *loss;
   int64_t batch, seq_len;
+  /* On a device backend: the ids and targets copied there before each run (else NULL). */
+  const damo_backend *backend;
+  int32_t *device_ids, *device_targets;
 };
+
+/* DAMO_OK when m's weights are in host memory; else a DAMO_ERR_STATE naming what cannot run
+ * on the device yet and how to bring them back. */
+damo_status gpt2_on_host(const damo_gpt2 *m, const char *what);
 
 /* Checks a config's values; where names the caller or file in the message. */
 damo_status gpt2_check_config(const damo_gpt2_config *c, const char *where);

@@ -100,6 +100,7 @@ damo_block_format damo_gpt2_block_format(const damo_gpt2 *m) { return m ? m->blo
 
 damo_status damo_gpt2_quantize(damo_gpt2 *m, damo_block_format f) {
   if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_quantize: NULL model");
+  if (gpt2_on_host(m, "gpt2_quantize") != DAMO_OK) return DAMO_ERR_STATE;
   if (f != DAMO_BLOCKS_Q8_0 && f != DAMO_BLOCKS_Q4_0)
     return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_quantize: the block format is q8_0 or q4_0");
   if (m->blocks != DAMO_BLOCKS_NONE)

@@ -63,6 +63,7 @@ void damo_gpt2_cache_free(damo_gpt2_cache *c) {
 
 damo_status damo_gpt2_cache_new(const damo_gpt2 *m, int64_t max_len, damo_gpt2_cache **out) {
   if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_cache_new: NULL argument");
+  if (gpt2_on_host(m, "gpt2_cache_new") != DAMO_OK) return DAMO_ERR_STATE;
   *out = NULL;
   if (max_len < 1 || max_len > m->config.n_positions)
     return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_cache_new: max_len %lld must be in [1, n_positions %d]",

@@ -259,6 +259,7 @@ static void file_name(const param_store *s, int i, char *name, size_t cap) { snp
 
 damo_status damo_gpt2_save_as(const damo_gpt2 *m, const char *dir, damo_dtype dtype) {
   if (!m || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_save: NULL argument");
+  if (gpt2_on_host(m, "gpt2_save") != DAMO_OK) return DAMO_ERR_STATE;
   if (m->blocks != DAMO_BLOCKS_NONE && dtype != DAMO_F32)
     return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_save: a %s model is saved as its blocks (dtype f32 for the rest), "
                       "not %s", damo_block_format_name(m->blocks), damo_dtype_name(dtype));

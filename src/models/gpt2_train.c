@@ -141,6 +141,7 @@ void damo_gpt2_trainer_free(damo_gpt2_trainer *t) {
 damo_status damo_gpt2_trainer_new(damo_gpt2 *m, const damo_token_data *data, const damo_gpt2_train_options *opt,
                                   damo_gpt2_trainer **out) {
   if (!m || !data || !opt || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_new: NULL argument");
+  if (gpt2_on_host(m, "gpt2_trainer_new") != DAMO_OK) return DAMO_ERR_STATE;
   *out = NULL;
   if (m->blocks != DAMO_BLOCKS_NONE)
     return damo_error(DAMO_ERR_UNSUPPORTED, "gpt2_trainer_new: the model's weights are %s blocks, for decoding; train "

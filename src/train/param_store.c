@@ -3,6 +3,7 @@
  * layers laid out in, or pointed at, a store under other names (model.h). */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "train/model.h"
+#include "graph/backend.h"
 
 #include <stdio.h>
 #include <sys/mman.h>
@@ -25,6 +26,10 @@ void param_store_free(param_store *s) {
     if (s->names) free(s->names[i]);
     if (s->values) damo_tensor_free(s->values[i]);
     if (s->grads) damo_tensor_free(s->grads[i]);
+  }
+  if (s->backend) {
+    s->backend->free(s->backend, s->device_params);
+    s->backend->free(s->backend, s->device_grads);
   }
   free(s->names);
   free(s->values);
@@ -87,8 +92,50 @@ void param_store_decay_mask(const param_store *s, uint8_t *mask) {
   memset(mask, 0, (size_t)s->n_params_padded);
   for (int i = 0; i < s->n_tensors; i++) {
     const damo_tensor *t = s->values[i];
-    if (t->ndim == 2) memset(mask + ((const float *)t->data - s->param_block), 1, (size_t)damo_tensor_numel(t));
+    if (t->ndim == 2) memset(mask + ((const float *)t->data - param_store_params(s)), 1, (size_t)damo_tensor_numel(t));
   }
+}
+
+float *param_store_params(const param_store *s) { return s->backend ? s->device_params : s->param_block; }
+float *param_store_grads(const param_store *s) { return s->backend ? s->device_grads : s->grad_block; }
+
+/* Points every view into the blocks (params, grads) of device dev. */
+static void point_views(param_store *s, float *params, float *grads, damo_device dev) {
+  for (int i = 0; i < s->n_tensors; i++) {
+    const ptrdiff_t offset = (float *)s->values[i]->data - param_store_params(s);
+    s->values[i]->data = params + offset;
+    s->grads[i]->data = grads + offset;
+    s->values[i]->device = s->grads[i]->device = dev;
+  }
+}
+
+damo_status param_store_to_backend(param_store *s, const damo_backend *b, const char *what) {
+  if (!b) return damo_error(DAMO_ERR_INVALID_ARG, "%s: no backend", what);
+  const size_t bytes = (size_t)s->n_params_padded * sizeof(float);
+  if (s->backend) { /* first back to the host */
+    if (s->backend == b) return DAMO_OK;
+    damo_status st = s->backend->to_host(s->backend, s->param_block, s->device_params, bytes);
+    if (st != DAMO_OK) return damo_error_prefix(st, "%s: copying the weights back from '%s': ", what, s->backend->name);
+    point_views(s, s->param_block, s->grad_block, DAMO_DEVICE_CPU);
+    s->backend->free(s->backend, s->device_params);
+    s->backend->free(s->backend, s->device_grads);
+    s->backend = NULL;
+    s->device_params = s->device_grads = NULL;
+  }
+  if (damo_backend_is_host(b)) return DAMO_OK;
+  float *params = b->alloc(b, bytes), *grads = params ? b->alloc(b, bytes) : NULL;
+  damo_status st = grads ? b->from_host(b, params, s->param_block, bytes) : DAMO_ERR_NOMEM;
+  if (st != DAMO_OK) {
+    b->free(b, params);
+    b->free(b, grads);
+    return damo_error_prefix(st, "%s: moving %lld weights to backend '%s': ", what, (long long)s->n_params, b->name);
+  }
+  b->fill(b, grads, 0.0f, s->n_params_padded);
+  point_views(s, params, grads, damo_backend_device(b));
+  s->backend = b;
+  s->device_params = params;
+  s->device_grads = grads;
+  return DAMO_OK;
 }
 
 damo_status param_store_optimizer(const param_store *s, const damo_optimizer_config *c, damo_optimizer **out) {
@@ -145,6 +192,7 @@ damo_status param_store_bind_layers(const param_store *s, damo_model *fm, const 
       slot->value = damo_tensor_wrap(DAMO_F32, slot->ndim, slot->shape, v->data);
       slot->grad = damo_tensor_wrap(DAMO_F32, slot->ndim, slot->shape, s->grads[j]->data);
       if (!slot->value || !slot->grad) return damo_error(DAMO_ERR_NOMEM, "%s: out of memory", what);
+      slot->value->device = slot->grad->device = v->device;
     }
   }
   return DAMO_OK;

@@ -19,6 +19,10 @@ typedef struct param_store {
   float *param_block, *grad_block;
   int64_t n_params;        /* parameter count */
   int64_t n_params_padded; /* floats in each block */
+  /* param_store_to_backend: the device blocks the views point into while the store lives on
+   * a device backend (NULL on the host); the host blocks above keep the last copy back. */
+  const damo_backend *backend;
+  float *device_params, *device_grads;
 } param_store;
 
 /* Name and shape (ndim 1 to DAMO_MAX_DIMS) of tensor i of a model with this config. */
@@ -33,6 +37,13 @@ int param_store_index(const param_store *s, const char *name);
  * (embeddings and matrices), 0 for biases, LayerNorm and the padding between tensors, as
  * nanoGPT (decay iff dim >= 2) and HuggingFace's Trainer do. mask holds n_params_padded. */
 void param_store_decay_mask(const param_store *s, uint8_t *mask);
+/* Moves the values to backend b's memory (b a device backend: the views then point there,
+ * tagged with its device, and the gradients start at zero) or back to the host (b the CPU:
+ * the values are copied back and the device blocks freed). */
+damo_status param_store_to_backend(param_store *s, const damo_backend *b, const char *what);
+/* Where the blocks the optimizer and trainer use live now: the device's, else the host's. */
+float *param_store_params(const param_store *s);
+float *param_store_grads(const param_store *s);
 /* An optimizer over the whole padded block with that decay mask. */
 damo_status param_store_optimizer(const param_store *s, const damo_optimizer_config *c, damo_optimizer **out);
 
