@@ -24,6 +24,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PY = "/usr/bin/python3"
+# int8 products: two square ones and W2's dense layer at batch 64 (x 3136 -> 1024)
+INT8_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (64, 1024, 3136)]
 GEMM_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048),
                # W1's products at batch 64: forward, input gradient, weight gradient
                (64, 256, 784), (64, 128, 256), (64, 10, 128), (64, 784, 256), (784, 256, 64)]
@@ -556,8 +558,12 @@ def measure_g1(results, damo, threads, env_threads, quick):
         score = statistics.mean(g["gflops"] for g in r["gemm"][:2])
         if t_best is None or score > t_best[0]:
             t_best = (score, cfg, r)
+    print("G1: int8 GEMM (damo)", flush=True)
+    q_gemm = run_json([damo, "bench", "gemm-int8"] + [str(v) for s in INT8_SHAPES for v in s], env_threads)
     results["G1"] = {"fma_peak_gflops": peak["fma_peak_gflops"], "simd": peak["simd"], "damo": d_gemm["gemm"],
-                     "torch": t_best[2]["gemm"], "torch_config": describe(t_best[1])}
+                     "torch": t_best[2]["gemm"], "torch_config": describe(t_best[1]),
+                     "int8_peak_gops": peak.get("int8_peak_gops"), "int8_path": peak.get("int8_path"),
+                     "int8": q_gemm["gemm"]}
 
 
 def write_results(results):
@@ -622,6 +628,15 @@ def report(r):
                     "spread %.0f-%.0f; PyTorch: %s |"
                     % (d["m"], d["n"], d["k"], d["gflops"], 100 * d["gflops"] / d["peak_nearby"], d["peak_nearby"],
                        t["gflops"], d["gflops"] / t["gflops"], d["min"], d["max"], g1["torch_config"]))
+    if g1 and g1.get("int8"):
+        rows.append("| int8 peak (%s), GOP/s | %.0f | | | register-only loop; a multiply-add counts 2 |"
+                    % (g1["int8_path"], g1["int8_peak_gops"]))
+    for d in g1.get("int8", ()) if g1 else ():
+        rows.append("| int8 GEMM %dx%dx%d (u8 x s8, int32 sums), GOP/s | %.1f (%.1f%% of the %s peak, median of 7 paired "
+                    "samples; %.1f-%.1f%%) | | | the product of quantised layers (damo bench gemm-int8); Debian's PyTorch "
+                    "has no bare int8 GEMM (torch._int_mm came after 1.13): Q1 compares whole quantised models |"
+                    % (d["m"], d["n"], d["k"], d["gflops"], 100 * d["efficiency"], d["peak_of"],
+                       100 * d["efficiency_min"], 100 * d["efficiency_max"]))
     if g1 and "date" in g1:
         rows.append(measured_row("G1", g1["date"], g1.get("machine")))
     for wid, *_ in WORKLOADS:

@@ -5,6 +5,8 @@
  *   damo bench peak                       FMA peak (register-only loop), GFLOP/s
  *   damo bench gemm M N K [...]           GEMM GFLOP/s for each M,N,K triple
  *   damo bench gemm-bf16 M N K [...]      the same with bf16 operands (G2)
+ *   damo bench gemm-int8 M N K [...]      the int8 product of quantised layers (u8 x s8),
+ *                                         GOP/s against the int8 path's peak
  *   damo bench fit --config FILE --init DIR [--repeats R --accuracy-epochs E]
  *       a Fashion-MNIST workload (W1, W3, ...) from its model config: writes the initial
  *       weights to DIR (for PyTorch), the first batch's loss, whole-epoch training times,
@@ -38,33 +40,82 @@ static int cmp_double(const void *a, const void *b) {
 
 static int bench_peak(void) {
   double g = damo_fma_peak_gflops(damo_num_threads()), b = damo_bf16_peak_gflops(damo_num_threads());
-  printf("{\"fma_peak_gflops\": %.2f, \"bf16_peak_gflops\": %.2f, \"bf16_path\": \"%s\", \"threads\": %d, "
-         "\"simd\": \"%s\"}\n",
-         g, b, damo_bf16_matmul_path(), damo_num_threads(), damo_simd_path());
+  double q = damo_int8_peak_gops(damo_num_threads());
+  printf("{\"fma_peak_gflops\": %.2f, \"bf16_peak_gflops\": %.2f, \"bf16_path\": \"%s\", \"int8_peak_gops\": %.2f, "
+         "\"int8_path\": \"%s\", \"threads\": %d, \"simd\": \"%s\"}\n",
+         g, b, damo_bf16_matmul_path(), q, damo_int8_path(), damo_num_threads(), damo_simd_path());
   return 0;
 }
 
-/* Median GFLOP/s of repeated C = A B: seven samples of ~0.2 s after a warm-up, each right
- * after a ~0.2 s run of the FMA peak loop, so that every GEMM sample has a peak reading of the
- * same length taken in the same moment (this host's speed drifts by +-5% from one second to
- * the next); the efficiency quoted is the median of the seven per-sample ratios. */
-static int bench_gemm(int argc, char **argv) {
-  printf("{\"threads\": %d, \"simd\": \"%s\", \"matmul_precision\": \"%s\", \"bf16_path\": \"%s\", \"gemm\": [",
-         damo_num_threads(), damo_simd_path(), damo_get_matmul_precision() == DAMO_MATMUL_BF16 ? "bf16" : "f32",
-         damo_bf16_matmul_path());
+/* One product of a bench gemm row: f32 or bf16 through damo_sgemm, or int8 (gemm-int8) on
+ * weights and rows quantised once beforehand, so that only the product is timed. */
+typedef struct gemm_case {
+  long M, N, K;
+  float *A, *B, *C;
+  damo_int8_matrix *w8;
+  damo_int8_rows *x8;
+} gemm_case;
+
+static void run_product(const gemm_case *c) {
+  if (c->w8) damo_int8_gemm(c->x8, c->w8, NULL, 0, c->C, c->N);
+  else damo_sgemm(0, 0, c->M, c->N, c->K, 1.0f, c->A, c->K, c->B, c->N, 0.0f, c->C, c->N);
+}
+
+/* Random operands; for int8 the quantised forms of them (per-column weight scales). */
+static int gemm_case_new(gemm_case *c, long M, long N, long K, int int8) {
+  memset(c, 0, sizeof *c);
+  c->M = M, c->N = N, c->K = K;
+  c->A = malloc(sizeof(float) * (size_t)(M * K)), c->B = malloc(sizeof(float) * (size_t)(K * N));
+  c->C = malloc(sizeof(float) * (size_t)(M * N));
+  if (!c->A || !c->B || !c->C) return 0;
+  damo_rng r;
+  damo_rng_seed(&r, 1);
+  for (long k = 0; k < M * K; k++) c->A[k] = damo_rng_uniform(&r) - 0.5f;
+  for (long k = 0; k < K * N; k++) c->B[k] = damo_rng_uniform(&r) - 0.5f;
+  if (!int8) return 1;
+  int8_t *q = malloc((size_t)(K * N));
+  float *scale = malloc(sizeof(float) * (size_t)N);
+  int ok = q && scale;
+  for (long n = 0; ok && n < N; n++) scale[n] = 0.5f / 127.0f;
+  for (long k = 0; ok && k < K * N; k++) q[k] = (int8_t)lrintf(c->B[k] / scale[k % N]);
+  ok = ok && damo_int8_matrix_new(q, K, N, scale, &c->w8) == DAMO_OK &&
+       damo_int8_rows_new(c->w8, c->A, M, 1.0f / 255.0f, 128, &c->x8) == DAMO_OK;
+  free(q);
+  free(scale);
+  return ok;
+}
+
+static void gemm_case_free(gemm_case *c) {
+  free(c->A), free(c->B), free(c->C);
+  damo_int8_rows_free(c->x8);
+  damo_int8_matrix_free(c->w8);
+}
+
+/* Median GFLOP/s (int8: GOP/s) of repeated C = A B: seven samples of ~0.2 s after a warm-up,
+ * each right after a ~0.2 s run of the peak loop, so that every product sample has a peak
+ * reading of the same length taken in the same moment (this host's speed drifts by +-5% from
+ * one second to the next); the efficiency quoted is the median of the seven per-sample ratios.
+ * f32 is judged against the FMA peak, bf16 on a bf16 unit against that unit's, int8 against
+ * the int8 path's (VPDPBUSD where the CPU has AVX512-VNNI). */
+static int bench_gemm(int argc, char **argv, int int8) {
+  printf("{\"threads\": %d, \"simd\": \"%s\", \"matmul_precision\": \"%s\", \"bf16_path\": \"%s\", "
+         "\"int8_path\": \"%s\", \"gemm\": [", damo_num_threads(), damo_simd_path(),
+         int8 ? "int8" : damo_get_matmul_precision() == DAMO_MATMUL_BF16 ? "bf16" : "f32", damo_bf16_matmul_path(),
+         damo_int8_path());
+  const int bf16_unit = !int8 && damo_get_matmul_precision() == DAMO_MATMUL_BF16 &&
+                        strcmp(damo_bf16_matmul_path(), "emulated");
+  const int threads = damo_num_threads();
   for (int i = 3; i + 2 < argc; i += 3) {
     long M = atol(argv[i]), N = atol(argv[i + 1]), K = atol(argv[i + 2]);
     if (M <= 0 || N <= 0 || K <= 0) {
       fprintf(stderr, "damo bench gemm: sizes must be positive\n");
       return 2;
     }
-    float *A = malloc(sizeof(float) * (size_t)(M * K)), *B = malloc(sizeof(float) * (size_t)(K * N));
-    float *C = malloc(sizeof(float) * (size_t)(M * N));
-    if (!A || !B || !C) return 1;
-    damo_rng r;
-    damo_rng_seed(&r, 1);
-    for (long k = 0; k < M * K; k++) A[k] = damo_rng_uniform(&r) - 0.5f;
-    for (long k = 0; k < K * N; k++) B[k] = damo_rng_uniform(&r) - 0.5f;
+    gemm_case c;
+    if (!gemm_case_new(&c, M, N, K, int8)) {
+      gemm_case_free(&c);
+      return cli_fail("bench gemm");
+    }
     double flop = 2.0 * (double)M * (double)N * (double)K;
     /* Warm-up of at least half a second: page faults, packing buffers, and the host, whose
      * cores run the first few hundred milliseconds of a busy process far slower (the first
@@ -73,33 +124,31 @@ static int bench_gemm(int argc, char **argv) {
     double warm_start = cli_seconds(), warm_time;
     long warm_reps = 0;
     do {
-      damo_sgemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+      run_product(&c);
       warm_reps++;
       warm_time = cli_seconds() - warm_start;
     } while (warm_time < 0.5);
     int reps = (int)fmax(3, fmin(1e6, 0.2 * warm_reps / warm_time));
-    /* bf16 products on a bf16 unit are judged against that unit's peak. */
-    const int bf16_unit = damo_get_matmul_precision() == DAMO_MATMUL_BF16 && strcmp(damo_bf16_matmul_path(), "emulated");
     double samples[7], peaks[7], ratios[7];
     for (int s = 0; s < 7; s++) {
-      peaks[s] = bf16_unit ? damo_bf16_peak_gflops(damo_num_threads()) : damo_fma_sustained_gflops(damo_num_threads(), 0.2);
+      peaks[s] = int8 ? damo_int8_peak_gops(threads) : bf16_unit ? damo_bf16_peak_gflops(threads)
+                                                                 : damo_fma_sustained_gflops(threads, 0.2);
       double t0 = cli_seconds();
-      for (int k = 0; k < reps; k++) damo_sgemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+      for (int k = 0; k < reps; k++) run_product(&c);
       samples[s] = flop * reps / (cli_seconds() - t0) / 1e9;
       ratios[s] = peaks[s] > 0 ? samples[s] / peaks[s] : 0;
     }
     qsort(samples, 7, sizeof *samples, cmp_double);
     qsort(peaks, 7, sizeof *peaks, cmp_double);
     qsort(ratios, 7, sizeof *ratios, cmp_double);
-    double burst_peak = bf16_unit ? damo_bf16_peak_gflops(damo_num_threads()) : damo_fma_peak_gflops(damo_num_threads());
+    double burst_peak = int8 ? damo_int8_peak_gops(threads) : bf16_unit ? damo_bf16_peak_gflops(threads)
+                                                                       : damo_fma_peak_gflops(threads);
     printf("%s{\"m\": %ld, \"n\": %ld, \"k\": %ld, \"gflops\": %.2f, \"min\": %.2f, \"max\": %.2f, "
            "\"peak_nearby\": %.2f, \"efficiency\": %.4f, \"efficiency_min\": %.4f, \"efficiency_max\": %.4f, "
            "\"burst_peak\": %.2f, \"peak_of\": \"%s\"}",
            i > 3 ? ", " : "", M, N, K, samples[3], samples[0], samples[6], peaks[3], ratios[3], ratios[0], ratios[6],
-           burst_peak, bf16_unit ? damo_bf16_matmul_path() : "f32 FMA");
-    free(A);
-    free(B);
-    free(C);
+           burst_peak, int8 ? damo_int8_path() : bf16_unit ? damo_bf16_matmul_path() : "f32 FMA");
+    gemm_case_free(&c);
   }
   printf("]}\n");
   return 0;
@@ -315,7 +364,7 @@ static int bench_sparse(int argc, char **argv) {
 int cli_bench(int argc, char **argv) {
   if (!strcmp(argv[2], "gemm-bf16")) damo_set_matmul_precision(DAMO_MATMUL_BF16); /* G2 */
   if (!strcmp(argv[2], "sparse")) return bench_sparse(argc, argv);
-  return !strcmp(argv[2], "peak") ? bench_peak() : bench_gemm(argc, argv);
+  return !strcmp(argv[2], "peak") ? bench_peak() : bench_gemm(argc, argv, !strcmp(argv[2], "gemm-int8"));
 }
 
 void cli_bench_finish(double *seconds, const float *losses, long n) {

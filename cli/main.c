@@ -356,6 +356,7 @@ static const cli_command commands[] = {
      .usage = "damo bench peak                      FMA peak, GFLOP/s\n"
               "damo bench gemm M N K [M N K ...]    GEMM GFLOP/s per size\n"
               "damo bench gemm-bf16 M N K [...]     the same with bf16 operands (f32 accumulation)\n"
+              "damo bench gemm-int8 M N K [...]     int8 products (u8 x s8, int32 sums), GOP/s against the int8 peak\n"
               "damo bench sparse B K N              x W by the dense GEMM and the CSR product, W 50-99% zeros\n"
               "damo bench fit|gpt2|bert --config FILE --init DIR [options]\n"
               "damo bench predict --model DIR --data SPEC [--batch-size B] [--repeats R]",
@@ -409,7 +410,8 @@ static int run_by_kind(const cli_command *c, int argc, char **argv, cli_kind fal
 static int bench(int argc, char **argv) {
   const cli_command *c = find_command("bench");
   const char *what = argc > 2 ? argv[2] : "";
-  if (!strcmp(what, "peak") || !strcmp(what, "gemm") || !strcmp(what, "gemm-bf16") || !strcmp(what, "sparse"))
+  if (!strcmp(what, "peak") || !strcmp(what, "gemm") || !strcmp(what, "gemm-bf16") || !strcmp(what, "gemm-int8") ||
+      !strcmp(what, "sparse"))
     return cli_bench(argc, argv);
   if (!strcmp(what, "predict")) return cli_check_options(c, argc, argv, SEQ) ? cli_bench_predict(argc, argv) : 2;
   static const char *const words[CLI_N_KINDS] = {"fit", "gpt2", "bert"};

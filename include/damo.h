@@ -232,6 +232,24 @@ damo_matmul_precision damo_get_matmul_precision(void);
 const char *damo_bf16_matmul_path(void);
 int damo_cpu_has_bf16(void);
 double damo_bf16_peak_gflops(int threads);
+/* int8 products, the kernels of quantised layers (kernels/cpu/gemm_int8.c): a weight matrix W
+ * (K x N) of symmetric int8 in [-127, 127] with a positive scale per column, packed once for
+ * the path; rows of x (M x K) quantised as affine uint8 (scale, zero point in 0..255); then
+ * y[m][n] = x_scale * scale[n] * sum_k (q[m][k] - z) W[k][n] (+ bias[n]; max(0, .) if relu),
+ * exact in int32. damo_int8_path: "avx512_vnni" (VPDPBUSD), "avx2" (VPMADDWD on int16 pairs)
+ * or "portable"; damo_int8_peak_gops: that path's register-only multiply-add ceiling (ops:
+ * a multiply-add is 2), what `damo bench gemm-int8` quotes its products against. */
+typedef struct damo_int8_matrix damo_int8_matrix;
+typedef struct damo_int8_rows damo_int8_rows;
+damo_status damo_int8_matrix_new(const int8_t *w, int64_t K, int64_t N, const float *scale, damo_int8_matrix **out);
+void damo_int8_matrix_free(damo_int8_matrix *w);
+damo_status damo_int8_rows_new(const damo_int8_matrix *w, const float *x, int64_t M, float scale, int zero_point,
+                               damo_int8_rows **out);
+void damo_int8_rows_free(damo_int8_rows *r);
+damo_status damo_int8_gemm(const damo_int8_rows *x, const damo_int8_matrix *w, const float *bias, int relu, float *y,
+                           int64_t ldy);
+const char *damo_int8_path(void);
+double damo_int8_peak_gops(int threads);
 /* The machine's measured FMA peak in GFLOP/s with this many threads (register-only loop on
  * the dispatched SIMD path); what GEMM efficiency is quoted against. */
 double damo_fma_peak_gflops(int threads);

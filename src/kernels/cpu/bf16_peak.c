@@ -5,7 +5,6 @@
 #include "kernels/cpu/cpu_kernels.h"
 
 #include <immintrin.h>
-#include <omp.h>
 
 #define AMX_ITERATIONS 400000L
 #define DOT_ITERATIONS 4000000L
@@ -52,25 +51,16 @@ __attribute__((target("avx512f,avx512bf16"))) static double dot_loop(long iterat
   return 2.0 * 32.0 * 12 * (double)iterations;
 }
 
+static double bf16_loop(int amx, long iterations, double *sink) {
+  float s = 0;
+  double done = amx ? amx_loop(iterations, &s) : dot_loop(iterations, &s);
+  *sink = s;
+  return done;
+}
+
 double damo_bf16_peak_gflops(int threads) {
-  if (threads <= 0) threads = damo_threads();
   const char *path = damo_bf16_matmul_path();
   const int amx = !strcmp(path, "amx_bf16");
   if (!amx && strcmp(path, "avx512_bf16")) return damo_fma_peak_gflops(threads);
-  double best = 0;
-  float sink = 0;
-  for (int attempt = 0; attempt < 4; attempt++) {
-    double done = 0, start = omp_get_wtime();
-    const long iterations = (amx ? AMX_ITERATIONS : DOT_ITERATIONS) / (attempt == 0 ? 8 : 1);
-#pragma omp parallel num_threads(threads) reduction(+ : done)
-    {
-      float local = 0;
-      done += amx ? amx_loop(iterations, &local) : dot_loop(iterations, &local);
-#pragma omp critical(damo_bf16_peak_sink)
-      sink += local;
-    }
-    const double seconds = omp_get_wtime() - start;
-    if (attempt > 0 && seconds > 0 && done / seconds > best) best = done / seconds;
-  }
-  return sink == sink ? best * 1e-9 : 0.0;
+  return damo_peak_best_gops(threads, bf16_loop, amx, amx ? AMX_ITERATIONS : DOT_ITERATIONS);
 }

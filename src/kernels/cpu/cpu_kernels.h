@@ -9,6 +9,13 @@
 /* Achievable FMA throughput (GFLOP/s, an FMA counted as two) with threads threads (<= 0: all),
  * measured with a register-only loop at the dispatched SIMD level. Takes about 0.1 s. */
 double damo_fma_peak_gflops(int threads);
+/* A register-only loop (fma_peak.c, bf16_peak.c, int8_peak.c): runs `iterations` steps of its
+ * variant, returns the operations done and leaves a value that depends on them in *sink, so
+ * the compiler keeps the loop. damo_peak_best_gops runs it on every thread at once, a short
+ * warm-up and then three times, and returns the best rate in G operations/s (0 when the sink
+ * is not finite). */
+typedef double (*damo_peak_loop)(int variant, long iterations, double *sink);
+double damo_peak_best_gops(int threads, damo_peak_loop loop, int variant, long iterations);
 double damo_fma_sustained_gflops(int threads, double seconds);
 
 /* GEMM micro-kernel. It multiplies an MR-row panel of op(A) by an NR-column panel of op(B),

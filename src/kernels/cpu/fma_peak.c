@@ -66,46 +66,51 @@ static double fma_loop_scalar(long iterations, float *sink) {
   return 2.0 * 4.0 * PEAK_CHAINS * (double)iterations;
 }
 
-static double fma_loop(damo_simd_level level, long iterations, float *sink) {
-  if (level == DAMO_SIMD_AVX512) return fma_loop_avx512(iterations, sink);
-  if (level == DAMO_SIMD_AVX2) return fma_loop_avx2(iterations, sink);
-  return fma_loop_scalar(iterations / 4, sink);
+static double fma_loop(int level, long iterations, double *sink) {
+  float s = 0;
+  double done = level == DAMO_SIMD_AVX512 ? fma_loop_avx512(iterations, &s)
+                : level == DAMO_SIMD_AVX2 ? fma_loop_avx2(iterations, &s)
+                                          : fma_loop_scalar(iterations / 4, &s);
+  *sink = s;
+  return done;
 }
 
 /* Every thread runs the loop `iterations` times at once; returns the seconds taken and adds
- * the operations done to *flops. */
-static double timed_run(damo_simd_level level, int threads, long iterations, double *flops, float *sink) {
+ * the operations done to *ops. */
+static double timed_run(damo_peak_loop loop, int variant, int threads, long iterations, double *ops, double *sink) {
   double done = 0, start = omp_get_wtime();
 #pragma omp parallel num_threads(threads) reduction(+ : done)
   {
-    float local_sink;
-    done += fma_loop(level, iterations, &local_sink);
-#pragma omp critical(damo_fma_peak_sink)
+    double local_sink = 0;
+    done += loop(variant, iterations, &local_sink);
+#pragma omp critical(damo_peak_sink)
     *sink += local_sink;
   }
-  *flops = done;
+  *ops = done;
   return omp_get_wtime() - start;
 }
 
-double damo_fma_peak_gflops(int threads) {
+double damo_peak_best_gops(int threads, damo_peak_loop loop, int variant, long iterations) {
   if (threads <= 0) threads = damo_threads();
-  damo_simd_level level = damo_simd_level_get();
   /* Short warm-up so the first timed run does not pay for clock ramp-up or thread start. */
-  float sink = 0;
-  double best = 0;
+  double sink = 0, best = 0;
   for (int attempt = 0; attempt < 4; attempt++) {
-    double flops;
-    double seconds = timed_run(level, threads, attempt == 0 ? PEAK_ITERATIONS / 8 : PEAK_ITERATIONS, &flops, &sink);
-    if (attempt > 0 && seconds > 0 && flops / seconds > best) best = flops / seconds;
+    double ops;
+    double seconds = timed_run(loop, variant, threads, attempt == 0 ? iterations / 8 : iterations, &ops, &sink);
+    if (attempt > 0 && seconds > 0 && ops / seconds > best) best = ops / seconds;
   }
   /* sink is finite by construction; the test keeps the compiler from dropping the loops. */
   return sink == sink ? best * 1e-9 : 0.0;
 }
 
+double damo_fma_peak_gflops(int threads) {
+  return damo_peak_best_gops(threads, fma_loop, (int)damo_simd_level_get(), PEAK_ITERATIONS);
+}
+
 double damo_fma_sustained_gflops(int threads, double seconds) {
   if (threads <= 0) threads = damo_threads();
-  damo_simd_level level = damo_simd_level_get();
-  float sink = 0;
+  const int level = (int)damo_simd_level_get();
+  double sink = 0;
   /* Size the run from one short burst on this thread, then time the whole of it. */
   long iterations = PEAK_ITERATIONS / 16;
   double start = omp_get_wtime();
@@ -113,6 +118,6 @@ double damo_fma_sustained_gflops(int threads, double seconds) {
   double burst = omp_get_wtime() - start;
   if (burst > 0 && seconds * (double)iterations / burst > (double)iterations)
     iterations = (long)((double)iterations * seconds / burst);
-  double flops, elapsed = timed_run(level, threads, iterations, &flops, &sink);
-  return sink == sink && elapsed > 0 ? flops / elapsed * 1e-9 : 0.0;
+  double ops, elapsed = timed_run(fma_loop, level, threads, iterations, &ops, &sink);
+  return sink == sink && elapsed > 0 ? ops / elapsed * 1e-9 : 0.0;
 }
