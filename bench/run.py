@@ -9,7 +9,7 @@ used and named. Speed is compared only after the first-step losses agree.
 
 usage: python3 bench/run.py BUILD_DIR [--quick]
 BENCH_ONLY=W2 (comma-separated ids: G1, W1-W6, D data parallel, B bf16, G2 the GEMM rows of B alone,
-C contention, Q int8, QG GPT-2 weight blocks, P pruning, KD distillation) reruns
+C contention, Q int8, QG GPT-2 weight blocks, QB BERT dynamic int8, P pruning, KD distillation) reruns
 only those figures and keeps the others from the previous bench/results.json; every row carries
 the date it was measured.
 """
@@ -499,7 +499,7 @@ def main(argv):
             previous = json.load(f)
     if only:
         for key, value in previous.items():
-            if key in ("G1", "D", "B", "C", "Q", "QG", "KD", "P") or key.startswith("W"):
+            if key in ("G1", "D", "B", "C", "Q", "QG", "QB", "KD", "P") or key.startswith("W"):
                 results[key] = value
                 results[key].setdefault("date", previous.get("date", "?"))
         results["date"] = "%s (%s; other rows as dated)" % (now, ", ".join(only))
@@ -540,6 +540,9 @@ def main(argv):
     if wanted("QG"):
         import gpt2_blocks
         record("QG", gpt2_blocks.run(damo, work, env_threads, threads))
+    if wanted("QB"):  # dynamic int8 of the fine-tuned W5 BERT
+        import bert_int8
+        record("QB", bert_int8.run(damo, work, env_threads, threads))
     if wanted("C"):  # sharing the machine: W1-W5 beside one and two busy processes
         import contention
         record("C", contention.measure(build, contention.DEFAULT))
@@ -704,6 +707,9 @@ def report(r):
     if r.get("QG"):
         import gpt2_blocks
         rows += gpt2_blocks.rows(r["QG"])
+    if r.get("QB"):
+        import bert_int8
+        rows += bert_int8.rows(r["QB"])
     if r.get("P"):
         import prune
         rows += prune.rows(r["P"])

@@ -823,7 +823,7 @@ int cli_bert_evaluate_split(const char *dir, const char *data, const char *split
   if (rc != 1) goto done;
   rc = -1;
   const int L = damo_bert_get_config(m)->num_labels;
-  const int64_t B = 32;
+  const int64_t B = 64;
   if (!load_encoded(data, wp, T, head, &d, sp, which)) goto done;
   if (d->n_classes != L) {
     fprintf(stderr, "damo evaluate: %s has %d classes, the model in %s has %d\n", data, d->n_classes, dir, L);
@@ -832,11 +832,13 @@ int cli_bert_evaluate_split(const char *dir, const char *data, const char *split
   int64_t ps[2] = {sp[which].n, L};
   probs = damo_tensor_new(DAMO_F32, 2, ps);
   labels = split_labels(&sp[which]);
-  if (!probs || !labels || damo_bert_classifier_new(m, B, T, 0, &g) != DAMO_OK ||
+  double t0 = 0;
+  if (!probs || !labels || damo_bert_classifier_new(m, B, T, 0, &g) != DAMO_OK || (t0 = cli_seconds()) < 0 ||
       classify_split(g, &sp[which], B, T, probs) != DAMO_OK) {
     cli_fail("evaluate");
     goto done;
   }
+  const double seconds = cli_seconds() - t0;
   double loss = 0;
   int64_t right = 0;
   for (int64_t i = 0; i < sp[which].n; i++) {
@@ -846,8 +848,9 @@ int cli_bert_evaluate_split(const char *dir, const char *data, const char *split
     right += top == sp[which].labels[i];
     loss -= log(fmax((double)p[sp[which].labels[i]], 1e-30));
   }
-  printf("loss: %.4f - accuracy: %.4f (%lld mails, BERT at length %d)\n", loss / (double)sp[which].n,
-         (double)right / (double)sp[which].n, (long long)sp[which].n, T);
+  printf("loss: %.4f - accuracy: %.4f (%lld mails, BERT at length %d%s; classified in %.2f s: %.1f mails/s at batch "
+         "%lld)\n", loss / (double)sp[which].n, (double)right / (double)sp[which].n, (long long)sp[which].n, T,
+         damo_bert_is_quantized(m) ? ", int8" : "", seconds, (double)sp[which].n / seconds, (long long)B);
   const char **names = malloc((size_t)L * sizeof *names);
   char(*fallback)[32] = malloc((size_t)L * sizeof *fallback);
   if (names && fallback) {

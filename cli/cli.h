@@ -86,6 +86,7 @@ int cli_summary_sequential(int argc, char **argv);
 /* cli/compress.c; and damo bench predict (cli/bench.c): JSON of a classifier's inference speed */
 int cli_bench_predict(int argc, char **argv);
 int cli_quantize_sequential(int argc, char **argv);
+int cli_quantize_bert(int argc, char **argv);
 int cli_quantize_gpt2(int argc, char **argv); /* weight-only Q8_0/Q4_0 blocks */
 int cli_prune_sequential(int argc, char **argv); /* cli/prune.c */
 int cli_export(int argc, char **argv);

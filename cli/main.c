@@ -268,9 +268,16 @@ static const cli_option quantize_gpt2[] = {
     {"--batch-size", 1, "B", "windows per forward pass (default 4)"},
     {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
     END};
+static const cli_option quantize_bert[] = {
+    {"--model", 1, "DIR", "a fine-tuned BERT directory (damo train's, or HuggingFace's)"},
+    {"--out", 1, "DIR", "where the int8 model goes (not --model itself), with its vocab.txt and tokenizer_config.json"},
+    {"--data", 1, "SPEC", "with --evaluate: the labelled text whose test split both models score"},
+    {"--evaluate", 0, NULL, "loss and accuracy of the f32 and the int8 model on the test split of --data"},
+    END};
 static const cli_group quantize_groups[] = {
     {"a Sequential model: int8 weights and activations", SEQ, quantize_options},
     {"a GPT-2 model: weight-only blocks for damo generate", GPT, quantize_gpt2},
+    {"a BERT classifier: dynamic int8 (the linear layers' weights; inputs per batch)", BRT, quantize_bert},
     {NULL, 0, NULL}};
 
 /* ---- prune */
@@ -325,11 +332,11 @@ static const cli_command commands[] = {
      .summary = "the model's layers, output shapes and parameter counts", .usage = "damo summary --model DIR | --config FILE",
      .groups = summary_groups, .by_kind = {cli_summary_sequential, cli_summary_gpt2, cli_summary_bert}},
     {.name = "quantize", .synopsis = "--model DIR --out DIR --data SPEC",
-     .summary = "int8 post-training quantisation (dense and conv2d layers; GPT-2 weight blocks)",
+     .summary = "int8 post-training quantisation (dense and conv2d layers; GPT-2 weight blocks; BERT dynamic int8)",
      .usage = "damo quantize --model DIR --out DIR (--data SPEC [--method M] [--calibration N] | --dynamic) "
-              "[--evaluate]\n       damo quantize --model GPT2DIR --out DIR [--format q8_0|q4_0] [--evaluate --data TEXT]",
-     .groups = quantize_groups, .by_kind = {cli_quantize_sequential, cli_quantize_gpt2, NULL},
-     .not_applicable = {NULL, NULL, "int8 BERT is not built yet (issue 23)"}},
+              "[--evaluate]\n       damo quantize --model GPT2DIR --out DIR [--format q8_0|q4_0] [--evaluate --data TEXT]"
+              "\n       damo quantize --model BERTDIR --out DIR [--evaluate --data SPEC]",
+     .groups = quantize_groups, .by_kind = {cli_quantize_sequential, cli_quantize_gpt2, cli_quantize_bert}},
     {.name = "prune", .synopsis = "--model DIR --out DIR --data SPEC --sparsity S",
      .summary = "magnitude pruning of dense and conv2d kernels while fine-tuning",
      .usage = "damo prune --model DIR --out DIR --data SPEC --sparsity S [--schedule gradual|oneshot] "

@@ -1952,6 +1952,17 @@ damo_status damo_bert_load(const char *dir, int num_labels, uint64_t seed, damo_
 /* config.json (BertForSequenceClassification) and model.safetensors with "bert."-prefixed
  * encoder names and the heads (which transformers loads as-is), as one directory save. */
 damo_status damo_bert_save(const damo_bert *m, const char *dir);
+/* Dynamic int8 quantisation (PyTorch's quantize_dynamic of the nn.Linear layers): each
+ * encoder layer's query, key, value, attention output, intermediate and output weights and
+ * the classifier's become symmetric int8 with one scale per output feature (their f32 values
+ * become scale * q); classifier inference graphs made afterwards multiply them in int8 with
+ * each input quantised per batch from its own range (uint8). The pooler (tanh), embeddings,
+ * layer norms and attention stay f32. Saved as I8 tensors with NAME.scale beside them and
+ * config.json "quantization": {"format": "int8", "activations": "dynamic"}; damo_bert_load
+ * reads that back. An int8 model does not train (refused); quantising twice is refused. */
+damo_status damo_bert_quantize(damo_bert *m);
+int damo_bert_is_quantized(const damo_bert *m);
+
 
 /* A classifier graph for (batch, seq_len) inputs: input_ids and token_type_ids i32,
  * attention_mask i32 (1 real, 0 padding), labels (batch) i32 when training = 1 (the loss is
@@ -1959,6 +1970,8 @@ damo_status damo_bert_save(const damo_bert *m, const char *dir);
 typedef struct damo_bert_graph damo_bert_graph;
 damo_status damo_bert_classifier_new(damo_bert *m, int64_t batch, int64_t seq_len, int training, damo_bert_graph **out);
 void damo_bert_graph_free(damo_bert_graph *bg);
+/* How many of a classifier graph's products run in int8 (0 for an f32 model). */
+int damo_bert_graph_int8_products(const damo_bert_graph *bg);
 /* Runs a forward at batch rows <= the built batch; labels may be NULL in an inference graph,
  * loss may be NULL. dropout 1 applies the configured dropout (training), 0 not. */
 damo_status damo_bert_graph_forward(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,

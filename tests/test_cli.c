@@ -566,8 +566,13 @@ static void test_help_lists_accepted_options(void) {
       const int takes_value = line[2 + len] == ' ' && line[3 + len] != ' ';
       char args[600];
       kind_args(commands[i], section, args, sizeof args);
-      int rc = run("%s %s %s %s%s < /dev/null", DAMO_CLI_PATH, commands[i], args, name, takes_value ? " 1" : "");
-      CHECK_MSG(rc != 0 || !strcmp(name, "--decode"), "damo %s %s %s ran: %s", commands[i], args, name, cli_out);
+      /* damo quantize --model BERT --out X runs for real (BERT's int8 needs no data): X in the temp dir */
+      char value[600] = " 1";
+      const int real_run = !strcmp(commands[i], "quantize") && !strcmp(name, "--out") && strstr(section, "BERT");
+      if (real_run) snprintf(value, sizeof value, " %s/quantized", dir);
+      int rc = run("%s %s %s %s%s < /dev/null", DAMO_CLI_PATH, commands[i], args, name, takes_value ? value : "");
+      CHECK_MSG(rc != 0 || !strcmp(name, "--decode") || real_run, "damo %s %s %s ran: %s", commands[i], args, name,
+                cli_out);
       CHECK_MSG(!strstr(cli_out, "unknown option") && !strstr(cli_out, "is an option for"), "damo %s %s %s: %s",
                 commands[i], args, name, cli_out);
       n_options++;

@@ -93,6 +93,7 @@ static void free_label_names(damo_bert *m) {
 
 void damo_bert_free(damo_bert *m) {
   if (!m) return;
+  bert_int8_free(m);
   param_store_free(&m->p);
   free_label_names(m);
   free(m->loaded);
@@ -266,6 +267,8 @@ float *damo_bert_grad_block(const damo_bert *m, int64_t *n_floats) {
 
 /* ------------------------------------------------------------------ graphs */
 
+int damo_bert_graph_int8_products(const damo_bert_graph *bg) { return bg ? bg->int8_products : 0; }
+
 void damo_bert_graph_free(damo_bert_graph *bg) {
   if (!bg) return;
   damo_graph_free(bg->graph);
@@ -333,6 +336,9 @@ static damo_status graph_finish(damo_bert_graph *bg, const char *what) {
 
 damo_status damo_bert_classifier_new(damo_bert *m, int64_t batch, int64_t seq_len, int training, damo_bert_graph **out) {
   if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_classifier_new: NULL argument");
+  if (training && m->q8)
+    return damo_error(DAMO_ERR_UNSUPPORTED, "bert_classifier_new: an int8 model runs inference only; fine-tune the f32 "
+                      "model and quantise it again");
   damo_bert_graph *bg;
   damo_node *x;
   damo_status st = graph_begin(m, batch, seq_len, "bert_classifier_new", &bg, &x);
@@ -353,12 +359,19 @@ damo_status damo_bert_classifier_new(damo_bert *m, int64_t batch, int64_t seq_le
     bg->loss = damo_softmax_cross_entropy(g, bg->logits, bg->labels);
     if (bg->loss) damo_node_set_name(bg->loss, "loss");
   }
+  int rewritten = 0;
+  if (damo_graph_status(g) == DAMO_OK && (st = bert_int8_rewrite(m, g, &rewritten)) != DAMO_OK) {
+    damo_bert_graph_free(bg);
+    return st;
+  }
+  bg->int8_products = rewritten;
   if ((st = graph_finish(bg, "classifier")) == DAMO_OK) *out = bg;
   return st;
 }
 
 damo_status damo_bert_mlm_new(damo_bert *m, int64_t batch, int64_t seq_len, int64_t predictions, damo_bert_graph **out) {
   if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_mlm_new: NULL argument");
+  if (m->q8) return damo_error(DAMO_ERR_UNSUPPORTED, "bert_mlm_new: an int8 model is not pre-trained; quantise after");
   if (predictions < 1 || predictions > seq_len)
     return damo_error(DAMO_ERR_INVALID_ARG, "bert_mlm_new: %lld predictions per sequence, expected 1 to the length %lld",
                       (long long)predictions, (long long)seq_len);

@@ -4,6 +4,7 @@
 #define DAMO_MODELS_BERT_H
 
 #include "graph/graph.h"
+#include "kernels/kernels.h" /* damo_qweight: the int8 weights */
 #include "models/param_store.h"
 
 /* After the layers: pooler (2), classifier (2), masked-LM head (5): the "heads". */
@@ -16,6 +17,11 @@ struct damo_bert {
   int first_head;         /* index of pooler.dense.weight: tensors from here on may be absent from a file */
   unsigned char *loaded;  /* per tensor: 1 read from a file, 0 initialised here */
   char **label_names;     /* num_labels names (config.json's id2label), or NULL: LABEL_i */
+  /* Dynamic int8 (bert_int8.c), NULL for an f32 model; per tensor, NULL where it stays f32:
+   * the int8 values (out, in), a scale per output feature, and the product's packed form. */
+  int8_t **q8;
+  float **q8_scale;
+  damo_qweight **q8_packed;
 };
 
 struct damo_bert_graph {
@@ -28,9 +34,23 @@ struct damo_bert_graph {
   float *mask_f32;     /* the attention mask as the attention op takes it, (built batch, T) */
   int32_t *rows_i32;   /* masked-LM: mlm_rows' values, (built batch, predictions) */
   int64_t batch, seq_len, predictions; /* predictions: slots per sequence (0: classifier) */
+  int int8_products; /* dense nodes rewritten into dynamic int8 (an int8 model's classifier) */
 };
 
 damo_status bert_check_config(const damo_bert_config *c, const char *where);
+
+/* bert_int8.c: which tensors dynamic int8 covers; the per-tensor arrays (begin) and their
+ * release; tensor i from int8 values (out, in) and scales (checked, packed, and the f32
+ * values set to scale * q; where names the caller or file); the rewrite of a graph's dense
+ * nodes over quantised kernels into dynamic qdense (*rewritten: how many); config.json's
+ * "quantization" object; the writer that saves int8 tensors with their scales. */
+int bert_int8_tensor(const damo_bert *m, int i);
+damo_status bert_int8_begin(damo_bert *m);
+void bert_int8_free(damo_bert *m);
+damo_status bert_int8_take(damo_bert *m, int i, const int8_t *q, const float *scale, const char *where);
+damo_status bert_int8_rewrite(const damo_bert *m, damo_graph *g, int *rewritten);
+void bert_int8_json(const damo_bert *m, cJSON *config);
+damo_status bert_int8_writer(const void *ctx, int i, const char *name, damo_tensor_dict *d, int *written);
 /* A model with every tensor laid out and zero-filled. */
 damo_status bert_alloc(const damo_bert_config *cfg, damo_bert **out);
 /* Initialises tensor i as HuggingFace's _init_weights does (N(0, 0.02) weights and

@@ -59,7 +59,24 @@ static char **read_label_names(damo_config_obj *root, int n) {
 
 /* HuggingFace writes many keys damo has no use for (architectures, label2id, ...), so the
  * object is not closed: only the keys below are read and checked. */
-static damo_status read_config(damo_config *c, damo_bert_config *cfg, char ***label_names) {
+/* config.json's "quantization" object (bert_int8.c writes it): *int8 is 1 for a dynamic int8
+ * model, 0 when absent. */
+static damo_status read_quantization(damo_config_obj *root, int *int8) {
+  damo_config_obj *q = NULL;
+  *int8 = 0;
+  damo_status st = damo_config_get_object(root, "quantization", 0, &q);
+  if (st != DAMO_OK || !q) return st;
+  static const char *const formats[] = {"int8", NULL}, *const activations[] = {"dynamic", NULL};
+  int format = 0, act = 0;
+  if ((st = damo_config_get_enum(q, "format", formats, DAMO_CFG_REQUIRED, &format)) != DAMO_OK ||
+      (st = damo_config_get_enum(q, "activations", activations, DAMO_CFG_REQUIRED, &act)) != DAMO_OK ||
+      (st = damo_config_close(q)) != DAMO_OK)
+    return st;
+  *int8 = 1;
+  return DAMO_OK;
+}
+
+static damo_status read_config(damo_config *c, damo_bert_config *cfg, char ***label_names, int *int8) {
   const char *path = damo_config_source(c);
   damo_config_obj *root;
   damo_status st = damo_config_root(c, &root);
@@ -94,28 +111,31 @@ static damo_status read_config(damo_config *c, damo_bert_config *cfg, char ***la
   if (st == DAMO_OK && pad != 0)
     st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: pad_token_id must be 0 ([PAD] of the BERT vocabularies)", path);
   if (st == DAMO_OK) st = bert_check_config(cfg, path);
+  int quantized = 0;
+  if (st == DAMO_OK) st = read_quantization(root, &quantized);
+  if (int8) *int8 = quantized;
   /* Names only for a config that passed: a caller frees them on success only. */
   if (st == DAMO_OK && label_names) *label_names = read_label_names(root, cfg->num_labels);
   return st;
 }
 
-static damo_status parse_config_names(const char *path, damo_bert_config *cfg, char ***label_names) {
+static damo_status parse_config_names(const char *path, damo_bert_config *cfg, char ***label_names, int *int8) {
   damo_config *c;
   damo_status st = damo_config_read_file(path, &c); /* strict: trailing data, repeated keys */
   if (st != DAMO_OK) return st;
-  st = read_config(c, cfg, label_names);
+  st = read_config(c, cfg, label_names, int8);
   damo_config_free(c);
   return st;
 }
 
 damo_status damo_bert_config_load(const char *path, damo_bert_config *out) {
   if (!path || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_config_load: NULL argument");
-  return parse_config_names(path, out, NULL);
+  return parse_config_names(path, out, NULL, NULL);
 }
 
 damo_status damo_bert_config_read(damo_config *c, damo_bert_config *out) {
   if (!c || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_config_read: NULL argument");
-  return read_config(c, out, NULL);
+  return read_config(c, out, NULL, NULL);
 }
 
 /* ------------------------------------------------------------------ load */
@@ -153,6 +173,29 @@ static damo_status check_copy(const damo_bert *m, const damo_tensor *t, const ch
   return DAMO_OK;
 }
 
+/* An I8 tensor and its NAME.scale: only in an int8 model, only where dynamic int8 applies. */
+static damo_status take_int8(damo_bert *m, int i, const damo_tensor_dict *d, int k, const char *path) {
+  const char *stored = d->names[k];
+  const damo_tensor *q = d->tensors[k], *want = m->p.values[i];
+  char scale_name[192], got[64], expected[64];
+  snprintf(scale_name, sizeof scale_name, "%s.scale", stored);
+  const damo_tensor *scale = damo_tensor_dict_get(d, scale_name);
+  if (!m->q8)
+    return damo_error(DAMO_ERR_FORMAT, "%s: tensor '%s' is I8 but config.json has no \"quantization\" object", path,
+                      stored);
+  if (!bert_int8_tensor(m, i))
+    return damo_error(DAMO_ERR_FORMAT, "%s: tensor '%s' is I8; dynamic int8 covers the encoder's projections and "
+                      "the classifier only", path, stored);
+  if (q->ndim != 2 || memcmp(q->shape, want->shape, 2 * sizeof *q->shape))
+    return damo_error(DAMO_ERR_FORMAT, "%s: int8 tensor '%s' is %s, expected %s", path, stored,
+                      damo_shape_string(q->ndim, q->shape, got, sizeof got),
+                      damo_shape_string(want->ndim, want->shape, expected, sizeof expected));
+  if (!scale || scale->dtype != DAMO_F32 || scale->ndim != 1 || scale->shape[0] != want->shape[0])
+    return damo_error(DAMO_ERR_FORMAT, "%s: int8 tensor '%s' needs '%s', F32 of shape (%lld,)", path, stored, scale_name,
+                      (long long)want->shape[0]);
+  return bert_int8_take(m, i, (const int8_t *)q->data, damo_tensor_f32(scale), path);
+}
+
 static damo_status fill_from_dict(damo_bert *m, const damo_tensor_dict *d, const char *path) {
   damo_status st = DAMO_OK;
   const damo_tensor *decoder_w = NULL, *decoder_b = NULL;
@@ -162,6 +205,15 @@ static damo_status fill_from_dict(damo_bert *m, const damo_tensor_dict *d, const
     const char *stored = d->names[k];
     canonical_name(stored, name, sizeof name);
     if (is_ignored(name)) continue;
+    size_t len = strlen(stored);
+    if (len > 6 && !strcmp(stored + len - 6, ".scale")) { /* read with its int8 tensor */
+      char base[160];
+      snprintf(base, sizeof base, "%.*s", (int)(len - 6), stored);
+      const damo_tensor *owner = damo_tensor_dict_get(d, base);
+      if (!owner || owner->dtype != DAMO_I8)
+        st = damo_error(DAMO_ERR_FORMAT, "%s: '%s' is the scale of no int8 tensor", path, stored);
+      continue;
+    }
     if (!strcmp(name, "cls.predictions.decoder.weight")) {
       decoder_w = d->tensors[k], decoder_w_name = stored;
       continue;
@@ -177,7 +229,9 @@ static damo_status fill_from_dict(damo_bert *m, const damo_tensor_dict *d, const
     else if (m->loaded[i])
       st = damo_error(DAMO_ERR_FORMAT, "%s: tensor '%s' appears twice (with and without \"bert.\" or as gamma/beta)",
                       path, name);
-    else if ((st = take_tensor(m, i, d->tensors[k], path, stored)) == DAMO_OK)
+    else if (d->tensors[k]->dtype == DAMO_I8) {
+      if ((st = take_int8(m, i, d, k, path)) == DAMO_OK) m->loaded[i] = 1;
+    } else if ((st = take_tensor(m, i, d->tensors[k], path, stored)) == DAMO_OK)
       m->loaded[i] = 1;
   }
   for (int i = 0; i < m->first_head && st == DAMO_OK; i++)
@@ -201,7 +255,8 @@ damo_status damo_bert_load(const char *dir, int num_labels, uint64_t seed, damo_
   damo_bert_config cfg;
   join(path, sizeof path, dir, "config.json");
   char **names = NULL;
-  damo_status st = parse_config_names(path, &cfg, &names);
+  int int8 = 0;
+  damo_status st = parse_config_names(path, &cfg, &names, &int8);
   if (st != DAMO_OK) return st;
   const int stored_labels = cfg.num_labels;
   if (num_labels > 0) cfg.num_labels = num_labels;
@@ -236,7 +291,8 @@ damo_status damo_bert_load(const char *dir, int num_labels, uint64_t seed, damo_
     for (int i = 0; names && i < stored_labels; i++) free(names[i]);
     free(names);
   }
-  st = fill_from_dict(m, d, weights);
+  st = int8 ? bert_int8_begin(m) : DAMO_OK;
+  if (st == DAMO_OK) st = fill_from_dict(m, d, weights);
   damo_tensor_dict_free(d);
   if (st != DAMO_OK) {
     damo_bert_free(m);
@@ -295,5 +351,6 @@ damo_status damo_bert_save(const damo_bert *m, const char *dir) {
   if (!m || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "bert_save: NULL argument");
   cJSON *config = config_json(&m->config, m->label_names);
   if (!config) return damo_error(DAMO_ERR_NOMEM, "bert_save: out of memory");
-  return param_store_save_dir(&m->p, dir, file_name, config, DAMO_F32);
+  bert_int8_json(m, config);
+  return param_store_save_dir_with(&m->p, dir, file_name, config, DAMO_F32, m->q8 ? bert_int8_writer : NULL, m);
 }

@@ -57,12 +57,21 @@ damo_status param_store_save_dict(const char *dir, damo_tensor_dict *d, cJSON *c
 damo_status param_store_save_dir(const param_store *s, const char *dir,
                                  void (*file_name)(const param_store *s, int i, char *name, size_t cap),
                                  cJSON *config_json, damo_dtype dtype) {
+  return param_store_save_dir_with(s, dir, file_name, config_json, dtype, NULL, NULL);
+}
+
+damo_status param_store_save_dir_with(const param_store *s, const char *dir,
+                                      void (*file_name)(const param_store *s, int i, char *name, size_t cap),
+                                      cJSON *config_json, damo_dtype dtype, param_store_writer writer,
+                                      const void *ctx) {
   char name[192];
   damo_tensor_dict *d = damo_tensor_dict_new();
   damo_status st = d ? DAMO_OK : DAMO_ERR_NOMEM;
   for (int i = 0; i < s->n_tensors && st == DAMO_OK; i++) {
     const damo_tensor *v = s->values[i];
     file_name(s, i, name, sizeof name);
+    int written = 0;
+    if (writer && (st = writer(ctx, i, name, d, &written)) == DAMO_OK && written) continue;
     const float *x = damo_tensor_f32(v);
     for (int64_t j = 0, n = damo_tensor_numel(v); j < n && st == DAMO_OK; j++)
       if (!isfinite(x[j]))

@@ -18,6 +18,14 @@ damo_status param_store_take(const param_store *s, int i, const damo_tensor *t, 
 damo_status param_store_save_dir(const param_store *s, const char *dir, void (*file_name)(const param_store *s, int i,
                                                                                           char *name, size_t cap),
                                  cJSON *config_json, damo_dtype dtype);
+/* The same where writer may store tensor i its own way (int8 values and their scales):
+ * it adds what it writes under name (and names derived from it) to d and sets *written;
+ * tensors it leaves are written as above. */
+typedef damo_status (*param_store_writer)(const void *ctx, int i, const char *name, damo_tensor_dict *d, int *written);
+damo_status param_store_save_dir_with(const param_store *s, const char *dir,
+                                      void (*file_name)(const param_store *s, int i, char *name, size_t cap),
+                                      cJSON *config_json, damo_dtype dtype, param_store_writer writer,
+                                      const void *ctx);
 /* The same for tensors already gathered in d (consumed, as is config_json). */
 damo_status param_store_save_dict(const char *dir, damo_tensor_dict *d, cJSON *config_json);
 /* Adds key: value to a cJSON object as the float's shortest decimal that reads back the same. */

@@ -31,6 +31,11 @@ extern const damo_op_def damo_op_def_qdense, damo_op_def_qconv2d, damo_op_def_sp
  * fused, others refused. They have no backward: a quantised model does not train. */
 damo_node *damo_qdense_op(damo_graph *g, damo_node *x, const damo_qweight *w, damo_node *bias, damo_activation act,
                           float x_scale, int zero_point);
+/* Turns a dense node (before compile) into a dynamic qdense over w, in place, so that its
+ * consumers need no change: the kernel input is dropped (its param is no longer read), the
+ * bias kept, the input quantised per batch. Its activation must be linear or relu, and w the
+ * (K x N) int8 form of its kernel (either of dense's layouts). */
+damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w);
 /* x (N, H, W, C) channels-last; w packs the (KH, KW, C, F) kernel as (KH*KW*C, F). */
 damo_node *damo_qconv2d_op(damo_graph *g, damo_node *x, const damo_qweight *w, int kh, int kw, damo_node *bias,
                            damo_activation act, int stride_h, int stride_w, int pad_top, int pad_left, int pad_bottom,

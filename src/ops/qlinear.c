@@ -43,7 +43,9 @@ static void input_params(const damo_node *n, const float *x, int64_t count, int 
     *zp = n->iparam[zp_slot];
     return;
   }
-  float lo = 0.0f, hi = 0.0f;
+  float lo = 0.0f, hi = 0.0f; /* over threads and vector lanes: a BERT layer's input is 2M values a batch */
+#pragma omp parallel for simd reduction(min : lo) reduction(max : hi) if (count > DAMO_PARALLEL_MIN) \
+    num_threads(damo_threads())
   for (int64_t i = 0; i < count; i++) {
     lo = x[i] < lo ? x[i] : lo;
     hi = x[i] > hi ? x[i] : hi;
@@ -99,6 +101,28 @@ damo_node *damo_qdense_op(damo_graph *g, damo_node *x, const damo_qweight *w, da
   int p[2] = {(int)act, zero_point};
   float f[1] = {x_scale};
   return damo_graph_add_node_data(g, DAMO_OP_QDENSE, bias ? 2 : 1, in, p, 2, f, 1, w);
+}
+
+damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w) {
+  if (!n || !w || n->op != DAMO_OP_DENSE)
+    return damo_error(DAMO_ERR_INVALID_ARG, "dense_to_qdense: '%s' is not a dense node", n ? n->name : "(null)");
+  const int act = n->iparam[0], transposed = n->iparam[1];
+  const damo_node *k = n->in[1];
+  const int64_t K = k->shape[transposed], N = k->shape[1 - transposed];
+  if (!fusable((damo_activation)act) || K != w->K || N != w->N)
+    return damo_error(DAMO_ERR_INVALID_ARG, "dense_to_qdense: '%s' (%lld x %lld, activation %d) does not take a "
+                      "%lld x %lld int8 kernel with a fused linear or relu", n->name, (long long)K, (long long)N, act,
+                      (long long)w->K, (long long)w->N);
+  damo_node *bias = n->n_in > 2 ? n->in[2] : NULL;
+  n->op = DAMO_OP_QDENSE; /* consumers keep pointing at n: only its inputs and parameters change */
+  n->in[1] = bias;
+  n->in[2] = NULL;
+  n->n_in = bias ? 2 : 1;
+  n->iparam[0] = act;
+  n->iparam[1] = 0; /* zero point: chosen per batch */
+  n->fparam[0] = 0.0f; /* dynamic */
+  n->op_data = w;
+  return qdense_infer(n);
 }
 
 /* ------------------------------------------------------------------ qconv2d */

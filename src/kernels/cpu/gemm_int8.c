@@ -146,9 +146,17 @@ static void quantize_scalar(const float *x, int64_t rows, int64_t K, int64_t ldx
 
 void damo_quantize_rows(const float *x, int64_t rows, int64_t K, int64_t ldx, float scale, int zero_point,
                         damo_qlayout layout, void *out, int64_t ldo) {
-  const int u8 = layout == DAMO_QLAYOUT_VNNI;
-  if (damo_simd_level_get() >= DAMO_SIMD_AVX2) quantize_avx2(x, rows, K, ldx, scale, zero_point, out, ldo, u8);
-  else quantize_scalar(x, rows, K, ldx, scale, zero_point, out, ldo, u8);
+  const int u8 = layout == DAMO_QLAYOUT_VNNI, avx2 = damo_simd_level_get() >= DAMO_SIMD_AVX2;
+  const size_t row_bytes = (size_t)ldo * (u8 ? 1 : sizeof(int16_t));
+  /* Blocks of 64 rows over the threads (each row's values are independent). */
+  const int threads = rows * K >= (1 << 16) && !omp_in_parallel() ? damo_threads() : 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r0 = 0; r0 < rows; r0 += 64) {
+    const int64_t n = rows - r0 < 64 ? rows - r0 : 64;
+    void *dst = (char *)out + (size_t)r0 * row_bytes;
+    if (avx2) quantize_avx2(x + r0 * ldx, n, K, ldx, scale, zero_point, dst, ldo, u8);
+    else quantize_scalar(x + r0 * ldx, n, K, ldx, scale, zero_point, dst, ldo, u8);
+  }
 }
 
 void damo_quant_params(float lo, float hi, float *scale, int *zero_point) {

@@ -1,0 +1,224 @@
+/* test_bert_int8.c - BERT's dynamic int8 quantisation (src/models/bert_int8.c) on the tiny
+ * fixture of tests/ref/gen_bert.py: which products run in int8, how close the logits stay
+ * to f32 (and to f32 on the rounded weights: what is left is the activations' rounding),
+ * that a save and reload gives the same model bit for bit, and the refusals: quantising
+ * twice, training an int8 model, and corrupt files (a bad scale, -128, a stray scale, int8
+ * weights without the config's "quantization", int8 where dynamic int8 does not apply). */
+#include "damo.h"
+#include "cli_run.h"
+#include "harness.h"
+#include "tmpfiles.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define MODEL_DIR DAMO_SOURCE_DIR "/tests/fixtures/bert_tiny"
+
+enum { B = 4, T = 10 };
+static int32_t ids[B * T], types[B * T], mask[B * T];
+
+static void make_inputs(int vocab) {
+  for (int i = 0; i < B * T; i++) {
+    const int b = i / T, t = i % T;
+    ids[i] = t == 0 ? 2 : (int32_t)((i * 7919 + 13) % (vocab - 5)) + 5;
+    types[i] = t >= T / 2;
+    mask[i] = t < T - b; /* rows of 10, 9, 8, 7 tokens */
+  }
+}
+
+/* Logits (B, labels) of m's classifier in inference; the int8 products of its graph. */
+static damo_status logits_of(damo_bert *m, float *out, int *int8_products) {
+  damo_bert_graph *bg = NULL;
+  damo_status st = damo_bert_classifier_new(m, B, T, 0, &bg);
+  if (st == DAMO_OK) st = damo_bert_graph_forward(bg, B, ids, types, mask, NULL, 0, NULL);
+  if (st == DAMO_OK) {
+    memcpy(out, damo_bert_graph_logits(bg), (size_t)(B * damo_bert_get_config(m)->num_labels) * sizeof(float));
+    if (int8_products) *int8_products = damo_bert_graph_int8_products(bg);
+  }
+  damo_bert_graph_free(bg);
+  return st;
+}
+
+static double max_abs_diff(const float *a, const float *b, int n) {
+  double d = 0;
+  for (int i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - (double)b[i]));
+  return d;
+}
+
+static void test_quantize_and_reload(void) {
+  damo_bert *f32 = NULL, *q = NULL, *back = NULL;
+  CHECK(damo_bert_load(MODEL_DIR, 0, 1, &f32) == DAMO_OK && damo_bert_load(MODEL_DIR, 0, 1, &q) == DAMO_OK);
+  if (!f32 || !q) return;
+  const damo_bert_config *c = damo_bert_get_config(f32);
+  make_inputs(c->vocab_size);
+  const int L = c->num_labels, n = B * L;
+  float lf[64], lq[64], lr[64], lb[64];
+  int products = -1;
+  CHECK(logits_of(f32, lf, &products) == DAMO_OK && products == 0);
+  CHECK(!damo_bert_is_quantized(q) && damo_bert_quantize(q) == DAMO_OK && damo_bert_is_quantized(q));
+  CHECK_MSG(logits_of(q, lq, &products) == DAMO_OK, "%s", damo_last_error());
+  CHECK_MSG(products == 6 * c->num_hidden_layers + 1, "%d int8 products", products); /* + classifier; pooler f32 */
+
+  /* f32 on the rounded weights: the rewrite is what makes the difference */
+  damo_bert *rounded = NULL;
+  CHECK(damo_bert_load(MODEL_DIR, 0, 1, &rounded) == DAMO_OK);
+  if (rounded) {
+    const damo_tensor *w = damo_bert_param(q, "encoder.layer.0.attention.self.query.weight");
+    const damo_tensor *w0 = damo_bert_param(f32, "encoder.layer.0.attention.self.query.weight");
+    CHECK(memcmp(w->data, w0->data, damo_tensor_nbytes(w)) != 0); /* the f32 values are scale * q now */
+    int64_t np = 0;
+    float *dst = damo_bert_param_block(rounded, &np); /* before the copy reads np */
+    memcpy(dst, damo_bert_param_block(q, NULL), (size_t)np * sizeof(float));
+    CHECK(logits_of(rounded, lr, NULL) == DAMO_OK);
+  }
+  double scale = 0;
+  for (int i = 0; i < n; i++) scale = fmax(scale, fabs(lf[i]));
+  const double d_f32 = max_abs_diff(lq, lf, n), d_rounded = max_abs_diff(lq, lr, n);
+  fprintf(stderr, "  int8 vs f32 logits: max |diff| %.4g (logits up to %.3g); vs f32 on the int8 weights %.4g\n", d_f32,
+          scale, d_rounded);
+  CHECK(d_f32 > 0 && d_f32 < 0.05 * scale + 1e-3);
+  CHECK(d_rounded < 0.05 * scale + 1e-3);
+  int agree = 0;
+  for (int b = 0; b < B; b++) {
+    int af = 0, aq = 0;
+    for (int k = 1; k < L; k++) af = lf[b * L + k] > lf[b * L + af] ? k : af, aq = lq[b * L + k] > lq[b * L + aq] ? k : aq;
+    agree += af == aq;
+  }
+  CHECK_MSG(agree >= B - 1, "%d of %d predictions agree", agree, B);
+
+  /* saved and read back: the same int8 model */
+  const char *dir = tmp_path("int8");
+  CHECK_MSG(damo_bert_save(q, dir) == DAMO_OK, "%s", damo_last_error());
+  CHECK_MSG(damo_bert_load(dir, 0, 9, &back) == DAMO_OK, "%s", damo_last_error());
+  if (back) {
+    CHECK(damo_bert_is_quantized(back));
+    CHECK(logits_of(back, lb, &products) == DAMO_OK && products == 6 * c->num_hidden_layers + 1);
+    CHECK(memcmp(lb, lq, (size_t)n * sizeof(float)) == 0);
+  }
+  char path[600];
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  damo_tensor_dict *d = NULL;
+  CHECK(damo_safetensors_load(path, &d) == DAMO_OK);
+  if (d) {
+    const damo_tensor *w = damo_tensor_dict_get(d, "bert.encoder.layer.0.intermediate.dense.weight");
+    const damo_tensor *s = damo_tensor_dict_get(d, "bert.encoder.layer.0.intermediate.dense.weight.scale");
+    CHECK(w && w->dtype == DAMO_I8 && s && s->dtype == DAMO_F32 && s->shape[0] == w->shape[0]);
+    CHECK(damo_tensor_dict_get(d, "classifier.weight")->dtype == DAMO_I8);
+    CHECK(damo_tensor_dict_get(d, "bert.pooler.dense.weight")->dtype == DAMO_F32);
+    damo_tensor_dict_free(d);
+  }
+
+  /* refusals: twice, training, pre-training */
+  damo_bert_graph *bg = NULL;
+  CHECK(damo_bert_quantize(q) == DAMO_ERR_INVALID_ARG && strstr(damo_last_error(), "already int8"));
+  CHECK(damo_bert_classifier_new(q, B, T, 1, &bg) == DAMO_ERR_UNSUPPORTED && !bg);
+  CHECK(strstr(damo_last_error(), "inference only") != NULL);
+  CHECK(damo_bert_mlm_new(q, B, T, 2, &bg) == DAMO_ERR_UNSUPPORTED && !bg);
+  damo_bert_free(rounded);
+  damo_bert_free(back);
+  damo_bert_free(q);
+  damo_bert_free(f32);
+}
+
+/* Copies the saved int8 model in `from` to dir with one change: poison_scale / poison_q set
+ * the first value of NAME.scale / NAME, drop removes a tensor, and no_quant writes the config
+ * without its "quantization" object. Returns what damo_bert_load says of it. */
+static damo_status load_variant(const char *from, const char *dir, const char *name, float scale0, int q0, int drop,
+                                int no_quant, char *message, size_t cap) {
+  mkdir(dir, 0755);
+  char path[600];
+  snprintf(path, sizeof path, "%s/model.safetensors", from);
+  damo_tensor_dict *src = NULL, *out = damo_tensor_dict_new();
+  CHECK(damo_safetensors_load(path, &src) == DAMO_OK);
+  char scale_name[200];
+  snprintf(scale_name, sizeof scale_name, "%s.scale", name);
+  for (int k = 0; src && k < src->count; k++) {
+    const damo_tensor *t = src->tensors[k];
+    if (drop && !strcmp(src->names[k], name)) continue;
+    damo_tensor *copy = damo_tensor_new(t->dtype, t->ndim, t->shape);
+    memcpy(copy->data, t->data, damo_tensor_nbytes(t));
+    if (!strcmp(src->names[k], scale_name) && scale0 != 1.0f) damo_tensor_f32(copy)[0] = scale0;
+    if (!strcmp(src->names[k], name) && q0 != 0) ((int8_t *)copy->data)[0] = (int8_t)q0;
+    damo_tensor_dict_add(out, src->names[k], copy);
+  }
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  CHECK(damo_safetensors_save(path, out, NULL, 0) == DAMO_OK);
+  damo_tensor_dict_free(src);
+  damo_tensor_dict_free(out);
+  char cfg[8192];
+  snprintf(path, sizeof path, "%s/config.json", from);
+  FILE *f = fopen(path, "rb");
+  size_t n = f ? fread(cfg, 1, sizeof cfg - 1, f) : 0;
+  if (f) fclose(f);
+  cfg[n] = 0;
+  char *qpos = no_quant ? strstr(cfg, "\"quantization\"") : NULL;
+  if (qpos) memcpy(qpos, "\"quantizatioX\"", 14); /* an unknown key: ignored as HuggingFace's are */
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  write_bytes(path, cfg, strlen(cfg));
+  damo_bert *m = NULL;
+  damo_status st = damo_bert_load(dir, 0, 1, &m);
+  snprintf(message, cap, "%s", st == DAMO_OK ? "" : damo_last_error());
+  damo_bert_free(m);
+  return st;
+}
+
+static void test_bad_files(void) {
+  damo_bert *q = NULL;
+  CHECK(damo_bert_load(MODEL_DIR, 0, 1, &q) == DAMO_OK && damo_bert_quantize(q) == DAMO_OK);
+  char from[512]; /* tmp_path's buffers rotate */
+  snprintf(from, sizeof from, "%s", tmp_path("int8_src"));
+  CHECK(q && damo_bert_save(q, from) == DAMO_OK);
+  damo_bert_free(q);
+#define VALUE_W "bert.encoder.layer.1.attention.self.value.weight"
+  const char *w = VALUE_W;
+  char msg[600];
+  CHECK(load_variant(from, tmp_path("v0"), w, 1.0f, 0, 0, 0, msg, sizeof msg) == DAMO_OK); /* unchanged: loads */
+  CHECK(load_variant(from, tmp_path("v1"), w, -0.5f, 0, 0, 0, msg, sizeof msg) == DAMO_ERR_FORMAT);
+  CHECK_MSG(strstr(msg, "value.weight.scale' 0 is -0.5"), "%s", msg);
+  CHECK(load_variant(from, tmp_path("v2"), w, NAN, 0, 0, 0, msg, sizeof msg) == DAMO_ERR_FORMAT);
+  CHECK(load_variant(from, tmp_path("v3"), w, 1.0f, -128, 0, 0, msg, sizeof msg) == DAMO_ERR_FORMAT);
+  CHECK_MSG(strstr(msg, "value 0 is -128"), "%s", msg);
+  CHECK(load_variant(from, tmp_path("v4"), w, 1.0f, 0, 1, 0, msg, sizeof msg) == DAMO_ERR_FORMAT); /* stray scale */
+  CHECK_MSG(strstr(msg, "value.weight.scale' is the scale of no int8 tensor"), "%s", msg);
+  CHECK(load_variant(from, tmp_path("v5"), w, 1.0f, 0, 0, 1, msg, sizeof msg) == DAMO_ERR_FORMAT);
+  CHECK_MSG(strstr(msg, "is I8 but config.json has no \"quantization\""), "%s", msg);
+  CHECK(load_variant(from, tmp_path("v6"), VALUE_W ".scale", 1.0f, 0, 1, 0, msg, sizeof msg) == DAMO_ERR_FORMAT);
+  CHECK_MSG(strstr(msg, "needs 'bert.encoder.layer.1.attention.self.value.weight.scale'"), "%s", msg);
+}
+
+/* damo quantize on a BERT directory: one directory save of the int8 model; bad options and
+ * its own directory as --out are refused before anything is written. */
+static void test_cli(void) {
+  char out[512];
+  snprintf(out, sizeof out, "%s", tmp_path("cli_int8"));
+  CHECK_MSG(run("%s quantize --model %s --out %s", DAMO_CLI_PATH, MODEL_DIR, out) == 0, "%s", cli_out);
+  CHECK_MSG(strstr(cli_out, "dynamic int8, 13 products") && strstr(cli_out, "model.safetensors:"), "%s", cli_out);
+  damo_bert *m = NULL;
+  CHECK(damo_bert_load(out, 0, 1, &m) == DAMO_OK && damo_bert_is_quantized(m));
+  damo_bert_free(m);
+  CHECK(run("%s quantize --model %s --out %s", DAMO_CLI_PATH, out, tmp_path("twice")) == 1);
+  CHECK_MSG(strstr(cli_out, "already int8"), "%s", cli_out);
+  CHECK(run("%s quantize --model %s --out %s --method minmax", DAMO_CLI_PATH, MODEL_DIR, tmp_path("m")) == 2);
+  CHECK_MSG(strstr(cli_out, "--method is an option for a Sequential model, and this one is BERT"), "%s", cli_out);
+  CHECK(run("%s quantize --model %s --out %s --evaluate", DAMO_CLI_PATH, MODEL_DIR, tmp_path("e")) == 2);
+  CHECK(run("%s quantize --model %s --out %s", DAMO_CLI_PATH, MODEL_DIR, MODEL_DIR) == 2);
+  CHECK_MSG(strstr(cli_out, "the model's own directory"), "%s", cli_out);
+  CHECK(access(tmp_path("m"), F_OK) != 0 && access(tmp_path("e"), F_OK) != 0);
+}
+
+int main(void) {
+  tmpdir_template("bert_int8");
+  if (!mkdtemp(tmpdir)) {
+    fprintf(stderr, "test_bert_int8: cannot create a temp dir\n");
+    return 1;
+  }
+  RUN(test_quantize_and_reload);
+  RUN(test_bad_files);
+  RUN(test_cli);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+  if (system(cmd) != 0) fprintf(stderr, "test_bert_int8: could not remove %s\n", tmpdir);
+  return test_summary("bert_int8");
+}
