@@ -148,8 +148,10 @@ static void model_dirs(const char *tmp) {
   bc.intermediate_size = 16, bc.max_position_embeddings = 8, bc.num_labels = 2;
   damo_bert *b = NULL;
   if (damo_bert_new(&bc, 1, &b) != DAMO_OK || damo_bert_save(b, tmp) != DAMO_OK) die("bert");
-  damo_bert_free(b);
   put_dir2("bertdir", "bert_l1_h8", tmp, "config.json", "model.safetensors");
+  if (damo_bert_quantize(b) != DAMO_OK || damo_bert_save(b, tmp) != DAMO_OK) die("bert int8");
+  damo_bert_free(b);
+  put_dir2("bertdir", "bert_l1_h8_int8", tmp, "config.json", "model.safetensors");
 }
 
 /* A training checkpoint of the checkpoint target's tiny run, and a cut copy. */
