@@ -3,7 +3,7 @@
   torch_bench.py quant THREADS MODEL_DIR [--calibration N] [--repeats R]
 
 MODEL_DIR is a trained f32 damo model directory (config.json + model.safetensors) of
-rescaling, flatten, dense and ReLU layers (the W1 MLP). The same weights are loaded into
+rescaling, flatten, dense, conv2d, pooling and ReLU layers (the W1 MLP, the W2 CNN). The same weights are loaded into
 torch, then quantised as a PyTorch user would: eager-mode static post-training quantisation
 (torch.ao.quantization: Linear + ReLU fused, the engine's default qconfig, per-channel int8
 weights where the engine has them), calibrated on the same N training examples damo's
@@ -19,14 +19,16 @@ from torch_bench import load_split, load_workload, model_from_config
 
 
 def quantised(f32_seq, engine, calib):
-    """f32_seq quantised as eager-mode PTQ wants it: the layers before the first Linear
-    (rescaling, flatten) stay f32, a QuantStub quantises their output, the Linear/ReLU body
-    runs int8, and a DeQuantStub gives f32 logits back."""
+    """f32_seq quantised as eager-mode PTQ wants it: the layers before the first Linear or
+    Conv2d (rescaling, flatten, a layout permute) stay f32, a QuantStub quantises their output,
+    the body runs int8 (Linear/Conv2d + ReLU fused; pooling and flatten on int8 tensors), and a
+    DeQuantStub gives f32 logits back."""
     mods = list(f32_seq)
-    first = next(i for i, m in enumerate(mods) if isinstance(m, torch.nn.Linear))
+    kinds = (torch.nn.Linear, torch.nn.Conv2d)
+    first = next(i for i, m in enumerate(mods) if isinstance(m, kinds))
     prefix, body = torch.nn.Sequential(*mods[:first]), torch.nn.Sequential(*mods[first:])
     pairs = [[str(i), str(i + 1)] for i in range(len(body) - 1)
-             if isinstance(body[i], torch.nn.Linear) and isinstance(body[i + 1], torch.nn.ReLU)]
+             if isinstance(body[i], kinds) and isinstance(body[i + 1], torch.nn.ReLU)]
     model = torch.nn.Sequential(prefix, torch.ao.quantization.QuantStub(), body,
                                 torch.ao.quantization.DeQuantStub()).eval()
     if pairs:

@@ -5,7 +5,7 @@
  * between thread counts. Also the SIMD level selection and the FMA peak probe.
  * DAMO_TEST_QUICK=1 runs a smaller shape set (for sanitizer builds). */
 #include "harness.h"
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu_kernels.h" /* damo_amx_int8_ready */
 
 #include <math.h>
 #include <omp.h>
@@ -337,8 +337,10 @@ static void test_int8_product(void) {
       double worst = 0;
       for (int i = 0; i < M * N; i++) worst = fmax(worst, fabs((double)y[i] - (double)want[i]));
       CHECK_MSG(worst < 1e-4, "%s relu %d: max diff %g", level_name(levels[l]), relu, worst);
-      const int vnni = levels[l] == DAMO_SIMD_AVX512 && damo_cpu_has_vnni();
-      CHECK(strcmp(damo_int8_path(), vnni ? "avx512_vnni" : levels[l] >= DAMO_SIMD_AVX2 ? "avx2" : "portable") == 0);
+      const int avx512 = levels[l] == DAMO_SIMD_AVX512, amx = avx512 && damo_amx_int8_ready();
+      const int vnni = avx512 && damo_cpu_has_vnni();
+      CHECK(strcmp(damo_int8_path(), amx ? "amx_int8" : vnni ? "avx512_vnni" : levels[l] >= DAMO_SIMD_AVX2 ? "avx2"
+                                                                                                 : "portable") == 0);
       damo_int8_rows_free(rows);
       damo_int8_matrix_free(mat);
     }
@@ -365,7 +367,8 @@ static void test_int8_product(void) {
   const double peak = damo_int8_peak_gops(1), fma = damo_fma_peak_gflops(1);
   fprintf(stderr, "  int8 peak, 1 thread (%s): %.1f GOP/s (f32 FMA %.1f)\n", damo_int8_path(), peak, fma);
   CHECK(peak > 0.1 && isfinite(peak));
-  if (!strcmp(damo_int8_path(), "avx512_vnni")) CHECK_MSG(peak > 2.0 * fma, "int8 %.1f vs f32 %.1f", peak, fma);
+  if (!strcmp(damo_int8_path(), "avx512_vnni") || !strcmp(damo_int8_path(), "amx_int8"))
+    CHECK_MSG(peak > 2.0 * fma, "int8 %.1f vs f32 %.1f", peak, fma);
 }
 
 /* damo_gemm_gather: op(A) read through offset tables (a shuffled, overlapping view of one

@@ -3,6 +3,7 @@
  * dequantised operands, quantised Fashion-MNIST models (MLP and CNN) against their f32
  * selves, the saved directory (I8 kernels, sizes, bit-identical reload), and bad input. */
 #include "harness.h"
+#include "kernels/cpu/cpu_kernels.h" /* damo_amx_allow, damo_amx_ready */
 #include "ops/ops.h"
 #include "tmpfiles.h"
 
@@ -42,11 +43,15 @@ static void check_product(int64_t M, int64_t K, int64_t N, int relu, int with_bi
   damo_quantize_rows(x, M, K, K, xs, zp, qw->layout, a, qw->Kp);
   float *c = malloc((size_t)(M * N) * sizeof *c);
   int ok = 1, range_ok = 1;
-  for (int path = 0; path < 2; path++) {
+  /* the dispatched path (AMX-INT8 where it runs, else VNNI or AVX2), the plain loops, and the
+   * dispatched path with AMX refused (VNNI on the same packing) */
+  for (int path = 0; path < 3; path++) {
     damo_simd_level before = damo_simd_level_get();
     if (path == 1) damo_simd_level_force(DAMO_SIMD_SCALAR);
+    if (path == 2) damo_amx_allow(0);
     damo_gemm_q8(M, a, qw, xs, zp, with_bias ? bias : NULL, relu, c, N);
     damo_simd_level_force(before);
+    damo_amx_allow(1);
     for (int64_t m = 0; m < M; m++)
       for (int64_t n = 0; n < N; n++) {
         int64_t sum = 0;
@@ -86,7 +91,9 @@ static void test_int8_product(void) {
   for (int layout = DAMO_QLAYOUT_S16; layout <= DAMO_QLAYOUT_VNNI; layout++)
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
       for (int v = 0; v < 4; v++) check_product(shapes[s][0], shapes[s][1], shapes[s][2], v & 1, v >> 1, (damo_qlayout)layout);
-  printf("  int8 product: VNNI kernel %s\n", damo_cpu_has_vnni() ? "run (this CPU has AVX512-VNNI)" : "not run (no AVX512-VNNI): its layout checked by the plain loops");
+  printf("  int8 product: VNNI kernel %s; AMX-INT8 kernel %s\n",
+         damo_cpu_has_vnni() ? "run (this CPU has AVX512-VNNI)" : "not run (no AVX512-VNNI): its layout checked by the plain loops",
+         damo_cpu_has_amx_int8() && damo_amx_ready() ? "run" : "not run (no AMX-INT8 here)");
   /* Rounding and clamping of the activation: zero is exact, out-of-range values clamp. */
   float s;
   int z;

@@ -49,6 +49,7 @@ void damo_gemm_reference(int trans_a, int trans_b, int64_t M, int64_t N, int64_t
 /* ---- int8 products of quantised layers (kernels/cpu/gemm_int8.c): symmetric int8 weights
  * per output column, affine uint8 activations per tensor, int32 sums, f32 out. */
 #define DAMO_QMR 6 /* rows per micro-tile: activation buffers hold whole tiles (damo_qrows_padded) */
+#define DAMO_QROWS_ALIGN 48 /* activation rows come in multiples of this: whole 6-row VNNI and 16-row AMX tiles */
 /* How the packed weights are laid out, which decides the activations' form:
  *   S16:  int16 (q - z) activations, VPMADDWD on AVX2 (any x86-64 with AVX2; exact);
  *   VNNI: uint8 q activations, VPDPBUSD on AVX512-VNNI, the zero point taken off afterwards
@@ -56,7 +57,7 @@ void damo_gemm_reference(int trans_a, int trans_b, int64_t M, int64_t N, int64_t
 typedef enum damo_qlayout { DAMO_QLAYOUT_AUTO = 0, DAMO_QLAYOUT_S16, DAMO_QLAYOUT_VNNI } damo_qlayout;
 typedef struct damo_qweight {
   damo_qlayout layout;
-  int64_t K, N, Kp; /* Kp: K rounded up to the layout's group (2 or 4) */
+  int64_t K, N, Kp; /* Kp: K rounded up to the layout's group (2 or 4; VNNI where AMX-INT8 runs: 64, whole tiles) */
   int64_t panels;   /* 16-column panels of VNNI, 8-column panels of S16 (an even count) */
   void *packed;     /* see gemm_int8.c */
   float *scale;     /* N: w = scale[n] * q */
@@ -67,6 +68,7 @@ typedef struct damo_qweight {
 damo_qweight *damo_qweight_pack(const int8_t *w, int64_t K, int64_t N, const float *scale, damo_qlayout layout);
 void damo_qweight_free(damo_qweight *q);
 int damo_cpu_has_vnni(void);
+int damo_cpu_has_amx_int8(void); /* TDPBUSD (the OS saving the tiles too) */
 int64_t damo_qrows_padded(int64_t M);
 /* Bytes of one activation row in w's form (Kp values of 2 or 1 bytes). */
 size_t damo_qrow_bytes(const damo_qweight *w);

@@ -193,6 +193,16 @@ static damo_status qconv_infer(damo_node *n) {
   return DAMO_OK;
 }
 
+/* A patch's run of bytes: short runs (a few taps of a few channels) by a byte loop, which
+ * beats a call into memcpy at this size. */
+static inline void copy_run(char *to, const char *from, size_t n) {
+  if (n >= 64) {
+    memcpy(to, from, n);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) to[i] = from[i];
+}
+
 static damo_status qconv_forward(damo_graph *g, damo_node *n) {
   (void)g;
   const damo_qweight *w = qweight_of(n);
@@ -207,7 +217,8 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
   const int vnni = w->layout == DAMO_QLAYOUT_VNNI;
   const size_t elem = vnni ? 1 : sizeof(int16_t), row = damo_qrow_bytes(w);
   char *img = n->aux, *patches = img + (size_t)image * elem;
-  damo_quantize_rows(x, 1, image, image, scale, zp, w->layout, img, image);
+  const int64_t per_image = q.H * q.W * q.C; /* rows of one image each: quantised on every thread */
+  damo_quantize_rows(x, q.N, per_image, per_image, scale, zp, w->layout, img, per_image);
   const int relu = (n->iparam[QC_ACT] & 0xff) == DAMO_ACT_RELU;
   for (int64_t p0 = 0; p0 < pixels; p0 += block) {
     const int64_t rows = pixels - p0 < block ? pixels - p0 : block;
@@ -223,15 +234,16 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
       }
       if (r >= rows) continue;
       const int64_t p = p0 + r, bi = p / (q.OH * q.OW), oy = (p / q.OW) % q.OH, ox = p % q.OW;
-      for (int64_t ky = 0; ky < q.KH; ky++) {
+      /* The taps of one kernel row that fall inside the image, [kx0, kx1): neighbours in the
+       * image row (the stride moves the window, not its taps), so their (kw, c) values are one
+       * run there as in the patch: one copy per kernel row. */
+      const int64_t x0 = ox * q.sw - q.pl, kx0 = x0 < 0 ? -x0 : 0, kx1 = q.W - x0 < q.KW ? q.W - x0 : q.KW;
+      for (int64_t ky = 0; ky < q.KH && kx1 > kx0; ky++) {
         const int64_t iy = oy * q.sh - q.pt + ky;
         if (iy < 0 || iy >= q.H) continue;
-        for (int64_t kx = 0; kx < q.KW; kx++) {
-          const int64_t ix = ox * q.sw - q.pl + kx;
-          if (ix < 0 || ix >= q.W) continue;
-          memcpy(dst + (size_t)((ky * q.KW + kx) * q.C) * elem, img + (size_t)(((bi * q.H + iy) * q.W + ix) * q.C) * elem,
-                 (size_t)q.C * elem);
-        }
+        char *to = dst + (size_t)((ky * q.KW + kx0) * q.C) * elem;
+        const char *from = img + (size_t)(((bi * q.H + iy) * q.W + x0 + kx0) * q.C) * elem;
+        copy_run(to, from, (size_t)((kx1 - kx0) * q.C) * elem);
       }
     }
     damo_gemm_q8(rows, patches, w, scale, zp, b, relu, damo_f32(n) + p0 * q.F, q.F);

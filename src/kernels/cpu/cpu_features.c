@@ -82,7 +82,7 @@ static uint64_t os_saved_state(void) {
   return ((uint64_t)hi << 32) | lo;
 }
 
-enum { UNIT_AVX512_BF16 = 1, UNIT_AMX_BF16 = 2, UNIT_VNNI = 4, UNITS_KNOWN = 8 };
+enum { UNIT_AVX512_BF16 = 1, UNIT_AMX_BF16 = 2, UNIT_VNNI = 4, UNITS_KNOWN = 8, UNIT_AMX_INT8 = 16 };
 
 /* The bf16 and int8 units, read once: the int8 and bf16 products ask on every call, and
  * CPUID traps to the hypervisor in a virtual machine (microseconds each). */
@@ -97,6 +97,7 @@ static int detect_units(void) {
   const int avx512bw = ((ebx >> 16) & 1) && ((ebx >> 30) & 1); /* AVX512F and BW */
   if (avx512bw && ((ecx >> 11) & 1) && zmm) units |= UNIT_VNNI;
   if (((edx >> 22) & 1) && tiles) units |= UNIT_AMX_BF16;
+  if (((edx >> 25) & 1) && tiles) units |= UNIT_AMX_INT8;
   __cpuid_count(7, 1, eax, ebx, ecx, edx);
   if (((eax >> 5) & 1) && zmm) units |= UNIT_AVX512_BF16;
   return units;
@@ -117,6 +118,8 @@ int damo_cpu_has_bf16(void) {
 int damo_cpu_has_avx512_bf16(void) { return (units_of_cpu() & UNIT_AVX512_BF16) != 0; }
 
 int damo_cpu_has_vnni(void) { return (units_of_cpu() & UNIT_VNNI) != 0; }
+
+int damo_cpu_has_amx_int8(void) { return (units_of_cpu() & UNIT_AMX_INT8) != 0; }
 
 /* On the AVX-512 path: AMX tiles where the CPU and the OS allow them (gemm_amx.c), else
  * VDPBF16PS where the CPU has AVX512_BF16 (gemm_bf16.c); otherwise the operands are rounded

@@ -81,6 +81,9 @@ int damo_amx_ready(void);
 int damo_amx_allow(int allowed);
 /* This thread's tile unit as eight 16-row x 64-byte tiles (damo_amx_ready() first), and back. */
 void damo_amx_configure(void);
+/* AMX-INT8 (TDPBUSD) usable: the CPU has it and damo_amx_ready(); the int8 product's VNNI
+ * layout then pads K to whole 64-byte tiles and runs on the tiles (gemm_int8.c). */
+int damo_amx_int8_ready(void);
 void damo_amx_release(void);
 int damo_gemm_amx(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);

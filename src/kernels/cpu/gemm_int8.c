@@ -19,7 +19,7 @@
  * rows, 64 int8 values c0k..c0k+3 c1k..., fed against a broadcast group of four uint8. K is
  * padded to the group and N to whole pairs of panels with zero weights; the activation
  * rows come in tiles of QMR (damo_qrows_padded), so the micro-kernels have no edges. */
-#include "kernels/kernels.h"
+#include "kernels/cpu/cpu_kernels.h" /* damo_amx_ready, damo_amx_configure */
 
 #include <immintrin.h>
 #include <math.h>
@@ -29,7 +29,11 @@
 
 #define VNR 32 /* VNNI: columns per micro-tile, two 16-column panels */
 
-int64_t damo_qrows_padded(int64_t M) { return (M + DAMO_QMR - 1) / DAMO_QMR * DAMO_QMR; }
+int64_t damo_qrows_padded(int64_t M) { return (M + DAMO_QROWS_ALIGN - 1) / DAMO_QROWS_ALIGN * DAMO_QROWS_ALIGN; }
+
+/* AMX-INT8 (TDPBUSD) may run the VNNI layout's products: the CPU has it and the OS gave this
+ * process the tiles (gemm_amx.c asks once). */
+int damo_amx_int8_ready(void) { return damo_cpu_has_amx_int8() && damo_amx_ready(); }
 
 size_t damo_qrow_bytes(const damo_qweight *w) {
   return (size_t)w->Kp * (w->layout == DAMO_QLAYOUT_VNNI ? 1 : sizeof(int16_t));
@@ -44,8 +48,10 @@ damo_qweight *damo_qweight_pack(const int8_t *w, int64_t K, int64_t N, const flo
   if (!q) return NULL;
   if (layout == DAMO_QLAYOUT_AUTO) layout = damo_cpu_has_vnni() ? DAMO_QLAYOUT_VNNI : DAMO_QLAYOUT_S16;
   const int vnni = layout == DAMO_QLAYOUT_VNNI, group = vnni ? 4 : 2, width = vnni ? 16 : 8;
+  /* AMX takes K in whole tiles of 64: the padding's weights are 0, as are the rows' values there */
+  const int align = vnni && damo_amx_int8_ready() ? 64 : group;
   q->layout = layout;
-  q->K = K, q->N = N, q->Kp = (K + group - 1) / group * group;
+  q->K = K, q->N = N, q->Kp = (K + align - 1) / align * align;
   q->panels = (N + 2 * width - 1) / (2 * width) * 2;
   const size_t bytes = (size_t)q->panels * (size_t)q->Kp * (size_t)width * (vnni ? 1 : sizeof(int16_t));
   q->packed = damo_alloc(bytes);
@@ -265,8 +271,72 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(con
   }
 }
 
+/* AMX: rows [16 rt, 16 rt + rows) x columns of tile ct (32, two panels) by TDPBUSD, K in
+ * chunks of 64 (Kp is a multiple of 64 here). A panel's quads are already B tiles: per quad,
+ * 16 columns x 4 values, 64 bytes a tile row. The sums go through a buffer to the same
+ * epilogue as tile_vnni. Needs the thread's tiles configured (damo_amx_configure). */
+__attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) static void tile_amx(const uint8_t *a,
+                                                                                  const damo_qweight *w, int64_t ct,
+                                                                                  float x_scale, int zero_point,
+                                                                                  const float *bias, int relu,
+                                                                                  float *c, int64_t ldc, int rows) {
+  const int64_t quads = w->Kp / 4, chunks = w->Kp / 64, lda = w->Kp;
+  const int8_t *b0 = (const int8_t *)w->packed + (2 * ct) * quads * 64, *b1 = b0 + quads * 64;
+  int32_t sums[16][32] __attribute__((aligned(64)));
+  _tile_zero(0);
+  _tile_zero(1);
+  for (int64_t k = 0; k < chunks; k++) {
+    _tile_loadd(2, a + k * 64, lda);
+    _tile_loadd(3, b0 + k * 16 * 64, 64);
+    _tile_loadd(4, b1 + k * 16 * 64, 64);
+    _tile_dpbusd(0, 2, 3);
+    _tile_dpbusd(1, 2, 4);
+  }
+  _tile_stored(0, &sums[0][0], 128);
+  _tile_stored(1, &sums[0][16], 128);
+  const int64_t n0 = ct * VNR;
+  for (int h = 0; h < 2; h++) {
+    const int64_t col = n0 + 16 * h, left = w->N - col;
+    if (left <= 0) break;
+    const __mmask16 mask = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+    const __m512 s = _mm512_mul_ps(_mm512_set1_ps(x_scale), _mm512_maskz_loadu_ps(mask, w->scale + col));
+    const __m512i zsum = _mm512_mullo_epi32(_mm512_set1_epi32(zero_point), _mm512_maskz_loadu_epi32(mask, w->colsum + col));
+    const __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + col) : _mm512_setzero_ps();
+    for (int r = 0; r < rows; r++) {
+      const __m512i acc = _mm512_load_si512((const void *)&sums[r][16 * h]);
+      __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, zsum)), s, b);
+      if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+      _mm512_mask_storeu_ps(c + r * ldc + col, mask, v);
+    }
+  }
+}
+
+/* The AMX form of damo_gemm_q8: 16-row x 32-column tiles, column tiles outermost. */
+static void gemm_q8_amx(int64_t M, const uint8_t *a, const damo_qweight *w, float x_scale, int zero_point,
+                        const float *bias, int relu, float *c, int64_t ldc) {
+  const int64_t row_tiles = (M + 15) / 16, col_tiles = w->panels / 2, tiles = row_tiles * col_tiles;
+  const int threads = omp_in_parallel() || tiles < 8 ? 1 : damo_threads();
+#pragma omp parallel num_threads(threads)
+  {
+    damo_amx_configure();
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; t++) {
+      const int64_t ct = t / row_tiles, rt = t % row_tiles;
+      const int rows = (int)(M - rt * 16 < 16 ? M - rt * 16 : 16);
+      tile_amx(a + (size_t)(rt * 16) * (size_t)w->Kp, w, ct, x_scale, zero_point, bias, relu, c + rt * 16 * ldc, ldc,
+               rows);
+    }
+    damo_amx_release();
+  }
+}
+
 void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale, int zero_point, const float *bias,
                   int relu, float *c, int64_t ldc) {
+  if (w->layout == DAMO_QLAYOUT_VNNI && w->Kp % 64 == 0 && damo_simd_level_get() >= DAMO_SIMD_AVX512 &&
+      damo_amx_int8_ready()) {
+    gemm_q8_amx(M, a, w, x_scale, zero_point, bias, relu, c, ldc);
+    return;
+  }
   const int vnni = w->layout == DAMO_QLAYOUT_VNNI;
   const int64_t row_tiles = (M + DAMO_QMR - 1) / DAMO_QMR, col_tiles = w->panels / 2, tiles = row_tiles * col_tiles;
   const int64_t tile_cols = vnni ? VNR : QNR;

@@ -1,6 +1,7 @@
 /* int8_peak.c - the multiply-add ceiling of the int8 product's path (gemm_int8.c), measured as
  * fma_peak.c measures the f32 one: operands in registers, nothing read from memory in the
- * loop, every thread at once. "avx512_vnni": VPDPBUSD, 64 u8 x s8 products a zmm
+ * loop, every thread at once. "amx_int8": TDPBUSD on tiles (16 x 16 x 64 products an
+ * instruction); "avx512_vnni": VPDPBUSD, 64 u8 x s8 products a zmm
  * instruction; "avx2": VPMADDWD on int16 pairs (16 products a ymm) and the VPADDD that sums
  * them, the instruction pair the S16 micro-kernel issues; "portable": the f32 FMA peak. An
  * operation is a multiply or an add (a multiply-add counts 2), as GFLOP/s counts them. */
@@ -49,22 +50,52 @@ __attribute__((target("avx2"))) static double madd_loop(long iterations, int *si
   return 2.0 * 16.0 * MADD_CHAINS * (double)iterations;
 }
 
+/* 16 x 16 x 64 u8 x s8 products per TDPBUSD, four a step, operands in tiles (ones). */
+__attribute__((target("amx-tile,amx-int8"))) static double amx_loop(long iterations, int *sink) {
+  static _Thread_local uint8_t one[16 * 64] __attribute__((aligned(64))); /* static: see bf16_peak.c */
+  for (int i = 0; i < 16 * 64; i++) one[i] = 1;
+  int32_t out[16 * 16] __attribute__((aligned(64)));
+  damo_amx_configure();
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, one, 64);
+  _tile_loadd(5, one, 64);
+  _tile_loadd(6, one, 64);
+  _tile_loadd(7, one, 64);
+  for (long i = 0; i < iterations; i++) {
+    _tile_dpbusd(0, 4, 6);
+    _tile_dpbusd(1, 4, 7);
+    _tile_dpbusd(2, 5, 6);
+    _tile_dpbusd(3, 5, 7);
+  }
+  _tile_stored(0, out, 64);
+  damo_amx_release();
+  *sink = out[0];
+  return 4.0 * 2.0 * 16 * 16 * 64 * (double)iterations;
+}
+
 const char *damo_int8_path(void) {
   const damo_simd_level level = damo_simd_level_get();
+  if (level >= DAMO_SIMD_AVX512 && damo_amx_int8_ready()) return "amx_int8";
   if (level >= DAMO_SIMD_AVX512 && damo_cpu_has_vnni()) return "avx512_vnni";
   return level >= DAMO_SIMD_AVX2 ? "avx2" : "portable";
 }
 
-static double int8_loop(int vnni, long iterations, double *sink) {
+enum { INT8_MADD, INT8_VNNI, INT8_AMX };
+
+static double int8_loop(int kind, long iterations, double *sink) {
   int s = 0;
-  double done = vnni ? vnni_loop(iterations, &s) : madd_loop(iterations, &s);
+  double done = kind == INT8_AMX ? amx_loop(iterations / 10, &s) : kind == INT8_VNNI ? vnni_loop(iterations, &s)
+                                                                                   : madd_loop(iterations, &s);
   *sink = s != 0 ? 1.0 : NAN; /* 0: the loop did not run (NaN makes the peak 0) */
   return done;
 }
 
 double damo_int8_peak_gops(int threads) {
   const char *path = damo_int8_path();
-  const int vnni = !strcmp(path, "avx512_vnni");
-  if (!vnni && strcmp(path, "avx2")) return damo_fma_peak_gflops(threads);
-  return damo_peak_best_gops(threads, int8_loop, vnni, ITERATIONS);
+  const int kind = !strcmp(path, "amx_int8") ? INT8_AMX : !strcmp(path, "avx512_vnni") ? INT8_VNNI : INT8_MADD;
+  if (kind == INT8_MADD && strcmp(path, "avx2")) return damo_fma_peak_gflops(threads);
+  return damo_peak_best_gops(threads, int8_loop, kind, ITERATIONS);
 }
