@@ -233,6 +233,28 @@ __attribute__((target("avx2"))) static void tile_avx2(const int16_t *a, const da
   }
 }
 
+/* The epilogue of a 32-column tile's int32 sums: row r's two halves at acc[2 r], acc[2 r + 1];
+ * c = x_scale * scale[n] * (sum - z * colsum[n]) + bias[n], then max(0, .) if relu, for the
+ * tile's columns inside N and its first `rows` rows. */
+__attribute__((target("avx512f,avx512bw"))) static inline void store_tile(const __m512i *acc, const damo_qweight *w,
+                                                                         int64_t tile, float x_scale, int zero_point,
+                                                                         const float *bias, int relu, float *c,
+                                                                         int64_t ldc, int rows) {
+  for (int h = 0; h < 2; h++) {
+    const int64_t col = tile * VNR + 16 * h, left = w->N - col;
+    if (left <= 0) break;
+    const __mmask16 mask = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+    const __m512 s = _mm512_mul_ps(_mm512_set1_ps(x_scale), _mm512_maskz_loadu_ps(mask, w->scale + col));
+    const __m512i zsum = _mm512_mullo_epi32(_mm512_set1_epi32(zero_point), _mm512_maskz_loadu_epi32(mask, w->colsum + col));
+    const __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + col) : _mm512_setzero_ps();
+    for (int r = 0; r < rows; r++) {
+      __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[2 * r + h], zsum)), s, b);
+      if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+      _mm512_mask_storeu_ps(c + r * ldc + col, mask, v);
+    }
+  }
+}
+
 /* VNNI, QMR rows x 32 columns: VPDPBUSD of a broadcast group of four uint8 against 16 columns
  * of four int8 each; the epilogue in 512-bit lanes, masked at the last columns. */
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(const uint8_t *a, const damo_qweight *w,
@@ -255,20 +277,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(con
       acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], x, w1);
     }
   }
-  const int64_t n0 = tile * VNR;
-  for (int h = 0; h < 2; h++) {
-    const int64_t col = n0 + 16 * h, left = w->N - col;
-    if (left <= 0) break;
-    const __mmask16 mask = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-    const __m512 s = _mm512_mul_ps(_mm512_set1_ps(x_scale), _mm512_maskz_loadu_ps(mask, w->scale + col));
-    const __m512i zsum = _mm512_mullo_epi32(_mm512_set1_epi32(zero_point), _mm512_maskz_loadu_epi32(mask, w->colsum + col));
-    const __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + col) : _mm512_setzero_ps();
-    for (int r = 0; r < rows; r++) {
-      __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][h], zsum)), s, b);
-      if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-      _mm512_mask_storeu_ps(c + r * ldc + col, mask, v);
-    }
-  }
+  store_tile(&acc[0][0], w, tile, x_scale, zero_point, bias, relu, c, ldc, rows);
 }
 
 /* AMX: rows [16 rt, 16 rt + rows) x columns of tile ct (32, two panels) by TDPBUSD, K in
@@ -294,21 +303,7 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) static void tile_a
   }
   _tile_stored(0, &sums[0][0], 128);
   _tile_stored(1, &sums[0][16], 128);
-  const int64_t n0 = ct * VNR;
-  for (int h = 0; h < 2; h++) {
-    const int64_t col = n0 + 16 * h, left = w->N - col;
-    if (left <= 0) break;
-    const __mmask16 mask = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-    const __m512 s = _mm512_mul_ps(_mm512_set1_ps(x_scale), _mm512_maskz_loadu_ps(mask, w->scale + col));
-    const __m512i zsum = _mm512_mullo_epi32(_mm512_set1_epi32(zero_point), _mm512_maskz_loadu_epi32(mask, w->colsum + col));
-    const __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + col) : _mm512_setzero_ps();
-    for (int r = 0; r < rows; r++) {
-      const __m512i acc = _mm512_load_si512((const void *)&sums[r][16 * h]);
-      __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, zsum)), s, b);
-      if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-      _mm512_mask_storeu_ps(c + r * ldc + col, mask, v);
-    }
-  }
+  store_tile((const __m512i *)&sums[0][0], w, ct, x_scale, zero_point, bias, relu, c, ldc, rows);
 }
 
 /* The AMX form of damo_gemm_q8: 16-row x 32-column tiles, column tiles outermost. */
