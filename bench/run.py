@@ -325,45 +325,61 @@ def bench_bf16(damo, work, threads, env_threads, quick):
     return out
 
 
-# Q1: int8 inference. W1 trained for its budget, quantised by `damo quantize` (histogram
-# calibration on 2048 training examples), then the whole test split predicted at batch 64 by
-# damo f32, damo int8 and PyTorch's eager-mode static int8 of the same f32 weights (each
-# quantised engine this build has, calibrated on the same examples).
-def bench_int8(damo, work, threads, env_threads):
-    f32, int8 = os.path.join(work, "q_w1"), os.path.join(work, "q_w1_int8")
-    print("Q: W1 trained, then quantised (damo)", flush=True)
-    subprocess.run([damo, "train", "--config", os.path.join(ROOT, "examples/configs/mlp_fashion_mnist.json"), "--data",
-                    "fashion-mnist", "--out", f32, "--overwrite"], check=True, capture_output=True, env=dict(os.environ,
-                                                                                                          **env_threads))
+# Q1/Q2: int8 inference. W1 (MLP) and W2 (CNN) trained for their budgets, quantised by
+# `damo quantize` (histogram calibration on 2048 training examples), then the whole test split
+# predicted at batch 64 by damo f32, damo int8 and PyTorch's eager-mode static int8 of the same
+# f32 weights (each quantised engine this build has, calibrated on the same examples).
+INT8_WORKLOADS = [("W1", "examples/configs/mlp_fashion_mnist.json"), ("W2", "examples/configs/cnn_fashion_mnist.json")]
+
+
+def bench_int8_one(damo, work, threads, env_threads, wid, config):
+    f32, int8 = os.path.join(work, "q_" + wid.lower()), os.path.join(work, "q_%s_int8" % wid.lower())
+    print("Q: %s trained, then quantised (damo)" % wid, flush=True)
+    subprocess.run([damo, "train", "--config", os.path.join(ROOT, config), "--data", "fashion-mnist", "--out", f32,
+                    "--overwrite"], check=True, capture_output=True, env=dict(os.environ, **env_threads))
     q = subprocess.run([damo, "quantize", "--model", f32, "--out", int8, "--data", "fashion-mnist"], check=True,
                        capture_output=True, text=True, env=dict(os.environ, **env_threads))
-    out = {"quantize": q.stdout.strip().splitlines()}
+    out = {"quantize": q.stdout.strip().splitlines(), "config": config}
     for side, d in (("damo_f32", f32), ("damo_int8", int8)):
-        print("Q: predict %s" % side, flush=True)
+        print("Q: %s predict %s" % (wid, side), flush=True)
         out[side] = run_json([damo, "bench", "predict", "--model", d, "--data", "fashion-mnist", "--repeats", "5"],
                              env_threads)
-    print("Q: PyTorch int8", flush=True)
+    print("Q: %s PyTorch int8" % wid, flush=True)
     out["torch"] = run_json([PY, os.path.join(HERE, "torch_bench.py"), "quant", str(threads), f32, "--repeats", "5"],
                             TORCH_CONFIGS[0])
     out["sizes"] = [os.path.getsize(os.path.join(d, "model.safetensors")) for d in (f32, int8)]
     return out
 
 
+def bench_int8(damo, work, threads, env_threads):
+    out = bench_int8_one(damo, work, threads, env_threads, *INT8_WORKLOADS[0])  # W1 at the top level, as before
+    out["w2"] = bench_int8_one(damo, work, threads, env_threads, *INT8_WORKLOADS[1])
+    return out
+
+
 def int8_rows(q):
     rows = [measured_row("Q (int8)", q["date"], q.get("machine"))]
+    for n, wid, r in ((1, "W1", q), (2, "W2", q.get("w2"))):
+        if r:
+            rows += int8_workload_rows(n, wid, r)
+    return rows
+
+
+def int8_workload_rows(n, wid, q):
+    rows = []
     f, i, t = q["damo_f32"], q["damo_int8"], q["torch"]
     best = t.get("best_engine")
-    rows.append("| Q1 W1 int8 inference, examples/s at batch 64: damo int8 against damo f32 | %.0f | %.0f | %.2fx | goal "
+    rows.append("| Q%d %s int8 inference, examples/s at batch 64: damo int8 against damo f32 | %.0f | %.0f | %.2fx | goal "
                 "2.5x; accuracy %.4f vs %.4f (%+.2f points); model.safetensors %.1f%% of f32 (goal <= 27%%) |"
-                % (i["examples_per_s"], f["examples_per_s"], i["examples_per_s"] / f["examples_per_s"], i["accuracy"],
-                   f["accuracy"], 100 * (i["accuracy"] - f["accuracy"]), 100.0 * q["sizes"][1] / q["sizes"][0]))
+                % (n, wid, i["examples_per_s"], f["examples_per_s"], i["examples_per_s"] / f["examples_per_s"],
+                   i["accuracy"], f["accuracy"], 100 * (i["accuracy"] - f["accuracy"]), 100.0 * q["sizes"][1] / q["sizes"][0]))
     if best:
         e = t["engines"][best]
         others = ", ".join("%s %s" % (k, "%.0f/s" % v["examples_per_s"] if "examples_per_s" in v else "failed")
                            for k, v in sorted(t["engines"].items()) if k != best)
-        rows.append("| Q1 W1 int8 inference, examples/s at batch 64: damo int8 against PyTorch int8 (%s) | %.0f | %.0f | "
+        rows.append("| Q%d %s int8 inference, examples/s at batch 64: damo int8 against PyTorch int8 (%s) | %.0f | %.0f | "
                     "%.2fx | goal 1.5x; PyTorch accuracy %.4f (its f32 %.4f at %.0f/s); other engines: %s |"
-                    % (best, i["examples_per_s"], e["examples_per_s"], i["examples_per_s"] / e["examples_per_s"],
+                    % (n, wid, best, i["examples_per_s"], e["examples_per_s"], i["examples_per_s"] / e["examples_per_s"],
                        e["accuracy"], t["f32"]["accuracy"], t["f32"]["examples_per_s"], others or "none"))
     return rows
 

@@ -169,9 +169,13 @@ static qconv_geom qgeom_of(const damo_node *n) {
   return q;
 }
 
-static int64_t patch_rows(const qconv_geom *q) {
-  const int64_t pixels = q->N * q->OH * q->OW;
-  return pixels < QC_PATCH_ROWS ? damo_qrows_padded(pixels) : QC_PATCH_ROWS;
+/* Output pixels per patches block: QC_PATCH_ROWS, or as many as fill about 1 MB when the
+ * rows are short (a first layer's K of 25: fewer blocks, so fewer thread team starts). */
+static int64_t patch_rows(const qconv_geom *q, const damo_qweight *w) {
+  const int64_t pixels = q->N * q->OH * q->OW, row = (int64_t)damo_qrow_bytes(w);
+  int64_t block = ((int64_t)1 << 20) / (row > 0 ? row : 1) / DAMO_QROWS_ALIGN * DAMO_QROWS_ALIGN;
+  if (block < QC_PATCH_ROWS) block = QC_PATCH_ROWS;
+  return pixels < block ? damo_qrows_padded(pixels) : block;
 }
 
 static damo_status qconv_infer(damo_node *n) {
@@ -189,7 +193,7 @@ static damo_status qconv_infer(damo_node *n) {
   n->dtype = DAMO_F32;
   const damo_qweight *w = qweight_of(n);
   const size_t elem = w->layout == DAMO_QLAYOUT_VNNI ? 1 : sizeof(int16_t);
-  n->aux_bytes = (size_t)(q.N * q.H * q.W * q.C) * elem + (size_t)patch_rows(&q) * damo_qrow_bytes(w);
+  n->aux_bytes = (size_t)(q.N * q.H * q.W * q.C) * elem + (size_t)patch_rows(&q, w) * damo_qrow_bytes(w);
   return DAMO_OK;
 }
 
@@ -208,7 +212,7 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
   const damo_qweight *w = qweight_of(n);
   const qconv_geom q = qgeom_of(n);
   const float *x = damo_f32(n->in[0]), *b = n->n_in > 1 ? damo_f32(n->in[1]) : NULL;
-  const int64_t image = q.N * q.H * q.W * q.C, pixels = q.N * q.OH * q.OW, block = patch_rows(&q);
+  const int64_t image = q.N * q.H * q.W * q.C, pixels = q.N * q.OH * q.OW, block = patch_rows(&q, w);
   float scale;
   int zp;
   input_params(n, x, image, QC_ZERO_POINT, &scale, &zp);
@@ -226,18 +230,22 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
 #pragma omp parallel for num_threads(rows >= 64 ? damo_threads() : 1) schedule(static)
     for (int64_t r = 0; r < damo_qrows_padded(rows); r++) {
       char *dst = patches + (size_t)r * row;
-      if (vnni) {
+      const int64_t p = p0 + r, bi = p / (q.OH * q.OW), oy = (p / q.OW) % q.OH, ox = p % q.OW;
+      /* The taps of one kernel row that fall inside the image, [kx0, kx1): neighbours in the
+       * image row (the stride moves the window, not its taps), so their (kw, c) values are one
+       * run there as in the patch: one copy per kernel row. */
+      const int64_t x0 = ox * q.sw - q.pl, kx0 = x0 < 0 ? -x0 : 0, kx1 = q.W - x0 < q.KW ? q.W - x0 : q.KW;
+      const int64_t y0 = oy * q.sh - q.pt;
+      /* A window inside the image overwrites all K values: only the padding after K is cleared */
+      const int inside = r < rows && kx0 == 0 && kx1 == q.KW && y0 >= 0 && y0 + q.KH <= q.H;
+      if (inside) memset(dst + (size_t)q.K * elem, 0, row - (size_t)q.K * elem);
+      else if (vnni) {
         memset(dst, zp, (size_t)q.K);
         memset(dst + q.K, 0, row - (size_t)q.K);
       } else {
         memset(dst, 0, row);
       }
       if (r >= rows) continue;
-      const int64_t p = p0 + r, bi = p / (q.OH * q.OW), oy = (p / q.OW) % q.OH, ox = p % q.OW;
-      /* The taps of one kernel row that fall inside the image, [kx0, kx1): neighbours in the
-       * image row (the stride moves the window, not its taps), so their (kw, c) values are one
-       * run there as in the patch: one copy per kernel row. */
-      const int64_t x0 = ox * q.sw - q.pl, kx0 = x0 < 0 ? -x0 : 0, kx1 = q.W - x0 < q.KW ? q.W - x0 : q.KW;
       for (int64_t ky = 0; ky < q.KH && kx1 > kx0; ky++) {
         const int64_t iy = oy * q.sh - q.pt + ky;
         if (iy < 0 || iy >= q.H) continue;
