@@ -248,7 +248,8 @@ int cli_quantize_bert(int argc, char **argv) {
   if (st != DAMO_OK) return cli_fail("quantize");
   printf("quantised %s -> %s in %.2f s: dynamic int8, %d products (each of the %d encoder layers' query, key, value, "
          "attention output, intermediate and output, and the classifier) with int8 weights, one scale per output; "
-         "their inputs quantised per batch; pooler, embeddings, layer norms and attention f32\n", dir, out, seconds,
+         "their inputs quantised per batch; the embedding tables stored as int8 rows; pooler, layer norms and attention "
+         "f32\n", dir, out, seconds,
          6 * layers + 1, layers);
   long long was = file_bytes(dir), now = file_bytes(out);
   if (was > 0 && now > 0) printf("model.safetensors: %lld -> %lld bytes (%.1f%%)\n", was, now, 100.0 * now / was);

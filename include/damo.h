@@ -1956,8 +1956,9 @@ damo_status damo_bert_save(const damo_bert *m, const char *dir);
  * encoder layer's query, key, value, attention output, intermediate and output weights and
  * the classifier's become symmetric int8 with one scale per output feature (their f32 values
  * become scale * q); classifier inference graphs made afterwards multiply them in int8 with
- * each input quantised per batch from its own range (uint8). The pooler (tanh), embeddings,
- * layer norms and attention stay f32. Saved as I8 tensors with NAME.scale beside them and
+ * each input quantised per batch from its own range (uint8). The embedding tables are stored
+ * as int8 rows too and looked up from scale * q (weight-only). The pooler (tanh), layer norms
+ * and attention stay f32. Saved as I8 tensors with NAME.scale beside them and
  * config.json "quantization": {"format": "int8", "activations": "dynamic"}; damo_bert_load
  * reads that back. An int8 model does not train (refused); quantising twice is refused. */
 damo_status damo_bert_quantize(damo_bert *m);

@@ -107,6 +107,8 @@ static void test_quantize_and_reload(void) {
     CHECK(w && w->dtype == DAMO_I8 && s && s->dtype == DAMO_F32 && s->shape[0] == w->shape[0]);
     CHECK(damo_tensor_dict_get(d, "classifier.weight")->dtype == DAMO_I8);
     CHECK(damo_tensor_dict_get(d, "bert.pooler.dense.weight")->dtype == DAMO_F32);
+    CHECK(damo_tensor_dict_get(d, "bert.embeddings.word_embeddings.weight")->dtype == DAMO_I8); /* weight-only */
+    CHECK(damo_tensor_dict_get(d, "bert.embeddings.LayerNorm.weight")->dtype == DAMO_F32);
     damo_tensor_dict_free(d);
   }
 

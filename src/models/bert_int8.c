@@ -3,8 +3,9 @@
  * output, intermediate, output) and the classifier get symmetric int8 weights with one scale
  * per output feature; activations are quantised per batch, from each input's own range, to
  * affine uint8 inside the product (ops/qlinear.c's dynamic qdense over kernels/cpu/gemm_int8.c).
- * The pooler stays f32 (its tanh is not fused into the int8 product) and so do the
- * embeddings, layer norms, attention and biases.
+ * The embedding tables are stored the same way (one scale per row) and looked up in f32 from
+ * scale * q: weight-only, for the file's size. The pooler stays f32 (its tanh is not fused
+ * into the int8 product) and so do the layer norms, attention and biases.
  *
  * The store's f32 values of a quantised weight become scale * q, so anything reading f32
  * (the masked-LM head, a graph not rewritten) sees the weights the int8 product uses.
@@ -30,6 +31,7 @@ int bert_int8_tensor(const damo_bert *m, int i) {
                                          ".intermediate.dense.weight", ".output.dense.weight"};
   const char *name = m->p.names[i];
   if (!strcmp(name, "classifier.weight")) return 1;
+  if (!strncmp(name, "embeddings.", 11) && ends_with(name, "_embeddings.weight")) return 2; /* tables: stored only */
   if (strncmp(name, "encoder.layer.", 14)) return 0;
   for (size_t k = 0; k < sizeof suffixes / sizeof *suffixes; k++)
     if (ends_with(name, suffixes[k])) return 1;
@@ -72,18 +74,21 @@ damo_status bert_int8_take(damo_bert *m, int i, const int8_t *q, const float *sc
     if (q[k] == -128)
       return damo_error(DAMO_ERR_FORMAT, "%s: '%s' value %lld is -128 (symmetric int8 is -127..127)", where,
                         m->p.names[i], (long long)k);
-  int8_t *copy = malloc((size_t)(N * K)), *kn = malloc((size_t)(N * K));
+  const int product = bert_int8_tensor(m, i) == 1; /* an embedding table is looked up, never multiplied */
+  int8_t *copy = malloc((size_t)(N * K)), *kn = product ? malloc((size_t)(N * K)) : NULL;
   float *scales = malloc((size_t)N * sizeof *scales);
   damo_qweight *packed = NULL;
-  if (copy && kn && scales) {
+  int ok = copy && scales && (kn || !product);
+  if (ok) {
     memcpy(copy, q, (size_t)(N * K));
     memcpy(scales, scale, (size_t)N * sizeof *scales);
-    for (int64_t n = 0; n < N; n++) /* nn.Linear's (out, in) to the product's (K x N) */
+    for (int64_t n = 0; product && n < N; n++) /* nn.Linear's (out, in) to the product's (K x N) */
       for (int64_t k = 0; k < K; k++) kn[k * N + n] = q[n * K + k];
-    packed = damo_qweight_pack(kn, K, N, scales, DAMO_QLAYOUT_AUTO);
+    packed = product ? damo_qweight_pack(kn, K, N, scales, DAMO_QLAYOUT_AUTO) : NULL;
+    ok = packed || !product;
   }
   free(kn);
-  if (!packed) {
+  if (!ok) {
     free(copy);
     free(scales);
     return damo_error(DAMO_ERR_NOMEM, "%s: no memory for '%s' in int8", where, m->p.names[i]);
