@@ -2,14 +2,14 @@
  * masked-LM pre-training on texts (spam-assassin: its training split only) tokenised with
  * WordPiece and joined with [SEP]. damo train: fine-tunes the classifier on [CLS] text [SEP]
  * (head+tail cut with --head-tokens) from --init or from scratch, keeping the epoch with the
- * best validation F1, then scores the test split once. Predict and evaluate of a fine-tuned
- * directory read raw e-mails.
+ * best validation F1, then scores the test split once. Encoding, predict and evaluate of a
+ * fine-tuned directory (raw e-mails) are in bert_text.c.
  *
  * bert.json is a HuggingFace BERT config.json with optional "pretrain" and "finetune"
  * objects (steps/epochs, batch_size, seq_len, head_tokens, predictions, lr, min_lr,
  * warmup_steps, weight_decay, log_every, eval_every, seed) giving defaults; command-line options win. The
  * output directory is a HuggingFace BERT directory plus vocab.txt. */
-#include "cli.h"
+#include "bert_text.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -126,27 +126,6 @@ static damo_status make_model(const damo_bert_config *config, const char *init, 
   return st == DAMO_OK ? damo_bert_set_recompute(*m, recompute) : st; /* --recompute */
 }
 
-/* How a fine-tuned directory's texts were cut, from tokenizer_config.json: the length
- * (model_max_length, HuggingFace's truncation length; else 128 or the positions' count) and
- * damo's head_tokens for head+tail truncation (-1 when absent: plain truncation). */
-static int saved_inputs(const char *dir, const damo_bert *m, int *seq_len, int *head) {
-  char path[4096];
-  snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-  const int P = damo_bert_get_config(m)->max_position_embeddings;
-  *seq_len = P < 128 ? P : 128;
-  *head = -1;
-  if (access(path, F_OK) != 0) return 1; /* a directory without one: the defaults */
-  /* HuggingFace's file: other keys are fine */
-  damo_config *c = NULL;
-  damo_config_obj *root;
-  damo_status st = damo_config_read_file(path, &c);
-  if (st == DAMO_OK) st = damo_config_root(c, &root);
-  if (st == DAMO_OK) st = damo_config_get_int32(root, "model_max_length", 2, P, 0, seq_len);
-  if (st == DAMO_OK) st = damo_config_get_int32(root, "head_tokens", 0, P, 0, head);
-  damo_config_free(c);
-  if (st != DAMO_OK) fprintf(stderr, "damo: %s\n", damo_last_error());
-  return st == DAMO_OK;
-}
 
 /* config.json, model.safetensors, vocab.txt and tokenizer_config.json (uncased, truncation
  * at seq_len, the length the weights were trained at, and head_tokens when head >= 0), as one
@@ -184,7 +163,7 @@ static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *
 
 /* The vocabulary's special ids into the options, after checking every id fits the model's
  * embedding table; 0 after printing why not. */
-static int match_vocabulary(const damo_wordpiece *wp, const damo_bert *m, damo_bert_train_options *opt) {
+int cli_bert_match_vocabulary(const damo_wordpiece *wp, const damo_bert *m, damo_bert_train_options *opt) {
   const int32_t n = damo_wordpiece_vocab_size(wp), V = damo_bert_get_config(m)->vocab_size;
   if (n > V) {
     fprintf(stderr, "damo: the vocabulary has %d tokens but the model's vocab_size is %d\n", (int)n, (int)V);
@@ -341,7 +320,7 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
     rc = cli_fail("train --pretrain");
     goto done;
   }
-  if (!match_vocabulary(wp, m, &r.opt)) goto done;
+  if (!cli_bert_match_vocabulary(wp, m, &r.opt)) goto done;
   damo_data_parallel_options dp;
   if (!cli_data_parallel_options(argc, argv, &dp)) {
     rc = 2;
@@ -390,78 +369,6 @@ done:
   damo_bert_free(m);
   free(ids);
   return rc;
-}
-
-/* [CLS] text [SEP] at length T, cut head+tail when head >= 0; a head of T or more (head < 0)
- * is plain truncation, the same inputs as damo_wordpiece_encode gives. */
-static damo_status encode_text(const damo_wordpiece *wp, const char *text, int T, int head, int32_t *ids,
-                               int32_t *types, int32_t *mask) {
-  return damo_wordpiece_encode_head_tail(wp, text, T, head >= 0 ? head : T, ids, types, mask, NULL);
-}
-
-/* WordPiece inputs of one split: (N, T) ids, types, mask; head >= 0: head+tail truncation. */
-typedef struct encoded_split {
-  int32_t *ids, *types, *mask, *labels;
-  int64_t n;
-} encoded_split;
-
-static damo_status encode_split(const damo_wordpiece *wp, const damo_text_dataset *d, int split, int64_t T,
-                                int head, encoded_split *e) {
-  const int64_t n = d->n[split];
-  e->n = n;
-  e->ids = malloc((size_t)(n * T) * sizeof(int32_t));
-  e->types = malloc((size_t)(n * T) * sizeof(int32_t));
-  e->mask = malloc((size_t)(n * T) * sizeof(int32_t));
-  e->labels = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
-  if (!e->ids || !e->types || !e->mask || !e->labels) return DAMO_ERR_NOMEM;
-  for (int64_t i = 0; i < n; i++) {
-    damo_status st = encode_text(wp, d->texts[split][i], (int)T, head, e->ids + i * T, e->types + i * T,
-                                 e->mask + i * T);
-    if (st != DAMO_OK) {
-      fprintf(stderr, "damo train: encoding %s\n", d->paths[split][i]);
-      return st;
-    }
-    e->labels[i] = damo_tensor_i32(d->y[split])[i];
-  }
-  return DAMO_OK;
-}
-
-/* A labelled text set (spam-assassin or a folder of class folders) with all three splits
- * encoded at length T; 0 after printing what failed. */
-static int load_encoded(const char *spec, const damo_wordpiece *wp, int64_t T, int head, damo_text_dataset **d,
-                        encoded_split sp[3], int only_split /* -1: all three */) {
-  damo_text_dataset_options o = {0};
-  damo_status st = !strcmp(spec, "spam-assassin") ? damo_text_dataset_load(spec, &o, d) : damo_text_folder_load(spec, &o, d);
-  for (int s = 0; s < 3 && st == DAMO_OK; s++)
-    if (only_split < 0 || s == only_split) st = encode_split(wp, *d, s, T, head, &sp[s]);
-  if (st != DAMO_OK) cli_fail(spec);
-  return st == DAMO_OK;
-}
-
-static void free_split(encoded_split *e) {
-  free(e->ids);
-  free(e->types);
-  free(e->mask);
-  free(e->labels);
-}
-
-/* Class probabilities (e->n, L) of a split from an inference graph, in batches of B. */
-static damo_status classify_split(damo_bert_graph *g, const encoded_split *e, int64_t B, int64_t T, damo_tensor *probs) {
-  const int64_t L = probs->shape[1];
-  damo_status st = DAMO_OK;
-  for (int64_t first = 0; st == DAMO_OK && first < e->n; first += B) {
-    const int64_t b = e->n - first < B ? e->n - first : B;
-    st = damo_bert_classify(g, b, e->ids + first * T, e->types + first * T, e->mask + first * T,
-                            damo_tensor_f32(probs) + first * L);
-  }
-  return st;
-}
-
-static damo_tensor *split_labels(const encoded_split *e) {
-  int64_t ls[1] = {e->n};
-  damo_tensor *labels = damo_tensor_new(DAMO_I32, 1, ls);
-  if (labels) memcpy(labels->data, e->labels, (size_t)e->n * sizeof(int32_t));
-  return labels;
 }
 
 static damo_bert_examples examples_of(const encoded_split *e) {
@@ -541,7 +448,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
             "a long text, the rest of the places hold its last tokens)\n", r.head_tokens, (long long)(T - 2));
     return 2;
   }
-  if (!load_encoded(data, wp, T, (int)r.head_tokens, &d, sp, -1)) goto done;
+  if (!cli_bert_load_encoded(data, wp, T, (int)r.head_tokens, &d, sp, -1)) goto done;
   cli_text_describe(data, d);
   const int64_t per_epoch = (sp[0].n + B - 1) / B;
   r.opt.steps = r.epochs * per_epoch;
@@ -551,7 +458,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
     rc = cli_fail("train");
     goto done;
   }
-  if (!match_vocabulary(wp, m, &r.opt)) goto done;
+  if (!cli_bert_match_vocabulary(wp, m, &r.opt)) goto done;
   damo_data_parallel_options dp;
   if (!cli_data_parallel_options(argc, argv, &dp)) {
     rc = 2;
@@ -596,7 +503,7 @@ fail:
 done:
   damo_tensor_dict_free(resumed);
   damo_history_free(history);
-  for (int s = 0; s < 3; s++) free_split(&sp[s]);
+  for (int s = 0; s < 3; s++) cli_bert_free_split(&sp[s]);
   damo_bert_finetuner_free(f);
   damo_bert_free(m);
   damo_text_dataset_free(d);
@@ -660,7 +567,7 @@ int cli_bench_bert(int argc, char **argv) {
   int rc = 1;
   const int64_t T = r.opt.seq_len, B = r.opt.batch_size;
   if (damo_wordpiece_load(NULL, &wp) != DAMO_OK) goto fail;
-  if (!load_encoded("spam-assassin", wp, T, (int)r.head_tokens, &d, sp, -1)) goto done;
+  if (!cli_bert_load_encoded("spam-assassin", wp, T, (int)r.head_tokens, &d, sp, -1)) goto done;
   const int64_t per_epoch = sp[0].n / B; /* whole batches only: both sides see the same shapes */
   r.opt.steps = epochs * per_epoch;
   damo_data_parallel_options dp;
@@ -720,154 +627,10 @@ fail:
 done:
   free(seconds);
   free(losses);
-  for (int s = 0; s < 3; s++) free_split(&sp[s]);
+  for (int s = 0; s < 3; s++) cli_bert_free_split(&sp[s]);
   damo_bert_finetuner_free(f);
   damo_bert_free(m);
   damo_text_dataset_free(d);
   damo_wordpiece_free(wp);
-  return rc;
-}
-
-/* A fine-tuned directory's model, vocabulary and training length; 0 if dir is not a BERT
- * directory, -1 on failure (message printed), 1 loaded. */
-static int load_finetuned(const char *dir, const char *what, damo_bert **m, damo_wordpiece **wp, int *seq_len,
-                          int *head) {
-  char path[4096];
-  snprintf(path, sizeof path, "%s/config.json", dir);
-  char kind[16];
-  if (damo_config_model_type_file(path, kind, sizeof kind) != DAMO_OK || strcmp(kind, "bert")) return 0;
-  snprintf(path, sizeof path, "%s/vocab.txt", dir);
-  if (damo_bert_load(dir, 0, 0, m) != DAMO_OK || damo_wordpiece_load(path, wp) != DAMO_OK) {
-    cli_fail(what);
-    return -1;
-  }
-  if (!saved_inputs(dir, *m, seq_len, head)) return -1;
-  return match_vocabulary(*wp, *m, NULL) ? 1 : -1;
-}
-
-static const char *label_name(const damo_bert *m, int i, char fallback[32]) {
-  const char *name = damo_bert_label_name(m, i);
-  snprintf(fallback, 32, "LABEL_%d", i);
-  return name ? name : fallback;
-}
-
-int cli_bert_predict_files(const char *dir, const char *input) {
-  damo_bert *m = NULL;
-  damo_wordpiece *wp = NULL;
-  damo_bert_graph *g = NULL;
-  int32_t *ids = NULL;
-  float *probs = NULL;
-  const char **names = NULL;
-  char (*fallback)[32] = NULL;
-  int count = 0, T = 0, head = -1;
-  char **paths = NULL;
-  int rc = load_finetuned(dir, "predict", &m, &wp, &T, &head);
-  if (rc != 1) goto done;
-  rc = -1;
-  const int L = damo_bert_get_config(m)->num_labels;
-  paths = cli_list_documents(input, &count);
-  if (!paths) goto done; /* cli_list_documents said why */
-  ids = malloc((size_t)T * 3 * sizeof *ids);
-  probs = malloc((size_t)L * sizeof *probs);
-  names = malloc((size_t)L * sizeof *names);
-  fallback = malloc((size_t)L * sizeof *fallback);
-  if (!ids || !probs || !names || !fallback) {
-    fprintf(stderr, "damo predict: out of memory\n");
-    goto done;
-  }
-  for (int c = 0; c < L; c++) names[c] = label_name(m, c, fallback[c]);
-  if (damo_bert_classifier_new(m, 1, T, 0, &g) != DAMO_OK) {
-    cli_fail("predict");
-    goto done;
-  }
-  for (int i = 0; i < count; i++) {
-    size_t len = 0, clean_len = 0;
-    char *raw = cli_read_file(paths[i], &len), *clean = NULL;
-    damo_status st = raw ? damo_email_clean(raw, len, &clean, &clean_len) : DAMO_ERR_IO;
-    if (st == DAMO_OK) st = encode_text(wp, clean, T, head, ids, ids + T, ids + 2 * T);
-    if (st == DAMO_OK) st = damo_bert_classify(g, 1, ids, ids + T, ids + 2 * T, probs);
-    free(raw);
-    free(clean);
-    if (st != DAMO_OK) {
-      cli_fail(paths[i]);
-      goto done;
-    }
-    printf("%s: ", paths[i]);
-    cli_print_top_classes(probs, L, 3, names, L);
-  }
-  rc = 2;
-done:
-  for (int i = 0; i < count; i++) free(paths[i]);
-  free(names);
-  free(fallback);
-  free(paths);
-  free(ids);
-  free(probs);
-  damo_bert_graph_free(g);
-  damo_wordpiece_free(wp);
-  damo_bert_free(m);
-  return rc;
-}
-
-int cli_bert_evaluate_split(const char *dir, const char *data, const char *split, const char *png) {
-  damo_bert *m = NULL;
-  damo_wordpiece *wp = NULL;
-  damo_bert_graph *g = NULL;
-  damo_text_dataset *d = NULL;
-  damo_tensor *probs = NULL, *labels = NULL;
-  encoded_split sp[3] = {{0}};
-  int T = 0, head = -1;
-  const int which = !split || !strcmp(split, "test") ? DAMO_SPLIT_TEST : !strcmp(split, "train") ? DAMO_SPLIT_TRAIN
-                                                                                                   : DAMO_SPLIT_VAL;
-  int rc = load_finetuned(dir, "evaluate", &m, &wp, &T, &head);
-  if (rc != 1) goto done;
-  rc = -1;
-  const int L = damo_bert_get_config(m)->num_labels;
-  const int64_t B = 64;
-  if (!load_encoded(data, wp, T, head, &d, sp, which)) goto done;
-  if (d->n_classes != L) {
-    fprintf(stderr, "damo evaluate: %s has %d classes, the model in %s has %d\n", data, d->n_classes, dir, L);
-    goto done;
-  }
-  int64_t ps[2] = {sp[which].n, L};
-  probs = damo_tensor_new(DAMO_F32, 2, ps);
-  labels = split_labels(&sp[which]);
-  double t0 = 0;
-  if (!probs || !labels || damo_bert_classifier_new(m, B, T, 0, &g) != DAMO_OK || (t0 = cli_seconds()) < 0 ||
-      classify_split(g, &sp[which], B, T, probs) != DAMO_OK) {
-    cli_fail("evaluate");
-    goto done;
-  }
-  const double seconds = cli_seconds() - t0;
-  double loss = 0;
-  int64_t right = 0;
-  for (int64_t i = 0; i < sp[which].n; i++) {
-    const float *p = damo_tensor_f32(probs) + i * L;
-    int top = 0;
-    for (int c = 1; c < L; c++) top = p[c] > p[top] ? c : top;
-    right += top == sp[which].labels[i];
-    loss -= log(fmax((double)p[sp[which].labels[i]], 1e-30));
-  }
-  printf("loss: %.4f - accuracy: %.4f (%lld mails, BERT at length %d%s; classified in %.2f s: %.1f mails/s at batch "
-         "%lld)\n", loss / (double)sp[which].n, (double)right / (double)sp[which].n, (long long)sp[which].n, T,
-         damo_bert_is_quantized(m) ? ", int8" : "", seconds, (double)sp[which].n / seconds, (long long)B);
-  const char **names = malloc((size_t)L * sizeof *names);
-  char(*fallback)[32] = malloc((size_t)L * sizeof *fallback);
-  if (names && fallback) {
-    for (int c = 0; c < L; c++) names[c] = label_name(m, c, fallback[c]);
-    rc = cli_report_probabilities(probs, labels, names, L, png) == 0 ? 2 : -1;
-  } else {
-    fprintf(stderr, "damo evaluate: out of memory\n");
-  }
-  free(names);
-  free(fallback);
-done:
-  for (int s = 0; s < 3; s++) free_split(&sp[s]);
-  damo_tensor_free(probs);
-  damo_tensor_free(labels);
-  damo_text_dataset_free(d);
-  damo_bert_graph_free(g);
-  damo_wordpiece_free(wp);
-  damo_bert_free(m);
   return rc;
 }
