@@ -15,6 +15,15 @@ static long long file_bytes(const char *dir) {
   return stat(path, &st) == 0 ? (long long)st.st_size : -1;
 }
 
+/* --out naming --model's own directory (the same file, whatever the path): refused with a
+ * message, before anything is loaded or written. */
+static int out_is_model_dir(const char *dir, const char *out) {
+  struct stat a, b;
+  if (stat(dir, &a) != 0 || stat(out, &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) return 0;
+  fprintf(stderr, "damo quantize: --out is the model's own directory; write the quantised model beside it\n");
+  return 1;
+}
+
 /* Copies a text model's vocabulary and settings (what predict needs for raw mail), if any. */
 static int copy_if_present(const char *from_dir, const char *to_dir, const char *file) {
   char from[4096], to[4096];
@@ -90,11 +99,7 @@ int cli_quantize_sequential(int argc, char **argv) {
     fprintf(stderr, "damo quantize: --evaluate scores the test split of --data SPEC\n");
     return 2;
   }
-  struct stat a, b;
-  if (stat(dir, &a) == 0 && stat(out, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
-    fprintf(stderr, "damo quantize: --out is the model's own directory; write the int8 model beside it\n");
-    return 2;
-  }
+  if (out_is_model_dir(dir, out)) return 2;
   if (data && cli_is_text_data(data)) {
     fprintf(stderr, "damo quantize: calibration on text data sets is not supported yet; use --dynamic without --data\n");
     return 2;
@@ -174,11 +179,7 @@ int cli_quantize_gpt2(int argc, char **argv) {
                     "part of TEXT before and after)\n");
     return 2;
   }
-  struct stat a, b;
-  if (stat(dir, &a) == 0 && stat(out, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
-    fprintf(stderr, "damo quantize: --out is the model's own directory; write the quantised model beside it\n");
-    return 2;
-  }
+  if (out_is_model_dir(dir, out)) return 2;
   damo_gpt2 *m;
   if (damo_gpt2_load(dir, &m) != DAMO_OK) return cli_fail("quantize");
   double before = 0, after = 0;
@@ -224,11 +225,7 @@ int cli_quantize_bert(int argc, char **argv) {
     fprintf(stderr, "damo quantize: --evaluate and --data SPEC go together for BERT (the test split before and after)\n");
     return 2;
   }
-  struct stat a, b;
-  if (stat(dir, &a) == 0 && stat(out, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
-    fprintf(stderr, "damo quantize: --out is the model's own directory; write the quantised model beside it\n");
-    return 2;
-  }
+  if (out_is_model_dir(dir, out)) return 2;
   damo_bert *m = NULL;
   if (damo_bert_load(dir, 0, 0, &m) != DAMO_OK) return cli_fail("quantize");
   const double t0 = cli_seconds();

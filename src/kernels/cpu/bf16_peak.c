@@ -9,32 +9,46 @@
 #define AMX_ITERATIONS 400000L
 #define DOT_ITERATIONS 4000000L
 
-/* 16 x 16 x 32 multiply-adds per TDPBF16PS, four a step. Values: ones times a small number,
- * accumulating slowly (never infinite in this many steps). */
-__attribute__((target("amx-tile,amx-bf16"))) static double amx_loop(long iterations, float *sink) {
+/* The AMX ceiling (bf16_peak.c and int8_peak.c): four sums tiles, each step four products of
+ * operands held in tiles. bf16 (TDPBF16PS, 16 x 16 x 32 multiply-adds): ones times a small
+ * number, accumulating slowly (never infinite in this many steps); int8 (TDPBUSD,
+ * 16 x 16 x 64): byte ones. */
+__attribute__((target("amx-tile,amx-bf16,amx-int8"))) double damo_amx_peak_loop(int int8, long iterations,
+                                                                                double *sink) {
   /* Static storage: filled before the tile loads read it (GCC does not see those reads). */
-  static _Thread_local uint16_t one[16 * 32] __attribute__((aligned(64))), tiny[16 * 32] __attribute__((aligned(64)));
-  for (int i = 0; i < 16 * 32; i++) one[i] = 0x3f80, tiny[i] = 0x3380; /* 1.0 and 2^-24 */
-  float out[16 * 16] __attribute__((aligned(64)));
+  static _Thread_local uint16_t a[16 * 32] __attribute__((aligned(64))), b[16 * 32] __attribute__((aligned(64)));
+  for (int i = 0; i < 16 * 32; i++) a[i] = int8 ? 0x0101 : 0x3f80, b[i] = int8 ? 0x0101 : 0x3380; /* 1.0, 2^-24 */
+  union {
+    float f[16 * 16];
+    int32_t i[16 * 16];
+  } out __attribute__((aligned(64)));
   damo_amx_configure();
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
   _tile_zero(3);
-  _tile_loadd(4, one, 64);
-  _tile_loadd(5, one, 64);
-  _tile_loadd(6, tiny, 64);
-  _tile_loadd(7, tiny, 64);
-  for (long i = 0; i < iterations; i++) {
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
-  }
-  _tile_stored(0, out, 64);
+  _tile_loadd(4, a, 64);
+  _tile_loadd(5, a, 64);
+  _tile_loadd(6, b, 64);
+  _tile_loadd(7, b, 64);
+  if (int8)
+    for (long i = 0; i < iterations; i++) {
+      _tile_dpbusd(0, 4, 6);
+      _tile_dpbusd(1, 4, 7);
+      _tile_dpbusd(2, 5, 6);
+      _tile_dpbusd(3, 5, 7);
+    }
+  else
+    for (long i = 0; i < iterations; i++) {
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  _tile_stored(0, &out, 64);
   damo_amx_release();
-  *sink = out[0];
-  return 4.0 * 2.0 * 16 * 16 * 32 * (double)iterations;
+  *sink = int8 ? (double)out.i[0] : (double)out.f[0];
+  return 4.0 * 2.0 * 16 * 16 * (int8 ? 64 : 32) * (double)iterations;
 }
 
 __attribute__((target("avx512f,avx512bf16"))) static double dot_loop(long iterations, float *sink) {
@@ -52,8 +66,9 @@ __attribute__((target("avx512f,avx512bf16"))) static double dot_loop(long iterat
 }
 
 static double bf16_loop(int amx, long iterations, double *sink) {
+  if (amx) return damo_amx_peak_loop(0, iterations, sink);
   float s = 0;
-  double done = amx ? amx_loop(iterations, &s) : dot_loop(iterations, &s);
+  double done = dot_loop(iterations, &s);
   *sink = s;
   return done;
 }

@@ -84,6 +84,9 @@ void damo_amx_configure(void);
 /* AMX-INT8 (TDPBUSD) usable: the CPU has it and damo_amx_ready(); the int8 product's VNNI
  * layout then pads K to whole 64-byte tiles and runs on the tiles (gemm_int8.c). */
 int damo_amx_int8_ready(void);
+/* The AMX register-only loop of the peak probes (bf16_peak.c): TDPBUSD when int8, else
+ * TDPBF16PS; returns the operations done, a value depending on them in *sink. */
+double damo_amx_peak_loop(int int8, long iterations, double *sink);
 void damo_amx_release(void);
 int damo_gemm_amx(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);

@@ -50,32 +50,6 @@ __attribute__((target("avx2"))) static double madd_loop(long iterations, int *si
   return 2.0 * 16.0 * MADD_CHAINS * (double)iterations;
 }
 
-/* 16 x 16 x 64 u8 x s8 products per TDPBUSD, four a step, operands in tiles (ones). */
-__attribute__((target("amx-tile,amx-int8"))) static double amx_loop(long iterations, int *sink) {
-  static _Thread_local uint8_t one[16 * 64] __attribute__((aligned(64))); /* static: see bf16_peak.c */
-  for (int i = 0; i < 16 * 64; i++) one[i] = 1;
-  int32_t out[16 * 16] __attribute__((aligned(64)));
-  damo_amx_configure();
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  _tile_loadd(4, one, 64);
-  _tile_loadd(5, one, 64);
-  _tile_loadd(6, one, 64);
-  _tile_loadd(7, one, 64);
-  for (long i = 0; i < iterations; i++) {
-    _tile_dpbusd(0, 4, 6);
-    _tile_dpbusd(1, 4, 7);
-    _tile_dpbusd(2, 5, 6);
-    _tile_dpbusd(3, 5, 7);
-  }
-  _tile_stored(0, out, 64);
-  damo_amx_release();
-  *sink = out[0];
-  return 4.0 * 2.0 * 16 * 16 * 64 * (double)iterations;
-}
-
 const char *damo_int8_path(void) {
   const damo_simd_level level = damo_simd_level_get();
   if (level >= DAMO_SIMD_AVX512 && damo_amx_int8_ready()) return "amx_int8";
@@ -86,9 +60,9 @@ const char *damo_int8_path(void) {
 enum { INT8_MADD, INT8_VNNI, INT8_AMX };
 
 static double int8_loop(int kind, long iterations, double *sink) {
+  if (kind == INT8_AMX) return damo_amx_peak_loop(1, iterations / 10, sink);
   int s = 0;
-  double done = kind == INT8_AMX ? amx_loop(iterations / 10, &s) : kind == INT8_VNNI ? vnni_loop(iterations, &s)
-                                                                                   : madd_loop(iterations, &s);
+  double done = kind == INT8_VNNI ? vnni_loop(iterations, &s) : madd_loop(iterations, &s);
   *sink = s != 0 ? 1.0 : NAN; /* 0: the loop did not run (NaN makes the peak 0) */
   return done;
 }
