@@ -1,5 +1,6 @@
 /* compress.c - damo quantize: a saved f32 model into an int8 directory beside it, calibrated
- * on the training split of --data, with the accuracy both score on the test split
+ * on the training split of --data (or --dynamic: each batch's own range, what a text model
+ * takes), with the accuracy (and a two-class model's F1) both score on the test split
  * (--evaluate) and the sizes of the two weight files. */
 #include "cli.h"
 
@@ -78,8 +79,22 @@ static void print_layers(const damo_model *m) {
   int p;
   for (int i = 0; (p = damo_model_layer_precision(m, i, &name, &why)) >= 0; i++) {
     if (p == 1) printf("  %-24s int8\n", name);
+    else if (p == 2) printf("  %-24s int8 table (weight-only: looked up in f32)\n", name);
     else if (why) printf("  %-24s f32 (%s)\n", name, why);
   }
+}
+
+/* F1 of class 1 on (x, y) for a two-class model (a sigmoid output or two logits); -1 for
+ * others or on failure. */
+static double two_class_f1(damo_model *m, const damo_tensor *x, const damo_tensor *y) {
+  damo_tensor *p = NULL;
+  damo_metrics mt = {0};
+  double f1 = -1;
+  if (damo_model_predict(m, x, 64, &p) == DAMO_OK && damo_tensor_numel(p) / p->shape[0] <= 2 &&
+      damo_classification_metrics(p, y, &mt) == DAMO_OK)
+    f1 = mt.f1;
+  damo_tensor_free(p);
+  return f1;
 }
 
 int cli_quantize_sequential(int argc, char **argv) {
@@ -100,28 +115,35 @@ int cli_quantize_sequential(int argc, char **argv) {
     return 2;
   }
   if (out_is_model_dir(dir, out)) return 2;
-  if (data && cli_is_text_data(data)) {
-    fprintf(stderr, "damo quantize: calibration on text data sets is not supported yet; use --dynamic without --data\n");
+  const int text = data && cli_is_text_data(data);
+  if (text && !o.dynamic) {
+    fprintf(stderr, "damo quantize: a text model's inputs are token ids: quantise it with --dynamic (--data then "
+                    "only scores the test split, with --evaluate)\n");
     return 2;
   }
   damo_model *m;
   if (damo_model_load(dir, &m) != DAMO_OK) return cli_fail("quantize");
   damo_tensor *x = NULL, *y = NULL, *tx = NULL, *ty = NULL;
+  damo_text_dataset *texts = NULL;
   int rc = 0;
-  if (data && cli_load_data(data, "train", label, &x, &y) != DAMO_OK) rc = cli_fail("quantize");
-  if (rc == 0 && cli_flag(argc, argv, "--evaluate") && cli_load_data(data, "test", label, &tx, &ty) != DAMO_OK)
+  if (data && !text && cli_load_data(data, "train", label, &x, &y) != DAMO_OK) rc = cli_fail("quantize");
+  if (rc == 0 && cli_flag(argc, argv, "--evaluate") &&
+      (text ? cli_text_split_for_model(dir, m, data, DAMO_SPLIT_TEST, &texts, &tx, &ty)
+            : cli_load_data(data, "test", label, &tx, &ty)) != DAMO_OK)
     rc = cli_fail("quantize");
   /* Scored at batch 64 (the deployment batch of the benchmarks), each timed. */
   float loss32 = 0, acc32 = -1, loss8 = 0, acc8 = -1;
   double s32 = cli_seconds();
   if (rc == 0 && tx && damo_model_evaluate(m, tx, ty, 64, &loss32, &acc32) != DAMO_OK) rc = cli_fail("quantize");
   s32 = cli_seconds() - s32;
+  const double f1_32 = rc == 0 && tx ? two_class_f1(m, tx, ty) : -1;
   double t0 = cli_seconds();
   if (rc == 0 && damo_model_quantize(m, o.dynamic ? NULL : x, &o) != DAMO_OK) rc = cli_fail("quantize");
   double seconds = cli_seconds() - t0;
   double s8 = cli_seconds();
   if (rc == 0 && tx && damo_model_evaluate(m, tx, ty, 64, &loss8, &acc8) != DAMO_OK) rc = cli_fail("quantize");
   s8 = cli_seconds() - s8;
+  const double f1_8 = rc == 0 && tx ? two_class_f1(m, tx, ty) : -1;
   if (rc == 0 && damo_model_save(m, out) != DAMO_OK) rc = cli_fail("quantize");
   if (rc == 0 && (!copy_if_present(dir, out, "vocab.txt") || !copy_if_present(dir, out, "text.json")))
     rc = cli_fail("quantize");
@@ -139,6 +161,7 @@ int cli_quantize_sequential(int argc, char **argv) {
     if (tx && acc32 >= 0)
       printf("test accuracy: f32 %.4f, int8 %.4f (%+.2f points; loss %.4f -> %.4f; %lld examples)\n", acc32, acc8,
              100.0 * (acc8 - acc32), loss32, loss8, (long long)tx->shape[0]);
+    if (f1_32 >= 0 && f1_8 >= 0) printf("test f1: f32 %.4f, int8 %.4f (%+.4f)\n", f1_32, f1_8, f1_8 - f1_32);
     if (tx)
       printf("evaluation at batch 64: f32 %.0f examples/s, int8 %.0f examples/s (%.2fx)\n", (double)tx->shape[0] / s32,
              (double)tx->shape[0] / s8, s32 / s8);
@@ -147,6 +170,7 @@ int cli_quantize_sequential(int argc, char **argv) {
   damo_tensor_free(y);
   damo_tensor_free(tx);
   damo_tensor_free(ty);
+  damo_text_dataset_free(texts);
   damo_model_free(m);
   return rc;
 }

@@ -2132,8 +2132,9 @@ damo_status damo_model_prune(damo_model *m, const damo_tensor *x, const damo_ten
  * conv2d kernels; -1: all of them), and that kernel's layer name ("all" for -1). */
 damo_status damo_model_kernel_sparsity(damo_model *m, int layer, const char **name, int64_t *zeros, int64_t *weights);
 int damo_model_is_quantized(const damo_model *m);
-/* Layer i's name and precision: 1 int8, 0 f32 (why: the reason it stayed f32 in a quantised
- * model, else NULL), -1 no such layer. */
+/* Layer i's name and precision: 1 int8 products, 2 an int8 table looked up in f32 (an
+ * embedding, weight-only), 0 f32 (why: the reason it stayed f32 in a quantised model, else
+ * NULL), -1 no such layer. */
 int damo_model_layer_precision(const damo_model *m, int i, const char **name, const char **why);
 
 #ifdef __cplusplus

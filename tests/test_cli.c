@@ -308,6 +308,13 @@ static void test_text_folder_train_predict(void) {
   rc = run("%s predict --model %s/tm --input %s/new/117.txt", DAMO_CLI_PATH, dir, dir);
   CHECK_MSG(rc == 0 && strstr(cli_out, "117.txt: spam 0."), "%s", cli_out);
   check_predict_folder("tm", "116.txt: ham", "119.txt: spam");
+  /* int8 (dynamic: embedding table, LSTM kernels, dense), scored on the same test split */
+  rc = run("%s quantize --model %s/tm --out %s/tm8 --dynamic --evaluate --data %s/mails", DAMO_CLI_PATH, dir, dir, dir);
+  const char *f1_at = strstr(cli_out, "test f1: f32 ");
+  CHECK_MSG(rc == 0 && f1_at && strstr(cli_out, "int8 table") && fabs(atof(f1_at + 13) - atof(strstr(f1_at, "int8 ") + 5)) <= 0.05,
+            "%s", cli_out);
+  rc = run("%s predict --model %s/tm8 --input %s/new/117.txt", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "117.txt: spam 0."), "%s", cli_out);
   /* A picture given to a text model is refused, not cleaned as an e-mail and scored. */
   write_file("pic.png", "\x89PNG\r\n\x1a\n");
   rc = run("%s predict --model %s/tm --input %s/pic.png", DAMO_CLI_PATH, dir, dir);

@@ -24,7 +24,7 @@ static const char *tmp_path(const char *name) {
   return buf[k];
 }
 
-static void write_bytes(const char *path, const void *data, size_t n) {
+static inline void write_bytes(const char *path, const void *data, size_t n) {
   FILE *f = fopen(path, "wb");
   if (!f) return;
   if (n) fwrite(data, 1, n, f);

@@ -1,6 +1,10 @@
-/* quantize.c - post-training int8 quantisation of a model's dense and conv2d layers.
+/* quantize.c - post-training int8 quantisation of a model's dense, conv2d, lstm, gru and
+ * embedding layers.
  *
- * Kernels: symmetric int8, one scale per output channel (max |w| / 127). Inputs: affine
+ * Kernels: symmetric int8, one scale per output channel (max |w| / 127); embedding tables
+ * one per row (weight-only: the lookup reads the dequantised table). Recurrent layers
+ * quantise their products' inputs per batch and step (PyTorch's dynamic LSTM). Inputs of
+ * dense and conv2d: affine
  * uint8 per tensor, calibrated on training examples run through the f32 model: each target
  * layer's input is observed right before its op runs (the graph is run node by node, since
  * planned buffers are reused later in the pass). Observers:
@@ -133,26 +137,40 @@ static void observed_range(const observer *o, const damo_quantize_options *opt, 
   *hi = (float)(o->lo + (e + 1) * bin);
 }
 
-/* Symmetric per-column int8 of the layer's f32 kernel (K part x N). */
-static damo_status quantize_kernel(damo_layer *l, float x_scale, int x_zero_point) {
-  const damo_param_slot *k = &l->params[0];
-  const int64_t N = k->shape[k->ndim - 1], count = damo_tensor_numel(k->value), K = count / N;
+/* Symmetric int8 of slot p of l: one scale per column (kernels, max |w| / 127 over the
+ * column) or per row (tables). */
+static damo_status quantize_slot(damo_layer *l, int p) {
+  const damo_param_slot *k = &l->params[p];
+  const int per_row = damo_layer_int8_slot(l, p) == 2;
+  const int64_t S = damo_layer_qslot_scales(l, p), count = damo_tensor_numel(k->value), K = count / S;
+  /* value j of scale group s sits at s * K + j (rows) or j * S + s (columns) */
+  const int64_t group_step = per_row ? K : 1, value_step = per_row ? 1 : S;
   const float *w = damo_tensor_f32(k->value);
   int8_t *q = malloc((size_t)count);
-  float *scale = malloc((size_t)N * sizeof *scale);
+  float *scale = malloc((size_t)S * sizeof *scale);
   damo_status st = q && scale ? DAMO_OK : damo_error(DAMO_ERR_NOMEM, "quantize: out of memory");
-  for (int64_t n = 0; n < N && st == DAMO_OK; n++) {
+  for (int64_t n = 0; n < S && st == DAMO_OK; n++) {
+    const float *v = w + n * group_step;
     float amax = 0;
-    for (int64_t r = 0; r < K; r++) amax = fabsf(w[r * N + n]) > amax ? fabsf(w[r * N + n]) : amax;
+    for (int64_t j = 0; j < K; j++) amax = fabsf(v[j * value_step]) > amax ? fabsf(v[j * value_step]) : amax;
     scale[n] = amax > 0 ? amax / 127.0f : 1.0f;
-    for (int64_t r = 0; r < K; r++) {
-      float v = nearbyintf(w[r * N + n] / scale[n]);
-      q[r * N + n] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    for (int64_t j = 0; j < K; j++) {
+      float r = nearbyintf(v[j * value_step] / scale[n]);
+      q[n * group_step + j * value_step] = (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
     }
   }
-  if (st == DAMO_OK) st = damo_layer_quantize(l, q, scale, x_scale, x_zero_point);
+  if (st == DAMO_OK) st = damo_layer_quantize_slot(l, p, q, scale);
   free(q);
   free(scale);
+  return st;
+}
+
+/* Every int8 slot of l, then a static input's calibrated quantisation. */
+static damo_status quantize_layer(damo_layer *l, float x_scale, int x_zero_point) {
+  damo_status st = DAMO_OK;
+  for (int p = 0; p < l->n_params && st == DAMO_OK; p++)
+    if (damo_layer_int8_slot(l, p)) st = quantize_slot(l, p);
+  if (st == DAMO_OK && damo_layer_static_input(l)) st = damo_layer_set_input_quant(l, x_scale, x_zero_point);
   return st;
 }
 
@@ -178,6 +196,12 @@ static damo_status check_options(const damo_model *m, const damo_tensor *x, damo
   return damo_model_check_data(m, xs, NULL, "quantize: calibration data"); /* shapes, NaN */
 }
 
+static void add_name(cJSON *q, const char *list, const char *name) {
+  cJSON *a = cJSON_GetObjectItemCaseSensitive(q, list);
+  if (!a) a = cJSON_AddArrayToObject(q, list);
+  cJSON_AddItemToArray(a, cJSON_CreateString(name));
+}
+
 /* config.json's "quantization" object: what is int8 and what stays f32, with why. */
 static damo_status record(damo_model *m, const damo_quantize_options *o, int64_t examples) {
   cJSON *q = cJSON_CreateObject(), *layers = cJSON_AddArrayToObject(q, "layers");
@@ -191,6 +215,8 @@ static damo_status record(damo_model *m, const damo_quantize_options *o, int64_t
     const char *why = NULL;
     if (l->quant) {
       cJSON_AddItemToArray(layers, cJSON_CreateString(l->name));
+      if (l->type == &damo_layer_embedding) add_name(q, "weight_only", l->name);
+      else if (!o->dynamic && !damo_layer_static_input(l)) add_name(q, "dynamic_layers", l->name);
     } else if (l->n_params > 0) {
       damo_layer_quantizable(l, &why);
       cJSON *f = cJSON_CreateObject();
@@ -201,7 +227,8 @@ static damo_status record(damo_model *m, const damo_quantize_options *o, int64_t
   }
   if (!cJSON_GetArraySize(layers)) {
     cJSON_Delete(q);
-    return damo_error(DAMO_ERR_INVALID_ARG, "quantize: the model has no dense or conv2d layer to make int8");
+    return damo_error(DAMO_ERR_INVALID_ARG, "quantize: the model has no layer with an int8 form (dense, conv2d, lstm, "
+                      "gru, embedding)");
   }
   m->quantization = q;
   return DAMO_OK;
@@ -213,9 +240,9 @@ damo_status damo_model_quantize(damo_model *m, const damo_tensor *x, const damo_
   if (st != DAMO_OK || (st = damo_model_build(m, m->seed)) != DAMO_OK) return st;
   observer *obs = calloc((size_t)m->n_layers, sizeof *obs);
   if (!obs) return damo_error(DAMO_ERR_NOMEM, "quantize: out of memory");
-  int n_obs = 0;
+  int n_obs = 0; /* the layers with a calibrated input: dense and conv2d */
   for (int i = 0; i < m->n_layers; i++)
-    if (damo_layer_quantizable(m->layers[i], NULL)) obs[n_obs++].layer = m->layers[i];
+    if (damo_layer_quantizable(m->layers[i], NULL) && damo_layer_static_input(m->layers[i])) obs[n_obs++].layer = m->layers[i];
   int64_t examples = 0;
   if (!o.dynamic && n_obs) {
     const int64_t available = x->shape[0];
@@ -241,7 +268,10 @@ damo_status damo_model_quantize(damo_model *m, const damo_tensor *x, const damo_
     else
       damo_quant_params(lo, hi, &x_scale[t], &x_zero[t]);
   }
-  for (int t = 0; t < n_obs && st == DAMO_OK; t++) st = quantize_kernel(obs[t].layer, x_scale[t], x_zero[t]);
+  for (int t = 0; t < n_obs && st == DAMO_OK; t++) st = quantize_layer(obs[t].layer, x_scale[t], x_zero[t]);
+  for (int i = 0; i < m->n_layers && st == DAMO_OK; i++)
+    if (damo_layer_quantizable(m->layers[i], NULL) && !damo_layer_static_input(m->layers[i]))
+      st = quantize_layer(m->layers[i], 0.0f, 0);
   if (st == DAMO_OK) st = record(m, &o, examples);
   for (int t = 0; t < n_obs; t++) free(obs[t].hist);
   free(obs);
@@ -259,7 +289,7 @@ int damo_model_layer_precision(const damo_model *m, int i, const char **name, co
   const damo_layer *l = m->layers[i];
   if (name) *name = l->name;
   if (why) *why = NULL;
-  if (l->quant) return 1;
+  if (l->quant) return l->type == &damo_layer_embedding ? 2 : 1;
   if (why && m->quantization && l->n_params > 0) damo_layer_quantizable(l, why);
   return 0;
 }

@@ -113,7 +113,7 @@ static damo_node *conv_build(damo_layer *l, damo_graph *g, damo_node *x, damo_no
   int separate = l->act == DAMO_ACT_SOFTMAX;
   if (l->quant) {
     const int fused = l->act == DAMO_ACT_RELU;
-    damo_node *h = damo_qconv2d_op(g, x, l->quant->packed, l->kernel[0], l->kernel[1],
+    damo_node *h = damo_qconv2d_op(g, x, l->quant->slot[0].packed, l->kernel[0], l->kernel[1],
                                    l->use_bias ? slot_param(l, g, 1) : NULL, fused ? l->act : DAMO_ACT_NONE,
                                    l->stride[0], l->stride[1], l->pad[0], l->pad[1], l->pad[2], l->pad[3],
                                    l->quant->x_scale, l->quant->x_zero_point);

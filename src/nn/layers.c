@@ -231,7 +231,7 @@ static damo_node *dense_build(damo_layer *l, damo_graph *g, damo_node *x, damo_n
     /* int8 or sparse: ReLU is fused, any other activation follows as its own op. */
     const int fused = l->act == DAMO_ACT_RELU;
     const damo_activation a = fused ? l->act : DAMO_ACT_NONE;
-    damo_node *h = l->quant ? named(l, damo_qdense_op(g, x, l->quant->packed, b, a, l->quant->x_scale,
+    damo_node *h = l->quant ? named(l, damo_qdense_op(g, x, l->quant->slot[0].packed, b, a, l->quant->x_scale,
                                                       l->quant->x_zero_point), "qdense")
                             : named(l, damo_spdense_op(g, x, l->sparse, b, a), "spdense");
     if (fused || l->act == DAMO_ACT_NONE) return *pre = h;

@@ -5,6 +5,7 @@
 #define DAMO_LAYERS_H
 
 #include "graph/graph.h"
+#include "ops/ops.h"
 
 #define DAMO_LAYER_MAX_PARAMS 32 /* a transformer decoder with cross-attention: 26 */
 #define DAMO_LAYER_MAX_INPUTS 8 /* a merge layer's inputs */
@@ -24,14 +25,26 @@ typedef struct damo_param_slot {
   damo_tensor *value, *grad; /* views into the model's flat blocks (set by the model); grad NULL when frozen */
 } damo_param_slot;
 
-/* An int8-quantised Dense or Conv2D (compress/quantize.c makes it; the model directory
- * saves and loads it). Its f32 kernel slot holds the dequantised values, scale[n] * q. */
+/* One int8 parameter slot: its values as int8 in the slot's layout, with a scale per output
+ * column (a kernel: the last axis) or per row (an embedding table); the f32 slot holds the
+ * dequantised values, scale * q. Kernels are packed for the int8 product; a table is
+ * weight-only (its lookup reads the f32 slot). */
+typedef struct damo_layer_qslot {
+  int8_t *q;                    /* NULL: the slot stays f32 */
+  float *scale;
+  int per_row;                  /* the scale's axis: 1 rows (tables), 0 columns (kernels) */
+  struct damo_qweight *packed;  /* kernels; NULL for a table */
+} damo_layer_qslot;
+
+/* The int8 state of a quantised layer (compress/quantize.c makes it; the model directory
+ * saves and loads it): dense and conv2d (kernel; input static or per batch), lstm and gru
+ * and their bidirectional wrapper (kernel and recurrent kernel, inputs per batch),
+ * embedding (its table, weight-only). */
 typedef struct damo_layer_quant {
-  int8_t *q;             /* the kernel as int8, in the f32 slot's layout (..., K part, N) */
-  float *scale;          /* N: per output channel */
-  float x_scale;         /* the input's affine uint8 scale; 0: per batch (dynamic) */
+  damo_layer_qslot slot[DAMO_LAYER_MAX_PARAMS];
+  float x_scale;         /* dense/conv2d: the input's affine uint8 scale; 0: per batch (dynamic) */
   int32_t x_zero_point;  /* 0..255 */
-  struct damo_qweight *packed; /* the kernel packed for the int8 product */
+  damo_rnn_int8 rnn[2];  /* lstm/gru: each direction's packed kernels, what the ops read */
 } damo_layer_quant;
 
 typedef struct damo_layer_type {
@@ -98,7 +111,7 @@ struct damo_layer {
   int64_t in_shape[DAMO_MAX_DIMS], out_shape[DAMO_MAX_DIMS];
   int n_params;
   damo_param_slot params[DAMO_LAYER_MAX_PARAMS];
-  damo_layer_quant *quant;  /* int8-quantised (dense, conv2d), or NULL: f32 */
+  damo_layer_quant *quant;  /* int8 slots (damo_layer_quantizable), or NULL: f32 */
   damo_csr *sparse;         /* dense: W^T in CSR while the kernel is mostly zeros (damo_model_load sets it,
                                fit drops it), which inference graphs multiply by; NULL: the dense op */
 };
@@ -112,13 +125,24 @@ extern const damo_layer_type damo_layer_dense, damo_layer_activation, damo_layer
     damo_layer_position_embedding, damo_layer_token_and_position_embedding, damo_layer_conv1d,
     damo_layer_max_pool1d, damo_layer_avg_pool1d;
 
-/* Whether l can run int8 (dense, conv2d); else why not, in why (a static string). */
+/* Whether l has int8 slots (dense, conv2d, lstm, gru, bidirectional, embedding); else why
+ * not, in why (a static string). */
 int damo_layer_quantizable(const damo_layer *l, const char **why);
-/* Makes l int8 from its kernel q (the slot's shape, int8) and column scales: packs it and
- * writes scale[n] * q into the f32 kernel slot (which must be bound). x_scale <= 0: the input
- * is quantised per batch. Checks every value (scales positive and finite, zero point
- * 0..255); on failure l is unchanged. */
-damo_status damo_layer_quantize(damo_layer *l, const int8_t *q, const float *scale, float x_scale, int x_zero_point);
+/* What slot p of a quantizable layer becomes: 0 stays f32, 1 an int8 kernel (per column),
+ * 2 an int8 table (per row). */
+int damo_layer_int8_slot(const damo_layer *l, int p);
+/* Whether l's input can have a calibrated (static) quantisation: dense and conv2d; the
+ * others quantise their products' inputs per batch. */
+int damo_layer_static_input(const damo_layer *l);
+/* Makes slot p of l int8 from q (the slot's shape, int8, no -128) and its scales (one per
+ * column or row, as damo_layer_int8_slot says): writes scale * q into the f32 slot (which
+ * must be bound) and packs a kernel. Every value is checked; on failure l is unchanged. */
+damo_status damo_layer_quantize_slot(damo_layer *l, int p, const int8_t *q, const float *scale);
+/* The input quantisation of a static dense/conv2d (x_scale > 0, zero point 0..255); before
+ * it, or with x_scale 0, the input is quantised per batch. */
+damo_status damo_layer_set_input_quant(damo_layer *l, float x_scale, int x_zero_point);
+/* The scales' count of slot p (columns or rows). */
+int64_t damo_layer_qslot_scales(const damo_layer *l, int p);
 void damo_layer_quant_free(damo_layer_quant *quant);
 
 /* A new layer of this type with its defaults (the constructors' common start). */

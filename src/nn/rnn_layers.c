@@ -48,8 +48,14 @@ static damo_node *recurrent_op(damo_layer *l, damo_graph *g, damo_node *x, int f
   }
   char name[DAMO_NAME_MAX];
   snprintf(name, sizeof name, "%.40s/%s", l->name, what);
-  damo_node *y = gru ? damo_gru_ex(g, x, p[0], p[1], p[2], l->in_mask, l->return_sequences, reverse)
-                     : damo_lstm_ex(g, x, p[0], p[1], p[2], l->in_mask, l->return_sequences, reverse);
+  damo_node *y;
+  if (l->quant) /* int8 kernels (quant_layers.c) */
+    y = damo_recurrent_int8_op(g, gru, x, p[0], p[1], p[2], l->in_mask, l->return_sequences, reverse,
+                               &l->quant->rnn[first / 3]);
+  else if (gru)
+    y = damo_gru_ex(g, x, p[0], p[1], p[2], l->in_mask, l->return_sequences, reverse);
+  else
+    y = damo_lstm_ex(g, x, p[0], p[1], p[2], l->in_mask, l->return_sequences, reverse);
   return damo_node_set_name(y, name);
 }
 

@@ -49,6 +49,10 @@ static gru_buffers buffers_of(const damo_node *n, gru_dims d) {
   return s;
 }
 
+static size_t f32_bytes(const damo_node *n, gru_dims d) {
+  return (size_t)(d.T * d.B * (3 * d.U * 4 + d.U + d.F) + 2 * d.B * d.U + (n->n_in > 4 ? d.T * d.B : 0)) * sizeof(float);
+}
+
 static damo_status gru_infer(damo_node *n) {
   const damo_node *x = n->in[0], *w = n->in[1], *r = n->in[2], *b = n->in[3];
   if (x->dtype != DAMO_F32 || x->ndim != 3) return damo_shape_error(n, "input must be f32 (batch, timesteps, features)", x, NULL);
@@ -67,8 +71,7 @@ static damo_status gru_infer(damo_node *n) {
   n->shape[1] = n->iparam[GRU_RETURN_SEQUENCES] ? T : U;
   n->shape[2] = U;
   n->dtype = DAMO_F32;
-  n->aux_bytes = (size_t)(T * B * (3 * U * 4 + U + F) + 2 * B * U + (n->n_in > 4 ? T * B : 0)) * sizeof(float);
-  return DAMO_OK;
+  return damo_rnn_int8_size(n, f32_bytes(n, dims_of(n)), B, T, F, U, 3 * U);
 }
 
 /* One step: gx (B,3U) pre-activations in, activated z, r, n out; gh (B,3U) recurrent part. */
@@ -98,14 +101,20 @@ static damo_status gru_forward(damo_graph *g, damo_node *n) {
   memset(s.zeros, 0, (size_t)(B * U) * sizeof(float));
   damo_rnn_to_time_major(x, s.x, B, T, F, reverse);
   if (s.mask) damo_rnn_mask_to_time_major(damo_f32(n->in[4]), s.mask, B, T, reverse);
+  const damo_rnn_int8 *q = n->op_data;
+  float *stage = NULL;
+  void *rows = NULL;
+  if (q) damo_rnn_int8_scratch(n, f32_bytes(n, d), B, G, &stage, &rows);
   for (int64_t row = 0; row < T * B; row++) {
-    memcpy(s.gx + row * G, bias, (size_t)G * sizeof(float));
-    memcpy(s.gh + row * G, bias + G, (size_t)G * sizeof(float));
+    if (!q) memcpy(s.gx + row * G, bias, (size_t)G * sizeof(float));
+    if (!q || row < B) memcpy(s.gh + row * G, bias + G, (size_t)G * sizeof(float));
   }
-  damo_gemm(0, 0, T * B, G, F, 1.0f, s.x, F, w, G, 1.0f, s.gx, G);
+  if (q) damo_q8_dynamic_product(s.x, T * B, q->kernel, bias, rows, s.gx, G);
+  else damo_gemm(0, 0, T * B, G, F, 1.0f, s.x, F, w, G, 1.0f, s.gx, G);
   for (int64_t t = 0; t < T; t++) {
     const float *h_prev = t > 0 ? s.h + (t - 1) * B * U : s.zeros;
-    if (t > 0) damo_gemm(0, 0, B, G, U, 1.0f, h_prev, U, r, G, 1.0f, s.gh + t * B * G, G);
+    if (t > 0 && q) damo_q8_dynamic_product(h_prev, B, q->recurrent, bias + G, rows, s.gh + t * B * G, G);
+    else if (t > 0) damo_gemm(0, 0, B, G, U, 1.0f, h_prev, U, r, G, 1.0f, s.gh + t * B * G, G);
     gru_cell(s.gx + t * B * G, s.gh + t * B * G, h_prev, s.h + t * B * U, B, U);
     if (s.mask) damo_rnn_carry_masked(s.h + t * B * U, h_prev, s.mask + t * B, B, U);
   }
@@ -145,6 +154,10 @@ DAMO_MULTIVERSION static void gru_cell_backward(const float *restrict act, const
 }
 
 static void gru_backward(damo_graph *g, damo_node *n) {
+  if (n->op_data) {
+    damo_rnn_no_backward(g, n);
+    return;
+  }
   (void)g;
   gru_dims d = dims_of(n);
   gru_buffers s = buffers_of(n, d);

@@ -55,6 +55,11 @@ static lstm_buffers buffers_of(const damo_node *n, lstm_dims d) {
   return s;
 }
 
+static size_t f32_bytes(const damo_node *n, lstm_dims d) {
+  return (size_t)(d.T * d.B * (4 * d.U + d.U + d.U + d.F + 4 * d.U) + 3 * d.B * d.U + (n->n_in > 4 ? d.T * d.B : 0)) *
+         sizeof(float);
+}
+
 static damo_status lstm_infer(damo_node *n) {
   const damo_node *x = n->in[0], *w = n->in[1], *r = n->in[2], *b = n->in[3];
   if (x->dtype != DAMO_F32 || x->ndim != 3) return damo_shape_error(n, "input must be f32 (batch, timesteps, features)", x, NULL);
@@ -81,8 +86,7 @@ static damo_status lstm_infer(damo_node *n) {
     n->shape[1] = U;
   }
   n->dtype = DAMO_F32;
-  n->aux_bytes = (size_t)(T * B * (4 * U + U + U + F + 4 * U) + 3 * B * U + (n->n_in > 4 ? T * B : 0)) * sizeof(float);
-  return DAMO_OK;
+  return damo_rnn_int8_size(n, f32_bytes(n, dims_of(n)), B, T, F, U, 4 * U);
 }
 
 DAMO_MULTIVERSION static void lstm_cell(float *restrict z, float *restrict c, float *restrict h,
@@ -114,11 +118,24 @@ static damo_status lstm_forward(damo_graph *g, damo_node *n) {
   memset(s.zeros, 0, (size_t)(B * U) * sizeof(float));
   damo_rnn_to_time_major(x, s.x, B, T, F, reverse);
   if (s.mask) damo_rnn_mask_to_time_major(damo_f32(n->in[4]), s.mask, B, T, reverse);
-  for (int64_t row = 0; row < T * B; row++) memcpy(s.gates + row * G, bias, (size_t)G * sizeof(float));
-  damo_gemm(0, 0, T * B, G, F, 1.0f, s.x, F, w, G, 1.0f, s.gates, G);
+  const damo_rnn_int8 *q = n->op_data;
+  float *stage = NULL;
+  void *rows = NULL;
+  if (q) {
+    damo_rnn_int8_scratch(n, f32_bytes(n, d), B, G, &stage, &rows);
+    damo_q8_dynamic_product(s.x, T * B, q->kernel, bias, rows, s.gates, G);
+  } else {
+    for (int64_t row = 0; row < T * B; row++) memcpy(s.gates + row * G, bias, (size_t)G * sizeof(float));
+    damo_gemm(0, 0, T * B, G, F, 1.0f, s.x, F, w, G, 1.0f, s.gates, G);
+  }
   for (int64_t t = 0; t < T; t++) {
     float *z = s.gates + t * B * G;
-    if (t > 0) damo_gemm(0, 0, B, G, U, 1.0f, s.h + (t - 1) * B * U, U, r, G, 1.0f, z, G);
+    if (t > 0 && q) {
+      damo_q8_dynamic_product(s.h + (t - 1) * B * U, B, q->recurrent, NULL, rows, stage, G);
+      for (int64_t i = 0; i < B * G; i++) z[i] += stage[i];
+    } else if (t > 0) {
+      damo_gemm(0, 0, B, G, U, 1.0f, s.h + (t - 1) * B * U, U, r, G, 1.0f, z, G);
+    }
     const float *c_prev = t > 0 ? s.c + (t - 1) * B * U : s.zeros, *h_prev = t > 0 ? s.h + (t - 1) * B * U : s.zeros;
     lstm_cell(z, s.c + t * B * U, s.h + t * B * U, c_prev, B, U);
     if (s.mask) {
@@ -159,6 +176,10 @@ DAMO_MULTIVERSION static void lstm_cell_backward(const float *restrict gates, co
 }
 
 static void lstm_backward(damo_graph *g, damo_node *n) {
+  if (n->op_data) {
+    damo_rnn_no_backward(g, n);
+    return;
+  }
   (void)g;
   lstm_dims d = dims_of(n);
   lstm_buffers s = buffers_of(n, d);
@@ -198,6 +219,14 @@ damo_node *damo_lstm_ex(damo_graph *g, damo_node *x, damo_node *kernel, damo_nod
   damo_node *in[5] = {x, kernel, recurrent_kernel, bias, mask};
   int p[2] = {return_sequences != 0, reverse != 0};
   return damo_graph_add_node(g, DAMO_OP_LSTM, mask ? 5 : 4, in, p, 2, NULL, 0);
+}
+
+damo_node *damo_recurrent_int8_op(damo_graph *g, int gru, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel,
+                                  damo_node *bias, damo_node *mask, int return_sequences, int reverse,
+                                  const damo_rnn_int8 *q) {
+  damo_node *in[5] = {x, kernel, recurrent_kernel, bias, mask};
+  int p[2] = {return_sequences != 0, reverse != 0};
+  return damo_graph_add_node_data(g, gru ? DAMO_OP_GRU : DAMO_OP_LSTM, mask ? 5 : 4, in, p, 2, NULL, 0, q);
 }
 
 damo_node *damo_lstm(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel, damo_node *bias,

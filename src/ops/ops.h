@@ -36,6 +36,22 @@ damo_node *damo_qdense_op(damo_graph *g, damo_node *x, const damo_qweight *w, da
  * bias kept, the input quantised per batch. Its activation must be linear or relu, and w the
  * (K x N) int8 form of its kernel (either of dense's layouts). */
 damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w);
+/* out (M, N; ldo apart) = x (M, K) W + bias (may be NULL) through the int8 product, x
+ * quantised with its own range (dynamic, as qdense without calibration); a is scratch of
+ * damo_q8_scratch_bytes(M, w) bytes. What the int8 recurrent ops run their products on. */
+size_t damo_q8_scratch_bytes(int64_t M, const damo_qweight *w);
+void damo_q8_dynamic_product(const float *x, int64_t M, const damo_qweight *w, const float *bias, void *a, float *out,
+                             int64_t ldo);
+/* An int8 LSTM or GRU (lstm.c, gru.c): both products on int8 kernels with dynamic inputs
+ * (the input projection over all steps, then h_{t-1} R each step, h quantised per step), as
+ * PyTorch's dynamic quantised LSTM does. The f32 kernel inputs stay (their shapes are
+ * checked) but are not read; inference only. */
+typedef struct damo_rnn_int8 {
+  const damo_qweight *kernel, *recurrent;
+} damo_rnn_int8;
+damo_node *damo_recurrent_int8_op(damo_graph *g, int gru, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel,
+                                  damo_node *bias, damo_node *mask, int return_sequences, int reverse,
+                                  const damo_rnn_int8 *q);
 /* x (N, H, W, C) channels-last; w packs the (KH, KW, C, F) kernel as (KH*KW*C, F). */
 damo_node *damo_qconv2d_op(damo_graph *g, damo_node *x, const damo_qweight *w, int kh, int kw, damo_node *bias,
                            damo_activation act, int stride_h, int stride_w, int pad_top, int pad_left, int pad_bottom,

@@ -52,14 +52,9 @@ DAMO_MULTIVERSION static void range_of(const float *x, int64_t n, float *lo, flo
   *lo = a, *hi = b;
 }
 
-/* The activation's quantisation: the calibrated one, or the batch's own (dynamic): its range
- * over chunks on every thread (a BERT layer's input is 2M values a batch). */
-static void input_params(const damo_node *n, const float *x, int64_t count, int zp_slot, float *scale, int *zp) {
-  if (n->fparam[0] > 0.0f) {
-    *scale = n->fparam[0];
-    *zp = n->iparam[zp_slot];
-    return;
-  }
+/* The quantisation of a batch from its own range (dynamic), over chunks on every thread (a
+ * BERT layer's input is 2M values a batch). */
+static void batch_params(const float *x, int64_t count, float *scale, int *zp) {
   float lo = 0.0f, hi = 0.0f;
   const int64_t chunks = (count + DAMO_CHUNK - 1) / DAMO_CHUNK;
 #pragma omp parallel for reduction(min : lo) reduction(max : hi) if (count > DAMO_PARALLEL_MIN) \
@@ -73,6 +68,35 @@ static void input_params(const damo_node *n, const float *x, int64_t count, int 
     hi = b > hi ? b : hi;
   }
   damo_quant_params(lo, hi, scale, zp);
+}
+
+/* The activation's quantisation: the calibrated one, or the batch's own. */
+static void input_params(const damo_node *n, const float *x, int64_t count, int zp_slot, float *scale, int *zp) {
+  if (n->fparam[0] > 0.0f) {
+    *scale = n->fparam[0];
+    *zp = n->iparam[zp_slot];
+    return;
+  }
+  batch_params(x, count, scale, zp);
+}
+
+size_t damo_q8_scratch_bytes(int64_t M, const damo_qweight *w) { return (size_t)damo_qrows_padded(M) * damo_qrow_bytes(w); }
+
+/* out = x W + bias (then ReLU if relu) with x (M, K) quantised by scale and zp into a. */
+static void quantized_product(const float *x, int64_t M, const damo_qweight *w, float scale, int zp, const float *bias,
+                              int relu, void *a, float *out, int64_t ldo) {
+  const size_t row = damo_qrow_bytes(w);
+  damo_quantize_rows(x, M, w->K, w->K, scale, zp, w->layout, a, w->Kp);
+  memset((char *)a + (size_t)M * row, 0, (size_t)(damo_qrows_padded(M) - M) * row);
+  damo_gemm_q8(M, a, w, scale, zp, bias, relu, out, ldo);
+}
+
+void damo_q8_dynamic_product(const float *x, int64_t M, const damo_qweight *w, const float *bias, void *a, float *out,
+                             int64_t ldo) {
+  float scale;
+  int zp;
+  batch_params(x, M * w->K, &scale, &zp);
+  quantized_product(x, M, w, scale, zp, bias, 0, a, out, ldo);
 }
 
 /* ------------------------------------------------------------------ qdense */
@@ -99,14 +123,11 @@ static damo_status qdense_forward(damo_graph *g, damo_node *n) {
   const damo_qweight *w = qweight_of(n);
   const damo_node *xn = n->in[0];
   const float *x = damo_f32(xn), *b = n->n_in > 1 ? damo_f32(n->in[1]) : NULL;
-  const int64_t M = damo_node_count(xn) / w->K, Mp = damo_qrows_padded(M);
+  const int64_t M = damo_node_count(xn) / w->K;
   float scale;
   int zp;
   input_params(n, x, M * w->K, Q_ZERO_POINT, &scale, &zp);
-  const size_t row = damo_qrow_bytes(w);
-  damo_quantize_rows(x, M, w->K, w->K, scale, zp, w->layout, n->aux, w->Kp);
-  memset((char *)n->aux + (size_t)M * row, 0, (size_t)(Mp - M) * row);
-  damo_gemm_q8(M, n->aux, w, scale, zp, b, n->iparam[Q_ACT] == DAMO_ACT_RELU, damo_f32(n), w->N);
+  quantized_product(x, M, w, scale, zp, b, n->iparam[Q_ACT] == DAMO_ACT_RELU, n->aux, damo_f32(n), w->N);
   return DAMO_OK;
 }
 

@@ -80,3 +80,31 @@ void damo_rnn_weight_and_input_grads(damo_node *xn, damo_node *wn, damo_node *rn
       }
   }
 }
+
+/* ---- int8 products (op_data a damo_rnn_int8): the scratch sits after the f32 aux, a (B, G)
+ * f32 staging block then the quantised rows of the larger product. */
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+damo_status damo_rnn_int8_size(damo_node *n, size_t f32_bytes, int64_t B, int64_t T, int64_t F, int64_t U, int64_t G) {
+  const damo_rnn_int8 *q = n->op_data;
+  n->aux_bytes = f32_bytes;
+  if (!q) return DAMO_OK;
+  if (!q->kernel || !q->recurrent || q->kernel->K != F || q->kernel->N != G || q->recurrent->K != U ||
+      q->recurrent->N != G)
+    return damo_error(DAMO_ERR_SHAPE, "%s: the int8 kernels are not (%lld x %lld) and (%lld x %lld)", n->name,
+                      (long long)F, (long long)G, (long long)U, (long long)G);
+  const size_t x_rows = damo_q8_scratch_bytes(T * B, q->kernel), h_rows = damo_q8_scratch_bytes(B, q->recurrent);
+  n->aux_bytes = align64(f32_bytes) + align64((size_t)(B * G) * sizeof(float)) + (x_rows > h_rows ? x_rows : h_rows);
+  return DAMO_OK;
+}
+
+void damo_rnn_int8_scratch(const damo_node *n, size_t f32_bytes, int64_t B, int64_t G, float **stage, void **rows) {
+  char *base = (char *)n->aux + align64(f32_bytes);
+  *stage = (float *)base;
+  *rows = base + align64((size_t)(B * G) * sizeof(float));
+}
+
+void damo_rnn_no_backward(damo_graph *g, damo_node *n) {
+  (void)g;
+  damo_error(DAMO_ERR_STATE, "%s: an int8 recurrent layer runs inference only", n->name);
+}

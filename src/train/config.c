@@ -500,17 +500,22 @@ static damo_status parse_compile(damo_config_obj *root, damo_model *m) {
 /* "fit": checked here, kept as JSON in the model and read again by
  * damo_model_config_fit_options into the caller's defaults. */
 /* "quantization": {"format": "int8", "activations": "static"|"dynamic", "method",
- * "calibration_examples", "layers": [int8 layer names], "float_layers": [{"name", "reason"}]}
- * (docs/compression.md). The layer names are checked against the model when its weights load. */
+ * "calibration_examples", "layers": [int8 layer names], "float_layers": [{"name", "reason"}],
+ * "weight_only": [int8 tables], "dynamic_layers": [recurrent layers of a static model]}
+ * (docs/compression.md). The layer names are checked against the model when its weights load;
+ * the last two lists only say what the layers' kinds decide. */
 static damo_status parse_quantization(damo_config_obj *root, const cJSON *json, damo_model *m) {
   static const char *const formats[] = {"int8", NULL}, *const activations[] = {"static", "dynamic", NULL},
                            *const methods[] = {"minmax", "percentile", "histogram", "none", NULL};
   damo_config_obj *q;
   TRY(damo_config_get_object(root, "quantization", REQ, &q));
-  TRY(damo_config_check_keys(q, "format activations method calibration_examples layers float_layers"));
-  int format = 0, acts = 0, method = 0, n = 0, n_float = 0;
+  TRY(damo_config_check_keys(q, "format activations method calibration_examples layers float_layers weight_only "
+                                 "dynamic_layers"));
+  int format = 0, acts = 0, method = 0, n = 0, n_float = 0, n_said = 0;
   int64_t examples = 0;
-  const char *const *names = NULL;
+  const char *const *names = NULL, *const *said = NULL;
+  TRY(damo_config_get_strings(q, "weight_only", 1, 1 << 20, 0, &said, &n_said));
+  TRY(damo_config_get_strings(q, "dynamic_layers", 1, 1 << 20, 0, &said, &n_said));
   TRY(damo_config_get_enum(q, "format", formats, REQ, &format));
   TRY(damo_config_get_enum(q, "activations", activations, REQ, &acts));
   TRY(damo_config_get_enum(q, "method", methods, 0, &method));

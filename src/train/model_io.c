@@ -41,16 +41,15 @@ static damo_status add_view(damo_tensor_dict *d, const damo_layer *l, const char
   return view ? damo_tensor_dict_add(d, name, view) : DAMO_ERR_NOMEM;
 }
 
-/* An int8 layer's tensors beside its kernel (I8, in the kernel's shape): kernel_scale (N) and,
- * with static activations, input_scale (1) and input_zero_point (1, I32). */
-static damo_status add_quant_tensors(damo_tensor_dict *d, const damo_layer *l) {
-  const damo_param_slot *k = &l->params[0];
-  const int64_t one = 1, n = k->shape[k->ndim - 1];
-  damo_status st = add_view(d, l, "kernel_scale", DAMO_F32, 1, &n, l->quant->scale);
-  if (st == DAMO_OK && l->quant->x_scale > 0.0f) st = add_view(d, l, "input_scale", DAMO_F32, 1, &one, &l->quant->x_scale);
-  if (st == DAMO_OK && l->quant->x_scale > 0.0f)
-    st = add_view(d, l, "input_zero_point", DAMO_I32, 1, &one, &l->quant->x_zero_point);
-  return st;
+/* An int8 slot's scales beside it (I8, in the slot's shape): "<slot>_scale" (one per column
+ * of a kernel, per row of a table: "kernel_scale", "backward_lstm.recurrent_kernel_scale"). */
+static void scale_name(const damo_param_slot *s, char *out, size_t cap) { snprintf(out, cap, "%s_scale", s->name); }
+
+/* A static dense/conv2d's input quantisation: input_scale (1) and input_zero_point (1, I32). */
+static damo_status add_input_quant(damo_tensor_dict *d, const damo_layer *l) {
+  const int64_t one = 1;
+  damo_status st = add_view(d, l, "input_scale", DAMO_F32, 1, &one, &l->quant->x_scale);
+  return st == DAMO_OK ? add_view(d, l, "input_zero_point", DAMO_I32, 1, &one, &l->quant->x_zero_point) : st;
 }
 
 /* Whether a kernel is stored sparse: at least half its values zero (biases, norms and
@@ -100,9 +99,13 @@ static damo_status write_model_files(damo_model *m, const char *folder, const ch
       snprintf(name, sizeof name, "%s.%s", m->layers[i]->name, s->name);
       st = check_finite(s->value, dir, name);
       const damo_layer *l = m->layers[i];
-      if (st == DAMO_OK && l->quant && p == 0) {
-        st = add_view(d, l, s->name, DAMO_I8, s->ndim, s->shape, l->quant->q);
-        if (st == DAMO_OK) st = add_quant_tensors(d, l);
+      if (st == DAMO_OK && l->quant && l->quant->slot[p].q) {
+        char scale[64];
+        const int64_t n = damo_layer_qslot_scales(l, p);
+        scale_name(s, scale, sizeof scale);
+        st = add_view(d, l, s->name, DAMO_I8, s->ndim, s->shape, l->quant->slot[p].q);
+        if (st == DAMO_OK) st = add_view(d, l, scale, DAMO_F32, 1, &n, l->quant->slot[p].scale);
+        if (st == DAMO_OK && p == 0 && l->quant->x_scale > 0.0f) st = add_input_quant(d, l);
       } else if (st == DAMO_OK && store_sparse(s)) {
         st = add_sparse(d, name, s->value);
       } else if (st == DAMO_OK) {
@@ -231,21 +234,24 @@ static damo_status load_sparse(const damo_tensor_dict *d, const char *path, damo
   return DAMO_OK;
 }
 
-/* An int8 layer: its I8 kernel t, the scales beside it; the f32 slot gets scale * q. */
-static damo_status load_quantized(damo_layer *l, const damo_tensor_dict *d, const char *path, int is_static,
-                                  const damo_tensor *kernel, int *used) {
-  const damo_param_slot *k = &l->params[0];
-  const int64_t one = 1, n = k->shape[k->ndim - 1];
+/* Slot p of an int8 layer: its I8 tensor t and the scales beside it; the f32 slot gets
+ * scale * q. The first slot of a static dense/conv2d brings the input's quantisation too. */
+static damo_status load_quantized(damo_layer *l, int p, const damo_tensor_dict *d, const char *path, int is_static,
+                                  const damo_tensor *t, int *used) {
+  const int64_t one = 1, n = damo_layer_qslot_scales(l, p);
+  char name[64];
+  scale_name(&l->params[p], name, sizeof name);
   const damo_tensor *scale, *x_scale = NULL, *x_zero = NULL;
-  damo_status st = need_tensor(d, path, l, "kernel_scale", DAMO_F32, 1, &n, &scale);
+  is_static = is_static && p == 0 && damo_layer_static_input(l);
+  damo_status st = need_tensor(d, path, l, name, DAMO_F32, 1, &n, &scale);
   if (st == DAMO_OK && is_static) st = need_tensor(d, path, l, "input_scale", DAMO_F32, 1, &one, &x_scale);
   if (st == DAMO_OK && is_static) st = need_tensor(d, path, l, "input_zero_point", DAMO_I32, 1, &one, &x_zero);
   if (st == DAMO_OK && is_static && !(damo_tensor_f32(x_scale)[0] > 0.0f))
     st = damo_error(DAMO_ERR_FORMAT, "%s: '%s.input_scale' is %g (static activations need a positive scale)", path,
                     l->name, (double)damo_tensor_f32(x_scale)[0]);
-  if (st == DAMO_OK)
-    st = damo_layer_quantize(l, kernel->data, damo_tensor_f32(scale), is_static ? damo_tensor_f32(x_scale)[0] : 0.0f,
-                             is_static ? damo_tensor_i32(x_zero)[0] : 0);
+  if (st == DAMO_OK) st = damo_layer_quantize_slot(l, p, t->data, damo_tensor_f32(scale));
+  if (st == DAMO_OK && is_static)
+    st = damo_layer_set_input_quant(l, damo_tensor_f32(x_scale)[0], damo_tensor_i32(x_zero)[0]);
   if (st != DAMO_OK) return damo_error_prefix(st, "%s: ", path);
   *used += 2 + 2 * is_static;
   return DAMO_OK;
@@ -253,16 +259,17 @@ static damo_status load_quantized(damo_layer *l, const damo_tensor_dict *d, cons
 
 /* A tensor name some layer's slot (or an int8 layer's scales) is saved under. */
 static int known_tensor(const damo_model *m, const char *tensor) {
-  static const char *const extras[] = {"kernel_scale", "input_scale", "input_zero_point"};
+  static const char *const extras[] = {"input_scale", "input_zero_point"};
   char name[2 * DAMO_NAME_MAX + 2];
   for (int i = 0; i < m->n_layers; i++) {
     const damo_layer *l = m->layers[i];
     for (int p = 0; p < l->n_params; p++)
-      for (int form = 0; form < 3; form++) { /* dense, or sparse's two tensors */
-        snprintf(name, sizeof name, "%s.%s%s", l->name, l->params[p].name, form == 1 ? ".mask" : form == 2 ? ".values" : "");
-        if (!strcmp(name, tensor)) return 1;
+      for (int form = 0; form < 4; form++) { /* dense, sparse's two tensors, an int8 slot's scales */
+        snprintf(name, sizeof name, "%s.%s%s", l->name, l->params[p].name,
+                 form == 1 ? ".mask" : form == 2 ? ".values" : form == 3 ? "_scale" : "");
+        if (!strcmp(name, tensor) && (form < 3 || (l->quant && l->quant->slot[p].q))) return 1;
       }
-    for (int e = 0; l->quant && e < 3; e++) {
+    for (int e = 0; l->quant && e < 2; e++) {
       snprintf(name, sizeof name, "%s.%s", l->name, extras[e]);
       if (!strcmp(name, tensor)) return 1;
     }
@@ -335,14 +342,14 @@ damo_status damo_model_load(const char *dir, damo_model **out) {
   for (int i = 0; i < m->n_layers && st == DAMO_OK; i++)
     for (int p = 0; p < m->layers[i]->n_params && st == DAMO_OK; p++) {
       const damo_param_slot *s = &m->layers[i]->params[p];
-      const int int8 = p == 0 && quantized_layer(m, m->layers[i]->name);
+      const int int8 = damo_layer_int8_slot(m->layers[i], p) && quantized_layer(m, m->layers[i]->name);
       const damo_tensor *t;
       int sparse = 0;
       if (!int8 && ((st = load_sparse(d, path, m->layers[i], s, &sparse, &used)) != DAMO_OK || sparse)) continue;
       if ((st = need_tensor(d, path, m->layers[i], s->name, int8 ? DAMO_I8 : DAMO_F32, s->ndim, s->shape, &t)) != DAMO_OK)
         break;
       if (int8) {
-        st = load_quantized(m->layers[i], d, path, quantized_static(m), t, &used);
+        st = load_quantized(m->layers[i], p, d, path, quantized_static(m), t, &used);
         continue;
       }
       char name[2 * DAMO_NAME_MAX + 2];

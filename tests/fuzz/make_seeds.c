@@ -97,8 +97,24 @@ static void quantized_seed(const char *tmp) {
   put_dir2("seqdir", "cnn-int8", tmp, "config.json", "model.safetensors");
 }
 
+/* An int8 text model: an int8 embedding table (per-row scales), a bidirectional LSTM with
+ * int8 kernels and recurrent kernels (per-column scales), an int8 dense. */
+static void quantized_rnn_seed(const char *tmp) {
+  const char *config = "{\"input_shape\": [5], \"layers\": [{\"type\": \"embedding\", \"input_dim\": 9, "
+                       "\"output_dim\": 3, \"mask_zero\": true}, {\"type\": \"bidirectional\", \"layer\": "
+                       "{\"type\": \"lstm\", \"units\": 2}}, {\"type\": \"dense\", \"units\": 1, \"activation\": \"sigmoid\"}]}";
+  damo_model *m = NULL;
+  damo_quantize_options o = {.dynamic = 1};
+  if (damo_model_from_config_json(config, "rnn-int8", &m) != DAMO_OK || damo_model_build(m, 1) != DAMO_OK ||
+      damo_model_quantize(m, NULL, &o) != DAMO_OK || damo_model_save(m, tmp) != DAMO_OK)
+    die("rnn int8");
+  damo_model_free(m);
+  put_dir2("seqdir", "rnn-int8", tmp, "config.json", "model.safetensors");
+}
+
 static void model_dirs(const char *tmp) {
   quantized_seed(tmp);
+  quantized_rnn_seed(tmp);
   seq_seed(tmp, "mlp", "{\"format\": \"damo.sequential\", \"input_shape\": [2, 3], \"layers\": [{\"type\": \"flatten\"}, "
                        "{\"type\": \"dense\", \"units\": 3, \"activation\": \"relu\"}, {\"type\": \"dropout\", \"rate\": 0.2}, "
                        "{\"type\": \"dense\", \"units\": 2}], \"loss\": \"sparse_categorical_crossentropy\", "
