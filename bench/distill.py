@@ -1,4 +1,5 @@
-"""KD: knowledge distillation (issue 23), the stronger CNN into the W1 MLP on Fashion-MNIST.
+"""KD: knowledge distillation (issue 23), the stronger CNN into the W1 MLP on Fashion-MNIST;
+KT: the fine-tuned W5 BERT into the spam BiLSTM on SpamAssassin.
 
 Protocol (every figure measured in the same run):
  1. the teacher: the stronger CNN (examples/configs/cnn_bn_aug_fashion_mnist.json: batch norm,
@@ -8,7 +9,14 @@ Protocol (every figure measured in the same run):
  3. the W1 MLP trained alone and distilled with the chosen settings, for W1's budget, on all
     60,000 training rows, seeds 1-3; the test accuracy of each.
 
-usage (from bench/run.py, BENCH_ONLY=KD): run(damo, work, env) -> dict; rows(result) -> table rows
+KT (the same protocol on text; each model reads the mails its own way, BERT through WordPiece,
+the BiLSTM through its vocabulary): the teacher is W5 (examples/configs/bert_w5.json) fine-tuned
+KT_BERT_EPOCHS (2) epochs; T and alpha are chosen by the validation split's F1 (seed 1) from
+T in {1, 2, 4} x alpha in {0.5, 0.9}; then the BiLSTM (examples/configs/spam_bilstm.json, its 3
+epochs) alone and distilled with seeds 1-3, and the test split's F1 of each.
+
+usage (from bench/run.py, BENCH_ONLY=KD or KT): run(damo, work, env) / run_text(damo, work, env) -> dict;
+rows(result) / rows_text(result) -> table rows
 """
 import csv
 import os
@@ -23,6 +31,10 @@ STUDENT = "examples/configs/mlp_fashion_mnist.json"
 GRID = [(t, a) for t in (2.0, 4.0, 8.0) for a in (0.5, 0.9)]
 SEEDS = (1, 2, 3)
 
+TEXT_TEACHER = "examples/configs/bert_w5.json"
+TEXT_STUDENT = "examples/configs/spam_bilstm.json"
+TEXT_GRID = [(t, a) for t in (1.0, 2.0, 4.0) for a in (0.5, 0.9)]
+
 
 def _damo(damo, args, env):
     p = subprocess.run([damo] + args, capture_output=True, text=True, env=dict(os.environ, **env))
@@ -32,13 +44,36 @@ def _damo(damo, args, env):
 
 
 def _test_accuracy(out):
-    m = re.search(r"test_accuracy: ([0-9.]+)", out)
-    return float(m.group(1))
+    return float(re.search(r"test_accuracy: ([0-9.]+)", out).group(1))
 
 
-def _last_val_accuracy(folder):
+def _test_f1(out):
+    return float(re.search(r"- f1: ([0-9.]+)", out).group(1))
+
+
+def _last(folder, column):
     with open(os.path.join(folder, "history.csv")) as f:
-        return float(list(csv.DictReader(f))[-1]["val_accuracy"])
+        return float(list(csv.DictReader(f))[-1][column])
+
+
+def _compare(damo, env, tag, teacher, student, common, val_args, grid, val_column, test_of):
+    """T and alpha by the validation figure (seed 1), then alone vs distilled for SEEDS on test."""
+    out_dir = common[common.index("--out") + 1]
+    print("%s: temperature and alpha on the validation split" % tag, flush=True)
+    _damo(damo, ["train", "--config", student, "--seed", "1"] + val_args + common, env)
+    scores = {"alone": _last(out_dir, val_column)}
+    for t, a in grid:
+        _damo(damo, ["distill", "--teacher", teacher, "--student", student, "--temperature", str(t), "--alpha", str(a),
+                     "--seed", "1"] + val_args + common, env)
+        scores["T %g alpha %g" % (t, a)] = _last(out_dir, val_column)
+    best = max(grid, key=lambda ta: scores["T %g alpha %g" % ta])
+    alone, distilled = [], []
+    for seed in SEEDS:
+        print("%s: seed %d, alone and distilled (T %g, alpha %g)" % (tag, seed, best[0], best[1]), flush=True)
+        alone.append(test_of(_damo(damo, ["train", "--config", student, "--seed", str(seed)] + common, env)))
+        distilled.append(test_of(_damo(damo, ["distill", "--teacher", teacher, "--student", student, "--temperature",
+                                              str(best[0]), "--alpha", str(best[1]), "--seed", str(seed)] + common, env)))
+    return {"validation_grid": scores, "temperature": best[0], "alpha": best[1], "alone": alone, "distilled": distilled}
 
 
 def run(damo, work, env):
@@ -46,35 +81,40 @@ def run(damo, work, env):
     print("KD: the teacher (%s)" % TEACHER, flush=True)
     teacher_acc = _test_accuracy(_damo(damo, ["train", "--config", os.path.join(ROOT, TEACHER), "--data",
                                               "fashion-mnist", "--out", teacher, "--overwrite", "--verbose", "0"], env))
-    student = os.path.join(ROOT, STUDENT)
-    out_dir = os.path.join(work, "kd_student")
-    common = ["--data", "fashion-mnist", "--out", out_dir, "--overwrite", "--verbose", "0"]
-    print("KD: temperature and alpha on the validation split", flush=True)
-    _damo(damo, ["train", "--config", student, "--seed", "1", "--validation-split", "0.1"] + common, env)
-    grid = {"alone": _last_val_accuracy(out_dir)}
-    for t, a in GRID:
-        _damo(damo, ["distill", "--teacher", teacher, "--student", student, "--temperature", str(t), "--alpha", str(a),
-                     "--seed", "1", "--validation-split", "0.1"] + common, env)
-        grid["T %g alpha %g" % (t, a)] = _last_val_accuracy(out_dir)
-    best = max(GRID, key=lambda ta: grid["T %g alpha %g" % ta])
-    alone, distilled = [], []
-    for seed in SEEDS:
-        print("KD: seed %d, alone and distilled (T %g, alpha %g)" % (seed, best[0], best[1]), flush=True)
-        alone.append(_test_accuracy(_damo(damo, ["train", "--config", student, "--seed", str(seed)] + common, env)))
-        distilled.append(_test_accuracy(_damo(damo, ["distill", "--teacher", teacher, "--student", student,
-                                                     "--temperature", str(best[0]), "--alpha", str(best[1]), "--seed",
-                                                     str(seed)] + common, env)))
-    return {"teacher": TEACHER, "teacher_test_accuracy": teacher_acc, "validation_grid": grid, "temperature": best[0], "alpha": best[1],
-            "alone": alone, "distilled": distilled}
+    common = ["--data", "fashion-mnist", "--out", os.path.join(work, "kd_student"), "--overwrite", "--verbose", "0"]
+    r = _compare(damo, env, "KD", teacher, os.path.join(ROOT, STUDENT), common, ["--validation-split", "0.1"], GRID,
+                 "val_accuracy", _test_accuracy)
+    return dict(r, teacher=TEACHER, teacher_test_accuracy=teacher_acc)
+
+
+def run_text(damo, work, env):
+    teacher = os.path.join(work, "kt_teacher")
+    epochs = int(os.environ.get("KT_BERT_EPOCHS", "2"))
+    print("KT: the BERT teacher, %d epochs" % epochs, flush=True)
+    out = _damo(damo, ["train", "--config", os.path.join(ROOT, TEXT_TEACHER), "--data", "spam-assassin", "--out", teacher,
+                       "--epochs", str(epochs), "--overwrite"], env)
+    teacher_f1 = float(re.search(r"test \(weights of epoch.*F1 ([0-9.]+)", out).group(1))
+    common = ["--data", "spam-assassin", "--out", os.path.join(work, "kt_student"), "--overwrite", "--verbose", "0"]
+    r = _compare(damo, env, "KT", teacher, os.path.join(ROOT, TEXT_STUDENT), common, [], TEXT_GRID, "val_f1", _test_f1)
+    return dict(r, teacher=TEXT_TEACHER, teacher_epochs=epochs, teacher_test_f1=teacher_f1)
+
+
+def _rows(key, r, what, delta, note):
+    mean_d, mean_a = statistics.mean(r["distilled"]), statistics.mean(r["alone"])
+    grid = ", ".join("%s %.4f" % (k, v) for k, v in r["validation_grid"].items())
+    return ["| %s measured | %s | | | %s |" % (key, r["date"], r.get("machine", "machine not recorded")),
+            "| %s %s, mean of seeds 1-3 | %.4f | %.4f (alone) | %s | distilled %s, alone %s; T %g, alpha %g chosen on "
+            "the validation split (%s: %s); `BENCH_ONLY=%s make bench` |"
+            % (key, what, mean_d, mean_a, delta(mean_d - mean_a), " / ".join("%.4f" % v for v in r["distilled"]),
+               " / ".join("%.4f" % v for v in r["alone"]), r["temperature"], r["alpha"], note, grid, key)]
 
 
 def rows(r):
-    mean_d, mean_a = statistics.mean(r["distilled"]), statistics.mean(r["alone"])
-    grid = ", ".join("%s %.4f" % (k, v) for k, v in r["validation_grid"].items())
-    return ["| KD measured | %s | | | %s |" % (r["date"], r.get("machine", "machine not recorded")),
-            "| KD W1 MLP distilled from %s (teacher test accuracy %.4f), test accuracy, mean of seeds 1-3 | "
-            "%.4f | %.4f (alone) | %+.2f points | distilled %s, alone %s; T %g, alpha %g chosen on the validation "
-            "split (val accuracy: %s); `BENCH_ONLY=KD make bench` |"
-            % (os.path.basename(r.get("teacher", "cnn_fashion_mnist.json")), r["teacher_test_accuracy"], mean_d, mean_a, 100 * (mean_d - mean_a),
-               " / ".join("%.4f" % v for v in r["distilled"]), " / ".join("%.4f" % v for v in r["alone"]),
-               r["temperature"], r["alpha"], grid)]
+    return _rows("KD", r, "W1 MLP distilled from %s (teacher test accuracy %.4f), test accuracy"
+                 % (os.path.basename(r.get("teacher", "cnn_fashion_mnist.json")), r["teacher_test_accuracy"]),
+                 lambda d: "%+.2f points" % (100 * d), "val accuracy")
+
+
+def rows_text(r):
+    return _rows("KT", r, "spam BiLSTM distilled from the W5 BERT (%d epochs, teacher test F1 %.4f), test F1"
+                 % (r["teacher_epochs"], r["teacher_test_f1"]), lambda d: "%+.4f" % d, "val F1")

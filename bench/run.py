@@ -9,7 +9,7 @@ used and named. Speed is compared only after the first-step losses agree.
 
 usage: python3 bench/run.py BUILD_DIR [--quick]
 BENCH_ONLY=W2 (comma-separated ids: G1, W1-W6, D data parallel, B bf16, G2 the GEMM rows of B alone,
-C contention, Q int8, QG GPT-2 weight blocks, QB BERT dynamic int8, P pruning, KD distillation) reruns
+C contention, Q int8, QG GPT-2 weight blocks, QB BERT dynamic int8, P pruning, KD and KT distillation) reruns
 only those figures and keeps the others from the previous bench/results.json; every row carries
 the date it was measured.
 """
@@ -515,7 +515,7 @@ def main(argv):
             previous = json.load(f)
     if only:
         for key, value in previous.items():
-            if key in ("G1", "D", "B", "C", "Q", "QG", "QB", "KD", "P") or key.startswith("W"):
+            if key in ("G1", "D", "B", "C", "Q", "QG", "QB", "KD", "KT", "P") or key.startswith("W"):
                 results[key] = value
                 results[key].setdefault("date", previous.get("date", "?"))
         results["date"] = "%s (%s; other rows as dated)" % (now, ", ".join(only))
@@ -551,6 +551,9 @@ def main(argv):
     if wanted("KD"):
         import distill
         record("KD", distill.run(damo, work, env_threads))
+    if wanted("KT"):
+        import distill
+        record("KT", distill.run_text(damo, work, env_threads))
     if wanted("Q"):
         record("Q", bench_int8(damo, work, threads, env_threads))
     if wanted("QG"):
@@ -732,6 +735,9 @@ def report(r):
     if r.get("KD"):
         import distill
         rows += distill.rows(r["KD"])
+    if r.get("KT"):
+        import distill
+        rows += distill.rows_text(r["KT"])
     if r.get("C"):
         import contention
         rows += [measured_row("C (contention)", r["C"]["date"], r["C"].get("machine"))] + contention.rows(r["C"])

@@ -240,3 +240,37 @@ done:
   damo_bert_free(m);
   return rc;
 }
+
+int cli_bert_teacher_probs(const char *dir, const damo_text_dataset *d, int split, damo_tensor **probs) {
+  damo_bert *m = NULL;
+  damo_wordpiece *wp = NULL;
+  damo_bert_graph *g = NULL;
+  encoded_split e = {0};
+  int T = 0, head = -1;
+  *probs = NULL;
+  int rc = load_finetuned(dir, "distill: the teacher", &m, &wp, &T, &head);
+  if (rc != 1) goto done;
+  rc = -1;
+  const int L = damo_bert_get_config(m)->num_labels;
+  if (d->n_classes != L) {
+    fprintf(stderr, "damo distill: the data has %d classes, the BERT teacher in %s %d\n", d->n_classes, dir, L);
+    goto done;
+  }
+  const int64_t B = 64, ps[2] = {d->n[split], L};
+  printf("the BERT teacher (%s) reads the %lld training mails as WordPiece ids at length %d\n", dir, (long long)ps[0], T);
+  fflush(stdout);
+  if (encode_split(wp, d, split, T, head, &e) != DAMO_OK || !(*probs = damo_tensor_new(DAMO_F32, 2, ps)) ||
+      damo_bert_classifier_new(m, B, T, 0, &g) != DAMO_OK || cli_bert_classify_split(g, &e, B, T, *probs) != DAMO_OK) {
+    cli_fail("distill: the teacher");
+    damo_tensor_free(*probs);
+    *probs = NULL;
+    goto done;
+  }
+  rc = 2;
+done:
+  cli_bert_free_split(&e);
+  damo_bert_graph_free(g);
+  damo_wordpiece_free(wp);
+  damo_bert_free(m);
+  return rc;
+}

@@ -47,6 +47,10 @@ damo_status cli_text_load(const char *spec, const damo_model *m, const char *con
 /* One split's rows encoded with the vocabulary saved in model directory dir. */
 damo_status cli_text_split_for_model(const char *dir, const damo_model *m, const char *spec, int split,
                                      damo_text_dataset **data, damo_tensor **x, damo_tensor **y);
+/* The texts of one split of d as token ids through the text model in dir (its vocab.txt, at
+ * m's input length): what that model reads for them. */
+damo_status cli_text_encode_for_model(const char *dir, const damo_model *m, const damo_text_dataset *d, int split,
+                                      damo_tensor **ids);
 void cli_text_describe(const char *spec, const damo_text_dataset *d);
 /* Writes vocab.txt and text.json into a model directory; 1 on success. */
 int cli_text_save(const char *dir, const damo_text_dataset *d, int max_len);
@@ -129,5 +133,8 @@ int cli_bert_predict_files(const char *dir, const char *input);
  * is not a BERT model, -1 failed (message printed). */
 int cli_bert_evaluate_split(const char *dir, const char *data, const char *split, const char *png);
 int cli_bench_bert(int argc, char **argv); /* `damo bench bert` (W5) */
+/* A fine-tuned BERT directory's class probabilities (n, labels) for the texts of one split of
+ * d (a distillation teacher's): 2 done, 0 dir is not a BERT model, -1 failed (printed). */
+int cli_bert_teacher_probs(const char *dir, const damo_text_dataset *d, int split, damo_tensor **probs);
 
 #endif

@@ -57,9 +57,28 @@ static int save_trained(damo_model *m, const damo_history *h, const checkpoint_e
   return 1;
 }
 
+/* A distillation teacher on text: the teacher in dir reads the training mails its own way (a
+ * fine-tuned BERT through WordPiece, a text model through its vocabulary), and its class
+ * probabilities go to fit as d->teacher_probs. 1 done, 0 failed (printed). */
+static int text_teacher(const char *dir, damo_distill_options *d, const damo_text_dataset *text, damo_tensor **probs) {
+  const int bert = cli_bert_teacher_probs(dir, text, DAMO_SPLIT_TRAIN, probs);
+  if (bert != 0) return bert == 2 && (d->teacher_probs = *probs);
+  damo_tensor *ids = NULL;
+  if (cli_text_encode_for_model(dir, d->teacher, text, DAMO_SPLIT_TRAIN, &ids) != DAMO_OK ||
+      damo_model_predict(d->teacher, ids, 256, probs) != DAMO_OK) {
+    damo_tensor_free(ids);
+    return cli_fail("distill: the teacher on the training mails") && 0;
+  }
+  damo_tensor_free(ids);
+  d->teacher_probs = *probs;
+  d->teacher = NULL;
+  return 1;
+}
+
 /* damo train of a Sequential (or functional) config, and damo distill: the same run with a
- * teacher's soft targets mixed into the loss (distill non-NULL). */
-static int train_sequential(int argc, char **argv, const char *config, const damo_distill_options *distill) {
+ * teacher's soft targets mixed into the loss (distill non-NULL; teacher_dir its directory). */
+static int train_sequential(int argc, char **argv, const char *config, const damo_distill_options *distill,
+                            const char *teacher_dir) {
   const char *data = cli_opt(argc, argv, "--data");
   const char *out = cli_opt(argc, argv, "--out");
   if (!out) out = "damo_model";
@@ -142,7 +161,9 @@ static int train_sequential(int argc, char **argv, const char *config, const dam
    * epoch end and every --checkpoint-every steps; --history appends a CSV of its own too. */
   fo.checkpoint_dir = out;
   fo.history_csv = cli_opt(argc, argv, "--history");
-  fo.distill = distill;
+  damo_distill_options distill_here = distill ? *distill : (damo_distill_options){0};
+  damo_tensor *teacher_probs = NULL;
+  fo.distill = distill ? &distill_here : NULL;
   if (distill && fo.augment) {
     printf("augmentation off: the teacher's soft targets belong to the rows as stored\n");
     fo.augment = NULL;
@@ -178,6 +199,15 @@ static int train_sequential(int argc, char **argv, const char *config, const dam
   } else if (cli_load_data(data, "train", label_col, &x, &y) != DAMO_OK) {
     rc = cli_fail("train: loading the training data");
     goto done;
+  }
+  if (distill && text && !text_teacher(teacher_dir, &distill_here, text, &teacher_probs)) {
+    rc = 1;
+    goto free_data;
+  }
+  if (distill && !text && !distill->teacher) {
+    fprintf(stderr, "damo distill: the BERT teacher %s reads text; --data %s is not a text data set\n", teacher_dir, data);
+    rc = 2;
+    goto free_data;
   }
   /* fit takes a validation split's rows off the end, as Keras does: say what trains. */
   long long n_val = fo.x_val ? (long long)fo.x_val->shape[0] : (long long)((double)x->shape[0] * fo.validation_split);
@@ -216,6 +246,8 @@ static int train_sequential(int argc, char **argv, const char *config, const dam
     }
   }
   damo_history_free(h);
+free_data:
+  damo_tensor_free(teacher_probs);
   damo_tensor_free(x);
   damo_tensor_free(y);
   for (int k = 0; k < n_out; k++) damo_tensor_free(ys[k]);
@@ -234,7 +266,7 @@ int cli_train_sequential(int argc, char **argv) {
     fprintf(stderr, "damo train: --config FILE and --data SPEC are required\n");
     return 2;
   }
-  return train_sequential(argc, argv, config, NULL);
+  return train_sequential(argc, argv, config, NULL, NULL);
 }
 
 int cli_distill(int argc, char **argv) {
@@ -254,10 +286,14 @@ int cli_distill(int argc, char **argv) {
     if (!cli_parse_double(v, "--alpha", 0, 0, 1, &value)) return 2;
     d.alpha = (float)value;
   }
-  if (damo_model_load(teacher_dir, &d.teacher) != DAMO_OK) return cli_fail("distill: the teacher");
+  /* A BERT teacher is read when the mails are (train_sequential); any other is a model. */
+  char path[4096], kind[16] = "";
+  snprintf(path, sizeof path, "%s/config.json", teacher_dir);
+  const int bert = damo_config_model_type_file(path, kind, sizeof kind) == DAMO_OK && !strcmp(kind, "bert");
+  if (!bert && damo_model_load(teacher_dir, &d.teacher) != DAMO_OK) return cli_fail("distill: the teacher");
   printf("distilling %s into %s: temperature %g, alpha %g (the soft targets' weight; %g for the labels)\n", teacher_dir,
          student, (double)d.temperature, (double)d.alpha, 1.0 - (double)d.alpha);
-  const int rc = train_sequential(argc, argv, student, &d);
+  const int rc = train_sequential(argc, argv, student, &d, teacher_dir);
   damo_model_free(d.teacher);
   return rc;
 }

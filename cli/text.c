@@ -182,31 +182,43 @@ done:
   return rc == 0 ? 2 : -1; /* 2: done, -1: failed */
 }
 
-damo_status cli_text_split_for_model(const char *dir, const damo_model *m, const char *spec, int split,
-                                     damo_text_dataset **data, damo_tensor **x, damo_tensor **y) {
-  char config[4096], vocab_path[4096];
-  snprintf(config, sizeof config, "%s/config.json", dir);
+damo_status cli_text_encode_for_model(const char *dir, const damo_model *m, const damo_text_dataset *d, int split,
+                                      damo_tensor **ids) {
+  char vocab_path[4096];
   snprintf(vocab_path, sizeof vocab_path, "%s/vocab.txt", dir);
-  *x = *y = NULL;
-  damo_status st = cli_text_load(spec, m, config, data);
-  if (st != DAMO_OK) return st;
-  /* Encode with the model's own vocabulary (the data set rebuilt one from its training
-   * split; with the same settings it is the same, but the saved one is what counts). */
+  *ids = NULL;
+  int64_t shape[DAMO_MAX_DIMS];
+  damo_dtype dtype = DAMO_F32;
+  if (damo_model_input_info(m, 0, NULL, shape, &dtype) != 1 || dtype != DAMO_I32)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s does not read one sequence of token ids", dir);
   damo_vocab *vocab = NULL;
-  if ((st = damo_vocab_load(vocab_path, &vocab)) != DAMO_OK) return st;
-  const damo_tensor *src = (*data)->x[split];
-  int64_t rows = src->shape[0], len = src->shape[1];
-  damo_tensor *ids = damo_tensor_new(DAMO_I32, 2, src->shape);
-  for (int64_t r = 0; ids && r < rows && st == DAMO_OK; r++) {
-    const char *text = (*data)->texts[split][r];
-    st = damo_vocab_encode(vocab, text, strlen(text), (int)len, damo_tensor_i32(ids) + r * len, NULL);
+  damo_status st = damo_vocab_load(vocab_path, &vocab);
+  if (st != DAMO_OK) return st;
+  const int64_t rows = d->n[split], len = shape[0], s[2] = {rows, len};
+  damo_tensor *t = damo_tensor_new(DAMO_I32, 2, s);
+  for (int64_t r = 0; t && r < rows && st == DAMO_OK; r++) {
+    const char *text = d->texts[split][r];
+    st = damo_vocab_encode(vocab, text, strlen(text), (int)len, damo_tensor_i32(t) + r * len, NULL);
   }
   damo_vocab_free(vocab);
-  if (!ids || st != DAMO_OK) {
-    damo_tensor_free(ids);
-    return ids ? st : DAMO_ERR_NOMEM;
+  if (!t || st != DAMO_OK) {
+    damo_tensor_free(t);
+    return t ? st : DAMO_ERR_NOMEM;
   }
-  *x = ids;
+  *ids = t;
+  return DAMO_OK;
+}
+
+damo_status cli_text_split_for_model(const char *dir, const damo_model *m, const char *spec, int split,
+                                     damo_text_dataset **data, damo_tensor **x, damo_tensor **y) {
+  char config[4096];
+  snprintf(config, sizeof config, "%s/config.json", dir);
+  *x = *y = NULL;
+  damo_status st = cli_text_load(spec, m, config, data);
+  /* Encode with the model's own vocabulary (the data set rebuilt one from its training
+   * split; with the same settings it is the same, but the saved one is what counts). */
+  if (st == DAMO_OK) st = cli_text_encode_for_model(dir, m, *data, split, x);
+  if (st != DAMO_OK) return st;
   *y = damo_tensor_clone((*data)->y[split]);
   return *y ? DAMO_OK : DAMO_ERR_NOMEM;
 }

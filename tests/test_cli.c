@@ -372,6 +372,10 @@ static void test_bert_folder_train_predict(void) {
   rc = run("%s evaluate --model %s/bs --data %s/mails --split validation", DAMO_CLI_PATH, dir, dir);
   CHECK_MSG(rc == 0 && strstr(cli_out, "accuracy: "), "%s", cli_out);
   check_predict_folder("bs", "116.txt: ham 0.", "119.txt: spam 0.");
+  /* BERT teaching the LSTM text model: each reads the mails its own way (WordPiece, vocab.txt) */
+  rc = run("%s distill --teacher %s/bs --student %s/text.json --data %s/mails --out %s/kd --alpha 1", DAMO_CLI_PATH, dir,
+           dir, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "BERT teacher") && (acc_at = strstr(cli_out, "test_accuracy: ")) && atof(acc_at + 15) >= 0.8, "%s", cli_out);
 }
 
 /* Mails whose class shows only in their last words: a BERT that sees the first tokens only

@@ -5,6 +5,7 @@
 #include "harness.h"
 
 #include <damo.h>
+#include <math.h>
 #include <stdlib.h>
 
 enum { N = 1500, CLASSES = 3 };
@@ -88,7 +89,7 @@ static void test_soft_targets_teach(void) {
   CHECK_MSG(acc > 0.95, "teacher accuracy %.3f", (double)acc);
   /* On labels that are noise the student learns only what the soft targets say. */
   damo_model *taught = mlp(16, CLASSES, 2, DAMO_LOSS_SPARSE_CATEGORICAL_CE);
-  damo_distill_options d = {teacher, 2.0f, 1.0f};
+  damo_distill_options d = {.teacher = teacher, .temperature = 2.0f, .alpha = 1.0f};
   CHECK_MSG(fit(taught, noise, &d, 20, 0, NULL) == DAMO_OK, "%s", damo_last_error());
   const double with_teacher = agreement(taught, teacher);
   CHECK_MSG(with_teacher > 0.9, "a student of the teacher alone agrees with it on %.3f", with_teacher);
@@ -105,7 +106,7 @@ static void test_soft_targets_teach(void) {
  * the same batches and dropout draws) bit for bit. */
 static void test_alpha_zero_is_plain_training(void) {
   damo_model *a = mlp(8, CLASSES, 3, DAMO_LOSS_SPARSE_CATEGORICAL_CE), *b = mlp(8, CLASSES, 3, DAMO_LOSS_SPARSE_CATEGORICAL_CE);
-  damo_distill_options d = {teacher, 3.0f, 0.0f};
+  damo_distill_options d = {.teacher = teacher, .temperature = 3.0f, .alpha = 0.0f};
   CHECK(fit(a, clean, &d, 3, 0, NULL) == DAMO_OK);
   CHECK(fit(b, clean, NULL, 3, 0, NULL) == DAMO_OK);
   CHECK(same_predictions(a, b));
@@ -116,7 +117,7 @@ static void test_alpha_zero_is_plain_training(void) {
 /* The history's loss is the mixed one; validation is the student's own (labels only). */
 static void test_validation_is_the_students(void) {
   damo_model *s = mlp(8, CLASSES, 4, DAMO_LOSS_SPARSE_CATEGORICAL_CE);
-  damo_distill_options d = {teacher, 4.0f, 0.5f};
+  damo_distill_options d = {.teacher = teacher, .temperature = 4.0f, .alpha = 0.5f};
   damo_history *h = NULL;
   CHECK(fit(s, clean, &d, 2, 0.2f, &h) == DAMO_OK);
   CHECK(h && damo_history_epochs(h) == 2);
@@ -137,15 +138,18 @@ static void test_validation_is_the_students(void) {
 static void test_refused(void) {
   damo_model *s = mlp(8, CLASSES, 5, DAMO_LOSS_SPARSE_CATEGORICAL_CE);
   damo_tensor *before = predictions(s);
-  const damo_distill_options bad[] = {{teacher, 2.0f, 1.5f}, {teacher, 2.0f, -0.1f}, {teacher, 0.0f, 0.5f},
-                                      {teacher, NAN, 0.5f},  {NULL, 2.0f, 0.5f},     {s, 2.0f, 0.5f}};
-  const char *why[] = {"alpha", "alpha", "temperature", "temperature", "without a teacher", "student itself"};
+#define D(t, T, a) {.teacher = t, .temperature = T, .alpha = a}
+  const damo_distill_options bad[] = {D(teacher, 2.0f, 1.5f), D(teacher, 2.0f, -0.1f), D(teacher, 0.0f, 0.5f),
+                                      D(teacher, NAN, 0.5f),  D(NULL, 2.0f, 0.5f),     D(s, 2.0f, 0.5f)};
+#undef D
+  const char *why[] = {"alpha", "alpha", "temperature", "temperature", "a teacher or its probabilities",
+                       "student itself"};
   for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
     CHECK(fit(s, clean, &bad[k], 1, 0, NULL) == DAMO_ERR_INVALID_ARG);
     CHECK_MSG(strstr(damo_last_error(), why[k]), "case %zu: %s", k, damo_last_error());
   }
   damo_model *four = mlp(8, 4, 6, DAMO_LOSS_SPARSE_CATEGORICAL_CE);
-  damo_distill_options d = {four, 2.0f, 0.5f};
+  damo_distill_options d = {.teacher = four, .temperature = 2.0f, .alpha = 0.5f};
   CHECK(fit(s, clean, &d, 1, 0, NULL) == DAMO_ERR_SHAPE);
   CHECK_MSG(strstr(damo_last_error(), "teacher predicts 4 classes, the student 3"), "%s", damo_last_error());
   damo_model *regression = mlp(8, CLASSES, 7, DAMO_LOSS_MSE);
@@ -168,12 +172,76 @@ static void test_refused(void) {
   damo_model_free(s);
 }
 
+/* Probabilities given instead of a teacher model: the same training, bit for bit, as the
+ * teacher predicting them itself. */
+static void test_given_probabilities(void) {
+  damo_tensor *p = NULL;
+  CHECK(damo_model_predict(teacher, points, 256, &p) == DAMO_OK);
+  damo_model *a = mlp(8, CLASSES, 11, DAMO_LOSS_SPARSE_CATEGORICAL_CE), *b = mlp(8, CLASSES, 11, DAMO_LOSS_SPARSE_CATEGORICAL_CE);
+  damo_distill_options by_model = {.teacher = teacher, .temperature = 3.0f, .alpha = 0.7f};
+  damo_distill_options by_probs = {.teacher_probs = p, .temperature = 3.0f, .alpha = 0.7f};
+  CHECK(fit(a, clean, &by_model, 2, 0.1f, NULL) == DAMO_OK);
+  CHECK_MSG(fit(b, clean, &by_probs, 2, 0.1f, NULL) == DAMO_OK, "%s", damo_last_error());
+  damo_tensor *pa = predictions(a), *pb = predictions(b);
+  CHECK(pa && pb && !memcmp(pa->data, pb->data, damo_tensor_nbytes(pa)));
+  damo_tensor_free(pa), damo_tensor_free(pb);
+  /* refused: both sources, another row count, a NaN, a row not summing to 1 */
+  by_probs.teacher = teacher;
+  CHECK(fit(b, clean, &by_probs, 1, 0, NULL) == DAMO_ERR_INVALID_ARG && strstr(damo_last_error(), "one of the two"));
+  by_probs.teacher = NULL;
+  const int64_t fewer[2] = {N - 1, CLASSES};
+  damo_tensor *short_p = damo_tensor_new(DAMO_F32, 2, fewer);
+  by_probs.teacher_probs = short_p;
+  CHECK(fit(b, clean, &by_probs, 1, 0, NULL) == DAMO_ERR_SHAPE);
+  CHECK_MSG(strstr(damo_last_error(), "(1499, 3)") && strstr(damo_last_error(), "expected f32 (1500, 3)"), "%s",
+            damo_last_error());
+  by_probs.teacher_probs = p;
+  damo_tensor_f32(p)[7] = NAN;
+  CHECK(fit(b, clean, &by_probs, 1, 0, NULL) == DAMO_ERR_NUMERIC && strstr(damo_last_error(), "row 2, class 1"));
+  damo_tensor_f32(p)[7] = 0.9f;
+  CHECK(fit(b, clean, &by_probs, 1, 0, NULL) == DAMO_ERR_NUMERIC && strstr(damo_last_error(), "row 2"));
+  CHECK_MSG(strstr(damo_last_error(), "sum to"), "%s", damo_last_error());
+  damo_tensor_free(short_p), damo_tensor_free(p);
+  damo_model_free(a), damo_model_free(b);
+}
+
+/* A sigmoid student (binary cross-entropy) learns a boundary from given probabilities,
+ * (rows, 1) as a sigmoid teacher gives them, while its labels are noise. */
+static void test_sigmoid_student(void) {
+  const int64_t ps[2] = {N, 1}, ys[1] = {N};
+  damo_tensor *p = damo_tensor_new(DAMO_F32, 2, ps), *coin = damo_tensor_new(DAMO_F32, 1, ys);
+  for (int i = 0; i < N; i++) {
+    const float *x = damo_tensor_f32(points) + 2 * i;
+    damo_tensor_f32(p)[i] = 1.0f / (1.0f + expf(-4.0f * (x[0] - x[1])));
+    damo_tensor_f32(coin)[i] = (float)(((int32_t *)noise->data)[i] & 1);
+  }
+  const int64_t in[] = {2};
+  damo_model *s = damo_sequential_new(1, in);
+  damo_model_add(s, damo_dense(8, DAMO_ACT_RELU));
+  damo_model_add(s, damo_dense(1, DAMO_ACT_SIGMOID));
+  damo_model_build(s, 3);
+  damo_compile_options c = {.optimizer = damo_adam(1e-2f), .loss = DAMO_LOSS_BINARY_CE};
+  damo_model_compile(s, &c);
+  damo_distill_options d = {.teacher_probs = p, .temperature = 2.0f, .alpha = 1.0f};
+  damo_fit_options o = {.epochs = 15, .batch_size = 50, .seed = 9, .verbose = 0, .distill = &d};
+  CHECK_MSG(damo_model_fit(s, points, coin, &o, NULL) == DAMO_OK, "%s", damo_last_error());
+  damo_tensor *q = predictions(s);
+  double same = 0;
+  for (int i = 0; q && i < N; i++) same += (damo_tensor_f32(q)[i] > 0.5f) == (damo_tensor_f32(p)[i] > 0.5f);
+  CHECK_MSG(same / N > 0.95, "the sigmoid student agrees with the teacher on %.3f of the rows", same / N);
+  printf("  sigmoid student: agreement %.3f\n", same / N);
+  damo_tensor_free(q), damo_tensor_free(p), damo_tensor_free(coin);
+  damo_model_free(s);
+}
+
 int main(void) {
   make_data();
   RUN(test_soft_targets_teach);
   RUN(test_alpha_zero_is_plain_training);
   RUN(test_validation_is_the_students);
   RUN(test_refused);
+  RUN(test_given_probabilities);
+  RUN(test_sigmoid_student);
   damo_model_free(teacher);
   damo_tensor_free(points);
   damo_tensor_free(clean);

@@ -1,16 +1,60 @@
 /* distill.c - knowledge distillation for fit: the options checked against the student, the
  * teacher and the data, and the teacher's soft targets for every training row, computed
  * once (the teacher is frozen and the rows are not augmented, so each row's targets never
- * change). fit then trains through the one trainer on the DAMO_GRAPH_DISTILL graph, whose
+ * change), by the teacher model or given as probabilities by the caller. fit then trains through the one trainer on the DAMO_GRAPH_DISTILL graph, whose
  * loss mixes them in (model.c), with the rows staged alongside x and y. */
 #include "train/distill.h"
 
 #include <math.h>
 #include <string.h>
 
-static int is_classifier(const damo_model *m) {
-  return m->has_compile_options && damo_model_num_outputs(m) == 1 &&
-         damo_model_output_compile(m, 0).loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE;
+/* A classifier fit can distill into or from: one output, sparse categorical CE over its
+ * classes or binary CE over one sigmoid unit. Returns the soft targets' width (classes; 2 for
+ * a sigmoid unit), 0 for anything else. */
+static int64_t classes_of(const damo_model *m) {
+  if (!m->has_compile_options || damo_model_num_outputs(m) != 1) return 0;
+  const damo_loss loss = damo_model_output_compile(m, 0).loss;
+  const int64_t C = damo_model_output_size(m);
+  if (loss == DAMO_LOSS_SPARSE_CATEGORICAL_CE) return C;
+  return loss == DAMO_LOSS_BINARY_CE && C == 1 ? 2 : 0;
+}
+
+/* p (rows, 1) of a sigmoid unit as the two classes' (rows, 2): (1 - p, p). */
+static damo_tensor *two_classes(const damo_tensor *p) {
+  const int64_t shape[2] = {p->shape[0], 2};
+  damo_tensor *t = damo_tensor_new(DAMO_F32, 2, shape);
+  for (int64_t r = 0; t && r < shape[0]; r++) {
+    const float v = damo_tensor_f32(p)[r];
+    damo_tensor_f32(t)[2 * r] = 1.0f - v, damo_tensor_f32(t)[2 * r + 1] = v;
+  }
+  return t;
+}
+
+/* Probabilities given by the caller: (rows, K), or (rows, 1) for two classes; each finite in
+ * [0, 1] and, for K > 1, each row summing to 1. A copy in the (rows, K) form. */
+static damo_status check_probs(const damo_tensor *p, int64_t rows, int64_t K, damo_tensor **out) {
+  *out = NULL;
+  char s[96];
+  const int64_t width = p->ndim == 2 ? p->shape[1] : -1;
+  if (p->dtype != DAMO_F32 || p->ndim != 2 || p->shape[0] != rows || (width != K && !(K == 2 && width == 1)))
+    return damo_error(DAMO_ERR_SHAPE, "fit: distillation: the teacher's probabilities are %s %s; expected f32 (%lld, %lld)%s",
+                      damo_dtype_name(p->dtype), damo_shape_string(p->ndim, p->shape, s, sizeof s), (long long)rows,
+                      (long long)K, K == 2 ? " or (rows, 1)" : "");
+  for (int64_t r = 0; r < rows; r++) {
+    const float *row = damo_tensor_f32(p) + r * width;
+    double sum = 0;
+    for (int64_t c = 0; c < width; c++) {
+      if (!(row[c] >= 0.0f && row[c] <= 1.0f))
+        return damo_error(DAMO_ERR_NUMERIC, "fit: distillation: the teacher's probability at row %lld, class %lld is "
+                          "%g (expected a number in [0, 1])", (long long)r, (long long)c, (double)row[c]);
+      sum += row[c];
+    }
+    if (width > 1 && fabs(sum - 1.0) > 1e-3)
+      return damo_error(DAMO_ERR_NUMERIC, "fit: distillation: the teacher's probabilities of row %lld sum to %g, not 1",
+                        (long long)r, sum);
+  }
+  *out = width == 1 ? two_classes(p) : damo_tensor_clone(p);
+  return *out ? DAMO_OK : damo_error(DAMO_ERR_NOMEM, "fit: distillation: out of memory");
 }
 
 /* The teacher's probabilities at temperature T in place: p^(1/T) renormalised per row, which
@@ -34,35 +78,47 @@ damo_status damo_distill_begin(damo_model *m, const damo_fit_options *o, int n_x
   *soft = NULL;
   const damo_distill_options *d = o->distill;
   if (!m || !m->compiled) return damo_error(DAMO_ERR_STATE, "fit: compile the model before fit");
-  if (!d->teacher) return damo_error(DAMO_ERR_INVALID_ARG, "fit: distillation without a teacher");
+  if (!d->teacher == !d->teacher_probs)
+    return damo_error(DAMO_ERR_INVALID_ARG, "fit: distillation needs a teacher or its probabilities (one of the two)");
   if (d->teacher == m) return damo_error(DAMO_ERR_INVALID_ARG, "fit: distillation: the teacher is the student itself");
   if (!(d->temperature > 0) || !isfinite(d->temperature))
     return damo_error(DAMO_ERR_INVALID_ARG, "fit: distillation temperature %g must be finite and > 0",
                       (double)d->temperature);
   if (!(d->alpha >= 0 && d->alpha <= 1))
     return damo_error(DAMO_ERR_INVALID_ARG, "fit: distillation alpha %g is outside [0, 1]", (double)d->alpha);
-  if (!is_classifier(m))
+  const int64_t K = classes_of(m);
+  if (!K)
     return damo_error(DAMO_ERR_INVALID_ARG, "fit: distillation needs a student with one output trained with "
-                      "sparse_categorical_crossentropy");
-  if (!is_classifier(d->teacher))
-    return damo_error(DAMO_ERR_INVALID_ARG, "fit: distillation needs a teacher with one output trained with "
-                      "sparse_categorical_crossentropy (its predictions are class probabilities)");
-  if (d->teacher->quantization)
-    return damo_error(DAMO_ERR_INVALID_ARG, "fit: distillation from an int8 teacher is not supported (use the f32 one)");
-  const int64_t C = damo_model_output_size(m), Ct = damo_model_output_size(d->teacher);
-  if (C != Ct)
-    return damo_error(DAMO_ERR_SHAPE, "fit: distillation: the teacher predicts %lld classes, the student %lld",
-                      (long long)Ct, (long long)C);
+                      "sparse_categorical_crossentropy (or one sigmoid unit with binary_crossentropy)");
   if (o->augment)
     return damo_error(DAMO_ERR_INVALID_ARG, "fit: distillation with on-the-fly augmentation is not supported (the "
                       "teacher's soft targets are computed once, for the rows as stored): turn augmentation off");
-  if (n_x != d->teacher->n_inputs)
-    return damo_error(DAMO_ERR_SHAPE, "fit: distillation: the teacher takes %d inputs, the data has %d",
-                      d->teacher->n_inputs, n_x);
   damo_tensor *probs = NULL;
-  damo_status st = damo_model_predict_inputs(d->teacher, n_x, x, 256, &probs);
-  if (st != DAMO_OK) return damo_error_prefix(st, "fit: distillation: the teacher: ");
-  temper((float *)probs->data, probs->shape[0], C, d->temperature);
+  damo_status st;
+  if (d->teacher_probs) {
+    if ((st = check_probs(d->teacher_probs, x[0]->shape[0], K, &probs)) != DAMO_OK) return st;
+  } else {
+    const int64_t Kt = classes_of(d->teacher);
+    if (!Kt)
+      return damo_error(DAMO_ERR_INVALID_ARG, "fit: distillation needs a teacher with one output trained with "
+                        "sparse_categorical_crossentropy or binary_crossentropy (its predictions are class probabilities)");
+    if (d->teacher->quantization)
+      return damo_error(DAMO_ERR_INVALID_ARG, "fit: distillation from an int8 teacher is not supported (use the f32 one)");
+    if (K != Kt)
+      return damo_error(DAMO_ERR_SHAPE, "fit: distillation: the teacher predicts %lld classes, the student %lld",
+                        (long long)Kt, (long long)K);
+    if (n_x != d->teacher->n_inputs)
+      return damo_error(DAMO_ERR_SHAPE, "fit: distillation: the teacher takes %d inputs, the data has %d",
+                        d->teacher->n_inputs, n_x);
+    if ((st = damo_model_predict_inputs(d->teacher, n_x, x, 256, &probs)) != DAMO_OK)
+      return damo_error_prefix(st, "fit: distillation: the teacher: ");
+    if (probs->shape[1] == 1) { /* a sigmoid teacher */
+      damo_tensor *two = two_classes(probs);
+      damo_tensor_free(probs);
+      if (!(probs = two)) return damo_error(DAMO_ERR_NOMEM, "fit: distillation: out of memory");
+    }
+  }
+  temper((float *)probs->data, probs->shape[0], K, d->temperature);
   m->distill_temperature = d->temperature;
   m->distill_alpha = d->alpha;
   m->distill_soft = probs;

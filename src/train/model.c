@@ -345,13 +345,16 @@ static damo_status build_model_graph(damo_model *m, int purpose, int64_t batch, 
     damo_node *term = w == 1.0f ? hd->loss : damo_scale_by(g, hd->loss, w);
     mg->loss = k == 0 ? term : damo_add(g, mg->loss, term);
   }
-  if (purpose == DAMO_GRAPH_DISTILL) { /* fit checked: one output, sparse categorical CE */
+  if (purpose == DAMO_GRAPH_DISTILL) { /* fit checked: one output, sparse categorical CE or one sigmoid unit */
     /* Hinton et al.: (1 - alpha) CE(student, labels) + alpha T^2 KL(soft || softmax(student / T));
-     * T^2 keeps the soft term's gradient on the scale of the hard one's as T grows. */
+     * T^2 keeps the soft term's gradient on the scale of the hard one's as T grows. A sigmoid
+     * unit's logit z is the two-class softmax over (0, z). */
     const float T = m->distill_temperature, alpha = m->distill_alpha;
-    const int64_t shape[2] = {batch, damo_model_output_size(m)};
+    const int64_t shape[2] = {batch, m->distill_soft->shape[1]};
+    damo_node *z = damo_scale_by(g, mg->heads[0].logits, 1.0f / T);
+    if (shape[1] == 2 && damo_model_output_size(m) == 1) z = damo_concat(g, damo_scale_by(g, z, 0.0f), z);
     mg->soft = damo_input(g, "soft_targets", DAMO_F32, 2, shape);
-    damo_node *soft_loss = damo_kl_divergence(g, damo_scale_by(g, mg->heads[0].logits, 1.0f / T), mg->soft);
+    damo_node *soft_loss = damo_kl_divergence(g, z, mg->soft);
     damo_node_set_name(soft_loss, "distillation_loss");
     keep[n_keep++] = mg->heads[0].loss;
     mg->loss = damo_add(g, damo_scale_by(g, mg->heads[0].loss, 1.0f - alpha), damo_scale_by(g, soft_loss, alpha * T * T));
@@ -380,7 +383,7 @@ static damo_status build_model_graph(damo_model *m, int purpose, int64_t batch, 
     ok = ok && mg->heads[k].y_stage;
   }
   mg->y_stage = mg->heads[0].y_stage;
-  if (mg->soft) ok = ok && (mg->soft_stage = damo_alloc((size_t)(batch * damo_model_output_size(m)) * sizeof(float)));
+  if (mg->soft) ok = ok && (mg->soft_stage = damo_alloc((size_t)(batch * m->distill_soft->shape[1]) * sizeof(float)));
   if (!ok) {
     damo_model_graph_release(mg);
     return DAMO_ERR_NOMEM;
