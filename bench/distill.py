@@ -11,7 +11,7 @@ Protocol (every figure measured in the same run):
 
 KT (the same protocol on text; each model reads the mails its own way, BERT through WordPiece,
 the BiLSTM through its vocabulary): the teacher is W5 (examples/configs/bert_w5.json) fine-tuned
-KT_BERT_EPOCHS (2) epochs; T and alpha are chosen by the validation split's F1 (seed 1) from
+KT_BERT_EPOCHS (4) epochs (at 2 its validation F1, 0.928, is below the student's own); T and alpha are chosen by the validation split's F1 (seed 1) from
 T in {1, 2, 4} x alpha in {0.5, 0.9}; then the BiLSTM (examples/configs/spam_bilstm.json, its 3
 epochs) alone and distilled with seeds 1-3, and the test split's F1 of each.
 
@@ -89,7 +89,7 @@ def run(damo, work, env):
 
 def run_text(damo, work, env):
     teacher = os.path.join(work, "kt_teacher")
-    epochs = int(os.environ.get("KT_BERT_EPOCHS", "2"))
+    epochs = int(os.environ.get("KT_BERT_EPOCHS", "4"))
     print("KT: the BERT teacher, %d epochs" % epochs, flush=True)
     out = _damo(damo, ["train", "--config", os.path.join(ROOT, TEXT_TEACHER), "--data", "spam-assassin", "--out", teacher,
                        "--epochs", str(epochs), "--overwrite"], env)
