@@ -1,12 +1,13 @@
-"""QG: weight-only block quantisation of GPT-2 (issue 23): perplexity and size at 8 and 4 bits,
+"""QG: quantised GPT-2 (issue 23): weight-only blocks at 8 and 4 bits and dynamic int8 (per-column
+int8 weights, inputs quantised per batch / per token on the int8 kernels); perplexity and size,
 and decoding speed at 124M against f32, bf16 and PyTorch, every figure measured in this run.
 
  1. W4 (examples/configs/gpt2_w4.json) trained for STEPS steps (bf16 matmuls, to keep the
-    section short) on Moby Dick; `damo quantize --format q8_0|q4_0 --evaluate` scores the f32
+    section short) on Moby Dick; `damo quantize --format q8_0|q4_0|int8 --evaluate` scores the f32
     and the quantised weights on the whole validation part (the last 10% of the tokens);
  2. the 124M config's initial weights (build/bench/w6_init, written by `damo bench gpt2` if
-    missing) quantised both ways; `damo generate` decodes NEW greedy tokens from
-    <|endoftext|> with f32, bf16, q8_0 and q4_0 weights, and bench/torch_generate.py (PyTorch's
+    missing) quantised each way; `damo generate` decodes NEW greedy tokens from
+    <|endoftext|> with f32, bf16, q8_0, q4_0 and int8 weights, and bench/torch_generate.py (PyTorch's
     key/value-cache loop) with the same f32 weights, one after the other, in ROUNDS rounds;
     each figure is the median of its rounds, with the peak RSS of a damo generate process.
 
@@ -24,7 +25,7 @@ PY = "/usr/bin/python3"
 STEPS = 400
 NEW = 100
 ROUNDS = 3
-FORMATS = ("q8_0", "q4_0")
+FORMATS = ("q8_0", "q4_0", "int8")  # int8: per-column weights, inputs quantised per token (dynamic)
 
 
 def _run(cmd, env):
@@ -93,16 +94,20 @@ def run(damo, work, env, threads):
     return out
 
 
+def _label(f):
+    return "dynamic int8 (per-column weights, inputs per batch)" if f == "int8" else f + " blocks"
+
+
 def rows(r):
     table = ["| QG measured | %s | | | %s |" % (r["date"], r.get("machine", "machine not recorded"))]
-    for f in FORMATS:
+    for f in (f for f in FORMATS if f in r["w4"]):
         w = r["w4"][f]
-        table.append("| QG W4 (%d steps) validation perplexity, %s blocks against f32 | %.3f | %.3f | %+.2f%% | goal: "
+        table.append("| QG W4 (%d steps) validation perplexity, %s against f32 | %.3f | %.3f | %+.2f%% | goal: "
                      "within 2%% at 8 bits, reported at 4; model.safetensors %.1f%% of f32 (goal <= %d%%); %s |"
-                     % (r["steps"], f, w["ppl"], w["ppl_f32"], 100 * (w["ppl"] / w["ppl_f32"] - 1),
-                        100.0 * w["size"] / w["size_f32"], 27 if f == "q8_0" else 15, r["w4"]["scored"]))
+                     % (r["steps"], _label(f), w["ppl"], w["ppl_f32"], 100 * (w["ppl"] / w["ppl_f32"] - 1),
+                        100.0 * w["size"] / w["size_f32"], 15 if f == "q4_0" else 27, r["w4"]["scored"]))
     w = r["w6"]
-    for f in FORMATS:
+    for f in (f for f in FORMATS if f in w):
         table.append("| QG GPT-2 124M decoding, tokens/s: %s weights against f32 (damo) | %.1f | %.1f | %.2fx | %d "
                      "greedy tokens from <\\|endoftext\\|>, KV cache, median of %d rounds; bf16 weights %.1f tokens/s; model.safetensors "
                      "%.1f%% of f32; peak RSS of damo generate %.0f MB (f32 %.0f) |"

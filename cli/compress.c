@@ -176,7 +176,8 @@ int cli_quantize_sequential(int argc, char **argv) {
 }
 
 /* damo quantize of a GPT-2 directory: weight-only blocks (--format q8_0|q4_0) for damo
- * generate, with the validation perplexity of both (--evaluate --data TEXT). */
+ * generate, or dynamic int8 (--format int8), with the validation perplexity of both
+ * (--evaluate --data TEXT). */
 int cli_quantize_gpt2(int argc, char **argv) {
   const char *dir = cli_opt(argc, argv, "--model"), *out = cli_opt(argc, argv, "--out");
   const char *format = cli_opt(argc, argv, "--format"), *data = cli_opt(argc, argv, "--data");
@@ -186,16 +187,19 @@ int cli_quantize_gpt2(int argc, char **argv) {
     return 2;
   }
   damo_block_format f = DAMO_BLOCKS_Q8_0;
+  const int int8 = format && !strcmp(format, "int8");
   if (format && !strcmp(format, "q4_0")) f = DAMO_BLOCKS_Q4_0;
-  else if (format && strcmp(format, "q8_0")) {
-    fprintf(stderr, "damo quantize: --format is q8_0 or q4_0 for GPT-2 (weight-only blocks of 32), not '%s'\n", format);
+  else if (format && strcmp(format, "q8_0") && !int8) {
+    fprintf(stderr, "damo quantize: --format is q8_0 or q4_0 (weight-only blocks of 32) or int8 (dynamic) for GPT-2, "
+                    "not '%s'\n", format);
     return 2;
   }
+  const char *name = int8 ? "int8" : damo_block_format_name(f);
   static const char *const seq_only[] = {"--method", "--calibration", "--percentile", "--dynamic"};
   for (int k = 0; k < 4; k++)
     if (cli_opt(argc, argv, seq_only[k]) || cli_flag(argc, argv, seq_only[k])) {
-      fprintf(stderr, "damo quantize: %s calibrates activations; GPT-2's blocks are weight-only (--format)\n",
-              seq_only[k]);
+      fprintf(stderr, "damo quantize: %s is for Sequential models; GPT-2 takes --format (q8_0 and q4_0 are "
+              "weight-only, int8 always dynamic)\n", seq_only[k]);
       return 2;
     }
   if (evaluate != (data != NULL)) {
@@ -211,21 +215,26 @@ int cli_quantize_gpt2(int argc, char **argv) {
   int rc = evaluate ? cli_gpt2_validation_open(m, argc, argv, "quantize", &v) : 0;
   if (rc == 0 && evaluate) rc = cli_gpt2_validation_score(m, &v, "quantize", &before);
   const double t0 = cli_seconds();
-  if (rc == 0 && damo_gpt2_quantize(m, f) != DAMO_OK) rc = cli_fail("quantize");
+  if (rc == 0 && (int8 ? damo_gpt2_quantize_int8(m) : damo_gpt2_quantize(m, f)) != DAMO_OK) rc = cli_fail("quantize");
   const double seconds = cli_seconds() - t0;
   if (rc == 0 && evaluate) rc = cli_gpt2_validation_score(m, &v, "quantize", &after);
   if (rc == 0 && damo_gpt2_save(m, out) != DAMO_OK) rc = cli_fail("quantize");
-  if (rc == 0) {
+  if (rc == 0 && int8)
+    printf("quantised %s -> %s in %.2f s: each layer's c_attn, attn.c_proj, c_fc and mlp.c_proj int8 with a scale per "
+           "output column, wte (the logits product too) and wpe with one per row; inputs quantised per batch (per "
+           "token in generate); biases, layer norms and attention f32\n", dir, out, seconds);
+  else if (rc == 0)
     printf("quantised %s -> %s in %.2f s: every weight matrix (wte, wpe, each layer's c_attn, attn.c_proj, c_fc, "
            "mlp.c_proj) in %s blocks of %d with a bf16 scale each; biases and layer norms f32\n", dir, out, seconds,
-           damo_block_format_name(f), DAMO_BLOCK_SIZE);
+           name, DAMO_BLOCK_SIZE);
+  if (rc == 0) {
     long long was = file_bytes(dir), now = file_bytes(out);
     if (was > 0 && now > 0)
       printf("model.safetensors: %lld -> %lld bytes (%.1f%%)\n", was, now, 100.0 * (double)now / (double)was);
     if (evaluate) {
       printf("scored: %s\n", v.desc);
       printf("validation loss: f32 %.4f, %s %.4f; perplexity %.3f -> %.3f (%+.2f%%)\n", before,
-             damo_block_format_name(f), after, exp(before), exp(after), 100.0 * (exp(after - before) - 1.0));
+             name, after, exp(before), exp(after), 100.0 * (exp(after - before) - 1.0));
     }
   }
   cli_gpt2_validation_close(&v);

@@ -472,7 +472,10 @@ int cli_generate(int argc, char **argv) {
   fflush(stdout);
   fprintf(stderr, "%ld tokens in %.2f s (%.1f tokens/s, prompt %lld tokens, %s weights, KV cache)\n", max_new, seconds,
           seconds > 0 ? (double)max_new / seconds : 0.0, (long long)n_ids,
-          damo_gpt2_block_format(m) ? damo_block_format_name(damo_gpt2_block_format(m)) : bf16 ? "bf16" : "f32");
+          damo_gpt2_block_format(m) ? damo_block_format_name(damo_gpt2_block_format(m))
+          : damo_gpt2_is_int8(m)   ? "int8 (dynamic)"
+          : bf16                   ? "bf16"
+                                   : "f32");
   rc = 0;
 done:
   free(text);

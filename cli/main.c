@@ -260,7 +260,8 @@ static const cli_option quantize_options[] = {
 static const cli_option quantize_gpt2[] = {
     {"--model", 1, "DIR", "a GPT-2 directory (f32 or bf16 weights)"},
     {"--out", 1, "DIR", "where the quantised model goes (not --model itself)"},
-    {"--format", 1, "q8_0|q4_0", "weight-only blocks of 32 values with one scale each: 8-bit (default) or 4-bit"},
+    {"--format", 1, "q8_0|q4_0|int8", "weight-only blocks of 32 values with one scale each, 8-bit (default) or 4-bit; "
+                                      "or int8 weights per output column with inputs quantised per batch (dynamic)"},
     {"--data", 1, "TEXT", "with --evaluate: moby-dick | sotu | a UTF-8 text file"},
     {"--evaluate", 0, NULL, "validation loss and perplexity of the f32 and the quantised weights (as damo evaluate)"},
     {"--seq-len", 1, "T", "tokens per window (default: the model's context)"},
@@ -334,7 +335,7 @@ static const cli_command commands[] = {
     {.name = "quantize", .synopsis = "--model DIR --out DIR --data SPEC",
      .summary = "int8 post-training quantisation (dense and conv2d layers; GPT-2 weight blocks; BERT dynamic int8)",
      .usage = "damo quantize --model DIR --out DIR (--data SPEC [--method M] [--calibration N] | --dynamic) "
-              "[--evaluate]\n       damo quantize --model GPT2DIR --out DIR [--format q8_0|q4_0] [--evaluate --data TEXT]"
+              "[--evaluate]\n       damo quantize --model GPT2DIR --out DIR [--format q8_0|q4_0|int8] [--evaluate --data TEXT]"
               "\n       damo quantize --model BERTDIR --out DIR [--evaluate --data SPEC]",
      .groups = quantize_groups, .by_kind = {cli_quantize_sequential, cli_quantize_gpt2, cli_quantize_bert}},
     {.name = "prune", .synopsis = "--model DIR --out DIR --data SPEC --sparsity S",

@@ -140,6 +140,9 @@ int cli_summary_gpt2(int argc, char **argv) {
   if (damo_gpt2_block_format(m))
     printf("Weights: every matrix in %s blocks of %d (bf16 scales); biases and layer norms f32\n",
            damo_block_format_name(damo_gpt2_block_format(m)), DAMO_BLOCK_SIZE);
+  if (damo_gpt2_is_int8(m))
+    printf("Weights: dynamic int8 (the layers' matrices per output column, wte and wpe per row; inputs quantised per "
+           "batch); biases, layer norms and attention f32\n");
   free(names);
   free(counts);
   damo_gpt2_free(m);

@@ -1772,6 +1772,13 @@ damo_status damo_gpt2_set_inference_precision(damo_gpt2 *m, damo_dtype dtype);
  * reads it back), does not train, and is not quantised twice. Nothing changes on failure. */
 damo_status damo_gpt2_quantize(damo_gpt2 *m, damo_block_format f);
 damo_block_format damo_gpt2_block_format(const damo_gpt2 *m); /* DAMO_BLOCKS_NONE for an f32 model */
+/* Dynamic int8 (PyTorch's quantize_dynamic for the linear layers): each layer's four matrices
+ * int8 with a scale per output column, wte and wpe int8 with a scale per row (wte is also the
+ * logits product); every product quantises its input per batch (per token while decoding) to
+ * uint8 and runs on the int8 kernels. Graphs (evaluate) and the KV-cache decoder (generate)
+ * both use them; training refuses the model. Not with blocks: quantise the f32 model. */
+damo_status damo_gpt2_quantize_int8(damo_gpt2 *m);
+int damo_gpt2_is_int8(const damo_gpt2 *m);
 damo_status damo_gpt2_cache_new(const damo_gpt2 *m, int64_t max_len, damo_gpt2_cache **out);
 void damo_gpt2_cache_free(damo_gpt2_cache *c);
 damo_status damo_gpt2_cache_step(damo_gpt2_cache *c, int32_t id, const float **logits);

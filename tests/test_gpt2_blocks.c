@@ -1,6 +1,8 @@
-/* test_gpt2_blocks.c - weight-only block quantisation (Q8_0, Q4_0): the block kernels against
- * their definition on every SIMD path, a quantised GPT-2's key/value-cache decoding against
- * its graph on the same (dequantised) weights, the directory round trip, and bad input. */
+/* test_gpt2_blocks.c - quantised GPT-2. Weight-only blocks (Q8_0, Q4_0): the block kernels
+ * against their definition on every SIMD path, a quantised GPT-2's key/value-cache decoding
+ * against its graph on the same (dequantised) weights, the directory round trip, and bad
+ * input. Dynamic int8: decoder and graph against f32 and each other (the inputs really
+ * quantised), the directory (I8 with per-column or per-row scales), refusals, bad files. */
 #include "harness.h"
 #include "kernels/kernels.h"
 #include "tmpfiles.h"
@@ -363,6 +365,135 @@ static void test_bad_files(void) {
   CHECK(m == NULL);
 }
 
+/* ------------------------------------------------------------------ dynamic int8 GPT-2
+ * (damo_gpt2_quantize_int8): the decoder quantises each token's row on its own, the graph the
+ * window's rows together; both on the int8 products. */
+
+static void graph_logits(damo_gpt2 *m, const int32_t *ids, int T, float *out) {
+  damo_gpt2_graph *g = NULL;
+  CHECK_MSG(damo_gpt2_graph_new(m, 1, T, 0, &g) == DAMO_OK, "%s", damo_last_error());
+  if (g && damo_gpt2_graph_forward(g, ids, NULL, NULL) == DAMO_OK)
+    memcpy(out, damo_gpt2_graph_logits(g), (size_t)(T * tiny.vocab_size) * sizeof *out);
+  damo_gpt2_graph_free(g);
+}
+
+/* Decoder and graph of the int8 model near the f32 model's logits and near each other, and
+ * unlike the f32 graph on the same dequantised weights (the inputs really are quantised). */
+static void test_int8_decode_and_graph(void) {
+  enum { T = 12 };
+  const int64_t V = tiny.vocab_size;
+  int32_t ids[T];
+  for (int t = 0; t < T; t++) ids[t] = (t * 37 + 5) % (int)V;
+  damo_gpt2 *f32 = NULL, *m = NULL;
+  CHECK(damo_gpt2_new(&tiny, 3, &f32) == DAMO_OK && damo_gpt2_new(&tiny, 3, &m) == DAMO_OK);
+  if (!f32 || !m) return;
+  float *ref = malloc((size_t)(T * V) * sizeof *ref), *dec = malloc((size_t)(T * V) * sizeof *dec),
+        *gra = malloc((size_t)(T * V) * sizeof *gra), *deq = malloc((size_t)(T * V) * sizeof *deq);
+  cache_logits(f32, ids, T, ref);
+  CHECK(!damo_gpt2_is_int8(m));
+  CHECK_MSG(damo_gpt2_quantize_int8(m) == DAMO_OK, "%s", damo_last_error());
+  CHECK(damo_gpt2_is_int8(m) && damo_gpt2_block_format(m) == DAMO_BLOCKS_NONE);
+  cache_logits(m, ids, T, dec);
+  graph_logits(m, ids, T, gra);
+  /* the f32 weights now hold scale * q: an f32 model over them differs by the inputs' rounding only */
+  damo_gpt2 *dq = NULL;
+  CHECK(damo_gpt2_new(&tiny, 3, &dq) == DAMO_OK);
+  for (int i = 0; dq && i < damo_gpt2_num_tensors(dq); i++) {
+    const damo_tensor *a = damo_gpt2_param(m, damo_gpt2_tensor_name(m, i));
+    damo_tensor *b = damo_gpt2_param(dq, damo_gpt2_tensor_name(dq, i));
+    memcpy(b->data, a->data, damo_tensor_nbytes(a));
+  }
+  if (dq) cache_logits(dq, ids, T, deq);
+  float ref_max = 0;
+  for (int64_t i = 0; i < T * V; i++) ref_max = fmaxf(ref_max, fabsf(ref[i]));
+  const float to_f32 = max_abs_diff(dec, ref, T * V), dec_graph = max_abs_diff(dec, gra, T * V),
+              to_deq = max_abs_diff(dec, deq, T * V);
+  CHECK_MSG(to_f32 > 0 && to_f32 < 0.03f * ref_max, "decoder vs f32: %g (logits up to %g)", to_f32, ref_max);
+  CHECK_MSG(dec_graph < 0.03f * ref_max, "decoder vs graph: %g", dec_graph);
+  CHECK_MSG(to_deq > 0, "the int8 decoder equals f32 on the dequantised weights: were the inputs quantised?");
+  printf("  logits up to %.4f: int8 decoder vs f32 %.2g, vs the int8 graph %.2g, vs f32 on the dequantised weights "
+         "%.2g\n", ref_max, to_f32, dec_graph, to_deq);
+  /* greedy tokens agree with f32 on the first step at least */
+  int a = 0, b = 0;
+  for (int64_t v = 1; v < V; v++) a = ref[v] > ref[a] ? (int)v : a, b = dec[v] > dec[b] ? (int)v : b;
+  CHECK(a == b);
+  /* refused: quantising again, blocks on top, a trainer, a device */
+  CHECK(damo_gpt2_quantize_int8(m) == DAMO_ERR_STATE && strstr(damo_last_error(), "already quantised (int8)"));
+  CHECK(damo_gpt2_quantize(m, DAMO_BLOCKS_Q8_0) == DAMO_ERR_STATE);
+  damo_gpt2 *blocks = NULL;
+  CHECK(damo_gpt2_new(&tiny, 3, &blocks) == DAMO_OK && damo_gpt2_quantize(blocks, DAMO_BLOCKS_Q4_0) == DAMO_OK);
+  CHECK(blocks && damo_gpt2_quantize_int8(blocks) == DAMO_ERR_STATE && strstr(damo_last_error(), "q4_0"));
+  damo_gpt2_free(blocks);
+  damo_gpt2_graph *train = NULL;
+  CHECK(damo_gpt2_graph_new(m, 1, T, 1, &train) == DAMO_OK); /* a scoring graph builds; backward refuses */
+  if (train) {
+    int32_t targets[T];
+    for (int t = 0; t < T; t++) targets[t] = ids[(t + 1) % T];
+    float loss = 0;
+    CHECK(damo_gpt2_graph_forward(train, ids, targets, &loss) == DAMO_OK && loss > 0 && isfinite(loss));
+  }
+  damo_gpt2_graph_free(train);
+  free(ref), free(dec), free(gra), free(deq);
+  damo_gpt2_free(dq), damo_gpt2_free(f32), damo_gpt2_free(m);
+}
+
+/* Saved and loaded: I8 tensors with their scales, a quarter of the f32 file and a bit, the
+ * same decoding; corrupted scales, -128 and a scale on a tensor int8 does not cover refused. */
+static void test_int8_files(void) {
+  enum { T = 12 };
+  const int64_t V = tiny.vocab_size;
+  int32_t ids[T];
+  for (int t = 0; t < T; t++) ids[t] = (t * 11 + 3) % (int)V;
+  damo_gpt2 *m = NULL, *back = NULL;
+  CHECK(damo_gpt2_new(&tiny, 5, &m) == DAMO_OK);
+  if (!m) return;
+  char f32_dir[512], dir[512], path[600];
+  snprintf(f32_dir, sizeof f32_dir, "%s", tmp_path("f32"));
+  snprintf(dir, sizeof dir, "%s", tmp_path("int8"));
+  CHECK(damo_gpt2_save(m, f32_dir) == DAMO_OK);
+  CHECK(damo_gpt2_quantize_int8(m) == DAMO_OK);
+  CHECK(damo_gpt2_save_as(m, dir, DAMO_BF16) == DAMO_ERR_INVALID_ARG);
+  CHECK_MSG(damo_gpt2_save(m, dir) == DAMO_OK, "%s", damo_last_error());
+  const double ratio = (double)file_bytes(dir) / (double)file_bytes(f32_dir);
+  CHECK_MSG(ratio > 0.25 && ratio < 0.30, "int8 file %.3f of f32", ratio);
+  float *a = malloc((size_t)(T * V) * sizeof *a), *b = malloc((size_t)(T * V) * sizeof *b);
+  cache_logits(m, ids, T, a);
+  CHECK_MSG(damo_gpt2_load(dir, &back) == DAMO_OK, "%s", damo_last_error());
+  CHECK(back && damo_gpt2_is_int8(back));
+  if (back) cache_logits(back, ids, T, b);
+  CHECK(back && !memcmp(a, b, (size_t)(T * V) * sizeof *a));
+  damo_gpt2_free(back);
+  back = NULL;
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  damo_tensor_dict *d = NULL;
+  CHECK(damo_safetensors_load(path, &d) == DAMO_OK);
+  damo_tensor *fc = d ? damo_tensor_dict_get(d, "h.1.mlp.c_fc.weight") : NULL,
+              *fc_scale = d ? damo_tensor_dict_get(d, "h.1.mlp.c_fc.weight.scale") : NULL,
+              *wte_scale = d ? damo_tensor_dict_get(d, "wte.weight.scale") : NULL;
+  CHECK(fc && fc->dtype == DAMO_I8 && fc->shape[0] == 64 && fc->shape[1] == 256);
+  CHECK(fc_scale && fc_scale->ndim == 1 && fc_scale->shape[0] == 256);   /* per output column */
+  CHECK(wte_scale && wte_scale->ndim == 1 && wte_scale->shape[0] == V);  /* per row */
+  if (fc && fc_scale) {
+    damo_tensor_f32(fc_scale)[7] = NAN;
+    CHECK(damo_safetensors_save(path, d, NULL, 0) == DAMO_OK);
+    CHECK(damo_gpt2_load(dir, &back) == DAMO_ERR_FORMAT && !back);
+    CHECK_MSG(strstr(damo_last_error(), "h.1.mlp.c_fc.weight.scale' 7"), "%s", damo_last_error());
+    damo_tensor_f32(fc_scale)[7] = 0.01f;
+    ((int8_t *)fc->data)[9] = -128;
+    CHECK(damo_safetensors_save(path, d, NULL, 0) == DAMO_OK);
+    CHECK(damo_gpt2_load(dir, &back) == DAMO_ERR_FORMAT && strstr(damo_last_error(), "-128"));
+    ((int8_t *)fc->data)[9] = 1;
+    const int64_t n = 64;
+    damo_tensor_dict_add(d, "h.0.ln_1.weight.scale", damo_tensor_new(DAMO_F32, 1, &n));
+    CHECK(damo_safetensors_save(path, d, NULL, 0) == DAMO_OK);
+    CHECK(damo_gpt2_load(dir, &back) == DAMO_ERR_FORMAT && strstr(damo_last_error(), "h.0.ln_1.weight"));
+  }
+  CHECK(!back);
+  damo_tensor_dict_free(d);
+  free(a), free(b);
+  damo_gpt2_free(m);
+}
+
 int main(void) {
   tmpdir_template("gpt2_blocks");
   if (!mkdtemp(tmpdir)) {
@@ -375,6 +506,8 @@ int main(void) {
   RUN(test_gpt2_files);
   RUN(test_bad_files);
   RUN(test_mixed_file);
+  RUN(test_int8_decode_and_graph);
+  RUN(test_int8_files);
   static const char *const dirs[] = {"f32", "q8", "q4", "bf16", "nan_scale", "neg_scale", "minus128", "stray", "bias_scale", "short",
                                      "q4_as_q8", "q5", "block64", "extra", "noformat", "plain", "mixed"};
   for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) remove_model_dir(tmp_path(dirs[i]));

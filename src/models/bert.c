@@ -336,7 +336,7 @@ static damo_status graph_finish(damo_bert_graph *bg, const char *what) {
 
 damo_status damo_bert_classifier_new(damo_bert *m, int64_t batch, int64_t seq_len, int training, damo_bert_graph **out) {
   if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_classifier_new: NULL argument");
-  if (training && m->q8)
+  if (training && m->q8.q)
     return damo_error(DAMO_ERR_UNSUPPORTED, "bert_classifier_new: an int8 model runs inference only; fine-tune the f32 "
                       "model and quantise it again");
   damo_bert_graph *bg;
@@ -371,7 +371,7 @@ damo_status damo_bert_classifier_new(damo_bert *m, int64_t batch, int64_t seq_le
 
 damo_status damo_bert_mlm_new(damo_bert *m, int64_t batch, int64_t seq_len, int64_t predictions, damo_bert_graph **out) {
   if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_mlm_new: NULL argument");
-  if (m->q8) return damo_error(DAMO_ERR_UNSUPPORTED, "bert_mlm_new: an int8 model is not pre-trained; quantise after");
+  if (m->q8.q) return damo_error(DAMO_ERR_UNSUPPORTED, "bert_mlm_new: an int8 model is not pre-trained; quantise after");
   if (predictions < 1 || predictions > seq_len)
     return damo_error(DAMO_ERR_INVALID_ARG, "bert_mlm_new: %lld predictions per sequence, expected 1 to the length %lld",
                       (long long)predictions, (long long)seq_len);

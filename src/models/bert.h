@@ -5,7 +5,7 @@
 
 #include "graph/graph.h"
 #include "kernels/kernels.h" /* damo_qweight: the int8 weights */
-#include "models/param_store.h"
+#include "models/store_int8.h"
 
 /* After the layers: pooler (2), classifier (2), masked-LM head (5): the "heads". */
 #define BERT_HEAD_TENSORS 9
@@ -17,11 +17,8 @@ struct damo_bert {
   int first_head;         /* index of pooler.dense.weight: tensors from here on may be absent from a file */
   unsigned char *loaded;  /* per tensor: 1 read from a file, 0 initialised here */
   char **label_names;     /* num_labels names (config.json's id2label), or NULL: LABEL_i */
-  /* Dynamic int8 (bert_int8.c), NULL for an f32 model; per tensor, NULL where it stays f32:
-   * the int8 values (out, in), a scale per output feature, and the product's packed form. */
-  int8_t **q8;
-  float **q8_scale;
-  damo_qweight **q8_packed;
+  /* Dynamic int8 (bert_int8.c over models/store_int8.c): q8.q NULL for an f32 model. */
+  store_int8 q8;
 };
 
 struct damo_bert_graph {

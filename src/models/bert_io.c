@@ -180,7 +180,7 @@ static damo_status take_int8(damo_bert *m, int i, const damo_tensor_dict *d, int
   char scale_name[192], got[64], expected[64];
   snprintf(scale_name, sizeof scale_name, "%s.scale", stored);
   const damo_tensor *scale = damo_tensor_dict_get(d, scale_name);
-  if (!m->q8)
+  if (!m->q8.q)
     return damo_error(DAMO_ERR_FORMAT, "%s: tensor '%s' is I8 but config.json has no \"quantization\" object", path,
                       stored);
   if (!bert_int8_tensor(m, i))
@@ -352,5 +352,5 @@ damo_status damo_bert_save(const damo_bert *m, const char *dir) {
   cJSON *config = config_json(&m->config, m->label_names);
   if (!config) return damo_error(DAMO_ERR_NOMEM, "bert_save: out of memory");
   bert_int8_json(m, config);
-  return param_store_save_dir_with(&m->p, dir, file_name, config, DAMO_F32, m->q8 ? bert_int8_writer : NULL, m);
+  return param_store_save_dir_with(&m->p, dir, file_name, config, DAMO_F32, m->q8.q ? bert_int8_writer : NULL, m);
 }

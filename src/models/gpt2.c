@@ -16,6 +16,7 @@
  * Files (config.json, model.safetensors) are in gpt2_io.c, one-position-at-a-time inference
  * with a key/value cache in gpt2_cache.c. */
 #include "models/gpt2.h"
+#include "ops/ops.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -47,6 +48,7 @@ damo_status gpt2_check_config(const damo_gpt2_config *c, const char *where) {
 void damo_gpt2_free(damo_gpt2 *m) {
   if (!m) return;
   gpt2_blocks_free(m);
+  gpt2_int8_free(m);
   param_store_free(&m->p);
   free(m);
 }
@@ -192,8 +194,8 @@ damo_status gpt2_on_host(const damo_gpt2 *m, const char *what) {
 
 damo_status damo_gpt2_to_backend(damo_gpt2 *m, const damo_backend *b) {
   if (!m || !b) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_to_backend: NULL argument");
-  if (m->q && !damo_backend_is_host(b))
-    return damo_error(DAMO_ERR_UNSUPPORTED, "gpt2_to_backend: a block-quantised model decodes on the CPU only");
+  if ((m->q || m->q8.q) && !damo_backend_is_host(b))
+    return damo_error(DAMO_ERR_UNSUPPORTED, "gpt2_to_backend: a quantised model runs on the CPU only");
   return param_store_to_backend(&m->p, b, "gpt2_to_backend");
 }
 
@@ -248,9 +250,18 @@ damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, in
                                          damo_reshape(g, gg->targets, 1, flat_targets));
     if (gg->loss) damo_node_set_name(gg->loss, "loss");
   } else if (st == DAMO_OK) {
-    gg->logits = damo_matmul(g, x, damo_layer_param_node(gg->layers->layers[0], g, 0), 0, 1);
+    /* an int8 model: logits from the int8 wte (K = n_embd, N = vocab), as the decoder's */
+    gg->logits = m->q8.q && m->q8.packed[0] ? damo_qdense_op(g, x, m->q8.packed[0], NULL, DAMO_ACT_NONE, 0.0f, 0)
+                                            : damo_matmul(g, x, damo_layer_param_node(gg->layers->layers[0], g, 0), 0, 1);
     if (gg->logits) damo_node_set_name(gg->logits, "logits");
   }
+  /* An int8 model: the layers' dense nodes over int8 matrices become dynamic qdense (a loss
+   * graph scores with them; its head reads wte's dequantised f32 values; backward refuses). */
+  int rewritten = 0, expected = 0;
+  for (int i = 2; m->q8.q && i < m->p.n_tensors; i++) expected += m->q8.packed[i] != NULL;
+  if (st == DAMO_OK && m->q8.q && damo_graph_status(g) == DAMO_OK &&
+      (st = store_int8_rewrite(&m->q8, &m->p, g, "gpt2", &rewritten)) == DAMO_OK && rewritten != expected)
+    st = damo_error(DAMO_ERR_STATE, "gpt2 int8 graph: %d of the %d int8 matrices found", rewritten, expected);
   if (st == DAMO_OK) st = damo_graph_status(g);
   if (st == DAMO_OK) st = training ? damo_graph_compile(g, gg->loss, 0, NULL) : damo_graph_compile(g, NULL, 1, &gg->logits);
   if (st != DAMO_OK) {

@@ -4,7 +4,7 @@
 #define DAMO_MODELS_GPT2_H
 
 #include "graph/backend.h"
-#include "models/param_store.h"
+#include "models/store_int8.h"
 
 #define GPT2_TENSORS_PER_LAYER 12
 
@@ -20,6 +20,8 @@ struct damo_gpt2 {
   uint8_t **q;
   float **q_scales;
   int blocks_pending; /* the f32 values of the quantised matrices not written yet (after a load) */
+  /* Dynamic int8 (gpt2_int8.c): q8.q NULL for an f32 or block model. */
+  store_int8 q8;
 };
 
 struct damo_gpt2_graph {
@@ -55,6 +57,14 @@ damo_status gpt2_take_blocks(damo_gpt2 *m, int i, const damo_tensor *t, const da
 damo_status gpt2_blocks_dict(const damo_gpt2 *m, const char *dir, damo_tensor_dict *d);
 void gpt2_blocks_json(const damo_gpt2 *m, cJSON *config);
 void gpt2_blocks_free(damo_gpt2 *m);
+/* gpt2_int8.c: which tensors dynamic int8 covers and how; the per-tensor arrays; tensor i
+ * from a file's I8 tensor and its scales (checked); param_store_save_dir_with's writer. */
+int8_form gpt2_int8_form(const damo_gpt2 *m, int i);
+damo_status gpt2_int8_begin(damo_gpt2 *m);
+void gpt2_int8_free(damo_gpt2 *m);
+damo_status gpt2_int8_take(damo_gpt2 *m, int i, const damo_tensor *t, const damo_tensor *scale, const char *path,
+                           const char *stored);
+damo_status gpt2_int8_writer(const void *ctx, int i, const char *name, damo_tensor_dict *d, int *written);
 /* Writes the f32 values of the quantised matrices if a load left them pending (before
  * anything reads the f32 weights; cannot fail). */
 void gpt2_blocks_materialize(const damo_gpt2 *m);

@@ -103,9 +103,9 @@ damo_status damo_gpt2_quantize(damo_gpt2 *m, damo_block_format f) {
   if (gpt2_on_host(m, "gpt2_quantize") != DAMO_OK) return DAMO_ERR_STATE;
   if (f != DAMO_BLOCKS_Q8_0 && f != DAMO_BLOCKS_Q4_0)
     return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_quantize: the block format is q8_0 or q4_0");
-  if (m->blocks != DAMO_BLOCKS_NONE)
+  if (m->blocks != DAMO_BLOCKS_NONE || m->q8.q)
     return damo_error(DAMO_ERR_STATE, "gpt2_quantize: the model is already quantised (%s); quantise the f32 model",
-                      damo_block_format_name(m->blocks));
+                      m->q8.q ? "int8" : damo_block_format_name(m->blocks));
   if (m->config.n_embd % DAMO_BLOCK_SIZE)
     return damo_error(DAMO_ERR_UNSUPPORTED, "gpt2_quantize: n_embd %d is not a multiple of the block size %d",
                       m->config.n_embd, DAMO_BLOCK_SIZE);

@@ -12,9 +12,11 @@
  * bfloat16 copy of the matrices (wte and each block's four) and reads half the bytes,
  * widening each value to f32 (a shift) before the f32 multiply-add. A block-quantised model
  * (gpt2_blocks.c) is decoded from its Q8_0/Q4_0 blocks instead, widened in registers by the
- * qblocks kernels: a quarter or an eighth of the f32 bytes. */
+ * qblocks kernels: a quarter or an eighth of the f32 bytes. A dynamic int8 model
+ * (gpt2_int8.c) quantises each token's row to uint8 and multiplies on the int8 kernels. */
 #include "kernels/kernels.h"
 #include "models/gpt2.h"
+#include "ops/ops.h"
 
 #include <float.h>
 #include <math.h>
@@ -25,6 +27,7 @@ struct damo_gpt2_cache {
   float *keys, *values; /* n_layer x max_len x C each */
   float *x, *normed, *qkv, *att, *hidden, *scores, *logits;
   uint16_t *w16; /* bf16 inference: wte (V x C), then per layer c_attn, attn.c_proj, c_fc, mlp.c_proj; or NULL */
+  void *q8_rows; /* an int8 model: the token's quantised row for the int8 products */
 };
 
 /* Where matrix `which` (0 c_attn, 1 attn.c_proj, 2 c_fc, 3 mlp.c_proj) of layer l starts in w16. */
@@ -58,6 +61,7 @@ void damo_gpt2_cache_free(damo_gpt2_cache *c) {
   damo_free(c->values);
   damo_free(c->x);
   damo_free(c->w16);
+  damo_free(c->q8_rows);
   free(c);
 }
 
@@ -80,9 +84,15 @@ damo_status damo_gpt2_cache_new(const damo_gpt2 *m, int64_t max_len, damo_gpt2_c
   int64_t pieces[7] = {C, C, 3 * C, C, 4 * C, max_len, V}, total = 0;
   for (int i = 0; i < 7; i++) total += (pieces[i] + 15) / 16 * 16;
   c->x = damo_alloc((size_t)total * sizeof(float));
-  const int bf16 = m->inference_dtype == DAMO_BF16 && m->blocks == DAMO_BLOCKS_NONE;
+  const int bf16 = m->inference_dtype == DAMO_BF16 && m->blocks == DAMO_BLOCKS_NONE && !m->q8.q;
   if (bf16) c->w16 = bf16_weights(m);
-  if (!c->keys || !c->values || !c->x || (bf16 && !c->w16)) {
+  size_t q8_bytes = 0;
+  for (int i = 0; m->q8.q && i < m->p.n_tensors; i++) {
+    const size_t b = m->q8.packed[i] ? damo_q8_scratch_bytes(1, m->q8.packed[i]) : 0;
+    q8_bytes = b > q8_bytes ? b : q8_bytes;
+  }
+  if (q8_bytes) c->q8_rows = damo_alloc(q8_bytes);
+  if (!c->keys || !c->values || !c->x || (bf16 && !c->w16) || (q8_bytes && !c->q8_rows)) {
     damo_gpt2_cache_free(c);
     return damo_error(DAMO_ERR_NOMEM, "gpt2_cache_new: out of memory for a %lld-position cache", (long long)max_len);
   }
@@ -145,19 +155,22 @@ DAMO_MULTIVERSION static void axpy_rows_bf16(const float *x, const uint16_t *w, 
   }
 }
 
-/* One weight matrix as the decoder reads it: f32, its bf16 copy, or its blocks. */
+/* One weight matrix as the decoder reads it: f32, its bf16 copy, its blocks, or int8. */
 typedef struct weights {
   const float *f32;
   const uint16_t *bf16;
   const uint8_t *q;
   const float *scales;
   damo_block_format format;
+  const damo_qweight *int8; /* with the cache's scratch for the quantised row */
+  void *rows;
 } weights;
 
 static weights weights_of(const damo_gpt2_cache *c, int index, const uint16_t *w16) {
   const damo_gpt2 *m = c->model;
   weights w = {.f32 = damo_tensor_f32(m->p.values[index]), .bf16 = w16};
   if (m->q && m->q[index]) w.q = m->q[index], w.scales = m->q_scales[index], w.format = m->blocks, w.bf16 = NULL;
+  if (m->q8.q && m->q8.packed[index]) w.int8 = m->q8.packed[index], w.rows = c->q8_rows, w.bf16 = NULL;
   return w;
 }
 
@@ -165,6 +178,10 @@ static weights weights_of(const damo_gpt2_cache *c, int index, const uint16_t *w
  * large (each thread streams its own columns of W). Blocks are stored transposed, (N, K):
  * then each thread takes a range of outputs, each a dot product along one contiguous row. */
 static void linear_row(const float *x, weights w, const float *b, int64_t K, int64_t N, float *y) {
+  if (w.int8) { /* the row quantised from its own range; the product threads over its tiles */
+    damo_q8_dynamic_product(x, 1, w.int8, b, w.rows, y, N);
+    return;
+  }
   if (w.q) {
     const int64_t rows = 128, n_chunks = (N + rows - 1) / rows;
 #pragma omp parallel for schedule(static) if (K * N >= (1 << 18)) num_threads(damo_threads())
@@ -216,6 +233,10 @@ DAMO_MULTIVERSION static void row_dots_bf16(const float *x, const uint16_t *tabl
 
 /* The tied head: logits = table x for table (V, C). */
 static void tied_logits(const float *x, weights table, int64_t V, int64_t C, float *logits) {
+  if (table.int8) {
+    damo_q8_dynamic_product(x, 1, table.int8, NULL, table.rows, logits, V);
+    return;
+  }
   const int64_t block = 512, n_blocks = (V + block - 1) / block;
 #pragma omp parallel for schedule(static) if (V * C >= (1 << 18)) num_threads(damo_threads())
   for (int64_t vb = 0; vb < n_blocks; vb++) {

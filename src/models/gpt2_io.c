@@ -19,28 +19,32 @@ static void join(char *buf, size_t cap, const char *dir, const char *file) { snp
 
 /* HuggingFace writes many keys damo has no use for (architectures, task_specific_params,
  * ...), so the object is not closed: only the keys below are read and checked. */
-/* config.json's "quantization" object (gpt2_blocks.c writes it): the block format of the
- * weights, DAMO_BLOCKS_NONE when absent. */
-static damo_status read_quantization(damo_config_obj *root, damo_block_format *out) {
+/* config.json's "quantization" object (gpt2_blocks.c or gpt2_int8.c writes it): the block
+ * format of the weights, DAMO_BLOCKS_NONE when absent or int8 (then *int8 = 1). */
+static damo_status read_quantization(damo_config_obj *root, damo_block_format *out, int *int8) {
   damo_config_obj *q;
   *out = DAMO_BLOCKS_NONE;
+  *int8 = 0;
   damo_status st = damo_config_get_object(root, "quantization", 0, &q);
   if (st != DAMO_OK || !q) return st;
-  static const char *const formats[] = {"q8_0", "q4_0", NULL}, *const scale_types[] = {"bf16", NULL};
-  int format = 0, block = DAMO_BLOCK_SIZE, scale_type = 0;
+  static const char *const formats[] = {"q8_0", "q4_0", "int8", NULL}, *const scale_types[] = {"bf16", NULL},
+                           *const activations[] = {"dynamic", NULL};
+  int format = 0, block = DAMO_BLOCK_SIZE, scale_type = 0, acts = 0;
   const char *const *names;
   int n_names;
   if ((st = damo_config_get_enum(q, "format", formats, DAMO_CFG_REQUIRED, &format)) != DAMO_OK ||
       (st = damo_config_get_int32(q, "block_size", DAMO_BLOCK_SIZE, DAMO_BLOCK_SIZE, 0, &block)) != DAMO_OK ||
       (st = damo_config_get_enum(q, "scale_dtype", scale_types, 0, &scale_type)) != DAMO_OK ||
+      (st = damo_config_get_enum(q, "activations", activations, format == 2 ? DAMO_CFG_REQUIRED : 0, &acts)) != DAMO_OK ||
       (st = damo_config_get_strings(q, "float_tensors", 0, 1 << 20, 0, &names, &n_names)) != DAMO_OK ||
       (st = damo_config_close(q)) != DAMO_OK)
     return st;
-  *out = format == 0 ? DAMO_BLOCKS_Q8_0 : DAMO_BLOCKS_Q4_0;
+  *int8 = format == 2;
+  *out = format == 0 ? DAMO_BLOCKS_Q8_0 : format == 1 ? DAMO_BLOCKS_Q4_0 : DAMO_BLOCKS_NONE;
   return DAMO_OK;
 }
 
-static damo_status read_config(damo_config *c, damo_gpt2_config *cfg, damo_block_format *blocks) {
+static damo_status read_config(damo_config *c, damo_gpt2_config *cfg, damo_block_format *blocks, int *int8) {
   const char *path = damo_config_source(c);
   damo_config_obj *root;
   const char *type = NULL, *act = NULL;
@@ -78,27 +82,27 @@ static damo_status read_config(damo_config *c, damo_gpt2_config *cfg, damo_block
   if (st == DAMO_OK && inner != 4.0 * cfg->n_embd)
     st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: n_inner must be null or 4 n_embd (%d)", path, 4 * cfg->n_embd);
   if (st == DAMO_OK) st = gpt2_check_config(cfg, path);
-  if (st == DAMO_OK && blocks) st = read_quantization(root, blocks);
+  if (st == DAMO_OK && blocks) st = read_quantization(root, blocks, int8);
   return st;
 }
 
-static damo_status parse_config(const char *path, damo_gpt2_config *cfg, damo_block_format *blocks) {
+static damo_status parse_config(const char *path, damo_gpt2_config *cfg, damo_block_format *blocks, int *int8) {
   damo_config *c;
   damo_status st = damo_config_read_file(path, &c); /* strict: trailing data, repeated keys */
   if (st != DAMO_OK) return st;
-  st = read_config(c, cfg, blocks);
+  st = read_config(c, cfg, blocks, int8);
   damo_config_free(c);
   return st;
 }
 
 damo_status damo_gpt2_config_load(const char *path, damo_gpt2_config *out) {
   if (!path || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_config_load: NULL argument");
-  return parse_config(path, out, NULL);
+  return parse_config(path, out, NULL, NULL);
 }
 
 damo_status damo_gpt2_config_read(damo_config *c, damo_gpt2_config *out) {
   if (!c || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_config_read: NULL argument");
-  return read_config(c, out, NULL);
+  return read_config(c, out, NULL, NULL);
 }
 
 /* ------------------------------------------------------------------ load */
@@ -138,7 +142,7 @@ static damo_status fill_from_dict(damo_gpt2 *m, const damo_tensor_dict *d, const
     if (is_mask_buffer(name)) continue;
     const damo_tensor *scale = NULL;
     char scale_name[256];
-    if (m->blocks != DAMO_BLOCKS_NONE) { /* NAME.scale goes with NAME; NAME without one is f32 */
+    if (m->blocks != DAMO_BLOCKS_NONE || m->q8.q) { /* NAME.scale goes with NAME; NAME without one is f32 */
       if (ends_with(stored, ".scale")) {
         const size_t base = strlen(stored) - strlen(".scale");
         snprintf(scale_name, sizeof scale_name, "%.*s", (int)base, stored);
@@ -159,8 +163,9 @@ static damo_status fill_from_dict(damo_gpt2 *m, const damo_tensor_dict *d, const
                       prefix);
     } else {
       seen[i] = 1;
-      st = scale ? gpt2_take_blocks(m, i, d->tensors[k], scale, path, stored)
-                 : take_tensor(m, i, d->tensors[k], path, stored);
+      st = scale && m->q8.q ? gpt2_int8_take(m, i, d->tensors[k], scale, path, stored)
+           : scale          ? gpt2_take_blocks(m, i, d->tensors[k], scale, path, stored)
+                            : take_tensor(m, i, d->tensors[k], path, stored);
     }
   }
   for (int i = 0; i < m->p.n_tensors && st == DAMO_OK; i++)
@@ -191,7 +196,8 @@ damo_status damo_gpt2_load(const char *dir, damo_gpt2 **out) {
   damo_gpt2_config cfg;
   join(path, sizeof path, dir, "config.json");
   damo_block_format blocks;
-  damo_status st = parse_config(path, &cfg, &blocks);
+  int int8 = 0;
+  damo_status st = parse_config(path, &cfg, &blocks, &int8);
   if (st != DAMO_OK) return st;
   /* The weights first (their size is the file's), and the config's sizes checked against
    * them before the parameter block they declare is allocated: embeddings and the 12 E^2
@@ -214,7 +220,8 @@ damo_status damo_gpt2_load(const char *dir, damo_gpt2 **out) {
     damo_tensor_dict_free(d);
     return st;
   }
-  if ((st = gpt2_blocks_begin(m, blocks)) == DAMO_OK) st = fill_from_dict(m, d, weights);
+  if ((st = gpt2_blocks_begin(m, blocks)) == DAMO_OK && int8) st = gpt2_int8_begin(m);
+  if (st == DAMO_OK) st = fill_from_dict(m, d, weights);
   damo_tensor_dict_free(d);
   if (st != DAMO_OK) {
     damo_gpt2_free(m);
@@ -260,14 +267,19 @@ static void file_name(const param_store *s, int i, char *name, size_t cap) { snp
 damo_status damo_gpt2_save_as(const damo_gpt2 *m, const char *dir, damo_dtype dtype) {
   if (!m || !dir) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_save: NULL argument");
   if (gpt2_on_host(m, "gpt2_save") != DAMO_OK) return DAMO_ERR_STATE;
-  if (m->blocks != DAMO_BLOCKS_NONE && dtype != DAMO_F32)
-    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_save: a %s model is saved as its blocks (dtype f32 for the rest), "
-                      "not %s", damo_block_format_name(m->blocks), damo_dtype_name(dtype));
+  if ((m->blocks != DAMO_BLOCKS_NONE || m->q8.q) && dtype != DAMO_F32)
+    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_save: a %s model is saved as its %s (dtype f32 for the rest), not %s",
+                      m->q8.q ? "int8" : damo_block_format_name(m->blocks), m->q8.q ? "int8 values" : "blocks",
+                      damo_dtype_name(dtype));
   if (dtype != DAMO_F32 && dtype != DAMO_BF16)
     return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_save: weights are saved as f32 or bf16, not %s", damo_dtype_name(dtype));
   cJSON *config = config_json(&m->config);
   if (!config) return damo_error(DAMO_ERR_NOMEM, "gpt2_save: out of memory");
   if (dtype == DAMO_BF16) cJSON_ReplaceItemInObject(config, "torch_dtype", cJSON_CreateString("bfloat16"));
+  if (m->q8.q) {
+    store_int8_json(config);
+    return param_store_save_dir_with(&m->p, dir, file_name, config, DAMO_F32, gpt2_int8_writer, m);
+  }
   if (m->blocks == DAMO_BLOCKS_NONE) return param_store_save_dir(&m->p, dir, file_name, config, dtype);
   gpt2_blocks_json(m, config);
   damo_tensor_dict *d = damo_tensor_dict_new();

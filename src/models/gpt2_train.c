@@ -143,9 +143,9 @@ damo_status damo_gpt2_trainer_new(damo_gpt2 *m, const damo_token_data *data, con
   if (!m || !data || !opt || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_new: NULL argument");
   if (gpt2_on_host(m, "gpt2_trainer_new") != DAMO_OK) return DAMO_ERR_STATE;
   *out = NULL;
-  if (m->blocks != DAMO_BLOCKS_NONE)
-    return damo_error(DAMO_ERR_UNSUPPORTED, "gpt2_trainer_new: the model's weights are %s blocks, for decoding; train "
-                      "the f32 model and quantise it again", damo_block_format_name(m->blocks));
+  if (m->blocks != DAMO_BLOCKS_NONE || m->q8.q)
+    return damo_error(DAMO_ERR_UNSUPPORTED, "gpt2_trainer_new: the model's weights are %s, for inference; train the f32 "
+                      "model and quantise it again", m->q8.q ? "int8" : damo_block_format_name(m->blocks));
   damo_status st = check_options(opt, m, data);
   if (st != DAMO_OK) return st;
   damo_gpt2_trainer *t = calloc(1, sizeof *t);

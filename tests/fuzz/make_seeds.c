@@ -158,6 +158,10 @@ static void model_dirs(const char *tmp) {
     die("gpt2 q4_0");
   damo_gpt2_free(g);
   put_dir2("gpt2dir", "gpt2_l1_c32_q4_0", tmp, "config.json", "model.safetensors");
+  if (damo_gpt2_new(&gc, 1, &g) != DAMO_OK || damo_gpt2_quantize_int8(g) != DAMO_OK || damo_gpt2_save(g, tmp) != DAMO_OK)
+    die("gpt2 int8");
+  damo_gpt2_free(g);
+  put_dir2("gpt2dir", "gpt2_l1_c8_int8", tmp, "config.json", "model.safetensors");
 
   damo_bert_config bc = damo_bert_config_default();
   bc.vocab_size = 12, bc.hidden_size = 8, bc.num_hidden_layers = 1, bc.num_attention_heads = 2;

@@ -1,0 +1,64 @@
+/* gpt2_int8.c - dynamic int8 GPT-2 (models/store_int8.c): each layer's four matrices
+ * (c_attn, attn.c_proj, c_fc, mlp.c_proj; Conv1D's (in, out)) become symmetric int8 with one
+ * scale per output column, and the tied wte one per row (a row is one output of the logits
+ * product, and the lookup reads scale * q); wpe is stored the same way, weight-only. Inputs
+ * are quantised per batch inside every product (per token while decoding), to affine uint8:
+ * the products run on the int8 kernels (AMX-INT8 tiles or VPDPBUSD), where Q8_0/Q4_0 blocks
+ * (gpt2_blocks.c) widen their weights to multiply f32 activations. Layer norms, attention,
+ * GELU and biases stay f32.
+ *
+ * On disk: NAME as I8 in its f32 shape and NAME.scale as F32 (out,) or (rows,); config.json
+ * gains "quantization": {"format": "int8", "activations": "dynamic"}. */
+#include "models/gpt2.h"
+
+#include <stdio.h>
+
+int8_form gpt2_int8_form(const damo_gpt2 *m, int i) {
+  if (i == 0) return INT8_OUT_ROWS; /* wte: lookup and logits */
+  if (i == 1) return INT8_TABLE;    /* wpe */
+  const int within = (i - 2) % GPT2_TENSORS_PER_LAYER;
+  if (i - 2 >= m->config.n_layer * GPT2_TENSORS_PER_LAYER) return INT8_NONE; /* ln_f */
+  return within == 2 || within == 4 || within == 8 || within == 10 ? INT8_OUT_COLS : INT8_NONE;
+}
+
+static int8_form form_any(const void *m, int i) { return gpt2_int8_form(m, i); }
+
+void gpt2_int8_free(damo_gpt2 *m) { store_int8_free(&m->q8, m->p.n_tensors); }
+
+damo_status gpt2_int8_begin(damo_gpt2 *m) { return store_int8_begin(&m->q8, m->p.n_tensors); }
+
+damo_status damo_gpt2_quantize_int8(damo_gpt2 *m) {
+  if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_quantize_int8: NULL model");
+  if (gpt2_on_host(m, "gpt2_quantize_int8") != DAMO_OK) return DAMO_ERR_STATE;
+  if (m->q8.q || m->blocks != DAMO_BLOCKS_NONE)
+    return damo_error(DAMO_ERR_STATE, "gpt2_quantize_int8: the model is already quantised (%s); quantise the f32 model",
+                      m->q8.q ? "int8" : damo_block_format_name(m->blocks));
+  return store_int8_quantize_all(&m->q8, &m->p, form_any, m, "gpt2_quantize_int8");
+}
+
+int damo_gpt2_is_int8(const damo_gpt2 *m) { return m && m->q8.q != NULL; }
+
+damo_status gpt2_int8_take(damo_gpt2 *m, int i, const damo_tensor *t, const damo_tensor *scale, const char *path,
+                           const char *stored) {
+  const int8_form f = gpt2_int8_form(m, i);
+  const damo_tensor *want = m->p.values[i];
+  char got[64], expected[64];
+  if (f == INT8_NONE)
+    return damo_error(DAMO_ERR_FORMAT, "%s: tensor '%s' has a scale, but dynamic int8 covers wte, wpe and the layers' "
+                      "four matrices only", path, stored);
+  if (t->dtype != DAMO_I8 || t->ndim != 2 || memcmp(t->shape, want->shape, 2 * sizeof *t->shape))
+    return damo_error(DAMO_ERR_FORMAT, "%s: int8 tensor '%s' is %s %s, expected I8 %s", path, stored,
+                      damo_dtype_name(t->dtype), damo_shape_string(t->ndim, t->shape, got, sizeof got),
+                      damo_shape_string(want->ndim, want->shape, expected, sizeof expected));
+  const int64_t S = store_int8_scale_count(want, f);
+  if (scale->dtype != DAMO_F32 || scale->ndim != 1 || scale->shape[0] != S)
+    return damo_error(DAMO_ERR_FORMAT, "%s: '%s.scale' is %s %s, expected F32 (%lld,)", path, stored,
+                      damo_dtype_name(scale->dtype), damo_shape_string(scale->ndim, scale->shape, got, sizeof got),
+                      (long long)S);
+  return store_int8_take(&m->q8, &m->p, i, f, (const int8_t *)t->data, damo_tensor_f32(scale), path);
+}
+
+damo_status gpt2_int8_writer(const void *ctx, int i, const char *name, damo_tensor_dict *d, int *written) {
+  const damo_gpt2 *m = ctx;
+  return store_int8_write(&m->q8, &m->p, i, gpt2_int8_form(m, i), name, d, written);
+}

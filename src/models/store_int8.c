@@ -1,0 +1,152 @@
+/* store_int8.c - dynamic int8 tensors of a named-tensor model's store (store_int8.h). What
+ * PyTorch's quantize_dynamic does for nn.Linear: weights symmetric int8 with one scale per
+ * output feature, inputs quantised per batch inside the product (ops/qlinear.c's dynamic
+ * qdense). The store's f32 values become scale * q, so whatever reads f32 (a head not
+ * rewritten, an embedding lookup) sees the weights the int8 products use. */
+#include "models/store_int8.h"
+
+#include <math.h>
+#include <stdio.h>
+
+damo_status store_int8_begin(store_int8 *s, int n) {
+  s->q = calloc((size_t)n, sizeof *s->q);
+  s->scale = calloc((size_t)n, sizeof *s->scale);
+  s->packed = calloc((size_t)n, sizeof *s->packed);
+  if (s->q && s->scale && s->packed) return DAMO_OK;
+  store_int8_free(s, n);
+  return damo_error(DAMO_ERR_NOMEM, "int8: out of memory");
+}
+
+void store_int8_free(store_int8 *s, int n) {
+  for (int i = 0; s->q && i < n; i++) {
+    free(s->q[i]);
+    free(s->scale[i]);
+    damo_qweight_free(s->packed[i]);
+  }
+  free(s->q);
+  free(s->scale);
+  free(s->packed);
+  s->q = NULL, s->scale = NULL, s->packed = NULL;
+}
+
+int64_t store_int8_scale_count(const damo_tensor *t, int8_form f) { return t->shape[f == INT8_OUT_COLS ? 1 : 0]; }
+
+/* Value (row r, column c) belongs to scale r, or c for INT8_OUT_COLS. */
+static int64_t scale_of(int8_form f, int64_t r, int64_t c) { return f == INT8_OUT_COLS ? c : r; }
+
+damo_status store_int8_take(store_int8 *s, const param_store *p, int i, int8_form f, const int8_t *q,
+                            const float *scale, const char *where) {
+  const damo_tensor *t = p->values[i];
+  const int64_t R = t->shape[0], C = t->shape[1], S = store_int8_scale_count(t, f);
+  for (int64_t n = 0; n < S; n++)
+    if (!(scale[n] > 0.0f) || !isfinite(scale[n]))
+      return damo_error(DAMO_ERR_FORMAT, "%s: '%s.scale' %lld is %g (a positive finite scale expected)", where,
+                        p->names[i], (long long)n, (double)scale[n]);
+  for (int64_t k = 0; k < R * C; k++)
+    if (q[k] == -128)
+      return damo_error(DAMO_ERR_FORMAT, "%s: '%s' value %lld is -128 (symmetric int8 is -127..127)", where, p->names[i],
+                        (long long)k);
+  const int transpose = f == INT8_OUT_ROWS;
+  int8_t *copy = malloc((size_t)(R * C)), *kn = transpose ? malloc((size_t)(R * C)) : NULL;
+  float *scales = malloc((size_t)S * sizeof *scales);
+  damo_qweight *packed = NULL;
+  int ok = copy && scales && (kn || !transpose);
+  if (ok) {
+    memcpy(copy, q, (size_t)(R * C));
+    memcpy(scales, scale, (size_t)S * sizeof *scales);
+    for (int64_t r = 0; transpose && r < R; r++) /* (out, in) to the product's K x N */
+      for (int64_t c = 0; c < C; c++) kn[c * R + r] = q[r * C + c];
+    if (f == INT8_OUT_ROWS) packed = damo_qweight_pack(kn, C, R, scales, DAMO_QLAYOUT_AUTO);
+    if (f == INT8_OUT_COLS) packed = damo_qweight_pack(q, R, C, scales, DAMO_QLAYOUT_AUTO);
+    ok = packed || f == INT8_TABLE;
+  }
+  free(kn);
+  if (!ok) {
+    free(copy);
+    free(scales);
+    return damo_error(DAMO_ERR_NOMEM, "%s: no memory for '%s' in int8", where, p->names[i]);
+  }
+  float *w = damo_tensor_f32(t);
+  for (int64_t r = 0; r < R; r++)
+    for (int64_t c = 0; c < C; c++) w[r * C + c] = scales[scale_of(f, r, c)] * (float)q[r * C + c];
+  free(s->q[i]);
+  free(s->scale[i]);
+  damo_qweight_free(s->packed[i]);
+  s->q[i] = copy, s->scale[i] = scales, s->packed[i] = packed;
+  return DAMO_OK;
+}
+
+damo_status store_int8_quantize(store_int8 *s, const param_store *p, int i, int8_form f, const char *where) {
+  const damo_tensor *t = p->values[i];
+  const int64_t R = t->shape[0], C = t->shape[1], S = store_int8_scale_count(t, f);
+  const float *w = damo_tensor_f32(t);
+  int8_t *q = malloc((size_t)(R * C));
+  float *scale = calloc((size_t)S, sizeof *scale);
+  damo_status st = q && scale ? DAMO_OK : damo_error(DAMO_ERR_NOMEM, "%s: out of memory", where);
+  for (int64_t r = 0; r < R && st == DAMO_OK; r++) /* max |w| per output feature */
+    for (int64_t c = 0; c < C; c++) {
+      float *m = &scale[scale_of(f, r, c)];
+      *m = fabsf(w[r * C + c]) > *m ? fabsf(w[r * C + c]) : *m;
+    }
+  for (int64_t n = 0; n < S && st == DAMO_OK; n++) scale[n] = scale[n] > 0 ? scale[n] / 127.0f : 1.0f;
+  for (int64_t r = 0; r < R && st == DAMO_OK; r++)
+    for (int64_t c = 0; c < C; c++) {
+      const float v = nearbyintf(w[r * C + c] / scale[scale_of(f, r, c)]);
+      q[r * C + c] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+  if (st == DAMO_OK) st = store_int8_take(s, p, i, f, q, scale, where);
+  free(q);
+  free(scale);
+  return st;
+}
+
+damo_status store_int8_quantize_all(store_int8 *s, const param_store *p, int8_form (*form)(const void *model, int i),
+                                    const void *model, const char *where) {
+  damo_status st = store_int8_begin(s, p->n_tensors);
+  for (int i = 0; i < p->n_tensors && st == DAMO_OK; i++)
+    if (form(model, i) != INT8_NONE) st = store_int8_quantize(s, p, i, form(model, i), where);
+  if (st != DAMO_OK) store_int8_free(s, p->n_tensors);
+  return st;
+}
+
+damo_status store_int8_rewrite(const store_int8 *s, const param_store *p, damo_graph *g, const char *what,
+                               int *rewritten) {
+  *rewritten = 0;
+  if (!s->q) return DAMO_OK;
+  for (int j = 0; j < g->n_nodes; j++) {
+    damo_node *n = g->nodes[j];
+    if (n->op != DAMO_OP_DENSE || n->in[1]->op != DAMO_OP_PARAM || !n->in[1]->param_value) continue;
+    const void *data = n->in[1]->param_value->data;
+    for (int i = 0; i < p->n_tensors; i++) {
+      if (!s->packed[i] || p->values[i]->data != data) continue;
+      if (n->iparam[0] != DAMO_ACT_NONE && n->iparam[0] != DAMO_ACT_RELU) break; /* stays f32 */
+      damo_status st = damo_dense_to_qdense(n, s->packed[i]);
+      if (st != DAMO_OK) return damo_error_prefix(st, "%s int8 graph: ", what);
+      ++*rewritten;
+      break;
+    }
+  }
+  return DAMO_OK;
+}
+
+damo_status store_int8_write(const store_int8 *s, const param_store *p, int i, int8_form f, const char *name,
+                             damo_tensor_dict *d, int *written) {
+  *written = 0;
+  if (!s->q || !s->q[i]) return DAMO_OK;
+  const damo_tensor *t = p->values[i];
+  const int64_t S = store_int8_scale_count(t, f);
+  char scale_name[256];
+  snprintf(scale_name, sizeof scale_name, "%s.scale", name);
+  damo_tensor *q = damo_tensor_wrap(DAMO_I8, 2, t->shape, s->q[i]);
+  damo_status st = q ? damo_tensor_dict_add(d, name, q) : DAMO_ERR_NOMEM;
+  damo_tensor *sc = st == DAMO_OK ? damo_tensor_wrap(DAMO_F32, 1, &S, s->scale[i]) : NULL;
+  if (st == DAMO_OK) st = sc ? damo_tensor_dict_add(d, scale_name, sc) : DAMO_ERR_NOMEM;
+  *written = st == DAMO_OK;
+  return st == DAMO_OK ? DAMO_OK : damo_error(st, "saving '%s' in int8: out of memory", name);
+}
+
+void store_int8_json(cJSON *config) {
+  cJSON *q = cJSON_AddObjectToObject(config, "quantization");
+  cJSON_AddStringToObject(q, "format", "int8");
+  cJSON_AddStringToObject(q, "activations", "dynamic");
+}
