@@ -65,6 +65,7 @@ void gpt2_int8_free(damo_gpt2 *m);
 damo_status gpt2_int8_take(damo_gpt2 *m, int i, const damo_tensor *t, const damo_tensor *scale, const char *path,
                            const char *stored);
 damo_status gpt2_int8_writer(const void *ctx, int i, const char *name, damo_tensor_dict *d, int *written);
+void gpt2_int8_materialize(damo_gpt2 *m); /* through gpt2_blocks_materialize */
 /* Writes the f32 values of the quantised matrices if a load left them pending (before
  * anything reads the f32 weights; cannot fail). */
 void gpt2_blocks_materialize(const damo_gpt2 *m);

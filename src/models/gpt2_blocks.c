@@ -55,6 +55,7 @@ static void dequantize_into(damo_gpt2 *m, int i) {
  * parameter accessors) writes them first. A fill of a cache, so m is taken as const. */
 void gpt2_blocks_materialize(const damo_gpt2 *m) {
   damo_gpt2 *w = (damo_gpt2 *)m;
+  if (m && m->q8.pending) gpt2_int8_materialize(w);
   if (!m || !m->blocks_pending) return;
   for (int i = 0; i < m->p.n_tensors; i++)
     if (m->q[i]) dequantize_into(w, i);

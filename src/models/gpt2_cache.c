@@ -277,13 +277,15 @@ static void attend(const damo_gpt2_cache *c, const float *q, const float *keys, 
   }
 }
 
-/* Row r of embedding table `index` (0 wte, 1 wpe): from its blocks when it has them (the f32
- * copy may not be written), else the f32 row. */
+/* Row r of embedding table `index` (0 wte, 1 wpe): from its blocks or int8 values when it has
+ * them (the f32 copy may not be written), else the f32 row. */
 static void embedding_row(const damo_gpt2 *m, int index, int64_t r, float *out) {
   const int64_t C = m->config.n_embd;
   if (m->q && m->q[index]) {
     const int64_t row = damo_block_row_bytes(m->blocks, C), nb = C / DAMO_BLOCK_SIZE;
     damo_blocks_dequantize(m->blocks, m->q[index] + r * row, m->q_scales[index] + r * nb, 1, C, out);
+  } else if (m->q8.q && m->q8.q[index]) { /* int8 tables: a scale per row */
+    for (int64_t c = 0; c < C; c++) out[c] = m->q8.scale[index][r] * (float)m->q8.q[index][r * C + c];
   } else {
     memcpy(out, param(m, index) + r * C, (size_t)C * sizeof *out);
   }

@@ -25,7 +25,15 @@ static int8_form form_any(const void *m, int i) { return gpt2_int8_form(m, i); }
 
 void gpt2_int8_free(damo_gpt2 *m) { store_int8_free(&m->q8, m->p.n_tensors); }
 
-damo_status gpt2_int8_begin(damo_gpt2 *m) { return store_int8_begin(&m->q8, m->p.n_tensors); }
+/* A loaded model's f32 copies are written only when something reads f32 weights (a graph, the
+ * parameter accessors), as for blocks: decoding reads the int8 tables alone. */
+damo_status gpt2_int8_begin(damo_gpt2 *m) {
+  damo_status st = store_int8_begin(&m->q8, m->p.n_tensors);
+  m->q8.defer_f32 = 1;
+  return st;
+}
+
+void gpt2_int8_materialize(damo_gpt2 *m) { store_int8_materialize(&m->q8, &m->p, form_any, m); }
 
 damo_status damo_gpt2_quantize_int8(damo_gpt2 *m) {
   if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_quantize_int8: NULL model");

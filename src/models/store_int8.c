@@ -27,12 +27,28 @@ void store_int8_free(store_int8 *s, int n) {
   free(s->scale);
   free(s->packed);
   s->q = NULL, s->scale = NULL, s->packed = NULL;
+  s->defer_f32 = s->pending = 0;
 }
 
 int64_t store_int8_scale_count(const damo_tensor *t, int8_form f) { return t->shape[f == INT8_OUT_COLS ? 1 : 0]; }
 
 /* Value (row r, column c) belongs to scale r, or c for INT8_OUT_COLS. */
 static int64_t scale_of(int8_form f, int64_t r, int64_t c) { return f == INT8_OUT_COLS ? c : r; }
+
+static void dequantize_into(float *w, int64_t R, int64_t C, int8_form f, const int8_t *q, const float *scales) {
+  for (int64_t r = 0; r < R; r++)
+    for (int64_t c = 0; c < C; c++) w[r * C + c] = scales[scale_of(f, r, c)] * (float)q[r * C + c];
+}
+
+void store_int8_materialize(store_int8 *s, const param_store *p, int8_form (*form)(const void *model, int i),
+                            const void *model) {
+  if (!s->q || !s->pending) return;
+  for (int i = 0; i < p->n_tensors; i++)
+    if (s->q[i])
+      dequantize_into(damo_tensor_f32(p->values[i]), p->values[i]->shape[0], p->values[i]->shape[1], form(model, i),
+                      s->q[i], s->scale[i]);
+  s->pending = 0;
+}
 
 damo_status store_int8_take(store_int8 *s, const param_store *p, int i, int8_form f, const int8_t *q,
                             const float *scale, const char *where) {
@@ -66,9 +82,8 @@ damo_status store_int8_take(store_int8 *s, const param_store *p, int i, int8_for
     free(scales);
     return damo_error(DAMO_ERR_NOMEM, "%s: no memory for '%s' in int8", where, p->names[i]);
   }
-  float *w = damo_tensor_f32(t);
-  for (int64_t r = 0; r < R; r++)
-    for (int64_t c = 0; c < C; c++) w[r * C + c] = scales[scale_of(f, r, c)] * (float)q[r * C + c];
+  if (s->defer_f32) s->pending = 1;
+  else dequantize_into(damo_tensor_f32(t), R, C, f, q, scales);
   free(s->q[i]);
   free(s->scale[i]);
   damo_qweight_free(s->packed[i]);

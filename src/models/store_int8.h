@@ -19,6 +19,8 @@ typedef struct store_int8 {
   int8_t **q;            /* per tensor, NULL where it stays f32; the arrays NULL: an f32 model */
   float **scale;
   damo_qweight **packed; /* NULL for a table */
+  int defer_f32;         /* take leaves the store's f32 values to store_int8_materialize ... */
+  int pending;           /* ... which has not run since (their pages untouched, so not resident) */
 } store_int8;
 
 damo_status store_int8_begin(store_int8 *s, int n_tensors);
@@ -26,9 +28,14 @@ void store_int8_free(store_int8 *s, int n_tensors);
 /* The scales tensor i of shape t takes in form f: its rows, or its columns for INT8_OUT_COLS. */
 int64_t store_int8_scale_count(const damo_tensor *t, int8_form f);
 /* Tensor i of p from int8 values q (t's shape) and scales: checked (positive finite scales,
- * no -128; where names the caller or file), packed, and p's f32 values set to scale * q. */
+ * no -128; where names the caller or file), packed, and p's f32 values set to scale * q
+ * (with defer_f32: later, by store_int8_materialize). */
 damo_status store_int8_take(store_int8 *s, const param_store *p, int i, int8_form f, const int8_t *q,
                             const float *scale, const char *where);
+/* Writes scale * q into the store's f32 values of every int8 tensor a deferred take left
+ * (cannot fail). */
+void store_int8_materialize(store_int8 *s, const param_store *p, int8_form (*form)(const void *model, int i),
+                            const void *model);
 /* Tensor i rounded from its f32 values: scale = max |w| / 127 over each output feature. */
 damo_status store_int8_quantize(store_int8 *s, const param_store *p, int i, int8_form f, const char *where);
 /* Every tensor of p that form(model, i) names, rounded as above into fresh tables; on failure
