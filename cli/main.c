@@ -253,7 +253,7 @@ static const cli_option quantize_options[] = {
     {"--calibration", 1, "N", "calibration examples, spread over the split (default 2048)"},
     {"--method", 1, "minmax|percentile|histogram", "how each input range is chosen (default histogram: least squared error)"},
     {"--percentile", 1, "P", "with --method percentile: keep the P-th percentile range (default 99.99)"},
-    {"--dynamic", 0, NULL, "quantise each batch's inputs from their own range (no calibration)"},
+    {"--dynamic", 0, NULL, "quantise each batch's inputs from their own range (no calibration; text models)"},
     {"--evaluate", 0, NULL, "score the f32 and the int8 model on the test split of --data"},
     {"--label-column", 1, "NAME", "a CSV's label column (default label)"},
     END};
@@ -333,7 +333,7 @@ static const cli_command commands[] = {
      .summary = "the model's layers, output shapes and parameter counts", .usage = "damo summary --model DIR | --config FILE",
      .groups = summary_groups, .by_kind = {cli_summary_sequential, cli_summary_gpt2, cli_summary_bert}},
     {.name = "quantize", .synopsis = "--model DIR --out DIR --data SPEC",
-     .summary = "int8 post-training quantisation (dense and conv2d layers; GPT-2 weight blocks; BERT dynamic int8)",
+     .summary = "int8 post-training quantisation (dense, conv2d, LSTM/GRU, embeddings; GPT-2 blocks or int8; BERT int8)",
      .usage = "damo quantize --model DIR --out DIR (--data SPEC [--method M] [--calibration N] | --dynamic) "
               "[--evaluate]\n       damo quantize --model GPT2DIR --out DIR [--format q8_0|q4_0|int8] [--evaluate --data TEXT]"
               "\n       damo quantize --model BERTDIR --out DIR [--evaluate --data SPEC]",
