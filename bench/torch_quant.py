@@ -20,9 +20,10 @@ from torch_bench import load_split, load_workload, model_from_config
 
 def quantised(f32_seq, engine, calib):
     """f32_seq quantised as eager-mode PTQ wants it: the layers before the first Linear or
-    Conv2d (rescaling, flatten, a layout permute) stay f32, a QuantStub quantises their output,
-    the body runs int8 (Linear/Conv2d + ReLU fused; pooling and flatten on int8 tensors), and a
-    DeQuantStub gives f32 logits back."""
+    Conv2d (rescaling, flatten, a layout permute) stay f32, torch's quantising module
+    (torch.ao.quantization.QuantStub) turns their output into int8, the body runs int8
+    (Linear/Conv2d + ReLU fused; pooling and flatten on int8 tensors), and the matching
+    dequantising module turns the logits back into f32."""
     mods = list(f32_seq)
     kinds = (torch.nn.Linear, torch.nn.Conv2d)
     first = next(i for i, m in enumerate(mods) if isinstance(m, kinds))

@@ -61,15 +61,18 @@ static int save_trained(damo_model *m, const damo_history *h, const checkpoint_e
  * fine-tuned BERT through WordPiece, a text model through its vocabulary), and its class
  * probabilities go to fit as d->teacher_probs. 1 done, 0 failed (printed). */
 static int text_teacher(const char *dir, damo_distill_options *d, const damo_text_dataset *text, damo_tensor **probs) {
-  const int bert = cli_bert_teacher_probs(dir, text, DAMO_SPLIT_TRAIN, probs);
-  if (bert != 0) return bert == 2 && (d->teacher_probs = *probs);
-  damo_tensor *ids = NULL;
-  if (cli_text_encode_for_model(dir, d->teacher, text, DAMO_SPLIT_TRAIN, &ids) != DAMO_OK ||
-      damo_model_predict(d->teacher, ids, 256, probs) != DAMO_OK) {
+  if (!d->teacher) { /* cli_distill leaves only a BERT teacher unloaded */
+    if (cli_bert_teacher_probs(dir, text, DAMO_SPLIT_TRAIN, probs) != 2) return 0;
+  } else {
+    damo_tensor *ids = NULL;
+    damo_status st = cli_text_encode_for_model(dir, d->teacher, text, DAMO_SPLIT_TRAIN, &ids);
+    if (st == DAMO_OK) st = damo_model_predict(d->teacher, ids, 256, probs);
     damo_tensor_free(ids);
-    return cli_fail("distill: the teacher on the training mails") && 0;
+    if (st != DAMO_OK) {
+      cli_fail("distill: the teacher on the training mails");
+      return 0;
+    }
   }
-  damo_tensor_free(ids);
   d->teacher_probs = *probs;
   d->teacher = NULL;
   return 1;

@@ -102,7 +102,7 @@ static damo_status gru_forward(damo_graph *g, damo_node *n) {
   damo_rnn_to_time_major(x, s.x, B, T, F, reverse);
   if (s.mask) damo_rnn_mask_to_time_major(damo_f32(n->in[4]), s.mask, B, T, reverse);
   const damo_rnn_int8 *q = n->op_data;
-  float *stage = NULL;
+  float *stage = NULL; /* unused: the recurrent product writes gh directly */
   void *rows = NULL;
   if (q) damo_rnn_int8_scratch(n, f32_bytes(n, d), B, G, &stage, &rows);
   for (int64_t row = 0; row < T * B; row++) {
