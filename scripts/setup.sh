@@ -28,7 +28,8 @@ if [ "$1" = "--text" ]; then
   done
 fi
 # Open MPI: data-parallel training (mpirun) and its tests; a build without it trains alone.
-pkgs="gcc make cmake zlib1g-dev libcjson-dev libstb-dev libpcre2-dev libutf8proc-dev openmpi-bin libopenmpi-dev dataset-fashion-mnist"
+# libmicrohttpd: the HTTP server of `damo serve` (a build without it has no serve command).
+pkgs="gcc make cmake pkg-config zlib1g-dev libcjson-dev libstb-dev libpcre2-dev libutf8proc-dev openmpi-bin libopenmpi-dev libmicrohttpd-dev dataset-fashion-mnist"
 # PyTorch is the peer; OpenBLAS makes its matrix products fast (else it falls back to
 # the reference BLAS, which is ~10x slower and no fair comparison).
 [ "$1" = "--peer" ] && pkgs="$pkgs python3-torch python3-numpy libopenblas0-pthread"
