@@ -99,7 +99,7 @@ damo_tensor *cli_bert_split_labels(const encoded_split *e) {
 }
 /* A fine-tuned directory's model, vocabulary and training length; 0 if dir is not a BERT
  * directory, -1 on failure (message printed), 1 loaded. */
-static int load_finetuned(const char *dir, const char *what, damo_bert **m, damo_wordpiece **wp, int *seq_len,
+int cli_bert_open(const char *dir, const char *what, damo_bert **m, damo_wordpiece **wp, int *seq_len,
                           int *head) {
   char path[4096];
   snprintf(path, sizeof path, "%s/config.json", dir);
@@ -114,7 +114,7 @@ static int load_finetuned(const char *dir, const char *what, damo_bert **m, damo
   return cli_bert_match_vocabulary(*wp, *m, NULL) ? 1 : -1;
 }
 
-static const char *label_name(const damo_bert *m, int i, char fallback[32]) {
+const char *cli_bert_label_name(const damo_bert *m, int i, char fallback[32]) {
   const char *name = damo_bert_label_name(m, i);
   snprintf(fallback, 32, "LABEL_%d", i);
   return name ? name : fallback;
@@ -130,7 +130,7 @@ int cli_bert_predict_files(const char *dir, const char *input) {
   char (*fallback)[32] = NULL;
   int count = 0, T = 0, head = -1;
   char **paths = NULL;
-  int rc = load_finetuned(dir, "predict", &m, &wp, &T, &head);
+  int rc = cli_bert_open(dir, "predict", &m, &wp, &T, &head);
   if (rc != 1) goto done;
   rc = -1;
   const int L = damo_bert_get_config(m)->num_labels;
@@ -144,7 +144,7 @@ int cli_bert_predict_files(const char *dir, const char *input) {
     fprintf(stderr, "damo predict: out of memory\n");
     goto done;
   }
-  for (int c = 0; c < L; c++) names[c] = label_name(m, c, fallback[c]);
+  for (int c = 0; c < L; c++) names[c] = cli_bert_label_name(m, c, fallback[c]);
   if (damo_bert_classifier_new(m, 1, T, 0, &g) != DAMO_OK) {
     cli_fail("predict");
     goto done;
@@ -188,7 +188,7 @@ int cli_bert_evaluate_split(const char *dir, const char *data, const char *split
   int T = 0, head = -1;
   const int which = !split || !strcmp(split, "test") ? DAMO_SPLIT_TEST : !strcmp(split, "train") ? DAMO_SPLIT_TRAIN
                                                                                                    : DAMO_SPLIT_VAL;
-  int rc = load_finetuned(dir, "evaluate", &m, &wp, &T, &head);
+  int rc = cli_bert_open(dir, "evaluate", &m, &wp, &T, &head);
   if (rc != 1) goto done;
   rc = -1;
   const int L = damo_bert_get_config(m)->num_labels;
@@ -223,7 +223,7 @@ int cli_bert_evaluate_split(const char *dir, const char *data, const char *split
   const char **names = malloc((size_t)L * sizeof *names);
   char(*fallback)[32] = malloc((size_t)L * sizeof *fallback);
   if (names && fallback) {
-    for (int c = 0; c < L; c++) names[c] = label_name(m, c, fallback[c]);
+    for (int c = 0; c < L; c++) names[c] = cli_bert_label_name(m, c, fallback[c]);
     rc = cli_report_probabilities(probs, labels, names, L, png) == 0 ? 2 : -1;
   } else {
     fprintf(stderr, "damo evaluate: out of memory\n");
@@ -248,7 +248,7 @@ int cli_bert_teacher_probs(const char *dir, const damo_text_dataset *d, int spli
   encoded_split e = {0};
   int T = 0, head = -1;
   *probs = NULL;
-  int rc = load_finetuned(dir, "distill: the teacher", &m, &wp, &T, &head);
+  int rc = cli_bert_open(dir, "distill: the teacher", &m, &wp, &T, &head);
   if (rc != 1) goto done;
   rc = -1;
   const int L = damo_bert_get_config(m)->num_labels;

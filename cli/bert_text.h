@@ -25,4 +25,10 @@ damo_tensor *cli_bert_split_labels(const encoded_split *e);
  * the special ids into it; 0 after printing why not. */
 int cli_bert_match_vocabulary(const damo_wordpiece *wp, const damo_bert *m, damo_bert_train_options *opt);
 
+/* A fine-tuned BERT directory's model, WordPiece vocabulary, training length and head+tail
+ * cut: 1 loaded, 0 dir is not a BERT directory, -1 failed (message printed, naming `what`). */
+int cli_bert_open(const char *dir, const char *what, damo_bert **m, damo_wordpiece **wp, int *seq_len, int *head);
+/* Class i's name from the config's id2label, else "LABEL_i" (written into fallback). */
+const char *cli_bert_label_name(const damo_bert *m, int i, char fallback[32]);
+
 #endif

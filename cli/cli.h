@@ -54,6 +54,9 @@ damo_status cli_text_encode_for_model(const char *dir, const damo_model *m, cons
 void cli_text_describe(const char *spec, const damo_text_dataset *d);
 /* Writes vocab.txt and text.json into a model directory; 1 on success. */
 int cli_text_save(const char *dir, const damo_text_dataset *d, int max_len);
+/* A text model's settings in dir (text.json: its input length, number handling) and its
+ * vocab.txt: 1 read, 0 dir is not a text model, -1 broken (message printed). */
+int cli_text_settings(const char *dir, damo_vocab **vocab, int *max_len, int *numbers_to_token);
 /* Predicts raw e-mail files (a file or a folder) with a text model: 2 done, 0 dir is not a
  * text model (nothing done), -1 failed (message printed). */
 int cli_predict_text(damo_model *m, const char *dir, const char *input, const char *output);
@@ -133,6 +136,7 @@ int cli_bert_predict_files(const char *dir, const char *input);
  * is not a BERT model, -1 failed (message printed). */
 int cli_bert_evaluate_split(const char *dir, const char *data, const char *split, const char *png);
 int cli_bench_bert(int argc, char **argv); /* `damo bench bert` (W5) */
+int cli_serve(int argc, char **argv);      /* cli/serve.c: `damo serve` (HTTP) */
 /* A fine-tuned BERT directory's class probabilities (n, labels) for the texts of one split of
  * d (a distillation teacher's): 2 done, 0 dir is not a BERT model, -1 failed (printed). */
 int cli_bert_teacher_probs(const char *dir, const damo_text_dataset *d, int split, damo_tensor **probs);

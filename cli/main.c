@@ -303,6 +303,32 @@ static const cli_option prune_options[] = {
     END};
 static const cli_group prune_groups[] = {{NULL, SEQ, prune_options}, {NULL, 0, NULL}};
 
+/* ---- serve */
+static const cli_option serve_options[] = {
+    {"--model", 1, "DIR", "a saved model directory: a classifier (Sequential, functional, int8), a fine-tuned BERT\n"
+                          "or a GPT-2 (f32, bf16, int8, q8_0/q4_0 blocks)"},
+    {"--host", 1, "ADDR", "the address to listen on (default 127.0.0.1; 0.0.0.0 or :: for every interface)"},
+    {"--port", 1, "PORT", "the port (default 8080; 0: any free one, printed at the start)"},
+    {"--threads", 1, "N", "threads the model computes with (default: every core)"},
+    {"--max-batch", 1, "B", "classifiers: rows per model run, gathered from concurrent requests (default 32)"},
+    {"--batch-wait-ms", 1, "M", "classifiers: how long the first request of a batch waits for others (default 5)"},
+    {"--slots", 1, "S", "GPT-2: requests decoding together, a token each in turn (default 4)"},
+    {"--queue", 1, "Q", "requests that may wait for the model; more get 429 (default 64)"},
+    {"--max-tokens", 1, "N", "GPT-2: the most tokens one request may ask for (default 1024)"},
+    {"--timeout-s", 1, "S", "a request not answered within S seconds gets 503 (default 120)"},
+    {"--max-body-mb", 1, "MB", "larger request bodies get 413 (default 8)"},
+    {"--drain-s", 1, "S", "after SIGTERM or SIGINT, how long running requests may take to finish (default 30)"},
+    {"--precision", 1, "f32|bf16", "matmul operands in bfloat16 (as predict and generate; default f32)"},
+    {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
+    END};
+static const cli_group serve_groups[] = {{NULL, CLI_ALL_KINDS, serve_options}, {NULL, 0, NULL}};
+static const char serve_note[] =
+    "Endpoints: GET /health, /v1/models, /metrics (Prometheus), / (the playground page);\n"
+    "classifiers and BERT: POST /v1/predict ({\"inputs\": [...]}, {\"images\": [base64, ...]}, {\"texts\": [...]}, or a\n"
+    "raw picture or text body); BERT also POST /v1/embeddings (OpenAI's shape, \"pooling\": \"cls\"|\"mean\");\n"
+    "GPT-2: POST /v1/completions and /v1/chat/completions (OpenAI's, \"stream\": true for server-sent events).\n"
+    "Errors are JSON in OpenAI's shape. SIGTERM: new requests get 503, running ones finish, then it exits 0.";
+
 static const cli_group no_groups[] = {{NULL, 0, NULL}};
 
 static int info(int argc, char **argv) {
@@ -351,6 +377,11 @@ static const cli_command commands[] = {
      .groups = distill_groups, .notes = spec_note, .by_kind = {cli_distill, NULL, NULL},
      .not_applicable = {NULL, "distilling into GPT-2 is not built yet (issue 23)",
                         "distilling into BERT is not built yet (issue 23)"}},
+    {.name = "serve", .synopsis = "--model DIR [--host ADDR] [--port PORT]",
+     .summary = "an HTTP server for a model: predictions, OpenAI-compatible completions, a playground page",
+     .usage = "damo serve --model DIR [--host 127.0.0.1] [--port 8080] [--threads N] [--max-batch B] "
+              "[--batch-wait-ms M] [--slots S]",
+     .groups = serve_groups, .notes = serve_note, .by_kind = {cli_serve, cli_serve, cli_serve}},
     {.name = "export", .synopsis = "--data SPEC --x x.npy", .summary = "write a data set's split as .npy arrays",
      .usage = "damo export --data SPEC [--split train|test] --x x.npy [--y y.npy]", .groups = export_groups,
      .run = cli_export},

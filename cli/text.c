@@ -48,7 +48,7 @@ int cli_text_save(const char *dir, const damo_text_dataset *d, int max_len) {
 
 /* The model directory's text preparation: 1 found (vocab and length set), 0 none, -1 a
  * broken one (message printed). */
-static int load_text_settings(const char *dir, damo_vocab **vocab, int *max_len, int *numbers_to_token) {
+int cli_text_settings(const char *dir, damo_vocab **vocab, int *max_len, int *numbers_to_token) {
   char path[4096];
   snprintf(path, sizeof path, "%s/text.json", dir);
   if (access(path, F_OK) != 0) return 0;
@@ -143,7 +143,7 @@ char **cli_list_documents(const char *input, int *count) {
 int cli_predict_text(damo_model *m, const char *dir, const char *input, const char *output) {
   damo_vocab *vocab = NULL;
   int max_len = 0, numbers = 0;
-  int found = load_text_settings(dir, &vocab, &max_len, &numbers);
+  int found = cli_text_settings(dir, &vocab, &max_len, &numbers);
   if (found <= 0) return found; /* 0: not a text model, -1: broken */
   int count = 0, rc = 1;
   char **paths = cli_list_documents(input, &count);

@@ -1426,6 +1426,9 @@ damo_status damo_model_config_fit_options(const damo_model *m, damo_fit_options 
  * does. Result F32 (H, W, C) with values 0..255. A missing file: DAMO_ERR_NOT_FOUND; corrupt,
  * truncated, unsupported or absurdly large: DAMO_ERR_FORMAT naming the file and the reason. */
 damo_status damo_image_load(const char *path, int channels, damo_tensor **out);
+/* The same from an image file's bytes in memory (an upload, a base64 payload); name is what
+ * messages call it (NULL: "image"). */
+damo_status damo_image_decode(const void *data, size_t size, const char *name, int channels, damo_tensor **out);
 /* Resizes an image or a batch to out_h x out_w (F32 result): bilinear with half-pixel
  * centres (as OpenCV/PIL/TF) while an axis shrinks by at most 2x or grows; exact area
  * averaging when it shrinks by more (no aliasing; 2x is the mean of 2x2 blocks either way). */
@@ -1997,6 +2000,16 @@ const float *damo_bert_graph_logits(const damo_bert_graph *bg);
  * without dropout, then a softmax per row. */
 damo_status damo_bert_classify(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
                                const int32_t *mask, float *probs);
+/* An inference graph of the encoder alone, for sentence embeddings: its outputs are the last
+ * hidden states (batch, seq_len, hidden) and the pooler's output for [CLS] (batch, hidden). */
+damo_status damo_bert_encoder_new(damo_bert *m, int64_t batch, int64_t seq_len, damo_bert_graph **out);
+typedef enum {
+  DAMO_BERT_POOL_CLS,  /* BertModel's pooler_output: tanh(W h[CLS] + b) */
+  DAMO_BERT_POOL_MEAN  /* the last hidden states averaged over the real (mask 1) positions */
+} damo_bert_pooling;
+/* One embedding of hidden_size floats per row into out (batch, hidden), from an encoder graph. */
+damo_status damo_bert_embed(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
+                            const int32_t *mask, damo_bert_pooling pooling, float *out);
 /* A masked-LM training graph (BertForMaskedLM's loss): `predictions` slots per sequence, each
  * a position whose hidden state goes through cls.predictions.transform and the decoder tied
  * to the word embeddings (plus cls.predictions.bias); the loss is the mean cross-entropy

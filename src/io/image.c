@@ -135,16 +135,27 @@ damo_status damo_image_load(const char *path, int channels, damo_tensor **out) {
   size_t size = 0;
   damo_status s = damo_read_file(path, &buf, &size);
   if (s) return s;
-  if (size > INT_MAX) {
-    free(buf);
-    return damo_error(DAMO_ERR_FORMAT, "%s: %zu bytes is too large for an image file", path, size);
-  }
-  const stbi_uc *bytes = (const stbi_uc *)buf;
+  s = damo_image_decode(buf, size, path, channels, out);
+  free(buf);
+  return s;
+}
+
+damo_status damo_image_decode(const void *data, size_t size, const char *name, int channels, damo_tensor **out) {
+  if (!out) return damo_error(DAMO_ERR_INVALID_ARG, "image_decode: NULL output");
+  *out = NULL;
+  const char *path = name ? name : "image";
+  if (!data && size) return damo_error(DAMO_ERR_INVALID_ARG, "image_decode: NULL data");
+  if (channels != 0 && channels != 1 && channels != 3)
+    return damo_error(DAMO_ERR_INVALID_ARG, "image_decode: %s: channels must be 0 (as stored), 1 (grey) or 3 (RGB), "
+                      "got %d", path, channels);
+  if (size > INT_MAX) return damo_error(DAMO_ERR_FORMAT, "%s: %zu bytes is too large for an image file", path, size);
+  if (size == 0) return damo_error(DAMO_ERR_FORMAT, "%s: empty, not an image", path);
+  const stbi_uc *bytes = (const stbi_uc *)data;
+  damo_status s;
   int w = 0, h = 0, have = 0;
   if (damo_pnm_is_ascii(bytes, size)) { /* plain P1-P3, which stb_image does not read */
     unsigned char *px = NULL;
     s = damo_pnm_ascii_decode(bytes, size, path, IMAGE_MAX_PIXELS, &px, &w, &h, &have);
-    free(buf);
     if (s) return s;
     s = image_from_u8(px, w, h, have, channels, path, out);
     free(px);
@@ -153,17 +164,14 @@ damo_status damo_image_load(const char *path, int channels, damo_tensor **out) {
   /* Header first: reject absurd sizes before anything is decoded. */
   if (!stbi_info_from_memory(bytes, (int)size, &w, &h, &have)) {
     const char *why = stbi_failure_reason();
-    free(buf);
     return damo_error(DAMO_ERR_FORMAT, "%s: not a readable image (PNG, JPEG, BMP, GIF, PNM, TGA, PSD, HDR, PIC): %s",
                       path, why ? why : "unknown reason");
   }
   if (w < 1 || h < 1 || w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE || (int64_t)w * h > IMAGE_MAX_PIXELS) {
-    free(buf);
     return damo_error(DAMO_ERR_FORMAT, "%s: image size %d x %d is outside what damo accepts (sides 1..%d, at most "
                       "%lld pixels)", path, w, h, IMAGE_MAX_SIDE, (long long)IMAGE_MAX_PIXELS);
   }
   if ((int64_t)w * h > (int64_t)IMAGE_PIXELS_PER_BYTE * (int64_t)size + IMAGE_PIXELS_ALLOWANCE) {
-    free(buf);
     return damo_error(DAMO_ERR_FORMAT, "%s: the header declares %d x %d pixels but a %zu-byte file cannot hold that "
                       "many (at most %lld; truncated or corrupt)", path, w, h, size,
                       (long long)IMAGE_PIXELS_PER_BYTE * (long long)size + IMAGE_PIXELS_ALLOWANCE);
@@ -171,10 +179,8 @@ damo_status damo_image_load(const char *path, int channels, damo_tensor **out) {
   unsigned char *px = stbi_load_from_memory(bytes, (int)size, &w, &h, &have, 0);
   if (!px) {
     const char *why = stbi_failure_reason();
-    free(buf);
     return damo_error(DAMO_ERR_FORMAT, "%s: corrupt or unsupported image: %s", path, why ? why : "unknown reason");
   }
-  free(buf);
   if (have < 1 || have > 4) {
     stbi_image_free(px);
     return damo_error(DAMO_ERR_FORMAT, "%s: image has %d channels, expected 1 to 4", path, have);

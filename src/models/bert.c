@@ -15,6 +15,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 /* ------------------------------------------------------------------ parameters */
 
@@ -369,6 +370,38 @@ damo_status damo_bert_classifier_new(damo_bert *m, int64_t batch, int64_t seq_le
   return st;
 }
 
+damo_status damo_bert_encoder_new(damo_bert *m, int64_t batch, int64_t seq_len, damo_bert_graph **out) {
+  if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_encoder_new: NULL argument");
+  damo_bert_graph *bg;
+  damo_node *x;
+  damo_status st = graph_begin(m, batch, seq_len, "bert_encoder_new", &bg, &x);
+  if (st != DAMO_OK) return st;
+  damo_graph *g = bg->graph;
+  const int64_t H = m->config.hidden_size;
+  int64_t flat[2] = {0, seq_len * H};
+  bg->hidden = damo_reshape(g, x, 2, flat);
+  damo_node *cls = damo_slice_last(g, bg->hidden, 0, H);
+  const int head = m->first_head;
+  bg->pooled = damo_linear_op(g, cls, param_node(g, m, head + POOL_W), param_node(g, m, head + POOL_B), DAMO_ACT_TANH);
+  int rewritten = 0;
+  if (damo_graph_status(g) == DAMO_OK && (st = bert_int8_rewrite(m, g, &rewritten)) != DAMO_OK) {
+    damo_bert_graph_free(bg);
+    return st;
+  }
+  bg->int8_products = rewritten;
+  damo_node *outs[2] = {bg->hidden, bg->pooled};
+  st = damo_graph_status(g);
+  if (st == DAMO_OK) st = damo_graph_compile(g, NULL, 2, outs);
+  if (st != DAMO_OK) {
+    damo_error_prefix(st, "building the BERT encoder graph (batch %lld, length %lld): ", (long long)batch,
+                      (long long)seq_len);
+    damo_bert_graph_free(bg);
+    return st;
+  }
+  *out = bg;
+  return DAMO_OK;
+}
+
 damo_status damo_bert_mlm_new(damo_bert *m, int64_t batch, int64_t seq_len, int64_t predictions, damo_bert_graph **out) {
   if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_mlm_new: NULL argument");
   if (m->q8.q) return damo_error(DAMO_ERR_UNSUPPORTED, "bert_mlm_new: an int8 model is not pre-trained; quantise after");
@@ -479,6 +512,36 @@ damo_status damo_bert_graph_backward(damo_bert_graph *bg) {
   return damo_graph_backward(bg->graph);
 }
 
+damo_status damo_bert_embed(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
+                            const int32_t *mask, damo_bert_pooling pooling, float *out) {
+  if (!bg || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_embed: NULL argument");
+  if (!bg->hidden) return damo_error(DAMO_ERR_STATE, "bert_embed: needs an encoder graph (bert_encoder_new)");
+  if (pooling != DAMO_BERT_POOL_CLS && pooling != DAMO_BERT_POOL_MEAN)
+    return damo_error(DAMO_ERR_INVALID_ARG, "bert_embed: pooling %d is neither CLS nor MEAN", (int)pooling);
+  damo_status st = damo_bert_graph_forward(bg, batch, ids, token_types, mask, NULL, 0, NULL);
+  if (st != DAMO_OK) return st;
+  const int64_t T = bg->seq_len, H = bg->model->config.hidden_size;
+  if (pooling == DAMO_BERT_POOL_CLS) {
+    memcpy(out, damo_node_data(bg->pooled), (size_t)(batch * H) * sizeof *out);
+    return DAMO_OK;
+  }
+  const float *h = damo_node_data(bg->hidden);
+  for (int64_t b = 0; b < batch; b++) { /* the mean over the real (mask 1) positions */
+    float *o = out + b * H;
+    memset(o, 0, (size_t)H * sizeof *o);
+    int64_t n = 0;
+    for (int64_t t = 0; t < T; t++) {
+      if (!mask[b * T + t]) continue;
+      const float *row = h + (b * T + t) * H;
+      for (int64_t k = 0; k < H; k++) o[k] += row[k];
+      n++;
+    }
+    const float inv = n ? 1.0f / (float)n : 0.0f;
+    for (int64_t k = 0; k < H; k++) o[k] *= inv;
+  }
+  return DAMO_OK;
+}
+
 const float *damo_bert_graph_logits(const damo_bert_graph *bg) {
   return bg && bg->logits ? damo_node_data(bg->logits) : NULL;
 }
@@ -486,7 +549,8 @@ const float *damo_bert_graph_logits(const damo_bert_graph *bg) {
 damo_status damo_bert_classify(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
                                const int32_t *mask, float *probs) {
   if (!bg || !probs) return damo_error(DAMO_ERR_INVALID_ARG, "bert_classify: NULL argument");
-  if (bg->labels) return damo_error(DAMO_ERR_STATE, "bert_classify: needs an inference classifier graph (training 0)");
+  if (bg->labels || !bg->logits)
+    return damo_error(DAMO_ERR_STATE, "bert_classify: needs an inference classifier graph (training 0)");
   damo_status st = damo_bert_graph_forward(bg, batch, ids, token_types, mask, NULL, 0, NULL);
   if (st != DAMO_OK) return st;
   const int64_t L = bg->model->config.num_labels;

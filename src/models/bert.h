@@ -28,6 +28,7 @@ struct damo_bert_graph {
   damo_node *ids, *token_types, *mask, *labels, *logits, *loss;
   damo_node *word_embeddings; /* the param node, shared by the input and the masked-LM decoder */
   damo_node *mlm_rows; /* masked-LM: the rows of (B T, H) each slot predicts */
+  damo_node *hidden, *pooled; /* an encoder graph's outputs: (B, T H) and (B, H) */
   float *mask_f32;     /* the attention mask as the attention op takes it, (built batch, T) */
   int32_t *rows_i32;   /* masked-LM: mlm_rows' values, (built batch, predictions) */
   int64_t batch, seq_len, predictions; /* predictions: slots per sequence (0: classifier) */
