@@ -19,6 +19,8 @@ static void on_stop_signal(int sig) {
   stop_requested = 1;
 }
 
+int serve_stop_requested(void) { return stop_requested != 0; }
+
 static int parse_options(serve_server *srv, int argc, char **argv, double *drain_s) {
   const char *v;
   long n;

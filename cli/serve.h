@@ -104,6 +104,9 @@ struct serve_server {
   unsigned long next_id;
 };
 
+/* ---- serve.c: 1 once SIGTERM or SIGINT came (waits that can be long look at it) */
+int serve_stop_requested(void);
+
 /* ---- serve_http.c */
 /* Starts libmicrohttpd on host:port (port 0: a free one; *bound gets it). 0 after a message. */
 int serve_http_start(serve_server *srv, int *bound);

@@ -517,10 +517,12 @@ static int classifier_step(serve_server *srv) {
   }
   /* dynamic batching: wait for more rows until the batch is full or the oldest job's wait is over */
   const double deadline = c->queue_head->enqueued + (double)srv->batch_wait_ms / 1000.0;
-  while (c->queued_rows < srv->max_batch && cli_seconds() < deadline && srv->state == SERVE_READY) {
+  while (c->queued_rows < srv->max_batch && cli_seconds() < deadline && srv->state == SERVE_READY &&
+         !serve_stop_requested()) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    const double left = deadline - cli_seconds();
+    double left = deadline - cli_seconds();
+    if (left > 0.1) left = 0.1; /* a stop signal is looked at every 100 ms */
     ts.tv_nsec += (long)(left * 1e9);
     while (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
     pthread_cond_timedwait(&srv->work, &srv->mu, &ts);
