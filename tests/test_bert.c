@@ -119,6 +119,37 @@ static void test_reference(void) {
   damo_bert_free(m);
 }
 
+/* Sentence embeddings from the encoder graph: the pooler's output for [CLS] and the mean of
+ * the last hidden states over the real positions, against the reference's (padding rows of
+ * different lengths); an encoder graph classifies nothing, and a pooling it lacks is refused. */
+static void test_embeddings(void) {
+  damo_bert *m = NULL;
+  damo_bert_graph *enc = NULL;
+  CHECK(damo_bert_load(MODEL_DIR, 0, 1, &m) == DAMO_OK);
+  CHECK_MSG(m && damo_bert_encoder_new(m, B, T, &enc) == DAMO_OK, "%s", damo_last_error());
+  if (!enc) {
+    damo_bert_free(m);
+    return;
+  }
+  const int H = damo_bert_get_config(m)->hidden_size;
+  float *got = malloc((size_t)B * H * sizeof *got), probs[B * LABELS];
+  static const char *const names[2] = {"pooled_cls", "pooled_mean"};
+  for (int k = 0; k < 2; k++) {
+    damo_tensor *want = ref_get(names[k]);
+    CHECK(want && damo_tensor_numel(want) == (int64_t)B * H);
+    CHECK(damo_bert_embed(enc, B, ref_i32("input_ids"), ref_i32("token_type_ids"), ref_i32("attention_mask"),
+                          k ? DAMO_BERT_POOL_MEAN : DAMO_BERT_POOL_CLS, got) == DAMO_OK);
+    if (want) CHECK_CLOSE(got, damo_tensor_f32(want), B * H, LOGIT_ATOL, LOGIT_RTOL);
+  }
+  EXPECT_FAIL(damo_bert_embed(enc, B, ref_i32("input_ids"), ref_i32("token_type_ids"), ref_i32("attention_mask"),
+                              (damo_bert_pooling)7, got), DAMO_ERR_INVALID_ARG, "pooling 7");
+  EXPECT_FAIL(damo_bert_classify(enc, B, ref_i32("input_ids"), ref_i32("token_type_ids"), ref_i32("attention_mask"),
+                                 probs), DAMO_ERR_STATE, "inference classifier graph");
+  free(got);
+  damo_bert_graph_free(enc);
+  damo_bert_free(m);
+}
+
 /* ------------------------------------------------------------------ files */
 
 static void test_save_reload(void) {
@@ -430,6 +461,7 @@ int main(void) {
     return 1;
   }
   RUN(test_reference);
+  RUN(test_embeddings);
   RUN(test_save_reload);
   RUN(test_missing_heads);
   RUN(test_bad_files);

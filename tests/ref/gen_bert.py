@@ -11,7 +11,10 @@
                                                logits (B, L); loss (1,); grad.<name> for
                                                every encoder, pooler and classifier tensor;
                                                mlm_positions, mlm_labels (B, 4) I32 (-100:
-                                               an unused slot), mlm_loss, grad_mlm.<name>
+                                               an unused slot), mlm_loss, grad_mlm.<name>;
+                                               pooled_cls, pooled_mean (B, H): the [CLS]
+                                               pooler output and the masked mean of the
+                                               last hidden states
 
 No transformers library: BERT is written out below with HuggingFace's parameter names and
 layouts (nn.Linear weights (out, in): y = x W^T + b), post-LN layers, erf GELU, attention
@@ -183,6 +186,13 @@ def main():
            "logits": f32(logits), "loss": np.array([loss.item()], np.float32)}
     for k, v in leaves.items():
         ref["grad." + k] = f32(v.grad)
+    # sentence embeddings (damo_bert_embed): BertModel's pooler_output, and the last hidden
+    # states averaged over the real positions (sentence-transformers' mean pooling)
+    with torch.no_grad():
+        hidden = encoder(params, ids, types, mask)
+        ref["pooled_cls"] = f32(torch.tanh(linear(hidden[:, 0], params, "pooler.dense")))
+        m = mask[:, :, None].to(hidden.dtype)
+        ref["pooled_mean"] = f32((hidden * m).sum(1) / m.sum(1))
 
     # The masked-LM loss on the same inputs: 4 slots per row, unused ones -100 (row 2 has 2).
     positions = torch.tensor([[1, 4, 9, 11], [2, 3, 6, 0], [1, 2, 0, 0]])
