@@ -5,8 +5,10 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 20
 JOBS ?= 2
 PY ?= /usr/bin/python3
+PREFIX ?= /usr/local
+DESTDIR ?=
 
-.PHONY: all build demo test test-asan fuzz fuzz-build ref bench setup clean
+.PHONY: all build demo test test-asan fuzz fuzz-build ref bench setup install uninstall clean
 
 all: build
 
@@ -43,6 +45,25 @@ ref:
 	@sh scripts/setup.sh --peer
 	@for s in tests/ref/gen_*.py tests/ref/make_*.py; do echo "$(PY) $$s"; $(PY) $$s || exit 1; done
 	@for s in tests/ref/gen_*.mjs; do echo "node $$s"; node $$s || exit 1; done
+
+# The library (libdamo.so.0, libdamo.a), damo.h, damo.pc, the CMake package, the damo
+# program and its man page under PREFIX, staged below DESTDIR when given. The build folder
+# is configured with PREFIX (damo.pc names it), the installed targets are built, then
+# installed (as root, ldconfig then sees the new libdamo.so.0); $(BUILD)/install_manifest.txt
+# lists the files (below PREFIX), which `make uninstall` (with the same DESTDIR) removes.
+install:
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$(PREFIX)" >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS) --target damo damo_shared damo_cli
+	@DESTDIR="$(DESTDIR)" cmake --install $(BUILD)
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
+uninstall:
+	@test -f $(BUILD)/install_manifest.txt || { echo "uninstall: no $(BUILD)/install_manifest.txt (nothing installed from $(BUILD))"; exit 1; }
+	@while IFS= read -r f || [ -n "$$f" ]; do \
+	  if [ -e "$(DESTDIR)$$f" ] || [ -L "$(DESTDIR)$$f" ]; then rm -f "$(DESTDIR)$$f" && echo "-- Removed: $(DESTDIR)$$f"; fi; \
+	done < $(BUILD)/install_manifest.txt
+	@sed -n 's|/damoConfig\.cmake$$||p' $(BUILD)/install_manifest.txt | while IFS= read -r d; do rmdir "$(DESTDIR)$$d" 2>/dev/null || true; done
+	@rm -f $(BUILD)/install_manifest.txt
 
 bench: build
 	@sh bench/run.sh $(BUILD)

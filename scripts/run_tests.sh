@@ -18,11 +18,14 @@ else
   failed_suites="$failed_suites check_layers"
   head -n 20 "$build/check_layers.log"
 fi
-for t in "$build"/test_*; do
-  [ -x "$t" ] || continue
-  name=$(basename "$t")
+# suite NAME COMMAND...: runs one suite (its standard error in $build/NAME.log) and adds the
+# last "N passed, N failed" line of its output to the totals; no such line, or a non-zero
+# exit status with no failure counted, counts as one failure.
+suite() {
+  name=$1
+  shift
   start=$(date +%s)
-  out=$("$t" 2>"$build/$name.log")
+  out=$("$@" 2>"$build/$name.log")
   rc=$?
   line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
   p=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) passed.*/\1/')
@@ -36,6 +39,17 @@ for t in "$build"/test_*; do
     failed_suites="$failed_suites $name"
     grep -E 'FAIL|ERROR|runtime error|Sanitizer' "$build/$name.log" | head -n 20
   fi
+}
+# The installed library (scripts/check_install.sh: make install into a staging folder,
+# programs built on it with pkg-config, find_package and add_subdirectory, make uninstall);
+# not in a quick run or a sanitizer build (make test-asan), whose build folder it would
+# reconfigure for a Release install.
+if [ -z "${DAMO_TEST_QUICK:-}" ] && ! grep -q '^DAMO_SANITIZE:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+  suite check_install sh "$(dirname "$0")/check_install.sh" "$build"
+fi
+for t in "$build"/test_*; do
+  [ -x "$t" ] || continue
+  suite "$(basename "$t")" "$t"
 done
 [ -n "$failed_suites" ] && echo "failing suites:$failed_suites (logs in $build/*.log)"
 echo "total: $total_pass passed, $total_fail failed"
