@@ -114,15 +114,21 @@ static char *utf8_clean(const char *s, size_t n, int keep_tail, size_t *out_len)
 
 /* ------------------------------------------------------------------ replies and events */
 
-static cJSON *chunk_json(serve_server *srv, const gen_job *j, const char *text, const char *finish, int first) {
-  cJSON *c = cJSON_CreateObject(), *choices, *choice = cJSON_CreateObject();
+/* OpenAI's envelope {id, object, created, model, choices: [{index: 0}]}; *choice is the one choice. */
+static cJSON *envelope(serve_server *srv, const gen_job *j, const char *object, cJSON **choice) {
+  cJSON *c = cJSON_CreateObject();
   cJSON_AddStringToObject(c, "id", j->id);
-  cJSON_AddStringToObject(c, "object", j->chat ? "chat.completion.chunk" : "text_completion");
+  cJSON_AddStringToObject(c, "object", object);
   cJSON_AddNumberToObject(c, "created", (double)srv->created);
   cJSON_AddStringToObject(c, "model", srv->name);
-  choices = cJSON_AddArrayToObject(c, "choices");
-  cJSON_AddItemToArray(choices, choice);
-  cJSON_AddNumberToObject(choice, "index", 0);
+  *choice = cJSON_CreateObject();
+  cJSON_AddItemToArray(cJSON_AddArrayToObject(c, "choices"), *choice);
+  cJSON_AddNumberToObject(*choice, "index", 0);
+  return c;
+}
+
+static cJSON *chunk_json(serve_server *srv, const gen_job *j, const char *text, const char *finish, int first) {
+  cJSON *choice, *c = envelope(srv, j, j->chat ? "chat.completion.chunk" : "text_completion", &choice);
   if (j->chat) {
     cJSON *delta = cJSON_AddObjectToObject(choice, "delta");
     if (first) cJSON_AddStringToObject(delta, "role", "assistant");
@@ -192,14 +198,7 @@ static void stream_progress(serve_server *srv, gen_job *j) {
 }
 
 static void completion_reply(serve_server *srv, const gen_job *j, serve_reply *rp) {
-  cJSON *c = cJSON_CreateObject(), *choices, *choice = cJSON_CreateObject();
-  cJSON_AddStringToObject(c, "id", j->id);
-  cJSON_AddStringToObject(c, "object", j->chat ? "chat.completion" : "text_completion");
-  cJSON_AddNumberToObject(c, "created", (double)srv->created);
-  cJSON_AddStringToObject(c, "model", srv->name);
-  choices = cJSON_AddArrayToObject(c, "choices");
-  cJSON_AddItemToArray(choices, choice);
-  cJSON_AddNumberToObject(choice, "index", 0);
+  cJSON *choice, *c = envelope(srv, j, j->chat ? "chat.completion" : "text_completion", &choice);
   if (j->chat) {
     cJSON *msg = cJSON_AddObjectToObject(choice, "message");
     cJSON_AddStringToObject(msg, "role", "assistant");
