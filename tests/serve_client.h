@@ -248,4 +248,42 @@ static inline char *complete(int port, const char *prompt, int max_tokens, const
   return t;
 }
 
+/* Seeded mutations of valid bodies (bytes flipped, cut, doubled, stray bytes and NULs, UTF-8
+ * junk) posted to path: every answer must be a status the server means (2xx, 4xx, 503) with a
+ * JSON body or an event stream, and the server must still be healthy after. Returns how
+ * many answers were 200. */
+static inline int hammer(int port, const char *path, const char *const *bodies, int n_bodies, int rounds) {
+  damo_rng r;
+  damo_rng_seed(&r, 2024);
+  int ok = 0;
+  for (int i = 0; i < rounds; i++) {
+    const char *base = bodies[i % n_bodies];
+    size_t n = strlen(base), cap = 2 * n + 64;
+    char *b = malloc(cap);
+    memcpy(b, base, n);
+    for (int k = 0, edits = 1 + (int)damo_rng_below(&r, 4); k < edits; k++) {
+      size_t at = n ? damo_rng_below(&r, (uint32_t)n) : 0;
+      switch (damo_rng_below(&r, 6)) {
+      case 0: b[at] = (char)damo_rng_below(&r, 256); break;                 /* any byte */
+      case 1: n = at; break;                                               /* cut */
+      case 2: if (n + 8 < cap) { memmove(b + at + 4, b + at, n - at); memcpy(b + at, "\xff\xfe\x00\"", 4); n += 4; } break;
+      case 3: if (2 * n < cap) { memcpy(b + n, b, n); n *= 2; } break;     /* doubled */
+      case 4: b[at] = "{}[],:\"0-e9"[damo_rng_below(&r, 12)]; break;       /* JSON punctuation */
+      default: if (n + 24 < cap) { memmove(b + at + 20, b + at, n - at); memcpy(b + at, "1e308,-99999999999,\"\\u", 20); n += 20; }
+      }
+    }
+    response a = http(port, "POST", path, "application/json", b, n);
+    const int meant = (a.status >= 200 && a.status < 300) || (a.status >= 400 && a.status < 430) || a.status == 503;
+    const int shaped = a.body && (a.body[0] == '{' || !strncmp(a.body, "data: ", 6));
+    CHECK_MSG(meant && shaped, "mutation %d of body %d: status %d, %.200s", i, i % n_bodies, a.status, a.body ? a.body : "");
+    ok += a.status == 200;
+    free(a.body);
+    free(b);
+  }
+  response h = get(port, "/health");
+  CHECK_MSG(h.status == 200, "after %d mutated requests: /health %d", rounds, h.status);
+  free(h.body);
+  return ok;
+}
+
 #endif

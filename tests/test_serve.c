@@ -147,7 +147,6 @@ static void test_classifier(void) {
   CHECK_CLOSE(got, want, C, 1e-6, 1e-5);
   free(r.body);
   free(b64);
-  free(json);
   /* the playground page */
   r = get(s.port, "/");
   CHECK_MSG(r.status == 200 && strstr(r.type, "text/html") && strstr(r.body, "damo playground") &&
@@ -189,6 +188,17 @@ static void test_classifier(void) {
   CHECK_MSG(r.status == 400 && strstr(error_message(&r), "not finite"), "%d %s", r.status, r.body);
   free(r.body);
   free(body);
+  /* mutated bodies: statuses the server means, never a crash */
+  float one[PIXELS];
+  example(one, 5);
+  char *valid[3] = {inputs_json(one, 1), NULL, NULL};
+  valid[1] = malloc(strlen(json) + 16);
+  strcpy(valid[1], json);
+  valid[2] = strdup("{\"inputs\": [[1, 2], [3]], \"top\": 2, \"invert\": \"no\"}");
+  int good = hammer(s.port, "/v1/predict", (const char *const *)valid, 3, 150);
+  CHECK_MSG(good > 0, "no mutated body was still valid");
+  for (int i = 0; i < 3; i++) free(valid[i]);
+  free(json);
   /* too large: 413, counted like the others */
   size_t big_len = 1100000;
   char *big = malloc(big_len);
@@ -199,9 +209,9 @@ static void test_classifier(void) {
   free(big);
   r = get(s.port, "/metrics");
   CHECK_MSG(r.status == 200 && strstr(r.type, "text/plain") &&
-            strstr(r.body, "damo_requests_total{endpoint=\"/v1/predict\",code=\"200\"} 3") &&
+            metric(r.body, "damo_requests_total{endpoint=\"/v1/predict\",code=\"200\"} ") == 3 + good &&
             strstr(r.body, "damo_requests_total{endpoint=\"/v1/predict\",code=\"413\"} 1") &&
-            strstr(r.body, "# TYPE damo_request_duration_seconds histogram") && strstr(r.body, "damo_batch_size_count 3"),
+            strstr(r.body, "# TYPE damo_request_duration_seconds histogram") && metric(r.body, "damo_batch_size_count ") == 3 + good,
             "%s", r.body);
   free(r.body);
   CHECK(server_stop(&s) == 0);
@@ -434,6 +444,31 @@ static void test_gpt2(void) {
   r = post(s.port, "/v1/completions", long_prompt);
   CHECK_MSG(r.status == 400 && strstr(error_message(&r), "context is 64"), "%d %s", r.status, r.body);
   free(r.body);
+  /* a client that hangs up mid-stream frees its slot; the server goes on */
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s.port)};
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  const char *req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 82\r\n\r\n"
+                    "{\"prompt\": \"The sea\", \"max_tokens\": 48, \"stream\": true, \"ignore_eos\": true, \"seed\": 1}";
+  char first[256];
+  CHECK(connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0 && write(fd, req, strlen(req)) == (ssize_t)strlen(req) &&
+        read(fd, first, sizeof first) > 0);
+  close(fd);
+  double busy = 1;
+  for (double t0 = now(); busy != 0 && now() - t0 < 10; usleep(50000)) {
+    r = get(s.port, "/metrics");
+    busy = metric(r.body, "damo_slots_busy ");
+    free(r.body);
+  }
+  CHECK_MSG(busy == 0, "the slot of a client that hung up is still busy");
+  /* mutated bodies: statuses the server means, never a crash */
+  static const char *const valid[] = {
+      "{\"prompt\": \"The sea\", \"max_tokens\": 3, \"temperature\": 0}",
+      "{\"prompt\": [464, 5417], \"max_tokens\": 2, \"stream\": true, \"stop\": [\"a\"]}",
+      "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 2, \"top_p\": 0.5, \"top_k\": 3}"};
+  int good = hammer(s.port, "/v1/completions", valid, 2, 120);
+  good += hammer(s.port, "/v1/chat/completions", valid + 2, 1, 60);
+  CHECK_MSG(good > 0, "no mutated body was still valid (the mutations are too strong to test much)");
   r = get(s.port, "/metrics");
   CHECK_MSG(metric(r.body, "damo_completion_tokens_total ") >= 20 * 2 + 12 * 2 && metric(r.body, "damo_tokens_per_second ") > 0,
             "%s", r.body);
