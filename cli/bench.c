@@ -380,3 +380,69 @@ int cli_write_i32(const char *dir, const char *name, const int32_t *v, int64_t n
   snprintf(path, sizeof path, "%s/%s", dir, name);
   return damo_write_file_atomic(path, v, (size_t)n * sizeof *v) == DAMO_OK;
 }
+
+/* damo bench decode: GPT-2 decoding speed through the KV cache, one sequence and n sequences
+ * stepped together (damo_gpt2_cache_step_many, what damo serve's slots run): per n in 1, 2, 4,
+ * ... up to --rows, the median step time over --steps steps after a 16-token prompt, as JSON. */
+int cli_bench_decode(int argc, char **argv) {
+  const char *dir = cli_opt(argc, argv, "--model");
+  long rows = 8, steps = 16;
+  if (!dir) {
+    fprintf(stderr, "damo bench decode: --model DIR is required\n");
+    return 2;
+  }
+  if ((cli_opt(argc, argv, "--rows") && !cli_parse_long(cli_opt(argc, argv, "--rows"), "--rows", 1, 256, &rows)) ||
+      (cli_opt(argc, argv, "--steps") && !cli_parse_long(cli_opt(argc, argv, "--steps"), "--steps", 1, 512, &steps)))
+    return 2;
+  damo_gpt2 *m = NULL;
+  const int bf16 = damo_get_matmul_precision() == DAMO_MATMUL_BF16;
+  if (damo_gpt2_load(dir, &m) != DAMO_OK || damo_gpt2_set_inference_precision(m, bf16 ? DAMO_BF16 : DAMO_F32) != DAMO_OK)
+    return cli_fail("bench decode");
+  const int64_t V = damo_gpt2_get_config(m)->vocab_size, prompt = 16;
+  if (prompt + steps > damo_gpt2_get_config(m)->n_positions) {
+    fprintf(stderr, "damo bench decode: %ld steps after a %lld-token prompt do not fit the context\n", steps,
+            (long long)prompt);
+    damo_gpt2_free(m);
+    return 2;
+  }
+  damo_gpt2_cache **caches = calloc((size_t)rows, sizeof *caches);
+  int32_t *ids = malloc((size_t)rows * sizeof *ids);
+  double *seconds = malloc((size_t)steps * sizeof *seconds);
+  int rc = 1;
+  for (long r = 0; caches && r < rows; r++)
+    if (damo_gpt2_cache_new(m, prompt + steps, &caches[r]) != DAMO_OK) goto done;
+  if (!caches || !ids || !seconds) goto done;
+  printf("{\"threads\": %d, \"simd\": \"%s\", \"parameters\": %lld, \"rows\": [", damo_num_threads(), damo_simd_path(),
+         (long long)damo_gpt2_num_params(m));
+  for (long n = 1;; n = n * 2 < rows ? n * 2 : rows) { /* 1, 2, 4, ..., rows */
+    for (long r = 0; r < n; r++) {
+      damo_gpt2_cache_reset(caches[r]);
+      for (int64_t t = 0; t < prompt; t++)
+        if (damo_gpt2_cache_step(caches[r], (int32_t)((r * 101 + t * 7) % V), NULL) != DAMO_OK) goto done;
+    }
+    for (long s = 0; s < steps; s++) {
+      for (long r = 0; r < n; r++) ids[r] = (int32_t)((s * 13 + r * 29 + 3) % V);
+      const double t0 = cli_seconds();
+      if (damo_gpt2_cache_step_many(caches, ids, (int)n, NULL) != DAMO_OK) goto done;
+      seconds[s] = cli_seconds() - t0;
+    }
+    qsort(seconds, (size_t)steps, sizeof *seconds, cmp_double);
+    const double median = seconds[steps / 2];
+    printf("%s{\"n\": %ld, \"step_ms\": %.2f, \"tokens_per_s\": %.1f}", n > 1 ? ", " : "", n, 1e3 * median,
+           (double)n / median);
+    if (n == rows) break;
+  }
+  printf("], \"weights\": \"%s\"}\n", damo_gpt2_block_format(m) ? damo_block_format_name(damo_gpt2_block_format(m))
+                                       : damo_gpt2_is_int8(m)   ? "int8"
+                                       : bf16                   ? "bf16"
+                                                                : "f32");
+  rc = 0;
+done:
+  if (rc) cli_fail("bench decode");
+  for (long r = 0; caches && r < rows; r++) damo_gpt2_cache_free(caches[r]);
+  free(caches);
+  free(ids);
+  free(seconds);
+  damo_gpt2_free(m);
+  return rc;
+}

@@ -92,6 +92,7 @@ int cli_evaluate_sequential(int argc, char **argv);
 int cli_summary_sequential(int argc, char **argv);
 /* cli/compress.c; and damo bench predict (cli/bench.c): JSON of a classifier's inference speed */
 int cli_bench_predict(int argc, char **argv);
+int cli_bench_decode(int argc, char **argv); /* cli/bench.c: GPT-2 decoding, n sequences stepped together */
 int cli_quantize_sequential(int argc, char **argv);
 int cli_quantize_bert(int argc, char **argv);
 int cli_quantize_gpt2(int argc, char **argv); /* weight-only Q8_0/Q4_0 blocks */

@@ -222,11 +222,17 @@ static const cli_option bench_predict[] = {
     {"--data", 1, "SPEC", "its test split is predicted whole, --repeats times (default 3)"},
     {"--batch-size", 1, "B", "examples per forward pass (default 64)"},
     END};
+static const cli_option bench_decode[] = {
+    {"--model", 1, "DIR", "a GPT-2 directory (any weights damo generate reads)"},
+    {"--rows", 1, "N", "up to N sequences stepped together: 1, 2, 4, ... N (default 8)"},
+    {"--steps", 1, "S", "timed steps per row count after a 16-token prompt (default 16)"},
+    END};
 static const cli_group bench_groups[] = {
     {"fit, gpt2, bert", CLI_ALL_KINDS, bench_common},
     {"bench predict (Q1: a saved classifier's inference speed; takes --repeats)", SEQ, bench_predict},
     {"bench fit (a Sequential config, Fashion-MNIST)", SEQ, bench_fit},
     {"bench gpt2 (W4: GPT-2 on Moby Dick)", GPT, bench_gpt2},
+    {"bench decode (GPT-2 decoding: one sequence, and n stepped together as damo serve's slots are)", GPT, bench_decode},
     {"bench bert (W5: BERT fine-tuned on SpamAssassin)", BRT, bench_bert},
     {NULL, 0, NULL}};
 
@@ -398,7 +404,8 @@ static const cli_command commands[] = {
               "damo bench gemm-int8 M N K [...]     int8 products (u8 x s8, int32 sums), GOP/s against the int8 peak\n"
               "damo bench sparse B K N              x W by the dense GEMM and the CSR product, W 50-99% zeros\n"
               "damo bench fit|gpt2|bert --config FILE --init DIR [options]\n"
-              "damo bench predict --model DIR --data SPEC [--batch-size B] [--repeats R]",
+              "damo bench predict --model DIR --data SPEC [--batch-size B] [--repeats R]\n"
+              "damo bench decode --model GPT2DIR [--rows N] [--steps S] [--precision bf16]",
      .groups = bench_groups, .run = bench, .by_kind = {cli_bench_fit, cli_bench_gpt2, cli_bench_bert},
      .first_option = 3},
 };
@@ -453,6 +460,16 @@ static int bench(int argc, char **argv) {
       !strcmp(what, "sparse"))
     return cli_bench(argc, argv);
   if (!strcmp(what, "predict")) return cli_check_options(c, argc, argv, SEQ) ? cli_bench_predict(argc, argv) : 2;
+  if (!strcmp(what, "decode")) {
+    if (!cli_check_options(c, argc, argv, GPT)) return 2;
+    const char *precision = cli_opt(argc, argv, "--precision");
+    if (precision && strcmp(precision, "f32") && strcmp(precision, "bf16")) {
+      fprintf(stderr, "damo bench decode: --precision is f32 or bf16, not '%s'\n", precision);
+      return 2;
+    }
+    if (precision) damo_set_matmul_precision(!strcmp(precision, "bf16") ? DAMO_MATMUL_BF16 : DAMO_MATMUL_F32);
+    return cli_bench_decode(argc, argv);
+  }
   static const char *const words[CLI_N_KINDS] = {"fit", "gpt2", "bert"};
   for (int k = 0; k < CLI_N_KINDS; k++) {
     if (strcmp(what, words[k])) continue;

@@ -476,19 +476,16 @@ static void slot_release(serve_server *srv, gpt_slot *s) {
   pthread_cond_broadcast(&srv->done);
 }
 
-/* One token for slot s (its prompt first when new): outside srv->mu. Returns the status. */
-static damo_status slot_token(gpt_server *g, gpt_slot *s, int32_t *id) {
+/* A new slot's prompt into its cache (outside srv->mu): its first logits. */
+static damo_status slot_prefill(gpt_server *g, gpt_slot *s) {
   gen_job *j = s->job;
   damo_status st = DAMO_OK;
-  if (!s->fed) {
-    if (!s->cache && (st = damo_gpt2_cache_new(g->m, g->context, &s->cache)) != DAMO_OK) return st;
-    damo_gpt2_cache_reset(s->cache);
-    damo_rng_seed(&s->rng, j->sampling.seed);
-    for (int64_t i = 0; st == DAMO_OK && i < j->n_prompt; i++) st = damo_gpt2_cache_step(s->cache, j->prompt[i], &s->logits);
-    s->fed = 1;
-    if (st != DAMO_OK) return st;
-  }
-  return damo_gpt2_sample_id(s->logits, g->vocab, &j->sampling, &s->rng, id);
+  if (!s->cache && (st = damo_gpt2_cache_new(g->m, g->context, &s->cache)) != DAMO_OK) return st;
+  damo_gpt2_cache_reset(s->cache);
+  damo_rng_seed(&s->rng, j->sampling.seed);
+  for (int64_t i = 0; st == DAMO_OK && i < j->n_prompt; i++) st = damo_gpt2_cache_step(s->cache, j->prompt[i], &s->logits);
+  s->fed = 1;
+  return st;
 }
 
 /* Under srv->mu: the job's text after its new token (final: no more will come); a stop
@@ -537,9 +534,15 @@ static int gpt_step(serve_server *srv) {
   }
   int active = 0;
   for (int i = 0; i < g->n_slots; i++) active += g->slots[i].job != NULL;
-  if (active) serve_metrics_batch(srv, active);
   pthread_mutex_unlock(&srv->mu);
   if (!active) return 0;
+  /* each busy slot draws its next token (a new one reads its prompt first); the slots that go
+   * on then take their tokens in one step of all their caches together (each weight read once) */
+  const double t0 = cli_seconds();
+  damo_gpt2_cache *caches[256];
+  gpt_slot *going[256];
+  int32_t ids[256];
+  int n = 0;
   for (int i = 0; i < g->n_slots; i++) {
     gpt_slot *s = &g->slots[i];
     gen_job *j = s->job;
@@ -549,9 +552,9 @@ static int gpt_step(serve_server *srv) {
     if (gone) slot_release(srv, s);
     pthread_mutex_unlock(&srv->mu);
     if (gone) continue;
-    const double t0 = cli_seconds();
     int32_t id = 0;
-    damo_status st = slot_token(g, s, &id);
+    damo_status st = s->fed ? DAMO_OK : slot_prefill(g, s);
+    if (st == DAMO_OK) st = damo_gpt2_sample_id(s->logits, g->vocab, &j->sampling, &s->rng, &id);
     int finished = st != DAMO_OK, appended = 0;
     if (st == DAMO_OK && id == g->eot && !j->ignore_eos) {
       j->finish = "stop", finished = 1;
@@ -564,20 +567,29 @@ static int gpt_step(serve_server *srv) {
     if (st != DAMO_OK) snprintf(j->error, sizeof j->error, "%s", damo_last_error());
     srv->metrics.completion_tokens += appended;
     update_text(g, j, finished);
-    finished |= j->finish != NULL;
-    pthread_mutex_unlock(&srv->mu);
-    if (!finished) st = damo_gpt2_cache_step(s->cache, id, &s->logits); /* the next token's logits */
-    pthread_mutex_lock(&srv->mu);
-    srv->metrics.decode_seconds += cli_seconds() - t0;
-    if (st != DAMO_OK && !j->error[0]) snprintf(j->error, sizeof j->error, "%s", damo_last_error());
-    if (finished || st != DAMO_OK) {
+    if (finished || j->finish) {
       if (!j->finish) j->finish = "length";
       slot_release(srv, s);
     } else {
       stream_progress(srv, j);
+      caches[n] = s->cache, going[n] = s, ids[n++] = id;
     }
     pthread_mutex_unlock(&srv->mu);
   }
+  const float *logits[256];
+  damo_status st = n ? damo_gpt2_cache_step_many(caches, ids, n, logits) : DAMO_OK;
+  pthread_mutex_lock(&srv->mu);
+  for (int r = 0; r < n; r++) {
+    if (st == DAMO_OK) {
+      going[r]->logits = logits[r];
+      continue;
+    }
+    snprintf(going[r]->job->error, sizeof going[r]->job->error, "%s", damo_last_error());
+    slot_release(srv, going[r]);
+  }
+  if (n) serve_metrics_batch(srv, n);
+  srv->metrics.decode_seconds += cli_seconds() - t0;
+  pthread_mutex_unlock(&srv->mu);
   return 1;
 }
 

@@ -1785,6 +1785,12 @@ int damo_gpt2_is_int8(const damo_gpt2 *m);
 damo_status damo_gpt2_cache_new(const damo_gpt2 *m, int64_t max_len, damo_gpt2_cache **out);
 void damo_gpt2_cache_free(damo_gpt2_cache *c);
 damo_status damo_gpt2_cache_step(damo_gpt2_cache *c, int32_t id, const float **logits);
+/* One step of n caches of the same model at once (n <= 256), cache r taking ids[r]; logits[r]
+ * (may be NULL) points into cache r. Each weight is read once for all n rows, which is where
+ * decoding n sequences together beats decoding them in turn; every row's result equals what
+ * damo_gpt2_cache_step would give it alone (int8 models decode the rows one by one, each
+ * quantised from its own range). Nothing moves unless every cache can take its step. */
+damo_status damo_gpt2_cache_step_many(damo_gpt2_cache *const *caches, const int32_t *ids, int n, const float **logits);
 void damo_gpt2_cache_reset(damo_gpt2_cache *c);            /* back to position 0 */
 int64_t damo_gpt2_cache_length(const damo_gpt2_cache *c); /* positions fed so far */
 /* Greedy decoding: appends n_new argmax ids (lowest id on a tie) to the prompt, writing them

@@ -185,6 +185,67 @@ static void test_gpt2_decode(void) {
   damo_gpt2_free(f32);
 }
 
+/* Several caches stepped together give each row exactly what stepping it alone gives, for
+ * every form the decoder reads (f32, bf16 copy, Q8_0, Q4_0, dynamic int8); caches at
+ * different lengths; bad batches are refused and move nothing. */
+static void test_step_many(void) {
+  enum { N = 3, ROUNDS = 4 };
+  const int64_t V = tiny.vocab_size;
+  static const int prompt_len[N] = {3, 5, 1};
+  for (int form = 0; form < 5; form++) {
+    damo_gpt2 *m = NULL;
+    CHECK(damo_gpt2_new(&tiny, 21, &m) == DAMO_OK);
+    if (!m) return;
+    damo_status st = form == 1 ? damo_gpt2_set_inference_precision(m, DAMO_BF16)
+                     : form == 2 ? damo_gpt2_quantize(m, DAMO_BLOCKS_Q8_0)
+                     : form == 3 ? damo_gpt2_quantize(m, DAMO_BLOCKS_Q4_0)
+                     : form == 4 ? damo_gpt2_quantize_int8(m)
+                                 : DAMO_OK;
+    CHECK_MSG(st == DAMO_OK, "form %d: %s", form, damo_last_error());
+    damo_gpt2_cache *together[N] = {NULL}, *alone[N] = {NULL};
+    for (int r = 0; r < N; r++) {
+      CHECK(damo_gpt2_cache_new(m, 16, &together[r]) == DAMO_OK && damo_gpt2_cache_new(m, 16, &alone[r]) == DAMO_OK);
+      for (int t = 0; t < prompt_len[r]; t++) {
+        const int32_t id = (int32_t)((r * 11 + t * 7 + 1) % V);
+        CHECK(damo_gpt2_cache_step(together[r], id, NULL) == DAMO_OK && damo_gpt2_cache_step(alone[r], id, NULL) == DAMO_OK);
+      }
+    }
+    int same = 1;
+    for (int k = 0; k < ROUNDS; k++) {
+      int32_t ids[N];
+      const float *rows[N] = {NULL}, *row = NULL;
+      for (int r = 0; r < N; r++) ids[r] = (int32_t)((k * 13 + r * 29 + 3) % V);
+      CHECK(damo_gpt2_cache_step_many(together, ids, N, rows) == DAMO_OK);
+      for (int r = 0; r < N; r++) {
+        CHECK(damo_gpt2_cache_step(alone[r], ids[r], &row) == DAMO_OK);
+        same &= rows[r] && row && memcmp(rows[r], row, (size_t)V * sizeof *row) == 0;
+      }
+    }
+    CHECK_MSG(same, "form %d: a row stepped with others differs from the same row alone", form);
+    for (int r = 0; r < N; r++) CHECK(damo_gpt2_cache_length(together[r]) == prompt_len[r] + ROUNDS);
+    /* refused batches: a cache twice, another model's cache, a full cache (nothing moves) */
+    damo_gpt2_cache *twice[2] = {together[0], together[0]}, *mixed[2] = {together[0], NULL}, *full = NULL;
+    const int32_t ids2[2] = {1, 2};
+    EXPECT_FAIL(damo_gpt2_cache_step_many(twice, ids2, 2, NULL), DAMO_ERR_INVALID_ARG, "given twice");
+    damo_gpt2 *other = NULL;
+    CHECK(damo_gpt2_new(&tiny, 22, &other) == DAMO_OK && damo_gpt2_cache_new(other, 4, &mixed[1]) == DAMO_OK);
+    EXPECT_FAIL(damo_gpt2_cache_step_many(mixed, ids2, 2, NULL), DAMO_ERR_INVALID_ARG, "different models");
+    CHECK(damo_gpt2_cache_new(m, 1, &full) == DAMO_OK && damo_gpt2_cache_step(full, 1, NULL) == DAMO_OK);
+    damo_gpt2_cache *with_full[2] = {together[1], full};
+    EXPECT_FAIL(damo_gpt2_cache_step_many(with_full, ids2, 2, NULL), DAMO_ERR_STATE, "cache is full");
+    CHECK(damo_gpt2_cache_length(together[1]) == prompt_len[1] + ROUNDS);
+    EXPECT_FAIL(damo_gpt2_cache_step_many(together, ids2, 0, NULL), DAMO_ERR_INVALID_ARG, "1 to 256");
+    damo_gpt2_cache_free(full);
+    damo_gpt2_cache_free(mixed[1]);
+    damo_gpt2_free(other);
+    for (int r = 0; r < N; r++) {
+      damo_gpt2_cache_free(together[r]);
+      damo_gpt2_cache_free(alone[r]);
+    }
+    damo_gpt2_free(m);
+  }
+}
+
 static void test_gpt2_files(void) {
   damo_gpt2 *m = NULL, *back = NULL;
   CHECK(damo_gpt2_new(&tiny, 4, &m) == DAMO_OK);
@@ -503,6 +564,7 @@ int main(void) {
   RUN(test_round_trip);
   RUN(test_row_dots);
   RUN(test_gpt2_decode);
+  RUN(test_step_many);
   RUN(test_gpt2_files);
   RUN(test_bad_files);
   RUN(test_mixed_file);

@@ -155,6 +155,49 @@ DAMO_MULTIVERSION static void axpy_rows_bf16(const float *x, const uint16_t *w, 
   }
 }
 
+/* The same over n rows at once: each 4-row strip of W is loaded once and applied to every
+ * row's x while it is in L1 (n sequences decoded together read each weight once). A row's
+ * sums are formed exactly as axpy_rows_* forms them, so its result does not change. */
+DAMO_MULTIVERSION static void axpy_rows_f32_many(float *const *x, int n, const float *w, int64_t ld, int64_t K,
+                                                 int64_t j0, int64_t cols, float *const *y) {
+  int64_t k = 0;
+  for (; k + 4 <= K; k += 4) {
+    const float *restrict w0 = w + k * ld, *restrict w1 = w0 + ld, *restrict w2 = w1 + ld, *restrict w3 = w2 + ld;
+    for (int r = 0; r < n; r++) {
+      const float x0 = x[r][k], x1 = x[r][k + 1], x2 = x[r][k + 2], x3 = x[r][k + 3];
+      float *restrict yr = y[r] + j0;
+      for (int64_t j = 0; j < cols; j++) yr[j] += x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j];
+    }
+  }
+  for (; k < K; k++)
+    for (int r = 0; r < n; r++) {
+      const float xk = x[r][k], *restrict wk = w + k * ld;
+      float *restrict yr = y[r] + j0;
+      for (int64_t j = 0; j < cols; j++) yr[j] += xk * wk[j];
+    }
+}
+DAMO_MULTIVERSION static void axpy_rows_bf16_many(float *const *x, int n, const uint16_t *w, int64_t ld, int64_t K,
+                                                  int64_t j0, int64_t cols, float *const *y) {
+  int64_t k = 0;
+  for (; k + 4 <= K; k += 4) {
+    const uint16_t *restrict w0 = w + k * ld, *restrict w1 = w0 + ld, *restrict w2 = w1 + ld, *restrict w3 = w2 + ld;
+    for (int r = 0; r < n; r++) {
+      const float x0 = x[r][k], x1 = x[r][k + 1], x2 = x[r][k + 2], x3 = x[r][k + 3];
+      float *restrict yr = y[r] + j0;
+      for (int64_t j = 0; j < cols; j++)
+        yr[j] += x0 * damo_f32_from_bf16(w0[j]) + x1 * damo_f32_from_bf16(w1[j]) + x2 * damo_f32_from_bf16(w2[j]) +
+                 x3 * damo_f32_from_bf16(w3[j]);
+    }
+  }
+  for (; k < K; k++)
+    for (int r = 0; r < n; r++) {
+      const float xk = x[r][k];
+      const uint16_t *restrict wk = w + k * ld;
+      float *restrict yr = y[r] + j0;
+      for (int64_t j = 0; j < cols; j++) yr[j] += xk * damo_f32_from_bf16(wk[j]);
+    }
+}
+
 /* One weight matrix as the decoder reads it: f32, its bf16 copy, its blocks, or int8. */
 typedef struct weights {
   const float *f32;
@@ -203,47 +246,130 @@ static void linear_row(const float *x, weights w, const float *b, int64_t K, int
   }
 }
 
-/* logits[v] = table[v] . x over rows [v0, v1) of table (V, C), f32 or bf16 (eight lanes). */
-DAMO_MULTIVERSION static void row_dots_f32(const float *x, const float *table, int64_t v0, int64_t v1, int64_t C,
-                                           float *logits) {
-  for (int64_t v = v0; v < v1; v++) {
-    const float *row = table + v * C;
-    float lanes[8] = {0}, sum = 0;
-    int64_t i = 0;
-    for (; i + 8 <= C; i += 8)
-      for (int l = 0; l < 8; l++) lanes[l] += row[i + l] * x[i + l];
-    for (; i < C; i++) sum += row[i] * x[i];
-    for (int l = 0; l < 8; l++) sum += lanes[l];
-    logits[v] = sum;
+/* The same for n rows at once (n caches stepping together): each block of W is read from
+ * memory once and applied to every row while it is in cache, which is where decoding several
+ * sequences gains over decoding them in turn. Each row's sums run in the order linear_row's
+ * do, so a row's result does not depend on its companions. int8 rows go one by one: each is
+ * quantised from its own range, as when it is decoded alone. */
+static void linear_rows(float *const *x, weights w, const float *b, int64_t K, int64_t N, float *const *y, int n) {
+  if (n == 1 || w.int8) {
+    for (int r = 0; r < n; r++) linear_row(x[r], w, b, K, N, y[r]);
+    return;
   }
-}
-DAMO_MULTIVERSION static void row_dots_bf16(const float *x, const uint16_t *table, int64_t v0, int64_t v1, int64_t C,
-                                            float *logits) {
-  for (int64_t v = v0; v < v1; v++) {
-    const uint16_t *row = table + v * C;
-    float lanes[8] = {0}, sum = 0;
-    int64_t i = 0;
-    for (; i + 8 <= C; i += 8)
-      for (int l = 0; l < 8; l++) lanes[l] += damo_f32_from_bf16(row[i + l]) * x[i + l];
-    for (; i < C; i++) sum += damo_f32_from_bf16(row[i]) * x[i];
-    for (int l = 0; l < 8; l++) sum += lanes[l];
-    logits[v] = sum;
+  if (w.q) {
+    const int64_t rows = 128, n_chunks = (N + rows - 1) / rows;
+#pragma omp parallel for schedule(static) if (K * N >= (1 << 18)) num_threads(damo_threads())
+    for (int64_t i = 0; i < n_chunks; i++) {
+      const int64_t n0 = i * rows, n1 = n0 + rows < N ? n0 + rows : N;
+      for (int r = 0; r < n; r++) {
+        damo_blocks_row_dots(w.format, x[r], w.q, w.scales, K, n0, n1, y[r]);
+        for (int64_t j = n0; j < n1; j++) y[r][j] += b[j];
+      }
+    }
+    return;
+  }
+  const int64_t block = 256, n_blocks = (N + block - 1) / block;
+#pragma omp parallel for schedule(static) if (K * N >= (1 << 18)) num_threads(damo_threads())
+  for (int64_t nb = 0; nb < n_blocks; nb++) {
+    const int64_t n0 = nb * block, cols = n0 + block < N ? block : N - n0;
+    for (int r = 0; r < n; r++) memcpy(y[r] + n0, b + n0, (size_t)cols * sizeof(float));
+    if (w.bf16) axpy_rows_bf16_many(x, n, w.bf16 + n0, N, K, n0, cols, y);
+    else axpy_rows_f32_many(x, n, w.f32 + n0, N, K, n0, cols, y);
   }
 }
 
-/* The tied head: logits = table x for table (V, C). */
-static void tied_logits(const float *x, weights table, int64_t V, int64_t C, float *logits) {
+/* Dot products of the tied head, each summed in eight lanes (lane l takes elements l, l + 8,
+ * ...; then the tail; then the lanes in order), written with GCC's vector type so that D dots
+ * run as D independent chains of 8-wide adds (one chain waits on its own latency). Each dot
+ * keeps that order whatever D is, so a logit is the same however it is reached. */
+typedef float v8f __attribute__((vector_size(32)));
+
+/* Eight values into a vector (bf16 widened first); macros, not functions: a function returning
+ * a 32-byte vector would have a different ABI in the clones without AVX. */
+#define LOAD8_F32(v, p) memcpy(&(v), (p), sizeof(v8f))
+#define LOAD8_BF16(v, p)                                                                                 \
+  do {                                                                                                   \
+    float f_[8];                                                                                         \
+    for (int l_ = 0; l_ < 8; l_++) f_[l_] = damo_f32_from_bf16((p)[l_]);                                 \
+    memcpy(&(v), f_, sizeof(v8f));                                                                       \
+  } while (0)
+static inline float scalar_f32(const float *p) { return *p; }
+static inline float scalar_bf16(const uint16_t *p) { return damo_f32_from_bf16(*p); }
+
+/* out[d] = a[d] . b[d] for d < D (a: table rows, b: activations). */
+#define DOTS(NAME, T, D, LOAD, SCALAR)                                                                   \
+  static inline void NAME(const T *const *a, const float *const *b, int64_t C, float *out) {              \
+    v8f acc[D];                                                                                          \
+    for (int d = 0; d < D; d++) acc[d] = (v8f){0, 0, 0, 0, 0, 0, 0, 0};                                  \
+    int64_t i = 0;                                                                                       \
+    for (; i + 8 <= C; i += 8)                                                                           \
+      for (int d = 0; d < D; d++) {                                                                      \
+        v8f av, bv;                                                                                      \
+        LOAD(av, a[d] + i);                                                                              \
+        LOAD8_F32(bv, b[d] + i);                                                                         \
+        acc[d] += av * bv;                                                                               \
+      }                                                                                                  \
+    for (int d = 0; d < D; d++) {                                                                        \
+      float sum = 0;                                                                                     \
+      for (int64_t k = i; k < C; k++) sum += SCALAR(a[d] + k) * b[d][k];                                 \
+      for (int l = 0; l < 8; l++) sum += acc[d][l];                                                      \
+      out[d] = sum;                                                                                      \
+    }                                                                                                    \
+  }
+DOTS(dots4_f32, float, 4, LOAD8_F32, scalar_f32)
+DOTS(dots1_f32, float, 1, LOAD8_F32, scalar_f32)
+DOTS(dots4_bf16, uint16_t, 4, LOAD8_BF16, scalar_bf16)
+DOTS(dots1_bf16, uint16_t, 1, LOAD8_BF16, scalar_bf16)
+
+/* logits[r][v] = table[v] . x[r] over table rows [v0, v1) for n rows of x: one row, four
+ * table rows at a time; several, each table row read once and dotted with every x (four at a
+ * time) while it is in L1. */
+#define ROW_DOTS(NAME, T, DOTS4, DOTS1)                                                                  \
+  DAMO_MULTIVERSION static void NAME(float *const *x, int n, const T *table, int64_t v0, int64_t v1, int64_t C, \
+                                     float *const *logits) {                                             \
+    const T *a[4];                                                                                       \
+    const float *b[4];                                                                                   \
+    int64_t v = v0;                                                                                      \
+    if (n == 1)                                                                                          \
+      for (; v + 4 <= v1; v += 4) {                                                                      \
+        for (int d = 0; d < 4; d++) a[d] = table + (v + d) * C, b[d] = x[0];                             \
+        DOTS4(a, b, C, logits[0] + v);                                                                   \
+      }                                                                                                  \
+    for (; v < v1; v++) {                                                                                \
+      int r = 0;                                                                                         \
+      for (; r + 4 <= n; r += 4) {                                                                       \
+        float out[4];                                                                                    \
+        for (int d = 0; d < 4; d++) a[d] = table + v * C, b[d] = x[r + d];                               \
+        DOTS4(a, b, C, out);                                                                             \
+        for (int d = 0; d < 4; d++) logits[r + d][v] = out[d];                                           \
+      }                                                                                                  \
+      for (; r < n; r++) {                                                                               \
+        a[0] = table + v * C, b[0] = x[r];                                                               \
+        DOTS1(a, b, C, logits[r] + v);                                                                   \
+      }                                                                                                  \
+    }                                                                                                    \
+  }
+ROW_DOTS(row_dots_f32, float, dots4_f32, dots1_f32)
+ROW_DOTS(row_dots_bf16, uint16_t, dots4_bf16, dots1_bf16)
+
+/* The tied head for n rows: logits[r] = table x[r] for table (V, C), each block of the table
+ * applied to every row while it is in cache (int8: row by row, as linear_rows). */
+static void tied_logits(float *const *x, weights table, int64_t V, int64_t C, float *const *logits, int n) {
   if (table.int8) {
-    damo_q8_dynamic_product(x, 1, table.int8, NULL, table.rows, logits, V);
+    for (int r = 0; r < n; r++) damo_q8_dynamic_product(x[r], 1, table.int8, NULL, table.rows, logits[r], V);
     return;
   }
   const int64_t block = 512, n_blocks = (V + block - 1) / block;
 #pragma omp parallel for schedule(static) if (V * C >= (1 << 18)) num_threads(damo_threads())
   for (int64_t vb = 0; vb < n_blocks; vb++) {
     const int64_t v0 = vb * block, v1 = v0 + block < V ? v0 + block : V;
-    if (table.q) damo_blocks_row_dots(table.format, x, table.q, table.scales, C, v0, v1, logits);
-    else if (table.bf16) row_dots_bf16(x, table.bf16, v0, v1, C, logits);
-    else row_dots_f32(x, table.f32, v0, v1, C, logits);
+    if (table.q) {
+      for (int r = 0; r < n; r++) damo_blocks_row_dots(table.format, x[r], table.q, table.scales, C, v0, v1, logits[r]);
+    } else if (table.bf16) {
+      row_dots_bf16(x, n, table.bf16, v0, v1, C, logits);
+    } else {
+      row_dots_f32(x, n, table.f32, v0, v1, C, logits);
+    }
   }
 }
 
@@ -291,48 +417,78 @@ static void embedding_row(const damo_gpt2 *m, int index, int64_t r, float *out) 
   }
 }
 
-damo_status damo_gpt2_cache_step(damo_gpt2_cache *c, int32_t id, const float **logits) {
-  if (!c) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_cache_step: NULL cache");
-  const damo_gpt2 *m = c->model;
-  const damo_gpt2_config *cfg = &m->config;
-  if (c->len >= c->max_len)
-    return damo_error(DAMO_ERR_STATE, "gpt2_cache_step: the cache is full (%lld positions)", (long long)c->max_len);
-  if (id < 0 || id >= cfg->vocab_size)
-    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_cache_step: id %d is outside the vocabulary [0, %d)", id,
-                      cfg->vocab_size);
-  int64_t C = cfg->n_embd, t = c->len;
-  float eps = cfg->layer_norm_epsilon, *x = c->x;
-  embedding_row(m, 0, id, x);
-  embedding_row(m, 1, t, c->normed);
-  for (int64_t i = 0; i < C; i++) x[i] += c->normed[i];
+/* tanh GELU in place over n values. */
+static void gelu_tanh(float *h, int64_t n) {
+  const float k0 = 0.7978845608028654f; /* sqrt(2 / pi) */
+  for (int64_t i = 0; i < n; i++) h[i] = 0.5f * h[i] * (1.0f + tanhf(k0 * (h[i] + 0.044715f * h[i] * h[i] * h[i])));
+}
 
-  for (int l = 0; l < cfg->n_layer; l++) {
-    int base = 2 + l * GPT2_TENSORS_PER_LAYER;
-    float *keys = c->keys + (int64_t)l * c->max_len * C, *values = c->values + (int64_t)l * c->max_len * C;
-    const uint16_t *w16[4] = {NULL, NULL, NULL, NULL};
-    for (int k = 0; k < 4 && c->w16; k++) w16[k] = c->w16 + w16_offset(cfg, l, k);
-    layer_norm_row(x, param(m, base + 0), param(m, base + 1), eps, C, c->normed);
-    linear_row(c->normed, weights_of(c, base + 2, w16[0]), param(m, base + 3), C, 3 * C, c->qkv);
-    memcpy(keys + t * C, c->qkv + C, (size_t)C * sizeof(float));
-    memcpy(values + t * C, c->qkv + 2 * C, (size_t)C * sizeof(float));
-    attend(c, c->qkv, keys, values, t, c->att);
-    linear_row(c->att, weights_of(c, base + 4, w16[1]), param(m, base + 5), C, C, c->normed);
-    for (int64_t i = 0; i < C; i++) x[i] += c->normed[i];
+enum { STEP_MAX = 256 };
 
-    layer_norm_row(x, param(m, base + 6), param(m, base + 7), eps, C, c->normed);
-    linear_row(c->normed, weights_of(c, base + 8, w16[2]), param(m, base + 9), C, 4 * C, c->hidden);
-    const float k0 = 0.7978845608028654f; /* sqrt(2 / pi) */
-    for (int64_t i = 0; i < 4 * C; i++) {
-      float h = c->hidden[i];
-      c->hidden[i] = 0.5f * h * (1.0f + tanhf(k0 * (h + 0.044715f * h * h * h)));
-    }
-    linear_row(c->hidden, weights_of(c, base + 10, w16[3]), param(m, base + 11), 4 * C, C, c->normed);
-    for (int64_t i = 0; i < C; i++) x[i] += c->normed[i];
+damo_status damo_gpt2_cache_step_many(damo_gpt2_cache *const *caches, const int32_t *ids, int n, const float **logits) {
+  if (!caches || !ids || n < 1 || n > STEP_MAX)
+    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_cache_step: needs 1 to %d caches and their ids", STEP_MAX);
+  for (int r = 0; r < n; r++) {
+    const damo_gpt2_cache *c = caches[r];
+    if (!c) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_cache_step: NULL cache");
+    if (c->model != caches[0]->model)
+      return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_cache_step: caches %d and 0 belong to different models", r);
+    for (int q = 0; q < r; q++)
+      if (caches[q] == c) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_cache_step: cache %d is given twice", r);
+    if (c->len >= c->max_len)
+      return damo_error(DAMO_ERR_STATE, "gpt2_cache_step: the cache is full (%lld positions)", (long long)c->max_len);
+    if (ids[r] < 0 || ids[r] >= c->model->config.vocab_size)
+      return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_cache_step: id %d is outside the vocabulary [0, %d)", ids[r],
+                        c->model->config.vocab_size);
   }
-  int last = m->p.n_tensors - 2;
-  layer_norm_row(x, param(m, last), param(m, last + 1), eps, C, c->normed);
-  tied_logits(c->normed, weights_of(c, 0, c->w16), cfg->vocab_size, C, c->logits);
-  c->len++;
-  if (logits) *logits = c->logits;
+  const damo_gpt2_cache *c0 = caches[0];
+  const damo_gpt2 *m = c0->model;
+  const damo_gpt2_config *cfg = &m->config;
+  const int64_t C = cfg->n_embd;
+  const float eps = cfg->layer_norm_epsilon;
+  float *x[STEP_MAX], *normed[STEP_MAX], *qkv[STEP_MAX], *att[STEP_MAX], *hidden[STEP_MAX], *out[STEP_MAX];
+  for (int r = 0; r < n; r++) {
+    damo_gpt2_cache *c = caches[r];
+    x[r] = c->x, normed[r] = c->normed, qkv[r] = c->qkv, att[r] = c->att, hidden[r] = c->hidden, out[r] = c->logits;
+    embedding_row(m, 0, ids[r], c->x);
+    embedding_row(m, 1, c->len, c->normed);
+    for (int64_t i = 0; i < C; i++) c->x[i] += c->normed[i];
+  }
+  for (int l = 0; l < cfg->n_layer; l++) {
+    const int base = 2 + l * GPT2_TENSORS_PER_LAYER;
+    const uint16_t *w16[4] = {NULL, NULL, NULL, NULL}; /* every cache holds the same bf16 copy: read the first's */
+    for (int k = 0; k < 4 && c0->w16; k++) w16[k] = c0->w16 + w16_offset(cfg, l, k);
+    for (int r = 0; r < n; r++) layer_norm_row(x[r], param(m, base + 0), param(m, base + 1), eps, C, normed[r]);
+    linear_rows(normed, weights_of(c0, base + 2, w16[0]), param(m, base + 3), C, 3 * C, qkv, n);
+    for (int r = 0; r < n; r++) {
+      damo_gpt2_cache *c = caches[r];
+      const int64_t t = c->len;
+      float *keys = c->keys + (int64_t)l * c->max_len * C, *values = c->values + (int64_t)l * c->max_len * C;
+      memcpy(keys + t * C, c->qkv + C, (size_t)C * sizeof(float));
+      memcpy(values + t * C, c->qkv + 2 * C, (size_t)C * sizeof(float));
+      attend(c, c->qkv, keys, values, t, c->att);
+    }
+    linear_rows(att, weights_of(c0, base + 4, w16[1]), param(m, base + 5), C, C, normed, n);
+    for (int r = 0; r < n; r++) {
+      for (int64_t i = 0; i < C; i++) x[r][i] += normed[r][i];
+      layer_norm_row(x[r], param(m, base + 6), param(m, base + 7), eps, C, normed[r]);
+    }
+    linear_rows(normed, weights_of(c0, base + 8, w16[2]), param(m, base + 9), C, 4 * C, hidden, n);
+    for (int r = 0; r < n; r++) gelu_tanh(hidden[r], 4 * C);
+    linear_rows(hidden, weights_of(c0, base + 10, w16[3]), param(m, base + 11), 4 * C, C, normed, n);
+    for (int r = 0; r < n; r++)
+      for (int64_t i = 0; i < C; i++) x[r][i] += normed[r][i];
+  }
+  const int last = m->p.n_tensors - 2;
+  for (int r = 0; r < n; r++) layer_norm_row(x[r], param(m, last), param(m, last + 1), eps, C, normed[r]);
+  tied_logits(normed, weights_of(c0, 0, c0->w16), cfg->vocab_size, C, out, n);
+  for (int r = 0; r < n; r++) {
+    caches[r]->len++;
+    if (logits) logits[r] = caches[r]->logits;
+  }
   return DAMO_OK;
+}
+
+damo_status damo_gpt2_cache_step(damo_gpt2_cache *c, int32_t id, const float **logits) {
+  return damo_gpt2_cache_step_many(&c, &id, 1, logits);
 }
