@@ -313,39 +313,45 @@ static void models_reply(serve_server *srv, serve_reply *rp) {
   serve_reply_json(rp, 200, j);
 }
 
+/* The common endpoints here, the rest to the model's route (ISO C: no `return f();` in a void function). */
 static void route(serve_server *srv, const serve_request *rq, serve_reply *rp) {
   const int get = !strcmp(rq->method, "GET") || !strcmp(rq->method, "HEAD");
   const char *url = rq->url;
+  const int state = srv->state;
   if (!strcmp(url, "/health")) {
-    if (!get) return serve_reply_error(rp, 405, "invalid_request_error", "/health takes GET");
-    const int state = srv->state;
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "status", state == SERVE_READY ? "ok" : state == SERVE_LOADING ? "loading" : "draining");
-    return serve_reply_json(rp, state == SERVE_READY ? 200 : 503, j);
+    if (!get) {
+      serve_reply_error(rp, 405, "invalid_request_error", "/health takes GET");
+    } else {
+      cJSON *j = cJSON_CreateObject();
+      cJSON_AddStringToObject(j, "status", state == SERVE_READY ? "ok" : state == SERVE_LOADING ? "loading" : "draining");
+      serve_reply_json(rp, state == SERVE_READY ? 200 : 503, j);
+    }
+  } else if (!strcmp(url, "/metrics")) {
+    if (get) metrics_reply(srv, rp);
+    else serve_reply_error(rp, 405, "invalid_request_error", "/metrics takes GET");
+  } else if (!strcmp(url, "/") || !strcmp(url, "/index.html")) {
+    if (!get) {
+      serve_reply_error(rp, 405, "invalid_request_error", "/ takes GET");
+    } else {
+      rp->status = 200, rp->content_type = "text/html; charset=utf-8";
+      rp->body = strdup(serve_page_html);
+      rp->len = rp->body ? strlen(rp->body) : 0;
+    }
+  } else if (state == SERVE_LOADING) {
+    serve_reply_error(rp, 503, "server_unavailable", "the model is still loading; GET /health says when it is ready");
+  } else if (state == SERVE_DRAINING) {
+    serve_reply_error(rp, 503, "server_unavailable", "the server is shutting down");
+  } else if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) {
+    if (!get)
+      serve_reply_error(rp, 405, "invalid_request_error", "/v1/models takes GET");
+    else if (url[10] == '/' && strcmp(url + 11, srv->name))
+      serve_reply_error(rp, 404, "not_found_error", "no model named '%s' here (this server has '%s')", url + 11, srv->name);
+    else
+      models_reply(srv, rp);
+  } else if (!srv->model.route(srv, rq, rp)) {
+    serve_reply_error(rp, 404, "not_found_error", "no endpoint %s %s on this %s server (GET /v1/models describes it)",
+                      rq->method, url, srv->model.kind);
   }
-  if (!strcmp(url, "/metrics")) return get ? metrics_reply(srv, rp) : serve_reply_error(rp, 405, "invalid_request_error",
-                                                                                        "/metrics takes GET");
-  if (!strcmp(url, "/") || !strcmp(url, "/index.html")) {
-    if (!get) return serve_reply_error(rp, 405, "invalid_request_error", "/ takes GET");
-    rp->status = 200, rp->content_type = "text/html; charset=utf-8";
-    rp->body = strdup(serve_page_html);
-    rp->len = rp->body ? strlen(rp->body) : 0;
-    return;
-  }
-  if (srv->state == SERVE_LOADING)
-    return serve_reply_error(rp, 503, "server_unavailable", "the model is still loading; GET /health says when it is ready");
-  if (srv->state == SERVE_DRAINING)
-    return serve_reply_error(rp, 503, "server_unavailable", "the server is shutting down");
-  if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) {
-    if (!get) return serve_reply_error(rp, 405, "invalid_request_error", "/v1/models takes GET");
-    if (url[10] == '/' && strcmp(url + 11, srv->name))
-      return serve_reply_error(rp, 404, "not_found_error", "no model named '%s' here (this server has '%s')", url + 11,
-                               srv->name);
-    return models_reply(srv, rp);
-  }
-  if (srv->model.route(srv, rq, rp)) return;
-  serve_reply_error(rp, 404, "not_found_error", "no endpoint %s %s on this %s server (GET /v1/models describes it)",
-                    rq->method, url, srv->model.kind);
 }
 
 /* ------------------------------------------------------------------ libmicrohttpd */
