@@ -13,6 +13,9 @@
 /* The one line every classifier prints per input (after "NAME: "): its top classes by
  * probability, "spam 0.982, ham 0.018"; a single sigmoid output counts as two classes. */
 void cli_print_top_classes(const float *p, int64_t C, int top, const char *const *names, int n_names);
+/* The picture files of a folder (sorted, malloc'd paths), or the one path given; 0 after a
+ * message (cli/predict.c). */
+int cli_list_images(const char *input, char ***paths, int *count);
 /* 1 when path ends in a picture extension (.png, .jpg, .pgm, ...; any case). */
 int cli_is_image_path(const char *path);
 /* Loads a data SPEC's split ("train" or "test"). For a CSV or npy pair the whole file is
@@ -138,6 +141,7 @@ int cli_bert_predict_files(const char *dir, const char *input);
 int cli_bert_evaluate_split(const char *dir, const char *data, const char *split, const char *png);
 int cli_bench_bert(int argc, char **argv); /* `damo bench bert` (W5) */
 int cli_serve(int argc, char **argv);      /* cli/serve.c: `damo serve` (HTTP) */
+int cli_explain(int argc, char **argv);    /* cli/explain.c: `damo explain` (attributions) */
 /* A fine-tuned BERT directory's class probabilities (n, labels) for the texts of one split of
  * d (a distillation teacher's): 2 done, 0 dir is not a BERT model, -1 failed (printed). */
 int cli_bert_teacher_probs(const char *dir, const damo_text_dataset *d, int split, damo_tensor **probs);

@@ -335,6 +335,30 @@ static const char serve_note[] =
     "GPT-2: POST /v1/completions and /v1/chat/completions (OpenAI's, \"stream\": true for server-sent events).\n"
     "Errors are JSON in OpenAI's shape. SIGTERM: new requests get 503, running ones finish, then it exits 0.";
 
+/* ---- explain */
+static const cli_option explain_options[] = {
+    {"--model", 1, "DIR", "a saved f32 classifier of pictures or numbers (int8 models have no gradients: explain\n"
+                          "the f32 model they came from)"},
+    {"--input", 1, "PATH", "a picture, a folder of pictures (converted as damo predict converts them) or an x.npy"},
+    {"--method", 1, "M", "saliency | gradient-x-input | smoothgrad | integrated-gradients (default) | occlusion"},
+    {"--target", 1, "CLASS", "auto (the predicted class, default), a class index or a class name; its logit is explained"},
+    {"--out", 1, "FILE.png", "the input, the heat map, both blended and a colour bar side by side (a row per picture)"},
+    {"--attributions", 1, "FILE.npy", "the raw attributions, the shape of one input (a folder: one row per picture)"},
+    {"--steps", 1, "N", "integrated gradients: points on the path (default 64)"},
+    {"--integration", 1, "riemann|gauss-legendre", "integrated gradients: midpoint rule (default) or Gauss-Legendre nodes"},
+    {"--baseline", 1, "B", "integrated gradients and occlusion: black (default), blur (the input blurred), or a picture\n"
+                           "or x.npy"},
+    {"--samples", 1, "N", "smoothgrad: noisy copies (default 32)"},
+    {"--noise", 1, "F", "smoothgrad: the noise's sigma as a fraction of the input's range (default 0.15)"},
+    {"--window", 1, "W", "occlusion: the patch's side in pixels (default 4)"},
+    {"--stride", 1, "S", "occlusion: the patch's step (default 2)"},
+    {"--seed", 1, "S", "smoothgrad's noise (default 0)"},
+    {"--index", 1, "I", "an x.npy input: which row (default 0)"},
+    {"--invert", 1, "auto|no", "as damo predict: a picture on a light background is inverted (default auto)"},
+    {"--sanity", 0, NULL, "also explain with the model's weights drawn afresh and print the rank correlation of the maps"},
+    END};
+static const cli_group explain_groups[] = {{NULL, SEQ, explain_options}, {NULL, 0, NULL}};
+
 static const cli_group no_groups[] = {{NULL, 0, NULL}};
 
 static int info(int argc, char **argv) {
@@ -388,6 +412,12 @@ static const cli_command commands[] = {
      .usage = "damo serve --model DIR [--host 127.0.0.1] [--port 8080] [--threads N] [--max-batch B] "
               "[--batch-wait-ms M] [--slots S]",
      .groups = serve_groups, .notes = serve_note, .by_kind = {cli_serve, cli_serve, cli_serve}},
+    {.name = "explain", .synopsis = "--model DIR --input PATH [--method M]",
+     .summary = "which parts of an input made a classifier decide (saliency, integrated gradients, ...)",
+     .usage = "damo explain --model DIR --input PICTURE|FOLDER|x.npy [--method M] [--target auto|CLASS] [--out FILE.png] "
+              "[--attributions FILE.npy]",
+     .groups = explain_groups, .by_kind = {cli_explain, NULL, NULL},
+     .not_applicable = {NULL, "explaining GPT-2 is not built yet (issue 25)", "explaining BERT is not built yet (issue 25)"}},
     {.name = "export", .synopsis = "--data SPEC --x x.npy", .summary = "write a data set's split as .npy arrays",
      .usage = "damo export --data SPEC [--split train|test] --x x.npy [--y y.npy]", .groups = export_groups,
      .run = cli_export},

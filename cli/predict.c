@@ -14,8 +14,7 @@
 
 static int compare_strings(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* The image files of a folder (sorted), or the one path given. */
-static int list_images(const char *input, char ***paths, int *count) {
+int cli_list_images(const char *input, char ***paths, int *count) {
   struct stat sb;
   *paths = NULL, *count = 0;
   if (stat(input, &sb) != 0) {
@@ -214,7 +213,7 @@ int cli_predict_sequential(int argc, char **argv) {
       return text == 2 ? 0 : 1;
     }
   }
-  if (!npy && !list_images(input, &paths, &n_paths)) {
+  if (!npy && !cli_list_images(input, &paths, &n_paths)) {
     rc = 1;
     goto done;
   }

@@ -2169,6 +2169,56 @@ int damo_model_is_quantized(const damo_model *m);
  * NULL), -1 no such layer. */
 int damo_model_layer_precision(const damo_model *m, int i, const char **name, const char **why);
 
+/* ------------------------------------------------------------------ explanations (src/explain/) */
+
+/* Why a model decided: the gradient of one class's logit (the output before its final
+ * softmax or sigmoid) with respect to the input, and the attribution methods built on it. An
+ * explainer is the model's graph built once for up to `batch` rows (one input of f32 values,
+ * one output); the model's weights are read, never changed. int8 models and token inputs are
+ * refused (explain the f32 model; gradients over embeddings are not built yet). */
+typedef struct damo_explainer damo_explainer;
+damo_status damo_explainer_new(damo_model *m, int64_t batch, damo_explainer **out);
+void damo_explainer_free(damo_explainer *e);
+int64_t damo_explainer_classes(const damo_explainer *e);    /* logits per example */
+int64_t damo_explainer_input_size(const damo_explainer *e); /* values per example */
+/* n <= batch rows x (n, input shape): logits (n, classes) when not NULL; when grad is not NULL,
+ * grad (n, input shape) = d logits[r][targets[r]] / d x[r] (targets then required). */
+damo_status damo_explainer_run(damo_explainer *e, const float *x, int64_t n, const int32_t *targets, float *logits,
+                               float *grad);
+
+typedef enum damo_attribution_method {
+  DAMO_ATTR_SALIENCY,             /* |grad| (Simonyan et al.) */
+  DAMO_ATTR_GRADIENT_X_INPUT,     /* grad * x */
+  DAMO_ATTR_SMOOTHGRAD,           /* mean grad over `samples` copies of x + N(0, (noise * (max x - min x))^2) */
+  DAMO_ATTR_INTEGRATED_GRADIENTS, /* (x - baseline) * mean grad along the straight path (Sundararajan et al.) */
+  DAMO_ATTR_OCCLUSION             /* the logit's drop when a window x window patch (every channel) is set to the
+                                   * baseline, shared by its elements, averaged over the patches covering each */
+} damo_attribution_method;
+typedef struct damo_attribution_options {
+  damo_attribution_method method;
+  int steps;            /* integrated gradients: points on the path (default 64) */
+  int gauss_legendre;   /* integrated gradients: 1 Gauss-Legendre nodes and weights, 0 the midpoint rule */
+  int samples;          /* SmoothGrad: noisy copies (default 32) */
+  float noise;          /* SmoothGrad: sigma as a fraction of the input's range (default 0.15) */
+  int window, stride;   /* occlusion: the patch's side and step (defaults 4 and 2; a flat input: along its row) */
+  const float *baseline; /* integrated gradients and occlusion: one example (NULL: zeros, black) */
+  uint64_t seed;        /* SmoothGrad's noise */
+} damo_attribution_options;
+typedef struct damo_attribution_report {
+  int32_t target;          /* the class explained (the predicted one when asked for -1) */
+  float logit, baseline_logit; /* f(x) and f(baseline) for that class */
+  double sum;              /* the attributions' sum */
+  double completeness_gap; /* |sum - (f(x) - f(baseline))| / |f(x) - f(baseline)|: integrated gradients' check */
+} damo_attribution_report;
+damo_attribution_options damo_attribution_defaults(void); /* integrated gradients, 64 midpoints */
+/* Attributions attr (one example, the input's shape) of x for class target (-1: the predicted
+ * class), batched over the explainer's rows. rep (may be NULL) gets the figures above. */
+damo_status damo_attribute(damo_explainer *e, const float *x, int32_t target, const damo_attribution_options *o,
+                           float *attr, damo_attribution_report *rep);
+/* "saliency", "gradient-x-input", "smoothgrad", "integrated-gradients", "occlusion". */
+const char *damo_attribution_method_name(damo_attribution_method m);
+damo_status damo_attribution_method_parse(const char *name, damo_attribution_method *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,259 @@
+/* test_explain.c - attributions (src/explain/attribution.c). The input gradient of a chosen
+ * logit against central finite differences on an MLP, a CNN (conv, pooling) and a model with
+ * batch normalisation; on a linear model Integrated Gradients equals (x - x') * w exactly, by
+ * both path rules, and so does occlusion with one-element windows; completeness within 1% at
+ * 64 steps on a smooth MLP; saliency, gradient x input and SmoothGrad without noise agree with
+ * the gradient; the predicted class is taken for -1; bad models and inputs are refused. */
+#include "damo.h"
+#include "harness.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static damo_model *model_of(const char *json, uint64_t seed) {
+  damo_model *m = NULL;
+  CHECK_MSG(damo_model_from_config_json(json, "test", &m) == DAMO_OK && damo_model_build(m, seed) == DAMO_OK, "%s",
+            damo_last_error());
+  return m;
+}
+
+static float uniform(uint64_t *s) {
+  *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+  return (float)((*s >> 40) & 0xffffff) / 16777216.0f;
+}
+
+/* d logit_t / d x of one example against central differences (in double around float runs). */
+static void check_gradient(damo_model *m, float scale, double tol) {
+  damo_explainer *e = NULL;
+  CHECK_MSG(m && damo_explainer_new(m, 4, &e) == DAMO_OK, "%s", damo_last_error());
+  if (!e) return;
+  const int64_t D = damo_explainer_input_size(e), C = damo_explainer_classes(e);
+  float *x = malloc((size_t)(4 * D) * sizeof *x), *g = malloc((size_t)(4 * D) * sizeof *g);
+  float *lp = malloc((size_t)C * sizeof *lp), *lm = malloc((size_t)C * sizeof *lm);
+  uint64_t s = 7;
+  for (int64_t i = 0; i < 4 * D; i++) x[i] = scale * uniform(&s);
+  int32_t targets[4] = {0, (int32_t)(C - 1), 1 % C, 2 % C};
+  CHECK(damo_explainer_run(e, x, 4, targets, NULL, g) == DAMO_OK);
+  double worst = 0;
+  for (int r = 0; r < 4; r += 3)
+    for (int64_t i = 0; i < D; i += D > 40 ? 7 : 1) {
+      float *row = x + r * D, keep = row[i];
+      const float h = 1e-2f * (scale > 1 ? scale : 1);
+      row[i] = keep + h;
+      CHECK(damo_explainer_run(e, row, 1, NULL, lp, NULL) == DAMO_OK);
+      row[i] = keep - h;
+      CHECK(damo_explainer_run(e, row, 1, NULL, lm, NULL) == DAMO_OK);
+      row[i] = keep;
+      const double fd = ((double)lp[targets[r]] - lm[targets[r]]) / (2.0 * h), got = g[r * D + i];
+      const double err = fabs(fd - got) / (1e-3 + fabs(fd));
+      worst = err > worst ? err : worst;
+    }
+  CHECK_MSG(worst < tol, "gradient vs finite differences: worst relative error %.3g", worst);
+  free(x), free(g), free(lp), free(lm);
+  damo_explainer_free(e);
+}
+
+static void test_gradients(void) {
+  damo_model *mlp = model_of("{\"input_shape\": [12], \"layers\": [{\"type\": \"dense\", \"units\": 16, \"activation\": "
+                             "\"tanh\"}, {\"type\": \"dense\", \"units\": 5, \"activation\": \"softmax\"}]}", 1);
+  check_gradient(mlp, 1, 2e-3);
+  damo_model *cnn = model_of("{\"input_shape\": [10, 10, 2], \"layers\": [{\"type\": \"rescaling\", \"scale\": 0.01},"
+                             "{\"type\": \"conv2d\", \"filters\": 4, \"kernel_size\": 3, \"activation\": \"tanh\"},"
+                             "{\"type\": \"average_pooling2d\", \"pool_size\": 2}, {\"type\": \"flatten\"},"
+                             "{\"type\": \"dense\", \"units\": 3, \"activation\": \"softmax\"}]}", 2);
+  check_gradient(cnn, 100, 2e-3);
+  damo_model *bn = model_of("{\"input_shape\": [8, 8, 1], \"layers\": [{\"type\": \"conv2d\", \"filters\": 3, "
+                            "\"kernel_size\": 3}, {\"type\": \"batch_normalization\"}, {\"type\": \"activation\", "
+                            "\"activation\": \"tanh\"}, {\"type\": \"global_average_pooling2d\"},"
+                            "{\"type\": \"dense\", \"units\": 4, \"activation\": \"softmax\"}]}", 3);
+  check_gradient(bn, 1, 2e-3);
+  damo_model_free(mlp);
+  damo_model_free(cnn);
+  damo_model_free(bn);
+}
+
+/* A linear model: logit_t = x . w_t + b_t, so IG's attributions are (x - x') * w_t for any
+ * path rule, and occlusion of one element at a time gives the same. */
+static void test_linear_exact(void) {
+  damo_model *m = model_of("{\"input_shape\": [3, 4], \"layers\": [{\"type\": \"flatten\"}, {\"type\": \"dense\", "
+                           "\"units\": 3, \"activation\": \"softmax\"}]}", 4);
+  damo_explainer *e = NULL;
+  CHECK(m && damo_explainer_new(m, 8, &e) == DAMO_OK);
+  if (!e) {
+    damo_model_free(m);
+    return;
+  }
+  float x[12], base[12], grad[12], attr[12];
+  uint64_t s = 3;
+  for (int i = 0; i < 12; i++) x[i] = 4 * uniform(&s) - 2, base[i] = uniform(&s);
+  const int32_t t = 2;
+  CHECK(damo_explainer_run(e, x, 1, &t, NULL, grad) == DAMO_OK); /* w_t */
+  damo_attribution_options o = damo_attribution_defaults();
+  o.baseline = base;
+  for (int rule = 0; rule < 2; rule++) {
+    o.gauss_legendre = rule, o.steps = rule ? 5 : 7;
+    damo_attribution_report rep;
+    CHECK(damo_attribute(e, x, t, &o, attr, &rep) == DAMO_OK);
+    double worst = 0;
+    for (int i = 0; i < 12; i++) worst = fmax(worst, fabs(attr[i] - (x[i] - base[i]) * grad[i]));
+    CHECK_MSG(worst < 1e-5 && rep.completeness_gap < 1e-5 && rep.target == t, "rule %d: %.3g off, gap %.3g", rule,
+              worst, rep.completeness_gap);
+  }
+  o.method = DAMO_ATTR_OCCLUSION, o.window = 1, o.stride = 1;
+  CHECK(damo_attribute(e, x, t, &o, attr, NULL) == DAMO_OK);
+  double worst = 0;
+  for (int i = 0; i < 12; i++) worst = fmax(worst, fabs(attr[i] - (x[i] - base[i]) * grad[i]));
+  CHECK_MSG(worst < 1e-5, "occlusion of single elements vs (x - x') w: %.3g", worst);
+  damo_explainer_free(e);
+  damo_model_free(m);
+}
+
+/* On a smooth nonlinear model IG's sum approaches f(x) - f(x') as steps grow; the simple
+ * methods are what their definitions say. */
+static void test_methods(void) {
+  damo_model *m = model_of("{\"input_shape\": [6, 6], \"layers\": [{\"type\": \"flatten\"}, {\"type\": \"dense\", "
+                           "\"units\": 24, \"activation\": \"tanh\"}, {\"type\": \"dense\", \"units\": 24, "
+                           "\"activation\": \"tanh\"}, {\"type\": \"dense\", \"units\": 4, \"activation\": \"softmax\"}]}", 5);
+  damo_explainer *e = NULL;
+  CHECK(m && damo_explainer_new(m, 16, &e) == DAMO_OK);
+  if (!e) {
+    damo_model_free(m);
+    return;
+  }
+  float x[36], grad[36], attr[36], logits[4];
+  uint64_t s = 11;
+  for (int i = 0; i < 36; i++) x[i] = 3 * uniform(&s);
+  CHECK(damo_explainer_run(e, x, 1, NULL, logits, NULL) == DAMO_OK);
+  int32_t best = 0;
+  for (int c = 1; c < 4; c++) best = logits[c] > logits[best] ? c : best;
+  damo_attribution_options o = damo_attribution_defaults();
+  damo_attribution_report r8, r64, rgl;
+  o.steps = 8;
+  CHECK(damo_attribute(e, x, -1, &o, attr, &r8) == DAMO_OK);
+  o.steps = 64;
+  CHECK(damo_attribute(e, x, -1, &o, attr, &r64) == DAMO_OK);
+  o.gauss_legendre = 1, o.steps = 16;
+  CHECK(damo_attribute(e, x, -1, &o, attr, &rgl) == DAMO_OK);
+  CHECK_MSG(r64.target == best && r64.completeness_gap < 0.01 && r64.completeness_gap < r8.completeness_gap &&
+            rgl.completeness_gap < 1e-3, "gaps: midpoint 8 %.4g, 64 %.4g, Gauss-Legendre 16 %.4g (target %d, best %d)",
+            r8.completeness_gap, r64.completeness_gap, rgl.completeness_gap, r64.target, best);
+  CHECK(damo_explainer_run(e, x, 1, &best, NULL, grad) == DAMO_OK);
+  o = damo_attribution_defaults();
+  const damo_attribution_method simple[3] = {DAMO_ATTR_SALIENCY, DAMO_ATTR_GRADIENT_X_INPUT, DAMO_ATTR_SMOOTHGRAD};
+  for (int k = 0; k < 3; k++) {
+    o.method = simple[k], o.noise = 0, o.samples = 3;
+    CHECK(damo_attribute(e, x, best, &o, attr, NULL) == DAMO_OK);
+    double worst = 0;
+    for (int i = 0; i < 36; i++) {
+      const float want = k == 0 ? fabsf(grad[i]) : k == 1 ? grad[i] * x[i] : grad[i];
+      worst = fmax(worst, fabs(attr[i] - want));
+    }
+    CHECK_MSG(worst < 1e-6, "%s: %.3g from its definition", damo_attribution_method_name(simple[k]), worst);
+  }
+  /* SmoothGrad with noise: a seed repeats, another seed differs */
+  float a1[36], a2[36];
+  o.method = DAMO_ATTR_SMOOTHGRAD, o.noise = 0.2f, o.samples = 20, o.seed = 1;
+  CHECK(damo_attribute(e, x, best, &o, a1, NULL) == DAMO_OK && damo_attribute(e, x, best, &o, a2, NULL) == DAMO_OK);
+  CHECK(memcmp(a1, a2, sizeof a1) == 0);
+  o.seed = 2;
+  CHECK(damo_attribute(e, x, best, &o, a2, NULL) == DAMO_OK && memcmp(a1, a2, sizeof a1) != 0);
+  /* refusals */
+  x[5] = NAN;
+  EXPECT_FAIL(damo_attribute(e, x, best, &o, attr, NULL), DAMO_ERR_INVALID_ARG, "not finite");
+  x[5] = 1;
+  EXPECT_FAIL(damo_attribute(e, x, 9, NULL, attr, NULL), DAMO_ERR_INVALID_ARG, "outside the model's 4 outputs");
+  o.method = DAMO_ATTR_INTEGRATED_GRADIENTS, o.steps = 0;
+  EXPECT_FAIL(damo_attribute(e, x, best, &o, attr, NULL), DAMO_ERR_INVALID_ARG, "steps");
+  EXPECT_FAIL(damo_explainer_run(e, x, 17, NULL, logits, NULL), DAMO_ERR_INVALID_ARG, "1 to 16");
+  damo_attribution_method mm;
+  CHECK(damo_attribution_method_parse("occlusion", &mm) == DAMO_OK && mm == DAMO_ATTR_OCCLUSION);
+  EXPECT_FAIL(damo_attribution_method_parse("lime", &mm), DAMO_ERR_INVALID_ARG, "unknown attribution method 'lime'");
+  damo_explainer_free(e);
+  damo_model_free(m);
+  /* token models are not explained yet */
+  damo_model *tok = model_of("{\"input_shape\": [5], \"layers\": [{\"type\": \"embedding\", \"input_dim\": 9, "
+                             "\"output_dim\": 4}, {\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 2}]}", 6);
+  damo_explainer *te = NULL;
+  EXPECT_FAIL(damo_explainer_new(tok, 2, &te), DAMO_ERR_UNSUPPORTED, "token ids");
+  damo_model_free(tok);
+}
+
+/* Saliency, gradient x input and IG (16 midpoints, black baseline) against PyTorch autograd
+ * on the same weights (tests/fixtures/explain.safetensors from tests/ref/gen_explain.py). */
+static void against_pytorch(damo_tensor_dict *fx, const char *prefix, const char *config, const char *const *weights,
+                            int n_weights) {
+  char dir[200], key[300];
+  snprintf(dir, sizeof dir, "/tmp/damo_test_explain_%s_%d", prefix, (int)getpid());
+  damo_model *m = model_of(config, 1);
+  CHECK(m && damo_model_save(m, dir) == DAMO_OK);
+  damo_model_free(m);
+  m = NULL;
+  damo_tensor_dict *w = damo_tensor_dict_new();
+  for (int i = 0; i < n_weights; i++) { /* the fixture's weights become the model's */
+    snprintf(key, sizeof key, "%s.%s", prefix, weights[i]);
+    const damo_tensor *t = damo_tensor_dict_get(fx, key);
+    CHECK_MSG(t != NULL, "fixture %s missing", key);
+    damo_tensor *copy = t ? damo_tensor_new(DAMO_F32, t->ndim, t->shape) : NULL;
+    if (copy) memcpy(damo_tensor_f32(copy), damo_tensor_f32(t), (size_t)damo_tensor_numel(t) * sizeof(float));
+    if (copy) damo_tensor_dict_add(w, weights[i], copy);
+  }
+  snprintf(key, sizeof key, "%s/model.safetensors", dir);
+  CHECK(damo_safetensors_save(key, w, NULL, 0) == DAMO_OK);
+  damo_tensor_dict_free(w);
+  CHECK_MSG(damo_model_load(dir, &m) == DAMO_OK, "%s", damo_last_error());
+  damo_explainer *e = NULL;
+  CHECK(m && damo_explainer_new(m, 8, &e) == DAMO_OK);
+  snprintf(key, sizeof key, "%s.x", prefix);
+  const damo_tensor *x = damo_tensor_dict_get(fx, key);
+  snprintf(key, sizeof key, "%s.targets", prefix);
+  const damo_tensor *targets = damo_tensor_dict_get(fx, key);
+  static const char *const kinds[3] = {"saliency", "gradient_x_input", "ig16"};
+  for (int k = 0; e && x && targets && k < 3; k++) {
+    snprintf(key, sizeof key, "%s.%s", prefix, kinds[k]);
+    const damo_tensor *want = damo_tensor_dict_get(fx, key);
+    const int64_t D = damo_explainer_input_size(e);
+    float *attr = malloc((size_t)D * sizeof *attr);
+    damo_attribution_options o = damo_attribution_defaults();
+    o.method = k == 0 ? DAMO_ATTR_SALIENCY : k == 1 ? DAMO_ATTR_GRADIENT_X_INPUT : DAMO_ATTR_INTEGRATED_GRADIENTS;
+    o.steps = 16;
+    double worst = 0;
+    for (int r = 0; want && r < 3; r++) {
+      CHECK(damo_attribute(e, damo_tensor_f32(x) + r * D, damo_tensor_i32(targets)[r], &o, attr, NULL) == DAMO_OK);
+      worst = fmax(worst, test_close_ratio(attr, damo_tensor_f32(want) + r * D, (long)D, 1e-5, 1e-4));
+    }
+    CHECK_MSG(want && worst <= 1, "%s %s vs PyTorch: worst error %.3g x tolerance", prefix, kinds[k], worst);
+    free(attr);
+  }
+  damo_explainer_free(e);
+  damo_model_free(m);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
+static void test_pytorch(void) {
+  damo_tensor_dict *fx = NULL;
+  CHECK_MSG(damo_safetensors_load(DAMO_SOURCE_DIR "/tests/fixtures/explain.safetensors", &fx) == DAMO_OK, "%s",
+            damo_last_error());
+  if (!fx) return;
+  static const char *const mlp_w[4] = {"dense_1.kernel", "dense_1.bias", "dense_2.kernel", "dense_2.bias"};
+  against_pytorch(fx, "mlp", "{\"input_shape\": [6, 5], \"layers\": [{\"type\": \"flatten\"}, {\"type\": \"dense\", "
+                  "\"name\": \"dense_1\", \"units\": 8, \"activation\": \"tanh\"}, {\"type\": \"dense\", \"name\": "
+                  "\"dense_2\", \"units\": 4, \"activation\": \"softmax\"}]}", mlp_w, 4);
+  static const char *const cnn_w[4] = {"conv2d_1.kernel", "conv2d_1.bias", "dense_1.kernel", "dense_1.bias"};
+  against_pytorch(fx, "cnn", "{\"input_shape\": [8, 8, 2], \"layers\": [{\"type\": \"conv2d\", \"name\": \"conv2d_1\", "
+                  "\"filters\": 3, \"kernel_size\": 3, \"activation\": \"relu\"}, {\"type\": \"max_pooling2d\", "
+                  "\"pool_size\": 2}, {\"type\": \"flatten\"}, {\"type\": \"dense\", \"name\": \"dense_1\", "
+                  "\"units\": 3, \"activation\": \"softmax\"}]}", cnn_w, 4);
+  damo_tensor_dict_free(fx);
+}
+
+int main(void) {
+  RUN(test_gradients);
+  RUN(test_linear_exact);
+  RUN(test_methods);
+  RUN(test_pytorch);
+  return test_summary("explain");
+}
