@@ -246,6 +246,7 @@ static int parse_options(int argc, char **argv, damo_attribution_options *o, lon
                {"--samples", 1u << DAMO_ATTR_SMOOTHGRAD},
                {"--noise", 1u << DAMO_ATTR_SMOOTHGRAD},
                {"--seed", 1u << DAMO_ATTR_SMOOTHGRAD},
+               {"--layer", 1u << DAMO_ATTR_GRAD_CAM},
                {"--window", 1u << DAMO_ATTR_OCCLUSION},
                {"--stride", 1u << DAMO_ATTR_OCCLUSION}};
   for (size_t i = 0; i < sizeof owner / sizeof owner[0]; i++)
@@ -294,7 +295,7 @@ int cli_explain(int argc, char **argv) {
   explain_input *in = NULL;
   float *attr = NULL, *base = NULL, *random_attr = NULL;
   damo_tensor *panel = NULL;
-  if (damo_model_load(dir, &m) != DAMO_OK || damo_explainer_new(m, 64, &e) != DAMO_OK) {
+  if (damo_model_load(dir, &m) != DAMO_OK || damo_explainer_new_at(m, 64, cli_opt(argc, argv, "--layer"), &e) != DAMO_OK) {
     rc = cli_fail("explain");
     goto done;
   }
@@ -315,7 +316,7 @@ int cli_explain(int argc, char **argv) {
   const int picture = nd == 2 || (nd == 3 && (shape[2] == 1 || shape[2] == 3));
   const int64_t H = picture ? shape[0] : 1, W = picture ? shape[1] : D, CH = D / (H * W);
   const int scale = picture ? (int)(W >= 112 ? 1 : (112 + W - 1) / W) : 1;
-  const int signed_map = o.method != DAMO_ATTR_SALIENCY && o.method != DAMO_ATTR_SMOOTHGRAD;
+  const int signed_map = o.method != DAMO_ATTR_SALIENCY && o.method != DAMO_ATTR_SMOOTHGRAD && o.method != DAMO_ATTR_GRAD_CAM;
   if (png && picture) {
     const int64_t side = W * scale, th = H * scale, ish[3] = {count * (th + 8) + 8, 3 * side + 4 * 8 + 16 + 8, 3};
     panel = damo_tensor_new(DAMO_F32, 3, ish);
@@ -337,6 +338,7 @@ int cli_explain(int argc, char **argv) {
     snprintf(label, sizeof label, "%d", rep.target);
     printf("%s: %s %s (logit %.4f); %s", in[i].name, target < 0 ? "predicted" : "class",
            rep.target < n_names ? names[rep.target] : label, (double)rep.logit, damo_attribution_method_name(o.method));
+    if (o.method == DAMO_ATTR_GRAD_CAM) printf(" at layer %s", damo_explainer_layer(e));
     if (o.method == DAMO_ATTR_INTEGRATED_GRADIENTS) {
       printf(" (%d %s points): sum %.4f, f(x) - f(baseline) %.4f, completeness gap %.2f%%", o.steps,
              o.gauss_legendre ? "Gauss-Legendre" : "midpoint", rep.sum, (double)(rep.logit - rep.baseline_logit),
@@ -357,7 +359,7 @@ int cli_explain(int argc, char **argv) {
     char config[4096];
     snprintf(config, sizeof config, "%s/config.json", dir);
     if (!random_attr || damo_model_from_config_file(config, &rm) != DAMO_OK || damo_model_build(rm, 12345) != DAMO_OK ||
-        damo_explainer_new(rm, 64, &re) != DAMO_OK || !make_baseline(rm, cli_opt(argc, argv, "--baseline"), in[0].x, base) ||
+        damo_explainer_new_at(rm, 64, cli_opt(argc, argv, "--layer"), &re) != DAMO_OK || !make_baseline(rm, cli_opt(argc, argv, "--baseline"), in[0].x, base) ||
         damo_attribute(re, in[0].x, first_target, &o, random_attr, &rep) != DAMO_OK) {
       cli_fail("explain --sanity");
     } else {

@@ -340,7 +340,9 @@ static const cli_option explain_options[] = {
     {"--model", 1, "DIR", "a saved f32 classifier of pictures or numbers (int8 models have no gradients: explain\n"
                           "the f32 model they came from)"},
     {"--input", 1, "PATH", "a picture, a folder of pictures (converted as damo predict converts them) or an x.npy"},
-    {"--method", 1, "M", "saliency | gradient-x-input | smoothgrad | integrated-gradients (default) | occlusion"},
+    {"--method", 1, "M", "saliency | gradient-x-input | smoothgrad | integrated-gradients (default) | occlusion |\n"
+                         "grad-cam"},
+    {"--layer", 1, "NAME", "grad-cam: the layer whose feature maps are read (default: the last conv2d)"},
     {"--target", 1, "CLASS", "auto (the predicted class, default), a class index or a class name; its logit is explained"},
     {"--out", 1, "FILE.png", "the input, the heat map, both blended and a colour bar side by side (a row per picture)"},
     {"--attributions", 1, "FILE.npy", "the raw attributions, the shape of one input (a folder: one row per picture)"},

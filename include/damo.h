@@ -2178,6 +2178,10 @@ int damo_model_layer_precision(const damo_model *m, int i, const char **name, co
  * refused (explain the f32 model; gradients over embeddings are not built yet). */
 typedef struct damo_explainer damo_explainer;
 damo_status damo_explainer_new(damo_model *m, int64_t batch, damo_explainer **out);
+/* The same, reading a layer inside the model too (for Grad-CAM): the layer named `layer`
+ * (its output must be (height, width, channels)), or NULL: the last conv2d layer, if any. */
+damo_status damo_explainer_new_at(damo_model *m, int64_t batch, const char *layer, damo_explainer **out);
+const char *damo_explainer_layer(const damo_explainer *e); /* the layer read, or NULL */
 void damo_explainer_free(damo_explainer *e);
 int64_t damo_explainer_classes(const damo_explainer *e);    /* logits per example */
 int64_t damo_explainer_input_size(const damo_explainer *e); /* values per example */
@@ -2191,8 +2195,11 @@ typedef enum damo_attribution_method {
   DAMO_ATTR_GRADIENT_X_INPUT,     /* grad * x */
   DAMO_ATTR_SMOOTHGRAD,           /* mean grad over `samples` copies of x + N(0, (noise * (max x - min x))^2) */
   DAMO_ATTR_INTEGRATED_GRADIENTS, /* (x - baseline) * mean grad along the straight path (Sundararajan et al.) */
-  DAMO_ATTR_OCCLUSION             /* the logit's drop when a window x window patch (every channel) is set to the
+  DAMO_ATTR_OCCLUSION,            /* the logit's drop when a window x window patch (every channel) is set to the
                                    * baseline, shared by its elements, averaged over the patches covering each */
+  DAMO_ATTR_GRAD_CAM              /* relu(sum_k alpha_k A_k) at the explainer's layer, alpha_k the mean gradient of
+                                   * feature map k (Selvaraju et al.), resized bilinearly to the input's height and
+                                   * width and repeated over its channels */
 } damo_attribution_method;
 typedef struct damo_attribution_options {
   damo_attribution_method method;
@@ -2215,7 +2222,7 @@ damo_attribution_options damo_attribution_defaults(void); /* integrated gradient
  * class), batched over the explainer's rows. rep (may be NULL) gets the figures above. */
 damo_status damo_attribute(damo_explainer *e, const float *x, int32_t target, const damo_attribution_options *o,
                            float *attr, damo_attribution_report *rep);
-/* "saliency", "gradient-x-input", "smoothgrad", "integrated-gradients", "occlusion". */
+/* "saliency", "gradient-x-input", "smoothgrad", "integrated-gradients", "occlusion", "grad-cam". */
 const char *damo_attribution_method_name(damo_attribution_method m);
 damo_status damo_attribution_method_parse(const char *name, damo_attribution_method *out);
 

@@ -3,7 +3,9 @@
  * batch normalisation; on a linear model Integrated Gradients equals (x - x') * w exactly, by
  * both path rules, and so does occlusion with one-element windows; completeness within 1% at
  * 64 steps on a smooth MLP; saliency, gradient x input and SmoothGrad without noise agree with
- * the gradient; the predicted class is taken for -1; bad models and inputs are refused. */
+ * the gradient; saliency, gradient x input, IG and Grad-CAM equal PyTorch's on the same weights;
+ * the predicted class is taken for -1; bad models and inputs are refused. */
+#include "cli_run.h"
 #include "damo.h"
 #include "harness.h"
 
@@ -209,14 +211,18 @@ static void against_pytorch(damo_tensor_dict *fx, const char *prefix, const char
   const damo_tensor *x = damo_tensor_dict_get(fx, key);
   snprintf(key, sizeof key, "%s.targets", prefix);
   const damo_tensor *targets = damo_tensor_dict_get(fx, key);
-  static const char *const kinds[3] = {"saliency", "gradient_x_input", "ig16"};
-  for (int k = 0; e && x && targets && k < 3; k++) {
+  static const char *const kinds[4] = {"saliency", "gradient_x_input", "ig16", "grad_cam"};
+  for (int k = 0; e && x && targets && k < 4; k++) {
     snprintf(key, sizeof key, "%s.%s", prefix, kinds[k]);
     const damo_tensor *want = damo_tensor_dict_get(fx, key);
     const int64_t D = damo_explainer_input_size(e);
     float *attr = malloc((size_t)D * sizeof *attr);
     damo_attribution_options o = damo_attribution_defaults();
-    o.method = k == 0 ? DAMO_ATTR_SALIENCY : k == 1 ? DAMO_ATTR_GRADIENT_X_INPUT : DAMO_ATTR_INTEGRATED_GRADIENTS;
+    if (!want && k == 3) break; /* Grad-CAM: the CNN only */
+    o.method = k == 0   ? DAMO_ATTR_SALIENCY
+               : k == 1 ? DAMO_ATTR_GRADIENT_X_INPUT
+               : k == 2 ? DAMO_ATTR_INTEGRATED_GRADIENTS
+                        : DAMO_ATTR_GRAD_CAM;
     o.steps = 16;
     double worst = 0;
     for (int r = 0; want && r < 3; r++) {
@@ -225,6 +231,17 @@ static void against_pytorch(damo_tensor_dict *fx, const char *prefix, const char
     }
     CHECK_MSG(want && worst <= 1, "%s %s vs PyTorch: worst error %.3g x tolerance", prefix, kinds[k], worst);
     free(attr);
+  }
+  if (e && !strcmp(prefix, "cnn")) CHECK(damo_explainer_layer(e) && !strcmp(damo_explainer_layer(e), "conv2d_1"));
+  if (e && !strcmp(prefix, "mlp")) { /* no conv layer: Grad-CAM has nothing to read */
+    float attr[30];
+    damo_attribution_options o = damo_attribution_defaults();
+    o.method = DAMO_ATTR_GRAD_CAM;
+    CHECK(damo_explainer_layer(e) == NULL);
+    EXPECT_FAIL(damo_attribute(e, damo_tensor_f32(x), 0, &o, attr, NULL), DAMO_ERR_INVALID_ARG, "no conv2d layer");
+    damo_explainer *named = NULL;
+    EXPECT_FAIL(damo_explainer_new_at(m, 2, "dense_9", &named), DAMO_ERR_NOT_FOUND, "no layer named 'dense_9'");
+    EXPECT_FAIL(damo_explainer_new_at(m, 2, "dense_1", &named), DAMO_ERR_INVALID_ARG, "(height, width, channels)");
   }
   damo_explainer_free(e);
   damo_model_free(m);
@@ -250,10 +267,64 @@ static void test_pytorch(void) {
   damo_tensor_dict_free(fx);
 }
 
+/* damo explain on a picture: what it prints, the .npy it writes equal to damo_attribute's,
+ * the PNG; Grad-CAM at a named layer; options of another method and bad inputs refused. */
+static void test_command(void) {
+  char dir[200], png[240], out[240], npy[240];
+  snprintf(dir, sizeof dir, "/tmp/damo_test_explain_cli_%d", (int)getpid());
+  snprintf(png, sizeof png, "%s/item.png", dir);
+  snprintf(out, sizeof out, "%s/explained.png", dir);
+  snprintf(npy, sizeof npy, "%s/attr.npy", dir);
+  damo_model *m = model_of("{\"input_shape\": [12, 12, 1], \"layers\": [{\"type\": \"rescaling\", \"scale\": 0.0039},"
+                           "{\"type\": \"conv2d\", \"name\": \"features\", \"filters\": 4, \"kernel_size\": 3, "
+                           "\"activation\": \"relu\"}, {\"type\": \"max_pooling2d\", \"pool_size\": 2}, {\"type\": "
+                           "\"flatten\"}, {\"type\": \"dense\", \"units\": 3, \"activation\": \"softmax\"}]}", 8);
+  CHECK(m && damo_model_save(m, dir) == DAMO_OK);
+  const int64_t ishape[3] = {12, 12, 1};
+  damo_tensor *img = damo_tensor_new(DAMO_F32, 3, ishape), *conv = NULL, *attr_file = NULL;
+  for (int i = 0; i < 144; i++) damo_tensor_f32(img)[i] = (i / 12 > 3 && i / 12 < 9 && i % 12 > 2 && i % 12 < 8) ? 230 : 10;
+  CHECK(damo_image_save_png(png, img) == DAMO_OK);
+  int rc = run("%s explain --model %s --input %s --out %s --attributions %s --steps 32", DAMO_CLI_PATH, dir, png, out, npy);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "predicted") && strstr(cli_out, "completeness gap") && access(out, R_OK) == 0,
+            "%s", cli_out);
+  /* the file holds what the library gives for the same converted picture */
+  damo_tensor *loaded = NULL;
+  CHECK(damo_image_load(png, 0, &loaded) == DAMO_OK && damo_image_to_model_input(loaded, 12, 12, 1, 1, &conv) == DAMO_OK);
+  damo_explainer *e = NULL;
+  float attr[144];
+  damo_attribution_options o = damo_attribution_defaults();
+  o.steps = 32;
+  CHECK(damo_explainer_new(m, 64, &e) == DAMO_OK && conv && damo_attribute(e, damo_tensor_f32(conv), -1, &o, attr, NULL) == DAMO_OK);
+  CHECK(damo_npy_load(npy, &attr_file) == DAMO_OK && attr_file && damo_tensor_numel(attr_file) == 144 &&
+        attr_file->ndim == 3 && attr_file->shape[0] == 12);
+  if (attr_file) CHECK_CLOSE(damo_tensor_f32(attr_file), attr, 144, 1e-6, 1e-5);
+  rc = run("%s explain --model %s --input %s --method grad-cam --layer features --target 1", DAMO_CLI_PATH, dir, png);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "grad-cam at layer features") && strstr(cli_out, "class 1"), "%s", cli_out);
+  static const struct {
+    const char *args, *says;
+    int rc;
+  } bad[] = {{"--method smoothgrad --steps 4", "--steps is not an option of --method smoothgrad", 2},
+             {"--method lime", "unknown attribution method 'lime'", 2},
+             {"--target 7", "--target", 2},
+             {"--method grad-cam --layer nowhere", "no layer named 'nowhere'", 1},
+             {"--integration simpson", "riemann or gauss-legendre", 2}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    rc = run("%s explain --model %s --input %s %s", DAMO_CLI_PATH, dir, png, bad[i].args);
+    CHECK_MSG(rc == bad[i].rc && strstr(cli_out, bad[i].says), "%s: %d %s", bad[i].args, rc, cli_out);
+  }
+  damo_explainer_free(e);
+  damo_tensor_free(img), damo_tensor_free(conv), damo_tensor_free(loaded), damo_tensor_free(attr_file);
+  damo_model_free(m);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
 int main(void) {
   RUN(test_gradients);
   RUN(test_linear_exact);
   RUN(test_methods);
   RUN(test_pytorch);
+  RUN(test_command);
   return test_summary("explain");
 }

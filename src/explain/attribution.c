@@ -13,6 +13,10 @@
  *   occlusion              the logit's drop when a window is set to the baseline, shared by
  *                          the window's elements, averaged over the windows that cover one
  *                          (Zeiler & Fergus 2014); forwards only
+ *   Grad-CAM               relu(sum_k alpha_k A_k) over a layer's feature maps A_k, alpha_k the
+ *                          spatial mean of d logit / d A_k (Selvaraju et al. 2017), resized to
+ *                          the input; the layer's activation is built as its own node there, so
+ *                          A and its gradient are both after it
  * The model's weights are read, never changed (the backward also writes the weights' gradient
  * buffers, which training clears before use). */
 #define _DEFAULT_SOURCE /* M_PI */
@@ -26,6 +30,9 @@ struct damo_explainer {
   damo_model *model;
   damo_graph *g;
   damo_node *x, *logits, *target, *loss;
+  damo_node *layer;    /* the layer read for Grad-CAM, or NULL */
+  char layer_name[DAMO_NAME_MAX];
+  int64_t layer_shape[3]; /* its (height, width, channels) */
   int64_t batch, row, classes;
   float *target_rows; /* (batch, classes): one-hot rows selecting each row's logit */
 };
@@ -40,7 +47,29 @@ void damo_explainer_free(damo_explainer *e) {
 int64_t damo_explainer_classes(const damo_explainer *e) { return e ? e->classes : 0; }
 int64_t damo_explainer_input_size(const damo_explainer *e) { return e ? e->row : 0; }
 
+const char *damo_explainer_layer(const damo_explainer *e) { return e && e->layer ? e->layer_name : NULL; }
+
+/* The model node an explainer reads: the one named `name`, else the last conv2d's; -1: none. */
+static int find_layer(const damo_model *m, const char *name, damo_status *st) {
+  *st = DAMO_OK;
+  int found = -1;
+  for (int i = 0; i < m->n_nodes; i++) {
+    const damo_model_node *n = &m->nodes[i];
+    if (!n->layer) continue;
+    if (name ? !strcmp(n->name, name) : !strcmp(n->layer->type->type, "conv2d")) found = i;
+  }
+  if (name && found < 0) *st = damo_error(DAMO_ERR_NOT_FOUND, "explainer_new: the model has no layer named '%s'", name);
+  if (found >= 0 && m->nodes[found].shape.ndim != 3)
+    *st = damo_error(DAMO_ERR_INVALID_ARG, "explainer_new: layer '%s' gives %d-D outputs; Grad-CAM reads (height, "
+                     "width, channels) feature maps", m->nodes[found].name, m->nodes[found].shape.ndim);
+  return found;
+}
+
 damo_status damo_explainer_new(damo_model *m, int64_t batch, damo_explainer **out) {
+  return damo_explainer_new_at(m, batch, NULL, out);
+}
+
+damo_status damo_explainer_new_at(damo_model *m, int64_t batch, const char *layer, damo_explainer **out) {
   if (!m || !out) return damo_error(DAMO_ERR_INVALID_ARG, "explainer_new: NULL argument");
   *out = NULL;
   if (batch < 1) return damo_error(DAMO_ERR_INVALID_ARG, "explainer_new: batch %lld must be >= 1", (long long)batch);
@@ -60,7 +89,20 @@ damo_status damo_explainer_new(damo_model *m, int64_t batch, damo_explainer **ou
   e->batch = batch;
   e->g = damo_graph_new(0);
   damo_node *xs[DAMO_MODEL_MAX_INPUTS] = {NULL}, *outs[DAMO_MODEL_MAX_OUTPUTS] = {NULL}, *pres[DAMO_MODEL_MAX_OUTPUTS] = {NULL};
-  damo_status st = e->g ? damo_model_build_nodes(m, e->g, batch, xs, outs, pres) : DAMO_ERR_NOMEM;
+  damo_status st;
+  const int tap = find_layer(m, layer, &st);
+  if (st != DAMO_OK) {
+    damo_explainer_free(e);
+    return st;
+  }
+  if (tap >= 0) m->nodes[tap].layer->separate_activation = 1; /* A and dA both after the activation */
+  if (st == DAMO_OK) st = e->g ? damo_model_build_nodes_at(m, e->g, batch, xs, outs, pres, tap, &e->layer) : DAMO_ERR_NOMEM;
+  if (tap >= 0) {
+    m->nodes[tap].layer->separate_activation = 0;
+    snprintf(e->layer_name, sizeof e->layer_name, "%s", m->nodes[tap].name);
+    for (int k = 0; k < 3; k++) e->layer_shape[k] = m->nodes[tap].shape.dim[k];
+    if (e->layer) damo_node_keep_grad(e->layer);
+  }
   if (st == DAMO_OK) {
     e->x = xs[0];
     e->row = damo_node_numel(e->x) / batch;
@@ -73,7 +115,8 @@ damo_status damo_explainer_new(damo_model *m, int64_t batch, damo_explainer **ou
     e->target_rows = calloc((size_t)(batch * e->classes), sizeof *e->target_rows);
     st = damo_graph_status(e->g);
     if (st == DAMO_OK && !e->target_rows) st = damo_error(DAMO_ERR_NOMEM, "explainer_new: out of memory");
-    if (st == DAMO_OK) st = damo_graph_compile(e->g, e->loss, 1, &e->logits);
+    damo_node *outputs[2] = {e->logits, e->layer}; /* the layer's value must outlive the forward */
+    if (st == DAMO_OK) st = damo_graph_compile(e->g, e->loss, e->layer ? 2 : 1, outputs);
   }
   if (st != DAMO_OK) {
     damo_error_prefix(st, "explainer_new: ");
@@ -238,28 +281,62 @@ static damo_status occlusion(damo_explainer *e, const float *x, const float *bas
   return st;
 }
 
+/* Grad-CAM of one example into attr (the input's shape). */
+static damo_status grad_cam(damo_explainer *e, const float *x, int32_t target, float *attr) {
+  const damo_model *m = e->model;
+  if (!e->layer)
+    return damo_error(DAMO_ERR_INVALID_ARG, "attribute: Grad-CAM reads a layer's feature maps, and this model has no "
+                      "conv2d layer (or the explainer was made without one)");
+  if (!(m->in_ndim == 2 || m->in_ndim == 3))
+    return damo_error(DAMO_ERR_INVALID_ARG, "attribute: Grad-CAM maps onto a picture; the input is %d-D", m->in_ndim);
+  damo_status st = damo_explainer_run(e, x, 1, &target, NULL, NULL);
+  if (st == DAMO_OK) st = damo_graph_backward(e->g);
+  const float *a = damo_node_data(e->layer), *g = st == DAMO_OK ? damo_node_grad(e->layer) : NULL;
+  if (st == DAMO_OK && !g) st = damo_error(DAMO_ERR_STATE, "attribute: the layer's gradient was not kept");
+  if (st != DAMO_OK) return st;
+  const int64_t h = e->layer_shape[0], w = e->layer_shape[1], k = e->layer_shape[2];
+  const int64_t H = m->in_shape[0], W = m->in_shape[1], CH = m->in_ndim == 3 ? m->in_shape[2] : 1;
+  const int64_t cam_shape[3] = {h, w, 1};
+  damo_tensor *cam = damo_tensor_new(DAMO_F32, 3, cam_shape), *big = NULL;
+  if (!cam) return damo_error(DAMO_ERR_NOMEM, "attribute: out of memory");
+  float *c = damo_tensor_f32(cam);
+  for (int64_t ch = 0; ch < k; ch++) {
+    double alpha = 0;
+    for (int64_t p = 0; p < h * w; p++) alpha += g[p * k + ch];
+    alpha /= (double)(h * w);
+    for (int64_t p = 0; p < h * w; p++) c[p] += (float)(alpha * a[p * k + ch]);
+  }
+  for (int64_t p = 0; p < h * w; p++) c[p] = c[p] > 0 ? c[p] : 0;
+  st = damo_image_resize(cam, (int)H, (int)W, &big);
+  for (int64_t p = 0; st == DAMO_OK && p < H * W; p++)
+    for (int64_t ch = 0; ch < CH; ch++) attr[p * CH + ch] = damo_tensor_f32(big)[p];
+  damo_tensor_free(cam);
+  damo_tensor_free(big);
+  return st;
+}
+
 static const char *const method_names[] = {"saliency", "gradient-x-input", "smoothgrad", "integrated-gradients",
-                                           "occlusion"};
+                                           "occlusion", "grad-cam"};
 
 const char *damo_attribution_method_name(damo_attribution_method m) {
-  return m >= 0 && m <= DAMO_ATTR_OCCLUSION ? method_names[m] : "?";
+  return m >= 0 && m <= DAMO_ATTR_GRAD_CAM ? method_names[m] : "?";
 }
 
 damo_status damo_attribution_method_parse(const char *name, damo_attribution_method *out) {
-  for (int i = 0; i <= DAMO_ATTR_OCCLUSION; i++)
+  for (int i = 0; i <= DAMO_ATTR_GRAD_CAM; i++)
     if (name && !strcmp(name, method_names[i])) {
       *out = (damo_attribution_method)i;
       return DAMO_OK;
     }
   return damo_error(DAMO_ERR_INVALID_ARG, "unknown attribution method '%s' (saliency, gradient-x-input, smoothgrad, "
-                    "integrated-gradients, occlusion)", name ? name : "(null)");
+                    "integrated-gradients, occlusion, grad-cam)", name ? name : "(null)");
 }
 
 damo_status damo_attribute(damo_explainer *e, const float *x, int32_t target, const damo_attribution_options *opt,
                            float *attr, damo_attribution_report *rep) {
   if (!e || !x || !attr) return damo_error(DAMO_ERR_INVALID_ARG, "attribute: NULL argument");
   damo_attribution_options o = opt ? *opt : damo_attribution_defaults();
-  if (o.method < 0 || o.method > DAMO_ATTR_OCCLUSION)
+  if (o.method < 0 || o.method > DAMO_ATTR_GRAD_CAM)
     return damo_error(DAMO_ERR_INVALID_ARG, "attribute: unknown method %d", (int)o.method);
   if ((o.method == DAMO_ATTR_INTEGRATED_GRADIENTS && (o.steps < 1 || o.steps > 4096)) ||
       (o.method == DAMO_ATTR_SMOOTHGRAD && (o.samples < 1 || o.samples > 4096 || !(o.noise >= 0))) ||
@@ -320,6 +397,9 @@ damo_status damo_attribute(damo_explainer *e, const float *x, int32_t target, co
       break;
     case DAMO_ATTR_OCCLUSION:
       st = occlusion(e, x, base, r.target, r.logit, &o, attr, scratch, logits);
+      break;
+    case DAMO_ATTR_GRAD_CAM:
+      st = grad_cam(e, x, r.target, attr);
       break;
     }
   if (st == DAMO_OK) {

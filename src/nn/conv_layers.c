@@ -110,7 +110,7 @@ static damo_status conv_infer(damo_layer *l) {
 
 /* One fused node (bias and activation as the epilogue); softmax stays a separate op. */
 static damo_node *conv_build(damo_layer *l, damo_graph *g, damo_node *x, damo_node **pre) {
-  int separate = l->act == DAMO_ACT_SOFTMAX;
+  int separate = l->act == DAMO_ACT_SOFTMAX || (l->separate_activation && l->act != DAMO_ACT_NONE);
   if (l->quant) {
     const int fused = l->act == DAMO_ACT_RELU;
     damo_node *h = damo_qconv2d_op(g, x, l->quant->slot[0].packed, l->kernel[0], l->kernel[1],

@@ -74,6 +74,8 @@ struct damo_layer {
   int named;                /* name given by the user (else the model assigns one) */
   int units;                /* dense, conv filters, embedding output_dim; multi_head_attention output_shape (0: the query's) */
   damo_activation act;      /* dense, activation */
+  int separate_activation;  /* conv2d: build the activation as its own node (an explainer reads the layer's
+                             * output and its gradient there; fused, the kept gradient is the one before it) */
   damo_init kernel_init;    /* dense */
   int use_bias;             /* dense */
   float rate;               /* dropout; attention and transformer blocks: their dropout */

@@ -341,6 +341,11 @@ damo_status damo_model_set_recompute(damo_model *m, int on) {
 
 damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, damo_node **xs, damo_node **out,
                                    damo_node **pre_out) {
+  return damo_model_build_nodes_at(m, g, batch, xs, out, pre_out, -1, NULL);
+}
+
+damo_status damo_model_build_nodes_at(damo_model *m, damo_graph *g, int64_t batch, damo_node **xs, damo_node **out,
+                                      damo_node **pre_out, int tap, damo_node **tapped) {
   damo_node **value = calloc((size_t)m->n_nodes * 3, sizeof *value);
   if (!value) return damo_error(DAMO_ERR_NOMEM, "out of memory building the model graph");
   damo_node **pre = value + m->n_nodes, **mask = pre + m->n_nodes;
@@ -378,6 +383,7 @@ damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, 
     out[k] = value[o];
     pre_out[k] = pre[o];
   }
+  if (tapped && tap >= 0 && tap < m->n_nodes) *tapped = value[tap];
   free(value);
   return damo_graph_status(g);
 }

@@ -125,7 +125,10 @@ damo_status damo_model_add_input(damo_model *m, const char *name, int ndim, cons
  * the node before its activation into out and pre. */
 damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, damo_node **xs, damo_node **out,
                                    damo_node **pre);
-/* (out and pre: one node per output, in order.) */
+/* (out and pre: one node per output, in order.) The same, also giving model node tap's value
+ * in *tapped (what an explainer reads inside the model). */
+damo_status damo_model_build_nodes_at(damo_model *m, damo_graph *g, int64_t batch, damo_node **xs, damo_node **out,
+                                      damo_node **pre, int tap, damo_node **tapped);
 /* Output features per example (product of the last layer's output shape). */
 int64_t damo_model_output_size(const damo_model *m);
 /* Builds (or reuses) the graph of that purpose (DAMO_GRAPH_*: with_loss 0 or 1 as before)

@@ -11,7 +11,7 @@ Stored per model (prefix "mlp." / "cnn."): the weights under damo's names (dense
 (in, out), conv kernels (kh, kw, in, out) as Keras keeps them), x (3 examples), targets (3,
 I32), and for each example the gradient of its target logit with respect to x as saliency
 (|grad|), gradient x input, and Integrated Gradients from a black baseline by the midpoint
-rule at 16 steps. Float64 from float32-rounded values, seeded. Run: /usr/bin/python3
+rule at 16 steps; for the CNN also Grad-CAM at conv2d_1 (grad_cam). Float64 from float32-rounded values, seeded. Run: /usr/bin/python3
 tests/ref/gen_explain.py
 """
 import os
@@ -62,6 +62,21 @@ def attributions(logits_fn, w, x, targets, steps=16):
     return {"saliency": grad.abs(), "gradient_x_input": grad * x, "ig16": ig * x}
 
 
+def grad_cam(w, x, targets):
+    """Grad-CAM at conv2d_1's output (after its relu): alpha_k = the mean over positions of
+    d logit / d A_k, cam = relu(sum_k alpha_k A_k), resized bilinearly (half-pixel centres) to
+    the input's 8 x 8 and repeated over its 2 channels, as damo's attributions have its shape."""
+    k = w["conv2d_1.kernel"].permute(3, 2, 0, 1)
+    a = F.relu(F.conv2d(x.permute(0, 3, 1, 2), k, w["conv2d_1.bias"])).detach().requires_grad_(True)
+    h = F.max_pool2d(a, 2).permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+    logits = h @ w["dense_1.kernel"] + w["dense_1.bias"]
+    (g,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), a)
+    alpha = g.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((alpha * a).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=(8, 8), mode="bilinear", align_corners=False)
+    return cam.permute(0, 2, 3, 1).expand(-1, -1, -1, 2)
+
+
 def main():
     torch.manual_seed(20261205)
     out = {}
@@ -80,6 +95,7 @@ def main():
     for name, value in {**cnn, "x": x, **attributions(cnn_logits, cnn, x, targets)}.items():
         out["cnn." + name] = f32(value)
     out["cnn.targets"] = targets.numpy().astype(np.int32)
+    out["cnn.grad_cam"] = f32(grad_cam(cnn, x, targets))
     safetensors_writer.write(OUT_PATH, out, {"generator": "tests/ref/gen_explain.py"})
     print("wrote", OUT_PATH, len(out), "tensors")
 
