@@ -18,7 +18,8 @@ typedef struct explain_input {
 } explain_input;
 
 /* The examples to explain: pictures (a file or a folder), or rows of an x.npy. */
-static int load_inputs(const damo_model *m, const char *path, long index, int invert, explain_input **out, int *count) {
+static int load_inputs(const damo_model *m, const char *path, long index, long rows_wanted, int invert,
+                       explain_input **out, int *count) {
   int64_t shape[DAMO_MAX_DIMS];
   const int nd = damo_model_input_shape(m, shape);
   int64_t D = 1;
@@ -29,23 +30,24 @@ static int load_inputs(const damo_model *m, const char *path, long index, int in
     damo_tensor *t = NULL;
     if (damo_npy_load(path, &t) != DAMO_OK) return !cli_fail("explain");
     const int64_t rows = damo_tensor_numel(t) / D;
-    if (damo_tensor_numel(t) % D || index < 0 || index >= rows || t->dtype == DAMO_I32) {
-      fprintf(stderr, "damo explain: %s holds %lld values of %s; the model takes examples of %lld values (row --index %ld "
-              "of %lld)\n", path, (long long)damo_tensor_numel(t), damo_dtype_name(t->dtype), (long long)D, index,
-              (long long)rows);
+    if (damo_tensor_numel(t) % D || index < 0 || index + rows_wanted > rows || t->dtype == DAMO_I32) {
+      fprintf(stderr, "damo explain: %s holds %lld values of %s; the model takes examples of %lld values (rows --index "
+              "%ld to %ld of %lld)\n", path, (long long)damo_tensor_numel(t), damo_dtype_name(t->dtype), (long long)D,
+              index, index + rows_wanted - 1, (long long)rows);
       damo_tensor_free(t);
       return 0;
     }
-    *out = calloc(1, sizeof **out);
-    if (*out && ((*out)->x = malloc((size_t)D * sizeof(float)))) {
+    *out = calloc((size_t)rows_wanted, sizeof **out);
+    for (long r = 0; *out && r < rows_wanted; r++) {
+      if (!((*out)[r].x = malloc((size_t)D * sizeof(float)))) break;
       for (int64_t i = 0; i < D; i++)
-        (*out)->x[i] = t->dtype == DAMO_U8 ? (float)((const uint8_t *)t->data)[index * D + i]
-                                           : damo_tensor_f32(t)[index * D + i];
-      snprintf((*out)->name, sizeof (*out)->name, "%s[%ld]", path, index);
-      *count = 1;
+        (*out)[r].x[i] = t->dtype == DAMO_U8 ? (float)((const uint8_t *)t->data)[(index + r) * D + i]
+                                             : damo_tensor_f32(t)[(index + r) * D + i];
+      snprintf((*out)[r].name, sizeof (*out)[r].name, "%s[%ld]", path, index + r);
+      *count = (int)r + 1;
     }
     damo_tensor_free(t);
-    return *count == 1;
+    return *count == rows_wanted;
   }
   if (!(nd == 2 || (nd == 3 && (shape[2] == 1 || shape[2] == 3)))) {
     fprintf(stderr, "damo explain: the model takes inputs of rank %d, not pictures; give an x.npy\n", nd);
@@ -112,7 +114,7 @@ static int make_baseline(const damo_model *m, const char *spec, const float *x, 
   }
   explain_input *in = NULL;
   int n = 0;
-  if (!load_inputs(m, spec, 0, 1, &in, &n) || n != 1) {
+  if (!load_inputs(m, spec, 0, 1, 1, &in, &n) || n != 1) {
     fprintf(stderr, "damo explain: --baseline is black, blur, or one picture or x.npy (its first row)\n");
     for (int i = 0; in && i < n; i++) free(in[i].x);
     free(in);
@@ -140,13 +142,17 @@ static void colour(float v, int signed_map, float rgb[3]) {
 }
 
 /* One row of the panel into img (rows of 3 tiles + a colour bar; tile side S = scale * W). */
+enum { CAPTION = 16 }; /* pixels under each row for its caption */
+
 static void draw_row(damo_tensor *img, int64_t row, const float *x, const float *a, int64_t H, int64_t W, int64_t C,
-                     int scale, int signed_map) {
-  const int64_t S = W * scale, TH = H * scale, gap = 8, IW = img->shape[1];
+                     int scale, int signed_map, const char *caption) {
+  const int64_t S = W * scale, TH = H * scale + CAPTION, gap = 8, IW = img->shape[1];
+  const float ink[3] = {30, 30, 40};
+  damo_image_draw_text(img, (int)gap, (int)(row * (TH + gap) + gap + H * scale + 4), caption, 1, ink);
   float amax = 0, xmax = 1;
   for (int64_t i = 0; i < H * W * C; i++) amax = fmaxf(amax, fabsf(a[i])), xmax = fmaxf(xmax, x[i]);
   float *px = damo_tensor_f32(img);
-  for (int64_t yy = 0; yy < TH; yy++)
+  for (int64_t yy = 0; yy < H * scale; yy++)
     for (int64_t xx = 0; xx < S; xx++) {
       const int64_t sy = yy / scale, sx = xx / scale;
       float grey = 0, v = 0;
@@ -162,9 +168,9 @@ static void draw_row(damo_tensor *img, int64_t row, const float *x, const float 
         px[(y * IW + 3 * gap + 2 * S + xx) * 3 + k] = 0.5f * grey + 0.5f * heat[k];
       }
     }
-  for (int64_t yy = 0; yy < TH; yy++) { /* the colour bar: +max at the top, -max (or 0) at the bottom */
+  for (int64_t yy = 0; yy < H * scale; yy++) { /* the colour bar: +max at the top, -max (or 0) at the bottom */
     float rgb[3];
-    const float v = 1.0f - 2.0f * (float)yy / (float)(TH - 1);
+    const float v = 1.0f - 2.0f * (float)yy / (float)(H * scale - 1);
     colour(signed_map ? v : 0.5f * (v + 1), signed_map, rgb);
     const int64_t y = row * (TH + gap) + gap + yy;
     for (int64_t xx = 0; xx < 16; xx++)
@@ -279,11 +285,139 @@ static int parse_target(const damo_model *m, const char *v, int64_t classes, int
   return 1;
 }
 
+/* The predicted class of logits (C of them) and its probability (softmax; one output: sigmoid). */
+static int32_t class_probability(const float *logits, int64_t C, float *p) {
+  if (C == 1) {
+    const float s = 1.0f / (1.0f + expf(-logits[0]));
+    *p = s > 0.5f ? s : 1 - s;
+    return s > 0.5f;
+  }
+  int32_t best = 0;
+  for (int64_t c = 1; c < C; c++) best = logits[c] > logits[best] ? (int32_t)c : best;
+  double sum = 0;
+  for (int64_t c = 0; c < C; c++) sum += exp((double)logits[c] - logits[best]);
+  *p = (float)(1.0 / sum);
+  return best;
+}
+
+/* The target's probability under softmax (one output: sigmoid, as class 1). */
+static float target_probability(const float *logits, int64_t C, int32_t t) {
+  if (C == 1) return t ? 1.0f / (1.0f + expf(-logits[0])) : 1.0f / (1.0f + expf(logits[0]));
+  double mx = logits[0], sum = 0;
+  for (int64_t c = 1; c < C; c++) mx = logits[c] > mx ? logits[c] : mx;
+  for (int64_t c = 0; c < C; c++) sum += exp((double)logits[c] - mx);
+  return (float)(exp((double)logits[t] - mx) / sum);
+}
+
+/* --data SPEC --faithfulness N: the deletion test. For N test examples, the elements are set
+ * to the baseline in the order of their attributions (largest first) or in a random order, 0
+ * to 50% of them in steps of 5%, and the predicted class's mean probability is tracked: a
+ * faithful method makes it fall faster than chance. Also the mean time per attribution and,
+ * for integrated gradients, the completeness gaps. --curve FILE.png plots both curves. */
+static int faithfulness(damo_model *m, damo_explainer *e, int argc, char **argv, damo_attribution_options *o) {
+  enum { STEPS = 11 };
+  const char *spec = cli_opt(argc, argv, "--data"), *curve = cli_opt(argc, argv, "--curve");
+  long n;
+  if (!spec || !cli_parse_long(cli_opt(argc, argv, "--faithfulness"), "--faithfulness", 1, 1000000, &n)) {
+    if (!spec) fprintf(stderr, "damo explain: --faithfulness N needs --data SPEC (its test split)\n");
+    return 2;
+  }
+  damo_tensor *x = NULL, *y = NULL;
+  if (cli_load_data(spec, "test", NULL, &x, &y) != DAMO_OK) return cli_fail("explain");
+  const int64_t D = damo_explainer_input_size(e), C = damo_explainer_classes(e), total = x->shape[0];
+  if (damo_tensor_numel(x) != total * D || x->dtype == DAMO_I32) {
+    fprintf(stderr, "damo explain: %s's examples are not the model's input (%lld values)\n", spec, (long long)D);
+    damo_tensor_free(x), damo_tensor_free(y);
+    return 1;
+  }
+  if (n > total) n = total;
+  float *xi = malloc((size_t)D * sizeof *xi), *base = malloc((size_t)D * sizeof *base), *a = malloc((size_t)D * sizeof *a);
+  float *rows = malloc((size_t)(2 * STEPS * D) * sizeof *rows), *logits = malloc((size_t)(2 * STEPS * C) * sizeof *logits);
+  int64_t *order = malloc((size_t)(2 * D) * sizeof *order);
+  double sum_p[2][STEPS] = {{0}}, sum_logit[2][STEPS] = {{0}}, gap_sum = 0, gap_max = 0, seconds = 0;
+  int rc = 1;
+  damo_rng rng;
+  damo_rng_seed(&rng, 77);
+  for (long i = 0; xi && base && a && rows && logits && order && i < n; i++) {
+    const int64_t row = i * (total / n); /* spread over the split */
+    for (int64_t k = 0; k < D; k++)
+      xi[k] = x->dtype == DAMO_U8 ? (float)((const uint8_t *)x->data)[row * D + k] : damo_tensor_f32(x)[row * D + k];
+    damo_attribution_report rep;
+    o->baseline = base;
+    if (!make_baseline(m, cli_opt(argc, argv, "--baseline"), xi, base)) goto done;
+    const double t0 = cli_seconds();
+    if (damo_attribute(e, xi, -1, o, a, &rep) != DAMO_OK) {
+      cli_fail("explain");
+      goto done;
+    }
+    seconds += cli_seconds() - t0;
+    gap_sum += rep.completeness_gap, gap_max = rep.completeness_gap > gap_max ? rep.completeness_gap : gap_max;
+    /* order[0..D): by attribution, largest first (a selection by repeated maximum would be
+     * D^2; sort indices instead); order[D..2D): a random permutation */
+    for (int64_t k = 0; k < D; k++) order[k] = k, order[D + k] = k;
+    for (int64_t k = 1; k < D; k++) { /* insertion sort by descending attribution (D is a picture) */
+      const int64_t id = order[k];
+      int64_t j = k;
+      while (j > 0 && a[order[j - 1]] < a[id]) order[j] = order[j - 1], j--;
+      order[j] = id;
+    }
+    damo_shuffle_indices(order + D, D, &rng);
+    for (int kind = 0; kind < 2; kind++)
+      for (int s = 0; s < STEPS; s++) {
+        float *r = rows + (int64_t)(kind * STEPS + s) * D;
+        memcpy(r, xi, (size_t)D * sizeof *r);
+        const int64_t k_del = (int64_t)llround(0.05 * s * (double)D);
+        for (int64_t k = 0; k < k_del; k++) r[order[kind * D + k]] = base[order[kind * D + k]];
+      }
+    if (damo_explainer_run(e, rows, 2 * STEPS, NULL, logits, NULL) != DAMO_OK) {
+      cli_fail("explain");
+      goto done;
+    }
+    for (int kind = 0; kind < 2; kind++)
+      for (int s = 0; s < STEPS; s++) {
+        const float *l = logits + (int64_t)(kind * STEPS + s) * C;
+        sum_p[kind][s] += target_probability(l, C, rep.target);
+        sum_logit[kind][s] += l[rep.target];
+      }
+  }
+  printf("deletion test, %s on %ld test examples of %s (the predicted class; deleted = set to the baseline):\n",
+         damo_attribution_method_name(o->method), n, spec);
+  printf("  deleted   p(class), by attribution   p(class), random order\n");
+  float at[STEPS], pa[STEPS], pr[STEPS], la[STEPS], lr[STEPS];
+  for (int s = 0; s < STEPS; s++) {
+    at[s] = 5.0f * s;
+    pa[s] = (float)(sum_p[0][s] / n), pr[s] = (float)(sum_p[1][s] / n);
+    la[s] = (float)(sum_logit[0][s] / n), lr[s] = (float)(sum_logit[1][s] / n);
+    printf("  %5.0f%%   %22.4f   %22.4f\n", (double)at[s], (double)pa[s], (double)pr[s]);
+  }
+  printf("mean %.1f ms per attribution", 1e3 * seconds / n);
+  if (o->method == DAMO_ATTR_INTEGRATED_GRADIENTS)
+    printf("; completeness gap mean %.3f%%, largest %.3f%% (%d %s points)", 100 * gap_sum / n, 100 * gap_max, o->steps,
+           o->gauss_legendre ? "Gauss-Legendre" : "midpoint");
+  printf("\n");
+  if (curve) {
+    static const char *const names[2] = {"by attribution", "random order"};
+    static const char *const panels[2] = {"logit of the class", "probability of the class"};
+    char title[128];
+    snprintf(title, sizeof title, "deletion test: %s", damo_attribution_method_name(o->method));
+    if (damo_plot_panels_png(curve, title, STEPS, at, "% of the input deleted", names, panels, la, lr, pa, pr) != DAMO_OK) {
+      cli_fail("explain");
+      goto done;
+    }
+    printf("curves: %s\n", curve);
+  }
+  rc = 0;
+done:
+  free(xi), free(base), free(a), free(rows), free(logits), free(order);
+  damo_tensor_free(x), damo_tensor_free(y);
+  return rc;
+}
+
 int cli_explain(int argc, char **argv) {
   const char *dir = cli_opt(argc, argv, "--model"), *input = cli_opt(argc, argv, "--input");
   const char *png = cli_opt(argc, argv, "--out"), *npy = cli_opt(argc, argv, "--attributions");
-  if (!dir || !input) {
-    fprintf(stderr, "damo explain: --model DIR and --input PATH are required\n");
+  if (!dir || (!input && !cli_opt(argc, argv, "--faithfulness"))) {
+    fprintf(stderr, "damo explain: --model DIR and --input PATH (or --data SPEC --faithfulness N) are required\n");
     return 2;
   }
   damo_attribution_options o;
@@ -294,7 +428,7 @@ int cli_explain(int argc, char **argv) {
   damo_explainer *e = NULL;
   explain_input *in = NULL;
   float *attr = NULL, *base = NULL, *random_attr = NULL;
-  damo_tensor *panel = NULL;
+  damo_tensor *panel = NULL, *labels = NULL;
   if (damo_model_load(dir, &m) != DAMO_OK || damo_explainer_new_at(m, 64, cli_opt(argc, argv, "--layer"), &e) != DAMO_OK) {
     rc = cli_fail("explain");
     goto done;
@@ -305,7 +439,25 @@ int cli_explain(int argc, char **argv) {
     rc = 2;
     goto done;
   }
-  if (!load_inputs(m, input, index, invert, &in, &count)) goto done;
+  if (cli_opt(argc, argv, "--faithfulness")) {
+    rc = faithfulness(m, e, argc, argv, &o);
+    goto done;
+  }
+  long rows = 1;
+  const char *v = cli_opt(argc, argv, "--count");
+  if (v && !cli_parse_long(v, "--count", 1, 4096, &rows)) {
+    rc = 2;
+    goto done;
+  }
+  if (!load_inputs(m, input, index, rows, invert, &in, &count)) goto done;
+  if ((v = cli_opt(argc, argv, "--labels")) &&
+      (damo_npy_load(v, &labels) != DAMO_OK || labels->dtype != DAMO_I32 || damo_tensor_numel(labels) < index + count)) {
+    if (labels) fprintf(stderr, "damo explain: --labels %s must hold integer labels for rows %ld to %ld\n", v, index,
+                        index + count - 1);
+    else cli_fail("explain");
+    damo_tensor_free(labels);
+    goto done;
+  }
   attr = malloc((size_t)(count * D) * sizeof *attr);
   base = malloc((size_t)D * sizeof *base);
   if (!attr || !base) goto done;
@@ -318,7 +470,7 @@ int cli_explain(int argc, char **argv) {
   const int scale = picture ? (int)(W >= 112 ? 1 : (112 + W - 1) / W) : 1;
   const int signed_map = o.method != DAMO_ATTR_SALIENCY && o.method != DAMO_ATTR_SMOOTHGRAD && o.method != DAMO_ATTR_GRAD_CAM;
   if (png && picture) {
-    const int64_t side = W * scale, th = H * scale, ish[3] = {count * (th + 8) + 8, 3 * side + 4 * 8 + 16 + 8, 3};
+    const int64_t side = W * scale, th = H * scale + CAPTION, ish[3] = {count * (th + 8) + 8, 3 * side + 4 * 8 + 16 + 8, 3};
     panel = damo_tensor_new(DAMO_F32, 3, ish);
     if (!panel) goto done;
     float *p = damo_tensor_f32(panel);
@@ -347,7 +499,22 @@ int cli_explain(int argc, char **argv) {
     }
     printf("\n");
     if (i == 0) first_target = rep.target;
-    if (panel) draw_row(panel, i, in[i].x, attr + (int64_t)i * D, H, W, CH, scale, signed_map);
+    if (panel) { /* the caption: the picture's name, the predicted class and probability, the true class */
+      float logits[256], p = 0;
+      int32_t best = 0;
+      if (C <= 256 && damo_explainer_run(e, in[i].x, 1, NULL, logits, NULL) == DAMO_OK) {
+        best = class_probability(logits, C, &p);
+      }
+      char caption[160], pred[48], truth[64] = "";
+      const char *base_name = strrchr(in[i].name, '/') ? strrchr(in[i].name, '/') + 1 : in[i].name;
+      snprintf(pred, sizeof pred, "%s", best < n_names ? names[best] : "?");
+      if (labels) {
+        const int32_t y = damo_tensor_i32(labels)[index + i];
+        snprintf(truth, sizeof truth, ", true %s", y >= 0 && y < n_names ? names[y] : "?");
+      }
+      snprintf(caption, sizeof caption, "%.40s: %s %.2f%s", base_name, pred, (double)p, truth);
+      draw_row(panel, i, in[i].x, attr + (int64_t)i * D, H, W, CH, scale, signed_map, caption);
+    }
   }
   if (o.method == DAMO_ATTR_INTEGRATED_GRADIENTS && count > 1)
     printf("mean completeness gap over %d inputs: %.2f%%\n", count, 100 * gap_sum / count);
@@ -396,6 +563,7 @@ done:
   for (int i = 0; in && i < count; i++) free(in[i].x);
   free(in), free(attr), free(base), free(random_attr);
   damo_tensor_free(panel);
+  damo_tensor_free(labels);
   damo_explainer_free(e);
   damo_model_free(m);
   return rc;

@@ -355,7 +355,13 @@ static const cli_option explain_options[] = {
     {"--window", 1, "W", "occlusion: the patch's side in pixels (default 4)"},
     {"--stride", 1, "S", "occlusion: the patch's step (default 2)"},
     {"--seed", 1, "S", "smoothgrad's noise (default 0)"},
-    {"--index", 1, "I", "an x.npy input: which row (default 0)"},
+    {"--index", 1, "I", "an x.npy input: the first row explained (default 0)"},
+    {"--count", 1, "N", "an x.npy input: N rows from --index (one picture row each)"},
+    {"--labels", 1, "y.npy", "an x.npy input's integer labels: each row's caption also names the true class"},
+    {"--data", 1, "SPEC", "with --faithfulness: the data set whose test split is used"},
+    {"--faithfulness", 1, "N", "the deletion test on N test examples of --data: the predicted class's probability as the\n"
+                               "most attributed elements are deleted (set to the baseline) against a random order"},
+    {"--curve", 1, "FILE.png", "with --faithfulness: both curves as a picture"},
     {"--invert", 1, "auto|no", "as damo predict: a picture on a light background is inverted (default auto)"},
     {"--sanity", 0, NULL, "also explain with the model's weights drawn afresh and print the rank correlation of the maps"},
     END};

@@ -1467,8 +1467,16 @@ damo_status damo_plot_history_png_at(const char *path, const char *title, int n_
 damo_status damo_plot_series_png(const char *path, const char *title, int n_points, const float *at,
                                  const char *x_label, const char *const names[2], const float *loss_a,
                                  const float *loss_b, const float *acc_a, const float *acc_b);
+/* The same with the two panels titled panel_titles[0] (any range) and [1] (a 0..1 range):
+ * e.g. the target's logit and probability as pixels are deleted (damo explain --faithfulness). */
+damo_status damo_plot_panels_png(const char *path, const char *title, int n_points, const float *at,
+                                 const char *x_label, const char *const names[2], const char *const panel_titles[2],
+                                 const float *a0, const float *a1, const float *b0, const float *b1);
 /* The step (or epoch) number row i of a history was recorded at. */
 int damo_history_at(const damo_history *h, int i);
+/* ASCII text in the plots' 5x9 font (each font pixel scale x scale) onto an (H, W, 3) f32
+ * picture of 0..255 values, its top-left corner at (x, y), clipped to the picture. */
+damo_status damo_image_draw_text(damo_tensor *img, int x, int y, const char *text, int scale, const float colour[3]);
 /* A confusion matrix as a PNG heat map: counts (n x n, row = true class, column =
  * predicted) written in the cells, shaded by the fraction of their row; class names (NULL,
  * or n strings; NULL entries print the index) on both axes; per-class accuracy (recall) as

@@ -312,6 +312,19 @@ static void test_command(void) {
     rc = run("%s explain --model %s --input %s %s", DAMO_CLI_PATH, dir, png, bad[i].args);
     CHECK_MSG(rc == bad[i].rc && strstr(cli_out, bad[i].says), "%s: %d %s", bad[i].args, rc, cli_out);
   }
+  /* the deletion test on Fashion-MNIST (a small untrained model: the format, not the figures) */
+  damo_model *fm = model_of("{\"input_shape\": [28, 28], \"layers\": [{\"type\": \"rescaling\", \"scale\": 0.0039},"
+                            "{\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 10, \"activation\": \"softmax\"}]}", 9);
+  char fdir[240], curve[260];
+  snprintf(fdir, sizeof fdir, "%s/fm", dir);
+  snprintf(curve, sizeof curve, "%s/curve.png", dir);
+  CHECK(fm && damo_model_save(fm, fdir) == DAMO_OK);
+  damo_model_free(fm);
+  rc = run("%s explain --model %s --data fashion-mnist --faithfulness 4 --curve %s", DAMO_CLI_PATH, fdir, curve);
+  CHECK_MSG((rc == 0 && strstr(cli_out, "deletion test, integrated-gradients on 4 test examples") &&
+             strstr(cli_out, "   50%") && strstr(cli_out, "completeness gap mean") && access(curve, R_OK) == 0) ||
+                strstr(cli_out, "not installed") || strstr(cli_out, "not found"),
+            "%d %s", rc, cli_out);
   damo_explainer_free(e);
   damo_tensor_free(img), damo_tensor_free(conv), damo_tensor_free(loaded), damo_tensor_free(attr_file);
   damo_model_free(m);

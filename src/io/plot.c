@@ -241,6 +241,14 @@ static void text_at(canvas *cv, int x, int y, const char *s, int scale, rgb c, i
   draw_text(cv, align == 0 ? x : align == 1 ? x - w / 2 : x - w, y, s, scale, c, 0);
 }
 
+damo_status damo_image_draw_text(damo_tensor *img, int x, int y, const char *text, int scale, const float colour[3]) {
+  if (!img || !text || !colour || img->dtype != DAMO_F32 || img->ndim != 3 || img->shape[2] != 3 || scale < 1)
+    return damo_error(DAMO_ERR_INVALID_ARG, "image_draw_text: needs an (H, W, 3) f32 picture, text, a colour and scale >= 1");
+  canvas cv = {.w = (int)img->shape[1], .h = (int)img->shape[0], .img = img, .px = damo_tensor_f32(img)};
+  draw_text(&cv, x, y, text, scale, (rgb){colour[0], colour[1], colour[2]}, 0);
+  return DAMO_OK;
+}
+
 /* ------------------------------------------------------------------ axes */
 
 /* Ticks over [lo, hi]: a 1-2-5 step giving at most max_ticks, labels with just enough
@@ -412,6 +420,15 @@ damo_status damo_plot_history_png_at(const char *path, const char *title, int n_
 damo_status damo_plot_series_png(const char *path, const char *title, int n_epochs, const float *at,
                                  const char *x_label, const char *const names[2], const float *train_loss,
                                  const float *val_loss, const float *train_acc, const float *val_acc) {
+  const char *const panels[2] = {"loss", "accuracy"};
+  return damo_plot_panels_png(path, title, n_epochs, at, x_label, names, panels, train_loss, val_loss, train_acc,
+                              val_acc);
+}
+
+damo_status damo_plot_panels_png(const char *path, const char *title, int n_epochs, const float *at,
+                                 const char *x_label, const char *const names[2], const char *const panel_titles[2],
+                                 const float *train_loss, const float *val_loss, const float *train_acc,
+                                 const float *val_acc) {
   if (!path) return damo_error(DAMO_ERR_INVALID_ARG, "plot_history_png: NULL path");
   for (int i = 1; at && i < n_epochs; i++)
     if (!(at[i] > at[i - 1]))
@@ -448,11 +465,11 @@ damo_status damo_plot_series_png(const char *path, const char *title, int n_epoc
   }
   int col = 0, pw = cv.w / panels;
   if (!s && have_loss) {
-    s = draw_history_panel(&cv, 10, 84, pw - 10, cv.h, "loss", n_epochs, at, x_label, train_loss, val_loss, 0);
+    s = draw_history_panel(&cv, 10, 84, pw - 10, cv.h, panel_titles[0], n_epochs, at, x_label, train_loss, val_loss, 0);
     col++;
   }
   if (!s && have_acc)
-    s = draw_history_panel(&cv, col * pw + 10, 84, (col + 1) * pw - 10, cv.h, "accuracy", n_epochs, at, x_label,
+    s = draw_history_panel(&cv, col * pw + 10, 84, (col + 1) * pw - 10, cv.h, panel_titles[1], n_epochs, at, x_label,
                            train_acc, val_acc, 1);
   if (!s) s = damo_image_save_png(path, cv.img);
   damo_tensor_free(cv.img);
