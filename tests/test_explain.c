@@ -215,10 +215,10 @@ static void against_pytorch(damo_tensor_dict *fx, const char *prefix, const char
   for (int k = 0; e && x && targets && k < 4; k++) {
     snprintf(key, sizeof key, "%s.%s", prefix, kinds[k]);
     const damo_tensor *want = damo_tensor_dict_get(fx, key);
+    if (!want && k == 3) break; /* Grad-CAM: the CNN only */
     const int64_t D = damo_explainer_input_size(e);
     float *attr = malloc((size_t)D * sizeof *attr);
     damo_attribution_options o = damo_attribution_defaults();
-    if (!want && k == 3) break; /* Grad-CAM: the CNN only */
     o.method = k == 0   ? DAMO_ATTR_SALIENCY
                : k == 1 ? DAMO_ATTR_GRADIENT_X_INPUT
                : k == 2 ? DAMO_ATTR_INTEGRATED_GRADIENTS

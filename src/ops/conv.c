@@ -50,7 +50,8 @@ static conv_layout layout_of(const damo_node *n, const conv_geom *g) {
   conv_layout l;
   l.HP = g->H + g->pt + n->iparam[CV_PB], l.WP = g->W + g->pl + n->iparam[CV_PR];
   const int padded = l.HP != g->H || l.WP != g->W;
-  l.pad_floats = padded ? g->N * l.HP * l.WP * g->C : 0;
+  /* rounded up to an even count: the int64 tables after the copy stay 8-byte aligned */
+  l.pad_floats = padded ? (g->N * l.HP * l.WP * g->C + 1) / 2 * 2 : 0;
   l.gather_bytes = (size_t)(l.pad_floats * (int64_t)sizeof(float)) + (size_t)(g->N * g->OH * g->OW + g->K) * sizeof(int64_t);
   if (l.pad_floats * (int64_t)sizeof(float) > GATHER_MAX_PAD_BYTES) l.gather_bytes = 0, l.pad_floats = 0;
   l.gather_bytes = (l.gather_bytes + 63) / 64 * 64;
@@ -63,18 +64,20 @@ static conv_layout layout_of(const damo_node *n, const conv_geom *g) {
  * buffers (padded dY, tables, turned kernel) share aux's im2col region. */
 typedef struct dx_layout {
   int64_t HP, WP, pad_floats;
-  size_t bytes; /* 0: not this way */
+  int64_t tables_at; /* floats before the int64 tables: the padded dY and the turned kernel, rounded up to even */
+  size_t bytes;      /* 0: not this way */
 } dx_layout;
 
 static dx_layout dx_layout_of(const damo_node *n, const conv_geom *g) {
-  dx_layout l = {g->H + g->KH - 1, g->W + g->KW - 1, 0, 0};
+  dx_layout l = {g->H + g->KH - 1, g->W + g->KW - 1, 0, 0, 0};
   if (g->sh != 1 || g->sw != 1 || g->pt > g->KH - 1 || n->iparam[CV_PB] > g->KH - 1 || g->pl > g->KW - 1 ||
       n->iparam[CV_PR] > g->KW - 1)
     return l;
   l.pad_floats = g->N * l.HP * l.WP * g->F;
   if (l.pad_floats * (int64_t)sizeof(float) > GATHER_MAX_PAD_BYTES) return l;
   const int64_t taps = g->KH * g->KW * g->F;
-  l.bytes = (size_t)(l.pad_floats + taps * g->C) * sizeof(float) + (size_t)(g->N * g->H * g->W + taps) * sizeof(int64_t);
+  l.tables_at = (l.pad_floats + taps * g->C + 1) / 2 * 2;
+  l.bytes = (size_t)l.tables_at * sizeof(float) + (size_t)(g->N * g->H * g->W + taps) * sizeof(int64_t);
   return l;
 }
 
@@ -286,7 +289,7 @@ static int dx_by_gather(const damo_node *n, const conv_geom *g, const float *dy,
   if (!l.bytes || !damo_gemm_gather_available()) return 0;
   const int64_t taps = g->KH * g->KW * g->F, pixels = g->N * g->H * g->W;
   float *dy_pad = block_buffer(n, g), *turned = dy_pad + l.pad_floats;
-  int64_t *pixel_off = (int64_t *)(turned + taps * g->C), *tap_off = pixel_off + pixels;
+  int64_t *pixel_off = (int64_t *)(dy_pad + l.tables_at), *tap_off = pixel_off + pixels;
   pad_images(dy, g->N, g->OH, g->OW, g->F, g->KH - 1 - g->pt, g->KW - 1 - g->pl, l.HP, l.WP, dy_pad);
   for (int64_t q = 0; q < pixels; q++) {
     const int64_t iw = q % g->W, ih = (q / g->W) % g->H, nn = q / (g->W * g->H);
