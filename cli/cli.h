@@ -142,6 +142,10 @@ int cli_bert_evaluate_split(const char *dir, const char *data, const char *split
 int cli_bench_bert(int argc, char **argv); /* `damo bench bert` (W5) */
 int cli_serve(int argc, char **argv);      /* cli/serve.c: `damo serve` (HTTP) */
 int cli_explain(int argc, char **argv);    /* cli/explain.c: `damo explain` (attributions) */
+/* cli/explain_text.c: damo explain of one mail with a text model (vocabulary and length from its
+ * text.json); 0 done, else the exit code after a message. */
+int cli_explain_text(damo_model *m, damo_explainer *e, const damo_vocab *vocab, int max_len, int numbers, int argc,
+                     char **argv, const damo_attribution_options *o, int32_t target);
 /* A fine-tuned BERT directory's class probabilities (n, labels) for the texts of one split of
  * d (a distillation teacher's): 2 done, 0 dir is not a BERT model, -1 failed (printed). */
 int cli_bert_teacher_probs(const char *dir, const damo_text_dataset *d, int split, damo_tensor **probs);

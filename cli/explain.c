@@ -439,6 +439,16 @@ int cli_explain(int argc, char **argv) {
     rc = 2;
     goto done;
   }
+  if (damo_explainer_tokens(e)) { /* a text model: its vocabulary and length from text.json */
+    damo_vocab *vocab = NULL;
+    int max_len = 0, numbers = 0;
+    const int text = cli_text_settings(dir, &vocab, &max_len, &numbers);
+    if (text == 0) fprintf(stderr, "damo explain: %s reads token ids but has no text.json (a text model from damo train)\n", dir);
+    if (text == 1 && !input) fprintf(stderr, "damo explain: a text model explains one mail: --input FILE\n");
+    rc = text == 1 && input ? cli_explain_text(m, e, vocab, max_len, numbers, argc, argv, &o, target) : 1;
+    damo_vocab_free(vocab);
+    goto done;
+  }
   if (cli_opt(argc, argv, "--faithfulness")) {
     rc = faithfulness(m, e, argc, argv, &o);
     goto done;

@@ -337,14 +337,17 @@ static const char serve_note[] =
 
 /* ---- explain */
 static const cli_option explain_options[] = {
-    {"--model", 1, "DIR", "a saved f32 classifier of pictures or numbers (int8 models have no gradients: explain\n"
+    {"--model", 1, "DIR", "a saved f32 classifier of pictures, numbers or text (int8 models have no gradients: explain\n"
                           "the f32 model they came from)"},
-    {"--input", 1, "PATH", "a picture, a folder of pictures (converted as damo predict converts them) or an x.npy"},
+    {"--input", 1, "PATH", "a picture, a folder of pictures (converted as damo predict converts them), an x.npy, or\n"
+                           "for a text model one mail (attributions per word, at the embeddings)"},
+    {"--html", 1, "FILE.html", "a text model: the words shaded by their attributions as a self-contained page"},
     {"--method", 1, "M", "saliency | gradient-x-input | smoothgrad | integrated-gradients (default) | occlusion |\n"
                          "grad-cam"},
     {"--layer", 1, "NAME", "grad-cam: the layer whose feature maps are read (default: the last conv2d)"},
     {"--target", 1, "CLASS", "auto (the predicted class, default), a class index or a class name; its logit is explained"},
-    {"--out", 1, "FILE.png", "the input, the heat map, both blended and a colour bar side by side (a row per picture)"},
+    {"--out", 1, "FILE.png", "the input, the heat map, both blended and a colour bar side by side (a row per picture);\n"
+                             "a text model: its words shaded"},
     {"--attributions", 1, "FILE.npy", "the raw attributions, the shape of one input (a folder: one row per picture)"},
     {"--steps", 1, "N", "integrated gradients: points on the path (default 64)"},
     {"--integration", 1, "riemann|gauss-legendre", "integrated gradients: midpoint rule (default) or Gauss-Legendre nodes"},

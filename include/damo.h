@@ -2181,9 +2181,9 @@ int damo_model_layer_precision(const damo_model *m, int i, const char **name, co
 
 /* Why a model decided: the gradient of one class's logit (the output before its final
  * softmax or sigmoid) with respect to the input, and the attribution methods built on it. An
- * explainer is the model's graph built once for up to `batch` rows (one input of f32 values,
- * one output); the model's weights are read, never changed. int8 models and token inputs are
- * refused (explain the f32 model; gradients over embeddings are not built yet). */
+ * explainer is the model's graph built once for up to `batch` rows (one input, one output);
+ * the model's weights are read, never changed. int8 models are refused (explain the f32 model
+ * they came from); token inputs: see damo_attribute_tokens below. */
 typedef struct damo_explainer damo_explainer;
 damo_status damo_explainer_new(damo_model *m, int64_t batch, damo_explainer **out);
 /* The same, reading a layer inside the model too (for Grad-CAM): the layer named `layer`
@@ -2230,6 +2230,21 @@ damo_attribution_options damo_attribution_defaults(void); /* integrated gradient
  * class), batched over the explainer's rows. rep (may be NULL) gets the figures above. */
 damo_status damo_attribute(damo_explainer *e, const float *x, int32_t target, const damo_attribution_options *o,
                            float *attr, damo_attribution_report *rep);
+/* Models that read token ids (an embedding first; text models) are explained at their
+ * embeddings: the explainer's later layers read the embedding rows times alpha (one value per
+ * example, 1: the text as it is, 0: the zero baseline) and keep the gradient there. tokens:
+ * the ids per example (0 for a model of numbers). run_tokens: n <= batch rows of ids at their
+ * alphas; logits (n, classes), grad (n, tokens, embedding width) = d logits[r][targets[r]] / d
+ * (scaled embeddings), embeddings (n, tokens, width) as looked up; any may be NULL. */
+int64_t damo_explainer_tokens(const damo_explainer *e);
+damo_status damo_explainer_run_tokens(damo_explainer *e, const int32_t *ids, int64_t n, const float *alpha,
+                                      const int32_t *targets, float *logits, float *grad, float *embeddings);
+/* One number per token of ids (attr: tokens floats) for class target (-1: predicted):
+ * saliency (the gradient's length), gradient x input (e . g), integrated gradients (e . the
+ * mean gradient from the zero embedding; they add up to f(text) - f(zeros)) or occlusion (the
+ * drop when the token becomes id 0, <pad>). */
+damo_status damo_attribute_tokens(damo_explainer *e, const int32_t *ids, int32_t target,
+                                  const damo_attribution_options *o, float *attr, damo_attribution_report *rep);
 /* "saliency", "gradient-x-input", "smoothgrad", "integrated-gradients", "occlusion", "grad-cam". */
 const char *damo_attribution_method_name(damo_attribution_method m);
 damo_status damo_attribution_method_parse(const char *name, damo_attribution_method *out);

@@ -20,27 +20,18 @@
  * The model's weights are read, never changed (the backward also writes the weights' gradient
  * buffers, which training clears before use). */
 #define _DEFAULT_SOURCE /* M_PI */
-#include "train/model.h"
+#include "explain/explainer.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct damo_explainer {
-  damo_model *model;
-  damo_graph *g;
-  damo_node *x, *logits, *target, *loss;
-  damo_node *layer;    /* the layer read for Grad-CAM, or NULL */
-  char layer_name[DAMO_NAME_MAX];
-  int64_t layer_shape[3]; /* its (height, width, channels) */
-  int64_t batch, row, classes;
-  float *target_rows; /* (batch, classes): one-hot rows selecting each row's logit */
-};
 
 void damo_explainer_free(damo_explainer *e) {
   if (!e) return;
   damo_graph_free(e->g);
   free(e->target_rows);
+  free(e->alpha_rows);
   free(e);
 }
 
@@ -49,10 +40,21 @@ int64_t damo_explainer_input_size(const damo_explainer *e) { return e ? e->row :
 
 const char *damo_explainer_layer(const damo_explainer *e) { return e && e->layer ? e->layer_name : NULL; }
 
-/* The model node an explainer reads: the one named `name`, else the last conv2d's; -1: none. */
+/* The model node an explainer reads: a token model's embedding of its input; else the one
+ * named `name`, or the last conv2d's; -1: none. */
 static int find_layer(const damo_model *m, const char *name, damo_status *st) {
   *st = DAMO_OK;
   int found = -1;
+  if (damo_model_input_dtype(m) == DAMO_I32) {
+    for (int i = 0; i < m->n_nodes && found < 0; i++) {
+      const damo_model_node *n = &m->nodes[i];
+      if (n->layer && !strcmp(n->layer->type->type, "embedding") && n->n_in == 1 && !m->nodes[n->in[0]].layer) found = i;
+    }
+    if (found < 0)
+      *st = damo_error(DAMO_ERR_UNSUPPORTED, "explainer_new: the input is token ids, and no embedding layer reads it "
+                       "(attributions over token inputs are taken at their embeddings)");
+    return found;
+  }
   for (int i = 0; i < m->n_nodes; i++) {
     const damo_model_node *n = &m->nodes[i];
     if (!n->layer) continue;
@@ -77,9 +79,6 @@ damo_status damo_explainer_new_at(damo_model *m, int64_t batch, const char *laye
   if (m->n_inputs != 1 || m->n_outputs > 1)
     return damo_error(DAMO_ERR_UNSUPPORTED, "explainer_new: models of one input and one output are explained (this one "
                       "has %d and %d)", m->n_inputs, m->n_outputs > 1 ? m->n_outputs : 1);
-  if (damo_model_input_dtype(m) != DAMO_F32)
-    return damo_error(DAMO_ERR_UNSUPPORTED, "explainer_new: the input is token ids (an embedding reads it); gradients "
-                      "over the embeddings are not built yet");
   if (m->quantization)
     return damo_error(DAMO_ERR_UNSUPPORTED, "explainer_new: an int8 model has no gradients; explain the f32 model it "
                       "was quantised from");
@@ -95,13 +94,17 @@ damo_status damo_explainer_new_at(damo_model *m, int64_t batch, const char *laye
     damo_explainer_free(e);
     return st;
   }
-  if (tap >= 0) m->nodes[tap].layer->separate_activation = 1; /* A and dA both after the activation */
-  if (st == DAMO_OK) st = e->g ? damo_model_build_nodes_at(m, e->g, batch, xs, outs, pres, tap, &e->layer) : DAMO_ERR_NOMEM;
+  e->tokens = damo_model_input_dtype(m) == DAMO_I32;
+  if (tap >= 0 && !e->tokens) m->nodes[tap].layer->separate_activation = 1; /* A and dA both after the activation */
+  if (st == DAMO_OK)
+    st = e->g ? damo_model_build_nodes_at(m, e->g, batch, xs, outs, pres, tap, &e->layer,
+                                          e->tokens ? explainer_scale_embeddings : NULL, e)
+              : DAMO_ERR_NOMEM;
   if (tap >= 0) {
     m->nodes[tap].layer->separate_activation = 0;
     snprintf(e->layer_name, sizeof e->layer_name, "%s", m->nodes[tap].name);
-    for (int k = 0; k < 3; k++) e->layer_shape[k] = m->nodes[tap].shape.dim[k];
-    if (e->layer) damo_node_keep_grad(e->layer);
+    for (int k = 0; k < m->nodes[tap].shape.ndim && k < 3; k++) e->layer_shape[k] = m->nodes[tap].shape.dim[k];
+    if (e->layer && !e->tokens) damo_node_keep_grad(e->layer);
   }
   if (st == DAMO_OK) {
     e->x = xs[0];
@@ -111,7 +114,7 @@ damo_status damo_explainer_new_at(damo_model *m, int64_t batch, const char *laye
     e->logits = damo_reshape(e->g, pres[0], 2, flat);
     e->target = damo_input(e->g, "explain_target", DAMO_F32, 2, shape);
     e->loss = damo_sum(e->g, damo_mul(e->g, e->logits, e->target), DAMO_ALL_AXES, 0);
-    damo_node_keep_grad(e->x);
+    if (!e->tokens) damo_node_keep_grad(e->x);
     e->target_rows = calloc((size_t)(batch * e->classes), sizeof *e->target_rows);
     st = damo_graph_status(e->g);
     if (st == DAMO_OK && !e->target_rows) st = damo_error(DAMO_ERR_NOMEM, "explainer_new: out of memory");
@@ -130,10 +133,23 @@ damo_status damo_explainer_new_at(damo_model *m, int64_t batch, const char *laye
 damo_status damo_explainer_run(damo_explainer *e, const float *x, int64_t n, const int32_t *targets, float *logits,
                                float *grad) {
   if (!e || !x) return damo_error(DAMO_ERR_INVALID_ARG, "explainer_run: NULL argument");
+  if (e->tokens) return damo_error(DAMO_ERR_INVALID_ARG, "explainer_run: a token model runs with damo_explainer_run_tokens");
   if (n < 1 || n > e->batch)
     return damo_error(DAMO_ERR_INVALID_ARG, "explainer_run: %lld rows, expected 1 to %lld (the explainer's batch)",
                       (long long)n, (long long)e->batch);
   if (grad && !targets) return damo_error(DAMO_ERR_INVALID_ARG, "explainer_run: gradients need a target class per row");
+  damo_status st = damo_graph_set_batch(e->g, n);
+  if (st == DAMO_OK) st = damo_graph_bind(e->g, e->x, x);
+  if (st == DAMO_OK) st = explainer_forward(e, n, targets, grad != NULL, logits);
+  if (st == DAMO_OK && grad) {
+    const float *g = damo_node_grad(e->x);
+    if (!g) return damo_error(DAMO_ERR_STATE, "explainer_run: the input's gradient was not kept");
+    memcpy(grad, g, (size_t)(n * e->row) * sizeof *grad);
+  }
+  return st;
+}
+
+damo_status explainer_forward(damo_explainer *e, int64_t n, const int32_t *targets, int backward, float *logits) {
   memset(e->target_rows, 0, (size_t)(n * e->classes) * sizeof *e->target_rows);
   for (int64_t r = 0; targets && r < n; r++) {
     if (targets[r] < 0 || targets[r] >= e->classes)
@@ -141,17 +157,10 @@ damo_status damo_explainer_run(damo_explainer *e, const float *x, int64_t n, con
                         targets[r], (long long)r, (long long)e->classes);
     e->target_rows[r * e->classes + targets[r]] = 1.0f;
   }
-  damo_status st = damo_graph_set_batch(e->g, n);
-  if (st == DAMO_OK) st = damo_graph_bind(e->g, e->x, x);
-  if (st == DAMO_OK) st = damo_graph_bind(e->g, e->target, e->target_rows);
+  damo_status st = damo_graph_bind(e->g, e->target, e->target_rows);
   if (st == DAMO_OK) st = damo_graph_forward(e->g, 0);
   if (st == DAMO_OK && logits) memcpy(logits, damo_node_data(e->logits), (size_t)(n * e->classes) * sizeof *logits);
-  if (st == DAMO_OK && grad) {
-    st = damo_graph_backward(e->g);
-    const float *g = st == DAMO_OK ? damo_node_grad(e->x) : NULL;
-    if (st == DAMO_OK && !g) st = damo_error(DAMO_ERR_STATE, "explainer_run: the input's gradient was not kept");
-    if (st == DAMO_OK) memcpy(grad, g, (size_t)(n * e->row) * sizeof *grad);
-  }
+  if (st == DAMO_OK && backward) st = damo_graph_backward(e->g);
   return st;
 }
 
@@ -165,7 +174,7 @@ damo_attribution_options damo_attribution_defaults(void) {
 /* Nodes and weights of the n-point Gauss-Legendre rule on [0, 1]: the roots of the Legendre
  * polynomial P_n by Newton's method from Chebyshev guesses, weights 2 / ((1 - z^2) P_n'(z)^2),
  * mapped from [-1, 1]. */
-static void gauss_legendre(int n, double *nodes, double *weights) {
+void explain_gauss_legendre(int n, double *nodes, double *weights) {
   for (int i = 0; i < n; i++) {
     double z = cos(M_PI * (i + 0.75) / (n + 0.5)), dp = 1;
     for (int it = 0; it < 100; it++) {
@@ -191,7 +200,7 @@ static damo_status path_rule(const damo_attribution_options *o, double **alpha, 
   *weight = malloc((size_t)m * sizeof **weight);
   if (!*alpha || !*weight) return damo_error(DAMO_ERR_NOMEM, "attribute: out of memory");
   if (o->gauss_legendre) {
-    gauss_legendre(m, *alpha, *weight);
+    explain_gauss_legendre(m, *alpha, *weight);
   } else {
     for (int k = 0; k < m; k++) (*alpha)[k] = (k + 0.5) / m, (*weight)[k] = 1.0 / m;
   }
@@ -335,6 +344,7 @@ damo_status damo_attribution_method_parse(const char *name, damo_attribution_met
 damo_status damo_attribute(damo_explainer *e, const float *x, int32_t target, const damo_attribution_options *opt,
                            float *attr, damo_attribution_report *rep) {
   if (!e || !x || !attr) return damo_error(DAMO_ERR_INVALID_ARG, "attribute: NULL argument");
+  if (e->tokens) return damo_error(DAMO_ERR_INVALID_ARG, "attribute: a token model is explained by damo_attribute_tokens");
   damo_attribution_options o = opt ? *opt : damo_attribution_defaults();
   if (o.method < 0 || o.method > DAMO_ATTR_GRAD_CAM)
     return damo_error(DAMO_ERR_INVALID_ARG, "attribute: unknown method %d", (int)o.method);

@@ -341,11 +341,12 @@ damo_status damo_model_set_recompute(damo_model *m, int on) {
 
 damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, damo_node **xs, damo_node **out,
                                    damo_node **pre_out) {
-  return damo_model_build_nodes_at(m, g, batch, xs, out, pre_out, -1, NULL);
+  return damo_model_build_nodes_at(m, g, batch, xs, out, pre_out, -1, NULL, NULL, NULL);
 }
 
 damo_status damo_model_build_nodes_at(damo_model *m, damo_graph *g, int64_t batch, damo_node **xs, damo_node **out,
-                                      damo_node **pre_out, int tap, damo_node **tapped) {
+                                      damo_node **pre_out, int tap, damo_node **tapped, damo_tap_rewrite rewrite,
+                                      void *ctx) {
   damo_node **value = calloc((size_t)m->n_nodes * 3, sizeof *value);
   if (!value) return damo_error(DAMO_ERR_NOMEM, "out of memory building the model graph");
   damo_node **pre = value + m->n_nodes, **mask = pre + m->n_nodes;
@@ -376,6 +377,10 @@ damo_status damo_model_build_nodes_at(damo_model *m, damo_graph *g, int64_t batc
     l->out_mask = NULL;
     value[i] = l->type->build(l, g, value[n->in[0]], &pre[i]);
     mask[i] = l->out_mask;
+    if (i == tap && rewrite) { /* what the later layers read instead (the tapped value stays readable) */
+      if (tapped) *tapped = value[i];
+      value[i] = pre[i] = rewrite(ctx, g, value[i]);
+    }
     if (segment) damo_graph_recompute_end(g);
   }
   for (int k = 0; k < damo_model_num_outputs(m); k++) {
@@ -383,7 +388,7 @@ damo_status damo_model_build_nodes_at(damo_model *m, damo_graph *g, int64_t batc
     out[k] = value[o];
     pre_out[k] = pre[o];
   }
-  if (tapped && tap >= 0 && tap < m->n_nodes) *tapped = value[tap];
+  if (tapped && !rewrite && tap >= 0 && tap < m->n_nodes) *tapped = value[tap];
   free(value);
   return damo_graph_status(g);
 }

@@ -126,9 +126,12 @@ damo_status damo_model_add_input(damo_model *m, const char *name, int ndim, cons
 damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, damo_node **xs, damo_node **out,
                                    damo_node **pre);
 /* (out and pre: one node per output, in order.) The same, also giving model node tap's value
- * in *tapped (what an explainer reads inside the model). */
+ * in *tapped (what an explainer reads inside the model); with rewrite (single-input layers),
+ * the layers after tap read rewrite(ctx, g, value) instead (an explainer scales embeddings). */
+typedef damo_node *(*damo_tap_rewrite)(void *ctx, damo_graph *g, damo_node *value);
 damo_status damo_model_build_nodes_at(damo_model *m, damo_graph *g, int64_t batch, damo_node **xs, damo_node **out,
-                                      damo_node **pre, int tap, damo_node **tapped);
+                                      damo_node **pre, int tap, damo_node **tapped, damo_tap_rewrite rewrite,
+                                      void *ctx);
 /* Output features per example (product of the last layer's output shape). */
 int64_t damo_model_output_size(const damo_model *m);
 /* Builds (or reuses) the graph of that purpose (DAMO_GRAPH_*: with_loss 0 or 1 as before)

@@ -1,0 +1,183 @@
+/* explain_text.c - `damo explain` for text models (a saved model with text.json: an embedding
+ * reads the mail's word ids): one number per word the model reads (the mail cleaned as for
+ * training, its first max_len words), printed as the words that pushed most for and against
+ * the class, written as a self-contained HTML page (each word shaded by its sign and size,
+ * the value in its tooltip) and as a PNG of the same, and as .npy (one value per position). */
+#include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The words of a cleaned text as the vocabulary cuts them, the first max_len of them. */
+static int text_words(const char *text, size_t len, int max_len, char (*words)[48]) {
+  size_t pos = 0, start = 0, wl = 0;
+  int n = 0;
+  while (n < max_len && damo_text_next_word(text, len, &pos, &start, &wl)) {
+    snprintf(words[n], sizeof words[n], "%.*s", (int)(wl < 47 ? wl : 47), text + start);
+    n++;
+  }
+  return n;
+}
+
+/* The share of the largest |value| as a background colour: red for the class, blue against. */
+static void shade(float v, float vmax, int *r, int *g, int *b) {
+  const float a = vmax > 0 ? fminf(fabsf(v) / vmax, 1.0f) : 0;
+  *r = v >= 0 ? 255 : (int)(255 * (1 - 0.75f * a));
+  *g = (int)(255 * (1 - 0.75f * a));
+  *b = v >= 0 ? (int)(255 * (1 - 0.75f * a)) : 255;
+}
+
+static void html_escaped(FILE *f, const char *s) {
+  for (; *s; s++) {
+    if (*s == '<') fputs("&lt;", f);
+    else if (*s == '>') fputs("&gt;", f);
+    else if (*s == '&') fputs("&amp;", f);
+    else if (*s == '"') fputs("&quot;", f);
+    else fputc(*s, f);
+  }
+}
+
+static int write_html(const char *path, const char *title, char (*words)[48], const float *attr, int n, float vmax) {
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "damo explain: cannot write %s\n", path);
+    return 0;
+  }
+  fprintf(f, "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>damo explain</title>\n<style>body{font:15px/2 "
+             "system-ui,sans-serif;max-width:900px;margin:24px auto;color:#1d2330}span{padding:2px 3px;border-radius:3px}"
+             "h1{font-size:17px}.key span{margin-right:8px}</style></head><body>\n<h1>");
+  html_escaped(f, title);
+  fprintf(f, "</h1>\n<p class=\"key\"><span style=\"background:#ff4040\">for the class</span><span style=\"background:"
+             "#4040ff;color:#fff\">against it</span> (shade: the share of the largest |value|, %.4g; hover for each)</p>\n<p>",
+          (double)vmax);
+  for (int t = 0; t < n; t++) {
+    int r, g, b;
+    shade(attr[t], vmax, &r, &g, &b);
+    fprintf(f, "<span title=\"%+.5f\" style=\"background:rgb(%d,%d,%d)\">", (double)attr[t], r, g, b);
+    html_escaped(f, words[t]);
+    fprintf(f, "</span> ");
+  }
+  fprintf(f, "</p>\n</body></html>\n");
+  return fclose(f) == 0 || (fprintf(stderr, "damo explain: cannot write %s\n", path), 0);
+}
+
+/* The words as shaded boxes in lines of at most 100 characters, 2x the plots' font. */
+static int write_png(const char *path, const char *title, char (*words)[48], const float *attr, int n, float vmax) {
+  enum { WIDTH = 1240, LINE = 30, CHAR = 12, MARGIN = 16 };
+  int lines = 1, x = MARGIN;
+  for (int t = 0; t < n; t++) {
+    const int w = (int)strlen(words[t]) * CHAR + 10;
+    if (x + w > WIDTH - MARGIN) lines++, x = MARGIN;
+    x += w;
+  }
+  const int64_t shape[3] = {MARGIN * 2 + LINE * (lines + 1), WIDTH, 3};
+  damo_tensor *img = damo_tensor_new(DAMO_F32, 3, shape);
+  if (!img) return !cli_fail("explain");
+  float *p = damo_tensor_f32(img);
+  for (int64_t i = 0; i < damo_tensor_numel(img); i++) p[i] = 255;
+  const float ink[3] = {30, 30, 40};
+  damo_image_draw_text(img, MARGIN, MARGIN, title, 2, ink);
+  x = MARGIN;
+  int y = MARGIN + LINE;
+  for (int t = 0; t < n; t++) {
+    const int w = (int)strlen(words[t]) * CHAR + 10;
+    if (x + w > WIDTH - MARGIN) y += LINE, x = MARGIN;
+    int r, g, b;
+    shade(attr[t], vmax, &r, &g, &b);
+    for (int yy = y; yy < y + LINE - 6; yy++)
+      for (int xx = x; xx < x + w - 4; xx++) {
+        float *q = p + ((int64_t)yy * WIDTH + xx) * 3;
+        q[0] = (float)r, q[1] = (float)g, q[2] = (float)b;
+      }
+    damo_image_draw_text(img, x + 3, y + 3, words[t], 2, ink);
+    x += w;
+  }
+  const damo_status st = damo_image_save_png(path, img);
+  damo_tensor_free(img);
+  return st == DAMO_OK || !cli_fail("explain");
+}
+
+int cli_explain_text(damo_model *m, damo_explainer *e, const damo_vocab *vocab, int max_len, int numbers, int argc,
+                     char **argv, const damo_attribution_options *o, int32_t target) {
+  const char *input = cli_opt(argc, argv, "--input"), *out = cli_opt(argc, argv, "--out");
+  const char *html = cli_opt(argc, argv, "--html"), *npy = cli_opt(argc, argv, "--attributions");
+  size_t len = 0, clean_len = 0;
+  char *raw = cli_read_file(input, &len), *clean = NULL;
+  int32_t *ids = calloc((size_t)max_len, sizeof *ids);
+  float *attr = calloc((size_t)max_len, sizeof *attr);
+  char(*words)[48] = calloc((size_t)max_len, sizeof *words);
+  int rc = 1;
+  damo_text_clean_options co = {numbers};
+  if (!raw) {
+    fprintf(stderr, "damo explain: cannot read %s\n", input);
+    goto done;
+  }
+  damo_attribution_report rep;
+  if (!ids || !attr || !words || damo_email_clean_ex(raw, len, &co, &clean, &clean_len) != DAMO_OK ||
+      damo_vocab_encode(vocab, clean, clean_len, max_len, ids, NULL) != DAMO_OK ||
+      damo_attribute_tokens(e, ids, target, o, attr, &rep) != DAMO_OK) {
+    cli_fail("explain");
+    goto done;
+  }
+  const int n = text_words(clean, clean_len, max_len, words);
+  const char *const *names;
+  const int n_names = damo_model_class_names(m, &names);
+  char label[32], title[256];
+  snprintf(label, sizeof label, "%d", rep.target);
+  /* one sigmoid output: its logit is the second class's (p(spam) for spam models) */
+  const int single = damo_explainer_classes(e) == 1;
+  const char *cls = single ? (n_names >= 2 ? names[1] : "the positive class") : rep.target < n_names ? names[rep.target] : label;
+  if (single)
+    printf("%s: the logit of %s, %.4f (predicted %s, p %.3f); %s over the %d words the model reads", input, cls,
+           (double)rep.logit, n_names >= 2 ? names[rep.logit > 0] : rep.logit > 0 ? "positive" : "negative",
+           1.0 / (1.0 + exp(-(double)rep.logit)), damo_attribution_method_name(o->method), n);
+  else
+    printf("%s: %s %s (logit %.4f); %s over the %d words the model reads", input, target < 0 ? "predicted" : "class", cls,
+           (double)rep.logit, damo_attribution_method_name(o->method), n);
+  if (o->method == DAMO_ATTR_INTEGRATED_GRADIENTS)
+    printf(" (%d points, zero embedding): sum %.4f, f(text) - f(zeros) %.4f, completeness gap %.2f%%", o->steps, rep.sum,
+           (double)(rep.logit - rep.baseline_logit), 100 * rep.completeness_gap);
+  printf("\n");
+  float vmax = 0;
+  for (int t = 0; t < n; t++) vmax = fmaxf(vmax, fabsf(attr[t]));
+  for (int side = 0; side < 2; side++) { /* the strongest words for, then against */
+    int shown = 0, *used = calloc((size_t)n + 1, sizeof *used);
+    printf("  %s:", side ? "against" : "for the class");
+    for (int k = 0; used && k < 8; k++) {
+      int best = -1;
+      for (int t = 0; t < n; t++)
+        if (!used[t] && (side ? attr[t] < 0 : attr[t] > 0) && (best < 0 || fabsf(attr[t]) > fabsf(attr[best]))) best = t;
+      if (best < 0) break;
+      used[best] = 1;
+      printf(" %s (%+.3f)", words[best], (double)attr[best]);
+      shown++;
+    }
+    printf("%s\n", shown ? "" : " none");
+    free(used);
+  }
+  const char *base_name = strrchr(input, '/') ? strrchr(input, '/') + 1 : input;
+  snprintf(title, sizeof title, "%.60s: %s %s, %s", base_name, single ? "toward" : target < 0 ? "predicted" : "class", cls,
+           damo_attribution_method_name(o->method));
+  if (html && !write_html(html, title, words, attr, n, vmax)) goto done;
+  if (out && !write_png(out, title, words, attr, n, vmax)) goto done;
+  if (npy) {
+    const int64_t shape[1] = {max_len};
+    damo_tensor *t = damo_tensor_new(DAMO_F32, 1, shape);
+    if (!t) goto done;
+    memcpy(damo_tensor_f32(t), attr, (size_t)max_len * sizeof *attr);
+    const damo_status st = damo_npy_save(npy, t);
+    damo_tensor_free(t);
+    if (st != DAMO_OK) {
+      cli_fail("explain");
+      goto done;
+    }
+  }
+  if (html) printf("page: %s\n", html);
+  if (out) printf("picture: %s\n", out);
+  if (npy) printf("attributions (one per position, %d): %s\n", max_len, npy);
+  rc = 0;
+done:
+  free(raw), free(clean), free(ids), free(attr), free(words);
+  return rc;
+}
