@@ -142,6 +142,8 @@ int cli_bert_evaluate_split(const char *dir, const char *data, const char *split
 int cli_bench_bert(int argc, char **argv); /* `damo bench bert` (W5) */
 int cli_serve(int argc, char **argv);      /* cli/serve.c: `damo serve` (HTTP) */
 int cli_explain(int argc, char **argv);    /* cli/explain.c: `damo explain` (attributions) */
+int cli_explain_bert(int argc, char **argv); /* cli/explain_attention.c: BERT's and GPT-2's attention */
+int cli_explain_gpt2(int argc, char **argv);
 /* cli/explain_text.c: damo explain of one mail with a text model (vocabulary and length from its
  * text.json); 0 done, else the exit code after a message. */
 int cli_explain_text(damo_model *m, damo_explainer *e, const damo_vocab *vocab, int max_len, int numbers, int argc,

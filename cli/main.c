@@ -368,7 +368,26 @@ static const cli_option explain_options[] = {
     {"--invert", 1, "auto|no", "as damo predict: a picture on a light background is inverted (default auto)"},
     {"--sanity", 0, NULL, "also explain with the model's weights drawn afresh and print the rank correlation of the maps"},
     END};
-static const cli_group explain_groups[] = {{NULL, SEQ, explain_options}, {NULL, 0, NULL}};
+static const cli_option explain_bert[] = {
+    {"--model", 1, "DIR", "a fine-tuned BERT directory"},
+    {"--input", 1, "MAIL", "the mail (or text) explained"},
+    {"--out", 1, "FILE.png", "every layer's and head's attention as one grid"},
+    {"--html", 1, "FILE.html", "a head view: pick a layer and head, lines from each token to those it attends to"},
+    END};
+static const cli_option explain_gpt2[] = {
+    {"--model", 1, "DIR", "a GPT-2 directory (f32 or bf16 weights: gradients need them unquantised)"},
+    {"--prompt", 1, "TEXT", "the prompt; its next token is explained"},
+    {"--next", 1, "TOKEN", "the next token explained (one GPT-2 token, often with its leading space; default: the\n"
+                           "most probable)"},
+    {"--steps", 1, "N", "integrated gradients' points (default 64)"},
+    {"--out", 1, "FILE.png", "every layer's and head's attention as one grid"},
+    {"--html", 1, "FILE.html", "a head view of the prompt's attention"},
+    {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
+    END};
+static const cli_group explain_groups[] = {{"a classifier (Sequential or functional)", SEQ, explain_options},
+                                           {"a fine-tuned BERT: attention maps and rollout for one mail", BRT, explain_bert},
+                                           {"GPT-2: a prompt's next token", GPT, explain_gpt2},
+                                           {NULL, 0, NULL}};
 
 static const cli_group no_groups[] = {{NULL, 0, NULL}};
 
@@ -425,10 +444,11 @@ static const cli_command commands[] = {
      .groups = serve_groups, .notes = serve_note, .by_kind = {cli_serve, cli_serve, cli_serve}},
     {.name = "explain", .synopsis = "--model DIR --input PATH [--method M]",
      .summary = "which parts of an input made a classifier decide (saliency, integrated gradients, ...)",
-     .usage = "damo explain --model DIR --input PICTURE|FOLDER|x.npy [--method M] [--target auto|CLASS] [--out FILE.png] "
-              "[--attributions FILE.npy]",
-     .groups = explain_groups, .by_kind = {cli_explain, NULL, NULL},
-     .not_applicable = {NULL, "explaining GPT-2 is not built yet (issue 25)", "explaining BERT is not built yet (issue 25)"}},
+     .usage = "damo explain --model DIR --input PICTURE|FOLDER|x.npy|MAIL [--method M] [--target auto|CLASS] "
+              "[--out FILE.png] [--attributions FILE.npy]\n"
+              "       damo explain --model BERTDIR --input MAIL [--out maps.png] [--html heads.html]\n"
+              "       damo explain --model GPT2DIR --prompt TEXT [--next TOKEN] [--out maps.png] [--html heads.html]",
+     .groups = explain_groups, .by_kind = {cli_explain, cli_explain_gpt2, cli_explain_bert}},
     {.name = "export", .synopsis = "--data SPEC --x x.npy", .summary = "write a data set's split as .npy arrays",
      .usage = "damo export --data SPEC [--split train|test] --x x.npy [--y y.npy]", .groups = export_groups,
      .run = cli_export},

@@ -744,6 +744,9 @@ damo_status damo_attention_set_dropout(damo_node *attention, float rate);
  * NULL stops it. For explaining a model; costs one extra store per score. In a training
  * forward with attention dropout they are the probabilities as used (dropped ones 0). */
 damo_status damo_attention_capture_probs(damo_node *attention, float *probs);
+/* The attention nodes of a graph in the order they were built (a model's layers, first to
+ * last), at most cap into out (may be NULL); returns how many there are. */
+int damo_graph_attention_nodes(const damo_graph *g, damo_node **out, int cap);
 
 typedef struct damo_layer damo_layer;
 damo_layer *damo_dense(int units, damo_activation act);
@@ -1813,6 +1816,17 @@ damo_status damo_gpt2_config_load(const char *path, damo_gpt2_config *out);
 /* The same from a config already parsed (damo train reads its --config once). */
 damo_status damo_gpt2_config_read(damo_config *c, damo_gpt2_config *out);
 
+/* Explaining (src/models/gpt2.c): every layer's attention probabilities for ids[0..T) as
+ * GPT-2 reads them, maps (n_layer, n_head, T, T), each row a causal distribution. */
+damo_status damo_gpt2_attention_maps(damo_gpt2 *m, const int32_t *ids, int64_t T, float *maps);
+/* How much each of ids[0..T) contributes to the log-probability of the token that follows:
+ * Integrated Gradients at the input embeddings, the token part scaled from 0 to 1 with the
+ * position part kept (a zero baseline would be undone by the first layer norm), over `steps`
+ * midpoints; attr (T) adds up to logprob - baseline_logprob (the log-probability from the
+ * positions alone). *next: the token explained, -1 for the most probable one (then set). */
+damo_status damo_gpt2_explain_next(damo_gpt2 *m, const int32_t *ids, int64_t T, int32_t *next, int steps, float *attr,
+                                   float *logprob, float *baseline_logprob);
+
 /* ---- sampling (src/models/gpt2_sample.c) */
 typedef struct damo_gpt2_sampling {
   float temperature; /* 0: greedy (argmax, lowest id on a tie), deterministic */
@@ -2024,6 +2038,10 @@ typedef enum {
 /* One embedding of hidden_size floats per row into out (batch, hidden), from an encoder graph. */
 damo_status damo_bert_embed(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
                             const int32_t *mask, damo_bert_pooling pooling, float *out);
+/* Every layer's attention probabilities for one sequence (seq_len T; the mask's padded keys
+ * get 0), maps (num_hidden_layers, num_attention_heads, T, T). */
+damo_status damo_bert_attention_maps(damo_bert *m, int64_t T, const int32_t *ids, const int32_t *token_types,
+                                     const int32_t *mask, float *maps);
 /* A masked-LM training graph (BertForMaskedLM's loss): `predictions` slots per sequence, each
  * a position whose hidden state goes through cls.predictions.transform and the decoder tied
  * to the word embeddings (plus cls.predictions.bias); the loss is the mean cross-entropy
@@ -2245,6 +2263,11 @@ damo_status damo_explainer_run_tokens(damo_explainer *e, const int32_t *ids, int
  * drop when the token becomes id 0, <pad>). */
 damo_status damo_attribute_tokens(damo_explainer *e, const int32_t *ids, int32_t target,
                                   const damo_attribution_options *o, float *attr, damo_attribution_report *rep);
+/* Attention rollout (Abnar & Zuidema 2020) of maps (layers, heads, T, T): per layer the heads'
+ * mean plus the identity (the residual path), rows renormalised (over the keys mask marks real,
+ * when mask is not NULL), multiplied from the first layer up; out (T, T): row i is how much
+ * each input token flows into position i's last representation (each row sums to 1). */
+damo_status damo_attention_rollout(const float *maps, int layers, int heads, int64_t T, const int32_t *mask, float *out);
 /* "saliency", "gradient-x-input", "smoothgrad", "integrated-gradients", "occlusion", "grad-cam". */
 const char *damo_attribution_method_name(damo_attribution_method m);
 damo_status damo_attribution_method_parse(const char *name, damo_attribution_method *out);

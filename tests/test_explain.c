@@ -396,6 +396,107 @@ static void test_command(void) {
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
 }
 
+/* Attention maps: BERT's equal PyTorch's softmax probabilities on the fixture (padded keys 0),
+ * GPT-2's are causal; every row sums to 1, and so does every row of the rollout; GPT-2's
+ * next-token attributions add up (within 1%) and explain the decoder's most probable token. */
+static void test_attention(void) {
+  damo_bert *b = NULL;
+  damo_tensor_dict *ref = NULL;
+  CHECK(damo_bert_load(DAMO_SOURCE_DIR "/tests/fixtures/bert_tiny", 0, 1, &b) == DAMO_OK);
+  CHECK(damo_safetensors_load(DAMO_SOURCE_DIR "/tests/fixtures/bert_tiny_ref.safetensors", &ref) == DAMO_OK);
+  const damo_tensor *want = ref ? damo_tensor_dict_get(ref, "attention") : NULL, *ids = NULL, *types = NULL, *mask = NULL;
+  if (ref) {
+    ids = damo_tensor_dict_get(ref, "input_ids"), types = damo_tensor_dict_get(ref, "token_type_ids");
+    mask = damo_tensor_dict_get(ref, "attention_mask");
+  }
+  if (b && want && ids) { /* want (L, B, H, T, T) */
+    const int L = damo_bert_get_config(b)->num_hidden_layers, H = damo_bert_get_config(b)->num_attention_heads;
+    const int64_t B = ids->shape[0], T = ids->shape[1];
+    float *maps = malloc((size_t)L * H * T * T * sizeof *maps), *roll = malloc((size_t)T * T * sizeof *roll);
+    double worst = 0, row_err = 0, roll_err = 0, masked = 0;
+    for (int64_t r = 0; r < B; r++) {
+      const int32_t *m = damo_tensor_i32(mask) + r * T;
+      CHECK(damo_bert_attention_maps(b, T, damo_tensor_i32(ids) + r * T, damo_tensor_i32(types) + r * T, m, maps) == DAMO_OK);
+      for (int l = 0; l < L; l++)
+        for (int h = 0; h < H; h++)
+          for (int64_t i = 0; i < T; i++) {
+            double sum = 0;
+            for (int64_t j = 0; j < T; j++) {
+              const float got = maps[(((int64_t)l * H + h) * T + i) * T + j];
+              const float exp_v = damo_tensor_f32(want)[((((int64_t)l * B + r) * H + h) * T + i) * T + j];
+              worst = fmax(worst, fabs(got - exp_v));
+              if (!m[j]) masked = fmax(masked, fabs(got));
+              sum += got;
+            }
+            row_err = fmax(row_err, fabs(sum - 1));
+          }
+      CHECK(damo_attention_rollout(maps, L, H, T, m, roll) == DAMO_OK);
+      for (int64_t i = 0; i < T; i++) {
+        double sum = 0;
+        for (int64_t j = 0; j < T; j++) sum += roll[i * T + j];
+        roll_err = fmax(roll_err, fabs(sum - 1));
+      }
+    }
+    CHECK_MSG(worst < 1e-5 && row_err < 1e-5 && masked == 0 && roll_err < 1e-5,
+              "BERT maps vs PyTorch %.3g, rows off 1 by %.3g, masked keys up to %.3g, rollout rows %.3g", worst, row_err,
+              masked, roll_err);
+    free(maps), free(roll);
+  }
+  damo_tensor_dict_free(ref);
+  damo_bert_free(b);
+  /* GPT-2 */
+  const damo_gpt2_config cfg = {2, 2, 32, 16, 101, 1e-5f};
+  damo_gpt2 *g = NULL;
+  CHECK(damo_gpt2_new(&cfg, 17, &g) == DAMO_OK);
+  if (!g) return;
+  enum { T = 7 };
+  const int32_t prompt[T] = {5, 17, 42, 9, 63, 2, 88};
+  float maps[2 * 2 * T * T], attr[T], lp = 0, base = 0;
+  CHECK(damo_gpt2_attention_maps(g, prompt, T, maps) == DAMO_OK);
+  double row_err = 0, future = 0;
+  for (int k = 0; k < 4; k++)
+    for (int i = 0; i < T; i++) {
+      double sum = 0;
+      for (int j = 0; j < T; j++) {
+        sum += maps[(k * T + i) * T + j];
+        if (j > i) future = fmax(future, fabs(maps[(k * T + i) * T + j]));
+      }
+      row_err = fmax(row_err, fabs(sum - 1));
+    }
+  CHECK_MSG(row_err < 1e-5 && future == 0, "GPT-2 rows off 1 by %.3g, attention to later tokens %.3g", row_err, future);
+  int32_t next = -1, greedy = -1;
+  CHECK(damo_gpt2_explain_next(g, prompt, T, &next, 64, attr, &lp, &base) == DAMO_OK);
+  CHECK(damo_gpt2_generate_greedy(g, prompt, T, 1, 1, &greedy) == DAMO_OK);
+  double sum = 0;
+  for (int t = 0; t < T; t++) sum += attr[t];
+  CHECK_MSG(next == greedy && fabs(sum - (lp - base)) <= 0.01 * fabs(lp - base) + 1e-6,
+            "next %d (greedy %d); sum %.6g vs logp - logp(positions) %.6g", next, greedy, sum, (double)(lp - base));
+  int32_t bad = 101;
+  EXPECT_FAIL(damo_gpt2_explain_next(g, prompt, T, &bad, 8, attr, NULL, NULL), DAMO_ERR_INVALID_ARG, "outside the vocabulary");
+  damo_bpe *bpe = NULL; /* the command, where the GPT-2 vocabulary is installed */
+  if (damo_bpe_load(NULL, &bpe) == DAMO_OK) {
+    const damo_gpt2_config big = {2, 2, 32, 32, 50257, 1e-5f};
+    damo_gpt2 *gm = NULL;
+    char gdir[300], html[300];
+    snprintf(gdir, sizeof gdir, "%s", tmp_path("gpt"));
+    snprintf(html, sizeof html, "%s", tmp_path("heads.html"));
+    CHECK(damo_gpt2_new(&big, 3, &gm) == DAMO_OK && damo_gpt2_save(gm, gdir) == DAMO_OK);
+    damo_gpt2_free(gm);
+    int rc = run("%s explain --model %s --prompt 'The sea was calm and the' --next ' sky' --html %s", DAMO_CLI_PATH, gdir,
+                 html);
+    const char *gap = strstr(cli_out, "completeness gap ");
+    CHECK_MSG(rc == 0 && strstr(cli_out, "next token ' sky'") && gap && atof(gap + 17) < 1 && access(html, R_OK) == 0,
+              "%s", cli_out);
+    rc = run("%s explain --model %s --prompt 'The sea' --next ' the sky'", DAMO_CLI_PATH, gdir);
+    CHECK_MSG(rc == 2 && strstr(cli_out, "must be one GPT-2 token"), "%s", cli_out);
+  }
+  damo_bpe_free(bpe);
+  CHECK(damo_gpt2_quantize(g, DAMO_BLOCKS_Q8_0) == DAMO_OK);
+  next = -1;
+  EXPECT_FAIL(damo_gpt2_explain_next(g, prompt, T, &next, 8, attr, NULL, NULL), DAMO_ERR_UNSUPPORTED, "quantised");
+  damo_gpt2_free(g);
+}
+
 /* damo explain of a mail with a text model trained on two word pools: the words that push
  * toward spam most are spam-pool words, IG's completeness holds, the page and the numbers are
  * written. */
@@ -444,6 +545,7 @@ int main(void) {
   RUN(test_pytorch);
   RUN(test_command);
   RUN(test_text_command);
+  RUN(test_attention);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);

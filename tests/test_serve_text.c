@@ -177,6 +177,14 @@ static void test_bert(void) {
     free(r.body);
   }
   CHECK(server_stop(&s) == 0);
+  /* damo explain of the same BERT on a mail: the class, rollout, the maps and the head view */
+  char png[300], html[300];
+  snprintf(png, sizeof png, "%s/maps.png", dir);
+  snprintf(html, sizeof html, "%s/heads.html", dir);
+  rc = run("%s explain --model %s --input %s --out %s --html %s", DAMO_CLI_PATH, model, tmp_path("mails/spam/003.txt"),
+           png, html);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "2 layers x 4 heads") && strstr(cli_out, "attention rollout from [CLS]") &&
+            access(png, R_OK) == 0 && access(html, R_OK) == 0, "%s", cli_out);
 }
 
 /* ------------------------------------------------------------------ real clients */

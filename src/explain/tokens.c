@@ -129,3 +129,40 @@ damo_status damo_attribute_tokens(damo_explainer *e, const int32_t *ids, int32_t
   free(emb), free(grads), free(logits), free(alpha), free(rows), free(targets), free(acc);
   return st;
 }
+
+damo_status damo_attention_rollout(const float *maps, int layers, int heads, int64_t T, const int32_t *mask, float *out) {
+  if (!maps || !out || layers < 1 || heads < 1 || T < 1)
+    return damo_error(DAMO_ERR_INVALID_ARG, "attention_rollout: NULL maps or output, or no layers, heads or tokens");
+  double *r = malloc((size_t)(T * T) * sizeof *r), *a = malloc((size_t)(T * T) * sizeof *a),
+         *next = malloc((size_t)(T * T) * sizeof *next);
+  if (!r || !a || !next) {
+    free(r), free(a), free(next);
+    return damo_error(DAMO_ERR_NOMEM, "attention_rollout: out of memory");
+  }
+  for (int64_t i = 0; i < T * T; i++) r[i] = i / T == i % T; /* the identity */
+  for (int l = 0; l < layers; l++) {
+    /* A: the heads' mean, plus the residual path (I), rows renormalised over the real keys */
+    for (int64_t i = 0; i < T; i++) {
+      double sum = 0;
+      for (int64_t j = 0; j < T; j++) {
+        double v = 0;
+        for (int h = 0; h < heads; h++) v += maps[(((int64_t)l * heads + h) * T + i) * T + j];
+        v = 0.5 * v / heads + 0.5 * (i == j);
+        if (mask && !mask[j]) v = 0;
+        a[i * T + j] = v, sum += v;
+      }
+      for (int64_t j = 0; j < T; j++) a[i * T + j] = sum > 0 ? a[i * T + j] / sum : 0;
+    }
+    for (int64_t i = 0; i < T; i++) /* next = A r: this layer after the ones below */
+      for (int64_t j = 0; j < T; j++) {
+        double v = 0;
+        for (int64_t k = 0; k < T; k++) v += a[i * T + k] * r[k * T + j];
+        next[i * T + j] = v;
+      }
+    double *t = r;
+    r = next, next = t;
+  }
+  for (int64_t i = 0; i < T * T; i++) out[i] = (float)r[i];
+  free(r), free(a), free(next);
+  return DAMO_OK;
+}

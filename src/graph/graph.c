@@ -480,3 +480,13 @@ damo_node *damo_node_set_name(damo_node *n, const char *name) {
 void damo_node_keep_grad(damo_node *n) {
   if (n) n->keep_grad = 1;
 }
+
+int damo_graph_attention_nodes(const damo_graph *g, damo_node **out, int cap) {
+  int n = 0;
+  for (int i = 0; g && i < g->n_nodes; i++)
+    if (g->nodes[i]->op == DAMO_OP_ATTENTION) {
+      if (out && n < cap) out[n] = g->nodes[i];
+      n++;
+    }
+  return n;
+}

@@ -564,3 +564,19 @@ damo_status damo_bert_classify(damo_bert_graph *bg, int64_t batch, const int32_t
   }
   return DAMO_OK;
 }
+
+damo_status damo_bert_attention_maps(damo_bert *m, int64_t T, const int32_t *ids, const int32_t *token_types,
+                                     const int32_t *mask, float *maps) {
+  if (!m || !ids || !token_types || !mask || !maps) return damo_error(DAMO_ERR_INVALID_ARG, "bert_attention_maps: NULL argument");
+  damo_bert_graph *bg = NULL;
+  damo_status st = damo_bert_encoder_new(m, 1, T, &bg);
+  if (st != DAMO_OK) return st;
+  const int L = m->config.num_hidden_layers, H = m->config.num_attention_heads;
+  damo_node *att[256];
+  const int n = damo_graph_attention_nodes(bg->graph, att, 256);
+  if (n != L) st = damo_error(DAMO_ERR_STATE, "bert_attention_maps: %d attention nodes for %d layers", n, L);
+  for (int l = 0; st == DAMO_OK && l < L; l++) st = damo_attention_capture_probs(att[l], maps + (int64_t)l * H * T * T);
+  if (st == DAMO_OK) st = damo_bert_graph_forward(bg, 1, ids, token_types, mask, NULL, 0, NULL);
+  damo_bert_graph_free(bg);
+  return st;
+}

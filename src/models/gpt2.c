@@ -383,3 +383,121 @@ damo_status damo_gpt2_generate_greedy(damo_gpt2 *m, const int32_t *prompt, int64
   return use_kv_cache ? generate_cached(m, prompt, n_prompt, n_new, out)
                       : generate_recompute(m, prompt, n_prompt, n_new, out);
 }
+
+/* ------------------------------------------------------------------ explaining */
+
+damo_status damo_gpt2_attention_maps(damo_gpt2 *m, const int32_t *ids, int64_t T, float *maps) {
+  if (!m || !ids || !maps) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_attention_maps: NULL argument");
+  damo_gpt2_graph *gg = NULL;
+  damo_status st = damo_gpt2_graph_new(m, 1, T, 0, &gg);
+  if (st != DAMO_OK) return st;
+  const int L = m->config.n_layer, H = m->config.n_head;
+  damo_node *att[256];
+  const int n = damo_graph_attention_nodes(gg->graph, att, 256);
+  if (n != L) st = damo_error(DAMO_ERR_STATE, "gpt2_attention_maps: %d attention nodes for %d layers", n, L);
+  for (int l = 0; st == DAMO_OK && l < L; l++) st = damo_attention_capture_probs(att[l], maps + (int64_t)l * H * T * T);
+  if (st == DAMO_OK) st = damo_gpt2_graph_forward(gg, ids, NULL, NULL);
+  damo_gpt2_graph_free(gg);
+  return st;
+}
+
+/* The explaining graph's rewrite of the embeddings: positions + alpha (ctx[0]) x the token
+ * part (the embeddings less the positions, ctx[2]), gradient kept there (ctx[1]). Scaling the
+ * whole sum toward zero would not do: the first layer norm undoes any scale, so the output
+ * would only move in a sliver next to alpha 0; without the token part the positions remain. */
+static damo_node *scale_embeddings(void *ctx, damo_graph *g, damo_node *v) {
+  damo_node **nodes = ctx;
+  nodes[1] = damo_add(g, nodes[2], damo_mul(g, damo_sub(g, v, nodes[2]), nodes[0]));
+  if (nodes[1]) damo_node_keep_grad(nodes[1]);
+  return nodes[1];
+}
+
+damo_status damo_gpt2_explain_next(damo_gpt2 *m, const int32_t *ids, int64_t T, int32_t *next, int steps, float *attr,
+                                   float *logprob, float *baseline_logprob) {
+  if (!m || !ids || !next || !attr) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_explain_next: NULL argument");
+  const damo_gpt2_config *c = &m->config;
+  if (T < 1 || T > c->n_positions || steps < 1 || steps > 4096)
+    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_explain_next: %lld tokens (1 to %d) and %d steps (1 to 4096)",
+                      (long long)T, c->n_positions, steps);
+  if (m->blocks != DAMO_BLOCKS_NONE || m->q8.q)
+    return damo_error(DAMO_ERR_UNSUPPORTED, "gpt2_explain_next: a quantised model has no gradients; explain the f32 model");
+  if (*next >= c->vocab_size)
+    return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_explain_next: token %d is outside the vocabulary", *next);
+  damo_status st = gpt2_on_host(m, "gpt2_explain_next");
+  if (st != DAMO_OK) return st;
+  const int64_t B = steps < 16 ? steps : 16, C = c->n_embd, V = c->vocab_size;
+  damo_model *layers = NULL;
+  damo_graph *g = damo_graph_new(0);
+  int32_t *id_rows = malloc((size_t)(B * T) * sizeof *id_rows);
+  float *alpha = malloc((size_t)B * sizeof *alpha), *onehot = calloc((size_t)(B * V), sizeof *onehot);
+  float *emb = malloc((size_t)(T * C) * sizeof *emb);
+  double *acc = calloc((size_t)(T * C), sizeof *acc);
+  if (!g || !id_rows || !alpha || !onehot || !emb || !acc) st = damo_error(DAMO_ERR_NOMEM, "gpt2_explain_next: out of memory");
+  if (st == DAMO_OK) st = gpt2_layers(c, T, &layers);
+  if (st == DAMO_OK) st = param_store_bind_layers(&m->p, layers, gpt2_names, N_NAMES, "gpt2");
+  damo_node *nodes[3] = {NULL, NULL, NULL}, *idn = NULL, *x = NULL, *pre = NULL, *embedded = NULL, *logp = NULL,
+            *pick = NULL;
+  float *pos = st == DAMO_OK ? malloc((size_t)(B * T * C) * sizeof *pos) : NULL;
+  if (st == DAMO_OK && !pos) st = damo_error(DAMO_ERR_NOMEM, "gpt2_explain_next: out of memory");
+  for (int64_t b = 0; st == DAMO_OK && b < B; b++) /* the position rows wpe[0..T), for every row of the batch */
+    memcpy(pos + b * T * C, damo_tensor_f32(m->p.values[1]), (size_t)(T * C) * sizeof *pos);
+  if (st == DAMO_OK) {
+    const int64_t ashape[3] = {B, 1, 1}, flat[2] = {0, T * C}, vshape[2] = {B, V}, pshape[3] = {B, T, C};
+    nodes[0] = damo_input(g, "alpha", DAMO_F32, 3, ashape);
+    nodes[2] = damo_input(g, "positions", DAMO_F32, 3, pshape);
+    st = damo_model_build_nodes_at(layers, g, B, &idn, &x, &pre, 1, &embedded, scale_embeddings, nodes);
+    damo_node *last = damo_slice_last(g, damo_reshape(g, x, 2, flat), (T - 1) * C, C);
+    logp = damo_log_softmax(g, damo_matmul(g, last, damo_layer_param_node(layers->layers[0], g, 0), 0, 1));
+    pick = damo_input(g, "next", DAMO_F32, 2, vshape);
+    damo_node *loss = damo_sum(g, damo_mul(g, logp, pick), DAMO_ALL_AXES, 0), *outs[2] = {logp, embedded};
+    if (st == DAMO_OK) st = damo_graph_status(g);
+    if (st == DAMO_OK) st = damo_graph_compile(g, loss, 2, outs);
+  }
+  /* one row at alpha 1 (the prompt as it is), one at 0 (zero embeddings), then the path */
+  for (int k = 0; st == DAMO_OK && k < 2; k++) {
+    alpha[0] = k == 0 ? 1.0f : 0.0f;
+    st = damo_graph_set_batch(g, 1);
+    if (st == DAMO_OK) st = damo_graph_bind(g, idn, ids);
+    if (st == DAMO_OK) st = damo_graph_bind(g, nodes[0], alpha);
+    if (st == DAMO_OK) st = damo_graph_bind(g, nodes[2], pos);
+    if (st == DAMO_OK) st = damo_graph_bind(g, pick, onehot);
+    if (st == DAMO_OK) st = damo_graph_forward(g, 0);
+    const float *lp = st == DAMO_OK ? damo_node_data(logp) : NULL;
+    if (lp && k == 0) {
+      if (*next < 0) {
+        *next = 0;
+        for (int64_t v = 1; v < V; v++) *next = lp[v] > lp[*next] ? (int32_t)v : *next;
+      }
+      if (logprob) *logprob = lp[*next];
+      memcpy(emb, damo_node_data(embedded), (size_t)(T * C) * sizeof *emb);
+    }
+    if (lp && k == 1 && baseline_logprob) *baseline_logprob = lp[*next];
+  }
+  for (int64_t b = 0; st == DAMO_OK && b < B; b++) {
+    onehot[b * V + *next] = 1.0f;
+    memcpy(id_rows + b * T, ids, (size_t)T * sizeof *ids);
+  }
+  for (int k0 = 0; st == DAMO_OK && k0 < steps; k0 += (int)B) {
+    const int n = steps - k0 < B ? steps - k0 : (int)B;
+    for (int k = 0; k < n; k++) alpha[k] = (float)((k0 + k + 0.5) / steps);
+    st = damo_graph_set_batch(g, n);
+    if (st == DAMO_OK) st = damo_graph_bind(g, idn, id_rows);
+    if (st == DAMO_OK) st = damo_graph_bind(g, nodes[0], alpha);
+    if (st == DAMO_OK) st = damo_graph_bind(g, nodes[2], pos);
+    if (st == DAMO_OK) st = damo_graph_bind(g, pick, onehot);
+    if (st == DAMO_OK) st = damo_graph_forward(g, 0);
+    if (st == DAMO_OK) st = damo_graph_backward(g);
+    const float *grad = st == DAMO_OK ? damo_node_grad(nodes[1]) : NULL;
+    for (int64_t i = 0; grad && i < n * T * C; i++) acc[i % (T * C)] += grad[i] / steps;
+  }
+  for (int64_t t = 0; st == DAMO_OK && t < T; t++) {
+    double v = 0;
+    for (int64_t d = 0; d < C; d++) v += ((double)emb[t * C + d] - pos[t * C + d]) * acc[t * C + d];
+    attr[t] = (float)v;
+  }
+  if (st != DAMO_OK) damo_error_prefix(st, "gpt2_explain_next: ");
+  damo_graph_free(g);
+  damo_model_free(layers);
+  free(id_rows), free(alpha), free(onehot), free(emb), free(acc), free(pos);
+  return st;
+}

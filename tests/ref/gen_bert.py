@@ -14,7 +14,8 @@
                                                an unused slot), mlm_loss, grad_mlm.<name>;
                                                pooled_cls, pooled_mean (B, H): the [CLS]
                                                pooler output and the masked mean of the
-                                               last hidden states
+                                               last hidden states; attention (L, B, heads, T, T)
+                                               the softmax probabilities of every layer
 
 No transformers library: BERT is written out below with HuggingFace's parameter names and
 layouts (nn.Linear weights (out, in): y = x W^T + b), post-LN layers, erf GELU, attention
@@ -94,7 +95,7 @@ def linear(x, p, name):
     return x @ p[name + ".weight"].t() + p[name + ".bias"]
 
 
-def encoder(p, ids, types, mask):
+def encoder(p, ids, types, mask, probs=None):
     Bx, Tx = ids.shape
     x = (p["embeddings.word_embeddings.weight"][ids] + p["embeddings.position_embeddings.weight"][torch.arange(Tx)]
          + p["embeddings.token_type_embeddings.weight"][types])
@@ -109,7 +110,10 @@ def encoder(p, ids, types, mask):
         v = split(linear(x, p, e + "attention.self.value"))
         s = (q @ k.transpose(-1, -2)) / math.sqrt(d)
         s = s.masked_fill(~keep, float("-inf"))
-        a = (torch.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(Bx, Tx, H)
+        pr = torch.softmax(s, dim=-1)
+        if probs is not None:
+            probs.append(pr)
+        a = (pr @ v).transpose(1, 2).reshape(Bx, Tx, H)
         x = layer_norm(x + linear(a, p, e + "attention.output.dense"), p[e + "attention.output.LayerNorm.weight"],
                        p[e + "attention.output.LayerNorm.bias"])
         h = torch.nn.functional.gelu(linear(x, p, e + "intermediate.dense"))
@@ -189,7 +193,9 @@ def main():
     # sentence embeddings (damo_bert_embed): BertModel's pooler_output, and the last hidden
     # states averaged over the real positions (sentence-transformers' mean pooling)
     with torch.no_grad():
-        hidden = encoder(params, ids, types, mask)
+        probs = []
+        hidden = encoder(params, ids, types, mask, probs)
+        ref["attention"] = f32(torch.stack(probs))  # (layers, B, heads, T, T): each row a distribution
         ref["pooled_cls"] = f32(torch.tanh(linear(hidden[:, 0], params, "pooler.dense")))
         m = mask[:, :, None].to(hidden.dtype)
         ref["pooled_mean"] = f32((hidden * m).sum(1) / m.sum(1))
