@@ -142,6 +142,10 @@ int cli_bert_evaluate_split(const char *dir, const char *data, const char *split
 int cli_bench_bert(int argc, char **argv); /* `damo bench bert` (W5) */
 int cli_serve(int argc, char **argv);      /* cli/serve.c: `damo serve` (HTTP) */
 int cli_explain(int argc, char **argv);    /* cli/explain.c: `damo explain` (attributions) */
+/* Words shaded by their attributions (red for, blue against, by the share of vmax): a
+ * self-contained page, or a PNG (cli/explain_text.c); 1 written, 0 after a message. */
+int cli_words_html(const char *path, const char *title, char (*words)[48], const float *attr, int n, float vmax);
+int cli_words_png(const char *path, const char *title, char (*words)[48], const float *attr, int n, float vmax);
 int cli_explain_bert(int argc, char **argv); /* cli/explain_attention.c: BERT's and GPT-2's attention */
 int cli_explain_gpt2(int argc, char **argv);
 /* cli/explain_text.c: damo explain of one mail with a text model (vocabulary and length from its

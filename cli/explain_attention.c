@@ -146,8 +146,10 @@ int cli_explain_bert(int argc, char **argv) {
   size_t len = 0, clean_len = 0;
   char *raw = NULL, *clean = NULL, (*tokens)[32] = NULL;
   int32_t *in = NULL;
-  float *maps = NULL, *roll = NULL, probs[64];
+  float *maps = NULL, *roll = NULL, probs[64], *attr = NULL;
   int *skip = NULL;
+  int32_t *base_ids = NULL;
+  char (*words)[48] = NULL;
   if (cli_bert_open(dir, "explain", &m, &wp, &T, &head) != 1) goto done;
   const damo_bert_config *c = damo_bert_get_config(m);
   const int L = c->num_hidden_layers, H = c->num_attention_heads, labels = c->num_labels;
@@ -181,15 +183,49 @@ int cli_explain_bert(int argc, char **argv) {
   printf("%s: %s %.3f; %d layers x %d heads over %lld tokens\n", input, cli_bert_label_name(m, best, fallback),
          (double)probs[best], L, H, (long long)n);
   print_top("attention rollout from [CLS] (what flows into the classifier)", roll, tokens, n, skip, 10);
+  /* Integrated Gradients of the class's logit, from the text with its words made [PAD] */
+  long steps = 64;
+  const char *v = cli_opt(argc, argv, "--steps");
+  if (v && !cli_parse_long(v, "--steps", 1, 4096, &steps)) {
+    rc = 2;
+    goto done;
+  }
+  base_ids = malloc((size_t)T * sizeof *base_ids);
+  attr = calloc((size_t)T, sizeof *attr);
+  words = calloc((size_t)T, sizeof *words);
+  const int32_t pad = damo_wordpiece_token_id(wp, "[PAD]");
+  int32_t target = best;
+  float logit = 0, base_logit = 0;
+  for (int64_t i = 0; base_ids && i < T; i++) base_ids[i] = i < n && !skip[i] && pad >= 0 ? pad : in[i];
+  if (!base_ids || !attr || !words ||
+      damo_bert_explain(m, T, in, base_ids, in + T, in + 2 * T, &target, (int)steps, attr, &logit, &base_logit) != DAMO_OK) {
+    cli_fail("explain");
+    goto done;
+  }
+  double sum = 0;
+  for (int64_t i = 0; i < n; i++) sum += attr[i];
+  printf("  integrated gradients of the %s logit (%ld steps, from the words made [PAD]): sum %.4f, f(text) - "
+         "f(baseline) %.4f, completeness gap %.2f%%\n", cli_bert_label_name(m, best, fallback), steps, sum,
+         (double)(logit - base_logit), 100 * fabs(sum - (logit - base_logit)) / fmax(fabs((double)(logit - base_logit)), 1e-12));
+  print_top("tokens for the class", attr, tokens, n, skip, 8);
+  float vmax = 0;
+  for (int64_t i = 0; i < n; i++) {
+    snprintf(words[i], sizeof words[i], "%s", tokens[i]);
+    vmax = fmaxf(vmax, fabsf(attr[i]));
+  }
+  const char *words_html = cli_opt(argc, argv, "--words");
   char title[256];
   snprintf(title, sizeof title, "%.80s: %s %.3f", strrchr(input, '/') ? strrchr(input, '/') + 1 : input,
            cli_bert_label_name(m, best, fallback), (double)probs[best]);
   if (png && !maps_png(png, title, maps, L, H, T, n)) goto done;
   if (html && !head_view_html(html, title, tokens, maps, L, H, T, n)) goto done;
+  if (words_html && !cli_words_html(words_html, title, words, attr, (int)n, vmax)) goto done;
   if (png) printf("attention maps (a row per layer, a column per head): %s\n", png);
   if (html) printf("head view: %s\n", html);
+  if (words_html) printf("tokens shaded by their attributions: %s\n", words_html);
   rc = 0;
 done:
+  free(base_ids), free(attr), free(words);
   damo_bert_graph_free(g);
   damo_wordpiece_free(wp);
   damo_bert_free(m);

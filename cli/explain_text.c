@@ -38,7 +38,7 @@ static void html_escaped(FILE *f, const char *s) {
   }
 }
 
-static int write_html(const char *path, const char *title, char (*words)[48], const float *attr, int n, float vmax) {
+int cli_words_html(const char *path, const char *title, char (*words)[48], const float *attr, int n, float vmax) {
   FILE *f = fopen(path, "w");
   if (!f) {
     fprintf(stderr, "damo explain: cannot write %s\n", path);
@@ -63,7 +63,7 @@ static int write_html(const char *path, const char *title, char (*words)[48], co
 }
 
 /* The words as shaded boxes in lines of at most 100 characters, 2x the plots' font. */
-static int write_png(const char *path, const char *title, char (*words)[48], const float *attr, int n, float vmax) {
+int cli_words_png(const char *path, const char *title, char (*words)[48], const float *attr, int n, float vmax) {
   enum { WIDTH = 1240, LINE = 30, CHAR = 12, MARGIN = 16 };
   int lines = 1, x = MARGIN;
   for (int t = 0; t < n; t++) {
@@ -159,8 +159,8 @@ int cli_explain_text(damo_model *m, damo_explainer *e, const damo_vocab *vocab, 
   const char *base_name = strrchr(input, '/') ? strrchr(input, '/') + 1 : input;
   snprintf(title, sizeof title, "%.60s: %s %s, %s", base_name, single ? "toward" : target < 0 ? "predicted" : "class", cls,
            damo_attribution_method_name(o->method));
-  if (html && !write_html(html, title, words, attr, n, vmax)) goto done;
-  if (out && !write_png(out, title, words, attr, n, vmax)) goto done;
+  if (html && !cli_words_html(html, title, words, attr, n, vmax)) goto done;
+  if (out && !cli_words_png(out, title, words, attr, n, vmax)) goto done;
   if (npy) {
     const int64_t shape[1] = {max_len};
     damo_tensor *t = damo_tensor_new(DAMO_F32, 1, shape);

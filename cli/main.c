@@ -373,6 +373,8 @@ static const cli_option explain_bert[] = {
     {"--input", 1, "MAIL", "the mail (or text) explained"},
     {"--out", 1, "FILE.png", "every layer's and head's attention as one grid"},
     {"--html", 1, "FILE.html", "a head view: pick a layer and head, lines from each token to those it attends to"},
+    {"--words", 1, "FILE.html", "the tokens shaded by their integrated gradients (a self-contained page)"},
+    {"--steps", 1, "N", "integrated gradients' points (default 64)"},
     END};
 static const cli_option explain_gpt2[] = {
     {"--model", 1, "DIR", "a GPT-2 directory (f32 or bf16 weights: gradients need them unquantised)"},

@@ -2042,6 +2042,14 @@ damo_status damo_bert_embed(damo_bert_graph *bg, int64_t batch, const int32_t *i
  * get 0), maps (num_hidden_layers, num_attention_heads, T, T). */
 damo_status damo_bert_attention_maps(damo_bert *m, int64_t T, const int32_t *ids, const int32_t *token_types,
                                      const int32_t *mask, float *maps);
+/* How much each of the T tokens contributes to class *target's logit (-1: the predicted class,
+ * then set): Integrated Gradients at the embeddings' output (after their layer norm), on the
+ * straight path from baseline_ids' embeddings (Captum's reference: the text's tokens made
+ * [PAD] but [CLS] and [SEP]) to the text's, over `steps` midpoints; attr (T) adds up to logit -
+ * baseline_logit. The same types and mask for both. */
+damo_status damo_bert_explain(damo_bert *m, int64_t T, const int32_t *ids, const int32_t *baseline_ids,
+                              const int32_t *token_types, const int32_t *mask, int32_t *target, int steps, float *attr,
+                              float *logit, float *baseline_logit);
 /* A masked-LM training graph (BertForMaskedLM's loss): `predictions` slots per sequence, each
  * a position whose hidden state goes through cls.predictions.transform and the decoder tied
  * to the word embeddings (plus cls.predictions.bias); the loss is the mean cross-entropy

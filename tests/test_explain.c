@@ -437,6 +437,27 @@ static void test_attention(void) {
         roll_err = fmax(roll_err, fabs(sum - 1));
       }
     }
+    /* IG of the first example's class from its words made [PAD] adds up, for the class BERT gives */
+    int32_t *base_ids = malloc((size_t)T * sizeof *base_ids), target = -1;
+    float *attr = malloc((size_t)T * sizeof *attr), logit = 0, base_logit = 0, probs[8];
+    const int32_t *m0 = damo_tensor_i32(mask), *ids0 = damo_tensor_i32(ids);
+    int64_t n = 0;
+    while (n < T && m0[n]) n++;
+    for (int64_t i = 0; i < T; i++) base_ids[i] = i > 0 && i < n - 1 ? 0 : ids0[i];
+    damo_bert_graph *cg = NULL;
+    CHECK(damo_bert_classifier_new(b, 1, T, 0, &cg) == DAMO_OK &&
+          damo_bert_classify(cg, 1, ids0, damo_tensor_i32(types), m0, probs) == DAMO_OK);
+    CHECK(damo_bert_explain(b, T, ids0, base_ids, damo_tensor_i32(types), m0, &target, 64, attr, &logit, &base_logit) ==
+          DAMO_OK);
+    double sum = 0;
+    int best = 0;
+    for (int64_t i = 0; i < T; i++) sum += attr[i];
+    for (int k = 1; k < 3; k++) best = probs[k] > probs[best] ? k : best;
+    CHECK_MSG(target == best && fabs(sum - (logit - base_logit)) <= 0.01 * fabs(logit - base_logit) + 1e-6,
+              "BERT IG: target %d (best %d), sum %.6g vs f(x) - f(baseline) %.6g", target, best, sum,
+              (double)(logit - base_logit));
+    damo_bert_graph_free(cg);
+    free(base_ids), free(attr);
     CHECK_MSG(worst < 1e-5 && row_err < 1e-5 && masked == 0 && roll_err < 1e-5,
               "BERT maps vs PyTorch %.3g, rows off 1 by %.3g, masked keys up to %.3g, rollout rows %.3g", worst, row_err,
               masked, roll_err);

@@ -181,10 +181,14 @@ static void test_bert(void) {
   char png[300], html[300];
   snprintf(png, sizeof png, "%s/maps.png", dir);
   snprintf(html, sizeof html, "%s/heads.html", dir);
-  rc = run("%s explain --model %s --input %s --out %s --html %s", DAMO_CLI_PATH, model, tmp_path("mails/spam/003.txt"),
-           png, html);
+  char words[300];
+  snprintf(words, sizeof words, "%s/words.html", dir);
+  rc = run("%s explain --model %s --input %s --out %s --html %s --words %s --steps 32", DAMO_CLI_PATH, model,
+           tmp_path("mails/spam/003.txt"), png, html, words);
+  const char *gap = strstr(cli_out, "completeness gap ");
   CHECK_MSG(rc == 0 && strstr(cli_out, "2 layers x 4 heads") && strstr(cli_out, "attention rollout from [CLS]") &&
-            access(png, R_OK) == 0 && access(html, R_OK) == 0, "%s", cli_out);
+            gap && atof(gap + 17) < 2.0 && access(png, R_OK) == 0 && access(html, R_OK) == 0 && access(words, R_OK) == 0,
+            "%s", cli_out);
 }
 
 /* ------------------------------------------------------------------ real clients */

@@ -292,8 +292,25 @@ damo_status damo_bert_set_recompute(damo_bert *m, int on) {
 static damo_node *dropout(damo_graph *g, damo_node *x, float rate) { return rate > 0 ? damo_dropout(g, x, rate) : x; }
 
 /* A graph's inputs and encoder: bg with its graph, and the last layer's output in *x. */
+/* The explaining graph reads the embeddings' output through a rewrite (tap: the model node of
+ * embeddings.LayerNorm; NULL rewrite: none). */
+typedef struct embed_tap {
+  damo_tap_rewrite rewrite;
+  void *ctx;
+  damo_node *value; /* the embeddings' output as computed */
+} embed_tap;
+enum { BERT_EMBEDDINGS_NODE = 6 }; /* ids, types, mask, word+position, type, sum, then LayerNorm */
+
+static damo_status graph_begin_at(damo_bert *m, int64_t batch, int64_t seq_len, const char *what, damo_bert_graph **out,
+                                  damo_node **x, embed_tap *tap);
+
 static damo_status graph_begin(damo_bert *m, int64_t batch, int64_t seq_len, const char *what, damo_bert_graph **out,
                                damo_node **x) {
+  return graph_begin_at(m, batch, seq_len, what, out, x, NULL);
+}
+
+static damo_status graph_begin_at(damo_bert *m, int64_t batch, int64_t seq_len, const char *what, damo_bert_graph **out,
+                                  damo_node **x, embed_tap *tap) {
   *out = NULL;
   const damo_bert_config *c = &m->config;
   if (batch < 1 || seq_len < 1 || seq_len > c->max_position_embeddings)
@@ -311,7 +328,10 @@ static damo_status graph_begin(damo_bert *m, int64_t batch, int64_t seq_len, con
   if (st == DAMO_OK) st = param_store_bind_layers(&m->p, bg->layers, bert_names, N_NAMES, "bert");
   if (st == DAMO_OK) st = damo_model_set_recompute(bg->layers, m->recompute);
   damo_node *inputs[3] = {NULL, NULL, NULL}, *pre;
-  if (st == DAMO_OK) st = damo_model_build_nodes(bg->layers, g, batch, inputs, x, &pre);
+  if (st == DAMO_OK)
+    st = tap ? damo_model_build_nodes_at(bg->layers, g, batch, inputs, x, &pre, BERT_EMBEDDINGS_NODE, &tap->value,
+                                         tap->rewrite, tap->ctx)
+             : damo_model_build_nodes(bg->layers, g, batch, inputs, x, &pre);
   if (st != DAMO_OK) {
     damo_bert_graph_free(bg);
     return st == DAMO_ERR_NOMEM ? damo_error(DAMO_ERR_NOMEM, "%s: out of memory", what) : st;
@@ -578,5 +598,107 @@ damo_status damo_bert_attention_maps(damo_bert *m, int64_t T, const int32_t *ids
   for (int l = 0; st == DAMO_OK && l < L; l++) st = damo_attention_capture_probs(att[l], maps + (int64_t)l * H * T * T);
   if (st == DAMO_OK) st = damo_bert_graph_forward(bg, 1, ids, token_types, mask, NULL, 0, NULL);
   damo_bert_graph_free(bg);
+  return st;
+}
+
+/* The explaining graph's rewrite: baseline + alpha x (the embeddings - baseline), with alpha
+ * (batch, 1, 1) and the baseline's embeddings (batch, T, H) as inputs made here (ctx[0], ctx[2])
+ * and the gradient kept on the result (ctx[1]): the path from the baseline text to the text. */
+static damo_node *toward_text(void *ctx, damo_graph *g, damo_node *v) {
+  damo_node **nodes = ctx;
+  const int64_t *vs = damo_node_shape(v), ashape[3] = {vs[0], 1, 1}, bshape[3] = {vs[0], vs[1], vs[2]};
+  nodes[0] = damo_input(g, "explain_alpha", DAMO_F32, 3, ashape);
+  nodes[2] = damo_input(g, "explain_baseline", DAMO_F32, 3, bshape);
+  nodes[1] = damo_add(g, nodes[2], damo_mul(g, damo_sub(g, v, nodes[2]), nodes[0]));
+  if (nodes[1]) damo_node_keep_grad(nodes[1]);
+  return nodes[1];
+}
+
+/* One forward of `n` rows at alpha values a (the text, or the baseline ids). */
+static damo_status explain_forward(damo_bert_graph *bg, damo_node *const *nodes, damo_node *target_rows, float *pick,
+                                   float *alpha, float *base, int64_t n, const int32_t *ids, const int32_t *types,
+                                   const int32_t *mask) {
+  damo_status st = damo_graph_bind(bg->graph, nodes[0], alpha);
+  if (st == DAMO_OK) st = damo_graph_bind(bg->graph, nodes[2], base);
+  if (st == DAMO_OK) st = damo_graph_bind(bg->graph, target_rows, pick);
+  if (st == DAMO_OK) st = damo_bert_graph_forward(bg, n, ids, types, mask, NULL, 0, NULL);
+  return st;
+}
+
+damo_status damo_bert_explain(damo_bert *m, int64_t T, const int32_t *ids, const int32_t *baseline_ids,
+                              const int32_t *token_types, const int32_t *mask, int32_t *target, int steps, float *attr,
+                              float *logit, float *baseline_logit) {
+  if (!m || !ids || !baseline_ids || !token_types || !mask || !target || !attr)
+    return damo_error(DAMO_ERR_INVALID_ARG, "bert_explain: NULL argument");
+  const damo_bert_config *c = &m->config;
+  if (steps < 1 || steps > 4096) return damo_error(DAMO_ERR_INVALID_ARG, "bert_explain: steps %d outside [1, 4096]", steps);
+  if (m->q8.q) return damo_error(DAMO_ERR_UNSUPPORTED, "bert_explain: an int8 model has no gradients; explain the f32 model");
+  if (*target >= c->num_labels)
+    return damo_error(DAMO_ERR_INVALID_ARG, "bert_explain: class %d is outside the %d labels", *target, c->num_labels);
+  const int64_t B = steps < 16 ? steps : 16, H = c->hidden_size, L = c->num_labels;
+  damo_node *nodes[3] = {NULL, NULL, NULL};
+  embed_tap tap = {toward_text, nodes, NULL};
+  damo_bert_graph *bg = NULL;
+  damo_node *x = NULL, *logits = NULL, *target_rows = NULL;
+  int32_t *rows = malloc((size_t)(3 * B * T) * sizeof *rows);
+  float *alpha = malloc((size_t)B * sizeof *alpha), *base = calloc((size_t)(B * T * H), sizeof *base);
+  float *emb = malloc((size_t)(T * H) * sizeof *emb), *pick = calloc((size_t)(B * L), sizeof *pick);
+  double *acc = calloc((size_t)(T * H), sizeof *acc);
+  damo_status st = rows && alpha && base && emb && pick && acc ? DAMO_OK
+                                                              : damo_error(DAMO_ERR_NOMEM, "bert_explain: out of memory");
+  if (st == DAMO_OK) st = graph_begin_at(m, B, T, "bert_explain", &bg, &x, &tap);
+  if (st == DAMO_OK) { /* the classifier's head, and the chosen logit as the loss */
+    damo_graph *g = bg->graph;
+    const int64_t flat[2] = {0, T * H}, lshape[2] = {B, L};
+    damo_node *cls = damo_slice_last(g, damo_reshape(g, x, 2, flat), 0, H);
+    const int head = m->first_head;
+    damo_node *pooled = damo_linear_op(g, cls, param_node(g, m, head + POOL_W), param_node(g, m, head + POOL_B), DAMO_ACT_TANH);
+    logits = damo_linear_op(g, pooled, param_node(g, m, head + CLS_W), param_node(g, m, head + CLS_B), DAMO_ACT_NONE);
+    target_rows = damo_input(g, "explain_target", DAMO_F32, 2, lshape);
+    damo_node *loss = damo_sum(g, damo_mul(g, logits, target_rows), DAMO_ALL_AXES, 0), *outs[2] = {logits, tap.value};
+    st = damo_graph_status(g);
+    if (st == DAMO_OK) st = damo_graph_compile(g, loss, 2, outs);
+  }
+  /* the baseline's embeddings (alpha 1 passes them as they are), then the text's and its class */
+  for (int64_t b = 0; b < B && alpha; b++) alpha[b] = 1;
+  if (st == DAMO_OK) st = explain_forward(bg, nodes, target_rows, pick, alpha, base, 1, baseline_ids, token_types, mask);
+  for (int64_t b = 0; st == DAMO_OK && b < B; b++)
+    memcpy(base + b * T * H, damo_node_data(tap.value), (size_t)(T * H) * sizeof *base);
+  if (st == DAMO_OK) st = explain_forward(bg, nodes, target_rows, pick, alpha, base, 1, ids, token_types, mask);
+  if (st == DAMO_OK) {
+    const float *lg = damo_node_data(logits);
+    if (*target < 0) {
+      *target = 0;
+      for (int64_t l = 1; l < L; l++) *target = lg[l] > lg[*target] ? (int32_t)l : *target;
+    }
+    if (logit) *logit = lg[*target];
+    memcpy(emb, damo_node_data(tap.value), (size_t)(T * H) * sizeof *emb);
+    alpha[0] = 0; /* f(baseline): the text's path at 0 */
+    st = explain_forward(bg, nodes, target_rows, pick, alpha, base, 1, ids, token_types, mask);
+    if (st == DAMO_OK && baseline_logit) *baseline_logit = damo_node_data(logits)[*target];
+  }
+  int32_t *types_rows = rows + B * T, *mask_rows = rows + 2 * B * T;
+  for (int64_t b = 0; st == DAMO_OK && b < B; b++) {
+    pick[b * L + *target] = 1;
+    memcpy(rows + b * T, ids, (size_t)T * sizeof *rows);
+    memcpy(types_rows + b * T, token_types, (size_t)T * sizeof *rows);
+    memcpy(mask_rows + b * T, mask, (size_t)T * sizeof *rows);
+  }
+  for (int k0 = 0; st == DAMO_OK && k0 < steps; k0 += (int)B) {
+    const int n = steps - k0 < B ? steps - k0 : (int)B;
+    for (int k = 0; k < n; k++) alpha[k] = (float)((k0 + k + 0.5) / steps);
+    st = explain_forward(bg, nodes, target_rows, pick, alpha, base, n, rows, types_rows, mask_rows);
+    if (st == DAMO_OK) st = damo_graph_backward(bg->graph);
+    const float *grad = st == DAMO_OK ? damo_node_grad(nodes[1]) : NULL;
+    for (int64_t i = 0; grad && i < n * T * H; i++) acc[i % (T * H)] += grad[i] / steps;
+  }
+  for (int64_t t = 0; st == DAMO_OK && t < T; t++) {
+    double v = 0;
+    for (int64_t d = 0; d < H; d++) v += ((double)emb[t * H + d] - base[t * H + d]) * acc[t * H + d];
+    attr[t] = (float)v;
+  }
+  if (st != DAMO_OK) damo_error_prefix(st, "bert_explain: ");
+  damo_bert_graph_free(bg);
+  free(rows), free(alpha), free(base), free(emb), free(pick), free(acc);
   return st;
 }
