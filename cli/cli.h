@@ -142,6 +142,9 @@ int cli_bert_evaluate_split(const char *dir, const char *data, const char *split
 int cli_bench_bert(int argc, char **argv); /* `damo bench bert` (W5) */
 int cli_serve(int argc, char **argv);      /* cli/serve.c: `damo serve` (HTTP) */
 int cli_explain(int argc, char **argv);    /* cli/explain.c: `damo explain` (attributions) */
+/* damo explain --data SPEC --faithfulness N for a text model (cli/explain_text.c). */
+int cli_explain_text_faithfulness(damo_model *m, damo_explainer *e, const char *dir, int argc, char **argv,
+                                  const damo_attribution_options *o);
 /* Words shaded by their attributions (red for, blue against, by the share of vmax): a
  * self-contained page, or a PNG (cli/explain_text.c); 1 written, 0 after a message. */
 int cli_words_html(const char *path, const char *title, char (*words)[48], const float *attr, int n, float vmax);

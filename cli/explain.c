@@ -444,8 +444,13 @@ int cli_explain(int argc, char **argv) {
     int max_len = 0, numbers = 0;
     const int text = cli_text_settings(dir, &vocab, &max_len, &numbers);
     if (text == 0) fprintf(stderr, "damo explain: %s reads token ids but has no text.json (a text model from damo train)\n", dir);
-    if (text == 1 && !input) fprintf(stderr, "damo explain: a text model explains one mail: --input FILE\n");
-    rc = text == 1 && input ? cli_explain_text(m, e, vocab, max_len, numbers, argc, argv, &o, target) : 1;
+    const int deletion = cli_opt(argc, argv, "--faithfulness") != NULL;
+    if (text == 1 && !input && !deletion)
+      fprintf(stderr, "damo explain: a text model explains one mail (--input FILE) or runs the deletion test\n");
+    rc = text != 1 ? 1
+         : deletion ? cli_explain_text_faithfulness(m, e, dir, argc, argv, &o)
+         : input    ? cli_explain_text(m, e, vocab, max_len, numbers, argc, argv, &o, target)
+                    : 2;
     damo_vocab_free(vocab);
     goto done;
   }

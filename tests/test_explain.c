@@ -554,6 +554,14 @@ static void test_text_command(void) {
   if (h) fclose(h);
   buf[n] = '\0';
   CHECK_MSG(strstr(buf, "<!doctype html>") && strstr(buf, "<span title=\""), "%s", buf);
+  /* the deletion test over words: removing the most attributed words lowers the class more
+   * than removing random ones (the pools make the attributions clear-cut) */
+  rc = run("%s explain --model %s --data %s --faithfulness 12", DAMO_CLI_PATH, model, tmp_path("mails"));
+  const char *row = strstr(cli_out, "   30%");
+  double by_attr = 0, by_chance = 0;
+  if (row) sscanf(row + 6, "%lf %lf", &by_attr, &by_chance);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "deletion test, integrated-gradients on") && row && by_attr < by_chance,
+            "%s", cli_out);
 }
 
 int main(void) {
