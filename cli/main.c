@@ -374,7 +374,10 @@ static const cli_option explain_bert[] = {
     {"--out", 1, "FILE.png", "every layer's and head's attention as one grid"},
     {"--html", 1, "FILE.html", "a head view: pick a layer and head, lines from each token to those it attends to"},
     {"--words", 1, "FILE.html", "the tokens shaded by their integrated gradients (a self-contained page)"},
-    {"--steps", 1, "N", "integrated gradients' points (default 64)"},
+    {"--steps", 1, "N", "integrated gradients' points (default 64; 32 in the deletion test)"},
+    {"--data", 1, "SPEC", "with --faithfulness: the labelled text set whose test split is used"},
+    {"--faithfulness", 1, "N", "the deletion test on N test texts: tokens removed by attribution against a random order"},
+    {"--curve", 1, "FILE.png", "with --faithfulness: both curves as a picture"},
     END};
 static const cli_option explain_gpt2[] = {
     {"--model", 1, "DIR", "a GPT-2 directory (f32 or bf16 weights: gradients need them unquantised)"},

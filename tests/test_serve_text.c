@@ -189,6 +189,14 @@ static void test_bert(void) {
   CHECK_MSG(rc == 0 && strstr(cli_out, "2 layers x 4 heads") && strstr(cli_out, "attention rollout from [CLS]") &&
             gap && atof(gap + 17) < 2.0 && access(png, R_OK) == 0 && access(html, R_OK) == 0 && access(words, R_OK) == 0,
             "%s", cli_out);
+  /* and its deletion test over tokens on the mails' test split */
+  rc = run("%s explain --model %s --data %s/mails --faithfulness 6 --steps 8", DAMO_CLI_PATH, model, dir);
+  const char *row0 = strstr(cli_out, "    0%"), *row50 = strstr(cli_out, "   50%");
+  double p0 = -1, r0 = -1, p50 = -1, r50 = -1;
+  if (row0) sscanf(row0 + 6, "%lf %lf", &p0, &r0);
+  if (row50) sscanf(row50 + 6, "%lf %lf", &p50, &r50);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "deletion test, integrated-gradients (8 steps) on 6 test texts") && p0 == r0 &&
+            p0 > 0.5 && p50 >= 0 && p50 <= 1 && r50 >= 0 && r50 <= 1, "%s", cli_out);
 }
 
 /* ------------------------------------------------------------------ real clients */
