@@ -11,11 +11,46 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct explain_input {
   char name[512];
-  float *x; /* one example, the model's input shape */
+  float *x;  /* one example, the model's input shape */
+  int truth; /* its true class when known (a folder of class folders), else -1 */
 } explain_input;
+
+/* FOLDER/<class name>/<picture>: the pictures of every folder named as one of the model's
+ * classes, in class order, with that class as their truth; 0 when FOLDER has no such folder. */
+static int class_folders(const damo_model *m, const char *path, char ***paths, int **truth, int *n) {
+  const char *const *names;
+  const int n_names = damo_model_class_names(m, &names);
+  *paths = NULL, *truth = NULL, *n = 0;
+  int cap = 0;
+  for (int c = 0; c < n_names; c++) {
+    char sub[4096];
+    struct stat sb;
+    snprintf(sub, sizeof sub, "%s/%s", path, names[c]);
+    if (stat(sub, &sb) != 0 || !S_ISDIR(sb.st_mode)) continue;
+    char **found = NULL;
+    int k = 0;
+    if (!cli_list_images(sub, &found, &k)) continue;
+    if (*n + k > cap) {
+      cap = 2 * (*n + k);
+      char **gp = realloc(*paths, (size_t)cap * sizeof *gp);
+      int *gt = realloc(*truth, (size_t)cap * sizeof *gt);
+      if (gp) *paths = gp;
+      if (gt) *truth = gt;
+      if (!gp || !gt) {
+        for (int i = 0; i < k; i++) free(found[i]);
+        free(found);
+        break;
+      }
+    }
+    for (int i = 0; i < k; i++) (*paths)[*n] = found[i], (*truth)[(*n)++] = c;
+    free(found);
+  }
+  return *n > 0;
+}
 
 /* The examples to explain: pictures (a file or a folder), or rows of an x.npy. */
 static int load_inputs(const damo_model *m, const char *path, long index, long rows_wanted, int invert,
@@ -44,6 +79,7 @@ static int load_inputs(const damo_model *m, const char *path, long index, long r
         (*out)[r].x[i] = t->dtype == DAMO_U8 ? (float)((const uint8_t *)t->data)[(index + r) * D + i]
                                              : damo_tensor_f32(t)[(index + r) * D + i];
       snprintf((*out)[r].name, sizeof (*out)[r].name, "%s[%ld]", path, index + r);
+      (*out)[r].truth = -1;
       *count = (int)r + 1;
     }
     damo_tensor_free(t);
@@ -53,12 +89,13 @@ static int load_inputs(const damo_model *m, const char *path, long index, long r
     fprintf(stderr, "damo explain: the model takes inputs of rank %d, not pictures; give an x.npy\n", nd);
     return 0;
   }
-  int n = 0;
+  int n = 0, *truth = NULL;
   char **paths = NULL;
-  if (!cli_list_images(path, &paths, &n)) return 0;
+  if (!class_folders(m, path, &paths, &truth, &n) && !cli_list_images(path, &paths, &n)) return 0;
   explain_input *in = calloc((size_t)n, sizeof *in);
   int ok = in != NULL;
   for (int i = 0; ok && i < n; i++) {
+    in[i].truth = truth ? truth[i] : -1;
     damo_tensor *img = NULL, *conv = NULL;
     ok = damo_image_load(paths[i], 0, &img) == DAMO_OK &&
          damo_image_to_model_input(img, (int)shape[0], (int)shape[1], nd == 3 ? (int)shape[2] : 1, invert, &conv) == DAMO_OK &&
@@ -71,6 +108,7 @@ static int load_inputs(const damo_model *m, const char *path, long index, long r
   }
   for (int i = 0; i < n; i++) free(paths[i]);
   free(paths);
+  free(truth);
   *out = in, *count = ok ? n : 0;
   return ok;
 }
@@ -505,6 +543,7 @@ int cli_explain(int argc, char **argv) {
     snprintf(label, sizeof label, "%d", rep.target);
     printf("%s: %s %s (logit %.4f); %s", in[i].name, target < 0 ? "predicted" : "class",
            rep.target < n_names ? names[rep.target] : label, (double)rep.logit, damo_attribution_method_name(o.method));
+    if (in[i].truth >= 0) printf(" (true %s)", in[i].truth < n_names ? names[in[i].truth] : "?");
     if (o.method == DAMO_ATTR_GRAD_CAM) printf(" at layer %s", damo_explainer_layer(e));
     if (o.method == DAMO_ATTR_INTEGRATED_GRADIENTS) {
       printf(" (%d %s points): sum %.4f, f(x) - f(baseline) %.4f, completeness gap %.2f%%", o.steps,
@@ -523,10 +562,8 @@ int cli_explain(int argc, char **argv) {
       char caption[160], pred[48], truth[64] = "";
       const char *base_name = strrchr(in[i].name, '/') ? strrchr(in[i].name, '/') + 1 : in[i].name;
       snprintf(pred, sizeof pred, "%s", best < n_names ? names[best] : "?");
-      if (labels) {
-        const int32_t y = damo_tensor_i32(labels)[index + i];
-        snprintf(truth, sizeof truth, ", true %s", y >= 0 && y < n_names ? names[y] : "?");
-      }
+      const int32_t y = labels ? damo_tensor_i32(labels)[index + i] : in[i].truth;
+      if (labels || y >= 0) snprintf(truth, sizeof truth, ", true %s", y >= 0 && y < n_names ? names[y] : "?");
       snprintf(caption, sizeof caption, "%.40s: %s %.2f%s", base_name, pred, (double)p, truth);
       draw_row(panel, i, in[i].x, attr + (int64_t)i * D, H, W, CH, scale, signed_map, caption);
     }

@@ -326,16 +326,18 @@ int cli_explain_bert(int argc, char **argv) {
     snprintf(words[i], sizeof words[i], "%s", tokens[i]);
     vmax = fmaxf(vmax, fabsf(attr[i]));
   }
-  const char *words_html = cli_opt(argc, argv, "--words");
+  const char *words_html = cli_opt(argc, argv, "--words"), *words_png = cli_opt(argc, argv, "--words-png");
   char title[256];
   snprintf(title, sizeof title, "%.80s: %s %.3f", strrchr(input, '/') ? strrchr(input, '/') + 1 : input,
            cli_bert_label_name(m, best, fallback), (double)probs[best]);
   if (png && !maps_png(png, title, maps, L, H, T, n)) goto done;
   if (html && !head_view_html(html, title, tokens, maps, L, H, T, n)) goto done;
   if (words_html && !cli_words_html(words_html, title, words, attr, (int)n, vmax)) goto done;
+  if (words_png && !cli_words_png(words_png, title, words, attr, (int)n, vmax)) goto done;
   if (png) printf("attention maps (a row per layer, a column per head): %s\n", png);
   if (html) printf("head view: %s\n", html);
   if (words_html) printf("tokens shaded by their attributions: %s\n", words_html);
+  if (words_png) printf("the same as a picture: %s\n", words_png);
   rc = 0;
 done:
   free(base_ids), free(attr), free(words);

@@ -339,8 +339,9 @@ static const char serve_note[] =
 static const cli_option explain_options[] = {
     {"--model", 1, "DIR", "a saved f32 classifier of pictures, numbers or text (int8 models have no gradients: explain\n"
                           "the f32 model they came from)"},
-    {"--input", 1, "PATH", "a picture, a folder of pictures (converted as damo predict converts them), an x.npy, or\n"
-                           "for a text model one mail (attributions per word, at the embeddings)"},
+    {"--input", 1, "PATH", "a picture, a folder of pictures (converted as damo predict converts them; a folder of\n"
+                           "folders named as the classes gives each picture's true class), an x.npy, or for a text\n"
+                           "model one mail (attributions per word, at the embeddings)"},
     {"--html", 1, "FILE.html", "a text model: the words shaded by their attributions as a self-contained page"},
     {"--method", 1, "M", "saliency | gradient-x-input | smoothgrad | integrated-gradients (default) | occlusion |\n"
                          "grad-cam"},
@@ -374,6 +375,7 @@ static const cli_option explain_bert[] = {
     {"--out", 1, "FILE.png", "every layer's and head's attention as one grid"},
     {"--html", 1, "FILE.html", "a head view: pick a layer and head, lines from each token to those it attends to"},
     {"--words", 1, "FILE.html", "the tokens shaded by their integrated gradients (a self-contained page)"},
+    {"--words-png", 1, "FILE.png", "the same as a picture"},
     {"--steps", 1, "N", "integrated gradients' points (default 64; 32 in the deletion test)"},
     {"--data", 1, "SPEC", "with --faithfulness: the labelled text set whose test split is used"},
     {"--faithfulness", 1, "N", "the deletion test on N test texts: tokens removed by attribution against a random order"},

@@ -342,7 +342,8 @@ static void test_command(void) {
                            "{\"type\": \"conv2d\", \"name\": \"features\", \"filters\": 4, \"kernel_size\": 3, "
                            "\"activation\": \"relu\"}, {\"type\": \"max_pooling2d\", \"pool_size\": 2}, {\"type\": "
                            "\"flatten\"}, {\"type\": \"dense\", \"units\": 3, \"activation\": \"softmax\"}]}", 8);
-  CHECK(m && damo_model_save(m, dir) == DAMO_OK);
+  static const char *const three[3] = {"round", "square", "cross"};
+  CHECK(m && damo_model_set_class_names(m, 3, three) == DAMO_OK && damo_model_save(m, dir) == DAMO_OK);
   const int64_t ishape[3] = {12, 12, 1};
   damo_tensor *img = damo_tensor_new(DAMO_F32, 3, ishape), *conv = NULL, *attr_file = NULL;
   for (int i = 0; i < 144; i++) damo_tensor_f32(img)[i] = (i / 12 > 3 && i / 12 < 9 && i % 12 > 2 && i % 12 < 8) ? 230 : 10;
@@ -362,7 +363,13 @@ static void test_command(void) {
         attr_file->ndim == 3 && attr_file->shape[0] == 12);
   if (attr_file) CHECK_CLOSE(damo_tensor_f32(attr_file), attr, 144, 1e-6, 1e-5);
   rc = run("%s explain --model %s --input %s --method grad-cam --layer features --target 1", DAMO_CLI_PATH, dir, png);
-  CHECK_MSG(rc == 0 && strstr(cli_out, "grad-cam at layer features") && strstr(cli_out, "class 1"), "%s", cli_out);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "grad-cam at layer features") && strstr(cli_out, "class square"), "%s", cli_out);
+  /* a folder of class folders: each picture's true class from its folder, a row each in the grid */
+  rc = run("mkdir -p %s/pics/square %s/pics/cross && cp %s %s/pics/square/a.png && cp %s %s/pics/cross/b.png && "
+           "%s explain --model %s --input %s/pics --method saliency --out %s/grid.png", dir, dir, png, dir, png, dir,
+           DAMO_CLI_PATH, dir, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "square/a.png: predicted") && strstr(cli_out, "(true square)") &&
+            strstr(cli_out, "(true cross)"), "%s", cli_out);
   static const struct {
     const char *args, *says;
     int rc;
