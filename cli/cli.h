@@ -142,6 +142,8 @@ int cli_bert_evaluate_split(const char *dir, const char *data, const char *split
 int cli_bench_bert(int argc, char **argv); /* `damo bench bert` (W5) */
 int cli_serve(int argc, char **argv);      /* cli/serve.c: `damo serve` (HTTP) */
 int cli_explain(int argc, char **argv);    /* cli/explain.c: `damo explain` (attributions) */
+/* Spearman's rank correlation of |a| and |b| (n values): damo explain --sanity (cli/explain.c). */
+double cli_rank_correlation(const float *a, const float *b, int64_t n);
 /* damo explain --data SPEC --faithfulness N for a text model (cli/explain_text.c). */
 int cli_explain_text_faithfulness(damo_model *m, damo_explainer *e, const char *dir, int argc, char **argv,
                                   const damo_attribution_options *o);

@@ -218,8 +218,7 @@ static void draw_row(damo_tensor *img, int64_t row, const float *x, const float 
 
 /* ------------------------------------------------------------------ the command */
 
-/* Spearman's rank correlation of |a| and |b| (n values). */
-static double rank_correlation(const float *a, const float *b, int64_t n) {
+double cli_rank_correlation(const float *a, const float *b, int64_t n) {
   double *ra = malloc((size_t)n * sizeof *ra), *rb = malloc((size_t)n * sizeof *rb);
   if (!ra || !rb) return NAN;
   for (int k = 0; k < 2; k++) { /* ranks by counting (n is a picture's size) */
@@ -583,7 +582,7 @@ int cli_explain(int argc, char **argv) {
       cli_fail("explain --sanity");
     } else {
       printf("sanity (weights drawn afresh): rank correlation of |attributions| %.3f (near 1: the map does not depend "
-             "on what the model learnt)\n", rank_correlation(attr, random_attr, D));
+             "on what the model learnt)\n", cli_rank_correlation(attr, random_attr, D));
     }
     damo_explainer_free(re);
     damo_model_free(rm);

@@ -157,6 +157,24 @@ int cli_explain_text(damo_model *m, damo_explainer *e, const damo_vocab *vocab, 
     free(used);
   }
   const char *base_name = strrchr(input, '/') ? strrchr(input, '/') + 1 : input;
+  if (cli_flag(argc, argv, "--sanity")) { /* the same words through the model with its weights drawn afresh */
+    char config[4096];
+    const char *dir = cli_opt(argc, argv, "--model");
+    snprintf(config, sizeof config, "%s/config.json", dir);
+    damo_model *rm = NULL;
+    damo_explainer *re = NULL;
+    float *rattr = calloc((size_t)max_len, sizeof *rattr);
+    damo_attribution_report rrep;
+    if (!rattr || damo_model_from_config_file(config, &rm) != DAMO_OK || damo_model_build(rm, 12345) != DAMO_OK ||
+        damo_explainer_new(rm, 64, &re) != DAMO_OK || damo_attribute_tokens(re, ids, rep.target, o, rattr, &rrep) != DAMO_OK)
+      cli_fail("explain --sanity");
+    else
+      printf("sanity (weights drawn afresh): rank correlation of |attributions| over the %d words %.3f (near 1: the map "
+             "does not depend on what the model learnt)\n", n, cli_rank_correlation(attr, rattr, n));
+    free(rattr);
+    damo_explainer_free(re);
+    damo_model_free(rm);
+  }
   snprintf(title, sizeof title, "%.60s: %s %s, %s", base_name, single ? "toward" : target < 0 ? "predicted" : "class", cls,
            damo_attribution_method_name(o->method));
   if (html && !cli_words_html(html, title, words, attr, n, vmax)) goto done;

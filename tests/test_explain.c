@@ -546,7 +546,9 @@ static void test_text_command(void) {
   int rc = run("%s train --config %s --data %s --out %s --verbose 0", DAMO_CLI_PATH, tmp_path("text.json"),
                tmp_path("mails"), model);
   CHECK_MSG(rc == 0, "%s", cli_out);
-  rc = run("%s explain --model %s --input %s --html %s --attributions %s", DAMO_CLI_PATH, model, mail, page, npy);
+  rc = run("%s explain --model %s --input %s --html %s --attributions %s --sanity", DAMO_CLI_PATH, model, mail, page, npy);
+  const char *sane = strstr(cli_out, "rank correlation of |attributions| over the ");
+  CHECK_MSG(sane && strstr(sane, "words ") && atof(strstr(sane, "words ") + 6) < 0.99, "%s", cli_out);
   const char *gap = strstr(cli_out, "completeness gap "), *pro = strstr(cli_out, "for the class: ");
   static const char *const spam_words[] = {"winner", "free", "cash", "offer", "click", "via", "prize", "credit"};
   int spammy = 0;
