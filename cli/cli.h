@@ -142,6 +142,24 @@ int cli_bert_evaluate_split(const char *dir, const char *data, const char *split
 int cli_bench_bert(int argc, char **argv); /* `damo bench bert` (W5) */
 int cli_serve(int argc, char **argv);      /* cli/serve.c: `damo serve` (HTTP) */
 int cli_explain(int argc, char **argv);    /* cli/explain.c: `damo explain` (attributions) */
+/* The deletion test's shared parts (cli/deletion.c): the options (--data, --faithfulness N,
+ * --curve; begin returns 0 after a message), the orders of one input's `count` parts (order[0..
+ * count) holds their positions on entry and ends sorted by sign * score, largest first;
+ * order[count..2 count) gets a random permutation of them), how many of `parts` go at step s
+ * (5% steps), the sums per order and step, and the table and curves. */
+enum { CLI_DELETION_STEPS = 11 };
+typedef struct cli_deletion {
+  const char *spec, *curve;
+  long n, used;
+  double p[2][CLI_DELETION_STEPS], logit[2][CLI_DELETION_STEPS];
+  int has_logit;
+  damo_rng rng;
+} cli_deletion;
+int cli_deletion_begin(cli_deletion *d, int argc, char **argv);
+void cli_deletion_orders(cli_deletion *d, const float *score, float sign, int64_t count, int64_t *order);
+int64_t cli_deletion_count(int step, int64_t parts);
+void cli_deletion_add(cli_deletion *d, int kind, int step, double p, double logit, int has_logit);
+int cli_deletion_report(cli_deletion *d, const char *what, const char *note, const char *x_label, const char *title);
 /* Spearman's rank correlation of |a| and |b| (n values): damo explain --sanity (cli/explain.c). */
 double cli_rank_correlation(const float *a, const float *b, int64_t n);
 /* damo explain --data SPEC --faithfulness N for a text model (cli/explain_text.c). */

@@ -352,29 +352,23 @@ static float target_probability(const float *logits, int64_t C, int32_t t) {
  * faithful method makes it fall faster than chance. Also the mean time per attribution and,
  * for integrated gradients, the completeness gaps. --curve FILE.png plots both curves. */
 static int faithfulness(damo_model *m, damo_explainer *e, int argc, char **argv, damo_attribution_options *o) {
-  enum { STEPS = 11 };
-  const char *spec = cli_opt(argc, argv, "--data"), *curve = cli_opt(argc, argv, "--curve");
-  long n;
-  if (!spec || !cli_parse_long(cli_opt(argc, argv, "--faithfulness"), "--faithfulness", 1, 1000000, &n)) {
-    if (!spec) fprintf(stderr, "damo explain: --faithfulness N needs --data SPEC (its test split)\n");
-    return 2;
-  }
+  enum { STEPS = CLI_DELETION_STEPS };
+  cli_deletion d;
+  if (!cli_deletion_begin(&d, argc, argv)) return 2;
   damo_tensor *x = NULL, *y = NULL;
-  if (cli_load_data(spec, "test", NULL, &x, &y) != DAMO_OK) return cli_fail("explain");
+  if (cli_load_data(d.spec, "test", NULL, &x, &y) != DAMO_OK) return cli_fail("explain");
   const int64_t D = damo_explainer_input_size(e), C = damo_explainer_classes(e), total = x->shape[0];
   if (damo_tensor_numel(x) != total * D || x->dtype == DAMO_I32) {
-    fprintf(stderr, "damo explain: %s's examples are not the model's input (%lld values)\n", spec, (long long)D);
+    fprintf(stderr, "damo explain: %s's examples are not the model's input (%lld values)\n", d.spec, (long long)D);
     damo_tensor_free(x), damo_tensor_free(y);
     return 1;
   }
-  if (n > total) n = total;
+  const long n = d.n < total ? d.n : (long)total;
   float *xi = malloc((size_t)D * sizeof *xi), *base = malloc((size_t)D * sizeof *base), *a = malloc((size_t)D * sizeof *a);
   float *rows = malloc((size_t)(2 * STEPS * D) * sizeof *rows), *logits = malloc((size_t)(2 * STEPS * C) * sizeof *logits);
   int64_t *order = malloc((size_t)(2 * D) * sizeof *order);
-  double sum_p[2][STEPS] = {{0}}, sum_logit[2][STEPS] = {{0}}, gap_sum = 0, gap_max = 0, seconds = 0;
+  double gap_sum = 0, gap_max = 0, seconds = 0;
   int rc = 1;
-  damo_rng rng;
-  damo_rng_seed(&rng, 77);
   for (long i = 0; xi && base && a && rows && logits && order && i < n; i++) {
     const int64_t row = i * (total / n); /* spread over the split */
     for (int64_t k = 0; k < D; k++)
@@ -389,22 +383,13 @@ static int faithfulness(damo_model *m, damo_explainer *e, int argc, char **argv,
     }
     seconds += cli_seconds() - t0;
     gap_sum += rep.completeness_gap, gap_max = rep.completeness_gap > gap_max ? rep.completeness_gap : gap_max;
-    /* order[0..D): by attribution, largest first (a selection by repeated maximum would be
-     * D^2; sort indices instead); order[D..2D): a random permutation */
-    for (int64_t k = 0; k < D; k++) order[k] = k, order[D + k] = k;
-    for (int64_t k = 1; k < D; k++) { /* insertion sort by descending attribution (D is a picture) */
-      const int64_t id = order[k];
-      int64_t j = k;
-      while (j > 0 && a[order[j - 1]] < a[id]) order[j] = order[j - 1], j--;
-      order[j] = id;
-    }
-    damo_shuffle_indices(order + D, D, &rng);
-    for (int kind = 0; kind < 2; kind++)
+    for (int64_t k = 0; k < D; k++) order[k] = k;
+    cli_deletion_orders(&d, a, 1.0f, D, order);
+    for (int kind = 0; kind < 2; kind++) /* deleted: set to the baseline */
       for (int s = 0; s < STEPS; s++) {
         float *r = rows + (int64_t)(kind * STEPS + s) * D;
         memcpy(r, xi, (size_t)D * sizeof *r);
-        const int64_t k_del = (int64_t)llround(0.05 * s * (double)D);
-        for (int64_t k = 0; k < k_del; k++) r[order[kind * D + k]] = base[order[kind * D + k]];
+        for (int64_t k = 0; k < cli_deletion_count(s, D); k++) r[order[kind * D + k]] = base[order[kind * D + k]];
       }
     if (damo_explainer_run(e, rows, 2 * STEPS, NULL, logits, NULL) != DAMO_OK) {
       cli_fail("explain");
@@ -413,36 +398,20 @@ static int faithfulness(damo_model *m, damo_explainer *e, int argc, char **argv,
     for (int kind = 0; kind < 2; kind++)
       for (int s = 0; s < STEPS; s++) {
         const float *l = logits + (int64_t)(kind * STEPS + s) * C;
-        sum_p[kind][s] += target_probability(l, C, rep.target);
-        sum_logit[kind][s] += l[rep.target];
+        cli_deletion_add(&d, kind, s, target_probability(l, C, rep.target), l[rep.target], 1);
       }
+    d.used++;
   }
-  printf("deletion test, %s on %ld test examples of %s (the predicted class; deleted = set to the baseline):\n",
-         damo_attribution_method_name(o->method), n, spec);
-  printf("  deleted   p(class), by attribution   p(class), random order\n");
-  float at[STEPS], pa[STEPS], pr[STEPS], la[STEPS], lr[STEPS];
-  for (int s = 0; s < STEPS; s++) {
-    at[s] = 5.0f * s;
-    pa[s] = (float)(sum_p[0][s] / n), pr[s] = (float)(sum_p[1][s] / n);
-    la[s] = (float)(sum_logit[0][s] / n), lr[s] = (float)(sum_logit[1][s] / n);
-    printf("  %5.0f%%   %22.4f   %22.4f\n", (double)at[s], (double)pa[s], (double)pr[s]);
-  }
-  printf("mean %.1f ms per attribution", 1e3 * seconds / n);
+  char title[128];
+  snprintf(title, sizeof title, "deletion test: %s", damo_attribution_method_name(o->method));
+  if (!cli_deletion_report(&d, damo_attribution_method_name(o->method), "the predicted class; deleted = set to the baseline",
+                           "% of the input deleted", title))
+    goto done;
+  printf("mean %.1f ms per attribution", 1e3 * seconds / (double)d.used);
   if (o->method == DAMO_ATTR_INTEGRATED_GRADIENTS)
-    printf("; completeness gap mean %.3f%%, largest %.3f%% (%d %s points)", 100 * gap_sum / n, 100 * gap_max, o->steps,
-           o->gauss_legendre ? "Gauss-Legendre" : "midpoint");
+    printf("; completeness gap mean %.3f%%, largest %.3f%% (%d %s points)", 100 * gap_sum / (double)d.used,
+           100 * gap_max, o->steps, o->gauss_legendre ? "Gauss-Legendre" : "midpoint");
   printf("\n");
-  if (curve) {
-    static const char *const names[2] = {"by attribution", "random order"};
-    static const char *const panels[2] = {"logit of the class", "probability of the class"};
-    char title[128];
-    snprintf(title, sizeof title, "deletion test: %s", damo_attribution_method_name(o->method));
-    if (damo_plot_panels_png(curve, title, STEPS, at, "% of the input deleted", names, panels, la, lr, pa, pr) != DAMO_OK) {
-      cli_fail("explain");
-      goto done;
-    }
-    printf("curves: %s\n", curve);
-  }
   rc = 0;
 done:
   free(xi), free(base), free(a), free(rows), free(logits), free(order);

@@ -137,30 +137,22 @@ static void print_top(const char *what, const float *v, char (*tokens)[32], int6
  * masked out), 0 to 50% of each text's tokens besides [CLS] and [SEP], against a random order;
  * the predicted class's mean probability is printed for both. */
 static int bert_faithfulness(damo_bert *m, const damo_wordpiece *wp, int T, int head, int argc, char **argv, long steps) {
-  enum { STEPS = 11 };
-  const char *spec = cli_opt(argc, argv, "--data"), *curve = cli_opt(argc, argv, "--curve");
-  long n;
-  if (!spec || !cli_parse_long(cli_opt(argc, argv, "--faithfulness"), "--faithfulness", 1, 1000000, &n)) {
-    if (!spec) fprintf(stderr, "damo explain: --faithfulness N needs --data SPEC (its test split)\n");
-    return 2;
-  }
-  damo_text_dataset *d = NULL;
+  enum { STEPS = CLI_DELETION_STEPS };
+  cli_deletion d;
+  if (!cli_deletion_begin(&d, argc, argv)) return 2;
+  damo_text_dataset *data = NULL;
   encoded_split sp[3] = {{0}};
-  if (!cli_bert_load_encoded(spec, wp, T, head, &d, sp, DAMO_SPLIT_TEST)) return 1;
+  if (!cli_bert_load_encoded(d.spec, wp, T, head, &data, sp, DAMO_SPLIT_TEST)) return 1;
   const encoded_split *e = &sp[DAMO_SPLIT_TEST];
   const int L = damo_bert_get_config(m)->num_labels;
   const int32_t pad = damo_wordpiece_token_id(wp, "[PAD]"), cls_id = damo_wordpiece_token_id(wp, "[CLS]"),
                 sep_id = damo_wordpiece_token_id(wp, "[SEP]");
-  if (n > e->n) n = e->n;
+  const long n = d.n < e->n ? d.n : (long)e->n;
   damo_bert_graph *g = NULL;
   int32_t *rows = malloc((size_t)(3 * 2 * STEPS * T) * sizeof *rows), *base = malloc((size_t)T * sizeof *base);
-  int32_t *order = malloc((size_t)(2 * T) * sizeof *order);
+  int64_t *order = malloc((size_t)(2 * T) * sizeof *order);
   float *attr = malloc((size_t)T * sizeof *attr), *probs = malloc((size_t)(2 * STEPS * L) * sizeof *probs);
-  double sum_p[2][STEPS] = {{0}};
-  long used = 0;
   int rc = 1;
-  damo_rng rng;
-  damo_rng_seed(&rng, 77);
   if (!rows || !base || !order || !attr || !probs || damo_bert_classifier_new(m, 2 * STEPS, T, 0, &g) != DAMO_OK) {
     cli_fail("explain");
     goto done;
@@ -169,10 +161,10 @@ static int bert_faithfulness(damo_bert *m, const damo_wordpiece *wp, int T, int 
     const int64_t r = i * (e->n / n);
     const int32_t *ids = e->ids + r * T, *types = e->types + r * T, *mask = e->mask + r * T;
     int64_t real = 0;
-    for (int64_t t = 0; t < T; t++) {
+    for (int64_t t = 0; t < T; t++) { /* the baseline: the text's tokens made [PAD] but [CLS] and [SEP] */
       const int special = ids[t] == cls_id || ids[t] == sep_id || !mask[t];
       base[t] = special ? ids[t] : pad;
-      if (!special) order[real] = (int32_t)t, order[T + real] = (int32_t)t, real++;
+      if (!special) order[real++] = t;
     }
     int32_t target = -1;
     float logit, base_logit;
@@ -181,26 +173,16 @@ static int bert_faithfulness(damo_bert *m, const damo_wordpiece *wp, int T, int 
       cli_fail("explain");
       goto done;
     }
-    for (int64_t a = 1; a < real; a++) { /* most attributed to the class first */
-      const int32_t id = order[a];
-      int64_t b = a;
-      while (b > 0 && attr[order[b - 1]] < attr[id]) order[b] = order[b - 1], b--;
-      order[b] = id;
-    }
-    for (int64_t a = real - 1; a > 0; a--) {
-      const int64_t b = (int64_t)damo_rng_below(&rng, (uint32_t)(a + 1));
-      const int32_t t = order[T + a];
-      order[T + a] = order[T + b], order[T + b] = t;
-    }
+    cli_deletion_orders(&d, attr, 1.0f, real, order);
     int32_t *ri = rows, *rt = rows + 2 * STEPS * T, *rm = rows + 4 * STEPS * T;
-    for (int kind = 0; kind < 2; kind++)
+    for (int kind = 0; kind < 2; kind++) /* deleted: [PAD] and masked out */
       for (int s = 0; s < STEPS; s++) {
-        const int64_t row = kind * STEPS + s, k_del = (int64_t)llround(0.05 * s * (double)real);
+        const int64_t row = kind * STEPS + s;
         memcpy(ri + row * T, ids, (size_t)T * sizeof *ri);
         memcpy(rt + row * T, types, (size_t)T * sizeof *rt);
         memcpy(rm + row * T, mask, (size_t)T * sizeof *rm);
-        for (int64_t k = 0; k < k_del; k++) {
-          const int32_t t = order[kind * T + k];
+        for (int64_t k = 0; k < cli_deletion_count(s, real); k++) {
+          const int64_t t = order[kind * real + k];
           ri[row * T + t] = pad, rm[row * T + t] = 0;
         }
       }
@@ -209,33 +191,20 @@ static int bert_faithfulness(damo_bert *m, const damo_wordpiece *wp, int T, int 
       goto done;
     }
     for (int kind = 0; kind < 2; kind++)
-      for (int s = 0; s < STEPS; s++) sum_p[kind][s] += probs[(int64_t)(kind * STEPS + s) * L + target];
-    used++;
+      for (int s = 0; s < STEPS; s++) cli_deletion_add(&d, kind, s, probs[(int64_t)(kind * STEPS + s) * L + target], 0, 0);
+    d.used++;
   }
-  printf("deletion test, integrated-gradients (%ld steps) on %ld test texts of %s (the predicted class; deleted tokens "
-         "become [PAD] and are masked out):\n  deleted   p(class), by attribution   p(class), random order\n",
-         steps, used, spec);
-  float at[STEPS], pa[STEPS], pr[STEPS];
-  for (int s = 0; s < STEPS; s++) {
-    at[s] = 5.0f * s, pa[s] = used ? (float)(sum_p[0][s] / used) : 0, pr[s] = used ? (float)(sum_p[1][s] / used) : 0;
-    printf("  %5.0f%%   %22.4f   %22.4f\n", (double)at[s], (double)pa[s], (double)pr[s]);
-  }
-  if (curve && used) {
-    static const char *const names[2] = {"by attribution", "random order"};
-    static const char *const panels[2] = {"", "probability of the class"};
-    if (damo_plot_panels_png(curve, "deletion: BERT tokens", STEPS, at, "% of the tokens deleted", names, panels, NULL, NULL,
-                             pa, pr) != DAMO_OK) {
-      cli_fail("explain");
-      goto done;
-    }
-    printf("curves: %s\n", curve);
-  }
+  char what[64];
+  snprintf(what, sizeof what, "integrated-gradients (%ld steps)", steps);
+  if (!cli_deletion_report(&d, what, "the predicted class; deleted tokens become [PAD] and are masked out",
+                           "% of the tokens deleted", "deletion: BERT tokens"))
+    goto done;
   rc = 0;
 done:
   damo_bert_graph_free(g);
   free(rows), free(base), free(order), free(attr), free(probs);
   for (int k = 0; k < 3; k++) cli_bert_free_split(&sp[k]);
-  damo_text_dataset_free(d);
+  damo_text_dataset_free(data);
   return rc;
 }
 

@@ -214,28 +214,22 @@ static float predicted_probability(const float *logits, int64_t C, int32_t cls) 
 
 int cli_explain_text_faithfulness(damo_model *m, damo_explainer *e, const char *dir, int argc, char **argv,
                                   const damo_attribution_options *o) {
-  enum { STEPS = 11 };
-  const char *spec = cli_opt(argc, argv, "--data"), *curve = cli_opt(argc, argv, "--curve");
-  long n;
-  if (!spec || !cli_parse_long(cli_opt(argc, argv, "--faithfulness"), "--faithfulness", 1, 1000000, &n)) {
-    if (!spec) fprintf(stderr, "damo explain: --faithfulness N needs --data SPEC (its test split)\n");
-    return 2;
-  }
+  enum { STEPS = CLI_DELETION_STEPS };
+  cli_deletion d;
+  if (!cli_deletion_begin(&d, argc, argv)) return 2;
   damo_text_dataset *data = NULL;
   damo_tensor *x = NULL, *y = NULL;
-  if (cli_text_split_for_model(dir, m, spec, DAMO_SPLIT_TEST, &data, &x, &y) != DAMO_OK) return cli_fail("explain");
+  if (cli_text_split_for_model(dir, m, d.spec, DAMO_SPLIT_TEST, &data, &x, &y) != DAMO_OK) return cli_fail("explain");
   const int64_t T = damo_explainer_tokens(e), C = damo_explainer_classes(e), total = x->shape[0];
-  if (n > total) n = total;
-  int32_t *rows = malloc((size_t)(2 * STEPS * T) * sizeof *rows), *order = malloc((size_t)(2 * T) * sizeof *order);
+  const long n = d.n < total ? d.n : (long)total;
+  int32_t *rows = malloc((size_t)(2 * STEPS * T) * sizeof *rows);
+  int64_t *order = malloc((size_t)(2 * T) * sizeof *order);
   float *attr = malloc((size_t)T * sizeof *attr), *logits = malloc((size_t)(2 * STEPS * C) * sizeof *logits);
   float *alpha = malloc((size_t)(2 * STEPS) * sizeof *alpha);
-  double sum_p[2][STEPS] = {{0}}, gap_sum = 0, *gaps = malloc((size_t)n * sizeof *gaps);
-  long used = 0;
+  double gap_sum = 0, *gaps = malloc((size_t)n * sizeof *gaps);
   int rc = 1;
-  damo_rng rng;
-  damo_rng_seed(&rng, 77);
   for (int k = 0; alpha && k < 2 * STEPS; k++) alpha[k] = 1;
-  for (long i = 0; rows && order && attr && logits && alpha && i < n; i++) {
+  for (long i = 0; rows && order && attr && logits && alpha && gaps && i < n; i++) {
     const int32_t *ids = damo_tensor_i32(x) + i * (total / n) * T;
     damo_attribution_report rep;
     if (damo_attribute_tokens(e, ids, -1, o, attr, &rep) != DAMO_OK) {
@@ -244,28 +238,16 @@ int cli_explain_text_faithfulness(damo_model *m, damo_explainer *e, const char *
     }
     /* the class predicted; a single output's attributions are toward class 1 */
     const int32_t cls = C == 1 ? rep.logit > 0 : rep.target;
-    const float sign = C == 1 && !cls ? -1.0f : 1.0f;
     int64_t real = 0;
     for (int64_t t = 0; t < T; t++)
-      if (ids[t]) order[real] = (int32_t)t, order[T + real] = (int32_t)t, real++;
+      if (ids[t]) order[real++] = t;
     if (real == 0) continue;
-    for (int64_t a = 1; a < real; a++) { /* by attribution toward the predicted class, largest first */
-      const int32_t id = order[a];
-      int64_t b = a;
-      while (b > 0 && sign * attr[order[b - 1]] < sign * attr[id]) order[b] = order[b - 1], b--;
-      order[b] = id;
-    }
-    for (int64_t a = real - 1; a > 0; a--) { /* a random order of the same tokens */
-      const int64_t b = (int64_t)damo_rng_below(&rng, (uint32_t)(a + 1));
-      const int32_t t = order[T + a];
-      order[T + a] = order[T + b], order[T + b] = t;
-    }
-    for (int kind = 0; kind < 2; kind++)
+    cli_deletion_orders(&d, attr, C == 1 && !cls ? -1.0f : 1.0f, real, order);
+    for (int kind = 0; kind < 2; kind++) /* deleted: <pad>, masked out */
       for (int s = 0; s < STEPS; s++) {
         int32_t *r = rows + (int64_t)(kind * STEPS + s) * T;
         memcpy(r, ids, (size_t)T * sizeof *r);
-        const int64_t k_del = (int64_t)llround(0.05 * s * (double)real);
-        for (int64_t k = 0; k < k_del; k++) r[order[kind * T + k]] = 0; /* <pad>: masked out */
+        for (int64_t k = 0; k < cli_deletion_count(s, real); k++) r[order[kind * real + k]] = 0;
       }
     if (damo_explainer_run_tokens(e, rows, 2 * STEPS, alpha, NULL, logits, NULL, NULL) != DAMO_OK) {
       cli_fail("explain");
@@ -273,43 +255,23 @@ int cli_explain_text_faithfulness(damo_model *m, damo_explainer *e, const char *
     }
     for (int kind = 0; kind < 2; kind++)
       for (int s = 0; s < STEPS; s++)
-        sum_p[kind][s] += predicted_probability(logits + (int64_t)(kind * STEPS + s) * C, C, cls);
+        cli_deletion_add(&d, kind, s, predicted_probability(logits + (int64_t)(kind * STEPS + s) * C, C, cls), 0, 0);
     gap_sum += rep.completeness_gap;
-    if (gaps) gaps[used] = rep.completeness_gap;
-    used++;
+    gaps[d.used++] = rep.completeness_gap;
   }
-  if (used == 0) {
-    fprintf(stderr, "damo explain: no test text of %s had a word in the model's vocabulary\n", spec);
+  char title[64];
+  snprintf(title, sizeof title, "deletion: %s", damo_attribution_method_name(o->method));
+  if (!cli_deletion_report(&d, damo_attribution_method_name(o->method), "the predicted class; deleted words become <pad>",
+                           "% of the words deleted", title))
     goto done;
-  }
-  printf("deletion test, %s on %ld test texts of %s (the predicted class; deleted words become <pad>):\n",
-         damo_attribution_method_name(o->method), used, spec);
-  printf("  deleted   p(class), by attribution   p(class), random order\n");
-  float at[STEPS], pa[STEPS], pr[STEPS];
-  for (int s = 0; s < STEPS; s++) {
-    at[s] = 5.0f * s, pa[s] = (float)(sum_p[0][s] / used), pr[s] = (float)(sum_p[1][s] / used);
-    printf("  %5.0f%%   %22.4f   %22.4f\n", (double)at[s], (double)pa[s], (double)pr[s]);
-  }
-  if (o->method == DAMO_ATTR_INTEGRATED_GRADIENTS && gaps) { /* a text whose f(x) - f(zeros) is near 0 has a large relative gap */
-    for (long a = 1; a < used; a++)
+  if (o->method == DAMO_ATTR_INTEGRATED_GRADIENTS) { /* a text whose f(x) - f(zeros) is near 0 has a large relative gap */
+    for (long a = 1; a < d.used; a++)
       for (long b = a; b > 0 && gaps[b - 1] > gaps[b]; b--) {
         const double t = gaps[b];
         gaps[b] = gaps[b - 1], gaps[b - 1] = t;
       }
-    printf("completeness gap median %.3f%%, mean %.3f%%, 90th percentile %.3f%% (%d points)\n", 100 * gaps[used / 2],
-           100 * gap_sum / used, 100 * gaps[(used * 9) / 10], o->steps);
-  }
-  if (curve) {
-    static const char *const names[2] = {"by attribution", "random order"};
-    static const char *const panels[2] = {"", "probability of the class"};
-    char title[128];
-    snprintf(title, sizeof title, "deletion: %s", damo_attribution_method_name(o->method));
-    if (damo_plot_panels_png(curve, title, STEPS, at, "% of the words deleted", names, panels, NULL, NULL, pa, pr) !=
-        DAMO_OK) {
-      cli_fail("explain");
-      goto done;
-    }
-    printf("curves: %s\n", curve);
+    printf("completeness gap median %.3f%%, mean %.3f%%, 90th percentile %.3f%% (%d points)\n", 100 * gaps[d.used / 2],
+           100 * gap_sum / (double)d.used, 100 * gaps[(d.used * 9) / 10], o->steps);
   }
   rc = 0;
 done:

@@ -195,7 +195,7 @@ static void test_bert(void) {
   double p0 = -1, r0 = -1, p50 = -1, r50 = -1;
   if (row0) sscanf(row0 + 6, "%lf %lf", &p0, &r0);
   if (row50) sscanf(row50 + 6, "%lf %lf", &p50, &r50);
-  CHECK_MSG(rc == 0 && strstr(cli_out, "deletion test, integrated-gradients (8 steps) on 6 test texts") && p0 == r0 &&
+  CHECK_MSG(rc == 0 && strstr(cli_out, "deletion test, integrated-gradients (8 steps) on 6 test examples") && p0 == r0 &&
             p0 > 0.5 && p50 >= 0 && p50 <= 1 && r50 >= 0 && r50 <= 1, "%s", cli_out);
 }
 
