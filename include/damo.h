@@ -2280,6 +2280,27 @@ damo_status damo_attention_rollout(const float *maps, int layers, int heads, int
 const char *damo_attribution_method_name(damo_attribution_method m);
 damo_status damo_attribution_method_parse(const char *name, damo_attribution_method *out);
 
+/* ------------------------------------------------------------------ privacy (src/privacy/) */
+
+/* The accountant of DP-SGD: Rényi differential privacy of `steps` compositions of the
+ * Poisson-subsampled Gaussian mechanism (sampling rate q, noise multiplier sigma: noise
+ * N(0, sigma^2 C^2) on sums of gradients clipped to norm C) at order alpha > 1 (Mironov, Talwar
+ * & Zhang 2019; integer orders exactly, fractional ones by their series); NaN for bad arguments. */
+double damo_dp_rdp(double q, double sigma, double steps, double alpha);
+/* The orders searched: 1.1, 1.2, ..., 10.9 and 12, ..., 63 (Opacus' defaults); returns how
+ * many (151), written into orders when not NULL. */
+int damo_dp_default_orders(double *orders);
+typedef enum damo_dp_conversion {
+  DAMO_DP_CLASSIC,  /* eps = RDP(a) + log(1/delta) / (a - 1) (Mironov 2017) */
+  DAMO_DP_BALLE2020 /* eps = RDP(a) + log((a - 1)/a) - (log delta + log a) / (a - 1): tighter (Balle et al. 2020) */
+} damo_dp_conversion;
+/* (epsilon, delta): the smallest epsilon over the default orders, and the order that gave it. */
+damo_status damo_dp_epsilon(double q, double sigma, double steps, double delta, damo_dp_conversion conv,
+                            double *epsilon, double *best_order);
+/* The smallest noise multiplier whose epsilon over `steps` is at most `epsilon` (bisection). */
+damo_status damo_dp_sigma_for_epsilon(double q, double steps, double epsilon, double delta, damo_dp_conversion conv,
+                                      double *sigma);
+
 #ifdef __cplusplus
 }
 #endif
