@@ -604,6 +604,10 @@ const damo_backend *damo_graph_backend(const damo_graph *g);
  * device. */
 damo_status damo_graph_read(const damo_graph *g, const damo_node *n, int64_t first, int64_t count, void *dst);
 damo_status damo_graph_forward(damo_graph *g, int training);
+/* Before compile: backward computes no param gradient, only those of the nodes that keep
+ * theirs (damo_node_keep_grad): explaining a trained model wants d output / d input, and the
+ * weights' gradients would cost most of the backward and overwrite their buffers. */
+void damo_graph_freeze_params(damo_graph *g);
 /* Gradients of the compiled loss (seeded with 1) into every param's grad storage. */
 damo_status damo_graph_backward(damo_graph *g);
 /* Called during backward as soon as a param's gradient is final (after the backward of its

@@ -530,14 +530,7 @@ static void test_attention(void) {
  * written. */
 static void test_text_command(void) {
   write_labelled_mails(80);
-  FILE *f = fopen(tmp_path("text.json"), "w");
-  if (!f) return;
-  fprintf(f, "{\"input_shape\": [24], \"layers\": [{\"type\": \"embedding\", \"input_dim\": 40, \"output_dim\": 8, "
-             "\"mask_zero\": true}, {\"type\": \"lstm\", \"units\": 8}, {\"type\": \"dense\", \"units\": 1, "
-             "\"activation\": \"sigmoid\"}], \"loss\": \"binary_crossentropy\", \"optimizer\": {\"type\": \"adam\", "
-             "\"learning_rate\": 0.02}, \"metrics\": [\"accuracy\"], \"fit\": {\"epochs\": 6, \"batch_size\": 16, "
-             "\"seed\": 1}}");
-  fclose(f);
+  write_text_model_config(tmp_path("text.json"));
   char model[300], mail[300], page[300], npy[300];
   snprintf(model, sizeof model, "%s", tmp_path("tm"));
   snprintf(mail, sizeof mail, "%s", tmp_path("mails/spam/011.txt"));

@@ -81,13 +81,7 @@ static void check_mail(int port, const char *model, const char *mail_path) {
 static void test_text_lstm(void) {
   write_labelled_mails(80);
   snprintf(dir, sizeof dir, "%s", tmpdir);
-  FILE *f = fopen(tmp_path("text.json"), "w");
-  fprintf(f, "{\"input_shape\": [24], \"layers\": [{\"type\": \"embedding\", \"input_dim\": 40, \"output_dim\": 8, "
-             "\"mask_zero\": true}, {\"type\": \"lstm\", \"units\": 8}, {\"type\": \"dense\", \"units\": 1, "
-             "\"activation\": \"sigmoid\"}], \"loss\": \"binary_crossentropy\", \"optimizer\": {\"type\": \"adam\", "
-             "\"learning_rate\": 0.02}, \"metrics\": [\"accuracy\"], \"fit\": {\"epochs\": 6, \"batch_size\": 16, "
-             "\"seed\": 1}}");
-  fclose(f);
+  write_text_model_config(tmp_path("text.json"));
   int rc = run("%s train --config %s/text.json --data %s/mails --out %s/tm --verbose 0", DAMO_CLI_PATH, dir, dir, dir);
   CHECK_MSG(rc == 0, "%s", cli_out);
   server s;

@@ -17,8 +17,8 @@
  *                          spatial mean of d logit / d A_k (Selvaraju et al. 2017), resized to
  *                          the input; the layer's activation is built as its own node there, so
  *                          A and its gradient are both after it
- * The model's weights are read, never changed (the backward also writes the weights' gradient
- * buffers, which training clears before use). */
+ * The model's weights are read, never changed (the graph's params are frozen: backward makes
+ * no weight gradient). */
 #define _DEFAULT_SOURCE /* M_PI */
 #include "explain/explainer.h"
 
@@ -37,6 +37,13 @@ void damo_explainer_free(damo_explainer *e) {
 
 int64_t damo_explainer_classes(const damo_explainer *e) { return e ? e->classes : 0; }
 int64_t damo_explainer_input_size(const damo_explainer *e) { return e ? e->row : 0; }
+
+void explain_complete_report(damo_attribution_report *r, const float *attr, int64_t n) {
+  r->sum = 0;
+  for (int64_t i = 0; i < n; i++) r->sum += attr[i];
+  const double delta = (double)r->logit - r->baseline_logit;
+  r->completeness_gap = fabs(r->sum - delta) / (fabs(delta) > 1e-12 ? fabs(delta) : 1.0);
+}
 
 const char *damo_explainer_layer(const damo_explainer *e) { return e && e->layer ? e->layer_name : NULL; }
 
@@ -119,6 +126,7 @@ damo_status damo_explainer_new_at(damo_model *m, int64_t batch, const char *laye
     st = damo_graph_status(e->g);
     if (st == DAMO_OK && !e->target_rows) st = damo_error(DAMO_ERR_NOMEM, "explainer_new: out of memory");
     damo_node *outputs[2] = {e->logits, e->layer}; /* the layer's value must outlive the forward */
+    damo_graph_freeze_params(e->g); /* d logit / d input only: the weights' gradients are not wanted */
     if (st == DAMO_OK) st = damo_graph_compile(e->g, e->loss, e->layer ? 2 : 1, outputs);
   }
   if (st != DAMO_OK) {
@@ -412,12 +420,8 @@ damo_status damo_attribute(damo_explainer *e, const float *x, int32_t target, co
       st = grad_cam(e, x, r.target, attr);
       break;
     }
-  if (st == DAMO_OK) {
-    for (int64_t i = 0; i < D; i++) r.sum += attr[i];
-    const double delta = (double)r.logit - r.baseline_logit;
-    r.completeness_gap = fabs(r.sum - delta) / (fabs(delta) > 1e-12 ? fabs(delta) : 1.0);
-    if (rep) *rep = r;
-  }
+  if (st == DAMO_OK) explain_complete_report(&r, attr, D);
+  if (st == DAMO_OK && rep) *rep = r;
   free(scratch), free(grads), free(logits), free(zeros), free(acc), free(alpha), free(weight);
   return st;
 }

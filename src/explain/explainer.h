@@ -25,6 +25,9 @@ struct damo_explainer {
  * backward is set); logits (n, classes) copied out when not NULL. */
 damo_status explainer_forward(damo_explainer *e, int64_t n, const int32_t *targets, int backward, float *logits);
 
+/* The report's sum of the n attributions and its completeness gap
+ * |sum - (logit - baseline_logit)| / |logit - baseline_logit|. */
+void explain_complete_report(damo_attribution_report *r, const float *attr, int64_t n);
 /* The n-point Gauss-Legendre nodes and weights on [0, 1] (attribution.c). */
 void explain_gauss_legendre(int n, double *nodes, double *weights);
 /* The rewrite after a token model's embedding: its rows times alpha, gradient kept (tokens.c). */

@@ -120,12 +120,8 @@ damo_status damo_attribute_tokens(damo_explainer *e, const int32_t *ids, int32_t
     }
     free(at), free(w);
   }
-  if (st == DAMO_OK) {
-    for (int64_t t = 0; t < T; t++) r.sum += attr[t];
-    const double delta = (double)r.logit - r.baseline_logit;
-    r.completeness_gap = fabs(r.sum - delta) / (fabs(delta) > 1e-12 ? fabs(delta) : 1.0);
-    if (rep) *rep = r;
-  }
+  if (st == DAMO_OK) explain_complete_report(&r, attr, T);
+  if (st == DAMO_OK && rep) *rep = r;
   free(emb), free(grads), free(logits), free(alpha), free(rows), free(targets), free(acc);
   return st;
 }

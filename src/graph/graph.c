@@ -490,3 +490,7 @@ int damo_graph_attention_nodes(const damo_graph *g, damo_node **out, int cap) {
     }
   return n;
 }
+
+void damo_graph_freeze_params(damo_graph *g) {
+  if (g) g->frozen_params = 1;
+}

@@ -132,6 +132,7 @@ struct damo_graph {
   damo_rng rng;       /* dropout and other random ops */
   int training;       /* mode of the last forward */
   int compiled;
+  int frozen_params;  /* damo_graph_freeze_params: backward makes no param gradient */
   int64_t built_batch, batch;
   damo_node *loss;
   unsigned char *arena;

@@ -193,7 +193,7 @@ damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, da
   /* Gradients flow to params with gradient storage and to nodes asked to keep theirs. */
   for (int i = 0; i < N; i++) {
     damo_node *n = g->nodes[i];
-    if (n->op == DAMO_OP_PARAM) n->requires_grad = n->param_grad != NULL;
+    if (n->op == DAMO_OP_PARAM) n->requires_grad = n->param_grad != NULL && !g->frozen_params;
     else if (n->op == DAMO_OP_INPUT || n->op == DAMO_OP_CONSTANT) n->requires_grad = n->keep_grad;
     else {
       n->requires_grad = n->keep_grad;

@@ -299,7 +299,6 @@ typedef struct embed_tap {
   void *ctx;
   damo_node *value; /* the embeddings' output as computed */
 } embed_tap;
-enum { BERT_EMBEDDINGS_NODE = 6 }; /* ids, types, mask, word+position, type, sum, then LayerNorm */
 
 static damo_status graph_begin_at(damo_bert *m, int64_t batch, int64_t seq_len, const char *what, damo_bert_graph **out,
                                   damo_node **x, embed_tap *tap);
@@ -329,7 +328,8 @@ static damo_status graph_begin_at(damo_bert *m, int64_t batch, int64_t seq_len, 
   if (st == DAMO_OK) st = damo_model_set_recompute(bg->layers, m->recompute);
   damo_node *inputs[3] = {NULL, NULL, NULL}, *pre;
   if (st == DAMO_OK)
-    st = tap ? damo_model_build_nodes_at(bg->layers, g, batch, inputs, x, &pre, BERT_EMBEDDINGS_NODE, &tap->value,
+    st = tap ? damo_model_build_nodes_at(bg->layers, g, batch, inputs, x, &pre,
+                                         damo_model_node_index(bg->layers, "embeddings.LayerNorm"), &tap->value,
                                          tap->rewrite, tap->ctx)
              : damo_model_build_nodes(bg->layers, g, batch, inputs, x, &pre);
   if (st != DAMO_OK) {
@@ -657,6 +657,8 @@ damo_status damo_bert_explain(damo_bert *m, int64_t T, const int32_t *ids, const
     target_rows = damo_input(g, "explain_target", DAMO_F32, 2, lshape);
     damo_node *loss = damo_sum(g, damo_mul(g, logits, target_rows), DAMO_ALL_AXES, 0), *outs[2] = {logits, tap.value};
     st = damo_graph_status(g);
+    if (st == DAMO_OK && !tap.value) st = damo_error(DAMO_ERR_STATE, "bert_explain: no embeddings.LayerNorm node");
+    damo_graph_freeze_params(g);
     if (st == DAMO_OK) st = damo_graph_compile(g, loss, 2, outs);
   }
   /* the baseline's embeddings (alpha 1 passes them as they are), then the text's and its class */

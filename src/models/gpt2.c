@@ -445,12 +445,15 @@ damo_status damo_gpt2_explain_next(damo_gpt2 *m, const int32_t *ids, int64_t T, 
     const int64_t ashape[3] = {B, 1, 1}, flat[2] = {0, T * C}, vshape[2] = {B, V}, pshape[3] = {B, T, C};
     nodes[0] = damo_input(g, "alpha", DAMO_F32, 3, ashape);
     nodes[2] = damo_input(g, "positions", DAMO_F32, 3, pshape);
-    st = damo_model_build_nodes_at(layers, g, B, &idn, &x, &pre, 1, &embedded, scale_embeddings, nodes);
+    st = damo_model_build_nodes_at(layers, g, B, &idn, &x, &pre, damo_model_node_index(layers, "embeddings"), &embedded,
+                                   scale_embeddings, nodes);
     damo_node *last = damo_slice_last(g, damo_reshape(g, x, 2, flat), (T - 1) * C, C);
     logp = damo_log_softmax(g, damo_matmul(g, last, damo_layer_param_node(layers->layers[0], g, 0), 0, 1));
     pick = damo_input(g, "next", DAMO_F32, 2, vshape);
     damo_node *loss = damo_sum(g, damo_mul(g, logp, pick), DAMO_ALL_AXES, 0), *outs[2] = {logp, embedded};
     if (st == DAMO_OK) st = damo_graph_status(g);
+    if (st == DAMO_OK && !embedded) st = damo_error(DAMO_ERR_STATE, "gpt2_explain_next: no embeddings node");
+    damo_graph_freeze_params(g);
     if (st == DAMO_OK) st = damo_graph_compile(g, loss, 2, outs);
   }
   /* one row at alpha 1 (the prompt as it is), one at 0 (zero embeddings), then the path */

@@ -123,41 +123,12 @@ static void layer_norm_row(const float *x, const float *gamma, const float *beta
   for (int64_t i = 0; i < n; i++) y[i] = gamma[i] * (((float)(x[i] - mean)) * inv_std) + beta[i];
 }
 
-/* y[0..n) += sum_k x[k] w[k][0..n) over K rows of stride ld: one column block of a GEMV as
- * axpys over W's rows, four rows per pass so y is loaded and stored a quarter as often
- * (compiled per SIMD level; the OpenMP loops below call them). */
-DAMO_MULTIVERSION static void axpy_rows_f32(const float *x, const float *w, int64_t ld, int64_t K, int64_t n, float *y) {
-  int64_t k = 0;
-  for (; k + 4 <= K; k += 4) {
-    const float x0 = x[k], x1 = x[k + 1], x2 = x[k + 2], x3 = x[k + 3];
-    const float *w0 = w + k * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
-    for (int64_t j = 0; j < n; j++) y[j] += x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j];
-  }
-  for (; k < K; k++) {
-    const float xk = x[k], *wk = w + k * ld;
-    for (int64_t j = 0; j < n; j++) y[j] += xk * wk[j];
-  }
-}
-DAMO_MULTIVERSION static void axpy_rows_bf16(const float *x, const uint16_t *w, int64_t ld, int64_t K, int64_t n,
-                                             float *y) {
-  int64_t k = 0;
-  for (; k + 4 <= K; k += 4) {
-    const float x0 = x[k], x1 = x[k + 1], x2 = x[k + 2], x3 = x[k + 3];
-    const uint16_t *w0 = w + k * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
-    for (int64_t j = 0; j < n; j++)
-      y[j] += x0 * damo_f32_from_bf16(w0[j]) + x1 * damo_f32_from_bf16(w1[j]) + x2 * damo_f32_from_bf16(w2[j]) +
-              x3 * damo_f32_from_bf16(w3[j]);
-  }
-  for (; k < K; k++) {
-    const float xk = x[k];
-    const uint16_t *wk = w + k * ld;
-    for (int64_t j = 0; j < n; j++) y[j] += xk * damo_f32_from_bf16(wk[j]);
-  }
-}
-
-/* The same over n rows at once: each 4-row strip of W is loaded once and applied to every
- * row's x while it is in L1 (n sequences decoded together read each weight once). A row's
- * sums are formed exactly as axpy_rows_* forms them, so its result does not change. */
+/* y[r][j0 .. j0 + cols) += sum_k x[r][k] w[k][0 .. cols) for n rows x, W's K rows of stride ld:
+ * one column block of n GEMVs as axpys over W's rows, four rows per pass so each y is loaded and
+ * stored a quarter as often. Each 4-row strip of W is applied to every row while it is in L1,
+ * so n sequences decoded together read each weight once; a row's sums are formed the same way
+ * whatever n is (one sequence is n = 1), so its result does not depend on its companions.
+ * Compiled per SIMD level; the OpenMP loops below call them. */
 DAMO_MULTIVERSION static void axpy_rows_f32_many(float *const *x, int n, const float *w, int64_t ld, int64_t K,
                                                  int64_t j0, int64_t cols, float *const *y) {
   int64_t k = 0;
@@ -217,43 +188,14 @@ static weights weights_of(const damo_gpt2_cache *c, int index, const uint16_t *w
   return w;
 }
 
-/* y = x W + b for a row x (K), W (K, N) row-major: threads over column blocks when it is
- * large (each thread streams its own columns of W). Blocks are stored transposed, (N, K):
- * then each thread takes a range of outputs, each a dot product along one contiguous row. */
-static void linear_row(const float *x, weights w, const float *b, int64_t K, int64_t N, float *y) {
-  if (w.int8) { /* the row quantised from its own range; the product threads over its tiles */
-    damo_q8_dynamic_product(x, 1, w.int8, b, w.rows, y, N);
-    return;
-  }
-  if (w.q) {
-    const int64_t rows = 128, n_chunks = (N + rows - 1) / rows;
-#pragma omp parallel for schedule(static) if (K * N >= (1 << 18)) num_threads(damo_threads())
-    for (int64_t i = 0; i < n_chunks; i++) {
-      const int64_t n0 = i * rows, n1 = n0 + rows < N ? n0 + rows : N;
-      damo_blocks_row_dots(w.format, x, w.q, w.scales, K, n0, n1, y);
-      for (int64_t n = n0; n < n1; n++) y[n] += b[n];
-    }
-    return;
-  }
-  const int64_t block = 256;
-  int64_t n_blocks = (N + block - 1) / block;
-#pragma omp parallel for schedule(static) if (K * N >= (1 << 18)) num_threads(damo_threads())
-  for (int64_t nb = 0; nb < n_blocks; nb++) {
-    int64_t n0 = nb * block, n = n0 + block < N ? block : N - n0;
-    memcpy(y + n0, b + n0, (size_t)n * sizeof *y);
-    if (w.bf16) axpy_rows_bf16(x, w.bf16 + n0, N, K, n, y + n0);
-    else axpy_rows_f32(x, w.f32 + n0, N, K, n, y + n0);
-  }
-}
-
-/* The same for n rows at once (n caches stepping together): each block of W is read from
- * memory once and applied to every row while it is in cache, which is where decoding several
- * sequences gains over decoding them in turn. Each row's sums run in the order linear_row's
- * do, so a row's result does not depend on its companions. int8 rows go one by one: each is
+/* y[r] = x[r] W + b for n rows (n caches stepping together; one sequence: n = 1), W (K, N)
+ * row-major: threads over column blocks when it is large (each thread streams its own columns
+ * of W once for all rows). Blocks are stored transposed, (N, K): then each thread takes a range
+ * of outputs, each a dot product along one contiguous row. int8 rows go one by one: each is
  * quantised from its own range, as when it is decoded alone. */
 static void linear_rows(float *const *x, weights w, const float *b, int64_t K, int64_t N, float *const *y, int n) {
-  if (n == 1 || w.int8) {
-    for (int r = 0; r < n; r++) linear_row(x[r], w, b, K, N, y[r]);
+  if (w.int8) { /* each row quantised from its own range; the product threads over its tiles */
+    for (int r = 0; r < n; r++) damo_q8_dynamic_product(x[r], 1, w.int8, b, w.rows, y[r], N);
     return;
   }
   if (w.q) {

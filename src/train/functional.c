@@ -339,6 +339,12 @@ damo_status damo_model_set_recompute(damo_model *m, int on) {
   return DAMO_OK;
 }
 
+int damo_model_node_index(const damo_model *m, const char *name) {
+  for (int i = 0; m && name && i < m->n_nodes; i++)
+    if (!strcmp(m->nodes[i].name, name)) return i;
+  return -1;
+}
+
 damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, damo_node **xs, damo_node **out,
                                    damo_node **pre_out) {
   return damo_model_build_nodes_at(m, g, batch, xs, out, pre_out, -1, NULL, NULL, NULL);

@@ -129,6 +129,8 @@ damo_status damo_model_build_nodes(damo_model *m, damo_graph *g, int64_t batch, 
  * in *tapped (what an explainer reads inside the model); with rewrite (single-input layers),
  * the layers after tap read rewrite(ctx, g, value) instead (an explainer scales embeddings). */
 typedef damo_node *(*damo_tap_rewrite)(void *ctx, damo_graph *g, damo_node *value);
+/* The index of the model node (an input, or a layer's call) named `name`; -1 when none. */
+int damo_model_node_index(const damo_model *m, const char *name);
 damo_status damo_model_build_nodes_at(damo_model *m, damo_graph *g, int64_t batch, damo_node **xs, damo_node **out,
                                       damo_node **pre, int tap, damo_node **tapped, damo_tap_rewrite rewrite,
                                       void *ctx);
