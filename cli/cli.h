@@ -93,6 +93,13 @@ int cli_train_sequential(int argc, char **argv); /* cli/commands.c */
 int cli_distill(int argc, char **argv);          /* cli/commands.c */
 int cli_evaluate_sequential(int argc, char **argv);
 int cli_summary_sequential(int argc, char **argv);
+/* DP-SGD (cli/privacy.c): the --dp-* options into o (1: asked, 0: not, -1: bad, said why),
+ * the run's report, privacy.json in a model directory, and its line in damo summary (0 when
+ * the file is there but unreadable). */
+int cli_privacy_options(int argc, char **argv, damo_dp_options *o);
+void cli_privacy_report(const damo_dp_options *o);
+damo_status cli_privacy_save(const char *folder, const damo_dp_options *o, int64_t examples);
+int cli_privacy_show(const char *dir);
 /* cli/compress.c; and damo bench predict (cli/bench.c): JSON of a classifier's inference speed */
 int cli_bench_predict(int argc, char **argv);
 int cli_bench_decode(int argc, char **argv); /* cli/bench.c: GPT-2 decoding, n sequences stepped together */

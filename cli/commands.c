@@ -25,6 +25,8 @@ typedef struct checkpoint_extras {
   const damo_text_dataset *text;
   int max_len;
   const char *config;
+  const damo_dp_options *privacy; /* DP-SGD: privacy.json too */
+  int64_t examples;
 } checkpoint_extras;
 
 static damo_status add_checkpoint_files(void *ctx, const char *folder, const damo_history *h) {
@@ -33,6 +35,7 @@ static damo_status add_checkpoint_files(void *ctx, const char *folder, const dam
   char path[4096];
   snprintf(path, sizeof path, "%s/history.csv", folder);
   damo_status st = damo_history_csv_write(h, path);
+  if (st == DAMO_OK && e->privacy) st = cli_privacy_save(folder, e->privacy, e->examples);
   snprintf(path, sizeof path, "%s/history.png", folder);
   if (st == DAMO_OK) cli_write_history_png(h, path, strrchr(e->config, '/') ? strrchr(e->config, '/') + 1 : e->config, 0);
   return st;
@@ -52,8 +55,8 @@ static int save_trained(damo_model *m, const damo_history *h, const checkpoint_e
   snprintf(png, sizeof png, "%s/history.png", folder);
   const int curves = access(png, F_OK) == 0;
   if (damo_dir_save_commit(tx) != DAMO_OK) return !cli_fail("train: saving");
-  printf("saved model to %s/ (config.json, model.safetensors, history.csv%s%s)\n", out,
-         extras->text ? ", vocab.txt, text.json" : "", curves ? ", history.png" : "");
+  printf("saved model to %s/ (config.json, model.safetensors, history.csv%s%s%s)\n", out,
+         extras->text ? ", vocab.txt, text.json" : "", curves ? ", history.png" : "", extras->privacy ? ", privacy.json" : "");
   return 1;
 }
 
@@ -139,6 +142,14 @@ static int train_sequential(int argc, char **argv, const char *config, const dam
     fo.checkpoint_every = n;
   }
   fo.resume = cli_flag(argc, argv, "--resume");
+  damo_dp_options privacy;
+  const int private_run = cli_privacy_options(argc, argv, &privacy);
+  if (private_run < 0) goto done;
+  fo.privacy = private_run ? &privacy : NULL;
+  if (private_run && fo.augment) {
+    printf("augmentation off: DP-SGD samples and clips the rows as stored\n");
+    fo.augment = NULL;
+  }
   const char *const *names;
   int n_names = damo_dataset_class_names(data, &names);
   if (n_names > 0 && damo_model_class_names(m, NULL) == 0 && damo_model_set_class_names(m, n_names, names) != DAMO_OK) {
@@ -224,14 +235,16 @@ static int train_sequential(int argc, char **argv, const char *config, const dam
     fprintf(stderr, "damo train: warning: --patience %d watches the validation loss, but there is no validation data "
             "(give --validation-split); early stopping will watch the training loss\n", fo.patience);
   fflush(stdout);
-  checkpoint_extras extras = {text, (int)x->shape[1], config};
+  checkpoint_extras extras = {text, (int)x->shape[1], config, fo.privacy, n_train};
   fo.checkpoint_files = add_checkpoint_files;
   fo.checkpoint_ctx = &extras;
   if (fo.resume) printf("resuming the run checkpointed in %s\n", out);
   damo_history *h = NULL;
-  if ((n_out > 1 ? damo_model_fit_outputs(m, 1, (const damo_tensor *const *)&x, n_out, (const damo_tensor *const *)ys,
-                                           &fo, &h)
-                 : damo_model_fit(m, x, y, &fo, &h)) != DAMO_OK) {
+  const damo_status fit_st = n_out > 1 ? damo_model_fit_outputs(m, 1, (const damo_tensor *const *)&x, n_out,
+                                                                 (const damo_tensor *const *)ys, &fo, &h)
+                                       : damo_model_fit(m, x, y, &fo, &h);
+  if (fit_st == DAMO_OK && writer && fo.privacy) cli_privacy_report(fo.privacy);
+  if (fit_st != DAMO_OK) {
     rc = cli_fail("train");
   } else if (!writer) {
     rc = 0;
@@ -403,7 +416,7 @@ int cli_summary_sequential(int argc, char **argv) {
   if (st != DAMO_OK) return cli_fail("summary");
   damo_model_summary(m, stdout);
   damo_model_free(m);
-  return 0;
+  return dir && !cli_privacy_show(dir) ? 1 : 0;
 }
 
 int cli_export(int argc, char **argv) {

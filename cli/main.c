@@ -68,6 +68,16 @@ static const cli_option train_sequential[] = {
     {"--no-augment", 0, NULL, "turn off the config's on-the-fly augmentation"},
     {"--checkpoint-every", 1, "N", "a checkpoint in --out every N steps as well as at each epoch end"},
     {"--resume", 0, NULL, "continue the run checkpointed in --out (same config, data and options)"},
+    {"--dp-clip", 1, "C", "DP-SGD: clip each example's gradient to L2 norm C (turns differential privacy on;\n"
+                          "with --dp-noise or --dp-epsilon; docs/privacy.md)"},
+    {"--dp-noise", 1, "SIGMA", "DP-SGD: Gaussian noise of standard deviation SIGMA * C on the clipped sum"},
+    {"--dp-epsilon", 1, "EPS", "DP-SGD: the smallest noise that spends at most EPS over the planned epochs"},
+    {"--dp-delta", 1, "D", "DP-SGD: the delta of (epsilon, delta), below 1/N (default 1e-5)"},
+    {"--dp-sampling", 1, "poisson|shuffle", "DP-SGD batches: each example with probability B/N (what the accountant\n"
+                                            "assumes; default) or a shuffled order's fixed batches (reported as such)"},
+    {"--dp-accountant", 1, "rdp|balle2020", "how RDP converts to epsilon: classic or Balle et al. 2020 (tighter;\n"
+                                            "default rdp)"},
+    {"--dp-physical-batch", 1, "P", "DP-SGD: at most P rows per pass; a larger sampled batch takes several (default B)"},
     END};
 static const cli_option train_gpt2[] = {
     {"--steps", 1, "N", "optimizer steps (the cosine schedule's length)"},

@@ -610,6 +610,22 @@ damo_status damo_graph_forward(damo_graph *g, int training);
 void damo_graph_freeze_params(damo_graph *g);
 /* Gradients of the compiled loss (seeded with 1) into every param's grad storage. */
 damo_status damo_graph_backward(damo_graph *g);
+/* DP-SGD's per-example gradients (differential privacy). Before compile: every value backward
+ * reads stays alive to the end of backward, so one forward can serve two backward passes (the
+ * arena grows by the values the planner would have reused). */
+void damo_graph_keep_forward(damo_graph *g);
+/* A backward pass (on a keep_forward graph) that writes, for each of the current batch's
+ * examples, the squared L2 norm of that example's share of the loss gradient over all params:
+ * the gradient of (loss * batch) restricted to the example when the loss is a mean over
+ * examples. Weights get norms, not gradients (their buffers are zeroed): dense (ghost norms
+ * from x x^T and dz dz^T for sequences where cheaper), conv2d, embedding, layer norm, LSTM and
+ * GRU compute them without a batch of per-example gradients. A param reached by several ops
+ * (tied) gets the sum of its parts' norms, an upper bound. Refused, naming the node, when an op
+ * that mixes examples (batch norm) or has no per-example rule takes a param. */
+damo_status damo_graph_example_norms(damo_graph *g, float *sq_norms);
+/* Scales example i's share of the loss gradient by weights[i] in the following backward
+ * passes (clipping factors; NULL: none). The weights are read in backward, not copied. */
+void damo_graph_set_example_weights(damo_graph *g, const float *weights);
 /* Called during backward as soon as a param's gradient is final (after the backward of its
  * first consumer; params the loss does not reach, with their zeros), in the order backward
  * finishes them: data-parallel training starts a bucket's all-reduce from here while
@@ -637,6 +653,60 @@ damo_node *damo_node_set_name(damo_node *n, const char *name);
 /* Keeps a node's gradient readable after backward (tests, saliency). For a conv2d_ex node
  * with a fused activation the kept gradient is the one before the activation. */
 void damo_node_keep_grad(damo_node *n);
+
+/* ------------------------------------------------------------------ privacy (src/privacy/) */
+
+/* The accountant of DP-SGD: Rényi differential privacy of `steps` compositions of the
+ * Poisson-subsampled Gaussian mechanism (sampling rate q, noise multiplier sigma: noise
+ * N(0, sigma^2 C^2) on sums of gradients clipped to norm C) at order alpha > 1 (Mironov, Talwar
+ * & Zhang 2019; integer orders exactly, fractional ones by their series); NaN for bad arguments. */
+double damo_dp_rdp(double q, double sigma, double steps, double alpha);
+/* The orders searched: 1.1, 1.2, ..., 10.9 and 12, ..., 63 (Opacus' defaults); returns how
+ * many (151), written into orders when not NULL. */
+int damo_dp_default_orders(double *orders);
+typedef enum damo_dp_conversion {
+  DAMO_DP_CLASSIC,  /* eps = RDP(a) + log(1/delta) / (a - 1) (Mironov 2017) */
+  DAMO_DP_BALLE2020 /* eps = RDP(a) + log((a - 1)/a) - (log delta + log a) / (a - 1): tighter (Balle et al. 2020) */
+} damo_dp_conversion;
+/* (epsilon, delta): the smallest epsilon over the default orders, and the order that gave it. */
+damo_status damo_dp_epsilon(double q, double sigma, double steps, double delta, damo_dp_conversion conv,
+                            double *epsilon, double *best_order);
+/* The smallest noise multiplier whose epsilon over `steps` is at most `epsilon` (bisection). */
+damo_status damo_dp_sigma_for_epsilon(double q, double steps, double epsilon, double delta, damo_dp_conversion conv,
+                                      double *sigma);
+
+/* DP-SGD in training (damo_fit_options.privacy; the trainer's damo_trainer_set_privacy): every
+ * step samples its examples (Poisson: each with probability q = batch_size / N, so a batch's
+ * size varies; shuffle: fixed batches of a shuffled order, which the accountant's figure
+ * assumes away, and the run says so), clips each example's gradient to norm clip, sums them,
+ * adds N(0, noise^2 clip^2) to every coordinate and divides by the expected batch size
+ * (q N). Exactly one of noise and target_epsilon: with target_epsilon the noise is the
+ * smallest that spends it over the planned steps. */
+typedef enum damo_dp_sampling { DAMO_DP_POISSON, DAMO_DP_SHUFFLE } damo_dp_sampling;
+typedef struct damo_dp_options {
+  double clip;            /* C > 0 */
+  double noise;           /* sigma >= 0 (0 with target_epsilon) */
+  double target_epsilon;  /* > 0: find sigma; 0: use noise */
+  double delta;           /* 0 < delta < 1 / N (0: 1e-5) */
+  int sampling;           /* damo_dp_sampling */
+  int conversion;         /* damo_dp_conversion of the reported epsilon */
+  int64_t physical_batch; /* rows per pass; a larger sampled batch takes several (0: batch_size) */
+  uint64_t seed;          /* the noise's (0: derived from the run's seed) */
+  /* Written by the run: the noise used, the sampling rate, steps taken, and the (epsilon,
+   * delta) spent with the order that gave it. */
+  double used_noise, sample_rate, epsilon, best_order;
+  int64_t steps;
+} damo_dp_options;
+/* The names of the sampling modes ("poisson", "shuffle") and of the conversions
+ * ("rdp", "balle2020"). */
+const char *damo_dp_sampling_name(int sampling);
+const char *damo_dp_conversion_name(int conversion);
+/* Checks o against a run over n examples in batches of batch (contradictions, delta >= 1/n,
+ * clip <= 0, ...) with a message naming the option. */
+damo_status damo_dp_options_check(const damo_dp_options *o, int64_t n, int64_t batch);
+/* Fills in o's noise for its target over steps (when one is asked) and its sample rate. */
+damo_status damo_dp_options_resolve(damo_dp_options *o, int64_t n, int64_t batch, int64_t steps);
+
 
 /* ------------------------------------------------------------------ layers and models */
 
@@ -1104,6 +1174,10 @@ typedef struct damo_fit_options {
   /* Knowledge distillation (NULL: none): the model learns from a teacher's soft targets as
    * well as the labels (damo_distill_options). */
   const struct damo_distill_options *distill;
+  /* DP-SGD (NULL: none; damo_dp_options): checked against the training rows, its results
+   * (noise used, epsilon spent) written back; the history gains an "epsilon" column. One
+   * process, no augmentation, no BatchNormalization. */
+  damo_dp_options *privacy;
 } damo_fit_options;
 /* Hinton, Vinyals and Dean (2015): the loss is (1 - alpha) CE(student, labels) + alpha T^2
  * KL(softmax(teacher logits / T) || softmax(student logits / T)). The teacher (any trained
@@ -1202,6 +1276,11 @@ typedef struct damo_train_adapter {
    * backward (damo_graph_set_grad_ready on the kind's graphs), so buckets overlap backward. */
   double (*loss_weight)(void *ctx);
   void (*set_grad_ready)(void *ctx, damo_grad_ready_fn fn, void *fn_ctx);
+  /* DP-SGD (damo_trainer_set_privacy): the training graph of the staged micro-batch, planned
+   * with damo_graph_keep_forward, its loss a mean over the micro-batch's examples; optional:
+   * how many micro-batches the coming step has (a sampled batch in passes; NULL: grad_accum). */
+  damo_graph *(*graph)(void *ctx);
+  int64_t (*micro_batches)(void *ctx);
 } damo_train_adapter;
 /* Called once a step with the step's final (averaged) gradient, before clipping and the
  * optimizer: where data-parallel training all-reduces. step counts from 0. */
@@ -1228,6 +1307,13 @@ void damo_trainer_set_grad_hook(damo_trainer *t, damo_grad_hook hook, void *ctx)
 typedef damo_status (*damo_param_hook)(void *ctx, float *params, int64_t n, int64_t step);
 void damo_trainer_set_param_hook(damo_trainer *t, damo_param_hook hook, void *ctx);
 int64_t damo_trainer_steps_done(const damo_trainer *t);
+/* Makes every step a DP-SGD step (damo_dp_options): per micro-batch a forward, each example's
+ * gradient norm (damo_graph_example_norms), then a backward with example i's loss gradient
+ * scaled by min(1, clip / norm_i), summed over the micro-batches; then N(0, noise^2 clip^2)
+ * on every coordinate (drawn from seed and the step number, so a resumed run draws the same)
+ * and the sum divided by expected_batch. The gradient hook and the optimizer follow as ever.
+ * Not with data-parallel ranks. */
+damo_status damo_trainer_set_privacy(damo_trainer *t, double clip, double noise, double expected_batch, uint64_t seed);
 
 /* ---- data-parallel training (src/train/data_parallel.c over src/dist/)
  * Every rank runs the same trainer on its share of each global batch (the adapter takes the
@@ -2283,27 +2369,6 @@ damo_status damo_attention_rollout(const float *maps, int layers, int heads, int
 /* "saliency", "gradient-x-input", "smoothgrad", "integrated-gradients", "occlusion", "grad-cam". */
 const char *damo_attribution_method_name(damo_attribution_method m);
 damo_status damo_attribution_method_parse(const char *name, damo_attribution_method *out);
-
-/* ------------------------------------------------------------------ privacy (src/privacy/) */
-
-/* The accountant of DP-SGD: Rényi differential privacy of `steps` compositions of the
- * Poisson-subsampled Gaussian mechanism (sampling rate q, noise multiplier sigma: noise
- * N(0, sigma^2 C^2) on sums of gradients clipped to norm C) at order alpha > 1 (Mironov, Talwar
- * & Zhang 2019; integer orders exactly, fractional ones by their series); NaN for bad arguments. */
-double damo_dp_rdp(double q, double sigma, double steps, double alpha);
-/* The orders searched: 1.1, 1.2, ..., 10.9 and 12, ..., 63 (Opacus' defaults); returns how
- * many (151), written into orders when not NULL. */
-int damo_dp_default_orders(double *orders);
-typedef enum damo_dp_conversion {
-  DAMO_DP_CLASSIC,  /* eps = RDP(a) + log(1/delta) / (a - 1) (Mironov 2017) */
-  DAMO_DP_BALLE2020 /* eps = RDP(a) + log((a - 1)/a) - (log delta + log a) / (a - 1): tighter (Balle et al. 2020) */
-} damo_dp_conversion;
-/* (epsilon, delta): the smallest epsilon over the default orders, and the order that gave it. */
-damo_status damo_dp_epsilon(double q, double sigma, double steps, double delta, damo_dp_conversion conv,
-                            double *epsilon, double *best_order);
-/* The smallest noise multiplier whose epsilon over `steps` is at most `epsilon` (bisection). */
-damo_status damo_dp_sigma_for_epsilon(double q, double steps, double epsilon, double delta, damo_dp_conversion conv,
-                                      double *sigma);
 
 #ifdef __cplusplus
 }

@@ -37,6 +37,8 @@ void damo_graph_free(damo_graph *g) {
   free(g->release_at);
   free(g->release);
   free(g->recompute_from);
+  free(g->example_acc);
+  damo_free(g->scratch);
   if (g->arena) b->free(b, g->arena);
   free(g);
 }
@@ -446,6 +448,7 @@ damo_status damo_graph_backward(damo_graph *g) {
       const double t0 = damo_profile_on ? damo_now_seconds() : 0.0;
       kernels[n->op].backward(g, n);
       if (damo_profile_on) damo_profile_record(n->op, 1, damo_now_seconds() - t0);
+      if (g->example_weights && (damo_op_table[n->op]->flags & DAMO_OPF_LOSS)) damo_graph_weight_loss_grads(g, n);
     }
     if (!g->grad_ready) continue;
     for (int r = g->release_at[k]; r < g->release_at[k + 1]; r++) { /* params now final */

@@ -65,7 +65,9 @@ typedef enum damo_op {
 /* What an op's backward reads besides the output gradient; the planner keeps those alive. */
 enum {
   DAMO_OPF_BWD_INPUTS = 1, /* backward reads the input values */
-  DAMO_OPF_BWD_OUTPUT = 2  /* backward reads the node's own output value */
+  DAMO_OPF_BWD_OUTPUT = 2, /* backward reads the node's own output value */
+  DAMO_OPF_EXAMPLE_NORMS = 4, /* in a norm pass its weights get per-example norms (DP-SGD) */
+  DAMO_OPF_LOSS = 8           /* a loss: example weights scale its inputs' gradients */
 };
 
 struct damo_node {
@@ -154,6 +156,17 @@ struct damo_graph {
   int open_segment, n_segments;
   int *recompute_from;
   int recomputing;
+  /* DP-SGD (example_grads.c): keep_forward plans every value backward reads to the end of
+   * backward, so backward can run twice on one forward; in a norm pass ops give their weights
+   * per-example gradient norms (example_acc: per param node and example, the sum of the norms
+   * of its contributions) instead of gradients; example_weights scale each example's share of
+   * the loss gradient. */
+  int keep_forward, norm_pass;
+  damo_status norm_status;
+  float *example_acc;
+  const float *example_weights;
+  void *scratch;
+  size_t scratch_bytes;
 };
 
 /* A random op's seed for this forward: drawn from the graph's generator, or the one drawn by
@@ -187,6 +200,24 @@ float *damo_node_grad_acc(damo_node *n);
 /* For a writer that overwrites the whole gradient when it is first (a GEMM with beta 0):
  * returns the buffer and sets *beta to 0 the first time in a pass (no zero-fill), else 1. */
 float *damo_node_grad_out(damo_node *n, float *beta);
+
+/* DP-SGD's norm pass, for ops with DAMO_OPF_EXAMPLE_NORMS: a weight input wants a gradient
+ * in a normal backward and per-example norms in a norm pass. */
+static inline int damo_wants_weight_grad(const damo_graph *g, const damo_node *w) {
+  return w && w->in_backward && !g->norm_pass;
+}
+static inline int damo_wants_weight_norms(const damo_graph *g, const damo_node *w) {
+  return w && w->in_backward && g->norm_pass;
+}
+/* Adds the squared norm of one example's gradient contribution to a weight (a param, or a
+ * reshape of one); threads may call it for different examples at once. */
+void damo_example_norm_add(damo_graph *g, const damo_node *weight, int64_t example, double sq);
+/* A scratch buffer for a norm pass (kept by the graph); NULL (the pass fails) when out of memory. */
+void *damo_graph_scratch(damo_graph *g, size_t bytes);
+/* After a loss node's backward: its inputs' gradient rows times their example's weight. */
+void damo_graph_weight_loss_grads(damo_graph *g, damo_node *loss);
+/* The sum of squares of n floats. */
+double damo_sum_squares(const float *x, int64_t n);
 
 static inline int64_t damo_node_count(const damo_node *n) {
   int64_t c = 1;

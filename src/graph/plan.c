@@ -270,9 +270,12 @@ damo_status damo_graph_compile(damo_graph *g, damo_node *loss, int n_outputs, da
           if (m->recomputed && BWD(seg_hi[m->segment]) > end) end = BWD(seg_hi[m->segment]);
         }
       }
+      /* keep_forward: what backward reads lives to its end (a second backward reads it again) */
+      if (g->keep_forward && end >= n_steps && end != INT_MAX) end = 2 * n_steps - 1;
       bufs[nb++] = (planned_buffer){align64(n->value_capacity), 0, FWD(k), end, -1, -1, &n->value};
       if (n->aux_capacity)
-        bufs[nb++] = (planned_buffer){align64(n->aux_capacity), 0, FWD(k), n->in_backward ? BWD(k) : FWD(k), -1, -1, &n->aux};
+        bufs[nb++] = (planned_buffer){align64(n->aux_capacity), 0, FWD(k),
+                                      n->in_backward ? (g->keep_forward ? 2 * n_steps - 1 : BWD(k)) : FWD(k), -1, -1, &n->aux};
     }
     if (n->in_backward && n->op != DAMO_OP_PARAM) {
       int start = n == loss ? n_steps : (last_consumer[n->id] >= 0 ? BWD(last_consumer[n->id]) : BWD(k));

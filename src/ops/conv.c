@@ -316,20 +316,51 @@ DAMO_MULTIVERSION static void activation_grad(float *dy, const float *y, int64_t
     for (int64_t i = 0; i < count; i++) dy[i] *= 1.0f - y[i] * y[i];
 }
 
+/* DP-SGD's norm pass: each image's kernel gradient patches_i^T dY_i (K x F) made and measured
+ * (for a convolution this costs what the batch's kernel gradient does, where the Gram form
+ * would cost pixels^2), and its bias gradient, the column sums of dY_i. */
+static void conv_example_norms(damo_graph *gr, const damo_node *n, const conv_geom *g, const float *x, const float *dy) {
+  const damo_node *kn = n->in[1], *bn = n->n_in > 2 ? n->in[2] : NULL;
+  const int64_t P = g->OH * g->OW, step = block_pixels(g) < P ? block_pixels(g) : P;
+  float *dk = damo_graph_scratch(gr, (size_t)(g->K * g->F + g->F) * sizeof(float));
+  if (!dk) return;
+  float *bsum = dk + g->K * g->F, *cols = is_pointwise(g) ? NULL : block_buffer(n, g);
+  for (int64_t i = 0; i < g->N; i++) {
+    const float *dyi = dy + i * P * g->F;
+    if (damo_wants_weight_norms(gr, bn)) {
+      memset(bsum, 0, (size_t)g->F * sizeof *bsum);
+      for (int64_t p = 0; p < P; p++)
+        for (int64_t f = 0; f < g->F; f++) bsum[f] += dyi[p * g->F + f];
+      damo_example_norm_add(gr, bn, i, damo_sum_squares(bsum, g->F));
+    }
+    if (!damo_wants_weight_norms(gr, kn)) continue;
+    if (!cols) {
+      damo_gemm(1, 0, g->K, g->F, P, 1.0f, x + i * P * g->K, g->K, dyi, g->F, 0.0f, dk, g->F);
+    } else {
+      for (int64_t p0 = 0; p0 < P; p0 += step) {
+        const int64_t count = P - p0 < step ? P - p0 : step;
+        im2col(g, x, i * P + p0, count, cols);
+        damo_gemm(1, 0, g->K, g->F, count, 1.0f, cols, g->K, dyi + p0 * g->F, g->F, p0 ? 1.0f : 0.0f, dk, g->F);
+      }
+    }
+    damo_example_norm_add(gr, kn, i, damo_sum_squares(dk, g->K * g->F));
+  }
+}
+
 static void conv_backward(damo_graph *gr, damo_node *n) {
-  (void)gr;
   conv_geom g = geom_of(n);
   damo_node *xn = n->in[0], *kn = n->in[1];
   const float *x = damo_f32(xn), *k = damo_f32(kn), *dy = n->grad;
   int64_t total = g.N * g.OH * g.OW;
   if (n->iparam[CV_ACT] != DAMO_ACT_NONE) activation_grad(n->grad, damo_f32(n), total * g.F, n->iparam[CV_ACT]);
   damo_node *bn = n->n_in > 2 ? n->in[2] : NULL;
-  if (bn && bn->in_backward) { /* column sums in row order: the same for any thread count */
+  if (gr->norm_pass) conv_example_norms(gr, n, &g, x, dy);
+  if (damo_wants_weight_grad(gr, bn)) { /* column sums in row order: the same for any thread count */
     float *db = damo_node_grad_acc(bn);
     for (int64_t r = 0; r < total; r++)
       for (int64_t f = 0; f < g.F; f++) db[f] += dy[r * g.F + f];
   }
-  float kbeta = 1.0f, *dk = kn->in_backward ? damo_node_grad_out(kn, &kbeta) : NULL;
+  float kbeta = 1.0f, *dk = damo_wants_weight_grad(gr, kn) ? damo_node_grad_out(kn, &kbeta) : NULL;
   float *dx = xn->in_backward ? damo_node_grad_acc(xn) : NULL;
   if (is_pointwise(&g)) {
     if (dk) damo_gemm(1, 0, g.K, g.F, total, 1.0f, x, g.K, dy, g.F, kbeta, dk, g.F);
@@ -366,7 +397,7 @@ static void conv_backward(damo_graph *gr, damo_node *n) {
 /* Backward reads x (to rebuild patches), the kernel (a param) and, for a fused activation,
  * its own output. */
 const damo_op_def damo_op_def_conv2d = {"conv2d", 3, conv_infer, conv_forward, conv_backward,
-                                        DAMO_OPF_BWD_INPUTS | DAMO_OPF_BWD_OUTPUT};
+                                        DAMO_OPF_BWD_INPUTS | DAMO_OPF_BWD_OUTPUT | DAMO_OPF_EXAMPLE_NORMS};
 
 damo_node *damo_conv2d_ex(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *bias, damo_activation act,
                           int stride_h, int stride_w, int pad_top, int pad_left, int pad_bottom, int pad_right) {

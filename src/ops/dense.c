@@ -79,8 +79,51 @@ static damo_status dense_forward(damo_graph *g, damo_node *n) {
   return DAMO_OK;
 }
 
+/* DP-SGD's norm pass: each example's |dW|^2 and |db|^2 from its rows of x (T, K) and dz (T, N).
+ * One row: |x|^2 |dz|^2. A sequence: sum over (t, s) of (x_t . x_s)(dz_t . dz_s) from the two
+ * T x T Gram matrices ("ghost" norms) where T (K + N) < K N, else dW_i = x_i^T dz_i itself. */
+static void dense_example_norms(damo_graph *g, const damo_node *n, const float *x, const float *dz, int64_t K, int64_t N,
+                                int64_t M) {
+  const damo_node *wn = n->in[1], *bn = n->n_in > 2 ? n->in[2] : NULL;
+  const int64_t B = g->batch, T = M / (B > 0 ? B : 1);
+  const int want_w = damo_wants_weight_norms(g, wn), want_b = damo_wants_weight_norms(g, bn);
+  if (T == 1) {
+#pragma omp parallel for schedule(static) if (M * (K + N) > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+    for (int64_t i = 0; i < B; i++) {
+      const double sz = damo_sum_squares(dz + i * N, N);
+      if (want_w) damo_example_norm_add(g, wn, i, damo_sum_squares(x + i * K, K) * sz);
+      if (want_b) damo_example_norm_add(g, bn, i, sz);
+    }
+    return;
+  }
+  const int ghost = T * (K + N) < K * N;
+  float *buf = damo_graph_scratch(g, (size_t)((ghost ? 2 * T * T : K * N) + N) * sizeof(float));
+  if (!buf) return;
+  float *bsum = buf + (ghost ? 2 * T * T : K * N);
+  for (int64_t i = 0; i < B; i++) {
+    const float *xi = x + i * T * K, *zi = dz + i * T * N;
+    if (want_b) {
+      memset(bsum, 0, (size_t)N * sizeof *bsum);
+      for (int64_t t = 0; t < T; t++)
+        for (int64_t j = 0; j < N; j++) bsum[j] += zi[t * N + j];
+      damo_example_norm_add(g, bn, i, damo_sum_squares(bsum, N));
+    }
+    if (!want_w) continue;
+    if (ghost) {
+      float *gx = buf, *gz = buf + T * T;
+      damo_gemm(0, 1, T, T, K, 1.0f, xi, K, xi, K, 0.0f, gx, T);
+      damo_gemm(0, 1, T, T, N, 1.0f, zi, N, zi, N, 0.0f, gz, T);
+      double sq = 0;
+      for (int64_t e = 0; e < T * T; e++) sq += (double)gx[e] * gz[e];
+      damo_example_norm_add(g, wn, i, sq);
+    } else {
+      damo_gemm(1, 0, K, N, T, 1.0f, xi, K, zi, N, 0.0f, buf, N);
+      damo_example_norm_add(g, wn, i, damo_sum_squares(buf, K * N));
+    }
+  }
+}
+
 static void dense_backward(damo_graph *g, damo_node *n) {
-  (void)g;
   damo_node *xn = n->in[0], *wn = n->in[1], *bn = n->n_in > 2 ? n->in[2] : NULL;
   const float *x = damo_f32(xn), *w = damo_f32(wn), *y = damo_f32(n), *dy = n->grad;
   const int t = n->iparam[DENSE_TRANSPOSED];
@@ -99,14 +142,16 @@ static void dense_backward(damo_graph *g, damo_node *n) {
     }
     dz = z;
   }
-  if (bn && bn->in_backward) { /* column sums, rows in order: the same result for any thread count */
+  if (g->norm_pass && (damo_wants_weight_norms(g, wn) || damo_wants_weight_norms(g, bn)))
+    dense_example_norms(g, n, x, dz, K, N, M);
+  if (damo_wants_weight_grad(g, bn)) { /* column sums, rows in order: the same result for any thread count */
     float beta, *db = damo_node_grad_out(bn, &beta);
     if (beta == 0.0f) memset(db, 0, (size_t)N * sizeof *db);
     for (int64_t r = 0; r < M; r++)
       for (int64_t j = 0; j < N; j++) db[j] += dz[r * N + j];
   }
   float beta, *grad;
-  if (wn->in_backward) {
+  if (damo_wants_weight_grad(g, wn)) {
     grad = damo_node_grad_out(wn, &beta);
     if (t) /* dW (N, K) = dz^T x */
       damo_gemm(1, 0, N, K, M, 1.0f, dz, N, x, K, beta, grad, K);
@@ -121,7 +166,7 @@ static void dense_backward(damo_graph *g, damo_node *n) {
 
 /* Backward reads x (for dW) and its own output y (for act'). */
 const damo_op_def damo_op_def_dense = {"dense", 3, dense_infer, dense_forward, dense_backward,
-                                       DAMO_OPF_BWD_INPUTS | DAMO_OPF_BWD_OUTPUT};
+                                       DAMO_OPF_BWD_INPUTS | DAMO_OPF_BWD_OUTPUT | DAMO_OPF_EXAMPLE_NORMS};
 
 damo_node *damo_dense_op(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *bias, damo_activation act) {
   damo_node *in[3] = {x, kernel, bias};

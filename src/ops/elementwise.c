@@ -119,13 +119,62 @@ static inline float ew_grad_b(ew_kind k, float g, float x, float y) {
   }
 }
 
-static void ew_backward_kind(damo_node *n, ew_kind k) {
+/* DP-SGD's norm pass for an add of a weight w broadcast over the batch (a bias, a position
+ * embedding): example i's gradient of w is its output gradient summed over w's other
+ * broadcast axes; for an embedding of fixed ids, rows of one id add into one table row. */
+static void add_example_norms(damo_graph *g, const damo_node *n, const damo_node *w, const int64_t *sw) {
+  const int64_t B = g->batch, count = damo_node_count(n), per = count / (B > 0 ? B : 1), size = damo_node_count(w);
+  const int64_t L = n->ndim ? n->shape[n->ndim - 1] : 1, rows = per / (L > 0 ? L : 1);
+  float *gw = damo_graph_scratch(g, (size_t)(2 * size) * sizeof(float));
+  if (!gw) return;
+  float *row = gw + size;
+  const int table = w->op == DAMO_OP_EMBEDDING;
+  const int32_t *ids = table ? w->in[0]->value : NULL;
+  const int64_t D = table ? w->shape[w->ndim - 1] : 0, T = table ? size / D : 0;
+  for (int64_t i = 0; i < B; i++) {
+    memset(gw, 0, (size_t)size * sizeof *gw);
+    for (int64_t r = 0; r < rows; r++) { /* the output row's offset in w, from w's strides */
+      int64_t rem = i * rows + r, off = 0;
+      for (int d = n->ndim - 2; d >= 0; d--) {
+        off += (rem % n->shape[d]) * sw[d];
+        rem /= n->shape[d];
+      }
+      const float *gr = n->grad + (i * rows + r) * L;
+      for (int64_t e = 0; e < L; e++) gw[off + e * sw[n->ndim - 1]] += gr[e];
+    }
+    double sq = 0;
+    if (!table) {
+      sq = damo_sum_squares(gw, size);
+    } else { /* one table row per distinct id: its positions' rows summed */
+      for (int64_t t = 0; t < T; t++) {
+        int first = 1;
+        for (int64_t u = 0; u < t && first; u++) first = ids[u] != ids[t];
+        if (!first) continue;
+        memcpy(row, gw + t * D, (size_t)D * sizeof *row);
+        for (int64_t u = t + 1; u < T; u++)
+          if (ids[u] == ids[t])
+            for (int64_t d = 0; d < D; d++) row[d] += gw[u * D + d];
+        sq += damo_sum_squares(row, D);
+      }
+    }
+    damo_example_norm_add(g, w, i, sq);
+  }
+}
+
+static void ew_backward_kind(damo_graph *gr, damo_node *n, ew_kind k) {
   damo_node *a = n->in[0], *b = n->in[1];
   const float *A = damo_f32(a), *B = damo_f32(b), *G = n->grad;
   /* add/sub do not keep their inputs alive: read them only where the rule needs them. */
   int reads = k == EW_MUL || k == EW_DIV;
-  float *dA = a->in_backward ? damo_node_grad_acc(a) : NULL;
-  float *dB = b->in_backward ? damo_node_grad_acc(b) : NULL;
+  if (gr->norm_pass && k == EW_ADD && n->batched) { /* weights get per-example norms, not gradients */
+    bcast bc;
+    bcast_init(&bc, n);
+    if (a->in_backward && !a->batched) add_example_norms(gr, n, a, bc.sa);
+    if (b->in_backward && !b->batched) add_example_norms(gr, n, b, bc.sb);
+  }
+  const int norms_only = gr->norm_pass && k == EW_ADD && n->batched;
+  float *dA = a->in_backward && !(norms_only && !a->batched) ? damo_node_grad_acc(a) : NULL;
+  float *dB = b->in_backward && !(norms_only && !b->batched) ? damo_node_grad_acc(b) : NULL;
   int64_t count = damo_node_count(n);
   int same = damo_node_count(a) == count && damo_node_count(b) == count;
   if (same) {
@@ -157,10 +206,7 @@ static void ew_backward_kind(damo_node *n, ew_kind k) {
     (void)g;                                                                                      \
     return ew_forward_kind(n, KIND);                                                              \
   }                                                                                               \
-  static void lower##_backward(damo_graph *g, damo_node *n) {                                     \
-    (void)g;                                                                                      \
-    ew_backward_kind(n, KIND);                                                                    \
-  }                                                                                               \
+  static void lower##_backward(damo_graph *g, damo_node *n) { ew_backward_kind(g, n, KIND); }      \
   const damo_op_def damo_op_def_##lower = {#lower, 2, ew_infer, lower##_forward, lower##_backward, FLAGS}; \
   damo_node *damo_##lower(damo_graph *g, damo_node *a, damo_node *b) {                            \
     damo_node *in[2] = {a, b};                                                                    \
@@ -171,7 +217,7 @@ static void ew_backward_kind(damo_node *n, ew_kind k) {
 #define DAMO_OP_EW_SUB_NODE DAMO_OP_SUB
 #define DAMO_OP_EW_MUL_NODE DAMO_OP_MUL
 #define DAMO_OP_EW_DIV_NODE DAMO_OP_DIV
-EW_OP(add, EW_ADD, 0)
+EW_OP(add, EW_ADD, DAMO_OPF_EXAMPLE_NORMS)
 EW_OP(sub, EW_SUB, 0)
 EW_OP(mul, EW_MUL, DAMO_OPF_BWD_INPUTS)
 EW_OP(div, EW_DIV, DAMO_OPF_BWD_INPUTS)

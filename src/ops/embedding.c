@@ -4,6 +4,8 @@
  * forward with its value and position. */
 #include "ops/ops.h"
 
+#include <stdlib.h>
+
 static damo_status embedding_infer(damo_node *n) {
   const damo_node *ids = n->in[0], *table = n->in[1];
   if (ids->dtype != DAMO_I32 || ids->ndim < 1 || ids->ndim > DAMO_MAX_DIMS - 1)
@@ -31,9 +33,44 @@ static damo_status embedding_forward(damo_graph *g, damo_node *n) {
   return DAMO_OK;
 }
 
+typedef struct id_at {
+  int32_t id, at;
+} id_at;
+
+static int by_id(const void *a, const void *b) {
+  const id_at *p = a, *q = b;
+  return p->id != q->id ? (p->id < q->id ? -1 : 1) : (p->at > q->at) - (p->at < q->at);
+}
+
+/* DP-SGD's norm pass: an example's table gradient has one row per distinct id, the sum of
+ * the output gradients at that id's positions; sorting the positions by id finds them. */
+static void embedding_example_norms(damo_graph *g, damo_node *n) {
+  const int32_t *ids = n->in[0]->value;
+  const float *dy = n->grad;
+  const int64_t B = g->batch, T = damo_node_count(n->in[0]) / (B > 0 ? B : 1), D = n->in[1]->shape[1];
+  id_at *order = damo_graph_scratch(g, (size_t)T * sizeof(id_at) + (size_t)D * sizeof(float) + 64);
+  if (!order) return;
+  float *row = (float *)(void *)((char *)order + ((size_t)T * sizeof(id_at) + 63) / 64 * 64);
+  for (int64_t i = 0; i < B; i++) {
+    for (int64_t t = 0; t < T; t++) order[t] = (id_at){ids[i * T + t], (int32_t)t};
+    qsort(order, (size_t)T, sizeof *order, by_id);
+    double sq = 0;
+    for (int64_t a = 0; a < T;) {
+      int64_t e = a + 1;
+      while (e < T && order[e].id == order[a].id) e++;
+      memcpy(row, dy + (i * T + order[a].at) * D, (size_t)D * sizeof(float));
+      for (int64_t k = a + 1; k < e; k++)
+        for (int64_t d = 0; d < D; d++) row[d] += dy[(i * T + order[k].at) * D + d];
+      sq += damo_sum_squares(row, D);
+      a = e;
+    }
+    damo_example_norm_add(g, n->in[1], i, sq);
+  }
+}
+
 static void embedding_backward(damo_graph *g, damo_node *n) {
-  (void)g;
-  if (!n->in[1]->in_backward) return;
+  if (damo_wants_weight_norms(g, n->in[1]) && n->in[0]->batched) embedding_example_norms(g, n);
+  if (!damo_wants_weight_grad(g, n->in[1])) return;
   const int32_t *ids = n->in[0]->value;
   const float *dy = n->grad;
   float *dtable = damo_node_grad_acc(n->in[1]);
@@ -47,7 +84,7 @@ static void embedding_backward(damo_graph *g, damo_node *n) {
 
 /* Backward reads the ids (an input). */
 const damo_op_def damo_op_def_embedding = {"embedding", 2, embedding_infer, embedding_forward, embedding_backward,
-                                           DAMO_OPF_BWD_INPUTS};
+                                           DAMO_OPF_BWD_INPUTS | DAMO_OPF_EXAMPLE_NORMS};
 
 damo_node *damo_embedding(damo_graph *g, damo_node *ids, damo_node *table) {
   damo_node *in[2] = {ids, table};

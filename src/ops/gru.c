@@ -161,8 +161,8 @@ static void gru_backward(damo_graph *g, damo_node *n) {
   (void)g;
   gru_dims d = dims_of(n);
   gru_buffers s = buffers_of(n, d);
-  damo_node *xn = n->in[0], *wn = n->in[1], *rn = n->in[2], *bn = n->in[3];
-  const float *r = damo_f32(rn), *dy = n->grad;
+  damo_node *bn = n->in[3];
+  const float *r = damo_f32(n->in[2]), *dy = n->grad;
   int64_t B = d.B, T = d.T, F = d.F, U = d.U, G = 3 * U;
   int reverse = n->iparam[GRU_REVERSE];
   float *dh = s.dh;
@@ -175,16 +175,16 @@ static void gru_backward(damo_graph *g, damo_node *n) {
                       s.mask ? s.mask + t * B : NULL, B, U);
     if (t > 0) damo_gemm(0, 1, B, U, G, 1.0f, dgh, G, r, G, 1.0f, dh, U); /* dh_{t-1} += dGH R^T */
   }
-  if (bn->in_backward) {
+  if (damo_wants_weight_grad(g, bn)) {
     float *db = damo_node_grad_acc(bn);
     damo_rnn_column_sums(db, s.dgx, T * B, G);
     damo_rnn_column_sums(db + G, s.dgh, T * B, G);
   }
-  damo_rnn_weight_and_input_grads(xn, wn, rn, s.x, s.h, s.dgx, s.dgh, B, T, F, U, G, reverse);
+  damo_rnn_weight_and_input_grads(g, n, s.x, s.h, s.dgx, s.dgh, B, T, F, U, G, reverse, 1);
 }
 
 /* Backward reads only aux and the weights. */
-const damo_op_def damo_op_def_gru = {"gru", 4, gru_infer, gru_forward, gru_backward, 0};
+const damo_op_def damo_op_def_gru = {"gru", 4, gru_infer, gru_forward, gru_backward, DAMO_OPF_EXAMPLE_NORMS};
 
 damo_node *damo_gru_ex(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel, damo_node *bias,
                        damo_node *mask, int return_sequences, int reverse) {

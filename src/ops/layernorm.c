@@ -72,13 +72,36 @@ static damo_status ln_forward(damo_graph *g, damo_node *n) {
   return DAMO_OK;
 }
 
+/* DP-SGD's norm pass: an example's gamma and beta gradients are sums over its rows of
+ * dy * xhat and dy; made in the double sums backward has anyway, one example at a time. */
+static void ln_example_norms(damo_graph *g, damo_node *n, const float *x, const float *dy, ln_scratch s, int64_t R,
+                             int64_t C) {
+  damo_node *gn = n->in[1], *bn = n->in[2];
+  const int64_t B = g->batch, rows = R / (B > 0 ? B : 1);
+  double *sdx = s.sum_dy_xhat, *sdy = s.sum_dy;
+  for (int64_t i = 0; i < B; i++) {
+    for (int64_t c = 0; c < C; c++) sdx[c] = sdy[c] = 0;
+    for (int64_t r = i * rows; r < (i + 1) * rows; r++) {
+      const float *xr = x + r * C, *dyr = dy + r * C;
+      for (int64_t c = 0; c < C; c++) {
+        sdx[c] += (double)(dyr[c] * ((xr[c] - s.mean[r]) * s.rstd[r]));
+        sdy[c] += dyr[c];
+      }
+    }
+    double qx = 0, qy = 0;
+    for (int64_t c = 0; c < C; c++) qx += sdx[c] * sdx[c], qy += sdy[c] * sdy[c];
+    if (damo_wants_weight_norms(g, gn)) damo_example_norm_add(g, gn, i, qx);
+    if (damo_wants_weight_norms(g, bn)) damo_example_norm_add(g, bn, i, qy);
+  }
+}
+
 static void ln_backward(damo_graph *g, damo_node *n) {
-  (void)g;
   damo_node *xn = n->in[0], *gn = n->in[1], *bn = n->in[2];
   int64_t C = xn->shape[xn->ndim - 1], R = damo_node_count(xn) / C;
   const float *x = damo_f32(xn), *gamma = damo_f32(gn), *dy = n->grad;
   ln_scratch s = scratch_of(n, R, C);
-  if (gn->in_backward || bn->in_backward) {
+  if (g->norm_pass && (damo_wants_weight_norms(g, gn) || damo_wants_weight_norms(g, bn))) ln_example_norms(g, n, x, dy, s, R, C);
+  if (damo_wants_weight_grad(g, gn) || damo_wants_weight_grad(g, bn)) {
     double *sdx = s.sum_dy_xhat, *sdy = s.sum_dy;
     for (int64_t c = 0; c < C; c++) sdx[c] = sdy[c] = 0;
     for (int64_t r = 0; r < R; r++) { /* rows in order: the same sums on any thread count */
@@ -89,11 +112,11 @@ static void ln_backward(damo_graph *g, damo_node *n) {
         sdy[c] += dyr[c];
       }
     }
-    if (gn->in_backward) {
+    if (damo_wants_weight_grad(g, gn)) {
       float *dg = damo_node_grad_acc(gn);
       for (int64_t c = 0; c < C; c++) dg[c] += (float)sdx[c];
     }
-    if (bn->in_backward) {
+    if (damo_wants_weight_grad(g, bn)) {
       float *db = damo_node_grad_acc(bn);
       for (int64_t c = 0; c < C; c++) db[c] += (float)sdy[c];
     }
@@ -120,7 +143,8 @@ static void ln_backward(damo_graph *g, damo_node *n) {
 }
 
 /* Backward reads x and gamma (inputs) and its own aux. */
-const damo_op_def damo_op_def_layer_norm = {"layer_norm", 3, ln_infer, ln_forward, ln_backward, DAMO_OPF_BWD_INPUTS};
+const damo_op_def damo_op_def_layer_norm = {"layer_norm", 3, ln_infer, ln_forward, ln_backward,
+                                            DAMO_OPF_BWD_INPUTS | DAMO_OPF_EXAMPLE_NORMS};
 
 damo_node *damo_layer_norm(damo_graph *g, damo_node *x, damo_node *gamma, damo_node *beta, float eps) {
   damo_node *in[3] = {x, gamma, beta};

@@ -68,7 +68,7 @@ static void softmax_ce_backward(damo_graph *g, damo_node *n) {
 }
 
 const damo_op_def damo_op_def_softmax_ce = {"softmax_cross_entropy", 2, softmax_ce_infer, softmax_ce_forward,
-                                            softmax_ce_backward, DAMO_OPF_BWD_INPUTS};
+                                            softmax_ce_backward, DAMO_OPF_BWD_INPUTS | DAMO_OPF_LOSS};
 
 damo_node *damo_softmax_cross_entropy(damo_graph *g, damo_node *logits, damo_node *labels) {
   damo_node *in[2] = {logits, labels};
@@ -140,7 +140,7 @@ static void soft_ce_backward(damo_graph *g, damo_node *n) {
 }
 
 const damo_op_def damo_op_def_soft_ce = {"soft_cross_entropy", 2, soft_ce_infer, soft_ce_forward, soft_ce_backward,
-                                         DAMO_OPF_BWD_INPUTS};
+                                         DAMO_OPF_BWD_INPUTS | DAMO_OPF_LOSS};
 
 damo_node *damo_soft_cross_entropy(damo_graph *g, damo_node *logits, damo_node *targets) {
   damo_node *in[2] = {logits, targets};
@@ -198,7 +198,7 @@ static void bce_backward(damo_graph *g, damo_node *n) {
 }
 
 const damo_op_def damo_op_def_bce_logits = {"bce_with_logits", 2, pair_loss_infer, bce_forward, bce_backward,
-                                            DAMO_OPF_BWD_INPUTS};
+                                            DAMO_OPF_BWD_INPUTS | DAMO_OPF_LOSS};
 
 damo_node *damo_bce_with_logits(damo_graph *g, damo_node *logits, damo_node *targets) {
   damo_node *in[2] = {logits, targets};
@@ -233,7 +233,7 @@ static void mse_backward(damo_graph *g, damo_node *n) {
   }
 }
 
-const damo_op_def damo_op_def_mse = {"mse", 2, pair_loss_infer, mse_forward, mse_backward, DAMO_OPF_BWD_INPUTS};
+const damo_op_def damo_op_def_mse = {"mse", 2, pair_loss_infer, mse_forward, mse_backward, DAMO_OPF_BWD_INPUTS | DAMO_OPF_LOSS};
 
 damo_node *damo_mse(damo_graph *g, damo_node *a, damo_node *b) {
   damo_node *in[2] = {a, b};

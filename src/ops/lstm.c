@@ -183,8 +183,8 @@ static void lstm_backward(damo_graph *g, damo_node *n) {
   (void)g;
   lstm_dims d = dims_of(n);
   lstm_buffers s = buffers_of(n, d);
-  damo_node *xn = n->in[0], *wn = n->in[1], *rn = n->in[2], *bn = n->in[3];
-  const float *r = damo_f32(rn), *dy = n->grad;
+  damo_node *bn = n->in[3];
+  const float *r = damo_f32(n->in[2]), *dy = n->grad;
   int64_t B = d.B, T = d.T, F = d.F, U = d.U, G = 4 * U;
   int reverse = n->iparam[LSTM_REVERSE];
   float *dh = s.dh, *dc = s.dc;
@@ -207,12 +207,12 @@ static void lstm_backward(damo_graph *g, damo_node *n) {
     }
     damo_gemm(0, 1, B, U, G, 1.0f, dz, G, r, G, beta, dh, U);
   }
-  if (bn->in_backward) damo_rnn_column_sums(damo_node_grad_acc(bn), s.dz, T * B, G);
-  damo_rnn_weight_and_input_grads(xn, wn, rn, s.x, s.h, s.dz, s.dz, B, T, F, U, G, reverse);
+  if (damo_wants_weight_grad(g, bn)) damo_rnn_column_sums(damo_node_grad_acc(bn), s.dz, T * B, G);
+  damo_rnn_weight_and_input_grads(g, n, s.x, s.h, s.dz, s.dz, B, T, F, U, G, reverse, 0);
 }
 
 /* Backward reads only aux (gates, c, h, x) and the weights (params, always alive). */
-const damo_op_def damo_op_def_lstm = {"lstm", 4, lstm_infer, lstm_forward, lstm_backward, 0};
+const damo_op_def damo_op_def_lstm = {"lstm", 4, lstm_infer, lstm_forward, lstm_backward, DAMO_OPF_EXAMPLE_NORMS};
 
 damo_node *damo_lstm_ex(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel, damo_node *bias,
                         damo_node *mask, int return_sequences, int reverse) {

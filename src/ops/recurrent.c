@@ -56,25 +56,59 @@ void damo_rnn_column_sums(float *dst, const float *src, int64_t rows, int64_t co
     for (int64_t k = 0; k < cols; k++) dst[k] += src[i * cols + k];
 }
 
-void damo_rnn_weight_and_input_grads(damo_node *xn, damo_node *wn, damo_node *rn, float *xt, const float *h,
-                                     const float *dgx, const float *dgh, int64_t B, int64_t T, int64_t F, int64_t U,
-                                     int64_t G, int reverse) {
+/* The norm pass's per-example measures: example b's rows are b, B + b, ... of the
+ * time-major blocks, so each gradient is one strided GEMM. */
+static void rnn_example_norms(damo_graph *g, const damo_node *n, const float *xt, const float *h, const float *dgx,
+                              const float *dgh, int64_t B, int64_t T, int64_t F, int64_t U, int64_t G, int two_bias) {
+  const damo_node *wn = n->in[1], *rn = n->in[2], *bn = n->in[3];
+  const int64_t big = F > U ? F : U;
+  float *buf = damo_graph_scratch(g, (size_t)(big * G + 2 * G) * sizeof(float));
+  if (!buf) return;
+  float *bsum = buf + big * G;
+  for (int64_t b = 0; b < B; b++) {
+    if (damo_wants_weight_norms(g, wn)) {
+      damo_gemm(1, 0, F, G, T, 1.0f, xt + b * F, B * F, dgx + b * G, B * G, 0.0f, buf, G);
+      damo_example_norm_add(g, wn, b, damo_sum_squares(buf, F * G));
+    }
+    if (damo_wants_weight_norms(g, rn) && T > 1) {
+      damo_gemm(1, 0, U, G, T - 1, 1.0f, h + b * U, B * U, dgh + B * G + b * G, B * G, 0.0f, buf, G);
+      damo_example_norm_add(g, rn, b, damo_sum_squares(buf, U * G));
+    }
+    if (damo_wants_weight_norms(g, bn)) {
+      memset(bsum, 0, (size_t)(2 * G) * sizeof *bsum);
+      for (int64_t s = 0; s < T; s++)
+        for (int64_t k = 0; k < G; k++) {
+          bsum[k] += dgx[(s * B + b) * G + k];
+          if (two_bias) bsum[G + k] += dgh[(s * B + b) * G + k];
+        }
+      damo_example_norm_add(g, bn, b, damo_sum_squares(bsum, two_bias ? 2 * G : G));
+    }
+  }
+}
+
+void damo_rnn_weight_and_input_grads(damo_graph *g, damo_node *n, float *xt, const float *h, const float *dgx,
+                                     const float *dgh, int64_t B, int64_t T, int64_t F, int64_t U, int64_t G,
+                                     int reverse, int two_bias) {
+  damo_node *xn = n->in[0], *wn = n->in[1], *rn = n->in[2];
   float beta, *grad;
-  if (wn->in_backward) {
+  if (g->norm_pass) rnn_example_norms(g, n, xt, h, dgx, dgh, B, T, F, U, G, two_bias);
+  if (damo_wants_weight_grad(g, wn)) {
     grad = damo_node_grad_out(wn, &beta);
     damo_gemm(1, 0, F, G, T * B, 1.0f, xt, F, dgx, G, beta, grad, G);
   }
-  if (rn->in_backward) {
+  if (damo_wants_weight_grad(g, rn)) {
     grad = damo_node_grad_out(rn, &beta);
     if (T > 1) damo_gemm(1, 0, U, G, (T - 1) * B, 1.0f, h, U, dgh + B * G, G, beta, grad, G);
     else if (beta == 0.0f) memset(grad, 0, (size_t)(U * G) * sizeof(float));
   }
   if (xn->in_backward) { /* dX time-major into xt (no longer needed), then added to (B, T, F) */
-    damo_gemm(0, 1, T * B, F, G, 1.0f, dgx, G, damo_f32(wn), G, 0.0f, xt, F);
+    float *dxt = g->norm_pass ? damo_graph_scratch(g, (size_t)(T * B * F) * sizeof(float)) : xt; /* xt: read again */
+    if (!dxt) return;
+    damo_gemm(0, 1, T * B, F, G, 1.0f, dgx, G, damo_f32(wn), G, 0.0f, dxt, F);
     float *dx = damo_node_grad_acc(xn);
     for (int64_t s = 0; s < T; s++)
       for (int64_t b = 0; b < B; b++) {
-        const float *src = xt + (s * B + b) * F;
+        const float *src = dxt + (s * B + b) * F;
         float *dst = dx + (b * T + damo_rnn_time(s, T, reverse)) * F;
         for (int64_t f = 0; f < F; f++) dst[f] += src[f];
       }

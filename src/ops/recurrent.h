@@ -27,11 +27,14 @@ void damo_rnn_add_output_grad(const float *dy, float *dh, const float *mt, int64
 /* Gradients from the gate gradients of all steps, dgx (T, B, G) for the input side and
  * dgh (T, B, G) for the recurrent side (the same buffer for an LSTM):
  *   dW (F, G) = X^T dGX, dR (U, G) = H_{0..T-2}^T dGH_{1..T-1}, dX = dGX W^T.
- * xt (T, B, F) is overwritten by dX (time-major) on the way to x's gradient. Masked steps
- * have zero gate gradients, so they add nothing to any of these. */
-void damo_rnn_weight_and_input_grads(damo_node *xn, damo_node *wn, damo_node *rn, float *xt, const float *h,
-                                     const float *dgx, const float *dgh, int64_t B, int64_t T, int64_t F, int64_t U,
-                                     int64_t G, int reverse);
+ * xt (T, B, F) is overwritten by dX (time-major) on the way to x's gradient, except in
+ * DP-SGD's norm pass, which measures each example's dW, dR and bias gradient (the bias: the
+ * sums of dGX, and of dGH too for two_bias, GRU's (2, G)) instead, and keeps xt for the
+ * weighted pass after it. Masked steps have zero gate gradients, so they add nothing to any
+ * of these. */
+void damo_rnn_weight_and_input_grads(damo_graph *g, damo_node *n, float *xt, const float *h, const float *dgx,
+                                     const float *dgh, int64_t B, int64_t T, int64_t F, int64_t U, int64_t G,
+                                     int reverse, int two_bias);
 /* An int8 op (n->op_data set): checks the kernels against F -> G and U -> G and sizes aux
  * as f32_bytes plus the int8 products' scratch (aux_bytes = f32_bytes without op_data). */
 damo_status damo_rnn_int8_size(damo_node *n, size_t f32_bytes, int64_t B, int64_t T, int64_t F, int64_t U, int64_t G);

@@ -165,11 +165,21 @@ typedef struct fit_adapter {
   fit_outputs *outs; /* figures per output (a model of several) */
   int64_t *val_idx, val_count;
   fit_val_preds *val; /* the predictions of the outputs with binary metrics */
+  /* DP-SGD: the options, this step's sampled rows (dp_count) taken dp_physical at a time,
+   * the history column of epsilon, the trainer (its steps spend the budget) */
+  damo_dp_options *dp;
+  int64_t *dp_rows, dp_count, dp_physical;
+  int dp_column;
+  damo_trainer *trainer;
 } fit_adapter;
 
 static damo_status fit_stage(void *ctx, int64_t micro) {
   fit_adapter *f = ctx;
-  (void)micro;
+  if (f->dp) { /* pass `micro` of the sampled rows */
+    const int64_t first = micro * f->dp_physical;
+    f->rows = f->dp_rows + first;
+    f->b = f->dp_count - first < f->dp_physical ? f->dp_count - first : f->dp_physical;
+  }
   if (f->b == 0) return f->feed->pf ? augment_feed_stage(f->feed, f->mg, 0) : DAMO_OK; /* a rank without rows */
   return f->feed->pf ? augment_feed_stage(f->feed, f->mg, f->b) : damo_model_stage_batch(f->m, f->mg, f->x, f->y, f->rows, f->b);
 }
@@ -188,6 +198,39 @@ static damo_status fit_forward(void *ctx, float *loss) {
 }
 
 static damo_status fit_backward(void *ctx) { return damo_graph_backward(((fit_adapter *)ctx)->mg->g); }
+
+static damo_graph *fit_graph(void *ctx) { return ((fit_adapter *)ctx)->mg->g; }
+
+static int64_t fit_passes(void *ctx) {
+  const fit_adapter *f = ctx;
+  return (f->dp_count + f->dp_physical - 1) / f->dp_physical;
+}
+
+/* DP-SGD's batch of step s: each training row with probability q (Poisson), or the shuffled
+ * order's next batch. */
+static void fit_dp_sample(fit_adapter *f, int64_t s) {
+  f->dp_count = 0;
+  if (f->dp->sampling == DAMO_DP_POISSON) {
+    const double q = f->dp->sample_rate;
+    for (int64_t j = 0; j < f->n_train; j++)
+      if ((double)damo_rng_uniform(&f->rng) < q) f->dp_rows[f->dp_count++] = f->idx[j];
+    return;
+  }
+  const int64_t first = s * f->batch, b = f->n_train - first < f->batch ? f->n_train - first : f->batch;
+  memcpy(f->dp_rows, f->idx + first, (size_t)b * sizeof *f->dp_rows);
+  f->dp_count = b;
+}
+
+/* The privacy spent after the steps done so far. */
+static double fit_epsilon(fit_adapter *f) {
+  double eps = NAN, order = NAN;
+  const int64_t steps = damo_trainer_steps_done(f->trainer);
+  if (steps > 0 && damo_dp_epsilon(f->dp->sample_rate, f->dp->used_noise, (double)steps, f->dp->delta,
+                                   (damo_dp_conversion)f->dp->conversion, &eps, &order) != DAMO_OK)
+    eps = NAN;
+  f->dp->steps = steps, f->dp->epsilon = steps > 0 ? eps : 0.0, f->dp->best_order = order;
+  return eps;
+}
 
 static const char *fit_locate_nonfinite(void *ctx) {
   fit_adapter *f = ctx;
@@ -223,6 +266,11 @@ static damo_status fit_epoch_begin(void *ctx, int64_t epoch, int64_t first_step)
 
 static damo_status fit_step_begin(void *ctx, int64_t s, int64_t *examples) {
   fit_adapter *f = ctx;
+  if (f->dp) {
+    fit_dp_sample(f, s);
+    *examples = f->dp_count;
+    return DAMO_OK;
+  }
   const int64_t b = f->n_train - s * f->batch < f->batch ? f->n_train - s * f->batch : f->batch;
   int64_t first;
   damo_dist_share(b, f->rank, f->size, &first, &f->b);
@@ -248,6 +296,7 @@ static void fit_train_figures(void *ctx, double *row) {
   row[DAMO_H_ACCURACY] = c[1] > 0 ? c[0] / c[1] : NAN;
   fit_outputs_train_figures(f->outs, f->dist, row);
   if (f->binary_metrics) damo_binary_counts_to_row(&all, f->metrics, row);
+  if (f->dp) row[f->dp_column] = fit_epsilon(f);
 }
 
 static const struct {
@@ -557,6 +606,15 @@ static damo_status fit_run(damo_model *m, int n_x, const damo_tensor *const *x, 
     if ((st = damo_dist_check_same(o.dist, hash, "training data and fit options")) != DAMO_OK)
       return damo_error_prefix(st, "fit: ");
   }
+  if (o.privacy && size > 1)
+    return damo_error(DAMO_ERR_UNSUPPORTED, "fit: DP-SGD runs in one process (its clipping and noise are not split over "
+                      "%d ranks yet)", size);
+  if (o.privacy && o.augment)
+    return damo_error(DAMO_ERR_UNSUPPORTED, "fit: DP-SGD samples its own batches; turn augmentation off (--no-augment)");
+  const int64_t planned_steps = (int64_t)o.epochs * ((n_train + batch - 1) / batch);
+  if (o.privacy && (st = damo_dp_options_resolve(o.privacy, n_train, batch, planned_steps)) != DAMO_OK)
+    return damo_error_prefix(st, "fit: ");
+  damo_model_set_keep_forward(m, o.privacy != NULL); /* DP-SGD runs backward twice on a forward */
   damo_model_graph *mg; /* sized for this rank's largest share of a batch */
   if ((st = damo_model_graph_get(m, purpose, (batch + size - 1) / size, &mg)) != DAMO_OK) return st;
   damo_model_graph *val_mg = mg; /* a distillation validates the student on the labels alone */
@@ -579,8 +637,17 @@ static damo_status fit_run(damo_model *m, int n_x, const damo_tensor *const *x, 
   if (!outs) return damo_error(DAMO_ERR_NOMEM, "fit: out of memory");
   fit_outputs_init(outs, m, xv != NULL);
   if (n_out > 1) recorded = 1u << DAMO_H_LOSS | 1u << DAMO_H_VAL_LOSS | 1u << DAMO_H_LR; /* and the outputs' columns */
+  int dp_column = -1;
+  if (o.privacy) { /* epsilon spent, a named column after the outputs' */
+    const int j = outs->n_names++;
+    snprintf(outs->names[j], sizeof outs->names[j], "epsilon");
+    outs->name_list[j] = outs->names[j];
+    dp_column = DAMO_HISTORY_COLUMNS + j;
+  }
   damo_history *h = damo_history_new(recorded);
   if (h && damo_history_set_extra(h, outs->n_names, outs->name_list) != DAMO_OK) st = DAMO_ERR_INVALID_ARG;
+  int64_t *dp_rows = o.privacy ? malloc((size_t)n_train * sizeof *dp_rows) : NULL;
+  if (o.privacy && !dp_rows) st = DAMO_ERR_NOMEM;
   int64_t *idx = damo_model_iota(n_train, 0), *val_idx = xv ? damo_model_iota(val_count, val_first) : NULL;
   /* The validation predictions, collected for the exact binary figures at each epoch end. */
   int want_val[DAMO_MODEL_MAX_OUTPUTS] = {binary_metrics && xv};
@@ -600,22 +667,29 @@ static damo_status fit_run(damo_model *m, int n_x, const damo_tensor *const *x, 
                     .binary_metrics = binary_metrics, .idx = idx, .n_train = n_train, .batch = batch,
                     .steps_per_epoch = steps_per_epoch, .shuffle = o.shuffle != 0, .patience = o.patience,
                     .xv = xv, .yv = yv, .val_idx = val_idx, .val_count = val_count, .val = &val, .history = h, .o = &o, .seed = o.seed, .dist = o.dist,
-                    .rank = rank, .size = size, .outs = outs};
+                    .rank = rank, .size = size, .outs = outs, .dp = o.privacy, .dp_rows = dp_rows, .dp_column = dp_column,
+                    .dp_physical = o.privacy && o.privacy->physical_batch > 0 && o.privacy->physical_batch < batch
+                                       ? o.privacy->physical_batch : batch};
   damo_progress_init(&fa.pr, o.out, o.verbose);
-  fa.pr.h = n_out > 1 ? h : NULL; /* the outputs' columns too */
+  fa.pr.h = n_out > 1 || o.privacy ? h : NULL; /* the outputs' columns (and epsilon) too */
   fa.pr.epochs = o.epochs;
   damo_rng_seed(&fa.rng, o.seed);
   damo_train_adapter adapter = {.name = "training", .ctx = &fa, .params = m->param_block, .grads = m->grad_block,
                                 .n_params = m->params.n_params_padded, .stage = fit_stage, .forward = fit_forward,
                                 .backward = fit_backward, .locate_nonfinite = fit_locate_nonfinite,
                                 .observe = fit_observe, .state = m->state_block, .n_state = m->state.n_params_padded,
-                                .loss_weight = fit_rows, .set_grad_ready = fit_set_grad_ready};
+                                .loss_weight = fit_rows, .set_grad_ready = fit_set_grad_ready, .graph = fit_graph,
+                                .micro_batches = o.privacy ? fit_passes : NULL};
   damo_trainer *trainer = NULL;
   if (st == DAMO_OK && (st = damo_trainer_new(&adapter, m->opt, 1, total_steps, &trainer)) == DAMO_OK) {
     damo_trainer_set_steps_done(trainer, damo_optimizer_steps(m->opt));
     damo_trainer_set_grad_hook(trainer, o.grad_hook, o.grad_hook_ctx);
     damo_trainer_set_param_hook(trainer, o.param_hook, o.param_hook_ctx);
-    if (o.dist) st = damo_trainer_set_data_parallel(trainer, o.dist, &o.parallel);
+    if (o.dist && !o.privacy) st = damo_trainer_set_data_parallel(trainer, o.dist, &o.parallel); /* DP: size 1 */
+    fa.trainer = trainer;
+    if (st == DAMO_OK && o.privacy) /* the noise's seed: the caller's, or one apart from the run's other draws */
+      st = damo_trainer_set_privacy(trainer, o.privacy->clip, o.privacy->used_noise, (double)batch,
+                                    o.privacy->seed ? o.privacy->seed : o.seed ^ 0x6e6f697365ULL);
   }
   if (st == DAMO_OK && (o.resume || o.checkpoint_every) && !o.checkpoint_dir)
     st = damo_error(DAMO_ERR_INVALID_ARG, "fit: resume and checkpoint_every need a checkpoint_dir");
@@ -634,10 +708,12 @@ static damo_status fit_run(damo_model *m, int n_x, const damo_tensor *const *x, 
                             .train_figures = fit_train_figures, .validate = xv ? fit_validate : NULL,
                             .checkpoint = o.checkpoint_dir ? fit_checkpoint : NULL, .on_event = fit_on_event};
   if (st == DAMO_OK) st = damo_trainer_run(trainer, &loop, &hooks, h);
+  if (o.privacy && trainer) fit_epsilon(&fa); /* what the run spent, into the caller's options */
   if (st != DAMO_OK && !strstr(damo_last_error(), "fit: ")) damo_error_prefix(st, "fit: ");
   damo_trainer_free(trainer);
   if (st_feed == DAMO_OK) augment_feed_free(&feed);
   free(idx);
+  free(dp_rows);
   free(val_idx);
   fit_val_preds_free(&val);
   free(outs);

@@ -339,6 +339,13 @@ damo_status damo_model_set_recompute(damo_model *m, int on) {
   return DAMO_OK;
 }
 
+void damo_model_set_keep_forward(damo_model *m, int on) {
+  if (!m || m->keep_forward == (on != 0)) return;
+  m->keep_forward = on != 0;
+  damo_model_graph_release(&m->train);
+  damo_model_graph_release(&m->distill_graph);
+}
+
 int damo_model_node_index(const damo_model *m, const char *name) {
   for (int i = 0; m && name && i < m->n_nodes; i++)
     if (!strcmp(m->nodes[i].name, name)) return i;

@@ -363,6 +363,7 @@ static damo_status build_model_graph(damo_model *m, int purpose, int64_t batch, 
   if (with_loss && mg->loss != mg->heads[0].loss) damo_node_set_name(mg->loss, "loss");
   mg->y = mg->heads[0].y, mg->logits = mg->heads[0].logits, mg->output = mg->heads[0].output;
   st = damo_graph_status(g);
+  if (with_loss && m->keep_forward) damo_graph_keep_forward(g);
   if (st == DAMO_OK) st = damo_graph_compile(g, mg->loss, n_keep, keep);
   if (st != DAMO_OK) {
     damo_model_graph_release(mg);

@@ -69,6 +69,7 @@ struct damo_model {
   char builder_error[256];    /* and its message */
 
   int recompute; /* damo_model_set_recompute: transformer blocks run again in backward */
+  int keep_forward; /* damo_model_set_keep_forward: training graphs serve two backward passes (DP-SGD) */
   int built;
   /* The trained weights (named "layer/slot", in layer order) and the frozen values such as
    * running statistics, each in the one parameter store every kind uses; the blocks below
@@ -231,5 +232,9 @@ void damo_output_compile_to_json(const damo_model *m, cJSON *root);
 /* The functional form's "inputs", "layers" and "outputs" (config_functional.c). */
 void damo_model_functional_to_json(const damo_model *m, cJSON *root);
 damo_status damo_model_functional_parse(damo_config_obj *root, damo_model *m, const char *source);
+
+/* Training graphs planned with damo_graph_keep_forward from now on (DP-SGD's two backward
+ * passes); the cached training graph is dropped when this changes it. */
+void damo_model_set_keep_forward(damo_model *m, int on);
 
 #endif

@@ -12,11 +12,31 @@
  * models/gpt2_train.c, BERT's masked LM and classifier in models/bert_train.c); the loops
  * around the step (epochs or steps, validation, checkpoints) call damo_trainer_step. */
 #include "graph/backend.h"
+#include "graph/graph.h"
 #include "train/data_parallel.h"
 #include "train/trainer.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
+
+struct private_state {
+  double clip, noise, expected_batch;
+  uint64_t seed;
+  float *sum;   /* the clipped sum over the step's micro-batches */
+  float *norms; /* per example of a micro-batch: squared norms, then weights */
+  int64_t norms_cap;
+  float last_loss; /* reported for a step that sampled no example */
+};
+
+static void private_free(struct private_state *p) {
+  if (!p) return;
+  damo_free(p->sum);
+  free(p->norms);
+  free(p);
+}
+
+static damo_status private_step(damo_trainer *t, damo_train_report *report);
 
 damo_status damo_trainer_new(const damo_train_adapter *a, damo_optimizer *opt, int64_t grad_accum, int64_t total_steps,
                              damo_trainer **out) {
@@ -55,6 +75,7 @@ void damo_trainer_free(damo_trainer *t) {
   if (!t) return;
   loop_resume_clear(&t->resume);
   dp_free(t->dp);
+  private_free(t->priv);
   if (t->grad_sum) t->a.backend->free(t->a.backend, t->grad_sum);
   free(t);
 }
@@ -106,6 +127,23 @@ static damo_status nonfinite_loss(const damo_trainer *t, double loss, int local)
   return damo_error(DAMO_ERR_NUMERIC, "the loss became %s (try a lower learning rate or check the data)", what);
 }
 
+/* The end of a step in one process, once the gradient is in the grad block: divergence
+ * watched (when the step had a loss), the gradient hook, the optimizer, the report. */
+static damo_status finish_step(damo_trainer *t, float mean_loss, int watch, damo_train_report *report) {
+  const damo_train_adapter *a = &t->a;
+  damo_status st;
+  if (watch && (st = damo_divergence_check(&t->diverge, mean_loss)) != DAMO_OK) return step_error(t, st, -1);
+  if (t->hook && (st = t->hook(t->hook_ctx, a->grads, a->n_params, t->steps_done)) != DAMO_OK)
+    return damo_error_prefix(st, "%s step %lld, gradient hook: ", a->name, (long long)t->steps_done + 1);
+  const float lr = damo_optimizer_lr(t->opt, t->total_steps);
+  float norm = 0.0f;
+  if ((st = damo_optimizer_step(t->opt, a->params, a->grads, t->total_steps, &norm)) != DAMO_OK)
+    return step_error(t, st, -1);
+  t->steps_done++;
+  if (report) *report = (damo_train_report){t->steps_done, mean_loss, lr, norm};
+  return after_step(t);
+}
+
 /* A step in a data-parallel run (damo_trainer_set_data_parallel; a world of one included):
  * the loss is reduced before backward, the gradient during it (data_parallel.c). */
 static damo_status parallel_step(damo_trainer *t, damo_train_report *report) {
@@ -150,6 +188,7 @@ static damo_status parallel_step(damo_trainer *t, damo_train_report *report) {
 damo_status damo_trainer_step(damo_trainer *t, damo_train_report *report) {
   if (!t) return damo_error(DAMO_ERR_INVALID_ARG, "trainer_step: NULL trainer");
   if (t->dp) return parallel_step(t, report);
+  if (t->priv) return private_step(t, report);
   const damo_train_adapter *a = &t->a;
   const damo_backend *b = a->backend; /* micro-batch gradients are summed where they are */
   const int64_t K = t->grad_accum, n = a->n_params;
@@ -169,27 +208,99 @@ damo_status damo_trainer_step(damo_trainer *t, damo_train_report *report) {
   }
   if (K > 1) /* the gradient of the mean loss over the micro-batches */
     b->axpby(b, n, 1.0f / (float)K, t->grad_sum, 0.0f, a->grads);
-  const float mean_loss = (float)(loss_sum / (double)K);
-  if ((st = damo_divergence_check(&t->diverge, mean_loss)) != DAMO_OK) return step_error(t, st, -1);
-  if (t->hook && (st = t->hook(t->hook_ctx, a->grads, n, t->steps_done)) != DAMO_OK)
-    return damo_error_prefix(st, "%s step %lld, gradient hook: ", a->name, (long long)t->steps_done + 1);
-  const float lr = damo_optimizer_lr(t->opt, t->total_steps);
-  float norm = 0.0f;
-  if ((st = damo_optimizer_step(t->opt, a->params, a->grads, t->total_steps, &norm)) != DAMO_OK)
-    return step_error(t, st, -1);
-  t->steps_done++;
-  if (report) {
-    report->step = t->steps_done;
-    report->loss = mean_loss;
-    report->lr = lr;
-    report->grad_norm = norm;
+  return finish_step(t, (float)(loss_sum / (double)K), 1, report);
+}
+
+/* ------------------------------------------------------------------ DP-SGD */
+
+damo_status damo_trainer_set_privacy(damo_trainer *t, double clip, double noise, double expected_batch, uint64_t seed) {
+  if (!t) return damo_error(DAMO_ERR_INVALID_ARG, "trainer_set_privacy: NULL trainer");
+  if (t->dp) return damo_error(DAMO_ERR_UNSUPPORTED, "trainer_set_privacy: DP-SGD runs in one process (its noise and "
+                               "clipping are not split over data-parallel ranks yet)");
+  if (!t->a.graph) return damo_error(DAMO_ERR_UNSUPPORTED, "trainer_set_privacy: %s gives no graph for per-example "
+                                     "gradients", t->a.name);
+  if (t->a.backend->device != DAMO_DEVICE_CPU)
+    return damo_error(DAMO_ERR_UNSUPPORTED, "trainer_set_privacy: per-example gradients run on the CPU only");
+  if (!(clip > 0) || !(noise >= 0) || !(expected_batch > 0))
+    return damo_error(DAMO_ERR_INVALID_ARG, "trainer_set_privacy: clip %g, noise %g and expected batch %g must be "
+                      "positive (noise may be 0)", clip, noise, expected_batch);
+  struct private_state *p = t->priv ? t->priv : calloc(1, sizeof *p);
+  if (!p) return damo_error(DAMO_ERR_NOMEM, "trainer_set_privacy: out of memory");
+  if (!p->sum && !(p->sum = damo_alloc((size_t)(t->a.n_params ? t->a.n_params : 1) * sizeof(float)))) {
+    private_free(p);
+    t->priv = NULL;
+    return damo_error(DAMO_ERR_NOMEM, "trainer_set_privacy: out of memory for the clipped sum");
   }
-  return after_step(t);
+  p->clip = clip, p->noise = noise, p->expected_batch = expected_batch, p->seed = seed;
+  t->priv = p;
+  return DAMO_OK;
+}
+
+/* One micro-batch of DP-SGD: forward, per-example norms, the weighted backward, added to the
+ * clipped sum. The loss is a mean over the graph's b examples, so example i's own gradient is
+ * b times its share, and the weight b * min(1, C / |g_i|) turns backward into sum_i c_i g_i. */
+static damo_status private_micro(damo_trainer *t, int64_t k, float *loss, int *ran) {
+  const damo_train_adapter *a = &t->a;
+  struct private_state *p = t->priv;
+  damo_status st = a->stage(a->ctx, k);
+  if (st != DAMO_OK) return st;
+  damo_graph *g = a->graph(a->ctx);
+  const int64_t b = g ? g->batch : 0;
+  *ran = 0;
+  if (b == 0) return DAMO_OK;
+  if ((st = a->forward(a->ctx, loss)) != DAMO_OK) return st;
+  if (!isfinite(*loss)) return nonfinite_loss(t, *loss, 1);
+  if (a->observe) a->observe(a->ctx);
+  if (b > p->norms_cap) {
+    float *grown = realloc(p->norms, (size_t)b * sizeof *grown);
+    if (!grown) return damo_error(DAMO_ERR_NOMEM, "DP-SGD: out of memory for %lld example norms", (long long)b);
+    p->norms = grown, p->norms_cap = b;
+  }
+  if ((st = damo_graph_example_norms(g, p->norms)) != DAMO_OK) return st;
+  for (int64_t i = 0; i < b; i++) {
+    const double norm = sqrt((double)p->norms[i]) * (double)b;
+    p->norms[i] = (float)((double)b * (norm > p->clip ? p->clip / norm : 1.0));
+  }
+  damo_graph_set_example_weights(g, p->norms);
+  a->backend->fill(a->backend, a->grads, 0.0f, a->n_params); /* the block's padding too: it is summed below */
+  st = a->backward(a->ctx);
+  damo_graph_set_example_weights(g, NULL);
+  *ran = 1;
+  return st;
+}
+
+static damo_status private_step(damo_trainer *t, damo_train_report *report) {
+  const damo_train_adapter *a = &t->a;
+  struct private_state *p = t->priv;
+  const damo_backend *b = a->backend;
+  const int64_t K = a->micro_batches ? a->micro_batches(a->ctx) : t->grad_accum, n = a->n_params;
+  double loss_sum = 0.0;
+  int64_t ran = 0;
+  damo_status st = DAMO_OK;
+  memset(p->sum, 0, (size_t)n * sizeof *p->sum);
+  for (int64_t k = 0; k < K; k++) {
+    float loss = 0.0f;
+    int did = 0;
+    if ((st = private_micro(t, k, &loss, &did)) != DAMO_OK) return step_error(t, st, k);
+    if (!did) continue;
+    b->axpby(b, n, 1.0f, a->grads, 1.0f, p->sum);
+    loss_sum += loss;
+    ran++;
+  }
+  /* the Gaussian mechanism: the step's own generator, so a resumed run draws the same noise */
+  damo_rng r;
+  damo_rng_seed(&r, p->seed ^ (uint64_t)(t->steps_done + 1) * 0x9e3779b97f4a7c15ULL);
+  const float sd = (float)(p->noise * p->clip), inv = (float)(1.0 / p->expected_batch);
+  for (int64_t i = 0; i < n; i++) a->grads[i] = (p->sum[i] + (sd > 0 ? sd * damo_rng_normal(&r) : 0.0f)) * inv;
+  if (ran) p->last_loss = (float)(loss_sum / (double)ran);
+  return finish_step(t, p->last_loss, ran > 0, report);
 }
 
 damo_status damo_trainer_set_data_parallel(damo_trainer *t, damo_dist *d, const damo_data_parallel_options *o) {
   if (!t) return damo_error(DAMO_ERR_INVALID_ARG, "trainer_set_data_parallel: NULL trainer");
   if (t->dp) return damo_error(DAMO_ERR_STATE, "trainer_set_data_parallel: the trainer is data-parallel already");
+  if (t->priv) return damo_error(DAMO_ERR_UNSUPPORTED, "trainer_set_data_parallel: DP-SGD runs in one process (its "
+                                 "noise and clipping are not split over ranks yet)");
   return dp_new(d, o, &t->a, t->opt, t->grad_sum, t->grad_accum, &t->dp);
 }
 

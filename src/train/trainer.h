@@ -52,6 +52,7 @@ struct damo_trainer {
   damo_divergence diverge;
   loop_resume resume;
   struct dp_state *dp; /* data-parallel (data_parallel.c), or NULL */
+  struct private_state *priv; /* DP-SGD (trainer.c), or NULL */
 };
 
 void loop_resume_clear(loop_resume *r);
