@@ -9,7 +9,8 @@ used and named. Speed is compared only after the first-step losses agree.
 
 usage: python3 bench/run.py BUILD_DIR [--quick]
 BENCH_ONLY=W2 (comma-separated ids: G1, W1-W6, D data parallel, B bf16, G2 the GEMM rows of B alone,
-C contention, Q int8, QG GPT-2 weight blocks, QB BERT dynamic int8, P pruning, KD and KT distillation) reruns
+C contention, Q int8, QG GPT-2 weight blocks, QB BERT dynamic int8, P pruning, KD and KT distillation, DP
+differential privacy) reruns
 only those figures and keeps the others from the previous bench/results.json; every row carries
 the date it was measured.
 """
@@ -515,7 +516,7 @@ def main(argv):
             previous = json.load(f)
     if only:
         for key, value in previous.items():
-            if key in ("G1", "D", "B", "C", "Q", "QG", "QB", "KD", "KT", "P") or key.startswith("W"):
+            if key in ("G1", "D", "B", "C", "Q", "QG", "QB", "KD", "KT", "P", "DP") or key.startswith("W"):
                 results[key] = value
                 results[key].setdefault("date", previous.get("date", "?"))
         results["date"] = "%s (%s; other rows as dated)" % (now, ", ".join(only))
@@ -562,6 +563,9 @@ def main(argv):
     if wanted("QB"):  # dynamic int8 of the fine-tuned W5 BERT
         import bert_int8
         record("QB", bert_int8.run(damo, work, env_threads, threads))
+    if wanted("DP"):
+        import privacy
+        record("DP", privacy.run(damo, work, env_threads))
     if wanted("C"):  # sharing the machine: W1-W5 beside one and two busy processes
         import contention
         record("C", contention.measure(build, contention.DEFAULT))
@@ -738,6 +742,9 @@ def report(r):
     if r.get("KT"):
         import distill
         rows += distill.rows_text(r["KT"])
+    if r.get("DP"):
+        import privacy
+        rows += privacy.rows(r["DP"])
     if r.get("C"):
         import contention
         rows += [measured_row("C (contention)", r["C"]["date"], r["C"].get("machine"))] + contention.rows(r["C"])

@@ -97,9 +97,16 @@ int cli_summary_sequential(int argc, char **argv);
  * the run's report, privacy.json in a model directory, and its line in damo summary (0 when
  * the file is there but unreadable). */
 int cli_privacy_options(int argc, char **argv, damo_dp_options *o);
+int cli_federate(int argc, char **argv); /* cli/federate.c */
 void cli_privacy_report(const damo_dp_options *o);
 damo_status cli_privacy_save(const char *folder, const damo_dp_options *o, int64_t examples);
 int cli_privacy_show(const char *dir);
+/* --dp-sweep E1,E2,...: up to 16 increasing targets (0 and a message when bad); a model
+ * trained per target from the config and scored on the test split, the curve as a PNG. */
+int cli_privacy_sweep_parse(const char *v, double *eps, int *n);
+int cli_privacy_sweep(const char *config, const damo_compile_options *copt, const damo_fit_options *fo,
+                      const damo_dp_options *base, const double *eps, int n, const damo_tensor *x, const damo_tensor *y,
+                      const damo_tensor *tx, const damo_tensor *ty, const char *curve);
 /* cli/compress.c; and damo bench predict (cli/bench.c): JSON of a classifier's inference speed */
 int cli_bench_predict(int argc, char **argv);
 int cli_bench_decode(int argc, char **argv); /* cli/bench.c: GPT-2 decoding, n sequences stepped together */

@@ -240,6 +240,16 @@ static int train_sequential(int argc, char **argv, const char *config, const dam
   fo.checkpoint_ctx = &extras;
   if (fo.resume) printf("resuming the run checkpointed in %s\n", out);
   damo_history *h = NULL;
+  const char *sweep_list = cli_opt(argc, argv, "--dp-sweep");
+  if (sweep_list) { /* a model per epsilon, scored on the test split; none saved */
+    double eps[16];
+    int n_eps = 0;
+    if (!xt && !strchr(data, ',') && !ends_with(data, ".csv")) cli_load_data(data, "test", label_col, &xt, &yt);
+    if (!cli_privacy_sweep_parse(sweep_list, eps, &n_eps)) rc = 2;
+    else if (!xt) rc = cli_fail("train: --dp-sweep scores a test split, and --data has none");
+    else rc = cli_privacy_sweep(config, &copt, &fo, &privacy, eps, n_eps, x, y, xt, yt, cli_opt(argc, argv, "--dp-curve"));
+    goto free_data;
+  }
   const damo_status fit_st = n_out > 1 ? damo_model_fit_outputs(m, 1, (const damo_tensor *const *)&x, n_out,
                                                                  (const damo_tensor *const *)ys, &fo, &h)
                                        : damo_model_fit(m, x, y, &fo, &h);

@@ -77,7 +77,11 @@ static const cli_option train_sequential[] = {
                                             "assumes; default) or a shuffled order's fixed batches (reported as such)"},
     {"--dp-accountant", 1, "rdp|balle2020", "how RDP converts to epsilon: classic or Balle et al. 2020 (tighter;\n"
                                             "default rdp)"},
-    {"--dp-physical-batch", 1, "P", "DP-SGD: at most P rows per pass; a larger sampled batch takes several (default B)"},
+    {"--dp-physical-batch", 1, "P", "DP-SGD: at most P rows per pass; a larger sampled batch takes several (default:\n"
+                                    "B and 4 standard deviations of a Poisson batch's size)"},
+    {"--dp-sweep", 1, "E1,E2,...", "DP-SGD: a model per target epsilon (increasing), each scored on the test split;\n"
+                                   "nothing is saved"},
+    {"--dp-curve", 1, "FILE.png", "--dp-sweep: test accuracy and loss against epsilon"},
     END};
 static const cli_option train_gpt2[] = {
     {"--steps", 1, "N", "optimizer steps (the cosine schedule's length)"},
@@ -297,6 +301,33 @@ static const cli_group quantize_groups[] = {
     {"a BERT classifier: dynamic int8 (the linear layers' weights; inputs per batch)", BRT, quantize_bert},
     {NULL, 0, NULL}};
 
+/* ---- federate */
+static const cli_option federate_options[] = {
+    {"--config", 1, "FILE", "the model (a Sequential or functional config; its optimizer trains each client)"},
+    {"--data", 1, "SPEC", "the training rows, split among the clients; a built-in set's test split scores every round"},
+    {"--out", 1, "DIR", "the global model, federated.json, history.csv and history.png after every round"},
+    {"--overwrite", 0, NULL, "replace a model or run already in --out"},
+    {"--resume", 0, NULL, "continue the run in --out (same config, data, clients and seed)"},
+    {"--clients", 1, "K", "clients the rows are split among (default 100)"},
+    {"--fraction", 1, "F", "the fraction of clients each round, in (0, 1] (default 0.1)"},
+    {"--rounds", 1, "R", "rounds (default 100)"},
+    {"--local-epochs", 1, "E", "epochs each client trains a round (default 5)"},
+    {"--batch-size", 1, "B", "a client's batch (default 10; 0: all its rows in one batch)"},
+    {"--algorithm", 1, "fedavg|fedsgd", "fedsgd: one full-batch gradient step per client and round (E 1, B all)"},
+    {"--partition", 1, "iid|shards:S|dirichlet:A", "iid (default); S label shards per client (shards:2 is McMahan et al.'s\n"
+                                                   "pathological non-IID split); class proportions ~ Dirichlet(A)"},
+    {"--lr", 1, "X", "the clients' learning rate (default: the config's)"},
+    {"--seed", 1, "S", "partition, client choice, initialisation and local shuffling (default 42)"},
+    {"--target-accuracy", 1, "A", "stop after the first round whose test accuracy reaches A, and say when"},
+    {"--dp-clip", 1, "S", "user-level DP: clip each client's update to norm S, equal weights"},
+    {"--dp-noise", 1, "SIGMA", "user-level DP: N(0, SIGMA^2 S^2) on the sum of the updates (epsilon per round)"},
+    {"--dp-delta", 1, "D", "user-level DP: delta, below 1/K (default min(1e-5, 1/(10 K)))"},
+    {"--secure-agg", 0, NULL, "pairwise-mask secure aggregation: the server adds masked updates it cannot read"},
+    {"--label-column", 1, "NAME", "a CSV's label column (default label)"},
+    {"--np", 1, "N", "clients spread over N MPI processes (starts `mpirun -np N` on this command)"},
+    END};
+static const cli_group federate_groups[] = {{NULL, SEQ, federate_options}, {NULL, 0, NULL}};
+
 /* ---- prune */
 static const cli_option prune_options[] = {
     {"--model", 1, "DIR", "a saved model whose config names its optimizer and loss (it fine-tunes)"},
@@ -441,6 +472,13 @@ static const cli_command commands[] = {
               "[--evaluate]\n       damo quantize --model GPT2DIR --out DIR [--format q8_0|q4_0|int8] [--evaluate --data TEXT]"
               "\n       damo quantize --model BERTDIR --out DIR [--evaluate --data SPEC]",
      .groups = quantize_groups, .by_kind = {cli_quantize_sequential, cli_quantize_gpt2, cli_quantize_bert}},
+    {.name = "federate", .synopsis = "--config FILE --data SPEC --out DIR",
+     .summary = "federated averaging over clients that keep their rows (FedAvg, FedSGD, user-level DP, secure aggregation)",
+     .usage = "damo federate --config FILE --data SPEC --out DIR [--clients K --fraction F --rounds R --local-epochs E "
+              "--batch-size B --partition iid|shards:S|dirichlet:A] [options]",
+     .groups = federate_groups, .by_kind = {cli_federate, NULL, NULL},
+     .not_applicable = {NULL, "federated training takes Sequential or functional configs", "federated training takes "
+                        "Sequential or functional configs"}},
     {.name = "prune", .synopsis = "--model DIR --out DIR --data SPEC --sparsity S",
      .summary = "magnitude pruning of dense and conv2d kernels while fine-tuning",
      .usage = "damo prune --model DIR --out DIR --data SPEC --sparsity S [--schedule gradual|oneshot] "
@@ -626,7 +664,8 @@ int main(int argc, char **argv) {
   if (c->run == bench) return cli_world_begin() ? cli_world_end(bench(argc, argv)) : 1;
   if (c->run) return cli_check_options(c, argc, argv, CLI_ALL_KINDS) ? c->run(argc, argv) : 2;
   if (!cli_world_begin()) return 1;
-  if (!strcmp(name, "train") && cli_opt(argc, argv, "--np")) return cli_launch(argc, argv, cli_opt(argc, argv, "--np"));
+  if ((!strcmp(name, "train") || !strcmp(name, "federate")) && cli_opt(argc, argv, "--np"))
+    return cli_launch(argc, argv, cli_opt(argc, argv, "--np"));
   /* A model that cannot be read goes to the first kind the command has, which says why. */
   cli_kind fallback = CLI_SEQUENTIAL;
   while (!c->by_kind[fallback]) fallback++;

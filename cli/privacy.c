@@ -20,7 +20,7 @@ static int one_of(const char *v, const char *option, const char *a, const char *
 
 int cli_privacy_options(int argc, char **argv, damo_dp_options *o) {
   static const char *const names[] = {"--dp-noise", "--dp-epsilon", "--dp-delta", "--dp-sampling", "--dp-accountant",
-                                      "--dp-physical-batch"};
+                                      "--dp-physical-batch", "--dp-sweep", "--dp-curve"};
   memset(o, 0, sizeof *o);
   const char *v = cli_opt(argc, argv, "--dp-clip");
   if (!v) {
@@ -37,11 +37,16 @@ int cli_privacy_options(int argc, char **argv, damo_dp_options *o) {
   if ((v = cli_opt(argc, argv, "--dp-epsilon")) && !cli_parse_double(v, "--dp-epsilon", 0, 1, 1e6, &o->target_epsilon))
     return -1;
   if ((v = cli_opt(argc, argv, "--dp-delta")) && !cli_parse_double(v, "--dp-delta", 0, 1, 1, &o->delta)) return -1;
+  if (cli_opt(argc, argv, "--dp-sweep") && (cli_opt(argc, argv, "--dp-noise") || cli_opt(argc, argv, "--dp-epsilon"))) {
+    fprintf(stderr, "damo train: --dp-sweep sets each run's epsilon; leave out --dp-noise and --dp-epsilon\n");
+    return -1;
+  }
+  const int sweep = cli_opt(argc, argv, "--dp-sweep") != NULL;
   if (cli_opt(argc, argv, "--dp-noise") && cli_opt(argc, argv, "--dp-epsilon")) {
     fprintf(stderr, "damo train: give --dp-noise or --dp-epsilon, not both (the target epsilon decides the noise)\n");
     return -1;
   }
-  if (!cli_opt(argc, argv, "--dp-noise") && !cli_opt(argc, argv, "--dp-epsilon")) {
+  if (!sweep && !cli_opt(argc, argv, "--dp-noise") && !cli_opt(argc, argv, "--dp-epsilon")) {
     fprintf(stderr, "damo train: --dp-clip needs --dp-noise SIGMA or --dp-epsilon EPS (clipping alone protects nothing)\n");
     return -1;
   }
@@ -113,4 +118,60 @@ int cli_privacy_show(const char *dir) {
            strcmp(s->valuestring, "shuffle") ? "" : " (shuffled batches: the figure assumes Poisson sampling)");
   cJSON_Delete(j);
   return ok;
+}
+
+#define MAX_SWEEP 16
+
+int cli_privacy_sweep_parse(const char *v, double *eps, int *n) {
+  *n = 0;
+  for (const char *at = v; *at;) {
+    char *end;
+    const double d = strtod(at, &end);
+    if (end == at || !(d > 0 && isfinite(d)) || (*n && !(d > eps[*n - 1])) || *n == MAX_SWEEP || (*end && *end != ',')) {
+      fprintf(stderr, "damo train: --dp-sweep takes up to %d increasing epsilons > 0 separated by commas, not '%s'\n",
+              MAX_SWEEP, v);
+      return 0;
+    }
+    eps[(*n)++] = d;
+    at = *end ? end + 1 : end;
+  }
+  return *n > 0;
+}
+
+/* One model per target epsilon, each from the config's initial weights: the noise found,
+ * the test figures, and (curve) a PNG of both against epsilon. Nothing is saved. */
+int cli_privacy_sweep(const char *config, const damo_compile_options *copt, const damo_fit_options *fo,
+                      const damo_dp_options *base, const double *eps, int n, const damo_tensor *x, const damo_tensor *y,
+                      const damo_tensor *tx, const damo_tensor *ty, const char *curve) {
+  float at[MAX_SWEEP], acc[MAX_SWEEP], loss[MAX_SWEEP];
+  int rc = 0;
+  for (int k = 0; k < n && rc == 0; k++) {
+    damo_model *m = NULL;
+    damo_dp_options dp = *base;
+    dp.noise = 0, dp.target_epsilon = eps[k];
+    damo_fit_options o = *fo;
+    o.privacy = &dp, o.verbose = 0, o.checkpoint_dir = NULL, o.checkpoint_files = NULL, o.history_csv = NULL, o.resume = 0;
+    const double t0 = cli_seconds();
+    if (damo_model_from_config_file(config, &m) != DAMO_OK || damo_model_build(m, fo->seed) != DAMO_OK ||
+        damo_model_compile(m, copt) != DAMO_OK || damo_model_fit(m, x, y, &o, NULL) != DAMO_OK ||
+        damo_model_evaluate(m, tx, ty, 256, &loss[k], &acc[k]) != DAMO_OK)
+      rc = cli_fail("train: --dp-sweep");
+    at[k] = (float)eps[k];
+    if (rc == 0)
+      printf("epsilon %g (spent %.4g, noise multiplier %.4g): test accuracy %.4f, loss %.4f (%.0f s)\n", eps[k], dp.epsilon,
+             dp.used_noise, acc[k], loss[k], cli_seconds() - t0);
+    fflush(stdout);
+    damo_model_free(m);
+  }
+  if (rc == 0 && curve) {
+    const char *names[2] = {config, NULL};
+    char title[200];
+    snprintf(title, sizeof title, "test figures of DP-SGD by epsilon (delta %g, clip %g, %d epochs of batch %d)",
+             base->delta ? base->delta : 1e-5, base->clip, fo->epochs, fo->batch_size);
+    if (damo_plot_series_png(curve, title, n, at, "epsilon", names, loss, NULL, acc, NULL) != DAMO_OK)
+      rc = cli_fail("train: the --dp-curve");
+    else
+      printf("wrote %s\n", curve);
+  }
+  return rc;
 }

@@ -675,6 +675,19 @@ damo_status damo_dp_epsilon(double q, double sigma, double steps, double delta, 
 damo_status damo_dp_sigma_for_epsilon(double q, double steps, double epsilon, double delta, damo_dp_conversion conv,
                                       double *sigma);
 
+/* Pairwise-mask secure aggregation of `clients` updates (after Bonawitz et al. 2017, without
+ * dropout recovery): client `client` encodes its n values in fixed point (round(v * scale),
+ * each within +-2^31 / clients) and adds the pseudo-random streams it shares with every other
+ * client (+ towards higher indices, - towards lower), modulo 2^32; the server adds the masked
+ * words (damo_secagg_add) and decodes the sum, in which every mask has cancelled exactly. One
+ * client's masked words are uniform whatever its update. The pair streams come from round_key
+ * and the pair's indices (clients would agree on them by key exchange; here one process or
+ * the ranks of one job simulate the protocol). */
+damo_status damo_secagg_mask(const float *update, int64_t n, double scale, int client, int clients, uint64_t round_key,
+                             uint32_t *masked);
+void damo_secagg_add(uint32_t *sum, const uint32_t *masked, int64_t n);
+void damo_secagg_decode(const uint32_t *sum, int64_t n, double scale, float *out);
+
 /* DP-SGD in training (damo_fit_options.privacy; the trainer's damo_trainer_set_privacy): every
  * step samples its examples (Poisson: each with probability q = batch_size / N, so a batch's
  * size varies; shuffle: fixed batches of a shuffled order, which the accountant's figure
@@ -1179,6 +1192,58 @@ typedef struct damo_fit_options {
    * process, no augmentation, no BatchNormalization. */
   damo_dp_options *privacy;
 } damo_fit_options;
+/* ---- federated averaging (src/train/federated.c; docs/privacy.md) */
+typedef enum damo_fed_partition { DAMO_FED_IID, DAMO_FED_SHARDS, DAMO_FED_DIRICHLET } damo_fed_partition;
+/* Splits rows 0..n-1 among clients (seeded): IID (a shuffled order in equal parts), label
+ * shards (rows sorted by class cut into clients * shards equal shards, `shards` random ones per
+ * client: McMahan et al.'s pathological non-IID split) or Dirichlet (each class's rows divided
+ * by proportions drawn from Dir(alpha): smaller alpha, more skew). Client c gets
+ * rows[offsets[c] .. offsets[c + 1]); rows holds n ids, offsets clients + 1. y (class labels)
+ * is needed by the label splits. */
+damo_status damo_fed_partition_rows(const damo_tensor *y, int64_t n, int clients, int kind, int shards, double alpha,
+                                    uint64_t seed, int64_t *rows, int64_t *offsets);
+/* What a round reports (damo_fed_options.on_round). */
+typedef struct damo_fed_round {
+  int round, rounds;              /* 1-based; planned */
+  int clients;                    /* trained in this round */
+  int64_t examples;               /* their examples */
+  double train_loss;              /* the clients' last-epoch training loss, weighted by examples */
+  double test_loss, test_accuracy; /* the global model after the round (NAN without test data) */
+  double epsilon;                 /* user-level DP: spent so far (NAN: none) */
+  double update_norm;             /* |global change| */
+  double seconds;
+} damo_fed_round;
+typedef struct damo_fed_options {
+  int clients;           /* K */
+  double fraction;       /* F in (0, 1]: max(1, round(F K)) clients a round */
+  int rounds;            /* R */
+  int local_epochs;      /* E */
+  int batch_size;        /* B; 0: a client's whole data in one batch (E = 1: FedSGD) */
+  int partition, shards; /* damo_fed_partition; shards per client (DAMO_FED_SHARDS) */
+  double alpha;          /* DAMO_FED_DIRICHLET */
+  uint64_t seed;
+  /* user-level DP (dp_clip > 0): each client's change clipped to dp_clip, equal weights,
+   * N(0, dp_noise^2 dp_clip^2) on the sum, divided by the clients per round; delta < 1/K */
+  double dp_clip, dp_noise, dp_delta;
+  int secure_agg;        /* pairwise-mask secure aggregation (damo_secagg_mask) */
+  double secure_scale;   /* its fixed-point scale (0: 2^20) */
+  damo_dist *dist;       /* clients spread over the ranks (NULL: this process) */
+  const damo_tensor *x_test, *y_test; /* the global model scored after every round */
+  double target_accuracy; /* > 0: stop after the first round whose test accuracy reaches it */
+  const char *checkpoint_dir; /* the global model, history and position after every round */
+  int resume;                 /* continue from checkpoint_dir */
+  damo_status (*checkpoint_files)(void *ctx, const char *folder, const damo_history *h);
+  void *checkpoint_ctx;
+  damo_status (*on_round)(void *ctx, const damo_fed_round *r);
+  void *on_round_ctx;
+} damo_fed_options;
+/* Federated averaging of a compiled model over x, y (McMahan et al. 2017): each round samples
+ * the clients, each trains the global weights on its own rows (fit: local_epochs, batch_size,
+ * the model's optimizer started afresh), and the global model moves by their changes weighted
+ * by example counts. The history has a row per round: val_loss/val_accuracy are the test
+ * figures, loss the clients' training loss, and "epsilon" with user-level DP. */
+damo_status damo_model_federate(damo_model *m, const damo_tensor *x, const damo_tensor *y, const damo_fed_options *o,
+                                damo_history **history);
 /* Hinton, Vinyals and Dean (2015): the loss is (1 - alpha) CE(student, labels) + alpha T^2
  * KL(softmax(teacher logits / T) || softmax(student logits / T)). The teacher (any trained
  * classifier over the same examples and classes: a CNN for an MLP, BERT for a BiLSTM) gives

@@ -17,6 +17,8 @@
 #include "ops/ops.h"
 #include "kernels/cpu/vmath.h"
 
+#include <omp.h>
+
 enum { CV_SH, CV_SW, CV_PT, CV_PL, CV_PB, CV_PR, CV_ACT };
 
 typedef struct conv_geom {
@@ -318,23 +320,28 @@ DAMO_MULTIVERSION static void activation_grad(float *dy, const float *y, int64_t
 
 /* DP-SGD's norm pass: each image's kernel gradient patches_i^T dY_i (K x F) made and measured
  * (for a convolution this costs what the batch's kernel gradient does, where the Gram form
- * would cost pixels^2), and its bias gradient, the column sums of dY_i. */
+ * would cost pixels^2), and its bias gradient, the column sums of dY_i. Threads take whole
+ * images, each with its own patches and kernel buffers (the GEMMs inside run on one thread). */
 static void conv_example_norms(damo_graph *gr, const damo_node *n, const conv_geom *g, const float *x, const float *dy) {
   const damo_node *kn = n->in[1], *bn = n->n_in > 2 ? n->in[2] : NULL;
   const int64_t P = g->OH * g->OW, step = block_pixels(g) < P ? block_pixels(g) : P;
-  float *dk = damo_graph_scratch(gr, (size_t)(g->K * g->F + g->F) * sizeof(float));
-  if (!dk) return;
-  float *bsum = dk + g->K * g->F, *cols = is_pointwise(g) ? NULL : block_buffer(n, g);
+  const int threads = damo_threads(), pointwise = is_pointwise(g);
+  const int64_t per = (g->K * g->F + g->F + (pointwise ? 0 : step * g->K) + 15) / 16 * 16;
+  float *buf = damo_graph_scratch(gr, (size_t)(per * threads) * sizeof(float));
+  if (!buf) return;
+  const int want_k = damo_wants_weight_norms(gr, kn), want_b = damo_wants_weight_norms(gr, bn);
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
   for (int64_t i = 0; i < g->N; i++) {
+    float *dk = buf + per * omp_get_thread_num(), *bsum = dk + g->K * g->F, *cols = bsum + g->F;
     const float *dyi = dy + i * P * g->F;
-    if (damo_wants_weight_norms(gr, bn)) {
+    if (want_b) {
       memset(bsum, 0, (size_t)g->F * sizeof *bsum);
       for (int64_t p = 0; p < P; p++)
         for (int64_t f = 0; f < g->F; f++) bsum[f] += dyi[p * g->F + f];
       damo_example_norm_add(gr, bn, i, damo_sum_squares(bsum, g->F));
     }
-    if (!damo_wants_weight_norms(gr, kn)) continue;
-    if (!cols) {
+    if (!want_k) continue;
+    if (pointwise) {
       damo_gemm(1, 0, g->K, g->F, P, 1.0f, x + i * P * g->K, g->K, dyi, g->F, 0.0f, dk, g->F);
     } else {
       for (int64_t p0 = 0; p0 < P; p0 += step) {

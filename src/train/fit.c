@@ -615,11 +615,17 @@ static damo_status fit_run(damo_model *m, int n_x, const damo_tensor *const *x, 
   if (o.privacy && (st = damo_dp_options_resolve(o.privacy, n_train, batch, planned_steps)) != DAMO_OK)
     return damo_error_prefix(st, "fit: ");
   damo_model_set_keep_forward(m, o.privacy != NULL); /* DP-SGD runs backward twice on a forward */
+  /* A Poisson batch's size varies (sd about sqrt(batch)): its passes are 4 sd above the mean
+   * unless asked, so a second pass is rare. */
+  int64_t rows_per_pass = (batch + size - 1) / size;
+  if (o.privacy)
+    rows_per_pass = o.privacy->physical_batch > 0 ? o.privacy->physical_batch
+                    : o.privacy->sampling == DAMO_DP_POISSON ? batch + (int64_t)ceil(4.0 * sqrt((double)batch)) : batch;
+  if (rows_per_pass > n_train) rows_per_pass = n_train;
   damo_model_graph *mg; /* sized for this rank's largest share of a batch */
-  if ((st = damo_model_graph_get(m, purpose, (batch + size - 1) / size, &mg)) != DAMO_OK) return st;
+  if ((st = damo_model_graph_get(m, purpose, rows_per_pass, &mg)) != DAMO_OK) return st;
   damo_model_graph *val_mg = mg; /* a distillation validates the student on the labels alone */
-  if (purpose != DAMO_GRAPH_TRAIN && xv && (st = damo_model_graph_get(m, DAMO_GRAPH_TRAIN, (batch + size - 1) / size,
-                                                                      &val_mg)) != DAMO_OK)
+  if (purpose != DAMO_GRAPH_TRAIN && xv && (st = damo_model_graph_get(m, DAMO_GRAPH_TRAIN, rows_per_pass, &val_mg)) != DAMO_OK)
     return st;
   if (o.parallel.sync_batchnorm && size > 1) {
     const int64_t last = n_train % batch;
@@ -668,8 +674,7 @@ static damo_status fit_run(damo_model *m, int n_x, const damo_tensor *const *x, 
                     .steps_per_epoch = steps_per_epoch, .shuffle = o.shuffle != 0, .patience = o.patience,
                     .xv = xv, .yv = yv, .val_idx = val_idx, .val_count = val_count, .val = &val, .history = h, .o = &o, .seed = o.seed, .dist = o.dist,
                     .rank = rank, .size = size, .outs = outs, .dp = o.privacy, .dp_rows = dp_rows, .dp_column = dp_column,
-                    .dp_physical = o.privacy && o.privacy->physical_batch > 0 && o.privacy->physical_batch < batch
-                                       ? o.privacy->physical_batch : batch};
+                    .dp_physical = rows_per_pass};
   damo_progress_init(&fa.pr, o.out, o.verbose);
   fa.pr.h = n_out > 1 || o.privacy ? h : NULL; /* the outputs' columns (and epsilon) too */
   fa.pr.epochs = o.epochs;

@@ -93,7 +93,9 @@ float damo_history_get(const damo_history *h, const char *metric, int epoch) {
 /* "epoch,loss,..." for the recorded columns, without the newline. */
 static void csv_header(const damo_history *h, char *buf, size_t cap) {
   int cols[DAMO_HISTORY_ROW], n = damo_history_order(h, cols);
-  size_t w = (size_t)snprintf(buf, cap, "%s", h->recorded & DAMO_H_BY_STEP ? "step" : "epoch");
+  size_t w = (size_t)snprintf(buf, cap, "%s", h->recorded & DAMO_H_BY_STEP    ? "step"
+                                                   : h->recorded & DAMO_H_BY_ROUND ? "round"
+                                                                                   : "epoch");
   for (int k = 0; k < n && w < cap; k++) w += (size_t)snprintf(buf + w, cap - w, ",%s", damo_history_column_name(h, cols[k]));
 }
 

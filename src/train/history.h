@@ -11,8 +11,10 @@
   ((1u << DAMO_H_LOSS) | (1u << DAMO_H_ACCURACY) | (1u << DAMO_H_VAL_LOSS) | (1u << DAMO_H_VAL_ACCURACY) | \
    (1u << DAMO_H_LR))
 
-/* Set in recorded: rows are numbered by step, not epoch (the CSV's first column "step"). */
+/* Set in recorded: rows are numbered by step, not epoch (the CSV's first column "step"), or
+ * by federated round ("round"). */
 #define DAMO_H_BY_STEP (1u << 31)
+#define DAMO_H_BY_ROUND (1u << 30)
 
 #define DAMO_HISTORY_NAME_MAX 80 /* "val_" + an output name (DAMO_NAME_MAX 64) + "_accuracy" fits */
 

@@ -1,0 +1,91 @@
+"""DP: differentially private training (issue 26), every figure measured in the same run.
+
+ 1. the cost of DP-SGD: the tempered-sigmoid CNN (examples/configs/dp_cnn_fashion_mnist.json) for
+    2 epochs without privacy and with it (clip 0.12, noise 2.15), ms per step side by side;
+ 2. Fashion-MNIST at (epsilon 3, delta 1e-5): the config's 40 epochs, test accuracy, the noise
+    the target asked for and epsilon by both conversions;
+ 3. the epsilon-vs-accuracy curve: `damo train --dp-sweep` (a model per epsilon), bench/dp_curve.png;
+ 4. the spam BiLSTM (examples/configs/spam_bilstm.json) without privacy and at epsilon 8: test F1.
+
+usage (from bench/run.py, BENCH_ONLY=DP): run(damo, work, env) -> dict; rows(result) -> table rows
+"""
+import os
+import re
+import subprocess
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CNN = os.path.join(ROOT, "examples/configs/dp_cnn_fashion_mnist.json")
+SPAM = os.path.join(ROOT, "examples/configs/spam_bilstm.json")
+SWEEP = "0.5,1,2,3,5,8"
+CURVE = "dp_curve.png"
+CLIP = "0.12"
+SPAM_DP = ["--dp-clip", "1", "--dp-epsilon", "8", "--batch-size", "128", "--epochs", "6", "--lr", "0.01"]
+
+
+def _damo(damo, args, env):
+    p = subprocess.run([damo] + args, capture_output=True, text=True, env=dict(os.environ, **env))
+    if p.returncode != 0:
+        raise RuntimeError("damo %s failed:\n%s%s" % (" ".join(args), p.stdout, p.stderr))
+    return p.stdout
+
+
+def _ms_per_step(text):
+    return sum(float(v) for v in re.findall(r"(\d+)ms/step", text)) / max(1, len(re.findall(r"ms/step", text)))
+
+
+def run(damo, work, env):
+    out = {}
+    train = ["train", "--data", "fashion-mnist", "--overwrite", "--verbose", "2"]
+    print("DP: cost of DP-SGD against plain SGD, 2 epochs each", flush=True)
+    plain = _damo(damo, train + ["--config", CNN, "--out", os.path.join(work, "dp_plain"), "--epochs", "2",
+                                 "--lr", "0.5"], env)
+    private = _damo(damo, train + ["--config", CNN, "--out", os.path.join(work, "dp_cost"), "--epochs", "2",
+                                   "--dp-clip", CLIP, "--dp-noise", "2.15"], env)
+    out["cost"] = [_ms_per_step(plain), _ms_per_step(private)]
+    print("DP: Fashion-MNIST at epsilon 3 (40 epochs)", flush=True)
+    text = _damo(damo, train + ["--config", CNN, "--out", os.path.join(work, "dp_cnn"), "--dp-clip", CLIP,
+                                "--dp-epsilon", "3"], env)
+    m = re.search(r"privacy: epsilon ([0-9.]+) at delta ([0-9.e-]+) after (\d+) DP-SGD steps .*noise multiplier "
+                  r"([0-9.]+)", text)
+    out["cnn"] = {"accuracy": float(re.search(r"test_accuracy: ([0-9.]+)", text).group(1)), "epsilon": float(m.group(1)),
+                  "steps": int(m.group(3)), "noise": float(m.group(4)),
+                  "ms_per_step": _ms_per_step(text)}
+    print("DP: the epsilon sweep %s" % SWEEP, flush=True)
+    text = _damo(damo, ["train", "--config", CNN, "--data", "fashion-mnist", "--dp-clip", CLIP, "--dp-sweep", SWEEP,
+                        "--dp-curve", os.path.join(HERE, CURVE), "--out", os.path.join(work, "dp_sweep"),
+                        "--overwrite", "--verbose", "0"], env)
+    out["sweep"] = [(float(e), float(a)) for e, a in re.findall(r"^epsilon ([0-9.]+) .*test accuracy ([0-9.]+)", text,
+                                                                 re.M)]
+    print("DP: the spam BiLSTM without privacy and at epsilon 8", flush=True)
+    out["spam"] = {}
+    for name, extra in (("plain", []), ("private", SPAM_DP)):
+        text = _damo(damo, ["train", "--config", SPAM, "--data", "spam-assassin", "--out",
+                            os.path.join(work, "dp_spam_" + name), "--overwrite", "--verbose", "2"] + extra, env)
+        f1 = re.search(r" - f1: ([0-9.]+)", text)
+        eps = re.search(r"privacy: epsilon ([0-9.]+)", text)
+        out["spam"][name] = {"f1": float(f1.group(1)) if f1 else None,
+                             "accuracy": float(re.search(r"test_accuracy: ([0-9.]+)", text).group(1)),
+                             "epsilon": float(eps.group(1)) if eps else None}
+    return out
+
+
+def rows(r):
+    table = ["| DP measured | %s | | | %s |" % (r["date"], r.get("machine", "machine not recorded"))]
+    c = r["cost"]
+    table.append("| DP DP-SGD step against a plain step, ms/step (tempered-sigmoid CNN, batch 2048) | %.0f | %.0f | "
+                 "%.2fx the cost | per-example norms in a second backward pass, then the weighted backward; "
+                 "same model and batch, 2 epochs each |" % (c[1], c[0], c[1] / c[0]))
+    n = r["cnn"]
+    table.append("| DP Fashion-MNIST, test accuracy at epsilon %.3g (delta 1e-5) | %.4f | | | %d steps, noise %.3f, "
+                 "clip %s, Poisson sampling q = 2048/60000; goal 0.86 |" % (n["epsilon"], n["accuracy"], n["steps"],
+                                                                          n["noise"], CLIP))
+    curve = ", ".join("eps %g: %.4f" % e for e in r["sweep"])
+    table.append("| DP Fashion-MNIST test accuracy against epsilon | %s | | | bench/%s; a model per epsilon, 40 "
+                 "epochs each |" % (curve, CURVE))
+    s = r["spam"]
+    table.append("| DP spam BiLSTM, test F1 at epsilon %.3g against without privacy | %.4f | %.4f | %+.4f | "
+                 "accuracy %.4f vs %.4f; `%s` |" % (s["private"]["epsilon"], s["private"]["f1"], s["plain"]["f1"],
+                                                  s["private"]["f1"] - s["plain"]["f1"], s["private"]["accuracy"],
+                                                  s["plain"]["accuracy"], " ".join(SPAM_DP)))
+    return table
