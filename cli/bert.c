@@ -132,6 +132,10 @@ static damo_status make_model(const damo_bert_config *config, const char *init, 
  * directory save: out holds the previous model or this one, never a mix. */
 /* The model directory (HF files, vocab.txt, tokenizer_config.json) and, with state, a
  * checkpoint's trainer_state.safetensors, in one directory save. */
+/* DP-SGD fine-tuning: what privacy.json records (NULL: a model trained without). */
+static const damo_dp_options *saved_privacy;
+static int64_t saved_examples;
+
 static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *out, int64_t seq_len, long head,
                       const damo_tensor_dict *state, const damo_history *history, int by_step) {
   damo_dir_save *tx;
@@ -151,6 +155,7 @@ static int save_model(const damo_bert *m, const damo_wordpiece *wp, const char *
   if (st == DAMO_OK && state) st = damo_safetensors_save(path, state, NULL, 0);
   snprintf(path, sizeof path, "%s/history.csv", folder);
   if (st == DAMO_OK && history) st = damo_history_csv_write(history, path);
+  if (st == DAMO_OK && saved_privacy) st = cli_privacy_save(folder, saved_privacy, saved_examples);
   snprintf(path, sizeof path, "%s/history.png", folder);
   if (st == DAMO_OK && history) cli_write_history_png(history, path, by_step ? "BERT pre-training" : "BERT fine-tuning",
                                                       by_step);
@@ -299,6 +304,11 @@ static damo_status pretrain_event(void *ctx, const damo_train_event *e) {
 }
 
 static int run_pretraining(int argc, char **argv, const char *config, const char *out, const damo_wordpiece *wp) {
+  if (cli_opt(argc, argv, "--dp-clip")) {
+    fprintf(stderr, "damo train: DP-SGD fine-tunes a BERT classifier; masked-LM pre-training (--pretrain) runs without "
+                    "it (pre-train on public text, then fine-tune privately)\n");
+    return 2;
+  }
   bert_run r = {damo_bert_train_defaults(), 0, 20, 200, -1, -1};
   damo_bert_config model;
   if (!read_section(config, "pretrain", cli_opt(argc, argv, "--init"), &r, &model) || !read_flags(argc, argv, &r))
@@ -389,6 +399,7 @@ typedef struct finetune_saver {
 
 typedef struct finetune_output {
   const finetune_saver *saver;
+  const damo_dp_options *privacy; /* DP-SGD: epsilon at each epoch's end */
   long epochs;
   int64_t per_epoch, batch;
   int tty, best_epoch;
@@ -414,8 +425,15 @@ static damo_status print_finetune_event(void *ctx, const damo_train_event *e) {
            (double)(e->step * o->batch) / (cli_seconds() - o->t0), e->step == o->per_epoch || !o->tty ? "\n" : "");
     break;
   case DAMO_EVENT_EPOCH:
-    printf("epoch %lld: val accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f (%.1f s)\n", (long long)e->epoch,
+    printf("epoch %lld: val accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f (%.1f s)", (long long)e->epoch,
            v[DAMO_H_VAL_ACCURACY], v[DAMO_H_VAL_PRECISION], v[DAMO_H_VAL_RECALL], v[DAMO_H_VAL_F1], cli_seconds() - o->t0);
+    if (o->privacy) {
+      double eps = NAN;
+      damo_dp_epsilon(o->privacy->sample_rate, o->privacy->used_noise, (double)(e->epoch * o->per_epoch),
+                      o->privacy->delta, (damo_dp_conversion)o->privacy->conversion, &eps, NULL);
+      printf(" - epsilon %.4g", eps);
+    }
+    printf("\n");
     break;
   case DAMO_EVENT_RESTORED: o->best_epoch = (int)e->best_at, o->best_f1 = e->best; break;
   default: break;
@@ -435,6 +453,14 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
     return 2;
   }
   const char *data = cli_opt(argc, argv, "--data"), *init = cli_opt(argc, argv, "--init");
+  damo_dp_options privacy;
+  const int private_run = cli_privacy_options(argc, argv, &privacy);
+  if (private_run < 0) return 2;
+  if (cli_opt(argc, argv, "--dp-sweep")) {
+    fprintf(stderr, "damo train: --dp-sweep trains Sequential configs; give a BERT classifier --dp-epsilon or --dp-noise\n");
+    return 2;
+  }
+  r.opt.privacy = private_run ? &privacy : NULL;
   damo_text_dataset *d = NULL;
   encoded_split sp[3] = {{0}};
   damo_bert *m = NULL;
@@ -476,7 +502,8 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
          init ? "from the pre-trained weights" : "from random initialisation", (long long)damo_bert_num_params(m),
          r.epochs, (long long)per_epoch, (long long)B, (long long)T, cut, (double)r.opt.lr);
   finetune_output fo = {.epochs = r.epochs, .per_epoch = per_epoch, .batch = B, .tty = isatty(fileno(stdout)),
-                        .t0 = cli_seconds(), .best_epoch = (int)r.epochs, .best_f1 = NAN};
+                        .t0 = cli_seconds(), .best_epoch = (int)r.epochs, .best_f1 = NAN, .privacy = r.opt.privacy};
+  saved_privacy = r.opt.privacy, saved_examples = sp[0].n;
   const damo_bert_examples train = examples_of(&sp[0]), val = examples_of(&sp[1]), test_set = examples_of(&sp[2]);
   if (!(history = damo_history_create(0))) goto fail;
   finetune_saver saver = {history, m, wp, out, T, r.head_tokens};
@@ -491,6 +518,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
     printf("resuming the run checkpointed in %s\n", out);
   }
   if (damo_bert_finetuner_fit(f, &train, &val, &fit) != DAMO_OK) goto fail;
+  if (r.opt.privacy && cli_rank() == 0) cli_privacy_report(r.opt.privacy);
   damo_metrics test;
   if (damo_bert_finetuner_score(f, &test_set, &test) != DAMO_OK) goto fail;
   printf("test (weights of epoch %d, best validation F1 %.4f): accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, "

@@ -36,7 +36,7 @@ static damo_status write_curves(void *ctx, const char *folder, const damo_histor
   damo_status st = damo_history_csv_write(h, path);
   snprintf(path, sizeof path, "%s/history.png", folder);
   const char *name = strrchr(c->config, '/') ? strrchr(c->config, '/') + 1 : c->config;
-  if (st == DAMO_OK) cli_write_history_png(h, path, name, 1);
+  if (st == DAMO_OK) cli_write_history_png(h, path, name, 2);
   return st;
 }
 

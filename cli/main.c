@@ -68,6 +68,8 @@ static const cli_option train_sequential[] = {
     {"--no-augment", 0, NULL, "turn off the config's on-the-fly augmentation"},
     {"--checkpoint-every", 1, "N", "a checkpoint in --out every N steps as well as at each epoch end"},
     {"--resume", 0, NULL, "continue the run checkpointed in --out (same config, data and options)"},
+    END};
+static const cli_option train_private[] = {
     {"--dp-clip", 1, "C", "DP-SGD: clip each example's gradient to L2 norm C (turns differential privacy on;\n"
                           "with --dp-noise or --dp-epsilon; docs/privacy.md)"},
     {"--dp-noise", 1, "SIGMA", "DP-SGD: Gaussian noise of standard deviation SIGMA * C on the clipped sum"},
@@ -79,8 +81,8 @@ static const cli_option train_sequential[] = {
                                             "default rdp)"},
     {"--dp-physical-batch", 1, "P", "DP-SGD: at most P rows per pass; a larger sampled batch takes several (default:\n"
                                     "B and 4 standard deviations of a Poisson batch's size)"},
-    {"--dp-sweep", 1, "E1,E2,...", "DP-SGD: a model per target epsilon (increasing), each scored on the test split;\n"
-                                   "nothing is saved"},
+    {"--dp-sweep", 1, "E1,E2,...", "DP-SGD, Sequential configs: a model per target epsilon (increasing), each scored on\n"
+                                   "the test split; nothing is saved"},
     {"--dp-curve", 1, "FILE.png", "--dp-sweep: test accuracy and loss against epsilon"},
     END};
 static const cli_option train_gpt2[] = {
@@ -119,6 +121,7 @@ static const cli_group train_groups[] = {
     {"a Sequential config (a \"layers\" list; defaults from its \"fit\")", SEQ, train_sequential},
     {"a GPT-2 config (model_type gpt2; defaults from its \"train\")", GPT, train_gpt2},
     {"a BERT config (model_type bert; defaults from its \"pretrain\" and \"finetune\")", BRT, train_bert},
+    {"differential privacy (a Sequential config, or fine-tuning a BERT classifier)", SEQ | BRT, train_private},
     {NULL, 0, NULL}};
 
 /* ---- evaluate */

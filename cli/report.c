@@ -164,7 +164,8 @@ int cli_check_out(const char *out, int resume, int overwrite) {
   return 0;
 }
 
-/* The training curves of a history as a PNG; 1 when written (a failure is printed). */
+/* The training curves of a history as a PNG, by epoch, step (by_step 1) or federated round
+ * (2); 1 when written (a failure is printed). */
 int cli_write_history_png(const damo_history *h, const char *path, const char *title, int by_step) {
   int n = damo_history_epochs(h);
   if (n < 1) return 0;
@@ -178,7 +179,8 @@ int cli_write_history_png(const damo_history *h, const char *path, const char *t
       v[k * n + e] = damo_history_get(h, series[k], e);
       any[k] |= v[k * n + e] == v[k * n + e];
     }
-  damo_status st = damo_plot_history_png_at(path, title, n, by_step ? at : NULL, by_step ? "step" : "epoch",
+  damo_status st = damo_plot_history_png_at(path, title, n, by_step ? at : NULL,
+                                            by_step == 2 ? "round" : by_step ? "step" : "epoch",
                                             any[0] ? v : NULL, any[1] ? v + n : NULL, any[2] ? v + 2 * n : NULL,
                                             any[3] ? v + 3 * n : NULL);
   free(v);

@@ -184,5 +184,5 @@ int cli_summary_bert(int argc, char **argv) {
   free(counts);
   free(loaded);
   damo_bert_free(m);
-  return 0;
+  return dir && !cli_privacy_show(dir) ? 1 : 0;
 }

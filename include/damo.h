@@ -2230,6 +2230,9 @@ typedef struct damo_bert_train_options {
   int64_t eval_windows;  /* pre-training: fixed validation windows */
   uint64_t seed;
   int32_t cls_id, sep_id, mask_id; /* the vocabulary's [CLS], [SEP], [MASK] (101, 102, 103) */
+  /* Fine-tuning with DP-SGD (NULL: none; damo_dp_options, resolved against the training
+   * examples by damo_bert_finetuner_fit, which writes back what was spent). */
+  damo_dp_options *privacy;
 } damo_bert_train_options;
 /* steps 1000, batch 16, T 128, 20 predictions, mask 0.15, lr 1e-4 -> 0, warm-up 100, wd 0.01,
  * betas (0.9, 0.999), eps 1e-6, clip 1, 64 eval windows, seed 42, ids 101/102/103. */

@@ -7,9 +7,11 @@
  * history, and the refusals. */
 #include "damo.h"
 #include "graph/graph.h"
+#include "models/bert.h"
 #include "cli_run.h"
 #include "harness.h"
 #include "tmpfiles.h"
+#include "mail_fixtures.h"
 #include "train/model.h"
 
 #include <math.h>
@@ -138,6 +140,46 @@ static void test_example_norms(void) {
               "\"vocabulary_size\": 9, \"sequence_length\": 7, \"embedding_dim\": 8}, {\"type\": \"transformer_encoder\", "
               "\"intermediate_dim\": 12, \"num_heads\": 2}, {\"type\": \"global_average_pooling1d\"},"
               "{\"type\": \"dense\", \"units\": 2}], " TAIL, 9, 2);
+}
+
+/* BERT's classifier (embeddings with positions and token types, attention, LayerNorms, the
+ * pooler): each example's norm against that example alone, dropout off. */
+static void test_bert_norms(void) {
+  enum { BB = 4, TT = 6 };
+  damo_bert_config c = damo_bert_config_default();
+  c.vocab_size = 30, c.hidden_size = 16, c.num_hidden_layers = 2, c.num_attention_heads = 2;
+  c.intermediate_size = 24, c.max_position_embeddings = 8, c.num_labels = 2;
+  damo_bert *m = NULL;
+  CHECK(damo_bert_new(&c, 3, &m) == DAMO_OK);
+  if (!m) return;
+  m->keep_forward = 1;
+  damo_bert_graph *bg = NULL;
+  CHECK_MSG(damo_bert_classifier_new(m, BB, TT, 1, &bg) == DAMO_OK, "%s", damo_last_error());
+  if (!bg) {
+    damo_bert_free(m);
+    return;
+  }
+  int32_t ids[BB * TT], types[BB * TT], mask[BB * TT], labels[BB];
+  for (int i = 0; i < BB * TT; i++) ids[i] = 1 + (i * 7) % 29, types[i] = (i % TT) > 3, mask[i] = (i % TT) < 5 || i < TT;
+  for (int b = 0; b < BB; b++) labels[b] = b % 2;
+  const int64_t n = m->p.n_params_padded;
+  float *alone = calloc((size_t)(BB * n), sizeof(float)), sq[BB], loss;
+  for (int b = 0; b < BB; b++) {
+    CHECK(damo_bert_graph_forward(bg, 1, ids + b * TT, types + b * TT, mask + b * TT, labels + b, 0, &loss) == DAMO_OK);
+    CHECK(damo_bert_graph_backward(bg) == DAMO_OK);
+    memcpy(alone + b * n, m->p.grad_block, (size_t)n * sizeof(float));
+  }
+  CHECK(damo_bert_graph_forward(bg, BB, ids, types, mask, labels, 0, &loss) == DAMO_OK);
+  CHECK_MSG(damo_graph_example_norms(bg->graph, sq) == DAMO_OK, "%s", damo_last_error());
+  double worst = 0;
+  for (int b = 0; b < BB; b++) {
+    const double exact = sqrt(damo_sum_squares(alone + b * n, n)), got = sqrt((double)sq[b]) * BB;
+    worst = fmax(worst, fabs(got - exact) / exact);
+  }
+  CHECK_MSG(worst < 2e-4, "BERT: worst relative error of an example's norm %.3g", worst);
+  free(alone);
+  damo_bert_graph_free(bg);
+  damo_bert_free(m);
 }
 
 /* ---- fit */
@@ -304,13 +346,40 @@ static void test_cli(void) {
   CHECK_MSG(rc == 2 && strstr(cli_out, "poisson or shuffle"), "%s", cli_out);
 }
 
+/* Fine-tuning a small BERT classifier on labelled mails with DP-SGD from the command line. */
+static void test_bert_cli(void) {
+  write_labelled_mails(120);
+  char cfg[512];
+  snprintf(cfg, sizeof cfg, "%s", tmp_path("dp_bert.json"));
+  FILE *f = fopen(cfg, "w");
+  if (!f) return;
+  fputs("{\"model_type\": \"bert\", \"vocab_size\": 40, \"hidden_size\": 16, \"num_hidden_layers\": 1, "
+        "\"num_attention_heads\": 2, \"intermediate_size\": 32, \"max_position_embeddings\": 32, "
+        "\"finetune\": {\"epochs\": 2, \"batch_size\": 8, \"seq_len\": 16, \"lr\": 0.003, \"seed\": 3}}", f);
+  fclose(f);
+  char out[512];
+  snprintf(out, sizeof out, "%s", tmp_path("dp_bert_model"));
+  int rc = run("%s train --config %s --data %s --vocab %s --out %s --dp-clip 1 --dp-epsilon 8 --dp-delta 1e-3",
+               DAMO_CLI_PATH, cfg, tmp_path("mails"), tmp_path("vocab.txt"), out);
+  const char *spent = strstr(cli_out, "privacy: epsilon ");
+  CHECK_MSG(rc == 0 && strstr(cli_out, "epoch 2: val accuracy") && strstr(cli_out, " - epsilon ") && spent &&
+            atof(spent + 17) <= 8 && atof(spent + 17) > 7.5, "%s", cli_out);
+  rc = run("%s summary --model %s", DAMO_CLI_PATH, out);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "Differential privacy: (epsilon "), "%s", cli_out);
+  rc = run("%s train --config %s --data %s --vocab %s --out %s --overwrite --pretrain --dp-clip 1 --dp-noise 1",
+           DAMO_CLI_PATH, cfg, tmp_path("mails"), tmp_path("vocab.txt"), out);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "pre-train on public text"), "%s", cli_out);
+}
+
 int main(void) {
   tmpdir_template("dp_sgd");
   if (!mkdtemp(tmpdir)) return 1;
   RUN(test_example_norms);
+  RUN(test_bert_norms);
   RUN(test_fit);
   RUN(test_refusals);
   RUN(test_cli);
+  RUN(test_bert_cli);
   run("rm -rf %s", tmpdir);
   return test_summary("dp_sgd");
 }

@@ -230,9 +230,13 @@ static void test_cli(void) {
   rc = run("%s federate --config %s --data %s --out %s --clients 8 --fraction 0.5 --rounds 6 --local-epochs 2 "
            "--batch-size 10 --partition shards:1 --secure-agg --resume", DAMO_CLI_PATH, cfg, csv, one);
   CHECK_MSG(rc == 0 && strstr(cli_out, "round 5/6") && !strstr(cli_out, "round 4/6"), "%s", cli_out);
+#ifdef DAMO_TEST_HAVE_MPI
   if (run("command -v mpirun") == 0) {
-    rc = run("%s federate --config %s --data %s --out %s --clients 8 --fraction 0.5 --rounds 6 --local-epochs 2 "
-             "--batch-size 10 --partition shards:1 --secure-agg --np 2", DAMO_CLI_PATH, cfg, csv, two);
+    /* Under ASan the ranks would report Open MPI's own allocations at exit as leaks (as in
+     * test_distributed); the federation itself is leak-checked in one process above. */
+    rc = run("OMPI_MCA_rmaps_base_oversubscribe=1 ASAN_OPTIONS=detect_leaks=0 %s federate --config %s --data %s --out %s "
+             "--clients 8 --fraction 0.5 --rounds 6 --local-epochs 2 --batch-size 10 --partition shards:1 --secure-agg "
+             "--np 2", DAMO_CLI_PATH, cfg, csv, two);
     CHECK_MSG(rc == 0 && strstr(cli_out, "clients over ranks"), "%s", cli_out);
     damo_model *a = NULL, *b = NULL;
     CHECK(damo_model_load(one, &a) == DAMO_OK && damo_model_load(two, &b) == DAMO_OK);
@@ -242,8 +246,11 @@ static void test_cli(void) {
     damo_model_free(a);
     damo_model_free(b);
   } else {
-    printf("test_federated: mpirun not installed (sh scripts/setup.sh): the ranks check is skipped\n");
+    CHECK_MSG(0, "this build has MPI but mpirun is missing: sh scripts/setup.sh installs Open MPI");
   }
+#else
+  printf("test_federated: built without MPI: the ranks check is skipped\n");
+#endif
   rc = run("%s federate --config %s --data %s --out %s --overwrite --clients 500 --rounds 1", DAMO_CLI_PATH, cfg, csv, two);
   CHECK_MSG(rc != 0 && strstr(cli_out, "500 clients but 400 training examples"), "%s", cli_out);
   rc = run("%s federate --config %s --data %s --out %s --overwrite --dp-noise 1", DAMO_CLI_PATH, cfg, csv, two);

@@ -346,6 +346,7 @@ static damo_status graph_begin_at(damo_bert *m, int64_t batch, int64_t seq_len, 
 static damo_status graph_finish(damo_bert_graph *bg, const char *what) {
   damo_graph *g = bg->graph;
   damo_status st = damo_graph_status(g);
+  if (bg->loss && bg->model->keep_forward) damo_graph_keep_forward(g);
   if (st == DAMO_OK) st = bg->logits ? damo_graph_compile(g, bg->loss, 1, &bg->logits) : damo_graph_compile(g, bg->loss, 0, NULL);
   if (st != DAMO_OK) {
     damo_error_prefix(st, "building the BERT %s graph (batch %lld, length %lld): ", what, (long long)bg->batch,

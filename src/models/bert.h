@@ -13,6 +13,7 @@
 struct damo_bert {
   damo_bert_config config;
   int recompute;          /* damo_bert_set_recompute: graphs made after it recompute each layer */
+  int keep_forward;       /* training graphs made after it serve two backward passes (DP-SGD) */
   param_store p;          /* embeddings, layers, heads, in HuggingFace order, without "bert." */
   int first_head;         /* index of pooler.dense.weight: tensors from here on may be absent from a file */
   unsigned char *loaded;  /* per tensor: 1 read from a file, 0 initialised here */

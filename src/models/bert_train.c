@@ -353,6 +353,10 @@ struct damo_bert_finetuner {
   const int32_t *ids, *types, *mask, *labels;
   damo_dist *dist;
   int64_t share_first, share; /* of a full batch */
+  /* DP-SGD (opt.privacy): the step's sampled rows of dp_train, staged dp_pass at a time */
+  const damo_bert_examples *dp_train;
+  int64_t *dp_rows, dp_count, dp_pass;
+  int32_t *dp_staged;
 };
 
 static double classifier_rows(void *ctx) { return (double)((damo_bert_finetuner *)ctx)->batch; }
@@ -361,8 +365,29 @@ static void classifier_grad_ready(void *ctx, damo_grad_ready_fn fn, void *fn_ctx
 }
 
 static damo_status stage_given(void *ctx, int64_t micro) {
-  (void)ctx, (void)micro; /* damo_bert_finetuner_step was handed the batch */
+  damo_bert_finetuner *f = ctx;
+  if (!f->opt.privacy) return DAMO_OK; /* damo_bert_finetuner_step was handed the batch */
+  /* DP-SGD: pass `micro` of the sampled rows */
+  const damo_bert_examples *e = f->dp_train;
+  const int64_t T = f->opt.seq_len, P = f->dp_pass, first = micro * P;
+  const int64_t b = f->dp_count - first < P ? f->dp_count - first : P;
+  int32_t *ids = f->dp_staged, *types = ids + P * T, *mask = types + P * T, *labels = mask + P * T;
+  for (int64_t k = 0; k < b; k++) {
+    const int64_t row = f->dp_rows[first + k];
+    memcpy(ids + k * T, e->ids + row * T, (size_t)T * sizeof(int32_t));
+    memcpy(types + k * T, e->types + row * T, (size_t)T * sizeof(int32_t));
+    memcpy(mask + k * T, e->mask + row * T, (size_t)T * sizeof(int32_t));
+    labels[k] = e->labels[row];
+  }
+  f->batch = b, f->ids = ids, f->types = types, f->mask = mask, f->labels = labels;
   return DAMO_OK;
+}
+
+static damo_graph *classifier_graph(void *ctx) { return ((damo_bert_finetuner *)ctx)->train->graph; }
+
+static int64_t classifier_passes(void *ctx) {
+  const damo_bert_finetuner *f = ctx;
+  return (f->dp_count + f->dp_pass - 1) / f->dp_pass;
 }
 
 static damo_status forward_classifier(void *ctx, float *loss) {
@@ -375,6 +400,8 @@ static damo_status backward_classifier(void *ctx) { return damo_bert_graph_backw
 void damo_bert_finetuner_free(damo_bert_finetuner *f) {
   if (!f) return;
   damo_trainer_free(f->core);
+  free(f->dp_rows);
+  free(f->dp_staged);
   damo_bert_graph_free(f->train);
   damo_bert_graph_free(f->infer);
   damo_optimizer_free(f->optimizer);
@@ -393,9 +420,18 @@ damo_status damo_bert_finetuner_new(damo_bert *m, const damo_bert_train_options 
   f->share = opt->batch_size;
   damo_train_adapter a = {.name = "bert fine-tuning", .ctx = f, .stage = stage_given, .forward = forward_classifier,
                           .backward = backward_classifier, .loss_weight = classifier_rows,
-                          .set_grad_ready = classifier_grad_ready};
+                          .set_grad_ready = classifier_grad_ready, .graph = classifier_graph,
+                          .micro_batches = opt->privacy ? classifier_passes : NULL};
   st = make_trainer(m, opt, a, &f->optimizer, &f->core);
-  if (st == DAMO_OK) st = damo_bert_classifier_new(m, opt->batch_size, opt->seq_len, 1, &f->train);
+  /* DP-SGD: a Poisson batch's passes 4 standard deviations above the mean, on a graph that
+   * keeps its forward values for the second backward */
+  const damo_dp_options *dp = opt->privacy;
+  f->dp_pass = dp && dp->physical_batch > 0 ? dp->physical_batch
+               : dp && dp->sampling == DAMO_DP_POISSON ? opt->batch_size + (int64_t)ceil(4.0 * sqrt((double)opt->batch_size))
+                                                      : opt->batch_size;
+  m->keep_forward = dp != NULL;
+  if (st == DAMO_OK) st = damo_bert_classifier_new(m, f->dp_pass, opt->seq_len, 1, &f->train);
+  m->keep_forward = 0;
   if (st == DAMO_OK) st = damo_bert_classifier_new(m, opt->batch_size, opt->seq_len, 0, &f->infer);
   if (st == DAMO_OK) damo_bert_graph_seed(f->train, opt->seed);
   if (st != DAMO_OK) {
@@ -431,6 +467,10 @@ damo_status damo_bert_finetuner_predict(damo_bert_finetuner *f, int64_t batch, c
 damo_status damo_bert_finetuner_set_data_parallel(damo_bert_finetuner *f, damo_dist *d,
                                                   const damo_data_parallel_options *o) {
   if (!f) return damo_error(DAMO_ERR_INVALID_ARG, "bert_finetuner_set_data_parallel: NULL fine-tuner");
+  if (f->opt.privacy && damo_dist_size(d) > 1)
+    return damo_error(DAMO_ERR_UNSUPPORTED, "bert fine-tuning: DP-SGD runs in one process (its clipping and noise are "
+                      "not split over %d ranks yet)", damo_dist_size(d));
+  if (f->opt.privacy) return DAMO_OK; /* a world of one: the plain step */
   damo_status st = bert_parallel(d, &f->opt, f->train, DAMO_HASH_START, &f->share_first, &f->share);
   if (st == DAMO_OK) f->dist = d, st = damo_trainer_set_data_parallel(f->core, d, o);
   return st;
@@ -500,6 +540,19 @@ static damo_status finetune_step_begin(void *ctx, int64_t s, int64_t *examples) 
   finetune_run *r = ctx;
   damo_bert_finetuner *f = r->f;
   const damo_bert_examples *e = r->train;
+  if (f->opt.privacy) { /* DP-SGD: every example with probability B / n, or the shuffled order's batch */
+    const damo_dp_options *dp = f->opt.privacy;
+    f->dp_count = 0;
+    if (dp->sampling == DAMO_DP_POISSON) {
+      for (int64_t i = 0; i < e->n; i++)
+        if ((double)damo_rng_uniform(&r->rng) < dp->sample_rate) f->dp_rows[f->dp_count++] = i;
+    } else {
+      const int64_t B = f->opt.batch_size, first = s * B;
+      for (int64_t k = first; k < e->n && k < first + B; k++) f->dp_rows[f->dp_count++] = r->order[k];
+    }
+    *examples = f->dp_count;
+    return DAMO_OK;
+  }
   const int64_t B = f->opt.batch_size, T = f->opt.seq_len, first = s * B, b = e->n - first < B ? e->n - first : B;
   int32_t *ids = r->staged, *types = ids + B * T, *mask = types + B * T, *labels = mask + B * T;
   *examples = b;
@@ -579,6 +632,20 @@ damo_status damo_bert_finetuner_fit(damo_bert_finetuner *f, const damo_bert_exam
   r.staged = malloc((size_t)(3 * B * T + B) * sizeof(int32_t));
   damo_rng_seed(&r.rng, f->opt.seed);
   damo_status st = r.order && r.staged ? DAMO_OK : damo_error(DAMO_ERR_NOMEM, "bert_finetuner_fit: out of memory");
+  damo_dp_options *dp = f->opt.privacy;
+  if (st == DAMO_OK && dp) { /* DP-SGD: the noise for the run, the sampled rows' buffers */
+    const int64_t P = f->dp_pass;
+    st = damo_dp_options_resolve(dp, train->n, B, o->epochs * ((train->n + B - 1) / B));
+    free(f->dp_rows);
+    free(f->dp_staged);
+    f->dp_rows = malloc((size_t)train->n * sizeof *f->dp_rows);
+    f->dp_staged = malloc((size_t)(3 * P * T + P) * sizeof(int32_t));
+    f->dp_train = train;
+    if (st == DAMO_OK && (!f->dp_rows || !f->dp_staged)) st = damo_error(DAMO_ERR_NOMEM, "bert_finetuner_fit: out of memory");
+    if (st == DAMO_OK)
+      st = damo_trainer_set_privacy(f->core, dp->clip, dp->used_noise, (double)B,
+                                    dp->seed ? dp->seed : f->opt.seed ^ 0x6e6f697365ULL);
+  }
   if (st == DAMO_OK && o->resume) st = finetune_resume(&r, o->resume, o->resume_path ? o->resume_path : "checkpoint");
   /* The weights of the epoch with the best validation F1 are what the run ends with; it
    * never stops early (patience past the last epoch). */
@@ -593,6 +660,12 @@ damo_status damo_bert_finetuner_fit(damo_bert_finetuner *f, const damo_bert_exam
                             .validate = finetune_validate, .checkpoint = o->checkpoint ? finetune_checkpoint : NULL,
                             .on_event = finetune_event};
   if (st == DAMO_OK) st = damo_trainer_run(f->core, &loop, &hooks, o->history);
+  if (dp) { /* what the run spent */
+    dp->steps = damo_trainer_steps_done(f->core);
+    if (dp->steps > 0 && damo_dp_epsilon(dp->sample_rate, dp->used_noise, (double)dp->steps, dp->delta,
+                                         (damo_dp_conversion)dp->conversion, &dp->epsilon, &dp->best_order) != DAMO_OK)
+      dp->epsilon = INFINITY;
+  }
   free(r.order);
   free(r.staged);
   return st;

@@ -42,27 +42,24 @@ static double log_erfc(double x) {
   return -x * x - log(x) - 0.5 * log(M_PI) + log1p(-0.5 * r + 0.75 * r * r - 1.875 * r * r * r);
 }
 
-/* log of the generalised binomial coefficient |C(alpha, k)| and its sign. */
-static double log_abs_binom(double alpha, int k, int *sign) {
-  *sign = 1;
-  double v = 0;
-  for (int i = 0; i < k; i++) { /* prod (alpha - i) / (i + 1) */
-    const double f = (alpha - i) / (i + 1);
-    if (f < 0) *sign = -*sign;
-    if (f == 0) return -INFINITY;
-    v += log(fabs(f));
-  }
-  return v;
+/* Steps the log of the generalised binomial coefficient |C(alpha, k)| and its sign from k - 1
+ * to k: C(alpha, k) = C(alpha, k - 1) (alpha - k + 1) / k (a running product, so a series of
+ * K terms costs K, not K^2). */
+static void next_binom(double alpha, int k, double *log_abs, int *sign) {
+  const double f = (alpha - k + 1) / k;
+  if (f < 0) *sign = -*sign;
+  *log_abs = f == 0 ? -INFINITY : *log_abs + log(fabs(f));
 }
 
 /* log A_alpha for one step. */
 static double log_a(double q, double sigma, double alpha) {
   const double s2 = sigma * sigma;
+  double lb = 0; /* log |C(alpha, 0)| */
+  int sign = 1;
   if (alpha == floor(alpha)) { /* the finite binomial sum */
     double acc = -INFINITY;
     for (int k = 0; k <= (int)alpha; k++) {
-      int sign;
-      const double lb = log_abs_binom(alpha, k, &sign);
+      if (k) next_binom(alpha, k, &lb, &sign);
       const double term = lb + (k ? k * log(q) : 0) + (alpha - k) * log1p(-q) + (double)(k * k - k) / (2 * s2);
       acc = log_add(acc, term);
     }
@@ -72,8 +69,8 @@ static double log_a(double q, double sigma, double alpha) {
   const double z0 = s2 * log(1 / q - 1) + 0.5;
   double lo = -INFINITY, hi = -INFINITY;
   for (int k = 0; k < 100000; k++) {
-    int sign;
-    const double lb = log_abs_binom(alpha, k, &sign), j = alpha - k;
+    if (k) next_binom(alpha, k, &lb, &sign);
+    const double j = alpha - k;
     const double t0 = lb + k * log(q) + j * log1p(-q), t1 = lb + j * log(q) + k * log1p(-q);
     const double e0 = log(0.5) + log_erfc((k - z0) / (M_SQRT2 * sigma));
     const double e1 = log(0.5) + log_erfc((z0 - j) / (M_SQRT2 * sigma));
