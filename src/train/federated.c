@@ -361,18 +361,24 @@ static damo_status resume(fed_run *f, int *done) {
                     clients->valueint, seed->valuedouble);
   else if (round->valueint < 0 || round->valueint > o->rounds)
     st = damo_error(DAMO_ERR_FORMAT, "%s: round %d is outside 0..%d", path, round->valueint, o->rounds);
+  else if (cJSON_GetArraySize(rows) != round->valueint)
+    st = damo_error(DAMO_ERR_FORMAT, "%s: %d history rows for %d rounds done", path, cJSON_GetArraySize(rows),
+                    round->valueint);
   const cJSON *row, *list = st == DAMO_OK ? rows : NULL;
   cJSON_ArrayForEach(row, list) {
     double values[DAMO_HISTORY_ROW];
-    if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != DAMO_HISTORY_ROW + 1) {
-      st = damo_error(DAMO_ERR_FORMAT, "%s: a history row is not %d numbers", path, DAMO_HISTORY_ROW + 1);
+    const int at = f->h->n + 1; /* rows are rounds 1, 2, ... in order */
+    if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != DAMO_HISTORY_ROW + 1 ||
+        !cJSON_IsNumber(cJSON_GetArrayItem(row, 0)) || cJSON_GetArrayItem(row, 0)->valuedouble != at) {
+      st = damo_error(DAMO_ERR_FORMAT, "%s: history row %d is not round %d and %d numbers", path, at, at,
+                      DAMO_HISTORY_ROW);
       break;
     }
     for (int c = 0; c < DAMO_HISTORY_ROW; c++) {
       const cJSON *v = cJSON_GetArrayItem(row, c + 1);
       values[c] = cJSON_IsNumber(v) ? v->valuedouble : NAN;
     }
-    if ((st = damo_history_append(f->h, cJSON_GetArrayItem(row, 0)->valueint, values)) != DAMO_OK) break;
+    if ((st = damo_history_append(f->h, at, values)) != DAMO_OK) break;
   }
   if (st == DAMO_OK) *done = round->valueint;
   cJSON_Delete(j);

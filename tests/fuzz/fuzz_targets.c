@@ -613,6 +613,60 @@ int fuzz_checkpoint(const uint8_t *data, size_t size) {
   return st;
 }
 
+/* ------------------------------------------------------------------ federated.json */
+
+/* A fixed tiny federated run (4 clients of 16 rows, 2 a round, 3 rounds) whose checkpoint
+ * directory holds the global model and the fuzzer's federated.json, resumed from it. */
+static const char fed_config[] =
+    "{\"format\": \"damo.sequential\", \"input_shape\": [3], \"layers\": [{\"type\": \"dense\", \"units\": 4, "
+    "\"activation\": \"tanh\"}, {\"type\": \"dense\", \"units\": 2}], \"loss\": \"sparse_categorical_crossentropy\", "
+    "\"optimizer\": {\"type\": \"sgd\", \"learning_rate\": 0.1}}";
+
+static damo_status fed_run(const char *dir, int resume, damo_model **out) {
+  damo_model *m = NULL;
+  damo_compile_options copt;
+  const int64_t xs[2] = {16, 3}, ys = 16;
+  damo_tensor *x = damo_tensor_new(DAMO_F32, 2, xs), *y = damo_tensor_new(DAMO_I32, 1, &ys);
+  if (!x || !y) abort();
+  for (int i = 0; i < 16; i++) {
+    ((int32_t *)y->data)[i] = i % 2;
+    for (int k = 0; k < 3; k++) ((float *)x->data)[i * 3 + k] = (float)((i * 7 + k * 3) % 5) - 2.0f + (float)(i % 2);
+  }
+  damo_status st = damo_model_from_config_json(fed_config, "fed.json", &m);
+  if (st == DAMO_OK) st = damo_model_build(m, 1);
+  if (st == DAMO_OK && (st = damo_model_config_compile_options(m, &copt)) == DAMO_OK) st = damo_model_compile(m, &copt);
+  damo_fed_options o = {.clients = 4, .fraction = 0.5, .rounds = 3, .local_epochs = 1, .batch_size = 4, .seed = 1,
+                        .checkpoint_dir = dir, .resume = resume};
+  if (st == DAMO_OK) st = damo_model_federate(m, x, y, &o, NULL);
+  damo_tensor_free(x);
+  damo_tensor_free(y);
+  if (out && st == DAMO_OK) *out = m;
+  else damo_model_free(m);
+  return st;
+}
+
+int fuzz_federated_seed(const char *dir) { return fed_run(dir, 0, NULL); }
+
+int fuzz_federated(const uint8_t *data, size_t size) {
+  static char dir[1024];
+  if (!dir[0]) { /* the global model of a finished run, once */
+    snprintf(dir, sizeof dir, "%s", scratch_path("fed"));
+    if (fed_run(dir, 0, NULL) != DAMO_OK) abort();
+  }
+  char path[1200];
+  snprintf(path, sizeof path, "%s/federated.json", dir);
+  write_file(path, data, size);
+  damo_model *m = NULL;
+  const damo_status st = fed_run(dir, 1, &m); /* a resumed run ends with a status, never a crash */
+  if (st == DAMO_OK) {
+    FUZZ_ASSERT(damo_model_num_params(m) == 26);
+  } else {
+    FUZZ_ASSERT(damo_last_error()[0]);
+  }
+  damo_model_free(m);
+  return st;
+}
+
 /* ------------------------------------------------------------------ table */
 
 const fuzz_target fuzz_targets[] = {
@@ -632,6 +686,7 @@ const fuzz_target fuzz_targets[] = {
     {"wordpiece_vocab", fuzz_wordpiece_vocab},
     {"wordpiece_encode", fuzz_wordpiece_encode},
     {"checkpoint", fuzz_checkpoint},
+    {"federated", fuzz_federated},
     {NULL, NULL},
 };
 

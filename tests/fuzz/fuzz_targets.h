@@ -41,6 +41,10 @@ int fuzz_wordpiece_encode(const uint8_t *data, size_t size);
  * runs to its end; fuzz_checkpoint_seed writes a valid one (its first checkpoint) to path. */
 int fuzz_checkpoint(const uint8_t *data, size_t size);
 int fuzz_checkpoint_seed(const char *path);
+/* federated.json resumed into a fixed tiny federated run (damo_model_federate), which then
+ * runs its remaining rounds; fuzz_federated_seed leaves a finished run's directory in dir. */
+int fuzz_federated(const uint8_t *data, size_t size);
+int fuzz_federated_seed(const char *dir);
 
 /* All targets by name, ended by {NULL, NULL}. */
 extern const fuzz_target fuzz_targets[];

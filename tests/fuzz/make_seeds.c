@@ -186,6 +186,19 @@ static void checkpoint_seeds(const char *tmp) {
   free(bytes);
 }
 
+/* The federated.json of the federated target's finished tiny run, and a cut copy. */
+static void federated_seeds(const char *tmp) {
+  char dir[1024], path[1100];
+  snprintf(dir, sizeof dir, "%s/fed", tmp);
+  if (fuzz_federated_seed(dir) != 0) die(dir);
+  snprintf(path, sizeof path, "%s/federated.json", dir);
+  size_t n;
+  char *bytes = slurp(path, &n);
+  put("federated", "tiny_run", bytes, n);
+  put("federated", "truncated", bytes, n / 2);
+  free(bytes);
+}
+
 static void safetensors_seeds(const char *tmp) {
   damo_tensor_dict *d = damo_tensor_dict_new();
   int64_t s2[2] = {2, 3}, s1[1] = {4}, s0[1] = {0};
@@ -294,6 +307,7 @@ int main(int argc, char **argv) {
   model_dirs(tmp);
   safetensors_seeds(tmp);
   checkpoint_seeds(tmp);
+  federated_seeds(tmp);
   idx_seeds();
   image_seeds();
   /* the built-in vocabularies of the two encoding targets, as vocabulary seeds */
