@@ -10,8 +10,10 @@
     clients, 10 a round: rounds to 0.85 test accuracy for FedAvg (E 5, B 10) on 2 label shards a client
     and on an IID split, and for FedSGD (one full-batch step per client) on the shards.
 
-usage (from bench/run.py, BENCH_ONLY=DP): run(damo, work, env) -> dict; rows(result) -> table rows
+usage (from bench/run.py, BENCH_ONLY=DP): run(damo, work, env) -> dict; rows(result) -> table rows.
+DP_PARTS=cost,cnn,sweep,spam,fed reruns only those parts and keeps the others from bench/results.json.
 """
+import json
 import os
 import re
 import subprocess
@@ -44,13 +46,35 @@ def _ms_per_step(text):
 
 
 def run(damo, work, env):
+    parts = [p for p in os.environ.get("DP_PARTS", "").split(",") if p]
     out = {}
+    if parts and os.path.exists(os.path.join(HERE, "results.json")):
+        with open(os.path.join(HERE, "results.json")) as f:
+            out = {k: v for k, v in json.load(f).get("DP", {}).items() if k not in ("date", "machine")}
+    wanted = lambda part: not parts or part in parts
     train = ["train", "--data", "fashion-mnist", "--overwrite", "--verbose", "2"]
+    if wanted("cost"):
+        _cost(damo, work, env, train, out)
+    if wanted("cnn"):
+        _cnn(damo, work, env, train, out)
+    if wanted("sweep"):
+        _sweep(damo, work, env, out)
+    if wanted("spam"):
+        _spam(damo, work, env, out)
+    if wanted("fed"):
+        _fed(damo, work, env, out)
+    return out
+
+
+def _cost(damo, work, env, train, out):
     print("DP: cost of DP-SGD against plain SGD, 2 epochs each", flush=True)
     plain = _damo(damo, train + ["--config", CNN, "--out", os.path.join(work, "dp_plain"), "--epochs", "2"], env)
     private = _damo(damo, train + ["--config", CNN, "--out", os.path.join(work, "dp_cost"), "--epochs", "2",
                                    "--dp-clip", CLIP, "--dp-noise", "2.2"], env)
     out["cost"] = [_ms_per_step(plain), _ms_per_step(private)]
+
+
+def _cnn(damo, work, env, train, out):
     print("DP: Fashion-MNIST at epsilon 3 (40 epochs)", flush=True)
     text = _damo(damo, train + ["--config", CNN, "--out", os.path.join(work, "dp_cnn"), "--dp-clip", CLIP,
                                 "--dp-epsilon", "3"], env)
@@ -59,22 +83,31 @@ def run(damo, work, env):
     out["cnn"] = {"accuracy": float(re.search(r"test_accuracy: ([0-9.]+)", text).group(1)), "epsilon": float(m.group(1)),
                   "steps": int(m.group(3)), "noise": float(m.group(4)),
                   "ms_per_step": _ms_per_step(text)}
+
+
+def _sweep(damo, work, env, out):
     print("DP: the epsilon sweep %s" % SWEEP, flush=True)
     text = _damo(damo, ["train", "--config", CNN, "--data", "fashion-mnist", "--dp-clip", CLIP, "--dp-sweep", SWEEP,
                         "--dp-curve", os.path.join(HERE, CURVE), "--out", os.path.join(work, "dp_sweep"),
                         "--overwrite", "--verbose", "0"], env)
     out["sweep"] = [(float(e), float(a)) for e, a in re.findall(r"^epsilon ([0-9.]+) .*test accuracy ([0-9.]+)", text,
                                                                  re.M)]
+
+
+def _spam(damo, work, env, out):
     print("DP: the spam BiLSTM without privacy and at epsilon 8", flush=True)
     out["spam"] = {}
     for name, extra in (("plain", []), ("private", SPAM_DP)):
         text = _damo(damo, ["train", "--config", SPAM, "--data", "spam-assassin", "--out",
                             os.path.join(work, "dp_spam_" + name), "--overwrite", "--verbose", "2"] + extra, env)
-        f1 = re.search(r" - f1: ([0-9.]+)", text)
+        f1 = re.search(r"precision: [0-9.]+ - recall: [0-9.]+ - f1: ([0-9.]+) - roc_auc", text)  # the test report
         eps = re.search(r"privacy: epsilon ([0-9.]+)", text)
         out["spam"][name] = {"f1": float(f1.group(1)) if f1 else None,
                              "accuracy": float(re.search(r"test_accuracy: ([0-9.]+)", text).group(1)),
                              "epsilon": float(eps.group(1)) if eps else None}
+
+
+def _fed(damo, work, env, out):
     out["fed"] = []
     for name, extra, cap in FED_RUNS:
         print("DP: %s (to 0.85, at most %d rounds)" % (name, cap), flush=True)
@@ -86,7 +119,6 @@ def run(damo, work, env):
         best = max(float(v) for v in re.findall(r"test_accuracy: ([0-9.]+)", text))
         out["fed"].append({"name": name, "rounds": int(hit.group(1)) if hit else None, "cap": cap, "best": best,
                            "s_per_round": sum(secs) / max(1, len(secs)), "options": " ".join(extra)})
-    return out
 
 
 def rows(r):
@@ -99,7 +131,7 @@ def rows(r):
     table.append("| DP Fashion-MNIST, test accuracy at epsilon %.3g (delta 1e-5) | %.4f | | | %d steps, noise %.3f, "
                  "clip %s, Poisson sampling q = 2048/60000; goal 0.86 |" % (n["epsilon"], n["accuracy"], n["steps"],
                                                                           n["noise"], CLIP))
-    curve = ", ".join("eps %g: %.4f" % e for e in r["sweep"])
+    curve = ", ".join("eps %g: %.4f" % tuple(e) for e in r["sweep"])
     table.append("| DP Fashion-MNIST test accuracy against epsilon | %s | | | bench/%s; a model per epsilon, 40 "
                  "epochs each |" % (curve, CURVE))
     s = r["spam"]

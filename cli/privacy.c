@@ -164,10 +164,9 @@ int cli_privacy_sweep(const char *config, const damo_compile_options *copt, cons
     damo_model_free(m);
   }
   if (rc == 0 && curve) {
-    const char *names[2] = {config, NULL};
+    const char *names[2] = {strrchr(config, '/') ? strrchr(config, '/') + 1 : config, NULL};
     char title[200];
-    snprintf(title, sizeof title, "test figures of DP-SGD by epsilon (delta %g, clip %g, %d epochs of batch %d)",
-             base->delta ? base->delta : 1e-5, base->clip, fo->epochs, fo->batch_size);
+    snprintf(title, sizeof title, "DP-SGD by epsilon (delta %g, clip %g)", base->delta ? base->delta : 1e-5, base->clip);
     if (damo_plot_series_png(curve, title, n, at, "epsilon", names, loss, NULL, acc, NULL) != DAMO_OK)
       rc = cli_fail("train: the --dp-curve");
     else
