@@ -16,7 +16,8 @@ DP_PARTS=cost,cnn,sweep,spam,fed reruns only those parts and keeps the others fr
 import json
 import os
 import re
-import subprocess
+
+from prune import _damo  # one way to run damo for every bench section
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -32,13 +33,6 @@ FED_RUNS = (("FedAvg, 2 label shards", ["--partition", "shards:2"], 400),
             ("FedAvg, IID", ["--partition", "iid"], 400),
             ("FedSGD, 2 label shards", ["--partition", "shards:2", "--algorithm", "fedsgd", "--lr", "0.5"], 6000))
 SPAM_DP = ["--dp-clip", "1", "--dp-epsilon", "8", "--batch-size", "128", "--epochs", "6", "--lr", "0.01"]
-
-
-def _damo(damo, args, env):
-    p = subprocess.run([damo] + args, capture_output=True, text=True, env=dict(os.environ, **env))
-    if p.returncode != 0:
-        raise RuntimeError("damo %s failed:\n%s%s" % (" ".join(args), p.stdout, p.stderr))
-    return p.stdout
 
 
 def _ms_per_step(text):

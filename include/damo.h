@@ -671,6 +671,11 @@ typedef enum damo_dp_conversion {
 /* (epsilon, delta): the smallest epsilon over the default orders, and the order that gave it. */
 damo_status damo_dp_epsilon(double q, double sigma, double steps, double delta, damo_dp_conversion conv,
                             double *epsilon, double *best_order);
+/* The same from one step's RDP at each default order (rdp_step[i] = damo_dp_rdp(q, sigma, 1,
+ * orders[i])): RDP adds up over steps, so a run that reports epsilon every step computes the
+ * orders once and this per report. */
+damo_status damo_dp_epsilon_rdp(const double *rdp_step, double steps, double delta, damo_dp_conversion conv,
+                                double *epsilon, double *best_order);
 /* The smallest noise multiplier whose epsilon over `steps` is at most `epsilon` (bisection). */
 damo_status damo_dp_sigma_for_epsilon(double q, double steps, double epsilon, double delta, damo_dp_conversion conv,
                                       double *sigma);
@@ -719,6 +724,9 @@ const char *damo_dp_conversion_name(int conversion);
 damo_status damo_dp_options_check(const damo_dp_options *o, int64_t n, int64_t batch);
 /* Fills in o's noise for its target over steps (when one is asked) and its sample rate. */
 damo_status damo_dp_options_resolve(damo_dp_options *o, int64_t n, int64_t batch, int64_t steps);
+/* A Poisson-sampled batch: each of rows[0..n) into out with probability q (draws from r);
+ * returns how many. */
+int64_t damo_dp_poisson_sample(damo_rng *r, const int64_t *rows, int64_t n, double q, int64_t *out);
 
 
 /* ------------------------------------------------------------------ layers and models */

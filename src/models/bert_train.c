@@ -544,8 +544,7 @@ static damo_status finetune_step_begin(void *ctx, int64_t s, int64_t *examples) 
     const damo_dp_options *dp = f->opt.privacy;
     f->dp_count = 0;
     if (dp->sampling == DAMO_DP_POISSON) {
-      for (int64_t i = 0; i < e->n; i++)
-        if ((double)damo_rng_uniform(&r->rng) < dp->sample_rate) f->dp_rows[f->dp_count++] = i;
+      f->dp_count = damo_dp_poisson_sample(&r->rng, NULL, e->n, dp->sample_rate, f->dp_rows);
     } else {
       const int64_t B = f->opt.batch_size, first = s * B;
       for (int64_t k = first; k < e->n && k < first + B; k++) f->dp_rows[f->dp_count++] = r->order[k];

@@ -105,23 +105,35 @@ static double convert(double rdp, double alpha, double delta, damo_dp_conversion
   return rdp - log(delta) / (alpha - 1);
 }
 
+damo_status damo_dp_epsilon_rdp(const double *rdp_step, double steps, double delta, damo_dp_conversion conv,
+                                double *epsilon, double *best_order) {
+  if (!epsilon || !rdp_step) return damo_error(DAMO_ERR_INVALID_ARG, "dp_epsilon: NULL argument");
+  if (!(steps >= 0) || !(delta > 0 && delta < 1))
+    return damo_error(DAMO_ERR_INVALID_ARG, "dp_epsilon: needs steps >= 0 and delta in (0, 1) (got %g, %g)", steps,
+                      delta);
+  if (conv != DAMO_DP_CLASSIC && conv != DAMO_DP_BALLE2020)
+    return damo_error(DAMO_ERR_INVALID_ARG, "dp_epsilon: unknown conversion %d", (int)conv);
+  double orders[160], best = INFINITY, at = 0;
+  const int n = damo_dp_default_orders(orders);
+  for (int i = 0; i < n; i++) {
+    const double e = convert(steps > 0 ? steps * rdp_step[i] : 0.0, orders[i], delta, conv);
+    if (e < best) best = e, at = orders[i];
+  }
+  *epsilon = best > 0 ? best : 0;
+  if (best_order) *best_order = at;
+  return DAMO_OK;
+}
+
 damo_status damo_dp_epsilon(double q, double sigma, double steps, double delta, damo_dp_conversion conv,
                             double *epsilon, double *best_order) {
   if (!epsilon) return damo_error(DAMO_ERR_INVALID_ARG, "dp_epsilon: NULL output");
   if (!(q > 0 && q <= 1) || !(sigma > 0) || !(steps >= 0) || !(delta > 0 && delta < 1))
     return damo_error(DAMO_ERR_INVALID_ARG, "dp_epsilon: needs a sampling rate in (0, 1], a noise multiplier > 0, "
                       "steps >= 0 and delta in (0, 1) (got %g, %g, %g, %g)", q, sigma, steps, delta);
-  if (conv != DAMO_DP_CLASSIC && conv != DAMO_DP_BALLE2020)
-    return damo_error(DAMO_ERR_INVALID_ARG, "dp_epsilon: unknown conversion %d", (int)conv);
-  double orders[160], best = INFINITY, at = 0;
+  double orders[160], rdp[160];
   const int n = damo_dp_default_orders(orders);
-  for (int i = 0; i < n; i++) {
-    const double e = convert(damo_dp_rdp(q, sigma, steps, orders[i]), orders[i], delta, conv);
-    if (e < best) best = e, at = orders[i];
-  }
-  *epsilon = best > 0 ? best : 0;
-  if (best_order) *best_order = at;
-  return DAMO_OK;
+  for (int i = 0; i < n; i++) rdp[i] = damo_dp_rdp(q, sigma, 1, orders[i]);
+  return damo_dp_epsilon_rdp(rdp, steps, delta, conv, epsilon, best_order);
 }
 
 damo_status damo_dp_sigma_for_epsilon(double q, double steps, double epsilon, double delta, damo_dp_conversion conv,

@@ -64,3 +64,10 @@ damo_status damo_dp_options_resolve(damo_dp_options *o, int64_t n, int64_t batch
   o->best_order = NAN;
   return DAMO_OK;
 }
+
+int64_t damo_dp_poisson_sample(damo_rng *r, const int64_t *rows, int64_t n, double q, int64_t *out) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; i++)
+    if ((double)damo_rng_uniform(r) < q) out[count++] = rows ? rows[i] : i;
+  return count;
+}

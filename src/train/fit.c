@@ -168,6 +168,7 @@ typedef struct fit_adapter {
   /* DP-SGD: the options, this step's sampled rows (dp_count) taken dp_physical at a time,
    * the history column of epsilon, the trainer (its steps spend the budget) */
   damo_dp_options *dp;
+  double *dp_rdp; /* one step's RDP at each default order: epsilon after k steps is k times that */
   int64_t *dp_rows, dp_count, dp_physical;
   int dp_column;
   damo_trainer *trainer;
@@ -211,9 +212,7 @@ static int64_t fit_passes(void *ctx) {
 static void fit_dp_sample(fit_adapter *f, int64_t s) {
   f->dp_count = 0;
   if (f->dp->sampling == DAMO_DP_POISSON) {
-    const double q = f->dp->sample_rate;
-    for (int64_t j = 0; j < f->n_train; j++)
-      if ((double)damo_rng_uniform(&f->rng) < q) f->dp_rows[f->dp_count++] = f->idx[j];
+    f->dp_count = damo_dp_poisson_sample(&f->rng, f->idx, f->n_train, f->dp->sample_rate, f->dp_rows);
     return;
   }
   const int64_t first = s * f->batch, b = f->n_train - first < f->batch ? f->n_train - first : f->batch;
@@ -221,12 +220,13 @@ static void fit_dp_sample(fit_adapter *f, int64_t s) {
   f->dp_count = b;
 }
 
-/* The privacy spent after the steps done so far. */
+/* The privacy spent after the steps done so far (asked every step for the progress line:
+ * from the per-step RDP worked out once). */
 static double fit_epsilon(fit_adapter *f) {
   double eps = NAN, order = NAN;
   const int64_t steps = damo_trainer_steps_done(f->trainer);
-  if (steps > 0 && damo_dp_epsilon(f->dp->sample_rate, f->dp->used_noise, (double)steps, f->dp->delta,
-                                   (damo_dp_conversion)f->dp->conversion, &eps, &order) != DAMO_OK)
+  if (steps > 0 && damo_dp_epsilon_rdp(f->dp_rdp, (double)steps, f->dp->delta, (damo_dp_conversion)f->dp->conversion,
+                                       &eps, &order) != DAMO_OK)
     eps = NAN;
   f->dp->steps = steps, f->dp->epsilon = steps > 0 ? eps : 0.0, f->dp->best_order = order;
   return eps;
@@ -653,7 +653,13 @@ static damo_status fit_run(damo_model *m, int n_x, const damo_tensor *const *x, 
   damo_history *h = damo_history_new(recorded);
   if (h && damo_history_set_extra(h, outs->n_names, outs->name_list) != DAMO_OK) st = DAMO_ERR_INVALID_ARG;
   int64_t *dp_rows = o.privacy ? malloc((size_t)n_train * sizeof *dp_rows) : NULL;
+  double dp_rdp[160];
   if (o.privacy && !dp_rows) st = DAMO_ERR_NOMEM;
+  if (o.privacy) {
+    double orders[160];
+    const int n_orders = damo_dp_default_orders(orders);
+    for (int i = 0; i < n_orders; i++) dp_rdp[i] = damo_dp_rdp(o.privacy->sample_rate, o.privacy->used_noise, 1, orders[i]);
+  }
   int64_t *idx = damo_model_iota(n_train, 0), *val_idx = xv ? damo_model_iota(val_count, val_first) : NULL;
   /* The validation predictions, collected for the exact binary figures at each epoch end. */
   int want_val[DAMO_MODEL_MAX_OUTPUTS] = {binary_metrics && xv};
@@ -673,7 +679,7 @@ static damo_status fit_run(damo_model *m, int n_x, const damo_tensor *const *x, 
                     .binary_metrics = binary_metrics, .idx = idx, .n_train = n_train, .batch = batch,
                     .steps_per_epoch = steps_per_epoch, .shuffle = o.shuffle != 0, .patience = o.patience,
                     .xv = xv, .yv = yv, .val_idx = val_idx, .val_count = val_count, .val = &val, .history = h, .o = &o, .seed = o.seed, .dist = o.dist,
-                    .rank = rank, .size = size, .outs = outs, .dp = o.privacy, .dp_rows = dp_rows, .dp_column = dp_column,
+                    .rank = rank, .size = size, .outs = outs, .dp = o.privacy, .dp_rdp = dp_rdp, .dp_rows = dp_rows, .dp_column = dp_column,
                     .dp_physical = rows_per_pass};
   damo_progress_init(&fa.pr, o.out, o.verbose);
   fa.pr.h = n_out > 1 || o.privacy ? h : NULL; /* the outputs' columns (and epsilon) too */
