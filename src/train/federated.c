@@ -356,6 +356,8 @@ static damo_status resume(fed_run *f, int *done) {
   const cJSON *seed = cJSON_GetObjectItem(j, "seed"), *rows = cJSON_GetObjectItem(j, "history");
   if (!cJSON_IsNumber(round) || !cJSON_IsNumber(clients) || !cJSON_IsNumber(seed) || !cJSON_IsArray(rows))
     st = damo_error(DAMO_ERR_FORMAT, "%s: needs round, clients, seed and history", path);
+  else if (!(seed->valuedouble >= 0 && seed->valuedouble < 18446744073709551616.0))
+    st = damo_error(DAMO_ERR_FORMAT, "%s: seed %g is not a 64-bit unsigned integer", path, seed->valuedouble);
   else if (clients->valueint != o->clients || (uint64_t)seed->valuedouble != o->seed)
     st = damo_error(DAMO_ERR_INVALID_ARG, "%s: the run had %d clients and seed %.0f; resume it with the same ones", path,
                     clients->valueint, seed->valuedouble);
