@@ -6,12 +6,15 @@
     the target asked for and epsilon by both conversions;
  3. the epsilon-vs-accuracy curve: `damo train --dp-sweep` (a model per epsilon), bench/dp_curve.png;
  4. the spam BiLSTM (examples/configs/spam_bilstm.json) without privacy and at epsilon 8: test F1;
- 5. federated averaging of McMahan et al.'s 2NN (examples/configs/fed_2nn_fashion_mnist.json) over 100
+ 5. GPT-2 (W4's shape, examples/configs/gpt2_w4.json) on Moby Dick for GPT_STEPS steps of 64 windows
+    (batch 8 x accum 8) without privacy and at epsilon 8 (an example: a disjoint window of 129 tokens,
+    Poisson-sampled): tokens/s side by side and the validation loss each reaches;
+ 6. federated averaging of McMahan et al.'s 2NN (examples/configs/fed_2nn_fashion_mnist.json) over 100
     clients, 10 a round: rounds to 0.85 test accuracy for FedAvg (E 5, B 10) on 2 label shards a client
     and on an IID split, and for FedSGD (one full-batch step per client) on the shards.
 
 usage (from bench/run.py, BENCH_ONLY=DP): run(damo, work, env) -> dict; rows(result) -> table rows.
-DP_PARTS=cost,cnn,sweep,spam,fed reruns only those parts and keeps the others from bench/results.json.
+DP_PARTS=cost,cnn,sweep,spam,gpt2,fed reruns only those parts and keeps the others from bench/results.json.
 """
 import json
 import os
@@ -33,6 +36,12 @@ FED_RUNS = (("FedAvg, 2 label shards", ["--partition", "shards:2"], 400),
             ("FedAvg, IID", ["--partition", "iid"], 400),
             ("FedSGD, 2 label shards", ["--partition", "shards:2", "--algorithm", "fedsgd", "--lr", "0.5"], 6000))
 SPAM_DP = ["--dp-clip", "1", "--dp-epsilon", "8", "--batch-size", "128", "--epochs", "6", "--lr", "0.01"]
+GPT2 = os.path.join(ROOT, "examples/configs/gpt2_w4.json")
+GPT_STEPS = 60
+# one recipe for both runs, fixed beforehand: 64 windows a step, a short warm-up, a rate for few steps
+GPT_RECIPE = ["--batch-size", "8", "--grad-accum", "8", "--steps", str(GPT_STEPS), "--warmup-steps", "5", "--lr", "1e-3",
+              "--eval-every", str(GPT_STEPS), "--log-every", "10", "--checkpoint-every", "0"]
+GPT_DP = ["--dp-clip", "1", "--dp-epsilon", "8"]
 
 
 def _ms_per_step(text):
@@ -55,6 +64,8 @@ def run(damo, work, env):
         _sweep(damo, work, env, out)
     if wanted("spam"):
         _spam(damo, work, env, out)
+    if wanted("gpt2"):
+        _gpt2(damo, work, env, out)
     if wanted("fed"):
         _fed(damo, work, env, out)
     return out
@@ -101,6 +112,21 @@ def _spam(damo, work, env, out):
                              "epsilon": float(eps.group(1)) if eps else None}
 
 
+def _gpt2(damo, work, env, out):
+    out["gpt2"] = {}
+    for name, extra in (("plain", []), ("private", GPT_DP)):
+        print("DP: GPT-2 W4, %d steps of 64 windows, %s" % (GPT_STEPS, name), flush=True)
+        text = _damo(damo, ["train", "--config", GPT2, "--data", "moby-dick", "--out", os.path.join(work, "dp_gpt2_" + name),
+                            "--overwrite"] + GPT_RECIPE + extra, env)
+        rates = [float(v) for v in re.findall(r"\| (\d+) tokens/s", text)][1:]  # the first window holds start-up
+        val = re.findall(r"val loss ([0-9.]+)", text)
+        eps = re.search(r"privacy: epsilon ([0-9.]+) .*noise multiplier ([0-9.]+).*sampling rate ([0-9.]+)", text)
+        out["gpt2"][name] = {"tokens_per_s": sorted(rates)[len(rates) // 2] if rates else None,
+                             "val_loss": float(val[-1]) if val else None,
+                             "epsilon": float(eps.group(1)) if eps else None,
+                             "noise": float(eps.group(2)) if eps else None, "rate": float(eps.group(3)) if eps else None}
+
+
 def _fed(damo, work, env, out):
     out["fed"] = []
     for name, extra, cap in FED_RUNS:
@@ -133,6 +159,17 @@ def rows(r):
                  "accuracy %.4f vs %.4f; `%s` |" % (s["private"]["epsilon"], s["private"]["f1"], s["plain"]["f1"],
                                                   s["private"]["f1"] - s["plain"]["f1"], s["private"]["accuracy"],
                                                   s["plain"]["accuracy"], " ".join(SPAM_DP)))
+    g = r.get("gpt2")
+    if g:
+        p, q = g["private"], g["plain"]
+        table.append("| DP GPT-2 W4 (Moby Dick), validation loss after %d steps of 64 windows at epsilon %.3g against "
+                     "without privacy | %.4f | %.4f | %+.4f | noise %.3f, Poisson q %.4f over the disjoint windows of 129 "
+                     "tokens, delta 1e-5; `%s` |" % (GPT_STEPS, p["epsilon"], p["val_loss"], q["val_loss"],
+                                                    p["val_loss"] - q["val_loss"], p["noise"], p["rate"],
+                                                    " ".join(GPT_RECIPE + GPT_DP)))
+        table.append("| DP GPT-2 W4 step against a plain step, tokens/s (median window) | %.0f | %.0f | %.2fx the cost | "
+                     "a norm pass (the tied head by T x T Gram matrices) and a weighted backward; same expected batch |"
+                     % (p["tokens_per_s"], q["tokens_per_s"], q["tokens_per_s"] / p["tokens_per_s"]))
     for f in r.get("fed", []):
         table.append("| DP %s (2NN, 100 clients, F 0.1), rounds to 0.85 test accuracy | %s | | | best %.4f; %.2f s a round; "
                      "`damo federate ... %s` |" % (f["name"], f["rounds"] if f["rounds"] else "not in %d" % f["cap"],

@@ -454,12 +454,8 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   }
   const char *data = cli_opt(argc, argv, "--data"), *init = cli_opt(argc, argv, "--init");
   damo_dp_options privacy;
-  const int private_run = cli_privacy_options(argc, argv, &privacy);
+  const int private_run = cli_privacy_options(argc, argv, &privacy, "a BERT classifier");
   if (private_run < 0) return 2;
-  if (cli_opt(argc, argv, "--dp-sweep")) {
-    fprintf(stderr, "damo train: --dp-sweep trains Sequential configs; give a BERT classifier --dp-epsilon or --dp-noise\n");
-    return 2;
-  }
   r.opt.privacy = private_run ? &privacy : NULL;
   damo_text_dataset *d = NULL;
   encoded_split sp[3] = {{0}};

@@ -93,10 +93,11 @@ int cli_train_sequential(int argc, char **argv); /* cli/commands.c */
 int cli_distill(int argc, char **argv);          /* cli/commands.c */
 int cli_evaluate_sequential(int argc, char **argv);
 int cli_summary_sequential(int argc, char **argv);
-/* DP-SGD (cli/privacy.c): the --dp-* options into o (1: asked, 0: not, -1: bad, said why),
+/* DP-SGD (cli/privacy.c): the --dp-* options into o (1: asked, 0: not, -1: bad, said why;
+ * one_model_kind not NULL: a kind that trains one model, which --dp-sweep is refused for),
  * the run's report, privacy.json in a model directory, and its line in damo summary (0 when
  * the file is there but unreadable). */
-int cli_privacy_options(int argc, char **argv, damo_dp_options *o);
+int cli_privacy_options(int argc, char **argv, damo_dp_options *o, const char *one_model_kind);
 int cli_federate(int argc, char **argv); /* cli/federate.c */
 void cli_privacy_report(const damo_dp_options *o);
 damo_status cli_privacy_save(const char *folder, const damo_dp_options *o, int64_t examples);

@@ -143,7 +143,7 @@ static int train_sequential(int argc, char **argv, const char *config, const dam
   }
   fo.resume = cli_flag(argc, argv, "--resume");
   damo_dp_options privacy;
-  const int private_run = cli_privacy_options(argc, argv, &privacy);
+  const int private_run = cli_privacy_options(argc, argv, &privacy, NULL);
   if (private_run < 0) goto done;
   fo.privacy = private_run ? &privacy : NULL;
   if (private_run && fo.augment) {

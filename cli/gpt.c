@@ -18,6 +18,7 @@
 typedef struct gpt_run {
   damo_gpt2_train_options opt;
   long eval_every, log_every, checkpoint_every;
+  int64_t private_examples; /* DP-SGD: the disjoint windows */
 } gpt_run;
 
 /* The config's "train" object (defaults for the options, command-line options win) and,
@@ -132,6 +133,8 @@ static void print_header(const damo_gpt2_config *c, const damo_gpt2 *m, const da
 typedef struct gpt_output {
   damo_gpt2_trainer *t;
   damo_history *history;
+  const damo_dp_options *privacy; /* DP-SGD: epsilon at each validation, privacy.json */
+  int64_t private_examples;
   const char *out;
   int64_t tokens_per_step, window_steps;
   double window_start, paused;
@@ -155,6 +158,10 @@ static damo_status gpt_files(void *ctx, const char *folder) {
   damo_status st = damo_history_csv_write(h, path);
   snprintf(path, sizeof path, "%s/history.png", folder);
   if (st == DAMO_OK) cli_write_history_png(h, path, "GPT-2", 1); /* curves are a courtesy: a failure is printed */
+  gpt_output *o = ctx;
+  double eps;
+  if (st == DAMO_OK && o->privacy && (st = damo_gpt2_trainer_epsilon(o->t, &eps)) == DAMO_OK)
+    st = cli_privacy_save(folder, o->privacy, o->private_examples);
   return st;
 }
 
@@ -179,7 +186,10 @@ static damo_status gpt_event(void *ctx, const damo_train_event *e) {
            (double)(steps * o->tokens_per_step) / seconds);
     o->window_start = now, o->paused = 0, o->window_steps = e->step;
   } else if (e->kind == DAMO_EVENT_VALIDATION) {
-    printf("step %6lld | val loss %.4f\n", (long long)e->step, e->figures[DAMO_H_VAL_LOSS]);
+    double eps;
+    printf("step %6lld | val loss %.4f", (long long)e->step, e->figures[DAMO_H_VAL_LOSS]);
+    if (o->privacy && damo_gpt2_trainer_epsilon(o->t, &eps) == DAMO_OK) printf(" | epsilon %.4g", eps);
+    printf("\n");
   }
   fflush(stdout);
   return DAMO_OK;
@@ -188,7 +198,8 @@ static damo_status gpt_event(void *ctx, const damo_train_event *e) {
 static int run_training(damo_gpt2_trainer *t, const gpt_run *r, const char *out) {
   const double t0 = cli_seconds();
   gpt_output o = {.t = t, .out = out, .tokens_per_step = r->opt.batch_size * r->opt.grad_accum * r->opt.seq_len,
-                  .window_steps = damo_gpt2_trainer_steps_done(t), .window_start = t0};
+                  .window_steps = damo_gpt2_trainer_steps_done(t), .window_start = t0, .privacy = r->opt.privacy,
+                  .private_examples = r->private_examples};
   damo_train_loop loop = {.steps = r->opt.steps, .log_every = r->log_every, .validate_every = r->eval_every,
                           .validate_first = r->eval_every > 0, .checkpoint_every = r->checkpoint_every};
   damo_train_hooks hooks = {.ctx = &o, .validate = gpt_validate, .checkpoint = gpt_checkpoint, .on_event = gpt_event};
@@ -197,6 +208,8 @@ static int run_training(damo_gpt2_trainer *t, const gpt_run *r, const char *out)
   damo_status st = damo_trainer_run(damo_gpt2_trainer_core(t), &loop, &hooks, o.history);
   damo_history_free(o.history);
   if (st != DAMO_OK) return cli_fail("train");
+  double eps;
+  if (r->opt.privacy && damo_gpt2_trainer_epsilon(t, &eps) == DAMO_OK) cli_privacy_report(r->opt.privacy);
   printf("done in %.1f s\n", cli_seconds() - t0);
   return 0;
 }
@@ -208,9 +221,13 @@ int cli_train_gpt2(int argc, char **argv) {
     fprintf(stderr, "damo train: a GPT-2 config needs --config FILE, --data moby-dick|sotu|FILE and --out DIR\n");
     return 2;
   }
-  gpt_run r = {damo_gpt2_train_defaults(), 100, 10, 0};
+  gpt_run r = {damo_gpt2_train_defaults(), 100, 10, 0, 0};
   damo_gpt2_config cfg;
   if (!read_train_object(config, &r, &cfg) || !read_train_flags(argc, argv, &r)) return 2;
+  damo_dp_options privacy;
+  const int private_run = cli_privacy_options(argc, argv, &privacy, "GPT-2");
+  if (private_run < 0) return 2;
+  r.opt.privacy = private_run ? &privacy : NULL;
   cli_warn_warmup(r.opt.steps, r.opt.warmup_steps);
   if (r.opt.min_lr > r.opt.lr) r.opt.min_lr = r.opt.lr;
 
@@ -253,7 +270,12 @@ int cli_train_gpt2(int argc, char **argv) {
       (rc = cli_check_out(out, cli_flag(argc, argv, "--resume"), cli_flag(argc, argv, "--overwrite"))) != 0)
     goto done;
   rc = 1;
+  r.private_examples = data->n_train / (r.opt.seq_len + 1);
   print_header(&cfg, m, data, &r, spec);
+  if (r.opt.privacy)
+    printf("DP-SGD: %lld disjoint windows of %lld tokens, each in a step with probability %.4g; clip %g, noise "
+           "multiplier %.4g, delta %g\n", (long long)r.private_examples, (long long)(r.opt.seq_len + 1),
+           privacy.sample_rate, privacy.clip, privacy.used_noise, privacy.delta);
   if (cli_flag(argc, argv, "--resume")) {
     if (damo_gpt2_trainer_resume(t, out) != DAMO_OK) {
       rc = cli_fail("train --resume");
@@ -290,7 +312,7 @@ int cli_bench_gpt2(int argc, char **argv) {
       (cli_opt(argc, argv, "--probe-steps") &&
        !cli_parse_long(cli_opt(argc, argv, "--probe-steps"), "--probe-steps", 1, 1L << 30, &probe)))
     return 2;
-  gpt_run r = {damo_gpt2_train_defaults(), 100, 10, 0};
+  gpt_run r = {damo_gpt2_train_defaults(), 100, 10, 0, 0};
   damo_gpt2_config cfg;
   if (!read_train_object(config, &r, &cfg)) return 2;
   if (steps) r.opt.steps = steps;

@@ -121,7 +121,7 @@ static const cli_group train_groups[] = {
     {"a Sequential config (a \"layers\" list; defaults from its \"fit\")", SEQ, train_sequential},
     {"a GPT-2 config (model_type gpt2; defaults from its \"train\")", GPT, train_gpt2},
     {"a BERT config (model_type bert; defaults from its \"pretrain\" and \"finetune\")", BRT, train_bert},
-    {"differential privacy (a Sequential config, or fine-tuning a BERT classifier)", SEQ | BRT, train_private},
+    {"differential privacy (a Sequential or GPT-2 config, or fine-tuning a BERT classifier)", SEQ | GPT | BRT, train_private},
     {NULL, 0, NULL}};
 
 /* ---- evaluate */

@@ -18,7 +18,7 @@ static int one_of(const char *v, const char *option, const char *a, const char *
   return 1;
 }
 
-int cli_privacy_options(int argc, char **argv, damo_dp_options *o) {
+int cli_privacy_options(int argc, char **argv, damo_dp_options *o, const char *one_model_kind) {
   static const char *const names[] = {"--dp-noise", "--dp-epsilon", "--dp-delta", "--dp-sampling", "--dp-accountant",
                                       "--dp-physical-batch", "--dp-sweep", "--dp-curve"};
   memset(o, 0, sizeof *o);
@@ -32,6 +32,11 @@ int cli_privacy_options(int argc, char **argv, damo_dp_options *o) {
     return 0;
   }
   long n;
+  if (one_model_kind && cli_opt(argc, argv, "--dp-sweep")) {
+    fprintf(stderr, "damo train: --dp-sweep trains Sequential configs; give %s --dp-epsilon or --dp-noise\n",
+            one_model_kind);
+    return -1;
+  }
   if (!cli_parse_double(v, "--dp-clip", 0, 1, HUGE_VAL, &o->clip)) return -1;
   if ((v = cli_opt(argc, argv, "--dp-noise")) && !cli_parse_double(v, "--dp-noise", 0, 0, 1e6, &o->noise)) return -1;
   if ((v = cli_opt(argc, argv, "--dp-epsilon")) && !cli_parse_double(v, "--dp-epsilon", 0, 1, 1e6, &o->target_epsilon))

@@ -146,7 +146,7 @@ int cli_summary_gpt2(int argc, char **argv) {
   free(names);
   free(counts);
   damo_gpt2_free(m);
-  return 0;
+  return dir && !cli_privacy_show(dir) ? 1 : 0;
 }
 
 int cli_summary_bert(int argc, char **argv) {

@@ -2044,6 +2044,12 @@ typedef struct damo_gpt2_train_options {
   float clip_norm;       /* global gradient norm limit; 0 = off */
   int64_t eval_windows;  /* fixed validation windows, evenly spaced over the validation part */
   uint64_t seed;         /* draws the training windows */
+  /* DP-SGD (NULL: none; damo_dp_options): the examples are the training part's disjoint
+   * windows of T + 1 tokens (window i starts at token i (T + 1)), each in a step's sample with
+   * probability batch_size x grad_accum / their number (or a shuffled order's batches); the
+   * sample runs physical_batch (default batch_size) windows a pass. The noise is resolved for
+   * `steps`; damo_gpt2_trainer_epsilon reports what was spent. One process, no recompute. */
+  damo_dp_options *privacy;
 } damo_gpt2_train_options;
 /* The weight-decay mask the trainer gives AdamW: mask[0..n_floats of the param block) is 1
  * for every element of a 2-D tensor (wte, wpe, c_attn, c_proj, c_fc weights), 0 for biases,
@@ -2072,6 +2078,9 @@ void damo_gpt2_trainer_free(damo_gpt2_trainer *t);
 damo_status damo_gpt2_trainer_step(damo_gpt2_trainer *t, damo_gpt2_step_report *report);
 /* Mean loss over the fixed validation windows (the same windows every call). */
 damo_status damo_gpt2_trainer_eval(damo_gpt2_trainer *t, float *val_loss);
+/* DP-SGD: the (epsilon, delta) spent by the steps done so far, also written into the
+ * options' privacy record (steps, epsilon, best_order). */
+damo_status damo_gpt2_trainer_epsilon(damo_gpt2_trainer *t, double *epsilon);
 int64_t damo_gpt2_trainer_steps_done(const damo_gpt2_trainer *t);
 /* Its training step (damo_trainer: set a gradient hook there). */
 struct damo_trainer *damo_gpt2_trainer_core(damo_gpt2_trainer *t);

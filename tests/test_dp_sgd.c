@@ -12,6 +12,7 @@
 #include "harness.h"
 #include "tmpfiles.h"
 #include "mail_fixtures.h"
+#include "grad_seen.h"
 #include "train/model.h"
 
 #include <math.h>
@@ -199,21 +200,6 @@ static void blobs(damo_tensor **x, damo_tensor **y) {
     ((int32_t *)(*y)->data)[i] = c;
     for (int k = 0; k < 20; k++) ((float *)(*x)->data)[i * 20 + k] = (k == c ? 2.0f : 0.0f) + damo_rng_normal(&r);
   }
-}
-
-typedef struct grad_seen {
-  double max_norm, sum_sq;
-  int64_t count, steps;
-} grad_seen;
-
-static damo_status see_grads(void *ctx, float *g, int64_t n, int64_t step) {
-  grad_seen *s = ctx;
-  (void)step;
-  double sq = 0;
-  for (int64_t i = 0; i < n; i++) sq += (double)g[i] * g[i];
-  if (sqrt(sq) > s->max_norm) s->max_norm = sqrt(sq);
-  s->sum_sq += sq, s->count += n, s->steps++;
-  return DAMO_OK;
 }
 
 /* fit of the wide MLP for 2 epochs in batches of 16; the parameters after it into params (n). */

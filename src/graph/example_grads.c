@@ -79,12 +79,17 @@ static damo_status check_supported(const damo_graph *g) {
                           "reshape of one): DP-SGD cannot attribute its per-example norms", n->name, def->name, w->name);
     }
   }
+  if (!(damo_op_table[g->loss->op]->flags & DAMO_OPF_LOSS))
+    return damo_error(DAMO_ERR_UNSUPPORTED, "the loss '%s' (op %s) is not a mean over examples whose gradient DP-SGD "
+                      "can weight per example", g->loss->name, damo_op_table[g->loss->op]->name);
   for (int k = 0; k < g->n_order; k++) { /* a loss's input: no other consumer */
     const damo_node *n = g->nodes[g->order[k]];
-    if (!(damo_op_table[n->op]->flags & DAMO_OPF_LOSS)) continue;
+    const unsigned flags = damo_op_table[n->op]->flags;
+    if (!(flags & DAMO_OPF_LOSS)) continue;
     for (int j = 0; j < n->n_in; j++) {
       const damo_node *x = n->in[j];
       if (!x->in_backward) continue;
+      if (!x->batched && (flags & DAMO_OPF_EXAMPLE_NORMS) && weight_root(x)) continue; /* it measures its weights */
       if (!x->batched)
         return damo_error(DAMO_ERR_UNSUPPORTED, "loss '%s' takes the weight '%s' directly: DP-SGD cannot clip it per "
                           "example", n->name, x->name);

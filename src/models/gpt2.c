@@ -263,6 +263,7 @@ damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, in
       (st = store_int8_rewrite(&m->q8, &m->p, g, "gpt2", &rewritten)) == DAMO_OK && rewritten != expected)
     st = damo_error(DAMO_ERR_STATE, "gpt2 int8 graph: %d of the %d int8 matrices found", rewritten, expected);
   if (st == DAMO_OK) st = damo_graph_status(g);
+  if (st == DAMO_OK && training && m->keep_forward) damo_graph_keep_forward(g);
   if (st == DAMO_OK) st = training ? damo_graph_compile(g, gg->loss, 0, NULL) : damo_graph_compile(g, NULL, 1, &gg->logits);
   if (st != DAMO_OK) {
     damo_error_prefix(st, "building the GPT-2 graph (batch %lld, length %lld): ", (long long)batch,

@@ -11,6 +11,7 @@
 struct damo_gpt2 {
   damo_gpt2_config config;
   int recompute; /* damo_gpt2_set_recompute: graphs made after it recompute each block */
+  int keep_forward; /* training graphs made after it serve two backward passes (DP-SGD) */
   damo_dtype inference_dtype; /* damo_gpt2_set_inference_precision: what KV caches made after it read */
   param_store p; /* 2 + 12 n_layer + 2 tensors in HuggingFace order, "wte.weight", "h.0.ln_1.weight", ...
                     (no "transformer." prefix) */

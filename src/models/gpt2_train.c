@@ -22,6 +22,14 @@
  * (damo_schedule COSINE, a pure function of the step). Clipping: the optimizer's global
  * norm clip, on the averaged gradient.
  *
+ * DP-SGD (opt.privacy): an example is a window, and the windows must not overlap for one
+ * example's removal to change one example: the training part is cut into n_ex disjoint
+ * windows of T + 1 tokens. The core trainer asks how many passes a step has
+ * (private_passes), which is where the step's windows are drawn (Poisson, each with
+ * probability q = batch_size x grad_accum / n_ex, from the window rng, so a resumed run draws
+ * the same), and stages them a pass of dp_pass windows at a time on a graph planned with
+ * keep_forward for its norm pass and weighted backward.
+ *
  * Checkpoint: see damo_gpt2_trainer_save in damo.h. Resuming restores parameters, moments,
  * the optimizer step (which drives the schedule), the trainer step and the window rng, so
  * the continued run draws the same windows and computes the same numbers. */
@@ -51,6 +59,9 @@ struct damo_gpt2_trainer {
   /* data parallel: this rank's windows of each global batch, [share_first, + share) */
   damo_dist *dist;
   int64_t share_first, share;
+  /* DP-SGD: the disjoint windows, a pass's size, the step's sampled windows; shuffle
+   * sampling's order of the epoch dp_epoch */
+  int64_t dp_examples, dp_pass, dp_count, dp_epoch, *dp_rows, *dp_order;
 };
 
 damo_gpt2_train_options damo_gpt2_train_defaults(void) {
@@ -109,6 +120,9 @@ damo_status damo_gpt2_decay_mask(const damo_gpt2 *m, uint8_t *mask) {
 }
 
 static damo_status stage_windows(void *ctx, int64_t micro);
+static damo_status stage_private(void *ctx, int64_t micro);
+static int64_t private_passes(void *ctx);
+static damo_graph *private_graph(void *ctx);
 static damo_status forward_windows(void *ctx, float *loss);
 static damo_status backward_windows(void *ctx);
 static double window_tokens(void *ctx);
@@ -135,7 +149,28 @@ void damo_gpt2_trainer_free(damo_gpt2_trainer *t) {
   free(t->ids);
   free(t->targets);
   free(t->eval_starts);
+  free(t->dp_rows);
+  free(t->dp_order);
   free(t);
+}
+
+/* DP-SGD's examples (the disjoint windows), its options checked and its noise resolved for
+ * the planned steps, the buffers of a step's sample. */
+static damo_status private_setup(damo_gpt2_trainer *t) {
+  damo_dp_options *dp = t->opt.privacy;
+  const int64_t L = t->opt.batch_size * t->opt.grad_accum;
+  t->dp_examples = t->data->n_train / (t->opt.seq_len + 1);
+  if (t->model->recompute)
+    return damo_error(DAMO_ERR_UNSUPPORTED, "gpt2_trainer: DP-SGD keeps every forward value for its second backward "
+                      "pass; turn recomputation off");
+  damo_status st = damo_dp_options_check(dp, t->dp_examples, L);
+  if (st == DAMO_OK) st = damo_dp_options_resolve(dp, t->dp_examples, L, t->opt.steps);
+  if (st != DAMO_OK)
+    return damo_error_prefix(st, "gpt2_trainer: DP-SGD over %lld disjoint windows of %lld tokens: ",
+                             (long long)t->dp_examples, (long long)(t->opt.seq_len + 1));
+  t->dp_rows = malloc((size_t)t->dp_examples * sizeof *t->dp_rows);
+  t->dp_order = malloc((size_t)t->dp_examples * sizeof *t->dp_order);
+  return t->dp_rows && t->dp_order ? DAMO_OK : damo_error(DAMO_ERR_NOMEM, "gpt2_trainer: out of memory for DP-SGD");
 }
 
 damo_status damo_gpt2_trainer_new(damo_gpt2 *m, const damo_token_data *data, const damo_gpt2_train_options *opt,
@@ -165,20 +200,31 @@ damo_status damo_gpt2_trainer_new(damo_gpt2 *m, const damo_token_data *data, con
                                .min_lr = opt->min_lr};
   t->optimizer_config = c;
 
-  size_t n_bt = (size_t)(opt->batch_size * opt->seq_len);
+  damo_dp_options *dp = opt->privacy;
+  t->dp_pass = dp && dp->physical_batch > 0 ? dp->physical_batch : opt->batch_size;
+  t->dp_epoch = -1;
+  if (dp) st = private_setup(t);
+  const int64_t graph_batch = t->dp_pass > opt->batch_size ? t->dp_pass : opt->batch_size;
+  size_t n_bt = (size_t)(graph_batch * opt->seq_len);
   t->ids = malloc(n_bt * sizeof *t->ids);
   t->targets = malloc(n_bt * sizeof *t->targets);
-  if (!t->ids || !t->targets) st = damo_error(DAMO_ERR_NOMEM, "gpt2_trainer_new: out of memory for a batch");
+  if (st == DAMO_OK && (!t->ids || !t->targets)) st = damo_error(DAMO_ERR_NOMEM, "gpt2_trainer_new: out of memory for a batch");
   if (st == DAMO_OK) st = param_store_optimizer(&m->p, &c, &t->optimizer);
   if (st == DAMO_OK) {
     damo_train_adapter a = {.name = "gpt2 training", .ctx = t, .params = m->p.param_block, .grads = m->p.grad_block,
-                            .n_params = m->p.n_params_padded, .stage = stage_windows, .forward = forward_windows,
-                            .backward = backward_windows, .loss_weight = window_tokens,
-                            .set_grad_ready = set_grad_ready};
+                            .n_params = m->p.n_params_padded, .stage = dp ? stage_private : stage_windows,
+                            .forward = forward_windows, .backward = backward_windows, .loss_weight = window_tokens,
+                            .set_grad_ready = set_grad_ready, .graph = private_graph,
+                            .micro_batches = dp ? private_passes : NULL};
     st = damo_trainer_new(&a, t->optimizer, opt->grad_accum, opt->steps, &t->core);
   }
   if (st == DAMO_OK) st = place_eval_windows(t);
-  if (st == DAMO_OK) st = damo_gpt2_graph_new(m, opt->batch_size, opt->seq_len, 1, &t->graph);
+  m->keep_forward = dp != NULL; /* the training graph serves DP-SGD's two backward passes */
+  if (st == DAMO_OK) st = damo_gpt2_graph_new(m, graph_batch, opt->seq_len, 1, &t->graph);
+  m->keep_forward = 0;
+  if (st == DAMO_OK && dp)
+    st = damo_trainer_set_privacy(t->core, dp->clip, dp->used_noise, (double)(opt->batch_size * opt->grad_accum),
+                                  dp->seed ? dp->seed : opt->seed ^ 0x6e6f697365ULL);
   if (st != DAMO_OK) {
     damo_gpt2_trainer_free(t);
     return st;
@@ -220,6 +266,9 @@ damo_status damo_gpt2_trainer_set_data_parallel(damo_gpt2_trainer *t, damo_dist 
                                                 const damo_data_parallel_options *o) {
   if (!t) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_set_data_parallel: NULL trainer");
   const int rank = damo_dist_rank(d), size = damo_dist_size(d);
+  if (t->opt.privacy && size > 1)
+    return damo_error(DAMO_ERR_UNSUPPORTED, "gpt2 training on %d ranks: DP-SGD runs in one process", size);
+  if (t->opt.privacy) return DAMO_OK; /* a world of one: the plain step */
   if (t->opt.batch_size < size)
     return damo_error(DAMO_ERR_INVALID_ARG, "gpt2 training on %d ranks: batch_size %lld gives some rank no window "
                       "(use a batch of at least %d windows)", size, (long long)t->opt.batch_size, size);
@@ -250,6 +299,53 @@ static damo_status stage_windows(void *ctx, int64_t micro) {
   return DAMO_OK;
 }
 
+/* DP-SGD: draws the step's windows (the core trainer asks once, at the step's start) and
+ * returns the passes they take. */
+static int64_t private_passes(void *ctx) {
+  damo_gpt2_trainer *t = ctx;
+  const damo_dp_options *dp = t->opt.privacy;
+  if (dp->sampling == DAMO_DP_POISSON) {
+    t->dp_count = damo_dp_poisson_sample(&t->rng, NULL, t->dp_examples, dp->sample_rate, t->dp_rows);
+  } else { /* shuffle: batches of a permutation drawn per epoch from the seed and the epoch */
+    const int64_t L = t->opt.batch_size * t->opt.grad_accum, per_epoch = (t->dp_examples + L - 1) / L;
+    const int64_t step = damo_trainer_steps_done(t->core), epoch = step / per_epoch, first = step % per_epoch * L;
+    if (epoch != t->dp_epoch) {
+      damo_rng r;
+      damo_rng_seed(&r, t->opt.seed ^ (uint64_t)(epoch + 1) * 0x9e3779b97f4a7c15ULL);
+      for (int64_t i = 0; i < t->dp_examples; i++) t->dp_order[i] = i;
+      damo_shuffle_indices(t->dp_order, t->dp_examples, &r);
+      t->dp_epoch = epoch;
+    }
+    t->dp_count = t->dp_examples - first < L ? t->dp_examples - first : L;
+    memcpy(t->dp_rows, t->dp_order + first, (size_t)t->dp_count * sizeof *t->dp_rows);
+  }
+  return (t->dp_count + t->dp_pass - 1) / t->dp_pass;
+}
+
+/* DP-SGD: pass `micro` of the step's windows on the graph sized to them. */
+static damo_status stage_private(void *ctx, int64_t micro) {
+  damo_gpt2_trainer *t = ctx;
+  const int64_t first = micro * t->dp_pass, b = t->dp_count - first < t->dp_pass ? t->dp_count - first : t->dp_pass;
+  for (int64_t k = 0; k < b; k++) fill_window(t, k, t->dp_rows[first + k] * (t->opt.seq_len + 1));
+  return damo_graph_set_batch(t->graph->graph, b);
+}
+
+static damo_graph *private_graph(void *ctx) { return ((damo_gpt2_trainer *)ctx)->graph->graph; }
+
+damo_status damo_gpt2_trainer_epsilon(damo_gpt2_trainer *t, double *epsilon) {
+  if (!t || !epsilon) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_epsilon: NULL argument");
+  damo_dp_options *dp = t->opt.privacy;
+  if (!dp) return damo_error(DAMO_ERR_STATE, "gpt2_trainer_epsilon: the trainer was made without DP-SGD");
+  dp->steps = damo_trainer_steps_done(t->core);
+  dp->epsilon = 0, dp->best_order = NAN;
+  damo_status st = DAMO_OK;
+  if (dp->steps > 0)
+    st = damo_dp_epsilon(dp->sample_rate, dp->used_noise, (double)dp->steps, dp->delta,
+                         (damo_dp_conversion)dp->conversion, &dp->epsilon, &dp->best_order);
+  *epsilon = dp->epsilon;
+  return st;
+}
+
 static damo_status forward_windows(void *ctx, float *loss) {
   damo_gpt2_trainer *t = ctx;
   return damo_gpt2_graph_forward(t->graph, t->ids, t->targets, loss);
@@ -266,7 +362,7 @@ damo_status damo_gpt2_trainer_step(damo_gpt2_trainer *t, damo_gpt2_step_report *
     report->loss = r.loss;
     report->lr = r.lr;
     report->grad_norm = r.grad_norm;
-    report->tokens = t->opt.grad_accum * t->opt.batch_size * t->opt.seq_len;
+    report->tokens = (t->opt.privacy ? t->dp_count : t->opt.grad_accum * t->opt.batch_size) * t->opt.seq_len;
   }
   return st;
 }
@@ -296,6 +392,8 @@ damo_status damo_gpt2_trainer_eval(damo_gpt2_trainer *t, float *val_loss) {
   if (!t || !val_loss) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_eval: NULL argument");
   if (damo_dist_size(t->dist) > 1) return eval_sharded(t, val_loss);
   int64_t B = t->opt.batch_size;
+  damo_status bs = damo_graph_set_batch(t->graph->graph, B); /* DP-SGD's passes resize it */
+  if (bs != DAMO_OK) return bs;
   double sum = 0.0;
   for (int64_t first = 0; first < t->n_eval; first += B) {
     for (int64_t b = 0; b < B; b++) fill_window(t, b, t->eval_starts[first + b]);

@@ -13,7 +13,15 @@
  * of 1) live in the op's buffer until backward scales them by the real upstream gradient.
  * That is the same three GEMMs as the unfused head, no recomputation, and memory of one
  * chunk plus the size of x and W. A forward run without training (validation) does only the
- * first GEMM; a backward after it computes the gradients then. */
+ * first GEMM; a backward after it computes the gradients then.
+ *
+ * DP-SGD (graph/example_grads.c): the op is a loss that also holds a weight, so it does both
+ * of the per-example jobs itself. A norm pass measures each example's (each sequence's)
+ * gradient of W and b: with d_t the rows of softmax - onehot and h_t those of x, the W part is
+ * sum_t d_t h_t^T, whose squared norm is sum_{t,s} (d_t . d_s)(h_t . h_s) from two T x T Gram
+ * matrices when T is small against C, else the V x C matrix itself, summed chunk by chunk.
+ * A weighted backward scales the rows of the logit gradient by their example's weight before
+ * the GEMM into W, and leaves x's rows to the graph, which weights a loss's inputs. */
 #include "ops/ops.h"
 #include "kernels/cpu/vmath.h"
 
@@ -130,8 +138,10 @@ static int64_t counted_rows(const damo_node *n) {
   return count;
 }
 
-/* The chunked pass: the summed loss, and with want_grad the unit gradients of x, W and b. */
-static double run_chunks(damo_node *n, int want_grad) {
+/* The chunked pass: the summed loss, and with want_grad the unit gradients of x, W and b.
+ * example_weights (NULL: none) scale the rows of each example (rows / examples of them) in
+ * the gradients of W and b only. */
+static double run_chunks(damo_node *n, int want_grad, const float *example_weights, int64_t examples) {
   const linear_ce_dims d = dims_of(n);
   const float *x = damo_f32(n->in[0]), *w = damo_f32(n->in[1]);
   const float *bias = bias_of(n) ? damo_f32(bias_of(n)) : NULL;
@@ -147,6 +157,13 @@ static double run_chunks(damo_node *n, int want_grad) {
     total += chunk_loss(logits, bias, labels + r0, rows, d.V, counted, want_grad);
     if (!want_grad) continue;
     damo_gemm(0, 0, rows, d.C, d.V, 1.0f, logits, d.V, w, d.C, 0.0f, unit_dx(n) + r0 * d.C, d.C);
+    if (example_weights) {
+      const int64_t per = d.N / examples;
+      for (int64_t r = 0; r < rows; r++) {
+        const float wr = example_weights[(r0 + r) / per];
+        for (int64_t v = 0; v < d.V; v++) logits[r * d.V + v] *= wr;
+      }
+    }
     damo_gemm(1, 0, d.V, d.C, rows, 1.0f, logits, d.V, xc, d.C, r0 == 0 ? 0.0f : 1.0f, unit_dw(n, d), d.C);
     if (bias) /* rows in order: the same sums for any thread count */
       for (int64_t r = 0; r < rows; r++)
@@ -166,9 +183,10 @@ static damo_status linear_ce_forward(damo_graph *g, damo_node *n) {
     if (labels[r] >= d.V)
       return damo_error(DAMO_ERR_INVALID_ARG, "%s: label %d at row %lld is outside the vocabulary [0, %lld)",
                         n->name[0] ? n->name : "linear_cross_entropy", labels[r], (long long)r, (long long)d.V);
-  const int want_grad = g->training && wants_grad(n);
+  /* a graph kept for DP-SGD's two backward passes: they compute what they need */
+  const int want_grad = g->training && wants_grad(n) && !g->keep_forward;
   const int64_t counted = counted_rows(n);
-  const double total = run_chunks(n, want_grad);
+  const double total = run_chunks(n, want_grad, NULL, 1);
   damo_f32(n)[0] = counted > 0 ? (float)(total / (double)counted) : 0.0f;
   ((float *)n->aux)[0] = want_grad ? 1.0f : 0.0f;
   return DAMO_OK;
@@ -179,22 +197,86 @@ static void add_scaled(float *dst, const float *src, int64_t count, float scale)
   for (int64_t i = 0; i < count; i++) dst[i] += scale * src[i];
 }
 
+/* |sum_t d_t h_t^T|^2 = sum_{t,s} (d_t . d_s)(h_t . h_s) for one example's T rows, whose
+ * logit gradients d are in `logits`; *bias_sq gets |sum_t d_t|^2 = the sum of d d^T. */
+static double gram_norm(const float *d_rows, const float *x_rows, int64_t T, int64_t V, int64_t C, float *scratch,
+                        double *bias_sq) {
+  float *dd = scratch, *hh = scratch + T * T;
+  damo_gemm(0, 1, T, T, V, 1.0f, d_rows, V, d_rows, V, 0.0f, dd, T);
+  damo_gemm(0, 1, T, T, C, 1.0f, x_rows, C, x_rows, C, 0.0f, hh, T);
+  double sq = 0, sb = 0;
+  for (int64_t i = 0; i < T * T; i++) sq += (double)dd[i] * hh[i], sb += dd[i];
+  *bias_sq = sb;
+  return sq;
+}
+
+/* DP-SGD's norm pass: each example's squared gradient norms of W (and b) into the graph's
+ * per-example accumulators, and x's gradient (unweighted) for the layers below. */
+static void linear_ce_example_norms(damo_graph *g, damo_node *n, linear_ce_dims d, float upstream) {
+  const int64_t B = g->batch, T = d.N / (B > 0 ? B : 1);
+  const float *x = damo_f32(n->in[0]), *w = damo_f32(n->in[1]);
+  const damo_node *bn = bias_of(n);
+  const float *bias = bn ? damo_f32(bn) : NULL;
+  const int32_t *labels = n->in[2]->value;
+  const int64_t counted = counted_rows(n);
+  float *logits = chunk_logits(n, d);
+  /* whole examples in one chunk and T^2 (V + C) < T V C: Gram matrices, else the gradient itself */
+  const int gram = T <= d.chunk_rows && T * (d.V + d.C) < d.V * d.C;
+  float *scratch = damo_graph_scratch(g, (size_t)(gram ? 2 * T * T : d.V * d.C + d.V) * sizeof(float));
+  if (!scratch) return;
+  const double u2 = (double)upstream * upstream;
+  for (int64_t i = 0; i < B; i++) {
+    double sq_w = 0, sq_b = 0;
+    float *gw = scratch, *gb = scratch + d.V * d.C;
+    if (!gram) memset(scratch, 0, (size_t)(d.V * d.C + d.V) * sizeof(float));
+    for (int64_t r0 = i * T; r0 < (i + 1) * T; r0 += d.chunk_rows) {
+      const int64_t rows = (i + 1) * T - r0 < d.chunk_rows ? (i + 1) * T - r0 : d.chunk_rows;
+      const float *xc = x + r0 * d.C;
+      damo_gemm(0, 1, rows, d.V, d.C, 1.0f, xc, d.C, w, d.C, 0.0f, logits, d.V);
+      chunk_loss(logits, bias, labels + r0, rows, d.V, counted, 1);
+      if (n->in[0]->in_backward)
+        damo_gemm(0, 0, rows, d.C, d.V, 1.0f, logits, d.V, w, d.C, 0.0f, unit_dx(n) + r0 * d.C, d.C);
+      if (gram) {
+        sq_w = gram_norm(logits, xc, rows, d.V, d.C, scratch, &sq_b);
+        continue;
+      }
+      damo_gemm(1, 0, d.V, d.C, rows, 1.0f, logits, d.V, xc, d.C, 1.0f, gw, d.C);
+      for (int64_t r = 0; bias && r < rows; r++)
+        for (int64_t v = 0; v < d.V; v++) gb[v] += logits[r * d.V + v];
+    }
+    if (!gram) {
+      sq_w = damo_sum_squares(gw, d.V * d.C);
+      sq_b = bias ? damo_sum_squares(gb, d.V) : 0;
+    }
+    if (damo_wants_weight_norms(g, n->in[1])) damo_example_norm_add(g, n->in[1], i, sq_w * u2);
+    if (bn && damo_wants_weight_norms(g, bn)) damo_example_norm_add(g, bn, i, sq_b * u2);
+  }
+  ((float *)n->aux)[0] = 0.0f; /* the unit gradients of W and b were not made */
+  if (n->in[0]->in_backward) add_scaled(damo_node_grad_acc(n->in[0]), unit_dx(n), d.N * d.C, upstream);
+}
+
 static void linear_ce_backward(damo_graph *g, damo_node *n) {
-  (void)g;
   if (!wants_grad(n)) return;
   const linear_ce_dims d = dims_of(n);
-  if (((float *)n->aux)[0] == 0.0f) { /* forward ran without training */
-    run_chunks(n, 1);
+  const float upstream = n->grad[0];
+  if (g->norm_pass) {
+    linear_ce_example_norms(g, n, d, upstream);
+    return;
+  }
+  if (g->example_weights) { /* W's and b's gradients weighted here, x's rows by the graph */
+    run_chunks(n, 1, g->example_weights, g->batch);
+    ((float *)n->aux)[0] = 0.0f;
+  } else if (((float *)n->aux)[0] == 0.0f) { /* forward ran without training (or for DP-SGD) */
+    run_chunks(n, 1, NULL, 1);
     ((float *)n->aux)[0] = 1.0f;
   }
-  const float upstream = n->grad[0];
   if (n->in[0]->in_backward) add_scaled(damo_node_grad_acc(n->in[0]), unit_dx(n), d.N * d.C, upstream);
   if (n->in[1]->in_backward) add_scaled(damo_node_grad_acc(n->in[1]), unit_dw(n, d), d.V * d.C, upstream);
   if (bias_of(n) && bias_of(n)->in_backward) add_scaled(damo_node_grad_acc(n->in[3]), unit_db(n, d), d.V, upstream);
 }
 
 const damo_op_def damo_op_def_linear_ce = {"linear_cross_entropy", 3, linear_ce_infer, linear_ce_forward,
-                                           linear_ce_backward, DAMO_OPF_BWD_INPUTS};
+                                           linear_ce_backward, DAMO_OPF_BWD_INPUTS | DAMO_OPF_EXAMPLE_NORMS | DAMO_OPF_LOSS};
 
 damo_node *damo_linear_cross_entropy_chunked(damo_graph *g, damo_node *x, damo_node *weight, damo_node *bias,
                                              damo_node *labels, int chunk_rows) {
