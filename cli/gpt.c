@@ -82,7 +82,7 @@ static int read_train_flags(int argc, char **argv, gpt_run *r) {
     int64_t *field;
     long lo;
   } ints[] = {{"--steps", &r->opt.steps, 1}, {"--batch-size", &r->opt.batch_size, 1}, {"--seq-len", &r->opt.seq_len, 1},
-              {"--grad-accum", &r->opt.grad_accum, 1}};
+              {"--grad-accum", &r->opt.grad_accum, 1}, {"--warmup-steps", &r->opt.warmup_steps, 0}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
     if ((v = cli_opt(argc, argv, ints[i].name))) {
       if (!cli_parse_long(v, ints[i].name, ints[i].lo, 1L << 30, &n)) return 0;

@@ -90,6 +90,7 @@ static const cli_option train_gpt2[] = {
     {"--batch-size", 1, "B", "windows per micro-batch"},
     {"--seq-len", 1, "T", "tokens per window (at most n_positions)"},
     {"--grad-accum", 1, "K", "micro-batches per step"},
+    {"--warmup-steps", 1, "W", "linear warm-up steps before the cosine decay"},
     {"--lr", 1, "X", "peak learning rate (the cosine floor keeps its ratio to it)"},
     {"--seed", 1, "S", "initialisation and window seed"},
     {"--eval-every", 1, "N", "validation loss every N steps (0: at the end only)"},
