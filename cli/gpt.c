@@ -146,6 +146,8 @@ static damo_status gpt_validate(void *ctx, double *row) {
   float val;
   damo_status st = damo_gpt2_trainer_eval(o->t, &val);
   row[DAMO_H_VAL_LOSS] = val;
+  double eps; /* DP-SGD: the epsilon column */
+  if (st == DAMO_OK && o->privacy && (st = damo_gpt2_trainer_epsilon(o->t, &eps)) == DAMO_OK) row[DAMO_HISTORY_COLUMNS] = eps;
   o->paused += cli_seconds() - start;
   return st;
 }
@@ -203,6 +205,8 @@ static int run_training(damo_gpt2_trainer *t, const gpt_run *r, const char *out)
   damo_train_loop loop = {.steps = r->opt.steps, .log_every = r->log_every, .validate_every = r->eval_every,
                           .validate_first = r->eval_every > 0, .checkpoint_every = r->checkpoint_every};
   damo_train_hooks hooks = {.ctx = &o, .validate = gpt_validate, .checkpoint = gpt_checkpoint, .on_event = gpt_event};
+  const char *const epsilon[1] = {"epsilon"}; /* DP-SGD: a column of the history */
+  loop.n_extra = r->opt.privacy ? 1 : 0, loop.extra_columns = epsilon;
   o.history = damo_history_create(0);
   if (!o.history) return cli_fail("train");
   damo_status st = damo_trainer_run(damo_gpt2_trainer_core(t), &loop, &hooks, o.history);
