@@ -724,6 +724,9 @@ const char *damo_dp_conversion_name(int conversion);
 damo_status damo_dp_options_check(const damo_dp_options *o, int64_t n, int64_t batch);
 /* Fills in o's noise for its target over steps (when one is asked) and its sample rate. */
 damo_status damo_dp_options_resolve(damo_dp_options *o, int64_t n, int64_t batch, int64_t steps);
+/* What `steps` steps of the resolved run spent: o's steps, epsilon and best_order (epsilon 0
+ * before the first step). */
+damo_status damo_dp_options_spent(damo_dp_options *o, int64_t steps);
 /* A Poisson-sampled batch: each of rows[0..n) into out with probability q (draws from r);
  * returns how many. */
 int64_t damo_dp_poisson_sample(damo_rng *r, const int64_t *rows, int64_t n, double q, int64_t *out);

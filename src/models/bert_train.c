@@ -659,12 +659,7 @@ damo_status damo_bert_finetuner_fit(damo_bert_finetuner *f, const damo_bert_exam
                             .validate = finetune_validate, .checkpoint = o->checkpoint ? finetune_checkpoint : NULL,
                             .on_event = finetune_event};
   if (st == DAMO_OK) st = damo_trainer_run(f->core, &loop, &hooks, o->history);
-  if (dp) { /* what the run spent */
-    dp->steps = damo_trainer_steps_done(f->core);
-    if (dp->steps > 0 && damo_dp_epsilon(dp->sample_rate, dp->used_noise, (double)dp->steps, dp->delta,
-                                         (damo_dp_conversion)dp->conversion, &dp->epsilon, &dp->best_order) != DAMO_OK)
-      dp->epsilon = INFINITY;
-  }
+  if (dp && damo_dp_options_spent(dp, damo_trainer_steps_done(f->core)) != DAMO_OK) dp->epsilon = INFINITY;
   free(r.order);
   free(r.staged);
   return st;

@@ -336,12 +336,7 @@ damo_status damo_gpt2_trainer_epsilon(damo_gpt2_trainer *t, double *epsilon) {
   if (!t || !epsilon) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_trainer_epsilon: NULL argument");
   damo_dp_options *dp = t->opt.privacy;
   if (!dp) return damo_error(DAMO_ERR_STATE, "gpt2_trainer_epsilon: the trainer was made without DP-SGD");
-  dp->steps = damo_trainer_steps_done(t->core);
-  dp->epsilon = 0, dp->best_order = NAN;
-  damo_status st = DAMO_OK;
-  if (dp->steps > 0)
-    st = damo_dp_epsilon(dp->sample_rate, dp->used_noise, (double)dp->steps, dp->delta,
-                         (damo_dp_conversion)dp->conversion, &dp->epsilon, &dp->best_order);
+  damo_status st = damo_dp_options_spent(dp, damo_trainer_steps_done(t->core));
   *epsilon = dp->epsilon;
   return st;
 }

@@ -44,7 +44,13 @@ static linear_ce_dims dims_of(const damo_node *n) {
   return d;
 }
 
-/* Buffer layout: header (header[0] != 0: the unit gradients match the last forward), the
+/* What the unit gradients in the buffer hold for the last forward (header[0]): nothing, all
+ * three, or x's alone (a DP-SGD norm pass made it; W's and b's were per example, or weighted). */
+#define UNITS_NONE 0.0f
+#define UNITS_ALL 1.0f
+#define UNITS_DX 2.0f
+
+/* Buffer layout: header (header[0]: UNITS_*), the
  * unit gradient of x (N, C), of W (V, C), of b (V), then one chunk of logits. */
 static float *unit_dx(const damo_node *n) { return (float *)n->aux + HEADER_FLOATS; }
 static float *unit_dw(const damo_node *n, linear_ce_dims d) { return unit_dx(n) + d.N * d.C; }
@@ -140,8 +146,8 @@ static int64_t counted_rows(const damo_node *n) {
 
 /* The chunked pass: the summed loss, and with want_grad the unit gradients of x, W and b.
  * example_weights (NULL: none) scale the rows of each example (rows / examples of them) in
- * the gradients of W and b only. */
-static double run_chunks(damo_node *n, int want_grad, const float *example_weights, int64_t examples) {
+ * the gradients of W and b only; dx_ready: x's unit gradient is there already (not redone). */
+static double run_chunks(damo_node *n, int want_grad, const float *example_weights, int64_t examples, int dx_ready) {
   const linear_ce_dims d = dims_of(n);
   const float *x = damo_f32(n->in[0]), *w = damo_f32(n->in[1]);
   const float *bias = bias_of(n) ? damo_f32(bias_of(n)) : NULL;
@@ -156,7 +162,7 @@ static double run_chunks(damo_node *n, int want_grad, const float *example_weigh
     damo_gemm(0, 1, rows, d.V, d.C, 1.0f, xc, d.C, w, d.C, 0.0f, logits, d.V);
     total += chunk_loss(logits, bias, labels + r0, rows, d.V, counted, want_grad);
     if (!want_grad) continue;
-    damo_gemm(0, 0, rows, d.C, d.V, 1.0f, logits, d.V, w, d.C, 0.0f, unit_dx(n) + r0 * d.C, d.C);
+    if (!dx_ready) damo_gemm(0, 0, rows, d.C, d.V, 1.0f, logits, d.V, w, d.C, 0.0f, unit_dx(n) + r0 * d.C, d.C);
     if (example_weights) {
       const int64_t per = d.N / examples;
       for (int64_t r = 0; r < rows; r++) {
@@ -186,9 +192,9 @@ static damo_status linear_ce_forward(damo_graph *g, damo_node *n) {
   /* a graph kept for DP-SGD's two backward passes: they compute what they need */
   const int want_grad = g->training && wants_grad(n) && !g->keep_forward;
   const int64_t counted = counted_rows(n);
-  const double total = run_chunks(n, want_grad, NULL, 1);
+  const double total = run_chunks(n, want_grad, NULL, 1, 0);
   damo_f32(n)[0] = counted > 0 ? (float)(total / (double)counted) : 0.0f;
-  ((float *)n->aux)[0] = want_grad ? 1.0f : 0.0f;
+  ((float *)n->aux)[0] = want_grad ? UNITS_ALL : UNITS_NONE;
   return DAMO_OK;
 }
 
@@ -251,7 +257,7 @@ static void linear_ce_example_norms(damo_graph *g, damo_node *n, linear_ce_dims 
     if (damo_wants_weight_norms(g, n->in[1])) damo_example_norm_add(g, n->in[1], i, sq_w * u2);
     if (bn && damo_wants_weight_norms(g, bn)) damo_example_norm_add(g, bn, i, sq_b * u2);
   }
-  ((float *)n->aux)[0] = 0.0f; /* the unit gradients of W and b were not made */
+  ((float *)n->aux)[0] = n->in[0]->in_backward ? UNITS_DX : UNITS_NONE; /* W's and b's were per example */
   if (n->in[0]->in_backward) add_scaled(damo_node_grad_acc(n->in[0]), unit_dx(n), d.N * d.C, upstream);
 }
 
@@ -264,11 +270,11 @@ static void linear_ce_backward(damo_graph *g, damo_node *n) {
     return;
   }
   if (g->example_weights) { /* W's and b's gradients weighted here, x's rows by the graph */
-    run_chunks(n, 1, g->example_weights, g->batch);
-    ((float *)n->aux)[0] = 0.0f;
-  } else if (((float *)n->aux)[0] == 0.0f) { /* forward ran without training (or for DP-SGD) */
-    run_chunks(n, 1, NULL, 1);
-    ((float *)n->aux)[0] = 1.0f;
+    run_chunks(n, 1, g->example_weights, g->batch, ((float *)n->aux)[0] == UNITS_DX); /* x's from the norm pass */
+    ((float *)n->aux)[0] = UNITS_DX;
+  } else if (((float *)n->aux)[0] != UNITS_ALL) { /* forward ran without training (or for DP-SGD) */
+    run_chunks(n, 1, NULL, 1, 0);
+    ((float *)n->aux)[0] = UNITS_ALL;
   }
   if (n->in[0]->in_backward) add_scaled(damo_node_grad_acc(n->in[0]), unit_dx(n), d.N * d.C, upstream);
   if (n->in[1]->in_backward) add_scaled(damo_node_grad_acc(n->in[1]), unit_dw(n, d), d.V * d.C, upstream);

@@ -65,6 +65,14 @@ damo_status damo_dp_options_resolve(damo_dp_options *o, int64_t n, int64_t batch
   return DAMO_OK;
 }
 
+damo_status damo_dp_options_spent(damo_dp_options *o, int64_t steps) {
+  if (!o) return damo_error(DAMO_ERR_INVALID_ARG, "dp_options_spent: NULL options");
+  o->steps = steps, o->epsilon = 0, o->best_order = NAN;
+  if (steps <= 0) return DAMO_OK;
+  return damo_dp_epsilon(o->sample_rate, o->used_noise, (double)steps, o->delta, (damo_dp_conversion)o->conversion,
+                         &o->epsilon, &o->best_order);
+}
+
 int64_t damo_dp_poisson_sample(damo_rng *r, const int64_t *rows, int64_t n, double q, int64_t *out) {
   int64_t count = 0;
   for (int64_t i = 0; i < n; i++)
