@@ -156,3 +156,19 @@ void cli_warn_warmup(int64_t steps, int64_t warmup_steps) {
     fprintf(stderr, "damo train: warning: the warm-up (%lld steps) is longer than the run (%lld steps): the learning "
             "rate never reaches its peak\n", (long long)warmup_steps, (long long)steps);
 }
+
+int cli_freeze_options(int argc, char **argv, cli_set_trainable set, void *model) {
+  const char *only = cli_opt(argc, argv, "--train-only"), *freeze = cli_opt(argc, argv, "--freeze"), *failed = NULL;
+  if (only && (set(model, "*", 0) != DAMO_OK || set(model, only, 1) != DAMO_OK)) failed = "--train-only";
+  if (!failed && freeze && set(model, freeze, 0) != DAMO_OK) failed = "--freeze";
+  if (failed) fprintf(stderr, "damo train: %s: %s\n", failed, damo_last_error());
+  return failed == NULL;
+}
+
+void cli_print_trained(int argc, char **argv, int64_t trained, int64_t total) {
+  const char *only = cli_opt(argc, argv, "--train-only"), *freeze = cli_opt(argc, argv, "--freeze");
+  if (!only && !freeze) return;
+  printf("trained: %lld of %lld parameters (%s%s%s%s%s); the rest frozen\n", (long long)trained, (long long)total,
+         only ? "--train-only " : "", only ? only : "", only && freeze ? ", " : "", freeze ? "--freeze " : "",
+         freeze ? freeze : "");
+}

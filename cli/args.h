@@ -70,5 +70,12 @@ int cli_parse_double(const char *s, const char *name, double lo, int lo_open, do
 double cli_seconds(void);
 /* Warns on stderr when a warm-up is longer than the whole run (the settings contradict). */
 void cli_warn_warmup(int64_t steps, int64_t warmup_steps);
+/* --train-only PATTERNS (freeze every tensor but these) then --freeze PATTERNS (freeze these):
+ * comma-separated shell patterns over the model's tensor names, applied with the model's
+ * set_trainable (a wrapper of damo_{bert,gpt2}_set_trainable). Prints what is trained when
+ * either is given (trained/total: the model's counts). 0 after printing the error, else 1. */
+typedef damo_status (*cli_set_trainable)(void *model, const char *patterns, int trainable);
+int cli_freeze_options(int argc, char **argv, cli_set_trainable set, void *model);
+void cli_print_trained(int argc, char **argv, int64_t trained, int64_t total);
 
 #endif

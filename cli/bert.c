@@ -126,6 +126,10 @@ static damo_status make_model(const damo_bert_config *config, const char *init, 
   return st == DAMO_OK ? damo_bert_set_recompute(*m, recompute) : st; /* --recompute */
 }
 
+static damo_status set_trainable(void *m, const char *patterns, int trainable) {
+  return damo_bert_set_trainable(m, patterns, trainable);
+}
+
 
 /* config.json, model.safetensors, vocab.txt and tokenizer_config.json (uncased, truncation
  * at seq_len, the length the weights were trained at, and head_tokens when head >= 0), as one
@@ -332,7 +336,7 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
   }
   if (!cli_bert_match_vocabulary(wp, m, &r.opt)) goto done;
   damo_data_parallel_options dp;
-  if (!cli_data_parallel_options(argc, argv, &dp)) {
+  if (!cli_data_parallel_options(argc, argv, &dp) || !cli_freeze_options(argc, argv, set_trainable, m)) {
     rc = 2;
     goto done;
   }
@@ -345,6 +349,7 @@ static int run_pretraining(int argc, char **argv, const char *config, const char
   printf("%s\nBERT: %d layers, %d heads, width %d, inner %d, vocab %d: %lld parameters\n", damo_info_string(),
          c->num_hidden_layers, c->num_attention_heads, c->hidden_size, c->intermediate_size, c->vocab_size,
          (long long)damo_bert_num_params(m));
+  cli_print_trained(argc, argv, damo_bert_num_trainable_params(m), damo_bert_num_params(m));
   printf("masked LM: %lld tokens (last 10%% validation), %lld steps of %lld x %lld, %lld slots, lr %g, warm-up %lld\n",
          (long long)n, (long long)r.opt.steps, (long long)r.opt.batch_size, (long long)r.opt.seq_len,
          (long long)r.opt.predictions, (double)r.opt.lr, (long long)r.opt.warmup_steps);
@@ -482,7 +487,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   }
   if (!cli_bert_match_vocabulary(wp, m, &r.opt)) goto done;
   damo_data_parallel_options dp;
-  if (!cli_data_parallel_options(argc, argv, &dp)) {
+  if (!cli_data_parallel_options(argc, argv, &dp) || !cli_freeze_options(argc, argv, set_trainable, m)) {
     rc = 2;
     goto done;
   }
@@ -497,6 +502,7 @@ static int run_finetuning(int argc, char **argv, const char *config, const char 
   printf("BERT classifier %s: %lld parameters; %ld epochs x %lld steps of %lld, T %lld%s, lr %g\n",
          init ? "from the pre-trained weights" : "from random initialisation", (long long)damo_bert_num_params(m),
          r.epochs, (long long)per_epoch, (long long)B, (long long)T, cut, (double)r.opt.lr);
+  cli_print_trained(argc, argv, damo_bert_num_trainable_params(m), damo_bert_num_params(m));
   finetune_output fo = {.epochs = r.epochs, .per_epoch = per_epoch, .batch = B, .tty = isatty(fileno(stdout)),
                         .t0 = cli_seconds(), .best_epoch = (int)r.epochs, .best_f1 = NAN, .privacy = r.opt.privacy};
   saved_privacy = r.opt.privacy, saved_examples = sp[0].n;

@@ -110,6 +110,10 @@ static int read_train_flags(int argc, char **argv, gpt_run *r) {
   return 1;
 }
 
+static damo_status set_trainable(void *m, const char *patterns, int trainable) {
+  return damo_gpt2_set_trainable(m, patterns, trainable);
+}
+
 /* What is about to be trained, on what, and how. */
 static void print_header(const damo_gpt2_config *c, const damo_gpt2 *m, const damo_token_data *data, const gpt_run *r,
                          const char *spec) {
@@ -252,18 +256,27 @@ int cli_train_gpt2(int argc, char **argv) {
     rc = cli_fail("train: loading the GPT-2 tokenizer");
     goto done;
   }
-  if (damo_bpe_vocab_size(bpe) > cfg.vocab_size) {
-    fprintf(stderr, "damo train: the config's vocab_size %d is smaller than the tokenizer's %d ids\n", cfg.vocab_size,
-            damo_bpe_vocab_size(bpe));
+  const char *init = cli_opt(argc, argv, "--init");
+  if (init ? damo_gpt2_load(init, &m) != DAMO_OK : damo_gpt2_new(&cfg, r.opt.seed, &m) != DAMO_OK) {
+    rc = cli_fail(init ? "train --init" : "train");
     goto done;
   }
-  if (damo_token_data_load(spec, bpe, &data) != DAMO_OK) {
+  cfg = *damo_gpt2_get_config(m); /* --init: the directory's shape */
+  if (damo_bpe_vocab_size(bpe) > cfg.vocab_size) {
+    fprintf(stderr, "damo train: the %s vocab_size %d is smaller than the tokenizer's %d ids\n",
+            init ? "initial model's" : "config's", cfg.vocab_size, damo_bpe_vocab_size(bpe));
+    goto done;
+  }
+  if (damo_token_data_load(spec, bpe, &data) != DAMO_OK ||
+      damo_gpt2_set_recompute(m, cli_flag(argc, argv, "--recompute")) != DAMO_OK) {
     rc = cli_fail("train");
     goto done;
   }
-  if (damo_gpt2_new(&cfg, r.opt.seed, &m) != DAMO_OK ||
-      damo_gpt2_set_recompute(m, cli_flag(argc, argv, "--recompute")) != DAMO_OK ||
-      damo_gpt2_trainer_new(m, data, &r.opt, &t) != DAMO_OK ||
+  if (!cli_freeze_options(argc, argv, set_trainable, m)) {
+    rc = 2;
+    goto done;
+  }
+  if (damo_gpt2_trainer_new(m, data, &r.opt, &t) != DAMO_OK ||
       damo_gpt2_trainer_set_data_parallel(t, cli_world(), &dp) != DAMO_OK) {
     rc = cli_fail("train");
     goto done;
@@ -275,6 +288,8 @@ int cli_train_gpt2(int argc, char **argv) {
   rc = 1;
   r.private_examples = data->n_train / (r.opt.seq_len + 1);
   print_header(&cfg, m, data, &r, spec);
+  if (init) printf("initial weights: %s\n", init);
+  cli_print_trained(argc, argv, damo_gpt2_num_trainable_params(m), damo_gpt2_num_params(m));
   if (r.opt.privacy)
     printf("DP-SGD: %lld disjoint windows of %lld tokens, each in a step with probability %.4g; clip %g, noise "
            "multiplier %.4g, delta %g\n", (long long)r.private_examples, (long long)(r.opt.seq_len + 1),

@@ -96,6 +96,8 @@ static const cli_option train_gpt2[] = {
     {"--eval-every", 1, "N", "validation loss every N steps (0: at the end only)"},
     {"--log-every", 1, "N", "a progress line every N steps"},
     {"--checkpoint-every", 1, "N", "a checkpoint in --out every N steps (0: at the end only)"},
+    {"--init", 1, "DIR", "start from a saved GPT-2 directory (damo's or HuggingFace's; its config.json sets\n"
+                         "the shape, the config file the training defaults)"},
     {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
     {"--resume", 0, NULL, "continue from the checkpoint in --out"},
     END};
@@ -117,11 +119,18 @@ static const cli_option train_bert[] = {
                                    "fine-tuning at each epoch end)"},
     {"--resume", 0, NULL, "continue the run checkpointed in --out (same config, data and options)"},
     END};
+static const cli_option train_freeze[] = {
+    {"--train-only", 1, "PATTERNS", "train only the tensors named like these comma-separated shell patterns\n"
+                                    "(\"encoder.layer.3.*,pooler.*,classifier.*\"); the rest keep their values"},
+    {"--freeze", 1, "PATTERNS", "keep these tensors as they are (\"embeddings.*\", \"wte.weight\"): no gradient,\n"
+                                "no decay, no DP-SGD noise (after --train-only when both are given)"},
+    END};
 static const cli_group train_groups[] = {
     {NULL, CLI_ALL_KINDS, train_common},
     {"a Sequential config (a \"layers\" list; defaults from its \"fit\")", SEQ, train_sequential},
     {"a GPT-2 config (model_type gpt2; defaults from its \"train\")", GPT, train_gpt2},
     {"a BERT config (model_type bert; defaults from its \"pretrain\" and \"finetune\")", BRT, train_bert},
+    {"training part of a GPT-2 or BERT model (tensor names as in model.safetensors)", GPT | BRT, train_freeze},
     {"differential privacy (a Sequential or GPT-2 config, or fine-tuning a BERT classifier)", SEQ | GPT | BRT, train_private},
     {NULL, 0, NULL}};
 
@@ -141,6 +150,8 @@ static const cli_option evaluate_gpt2[] = {
     {"--seq-len", 1, "T", "tokens per window (default: the model's context, n_positions)"},
     {"--windows", 1, "N", "score N evenly spaced windows (default: every window of the validation part)"},
     {"--batch-size", 1, "B", "windows per forward pass (default 4)"},
+    {"--init", 1, "DIR", "start from a saved GPT-2 directory (damo's or HuggingFace's; its config.json sets\n"
+                         "the shape, the config file the training defaults)"},
     {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
     END};
 static const cli_option evaluate_bert[] = {
@@ -192,6 +203,8 @@ static const cli_option generate_options[] = {
     {"--seed", 1, "S", "sampling seed (default 0)"},
     {"--precision", 1, "f32|bf16", "bf16: the decoder reads a bfloat16 copy of the weights (half the memory each token\n"
                                    "streams) and the prompt's matmuls take bf16 operands (default f32)"},
+    {"--init", 1, "DIR", "start from a saved GPT-2 directory (damo's or HuggingFace's; its config.json sets\n"
+                         "the shape, the config file the training defaults)"},
     {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
     END};
 static const cli_group generate_groups[] = {{NULL, GPT, generate_options}, {NULL, 0, NULL}};
@@ -291,6 +304,8 @@ static const cli_option quantize_gpt2[] = {
     {"--seq-len", 1, "T", "tokens per window (default: the model's context)"},
     {"--windows", 1, "N", "score N evenly spaced windows (default: all)"},
     {"--batch-size", 1, "B", "windows per forward pass (default 4)"},
+    {"--init", 1, "DIR", "start from a saved GPT-2 directory (damo's or HuggingFace's; its config.json sets\n"
+                         "the shape, the config file the training defaults)"},
     {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
     END};
 static const cli_option quantize_bert[] = {
@@ -370,6 +385,8 @@ static const cli_option serve_options[] = {
     {"--max-body-mb", 1, "MB", "larger request bodies get 413 (default 8)"},
     {"--drain-s", 1, "S", "after SIGTERM or SIGINT, how long running requests may take to finish (default 30)"},
     {"--precision", 1, "f32|bf16", "matmul operands in bfloat16 (as predict and generate; default f32)"},
+    {"--init", 1, "DIR", "start from a saved GPT-2 directory (damo's or HuggingFace's; its config.json sets\n"
+                         "the shape, the config file the training defaults)"},
     {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
     END};
 static const cli_group serve_groups[] = {{NULL, CLI_ALL_KINDS, serve_options}, {NULL, 0, NULL}};
@@ -434,6 +451,8 @@ static const cli_option explain_gpt2[] = {
     {"--steps", 1, "N", "integrated gradients' points (default 64)"},
     {"--out", 1, "FILE.png", "every layer's and head's attention as one grid"},
     {"--html", 1, "FILE.html", "a head view of the prompt's attention"},
+    {"--init", 1, "DIR", "start from a saved GPT-2 directory (damo's or HuggingFace's; its config.json sets\n"
+                         "the shape, the config file the training defaults)"},
     {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
     END};
 static const cli_group explain_groups[] = {{"a classifier (Sequential or functional)", SEQ, explain_options},

@@ -1357,6 +1357,11 @@ typedef struct damo_train_adapter {
    * how many micro-batches the coming step has (a sampled batch in passes; NULL: grad_accum). */
   damo_graph *(*graph)(void *ctx);
   int64_t (*micro_batches)(void *ctx);
+  /* Optional: the trained parts of params, n_trained_ranges (offset, count) pairs (NULL: all
+   * n_params). DP-SGD's noise goes there only, so frozen weights and the padding between
+   * tensors keep a zero gradient. Borrowed. */
+  const int64_t *trained_ranges;
+  int n_trained_ranges;
 } damo_train_adapter;
 /* Called once a step with the step's final (averaged) gradient, before clipping and the
  * optimizer: where data-parallel training all-reduces. step counts from 0. */
@@ -1892,6 +1897,15 @@ damo_tensor *damo_gpt2_grad(const damo_gpt2 *m, const char *name);
  * tensor 64-byte aligned, zero padding between), n_floats long: what an optimizer steps. */
 float *damo_gpt2_param_block(const damo_gpt2 *m, int64_t *n_floats);
 float *damo_gpt2_grad_block(const damo_gpt2 *m, int64_t *n_floats);
+/* Fine-tuning part of the model (Keras' layer.trainable, PyTorch's requires_grad_): freezes
+ * (trainable 0) or unfreezes the tensors whose names match any of the comma-separated shell
+ * patterns ("h.11.*", "ln_f.*", "*"). A frozen tensor gets no gradient (backward stops below
+ * the lowest trained tensor), no weight decay and no DP-SGD noise: training leaves it as it
+ * is. Applies to graphs and trainers made afterwards; a pattern that matches no tensor is an
+ * error naming it (and nothing changes). A trainer with every tensor frozen is refused. */
+damo_status damo_gpt2_set_trainable(damo_gpt2 *m, const char *patterns, int trainable);
+int damo_gpt2_tensor_trainable(const damo_gpt2 *m, int i);
+int64_t damo_gpt2_num_trainable_params(const damo_gpt2 *m);
 /* Moves the weights to a device backend b (damo_backend_find) or back to the CPU: graphs made after it
  * run there (ids and targets are still given in host memory), the blocks above are then the
  * device's (an optimizer on b steps them: damo_optimizer_set_backend). Saving, generation,
@@ -2155,6 +2169,12 @@ damo_tensor *damo_bert_grad(const damo_bert *m, const char *name);
 /* Flat parameter and gradient blocks (as GPT-2's): what an optimizer steps. */
 float *damo_bert_param_block(const damo_bert *m, int64_t *n_floats);
 float *damo_bert_grad_block(const damo_bert *m, int64_t *n_floats);
+/* As damo_gpt2_set_trainable: e.g. everything but the top encoder layer and the heads, as
+ * Opacus' private BERT fine-tuning trains: set_trainable(m, "*", 0), then
+ * set_trainable(m, "encoder.layer.3.*,pooler.*,classifier.*", 1). */
+damo_status damo_bert_set_trainable(damo_bert *m, const char *patterns, int trainable);
+int damo_bert_tensor_trainable(const damo_bert *m, int i);
+int64_t damo_bert_num_trainable_params(const damo_bert *m);
 /* 1 if tensor i came from the loaded file, 0 if it was freshly initialised (see load). */
 int damo_bert_tensor_loaded(const damo_bert *m, int i);
 /* Class names, saved as config.json's id2label (transformers' LABEL_i when unset); n must be

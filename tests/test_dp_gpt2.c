@@ -12,6 +12,7 @@
 #include "harness.h"
 #include "tmpfiles.h"
 #include "grad_seen.h"
+#include "gpt2_fixtures.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -260,7 +261,10 @@ static void test_gpt2_trainer(void) {
   dp = (damo_dp_options){.clip = 1, .noise = 50};
   int64_t tokens;
   CHECK(private_run(&dp, 20, &seen, NULL, NULL, &tokens) == DAMO_OK);
-  const double sd = sqrt(seen.sum_sq / (double)seen.count) * 8;
+  damo_gpt2 *shape = tiny_gpt2(); /* noise on the weights only, not the padding between tensors */
+  const double weights = shape ? (double)shape->p.n_params / (double)shape->p.n_params_padded : 1;
+  damo_gpt2_free(shape);
+  const double sd = sqrt(seen.sum_sq / ((double)seen.count * weights)) * 8;
   CHECK_MSG(fabs(sd - 50) < 2, "noise sd %g, want 50", sd);
   CHECK_MSG(tokens > 20 * 8 * GT / 2 && tokens < 20 * 8 * GT * 2, "%lld tokens in 20 Poisson batches of about 8 windows",
             (long long)tokens);
@@ -329,26 +333,9 @@ static void test_gpt2_resume(void) {
 /* damo train on a GPT-2 config with --dp-clip: epsilon in the output and privacy.json;
  * skipped without the GPT-2 vocabulary. */
 static void test_gpt2_cli(void) {
-  damo_bpe *bpe = NULL;
-  if (damo_bpe_load(NULL, &bpe) != DAMO_OK) {
-    fprintf(stderr, "  (skipped: GPT-2 vocabulary not installed)\n");
-    damo_clear_error();
-    return;
-  }
-  damo_bpe_free(bpe);
   char cfg[512], text[512], out[512];
-  snprintf(cfg, sizeof cfg, "%s", tmp_path("dp_gpt2.json"));
-  snprintf(text, sizeof text, "%s", tmp_path("dp_gpt2.txt"));
+  if (!gpt2_vocab_installed() || !write_tiny_gpt2("dp_gpt2", 1, 300, cfg, text, sizeof cfg)) return;
   snprintf(out, sizeof out, "%s", tmp_path("dp_gpt2_model"));
-  FILE *f = fopen(cfg, "w");
-  if (!f) return;
-  fputs("{\"model_type\": \"gpt2\", \"n_layer\": 1, \"n_head\": 2, \"n_embd\": 8, \"n_positions\": 16, "
-        "\"vocab_size\": 50257, \"train\": {\"batch_size\": 4, \"seq_len\": 8, \"steps\": 3, \"warmup_steps\": 0, "
-        "\"eval_windows\": 2}}", f);
-  fclose(f);
-  if (!(f = fopen(text, "w"))) return;
-  for (int i = 0; i < 300; i++) fprintf(f, "the whale swam %d miles under the grey sea. ", i);
-  fclose(f);
   int rc = run("%s train --config %s --data %s --out %s --dp-clip 1 --dp-epsilon 50 --dp-delta 1e-3 --eval-every 0",
                DAMO_CLI_PATH, cfg, text, out);
   const char *spent = strstr(cli_out, "privacy: epsilon ");

@@ -247,6 +247,14 @@ const damo_bert_config *damo_bert_get_config(const damo_bert *m) { return m ? &m
 int damo_bert_num_tensors(const damo_bert *m) { return m ? m->p.n_tensors : 0; }
 const char *damo_bert_tensor_name(const damo_bert *m, int i) { return m && i >= 0 && i < m->p.n_tensors ? m->p.names[i] : NULL; }
 int64_t damo_bert_num_params(const damo_bert *m) { return m ? m->p.n_params : 0; }
+damo_status damo_bert_set_trainable(damo_bert *m, const char *patterns, int trainable) {
+  if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "bert_set_trainable: NULL model");
+  return param_store_set_trainable(&m->p, patterns, trainable, "bert_set_trainable");
+}
+int damo_bert_tensor_trainable(const damo_bert *m, int i) {
+  return m && i >= 0 && i < m->p.n_tensors ? param_store_trained(&m->p, i) : 0;
+}
+int64_t damo_bert_num_trainable_params(const damo_bert *m) { return m ? m->p.n_trainable : 0; }
 int damo_bert_tensor_loaded(const damo_bert *m, int i) { return m && i >= 0 && i < m->p.n_tensors ? m->loaded[i] : 0; }
 
 damo_tensor *damo_bert_param(const damo_bert *m, const char *name) {
@@ -280,7 +288,7 @@ void damo_bert_graph_free(damo_bert_graph *bg) {
 }
 
 static damo_node *param_node(damo_graph *g, const damo_bert *m, int i) {
-  return damo_param(g, m->p.names[i], m->p.values[i], m->p.grads[i]);
+  return damo_param(g, m->p.names[i], m->p.values[i], param_store_grad_view(&m->p, i));
 }
 
 damo_status damo_bert_set_recompute(damo_bert *m, int on) {

@@ -60,9 +60,11 @@ static damo_status make_trainer(damo_bert *m, const damo_bert_train_options *o, 
   c.eps = o->eps;
   c.clip_norm = o->clip_norm;
   c.schedule = schedule_of(o);
-  damo_status st = param_store_optimizer(&m->p, &c, opt);
-  if (st != DAMO_OK) return damo_error_prefix(st, "bert trainer: ");
+  damo_status st = param_store_check_trainable(&m->p, "bert trainer");
+  if (st != DAMO_OK) return st;
+  if ((st = param_store_optimizer(&m->p, &c, opt)) != DAMO_OK) return damo_error_prefix(st, "bert trainer: ");
   a.params = m->p.param_block, a.grads = m->p.grad_block, a.n_params = m->p.n_params_padded;
+  a.trained_ranges = m->p.trained_ranges, a.n_trained_ranges = m->p.n_trained_ranges;
   return damo_trainer_new(&a, *opt, 1, o->steps, core);
 }
 

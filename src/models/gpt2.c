@@ -169,6 +169,14 @@ float *damo_gpt2_grad_block(const damo_gpt2 *m, int64_t *n_floats) {
   return m ? param_store_grads(&m->p) : NULL;
 }
 int64_t damo_gpt2_num_params(const damo_gpt2 *m) { return m ? m->p.n_params : 0; }
+damo_status damo_gpt2_set_trainable(damo_gpt2 *m, const char *patterns, int trainable) {
+  if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_set_trainable: NULL model");
+  return param_store_set_trainable(&m->p, patterns, trainable, "gpt2_set_trainable");
+}
+int damo_gpt2_tensor_trainable(const damo_gpt2 *m, int i) {
+  return m && i >= 0 && i < m->p.n_tensors ? param_store_trained(&m->p, i) : 0;
+}
+int64_t damo_gpt2_num_trainable_params(const damo_gpt2 *m) { return m ? m->p.n_trainable : 0; }
 
 /* ------------------------------------------------------------------ graphs */
 

@@ -182,6 +182,7 @@ damo_status damo_gpt2_trainer_new(damo_gpt2 *m, const damo_token_data *data, con
     return damo_error(DAMO_ERR_UNSUPPORTED, "gpt2_trainer_new: the model's weights are %s, for inference; train the f32 "
                       "model and quantise it again", m->q8.q ? "int8" : damo_block_format_name(m->blocks));
   damo_status st = check_options(opt, m, data);
+  if (st == DAMO_OK) st = param_store_check_trainable(&m->p, "gpt2_trainer_new");
   if (st != DAMO_OK) return st;
   damo_gpt2_trainer *t = calloc(1, sizeof *t);
   if (!t) return damo_error(DAMO_ERR_NOMEM, "gpt2_trainer_new: out of memory");
@@ -215,7 +216,8 @@ damo_status damo_gpt2_trainer_new(damo_gpt2 *m, const damo_token_data *data, con
                             .n_params = m->p.n_params_padded, .stage = dp ? stage_private : stage_windows,
                             .forward = forward_windows, .backward = backward_windows, .loss_weight = window_tokens,
                             .set_grad_ready = set_grad_ready, .graph = private_graph,
-                            .micro_batches = dp ? private_passes : NULL};
+                            .micro_batches = dp ? private_passes : NULL, .trained_ranges = m->p.trained_ranges,
+                            .n_trained_ranges = m->p.n_trained_ranges};
     st = damo_trainer_new(&a, t->optimizer, opt->grad_accum, opt->steps, &t->core);
   }
   if (st == DAMO_OK) st = place_eval_windows(t);

@@ -170,7 +170,8 @@ static double run_chunks(damo_node *n, int want_grad, const float *example_weigh
         for (int64_t v = 0; v < d.V; v++) logits[r * d.V + v] *= wr;
       }
     }
-    damo_gemm(1, 0, d.V, d.C, rows, 1.0f, logits, d.V, xc, d.C, r0 == 0 ? 0.0f : 1.0f, unit_dw(n, d), d.C);
+    if (n->in[1]->in_backward) /* not for a frozen table */
+      damo_gemm(1, 0, d.V, d.C, rows, 1.0f, logits, d.V, xc, d.C, r0 == 0 ? 0.0f : 1.0f, unit_dw(n, d), d.C);
     if (bias) /* rows in order: the same sums for any thread count */
       for (int64_t r = 0; r < rows; r++)
         for (int64_t v = 0; v < d.V; v++) db[v] += logits[r * d.V + v];

@@ -690,7 +690,9 @@ static damo_status fit_run(damo_model *m, int n_x, const damo_tensor *const *x, 
                                 .backward = fit_backward, .locate_nonfinite = fit_locate_nonfinite,
                                 .observe = fit_observe, .state = m->state_block, .n_state = m->state.n_params_padded,
                                 .loss_weight = fit_rows, .set_grad_ready = fit_set_grad_ready, .graph = fit_graph,
-                                .micro_batches = o.privacy ? fit_passes : NULL};
+                                .micro_batches = o.privacy ? fit_passes : NULL,
+                                .trained_ranges = m->params.trained_ranges,
+                                .n_trained_ranges = m->params.n_trained_ranges};
   damo_trainer *trainer = NULL;
   if (st == DAMO_OK && (st = damo_trainer_new(&adapter, m->opt, 1, total_steps, &trainer)) == DAMO_OK) {
     damo_trainer_set_steps_done(trainer, damo_optimizer_steps(m->opt));

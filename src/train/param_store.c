@@ -5,6 +5,7 @@
 #include "train/model.h"
 #include "graph/backend.h"
 
+#include <fnmatch.h>
 #include <stdio.h>
 #include <sys/mman.h>
 
@@ -34,9 +35,28 @@ void param_store_free(param_store *s) {
   free(s->names);
   free(s->values);
   free(s->grads);
+  free(s->frozen);
+  free(s->trained_ranges);
   release_block(s->param_block, s->n_params_padded);
   release_block(s->grad_block, s->n_params_padded);
   memset(s, 0, sizeof *s);
+}
+
+/* The trained tensors' (offset, count) pairs, adjacent tensors merged, and their count. */
+static void trained_ranges(param_store *s) {
+  int64_t *r = s->trained_ranges;
+  int n = 0;
+  s->n_trainable = 0;
+  for (int i = 0; i < s->n_tensors; i++) {
+    if (!param_store_trained(s, i)) continue;
+    const int64_t at = (const float *)s->grads[i]->data - param_store_grads(s), count = damo_tensor_numel(s->grads[i]);
+    s->n_trainable += count;
+    if (n > 0 && r[2 * n - 2] + r[2 * n - 1] == at)
+      r[2 * n - 1] += count;
+    else
+      r[2 * n] = at, r[2 * n + 1] = count, n++;
+  }
+  s->n_trained_ranges = n;
 }
 
 damo_status param_store_alloc(param_store *s, int n, param_spec_fn spec, const void *config, const char *what) {
@@ -75,10 +95,12 @@ damo_status param_store_alloc(param_store *s, int n, param_spec_fn spec, const v
     if (ok) s->n_params += damo_tensor_numel(s->values[i]);
   }
   free(offsets);
+  if (ok) ok = (s->trained_ranges = malloc(slots * 2 * sizeof *s->trained_ranges)) != NULL;
   if (!ok) {
     param_store_free(s);
     return damo_error(DAMO_ERR_NOMEM, "%s: out of memory for %lld parameters", what, (long long)total);
   }
+  trained_ranges(s);
   return DAMO_OK;
 }
 
@@ -88,11 +110,67 @@ int param_store_index(const param_store *s, const char *name) {
   return -1;
 }
 
+/* Calls fn (unless NULL) for every tensor each pattern of a comma-separated list matches;
+ * 0, or -1 - k when pattern k matches none (its text in bad). */
+static int match_patterns(const param_store *s, const char *patterns, char *bad, size_t cap,
+                          void (*fn)(param_store *s, int i, int trainable), param_store *target, int trainable) {
+  int k = 0;
+  for (const char *p = patterns;; k++) {
+    const char *end = strchr(p, ',');
+    const size_t len = end ? (size_t)(end - p) : strlen(p);
+    char pattern[256];
+    snprintf(pattern, sizeof pattern, "%.*s", (int)(len < sizeof pattern ? len : sizeof pattern - 1), p);
+    int hits = 0;
+    for (int i = 0; i < s->n_tensors; i++)
+      if (len && fnmatch(pattern, s->names[i], 0) == 0) {
+        hits++;
+        if (fn) fn(target, i, trainable);
+      }
+    if (!hits) {
+      snprintf(bad, cap, "%s", pattern);
+      return -1 - k;
+    }
+    if (!end) return 0;
+    p = end + 1;
+  }
+}
+
+static void mark(param_store *s, int i, int trainable) {
+  if (!trainable && !s->frozen[i]) { /* frozen now: a gradient left from before is no step's */
+    float *g = s->grads[i]->data;
+    if (s->backend)
+      s->backend->fill(s->backend, g, 0.0f, damo_tensor_numel(s->grads[i]));
+    else
+      memset(g, 0, (size_t)damo_tensor_numel(s->grads[i]) * sizeof *g);
+  }
+  s->frozen[i] = !trainable;
+}
+
+damo_status param_store_set_trainable(param_store *s, const char *patterns, int trainable, const char *what) {
+  if (!patterns || !*patterns)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: no tensor name pattern to %s", what, trainable ? "train" : "freeze");
+  char bad[256];
+  if (match_patterns(s, patterns, bad, sizeof bad, NULL, NULL, 0) < 0)
+    return damo_error(DAMO_ERR_INVALID_ARG, "%s: no tensor is named like '%s' (names as in model.safetensors: '%s' ... "
+                      "'%s'; shell patterns such as 'encoder.layer.3.*' or '*.bias')", what, bad,
+                      s->n_tensors ? s->names[0] : "", s->n_tensors ? s->names[s->n_tensors - 1] : "");
+  if (!s->frozen && !(s->frozen = calloc((size_t)(s->n_tensors > 0 ? s->n_tensors : 1), 1)))
+    return damo_error(DAMO_ERR_NOMEM, "%s: out of memory", what);
+  match_patterns(s, patterns, bad, sizeof bad, mark, s, trainable);
+  trained_ranges(s);
+  return DAMO_OK;
+}
+
+damo_status param_store_check_trainable(const param_store *s, const char *what) {
+  if (s->n_trainable > 0 || s->n_tensors == 0) return DAMO_OK;
+  return damo_error(DAMO_ERR_INVALID_ARG, "%s: every tensor is frozen, so there is nothing to train", what);
+}
+
 void param_store_decay_mask(const param_store *s, uint8_t *mask) {
   memset(mask, 0, (size_t)s->n_params_padded);
   for (int i = 0; i < s->n_tensors; i++) {
     const damo_tensor *t = s->values[i];
-    if (t->ndim == 2) memset(mask + ((const float *)t->data - param_store_params(s)), 1, (size_t)damo_tensor_numel(t));
+    if (t->ndim == 2 && param_store_trained(s, i)) memset(mask + ((const float *)t->data - param_store_params(s)), 1, (size_t)damo_tensor_numel(t));
   }
 }
 
@@ -190,9 +268,10 @@ damo_status param_store_bind_layers(const param_store *s, damo_model *fm, const 
       damo_tensor_free(slot->value);
       damo_tensor_free(slot->grad);
       slot->value = damo_tensor_wrap(DAMO_F32, slot->ndim, slot->shape, v->data);
-      slot->grad = damo_tensor_wrap(DAMO_F32, slot->ndim, slot->shape, s->grads[j]->data);
-      if (!slot->value || !slot->grad) return damo_error(DAMO_ERR_NOMEM, "%s: out of memory", what);
-      slot->value->device = slot->grad->device = v->device;
+      slot->grad = param_store_trained(s, j) ? damo_tensor_wrap(DAMO_F32, slot->ndim, slot->shape, s->grads[j]->data) : NULL;
+      if (!slot->value || (param_store_trained(s, j) && !slot->grad)) return damo_error(DAMO_ERR_NOMEM, "%s: out of memory", what);
+      slot->value->device = v->device;
+      if (slot->grad) slot->grad->device = v->device;
     }
   }
   return DAMO_OK;

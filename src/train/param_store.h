@@ -23,6 +23,12 @@ typedef struct param_store {
    * a device backend (NULL on the host); the host blocks above keep the last copy back. */
   const damo_backend *backend;
   float *device_params, *device_grads;
+  /* param_store_set_trainable: per tensor 1 when it is not trained (NULL: every tensor is);
+   * the trained tensors' (offset, count) pairs in the blocks, n_trained_ranges of them. */
+  uint8_t *frozen;
+  int64_t *trained_ranges;
+  int n_trained_ranges;
+  int64_t n_trainable; /* parameters of the trained tensors */
 } param_store;
 
 /* Name and shape (ndim 1 to DAMO_MAX_DIMS) of tensor i of a model with this config. */
@@ -33,9 +39,25 @@ damo_status param_store_alloc(param_store *s, int n, param_spec_fn spec, const v
 void param_store_free(param_store *s);
 /* Index of a tensor by name, -1 if none. */
 int param_store_index(const param_store *s, const char *name);
-/* The weight-decay mask of a transformer's AdamW: 1 for every element of a 2-D tensor
- * (embeddings and matrices), 0 for biases, LayerNorm and the padding between tensors, as
- * nanoGPT (decay iff dim >= 2) and HuggingFace's Trainer do. mask holds n_params_padded. */
+/* Freezes (trainable 0) or unfreezes the tensors whose names match any of the comma-separated
+ * shell patterns (fnmatch: "encoder.layer.3.*", "*.bias", "*"), as Keras' layer.trainable and
+ * PyTorch's requires_grad_(False): a frozen tensor's gradient view is not bound into graphs
+ * (backward makes none and stops below the lowest trained tensor), its gradient is zero, it
+ * gets no weight decay and no DP-SGD noise, so every optimizer leaves it as it is. Graphs,
+ * optimizers and trainers made before keep what they bound. A pattern matching no tensor is
+ * an error naming it (and nothing changes). */
+damo_status param_store_set_trainable(param_store *s, const char *patterns, int trainable, const char *what);
+static inline int param_store_trained(const param_store *s, int i) { return !s->frozen || !s->frozen[i]; }
+/* Tensor i's gradient view for a graph: NULL when it is frozen. */
+static inline damo_tensor *param_store_grad_view(const param_store *s, int i) {
+  return param_store_trained(s, i) ? s->grads[i] : NULL;
+}
+/* DAMO_OK when at least one tensor is trained, else an error for `what`. */
+damo_status param_store_check_trainable(const param_store *s, const char *what);
+/* The weight-decay mask of a transformer's AdamW: 1 for every element of a trained 2-D tensor
+ * (embeddings and matrices), 0 for biases, LayerNorm, frozen tensors and the padding between
+ * tensors, as nanoGPT (decay iff dim >= 2) and HuggingFace's Trainer do. mask holds
+ * n_params_padded. */
 void param_store_decay_mask(const param_store *s, uint8_t *mask);
 /* Moves the values to backend b's memory (b a device backend: the views then point there,
  * tagged with its device, and the gradients start at zero) or back to the host (b the CPU:
