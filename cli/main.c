@@ -150,8 +150,6 @@ static const cli_option evaluate_gpt2[] = {
     {"--seq-len", 1, "T", "tokens per window (default: the model's context, n_positions)"},
     {"--windows", 1, "N", "score N evenly spaced windows (default: every window of the validation part)"},
     {"--batch-size", 1, "B", "windows per forward pass (default 4)"},
-    {"--init", 1, "DIR", "start from a saved GPT-2 directory (damo's or HuggingFace's; its config.json sets\n"
-                         "the shape, the config file the training defaults)"},
     {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
     END};
 static const cli_option evaluate_bert[] = {
@@ -203,8 +201,6 @@ static const cli_option generate_options[] = {
     {"--seed", 1, "S", "sampling seed (default 0)"},
     {"--precision", 1, "f32|bf16", "bf16: the decoder reads a bfloat16 copy of the weights (half the memory each token\n"
                                    "streams) and the prompt's matmuls take bf16 operands (default f32)"},
-    {"--init", 1, "DIR", "start from a saved GPT-2 directory (damo's or HuggingFace's; its config.json sets\n"
-                         "the shape, the config file the training defaults)"},
     {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
     END};
 static const cli_group generate_groups[] = {{NULL, GPT, generate_options}, {NULL, 0, NULL}};
@@ -304,8 +300,6 @@ static const cli_option quantize_gpt2[] = {
     {"--seq-len", 1, "T", "tokens per window (default: the model's context)"},
     {"--windows", 1, "N", "score N evenly spaced windows (default: all)"},
     {"--batch-size", 1, "B", "windows per forward pass (default 4)"},
-    {"--init", 1, "DIR", "start from a saved GPT-2 directory (damo's or HuggingFace's; its config.json sets\n"
-                         "the shape, the config file the training defaults)"},
     {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
     END};
 static const cli_option quantize_bert[] = {
@@ -385,8 +379,6 @@ static const cli_option serve_options[] = {
     {"--max-body-mb", 1, "MB", "larger request bodies get 413 (default 8)"},
     {"--drain-s", 1, "S", "after SIGTERM or SIGINT, how long running requests may take to finish (default 30)"},
     {"--precision", 1, "f32|bf16", "matmul operands in bfloat16 (as predict and generate; default f32)"},
-    {"--init", 1, "DIR", "start from a saved GPT-2 directory (damo's or HuggingFace's; its config.json sets\n"
-                         "the shape, the config file the training defaults)"},
     {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
     END};
 static const cli_group serve_groups[] = {{NULL, CLI_ALL_KINDS, serve_options}, {NULL, 0, NULL}};
@@ -451,8 +443,6 @@ static const cli_option explain_gpt2[] = {
     {"--steps", 1, "N", "integrated gradients' points (default 64)"},
     {"--out", 1, "FILE.png", "every layer's and head's attention as one grid"},
     {"--html", 1, "FILE.html", "a head view of the prompt's attention"},
-    {"--init", 1, "DIR", "start from a saved GPT-2 directory (damo's or HuggingFace's; its config.json sets\n"
-                         "the shape, the config file the training defaults)"},
     {"--vocab", 1, "DIR", "GPT-2's encoder.json and vocab.bpe (default: the installed ones)"},
     END};
 static const cli_group explain_groups[] = {{"a classifier (Sequential or functional)", SEQ, explain_options},

@@ -77,6 +77,11 @@ static void test_patterns(void) {
   EXPECT_FAIL(damo_bert_set_trainable(m, "classifier.*,nope", 0), DAMO_ERR_INVALID_ARG, "'nope'");
   CHECK(damo_bert_num_trainable_params(m) == damo_bert_num_params(m));
   EXPECT_FAIL(damo_bert_set_trainable(m, "", 0), DAMO_ERR_INVALID_ARG, "no tensor name pattern");
+  char long_pattern[400];
+  memset(long_pattern, '*', sizeof long_pattern - 1);
+  long_pattern[sizeof long_pattern - 1] = '\0';
+  EXPECT_FAIL(damo_bert_set_trainable(m, long_pattern, 0), DAMO_ERR_INVALID_ARG, "(399 characters)");
+  EXPECT_FAIL(damo_bert_set_trainable(m, "classifier.*,,pooler.*", 0), DAMO_ERR_INVALID_ARG, "named like ''");
   CHECK(damo_bert_set_trainable(m, "*", 0) == DAMO_OK && damo_bert_num_trainable_params(m) == 0);
   damo_bert_train_options o = damo_bert_train_defaults();
   o.seq_len = TT, o.batch_size = BB, o.cls_id = 1, o.sep_id = 2, o.mask_id = 3;

@@ -119,7 +119,11 @@ static int match_patterns(const param_store *s, const char *patterns, char *bad,
     const char *end = strchr(p, ',');
     const size_t len = end ? (size_t)(end - p) : strlen(p);
     char pattern[256];
-    snprintf(pattern, sizeof pattern, "%.*s", (int)(len < sizeof pattern ? len : sizeof pattern - 1), p);
+    if (len >= sizeof pattern) { /* no tensor name is that long */
+      snprintf(bad, cap, "%.32s... (%zu characters)", p, len);
+      return -1 - k;
+    }
+    snprintf(pattern, sizeof pattern, "%.*s", (int)len, p);
     int hits = 0;
     for (int i = 0; i < s->n_tensors; i++)
       if (len && fnmatch(pattern, s->names[i], 0) == 0) {
@@ -170,7 +174,8 @@ void param_store_decay_mask(const param_store *s, uint8_t *mask) {
   memset(mask, 0, (size_t)s->n_params_padded);
   for (int i = 0; i < s->n_tensors; i++) {
     const damo_tensor *t = s->values[i];
-    if (t->ndim == 2 && param_store_trained(s, i)) memset(mask + ((const float *)t->data - param_store_params(s)), 1, (size_t)damo_tensor_numel(t));
+    if (t->ndim == 2 && param_store_trained(s, i))
+      memset(mask + ((const float *)t->data - param_store_params(s)), 1, (size_t)damo_tensor_numel(t));
   }
 }
 
@@ -268,8 +273,9 @@ damo_status param_store_bind_layers(const param_store *s, damo_model *fm, const 
       damo_tensor_free(slot->value);
       damo_tensor_free(slot->grad);
       slot->value = damo_tensor_wrap(DAMO_F32, slot->ndim, slot->shape, v->data);
-      slot->grad = param_store_trained(s, j) ? damo_tensor_wrap(DAMO_F32, slot->ndim, slot->shape, s->grads[j]->data) : NULL;
-      if (!slot->value || (param_store_trained(s, j) && !slot->grad)) return damo_error(DAMO_ERR_NOMEM, "%s: out of memory", what);
+      const int trained = param_store_trained(s, j); /* a frozen weight: no gradient view */
+      slot->grad = trained ? damo_tensor_wrap(DAMO_F32, slot->ndim, slot->shape, s->grads[j]->data) : NULL;
+      if (!slot->value || (trained && !slot->grad)) return damo_error(DAMO_ERR_NOMEM, "%s: out of memory", what);
       slot->value->device = v->device;
       if (slot->grad) slot->grad->device = v->device;
     }
