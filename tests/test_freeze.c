@@ -270,6 +270,39 @@ static void test_gpt2(void) {
   damo_token_data_free(d);
 }
 
+/* A run checkpointed with every tensor trained and resumed with the first block frozen: the
+ * frozen block keeps its checkpointed values although Adam's moments for it were not zero. */
+static void test_resume_frozen(void) {
+  int32_t stream[1200];
+  for (int i = 0; i < 1200; i++) stream[i] = (i * 7 + i / 13) % 24;
+  damo_token_data *d = NULL;
+  CHECK(damo_token_data_from_ids(stream, 1200, 0.1, &d) == DAMO_OK);
+  damo_gpt2_config c = {2, 2, 8, 8, 24, 1e-5f};
+  damo_gpt2 *m = NULL, *m2 = NULL;
+  CHECK(damo_gpt2_new(&c, 9, &m) == DAMO_OK && damo_gpt2_new(&c, 9, &m2) == DAMO_OK);
+  damo_gpt2_train_options o = damo_gpt2_train_defaults();
+  o.steps = 6, o.batch_size = 4, o.seq_len = 5, o.lr = 1e-2f, o.warmup_steps = 0, o.eval_windows = 2, o.seed = 8;
+  damo_gpt2_trainer *t = NULL, *t2 = NULL;
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", tmp_path("frozen_ckpt"));
+  CHECK(d && m && damo_gpt2_trainer_new(m, d, &o, &t) == DAMO_OK);
+  for (int s = 0; t && s < 3; s++) CHECK(damo_gpt2_trainer_step(t, NULL) == DAMO_OK);
+  if (t) CHECK_MSG(damo_gpt2_trainer_save(t, dir) == DAMO_OK, "%s", damo_last_error());
+  CHECK(m2 && damo_gpt2_set_trainable(m2, "h.0.*", 0) == DAMO_OK);
+  CHECK(m2 && damo_gpt2_trainer_new(m2, d, &o, &t2) == DAMO_OK);
+  if (t2) CHECK_MSG(damo_gpt2_trainer_resume(t2, dir) == DAMO_OK, "%s", damo_last_error());
+  float *before = m2 ? malloc((size_t)m2->p.n_params_padded * sizeof(float)) : NULL;
+  if (before) memcpy(before, m2->p.param_block, (size_t)m2->p.n_params_padded * sizeof(float));
+  for (int s = 0; t2 && s < 3; s++) CHECK(damo_gpt2_trainer_step(t2, NULL) == DAMO_OK);
+  if (before) check_moved(&m2->p, before, "resumed with h.0 frozen");
+  free(before);
+  damo_gpt2_trainer_free(t);
+  damo_gpt2_trainer_free(t2);
+  damo_gpt2_free(m);
+  damo_gpt2_free(m2);
+  damo_token_data_free(d);
+}
+
 /* Fine-tuning from the command line: a first model, then only its classifier trained from it. */
 static void test_cli(void) {
   write_labelled_mails(80);
@@ -348,6 +381,7 @@ int main(void) {
   RUN(test_bert_gradients);
   RUN(test_bert_steps);
   RUN(test_gpt2);
+  RUN(test_resume_frozen);
   RUN(test_cli);
   RUN(test_gpt2_cli);
   run("rm -rf %s", tmpdir);

@@ -35,6 +35,7 @@
  * the continued run draws the same windows and computes the same numbers. */
 #include "core/core.h"
 #include "models/gpt2.h"
+#include "optim/optim.h"
 
 #include <math.h>
 
@@ -578,6 +579,8 @@ damo_status damo_gpt2_trainer_resume(damo_gpt2_trainer *t, const char *dir) {
   }
   /* load_state checks everything before changing the optimizer */
   if (st == DAMO_OK && (st = damo_optimizer_load_state(t->optimizer, d)) != DAMO_OK) damo_error_prefix(st, "%s: ", path);
+  if (st == DAMO_OK) /* tensors frozen now keep no momentum from before */
+    optimizer_clear_moments_outside(t->optimizer, t->model->p.trained_ranges, t->model->p.n_trained_ranges);
   if (st == DAMO_OK && damo_optimizer_steps(t->optimizer) != steps)
     st = damo_error(DAMO_ERR_FORMAT, "%s: trainer step %lld and optimizer step %lld differ", path, (long long)steps,
                     (long long)damo_optimizer_steps(t->optimizer));

@@ -11,4 +11,9 @@
 #define DAMO_ADAM_DEFAULT_EPS 1e-8f
 #define DAMO_DEFAULT_GAMMA 0.1
 
+/* Zeroes the moments (momentum, Adam's m and v) of every parameter outside the n_ranges
+ * (offset, count) pairs of the whole block (ranges NULL: none zeroed). A trainer resumed with
+ * tensors frozen that were trained before calls it, so their old momentum cannot move them. */
+void optimizer_clear_moments_outside(damo_optimizer *o, const int64_t *ranges, int n_ranges);
+
 #endif

@@ -215,6 +215,24 @@ damo_status damo_optimizer_set_decay_mask(damo_optimizer *o, const uint8_t *mask
   return DAMO_OK;
 }
 
+/* Zeroes the moments of parameters [lo, hi) of the whole block (this shard's part of them). */
+static void clear_moments(damo_optimizer *o, int64_t lo, int64_t hi) {
+  if (lo < o->shard_lo) lo = o->shard_lo;
+  if (hi > o->shard_lo + o->n) hi = o->shard_lo + o->n;
+  if (hi <= lo) return;
+  if (o->m) o->b->fill(o->b, o->m + (lo - o->shard_lo), 0.0f, hi - lo);
+  if (o->v) o->b->fill(o->b, o->v + (lo - o->shard_lo), 0.0f, hi - lo);
+}
+
+void optimizer_clear_moments_outside(damo_optimizer *o, const int64_t *ranges, int n_ranges) {
+  if (!o || !ranges) return;
+  int64_t at = 0;
+  for (int k = 0; k <= n_ranges; k++) {
+    clear_moments(o, at, k < n_ranges ? ranges[2 * k] : o->n_full);
+    if (k < n_ranges) at = ranges[2 * k] + ranges[2 * k + 1];
+  }
+}
+
 /* ------------------------------------------------------------------ the step */
 
 /* The first non-finite gradient, for the message (an error path: a device copies to host). */

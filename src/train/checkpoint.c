@@ -8,6 +8,7 @@
  * Doubles (running loss, history) are stored as their bytes (U8 tensors, host byte order,
  * little-endian on every CPU damo builds for) so nothing is rounded on the way. */
 #include "graph/backend.h"
+#include "optim/optim.h"
 #include "train/data_parallel.h"
 #include "train/history.h"
 #include "train/trainer.h"
@@ -181,6 +182,7 @@ damo_status damo_trainer_resume(damo_trainer *t, const damo_tensor_dict *d, cons
     st = damo_error(DAMO_ERR_NOMEM, "%s: out of memory for the history", path);
   /* the optimizer checks its tensors before it changes anything; it goes last of the checks */
   if (st == DAMO_OK && (st = damo_optimizer_load_state(t->opt, d)) != DAMO_OK) damo_error_prefix(st, "%s: ", path);
+  if (st == DAMO_OK) optimizer_clear_moments_outside(t->opt, a->trained_ranges, a->n_trained_ranges); /* now frozen */
   if (st == DAMO_OK && damo_optimizer_steps(t->opt) != steps)
     st = damo_error(DAMO_ERR_FORMAT, "%s: trainer step %lld and optimizer step %lld differ", path, (long long)steps,
                     (long long)damo_optimizer_steps(t->opt));
