@@ -233,18 +233,35 @@ static void test_bert_steps(void) {
   }
 }
 
-/* GPT-2 with its token and position tables frozen (the token table is also the tied LM
- * head): plain and private steps move the blocks only. */
-static void test_gpt2(void) {
+/* The tiny GPT-2 of these tests (2 blocks, width 8, 24 ids), its token stream and options. */
+static damo_gpt2 *tiny_gpt2(void) {
+  damo_gpt2_config c = {2, 2, 8, 8, 24, 1e-5f};
+  damo_gpt2 *m = NULL;
+  CHECK(damo_gpt2_new(&c, 9, &m) == DAMO_OK);
+  return m;
+}
+
+static damo_token_data *tiny_stream(void) {
   int32_t stream[1200];
   for (int i = 0; i < 1200; i++) stream[i] = (i * 7 + i / 13) % 24;
   damo_token_data *d = NULL;
   CHECK(damo_token_data_from_ids(stream, 1200, 0.1, &d) == DAMO_OK);
+  return d;
+}
+
+static damo_gpt2_train_options tiny_options(int64_t steps) {
+  damo_gpt2_train_options o = damo_gpt2_train_defaults();
+  o.steps = steps, o.batch_size = 4, o.seq_len = 5, o.lr = 1e-2f, o.warmup_steps = 0, o.eval_windows = 2, o.seed = 8;
+  return o;
+}
+
+/* GPT-2 with its token and position tables frozen (the token table is also the tied LM
+ * head): plain and private steps move the blocks only. */
+static void test_gpt2(void) {
+  damo_token_data *d = tiny_stream();
   for (int private = 0; d && private < 2; private++) {
     const char *what = private ? "GPT-2 DP-SGD" : "GPT-2 AdamW";
-    damo_gpt2_config c = {2, 2, 8, 8, 24, 1e-5f};
-    damo_gpt2 *m = NULL;
-    CHECK(damo_gpt2_new(&c, 9, &m) == DAMO_OK);
+    damo_gpt2 *m = tiny_gpt2();
     if (!m) break;
     EXPECT_FAIL(damo_gpt2_set_trainable(m, "h.9.*", 0), DAMO_ERR_INVALID_ARG, "'h.9.*'");
     CHECK(damo_gpt2_set_trainable(m, "wte.weight,wpe.weight", 0) == DAMO_OK);
@@ -252,9 +269,8 @@ static void test_gpt2(void) {
     const int64_t n = m->p.n_params_padded;
     float *before = malloc((size_t)n * sizeof(float));
     memcpy(before, m->p.param_block, (size_t)n * sizeof(float));
-    damo_gpt2_train_options o = damo_gpt2_train_defaults();
+    damo_gpt2_train_options o = tiny_options(4);
     damo_dp_options dp = {.clip = 1, .noise = 2, .delta = 1e-3};
-    o.steps = 4, o.batch_size = 4, o.seq_len = 5, o.lr = 1e-2f, o.warmup_steps = 0, o.eval_windows = 2, o.seed = 8;
     o.privacy = private ? &dp : NULL;
     damo_gpt2_trainer *t = NULL;
     CHECK_MSG(damo_gpt2_trainer_new(m, d, &o, &t) == DAMO_OK, "%s: %s", what, damo_last_error());
@@ -273,15 +289,9 @@ static void test_gpt2(void) {
 /* A run checkpointed with every tensor trained and resumed with the first block frozen: the
  * frozen block keeps its checkpointed values although Adam's moments for it were not zero. */
 static void test_resume_frozen(void) {
-  int32_t stream[1200];
-  for (int i = 0; i < 1200; i++) stream[i] = (i * 7 + i / 13) % 24;
-  damo_token_data *d = NULL;
-  CHECK(damo_token_data_from_ids(stream, 1200, 0.1, &d) == DAMO_OK);
-  damo_gpt2_config c = {2, 2, 8, 8, 24, 1e-5f};
-  damo_gpt2 *m = NULL, *m2 = NULL;
-  CHECK(damo_gpt2_new(&c, 9, &m) == DAMO_OK && damo_gpt2_new(&c, 9, &m2) == DAMO_OK);
-  damo_gpt2_train_options o = damo_gpt2_train_defaults();
-  o.steps = 6, o.batch_size = 4, o.seq_len = 5, o.lr = 1e-2f, o.warmup_steps = 0, o.eval_windows = 2, o.seed = 8;
+  damo_token_data *d = tiny_stream();
+  damo_gpt2 *m = tiny_gpt2(), *m2 = tiny_gpt2();
+  damo_gpt2_train_options o = tiny_options(6);
   damo_gpt2_trainer *t = NULL, *t2 = NULL;
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", tmp_path("frozen_ckpt"));

@@ -232,10 +232,12 @@ static void linear_ce_example_norms(damo_graph *g, damo_node *n, linear_ce_dims 
   float *scratch = damo_graph_scratch(g, (size_t)(gram ? 2 * T * T : d.V * d.C + d.V) * sizeof(float));
   if (!scratch) return;
   const double u2 = (double)upstream * upstream;
+  /* a frozen table (and bias): only x's gradient is wanted, no norms */
+  const int want_w = damo_wants_weight_norms(g, n->in[1]), want_b = bn && damo_wants_weight_norms(g, bn);
   for (int64_t i = 0; i < B; i++) {
     double sq_w = 0, sq_b = 0;
     float *gw = scratch, *gb = scratch + d.V * d.C;
-    if (!gram) memset(scratch, 0, (size_t)(d.V * d.C + d.V) * sizeof(float));
+    if (!gram && (want_w || want_b)) memset(scratch, 0, (size_t)(d.V * d.C + d.V) * sizeof(float));
     for (int64_t r0 = i * T; r0 < (i + 1) * T; r0 += d.chunk_rows) {
       const int64_t rows = (i + 1) * T - r0 < d.chunk_rows ? (i + 1) * T - r0 : d.chunk_rows;
       const float *xc = x + r0 * d.C;
@@ -243,6 +245,7 @@ static void linear_ce_example_norms(damo_graph *g, damo_node *n, linear_ce_dims 
       chunk_loss(logits, bias, labels + r0, rows, d.V, counted, 1);
       if (n->in[0]->in_backward)
         damo_gemm(0, 0, rows, d.C, d.V, 1.0f, logits, d.V, w, d.C, 0.0f, unit_dx(n) + r0 * d.C, d.C);
+      if (!want_w && !want_b) continue;
       if (gram) {
         sq_w = gram_norm(logits, xc, rows, d.V, d.C, scratch, &sq_b);
         continue;
@@ -251,12 +254,12 @@ static void linear_ce_example_norms(damo_graph *g, damo_node *n, linear_ce_dims 
       for (int64_t r = 0; bias && r < rows; r++)
         for (int64_t v = 0; v < d.V; v++) gb[v] += logits[r * d.V + v];
     }
-    if (!gram) {
+    if (!gram && (want_w || want_b)) {
       sq_w = damo_sum_squares(gw, d.V * d.C);
       sq_b = bias ? damo_sum_squares(gb, d.V) : 0;
     }
-    if (damo_wants_weight_norms(g, n->in[1])) damo_example_norm_add(g, n->in[1], i, sq_w * u2);
-    if (bn && damo_wants_weight_norms(g, bn)) damo_example_norm_add(g, bn, i, sq_b * u2);
+    if (want_w) damo_example_norm_add(g, n->in[1], i, sq_w * u2);
+    if (want_b) damo_example_norm_add(g, bn, i, sq_b * u2);
   }
   ((float *)n->aux)[0] = n->in[0]->in_backward ? UNITS_DX : UNITS_NONE; /* W's and b's were per example */
   if (n->in[0]->in_backward) add_scaled(damo_node_grad_acc(n->in[0]), unit_dx(n), d.N * d.C, upstream);

@@ -292,11 +292,15 @@ static damo_status private_step(damo_trainer *t, damo_train_report *report) {
   damo_rng_seed(&r, p->seed ^ (uint64_t)(t->steps_done + 1) * 0x9e3779b97f4a7c15ULL);
   const float sd = (float)(p->noise * p->clip), inv = (float)(1.0 / p->expected_batch);
   const int64_t everything[2] = {0, n}, *range = a->trained_ranges ? a->trained_ranges : everything;
-  if (a->trained_ranges) /* the frozen parts: zero sums, and no noise */
-    for (int64_t i = 0; i < n; i++) a->grads[i] = p->sum[i] * inv;
-  for (int k = 0; k < (a->trained_ranges ? a->n_trained_ranges : 1); k++)
-    for (int64_t i = range[2 * k]; i < range[2 * k] + range[2 * k + 1]; i++)
-      a->grads[i] = (p->sum[i] + (sd > 0 ? sd * damo_rng_normal(&r) : 0.0f)) * inv;
+  const int n_ranges = a->trained_ranges ? a->n_trained_ranges : 1;
+  int64_t at = 0;
+  for (int k = 0; k <= n_ranges; k++) {
+    const int64_t lo = k < n_ranges ? range[2 * k] : n;
+    for (; at < lo; at++) a->grads[at] = p->sum[at] * inv; /* frozen or padding: no noise */
+    if (k == n_ranges) break;
+    for (; at < lo + range[2 * k + 1]; at++)
+      a->grads[at] = (p->sum[at] + (sd > 0 ? sd * damo_rng_normal(&r) : 0.0f)) * inv;
+  }
   if (ran) p->last_loss = (float)(loss_sum / (double)ran);
   return finish_step(t, p->last_loss, ran > 0, report);
 }
