@@ -10,6 +10,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,18 @@ static void check_product(int ta, int tb, int64_t M, int64_t N, int64_t K, damo_
   for (int64_t i = 0; i < b_rows * ldb; i++) B[i] = damo_rng_uniform(r) * 2 - 1, Br[i] = bf16_round(B[i]);
   for (int64_t i = 0; i < M * ldc; i++) C0[i] = damo_rng_uniform(r);
   const float alpha = 1.5f, beta = 0.5f;
+  /* One thread first: the threaded product must give the same bits, however it splits. */
+  memcpy(C, C0, (size_t)(M * ldc) * sizeof *C);
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  damo_set_matmul_precision(DAMO_MATMUL_BF16);
+  damo_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  omp_set_num_threads(threads);
+  memcpy(want, C, (size_t)(M * ldc) * sizeof *C);
+  memcpy(C, C0, (size_t)(M * ldc) * sizeof *C);
+  damo_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  CHECK_MSG(memcmp(want, C, (size_t)(M * ldc) * sizeof *C) == 0, "%s bf16 trans %d%d %lldx%lldx%lld: 1 and %d threads differ",
+            damo_simd_path(), ta, tb, (long long)M, (long long)N, (long long)K, threads);
   memcpy(C, C0, (size_t)(M * ldc) * sizeof *C);
   memcpy(want, C0, (size_t)(M * ldc) * sizeof *C);
   memcpy(plain, C0, (size_t)(M * ldc) * sizeof *C);
@@ -60,7 +73,10 @@ static void check_product(int ta, int tb, int64_t M, int64_t N, int64_t K, damo_
 }
 
 static void test_gemm_every_path(void) {
-  const int64_t shapes[][3] = {{1, 1, 1}, {7, 13, 5}, {37, 70, 129}, {130, 67, 600}, {96, 1100, 64}, {70, 1100, 300}};
+  /* The last two: rows enough for the threads to share packed B blocks (gemm.c), over two K
+   * slices the second of odd depth, and over two column blocks. */
+  const int64_t shapes[][3] = {{1, 1, 1},     {7, 13, 5},      {37, 70, 153},   {130, 67, 600},
+                               {96, 1100, 64}, {70, 1100, 300}, {250, 100, 1031}, {230, 1040, 40}};
   damo_rng r;
   damo_rng_seed(&r, 21);
   const damo_simd_level levels[] = {DAMO_SIMD_SCALAR, DAMO_SIMD_AVX2, DAMO_SIMD_AVX512};

@@ -66,10 +66,13 @@ void damo_gemm_microkernel_avx2_gather(int64_t k, const float *const *rows, cons
 void damo_gemm_microkernel_avx512_gather(int64_t k, const float *const *rows, const int64_t *k_off,
                                          const float *packed_b, float *c, int64_t ldc, int m, int n, float alpha,
                                          float beta);
-/* The native bf16 path (gemm_bf16.c, AVX512_BF16): depth values of each of `panels` packed
- * panels of width rows/columns (damo_gemm_pack_fn's layout) as bf16 pairs along k, width x 2
- * x ceil(depth / 2) values a panel; and the 14 x 32 tile over such panels (pairs = ceil(k / 2)). */
-void damo_gemm_bf16_pairs(const float *src, int64_t panels, int width, int64_t depth, uint16_t *dst);
+/* The native bf16 path (gemm_bf16.c, AVX512_BF16): packs as damo_gemm_pack_fn does, but
+ * straight into bf16 pairs along k: panel q starts at dst + q * width * 2 * pairs (pairs =
+ * ceil(depth / 2)) and its group p holds each row's/column's values at k = 2p, 2p + 1 (zero
+ * past depth and past x_count), rounded to nearest even. */
+void damo_gemm_pack_bf16(int x_major, const float *src, int64_t ld, int64_t x0, int64_t k0, int64_t x_count,
+                         int64_t depth, int width, uint16_t *dst);
+/* The 14 x 32 tile over such panels (pairs = ceil(k / 2)). */
 void damo_gemm_microkernel_avx512_bf16(int64_t pairs, const uint16_t *packed_a, const uint16_t *packed_b, float *c,
                                        int64_t ldc, int m, int n, float alpha, float beta);
 int damo_cpu_has_avx512_bf16(void);

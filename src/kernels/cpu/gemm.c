@@ -221,12 +221,17 @@ typedef struct gemm_problem {
 } gemm_problem;
 
 /* Floats of one packed MC x KC block of op(A), rounded so a block that follows stays 64-byte
- * aligned; and of one packed KC x NC block of op(B). */
-static int64_t packed_a_floats(const gemm_config *cfg, int64_t M, int64_t K) {
-  return round_up(round_up(min64(cfg->mc, M), cfg->mr) * min64(cfg->kc, K), 16);
+ * aligned; and of one packed KC x NC block of op(B). The native bf16 path packs bf16 pairs
+ * instead (two bf16 a pair: one float's bytes). */
+static int64_t packed_block_floats(const gemm_problem *pr, int64_t block, int width, int64_t kc, int64_t X) {
+  const int64_t depth = min64(kc, pr->K);
+  return round_up(round_up(min64(block, X), width) * (pr->native_bf16 ? (depth + 1) / 2 : depth), 16);
 }
-static int64_t packed_b_floats(const gemm_config *cfg, int64_t N, int64_t K) {
-  return round_up(round_up(min64(cfg->nc, N), cfg->nr) * min64(cfg->kc, K), 16);
+static int64_t packed_a_floats(const gemm_config *cfg, const gemm_problem *pr) {
+  return packed_block_floats(pr, cfg->mc, cfg->mr, cfg->kc, pr->M);
+}
+static int64_t packed_b_floats(const gemm_config *cfg, const gemm_problem *pr) {
+  return packed_block_floats(pr, cfg->nc, cfg->nr, cfg->kc, pr->N);
 }
 
 /* ------------------------------------------------------------------ bf16 operands */
@@ -262,43 +267,41 @@ DAMO_MULTIVERSION static void round_to_bf16(float *x, int64_t n) {
   }
 }
 
-/* The native bf16 path's side buffers: a packed A block and a packed B block as bf16 pairs
- * (gemm_bf16.c), after the f32 blocks in the same buffer. */
-typedef struct bf16_blocks {
-  uint16_t *a, *b;
-} bf16_blocks;
-
-static int64_t bf16_block_floats(const gemm_config *cfg, const gemm_problem *pr) {
-  if (!pr->native_bf16) return 0;
-  const int64_t pairs = (min64(cfg->kc, pr->K) + 1) / 2;
-  const int64_t a = round_up(min64(cfg->mc, pr->M), cfg->mr) * pairs, b = round_up(min64(cfg->nc, pr->N), cfg->nr) * pairs;
-  return round_up(a, 16) + round_up(b, 16); /* two bf16 a pair: one float's bytes */
+/* Packs op(B)'s columns [j0, j0 + count), K slice [pc, pc + kc), as the kernel reads them. */
+static void pack_b(const gemm_problem *pr, const gemm_config *cfg, int64_t j0, int64_t count, int64_t pc, int64_t kc,
+                   float *dst) {
+  if (pr->native_bf16) {
+    damo_gemm_pack_bf16(pr->trans_b, pr->B, pr->ldb, j0, pc, count, kc, cfg->nr, (uint16_t *)dst);
+    return;
+  }
+  cfg->pack(pr->trans_b, pr->B, pr->ldb, j0, pc, count, kc, cfg->nr, dst);
+  if (pr->bf16) round_to_bf16(dst, round_up(count, cfg->nr) * kc);
 }
 
 /* Rows [ic, ic + mc) of C times the packed block of op(B) at columns [jc, jc + nc), K slice
  * [pc, pc + kc): packs that row block of op(A), then runs the micro-kernel over its tiles. */
 static void multiply_row_block(const gemm_problem *pr, const gemm_config *cfg, float *packed_a, const float *packed_b,
-                               const bf16_blocks *bf, int64_t ic, int64_t mc, int64_t jc, int64_t nc, int64_t pc,
-                               int64_t kc) {
+                               int64_t ic, int64_t mc, int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
   const int mr = cfg->mr, nr = cfg->nr;
   /* The first K slice applies the caller's beta; later slices accumulate onto it. */
   const float beta = pc == 0 ? pr->beta : 1.0f;
   const int64_t a_panels = (mc + mr - 1) / mr, b_panels = (nc + nr - 1) / nr;
-  cfg->pack(!pr->trans_a, pr->A, pr->lda, ic, pc, mc, kc, mr, packed_a);
   if (pr->native_bf16) {
     const int64_t pairs = (kc + 1) / 2;
-    damo_gemm_bf16_pairs(packed_a, a_panels, mr, kc, bf->a);
+    const uint16_t *a = (uint16_t *)packed_a, *b = (const uint16_t *)packed_b;
+    damo_gemm_pack_bf16(!pr->trans_a, pr->A, pr->lda, ic, pc, mc, kc, mr, (uint16_t *)packed_a);
     for (int64_t jp = 0; jp < b_panels; jp++) {
       const int64_t col = jc + jp * nr;
       for (int64_t ip = 0; ip < a_panels; ip++) {
         const int64_t row = ic + ip * mr;
-        damo_gemm_microkernel_avx512_bf16(pairs, bf->a + ip * mr * 2 * pairs, bf->b + jp * nr * 2 * pairs,
+        damo_gemm_microkernel_avx512_bf16(pairs, a + ip * mr * 2 * pairs, b + jp * nr * 2 * pairs,
                                           pr->C + row * pr->ldc + col, pr->ldc, (int)min64(mr, pr->M - row),
                                           (int)min64(nr, pr->N - col), pr->alpha, beta);
       }
     }
     return;
   }
+  cfg->pack(!pr->trans_a, pr->A, pr->lda, ic, pc, mc, kc, mr, packed_a);
   if (pr->bf16) round_to_bf16(packed_a, round_up(mc, mr) * kc);
   /* B micro-panel outermost: it stays in cache while the A block streams from L2. */
   for (int64_t jp = 0; jp < b_panels; jp++) {
@@ -314,22 +317,14 @@ static void multiply_row_block(const gemm_problem *pr, const gemm_config *cfg, f
 
 /* The whole product on one thread; buffer holds a packed A block then a packed B block. */
 static void gemm_blocked(const gemm_problem *pr, const gemm_config *cfg, float *buffer) {
-  float *packed_a = buffer, *packed_b = buffer + packed_a_floats(cfg, pr->M, pr->K);
-  bf16_blocks bf = {NULL, NULL};
-  if (pr->native_bf16) {
-    const int64_t pairs = (min64(cfg->kc, pr->K) + 1) / 2;
-    bf.a = (uint16_t *)(packed_b + packed_b_floats(cfg, pr->N, pr->K));
-    bf.b = bf.a + 2 * round_up(round_up(min64(cfg->mc, pr->M), cfg->mr) * pairs, 16);
-  }
+  float *packed_a = buffer, *packed_b = buffer + packed_a_floats(cfg, pr);
   for (int64_t jc = 0; jc < pr->N; jc += cfg->nc) {
     const int64_t nc = min64(cfg->nc, pr->N - jc);
     for (int64_t pc = 0; pc < pr->K; pc += cfg->kc) {
       const int64_t kc = min64(cfg->kc, pr->K - pc);
-      cfg->pack(pr->trans_b, pr->B, pr->ldb, jc, pc, nc, kc, cfg->nr, packed_b);
-      if (pr->native_bf16) damo_gemm_bf16_pairs(packed_b, (nc + cfg->nr - 1) / cfg->nr, cfg->nr, kc, bf.b);
-      else if (pr->bf16) round_to_bf16(packed_b, round_up(nc, cfg->nr) * kc);
+      pack_b(pr, cfg, jc, nc, pc, kc, packed_b);
       for (int64_t ic = 0; ic < pr->M; ic += cfg->mc)
-        multiply_row_block(pr, cfg, packed_a, packed_b, &bf, ic, min64(cfg->mc, pr->M - ic), jc, nc, pc, kc);
+        multiply_row_block(pr, cfg, packed_a, packed_b, ic, min64(cfg->mc, pr->M - ic), jc, nc, pc, kc);
     }
   }
 }
@@ -343,7 +338,7 @@ static void gemm_reference_problem(const gemm_problem *pr) {
  * (no memory at all) the reference loop, which needs none. */
 static void gemm_with_buffer(const gemm_problem *pr, const gemm_config *cfg) {
   const size_t floats =
-      (size_t)(packed_a_floats(cfg, pr->M, pr->K) + packed_b_floats(cfg, pr->N, pr->K) + bf16_block_floats(cfg, pr));
+      (size_t)(packed_a_floats(cfg, pr) + packed_b_floats(cfg, pr));
   float *buffer = damo_gemm_pack_buffer(floats);
   if (buffer) {
     gemm_blocked(pr, cfg, buffer);

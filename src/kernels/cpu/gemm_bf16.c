@@ -2,36 +2,69 @@
  * AVX512_BF16): VDPBF16PS multiplies pairs of bfloat16 values and adds both products into
  * one f32 lane, twice the multiply-adds of an f32 FMA per instruction.
  *
- * The driver packs op(A) and op(B) as for f32 (gemm.c) and then converts each packed panel
- * into pairs along k (damo_gemm_bf16_pairs): group p of a panel of width w holds, for each of
- * its w rows (A) or columns (B), the two bf16 values at k = 2p and 2p + 1 side by side (a
- * zero after an odd k). The 14 x 32 micro-kernel then loads 32 columns' pairs in two zmm
+ * The driver's blocking is f32's (gemm.c), but op(A) and op(B) are packed straight from
+ * the f32 source into pairs along k (damo_gemm_pack_bf16): group p of a panel of width w
+ * holds, for each of its w rows (A) or columns (B), the two bf16 values at k = 2p and 2p + 1
+ * side by side (a zero after an odd k). The 14 x 32 micro-kernel then loads 32 columns' pairs in two zmm
  * and broadcasts one row's pair per VDPBF16PS, as the f32 kernel broadcasts one value per
  * FMA. The rounding is damo_bf16_from_f32's (nearest even, NaN kept), the emulated path's;
  * the products are exact in f32 and accumulate in f32, two per step, so results match the
  * emulated path to f32 rounding (VDPBF16PS treats denormal inputs and outputs as zero). */
 #include "kernels/cpu/bf16_pairs.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/transpose16.h"
 
 #include <immintrin.h>
 
 #define MR DAMO_GEMM_AVX512_MR
 #define NR DAMO_GEMM_AVX512_NR
 
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void damo_gemm_bf16_pairs(const float *src, int64_t panels,
-                                                                                 int width, int64_t depth,
-                                                                                 uint16_t *dst) {
-  const int64_t pairs = (depth + 1) / 2;
-  for (int64_t q = 0; q < panels; q++) {
-    const float *in = src + q * width * depth;
-    uint16_t *out = dst + q * width * 2 * pairs;
+/* 32-bit stores of the first `lanes` of 16 pair lanes. */
+static inline __mmask16 pair_lanes(int64_t lanes) { return damo_lanes16(lanes); }
+
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void damo_gemm_pack_bf16(int x_major, const float *src,
+                                                                                int64_t ld, int64_t x0, int64_t k0,
+                                                                                int64_t x_count, int64_t depth,
+                                                                                int width, uint16_t *dst) {
+  const int64_t panels = (x_count + width - 1) / width, pairs = (depth + 1) / 2;
+  const int vectors = (width + 15) / 16;
+  if (!x_major) {
+    /* Element (x, k) at src[k * ld + x]: pair p interleaves two source rows, read in order. */
     for (int64_t p = 0; p < pairs; p++) {
-      const float *k0 = in + 2 * p * width, *k1 = 2 * p + 1 < depth ? k0 + width : NULL;
-      for (int x = 0; x < width; x += 16) {
-        const int lanes = width - x < 16 ? width - x : 16;
-        const __m512i v = damo_bf16_pair_rows(k0 + x, k1 ? k1 + x : NULL, damo_lanes16(lanes));
-        _mm512_mask_storeu_epi16(out + (p * width + x) * 2, lanes == 16 ? (__mmask32)0xFFFFFFFFu
-                                                                        : (__mmask32)((1ull << (2 * lanes)) - 1), v);
+      const float *row0 = src + (k0 + 2 * p) * ld + x0, *row1 = 2 * p + 1 < depth ? row0 + ld : NULL;
+      for (int64_t q = 0; q < panels; q++)
+        for (int v = 0; v < vectors; v++) {
+          const int64_t offset = q * width + 16 * v;
+          const __m512i two = damo_bf16_pair_rows(row0 + offset, row1 ? row1 + offset : NULL, damo_lanes16(x_count - offset));
+          _mm512_mask_storeu_epi32(dst + (q * width * pairs + p * width + 16 * v) * 2, pair_lanes(width - 16 * v), two);
+        }
+    }
+    return;
+  }
+  /* Element (x, k) at src[x * ld + k]: a row's 32 values from k = 2p are its pairs p .. p + 15
+   * in order (VCVTNE2PS2BF16 of the two halves); 16 rows of them transposed give 16 groups. */
+  for (int64_t q = 0; q < panels; q++) {
+    uint16_t *panel = dst + q * width * 2 * pairs;
+    for (int v = 0; v < vectors; v++) {
+      const int64_t first_x = q * width + 16 * v, rows_here = x_count - first_x;
+      const __mmask16 store_mask = pair_lanes(width - 16 * v);
+      for (int64_t p = 0; p < pairs; p += 16) {
+        const __mmask16 low = damo_lanes16(depth - 2 * p), high = damo_lanes16(depth - 2 * p - 16);
+        __m512 block[16];
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; r++) {
+          if (r < rows_here) {
+            const float *at = src + (x0 + first_x + r) * ld + k0 + 2 * p;
+            const __m512bh both = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(high, at + 16), _mm512_maskz_loadu_ps(low, at));
+            block[r] = _mm512_castsi512_ps((__m512i)both);
+          } else {
+            block[r] = _mm512_setzero_ps();
+          }
+        }
+        damo_transpose_16x16(block);
+        const int groups = pairs - p < 16 ? (int)(pairs - p) : 16;
+        for (int t = 0; t < groups; t++)
+          _mm512_mask_storeu_epi32(panel + ((p + t) * width + 16 * v) * 2, store_mask, _mm512_castps_si512(block[t]));
       }
     }
   }
