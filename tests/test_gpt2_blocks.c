@@ -573,6 +573,6 @@ int main(void) {
   static const char *const dirs[] = {"f32", "q8", "q4", "bf16", "nan_scale", "neg_scale", "minus128", "stray", "bias_scale", "short",
                                      "q4_as_q8", "q5", "block64", "extra", "noformat", "plain", "mixed"};
   for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) remove_model_dir(tmp_path(dirs[i]));
-  rmdir(tmpdir);
+  remove_tmpdir();
   return test_summary("gpt2_blocks");
 }

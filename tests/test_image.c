@@ -655,16 +655,6 @@ static void test_plots(void) {
   CHECK(damo_plot_confusion_png(tmp_path("bad.png"), 2, cm2, NULL) == DAMO_ERR_INVALID_ARG);
 }
 
-static void remove_tmpdir(void) {
-  DIR *d = opendir(tmpdir);
-  if (!d) return;
-  struct dirent *e;
-  while ((e = readdir(d)))
-    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlink(tmp_path(e->d_name));
-  closedir(d);
-  rmdir(tmpdir);
-}
-
 int main(void) {
   tmpdir_template("image");
   if (!mkdtemp(tmpdir)) {

@@ -417,5 +417,6 @@ int main(void) {
   RUN(test_dynamic_activations);
   RUN(test_bad_input);
   damo_tensor_free(xs), damo_tensor_free(ys), damo_tensor_free(xt), damo_tensor_free(yt);
+  remove_tmpdir();
   return test_summary("quantize");
 }

@@ -286,5 +286,6 @@ int main(void) {
   RUN(test_int8_recurrent_ops);
   RUN(test_bidirectional_lstm_model);
   RUN(test_gru_model);
+  remove_tmpdir();
   return test_summary("quantize_rnn");
 }

@@ -2,6 +2,7 @@
  * directory (tmpdir) in main() and names files inside it with tmp_path(). */
 #ifndef DAMO_TEST_TMPFILES_H
 #define DAMO_TEST_TMPFILES_H
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -40,4 +41,21 @@ static inline void remove_model_dir(const char *dir) {
   unlink(p);
   rmdir(dir);
 }
+
+/* Removes a directory holding files and directories of files (a suite's tmpdir with the
+ * models it saved): two levels, which is all the suites write. */
+static inline void remove_tree2(const char *dir, int depth) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  char p[1024];
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.' && (e->d_name[1] == 0 || (e->d_name[1] == '.' && e->d_name[2] == 0))) continue;
+    if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p) continue;
+    if (unlink(p) != 0 && depth > 0) remove_tree2(p, depth - 1);
+  }
+  closedir(d);
+  rmdir(dir);
+}
+static inline void remove_tmpdir(void) { remove_tree2(tmpdir, 1); }
 #endif
