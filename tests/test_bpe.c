@@ -433,20 +433,6 @@ static void test_probe_past_shorter_token(void) {
   expect_load_error(dir, DAMO_ERR_FORMAT, "encoder.json", "no token for byte 0x00");
 }
 
-static void remove_tree(const char *dir) {
-  const char *subdirs[] = {"small", "gpt2", "bad", NULL};
-  char path[700];
-  for (int i = 0; subdirs[i]; i++) {
-    snprintf(path, sizeof path, "%s/%s/encoder.json", dir, subdirs[i]);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/%s/vocab.bpe", dir, subdirs[i]);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/%s", dir, subdirs[i]);
-    rmdir(path);
-  }
-  rmdir(dir);
-}
-
 int main(void) {
   tmpdir_template("bpe");
   if (!mkdtemp(tmpdir)) {
@@ -466,6 +452,6 @@ int main(void) {
   RUN(test_corrupt_vocabulary_files);
   RUN(test_probe_past_shorter_token);
   damo_bpe_free(gpt2);
-  remove_tree(tmpdir);
+  remove_tmpdir();
   return test_summary("test_bpe");
 }

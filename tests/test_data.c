@@ -27,24 +27,6 @@ static long file_size(const char *path) {
   return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
-/* Removes everything under dir (one level of subdirectories is enough here). */
-static void remove_tree(const char *dir, int remove_self) {
-  DIR *d = opendir(dir);
-  if (!d) return;
-  for (struct dirent *e; (e = readdir(d));) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    char p[1024];
-    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-    struct stat st;
-    if (stat(p, &st) == 0 && S_ISDIR(st.st_mode))
-      remove_tree(p, 1);
-    else
-      unlink(p);
-  }
-  closedir(d);
-  if (remove_self) rmdir(dir);
-}
-
 static int err_has(const char *s) { return strstr(damo_last_error(), s) != NULL; }
 
 /* An IDX image of 0x08 data: header then the given bytes. Returns its length. */

@@ -73,8 +73,8 @@ static void check_product(int ta, int tb, int64_t M, int64_t N, int64_t K, damo_
 }
 
 static void test_gemm_every_path(void) {
-  /* The last two: rows enough for the threads to share packed B blocks (gemm.c), over two K
-   * slices the second of odd depth, and over two column blocks. */
+  /* 153: an odd tail between 16 and 32 of the pair conversion; the last two: two K slices,
+   * the second of odd depth, and two column blocks, split between threads. */
   const int64_t shapes[][3] = {{1, 1, 1},     {7, 13, 5},      {37, 70, 153},   {130, 67, 600},
                                {96, 1100, 64}, {70, 1100, 300}, {250, 100, 1031}, {230, 1040, 40}};
   damo_rng r;

@@ -42,9 +42,9 @@ static inline void remove_model_dir(const char *dir) {
   rmdir(dir);
 }
 
-/* Removes a directory holding files and directories of files (a suite's tmpdir with the
- * models it saved): two levels, which is all the suites write. */
-static inline void remove_tree2(const char *dir, int depth) {
+/* Removes everything under dir, subdirectories too, then dir itself if remove_self (a
+ * suite's tmpdir with the models it saved, or a data folder it wrote). */
+static inline void remove_tree(const char *dir, int remove_self) {
   DIR *d = opendir(dir);
   if (!d) return;
   struct dirent *e;
@@ -52,10 +52,10 @@ static inline void remove_tree2(const char *dir, int depth) {
   while ((e = readdir(d)) != NULL) {
     if (e->d_name[0] == '.' && (e->d_name[1] == 0 || (e->d_name[1] == '.' && e->d_name[2] == 0))) continue;
     if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p) continue;
-    if (unlink(p) != 0 && depth > 0) remove_tree2(p, depth - 1);
+    if (unlink(p) != 0) remove_tree(p, 1); /* not a file: a directory */
   }
   closedir(d);
-  rmdir(dir);
+  if (remove_self) rmdir(dir);
 }
-static inline void remove_tmpdir(void) { remove_tree2(tmpdir, 1); }
+static inline void remove_tmpdir(void) { remove_tree(tmpdir, 1); }
 #endif

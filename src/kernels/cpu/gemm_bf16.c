@@ -19,9 +19,6 @@
 #define MR DAMO_GEMM_AVX512_MR
 #define NR DAMO_GEMM_AVX512_NR
 
-/* 32-bit stores of the first `lanes` of 16 pair lanes. */
-static inline __mmask16 pair_lanes(int64_t lanes) { return damo_lanes16(lanes); }
-
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void damo_gemm_pack_bf16(int x_major, const float *src,
                                                                                 int64_t ld, int64_t x0, int64_t k0,
                                                                                 int64_t x_count, int64_t depth,
@@ -36,7 +33,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void damo_gemm_pack_bf16(
         for (int v = 0; v < vectors; v++) {
           const int64_t offset = q * width + 16 * v;
           const __m512i two = damo_bf16_pair_rows(row0 + offset, row1 ? row1 + offset : NULL, damo_lanes16(x_count - offset));
-          _mm512_mask_storeu_epi32(dst + (q * width * pairs + p * width + 16 * v) * 2, pair_lanes(width - 16 * v), two);
+          _mm512_mask_storeu_epi32(dst + (q * width * pairs + p * width + 16 * v) * 2, damo_lanes16(width - 16 * v), two);
         }
     }
     return;
@@ -47,7 +44,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void damo_gemm_pack_bf16(
     uint16_t *panel = dst + q * width * 2 * pairs;
     for (int v = 0; v < vectors; v++) {
       const int64_t first_x = q * width + 16 * v, rows_here = x_count - first_x;
-      const __mmask16 store_mask = pair_lanes(width - 16 * v);
+      const __mmask16 store_mask = damo_lanes16(width - 16 * v);
       for (int64_t p = 0; p < pairs; p += 16) {
         const __mmask16 low = damo_lanes16(depth - 2 * p), high = damo_lanes16(depth - 2 * p - 16);
         __m512 block[16];
