@@ -5,7 +5,7 @@
  * between thread counts. Also the SIMD level selection and the FMA peak probe.
  * DAMO_TEST_QUICK=1 runs a smaller shape set (for sanitizer builds). */
 #include "harness.h"
-#include "kernels/cpu/cpu_kernels.h" /* damo_amx_int8_ready */
+#include "kernels/cpu/cpu_kernels.h" /* damo_amx_int8_ready, damo_gemm_threads (and core.h) */
 
 #include <math.h>
 #include <omp.h>
@@ -296,6 +296,34 @@ static void test_fma_peak_probe(void) {
   CHECK_MSG(took > 0.05 && took < 2.0, "a 0.1 s sustained run took %.3f s", took);
 }
 
+/* When products and loops get threads: the cost of starting a region is measured once asked
+ * for (positive, at most the 100 us cap) and kept; work much longer than it gets every thread
+ * and shorter work one; a product under 512K multiply-adds stays on one thread whatever the
+ * cost; inside a region, or with one thread, there is one. A set cost replaces the
+ * measurement, 0 leaving only the fixed thresholds (as the test runner sets it). */
+static void test_region_cost(void) {
+  damo_set_num_threads(2);
+  damo_parallel_region_seconds_set(-1);
+  const double region = damo_parallel_region_seconds();
+  fprintf(stderr, "  a parallel region of 2 threads: %.1f us\n", region * 1e6);
+  CHECK_MSG(region > 0 && region <= 100e-6, "%g s", region);
+  CHECK(damo_parallel_region_seconds() == region);
+  CHECK(damo_threads_for_seconds(5 * region) == 2 && damo_threads_for_seconds(region / 2) == 1);
+  CHECK(damo_gemm_threads(1e12, 1.0) == 2 && damo_gemm_threads(1e5, 1.0) == 1);
+  /* 10 ms a region: a 600K product takes far less on any path, even unoptimised. */
+  damo_parallel_region_seconds_set(10e-3);
+  CHECK(damo_gemm_threads(6e5, 1.0) == 1 && damo_threads_for_seconds(41e-3) == 2);
+  damo_parallel_region_seconds_set(0);
+  CHECK(damo_gemm_threads(6e5, 1.0) == 2 && damo_gemm_threads(5e5, 1.0) == 1);
+  int inside = 0;
+#pragma omp parallel num_threads(2)
+  if (omp_get_thread_num() == 0) inside = damo_threads_for_seconds(1.0);
+  CHECK(inside == 1);
+  damo_set_num_threads(1);
+  CHECK(damo_threads_for_seconds(1.0) == 1);
+  damo_set_num_threads(0);
+}
+
 /* The public int8 product (damo_int8_gemm) on every SIMD level against its definition
  * computed here: y = x_scale scale[n] sum_k (q - z) w + bias, relu, q the affine uint8 of x;
  * the path name follows the level; bad arguments are refused; the int8 peak probe reads a
@@ -372,10 +400,10 @@ static void test_int8_product(void) {
 }
 
 /* damo_gemm_gather: op(A) read through offset tables (a shuffled, overlapping view of one
- * buffer, as convolution patches are), on 1 and 2 threads, against the plain loops on the
- * same view; bit for bit between thread counts; 0 and C untouched where no kernel exists. */
-/* One gathered product on every path that has a kernel (AVX2; AVX-512, whose tile is the
- * AVX2 one at most 16 columns), 1 and 2 threads, against the reference on the copied A. */
+ * buffer, as convolution patches are) and as plain rows (no k_off, as narrow products read
+ * it), on every path that has a kernel (AVX2; AVX-512, whose tile is 8 x 16 at most 16
+ * columns), 1 and 2 threads, against the reference on the copied A; bit for bit between
+ * thread counts; 0 and C untouched where no kernel exists. */
 static void check_gather(int N, int trans_b) {
   enum { M = 131, K = 700, BASE = 5000 };
   float *base = malloc(BASE * sizeof(float)), *B = random_matrix(K, N, N);
@@ -395,10 +423,12 @@ static void check_gather(int N, int trans_b) {
   const float *b = trans_b ? Bt : B;
   const int64_t ldb = trans_b ? K : N;
   damo_gemm_reference(0, 0, M, N, K, 0.5f, A, K, B, N, 0.3f, want, N);
-  const damo_gemm_gather_a view = {base, row_off, 0, k_off};
+  const damo_gemm_gather_a tables = {base, row_off, 0, k_off}, rows = {A, NULL, K, NULL};
   const damo_simd_level original = damo_simd_level_get();
   const damo_simd_level levels[] = {DAMO_SIMD_AVX2, DAMO_SIMD_AVX512};
-  for (int l = 0; l < 2; l++) {
+  for (int run = 0; run < 4; run++) {
+    const int l = run / 2;
+    const damo_gemm_gather_a view = run % 2 ? rows : tables;
     if (damo_simd_level_force(levels[l]) != levels[l]) continue;
     memcpy(c1, c0, M * N * sizeof(float));
     memcpy(c2, c0, M * N * sizeof(float));
@@ -409,13 +439,13 @@ static void check_gather(int N, int trans_b) {
     damo_set_num_threads(0);
     double worst = 0;
     for (int i = 0; i < M * N; i++) worst = fmax(worst, fabs(c1[i] - want[i]));
-    CHECK_MSG(worst < 1e-4, "%s gather product N %d trans_b %d: %g from the reference", damo_simd_path(), N, trans_b,
-              worst);
+    CHECK_MSG(worst < 1e-4, "%s gather product N %d trans_b %d %s: %g from the reference", damo_simd_path(), N,
+              trans_b, run % 2 ? "rows" : "tables", worst);
     CHECK(memcmp(c1, c2, M * N * sizeof(float)) == 0);
   }
   damo_simd_level_force(DAMO_SIMD_SCALAR);
   memcpy(c2, c1, M * N * sizeof(float));
-  CHECK(damo_gemm_gather(&view, trans_b, M, N, K, 0.5f, b, ldb, 0.3f, c2, N) == 0 &&
+  CHECK(damo_gemm_gather(&tables, trans_b, M, N, K, 0.5f, b, ldb, 0.3f, c2, N) == 0 &&
         !memcmp(c1, c2, M * N * sizeof(float)));
   damo_simd_level_force(original);
   free(base), free(B), free(Bt), free(row_off), free(k_off), free(A), free(want), free(c0), free(c1), free(c2);
@@ -424,7 +454,8 @@ static void check_gather(int N, int trans_b) {
 static void test_gather(void) {
   for (int trans_b = 0; trans_b < 2; trans_b++) {
     check_gather(40, trans_b); /* AVX-512: its own tile, a full and a partial panel */
-    check_gather(12, trans_b); /* AVX-512: the AVX2 tile */
+    check_gather(12, trans_b); /* AVX-512: the 8 x 16 tile */
+    check_gather(16, trans_b);
   }
 }
 
@@ -483,5 +514,6 @@ int main(void) {
   RUN(test_called_from_threads);
   RUN(test_fma_peak_probe);
   RUN(test_int8_product);
+  RUN(test_region_cost);
   return test_summary("gemm");
 }

@@ -54,6 +54,18 @@ static inline uint64_t damo_hash_bytes(uint64_t h, const void *p, size_t n) {
  * DAMO_NUM_THREADS, else omp_get_max_threads(); every "omp parallel" names it. */
 int damo_threads(void);
 
+/* What starting a parallel region of damo_threads() threads costs, in seconds (core/runtime.c):
+ * measured once per thread count (0 inside a region or with one thread), unless set by
+ * damo_parallel_region_seconds_set (a negative value: measure again) or by the environment
+ * variable DAMO_PARALLEL_REGION_US (the test runner sets 0, so small products still take the
+ * threaded paths the tests check). */
+double damo_parallel_region_seconds(void);
+void damo_parallel_region_seconds_set(double seconds);
+/* Threads for work that would take single_thread_seconds on one: damo_threads() when that is
+ * long enough to repay starting a region, else 1 (and 1 inside a region). Only for work whose
+ * result does not depend on the thread count. */
+int damo_threads_for_seconds(double single_thread_seconds);
+
 /* Seconds on a monotonic clock (core/runtime.c): for intervals only. */
 double damo_now_seconds(void);
 

@@ -27,7 +27,7 @@ damo_simd_level damo_simd_level_force(damo_simd_level level);
 void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 /* An op(A) read where it lies, never packed: element (i, p) at base[row_off[i] + k_off[p]]
- * (row_off NULL: i * row_stride). k_off has K entries. */
+ * (row_off NULL: i * row_stride; k_off NULL: p, each row contiguous). k_off has K entries. */
 typedef struct damo_gemm_gather_a {
   const float *base;
   const int64_t *row_off;

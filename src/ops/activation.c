@@ -28,23 +28,23 @@ static void unary_forward_kind(damo_node *n, unary_kind k) {
   int64_t count = damo_node_count(n);
   switch (k) {
   case UN_RELU:
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
     for (int64_t i = 0; i < count; i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
     break;
   case UN_SIGMOID:
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_EXP))
     for (int64_t i = 0; i < count; i++) y[i] = stable_sigmoid(x[i]);
     break;
   case UN_TANH:
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_EXP))
     for (int64_t i = 0; i < count; i++) y[i] = tanhf(x[i]);
     break;
   case UN_EXP:
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_EXP))
     for (int64_t i = 0; i < count; i++) y[i] = expf(x[i]);
     break;
   case UN_LOG:
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_EXP))
     for (int64_t i = 0; i < count; i++) y[i] = logf(x[i]);
     break;
   }
@@ -57,23 +57,23 @@ static void unary_backward_kind(damo_node *n, unary_kind k) {
   int64_t count = damo_node_count(n);
   switch (k) {
   case UN_RELU:
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
     for (int64_t i = 0; i < count; i++) dx[i] += y[i] > 0 ? dy[i] : 0.0f;
     break;
   case UN_SIGMOID:
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
     for (int64_t i = 0; i < count; i++) dx[i] += dy[i] * y[i] * (1.0f - y[i]);
     break;
   case UN_TANH:
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
     for (int64_t i = 0; i < count; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
     break;
   case UN_EXP:
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
     for (int64_t i = 0; i < count; i++) dx[i] += dy[i] * y[i];
     break;
   case UN_LOG:
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
     for (int64_t i = 0; i < count; i++) dx[i] += dy[i] / x[i];
     break;
   }

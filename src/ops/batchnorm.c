@@ -107,7 +107,7 @@ static damo_status bn_forward(damo_graph *g, damo_node *n) {
       rstd[c] = 1.0f / sqrtf(rvar[c] + eps);
     }
   }
-#pragma omp parallel for schedule(static) if (R * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(R * C, DAMO_NS_MAP))
   for (int64_t r = 0; r < R; r++)
     for (int64_t c = 0; c < C; c++) y[r * C + c] = gamma[c] * (x[r * C + c] - mean[c]) * rstd[c] + beta[c];
   return DAMO_OK;
@@ -150,14 +150,14 @@ static void bn_backward(damo_graph *g, damo_node *n) {
         a[c] = (float)(sdy[c] / rows);
         b[c] = (float)(sdyx[c] / rows);
       }
-#pragma omp parallel for schedule(static) if (R * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(R * C, DAMO_NS_MAP))
       for (int64_t r = 0; r < R; r++)
         for (int64_t c = 0; c < C; c++) {
           float xhat = (x[r * C + c] - mean[c]) * rstd[c];
           dx[r * C + c] += gamma[c] * rstd[c] * (dy[r * C + c] - a[c] - xhat * b[c]);
         }
     } else { /* a fixed affine map */
-#pragma omp parallel for schedule(static) if (R * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(R * C, DAMO_NS_MAP))
       for (int64_t r = 0; r < R; r++)
         for (int64_t c = 0; c < C; c++) dx[r * C + c] += gamma[c] * rstd[c] * dy[r * C + c];
     }

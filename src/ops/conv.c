@@ -134,7 +134,7 @@ static void kernel_cols_inside(const conv_geom *g, int64_t iw0, int64_t *kw0, in
  * images) copying per kernel column cost more than the GEMM. */
 static void im2col(const conv_geom *g, const float *x, int64_t p0, int64_t count, float *cols) {
   const int64_t run = g->KW * g->C;
-#pragma omp parallel for schedule(static) if (count * g->K > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count * g->K, DAMO_NS_MAP))
   for (int64_t i = 0; i < count; i++) {
     int64_t p = p0 + i, ow = p % g->OW, oh = (p / g->OW) % g->OH, nn = p / (g->OW * g->OH);
     int64_t iw0 = ow * g->sw - g->pl, kw0, kw1;
@@ -166,7 +166,7 @@ static void col2im(const conv_geom *g, const float *cols, int64_t p0, int64_t co
   const int64_t run = g->KW * g->C, per_image = g->OH * g->OW;
   const int64_t n_first = p0 / per_image, n_last = (p0 + count - 1) / per_image;
   const int64_t units = (n_last - n_first + 1) * g->H;
-#pragma omp parallel for schedule(static) if (count * g->K > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count * g->K, DAMO_NS_MAP))
   for (int64_t u = 0; u < units; u++) {
     int64_t nn = n_first + u / g->H, ih = u % g->H;
     float *dx_row = dx + (nn * g->H + ih) * g->W * g->C; /* (W, C) */
@@ -208,7 +208,7 @@ DAMO_MULTIVERSION static void epilogue(float *y, const float *bias, int64_t rows
 static void pad_images(const float *src, int64_t n, int64_t h, int64_t w, int64_t c, int64_t top, int64_t left,
                        int64_t hp, int64_t wp, float *dst) {
   const int64_t row = wp * c, width = w * c, before = left * c;
-#pragma omp parallel for schedule(static) if (n * hp * row > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(n * hp * row, DAMO_NS_MAP))
   for (int64_t r = 0; r < n * hp; r++) {
     const int64_t nn = r / hp, ih = r % hp - top;
     float *out = dst + r * row;

@@ -88,7 +88,7 @@ static void dense_example_norms(damo_graph *g, const damo_node *n, const float *
   const int64_t B = g->batch, T = M / (B > 0 ? B : 1);
   const int want_w = damo_wants_weight_norms(g, wn), want_b = damo_wants_weight_norms(g, bn);
   if (T == 1) {
-#pragma omp parallel for schedule(static) if (M * (K + N) > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(M * (K + N), DAMO_NS_MAP))
     for (int64_t i = 0; i < B; i++) {
       const double sz = damo_sum_squares(dz + i * N, N);
       if (want_w) damo_example_norm_add(g, wn, i, damo_sum_squares(x + i * K, K) * sz);
@@ -133,7 +133,7 @@ static void dense_backward(damo_graph *g, damo_node *n) {
   if (act != DAMO_ACT_NONE) { /* dz = dy * act'(y), once, into aux */
     float *z = n->aux;
     int64_t count = M * N;
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
     for (int64_t i = 0; i < count; i++) {
       float d = act == DAMO_ACT_RELU ? (y[i] > 0 ? 1.0f : 0.0f)
                 : act == DAMO_ACT_SIGMOID ? y[i] * (1.0f - y[i])

@@ -42,7 +42,7 @@ static damo_status dropout_forward(damo_graph *g, damo_node *n) {
   const uint32_t threshold = (uint32_t)((double)rate * 4294967296.0);
   const uint64_t seed = damo_node_forward_seed(g, n);
   const int64_t chunks = (count + DAMO_CHUNK - 1) / DAMO_CHUNK;
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
   for (int64_t c = 0; c < chunks; c++) {
     int64_t len;
     const int64_t first = damo_chunk(count, c, &len);
@@ -63,7 +63,7 @@ static void dropout_backward(damo_graph *g, damo_node *n) {
     return;
   }
   float scale = 1.0f / (1.0f - rate);
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
   for (int64_t i = 0; i < count; i++) dx[i] += keep[i] ? dy[i] * scale : 0.0f;
 }
 

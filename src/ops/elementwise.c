@@ -77,14 +77,14 @@ static damo_status ew_forward_kind(damo_node *n, ew_kind k) {
   float *C = damo_f32(n);
   int64_t count = damo_node_count(n);
   if (damo_node_count(n->in[0]) == count && damo_node_count(n->in[1]) == count) {
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
     for (int64_t i = 0; i < count; i++) C[i] = ew_apply(k, A[i], B[i]);
     return DAMO_OK;
   }
   bcast bc;
   bcast_init(&bc, n);
   int64_t sa = bc.D ? bc.sa[bc.D - 1] : 0, sb = bc.D ? bc.sb[bc.D - 1] : 0;
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
   for (int64_t r = 0; r < bc.rows; r++) {
     int64_t oa, ob;
     row_offsets(&bc, r, &oa, &ob);
@@ -178,7 +178,7 @@ static void ew_backward_kind(damo_graph *gr, damo_node *n, ew_kind k) {
   int64_t count = damo_node_count(n);
   int same = damo_node_count(a) == count && damo_node_count(b) == count;
   if (same) {
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
     for (int64_t i = 0; i < count; i++) {
       float x = reads ? A[i] : 0, y = reads ? B[i] : 0;
       if (dA) dA[i] += ew_grad_a(k, G[i], x, y);
@@ -237,7 +237,7 @@ static damo_status scale_forward(damo_graph *g, damo_node *n) {
   const float *x = damo_f32(n->in[0]);
   float *y = damo_f32(n), f = n->fparam[0];
   int64_t count = damo_node_count(n);
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
   for (int64_t i = 0; i < count; i++) y[i] = x[i] * f;
   return DAMO_OK;
 }
@@ -248,7 +248,7 @@ static void scale_backward(damo_graph *g, damo_node *n) {
   float *dx = damo_node_grad_acc(n->in[0]), f = n->fparam[0];
   const float *dy = n->grad;
   int64_t count = damo_node_count(n);
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
   for (int64_t i = 0; i < count; i++) dx[i] += dy[i] * f;
 }
 

@@ -61,7 +61,7 @@ static damo_status gelu_forward(damo_graph *g, damo_node *n) {
   float *y = damo_f32(n);
   const int64_t count = damo_node_count(n), chunks = (count + DAMO_CHUNK - 1) / DAMO_CHUNK;
   const int tanh_form = n->iparam[0];
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_EXP))
   for (int64_t c = 0; c < chunks; c++) {
     int64_t len;
     const int64_t first = damo_chunk(count, c, &len);
@@ -78,7 +78,7 @@ static void gelu_backward(damo_graph *g, damo_node *n) {
   float *dx = damo_node_grad_acc(n->in[0]);
   const int64_t count = damo_node_count(n), chunks = (count + DAMO_CHUNK - 1) / DAMO_CHUNK;
   const int tanh_form = n->iparam[0];
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_EXP))
   for (int64_t c = 0; c < chunks; c++) {
     int64_t len;
     const int64_t first = damo_chunk(count, c, &len);

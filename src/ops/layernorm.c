@@ -53,7 +53,7 @@ static damo_status ln_forward(damo_graph *g, damo_node *n) {
   const float *x = damo_f32(xn), *gamma = damo_f32(n->in[1]), *beta = damo_f32(n->in[2]);
   float *y = damo_f32(n), eps = n->fparam[0];
   ln_scratch s = scratch_of(n, R, C);
-#pragma omp parallel for schedule(static) if (R * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(R * C, DAMO_NS_MAP))
   for (int64_t r = 0; r < R; r++) {
     const float *xr = x + r * C;
     double sum = 0, sumsq = 0;
@@ -123,7 +123,7 @@ static void ln_backward(damo_graph *g, damo_node *n) {
   }
   if (!xn->in_backward) return;
   float *dx = damo_node_grad_acc(xn);
-#pragma omp parallel for schedule(static) if (R * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(R * C, DAMO_NS_MAP))
   for (int64_t r = 0; r < R; r++) {
     const float *xr = x + r * C, *dyr = dy + r * C;
     float m = s.mean[r], rstd = s.rstd[r];

@@ -200,7 +200,7 @@ static damo_status linear_ce_forward(damo_graph *g, damo_node *n) {
 }
 
 static void add_scaled(float *dst, const float *src, int64_t count, float scale) {
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
   for (int64_t i = 0; i < count; i++) dst[i] += scale * src[i];
 }
 

@@ -60,7 +60,7 @@ static void softmax_ce_backward(damo_graph *g, damo_node *n) {
   float *dx = damo_node_grad_acc(n->in[0]);
   int64_t B = n->in[0]->shape[0], C = n->in[0]->shape[1];
   float scale = n->grad[0] / (float)B;
-#pragma omp parallel for schedule(static) if (B * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(B * C, DAMO_NS_MAP))
   for (int64_t b = 0; b < B; b++) {
     for (int64_t c = 0; c < C; c++) dx[b * C + c] += prob[b * C + c] * scale;
     dx[b * C + labels[b]] -= scale;
@@ -127,7 +127,7 @@ static void soft_ce_backward(damo_graph *g, damo_node *n) {
   float *dx = n->in[0]->in_backward ? damo_node_grad_acc(n->in[0]) : NULL;
   float *dt = n->in[1]->in_backward ? damo_node_grad_acc(n->in[1]) : NULL;
   const int relative = n->iparam[0];
-#pragma omp parallel for schedule(static) if (B * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(B * C, DAMO_NS_MAP))
   for (int64_t b = 0; b < B; b++) {
     const float *tr = t + b * C, *lr = logp + b * C;
     float mass = 0;

@@ -66,8 +66,21 @@ damo_node *damo_spdense_op(damo_graph *g, damo_node *x, const damo_csr *wt, damo
 damo_node *damo_linear_cross_entropy_chunked(damo_graph *g, damo_node *x, damo_node *weight, damo_node *bias,
                                              damo_node *labels, int chunk_rows);
 
-/* Threads for an elementwise loop of n items: parallel only when it pays. */
+/* Loops of at most this many items run on one thread. */
 #define DAMO_PARALLEL_MIN 32768
+/* Rough single-thread costs of an item, in nanoseconds: a map of adds and multiplies, and
+ * one with exp, tanh or erf. */
+#define DAMO_NS_MAP 0.25
+#define DAMO_NS_EXP 2.0
+/* Threads for a loop of `items`, each about ns_per_item on one thread, whose results do not
+ * depend on how the loop is split (a map, or rows each done by one thread): one up to
+ * DAMO_PARALLEL_MIN items or where the loop is too short to repay starting a region
+ * (damo_threads_for_seconds: 25 us per region on a paravirtualised EPYC). Loops that sum across
+ * the split keep the fixed threshold: their last bits must not depend on a timing. */
+static inline int damo_loop_threads(int64_t items, double ns_per_item) {
+  if (items <= DAMO_PARALLEL_MIN) return 1;
+  return damo_threads_for_seconds((double)items * ns_per_item * 1e-9);
+}
 /* Elementwise loops that call a multiversioned kernel split [0, count) into chunks of this
  * many elements (whole cache lines; enough work per chunk to amortise the call). */
 #define DAMO_CHUNK 4096

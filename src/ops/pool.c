@@ -81,7 +81,7 @@ static damo_status max_pool_forward(damo_graph *gr, damo_node *n) {
   const float *x = damo_f32(n->in[0]);
   float *y = damo_f32(n);
   int32_t *arg = n->aux; /* (N, OH, OW, C): index into the image's (H, W, C) block */
-#pragma omp parallel for schedule(static) if (damo_node_count(n) > DAMO_PARALLEL_MIN / 4) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(4 * damo_node_count(n), DAMO_NS_MAP))
   for (int64_t b = 0; b < g.N; b++) {
     const float *xb = x + b * g.H * g.W * g.C;
     for (int64_t oh = 0; oh < g.OH; oh++)
@@ -105,7 +105,7 @@ static void max_pool_backward(damo_graph *gr, damo_node *n) {
   const float *dy = n->grad;
   const int32_t *arg = n->aux;
   int64_t per_out = g.OH * g.OW * g.C, per_in = g.H * g.W * g.C;
-#pragma omp parallel for schedule(static) if (damo_node_count(n) > DAMO_PARALLEL_MIN / 4) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(4 * damo_node_count(n), DAMO_NS_MAP))
   for (int64_t b = 0; b < g.N; b++) {
     if (beta == 0.0f) memset(dx + b * per_in, 0, (size_t)per_in * sizeof *dx);
     for (int64_t o = 0; o < per_out; o++) dx[b * per_in + arg[b * per_out + o]] += dy[b * per_out + o];
@@ -117,7 +117,7 @@ static damo_status avg_pool_forward(damo_graph *gr, damo_node *n) {
   pool_geom g = geom_of(n);
   const float *x = damo_f32(n->in[0]);
   float *y = damo_f32(n);
-#pragma omp parallel for schedule(static) if (damo_node_count(n) > DAMO_PARALLEL_MIN / 4) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(4 * damo_node_count(n), DAMO_NS_MAP))
   for (int64_t b = 0; b < g.N; b++)
     for (int64_t oh = 0; oh < g.OH; oh++)
       for (int64_t ow = 0; ow < g.OW; ow++) {
@@ -142,7 +142,7 @@ static void avg_pool_backward(damo_graph *gr, damo_node *n) {
   pool_geom g = geom_of(n);
   float *dx = damo_node_grad_acc(n->in[0]);
   const float *dy = n->grad;
-#pragma omp parallel for schedule(static) if (damo_node_count(n) > DAMO_PARALLEL_MIN / 4) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(4 * damo_node_count(n), DAMO_NS_MAP))
   for (int64_t b = 0; b < g.N; b++)
     for (int64_t oh = 0; oh < g.OH; oh++)
       for (int64_t ow = 0; ow < g.OW; ow++) {
@@ -196,7 +196,7 @@ static damo_status gap_forward(damo_graph *gr, damo_node *n) {
   int64_t N = x->shape[0], HW = x->shape[1] * x->shape[2], C = x->shape[3];
   const float *xs = damo_f32(x);
   float *y = damo_f32(n);
-#pragma omp parallel for schedule(static) if (N * HW * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(N * HW * C, DAMO_NS_MAP))
   for (int64_t b = 0; b < N; b++) {
     float *yb = y + b * C;
     for (int64_t c = 0; c < C; c++) yb[c] = 0;
@@ -214,7 +214,7 @@ static void gap_backward(damo_graph *gr, damo_node *n) {
   int64_t N = x->shape[0], HW = x->shape[1] * x->shape[2], C = x->shape[3];
   float *dx = damo_node_grad_acc(x), inv = 1.0f / (float)HW;
   const float *dy = n->grad;
-#pragma omp parallel for schedule(static) if (N * HW * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(N * HW * C, DAMO_NS_MAP))
   for (int64_t b = 0; b < N; b++)
     for (int64_t p = 0; p < HW; p++)
       for (int64_t c = 0; c < C; c++) dx[(b * HW + p) * C + c] += dy[b * C + c] * inv;

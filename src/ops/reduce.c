@@ -67,7 +67,8 @@ static void reduce_forward_any(damo_node *n, int mean) {
   float *y = damo_f32(n);
   red_dims d = red_dims_of(n);
   double scale = mean && d.len ? 1.0 / (double)d.len : 1.0;
-#pragma omp parallel for schedule(static) if (d.outer * d.len * d.inner > DAMO_PARALLEL_MIN && d.outer * d.inner > 1) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) \
+    num_threads(d.outer * d.inner > 1 ? damo_loop_threads(d.outer * d.len * d.inner, DAMO_NS_MAP) : 1)
   for (int64_t o = 0; o < d.outer * d.inner; o++) {
     int64_t oi = o / d.inner, ii = o % d.inner;
     const float *base = x + oi * d.len * d.inner + ii;
@@ -83,7 +84,7 @@ static void reduce_backward_any(damo_node *n, int mean) {
   const float *dy = n->grad;
   red_dims d = red_dims_of(n);
   float scale = mean && d.len ? 1.0f / (float)d.len : 1.0f;
-#pragma omp parallel for schedule(static) if (d.outer * d.len * d.inner > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(d.outer * d.len * d.inner, DAMO_NS_MAP))
   for (int64_t oi = 0; oi < d.outer; oi++)
     for (int64_t l = 0; l < d.len; l++) {
       float *row = dx + (oi * d.len + l) * d.inner;

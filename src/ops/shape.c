@@ -52,7 +52,7 @@ static void reshape_backward(damo_graph *g, damo_node *n) {
   float *dx = damo_node_grad_acc(n->in[0]);
   const float *dy = n->grad;
   int64_t count = damo_node_count(n);
-#pragma omp parallel for schedule(static) if (count > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(count, DAMO_NS_MAP))
   for (int64_t i = 0; i < count; i++) dx[i] += dy[i];
 }
 

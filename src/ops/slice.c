@@ -28,7 +28,7 @@ static damo_status slice_last_forward(damo_graph *g, damo_node *n) {
   int64_t rows = damo_node_count(n) / len;
   const float *src = damo_f32(x);
   float *y = damo_f32(n);
-#pragma omp parallel for if (rows * len >= DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for num_threads(damo_loop_threads(rows * len, DAMO_NS_MAP))
   for (int64_t r = 0; r < rows; r++) memcpy(y + r * len, src + r * C + start, (size_t)len * sizeof(float));
   return DAMO_OK;
 }
@@ -41,7 +41,7 @@ static void slice_last_backward(damo_graph *g, damo_node *n) {
   int64_t rows = damo_node_count(n) / len;
   const float *dy = n->grad;
   float *dx = damo_node_grad_acc(x);
-#pragma omp parallel for if (rows * len >= DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for num_threads(damo_loop_threads(rows * len, DAMO_NS_MAP))
   for (int64_t r = 0; r < rows; r++) {
     float *d = dx + r * C + start;
     const float *s = dy + r * len;

@@ -15,7 +15,7 @@ static damo_status softmax_infer(damo_node *n) {
 }
 
 static void softmax_rows(const float *x, float *y, int64_t rows, int64_t C, int log_space) {
-#pragma omp parallel for schedule(static) if (rows * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(rows * C, DAMO_NS_EXP))
   for (int64_t r = 0; r < rows; r++) {
     const float *xr = x + r * C;
     float *yr = y + r * C;
@@ -52,7 +52,7 @@ static void softmax_backward_any(damo_node *n, int log_space) {
   int64_t C = n->shape[n->ndim - 1], rows = C ? damo_node_count(n) / C : 0;
   const float *y = damo_f32(n), *dy = n->grad;
   float *dx = damo_node_grad_acc(n->in[0]);
-#pragma omp parallel for schedule(static) if (rows * C > DAMO_PARALLEL_MIN) num_threads(damo_threads())
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(rows * C, DAMO_NS_EXP))
   for (int64_t r = 0; r < rows; r++) {
     const float *yr = y + r * C, *gr = dy + r * C;
     float *dr = dx + r * C;

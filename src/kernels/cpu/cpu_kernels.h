@@ -44,6 +44,7 @@ typedef void (*damo_gemm_pack_fn)(int x_major, const float *src, int64_t ld, int
 #define DAMO_GEMM_AVX2_NR 16
 #define DAMO_GEMM_AVX512_MR 14
 #define DAMO_GEMM_AVX512_NR 32
+#define DAMO_GEMM_AVX512_NARROW_MR 8
 
 /* The _avx2 and _avx512 functions below may only be called when damo_simd_level_get()
  * reports that level. The AVX2 packer takes width <= 16, the AVX-512 one width <= 32. */
@@ -66,6 +67,10 @@ void damo_gemm_microkernel_avx2_gather(int64_t k, const float *const *rows, cons
 void damo_gemm_microkernel_avx512_gather(int64_t k, const float *const *rows, const int64_t *k_off,
                                          const float *packed_b, float *c, int64_t ldc, int m, int n, float alpha,
                                          float beta);
+/* The same with a MR x 16 tile (MR = DAMO_GEMM_AVX512_NARROW_MR), for op(B) of at most 16 columns. */
+void damo_gemm_microkernel_avx512_gather16(int64_t k, const float *const *rows, const int64_t *k_off,
+                                           const float *packed_b, float *c, int64_t ldc, int m, int n, float alpha,
+                                           float beta);
 /* The native bf16 path (gemm_bf16.c, AVX512_BF16): packs as damo_gemm_pack_fn does, but
  * straight into bf16 pairs along k: panel q starts at dst + q * width * 2 * pairs (pairs =
  * ceil(depth / 2)) and its group p holds each row's/column's values at k = 2p, 2p + 1 (zero
@@ -96,6 +101,11 @@ int damo_gemm_amx(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
 /* This thread's 64-byte aligned packing buffer of at least `floats` floats, kept for reuse
  * (gemm.c); NULL without memory. */
 float *damo_gemm_pack_buffer(size_t floats);
+/* Threads for a product of `fmas` multiply-adds running `speedup` times faster per
+ * multiply-add than a small f32 product (gemm.c): 1 below 512K multiply-adds, inside a
+ * parallel region, or where the product is too short to repay starting a region
+ * (damo_threads_for_seconds, timed against a small f32 product measured once). */
+int damo_gemm_threads(double fmas, double speedup);
 void damo_gemm_microkernel_avx512(int64_t k, const float *packed_a, const float *packed_b, float *c, int64_t ldc, int m,
                                   int n, float alpha, float beta);
 

@@ -65,7 +65,9 @@ static const gemm_config *config_for_level(damo_simd_level level) {
 }
 
 /* Below this many multiply-adds a product is done by the calling thread alone: waking the
- * other threads would cost more than they save (measured crossover: about 64 x 64 x 128). */
+ * other threads would cost more than they save (measured crossover on bare metal: about
+ * 64 x 64 x 128). Above it damo_gemm_threads weighs the product's length against the
+ * measured cost of starting a region. */
 #define GEMM_THREADING_MIN_FMAS (512 * 1024)
 
 static int64_t round_up(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
@@ -364,11 +366,15 @@ static int gemm_narrow(const gemm_problem *pr, const gemm_config *cfg) {
   /* AVX-512 with a few rows and more than one panel of columns: packing A costs little and
    * its panels are reused across the columns (64 x 128 x 256: 163 packed, 149 in place). */
   if (cfg == &config_avx512 && pr->N > DAMO_GEMM_AVX512_NR && pr->M < 256) return 0;
+  if (!pr->trans_a) {
+    const damo_gemm_gather_a a = {pr->A, NULL, pr->lda, NULL};
+    return damo_gemm_gather(&a, pr->trans_b, pr->M, pr->N, pr->K, pr->alpha, pr->B, pr->ldb, pr->beta, pr->C,
+                            pr->ldc);
+  }
   int64_t *k_off = malloc((size_t)pr->K * sizeof *k_off);
   if (!k_off) return 0;
-  const int64_t k_stride = pr->trans_a ? pr->lda : 1;
-  for (int64_t p = 0; p < pr->K; p++) k_off[p] = p * k_stride;
-  const damo_gemm_gather_a a = {pr->A, NULL, pr->trans_a ? 1 : pr->lda, k_off};
+  for (int64_t p = 0; p < pr->K; p++) k_off[p] = p * pr->lda;
+  const damo_gemm_gather_a a = {pr->A, NULL, 1, k_off};
   const int done = damo_gemm_gather(&a, pr->trans_b, pr->M, pr->N, pr->K, pr->alpha, pr->B, pr->ldb, pr->beta, pr->C,
                                     pr->ldc);
   free(k_off);
@@ -383,6 +389,38 @@ static void tile_share(int64_t count, int64_t tile, int64_t part, int64_t parts,
 }
 
 /* ------------------------------------------------------------------ threading */
+
+/* Seconds one thread takes per multiply-add of a small f32 product on each SIMD level's
+ * path, measured once (a 96 x 64 x 256 product, the best of three). */
+static atomic_llong fma_attoseconds[3];
+
+static double seconds_per_fma(const gemm_config *cfg) {
+  const int slot = cfg == &config_avx512 ? 2 : cfg == &config_avx2 ? 1 : 0;
+  long long as = atomic_load(&fma_attoseconds[slot]);
+  if (as > 0) return (double)as * 1e-18;
+  enum { M = 96, N = 64, K = 256 };
+  float *a = calloc((size_t)M * K + (size_t)K * N + (size_t)M * N, sizeof(float));
+  if (!a) return 1e-9; /* a slow guess: products stay threaded */
+  const gemm_problem pr = {0, 0, 0, 0, M, N, K, 1.0f, 0.0f, a, a + M * K, a + M * K + K * N, K, N, N};
+  double best = 1e30;
+  for (int rep = 0; rep < 3; rep++) {
+    const double t0 = damo_now_seconds();
+    gemm_with_buffer(&pr, cfg);
+    const double took = damo_now_seconds() - t0;
+    if (took < best) best = took;
+  }
+  free(a);
+  as = (long long)(best / ((double)M * N * K) * 1e18);
+  atomic_store(&fma_attoseconds[slot], as > 0 ? as : 1);
+  return (double)as * 1e-18;
+}
+
+int damo_gemm_threads(double fmas, double speedup) {
+  if (omp_in_parallel() || fmas < GEMM_THREADING_MIN_FMAS) return 1;
+  if (damo_parallel_region_seconds() <= 0) return damo_threads();
+  const gemm_config *cfg = config_for_level(damo_simd_level_get());
+  return damo_threads_for_seconds(fmas * seconds_per_fma(cfg) / speedup);
+}
 
 /* C is cut into a row_parts x col_parts grid of blocks, whole tiles each, one per thread. A
  * row split makes each thread pack all of op(B) and a column split all of op(A); the grid
@@ -441,8 +479,8 @@ void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
   const gemm_problem problem = {trans_a, trans_b, bf16, native, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc};
 
   if (gemm_narrow(&problem, cfg)) return;
-  int threads = omp_in_parallel() ? 1 : damo_threads();
-  if ((double)M * (double)N * (double)K < GEMM_THREADING_MIN_FMAS) threads = 1;
+  /* bf16 products run about twice as fast per multiply-add as the f32 ones measured. */
+  const int threads = damo_gemm_threads((double)M * (double)N * (double)K, native ? 2.0 : 1.0);
   if (threads <= 1) {
     gemm_with_buffer(&problem, cfg);
     return;

@@ -103,7 +103,7 @@ __attribute__((target("avx2,fma"))) void damo_gemm_microkernel_avx2_gather(int64
     for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm256_setzero_ps();
 #pragma GCC unroll 2
   for (int64_t p = 0; p < k; p++) {
-    const int64_t at = k_off[p];
+    const int64_t at = k_off ? k_off[p] : p;
     const __m256 b0 = _mm256_load_ps(packed_b), b1 = _mm256_load_ps(packed_b + 8);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; i++) {

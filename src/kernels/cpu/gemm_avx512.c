@@ -25,18 +25,21 @@ static inline __mmask16 first_lanes(int64_t lanes) {
   return (__mmask16)((1u << lanes) - 1u);
 }
 
-/* C[0..m)[0..n) = alpha * acc + beta * C (beta 0: C not read). */
-__attribute__((target("avx512f,fma"), always_inline)) static inline void store_tile(__m512 acc[MR][VECTORS_PER_ROW],
-                                                                                    float *c, int64_t ldc, int m, int n,
-                                                                                    float alpha, float beta) {
+/* C[0..m)[0..n) = alpha * acc + beta * C (beta 0: C not read) for a tile of `rows` x
+ * 16 * `vectors` accumulators, acc[i * vectors + v]. Callers pass constants, so after inlining the
+ * loops unroll and the accumulators stay in registers. */
+__attribute__((target("avx512f,fma"), always_inline)) static inline void store_tile(const __m512 *acc, int rows,
+                                                                                    int vectors, float *c, int64_t ldc,
+                                                                                    int m, int n, float alpha,
+                                                                                    float beta) {
   const __m512 alpha_v = _mm512_set1_ps(alpha), beta_v = _mm512_set1_ps(beta);
-  if (m == MR && n == NR) {
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++)
+  if (m == rows && n == 16 * vectors) {
+#pragma GCC unroll 32
+    for (int i = 0; i < rows; i++)
 #pragma GCC unroll 4
-      for (int v = 0; v < VECTORS_PER_ROW; v++) {
+      for (int v = 0; v < vectors; v++) {
         float *out = c + i * ldc + 16 * v;
-        __m512 scaled = _mm512_mul_ps(acc[i][v], alpha_v);
+        __m512 scaled = _mm512_mul_ps(acc[i * vectors + v], alpha_v);
         if (beta != 0.0f) scaled = _mm512_fmadd_ps(_mm512_loadu_ps(out), beta_v, scaled);
         _mm512_storeu_ps(out, scaled);
       }
@@ -44,14 +47,14 @@ __attribute__((target("avx512f,fma"), always_inline)) static inline void store_t
   }
   /* Edge tile: the same arithmetic, with masked loads and stores so nothing outside the
    * m x n corner is read or written. */
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; i++) {
+#pragma GCC unroll 32
+  for (int i = 0; i < rows; i++) {
     if (i >= m) break;
 #pragma GCC unroll 4
-    for (int v = 0; v < VECTORS_PER_ROW; v++) {
+    for (int v = 0; v < vectors; v++) {
       __mmask16 mask = first_lanes(n - 16 * v);
       float *out = c + i * ldc + 16 * v;
-      __m512 scaled = _mm512_mul_ps(acc[i][v], alpha_v);
+      __m512 scaled = _mm512_mul_ps(acc[i * vectors + v], alpha_v);
       if (beta != 0.0f) scaled = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, out), beta_v, scaled);
       _mm512_mask_storeu_ps(out, mask, scaled);
     }
@@ -59,10 +62,11 @@ __attribute__((target("avx512f,fma"), always_inline)) static inline void store_t
 }
 
 /* C is only touched after the k loop; asking for it now hides its miss behind the FMAs. */
-__attribute__((target("avx512f"), always_inline)) static inline void prefetch_c(const float *c, int64_t ldc, int m) {
+__attribute__((target("avx512f"), always_inline)) static inline void prefetch_c(const float *c, int64_t ldc, int m,
+                                                                                  int width) {
   for (int i = 0; i < m; i++) {
     _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+    _mm_prefetch((const char *)(c + i * ldc + width - 1), _MM_HINT_T0);
   }
 }
 
@@ -74,7 +78,7 @@ __attribute__((target("avx512f,fma"))) void damo_gemm_microkernel_avx512(int64_t
   for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4
     for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm512_setzero_ps();
-  prefetch_c(c, ldc, m);
+  prefetch_c(c, ldc, m, NR);
 #pragma GCC unroll 4
   for (int64_t p = 0; p < k; p++) {
     __m512 b[VECTORS_PER_ROW];
@@ -89,39 +93,67 @@ __attribute__((target("avx512f,fma"))) void damo_gemm_microkernel_avx512(int64_t
     packed_a += MR;
     packed_b += NR;
   }
-  store_tile(acc, c, ldc, m, n, alpha, beta);
+  store_tile(&acc[0][0], MR, VECTORS_PER_ROW, c, ldc, m, n, alpha, beta);
 }
 
-/* The same tile with op(A) read in place: step p of row i at rows[i][k_off[p]] (a strided
- * matrix, or convolution patches seen in the padded image: damo_gemm_gather). */
+/* The k loop of a gathered tile (below); `indexed` is a constant, so each caller gets a loop
+ * without the test. */
+__attribute__((target("avx512f,fma"), always_inline)) static inline void gather_k_loop(
+    const int tile_rows, const int vectors, const int indexed, int64_t k, const float *const *r, const int64_t *k_off,
+    const float *packed_b, __m512 *acc) {
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < k; p++) {
+    const int64_t at = indexed ? k_off[p] : p;
+    __m512 b[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < vectors; v++) b[v] = _mm512_load_ps(packed_b + 16 * v);
+#pragma GCC unroll 32
+    for (int i = 0; i < tile_rows; i++) {
+      const __m512 a = _mm512_set1_ps(r[i][at]);
+#pragma GCC unroll 4
+      for (int v = 0; v < vectors; v++) acc[i * vectors + v] = _mm512_fmadd_ps(a, b[v], acc[i * vectors + v]);
+    }
+    packed_b += 16 * vectors;
+  }
+}
+
+/* A tile of `rows` x 16 * `vectors` with op(A) read in place: step p of row i at
+ * rows[i][k_off[p]] (a strided matrix, or convolution patches seen in the padded image:
+ * damo_gemm_gather), or at rows[i][p] when k_off is NULL. The caller points rows past m at a
+ * real row; they are not stored. */
+__attribute__((target("avx512f,fma"), always_inline)) static inline void gather_tile(
+    const int tile_rows, const int vectors, int64_t k, const float *const *rows, const int64_t *k_off,
+    const float *packed_b, float *c, int64_t ldc, int m, int n, float alpha, float beta) {
+  enum { MAX_ACC = 32 };
+  const float *r[MAX_ACC];
+  for (int i = 0; i < tile_rows; i++) r[i] = rows[i];
+  __m512 acc[MAX_ACC];
+#pragma GCC unroll 32
+  for (int i = 0; i < tile_rows * vectors; i++) acc[i] = _mm512_setzero_ps();
+  prefetch_c(c, ldc, m, 16 * vectors);
+  if (k_off)
+    gather_k_loop(tile_rows, vectors, 1, k, r, k_off, packed_b, acc);
+  else
+    gather_k_loop(tile_rows, vectors, 0, k, r, NULL, packed_b, acc);
+  store_tile(acc, tile_rows, vectors, c, ldc, m, n, alpha, beta);
+}
+
 __attribute__((target("avx512f,fma"))) void damo_gemm_microkernel_avx512_gather(int64_t k, const float *const *rows,
                                                                                 const int64_t *k_off,
                                                                                 const float *packed_b, float *c,
                                                                                 int64_t ldc, int m, int n, float alpha,
                                                                                 float beta) {
-  const float *r[MR];
-  for (int i = 0; i < MR; i++) r[i] = rows[i];
-  __m512 acc[MR][VECTORS_PER_ROW];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; i++)
-#pragma GCC unroll 4
-    for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm512_setzero_ps();
-  prefetch_c(c, ldc, m);
-#pragma GCC unroll 2
-  for (int64_t p = 0; p < k; p++) {
-    const int64_t at = k_off[p];
-    __m512 b[VECTORS_PER_ROW];
-#pragma GCC unroll 4
-    for (int v = 0; v < VECTORS_PER_ROW; v++) b[v] = _mm512_load_ps(packed_b + 16 * v);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++) {
-      const __m512 a = _mm512_set1_ps(r[i][at]);
-#pragma GCC unroll 4
-      for (int v = 0; v < VECTORS_PER_ROW; v++) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
-    }
-    packed_b += NR;
-  }
-  store_tile(acc, c, ldc, m, n, alpha, beta);
+  gather_tile(MR, VECTORS_PER_ROW, k, rows, k_off, packed_b, c, ldc, m, n, alpha, beta);
+}
+
+/* Narrow products (op(B) at most 16 columns: a classifier's classes, a first convolution's
+ * filters) in one zmm per row: the 14 x 32 tile would be mostly padding there. */
+__attribute__((target("avx512f,fma"))) void damo_gemm_microkernel_avx512_gather16(int64_t k, const float *const *rows,
+                                                                                  const int64_t *k_off,
+                                                                                  const float *packed_b, float *c,
+                                                                                  int64_t ldc, int m, int n,
+                                                                                  float alpha, float beta) {
+  gather_tile(DAMO_GEMM_AVX512_NARROW_MR, 1, k, rows, k_off, packed_b, c, ldc, m, n, alpha, beta);
 }
 
 /* ------------------------------------------------------------------ packing */

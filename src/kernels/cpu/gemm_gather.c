@@ -8,13 +8,13 @@
  * Threads split the rows in whole tiles; each packs the KC x N slices of op(B) itself (they
  * stay in L2) and runs every tile of its rows against every B panel, the A tile staying in
  * L1 across them. K is cut in the same KC slices, in order, whatever the thread count, so
- * results do not depend on it. AVX2 and AVX-512 (its 14 x 32 tile, or the AVX2 one when op(B)
+ * results do not depend on it. AVX2 and AVX-512 (its 14 x 32 tile, or a 16 x 16 one when op(B)
  * has at most 16 columns); the scalar path answers 0 and the caller does it the packed way. */
 #include "kernels/cpu/cpu_kernels.h"
 
 #include <omp.h>
 
-enum { KC = 512, MAX_MR = 16 };
+enum { KC = 512, MAX_MR = 32 };
 
 typedef void (*gather_kernel_fn)(int64_t k, const float *const *rows, const int64_t *k_off, const float *packed_b,
                                  float *c, int64_t ldc, int m, int n, float alpha, float beta);
@@ -30,9 +30,8 @@ static const gather_kernel avx2_kernel = {DAMO_GEMM_AVX2_MR, DAMO_GEMM_AVX2_NR, 
                                           damo_gemm_microkernel_avx2_gather};
 static const gather_kernel avx512_kernel = {DAMO_GEMM_AVX512_MR, DAMO_GEMM_AVX512_NR, damo_gemm_pack_avx512,
                                             damo_gemm_microkernel_avx512_gather};
-
-/* Below this many multiply-adds one thread does it (as damo_gemm). */
-#define GATHER_THREADING_MIN_FMAS (512 * 1024)
+static const gather_kernel avx512_narrow_kernel = {DAMO_GEMM_AVX512_NARROW_MR, 16, damo_gemm_pack_avx512,
+                                                   damo_gemm_microkernel_avx512_gather16};
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -59,7 +58,7 @@ static void gather_rows_unpacked(const gather_problem *pr, int64_t row0, int64_t
     for (int64_t j = 0; j < pr->N; j++) {
       double sum = 0;
       for (int64_t p = 0; p < pr->K; p++)
-        sum += (double)row[pr->a->k_off[p]] * (pr->trans_b ? pr->B[j * pr->ldb + p] : pr->B[p * pr->ldb + j]);
+        sum += (double)row[pr->a->k_off ? pr->a->k_off[p] : p] * (pr->trans_b ? pr->B[j * pr->ldb + p] : pr->B[p * pr->ldb + j]);
       float *out = pr->C + i * pr->ldc + j;
       *out = (float)(pr->alpha * sum + (pr->beta == 0.0f ? 0.0 : (double)pr->beta * *out));
     }
@@ -83,9 +82,10 @@ static void gather_rows(const gather_problem *pr, int64_t row0, int64_t row1) {
     for (int64_t row = row0; row < row1; row += MR) {
       const int m = (int)min64(MR, row1 - row);
       const float *rows[MAX_MR];
-      for (int i = 0; i < MR; i++) rows[i] = row_of(a, row + (i < m ? i : m - 1)); /* past m: a real row, not stored */
+      /* Past m: a real row, not stored. Without k_off the rows start at this K slice. */
+      for (int i = 0; i < MR; i++) rows[i] = row_of(a, row + (i < m ? i : m - 1)) + (a->k_off ? 0 : pc);
       for (int64_t col = 0; col < pr->N; col += NR)
-        pr->kern->multiply(kc, rows, a->k_off + pc, packed_b + col * kc, pr->C + row * pr->ldc + col, pr->ldc, m,
+        pr->kern->multiply(kc, rows, a->k_off ? a->k_off + pc : NULL, packed_b + col * kc, pr->C + row * pr->ldc + col, pr->ldc, m,
                            (int)min64(NR, pr->N - col), pr->alpha, beta);
     }
   }
@@ -107,12 +107,12 @@ int damo_gemm_gather(const damo_gemm_gather_a *a, int trans_b, int64_t M, int64_
                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (!damo_gemm_gather_available()) return 0;
   if (M <= 0 || N <= 0 || K <= 0 || alpha == 0.0f) return 0; /* damo_gemm's degenerate cases */
-  /* At most 16 columns the 32-wide AVX-512 tile would be half padding: the AVX2 one is faster. */
-  const gather_kernel *kern = damo_simd_level_get() == DAMO_SIMD_AVX512 && N > DAMO_GEMM_AVX2_NR ? &avx512_kernel
-                                                                                                 : &avx2_kernel;
+  /* At most 16 columns the 32-wide AVX-512 tile would be half padding: one zmm per row. */
+  const gather_kernel *kern = damo_simd_level_get() != DAMO_SIMD_AVX512 ? &avx2_kernel
+                              : N > 16                                   ? &avx512_kernel
+                                                                         : &avx512_narrow_kernel;
   const gather_problem pr = {kern, a, trans_b, M, N, K, alpha, beta, B, ldb, C, ldc};
-  int threads = omp_in_parallel() ? 1 : damo_threads();
-  if ((double)M * (double)N * (double)K < GATHER_THREADING_MIN_FMAS) threads = 1;
+  const int threads = damo_gemm_threads((double)M * (double)N * (double)K, 1.0);
   const int64_t row_tiles = (M + kern->mr - 1) / kern->mr;
   const int parts = row_tiles < threads ? (int)row_tiles : threads;
   if (parts <= 1) {

@@ -154,8 +154,9 @@ void damo_quantize_rows(const float *x, int64_t rows, int64_t K, int64_t ldx, fl
                         damo_qlayout layout, void *out, int64_t ldo) {
   const int u8 = layout == DAMO_QLAYOUT_VNNI, avx2 = damo_simd_level_get() >= DAMO_SIMD_AVX2;
   const size_t row_bytes = (size_t)ldo * (u8 ? 1 : sizeof(int16_t));
-  /* Blocks of 64 rows over the threads (each row's values are independent). */
-  const int threads = rows * K >= (1 << 16) && !omp_in_parallel() ? damo_threads() : 1;
+  /* Blocks of 64 rows over the threads (each row's values are independent), about 0.5 ns a
+   * value on one. */
+  const int threads = rows * K >= (1 << 16) ? damo_threads_for_seconds((double)rows * (double)K * 0.5e-9) : 1;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r0 = 0; r0 < rows; r0 += 64) {
     const int64_t n = rows - r0 < 64 ? rows - r0 : 64;
@@ -306,11 +307,17 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) static void tile_a
   store_tile((const __m512i *)&sums[0][0], w, ct, x_scale, zero_point, bias, relu, c, ldc, rows);
 }
 
+/* Threads for an M-row int8 product: as damo_gemm's, counting an int8 multiply-add as a
+ * third of an f32 one (VNNI's four products per lane; the peaks measured here differ 3.5x). */
+static int q8_threads(int64_t M, const damo_qweight *w) {
+  return damo_gemm_threads((double)M * (double)w->Kp * (double)w->N, 3.0);
+}
+
 /* The AMX form of damo_gemm_q8: 16-row x 32-column tiles, column tiles outermost. */
 static void gemm_q8_amx(int64_t M, const uint8_t *a, const damo_qweight *w, float x_scale, int zero_point,
                         const float *bias, int relu, float *c, int64_t ldc) {
   const int64_t row_tiles = (M + 15) / 16, col_tiles = w->panels / 2, tiles = row_tiles * col_tiles;
-  const int threads = omp_in_parallel() || tiles < 8 ? 1 : damo_threads();
+  const int threads = tiles < 8 ? 1 : q8_threads(M, w);
 #pragma omp parallel num_threads(threads)
   {
     damo_amx_configure();
@@ -337,7 +344,7 @@ void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale
   const int64_t tile_cols = vnni ? VNR : QNR;
   const damo_simd_level level = damo_simd_level_get();
   const int fast = vnni ? level >= DAMO_SIMD_AVX512 && damo_cpu_has_vnni() : level >= DAMO_SIMD_AVX2;
-  const int threads = omp_in_parallel() || tiles < 8 ? 1 : damo_threads();
+  const int threads = tiles < 8 ? 1 : q8_threads(M, w);
   const size_t row_bytes = damo_qrow_bytes(w);
   /* Column tiles outermost: a thread keeps its weight panels in cache across row tiles. */
 #pragma omp parallel for num_threads(threads) schedule(static)
