@@ -49,7 +49,7 @@ void damo_gemm_reference(int trans_a, int trans_b, int64_t M, int64_t N, int64_t
 /* ---- int8 products of quantised layers (kernels/cpu/gemm_int8.c): symmetric int8 weights
  * per output column, affine uint8 activations per tensor, int32 sums, f32 out. */
 #define DAMO_QMR 6 /* rows per micro-tile: activation buffers hold whole tiles (damo_qrows_padded) */
-#define DAMO_QROWS_ALIGN 48 /* activation rows come in multiples of this: whole 6-row VNNI and 16-row AMX tiles */
+#define DAMO_QROWS_ALIGN 48 /* activation rows come in multiples of this: whole 6- and 12-row VNNI and 16-row AMX tiles */
 /* How the packed weights are laid out, which decides the activations' form:
  *   S16:  int16 (q - z) activations, VPMADDWD on AVX2 (any x86-64 with AVX2; exact);
  *   VNNI: uint8 q activations, VPDPBUSD on AVX512-VNNI, the zero point taken off afterwards
