@@ -286,6 +286,21 @@ static void test_max_pool_ties_padding_nan(void) {
   CHECK(damo_graph_forward(g, 1) == DAMO_OK);
   CHECK(isnan(damo_node_data(y)[0]) && damo_node_data(y)[1] == -5.0f);
   damo_graph_free(g);
+  /* Compiled without a loss nothing goes backward, and pooling keeps no argmax: the same
+   * maxima, padding and NaN included. */
+  x[6] = 2.0f;
+  damo_graph *gi = damo_graph_new(1);
+  damo_node *xi = damo_param(gi, "x", xt, NULL);
+  damo_node *outs_i[2] = {damo_max_pool2d(gi, xi, 2, 2, 2, 2, 0, 0, 0, 0), damo_max_pool2d(gi, xi, 2, 2, 1, 1, 1, 1, 0, 0)};
+  CHECK(damo_graph_compile(gi, NULL, 2, outs_i) == DAMO_OK && damo_graph_forward(gi, 0) == DAMO_OK);
+  CHECK(damo_node_data(outs_i[0])[0] == 3.0f && damo_node_data(outs_i[0])[1] == -5.0f);
+  for (int i = 0; i < 8; i++)
+    CHECK_MSG(damo_node_data(outs_i[1])[i] == want_p[i], "inference padded[%d] = %g, expected %g", i,
+              damo_node_data(outs_i[1])[i], want_p[i]);
+  x[6] = NAN;
+  CHECK(damo_graph_forward(gi, 0) == DAMO_OK);
+  CHECK(isnan(damo_node_data(outs_i[0])[0]) && damo_node_data(outs_i[0])[1] == -5.0f);
+  damo_graph_free(gi);
   damo_tensor_free(xt), damo_tensor_free(gt);
 }
 
