@@ -94,17 +94,7 @@ static damo_status max_pool_forward(damo_graph *gr, damo_node *n) {
   const float *x = damo_f32(n->in[0]);
   float *y = damo_f32(n);
   int32_t *arg = n->aux; /* (N, OH, OW, C): index into the image's (H, W, C) block */
-  if (!n->in[0]->in_backward) {
-#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(4 * damo_node_count(n), DAMO_NS_MAP))
-    for (int64_t b = 0; b < g.N; b++)
-      for (int64_t oh = 0; oh < g.OH; oh++)
-        for (int64_t ow = 0; ow < g.OW; ow++) {
-          int64_t h0, h1, w0, w1;
-          window(&g, oh, ow, &h0, &h1, &w0, &w1);
-          max_window_value(x + b * g.H * g.W * g.C, g.W, g.C, h0, h1, w0, w1, y + ((b * g.OH + oh) * g.OW + ow) * g.C);
-        }
-    return DAMO_OK;
-  }
+  const int keep_arg = n->in[0]->in_backward;
 #pragma omp parallel for schedule(static) num_threads(damo_loop_threads(4 * damo_node_count(n), DAMO_NS_MAP))
   for (int64_t b = 0; b < g.N; b++) {
     const float *xb = x + b * g.H * g.W * g.C;
@@ -112,7 +102,8 @@ static damo_status max_pool_forward(damo_graph *gr, damo_node *n) {
       for (int64_t ow = 0; ow < g.OW; ow++) {
         int64_t h0, h1, w0, w1, o = ((b * g.OH + oh) * g.OW + ow) * g.C;
         window(&g, oh, ow, &h0, &h1, &w0, &w1); /* never empty: padding < window */
-        max_window(xb, g.W, g.C, h0, h1, w0, w1, y + o, arg + o);
+        if (keep_arg) max_window(xb, g.W, g.C, h0, h1, w0, w1, y + o, arg + o);
+        else max_window_value(xb, g.W, g.C, h0, h1, w0, w1, y + o);
       }
   }
   return DAMO_OK;
