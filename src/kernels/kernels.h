@@ -84,6 +84,14 @@ void damo_quantize_rows(const float *x, int64_t rows, int64_t K, int64_t ldx, fl
  * quantised zeros). Exact in int32; threads over tiles. */
 void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale, int zero_point, const float *bias,
                   int relu, float *c, int64_t ldc);
+/* The same product with uint8 activation rows read where they lie (VNNI without AMX): row
+ * m's values k = 4q .. 4q + 3 at base[row_off[m] + k_off[q]], q < w->Kp / 4 (a convolution's
+ * windows in a zero-point-padded image, channels a multiple of 4). Returns 0, c untouched,
+ * where this path does not run (damo_gemm_q8_gather_available 0): the caller packs the rows. */
+int damo_gemm_q8_gather_available(const damo_qweight *w);
+int damo_gemm_q8_gather(int64_t M, const uint8_t *base, const int64_t *row_off, const int64_t *k_off,
+                        const damo_qweight *w, float x_scale, int zero_point, const float *bias, int relu, float *c,
+                        int64_t ldc);
 
 /* ---- optimizer updates: the CPU backend's flat-block kernels (kernels/cpu/optim_update.c).
  * The optimizer computes the step's scalars on the host (schedule, bias corrections, the

@@ -172,7 +172,7 @@ damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w) {
 
 typedef struct qconv_geom {
   int64_t N, H, W, C, KH, KW, F, OH, OW, K;
-  int sh, sw, pt, pl;
+  int sh, sw, pt, pl, pb, pr;
 } qconv_geom;
 
 static qconv_geom qgeom_of(const damo_node *n) {
@@ -185,6 +185,7 @@ static qconv_geom qgeom_of(const damo_node *n) {
   q.KH = n->iparam[QC_ACT] >> 16, q.KW = (n->iparam[QC_ACT] >> 8) & 0xff;
   q.F = w->N;
   q.sh = n->iparam[QC_SH], q.sw = n->iparam[QC_SW], q.pt = n->iparam[QC_PT], q.pl = n->iparam[QC_PL];
+  q.pb = n->iparam[QC_PB], q.pr = n->iparam[QC_PR];
   q.OH = q.sh > 0 ? (q.H + q.pt + n->iparam[QC_PB] - q.KH) / q.sh + 1 : 0;
   q.OW = q.sw > 0 ? (q.W + q.pl + n->iparam[QC_PR] - q.KW) / q.sw + 1 : 0;
   return q;
@@ -197,6 +198,47 @@ static int64_t patch_rows(const qconv_geom *q, const damo_qweight *w) {
   int64_t block = ((int64_t)1 << 20) / (row > 0 ? row : 1) / DAMO_QROWS_ALIGN * DAMO_QROWS_ALIGN;
   if (block < QC_PATCH_ROWS) block = QC_PATCH_ROWS;
   return pixels < block ? damo_qrows_padded(pixels) : block;
+}
+
+static size_t round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+/* With VNNI weights and channels a multiple of 4, every quad of a patch row is four channels
+ * of one tap, so the product reads each window in a copy of the quantised image padded with
+ * the zero point (damo_gemm_q8_gather) and no patch is written: for W2's second layer the
+ * patches were 10 MB a batch, a pass as long as the product. The scratch: that copy, each
+ * output pixel's window corner and each quad's place in a window. 0 where it does not apply. */
+static size_t windows_bytes(const qconv_geom *q, const damo_qweight *w) {
+  if (w->layout != DAMO_QLAYOUT_VNNI || q->C % 4 != 0 || w->Kp != q->K) return 0;
+  const size_t padded = (size_t)(q->N * (q->H + q->pt + q->pb) * (q->W + q->pl + q->pr) * q->C);
+  return round64(padded) + round64((size_t)(q->N * q->OH * q->OW) * sizeof(int64_t)) +
+         (size_t)(q->K / 4) * sizeof(int64_t);
+}
+
+/* The product over the windows (windows_bytes), or 0 when that path does not run here. */
+static int qconv_windows(const qconv_geom *q, const damo_qweight *w, const uint8_t *img, char *scratch, int zp,
+                         float scale, const float *b, int relu, float *y) {
+  if (!windows_bytes(q, w) || !damo_gemm_q8_gather_available(w)) return 0;
+  const int64_t Hp = q->H + q->pt + q->pb, Wp = q->W + q->pl + q->pr, pixels = q->N * q->OH * q->OW;
+  uint8_t *padded = (uint8_t *)scratch;
+  int64_t *corner = (int64_t *)(scratch + round64((size_t)(q->N * Hp * Wp * q->C)));
+  int64_t *tap = (int64_t *)((char *)corner + round64((size_t)pixels * sizeof(int64_t)));
+  const size_t run = (size_t)(q->W * q->C);
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(q->N * Hp * Wp * q->C, DAMO_NS_MAP))
+  for (int64_t bi = 0; bi < q->N; bi++) {
+    uint8_t *image = padded + (size_t)(bi * Hp * Wp * q->C);
+    memset(image, zp, (size_t)(Hp * Wp * q->C));
+    for (int64_t iy = 0; iy < q->H; iy++)
+      memcpy(image + ((q->pt + iy) * Wp + q->pl) * q->C, img + (size_t)((bi * q->H + iy) * q->W * q->C), run);
+  }
+  for (int64_t p = 0; p < pixels; p++) {
+    const int64_t bi = p / (q->OH * q->OW), oy = (p / q->OW) % q->OH, ox = p % q->OW;
+    corner[p] = ((bi * Hp + oy * q->sh) * Wp + ox * q->sw) * q->C;
+  }
+  for (int64_t j = 0; j < q->K / 4; j++) {
+    const int64_t k = 4 * j, ky = k / (q->KW * q->C), kx = k / q->C % q->KW, c = k % q->C;
+    tap[j] = (ky * Wp + kx) * q->C + c;
+  }
+  return damo_gemm_q8_gather(pixels, padded, corner, tap, w, scale, zp, b, relu, y, q->F);
 }
 
 static damo_status qconv_infer(damo_node *n) {
@@ -214,7 +256,8 @@ static damo_status qconv_infer(damo_node *n) {
   n->dtype = DAMO_F32;
   const damo_qweight *w = qweight_of(n);
   const size_t elem = w->layout == DAMO_QLAYOUT_VNNI ? 1 : sizeof(int16_t);
-  n->aux_bytes = (size_t)(q.N * q.H * q.W * q.C) * elem + (size_t)patch_rows(&q, w) * damo_qrow_bytes(w);
+  const size_t patches = (size_t)patch_rows(&q, w) * damo_qrow_bytes(w), gathered = windows_bytes(&q, w);
+  n->aux_bytes = round64((size_t)(q.N * q.H * q.W * q.C) * elem) + (patches > gathered ? patches : gathered);
   return DAMO_OK;
 }
 
@@ -241,10 +284,11 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
    * is the quantised 0: (q - z) = 0 as int16, or q = z as uint8. */
   const int vnni = w->layout == DAMO_QLAYOUT_VNNI;
   const size_t elem = vnni ? 1 : sizeof(int16_t), row = damo_qrow_bytes(w);
-  char *img = n->aux, *patches = img + (size_t)image * elem;
+  char *img = n->aux, *patches = img + round64((size_t)image * elem);
   const int64_t per_image = q.H * q.W * q.C; /* rows of one image each: quantised on every thread */
   damo_quantize_rows(x, q.N, per_image, per_image, scale, zp, w->layout, img, per_image);
   const int relu = (n->iparam[QC_ACT] & 0xff) == DAMO_ACT_RELU;
+  if (qconv_windows(&q, w, (const uint8_t *)img, patches, zp, scale, b, relu, damo_f32(n))) return DAMO_OK;
   for (int64_t p0 = 0; p0 < pixels; p0 += block) {
     const int64_t rows = pixels - p0 < block ? pixels - p0 : block;
     /* Patches of output pixels p0 .. p0 + rows: (kh, kw, c) order, as the kernel's rows. */

@@ -262,11 +262,12 @@ __attribute__((target("avx512f,avx512bw"))) static inline void store_tile(const 
  * int8 peak on a Zen 5 EPYC). Activation buffers come in whole 48-row blocks, so the rows past
  * M that a last tile reads exist. */
 enum { VMR = 12 };
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(const uint8_t *a, const damo_qweight *w,
-                                                                             int64_t tile, float x_scale,
-                                                                             int zero_point, const float *bias,
-                                                                             int relu, float *c, int64_t ldc,
-                                                                             int rows) {
+/* The tile over activation rows lda bytes apart from a (gathered 0), or with row r's quad q
+ * at rows[r] + k_off[q] (gathered 1: damo_gemm_q8_gather); `gathered` is a constant in each
+ * caller, so each gets its own loop. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void tile_vnni_body(
+    const int gathered, const uint8_t *a, const uint8_t *const *rows, const int64_t *k_off, const damo_qweight *w,
+    int64_t tile, float x_scale, int zero_point, const float *bias, int relu, float *c, int64_t ldc, int valid) {
   const int64_t quads = w->Kp / 4, lda = w->Kp;
   const int8_t *b0 = (const int8_t *)w->packed + (2 * tile) * quads * 64, *b1 = b0 + quads * 64;
   __m512i acc[VMR][2];
@@ -278,7 +279,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(con
 #pragma GCC unroll 16
     for (int r = 0; r < VMR; r++) {
       int32_t quad;
-      memcpy(&quad, a + r * lda + 4 * q, sizeof quad);
+      memcpy(&quad, gathered ? rows[r] + k_off[q] : a + r * lda + 4 * q, sizeof quad);
       const __m512i x = _mm512_set1_epi32(quad);
       acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], x, w0);
       acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], x, w1);
@@ -289,7 +290,21 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(con
   __m512i sums[2 * VMR];
 #pragma GCC unroll 16
   for (int r = 0; r < VMR; r++) sums[2 * r] = acc[r][0], sums[2 * r + 1] = acc[r][1];
-  store_tile(sums, w, tile, x_scale, zero_point, bias, relu, c, ldc, rows);
+  store_tile(sums, w, tile, x_scale, zero_point, bias, relu, c, ldc, valid);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(const uint8_t *a, const damo_qweight *w,
+                                                                             int64_t tile, float x_scale,
+                                                                             int zero_point, const float *bias,
+                                                                             int relu, float *c, int64_t ldc,
+                                                                             int rows) {
+  tile_vnni_body(0, a, NULL, NULL, w, tile, x_scale, zero_point, bias, relu, c, ldc, rows);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni_gather(
+    const uint8_t *const *rows, const int64_t *k_off, const damo_qweight *w, int64_t tile, float x_scale,
+    int zero_point, const float *bias, int relu, float *c, int64_t ldc, int valid) {
+  tile_vnni_body(1, NULL, rows, k_off, w, tile, x_scale, zero_point, bias, relu, c, ldc, valid);
 }
 
 /* AMX: rows [16 rt, 16 rt + rows) x columns of tile ct (32, two panels) by TDPBUSD, K in
@@ -372,4 +387,26 @@ void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale
     else
       tile_scalar(ap, w, ct, x_scale, zero_point, bias, relu, cp, ldc, rows);
   }
+}
+
+int damo_gemm_q8_gather_available(const damo_qweight *w) {
+  return w->layout == DAMO_QLAYOUT_VNNI && damo_simd_level_get() >= DAMO_SIMD_AVX512 && damo_cpu_has_vnni() &&
+         !damo_amx_int8_ready();
+}
+
+int damo_gemm_q8_gather(int64_t M, const uint8_t *base, const int64_t *row_off, const int64_t *k_off,
+                        const damo_qweight *w, float x_scale, int zero_point, const float *bias, int relu, float *c,
+                        int64_t ldc) {
+  if (!damo_gemm_q8_gather_available(w)) return 0;
+  const int64_t row_tiles = (M + VMR - 1) / VMR, col_tiles = w->panels / 2, tiles = row_tiles * col_tiles;
+  const int threads = tiles < 8 ? 1 : q8_threads(M, w);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t t = 0; t < tiles; t++) {
+    const int64_t ct = t / row_tiles, rt = t % row_tiles;
+    const int valid = (int)(M - rt * VMR < VMR ? M - rt * VMR : VMR);
+    const uint8_t *rows[VMR];
+    for (int i = 0; i < VMR; i++) rows[i] = base + row_off[rt * VMR + (i < valid ? i : valid - 1)]; /* past M: not stored */
+    tile_vnni_gather(rows, k_off, w, ct, x_scale, zero_point, bias, relu, c + rt * VMR * ldc, ldc, valid);
+  }
+  return 1;
 }
