@@ -3,9 +3,10 @@
  *
  * The input arrives in f32 and is quantised here to affine uint8, held as int16 (q - z) in
  * aux: with the scale and zero point calibrated when the model was quantised (static), or
- * from the batch's own range (dynamic). qconv2d quantises the image once and builds its
- * patches from the quantised copy, a block of output pixels at a time (the padding is a
- * real 0, which (q - z) represents exactly as 0). The int8 product's epilogue applies the
+ * from the batch's own range (dynamic). qconv2d quantises the image once; with VNNI weights it
+ * pads that copy with the zero point and reads the windows there (see windows_bytes), else it
+ * builds patches from the quantised copy, a block of output pixels at a time (the padding is
+ * a real 0, which (q - z) represents exactly as 0). The int8 product's epilogue applies the
  * scales, the bias and a ReLU; other activations follow as their own op (the layer's
  * build). The output is f32, so the next layer, quantised or not, reads what it always did.
  * There is no backward: fit refuses a quantised model before any graph is built. */
@@ -202,25 +203,32 @@ static int64_t patch_rows(const qconv_geom *q, const damo_qweight *w) {
 
 static size_t round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
-/* With VNNI weights and channels a multiple of 4, every quad of a patch row is four channels
- * of one tap, so the product reads each window in a copy of the quantised image padded with
- * the zero point (damo_gemm_q8_gather) and no patch is written: for W2's second layer the
- * patches were 10 MB a batch, a pass as long as the product. The scratch: that copy, each
- * output pixel's window corner and each quad's place in a window. 0 where it does not apply. */
+/* VNNI weights: the quantised image is copied with a border of the zero point (the quantised 0),
+ * so every window lies inside it, and each output pixel's window corner is tabled. With
+ * channels a multiple of 4 every quad of a patch row is four channels of one tap: the product
+ * reads the windows there (damo_gemm_q8_gather) and no patch is written (W2's second layer
+ * wrote 10 MB of patches a batch, a pass as long as its product). Otherwise the patches are
+ * copied from the padded image, kernel row by kernel row, without bounds checks. The
+ * scratch: the padded image (and 64 bytes, so a copy may read a word past a window), the
+ * corners and each quad's place in a window. 0 for the int16 layout. */
 static size_t windows_bytes(const qconv_geom *q, const damo_qweight *w) {
-  if (w->layout != DAMO_QLAYOUT_VNNI || q->C % 4 != 0 || w->Kp != q->K) return 0;
+  if (w->layout != DAMO_QLAYOUT_VNNI) return 0;
   const size_t padded = (size_t)(q->N * (q->H + q->pt + q->pb) * (q->W + q->pl + q->pr) * q->C);
-  return round64(padded) + round64((size_t)(q->N * q->OH * q->OW) * sizeof(int64_t)) +
-         (size_t)(q->K / 4) * sizeof(int64_t);
+  return round64(padded + 64) + round64((size_t)(q->N * q->OH * q->OW) * sizeof(int64_t)) +
+         round64((size_t)(q->K / 4) * sizeof(int64_t));
 }
 
-/* The product over the windows (windows_bytes), or 0 when that path does not run here. */
-static int qconv_windows(const qconv_geom *q, const damo_qweight *w, const uint8_t *img, char *scratch, int zp,
-                         float scale, const float *b, int relu, float *y) {
-  if (!windows_bytes(q, w) || !damo_gemm_q8_gather_available(w)) return 0;
+typedef struct qconv_windows {
+  const uint8_t *padded;
+  const int64_t *corner, *tap; /* tap: NULL where the quads cross taps (channels not a multiple of 4) */
+  int64_t Wp;
+} qconv_windows;
+
+/* Fills the scratch of windows_bytes from the quantised image img. */
+static qconv_windows pad_image(const qconv_geom *q, const damo_qweight *w, const uint8_t *img, char *scratch, int zp) {
   const int64_t Hp = q->H + q->pt + q->pb, Wp = q->W + q->pl + q->pr, pixels = q->N * q->OH * q->OW;
   uint8_t *padded = (uint8_t *)scratch;
-  int64_t *corner = (int64_t *)(scratch + round64((size_t)(q->N * Hp * Wp * q->C)));
+  int64_t *corner = (int64_t *)(scratch + round64((size_t)(q->N * Hp * Wp * q->C) + 64));
   int64_t *tap = (int64_t *)((char *)corner + round64((size_t)pixels * sizeof(int64_t)));
   const size_t run = (size_t)(q->W * q->C);
 #pragma omp parallel for schedule(static) num_threads(damo_loop_threads(q->N * Hp * Wp * q->C, DAMO_NS_MAP))
@@ -230,15 +238,35 @@ static int qconv_windows(const qconv_geom *q, const damo_qweight *w, const uint8
     for (int64_t iy = 0; iy < q->H; iy++)
       memcpy(image + ((q->pt + iy) * Wp + q->pl) * q->C, img + (size_t)((bi * q->H + iy) * q->W * q->C), run);
   }
-  for (int64_t p = 0; p < pixels; p++) {
-    const int64_t bi = p / (q->OH * q->OW), oy = (p / q->OW) % q->OH, ox = p % q->OW;
-    corner[p] = ((bi * Hp + oy * q->sh) * Wp + ox * q->sw) * q->C;
-  }
-  for (int64_t j = 0; j < q->K / 4; j++) {
+  memset(padded + (size_t)(q->N * Hp * Wp * q->C), 0, 64);
+  for (int64_t bi = 0, p = 0; bi < q->N; bi++)
+    for (int64_t oy = 0; oy < q->OH; oy++)
+      for (int64_t ox = 0; ox < q->OW; ox++) corner[p++] = ((bi * Hp + oy * q->sh) * Wp + ox * q->sw) * q->C;
+  const int quads = q->C % 4 == 0 && w->Kp == q->K;
+  for (int64_t j = 0; quads && j < q->K / 4; j++) {
     const int64_t k = 4 * j, ky = k / (q->KW * q->C), kx = k / q->C % q->KW, c = k % q->C;
     tap[j] = (ky * Wp + kx) * q->C + c;
   }
-  return damo_gemm_q8_gather(pixels, padded, corner, tap, w, scale, zp, b, relu, y, q->F);
+  return (qconv_windows){padded, corner, quads ? tap : NULL, Wp};
+}
+
+/* Patch rows [0, count) of the pixels from `first` on, copied from the padded image: one run of
+ * KW * C bytes per kernel row. Runs shorter than a word are copied as a word when the last one
+ * stays inside the row (a first layer's 5 x 1 runs); the bytes past K are cleared after. */
+static void copy_patches(const qconv_geom *q, const qconv_windows *win, int64_t first, int64_t count, uint8_t *patches,
+                         size_t row) {
+  const size_t run = (size_t)(q->KW * q->C), K = (size_t)q->K, line = (size_t)(win->Wp * q->C);
+  const int word = run < 8 && K - run + 8 <= row;
+#pragma omp parallel for num_threads(count >= 64 ? damo_threads() : 1) schedule(static)
+  for (int64_t r = 0; r < count; r++) {
+    uint8_t *dst = patches + (size_t)r * row;
+    const uint8_t *src = win->padded + win->corner[first + r];
+    for (int64_t ky = 0; ky < q->KH; ky++) {
+      if (word) memcpy(dst + ky * run, src + ky * line, 8);
+      else memcpy(dst + ky * run, src + ky * line, run);
+    }
+    memset(dst + K, 0, row - K);
+  }
 }
 
 static damo_status qconv_infer(damo_node *n) {
@@ -256,8 +284,8 @@ static damo_status qconv_infer(damo_node *n) {
   n->dtype = DAMO_F32;
   const damo_qweight *w = qweight_of(n);
   const size_t elem = w->layout == DAMO_QLAYOUT_VNNI ? 1 : sizeof(int16_t);
-  const size_t patches = (size_t)patch_rows(&q, w) * damo_qrow_bytes(w), gathered = windows_bytes(&q, w);
-  n->aux_bytes = round64((size_t)(q.N * q.H * q.W * q.C) * elem) + (patches > gathered ? patches : gathered);
+  n->aux_bytes = round64((size_t)(q.N * q.H * q.W * q.C) * elem) + windows_bytes(&q, w) +
+                 (size_t)patch_rows(&q, w) * damo_qrow_bytes(w);
   return DAMO_OK;
 }
 
@@ -284,11 +312,23 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
    * is the quantised 0: (q - z) = 0 as int16, or q = z as uint8. */
   const int vnni = w->layout == DAMO_QLAYOUT_VNNI;
   const size_t elem = vnni ? 1 : sizeof(int16_t), row = damo_qrow_bytes(w);
-  char *img = n->aux, *patches = img + round64((size_t)image * elem);
+  char *img = n->aux, *scratch = img + round64((size_t)image * elem), *patches = scratch + windows_bytes(&q, w);
   const int64_t per_image = q.H * q.W * q.C; /* rows of one image each: quantised on every thread */
   damo_quantize_rows(x, q.N, per_image, per_image, scale, zp, w->layout, img, per_image);
   const int relu = (n->iparam[QC_ACT] & 0xff) == DAMO_ACT_RELU;
-  if (qconv_windows(&q, w, (const uint8_t *)img, patches, zp, scale, b, relu, damo_f32(n))) return DAMO_OK;
+  if (vnni) {
+    const qconv_windows win = pad_image(&q, w, (const uint8_t *)img, scratch, zp);
+    if (win.tap && damo_gemm_q8_gather(pixels, win.padded, win.corner, win.tap, w, scale, zp, b, relu, damo_f32(n), q.F))
+      return DAMO_OK;
+    for (int64_t p0 = 0; p0 < pixels; p0 += block) {
+      const int64_t rows = pixels - p0 < block ? pixels - p0 : block;
+      copy_patches(&q, &win, p0, rows, (uint8_t *)patches, row);
+      /* rows past the pixels up to the whole tiles the kernel reads: zeros, not stored */
+      memset(patches + (size_t)rows * row, 0, (size_t)(damo_qrows_padded(rows) - rows) * row);
+      damo_gemm_q8(rows, patches, w, scale, zp, b, relu, damo_f32(n) + p0 * q.F, q.F);
+    }
+    return DAMO_OK;
+  }
   for (int64_t p0 = 0; p0 < pixels; p0 += block) {
     const int64_t rows = pixels - p0 < block ? pixels - p0 : block;
     /* Patches of output pixels p0 .. p0 + rows: (kh, kw, c) order, as the kernel's rows. */
