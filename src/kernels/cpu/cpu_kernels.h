@@ -44,7 +44,7 @@ typedef void (*damo_gemm_pack_fn)(int x_major, const float *src, int64_t ld, int
 #define DAMO_GEMM_AVX2_NR 16
 #define DAMO_GEMM_AVX512_MR 14
 #define DAMO_GEMM_AVX512_NR 32
-#define DAMO_GEMM_AVX512_NARROW_MR 8
+#define DAMO_GEMM_AVX512_NARROW_MR 8 /* rows of the 16-column tile: 8 row pointers and 8 sums stay in registers */
 
 /* The _avx2 and _avx512 functions below may only be called when damo_simd_level_get()
  * reports that level. The AVX2 packer takes width <= 16, the AVX-512 one width <= 32. */

@@ -7,8 +7,11 @@
  * per 28 FMAs stay within what the load ports deliver; in cache it runs at ~99% of the FMA
  * peak, as fast as 12 x 32 or 6 x 64 (8 x 48 was slower). 14 divides 784 (the MNIST width),
  * and 32 columns waste less than 64 on narrow products. The packer transposes 16 x 16 blocks
- * in registers, so packing an untransposed A costs about as little as copying. Compiled for
- * AVX-512 regardless of the build flags; damo_gemm only calls these after run-time detection. */
+ * in registers, so packing an untransposed A costs about as little as copying. The tile that
+ * reads op(A) in place (damo_gemm_gather) has the same shape, and an 8 x 16 one for products of
+ * at most 16 columns (one zmm per row: a 10-class classifier filled 10 of the AVX2 tile's 16
+ * lanes at half the width). Compiled for AVX-512 regardless of the build flags; damo_gemm only
+ * calls these after run-time detection. */
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/transpose16.h"
 

@@ -8,7 +8,7 @@
  * Threads split the rows in whole tiles; each packs the KC x N slices of op(B) itself (they
  * stay in L2) and runs every tile of its rows against every B panel, the A tile staying in
  * L1 across them. K is cut in the same KC slices, in order, whatever the thread count, so
- * results do not depend on it. AVX2 and AVX-512 (its 14 x 32 tile, or a 16 x 16 one when op(B)
+ * results do not depend on it. AVX2 and AVX-512 (its 14 x 32 tile, or an 8 x 16 one when op(B)
  * has at most 16 columns); the scalar path answers 0 and the caller does it the packed way. */
 #include "kernels/cpu/cpu_kernels.h"
 
