@@ -3,10 +3,9 @@
  *
  * The input arrives in f32 and is quantised here to affine uint8, held as int16 (q - z) in
  * aux: with the scale and zero point calibrated when the model was quantised (static), or
- * from the batch's own range (dynamic). qconv2d quantises the image once; with VNNI weights it
- * pads that copy with the zero point and reads the windows there (see windows_bytes), else it
- * builds patches from the quantised copy, a block of output pixels at a time (the padding is
- * a real 0, which (q - z) represents exactly as 0). The int8 product's epilogue applies the
+ * from the batch's own range (dynamic). qconv2d quantises the image once and pads that copy
+ * with the quantised 0; the product reads the windows there or copies patches from it, a
+ * block of output pixels at a time (see windows_bytes). The int8 product's epilogue applies the
  * scales, the bias and a ReLU; other activations follow as their own op (the layer's
  * build). The output is f32, so the next layer, quantised or not, reads what it always did.
  * There is no backward: fit refuses a quantised model before any graph is built. */
@@ -203,67 +202,70 @@ static int64_t patch_rows(const qconv_geom *q, const damo_qweight *w) {
 
 static size_t round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
-/* VNNI weights: the quantised image is copied with a border of the zero point (the quantised 0),
- * so every window lies inside it, and each output pixel's window corner is tabled. With
- * channels a multiple of 4 every quad of a patch row is four channels of one tap: the product
- * reads the windows there (damo_gemm_q8_gather) and no patch is written (W2's second layer
- * wrote 10 MB of patches a batch, a pass as long as its product). Otherwise the patches are
- * copied from the padded image, kernel row by kernel row, without bounds checks. The
- * scratch: the padded image (and 64 bytes, so a copy may read a word past a window), the
- * corners and each quad's place in a window. 0 for the int16 layout. */
-static size_t windows_bytes(const qconv_geom *q, const damo_qweight *w) {
-  if (w->layout != DAMO_QLAYOUT_VNNI) return 0;
-  const size_t padded = (size_t)(q->N * (q->H + q->pt + q->pb) * (q->W + q->pl + q->pr) * q->C);
+/* The quantised image is copied with a border of the quantised 0 (the zero point as uint8,
+ * (q - z) = 0 as int16), so every window lies inside it, and each output pixel's window
+ * corner is tabled. With VNNI weights (no AMX) and channels a multiple of 4 every quad of a
+ * patch row is four channels of one tap: the product reads the windows there
+ * (damo_gemm_q8_gather) and no patch is written (W2's second layer wrote 10 MB of patches a
+ * batch, a pass as long as its product). Otherwise the patches are copied from the padded
+ * image, kernel row by kernel row, without bounds checks. The scratch: the padded image (and
+ * 64 bytes, so a copy may read a word past a window), the corners and, for VNNI, each quad's
+ * place in a window. elem: bytes a value. */
+static size_t windows_bytes(const qconv_geom *q, size_t elem) {
+  const size_t padded = (size_t)(q->N * (q->H + q->pt + q->pb) * (q->W + q->pl + q->pr) * q->C) * elem;
   return round64(padded + 64) + round64((size_t)(q->N * q->OH * q->OW) * sizeof(int64_t)) +
          round64((size_t)(q->K / 4) * sizeof(int64_t));
 }
 
 typedef struct qconv_windows {
-  const uint8_t *padded;
-  const int64_t *corner, *tap; /* tap: NULL where the quads cross taps (channels not a multiple of 4) */
-  int64_t Wp;
+  const char *padded;
+  const int64_t *corner, *tap; /* tap: NULL where the quads cross taps or the layout is int16 */
+  size_t line;                 /* bytes of a padded image row */
 } qconv_windows;
 
 /* Fills the scratch of windows_bytes from the quantised image img. */
-static qconv_windows pad_image(const qconv_geom *q, const damo_qweight *w, const uint8_t *img, char *scratch, int zp) {
+static qconv_windows pad_image(const qconv_geom *q, const damo_qweight *w, const char *img, size_t elem, int zp,
+                               char *scratch) {
   const int64_t Hp = q->H + q->pt + q->pb, Wp = q->W + q->pl + q->pr, pixels = q->N * q->OH * q->OW;
-  uint8_t *padded = (uint8_t *)scratch;
-  int64_t *corner = (int64_t *)(scratch + round64((size_t)(q->N * Hp * Wp * q->C) + 64));
+  const size_t pixel = (size_t)q->C * elem, image = (size_t)(Hp * Wp) * pixel, run = (size_t)q->W * pixel;
+  char *padded = scratch;
+  int64_t *corner = (int64_t *)(scratch + round64((size_t)q->N * image + 64));
   int64_t *tap = (int64_t *)((char *)corner + round64((size_t)pixels * sizeof(int64_t)));
-  const size_t run = (size_t)(q->W * q->C);
-#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(q->N * Hp * Wp * q->C, DAMO_NS_MAP))
+  const int border = elem == 1 ? zp : 0;
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads((int64_t)(q->N * image), DAMO_NS_MAP))
   for (int64_t bi = 0; bi < q->N; bi++) {
-    uint8_t *image = padded + (size_t)(bi * Hp * Wp * q->C);
-    memset(image, zp, (size_t)(Hp * Wp * q->C));
+    char *dst = padded + (size_t)bi * image;
+    memset(dst, border, image);
     for (int64_t iy = 0; iy < q->H; iy++)
-      memcpy(image + ((q->pt + iy) * Wp + q->pl) * q->C, img + (size_t)((bi * q->H + iy) * q->W * q->C), run);
+      memcpy(dst + (size_t)((q->pt + iy) * Wp + q->pl) * pixel, img + (size_t)(bi * q->H + iy) * run, run);
   }
-  memset(padded + (size_t)(q->N * Hp * Wp * q->C), 0, 64);
+  memset(padded + (size_t)q->N * image, 0, 64);
   for (int64_t bi = 0, p = 0; bi < q->N; bi++)
     for (int64_t oy = 0; oy < q->OH; oy++)
-      for (int64_t ox = 0; ox < q->OW; ox++) corner[p++] = ((bi * Hp + oy * q->sh) * Wp + ox * q->sw) * q->C;
-  const int quads = q->C % 4 == 0 && w->Kp == q->K;
+      for (int64_t ox = 0; ox < q->OW; ox++)
+        corner[p++] = (int64_t)((size_t)((bi * Hp + oy * q->sh) * Wp + ox * q->sw) * pixel);
+  const int quads = elem == 1 && q->C % 4 == 0 && w->Kp == q->K;
   for (int64_t j = 0; quads && j < q->K / 4; j++) {
     const int64_t k = 4 * j, ky = k / (q->KW * q->C), kx = k / q->C % q->KW, c = k % q->C;
     tap[j] = (ky * Wp + kx) * q->C + c;
   }
-  return (qconv_windows){padded, corner, quads ? tap : NULL, Wp};
+  return (qconv_windows){padded, corner, quads ? tap : NULL, (size_t)Wp * pixel};
 }
 
 /* Patch rows [0, count) of the pixels from `first` on, copied from the padded image: one run of
- * KW * C bytes per kernel row. Runs shorter than a word are copied as a word when the last one
- * stays inside the row (a first layer's 5 x 1 runs); the bytes past K are cleared after. */
-static void copy_patches(const qconv_geom *q, const qconv_windows *win, int64_t first, int64_t count, uint8_t *patches,
-                         size_t row) {
-  const size_t run = (size_t)(q->KW * q->C), K = (size_t)q->K, line = (size_t)(win->Wp * q->C);
+ * KW * C values per kernel row. Runs shorter than a word are copied as a word when the last
+ * one stays inside the row (a first layer's 5 x 1 runs); the bytes past K are cleared after. */
+static void copy_patches(const qconv_geom *q, const qconv_windows *win, size_t elem, int64_t first, int64_t count,
+                         char *patches, size_t row) {
+  const size_t run = (size_t)(q->KW * q->C) * elem, K = (size_t)q->K * elem;
   const int word = run < 8 && K - run + 8 <= row;
 #pragma omp parallel for num_threads(count >= 64 ? damo_threads() : 1) schedule(static)
   for (int64_t r = 0; r < count; r++) {
-    uint8_t *dst = patches + (size_t)r * row;
-    const uint8_t *src = win->padded + win->corner[first + r];
+    char *dst = patches + (size_t)r * row;
+    const char *src = win->padded + win->corner[first + r];
     for (int64_t ky = 0; ky < q->KH; ky++) {
-      if (word) memcpy(dst + ky * run, src + ky * line, 8);
-      else memcpy(dst + ky * run, src + ky * line, run);
+      if (word) memcpy(dst + ky * run, src + ky * win->line, 8);
+      else memcpy(dst + ky * run, src + ky * win->line, run);
     }
     memset(dst + K, 0, row - K);
   }
@@ -284,19 +286,9 @@ static damo_status qconv_infer(damo_node *n) {
   n->dtype = DAMO_F32;
   const damo_qweight *w = qweight_of(n);
   const size_t elem = w->layout == DAMO_QLAYOUT_VNNI ? 1 : sizeof(int16_t);
-  n->aux_bytes = round64((size_t)(q.N * q.H * q.W * q.C) * elem) + windows_bytes(&q, w) +
+  n->aux_bytes = round64((size_t)(q.N * q.H * q.W * q.C) * elem) + windows_bytes(&q, elem) +
                  (size_t)patch_rows(&q, w) * damo_qrow_bytes(w);
   return DAMO_OK;
-}
-
-/* A patch's run of bytes: short runs (a few taps of a few channels) by a byte loop, which
- * beats a call into memcpy at this size. */
-static inline void copy_run(char *to, const char *from, size_t n) {
-  if (n >= 64) {
-    memcpy(to, from, n);
-    return;
-  }
-  for (size_t i = 0; i < n; i++) to[i] = from[i];
 }
 
 static damo_status qconv_forward(damo_graph *g, damo_node *n) {
@@ -312,53 +304,20 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
    * is the quantised 0: (q - z) = 0 as int16, or q = z as uint8. */
   const int vnni = w->layout == DAMO_QLAYOUT_VNNI;
   const size_t elem = vnni ? 1 : sizeof(int16_t), row = damo_qrow_bytes(w);
-  char *img = n->aux, *scratch = img + round64((size_t)image * elem), *patches = scratch + windows_bytes(&q, w);
+  char *img = n->aux, *scratch = img + round64((size_t)image * elem), *patches = scratch + windows_bytes(&q, elem);
   const int64_t per_image = q.H * q.W * q.C; /* rows of one image each: quantised on every thread */
   damo_quantize_rows(x, q.N, per_image, per_image, scale, zp, w->layout, img, per_image);
   const int relu = (n->iparam[QC_ACT] & 0xff) == DAMO_ACT_RELU;
-  if (vnni) {
-    const qconv_windows win = pad_image(&q, w, (const uint8_t *)img, scratch, zp);
-    if (win.tap && damo_gemm_q8_gather(pixels, win.padded, win.corner, win.tap, w, scale, zp, b, relu, damo_f32(n), q.F))
-      return DAMO_OK;
-    for (int64_t p0 = 0; p0 < pixels; p0 += block) {
-      const int64_t rows = pixels - p0 < block ? pixels - p0 : block;
-      copy_patches(&q, &win, p0, rows, (uint8_t *)patches, row);
-      /* rows past the pixels up to the whole tiles the kernel reads: zeros, not stored */
-      memset(patches + (size_t)rows * row, 0, (size_t)(damo_qrows_padded(rows) - rows) * row);
-      damo_gemm_q8(rows, patches, w, scale, zp, b, relu, damo_f32(n) + p0 * q.F, q.F);
-    }
+  const qconv_windows win = pad_image(&q, w, img, elem, zp, scratch);
+  if (win.tap && damo_gemm_q8_gather(pixels, (const uint8_t *)win.padded, win.corner, win.tap, w, scale, zp, b, relu,
+                                     damo_f32(n), q.F))
     return DAMO_OK;
-  }
   for (int64_t p0 = 0; p0 < pixels; p0 += block) {
     const int64_t rows = pixels - p0 < block ? pixels - p0 : block;
-    /* Patches of output pixels p0 .. p0 + rows: (kh, kw, c) order, as the kernel's rows. */
-#pragma omp parallel for num_threads(rows >= 64 ? damo_threads() : 1) schedule(static)
-    for (int64_t r = 0; r < damo_qrows_padded(rows); r++) {
-      char *dst = patches + (size_t)r * row;
-      const int64_t p = p0 + r, bi = p / (q.OH * q.OW), oy = (p / q.OW) % q.OH, ox = p % q.OW;
-      /* The taps of one kernel row that fall inside the image, [kx0, kx1): neighbours in the
-       * image row (the stride moves the window, not its taps), so their (kw, c) values are one
-       * run there as in the patch: one copy per kernel row. */
-      const int64_t x0 = ox * q.sw - q.pl, kx0 = x0 < 0 ? -x0 : 0, kx1 = q.W - x0 < q.KW ? q.W - x0 : q.KW;
-      const int64_t y0 = oy * q.sh - q.pt;
-      /* A window inside the image overwrites all K values: only the padding after K is cleared */
-      const int inside = r < rows && kx0 == 0 && kx1 == q.KW && y0 >= 0 && y0 + q.KH <= q.H;
-      if (inside) memset(dst + (size_t)q.K * elem, 0, row - (size_t)q.K * elem);
-      else if (vnni) {
-        memset(dst, zp, (size_t)q.K);
-        memset(dst + q.K, 0, row - (size_t)q.K);
-      } else {
-        memset(dst, 0, row);
-      }
-      if (r >= rows) continue;
-      for (int64_t ky = 0; ky < q.KH && kx1 > kx0; ky++) {
-        const int64_t iy = oy * q.sh - q.pt + ky;
-        if (iy < 0 || iy >= q.H) continue;
-        char *to = dst + (size_t)((ky * q.KW + kx0) * q.C) * elem;
-        const char *from = img + (size_t)(((bi * q.H + iy) * q.W + x0 + kx0) * q.C) * elem;
-        copy_run(to, from, (size_t)((kx1 - kx0) * q.C) * elem);
-      }
-    }
+    /* Patches of output pixels p0 .. p0 + rows, (kh, kw, c) order as the kernel's rows; the rows
+     * past them up to the whole tiles the kernel reads: zeros, not stored. */
+    copy_patches(&q, &win, elem, p0, rows, patches, row);
+    memset(patches + (size_t)rows * row, 0, (size_t)(damo_qrows_padded(rows) - rows) * row);
     damo_gemm_q8(rows, patches, w, scale, zp, b, relu, damo_f32(n) + p0 * q.F, q.F);
   }
   return DAMO_OK;

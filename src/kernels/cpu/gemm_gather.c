@@ -58,7 +58,8 @@ static void gather_rows_unpacked(const gather_problem *pr, int64_t row0, int64_t
     for (int64_t j = 0; j < pr->N; j++) {
       double sum = 0;
       for (int64_t p = 0; p < pr->K; p++)
-        sum += (double)row[pr->a->k_off ? pr->a->k_off[p] : p] * (pr->trans_b ? pr->B[j * pr->ldb + p] : pr->B[p * pr->ldb + j]);
+        sum += (double)row[pr->a->k_off ? pr->a->k_off[p] : p] *
+               (pr->trans_b ? pr->B[j * pr->ldb + p] : pr->B[p * pr->ldb + j]);
       float *out = pr->C + i * pr->ldc + j;
       *out = (float)(pr->alpha * sum + (pr->beta == 0.0f ? 0.0 : (double)pr->beta * *out));
     }
@@ -85,8 +86,8 @@ static void gather_rows(const gather_problem *pr, int64_t row0, int64_t row1) {
       /* Past m: a real row, not stored. Without k_off the rows start at this K slice. */
       for (int i = 0; i < MR; i++) rows[i] = row_of(a, row + (i < m ? i : m - 1)) + (a->k_off ? 0 : pc);
       for (int64_t col = 0; col < pr->N; col += NR)
-        pr->kern->multiply(kc, rows, a->k_off ? a->k_off + pc : NULL, packed_b + col * kc, pr->C + row * pr->ldc + col, pr->ldc, m,
-                           (int)min64(NR, pr->N - col), pr->alpha, beta);
+        pr->kern->multiply(kc, rows, a->k_off ? a->k_off + pc : NULL, packed_b + col * kc,
+                           pr->C + row * pr->ldc + col, pr->ldc, m, (int)min64(NR, pr->N - col), pr->alpha, beta);
     }
   }
 }
