@@ -49,8 +49,23 @@ static void check_product(int64_t M, int64_t K, int64_t N, int relu, int with_bi
     damo_simd_level before = damo_simd_level_get();
     if (path == 1) damo_simd_level_force(DAMO_SIMD_SCALAR);
     if (path == 2) damo_amx_allow(0);
-    damo_gemm_q8(M, a, qw, xs, zp, with_bias ? bias : NULL, relu, c, N);
-    damo_simd_level_force(before);
+    const damo_q8_out out = damo_q8_f32(c, N, relu);
+    damo_gemm_q8(M, a, qw, xs, zp, with_bias ? bias : NULL, &out);
+    /* The same product requantised to uint8 for a next layer: exactly the f32 output
+     * quantised by damo_quantize_rows (one epilogue value, one rounding). */
+    float lo = 0, hi = 0, os;
+    int oz;
+    for (int64_t i = 0; i < M * N; i++) lo = c[i] < lo ? c[i] : lo, hi = c[i] > hi ? c[i] : hi;
+    damo_quant_params(lo * 0.8f, hi * 0.8f, &os, &oz); /* some values clamp */
+    uint8_t *c8 = malloc((size_t)(M * N)), *want8 = malloc((size_t)(M * N));
+    const damo_q8_out out8 = {c8, N, relu, os, oz};
+    damo_gemm_q8(M, a, qw, xs, zp, with_bias ? bias : NULL, &out8);
+    damo_simd_level_force(before); /* the reference quantiser on the dispatched path */
+    damo_quantize_rows(c, M, N, N, os, oz, DAMO_QLAYOUT_VNNI, want8, N);
+    CHECK_MSG(memcmp(c8, want8, (size_t)(M * N)) == 0, "uint8 output: path %d layout %d M %lld N %lld relu %d", path,
+              (int)layout, (long long)M, (long long)N, relu);
+    free(c8);
+    free(want8);
     damo_amx_allow(1);
     for (int64_t m = 0; m < M; m++)
       for (int64_t n = 0; n < N; n++) {
@@ -72,7 +87,8 @@ static void check_product(int64_t M, int64_t K, int64_t N, int relu, int with_bi
             (long long)N, relu, with_bias);
   /* Exactly the integer sums of what was stored: recompute from the buffer itself. */
   int exact = 1;
-  damo_gemm_q8(M, a, qw, 1.0f, zp, NULL, 0, c, N);
+  const damo_q8_out plain = damo_q8_f32(c, N, 0);
+  damo_gemm_q8(M, a, qw, 1.0f, zp, NULL, &plain);
   for (int64_t m = 0; m < M; m++)
     for (int64_t n = 0; n < N; n++) {
       int64_t sum = 0;
@@ -186,6 +202,71 @@ static void test_int8_ops_match_f32_on_dequantised(void) {
   }
 }
 
+/* An int8 chain, qconv (relu) -> max pool -> qconv (relu) -> reshape -> dropout -> qdense,
+ * each calibrated. Linked by damo_int8_chain, the activations between them are uint8 and the
+ * output is bit for bit the unlinked graph's: max pooling commutes with the monotone
+ * quantisation, and the epilogue rounds as the next layer's quantiser does. */
+typedef struct chain_net {
+  damo_qweight *w[3];
+  float *bias[3], s[3];
+  int z[3];
+} chain_net;
+
+static float *run_chain(const chain_net *c, damo_tensor *const *bt, const float *x, int link) {
+  damo_graph *g = damo_graph_new(1);
+  const int64_t xshape[4] = {2, 10, 10, 3}, flat[2] = {2, 5 * 5 * 16};
+  damo_node *in = damo_input(g, "x", DAMO_F32, 4, xshape);
+  damo_node *b[3];
+  for (int i = 0; i < 3; i++) b[i] = damo_param(g, "b", bt[i], NULL);
+  damo_node *h1 = damo_qconv2d_op(g, in, c->w[0], 3, 3, b[0], DAMO_ACT_RELU, 1, 1, 1, 1, 1, 1, c->s[0], c->z[0]);
+  damo_node *p1 = damo_max_pool2d(g, h1, 2, 2, 2, 2, 0, 0, 0, 0);
+  damo_node *h2 = damo_qconv2d_op(g, p1, c->w[1], 3, 3, b[1], DAMO_ACT_RELU, 1, 1, 1, 1, 1, 1, c->s[1], c->z[1]);
+  damo_node *d = damo_dropout(g, damo_reshape(g, h2, 2, flat), 0.5f);
+  damo_node *out = damo_qdense_op(g, d, c->w[2], b[2], DAMO_ACT_NONE, c->s[2], c->z[2]);
+  if (link) {
+    CHECK_MSG(damo_int8_chain(g, 1, &out) == DAMO_OK, "%s", damo_last_error());
+    CHECK(h1->dtype == DAMO_U8 && p1->dtype == DAMO_U8 && h2->dtype == DAMO_U8 && out->dtype == DAMO_F32);
+    CHECK(out->in[0] != d); /* the dropout is stepped over */
+  }
+  float *y = run_graph(g, in, out, x);
+  CHECK_MSG(y != NULL, "chain graph (link %d): %s", link, damo_last_error());
+  damo_graph_free(g);
+  return y;
+}
+
+static void test_int8_chain(void) {
+  const int64_t K[3] = {27, 72, 400}, N[3] = {8, 16, 10};
+  for (int l = DAMO_QLAYOUT_S16; l <= DAMO_QLAYOUT_VNNI; l++) {
+    chain_net c;
+    damo_tensor *bt[3];
+    for (int i = 0; i < 3; i++) {
+      int8_t *q = malloc((size_t)(K[i] * N[i]));
+      float *scale = malloc((size_t)N[i] * sizeof *scale);
+      c.bias[i] = malloc((size_t)N[i] * sizeof(float));
+      for (int64_t j = 0; j < K[i] * N[i]; j++) q[j] = (int8_t)((int)(next_u32() % 255) - 127);
+      for (int64_t n = 0; n < N[i]; n++) scale[n] = uniform(0.002f, 0.01f), c.bias[i][n] = uniform(-0.3f, 0.3f);
+      c.w[i] = damo_qweight_pack(q, K[i], N[i], scale, (damo_qlayout)l);
+      const int64_t bshape[1] = {N[i]};
+      bt[i] = damo_tensor_wrap(DAMO_F32, 1, bshape, c.bias[i]);
+      free(q), free(scale);
+    }
+    /* the ranges: the input's, then narrow enough that some activations clamp at 255 */
+    damo_quant_params(-1, 2, &c.s[0], &c.z[0]);
+    damo_quant_params(-0.5f, 1.5f, &c.s[1], &c.z[1]);
+    damo_quant_params(-0.5f, 1.0f, &c.s[2], &c.z[2]);
+    float x[2 * 10 * 10 * 3];
+    for (int i = 0; i < 600; i++) x[i] = uniform(-1, 2);
+    float *plain = run_chain(&c, bt, x, 0), *linked = run_chain(&c, bt, x, 1);
+    CHECK_MSG(plain && linked && memcmp(plain, linked, 20 * sizeof(float)) == 0, "layout %d: the chain's output differs",
+              l);
+    int moved = 0;
+    for (int i = 1; plain && i < 20; i++) moved += plain[i] != plain[0];
+    CHECK(moved > 0); /* a real output, not a constant */
+    free(plain), free(linked);
+    for (int i = 0; i < 3; i++) damo_qweight_free(c.w[i]), damo_tensor_free(bt[i]), free(c.bias[i]);
+  }
+}
+
 /* ------------------------------------------------------------------ models */
 
 static damo_tensor *xs, *ys, *xt, *yt;
@@ -284,6 +365,16 @@ static void check_quantised_model(int cnn, damo_calibration method) {
     CHECK(damo_model_is_quantized(back));
     CHECK(damo_model_predict(back, xt, 256, &p8b) == DAMO_OK);
     CHECK(p8 && p8b && !memcmp(p8->data, p8b->data, damo_tensor_nbytes(p8)));
+    /* Its int8 layers hand each other uint8 (damo_int8_chain); handing f32 instead gives the
+     * same predictions, bit for bit. */
+    damo_model *unlinked = NULL;
+    damo_tensor *p8c = NULL;
+    setenv("DAMO_INT8_CHAIN", "0", 1);
+    CHECK(damo_model_load(i8dir, &unlinked) == DAMO_OK && damo_model_predict(unlinked, xt, 256, &p8c) == DAMO_OK);
+    unsetenv("DAMO_INT8_CHAIN");
+    CHECK(p8 && p8c && !memcmp(p8->data, p8c->data, damo_tensor_nbytes(p8)));
+    damo_tensor_free(p8c);
+    damo_model_free(unlinked);
     /* A quantised model does not train, and is not quantised twice. */
     damo_fit_options f = {.epochs = 1, .batch_size = 64, .verbose = 0};
     CHECK(damo_model_fit(back, xs, ys, &f, NULL) == DAMO_ERR_STATE);
@@ -412,6 +503,7 @@ int main(void) {
   if (!mkdtemp(tmpdir)) return 1;
   RUN(test_int8_product);
   RUN(test_int8_ops_match_f32_on_dequantised);
+  RUN(test_int8_chain);
   if (!load_data()) {
     fprintf(stderr, "fashion-mnist is missing: sh scripts/setup.sh\n");
     return 1;

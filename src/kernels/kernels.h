@@ -79,19 +79,39 @@ void damo_quant_params(float lo, float hi, float *scale, int *zero_point);
  * K to ldo are 0, whose weights are 0. For a product: layout and ldo of w (damo_qrow_bytes). */
 void damo_quantize_rows(const float *x, int64_t rows, int64_t K, int64_t ldx, float scale, int zero_point,
                         damo_qlayout layout, void *out, int64_t ldo);
-/* c[m][n] = x_scale * w->scale[n] * sum_k (q[m][k] - z) w[k][n] + bias[n] (bias may be NULL),
- * then max(0, .) if relu; a: damo_qrows_padded(M) rows from damo_quantize_rows (those past M
+/* Rows of uint8 q (K apart: a chained layer's input, see damo_q8_out) in the layout's form,
+ * as damo_quantize_rows would have left them. */
+void damo_stage_u8_rows(const uint8_t *q, int64_t rows, int64_t K, int zero_point, damo_qlayout layout, void *out,
+                        int64_t ldo);
+/* Where an int8 product's epilogue puts row m, column n: v = x_scale * w->scale[n] * sum_k
+ * (q[m][k] - z) w[k][n] + bias[n], then max(0, v) if relu, as f32 at c + m ldc + n, or
+ * (out_scale > 0) requantised to the next layer's uint8, clamp(round(v / out_scale) +
+ * out_zero_point, 0, 255) at (uint8_t *)c + m ldc + n: an int8 layer feeding another (and the
+ * max pooling between them, which commutes with a monotone quantisation) passes a quarter of
+ * the bytes, and the next layer quantises nothing. The rounding is damo_quantize_rows', so
+ * the chain's values equal those of the f32 output quantised by the next layer. */
+typedef struct damo_q8_out {
+  void *c;
+  int64_t ldc;
+  int relu;
+  float out_scale;
+  int out_zero_point;
+} damo_q8_out;
+static inline damo_q8_out damo_q8_f32(float *c, int64_t ldc, int relu) {
+  return (damo_q8_out){c, ldc, relu, 0.0f, 0};
+}
+/* The product into *out; a: damo_qrows_padded(M) rows from damo_quantize_rows (those past M
  * quantised zeros). Exact in int32; threads over tiles. */
 void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale, int zero_point, const float *bias,
-                  int relu, float *c, int64_t ldc);
+                  const damo_q8_out *out);
 /* The same product with uint8 activation rows read where they lie (VNNI without AMX): row
  * m's values k = 4q .. 4q + 3 at base[row_off[m] + k_off[q]], q < w->Kp / 4 (a convolution's
- * windows in a zero-point-padded image, channels a multiple of 4). Returns 0, c untouched,
+ * windows in a zero-point-padded image, channels a multiple of 4). Returns 0, out untouched,
  * where this path does not run (damo_gemm_q8_gather_available 0): the caller packs the rows. */
 int damo_gemm_q8_gather_available(const damo_qweight *w);
 int damo_gemm_q8_gather(int64_t M, const uint8_t *base, const int64_t *row_off, const int64_t *k_off,
-                        const damo_qweight *w, float x_scale, int zero_point, const float *bias, int relu, float *c,
-                        int64_t ldc);
+                        const damo_qweight *w, float x_scale, int zero_point, const float *bias,
+                        const damo_q8_out *out);
 
 /* ---- optimizer updates: the CPU backend's flat-block kernels (kernels/cpu/optim_update.c).
  * The optimizer computes the step's scalars on the host (schedule, bias corrections, the

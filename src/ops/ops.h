@@ -52,6 +52,11 @@ typedef struct damo_rnn_int8 {
 damo_node *damo_recurrent_int8_op(damo_graph *g, int gru, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel,
                                   damo_node *bias, damo_node *mask, int return_sequences, int reverse,
                                   const damo_rnn_int8 *q);
+/* Links int8 layers of an inference graph: each qdense or qconv2d whose output reaches only
+ * a calibrated one (through max pooling, reshapes, and dropout, which it steps over) writes
+ * that layer's uint8 (damo_q8_out) and the ops between carry it; outputs in keep stay f32.
+ * Call before damo_graph_compile, on graphs that never run backward. */
+damo_status damo_int8_chain(damo_graph *g, int n_keep, damo_node *const *keep);
 /* x (N, H, W, C) channels-last; w packs the (KH, KW, C, F) kernel as (KH*KW*C, F). */
 damo_node *damo_qconv2d_op(damo_graph *g, damo_node *x, const damo_qweight *w, int kh, int kw, damo_node *bias,
                            damo_activation act, int stride_h, int stride_w, int pad_top, int pad_left, int pad_bottom,

@@ -6,7 +6,8 @@
  * winning input index per output (the first on ties, as torch; a NaN in a window wins and
  * propagates, as torch) in aux, so backward is a scatter. Work is split by image, which
  * never share input pixels, so the scatter needs no atomics and the result is the same for
- * any thread count. */
+ * any thread count. Max pooling also takes uint8 (an int8 chain's activations between layers,
+ * qlinear.c): forward only, the same maxima, as quantisation is monotone. */
 #include "ops/ops.h"
 
 enum { PL_KH, PL_KW, PL_SH, PL_SW, PL_PT, PL_PL, PL_PB, PL_PR };
@@ -27,7 +28,9 @@ static pool_geom geom_of(const damo_node *n) {
 
 static damo_status pool_infer(damo_node *n) {
   const damo_node *x = n->in[0];
-  if (x->dtype != DAMO_F32 || x->ndim != 4) return damo_shape_error(n, "input must be f32 (batch, height, width, channels)", x, NULL);
+  const int u8 = x->dtype == DAMO_U8 && n->op == DAMO_OP_MAX_POOL2D;
+  if ((x->dtype != DAMO_F32 && !u8) || x->ndim != 4)
+    return damo_shape_error(n, "input must be f32 (batch, height, width, channels)", x, NULL);
   for (int i = 0; i < 8; i++)
     if (n->iparam[i] < (i < 4 ? 1 : 0)) return damo_shape_error(n, "window and strides must be >= 1, paddings >= 0", x, NULL);
   if (n->iparam[PL_PT] >= n->iparam[PL_KH] || n->iparam[PL_PB] >= n->iparam[PL_KH] || n->iparam[PL_PL] >= n->iparam[PL_KW] ||
@@ -39,8 +42,8 @@ static damo_status pool_infer(damo_node *n) {
   pool_geom g = geom_of(n);
   n->ndim = 4;
   n->shape[0] = g.N, n->shape[1] = g.OH, n->shape[2] = g.OW, n->shape[3] = g.C;
-  n->dtype = DAMO_F32;
-  n->aux_bytes = n->op == DAMO_OP_MAX_POOL2D ? (size_t)damo_node_count(n) * sizeof(int32_t) : 0;
+  n->dtype = x->dtype;
+  n->aux_bytes = n->op == DAMO_OP_MAX_POOL2D && !u8 ? (size_t)damo_node_count(n) * sizeof(int32_t) : 0;
   return DAMO_OK;
 }
 
@@ -88,21 +91,36 @@ DAMO_MULTIVERSION static void max_window_value(const float *restrict xb, int64_t
     }
 }
 
+/* max_window_value over uint8 (no NaN to carry). */
+DAMO_MULTIVERSION static void max_window_u8(const uint8_t *restrict xb, int64_t W, int64_t C, int64_t h0, int64_t h1,
+                                            int64_t w0, int64_t w1, uint8_t *restrict yo) {
+  memcpy(yo, xb + (h0 * W + w0) * C, (size_t)C);
+  for (int64_t h = h0; h < h1; h++)
+    for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; w++) {
+      const uint8_t *xi = xb + (h * W + w) * C;
+      for (int64_t c = 0; c < C; c++) yo[c] = xi[c] > yo[c] ? xi[c] : yo[c];
+    }
+}
+
 static damo_status max_pool_forward(damo_graph *gr, damo_node *n) {
   (void)gr;
   pool_geom g = geom_of(n);
-  const float *x = damo_f32(n->in[0]);
-  float *y = damo_f32(n);
+  const int u8 = n->dtype == DAMO_U8;
+  const float *x = u8 ? NULL : damo_f32(n->in[0]);
+  float *y = u8 ? NULL : damo_f32(n);
   int32_t *arg = n->aux; /* (N, OH, OW, C): index into the image's (H, W, C) block */
-  const int keep_arg = n->in[0]->in_backward;
+  const int keep_arg = n->in[0]->in_backward && !u8;
 #pragma omp parallel for schedule(static) num_threads(damo_loop_threads(4 * damo_node_count(n), DAMO_NS_MAP))
   for (int64_t b = 0; b < g.N; b++) {
-    const float *xb = x + b * g.H * g.W * g.C;
+    const float *xb = u8 ? NULL : x + b * g.H * g.W * g.C;
     for (int64_t oh = 0; oh < g.OH; oh++)
       for (int64_t ow = 0; ow < g.OW; ow++) {
         int64_t h0, h1, w0, w1, o = ((b * g.OH + oh) * g.OW + ow) * g.C;
         window(&g, oh, ow, &h0, &h1, &w0, &w1); /* never empty: padding < window */
-        if (keep_arg) max_window(xb, g.W, g.C, h0, h1, w0, w1, y + o, arg + o);
+        if (u8)
+          max_window_u8((const uint8_t *)n->in[0]->value + b * g.H * g.W * g.C, g.W, g.C, h0, h1, w0, w1,
+                        (uint8_t *)n->value + o);
+        else if (keep_arg) max_window(xb, g.W, g.C, h0, h1, w0, w1, y + o, arg + o);
         else max_window_value(xb, g.W, g.C, h0, h1, w0, w1, y + o);
       }
   }

@@ -7,14 +7,19 @@
  * with the quantised 0; the product reads the windows there or copies patches from it, a
  * block of output pixels at a time (see windows_bytes). The int8 product's epilogue applies the
  * scales, the bias and a ReLU; other activations follow as their own op (the layer's
- * build). The output is f32, so the next layer, quantised or not, reads what it always did.
+ * build). The output is f32, so the next layer, quantised or not, reads what it always did,
+ * except in a chain (damo_int8_chain): a layer whose output only reaches a calibrated int8
+ * layer, through max pooling, reshapes or inference's dropout, writes that layer's uint8
+ * (requantised in the epilogue) and the next one reads it as it is.
  * There is no backward: fit refuses a quantised model before any graph is built. */
 #include "ops/ops.h"
 
 #include <math.h>
 
-enum { Q_ACT = 0, Q_ZERO_POINT = 1 };                                   /* qdense iparam */
-enum { QC_SH, QC_SW, QC_PT, QC_PL, QC_PB, QC_PR, QC_ACT, QC_ZERO_POINT }; /* qconv2d iparam */
+/* qdense iparam; fparam: the input's scale (0: per batch), the output's (0: f32 output) */
+enum { Q_ACT = 0, Q_ZERO_POINT = 1, Q_OUT_ZERO_POINT = 2 };
+/* qconv2d iparam (QC_ZERO_POINT: the input's zero point | the uint8 output's << 8); fparam as qdense */
+enum { QC_SH, QC_SW, QC_PT, QC_PL, QC_PB, QC_PR, QC_ACT, QC_ZERO_POINT };
 enum { QC_PATCH_ROWS = 1536 }; /* output pixels per patches block (a multiple of DAMO_QMR) */
 
 static const damo_qweight *qweight_of(const damo_node *n) { return (const damo_qweight *)n->op_data; }
@@ -25,7 +30,8 @@ static damo_status check_common(damo_node *n, int64_t K, const char *what) {
   const damo_qweight *w = qweight_of(n);
   const damo_node *x = n->in[0], *b = n->n_in > 1 ? n->in[1] : NULL;
   if (!w) return damo_error(DAMO_ERR_INVALID_ARG, "%s: no int8 weights", what);
-  if (x->dtype != DAMO_F32) return damo_shape_error(n, "needs an f32 input", x, NULL);
+  if (x->dtype != DAMO_F32 && !(x->dtype == DAMO_U8 && n->fparam[0] > 0.0f))
+    return damo_shape_error(n, "needs an f32 input (or the uint8 of a calibrated chain)", x, NULL);
   if (K != w->K) {
     char s[96];
     return damo_error(DAMO_ERR_SHAPE, "%s: the input %s ('%s') gives %lld values per product, the int8 kernel has %lld",
@@ -74,7 +80,7 @@ static void batch_params(const float *x, int64_t count, float *scale, int *zp) {
 static void input_params(const damo_node *n, const float *x, int64_t count, int zp_slot, float *scale, int *zp) {
   if (n->fparam[0] > 0.0f) {
     *scale = n->fparam[0];
-    *zp = n->iparam[zp_slot];
+    *zp = n->iparam[zp_slot] & 0xff;
     return;
   }
   batch_params(x, count, scale, zp);
@@ -83,12 +89,14 @@ static void input_params(const damo_node *n, const float *x, int64_t count, int 
 size_t damo_q8_scratch_bytes(int64_t M, const damo_qweight *w) { return (size_t)damo_qrows_padded(M) * damo_qrow_bytes(w); }
 
 /* out = x W + bias (then ReLU if relu) with x (M, K) quantised by scale and zp into a. */
-static void quantized_product(const float *x, int64_t M, const damo_qweight *w, float scale, int zp, const float *bias,
-                              int relu, void *a, float *out, int64_t ldo) {
+/* The product of x's rows (f32 to quantise, or uint8 of a chain: x8) into out. */
+static void quantized_product(const float *x, const uint8_t *x8, int64_t M, const damo_qweight *w, float scale, int zp,
+                              const float *bias, void *a, const damo_q8_out *out) {
   const size_t row = damo_qrow_bytes(w);
-  damo_quantize_rows(x, M, w->K, w->K, scale, zp, w->layout, a, w->Kp);
+  if (x8) damo_stage_u8_rows(x8, M, w->K, zp, w->layout, a, w->Kp);
+  else damo_quantize_rows(x, M, w->K, w->K, scale, zp, w->layout, a, w->Kp);
   memset((char *)a + (size_t)M * row, 0, (size_t)(damo_qrows_padded(M) - M) * row);
-  damo_gemm_q8(M, a, w, scale, zp, bias, relu, out, ldo);
+  damo_gemm_q8(M, a, w, scale, zp, bias, out);
 }
 
 void damo_q8_dynamic_product(const float *x, int64_t M, const damo_qweight *w, const float *bias, void *a, float *out,
@@ -96,7 +104,8 @@ void damo_q8_dynamic_product(const float *x, int64_t M, const damo_qweight *w, c
   float scale;
   int zp;
   batch_params(x, M * w->K, &scale, &zp);
-  quantized_product(x, M, w, scale, zp, bias, 0, a, out, ldo);
+  const damo_q8_out o = damo_q8_f32(out, ldo, 0);
+  quantized_product(x, NULL, M, w, scale, zp, bias, a, &o);
 }
 
 /* ------------------------------------------------------------------ qdense */
@@ -112,7 +121,7 @@ static damo_status qdense_infer(damo_node *n) {
   n->ndim = x->ndim;
   memcpy(n->shape, x->shape, sizeof n->shape);
   n->shape[n->ndim - 1] = w->N;
-  n->dtype = DAMO_F32;
+  n->dtype = n->fparam[1] > 0.0f ? DAMO_U8 : DAMO_F32;
   const int64_t M = damo_node_count(x) / (w->K ? w->K : 1);
   n->aux_bytes = (size_t)damo_qrows_padded(M) * damo_qrow_bytes(w);
   return DAMO_OK;
@@ -122,12 +131,14 @@ static damo_status qdense_forward(damo_graph *g, damo_node *n) {
   (void)g;
   const damo_qweight *w = qweight_of(n);
   const damo_node *xn = n->in[0];
-  const float *x = damo_f32(xn), *b = n->n_in > 1 ? damo_f32(n->in[1]) : NULL;
+  const int chained = xn->dtype == DAMO_U8;
+  const float *x = chained ? NULL : damo_f32(xn), *b = n->n_in > 1 ? damo_f32(n->in[1]) : NULL;
   const int64_t M = damo_node_count(xn) / w->K;
   float scale;
   int zp;
   input_params(n, x, M * w->K, Q_ZERO_POINT, &scale, &zp);
-  quantized_product(x, M, w, scale, zp, b, n->iparam[Q_ACT] == DAMO_ACT_RELU, n->aux, damo_f32(n), w->N);
+  const damo_q8_out out = {n->value, w->N, n->iparam[Q_ACT] == DAMO_ACT_RELU, n->fparam[1], n->iparam[Q_OUT_ZERO_POINT]};
+  quantized_product(x, chained ? (const uint8_t *)xn->value : NULL, M, w, scale, zp, b, n->aux, &out);
   return DAMO_OK;
 }
 
@@ -141,9 +152,9 @@ const damo_op_def damo_op_def_qdense = {"qdense", 2, qdense_infer, qdense_forwar
 damo_node *damo_qdense_op(damo_graph *g, damo_node *x, const damo_qweight *w, damo_node *bias, damo_activation act,
                           float x_scale, int zero_point) {
   damo_node *in[2] = {x, bias};
-  int p[2] = {(int)act, zero_point};
-  float f[1] = {x_scale};
-  return damo_graph_add_node_data(g, DAMO_OP_QDENSE, bias ? 2 : 1, in, p, 2, f, 1, w);
+  int p[3] = {(int)act, zero_point, 0};
+  float f[2] = {x_scale, 0.0f};
+  return damo_graph_add_node_data(g, DAMO_OP_QDENSE, bias ? 2 : 1, in, p, 3, f, 2, w);
 }
 
 damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w) {
@@ -164,6 +175,8 @@ damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w) {
   n->iparam[0] = act;
   n->iparam[1] = 0; /* zero point: chosen per batch */
   n->fparam[0] = 0.0f; /* dynamic */
+  n->fparam[1] = 0.0f; /* f32 output */
+  n->iparam[Q_OUT_ZERO_POINT] = 0;
   n->op_data = w;
   return qdense_infer(n);
 }
@@ -283,7 +296,7 @@ static damo_status qconv_infer(damo_node *n) {
   if (q.OH < 1 || q.OW < 1) return damo_shape_error(n, "the window does not fit the padded input", x, NULL);
   n->ndim = 4;
   n->shape[0] = q.N, n->shape[1] = q.OH, n->shape[2] = q.OW, n->shape[3] = q.F;
-  n->dtype = DAMO_F32;
+  n->dtype = n->fparam[1] > 0.0f ? DAMO_U8 : DAMO_F32;
   const damo_qweight *w = qweight_of(n);
   const size_t elem = w->layout == DAMO_QLAYOUT_VNNI ? 1 : sizeof(int16_t);
   n->aux_bytes = round64((size_t)(q.N * q.H * q.W * q.C) * elem) + windows_bytes(&q, elem) +
@@ -295,22 +308,26 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
   (void)g;
   const damo_qweight *w = qweight_of(n);
   const qconv_geom q = qgeom_of(n);
-  const float *x = damo_f32(n->in[0]), *b = n->n_in > 1 ? damo_f32(n->in[1]) : NULL;
+  const int chained = n->in[0]->dtype == DAMO_U8;
+  const float *x = chained ? NULL : damo_f32(n->in[0]), *b = n->n_in > 1 ? damo_f32(n->in[1]) : NULL;
   const int64_t image = q.N * q.H * q.W * q.C, pixels = q.N * q.OH * q.OW, block = patch_rows(&q, w);
   float scale;
   int zp;
   input_params(n, x, image, QC_ZERO_POINT, &scale, &zp);
+  const size_t out_elem = n->dtype == DAMO_U8 ? 1 : sizeof(float);
+  damo_q8_out out = {n->value, q.F, (n->iparam[QC_ACT] & 0xff) == DAMO_ACT_RELU, n->fparam[1],
+                     n->iparam[QC_ZERO_POINT] >> 8 & 0xff};
   /* The image quantised once, in the weights' form (elem bytes a value); a tap outside it
    * is the quantised 0: (q - z) = 0 as int16, or q = z as uint8. */
   const int vnni = w->layout == DAMO_QLAYOUT_VNNI;
   const size_t elem = vnni ? 1 : sizeof(int16_t), row = damo_qrow_bytes(w);
   char *img = n->aux, *scratch = img + round64((size_t)image * elem), *patches = scratch + windows_bytes(&q, elem);
   const int64_t per_image = q.H * q.W * q.C; /* rows of one image each: quantised on every thread */
-  damo_quantize_rows(x, q.N, per_image, per_image, scale, zp, w->layout, img, per_image);
-  const int relu = (n->iparam[QC_ACT] & 0xff) == DAMO_ACT_RELU;
+  if (chained && vnni) img = n->in[0]->value; /* already this layer's uint8 */
+  else if (chained) damo_stage_u8_rows(n->in[0]->value, q.N, per_image, zp, w->layout, img, per_image);
+  else damo_quantize_rows(x, q.N, per_image, per_image, scale, zp, w->layout, img, per_image);
   const qconv_windows win = pad_image(&q, w, img, elem, zp, scratch);
-  if (win.tap && damo_gemm_q8_gather(pixels, (const uint8_t *)win.padded, win.corner, win.tap, w, scale, zp, b, relu,
-                                     damo_f32(n), q.F))
+  if (win.tap && damo_gemm_q8_gather(pixels, (const uint8_t *)win.padded, win.corner, win.tap, w, scale, zp, b, &out))
     return DAMO_OK;
   for (int64_t p0 = 0; p0 < pixels; p0 += block) {
     const int64_t rows = pixels - p0 < block ? pixels - p0 : block;
@@ -318,7 +335,8 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
      * past them up to the whole tiles the kernel reads: zeros, not stored. */
     copy_patches(&q, &win, elem, p0, rows, patches, row);
     memset(patches + (size_t)rows * row, 0, (size_t)(damo_qrows_padded(rows) - rows) * row);
-    damo_gemm_q8(rows, patches, w, scale, zp, b, relu, damo_f32(n) + p0 * q.F, q.F);
+    out.c = (char *)n->value + (size_t)(p0 * q.F) * out_elem;
+    damo_gemm_q8(rows, patches, w, scale, zp, b, &out);
   }
   return DAMO_OK;
 }
@@ -332,6 +350,60 @@ damo_node *damo_qconv2d_op(damo_graph *g, damo_node *x, const damo_qweight *w, i
   damo_node *in[2] = {x, bias};
   /* The activation and the window share one slot: iparam has room for eight values. */
   int p[8] = {stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, (int)act | kw << 8 | kh << 16, zero_point};
-  float f[1] = {x_scale};
-  return damo_graph_add_node_data(g, DAMO_OP_QCONV2D, bias ? 2 : 1, in, p, 8, f, 1, w);
+  float f[2] = {x_scale, 0.0f};
+  return damo_graph_add_node_data(g, DAMO_OP_QCONV2D, bias ? 2 : 1, in, p, 8, f, 2, w);
+}
+
+/* ------------------------------------------------------------------ int8 chains */
+
+/* The one node reading n, or NULL where none or several do, or n is an output. */
+static damo_node *sole_reader(damo_graph *g, const damo_node *n, int n_keep, damo_node *const *keep) {
+  for (int i = 0; i < n_keep; i++)
+    if (keep[i] == n) return NULL;
+  damo_node *reader = NULL;
+  for (int i = 0; i < g->n_nodes; i++)
+    for (int k = 0; k < g->nodes[i]->n_in; k++)
+      if (g->nodes[i]->in[k] == n) {
+        if (reader) return NULL;
+        reader = g->nodes[i];
+      }
+  return reader;
+}
+
+static int is_qlinear(const damo_node *n) { return n->op == DAMO_OP_QDENSE || n->op == DAMO_OP_QCONV2D; }
+
+damo_status damo_int8_chain(damo_graph *g, int n_keep, damo_node *const *keep) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    damo_node *p = g->nodes[i];
+    if (!is_qlinear(p) || p->fparam[1] > 0.0f) continue;
+    /* Walk the single readers through ops that carry uint8 unchanged (max pooling, reshapes;
+     * dropout, the identity of inference, is stepped over) to a calibrated int8 layer. */
+    damo_node *path[16], *cur = p, *next;
+    int n_path = 0;
+    while ((next = sole_reader(g, cur, n_keep, keep)) && n_path < 16) {
+      if (next->op == DAMO_OP_DROPOUT) {
+        damo_node *after = sole_reader(g, next, n_keep, keep);
+        if (!after) break;
+        for (int k = 0; k < after->n_in; k++)
+          if (after->in[k] == next) after->in[k] = cur; /* the dropout is no longer needed */
+        next = after;
+      }
+      if (next->op == DAMO_OP_MAX_POOL2D || next->op == DAMO_OP_RESHAPE) {
+        path[n_path++] = cur = next;
+        continue;
+      }
+      if (is_qlinear(next) && next->in[0] == cur && next->fparam[0] > 0.0f) {
+        const int zp = next->iparam[next->op == DAMO_OP_QDENSE ? Q_ZERO_POINT : QC_ZERO_POINT] & 0xff;
+        p->fparam[1] = next->fparam[0];
+        if (p->op == DAMO_OP_QDENSE) p->iparam[Q_OUT_ZERO_POINT] = zp;
+        else p->iparam[QC_ZERO_POINT] = (p->iparam[QC_ZERO_POINT] & 0xff) | zp << 8;
+        damo_status st = damo_op_table[p->op]->infer(p);
+        for (int k = 0; k < n_path && st == DAMO_OK; k++) st = damo_op_table[path[k]->op]->infer(path[k]);
+        if (st == DAMO_OK) st = damo_op_table[next->op]->infer(next);
+        if (st != DAMO_OK) return damo_error_prefix(st, "int8 chain from '%s': ", p->name);
+      }
+      break;
+    }
+  }
+  return DAMO_OK;
 }

@@ -10,6 +10,14 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* DAMO_INT8_CHAIN=0: int8 layers hand each other f32 (to compare with the chains). */
+static int int8_chain_off(void) {
+  const char *v = getenv("DAMO_INT8_CHAIN");
+  return v && strcmp(v, "0") == 0;
+}
 
 damo_model *damo_sequential_new(int ndim, const int64_t *input_shape) {
   if (ndim < 1 || ndim > DAMO_MAX_DIMS - 1) {
@@ -364,6 +372,8 @@ static damo_status build_model_graph(damo_model *m, int purpose, int64_t batch, 
   mg->y = mg->heads[0].y, mg->logits = mg->heads[0].logits, mg->output = mg->heads[0].output;
   st = damo_graph_status(g);
   if (with_loss && m->keep_forward) damo_graph_keep_forward(g);
+  /* A quantised model never trains: its calibrated int8 layers pass uint8 between them. */
+  if (st == DAMO_OK && m->quantization && !int8_chain_off()) st = damo_int8_chain(g, n_keep, keep);
   if (st == DAMO_OK) st = damo_graph_compile(g, mg->loss, n_keep, keep);
   if (st != DAMO_OK) {
     damo_model_graph_release(mg);

@@ -166,6 +166,24 @@ void damo_quantize_rows(const float *x, int64_t rows, int64_t K, int64_t ldx, fl
   }
 }
 
+void damo_stage_u8_rows(const uint8_t *q, int64_t rows, int64_t K, int zero_point, damo_qlayout layout, void *out,
+                        int64_t ldo) {
+  const int u8 = layout == DAMO_QLAYOUT_VNNI;
+  const int threads = rows * K >= (1 << 16) ? damo_threads_for_seconds((double)rows * (double)K * 0.25e-9) : 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    const uint8_t *src = q + r * K;
+    if (u8) {
+      uint8_t *dst = (uint8_t *)out + r * ldo;
+      memcpy(dst, src, (size_t)K);
+      memset(dst + K, 0, (size_t)(ldo - K));
+    } else {
+      int16_t *dst = (int16_t *)out + r * ldo;
+      for (int64_t k = 0; k < ldo; k++) dst[k] = (int16_t)(k < K ? src[k] - zero_point : 0);
+    }
+  }
+}
+
 void damo_quant_params(float lo, float hi, float *scale, int *zero_point) {
   /* The range must hold 0 exactly (zero padding and ReLU zeros stay exact). */
   if (lo > 0.0f) lo = 0.0f;
@@ -177,20 +195,28 @@ void damo_quant_params(float lo, float hi, float *scale, int *zero_point) {
   *zero_point = z < 0 ? 0 : z > 255 ? 255 : z;
 }
 
-/* The epilogue of one micro-tile row of `width` columns from n0: the zero point's column
- * sums (VNNI), the scales, the bias, ReLU; only the columns < N are written. */
+/* The epilogue of output row m's `width` columns from n0: the zero point's column sums
+ * (VNNI), the scales, the bias, ReLU, and the requantisation of a uint8 output (see
+ * damo_q8_out); only the columns < N are written. */
 static inline void store_row(const int32_t *acc, int width, const damo_qweight *w, int64_t n0, float x_scale,
-                             int zero_point, const float *bias, int relu, float *c) {
+                             int zero_point, const float *bias, const damo_q8_out *o, int64_t m) {
+  const float inv = o->out_scale > 0.0f ? 1.0f / o->out_scale : 0.0f;
   for (int j = 0; j < width && n0 + j < w->N; j++) {
     const int32_t sum = acc[j] - zero_point * w->colsum[n0 + j];
     float v = (float)sum * (x_scale * w->scale[n0 + j]) + (bias ? bias[n0 + j] : 0.0f);
-    c[j] = relu && v < 0.0f ? 0.0f : v;
+    v = o->relu && v < 0.0f ? 0.0f : v;
+    if (inv > 0.0f) {
+      float r = nearbyintf(v * inv) + (float)o->out_zero_point;
+      ((uint8_t *)o->c)[m * o->ldc + n0 + j] = (uint8_t)(r < 0.0f ? 0.0f : r > 255.0f ? 255.0f : r);
+    } else {
+      ((float *)o->c)[m * o->ldc + n0 + j] = v;
+    }
   }
 }
 
 /* Any layout, plain loops: the reference of the SIMD tiles and the path without them. */
 static void tile_scalar(const void *a, const damo_qweight *w, int64_t tile, float x_scale, int zero_point,
-                        const float *bias, int relu, float *c, int64_t ldc, int rows) {
+                        const float *bias, const damo_q8_out *o, int64_t row0, int rows) {
   const int vnni = w->layout == DAMO_QLAYOUT_VNNI, group = vnni ? 4 : 2, width = vnni ? 16 : 8;
   const int64_t groups = w->Kp / group, panel = groups * width * group;
   for (int r = 0; r < rows; r++) {
@@ -203,14 +229,14 @@ static void tile_scalar(const void *a, const damo_qweight *w, int64_t tile, floa
             const int32_t x = vnni ? ((const uint8_t *)a)[r * w->Kp + k] : ((const int16_t *)a)[r * w->Kp + k];
             acc[half * width + j] += x * (vnni ? ((const int8_t *)w->packed)[at] : ((const int16_t *)w->packed)[at]);
           }
-    store_row(acc, 2 * width, w, tile * 2 * width, x_scale, vnni ? zero_point : 0, bias, relu, c + r * ldc);
+    store_row(acc, 2 * width, w, tile * 2 * width, x_scale, vnni ? zero_point : 0, bias, o, row0 + r);
   }
 }
 
 /* S16, QMR rows x 16 columns: 2 x QMR int32 accumulators, two weight vectors, one broadcast. */
 __attribute__((target("avx2"))) static void tile_avx2(const int16_t *a, const damo_qweight *w, int64_t tile,
-                                                      float x_scale, const float *bias, int relu, float *c,
-                                                      int64_t ldc, int rows) {
+                                                      float x_scale, const float *bias, const damo_q8_out *o,
+                                                      int64_t row0, int rows) {
   const int64_t pairs = w->Kp / 2, lda = w->Kp;
   const int16_t *b0 = (const int16_t *)w->packed + (2 * tile) * pairs * 16, *b1 = b0 + pairs * 16;
   __m256i acc[DAMO_QMR][2];
@@ -230,17 +256,21 @@ __attribute__((target("avx2"))) static void tile_avx2(const int16_t *a, const da
     int32_t lanes[QNR];
     _mm256_storeu_si256((__m256i *)lanes, acc[r][0]);
     _mm256_storeu_si256((__m256i *)(lanes + 8), acc[r][1]);
-    store_row(lanes, QNR, w, tile * QNR, x_scale, 0, bias, relu, c + r * ldc);
+    store_row(lanes, QNR, w, tile * QNR, x_scale, 0, bias, o, row0 + r);
   }
 }
 
 /* The epilogue of a 32-column tile's int32 sums: row r's two halves at acc[2 r], acc[2 r + 1];
- * c = x_scale * scale[n] * (sum - z * colsum[n]) + bias[n], then max(0, .) if relu, for the
- * tile's columns inside N and its first `rows` rows. */
+ * v = x_scale * scale[n] * (sum - z * colsum[n]) + bias[n], then max(0, .) if relu, stored
+ * (f32, or requantised to uint8: damo_q8_out) for the tile's columns inside N and its first
+ * `rows` rows, output rows from row0. */
 __attribute__((target("avx512f,avx512bw"))) static inline void store_tile(const __m512i *acc, const damo_qweight *w,
                                                                          int64_t tile, float x_scale, int zero_point,
-                                                                         const float *bias, int relu, float *c,
-                                                                         int64_t ldc, int rows) {
+                                                                         const float *bias, const damo_q8_out *o,
+                                                                         int64_t row0, int rows) {
+  const int u8 = o->out_scale > 0.0f, relu = o->relu;
+  const __m512 inv = _mm512_set1_ps(u8 ? 1.0f / o->out_scale : 0.0f);
+  const __m512 zf = _mm512_set1_ps((float)o->out_zero_point), top = _mm512_set1_ps(255.0f);
   for (int h = 0; h < 2; h++) {
     const int64_t col = tile * VNR + 16 * h, left = w->N - col;
     if (left <= 0) break;
@@ -251,7 +281,13 @@ __attribute__((target("avx512f,avx512bw"))) static inline void store_tile(const 
     for (int r = 0; r < rows; r++) {
       __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[2 * r + h], zsum)), s, b);
       if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-      _mm512_mask_storeu_ps(c + r * ldc + col, mask, v);
+      if (u8) { /* as damo_quantize_rows: round half to even, add z, clamp to 0..255 */
+        v = _mm512_roundscale_ps(_mm512_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, zf), _mm512_setzero_ps()), top);
+        _mm512_mask_cvtepi32_storeu_epi8((uint8_t *)o->c + (row0 + r) * o->ldc + col, mask, _mm512_cvttps_epi32(v));
+      } else {
+        _mm512_mask_storeu_ps((float *)o->c + (row0 + r) * o->ldc + col, mask, v);
+      }
     }
   }
 }
@@ -267,7 +303,7 @@ enum { VMR = 12 };
  * caller, so each gets its own loop. */
 __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void tile_vnni_body(
     const int gathered, const uint8_t *a, const uint8_t *const *rows, const int64_t *k_off, const damo_qweight *w,
-    int64_t tile, float x_scale, int zero_point, const float *bias, int relu, float *c, int64_t ldc, int valid) {
+    int64_t tile, float x_scale, int zero_point, const float *bias, const damo_q8_out *o, int64_t row0, int valid) {
   const int64_t quads = w->Kp / 4, lda = w->Kp;
   const int8_t *b0 = (const int8_t *)w->packed + (2 * tile) * quads * 64, *b1 = b0 + quads * 64;
   __m512i acc[VMR][2];
@@ -290,21 +326,21 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inl
   __m512i sums[2 * VMR];
 #pragma GCC unroll 16
   for (int r = 0; r < VMR; r++) sums[2 * r] = acc[r][0], sums[2 * r + 1] = acc[r][1];
-  store_tile(sums, w, tile, x_scale, zero_point, bias, relu, c, ldc, valid);
+  store_tile(sums, w, tile, x_scale, zero_point, bias, o, row0, valid);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(const uint8_t *a, const damo_qweight *w,
                                                                              int64_t tile, float x_scale,
                                                                              int zero_point, const float *bias,
-                                                                             int relu, float *c, int64_t ldc,
+                                                                             const damo_q8_out *o, int64_t row0,
                                                                              int rows) {
-  tile_vnni_body(0, a, NULL, NULL, w, tile, x_scale, zero_point, bias, relu, c, ldc, rows);
+  tile_vnni_body(0, a, NULL, NULL, w, tile, x_scale, zero_point, bias, o, row0, rows);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni_gather(
     const uint8_t *const *rows, const int64_t *k_off, const damo_qweight *w, int64_t tile, float x_scale,
-    int zero_point, const float *bias, int relu, float *c, int64_t ldc, int valid) {
-  tile_vnni_body(1, NULL, rows, k_off, w, tile, x_scale, zero_point, bias, relu, c, ldc, valid);
+    int zero_point, const float *bias, const damo_q8_out *o, int64_t row0, int valid) {
+  tile_vnni_body(1, NULL, rows, k_off, w, tile, x_scale, zero_point, bias, o, row0, valid);
 }
 
 /* AMX: rows [16 rt, 16 rt + rows) x columns of tile ct (32, two panels) by TDPBUSD, K in
@@ -314,8 +350,9 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni_gat
 __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) static void tile_amx(const uint8_t *a,
                                                                                   const damo_qweight *w, int64_t ct,
                                                                                   float x_scale, int zero_point,
-                                                                                  const float *bias, int relu,
-                                                                                  float *c, int64_t ldc, int rows) {
+                                                                                  const float *bias,
+                                                                                  const damo_q8_out *o, int64_t row0,
+                                                                                  int rows) {
   const int64_t quads = w->Kp / 4, chunks = w->Kp / 64, lda = w->Kp;
   const int8_t *b0 = (const int8_t *)w->packed + (2 * ct) * quads * 64, *b1 = b0 + quads * 64;
   int32_t sums[16][32] __attribute__((aligned(64)));
@@ -330,7 +367,7 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) static void tile_a
   }
   _tile_stored(0, &sums[0][0], 128);
   _tile_stored(1, &sums[0][16], 128);
-  store_tile((const __m512i *)&sums[0][0], w, ct, x_scale, zero_point, bias, relu, c, ldc, rows);
+  store_tile((const __m512i *)&sums[0][0], w, ct, x_scale, zero_point, bias, o, row0, rows);
 }
 
 /* Threads for an M-row int8 product: as damo_gemm's, counting an int8 multiply-add as a
@@ -341,7 +378,7 @@ static int q8_threads(int64_t M, const damo_qweight *w) {
 
 /* The AMX form of damo_gemm_q8: 16-row x 32-column tiles, column tiles outermost. */
 static void gemm_q8_amx(int64_t M, const uint8_t *a, const damo_qweight *w, float x_scale, int zero_point,
-                        const float *bias, int relu, float *c, int64_t ldc) {
+                        const float *bias, const damo_q8_out *o) {
   const int64_t row_tiles = (M + 15) / 16, col_tiles = w->panels / 2, tiles = row_tiles * col_tiles;
   const int threads = tiles < 8 ? 1 : q8_threads(M, w);
 #pragma omp parallel num_threads(threads)
@@ -351,18 +388,17 @@ static void gemm_q8_amx(int64_t M, const uint8_t *a, const damo_qweight *w, floa
     for (int64_t t = 0; t < tiles; t++) {
       const int64_t ct = t / row_tiles, rt = t % row_tiles;
       const int rows = (int)(M - rt * 16 < 16 ? M - rt * 16 : 16);
-      tile_amx(a + (size_t)(rt * 16) * (size_t)w->Kp, w, ct, x_scale, zero_point, bias, relu, c + rt * 16 * ldc, ldc,
-               rows);
+      tile_amx(a + (size_t)(rt * 16) * (size_t)w->Kp, w, ct, x_scale, zero_point, bias, o, rt * 16, rows);
     }
     damo_amx_release();
   }
 }
 
 void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale, int zero_point, const float *bias,
-                  int relu, float *c, int64_t ldc) {
+                  const damo_q8_out *o) {
   if (w->layout == DAMO_QLAYOUT_VNNI && w->Kp % 64 == 0 && damo_simd_level_get() >= DAMO_SIMD_AVX512 &&
       damo_amx_int8_ready()) {
-    gemm_q8_amx(M, a, w, x_scale, zero_point, bias, relu, c, ldc);
+    gemm_q8_amx(M, a, w, x_scale, zero_point, bias, o);
     return;
   }
   const int vnni = w->layout == DAMO_QLAYOUT_VNNI;
@@ -370,7 +406,6 @@ void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale
   const int fast = vnni ? level >= DAMO_SIMD_AVX512 && damo_cpu_has_vnni() : level >= DAMO_SIMD_AVX2;
   const int mr = fast && vnni ? VMR : DAMO_QMR;
   const int64_t row_tiles = (M + mr - 1) / mr, col_tiles = w->panels / 2, tiles = row_tiles * col_tiles;
-  const int64_t tile_cols = vnni ? VNR : QNR;
   const int threads = tiles < 8 ? 1 : q8_threads(M, w);
   const size_t row_bytes = damo_qrow_bytes(w);
   /* Column tiles outermost: a thread keeps its weight panels in cache across row tiles. */
@@ -379,13 +414,12 @@ void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale
     const int64_t ct = t / row_tiles, rt = t % row_tiles;
     const int rows = (int)(M - rt * mr < mr ? M - rt * mr : mr);
     const void *ap = (const char *)a + (size_t)(rt * mr) * row_bytes;
-    float *cp = c + rt * mr * ldc + ct * tile_cols;
     if (fast && vnni)
-      tile_vnni(ap, w, ct, x_scale, zero_point, bias, relu, c + rt * mr * ldc, ldc, rows);
+      tile_vnni(ap, w, ct, x_scale, zero_point, bias, o, rt * mr, rows);
     else if (fast)
-      tile_avx2(ap, w, ct, x_scale, bias, relu, cp, ldc, rows);
+      tile_avx2(ap, w, ct, x_scale, bias, o, rt * mr, rows);
     else
-      tile_scalar(ap, w, ct, x_scale, zero_point, bias, relu, cp, ldc, rows);
+      tile_scalar(ap, w, ct, x_scale, zero_point, bias, o, rt * mr, rows);
   }
 }
 
@@ -395,8 +429,8 @@ int damo_gemm_q8_gather_available(const damo_qweight *w) {
 }
 
 int damo_gemm_q8_gather(int64_t M, const uint8_t *base, const int64_t *row_off, const int64_t *k_off,
-                        const damo_qweight *w, float x_scale, int zero_point, const float *bias, int relu, float *c,
-                        int64_t ldc) {
+                        const damo_qweight *w, float x_scale, int zero_point, const float *bias,
+                        const damo_q8_out *o) {
   if (!damo_gemm_q8_gather_available(w)) return 0;
   const int64_t row_tiles = (M + VMR - 1) / VMR, col_tiles = w->panels / 2, tiles = row_tiles * col_tiles;
   const int threads = tiles < 8 ? 1 : q8_threads(M, w);
@@ -406,7 +440,7 @@ int damo_gemm_q8_gather(int64_t M, const uint8_t *base, const int64_t *row_off, 
     const int valid = (int)(M - rt * VMR < VMR ? M - rt * VMR : VMR);
     const uint8_t *rows[VMR];
     for (int i = 0; i < VMR; i++) rows[i] = base + row_off[rt * VMR + (i < valid ? i : valid - 1)]; /* past M: not stored */
-    tile_vnni_gather(rows, k_off, w, ct, x_scale, zero_point, bias, relu, c + rt * VMR * ldc, ldc, valid);
+    tile_vnni_gather(rows, k_off, w, ct, x_scale, zero_point, bias, o, rt * VMR, valid);
   }
   return 1;
 }

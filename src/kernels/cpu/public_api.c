@@ -101,6 +101,7 @@ damo_status damo_int8_gemm(const damo_int8_rows *x, const damo_int8_matrix *w, c
   if (ldy < w->packed->N)
     return damo_error(DAMO_ERR_INVALID_ARG, "int8_gemm: ldy %lld is below N %lld", (long long)ldy,
                       (long long)w->packed->N);
-  damo_gemm_q8(x->M, x->q, w->packed, x->scale, x->zero_point, bias, relu != 0, y, ldy);
+  const damo_q8_out out = damo_q8_f32(y, ldy, relu != 0);
+  damo_gemm_q8(x->M, x->q, w->packed, x->scale, x->zero_point, bias, &out);
   return DAMO_OK;
 }
