@@ -284,7 +284,16 @@ __attribute__((target("avx512f,avx512bw"))) static inline void store_tile(const 
       if (u8) { /* as damo_quantize_rows: round half to even, add z, clamp to 0..255 */
         v = _mm512_roundscale_ps(_mm512_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, zf), _mm512_setzero_ps()), top);
-        _mm512_mask_cvtepi32_storeu_epi8((uint8_t *)o->c + (row0 + r) * o->ldc + col, mask, _mm512_cvttps_epi32(v));
+        /* packed in a register, then stored: VPMOVDB to memory is microcoded on Zen */
+        const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
+        uint8_t *dst = (uint8_t *)o->c + (row0 + r) * o->ldc + col;
+        if (left >= 16) {
+          _mm_storeu_si128((__m128i *)dst, bytes);
+        } else {
+          uint8_t part[16];
+          _mm_storeu_si128((__m128i *)part, bytes);
+          memcpy(dst, part, (size_t)left);
+        }
       } else {
         _mm512_mask_storeu_ps((float *)o->c + (row0 + r) * o->ldc + col, mask, v);
       }
