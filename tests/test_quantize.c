@@ -58,7 +58,7 @@ static void check_product(int64_t M, int64_t K, int64_t N, int relu, int with_bi
     for (int64_t i = 0; i < M * N; i++) lo = c[i] < lo ? c[i] : lo, hi = c[i] > hi ? c[i] : hi;
     damo_quant_params(lo * 0.8f, hi * 0.8f, &os, &oz); /* some values clamp */
     uint8_t *c8 = malloc((size_t)(M * N)), *want8 = malloc((size_t)(M * N));
-    const damo_q8_out out8 = {c8, N, relu, os, oz};
+    const damo_q8_out out8 = {c8, N, relu, 1.0f / os, oz};
     damo_gemm_q8(M, a, qw, xs, zp, with_bias ? bias : NULL, &out8);
     damo_simd_level_force(before); /* the reference quantiser on the dispatched path */
     damo_quantize_rows(c, M, N, N, os, oz, DAMO_QLAYOUT_VNNI, want8, N);

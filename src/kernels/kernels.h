@@ -85,8 +85,9 @@ void damo_stage_u8_rows(const uint8_t *q, int64_t rows, int64_t K, int zero_poin
                         int64_t ldo);
 /* Where an int8 product's epilogue puts row m, column n: v = x_scale * w->scale[n] * sum_k
  * (q[m][k] - z) w[k][n] + bias[n], then max(0, v) if relu, as f32 at c + m ldc + n, or
- * (out_scale > 0) requantised to the next layer's uint8, clamp(round(v * (1 / out_scale)) +
- * out_zero_point, 0, 255) (half to even) at (uint8_t *)c + m ldc + n: an int8 layer feeding another (and the
+ * (out_inv_scale > 0: 1 / the next layer's input scale, taken once by the caller as
+ * damo_quantize_rows takes it) requantised to that layer's uint8, clamp(round(v *
+ * out_inv_scale) + out_zero_point, 0, 255) (half to even) at (uint8_t *)c + m ldc + n: an int8 layer feeding another (and the
  * max pooling between them, which commutes with a monotone quantisation) passes a quarter of
  * the bytes, and the next layer quantises nothing. The rounding is damo_quantize_rows', so
  * the chain's values equal those of the f32 output quantised by the next layer. */
@@ -94,7 +95,7 @@ typedef struct damo_q8_out {
   void *c;
   int64_t ldc;
   int relu;
-  float out_scale;
+  float out_inv_scale;
   int out_zero_point;
 } damo_q8_out;
 static inline damo_q8_out damo_q8_f32(float *c, int64_t ldc, int relu) {

@@ -24,6 +24,9 @@ enum { QC_PATCH_ROWS = 1536 }; /* output pixels per patches block (a multiple of
 
 static const damo_qweight *qweight_of(const damo_node *n) { return (const damo_qweight *)n->op_data; }
 
+/* 1 / the uint8 output's scale (0: an f32 output), taken as damo_quantize_rows takes it. */
+static float out_inv_scale(const damo_node *n) { return n->fparam[1] > 0.0f ? 1.0f / n->fparam[1] : 0.0f; }
+
 static int fusable(damo_activation act) { return act == DAMO_ACT_NONE || act == DAMO_ACT_RELU; }
 
 static damo_status check_common(damo_node *n, int64_t K, const char *what) {
@@ -137,7 +140,8 @@ static damo_status qdense_forward(damo_graph *g, damo_node *n) {
   float scale;
   int zp;
   input_params(n, x, M * w->K, Q_ZERO_POINT, &scale, &zp);
-  const damo_q8_out out = {n->value, w->N, n->iparam[Q_ACT] == DAMO_ACT_RELU, n->fparam[1], n->iparam[Q_OUT_ZERO_POINT]};
+  const damo_q8_out out = {n->value, w->N, n->iparam[Q_ACT] == DAMO_ACT_RELU, out_inv_scale(n),
+                           n->iparam[Q_OUT_ZERO_POINT]};
   quantized_product(x, chained ? (const uint8_t *)xn->value : NULL, M, w, scale, zp, b, n->aux, &out);
   return DAMO_OK;
 }
@@ -315,7 +319,7 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
   int zp;
   input_params(n, x, image, QC_ZERO_POINT, &scale, &zp);
   const size_t out_elem = n->dtype == DAMO_U8 ? 1 : sizeof(float);
-  damo_q8_out out = {n->value, q.F, (n->iparam[QC_ACT] & 0xff) == DAMO_ACT_RELU, n->fparam[1],
+  damo_q8_out out = {n->value, q.F, (n->iparam[QC_ACT] & 0xff) == DAMO_ACT_RELU, out_inv_scale(n),
                      n->iparam[QC_ZERO_POINT] >> 8 & 0xff};
   /* The image quantised once, in the weights' form (elem bytes a value); a tap outside it
    * is the quantised 0: (q - z) = 0 as int16, or q = z as uint8. */

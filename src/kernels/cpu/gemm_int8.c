@@ -200,14 +200,13 @@ void damo_quant_params(float lo, float hi, float *scale, int *zero_point) {
  * damo_q8_out); only the columns < N are written. */
 static inline void store_row(const int32_t *acc, int width, const damo_qweight *w, int64_t n0, float x_scale,
                              int zero_point, const float *bias, const damo_q8_out *o, int64_t m) {
-  const float inv = o->out_scale > 0.0f ? 1.0f / o->out_scale : 0.0f;
   for (int j = 0; j < width && n0 + j < w->N; j++) {
     const int32_t sum = acc[j] - zero_point * w->colsum[n0 + j];
     float v = (float)sum * (x_scale * w->scale[n0 + j]) + (bias ? bias[n0 + j] : 0.0f);
     v = o->relu && v < 0.0f ? 0.0f : v;
-    if (inv > 0.0f) {
-      float r = nearbyintf(v * inv) + (float)o->out_zero_point;
-      ((uint8_t *)o->c)[m * o->ldc + n0 + j] = (uint8_t)(r < 0.0f ? 0.0f : r > 255.0f ? 255.0f : r);
+    if (o->out_inv_scale > 0.0f) {
+      ((uint8_t *)o->c)[m * o->ldc + n0 + j] =
+          (uint8_t)(quantize_one(v, o->out_inv_scale, o->out_zero_point) + o->out_zero_point);
     } else {
       ((float *)o->c)[m * o->ldc + n0 + j] = v;
     }
@@ -268,8 +267,8 @@ __attribute__((target("avx512f,avx512bw"))) static inline void store_tile(const 
                                                                          int64_t tile, float x_scale, int zero_point,
                                                                          const float *bias, const damo_q8_out *o,
                                                                          int64_t row0, int rows) {
-  const int u8 = o->out_scale > 0.0f, relu = o->relu;
-  const __m512 inv = _mm512_set1_ps(u8 ? 1.0f / o->out_scale : 0.0f);
+  const int u8 = o->out_inv_scale > 0.0f, relu = o->relu;
+  const __m512 inv = _mm512_set1_ps(o->out_inv_scale);
   const __m512 zf = _mm512_set1_ps((float)o->out_zero_point), top = _mm512_set1_ps(255.0f);
   for (int h = 0; h < 2; h++) {
     const int64_t col = tile * VNR + 16 * h, left = w->N - col;
