@@ -10,7 +10,9 @@ curve, every figure measured in the same run.
  4. `damo bench predict` of the dense and the 90% models (the pruned W2 multiplies its
     3136 x 1024 kernel through the CSR product);
  5. `damo bench sparse 64 3136 1024`: W2's dense layer at batch 64 by the dense GEMM and by the
-    CSR product, 50-99% zeros: where the sparse kernel starts to win.
+    CSR product, 50-99% zeros: where the sparse kernel starts to win;
+ 6. `damo bench sparse-conv 64 28 28 1 5 32` and `64 14 14 32 5 64`: W2's two convolutions at
+    batch 64 by the dense conv2d op and by the direct sparse convolution, 50-99% zeros.
 
 usage (from bench/run.py, BENCH_ONLY=P): run(damo, work, env) -> dict; rows(result) -> table rows
 """
@@ -24,6 +26,7 @@ ROOT = os.path.dirname(HERE)
 MODELS = (("W1", "examples/configs/mlp_fashion_mnist.json", 10), ("W2", "examples/configs/cnn_fashion_mnist.json", 3))
 SWEEP = "0.5,0.7,0.8,0.9,0.95"
 CURVE = "prune_curve_w1.png"
+CONVS = ("64 28 28 1 5 32", "64 14 14 32 5 64")  # W2's convolutions at batch 64: N H W C K F
 
 
 def _damo(damo, args, env):
@@ -60,6 +63,8 @@ def run(damo, work, env):
                                                        "--repeats", "5"], env))["examples_per_s"] for d in (dense, pruned)]
     print("P: sparse against dense product", flush=True)
     out["sparse"] = json.loads(_damo(damo, ["bench", "sparse", "64", "3136", "1024"], env))
+    print("P: sparse against dense convolutions", flush=True)
+    out["sparse_conv"] = [json.loads(_damo(damo, ["bench", "sparse-conv"] + shape.split(), env)) for shape in CONVS]
     return out
 
 
@@ -78,7 +83,8 @@ def rows(r):
         if "predict" in p:
             table.append("| P %s inference, examples/s at batch 64: 90%% pruned against dense | %.0f | %.0f | %.2fx | "
                          "`damo bench predict`; dense kernels of a million weights or more past 70%% zeros multiply "
-                         "through the sparse (CSR) product, smaller ones stay dense |"
+                         "through the sparse (CSR) product, smaller ones stay dense; conv2d kernels past 70%% zeros "
+                         "convolve directly from theirs |"
                          % (wid, p["predict"][1], p["predict"][0], p["predict"][1] / p["predict"][0]))
     curve = ", ".join("%g%% %.4f" % tuple(s) for s in r["sweep"])
     table.append("| P W1 test accuracy against sparsity | %s | | | bench/%s; each sparsity from the dense model, %d "
@@ -91,4 +97,13 @@ def rows(r):
                      "first faster at %s; `damo bench sparse %d %d %d` (W2's dense layer at batch 64) |" % (sp["b"], sp["k"], sp["k"], sp["n"], levels,
                                           "%.0f%% zeros" % (100 * faster[0]) if faster else "none measured",
                                           sp["b"], sp["k"], sp["n"]))
+    for sc in r.get("sparse_conv", []):
+        levels = ", ".join("%.0f%% %.2fx" % (100 * v["sparsity"], v["speedup"]) for v in sc["levels"])
+        faster = [v["sparsity"] for v in sc["levels"] if v["speedup"] > 1]
+        shape = "%d %d %d %d %d %d" % (sc["batch"], sc["height"], sc["width"], sc["channels"], sc["kernel"], sc["filters"])
+        table.append("| P direct sparse against dense conv2d, %d x %d x %d images, %d x %d kernel, %d filters, batch %d, "
+                     "speedup by sparsity | %s | | | first faster at %s; `damo bench sparse-conv %s` (a convolution of "
+                     "W2) |" % (sc["height"], sc["width"], sc["channels"], sc["kernel"], sc["kernel"], sc["filters"],
+                                sc["batch"], levels, "%.0f%% zeros" % (100 * faster[0]) if faster else "none measured",
+                                shape))
     return table

@@ -360,10 +360,92 @@ static int bench_sparse(int argc, char **argv) {
   return rc;
 }
 
+/* One conv2d layer's forward both ways: the dense op in a graph (what a dense model runs)
+ * and the direct sparse convolution. */
+typedef struct sparse_conv_case {
+  damo_graph *g;
+  damo_conv2d_shape s;
+  const float *x;
+  const damo_csr *wt;
+  void *scratch;
+  float *y;
+} sparse_conv_case;
+
+static void run_dense_conv(void *p) { damo_graph_forward(((sparse_conv_case *)p)->g, 0); }
+
+static void run_sparse_conv(void *p) {
+  const sparse_conv_case *c = p;
+  damo_sparse_conv2d(&c->s, c->x, c->wt, NULL, 0, c->scratch, c->y);
+}
+
+/* damo bench sparse-conv N H W C K F: a K x K stride-1 "same" convolution of a batch of N
+ * H x W x C images into F filters, by the dense conv2d op and by the direct sparse one at
+ * kernel sparsities 50-99% (zeros at random places): where the sparse one starts to win. */
+static int bench_sparse_conv(int argc, char **argv) {
+  long v[6];
+  for (int i = 0; i < 6; i++) v[i] = argc > 3 + i ? atol(argv[3 + i]) : 0;
+  if (v[0] <= 0 || v[1] <= 0 || v[2] <= 0 || v[3] <= 0 || v[4] <= 0 || v[5] <= 0) {
+    fprintf(stderr, "damo bench sparse-conv N H W C K F: six positive sizes (batch, height, width, channels, kernel, "
+            "filters)\n");
+    return 2;
+  }
+  int pb, pa, qb, qa;
+  damo_conv2d_same_padding((int)v[1], (int)v[4], 1, &pb, &pa);
+  damo_conv2d_same_padding((int)v[2], (int)v[4], 1, &qb, &qa);
+  sparse_conv_case c = {NULL, {v[0], v[1], v[2], v[3], v[4], v[4], v[5], 1, 1, pb, pa, qb, qa}, NULL, NULL, NULL, NULL};
+  const int64_t xshape[4] = {v[0], v[1], v[2], v[3]}, kshape[4] = {v[4], v[4], v[3], v[5]};
+  const int64_t K = v[4] * v[4] * v[3], F = v[5], outputs = v[0] * v[1] * v[2] * v[5];
+  damo_tensor *kernel = damo_tensor_new(DAMO_F32, 4, kshape);
+  float *x = malloc(sizeof(float) * (size_t)(v[0] * v[1] * v[2] * v[3])), *y = malloc(sizeof(float) * (size_t)outputs);
+  c.g = damo_graph_new(1);
+  damo_node *in = damo_input(c.g, "x", DAMO_F32, 4, xshape);
+  damo_node *out = damo_conv2d(c.g, in, damo_param(c.g, "kernel", kernel, NULL), 1, 1, pb, qb, pa, qa);
+  if (!kernel || !x || !y || damo_graph_compile(c.g, NULL, 1, &out) != DAMO_OK || damo_graph_bind(c.g, in, x) != DAMO_OK) {
+    int rc = cli_fail("bench sparse-conv");
+    damo_graph_free(c.g), damo_tensor_free(kernel), free(x), free(y);
+    return rc;
+  }
+  damo_rng r;
+  damo_rng_seed(&r, 1);
+  for (long k = 0; k < v[0] * v[1] * v[2] * v[3]; k++) x[k] = damo_rng_uniform(&r) - 0.5f;
+  float *w = damo_tensor_f32(kernel);
+  static const double levels[] = {0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99};
+  printf("{\"threads\": %d, \"simd\": \"%s\", \"batch\": %ld, \"height\": %ld, \"width\": %ld, \"channels\": %ld, "
+         "\"kernel\": %ld, \"filters\": %ld, \"levels\": [", damo_num_threads(), damo_simd_path(), v[0], v[1], v[2], v[3],
+         v[4], v[5]);
+  double crossover = -1;
+  int rc = 0;
+  c.x = x, c.y = y;
+  for (size_t l = 0; l < sizeof levels / sizeof *levels && rc == 0; l++) {
+    for (long k = 0; k < K * F; k++) w[k] = damo_rng_uniform(&r) < levels[l] ? 0.0f : damo_rng_uniform(&r) - 0.5f;
+    damo_csr *wt = NULL;
+    if (damo_csr_from_dense_transposed(w, K, F, &wt) != DAMO_OK ||
+        !(c.scratch = aligned_alloc(64, (size_t)damo_sparse_conv2d_scratch_bytes(&c.s, wt)))) {
+      damo_csr_free(wt);
+      rc = cli_fail("bench sparse-conv");
+      break;
+    }
+    c.wt = wt;
+    const double dense = median_seconds(run_dense_conv, &c), sparse = median_seconds(run_sparse_conv, &c);
+    const float *want = damo_node_data(out);
+    double worst = 0;
+    for (long i = 0; i < outputs; i++) worst = fmax(worst, fabs((double)y[i] - (double)want[i]));
+    if (crossover < 0 && sparse < dense) crossover = 100.0 * (double)wt->nnz / (double)(K * F);
+    printf("%s{\"sparsity\": %.4f, \"dense_ms\": %.4f, \"sparse_ms\": %.4f, \"speedup\": %.2f, \"max_abs_diff\": %.2e}",
+           l ? ", " : "", 1.0 - (double)wt->nnz / (double)(K * F), 1e3 * dense, 1e3 * sparse, dense / sparse, worst);
+    free(c.scratch);
+    damo_csr_free(wt);
+  }
+  printf("], \"first_faster_at_density_percent\": %.2f}\n", crossover);
+  damo_graph_free(c.g), damo_tensor_free(kernel), free(x), free(y);
+  return rc;
+}
+
 /* peak, gemm and sparse; main.c hands fit, gpt2 and bert to the handler of the --config's kind. */
 int cli_bench(int argc, char **argv) {
   if (!strcmp(argv[2], "gemm-bf16")) damo_set_matmul_precision(DAMO_MATMUL_BF16); /* G2 */
   if (!strcmp(argv[2], "sparse")) return bench_sparse(argc, argv);
+  if (!strcmp(argv[2], "sparse-conv")) return bench_sparse_conv(argc, argv);
   return !strcmp(argv[2], "peak") ? bench_peak() : bench_gemm(argc, argv, !strcmp(argv[2], "gemm-int8"));
 }
 

@@ -532,6 +532,7 @@ static const cli_command commands[] = {
               "damo bench gemm-bf16 M N K [...]     the same with bf16 operands (f32 accumulation)\n"
               "damo bench gemm-int8 M N K [...]     int8 products (u8 x s8, int32 sums), GOP/s against the int8 peak\n"
               "damo bench sparse B K N              x W by the dense GEMM and the CSR product, W 50-99% zeros\n"
+              "damo bench sparse-conv N H W C K F   a K x K conv2d, dense and direct sparse, kernel 50-99% zeros\n"
               "damo bench fit|gpt2|bert --config FILE --init DIR [options]\n"
               "damo bench predict --model DIR --data SPEC [--batch-size B] [--repeats R]\n"
               "damo bench decode --model GPT2DIR [--rows N] [--steps S] [--precision bf16]",
@@ -586,7 +587,7 @@ static int bench(int argc, char **argv) {
   const cli_command *c = find_command("bench");
   const char *what = argc > 2 ? argv[2] : "";
   if (!strcmp(what, "peak") || !strcmp(what, "gemm") || !strcmp(what, "gemm-bf16") || !strcmp(what, "gemm-int8") ||
-      !strcmp(what, "sparse"))
+      !strcmp(what, "sparse") || !strcmp(what, "sparse-conv"))
     return cli_bench(argc, argv);
   if (!strcmp(what, "predict")) return cli_check_options(c, argc, argv, SEQ) ? cli_bench_predict(argc, argv) : 2;
   if (!strcmp(what, "decode")) {

@@ -192,6 +192,21 @@ void damo_csr_free(damo_csr *c);
  * threaded over the columns. Faster than damo_sgemm only at high sparsity (damo bench sparse
  * finds the crossover). */
 damo_status damo_sparse_dense_product(const float *x, int64_t B, int64_t K, const damo_csr *wt, float *y, int64_t ldy);
+/* A 2-D convolution's geometry: x (batch, height, width, channels) channels-last, kernel
+ * (kernel_h, kernel_w, channels, filters), output (batch, OH, OW, filters) with
+ * OH = (height + pad_top + pad_bottom - kernel_h) / stride_h + 1 and likewise OW. */
+typedef struct damo_conv2d_shape {
+  int64_t batch, height, width, channels, kernel_h, kernel_w, filters;
+  int stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right;
+} damo_conv2d_shape;
+/* y = relu?(x conv W + bias) with W's (kernel_h kernel_w channels x filters) form given as
+ * damo_csr_from_dense_transposed made it (a pruned kernel): a direct sparse convolution, no
+ * patches built, work in proportion to the nonzeros (src/kernels/cpu/spconv.c). bias may be
+ * NULL; scratch holds damo_sparse_conv2d_scratch_bytes (64-byte aligned). Faster than the
+ * dense convolution only at high sparsity (damo bench sparse-conv finds the crossover). */
+int64_t damo_sparse_conv2d_scratch_bytes(const damo_conv2d_shape *s, const damo_csr *wt);
+damo_status damo_sparse_conv2d(const damo_conv2d_shape *s, const float *x, const damo_csr *wt, const float *bias,
+                               int relu, void *scratch, float *y);
 /* Weight-only block formats for decoding (src/kernels/cpu/qblocks.c; the idea of ggml's
  * Q8_0/Q4_0): each row of a (rows x cols) matrix in blocks of DAMO_BLOCK_SIZE values with
  * one scale each, block b of row r at q + r * damo_block_row_bytes + b * damo_block_format_bytes,

@@ -202,6 +202,14 @@ static void test_prune(void) {
   snprintf(path, sizeof path, "%s/p2", dir);
   struct stat st;
   CHECK(stat(path, &st) != 0);
+  /* make bench P's kernel rows: the sparse convolution measured against the dense one, and agreeing */
+  rc = run("%s bench sparse-conv 2 9 9 3 3 5", DAMO_CLI_PATH);
+  const char *diff = strstr(cli_out, "\"max_abs_diff\": ");
+  int levels = 0;
+  for (const char *at = cli_out; (at = strstr(at, "\"speedup\": ")); at++) levels++;
+  CHECK_MSG(rc == 0 && levels == 7 && strstr(cli_out, "first_faster_at") && diff && atof(diff + 16) < 1e-4, "%s", cli_out);
+  rc = run("%s bench sparse-conv 2 9 9 3 0 5", DAMO_CLI_PATH);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "six positive sizes"), "%s", cli_out);
 }
 
 static void test_bad_input_messages(void) {

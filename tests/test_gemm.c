@@ -501,9 +501,85 @@ static void test_sparse_product(void) {
   free(x), free(w), free(want), free(y);
 }
 
+/* The direct sparse convolution against a plain loop (double sums) over geometries that
+ * exercise its edges: output rows that are not whole tiles, rows wider than a vector,
+ * filters that are not whole groups, strides along either axis, asymmetric padding, a 1 x 1
+ * output; with and without bias and ReLU, every SIMD path, sparsities from none to all. */
+static void test_sparse_conv(void) {
+  static const damo_conv2d_shape shapes[] = {
+      {2, 9, 37, 3, 3, 5, 17, 1, 1, 1, 0, 2, 3},   /* OW 37: three vectors of columns */
+      {3, 17, 14, 32, 5, 5, 64, 1, 1, 2, 2, 2, 2}, /* W2's second convolution, 17 rows */
+      {1, 11, 20, 4, 3, 3, 5, 2, 3, 0, 2, 1, 1},   /* strides 2 and 3 */
+      {2, 4, 4, 1, 4, 4, 1, 1, 1, 0, 0, 0, 0},     /* one output pixel */
+      {1, 30, 6, 2, 1, 2, 33, 3, 2, 0, 0, 0, 0},
+  };
+  const double levels[] = {0.0, 0.5, 0.9, 1.0};
+  const damo_simd_level original = damo_simd_level_get(), paths[] = {DAMO_SIMD_SCALAR, DAMO_SIMD_AVX2, DAMO_SIMD_AVX512};
+  damo_rng r;
+  damo_rng_seed(&r, 9);
+  for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
+    const damo_conv2d_shape *s = &shapes[c];
+    const int64_t OH = (s->height + s->pad_top + s->pad_bottom - s->kernel_h) / s->stride_h + 1;
+    const int64_t OW = (s->width + s->pad_left + s->pad_right - s->kernel_w) / s->stride_w + 1;
+    const int64_t K = s->kernel_h * s->kernel_w * s->channels, outs = s->batch * OH * OW * s->filters;
+    float *x = random_matrix(s->batch * s->height * s->width, s->channels, s->channels);
+    float *w = random_matrix(K, s->filters, s->filters), *bias = random_matrix(1, s->filters, s->filters);
+    float *want = malloc((size_t)outs * sizeof(float)), *y = malloc((size_t)(outs + 16) * sizeof(float));
+    for (int l = 0; l < 4; l++) {
+      for (int64_t i = 0; i < K * s->filters; i++)
+        if (damo_rng_uniform(&r) < levels[l]) w[i] = 0.0f;
+      const int with_bias = l % 2, relu = c % 2;
+      for (int64_t n = 0; n < s->batch; n++)
+        for (int64_t oh = 0; oh < OH; oh++)
+          for (int64_t ow = 0; ow < OW; ow++)
+            for (int64_t f = 0; f < s->filters; f++) {
+              double sum = with_bias ? bias[f] : 0.0;
+              for (int64_t kh = 0; kh < s->kernel_h; kh++)
+                for (int64_t kw = 0; kw < s->kernel_w; kw++) {
+                  const int64_t h = oh * s->stride_h + kh - s->pad_top, v = ow * s->stride_w + kw - s->pad_left;
+                  if (h < 0 || h >= s->height || v < 0 || v >= s->width) continue;
+                  for (int64_t ch = 0; ch < s->channels; ch++)
+                    sum += (double)x[((n * s->height + h) * s->width + v) * s->channels + ch] *
+                           w[((kh * s->kernel_w + kw) * s->channels + ch) * s->filters + f];
+                }
+              want[((n * OH + oh) * OW + ow) * s->filters + f] = (float)(relu && sum < 0 ? 0.0 : sum);
+            }
+      damo_csr *wt = NULL;
+      CHECK(damo_csr_from_dense_transposed(w, K, s->filters, &wt) == DAMO_OK);
+      const int64_t bytes = damo_sparse_conv2d_scratch_bytes(s, wt);
+      void *scratch = bytes > 0 ? aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64) : NULL;
+      CHECK(wt && scratch);
+      for (int p = 0; p < 3 && wt && scratch; p++) {
+        if (damo_simd_level_force(paths[p]) != paths[p]) continue;
+        for (int64_t i = 0; i < outs + 16; i++) y[i] = NAN; /* every output written, nothing past them */
+        CHECK(damo_sparse_conv2d(s, x, wt, with_bias ? bias : NULL, relu, scratch, y) == DAMO_OK);
+        double worst = 0;
+        int past_kept = 1;
+        for (int64_t i = 0; i < outs; i++) worst = fmax(worst, isnan(y[i]) ? INFINITY : fabs(y[i] - want[i]));
+        for (int64_t i = outs; i < outs + 16; i++) past_kept &= isnan(y[i]);
+        CHECK_MSG(worst < 1e-4 && past_kept, "shape %zu, %s, sparsity %.1f: %g from the loop", c, damo_simd_path(),
+                  levels[l], worst);
+      }
+      damo_simd_level_force(original);
+      if (c == 0 && wt && scratch) { /* a kernel of other taps, a zero stride: refused */
+        damo_conv2d_shape other = *s;
+        other.kernel_w += 1;
+        CHECK(damo_sparse_conv2d(&other, x, wt, NULL, 0, scratch, y) == DAMO_ERR_INVALID_ARG);
+        other = *s, other.stride_h = 0;
+        CHECK(damo_sparse_conv2d(&other, x, wt, NULL, 0, scratch, y) == DAMO_ERR_INVALID_ARG);
+        CHECK(damo_sparse_conv2d_scratch_bytes(&other, wt) == 0);
+      }
+      free(scratch);
+      damo_csr_free(wt);
+    }
+    free(x), free(w), free(bias), free(want), free(y);
+  }
+}
+
 int main(void) {
   RUN(test_simd_levels);
   RUN(test_sparse_product);
+  RUN(test_sparse_conv);
   RUN(test_gather);
   RUN(test_degenerate_sizes);
   RUN(test_beta_zero_ignores_nan);

@@ -198,6 +198,34 @@ static void no_values(damo_tensor_dict *d) { /* renamed away */
     if (!strcmp(d->names[i], "dense_2.kernel.values")) strcpy(d->names[i], "dense_2.kernel.valuez");
 }
 
+/* back, m saved and loaded, predicts through the sparse op (and m, never saved, through the
+ * dense one) the same values to float rounding (another summation order); training back
+ * drops the sparse forms: the steps run (no backward through them) and it predicts through
+ * the dense op again. Frees back. */
+static void check_sparse_inference(damo_model *m, damo_model *back, const char *sparse_op, const char *dense_op) {
+  damo_profile_enable(1);
+  damo_profile_reset();
+  damo_tensor *p1 = predictions(m);
+  CHECK(damo_profile_seconds(sparse_op, 0) == 0 && damo_profile_seconds(dense_op, 0) > 0);
+  damo_profile_reset();
+  damo_tensor *p2 = back ? predictions(back) : NULL;
+  CHECK_MSG(damo_profile_seconds(sparse_op, 0) > 0, "no %s after the load", sparse_op);
+  float worst = 0;
+  for (int64_t i = 0; p1 && p2 && i < damo_tensor_numel(p1); i++)
+    worst = fmaxf(worst, fabsf(damo_tensor_f32(p1)[i] - damo_tensor_f32(p2)[i]));
+  CHECK_MSG(p1 && p2 && worst < 1e-5f, "predictions through %s differ by %g", sparse_op, worst);
+  damo_tensor_free(p2);
+  damo_fit_options one = fit2;
+  one.epochs = 1;
+  CHECK(back && damo_model_fit(back, x, y, &one, NULL) == DAMO_OK);
+  damo_profile_reset();
+  p2 = back ? predictions(back) : NULL;
+  CHECK(p2 && damo_profile_seconds(sparse_op, 0) == 0 && damo_profile_seconds(dense_op, 0) > 0);
+  damo_profile_enable(0);
+  damo_tensor_free(p1), damo_tensor_free(p2);
+  damo_model_free(back);
+}
+
 /* A 90%-sparse model saves its kernels as masks and nonzeros, a fraction of the dense file,
  * and loads back to the same predictions; corrupted sparse tensors are refused. */
 static void test_sparse_storage(void) {
@@ -237,32 +265,42 @@ static void test_sparse_storage(void) {
   CHECK_MSG(sparse_bytes > 0 && sparse_bytes < 0.3 * (double)dense_bytes, "%ld vs %ld bytes", sparse_bytes, dense_bytes);
   damo_model *back = NULL;
   CHECK_MSG(damo_model_load(dir, &back) == DAMO_OK, "%s", damo_last_error());
-  /* the loaded model's mostly-zero dense kernels multiply through the sparse product: the
-   * same predictions to float rounding (another summation order) */
-  damo_profile_enable(1);
-  damo_profile_reset();
-  damo_tensor *p1 = predictions(m), *p2 = back ? predictions(back) : NULL;
-  CHECK(damo_profile_seconds("spdense", 0) > 0);
-  float worst = 0;
-  for (int64_t i = 0; p1 && p2 && i < damo_tensor_numel(p1); i++)
-    worst = fmaxf(worst, fabsf(damo_tensor_f32(p1)[i] - damo_tensor_f32(p2)[i]));
-  CHECK_MSG(p1 && p2 && worst < 1e-5f, "sparse predictions differ by %g", worst);
-  damo_tensor_free(p2);
-  /* training drops the sparse products: the steps run (no backward through them), and the
-   * model then predicts through the dense op again */
-  damo_fit_options one = fit2;
-  one.epochs = 1;
-  CHECK(back && damo_model_fit(back, x, y, &one, NULL) == DAMO_OK);
-  damo_profile_reset();
-  p2 = back ? predictions(back) : NULL;
-  CHECK(p2 && damo_profile_seconds("spdense", 0) == 0 && damo_profile_seconds("dense", 0) > 0);
-  damo_profile_enable(0);
-  damo_tensor_free(p1), damo_tensor_free(p2);
-  damo_model_free(back);
+  /* the loaded model's mostly-zero dense kernels multiply through the sparse product */
+  check_sparse_inference(m, back, "spdense", "dense");
   expect_corrupt(dir, short_mask, "'dense_2.kernel.mask' must be u8 (131072)");
   expect_corrupt(dir, extra_value, "'dense_2.kernel.values' must be f32");
   expect_corrupt(dir, nan_value, "'dense_2.kernel.values' holds NaN");
   expect_corrupt(dir, no_values, "missing tensor 'dense_2.kernel.values'");
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
+  damo_model_free(m);
+}
+
+/* A pruned CNN: loaded back, its mostly-zero conv2d kernels convolve directly from their
+ * CSR (the spconv2d op: a stride-1 and a stride-2 convolution) and predict what the dense
+ * convolutions did, to float rounding; training goes back to the dense op. */
+static void test_sparse_conv_model(void) {
+  const int64_t in[] = {FEATURES}, image[] = {4, 4, 3};
+  damo_model *m = damo_sequential_new(1, in);
+  damo_model_add(m, damo_dense(48, DAMO_ACT_RELU));
+  damo_model_add(m, damo_reshape_layer(3, image));
+  damo_model_add(m, damo_conv2d_layer(24, 3, 3, 1, 1, DAMO_ACT_RELU));
+  damo_model_add(m, damo_conv2d_layer(20, 3, 2, 2, 1, DAMO_ACT_TANH));
+  damo_model_add(m, damo_flatten());
+  damo_model_add(m, damo_dense(CLASSES, DAMO_ACT_SOFTMAX));
+  damo_model_build(m, 5);
+  damo_compile_options c = {.optimizer = damo_adam(5e-3f), .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE,
+                            .metrics = DAMO_METRIC_ACCURACY};
+  damo_model_compile(m, &c);
+  const damo_prune_options o = {.sparsity = 0.85f, .schedule = DAMO_PRUNE_ONESHOT, .scope = DAMO_PRUNE_LAYER};
+  CHECK(damo_model_prune(m, x, y, &o, &fit2, NULL) == DAMO_OK);
+  char dir[] = "/tmp/damo_prune_conv_XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  CHECK(damo_model_save(m, dir) == DAMO_OK);
+  damo_model *back = NULL;
+  CHECK_MSG(damo_model_load(dir, &back) == DAMO_OK, "%s", damo_last_error());
+  check_sparse_inference(m, back, "spconv2d", "conv2d");
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   CHECK(system(cmd) == 0);
@@ -305,6 +343,7 @@ int main(void) {
   RUN(test_oneshot_masks_the_smallest);
   RUN(test_refused);
   RUN(test_sparse_storage);
+  RUN(test_sparse_conv_model);
   damo_tensor_free(x);
   damo_tensor_free(y);
   return test_summary("prune");

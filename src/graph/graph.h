@@ -59,6 +59,7 @@ typedef enum damo_op {
   DAMO_OP_QCONV2D,
   DAMO_OP_SOFT_CE,
   DAMO_OP_SPDENSE,
+  DAMO_OP_SPCONV2D,
   DAMO_OP_COUNT
 } damo_op;
 

@@ -123,6 +123,17 @@ static damo_node *conv_build(damo_layer *l, damo_graph *g, damo_node *x, damo_no
     *pre = separate ? h : out;
     return out;
   }
+  if (l->sparse) { /* a pruned kernel at inference: the direct sparse convolution, ReLU fused */
+    const int fused = l->act == DAMO_ACT_RELU;
+    damo_node *h = damo_spconv2d_op(g, x, l->sparse, l->kernel[0], l->kernel[1], l->use_bias ? slot_param(l, g, 1) : NULL,
+                                    fused ? l->act : DAMO_ACT_NONE, l->stride[0], l->stride[1], l->pad[0], l->pad[1],
+                                    l->pad[2], l->pad[3]);
+    h = named(l, h, "spconv");
+    if (fused || l->act == DAMO_ACT_NONE) return *pre = h;
+    damo_node *out = named(l, damo_apply_activation(g, h, l->act), damo_activation_name(l->act));
+    *pre = separate ? h : out;
+    return out;
+  }
   damo_node *h = damo_conv2d_ex(g, x, slot_param(l, g, 0), l->use_bias ? slot_param(l, g, 1) : NULL,
                                 separate ? DAMO_ACT_NONE : l->act, l->stride[0], l->stride[1], l->pad[0], l->pad[1],
                                 l->pad[2], l->pad[3]);

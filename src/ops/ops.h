@@ -23,7 +23,7 @@ extern const damo_op_def damo_op_def_conv2d, damo_op_def_max_pool2d, damo_op_def
 extern const damo_op_def damo_op_def_sequence_mask, damo_op_def_concat, damo_op_def_global_pool1d;
 extern const damo_op_def damo_op_def_layer_norm, damo_op_def_gelu, damo_op_def_attention;
 extern const damo_op_def damo_op_def_slice_last, damo_op_def_linear_ce;
-extern const damo_op_def damo_op_def_qdense, damo_op_def_qconv2d, damo_op_def_spdense;
+extern const damo_op_def damo_op_def_qdense, damo_op_def_qconv2d, damo_op_def_spdense, damo_op_def_spconv2d;
 
 /* int8 inference ops (qlinear.c) over a layer's packed weights w (kept alive by the layer):
  * the input quantised to affine uint8 with x_scale and zero_point, or per batch from its
@@ -65,6 +65,12 @@ damo_node *damo_qconv2d_op(damo_graph *g, damo_node *x, const damo_qweight *w, i
 /* Dense over a sparse kernel (spdense.c): wt is W^T in CSR (damo_csr_from_dense_transposed),
  * kept alive by the layer; bias may be NULL; linear or relu fused. Inference only. */
 damo_node *damo_spdense_op(damo_graph *g, damo_node *x, const damo_csr *wt, damo_node *bias, damo_activation act);
+/* Conv2D over a sparse kernel (spconv.c): wt is the (KH KW C x F) kernel's CSR as
+ * damo_csr_from_dense_transposed makes it; linear or relu fused, inference only. Paddings in
+ * damo_conv2d_ex's order. */
+damo_node *damo_spconv2d_op(damo_graph *g, damo_node *x, const damo_csr *wt, int kernel_h, int kernel_w,
+                            damo_node *bias, damo_activation act, int stride_h, int stride_w, int pad_top,
+                            int pad_left, int pad_bottom, int pad_right);
 
 /* damo_linear_cross_entropy with chunk_rows logits rows at a time (0: the default chunk), so
  * tests can cover the chunk boundaries with small shapes. */
