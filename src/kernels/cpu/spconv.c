@@ -14,6 +14,7 @@
  * measures where). Every path sums a filter's taps in CSR order. Filters go in groups of
  * GROUP through a small buffer, transposed back into channels-last output with the bias and
  * ReLU on the way. */
+#include "kernels/cpu/transpose16.h"
 #include "kernels/kernels.h"
 
 #include <immintrin.h>
@@ -159,22 +160,6 @@ __attribute__((target("avx2,fma"))) static void tile_avx2(const spconv_tile *t) 
   }
 }
 
-/* r[i][lane] -> r[lane][i] for a 16 x 16 block, in registers. */
-static inline __attribute__((always_inline, target("avx512f"))) void transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 16; i += 2) t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44), r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
-    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44), r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
-  }
-  for (int i = 0; i < 16; i += 8)
-    for (int j = 0; j < 4; j++)
-      t[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88),
-            t[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xdd);
-  for (int j = 0; j < 8; j++)
-    r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88), r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
-}
-
 /* AVX-512: a row's 16 lanes in one register, ROWS rows (inlined once per count). The group's
  * sums of one row, 16 filters by 16 pixels, are transposed in registers into 16 pixels' runs
  * of filters and stored masked (the group's filters, the tile's pixels). */
@@ -204,7 +189,7 @@ static inline __attribute__((always_inline, target("avx512f"))) void tile_rows_a
     for (int r = 0; r < ROWS; r++) {
       __m512 v[16];
       for (int j = 0; j < 16; j++) v[j] = _mm512_load_ps(buf + (j * MAX_ROWS + r) * LANES);
-      transpose16(v);
+      damo_transpose_16x16(v);
       float *out = t->out + r * t->OW * t->F + f0;
       for (int i = 0; i < t->lanes; i++) {
         __m512 y = _mm512_add_ps(v[i], bias);

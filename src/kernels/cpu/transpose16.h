@@ -1,5 +1,6 @@
 /* transpose16.h - a 16 x 16 transpose of 32-bit lanes in zmm registers, shared by the
- * AVX-512 packers of f32 values (gemm_avx512.c) and of bf16 pairs (gemm_bf16.c). */
+ * AVX-512 packers of f32 values (gemm_avx512.c) and of bf16 pairs (gemm_bf16.c), and the
+ * sparse convolution's channels-last stores (spconv.c). */
 #ifndef DAMO_TRANSPOSE16_H
 #define DAMO_TRANSPOSE16_H
 
