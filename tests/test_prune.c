@@ -4,6 +4,7 @@
  * at least half zeros stored as a bit mask and its nonzeros), a pruned model still
  * classifies, and bad options and corrupted sparse tensors are refused. */
 #include "harness.h"
+#include "ops/ops.h" /* damo_spdense_op, damo_spconv2d_op */
 
 #include <damo.h>
 #include <stdlib.h>
@@ -301,10 +302,53 @@ static void test_sparse_conv_model(void) {
   damo_model *back = NULL;
   CHECK_MSG(damo_model_load(dir, &back) == DAMO_OK, "%s", damo_last_error());
   check_sparse_inference(m, back, "spconv2d", "conv2d");
+  /* explaining a loaded pruned model differentiates through it: its dense ops come back */
+  CHECK(damo_model_load(dir, &back) == DAMO_OK);
+  damo_explainer *e1 = NULL, *e2 = NULL;
+  CHECK(damo_explainer_new_at(m, 2, NULL, &e1) == DAMO_OK);
+  CHECK_MSG(back && damo_explainer_new_at(back, 2, NULL, &e2) == DAMO_OK, "%s", damo_last_error());
+  const int32_t targets[2] = {0, 2};
+  float g1[2 * FEATURES] = {0}, g2[2 * FEATURES] = {0};
+  CHECK(e1 && damo_explainer_run(e1, damo_tensor_f32(x), 2, targets, NULL, g1) == DAMO_OK);
+  CHECK_MSG(e2 && damo_explainer_run(e2, damo_tensor_f32(x), 2, targets, NULL, g2) == DAMO_OK, "%s", damo_last_error());
+  float worst = 0, size = 0;
+  for (int i = 0; i < 2 * FEATURES; i++) worst = fmaxf(worst, fabsf(g1[i] - g2[i])), size = fmaxf(size, fabsf(g1[i]));
+  CHECK_MSG(size > 0 && worst < 1e-5f, "gradients %g apart (largest %g)", worst, size);
+  damo_explainer_free(e1), damo_explainer_free(e2);
+  damo_model_free(back);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
   CHECK(system(cmd) == 0);
   damo_model_free(m);
+}
+
+/* A sparse op on a path that wants gradients: the graph compiles and runs forward (a loss
+ * may be only evaluated), but backward refuses and names it (its forward has no backward; a
+ * silent zero gradient was what an explainer got before). */
+static void test_sparse_ops_refuse_gradients(void) {
+  const float w[12] = {0, 1, 0, 0, 0, 2, 0, 0, 3, 0, 0, 0}; /* (K 4 x N 3), a (2 x 2 x 1 -> 3) conv kernel too */
+  damo_csr *wt = NULL;
+  CHECK(damo_csr_from_dense_transposed(w, 4, 3, &wt) == DAMO_OK);
+  for (int conv = 0; conv < 2 && wt; conv++) {
+    damo_graph *g = damo_graph_new(1);
+    const int64_t flat[2] = {2, 4}, image[4] = {2, 2, 2, 1};
+    damo_node *x = damo_input(g, "x", DAMO_F32, conv ? 4 : 2, conv ? image : flat);
+    damo_node_keep_grad(x);
+    damo_node *y = conv ? damo_spconv2d_op(g, x, wt, 2, 2, NULL, DAMO_ACT_NONE, 1, 1, 0, 0, 0, 0)
+                        : damo_spdense_op(g, x, wt, NULL, DAMO_ACT_NONE);
+    damo_node *loss = damo_sum(g, y, -1, 0);
+    const float in[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    CHECK(damo_graph_compile(g, loss, 1, &y) == DAMO_OK && damo_graph_bind(g, x, in) == DAMO_OK &&
+          damo_graph_forward(g, 0) == DAMO_OK);
+    /* y = x W: row 0 (1 2 3 4) -> (0, 1 * 1, 2 * 2 + 3 * 3); the conv's one pixel reads the same four values */
+    const float *out = damo_node_data(y);
+    CHECK_MSG(out && out[0] == 0 && out[1] == 1 && out[2] == 13, "%g %g %g", out[0], out[1], out[2]);
+    CHECK_MSG(damo_graph_backward(g) == DAMO_ERR_UNSUPPORTED && strstr(damo_last_error(), conv ? "spconv2d" : "spdense") &&
+                  strstr(damo_last_error(), "inference only"),
+              "%s", damo_last_error());
+    damo_graph_free(g);
+  }
+  damo_csr_free(wt);
 }
 
 static void test_refused(void) {
@@ -344,6 +388,7 @@ int main(void) {
   RUN(test_refused);
   RUN(test_sparse_storage);
   RUN(test_sparse_conv_model);
+  RUN(test_sparse_ops_refuse_gradients);
   damo_tensor_free(x);
   damo_tensor_free(y);
   return test_summary("prune");

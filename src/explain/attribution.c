@@ -91,6 +91,9 @@ damo_status damo_explainer_new_at(damo_model *m, int64_t batch, const char *laye
                       "was quantised from");
   damo_explainer *e = calloc(1, sizeof *e);
   if (!e) return damo_error(DAMO_ERR_NOMEM, "explainer_new: out of memory");
+  /* A pruned model's sparse kernels run inference only: explaining differentiates through
+   * the dense ops (same values; the model's later predictions use them too). */
+  damo_model_drop_sparse(m);
   e->model = m;
   e->batch = batch;
   e->g = damo_graph_new(0);

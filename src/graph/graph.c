@@ -431,7 +431,15 @@ damo_status damo_graph_backward(damo_graph *g) {
     damo_status st = plan_release(g);
     if (st != DAMO_OK) return st;
   }
-  for (int k = 0; k < g->n_order; k++) g->nodes[g->order[k]]->grad_ready = 0;
+  for (int k = 0; k < g->n_order; k++) {
+    damo_node *n = g->nodes[g->order[k]];
+    n->grad_ready = 0;
+    const int leaf = n->op == DAMO_OP_INPUT || n->op == DAMO_OP_PARAM || n->op == DAMO_OP_CONSTANT;
+    if (n->in_backward && !leaf && !kernels[n->op].backward)
+      return damo_error(DAMO_ERR_UNSUPPORTED, "backward: op '%s' (node '%s') runs inference only: no gradient flows "
+                        "through it (a quantised or pruned layer; train or explain the model's f32 form)",
+                        damo_op_table[n->op]->name, n->name);
+  }
   damo_node *loss = g->loss;
   b->fill(b, loss->grad, 1.0f, damo_node_count(loss)); /* the seed d(loss)/d(loss) */
   loss->grad_ready = 1;

@@ -77,7 +77,12 @@ static damo_status check_kernels(const damo_graph *g) {
   for (int i = 0; i < g->n_nodes; i++) {
     const damo_node *n = g->nodes[i];
     if (!n->needed || is_leaf(n)) continue;
-    const char *dir = !b->kernels[n->op].forward ? "forward" : n->in_backward && !b->kernels[n->op].backward ? "backward" : NULL;
+    /* an inference-only op (no backward anywhere) may sit in a graph with a loss that is only
+     * evaluated; damo_graph_backward refuses it */
+    const int inference_only = !damo_op_table[n->op]->cpu_backward;
+    const char *dir = !b->kernels[n->op].forward                                         ? "forward"
+                      : n->in_backward && !b->kernels[n->op].backward && !inference_only ? "backward"
+                                                                                         : NULL;
     if (dir)
       return damo_error(DAMO_ERR_INVALID_ARG, "compile: backend '%s' has no %s kernel for op '%s' (node '%s')", b->name,
                         dir, damo_op_table[n->op]->name, n->name);

@@ -146,12 +146,7 @@ static damo_status qdense_forward(damo_graph *g, damo_node *n) {
   return DAMO_OK;
 }
 
-static void no_backward(damo_graph *g, damo_node *n) {
-  (void)g;
-  damo_error(DAMO_ERR_STATE, "%s: int8-quantised layers run inference only", n->name);
-}
-
-const damo_op_def damo_op_def_qdense = {"qdense", 2, qdense_infer, qdense_forward, no_backward, 0};
+const damo_op_def damo_op_def_qdense = {"qdense", 2, qdense_infer, qdense_forward, NULL, 0}; /* inference only */
 
 damo_node *damo_qdense_op(damo_graph *g, damo_node *x, const damo_qweight *w, damo_node *bias, damo_activation act,
                           float x_scale, int zero_point) {
@@ -345,7 +340,7 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
   return DAMO_OK;
 }
 
-const damo_op_def damo_op_def_qconv2d = {"qconv2d", 2, qconv_infer, qconv_forward, no_backward, 0};
+const damo_op_def damo_op_def_qconv2d = {"qconv2d", 2, qconv_infer, qconv_forward, NULL, 0};
 
 damo_node *damo_qconv2d_op(damo_graph *g, damo_node *x, const damo_qweight *w, int kh, int kw, damo_node *bias,
                            damo_activation act, int stride_h, int stride_w, int pad_top, int pad_left, int pad_bottom,

@@ -49,12 +49,7 @@ static damo_status spconv_forward(damo_graph *g, damo_node *n) {
                             damo_f32(n));
 }
 
-static void no_backward(damo_graph *g, damo_node *n) {
-  (void)g;
-  damo_error(DAMO_ERR_STATE, "%s: the sparse conv2d op runs inference only", n->name);
-}
-
-const damo_op_def damo_op_def_spconv2d = {"spconv2d", 2, spconv_infer, spconv_forward, no_backward, 0};
+const damo_op_def damo_op_def_spconv2d = {"spconv2d", 2, spconv_infer, spconv_forward, NULL, 0}; /* inference only */
 
 damo_node *damo_spconv2d_op(damo_graph *g, damo_node *x, const damo_csr *wt, int kernel_h, int kernel_w,
                             damo_node *bias, damo_activation act, int stride_h, int stride_w, int pad_top,

@@ -43,12 +43,7 @@ static damo_status spdense_forward(damo_graph *g, damo_node *n) {
   return DAMO_OK;
 }
 
-static void no_backward(damo_graph *g, damo_node *n) {
-  (void)g;
-  damo_error(DAMO_ERR_STATE, "%s: the sparse dense op runs inference only", n->name);
-}
-
-const damo_op_def damo_op_def_spdense = {"spdense", 2, spdense_infer, spdense_forward, no_backward, 0};
+const damo_op_def damo_op_def_spdense = {"spdense", 2, spdense_infer, spdense_forward, NULL, 0}; /* inference only */
 
 damo_node *damo_spdense_op(damo_graph *g, damo_node *x, const damo_csr *wt, damo_node *bias, damo_activation act) {
   damo_node *in[2] = {x, bias};
