@@ -379,9 +379,14 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) static void tile_a
 }
 
 /* Threads for an M-row int8 product: as damo_gemm's, counting an int8 multiply-add as a
- * third of an f32 one (VNNI's four products per lane; the peaks measured here differ 3.5x). */
+ * third of an f32 one (VNNI's four products per lane; the peaks measured here differ 3.5x).
+ * A product of a few rows (a decoding step) is bound by streaming its weights from memory,
+ * not by the multiply-adds: a byte costs about 0.1 ns on one core, and a second core
+ * streams in parallel. */
 static int q8_threads(int64_t M, const damo_qweight *w) {
-  return damo_gemm_threads((double)M * (double)w->Kp * (double)w->N, 3.0);
+  const int compute = damo_gemm_threads((double)M * (double)w->Kp * (double)w->N, 3.0);
+  const int stream = damo_threads_for_seconds((double)w->Kp * (double)w->N * 1e-10);
+  return compute > stream ? compute : stream;
 }
 
 /* The AMX form of damo_gemm_q8: 16-row x 32-column tiles, column tiles outermost. */
