@@ -336,7 +336,7 @@ static void test_sparse_ops_refuse_gradients(void) {
     damo_node_keep_grad(x);
     damo_node *y = conv ? damo_spconv2d_op(g, x, wt, 2, 2, NULL, DAMO_ACT_NONE, 1, 1, 0, 0, 0, 0)
                         : damo_spdense_op(g, x, wt, NULL, DAMO_ACT_NONE);
-    damo_node *loss = damo_sum(g, y, -1, 0);
+    damo_node *loss = damo_sum(g, y, DAMO_ALL_AXES, 0);
     const float in[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     CHECK(damo_graph_compile(g, loss, 1, &y) == DAMO_OK && damo_graph_bind(g, x, in) == DAMO_OK &&
           damo_graph_forward(g, 0) == DAMO_OK);

@@ -133,6 +133,20 @@ static void check_op(int gru, int masked, int sequences, int reverse) {
   CHECK_MSG(moved > 0 && moved < 0.05, "int8 against f32: %.3g", moved);
   damo_graph_free(g32);
   damo_graph_free(g);
+  /* no gradient flows through it: a graph with a loss compiles and runs forward, backward
+   * refuses and names the op (it used to leave a silent zero gradient) */
+  damo_graph *gb = damo_graph_new(1);
+  damo_node *xin = damo_input(gb, "x", DAMO_F32, 3, xs);
+  damo_node_keep_grad(xin);
+  damo_node *ob = damo_recurrent_int8_op(gb, gru, xin, damo_constant(gb, w), damo_constant(gb, r), damo_constant(gb, b),
+                                         NULL, sequences, reverse, &q);
+  damo_node *lb = damo_sum(gb, ob, DAMO_ALL_AXES, 0);
+  CHECK(damo_graph_compile(gb, lb, 1, &ob) == DAMO_OK && damo_graph_bind(gb, xin, x->data) == DAMO_OK &&
+        damo_graph_forward(gb, 1) == DAMO_OK);
+  CHECK_MSG(damo_graph_backward(gb) == DAMO_ERR_UNSUPPORTED && strstr(damo_last_error(), gru ? "'gru'" : "'lstm'") &&
+                strstr(damo_last_error(), "inference only"),
+            "%s", damo_last_error());
+  damo_graph_free(gb);
   /* kernels of the wrong shape are refused when the op is added */
   damo_graph *bad = damo_graph_new(1);
   damo_rnn_int8 swapped = {rp, wp};

@@ -435,7 +435,7 @@ damo_status damo_graph_backward(damo_graph *g) {
     damo_node *n = g->nodes[g->order[k]];
     n->grad_ready = 0;
     const int leaf = n->op == DAMO_OP_INPUT || n->op == DAMO_OP_PARAM || n->op == DAMO_OP_CONSTANT;
-    if (n->in_backward && !leaf && !kernels[n->op].backward)
+    if (n->in_backward && !leaf && (!kernels[n->op].backward || n->inference_only))
       return damo_error(DAMO_ERR_UNSUPPORTED, "backward: op '%s' (node '%s') runs inference only: no gradient flows "
                         "through it (a quantised or pruned layer; train or explain the model's f32 form)",
                         damo_op_table[n->op]->name, n->name);

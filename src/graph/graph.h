@@ -105,6 +105,8 @@ struct damo_node {
   unsigned char grad_ready;    /* the gradient was zeroed in this backward pass */
   unsigned char recomputed;    /* inside a segment and read only there: dropped after forward,
                                   computed again in backward (planned at compile) */
+  unsigned char inference_only; /* no gradient flows through it (an int8 LSTM or GRU; ops with no
+                                   backward kernel at all are inference-only as a whole) */
 };
 
 /* One op's kernels on one backend. forward computes n->value from the inputs and fails only

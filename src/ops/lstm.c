@@ -176,10 +176,7 @@ DAMO_MULTIVERSION static void lstm_cell_backward(const float *restrict gates, co
 }
 
 static void lstm_backward(damo_graph *g, damo_node *n) {
-  if (n->op_data) {
-    damo_rnn_no_backward(g, n);
-    return;
-  }
+  if (n->op_data) return; /* int8: inference only, damo_graph_backward refuses the node first */
   (void)g;
   lstm_dims d = dims_of(n);
   lstm_buffers s = buffers_of(n, d);
@@ -226,7 +223,9 @@ damo_node *damo_recurrent_int8_op(damo_graph *g, int gru, damo_node *x, damo_nod
                                   const damo_rnn_int8 *q) {
   damo_node *in[5] = {x, kernel, recurrent_kernel, bias, mask};
   int p[2] = {return_sequences != 0, reverse != 0};
-  return damo_graph_add_node_data(g, gru ? DAMO_OP_GRU : DAMO_OP_LSTM, mask ? 5 : 4, in, p, 2, NULL, 0, q);
+  damo_node *n = damo_graph_add_node_data(g, gru ? DAMO_OP_GRU : DAMO_OP_LSTM, mask ? 5 : 4, in, p, 2, NULL, 0, q);
+  if (n) n->inference_only = 1; /* damo_graph_backward refuses it */
+  return n;
 }
 
 damo_node *damo_lstm(damo_graph *g, damo_node *x, damo_node *kernel, damo_node *recurrent_kernel, damo_node *bias,

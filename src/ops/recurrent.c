@@ -138,7 +138,3 @@ void damo_rnn_int8_scratch(const damo_node *n, size_t f32_bytes, int64_t B, int6
   *rows = base + align64((size_t)(B * G) * sizeof(float));
 }
 
-void damo_rnn_no_backward(damo_graph *g, damo_node *n) {
-  (void)g;
-  damo_error(DAMO_ERR_STATE, "%s: an int8 recurrent layer runs inference only", n->name);
-}

@@ -40,8 +40,6 @@ void damo_rnn_weight_and_input_grads(damo_graph *g, damo_node *n, float *xt, con
 damo_status damo_rnn_int8_size(damo_node *n, size_t f32_bytes, int64_t B, int64_t T, int64_t F, int64_t U, int64_t G);
 /* That scratch: a (B, G) f32 staging block and the quantised rows. */
 void damo_rnn_int8_scratch(const damo_node *n, size_t f32_bytes, int64_t B, int64_t G, float **stage, void **rows);
-/* Backward of an int8 op: an error (quantised models do not train; fit refuses them first). */
-void damo_rnn_no_backward(damo_graph *g, damo_node *n);
 /* dst[k] += sum over rows of src (rows, cols), rows in order. */
 void damo_rnn_column_sums(float *dst, const float *src, int64_t rows, int64_t cols);
 
