@@ -103,7 +103,9 @@ static void check_product(int64_t M, int64_t K, int64_t N, int relu, int with_bi
 }
 
 static void test_int8_product(void) {
-  const int64_t shapes[][3] = {{1, 1, 1}, {5, 7, 3}, {6, 2, 16}, {13, 784, 17}, {64, 31, 33}, {7, 128, 10}, {100, 288, 64}};
+  /* {1, 200, 70}: one row through several column tiles (the decoding step's own VNNI loop) */
+  const int64_t shapes[][3] = {{1, 1, 1}, {1, 200, 70}, {5, 7, 3},    {6, 2, 16},
+                               {13, 784, 17}, {64, 31, 33}, {7, 128, 10}, {100, 288, 64}};
   for (int layout = DAMO_QLAYOUT_S16; layout <= DAMO_QLAYOUT_VNNI; layout++)
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
       for (int v = 0; v < 4; v++) check_product(shapes[s][0], shapes[s][1], shapes[s][2], v & 1, v >> 1, (damo_qlayout)layout);

@@ -310,18 +310,19 @@ enum { VMR = 12 };
  * at rows[r] + k_off[q] (gathered 1: damo_gemm_q8_gather); `gathered` is a constant in each
  * caller, so each gets its own loop. */
 __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void tile_vnni_body(
-    const int gathered, const uint8_t *a, const uint8_t *const *rows, const int64_t *k_off, const damo_qweight *w,
-    int64_t tile, float x_scale, int zero_point, const float *bias, const damo_q8_out *o, int64_t row0, int valid) {
+    const int gathered, const int ROWS, const uint8_t *a, const uint8_t *const *rows, const int64_t *k_off,
+    const damo_qweight *w, int64_t tile, float x_scale, int zero_point, const float *bias, const damo_q8_out *o,
+    int64_t row0, int valid) {
   const int64_t quads = w->Kp / 4, lda = w->Kp;
   const int8_t *b0 = (const int8_t *)w->packed + (2 * tile) * quads * 64, *b1 = b0 + quads * 64;
   __m512i acc[VMR][2];
 #pragma GCC unroll 16
-  for (int r = 0; r < VMR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
   for (int64_t q = 0; q < quads; q++) {
     const __m512i w0 = _mm512_load_si512((const void *)(b0 + q * 64));
     const __m512i w1 = _mm512_load_si512((const void *)(b1 + q * 64));
 #pragma GCC unroll 16
-    for (int r = 0; r < VMR; r++) {
+    for (int r = 0; r < ROWS; r++) {
       int32_t quad;
       memcpy(&quad, gathered ? rows[r] + k_off[q] : a + r * lda + 4 * q, sizeof quad);
       const __m512i x = _mm512_set1_epi32(quad);
@@ -333,7 +334,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inl
    * memory and store all 24 sums at every step. */
   __m512i sums[2 * VMR];
 #pragma GCC unroll 16
-  for (int r = 0; r < VMR; r++) sums[2 * r] = acc[r][0], sums[2 * r + 1] = acc[r][1];
+  for (int r = 0; r < ROWS; r++) sums[2 * r] = acc[r][0], sums[2 * r + 1] = acc[r][1];
   store_tile(sums, w, tile, x_scale, zero_point, bias, o, row0, valid);
 }
 
@@ -342,13 +343,16 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(con
                                                                              int zero_point, const float *bias,
                                                                              const damo_q8_out *o, int64_t row0,
                                                                              int rows) {
-  tile_vnni_body(0, a, NULL, NULL, w, tile, x_scale, zero_point, bias, o, row0, rows);
+  /* One row (a token being decoded): its own loop, two products a weight load instead of 24,
+   * which left the single row bound by the multiply-adds rather than by streaming the weights. */
+  if (rows == 1) tile_vnni_body(0, 1, a, NULL, NULL, w, tile, x_scale, zero_point, bias, o, row0, 1);
+  else tile_vnni_body(0, VMR, a, NULL, NULL, w, tile, x_scale, zero_point, bias, o, row0, rows);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni_gather(
     const uint8_t *const *rows, const int64_t *k_off, const damo_qweight *w, int64_t tile, float x_scale,
     int zero_point, const float *bias, const damo_q8_out *o, int64_t row0, int valid) {
-  tile_vnni_body(1, NULL, rows, k_off, w, tile, x_scale, zero_point, bias, o, row0, valid);
+  tile_vnni_body(1, VMR, NULL, rows, k_off, w, tile, x_scale, zero_point, bias, o, row0, valid);
 }
 
 /* AMX: rows [16 rt, 16 rt + rows) x columns of tile ct (32, two panels) by TDPBUSD, K in
