@@ -420,7 +420,7 @@ static int bench_sparse_conv(int argc, char **argv) {
     for (long k = 0; k < K * F; k++) w[k] = damo_rng_uniform(&r) < levels[l] ? 0.0f : damo_rng_uniform(&r) - 0.5f;
     damo_csr *wt = NULL;
     if (damo_csr_from_dense_transposed(w, K, F, &wt) != DAMO_OK ||
-        !(c.scratch = aligned_alloc(64, (size_t)damo_sparse_conv2d_scratch_bytes(&c.s, wt)))) {
+        !(c.scratch = aligned_alloc(64, (size_t)(damo_sparse_conv2d_scratch_bytes(&c.s, wt) + 63) / 64 * 64))) {
       damo_csr_free(wt);
       rc = cli_fail("bench sparse-conv");
       break;
