@@ -315,20 +315,6 @@ static void tied_logits(float *const *x, weights table, int64_t V, int64_t C, fl
   }
 }
 
-/* q . k over D values, in ATTEND_LANES running partials so the loop vectorises (one running
- * float is a chain of dependent adds), combined in a fixed order. */
-#define ATTEND_LANES 16
-static inline float head_dot(const float *q, const float *k, int64_t D) {
-  float part[ATTEND_LANES] = {0};
-  const int64_t whole = D / ATTEND_LANES * ATTEND_LANES;
-  for (int64_t d = 0; d < whole; d += ATTEND_LANES)
-    for (int l = 0; l < ATTEND_LANES; l++) part[l] += q[d + l] * k[d + l];
-  float dot = 0;
-  for (int l = 0; l < ATTEND_LANES; l++) dot += part[l];
-  for (int64_t d = whole; d < D; d++) dot += q[d] * k[d];
-  return dot;
-}
-
 /* Causal attention of the query at position t over cached keys/values 0..t of one layer. */
 DAMO_MULTIVERSION static void attend(const damo_gpt2_cache *c, const float *q, const float *keys, const float *values,
                                      int64_t t, float *out) {
@@ -336,9 +322,20 @@ DAMO_MULTIVERSION static void attend(const damo_gpt2_cache *c, const float *q, c
   float scale = (float)(1.0 / sqrt((double)D));
   float *s = c->scores;
   for (int64_t h = 0; h < H; h++) {
+    /* the query . key dots four keys at a time, as the tied head's (vectorised lanes) */
+    const float *qh = q + h * D, *b[4] = {qh, qh, qh, qh}, *a[4];
+    int64_t j = 0;
+    for (; j + 4 <= t + 1; j += 4) {
+      for (int d = 0; d < 4; d++) a[d] = keys + (j + d) * C + h * D;
+      dots4_f32(a, b, D, s + j);
+    }
+    for (; j <= t; j++) {
+      a[0] = keys + j * C + h * D;
+      dots1_f32(a, b, D, s + j);
+    }
     float m = -FLT_MAX;
-    for (int64_t j = 0; j <= t; j++) {
-      s[j] = head_dot(q + h * D, keys + j * C + h * D, D) * scale;
+    for (j = 0; j <= t; j++) {
+      s[j] *= scale;
       m = s[j] > m ? s[j] : m;
     }
     float sum = 0;
