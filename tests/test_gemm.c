@@ -576,11 +576,69 @@ static void test_sparse_conv(void) {
   }
 }
 
+/* op(B) packed once (damo_gemm_pack_b) and multiplied by rows of several op(A)s gives
+ * damo_gemm's bits: every SIMD level, f32 and bf16 operands, threads 1-3, K over several KC
+ * slices with an odd last one, columns not whole panels, every transpose. A narrow op(B), too
+ * little storage, or a precision changed after packing multiply the source instead (same bits). */
+static void test_packed_b(void) {
+  const struct { int64_t M, N, K; } shapes[] = {{40, 200, 1101}, {3, 97, 33}, {29, 64, 300}};
+  damo_simd_level levels[3];
+  const int level_count = supported_levels(levels);
+  const damo_simd_level original = damo_simd_level_get();
+  const int original_threads = omp_get_max_threads();
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    const int64_t M = shapes[s].M, N = shapes[s].N, K = shapes[s].K;
+    const int64_t a_side = M > K ? M : K, b_side = N > K ? N : K;
+    float *A = random_matrix(a_side, a_side + 3, a_side + 3); /* read as (M, K) or (K, M), lda K + 3 or M + 3 */
+    float *B = random_matrix(b_side, b_side + 5, b_side + 5); /* likewise, ldb N + 5 or K + 5 */
+    float *want = malloc((size_t)M * N * sizeof(float)), *got = malloc((size_t)M * N * sizeof(float));
+    for (int l = 0; l < level_count; l++)
+      for (int bf16 = 0; bf16 <= 1; bf16++)
+        for (int t = 0; t < 4; t++) {
+          const int trans_a = t & 1, trans_b = t >> 1;
+          const int64_t lda = trans_a ? M + 3 : K + 3, ldb = trans_b ? K + 5 : N + 5;
+          damo_simd_level_force(levels[l]);
+          damo_set_matmul_precision(bf16 ? DAMO_MATMUL_BF16 : DAMO_MATMUL_F32);
+          const size_t bytes = damo_gemm_packed_b_bytes(K, N);
+          void *storage = aligned_alloc(64, (bytes + 63) / 64 * 64);
+          damo_gemm_packed_b pb;
+          damo_gemm_pack_b(&pb, trans_b, K, N, B, ldb, storage, bytes);
+          const int narrow = !bf16 && levels[l] != DAMO_SIMD_SCALAR && N <= 128;
+          CHECK_MSG((pb.data != NULL) == !narrow, "%s bf16 %d N %lld: packed %d", level_name(levels[l]), bf16,
+                    (long long)N, pb.data != NULL);
+          for (int threads = 1; threads <= 3; threads++) {
+            omp_set_num_threads(threads);
+            for (int64_t i = 0; i < M * N; i++) want[i] = got[i] = (float)i;
+            damo_gemm(trans_a, trans_b, M, N, K, 0.7f, A, lda, B, ldb, 0.5f, want, N);
+            damo_gemm_packed(trans_a, M, 0.7f, A, lda, &pb, 0.5f, got, N);
+            CHECK_MSG(memcmp(want, got, (size_t)M * N * sizeof(float)) == 0,
+                      "%s bf16 %d %d threads M %lld N %lld K %lld ta %d tb %d: not damo_gemm's bits",
+                      level_name(levels[l]), bf16, threads, (long long)M, (long long)N, (long long)K, trans_a, trans_b);
+          }
+          /* packed as bf16, multiplied as f32: the source serves */
+          damo_set_matmul_precision(DAMO_MATMUL_F32);
+          damo_gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, want, N);
+          damo_gemm_packed(trans_a, M, 1.0f, A, lda, &pb, 0.0f, got, N);
+          CHECK(memcmp(want, got, (size_t)M * N * sizeof(float)) == 0);
+          damo_gemm_pack_b(&pb, trans_b, K, N, B, ldb, storage, bytes / 2); /* too little storage */
+          CHECK(pb.data == NULL);
+          damo_gemm_packed(trans_a, M, 1.0f, A, lda, &pb, 0.0f, got, N);
+          CHECK(memcmp(want, got, (size_t)M * N * sizeof(float)) == 0);
+          free(storage);
+        }
+    free(A), free(B), free(want), free(got);
+  }
+  damo_set_matmul_precision(DAMO_MATMUL_F32);
+  damo_simd_level_force(original);
+  omp_set_num_threads(original_threads);
+}
+
 int main(void) {
   RUN(test_simd_levels);
   RUN(test_sparse_product);
   RUN(test_sparse_conv);
   RUN(test_gather);
+  RUN(test_packed_b);
   RUN(test_degenerate_sizes);
   RUN(test_beta_zero_ignores_nan);
   RUN(test_mlp_shapes);

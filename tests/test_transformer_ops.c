@@ -594,6 +594,17 @@ static void test_linear_cross_entropy(void) {
       CHECK_CLOSE(damo_tensor_f32(gw), damo_tensor_f32(gw_ref), V * C, 1e-6, 1e-5);
       if (bias) CHECK_CLOSE(damo_tensor_f32(gb), damo_tensor_f32(gb_ref), V, 1e-6, 1e-5);
     }
+    /* bf16 products (W packed once per pass where the CPU multiplies bf16 pairs, and read by
+     * every chunk): within bf16's rounding of the f32 reference. */
+    damo_set_matmul_precision(DAMO_MATMUL_BF16);
+    for (int c = 0; c < 5; c++) {
+      float got = linear_ce_run(chunks[c], c != 4, x, w, bias, labels, gx, gw, gb);
+      CHECK_MSG(fabsf(got - want) <= 1e-2f * fabsf(want), "bf16 variant %d chunk %d: loss %.8g vs f32 %.8g", variant,
+                chunks[c], got, want);
+      CHECK_CLOSE(damo_tensor_f32(gx), damo_tensor_f32(gx_ref), N * C, 2e-3, 2e-2);
+      CHECK_CLOSE(damo_tensor_f32(gw), damo_tensor_f32(gw_ref), V * C, 2e-3, 2e-2);
+    }
+    damo_set_matmul_precision(DAMO_MATMUL_F32);
   }
   /* Finite differences through the fused op itself, chunked, with the bias. */
   damo_graph *g = damo_graph_new(1);

@@ -26,6 +26,25 @@ damo_simd_level damo_simd_level_force(damo_simd_level level);
  * beta == 0 never reads C (NaN in C is overwritten). Threads over blocks with OpenMP. */
 void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* op(B) packed once for several products that share it (a language model's tied head, read by
+ * every chunk of rows): damo_gemm_pack_b packs it as damo_gemm would pack it per call for the
+ * SIMD path and precision in force, into caller-owned storage (64-byte aligned, at least
+ * damo_gemm_packed_b_bytes(K, N)); damo_gemm_packed then multiplies by it with damo_gemm's
+ * bits. Where the form does not serve (too little storage, the path or precision changed since,
+ * AMX, a narrow product) damo_gemm_packed multiplies the source B, which must outlive it. */
+typedef struct damo_gemm_packed_b {
+  int trans_b;
+  int64_t K, N, ldb;
+  const float *B;
+  void *data; /* NULL: not packed */
+  int bf16, native_bf16, nr, kc;
+} damo_gemm_packed_b;
+size_t damo_gemm_packed_b_bytes(int64_t K, int64_t N);
+void damo_gemm_pack_b(damo_gemm_packed_b *pb, int trans_b, int64_t K, int64_t N, const float *B, int64_t ldb,
+                      void *storage, size_t bytes);
+/* C = alpha op(A) op(B) + beta C, op(B) (pb->K, pb->N) from pb. */
+void damo_gemm_packed(int trans_a, int64_t M, float alpha, const float *A, int64_t lda, const damo_gemm_packed_b *pb,
+                      float beta, float *C, int64_t ldc);
 /* An op(A) read where it lies, never packed: element (i, p) at base[row_off[i] + k_off[p]]
  * (row_off NULL: i * row_stride; k_off NULL: p, each row contiguous). k_off has K entries. */
 typedef struct damo_gemm_gather_a {

@@ -50,13 +50,34 @@ static linear_ce_dims dims_of(const damo_node *n) {
 #define UNITS_ALL 1.0f
 #define UNITS_DX 2.0f
 
-/* Buffer layout: header (header[0]: UNITS_*), the
- * unit gradient of x (N, C), of W (V, C), of b (V), then one chunk of logits. */
+/* Buffer layout: header (header[0]: UNITS_*), the unit gradient of x (N, C), of W (V, C), of b
+ * (V), one chunk of logits, then W packed once per pass for the GEMM's two uses of it, as W^T
+ * (the logits) and as W (x's gradient): packing it per chunk and per product streamed the
+ * table from memory eight times a W4 step. The packed forms are sized for the precision in
+ * force when the graph is compiled (and kept only where smaller than W: bf16 pairs); under
+ * another, or without them, the GEMMs pack W per product as usual. */
 static float *unit_dx(const damo_node *n) { return (float *)n->aux + HEADER_FLOATS; }
 static float *unit_dw(const damo_node *n, linear_ce_dims d) { return unit_dx(n) + d.N * d.C; }
 static float *unit_db(const damo_node *n, linear_ce_dims d) { return unit_dw(n, d) + d.V * d.C; }
 static float *chunk_logits(const damo_node *n, linear_ce_dims d) { return unit_db(n, d) + d.V; }
 static const damo_node *bias_of(const damo_node *n) { return n->n_in > 3 ? n->in[3] : NULL; }
+/* Bytes of the packed form of W^T (trans) or W for the precision in force; 0 where it is not
+ * kept: where it is no smaller than W itself (f32), reading it back from memory for each chunk
+ * cost what packing W per product did, plus writing it (W4 f32 steps 5-10% slower); bf16
+ * pairs halve it. */
+static size_t packed_bytes_now(linear_ce_dims d, int trans) {
+  const size_t bytes = damo_gemm_packed_b_bytes(trans ? d.C : d.V, trans ? d.V : d.C);
+  return bytes < (size_t)(d.V * d.C) * sizeof(float) ? (bytes + 63) / 64 * 64 : 0;
+}
+/* What the buffer holds for them, fixed when the shapes were inferred (iparam 1 and 2, in
+ * 64-byte units): the precision may change between compile and run. */
+static size_t packed_bytes(const damo_node *n, int trans) { return (size_t)n->iparam[trans ? 1 : 2] * 64; }
+/* The packed form of W^T (trans) or W, 64-byte aligned. */
+static void *packed_storage(const damo_node *n, linear_ce_dims d, int trans) {
+  const uintptr_t end = (uintptr_t)(chunk_logits(n, d) + d.chunk_rows * d.V);
+  char *first = (char *)((end + 63) & ~(uintptr_t)63);
+  return trans ? first : first + packed_bytes(n, 1);
+}
 
 static damo_status linear_ce_infer(damo_node *n) {
   const damo_node *x = n->in[0], *w = n->in[1], *y = n->in[2];
@@ -72,7 +93,12 @@ static damo_status linear_ce_infer(damo_node *n) {
   n->shape[0] = 1;
   n->batched = 0;
   linear_ce_dims d = dims_of(n);
-  n->aux_bytes = (size_t)(HEADER_FLOATS + d.N * d.C + d.V * d.C + d.V + d.chunk_rows * d.V) * sizeof(float);
+  const size_t packed_t = packed_bytes_now(d, 1), packed_n = packed_bytes_now(d, 0);
+  if (packed_t / 64 > INT32_MAX || packed_n / 64 > INT32_MAX) return damo_shape_error(n, "the weight is too large", x, w);
+  n->iparam[1] = (int)(packed_t / 64);
+  n->iparam[2] = (int)(packed_n / 64);
+  n->aux_bytes = (size_t)(HEADER_FLOATS + d.N * d.C + d.V * d.C + d.V + d.chunk_rows * d.V) * sizeof(float) + 64 +
+                 packed_t + packed_n;
   return DAMO_OK;
 }
 
@@ -156,13 +182,16 @@ static double run_chunks(damo_node *n, int want_grad, const float *example_weigh
   float *logits = chunk_logits(n, d), *db = unit_db(n, d);
   double total = 0.0;
   if (want_grad && bias) memset(db, 0, (size_t)d.V * sizeof *db);
+  damo_gemm_packed_b w_t, w_n;
+  damo_gemm_pack_b(&w_t, 1, d.C, d.V, w, d.C, packed_storage(n, d, 1), packed_bytes(n, 1)); /* too few: not packed */
+  if (want_grad && !dx_ready) damo_gemm_pack_b(&w_n, 0, d.V, d.C, w, d.C, packed_storage(n, d, 0), packed_bytes(n, 0));
   for (int64_t r0 = 0; r0 < d.N; r0 += d.chunk_rows) {
     const int64_t rows = d.N - r0 < d.chunk_rows ? d.N - r0 : d.chunk_rows;
     const float *xc = x + r0 * d.C;
-    damo_gemm(0, 1, rows, d.V, d.C, 1.0f, xc, d.C, w, d.C, 0.0f, logits, d.V);
+    damo_gemm_packed(0, rows, 1.0f, xc, d.C, &w_t, 0.0f, logits, d.V);
     total += chunk_loss(logits, bias, labels + r0, rows, d.V, counted, want_grad);
     if (!want_grad) continue;
-    if (!dx_ready) damo_gemm(0, 0, rows, d.C, d.V, 1.0f, logits, d.V, w, d.C, 0.0f, unit_dx(n) + r0 * d.C, d.C);
+    if (!dx_ready) damo_gemm_packed(0, rows, 1.0f, logits, d.V, &w_n, 0.0f, unit_dx(n) + r0 * d.C, d.C);
     if (example_weights) {
       const int64_t per = d.N / examples;
       for (int64_t r = 0; r < rows; r++) {

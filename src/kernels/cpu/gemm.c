@@ -220,6 +220,8 @@ typedef struct gemm_problem {
   const float *A, *B;
   float *C;
   int64_t lda, ldb, ldc;
+  const damo_gemm_packed_b *packed; /* op(B) packed beforehand (NULL: packed here, block by block) */
+  int64_t packed_col0;              /* the column of op(B) this problem's column 0 is (a multiple of NR) */
 } gemm_problem;
 
 /* Floats of one packed MC x KC block of op(A), rounded so a block that follows stays 64-byte
@@ -280,6 +282,20 @@ static void pack_b(const gemm_problem *pr, const gemm_config *cfg, int64_t j0, i
   if (pr->bf16) round_to_bf16(dst, round_up(count, cfg->nr) * kc);
 }
 
+/* ------------------------------------------------------------------ op(B) packed once */
+
+/* A damo_gemm_packed_b holds op(B) as pack_b writes it, KC slice after KC slice, each slice's
+ * NR-column panels across all N columns: the block of columns [j, j + nc) (j a multiple of
+ * NR) of the slice at pc is then one contiguous run, where the driver would have packed it.
+ * Floats a column takes in a slice `depth` deep (the native bf16 form packs pairs). */
+static int64_t packed_column_floats(int native_bf16, int64_t depth) { return native_bf16 ? (depth + 1) / 2 : depth; }
+
+static const float *packed_b_block(const damo_gemm_packed_b *pb, int64_t pc, int64_t col) {
+  const int64_t kc = pb->kc, depth = min64(kc, pb->K - pc);
+  const int64_t slice = round_up(pb->N, pb->nr) * packed_column_floats(pb->native_bf16, kc);
+  return (const float *)pb->data + pc / kc * slice + col / pb->nr * pb->nr * packed_column_floats(pb->native_bf16, depth);
+}
+
 /* Rows [ic, ic + mc) of C times the packed block of op(B) at columns [jc, jc + nc), K slice
  * [pc, pc + kc): packs that row block of op(A), then runs the micro-kernel over its tiles. */
 static void multiply_row_block(const gemm_problem *pr, const gemm_config *cfg, float *packed_a, const float *packed_b,
@@ -324,9 +340,13 @@ static void gemm_blocked(const gemm_problem *pr, const gemm_config *cfg, float *
     const int64_t nc = min64(cfg->nc, pr->N - jc);
     for (int64_t pc = 0; pc < pr->K; pc += cfg->kc) {
       const int64_t kc = min64(cfg->kc, pr->K - pc);
-      pack_b(pr, cfg, jc, nc, pc, kc, packed_b);
+      const float *block_b = packed_b;
+      if (pr->packed)
+        block_b = packed_b_block(pr->packed, pc, pr->packed_col0 + jc);
+      else
+        pack_b(pr, cfg, jc, nc, pc, kc, packed_b);
       for (int64_t ic = 0; ic < pr->M; ic += cfg->mc)
-        multiply_row_block(pr, cfg, packed_a, packed_b, ic, min64(cfg->mc, pr->M - ic), jc, nc, pc, kc);
+        multiply_row_block(pr, cfg, packed_a, block_b, ic, min64(cfg->mc, pr->M - ic), jc, nc, pc, kc);
     }
   }
 }
@@ -339,8 +359,7 @@ static void gemm_reference_problem(const gemm_problem *pr) {
 /* gemm_blocked with this thread's cached buffer, or a buffer of its own for this call, or
  * (no memory at all) the reference loop, which needs none. */
 static void gemm_with_buffer(const gemm_problem *pr, const gemm_config *cfg) {
-  const size_t floats =
-      (size_t)(packed_a_floats(cfg, pr) + packed_b_floats(cfg, pr));
+  const size_t floats = (size_t)(packed_a_floats(cfg, pr) + (pr->packed ? 0 : packed_b_floats(cfg, pr)));
   float *buffer = damo_gemm_pack_buffer(floats);
   if (buffer) {
     gemm_blocked(pr, cfg, buffer);
@@ -401,7 +420,7 @@ static double seconds_per_fma(const gemm_config *cfg) {
   enum { M = 96, N = 64, K = 256 };
   float *a = calloc((size_t)M * K + (size_t)K * N + (size_t)M * N, sizeof(float));
   if (!a) return 1e-9; /* a slow guess: products stay threaded */
-  const gemm_problem pr = {0, 0, 0, 0, M, N, K, 1.0f, 0.0f, a, a + M * K, a + M * K + K * N, K, N, N};
+  const gemm_problem pr = {0, 0, 0, 0, M, N, K, 1.0f, 0.0f, a, a + M * K, a + M * K + K * N, K, N, N, NULL, 0};
   double best = 1e30;
   for (int rep = 0; rep < 3; rep++) {
     const double t0 = damo_now_seconds();
@@ -424,12 +443,13 @@ int damo_gemm_threads(double fmas, double speedup) {
 
 /* C is cut into a row_parts x col_parts grid of blocks, whole tiles each, one per thread. A
  * row split makes each thread pack all of op(B) and a column split all of op(A); the grid
- * that packs the fewest extra elements wins. */
+ * that packs the fewest extra elements wins. An op(B) packed beforehand is only read (taken
+ * as a quarter of the cost of packing it). */
 typedef struct thread_grid {
   int row_parts, col_parts;
 } thread_grid;
 
-static thread_grid choose_thread_grid(const gemm_config *cfg, int64_t M, int64_t N, int threads) {
+static thread_grid choose_thread_grid(const gemm_config *cfg, int64_t M, int64_t N, int threads, int b_packed) {
   const int64_t row_tiles = (M + cfg->mr - 1) / cfg->mr, col_tiles = (N + cfg->nr - 1) / cfg->nr;
   for (; threads > 1; threads--) {
     thread_grid best = {0, 0};
@@ -438,7 +458,7 @@ static thread_grid choose_thread_grid(const gemm_config *cfg, int64_t M, int64_t
       if (threads % rows) continue;
       const int cols = threads / rows;
       if (rows > row_tiles || cols > col_tiles) continue;
-      const double cost = (double)cols * (double)M + (double)rows * (double)N;
+      const double cost = (double)cols * (double)M + (double)rows * (double)N * (b_packed ? 0.25 : 1.0);
       if (best.row_parts == 0 || cost < best_cost) {
         best = (thread_grid){rows, cols};
         best_cost = cost;
@@ -460,7 +480,40 @@ static void gemm_grid_part(const gemm_problem *pr, const gemm_config *cfg, threa
   block.A = pr->trans_a ? pr->A + row0 : pr->A + row0 * pr->lda;
   block.B = pr->trans_b ? pr->B + col0 * pr->ldb : pr->B + col0;
   block.C = pr->C + row0 * pr->ldc + col0;
+  block.packed_col0 = pr->packed_col0 + col0;
   gemm_with_buffer(&block, cfg);
+}
+
+/* The product on this thread or on a grid of threads. */
+static void gemm_run(const gemm_problem *pr, const gemm_config *cfg) {
+  /* bf16 products run about twice as fast per multiply-add as the f32 ones measured. */
+  const int threads = damo_gemm_threads((double)pr->M * (double)pr->N * (double)pr->K, pr->native_bf16 ? 2.0 : 1.0);
+  const thread_grid grid = threads > 1 ? choose_thread_grid(cfg, pr->M, pr->N, threads, pr->packed != NULL)
+                                       : (thread_grid){1, 1};
+  const int parts = grid.row_parts * grid.col_parts;
+  if (parts <= 1) {
+    gemm_with_buffer(pr, cfg);
+    return;
+  }
+#pragma omp parallel num_threads(parts)
+  {
+    /* A smaller team than asked for (omp_set_dynamic) still covers every part. */
+    const int team = omp_get_num_threads();
+    for (int part = omp_get_thread_num(); part < parts; part += team) gemm_grid_part(pr, cfg, grid, part);
+  }
+}
+
+/* The SIMD level's configuration and the operands' precision a product takes now. */
+typedef struct gemm_path {
+  const gemm_config *cfg;
+  int bf16, native_bf16;
+} gemm_path;
+
+static gemm_path current_path(void) {
+  gemm_path path = {config_for_level(damo_simd_level_get()), 0, 0};
+  path.bf16 = atomic_load(&matmul_precision) == DAMO_MATMUL_BF16;
+  path.native_bf16 = path.bf16 && path.cfg == &config_avx512 && damo_cpu_has_avx512_bf16();
+  return path;
 }
 
 void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
@@ -470,32 +523,72 @@ void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
     scale_c(M, N, beta, C, ldc);
     return;
   }
-  const gemm_config *cfg = config_for_level(damo_simd_level_get());
-  const int bf16 = atomic_load(&matmul_precision) == DAMO_MATMUL_BF16;
-  if (bf16 && cfg == &config_avx512 && damo_amx_ready() &&
+  const gemm_path path = current_path();
+  if (path.bf16 && path.cfg == &config_avx512 && damo_amx_ready() &&
       damo_gemm_amx(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
     return;
-  const int native = bf16 && cfg == &config_avx512 && damo_cpu_has_avx512_bf16();
-  const gemm_problem problem = {trans_a, trans_b, bf16, native, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc};
+  const gemm_problem problem = {trans_a, trans_b, path.bf16, path.native_bf16, M, N, K, alpha, beta, A, B, C,
+                                lda, ldb, ldc, NULL, 0};
+  if (gemm_narrow(&problem, path.cfg)) return;
+  gemm_run(&problem, path.cfg);
+}
 
-  if (gemm_narrow(&problem, cfg)) return;
-  /* bf16 products run about twice as fast per multiply-add as the f32 ones measured. */
-  const int threads = damo_gemm_threads((double)M * (double)N * (double)K, native ? 2.0 : 1.0);
-  if (threads <= 1) {
-    gemm_with_buffer(&problem, cfg);
+/* ------------------------------------------------------------------ op(B) packed once: API */
+
+/* Whether products now take the path pb was packed for (else they multiply its source). */
+static int packed_form_applies(const damo_gemm_packed_b *pb, const gemm_path *path) {
+  if (!pb->data || pb->nr != path->cfg->nr || pb->kc != path->cfg->kc || pb->bf16 != path->bf16 ||
+      pb->native_bf16 != path->native_bf16)
+    return 0;
+  if (path->bf16 && damo_amx_ready()) return 0; /* AMX tiles have a form of their own */
+  /* a narrow product reads op(A) in place (gemm_narrow): damo_gemm's path, and its bits */
+  return path->bf16 || path->cfg == &config_scalar || pb->N > NARROW_MAX_N;
+}
+
+size_t damo_gemm_packed_b_bytes(int64_t K, int64_t N) {
+  const gemm_path path = current_path();
+  if (K <= 0 || N <= 0) return 0;
+  const int64_t kc = path.cfg->kc, whole = K / kc, rest = K % kc;
+  const int64_t column = whole * packed_column_floats(path.native_bf16, kc) + packed_column_floats(path.native_bf16, rest);
+  return (size_t)(round_up(N, path.cfg->nr) * column) * sizeof(float);
+}
+
+void damo_gemm_pack_b(damo_gemm_packed_b *pb, int trans_b, int64_t K, int64_t N, const float *B, int64_t ldb,
+                      void *storage, size_t bytes) {
+  const gemm_path path = current_path();
+  *pb = (damo_gemm_packed_b){trans_b, K, N, ldb, B, NULL, path.bf16, path.native_bf16, path.cfg->nr, path.cfg->kc};
+  const size_t need = damo_gemm_packed_b_bytes(K, N);
+  if (need == 0 || !storage || bytes < need || ((uintptr_t)storage & 63)) return; /* products multiply the source */
+  pb->data = storage;
+  if (!packed_form_applies(pb, &path)) {
+    pb->data = NULL;
     return;
   }
-
-  const thread_grid grid = choose_thread_grid(cfg, M, N, threads);
-  const int parts = grid.row_parts * grid.col_parts;
-  if (parts <= 1) {
-    gemm_with_buffer(&problem, cfg);
-    return;
-  }
-#pragma omp parallel num_threads(parts)
+  const gemm_problem pr = {0, trans_b, path.bf16, path.native_bf16, 0, N, K, 1.0f, 0.0f, NULL, B, NULL, 0, ldb, 0,
+                           NULL, 0};
+  const int nr = path.cfg->nr, kc = path.cfg->kc;
+  const int64_t panels = (N + nr - 1) / nr;
+  /* Packing streams B once: worth both cores when B is large (a 50257 x 768 table) */
+  const int threads = K * N >= (1 << 20) ? damo_threads() : 1;
+#pragma omp parallel num_threads(threads)
   {
-    /* A smaller team than asked for (omp_set_dynamic) still covers every part. */
-    const int team = omp_get_num_threads();
-    for (int part = omp_get_thread_num(); part < parts; part += team) gemm_grid_part(&problem, cfg, grid, part);
+    const int team = omp_get_num_threads(), me = omp_get_thread_num();
+    const int64_t first = panels * me / team, last = panels * (me + 1) / team;
+    for (int64_t pc = 0; pc < K && first < last; pc += kc) {
+      const int64_t depth = min64(kc, K - pc), col = first * nr;
+      pack_b(&pr, path.cfg, col, min64(last * nr, N) - col, pc, depth, (float *)packed_b_block(pb, pc, col));
+    }
   }
+}
+
+void damo_gemm_packed(int trans_a, int64_t M, float alpha, const float *A, int64_t lda, const damo_gemm_packed_b *pb,
+                      float beta, float *C, int64_t ldc) {
+  const gemm_path path = current_path();
+  if (M <= 0 || pb->N <= 0 || pb->K <= 0 || alpha == 0.0f || !packed_form_applies(pb, &path)) {
+    damo_gemm(trans_a, pb->trans_b, M, pb->N, pb->K, alpha, A, lda, pb->B, pb->ldb, beta, C, ldc);
+    return;
+  }
+  const gemm_problem problem = {trans_a, pb->trans_b, path.bf16, path.native_bf16, M, pb->N, pb->K, alpha, beta, A,
+                                pb->B, C, lda, pb->ldb, ldc, pb, 0};
+  gemm_run(&problem, path.cfg);
 }
