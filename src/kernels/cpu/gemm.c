@@ -545,19 +545,24 @@ static int packed_form_applies(const damo_gemm_packed_b *pb, const gemm_path *pa
   return path->bf16 || path->cfg == &config_scalar || pb->N > NARROW_MAX_N;
 }
 
+static size_t packed_b_bytes(const gemm_path *path, int64_t K, int64_t N) {
+  if (K <= 0 || N <= 0) return 0;
+  const int64_t kc = path->cfg->kc, whole = K / kc, rest = K % kc;
+  const int64_t column = whole * packed_column_floats(path->native_bf16, kc) + packed_column_floats(path->native_bf16, rest);
+  return (size_t)(round_up(N, path->cfg->nr) * column) * sizeof(float);
+}
+
 size_t damo_gemm_packed_b_bytes(int64_t K, int64_t N) {
   const gemm_path path = current_path();
-  if (K <= 0 || N <= 0) return 0;
-  const int64_t kc = path.cfg->kc, whole = K / kc, rest = K % kc;
-  const int64_t column = whole * packed_column_floats(path.native_bf16, kc) + packed_column_floats(path.native_bf16, rest);
-  return (size_t)(round_up(N, path.cfg->nr) * column) * sizeof(float);
+  return packed_b_bytes(&path, K, N);
 }
 
 void damo_gemm_pack_b(damo_gemm_packed_b *pb, int trans_b, int64_t K, int64_t N, const float *B, int64_t ldb,
                       void *storage, size_t bytes) {
   const gemm_path path = current_path();
   *pb = (damo_gemm_packed_b){trans_b, K, N, ldb, B, NULL, path.bf16, path.native_bf16, path.cfg->nr, path.cfg->kc};
-  const size_t need = damo_gemm_packed_b_bytes(K, N);
+  /* sized for the same path it packs for: the precision may be switched by another thread */
+  const size_t need = packed_b_bytes(&path, K, N);
   if (need == 0 || !storage || bytes < need || ((uintptr_t)storage & 63)) return; /* products multiply the source */
   pb->data = storage;
   if (!packed_form_applies(pb, &path)) {
