@@ -18,6 +18,10 @@
 
 #define MR DAMO_GEMM_AVX512_MR
 #define NR DAMO_GEMM_AVX512_NR
+/* Rows of a k-major source are often a few cache lines each, read a pair at a time: without
+ * a prefetch this far ahead, packing waited on memory more than it converted (a 1024-row
+ * slice of a 2048 x 1024 activation, cold: 2x faster with it). */
+#define PACK_PREFETCH_PAIRS 8
 
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void damo_gemm_pack_bf16(int x_major, const float *src,
                                                                                 int64_t ld, int64_t x0, int64_t k0,
@@ -29,6 +33,11 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void damo_gemm_pack_bf16(
     /* Element (x, k) at src[k * ld + x]: pair p interleaves two source rows, read in order. */
     for (int64_t p = 0; p < pairs; p++) {
       const float *row0 = src + (k0 + 2 * p) * ld + x0, *row1 = 2 * p + 1 < depth ? row0 + ld : NULL;
+      if (2 * (p + PACK_PREFETCH_PAIRS) + 1 < depth) /* both rows of a pair a few pairs on, every line of them */
+        for (int64_t x = 0; x < x_count; x += 16) {
+          _mm_prefetch((const char *)(row0 + 2 * PACK_PREFETCH_PAIRS * ld + x), _MM_HINT_T0);
+          _mm_prefetch((const char *)(row0 + (2 * PACK_PREFETCH_PAIRS + 1) * ld + x), _MM_HINT_T0);
+        }
       for (int64_t q = 0; q < panels; q++)
         for (int v = 0; v < vectors; v++) {
           const int64_t offset = q * width + 16 * v;
