@@ -20,6 +20,9 @@ damo_status damo_error_prefix(damo_status code, const char *fmt, ...) __attribut
 void *damo_alloc(size_t bytes);
 void *damo_calloc(size_t bytes);
 void damo_free(void *p);
+/* Asks Linux for transparent huge pages over [p, p + bytes) where the buffer is large enough
+ * to gain from them (first-touch faults are per 4 KiB page otherwise); advice only. */
+void damo_advise_huge_pages(void *p, size_t bytes);
 /* strdup that records DAMO_ERR_NOMEM on failure. */
 char *damo_strdup(const char *s);
 

@@ -15,7 +15,9 @@
 static size_t block_bytes(int64_t n) { return (size_t)(n > 0 ? n : 16) * sizeof(float); }
 static float *zero_block(int64_t n) {
   void *p = mmap(NULL, block_bytes(n), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  return p == MAP_FAILED ? NULL : p;
+  if (p == MAP_FAILED) return NULL;
+  damo_advise_huge_pages(p, block_bytes(n)); /* still only what is written costs memory */
+  return p;
 }
 static void release_block(float *p, int64_t n) {
   if (p) munmap(p, block_bytes(n));
