@@ -178,10 +178,6 @@ static int train_sequential(int argc, char **argv, const char *config, const dam
   damo_distill_options distill_here = distill ? *distill : (damo_distill_options){0};
   damo_tensor *teacher_probs = NULL;
   fo.distill = distill ? &distill_here : NULL;
-  if (distill && fo.augment) {
-    printf("augmentation off: the teacher's soft targets belong to the rows as stored\n");
-    fo.augment = NULL;
-  }
 
   if (damo_model_build(m, fo.seed) != DAMO_OK || damo_model_compile(m, &copt) != DAMO_OK ||
       damo_model_set_recompute(m, cli_flag(argc, argv, "--recompute")) != DAMO_OK) {

@@ -267,7 +267,8 @@ static const cli_group bench_groups[] = {
 static const cli_option distill_options[] = {
     {"--teacher", 1, "DIR", "a trained classifier over the same inputs and classes (read only)"},
     {"--student", 1, "CONFIG", "the student's Sequential or functional config (its loss: sparse_categorical_crossentropy)"},
-    {"--data", 1, "SPEC", "what the student trains on (the teacher predicts its training rows once)"},
+    {"--data", 1, "SPEC", "what the student trains on (the teacher predicts its training rows once; when the\n"
+                          "student's config augments, the teacher scores each augmented batch as the student sees it)"},
     {"--out", 1, "DIR", "where the student is saved (default damo_model)"},
     {"--overwrite", 0, NULL, "replace a model already in --out"},
     {"--temperature", 1, "T", "softmax temperature of both sides' soft targets, > 0 (default 4)"},

@@ -1273,16 +1273,19 @@ damo_status damo_model_federate(damo_model *m, const damo_tensor *x, const damo_
 /* Hinton, Vinyals and Dean (2015): the loss is (1 - alpha) CE(student, labels) + alpha T^2
  * KL(softmax(teacher logits / T) || softmax(student logits / T)). The teacher (any trained
  * classifier over the same examples and classes: a CNN for an MLP, BERT for a BiLSTM) gives
- * its class probabilities p for every training row once, before the first step; its soft
- * targets are p^(1/T), renormalised (the same as its logits over T). Either teacher, a model
+ * its class probabilities p for every training row once, before the first step (or for each
+ * augmented batch, below); its soft targets are p^(1/T), renormalised (the same as its
+ * logits over T). Either teacher, a model
  * over the same input tensors, predicts them, or the caller passes them as teacher_probs (a
  * teacher of another kind or reading another encoding of the same examples: BERT's
  * WordPiece ids for the mails a BiLSTM reads through its own vocabulary). The student has
  * one output trained with sparse categorical cross-entropy, or a sigmoid unit trained with
  * binary cross-entropy (then p is (rows, 1) or (rows, 2), and the soft term is the KL of the
- * two classes (1 - p, p)). Training data is not augmented (the soft targets belong to the
- * rows as stored). History's "loss" is the mixed loss; validation figures are the student's
- * own (labels only). */
+ * two classes (1 - p, p)). With on-the-fly augmentation (fit's augment) the teacher model
+ * scores each augmented batch as the student sees it, so every view carries the teacher's
+ * targets for that view ("consistent teaching"; teacher_probs, which belong to the rows as
+ * stored, are refused then). History's "loss" is the mixed loss; validation figures are the
+ * student's own (labels only). */
 typedef struct damo_distill_options {
   damo_model *teacher;               /* read only: predicts, never trains; NULL with teacher_probs */
   const damo_tensor *teacher_probs;  /* or the teacher's probabilities, (rows of x, classes) f32 */

@@ -1,7 +1,7 @@
 /* test_distill.c - knowledge distillation through fit (damo_fit_options.distill): the soft
  * targets carry the teacher's function even when the labels are noise, alpha 0 is plain
- * training bit for bit, validation reports the student's own loss, and bad settings are
- * refused with the model untouched. */
+ * training bit for bit, validation reports the student's own loss, augmented views are
+ * taught as seen, and bad settings are refused with the model untouched. */
 #include "harness.h"
 
 #include <damo.h>
@@ -234,6 +234,89 @@ static void test_sigmoid_student(void) {
   damo_model_free(s);
 }
 
+/* Augmented views are taught as they are seen: images whose class says which half (left or
+ * right) is brighter, flipped left-right every time (flip_prob 1), so each view's class is
+ * the opposite of its row's. The teacher scores each flipped batch, so the run equals one on
+ * the rows flipped beforehand without augmentation (the teacher predicting them once); a
+ * teacher scoring the rows as stored would teach the opposite classes. Given probabilities
+ * belong to the stored rows and are refused with augmentation. */
+enum { IMAGES = 600, H = 6, W = 5 };
+
+static damo_model *image_mlp(uint64_t seed) {
+  const int64_t in[] = {H, W};
+  damo_model *m = damo_sequential_new(2, in);
+  damo_model_add(m, damo_flatten());
+  damo_model_add(m, damo_dense(12, DAMO_ACT_RELU));
+  damo_model_add(m, damo_dense(2, DAMO_ACT_SOFTMAX));
+  damo_model_build(m, seed);
+  damo_compile_options c = {.optimizer = damo_adam(1e-2f), .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE,
+                            .metrics = DAMO_METRIC_ACCURACY};
+  damo_model_compile(m, &c);
+  return m;
+}
+
+static void test_augmented_views_are_taught(void) {
+  const int64_t xs[] = {IMAGES, H, W}, ys[] = {IMAGES};
+  damo_tensor *x = damo_tensor_new(DAMO_F32, 3, xs), *flipped = damo_tensor_new(DAMO_F32, 3, xs);
+  damo_tensor *y = damo_tensor_new(DAMO_I32, 1, ys), *y_flipped = damo_tensor_new(DAMO_I32, 1, ys);
+  damo_rng r;
+  damo_rng_seed(&r, 12);
+  for (int i = 0; i < IMAGES; i++) {
+    float *img = damo_tensor_f32(x) + i * H * W, left = 0, right = 0;
+    for (int p = 0; p < H * W; p++) {
+      img[p] = damo_rng_uniform(&r);
+      if (p % W < W / 2) left += img[p];
+      if (p % W > W / 2) right += img[p];
+    }
+    ((int32_t *)y->data)[i] = left > right;
+    ((int32_t *)y_flipped->data)[i] = left <= right;
+    for (int p = 0; p < H * W; p++) damo_tensor_f32(flipped)[i * H * W + p] = img[p - p % W + (W - 1 - p % W)];
+  }
+  damo_model *t = image_mlp(1);
+  damo_fit_options plain = {.epochs = 40, .batch_size = 50, .seed = 3, .verbose = 0};
+  CHECK(damo_model_fit(t, x, y, &plain, NULL) == DAMO_OK);
+  float loss, acc;
+  CHECK(damo_model_evaluate(t, flipped, y_flipped, 256, &loss, &acc) == DAMO_OK);
+  CHECK_MSG(acc > 0.9, "the teacher's accuracy on flipped images %.3f", (double)acc);
+  /* labels that are noise: the students learn what the teacher says of the views they see */
+  damo_tensor *coin = damo_tensor_new(DAMO_I32, 1, ys);
+  for (int i = 0; i < IMAGES; i++) ((int32_t *)coin->data)[i] = (int32_t)damo_rng_below(&r, 2);
+  damo_distill_options d = {.teacher = t, .temperature = 2.0f, .alpha = 1.0f};
+  damo_augment_options flip = {.flip_prob = 1.0f};
+  damo_fit_options views = {.epochs = 15, .batch_size = 50, .seed = 4, .verbose = 0, .distill = &d, .augment = &flip};
+  damo_fit_options stored = views;
+  stored.augment = NULL;
+  damo_model *a = image_mlp(2), *b = image_mlp(2);
+  CHECK_MSG(damo_model_fit(a, x, coin, &views, NULL) == DAMO_OK, "%s", damo_last_error());
+  CHECK_MSG(damo_model_fit(b, flipped, coin, &stored, NULL) == DAMO_OK, "%s", damo_last_error());
+  damo_tensor *pa = NULL, *pb = NULL;
+  CHECK(damo_model_predict(a, flipped, 256, &pa) == DAMO_OK && damo_model_predict(b, flipped, 256, &pb) == DAMO_OK);
+  double worst = 0;
+  for (int64_t k = 0; pa && pb && k < damo_tensor_numel(pa); k++) {
+    const double e = fabs((double)damo_tensor_f32(pa)[k] - damo_tensor_f32(pb)[k]);
+    worst = e > worst ? e : worst;
+  }
+  CHECK_MSG(pa && pb && worst < 1e-4, "augmented-view distillation differs from the pre-flipped run by %g", worst);
+  CHECK(damo_model_evaluate(a, flipped, y_flipped, 256, &loss, &acc) == DAMO_OK);
+  CHECK_MSG(acc > 0.85, "the student taught on flipped views scores %.3f on them", (double)acc);
+  printf("  augmented views: student accuracy on flipped images %.3f, %g from the pre-flipped run\n", (double)acc,
+         worst);
+  /* probabilities for the rows as stored are refused with augmentation, nothing trained */
+  damo_tensor *p = NULL, *before = NULL, *after = NULL;
+  CHECK(damo_model_predict(t, x, 256, &p) == DAMO_OK);
+  damo_distill_options given = {.teacher_probs = p, .temperature = 2.0f, .alpha = 0.5f};
+  views.distill = &given;
+  CHECK(damo_model_predict(a, x, 256, &before) == DAMO_OK);
+  CHECK(damo_model_fit(a, x, coin, &views, NULL) == DAMO_ERR_INVALID_ARG);
+  CHECK_MSG(strstr(damo_last_error(), "augmented views"), "%s", damo_last_error());
+  CHECK(damo_model_predict(a, x, 256, &after) == DAMO_OK);
+  CHECK(before && after && !memcmp(before->data, after->data, damo_tensor_nbytes(before)));
+  damo_tensor_free(p), damo_tensor_free(before), damo_tensor_free(after), damo_tensor_free(pa), damo_tensor_free(pb);
+  damo_tensor_free(x), damo_tensor_free(flipped), damo_tensor_free(y), damo_tensor_free(y_flipped);
+  damo_tensor_free(coin);
+  damo_model_free(t), damo_model_free(a), damo_model_free(b);
+}
+
 int main(void) {
   make_data();
   RUN(test_soft_targets_teach);
@@ -242,6 +325,7 @@ int main(void) {
   RUN(test_refused);
   RUN(test_given_probabilities);
   RUN(test_sigmoid_student);
+  RUN(test_augmented_views_are_taught);
   damo_model_free(teacher);
   damo_tensor_free(points);
   damo_tensor_free(clean);

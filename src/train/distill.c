@@ -1,8 +1,11 @@
 /* distill.c - knowledge distillation for fit: the options checked against the student, the
- * teacher and the data, and the teacher's soft targets for every training row, computed
- * once (the teacher is frozen and the rows are not augmented, so each row's targets never
- * change), by the teacher model or given as probabilities by the caller. fit then trains through the one trainer on the DAMO_GRAPH_DISTILL graph, whose
- * loss mixes them in (model.c), with the rows staged alongside x and y. */
+ * teacher and the data, and the teacher's soft targets. Without augmentation each row's
+ * targets never change (the teacher is frozen), so they are computed once for every training
+ * row, by the teacher model or given as probabilities by the caller, and staged alongside x
+ * and y. With on-the-fly augmentation the teacher scores each augmented batch as the student
+ * sees it ("consistent teaching", Beyer et al. 2022): a view's targets are the teacher's for
+ * that view, not for the row it came from. fit trains through the one trainer on the
+ * DAMO_GRAPH_DISTILL graph, whose loss mixes them in (model.c). */
 #include "train/distill.h"
 
 #include <math.h>
@@ -73,6 +76,14 @@ static void temper(float *p, int64_t rows, int64_t C, float T) {
   }
 }
 
+/* The student's side of a distillation: the loss's settings and the targets' width. */
+static void set_up(damo_model *m, const damo_distill_options *d, int64_t K) {
+  m->distill_temperature = d->temperature;
+  m->distill_alpha = d->alpha;
+  m->distill_classes = K;
+  damo_model_graph_release(&m->distill_graph); /* built for these settings */
+}
+
 damo_status damo_distill_begin(damo_model *m, const damo_fit_options *o, int n_x, const damo_tensor *const *x,
                                damo_tensor **soft) {
   *soft = NULL;
@@ -90,9 +101,10 @@ damo_status damo_distill_begin(damo_model *m, const damo_fit_options *o, int n_x
   if (!K)
     return damo_error(DAMO_ERR_INVALID_ARG, "fit: distillation needs a student with one output trained with "
                       "sparse_categorical_crossentropy (or one sigmoid unit with binary_crossentropy)");
-  if (o->augment)
-    return damo_error(DAMO_ERR_INVALID_ARG, "fit: distillation with on-the-fly augmentation is not supported (the "
-                      "teacher's soft targets are computed once, for the rows as stored): turn augmentation off");
+  if (o->augment && d->teacher_probs)
+    return damo_error(DAMO_ERR_INVALID_ARG, "fit: distillation: given probabilities belong to the rows as stored, "
+                      "not to their augmented views: give the teacher model (it scores each augmented batch), or "
+                      "turn augmentation off");
   damo_tensor *probs = NULL;
   damo_status st;
   if (d->teacher_probs) {
@@ -110,6 +122,11 @@ damo_status damo_distill_begin(damo_model *m, const damo_fit_options *o, int n_x
     if (n_x != d->teacher->n_inputs)
       return damo_error(DAMO_ERR_SHAPE, "fit: distillation: the teacher takes %d inputs, the data has %d",
                         d->teacher->n_inputs, n_x);
+    if (o->augment) { /* the teacher scores each batch as it is staged (damo_distill_score_batch) */
+      m->distill_teacher = d->teacher;
+      set_up(m, d, K);
+      return DAMO_OK;
+    }
     if ((st = damo_model_predict_inputs(d->teacher, n_x, x, 256, &probs)) != DAMO_OK)
       return damo_error_prefix(st, "fit: distillation: the teacher: ");
     if (probs->shape[1] == 1) { /* a sigmoid teacher */
@@ -119,16 +136,38 @@ damo_status damo_distill_begin(damo_model *m, const damo_fit_options *o, int n_x
     }
   }
   temper((float *)probs->data, probs->shape[0], K, d->temperature);
-  m->distill_temperature = d->temperature;
-  m->distill_alpha = d->alpha;
   m->distill_soft = probs;
-  damo_model_graph_release(&m->distill_graph); /* built for these settings */
+  set_up(m, d, K);
   *soft = probs;
+  return DAMO_OK;
+}
+
+damo_status damo_distill_score_batch(damo_model *m, damo_model_graph *mg, int64_t n) {
+  damo_model *teacher = m->distill_teacher;
+  if (!teacher || !mg->soft || n == 0) return DAMO_OK;
+  const damo_model_node *in = &m->nodes[m->inputs[0]];
+  int64_t shape[DAMO_MAX_DIMS + 1] = {n};
+  memcpy(shape + 1, in->shape.dim, (size_t)in->shape.ndim * sizeof *shape);
+  damo_tensor *x = damo_tensor_wrap(DAMO_F32, in->shape.ndim + 1, shape, mg->x_stage), *p = NULL;
+  if (!x) return damo_error(DAMO_ERR_NOMEM, "fit: distillation: out of memory");
+  damo_status st = damo_model_predict(teacher, x, (int)n, &p);
+  damo_tensor_free(x);
+  if (st != DAMO_OK) return damo_error_prefix(st, "fit: distillation: the teacher, on an augmented batch: ");
+  const int64_t K = m->distill_classes;
+  if (p->shape[1] == 1) { /* a sigmoid teacher */
+    damo_tensor *two = two_classes(p);
+    damo_tensor_free(p);
+    if (!(p = two)) return damo_error(DAMO_ERR_NOMEM, "fit: distillation: out of memory");
+  }
+  temper((float *)p->data, n, K, m->distill_temperature);
+  memcpy(mg->soft_stage, p->data, (size_t)(n * K) * sizeof(float));
+  damo_tensor_free(p);
   return DAMO_OK;
 }
 
 void damo_distill_end(damo_model *m, damo_tensor *soft) {
   damo_model_graph_release(&m->distill_graph);
   m->distill_soft = NULL;
+  m->distill_teacher = NULL;
   damo_tensor_free(soft);
 }

@@ -182,7 +182,9 @@ static damo_status fit_stage(void *ctx, int64_t micro) {
     f->b = f->dp_count - first < f->dp_physical ? f->dp_count - first : f->dp_physical;
   }
   if (f->b == 0) return f->feed->pf ? augment_feed_stage(f->feed, f->mg, 0) : DAMO_OK; /* a rank without rows */
-  return f->feed->pf ? augment_feed_stage(f->feed, f->mg, f->b) : damo_model_stage_batch(f->m, f->mg, f->x, f->y, f->rows, f->b);
+  if (!f->feed->pf) return damo_model_stage_batch(f->m, f->mg, f->x, f->y, f->rows, f->b);
+  damo_status st = augment_feed_stage(f->feed, f->mg, f->b);
+  return st == DAMO_OK ? damo_distill_score_batch(f->m, f->mg, f->b) : st; /* a distillation's teacher, on these views */
 }
 
 static double fit_rows(void *ctx) { return (double)((fit_adapter *)ctx)->b; }
@@ -522,9 +524,10 @@ damo_status damo_model_fit_outputs(damo_model *m, int n_x, const damo_tensor *co
   damo_status st = damo_model_check_counts(m, n_x, x, n_y, "fit");
   if (st == DAMO_OK && y && (st = damo_model_check_data(m, x, y, "fit")) != DAMO_OK) return st;
   damo_tensor *soft = NULL;
-  if (st == DAMO_OK) st = damo_distill_begin(m, opt, n_x, x, &soft);
-  if (st == DAMO_OK) st = fit_run(m, n_x, x, n_y, y, opt, history, DAMO_GRAPH_DISTILL);
-  if (soft) damo_distill_end(m, soft);
+  if (st == DAMO_OK && (st = damo_distill_begin(m, opt, n_x, x, &soft)) == DAMO_OK) {
+    st = fit_run(m, n_x, x, n_y, y, opt, history, DAMO_GRAPH_DISTILL);
+    damo_distill_end(m, soft);
+  }
   return st;
 }
 

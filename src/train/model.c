@@ -358,7 +358,7 @@ static damo_status build_model_graph(damo_model *m, int purpose, int64_t batch, 
      * T^2 keeps the soft term's gradient on the scale of the hard one's as T grows. A sigmoid
      * unit's logit z is the two-class softmax over (0, z). */
     const float T = m->distill_temperature, alpha = m->distill_alpha;
-    const int64_t shape[2] = {batch, m->distill_soft->shape[1]};
+    const int64_t shape[2] = {batch, m->distill_classes};
     damo_node *z = damo_scale_by(g, mg->heads[0].logits, 1.0f / T);
     if (shape[1] == 2 && damo_model_output_size(m) == 1) z = damo_concat(g, damo_scale_by(g, z, 0.0f), z);
     mg->soft = damo_input(g, "soft_targets", DAMO_F32, 2, shape);
@@ -394,7 +394,7 @@ static damo_status build_model_graph(damo_model *m, int purpose, int64_t batch, 
     ok = ok && mg->heads[k].y_stage;
   }
   mg->y_stage = mg->heads[0].y_stage;
-  if (mg->soft) ok = ok && (mg->soft_stage = damo_alloc((size_t)(batch * m->distill_soft->shape[1]) * sizeof(float)));
+  if (mg->soft) ok = ok && (mg->soft_stage = damo_alloc((size_t)(batch * m->distill_classes) * sizeof(float)));
   if (!ok) {
     damo_model_graph_release(mg);
     return DAMO_ERR_NOMEM;
@@ -478,8 +478,8 @@ damo_status damo_model_stage_batch(damo_model *m, damo_model_graph *mg, const da
   for (int k = 0; k < m->n_inputs; k++) damo_model_gather_input(m, k, xs[k], idx, n, mg->x_stages[k]);
   for (int k = 0; ys && k < mg->n_heads; k++)
     if (ys[k] && mg->heads[k].y) gather_targets(m, k, ys[k], idx, n, mg->heads[k].y_stage);
-  if (mg->soft) { /* the teacher's soft targets of the same rows */
-    const int64_t C = m->distill_soft->shape[1];
+  if (mg->soft && m->distill_soft) { /* the teacher's soft targets of the same rows */
+    const int64_t C = m->distill_classes;
     for (int64_t r = 0; r < n; r++)
       memcpy(mg->soft_stage + r * C, (const float *)m->distill_soft->data + idx[r] * C, (size_t)C * sizeof(float));
   }

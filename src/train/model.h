@@ -86,11 +86,15 @@ struct damo_model {
   damo_optimizer *opt;
 
   damo_model_graph train, infer; /* cached graphs */
-  /* During a fit with distillation: its graph, temperature, mixing weight, and the teacher's
-   * soft targets for every row of the training data (n rows x classes, at the temperature). */
+  /* During a fit with distillation: its graph, temperature, mixing weight, the soft targets'
+   * width, and either the teacher's soft targets for every row of the training data (n rows x
+   * classes, at the temperature) or, with on-the-fly augmentation, the teacher that scores
+   * each augmented batch as it is staged. */
   damo_model_graph distill_graph;
   float distill_temperature, distill_alpha;
+  int64_t distill_classes;
   const damo_tensor *distill_soft;
+  damo_model *distill_teacher;
   uint64_t seed;
   int64_t epochs_done;
   cJSON *fit_defaults; /* the config's optional "fit" object (owned) */
