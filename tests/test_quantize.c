@@ -58,7 +58,7 @@ static void check_product(int64_t M, int64_t K, int64_t N, int relu, int with_bi
     for (int64_t i = 0; i < M * N; i++) lo = c[i] < lo ? c[i] : lo, hi = c[i] > hi ? c[i] : hi;
     damo_quant_params(lo * 0.8f, hi * 0.8f, &os, &oz); /* some values clamp */
     uint8_t *c8 = malloc((size_t)(M * N)), *want8 = malloc((size_t)(M * N));
-    const damo_q8_out out8 = {c8, N, relu, 1.0f / os, oz};
+    const damo_q8_out out8 = {c8, N, relu, 1.0f / os, oz, 0};
     damo_gemm_q8(M, a, qw, xs, zp, with_bias ? bias : NULL, &out8);
     damo_simd_level_force(before); /* the reference quantiser on the dispatched path */
     damo_quantize_rows(c, M, N, N, os, oz, DAMO_QLAYOUT_VNNI, want8, N);
@@ -66,6 +66,22 @@ static void check_product(int64_t M, int64_t K, int64_t N, int relu, int with_bi
               (int)layout, (long long)M, (long long)N, relu);
     free(c8);
     free(want8);
+    /* A fused GELU (both forms): the f32 output with the gelu op's own loop applied, bit for
+     * bit, on the same path. */
+    if (!relu) {
+      if (path == 1) damo_simd_level_force(DAMO_SIMD_SCALAR);
+      float *cg = malloc((size_t)(M * N) * sizeof *cg), *want = malloc((size_t)(M * N) * sizeof *want);
+      for (int form = 1; form <= 2; form++) {
+        damo_q8_out og = damo_q8_f32(cg, N, 0);
+        og.gelu = form;
+        damo_gemm_q8(M, a, qw, xs, zp, with_bias ? bias : NULL, &og);
+        damo_gelu_forward_loop(form == 2, c, want, M * N);
+        CHECK_MSG(memcmp(cg, want, (size_t)(M * N) * sizeof *cg) == 0, "fused GELU form %d: path %d layout %d M %lld "
+                  "N %lld", form, path, (int)layout, (long long)M, (long long)N);
+      }
+      damo_simd_level_force(before);
+      free(cg), free(want);
+    }
     damo_amx_allow(1);
     for (int64_t m = 0; m < M; m++)
       for (int64_t n = 0; n < N; n++) {
@@ -188,6 +204,45 @@ static void check_qconv(int N, int H, int W, int C, int KH, int KW, int F, int s
   damo_tensor_free(kt), damo_tensor_free(bt);
   damo_qweight_free(qw);
   free(q), free(scale), free(bias), free(kern), free(x), free(xd), free(xq);
+}
+
+/* A GELU after a dynamic qdense folds into it (damo_qdense_absorb_gelu): the same values as
+ * the two ops apart, bit for bit, in a graph with one node fewer to run; not folded when the
+ * product's value is read elsewhere too. */
+static void test_gelu_folds_into_qdense(void) {
+  enum { M = 37, K = 96, N = 70 };
+  int8_t q[K * N];
+  float scale[N], bias[N], x[M * K];
+  for (int i = 0; i < K * N; i++) q[i] = (int8_t)((int)(next_u32() % 255) - 127);
+  for (int n = 0; n < N; n++) scale[n] = uniform(0.002f, 0.02f), bias[n] = uniform(-1, 1);
+  for (int i = 0; i < M * K; i++) x[i] = uniform(-2, 2);
+  damo_qweight *qw = damo_qweight_pack(q, K, N, scale, DAMO_QLAYOUT_AUTO);
+  const int64_t xshape[2] = {M, K}, bshape[1] = {N};
+  damo_tensor *bt = damo_tensor_wrap(DAMO_F32, 1, bshape, bias);
+  for (int form = 0; form <= 1; form++) {
+    float *out[2] = {NULL, NULL};
+    for (int fold = 0; fold <= 1; fold++) {
+      damo_graph *g = damo_graph_new(1);
+      damo_node *in = damo_input(g, "x", DAMO_F32, 2, xshape);
+      damo_node *y = damo_gelu(g, damo_qdense_op(g, in, qw, damo_param(g, "b", bt, NULL), DAMO_ACT_NONE, 0.0f, 0), form);
+      if (fold) CHECK(damo_qdense_absorb_gelu(g, y) == 1);
+      out[fold] = run_graph(g, in, y, x);
+      CHECK_MSG(out[fold], "%s", damo_last_error());
+      damo_graph_free(g);
+    }
+    CHECK_MSG(out[0] && out[1] && !memcmp(out[0], out[1], sizeof(float) * M * N), "GELU form %d folded differs", form);
+    free(out[0]), free(out[1]);
+  }
+  /* the product also read by an add: left as two ops */
+  damo_graph *g = damo_graph_new(1);
+  damo_node *in = damo_input(g, "x", DAMO_F32, 2, xshape);
+  damo_node *p = damo_qdense_op(g, in, qw, NULL, DAMO_ACT_NONE, 0.0f, 0), *y = damo_gelu(g, p, 0);
+  damo_node *sum = damo_add(g, y, p);
+  CHECK(damo_qdense_absorb_gelu(g, y) == 0 && y->op == DAMO_OP_GELU);
+  CHECK(damo_qdense_absorb_gelu(g, sum) == 0);
+  damo_graph_free(g);
+  damo_tensor_free(bt);
+  damo_qweight_free(qw);
 }
 
 static void test_int8_ops_match_f32_on_dequantised(void) {
@@ -505,6 +560,7 @@ int main(void) {
   if (!mkdtemp(tmpdir)) return 1;
   RUN(test_int8_product);
   RUN(test_int8_ops_match_f32_on_dequantised);
+  RUN(test_gelu_folds_into_qdense);
   RUN(test_int8_chain);
   if (!load_data()) {
     fprintf(stderr, "fashion-mnist is missing: sh scripts/setup.sh\n");

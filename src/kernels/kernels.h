@@ -21,6 +21,10 @@ damo_simd_level damo_simd_level_get(void);
 /* Forces a level for tests (clamped to what the CPU has); returns the level in force. */
 damo_simd_level damo_simd_level_force(damo_simd_level level);
 
+/* y = GELU(x) over [0, count): the exact form (x Phi(x), through erf) or, tanh_form, GPT-2's
+ * tanh approximation; y == x works in place. One thread; callers split the work. */
+void damo_gelu_forward_loop(int tanh_form, const float *x, float *y, int64_t count);
+
 /* Row-major single-precision GEMM: C = alpha * op(A) op(B) + beta * C, with op(A) (M, K),
  * op(B) (K, N), C (M, N). trans_a: A is stored (K, M) with leading dimension lda; likewise B.
  * beta == 0 never reads C (NaN in C is overwritten). Threads over blocks with OpenMP. */
@@ -116,9 +120,11 @@ typedef struct damo_q8_out {
   int relu;
   float out_inv_scale;
   int out_zero_point;
+  int gelu; /* an f32 output only: 1 GELU (exact), 2 its tanh form, applied after the bias to
+               each tile while it is in cache, by damo_gelu_forward_loop (the gelu op's values) */
 } damo_q8_out;
 static inline damo_q8_out damo_q8_f32(float *c, int64_t ldc, int relu) {
-  return (damo_q8_out){c, ldc, relu, 0.0f, 0};
+  return (damo_q8_out){c, ldc, relu, 0.0f, 0, 0};
 }
 /* The product into *out; a: damo_qrows_padded(M) rows from damo_quantize_rows (those past M
  * quantised zeros). Exact in int32; threads over tiles. */

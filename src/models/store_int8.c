@@ -141,6 +141,9 @@ damo_status store_int8_rewrite(const store_int8 *s, const param_store *p, damo_g
       break;
     }
   }
+  /* a GELU after a dynamic int8 product runs in its epilogue, on the tile still in cache */
+  for (int j = 0; *rewritten && j < g->n_nodes; j++)
+    if (g->nodes[j]->op == DAMO_OP_GELU) damo_qdense_absorb_gelu(g, g->nodes[j]);
   return DAMO_OK;
 }
 

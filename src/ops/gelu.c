@@ -24,19 +24,9 @@ static damo_status gelu_infer(damo_node *n) {
   return DAMO_OK;
 }
 
-/* The four loops over [0, count), one per form and direction, each compiled for every SIMD
- * level (vmath's erf, exp and tanh vectorise; libm's would keep them scalar). */
-DAMO_MULTIVERSION static void gelu_erf_forward(const float *x, float *y, int64_t count) {
-  for (int64_t i = 0; i < count; i++) y[i] = 0.5f * x[i] * (1.0f + damo_erff(x[i] * GELU_INV_SQRT_2));
-}
-
-DAMO_MULTIVERSION static void gelu_tanh_forward(const float *x, float *y, int64_t count) {
-  for (int64_t i = 0; i < count; i++) {
-    float xi = x[i], t = damo_tanhf(GELU_SQRT_2_OVER_PI * (xi + GELU_K1 * xi * xi * xi));
-    y[i] = 0.5f * xi * (1.0f + t);
-  }
-}
-
+/* The backward loops, one per form, each compiled for every SIMD level (vmath's erf, exp and
+ * tanh vectorise; libm's would keep them scalar). The forward ones are the kernels layer's
+ * (damo_gelu_forward_loop), shared with the int8 product's fused epilogue. */
 DAMO_MULTIVERSION static void gelu_erf_backward(const float *x, const float *dy, float *dx, int64_t count) {
   for (int64_t i = 0; i < count; i++) {
     float xi = x[i];
@@ -65,8 +55,7 @@ static damo_status gelu_forward(damo_graph *g, damo_node *n) {
   for (int64_t c = 0; c < chunks; c++) {
     int64_t len;
     const int64_t first = damo_chunk(count, c, &len);
-    if (tanh_form) gelu_tanh_forward(x + first, y + first, len);
-    else gelu_erf_forward(x + first, y + first, len);
+    damo_gelu_forward_loop(tanh_form, x + first, y + first, len);
   }
   return DAMO_OK;
 }

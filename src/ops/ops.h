@@ -36,6 +36,12 @@ damo_node *damo_qdense_op(damo_graph *g, damo_node *x, const damo_qweight *w, da
  * bias kept, the input quantised per batch. Its activation must be linear or relu, and w the
  * (K x N) int8 form of its kernel (either of dense's layouts). */
 damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w);
+/* Folds a GELU into the dynamic qdense that feeds it, before compile: when gelu's input is
+ * a qdense (f32 output, linear, not calibrated) read by nothing else in g, the gelu node
+ * becomes that qdense with the GELU in its epilogue (its consumers keep their pointers; the
+ * old qdense, read by no one, is left out by compile). Returns 1 when folded, 0 when the
+ * pattern does not hold (nothing changed). */
+int damo_qdense_absorb_gelu(damo_graph *g, damo_node *gelu);
 /* out (M, N; ldo apart) = x (M, K) W + bias (may be NULL) through the int8 product, x
  * quantised with its own range (dynamic, as qdense without calibration); a is scratch of
  * damo_q8_scratch_bytes(M, w) bytes. What the int8 recurrent ops run their products on. */

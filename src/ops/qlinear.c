@@ -6,8 +6,9 @@
  * from the batch's own range (dynamic). qconv2d quantises the image once and pads that copy
  * with the quantised 0; the product reads the windows there or copies patches from it, a
  * block of output pixels at a time (see windows_bytes). The int8 product's epilogue applies the
- * scales, the bias and a ReLU; other activations follow as their own op (the layer's
- * build). The output is f32, so the next layer, quantised or not, reads what it always did,
+ * scales, the bias and a ReLU, or a GELU folded in from the op after a dynamic qdense
+ * (damo_qdense_absorb_gelu: BERT's and GPT-2's feed-forward); other activations follow as
+ * their own op (the layer's build). The output is f32, so the next layer, quantised or not, reads what it always did,
  * except in a chain (damo_int8_chain): a layer whose output only reaches a calibrated int8
  * layer, through max pooling, reshapes or inference's dropout, writes that layer's uint8
  * (requantised in the epilogue) and the next one reads it as it is.
@@ -18,6 +19,9 @@
 
 /* qdense iparam; fparam: the input's scale (0: per batch), the output's (0: f32 output) */
 enum { Q_ACT = 0, Q_ZERO_POINT = 1, Q_OUT_ZERO_POINT = 2 };
+/* A qdense's Q_ACT past damo_activation's values: a GELU folded in (damo_qdense_absorb_gelu),
+ * exact or tanh form, applied in the product's epilogue to an f32 output. */
+enum { Q_ACT_GELU = 64, Q_ACT_GELU_TANH = 65 };
 /* qconv2d iparam (QC_ZERO_POINT: the input's zero point | the uint8 output's << 8); fparam as qdense */
 enum { QC_SH, QC_SW, QC_PT, QC_PL, QC_PB, QC_PR, QC_ACT, QC_ZERO_POINT };
 enum { QC_PATCH_ROWS = 1536 }; /* output pixels per patches block (a multiple of DAMO_QMR) */
@@ -116,8 +120,11 @@ void damo_q8_dynamic_product(const float *x, int64_t M, const damo_qweight *w, c
 static damo_status qdense_infer(damo_node *n) {
   const damo_node *x = n->in[0];
   if (x->ndim < 1) return damo_shape_error(n, "needs an input (..., K)", x, NULL);
-  if (!fusable((damo_activation)n->iparam[Q_ACT]))
-    return damo_error(DAMO_ERR_INVALID_ARG, "qdense: only linear or relu is fused (got activation %d)", n->iparam[Q_ACT]);
+  const int act = n->iparam[Q_ACT], gelu = act == Q_ACT_GELU || act == Q_ACT_GELU_TANH;
+  if (!fusable((damo_activation)act) && !gelu)
+    return damo_error(DAMO_ERR_INVALID_ARG, "qdense: only linear, relu or GELU is fused (got activation %d)", act);
+  if (gelu && n->fparam[1] > 0.0f)
+    return damo_error(DAMO_ERR_INVALID_ARG, "qdense '%s': a fused GELU needs an f32 output", n->name);
   damo_status st = check_common(n, x->shape[x->ndim - 1], "qdense");
   if (st != DAMO_OK) return st;
   const damo_qweight *w = qweight_of(n);
@@ -140,8 +147,9 @@ static damo_status qdense_forward(damo_graph *g, damo_node *n) {
   float scale;
   int zp;
   input_params(n, x, M * w->K, Q_ZERO_POINT, &scale, &zp);
-  const damo_q8_out out = {n->value, w->N, n->iparam[Q_ACT] == DAMO_ACT_RELU, out_inv_scale(n),
-                           n->iparam[Q_OUT_ZERO_POINT]};
+  const int act = n->iparam[Q_ACT];
+  const damo_q8_out out = {n->value, w->N, act == DAMO_ACT_RELU, out_inv_scale(n), n->iparam[Q_OUT_ZERO_POINT],
+                           act == Q_ACT_GELU ? 1 : act == Q_ACT_GELU_TANH ? 2 : 0};
   quantized_product(x, chained ? (const uint8_t *)xn->value : NULL, M, w, scale, zp, b, n->aux, &out);
   return DAMO_OK;
 }
@@ -178,6 +186,28 @@ damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w) {
   n->iparam[Q_OUT_ZERO_POINT] = 0;
   n->op_data = w;
   return qdense_infer(n);
+}
+
+int damo_qdense_absorb_gelu(damo_graph *g, damo_node *gelu) {
+  if (!g || !gelu || gelu->op != DAMO_OP_GELU || gelu->n_in != 1) return 0;
+  damo_node *q = gelu->in[0];
+  if (q->op != DAMO_OP_QDENSE || q->iparam[Q_ACT] != DAMO_ACT_NONE || q->fparam[0] > 0.0f || q->fparam[1] > 0.0f)
+    return 0;
+  for (int j = 0; j < g->n_nodes; j++) /* the qdense's value must die into the GELU */
+    for (int i = 0; g->nodes[j] != gelu && i < g->nodes[j]->n_in; i++)
+      if (g->nodes[j]->in[i] == q) return 0;
+  const int tanh_form = gelu->iparam[0];
+  const damo_node before = *gelu;
+  gelu->op = DAMO_OP_QDENSE;
+  gelu->n_in = q->n_in;
+  for (int i = 0; i < q->n_in; i++) gelu->in[i] = q->in[i];
+  memcpy(gelu->iparam, q->iparam, sizeof gelu->iparam);
+  memcpy(gelu->fparam, q->fparam, sizeof gelu->fparam);
+  gelu->iparam[Q_ACT] = tanh_form ? Q_ACT_GELU_TANH : Q_ACT_GELU;
+  gelu->op_data = q->op_data;
+  if (qdense_infer(gelu) == DAMO_OK) return 1;
+  *gelu = before; /* cannot happen for a qdense that inferred; left as it was all the same */
+  return 0;
 }
 
 /* ------------------------------------------------------------------ qconv2d */
@@ -315,7 +345,7 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
   input_params(n, x, image, QC_ZERO_POINT, &scale, &zp);
   const size_t out_elem = n->dtype == DAMO_U8 ? 1 : sizeof(float);
   damo_q8_out out = {n->value, q.F, (n->iparam[QC_ACT] & 0xff) == DAMO_ACT_RELU, out_inv_scale(n),
-                     n->iparam[QC_ZERO_POINT] >> 8 & 0xff};
+                     n->iparam[QC_ZERO_POINT] >> 8 & 0xff, 0};
   /* The image quantised once, in the weights' form (elem bytes a value); a tap outside it
    * is the quantised 0: (q - z) = 0 as int16, or q = z as uint8. */
   const int vnni = w->layout == DAMO_QLAYOUT_VNNI;

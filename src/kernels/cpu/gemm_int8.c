@@ -382,6 +382,19 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) static void tile_a
   store_tile((const __m512i *)&sums[0][0], w, ct, x_scale, zero_point, bias, o, row0, rows);
 }
 
+/* A fused GELU (damo_q8_out.gelu) over a tile's f32 output just stored: `rows` rows from
+ * row0, the columns of column tile ct (32 wide in the VNNI layout, 16 in the int16 one) that
+ * lie inside N. */
+static void gelu_tile(const damo_q8_out *o, const damo_qweight *w, int64_t ct, int64_t row0, int rows) {
+  if (!o->gelu) return;
+  const int64_t width = w->layout == DAMO_QLAYOUT_VNNI ? VNR : QNR, col = ct * width;
+  const int64_t cols = w->N - col < width ? w->N - col : width;
+  for (int r = 0; r < rows && cols > 0; r++) {
+    float *row = (float *)o->c + (row0 + r) * o->ldc + col;
+    damo_gelu_forward_loop(o->gelu == 2, row, row, cols);
+  }
+}
+
 /* Threads for an M-row int8 product: as damo_gemm's, counting an int8 multiply-add as a
  * third of an f32 one (VNNI's four products per lane; the peaks measured here differ 3.5x).
  * A product of a few rows (a decoding step) is bound by streaming its weights from memory,
@@ -406,6 +419,7 @@ static void gemm_q8_amx(int64_t M, const uint8_t *a, const damo_qweight *w, floa
       const int64_t ct = t / row_tiles, rt = t % row_tiles;
       const int rows = (int)(M - rt * 16 < 16 ? M - rt * 16 : 16);
       tile_amx(a + (size_t)(rt * 16) * (size_t)w->Kp, w, ct, x_scale, zero_point, bias, o, rt * 16, rows);
+      gelu_tile(o, w, ct, rt * 16, rows);
     }
     damo_amx_release();
   }
@@ -437,6 +451,7 @@ void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale
       tile_avx2(ap, w, ct, x_scale, bias, o, rt * mr, rows);
     else
       tile_scalar(ap, w, ct, x_scale, zero_point, bias, o, rt * mr, rows);
+    gelu_tile(o, w, ct, rt * mr, rows);
   }
 }
 
@@ -458,6 +473,7 @@ int damo_gemm_q8_gather(int64_t M, const uint8_t *base, const int64_t *row_off, 
     const uint8_t *rows[VMR];
     for (int i = 0; i < VMR; i++) rows[i] = base + row_off[rt * VMR + (i < valid ? i : valid - 1)]; /* past M: not stored */
     tile_vnni_gather(rows, k_off, w, ct, x_scale, zero_point, bias, o, rt * VMR, valid);
+    gelu_tile(o, w, ct, rt * VMR, valid);
   }
   return 1;
 }
