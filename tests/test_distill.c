@@ -301,6 +301,20 @@ static void test_augmented_views_are_taught(void) {
   CHECK_MSG(acc > 0.85, "the student taught on flipped views scores %.3f on them", (double)acc);
   printf("  augmented views: student accuracy on flipped images %.3f, %g from the pre-flipped run\n", (double)acc,
          worst);
+  /* a teacher of another input shape is refused before any step */
+  damo_model *wide = image_mlp(5);
+  const int64_t other[] = {W, H};
+  damo_model *turned = damo_sequential_new(2, other);
+  damo_model_add(turned, damo_flatten());
+  damo_model_add(turned, damo_dense(2, DAMO_ACT_SOFTMAX));
+  damo_model_build(turned, 6);
+  damo_compile_options tc = {.optimizer = damo_adam(1e-2f), .loss = DAMO_LOSS_SPARSE_CATEGORICAL_CE};
+  damo_model_compile(turned, &tc);
+  d.teacher = turned;
+  CHECK(damo_model_fit(wide, x, coin, &views, NULL) == DAMO_ERR_SHAPE);
+  CHECK_MSG(strstr(damo_last_error(), "the teacher takes rows (5, 6), the student (6, 5)"), "%s", damo_last_error());
+  d.teacher = t;
+  damo_model_free(wide), damo_model_free(turned);
   /* probabilities for the rows as stored are refused with augmentation, nothing trained */
   damo_tensor *p = NULL, *before = NULL, *after = NULL;
   CHECK(damo_model_predict(t, x, 256, &p) == DAMO_OK);

@@ -123,6 +123,14 @@ damo_status damo_distill_begin(damo_model *m, const damo_fit_options *o, int n_x
       return damo_error(DAMO_ERR_SHAPE, "fit: distillation: the teacher takes %d inputs, the data has %d",
                         d->teacher->n_inputs, n_x);
     if (o->augment) { /* the teacher scores each batch as it is staged (damo_distill_score_batch) */
+      const damo_model *t = d->teacher;
+      if (t->in_ndim != m->in_ndim || memcmp(t->in_shape, m->in_shape, (size_t)m->in_ndim * sizeof *m->in_shape)) {
+        char a[96], b[96];
+        return damo_error(DAMO_ERR_SHAPE, "fit: distillation with augmentation: the teacher takes rows %s, the "
+                          "student %s (each augmented view goes to both as it is)",
+                          damo_shape_string(t->in_ndim, t->in_shape, a, sizeof a),
+                          damo_shape_string(m->in_ndim, m->in_shape, b, sizeof b));
+      }
       m->distill_teacher = d->teacher;
       set_up(m, d, K);
       return DAMO_OK;
