@@ -8,10 +8,10 @@
  * block of output pixels at a time (see windows_bytes). The int8 product's epilogue applies the
  * scales, the bias and a ReLU, or a GELU folded in from the op after a dynamic qdense
  * (damo_qdense_absorb_gelu: BERT's and GPT-2's feed-forward); other activations follow as
- * their own op (the layer's build). The output is f32, so the next layer, quantised or not, reads what it always did,
- * except in a chain (damo_int8_chain): a layer whose output only reaches a calibrated int8
- * layer, through max pooling, reshapes or inference's dropout, writes that layer's uint8
- * (requantised in the epilogue) and the next one reads it as it is.
+ * their own op (the layer's build). The output is f32, so the next layer, quantised or not,
+ * reads what it always did, except in a chain (damo_int8_chain): a layer whose output only
+ * reaches a calibrated int8 layer, through max pooling, reshapes or inference's dropout,
+ * writes that layer's uint8 (requantised in the epilogue) and the next one reads it as it is.
  * There is no backward: fit refuses a quantised model before any graph is built. */
 #include "ops/ops.h"
 
