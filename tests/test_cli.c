@@ -179,6 +179,51 @@ static void test_distill(void) {
   snprintf(path, sizeof path, "%s/s2/model.safetensors", dir);
   struct stat st;
   CHECK(stat(path, &st) != 0);
+  /* A student config that augments keeps its augmentation and the teacher scores each view:
+   * 6 x 5 images whose class says which half is brighter, every view flipped (flip_prob 1,
+   * so its class is the opposite of its row's), soft targets alone (alpha 1). Taught on the
+   * views, the student gets the flipped images right. */
+  enum { IMAGES = 400, H = 6, W = 5 };
+  const int64_t xs[] = {IMAGES, H, W}, ys[] = {IMAGES};
+  damo_tensor *x = damo_tensor_new(DAMO_F32, 3, xs), *flipped = damo_tensor_new(DAMO_F32, 3, xs);
+  damo_tensor *y = damo_tensor_new(DAMO_I32, 1, ys), *y_flipped = damo_tensor_new(DAMO_I32, 1, ys);
+  uint64_t r = 99;
+  for (int i = 0; i < IMAGES; i++) {
+    float *img = damo_tensor_f32(x) + i * H * W, left = 0, right = 0;
+    for (int p = 0; p < H * W; p++) {
+      r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+      img[p] = (float)(r >> 40) / (float)(1 << 24);
+      if (p % W < W / 2) left += img[p];
+      if (p % W > W / 2) right += img[p];
+    }
+    ((int32_t *)y->data)[i] = left > right, ((int32_t *)y_flipped->data)[i] = left <= right;
+    for (int p = 0; p < H * W; p++) damo_tensor_f32(flipped)[i * H * W + p] = img[p - p % W + (W - 1 - p % W)];
+  }
+  const char *names[4] = {"img_x.npy", "img_y.npy", "flip_x.npy", "flip_y.npy"};
+  const damo_tensor *arrays[4] = {x, y, flipped, y_flipped};
+  for (int k = 0; k < 4; k++) {
+    snprintf(path, sizeof path, "%s/%s", dir, names[k]);
+    CHECK(damo_npy_save(path, arrays[k]) == DAMO_OK);
+  }
+  const char *mlp = "{\"input_shape\":[6,5],\"layers\":[{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":12,"
+                    "\"activation\":\"relu\"},{\"type\":\"dense\",\"units\":2}],\"loss\":"
+                    "\"sparse_categorical_crossentropy\",\"optimizer\":{\"type\":\"adam\",\"learning_rate\":0.01},"
+                    "\"metrics\":[\"accuracy\"]%s}";
+  char config[1024];
+  snprintf(config, sizeof config, mlp, "");
+  write_file("img_teacher.json", config);
+  snprintf(config, sizeof config, mlp, ",\"fit\":{\"augment\":{\"flip_prob\":1}}");
+  write_file("img_student.json", config);
+  rc = run("%s train --config %s/img_teacher.json --data %s/img_x.npy,%s/img_y.npy --epochs 40 --batch-size 50 "
+           "--out %s/it", DAMO_CLI_PATH, dir, dir, dir, dir);
+  CHECK_MSG(rc == 0, "%s", cli_out);
+  rc = run("%s distill --teacher %s/it --student %s/img_student.json --data %s/img_x.npy,%s/img_y.npy --alpha 1 "
+           "--temperature 2 --epochs 15 --batch-size 50 --out %s/is", DAMO_CLI_PATH, dir, dir, dir, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "augmented on the fly"), "%s", cli_out);
+  rc = run("%s evaluate --model %s/is --data %s/flip_x.npy,%s/flip_y.npy", DAMO_CLI_PATH, dir, dir, dir);
+  acc_at = strstr(cli_out, "accuracy: ");
+  CHECK_MSG(rc == 0 && acc_at && atof(acc_at + 10) > 0.85, "%s", cli_out);
+  damo_tensor_free(x), damo_tensor_free(flipped), damo_tensor_free(y), damo_tensor_free(y_flipped);
 }
 
 /* issue 23: damo prune of the model above; what it refuses. */
