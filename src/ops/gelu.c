@@ -11,11 +11,6 @@
 
 #include <math.h>
 
-#define GELU_SQRT_2_OVER_PI 0.7978845608028654f
-#define GELU_INV_SQRT_2 0.7071067811865476f
-#define GELU_INV_SQRT_2PI 0.3989422804014327f
-#define GELU_K1 0.044715f
-
 static damo_status gelu_infer(damo_node *n) {
   const damo_node *a = n->in[0];
   if (a->dtype != DAMO_F32) return damo_shape_error(n, "operand must be f32", a, NULL);

@@ -46,29 +46,28 @@ static ln_scratch scratch_of(const damo_node *n, int64_t R, int64_t C) {
   return s;
 }
 
-/* A row's mean and sum of squared deviations, in double, each sum over 8 running lanes then
- * added pairwise: one running sum is a chain of dependent adds (4 cycles each, 2 x C per
- * row), lanes vectorise and overlap. The order is fixed, so the result does not depend on
- * the thread count. */
+/* The 8 running lanes' total, added pairwise, and a tail's. */
+static inline double lanes_total(const double *lane, double tail) {
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])) + tail;
+}
+
+/* A row's mean and sum of squared deviations, in double, each sum over 8 running lanes (one
+ * running sum is a chain of dependent adds, 4 cycles each, 2 x C per row; lanes vectorise and
+ * overlap). Two passes: no cancellation in the variance. The order is fixed, so the result
+ * does not depend on the thread count. */
 DAMO_MULTIVERSION static void row_moments(const float *x, int64_t C, double *mean_out, double *sumsq_out) {
-  double lane[8] = {0};
-  int64_t c = 0;
-  for (; c + 8 <= C; c += 8)
+  const int64_t body = C - C % 8;
+  double lane[8] = {0}, tail = 0;
+  for (int64_t c = 0; c < body; c += 8)
     for (int k = 0; k < 8; k++) lane[k] += x[c + k];
-  double tail = 0;
-  for (int64_t t = c; t < C; t++) tail += x[t];
-  const double mean = (((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])) + tail) /
-                      (double)C;
-  for (int k = 0; k < 8; k++) lane[k] = 0;
-  for (c = 0; c + 8 <= C; c += 8) /* two passes: no cancellation in the variance */
-    for (int k = 0; k < 8; k++) {
-      const double d = (double)x[c + k] - mean;
-      lane[k] += d * d;
-    }
-  tail = 0;
-  for (int64_t t = c; t < C; t++) tail += ((double)x[t] - mean) * ((double)x[t] - mean);
+  for (int64_t c = body; c < C; c++) tail += x[c];
+  const double mean = lanes_total(lane, tail) / (double)C;
+  double sq[8] = {0}, sq_tail = 0;
+  for (int64_t c = 0; c < body; c += 8)
+    for (int k = 0; k < 8; k++) sq[k] += ((double)x[c + k] - mean) * ((double)x[c + k] - mean);
+  for (int64_t c = body; c < C; c++) sq_tail += ((double)x[c] - mean) * ((double)x[c] - mean);
   *mean_out = mean;
-  *sumsq_out = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])) + tail;
+  *sumsq_out = lanes_total(sq, sq_tail);
 }
 
 static damo_status ln_forward(damo_graph *g, damo_node *n) {

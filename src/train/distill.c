@@ -76,6 +76,23 @@ static void temper(float *p, int64_t rows, int64_t C, float T) {
   }
 }
 
+/* The teacher's soft targets for x's rows, predicted `batch` at a time: (rows, classes) at
+ * temperature T, a sigmoid teacher's p as the two classes (1 - p, p). */
+static damo_status teacher_targets(damo_model *teacher, int n_x, const damo_tensor *const *x, int batch, float T,
+                                   damo_tensor **out) {
+  damo_tensor *p = NULL;
+  damo_status st = damo_model_predict_inputs(teacher, n_x, x, batch, &p);
+  if (st != DAMO_OK) return st;
+  if (p->shape[1] == 1) { /* a sigmoid teacher */
+    damo_tensor *two = two_classes(p);
+    damo_tensor_free(p);
+    if (!(p = two)) return damo_error(DAMO_ERR_NOMEM, "out of memory");
+  }
+  temper((float *)p->data, p->shape[0], p->shape[1], T);
+  *out = p;
+  return DAMO_OK;
+}
+
 /* The student's side of a distillation: the loss's settings and the targets' width. */
 static void set_up(damo_model *m, const damo_distill_options *d, int64_t K) {
   m->distill_temperature = d->temperature;
@@ -109,6 +126,7 @@ damo_status damo_distill_begin(damo_model *m, const damo_fit_options *o, int n_x
   damo_status st;
   if (d->teacher_probs) {
     if ((st = check_probs(d->teacher_probs, x[0]->shape[0], K, &probs)) != DAMO_OK) return st;
+    temper((float *)probs->data, probs->shape[0], K, d->temperature);
   } else {
     const int64_t Kt = classes_of(d->teacher);
     if (!Kt)
@@ -135,15 +153,9 @@ damo_status damo_distill_begin(damo_model *m, const damo_fit_options *o, int n_x
       set_up(m, d, K);
       return DAMO_OK;
     }
-    if ((st = damo_model_predict_inputs(d->teacher, n_x, x, 256, &probs)) != DAMO_OK)
+    if ((st = teacher_targets(d->teacher, n_x, x, 256, d->temperature, &probs)) != DAMO_OK)
       return damo_error_prefix(st, "fit: distillation: the teacher: ");
-    if (probs->shape[1] == 1) { /* a sigmoid teacher */
-      damo_tensor *two = two_classes(probs);
-      damo_tensor_free(probs);
-      if (!(probs = two)) return damo_error(DAMO_ERR_NOMEM, "fit: distillation: out of memory");
-    }
   }
-  temper((float *)probs->data, probs->shape[0], K, d->temperature);
   m->distill_soft = probs;
   set_up(m, d, K);
   *soft = probs;
@@ -151,24 +163,16 @@ damo_status damo_distill_begin(damo_model *m, const damo_fit_options *o, int n_x
 }
 
 damo_status damo_distill_score_batch(damo_model *m, damo_model_graph *mg, int64_t n) {
-  damo_model *teacher = m->distill_teacher;
-  if (!teacher || !mg->soft || n == 0) return DAMO_OK;
-  const damo_model_node *in = &m->nodes[m->inputs[0]];
-  int64_t shape[DAMO_MAX_DIMS + 1] = {n};
-  memcpy(shape + 1, in->shape.dim, (size_t)in->shape.ndim * sizeof *shape);
-  damo_tensor *x = damo_tensor_wrap(DAMO_F32, in->shape.ndim + 1, shape, mg->x_stage), *p = NULL;
+  if (!m->distill_teacher || !mg->soft || n == 0) return DAMO_OK;
+  int64_t shape[DAMO_MAX_DIMS + 1] = {n}; /* the staged views; the teacher's input shape is the student's (checked) */
+  memcpy(shape + 1, m->in_shape, (size_t)m->in_ndim * sizeof *shape);
+  damo_tensor *x = damo_tensor_wrap(DAMO_F32, m->in_ndim + 1, shape, mg->x_stage), *p = NULL;
   if (!x) return damo_error(DAMO_ERR_NOMEM, "fit: distillation: out of memory");
-  damo_status st = damo_model_predict(teacher, x, (int)n, &p);
+  const damo_tensor *const xs[1] = {x};
+  damo_status st = teacher_targets(m->distill_teacher, 1, xs, (int)n, m->distill_temperature, &p);
   damo_tensor_free(x);
   if (st != DAMO_OK) return damo_error_prefix(st, "fit: distillation: the teacher, on an augmented batch: ");
-  const int64_t K = m->distill_classes;
-  if (p->shape[1] == 1) { /* a sigmoid teacher */
-    damo_tensor *two = two_classes(p);
-    damo_tensor_free(p);
-    if (!(p = two)) return damo_error(DAMO_ERR_NOMEM, "fit: distillation: out of memory");
-  }
-  temper((float *)p->data, n, K, m->distill_temperature);
-  memcpy(mg->soft_stage, p->data, (size_t)(n * K) * sizeof(float));
+  memcpy(mg->soft_stage, p->data, (size_t)(n * m->distill_classes) * sizeof(float));
   damo_tensor_free(p);
   return DAMO_OK;
 }

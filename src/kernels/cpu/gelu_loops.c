@@ -5,10 +5,6 @@
 #include "kernels/kernels.h"
 #include "kernels/cpu/vmath.h"
 
-#define GELU_SQRT_2_OVER_PI 0.7978845608028654f
-#define GELU_INV_SQRT_2 0.7071067811865476f
-#define GELU_K1 0.044715f
-
 DAMO_MULTIVERSION static void gelu_erf(const float *x, float *y, int64_t count) {
   for (int64_t i = 0; i < count; i++) y[i] = 0.5f * x[i] * (1.0f + damo_erff(x[i] * GELU_INV_SQRT_2));
 }

@@ -79,4 +79,11 @@ static inline float damo_erff(float x) {
   return x < 0 ? -e : e;
 }
 
+/* GELU's constants, for its forward loops (gelu_loops.c) and its backward (ops/gelu.c):
+ * sqrt(2 / pi), 1 / sqrt 2, 1 / sqrt(2 pi), and the cubic term of the tanh form. */
+#define GELU_SQRT_2_OVER_PI 0.7978845608028654f
+#define GELU_INV_SQRT_2 0.7071067811865476f
+#define GELU_INV_SQRT_2PI 0.3989422804014327f
+#define GELU_K1 0.044715f
+
 #endif
