@@ -2,6 +2,7 @@
  * on the training split of --data (or --dynamic: each batch's own range, what a text model
  * takes), with the accuracy (and a two-class model's F1) both score on the test split
  * (--evaluate) and the sizes of the two weight files. */
+#include "bert_text.h"
 #include "cli.h"
 
 #include <stdio.h>
@@ -38,9 +39,11 @@ static int copy_if_present(const char *from_dir, const char *to_dir, const char 
   return st == DAMO_OK;
 }
 
+static const char *const method_names[] = {"minmax", "percentile", "histogram"}; /* by damo_calibration */
+
 static int parse_options(int argc, char **argv, damo_quantize_options *o) {
   const char *method = cli_opt(argc, argv, "--method");
-  static const char *const names[] = {"minmax", "percentile", "histogram"};
+  const char *const *names = method_names;
   o->method = DAMO_CALIB_HISTOGRAM;
   if (method) {
     int found = 0;
@@ -151,7 +154,7 @@ int cli_quantize_sequential(int argc, char **argv) {
     printf("quantised %s -> %s in %.2f s (%s activations", dir, out, seconds, o.dynamic ? "dynamic" : "static");
     if (!o.dynamic)
       printf(", %s calibration on %lld training examples",
-             o.method == DAMO_CALIB_MINMAX ? "minmax" : o.method == DAMO_CALIB_PERCENTILE ? "percentile" : "histogram",
+             method_names[o.method],
              (long long)(o.calibration_examples < x->shape[0] ? o.calibration_examples : x->shape[0]));
     printf(")\n");
     print_layers(m);
@@ -242,45 +245,70 @@ int cli_quantize_gpt2(int argc, char **argv) {
   return rc;
 }
 
-/* damo quantize of a fine-tuned BERT directory: dynamic int8 (weights per output feature,
- * inputs per batch) in one directory save with its vocab.txt and tokenizer_config.json;
- * --evaluate --data SPEC scores the f32 and the int8 model on the test split. */
+/* damo quantize of a fine-tuned BERT directory: int8 linear layers whose inputs are
+ * calibrated on the training split of --data (static) or quantised per batch (--dynamic), in
+ * one directory save with its vocab.txt and tokenizer_config.json; --evaluate scores the f32
+ * and the int8 model on the test split. */
 int cli_quantize_bert(int argc, char **argv) {
   const char *dir = cli_opt(argc, argv, "--model"), *out = cli_opt(argc, argv, "--out");
   const char *data = cli_opt(argc, argv, "--data");
   const int evaluate = cli_flag(argc, argv, "--evaluate");
+  damo_quantize_options o = {0};
   if (!dir || !out) {
     fprintf(stderr, "damo quantize: --model DIR and --out DIR are required\n");
     return 2;
   }
-  /* options of the other kinds (--method, --format, ...) were refused by the dispatcher */
-  if (evaluate != (data != NULL)) {
-    fprintf(stderr, "damo quantize: --evaluate and --data SPEC go together for BERT (the test split before and after)\n");
+  if (!parse_options(argc, argv, &o)) return 2;
+  if (!o.dynamic && !data) {
+    fprintf(stderr, "damo quantize: calibration needs --data SPEC (its training split), or --dynamic\n");
+    return 2;
+  }
+  if (evaluate && !data) {
+    fprintf(stderr, "damo quantize: --evaluate scores the test split of --data SPEC\n");
     return 2;
   }
   if (out_is_model_dir(dir, out)) return 2;
   damo_bert *m = NULL;
-  if (damo_bert_load(dir, 0, 0, &m) != DAMO_OK) return cli_fail("quantize");
+  damo_wordpiece *wp = NULL;
+  damo_text_dataset *d = NULL;
+  encoded_split sp[3] = {{0}};
+  int T = 0, head = -1;
+  int rc = 0; /* calibration reads mails as the model was trained to (its vocabulary, length, cut) */
+  if (o.dynamic && damo_bert_load(dir, 0, 0, &m) != DAMO_OK) rc = cli_fail("quantize");
+  if (!o.dynamic && (cli_bert_open(dir, "quantize", &m, &wp, &T, &head) != 1 ||
+                     !cli_bert_load_encoded(data, wp, T, head, &d, sp, DAMO_SPLIT_TRAIN)))
+    rc = 1;
+  const damo_bert_examples train = {sp[DAMO_SPLIT_TRAIN].n, sp[DAMO_SPLIT_TRAIN].ids, sp[DAMO_SPLIT_TRAIN].types,
+                                    sp[DAMO_SPLIT_TRAIN].mask, sp[DAMO_SPLIT_TRAIN].labels};
   const double t0 = cli_seconds();
-  damo_status st = damo_bert_quantize(m);
+  damo_status st = rc ? DAMO_ERR_INVALID_ARG : damo_bert_quantize_static(m, &train, T, &o);
   const double seconds = cli_seconds() - t0;
   damo_dir_save *tx = NULL;
-  if (st == DAMO_OK) st = damo_dir_save_begin(out, &tx);
-  if (st == DAMO_OK) st = damo_bert_save(m, damo_dir_save_folder(tx));
-  if (st == DAMO_OK && (!copy_if_present(dir, damo_dir_save_folder(tx), "vocab.txt") ||
-                        !copy_if_present(dir, damo_dir_save_folder(tx), "tokenizer_config.json")))
+  if (!rc && st == DAMO_OK) st = damo_dir_save_begin(out, &tx);
+  if (!rc && st == DAMO_OK) st = damo_bert_save(m, damo_dir_save_folder(tx));
+  if (!rc && st == DAMO_OK && (!copy_if_present(dir, damo_dir_save_folder(tx), "vocab.txt") ||
+                               !copy_if_present(dir, damo_dir_save_folder(tx), "tokenizer_config.json")))
     st = DAMO_ERR_IO;
-  if (st == DAMO_OK) st = damo_dir_save_commit(tx);
+  if (!rc && st == DAMO_OK) st = damo_dir_save_commit(tx);
   else if (tx) damo_dir_save_abort(tx);
-  const damo_bert_config *c = damo_bert_get_config(m);
-  const int layers = c->num_hidden_layers;
+  if (!rc && st != DAMO_OK) rc = cli_fail("quantize");
+  if (rc == 0) {
+    const int layers = damo_bert_get_config(m)->num_hidden_layers;
+    printf("quantised %s -> %s in %.2f s: %s int8, %d products (each of the %d encoder layers' query, key, value, "
+           "attention output, intermediate and output, and the classifier) with int8 weights, one scale per output; ",
+           dir, out, seconds, o.dynamic ? "dynamic" : "static", 6 * layers + 1, layers);
+    if (o.dynamic) printf("their inputs quantised per batch");
+    else
+      printf("their inputs' ranges calibrated (%s) on %lld training mails, the intermediate products handing the "
+             "output products uint8", method_names[o.method],
+             (long long)(o.calibration_examples < train.n ? o.calibration_examples : train.n));
+    printf("; the embedding tables stored as int8 rows; pooler, layer norms and attention f32\n");
+  }
+  for (int s = 0; s < 3; s++) cli_bert_free_split(&sp[s]);
+  damo_text_dataset_free(d);
+  damo_wordpiece_free(wp);
   damo_bert_free(m);
-  if (st != DAMO_OK) return cli_fail("quantize");
-  printf("quantised %s -> %s in %.2f s: dynamic int8, %d products (each of the %d encoder layers' query, key, value, "
-         "attention output, intermediate and output, and the classifier) with int8 weights, one scale per output; "
-         "their inputs quantised per batch; the embedding tables stored as int8 rows; pooler, layer norms and attention "
-         "f32\n", dir, out, seconds,
-         6 * layers + 1, layers);
+  if (rc) return rc;
   long long was = file_bytes(dir), now = file_bytes(out);
   if (was > 0 && now > 0) printf("model.safetensors: %lld -> %lld bytes (%.1f%%)\n", was, now, 100.0 * now / was);
   if (!evaluate) return 0;

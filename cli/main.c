@@ -306,13 +306,17 @@ static const cli_option quantize_gpt2[] = {
 static const cli_option quantize_bert[] = {
     {"--model", 1, "DIR", "a fine-tuned BERT directory (damo train's, or HuggingFace's)"},
     {"--out", 1, "DIR", "where the int8 model goes (not --model itself), with its vocab.txt and tokenizer_config.json"},
-    {"--data", 1, "SPEC", "with --evaluate: the labelled text whose test split both models score"},
+    {"--data", 1, "SPEC", "the labelled text: calibration mails from its training split; --evaluate scores its test split"},
+    {"--calibration", 1, "N", "calibration mails, spread over the training split (default 2048)"},
+    {"--method", 1, "minmax|percentile|histogram", "how each product's input range is chosen (default histogram)"},
+    {"--percentile", 1, "P", "with --method percentile: keep the P-th percentile range (default 99.99)"},
+    {"--dynamic", 0, NULL, "quantise each batch's inputs from their own range (no calibration, no --data needed)"},
     {"--evaluate", 0, NULL, "loss and accuracy of the f32 and the int8 model on the test split of --data"},
     END};
 static const cli_group quantize_groups[] = {
     {"a Sequential model: int8 weights and activations", SEQ, quantize_options},
     {"a GPT-2 model: weight-only blocks for damo generate", GPT, quantize_gpt2},
-    {"a BERT classifier: dynamic int8 (the linear layers' weights; inputs per batch)", BRT, quantize_bert},
+    {"a BERT classifier: int8 linear layers, inputs calibrated (static) or per batch (--dynamic)", BRT, quantize_bert},
     {NULL, 0, NULL}};
 
 /* ---- federate */
@@ -484,7 +488,8 @@ static const cli_command commands[] = {
      .summary = "int8 post-training quantisation (dense, conv2d, LSTM/GRU, embeddings; GPT-2 blocks or int8; BERT int8)",
      .usage = "damo quantize --model DIR --out DIR (--data SPEC [--method M] [--calibration N] | --dynamic) "
               "[--evaluate]\n       damo quantize --model GPT2DIR --out DIR [--format q8_0|q4_0|int8] [--evaluate --data TEXT]"
-              "\n       damo quantize --model BERTDIR --out DIR [--evaluate --data SPEC]",
+              "\n       damo quantize --model BERTDIR --out DIR (--data SPEC [--method M] [--calibration N] | --dynamic) "
+              "[--evaluate]",
      .groups = quantize_groups, .by_kind = {cli_quantize_sequential, cli_quantize_gpt2, cli_quantize_bert}},
     {.name = "federate", .synopsis = "--config FILE --data SPEC --out DIR",
      .summary = "federated averaging over clients that keep their rows (FedAvg, FedSGD, user-level DP, secure aggregation)",

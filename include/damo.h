@@ -265,6 +265,19 @@ damo_status damo_int8_gemm(const damo_int8_rows *x, const damo_int8_matrix *w, c
                            int64_t ldy);
 const char *damo_int8_path(void);
 double damo_int8_peak_gops(int threads);
+/* Static int8's calibration (Sequential models: damo_model_quantize; BERT:
+ * damo_bert_quantize_static): how the input range of each int8 layer is chosen from the
+ * calibration examples (see docs/compression.md): the whole range seen, the range between the
+ * (100 - p)th and pth percentiles, or the range minimising the expected squared
+ * quantisation error. */
+typedef enum damo_calibration { DAMO_CALIB_MINMAX = 0, DAMO_CALIB_PERCENTILE, DAMO_CALIB_HISTOGRAM } damo_calibration;
+typedef struct damo_quantize_options {
+  damo_calibration method;
+  int64_t calibration_examples; /* spread over x; 0: 2048 (fewer if x has fewer) */
+  int batch_size;               /* 0: 64 */
+  double percentile;            /* DAMO_CALIB_PERCENTILE: 0 means 99.99 */
+  int dynamic;                  /* 1: inputs quantised per batch from their own range (no x needed) */
+} damo_quantize_options;
 /* The machine's measured FMA peak in GFLOP/s with this many threads (register-only loop on
  * the dispatched SIMD path); what GEMM efficiency is quoted against. */
 double damo_fma_peak_gflops(int threads);
@@ -2344,6 +2357,18 @@ typedef struct damo_bert_examples {
   int64_t n;
   const int32_t *ids, *types, *mask, *labels;
 } damo_bert_examples;
+/* Static int8 quantisation (PyTorch's static post-training quantisation of the nn.Linear
+ * layers): the weights of damo_bert_quantize, and each product's input quantised with one
+ * scale and zero point calibrated on o->calibration_examples of e (spread over them; labels
+ * unused; training examples, never the test split) by o->method, in batches of
+ * o->batch_size at length seq_len. Inference then searches no range, and the feed-forward's
+ * intermediate product (its GELU in the epilogue) hands the output product uint8. Saved with
+ * BASE.input_scale (F32 (1,)) and BASE.input_zero_point (I32 (1,)) beside each product
+ * (BASE: the weight's name without ".weight") and "quantization": {"format": "int8",
+ * "activations": "static", "method": ..., "calibration_examples": N}. o->dynamic: exactly
+ * damo_bert_quantize (e unused, may be NULL). */
+damo_status damo_bert_quantize_static(damo_bert *m, const damo_bert_examples *e, int64_t seq_len,
+                                      const damo_quantize_options *o);
 /* Classification figures of the classifier over examples (batches of opt.batch_size). */
 damo_status damo_bert_finetuner_score(damo_bert_finetuner *f, const damo_bert_examples *e, damo_metrics *out);
 typedef struct damo_bert_fit_options {
@@ -2371,17 +2396,6 @@ damo_status damo_bert_finetuner_predict(damo_bert_finetuner *f, int64_t batch, c
 
 /* ------------------------------------------------------------------ compression */
 
-/* How the input range of each int8 layer is chosen from the calibration data (see
- * docs/compression.md): the whole range seen, the range between the (100 - p)th and pth
- * percentiles, or the range minimising the expected squared quantisation error. */
-typedef enum damo_calibration { DAMO_CALIB_MINMAX = 0, DAMO_CALIB_PERCENTILE, DAMO_CALIB_HISTOGRAM } damo_calibration;
-typedef struct damo_quantize_options {
-  damo_calibration method;
-  int64_t calibration_examples; /* spread over x; 0: 2048 (fewer if x has fewer) */
-  int batch_size;               /* 0: 64 */
-  double percentile;            /* DAMO_CALIB_PERCENTILE: 0 means 99.99 */
-  int dynamic;                  /* 1: inputs quantised per batch from their own range (no x needed) */
-} damo_quantize_options;
 /* Post-training int8: every dense and conv2d layer gets a symmetric int8 kernel (one scale
  * per output channel) and an affine uint8 input (one scale and zero point, calibrated on x:
  * training examples, never the test split); the layers then run the int8 ops. Other layers

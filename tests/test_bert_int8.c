@@ -7,6 +7,7 @@
 #include "damo.h"
 #include "cli_run.h"
 #include "harness.h"
+#include "kernels/kernels.h" /* damo_quant_params: the reference input quantisation */
 #include "tmpfiles.h"
 
 #include <math.h>
@@ -124,9 +125,10 @@ static void test_quantize_and_reload(void) {
   damo_bert_free(f32);
 }
 
-/* Copies the saved int8 model in `from` to dir with one change: poison_scale / poison_q set
- * the first value of NAME.scale / NAME, drop removes a tensor, and no_quant writes the config
- * without its "quantization" object. Returns what damo_bert_load says of it. */
+/* Copies the saved int8 model in `from` to dir with one change: scale0 sets the first value
+ * of NAME.scale (or of NAME itself, an F32 tensor), q0 that of NAME (I8 or I32), drop removes
+ * a tensor, and no_quant writes the config without its "quantization" object. Returns what
+ * damo_bert_load says of it. */
 static damo_status load_variant(const char *from, const char *dir, const char *name, float scale0, int q0, int drop,
                                 int no_quant, char *message, size_t cap) {
   mkdir(dir, 0755);
@@ -141,8 +143,11 @@ static damo_status load_variant(const char *from, const char *dir, const char *n
     if (drop && !strcmp(src->names[k], name)) continue;
     damo_tensor *copy = damo_tensor_new(t->dtype, t->ndim, t->shape);
     memcpy(copy->data, t->data, damo_tensor_nbytes(t));
-    if (!strcmp(src->names[k], scale_name) && scale0 != 1.0f) damo_tensor_f32(copy)[0] = scale0;
-    if (!strcmp(src->names[k], name) && q0 != 0) ((int8_t *)copy->data)[0] = (int8_t)q0;
+    const int named = !strcmp(src->names[k], name);
+    if ((!strcmp(src->names[k], scale_name) || (named && t->dtype == DAMO_F32)) && scale0 != 1.0f)
+      damo_tensor_f32(copy)[0] = scale0;
+    if (named && t->dtype == DAMO_I8 && q0 != 0) ((int8_t *)copy->data)[0] = (int8_t)q0;
+    if (named && t->dtype == DAMO_I32 && q0 != 0) damo_tensor_i32(copy)[0] = q0;
     damo_tensor_dict_add(out, src->names[k], copy);
   }
   snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -190,22 +195,154 @@ static void test_bad_files(void) {
   CHECK_MSG(strstr(msg, "needs 'bert.encoder.layer.1.attention.self.value.weight.scale'"), "%s", msg);
 }
 
+/* Static int8: calibrated with minmax on the rows it then classifies, it stays close to f32
+ * and differs from dynamic int8 (the ranges are the f32 model's, seen once); the classifier's
+ * input range is exactly the f32 pooler's over those rows; the feed-forward's uint8 hand-over
+ * gives the f32 hand-over's values bit for bit; histogram calibration stays close to f32; a
+ * save and reload keeps every input quantisation; corrupt ones are refused. */
+static void test_static(void) {
+  damo_bert *f32 = NULL, *dyn = NULL, *st = NULL, *hist = NULL, *back = NULL;
+  CHECK(damo_bert_load(MODEL_DIR, 0, 1, &f32) == DAMO_OK && damo_bert_load(MODEL_DIR, 0, 1, &dyn) == DAMO_OK &&
+        damo_bert_load(MODEL_DIR, 0, 1, &st) == DAMO_OK && damo_bert_load(MODEL_DIR, 0, 1, &hist) == DAMO_OK);
+  if (!f32 || !dyn || !st || !hist) return;
+  const damo_bert_config *c = damo_bert_get_config(f32);
+  make_inputs(c->vocab_size);
+  const int L = c->num_labels, n = B * L, products = 6 * c->num_hidden_layers + 1;
+  const damo_bert_examples e = {B, ids, types, mask, NULL};
+  damo_quantize_options o = {.method = DAMO_CALIB_MINMAX, .batch_size = 3}; /* two batches: 3 rows, then 1 */
+  float lf[64], ld[64], ls[64], lu[64], lh[64], lb[64];
+  int got = -1;
+  CHECK(logits_of(f32, lf, NULL) == DAMO_OK);
+  CHECK(damo_bert_quantize(dyn) == DAMO_OK && logits_of(dyn, ld, NULL) == DAMO_OK);
+  CHECK_MSG(damo_bert_quantize_static(st, &e, T, &o) == DAMO_OK, "%s", damo_last_error());
+  CHECK_MSG(logits_of(st, ls, &got) == DAMO_OK && got == products, "%s (%d products)", damo_last_error(), got);
+  double scale = 0;
+  for (int i = 0; i < n; i++) scale = fmax(scale, fabs(lf[i]));
+  fprintf(stderr, "  static int8 (minmax) vs f32 logits: max |diff| %.4g, vs dynamic int8 %.4g (logits up to %.3g)\n",
+          max_abs_diff(ls, lf, n), max_abs_diff(ls, ld, n), scale);
+  CHECK(max_abs_diff(ls, lf, n) < 0.05 * scale + 1e-3 && memcmp(ls, ld, sizeof(float) * n) != 0);
+  /* the classifier's input is the f32 pooler's output: its range over the 4 rows, exactly */
+  damo_bert_graph *enc = NULL;
+  float pooled[B * 64];
+  CHECK(c->hidden_size <= 64 && damo_bert_encoder_new(f32, B, T, &enc) == DAMO_OK &&
+        damo_bert_embed(enc, B, ids, types, mask, DAMO_BERT_POOL_CLS, pooled) == DAMO_OK);
+  damo_bert_graph_free(enc);
+  float lo = 0, hi = 0, want_scale;
+  int want_zero;
+  for (int i = 0; i < B * c->hidden_size; i++) lo = fminf(lo, pooled[i]), hi = fmaxf(hi, pooled[i]);
+  damo_quant_params(lo, hi, &want_scale, &want_zero);
+  char st_dir[512], path[600];
+  snprintf(st_dir, sizeof st_dir, "%s", tmp_path("static_minmax"));
+  snprintf(path, sizeof path, "%s/model.safetensors", st_dir);
+  damo_tensor_dict *d = NULL;
+  CHECK(damo_bert_save(st, st_dir) == DAMO_OK && damo_safetensors_load(path, &d) == DAMO_OK);
+  const damo_tensor *cs = d ? damo_tensor_dict_get(d, "classifier.input_scale") : NULL;
+  const damo_tensor *cz = d ? damo_tensor_dict_get(d, "classifier.input_zero_point") : NULL;
+  CHECK_MSG(cs && cz && damo_tensor_f32(cs)[0] == want_scale && damo_tensor_i32(cz)[0] == want_zero,
+            "classifier input: scale %g zero point %d, the pooler's range gives %g and %d", cs ? damo_tensor_f32(cs)[0] : 0,
+            cz ? damo_tensor_i32(cz)[0] : -1, want_scale, want_zero);
+  damo_tensor_dict_free(d);
+  d = NULL;
+  setenv("DAMO_INT8_CHAIN", "0", 1); /* f32 hand-overs: the same values */
+  CHECK(logits_of(st, lu, NULL) == DAMO_OK);
+  unsetenv("DAMO_INT8_CHAIN");
+  CHECK(memcmp(lu, ls, sizeof(float) * n) == 0);
+
+  o = (damo_quantize_options){.method = DAMO_CALIB_HISTOGRAM};
+  CHECK_MSG(damo_bert_quantize_static(hist, &e, T, &o) == DAMO_OK, "%s", damo_last_error());
+  CHECK(logits_of(hist, lh, NULL) == DAMO_OK);
+  fprintf(stderr, "  static int8 (histogram) vs f32 logits: max |diff| %.4g (logits up to %.3g)\n",
+          max_abs_diff(lh, lf, n), scale);
+  CHECK(max_abs_diff(lh, lf, n) < 0.05 * scale + 1e-3 && memcmp(lh, ls, sizeof(float) * n) != 0);
+
+  /* saved and read back: the same static model */
+  char dir[512];
+  snprintf(dir, sizeof dir, "%s", tmp_path("static"));
+  CHECK_MSG(damo_bert_save(hist, dir) == DAMO_OK, "%s", damo_last_error());
+  CHECK_MSG(damo_bert_load(dir, 0, 9, &back) == DAMO_OK, "%s", damo_last_error());
+  CHECK(back && logits_of(back, lb, &got) == DAMO_OK && got == products && !memcmp(lb, lh, sizeof(float) * n));
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  CHECK(damo_safetensors_load(path, &d) == DAMO_OK);
+  if (d) {
+    const damo_tensor *xs = damo_tensor_dict_get(d, "bert.encoder.layer.0.output.dense.input_scale");
+    const damo_tensor *xz = damo_tensor_dict_get(d, "bert.encoder.layer.0.output.dense.input_zero_point");
+    CHECK(xs && xs->dtype == DAMO_F32 && xs->shape[0] == 1 && damo_tensor_f32(xs)[0] > 0);
+    CHECK(xz && xz->dtype == DAMO_I32 && damo_tensor_i32(xz)[0] >= 0 && damo_tensor_i32(xz)[0] <= 255);
+    CHECK(damo_tensor_dict_get(d, "classifier.input_scale") && !damo_tensor_dict_get(d, "bert.pooler.dense.input_scale"));
+    damo_tensor_dict_free(d);
+  }
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  FILE *f = fopen(path, "rb");
+  char cfg[8192] = {0};
+  if (f) {
+    if (fread(cfg, 1, sizeof cfg - 1, f) == 0) cfg[0] = 0;
+    fclose(f);
+  }
+  CHECK_MSG(strstr(cfg, "\"static\"") && strstr(cfg, "\"histogram\"") && strstr(cfg, "\"calibration_examples\":\t4"),
+            "%s", cfg);
+
+  /* corrupt input quantisations */
+#define INPUT_OF "bert.encoder.layer.1.intermediate.dense.input_"
+  char msg[600];
+  CHECK(load_variant(dir, tmp_path("s0"), INPUT_OF "scale", 1.0f, 0, 0, 0, msg, sizeof msg) == DAMO_OK);
+  CHECK(load_variant(dir, tmp_path("s1"), INPUT_OF "scale", -2.0f, 0, 0, 0, msg, sizeof msg) == DAMO_ERR_FORMAT);
+  CHECK_MSG(strstr(msg, "intermediate.dense.input_scale' has scale -2"), "%s", msg);
+  CHECK(load_variant(dir, tmp_path("s2"), INPUT_OF "zero_point", 1.0f, 300, 0, 0, msg, sizeof msg) == DAMO_ERR_FORMAT);
+  CHECK_MSG(strstr(msg, "zero point 300"), "%s", msg);
+  CHECK(load_variant(dir, tmp_path("s3"), INPUT_OF "scale", 1.0f, 0, 1, 0, msg, sizeof msg) == DAMO_ERR_FORMAT);
+  CHECK_MSG(strstr(msg, "static int8 tensor 'bert.encoder.layer.1.intermediate.dense.weight' needs"), "%s", msg);
+  /* a dynamic model's file with a static product's tensors in it */
+  char dyn_dir[512];
+  snprintf(dyn_dir, sizeof dyn_dir, "%s", tmp_path("dyn"));
+  CHECK(damo_bert_save(dyn, dyn_dir) == DAMO_OK);
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  char dyn_cfg[600];
+  snprintf(dyn_cfg, sizeof dyn_cfg, "%s/config.json", dyn_dir);
+  f = fopen(dyn_cfg, "rb");
+  char text[8192] = {0};
+  size_t len = f ? fread(text, 1, sizeof text - 1, f) : 0;
+  if (f) fclose(f);
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  write_bytes(path, text, len); /* the static weights under a dynamic config */
+  damo_bert *bad = NULL;
+  CHECK(damo_bert_load(dir, 0, 1, &bad) == DAMO_ERR_FORMAT && !bad);
+  CHECK_MSG(strstr(damo_last_error(), "is the input quantisation of no int8 tensor of a static int8 model"), "%s",
+            damo_last_error());
+
+  /* refusals */
+  CHECK(damo_bert_quantize_static(st, &e, T, &o) == DAMO_ERR_INVALID_ARG && strstr(damo_last_error(), "already int8"));
+  damo_quantize_options bad_p = {.method = DAMO_CALIB_PERCENTILE, .percentile = 30};
+  CHECK(damo_bert_quantize_static(f32, &e, T, &bad_p) == DAMO_ERR_INVALID_ARG && strstr(damo_last_error(), "(50, 100]"));
+  CHECK(damo_bert_quantize_static(f32, &e, c->max_position_embeddings + 1, NULL) == DAMO_ERR_INVALID_ARG);
+  CHECK(!damo_bert_is_quantized(f32));
+  damo_bert_free(back);
+  damo_bert_free(hist);
+  damo_bert_free(st);
+  damo_bert_free(dyn);
+  damo_bert_free(f32);
+}
+
 /* damo quantize on a BERT directory: one directory save of the int8 model; bad options and
  * its own directory as --out are refused before anything is written. */
 static void test_cli(void) {
   char out[512];
   snprintf(out, sizeof out, "%s", tmp_path("cli_int8"));
-  CHECK_MSG(run("%s quantize --model %s --out %s", DAMO_CLI_PATH, MODEL_DIR, out) == 0, "%s", cli_out);
+  CHECK_MSG(run("%s quantize --model %s --out %s --dynamic", DAMO_CLI_PATH, MODEL_DIR, out) == 0, "%s", cli_out);
   CHECK_MSG(strstr(cli_out, "dynamic int8, 13 products") && strstr(cli_out, "model.safetensors:"), "%s", cli_out);
   damo_bert *m = NULL;
   CHECK(damo_bert_load(out, 0, 1, &m) == DAMO_OK && damo_bert_is_quantized(m));
   damo_bert_free(m);
-  CHECK(run("%s quantize --model %s --out %s", DAMO_CLI_PATH, out, tmp_path("twice")) == 1);
+  CHECK(run("%s quantize --model %s --out %s --dynamic", DAMO_CLI_PATH, out, tmp_path("twice")) == 1);
   CHECK_MSG(strstr(cli_out, "already int8"), "%s", cli_out);
-  CHECK(run("%s quantize --model %s --out %s --method minmax", DAMO_CLI_PATH, MODEL_DIR, tmp_path("m")) == 2);
-  CHECK_MSG(strstr(cli_out, "--method is an option for a Sequential model, and this one is BERT"), "%s", cli_out);
-  CHECK(run("%s quantize --model %s --out %s --evaluate", DAMO_CLI_PATH, MODEL_DIR, tmp_path("e")) == 2);
-  CHECK(run("%s quantize --model %s --out %s", DAMO_CLI_PATH, MODEL_DIR, MODEL_DIR) == 2);
+  /* static needs calibration mails; --dynamic takes no calibration options */
+  CHECK(run("%s quantize --model %s --out %s", DAMO_CLI_PATH, MODEL_DIR, tmp_path("m")) == 2);
+  CHECK_MSG(strstr(cli_out, "calibration needs --data SPEC"), "%s", cli_out);
+  CHECK(run("%s quantize --model %s --out %s --dynamic --method minmax", DAMO_CLI_PATH, MODEL_DIR, tmp_path("m")) == 2);
+  CHECK_MSG(strstr(cli_out, "--method and --calibration do not apply"), "%s", cli_out);
+  CHECK(run("%s quantize --model %s --out %s --format q8_0 --dynamic", DAMO_CLI_PATH, MODEL_DIR, tmp_path("m")) == 2);
+  CHECK_MSG(strstr(cli_out, "--format is an option for a GPT-2 model, and this one is BERT"), "%s", cli_out);
+  CHECK(run("%s quantize --model %s --out %s --dynamic --evaluate", DAMO_CLI_PATH, MODEL_DIR, tmp_path("e")) == 2);
+  CHECK(run("%s quantize --model %s --out %s --dynamic", DAMO_CLI_PATH, MODEL_DIR, MODEL_DIR) == 2);
   CHECK_MSG(strstr(cli_out, "the model's own directory"), "%s", cli_out);
   CHECK(access(tmp_path("m"), F_OK) != 0 && access(tmp_path("e"), F_OK) != 0);
 }
@@ -218,6 +355,7 @@ int main(void) {
   }
   RUN(test_quantize_and_reload);
   RUN(test_bad_files);
+  RUN(test_static);
   RUN(test_cli);
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

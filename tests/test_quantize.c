@@ -58,7 +58,7 @@ static void check_product(int64_t M, int64_t K, int64_t N, int relu, int with_bi
     for (int64_t i = 0; i < M * N; i++) lo = c[i] < lo ? c[i] : lo, hi = c[i] > hi ? c[i] : hi;
     damo_quant_params(lo * 0.8f, hi * 0.8f, &os, &oz); /* some values clamp */
     uint8_t *c8 = malloc((size_t)(M * N)), *want8 = malloc((size_t)(M * N));
-    const damo_q8_out out8 = {c8, N, relu, 1.0f / os, oz, 0};
+    const damo_q8_out out8 = {.c = c8, .ldc = N, .relu = relu, .out_inv_scale = 1.0f / os, .out_zero_point = oz};
     damo_gemm_q8(M, a, qw, xs, zp, with_bias ? bias : NULL, &out8);
     damo_simd_level_force(before); /* the reference quantiser on the dispatched path */
     damo_quantize_rows(c, M, N, N, os, oz, DAMO_QLAYOUT_VNNI, want8, N);
@@ -78,6 +78,18 @@ static void check_product(int64_t M, int64_t K, int64_t N, int relu, int with_bi
         damo_gelu_forward_loop(form == 2, c, want, M * N);
         CHECK_MSG(memcmp(cg, want, (size_t)(M * N) * sizeof *cg) == 0, "fused GELU form %d: path %d layout %d M %lld "
                   "N %lld", form, path, (int)layout, (long long)M, (long long)N);
+        /* before a uint8 output: the GELU's f32 values quantised as the next layer would */
+        uint8_t *g8 = malloc((size_t)(M * N)), *want8 = malloc((size_t)(M * N));
+        float glo = 0, ghi = 0, gs;
+        int gz;
+        for (int64_t i = 0; i < M * N; i++) glo = fminf(glo, want[i]), ghi = fmaxf(ghi, want[i]);
+        damo_quant_params(glo, ghi * 0.7f, &gs, &gz); /* some clamp at 255 */
+        damo_q8_out o8 = {.c = g8, .ldc = N, .out_inv_scale = 1.0f / gs, .out_zero_point = gz, .gelu = form};
+        damo_gemm_q8(M, a, qw, xs, zp, with_bias ? bias : NULL, &o8);
+        damo_quantize_rows(want, M, N, N, gs, gz, DAMO_QLAYOUT_VNNI, want8, N);
+        CHECK_MSG(memcmp(g8, want8, (size_t)(M * N)) == 0, "fused GELU form %d into uint8: path %d layout %d M %lld "
+                  "N %lld", form, path, (int)layout, (long long)M, (long long)N);
+        free(g8), free(want8);
       }
       damo_simd_level_force(before);
       free(cg), free(want);
@@ -206,8 +218,8 @@ static void check_qconv(int N, int H, int W, int C, int KH, int KW, int F, int s
   free(q), free(scale), free(bias), free(kern), free(x), free(xd), free(xq);
 }
 
-/* A GELU after a dynamic qdense folds into it (damo_qdense_absorb_gelu): the same values as
- * the two ops apart, bit for bit, in a graph with one node fewer to run; not folded when the
+/* A GELU after a qdense folds into it (damo_qdense_absorb_gelu): the same values as the two
+ * ops apart, bit for bit, in a graph with one node fewer to run; not folded when the
  * product's value is read elsewhere too. */
 static void test_gelu_folds_into_qdense(void) {
   enum { M = 37, K = 96, N = 70 };
@@ -232,6 +244,33 @@ static void test_gelu_folds_into_qdense(void) {
     }
     CHECK_MSG(out[0] && out[1] && !memcmp(out[0], out[1], sizeof(float) * M * N), "GELU form %d folded differs", form);
     free(out[0]), free(out[1]);
+  }
+  /* calibrated: the GELU folds into a static qdense too, and chained into a second static
+   * one it hands that one uint8, the same values bit for bit as the f32 hand-over */
+  {
+    float s1, s2, *out[2] = {NULL, NULL};
+    int z1, z2;
+    damo_quant_params(-2, 2, &s1, &z1);
+    damo_quant_params(-0.2f, 3.0f, &s2, &z2);
+    int8_t q2[N * 5];
+    float scale2[5];
+    for (int i = 0; i < N * 5; i++) q2[i] = (int8_t)((int)(next_u32() % 255) - 127);
+    for (int n = 0; n < 5; n++) scale2[n] = uniform(0.002f, 0.02f);
+    damo_qweight *qw2 = damo_qweight_pack(q2, N, 5, scale2, DAMO_QLAYOUT_AUTO);
+    for (int link = 0; link <= 1; link++) {
+      damo_graph *g = damo_graph_new(1);
+      damo_node *in = damo_input(g, "x", DAMO_F32, 2, xshape);
+      damo_node *y = damo_gelu(g, damo_qdense_op(g, in, qw, damo_param(g, "b", bt, NULL), DAMO_ACT_NONE, s1, z1), 0);
+      damo_node *z = damo_qdense_op(g, y, qw2, NULL, DAMO_ACT_NONE, s2, z2);
+      CHECK(damo_qdense_absorb_gelu(g, y) == 1 && y->op == DAMO_OP_QDENSE);
+      if (link) CHECK(damo_int8_chain(g, 1, &z) == DAMO_OK && y->dtype == DAMO_U8 && z->dtype == DAMO_F32);
+      out[link] = run_graph(g, in, z, x);
+      CHECK_MSG(out[link], "%s", damo_last_error());
+      damo_graph_free(g);
+    }
+    CHECK_MSG(out[0] && out[1] && !memcmp(out[0], out[1], sizeof(float) * M * 5), "the GELU chain's output differs");
+    free(out[0]), free(out[1]);
+    damo_qweight_free(qw2);
   }
   /* the product also read by an add: left as two ops */
   damo_graph *g = damo_graph_new(1);

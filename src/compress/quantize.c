@@ -4,16 +4,10 @@
  * Kernels: symmetric int8, one scale per output channel (max |w| / 127); embedding tables
  * one per row (weight-only: the lookup reads the dequantised table). Recurrent layers
  * quantise their products' inputs per batch and step (PyTorch's dynamic LSTM). Inputs of
- * dense and conv2d: affine
- * uint8 per tensor, calibrated on training examples run through the f32 model: each target
- * layer's input is observed right before its op runs (the graph is run node by node, since
- * planned buffers are reused later in the pass). Observers:
- *   minmax      the range seen (PyTorch's MinMaxObserver);
- *   percentile  the range between the (100 - p)th and pth percentiles of a 2048-bin
- *               histogram over that range, so a few outliers do not stretch the scale;
- *   histogram   the range of the same histogram that minimises the expected squared error
- *               (clipping outside, rounding noise delta^2/12 inside), searched by moving
- *               either end inwards one bin at a time, as PyTorch's HistogramObserver does.
+ * dense and conv2d: affine uint8 per tensor, calibrated on training examples run through the
+ * f32 model: each target layer's input is observed right before its op runs (the graph is
+ * run node by node, since planned buffers are reused later in the pass) by kernels'
+ * damo_observer (minmax, percentile or histogram: kernels/cpu/quant_observer.c).
  * With dynamic activations nothing is calibrated: the ops take each batch's own range.
  * Layers of other kinds keep f32 and are named, with the reason, in the config. */
 #include "compress/compress.h"
@@ -21,17 +15,10 @@
 #include <math.h>
 #include <stdio.h>
 
-enum { BINS = 2048 };
-
 typedef struct observer {
   damo_layer *layer;
-  float lo, hi;     /* pass 1 */
-  double *hist;     /* pass 2: BINS counts over [lo, hi] */
+  damo_observer seen;
 } observer;
-
-static const char *method_name(damo_calibration c) {
-  return c == DAMO_CALIB_PERCENTILE ? "percentile" : c == DAMO_CALIB_HISTOGRAM ? "histogram" : "minmax";
-}
 
 /* The position in the graph's order of each target's op, as obs index (-1: none). */
 static damo_status map_targets(const damo_graph *g, observer *obs, int n_obs, int *target_at) {
@@ -52,25 +39,9 @@ static damo_status map_targets(const damo_graph *g, observer *obs, int n_obs, in
   return DAMO_OK;
 }
 
-static void observe(observer *o, const float *x, int64_t count, int pass) {
-  if (pass == 0) {
-    for (int64_t i = 0; i < count; i++) {
-      o->lo = x[i] < o->lo ? x[i] : o->lo;
-      o->hi = x[i] > o->hi ? x[i] : o->hi;
-    }
-    return;
-  }
-  const double width = (double)o->hi - (double)o->lo;
-  if (!(width > 0)) return;
-  for (int64_t i = 0; i < count; i++) {
-    int b = (int)(((double)x[i] - o->lo) / width * BINS);
-    o->hist[b < 0 ? 0 : b >= BINS ? BINS - 1 : b] += 1.0;
-  }
-}
-
 /* Runs the calibration rows through the inference graph, observing the targets' inputs. */
 static damo_status calibrate_pass(damo_model *m, const damo_tensor *x, int64_t rows, int64_t batch, observer *obs,
-                                  int n_obs, int pass) {
+                                  int n_obs) {
   damo_model_graph *mg;
   damo_status st = damo_model_graph_get(m, 0, batch, &mg);
   if (st != DAMO_OK) return st;
@@ -88,53 +59,13 @@ static damo_status calibrate_pass(damo_model *m, const damo_tensor *x, int64_t r
     g->training = 0;
     for (int k = 0; k < g->n_order && st == DAMO_OK; k++) {
       damo_node *n = g->nodes[g->order[k]];
-      if (target_at[k] >= 0) observe(&obs[target_at[k]], damo_f32(n->in[0]), damo_node_count(n->in[0]), pass);
+      if (target_at[k] >= 0) damo_observer_see(&obs[target_at[k]].seen, damo_f32(n->in[0]), damo_node_count(n->in[0]));
       st = damo_graph_forward_node(g, n);
     }
   }
   free(target_at);
   free(idx);
   return st;
-}
-
-/* Expected squared error of quantising the histogram to 255 steps over bins [s, e]. */
-static double range_error(const double *hist, int s, int e) {
-  const double delta = (double)(e - s + 1) / 255.0, noise = delta * delta / 12.0;
-  double err = 0;
-  for (int b = 0; b < BINS; b++) {
-    if (!hist[b]) continue;
-    const double c = b + 0.5, d = c < s ? s - c : c > e + 1 ? c - (e + 1) : 0;
-    err += hist[b] * (d > 0 ? d * d : noise);
-  }
-  return err;
-}
-
-/* The range the observer settles on, in values. */
-static void observed_range(const observer *o, const damo_quantize_options *opt, float *lo, float *hi) {
-  *lo = o->lo, *hi = o->hi;
-  if (opt->method == DAMO_CALIB_MINMAX || !(o->hi > o->lo)) return;
-  const double bin = ((double)o->hi - o->lo) / BINS;
-  int s = 0, e = BINS - 1;
-  if (opt->method == DAMO_CALIB_PERCENTILE) {
-    double total = 0, below = 0, above = 0;
-    for (int b = 0; b < BINS; b++) total += o->hist[b];
-    const double tail = total * (100.0 - opt->percentile) / 100.0;
-    while (s < e && below + o->hist[s] <= tail) below += o->hist[s++];
-    while (e > s && above + o->hist[e] <= tail) above += o->hist[e--];
-  } else {
-    double best = range_error(o->hist, 0, BINS - 1);
-    int best_s = 0, best_e = BINS - 1;
-    while (e - s > BINS / 8) {
-      const double left = range_error(o->hist, s + 1, e), right = range_error(o->hist, s, e - 1);
-      if (left <= right) s++;
-      else e--;
-      const double err = left <= right ? left : right;
-      if (err < best) best = err, best_s = s, best_e = e;
-    }
-    s = best_s, e = best_e;
-  }
-  *lo = (float)(o->lo + s * bin);
-  *hi = (float)(o->lo + (e + 1) * bin);
 }
 
 /* Symmetric int8 of slot p of l: one scale per column (kernels, max |w| / 127 over the
@@ -178,17 +109,8 @@ static damo_status check_options(const damo_model *m, const damo_tensor *x, damo
   if (!m || !o) return damo_error(DAMO_ERR_INVALID_ARG, "quantize: NULL argument");
   if (m->quantization) return damo_error(DAMO_ERR_STATE, "quantize: the model is already int8-quantised; quantise the f32 model");
   if (m->n_inputs != 1) return damo_error(DAMO_ERR_INVALID_ARG, "quantize: models of one input only (this one has %d)", m->n_inputs);
-  if ((int)o->method < 0 || o->method > DAMO_CALIB_HISTOGRAM)
-    return damo_error(DAMO_ERR_INVALID_ARG, "quantize: unknown calibration method %d", (int)o->method);
-  if (o->percentile == 0) o->percentile = 99.99;
-  if (!(o->percentile > 50 && o->percentile <= 100))
-    return damo_error(DAMO_ERR_INVALID_ARG, "quantize: percentile %g is outside (50, 100]", o->percentile);
-  if (o->calibration_examples == 0) o->calibration_examples = 2048;
-  if (o->batch_size == 0) o->batch_size = 64;
-  if (o->calibration_examples < 1 || o->batch_size < 1)
-    return damo_error(DAMO_ERR_INVALID_ARG, "quantize: calibration examples %lld and batch size %d must be positive",
-                      (long long)o->calibration_examples, o->batch_size);
-  if (o->dynamic) return DAMO_OK;
+  damo_status st = damo_quantize_options_resolve(o, "quantize");
+  if (st != DAMO_OK || o->dynamic) return st;
   if (!x) return damo_error(DAMO_ERR_INVALID_ARG, "quantize: static activations need calibration examples (or dynamic)");
   if (damo_model_input_dtype(m) != DAMO_F32)
     return damo_error(DAMO_ERR_INVALID_ARG, "quantize: the model reads token ids; use dynamic activations");
@@ -208,7 +130,7 @@ static damo_status record(damo_model *m, const damo_quantize_options *o, int64_t
   cJSON *floats = cJSON_AddArrayToObject(q, "float_layers");
   cJSON_AddStringToObject(q, "format", "int8");
   cJSON_AddStringToObject(q, "activations", o->dynamic ? "dynamic" : "static");
-  cJSON_AddStringToObject(q, "method", o->dynamic ? "none" : method_name(o->method));
+  cJSON_AddStringToObject(q, "method", o->dynamic ? "none" : damo_calibration_names[o->method]);
   cJSON_AddNumberToObject(q, "calibration_examples", (double)examples);
   for (int i = 0; i < m->n_layers; i++) {
     const damo_layer *l = m->layers[i];
@@ -251,8 +173,8 @@ damo_status damo_model_quantize(damo_model *m, const damo_tensor *x, const damo_
     examples = rows;
     for (int pass = 0; pass < (o.method == DAMO_CALIB_MINMAX ? 1 : 2) && st == DAMO_OK; pass++) {
       for (int t = 0; pass == 1 && t < n_obs && st == DAMO_OK; t++)
-        if (!(obs[t].hist = calloc(BINS, sizeof *obs[t].hist))) st = damo_error(DAMO_ERR_NOMEM, "quantize: out of memory");
-      if (st == DAMO_OK) st = calibrate_pass(m, x, rows, batch, obs, n_obs, pass);
+        if (!damo_observer_count_bins(&obs[t].seen)) st = damo_error(DAMO_ERR_NOMEM, "quantize: out of memory");
+      if (st == DAMO_OK) st = calibrate_pass(m, x, rows, batch, obs, n_obs);
     }
   }
   /* Every input range is settled before the first layer changes. */
@@ -261,7 +183,7 @@ damo_status damo_model_quantize(damo_model *m, const damo_tensor *x, const damo_
   if (st == DAMO_OK && (!x_scale || !x_zero)) st = damo_error(DAMO_ERR_NOMEM, "quantize: out of memory");
   for (int t = 0; t < n_obs && st == DAMO_OK && !o.dynamic; t++) {
     float lo, hi;
-    observed_range(&obs[t], &o, &lo, &hi);
+    damo_observer_range(&obs[t].seen, o.method, o.percentile, &lo, &hi);
     if (!isfinite(lo) || !isfinite(hi))
       st = damo_error(DAMO_ERR_NUMERIC, "quantize: the input of layer '%s' is not finite on the calibration data",
                       obs[t].layer->name);
@@ -273,7 +195,7 @@ damo_status damo_model_quantize(damo_model *m, const damo_tensor *x, const damo_
     if (damo_layer_quantizable(m->layers[i], NULL) && !damo_layer_static_input(m->layers[i]))
       st = quantize_layer(m->layers[i], 0.0f, 0);
   if (st == DAMO_OK) st = record(m, &o, examples);
-  for (int t = 0; t < n_obs; t++) free(obs[t].hist);
+  for (int t = 0; t < n_obs; t++) damo_observer_free(&obs[t].seen);
   free(obs);
   free(x_scale);
   free(x_zero);

@@ -97,6 +97,25 @@ int64_t damo_qrows_padded(int64_t M);
 size_t damo_qrow_bytes(const damo_qweight *w);
 /* The scale and zero point of affine uint8 over [lo, hi] widened to hold 0. */
 void damo_quant_params(float lo, float hi, float *scale, int *zero_point);
+/* A calibration observer (quant_observer.c): the range of an int8 layer's input over the
+ * calibration examples, then, for percentile and histogram, a histogram of
+ * DAMO_OBSERVER_BINS bins over that range (a second pass, once damo_observer_count_bins has
+ * allocated it; 0 when out of memory). Zero-initialised to begin; the range starts at 0,
+ * which quantisation keeps exact anyway. damo_observer_range settles the range by method. */
+enum { DAMO_OBSERVER_BINS = 2048 };
+typedef struct damo_observer {
+  float lo, hi;
+  double *hist;
+} damo_observer;
+void damo_observer_see(damo_observer *o, const float *x, int64_t count);
+int damo_observer_count_bins(damo_observer *o);
+void damo_observer_free(damo_observer *o);
+void damo_observer_range(const damo_observer *o, damo_calibration method, double percentile, float *lo, float *hi);
+/* The methods' names as config files and `--method` spell them, by damo_calibration. */
+extern const char *const damo_calibration_names[];
+/* o's zeros replaced by the defaults (2048 examples, batches of 64, the 99.99th percentile)
+ * and the whole checked; where names the caller in errors. */
+damo_status damo_quantize_options_resolve(damo_quantize_options *o, const char *where);
 /* Rows of x (ldx apart) quantised to uint8 q = clamp(round(x / scale) + z, 0, 255) in the
  * layout's form, rows of ldo values (S16: q - z as int16; VNNI: q as uint8); the columns from
  * K to ldo are 0, whose weights are 0. For a product: layout and ldo of w (damo_qrow_bytes). */
@@ -120,11 +139,14 @@ typedef struct damo_q8_out {
   int relu;
   float out_inv_scale;
   int out_zero_point;
-  int gelu; /* an f32 output only: 1 GELU (exact), 2 its tanh form, applied after the bias to
-               each tile while it is in cache, by damo_gelu_forward_loop (the gelu op's values) */
+  int gelu; /* 1 GELU (exact), 2 its tanh form, applied after the bias to each tile while it is
+               in cache, by damo_gelu_forward_loop (the gelu op's values); before a uint8
+               output's requantisation (the tile goes through an f32 scratch first), so a
+               chained GELU layer gives the uint8 its f32 output would have been quantised to */
+  int64_t col_origin; /* the column stored at c (0; a scratch tile's first column inside) */
 } damo_q8_out;
 static inline damo_q8_out damo_q8_f32(float *c, int64_t ldc, int relu) {
-  return (damo_q8_out){c, ldc, relu, 0.0f, 0, 0};
+  return (damo_q8_out){c, ldc, relu, 0.0f, 0, 0, 0};
 }
 /* The product into *out; a: damo_qrows_padded(M) rows from damo_quantize_rows (those past M
  * quantised zeros). Exact in int32; threads over tiles. */

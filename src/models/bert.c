@@ -390,7 +390,7 @@ damo_status damo_bert_classifier_new(damo_bert *m, int64_t batch, int64_t seq_le
     if (bg->loss) damo_node_set_name(bg->loss, "loss");
   }
   int rewritten = 0;
-  if (damo_graph_status(g) == DAMO_OK && (st = bert_int8_rewrite(m, g, &rewritten)) != DAMO_OK) {
+  if (damo_graph_status(g) == DAMO_OK && (st = bert_int8_rewrite(m, g, 1, &bg->logits, &rewritten)) != DAMO_OK) {
     damo_bert_graph_free(bg);
     return st;
   }
@@ -413,12 +413,12 @@ damo_status damo_bert_encoder_new(damo_bert *m, int64_t batch, int64_t seq_len, 
   const int head = m->first_head;
   bg->pooled = damo_linear_op(g, cls, param_node(g, m, head + POOL_W), param_node(g, m, head + POOL_B), DAMO_ACT_TANH);
   int rewritten = 0;
-  if (damo_graph_status(g) == DAMO_OK && (st = bert_int8_rewrite(m, g, &rewritten)) != DAMO_OK) {
+  damo_node *outs[2] = {bg->hidden, bg->pooled};
+  if (damo_graph_status(g) == DAMO_OK && (st = bert_int8_rewrite(m, g, 2, outs, &rewritten)) != DAMO_OK) {
     damo_bert_graph_free(bg);
     return st;
   }
   bg->int8_products = rewritten;
-  damo_node *outs[2] = {bg->hidden, bg->pooled};
   st = damo_graph_status(g);
   if (st == DAMO_OK) st = damo_graph_compile(g, NULL, 2, outs);
   if (st != DAMO_OK) {
@@ -473,8 +473,8 @@ void damo_bert_graph_seed(damo_bert_graph *bg, uint64_t seed) {
 }
 
 /* Checks and binds the inputs every graph has, at `batch` rows. */
-static damo_status bind_inputs(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
-                               const int32_t *mask) {
+damo_status bert_bind_inputs(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
+                              const int32_t *mask) {
   if (!bg || !ids || !token_types || !mask) return damo_error(DAMO_ERR_INVALID_ARG, "bert_forward: NULL argument");
   if (batch < 1 || batch > bg->batch)
     return damo_error(DAMO_ERR_INVALID_ARG, "bert_forward: batch %lld outside [1, %lld] (the built batch)",
@@ -502,7 +502,7 @@ damo_status damo_bert_graph_forward(damo_bert_graph *bg, int64_t batch, const in
                                     const int32_t *mask, const int32_t *labels, int dropout_on, float *loss) {
   if (bg && bg->predictions) return damo_error(DAMO_ERR_STATE, "bert_forward: a masked-LM graph runs with bert_mlm_forward");
   if (bg && bg->labels && !labels) return damo_error(DAMO_ERR_INVALID_ARG, "bert_forward: a training graph needs labels");
-  damo_status st = bind_inputs(bg, batch, ids, token_types, mask);
+  damo_status st = bert_bind_inputs(bg, batch, ids, token_types, mask);
   if (st == DAMO_OK && bg->labels) st = damo_graph_bind(bg->graph, bg->labels, labels);
   if (st == DAMO_OK) st = damo_graph_forward(bg->graph, dropout_on);
   if (st == DAMO_OK && loss) *loss = NAN;
@@ -515,7 +515,7 @@ damo_status damo_bert_mlm_forward(damo_bert_graph *bg, int64_t batch, const int3
                                   float *loss) {
   if (bg && !bg->predictions) return damo_error(DAMO_ERR_STATE, "bert_mlm_forward: needs a masked-LM graph");
   if (!positions || !labels) return damo_error(DAMO_ERR_INVALID_ARG, "bert_mlm_forward: NULL argument");
-  damo_status st = bind_inputs(bg, batch, ids, token_types, mask);
+  damo_status st = bert_bind_inputs(bg, batch, ids, token_types, mask);
   if (st != DAMO_OK) return st;
   const int64_t M = bg->predictions, T = bg->seq_len;
   for (int64_t i = 0; i < batch * M; i++) {

@@ -18,7 +18,7 @@ struct damo_bert {
   int first_head;         /* index of pooler.dense.weight: tensors from here on may be absent from a file */
   unsigned char *loaded;  /* per tensor: 1 read from a file, 0 initialised here */
   char **label_names;     /* num_labels names (config.json's id2label), or NULL: LABEL_i */
-  /* Dynamic int8 (bert_int8.c over models/store_int8.c): q8.q NULL for an f32 model. */
+  /* int8, dynamic or static (bert_int8.c over models/store_int8.c): q8.q NULL for an f32 model. */
   store_int8 q8;
 };
 
@@ -33,21 +33,25 @@ struct damo_bert_graph {
   float *mask_f32;     /* the attention mask as the attention op takes it, (built batch, T) */
   int32_t *rows_i32;   /* masked-LM: mlm_rows' values, (built batch, predictions) */
   int64_t batch, seq_len, predictions; /* predictions: slots per sequence (0: classifier) */
-  int int8_products; /* dense nodes rewritten into dynamic int8 (an int8 model's classifier) */
+  int int8_products; /* dense nodes rewritten into int8 (an int8 model's classifier) */
 };
 
 damo_status bert_check_config(const damo_bert_config *c, const char *where);
+/* Checks and binds a batch's inputs (rows <= the built batch) to bg's graph, for a forward. */
+damo_status bert_bind_inputs(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
+                             const int32_t *mask);
 
-/* bert_int8.c: which tensors dynamic int8 covers; the per-tensor arrays (begin) and their
- * release; tensor i from int8 values (out, in) and scales (checked, packed, and the f32
- * values set to scale * q; where names the caller or file); the rewrite of a graph's dense
- * nodes over quantised kernels into dynamic qdense (*rewritten: how many); config.json's
- * "quantization" object; the writer that saves int8 tensors with their scales. */
+/* bert_int8.c: which tensors int8 covers (1 a product, 2 a table); the per-tensor arrays
+ * (begin, of config.json's kind) and their release; tensor i from int8 values (out, in) and
+ * scales (checked, packed, and the f32 values set to scale * q; where names the caller or
+ * file); the rewrite of a graph's dense nodes over quantised kernels into qdense (*rewritten:
+ * how many; outputs in keep stay f32); config.json's "quantization" object; the writer that
+ * saves int8 tensors with their scales (and a static product's input quantisation). */
 int bert_int8_tensor(const damo_bert *m, int i);
-damo_status bert_int8_begin(damo_bert *m);
+damo_status bert_int8_begin(damo_bert *m, const int8_config *c);
 void bert_int8_free(damo_bert *m);
 damo_status bert_int8_take(damo_bert *m, int i, const int8_t *q, const float *scale, const char *where);
-damo_status bert_int8_rewrite(const damo_bert *m, damo_graph *g, int *rewritten);
+damo_status bert_int8_rewrite(const damo_bert *m, damo_graph *g, int n_keep, damo_node *const *keep, int *rewritten);
 void bert_int8_json(const damo_bert *m, cJSON *config);
 damo_status bert_int8_writer(const void *ctx, int i, const char *name, damo_tensor_dict *d, int *written);
 /* A model with every tensor laid out and zero-filled. */

@@ -1,8 +1,13 @@
-/* bert_int8.c - dynamic int8 quantisation of BERT (PyTorch's quantize_dynamic for its
- * nn.Linear layers): every encoder layer's six projections (query, key, value, attention
- * output, intermediate, output) and the classifier get symmetric int8 weights with one scale
- * per output feature; activations are quantised per batch, from each input's own range, to
- * affine uint8 inside the product (ops/qlinear.c's dynamic qdense over kernels/cpu/gemm_int8.c).
+/* bert_int8.c - int8 quantisation of BERT's linear layers: every encoder layer's six
+ * projections (query, key, value, attention output, intermediate, output) and the classifier
+ * get symmetric int8 weights with one scale per output feature. Their inputs are affine uint8,
+ *   dynamic (damo_bert_quantize, PyTorch's quantize_dynamic): quantised per batch from each
+ *            input's own range inside the product (ops/qlinear.c over kernels/cpu/gemm_int8.c);
+ *   static (damo_bert_quantize_static): with a scale and zero point per product calibrated on
+ *            training examples run through the f32 classifier node by node (each product's
+ *            input seen just before it runs, by kernels' observer: minmax, percentile or
+ *            histogram). No range is searched at inference, and the intermediate product,
+ *            its GELU in the epilogue, hands the output product its uint8 (damo_int8_chain).
  * The embedding tables are stored the same way (one scale per row) and looked up in f32 from
  * scale * q: weight-only, for the file's size. The pooler stays f32 (its tanh is not fused
  * into the int8 product) and so do the layer norms, attention and biases.
@@ -10,10 +15,12 @@
  * The store's f32 values of a quantised weight become scale * q, so anything reading f32
  * (the masked-LM head, a graph not rewritten) sees the weights the int8 product uses.
  * Classifier inference graphs are built as usual and then rewritten: each dense node whose
- * kernel is a quantised tensor becomes a dynamic qdense in place (damo_dense_to_qdense).
+ * kernel is a quantised tensor becomes a qdense in place (damo_dense_to_qdense).
  *
- * On disk: NAME as I8 (out, in), as nn.Linear stores it, and NAME.scale as F32 (out,);
- * config.json gains "quantization": {"format": "int8", "activations": "dynamic"}. */
+ * On disk: NAME as I8 (out, in), as nn.Linear stores it, and NAME.scale as F32 (out,); a
+ * static product's BASE.input_scale F32 (1,) and BASE.input_zero_point I32 (1,) (BASE: NAME
+ * without ".weight", as a Sequential layer's); config.json gains "quantization": {"format":
+ * "int8", "activations": "dynamic"} or "static" with "method" and "calibration_examples". */
 #include "models/bert.h"
 #include "ops/ops.h"
 
@@ -40,7 +47,7 @@ int bert_int8_tensor(const damo_bert *m, int i) {
 
 void bert_int8_free(damo_bert *m) { store_int8_free(&m->q8, m->p.n_tensors); }
 
-damo_status bert_int8_begin(damo_bert *m) { return store_int8_begin(&m->q8, m->p.n_tensors); }
+damo_status bert_int8_begin(damo_bert *m, const int8_config *c) { return store_int8_begin_as(&m->q8, m->p.n_tensors, c); }
 
 /* nn.Linear's (out, in): a scale per row; a table too, looked up only. */
 static int8_form form_of(const damo_bert *m, int i) {
@@ -62,12 +69,106 @@ damo_status damo_bert_quantize(damo_bert *m) {
 
 int damo_bert_is_quantized(const damo_bert *m) { return m && m->q8.q != NULL; }
 
-damo_status bert_int8_rewrite(const damo_bert *m, damo_graph *g, int *rewritten) {
-  return store_int8_rewrite(&m->q8, &m->p, g, "bert", rewritten);
+damo_status bert_int8_rewrite(const damo_bert *m, damo_graph *g, int n_keep, damo_node *const *keep, int *rewritten) {
+  return store_int8_rewrite(&m->q8, &m->p, g, n_keep, keep, "bert", rewritten);
 }
 
 void bert_int8_json(const damo_bert *m, cJSON *config) {
-  if (m->q8.q) store_int8_json(config);
+  if (m->q8.q) store_int8_json(&m->q8, config);
+}
+
+/* ------------------------------------------------------------------ static: calibration */
+
+/* The product tensor (bert_int8_tensor 1) node n multiplies by, else -1. */
+static int product_of(const damo_bert *m, const damo_node *n) {
+  if (n->op != DAMO_OP_DENSE || n->in[1]->op != DAMO_OP_PARAM || !n->in[1]->param_value) return -1;
+  for (int i = 0; i < m->p.n_tensors; i++)
+    if (m->p.values[i]->data == n->in[1]->param_value->data) return bert_int8_tensor(m, i) == 1 ? i : -1;
+  return -1;
+}
+
+/* Every example spread over the set (rows of them, at most the whole set) through bg's f32
+ * graph node by node, each product's input seen by its tensor's observer just before the
+ * product runs (the planned buffers are reused later in the pass). */
+static damo_status calibration_pass(damo_bert *m, damo_bert_graph *bg, const damo_bert_examples *e, int64_t rows,
+                                    damo_observer *seen, int32_t *staged) {
+  damo_graph *g = bg->graph;
+  const int64_t T = bg->seq_len, step = e->n / rows;
+  int32_t *ids = staged, *types = ids + bg->batch * T, *mask = types + bg->batch * T;
+  damo_status st = DAMO_OK;
+  for (int64_t r0 = 0; r0 < rows && st == DAMO_OK; r0 += bg->batch) {
+    const int64_t n = rows - r0 < bg->batch ? rows - r0 : bg->batch;
+    for (int64_t i = 0; i < n; i++) {
+      const int64_t from = (r0 + i) * step * T;
+      memcpy(ids + i * T, e->ids + from, (size_t)T * sizeof *ids);
+      memcpy(types + i * T, e->types + from, (size_t)T * sizeof *types);
+      memcpy(mask + i * T, e->mask + from, (size_t)T * sizeof *mask);
+    }
+    st = bert_bind_inputs(bg, n, ids, types, mask);
+    g->training = 0;
+    for (int k = 0; k < g->n_order && st == DAMO_OK; k++) {
+      damo_node *node = g->nodes[g->order[k]];
+      if (node->op == DAMO_OP_INPUT || node->op == DAMO_OP_PARAM || node->op == DAMO_OP_CONSTANT) continue;
+      const int i = product_of(m, node);
+      if (i >= 0) damo_observer_see(&seen[i], damo_f32(node->in[0]), damo_node_count(node->in[0]));
+      st = damo_graph_forward_node(g, node);
+    }
+  }
+  return st;
+}
+
+damo_status damo_bert_quantize_static(damo_bert *m, const damo_bert_examples *e, int64_t seq_len,
+                                      const damo_quantize_options *opt) {
+  damo_quantize_options o = opt ? *opt : (damo_quantize_options){0};
+  damo_status st = damo_quantize_options_resolve(&o, "bert_quantize_static");
+  if (st != DAMO_OK) return st;
+  if (o.dynamic) return damo_bert_quantize(m);
+  if (!m || !e || !e->ids || !e->types || !e->mask)
+    return damo_error(DAMO_ERR_INVALID_ARG, "bert_quantize_static: NULL argument");
+  if (m->q8.q) return damo_error(DAMO_ERR_INVALID_ARG, "bert_quantize_static: the model is already int8");
+  if (e->n < 1) return damo_error(DAMO_ERR_INVALID_ARG, "bert_quantize_static: no calibration examples");
+  const int64_t rows = o.calibration_examples < e->n ? o.calibration_examples : e->n;
+  const int64_t batch = o.batch_size < rows ? o.batch_size : rows;
+  damo_bert_graph *bg = NULL;
+  st = damo_bert_classifier_new(m, batch, seq_len, 0, &bg);
+  if (st != DAMO_OK) return damo_error_prefix(st, "bert_quantize_static: ");
+  const int n = m->p.n_tensors;
+  damo_observer *seen = calloc((size_t)n, sizeof *seen);
+  int32_t *staged = malloc((size_t)(3 * batch * seq_len) * sizeof *staged);
+  if (!seen || !staged) st = damo_error(DAMO_ERR_NOMEM, "bert_quantize_static: out of memory");
+  for (int pass = 0; pass < (o.method == DAMO_CALIB_MINMAX ? 1 : 2) && st == DAMO_OK; pass++) {
+    for (int i = 0; pass == 1 && i < n && st == DAMO_OK; i++)
+      if (bert_int8_tensor(m, i) == 1 && !damo_observer_count_bins(&seen[i]))
+        st = damo_error(DAMO_ERR_NOMEM, "bert_quantize_static: out of memory");
+    if (st == DAMO_OK) st = calibration_pass(m, bg, e, rows, seen, staged);
+  }
+  damo_bert_graph_free(bg);
+  free(staged);
+  /* Every input range settled before any weight changes. */
+  float *x_scale = st == DAMO_OK ? calloc((size_t)n, sizeof *x_scale) : NULL;
+  int *x_zero = st == DAMO_OK ? calloc((size_t)n, sizeof *x_zero) : NULL;
+  if (st == DAMO_OK && (!x_scale || !x_zero)) st = damo_error(DAMO_ERR_NOMEM, "bert_quantize_static: out of memory");
+  for (int i = 0; i < n && st == DAMO_OK; i++) {
+    if (bert_int8_tensor(m, i) != 1) continue;
+    float lo, hi;
+    damo_observer_range(&seen[i], o.method, o.percentile, &lo, &hi);
+    if (!isfinite(lo) || !isfinite(hi))
+      st = damo_error(DAMO_ERR_NUMERIC, "bert_quantize_static: the input of '%s' is not finite on the calibration "
+                      "examples", m->p.names[i]);
+    else
+      damo_quant_params(lo, hi, &x_scale[i], &x_zero[i]);
+  }
+  for (int i = 0; seen && i < n; i++) damo_observer_free(&seen[i]);
+  free(seen);
+  if (st == DAMO_OK) st = store_int8_quantize_all(&m->q8, &m->p, form_any, m, "bert_quantize_static");
+  for (int i = 0; i < n && st == DAMO_OK; i++)
+    if (bert_int8_tensor(m, i) == 1)
+      st = store_int8_set_input(&m->q8, n, i, x_scale[i], x_zero[i], m->p.names[i], "bert_quantize_static");
+  if (st == DAMO_OK) m->q8.method = o.method, m->q8.calibration_examples = rows;
+  else store_int8_free(&m->q8, n);
+  free(x_scale);
+  free(x_zero);
+  return st;
 }
 
 /* param_store_save_dir_with's writer: a quantised tensor as I8 (its shape) and NAME.scale F32,

@@ -59,24 +59,20 @@ static char **read_label_names(damo_config_obj *root, int n) {
 
 /* HuggingFace writes many keys damo has no use for (architectures, label2id, ...), so the
  * object is not closed: only the keys below are read and checked. */
-/* config.json's "quantization" object (bert_int8.c writes it): *int8 is 1 for a dynamic int8
- * model, 0 when absent. */
-static damo_status read_quantization(damo_config_obj *root, int *int8) {
-  damo_config_obj *q = NULL;
+/* config.json's "quantization" object (bert_int8.c writes it): *int8 is 1 for an int8
+ * model (dynamic or static: *q), 0 when absent. */
+static damo_status read_quantization(damo_config_obj *root, int *int8, int8_config *q) {
+  damo_config_obj *obj = NULL;
   *int8 = 0;
-  damo_status st = damo_config_get_object(root, "quantization", 0, &q);
-  if (st != DAMO_OK || !q) return st;
-  static const char *const formats[] = {"int8", NULL}, *const activations[] = {"dynamic", NULL};
-  int format = 0, act = 0;
-  if ((st = damo_config_get_enum(q, "format", formats, DAMO_CFG_REQUIRED, &format)) != DAMO_OK ||
-      (st = damo_config_get_enum(q, "activations", activations, DAMO_CFG_REQUIRED, &act)) != DAMO_OK ||
-      (st = damo_config_close(q)) != DAMO_OK)
-    return st;
-  *int8 = 1;
-  return DAMO_OK;
+  damo_status st = damo_config_get_object(root, "quantization", 0, &obj);
+  if (st != DAMO_OK || !obj) return st;
+  st = store_int8_read_json(obj, q);
+  *int8 = st == DAMO_OK;
+  return st;
 }
 
-static damo_status read_config(damo_config *c, damo_bert_config *cfg, char ***label_names, int *int8) {
+static damo_status read_config(damo_config *c, damo_bert_config *cfg, char ***label_names, int *int8,
+                               int8_config *q8) {
   const char *path = damo_config_source(c);
   damo_config_obj *root;
   damo_status st = damo_config_root(c, &root);
@@ -112,30 +108,33 @@ static damo_status read_config(damo_config *c, damo_bert_config *cfg, char ***la
     st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: pad_token_id must be 0 ([PAD] of the BERT vocabularies)", path);
   if (st == DAMO_OK) st = bert_check_config(cfg, path);
   int quantized = 0;
-  if (st == DAMO_OK) st = read_quantization(root, &quantized);
+  int8_config q = {0};
+  if (st == DAMO_OK) st = read_quantization(root, &quantized, &q);
   if (int8) *int8 = quantized;
+  if (q8) *q8 = q;
   /* Names only for a config that passed: a caller frees them on success only. */
   if (st == DAMO_OK && label_names) *label_names = read_label_names(root, cfg->num_labels);
   return st;
 }
 
-static damo_status parse_config_names(const char *path, damo_bert_config *cfg, char ***label_names, int *int8) {
+static damo_status parse_config_names(const char *path, damo_bert_config *cfg, char ***label_names, int *int8,
+                                      int8_config *q8) {
   damo_config *c;
   damo_status st = damo_config_read_file(path, &c); /* strict: trailing data, repeated keys */
   if (st != DAMO_OK) return st;
-  st = read_config(c, cfg, label_names, int8);
+  st = read_config(c, cfg, label_names, int8, q8);
   damo_config_free(c);
   return st;
 }
 
 damo_status damo_bert_config_load(const char *path, damo_bert_config *out) {
   if (!path || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_config_load: NULL argument");
-  return parse_config_names(path, out, NULL, NULL);
+  return parse_config_names(path, out, NULL, NULL, NULL);
 }
 
 damo_status damo_bert_config_read(damo_config *c, damo_bert_config *out) {
   if (!c || !out) return damo_error(DAMO_ERR_INVALID_ARG, "bert_config_read: NULL argument");
-  return read_config(c, out, NULL, NULL);
+  return read_config(c, out, NULL, NULL, NULL);
 }
 
 /* ------------------------------------------------------------------ load */
@@ -173,7 +172,24 @@ static damo_status check_copy(const damo_bert *m, const damo_tensor *t, const ch
   return DAMO_OK;
 }
 
-/* An I8 tensor and its NAME.scale: only in an int8 model, only where dynamic int8 applies. */
+/* A static product's BASE.input_scale (F32 (1,)) and BASE.input_zero_point (I32 (1,)), BASE
+ * its stored name without ".weight". */
+static damo_status take_input(damo_bert *m, int i, const damo_tensor_dict *d, const char *stored, const char *path) {
+  char base[160], scale_name[192], zero_name[192];
+  if (!store_int8_input_base(stored, base, sizeof base) || bert_int8_tensor(m, i) != 1) return DAMO_OK; /* a table */
+  snprintf(scale_name, sizeof scale_name, "%s.input_scale", base);
+  snprintf(zero_name, sizeof zero_name, "%s.input_zero_point", base);
+  const damo_tensor *xs = damo_tensor_dict_get(d, scale_name), *xz = damo_tensor_dict_get(d, zero_name);
+  if (!xs || xs->dtype != DAMO_F32 || xs->ndim != 1 || xs->shape[0] != 1 || !xz || xz->dtype != DAMO_I32 ||
+      xz->ndim != 1 || xz->shape[0] != 1)
+    return damo_error(DAMO_ERR_FORMAT, "%s: static int8 tensor '%s' needs '%s' (F32 of shape (1,)) and '%s' (I32 of "
+                      "shape (1,))", path, stored, scale_name, zero_name);
+  return store_int8_set_input(&m->q8, m->p.n_tensors, i, damo_tensor_f32(xs)[0], damo_tensor_i32(xz)[0], scale_name,
+                              path);
+}
+
+/* An I8 tensor and its NAME.scale (and, static, its input's quantisation): only in an int8
+ * model, only where int8 applies. */
 static damo_status take_int8(damo_bert *m, int i, const damo_tensor_dict *d, int k, const char *path) {
   const char *stored = d->names[k];
   const damo_tensor *q = d->tensors[k], *want = m->p.values[i];
@@ -193,7 +209,19 @@ static damo_status take_int8(damo_bert *m, int i, const damo_tensor_dict *d, int
   if (!scale || scale->dtype != DAMO_F32 || scale->ndim != 1 || scale->shape[0] != want->shape[0])
     return damo_error(DAMO_ERR_FORMAT, "%s: int8 tensor '%s' needs '%s', F32 of shape (%lld,)", path, stored, scale_name,
                       (long long)want->shape[0]);
-  return bert_int8_take(m, i, (const int8_t *)q->data, damo_tensor_f32(scale), path);
+  damo_status st = bert_int8_take(m, i, (const int8_t *)q->data, damo_tensor_f32(scale), path);
+  return st == DAMO_OK && store_int8_is_static(&m->q8) ? take_input(m, i, d, stored, path) : st;
+}
+
+/* The length of a ".input_scale" or ".input_zero_point" ending of name, else 0. */
+static size_t ends_with_input(const char *name) {
+  static const char *const endings[] = {".input_scale", ".input_zero_point"};
+  const size_t len = strlen(name);
+  for (int k = 0; k < 2; k++) {
+    const size_t e = strlen(endings[k]);
+    if (len > e && !strcmp(name + len - e, endings[k])) return e;
+  }
+  return 0;
 }
 
 static damo_status fill_from_dict(damo_bert *m, const damo_tensor_dict *d, const char *path) {
@@ -212,6 +240,16 @@ static damo_status fill_from_dict(damo_bert *m, const damo_tensor_dict *d, const
       const damo_tensor *owner = damo_tensor_dict_get(d, base);
       if (!owner || owner->dtype != DAMO_I8)
         st = damo_error(DAMO_ERR_FORMAT, "%s: '%s' is the scale of no int8 tensor", path, stored);
+      continue;
+    }
+    const size_t input = ends_with_input(stored);
+    if (input) { /* read with its static int8 tensor */
+      char owner_name[192];
+      snprintf(owner_name, sizeof owner_name, "%.*s.weight", (int)(len - input), stored);
+      const damo_tensor *owner = damo_tensor_dict_get(d, owner_name);
+      if (!owner || owner->dtype != DAMO_I8 || !store_int8_is_static(&m->q8))
+        st = damo_error(DAMO_ERR_FORMAT, "%s: '%s' is the input quantisation of no int8 tensor of a static int8 model "
+                        "(config.json's \"quantization\" says \"activations\": \"static\")", path, stored);
       continue;
     }
     if (!strcmp(name, "cls.predictions.decoder.weight")) {
@@ -256,7 +294,8 @@ damo_status damo_bert_load(const char *dir, int num_labels, uint64_t seed, damo_
   join(path, sizeof path, dir, "config.json");
   char **names = NULL;
   int int8 = 0;
-  damo_status st = parse_config_names(path, &cfg, &names, &int8);
+  int8_config q8 = {0};
+  damo_status st = parse_config_names(path, &cfg, &names, &int8, &q8);
   if (st != DAMO_OK) return st;
   const int stored_labels = cfg.num_labels;
   if (num_labels > 0) cfg.num_labels = num_labels;
@@ -291,7 +330,7 @@ damo_status damo_bert_load(const char *dir, int num_labels, uint64_t seed, damo_
     for (int i = 0; names && i < stored_labels; i++) free(names[i]);
     free(names);
   }
-  st = int8 ? bert_int8_begin(m) : DAMO_OK;
+  st = int8 ? bert_int8_begin(m, &q8) : DAMO_OK;
   if (st == DAMO_OK) st = fill_from_dict(m, d, weights);
   damo_tensor_dict_free(d);
   if (st != DAMO_OK) {

@@ -277,7 +277,7 @@ damo_status damo_gpt2_save_as(const damo_gpt2 *m, const char *dir, damo_dtype dt
   if (!config) return damo_error(DAMO_ERR_NOMEM, "gpt2_save: out of memory");
   if (dtype == DAMO_BF16) cJSON_ReplaceItemInObject(config, "torch_dtype", cJSON_CreateString("bfloat16"));
   if (m->q8.q) {
-    store_int8_json(config);
+    store_int8_json(&m->q8, config);
     return param_store_save_dir_with(&m->p, dir, file_name, config, DAMO_F32, gpt2_int8_writer, m);
   }
   if (m->blocks == DAMO_BLOCKS_NONE) return param_store_save_dir(&m->p, dir, file_name, config, dtype);

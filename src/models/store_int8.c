@@ -1,8 +1,10 @@
-/* store_int8.c - dynamic int8 tensors of a named-tensor model's store (store_int8.h). What
- * PyTorch's quantize_dynamic does for nn.Linear: weights symmetric int8 with one scale per
- * output feature, inputs quantised per batch inside the product (ops/qlinear.c's dynamic
- * qdense). The store's f32 values become scale * q, so whatever reads f32 (a head not
- * rewritten, an embedding lookup) sees the weights the int8 products use. */
+/* store_int8.c - int8 tensors of a named-tensor model's store (store_int8.h). What PyTorch's
+ * quantize_dynamic does for nn.Linear: weights symmetric int8 with one scale per output
+ * feature, inputs quantised per batch inside the product (ops/qlinear.c's dynamic qdense);
+ * or, with each product's input quantisation calibrated (static), what its static
+ * quantisation does, the products handing each other uint8 where one feeds the next. The
+ * store's f32 values become scale * q, so whatever reads f32 (a head not rewritten, an
+ * embedding lookup) sees the weights the int8 products use. */
 #include "models/store_int8.h"
 
 #include <math.h>
@@ -26,8 +28,42 @@ void store_int8_free(store_int8 *s, int n) {
   free(s->q);
   free(s->scale);
   free(s->packed);
-  s->q = NULL, s->scale = NULL, s->packed = NULL;
+  free(s->x_scale);
+  free(s->x_zero);
+  s->q = NULL, s->scale = NULL, s->packed = NULL, s->x_scale = NULL, s->x_zero = NULL;
   s->defer_f32 = s->pending = 0;
+  s->method = DAMO_CALIB_MINMAX, s->calibration_examples = 0;
+}
+
+/* The static arrays (every product without its input's quantisation yet), once. */
+static damo_status begin_inputs(store_int8 *s, int n_tensors, const char *where) {
+  if (s->x_scale) return DAMO_OK;
+  s->x_scale = calloc((size_t)n_tensors, sizeof *s->x_scale);
+  s->x_zero = calloc((size_t)n_tensors, sizeof *s->x_zero);
+  if (s->x_scale && s->x_zero) return DAMO_OK;
+  free(s->x_scale), free(s->x_zero);
+  s->x_scale = NULL, s->x_zero = NULL;
+  return damo_error(DAMO_ERR_NOMEM, "%s: out of memory", where);
+}
+
+damo_status store_int8_set_input(store_int8 *s, int n_tensors, int i, float scale, int zero_point, const char *name,
+                                 const char *where) {
+  if (!(scale > 0.0f) || !isfinite(scale) || zero_point < 0 || zero_point > 255)
+    return damo_error(DAMO_ERR_FORMAT, "%s: the input of '%s' has scale %g and zero point %d (a positive finite scale "
+                      "and a zero point in 0..255 expected)", where, name, (double)scale, zero_point);
+  damo_status st = begin_inputs(s, n_tensors, where);
+  if (st == DAMO_OK) s->x_scale[i] = scale, s->x_zero[i] = zero_point;
+  return st;
+}
+
+int store_int8_is_static(const store_int8 *s) { return s->x_scale != NULL; }
+
+int store_int8_input_base(const char *name, char *base, size_t size) {
+  const size_t len = strlen(name), suffix = strlen(".weight");
+  if (len <= suffix || strcmp(name + len - suffix, ".weight") || len - suffix >= size) return 0;
+  memcpy(base, name, len - suffix);
+  base[len - suffix] = 0;
+  return 1;
 }
 
 int64_t store_int8_scale_count(const damo_tensor *t, int8_form f) { return t->shape[f == INT8_OUT_COLS ? 1 : 0]; }
@@ -124,8 +160,8 @@ damo_status store_int8_quantize_all(store_int8 *s, const param_store *p, int8_fo
   return st;
 }
 
-damo_status store_int8_rewrite(const store_int8 *s, const param_store *p, damo_graph *g, const char *what,
-                               int *rewritten) {
+damo_status store_int8_rewrite(const store_int8 *s, const param_store *p, damo_graph *g, int n_keep,
+                               damo_node *const *keep, const char *what, int *rewritten) {
   *rewritten = 0;
   if (!s->q) return DAMO_OK;
   for (int j = 0; j < g->n_nodes; j++) {
@@ -135,16 +171,18 @@ damo_status store_int8_rewrite(const store_int8 *s, const param_store *p, damo_g
     for (int i = 0; i < p->n_tensors; i++) {
       if (!s->packed[i] || p->values[i]->data != data) continue;
       if (n->iparam[0] != DAMO_ACT_NONE && n->iparam[0] != DAMO_ACT_RELU) break; /* stays f32 */
-      damo_status st = damo_dense_to_qdense(n, s->packed[i]);
+      const float x_scale = s->x_scale ? s->x_scale[i] : 0.0f;
+      damo_status st = damo_dense_to_qdense(n, s->packed[i], x_scale, s->x_zero ? s->x_zero[i] : 0);
       if (st != DAMO_OK) return damo_error_prefix(st, "%s int8 graph: ", what);
       ++*rewritten;
       break;
     }
   }
-  /* a GELU after a dynamic int8 product runs in its epilogue, on the tile still in cache */
+  /* a GELU after an int8 product runs in its epilogue, on the tile still in cache */
   for (int j = 0; *rewritten && j < g->n_nodes; j++)
     if (g->nodes[j]->op == DAMO_OP_GELU) damo_qdense_absorb_gelu(g, g->nodes[j]);
-  return DAMO_OK;
+  damo_status st = *rewritten && s->x_scale ? damo_int8_chain(g, n_keep, keep) : DAMO_OK;
+  return st == DAMO_OK ? DAMO_OK : damo_error_prefix(st, "%s int8 graph: ", what);
 }
 
 damo_status store_int8_write(const store_int8 *s, const param_store *p, int i, int8_form f, const char *name,
@@ -159,12 +197,49 @@ damo_status store_int8_write(const store_int8 *s, const param_store *p, int i, i
   damo_status st = q ? damo_tensor_dict_add(d, name, q) : DAMO_ERR_NOMEM;
   damo_tensor *sc = st == DAMO_OK ? damo_tensor_wrap(DAMO_F32, 1, &S, s->scale[i]) : NULL;
   if (st == DAMO_OK) st = sc ? damo_tensor_dict_add(d, scale_name, sc) : DAMO_ERR_NOMEM;
+  if (st == DAMO_OK && s->x_scale && s->x_scale[i] > 0.0f) { /* views of the store's own values */
+    char base[224], key[256];
+    const int64_t one = 1;
+    if (!store_int8_input_base(name, base, sizeof base))
+      return damo_error(DAMO_ERR_INVALID_ARG, "saving '%s' in int8: a static product's name must end in .weight", name);
+    snprintf(key, sizeof key, "%s.input_scale", base);
+    damo_tensor *xs = damo_tensor_wrap(DAMO_F32, 1, &one, &s->x_scale[i]);
+    st = xs ? damo_tensor_dict_add(d, key, xs) : DAMO_ERR_NOMEM;
+    snprintf(key, sizeof key, "%s.input_zero_point", base);
+    damo_tensor *xz = st == DAMO_OK ? damo_tensor_wrap(DAMO_I32, 1, &one, &s->x_zero[i]) : NULL;
+    if (st == DAMO_OK) st = xz ? damo_tensor_dict_add(d, key, xz) : DAMO_ERR_NOMEM;
+  }
   *written = st == DAMO_OK;
   return st == DAMO_OK ? DAMO_OK : damo_error(st, "saving '%s' in int8: out of memory", name);
 }
 
-void store_int8_json(cJSON *config) {
+void store_int8_json(const store_int8 *s, cJSON *config) {
   cJSON *q = cJSON_AddObjectToObject(config, "quantization");
   cJSON_AddStringToObject(q, "format", "int8");
-  cJSON_AddStringToObject(q, "activations", "dynamic");
+  cJSON_AddStringToObject(q, "activations", s->x_scale ? "static" : "dynamic");
+  if (!s->x_scale) return;
+  cJSON_AddStringToObject(q, "method", damo_calibration_names[s->method]);
+  cJSON_AddNumberToObject(q, "calibration_examples", (double)s->calibration_examples);
+}
+
+damo_status store_int8_read_json(damo_config_obj *q, int8_config *out) {
+  static const char *const formats[] = {"int8", NULL}, *const activations[] = {"dynamic", "static", NULL};
+  int format = 0, act = 0, method = 0;
+  int64_t examples = 0;
+  damo_status st = damo_config_get_enum(q, "format", formats, DAMO_CFG_REQUIRED, &format);
+  if (st == DAMO_OK) st = damo_config_get_enum(q, "activations", activations, DAMO_CFG_REQUIRED, &act);
+  if (st == DAMO_OK && act == 1) st = damo_config_get_enum(q, "method", damo_calibration_names, DAMO_CFG_REQUIRED, &method);
+  if (st == DAMO_OK && act == 1)
+    st = damo_config_get_int(q, "calibration_examples", 1, INT64_MAX, DAMO_CFG_REQUIRED, &examples);
+  if (st == DAMO_OK) st = damo_config_close(q);
+  *out = (int8_config){act == 1, (damo_calibration)method, examples};
+  return st;
+}
+
+damo_status store_int8_begin_as(store_int8 *s, int n_tensors, const int8_config *c) {
+  damo_status st = store_int8_begin(s, n_tensors);
+  if (st == DAMO_OK && c->is_static && (st = begin_inputs(s, n_tensors, "int8")) == DAMO_OK)
+    s->method = c->method, s->calibration_examples = c->calibration_examples;
+  if (st != DAMO_OK) store_int8_free(s, n_tensors);
+  return st;
 }

@@ -1,7 +1,9 @@
-/* store_int8.h - dynamic int8 for a named-tensor model (BERT, GPT-2): tensors of its
- * parameter store kept as symmetric int8 with a scale per output feature (or per row of a
- * table), the products packed for kernels/cpu/gemm_int8.c, and inference graphs whose dense
- * nodes over such a tensor run as dynamic qdense (inputs quantised per batch). */
+/* store_int8.h - int8 for a named-tensor model (BERT, GPT-2): tensors of its parameter store
+ * kept as symmetric int8 with a scale per output feature (or per row of a table), the
+ * products packed for kernels/cpu/gemm_int8.c, and inference graphs whose dense nodes over
+ * such a tensor run as qdense: inputs quantised per batch (dynamic), or with a scale and zero
+ * point calibrated per product (static, BERT: bert_int8.c), in which case a product whose
+ * output only feeds another (the feed-forward's, through its GELU) hands it uint8. */
 #ifndef DAMO_MODELS_STORE_INT8_H
 #define DAMO_MODELS_STORE_INT8_H
 
@@ -21,6 +23,10 @@ typedef struct store_int8 {
   damo_qweight **packed; /* NULL for a table */
   int defer_f32;         /* take leaves the store's f32 values to store_int8_materialize ... */
   int pending;           /* ... which has not run since (their pages untouched, so not resident) */
+  float *x_scale;        /* static: per tensor, its product's calibrated input scale (0: none); */
+  int *x_zero;           /* and zero point; both NULL: every product dynamic */
+  damo_calibration method; /* static: how the ranges were chosen, on how many examples */
+  int64_t calibration_examples;
 } store_int8;
 
 damo_status store_int8_begin(store_int8 *s, int n_tensors);
@@ -42,14 +48,35 @@ damo_status store_int8_quantize(store_int8 *s, const param_store *p, int i, int8
  * none is kept. */
 damo_status store_int8_quantize_all(store_int8 *s, const param_store *p, int8_form (*form)(const void *model, int i),
                                     const void *model, const char *where);
-/* Rewrites g's dense nodes whose kernel is a packed tensor into dynamic qdense, in place
- * (linear or ReLU; others stay f32); *rewritten counts them. */
-damo_status store_int8_rewrite(const store_int8 *s, const param_store *p, damo_graph *g, const char *what,
-                               int *rewritten);
-/* A param_store_writer's work for tensor i: NAME as I8 (its shape) and NAME.scale F32. */
+/* Tensor i's product takes its input as affine uint8 with this scale (> 0, finite) and zero
+ * point (0..255): static from then on (where names the caller or file in errors). */
+damo_status store_int8_set_input(store_int8 *s, int n_tensors, int i, float scale, int zero_point, const char *name,
+                                 const char *where);
+int store_int8_is_static(const store_int8 *s);
+/* Rewrites g's dense nodes whose kernel is a packed tensor into qdense, in place (linear or
+ * ReLU; others stay f32), static where the tensor has its input's quantisation; folds each
+ * GELU after one into its epilogue and, for a static store, chains the products (outputs in
+ * keep stay f32); *rewritten counts them. */
+damo_status store_int8_rewrite(const store_int8 *s, const param_store *p, damo_graph *g, int n_keep,
+                               damo_node *const *keep, const char *what, int *rewritten);
+/* A param_store_writer's work for tensor i: NAME as I8 (its shape) and NAME.scale F32, and for
+ * a static product BASE.input_scale F32 (1,) and BASE.input_zero_point I32 (1,), BASE being
+ * NAME without ".weight" (a Sequential layer's names). */
 damo_status store_int8_write(const store_int8 *s, const param_store *p, int i, int8_form f, const char *name,
                              damo_tensor_dict *d, int *written);
-/* config.json's "quantization": {"format": "int8", "activations": "dynamic"}. */
-void store_int8_json(cJSON *config);
+/* BASE of store_int8_write into base (false when name does not end in ".weight" or base is
+ * too short). */
+int store_int8_input_base(const char *name, char *base, size_t size);
+/* config.json's "quantization": {"format": "int8", "activations": "dynamic"}, or "static"
+ * with the calibration's "method" and "calibration_examples"; store_int8_read_json reads
+ * either back (and closes the object), store_int8_begin_as begins a store of that kind. */
+typedef struct int8_config {
+  int is_static;
+  damo_calibration method;
+  int64_t calibration_examples;
+} int8_config;
+void store_int8_json(const store_int8 *s, cJSON *config);
+damo_status store_int8_read_json(damo_config_obj *quantization, int8_config *out);
+damo_status store_int8_begin_as(store_int8 *s, int n_tensors, const int8_config *c);
 
 #endif

@@ -31,13 +31,14 @@ extern const damo_op_def damo_op_def_qdense, damo_op_def_qconv2d, damo_op_def_sp
  * fused, others refused. They have no backward: a quantised model does not train. */
 damo_node *damo_qdense_op(damo_graph *g, damo_node *x, const damo_qweight *w, damo_node *bias, damo_activation act,
                           float x_scale, int zero_point);
-/* Turns a dense node (before compile) into a dynamic qdense over w, in place, so that its
- * consumers need no change: the kernel input is dropped (its param is no longer read), the
- * bias kept, the input quantised per batch. Its activation must be linear or relu, and w the
- * (K x N) int8 form of its kernel (either of dense's layouts). */
-damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w);
-/* Folds a GELU into the dynamic qdense that feeds it, before compile: when gelu's input is
- * a qdense (f32 output, linear, not calibrated) read by nothing else in g, the gelu node
+/* Turns a dense node (before compile) into a qdense over w, in place, so that its consumers
+ * need no change: the kernel input is dropped (its param is no longer read), the bias kept,
+ * the input quantised with x_scale and zero_point (calibrated: static) or, x_scale 0, per
+ * batch (dynamic). Its activation must be linear or relu, and w the (K x N) int8 form of its
+ * kernel (either of dense's layouts). */
+damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w, float x_scale, int zero_point);
+/* Folds a GELU into the qdense that feeds it, before compile (and before damo_int8_chain):
+ * when gelu's input is a qdense (f32 output, linear) read by nothing else in g, the gelu node
  * becomes that qdense with the GELU in its epilogue (its consumers keep their pointers; the
  * old qdense, read by no one, is left out by compile). Returns 1 when folded, 0 when the
  * pattern does not hold (nothing changed). */
@@ -59,8 +60,10 @@ damo_node *damo_recurrent_int8_op(damo_graph *g, int gru, damo_node *x, damo_nod
                                   damo_node *bias, damo_node *mask, int return_sequences, int reverse,
                                   const damo_rnn_int8 *q);
 /* Links int8 layers of an inference graph: each qdense or qconv2d whose output reaches only
- * a calibrated one (through max pooling, reshapes, and dropout, which it steps over) writes
- * that layer's uint8 (damo_q8_out) and the ops between carry it; outputs in keep stay f32.
+ * a calibrated one (through max pooling, reshapes, and dropout, which it steps over there:
+ * a dropout elsewhere stays) writes that layer's uint8 (damo_q8_out; after a folded GELU
+ * too) and the ops between carry it; outputs in keep stay f32. DAMO_INT8_CHAIN=0 in the
+ * environment leaves every hand-over f32 (the same values, to compare).
  * Call before damo_graph_compile, on graphs that never run backward. */
 damo_status damo_int8_chain(damo_graph *g, int n_keep, damo_node *const *keep);
 /* x (N, H, W, C) channels-last; w packs the (KH, KW, C, F) kernel as (KH*KW*C, F). */

@@ -6,12 +6,13 @@
  * from the batch's own range (dynamic). qconv2d quantises the image once and pads that copy
  * with the quantised 0; the product reads the windows there or copies patches from it, a
  * block of output pixels at a time (see windows_bytes). The int8 product's epilogue applies the
- * scales, the bias and a ReLU, or a GELU folded in from the op after a dynamic qdense
+ * scales, the bias and a ReLU, or a GELU folded in from the op after the qdense
  * (damo_qdense_absorb_gelu: BERT's and GPT-2's feed-forward); other activations follow as
  * their own op (the layer's build). The output is f32, so the next layer, quantised or not,
  * reads what it always did, except in a chain (damo_int8_chain): a layer whose output only
  * reaches a calibrated int8 layer, through max pooling, reshapes or inference's dropout,
- * writes that layer's uint8 (requantised in the epilogue) and the next one reads it as it is.
+ * writes that layer's uint8 (requantised in the epilogue, after the GELU if one is folded:
+ * BERT's static intermediate into its output product) and the next one reads it as it is.
  * There is no backward: fit refuses a quantised model before any graph is built. */
 #include "ops/ops.h"
 
@@ -123,8 +124,6 @@ static damo_status qdense_infer(damo_node *n) {
   const int act = n->iparam[Q_ACT], gelu = act == Q_ACT_GELU || act == Q_ACT_GELU_TANH;
   if (!fusable((damo_activation)act) && !gelu)
     return damo_error(DAMO_ERR_INVALID_ARG, "qdense: only linear, relu or GELU is fused (got activation %d)", act);
-  if (gelu && n->fparam[1] > 0.0f)
-    return damo_error(DAMO_ERR_INVALID_ARG, "qdense '%s': a fused GELU needs an f32 output", n->name);
   damo_status st = check_common(n, x->shape[x->ndim - 1], "qdense");
   if (st != DAMO_OK) return st;
   const damo_qweight *w = qweight_of(n);
@@ -148,8 +147,9 @@ static damo_status qdense_forward(damo_graph *g, damo_node *n) {
   int zp;
   input_params(n, x, M * w->K, Q_ZERO_POINT, &scale, &zp);
   const int act = n->iparam[Q_ACT];
-  const damo_q8_out out = {n->value, w->N, act == DAMO_ACT_RELU, out_inv_scale(n), n->iparam[Q_OUT_ZERO_POINT],
-                           act == Q_ACT_GELU ? 1 : act == Q_ACT_GELU_TANH ? 2 : 0};
+  const damo_q8_out out = {.c = n->value, .ldc = w->N, .relu = act == DAMO_ACT_RELU, .out_inv_scale = out_inv_scale(n),
+                           .out_zero_point = n->iparam[Q_OUT_ZERO_POINT],
+                           .gelu = act == Q_ACT_GELU ? 1 : act == Q_ACT_GELU_TANH ? 2 : 0};
   quantized_product(x, chained ? (const uint8_t *)xn->value : NULL, M, w, scale, zp, b, n->aux, &out);
   return DAMO_OK;
 }
@@ -164,24 +164,25 @@ damo_node *damo_qdense_op(damo_graph *g, damo_node *x, const damo_qweight *w, da
   return damo_graph_add_node_data(g, DAMO_OP_QDENSE, bias ? 2 : 1, in, p, 3, f, 2, w);
 }
 
-damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w) {
+damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w, float x_scale, int zero_point) {
   if (!n || !w || n->op != DAMO_OP_DENSE)
     return damo_error(DAMO_ERR_INVALID_ARG, "dense_to_qdense: '%s' is not a dense node", n ? n->name : "(null)");
   const int act = n->iparam[0], transposed = n->iparam[1];
   const damo_node *k = n->in[1];
   const int64_t K = k->shape[transposed], N = k->shape[1 - transposed];
-  if (!fusable((damo_activation)act) || K != w->K || N != w->N)
+  if (!fusable((damo_activation)act) || K != w->K || N != w->N || !(x_scale >= 0.0f) || zero_point < 0 ||
+      zero_point > 255)
     return damo_error(DAMO_ERR_INVALID_ARG, "dense_to_qdense: '%s' (%lld x %lld, activation %d) does not take a "
-                      "%lld x %lld int8 kernel with a fused linear or relu", n->name, (long long)K, (long long)N, act,
-                      (long long)w->K, (long long)w->N);
+                      "%lld x %lld int8 kernel with a fused linear or relu (input scale %g, zero point %d)", n->name,
+                      (long long)K, (long long)N, act, (long long)w->K, (long long)w->N, (double)x_scale, zero_point);
   damo_node *bias = n->n_in > 2 ? n->in[2] : NULL;
   n->op = DAMO_OP_QDENSE; /* consumers keep pointing at n: only its inputs and parameters change */
   n->in[1] = bias;
   n->in[2] = NULL;
   n->n_in = bias ? 2 : 1;
   n->iparam[0] = act;
-  n->iparam[1] = 0; /* zero point: chosen per batch */
-  n->fparam[0] = 0.0f; /* dynamic */
+  n->iparam[Q_ZERO_POINT] = zero_point; /* with scale 0 (dynamic): chosen per batch */
+  n->fparam[0] = x_scale;
   n->fparam[1] = 0.0f; /* f32 output */
   n->iparam[Q_OUT_ZERO_POINT] = 0;
   n->op_data = w;
@@ -191,8 +192,7 @@ damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w) {
 int damo_qdense_absorb_gelu(damo_graph *g, damo_node *gelu) {
   if (!g || !gelu || gelu->op != DAMO_OP_GELU || gelu->n_in != 1) return 0;
   damo_node *q = gelu->in[0];
-  if (q->op != DAMO_OP_QDENSE || q->iparam[Q_ACT] != DAMO_ACT_NONE || q->fparam[0] > 0.0f || q->fparam[1] > 0.0f)
-    return 0;
+  if (q->op != DAMO_OP_QDENSE || q->iparam[Q_ACT] != DAMO_ACT_NONE || q->fparam[1] > 0.0f) return 0;
   for (int j = 0; j < g->n_nodes; j++) /* the qdense's value must die into the GELU */
     for (int i = 0; g->nodes[j] != gelu && i < g->nodes[j]->n_in; i++)
       if (g->nodes[j]->in[i] == q) return 0;
@@ -344,8 +344,8 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
   int zp;
   input_params(n, x, image, QC_ZERO_POINT, &scale, &zp);
   const size_t out_elem = n->dtype == DAMO_U8 ? 1 : sizeof(float);
-  damo_q8_out out = {n->value, q.F, (n->iparam[QC_ACT] & 0xff) == DAMO_ACT_RELU, out_inv_scale(n),
-                     n->iparam[QC_ZERO_POINT] >> 8 & 0xff, 0};
+  damo_q8_out out = {.c = n->value, .ldc = q.F, .relu = (n->iparam[QC_ACT] & 0xff) == DAMO_ACT_RELU,
+                     .out_inv_scale = out_inv_scale(n), .out_zero_point = n->iparam[QC_ZERO_POINT] >> 8 & 0xff};
   /* The image quantised once, in the weights' form (elem bytes a value); a tap outside it
    * is the quantised 0: (q - z) = 0 as int16, or q = z as uint8. */
   const int vnni = w->layout == DAMO_QLAYOUT_VNNI;
@@ -402,35 +402,37 @@ static damo_node *sole_reader(damo_graph *g, const damo_node *n, int n_keep, dam
 static int is_qlinear(const damo_node *n) { return n->op == DAMO_OP_QDENSE || n->op == DAMO_OP_QCONV2D; }
 
 damo_status damo_int8_chain(damo_graph *g, int n_keep, damo_node *const *keep) {
+  const char *off = getenv("DAMO_INT8_CHAIN"); /* "0": f32 hand-overs, to compare with the chains */
+  if (off && !strcmp(off, "0")) return DAMO_OK;
   for (int i = 0; i < g->n_nodes; i++) {
     damo_node *p = g->nodes[i];
     if (!is_qlinear(p) || p->fparam[1] > 0.0f) continue;
     /* Walk the single readers through ops that carry uint8 unchanged (max pooling, reshapes;
-     * dropout, the identity of inference, is stepped over) to a calibrated int8 layer. */
+     * dropout, the identity of inference, is stepped over where the walk goes on) to a
+     * calibrated int8 layer. */
     damo_node *path[16], *cur = p, *next;
     int n_path = 0;
     while ((next = sole_reader(g, cur, n_keep, keep)) && n_path < 16) {
-      if (next->op == DAMO_OP_DROPOUT) {
-        damo_node *after = sole_reader(g, next, n_keep, keep);
-        if (!after) break;
-        for (int k = 0; k < after->n_in; k++)
-          if (after->in[k] == next) after->in[k] = cur; /* the dropout is no longer needed */
-        next = after;
-      }
-      if (next->op == DAMO_OP_MAX_POOL2D || next->op == DAMO_OP_RESHAPE) {
+      damo_node *dropout = NULL;
+      if (next->op == DAMO_OP_DROPOUT && !(dropout = next, next = sole_reader(g, dropout, n_keep, keep))) break;
+      const damo_node *read = dropout ? dropout : cur;
+      const int carries = next->op == DAMO_OP_MAX_POOL2D || next->op == DAMO_OP_RESHAPE;
+      const int ends = is_qlinear(next) && next->in[0] == read && next->fparam[0] > 0.0f;
+      if (!carries && !ends) break; /* a dropout before anything else stays (a forward may train) */
+      for (int k = 0; dropout && k < next->n_in; k++)
+        if (next->in[k] == dropout) next->in[k] = cur; /* the dropout is no longer needed */
+      if (carries) {
         path[n_path++] = cur = next;
         continue;
       }
-      if (is_qlinear(next) && next->in[0] == cur && next->fparam[0] > 0.0f) {
-        const int zp = next->iparam[next->op == DAMO_OP_QDENSE ? Q_ZERO_POINT : QC_ZERO_POINT] & 0xff;
-        p->fparam[1] = next->fparam[0];
-        if (p->op == DAMO_OP_QDENSE) p->iparam[Q_OUT_ZERO_POINT] = zp;
-        else p->iparam[QC_ZERO_POINT] = (p->iparam[QC_ZERO_POINT] & 0xff) | zp << 8;
-        damo_status st = damo_op_table[p->op]->infer(p);
-        for (int k = 0; k < n_path && st == DAMO_OK; k++) st = damo_op_table[path[k]->op]->infer(path[k]);
-        if (st == DAMO_OK) st = damo_op_table[next->op]->infer(next);
-        if (st != DAMO_OK) return damo_error_prefix(st, "int8 chain from '%s': ", p->name);
-      }
+      const int zp = next->iparam[next->op == DAMO_OP_QDENSE ? Q_ZERO_POINT : QC_ZERO_POINT] & 0xff;
+      p->fparam[1] = next->fparam[0];
+      if (p->op == DAMO_OP_QDENSE) p->iparam[Q_OUT_ZERO_POINT] = zp;
+      else p->iparam[QC_ZERO_POINT] = (p->iparam[QC_ZERO_POINT] & 0xff) | zp << 8;
+      damo_status st = damo_op_table[p->op]->infer(p);
+      for (int k = 0; k < n_path && st == DAMO_OK; k++) st = damo_op_table[path[k]->op]->infer(path[k]);
+      if (st == DAMO_OK) st = damo_op_table[next->op]->infer(next);
+      if (st != DAMO_OK) return damo_error_prefix(st, "int8 chain from '%s': ", p->name);
       break;
     }
   }

@@ -13,12 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* DAMO_INT8_CHAIN=0: int8 layers hand each other f32 (to compare with the chains). */
-static int int8_chain_off(void) {
-  const char *v = getenv("DAMO_INT8_CHAIN");
-  return v && strcmp(v, "0") == 0;
-}
-
 damo_model *damo_sequential_new(int ndim, const int64_t *input_shape) {
   if (ndim < 1 || ndim > DAMO_MAX_DIMS - 1) {
     damo_error(DAMO_ERR_SHAPE, "sequential: input rank %d is outside 1..%d (the batch axis is added)", ndim,
@@ -373,7 +367,7 @@ static damo_status build_model_graph(damo_model *m, int purpose, int64_t batch, 
   st = damo_graph_status(g);
   if (with_loss && m->keep_forward) damo_graph_keep_forward(g);
   /* A quantised model never trains: its calibrated int8 layers pass uint8 between them. */
-  if (st == DAMO_OK && m->quantization && !int8_chain_off()) st = damo_int8_chain(g, n_keep, keep);
+  if (st == DAMO_OK && m->quantization) st = damo_int8_chain(g, n_keep, keep);
   if (st == DAMO_OK) st = damo_graph_compile(g, mg->loss, n_keep, keep);
   if (st != DAMO_OK) {
     damo_model_graph_release(mg);

@@ -105,9 +105,11 @@ __attribute__((target("avx2"), always_inline)) static inline __m256i quantize8(c
   return _mm256_sub_epi32(_mm256_cvttps_epi32(r), _mm256_cvttps_epi32(zf));
 }
 
+/* Rows of x quantised with 1 / scale (inv_scale, as damo_quantize_rows takes it) to uint8
+ * (u8) or q - z as int16, rows of ldo values. */
 __attribute__((target("avx2"))) static void quantize_avx2(const float *x, int64_t rows, int64_t K, int64_t ldx,
-                                                          float scale, int zero_point, void *out, int64_t ldo, int u8) {
-  const float inv_scale = 1.0f / scale;
+                                                          float inv_scale, int zero_point, void *out, int64_t ldo,
+                                                          int u8) {
   const __m256 inv = _mm256_set1_ps(inv_scale), zf = _mm256_set1_ps((float)zero_point), top = _mm256_set1_ps(255.0f);
   const __m256i zi = _mm256_set1_epi32(zero_point);
   for (int64_t r = 0; r < rows; r++) {
@@ -137,9 +139,8 @@ __attribute__((target("avx2"))) static void quantize_avx2(const float *x, int64_
   }
 }
 
-static void quantize_scalar(const float *x, int64_t rows, int64_t K, int64_t ldx, float scale, int zero_point,
+static void quantize_scalar(const float *x, int64_t rows, int64_t K, int64_t ldx, float inv, int zero_point,
                             void *out, int64_t ldo, int u8) {
-  const float inv = 1.0f / scale;
   for (int64_t r = 0; r < rows; r++) {
     const float *src = x + r * ldx;
     for (int64_t k = 0; k < ldo; k++) {
@@ -154,6 +155,7 @@ void damo_quantize_rows(const float *x, int64_t rows, int64_t K, int64_t ldx, fl
                         damo_qlayout layout, void *out, int64_t ldo) {
   const int u8 = layout == DAMO_QLAYOUT_VNNI, avx2 = damo_simd_level_get() >= DAMO_SIMD_AVX2;
   const size_t row_bytes = (size_t)ldo * (u8 ? 1 : sizeof(int16_t));
+  const float inv = 1.0f / scale;
   /* Blocks of 64 rows over the threads (each row's values are independent), about 0.5 ns a
    * value on one. */
   const int threads = rows * K >= (1 << 16) ? damo_threads_for_seconds((double)rows * (double)K * 0.5e-9) : 1;
@@ -161,8 +163,8 @@ void damo_quantize_rows(const float *x, int64_t rows, int64_t K, int64_t ldx, fl
   for (int64_t r0 = 0; r0 < rows; r0 += 64) {
     const int64_t n = rows - r0 < 64 ? rows - r0 : 64;
     void *dst = (char *)out + (size_t)r0 * row_bytes;
-    if (avx2) quantize_avx2(x + r0 * ldx, n, K, ldx, scale, zero_point, dst, ldo, u8);
-    else quantize_scalar(x + r0 * ldx, n, K, ldx, scale, zero_point, dst, ldo, u8);
+    if (avx2) quantize_avx2(x + r0 * ldx, n, K, ldx, inv, zero_point, dst, ldo, u8);
+    else quantize_scalar(x + r0 * ldx, n, K, ldx, inv, zero_point, dst, ldo, u8);
   }
 }
 
@@ -204,12 +206,11 @@ static inline void store_row(const int32_t *acc, int width, const damo_qweight *
     const int32_t sum = acc[j] - zero_point * w->colsum[n0 + j];
     float v = (float)sum * (x_scale * w->scale[n0 + j]) + (bias ? bias[n0 + j] : 0.0f);
     v = o->relu && v < 0.0f ? 0.0f : v;
-    if (o->out_inv_scale > 0.0f) {
-      ((uint8_t *)o->c)[m * o->ldc + n0 + j] =
-          (uint8_t)(quantize_one(v, o->out_inv_scale, o->out_zero_point) + o->out_zero_point);
-    } else {
-      ((float *)o->c)[m * o->ldc + n0 + j] = v;
-    }
+    const int64_t at = m * o->ldc + n0 + j - o->col_origin;
+    if (o->out_inv_scale > 0.0f)
+      ((uint8_t *)o->c)[at] = (uint8_t)(quantize_one(v, o->out_inv_scale, o->out_zero_point) + o->out_zero_point);
+    else
+      ((float *)o->c)[at] = v;
   }
 }
 
@@ -285,7 +286,7 @@ __attribute__((target("avx512f,avx512bw"))) static inline void store_tile(const 
         v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, zf), _mm512_setzero_ps()), top);
         /* packed in a register, then stored: VPMOVDB to memory is microcoded on Zen */
         const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
-        uint8_t *dst = (uint8_t *)o->c + (row0 + r) * o->ldc + col;
+        uint8_t *dst = (uint8_t *)o->c + (row0 + r) * o->ldc + col - o->col_origin;
         if (left >= 16) {
           _mm_storeu_si128((__m128i *)dst, bytes);
         } else {
@@ -294,7 +295,7 @@ __attribute__((target("avx512f,avx512bw"))) static inline void store_tile(const 
           memcpy(dst, part, (size_t)left);
         }
       } else {
-        _mm512_mask_storeu_ps((float *)o->c + (row0 + r) * o->ldc + col, mask, v);
+        _mm512_mask_storeu_ps((float *)o->c + (row0 + r) * o->ldc + col - o->col_origin, mask, v);
       }
     }
   }
@@ -382,16 +383,40 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) static void tile_a
   store_tile((const __m512i *)&sums[0][0], w, ct, x_scale, zero_point, bias, o, row0, rows);
 }
 
-/* A fused GELU (damo_q8_out.gelu) over a tile's f32 output just stored: `rows` rows from
- * row0, the columns of column tile ct (32 wide in the VNNI layout, 16 in the int16 one) that
- * lie inside N. */
-static void gelu_tile(const damo_q8_out *o, const damo_qweight *w, int64_t ct, int64_t row0, int rows) {
+/* A fused GELU (damo_q8_out.gelu): the tile of column tile ct (32 wide in the VNNI layout,
+ * 16 in the int16 one) and rows [row0, row0 + rows) goes to out's f32 rows and gets its GELU
+ * there; before a uint8 output it goes to scratch (TILE_ROWS x VNR floats, the thread's), gets
+ * its GELU and is requantised into out as damo_quantize_rows would. tile_out says where a
+ * tile function stores (its row0 then tile_row0), finish_tile does the rest. */
+enum { TILE_ROWS = 16 }; /* the most rows of any tile: AMX's */
+typedef struct tile_target {
+  damo_q8_out out;
+  int64_t row0;
+} tile_target;
+
+static tile_target tile_out(const damo_q8_out *o, const damo_qweight *w, int64_t ct, int64_t row0, float *scratch) {
+  if (!o->gelu || !(o->out_inv_scale > 0.0f)) return (tile_target){*o, row0};
+  const int64_t width = w->layout == DAMO_QLAYOUT_VNNI ? VNR : QNR;
+  return (tile_target){{scratch, width, o->relu, 0.0f, 0, 0, ct * width}, 0};
+}
+
+static void finish_tile(const damo_q8_out *o, const damo_qweight *w, int64_t ct, int64_t row0, int rows,
+                        const float *scratch) {
   if (!o->gelu) return;
   const int64_t width = w->layout == DAMO_QLAYOUT_VNNI ? VNR : QNR, col = ct * width;
   const int64_t cols = w->N - col < width ? w->N - col : width;
+  const int u8 = o->out_inv_scale > 0.0f, avx2 = damo_simd_level_get() >= DAMO_SIMD_AVX2;
   for (int r = 0; r < rows && cols > 0; r++) {
-    float *row = (float *)o->c + (row0 + r) * o->ldc + col;
+    if (!u8) {
+      float *row = (float *)o->c + (row0 + r) * o->ldc + col;
+      damo_gelu_forward_loop(o->gelu == 2, row, row, cols);
+      continue;
+    }
+    float *row = (float *)scratch + r * width;
     damo_gelu_forward_loop(o->gelu == 2, row, row, cols);
+    uint8_t *dst = (uint8_t *)o->c + (row0 + r) * o->ldc + col;
+    if (avx2) quantize_avx2(row, 1, cols, cols, o->out_inv_scale, o->out_zero_point, dst, cols, 1);
+    else quantize_scalar(row, 1, cols, cols, o->out_inv_scale, o->out_zero_point, dst, cols, 1);
   }
 }
 
@@ -418,8 +443,10 @@ static void gemm_q8_amx(int64_t M, const uint8_t *a, const damo_qweight *w, floa
     for (int64_t t = 0; t < tiles; t++) {
       const int64_t ct = t / row_tiles, rt = t % row_tiles;
       const int rows = (int)(M - rt * 16 < 16 ? M - rt * 16 : 16);
-      tile_amx(a + (size_t)(rt * 16) * (size_t)w->Kp, w, ct, x_scale, zero_point, bias, o, rt * 16, rows);
-      gelu_tile(o, w, ct, rt * 16, rows);
+      float scratch[TILE_ROWS * VNR];
+      const tile_target to = tile_out(o, w, ct, rt * 16, scratch);
+      tile_amx(a + (size_t)(rt * 16) * (size_t)w->Kp, w, ct, x_scale, zero_point, bias, &to.out, to.row0, rows);
+      finish_tile(o, w, ct, rt * 16, rows, scratch);
     }
     damo_amx_release();
   }
@@ -445,13 +472,15 @@ void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale
     const int64_t ct = t / row_tiles, rt = t % row_tiles;
     const int rows = (int)(M - rt * mr < mr ? M - rt * mr : mr);
     const void *ap = (const char *)a + (size_t)(rt * mr) * row_bytes;
+    float scratch[TILE_ROWS * VNR];
+    const tile_target to = tile_out(o, w, ct, rt * mr, scratch);
     if (fast && vnni)
-      tile_vnni(ap, w, ct, x_scale, zero_point, bias, o, rt * mr, rows);
+      tile_vnni(ap, w, ct, x_scale, zero_point, bias, &to.out, to.row0, rows);
     else if (fast)
-      tile_avx2(ap, w, ct, x_scale, bias, o, rt * mr, rows);
+      tile_avx2(ap, w, ct, x_scale, bias, &to.out, to.row0, rows);
     else
-      tile_scalar(ap, w, ct, x_scale, zero_point, bias, o, rt * mr, rows);
-    gelu_tile(o, w, ct, rt * mr, rows);
+      tile_scalar(ap, w, ct, x_scale, zero_point, bias, &to.out, to.row0, rows);
+    finish_tile(o, w, ct, rt * mr, rows, scratch);
   }
 }
 
@@ -472,8 +501,10 @@ int damo_gemm_q8_gather(int64_t M, const uint8_t *base, const int64_t *row_off, 
     const int valid = (int)(M - rt * VMR < VMR ? M - rt * VMR : VMR);
     const uint8_t *rows[VMR];
     for (int i = 0; i < VMR; i++) rows[i] = base + row_off[rt * VMR + (i < valid ? i : valid - 1)]; /* past M: not stored */
-    tile_vnni_gather(rows, k_off, w, ct, x_scale, zero_point, bias, o, rt * VMR, valid);
-    gelu_tile(o, w, ct, rt * VMR, valid);
+    float scratch[TILE_ROWS * VNR];
+    const tile_target to = tile_out(o, w, ct, rt * VMR, scratch);
+    tile_vnni_gather(rows, k_off, w, ct, x_scale, zero_point, bias, &to.out, to.row0, valid);
+    finish_tile(o, w, ct, rt * VMR, valid, scratch);
   }
   return 1;
 }
