@@ -66,6 +66,19 @@ static void check_product(int64_t M, int64_t K, int64_t N, int relu, int with_bi
               (int)layout, (long long)M, (long long)N, relu);
     free(c8);
     free(want8);
+    /* A residual added in the epilogue: the f32 output plus it, one rounding as the add op's */
+    if (path == 1) damo_simd_level_force(DAMO_SIMD_SCALAR);
+    float *cr = malloc((size_t)(M * N) * sizeof *cr), *res = malloc((size_t)(M * N) * sizeof *res);
+    for (int64_t i = 0; i < M * N; i++) res[i] = uniform(-2, 2);
+    damo_q8_out orr = damo_q8_f32(cr, N, relu);
+    orr.residual = res, orr.ldr = N;
+    damo_gemm_q8(M, a, qw, xs, zp, with_bias ? bias : NULL, &orr);
+    int res_ok = 1;
+    for (int64_t i = 0; i < M * N; i++) res_ok &= cr[i] == c[i] + res[i];
+    CHECK_MSG(res_ok, "residual: path %d layout %d M %lld N %lld relu %d", path, (int)layout, (long long)M, (long long)N,
+              relu);
+    damo_simd_level_force(before);
+    free(cr), free(res);
     /* A fused GELU (both forms): the f32 output with the gelu op's own loop applied, bit for
      * bit, on the same path. */
     if (!relu) {
@@ -271,6 +284,40 @@ static void test_gelu_folds_into_qdense(void) {
     CHECK_MSG(out[0] && out[1] && !memcmp(out[0], out[1], sizeof(float) * M * 5), "the GELU chain's output differs");
     free(out[0]), free(out[1]);
     damo_qweight_free(qw2);
+  }
+  /* a residual connection's add folds into the product before it (either side, with a
+   * ReLU too): the two ops' values bit for bit; not with a GELU folded in, nor when the
+   * product is read elsewhere */
+  for (int side = 0; side <= 1; side++) {
+    float *out[2] = {NULL, NULL}, r[M * N];
+    for (int i = 0; i < M * N; i++) r[i] = uniform(-3, 3);
+    damo_tensor *rt = damo_tensor_wrap(DAMO_F32, 2, (int64_t[]){M, N}, r);
+    for (int fold = 0; fold <= 1; fold++) {
+      damo_graph *g = damo_graph_new(1);
+      damo_node *in = damo_input(g, "x", DAMO_F32, 2, xshape), *res = damo_param(g, "r", rt, NULL);
+      damo_node *q = damo_qdense_op(g, in, qw, side ? NULL : damo_param(g, "b", bt, NULL),
+                                    side ? DAMO_ACT_RELU : DAMO_ACT_NONE, 0.0f, 0);
+      damo_node *y = side ? damo_add(g, res, q) : damo_add(g, q, res);
+      if (fold) CHECK(damo_qdense_absorb_add(g, y) == 1 && y->op == DAMO_OP_QDENSE && y->n_in == (side ? 2 : 3));
+      out[fold] = run_graph(g, in, y, x);
+      CHECK_MSG(out[fold], "%s", damo_last_error());
+      damo_graph_free(g);
+    }
+    CHECK_MSG(out[0] && out[1] && !memcmp(out[0], out[1], sizeof(float) * M * N), "residual fold (side %d) differs",
+              side);
+    free(out[0]), free(out[1]);
+    damo_graph *g = damo_graph_new(1);
+    damo_node *in = damo_input(g, "x", DAMO_F32, 2, xshape), *res = damo_param(g, "r", rt, NULL);
+    damo_node *gq = damo_gelu(g, damo_qdense_op(g, in, qw, NULL, DAMO_ACT_NONE, 0.0f, 0), 0);
+    CHECK(damo_qdense_absorb_gelu(g, gq) == 1);
+    damo_node *sum2 = damo_add(g, gq, res);
+    CHECK(damo_qdense_absorb_add(g, sum2) == 0 && sum2->op == DAMO_OP_ADD);
+    damo_node *q2 = damo_qdense_op(g, in, qw, NULL, DAMO_ACT_NONE, 0.0f, 0);
+    damo_node *sum3 = damo_add(g, q2, res);
+    damo_scale_by(g, q2, 2.0f); /* a second reader */
+    CHECK(damo_qdense_absorb_add(g, sum3) == 0);
+    damo_graph_free(g);
+    damo_tensor_free(rt);
   }
   /* the product also read by an add: left as two ops */
   damo_graph *g = damo_graph_new(1);

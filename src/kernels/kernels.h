@@ -144,9 +144,11 @@ typedef struct damo_q8_out {
                output's requantisation (the tile goes through an f32 scratch first), so a
                chained GELU layer gives the uint8 its f32 output would have been quantised to */
   int64_t col_origin; /* the column stored at c (0; a scratch tile's first column inside) */
+  const float *residual; /* an f32 output without GELU only: v += residual[m ldr + n] last */
+  int64_t ldr;           /* (a residual connection's add, folded in: damo_qdense_absorb_add) */
 } damo_q8_out;
 static inline damo_q8_out damo_q8_f32(float *c, int64_t ldc, int relu) {
-  return (damo_q8_out){c, ldc, relu, 0.0f, 0, 0, 0};
+  return (damo_q8_out){c, ldc, relu, 0.0f, 0, 0, 0, NULL, 0};
 }
 /* The product into *out; a: damo_qrows_padded(M) rows from damo_quantize_rows (those past M
  * quantised zeros). Exact in int32; threads over tiles. */

@@ -502,6 +502,8 @@ damo_status damo_bert_graph_forward(damo_bert_graph *bg, int64_t batch, const in
                                     const int32_t *mask, const int32_t *labels, int dropout_on, float *loss) {
   if (bg && bg->predictions) return damo_error(DAMO_ERR_STATE, "bert_forward: a masked-LM graph runs with bert_mlm_forward");
   if (bg && bg->labels && !labels) return damo_error(DAMO_ERR_INVALID_ARG, "bert_forward: a training graph needs labels");
+  if (bg && bg->int8_products && dropout_on) /* its graph has no dropout nodes left (store_int8_rewrite) */
+    return damo_error(DAMO_ERR_UNSUPPORTED, "bert_forward: an int8 model runs inference only: no dropout");
   damo_status st = bert_bind_inputs(bg, batch, ids, token_types, mask);
   if (st == DAMO_OK && bg->labels) st = damo_graph_bind(bg->graph, bg->labels, labels);
   if (st == DAMO_OK) st = damo_graph_forward(bg->graph, dropout_on);

@@ -70,7 +70,7 @@ damo_status damo_bert_quantize(damo_bert *m) {
 int damo_bert_is_quantized(const damo_bert *m) { return m && m->q8.q != NULL; }
 
 damo_status bert_int8_rewrite(const damo_bert *m, damo_graph *g, int n_keep, damo_node *const *keep, int *rewritten) {
-  return store_int8_rewrite(&m->q8, &m->p, g, n_keep, keep, "bert", rewritten);
+  return store_int8_rewrite(&m->q8, &m->p, g, n_keep, keep, 1, "bert", rewritten);
 }
 
 void bert_int8_json(const damo_bert *m, cJSON *config) {

@@ -268,7 +268,7 @@ damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, in
   int rewritten = 0, expected = 0;
   for (int i = 2; m->q8.q && i < m->p.n_tensors; i++) expected += m->q8.packed[i] != NULL;
   if (st == DAMO_OK && m->q8.q && damo_graph_status(g) == DAMO_OK &&
-      (st = store_int8_rewrite(&m->q8, &m->p, g, 0, NULL, "gpt2", &rewritten)) == DAMO_OK && rewritten != expected)
+      (st = store_int8_rewrite(&m->q8, &m->p, g, 0, NULL, 0, "gpt2", &rewritten)) == DAMO_OK && rewritten != expected)
     st = damo_error(DAMO_ERR_STATE, "gpt2 int8 graph: %d of the %d int8 matrices found", rewritten, expected);
   if (st == DAMO_OK) st = damo_graph_status(g);
   if (st == DAMO_OK && training && m->keep_forward) damo_graph_keep_forward(g);

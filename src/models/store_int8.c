@@ -161,7 +161,7 @@ damo_status store_int8_quantize_all(store_int8 *s, const param_store *p, int8_fo
 }
 
 damo_status store_int8_rewrite(const store_int8 *s, const param_store *p, damo_graph *g, int n_keep,
-                               damo_node *const *keep, const char *what, int *rewritten) {
+                               damo_node *const *keep, int inference_only, const char *what, int *rewritten) {
   *rewritten = 0;
   if (!s->q) return DAMO_OK;
   for (int j = 0; j < g->n_nodes; j++) {
@@ -178,9 +178,13 @@ damo_status store_int8_rewrite(const store_int8 *s, const param_store *p, damo_g
       break;
     }
   }
-  /* a GELU after an int8 product runs in its epilogue, on the tile still in cache */
+  /* a GELU after an int8 product runs in its epilogue, on the tile still in cache; in a
+   * graph that only infers, so does a residual connection's add, the dropout before it gone */
   for (int j = 0; *rewritten && j < g->n_nodes; j++)
     if (g->nodes[j]->op == DAMO_OP_GELU) damo_qdense_absorb_gelu(g, g->nodes[j]);
+  if (*rewritten && inference_only) damo_dropout_elide(g, n_keep, keep);
+  for (int j = 0; *rewritten && inference_only && j < g->n_nodes; j++)
+    if (g->nodes[j]->op == DAMO_OP_ADD) damo_qdense_absorb_add(g, g->nodes[j]);
   damo_status st = *rewritten && s->x_scale ? damo_int8_chain(g, n_keep, keep) : DAMO_OK;
   return st == DAMO_OK ? DAMO_OK : damo_error_prefix(st, "%s int8 graph: ", what);
 }

@@ -55,10 +55,12 @@ damo_status store_int8_set_input(store_int8 *s, int n_tensors, int i, float scal
 int store_int8_is_static(const store_int8 *s);
 /* Rewrites g's dense nodes whose kernel is a packed tensor into qdense, in place (linear or
  * ReLU; others stay f32), static where the tensor has its input's quantisation; folds each
- * GELU after one into its epilogue and, for a static store, chains the products (outputs in
- * keep stay f32); *rewritten counts them. */
+ * GELU after one into its epilogue; for a graph that never trains (inference_only: its
+ * forwards never apply dropout) drops the dropout nodes and folds residual adds into the
+ * products before them; for a static store, chains the products (outputs in keep stay f32).
+ * *rewritten counts the products. */
 damo_status store_int8_rewrite(const store_int8 *s, const param_store *p, damo_graph *g, int n_keep,
-                               damo_node *const *keep, const char *what, int *rewritten);
+                               damo_node *const *keep, int inference_only, const char *what, int *rewritten);
 /* A param_store_writer's work for tensor i: NAME as I8 (its shape) and NAME.scale F32, and for
  * a static product BASE.input_scale F32 (1,) and BASE.input_zero_point I32 (1,), BASE being
  * NAME without ".weight" (a Sequential layer's names). */

@@ -72,3 +72,19 @@ const damo_op_def damo_op_def_dropout = {"dropout", 1, dropout_infer, dropout_fo
 damo_node *damo_dropout(damo_graph *g, damo_node *a, float rate) {
   return damo_graph_add_node(g, DAMO_OP_DROPOUT, 1, &a, NULL, 0, &rate, 1);
 }
+
+int damo_dropout_elide(damo_graph *g, int n_keep, damo_node *const *keep) {
+  int elided = 0;
+  for (int j = 0; j < g->n_nodes; j++) {
+    damo_node *d = g->nodes[j];
+    int kept = 0;
+    for (int k = 0; k < n_keep; k++) kept |= keep[k] == d;
+    if (d->op != DAMO_OP_DROPOUT || kept) continue;
+    for (int i = 0; i < g->n_nodes; i++)
+      for (int k = 0; k < g->nodes[i]->n_in; k++)
+        if (g->nodes[i]->in[k] == d) g->nodes[i]->in[k] = d->in[0];
+    d->n_in = 0; /* detached: read by nothing, reading nothing (compile leaves it out) */
+    elided++;
+  }
+  return elided;
+}

@@ -43,6 +43,15 @@ damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w, float x_sc
  * old qdense, read by no one, is left out by compile). Returns 1 when folded, 0 when the
  * pattern does not hold (nothing changed). */
 int damo_qdense_absorb_gelu(damo_graph *g, damo_node *gelu);
+/* Folds a residual connection's add into the qdense that feeds it, before compile: when one
+ * input of add is a qdense (f32 output, linear or relu, no GELU) read by nothing else and the
+ * other has its shape, the add node becomes that qdense adding the other input in its
+ * epilogue (y = act(x W + b) + r). Returns 1 when folded, 0 otherwise (nothing changed). */
+int damo_qdense_absorb_add(damo_graph *g, damo_node *add);
+/* For graphs that only ever run inference (an int8 model's): every dropout node not in keep
+ * is stepped over (its readers read its input; compile then leaves it out), so no forward
+ * copies it. Returns how many. */
+int damo_dropout_elide(damo_graph *g, int n_keep, damo_node *const *keep);
 /* out (M, N; ldo apart) = x (M, K) W + bias (may be NULL) through the int8 product, x
  * quantised with its own range (dynamic, as qdense without calibration); a is scratch of
  * damo_q8_scratch_bytes(M, w) bytes. What the int8 recurrent ops run their products on. */

@@ -18,8 +18,9 @@
 
 #include <math.h>
 
-/* qdense iparam; fparam: the input's scale (0: per batch), the output's (0: f32 output) */
-enum { Q_ACT = 0, Q_ZERO_POINT = 1, Q_OUT_ZERO_POINT = 2 };
+/* qdense iparam (Q_RESIDUAL 1: the last input is a residual added to the f32 output,
+ * damo_qdense_absorb_add); fparam: the input's scale (0: per batch), the output's (0: f32) */
+enum { Q_ACT = 0, Q_ZERO_POINT = 1, Q_OUT_ZERO_POINT = 2, Q_RESIDUAL = 3 };
 /* A qdense's Q_ACT past damo_activation's values: a GELU folded in (damo_qdense_absorb_gelu),
  * exact or tanh form, applied in the product's epilogue to an f32 output. */
 enum { Q_ACT_GELU = 64, Q_ACT_GELU_TANH = 65 };
@@ -34,9 +35,15 @@ static float out_inv_scale(const damo_node *n) { return n->fparam[1] > 0.0f ? 1.
 
 static int fusable(damo_activation act) { return act == DAMO_ACT_NONE || act == DAMO_ACT_RELU; }
 
+/* A qdense's residual input (NULL: none); a qdense's or qconv2d's bias (NULL: none). */
+static const damo_node *residual_of(const damo_node *n) {
+  return n->op == DAMO_OP_QDENSE && n->iparam[Q_RESIDUAL] ? n->in[n->n_in - 1] : NULL;
+}
+static const damo_node *bias_of(const damo_node *n) { return n->n_in - (residual_of(n) != NULL) > 1 ? n->in[1] : NULL; }
+
 static damo_status check_common(damo_node *n, int64_t K, const char *what) {
   const damo_qweight *w = qweight_of(n);
-  const damo_node *x = n->in[0], *b = n->n_in > 1 ? n->in[1] : NULL;
+  const damo_node *x = n->in[0], *b = bias_of(n);
   if (!w) return damo_error(DAMO_ERR_INVALID_ARG, "%s: no int8 weights", what);
   if (x->dtype != DAMO_F32 && !(x->dtype == DAMO_U8 && n->fparam[0] > 0.0f))
     return damo_shape_error(n, "needs an f32 input (or the uint8 of a calibrated chain)", x, NULL);
@@ -130,6 +137,10 @@ static damo_status qdense_infer(damo_node *n) {
   n->ndim = x->ndim;
   memcpy(n->shape, x->shape, sizeof n->shape);
   n->shape[n->ndim - 1] = w->N;
+  const damo_node *r = residual_of(n);
+  if (r && (gelu || n->fparam[1] > 0.0f || r->dtype != DAMO_F32 || r->ndim != n->ndim ||
+            memcmp(r->shape, n->shape, (size_t)n->ndim * sizeof *n->shape)))
+    return damo_shape_error(n, "adds a residual of its own f32 output's shape (no GELU, no uint8 output)", r, NULL);
   n->dtype = n->fparam[1] > 0.0f ? DAMO_U8 : DAMO_F32;
   const int64_t M = damo_node_count(x) / (w->K ? w->K : 1);
   n->aux_bytes = (size_t)damo_qrows_padded(M) * damo_qrow_bytes(w);
@@ -141,7 +152,7 @@ static damo_status qdense_forward(damo_graph *g, damo_node *n) {
   const damo_qweight *w = qweight_of(n);
   const damo_node *xn = n->in[0];
   const int chained = xn->dtype == DAMO_U8;
-  const float *x = chained ? NULL : damo_f32(xn), *b = n->n_in > 1 ? damo_f32(n->in[1]) : NULL;
+  const float *x = chained ? NULL : damo_f32(xn), *b = bias_of(n) ? damo_f32(bias_of(n)) : NULL;
   const int64_t M = damo_node_count(xn) / w->K;
   float scale;
   int zp;
@@ -149,7 +160,8 @@ static damo_status qdense_forward(damo_graph *g, damo_node *n) {
   const int act = n->iparam[Q_ACT];
   const damo_q8_out out = {.c = n->value, .ldc = w->N, .relu = act == DAMO_ACT_RELU, .out_inv_scale = out_inv_scale(n),
                            .out_zero_point = n->iparam[Q_OUT_ZERO_POINT],
-                           .gelu = act == Q_ACT_GELU ? 1 : act == Q_ACT_GELU_TANH ? 2 : 0};
+                           .gelu = act == Q_ACT_GELU ? 1 : act == Q_ACT_GELU_TANH ? 2 : 0,
+                           .residual = residual_of(n) ? damo_f32(residual_of(n)) : NULL, .ldr = w->N};
   quantized_product(x, chained ? (const uint8_t *)xn->value : NULL, M, w, scale, zp, b, n->aux, &out);
   return DAMO_OK;
 }
@@ -159,9 +171,9 @@ const damo_op_def damo_op_def_qdense = {"qdense", 2, qdense_infer, qdense_forwar
 damo_node *damo_qdense_op(damo_graph *g, damo_node *x, const damo_qweight *w, damo_node *bias, damo_activation act,
                           float x_scale, int zero_point) {
   damo_node *in[2] = {x, bias};
-  int p[3] = {(int)act, zero_point, 0};
+  int p[4] = {(int)act, zero_point, 0, 0};
   float f[2] = {x_scale, 0.0f};
-  return damo_graph_add_node_data(g, DAMO_OP_QDENSE, bias ? 2 : 1, in, p, 3, f, 2, w);
+  return damo_graph_add_node_data(g, DAMO_OP_QDENSE, bias ? 2 : 1, in, p, 4, f, 2, w);
 }
 
 damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w, float x_scale, int zero_point) {
@@ -185,29 +197,58 @@ damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w, float x_sc
   n->fparam[0] = x_scale;
   n->fparam[1] = 0.0f; /* f32 output */
   n->iparam[Q_OUT_ZERO_POINT] = 0;
+  n->iparam[Q_RESIDUAL] = 0;
   n->op_data = w;
   return qdense_infer(n);
+}
+
+/* Whether nothing in g but reader reads n. */
+static int dies_into(const damo_graph *g, const damo_node *n, const damo_node *reader) {
+  for (int j = 0; j < g->n_nodes; j++)
+    for (int i = 0; g->nodes[j] != reader && i < g->nodes[j]->n_in; i++)
+      if (g->nodes[j]->in[i] == n) return 0;
+  return 1;
+}
+
+/* Node `into` takes over qdense q (its inputs, parameters and weights; `extra` appended as
+ * one more input when not NULL) with activation act and the residual flag; `into` is left as
+ * it was when the result does not infer. */
+static int take_over(damo_node *into, const damo_node *q, damo_node *extra, int act, int residual) {
+  const damo_node before = *into;
+  into->op = DAMO_OP_QDENSE;
+  into->n_in = q->n_in;
+  for (int i = 0; i < q->n_in; i++) into->in[i] = q->in[i];
+  if (extra) into->in[into->n_in++] = extra;
+  memcpy(into->iparam, q->iparam, sizeof into->iparam);
+  memcpy(into->fparam, q->fparam, sizeof into->fparam);
+  into->iparam[Q_ACT] = act;
+  into->iparam[Q_RESIDUAL] = residual;
+  into->op_data = q->op_data;
+  if (qdense_infer(into) == DAMO_OK) return 1;
+  *into = before;
+  return 0;
+}
+
+int damo_qdense_absorb_add(damo_graph *g, damo_node *add) {
+  if (!g || !add || add->op != DAMO_OP_ADD || add->n_in != 2) return 0;
+  for (int side = 0; side < 2; side++) {
+    damo_node *q = add->in[side], *r = add->in[1 - side];
+    const int act = q->op == DAMO_OP_QDENSE ? q->iparam[Q_ACT] : -1;
+    if (q == r || !fusable((damo_activation)act) || q->fparam[1] > 0.0f || residual_of(q) || !dies_into(g, q, add) ||
+        q->n_in >= DAMO_MAX_INPUTS)
+      continue;
+    if (take_over(add, q, r, act, 1)) return 1;
+  }
+  return 0;
 }
 
 int damo_qdense_absorb_gelu(damo_graph *g, damo_node *gelu) {
   if (!g || !gelu || gelu->op != DAMO_OP_GELU || gelu->n_in != 1) return 0;
   damo_node *q = gelu->in[0];
-  if (q->op != DAMO_OP_QDENSE || q->iparam[Q_ACT] != DAMO_ACT_NONE || q->fparam[1] > 0.0f) return 0;
-  for (int j = 0; j < g->n_nodes; j++) /* the qdense's value must die into the GELU */
-    for (int i = 0; g->nodes[j] != gelu && i < g->nodes[j]->n_in; i++)
-      if (g->nodes[j]->in[i] == q) return 0;
-  const int tanh_form = gelu->iparam[0];
-  const damo_node before = *gelu;
-  gelu->op = DAMO_OP_QDENSE;
-  gelu->n_in = q->n_in;
-  for (int i = 0; i < q->n_in; i++) gelu->in[i] = q->in[i];
-  memcpy(gelu->iparam, q->iparam, sizeof gelu->iparam);
-  memcpy(gelu->fparam, q->fparam, sizeof gelu->fparam);
-  gelu->iparam[Q_ACT] = tanh_form ? Q_ACT_GELU_TANH : Q_ACT_GELU;
-  gelu->op_data = q->op_data;
-  if (qdense_infer(gelu) == DAMO_OK) return 1;
-  *gelu = before; /* cannot happen for a qdense that inferred; left as it was all the same */
-  return 0;
+  if (q->op != DAMO_OP_QDENSE || q->iparam[Q_ACT] != DAMO_ACT_NONE || q->fparam[1] > 0.0f || residual_of(q) ||
+      !dies_into(g, q, gelu))
+    return 0;
+  return take_over(gelu, q, NULL, gelu->iparam[0] ? Q_ACT_GELU_TANH : Q_ACT_GELU, 0);
 }
 
 /* ------------------------------------------------------------------ qconv2d */
@@ -338,7 +379,7 @@ static damo_status qconv_forward(damo_graph *g, damo_node *n) {
   const damo_qweight *w = qweight_of(n);
   const qconv_geom q = qgeom_of(n);
   const int chained = n->in[0]->dtype == DAMO_U8;
-  const float *x = chained ? NULL : damo_f32(n->in[0]), *b = n->n_in > 1 ? damo_f32(n->in[1]) : NULL;
+  const float *x = chained ? NULL : damo_f32(n->in[0]), *b = bias_of(n) ? damo_f32(bias_of(n)) : NULL;
   const int64_t image = q.N * q.H * q.W * q.C, pixels = q.N * q.OH * q.OW, block = patch_rows(&q, w);
   float scale;
   int zp;
@@ -406,7 +447,7 @@ damo_status damo_int8_chain(damo_graph *g, int n_keep, damo_node *const *keep) {
   if (off && !strcmp(off, "0")) return DAMO_OK;
   for (int i = 0; i < g->n_nodes; i++) {
     damo_node *p = g->nodes[i];
-    if (!is_qlinear(p) || p->fparam[1] > 0.0f) continue;
+    if (!is_qlinear(p) || p->fparam[1] > 0.0f || residual_of(p)) continue;
     /* Walk the single readers through ops that carry uint8 unchanged (max pooling, reshapes;
      * dropout, the identity of inference, is stepped over where the walk goes on) to a
      * calibrated int8 layer. */

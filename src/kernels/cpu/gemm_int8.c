@@ -206,6 +206,7 @@ static inline void store_row(const int32_t *acc, int width, const damo_qweight *
     const int32_t sum = acc[j] - zero_point * w->colsum[n0 + j];
     float v = (float)sum * (x_scale * w->scale[n0 + j]) + (bias ? bias[n0 + j] : 0.0f);
     v = o->relu && v < 0.0f ? 0.0f : v;
+    if (o->residual) v += o->residual[m * o->ldr + n0 + j];
     const int64_t at = m * o->ldc + n0 + j - o->col_origin;
     if (o->out_inv_scale > 0.0f)
       ((uint8_t *)o->c)[at] = (uint8_t)(quantize_one(v, o->out_inv_scale, o->out_zero_point) + o->out_zero_point);
@@ -281,6 +282,7 @@ __attribute__((target("avx512f,avx512bw"))) static inline void store_tile(const 
     for (int r = 0; r < rows; r++) {
       __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[2 * r + h], zsum)), s, b);
       if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+      if (o->residual) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, o->residual + (row0 + r) * o->ldr + col));
       if (u8) { /* as damo_quantize_rows: round half to even, add z, clamp to 0..255 */
         v = _mm512_roundscale_ps(_mm512_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, zf), _mm512_setzero_ps()), top);
@@ -397,7 +399,7 @@ typedef struct tile_target {
 static tile_target tile_out(const damo_q8_out *o, const damo_qweight *w, int64_t ct, int64_t row0, float *scratch) {
   if (!o->gelu || !(o->out_inv_scale > 0.0f)) return (tile_target){*o, row0};
   const int64_t width = w->layout == DAMO_QLAYOUT_VNNI ? VNR : QNR;
-  return (tile_target){{scratch, width, o->relu, 0.0f, 0, 0, ct * width}, 0};
+  return (tile_target){{.c = scratch, .ldc = width, .relu = o->relu, .col_origin = ct * width}, 0};
 }
 
 static void finish_tile(const damo_q8_out *o, const damo_qweight *w, int64_t ct, int64_t row0, int rows,
