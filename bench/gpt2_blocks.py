@@ -1,10 +1,12 @@
-"""QG: quantised GPT-2 (issue 23): weight-only blocks at 8 and 4 bits and dynamic int8 (per-column
-int8 weights, inputs quantised per batch / per token on the int8 kernels); perplexity and size,
-and decoding speed at 124M against f32, bf16 and PyTorch, every figure measured in this run.
+"""QG: quantised GPT-2 (issue 23): weight-only blocks at 8 and 4 bits and int8 (per-column int8
+weights and int8 products, their inputs calibrated on training text: static, or quantised per
+batch / per token: dynamic); perplexity and size, and decoding speed at 124M against f32, bf16
+and PyTorch, every figure measured in this run.
 
  1. W4 (examples/configs/gpt2_w4.json) trained for STEPS steps (bf16 matmuls, to keep the
-    section short) on Moby Dick; `damo quantize --format q8_0|q4_0|int8 --evaluate` scores the f32
-    and the quantised weights on the whole validation part (the last 10% of the tokens);
+    section short) on Moby Dick; `damo quantize --format q8_0|q4_0|int8 [--dynamic] --evaluate
+    --data moby-dick` scores the f32 and the quantised weights on the whole validation part (the
+    last 10% of the tokens; static int8 calibrates on 64 windows of the training part);
  2. the 124M config (examples/configs/gpt2_124m.json) trained STEPS_124M steps the README's way
     (bf16 matmuls, --recompute) and scored each way as W4 is;
  3. the 124M config's initial weights (build/bench/w6_init, written by `damo bench gpt2` if
@@ -28,7 +30,10 @@ STEPS = 400
 STEPS_124M = 60  # 6 minutes on the 2-core Zen 5 VM of RESULTS.md at bf16 + recomputation, evaluations included
 NEW = 100
 ROUNDS = 3
-FORMATS = ("q8_0", "q4_0", "int8")  # int8: per-column weights, inputs quantised per token (dynamic)
+# the quantize options of each form; int8: inputs calibrated on Moby Dick's training part (static)
+FORMATS = ("q8_0", "q4_0", "int8", "int8_dynamic")
+OPTIONS = {"q8_0": ["--format", "q8_0"], "q4_0": ["--format", "q4_0"],
+           "int8": ["--format", "int8", "--data", "moby-dick"], "int8_dynamic": ["--format", "int8", "--dynamic"]}
 
 
 def _run(cmd, env):
@@ -63,8 +68,8 @@ def _trained_and_scored(damo, env, config, out_dir, steps, extra):
     for f in FORMATS:
         print("QG: %s quantised %s" % (config, f), flush=True)
         q = out_dir + "_" + f
-        text = _run([damo, "quantize", "--model", out_dir, "--out", q, "--format", f, "--evaluate", "--data", "moby-dick"],
-                    env)
+        extra = [a for a in OPTIONS[f] if a not in ("--data", "moby-dick")]
+        text = _run([damo, "quantize", "--model", out_dir, "--out", q, "--evaluate", "--data", "moby-dick"] + extra, env)
         m = re.search(r"validation loss: f32 ([0-9.]+), \S+ ([0-9.]+); perplexity ([0-9.]+) -> ([0-9.]+)", text)
         scores[f] = {"loss_f32": float(m.group(1)), "loss": float(m.group(2)), "ppl_f32": float(m.group(3)),
                      "ppl": float(m.group(4)), "size": _size(q), "size_f32": _size(out_dir)}
@@ -90,7 +95,7 @@ def run(damo, work, env, threads):
     sides = [("f32", w6, ["--precision", "f32"]), ("bf16", w6, ["--precision", "bf16"])]
     for f in FORMATS:
         q = os.path.join(work, "qg_w6_" + f)
-        _run([damo, "quantize", "--model", w6, "--out", q, "--format", f], env)
+        _run([damo, "quantize", "--model", w6, "--out", q] + OPTIONS[f], env)
         out["w6"]["size_" + f] = _size(q)
         sides.append((f, q, []))
     out["w6"]["size_f32"] = _size(w6)
@@ -110,8 +115,12 @@ def run(damo, work, env, threads):
     return out
 
 
-def _label(f):
-    return "dynamic int8 (per-column weights, inputs per batch)" if f == "int8" else f + " blocks"
+def _label(f, r):
+    # runs before static int8 existed (no int8_dynamic key) recorded dynamic int8 as "int8"
+    if f == "int8" and "int8_dynamic" not in r["w4"]:
+        f = "int8_dynamic"
+    return {"int8": "static int8 (per-column weights, inputs calibrated)",
+            "int8_dynamic": "dynamic int8 (per-column weights, inputs per batch)"}.get(f, f + " blocks")
 
 
 def rows(r):
@@ -120,7 +129,7 @@ def rows(r):
         w = r["w4"][f]
         table.append("| QG W4 (%d steps) validation perplexity, %s against f32 | %.3f | %.3f | %+.2f%% | goal: "
                      "within 2%% at 8 bits, reported at 4; model.safetensors %.1f%% of f32 (goal <= %d%%); %s |"
-                     % (r["steps"], _label(f), w["ppl"], w["ppl_f32"], 100 * (w["ppl"] / w["ppl_f32"] - 1),
+                     % (r["steps"], _label(f, r), w["ppl"], w["ppl_f32"], 100 * (w["ppl"] / w["ppl_f32"] - 1),
                         100.0 * w["size"] / w["size_f32"], 15 if f == "q4_0" else 27, r["w4"]["scored"]))
     t = r.get("w6_trained", {})
     for f in (f for f in FORMATS if f in t):
@@ -128,14 +137,14 @@ def rows(r):
         table.append("| QG GPT-2 124M (%d steps, bf16 + recomputation) validation perplexity, %s against f32 | %.3f | "
                      "%.3f | %+.2f%% | goal: within 2%% at 8 bits, reported at 4; model.safetensors %.1f%% of f32; "
                      "%d x %d training tokens, the README's recipe cut short; %s |"
-                     % (r["steps_124m"], _label(f), w["ppl"], w["ppl_f32"], 100 * (w["ppl"] / w["ppl_f32"] - 1),
+                     % (r["steps_124m"], _label(f, r), w["ppl"], w["ppl_f32"], 100 * (w["ppl"] / w["ppl_f32"] - 1),
                         100.0 * w["size"] / w["size_f32"], r["steps_124m"], r.get("tokens_per_step_124m", 4096), t["scored"]))
     w = r["w6"]
     for f in (f for f in FORMATS if f in w):
-        table.append("| QG GPT-2 124M decoding, tokens/s: %s weights against f32 (damo) | %.1f | %.1f | %.2fx | %d "
+        table.append("| QG GPT-2 124M decoding, tokens/s: %s against f32 (damo) | %.1f | %.1f | %.2fx | %d "
                      "greedy tokens from <\\|endoftext\\|>, KV cache, median of %d rounds; bf16 weights %.1f tokens/s; model.safetensors "
                      "%.1f%% of f32; peak RSS of damo generate %.0f MB (f32 %.0f) |"
-                     % (f, w[f], w["f32"], w[f] / w["f32"], r["new_tokens"], len(w["runs"]["f32"]), w["bf16"],
+                     % (_label(f, r), w[f], w["f32"], w[f] / w["f32"], r["new_tokens"], len(w["runs"]["f32"]), w["bf16"],
                         100.0 * w["size_" + f] / w["size_f32"], w["rss_" + f], w["rss_f32"]))
     table.append("| QG GPT-2 124M decoding, tokens/s: damo q8_0 / f32 against PyTorch f32 (bench/torch_generate.py) | "
                  "%.1f / %.1f | %.1f | %.2fx / %.2fx | same f32 weights, PyTorch's key/value-cache loop |"

@@ -198,16 +198,27 @@ int cli_quantize_gpt2(int argc, char **argv) {
     return 2;
   }
   const char *name = int8 ? "int8" : damo_block_format_name(f);
-  static const char *const seq_only[] = {"--method", "--calibration", "--percentile", "--dynamic"};
-  for (int k = 0; k < 4; k++)
-    if (cli_opt(argc, argv, seq_only[k]) || cli_flag(argc, argv, seq_only[k])) {
-      fprintf(stderr, "damo quantize: %s is for Sequential models; GPT-2 takes --format (q8_0 and q4_0 are "
-              "weight-only, int8 always dynamic)\n", seq_only[k]);
+  damo_quantize_options o = {0};
+  static const char *const int8_only[] = {"--method", "--calibration", "--percentile", "--dynamic"};
+  for (int k = 0; k < 4 && !int8; k++)
+    if (cli_opt(argc, argv, int8_only[k]) || cli_flag(argc, argv, int8_only[k])) {
+      fprintf(stderr, "damo quantize: %s goes with --format int8 (%s blocks are weight-only: nothing to calibrate)\n",
+              int8_only[k], name);
       return 2;
     }
-  if (evaluate != (data != NULL)) {
-    fprintf(stderr, "damo quantize: --evaluate and --data TEXT go together for GPT-2 (perplexity on the validation "
-                    "part of TEXT before and after)\n");
+  if (int8 && !parse_options(argc, argv, &o)) return 2;
+  const int calibrate = int8 && !o.dynamic;
+  if (!cli_opt(argc, argv, "--calibration")) o.calibration_examples = 64; /* windows: a GPT-2 pass is long */
+  if (calibrate && !data) {
+    fprintf(stderr, "damo quantize: static int8 calibrates on the training part of --data TEXT (or give --dynamic)\n");
+    return 2;
+  }
+  if (evaluate && !data) {
+    fprintf(stderr, "damo quantize: --evaluate scores the validation part of --data TEXT before and after\n");
+    return 2;
+  }
+  if (data && !evaluate && !calibrate) {
+    fprintf(stderr, "damo quantize: --data TEXT is for --evaluate (or static int8's calibration) here\n");
     return 2;
   }
   if (out_is_model_dir(dir, out)) return 2;
@@ -215,17 +226,30 @@ int cli_quantize_gpt2(int argc, char **argv) {
   if (damo_gpt2_load(dir, &m) != DAMO_OK) return cli_fail("quantize");
   double before = 0, after = 0;
   cli_gpt2_validation v = {0};
-  int rc = evaluate ? cli_gpt2_validation_open(m, argc, argv, "quantize", &v) : 0;
+  int rc = data ? cli_gpt2_validation_open(m, argc, argv, "quantize", &v) : 0;
   if (rc == 0 && evaluate) rc = cli_gpt2_validation_score(m, &v, "quantize", &before);
   const double t0 = cli_seconds();
-  if (rc == 0 && (int8 ? damo_gpt2_quantize_int8(m) : damo_gpt2_quantize(m, f)) != DAMO_OK) rc = cli_fail("quantize");
+  damo_status st = DAMO_OK;
+  if (rc == 0)
+    st = !int8 ? damo_gpt2_quantize(m, f)
+               : damo_gpt2_quantize_int8_static(m, calibrate ? v.data->ids : NULL, calibrate ? v.data->n_train : 0,
+                                                v.T, &o);
+  if (rc == 0 && st != DAMO_OK) rc = cli_fail("quantize");
   const double seconds = cli_seconds() - t0;
   if (rc == 0 && evaluate) rc = cli_gpt2_validation_score(m, &v, "quantize", &after);
   if (rc == 0 && damo_gpt2_save(m, out) != DAMO_OK) rc = cli_fail("quantize");
-  if (rc == 0 && int8)
+  if (rc == 0 && int8) {
     printf("quantised %s -> %s in %.2f s: each layer's c_attn, attn.c_proj, c_fc and mlp.c_proj int8 with a scale per "
-           "output column, wte (the logits product too) and wpe with one per row; inputs quantised per batch (per "
-           "token in generate); biases, layer norms and attention f32\n", dir, out, seconds);
+           "output column, wte (the logits product too) and wpe with one per row; ", dir, out, seconds);
+    if (calibrate)
+      printf("inputs quantised with ranges calibrated (%s) on %lld windows of %ld tokens of the training part, c_fc "
+             "handing mlp.c_proj uint8; ", method_names[o.method],
+             (long long)(o.calibration_examples < v.data->n_train / v.T ? o.calibration_examples : v.data->n_train / v.T),
+             v.T);
+    else
+      printf("inputs quantised per batch (per token in generate); ");
+    printf("biases, layer norms and attention f32\n");
+  }
   else if (rc == 0)
     printf("quantised %s -> %s in %.2f s: every weight matrix (wte, wpe, each layer's c_attn, attn.c_proj, c_fc, "
            "mlp.c_proj) in %s blocks of %d with a bf16 scale each; biases and layer norms f32\n", dir, out, seconds,

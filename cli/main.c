@@ -295,8 +295,15 @@ static const cli_option quantize_gpt2[] = {
     {"--model", 1, "DIR", "a GPT-2 directory (f32 or bf16 weights)"},
     {"--out", 1, "DIR", "where the quantised model goes (not --model itself)"},
     {"--format", 1, "q8_0|q4_0|int8", "weight-only blocks of 32 values with one scale each, 8-bit (default) or 4-bit; "
-                                      "or int8 weights per output column with inputs quantised per batch (dynamic)"},
-    {"--data", 1, "TEXT", "with --evaluate: moby-dick | sotu | a UTF-8 text file"},
+                                      "or int8 weights per output column and int8 products (inputs calibrated, or "
+                                      "--dynamic)"},
+    {"--data", 1, "TEXT", "moby-dick | sotu | a UTF-8 text file: int8 calibrates on its training part, --evaluate "
+                          "scores its validation part"},
+    {"--calibration", 1, "N", "with --format int8: calibration windows, spread over the training part (default 64)"},
+    {"--method", 1, "minmax|percentile|histogram", "with --format int8: how each product's input range is chosen "
+                                                   "(default histogram)"},
+    {"--percentile", 1, "P", "with --method percentile: keep the P-th percentile range (default 99.99)"},
+    {"--dynamic", 0, NULL, "with --format int8: quantise each batch's inputs from their own range (no calibration)"},
     {"--evaluate", 0, NULL, "validation loss and perplexity of the f32 and the quantised weights (as damo evaluate)"},
     {"--seq-len", 1, "T", "tokens per window (default: the model's context)"},
     {"--windows", 1, "N", "score N evenly spaced windows (default: all)"},
@@ -487,7 +494,8 @@ static const cli_command commands[] = {
     {.name = "quantize", .synopsis = "--model DIR --out DIR --data SPEC",
      .summary = "int8 post-training quantisation (dense, conv2d, LSTM/GRU, embeddings; GPT-2 blocks or int8; BERT int8)",
      .usage = "damo quantize --model DIR --out DIR (--data SPEC [--method M] [--calibration N] | --dynamic) "
-              "[--evaluate]\n       damo quantize --model GPT2DIR --out DIR [--format q8_0|q4_0|int8] [--evaluate --data TEXT]"
+              "[--evaluate]\n       damo quantize --model GPT2DIR --out DIR [--format q8_0|q4_0 | --format int8 (--data TEXT | --dynamic)] "
+              "[--evaluate --data TEXT]"
               "\n       damo quantize --model BERTDIR --out DIR (--data SPEC [--method M] [--calibration N] | --dynamic) "
               "[--evaluate]",
      .groups = quantize_groups, .by_kind = {cli_quantize_sequential, cli_quantize_gpt2, cli_quantize_bert}},

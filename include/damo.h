@@ -2003,6 +2003,16 @@ damo_block_format damo_gpt2_block_format(const damo_gpt2 *m); /* DAMO_BLOCKS_NON
  * uint8 and runs on the int8 kernels. Graphs (evaluate) and the KV-cache decoder (generate)
  * both use them; training refuses the model. Not with blocks: quantise the f32 model. */
 damo_status damo_gpt2_quantize_int8(damo_gpt2 *m);
+/* Static int8: the weights of damo_gpt2_quantize_int8, and each product's input (the logits
+ * product's too) quantised with one scale and zero point calibrated by o->method on
+ * o->calibration_examples windows of seq_len tokens spread over tokens[0, n_tokens) (training
+ * text, never the text scored), in batches of o->batch_size; graphs and the decoder both use
+ * them, and c_fc (its GELU in the epilogue) hands mlp.c_proj uint8 in graphs. Saved with
+ * BASE.input_scale and BASE.input_zero_point beside each product and "quantization":
+ * {"format": "int8", "activations": "static", "method": ..., "calibration_examples": N}.
+ * o->dynamic: exactly damo_gpt2_quantize_int8 (tokens unused). */
+damo_status damo_gpt2_quantize_int8_static(damo_gpt2 *m, const int32_t *tokens, int64_t n_tokens, int64_t seq_len,
+                                           const damo_quantize_options *o);
 int damo_gpt2_is_int8(const damo_gpt2 *m);
 damo_status damo_gpt2_cache_new(const damo_gpt2 *m, int64_t max_len, damo_gpt2_cache **out);
 void damo_gpt2_cache_free(damo_gpt2_cache *c);

@@ -761,6 +761,20 @@ static void test_gpt2_quantize(void) {
   CHECK_MSG(rc == 0 && strstr(cli_out, "4 tokens in") && strstr(cli_out, "q4_0 weights"), "%s", cli_out);
   rc = run("%s summary --model %s/g32q4", DAMO_CLI_PATH, dir);
   CHECK_MSG(rc == 0 && strstr(cli_out, "every matrix in q4_0 blocks of 32"), "%s", cli_out);
+  /* static int8: calibrated on windows of the corpus' training part, scored on its validation part */
+  rc = run("%s quantize --model %s/g32 --out %s/g32i8 --format int8 --data %s/corpus.txt --seq-len 8 --calibration 4 "
+           "--method minmax --evaluate", DAMO_CLI_PATH, dir, dir, dir);
+  at = strstr(cli_out, "perplexity ");
+  before = at ? atof(at + 11) : NAN, after = NAN;
+  if (at && (at = strstr(at, "-> "))) after = atof(at + 3);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "calibrated (minmax) on 4 windows of 8 tokens") && fabs(log(after / before)) < 0.05,
+            "%s", cli_out);
+  rc = run("{ %s generate --model %s/g32i8 --prompt hello --temperature 0 --max-new-tokens 4 2>&1; }", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "4 tokens in"), "%s", cli_out);
+  rc = run("%s quantize --model %s/g32 --out %s/never --format int8", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "static int8 calibrates on the training part of --data TEXT"), "%s", cli_out);
+  rc = run("%s quantize --model %s/g32 --out %s/never --format q8_0 --method minmax", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--method goes with --format int8"), "%s", cli_out);
   rc = run("%s quantize --model %s/g32q4 --out %s/twice", DAMO_CLI_PATH, dir, dir);
   CHECK_MSG(rc == 1 && strstr(cli_out, "already quantised (q4_0)"), "%s", cli_out);
   rc = run("%s quantize --model %s/g --out %s/never --format q8_0", DAMO_CLI_PATH, dir, dir);

@@ -555,6 +555,100 @@ static void test_int8_files(void) {
   damo_gpt2_free(m);
 }
 
+/* Static int8 (damo_gpt2_quantize_int8_static): calibrated on windows of a token stream, the
+ * graph and the decoder quantise with the same ranges, so they agree closer than dynamic
+ * int8's two (each row its own range in the decoder); both stay near f32; c_fc's uint8
+ * hand-over gives the f32 hand-over's values bit for bit; a save and reload decodes the same;
+ * the input quantisations are on disk beside each product (not wpe); bad calls and stray
+ * input tensors are refused. */
+static void test_int8_static(void) {
+  enum { T = 12, N = 240 };
+  const int64_t V = tiny.vocab_size;
+  int32_t ids[T], stream[N];
+  for (int t = 0; t < T; t++) ids[t] = (t * 37 + 5) % (int)V;
+  for (int t = 0; t < N; t++) stream[t] = (t * 53 + 11) % (int)V;
+  damo_gpt2 *f32 = NULL, *m = NULL, *dyn = NULL, *back = NULL;
+  CHECK(damo_gpt2_new(&tiny, 3, &f32) == DAMO_OK && damo_gpt2_new(&tiny, 3, &m) == DAMO_OK &&
+        damo_gpt2_new(&tiny, 3, &dyn) == DAMO_OK);
+  if (!f32 || !m || !dyn) return;
+  float *ref = malloc((size_t)(T * V) * sizeof *ref), *dec = malloc((size_t)(T * V) * sizeof *dec),
+        *gra = malloc((size_t)(T * V) * sizeof *gra), *unc = malloc((size_t)(T * V) * sizeof *unc),
+        *ddec = malloc((size_t)(T * V) * sizeof *ddec), *dgra = malloc((size_t)(T * V) * sizeof *dgra);
+  graph_logits(f32, ids, T, ref);
+  damo_quantize_options o = {.method = DAMO_CALIB_HISTOGRAM, .calibration_examples = 7, .batch_size = 3};
+  CHECK_MSG(damo_gpt2_quantize_int8_static(m, stream, N, T, &o) == DAMO_OK, "%s", damo_last_error());
+  CHECK(damo_gpt2_is_int8(m) && damo_gpt2_quantize_int8(dyn) == DAMO_OK);
+  cache_logits(m, ids, T, dec);
+  graph_logits(m, ids, T, gra);
+  cache_logits(dyn, ids, T, ddec);
+  graph_logits(dyn, ids, T, dgra);
+  setenv("DAMO_INT8_CHAIN", "0", 1);
+  graph_logits(m, ids, T, unc);
+  unsetenv("DAMO_INT8_CHAIN");
+  float ref_max = 0;
+  for (int64_t i = 0; i < T * V; i++) ref_max = fmaxf(ref_max, fabsf(ref[i]));
+  const float to_f32 = max_abs_diff(gra, ref, T * V), dec_graph = max_abs_diff(dec, gra, T * V),
+              dyn_dec_graph = max_abs_diff(ddec, dgra, T * V);
+  printf("  logits up to %.4f: static int8 graph vs f32 %.2g; decoder vs graph: static %.2g, dynamic %.2g\n", ref_max,
+         to_f32, dec_graph, dyn_dec_graph);
+  CHECK_MSG(to_f32 > 0 && to_f32 < 0.03f * ref_max, "static graph vs f32: %g (logits up to %g)", to_f32, ref_max);
+  CHECK_MSG(dec_graph < dyn_dec_graph, "static decoder vs graph %g, dynamic %g", dec_graph, dyn_dec_graph);
+  CHECK(memcmp(gra, dgra, (size_t)(T * V) * sizeof *gra) != 0);
+  CHECK(!memcmp(gra, unc, (size_t)(T * V) * sizeof *gra));
+  /* saved and read back */
+  char dir[512], path[600];
+  snprintf(dir, sizeof dir, "%s", tmp_path("int8_static"));
+  CHECK_MSG(damo_gpt2_save(m, dir) == DAMO_OK, "%s", damo_last_error());
+  CHECK_MSG(damo_gpt2_load(dir, &back) == DAMO_OK, "%s", damo_last_error());
+  if (back) {
+    float *again = malloc((size_t)(T * V) * sizeof *again);
+    cache_logits(back, ids, T, again);
+    CHECK(!memcmp(again, dec, (size_t)(T * V) * sizeof *dec));
+    free(again);
+  }
+  damo_gpt2_free(back);
+  back = NULL;
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  damo_tensor_dict *d = NULL;
+  CHECK(damo_safetensors_load(path, &d) == DAMO_OK);
+  if (d) {
+    const damo_tensor *xs = damo_tensor_dict_get(d, "h.1.mlp.c_proj.input_scale");
+    CHECK(xs && xs->dtype == DAMO_F32 && damo_tensor_f32(xs)[0] > 0);
+    CHECK(damo_tensor_dict_get(d, "wte.input_zero_point") && !damo_tensor_dict_get(d, "wpe.input_scale"));
+    damo_tensor_dict_free(d);
+  }
+  /* a dynamic model's file with an input quantisation in it */
+  char dyn_dir[512];
+  snprintf(dyn_dir, sizeof dyn_dir, "%s", tmp_path("int8_dyn"));
+  CHECK(damo_gpt2_save(dyn, dyn_dir) == DAMO_OK);
+  snprintf(path, sizeof path, "%s/model.safetensors", dyn_dir);
+  CHECK(damo_safetensors_load(path, &d) == DAMO_OK);
+  if (d) {
+    const int64_t one = 1;
+    damo_tensor *xs = damo_tensor_new(DAMO_F32, 1, &one);
+    damo_tensor_f32(xs)[0] = 0.1f;
+    damo_tensor_dict_add(d, "h.0.attn.c_attn.input_scale", xs);
+    CHECK(damo_safetensors_save(path, d, NULL, 0) == DAMO_OK);
+    damo_tensor_dict_free(d);
+    CHECK(damo_gpt2_load(dyn_dir, &back) == DAMO_ERR_FORMAT && !back);
+    CHECK_MSG(strstr(damo_last_error(), "input quantisation of no int8 tensor of a static int8 model"), "%s",
+              damo_last_error());
+  }
+  /* refused */
+  damo_gpt2 *fresh = NULL;
+  CHECK(damo_gpt2_quantize_int8_static(m, stream, N, T, &o) == DAMO_ERR_STATE);
+  CHECK(damo_gpt2_new(&tiny, 3, &fresh) == DAMO_OK);
+  CHECK(damo_gpt2_quantize_int8_static(fresh, stream, T - 1, T, &o) == DAMO_ERR_INVALID_ARG);
+  CHECK(damo_gpt2_quantize_int8_static(fresh, stream, N, tiny.n_positions + 1, &o) == DAMO_ERR_INVALID_ARG);
+  stream[5] = (int32_t)V;
+  CHECK(damo_gpt2_quantize_int8_static(fresh, stream, N, T, &o) == DAMO_ERR_INVALID_ARG &&
+        strstr(damo_last_error(), "token 5"));
+  CHECK(!damo_gpt2_is_int8(fresh));
+  damo_gpt2_free(fresh);
+  free(ref), free(dec), free(gra), free(unc), free(ddec), free(dgra);
+  damo_gpt2_free(f32), damo_gpt2_free(m), damo_gpt2_free(dyn);
+}
+
 int main(void) {
   tmpdir_template("gpt2_blocks");
   if (!mkdtemp(tmpdir)) {
@@ -570,6 +664,7 @@ int main(void) {
   RUN(test_mixed_file);
   RUN(test_int8_decode_and_graph);
   RUN(test_int8_files);
+  RUN(test_int8_static);
   static const char *const dirs[] = {"f32", "q8", "q4", "bf16", "nan_scale", "neg_scale", "minus128", "stray", "bias_scale", "short",
                                      "q4_as_q8", "q5", "block64", "extra", "noformat", "plain", "mixed"};
   for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) remove_model_dir(tmp_path(dirs[i]));

@@ -79,42 +79,25 @@ void bert_int8_json(const damo_bert *m, cJSON *config) {
 
 /* ------------------------------------------------------------------ static: calibration */
 
-/* The product tensor (bert_int8_tensor 1) node n multiplies by, else -1. */
-static int product_of(const damo_bert *m, const damo_node *n) {
-  if (n->op != DAMO_OP_DENSE || n->in[1]->op != DAMO_OP_PARAM || !n->in[1]->param_value) return -1;
-  for (int i = 0; i < m->p.n_tensors; i++)
-    if (m->p.values[i]->data == n->in[1]->param_value->data) return bert_int8_tensor(m, i) == 1 ? i : -1;
-  return -1;
-}
+/* store_int8_calibrate's staging: examples spread over the set, rows first.. of them. */
+typedef struct calibration {
+  damo_bert_graph *bg;
+  const damo_bert_examples *e;
+  int64_t step;
+  int32_t *ids, *types, *mask;
+} calibration;
 
-/* Every example spread over the set (rows of them, at most the whole set) through bg's f32
- * graph node by node, each product's input seen by its tensor's observer just before the
- * product runs (the planned buffers are reused later in the pass). */
-static damo_status calibration_pass(damo_bert *m, damo_bert_graph *bg, const damo_bert_examples *e, int64_t rows,
-                                    damo_observer *seen, int32_t *staged) {
-  damo_graph *g = bg->graph;
-  const int64_t T = bg->seq_len, step = e->n / rows;
-  int32_t *ids = staged, *types = ids + bg->batch * T, *mask = types + bg->batch * T;
-  damo_status st = DAMO_OK;
-  for (int64_t r0 = 0; r0 < rows && st == DAMO_OK; r0 += bg->batch) {
-    const int64_t n = rows - r0 < bg->batch ? rows - r0 : bg->batch;
-    for (int64_t i = 0; i < n; i++) {
-      const int64_t from = (r0 + i) * step * T;
-      memcpy(ids + i * T, e->ids + from, (size_t)T * sizeof *ids);
-      memcpy(types + i * T, e->types + from, (size_t)T * sizeof *types);
-      memcpy(mask + i * T, e->mask + from, (size_t)T * sizeof *mask);
-    }
-    st = bert_bind_inputs(bg, n, ids, types, mask);
-    g->training = 0;
-    for (int k = 0; k < g->n_order && st == DAMO_OK; k++) {
-      damo_node *node = g->nodes[g->order[k]];
-      if (node->op == DAMO_OP_INPUT || node->op == DAMO_OP_PARAM || node->op == DAMO_OP_CONSTANT) continue;
-      const int i = product_of(m, node);
-      if (i >= 0) damo_observer_see(&seen[i], damo_f32(node->in[0]), damo_node_count(node->in[0]));
-      st = damo_graph_forward_node(g, node);
-    }
+static damo_status bind_examples(void *ctx, int64_t first, int64_t n, damo_graph **g) {
+  calibration *c = ctx;
+  const int64_t T = c->bg->seq_len;
+  for (int64_t i = 0; i < n; i++) {
+    const int64_t from = (first + i) * c->step * T;
+    memcpy(c->ids + i * T, c->e->ids + from, (size_t)T * sizeof *c->ids);
+    memcpy(c->types + i * T, c->e->types + from, (size_t)T * sizeof *c->types);
+    memcpy(c->mask + i * T, c->e->mask + from, (size_t)T * sizeof *c->mask);
   }
-  return st;
+  *g = c->bg->graph;
+  return bert_bind_inputs(c->bg, n, c->ids, c->types, c->mask);
 }
 
 damo_status damo_bert_quantize_static(damo_bert *m, const damo_bert_examples *e, int64_t seq_len,
@@ -129,45 +112,16 @@ damo_status damo_bert_quantize_static(damo_bert *m, const damo_bert_examples *e,
   if (e->n < 1) return damo_error(DAMO_ERR_INVALID_ARG, "bert_quantize_static: no calibration examples");
   const int64_t rows = o.calibration_examples < e->n ? o.calibration_examples : e->n;
   const int64_t batch = o.batch_size < rows ? o.batch_size : rows;
-  damo_bert_graph *bg = NULL;
-  st = damo_bert_classifier_new(m, batch, seq_len, 0, &bg);
+  calibration c = {.e = e, .step = e->n / rows};
+  st = damo_bert_classifier_new(m, batch, seq_len, 0, &c.bg);
   if (st != DAMO_OK) return damo_error_prefix(st, "bert_quantize_static: ");
-  const int n = m->p.n_tensors;
-  damo_observer *seen = calloc((size_t)n, sizeof *seen);
   int32_t *staged = malloc((size_t)(3 * batch * seq_len) * sizeof *staged);
-  if (!seen || !staged) st = damo_error(DAMO_ERR_NOMEM, "bert_quantize_static: out of memory");
-  for (int pass = 0; pass < (o.method == DAMO_CALIB_MINMAX ? 1 : 2) && st == DAMO_OK; pass++) {
-    for (int i = 0; pass == 1 && i < n && st == DAMO_OK; i++)
-      if (bert_int8_tensor(m, i) == 1 && !damo_observer_count_bins(&seen[i]))
-        st = damo_error(DAMO_ERR_NOMEM, "bert_quantize_static: out of memory");
-    if (st == DAMO_OK) st = calibration_pass(m, bg, e, rows, seen, staged);
-  }
-  damo_bert_graph_free(bg);
+  if (!staged) st = damo_error(DAMO_ERR_NOMEM, "bert_quantize_static: out of memory");
+  c.ids = staged, c.types = staged + batch * seq_len, c.mask = staged + 2 * batch * seq_len;
+  if (st == DAMO_OK)
+    st = store_int8_calibrate(&m->q8, &m->p, form_any, m, rows, batch, bind_examples, &c, &o, "bert_quantize_static");
+  damo_bert_graph_free(c.bg);
   free(staged);
-  /* Every input range settled before any weight changes. */
-  float *x_scale = st == DAMO_OK ? calloc((size_t)n, sizeof *x_scale) : NULL;
-  int *x_zero = st == DAMO_OK ? calloc((size_t)n, sizeof *x_zero) : NULL;
-  if (st == DAMO_OK && (!x_scale || !x_zero)) st = damo_error(DAMO_ERR_NOMEM, "bert_quantize_static: out of memory");
-  for (int i = 0; i < n && st == DAMO_OK; i++) {
-    if (bert_int8_tensor(m, i) != 1) continue;
-    float lo, hi;
-    damo_observer_range(&seen[i], o.method, o.percentile, &lo, &hi);
-    if (!isfinite(lo) || !isfinite(hi))
-      st = damo_error(DAMO_ERR_NUMERIC, "bert_quantize_static: the input of '%s' is not finite on the calibration "
-                      "examples", m->p.names[i]);
-    else
-      damo_quant_params(lo, hi, &x_scale[i], &x_zero[i]);
-  }
-  for (int i = 0; seen && i < n; i++) damo_observer_free(&seen[i]);
-  free(seen);
-  if (st == DAMO_OK) st = store_int8_quantize_all(&m->q8, &m->p, form_any, m, "bert_quantize_static");
-  for (int i = 0; i < n && st == DAMO_OK; i++)
-    if (bert_int8_tensor(m, i) == 1)
-      st = store_int8_set_input(&m->q8, n, i, x_scale[i], x_zero[i], m->p.names[i], "bert_quantize_static");
-  if (st == DAMO_OK) m->q8.method = o.method, m->q8.calibration_examples = rows;
-  else store_int8_free(&m->q8, n);
-  free(x_scale);
-  free(x_zero);
   return st;
 }
 

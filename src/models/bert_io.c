@@ -172,22 +172,6 @@ static damo_status check_copy(const damo_bert *m, const damo_tensor *t, const ch
   return DAMO_OK;
 }
 
-/* A static product's BASE.input_scale (F32 (1,)) and BASE.input_zero_point (I32 (1,)), BASE
- * its stored name without ".weight". */
-static damo_status take_input(damo_bert *m, int i, const damo_tensor_dict *d, const char *stored, const char *path) {
-  char base[160], scale_name[192], zero_name[192];
-  if (!store_int8_input_base(stored, base, sizeof base) || bert_int8_tensor(m, i) != 1) return DAMO_OK; /* a table */
-  snprintf(scale_name, sizeof scale_name, "%s.input_scale", base);
-  snprintf(zero_name, sizeof zero_name, "%s.input_zero_point", base);
-  const damo_tensor *xs = damo_tensor_dict_get(d, scale_name), *xz = damo_tensor_dict_get(d, zero_name);
-  if (!xs || xs->dtype != DAMO_F32 || xs->ndim != 1 || xs->shape[0] != 1 || !xz || xz->dtype != DAMO_I32 ||
-      xz->ndim != 1 || xz->shape[0] != 1)
-    return damo_error(DAMO_ERR_FORMAT, "%s: static int8 tensor '%s' needs '%s' (F32 of shape (1,)) and '%s' (I32 of "
-                      "shape (1,))", path, stored, scale_name, zero_name);
-  return store_int8_set_input(&m->q8, m->p.n_tensors, i, damo_tensor_f32(xs)[0], damo_tensor_i32(xz)[0], scale_name,
-                              path);
-}
-
 /* An I8 tensor and its NAME.scale (and, static, its input's quantisation): only in an int8
  * model, only where int8 applies. */
 static damo_status take_int8(damo_bert *m, int i, const damo_tensor_dict *d, int k, const char *path) {
@@ -210,18 +194,8 @@ static damo_status take_int8(damo_bert *m, int i, const damo_tensor_dict *d, int
     return damo_error(DAMO_ERR_FORMAT, "%s: int8 tensor '%s' needs '%s', F32 of shape (%lld,)", path, stored, scale_name,
                       (long long)want->shape[0]);
   damo_status st = bert_int8_take(m, i, (const int8_t *)q->data, damo_tensor_f32(scale), path);
-  return st == DAMO_OK && store_int8_is_static(&m->q8) ? take_input(m, i, d, stored, path) : st;
-}
-
-/* The length of a ".input_scale" or ".input_zero_point" ending of name, else 0. */
-static size_t ends_with_input(const char *name) {
-  static const char *const endings[] = {".input_scale", ".input_zero_point"};
-  const size_t len = strlen(name);
-  for (int k = 0; k < 2; k++) {
-    const size_t e = strlen(endings[k]);
-    if (len > e && !strcmp(name + len - e, endings[k])) return e;
-  }
-  return 0;
+  if (st != DAMO_OK || !store_int8_is_static(&m->q8) || bert_int8_tensor(m, i) != 1) return st; /* a table: none */
+  return store_int8_take_input(&m->q8, m->p.n_tensors, i, d, stored, path);
 }
 
 static damo_status fill_from_dict(damo_bert *m, const damo_tensor_dict *d, const char *path) {
@@ -242,14 +216,8 @@ static damo_status fill_from_dict(damo_bert *m, const damo_tensor_dict *d, const
         st = damo_error(DAMO_ERR_FORMAT, "%s: '%s' is the scale of no int8 tensor", path, stored);
       continue;
     }
-    const size_t input = ends_with_input(stored);
-    if (input) { /* read with its static int8 tensor */
-      char owner_name[192];
-      snprintf(owner_name, sizeof owner_name, "%.*s.weight", (int)(len - input), stored);
-      const damo_tensor *owner = damo_tensor_dict_get(d, owner_name);
-      if (!owner || owner->dtype != DAMO_I8 || !store_int8_is_static(&m->q8))
-        st = damo_error(DAMO_ERR_FORMAT, "%s: '%s' is the input quantisation of no int8 tensor of a static int8 model "
-                        "(config.json's \"quantization\" says \"activations\": \"static\")", path, stored);
+    if (store_int8_input_suffix(stored)) { /* read with its static int8 tensor */
+      st = store_int8_check_input(&m->q8, d, stored, path);
       continue;
     }
     if (!strcmp(name, "cls.predictions.decoder.weight")) {

@@ -259,7 +259,9 @@ damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, in
     if (gg->loss) damo_node_set_name(gg->loss, "loss");
   } else if (st == DAMO_OK) {
     /* an int8 model: logits from the int8 wte (K = n_embd, N = vocab), as the decoder's */
-    gg->logits = m->q8.q && m->q8.packed[0] ? damo_qdense_op(g, x, m->q8.packed[0], NULL, DAMO_ACT_NONE, 0.0f, 0)
+    const float x_scale = m->q8.x_scale ? m->q8.x_scale[0] : 0.0f; /* static: ln_f's calibrated range */
+    const int x_zero = m->q8.x_zero ? m->q8.x_zero[0] : 0;
+    gg->logits = m->q8.q && m->q8.packed[0] ? damo_qdense_op(g, x, m->q8.packed[0], NULL, DAMO_ACT_NONE, x_scale, x_zero)
                                             : damo_matmul(g, x, damo_layer_param_node(gg->layers->layers[0], g, 0), 0, 1);
     if (gg->logits) damo_node_set_name(gg->logits, "logits");
   }
@@ -285,7 +287,7 @@ damo_status damo_gpt2_graph_new(damo_gpt2 *m, int64_t batch, int64_t seq_len, in
 
 /* Binds host ids (and targets) to the graph's inputs, through the device copies on a device
  * backend; rows: the batch being run. */
-static damo_status bind_tokens(damo_gpt2_graph *gg, const int32_t *ids, const int32_t *targets) {
+damo_status gpt2_bind_tokens(damo_gpt2_graph *gg, const int32_t *ids, const int32_t *targets) {
   if (gg->backend) {
     const size_t bytes = (size_t)(gg->graph->batch * gg->seq_len) * sizeof(int32_t);
     damo_status st = gg->backend->from_host(gg->backend, gg->device_ids, ids, bytes);
@@ -302,7 +304,7 @@ static damo_status bind_tokens(damo_gpt2_graph *gg, const int32_t *ids, const in
 damo_status damo_gpt2_graph_forward(damo_gpt2_graph *gg, const int32_t *ids, const int32_t *targets, float *loss) {
   if (!gg || !ids) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_forward: NULL argument");
   if (gg->targets && !targets) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_forward: a training graph needs targets");
-  damo_status st = bind_tokens(gg, ids, targets);
+  damo_status st = gpt2_bind_tokens(gg, ids, targets);
   if (st == DAMO_OK) st = damo_graph_forward(gg->graph, gg->loss != NULL);
   if (st == DAMO_OK && loss) *loss = NAN;
   if (st == DAMO_OK && loss && gg->loss) st = damo_graph_read(gg->graph, gg->loss, 0, 1, loss);
@@ -312,7 +314,7 @@ damo_status damo_gpt2_graph_forward(damo_gpt2_graph *gg, const int32_t *ids, con
 damo_status damo_gpt2_graph_evaluate(damo_gpt2_graph *gg, const int32_t *ids, const int32_t *targets, float *loss) {
   if (!gg || !ids || !targets || !loss) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_evaluate: NULL argument");
   if (!gg->loss) return damo_error(DAMO_ERR_STATE, "gpt2_evaluate: needs a training graph (training = 1)");
-  damo_status st = bind_tokens(gg, ids, targets);
+  damo_status st = gpt2_bind_tokens(gg, ids, targets);
   if (st == DAMO_OK) st = damo_graph_forward(gg->graph, 0); /* not training: no gradient work */
   if (st == DAMO_OK) st = damo_graph_read(gg->graph, gg->loss, 0, 1, loss);
   return st;

@@ -21,7 +21,7 @@ struct damo_gpt2 {
   uint8_t **q;
   float **q_scales;
   int blocks_pending; /* the f32 values of the quantised matrices not written yet (after a load) */
-  /* Dynamic int8 (gpt2_int8.c): q8.q NULL for an f32 or block model. */
+  /* int8, dynamic or static (gpt2_int8.c): q8.q NULL for an f32 or block model. */
   store_int8 q8;
 };
 
@@ -58,13 +58,16 @@ damo_status gpt2_take_blocks(damo_gpt2 *m, int i, const damo_tensor *t, const da
 damo_status gpt2_blocks_dict(const damo_gpt2 *m, const char *dir, damo_tensor_dict *d);
 void gpt2_blocks_json(const damo_gpt2 *m, cJSON *config);
 void gpt2_blocks_free(damo_gpt2 *m);
-/* gpt2_int8.c: which tensors dynamic int8 covers and how; the per-tensor arrays; tensor i
- * from a file's I8 tensor and its scales (checked); param_store_save_dir_with's writer. */
+/* gpt2_int8.c: which tensors int8 covers and how; the per-tensor arrays (of config.json's
+ * kind); tensor i from a file's I8 tensor and its scales (checked; a static model's input
+ * quantisation from d too); param_store_save_dir_with's writer. */
 int8_form gpt2_int8_form(const damo_gpt2 *m, int i);
-damo_status gpt2_int8_begin(damo_gpt2 *m);
+damo_status gpt2_int8_begin(damo_gpt2 *m, const int8_config *c);
 void gpt2_int8_free(damo_gpt2 *m);
-damo_status gpt2_int8_take(damo_gpt2 *m, int i, const damo_tensor *t, const damo_tensor *scale, const char *path,
-                           const char *stored);
+damo_status gpt2_int8_take(damo_gpt2 *m, int i, const damo_tensor_dict *d, int k, const damo_tensor *scale,
+                           const char *path);
+/* Binds a batch of token ids (and targets, for a training graph) to gg's graph. */
+damo_status gpt2_bind_tokens(damo_gpt2_graph *gg, const int32_t *ids, const int32_t *targets);
 damo_status gpt2_int8_writer(const void *ctx, int i, const char *name, damo_tensor_dict *d, int *written);
 void gpt2_int8_materialize(damo_gpt2 *m); /* through gpt2_blocks_materialize */
 /* Writes the f32 values of the quantised matrices if a load left them pending (before

@@ -178,6 +178,8 @@ typedef struct weights {
   damo_block_format format;
   const damo_qweight *int8; /* with the cache's scratch for the quantised row */
   void *rows;
+  float x_scale; /* a static int8 model's calibrated input quantisation (0: each row's own range) */
+  int x_zero;
 } weights;
 
 static weights weights_of(const damo_gpt2_cache *c, int index, const uint16_t *w16) {
@@ -185,6 +187,7 @@ static weights weights_of(const damo_gpt2_cache *c, int index, const uint16_t *w
   weights w = {.f32 = damo_tensor_f32(m->p.values[index]), .bf16 = w16};
   if (m->q && m->q[index]) w.q = m->q[index], w.scales = m->q_scales[index], w.format = m->blocks, w.bf16 = NULL;
   if (m->q8.q && m->q8.packed[index]) w.int8 = m->q8.packed[index], w.rows = c->q8_rows, w.bf16 = NULL;
+  if (w.int8 && m->q8.x_scale) w.x_scale = m->q8.x_scale[index], w.x_zero = m->q8.x_zero[index];
   return w;
 }
 
@@ -192,10 +195,10 @@ static weights weights_of(const damo_gpt2_cache *c, int index, const uint16_t *w
  * row-major: threads over column blocks when it is large (each thread streams its own columns
  * of W once for all rows). Blocks are stored transposed, (N, K): then each thread takes a range
  * of outputs, each a dot product along one contiguous row. int8 rows go one by one: each is
- * quantised from its own range, as when it is decoded alone. */
+ * quantised from its own range (static: the calibrated one), as when it is decoded alone. */
 static void linear_rows(float *const *x, weights w, const float *b, int64_t K, int64_t N, float *const *y, int n) {
-  if (w.int8) { /* each row quantised from its own range; the product threads over its tiles */
-    for (int r = 0; r < n; r++) damo_q8_dynamic_product(x[r], 1, w.int8, b, w.rows, y[r], N);
+  if (w.int8) { /* row by row; the product threads over its tiles */
+    for (int r = 0; r < n; r++) damo_q8_product(x[r], 1, w.int8, w.x_scale, w.x_zero, b, w.rows, y[r], N);
     return;
   }
   if (w.q) {
@@ -298,7 +301,8 @@ ROW_DOTS(row_dots_bf16, uint16_t, dots4_bf16, dots1_bf16)
  * applied to every row while it is in cache (int8: row by row, as linear_rows). */
 static void tied_logits(float *const *x, weights table, int64_t V, int64_t C, float *const *logits, int n) {
   if (table.int8) {
-    for (int r = 0; r < n; r++) damo_q8_dynamic_product(x[r], 1, table.int8, NULL, table.rows, logits[r], V);
+    for (int r = 0; r < n; r++)
+      damo_q8_product(x[r], 1, table.int8, table.x_scale, table.x_zero, NULL, table.rows, logits[r], V);
     return;
   }
   const int64_t block = 512, n_blocks = (V + block - 1) / block;

@@ -20,31 +20,41 @@ static void join(char *buf, size_t cap, const char *dir, const char *file) { snp
 /* HuggingFace writes many keys damo has no use for (architectures, task_specific_params,
  * ...), so the object is not closed: only the keys below are read and checked. */
 /* config.json's "quantization" object (gpt2_blocks.c or gpt2_int8.c writes it): the block
- * format of the weights, DAMO_BLOCKS_NONE when absent or int8 (then *int8 = 1). */
-static damo_status read_quantization(damo_config_obj *root, damo_block_format *out, int *int8) {
+ * format of the weights, DAMO_BLOCKS_NONE when absent or int8 (then *int8 = 1, of kind *q8). */
+static damo_status read_quantization(damo_config_obj *root, damo_block_format *out, int *int8, int8_config *q8) {
   damo_config_obj *q;
   *out = DAMO_BLOCKS_NONE;
   *int8 = 0;
   damo_status st = damo_config_get_object(root, "quantization", 0, &q);
   if (st != DAMO_OK || !q) return st;
   static const char *const formats[] = {"q8_0", "q4_0", "int8", NULL}, *const scale_types[] = {"bf16", NULL},
-                           *const activations[] = {"dynamic", NULL};
-  int format = 0, block = DAMO_BLOCK_SIZE, scale_type = 0, acts = 0;
+                           *const activations[] = {"dynamic", "static", NULL};
+  int format = 0, block = DAMO_BLOCK_SIZE, scale_type = 0, acts = 0, method = 0;
+  int64_t examples = 0;
   const char *const *names;
   int n_names;
   if ((st = damo_config_get_enum(q, "format", formats, DAMO_CFG_REQUIRED, &format)) != DAMO_OK ||
       (st = damo_config_get_int32(q, "block_size", DAMO_BLOCK_SIZE, DAMO_BLOCK_SIZE, 0, &block)) != DAMO_OK ||
       (st = damo_config_get_enum(q, "scale_dtype", scale_types, 0, &scale_type)) != DAMO_OK ||
       (st = damo_config_get_enum(q, "activations", activations, format == 2 ? DAMO_CFG_REQUIRED : 0, &acts)) != DAMO_OK ||
+      (st = damo_config_get_enum(q, "method", damo_calibration_names, acts == 1 ? DAMO_CFG_REQUIRED : 0, &method)) !=
+          DAMO_OK ||
+      (st = damo_config_get_int(q, "calibration_examples", 1, INT64_MAX, acts == 1 ? DAMO_CFG_REQUIRED : 0,
+                                &examples)) != DAMO_OK ||
       (st = damo_config_get_strings(q, "float_tensors", 0, 1 << 20, 0, &names, &n_names)) != DAMO_OK ||
       (st = damo_config_close(q)) != DAMO_OK)
     return st;
+  if (acts == 1 && format != 2)
+    return damo_error(DAMO_ERR_FORMAT, "\"quantization\" of format %s: static activations go with int8 only",
+                      formats[format]);
   *int8 = format == 2;
+  *q8 = (int8_config){acts == 1, (damo_calibration)method, examples};
   *out = format == 0 ? DAMO_BLOCKS_Q8_0 : format == 1 ? DAMO_BLOCKS_Q4_0 : DAMO_BLOCKS_NONE;
   return DAMO_OK;
 }
 
-static damo_status read_config(damo_config *c, damo_gpt2_config *cfg, damo_block_format *blocks, int *int8) {
+static damo_status read_config(damo_config *c, damo_gpt2_config *cfg, damo_block_format *blocks, int *int8,
+                               int8_config *q8) {
   const char *path = damo_config_source(c);
   damo_config_obj *root;
   const char *type = NULL, *act = NULL;
@@ -82,27 +92,28 @@ static damo_status read_config(damo_config *c, damo_gpt2_config *cfg, damo_block
   if (st == DAMO_OK && inner != 4.0 * cfg->n_embd)
     st = damo_error(DAMO_ERR_UNSUPPORTED, "%s: n_inner must be null or 4 n_embd (%d)", path, 4 * cfg->n_embd);
   if (st == DAMO_OK) st = gpt2_check_config(cfg, path);
-  if (st == DAMO_OK && blocks) st = read_quantization(root, blocks, int8);
+  if (st == DAMO_OK && blocks) st = read_quantization(root, blocks, int8, q8);
   return st;
 }
 
-static damo_status parse_config(const char *path, damo_gpt2_config *cfg, damo_block_format *blocks, int *int8) {
+static damo_status parse_config(const char *path, damo_gpt2_config *cfg, damo_block_format *blocks, int *int8,
+                                int8_config *q8) {
   damo_config *c;
   damo_status st = damo_config_read_file(path, &c); /* strict: trailing data, repeated keys */
   if (st != DAMO_OK) return st;
-  st = read_config(c, cfg, blocks, int8);
+  st = read_config(c, cfg, blocks, int8, q8);
   damo_config_free(c);
   return st;
 }
 
 damo_status damo_gpt2_config_load(const char *path, damo_gpt2_config *out) {
   if (!path || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_config_load: NULL argument");
-  return parse_config(path, out, NULL, NULL);
+  return parse_config(path, out, NULL, NULL, NULL);
 }
 
 damo_status damo_gpt2_config_read(damo_config *c, damo_gpt2_config *out) {
   if (!c || !out) return damo_error(DAMO_ERR_INVALID_ARG, "gpt2_config_read: NULL argument");
-  return read_config(c, out, NULL, NULL);
+  return read_config(c, out, NULL, NULL, NULL);
 }
 
 /* ------------------------------------------------------------------ load */
@@ -140,6 +151,10 @@ static damo_status fill_from_dict(damo_gpt2 *m, const damo_tensor_dict *d, const
       continue;
     }
     if (is_mask_buffer(name)) continue;
+    if (store_int8_input_suffix(stored)) { /* read with its static int8 tensor */
+      st = store_int8_check_input(&m->q8, d, stored, path);
+      continue;
+    }
     const damo_tensor *scale = NULL;
     char scale_name[256];
     if (m->blocks != DAMO_BLOCKS_NONE || m->q8.q) { /* NAME.scale goes with NAME; NAME without one is f32 */
@@ -163,7 +178,7 @@ static damo_status fill_from_dict(damo_gpt2 *m, const damo_tensor_dict *d, const
                       prefix);
     } else {
       seen[i] = 1;
-      st = scale && m->q8.q ? gpt2_int8_take(m, i, d->tensors[k], scale, path, stored)
+      st = scale && m->q8.q ? gpt2_int8_take(m, i, d, k, scale, path)
            : scale          ? gpt2_take_blocks(m, i, d->tensors[k], scale, path, stored)
                             : take_tensor(m, i, d->tensors[k], path, stored);
     }
@@ -197,7 +212,8 @@ damo_status damo_gpt2_load(const char *dir, damo_gpt2 **out) {
   join(path, sizeof path, dir, "config.json");
   damo_block_format blocks;
   int int8 = 0;
-  damo_status st = parse_config(path, &cfg, &blocks, &int8);
+  int8_config q8 = {0};
+  damo_status st = parse_config(path, &cfg, &blocks, &int8, &q8);
   if (st != DAMO_OK) return st;
   /* The weights first (their size is the file's), and the config's sizes checked against
    * them before the parameter block they declare is allocated: embeddings and the 12 E^2
@@ -220,7 +236,7 @@ damo_status damo_gpt2_load(const char *dir, damo_gpt2 **out) {
     damo_tensor_dict_free(d);
     return st;
   }
-  if ((st = gpt2_blocks_begin(m, blocks)) == DAMO_OK && int8) st = gpt2_int8_begin(m);
+  if ((st = gpt2_blocks_begin(m, blocks)) == DAMO_OK && int8) st = gpt2_int8_begin(m, &q8);
   if (st == DAMO_OK) st = fill_from_dict(m, d, weights);
   damo_tensor_dict_free(d);
   if (st != DAMO_OK) {

@@ -247,3 +247,112 @@ damo_status store_int8_begin_as(store_int8 *s, int n_tensors, const int8_config 
   if (st != DAMO_OK) store_int8_free(s, n_tensors);
   return st;
 }
+
+int store_int8_input_suffix(const char *name) {
+  static const char *const endings[] = {".input_scale", ".input_zero_point"};
+  const size_t len = strlen(name);
+  for (int k = 0; k < 2; k++) {
+    const size_t e = strlen(endings[k]);
+    if (len > e && !strcmp(name + len - e, endings[k])) return (int)e;
+  }
+  return 0;
+}
+
+damo_status store_int8_take_input(store_int8 *s, int n_tensors, int i, const damo_tensor_dict *d, const char *stored,
+                                  const char *path) {
+  char base[224], scale_name[256], zero_name[256];
+  if (!store_int8_input_base(stored, base, sizeof base))
+    return damo_error(DAMO_ERR_FORMAT, "%s: static int8 tensor '%s': a product's name ends in .weight", path, stored);
+  snprintf(scale_name, sizeof scale_name, "%s.input_scale", base);
+  snprintf(zero_name, sizeof zero_name, "%s.input_zero_point", base);
+  const damo_tensor *xs = damo_tensor_dict_get(d, scale_name), *xz = damo_tensor_dict_get(d, zero_name);
+  if (!xs || xs->dtype != DAMO_F32 || xs->ndim != 1 || xs->shape[0] != 1 || !xz || xz->dtype != DAMO_I32 ||
+      xz->ndim != 1 || xz->shape[0] != 1)
+    return damo_error(DAMO_ERR_FORMAT, "%s: static int8 tensor '%s' needs '%s' (F32 of shape (1,)) and '%s' (I32 of "
+                      "shape (1,))", path, stored, scale_name, zero_name);
+  return store_int8_set_input(s, n_tensors, i, damo_tensor_f32(xs)[0], damo_tensor_i32(xz)[0], scale_name, path);
+}
+
+damo_status store_int8_check_input(const store_int8 *s, const damo_tensor_dict *d, const char *stored,
+                                   const char *path) {
+  const int suffix = store_int8_input_suffix(stored);
+  char owner[256];
+  snprintf(owner, sizeof owner, "%.*s.weight", (int)(strlen(stored) - (size_t)suffix), stored);
+  const damo_tensor *t = damo_tensor_dict_get(d, owner);
+  if (!t || t->dtype != DAMO_I8 || !s->x_scale)
+    return damo_error(DAMO_ERR_FORMAT, "%s: '%s' is the input quantisation of no int8 tensor of a static int8 model "
+                      "(config.json's \"quantization\" says \"activations\": \"static\")", path, stored);
+  return DAMO_OK;
+}
+
+/* ------------------------------------------------------------------ static: calibration */
+
+static int is_product(int8_form f) { return f == INT8_OUT_ROWS || f == INT8_OUT_COLS; }
+
+/* The product tensor a dense or matmul node multiplies its input by, else -1. */
+static int product_of(const param_store *p, int8_form (*form)(const void *model, int i), const void *model,
+                      const damo_node *n) {
+  if ((n->op != DAMO_OP_DENSE && n->op != DAMO_OP_MATMUL) || n->in[1]->op != DAMO_OP_PARAM || !n->in[1]->param_value)
+    return -1;
+  for (int i = 0; i < p->n_tensors; i++)
+    if (p->values[i]->data == n->in[1]->param_value->data) return is_product(form(model, i)) ? i : -1;
+  return -1;
+}
+
+/* One forward of g, node by node, each product's input seen by its tensor's observer just
+ * before the product runs (the planned buffers are reused later in the pass). */
+static damo_status observe_forward(const param_store *p, int8_form (*form)(const void *model, int i),
+                                   const void *model, damo_graph *g, damo_observer *seen) {
+  damo_status st = DAMO_OK;
+  g->training = 0;
+  for (int k = 0; k < g->n_order && st == DAMO_OK; k++) {
+    damo_node *node = g->nodes[g->order[k]];
+    if (node->op == DAMO_OP_INPUT || node->op == DAMO_OP_PARAM || node->op == DAMO_OP_CONSTANT) continue;
+    const int i = product_of(p, form, model, node);
+    if (i >= 0) damo_observer_see(&seen[i], damo_f32(node->in[0]), damo_node_count(node->in[0]));
+    st = damo_graph_forward_node(g, node);
+  }
+  return st;
+}
+
+damo_status store_int8_calibrate(store_int8 *s, const param_store *p, int8_form (*form)(const void *model, int i),
+                                 const void *model, int64_t rows, int64_t batch, store_int8_bind bind, void *ctx,
+                                 const damo_quantize_options *o, const char *where) {
+  const int n = p->n_tensors;
+  damo_observer *seen = calloc((size_t)n, sizeof *seen);
+  damo_status st = seen ? DAMO_OK : damo_error(DAMO_ERR_NOMEM, "%s: out of memory", where);
+  for (int pass = 0; pass < (o->method == DAMO_CALIB_MINMAX ? 1 : 2) && st == DAMO_OK; pass++) {
+    for (int i = 0; pass == 1 && i < n && st == DAMO_OK; i++)
+      if (is_product(form(model, i)) && !damo_observer_count_bins(&seen[i]))
+        st = damo_error(DAMO_ERR_NOMEM, "%s: out of memory", where);
+    for (int64_t r0 = 0; r0 < rows && st == DAMO_OK; r0 += batch) {
+      damo_graph *g = NULL;
+      st = bind(ctx, r0, rows - r0 < batch ? rows - r0 : batch, &g);
+      if (st == DAMO_OK) st = observe_forward(p, form, model, g, seen);
+    }
+  }
+  /* Every input range settled before any weight changes. */
+  float *x_scale = st == DAMO_OK ? calloc((size_t)n, sizeof *x_scale) : NULL;
+  int *x_zero = st == DAMO_OK ? calloc((size_t)n, sizeof *x_zero) : NULL;
+  if (st == DAMO_OK && (!x_scale || !x_zero)) st = damo_error(DAMO_ERR_NOMEM, "%s: out of memory", where);
+  for (int i = 0; i < n && st == DAMO_OK; i++) {
+    if (!is_product(form(model, i))) continue;
+    float lo, hi;
+    damo_observer_range(&seen[i], o->method, o->percentile, &lo, &hi);
+    if (!isfinite(lo) || !isfinite(hi))
+      st = damo_error(DAMO_ERR_NUMERIC, "%s: the input of '%s' is not finite on the calibration examples", where,
+                      p->names[i]);
+    else
+      damo_quant_params(lo, hi, &x_scale[i], &x_zero[i]);
+  }
+  for (int i = 0; seen && i < n; i++) damo_observer_free(&seen[i]);
+  free(seen);
+  if (st == DAMO_OK) st = store_int8_quantize_all(s, p, form, model, where);
+  for (int i = 0; i < n && st == DAMO_OK; i++)
+    if (is_product(form(model, i))) st = store_int8_set_input(s, n, i, x_scale[i], x_zero[i], p->names[i], where);
+  if (st == DAMO_OK) s->method = o->method, s->calibration_examples = rows;
+  else store_int8_free(s, n);
+  free(x_scale);
+  free(x_zero);
+  return st;
+}

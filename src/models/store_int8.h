@@ -66,6 +66,25 @@ damo_status store_int8_rewrite(const store_int8 *s, const param_store *p, damo_g
  * NAME without ".weight" (a Sequential layer's names). */
 damo_status store_int8_write(const store_int8 *s, const param_store *p, int i, int8_form f, const char *name,
                              damo_tensor_dict *d, int *written);
+/* Static int8 calibrated on `rows` examples in batches of `batch`: bind(ctx, first, n, &g)
+ * stages examples [first, first + n) into an f32 inference graph g and hands it over; each
+ * pass (one, or two for percentile and histogram) runs g node by node, every product's input
+ * (a dense or matmul node over a tensor form() makes ROWS or COLS) seen by its observer; then
+ * the ranges are settled by o->method, the weights quantised as store_int8_quantize_all does,
+ * and each product's input quantisation set. On failure the store is left empty. */
+typedef damo_status (*store_int8_bind)(void *ctx, int64_t first, int64_t n, damo_graph **g);
+damo_status store_int8_calibrate(store_int8 *s, const param_store *p, int8_form (*form)(const void *model, int i),
+                                 const void *model, int64_t rows, int64_t batch, store_int8_bind bind, void *ctx,
+                                 const damo_quantize_options *o, const char *where);
+/* Reading a static model: the length of name's ".input_scale" or ".input_zero_point" ending
+ * (0: neither); tensor i's product input from BASE.input_scale and BASE.input_zero_point of d
+ * (stored: the I8 tensor's name in the file; path for errors); and the check that such a
+ * tensor belongs to an I8 tensor of a static model. */
+int store_int8_input_suffix(const char *name);
+damo_status store_int8_take_input(store_int8 *s, int n_tensors, int i, const damo_tensor_dict *d, const char *stored,
+                                  const char *path);
+damo_status store_int8_check_input(const store_int8 *s, const damo_tensor_dict *d, const char *stored,
+                                   const char *path);
 /* BASE of store_int8_write into base (false when name does not end in ".weight" or base is
  * too short). */
 int store_int8_input_base(const char *name, char *base, size_t size);

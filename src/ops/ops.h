@@ -58,6 +58,9 @@ int damo_dropout_elide(damo_graph *g, int n_keep, damo_node *const *keep);
 size_t damo_q8_scratch_bytes(int64_t M, const damo_qweight *w);
 void damo_q8_dynamic_product(const float *x, int64_t M, const damo_qweight *w, const float *bias, void *a, float *out,
                              int64_t ldo);
+/* The same with x quantised by x_scale and zero_point (static; x_scale 0: dynamic). */
+void damo_q8_product(const float *x, int64_t M, const damo_qweight *w, float x_scale, int zero_point,
+                     const float *bias, void *a, float *out, int64_t ldo);
 /* An int8 LSTM or GRU (lstm.c, gru.c): both products on int8 kernels with dynamic inputs
  * (the input projection over all steps, then h_{t-1} R each step, h quantised per step), as
  * PyTorch's dynamic quantised LSTM does. The f32 kernel inputs stay (their shapes are

@@ -114,13 +114,16 @@ static void quantized_product(const float *x, const uint8_t *x8, int64_t M, cons
   damo_gemm_q8(M, a, w, scale, zp, bias, out);
 }
 
+void damo_q8_product(const float *x, int64_t M, const damo_qweight *w, float x_scale, int zero_point,
+                     const float *bias, void *a, float *out, int64_t ldo) {
+  if (!(x_scale > 0.0f)) batch_params(x, M * w->K, &x_scale, &zero_point);
+  const damo_q8_out o = damo_q8_f32(out, ldo, 0);
+  quantized_product(x, NULL, M, w, x_scale, zero_point, bias, a, &o);
+}
+
 void damo_q8_dynamic_product(const float *x, int64_t M, const damo_qweight *w, const float *bias, void *a, float *out,
                              int64_t ldo) {
-  float scale;
-  int zp;
-  batch_params(x, M * w->K, &scale, &zp);
-  const damo_q8_out o = damo_q8_f32(out, ldo, 0);
-  quantized_product(x, NULL, M, w, scale, zp, bias, a, &o);
+  damo_q8_product(x, M, w, 0.0f, 0, bias, a, out, ldo);
 }
 
 /* ------------------------------------------------------------------ qdense */
