@@ -162,6 +162,13 @@ static void model_dirs(const char *tmp) {
     die("gpt2 int8");
   damo_gpt2_free(g);
   put_dir2("gpt2dir", "gpt2_l1_c8_int8", tmp, "config.json", "model.safetensors");
+  const int32_t tokens[16] = {1, 5, 9, 2, 7, 3, 11, 4, 0, 6, 13, 8, 15, 10, 12, 14};
+  const damo_quantize_options minmax = {.method = DAMO_CALIB_MINMAX};
+  if (damo_gpt2_new(&gc, 1, &g) != DAMO_OK || damo_gpt2_quantize_int8_static(g, tokens, 16, 8, &minmax) != DAMO_OK ||
+      damo_gpt2_save(g, tmp) != DAMO_OK)
+    die("gpt2 static int8");
+  damo_gpt2_free(g);
+  put_dir2("gpt2dir", "gpt2_l1_c8_int8_static", tmp, "config.json", "model.safetensors");
 
   damo_bert_config bc = damo_bert_config_default();
   bc.vocab_size = 12, bc.hidden_size = 8, bc.num_hidden_layers = 1, bc.num_attention_heads = 2;
@@ -169,6 +176,14 @@ static void model_dirs(const char *tmp) {
   damo_bert *b = NULL;
   if (damo_bert_new(&bc, 1, &b) != DAMO_OK || damo_bert_save(b, tmp) != DAMO_OK) die("bert");
   put_dir2("bertdir", "bert_l1_h8", tmp, "config.json", "model.safetensors");
+  damo_bert *bs = NULL; /* the same weights, static int8 */
+  const int32_t ids[8] = {2, 5, 7, 9, 3, 0, 0, 0}, types[8] = {0}, mask[8] = {1, 1, 1, 1, 1, 0, 0, 0};
+  const damo_bert_examples calib = {1, ids, types, mask, NULL};
+  if (damo_bert_new(&bc, 1, &bs) != DAMO_OK || damo_bert_quantize_static(bs, &calib, 8, &minmax) != DAMO_OK ||
+      damo_bert_save(bs, tmp) != DAMO_OK)
+    die("bert static int8");
+  damo_bert_free(bs);
+  put_dir2("bertdir", "bert_l1_h8_int8_static", tmp, "config.json", "model.safetensors");
   if (damo_bert_quantize(b) != DAMO_OK || damo_bert_save(b, tmp) != DAMO_OK) die("bert int8");
   damo_bert_free(b);
   put_dir2("bertdir", "bert_l1_h8_int8", tmp, "config.json", "model.safetensors");
