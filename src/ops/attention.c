@@ -163,18 +163,25 @@ static inline float lane_sum(const float *x, const float *y, int64_t n) {
  * all), 0 elsewhere up to width; returns the row's log-sum-exp, +inf when it sees no key.
  * The row loops are compiled per SIMD level: they are most of the time outside the GEMMs. */
 DAMO_MULTIVERSION static float row_softmax(float *s, int64_t visible, int64_t width, const float *keep) {
-  float m = -FLT_MAX;
+  /* The max in 16 lanes: one running max is a chain of dependent compares the compiler does
+   * not vectorise (a float max reduction is not reassociated without fast-math), and it was
+   * most of the softmax's time. The max is exact in any order. A masked key's score becomes
+   * -FLT_MAX first (its probability is set to 0 below). */
   int64_t seen = visible;
   if (keep) {
     seen = 0;
     for (int64_t j = 0; j < visible; j++) {
-      float sj = keep[j] != 0.0f ? s[j] : -FLT_MAX;
-      m = sj > m ? sj : m;
+      s[j] = keep[j] != 0.0f ? s[j] : -FLT_MAX;
       seen += keep[j] != 0.0f;
     }
-  } else {
-    for (int64_t j = 0; j < visible; j++) m = s[j] > m ? s[j] : m;
   }
+  float lanes[16], m = -FLT_MAX;
+  for (int l = 0; l < 16; l++) lanes[l] = -FLT_MAX;
+  int64_t j = 0;
+  for (; j + 16 <= visible; j += 16)
+    for (int l = 0; l < 16; l++) lanes[l] = s[j + l] > lanes[l] ? s[j + l] : lanes[l];
+  for (; j < visible; j++) m = s[j] > m ? s[j] : m;
+  for (int l = 0; l < 16; l++) m = lanes[l] > m ? lanes[l] : m;
   if (seen == 0) {
     memset(s, 0, (size_t)width * sizeof(float));
     return INFINITY;
