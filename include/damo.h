@@ -2254,7 +2254,8 @@ void damo_bert_graph_free(damo_bert_graph *bg);
 /* How many of a classifier graph's products run in int8 (0 for an f32 model). */
 int damo_bert_graph_int8_products(const damo_bert_graph *bg);
 /* Runs a forward at batch rows <= the built batch; labels may be NULL in an inference graph,
- * loss may be NULL. dropout 1 applies the configured dropout (training), 0 not. */
+ * loss may be NULL. dropout 1 applies the configured dropout (training), 0 not; an int8
+ * model's graph only infers (its dropout nodes are gone) and refuses 1. */
 damo_status damo_bert_graph_forward(damo_bert_graph *bg, int64_t batch, const int32_t *ids, const int32_t *token_types,
                                     const int32_t *mask, const int32_t *labels, int dropout, float *loss);
 damo_status damo_bert_graph_backward(damo_bert_graph *bg); /* either kind of training graph */

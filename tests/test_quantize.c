@@ -283,6 +283,20 @@ static void test_gelu_folds_into_qdense(void) {
     }
     CHECK_MSG(out[0] && out[1] && !memcmp(out[0], out[1], sizeof(float) * M * 5), "the GELU chain's output differs");
     free(out[0]), free(out[1]);
+    /* BERT's feed-forward as the int8 rewrite leaves it: the GELU and the residual add folded
+     * first (the nodes they replace left behind, read by no one), then the chain still links
+     * the two products */
+    damo_graph *g = damo_graph_new(1);
+    damo_node *in = damo_input(g, "x", DAMO_F32, 2, xshape);
+    float res[M * 5];
+    for (int i = 0; i < M * 5; i++) res[i] = uniform(-1, 1);
+    damo_tensor *rt = damo_tensor_wrap(DAMO_F32, 2, (int64_t[]){M, 5}, res);
+    damo_node *y = damo_gelu(g, damo_qdense_op(g, in, qw, damo_param(g, "b", bt, NULL), DAMO_ACT_NONE, s1, z1), 0);
+    damo_node *z = damo_add(g, damo_qdense_op(g, y, qw2, NULL, DAMO_ACT_NONE, s2, z2), damo_param(g, "r", rt, NULL));
+    CHECK(damo_qdense_absorb_gelu(g, y) == 1 && damo_qdense_absorb_add(g, z) == 1);
+    CHECK(damo_int8_chain(g, 1, &z) == DAMO_OK && y->dtype == DAMO_U8 && z->dtype == DAMO_F32);
+    damo_graph_free(g);
+    damo_tensor_free(rt);
     damo_qweight_free(qw2);
   }
   /* a residual connection's add folds into the product before it (either side, with a

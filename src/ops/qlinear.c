@@ -220,9 +220,9 @@ static int dies_into(const damo_graph *g, const damo_node *n, const damo_node *r
 }
 
 /* Node `into` takes over qdense q (its inputs, parameters and weights; `extra` appended as
- * one more input when not NULL) with activation act and the residual flag; `into` is left as
- * it was when the result does not infer. */
-static int take_over(damo_node *into, const damo_node *q, damo_node *extra, int act, int residual) {
+ * one more input when not NULL) with activation act and the residual flag, and q is
+ * detached; both are left as they were when the result does not infer. */
+static int take_over(damo_node *into, damo_node *q, damo_node *extra, int act, int residual) {
   const damo_node before = *into;
   into->op = DAMO_OP_QDENSE;
   into->n_in = q->n_in;
@@ -233,9 +233,14 @@ static int take_over(damo_node *into, const damo_node *q, damo_node *extra, int 
   into->iparam[Q_ACT] = act;
   into->iparam[Q_RESIDUAL] = residual;
   into->op_data = q->op_data;
-  if (qdense_infer(into) == DAMO_OK) return 1;
-  *into = before;
-  return 0;
+  if (qdense_infer(into) != DAMO_OK) {
+    *into = before;
+    return 0;
+  }
+  /* q is read by no one now; detached it reads nothing either, so no later rewrite counts it
+   * as a reader (damo_int8_chain's walk needs the product's sole reader) */
+  q->n_in = 0;
+  return 1;
 }
 
 int damo_qdense_absorb_add(damo_graph *g, damo_node *add) {

@@ -388,8 +388,8 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) static void tile_a
 /* A fused GELU (damo_q8_out.gelu): the tile of column tile ct (32 wide in the VNNI layout,
  * 16 in the int16 one) and rows [row0, row0 + rows) goes to out's f32 rows and gets its GELU
  * there; before a uint8 output it goes to scratch (TILE_ROWS x VNR floats, the thread's), gets
- * its GELU and is requantised into out as damo_quantize_rows would. tile_out says where a
- * tile function stores (its row0 then tile_row0), finish_tile does the rest. */
+ * its GELU and is requantised into out as damo_quantize_rows would. tile_out gives a tile
+ * function the output (and first row) to store into; finish_tile does the rest. */
 enum { TILE_ROWS = 16 }; /* the most rows of any tile: AMX's */
 typedef struct tile_target {
   damo_q8_out out;
@@ -403,19 +403,21 @@ static tile_target tile_out(const damo_q8_out *o, const damo_qweight *w, int64_t
 }
 
 static void finish_tile(const damo_q8_out *o, const damo_qweight *w, int64_t ct, int64_t row0, int rows,
-                        const float *scratch) {
+                        float *scratch) {
   if (!o->gelu) return;
   const int64_t width = w->layout == DAMO_QLAYOUT_VNNI ? VNR : QNR, col = ct * width;
   const int64_t cols = w->N - col < width ? w->N - col : width;
   const int u8 = o->out_inv_scale > 0.0f, avx2 = damo_simd_level_get() >= DAMO_SIMD_AVX2;
+  if (u8 && cols == width) /* the scratch tile is contiguous: one call for all its rows */
+    damo_gelu_forward_loop(o->gelu == 2, scratch, scratch, rows * width);
   for (int r = 0; r < rows && cols > 0; r++) {
     if (!u8) {
       float *row = (float *)o->c + (row0 + r) * o->ldc + col;
       damo_gelu_forward_loop(o->gelu == 2, row, row, cols);
       continue;
     }
-    float *row = (float *)scratch + r * width;
-    damo_gelu_forward_loop(o->gelu == 2, row, row, cols);
+    float *row = scratch + r * width;
+    if (cols < width) damo_gelu_forward_loop(o->gelu == 2, row, row, cols);
     uint8_t *dst = (uint8_t *)o->c + (row0 + r) * o->ldc + col;
     if (avx2) quantize_avx2(row, 1, cols, cols, o->out_inv_scale, o->out_zero_point, dst, cols, 1);
     else quantize_scalar(row, 1, cols, cols, o->out_inv_scale, o->out_zero_point, dst, cols, 1);
