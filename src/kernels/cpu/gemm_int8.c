@@ -288,7 +288,7 @@ __attribute__((target("avx512f,avx512bw"))) static inline void store_tile(const 
         v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, zf), _mm512_setzero_ps()), top);
         /* packed in a register, then stored: VPMOVDB to memory is microcoded on Zen */
         const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
-        uint8_t *dst = (uint8_t *)o->c + (row0 + r) * o->ldc + col - o->col_origin;
+        uint8_t *dst = (uint8_t *)o->c + ((row0 + r) * o->ldc + col - o->col_origin);
         if (left >= 16) {
           _mm_storeu_si128((__m128i *)dst, bytes);
         } else {
@@ -297,7 +297,7 @@ __attribute__((target("avx512f,avx512bw"))) static inline void store_tile(const 
           memcpy(dst, part, (size_t)left);
         }
       } else {
-        _mm512_mask_storeu_ps((float *)o->c + (row0 + r) * o->ldc + col - o->col_origin, mask, v);
+        _mm512_mask_storeu_ps((float *)o->c + ((row0 + r) * o->ldc + col - o->col_origin), mask, v);
       }
     }
   }
