@@ -79,7 +79,8 @@ void bert_int8_json(const damo_bert *m, cJSON *config) {
 
 /* ------------------------------------------------------------------ static: calibration */
 
-/* store_int8_calibrate's staging: examples spread over the set, rows first.. of them. */
+/* store_int8_calibrate's staging: calibration rows [first, first + n), row r being example
+ * r * step (the rows spread over the set). */
 typedef struct calibration {
   damo_bert_graph *bg;
   const damo_bert_examples *e;

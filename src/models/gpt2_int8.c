@@ -78,7 +78,8 @@ damo_status gpt2_int8_take(damo_gpt2 *m, int i, const damo_tensor_dict *d, int k
   return store_int8_take_input(&m->q8, m->p.n_tensors, i, d, stored, path);
 }
 
-/* store_int8_calibrate's staging: windows of T tokens spread over the calibration tokens. */
+/* store_int8_calibrate's staging: calibration windows [first, first + n), window r being the
+ * T tokens from r * step (the windows spread over the calibration tokens). */
 typedef struct calibration {
   damo_gpt2_graph *gg;
   const int32_t *tokens;
