@@ -211,12 +211,18 @@ damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w, float x_sc
   return qdense_infer(n);
 }
 
-/* Whether nothing in g but reader reads n. */
-static int dies_into(const damo_graph *g, const damo_node *n, const damo_node *reader) {
-  for (int j = 0; j < g->n_nodes; j++)
-    for (int i = 0; g->nodes[j] != reader && i < g->nodes[j]->n_in; i++)
-      if (g->nodes[j]->in[i] == n) return 0;
-  return 1;
+/* The one node reading n, or NULL where none or several do, or n is an output. */
+static damo_node *sole_reader(damo_graph *g, const damo_node *n, int n_keep, damo_node *const *keep) {
+  for (int i = 0; i < n_keep; i++)
+    if (keep[i] == n) return NULL;
+  damo_node *reader = NULL;
+  for (int i = 0; i < g->n_nodes; i++)
+    for (int k = 0; k < g->nodes[i]->n_in; k++)
+      if (g->nodes[i]->in[k] == n) {
+        if (reader) return NULL;
+        reader = g->nodes[i];
+      }
+  return reader;
 }
 
 /* Node `into` takes over qdense q (its inputs, parameters and weights; `extra` appended as
@@ -248,8 +254,8 @@ int damo_qdense_absorb_add(damo_graph *g, damo_node *add) {
   for (int side = 0; side < 2; side++) {
     damo_node *q = add->in[side], *r = add->in[1 - side];
     const int act = q->op == DAMO_OP_QDENSE ? q->iparam[Q_ACT] : -1;
-    if (q == r || !fusable((damo_activation)act) || q->fparam[1] > 0.0f || residual_of(q) || !dies_into(g, q, add) ||
-        q->n_in >= DAMO_MAX_INPUTS)
+    if (q == r || !fusable((damo_activation)act) || q->fparam[1] > 0.0f || residual_of(q) ||
+        sole_reader(g, q, 0, NULL) != add || q->n_in >= DAMO_MAX_INPUTS)
       continue;
     if (take_over(add, q, r, act, 1)) return 1;
   }
@@ -260,7 +266,7 @@ int damo_qdense_absorb_gelu(damo_graph *g, damo_node *gelu) {
   if (!g || !gelu || gelu->op != DAMO_OP_GELU || gelu->n_in != 1) return 0;
   damo_node *q = gelu->in[0];
   if (q->op != DAMO_OP_QDENSE || q->iparam[Q_ACT] != DAMO_ACT_NONE || q->fparam[1] > 0.0f || residual_of(q) ||
-      !dies_into(g, q, gelu))
+      sole_reader(g, q, 0, NULL) != gelu)
     return 0;
   return take_over(gelu, q, NULL, gelu->iparam[0] ? Q_ACT_GELU_TANH : Q_ACT_GELU, 0);
 }
@@ -439,20 +445,6 @@ damo_node *damo_qconv2d_op(damo_graph *g, damo_node *x, const damo_qweight *w, i
 }
 
 /* ------------------------------------------------------------------ int8 chains */
-
-/* The one node reading n, or NULL where none or several do, or n is an output. */
-static damo_node *sole_reader(damo_graph *g, const damo_node *n, int n_keep, damo_node *const *keep) {
-  for (int i = 0; i < n_keep; i++)
-    if (keep[i] == n) return NULL;
-  damo_node *reader = NULL;
-  for (int i = 0; i < g->n_nodes; i++)
-    for (int k = 0; k < g->nodes[i]->n_in; k++)
-      if (g->nodes[i]->in[k] == n) {
-        if (reader) return NULL;
-        reader = g->nodes[i];
-      }
-  return reader;
-}
 
 static int is_qlinear(const damo_node *n) { return n->op == DAMO_OP_QDENSE || n->op == DAMO_OP_QCONV2D; }
 
