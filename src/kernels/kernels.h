@@ -8,11 +8,19 @@
 #include "core/core.h"
 
 /* Compiles a hot loop for AVX-512, AVX2 and baseline x86-64 and picks one at load time
- * (GCC function multi-versioning): the library itself is built without -march flags. */
+ * (GCC function multi-versioning): the library itself is built without -march flags.
+ * DAMO_MULTIVERSION_FUSED also lets the clones that have FMA fuse a * b + c (ISO C mode keeps
+ * them apart): for the loops that evaluate vmath.h's polynomials (exp, erf, tanh), which take
+ * half the instructions and round once per step. Their results may then differ from the
+ * baseline clone's in the last bits (never between runs on one machine), so loops whose
+ * results are compared bit for bit with another path stay unfused. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
 #define DAMO_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define DAMO_MULTIVERSION_FUSED \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), optimize("fp-contract=fast")))
 #else
 #define DAMO_MULTIVERSION
+#define DAMO_MULTIVERSION_FUSED
 #endif
 
 /* CPU feature level the kernels dispatch on (set once, overridable by DAMO_SIMD). */

@@ -43,7 +43,7 @@
 enum { ATT_HEADS = 0, ATT_CAUSAL = 1, ATT_SLOTS = 2 };
 enum { ATT_DROPOUT = 0 }; /* fparam */
 enum { ATT_HEADER_FLOATS = 16 }; /* aux starts with the forward's dropout seed (64 bytes) */
-#define ATT_QUERY_BLOCK 64
+#define ATT_QUERY_BLOCK 128
 #define ATT_MAX_SLOTS 256
 
 typedef struct att_dims {
@@ -162,7 +162,7 @@ static inline float lane_sum(const float *x, const float *y, int64_t n) {
 /* Softmax in place over the keys row s may see, j < visible with keep[j] != 0 (keep NULL:
  * all), 0 elsewhere up to width; returns the row's log-sum-exp, +inf when it sees no key.
  * The row loops are compiled per SIMD level: they are most of the time outside the GEMMs. */
-DAMO_MULTIVERSION static float row_softmax(float *s, int64_t visible, int64_t width, const float *keep) {
+DAMO_MULTIVERSION_FUSED static float row_softmax(float *s, int64_t visible, int64_t width, const float *keep) {
   /* The max in 16 lanes: one running max is a chain of dependent compares the compiler does
    * not vectorise (a float max reduction is not reassociated without fast-math), and it was
    * most of the softmax's time. The max is exact in any order. A masked key's score becomes
@@ -197,7 +197,8 @@ DAMO_MULTIVERSION static float row_softmax(float *s, int64_t visible, int64_t wi
 
 /* Backward's recomputation: scores s[0, width) into probabilities exp(s - lse) in place
  * where seen, else 0 (equal to row_softmax's to rounding). */
-DAMO_MULTIVERSION static void row_probabilities(float *s, int64_t visible, int64_t width, const float *keep, float lse) {
+DAMO_MULTIVERSION_FUSED static void row_probabilities(float *s, int64_t visible, int64_t width, const float *keep,
+                                                      float lse) {
   if (isinf(lse)) visible = 0;
   for (int64_t j = 0; j < visible; j++) s[j] = damo_expf(s[j] - lse);
   if (keep)

@@ -22,7 +22,7 @@ static damo_status gelu_infer(damo_node *n) {
 /* The backward loops, one per form, each compiled for every SIMD level (vmath's erf, exp and
  * tanh vectorise; libm's would keep them scalar). The forward ones are the kernels layer's
  * (damo_gelu_forward_loop), shared with the int8 product's fused epilogue. */
-DAMO_MULTIVERSION static void gelu_erf_backward(const float *x, const float *dy, float *dx, int64_t count) {
+DAMO_MULTIVERSION_FUSED static void gelu_erf_backward(const float *x, const float *dy, float *dx, int64_t count) {
   for (int64_t i = 0; i < count; i++) {
     float xi = x[i];
     float cdf = 0.5f * (1.0f + damo_erff(xi * GELU_INV_SQRT_2));
@@ -31,7 +31,7 @@ DAMO_MULTIVERSION static void gelu_erf_backward(const float *x, const float *dy,
   }
 }
 
-DAMO_MULTIVERSION static void gelu_tanh_backward(const float *x, const float *dy, float *dx, int64_t count) {
+DAMO_MULTIVERSION_FUSED static void gelu_tanh_backward(const float *x, const float *dy, float *dx, int64_t count) {
   for (int64_t i = 0; i < count; i++) {
     float xi = x[i], x2 = xi * xi;
     float t = damo_tanhf(GELU_SQRT_2_OVER_PI * xi * (1.0f + GELU_K1 * x2));

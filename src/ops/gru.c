@@ -75,8 +75,8 @@ static damo_status gru_infer(damo_node *n) {
 }
 
 /* One step: gx (B,3U) pre-activations in, activated z, r, n out; gh (B,3U) recurrent part. */
-DAMO_MULTIVERSION static void gru_cell(float *restrict gx, const float *restrict gh, const float *restrict h_prev,
-                                       float *restrict h, int64_t B, int64_t U) {
+DAMO_MULTIVERSION_FUSED static void gru_cell(float *restrict gx, const float *restrict gh,
+                                             const float *restrict h_prev, float *restrict h, int64_t B, int64_t U) {
   for (int64_t b = 0; b < B; b++) {
     float *a = gx + b * 3 * U;
     const float *c = gh + b * 3 * U, *hp = h_prev + b * U;
@@ -125,10 +125,10 @@ static damo_status gru_forward(damo_graph *g, damo_node *n) {
 /* Gate gradients of one step from dh (B,U); dh is left holding z * dh (the direct path to
  * h_{t-1}); the caller adds dGH R^T. A masked row (mask_s[b] == 0; mask_s NULL for none)
  * gets zero gate gradients and keeps its dh, as h_t = h_{t-1} there. */
-DAMO_MULTIVERSION static void gru_cell_backward(const float *restrict act, const float *restrict gh,
-                                                const float *restrict h_prev, float *restrict dh, float *restrict dgx,
-                                                float *restrict dgh, const float *restrict mask_s, int64_t B,
-                                                int64_t U) {
+DAMO_MULTIVERSION_FUSED static void gru_cell_backward(const float *restrict act, const float *restrict gh,
+                                                      const float *restrict h_prev, float *restrict dh,
+                                                      float *restrict dgx, float *restrict dgh,
+                                                      const float *restrict mask_s, int64_t B, int64_t U) {
   for (int64_t b = 0; b < B; b++) {
     const float *a = act + b * 3 * U, *c = gh + b * 3 * U, *hp = h_prev + b * U;
     float *gxr = dgx + b * 3 * U, *ghr = dgh + b * 3 * U, *dhr = dh + b * U;

@@ -112,8 +112,8 @@ static damo_status linear_ce_infer(damo_node *n) {
  * depend on the thread count. With want_grad the exponentials are kept in the row and scaled,
  * instead of being computed a second time. */
 #define LANES 16
-DAMO_MULTIVERSION static double chunk_loss(float *logits, const float *bias, const int32_t *labels, int64_t rows,
-                                           int64_t V, int64_t n_counted, int want_grad) {
+DAMO_MULTIVERSION_FUSED static double chunk_loss(float *logits, const float *bias, const int32_t *labels, int64_t rows,
+                                                 int64_t V, int64_t n_counted, int want_grad) {
   double total = 0.0;
   const float inv_n = 1.0f / (float)(n_counted > 0 ? n_counted : 1);
   const int64_t whole = V / LANES * LANES;

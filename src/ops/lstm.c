@@ -89,8 +89,8 @@ static damo_status lstm_infer(damo_node *n) {
   return damo_rnn_int8_size(n, f32_bytes(n, dims_of(n)), B, T, F, U, 4 * U);
 }
 
-DAMO_MULTIVERSION static void lstm_cell(float *restrict z, float *restrict c, float *restrict h,
-                                        const float *restrict c_prev, int64_t B, int64_t U) {
+DAMO_MULTIVERSION_FUSED static void lstm_cell(float *restrict z, float *restrict c, float *restrict h,
+                                              const float *restrict c_prev, int64_t B, int64_t U) {
   for (int64_t b = 0; b < B; b++) {
     float *zr = z + b * 4 * U;
     const float *cp = c_prev + b * U;
@@ -150,10 +150,10 @@ static damo_status lstm_forward(damo_graph *g, damo_node *n) {
 /* One step of backpropagation through time: from dh (B, U) and the carried dc, writes the
  * gate gradients dz (B, 4U) and updates dc to the gradient w.r.t. c_{t-1}. A masked row
  * (mask_s[b] == 0, mask_s NULL for none) passed its state through: zero dz, dc unchanged. */
-DAMO_MULTIVERSION static void lstm_cell_backward(const float *restrict gates, const float *restrict c,
-                                                 const float *restrict c_prev, const float *restrict dh,
-                                                 float *restrict dc, float *restrict dz, const float *restrict mask_s,
-                                                 int64_t B, int64_t U) {
+DAMO_MULTIVERSION_FUSED static void lstm_cell_backward(const float *restrict gates, const float *restrict c,
+                                                       const float *restrict c_prev, const float *restrict dh,
+                                                       float *restrict dc, float *restrict dz,
+                                                       const float *restrict mask_s, int64_t B, int64_t U) {
   for (int64_t b = 0; b < B; b++) {
     const float *gr = gates + b * 4 * U;
     float *dzr = dz + b * 4 * U;

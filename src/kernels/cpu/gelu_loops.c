@@ -5,11 +5,11 @@
 #include "kernels/kernels.h"
 #include "kernels/cpu/vmath.h"
 
-DAMO_MULTIVERSION static void gelu_erf(const float *x, float *y, int64_t count) {
+DAMO_MULTIVERSION_FUSED static void gelu_erf(const float *x, float *y, int64_t count) {
   for (int64_t i = 0; i < count; i++) y[i] = 0.5f * x[i] * (1.0f + damo_erff(x[i] * GELU_INV_SQRT_2));
 }
 
-DAMO_MULTIVERSION static void gelu_tanh(const float *x, float *y, int64_t count) {
+DAMO_MULTIVERSION_FUSED static void gelu_tanh(const float *x, float *y, int64_t count) {
   for (int64_t i = 0; i < count; i++) {
     float xi = x[i], t = damo_tanhf(GELU_SQRT_2_OVER_PI * (xi + GELU_K1 * xi * xi * xi));
     y[i] = 0.5f * xi * (1.0f + t);
