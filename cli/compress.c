@@ -283,6 +283,12 @@ int cli_quantize_bert(int argc, char **argv) {
     return 2;
   }
   if (!parse_options(argc, argv, &o)) return 2;
+  const char *attention = cli_opt(argc, argv, "--attention");
+  if (attention && strcmp(attention, "bf16") && strcmp(attention, "f32")) {
+    fprintf(stderr, "damo quantize: --attention is bf16 or f32, not '%s'\n", attention);
+    return 2;
+  }
+  o.attention_f32 = attention && !strcmp(attention, "f32");
   if (!o.dynamic && !data) {
     fprintf(stderr, "damo quantize: calibration needs --data SPEC (its training split), or --dynamic\n");
     return 2;
@@ -326,7 +332,8 @@ int cli_quantize_bert(int argc, char **argv) {
       printf("their inputs' ranges calibrated (%s) on %lld training mails, the intermediate products handing the "
              "output products uint8", method_names[o.method],
              (long long)(o.calibration_examples < train.n ? o.calibration_examples : train.n));
-    printf("; the embedding tables stored as int8 rows; pooler, layer norms and attention f32\n");
+    printf("; the embedding tables stored as int8 rows; attention's products with %s operands; pooler, layer norms "
+           "and softmax f32\n", o.attention_f32 ? "f32" : "bf16");
   }
   for (int s = 0; s < 3; s++) cli_bert_free_split(&sp[s]);
   damo_text_dataset_free(d);

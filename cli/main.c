@@ -318,6 +318,7 @@ static const cli_option quantize_bert[] = {
     {"--method", 1, "minmax|percentile|histogram", "how each product's input range is chosen (default histogram)"},
     {"--percentile", 1, "P", "with --method percentile: keep the P-th percentile range (default 99.99)"},
     {"--dynamic", 0, NULL, "quantise each batch's inputs from their own range (no calibration, no --data needed)"},
+    {"--attention", 1, "bf16|f32", "operands of attention's two products (default bf16, f32 sums; the softmax stays f32)"},
     {"--evaluate", 0, NULL, "loss and accuracy of the f32 and the int8 model on the test split of --data"},
     END};
 static const cli_group quantize_groups[] = {

@@ -277,6 +277,7 @@ typedef struct damo_quantize_options {
   int batch_size;               /* 0: 64 */
   double percentile;            /* DAMO_CALIB_PERCENTILE: 0 means 99.99 */
   int dynamic;                  /* 1: inputs quantised per batch from their own range (no x needed) */
+  int attention_f32;            /* BERT: 1 keeps attention's products f32 (default: bf16 operands) */
 } damo_quantize_options;
 /* The machine's measured FMA peak in GFLOP/s with this many threads (register-only loop on
  * the dispatched SIMD path); what GEMM efficiency is quoted against. */
@@ -865,6 +866,12 @@ damo_node *damo_attention(damo_graph *g, damo_node *q, damo_node *k, damo_node *
  * 1 / (1 - rate); the mask is regenerated in backward from a per-forward seed drawn from the
  * graph's generator, so nothing T x T is stored. rate in [0, 1); 0 (the default) is none. */
 damo_status damo_attention_set_dropout(damo_node *attention, float rate);
+/* The operands' precision of an attention node's two products (scores and output), forward
+ * and backward, whatever damo_set_matmul_precision says: DAMO_MATMUL_BF16 rounds Q, K, the
+ * probabilities and V to bfloat16 and sums in f32 (VDPBF16PS where the CPU has it, emulated
+ * elsewhere); the softmax stays f32. Not set: the process-wide precision. An int8 BERT sets it
+ * (its config's "attention"). */
+damo_status damo_attention_set_precision(damo_node *attention, damo_matmul_precision precision);
 /* Makes every later forward of an attention node also write its probabilities, (B, n_heads,
  * Tq, Tk) at the running batch size, into probs (caller-owned, sized for the built batch);
  * NULL stops it. For explaining a model; costs one extra store per score. In a training
@@ -2238,9 +2245,11 @@ damo_status damo_bert_save(const damo_bert *m, const char *dir);
  * become scale * q); classifier inference graphs made afterwards multiply them in int8 with
  * each input quantised per batch from its own range (uint8). The embedding tables are stored
  * as int8 rows too and looked up from scale * q (weight-only). The pooler (tanh), layer norms
- * and attention stay f32. Saved as I8 tensors with NAME.scale beside them and
- * config.json "quantization": {"format": "int8", "activations": "dynamic"}; damo_bert_load
- * reads that back. An int8 model does not train (refused); quantising twice is refused. */
+ * and the softmax stay f32; attention's two products take bf16 operands with f32 sums
+ * (damo_attention_set_precision; damo_bert_quantize_static's attention_f32 keeps them f32).
+ * Saved as I8 tensors with NAME.scale beside them and config.json "quantization":
+ * {"format": "int8", "activations": "dynamic", "attention": "bf16"}; damo_bert_load reads
+ * that back (a directory without "attention": f32). An int8 model does not train (refused); quantising twice is refused. */
 damo_status damo_bert_quantize(damo_bert *m);
 int damo_bert_is_quantized(const damo_bert *m);
 

@@ -327,13 +327,77 @@ static void test_static(void) {
   damo_bert_free(f32);
 }
 
+/* Reads dir's config.json into buf (NUL-terminated); 0 when it cannot. */
+static int read_config(const char *dir, char *buf, size_t cap) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  FILE *f = fopen(path, "rb");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, cap - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  return 1;
+}
+
+/* Attention's products: bf16 operands by default in an int8 model, f32 with attention_f32.
+ * The two models differ (the setting reaches the graph) but stay close; each saves what it
+ * used and reads back bit for bit; a directory without "attention" (written before it was) is
+ * f32; an unknown precision is refused naming the key. */
+static void test_attention_precision(void) {
+  damo_bert *bf = NULL, *f = NULL, *back = NULL;
+  CHECK(damo_bert_load(MODEL_DIR, 0, 1, &bf) == DAMO_OK && damo_bert_load(MODEL_DIR, 0, 1, &f) == DAMO_OK);
+  if (!bf || !f) return;
+  const damo_bert_config *c = damo_bert_get_config(bf);
+  make_inputs(c->vocab_size);
+  const int n = B * c->num_labels;
+  float lbf[64], lf[64], lback[64];
+  const damo_quantize_options keep_f32 = {.dynamic = 1, .attention_f32 = 1};
+  CHECK(damo_bert_quantize(bf) == DAMO_OK && damo_bert_quantize_static(f, NULL, T, &keep_f32) == DAMO_OK);
+  CHECK(logits_of(bf, lbf, NULL) == DAMO_OK && logits_of(f, lf, NULL) == DAMO_OK);
+  double scale = 0;
+  for (int i = 0; i < n; i++) scale = fmax(scale, fabs(lf[i]));
+  const double d = max_abs_diff(lbf, lf, n);
+  fprintf(stderr, "  int8 logits, bf16 vs f32 attention products: max |diff| %.3g (logits up to %.3g)\n", d, scale);
+  CHECK(d > 0 && d < 0.05 * scale); /* the bound int8 weights are held to (test_quantize_and_reload) */
+
+  char dir_bf[512], dir_f[512], cfg[8192], msg[600];
+  snprintf(dir_bf, sizeof dir_bf, "%s", tmp_path("att_bf16"));
+  snprintf(dir_f, sizeof dir_f, "%s", tmp_path("att_f32"));
+  CHECK(damo_bert_save(bf, dir_bf) == DAMO_OK && damo_bert_save(f, dir_f) == DAMO_OK);
+  CHECK(read_config(dir_bf, cfg, sizeof cfg) && strstr(cfg, "\"attention\":\t\"bf16\""));
+  CHECK(read_config(dir_f, cfg, sizeof cfg) && !strstr(cfg, "\"attention\":"));
+  CHECK(damo_bert_load(dir_f, 0, 1, &back) == DAMO_OK && logits_of(back, lback, NULL) == DAMO_OK);
+  CHECK(memcmp(lback, lf, (size_t)n * sizeof(float)) == 0);
+  damo_bert_free(back);
+  back = NULL;
+  CHECK(damo_bert_load(dir_bf, 0, 1, &back) == DAMO_OK && logits_of(back, lback, NULL) == DAMO_OK);
+  CHECK(memcmp(lback, lbf, (size_t)n * sizeof(float)) == 0);
+
+  /* "attention": "bf16" edited to "fp16" */
+  CHECK(read_config(dir_bf, cfg, sizeof cfg));
+  char *at = strstr(cfg, "\"bf16\"");
+  if (at) memcpy(at, "\"fp16\"", 6);
+  char path[600];
+  snprintf(path, sizeof path, "%s/config.json", dir_bf);
+  write_bytes(path, cfg, strlen(cfg));
+  damo_bert_free(back);
+  back = NULL;
+  CHECK(damo_bert_load(dir_bf, 0, 1, &back) == DAMO_ERR_FORMAT && !back);
+  snprintf(msg, sizeof msg, "%s", damo_last_error());
+  CHECK_MSG(strstr(msg, "\"quantization\".\"attention\"") && strstr(msg, "fp16"), "%s", msg);
+  damo_bert_free(bf);
+  damo_bert_free(f);
+}
+
 /* damo quantize on a BERT directory: one directory save of the int8 model; bad options and
  * its own directory as --out are refused before anything is written. */
 static void test_cli(void) {
   char out[512];
   snprintf(out, sizeof out, "%s", tmp_path("cli_int8"));
   CHECK_MSG(run("%s quantize --model %s --out %s --dynamic", DAMO_CLI_PATH, MODEL_DIR, out) == 0, "%s", cli_out);
-  CHECK_MSG(strstr(cli_out, "dynamic int8, 13 products") && strstr(cli_out, "model.safetensors:"), "%s", cli_out);
+  CHECK_MSG(strstr(cli_out, "dynamic int8, 13 products") && strstr(cli_out, "model.safetensors:") &&
+                strstr(cli_out, "attention's products with bf16 operands"),
+            "%s", cli_out);
   damo_bert *m = NULL;
   CHECK(damo_bert_load(out, 0, 1, &m) == DAMO_OK && damo_bert_is_quantized(m));
   damo_bert_free(m);
@@ -347,6 +411,8 @@ static void test_cli(void) {
   CHECK(run("%s quantize --model %s --out %s --format q8_0 --dynamic", DAMO_CLI_PATH, MODEL_DIR, tmp_path("m")) == 2);
   CHECK_MSG(strstr(cli_out, "--format is an option for a GPT-2 model, and this one is BERT"), "%s", cli_out);
   CHECK(run("%s quantize --model %s --out %s --dynamic --evaluate", DAMO_CLI_PATH, MODEL_DIR, tmp_path("e")) == 2);
+  CHECK(run("%s quantize --model %s --out %s --dynamic --attention fp16", DAMO_CLI_PATH, MODEL_DIR, tmp_path("e")) == 2);
+  CHECK_MSG(strstr(cli_out, "--attention is bf16 or f32, not 'fp16'"), "%s", cli_out);
   CHECK(run("%s quantize --model %s --out %s --dynamic", DAMO_CLI_PATH, MODEL_DIR, MODEL_DIR) == 2);
   CHECK_MSG(strstr(cli_out, "the model's own directory"), "%s", cli_out);
   CHECK(access(tmp_path("m"), F_OK) != 0 && access(tmp_path("e"), F_OK) != 0);
@@ -361,6 +427,7 @@ int main(void) {
   RUN(test_quantize_and_reload);
   RUN(test_bad_files);
   RUN(test_static);
+  RUN(test_attention_precision);
   RUN(test_cli);
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

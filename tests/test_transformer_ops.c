@@ -19,7 +19,7 @@
 #include <string.h>
 
 #define FIXTURE DAMO_SOURCE_DIR "/tests/fixtures/transformer_ops.safetensors"
-#define FIXTURE_CASES 21
+#define FIXTURE_CASES 22
 
 /* Against the PyTorch reference (float64, stored as float32). */
 #define REF_ATOL 1e-5
@@ -316,8 +316,8 @@ static void test_attention_smaller_batch(void) {
 /* Results do not depend on the thread count: every (batch, head) is one thread's, in a fixed
  * order of GEMMs. Compared bit for bit, forward and gradients. */
 static void test_attention_thread_independent(void) {
-  int64_t shape[3] = {4, 70, 16}, mshape[2] = {4, 70};
-  int64_t n = 4 * 70 * 16;
+  int64_t shape[3] = {4, 140, 16}, mshape[2] = {4, 140};
+  int64_t n = 4 * 140 * 16;
   damo_tensor *v[3], *gr[3], *mask = damo_tensor_new(DAMO_F32, 2, mshape), *dout = damo_tensor_new(DAMO_F32, 3, shape);
   float *first = malloc((size_t)(4 * n) * sizeof(float));
   for (int i = 0; i < 3; i++) {
@@ -326,7 +326,7 @@ static void test_attention_thread_independent(void) {
     fill_random(damo_tensor_f32(v[i]), n, 20 + i, 1.5f);
   }
   fill_random(damo_tensor_f32(dout), n, 30, 1.0f);
-  for (int i = 0; i < 4 * 70; i++) damo_tensor_f32(mask)[i] = (i % 70) < 70 - 9 * (i / 70) ? 1.0f : 0.0f;
+  for (int i = 0; i < 4 * 140; i++) damo_tensor_f32(mask)[i] = (i % 140) < 140 - 17 * (i / 140) ? 1.0f : 0.0f;
   for (int run = 0; run < 2; run++) {
     damo_set_num_threads(run == 0 ? 1 : 0);
     damo_graph *g = damo_graph_new(1);
@@ -476,6 +476,77 @@ static void test_attention_memory_linear(void) {
     damo_graph_free(g);
   }
   CHECK_MSG(aux[1] <= 2 * aux[0] + 64, "aux grows faster than T: %zu -> %zu bytes", aux[0], aux[1]);
+}
+
+/* Output and gradients (q, k, v) of one masked attention forward and backward, at the node's
+ * precision `node` (-1: not set) under the process-wide precision `process`. */
+static void attention_at(int node, damo_matmul_precision process, damo_tensor *const *v, damo_tensor *const *gr,
+                         const damo_tensor *mask, const damo_tensor *dout, float *out) {
+  const int64_t n = damo_tensor_numel(v[0]);
+  CHECK(damo_set_matmul_precision(process) == DAMO_OK);
+  damo_graph *g = damo_graph_new(1);
+  damo_node *q = damo_param(g, "q", v[0], gr[0]), *k = damo_param(g, "k", v[1], gr[1]);
+  damo_node *vv = damo_param(g, "v", v[2], gr[2]);
+  damo_node *att = damo_attention(g, q, k, vv, 2, 0, damo_constant(g, mask));
+  damo_node *loss = damo_sum(g, damo_mul(g, att, damo_constant(g, dout)), DAMO_ALL_AXES, 0);
+  if (node >= 0) CHECK(damo_attention_set_precision(att, (damo_matmul_precision)node) == DAMO_OK);
+  damo_node *outs[2] = {att, loss};
+  for (int i = 0; i < 3; i++) memset(gr[i]->data, 0, damo_tensor_nbytes(gr[i]));
+  CHECK(damo_graph_compile(g, loss, 2, outs) == DAMO_OK && damo_graph_forward(g, 1) == DAMO_OK &&
+        damo_graph_backward(g) == DAMO_OK);
+  memcpy(out, damo_node_data(att), (size_t)n * sizeof(float));
+  for (int i = 0; i < 3; i++) memcpy(out + (i + 1) * n, gr[i]->data, (size_t)n * sizeof(float));
+  damo_graph_free(g);
+  CHECK(damo_set_matmul_precision(DAMO_MATMUL_F32) == DAMO_OK);
+}
+
+/* damo_attention_set_precision: a node set to bf16 computes what the process-wide bf16
+ * precision gives (forward and gradients, bit for bit), which is not f32's but close to it; a
+ * node set to f32 under a bf16 process computes f32's; bad arguments are refused. */
+static void test_attention_precision(void) {
+  enum { B = 2, T = 40, C = 16 };
+  int64_t shape[3] = {B, T, C}, mshape[2] = {B, T}, n = B * T * C;
+  damo_tensor *v[3], *gr[3], *mask = damo_tensor_new(DAMO_F32, 2, mshape), *dout = damo_tensor_new(DAMO_F32, 3, shape);
+  for (int i = 0; i < 3; i++) {
+    v[i] = damo_tensor_new(DAMO_F32, 3, shape);
+    gr[i] = damo_tensor_new(DAMO_F32, 3, shape);
+    fill_random(damo_tensor_f32(v[i]), n, 60 + i, 1.0f);
+  }
+  fill_random(damo_tensor_f32(dout), n, 70, 1.0f);
+  for (int i = 0; i < B * T; i++) damo_tensor_f32(mask)[i] = i % T < T - 7 * (i / T) ? 1.0f : 0.0f;
+  float *f32 = malloc(sizeof(float) * 4 * (size_t)n), *node_bf16 = malloc(sizeof(float) * 4 * (size_t)n);
+  float *process_bf16 = malloc(sizeof(float) * 4 * (size_t)n), *node_f32 = malloc(sizeof(float) * 4 * (size_t)n);
+  attention_at(-1, DAMO_MATMUL_F32, v, gr, mask, dout, f32);
+  attention_at(DAMO_MATMUL_BF16, DAMO_MATMUL_F32, v, gr, mask, dout, node_bf16);
+  attention_at(-1, DAMO_MATMUL_BF16, v, gr, mask, dout, process_bf16);
+  attention_at(DAMO_MATMUL_F32, DAMO_MATMUL_BF16, v, gr, mask, dout, node_f32);
+  CHECK(memcmp(node_bf16, process_bf16, sizeof(float) * 4 * (size_t)n) == 0);
+  CHECK(memcmp(node_f32, f32, sizeof(float) * 4 * (size_t)n) == 0);
+  for (int part = 0; part < 4; part++) {
+    double worst = 0, size = 0;
+    for (int64_t i = part * n; i < (part + 1) * n; i++) {
+      worst = fmax(worst, fabs((double)node_bf16[i] - f32[i]));
+      size = fmax(size, fabs((double)f32[i]));
+    }
+    CHECK_MSG(worst > 0 && worst < 2e-2 * size, "part %d: bf16 products %.3g from f32 (values up to %.3g)", part, worst,
+              size);
+  }
+  damo_graph *g = damo_graph_new(1);
+  damo_node *x = damo_input(g, "x", DAMO_F32, 3, shape);
+  damo_node *a = damo_attention(g, x, x, x, 2, 0, NULL);
+  CHECK(damo_attention_set_precision(x, DAMO_MATMUL_BF16) == DAMO_ERR_INVALID_ARG &&
+        strstr(damo_last_error(), "not an attention"));
+  CHECK(damo_attention_set_precision(a, (damo_matmul_precision)7) == DAMO_ERR_INVALID_ARG &&
+        strstr(damo_last_error(), "neither"));
+  damo_clear_error();
+  damo_graph_free(g);
+  free(f32), free(node_bf16), free(process_bf16), free(node_f32);
+  for (int i = 0; i < 3; i++) {
+    damo_tensor_free(v[i]);
+    damo_tensor_free(gr[i]);
+  }
+  damo_tensor_free(mask);
+  damo_tensor_free(dout);
 }
 
 static void test_attention_errors(void) {
@@ -657,6 +728,7 @@ int main(void) {
   RUN(test_attention_thread_independent);
   RUN(test_attention_memory_linear);
   RUN(test_attention_dropout);
+  RUN(test_attention_precision);
   RUN(test_attention_errors);
   RUN(test_linear_cross_entropy);
   damo_tensor_dict_free(fx);

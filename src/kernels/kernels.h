@@ -38,6 +38,12 @@ void damo_gelu_forward_loop(int tanh_form, const float *x, float *y, int64_t cou
  * beta == 0 never reads C (NaN in C is overwritten). Threads over blocks with OpenMP. */
 void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* damo_gemm with the operands' precision given instead of read from damo_set_matmul_precision:
+ * for a product whose precision belongs to the model (an int8 BERT's attention), not to the
+ * process. */
+void damo_gemm_at(damo_matmul_precision precision, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                  int64_t ldc);
 /* op(B) packed once for several products that share it (a language model's tied head, read by
  * every chunk of rows): damo_gemm_pack_b packs it as damo_gemm would pack it per call for the
  * SIMD path and precision in force, into caller-owned storage (64-byte aligned, at least

@@ -10,7 +10,10 @@
  *            its GELU in the epilogue, hands the output product its uint8 (damo_int8_chain).
  * The embedding tables are stored the same way (one scale per row) and looked up in f32 from
  * scale * q: weight-only, for the file's size. The pooler stays f32 (its tanh is not fused
- * into the int8 product) and so do the layer norms, attention and biases.
+ * into the int8 product) and so do the layer norms, the softmax and biases; attention's two
+ * products take bf16 operands (f32 sums) unless the options keep them f32: after the int8
+ * products they were a third of the pass, and bf16 halves their multiply cost where the CPU
+ * has VDPBF16PS (config "attention": "bf16"; absent in older directories: f32).
  *
  * The store's f32 values of a quantised weight become scale * q, so anything reading f32
  * (the masked-LM head, a graph not rewritten) sees the weights the int8 product uses.
@@ -20,7 +23,8 @@
  * On disk: NAME as I8 (out, in), as nn.Linear stores it, and NAME.scale as F32 (out,); a
  * static product's BASE.input_scale F32 (1,) and BASE.input_zero_point I32 (1,) (BASE: NAME
  * without ".weight", as a Sequential layer's); config.json gains "quantization": {"format":
- * "int8", "activations": "dynamic"} or "static" with "method" and "calibration_examples". */
+ * "int8", "activations": "dynamic", "attention": "bf16"} or "static" with "method" and
+ * "calibration_examples". */
 #include "models/bert.h"
 #include "ops/ops.h"
 
@@ -64,7 +68,9 @@ damo_status bert_int8_take(damo_bert *m, int i, const int8_t *q, const float *sc
 damo_status damo_bert_quantize(damo_bert *m) {
   if (!m) return damo_error(DAMO_ERR_INVALID_ARG, "bert_quantize: NULL model");
   if (m->q8.q) return damo_error(DAMO_ERR_INVALID_ARG, "bert_quantize: the model is already int8");
-  return store_int8_quantize_all(&m->q8, &m->p, form_any, m, "bert_quantize");
+  damo_status st = store_int8_quantize_all(&m->q8, &m->p, form_any, m, "bert_quantize");
+  if (st == DAMO_OK) m->q8.attention = DAMO_MATMUL_BF16;
+  return st;
 }
 
 int damo_bert_is_quantized(const damo_bert *m) { return m && m->q8.q != NULL; }
@@ -106,7 +112,10 @@ damo_status damo_bert_quantize_static(damo_bert *m, const damo_bert_examples *e,
   damo_quantize_options o = opt ? *opt : (damo_quantize_options){0};
   damo_status st = damo_quantize_options_resolve(&o, "bert_quantize_static");
   if (st != DAMO_OK) return st;
-  if (o.dynamic) return damo_bert_quantize(m);
+  if (o.dynamic) {
+    if ((st = damo_bert_quantize(m)) == DAMO_OK && o.attention_f32) m->q8.attention = DAMO_MATMUL_F32;
+    return st;
+  }
   if (!m || !e || !e->ids || !e->types || !e->mask)
     return damo_error(DAMO_ERR_INVALID_ARG, "bert_quantize_static: NULL argument");
   if (m->q8.q) return damo_error(DAMO_ERR_INVALID_ARG, "bert_quantize_static: the model is already int8");
@@ -121,6 +130,7 @@ damo_status damo_bert_quantize_static(damo_bert *m, const damo_bert_examples *e,
   c.ids = staged, c.types = staged + batch * seq_len, c.mask = staged + 2 * batch * seq_len;
   if (st == DAMO_OK)
     st = store_int8_calibrate(&m->q8, &m->p, form_any, m, rows, batch, bind_examples, &c, &o, "bert_quantize_static");
+  if (st == DAMO_OK) m->q8.attention = o.attention_f32 ? DAMO_MATMUL_F32 : DAMO_MATMUL_BF16;
   damo_bert_graph_free(c.bg);
   free(staged);
   return st;

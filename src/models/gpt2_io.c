@@ -48,7 +48,7 @@ static damo_status read_quantization(damo_config_obj *root, damo_block_format *o
     return damo_error(DAMO_ERR_FORMAT, "\"quantization\" of format %s: static activations go with int8 only",
                       formats[format]);
   *int8 = format == 2;
-  *q8 = (int8_config){acts == 1, (damo_calibration)method, examples};
+  *q8 = (int8_config){acts == 1, (damo_calibration)method, examples, DAMO_MATMUL_F32}; /* GPT-2 decodes in f32 */
   *out = format == 0 ? DAMO_BLOCKS_Q8_0 : format == 1 ? DAMO_BLOCKS_Q4_0 : DAMO_BLOCKS_NONE;
   return DAMO_OK;
 }

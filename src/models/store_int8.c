@@ -33,6 +33,7 @@ void store_int8_free(store_int8 *s, int n) {
   s->q = NULL, s->scale = NULL, s->packed = NULL, s->x_scale = NULL, s->x_zero = NULL;
   s->defer_f32 = s->pending = 0;
   s->method = DAMO_CALIB_MINMAX, s->calibration_examples = 0;
+  s->attention = DAMO_MATMUL_F32;
 }
 
 /* The static arrays (every product without its input's quantisation yet), once. */
@@ -183,6 +184,8 @@ damo_status store_int8_rewrite(const store_int8 *s, const param_store *p, damo_g
   for (int j = 0; *rewritten && j < g->n_nodes; j++)
     if (g->nodes[j]->op == DAMO_OP_GELU) damo_qdense_absorb_gelu(g, g->nodes[j]);
   if (*rewritten && inference_only) damo_dropout_elide(g, n_keep, keep);
+  for (int j = 0; *rewritten && inference_only && s->attention != DAMO_MATMUL_F32 && j < g->n_nodes; j++)
+    if (g->nodes[j]->op == DAMO_OP_ATTENTION) damo_attention_set_precision(g->nodes[j], s->attention);
   for (int j = 0; *rewritten && inference_only && j < g->n_nodes; j++)
     if (g->nodes[j]->op == DAMO_OP_ADD) damo_qdense_absorb_add(g, g->nodes[j]);
   damo_status st = *rewritten && s->x_scale ? damo_int8_chain(g, n_keep, keep) : DAMO_OK;
@@ -221,6 +224,7 @@ void store_int8_json(const store_int8 *s, cJSON *config) {
   cJSON *q = cJSON_AddObjectToObject(config, "quantization");
   cJSON_AddStringToObject(q, "format", "int8");
   cJSON_AddStringToObject(q, "activations", s->x_scale ? "static" : "dynamic");
+  if (s->attention == DAMO_MATMUL_BF16) cJSON_AddStringToObject(q, "attention", "bf16"); /* absent: f32 */
   if (!s->x_scale) return;
   cJSON_AddStringToObject(q, "method", damo_calibration_names[s->method]);
   cJSON_AddNumberToObject(q, "calibration_examples", (double)s->calibration_examples);
@@ -228,20 +232,23 @@ void store_int8_json(const store_int8 *s, cJSON *config) {
 
 damo_status store_int8_read_json(damo_config_obj *q, int8_config *out) {
   static const char *const formats[] = {"int8", NULL}, *const activations[] = {"dynamic", "static", NULL};
-  int format = 0, act = 0, method = 0;
+  static const char *const precisions[] = {"f32", "bf16", NULL}; /* damo_matmul_precision's order */
+  int format = 0, act = 0, method = 0, attention = DAMO_MATMUL_F32;
   int64_t examples = 0;
   damo_status st = damo_config_get_enum(q, "format", formats, DAMO_CFG_REQUIRED, &format);
   if (st == DAMO_OK) st = damo_config_get_enum(q, "activations", activations, DAMO_CFG_REQUIRED, &act);
+  if (st == DAMO_OK) st = damo_config_get_enum(q, "attention", precisions, 0, &attention);
   if (st == DAMO_OK && act == 1) st = damo_config_get_enum(q, "method", damo_calibration_names, DAMO_CFG_REQUIRED, &method);
   if (st == DAMO_OK && act == 1)
     st = damo_config_get_int(q, "calibration_examples", 1, INT64_MAX, DAMO_CFG_REQUIRED, &examples);
   if (st == DAMO_OK) st = damo_config_close(q);
-  *out = (int8_config){act == 1, (damo_calibration)method, examples};
+  *out = (int8_config){act == 1, (damo_calibration)method, examples, (damo_matmul_precision)attention};
   return st;
 }
 
 damo_status store_int8_begin_as(store_int8 *s, int n_tensors, const int8_config *c) {
   damo_status st = store_int8_begin(s, n_tensors);
+  if (st == DAMO_OK) s->attention = c->attention;
   if (st == DAMO_OK && c->is_static && (st = begin_inputs(s, n_tensors, "int8")) == DAMO_OK)
     s->method = c->method, s->calibration_examples = c->calibration_examples;
   if (st != DAMO_OK) store_int8_free(s, n_tensors);

@@ -27,6 +27,7 @@ typedef struct store_int8 {
   int *x_zero;           /* and zero point; both NULL: every product dynamic */
   damo_calibration method; /* static: how the ranges were chosen, on how many examples */
   int64_t calibration_examples;
+  damo_matmul_precision attention; /* of the attention products in inference graphs (BERT) */
 } store_int8;
 
 damo_status store_int8_begin(store_int8 *s, int n_tensors);
@@ -95,6 +96,7 @@ typedef struct int8_config {
   int is_static;
   damo_calibration method;
   int64_t calibration_examples;
+  damo_matmul_precision attention; /* "attention" ("f32" where absent: written before it was) */
 } int8_config;
 void store_int8_json(const store_int8 *s, cJSON *config);
 damo_status store_int8_read_json(damo_config_obj *quantization, int8_config *out);

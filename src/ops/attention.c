@@ -23,8 +23,9 @@
  *   dQ += s dS K,   dK += s dS^T Q,   dV += P^T dO
  * dK and dV sum over every query block of a head, so backward threads over (batch, head)
  * pairs (each owns its slices of dQ, dK, dV even when q, k, v are one node); forward threads
- * over (batch, head, query block). Every product is damo_gemm, which runs on one thread
- * inside these parallel regions.
+ * over (batch, head, query block). Every product is damo_gemm_at, which runs on one thread
+ * inside these parallel regions, at the node's precision (damo_attention_set_precision) or
+ * else the process's.
  *
  * Dropout on the probabilities (BERT's attention_probs_dropout_prob), in training forwards:
  * O = (P * M) V with M_ij = keep_ij / (1 - rate). The keep bits are never stored: each is a
@@ -40,16 +41,22 @@
 #include <math.h>
 #include <omp.h>
 
-enum { ATT_HEADS = 0, ATT_CAUSAL = 1, ATT_SLOTS = 2 };
+/* ATT_PRECISION: 0 the process-wide matmul precision, else 1 + a damo_matmul_precision */
+enum { ATT_HEADS = 0, ATT_CAUSAL = 1, ATT_SLOTS = 2, ATT_PRECISION = 3 };
 enum { ATT_DROPOUT = 0 }; /* fparam */
 enum { ATT_HEADER_FLOATS = 16 }; /* aux starts with the forward's dropout seed (64 bytes) */
+/* Query rows per block: 128 covers BERT's usual 128 tokens in one block, so each head's K and
+ * V are packed once (a second block packs them again); a causal block computes scores up to
+ * its last row, so a smaller one wastes less of the masked triangle. */
 #define ATT_QUERY_BLOCK 128
+#define ATT_CAUSAL_QUERY_BLOCK 64
 #define ATT_MAX_SLOTS 256
 
 typedef struct att_dims {
   int64_t B, Tq, Tk, C, H, D, Cv, Dv;
   int64_t qb, n_qblocks; /* query rows per block, blocks per head */
   int causal;
+  damo_matmul_precision precision; /* of both products */
   float scale;
   uint32_t drop_threshold; /* a key is dropped when its hash's high 32 bits fall below this */
   float keep_scale;        /* 1 / (1 - rate); 0 when no dropout acts in this pass */
@@ -66,9 +73,12 @@ static att_dims dims_of(const damo_node *n) {
   d.D = d.C / d.H;
   d.Cv = v->shape[2];
   d.Dv = d.Cv / d.H;
-  d.qb = d.Tq < ATT_QUERY_BLOCK ? d.Tq : ATT_QUERY_BLOCK;
+  const int64_t block = n->iparam[ATT_CAUSAL] ? ATT_CAUSAL_QUERY_BLOCK : ATT_QUERY_BLOCK;
+  d.qb = d.Tq < block ? d.Tq : block;
   d.n_qblocks = (d.Tq + d.qb - 1) / d.qb;
   d.causal = n->iparam[ATT_CAUSAL];
+  d.precision = n->iparam[ATT_PRECISION] ? (damo_matmul_precision)(n->iparam[ATT_PRECISION] - 1)
+                                         : damo_get_matmul_precision();
   d.scale = (float)(1.0 / sqrt((double)d.D));
   d.drop_threshold = 0;
   d.keep_scale = 0.0f;
@@ -235,7 +245,7 @@ static void block_dropout(const att_dims *d, uint64_t seed, int64_t b, int64_t h
 static void block_probabilities(const att_dims *d, const att_io *io, int64_t b, int64_t h, int64_t i0, int64_t nq,
                                 int64_t nk, float *P, int compute_lse) {
   const float *qh = io->q + (b * d->Tq + i0) * d->C + h * d->D, *kh = io->k + b * d->Tk * d->C + h * d->D;
-  damo_gemm(0, 1, nq, nk, d->D, d->scale, qh, d->C, kh, d->C, 0.0f, P, nk);
+  damo_gemm_at(d->precision, 0, 1, nq, nk, d->D, d->scale, qh, d->C, kh, d->C, 0.0f, P, nk);
   const float *keep = io->mask ? io->mask + b * d->Tk : NULL;
   float *lse = io->lse + (b * d->H + h) * d->Tq + i0;
   for (int64_t r = 0; r < nq; r++) {
@@ -269,8 +279,8 @@ static damo_status attention_forward(damo_graph *g, damo_node *n) {
       int64_t i0 = task % d.n_qblocks * d.qb, nq = d.Tq - i0 < d.qb ? d.Tq - i0 : d.qb, nk = block_keys(&d, i0, nq);
       block_probabilities(&d, &io, b, h, i0, nq, nk, P, 1);
       if (d.keep_scale != 0.0f) block_dropout(&d, *io.seed, b, h, i0, nq, nk, P, P);
-      damo_gemm(0, 0, nq, d.Dv, nk, 1.0f, P, nk, io.v + b * d.Tk * d.Cv + h * d.Dv, d.Cv, 0.0f,
-                out + (b * d.Tq + i0) * d.Cv + h * d.Dv, d.Cv);
+      damo_gemm_at(d.precision, 0, 0, nq, d.Dv, nk, 1.0f, P, nk, io.v + b * d.Tk * d.Cv + h * d.Dv, d.Cv, 0.0f,
+                   out + (b * d.Tq + i0) * d.Cv + h * d.Dv, d.Cv);
       if (probs)
         for (int64_t r = 0; r < nq; r++) {
           float *dst = probs + (bh * d.Tq + i0 + r) * d.Tk;
@@ -310,14 +320,18 @@ static void attention_backward(damo_graph *g, damo_node *n) {
           block_dropout(&d, *io.seed, b, h, i0, nq, nk, P, PM);
           used = PM;
         }
-        if (dv) damo_gemm(1, 0, nk, d.Dv, nq, 1.0f, used, nk, dOb, d.Cv, 1.0f, dv + v_off, d.Cv);
+        if (dv) damo_gemm_at(d.precision, 1, 0, nk, d.Dv, nq, 1.0f, used, nk, dOb, d.Cv, 1.0f, dv + v_off, d.Cv);
         if (!dq && !dk) continue;
-        damo_gemm(0, 1, nq, nk, d.Dv, 1.0f, dOb, d.Cv, io.v + v_off, d.Cv, 0.0f, dS, nk);
+        damo_gemm_at(d.precision, 0, 1, nq, nk, d.Dv, 1.0f, dOb, d.Cv, io.v + v_off, d.Cv, 0.0f, dS, nk);
         if (d.keep_scale != 0.0f) block_dropout(&d, *io.seed, b, h, i0, nq, nk, dS, dS);
         /* the scale of S folds in here, once for dQ and dK */
         for (int64_t r = 0; r < nq; r++) row_softmax_backward(P + r * nk, dS + r * nk, nk, d.scale);
-        if (dq) damo_gemm(0, 0, nq, d.D, nk, 1.0f, dS, nk, io.k + kv_off, d.C, 1.0f, dq + q_off + i0 * d.C, d.C);
-        if (dk) damo_gemm(1, 0, nk, d.D, nq, 1.0f, dS, nk, io.q + q_off + i0 * d.C, d.C, 1.0f, dk + kv_off, d.C);
+        if (dq)
+          damo_gemm_at(d.precision, 0, 0, nq, d.D, nk, 1.0f, dS, nk, io.k + kv_off, d.C, 1.0f, dq + q_off + i0 * d.C,
+                       d.C);
+        if (dk)
+          damo_gemm_at(d.precision, 1, 0, nk, d.D, nq, 1.0f, dS, nk, io.q + q_off + i0 * d.C, d.C, 1.0f, dk + kv_off,
+                       d.C);
       }
     }
   }
@@ -332,8 +346,8 @@ damo_node *damo_attention(damo_graph *g, damo_node *q, damo_node *k, damo_node *
   damo_node *in[4] = {q, k, v, key_mask};
   int slots = damo_num_threads();
   if (slots > ATT_MAX_SLOTS) slots = ATT_MAX_SLOTS;
-  int p[3] = {n_heads, causal != 0, slots < 1 ? 1 : slots};
-  return damo_graph_add_node(g, DAMO_OP_ATTENTION, key_mask ? 4 : 3, in, p, 3, NULL, 0);
+  int p[4] = {n_heads, causal != 0, slots < 1 ? 1 : slots, 0};
+  return damo_graph_add_node(g, DAMO_OP_ATTENTION, key_mask ? 4 : 3, in, p, 4, NULL, 0);
 }
 
 damo_status damo_attention_set_dropout(damo_node *attention, float rate) {
@@ -343,6 +357,17 @@ damo_status damo_attention_set_dropout(damo_node *attention, float rate) {
   if (!(rate >= 0.0f && rate < 1.0f))
     return damo_error(DAMO_ERR_INVALID_ARG, "attention_set_dropout: rate %g is outside [0, 1)", (double)rate);
   attention->fparam[ATT_DROPOUT] = rate;
+  return DAMO_OK;
+}
+
+damo_status damo_attention_set_precision(damo_node *attention, damo_matmul_precision precision) {
+  if (!attention || attention->op != DAMO_OP_ATTENTION)
+    return damo_error(DAMO_ERR_INVALID_ARG, "attention_set_precision: '%s' is not an attention node",
+                      attention ? attention->name : "(null)");
+  if (precision != DAMO_MATMUL_F32 && precision != DAMO_MATMUL_BF16)
+    return damo_error(DAMO_ERR_INVALID_ARG, "attention_set_precision: %d is neither DAMO_MATMUL_F32 nor DAMO_MATMUL_BF16",
+                      (int)precision);
+  attention->iparam[ATT_PRECISION] = 1 + (int)precision;
   return DAMO_OK;
 }
 

@@ -141,10 +141,12 @@ def build_cases():
                    torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]]))
     attention_case("attn_cross", 2, 4, 7, 8, 2, False,
                    torch.tensor([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0, 0]]))
-    # more than one 64-row query block, odd sizes
+    # more than one query block (64 rows causal, 128 otherwise), odd sizes
     attention_case("attn_long_causal", 1, 70, 70, 8, 2, True)
     attention_case("attn_long_mask", 2, 67, 67, 8, 4, False,
                    torch.cat([torch.ones(1, 67), torch.cat([torch.ones(1, 50), torch.zeros(1, 17)], 1)]))
+    attention_case("attn_long_full", 1, 133, 133, 8, 2, False,
+                   torch.cat([torch.ones(1, 120), torch.zeros(1, 13)], 1))
 
 
 def to_np(t):

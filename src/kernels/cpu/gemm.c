@@ -509,21 +509,28 @@ typedef struct gemm_path {
   int bf16, native_bf16;
 } gemm_path;
 
-static gemm_path current_path(void) {
-  gemm_path path = {config_for_level(damo_simd_level_get()), 0, 0};
-  path.bf16 = atomic_load(&matmul_precision) == DAMO_MATMUL_BF16;
+static gemm_path path_for(int bf16) {
+  gemm_path path = {config_for_level(damo_simd_level_get()), bf16, 0};
   path.native_bf16 = path.bf16 && path.cfg == &config_avx512 && damo_cpu_has_avx512_bf16();
   return path;
 }
 
+static gemm_path current_path(void) { return path_for(atomic_load(&matmul_precision) == DAMO_MATMUL_BF16); }
+
 void damo_gemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  damo_gemm_at(damo_get_matmul_precision(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void damo_gemm_at(damo_matmul_precision precision, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                  int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == 0.0f) {
     scale_c(M, N, beta, C, ldc);
     return;
   }
-  const gemm_path path = current_path();
+  const gemm_path path = path_for(precision == DAMO_MATMUL_BF16);
   if (path.bf16 && path.cfg == &config_avx512 && damo_amx_ready() &&
       damo_gemm_amx(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
     return;
