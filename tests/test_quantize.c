@@ -169,6 +169,30 @@ static void test_int8_product(void) {
   CHECK(u[6] == 0 && u[7] == 0);  /* the padding */
   damo_quant_params(0, 0, &s, &z); /* an all-zero input still gets a usable scale */
   CHECK(s > 0 && z == 0);
+
+  /* Long rows (the SIMD loops, not only their tails) give the same codes on every path:
+   * ties, out-of-range and infinite values and -0 among them, each layout, rows with a leading
+   * dimension and padding. (NaN, refused before any product, maps to the zero point in the
+   * scalar loop and to 0 in the SIMD ones: defined, not compared.) */
+  enum { R = 3, K = 83, LDX = 90, LDO = 96 };
+  float xs[R * LDX];
+  damo_quant_params(-0.7f, 2.3f, &s, &z);
+  for (int i = 0; i < R * LDX; i++) xs[i] = uniform(-1.0f, 3.0f);
+  for (int i = 0; i < R * LDX; i += 7) xs[i] = s * (float)(i % 9 - 4) + 0.5f * s; /* exactly halfway */
+  xs[17] = -0.0f, xs[40] = 1e30f, xs[41] = -1e30f, xs[LDX + 20] = INFINITY;
+  const damo_simd_level dispatched = damo_simd_level_get();
+  for (int layout = DAMO_QLAYOUT_S16; layout <= DAMO_QLAYOUT_VNNI; layout++) {
+    int16_t ref[R * LDO], got[R * LDO]; /* room for either layout's codes */
+    for (int level = DAMO_SIMD_SCALAR; level <= (int)dispatched; level++) {
+      damo_simd_level_force((damo_simd_level)level);
+      memset(level == DAMO_SIMD_SCALAR ? ref : got, 0xA5, sizeof ref);
+      damo_quantize_rows(xs, R, K, LDX, s, z, (damo_qlayout)layout, level == DAMO_SIMD_SCALAR ? ref : got, LDO);
+      if (level != DAMO_SIMD_SCALAR)
+        CHECK_MSG(memcmp(ref, got, sizeof ref) == 0, "layout %d: SIMD level %d's codes differ from the scalar ones",
+                  layout, level);
+    }
+    damo_simd_level_force(dispatched);
+  }
 }
 
 /* ------------------------------------------------------------------ the ops */

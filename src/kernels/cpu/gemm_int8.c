@@ -139,6 +139,28 @@ __attribute__((target("avx2"))) static void quantize_avx2(const float *x, int64_
   }
 }
 
+/* The uint8 form in 16 lanes: the same multiply, rounding, offset and clamp as quantize8
+ * (a NaN clamps to 0 the same way: max returns its second operand), then one narrowing store
+ * in place of AVX2's packs and permutes (W5's int8 pass spends ~3% here). */
+__attribute__((target("avx512f"))) static void quantize_u8_avx512(const float *x, int64_t rows, int64_t K,
+                                                                  int64_t ldx, float inv_scale, int zero_point,
+                                                                  uint8_t *out, int64_t ldo) {
+  const __m512 inv = _mm512_set1_ps(inv_scale), zf = _mm512_set1_ps((float)zero_point), top = _mm512_set1_ps(255.0f);
+  for (int64_t r = 0; r < rows; r++) {
+    const float *src = x + r * ldx;
+    uint8_t *dst = out + r * ldo;
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+      __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(src + k), inv),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, zf), _mm512_setzero_ps()), top);
+      _mm_storeu_si128((__m128i *)(dst + k), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v)));
+    }
+    for (; k < K; k++) dst[k] = (uint8_t)(quantize_one(src[k], inv_scale, zero_point) + zero_point);
+    for (; k < ldo; k++) dst[k] = 0;
+  }
+}
+
 static void quantize_scalar(const float *x, int64_t rows, int64_t K, int64_t ldx, float inv, int zero_point,
                             void *out, int64_t ldo, int u8) {
   for (int64_t r = 0; r < rows; r++) {
@@ -151,9 +173,18 @@ static void quantize_scalar(const float *x, int64_t rows, int64_t K, int64_t ldx
   }
 }
 
+/* The quantiser of the dispatched SIMD level. */
+static void quantize_at(damo_simd_level level, const float *x, int64_t rows, int64_t K, int64_t ldx, float inv,
+                        int zero_point, void *out, int64_t ldo, int u8) {
+  if (u8 && level >= DAMO_SIMD_AVX512) quantize_u8_avx512(x, rows, K, ldx, inv, zero_point, out, ldo);
+  else if (level >= DAMO_SIMD_AVX2) quantize_avx2(x, rows, K, ldx, inv, zero_point, out, ldo, u8);
+  else quantize_scalar(x, rows, K, ldx, inv, zero_point, out, ldo, u8);
+}
+
 void damo_quantize_rows(const float *x, int64_t rows, int64_t K, int64_t ldx, float scale, int zero_point,
                         damo_qlayout layout, void *out, int64_t ldo) {
-  const int u8 = layout == DAMO_QLAYOUT_VNNI, avx2 = damo_simd_level_get() >= DAMO_SIMD_AVX2;
+  const int u8 = layout == DAMO_QLAYOUT_VNNI;
+  const damo_simd_level level = damo_simd_level_get();
   const size_t row_bytes = (size_t)ldo * (u8 ? 1 : sizeof(int16_t));
   const float inv = 1.0f / scale;
   /* Blocks of 64 rows over the threads (each row's values are independent), about 0.5 ns a
@@ -163,8 +194,7 @@ void damo_quantize_rows(const float *x, int64_t rows, int64_t K, int64_t ldx, fl
   for (int64_t r0 = 0; r0 < rows; r0 += 64) {
     const int64_t n = rows - r0 < 64 ? rows - r0 : 64;
     void *dst = (char *)out + (size_t)r0 * row_bytes;
-    if (avx2) quantize_avx2(x + r0 * ldx, n, K, ldx, inv, zero_point, dst, ldo, u8);
-    else quantize_scalar(x + r0 * ldx, n, K, ldx, inv, zero_point, dst, ldo, u8);
+    quantize_at(level, x + r0 * ldx, n, K, ldx, inv, zero_point, dst, ldo, u8);
   }
 }
 
@@ -407,7 +437,8 @@ static void finish_tile(const damo_q8_out *o, const damo_qweight *w, int64_t ct,
   if (!o->gelu) return;
   const int64_t width = w->layout == DAMO_QLAYOUT_VNNI ? VNR : QNR, col = ct * width;
   const int64_t cols = w->N - col < width ? w->N - col : width;
-  const int u8 = o->out_inv_scale > 0.0f, avx2 = damo_simd_level_get() >= DAMO_SIMD_AVX2;
+  const int u8 = o->out_inv_scale > 0.0f;
+  const damo_simd_level level = damo_simd_level_get();
   if (u8 && cols == width) /* the scratch tile is contiguous: one call for all its rows */
     damo_gelu_forward_loop(o->gelu == 2, scratch, scratch, rows * width);
   for (int r = 0; r < rows && cols > 0; r++) {
@@ -419,8 +450,7 @@ static void finish_tile(const damo_q8_out *o, const damo_qweight *w, int64_t ct,
     float *row = scratch + r * width;
     if (cols < width) damo_gelu_forward_loop(o->gelu == 2, row, row, cols);
     uint8_t *dst = (uint8_t *)o->c + (row0 + r) * o->ldc + col;
-    if (avx2) quantize_avx2(row, 1, cols, cols, o->out_inv_scale, o->out_zero_point, dst, cols, 1);
-    else quantize_scalar(row, 1, cols, cols, o->out_inv_scale, o->out_zero_point, dst, cols, 1);
+    quantize_at(level, row, 1, cols, cols, o->out_inv_scale, o->out_zero_point, dst, cols, 1);
   }
 }
 
