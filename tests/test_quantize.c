@@ -448,6 +448,58 @@ static void test_int8_chain(void) {
   }
 }
 
+/* A chained input in the kernels' own row form (VNNI, K a multiple of 64) is multiplied where
+ * it lies, its rows past the last 48-row group staged: three products, the first's GELU and
+ * the last's residual add folded, the middle one handing the last uint8, over 101 rows (two
+ * groups and 5 more) give the f32 hand-overs' values bit for bit. */
+static void test_chain_in_place(void) {
+  enum { M = 101, K0 = 64, K1 = 128, K2 = 64, N = 5 };
+  const int64_t K[3] = {K0, K1, K2}, Nout[3] = {K1, K2, N};
+  damo_qweight *w[3];
+  float *bias[3], s[3];
+  int z[3];
+  for (int i = 0; i < 3; i++) {
+    int8_t *q = malloc((size_t)(K[i] * Nout[i]));
+    float *scale = malloc((size_t)Nout[i] * sizeof *scale);
+    bias[i] = malloc((size_t)Nout[i] * sizeof(float));
+    for (int64_t j = 0; j < K[i] * Nout[i]; j++) q[j] = (int8_t)((int)(next_u32() % 255) - 127);
+    for (int64_t n = 0; n < Nout[i]; n++) scale[n] = uniform(0.002f, 0.02f), bias[i][n] = uniform(-0.3f, 0.3f);
+    w[i] = damo_qweight_pack(q, K[i], Nout[i], scale, DAMO_QLAYOUT_VNNI);
+    free(q), free(scale);
+  }
+  damo_quant_params(-1, 2, &s[0], &z[0]);
+  damo_quant_params(-0.2f, 1.5f, &s[1], &z[1]); /* narrow: some GELU outputs clamp at 255 */
+  damo_quant_params(-1.0f, 1.0f, &s[2], &z[2]);
+  float *x = malloc(sizeof(float) * M * K0), *r = malloc(sizeof(float) * M * N), *out[2] = {NULL, NULL};
+  for (int i = 0; i < M * K0; i++) x[i] = uniform(-1, 2);
+  for (int i = 0; i < M * N; i++) r[i] = uniform(-1, 1);
+  const int64_t xshape[2] = {M, K0}, rshape[2] = {M, N};
+  damo_tensor *rt = damo_tensor_wrap(DAMO_F32, 2, rshape, r), *bt[3];
+  for (int i = 0; i < 3; i++) bt[i] = damo_tensor_wrap(DAMO_F32, 1, &Nout[i], bias[i]);
+  for (int link = 0; link <= 1; link++) {
+    damo_graph *g = damo_graph_new(1);
+    damo_node *in = damo_input(g, "x", DAMO_F32, 2, xshape), *b[3];
+    for (int i = 0; i < 3; i++) b[i] = damo_param(g, "b", bt[i], NULL);
+    damo_node *y1 = damo_gelu(g, damo_qdense_op(g, in, w[0], b[0], DAMO_ACT_NONE, s[0], z[0]), 0);
+    damo_node *y2 = damo_qdense_op(g, y1, w[1], b[1], DAMO_ACT_NONE, s[1], z[1]);
+    damo_node *y3 = damo_add(g, damo_qdense_op(g, y2, w[2], b[2], DAMO_ACT_NONE, s[2], z[2]), damo_param(g, "r", rt, NULL));
+    CHECK(damo_qdense_absorb_gelu(g, y1) == 1 && damo_qdense_absorb_add(g, y3) == 1);
+    if (link)
+      CHECK(damo_int8_chain(g, 1, &y3) == DAMO_OK && y1->dtype == DAMO_U8 && y2->dtype == DAMO_U8 &&
+            y3->dtype == DAMO_F32);
+    out[link] = run_graph(g, in, y3, x);
+    CHECK_MSG(out[link], "%s", damo_last_error());
+    damo_graph_free(g);
+  }
+  CHECK_MSG(out[0] && out[1] && !memcmp(out[0], out[1], sizeof(float) * M * N), "the in-place chain's output differs");
+  int moved = 0;
+  for (int i = 1; out[0] && i < M * N; i++) moved += out[0][i] != out[0][0];
+  CHECK(moved > 0);
+  free(out[0]), free(out[1]), free(x), free(r);
+  damo_tensor_free(rt);
+  for (int i = 0; i < 3; i++) damo_qweight_free(w[i]), damo_tensor_free(bt[i]), free(bias[i]);
+}
+
 /* ------------------------------------------------------------------ models */
 
 static damo_tensor *xs, *ys, *xt, *yt;
@@ -686,6 +738,7 @@ int main(void) {
   RUN(test_int8_ops_match_f32_on_dequantised);
   RUN(test_gelu_folds_into_qdense);
   RUN(test_int8_chain);
+  RUN(test_chain_in_place);
   if (!load_data()) {
     fprintf(stderr, "fashion-mnist is missing: sh scripts/setup.sh\n");
     return 1;
