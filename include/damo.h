@@ -2249,7 +2249,8 @@ damo_status damo_bert_save(const damo_bert *m, const char *dir);
  * (damo_attention_set_precision; damo_bert_quantize_static's attention_f32 keeps them f32).
  * Saved as I8 tensors with NAME.scale beside them and config.json "quantization":
  * {"format": "int8", "activations": "dynamic", "attention": "bf16"}; damo_bert_load reads
- * that back (a directory without "attention": f32). An int8 model does not train (refused); quantising twice is refused. */
+ * that back (a directory without "attention": f32). An int8 model does not train (refused);
+ * quantising twice is refused. */
 damo_status damo_bert_quantize(damo_bert *m);
 int damo_bert_is_quantized(const damo_bert *m);
 

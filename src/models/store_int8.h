@@ -57,8 +57,9 @@ int store_int8_is_static(const store_int8 *s);
 /* Rewrites g's dense nodes whose kernel is a packed tensor into qdense, in place (linear or
  * ReLU; others stay f32), static where the tensor has its input's quantisation; folds each
  * GELU after one into its epilogue; for a graph that never trains (inference_only: its
- * forwards never apply dropout) drops the dropout nodes and folds residual adds into the
- * products before them; for a static store, chains the products (outputs in keep stay f32).
+ * forwards never apply dropout) drops the dropout nodes, folds residual adds into the
+ * products before them and gives attention nodes the store's attention precision (BERT's
+ * bf16); for a static store, chains the products (outputs in keep stay f32).
  * *rewritten counts the products. */
 damo_status store_int8_rewrite(const store_int8 *s, const param_store *p, damo_graph *g, int n_keep,
                                damo_node *const *keep, int inference_only, const char *what, int *rewritten);
