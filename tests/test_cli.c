@@ -707,87 +707,6 @@ static void test_transformer_summaries(void) {
   damo_bert_free(b);
 }
 
-/* evaluate of a GPT-2 directory: the validation part's loss and perplexity = exp(loss); an
- * untrained model scores about ln(vocab_size). Skipped without the GPT-2 vocabulary. */
-static void test_gpt2_evaluate(void) {
-  damo_bpe *bpe = NULL;
-  if (damo_bpe_load(NULL, &bpe) != DAMO_OK) {
-    fprintf(stderr, "  (skipped: GPT-2 vocabulary not installed)\n");
-    return;
-  }
-  damo_bpe_free(bpe);
-  char text[6000] = "";
-  for (int i = 0; i < 40; i++) strcat(text, "Call me Ishmael. Some years ago, never mind how long precisely, I went to sea. ");
-  write_file("corpus.txt", text);
-  int rc = run("%s evaluate --model %s/g --data %s/corpus.txt", DAMO_CLI_PATH, dir, dir);
-  const char *l = strstr(cli_out, "val loss: "), *p = strstr(cli_out, "perplexity: ");
-  const double loss = l ? atof(l + 10) : NAN, ppl = p ? atof(p + 12) : NAN;
-  CHECK_MSG(rc == 0 && isfinite(loss) && fabs(ppl - exp(loss)) <= 1e-3 * ppl && fabs(loss - log(50257.0)) < 0.5 &&
-                strstr(cli_out, "the last 10% of its") && strstr(cli_out, "windows of 32 tokens"), "%s", cli_out);
-  rc = run("%s evaluate --model %s/g --data %s/corpus.txt --seq-len=8 --windows 2", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 0 && strstr(cli_out, "2 windows of 8 tokens (16 predictions), evenly spaced") && strstr(cli_out, "val loss"),
-            "%s", cli_out);
-  rc = run("%s evaluate --model %s/g --data %s/corpus.txt --seq-len 64", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 2 && strstr(cli_out, "longer than the model's context (n_positions 32)"), "%s", cli_out);
-}
-
-/* quantize of a GPT-2 directory into weight-only blocks, and the commands that read it.
- * Runs after test_gpt2_evaluate (its corpus.txt); skipped without the GPT-2 vocabulary. */
-static void test_gpt2_quantize(void) {
-  damo_bpe *bpe = NULL;
-  if (damo_bpe_load(NULL, &bpe) != DAMO_OK) {
-    fprintf(stderr, "  (skipped: GPT-2 vocabulary not installed)\n");
-    return;
-  }
-  damo_bpe_free(bpe);
-  damo_gpt2_config c = {1, 2, 32, 32, 50257, 1e-5f};
-  damo_gpt2 *g = NULL;
-  char path[600];
-  snprintf(path, sizeof path, "%s/g32", dir);
-  CHECK(damo_gpt2_new(&c, 5, &g) == DAMO_OK && damo_gpt2_save(g, path) == DAMO_OK);
-  damo_gpt2_free(g);
-  int rc = run("%s quantize --model %s/g32 --out %s/g32q4 --format q4_0 --evaluate --data %s/corpus.txt --seq-len 8",
-               DAMO_CLI_PATH, dir, dir, dir);
-  const char *at = strstr(cli_out, "perplexity ");
-  double before = at ? atof(at + 11) : NAN, after = NAN;
-  if (at && (at = strstr(at, "-> "))) after = atof(at + 3);
-  CHECK_MSG(rc == 0 && strstr(cli_out, "in q4_0 blocks of 32") && strstr(cli_out, "model.safetensors: ") &&
-                fabs(log(after / before)) < 0.05, "%s", cli_out);
-  rc = run("%s evaluate --model %s/g32q4 --data %s/corpus.txt --seq-len 8", DAMO_CLI_PATH, dir, dir);
-  at = strstr(cli_out, "perplexity: ");
-  CHECK_MSG(rc == 0 && strstr(cli_out, "weights in blocks q4_0") && at && fabs(atof(at + 12) - after) < 1e-3 * after,
-            "%s", cli_out);
-  rc = run("{ %s generate --model %s/g32q4 --prompt hello --temperature 0 --max-new-tokens 4 2>&1; }", DAMO_CLI_PATH, dir);
-  CHECK_MSG(rc == 0 && strstr(cli_out, "4 tokens in") && strstr(cli_out, "q4_0 weights"), "%s", cli_out);
-  rc = run("%s summary --model %s/g32q4", DAMO_CLI_PATH, dir);
-  CHECK_MSG(rc == 0 && strstr(cli_out, "every matrix in q4_0 blocks of 32"), "%s", cli_out);
-  /* static int8: calibrated on windows of the corpus' training part, scored on its validation part */
-  rc = run("%s quantize --model %s/g32 --out %s/g32i8 --format int8 --data %s/corpus.txt --seq-len 8 --calibration 4 "
-           "--method minmax --evaluate", DAMO_CLI_PATH, dir, dir, dir);
-  at = strstr(cli_out, "perplexity ");
-  before = at ? atof(at + 11) : NAN, after = NAN;
-  if (at && (at = strstr(at, "-> "))) after = atof(at + 3);
-  CHECK_MSG(rc == 0 && strstr(cli_out, "calibrated (minmax) on 4 windows of 8 tokens") && fabs(log(after / before)) < 0.05,
-            "%s", cli_out);
-  rc = run("{ %s generate --model %s/g32i8 --prompt hello --temperature 0 --max-new-tokens 4 2>&1; }", DAMO_CLI_PATH, dir);
-  CHECK_MSG(rc == 0 && strstr(cli_out, "4 tokens in"), "%s", cli_out);
-  rc = run("%s quantize --model %s/g32 --out %s/never --format int8", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 2 && strstr(cli_out, "static int8 calibrates on the training part of --data TEXT"), "%s", cli_out);
-  rc = run("%s quantize --model %s/g32 --out %s/never --format q8_0 --method minmax", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 2 && strstr(cli_out, "--method goes with --format int8"), "%s", cli_out);
-  rc = run("%s quantize --model %s/g32q4 --out %s/twice", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 1 && strstr(cli_out, "already quantised (q4_0)"), "%s", cli_out);
-  rc = run("%s quantize --model %s/g --out %s/never --format q8_0", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 1 && strstr(cli_out, "n_embd 16 is not a multiple of the block size 32"), "%s", cli_out);
-  rc = run("%s quantize --model %s/g32 --out %s/never --format q5_0", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 2 && strstr(cli_out, "--format is q8_0 or q4_0"), "%s", cli_out);
-  rc = run("%s quantize --model %s/g32 --out %s/never --dynamic", DAMO_CLI_PATH, dir, dir);
-  CHECK_MSG(rc == 2, "%s", cli_out);
-  struct stat st;
-  snprintf(path, sizeof path, "%s/never", dir);
-  CHECK(stat(path, &st) != 0);
-}
-
 /* The tiny GPT-2 the tests above use: a config (gpt_ok.json) and a saved directory (g/). */
 static void make_gpt2(void) {
   write_file("gpt_ok.json", "{\"model_type\": \"gpt2\", \"vocab_size\": 50257, \"n_layer\": 1, \"n_head\": 2, \"n_embd\": 16,"
@@ -857,8 +776,6 @@ int main(void) {
   RUN(test_help_lists_accepted_options); /* uses m/, bs/, g/ and their configs */
   RUN(test_not_applicable_messages);
   RUN(test_transformer_summaries);
-  RUN(test_gpt2_evaluate);
-  RUN(test_gpt2_quantize); /* uses corpus.txt */
   RUN(test_config_typos);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -1,0 +1,116 @@
+/* test_cli_gpt2.c - the damo command on a GPT-2 directory: evaluate (loss and perplexity of
+ * a text's validation part) and quantize (weight-only blocks, static int8) with the commands
+ * that read the result. Skipped without the GPT-2 vocabulary. */
+#include "cli_run.h"
+#include "harness.h"
+
+#include <damo.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/damo_cli_gpt2_XXXXXX";
+
+static void write_file(const char *name, const char *text) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "w");
+  if (f) {
+    fputs(text, f);
+    fclose(f);
+  }
+}
+
+/* evaluate of a GPT-2 directory: the validation part's loss and perplexity = exp(loss); an
+ * untrained model scores about ln(vocab_size) (g/: 1 layer, 16 wide, context 32). */
+static void test_gpt2_evaluate(void) {
+  char text[6000] = "";
+  for (int i = 0; i < 40; i++) strcat(text, "Call me Ishmael. Some years ago, never mind how long precisely, I went to sea. ");
+  write_file("corpus.txt", text);
+  int rc = run("%s evaluate --model %s/g --data %s/corpus.txt", DAMO_CLI_PATH, dir, dir);
+  const char *l = strstr(cli_out, "val loss: "), *p = strstr(cli_out, "perplexity: ");
+  const double loss = l ? atof(l + 10) : NAN, ppl = p ? atof(p + 12) : NAN;
+  CHECK_MSG(rc == 0 && isfinite(loss) && fabs(ppl - exp(loss)) <= 1e-3 * ppl && fabs(loss - log(50257.0)) < 0.5 &&
+                strstr(cli_out, "the last 10% of its") && strstr(cli_out, "windows of 32 tokens"), "%s", cli_out);
+  rc = run("%s evaluate --model %s/g --data %s/corpus.txt --seq-len=8 --windows 2", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "2 windows of 8 tokens (16 predictions), evenly spaced") && strstr(cli_out, "val loss"),
+            "%s", cli_out);
+  rc = run("%s evaluate --model %s/g --data %s/corpus.txt --seq-len 64", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "longer than the model's context (n_positions 32)"), "%s", cli_out);
+}
+
+/* quantize of a GPT-2 directory into weight-only blocks, and the commands that read it.
+ * Runs after test_gpt2_evaluate (its corpus.txt). */
+static void test_gpt2_quantize(void) {
+  damo_gpt2_config c = {1, 2, 32, 32, 50257, 1e-5f};
+  damo_gpt2 *g = NULL;
+  char path[600];
+  snprintf(path, sizeof path, "%s/g32", dir);
+  CHECK(damo_gpt2_new(&c, 5, &g) == DAMO_OK && damo_gpt2_save(g, path) == DAMO_OK);
+  damo_gpt2_free(g);
+  int rc = run("%s quantize --model %s/g32 --out %s/g32q4 --format q4_0 --evaluate --data %s/corpus.txt --seq-len 8",
+               DAMO_CLI_PATH, dir, dir, dir);
+  const char *at = strstr(cli_out, "perplexity ");
+  double before = at ? atof(at + 11) : NAN, after = NAN;
+  if (at && (at = strstr(at, "-> "))) after = atof(at + 3);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "in q4_0 blocks of 32") && strstr(cli_out, "model.safetensors: ") &&
+                fabs(log(after / before)) < 0.05, "%s", cli_out);
+  rc = run("%s evaluate --model %s/g32q4 --data %s/corpus.txt --seq-len 8", DAMO_CLI_PATH, dir, dir);
+  at = strstr(cli_out, "perplexity: ");
+  CHECK_MSG(rc == 0 && strstr(cli_out, "weights in blocks q4_0") && at && fabs(atof(at + 12) - after) < 1e-3 * after,
+            "%s", cli_out);
+  rc = run("{ %s generate --model %s/g32q4 --prompt hello --temperature 0 --max-new-tokens 4 2>&1; }", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "4 tokens in") && strstr(cli_out, "q4_0 weights"), "%s", cli_out);
+  rc = run("%s summary --model %s/g32q4", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "every matrix in q4_0 blocks of 32"), "%s", cli_out);
+  /* static int8: calibrated on windows of the corpus' training part, scored on its validation part */
+  rc = run("%s quantize --model %s/g32 --out %s/g32i8 --format int8 --data %s/corpus.txt --seq-len 8 --calibration 4 "
+           "--method minmax --evaluate", DAMO_CLI_PATH, dir, dir, dir);
+  at = strstr(cli_out, "perplexity ");
+  before = at ? atof(at + 11) : NAN, after = NAN;
+  if (at && (at = strstr(at, "-> "))) after = atof(at + 3);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "calibrated (minmax) on 4 windows of 8 tokens") && fabs(log(after / before)) < 0.05,
+            "%s", cli_out);
+  rc = run("{ %s generate --model %s/g32i8 --prompt hello --temperature 0 --max-new-tokens 4 2>&1; }", DAMO_CLI_PATH, dir);
+  CHECK_MSG(rc == 0 && strstr(cli_out, "4 tokens in"), "%s", cli_out);
+  rc = run("%s quantize --model %s/g32 --out %s/never --format int8", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "static int8 calibrates on the training part of --data TEXT"), "%s", cli_out);
+  rc = run("%s quantize --model %s/g32 --out %s/never --format q8_0 --method minmax", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--method goes with --format int8"), "%s", cli_out);
+  rc = run("%s quantize --model %s/g32q4 --out %s/twice", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "already quantised (q4_0)"), "%s", cli_out);
+  rc = run("%s quantize --model %s/g --out %s/never --format q8_0", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 1 && strstr(cli_out, "n_embd 16 is not a multiple of the block size 32"), "%s", cli_out);
+  rc = run("%s quantize --model %s/g32 --out %s/never --format q5_0", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2 && strstr(cli_out, "--format is q8_0 or q4_0"), "%s", cli_out);
+  rc = run("%s quantize --model %s/g32 --out %s/never --dynamic", DAMO_CLI_PATH, dir, dir);
+  CHECK_MSG(rc == 2, "%s", cli_out);
+  struct stat st;
+  snprintf(path, sizeof path, "%s/never", dir);
+  CHECK(stat(path, &st) != 0);
+}
+
+int main(void) {
+  if (!mkdtemp(dir)) return 1;
+  damo_bpe *bpe = NULL;
+  if (damo_bpe_load(NULL, &bpe) != DAMO_OK) {
+    fprintf(stderr, "test_cli_gpt2: skipped (GPT-2 vocabulary not installed)\n");
+    rmdir(dir);
+    return test_summary("cli_gpt2");
+  }
+  damo_bpe_free(bpe);
+  damo_gpt2_config c = {1, 2, 16, 32, 50257, 1e-5f};
+  damo_gpt2 *g = NULL;
+  char path[600];
+  snprintf(path, sizeof path, "%s/g", dir);
+  CHECK(damo_gpt2_new(&c, 1, &g) == DAMO_OK && damo_gpt2_save(g, path) == DAMO_OK);
+  damo_gpt2_free(g);
+  RUN(test_gpt2_evaluate);
+  RUN(test_gpt2_quantize); /* uses corpus.txt */
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+  return test_summary("cli_gpt2");
+}
