@@ -22,4 +22,15 @@ static int run(const char *fmt, ...) {
   int st = p ? pclose(p) : -1;
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+/* Writes text to dir/name (a test's input file). */
+static inline void cli_write_file(const char *dir, const char *name, const char *text) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "w");
+  if (f) {
+    fputs(text, f);
+    fclose(f);
+  }
+}
 #endif

@@ -14,15 +14,7 @@
 static char dir[] = "/tmp/damo_cli_XXXXXX";
 
 
-static void write_file(const char *name, const char *text) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", dir, name);
-  FILE *f = fopen(path, "w");
-  if (f) {
-    fputs(text, f);
-    fclose(f);
-  }
-}
+static void write_file(const char *name, const char *text) { cli_write_file(dir, name, text); }
 
 /* Two Gaussian blobs per class in 4-D: separable, so a tiny MLP gets it right. */
 static void write_csv(const char *name, int rows, uint64_t seed) {

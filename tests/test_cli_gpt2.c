@@ -13,14 +13,16 @@
 
 static char dir[] = "/tmp/damo_cli_gpt2_XXXXXX";
 
-static void write_file(const char *name, const char *text) {
-  char path[512];
+static void write_file(const char *name, const char *text) { cli_write_file(dir, name, text); }
+
+/* A fresh one-layer GPT-2 (2 heads, context 32, GPT-2's vocabulary) n_embd wide, saved as dir/name. */
+static void save_gpt2(const char *name, int n_embd, uint64_t seed) {
+  damo_gpt2_config c = {1, 2, n_embd, 32, 50257, 1e-5f};
+  damo_gpt2 *g = NULL;
+  char path[600];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  FILE *f = fopen(path, "w");
-  if (f) {
-    fputs(text, f);
-    fclose(f);
-  }
+  CHECK(damo_gpt2_new(&c, seed, &g) == DAMO_OK && damo_gpt2_save(g, path) == DAMO_OK);
+  damo_gpt2_free(g);
 }
 
 /* evaluate of a GPT-2 directory: the validation part's loss and perplexity = exp(loss); an
@@ -44,12 +46,8 @@ static void test_gpt2_evaluate(void) {
 /* quantize of a GPT-2 directory into weight-only blocks, and the commands that read it.
  * Runs after test_gpt2_evaluate (its corpus.txt). */
 static void test_gpt2_quantize(void) {
-  damo_gpt2_config c = {1, 2, 32, 32, 50257, 1e-5f};
-  damo_gpt2 *g = NULL;
+  save_gpt2("g32", 32, 5);
   char path[600];
-  snprintf(path, sizeof path, "%s/g32", dir);
-  CHECK(damo_gpt2_new(&c, 5, &g) == DAMO_OK && damo_gpt2_save(g, path) == DAMO_OK);
-  damo_gpt2_free(g);
   int rc = run("%s quantize --model %s/g32 --out %s/g32q4 --format q4_0 --evaluate --data %s/corpus.txt --seq-len 8",
                DAMO_CLI_PATH, dir, dir, dir);
   const char *at = strstr(cli_out, "perplexity ");
@@ -101,12 +99,7 @@ int main(void) {
     return test_summary("cli_gpt2");
   }
   damo_bpe_free(bpe);
-  damo_gpt2_config c = {1, 2, 16, 32, 50257, 1e-5f};
-  damo_gpt2 *g = NULL;
-  char path[600];
-  snprintf(path, sizeof path, "%s/g", dir);
-  CHECK(damo_gpt2_new(&c, 1, &g) == DAMO_OK && damo_gpt2_save(g, path) == DAMO_OK);
-  damo_gpt2_free(g);
+  save_gpt2("g", 16, 1);
   RUN(test_gpt2_evaluate);
   RUN(test_gpt2_quantize); /* uses corpus.txt */
   char cmd[128];
