@@ -193,8 +193,8 @@ int cli_quantize_gpt2(int argc, char **argv) {
   const int int8 = format && !strcmp(format, "int8");
   if (format && !strcmp(format, "q4_0")) f = DAMO_BLOCKS_Q4_0;
   else if (format && strcmp(format, "q8_0") && !int8) {
-    fprintf(stderr, "damo quantize: --format is q8_0 or q4_0 (weight-only blocks of 32) or int8 (dynamic) for GPT-2, "
-                    "not '%s'\n", format);
+    fprintf(stderr, "damo quantize: --format is q8_0 or q4_0 (weight-only blocks of 32) or int8 (calibrated, or "
+                    "--dynamic) for GPT-2, not '%s'\n", format);
     return 2;
   }
   const char *name = int8 ? "int8" : damo_block_format_name(f);
