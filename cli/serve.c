@@ -19,9 +19,17 @@ static void on_stop_signal(int sig) {
   stop_requested = 1;
 }
 
-int serve_stop_requested(void) { return stop_requested != 0; }
+int serve_begin_drain(serve_server *srv) {
+  if (stop_requested && srv->state != SERVE_DRAINING) {
+    srv->state = SERVE_DRAINING;
+    srv->drain_deadline = cli_seconds() + srv->drain_s;
+    fprintf(stderr, "damo serve: stopping: %d request(s) in flight, %ld job(s) queued; new requests get 503\n",
+            srv->in_flight, srv->metrics.queued);
+  }
+  return srv->state == SERVE_DRAINING;
+}
 
-static int parse_options(serve_server *srv, int argc, char **argv, double *drain_s) {
+static int parse_options(serve_server *srv, int argc, char **argv) {
   const char *v;
   long n;
   double d;
@@ -42,7 +50,7 @@ static int parse_options(serve_server *srv, int argc, char **argv, double *drain
   }
   srv->max_batch = 32, srv->batch_wait_ms = 5, srv->slots = 4, srv->queue_limit = 64, srv->max_tokens = 1024;
   srv->timeout_s = 120, srv->max_body = (size_t)8 << 20;
-  *drain_s = 30;
+  srv->drain_s = 30;
   struct {
     const char *name, *what;
     long lo, hi, *out;
@@ -60,7 +68,7 @@ static int parse_options(serve_server *srv, int argc, char **argv, double *drain
   }
   if ((v = cli_opt(argc, argv, "--drain-s"))) {
     if (!cli_parse_double(v, "--drain-s", 0, 0, 86400, &d)) return 0;
-    *drain_s = d;
+    srv->drain_s = d;
   }
   if ((v = cli_opt(argc, argv, "--max-body-mb"))) {
     if (!cli_parse_double(v, "--max-body-mb", 0, 1, 4096, &d)) return 0;
@@ -93,18 +101,12 @@ static void idle_wait(serve_server *srv) {
 }
 
 /* Runs the model's jobs until a stop signal, then until the drain is over. */
-static void worker_loop(serve_server *srv, double drain_s) {
-  double drain_deadline = 0;
+static void worker_loop(serve_server *srv) {
   pthread_mutex_lock(&srv->mu);
   for (;;) {
-    if (stop_requested && srv->state != SERVE_DRAINING) {
-      srv->state = SERVE_DRAINING;
-      drain_deadline = cli_seconds() + drain_s;
-      fprintf(stderr, "damo serve: stopping: %d request(s) in flight, %ld job(s) queued; new requests get 503\n",
-              srv->in_flight, srv->metrics.queued);
-    }
+    const int draining = serve_begin_drain(srv);
     const int busy = srv->model.busy(srv);
-    if (srv->state == SERVE_DRAINING && ((!busy && srv->in_flight == 0) || cli_seconds() > drain_deadline)) break;
+    if (draining && ((!busy && srv->in_flight == 0) || cli_seconds() > srv->drain_deadline)) break;
     if (!busy) {
       idle_wait(srv);
       continue;
@@ -122,8 +124,7 @@ static void worker_loop(serve_server *srv, double drain_s) {
 int cli_serve(int argc, char **argv) {
   serve_server srv;
   memset(&srv, 0, sizeof srv);
-  double drain_s = 30;
-  if (!parse_options(&srv, argc, argv, &drain_s)) return 2;
+  if (!parse_options(&srv, argc, argv)) return 2;
   const cli_kind kind = cli_kind_of(srv.dir);
   if (kind == CLI_KIND_UNKNOWN) {
     fprintf(stderr, "damo serve: %s holds no readable config.json (a model directory from damo train, quantize or "
@@ -153,7 +154,8 @@ int cli_serve(int argc, char **argv) {
                                   : serve_classifier_open(&srv, argc, argv);
   if (!opened) goto done;
   pthread_mutex_lock(&srv.mu);
-  srv.state = stop_requested ? SERVE_DRAINING : SERVE_READY;
+  srv.state = SERVE_READY;
+  serve_begin_drain(&srv); /* a stop signal during the load */
   pthread_mutex_unlock(&srv.mu);
   printf("damo serve: ready in %.2f s: %s model '%s', %d threads, %s (GET /health, /v1/models, /metrics, / for the "
          "playground)\n", cli_seconds() - t0, srv.model.kind, srv.name, damo_num_threads(),
@@ -161,7 +163,7 @@ int cli_serve(int argc, char **argv) {
          : kind == CLI_BERT ? "POST /v1/predict, /v1/embeddings"
                             : "POST /v1/predict");
   fflush(stdout);
-  worker_loop(&srv, drain_s);
+  worker_loop(&srv);
   rc = 0;
 done:
   serve_http_stop(&srv);

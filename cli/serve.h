@@ -96,7 +96,8 @@ struct serve_server {
   int port;
   size_t max_body;
   long max_tokens, queue_limit, max_batch, batch_wait_ms, slots;
-  double timeout_s;
+  double timeout_s, drain_s;
+  double drain_deadline; /* when draining: the time open requests are closed regardless */
   serve_model model;
   serve_metrics metrics;
   struct MHD_Daemon *daemon;
@@ -104,8 +105,11 @@ struct serve_server {
   unsigned long next_id;
 };
 
-/* ---- serve.c: 1 once SIGTERM or SIGINT came (waits that can be long look at it) */
-int serve_stop_requested(void);
+/* ---- serve.c: under srv->mu, 1 once the server drains (SIGTERM or SIGINT came; waits that can
+ * be long look at it). The first caller to see the signal (the worker's loop or a batch wait)
+ * starts the drain and logs it, so the log tells what was open at that moment, not after a
+ * batch that the stop cut short has already been answered. */
+int serve_begin_drain(serve_server *srv);
 
 /* ---- serve_http.c */
 /* Starts libmicrohttpd on host:port (port 0: a free one; *bound gets it). 0 after a message. */

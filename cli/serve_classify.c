@@ -517,8 +517,7 @@ static int classifier_step(serve_server *srv) {
   }
   /* dynamic batching: wait for more rows until the batch is full or the oldest job's wait is over */
   const double deadline = c->queue_head->enqueued + (double)srv->batch_wait_ms / 1000.0;
-  while (c->queued_rows < srv->max_batch && cli_seconds() < deadline && srv->state == SERVE_READY &&
-         !serve_stop_requested()) {
+  while (c->queued_rows < srv->max_batch && cli_seconds() < deadline && !serve_begin_drain(srv)) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     double left = deadline - cli_seconds();

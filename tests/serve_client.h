@@ -195,6 +195,18 @@ static inline double metric(const char *text, const char *name) {
   return -1;
 }
 
+/* Polls /metrics until the sample name reads want (e.g. a request has reached the queue), at most
+ * seconds: sleeping a fixed time instead was flaky on a loaded 2-core CI machine. */
+static inline int wait_metric(int port, const char *name, double want, double seconds) {
+  for (double t0 = now(); now() - t0 < seconds; usleep(10000)) {
+    response r = get(port, "/metrics");
+    const double v = r.status == 200 ? metric(r.body, name) : -1;
+    free(r.body);
+    if (v == want) return 1;
+  }
+  return 0;
+}
+
 /* The text of a completion body (choices[0].text or .message.content), malloc'd; finish into why. */
 static inline char *completion_text(const char *body, char *why) {
   cJSON *j = cJSON_Parse(body);
