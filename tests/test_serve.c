@@ -241,7 +241,7 @@ static void test_batching(void) {
   if (skipped) return;
   server s;
   char args[1024];
-  snprintf(args, sizeof args, "--model %s --max-batch 8 --batch-wait-ms 400", clf_dir);
+  snprintf(args, sizeof args, "--model %s --max-batch 8 --batch-wait-ms 2000", clf_dir); /* a full batch runs at once */
   CHECK(server_start(&s, args) == 1 && wait_ready(&s));
   client cl[8];
   pthread_t th[8];
