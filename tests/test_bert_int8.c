@@ -61,6 +61,11 @@ static void test_quantize_and_reload(void) {
   CHECK(!damo_bert_is_quantized(q) && damo_bert_quantize(q) == DAMO_OK && damo_bert_is_quantized(q));
   CHECK_MSG(logits_of(q, lq, &products) == DAMO_OK, "%s", damo_last_error());
   CHECK_MSG(products == 6 * c->num_hidden_layers + 1, "%d int8 products", products); /* + classifier; pooler f32 */
+  float lu[64];
+  setenv("DAMO_INT8_CHAIN", "0", 1); /* each dynamic product reads its input for the range: the same values */
+  CHECK(logits_of(q, lu, NULL) == DAMO_OK);
+  unsetenv("DAMO_INT8_CHAIN");
+  CHECK(memcmp(lu, lq, sizeof(float) * n) == 0);
 
   /* f32 on the rounded weights: the rewrite is what makes the difference */
   damo_bert *rounded = NULL;

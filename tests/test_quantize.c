@@ -383,123 +383,6 @@ static void test_int8_ops_match_f32_on_dequantised(void) {
   }
 }
 
-/* An int8 chain, qconv (relu) -> max pool -> qconv (relu) -> reshape -> dropout -> qdense,
- * each calibrated. Linked by damo_int8_chain, the activations between them are uint8 and the
- * output is bit for bit the unlinked graph's: max pooling commutes with the monotone
- * quantisation, and the epilogue rounds as the next layer's quantiser does. */
-typedef struct chain_net {
-  damo_qweight *w[3];
-  float *bias[3], s[3];
-  int z[3];
-} chain_net;
-
-static float *run_chain(const chain_net *c, damo_tensor *const *bt, const float *x, int link) {
-  damo_graph *g = damo_graph_new(1);
-  const int64_t xshape[4] = {2, 10, 10, 3}, flat[2] = {2, 5 * 5 * 16};
-  damo_node *in = damo_input(g, "x", DAMO_F32, 4, xshape);
-  damo_node *b[3];
-  for (int i = 0; i < 3; i++) b[i] = damo_param(g, "b", bt[i], NULL);
-  damo_node *h1 = damo_qconv2d_op(g, in, c->w[0], 3, 3, b[0], DAMO_ACT_RELU, 1, 1, 1, 1, 1, 1, c->s[0], c->z[0]);
-  damo_node *p1 = damo_max_pool2d(g, h1, 2, 2, 2, 2, 0, 0, 0, 0);
-  damo_node *h2 = damo_qconv2d_op(g, p1, c->w[1], 3, 3, b[1], DAMO_ACT_RELU, 1, 1, 1, 1, 1, 1, c->s[1], c->z[1]);
-  damo_node *d = damo_dropout(g, damo_reshape(g, h2, 2, flat), 0.5f);
-  damo_node *out = damo_qdense_op(g, d, c->w[2], b[2], DAMO_ACT_NONE, c->s[2], c->z[2]);
-  if (link) {
-    CHECK_MSG(damo_int8_chain(g, 1, &out) == DAMO_OK, "%s", damo_last_error());
-    CHECK(h1->dtype == DAMO_U8 && p1->dtype == DAMO_U8 && h2->dtype == DAMO_U8 && out->dtype == DAMO_F32);
-    CHECK(out->in[0] != d); /* the dropout is stepped over */
-  }
-  float *y = run_graph(g, in, out, x);
-  CHECK_MSG(y != NULL, "chain graph (link %d): %s", link, damo_last_error());
-  damo_graph_free(g);
-  return y;
-}
-
-static void test_int8_chain(void) {
-  const int64_t K[3] = {27, 72, 400}, N[3] = {8, 16, 10};
-  for (int l = DAMO_QLAYOUT_S16; l <= DAMO_QLAYOUT_VNNI; l++) {
-    chain_net c;
-    damo_tensor *bt[3];
-    for (int i = 0; i < 3; i++) {
-      int8_t *q = malloc((size_t)(K[i] * N[i]));
-      float *scale = malloc((size_t)N[i] * sizeof *scale);
-      c.bias[i] = malloc((size_t)N[i] * sizeof(float));
-      for (int64_t j = 0; j < K[i] * N[i]; j++) q[j] = (int8_t)((int)(next_u32() % 255) - 127);
-      for (int64_t n = 0; n < N[i]; n++) scale[n] = uniform(0.002f, 0.01f), c.bias[i][n] = uniform(-0.3f, 0.3f);
-      c.w[i] = damo_qweight_pack(q, K[i], N[i], scale, (damo_qlayout)l);
-      const int64_t bshape[1] = {N[i]};
-      bt[i] = damo_tensor_wrap(DAMO_F32, 1, bshape, c.bias[i]);
-      free(q), free(scale);
-    }
-    /* the ranges: the input's, then narrow enough that some activations clamp at 255 */
-    damo_quant_params(-1, 2, &c.s[0], &c.z[0]);
-    damo_quant_params(-0.5f, 1.5f, &c.s[1], &c.z[1]);
-    damo_quant_params(-0.5f, 1.0f, &c.s[2], &c.z[2]);
-    float x[2 * 10 * 10 * 3];
-    for (int i = 0; i < 600; i++) x[i] = uniform(-1, 2);
-    float *plain = run_chain(&c, bt, x, 0), *linked = run_chain(&c, bt, x, 1);
-    CHECK_MSG(plain && linked && memcmp(plain, linked, 20 * sizeof(float)) == 0, "layout %d: the chain's output differs",
-              l);
-    int moved = 0;
-    for (int i = 1; plain && i < 20; i++) moved += plain[i] != plain[0];
-    CHECK(moved > 0); /* a real output, not a constant */
-    free(plain), free(linked);
-    for (int i = 0; i < 3; i++) damo_qweight_free(c.w[i]), damo_tensor_free(bt[i]), free(c.bias[i]);
-  }
-}
-
-/* A chained input in the kernels' own row form (VNNI, K a multiple of 64) is multiplied where
- * it lies, its rows past the last 48-row group staged: three products, the first's GELU and
- * the last's residual add folded, the middle one handing the last uint8, over 101 rows (two
- * groups and 5 more) give the f32 hand-overs' values bit for bit. */
-static void test_chain_in_place(void) {
-  enum { M = 101, K0 = 64, K1 = 128, K2 = 64, N = 5 };
-  const int64_t K[3] = {K0, K1, K2}, Nout[3] = {K1, K2, N};
-  damo_qweight *w[3];
-  float *bias[3], s[3];
-  int z[3];
-  for (int i = 0; i < 3; i++) {
-    int8_t *q = malloc((size_t)(K[i] * Nout[i]));
-    float *scale = malloc((size_t)Nout[i] * sizeof *scale);
-    bias[i] = malloc((size_t)Nout[i] * sizeof(float));
-    for (int64_t j = 0; j < K[i] * Nout[i]; j++) q[j] = (int8_t)((int)(next_u32() % 255) - 127);
-    for (int64_t n = 0; n < Nout[i]; n++) scale[n] = uniform(0.002f, 0.02f), bias[i][n] = uniform(-0.3f, 0.3f);
-    w[i] = damo_qweight_pack(q, K[i], Nout[i], scale, DAMO_QLAYOUT_VNNI);
-    free(q), free(scale);
-  }
-  damo_quant_params(-1, 2, &s[0], &z[0]);
-  damo_quant_params(-0.2f, 1.5f, &s[1], &z[1]); /* narrow: some GELU outputs clamp at 255 */
-  damo_quant_params(-1.0f, 1.0f, &s[2], &z[2]);
-  float *x = malloc(sizeof(float) * M * K0), *r = malloc(sizeof(float) * M * N), *out[2] = {NULL, NULL};
-  for (int i = 0; i < M * K0; i++) x[i] = uniform(-1, 2);
-  for (int i = 0; i < M * N; i++) r[i] = uniform(-1, 1);
-  const int64_t xshape[2] = {M, K0}, rshape[2] = {M, N};
-  damo_tensor *rt = damo_tensor_wrap(DAMO_F32, 2, rshape, r), *bt[3];
-  for (int i = 0; i < 3; i++) bt[i] = damo_tensor_wrap(DAMO_F32, 1, &Nout[i], bias[i]);
-  for (int link = 0; link <= 1; link++) {
-    damo_graph *g = damo_graph_new(1);
-    damo_node *in = damo_input(g, "x", DAMO_F32, 2, xshape), *b[3];
-    for (int i = 0; i < 3; i++) b[i] = damo_param(g, "b", bt[i], NULL);
-    damo_node *y1 = damo_gelu(g, damo_qdense_op(g, in, w[0], b[0], DAMO_ACT_NONE, s[0], z[0]), 0);
-    damo_node *y2 = damo_qdense_op(g, y1, w[1], b[1], DAMO_ACT_NONE, s[1], z[1]);
-    damo_node *y3 = damo_add(g, damo_qdense_op(g, y2, w[2], b[2], DAMO_ACT_NONE, s[2], z[2]), damo_param(g, "r", rt, NULL));
-    CHECK(damo_qdense_absorb_gelu(g, y1) == 1 && damo_qdense_absorb_add(g, y3) == 1);
-    if (link)
-      CHECK(damo_int8_chain(g, 1, &y3) == DAMO_OK && y1->dtype == DAMO_U8 && y2->dtype == DAMO_U8 &&
-            y3->dtype == DAMO_F32);
-    out[link] = run_graph(g, in, y3, x);
-    CHECK_MSG(out[link], "%s", damo_last_error());
-    damo_graph_free(g);
-  }
-  CHECK_MSG(out[0] && out[1] && !memcmp(out[0], out[1], sizeof(float) * M * N), "the in-place chain's output differs");
-  int moved = 0;
-  for (int i = 1; out[0] && i < M * N; i++) moved += out[0][i] != out[0][0];
-  CHECK(moved > 0);
-  free(out[0]), free(out[1]), free(x), free(r);
-  damo_tensor_free(rt);
-  for (int i = 0; i < 3; i++) damo_qweight_free(w[i]), damo_tensor_free(bt[i]), free(bias[i]);
-}
-
 /* ------------------------------------------------------------------ models */
 
 static damo_tensor *xs, *ys, *xt, *yt;
@@ -737,8 +620,6 @@ int main(void) {
   RUN(test_int8_product);
   RUN(test_int8_ops_match_f32_on_dequantised);
   RUN(test_gelu_folds_into_qdense);
-  RUN(test_int8_chain);
-  RUN(test_chain_in_place);
   if (!load_data()) {
     fprintf(stderr, "fashion-mnist is missing: sh scripts/setup.sh\n");
     return 1;

@@ -160,9 +160,12 @@ typedef struct damo_q8_out {
   int64_t col_origin; /* the column stored at c (0; a scratch tile's first column inside) */
   const float *residual; /* an f32 output without GELU only: v += residual[m ldr + n] last */
   int64_t ldr;           /* (a residual connection's add, folded in: damo_qdense_absorb_add) */
+  float *range; /* an f32 output only, or NULL: range[0], range[1] get the least and greatest
+                   value stored, 0 included (NaN skipped), taken from each tile while it is in
+                   cache, so a dynamic int8 reader need not read the output once more for it */
 } damo_q8_out;
 static inline damo_q8_out damo_q8_f32(float *c, int64_t ldc, int relu) {
-  return (damo_q8_out){c, ldc, relu, 0.0f, 0, 0, 0, NULL, 0};
+  return (damo_q8_out){c, ldc, relu, 0.0f, 0, 0, 0, NULL, 0, NULL};
 }
 /* The product into *out; a: damo_qrows_padded(M) rows from damo_quantize_rows (those past M
  * quantised zeros). Exact in int32; threads over tiles. */

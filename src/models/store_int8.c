@@ -188,7 +188,7 @@ damo_status store_int8_rewrite(const store_int8 *s, const param_store *p, damo_g
     if (g->nodes[j]->op == DAMO_OP_ATTENTION) damo_attention_set_precision(g->nodes[j], s->attention);
   for (int j = 0; *rewritten && inference_only && j < g->n_nodes; j++)
     if (g->nodes[j]->op == DAMO_OP_ADD) damo_qdense_absorb_add(g, g->nodes[j]);
-  damo_status st = *rewritten && s->x_scale ? damo_int8_chain(g, n_keep, keep) : DAMO_OK;
+  damo_status st = *rewritten ? damo_int8_chain(g, n_keep, keep) : DAMO_OK;
   return st == DAMO_OK ? DAMO_OK : damo_error_prefix(st, "%s int8 graph: ", what);
 }
 

@@ -74,8 +74,11 @@ damo_node *damo_recurrent_int8_op(damo_graph *g, int gru, damo_node *x, damo_nod
 /* Links int8 layers of an inference graph: each qdense or qconv2d whose output reaches only
  * a calibrated one (through max pooling, reshapes, and dropout, which it steps over there:
  * a dropout elsewhere stays) writes that layer's uint8 (damo_q8_out; after a folded GELU
- * too) and the ops between carry it; outputs in keep stay f32. DAMO_INT8_CHAIN=0 in the
- * environment leaves every hand-over f32 (the same values, to compare).
+ * too) and the ops between carry it; outputs in keep stay f32. A qdense read only by a
+ * dynamic one (directly) keeps its f32 output and records its range in the epilogue, which
+ * the reader quantises with instead of reading its input once more for it (the same scale
+ * and zero point). DAMO_INT8_CHAIN=0 in the environment leaves every hand-over f32 and
+ * every dynamic range to its reader (the same values, to compare).
  * Call before damo_graph_compile, on graphs that never run backward. */
 damo_status damo_int8_chain(damo_graph *g, int n_keep, damo_node *const *keep);
 /* x (N, H, W, C) channels-last; w packs the (KH, KW, C, F) kernel as (KH*KW*C, F). */

@@ -20,7 +20,10 @@
 
 /* qdense iparam (Q_RESIDUAL 1: the last input is a residual added to the f32 output,
  * damo_qdense_absorb_add); fparam: the input's scale (0: per batch), the output's (0: f32) */
-enum { Q_ACT = 0, Q_ZERO_POINT = 1, Q_OUT_ZERO_POINT = 2, Q_RESIDUAL = 3 };
+enum { Q_ACT = 0, Q_ZERO_POINT = 1, Q_OUT_ZERO_POINT = 2, Q_RESIDUAL = 3, Q_RECORD_RANGE = 4 };
+/* Q_RECORD_RANGE 1: the f32 output's range goes to the node's out_range, taken in the
+ * epilogue, for the dynamic qdense that reads it (damo_int8_chain), which then skips its own
+ * pass over the input for the range: BERT's feed-forward output product reads 32 MB a layer. */
 /* A qdense's Q_ACT past damo_activation's values: a GELU folded in (damo_qdense_absorb_gelu),
  * exact or tanh form, applied in the product's epilogue to an f32 output. */
 enum { Q_ACT_GELU = 64, Q_ACT_GELU_TANH = 65 };
@@ -97,14 +100,19 @@ static void batch_params(const float *x, int64_t count, float *scale, int *zp) {
   damo_quant_params(lo, hi, scale, zp);
 }
 
-/* The activation's quantisation: the calibrated one, or the batch's own. */
+/* The activation's quantisation: the calibrated one, or the batch's own (from the range its
+ * producer recorded, where it did). */
 static void input_params(const damo_node *n, const float *x, int64_t count, int zp_slot, float *scale, int *zp) {
   if (n->fparam[0] > 0.0f) {
     *scale = n->fparam[0];
     *zp = n->iparam[zp_slot] & 0xff;
     return;
   }
-  batch_params(x, count, scale, zp);
+  const damo_node *from = n->in[0];
+  if (from->op == DAMO_OP_QDENSE && from->iparam[Q_RECORD_RANGE])
+    damo_quant_params(from->out_range[0], from->out_range[1], scale, zp);
+  else
+    batch_params(x, count, scale, zp);
 }
 
 size_t damo_q8_scratch_bytes(int64_t M, const damo_qweight *w) { return (size_t)damo_qrows_padded(M) * damo_qrow_bytes(w); }
@@ -130,8 +138,14 @@ static void quantized_product(const float *x, const uint8_t *x8, int64_t M, cons
     const int64_t whole = M / DAMO_QROWS_ALIGN * DAMO_QROWS_ALIGN;
     damo_gemm_q8(whole, x8, w, scale, zp, bias, out);
     if (whole == M) return;
-    const damo_q8_out rest = out_from_row(out, whole);
+    damo_q8_out rest = out_from_row(out, whole);
+    float rest_range[2];
+    if (out->range) rest.range = rest_range;
     quantized_product(NULL, x8 + whole * w->K, M - whole, w, scale, zp, bias, a, &rest);
+    if (out->range) { /* the two calls' ranges, merged */
+      out->range[0] = rest_range[0] < out->range[0] ? rest_range[0] : out->range[0];
+      out->range[1] = rest_range[1] > out->range[1] ? rest_range[1] : out->range[1];
+    }
     return;
   }
   if (x8) damo_stage_u8_rows(x8, M, w->K, zp, w->layout, a, w->Kp);
@@ -170,6 +184,8 @@ static damo_status qdense_infer(damo_node *n) {
   if (r && (gelu || n->fparam[1] > 0.0f || r->dtype != DAMO_F32 || r->ndim != n->ndim ||
             memcmp(r->shape, n->shape, (size_t)n->ndim * sizeof *n->shape)))
     return damo_shape_error(n, "adds a residual of its own f32 output's shape (no GELU, no uint8 output)", r, NULL);
+  if (n->iparam[Q_RECORD_RANGE] && n->fparam[1] > 0.0f)
+    return damo_error(DAMO_ERR_INVALID_ARG, "qdense '%s': an output range is recorded for an f32 output only", n->name);
   n->dtype = n->fparam[1] > 0.0f ? DAMO_U8 : DAMO_F32;
   const int64_t M = damo_node_count(x) / (w->K ? w->K : 1);
   n->aux_bytes = (size_t)damo_qrows_padded(M) * damo_qrow_bytes(w);
@@ -190,7 +206,8 @@ static damo_status qdense_forward(damo_graph *g, damo_node *n) {
   const damo_q8_out out = {.c = n->value, .ldc = w->N, .relu = act == DAMO_ACT_RELU, .out_inv_scale = out_inv_scale(n),
                            .out_zero_point = n->iparam[Q_OUT_ZERO_POINT],
                            .gelu = act == Q_ACT_GELU ? 1 : act == Q_ACT_GELU_TANH ? 2 : 0,
-                           .residual = residual_of(n) ? damo_f32(residual_of(n)) : NULL, .ldr = w->N};
+                           .residual = residual_of(n) ? damo_f32(residual_of(n)) : NULL, .ldr = w->N,
+                           .range = n->iparam[Q_RECORD_RANGE] ? n->out_range : NULL};
   quantized_product(x, chained ? (const uint8_t *)xn->value : NULL, M, w, scale, zp, b, n->aux, &out);
   return DAMO_OK;
 }
@@ -227,6 +244,7 @@ damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w, float x_sc
   n->fparam[1] = 0.0f; /* f32 output */
   n->iparam[Q_OUT_ZERO_POINT] = 0;
   n->iparam[Q_RESIDUAL] = 0;
+  n->iparam[Q_RECORD_RANGE] = 0;
   n->op_data = w;
   return qdense_infer(n);
 }
@@ -473,6 +491,11 @@ damo_status damo_int8_chain(damo_graph *g, int n_keep, damo_node *const *keep) {
   if (off && !strcmp(off, "0")) return DAMO_OK;
   for (int i = 0; i < g->n_nodes; i++) {
     damo_node *p = g->nodes[i];
+    damo_node *reader = p->op == DAMO_OP_QDENSE && !(p->fparam[1] > 0.0f) ? sole_reader(g, p, n_keep, keep) : NULL;
+    if (reader && reader->op == DAMO_OP_QDENSE && reader->in[0] == p && !(reader->fparam[0] > 0.0f)) {
+      p->iparam[Q_RECORD_RANGE] = 1; /* dynamic: the f32 hand-over stays, its range comes with it */
+      continue;
+    }
     if (!is_qlinear(p) || p->fparam[1] > 0.0f || residual_of(p)) continue;
     /* Walk the single readers through ops that carry uint8 unchanged (max pooling, reshapes;
      * dropout, the identity of inference, is stepped over where the walk goes on) to a

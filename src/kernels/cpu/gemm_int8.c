@@ -454,6 +454,41 @@ static void finish_tile(const damo_q8_out *o, const damo_qweight *w, int64_t ct,
   }
 }
 
+/* Widens [*lo, *hi] by an f32 tile just stored (rows x the tile's columns inside N), as
+ * qlinear.c's range pass would: a NaN is passed over (compared, it is never below or above). */
+__attribute__((target("avx512f"))) static void tile_range_avx512(const float *c, int64_t ldc, int rows, int64_t cols,
+                                                                 float *lo, float *hi) {
+  __m512 l = _mm512_set1_ps(*lo), h = _mm512_set1_ps(*hi);
+  for (int r = 0; r < rows; r++)
+    for (int64_t j = 0; j < cols; j += 16) {
+      const __mmask16 mask = cols - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cols - j)) - 1);
+      /* masked-off lanes read 0, inside the range already; min(v, l) keeps l where v is NaN */
+      const __m512 v = _mm512_maskz_loadu_ps(mask, c + r * ldc + j);
+      l = _mm512_min_ps(v, l);
+      h = _mm512_max_ps(v, h);
+    }
+  *lo = _mm512_reduce_min_ps(l);
+  *hi = _mm512_reduce_max_ps(h);
+}
+
+static void tile_range(const damo_q8_out *o, const damo_qweight *w, int64_t ct, int64_t row0, int rows,
+                       damo_simd_level level, float *lo, float *hi) {
+  const int64_t width = w->layout == DAMO_QLAYOUT_VNNI ? VNR : QNR, col = ct * width;
+  const int64_t cols = w->N - col < width ? w->N - col : width;
+  const float *c = (const float *)o->c + row0 * o->ldc + col - o->col_origin;
+  if (cols <= 0) return;
+  if (level >= DAMO_SIMD_AVX512) {
+    tile_range_avx512(c, o->ldc, rows, cols, lo, hi);
+    return;
+  }
+  for (int r = 0; r < rows; r++)
+    for (int64_t j = 0; j < cols; j++) {
+      const float v = c[r * o->ldc + j];
+      *lo = v < *lo ? v : *lo;
+      *hi = v > *hi ? v : *hi;
+    }
+}
+
 /* Threads for an M-row int8 product: as damo_gemm's, counting an int8 multiply-add as a
  * third of an f32 one (VNNI's four products per lane; the peaks measured here differ 3.5x).
  * A product of a few rows (a decoding step) is bound by streaming its weights from memory,
@@ -470,7 +505,8 @@ static void gemm_q8_amx(int64_t M, const uint8_t *a, const damo_qweight *w, floa
                         const float *bias, const damo_q8_out *o) {
   const int64_t row_tiles = (M + 15) / 16, col_tiles = w->panels / 2, tiles = row_tiles * col_tiles;
   const int threads = tiles < 8 ? 1 : q8_threads(M, w);
-#pragma omp parallel num_threads(threads)
+  float lo = 0.0f, hi = 0.0f;
+#pragma omp parallel num_threads(threads) reduction(min : lo) reduction(max : hi)
   {
     damo_amx_configure();
 #pragma omp for schedule(static)
@@ -481,9 +517,11 @@ static void gemm_q8_amx(int64_t M, const uint8_t *a, const damo_qweight *w, floa
       const tile_target to = tile_out(o, w, ct, rt * 16, scratch);
       tile_amx(a + (size_t)(rt * 16) * (size_t)w->Kp, w, ct, x_scale, zero_point, bias, &to.out, to.row0, rows);
       finish_tile(o, w, ct, rt * 16, rows, scratch);
+      if (o->range) tile_range(o, w, ct, rt * 16, rows, DAMO_SIMD_AVX512, &lo, &hi);
     }
     damo_amx_release();
   }
+  if (o->range) o->range[0] = lo, o->range[1] = hi;
 }
 
 void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale, int zero_point, const float *bias,
@@ -504,7 +542,8 @@ void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale
    * weights (256 KB for BERT's products) stay in L2. With column tiles outermost each column
    * tile streamed every activation row from L3 again (BERT's 8 MB feed-forward input, eight
    * times a product): W5's int8 pass took 10% longer. */
-#pragma omp parallel for num_threads(threads) schedule(static)
+  float lo = 0.0f, hi = 0.0f;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(min : lo) reduction(max : hi)
   for (int64_t t = 0; t < tiles; t++) {
     const int64_t rt = t / col_tiles, ct = t % col_tiles;
     const int rows = (int)(M - rt * mr < mr ? M - rt * mr : mr);
@@ -518,7 +557,9 @@ void damo_gemm_q8(int64_t M, const void *a, const damo_qweight *w, float x_scale
     else
       tile_scalar(ap, w, ct, x_scale, zero_point, bias, &to.out, to.row0, rows);
     finish_tile(o, w, ct, rt * mr, rows, scratch);
+    if (o->range) tile_range(o, w, ct, rt * mr, rows, level, &lo, &hi);
   }
+  if (o->range) o->range[0] = lo, o->range[1] = hi;
 }
 
 int damo_gemm_q8_gather_available(const damo_qweight *w) {
@@ -532,7 +573,8 @@ int damo_gemm_q8_gather(int64_t M, const uint8_t *base, const int64_t *row_off, 
   if (!damo_gemm_q8_gather_available(w)) return 0;
   const int64_t row_tiles = (M + VMR - 1) / VMR, col_tiles = w->panels / 2, tiles = row_tiles * col_tiles;
   const int threads = tiles < 8 ? 1 : q8_threads(M, w);
-#pragma omp parallel for num_threads(threads) schedule(static)
+  float lo = 0.0f, hi = 0.0f;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(min : lo) reduction(max : hi)
   for (int64_t t = 0; t < tiles; t++) {
     const int64_t ct = t / row_tiles, rt = t % row_tiles;
     const int valid = (int)(M - rt * VMR < VMR ? M - rt * VMR : VMR);
@@ -542,6 +584,8 @@ int damo_gemm_q8_gather(int64_t M, const uint8_t *base, const int64_t *row_off, 
     const tile_target to = tile_out(o, w, ct, rt * VMR, scratch);
     tile_vnni_gather(rows, k_off, w, ct, x_scale, zero_point, bias, &to.out, to.row0, valid);
     finish_tile(o, w, ct, rt * VMR, valid, scratch);
+    if (o->range) tile_range(o, w, ct, rt * VMR, valid, DAMO_SIMD_AVX512, &lo, &hi);
   }
+  if (o->range) o->range[0] = lo, o->range[1] = hi;
   return 1;
 }
