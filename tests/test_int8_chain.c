@@ -3,6 +3,7 @@
  * place where the rows are the kernel's own) and the dynamic hand-over, whose reader
  * quantises with the range its producer recorded. Each is compared bit for bit with the
  * unlinked graph's f32 hand-overs. Split from test_quantize.c. */
+#include "graph/graph.h" /* the nodes' order, after the rewrite */
 #include "harness.h"
 #include "ops/ops.h"
 
@@ -218,9 +219,67 @@ static void test_dynamic_range_hand_over(void) {
   damo_tensor_free(rt), damo_tensor_free(bt1), damo_tensor_free(bt2);
 }
 
+/* Three qdense reading one input (BERT's query, key and value) quantise it once: damo_int8_chain
+ * gives them one quantize_u8, placed right after the input, dynamic or with their common
+ * calibrated scale; readers with different scales keep their own. 101 rows: VNNI readers
+ * multiply its rows in place, then stage the 5 past the last 48-row group. The sum of the
+ * three outputs equals the unshared graph's bit for bit. */
+static void test_shared_input_quantisation(void) {
+  enum { M = 101, K = 64, N = 24 };
+  float x[M * K];
+  for (int i = 0; i < M * K; i++) x[i] = uniform(-1, 2);
+  const int64_t xshape[2] = {M, K};
+  for (int l = DAMO_QLAYOUT_S16; l <= DAMO_QLAYOUT_VNNI; l++)
+    for (int form = 0; form < 3; form++) { /* dynamic, static with one scale, static with two */
+      damo_qweight *w[3];
+      for (int i = 0; i < 3; i++) {
+        int8_t q[K * N];
+        float scale[N];
+        for (int j = 0; j < K * N; j++) q[j] = (int8_t)((int)(next_u32() % 255) - 127);
+        for (int j = 0; j < N; j++) scale[j] = uniform(0.002f, 0.02f);
+        w[i] = damo_qweight_pack(q, K, N, scale, (damo_qlayout)l);
+      }
+      float s0, s1;
+      int z0, z1;
+      damo_quant_params(-1, 2, &s0, &z0);
+      damo_quant_params(-1.5f, 2, &s1, &z1);
+      float *out[2] = {NULL, NULL};
+      int shared = 0;
+      for (int link = 0; link <= 1; link++) {
+        damo_graph *g = damo_graph_new(1);
+        damo_node *in = damo_input(g, "x", DAMO_F32, 2, xshape), *y[3];
+        for (int i = 0; i < 3; i++) {
+          const int other = form == 2 && i == 2;
+          y[i] = damo_qdense_op(g, in, w[i], NULL, DAMO_ACT_NONE, form ? (other ? s1 : s0) : 0, other ? z1 : z0);
+        }
+        damo_node *sum = damo_add(g, damo_add(g, y[0], y[1]), y[2]);
+        if (link) CHECK_MSG(damo_int8_chain(g, 1, &sum) == DAMO_OK, "%s", damo_last_error());
+        for (int i = 0; link && i < g->n_nodes; i++) {
+          const damo_node *n = g->nodes[i];
+          if (n->op != DAMO_OP_QUANTIZE_U8) continue;
+          shared++;
+          CHECK(n->in[0] == in && i == in->id + 1 && n->id == i); /* right after its input */
+          for (int k = 0; k < 3; k++) CHECK(y[k]->in[0] == n && y[k]->id > n->id);
+        }
+        out[link] = forward_once(g, in, sum, x);
+        CHECK_MSG(out[link], "%s", damo_last_error());
+        damo_graph_free(g);
+      }
+      CHECK_MSG(shared == (form < 2), "layout %d form %d: %d quantize_u8 nodes", l, form, shared);
+      CHECK_MSG(out[0] && out[1] && !memcmp(out[0], out[1], sizeof(float) * M * N),
+                "layout %d form %d: the shared quantisation's output differs", l, form);
+      int moved = 0;
+      for (int i = 1; out[0] && i < M * N; i++) moved += out[0][i] != out[0][0];
+      CHECK(moved > 0);
+      free(out[0]), free(out[1]);
+      for (int i = 0; i < 3; i++) damo_qweight_free(w[i]);
+    }
+}
+
 int main(void) {
   RUN(test_int8_chain);
   RUN(test_chain_in_place);
   RUN(test_dynamic_range_hand_over);
+  RUN(test_shared_input_quantisation);
   return test_summary("int8_chain");
 }

@@ -111,6 +111,16 @@ damo_node *damo_graph_add_node(damo_graph *g, damo_op op, int n_in, damo_node *c
   return damo_graph_add_node_data(g, op, n_in, in, iparam, n_iparam, fparam, n_fparam, NULL);
 }
 
+void damo_graph_move_after(damo_graph *g, damo_node *n, const damo_node *after) {
+  if (!g || g->compiled || !n || !after || n->id <= after->id + 1 || g->nodes[n->id] != n) return;
+  for (int i = n->id; i > after->id + 1; i--) {
+    g->nodes[i] = g->nodes[i - 1];
+    g->nodes[i]->id = i;
+  }
+  g->nodes[after->id + 1] = n;
+  n->id = after->id + 1;
+}
+
 damo_node *damo_graph_add_node_data(damo_graph *g, damo_op op, int n_in, damo_node *const *in, const int *iparam,
                                     int n_iparam, const float *fparam, int n_fparam, const void *op_data) {
   if (!g) return NULL;

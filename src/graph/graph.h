@@ -60,6 +60,7 @@ typedef enum damo_op {
   DAMO_OP_SOFT_CE,
   DAMO_OP_SPDENSE,
   DAMO_OP_SPCONV2D,
+  DAMO_OP_QUANTIZE_U8,
   DAMO_OP_COUNT
 } damo_op;
 
@@ -192,6 +193,10 @@ damo_node *damo_graph_add_node(damo_graph *g, damo_op op, int n_in, damo_node *c
 /* The same with op_data set before shape inference. */
 damo_node *damo_graph_add_node_data(damo_graph *g, damo_op op, int n_in, damo_node *const *in, const int *iparam,
                                     int n_iparam, const float *fparam, int n_fparam, const void *op_data);
+/* Moves n, built after `after`, to run right after it (before compile: a rewrite that adds a
+ * node for readers built earlier than itself; creation order is the execution order). The
+ * nodes between move one place later and every id stays its index. */
+void damo_graph_move_after(damo_graph *g, damo_node *n, const damo_node *after);
 /* Records a shape error for a builder with both shapes spelled out; returns DAMO_ERR_SHAPE. */
 damo_status damo_shape_error(const damo_node *n, const char *what, const damo_node *a, const damo_node *b);
 

@@ -24,6 +24,7 @@ extern const damo_op_def damo_op_def_sequence_mask, damo_op_def_concat, damo_op_
 extern const damo_op_def damo_op_def_layer_norm, damo_op_def_gelu, damo_op_def_attention;
 extern const damo_op_def damo_op_def_slice_last, damo_op_def_linear_ce;
 extern const damo_op_def damo_op_def_qdense, damo_op_def_qconv2d, damo_op_def_spdense, damo_op_def_spconv2d;
+extern const damo_op_def damo_op_def_quantize_u8;
 
 /* int8 inference ops (qlinear.c) over a layer's packed weights w (kept alive by the layer):
  * the input quantised to affine uint8 with x_scale and zero_point, or per batch from its
@@ -77,8 +78,10 @@ damo_node *damo_recurrent_int8_op(damo_graph *g, int gru, damo_node *x, damo_nod
  * too) and the ops between carry it; outputs in keep stay f32. A qdense read only by a
  * dynamic one (directly) keeps its f32 output and records its range in the epilogue, which
  * the reader quantises with instead of reading its input once more for it (the same scale
- * and zero point). DAMO_INT8_CHAIN=0 in the environment leaves every hand-over f32 and
- * every dynamic range to its reader (the same values, to compare).
+ * and zero point). An input several qdense read (all dynamic, or all with one calibrated
+ * scale and zero point) is quantised once for them by a quantize_u8 node added after it.
+ * DAMO_INT8_CHAIN=0 in the environment leaves every hand-over f32 and every quantisation
+ * to its reader (the same values, to compare).
  * Call before damo_graph_compile, on graphs that never run backward. */
 damo_status damo_int8_chain(damo_graph *g, int n_keep, damo_node *const *keep);
 /* x (N, H, W, C) channels-last; w packs the (KH, KW, C, F) kernel as (KH*KW*C, F). */

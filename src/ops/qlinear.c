@@ -48,8 +48,8 @@ static damo_status check_common(damo_node *n, int64_t K, const char *what) {
   const damo_qweight *w = qweight_of(n);
   const damo_node *x = n->in[0], *b = bias_of(n);
   if (!w) return damo_error(DAMO_ERR_INVALID_ARG, "%s: no int8 weights", what);
-  if (x->dtype != DAMO_F32 && !(x->dtype == DAMO_U8 && n->fparam[0] > 0.0f))
-    return damo_shape_error(n, "needs an f32 input (or the uint8 of a calibrated chain)", x, NULL);
+  if (x->dtype != DAMO_F32 && !(x->dtype == DAMO_U8 && (n->fparam[0] > 0.0f || x->op == DAMO_OP_QUANTIZE_U8)))
+    return damo_shape_error(n, "needs an f32 input (or the uint8 of a calibrated chain or a quantize_u8)", x, NULL);
   if (K != w->K) {
     char s[96];
     return damo_error(DAMO_ERR_SHAPE, "%s: the input %s ('%s') gives %lld values per product, the int8 kernel has %lld",
@@ -82,9 +82,9 @@ DAMO_MULTIVERSION static void range_of(const float *x, int64_t n, float *lo, flo
   *lo = a, *hi = b;
 }
 
-/* The quantisation of a batch from its own range (dynamic), over chunks on every thread (a
- * BERT layer's input is 2M values a batch). */
-static void batch_params(const float *x, int64_t count, float *scale, int *zp) {
+/* The range of a batch (dynamic quantisation), over chunks on every thread (a BERT layer's
+ * input is 2M values a batch). */
+static void batch_range(const float *x, int64_t count, float *lo_out, float *hi_out) {
   float lo = 0.0f, hi = 0.0f;
   const int64_t chunks = (count + DAMO_CHUNK - 1) / DAMO_CHUNK;
 #pragma omp parallel for reduction(min : lo) reduction(max : hi) if (count > DAMO_PARALLEL_MIN) \
@@ -97,11 +97,17 @@ static void batch_params(const float *x, int64_t count, float *scale, int *zp) {
     lo = a < lo ? a : lo;
     hi = b > hi ? b : hi;
   }
+  *lo_out = lo, *hi_out = hi;
+}
+
+static void batch_params(const float *x, int64_t count, float *scale, int *zp) {
+  float lo, hi;
+  batch_range(x, count, &lo, &hi);
   damo_quant_params(lo, hi, scale, zp);
 }
 
 /* The activation's quantisation: the calibrated one, or the batch's own (from the range its
- * producer recorded, where it did). */
+ * producer recorded, or a shared quantize_u8 found, where one did). */
 static void input_params(const damo_node *n, const float *x, int64_t count, int zp_slot, float *scale, int *zp) {
   if (n->fparam[0] > 0.0f) {
     *scale = n->fparam[0];
@@ -109,7 +115,7 @@ static void input_params(const damo_node *n, const float *x, int64_t count, int 
     return;
   }
   const damo_node *from = n->in[0];
-  if (from->op == DAMO_OP_QDENSE && from->iparam[Q_RECORD_RANGE])
+  if ((from->op == DAMO_OP_QDENSE && from->iparam[Q_RECORD_RANGE]) || from->op == DAMO_OP_QUANTIZE_U8)
     damo_quant_params(from->out_range[0], from->out_range[1], scale, zp);
   else
     batch_params(x, count, scale, zp);
@@ -482,6 +488,68 @@ damo_node *damo_qconv2d_op(damo_graph *g, damo_node *x, const damo_qweight *w, i
   return damo_graph_add_node_data(g, DAMO_OP_QCONV2D, bias ? 2 : 1, in, p, 8, f, 2, w);
 }
 
+/* ------------------------------------------------------------------ shared input quantisation */
+
+/* quantize_u8: x (f32, rows of K, its last axis) as the affine uint8 its int8 readers take,
+ * with fparam[0] and iparam[0] (static) or, fparam[0] 0, the batch's own range (dynamic),
+ * which it leaves in out_range for the readers. Several qdense reading one input (BERT's
+ * query, key and value) then quantise it once (damo_int8_chain), and VNNI readers multiply
+ * its rows where they lie. Inference only. */
+static damo_status quantize_u8_infer(damo_node *n) {
+  const damo_node *x = n->in[0];
+  if (x->dtype != DAMO_F32 || x->ndim < 1) return damo_shape_error(n, "needs an f32 input (..., K)", x, NULL);
+  if (n->fparam[0] < 0.0f || !isfinite(n->fparam[0]) || n->iparam[0] < 0 || n->iparam[0] > 255)
+    return damo_error(DAMO_ERR_INVALID_ARG, "quantize_u8 '%s': scale %g and zero point %d (a scale > 0 and 0..255, or "
+                      "0 for the batch's range)", n->name, (double)n->fparam[0], n->iparam[0]);
+  n->ndim = x->ndim;
+  memcpy(n->shape, x->shape, sizeof n->shape);
+  n->dtype = DAMO_U8;
+  return DAMO_OK;
+}
+
+static damo_status quantize_u8_forward(damo_graph *g, damo_node *n) {
+  (void)g;
+  const damo_node *xn = n->in[0];
+  const int64_t K = xn->shape[xn->ndim - 1], count = damo_node_count(xn);
+  float scale = n->fparam[0];
+  int zp = n->iparam[0];
+  if (!(scale > 0.0f)) {
+    batch_range(damo_f32(xn), count, &n->out_range[0], &n->out_range[1]);
+    damo_quant_params(n->out_range[0], n->out_range[1], &scale, &zp);
+  }
+  if (K > 0) damo_quantize_rows(damo_f32(xn), count / K, K, K, scale, zp, DAMO_QLAYOUT_VNNI, n->value, K);
+  return DAMO_OK;
+}
+
+const damo_op_def damo_op_def_quantize_u8 = {"quantize_u8", 1, quantize_u8_infer, quantize_u8_forward, NULL, 0};
+
+/* Gives the qdense nodes that read x (as their input, two or more, all dynamic or all with one
+ * calibrated scale and zero point) one quantize_u8 of x to read instead, placed right after
+ * x. 1 when it did, 0 when the pattern does not hold, -1 on failure (graph error set). */
+static int share_input_quantisation(damo_graph *g, damo_node *x) {
+  damo_node *readers[16]; /* more readers than this quantise x themselves */
+  int n = 0;
+  for (int i = 0; i < g->n_nodes && n < (int)(sizeof readers / sizeof *readers); i++) {
+    damo_node *r = g->nodes[i];
+    if (r->op != DAMO_OP_QDENSE || r->n_in < 1 || r->in[0] != x) continue;
+    if (n && (r->fparam[0] != readers[0]->fparam[0] ||
+              (r->fparam[0] > 0.0f && (r->iparam[Q_ZERO_POINT] & 0xff) != (readers[0]->iparam[Q_ZERO_POINT] & 0xff))))
+      return 0; /* scales that differ (or dynamic beside static): each quantises its own */
+    readers[n++] = r;
+  }
+  if (n < 2 || x->dtype != DAMO_F32) return 0;
+  const int zp = readers[0]->fparam[0] > 0.0f ? readers[0]->iparam[Q_ZERO_POINT] & 0xff : 0;
+  damo_node *q = damo_graph_add_node(g, DAMO_OP_QUANTIZE_U8, 1, &x, &zp, 1, &readers[0]->fparam[0], 1);
+  if (!q) return -1;
+  snprintf(q->name, sizeof q->name, "%.*s.u8", (int)sizeof q->name - 4, x->name);
+  damo_graph_move_after(g, q, x);
+  for (int i = 0; i < n; i++) {
+    readers[i]->in[0] = q;
+    if (qdense_infer(readers[i]) != DAMO_OK) return -1;
+  }
+  return 1;
+}
+
 /* ------------------------------------------------------------------ int8 chains */
 
 static int is_qlinear(const damo_node *n) { return n->op == DAMO_OP_QDENSE || n->op == DAMO_OP_QCONV2D; }
@@ -525,6 +593,14 @@ damo_status damo_int8_chain(damo_graph *g, int n_keep, damo_node *const *keep) {
       if (st != DAMO_OK) return damo_error_prefix(st, "int8 chain from '%s': ", p->name);
       break;
     }
+  }
+  /* an input several int8 products read is quantised once for all (the loop's end is read
+   * each time round: nodes added go after their input, and are not themselves shared) */
+  for (int i = 0; i < g->n_nodes; i++) {
+    damo_node *x = g->nodes[i];
+    if (x->op == DAMO_OP_QUANTIZE_U8) continue;
+    if (share_input_quantisation(g, x) < 0) return damo_error_prefix(damo_graph_status(g), "int8 graph: sharing the "
+                                                                       "quantisation of '%s': ", x->name);
   }
   return DAMO_OK;
 }

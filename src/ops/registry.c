@@ -38,6 +38,7 @@ const damo_op_def *const damo_op_table[DAMO_OP_COUNT] = {
     [DAMO_OP_CONV2D] = &damo_op_def_conv2d,
     [DAMO_OP_QDENSE] = &damo_op_def_qdense,
     [DAMO_OP_QCONV2D] = &damo_op_def_qconv2d,
+    [DAMO_OP_QUANTIZE_U8] = &damo_op_def_quantize_u8,
     [DAMO_OP_SPDENSE] = &damo_op_def_spdense,
     [DAMO_OP_SPCONV2D] = &damo_op_def_spconv2d,
     [DAMO_OP_MAX_POOL2D] = &damo_op_def_max_pool2d,
@@ -53,4 +54,4 @@ const damo_op_def *const damo_op_table[DAMO_OP_COUNT] = {
     [DAMO_OP_SLICE_LAST] = &damo_op_def_slice_last,
     [DAMO_OP_LINEAR_CE] = &damo_op_def_linear_ce,
 };
-_Static_assert(DAMO_OP_COUNT == 46, "a new op needs an entry in damo_op_table");
+_Static_assert(DAMO_OP_COUNT == 47, "a new op needs an entry in damo_op_table");
