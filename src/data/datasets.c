@@ -166,9 +166,9 @@ damo_status damo_dataset_load(const char *name, const char *split, damo_tensor *
     int have_lbl = find_file(dirs[d], name, sp->labels, lbl, sizeof lbl);
     if (have_img && have_lbl) return load_split(ds, sp, img, lbl, x, y);
     char where[1100];
-    snprintf(where, sizeof where, "%s%s/%s/%s", d ? " and " : "", dirs[d], name,
-             have_img ? " (labels missing)" : have_lbl ? " (images missing)" : "");
-    append(tried, sizeof tried, where);
+    const int len = snprintf(where, sizeof where, "%s%s/%s/%s", d ? " and " : "", dirs[d], name,
+                             have_img ? " (labels missing)" : have_lbl ? " (images missing)" : "");
+    if (len > 0) append(tried, sizeof tried, where); /* a path too long for the message is cut */
   }
   return damo_error(DAMO_ERR_NOT_FOUND, "data set %s (%s split) not found: looked for %s[.gz] and %s[.gz] in %s. To "
                     "install: %s", name, split, sp->images, sp->labels, tried, ds->install_hint);
