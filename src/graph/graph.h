@@ -96,8 +96,9 @@ struct damo_node {
   const void *op_data; /* constant data an op reads, owned by its builder's caller (int8 ops:
                         * the layer's packed weights), or NULL */
   float *capture; /* caller buffer an op's forward also fills, or NULL (attention probabilities) */
-  float out_range[2]; /* a qdense's f32 output range [lo, hi] (0 inside), left by its forward
-                         for the dynamic int8 layer reading it (damo_int8_chain) */
+  float out_range[2]; /* [lo, hi] (0 inside) of the f32 values behind a dynamic int8 hand-over,
+                         left by the forward for the readers (damo_int8_chain): a qdense's own
+                         output, a quantize_u8's input */
   uint64_t seed;  /* the random seed of the last training forward (dropout), reused when recomputed */
   int segment;    /* recomputed segment (damo_graph_recompute_begin), 0: none */
 
