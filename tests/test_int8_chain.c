@@ -2,7 +2,8 @@
  * uint8 chains of calibrated layers (through max pooling, reshapes and dropout; multiplied in
  * place where the rows are the kernel's own) and the dynamic hand-over, whose reader
  * quantises with the range its producer recorded. Each is compared bit for bit with the
- * unlinked graph's f32 hand-overs. Split from test_quantize.c. */
+ * unlinked graph's f32 hand-overs; a layer norm's recorded range too. Split from
+ * test_quantize.c. */
 #include "graph/graph.h" /* the nodes' order, after the rewrite */
 #include "harness.h"
 #include "ops/ops.h"
@@ -18,6 +19,17 @@ static uint32_t next_u32(void) {
   return (uint32_t)(lcg >> 33);
 }
 static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(next_u32() % 100000) / 100000.0f; }
+
+/* Random int8 weights (K x N), scales in [0.002, 0.02), packed in the layout. */
+static damo_qweight *random_qweight(int64_t K, int64_t N, damo_qlayout layout) {
+  int8_t *q = malloc((size_t)(K * N));
+  float *scale = malloc((size_t)N * sizeof *scale);
+  for (int64_t j = 0; j < K * N; j++) q[j] = (int8_t)((int)(next_u32() % 255) - 127);
+  for (int64_t j = 0; j < N; j++) scale[j] = uniform(0.002f, 0.02f);
+  damo_qweight *w = damo_qweight_pack(q, K, N, scale, layout);
+  free(q), free(scale);
+  return w;
+}
 
 /* The output of a one-input graph on x (malloc'd), or NULL when it does not compile or run. */
 static float *forward_once(damo_graph *g, damo_node *in, damo_node *out, const float *x) {
@@ -171,16 +183,7 @@ static void test_dynamic_range_hand_over(void) {
     for (int l = DAMO_QLAYOUT_S16; l <= DAMO_QLAYOUT_VNNI; l++)
       for (int level = DAMO_SIMD_SCALAR; level <= (int)dispatched; level++) {
         damo_simd_level_force((damo_simd_level)level);
-        damo_qweight *w[2];
-        const int64_t K[2] = {K0, K1}, Nout[2] = {K1, N};
-        for (int i = 0; i < 2; i++) {
-          int8_t *q = malloc((size_t)(K[i] * Nout[i]));
-          float *scale = malloc((size_t)Nout[i] * sizeof *scale);
-          for (int64_t j = 0; j < K[i] * Nout[i]; j++) q[j] = (int8_t)((int)(next_u32() % 255) - 127);
-          for (int64_t n = 0; n < Nout[i]; n++) scale[n] = uniform(0.002f, 0.02f);
-          w[i] = damo_qweight_pack(q, K[i], Nout[i], scale, (damo_qlayout)l);
-          free(q), free(scale);
-        }
+        damo_qweight *w[2] = {random_qweight(K0, K1, (damo_qlayout)l), random_qweight(K1, N, (damo_qlayout)l)};
         float *out[2] = {NULL, NULL}, range[2] = {0, 0}, *hidden = NULL;
         for (int link = 0; link <= 2; link++) { /* 2: the first product's output alone */
           damo_graph *g = damo_graph_new(1);
@@ -232,13 +235,7 @@ static void test_shared_input_quantisation(void) {
   for (int l = DAMO_QLAYOUT_S16; l <= DAMO_QLAYOUT_VNNI; l++)
     for (int form = 0; form < 3; form++) { /* dynamic, static with one scale, static with two */
       damo_qweight *w[3];
-      for (int i = 0; i < 3; i++) {
-        int8_t q[K * N];
-        float scale[N];
-        for (int j = 0; j < K * N; j++) q[j] = (int8_t)((int)(next_u32() % 255) - 127);
-        for (int j = 0; j < N; j++) scale[j] = uniform(0.002f, 0.02f);
-        w[i] = damo_qweight_pack(q, K, N, scale, (damo_qlayout)l);
-      }
+      for (int i = 0; i < 3; i++) w[i] = random_qweight(K, N, (damo_qlayout)l);
       float s0, s1;
       int z0, z1;
       damo_quant_params(-1, 2, &s0, &z0);
@@ -276,10 +273,51 @@ static void test_shared_input_quantisation(void) {
     }
 }
 
+/* A layer norm read by dynamic int8 products records its output's range row by row (one
+ * reader, or two through their shared quantize_u8), and they quantise with it: the same
+ * output bit for bit as the unlinked graph, and the recorded range is the norm's output's. */
+static void test_layer_norm_range(void) {
+  enum { M = 77, K = 64, N = 16 };
+  float x[M * K], gamma[K], beta[K];
+  for (int i = 0; i < M * K; i++) x[i] = uniform(-2, 3);
+  x[40 * K + 7] = 60.0f; /* one spike: row 40's normalised value there is the output's maximum */
+  for (int i = 0; i < K; i++) gamma[i] = uniform(0.5f, 1.5f), beta[i] = uniform(-0.2f, 0.2f);
+  const int64_t xshape[2] = {M, K}, kshape[1] = {K};
+  damo_tensor *gt = damo_tensor_wrap(DAMO_F32, 1, kshape, gamma), *bt = damo_tensor_wrap(DAMO_F32, 1, kshape, beta);
+  damo_qweight *w[2] = {random_qweight(K, N, DAMO_QLAYOUT_VNNI), random_qweight(K, N, DAMO_QLAYOUT_VNNI)};
+  for (int readers = 1; readers <= 2; readers++) {
+    float *out[3] = {NULL, NULL, NULL}, range[2] = {0, 0};
+    int recorded = 0;
+    for (int link = 0; link <= 2; link++) { /* 2: the norm's output alone */
+      damo_graph *g = damo_graph_new(1);
+      damo_node *in = damo_input(g, "x", DAMO_F32, 2, xshape);
+      damo_node *ln = damo_layer_norm(g, in, damo_param(g, "gamma", gt, NULL), damo_param(g, "beta", bt, NULL), 1e-5f);
+      damo_node *y = damo_qdense_op(g, ln, w[0], NULL, DAMO_ACT_NONE, 0, 0);
+      if (readers == 2) y = damo_add(g, y, damo_qdense_op(g, ln, w[1], NULL, DAMO_ACT_NONE, 0, 0));
+      if (link == 1) CHECK_MSG(damo_int8_chain(g, 1, &y) == DAMO_OK, "%s", damo_last_error());
+      out[link] = forward_once(g, in, link == 2 ? ln : y, x);
+      CHECK_MSG(out[link], "%s", damo_last_error());
+      if (link == 1) recorded = ln->records_range, range[0] = ln->out_range[0], range[1] = ln->out_range[1];
+      damo_graph_free(g);
+    }
+    CHECK_MSG(out[0] && out[1] && !memcmp(out[0], out[1], sizeof(float) * M * N),
+              "%d reader(s): the output with the norm's recorded range differs", readers);
+    float lo = 0, hi = 0;
+    for (int i = 0; out[2] && i < M * K; i++) lo = out[2][i] < lo ? out[2][i] : lo, hi = out[2][i] > hi ? out[2][i] : hi;
+    CHECK_MSG(recorded && range[0] == lo && range[1] == hi && lo < 0 && hi > 0,
+              "%d reader(s): recorded %d, range [%g, %g], the norm's output [%g, %g]", readers, recorded,
+              (double)range[0], (double)range[1], (double)lo, (double)hi);
+    free(out[0]), free(out[1]), free(out[2]);
+  }
+  damo_qweight_free(w[0]), damo_qweight_free(w[1]);
+  damo_tensor_free(gt), damo_tensor_free(bt);
+}
+
 int main(void) {
   RUN(test_int8_chain);
   RUN(test_chain_in_place);
   RUN(test_dynamic_range_hand_over);
   RUN(test_shared_input_quantisation);
+  RUN(test_layer_norm_range);
   return test_summary("int8_chain");
 }

@@ -97,8 +97,8 @@ struct damo_node {
                         * the layer's packed weights), or NULL */
   float *capture; /* caller buffer an op's forward also fills, or NULL (attention probabilities) */
   float out_range[2]; /* [lo, hi] (0 inside) of the f32 values behind a dynamic int8 hand-over,
-                         left by the forward for the readers (damo_int8_chain): a qdense's own
-                         output, a quantize_u8's input */
+                         left by the forward for the readers: the node's own output where it
+                         records_range, a quantize_u8's input */
   uint64_t seed;  /* the random seed of the last training forward (dropout), reused when recomputed */
   int segment;    /* recomputed segment (damo_graph_recompute_begin), 0: none */
 
@@ -111,6 +111,8 @@ struct damo_node {
                                   computed again in backward (planned at compile) */
   unsigned char inference_only; /* no gradient flows through it (an int8 LSTM or GRU; ops with no
                                    backward kernel at all are inference-only as a whole) */
+  unsigned char records_range;  /* its forward also leaves its output's range in out_range, for
+                                   dynamic int8 readers (a qdense, a layer norm: damo_int8_chain) */
 };
 
 /* One op's kernels on one backend. forward computes n->value from the inputs and fails only

@@ -135,6 +135,9 @@ damo_status damo_quantize_options_resolve(damo_quantize_options *o, const char *
  * K to ldo are 0, whose weights are 0. For a product: layout and ldo of w (damo_qrow_bytes). */
 void damo_quantize_rows(const float *x, int64_t rows, int64_t K, int64_t ldx, float scale, int zero_point,
                         damo_qlayout layout, void *out, int64_t ldo);
+/* [*lo, *hi]: the least and greatest of x[0, n), widened to hold 0; a NaN is passed over.
+ * What a dynamic int8 input's scale and zero point are made from (damo_quant_params). */
+void damo_range_f32(const float *x, int64_t n, float *lo, float *hi);
 /* Rows of uint8 q (K apart: a chained layer's input, see damo_q8_out) in the layout's form,
  * as damo_quantize_rows would have left them. */
 void damo_stage_u8_rows(const uint8_t *q, int64_t rows, int64_t K, int zero_point, damo_qlayout layout, void *out,

@@ -77,7 +77,10 @@ static damo_status ln_forward(damo_graph *g, damo_node *n) {
   const float *x = damo_f32(xn), *gamma = damo_f32(n->in[1]), *beta = damo_f32(n->in[2]);
   float *y = damo_f32(n), eps = n->fparam[0];
   ln_scratch s = scratch_of(n, R, C);
-#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(R * C, DAMO_NS_MAP))
+  const int record = n->records_range;
+  float lo = 0.0f, hi = 0.0f;
+#pragma omp parallel for schedule(static) num_threads(damo_loop_threads(R * C, DAMO_NS_MAP)) reduction(min : lo) \
+    reduction(max : hi)
   for (int64_t r = 0; r < R; r++) {
     const float *xr = x + r * C;
     double mean, sumsq;
@@ -87,7 +90,14 @@ static damo_status ln_forward(damo_graph *g, damo_node *n) {
     s.rstd[r] = rstd;
     float *yr = y + r * C;
     for (int64_t c = 0; c < C; c++) yr[c] = gamma[c] * ((xr[c] - m) * rstd) + beta[c];
+    if (record) { /* the row's range while it is in cache, for a dynamic int8 reader */
+      float a, b;
+      damo_range_f32(yr, C, &a, &b);
+      lo = a < lo ? a : lo;
+      hi = b > hi ? b : hi;
+    }
   }
+  if (record) n->out_range[0] = lo, n->out_range[1] = hi;
   return DAMO_OK;
 }
 

@@ -20,10 +20,7 @@
 
 /* qdense iparam (Q_RESIDUAL 1: the last input is a residual added to the f32 output,
  * damo_qdense_absorb_add); fparam: the input's scale (0: per batch), the output's (0: f32) */
-enum { Q_ACT = 0, Q_ZERO_POINT = 1, Q_OUT_ZERO_POINT = 2, Q_RESIDUAL = 3, Q_RECORD_RANGE = 4 };
-/* Q_RECORD_RANGE 1: the f32 output's range goes to the node's out_range, taken in the
- * epilogue, for the dynamic qdense that reads it (damo_int8_chain), which then skips its own
- * pass over the input for the range: BERT's feed-forward output product reads 32 MB a layer. */
+enum { Q_ACT = 0, Q_ZERO_POINT = 1, Q_OUT_ZERO_POINT = 2, Q_RESIDUAL = 3 };
 /* A qdense's Q_ACT past damo_activation's values: a GELU folded in (damo_qdense_absorb_gelu),
  * exact or tanh form, applied in the product's epilogue to an f32 output. */
 enum { Q_ACT_GELU = 64, Q_ACT_GELU_TANH = 65 };
@@ -60,28 +57,6 @@ static damo_status check_common(damo_node *n, int64_t K, const char *what) {
   return DAMO_OK;
 }
 
-/* The range of x[0, n) widened to hold 0, in 16 running lanes (a vector each; one running
- * min and max would be a chain of dependent scalar compares). Written with GCC's vector types
- * and a bitwise select: GCC turned the same loop over float arrays into scalar minss/maxss. */
-typedef float range_f32x16 __attribute__((vector_size(64)));
-typedef int32_t range_i32x16 __attribute__((vector_size(64)));
-
-DAMO_MULTIVERSION static void range_of(const float *x, int64_t n, float *lo, float *hi) {
-  range_f32x16 l = {0}, h = {0};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    range_f32x16 v;
-    memcpy(&v, x + i, sizeof v);
-    const range_i32x16 below = v < l, above = v > h;
-    l = (range_f32x16)(((range_i32x16)v & below) | ((range_i32x16)l & ~below));
-    h = (range_f32x16)(((range_i32x16)v & above) | ((range_i32x16)h & ~above));
-  }
-  float a = 0.0f, b = 0.0f;
-  for (; i < n; i++) a = x[i] < a ? x[i] : a, b = x[i] > b ? x[i] : b;
-  for (int k = 0; k < 16; k++) a = l[k] < a ? l[k] : a, b = h[k] > b ? h[k] : b;
-  *lo = a, *hi = b;
-}
-
 /* The range of a batch (dynamic quantisation), over chunks on every thread (a BERT layer's
  * input is 2M values a batch). */
 static void batch_range(const float *x, int64_t count, float *lo_out, float *hi_out) {
@@ -93,7 +68,7 @@ static void batch_range(const float *x, int64_t count, float *lo_out, float *hi_
     int64_t len;
     const int64_t first = damo_chunk(count, c, &len);
     float a, b;
-    range_of(x + first, len, &a, &b);
+    damo_range_f32(x + first, len, &a, &b);
     lo = a < lo ? a : lo;
     hi = b > hi ? b : hi;
   }
@@ -115,7 +90,7 @@ static void input_params(const damo_node *n, const float *x, int64_t count, int 
     return;
   }
   const damo_node *from = n->in[0];
-  if ((from->op == DAMO_OP_QDENSE && from->iparam[Q_RECORD_RANGE]) || from->op == DAMO_OP_QUANTIZE_U8)
+  if (from->records_range || from->op == DAMO_OP_QUANTIZE_U8)
     damo_quant_params(from->out_range[0], from->out_range[1], scale, zp);
   else
     batch_params(x, count, scale, zp);
@@ -190,7 +165,7 @@ static damo_status qdense_infer(damo_node *n) {
   if (r && (gelu || n->fparam[1] > 0.0f || r->dtype != DAMO_F32 || r->ndim != n->ndim ||
             memcmp(r->shape, n->shape, (size_t)n->ndim * sizeof *n->shape)))
     return damo_shape_error(n, "adds a residual of its own f32 output's shape (no GELU, no uint8 output)", r, NULL);
-  if (n->iparam[Q_RECORD_RANGE] && n->fparam[1] > 0.0f)
+  if (n->records_range && n->fparam[1] > 0.0f)
     return damo_error(DAMO_ERR_INVALID_ARG, "qdense '%s': an output range is recorded for an f32 output only", n->name);
   n->dtype = n->fparam[1] > 0.0f ? DAMO_U8 : DAMO_F32;
   const int64_t M = damo_node_count(x) / (w->K ? w->K : 1);
@@ -213,7 +188,7 @@ static damo_status qdense_forward(damo_graph *g, damo_node *n) {
                            .out_zero_point = n->iparam[Q_OUT_ZERO_POINT],
                            .gelu = act == Q_ACT_GELU ? 1 : act == Q_ACT_GELU_TANH ? 2 : 0,
                            .residual = residual_of(n) ? damo_f32(residual_of(n)) : NULL, .ldr = w->N,
-                           .range = n->iparam[Q_RECORD_RANGE] ? n->out_range : NULL};
+                           .range = n->records_range ? n->out_range : NULL}; /* in the epilogue */
   quantized_product(x, chained ? (const uint8_t *)xn->value : NULL, M, w, scale, zp, b, n->aux, &out);
   return DAMO_OK;
 }
@@ -250,7 +225,7 @@ damo_status damo_dense_to_qdense(damo_node *n, const damo_qweight *w, float x_sc
   n->fparam[1] = 0.0f; /* f32 output */
   n->iparam[Q_OUT_ZERO_POINT] = 0;
   n->iparam[Q_RESIDUAL] = 0;
-  n->iparam[Q_RECORD_RANGE] = 0;
+  n->records_range = 0;
   n->op_data = w;
   return qdense_infer(n);
 }
@@ -514,7 +489,8 @@ static damo_status quantize_u8_forward(damo_graph *g, damo_node *n) {
   float scale = n->fparam[0];
   int zp = n->iparam[0];
   if (!(scale > 0.0f)) {
-    batch_range(damo_f32(xn), count, &n->out_range[0], &n->out_range[1]);
+    if (xn->records_range) n->out_range[0] = xn->out_range[0], n->out_range[1] = xn->out_range[1];
+    else batch_range(damo_f32(xn), count, &n->out_range[0], &n->out_range[1]);
     damo_quant_params(n->out_range[0], n->out_range[1], &scale, &zp);
   }
   if (K > 0) damo_quantize_rows(damo_f32(xn), count / K, K, K, scale, zp, DAMO_QLAYOUT_VNNI, n->value, K);
@@ -559,11 +535,6 @@ damo_status damo_int8_chain(damo_graph *g, int n_keep, damo_node *const *keep) {
   if (off && !strcmp(off, "0")) return DAMO_OK;
   for (int i = 0; i < g->n_nodes; i++) {
     damo_node *p = g->nodes[i];
-    damo_node *reader = p->op == DAMO_OP_QDENSE && !(p->fparam[1] > 0.0f) ? sole_reader(g, p, n_keep, keep) : NULL;
-    if (reader && reader->op == DAMO_OP_QDENSE && reader->in[0] == p && !(reader->fparam[0] > 0.0f)) {
-      p->iparam[Q_RECORD_RANGE] = 1; /* dynamic: the f32 hand-over stays, its range comes with it */
-      continue;
-    }
     if (!is_qlinear(p) || p->fparam[1] > 0.0f || residual_of(p)) continue;
     /* Walk the single readers through ops that carry uint8 unchanged (max pooling, reshapes;
      * dropout, the identity of inference, is stepped over where the walk goes on) to a
@@ -601,6 +572,15 @@ damo_status damo_int8_chain(damo_graph *g, int n_keep, damo_node *const *keep) {
     if (x->op == DAMO_OP_QUANTIZE_U8) continue;
     if (share_input_quantisation(g, x) < 0) return damo_error_prefix(damo_graph_status(g), "int8 graph: sharing the "
                                                                        "quantisation of '%s': ", x->name);
+  }
+  /* a dynamic reader's range comes with its input where the producer can take it while the
+   * values are in cache (a qdense's epilogue, a layer norm's rows): the same scale and zero
+   * point as the reader's own pass over the input would find */
+  for (int i = 0; i < g->n_nodes; i++) {
+    damo_node *r = g->nodes[i], *p = r->n_in ? r->in[0] : NULL;
+    const int dynamic_reader = (r->op == DAMO_OP_QDENSE || r->op == DAMO_OP_QUANTIZE_U8) && !(r->fparam[0] > 0.0f);
+    if (dynamic_reader && p && p->dtype == DAMO_F32 && (p->op == DAMO_OP_QDENSE || p->op == DAMO_OP_LAYER_NORM))
+      p->records_range = 1;
   }
   return DAMO_OK;
 }

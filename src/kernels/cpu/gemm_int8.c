@@ -454,6 +454,28 @@ static void finish_tile(const damo_q8_out *o, const damo_qweight *w, int64_t ct,
   }
 }
 
+/* damo_range_f32: in 16 running lanes (a vector each; one running
+ * min and max would be a chain of dependent scalar compares). Written with GCC's vector types
+ * and a bitwise select: GCC turned the same loop over float arrays into scalar minss/maxss. */
+typedef float range_f32x16 __attribute__((vector_size(64)));
+typedef int32_t range_i32x16 __attribute__((vector_size(64)));
+
+DAMO_MULTIVERSION void damo_range_f32(const float *x, int64_t n, float *lo, float *hi) {
+  range_f32x16 l = {0}, h = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    range_f32x16 v;
+    memcpy(&v, x + i, sizeof v);
+    const range_i32x16 below = v < l, above = v > h;
+    l = (range_f32x16)(((range_i32x16)v & below) | ((range_i32x16)l & ~below));
+    h = (range_f32x16)(((range_i32x16)v & above) | ((range_i32x16)h & ~above));
+  }
+  float a = 0.0f, b = 0.0f;
+  for (; i < n; i++) a = x[i] < a ? x[i] : a, b = x[i] > b ? x[i] : b;
+  for (int k = 0; k < 16; k++) a = l[k] < a ? l[k] : a, b = h[k] > b ? h[k] : b;
+  *lo = a, *hi = b;
+}
+
 /* Widens [*lo, *hi] by an f32 tile just stored (rows x the tile's columns inside N), as
  * qlinear.c's range pass would: a NaN is passed over (compared, it is never below or above). */
 __attribute__((target("avx512f"))) static void tile_range_avx512(const float *c, int64_t ldc, int rows, int64_t cols,
