@@ -303,7 +303,8 @@ static void test_layer_norm_range(void) {
     CHECK_MSG(out[0] && out[1] && !memcmp(out[0], out[1], sizeof(float) * M * N),
               "%d reader(s): the output with the norm's recorded range differs", readers);
     float lo = 0, hi = 0;
-    for (int i = 0; out[2] && i < M * K; i++) lo = out[2][i] < lo ? out[2][i] : lo, hi = out[2][i] > hi ? out[2][i] : hi;
+    for (int i = 0; out[2] && i < M * K; i++)
+      lo = out[2][i] < lo ? out[2][i] : lo, hi = out[2][i] > hi ? out[2][i] : hi;
     CHECK_MSG(recorded && range[0] == lo && range[1] == hi && lo < 0 && hi > 0,
               "%d reader(s): recorded %d, range [%g, %g], the norm's output [%g, %g]", readers, recorded,
               (double)range[0], (double)range[1], (double)lo, (double)hi);

@@ -78,8 +78,9 @@ damo_node *damo_recurrent_int8_op(damo_graph *g, int gru, damo_node *x, damo_nod
  * too) and the ops between carry it; outputs in keep stay f32. A qdense or layer norm that a
  * dynamic int8 reader reads directly keeps its f32 output and records its range while the
  * values are in cache, which the reader quantises with instead of reading its input once
- * more for it (the same scale and zero point). An input several qdense read (all dynamic, or all with one calibrated
- * scale and zero point) is quantised once for them by a quantize_u8 node added after it.
+ * more for it (the same scale and zero point). An input several qdense read (all dynamic,
+ * or all with one calibrated scale and zero point) is quantised once for them by a
+ * quantize_u8 node added after it.
  * DAMO_INT8_CHAIN=0 in the environment leaves every hand-over f32 and every quantisation
  * to its reader (the same values, to compare).
  * Call before damo_graph_compile, on graphs that never run backward. */

@@ -454,9 +454,9 @@ static void finish_tile(const damo_q8_out *o, const damo_qweight *w, int64_t ct,
   }
 }
 
-/* damo_range_f32: in 16 running lanes (a vector each; one running
- * min and max would be a chain of dependent scalar compares). Written with GCC's vector types
- * and a bitwise select: GCC turned the same loop over float arrays into scalar minss/maxss. */
+/* damo_range_f32: in 16 running lanes (a vector each; one running min and max would be a
+ * chain of dependent scalar compares). Written with GCC's vector types and a bitwise select:
+ * GCC turned the same loop over float arrays into scalar minss/maxss. */
 typedef float range_f32x16 __attribute__((vector_size(64)));
 typedef int32_t range_i32x16 __attribute__((vector_size(64)));
 
