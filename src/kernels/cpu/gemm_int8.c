@@ -503,12 +503,12 @@ static void tile_range(const damo_q8_out *o, const damo_qweight *w, int64_t ct, 
     tile_range_avx512(c, o->ldc, rows, cols, lo, hi);
     return;
   }
-  for (int r = 0; r < rows; r++)
-    for (int64_t j = 0; j < cols; j++) {
-      const float v = c[r * o->ldc + j];
-      *lo = v < *lo ? v : *lo;
-      *hi = v > *hi ? v : *hi;
-    }
+  for (int r = 0; r < rows; r++) {
+    float a, b;
+    damo_range_f32(c + r * o->ldc, cols, &a, &b);
+    *lo = a < *lo ? a : *lo;
+    *hi = b > *hi ? b : *hi;
+  }
 }
 
 /* Threads for an M-row int8 product: as damo_gemm's, counting an int8 multiply-add as a
